@@ -1,0 +1,25 @@
+from accounts import services
+from accounts.models import Organization
+from config.commands import JsonCommand, get_or_fail
+
+
+class Command(JsonCommand):
+    help = "Issue an API key for an organization. The key is printed once and never stored."
+
+    def add_command_arguments(self, parser):
+        parser.add_argument("--org", required=True, help="organization id (org_…)")
+        parser.add_argument(
+            "--return-domain",
+            action="append",
+            default=[],
+            dest="return_domains",
+            help="allowed returnUrl host (repeatable; host:port for a non-default port)",
+        )
+        parser.add_argument("--name", default="")
+
+    def run(self, *, org, return_domains, name, **options):
+        organization = get_or_fail(Organization, org, "organization")
+        key, raw = services.api_key_create(
+            organization=organization, return_domains=return_domains, name=name
+        )
+        return {"id": key.id, "key": raw}, f"API key {key.id}: {raw}\n(shown once; store it now)"

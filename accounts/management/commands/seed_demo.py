@@ -1,0 +1,72 @@
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from accounts import services
+from accounts.models import ApiKey, Organization, Project
+from config.commands import JsonCommand
+
+DEMO_ORG = "Demo Partner"
+DEMO_PROJECTS = ["Demo App", "Demo App (staging)"]
+DEMO_KEY_NAME = "demo"
+DEMO_ADMIN = "admin"
+
+
+class Command(JsonCommand):
+    help = (
+        "Create the demo organization, its projects and an admin user if missing (idempotent). "
+        "Each run issues a fresh demo API key (revoking the previous one) and a fresh admin password, "
+        "because neither is stored in a readable form."
+    )
+
+    def run(self, **options):
+        with transaction.atomic():
+            org = Organization.objects.filter(name=DEMO_ORG).order_by("created_at").first()
+            if org is None:
+                org = services.organization_create(name=DEMO_ORG)
+            projects = []
+            for name in DEMO_PROJECTS:
+                project = Project.objects.filter(organization=org, name=name).first()
+                projects.append(project or services.project_create(organization=org, name=name))
+            for old in ApiKey.objects.filter(organization=org, name=DEMO_KEY_NAME, revoked_at__isnull=True):
+                services.api_key_revoke(key=old)
+            _, raw_key = services.api_key_create(
+                organization=org,
+                name=DEMO_KEY_NAME,
+                return_domains=[
+                    "localhost",
+                    "127.0.0.1",
+                    f"127.0.0.1:{settings.PORT}",
+                    f"localhost:{settings.PORT}",
+                    "app.demo.test",
+                ],
+            )
+            password = secrets.token_urlsafe(12)
+            user, _ = get_user_model().objects.get_or_create(username=DEMO_ADMIN, defaults={"is_staff": True})
+            user.is_staff = user.is_superuser = True
+            user.set_password(password)
+            user.save()
+        result = {
+            "organizationId": org.id,
+            "projectIds": [p.id for p in projects],
+            "apiKey": raw_key,
+            "adminUser": DEMO_ADMIN,
+            "adminPassword": password,
+        }
+        base = settings.LAYERS_PUBLIC_URL
+        human = "\n".join(
+            [
+                "",
+                "Layers partner API — demo",
+                f"  API:          {base}/v1/projects",
+                f"  API docs:     {base}/docs/",
+                f"  Admin:        {base}/admin/   (user {DEMO_ADMIN}, password {password})",
+                f"  Demo API key: {raw_key}",
+                f"  Projects:     {', '.join(p.id for p in projects)}",
+                f'  Try:          curl -H "Authorization: Bearer {raw_key}" {base}/v1/projects',
+                "",
+            ]
+        )
+        return result, human

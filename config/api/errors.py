@@ -1,0 +1,144 @@
+"""One exception type for every API error, and one handler that renders API.md's envelope for all of
+them, whatever raised them (our services, DRF validation, routing, throttling, a bug)."""
+
+import logging
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A public error: `code` is part of the contract and is never renamed."""
+
+    status = 400
+    code = "BAD_REQUEST"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None, details=None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+        self.details = details or {}
+
+
+class NotFound(ApiError):
+    status, code = 404, "NOT_FOUND"
+
+    def __init__(self, message: str = "Not found."):
+        super().__init__(message)
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class Validation(ApiError):
+    """422 with per-field messages: `Validation({"returnUrl": ["..."]})`."""
+
+    status, code = 422, "VALIDATION"
+
+    def __init__(self, fields: dict, message: str = "Invalid request."):
+        super().__init__(message, details={"fields": fields})
+
+
+class ReturnUrlNotAllowed(ApiError):
+    status, code = 403, "RETURN_URL_NOT_ALLOWED"
+
+
+def envelope(status: int, code: str, message: str, details: dict | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:
+    """DRF nests errors (`targets` → index → field); partners get one flat map `targets.1.mode`."""
+    out: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = "" if key == "non_field_errors" and not prefix else str(key)
+            out.update(_flatten(value, f"{prefix}.{name}" if prefix and name else (prefix or name)))
+    elif isinstance(detail, list) and detail and all(not isinstance(i, dict | list) for i in detail):
+        out.setdefault(prefix or "body", []).extend(str(i) for i in detail)
+    elif isinstance(detail, list):
+        for index, value in enumerate(detail):
+            if value:
+                out.update(_flatten(value, f"{prefix}.{index}" if prefix else str(index)))
+    else:
+        out.setdefault(prefix or "body", []).append(str(detail))
+    return out
+
+
+_DRF_CODES = [
+    (drf.ParseError, 400, "MALFORMED_REQUEST"),
+    (drf.UnsupportedMediaType, 400, "MALFORMED_REQUEST"),
+    (drf.NotAuthenticated, 401, "UNAUTHENTICATED"),
+    (drf.AuthenticationFailed, 401, "UNAUTHENTICATED"),
+    (drf.PermissionDenied, 404, "NOT_FOUND"),  # never reveal that a foreign object exists
+    (drf.NotFound, 404, "NOT_FOUND"),
+    (drf.MethodNotAllowed, 405, "METHOD_NOT_ALLOWED"),
+    (drf.NotAcceptable, 406, "NOT_ACCEPTABLE"),
+    (drf.Throttled, 429, "RATE_LIMITED"),
+]
+
+
+def exception_handler(exc, context):
+    """DRF's EXCEPTION_HANDLER: every error leaves the API in the same envelope."""
+    if isinstance(exc, ApiError):
+        return Response(envelope(exc.status, exc.code, exc.message, exc.details), status=exc.status)
+    if isinstance(exc, Http404):
+        return Response(envelope(404, "NOT_FOUND", "Not found."), status=404)
+    if isinstance(exc, DjangoPermissionDenied):
+        return Response(envelope(404, "NOT_FOUND", "Not found."), status=404)
+    if isinstance(exc, drf.ValidationError):
+        fields = _flatten(exc.detail)
+        return Response(envelope(422, "VALIDATION", "Invalid request.", {"fields": fields}), status=422)
+    for cls, status, code in _DRF_CODES:
+        if isinstance(exc, cls):
+            headers = {}
+            message = str(exc.detail) if hasattr(exc, "detail") else str(exc)
+            if isinstance(exc, drf.Throttled):
+                wait = int(exc.wait or 1) if exc.wait is not None else 1
+                headers["Retry-After"] = str(max(wait, 1))
+                message = f"Rate limit exceeded; retry in {headers['Retry-After']} s."
+            if status == 404:
+                message = "Not found."
+            return Response(envelope(status, code, message), status=status, headers=headers)
+    if isinstance(exc, drf.APIException):
+        return Response(envelope(exc.status_code, "ERROR", str(exc.detail)), status=exc.status_code)
+    # A bug: log it with the stack for us, answer the partner with nothing internal.
+    log.exception("unhandled API error", exc_info=exc)
+    return Response(envelope(500, "INTERNAL", "Internal error."), status=500)
+
+
+def wants_json(request) -> bool:
+    return request.path.startswith("/v1") or "application/json" in request.headers.get("Accept", "")
+
+
+def handler404(request, exception=None):
+    """Unknown routes: JSON envelope for API clients, Django's page for browsers elsewhere."""
+    if wants_json(request):
+        return JsonResponse(envelope(404, "NOT_FOUND", "Not found."), status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def handler500(request):
+    if wants_json(request):
+        return JsonResponse(envelope(500, "INTERNAL", "Internal error."), status=500)
+    from django.views.defaults import server_error
+
+    return server_error(request)
+
+
+def handler400(request, exception=None):
+    if wants_json(request):
+        return JsonResponse(envelope(400, "MALFORMED_REQUEST", "Bad request."), status=400)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)

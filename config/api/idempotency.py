@@ -1,0 +1,88 @@
+"""`Idempotency-Key` on POST: the same key and body within 24 h answer the first response again without
+doing the work; the same key with another body is 409 IDEMPOTENCY_KEY_REUSED. Keys are scoped to the
+organization. A key is claimed (row inserted) before the work starts, so two concurrent requests with one
+key cannot both do the work; a claim whose request died is taken over after IN_FLIGHT_TIMEOUT."""
+
+import hashlib
+import json
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from config.api.errors import ApiError, Conflict, Validation
+
+IN_FLIGHT_TIMEOUT = timedelta(seconds=60)
+MAX_KEY_LENGTH = 255
+
+
+class Replay(ApiError):
+    """Raised to short-circuit the view with the stored first response."""
+
+    def __init__(self, status: int, body):
+        super().__init__("replay")
+        self.status, self.body = status, body
+
+
+def fingerprint(request) -> str:
+    raw = request._request.body
+    try:
+        canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, UnicodeDecodeError):
+        canonical = raw
+    return hashlib.sha256(
+        request.method.encode() + b" " + request.path.encode() + b"\n" + canonical
+    ).hexdigest()
+
+
+def begin(*, organization, key: str, request):
+    """Claim `key` for this request, or raise Replay / Conflict. Returns the claimed row."""
+    from accounts.models import IdempotencyKey
+
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise Validation({"Idempotency-Key": [f"Must be 1 to {MAX_KEY_LENGTH} characters."]})
+    fp = fingerprint(request)
+    now = timezone.now()
+    with transaction.atomic():
+        row = IdempotencyKey.objects.select_for_update().filter(organization=organization, key=key).first()
+        if row is not None:
+            stale = row.created_at < now - settings.LAYERS_IDEMPOTENCY_TTL
+            abandoned = row.status_code is None and row.created_at < now - IN_FLIGHT_TIMEOUT
+            if stale or abandoned:
+                row.delete()
+                row = None
+        if row is not None:
+            if row.fingerprint != fp:
+                raise Conflict(
+                    "This Idempotency-Key was already used with a different request.",
+                    code="IDEMPOTENCY_KEY_REUSED",
+                )
+            if row.status_code is None:
+                raise Conflict(
+                    "A request with this Idempotency-Key is still being processed; retry shortly.",
+                    code="IDEMPOTENCY_KEY_REUSED",
+                )
+            raise Replay(row.status_code, row.response_body)
+        try:
+            with transaction.atomic():
+                return IdempotencyKey.objects.create(organization=organization, key=key, fingerprint=fp)
+        except IntegrityError:
+            raise Conflict(
+                "A request with this Idempotency-Key is still being processed; retry shortly.",
+                code="IDEMPOTENCY_KEY_REUSED",
+            )
+
+
+def finish(row, response) -> None:
+    """Store the first response; forget the key when the request did not complete (5xx, throttled) so
+    that the partner can retry it."""
+    from accounts.models import IdempotencyKey
+
+    status = response.status_code
+    if status >= 500 or status == 429:
+        IdempotencyKey.objects.filter(pk=row.pk).delete()
+        return
+    body = json.loads(json.dumps(response.data, cls=DjangoJSONEncoder))
+    IdempotencyKey.objects.filter(pk=row.pk).update(status_code=status, response_body=body)

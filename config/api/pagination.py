@@ -1,0 +1,58 @@
+"""Keyset pagination, newest first. The cursor is the (created_at, id) of the last row served, so rows
+inserted while a partner pages through a list are never skipped nor repeated: new rows sort before the
+cursor and every later page continues strictly after it."""
+
+import base64
+import binascii
+import json
+from datetime import datetime
+
+from django.db.models import Q
+from rest_framework.response import Response
+
+from config.api.errors import Validation
+
+DEFAULT_LIMIT, MAX_LIMIT = 50, 200
+
+
+def _encode(created_at: datetime, pk: str) -> str:
+    raw = json.dumps([created_at.isoformat(), pk]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, pk = json.loads(raw)
+        return datetime.fromisoformat(created), str(pk)
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise Validation({"cursor": ["Invalid cursor."]})
+
+
+def parse_limit(request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise Validation({"limit": [f"Must be an integer from 1 to {MAX_LIMIT}."]})
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Validation({"limit": [f"Must be an integer from 1 to {MAX_LIMIT}."]})
+    return limit
+
+
+def paginate(request, queryset, serialize, *, time_field: str = "created_at") -> Response:
+    """One page of `queryset` (newest first) as `{"data": [...], "nextCursor": ...}`.
+    `serialize` turns the list of rows into a list of dicts."""
+    limit = parse_limit(request)
+    qs = queryset.order_by(f"-{time_field}", "-pk")
+    cursor = request.query_params.get("cursor")
+    if cursor:
+        created, pk = _decode(cursor)
+        qs = qs.filter(Q(**{f"{time_field}__lt": created}) | Q(**{time_field: created, "pk__lt": pk}))
+    rows = list(qs[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode(getattr(rows[-1], time_field), rows[-1].pk) if more else None
+    return Response({"data": serialize(rows), "nextCursor": next_cursor})

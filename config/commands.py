@@ -1,0 +1,36 @@
+"""Base for the management commands of API.md: each takes `--json` and then prints exactly one JSON
+object on stdout (and nothing else), so automation and tests can read it."""
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+
+class JsonCommand(BaseCommand):
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        self.add_command_arguments(parser)
+
+    def add_command_arguments(self, parser):
+        pass
+
+    def handle(self, *args, **options):
+        try:
+            result, human = self.run(**options)
+        except (ValueError, LookupError) as exc:
+            raise CommandError(str(exc))
+        if options["json"]:
+            self.stdout.write(json.dumps(result))
+        else:
+            self.stdout.write(human)
+
+    def run(self, **options) -> tuple[dict, str]:
+        """Do the work; return (JSON result, human-readable text)."""
+        raise NotImplementedError
+
+
+def get_or_fail(model, pk: str, what: str):
+    obj = model.objects.filter(pk=pk).first()
+    if obj is None:
+        raise CommandError(f"No {what} with id {pk!r}.")
+    return obj

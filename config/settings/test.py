@@ -1,0 +1,18 @@
+"""Test suite: real PostgreSQL (concurrency tests need it), sandbox platforms, in-memory broker."""
+
+import dj_database_url
+
+from .base import *  # noqa: F403
+from .base import DATABASES, env
+
+DATABASES["default"] = dj_database_url.parse(
+    env.str("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/layers"), conn_max_age=0
+)
+DATABASES["default"]["TEST"] = {"NAME": "test_layers"}
+CELERY_BROKER_URL = "memory://"
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = False
+LAYERS_API_RATE = "100000/min"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
+MEDIA_ROOT = str(VAR_DIR / "test-media")  # noqa: F405

@@ -1,0 +1,52 @@
+from allauth.account.decorators import secure_admin_login
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path, register_converter
+from django.views.static import serve
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from accounts import views as ops_views
+from config.api.ids import KINDS, converter
+
+for _prefix in KINDS:
+    register_converter(converter(_prefix), _prefix)
+
+# Staff sign in through allauth (MFA, rate limits); the admin's own login form is never served.
+admin.site.login = secure_admin_login(admin.site.login)
+admin.site.site_header = "Layers back-office"
+admin.site.site_title = "Layers back-office"
+
+handler400 = "config.api.errors.handler400"
+handler404 = "config.api.errors.handler404"
+handler500 = "config.api.errors.handler500"
+
+
+class PublicSchemaView(SpectacularJSONAPIView):
+    authentication_classes = []
+    permission_classes = []
+    throttle_classes = []
+
+
+api_v1 = [
+    path("", include("accounts.urls")),
+]
+
+urlpatterns = [
+    path("healthz", ops_views.healthz, name="healthz"),
+    path("readyz", ops_views.readyz, name="readyz"),
+    path("v1/openapi.json", PublicSchemaView.as_view(), name="openapi"),
+    path(
+        "docs/",
+        SpectacularSwaggerView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]),
+        name="docs",
+    ),
+    path(
+        "docs/redoc/",
+        SpectacularRedocView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]),
+        name="redoc",
+    ),
+    path("v1/", include(api_v1)),
+    path("admin/", admin.site.urls),
+    path("staff/", include("allauth.urls")),
+    path("media/<path:path>", serve, {"document_root": settings.MEDIA_ROOT}),
+]

@@ -1,0 +1,149 @@
+"""Every auth failure and every error code leaves the API in API.md's envelope."""
+
+import pytest
+from django.utils import timezone
+
+from accounts import services
+from tests.conftest import assert_error
+
+pytestmark = pytest.mark.urls("tests.config.plumbing_urls")
+
+
+def test_missing_authorization_header_is_401(anon, owner):
+    assert_error(anon.get("/v1/projects"), 401, "UNAUTHENTICATED")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        "Token lyr_abc_def",
+        "Bearer lyr_000000000000_nope",
+        "Bearer nonsense",
+    ],
+)
+def test_malformed_or_unknown_key_is_401(anon, owner, header):
+    anon.credentials(HTTP_AUTHORIZATION=header)
+    assert_error(anon.get("/v1/projects"), 401, "UNAUTHENTICATED")
+
+
+def test_right_prefix_wrong_secret_is_401(anon, owner):
+    prefix_part = owner.raw_key.rsplit("_", 1)[0]
+    anon.credentials(HTTP_AUTHORIZATION=f"Bearer {prefix_part}_{'x' * 43}")
+    assert_error(anon.get("/v1/projects"), 401, "UNAUTHENTICATED")
+
+
+def test_revoked_key_is_401(owner):
+    assert owner.client.get("/v1/projects").status_code == 200
+    services.api_key_revoke(key=owner.key)
+    assert_error(owner.client.get("/v1/projects"), 401, "UNAUTHENTICATED")
+
+
+def test_valid_key_records_last_used(owner):
+    assert owner.key.last_used_at is None
+    before = timezone.now()
+    assert owner.client.get("/v1/projects").status_code == 200
+    owner.key.refresh_from_db()
+    assert owner.key.last_used_at >= before
+
+
+def test_unknown_route_is_404_envelope(owner, anon):
+    assert_error(owner.client.get("/v1/no-such-thing"), 404, "NOT_FOUND")
+    assert_error(anon.get("/v1/no-such-thing"), 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    "project_id",
+    [
+        "prj_00000000-0000-0000-0000-000000000000",  # well-formed, unknown
+        "prj_not-a-uuid",  # malformed
+        "sa_00000000-0000-0000-0000-000000000000",  # wrong type
+        "prj_%00",  # NUL byte must not reach PostgreSQL
+        "PRJ_00000000-0000-0000-0000-000000000000",
+    ],
+)
+def test_bad_project_ids_are_404(owner, project_id):
+    assert_error(owner.client.get(f"/v1/projects/{project_id}"), 404, "NOT_FOUND")
+
+
+def test_another_organizations_project_is_404(owner, sibling, outsider):
+    for other in (sibling, outsider):
+        assert_error(owner.client.get(f"/v1/projects/{other.project.id}"), 404, "NOT_FOUND")
+    assert owner.client.get(f"/v1/projects/{owner.project.id}").status_code == 200
+
+
+def test_wrong_method_is_405(owner):
+    assert_error(owner.client.delete("/v1/projects"), 405, "METHOD_NOT_ALLOWED")
+    assert_error(owner.client.post("/v1/projects", {}, format="json"), 405, "METHOD_NOT_ALLOWED")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"[1, 2]", b'"a string"', b"42", b"null"],
+)
+def test_body_not_a_json_object_is_400(owner, body):
+    response = owner.client.post("/v1/_probe", body, content_type="application/json")
+    assert_error(response, 400, "MALFORMED_REQUEST")
+
+
+def test_non_json_content_type_is_400(owner):
+    response = owner.client.post("/v1/_probe", "note=x", content_type="application/x-www-form-urlencoded")
+    assert_error(response, 400, "MALFORMED_REQUEST")
+
+
+def test_validation_error_is_422_with_fields(owner):
+    response = owner.client.post("/v1/_probe", {"count": 9}, format="json")
+    error = assert_error(response, 422, "VALIDATION")
+    assert set(error["details"]["fields"]) == {"note", "count"}
+
+
+def test_invalid_limit_is_422(owner):
+    for limit in ("0", "201", "abc", "-1"):
+        error = assert_error(owner.client.get(f"/v1/projects?limit={limit}"), 422, "VALIDATION")
+        assert "limit" in error["details"]["fields"]
+
+
+def test_invalid_cursor_is_422(owner):
+    error = assert_error(owner.client.get("/v1/events?cursor=%%%garbage"), 422, "VALIDATION")
+    assert "cursor" in error["details"]["fields"]
+
+
+def test_rate_limit_is_429_with_retry_after(owner, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.LAYERS_API_RATE = "3/min"
+    for _ in range(3):
+        assert owner.client.get("/v1/projects").status_code == 200
+    response = owner.client.get("/v1/projects")
+    assert_error(response, 429, "RATE_LIMITED")
+    assert int(response["Retry-After"]) >= 1
+    cache.clear()
+
+
+def test_rate_limit_is_per_key(owner, sibling, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.LAYERS_API_RATE = "2/min"
+    for _ in range(2):
+        owner.client.get("/v1/projects")
+    assert owner.client.get("/v1/projects").status_code == 429
+    assert sibling.client.get("/v1/projects").status_code == 200
+    cache.clear()
+
+
+def test_crash_is_500_without_internals(owner):
+    response = owner.client.get("/v1/_boom")
+    assert_error(response, 500, "INTERNAL")
+    text = response.content.decode()
+    assert "secret-internal-detail" not in text and "SELECT" not in text and "Traceback" not in text
+
+
+def test_healthz_and_readyz_need_no_key(anon, db):
+    assert anon.get("/healthz").json() == {"status": "ok"}
+    ready = anon.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}

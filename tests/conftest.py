@@ -1,0 +1,63 @@
+"""Fixtures: three organizations — the owner (two projects), a second organization of the same partner,
+and an outsider — so every endpoint is also tested across organizations."""
+
+from dataclasses import dataclass
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts import services
+
+
+@dataclass
+class Tenant:
+    org: object
+    projects: list
+    key: object
+    raw_key: str
+    client: APIClient
+
+    @property
+    def project(self):
+        return self.projects[0]
+
+
+def make_tenant(name: str, *, projects: int = 1, domains=("app.acme.test", "localhost")) -> Tenant:
+    org = services.organization_create(name=name)
+    prjs = [services.project_create(organization=org, name=f"{name} project {i}") for i in range(projects)]
+    key, raw = services.api_key_create(organization=org, return_domains=list(domains), name="test")
+    client = APIClient(raise_request_exception=False)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return Tenant(org=org, projects=prjs, key=key, raw_key=raw, client=client)
+
+
+@pytest.fixture
+def owner(db) -> Tenant:
+    return make_tenant("Acme", projects=2)
+
+
+@pytest.fixture
+def sibling(db) -> Tenant:
+    """A second organization of the same partner company: still a different tenant."""
+    return make_tenant("Acme Labs")
+
+
+@pytest.fixture
+def outsider(db) -> Tenant:
+    return make_tenant("Globex", domains=("globex.test",))
+
+
+@pytest.fixture
+def anon() -> APIClient:
+    return APIClient(raise_request_exception=False)
+
+
+def assert_error(response, status: int, code: str):
+    """The response is API.md's error envelope with this status and code."""
+    assert response.status_code == status, (response.status_code, response.content[:500])
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["details"], dict)
+    return body["error"]
