@@ -5,6 +5,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from config.api.ids import is_valid
+
 
 class JsonCommand(BaseCommand):
     def add_arguments(self, parser):
@@ -30,7 +32,9 @@ class JsonCommand(BaseCommand):
 
 
 def get_or_fail(model, pk: str, what: str):
-    obj = model.objects.filter(pk=pk).first()
+    prefix = getattr(model._meta.pk, "prefix", None)
+    # A malformed id never reaches the database (PostgreSQL rejects e.g. a NUL byte with a DataError).
+    obj = model.objects.filter(pk=pk).first() if prefix is None or is_valid(prefix, pk) else None
     if obj is None:
         raise CommandError(f"No {what} with id {pk!r}.")
     return obj

@@ -32,9 +32,7 @@ def fingerprint(request) -> str:
         canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
     except (ValueError, UnicodeDecodeError):
         canonical = raw
-    return hashlib.sha256(
-        request.method.encode() + b" " + request.path.encode() + b"\n" + canonical
-    ).hexdigest()
+    return hashlib.sha256(request.method.encode() + b" " + request.path.encode() + b"\n" + canonical).hexdigest()
 
 
 def begin(*, organization, key: str, request):

@@ -24,9 +24,13 @@ def _decode(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, pk = json.loads(raw)
-        return datetime.fromisoformat(created), str(pk)
+        created = datetime.fromisoformat(created)
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
         raise Validation({"cursor": ["Invalid cursor."]})
+    # A forged cursor must not reach the database as something it rejects (PostgreSQL refuses NUL: a 500).
+    if not isinstance(pk, str) or "\x00" in pk or created.tzinfo is None:
+        raise Validation({"cursor": ["Invalid cursor."]})
+    return created, pk
 
 
 def parse_limit(request) -> int:

@@ -47,6 +47,9 @@ def normalize_allowlist_entry(entry: str) -> str:
     if sep:
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("invalid port")
+        if int(port) == DEFAULT_PORTS["https"]:
+            # check_return_url compares https://host:443 as the bare host; host:443 would never match.
+            return host
         return f"{host}:{int(port)}"
     return host
 

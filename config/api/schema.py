@@ -60,9 +60,7 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
     str,
     location=OpenApiParameter.HEADER,
-    description=(
-        "Replays the first response for 24 h; another body with the same key → 409 IDEMPOTENCY_KEY_REUSED."
-    ),
+    description=("Replays the first response for 24 h; another body with the same key → 409 IDEMPOTENCY_KEY_REUSED."),
 )
 
 

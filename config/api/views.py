@@ -14,9 +14,7 @@ class ApiView(APIView):
         super().initial(request, *args, **kwargs)
         key = request.headers.get("Idempotency-Key")
         if request.method == "POST" and key is not None:
-            self._idempotency_row = idempotency.begin(
-                organization=request.user.organization, key=key, request=request
-            )
+            self._idempotency_row = idempotency.begin(organization=request.user.organization, key=key, request=request)
 
     def handle_exception(self, exc):
         if isinstance(exc, idempotency.Replay):

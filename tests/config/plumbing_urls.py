@@ -1,5 +1,7 @@
-"""The real URLconf plus two probe operations built on the same ApiView base, to exercise the shared
+"""The real URLconf plus probe operations built on the same ApiView base, to exercise the shared
 plumbing (idempotency, envelope for a crash) independently of any one feature."""
+
+import threading
 
 from django.db import transaction
 from django.urls import path
@@ -31,6 +33,33 @@ class ProbeApi(ApiView):
         return Response({"eventId": event.id, "note": data.validated_data["note"]}, status=201)
 
 
+class FlakyProbeApi(ProbeApi):
+    """Crashes (500) while `failures_left` > 0, then works like the probe: a crashed request must stay
+    retryable with the same Idempotency-Key."""
+
+    failures_left = 0
+
+    def post(self, request):
+        if FlakyProbeApi.failures_left > 0:
+            FlakyProbeApi.failures_left -= 1
+            raise RuntimeError("flaky probe crashed before doing the work")
+        return super().post(request)
+
+
+class GatedProbeApi(ProbeApi):
+    """Holds each request after its Idempotency-Key is claimed until the test opens `release`, so a test
+    can send a second request while the first one is provably still in flight."""
+
+    entered = threading.Event()
+    release = threading.Event()
+
+    def post(self, request):
+        GatedProbeApi.entered.set()
+        if not GatedProbeApi.release.wait(timeout=30):
+            raise RuntimeError("the test never opened the gate")
+        return super().post(request)
+
+
 class BoomApi(ApiView):
     def get(self, request):
         raise RuntimeError("secret-internal-detail SELECT * FROM tokens")
@@ -40,6 +69,8 @@ class BoomApi(ApiView):
 
 urlpatterns = [
     path("v1/_probe", ProbeApi.as_view()),
+    path("v1/_probe_flaky", FlakyProbeApi.as_view()),
+    path("v1/_probe_gated", GatedProbeApi.as_view()),
     path("v1/_boom", BoomApi.as_view()),
     *real_urlpatterns,
 ]

@@ -1,0 +1,39 @@
+"""Serializer building blocks shared by every app's input serializers."""
+
+from datetime import datetime
+
+from rest_framework import serializers
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """RFC 3339 timestamp that must carry its timezone (`Z` or an offset). DRF would silently read a
+    naive timestamp in the server's timezone; a partner's scheduling mistake must be an error instead."""
+
+    default_error_messages = {"naive": "Must include a timezone (e.g. 2026-04-20T17:00:00Z)."}
+
+    def to_internal_value(self, value):
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value.strip())
+            except ValueError:
+                parsed = None
+            if parsed is not None and parsed.tzinfo is None:
+                self.fail("naive")
+        return super().to_internal_value(value)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know (a typo must not be silently ignored). `rejected_fields` maps
+    fields with a specific reason to that reason."""
+
+    rejected_fields: dict[str, str] = {}
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = {}
+            for key in data:
+                if key not in self.fields:
+                    unknown[key] = [self.rejected_fields.get(key, "Unknown field.")]
+            if unknown:
+                raise serializers.ValidationError(unknown)
+        return super().to_internal_value(data)

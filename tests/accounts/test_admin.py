@@ -1,0 +1,314 @@
+"""The back-office: staff sign in through django-allauth (MFA available, the admin's own login cannot be
+used to bypass it), manage organizations and projects, issue API keys (shown once, stored as a hash),
+edit a key's return-domain allowlist and revoke keys."""
+
+import hashlib
+import json
+import re
+import time
+from html.parser import HTMLParser
+
+import pytest
+from allauth.mfa import app_settings as mfa_settings
+from allauth.mfa.models import Authenticator
+from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.test import Client
+from django.urls import reverse
+
+from accounts.models import ApiKey, Organization, Project
+from tests.conftest import assert_error
+
+PASSWORD = "correct horse battery staple"
+RAW_KEY = re.compile(r"lyr_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    # allauth keeps its login rate-limit counters in the cache; each test starts with a clean slate.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def staff(db):
+    return get_user_model().objects.create_user(username="ops", password=PASSWORD, is_staff=True, is_superuser=True)
+
+
+def sign_in(client: Client, username: str, password: str = PASSWORD, next_url: str | None = None):
+    url = "/staff/login/" + (f"?next={next_url}" if next_url else "")
+    return client.post(url, {"login": username, "password": password})
+
+
+def signed_in(client: Client) -> bool:
+    return "_auth_user_id" in client.session
+
+
+@pytest.fixture
+def staff_client(staff) -> Client:
+    client = Client()
+    response = sign_in(client, staff.username)
+    assert response.status_code == 302 and signed_in(client)
+    return client
+
+
+def totp_now(secret: str) -> str:
+    return format_hotp_value(hotp_value(secret, int(time.time()) // mfa_settings.TOTP_PERIOD))
+
+
+# --- signing in -----------------------------------------------------------------------------------
+
+
+def test_anonymous_admin_redirects_to_the_allauth_login(db, client):
+    response = client.get("/admin/", follow=True)
+
+    final_url, status = response.redirect_chain[-1]
+    assert status == 302
+    assert final_url.startswith("/staff/login/?next=")
+    assert response.status_code == 200
+    assert 'name="password"' in response.content.decode()
+
+
+def test_admin_login_page_redirects_to_allauth_and_cannot_sign_in(staff, client):
+    assert client.get("/admin/login/")["Location"].startswith("/staff/login/?next=")
+
+    # posting valid credentials to the admin's own form does not sign anyone in
+    response = client.post("/admin/login/?next=/admin/", {"username": staff.username, "password": PASSWORD})
+
+    assert response.status_code == 302 and response["Location"].startswith("/staff/login/")
+    assert not signed_in(client)
+    assert client.get("/admin/").status_code == 302
+
+
+def test_staff_signs_in_through_allauth_and_reaches_the_admin(staff, client):
+    response = sign_in(client, staff.username)
+
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+    page = client.get("/admin/")
+    assert page.status_code == 200
+    assert "Layers back-office" in page.content.decode()
+
+
+def test_sign_in_returns_to_the_admin_page_asked_for(staff, client):
+    response = sign_in(client, staff.username, next_url="/admin/accounts/apikey/")
+    assert response["Location"] == "/admin/accounts/apikey/"
+
+
+def test_wrong_password_does_not_sign_in(staff, client):
+    response = sign_in(client, staff.username, password="wrong password")
+    assert response.status_code == 200
+    assert not signed_in(client)
+
+
+def test_a_signed_in_user_who_is_not_staff_gets_no_admin(db, client):
+    get_user_model().objects.create_user(username="partner", password=PASSWORD)
+    sign_in(client, "partner")
+
+    response = client.get("/admin/", follow=True)
+
+    assert response.status_code == 403
+    assert "Layers back-office" not in response.content.decode()
+
+
+def test_nobody_can_sign_up(db, client):
+    response = client.post("/staff/signup/", {"username": "intruder", "password1": PASSWORD, "password2": PASSWORD})
+    assert not get_user_model().objects.filter(username="intruder").exists()
+    assert response.status_code in (200, 403)
+
+
+def test_staff_can_enable_totp_after_confirming_their_password(staff, staff_client):
+    assert staff_client.get(reverse("mfa_index")).status_code == 200
+    activate = reverse("mfa_activate_totp")
+    # allauth asks for the password again before any MFA change
+    assert staff_client.get(activate)["Location"].startswith(reverse("account_reauthenticate"))
+    response = staff_client.post(f"{reverse('account_reauthenticate')}?next={activate}", {"password": PASSWORD})
+    assert response["Location"] == activate
+
+    page = staff_client.get(activate)
+    assert page.status_code == 200
+    secret = staff_client.session["mfa.totp.secret"]
+    assert secret in page.content.decode()  # shown for manual entry next to the QR code
+    response = staff_client.post(activate, {"code": totp_now(secret)})
+
+    assert response.status_code == 302
+    assert Authenticator.objects.filter(user=staff, type=Authenticator.Type.TOTP).exists()
+
+
+def test_staff_with_totp_must_pass_the_mfa_step_before_the_admin(staff, client):
+    secret = generate_totp_secret()
+    TOTP.activate(staff, secret)
+
+    # password step: sent to the MFA page, not signed in yet
+    response = sign_in(client, staff.username)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("mfa_authenticate")
+    assert not signed_in(client)
+    assert client.get("/admin/").status_code == 302
+    # the admin's own login form is no way around it either
+    client.post("/admin/login/", {"username": staff.username, "password": PASSWORD})
+    assert not signed_in(client)
+
+    # a wrong code keeps them out
+    wrong = "000000" if totp_now(secret) != "000000" else "111111"
+    assert client.post(reverse("mfa_authenticate"), {"code": wrong}).status_code == 200
+    assert not signed_in(client)
+
+    # the right code lets them in, to the admin
+    response = client.post(reverse("mfa_authenticate"), {"code": totp_now(secret)})
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+    assert signed_in(client)
+    assert client.get("/admin/").status_code == 200
+
+
+# --- organizations and projects --------------------------------------------------------------------
+
+
+class HiddenInputs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.values = {}
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "input" and attrs.get("type") == "hidden" and attrs.get("name"):
+            self.values[attrs["name"]] = attrs.get("value") or ""
+
+
+def management_forms(client, url) -> dict:
+    """The inline management forms of an admin add/change page, posting zero inline rows (which leaves any
+    existing rows alone): other apps may hang their own inlines on these admins."""
+    parser = HiddenInputs()
+    parser.feed(client.get(url).content.decode())
+    fields = {k: v for k, v in parser.values.items() if k.endswith("_FORMS")}
+    return {k: ("0" if k.endswith(("TOTAL_FORMS", "INITIAL_FORMS")) else v) for k, v in fields.items()}
+
+
+def test_staff_create_an_organization_and_a_project(staff_client):
+    url = "/admin/accounts/organization/add/"
+    response = staff_client.post(url, {"name": "Initech", **management_forms(staff_client, url)})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    org = Organization.objects.get(name="Initech")
+    assert org.id.startswith("org_")
+
+    url = "/admin/accounts/project/add/"
+    response = staff_client.post(url, {"organization": org.id, "name": "Web", **management_forms(staff_client, url)})
+    assert response.status_code == 302
+    assert Project.objects.get(organization=org).name == "Web"
+
+    listing = staff_client.get("/admin/accounts/project/?q=Initech").content.decode()
+    assert "Web" in listing
+
+
+def test_organization_and_project_pages_render(staff_client, owner):
+    for url in (
+        "/admin/accounts/organization/",
+        f"/admin/accounts/organization/{owner.org.id}/change/",
+        "/admin/accounts/project/",
+        f"/admin/accounts/project/{owner.project.id}/change/",
+        "/admin/accounts/apikey/",
+        "/admin/accounts/event/",
+    ):
+        assert staff_client.get(url).status_code == 200, url
+
+
+# --- API keys -------------------------------------------------------------------------------------
+
+
+def add_key(client, org, domains="App.Acme.test\nfoo.test:8443", name="partner key"):
+    url = "/admin/accounts/apikey/add/"
+    return client.post(
+        url,
+        {"organization": org.id, "name": name, "allowed_return_domains": domains, **management_forms(client, url)},
+    )
+
+
+def test_adding_a_key_shows_it_once_and_stores_only_prefix_and_hash(staff, staff_client, owner):
+    response = add_key(staff_client, owner.org)
+
+    assert response.status_code == 200
+    assert "admin/accounts/apikey/created.html" in [t.name for t in response.templates]
+    raw = RAW_KEY.search(response.content.decode()).group(0)
+    row = ApiKey.objects.get(name="partner key")
+    assert row.organization_id == owner.org.id and row.created_by_id == staff.id
+    assert row.allowed_return_domains == ["app.acme.test", "foo.test:8443"]
+    assert raw.startswith(f"lyr_{row.prefix}_")
+    assert row.key_hash == hashlib.sha256(raw.encode()).hexdigest()
+    for field in ApiKey._meta.concrete_fields:
+        assert raw not in json.dumps(field.value_from_object(row), default=str), field.name
+    # the key works, for its organization only
+    api = Client()
+    body = api.get("/v1/projects", HTTP_AUTHORIZATION=f"Bearer {raw}").json()
+    assert sorted(p["id"] for p in body["data"]) == sorted(p.id for p in owner.projects)
+    # and it is never shown again: not in the list, not in a flashed message
+    assert raw not in staff_client.get("/admin/accounts/apikey/").content.decode()
+
+
+def test_key_change_page_shows_neither_the_key_nor_its_hash(staff_client, owner):
+    raw = RAW_KEY.search(add_key(staff_client, owner.org).content.decode()).group(0)
+    row = ApiKey.objects.get(name="partner key")
+
+    page = staff_client.get(f"/admin/accounts/apikey/{row.pk}/change/").content.decode()
+
+    assert row.prefix in page  # staff can tell keys apart by prefix
+    assert raw not in page
+    assert row.key_hash not in page
+    assert "app.acme.test\nfoo.test:8443" in page  # the allowlist, one host per line
+
+
+def test_invalid_allowlist_entry_is_refused_and_no_key_is_created(staff_client, owner):
+    response = add_key(staff_client, owner.org, domains="app.acme.test\nhttps://x.test/path")
+
+    assert response.status_code == 200
+    assert "https://x.test/path" in response.content.decode()
+    assert "errorlist" in response.content.decode()
+    assert not ApiKey.objects.filter(name="partner key").exists()
+
+
+def test_staff_edit_the_allowlist_of_an_existing_key(staff_client, owner):
+    url = f"/admin/accounts/apikey/{owner.key.pk}/change/"
+    original_hash = owner.key.key_hash
+
+    forms = management_forms(staff_client, url)
+    response = staff_client.post(
+        url, {"name": "renamed", "allowed_return_domains": "App.Acme.test\nfoo.test:8443", **forms}
+    )
+    assert response.status_code == 302
+    owner.key.refresh_from_db()
+    assert owner.key.allowed_return_domains == ["app.acme.test", "foo.test:8443"]
+    assert owner.key.key_hash == original_hash  # editing never re-issues the secret
+
+    refused = staff_client.post(url, {"name": "renamed", "allowed_return_domains": "https://x.test/path", **forms})
+    assert refused.status_code == 200 and "errorlist" in refused.content.decode()
+    owner.key.refresh_from_db()
+    assert owner.key.allowed_return_domains == ["app.acme.test", "foo.test:8443"]
+
+
+def test_the_organization_of_an_existing_key_cannot_be_changed(staff_client, owner, outsider):
+    url = f"/admin/accounts/apikey/{owner.key.pk}/change/"
+    staff_client.post(url, {"organization": outsider.org.id, "name": "x", "allowed_return_domains": "a.test"})
+    owner.key.refresh_from_db()
+    assert owner.key.organization_id == owner.org.id
+
+
+def test_the_revoke_action_revokes_the_selected_keys(staff_client, owner, sibling, outsider):
+    response = staff_client.post(
+        "/admin/accounts/apikey/",
+        {"action": "revoke_keys", "_selected_action": [owner.key.pk, sibling.key.pk]},
+    )
+
+    assert response.status_code == 302
+    for tenant in (owner, sibling):
+        tenant.key.refresh_from_db()
+        assert tenant.key.revoked_at is not None
+        assert_error(tenant.client.get("/v1/projects"), 401, "UNAUTHENTICATED")
+    outsider.key.refresh_from_db()
+    assert outsider.key.revoked_at is None
+    assert outsider.client.get("/v1/projects").status_code == 200
+
+
+def test_anonymous_cannot_add_a_key(owner, client):
+    response = add_key(client, owner.org)
+    assert response.status_code == 302
+    assert ApiKey.objects.count() == 1  # the fixture's

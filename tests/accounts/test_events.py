@@ -1,0 +1,104 @@
+"""The event outbox: an event exists exactly when the change it reports was committed, and GET /v1/events
+lists the caller's organization's events only."""
+
+import re
+
+import pytest
+from django.db import transaction
+
+from accounts.models import Event
+from accounts.services import event_record
+from tests.conftest import assert_error
+
+
+class Boom(Exception):
+    pass
+
+
+def test_event_recorded_in_a_rolled_back_transaction_leaves_no_event(owner, transactional_db):
+    # given a change that records its event and then fails
+    with pytest.raises(Boom), transaction.atomic():
+        event = event_record(organization_id=owner.org.id, type="social_account.connected", data={"n": 1})
+        assert Event.objects.filter(pk=event.pk).exists()  # visible inside the transaction
+        raise Boom()
+    # then neither the change nor its event survives
+    assert not Event.objects.filter(pk=event.pk).exists()
+    assert Event.objects.count() == 0
+
+
+def test_event_recorded_in_a_committed_transaction_is_kept_and_handed_to_delivery(owner, transactional_db, monkeypatch):
+    delivered = []
+    monkeypatch.setattr("accounts.services._after_event_commit", delivered.append)
+    with transaction.atomic():
+        event = event_record(organization_id=owner.org.id, type="social_account.connected", data={"n": 1})
+        assert delivered == []  # nothing leaves before the commit
+    assert Event.objects.filter(pk=event.pk).exists()
+    assert delivered == [event.pk]
+
+
+def test_rolled_back_event_is_never_handed_to_delivery(owner, transactional_db, monkeypatch):
+    delivered = []
+    monkeypatch.setattr("accounts.services._after_event_commit", delivered.append)
+    with pytest.raises(Boom), transaction.atomic():
+        event_record(organization_id=owner.org.id, type="social_account.connected", data={})
+        raise Boom()
+    assert delivered == []
+
+
+def test_event_record_outside_a_transaction_raises(owner, transactional_db):
+    with pytest.raises(RuntimeError):
+        event_record(organization_id=owner.org.id, type="social_account.connected", data={})
+    assert Event.objects.count() == 0
+
+
+def test_event_record_with_an_unknown_type_raises(owner):
+    with pytest.raises(ValueError), transaction.atomic():
+        event_record(organization_id=owner.org.id, type="social_account.exploded", data={})
+    assert Event.objects.count() == 0
+
+
+def record(tenant, type_, **data):
+    with transaction.atomic():
+        return event_record(organization_id=tenant.org.id, type=type_, data=data)
+
+
+def test_events_list_shows_only_the_callers_organization(owner, sibling, outsider):
+    mine = [record(owner, "social_account.connected", n=i) for i in range(3)]
+    record(sibling, "social_account.connected", n=9)
+    record(outsider, "scheduled_post.failed", n=9)
+
+    body = owner.client.get("/v1/events").json()
+
+    assert [e["id"] for e in body["data"]] == [e.id for e in reversed(mine)]
+    assert body["nextCursor"] is None
+
+
+def test_events_list_filters_by_type(owner, outsider):
+    connected = record(owner, "social_account.connected")
+    failed = record(owner, "scheduled_post.failed", code="MEDIA_INVALID")
+    record(outsider, "scheduled_post.failed")
+
+    only_failed = owner.client.get("/v1/events?type=scheduled_post.failed").json()["data"]
+    only_connected = owner.client.get("/v1/events?type=social_account.connected").json()["data"]
+    unknown = owner.client.get("/v1/events?type=no.such.type").json()["data"]
+
+    assert [e["id"] for e in only_failed] == [failed.id]
+    assert [e["id"] for e in only_connected] == [connected.id]
+    assert unknown == []
+
+
+def test_event_envelope_fields(owner):
+    record(owner, "lease_request.assigned", requestId="lreq_X", socialAccountIds=["sa_1"])
+
+    (event,) = owner.client.get("/v1/events").json()["data"]
+
+    assert set(event) == {"id", "type", "createdAt", "data"}
+    assert re.fullmatch(r"evt_[0-9A-HJKMNP-TV-Z]{26}", event["id"])
+    assert event["type"] == "lease_request.assigned"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", event["createdAt"])
+    assert event["data"] == {"requestId": "lreq_X", "socialAccountIds": ["sa_1"]}
+
+
+def test_events_list_needs_a_key(anon, owner):
+    record(owner, "social_account.connected")
+    assert_error(anon.get("/v1/events"), 401, "UNAUTHENTICATED")

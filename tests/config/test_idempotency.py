@@ -1,0 +1,232 @@
+"""Idempotency-Key on POST (config/api/idempotency.py), through the probe operation that records one
+event per executed request: the event count is "how many times the work was done"."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts.models import Event, IdempotencyKey
+from tests.config import plumbing_urls
+from tests.conftest import assert_error
+
+pytestmark = pytest.mark.urls("tests.config.plumbing_urls")
+
+
+def post(client, body, key, path="/v1/_probe"):
+    headers = {} if key is None else {"HTTP_IDEMPOTENCY_KEY": key}
+    return client.post(path, body, format="json", **headers)
+
+
+def work_done(tenant) -> int:
+    return Event.objects.filter(organization=tenant.org).count()
+
+
+def client_for(tenant) -> APIClient:
+    client = APIClient(raise_request_exception=False)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant.raw_key}")
+    return client
+
+
+def test_same_key_and_body_replays_status_and_body_without_redoing_the_work(owner):
+    first = post(owner.client, {"note": "hello"}, "k-1")
+    assert first.status_code == 201
+    assert "Idempotent-Replayed" not in first
+
+    again = post(owner.client, {"note": "hello"}, "k-1")
+
+    assert again.status_code == 201
+    assert again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    assert work_done(owner) == 1
+
+
+def test_same_json_written_differently_is_the_same_request(owner):
+    first = owner.client.post(
+        "/v1/_probe", b'{"note": "x", "count": 2}', content_type="application/json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+    again = owner.client.post(
+        "/v1/_probe", b'{"count":2,"note":"x"}', content_type="application/json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+    assert again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    assert work_done(owner) == 1
+
+
+def test_without_a_key_every_post_does_the_work(owner):
+    post(owner.client, {"note": "a"}, None)
+    post(owner.client, {"note": "a"}, None)
+    assert work_done(owner) == 2
+
+
+def test_same_key_with_another_body_is_409_key_reused(owner):
+    assert post(owner.client, {"note": "first"}, "k-2").status_code == 201
+
+    response = post(owner.client, {"note": "second"}, "k-2")
+
+    assert_error(response, 409, "IDEMPOTENCY_KEY_REUSED")
+    assert work_done(owner) == 1
+
+
+def test_same_key_on_another_path_is_409_key_reused(owner):
+    assert post(owner.client, {"note": "first"}, "k-3").status_code == 201
+    assert_error(post(owner.client, {"note": "first"}, "k-3", path="/v1/_probe_flaky"), 409, "IDEMPOTENCY_KEY_REUSED")
+    assert work_done(owner) == 1
+
+
+def test_a_422_response_is_replayed_too(owner):
+    first = post(owner.client, {"count": 9}, "k-422")
+    assert_error(first, 422, "VALIDATION")
+
+    again = post(owner.client, {"count": 9}, "k-422")
+
+    assert again.status_code == 422
+    assert again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    # and the corrected body needs a new key
+    assert_error(post(owner.client, {"note": "fixed"}, "k-422"), 409, "IDEMPOTENCY_KEY_REUSED")
+    assert work_done(owner) == 0
+
+
+def test_keys_are_scoped_per_organization(owner, sibling):
+    mine = post(owner.client, {"note": "same"}, "shared-key")
+    theirs = post(sibling.client, {"note": "same"}, "shared-key")
+
+    assert mine.status_code == theirs.status_code == 201
+    assert "Idempotent-Replayed" not in theirs
+    assert mine.json()["eventId"] != theirs.json()["eventId"]
+    assert work_done(owner) == work_done(sibling) == 1
+    # and a different body under another org's key is not a conflict for us
+    assert post(sibling.client, {"note": "other"}, "k-only-sibling").status_code == 201
+    assert post(owner.client, {"note": "mine"}, "k-only-sibling").status_code == 201
+
+
+def test_key_over_255_characters_is_422(owner):
+    error = assert_error(post(owner.client, {"note": "x"}, "k" * 256), 422, "VALIDATION")
+    assert "Idempotency-Key" in error["details"]["fields"]
+    assert work_done(owner) == 0
+    assert post(owner.client, {"note": "x"}, "k" * 255).status_code == 201
+
+
+def test_empty_key_is_422(owner):
+    assert_error(post(owner.client, {"note": "x"}, ""), 422, "VALIDATION")
+    assert work_done(owner) == 0
+
+
+def test_key_expires_after_24_hours_and_the_work_is_done_again(owner):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        first = post(owner.client, {"note": "daily"}, "k-ttl")
+    with time_machine.travel(start + timedelta(hours=23, minutes=59), tick=False):
+        within = post(owner.client, {"note": "daily"}, "k-ttl")
+        assert within["Idempotent-Replayed"] == "true"
+        assert work_done(owner) == 1
+    with time_machine.travel(start + timedelta(hours=24, seconds=1), tick=False):
+        after = post(owner.client, {"note": "daily"}, "k-ttl")
+
+    assert after.status_code == 201
+    assert "Idempotent-Replayed" not in after
+    assert after.json()["eventId"] != first.json()["eventId"]
+    assert work_done(owner) == 2
+
+
+def test_a_request_that_crashed_is_not_stored_and_can_be_retried(owner, monkeypatch):
+    monkeypatch.setattr(plumbing_urls.FlakyProbeApi, "failures_left", 1)
+
+    crashed = post(owner.client, {"note": "retry me"}, "k-crash", path="/v1/_probe_flaky")
+    assert_error(crashed, 500, "INTERNAL")
+    assert not IdempotencyKey.objects.filter(organization=owner.org, key="k-crash").exists()
+
+    retried = post(owner.client, {"note": "retry me"}, "k-crash", path="/v1/_probe_flaky")
+    assert retried.status_code == 201
+    assert "Idempotent-Replayed" not in retried
+    assert work_done(owner) == 1
+
+    replayed = post(owner.client, {"note": "retry me"}, "k-crash", path="/v1/_probe_flaky")
+    assert replayed["Idempotent-Replayed"] == "true" and replayed.json() == retried.json()
+    assert work_done(owner) == 1
+
+
+def test_a_claim_abandoned_by_a_dead_request_is_taken_over_after_a_minute(owner):
+    # given a claim whose request died (no response stored): first 30 s ago, then two minutes ago
+    assert post(owner.client, {"note": "orphan"}, "k-orphan").status_code == 201
+    claim = IdempotencyKey.objects.filter(organization=owner.org, key="k-orphan")
+    claim.update(status_code=None, response_body=None, created_at=timezone.now() - timedelta(seconds=30))
+    assert_error(post(owner.client, {"note": "orphan"}, "k-orphan"), 409, "IDEMPOTENCY_KEY_REUSED")
+    claim.update(created_at=timezone.now() - timedelta(minutes=2))
+    # when the partner retries
+    response = post(owner.client, {"note": "orphan"}, "k-orphan")
+    # then the request runs again and its response is the one stored from now on
+    assert response.status_code == 201 and "Idempotent-Replayed" not in response
+    assert work_done(owner) == 2
+    assert post(owner.client, {"note": "orphan"}, "k-orphan").json() == response.json()
+
+
+def run_in_thread(fn, results, index):
+    try:
+        results[index] = fn()
+    finally:
+        connection.close()
+
+
+def test_second_request_while_the_first_is_in_flight_is_409(owner, transactional_db, monkeypatch):
+    """Thread A holds its request open after claiming the key; B, on its own connection, sends the same
+    key and body: B is refused, A completes, and a later retry is a replay."""
+    monkeypatch.setattr(plumbing_urls.GatedProbeApi, "entered", threading.Event())
+    monkeypatch.setattr(plumbing_urls.GatedProbeApi, "release", threading.Event())
+    results = [None, None]
+    a = threading.Thread(
+        target=run_in_thread,
+        args=(lambda: post(client_for(owner), {"note": "gate"}, "k-gate", "/v1/_probe_gated"), results, 0),
+    )
+    a.start()
+    try:
+        assert plumbing_urls.GatedProbeApi.entered.wait(timeout=30)
+        b = threading.Thread(
+            target=run_in_thread,
+            args=(lambda: post(client_for(owner), {"note": "gate"}, "k-gate", "/v1/_probe_gated"), results, 1),
+        )
+        b.start()
+        b.join(timeout=30)
+    finally:
+        plumbing_urls.GatedProbeApi.release.set()
+        a.join(timeout=30)
+
+    first, second = results
+    assert first.status_code == 201 and "Idempotent-Replayed" not in first
+    assert_error(second, 409, "IDEMPOTENCY_KEY_REUSED")
+    assert work_done(owner) == 1
+    later = post(owner.client, {"note": "gate"}, "k-gate", "/v1/_probe_gated")
+    assert later["Idempotent-Replayed"] == "true" and later.json() == first.json()
+
+
+def test_two_concurrent_requests_with_one_key_do_the_work_once(owner, transactional_db):
+    """Two threads, each with its own PostgreSQL connection, start the same request at the same moment:
+    exactly one does the work; the other gets the replay or 409, never a second execution."""
+    barrier = threading.Barrier(2)
+    results = [None, None]
+
+    def send():
+        client = client_for(owner)
+        barrier.wait(timeout=30)
+        return post(client, {"note": "race"}, "k-race")
+
+    threads = [threading.Thread(target=run_in_thread, args=(send, results, i)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert work_done(owner) == 1
+    executed = [r for r in results if r.status_code == 201 and "Idempotent-Replayed" not in r]
+    others = [r for r in results if r not in executed]
+    assert len(executed) == 1 and len(others) == 1
+    other = others[0]
+    if other.status_code == 409:
+        assert_error(other, 409, "IDEMPOTENCY_KEY_REUSED")
+    else:
+        assert other.status_code == 201 and other["Idempotent-Replayed"] == "true"
+        assert other.json() == executed[0].json()

@@ -1,0 +1,139 @@
+"""Browser tests: Debian's chromium (never a downloaded build) driven by playwright against the live
+server. A staff member signs in through allauth, issues an API key in the admin and the key works; the
+API docs render with no request leaving the machine."""
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from playwright.sync_api import expect, sync_playwright
+
+from accounts import services
+from accounts.models import ApiKey
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(settings.BASE_DIR) / "var" / "screenshots"
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    # playwright's sync API runs an event loop on this thread; Django would then refuse ORM calls from the
+    # test body ("async context") although nothing here is async.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            yield browser
+            browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    """A page whose every request is checked: anything not addressed to the live server is aborted and
+    recorded in `page.outside`, so a test can assert that nothing left the machine."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    origin = urlsplit(live_server.url).netloc
+    outside: list[str] = []
+
+    def gate(route):
+        url = route.request.url
+        if urlsplit(url).scheme in ("data", "blob") or urlsplit(url).netloc == origin:
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    context.route("**/*", gate)
+    page = context.new_page()
+    page.outside = outside
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str, *, full_page: bool = True) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def test_staff_issue_an_api_key_in_the_admin_and_the_key_lists_the_orgs_projects(page, live_server):
+    # given a staff member and a partner organization with two projects (and another org that must stay hidden)
+    get_user_model().objects.create_user(username="ops", password=PASSWORD, is_staff=True, is_superuser=True)
+    org = services.organization_create(name="Acme Browser Co")
+    projects = [services.project_create(organization=org, name=f"Acme app {i}") for i in range(2)]
+    other = services.organization_create(name="Globex")
+    services.project_create(organization=other, name="Globex app")
+
+    # when they open the admin, they are sent to the allauth sign-in page
+    page.goto(f"{live_server.url}/admin/")
+    expect(page).to_have_url(re.compile(r"/staff/login/\?next="))
+    page.fill("input[name=login]", "ops")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/admin/$"))
+    expect(page.locator("#site-name")).to_contain_text("Layers back-office")
+
+    # and add an API key for the organization with an allowlist
+    page.goto(f"{live_server.url}/admin/accounts/apikey/add/")
+    page.select_option("select[name=organization]", label="Acme Browser Co")
+    page.fill("input[name=name]", "browser key")
+    page.fill("textarea[name=allowed_return_domains]", "App.Acme.test\nlocalhost:3000")
+    page.click("input[name=_save]")
+
+    # then the key is shown once
+    shown = page.locator("#raw-api-key")
+    expect(shown).to_be_visible()
+    raw_key = shown.inner_text().strip()
+    assert re.fullmatch(r"lyr_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", raw_key)
+    expect(page.locator("#content")).to_contain_text("app.acme.test, localhost:3000")
+    shot = screenshot(page, "admin-apikey-created")
+    assert shot.stat().st_size > 10_000
+
+    # and is not on the key's page afterwards
+    page.click("text=Go to the key")
+    expect(page.locator("textarea[name=allowed_return_domains]")).to_have_value("app.acme.test\nlocalhost:3000")
+    assert raw_key not in page.content()
+    key = ApiKey.objects.get(name="browser key")
+    assert key.key_hash not in page.content()
+
+    # and the key lists exactly the organization's projects
+    response = httpx.get(f"{live_server.url}/v1/projects", headers={"Authorization": f"Bearer {raw_key}"}, timeout=10)
+    assert response.status_code == 200
+    assert sorted(p["id"] for p in response.json()["data"]) == sorted(p.id for p in projects)
+    assert page.outside == []
+
+
+@pytest.mark.parametrize(
+    ("path", "rendered"),
+    [("/docs/", ".opblock-summary-path"), ("/docs/redoc/", "[data-section-id]")],
+)
+def test_api_docs_render_with_no_request_leaving_the_machine(page, live_server, path, rendered):
+    page.goto(f"{live_server.url}{path}")
+
+    # the operations of the schema are rendered, which needs the schema and every bundle to have loaded
+    expect(page.locator(rendered).first).to_be_visible(timeout=20_000)
+    assert page.locator(f"{rendered}:has-text('projects')").count() >= 1
+    page.wait_for_load_state("networkidle")
+    screenshot(page, "docs-" + ("swagger" if path == "/docs/" else "redoc"), full_page=False)
+    assert page.outside == []
+
+
+def test_the_browser_is_debians_chromium():
+    assert os.access(CHROMIUM, os.X_OK)
