@@ -1,0 +1,96 @@
+"""What every platform client speaks, whatever the platform: typed results and typed errors.
+
+The errors are the contract between the clients and the services that use them:
+- TokenInvalid        the token is dead (revoked, expired, password changed): the account needs a reauth;
+- RateLimited         the platform throttled us: retry later (retry_after seconds when known);
+- PlatformUnavailable 5xx, timeouts, connection errors: transient, retry with backoff;
+- RequestRejected     the platform refused this request for good (bad params, content refused, bad code):
+                      retrying the same request will not help. `code` is the platform's own code.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class PlatformError(Exception):
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        code: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message or code)
+        self.code = code
+        self.status = status
+        self.retry_after = retry_after
+
+
+class TokenInvalid(PlatformError):
+    pass
+
+
+class RateLimited(PlatformError):
+    pass
+
+
+class PlatformUnavailable(PlatformError):
+    pass
+
+
+class RequestRejected(PlatformError):
+    pass
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """Tokens as the platform issued them. TikTok rotates refresh tokens: always persist the newest
+    one together with its access token. Instagram has no refresh token (refresh uses the access token)."""
+
+    access_token: str
+    expires_at: datetime
+    platform_user_id: str
+    refresh_token: str | None = None
+    refresh_expires_at: datetime | None = None
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Profile:
+    platform_user_id: str
+    username: str
+    display_name: str
+    avatar_url: str | None  # a signed, expiring CDN URL: copy the bytes, never store the URL
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What the platform answered to a publish (or draft) request. `publish_id` is stored at once so a
+    post stuck in `publishing` can be resolved by asking for its status instead of posting again."""
+
+    publish_id: str
+
+
+@dataclass(frozen=True)
+class PublishStatus:
+    state: str  # "processing" | "published" | "sent_to_inbox" | "failed"
+    external_id: str | None = None
+    external_url: str | None = None
+    fail_code: str | None = None
+    fail_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    url: str
+    kind: str  # "video" | "image"
+
+
+@dataclass(frozen=True)
+class Metrics:
+    views: int = 0
+    likes: int = 0
+    comments: int = 0
+    shares: int = 0
+    extra: dict = field(default_factory=dict)

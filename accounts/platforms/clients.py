@@ -1,0 +1,82 @@
+"""The interface every platform client implements, and the factory that picks one.
+
+Every method raises only the typed errors of accounts/platforms/base.py (TokenInvalid, RateLimited,
+PlatformUnavailable, RequestRejected); none of them ever carries a token in its message.
+"""
+
+from collections.abc import Callable
+from typing import Protocol
+
+import httpx
+
+from .base import MediaItem, Metrics, Profile, PublishResult, PublishStatus, TokenSet
+
+PLATFORMS = ("tiktok", "instagram")
+
+
+class PlatformClient(Protocol):
+    platform: str
+
+    def authorize_url(
+        self, *, state: str, redirect_uri: str, scopes: list[str] | None = None, usage_note: str | None = None
+    ) -> str:
+        """The URL to send the end-customer's browser to. `usage_note` is shown by the sandbox's consent
+        page only; it is never added to a live platform's URL."""
+        ...
+
+    def exchange_code(self, *, code: str, redirect_uri: str) -> TokenSet:
+        """The authorization code → tokens. A bad, used or expired code is RequestRejected."""
+        ...
+
+    def refresh(self, *, tokens: TokenSet) -> TokenSet:
+        """Fresh tokens; persist all of the result at once (TikTok rotates the refresh token).
+        A dead refresh grant is TokenInvalid."""
+        ...
+
+    def revoke(self, *, access_token: str) -> None:
+        """Give the authorization back. An already-dead token counts as revoked."""
+        ...
+
+    def get_profile(self, *, access_token: str) -> Profile: ...
+
+    def publish(
+        self,
+        *,
+        access_token: str,
+        platform_user_id: str,
+        mode: str,
+        media_type: str,
+        media: list[MediaItem],
+        caption: str,
+        before_create: Callable[[], None] | None = None,
+    ) -> PublishResult:
+        """Start a post (mode "publish") or a draft (mode "draft") of media_type "video" | "image" |
+        "carousel". Returns at once with the id to poll with publish_status; store it before anything else.
+        `before_create` is called right before the request that makes the post exist on the platform
+        (TikTok's init, Instagram's draft delivery; an Instagram container is not a post yet), so the caller
+        can record that point of no return; an exception from it aborts the publish."""
+        ...
+
+    def publish_status(
+        self, *, access_token: str, platform_user_id: str, publish_id: str, caption: str | None = None
+    ) -> PublishStatus:
+        """Where a publish stands. Safe to call any number of times: it never publishes twice.
+        `caption` helps Instagram recover the media id of a container published by a dead worker."""
+        ...
+
+    def fetch_metrics(self, *, access_token: str, platform_user_id: str, external_ids: list[str]) -> dict[str, Metrics]:
+        """Metrics per external id; ids the platform no longer knows are absent from the answer."""
+        ...
+
+
+def get_client(platform: str, *, http: httpx.Client | None = None) -> PlatformClient:
+    """The client for "tiktok" or "instagram". `http` replaces the default transport (tests stub it with
+    httpx.MockTransport); by default each call opens platform_http_client()."""
+    from .instagram import InstagramClient
+    from .tiktok import TikTokClient
+
+    if platform == "tiktok":
+        return TikTokClient(http=http)
+    if platform == "instagram":
+        return InstagramClient(http=http)
+    raise ValueError(f"unknown platform {platform!r}; expected one of {PLATFORMS}")

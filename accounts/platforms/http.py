@@ -1,0 +1,127 @@
+"""The one HTTP client every platform call goes through: explicit timeouts, no redirects, and — in tests —
+an in-process route to this very Django app (the sandbox), so the real client code runs end to end with
+no network.
+
+Secrets travel in these requests (Bearer headers, and Instagram's `access_token` query parameter), so
+nothing here logs a URL or a request, and transport errors are re-raised without their cause's text.
+The `httpx` logger (which logs request URLs at INFO) is kept at WARNING in settings for the same reason.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpResponseServerError
+
+from .base import PlatformUnavailable
+
+USER_AGENT = "layers-partner-api/1.0"
+
+_in_process_handler: "InProcessWSGIHandler | None" = None
+
+
+def platform_http_client() -> httpx.Client:
+    """A fresh client with the platform timeouts; use it as a context manager so it is closed."""
+    timeout = httpx.Timeout(settings.LAYERS_PLATFORM_TIMEOUT, connect=settings.LAYERS_PLATFORM_CONNECT_TIMEOUT)
+    transport: httpx.BaseTransport | None
+    if settings.LAYERS_PLATFORM_TRANSPORT == "wsgi":
+        transport = httpx.WSGITransport(app=_in_process_app())
+    elif settings.LAYERS_PLATFORM_TRANSPORT == "http":
+        transport = None
+    else:
+        raise ImproperlyConfigured("LAYERS_PLATFORM_TRANSPORT must be 'http' or 'wsgi'")
+    return httpx.Client(
+        timeout=timeout, follow_redirects=False, transport=transport, headers={"User-Agent": USER_AGENT}
+    )
+
+
+@contextmanager
+def http_session(http: httpx.Client | None) -> Iterator[httpx.Client]:
+    """The injected client (left open, its owner closes it) or a fresh platform_http_client()."""
+    if http is not None:
+        yield http
+        return
+    with platform_http_client() as client:
+        yield client
+
+
+@contextmanager
+def transport_errors(platform: str) -> Iterator[None]:
+    """Timeouts and connection failures are transient: PlatformUnavailable, retried by the caller.
+
+    `from None`: the httpx exception holds the request (URL with Instagram's access_token query
+    parameter); it must not ride along as __cause__ into logs or error trackers."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise PlatformUnavailable(f"{platform}: request timed out ({type(exc).__name__})", code="timeout") from None
+    except httpx.TransportError as exc:
+        raise PlatformUnavailable(
+            f"{platform}: connection failed ({type(exc).__name__})", code="connection_error"
+        ) from None
+
+
+def json_body(response: httpx.Response) -> dict | list | None:
+    """The decoded JSON body, or None when there is none (a proxy's HTML 502, an empty 204)."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """A platform message made safe to carry in an exception: some platforms echo request parameters
+    back in error descriptions, and tokens must never reach a log. Also bounded in length."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text[:300]
+
+
+def _in_process_app() -> "InProcessWSGIHandler":
+    global _in_process_handler
+    if _in_process_handler is None:
+        _in_process_handler = InProcessWSGIHandler()
+    return _in_process_handler
+
+
+class InProcessWSGIHandler(WSGIHandler):
+    """This Django app as a WSGI callable for httpx.WSGITransport (LAYERS_PLATFORM_TRANSPORT = "wsgi").
+
+    Why not plain get_wsgi_application():
+    - The platform call is nested inside the caller's own request, task or test, on the caller's thread
+      and database connection. The stock handler sends request_started / request_finished, whose
+      close_old_connections receiver would close that connection (it is inside a transaction in tests,
+      and CONN_MAX_AGE=0), and reset_queries would wipe the caller's query-count assertions. So neither
+      signal is sent here.
+    - The stock handler turns a view's exception into a 500 page and fires got_request_exception, which
+      Django's test Client (when the outer request is a test request) would re-raise at the end of the
+      *outer* request. Instead the exception is taken from the innermost layer and re-raised to httpx,
+      which propagates it: a sandbox bug surfaces as its own traceback, and the sandbox's simulated
+      timeout (it raises httpx.ReadTimeout) reaches the client as a real timeout.
+    """
+
+    _exception_attr = "_layers_in_process_exception"
+
+    def __call__(self, environ, start_response):
+        request = self.request_class(environ)
+        response = self.get_response(request)
+        exc = getattr(request, self._exception_attr, None)
+        if exc is not None:
+            raise exc
+        # Read the body now: the stock path would close the response later, which sends request_finished.
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        status = f"{response.status_code} {response.reason_phrase}"
+        headers = [*response.items(), *(("Set-Cookie", c.output(header="")) for c in response.cookies.values())]
+        start_response(status, headers)
+        return [body]
+
+    def _get_response(self, request):
+        try:
+            return super()._get_response(request)
+        except Exception as exc:  # re-raised in __call__, outside Django's 500 handling
+            setattr(request, self._exception_attr, exc)
+            return HttpResponseServerError()

@@ -1,0 +1,505 @@
+"""Instagram API with Instagram Login (graph.instagram.com; not the retired Basic Display API), speaking
+the wire format of PLATFORMS.md. Base URLs and the Graph version come from settings.
+
+Errors are `{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}`, often with HTTP 400
+whatever they mean, so they are classified by code, not by status; the one exception is the token
+endpoint of api.instagram.com, which answers `{"error_type", "code", "error_message"}`.
+
+Graph calls carry the token as the documented `access_token` parameter: in the query string for GET and
+DELETE, in the form body for POST (so it stays out of URLs where the API allows it).
+"""
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from urllib.parse import urlencode
+
+import httpx
+from django.conf import settings
+from django.utils import timezone
+
+from .base import (
+    MediaItem,
+    Metrics,
+    PlatformError,
+    PlatformUnavailable,
+    Profile,
+    PublishResult,
+    PublishStatus,
+    RateLimited,
+    RequestRejected,
+    TokenInvalid,
+    TokenSet,
+)
+from .http import http_session, json_body, redact, transport_errors
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCOPES = (
+    "instagram_business_basic",
+    "instagram_business_content_publish",
+    "instagram_business_manage_insights",
+)
+PROFILE_FIELDS = "user_id,username,name,account_type,profile_picture_url"
+INSIGHT_METRICS = "views,likes,comments,shares,saved,reach"
+TOKEN_INVALID_CODE = 190
+THROTTLING_CODES = frozenset({4, 17, 32, 613})
+TRANSIENT_CODES = frozenset({1, 2})
+PERMISSION_CODES = frozenset({10, *range(200, 300)})
+QUOTA_SUBCODE = 2207042
+NOT_READY = "9007/2207027"
+# A draft on Instagram is a delivery (see _deliver_draft); its publish id says so.
+DELIVERY_PREFIX = "delivery:"
+CAROUSEL_ITEMS = (2, 10)
+# How many of the account's latest media to look through when recovering a published container's media.
+RECOVERY_PAGE = 50
+
+
+class InstagramClient:
+    platform = "instagram"
+
+    def __init__(self, *, http: httpx.Client | None = None):
+        self._http = http
+
+    # --- OAuth ---------------------------------------------------------------------------------------
+
+    def authorize_url(
+        self, *, state: str, redirect_uri: str, scopes: list[str] | None = None, usage_note: str | None = None
+    ) -> str:
+        params = {
+            "client_id": settings.LAYERS_INSTAGRAM_CLIENT_ID,
+            "redirect_uri": redirect_uri,
+            "response_type": "code",
+            "scope": ",".join(scopes or DEFAULT_SCOPES),
+            "state": state,
+        }
+        # Not an Instagram parameter: only the sandbox's consent page shows it.
+        if usage_note and settings.LAYERS_PLATFORMS == "sandbox":
+            params["layers_usage_note"] = usage_note
+        base = settings.LAYERS_INSTAGRAM_AUTHORIZE_URL
+        return f"{base}{'&' if '?' in base else '?'}{urlencode(params)}"
+
+    def exchange_code(self, *, code: str, redirect_uri: str) -> TokenSet:
+        """Code → short-lived token (1 h) → long-lived token (60 days); only the long-lived one is kept."""
+        secret = settings.LAYERS_INSTAGRAM_CLIENT_SECRET
+        form = {
+            "client_id": settings.LAYERS_INSTAGRAM_CLIENT_ID,
+            "client_secret": secret,
+            "grant_type": "authorization_code",
+            "redirect_uri": redirect_uri,
+            "code": code,
+        }
+        with http_session(self._http) as http:
+            with transport_errors(self.platform):
+                response = http.post(f"{self._oauth_api}/oauth/access_token", data=form)
+            body = json_body(response)
+            _raise_for_oauth(response, body, secrets=(code, secret))
+            # Documented as {"data": [{...}]}, observed flat {...}: accept both.
+            entry = body.get("data", [body]) if isinstance(body, dict) else [None]
+            entry = entry[0] if isinstance(entry, list) and entry else None
+            if not isinstance(entry, dict) or not entry.get("access_token"):
+                raise PlatformUnavailable("instagram: no access_token in the token answer", code="bad_response")
+            short_lived = entry["access_token"]
+            long_lived = self._graph(
+                http,
+                "GET",
+                "/access_token",
+                access_token=short_lived,
+                params={"grant_type": "ig_exchange_token", "client_secret": secret},
+                versioned=False,
+            )
+            if not long_lived.get("access_token"):
+                raise PlatformUnavailable("instagram: no long-lived token in the answer", code="bad_response")
+            # Publishing paths take the professional account id that /me answers as `user_id`; sources
+            # disagree on whether the token endpoint's user_id is always that same id, so ask /me.
+            me = self._graph(http, "GET", "/me", access_token=long_lived["access_token"], params={"fields": "user_id"})
+        user_id = me.get("user_id") or entry.get("user_id")
+        if not user_id:
+            raise PlatformUnavailable("instagram: no user id for the token", code="bad_response")
+        return TokenSet(
+            access_token=long_lived["access_token"],
+            expires_at=timezone.now() + timedelta(seconds=int(long_lived.get("expires_in") or 0)),
+            platform_user_id=str(user_id),
+            scopes=_permissions(entry.get("permissions")),
+        )
+
+    def refresh(self, *, tokens: TokenSet) -> TokenSet:
+        """A long-lived token at least 24 h old and not yet expired → a new one (60 days). There is no
+        refresh token: a token that expired is dead (TokenInvalid, the account needs a reauth)."""
+        with http_session(self._http) as http:
+            body = self._graph(
+                http,
+                "GET",
+                "/refresh_access_token",
+                access_token=tokens.access_token,
+                params={"grant_type": "ig_refresh_token"},
+                versioned=False,
+            )
+        if not body.get("access_token"):
+            raise PlatformUnavailable("instagram: no access_token in the refresh answer", code="bad_response")
+        return TokenSet(
+            access_token=body["access_token"],
+            expires_at=timezone.now() + timedelta(seconds=int(body.get("expires_in") or 0)),
+            platform_user_id=tokens.platform_user_id,
+            scopes=_permissions(body.get("permissions")) or tokens.scopes,
+        )
+
+    def revoke(self, *, access_token: str) -> None:
+        """Best effort: Instagram documents no revoke endpoint; DELETE /me/permissions is what the Graph
+        API offers. A refusal is logged and ignored (wiping our copy is what matters); transient errors
+        are raised so the caller can retry."""
+        try:
+            with http_session(self._http) as http:
+                self._graph(http, "DELETE", "/me/permissions", access_token=access_token)
+        except TokenInvalid:
+            return
+        except RequestRejected as exc:
+            log.warning("instagram: permission revoke refused (code %s); our copy is wiped anyway", exc.code)
+
+    # --- Reads ---------------------------------------------------------------------------------------
+
+    def get_profile(self, *, access_token: str) -> Profile:
+        with http_session(self._http) as http:
+            me = self._graph(http, "GET", "/me", access_token=access_token, params={"fields": PROFILE_FIELDS})
+        if not me.get("user_id"):
+            raise PlatformUnavailable("instagram: no user_id in the profile", code="bad_response")
+        username = me.get("username") or ""
+        return Profile(
+            platform_user_id=str(me["user_id"]),
+            username=username,
+            display_name=me.get("name") or username,
+            avatar_url=me.get("profile_picture_url") or None,
+        )
+
+    def fetch_metrics(self, *, access_token: str, platform_user_id: str, external_ids: list[str]) -> dict[str, Metrics]:
+        """One insights call per media: graph.instagram.com documents no multi-media insights call, so the
+        caller bounds the list. Without the insights permission, falls back to the like / comment counts
+        any token can read. Media that no longer exist are absent from the answer."""
+        result: dict[str, Metrics] = {}
+        with http_session(self._http) as http:
+            for media_id in dict.fromkeys(str(i) for i in external_ids):
+                try:
+                    body = self._graph(
+                        http, "GET", f"/{media_id}/insights", access_token=access_token,
+                        params={"metric": INSIGHT_METRICS},
+                    )  # fmt: skip
+                except RequestRejected as exc:
+                    if _code_of(exc) not in PERMISSION_CODES:
+                        continue  # deleted or unknown media
+                    try:
+                        counts = self._graph(
+                            http, "GET", f"/{media_id}", access_token=access_token,
+                            params={"fields": "like_count,comments_count"},
+                        )  # fmt: skip
+                    except RequestRejected:
+                        continue
+                    result[media_id] = Metrics(
+                        likes=int(counts.get("like_count") or 0), comments=int(counts.get("comments_count") or 0)
+                    )
+                    continue
+                values = {item.get("name"): _insight_value(item) for item in body.get("data") or []}
+                result[media_id] = Metrics(
+                    views=values.get("views", 0),
+                    likes=values.get("likes", 0),
+                    comments=values.get("comments", 0),
+                    shares=values.get("shares", 0),
+                    extra={k: v for k, v in values.items() if k in ("saved", "reach")},
+                )
+        return result
+
+    # --- Publishing ----------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        *,
+        access_token: str,
+        platform_user_id: str,
+        mode: str,
+        media_type: str,
+        media: list[MediaItem],
+        caption: str,
+        before_create: Callable[[], None] | None = None,
+    ) -> PublishResult:
+        """Mode "publish" creates the container(s) and returns the (parent) container id; publish_status
+        then publishes it once it is FINISHED. Mode "draft" delivers the asset to the creator."""
+        _check_media(mode=mode, media_type=media_type, media=media)
+        if mode == "draft":
+            if before_create is not None:
+                before_create()  # the delivery is the creator's copy itself: there is no way to deduplicate it
+            return self._deliver_draft(
+                access_token=access_token, user_id=platform_user_id, media_type=media_type, media=media, caption=caption
+            )
+        with http_session(self._http) as http:
+            # Checking the rolling 24 h quota first avoids containers that could never be published.
+            limit = self._graph(
+                http, "GET", f"/{platform_user_id}/content_publishing_limit", access_token=access_token,
+                params={"fields": "quota_usage,config"},
+            )  # fmt: skip
+            entry = (limit.get("data") or [{}])[0]
+            total = int((entry.get("config") or {}).get("quota_total") or 0)
+            if total and int(entry.get("quota_usage") or 0) >= total:
+                raise RateLimited("instagram: the 24 h publishing quota is used up", code=f"9/{QUOTA_SUBCODE}")
+
+            def container(params: dict) -> str:
+                answer = self._graph(http, "POST", f"/{platform_user_id}/media", access_token=access_token, data=params)
+                if not answer.get("id"):
+                    raise PlatformUnavailable("instagram: no container id in the answer", code="bad_response")
+                return str(answer["id"])
+
+            if media_type == "image":
+                publish_id = container({"image_url": media[0].url, "caption": caption})
+            elif media_type == "video":
+                publish_id = container({"media_type": "REELS", "video_url": media[0].url, "caption": caption})
+            else:
+                children = [container({**_media_params(item), "is_carousel_item": "true"}) for item in media]
+                publish_id = container({"media_type": "CAROUSEL", "children": ",".join(children), "caption": caption})
+        return PublishResult(publish_id=publish_id)
+
+    def publish_status(
+        self, *, access_token: str, platform_user_id: str, publish_id: str, caption: str | None = None
+    ) -> PublishStatus:
+        """Poll the container; publish it (media_publish) when FINISHED. Never publishes twice: a container
+        already PUBLISHED is only looked up, and Instagram refuses a second media_publish of a container."""
+        if publish_id.startswith(DELIVERY_PREFIX):
+            return PublishStatus(state="sent_to_inbox")  # delivered synchronously by publish()
+        with http_session(self._http) as http:
+            status = self._container_status(http, access_token, publish_id)
+            if status.get("status_code") == "FINISHED":
+                try:
+                    published = self._graph(
+                        http, "POST", f"/{platform_user_id}/media_publish", access_token=access_token,
+                        data={"creation_id": publish_id},
+                    )  # fmt: skip
+                except RequestRejected as exc:
+                    if exc.code == NOT_READY:
+                        return PublishStatus(state="processing")
+                    # Another worker may have published it between our read and our call: the container
+                    # says so. Anything else is a real refusal.
+                    status = self._container_status(http, access_token, publish_id)
+                    if status.get("status_code") != "PUBLISHED":
+                        raise
+                else:
+                    if not published.get("id"):
+                        raise PlatformUnavailable("instagram: no media id in the answer", code="bad_response")
+                    return self._published(http, access_token, str(published["id"]))
+            code = status.get("status_code")
+            if code == "IN_PROGRESS":
+                return PublishStatus(state="processing")
+            if code in ("ERROR", "EXPIRED"):
+                detail = str(status.get("status") or code)
+                return PublishStatus(
+                    state="failed", fail_code=_container_error_code(detail) or code, fail_reason=detail
+                )
+            if code == "PUBLISHED":
+                return self._recover_published(http, access_token, platform_user_id, caption)
+        raise PlatformUnavailable(f"instagram: unknown container status {code!r}", code="bad_response")
+
+    # --- Plumbing ------------------------------------------------------------------------------------
+
+    @property
+    def _oauth_api(self) -> str:
+        return settings.LAYERS_INSTAGRAM_API_BASE.rstrip("/")
+
+    @property
+    def _graph_base(self) -> str:
+        return settings.LAYERS_INSTAGRAM_GRAPH_BASE.rstrip("/")
+
+    def _graph(
+        self,
+        http: httpx.Client,
+        method: str,
+        path: str,
+        *,
+        access_token: str,
+        params: dict | None = None,
+        data: dict | None = None,
+        versioned: bool = True,
+        base: str | None = None,
+    ) -> dict:
+        root = (base or self._graph_base).rstrip("/")
+        url = f"{root}/{settings.LAYERS_INSTAGRAM_API_VERSION}{path}" if versioned else f"{root}{path}"
+        params = dict(params or {})
+        if method == "POST":
+            data = {**(data or {}), "access_token": access_token}
+        else:
+            params["access_token"] = access_token
+        with transport_errors(self.platform):
+            response = http.request(method, url, params=params, data=data)
+        body = json_body(response)
+        _raise_for_graph(response, body, secrets=(access_token, settings.LAYERS_INSTAGRAM_CLIENT_SECRET))
+        return body
+
+    def _container_status(self, http: httpx.Client, access_token: str, container_id: str) -> dict:
+        return self._graph(
+            http, "GET", f"/{container_id}", access_token=access_token, params={"fields": "id,status_code,status"}
+        )
+
+    def _published(self, http: httpx.Client, access_token: str, media_id: str) -> PublishStatus:
+        # The post is live whatever happens next: a failed permalink lookup must not lose the media id.
+        try:
+            media = self._graph(
+                http, "GET", f"/{media_id}", access_token=access_token, params={"fields": "id,permalink"}
+            )
+        except PlatformError:
+            return PublishStatus(state="published", external_id=media_id)
+        return PublishStatus(state="published", external_id=media_id, external_url=media.get("permalink"))
+
+    def _recover_published(
+        self, http: httpx.Client, access_token: str, user_id: str, caption: str | None
+    ) -> PublishStatus:
+        """The container was published but its media id was never recorded (the worker died right after
+        media_publish). The Graph API has no container → media link (a container only answers id /
+        status_code / status), so the account's latest media are searched for the caption, newest first.
+        Without a caption, or when nothing matches, the post is reported published with no id; a later
+        metrics sync can still attach it."""
+        if caption is None:
+            return PublishStatus(state="published")
+        listing = self._graph(
+            http, "GET", f"/{user_id}/media", access_token=access_token,
+            params={"fields": "id,permalink,caption,timestamp", "limit": RECOVERY_PAGE},
+        )  # fmt: skip
+        for media in listing.get("data") or []:
+            if (media.get("caption") or "").strip() == caption.strip() and media.get("id"):
+                return PublishStatus(
+                    state="published", external_id=str(media["id"]), external_url=media.get("permalink")
+                )
+        return PublishStatus(state="published")
+
+    def _deliver_draft(
+        self, *, access_token: str, user_id: str, media_type: str, media: list[MediaItem], caption: str
+    ) -> PublishResult:
+        """Instagram has no draft / inbox API. A "draft" is delivered to the creator for manual posting
+        through a Layers extension endpoint, `POST {LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL}/{ver}/{ig_user_id}/
+        layers_draft_deliveries` (form: media_type, media = JSON list of {url, kind}, caption, access_token),
+        answering `{"id"}` and Graph-style errors. The sandbox implements and records it; in live mode
+        it is refused unless a delivery service is configured. That service receives the creator's token
+        to prove the delivery is on their behalf, so it must be one Layers operates."""
+        base = settings.LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL
+        if not base:
+            raise RequestRejected(
+                "instagram: no draft delivery service is configured (Instagram has no draft API)",
+                code="draft_delivery_unavailable",
+            )
+        with http_session(self._http) as http:
+            answer = self._graph(
+                http, "POST", f"/{user_id}/layers_draft_deliveries", access_token=access_token, base=base,
+                data={
+                    "media_type": media_type,
+                    "media": json.dumps([{"url": item.url, "kind": item.kind} for item in media]),
+                    "caption": caption,
+                },
+            )  # fmt: skip
+        if not answer.get("id"):
+            raise PlatformUnavailable("instagram: no delivery id in the answer", code="bad_response")
+        return PublishResult(publish_id=f"{DELIVERY_PREFIX}{answer['id']}")
+
+
+def _container_error_code(status: str) -> str | None:
+    """A failed container's `status` reads "Error: Media upload has failed with error code 2207026": the
+    number is Instagram's reason (2207026 unsupported video, 2207052 media not fetchable, ...)."""
+    match = re.search(r"error code (\d+)", status)
+    return match.group(1) if match else None
+
+
+def _permissions(value) -> tuple[str, ...]:
+    if isinstance(value, list):
+        return tuple(str(v) for v in value)
+    if isinstance(value, str):
+        return tuple(p for p in value.replace(" ", ",").split(",") if p)
+    return ()
+
+
+def _media_params(item: MediaItem) -> dict:
+    if item.kind == "video":
+        return {"media_type": "VIDEO", "video_url": item.url}
+    return {"image_url": item.url}
+
+
+def _check_media(*, mode: str, media_type: str, media: list[MediaItem]) -> None:
+    if mode not in ("publish", "draft"):
+        raise RequestRejected(f"instagram: unknown mode {mode!r}", code="invalid_mode")
+    kinds = [item.kind for item in media]
+    if media_type in ("video", "image") and kinds == [media_type]:
+        return
+    low, high = CAROUSEL_ITEMS
+    if media_type == "carousel" and low <= len(kinds) <= high and set(kinds) <= {"image", "video"}:
+        return
+    raise RequestRejected(f"instagram: {media_type} does not fit {kinds}", code="invalid_media")
+
+
+def _insight_value(item: dict) -> int:
+    # Older answers carry values[0].value, newer ones total_value.value.
+    if isinstance(item.get("total_value"), dict):
+        return int(item["total_value"].get("value") or 0)
+    values = item.get("values") or [{}]
+    return int(values[0].get("value") or 0)
+
+
+def _as_int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _code_of(exc: PlatformError) -> int | None:
+    return _as_int(exc.code.split("/")[0])
+
+
+def _usage_retry_after(response: httpx.Response) -> float | None:
+    """Meta's throttling headers say, in minutes, when access comes back."""
+    raw = response.headers.get("X-Business-Use-Case-Usage")
+    try:
+        usage = json.loads(raw) if raw else {}
+        minutes = max(
+            (int(entry.get("estimated_time_to_regain_access") or 0) for entries in usage.values() for entry in entries),
+            default=0,
+        )
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return minutes * 60.0 if minutes else None
+
+
+def _raise_for_graph(response: httpx.Response, body, *, secrets: tuple[str | None, ...]) -> None:
+    """Raise the typed error a Graph answer means. Codes decide, not statuses: a dead token is code 190
+    with HTTP 400; the codes 4, 17, 32, 613 and the publishing-quota subcode are throttling."""
+    status = response.status_code
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = _as_int(error.get("code"))
+        subcode = _as_int(error.get("error_subcode"))
+        label = f"{code}/{subcode}" if subcode else str(code)
+        message = redact(f"instagram {label}: {error.get('message') or ''}", *secrets)
+        if code == TOKEN_INVALID_CODE:
+            raise TokenInvalid(message, code=label, status=status)
+        if code in THROTTLING_CODES or subcode == QUOTA_SUBCODE:
+            raise RateLimited(message, code=label, status=status, retry_after=_usage_retry_after(response))
+        if status >= 500 or code in TRANSIENT_CODES or error.get("is_transient"):
+            raise PlatformUnavailable(message, code=label, status=status)
+        raise RequestRejected(message, code=label, status=status)
+    if status == 429:
+        raise RateLimited("instagram: rate limited", code="http_429", status=status)
+    if status >= 500:
+        raise PlatformUnavailable(f"instagram: HTTP {status}", code=f"http_{status}", status=status)
+    if status >= 400:
+        raise RequestRejected(f"instagram: HTTP {status}", code=f"http_{status}", status=status)
+    if not isinstance(body, dict):
+        raise PlatformUnavailable("instagram: the answer is not JSON", code="bad_response", status=status)
+
+
+def _raise_for_oauth(response: httpx.Response, body, *, secrets: tuple[str | None, ...]) -> None:
+    """api.instagram.com's token endpoint: `{"error_type", "code", "error_message"}` (or a Graph error)."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        _raise_for_graph(response, body, secrets=secrets)
+    status = response.status_code
+    if isinstance(body, dict) and body.get("error_type"):
+        error_type = str(body["error_type"])
+        message = redact(f"instagram {error_type}: {body.get('error_message') or ''}", *secrets)
+        if status == 429 or _as_int(body.get("code")) == 429:
+            raise RateLimited(message, code=error_type, status=status)
+        if status >= 500:
+            raise PlatformUnavailable(message, code=error_type, status=status)
+        raise RequestRejected(message, code=error_type, status=status)
+    _raise_for_graph(response, body, secrets=secrets)

@@ -1,0 +1,217 @@
+"""The sandbox pages and endpoints both platforms share: the consent page (a stand-in for the platform's
+own site, so no CSRF token and no Layers API key), the signed avatar images, and the control endpoints
+that tests and demos use to break things on purpose."""
+
+import json
+import re
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from . import avatars, faults, oauth, selectors
+from .identities import normalize_username
+from .models import Platform
+
+SCOPE_DESCRIPTIONS = {
+    "user.info.basic": "Read your profile info (avatar and display name)",
+    "user.info.profile": "Read your username and profile details",
+    "user.info.stats": "Read your follower, following and like counts",
+    "video.publish": "Post content directly to your TikTok profile",
+    "video.upload": "Upload content to your TikTok inbox as drafts",
+    "video.list": "Read your public videos and their statistics",
+    "instagram_business_basic": "Access your profile and your media",
+    "instagram_business_content_publish": "Publish content to your account",
+    "instagram_business_manage_insights": "Read the insights of your posts",
+    "instagram_business_manage_comments": "Read and manage the comments on your posts",
+    "instagram_business_manage_messages": "Read and send direct messages",
+}
+
+
+@dataclass(frozen=True)
+class ConsentSpec:
+    name: str
+    client_param: str
+    client_setting: str
+    scope_prefix: tuple[str, ...]
+    redirect_query_allowed: bool
+
+
+CONSENT = {
+    Platform.TIKTOK: ConsentSpec("TikTok", "client_key", "LAYERS_TIKTOK_CLIENT_KEY", ("user.", "video."), False),
+    Platform.INSTAGRAM: ConsentSpec(
+        "Instagram", "client_id", "LAYERS_INSTAGRAM_CLIENT_ID", ("instagram_business_",), True
+    ),
+}
+
+
+def _redirect_ok(uri: str, *, query_allowed: bool) -> bool:
+    # TikTok wants the registered URI exactly, without query or fragment. The sandbox has no app registry,
+    # so any absolute http(s) URI is "registered"; the code is then bound to it.
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+        return False
+    return query_allowed or not parts.query
+
+
+def _redirect(uri: str, params: dict, *, fragment: str = "") -> HttpResponseRedirect:
+    separator = "&" if urlsplit(uri).query else "?"
+    return HttpResponseRedirect(f"{uri}{separator}{urlencode(params)}{'#' + fragment if fragment else ''}")
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def consent(request: HttpRequest, platform: str) -> HttpResponse:
+    """GET shows the consent form; POST (same URL, query string kept) answers with a 302 to redirect_uri."""
+    spec = CONSENT[platform]
+    query = request.GET
+    client_id = query.get(spec.client_param, "")
+    redirect_uri = query.get("redirect_uri", "")
+    scopes = [s for s in re.split(r"[,\s]+", query.get("scope", "")) if s]
+    context = {
+        "platform": platform,
+        "platform_name": spec.name,
+        "app_name": client_id,
+        "scopes": [(s, SCOPE_DESCRIPTIONS.get(s, s)) for s in scopes],
+        "usage_note": query.get("layers_usage_note", "")[:500],
+        "redirect_host": urlsplit(redirect_uri).netloc,
+        "username": request.POST.get("username", "") if request.method == "POST" else "",
+    }
+    problem = None
+    if client_id != getattr(settings, spec.client_setting):
+        problem = f"This app ({spec.client_param}) is not known to {spec.name}."
+    elif query.get("response_type") != "code":
+        problem = "response_type must be code."
+    elif not _redirect_ok(redirect_uri, query_allowed=spec.redirect_query_allowed):
+        problem = "redirect_uri is missing or not valid."
+    elif not scopes or any(s not in SCOPE_DESCRIPTIONS or not s.startswith(spec.scope_prefix) for s in scopes):
+        problem = "The requested scope is not valid."
+    if problem:
+        return render(request, "sandbox/consent.html", {**context, "error": problem}, status=400)
+    if request.method == "GET":
+        return render(request, "sandbox/consent.html", context)
+
+    state = query.get("state")
+    decision = request.POST.get("decision")
+    if decision == "deny":
+        if platform == Platform.INSTAGRAM:
+            params = {"error": "access_denied", "error_reason": "user_denied"}
+            params["error_description"] = "The user denied your request."
+        else:
+            params = {"error": "access_denied", "error_description": "The user did not authorize the app."}
+        return _redirect(redirect_uri, {**params, **({"state": state} if state is not None else {})})
+    username = normalize_username(request.POST.get("username"))
+    if decision != "approve" or username is None:
+        form_error = (
+            "Enter a handle: 2 to 30 letters, digits, dots or underscores."
+            if decision == "approve"
+            else "Choose Approve or Deny."
+        )
+        return render(request, "sandbox/consent.html", {**context, "form_error": form_error}, status=400)
+    code = oauth.issue_code(
+        platform=platform, username=username, client_id=client_id, redirect_uri=redirect_uri, scopes=",".join(scopes)
+    )
+    params = {"code": code}
+    if platform == Platform.TIKTOK:
+        params["scopes"] = ",".join(scopes)
+    if state is not None:
+        params["state"] = state
+    # Instagram appends "#_" to the redirect; clients must not take it for part of the code.
+    return _redirect(redirect_uri, params, fragment="_" if platform == Platform.INSTAGRAM else "")
+
+
+@require_GET
+def avatar(request: HttpRequest, platform: str, username: str) -> HttpResponse:
+    if not avatars.check(platform=platform, username=username, query=request.GET):
+        return HttpResponseForbidden(b"URL signature expired", content_type="text/plain")
+    return HttpResponse(
+        avatars.png(username), content_type="image/png", headers={"Cache-Control": "private, max-age=300"}
+    )
+
+
+# --- Control endpoints ---------------------------------------------------------------------------------
+
+
+def _invalid(fields: dict[str, str]) -> JsonResponse:
+    return JsonResponse({"error": "invalid request", "fields": fields}, status=422)
+
+
+def _json_object(request: HttpRequest) -> dict | None:
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+@csrf_exempt
+@require_POST
+def control_invalidate_tokens(request: HttpRequest, platform: str) -> JsonResponse:
+    """Every token of that user stops working: TikTok 401 access_token_invalid (refresh: invalid_grant),
+    Instagram code 190 / subcode 463."""
+    body = _json_object(request)
+    if body is None:
+        return _invalid({"body": "a JSON object is required"})
+    username = normalize_username(body.get("username") if isinstance(body.get("username"), str) else None)
+    if username is None:
+        return _invalid({"username": "a platform handle is required"})
+    count = oauth.revoke_user_tokens(platform=platform, username=username, reason="invalidated")
+    return JsonResponse({"username": username, "invalidated": count})
+
+
+@csrf_exempt
+@require_POST
+def control_faults(request: HttpRequest, platform: str) -> JsonResponse:
+    """The next `count` calls attributed to that user fail as `kind` says (see faults.py)."""
+    body = _json_object(request)
+    if body is None:
+        return _invalid({"body": "a JSON object is required"})
+    problems = {}
+    username = normalize_username(body.get("username") if isinstance(body.get("username"), str) else None)
+    if username is None:
+        problems["username"] = "a platform handle is required"
+    kind = body.get("kind")
+    if kind not in faults.KINDS:
+        problems["kind"] = f"one of {', '.join(faults.KINDS)}"
+    count = body.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 1000:
+        problems["count"] = "an integer from 1 to 1000"
+    if problems:
+        return _invalid(problems)
+    faults.add_fault(platform=platform, username=username, kind=kind, count=count)
+    return JsonResponse({"username": username, "kind": kind, "count": count}, status=201)
+
+
+@csrf_exempt
+@require_POST
+def control_stall(request: HttpRequest, platform: str) -> JsonResponse:
+    """The next `count` calls whose path contains `path` are answered `seconds` late (after the sandbox
+    has done the work): {"path": "/v2/post/publish/video/init/", "seconds": 30, "count": 1}."""
+    body = _json_object(request)
+    if body is None:
+        return _invalid({"body": "a JSON object is required"})
+    problems = {}
+    path_contains = body.get("path")
+    if not isinstance(path_contains, str) or not path_contains:
+        problems["path"] = "a non-empty part of the API path"
+    seconds = body.get("seconds")
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= 600:
+        problems["seconds"] = "a number of seconds from 0 to 600"
+    count = body.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 1000:
+        problems["count"] = "an integer from 1 to 1000"
+    if problems:
+        return _invalid(problems)
+    faults.add_stall(platform=platform, path_contains=path_contains, seconds=float(seconds), count=count)
+    return JsonResponse({"path": path_contains, "seconds": seconds, "count": count}, status=201)
+
+
+@require_GET
+def control_posts(request: HttpRequest, platform: str) -> JsonResponse:
+    """What the sandbox received (posts, drafts, deliveries), oldest first; `?username=` narrows it."""
+    rows = selectors.posts(platform=platform, username=request.GET.get("username"))
+    return JsonResponse({"data": [selectors.post_as_dict(p) for p in rows]})

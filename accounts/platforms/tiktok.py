@@ -1,0 +1,394 @@
+"""TikTok: Login Kit for Web (OAuth 2) and the Content Posting API, speaking the wire format of
+PLATFORMS.md. Base URLs come from settings (the live API or this server's sandbox).
+
+Two error shapes exist: the OAuth endpoints answer a flat `{"error": "invalid_grant", ...}` (sometimes with
+HTTP 200, so the body is parsed whatever the status), every other v2 endpoint answers the envelope
+`{"data": {...}, "error": {"code": "ok" | ..., "message", "log_id"}}` (spam-risk refusals also with HTTP 200).
+"""
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from urllib.parse import urlencode
+
+import httpx
+from django.conf import settings
+from django.utils import timezone
+
+from .base import (
+    MediaItem,
+    Metrics,
+    PlatformUnavailable,
+    Profile,
+    PublishResult,
+    PublishStatus,
+    RateLimited,
+    RequestRejected,
+    TokenInvalid,
+    TokenSet,
+)
+from .http import http_session, json_body, redact, transport_errors
+
+# video.list is not needed to connect or post, but /v2/video/query/ (metrics) refuses tokens without it.
+DEFAULT_SCOPES = ("user.info.basic", "user.info.profile", "video.publish", "video.upload", "video.list")
+PROFILE_FIELDS = "open_id,union_id,avatar_url,display_name,username"
+METRIC_FIELDS = "id,view_count,like_count,comment_count,share_count"
+# /v2/video/query/ takes at most 20 ids per call.
+METRICS_BATCH = 20
+# Most public first: creator_info lists what this creator (and an unaudited app: SELF_ONLY only) allows.
+PRIVACY_PREFERENCE = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY")
+TOKEN_INVALID_CODES = frozenset({"access_token_invalid", "scope_not_authorized"})
+MAX_PHOTOS = 35
+
+FAIL_REASONS = {
+    "file_format_check_failed": "The media format is not supported.",
+    "duration_check_failed": "The video duration is outside the allowed range.",
+    "frame_rate_check_failed": "The video frame rate is not supported.",
+    "picture_size_check_failed": "The picture size is not supported.",
+    "video_pull_failed": "TikTok could not download the video from its URL.",
+    "photo_pull_failed": "TikTok could not download a photo from its URL.",
+    "publish_cancelled": "The post was cancelled.",
+    "auth_removed": "The creator removed the app's authorization.",
+    "spam_risk_too_many_posts": "The creator reached the daily post limit.",
+    "spam_risk_user_banned_from_posting": "The creator is banned from posting.",
+    "spam_risk_text": "TikTok refused the caption.",
+    "spam_risk": "TikTok refused the post.",
+    "internal": "TikTok failed internally; retrying may succeed.",
+}
+
+
+class TikTokClient:
+    platform = "tiktok"
+
+    def __init__(self, *, http: httpx.Client | None = None):
+        self._http = http
+
+    # --- OAuth ---------------------------------------------------------------------------------------
+
+    def authorize_url(
+        self, *, state: str, redirect_uri: str, scopes: list[str] | None = None, usage_note: str | None = None
+    ) -> str:
+        params = {
+            "client_key": settings.LAYERS_TIKTOK_CLIENT_KEY,
+            "scope": ",".join(scopes or DEFAULT_SCOPES),
+            "response_type": "code",
+            "redirect_uri": redirect_uri,
+            "state": state,
+        }
+        # Not a TikTok parameter: only the sandbox's consent page shows it.
+        if usage_note and settings.LAYERS_PLATFORMS == "sandbox":
+            params["layers_usage_note"] = usage_note
+        base = settings.LAYERS_TIKTOK_AUTHORIZE_URL
+        return f"{base}{'&' if '?' in base else '?'}{urlencode(params)}"
+
+    def exchange_code(self, *, code: str, redirect_uri: str) -> TokenSet:
+        body = self._token_request(
+            {"code": code, "grant_type": "authorization_code", "redirect_uri": redirect_uri},
+            grant="authorization_code",
+            secrets=(code,),
+        )
+        return _token_set(body, platform_user_id=None)
+
+    def refresh(self, *, tokens: TokenSet) -> TokenSet:
+        if not tokens.refresh_token:
+            raise TokenInvalid("tiktok: no refresh token to refresh with", code="no_refresh_token")
+        body = self._token_request(
+            {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token},
+            grant="refresh_token",
+            secrets=(tokens.refresh_token, tokens.access_token),
+        )
+        return _token_set(body, platform_user_id=tokens.platform_user_id)
+
+    def revoke(self, *, access_token: str) -> None:
+        form = {
+            "client_key": settings.LAYERS_TIKTOK_CLIENT_KEY,
+            "client_secret": settings.LAYERS_TIKTOK_CLIENT_SECRET,
+            "token": access_token,
+        }
+        with http_session(self._http) as http, transport_errors(self.platform):
+            response = http.post(f"{self._api}/v2/oauth/revoke/", data=form)
+        try:
+            _raise_for_answer(response, json_body(response), grant="revoke", secrets=self._secrets(access_token))
+        except TokenInvalid:
+            return  # already dead: nothing left to revoke
+
+    # --- Reads ---------------------------------------------------------------------------------------
+
+    def get_profile(self, *, access_token: str) -> Profile:
+        with http_session(self._http) as http:
+            return self._profile(http, access_token)
+
+    def fetch_metrics(self, *, access_token: str, platform_user_id: str, external_ids: list[str]) -> dict[str, Metrics]:
+        ids = list(dict.fromkeys(str(i) for i in external_ids))
+        result: dict[str, Metrics] = {}
+        with http_session(self._http) as http:
+            for start in range(0, len(ids), METRICS_BATCH):
+                data = self._call(
+                    http,
+                    "POST",
+                    "/v2/video/query/",
+                    access_token=access_token,
+                    params={"fields": METRIC_FIELDS},
+                    json={"filters": {"video_ids": ids[start : start + METRICS_BATCH]}},
+                )
+                for video in data.get("videos") or []:
+                    result[str(video.get("id"))] = Metrics(
+                        views=int(video.get("view_count") or 0),
+                        likes=int(video.get("like_count") or 0),
+                        comments=int(video.get("comment_count") or 0),
+                        shares=int(video.get("share_count") or 0),
+                    )
+        return result
+
+    # --- Publishing ----------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        *,
+        access_token: str,
+        platform_user_id: str,
+        mode: str,
+        media_type: str,
+        media: list[MediaItem],
+        caption: str,
+        before_create: Callable[[], None] | None = None,
+    ) -> PublishResult:
+        _check_media(mode=mode, media_type=media_type, media=media)
+        with http_session(self._http) as http:
+            if mode == "draft":
+                path, payload = _draft_request(media_type=media_type, media=media, caption=caption)
+            else:
+                # privacy_level must be one of this creator's options, and creator_info is also where a
+                # creator at the daily cap or banned from posting is refused (HTTP 200, error.code spam_risk_*).
+                creator = self._call(http, "POST", "/v2/post/publish/creator_info/query/", access_token=access_token)
+                path, payload = _direct_post_request(
+                    creator=creator, media_type=media_type, media=media, caption=caption
+                )
+            if before_create is not None:
+                before_create()  # the init call below is the post itself: no idempotency key exists
+            data = self._call(http, "POST", path, access_token=access_token, json=payload)
+        publish_id = data.get("publish_id")
+        if not publish_id:
+            raise PlatformUnavailable("tiktok: no publish_id in the answer", code="bad_response")
+        return PublishResult(publish_id=str(publish_id))
+
+    def publish_status(
+        self, *, access_token: str, platform_user_id: str, publish_id: str, caption: str | None = None
+    ) -> PublishStatus:
+        with http_session(self._http) as http:
+            data = self._call(
+                http,
+                "POST",
+                "/v2/post/publish/status/fetch/",
+                access_token=access_token,
+                json={"publish_id": publish_id},
+            )
+            status = data.get("status")
+            if status in ("PROCESSING_UPLOAD", "PROCESSING_DOWNLOAD"):
+                return PublishStatus(state="processing")
+            if status == "SEND_TO_USER_INBOX":
+                return PublishStatus(state="sent_to_inbox")
+            if status == "FAILED":
+                reason = str(data.get("fail_reason") or "unknown")
+                return PublishStatus(state="failed", fail_code=reason, fail_reason=FAIL_REASONS.get(reason, reason))
+            if status == "PUBLISH_COMPLETE":
+                # The field is spelled "publicaly" in the API. It stays empty until moderation is done, and
+                # forever for posts that are not public (SELF_ONLY): the post is live, its public id unknown.
+                post_ids = data.get("publicaly_available_post_id") or data.get("publicly_available_post_id") or []
+                if not post_ids:
+                    return PublishStatus(state="published")
+                post_id = str(post_ids[0])
+                username = self._profile(http, access_token).username
+                url = f"https://www.tiktok.com/@{username}/video/{post_id}" if username else None
+                return PublishStatus(state="published", external_id=post_id, external_url=url)
+        raise PlatformUnavailable(f"tiktok: unknown publish status {status!r}", code="bad_response")
+
+    # --- Plumbing ------------------------------------------------------------------------------------
+
+    @property
+    def _api(self) -> str:
+        return settings.LAYERS_TIKTOK_API_BASE.rstrip("/")
+
+    def _secrets(self, *values: str | None) -> tuple[str | None, ...]:
+        return (*values, settings.LAYERS_TIKTOK_CLIENT_SECRET)
+
+    def _profile(self, http: httpx.Client, access_token: str) -> Profile:
+        data = self._call(http, "GET", "/v2/user/info/", access_token=access_token, params={"fields": PROFILE_FIELDS})
+        user = data.get("user") or {}
+        if not user.get("open_id"):
+            raise PlatformUnavailable("tiktok: no open_id in the user info", code="bad_response")
+        username = user.get("username") or ""
+        return Profile(
+            platform_user_id=str(user["open_id"]),
+            username=username,
+            display_name=user.get("display_name") or username,
+            avatar_url=user.get("avatar_url") or None,
+        )
+
+    def _token_request(self, form: dict, *, grant: str, secrets: tuple[str | None, ...]) -> dict:
+        form = {
+            "client_key": settings.LAYERS_TIKTOK_CLIENT_KEY,
+            "client_secret": settings.LAYERS_TIKTOK_CLIENT_SECRET,
+            **form,
+        }
+        with http_session(self._http) as http, transport_errors(self.platform):
+            response = http.post(f"{self._api}/v2/oauth/token/", data=form, headers={"Cache-Control": "no-cache"})
+        body = json_body(response)
+        _raise_for_answer(response, body, grant=grant, secrets=self._secrets(*secrets))
+        if not isinstance(body, dict) or not body.get("access_token"):
+            raise PlatformUnavailable("tiktok: no access_token in the token answer", code="bad_response")
+        return body
+
+    def _call(
+        self,
+        http: httpx.Client,
+        method: str,
+        path: str,
+        *,
+        access_token: str,
+        params: dict | None = None,
+        json: dict | None = None,
+    ) -> dict:
+        headers = {"Authorization": f"Bearer {access_token}"}
+        if json is not None:
+            headers["Content-Type"] = "application/json; charset=UTF-8"
+        with transport_errors(self.platform):
+            response = http.request(method, f"{self._api}{path}", params=params, json=json, headers=headers)
+        body = json_body(response)
+        _raise_for_answer(response, body, grant=None, secrets=self._secrets(access_token))
+        if not isinstance(body, dict):
+            raise PlatformUnavailable(
+                "tiktok: the answer is not JSON", code="bad_response", status=response.status_code
+            )
+        data = body.get("data")
+        return data if isinstance(data, dict) else {}
+
+
+def _token_set(body: dict, *, platform_user_id: str | None) -> TokenSet:
+    now = timezone.now()
+    open_id = body.get("open_id") or platform_user_id
+    if not open_id:
+        raise PlatformUnavailable("tiktok: no open_id in the token answer", code="bad_response")
+    # Lifetimes differ between TikTok doc versions (24 h / 365 d vs 2 h / 180 d): trust the answer.
+    refresh_in = body.get("refresh_expires_in")
+    return TokenSet(
+        access_token=body["access_token"],
+        expires_at=now + timedelta(seconds=int(body.get("expires_in") or 0)),
+        platform_user_id=str(open_id),
+        refresh_token=body.get("refresh_token") or None,
+        refresh_expires_at=now + timedelta(seconds=int(refresh_in)) if refresh_in else None,
+        scopes=tuple(s for s in re.split(r"[,\s]+", str(body.get("scope") or "")) if s),
+    )
+
+
+def _check_media(*, mode: str, media_type: str, media: list[MediaItem]) -> None:
+    """Refuse what TikTok cannot take before spending a rate-limited call on it."""
+    if mode not in ("publish", "draft"):
+        raise RequestRejected(f"tiktok: unknown mode {mode!r}", code="invalid_mode")
+    kinds = [item.kind for item in media]
+    if media_type == "video" and kinds == ["video"]:
+        return
+    if media_type == "image" and kinds == ["image"]:
+        return
+    if media_type == "carousel" and 2 <= len(kinds) <= MAX_PHOTOS and set(kinds) == {"image"}:
+        return  # TikTok photo posts: images only
+    raise RequestRejected(f"tiktok: {media_type} does not fit {kinds}", code="invalid_media")
+
+
+def _source_info(media_type: str, media: list[MediaItem]) -> dict:
+    if media_type == "video":
+        return {"source": "PULL_FROM_URL", "video_url": media[0].url}
+    return {"source": "PULL_FROM_URL", "photo_images": [item.url for item in media], "photo_cover_index": 0}
+
+
+def _draft_request(*, media_type: str, media: list[MediaItem], caption: str) -> tuple[str, dict]:
+    """Upload to the creator's inbox: they finish and post it in the TikTok app."""
+    if media_type == "video":
+        return "/v2/post/publish/inbox/video/init/", {"source_info": _source_info(media_type, media)}
+    return "/v2/post/publish/content/init/", {
+        "media_type": "PHOTO",
+        "post_mode": "MEDIA_UPLOAD",
+        "post_info": {"description": caption},
+        "source_info": _source_info(media_type, media),
+    }
+
+
+def _direct_post_request(*, creator: dict, media_type: str, media: list[MediaItem], caption: str) -> tuple[str, dict]:
+    options = creator.get("privacy_level_options") or []
+    privacy = next((level for level in PRIVACY_PREFERENCE if level in options), None)
+    if privacy is None:
+        raise RequestRejected("tiktok: the creator offers no privacy level", code="privacy_level_option_mismatch")
+    # A creator who turned comments (duets, stitches) off must not have them turned on by us.
+    disable_comment = bool(creator.get("comment_disabled"))
+    if media_type == "video":
+        return "/v2/post/publish/video/init/", {
+            "post_info": {
+                "title": caption,
+                "privacy_level": privacy,
+                "disable_comment": disable_comment,
+                "disable_duet": bool(creator.get("duet_disabled")),
+                "disable_stitch": bool(creator.get("stitch_disabled")),
+            },
+            "source_info": _source_info(media_type, media),
+        }
+    # Photo posts: the caption goes to `description` (4000 chars); `title` is limited to 90.
+    return "/v2/post/publish/content/init/", {
+        "media_type": "PHOTO",
+        "post_mode": "DIRECT_POST",
+        "post_info": {
+            "description": caption,
+            "privacy_level": privacy,
+            "disable_comment": disable_comment,
+            "auto_add_music": True,
+        },
+        "source_info": _source_info(media_type, media),
+    }
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _raise_for_answer(response: httpx.Response, body, *, grant: str | None, secrets: tuple[str | None, ...]) -> None:
+    """Raise the typed error an answer means, whichever of TikTok's two error shapes it uses.
+
+    `grant` is the OAuth grant being attempted (None for API calls): invalid_grant means a bad code on
+    "authorization_code" (the request is wrong, RequestRejected) but a dead authorization on
+    "refresh_token" (the account needs a reauth, TokenInvalid)."""
+    status = response.status_code
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = str(error.get("code") or "")
+        if code and code != "ok":
+            message = redact(f"tiktok {code}: {error.get('message') or ''}", *secrets)
+            if code in TOKEN_INVALID_CODES:
+                raise TokenInvalid(message, code=code, status=status)
+            if code == "rate_limit_exceeded" or status == 429:
+                raise RateLimited(message, code=code, status=status, retry_after=_retry_after(response))
+            if code == "internal_error" or status >= 500:
+                raise PlatformUnavailable(message, code=code, status=status)
+            raise RequestRejected(message, code=code, status=status)
+    elif isinstance(error, str) and error:
+        message = redact(f"tiktok {error}: {body.get('error_description') or ''}", *secrets)
+        if error in ("invalid_grant", "access_denied"):
+            if grant in ("refresh_token", "revoke"):
+                raise TokenInvalid(message, code=error, status=status)
+            raise RequestRejected(message, code=error, status=status)
+        if error == "rate_limit_exceeded" or status == 429:
+            raise RateLimited(message, code=error, status=status, retry_after=_retry_after(response))
+        if error in ("server_error", "temporarily_unavailable") or status >= 500:
+            raise PlatformUnavailable(message, code=error, status=status)
+        raise RequestRejected(message, code=error, status=status)
+    if status == 429:
+        raise RateLimited(
+            "tiktok: rate limited", code="rate_limit_exceeded", status=status, retry_after=_retry_after(response)
+        )
+    if status >= 500:
+        raise PlatformUnavailable(f"tiktok: HTTP {status}", code=f"http_{status}", status=status)
+    if status == 401:
+        raise TokenInvalid("tiktok: HTTP 401", code="http_401", status=status)
+    if status >= 400:
+        raise RequestRejected(f"tiktok: HTTP {status}", code=f"http_{status}", status=status)

@@ -1,0 +1,70 @@
+"""Driving the platform sandbox from tests: the consent page as a browser would use it, the control
+endpoints, and what the sandbox recorded. The platform clients themselves reach the sandbox in-process
+(LAYERS_PLATFORM_TRANSPORT = "wsgi" in the test settings)."""
+
+from urllib.parse import parse_qs, urlsplit
+
+from django.conf import settings
+from django.test import Client
+
+from accounts.platforms import get_client
+from accounts.platforms.base import TokenSet
+from accounts.platforms.sandbox import selectors
+
+
+def callback_uri(platform: str) -> str:
+    return f"{settings.LAYERS_OAUTH_CALLBACK_BASE}/{platform}/callback"
+
+
+def _path(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path
+
+
+def consent(platform: str, authorize_url: str, username: str, decision: str = "approve") -> str:
+    """Open the sandbox consent page at `authorize_url`, submit it as `username` with `decision`
+    ("approve" | "deny"), and return the redirect Location the platform answered."""
+    browser = Client()
+    page = browser.get(_path(authorize_url))
+    assert page.status_code == 200, (page.status_code, page.content[:300])
+    html = page.content.decode()
+    assert 'name="username"' in html and 'name="decision"' in html, f"{platform} consent page has no form"
+    answer = browser.post(_path(authorize_url), {"username": username, "decision": decision})
+    assert answer.status_code == 302, (answer.status_code, answer.content[:300])
+    return answer["Location"]
+
+
+def redirect_params(location: str) -> dict[str, str]:
+    """The query parameters of a redirect (Instagram's `#_` fragment is not part of them)."""
+    return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
+
+
+def connect(platform: str, username: str, *, state: str = "test-state") -> TokenSet:
+    """A full authorization through the real client: authorize URL → consent → code exchange."""
+    client = get_client(platform)
+    redirect_uri = callback_uri(platform)
+    location = consent(platform, client.authorize_url(state=state, redirect_uri=redirect_uri), username)
+    params = redirect_params(location)
+    assert params.get("state") == state, params
+    return client.exchange_code(code=params["code"], redirect_uri=redirect_uri)
+
+
+def sandbox_control(platform: str, action: str, body: dict):
+    """POST a control endpoint (`invalidate-tokens`, `faults`); returns the test response."""
+    return Client().post(f"/sandbox/{platform}/_control/{action}", body, content_type="application/json")
+
+
+def inject_fault(platform: str, username: str, kind: str, count: int = 1) -> None:
+    response = sandbox_control(platform, "faults", {"username": username, "kind": kind, "count": count})
+    assert response.status_code == 201, response.content
+
+
+def invalidate_tokens(platform: str, username: str) -> None:
+    response = sandbox_control(platform, "invalidate-tokens", {"username": username})
+    assert response.status_code == 200, response.content
+
+
+def sandbox_posts(platform: str, username: str | None = None, *, kind: str | None = None) -> list:
+    """What the sandbox received (accounts.platforms.sandbox.models.Post rows), oldest first."""
+    rows = selectors.posts(platform=platform, username=username)
+    return [row for row in rows if kind is None or row.kind == kind]
