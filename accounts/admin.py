@@ -3,7 +3,16 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
 from accounts import services
-from accounts.models import ApiKey, Event, Organization, Project
+from accounts.models import (
+    ApiKey,
+    Event,
+    OAuthSession,
+    OnboardingStep,
+    Organization,
+    PlatformIdentity,
+    Project,
+    SocialAccount,
+)
 
 
 class ProjectInline(admin.TabularInline):
@@ -13,12 +22,20 @@ class ProjectInline(admin.TabularInline):
     readonly_fields = ("id", "created_at")
 
 
+class OnboardingStepInline(admin.TabularInline):
+    model = OnboardingStep
+    extra = 0
+    fields = ("key", "social_account", "completed_at")
+    readonly_fields = fields
+    can_delete = False
+
+
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
     list_display = ("name", "id", "created_at")
     search_fields = ("name", "id")
     readonly_fields = ("id", "created_at")
-    inlines = [ProjectInline]
+    inlines = [ProjectInline, OnboardingStepInline]
 
 
 @admin.register(Project)
@@ -118,4 +135,95 @@ class EventAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(PlatformIdentity)
+class PlatformIdentityAdmin(admin.ModelAdmin):
+    list_display = ("handle", "platform", "organization", "platform_user_id", "created_at")
+    list_filter = ("platform",)
+    search_fields = ("handle", "platform_user_id", "organization__name")
+    readonly_fields = ("id", "organization", "platform", "platform_user_id", "created_at", "updated_at")
+    list_select_related = ("organization",)
+
+
+@admin.register(SocialAccount)
+class SocialAccountAdmin(admin.ModelAdmin):
+    """Read-only for ops; tokens are never shown (the encrypted columns are not even listed)."""
+
+    list_display = ("id", "handle", "platform", "kind", "status", "project", "organization", "connected_at")
+    list_filter = ("platform", "kind", "status")
+    search_fields = ("id", "identity__handle", "project__name", "organization__name")
+    list_select_related = ("identity", "project", "organization")
+    fields = (
+        "id",
+        "organization",
+        "project",
+        "identity",
+        "platform",
+        "kind",
+        "status",
+        "token_expires_at",
+        "token_refreshed_at",
+        "health_checked_at",
+        "avatar_url",
+        "connected_at",
+        "reauth_required_at",
+        "disconnected_at",
+    )
+    readonly_fields = fields
+    actions = ["revoke_accounts"]
+
+    @admin.display(ordering="identity__handle")
+    def handle(self, obj):
+        return obj.identity.handle
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # rows are the audit trail: revoke instead
+
+    @admin.action(description="Revoke (disconnect) selected accounts")
+    def revoke_accounts(self, request, queryset):
+        for account in queryset:
+            result = services.social_account_revoke(account_id=account.pk, actor=request.user)
+            self.message_user(
+                request,
+                f"{account.pk}: disconnected, {result.canceled_scheduled_posts} queued post(s) canceled"
+                + (", lease released" if result.released else ""),
+                messages.SUCCESS,
+            )
+
+
+@admin.register(OAuthSession)
+class OAuthSessionAdmin(admin.ModelAdmin):
+    list_display = ("short_state", "platform", "purpose", "status", "error_code", "project", "created_at")
+    list_filter = ("platform", "purpose", "status", "error_code")
+    search_fields = ("project__name", "organization__name")
+    list_select_related = ("project",)
+    exclude = ("state",)
+    readonly_fields = (
+        "organization",
+        "project",
+        "api_key",
+        "platform",
+        "purpose",
+        "return_url",
+        "usage_note",
+        "scopes",
+        "social_account",
+        "status",
+        "error_code",
+        "expires_at",
+        "created_at",
+        "completed_at",
+    )
+
+    @admin.display(description="state")
+    def short_state(self, obj):
+        # The full state is a bearer secret until used; staff only need to tell sessions apart.
+        return f"{obj.state[:10]}…"
+
+    def has_add_permission(self, request):
         return False

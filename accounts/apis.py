@@ -1,12 +1,15 @@
-"""Partner API: projects and events. Thin views: org-scoped selector → serializer."""
+"""Partner API of the accounts app: projects, events, connected accounts. Thin views: auth → org-scoped
+selector → input serializer → one service → output serializer."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from accounts import selectors
+from accounts import selectors, services
+from accounts.serializers import SocialAccountOutput
+from config.api.errors import Validation
 from config.api.pagination import paginate
-from config.api.schema import errors, list_schema
+from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
 from config.api.views import ApiView
 
 
@@ -50,3 +53,215 @@ class EventListApi(ApiView):
     def get(self, request):
         qs = selectors.event_list(organization=self.organization, type=request.query_params.get("type"))
         return paginate(request, qs, lambda rows: EventOutput(rows, many=True).data)
+
+
+# --- Connected accounts ------------------------------------------------------------------------------
+
+PLATFORMS = ["tiktok", "instagram"]
+
+
+class OAuthUrlInput(serializers.Serializer):
+    platform = serializers.ChoiceField(choices=PLATFORMS, help_text="`tiktok` or `instagram`, lower-case.")
+    returnUrl = serializers.CharField(
+        max_length=2048,
+        help_text="Absolute https URL whose host is exactly on your key's allowed return domains "
+        "(no subdomain or wildcard matching; list non-default ports as host:port). Malformed → 422, "
+        "well-formed but unlisted host → 403 RETURN_URL_NOT_ALLOWED.",
+    )
+    usageNote = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, help_text="Shown on the consent screen where possible."
+    )
+
+
+class AuthorizeLinkOutput(serializers.Serializer):
+    authorizeUrl = serializers.CharField(help_text="Send the end-customer's browser here.")
+    state = serializers.CharField(help_text="st_…: single-use, unguessable; poll oauth-status with it.")
+    expiresAt = serializers.DateTimeField(help_text="30 minutes after creation.")
+
+
+def _link_output(link) -> dict:
+    return AuthorizeLinkOutput(
+        {"authorizeUrl": link.authorize_url, "state": link.session.state, "expiresAt": link.session.expires_at}
+    ).data
+
+
+class OAuthUrlApi(ApiView):
+    @extend_schema(
+        request=OAuthUrlInput,
+        responses={200: AuthorizeLinkOutput, **errors(400, 422, r403="RETURN_URL_NOT_ALLOWED")},
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="social_oauth_url",
+        tags=["connected accounts"],
+        description=(
+            "Start connecting a TikTok or Instagram account to the project. After consent the customer is "
+            "redirected to exactly `returnUrl` (no query added) on success, or to `returnUrl` with "
+            "`layers_oauth_error=<code>` on failure: access_denied, expired, already_used, account_mismatch, "
+            "token_exchange_failed, platform_error."
+        ),
+    )
+    def post(self, request, projectId: str):
+        project = selectors.project_get(organization=self.organization, project_id=projectId)
+        data = OAuthUrlInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        link = services.oauth_session_start(
+            api_key=request.auth,
+            project=project,
+            platform=data.validated_data["platform"],
+            return_url=data.validated_data["returnUrl"],
+            usage_note=data.validated_data.get("usageNote", ""),
+        )
+        return Response(_link_output(link))
+
+
+class ReauthUrlInput(serializers.Serializer):
+    socialAccountId = serializers.CharField(help_text="An account of this project (sa_…).")
+    scopes = serializers.ListField(child=serializers.CharField(max_length=100), required=False, max_length=20)
+    returnUrl = serializers.CharField(
+        max_length=2048, required=False, help_text="Defaults to the returnUrl used at connect; same allowlist rule."
+    )
+
+
+class ReauthUrlApi(ApiView):
+    @extend_schema(
+        request=ReauthUrlInput,
+        responses={
+            200: AuthorizeLinkOutput,
+            **errors(400, 422, r403="RETURN_URL_NOT_ALLOWED", r409="ACCOUNT_DISCONNECTED or ACCOUNT_LEASED"),
+        },
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="social_reauth_url",
+        tags=["connected accounts"],
+        description=(
+            "Re-authorize an account whose token died. Completing it rotates the token on the same "
+            "socialAccountId, sets status back to connected and fires social_account.reconnected; "
+            "consenting as a different platform user fails with account_mismatch."
+        ),
+    )
+    def post(self, request, projectId: str):
+        project = selectors.project_get(organization=self.organization, project_id=projectId)
+        data = ReauthUrlInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        account = selectors.social_account_in_project(
+            organization=self.organization, project=project, account_id=data.validated_data["socialAccountId"]
+        )
+        if account is None:
+            raise Validation({"socialAccountId": ["No such account in this project."]})
+        link = services.oauth_session_start(
+            api_key=request.auth,
+            project=project,
+            platform=account.platform,
+            return_url=data.validated_data.get("returnUrl") or account.return_url,
+            social_account=account,
+            scopes=data.validated_data.get("scopes"),
+        )
+        return Response(_link_output(link))
+
+
+class OAuthStatusOutput(serializers.Serializer):
+    state = serializers.CharField()
+    status = serializers.ChoiceField(choices=["pending", "completed", "failed", "expired"])
+    platform = serializers.ChoiceField(choices=PLATFORMS)
+    projectId = serializers.CharField()
+    purpose = serializers.ChoiceField(choices=["connect", "reauth"])
+    socialAccountId = serializers.CharField(allow_null=True)
+    error = inline_serializer("OAuthError", {"code": serializers.CharField()}, allow_null=True)
+    expiresAt = serializers.DateTimeField()
+    completedAt = serializers.DateTimeField(allow_null=True)
+
+
+class OAuthStatusApi(ApiView):
+    @extend_schema(
+        responses={200: OAuthStatusOutput, **errors()},
+        operation_id="social_oauth_status",
+        tags=["connected accounts"],
+        description="`expired` once expiresAt passed without completion. `socialAccountId` is set when completed.",
+    )
+    def get(self, request, state: str):
+        session = selectors.oauth_session_get(organization=self.organization, state=state)
+        status = session.public_status()
+        return Response(
+            OAuthStatusOutput(
+                {
+                    "state": session.state,
+                    "status": status,
+                    "platform": session.platform,
+                    "projectId": session.project_id,
+                    "purpose": session.purpose,
+                    "socialAccountId": session.social_account_id if status == "completed" else None,
+                    "error": {"code": session.error_code} if status == "failed" else None,
+                    "expiresAt": session.expires_at,
+                    "completedAt": session.completed_at,
+                }
+            ).data
+        )
+
+
+class SocialAccountListApi(ApiView):
+    @list_schema(
+        SocialAccountOutput,
+        "SocialAccountPage",
+        operation_id="social_accounts_list",
+        tags=["connected accounts"],
+        parameters=[
+            OpenApiParameter("platform", str, enum=PLATFORMS),
+            OpenApiParameter("kind", str, enum=["connected", "leased"]),
+            OpenApiParameter("status", str, enum=["connected", "reauth_required"]),
+        ],
+        description="Connected and leased accounts of the project. Disconnected accounts never appear.",
+    )
+    def get(self, request, projectId: str):
+        project = selectors.project_get(organization=self.organization, project_id=projectId)
+        filters = SocialAccountFilters(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        qs = selectors.social_account_list(organization=self.organization, project=project, **filters.validated_data)
+        return paginate(request, qs, lambda rows: SocialAccountOutput(rows, many=True).data)
+
+
+class SocialAccountFilters(serializers.Serializer):
+    platform = serializers.ChoiceField(choices=PLATFORMS, required=False)
+    kind = serializers.ChoiceField(choices=["connected", "leased"], required=False)
+    status = serializers.ChoiceField(choices=["connected", "reauth_required", "disconnected"], required=False)
+
+
+class RevokeOutput(serializers.Serializer):
+    id = serializers.CharField()
+    status = serializers.ChoiceField(choices=["disconnected"])
+    canceledScheduledPosts = serializers.IntegerField()
+    released = serializers.BooleanField(help_text="true when this also released a leased account")
+
+
+class SocialAccountDetailApi(ApiView):
+    @extend_schema(
+        responses={200: SocialAccountOutput, **errors()},
+        operation_id="social_accounts_get",
+        tags=["connected accounts"],
+        description="Any account of your organization, disconnected ones included (audit trail).",
+    )
+    def get(self, request, accountId: str):
+        account = selectors.social_account_get(organization=self.organization, account_id=accountId)
+        return Response(SocialAccountOutput(account).data)
+
+    @extend_schema(
+        responses={200: RevokeOutput, **errors()},
+        operation_id="social_accounts_revoke",
+        tags=["connected accounts"],
+        description=(
+            "Disconnect for good: the token is revoked at the platform where possible and wiped here, every "
+            "queued scheduled post of the account is canceled (the count), a leased account is released. "
+            "Published posts stay in the history. Repeating answers 200 with canceledScheduledPosts 0. "
+            "Connecting the same handle again later mints a new id."
+        ),
+    )
+    def delete(self, request, accountId: str):
+        account = selectors.social_account_get(organization=self.organization, account_id=accountId)
+        result = services.social_account_revoke(account_id=account.pk)
+        return Response(
+            RevokeOutput(
+                {
+                    "id": result.account.pk,
+                    "status": result.account.status,
+                    "canceledScheduledPosts": result.canceled_scheduled_posts,
+                    "released": result.released,
+                }
+            ).data
+        )

@@ -75,9 +75,7 @@ class IdempotencyKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["organization", "key"], name="idempotency_key_per_org")
-        ]
+        constraints = [models.UniqueConstraint(fields=["organization", "key"], name="idempotency_key_per_org")]
 
 
 class Event(models.Model):
@@ -98,3 +96,169 @@ class Event(models.Model):
 
     def __str__(self):
         return f"{self.type} {self.id}"
+
+
+class Platform(models.TextChoices):
+    TIKTOK = "tiktok", "TikTok"
+    INSTAGRAM = "instagram", "Instagram"
+
+
+class PlatformIdentity(models.Model):
+    """A platform user as seen by one organization (stored once per organization: the same handle
+    connected by two organizations is two identities sharing nothing)."""
+
+    id = PrefixedIdField(prefix="pi")
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="identities")
+    platform = models.CharField(max_length=16, choices=Platform.choices)
+    platform_user_id = models.CharField(max_length=128)
+    handle = models.CharField(max_length=128, blank=True)
+    display_name = models.CharField(max_length=256, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "platform identities"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "platform", "platform_user_id"], name="identity_once_per_org"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.platform}:@{self.handle or self.platform_user_id}"
+
+
+class SocialAccount(models.Model):
+    """A binding of a platform identity to a project: what partners schedule to (`sa_…`).
+
+    Tokens are encrypted (accounts.crypto); `token_version` grows on every token write so that a refresh
+    that lost a race (TikTok rotates refresh tokens) cannot flip a freshly rotated account to
+    reauth_required. A disconnected row is kept for the audit trail and never becomes live again."""
+
+    class Kind(models.TextChoices):
+        CONNECTED = "connected"
+        LEASED = "leased"
+
+    class Status(models.TextChoices):
+        CONNECTED = "connected"
+        REAUTH_REQUIRED = "reauth_required"
+        DISCONNECTED = "disconnected"
+
+    id = PrefixedIdField(prefix="sa")
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="social_accounts")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="social_accounts")
+    identity = models.ForeignKey(PlatformIdentity, on_delete=models.PROTECT, related_name="bindings")
+    platform = models.CharField(max_length=16, choices=Platform.choices)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CONNECTED)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.CONNECTED)
+
+    access_token_enc = models.TextField(blank=True, editable=False)
+    refresh_token_enc = models.TextField(blank=True, editable=False)
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    refresh_expires_at = models.DateTimeField(null=True, blank=True)
+    token_version = models.PositiveIntegerField(default=0)
+    token_refreshed_at = models.DateTimeField(null=True, blank=True)
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    refresh_claimed_until = models.DateTimeField(null=True, blank=True)
+    scopes = models.CharField(max_length=512, blank=True)
+
+    avatar_url = models.URLField(max_length=1024, blank=True)
+    return_url = models.URLField(max_length=2048, blank=True)
+    connected_at = models.DateTimeField(default=timezone.now)
+    reauth_required_at = models.DateTimeField(null=True, blank=True)
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # One live binding of an identity per project; disconnected rows stay as history.
+            models.UniqueConstraint(
+                fields=["project", "identity"],
+                condition=~models.Q(status="disconnected"),
+                name="one_live_binding_per_project",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status="disconnected", disconnected_at__isnull=False)
+                | ~models.Q(status="disconnected"),
+                name="disconnected_has_timestamp",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["project", "-created_at", "-id"], name="sa_project_newest"),
+            models.Index(fields=["status", "token_expires_at"], name="sa_token_health"),
+        ]
+
+    def __str__(self):
+        return f"{self.id} ({self.platform} @{self.identity.handle if self.identity_id else '?'})"
+
+    @property
+    def access_token(self) -> str | None:
+        from accounts.crypto import decrypt
+
+        return decrypt(self.access_token_enc)
+
+    @property
+    def refresh_token(self) -> str | None:
+        from accounts.crypto import decrypt
+
+        return decrypt(self.refresh_token_enc)
+
+    @property
+    def is_live(self) -> bool:
+        return self.status != self.Status.DISCONNECTED
+
+
+class OAuthSession(models.Model):
+    """One authorization attempt: the `state` handed to the platform and its outcome."""
+
+    class Purpose(models.TextChoices):
+        CONNECT = "connect"
+        REAUTH = "reauth"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        EXCHANGING = "exchanging"  # callback received, talking to the platform (shown as pending)
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    state = PrefixedIdField(prefix="st")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey(ApiKey, null=True, on_delete=models.SET_NULL, related_name="+")
+    platform = models.CharField(max_length=16, choices=Platform.choices)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices)
+    return_url = models.URLField(max_length=2048)
+    usage_note = models.CharField(max_length=500, blank=True)
+    scopes = models.CharField(max_length=512, blank=True)
+    social_account = models.ForeignKey(
+        SocialAccount, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error_code = models.CharField(max_length=32, blank=True)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "OAuth session"
+
+    def public_status(self, now=None) -> str:
+        now = now or timezone.now()
+        if self.status in (self.Status.COMPLETED, self.Status.FAILED):
+            return self.status
+        return "expired" if now >= self.expires_at else "pending"
+
+
+class OnboardingStep(models.Model):
+    """The organization's onboarding checklist (`tiktok.connected`, `instagram.connected`): reached once."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="onboarding_steps")
+    key = models.CharField(max_length=64)
+    social_account = models.ForeignKey(SocialAccount, null=True, on_delete=models.SET_NULL, related_name="+")
+    completed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "key"], name="onboarding_step_once")]
+
+    def __str__(self):
+        return self.key

@@ -1,15 +1,35 @@
-"""State changes for organizations, projects, API keys and the event outbox."""
+"""State changes of the accounts app: organizations, projects, API keys, the event outbox, and the
+connected-account lifecycle (OAuth connect / reauth, bindings, revoke, token health, post-connect fan-out)."""
 
 import hashlib
 import hmac
+import logging
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from django.db import transaction
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from accounts.models import ApiKey, Event, Organization, Project
-from config.api.returnurl import normalize_allowlist_entry
+from accounts import crypto
+from accounts.models import (
+    ApiKey,
+    Event,
+    OAuthSession,
+    OnboardingStep,
+    Organization,
+    PlatformIdentity,
+    Project,
+    SocialAccount,
+)
+from accounts.platforms.base import PlatformError, Profile, TokenInvalid, TokenSet
+from accounts.serializers import social_account_data
+from config.api.errors import Conflict
+from config.api.ids import is_valid
+from config.api.returnurl import check_return_url, normalize_allowlist_entry
 
 KEY_PREFIX = "lyr_"
 # Writing last_used_at on every request would make every API call a write; a minute is precise enough.
@@ -70,9 +90,7 @@ def api_key_assign_secret(*, key: ApiKey) -> str:
     return raw
 
 
-def api_key_create(
-    *, organization: Organization, return_domains, name: str = "", actor=None
-) -> tuple[ApiKey, str]:
+def api_key_create(*, organization: Organization, return_domains, name: str = "", actor=None) -> tuple[ApiKey, str]:
     """Issue a key. Returns (row, raw key): the raw key exists only in this return value."""
     key = ApiKey(
         organization=organization,
@@ -136,3 +154,518 @@ def event_record(*, organization_id: str, type: str, data: dict) -> Event:
 
 def _after_event_commit(event_id: str) -> None:
     """Hook for delivery: the webhooks relay fans the event out once it is committed."""
+    from accounts.webhooks.tasks import webhook_fan_out
+
+    try:
+        webhook_fan_out.delay(event_id)
+    except Exception:  # noqa: BLE001 - the change is committed: never fail it; the relay tick fans out later
+        logging.getLogger(__name__).warning("webhook fan-out of %s not queued", event_id, exc_info=True)
+
+
+# --- Connected accounts: OAuth connect / reauth, bindings, revoke, token health ----------------------
+
+log = logging.getLogger(__name__)
+
+# The failure codes appended to the partner's returnUrl as `layers_oauth_error` (a public contract).
+OAUTH_ERRORS = (
+    "access_denied",
+    "expired",
+    "already_used",
+    "account_mismatch",
+    "token_exchange_failed",
+    "platform_error",
+)
+
+
+def oauth_callback_url(platform: str) -> str:
+    return f"{settings.LAYERS_OAUTH_CALLBACK_BASE}/{platform}/callback"
+
+
+def _client(platform: str):
+    from accounts.platforms.clients import get_client
+
+    return get_client(platform)
+
+
+@dataclass(frozen=True)
+class AuthorizeLink:
+    session: OAuthSession
+    authorize_url: str
+
+
+def oauth_session_start(
+    *,
+    api_key: ApiKey,
+    project: Project,
+    platform: str,
+    return_url: str,
+    usage_note: str = "",
+    social_account: SocialAccount | None = None,
+    scopes: list[str] | None = None,
+) -> AuthorizeLink:
+    """Start a connect (or, with `social_account`, a reauth): check the returnUrl against the key's
+    allowlist (422 malformed / 403 not listed), store a single-use state valid for
+    LAYERS_OAUTH_STATE_TTL, and build the platform's authorize URL.
+    Raises Conflict ACCOUNT_DISCONNECTED / ACCOUNT_LEASED for a reauth of such an account."""
+    check_return_url(return_url, allowlist=api_key.allowed_return_domains)
+    purpose = OAuthSession.Purpose.CONNECT
+    if social_account is not None:
+        purpose = OAuthSession.Purpose.REAUTH
+        if social_account.status == SocialAccount.Status.DISCONNECTED:
+            raise Conflict("This account is disconnected; connect it again instead.", code="ACCOUNT_DISCONNECTED")
+        if social_account.kind == SocialAccount.Kind.LEASED:
+            raise Conflict("Leased accounts are kept authorized by Layers.", code="ACCOUNT_LEASED")
+    session = OAuthSession.objects.create(
+        organization_id=project.organization_id,
+        project=project,
+        api_key=api_key,
+        platform=platform,
+        purpose=purpose,
+        return_url=return_url,
+        usage_note=usage_note or "",
+        scopes=",".join(scopes or []),
+        social_account=social_account,
+        expires_at=timezone.now() + settings.LAYERS_OAUTH_STATE_TTL,
+    )
+    url = _client(platform).authorize_url(
+        state=session.state, redirect_uri=oauth_callback_url(platform), scopes=scopes or None, usage_note=usage_note
+    )
+    return AuthorizeLink(session=session, authorize_url=url)
+
+
+def _with_error(return_url: str, code: str) -> str:
+    """`return_url` with `layers_oauth_error=<code>` appended, its existing query kept."""
+    parts = urlsplit(return_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query.append(("layers_oauth_error", code))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+
+@dataclass(frozen=True)
+class CallbackOutcome:
+    """Where to send the end-customer: `redirect_url`, or no redirect at all (unknown state → error page)."""
+
+    redirect_url: str | None
+    error_code: str | None = None
+    account: SocialAccount | None = None
+
+
+def _session_fail(session: OAuthSession, code: str) -> CallbackOutcome:
+    OAuthSession.objects.filter(pk=session.pk).update(
+        status=OAuthSession.Status.FAILED, error_code=code, completed_at=timezone.now()
+    )
+    return CallbackOutcome(redirect_url=_with_error(session.return_url, code), error_code=code)
+
+
+def oauth_callback(*, platform: str, state: str | None, code: str | None, error: str | None) -> CallbackOutcome:
+    """Complete the authorization the platform redirected back with.
+
+    The state is claimed (pending → exchanging) under a row lock before the platform is called, so a
+    replayed or concurrent callback answers `already_used` and never creates a second account; the code
+    exchange and profile fetch run outside any transaction."""
+    if not state or not is_valid("st", state):
+        return CallbackOutcome(redirect_url=None)
+    with transaction.atomic():
+        session = OAuthSession.objects.select_for_update().filter(state=state).first()
+        if session is None or session.platform != platform:
+            # A state minted for the other platform is treated as unknown: no redirect anywhere.
+            return CallbackOutcome(redirect_url=None)
+        if session.status != OAuthSession.Status.PENDING:
+            return CallbackOutcome(
+                redirect_url=_with_error(session.return_url, "already_used"), error_code="already_used"
+            )
+        if timezone.now() >= session.expires_at:
+            # Left pending: oauth-status reports `expired`, as the contract says.
+            return CallbackOutcome(redirect_url=_with_error(session.return_url, "expired"), error_code="expired")
+        if error or not code:
+            return _session_fail(session, "access_denied" if error == "access_denied" else "platform_error")
+        session.status = OAuthSession.Status.EXCHANGING
+        session.save(update_fields=["status"])
+
+    client = _client(platform)
+    try:
+        tokens = client.exchange_code(code=code, redirect_uri=oauth_callback_url(platform))
+    except PlatformError as exc:
+        log.warning("oauth %s: code exchange failed (%s)", session.pk[:10], type(exc).__name__)
+        return _session_fail(session, "token_exchange_failed")
+    try:
+        profile = client.get_profile(access_token=tokens.access_token)
+    except PlatformError as exc:
+        log.warning("oauth %s: profile fetch failed (%s)", session.pk[:10], type(exc).__name__)
+        return _session_fail(session, "platform_error")
+
+    if session.purpose == OAuthSession.Purpose.REAUTH:
+        return _reauth_complete(session=session, tokens=tokens, profile=profile)
+    account = social_account_bind(session=session, tokens=tokens, profile=profile)
+    return CallbackOutcome(redirect_url=session.return_url, account=account)
+
+
+def _store_tokens(account: SocialAccount, tokens: TokenSet) -> None:
+    """Write a token set onto `account` (caller saves, inside its transaction). TikTok rotates refresh
+    tokens, so the access and refresh token are always written together."""
+    account.access_token_enc = crypto.encrypt(tokens.access_token)
+    account.refresh_token_enc = crypto.encrypt(tokens.refresh_token) if tokens.refresh_token else ""
+    account.token_expires_at = tokens.expires_at
+    account.refresh_expires_at = tokens.refresh_expires_at
+    account.scopes = ",".join(tokens.scopes)
+    account.token_version += 1
+    account.token_refreshed_at = timezone.now()
+    account.health_checked_at = timezone.now()
+    account.refresh_claimed_until = None
+
+
+def _identity_upsert(
+    *, organization_id: str, platform: str, profile: Profile, platform_user_id: str
+) -> PlatformIdentity:
+    identity, _ = PlatformIdentity.objects.get_or_create(
+        organization_id=organization_id, platform=platform, platform_user_id=platform_user_id
+    )
+    changed = (identity.handle, identity.display_name) != (profile.username, profile.display_name)
+    if changed:
+        identity.handle, identity.display_name = (
+            profile.username or identity.handle,
+            profile.display_name or "",
+        )
+        identity.save(update_fields=["handle", "display_name", "updated_at"])
+    return identity
+
+
+def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Profile) -> SocialAccount:
+    """Bind the consenting platform user to the session's project.
+
+    One identity per organization; a live binding of that identity in the project is reused (token
+    refreshed, same id, no second fan-out); otherwise a new account is created and the post-connect
+    fan-out is queued after commit. The partial unique constraint settles two concurrent connects."""
+    with transaction.atomic():
+        identity = _identity_upsert(
+            organization_id=session.organization_id,
+            platform=session.platform,
+            profile=profile,
+            platform_user_id=tokens.platform_user_id,
+        )
+        live = SocialAccount.objects.exclude(status=SocialAccount.Status.DISCONNECTED)
+        account = live.select_for_update().filter(project_id=session.project_id, identity=identity).first()
+        created = False
+        if account is None:
+            account = SocialAccount(
+                organization_id=session.organization_id,
+                project_id=session.project_id,
+                identity=identity,
+                platform=session.platform,
+                return_url=session.return_url,
+            )
+            _store_tokens(account, tokens)
+            try:
+                with transaction.atomic():
+                    account.save()
+                created = True
+            except IntegrityError:
+                account = live.select_for_update().get(project_id=session.project_id, identity=identity)
+        if not created:
+            was = account.status
+            _store_tokens(account, tokens)
+            account.status = SocialAccount.Status.CONNECTED
+            account.reauth_required_at = None
+            account.save()
+            if was == SocialAccount.Status.REAUTH_REQUIRED:
+                event_record(
+                    organization_id=account.organization_id,
+                    type="social_account.reconnected",
+                    data=social_account_data(account),
+                )
+        else:
+            event_record(
+                organization_id=account.organization_id,
+                type="social_account.connected",
+                data=social_account_data(account),
+            )
+        OAuthSession.objects.filter(pk=session.pk).update(
+            status=OAuthSession.Status.COMPLETED, social_account=account, completed_at=timezone.now()
+        )
+        if created:
+            from accounts.tasks import social_account_after_connect
+
+            transaction.on_commit(lambda: social_account_after_connect.delay(account.pk))
+    return account
+
+
+def _reauth_complete(*, session: OAuthSession, tokens: TokenSet, profile: Profile) -> CallbackOutcome:
+    with transaction.atomic():
+        account = (
+            SocialAccount.objects.select_for_update()
+            .select_related("identity")
+            .filter(pk=session.social_account_id)
+            .first()
+        )
+        if (
+            account is None
+            or account.status == SocialAccount.Status.DISCONNECTED
+            or account.kind == SocialAccount.Kind.LEASED
+        ):
+            return _session_fail(session, "platform_error")
+        if account.identity.platform_user_id != tokens.platform_user_id:
+            return _session_fail(session, "account_mismatch")
+        _identity_upsert(
+            organization_id=account.organization_id,
+            platform=account.platform,
+            profile=profile,
+            platform_user_id=tokens.platform_user_id,
+        )
+        _store_tokens(account, tokens)
+        account.status = SocialAccount.Status.CONNECTED
+        account.reauth_required_at = None
+        account.save()
+        event_record(
+            organization_id=account.organization_id,
+            type="social_account.reconnected",
+            data=social_account_data(account),
+        )
+        OAuthSession.objects.filter(pk=session.pk).update(
+            status=OAuthSession.Status.COMPLETED, completed_at=timezone.now()
+        )
+    return CallbackOutcome(redirect_url=session.return_url, account=account)
+
+
+@dataclass(frozen=True)
+class RevokeResult:
+    account: SocialAccount
+    canceled_scheduled_posts: int
+    released: bool
+
+
+def social_account_revoke(*, account_id: str, actor=None) -> RevokeResult:
+    """Disconnect an account for good: status disconnected (row kept), tokens wiped, queued posts
+    canceled, a leased account released; then the token is revoked at the platform, best-effort, after
+    commit. Repeating it changes nothing and reports 0 canceled posts."""
+    with transaction.atomic():
+        account = SocialAccount.objects.select_for_update().get(pk=account_id)
+        if account.status == SocialAccount.Status.DISCONNECTED:
+            return RevokeResult(account=account, canceled_scheduled_posts=0, released=False)
+        token = account.access_token if account.kind == SocialAccount.Kind.CONNECTED else None
+        account.status = SocialAccount.Status.DISCONNECTED
+        account.disconnected_at = timezone.now()
+        account.access_token_enc = account.refresh_token_enc = ""
+        account.token_version += 1
+        account.save()
+        canceled, released = _disconnect_effects(account=account, actor=actor)
+        event_record(
+            organization_id=account.organization_id,
+            type="social_account.disconnected",
+            data=social_account_data(account),
+        )
+    if token:
+        try:
+            _client(account.platform).revoke(access_token=token)
+        except PlatformError as exc:
+            log.info(
+                "revoke of %s at %s failed (%s); token wiped locally",
+                account.pk,
+                account.platform,
+                type(exc).__name__,
+            )
+    return RevokeResult(account=account, canceled_scheduled_posts=canceled, released=released)
+
+
+def _disconnect_effects(*, account: SocialAccount, actor=None) -> tuple[int, bool]:
+    """What other apps do when an account leaves its project, inside the revoke's transaction:
+    (queued posts canceled, lease released)."""
+    from scheduling.services import posts_cancel_for_account
+
+    canceled = posts_cancel_for_account(account=account)
+    return canceled, False
+
+
+def social_account_mark_reauth_required(*, account_id: str, expected_version: int | None = None) -> bool:
+    """connected → reauth_required, recording `social_account.needs_reauth` once per transition.
+    With `expected_version`, only if the token was not rotated meanwhile (a refresh that lost a race
+    must not condemn a fresh token). Returns whether this call made the transition."""
+    with transaction.atomic():
+        qs = SocialAccount.objects.filter(pk=account_id, status=SocialAccount.Status.CONNECTED)
+        if expected_version is not None:
+            qs = qs.filter(token_version=expected_version)
+        if not qs.update(status=SocialAccount.Status.REAUTH_REQUIRED, reauth_required_at=timezone.now()):
+            return False
+        account = SocialAccount.objects.select_related("identity").get(pk=account_id)
+        event_record(
+            organization_id=account.organization_id,
+            type="social_account.needs_reauth",
+            data=social_account_data(account),
+        )
+    return True
+
+
+def _token_set(account: SocialAccount) -> TokenSet:
+    return TokenSet(
+        access_token=account.access_token or "",
+        refresh_token=account.refresh_token,
+        expires_at=account.token_expires_at or timezone.now(),
+        refresh_expires_at=account.refresh_expires_at,
+        platform_user_id=account.identity.platform_user_id,
+        scopes=tuple(s for s in account.scopes.split(",") if s),
+    )
+
+
+REFRESH_CLAIM = timedelta(minutes=2)
+
+
+def social_account_refresh_token(*, account_id: str) -> str:
+    """Refresh the account's token now. Returns "refreshed", "skipped" (not live, or another worker holds
+    the refresh claim), or "reauth_required" (the platform rejected the token). Raises PlatformUnavailable
+    or RateLimited on transient failures so the caller can retry; those never flip the status.
+
+    Only one worker refreshes an account at a time (a claim column set by a conditional UPDATE): TikTok
+    rotates refresh tokens, and two concurrent refreshes would make the loser see `invalid_grant`."""
+    now = timezone.now()
+    claimed = (
+        SocialAccount.objects.filter(pk=account_id, status=SocialAccount.Status.CONNECTED)
+        .filter(Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lt=now))
+        .update(refresh_claimed_until=now + REFRESH_CLAIM)
+    )
+    if not claimed:
+        return "skipped"
+    account = SocialAccount.objects.select_related("identity").get(pk=account_id)
+    version = account.token_version
+    if not account.access_token:
+        SocialAccount.objects.filter(pk=account_id).update(refresh_claimed_until=None)
+        social_account_mark_reauth_required(account_id=account_id, expected_version=version)
+        return "reauth_required"
+    try:
+        tokens = _client(account.platform).refresh(tokens=_token_set(account))
+    except TokenInvalid:
+        SocialAccount.objects.filter(pk=account_id).update(refresh_claimed_until=None)
+        social_account_mark_reauth_required(account_id=account_id, expected_version=version)
+        return "reauth_required"
+    except PlatformError:
+        SocialAccount.objects.filter(pk=account_id).update(refresh_claimed_until=None)
+        raise
+    with transaction.atomic():
+        account = SocialAccount.objects.select_for_update().get(pk=account_id)
+        if account.token_version != version or account.status != SocialAccount.Status.CONNECTED:
+            return "skipped"  # a reauth or revoke happened meanwhile; its token wins
+        _store_tokens(account, tokens)
+        account.save()
+    return "refreshed"
+
+
+def social_account_check_health(*, account_id: str) -> str:
+    """The periodic health check of one account: refresh the token when it is close to expiry, otherwise
+    verify it (profile call) once a day. A dead token → reauth_required (+ one event); a transient error
+    changes nothing and is re-raised for the retry policy."""
+    account = SocialAccount.objects.select_related("identity").filter(pk=account_id).first()
+    if account is None or account.status != SocialAccount.Status.CONNECTED:
+        return "skipped"
+    now = timezone.now()
+    margin = settings.LAYERS_TOKEN_REFRESH_MARGIN[account.platform]
+    if account.token_expires_at is None or account.token_expires_at <= now + margin:
+        return social_account_refresh_token(account_id=account_id)
+    version = account.token_version
+    try:
+        profile = _client(account.platform).get_profile(access_token=account.access_token or "")
+    except TokenInvalid:
+        social_account_mark_reauth_required(account_id=account_id, expected_version=version)
+        return "reauth_required"
+    _identity_upsert(
+        organization_id=account.organization_id,
+        platform=account.platform,
+        profile=profile,
+        platform_user_id=account.identity.platform_user_id,
+    )
+    SocialAccount.objects.filter(pk=account_id).update(health_checked_at=now)
+    return "healthy"
+
+
+def social_accounts_due_for_health(*, now=None, limit: int = 1000) -> list[str]:
+    """Ids of live connected accounts whose token nears expiry or that were not verified for a day."""
+    now = now or timezone.now()
+    near_expiry = Q()
+    for platform, margin in settings.LAYERS_TOKEN_REFRESH_MARGIN.items():
+        near_expiry |= Q(platform=platform, token_expires_at__lte=now + margin)
+    stale = Q(health_checked_at__isnull=True) | Q(health_checked_at__lt=now - settings.LAYERS_HEALTH_CHECK_EVERY)
+    return list(
+        SocialAccount.objects.filter(status=SocialAccount.Status.CONNECTED)
+        .filter(near_expiry | stale)
+        .order_by("token_expires_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+# --- Post-connect fan-out (idempotent steps, run by accounts.tasks.social_account_after_connect) ------
+
+AVATAR_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+_MAGIC = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif", b"RIFF": "image/webp"}
+
+
+def social_account_rehost_avatar(*, account_id: str) -> str | None:
+    """Copy the platform avatar into our storage and point avatarUrl at it (the platform's URL is a
+    signed CDN URL that expires). Skips when already rehosted. Raises on failure (the task retries)."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from accounts.platforms.http import platform_http_client
+    from config.netguard import FetchFailed, fetch_limited
+
+    account = SocialAccount.objects.select_related("identity").get(pk=account_id)
+    if account.avatar_url or not account.is_live or not account.access_token:
+        return account.avatar_url or None
+    profile = _client(account.platform).get_profile(access_token=account.access_token)
+    if not profile.avatar_url:
+        return None
+    with platform_http_client() as client:
+        fetched = fetch_limited(
+            profile.avatar_url,
+            client=client,
+            max_bytes=settings.LAYERS_AVATAR_MAX_BYTES,
+            allowed_types=tuple(AVATAR_TYPES),
+        )
+    sniffed = next((t for magic, t in _MAGIC.items() if fetched.content.startswith(magic)), None)
+    if sniffed != fetched.content_type:
+        raise FetchFailed("avatar bytes are not the image type they claim")
+    digest = hashlib.sha256(fetched.content).hexdigest()[:16]
+    name = f"avatars/{account.pk}/{digest}.{AVATAR_TYPES[sniffed]}"
+    if not default_storage.exists(name):
+        name = default_storage.save(name, ContentFile(fetched.content))
+    url = default_storage.url(name)
+    if url.startswith("/"):
+        url = f"{settings.LAYERS_PUBLIC_URL}{url}"
+    SocialAccount.objects.filter(pk=account_id, avatar_url="").update(avatar_url=url)
+    return url
+
+
+def onboarding_step_complete(*, organization_id: str, key: str, social_account_id: str | None = None) -> bool:
+    """Tick an onboarding checklist step (`tiktok.connected` …) once. Returns whether this call ticked it."""
+    try:
+        with transaction.atomic():
+            _, created = OnboardingStep.objects.get_or_create(
+                organization_id=organization_id, key=key, defaults={"social_account_id": social_account_id}
+            )
+    except IntegrityError:
+        return False
+    return created
+
+
+def social_account_fan_out(*, account_id: str) -> list[str]:
+    """Run every post-connect step; each is idempotent and isolated (one failing does not stop the others).
+    Returns the names of the steps that failed, for the task to retry."""
+    from scheduling import services as scheduling
+
+    account = SocialAccount.objects.select_related("project").get(pk=account_id)
+    if not account.is_live:
+        return []
+    steps = {
+        "avatar": lambda: social_account_rehost_avatar(account_id=account_id),
+        "layers": lambda: scheduling.layers_provision_for_account(account=account),
+        "content_layer": lambda: scheduling.project_content_layer_ensure(project=account.project),
+        "onboarding": lambda: onboarding_step_complete(
+            organization_id=account.organization_id,
+            key=f"{account.platform}.connected",
+            social_account_id=account.pk,
+        ),
+    }
+    failed = []
+    for name, step in steps.items():
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - best-effort: log, keep going, retry later
+            log.warning("post-connect step %s failed for %s: %s", name, account_id, type(exc).__name__)
+            failed.append(name)
+    return failed

@@ -1,9 +1,19 @@
+"""Celery tasks of the accounts app: each takes ids, calls one service, and only decides retries.
+Every task is idempotent, so acks_late + reject_on_worker_lost (settings) re-run them safely."""
+
+import logging
+
 from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from accounts import services
+from accounts.platforms.base import PlatformUnavailable, RateLimited
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
+log = logging.getLogger(__name__)
+
+
+@shared_task
 def purge_idempotency_keys() -> int:
     """Forget Idempotency-Key records past their 24 h window."""
     from accounts.models import IdempotencyKey
@@ -11,3 +21,31 @@ def purge_idempotency_keys() -> int:
     cutoff = timezone.now() - settings.LAYERS_IDEMPOTENCY_TTL
     deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
     return deleted
+
+
+@shared_task(bind=True, max_retries=6)
+def social_account_after_connect(self, account_id: str) -> list[str]:
+    """The post-connect fan-out (avatar, layers, content layer, onboarding); retries the failed steps."""
+    failed = services.social_account_fan_out(account_id=account_id)
+    if failed:
+        raise self.retry(countdown=min(30 * 2**self.request.retries, 3600))
+    return failed
+
+
+@shared_task
+def social_accounts_health_tick() -> int:
+    """Periodic: queue a health check for every account whose token nears expiry or is unverified."""
+    ids = services.social_accounts_due_for_health()
+    for account_id in ids:
+        social_account_check_health.delay(account_id)
+    return len(ids)
+
+
+@shared_task(bind=True, max_retries=5)
+def social_account_check_health(self, account_id: str) -> str:
+    try:
+        return services.social_account_check_health(account_id=account_id)
+    except (PlatformUnavailable, RateLimited) as exc:
+        # Transient: never flips the status; try again with backoff.
+        countdown = exc.retry_after or min(60 * 2**self.request.retries, 3600)
+        raise self.retry(countdown=countdown)

@@ -1,7 +1,7 @@
 """Unauthenticated operational endpoints."""
 
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponseRedirect, JsonResponse
 
 
 def healthz(request):
@@ -27,6 +27,30 @@ def readyz(request):
     except Exception as exc:  # noqa: BLE001
         checks["broker"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return JsonResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
+def oauth_callback(request, platform: str):
+    """Where TikTok / Instagram send the end-customer back after consent. Redirects to the partner's
+    returnUrl (success: exactly it; failure: with layers_oauth_error), or shows an error page — with no
+    redirect anywhere — when the state is unknown, since we then do not know whose URL is safe."""
+    from django.shortcuts import render
+
+    from accounts import services
+
+    if platform not in ("tiktok", "instagram"):
+        return render(request, "oauth/error.html", {"reason": "Unknown platform."}, status=404)
+    outcome = services.oauth_callback(
+        platform=platform,
+        state=request.GET.get("state"),
+        code=request.GET.get("code"),
+        error=request.GET.get("error"),
     )
+    if outcome.redirect_url is None:
+        return render(
+            request,
+            "oauth/error.html",
+            {"reason": "This sign-in link is unknown or invalid. Go back to the app you came from and start again."},
+            status=400,
+        )
+    return HttpResponseRedirect(outcome.redirect_url)

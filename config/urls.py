@@ -29,6 +29,8 @@ class PublicSchemaView(SpectacularJSONAPIView):
 
 api_v1 = [
     path("", include("accounts.urls")),
+    path("", include("accounts.webhooks.urls")),
+    path("", include("scheduling.urls")),
 ]
 
 urlpatterns = [
@@ -46,7 +48,11 @@ urlpatterns = [
         name="redoc",
     ),
     path("v1/", include(api_v1)),
+    path("oauth/<str:platform>/callback", ops_views.oauth_callback, name="oauth-callback"),
     path("admin/", admin.site.urls),
     path("staff/", include("allauth.urls")),
     path("media/<path:path>", serve, {"document_root": settings.MEDIA_ROOT}),
 ]
+
+if settings.LAYERS_PLATFORMS == "sandbox":  # never in production: the settings there refuse "sandbox"
+    urlpatterns.append(path("sandbox/", include("accounts.platforms.sandbox.urls")))

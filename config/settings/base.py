@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.mfa",
     "accounts",
+    "accounts.platforms.sandbox",
+    "accounts.webhooks",
     "scheduling",
     "leasing",
     "billing",
@@ -155,7 +157,14 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/v1",
-    "ENUM_NAME_OVERRIDES": {},
+    # Several resources have a `status` with different values: name each set after its resource.
+    "ENUM_NAME_OVERRIDES": {
+        "WebhookEndpointStatusEnum": "accounts.webhooks.models.WebhookEndpoint.Status",
+        "SocialAccountStatusEnum": ["connected", "reauth_required", "disconnected"],
+        "OAuthSessionStatusEnum": ["pending", "completed", "failed", "expired"],
+        "ScheduledPostStatusEnum": ["queued", "publishing", "published", "failed", "canceled"],
+        "RevokedStatusEnum": ["disconnected"],
+    },
 }
 
 # --- Layers -------------------------------------------------------------------------------------------
@@ -165,10 +174,86 @@ LAYERS_PLATFORMS = env.str("LAYERS_PLATFORMS", default="sandbox")
 LAYERS_ALLOW_HTTP_LOCALHOST_RETURN = env.bool("LAYERS_ALLOW_HTTP_LOCALHOST_RETURN", default=True)
 LAYERS_OAUTH_STATE_TTL = timedelta(seconds=env.int("LAYERS_OAUTH_STATE_TTL_SECONDS", default=30 * 60))
 LAYERS_IDEMPOTENCY_TTL = timedelta(hours=24)
+# Token health: refresh this long before expiry (TikTok access tokens live about a day, Instagram's 60
+# days), and verify every live token with a profile call at least this often.
+LAYERS_TOKEN_REFRESH_MARGIN = {"tiktok": timedelta(hours=6), "instagram": timedelta(days=7)}
+LAYERS_HEALTH_CHECK_EVERY = timedelta(hours=24)
 # Fernet keys for platform tokens, comma-separated; the first encrypts, all decrypt (rotation).
 LAYERS_TOKEN_KEYS = env.list("LAYERS_TOKEN_KEYS", default=[])
+# Remote fetches (avatars, media): private / loopback addresses are refused unless this is on (dev and
+# tests, where the sandbox lives on 127.0.0.1). Production settings force it off.
+LAYERS_ALLOW_PRIVATE_FETCH = env.bool("LAYERS_ALLOW_PRIVATE_FETCH", default=LAYERS_PLATFORMS == "sandbox")
+LAYERS_AVATAR_MAX_BYTES = env.int("LAYERS_AVATAR_MAX_BYTES", default=5 * 1024 * 1024)
 # Request bodies larger than this are refused before parsing.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("LAYERS_MAX_BODY_BYTES", default=1024 * 1024)
+# Webhooks (accounts/webhooks): plain-http and private / loopback destinations are refused unless this is
+# on; unset, it follows LAYERS_ALLOW_PRIVATE_FETCH (on in dev/test, forced off by production settings).
+LAYERS_WEBHOOK_ALLOW_PRIVATE = env.bool("LAYERS_WEBHOOK_ALLOW_PRIVATE", default=None)
+# Seconds per delivery request (connect, write, read each); a claimed delivery is re-sent by the next relay
+# tick once its lease has expired without a recorded result (the relay died mid-send).
+LAYERS_WEBHOOK_TIMEOUT = env.float("LAYERS_WEBHOOK_TIMEOUT", default=15.0)
+LAYERS_WEBHOOK_LEASE = timedelta(seconds=env.int("LAYERS_WEBHOOK_LEASE_SECONDS", default=300))
+
+# --- Platform clients (accounts/platforms) --------------------------------------------------------
+# Live endpoints by default; in sandbox mode they point at this server's /sandbox/... stand-ins.
+_SANDBOX = LAYERS_PLATFORMS == "sandbox"
+_SB = f"{LAYERS_PUBLIC_URL}/sandbox"
+LAYERS_TIKTOK_AUTHORIZE_URL = env.str(
+    "LAYERS_TIKTOK_AUTHORIZE_URL",
+    default=f"{_SB}/tiktok/v2/auth/authorize/" if _SANDBOX else "https://www.tiktok.com/v2/auth/authorize/",
+)
+LAYERS_TIKTOK_API_BASE = env.str(
+    "LAYERS_TIKTOK_API_BASE", default=f"{_SB}/tiktok" if _SANDBOX else "https://open.tiktokapis.com"
+)
+LAYERS_TIKTOK_CLIENT_KEY = env.str("LAYERS_TIKTOK_CLIENT_KEY", default="sandbox-tiktok-client" if _SANDBOX else "")
+LAYERS_TIKTOK_CLIENT_SECRET = env.str(
+    "LAYERS_TIKTOK_CLIENT_SECRET", default="sandbox-tiktok-secret" if _SANDBOX else ""
+)
+LAYERS_INSTAGRAM_AUTHORIZE_URL = env.str(
+    "LAYERS_INSTAGRAM_AUTHORIZE_URL",
+    default=f"{_SB}/instagram/oauth/authorize" if _SANDBOX else "https://www.instagram.com/oauth/authorize",
+)
+LAYERS_INSTAGRAM_API_BASE = env.str(
+    "LAYERS_INSTAGRAM_API_BASE", default=f"{_SB}/instagram/api" if _SANDBOX else "https://api.instagram.com"
+)
+LAYERS_INSTAGRAM_GRAPH_BASE = env.str(
+    "LAYERS_INSTAGRAM_GRAPH_BASE", default=f"{_SB}/instagram/graph" if _SANDBOX else "https://graph.instagram.com"
+)
+LAYERS_INSTAGRAM_API_VERSION = env.str("LAYERS_INSTAGRAM_API_VERSION", default="v23.0")
+LAYERS_INSTAGRAM_CLIENT_ID = env.str(
+    "LAYERS_INSTAGRAM_CLIENT_ID", default="sandbox-instagram-client" if _SANDBOX else ""
+)
+LAYERS_INSTAGRAM_CLIENT_SECRET = env.str(
+    "LAYERS_INSTAGRAM_CLIENT_SECRET", default="sandbox-instagram-secret" if _SANDBOX else ""
+)
+# Seconds: connect, and whole request. Every platform call has an explicit timeout.
+LAYERS_PLATFORM_CONNECT_TIMEOUT = env.float("LAYERS_PLATFORM_CONNECT_TIMEOUT", default=5.0)
+LAYERS_PLATFORM_TIMEOUT = env.float("LAYERS_PLATFORM_TIMEOUT", default=20.0)
+# "http" (real sockets) or "wsgi" (tests: the clients call this Django app in-process, no network).
+LAYERS_PLATFORM_TRANSPORT = env.str("LAYERS_PLATFORM_TRANSPORT", default="http")
+# The callback every platform redirects to: {LAYERS_PUBLIC_URL}/oauth/{platform}/callback
+LAYERS_OAUTH_CALLBACK_BASE = f"{LAYERS_PUBLIC_URL}/oauth"
+# Instagram has no draft API: a "draft" is delivered to the creator through this Layers-operated endpoint
+# (accounts/platforms/instagram.py); the sandbox serves it, live mode refuses drafts until one is configured.
+LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL = env.str(
+    "LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL", default=LAYERS_INSTAGRAM_GRAPH_BASE if _SANDBOX else ""
+)
+# The sandbox platforms (accounts/platforms/sandbox): publish processing time, avatar URL lifetime, TikTok's
+# per-token per-minute limits ("init=6,creator_info=20,status=30,..." — a benchmark raises them) and daily
+# caps, Instagram's 24 h publishing quota.
+LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = env.float("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", default=2.0)
+LAYERS_SANDBOX_AVATAR_TTL_SECONDS = env.int("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", default=2 * 3600)
+LAYERS_SANDBOX_TIKTOK_RATE_LIMITS = {
+    "init": 6,
+    "creator_info": 20,
+    "status": 30,
+    "user_info": 600,
+    "video_query": 600,
+    **env.dict("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", subcast_values=int, default={}),
+}
+LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP = env.int("LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP", default=15)
+LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP = env.int("LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP", default=5)
+LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL = env.int("LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL", default=100)
 
 # --- Celery: filesystem broker by default (no server), Redis / RabbitMQ via CELERY_BROKER_URL --------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
@@ -179,7 +264,13 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_out": str(_broker_dir / "out"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # exchange tables; kombu's default is ./control, relative to whatever directory a process starts in
+        "control_folder": str(_broker_dir / "control"),
     }
+    # kombu's filesystem transport does not create its data folders: without them the worker dies at start-up
+    # and every publish fails. Every process (web, worker, beat) loads these settings, so create them here.
+    for _folder in ("out", "processed", "control"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -190,6 +281,12 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # start-up (idempotently, by name), where staff can pause or re-time them in the admin.
 CELERY_BEAT_SCHEDULE = {
     "purge-idempotency-keys": {"task": "accounts.tasks.purge_idempotency_keys", "schedule": 3600.0},
+    # Webhook relay safety net: fans out events whose fan-out never committed and sends due deliveries.
+    "webhooks-relay": {"task": "accounts.webhooks.tasks.webhooks_tick", "schedule": 15.0},
+    "social-accounts-health": {"task": "accounts.tasks.social_accounts_health_tick", "schedule": 600.0},
+    # Scheduled posts are rows claimed by this tick (no Celery ETAs): lag is at most one tick.
+    "dispatch-due-posts": {"task": "scheduling.tasks.dispatch_due_posts", "schedule": 2.0},
+    "global-platform-posts-sync": {"task": "globalPlatformPostsSync", "schedule": 900.0},
 }
 
 # --- allauth: staff sign-in with MFA; nobody signs up -------------------------------------------------

@@ -8,7 +8,8 @@ from .base import DATABASES, env
 DATABASES["default"] = dj_database_url.parse(
     env.str("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/layers"), conn_max_age=0
 )
-DATABASES["default"]["TEST"] = {"NAME": "test_layers"}
+# LAYERS_TEST_DB lets several checkouts on one machine run the suite at once without sharing a database.
+DATABASES["default"]["TEST"] = {"NAME": env.str("LAYERS_TEST_DB", default="test_layers")}
 CELERY_BROKER_URL = "memory://"
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = False
@@ -16,3 +17,5 @@ LAYERS_API_RATE = "100000/min"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
 MEDIA_ROOT = str(VAR_DIR / "test-media")  # noqa: F405
+LAYERS_PLATFORM_TRANSPORT = env.str("LAYERS_PLATFORM_TRANSPORT", default="wsgi")
+LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 0  # sandbox posts are ready at once; tests move the clock for more

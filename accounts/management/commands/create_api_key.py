@@ -19,7 +19,5 @@ class Command(JsonCommand):
 
     def run(self, *, org, return_domains, name, **options):
         organization = get_or_fail(Organization, org, "organization")
-        key, raw = services.api_key_create(
-            organization=organization, return_domains=return_domains, name=name
-        )
+        key, raw = services.api_key_create(organization=organization, return_domains=return_domains, name=name)
         return {"id": key.id, "key": raw}, f"API key {key.id}: {raw}\n(shown once; store it now)"

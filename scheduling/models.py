@@ -1,0 +1,178 @@
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Organization, Project, SocialAccount
+from config.api.ids import PrefixedIdField
+
+
+class LayerKind(models.TextChoices):
+    ACCOUNT_HEALTH_MONITOR = "account_health_monitor", "Account Health Monitor"
+    SOCIAL_DISTRIBUTION = "social_distribution", "Social Distribution"
+    SOCIAL_ENGAGEMENT = "social_engagement", "Social Engagement"
+    ACCOUNT_WARMUP = "account_warmup", "Account Warmup"
+    SOCIAL_CONTENT = "social_content", "Social Content"
+
+
+ONBOARDING_TEMPLATE = "Social Account Onboarding"
+
+
+class LayerTemplate(models.Model):
+    """A system template: the layers every account (or project) gets. `layers` is a list of
+    {"kind", "name"}; the "Social Account Onboarding" template is created by a data migration."""
+
+    name = models.CharField(max_length=128, unique=True)
+    layers = models.JSONField(default=list)
+    is_system = models.BooleanField(default=True)
+
+    def __str__(self):
+        return self.name
+
+
+class Layer(models.Model):
+    """A distribution layer: per account (health, distribution, engagement, warmup) or per project
+    (social content). An account without its four layers is skipped by the posts sync and cannot
+    publish until they are provisioned."""
+
+    id = PrefixedIdField(prefix="lay")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="layers")
+    social_account = models.ForeignKey(
+        SocialAccount, null=True, blank=True, on_delete=models.CASCADE, related_name="layers"
+    )
+    template = models.ForeignKey(LayerTemplate, null=True, blank=True, on_delete=models.SET_NULL)
+    kind = models.CharField(max_length=32, choices=LayerKind.choices)
+    name = models.CharField(max_length=128)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["social_account", "kind"],
+                condition=models.Q(social_account__isnull=False),
+                name="one_layer_kind_per_account",
+            ),
+            models.UniqueConstraint(
+                fields=["project", "kind"],
+                condition=models.Q(social_account__isnull=True),
+                name="one_project_layer_kind",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class MediaType(models.TextChoices):
+    VIDEO = "video"
+    IMAGE = "image"
+    CAROUSEL = "carousel"
+
+
+class ContentContainer(models.Model):
+    """What to post: media URLs and a caption, scheduled to one or more accounts of the project."""
+
+    id = PrefixedIdField(prefix="cnt")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="containers")
+    media_type = models.CharField(max_length=16, choices=MediaType.choices)
+    media_urls = models.JSONField(default=list)
+    caption = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"{self.id} ({self.media_type})"
+
+
+class ManagedProvider(models.Model):
+    """A project's managed-distribution provider (mode `managed`), configured by Layers staff. Posts are
+    dispatched to it as a signed POST; the secret is encrypted like platform tokens."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="managed_provider")
+    name = models.CharField(max_length=128)
+    endpoint_url = models.URLField(max_length=1024)
+    secret_enc = models.TextField(blank=True, editable=False)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"{self.name} ({self.project})"
+
+    @property
+    def secret(self) -> str | None:
+        from accounts.crypto import decrypt
+
+        return decrypt(self.secret_enc)
+
+
+class ScheduledPost(models.Model):
+    """One container to one account at one time: the unit the dispatcher claims and publishes.
+
+    At most once on the platform: a post moves queued → publishing with a conditional update before any
+    platform call; `publish_attempted_at` is written just before the call that creates the post, and
+    `publish_id` as soon as the platform answers. A post found in `publishing` after its claim expired is
+    resolved by asking the platform (publish_id known) or, if the call may have happened without an
+    answer, by looking for the post on the platform — never by posting again."""
+
+    class Mode(models.TextChoices):
+        PUBLISH = "publish"
+        DRAFT = "draft"
+        MANAGED = "managed"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        PUBLISHING = "publishing"
+        PUBLISHED = "published"
+        FAILED = "failed"
+        CANCELED = "canceled"
+
+    id = PrefixedIdField(prefix="sp")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="scheduled_posts")
+    container = models.ForeignKey(ContentContainer, on_delete=models.PROTECT, related_name="scheduled_posts")
+    social_account = models.ForeignKey(SocialAccount, on_delete=models.PROTECT, related_name="scheduled_posts")
+    mode = models.CharField(max_length=16, choices=Mode.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    scheduled_for = models.DateTimeField()
+    # When the dispatcher may next pick the post: scheduled_for at first, later after a retry backoff.
+    due_at = models.DateTimeField()
+    placement = models.CharField(max_length=16, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    publish_attempted_at = models.DateTimeField(null=True, blank=True)
+    publish_id = models.CharField(max_length=128, blank=True)
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    external_id = models.CharField(max_length=128, blank=True)
+    external_url = models.URLField(max_length=1024, blank=True)
+    error_code = models.CharField(max_length=32, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+    canceled_at = models.DateTimeField(null=True, blank=True)
+    views = models.BigIntegerField(null=True, blank=True)
+    likes = models.BigIntegerField(null=True, blank=True)
+    comments = models.BigIntegerField(null=True, blank=True)
+    shares = models.BigIntegerField(null=True, blank=True)
+    metrics_synced_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            # The dispatcher's claim: only queued rows, by due time (a partial index stays small).
+            models.Index(fields=["due_at"], condition=models.Q(status="queued"), name="sp_due_queued"),
+            # The resolver: publishing rows waiting for a status check or whose claim expired.
+            models.Index(fields=["next_check_at"], condition=models.Q(status="publishing"), name="sp_publishing_check"),
+            models.Index(fields=["project", "-created_at", "-id"], name="sp_project_newest"),
+            models.Index(fields=["social_account", "status"], name="sp_account_status"),
+            models.Index(
+                fields=["project", "-published_at", "-id"], condition=models.Q(status="published"), name="sp_published"
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(status="published") | models.Q(published_at__isnull=False),
+                name="published_has_timestamp",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.id} ({self.mode}, {self.status})"

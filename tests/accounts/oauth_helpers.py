@@ -1,0 +1,52 @@
+"""Drive the connect flow the way a partner and its customer do: oauth-url → consent on the sandbox
+page → the platform's redirect to our callback → the partner's returnUrl."""
+
+from urllib.parse import urlsplit
+
+from django.test import Client
+
+from tests.platform_helpers import consent
+
+RETURN_URL = "https://app.acme.test/connected"
+
+
+def start(tenant, platform: str, *, project=None, return_url: str = RETURN_URL, **extra) -> dict:
+    project = project or tenant.project
+    response = tenant.client.post(
+        f"/v1/projects/{project.id}/social/oauth-url",
+        {"platform": platform, "returnUrl": return_url, **extra},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def follow_callback(location: str):
+    """GET our callback as the customer's browser would (the fragment Instagram adds is never sent)."""
+    parts = urlsplit(location.split("#", 1)[0])
+    return Client().get(f"{parts.path}?{parts.query}")
+
+
+def consent_and_return(platform: str, authorize_url: str, username: str, decision: str = "approve"):
+    return follow_callback(consent(platform, authorize_url, username, decision))
+
+
+def connect(tenant, platform: str, username: str, **kwargs):
+    """Full connect; returns (state, callback response)."""
+    link = start(tenant, platform, **kwargs)
+    return link["state"], consent_and_return(platform, link["authorizeUrl"], username)
+
+
+def status(tenant, state: str) -> dict:
+    response = tenant.client.get(f"/v1/social/oauth-status/{state}")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def connected_account(tenant, platform: str, username: str, **kwargs) -> dict:
+    state, response = connect(tenant, platform, username, **kwargs)
+    assert response.status_code == 302, response.content
+    body = status(tenant, state)
+    assert body["status"] == "completed", body
+    account = tenant.client.get(f"/v1/social-accounts/{body['socialAccountId']}")
+    return account.json()

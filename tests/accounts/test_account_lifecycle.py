@@ -1,0 +1,255 @@
+"""Token health, reauth, revoke and secrecy of tokens, through the real clients and the sandbox."""
+
+import subprocess
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from accounts import services
+from accounts.models import Event, PlatformIdentity, SocialAccount
+from scheduling.models import Layer
+from tests.accounts.oauth_helpers import RETURN_URL, connected_account, consent_and_return, status
+from tests.conftest import assert_error
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def sandbox_control(platform: str, action: str, body: dict):
+    response = Client().post(f"/sandbox/{platform}/_control/{action}", body, content_type="application/json")
+    assert response.status_code in (200, 201, 204), response.content
+    return response
+
+
+def reauth_link(tenant, account_id: str, **extra):
+    return tenant.client.post(
+        f"/v1/projects/{tenant.project.id}/social/reauth-url",
+        {"socialAccountId": account_id, **extra},
+        format="json",
+    )
+
+
+@pytest.mark.parametrize("platform", ["tiktok", "instagram"])
+def test_dead_token_flips_to_reauth_required_with_one_event(owner, platform):
+    account = connected_account(owner, platform, "dying")
+    sandbox_control(platform, "invalidate-tokens", {"username": "dying"})
+
+    assert services.social_account_check_health(account_id=account["id"]) == "reauth_required"
+    assert services.social_account_check_health(account_id=account["id"]) == "skipped"
+
+    body = owner.client.get(f"/v1/social-accounts/{account['id']}").json()
+    assert body["status"] == "reauth_required" and body["reauthRequiredAt"].endswith("Z")
+    assert Event.objects.filter(type="social_account.needs_reauth").count() == 1
+    listed = owner.client.get(f"/v1/projects/{owner.project.id}/social-accounts?status=reauth_required").json()
+    assert [a["id"] for a in listed["data"]] == [account["id"]]
+
+
+@pytest.mark.parametrize("kind", ["server_error", "timeout", "rate_limited"])
+def test_transient_platform_errors_do_not_flip_the_status(owner, kind):
+    account = connected_account(owner, "tiktok", "flaky")
+    sandbox_control("tiktok", "faults", {"username": "flaky", "kind": kind, "count": 3})
+    SocialAccount.objects.filter(pk=account["id"]).update(health_checked_at=None)
+
+    from accounts.platforms.base import PlatformUnavailable, RateLimited
+
+    with pytest.raises((PlatformUnavailable, RateLimited)):
+        services.social_account_check_health(account_id=account["id"])
+    assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+    assert not Event.objects.filter(type="social_account.needs_reauth").exists()
+
+
+def test_health_check_refreshes_a_tiktok_token_before_it_expires_and_keeps_the_rotated_refresh_token(owner):
+    account = connected_account(owner, "tiktok", "refresher")
+    row = SocialAccount.objects.get(pk=account["id"])
+    old_access, old_refresh, version = row.access_token, row.refresh_token, row.token_version
+
+    with time_machine.travel(timezone.now() + timedelta(hours=20)):
+        assert account["id"] in services.social_accounts_due_for_health()
+        assert services.social_account_check_health(account_id=account["id"]) == "refreshed"
+        row.refresh_from_db()
+        assert row.access_token != old_access and row.refresh_token != old_refresh
+        assert row.token_version == version + 1
+        assert row.token_expires_at > timezone.now() + timedelta(hours=20)
+        # The next refresh uses the rotated refresh token: it works, so the newest one was persisted.
+        SocialAccount.objects.filter(pk=row.pk).update(token_expires_at=timezone.now())
+        assert services.social_account_refresh_token(account_id=row.pk) == "refreshed"
+    assert SocialAccount.objects.get(pk=row.pk).status == "connected"
+
+
+def test_a_refresh_already_claimed_by_another_worker_is_skipped(owner):
+    account = connected_account(owner, "tiktok", "claimed")
+    SocialAccount.objects.filter(pk=account["id"]).update(refresh_claimed_until=timezone.now() + timedelta(minutes=1))
+    assert services.social_account_refresh_token(account_id=account["id"]) == "skipped"
+
+
+def test_health_tick_queues_checks_for_due_accounts(owner):
+    from accounts.tasks import social_accounts_health_tick
+
+    account = connected_account(owner, "instagram", "ticked")
+    sandbox_control("instagram", "invalidate-tokens", {"username": "ticked"})
+    SocialAccount.objects.filter(pk=account["id"]).update(health_checked_at=None)
+
+    assert social_accounts_health_tick() == 1  # eager in tests: the check runs now
+    assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
+
+
+@pytest.mark.parametrize("platform", ["tiktok", "instagram"])
+def test_reauth_keeps_the_id_rotates_the_token_and_reconnects(owner, platform):
+    account = connected_account(owner, platform, "comeback")
+    sandbox_control(platform, "invalidate-tokens", {"username": "comeback"})
+    services.social_account_check_health(account_id=account["id"])
+    old_token = SocialAccount.objects.get(pk=account["id"]).access_token
+
+    link = reauth_link(owner, account["id"]).json()
+    response = consent_and_return(platform, link["authorizeUrl"], "comeback")
+
+    assert response["Location"] == RETURN_URL  # defaults to the returnUrl used at connect
+    body = status(owner, link["state"])
+    assert body["purpose"] == "reauth" and body["status"] == "completed"
+    assert body["socialAccountId"] == account["id"]
+    row = SocialAccount.objects.get(pk=account["id"])
+    assert row.status == "connected" and row.reauth_required_at is None
+    assert row.access_token != old_token
+    assert SocialAccount.objects.count() == 1
+    assert Event.objects.filter(type="social_account.reconnected").count() == 1
+    assert services.social_account_check_health(account_id=row.pk) in ("healthy", "refreshed", "skipped")
+    assert SocialAccount.objects.get(pk=row.pk).status == "connected"
+
+
+def test_reauth_as_another_platform_user_is_account_mismatch(owner):
+    account = connected_account(owner, "tiktok", "original")
+    sandbox_control("tiktok", "invalidate-tokens", {"username": "original"})
+    services.social_account_check_health(account_id=account["id"])
+
+    link = reauth_link(owner, account["id"], returnUrl="https://app.acme.test/reauth").json()
+    response = consent_and_return("tiktok", link["authorizeUrl"], "impostor")
+
+    assert response["Location"] == "https://app.acme.test/reauth?layers_oauth_error=account_mismatch"
+    assert status(owner, link["state"])["error"] == {"code": "account_mismatch"}
+    assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
+    assert SocialAccount.objects.count() == 1
+
+
+def test_reauth_url_rules(owner, sibling):
+    account = connected_account(owner, "tiktok", "rules")
+    other_project = owner.projects[1]
+
+    wrong_project = owner.client.post(
+        f"/v1/projects/{other_project.id}/social/reauth-url", {"socialAccountId": account["id"]}, format="json"
+    )
+    assert "socialAccountId" in assert_error(wrong_project, 422, "VALIDATION")["details"]["fields"]
+    assert_error(reauth_link(owner, "sa_nonsense"), 422, "VALIDATION")
+    assert_error(reauth_link(owner, account["id"], returnUrl="https://evil.test/"), 403, "RETURN_URL_NOT_ALLOWED")
+    assert_error(
+        sibling.client.post(
+            f"/v1/projects/{owner.project.id}/social/reauth-url", {"socialAccountId": account["id"]}, format="json"
+        ),
+        404,
+        "NOT_FOUND",
+    )
+
+    SocialAccount.objects.filter(pk=account["id"]).update(kind="leased")
+    assert_error(reauth_link(owner, account["id"]), 409, "ACCOUNT_LEASED")
+    SocialAccount.objects.filter(pk=account["id"]).update(kind="connected")
+    owner.client.delete(f"/v1/social-accounts/{account['id']}")
+    assert_error(reauth_link(owner, account["id"]), 409, "ACCOUNT_DISCONNECTED")
+
+
+@pytest.mark.parametrize("platform", ["tiktok", "instagram"])
+def test_revoke_disconnects_for_good_and_reconnect_mints_a_new_id(owner, platform):
+    account = connected_account(owner, platform, "leaving")
+    token = SocialAccount.objects.get(pk=account["id"]).access_token
+
+    first = owner.client.delete(f"/v1/social-accounts/{account['id']}")
+    again = owner.client.delete(f"/v1/social-accounts/{account['id']}")
+
+    assert first.status_code == 200
+    assert first.json() == {
+        "id": account["id"],
+        "status": "disconnected",
+        "canceledScheduledPosts": 0,
+        "released": False,
+    }
+    assert again.status_code == 200 and again.json()["canceledScheduledPosts"] == 0
+    listed = owner.client.get(f"/v1/projects/{owner.project.id}/social-accounts").json()["data"]
+    assert listed == []
+    assert owner.client.get(f"/v1/projects/{owner.project.id}/social-accounts?status=disconnected").json()["data"] == []
+    detail = owner.client.get(f"/v1/social-accounts/{account['id']}").json()
+    assert detail["status"] == "disconnected" and detail["disconnectedAt"].endswith("Z")
+    row = SocialAccount.objects.get(pk=account["id"])
+    assert row.access_token_enc == "" and row.refresh_token_enc == ""
+    assert Event.objects.filter(type="social_account.disconnected").count() == 1
+    # Revoked at the platform too (best-effort): the old token no longer works there.
+    from accounts.platforms.base import TokenInvalid
+    from accounts.platforms.clients import get_client
+
+    if platform == "tiktok":
+        with pytest.raises(TokenInvalid):
+            get_client(platform).get_profile(access_token=token)
+
+    again_account = connected_account(owner, platform, "leaving")
+    assert again_account["id"] != account["id"]
+    assert again_account["status"] == "connected"
+    assert PlatformIdentity.objects.filter(organization=owner.org).count() == 1
+    assert len(again_account["layers"]) == 4
+
+
+def test_a_failing_side_effect_does_not_fail_the_flow_and_rerunning_creates_nothing_twice(owner, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("storage down")
+
+    monkeypatch.setattr(services, "social_account_rehost_avatar", broken)
+    account = connected_account(owner, "tiktok", "resilient")
+
+    assert account["status"] == "connected"
+    assert account["avatarUrl"] is None
+    assert len(account["layers"]) == 4  # the other steps ran
+
+    monkeypatch.undo()
+    assert services.social_account_fan_out(account_id=account["id"]) == []
+    assert services.social_account_fan_out(account_id=account["id"]) == []
+    row = SocialAccount.objects.get(pk=account["id"])
+    assert row.avatar_url
+    assert Layer.objects.filter(social_account=row).count() == 4
+    assert Layer.objects.filter(project=owner.project, social_account=None).count() == 1
+    from accounts.models import OnboardingStep
+
+    assert OnboardingStep.objects.filter(organization=owner.org).count() == 1
+
+
+def test_tokens_appear_in_no_response_and_not_in_a_raw_database_dump(owner):
+    account = connected_account(owner, "tiktok", "secretive")
+    row = SocialAccount.objects.get(pk=account["id"])
+    secrets_ = [row.access_token, row.refresh_token]
+    assert all(secrets_)
+
+    bodies = [
+        owner.client.get(f"/v1/social-accounts/{row.pk}").content,
+        owner.client.get(f"/v1/projects/{owner.project.id}/social-accounts").content,
+        owner.client.get("/v1/events").content,
+    ]
+    for body in bodies:
+        for secret in secrets_:
+            assert secret.encode() not in body
+
+    db = connection.settings_dict
+    dump = subprocess.run(
+        [
+            "pg_dump",
+            "-h",
+            db["HOST"] or "127.0.0.1",
+            "-U",
+            db["USER"] or "postgres",
+            "--data-only",
+            "--exclude-table=sandbox_*",
+            db["NAME"],
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert row.pk.encode() in dump  # the dump did include the account
+    for secret in secrets_ + [owner.raw_key]:
+        assert secret.encode() not in dump

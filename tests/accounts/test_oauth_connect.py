@@ -1,0 +1,259 @@
+"""The connect flow end to end, through the real platform clients and the sandbox."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from accounts.models import Event, OnboardingStep, PlatformIdentity, SocialAccount
+from scheduling.models import Layer
+from tests.accounts.oauth_helpers import (
+    RETURN_URL,
+    connect,
+    connected_account,
+    consent_and_return,
+    follow_callback,
+    start,
+    status,
+)
+from tests.conftest import assert_error
+from tests.platform_helpers import consent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PLATFORMS = ["tiktok", "instagram"]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_connect_redirects_to_exact_return_url_and_creates_the_account(owner, platform):
+    state, response = connect(owner, platform, "creator.one")
+
+    assert response.status_code == 302
+    assert response["Location"] == RETURN_URL  # no query parameter added
+    body = status(owner, state)
+    assert body["status"] == "completed" and body["purpose"] == "connect" and body["error"] is None
+    account = owner.client.get(f"/v1/social-accounts/{body['socialAccountId']}").json()
+    assert account["id"].startswith("sa_")
+    assert account["projectId"] == owner.project.id
+    assert (account["platform"], account["kind"], account["status"]) == (platform, "connected", "connected")
+    assert account["handle"] == "creator.one"
+    assert account["connectedAt"].endswith("Z")
+    listed = owner.client.get(f"/v1/projects/{owner.project.id}/social-accounts").json()["data"]
+    assert [a["id"] for a in listed] == [account["id"]]
+    assert Event.objects.filter(organization=owner.org, type="social_account.connected").count() == 1
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_connect_fan_out_provisions_layers_avatar_and_onboarding(owner, platform):
+    account = connected_account(owner, platform, "fan.out")
+
+    assert sorted(layer["name"] for layer in account["layers"]) == [
+        "Account Health Monitor",
+        "Account Warmup",
+        "Social Distribution",
+        "Social Engagement",
+    ]
+    assert Layer.objects.filter(project=owner.project, social_account=None, kind="social_content").count() == 1
+    assert OnboardingStep.objects.filter(organization=owner.org, key=f"{platform}.connected").count() == 1
+    assert account["avatarUrl"].startswith("http://127.0.0.1:8000/media/avatars/")
+
+
+def test_avatar_is_served_from_our_storage_after_the_platform_url_expired(owner):
+    account = connected_account(owner, "tiktok", "avatar.person")
+    row = SocialAccount.objects.get(pk=account["id"])
+    from accounts.platforms.clients import get_client
+
+    platform_url = get_client("tiktok").get_profile(access_token=row.access_token).avatar_url
+    from django.test import Client
+
+    with time_machine.travel(timezone.now() + timedelta(hours=3)):
+        assert Client().get(platform_url.split("127.0.0.1:8000", 1)[1]).status_code == 403
+        ours = Client().get(account["avatarUrl"].split("127.0.0.1:8000", 1)[1])
+        assert ours.status_code == 200
+        assert b"".join(ours.streaming_content).startswith(b"\x89PNG")
+
+
+def test_denied_consent_redirects_with_access_denied(owner):
+    link = start(owner, "tiktok")
+    response = consent_and_return("tiktok", link["authorizeUrl"], "shy.user", decision="deny")
+
+    assert response["Location"] == f"{RETURN_URL}?layers_oauth_error=access_denied"
+    body = status(owner, link["state"])
+    assert body["status"] == "failed" and body["error"] == {"code": "access_denied"}
+    assert not SocialAccount.objects.exists()
+
+
+def test_failure_keeps_the_return_urls_own_query(owner):
+    link = start(owner, "instagram", return_url="https://app.acme.test/cb?tab=accounts&x=1")
+    response = consent_and_return("instagram", link["authorizeUrl"], "shy.user", decision="deny")
+    assert response["Location"] == "https://app.acme.test/cb?tab=accounts&x=1&layers_oauth_error=access_denied"
+
+
+def test_expired_state_redirects_with_expired_and_status_says_expired(owner):
+    link = start(owner, "tiktok")
+    location = consent("tiktok", link["authorizeUrl"], "slow.user")
+    with time_machine.travel(timezone.now() + timedelta(minutes=31)):
+        response = follow_callback(location)
+        assert response["Location"] == f"{RETURN_URL}?layers_oauth_error=expired"
+        assert status(owner, link["state"])["status"] == "expired"
+    assert not SocialAccount.objects.exists()
+
+
+def test_state_expires_30_minutes_after_creation(owner):
+    before = timezone.now()
+    link = start(owner, "tiktok")
+    from datetime import datetime
+
+    expires = datetime.fromisoformat(link["expiresAt"].replace("Z", "+00:00"))
+    assert timedelta(minutes=29, seconds=59) <= expires - before <= timedelta(minutes=30, seconds=5)
+    assert len(link["state"]) >= 3 + 32  # st_ + at least 128 bits of hex
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_replayed_callback_never_creates_a_second_account(owner, platform):
+    link = start(owner, platform)
+    location = consent(platform, link["authorizeUrl"], "replay.user")
+    first = follow_callback(location)
+    second = follow_callback(location)
+
+    assert first["Location"] == RETURN_URL
+    assert second["Location"] == f"{RETURN_URL}?layers_oauth_error=already_used"
+    assert SocialAccount.objects.count() == 1
+    assert status(owner, link["state"])["status"] == "completed"
+
+
+def test_tiktok_state_on_the_instagram_callback_is_rejected_without_redirect(owner):
+    link = start(owner, "tiktok")
+    location = consent("tiktok", link["authorizeUrl"], "cross.user")
+    response = follow_callback(location.replace("/oauth/tiktok/", "/oauth/instagram/"))
+
+    assert response.status_code == 400
+    assert "Location" not in response
+    assert b"unknown or invalid" in response.content
+    assert not SocialAccount.objects.exists()
+    assert status(owner, link["state"])["status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "?code=abc", "?code=abc&state=st_" + "0" * 40, "?code=abc&state=garbage", "?error=access_denied"],
+)
+def test_unknown_or_missing_state_shows_an_error_page(db, query):
+    from django.test import Client
+
+    response = Client().get(f"/oauth/tiktok/callback{query}")
+    assert response.status_code == 400
+    assert "Location" not in response
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_same_handle_in_two_projects_is_two_ids_one_identity(owner):
+    a = connected_account(owner, "tiktok", "shared.handle", project=owner.projects[0])
+    b = connected_account(owner, "tiktok", "shared.handle", project=owner.projects[1])
+
+    assert a["id"] != b["id"]
+    assert PlatformIdentity.objects.filter(organization=owner.org).count() == 1
+
+
+def test_same_handle_in_two_organizations_shares_nothing(owner, outsider):
+    outsider_return = "https://globex.test/back"
+    a = connected_account(owner, "instagram", "popular")
+    b = connected_account(outsider, "instagram", "popular", return_url=outsider_return)
+
+    assert a["id"] != b["id"]
+    ia = SocialAccount.objects.get(pk=a["id"]).identity
+    ib = SocialAccount.objects.get(pk=b["id"]).identity
+    assert ia.pk != ib.pk and ia.organization_id != ib.organization_id
+    assert owner.client.get(f"/v1/social-accounts/{b['id']}").status_code == 404
+
+
+def test_connecting_a_live_handle_again_in_the_same_project_returns_the_same_id(owner):
+    first = connected_account(owner, "tiktok", "again")
+    row = SocialAccount.objects.get(pk=first["id"])
+    version = row.token_version
+
+    second = connected_account(owner, "tiktok", "again")
+
+    assert second["id"] == first["id"]
+    row.refresh_from_db()
+    assert row.token_version > version  # token refreshed
+    assert SocialAccount.objects.count() == 1
+    assert Layer.objects.filter(social_account=row).count() == 4  # no second fan-out
+    assert Event.objects.filter(type="social_account.connected").count() == 1
+
+
+@pytest.mark.parametrize("platform", ["linkedin", "youtube", "TikTok", "", None, 5])
+def test_unsupported_platform_is_422(owner, platform):
+    response = owner.client.post(
+        f"/v1/projects/{owner.project.id}/social/oauth-url",
+        {"platform": platform, "returnUrl": RETURN_URL},
+        format="json",
+    )
+    error = assert_error(response, 422, "VALIDATION")
+    assert "platform" in error["details"]["fields"]
+
+
+def test_unlisted_return_host_is_403(owner):
+    response = owner.client.post(
+        f"/v1/projects/{owner.project.id}/social/oauth-url",
+        {"platform": "tiktok", "returnUrl": "https://evil.test/steal"},
+        format="json",
+    )
+    assert_error(response, 403, "RETURN_URL_NOT_ALLOWED")
+    response = owner.client.post(
+        f"/v1/projects/{owner.project.id}/social/oauth-url",
+        {"platform": "tiktok", "returnUrl": "https://app.acme.test.evil.test/"},
+        format="json",
+    )
+    assert_error(response, 403, "RETURN_URL_NOT_ALLOWED")
+
+
+def test_malformed_return_url_and_long_usage_note_are_422(owner):
+    for body in (
+        {"platform": "tiktok", "returnUrl": "not a url"},
+        {"platform": "tiktok"},
+        {"platform": "tiktok", "returnUrl": RETURN_URL, "usageNote": "x" * 501},
+    ):
+        response = owner.client.post(f"/v1/projects/{owner.project.id}/social/oauth-url", body, format="json")
+        assert_error(response, 422, "VALIDATION")
+
+
+def test_usage_note_is_shown_on_the_sandbox_consent_page(owner):
+    from django.test import Client
+
+    link = start(owner, "tiktok", usageNote="Acme will post your weekly recap")
+    page = Client().get(link["authorizeUrl"].split("127.0.0.1:8000", 1)[1])
+    assert b"Acme will post your weekly recap" in page.content
+
+
+def test_another_organizations_project_state_and_account_are_404(owner, outsider):
+    account = connected_account(owner, "tiktok", "mine")
+    link = start(owner, "instagram")
+
+    response = outsider.client.post(
+        f"/v1/projects/{owner.project.id}/social/oauth-url",
+        {"platform": "tiktok", "returnUrl": "https://globex.test/"},
+        format="json",
+    )
+    assert_error(response, 404, "NOT_FOUND")
+    assert_error(outsider.client.get(f"/v1/social/oauth-status/{link['state']}"), 404, "NOT_FOUND")
+    assert_error(outsider.client.get(f"/v1/social-accounts/{account['id']}"), 404, "NOT_FOUND")
+    assert_error(outsider.client.delete(f"/v1/social-accounts/{account['id']}"), 404, "NOT_FOUND")
+    assert_error(outsider.client.get(f"/v1/projects/{owner.project.id}/social-accounts"), 404, "NOT_FOUND")
+    assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+
+
+def test_idempotency_key_replays_the_same_oauth_url(owner):
+    url = f"/v1/projects/{owner.project.id}/social/oauth-url"
+    body = {"platform": "tiktok", "returnUrl": RETURN_URL}
+    first = owner.client.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    second = owner.client.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    other = owner.client.post(url, {**body, "platform": "instagram"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+
+    assert first.json() == second.json()
+    assert second["Idempotent-Replayed"] == "true"
+    assert_error(other, 409, "IDEMPOTENCY_KEY_REUSED")
+    from accounts.models import OAuthSession
+
+    assert OAuthSession.objects.count() == 1
