@@ -1,0 +1,126 @@
+from datetime import timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from accounts import crypto
+from config.api.errors import ApiError
+from scheduling import services
+from scheduling.models import ContentContainer, Layer, LayerTemplate, ManagedProvider, ScheduledPost
+
+
+class DueWindowFilter(admin.SimpleListFilter):
+    title = "due"
+    parameter_name = "due"
+
+    def lookups(self, request, model_admin):
+        return [("overdue", "Overdue"), ("hour", "Next hour"), ("day", "Next 24 hours")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        queued = queryset.filter(status=ScheduledPost.Status.QUEUED)
+        if self.value() == "overdue":
+            return queued.filter(due_at__lt=now - timedelta(minutes=1))
+        if self.value() == "hour":
+            return queued.filter(due_at__gte=now, due_at__lt=now + timedelta(hours=1))
+        if self.value() == "day":
+            return queued.filter(due_at__gte=now, due_at__lt=now + timedelta(days=1))
+        return queryset
+
+
+@admin.register(ScheduledPost)
+class ScheduledPostAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "status",
+        "mode",
+        "social_account",
+        "project",
+        "scheduled_for",
+        "attempts",
+        "error_code",
+        "published_at",
+    )
+    list_filter = ("status", "mode", DueWindowFilter, "social_account__platform", "project")
+    search_fields = ("id", "social_account__id", "social_account__identity__handle", "project__name")
+    list_select_related = ("social_account", "project")
+    date_hierarchy = "scheduled_for"
+    readonly_fields = [f.name for f in ScheduledPost._meta.fields]
+    actions = ["retry_posts", "cancel_posts"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def _each(self, request, queryset, service, verb: str):
+        for post in queryset:
+            try:
+                service(post_id=post.pk, actor=request.user)
+                self.message_user(request, f"{post.pk}: {verb}.", messages.SUCCESS)
+            except ApiError as exc:
+                self.message_user(request, f"{post.pk}: {exc.message}", messages.WARNING)
+
+    @admin.action(description="Retry selected failed posts (due now)")
+    def retry_posts(self, request, queryset):
+        self._each(request, queryset, services.post_retry, "queued again")
+
+    @admin.action(description="Cancel selected queued posts")
+    def cancel_posts(self, request, queryset):
+        self._each(request, queryset, services.post_cancel, "canceled")
+
+
+@admin.register(ContentContainer)
+class ContentContainerAdmin(admin.ModelAdmin):
+    list_display = ("id", "media_type", "project", "created_at")
+    list_filter = ("media_type",)
+    search_fields = ("id", "project__name")
+    readonly_fields = [f.name for f in ContentContainer._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+class ManagedProviderForm(forms.ModelForm):
+    new_secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Shared secret the provider verifies our Layers-Signature with. Leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = ManagedProvider
+        fields = ("project", "name", "endpoint_url", "enabled")
+
+    def clean(self):
+        data = super().clean()
+        if not self.instance.pk and not data.get("new_secret"):
+            self.add_error("new_secret", "A new provider needs a secret.")
+        return data
+
+    def save(self, commit=True):
+        if self.cleaned_data.get("new_secret"):
+            self.instance.secret_enc = crypto.encrypt(self.cleaned_data["new_secret"])
+        return super().save(commit)
+
+
+@admin.register(ManagedProvider)
+class ManagedProviderAdmin(admin.ModelAdmin):
+    form = ManagedProviderForm
+    list_display = ("name", "project", "endpoint_url", "enabled")
+    list_select_related = ("project",)
+
+
+@admin.register(Layer)
+class LayerAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "social_account", "project", "created_at")
+    list_filter = ("kind",)
+    list_select_related = ("social_account", "project")
+    readonly_fields = [f.name for f in Layer._meta.fields]
+
+
+@admin.register(LayerTemplate)
+class LayerTemplateAdmin(admin.ModelAdmin):
+    list_display = ("name", "is_system")

@@ -1,0 +1,200 @@
+"""Partner API of scheduling: content containers, schedules, scheduled posts, published posts."""
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from accounts import selectors as account_selectors
+from config.api.fields import AwareDateTimeField, StrictSerializer
+from config.api.pagination import paginate
+from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
+from config.api.views import ApiView
+from scheduling import selectors, services
+from scheduling.serializers import ContainerOutput, PublishedPostOutput, ScheduledPostOutput
+
+MEDIA_COUNTS = {"video": (1, 1), "image": (1, 1), "carousel": (2, 35)}
+MAX_CAPTION = 2200
+MAX_TARGETS = 100
+
+
+class HttpsUrlField(serializers.URLField):
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not value.lower().startswith("https://"):
+            raise serializers.ValidationError("Media URLs must use https.")
+        return value
+
+
+class ContainerInput(StrictSerializer):
+    mediaType = serializers.ChoiceField(choices=list(MEDIA_COUNTS))
+    mediaUrls = serializers.ListField(
+        child=HttpsUrlField(max_length=2048),
+        min_length=1,
+        max_length=35,
+        help_text="video and image: exactly one URL; carousel: 2 to 35 (Instagram takes at most 10).",
+    )
+    caption = serializers.CharField(max_length=MAX_CAPTION, required=False, allow_blank=True, default="")
+
+    def validate(self, data):
+        low, high = MEDIA_COUNTS[data["mediaType"]]
+        if not low <= len(data["mediaUrls"]) <= high:
+            expected = f"exactly {low}" if low == high else f"{low} to {high}"
+            raise serializers.ValidationError({"mediaUrls": [f"A {data['mediaType']} takes {expected} URL(s)."]})
+        return data
+
+
+_PLACEMENT_REASON = "Placement is derived from the container's mediaType (video → reels, image → feed, carousel)."
+
+
+class TargetInput(StrictSerializer):
+    rejected_fields = {"placement": _PLACEMENT_REASON, "feed": _PLACEMENT_REASON, "reels": _PLACEMENT_REASON}
+    socialAccountId = serializers.CharField(max_length=64)
+    mode = serializers.ChoiceField(
+        choices=["publish", "draft", "managed"],
+        help_text="publish: auto-post at scheduledFor; draft: send to the creator's app (TikTok inbox; on "
+        "Instagram, delivered to the creator for manual posting); managed: the project's managed-distribution "
+        "provider (422 if none is configured).",
+    )
+
+
+class ScheduleInput(StrictSerializer):
+    rejected_fields = TargetInput.rejected_fields
+    targets = TargetInput(many=True, allow_empty=False)
+    scheduledFor = AwareDateTimeField(
+        help_text="With a timezone; at most 5 minutes in the past, at most 365 days ahead."
+    )
+
+    def validate_targets(self, value):
+        if len(value) > MAX_TARGETS:
+            raise serializers.ValidationError(f"At most {MAX_TARGETS} targets per request.")
+        return value
+
+
+class ContainerCreateApi(ApiView):
+    @extend_schema(
+        request=ContainerInput,
+        responses={201: ContainerOutput, **errors(400, 422)},
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="content_create",
+        tags=["content and scheduling"],
+    )
+    def post(self, request, projectId: str):
+        project = account_selectors.project_get(organization=self.organization, project_id=projectId)
+        data = ContainerInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        container = services.container_create(
+            project=project,
+            media_type=data.validated_data["mediaType"],
+            media_urls=data.validated_data["mediaUrls"],
+            caption=data.validated_data["caption"],
+        )
+        return Response(ContainerOutput(container).data, status=201)
+
+
+class ContainerDetailApi(ApiView):
+    @extend_schema(
+        responses={200: ContainerOutput, **errors()}, operation_id="content_get", tags=["content and scheduling"]
+    )
+    def get(self, request, containerId: str):
+        container = selectors.container_get(organization=self.organization, container_id=containerId)
+        return Response(ContainerOutput(container).data)
+
+
+class ScheduleApi(ApiView):
+    @extend_schema(
+        request=ScheduleInput,
+        responses={
+            201: inline_serializer("ScheduleResult", {"scheduledPosts": ScheduledPostOutput(many=True)}),
+            **errors(400, 422),
+        },
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="content_schedule",
+        tags=["content and scheduling"],
+        description=(
+            "Schedule the container to every target: all are created or none (422 names the failing target, "
+            "e.g. `targets.1.socialAccountId`). Targets must be accounts of the container's project that are "
+            "not disconnected (reauth_required is accepted: the post publishes if the customer reauthorizes "
+            "in time, and fails with CREDENTIAL_INVALID otherwise). Any `placement`, `feed` or `reels` field "
+            "is rejected: Instagram placement follows the mediaType. Unknown fields are rejected."
+        ),
+    )
+    def post(self, request, containerId: str):
+        container = selectors.container_get(organization=self.organization, container_id=containerId)
+        data = ScheduleInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        posts = services.posts_schedule(
+            container=container,
+            targets=[services.Target(t["socialAccountId"], t["mode"]) for t in data.validated_data["targets"]],
+            scheduled_for=data.validated_data["scheduledFor"],
+        )
+        return Response({"scheduledPosts": ScheduledPostOutput(posts, many=True).data}, status=201)
+
+
+class ScheduledPostFilters(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=["queued", "publishing", "published", "failed", "canceled"], required=False
+    )
+    socialAccountId = serializers.CharField(required=False)
+
+
+class ScheduledPostListApi(ApiView):
+    @list_schema(
+        ScheduledPostOutput,
+        "ScheduledPostPage",
+        operation_id="scheduled_posts_list",
+        tags=["content and scheduling"],
+        parameters=[
+            OpenApiParameter("status", str, enum=["queued", "publishing", "published", "failed", "canceled"]),
+            OpenApiParameter("socialAccountId", str),
+        ],
+    )
+    def get(self, request, projectId: str):
+        project = account_selectors.project_get(organization=self.organization, project_id=projectId)
+        filters = ScheduledPostFilters(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        qs = selectors.scheduled_post_list(
+            organization=self.organization,
+            project=project,
+            status=filters.validated_data.get("status"),
+            social_account_id=filters.validated_data.get("socialAccountId"),
+        )
+        return paginate(request, qs, lambda rows: ScheduledPostOutput(rows, many=True).data)
+
+
+class ScheduledPostDetailApi(ApiView):
+    @extend_schema(
+        responses={200: ScheduledPostOutput, **errors()},
+        operation_id="scheduled_posts_get",
+        tags=["content and scheduling"],
+    )
+    def get(self, request, postId: str):
+        post = selectors.scheduled_post_get(organization=self.organization, post_id=postId)
+        return Response(ScheduledPostOutput(post).data)
+
+    @extend_schema(
+        responses={200: ScheduledPostOutput, **errors(r409="POST_NOT_CANCELABLE: the post is not queued")},
+        operation_id="scheduled_posts_cancel",
+        tags=["content and scheduling"],
+        description="Cancel a queued post. Any other status → 409 POST_NOT_CANCELABLE.",
+    )
+    def delete(self, request, postId: str):
+        post = selectors.scheduled_post_get(organization=self.organization, post_id=postId)
+        post = services.post_cancel(post_id=post.pk)
+        return Response(ScheduledPostOutput(post).data)
+
+
+class PublishedPostListApi(ApiView):
+    @list_schema(
+        PublishedPostOutput,
+        "PublishedPostPage",
+        operation_id="posts_list",
+        tags=["content and scheduling"],
+        description=(
+            "Published posts, newest first, including those of accounts disconnected since (their metrics are "
+            "no longer synced). Metrics are refreshed by the periodic globalPlatformPostsSync."
+        ),
+    )
+    def get(self, request, projectId: str):
+        project = account_selectors.project_get(organization=self.organization, project_id=projectId)
+        qs = selectors.published_post_list(organization=self.organization, project=project)
+        return paginate(request, qs, lambda rows: PublishedPostOutput(rows, many=True).data, time_field="published_at")

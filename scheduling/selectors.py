@@ -1,0 +1,34 @@
+"""Reads for the partner API, scoped to the caller's organization: a foreign id is a 404."""
+
+from config.api.errors import NotFound
+from scheduling.models import ContentContainer, ScheduledPost
+
+
+def container_get(*, organization, container_id: str) -> ContentContainer:
+    container = ContentContainer.objects.filter(organization=organization, pk=container_id).first()
+    if container is None:
+        raise NotFound()
+    return container
+
+
+def scheduled_post_list(*, organization, project, status=None, social_account_id=None):
+    qs = ScheduledPost.objects.filter(organization=organization, project=project)
+    if status:
+        qs = qs.filter(status=status)
+    if social_account_id:
+        qs = qs.filter(social_account_id=social_account_id)
+    return qs
+
+
+def scheduled_post_get(*, organization, post_id: str) -> ScheduledPost:
+    post = ScheduledPost.objects.filter(organization=organization, pk=post_id).first()
+    if post is None:
+        raise NotFound()
+    return post
+
+
+def published_post_list(*, organization, project):
+    """Published posts of the project, including those of accounts disconnected since."""
+    return ScheduledPost.objects.filter(
+        organization=organization, project=project, status=ScheduledPost.Status.PUBLISHED
+    ).select_related("social_account")

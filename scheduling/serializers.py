@@ -1,0 +1,68 @@
+"""Public representations of containers and scheduled posts (API output and event data)."""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+
+class ContainerOutput(serializers.Serializer):
+    id = serializers.CharField(help_text="cnt_…")
+    projectId = serializers.CharField(source="project_id")
+    mediaType = serializers.ChoiceField(source="media_type", choices=["video", "image", "carousel"])
+    mediaUrls = serializers.ListField(source="media_urls", child=serializers.CharField())
+    caption = serializers.CharField()
+    createdAt = serializers.DateTimeField(source="created_at")
+
+
+class PostErrorOutput(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ScheduledPostOutput(serializers.Serializer):
+    id = serializers.CharField(help_text="sp_…")
+    containerId = serializers.CharField(source="container_id")
+    socialAccountId = serializers.CharField(source="social_account_id")
+    mode = serializers.ChoiceField(choices=["publish", "draft", "managed"])
+    status = serializers.ChoiceField(choices=["queued", "publishing", "published", "failed", "canceled"])
+    scheduledFor = serializers.DateTimeField(source="scheduled_for")
+    placement = serializers.SerializerMethodField(
+        help_text="Instagram: reels (video), feed (image), carousel — derived from the container's mediaType; "
+        "TikTok: video or photo."
+    )
+    attempts = serializers.IntegerField()
+    publishedAt = serializers.DateTimeField(source="published_at", allow_null=True)
+    externalId = serializers.SerializerMethodField()
+    externalUrl = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
+
+    def get_placement(self, post) -> str | None:
+        return post.placement or None
+
+    def get_externalId(self, post) -> str | None:  # noqa: N802
+        return post.external_id or None
+
+    def get_externalUrl(self, post) -> str | None:  # noqa: N802
+        return post.external_url or None
+
+    @extend_schema_field(PostErrorOutput(allow_null=True))
+    def get_error(self, post):
+        if not post.error_code:
+            return None
+        return {"code": post.error_code, "message": post.error_message}
+
+
+class MetricsOutput(serializers.Serializer):
+    views = serializers.IntegerField(allow_null=True)
+    likes = serializers.IntegerField(allow_null=True)
+    comments = serializers.IntegerField(allow_null=True)
+    shares = serializers.IntegerField(allow_null=True)
+    syncedAt = serializers.DateTimeField(source="metrics_synced_at", allow_null=True)
+
+
+class PublishedPostOutput(ScheduledPostOutput):
+    platform = serializers.CharField(source="social_account.platform")
+    metrics = MetricsOutput(source="*")
+
+
+def scheduled_post_data(post) -> dict:
+    return dict(ScheduledPostOutput(post).data)

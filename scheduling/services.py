@@ -1,0 +1,638 @@
+"""State changes of scheduling: layers, content containers, schedules, the dispatcher and publisher,
+metrics sync. The database is the source of truth: Celery messages only carry post ids, and every step
+here is safe to run twice or concurrently."""
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from accounts.models import SocialAccount
+from accounts.platforms.base import (
+    MediaItem,
+    PlatformError,
+    PlatformUnavailable,
+    RateLimited,
+    RequestRejected,
+    TokenInvalid,
+)
+from accounts.services import event_record, social_account_mark_reauth_required
+from config.api.errors import Conflict, Validation
+from scheduling.models import (
+    ONBOARDING_TEMPLATE,
+    ContentContainer,
+    Layer,
+    LayerKind,
+    LayerTemplate,
+    ManagedProvider,
+    ScheduledPost,
+)
+from scheduling.serializers import scheduled_post_data
+
+log = logging.getLogger(__name__)
+
+# --- Layers -----------------------------------------------------------------------------------------
+
+ACCOUNT_LAYER_KINDS = (
+    LayerKind.ACCOUNT_HEALTH_MONITOR,
+    LayerKind.SOCIAL_DISTRIBUTION,
+    LayerKind.SOCIAL_ENGAGEMENT,
+    LayerKind.ACCOUNT_WARMUP,
+)
+
+
+def _onboarding_template() -> LayerTemplate:
+    template, _ = LayerTemplate.objects.get_or_create(
+        name=ONBOARDING_TEMPLATE,
+        defaults={"layers": [{"kind": k.value, "name": k.label} for k in ACCOUNT_LAYER_KINDS]},
+    )
+    return template
+
+
+def layers_provision_for_account(*, account) -> list[Layer]:
+    """Attach the onboarding template's layers to `account`. Idempotent: existing layers are kept, missing
+    ones are created (a unique constraint per account and kind makes a duplicate impossible, even when two
+    workers provision at once)."""
+    template = _onboarding_template()
+    existing = set(Layer.objects.filter(social_account=account).values_list("kind", flat=True))
+    for spec in template.layers:
+        if spec["kind"] in existing:
+            continue
+        try:
+            with transaction.atomic():
+                Layer.objects.create(
+                    organization_id=account.organization_id,
+                    project_id=account.project_id,
+                    social_account=account,
+                    template=template,
+                    kind=spec["kind"],
+                    name=spec["name"],
+                )
+        except IntegrityError:
+            pass  # provisioned concurrently by another worker
+    return list(Layer.objects.filter(social_account=account))
+
+
+def account_has_layers(*, account) -> bool:
+    return Layer.objects.filter(social_account=account, kind__in=ACCOUNT_LAYER_KINDS).count() == len(
+        ACCOUNT_LAYER_KINDS
+    )
+
+
+def project_content_layer_ensure(*, project) -> Layer:
+    """The project's Social Content layer, created once per project."""
+    try:
+        with transaction.atomic():
+            layer, _ = Layer.objects.get_or_create(
+                project=project,
+                social_account=None,
+                kind=LayerKind.SOCIAL_CONTENT,
+                defaults={"organization_id": project.organization_id, "name": LayerKind.SOCIAL_CONTENT.label},
+            )
+            return layer
+    except IntegrityError:
+        return Layer.objects.get(project=project, social_account=None, kind=LayerKind.SOCIAL_CONTENT)
+
+
+# --- Content and schedules --------------------------------------------------------------------------
+
+
+def container_create(*, project, media_type: str, media_urls: list[str], caption: str) -> ContentContainer:
+    """Store a content container (shape already validated by the API's input serializer)."""
+    return ContentContainer.objects.create(
+        organization_id=project.organization_id,
+        project=project,
+        media_type=media_type,
+        media_urls=list(media_urls),
+        caption=caption or "",
+    )
+
+
+INSTAGRAM_PLACEMENT = {"video": "reels", "image": "feed", "carousel": "carousel"}
+TIKTOK_PLACEMENT = {"video": "video", "image": "photo", "carousel": "photo"}
+SCHEDULE_PAST_TOLERANCE = timedelta(minutes=5)
+SCHEDULE_HORIZON = timedelta(days=365)
+
+
+def placement_for(*, platform: str, media_type: str) -> str:
+    table = INSTAGRAM_PLACEMENT if platform == "instagram" else TIKTOK_PLACEMENT
+    return table[media_type]
+
+
+@dataclass(frozen=True)
+class Target:
+    social_account_id: str
+    mode: str
+
+
+def posts_schedule(
+    *, container: ContentContainer, targets: list[Target], scheduled_for: datetime
+) -> list[ScheduledPost]:
+    """Schedule `container` to every target at `scheduled_for`: all targets or none.
+
+    Each target must be an account of the container's project that is not disconnected (reauth_required
+    is accepted: the customer may reconnect before the time); `managed` needs the project's provider.
+    Raises Validation naming the failing field (`targets.<i>.socialAccountId`, `scheduledFor`)."""
+    now = timezone.now()
+    if scheduled_for.tzinfo is None:
+        raise Validation({"scheduledFor": ["Must include a timezone (e.g. 2026-04-20T17:00:00Z)."]})
+    if scheduled_for < now - SCHEDULE_PAST_TOLERANCE:
+        raise Validation({"scheduledFor": ["Must not be more than 5 minutes in the past."]})
+    if scheduled_for > now + SCHEDULE_HORIZON:
+        raise Validation({"scheduledFor": ["Must be at most 365 days ahead."]})
+    ids = [t.social_account_id for t in targets]
+    with transaction.atomic():
+        accounts = {
+            a.pk: a
+            for a in SocialAccount.objects.select_for_update()
+            .filter(pk__in=ids, project_id=container.project_id)
+            .only("id", "platform", "status", "organization_id", "project_id")
+        }
+        provider = ManagedProvider.objects.filter(project_id=container.project_id, enabled=True).first()
+        errors: dict[str, list[str]] = {}
+        seen: set[str] = set()
+        for index, target in enumerate(targets):
+            account = accounts.get(target.social_account_id)
+            if account is None:
+                errors[f"targets.{index}.socialAccountId"] = ["No such account in the container's project."]
+            elif account.status == SocialAccount.Status.DISCONNECTED:
+                errors[f"targets.{index}.socialAccountId"] = ["This account is disconnected."]
+            elif target.social_account_id in seen:
+                errors[f"targets.{index}.socialAccountId"] = ["The same account is targeted twice."]
+            elif target.mode == ScheduledPost.Mode.MANAGED and provider is None:
+                errors[f"targets.{index}.mode"] = ["The project has no managed-distribution provider configured."]
+            elif (
+                account.platform == "instagram"
+                and container.media_type == "carousel"
+                and not (2 <= len(container.media_urls) <= 10)
+            ):
+                errors[f"targets.{index}.socialAccountId"] = ["Instagram carousels take 2 to 10 items."]
+            seen.add(target.social_account_id)
+        if errors:
+            raise Validation(errors)
+        posts = [
+            ScheduledPost(
+                organization_id=container.organization_id,
+                project_id=container.project_id,
+                container=container,
+                social_account_id=target.social_account_id,
+                mode=target.mode,
+                scheduled_for=scheduled_for,
+                due_at=scheduled_for,
+                placement=placement_for(
+                    platform=accounts[target.social_account_id].platform, media_type=container.media_type
+                ),
+            )
+            for target in targets
+        ]
+        ScheduledPost.objects.bulk_create(posts)
+    return posts
+
+
+def post_cancel(*, post_id: str, actor=None) -> ScheduledPost:
+    """queued → canceled. Raises Conflict POST_NOT_CANCELABLE in any other state."""
+    updated = ScheduledPost.objects.filter(pk=post_id, status=ScheduledPost.Status.QUEUED).update(
+        status=ScheduledPost.Status.CANCELED, canceled_at=timezone.now()
+    )
+    post = ScheduledPost.objects.get(pk=post_id)
+    if not updated and post.status != ScheduledPost.Status.CANCELED:
+        raise Conflict(f"Only queued posts can be canceled; this one is {post.status}.", code="POST_NOT_CANCELABLE")
+    if not updated:
+        raise Conflict("This post is already canceled.", code="POST_NOT_CANCELABLE")
+    return post
+
+
+def posts_cancel_for_account(*, account) -> int:
+    """Cancel every queued post of `account` (revoke, lease release). Runs in the caller's transaction.
+    A post already claimed by a worker (publishing) is past the point of no return and is left alone."""
+    return ScheduledPost.objects.filter(social_account=account, status=ScheduledPost.Status.QUEUED).update(
+        status=ScheduledPost.Status.CANCELED, canceled_at=timezone.now()
+    )
+
+
+def post_retry(*, post_id: str, actor=None) -> ScheduledPost:
+    """Ops: a failed post goes back to the queue, due now. Raises Conflict for other states."""
+    now = timezone.now()
+    updated = ScheduledPost.objects.filter(pk=post_id, status=ScheduledPost.Status.FAILED).update(
+        status=ScheduledPost.Status.QUEUED,
+        due_at=now,
+        attempts=0,
+        error_code="",
+        error_message="",
+        publish_id="",
+        publish_attempted_at=None,
+        claimed_until=None,
+        next_check_at=None,
+    )
+    if not updated:
+        raise Conflict("Only failed posts can be retried.", code="POST_NOT_RETRYABLE")
+    return ScheduledPost.objects.get(pk=post_id)
+
+
+# --- Dispatch and publish ---------------------------------------------------------------------------
+
+# A worker holds a claimed post this long; past it the resolver takes over (the worker is presumed dead).
+# Well above the longest publish (three platform calls, each with its own timeout).
+CLAIM_LEASE = timedelta(minutes=5)
+MAX_ATTEMPTS = 5
+STATUS_POLL_FIRST = timedelta(seconds=2)
+STATUS_POLL_MAX = timedelta(minutes=2)
+PUBLISH_GIVE_UP = timedelta(hours=24)
+
+
+def posts_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[str]:
+    """Claim up to `limit` due queued posts (queued → publishing) and return their ids.
+
+    `FOR UPDATE SKIP LOCKED` lets any number of dispatchers run at once: each row is claimed by exactly
+    one of them, and none waits for another."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        ids = list(
+            ScheduledPost.objects.select_for_update(skip_locked=True)
+            .filter(status=ScheduledPost.Status.QUEUED, due_at__lte=now)
+            .order_by("due_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            ScheduledPost.objects.filter(pk__in=ids).update(
+                status=ScheduledPost.Status.PUBLISHING,
+                claimed_until=now + CLAIM_LEASE,
+                next_check_at=now + CLAIM_LEASE,
+                attempts=F("attempts") + 1,
+            )
+    return ids
+
+
+def posts_claim_for_resolution(*, now: datetime | None = None, limit: int = 500) -> list[str]:
+    """Claim publishing posts whose status check is due or whose worker's lease ran out."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        ids = list(
+            ScheduledPost.objects.select_for_update(skip_locked=True)
+            .filter(status=ScheduledPost.Status.PUBLISHING, next_check_at__lte=now)
+            .order_by("next_check_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            ScheduledPost.objects.filter(pk__in=ids).update(
+                next_check_at=now + CLAIM_LEASE, claimed_until=now + CLAIM_LEASE
+            )
+    return ids
+
+
+# Why a platform error fails a post, by the platform's own code.
+MEDIA_CODES = {
+    "file_format_check_failed",
+    "video_pull_failed",
+    "photo_pull_failed",
+    "duration_check_failed",
+    "frame_rate_check_failed",
+    "picture_size_check_failed",
+    "invalid_media",
+    "url_ownership_unverified",
+    "media_invalid",
+    "2207026",
+    "2207052",
+}
+
+
+def _rejection_code(*reasons: str | None) -> str:
+    """MEDIA_INVALID when any of the platform's codes or messages names a media problem (Instagram puts
+    its code inside a status sentence: "Error: Media upload has failed with error code 2207052")."""
+    text = " ".join(r for r in reasons if r).lower()
+    return "MEDIA_INVALID" if any(code in text for code in MEDIA_CODES) else "PLATFORM_REJECTED"
+
+
+def _client(platform: str):
+    from accounts.platforms.clients import get_client
+
+    return get_client(platform)
+
+
+def _fail(post_id: str, code: str, message: str) -> bool:
+    """publishing → failed with an error, recording `scheduled_post.failed`. Returns whether it changed."""
+    with transaction.atomic():
+        updated = ScheduledPost.objects.filter(pk=post_id, status=ScheduledPost.Status.PUBLISHING).update(
+            status=ScheduledPost.Status.FAILED,
+            error_code=code,
+            error_message=message[:500],
+            claimed_until=None,
+            next_check_at=None,
+        )
+        if updated:
+            post = ScheduledPost.objects.get(pk=post_id)
+            event_record(
+                organization_id=post.organization_id, type="scheduled_post.failed", data=scheduled_post_data(post)
+            )
+    return bool(updated)
+
+
+def _published(post_id: str, *, external_id: str | None, external_url: str | None) -> bool:
+    with transaction.atomic():
+        updated = ScheduledPost.objects.filter(pk=post_id, status=ScheduledPost.Status.PUBLISHING).update(
+            status=ScheduledPost.Status.PUBLISHED,
+            published_at=timezone.now(),
+            external_id=external_id or "",
+            external_url=external_url or "",
+            error_code="",
+            error_message="",
+            claimed_until=None,
+            next_check_at=None,
+        )
+        if updated:
+            post = ScheduledPost.objects.get(pk=post_id)
+            event_record(
+                organization_id=post.organization_id, type="scheduled_post.published", data=scheduled_post_data(post)
+            )
+    return bool(updated)
+
+
+def _retry_later(post: ScheduledPost, exc: PlatformError) -> str:
+    """A transient error before the platform accepted anything: back to the queue with backoff, or fail
+    with RATE_LIMITED / PLATFORM_UNAVAILABLE once MAX_ATTEMPTS are spent."""
+    code = "RATE_LIMITED" if isinstance(exc, RateLimited) else "PLATFORM_UNAVAILABLE"
+    if post.attempts >= MAX_ATTEMPTS:
+        _fail(post.pk, code, f"Gave up after {post.attempts} attempts: {exc}")
+        return "failed"
+    backoff = timedelta(seconds=exc.retry_after or min(30 * 2 ** (post.attempts - 1), 900))
+    ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING).update(
+        status=ScheduledPost.Status.QUEUED,
+        due_at=timezone.now() + backoff,
+        publish_attempted_at=None,
+        claimed_until=None,
+        next_check_at=None,
+        error_code=code,
+        error_message=f"Retrying: {exc}"[:500],
+    )
+    return "retrying"
+
+
+class _LostClaim(Exception):
+    """Another worker already reached the point of no return for this post."""
+
+
+def post_publish(*, post_id: str) -> str:
+    """Publish one claimed post. Returns the outcome ("published", "processing", "failed", "retrying",
+    "skipped"). Safe to call twice: a post that is not `publishing`, or whose platform call already
+    happened, is handed to post_resolve instead of being posted again."""
+    post = (
+        ScheduledPost.objects.select_related("container", "social_account__identity", "project")
+        .filter(pk=post_id)
+        .first()
+    )
+    if post is None or post.status != ScheduledPost.Status.PUBLISHING:
+        return "skipped"
+    if post.publish_id or post.publish_attempted_at:
+        return post_resolve(post_id=post_id)
+    account = post.social_account
+    if account.status == SocialAccount.Status.DISCONNECTED:
+        _fail(post.pk, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
+        return "failed"
+    if account.status == SocialAccount.Status.REAUTH_REQUIRED:
+        _fail(post.pk, "CREDENTIAL_INVALID", "The account's authorization expired; it needs a reauth.")
+        return "failed"
+    if not account_has_layers(account=account):
+        layers_provision_for_account(account=account)
+    if post.mode == ScheduledPost.Mode.MANAGED:
+        return _dispatch_managed(post)
+
+    version = account.token_version
+    container = post.container
+    kind = "video" if container.media_type == "video" else "image"
+    intent = {"marked": False}
+
+    def mark_point_of_no_return():
+        # Recorded (committed) right before the request that creates the post, so that a worker dying
+        # during that request is recognised afterwards and the post is never sent a second time.
+        if not ScheduledPost.objects.filter(
+            pk=post.pk, status=ScheduledPost.Status.PUBLISHING, publish_attempted_at__isnull=True
+        ).update(publish_attempted_at=timezone.now()):
+            raise _LostClaim()
+        intent["marked"] = True
+
+    try:
+        result = _client(account.platform).publish(
+            access_token=account.access_token or "",
+            platform_user_id=account.identity.platform_user_id,
+            mode=post.mode,
+            media_type=container.media_type,
+            media=[MediaItem(url=url, kind=kind) for url in container.media_urls],
+            caption=container.caption,
+            before_create=mark_point_of_no_return,
+        )
+    except _LostClaim:
+        return "skipped"
+    except TokenInvalid:
+        _fail(post.pk, "CREDENTIAL_INVALID", "The platform rejected the account's token; it needs a reauth.")
+        social_account_mark_reauth_required(account_id=account.pk, expected_version=version)
+        return "failed"
+    except RequestRejected as exc:
+        _fail(post.pk, _rejection_code(exc.code, str(exc)), f"The platform refused the post: {exc.code or exc}")
+        return "failed"
+    except (RateLimited, PlatformUnavailable) as exc:
+        if exc.status is None and intent["marked"]:
+            # No answer (timeout, dropped connection) to the request that creates the post: the platform may
+            # have it. Posting again could post twice, so stop and say so; ops or the partner can retry.
+            _fail(
+                post.pk,
+                "PLATFORM_UNAVAILABLE",
+                "The platform did not answer the publish request; not retried automatically so that the post "
+                "cannot appear twice.",
+            )
+            return "failed"
+        return _retry_later(post, exc)
+    ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING).update(
+        publish_id=result.publish_id, next_check_at=timezone.now() + STATUS_POLL_FIRST
+    )
+    return post_resolve(post_id=post.pk)
+
+
+FAIL_REASON_CODES = {"auth_removed": "CREDENTIAL_INVALID", "internal": "PLATFORM_UNAVAILABLE"}
+
+
+def post_resolve(*, post_id: str) -> str:
+    """Settle a `publishing` post by asking the platform about it, never by posting again:
+    - publish_id known → poll its status (published / still processing / failed);
+    - the request that creates the post was sent but no id was stored (worker died mid-call) → fail with
+      PLATFORM_UNAVAILABLE rather than risk a second post (TikTok's init and Instagram's draft delivery take
+      no idempotency key);
+    - that request never went out (worker died before it, or only an Instagram container — not yet a post —
+      was made) → queue again: exactly one post will result. Managed dispatches are always queued again:
+      the provider deduplicates on our Idempotency-Key."""
+    post = ScheduledPost.objects.select_related("container", "social_account__identity").filter(pk=post_id).first()
+    if post is None or post.status != ScheduledPost.Status.PUBLISHING:
+        return "skipped"
+    account = post.social_account
+    now = timezone.now()
+    if not post.publish_id:
+        if post.publish_attempted_at:
+            _fail(
+                post.pk,
+                "PLATFORM_UNAVAILABLE",
+                "The worker stopped while the platform was being called; the outcome is unknown, so the post is "
+                "not sent again automatically.",
+            )
+            return "failed"
+        ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING, publish_id="").update(
+            status=ScheduledPost.Status.QUEUED,
+            due_at=now,
+            publish_attempted_at=None,
+            claimed_until=None,
+            next_check_at=None,
+        )
+        return "requeued"
+    try:
+        status = _client(account.platform).publish_status(
+            access_token=account.access_token or "",
+            platform_user_id=account.identity.platform_user_id,
+            publish_id=post.publish_id,
+            caption=post.container.caption,
+        )
+    except TokenInvalid:
+        _fail(post.pk, "CREDENTIAL_INVALID", "The platform rejected the account's token while publishing.")
+        social_account_mark_reauth_required(account_id=account.pk, expected_version=account.token_version)
+        return "failed"
+    except (RateLimited, PlatformUnavailable, RequestRejected):
+        return _check_again(post, now)
+    if status.state in ("published", "sent_to_inbox"):
+        _published(post.pk, external_id=status.external_id, external_url=status.external_url)
+        return "published"
+    if status.state == "failed":
+        code = FAIL_REASON_CODES.get(status.fail_reason or "") or _rejection_code(
+            status.fail_code or status.fail_reason
+        )
+        _fail(post.pk, code, f"The platform could not publish the post: {status.fail_reason or status.fail_code}")
+        return "failed"
+    return _check_again(post, now)
+
+
+def _check_again(post: ScheduledPost, now: datetime) -> str:
+    started = post.publish_attempted_at or post.updated_at
+    if started and now - started > PUBLISH_GIVE_UP:
+        _fail(post.pk, "PLATFORM_UNAVAILABLE", "The platform did not finish processing the post within 24 hours.")
+        return "failed"
+    waited = now - (post.publish_attempted_at or now)
+    delay = min(max(STATUS_POLL_FIRST, waited / 4), STATUS_POLL_MAX)
+    ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING).update(
+        next_check_at=now + delay, claimed_until=None
+    )
+    return "processing"
+
+
+def _dispatch_managed(post: ScheduledPost) -> str:
+    """Hand the post to the project's managed-distribution provider: a signed POST carrying our
+    Idempotency-Key (the post id), so a repeat after a crash or a retry is deduplicated by the provider."""
+    from config.netguard import UnsafeURL, assert_public_url
+    from config.signing import signature_header
+
+    provider = ManagedProvider.objects.filter(project_id=post.project_id, enabled=True).first()
+    if provider is None:
+        _fail(post.pk, "PLATFORM_REJECTED", "The project's managed-distribution provider is not configured.")
+        return "failed"
+    account, container = post.social_account, post.container
+    body = json.dumps(
+        {
+            "scheduledPostId": post.pk,
+            "projectId": post.project_id,
+            "socialAccountId": account.pk,
+            "platform": account.platform,
+            "handle": account.identity.handle,
+            "mediaType": container.media_type,
+            "mediaUrls": container.media_urls,
+            "caption": container.caption,
+            "placement": post.placement,
+            "scheduledFor": post.scheduled_for.isoformat().replace("+00:00", "Z"),
+        },
+        separators=(",", ":"),
+    ).encode()
+    try:
+        assert_public_url(provider.endpoint_url)
+    except UnsafeURL as exc:
+        _fail(post.pk, "PLATFORM_REJECTED", f"The provider URL is not allowed: {exc}")
+        return "failed"
+    headers = {
+        "Content-Type": "application/json",
+        "Idempotency-Key": post.pk,
+        "Layers-Signature": signature_header(body, [provider.secret or ""]),
+    }
+    try:
+        with httpx.Client(timeout=httpx.Timeout(settings.LAYERS_PLATFORM_TIMEOUT, connect=5.0)) as client:
+            response = client.post(provider.endpoint_url, content=body, headers=headers, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        return _retry_later(post, PlatformUnavailable(f"provider unreachable ({type(exc).__name__})"))
+    if 200 <= response.status_code < 300:
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        answer = answer if isinstance(answer, dict) else {}
+        _published(post.pk, external_id=str(answer.get("id") or ""), external_url=str(answer.get("url") or ""))
+        return "published"
+    if response.status_code == 429 or response.status_code >= 500:
+        cls = RateLimited if response.status_code == 429 else PlatformUnavailable
+        return _retry_later(post, cls(f"provider answered {response.status_code}", status=response.status_code))
+    _fail(post.pk, "PLATFORM_REJECTED", f"The provider refused the post (HTTP {response.status_code}).")
+    return "failed"
+
+
+# --- Metrics ----------------------------------------------------------------------------------------
+
+METRICS_BATCH = 20
+METRICS_STALE_AFTER = timedelta(hours=1)
+
+
+def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int:
+    """globalPlatformPostsSync: refresh metrics of published posts whose account is connected and has its
+    distribution layers, grouped per account and batched per platform call. Posts of disconnected (or
+    reauth_required) accounts are left as they are. Returns how many posts were updated."""
+    now = now or timezone.now()
+    with_layers = Layer.objects.filter(kind__in=ACCOUNT_LAYER_KINDS).values("social_account_id")
+    posts = list(
+        ScheduledPost.objects.filter(
+            status=ScheduledPost.Status.PUBLISHED,
+            social_account__status=SocialAccount.Status.CONNECTED,
+            social_account__in=with_layers,
+        )
+        .exclude(external_id="")
+        .filter(Q(metrics_synced_at__isnull=True) | Q(metrics_synced_at__lt=now - METRICS_STALE_AFTER))
+        .select_related("social_account__identity")
+        .order_by("social_account_id")[:limit]
+    )
+    by_account: dict[str, list[ScheduledPost]] = {}
+    for post in posts:
+        by_account.setdefault(post.social_account_id, []).append(post)
+    updated: list[ScheduledPost] = []
+    for account_posts in by_account.values():
+        account = account_posts[0].social_account
+        if not account_has_layers(account=account):
+            continue
+        client = _client(account.platform)
+        for i in range(0, len(account_posts), METRICS_BATCH):
+            batch = account_posts[i : i + METRICS_BATCH]
+            try:
+                metrics = client.fetch_metrics(
+                    access_token=account.access_token or "",
+                    platform_user_id=account.identity.platform_user_id,
+                    external_ids=[p.external_id for p in batch],
+                )
+            except TokenInvalid:
+                social_account_mark_reauth_required(account_id=account.pk, expected_version=account.token_version)
+                break
+            except PlatformError as exc:
+                log.info("metrics sync for %s skipped: %s", account.pk, type(exc).__name__)
+                break
+            for post in batch:
+                m = metrics.get(post.external_id)
+                if m is None:
+                    continue
+                post.views, post.likes, post.comments, post.shares = m.views, m.likes, m.comments, m.shares
+                post.metrics_synced_at = now
+                updated.append(post)
+    ScheduledPost.objects.bulk_update(updated, ["views", "likes", "comments", "shares", "metrics_synced_at"])
+    return len(updated)

@@ -1,0 +1,57 @@
+from datetime import timedelta
+
+from django.utils import timezone
+
+from accounts.platforms.sandbox.models import Post as SandboxPost
+from scheduling.tasks import dispatch_due_posts
+
+MEDIA = {
+    "video": ["https://cdn.acme.test/clip.mp4"],
+    "image": ["https://cdn.acme.test/photo.jpg"],
+    "carousel": ["https://cdn.acme.test/1.jpg", "https://cdn.acme.test/2.jpg", "https://cdn.acme.test/3.jpg"],
+}
+
+
+def iso(dt) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def schedule_now(
+    tenant,
+    account_id: str,
+    *,
+    mode: str = "publish",
+    media_type: str = "video",
+    caption="Launch day",
+    media_urls=None,
+    when=None,
+) -> dict:
+    container = tenant.client.post(
+        f"/v1/projects/{tenant.project.id}/content",
+        {"mediaType": media_type, "mediaUrls": media_urls or MEDIA[media_type], "caption": caption},
+        format="json",
+    ).json()
+    response = tenant.client.post(
+        f"/v1/content/{container['id']}/schedule",
+        {"targets": [{"socialAccountId": account_id, "mode": mode}], "scheduledFor": iso(when or timezone.now())},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    return response.json()["scheduledPosts"][0]
+
+
+def run_dispatcher() -> int:
+    """One dispatcher tick (tasks run eagerly in tests, so the publish happens now)."""
+    return dispatch_due_posts()
+
+
+def post(tenant, post_id: str) -> dict:
+    return tenant.client.get(f"/v1/scheduled-posts/{post_id}").json()
+
+
+def sandbox_posts(platform: str, username: str):
+    return list(SandboxPost.objects.filter(platform=platform, username=username))
+
+
+def later(**kwargs):
+    return timezone.now() + timedelta(**kwargs)

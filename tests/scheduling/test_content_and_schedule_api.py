@@ -1,0 +1,255 @@
+"""Content containers and schedules: every validation rule of the contract, all-or-none, tenancy."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from scheduling.models import ManagedProvider, ScheduledPost
+from tests.conftest import assert_error
+from tests.factories import make_account
+
+VIDEO = {"mediaType": "video", "mediaUrls": ["https://cdn.acme.test/clip.mp4"], "caption": "hello"}
+
+
+def iso(dt) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def soon() -> str:
+    return iso(timezone.now() + timedelta(hours=1))
+
+
+def create_container(tenant, body=VIDEO, project=None):
+    project = project or tenant.project
+    return tenant.client.post(f"/v1/projects/{project.id}/content", body, format="json")
+
+
+@pytest.fixture
+def container(owner):
+    response = create_container(owner)
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def schedule(tenant, container_id, targets, scheduled_for=None, **extra):
+    body = {"targets": targets, "scheduledFor": scheduled_for or soon(), **extra}
+    return tenant.client.post(f"/v1/content/{container_id}/schedule", body, format="json")
+
+
+def test_container_is_created_and_readable(owner, container):
+    assert container["id"].startswith("cnt_")
+    assert container["projectId"] == owner.project.id
+    assert container["mediaType"] == "video" and container["mediaUrls"] == VIDEO["mediaUrls"]
+    assert owner.client.get(f"/v1/content/{container['id']}").json() == container
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({**VIDEO, "mediaType": "gif"}, "mediaType"),
+        ({**VIDEO, "mediaUrls": []}, "mediaUrls"),
+        ({**VIDEO, "mediaUrls": ["http://cdn.acme.test/clip.mp4"]}, "mediaUrls.0"),
+        ({**VIDEO, "mediaUrls": ["javascript:alert(1)"]}, "mediaUrls.0"),
+        ({**VIDEO, "mediaUrls": ["https://a.test/1.mp4", "https://a.test/2.mp4"]}, "mediaUrls"),
+        ({"mediaType": "carousel", "mediaUrls": ["https://a.test/1.jpg"]}, "mediaUrls"),
+        ({**VIDEO, "caption": "x" * 2201}, "caption"),
+        ({**VIDEO, "placement": "reels"}, "placement"),
+    ],
+)
+def test_invalid_containers_are_422_naming_the_field(owner, body, field):
+    error = assert_error(create_container(owner, body), 422, "VALIDATION")
+    assert field in error["details"]["fields"], error
+
+
+def test_schedule_creates_queued_posts_with_derived_placement(owner, container):
+    tiktok = make_account(owner, platform="tiktok")
+    insta = make_account(owner, platform="instagram")
+    when = iso((timezone.now() + timedelta(days=1)).replace(microsecond=0))
+
+    response = schedule(
+        owner,
+        container["id"],
+        [{"socialAccountId": tiktok.pk, "mode": "publish"}, {"socialAccountId": insta.pk, "mode": "draft"}],
+        when,
+    )
+
+    assert response.status_code == 201, response.content
+    posts = response.json()["scheduledPosts"]
+    assert [(p["socialAccountId"], p["mode"], p["status"]) for p in posts] == [
+        (tiktok.pk, "publish", "queued"),
+        (insta.pk, "draft", "queued"),
+    ]
+    assert posts[0]["scheduledFor"] == when
+    assert posts[1]["placement"] == "reels"
+    assert all(p["id"].startswith("sp_") and p["containerId"] == container["id"] for p in posts)
+
+
+@pytest.mark.parametrize(
+    "media_type, urls, placement",
+    [
+        ("image", ["https://a.test/1.jpg"], "feed"),
+        ("carousel", ["https://a.test/1.jpg", "https://a.test/2.jpg"], "carousel"),
+        ("video", ["https://a.test/1.mp4"], "reels"),
+    ],
+)
+def test_instagram_placement_follows_media_type(owner, media_type, urls, placement):
+    c = create_container(owner, {"mediaType": media_type, "mediaUrls": urls}).json()
+    insta = make_account(owner, platform="instagram")
+    posts = schedule(owner, c["id"], [{"socialAccountId": insta.pk, "mode": "publish"}]).json()["scheduledPosts"]
+    assert posts[0]["placement"] == placement
+
+
+def test_all_targets_or_none(owner, container):
+    good = make_account(owner)
+    gone = make_account(owner, status="disconnected")
+
+    response = schedule(
+        owner,
+        container["id"],
+        [{"socialAccountId": good.pk, "mode": "publish"}, {"socialAccountId": gone.pk, "mode": "publish"}],
+    )
+
+    error = assert_error(response, 422, "VALIDATION")
+    assert list(error["details"]["fields"]) == ["targets.1.socialAccountId"]
+    assert not ScheduledPost.objects.exists()
+
+
+def test_reauth_required_accounts_are_accepted(owner, container):
+    account = make_account(owner, status="reauth_required")
+    assert schedule(owner, container["id"], [{"socialAccountId": account.pk, "mode": "publish"}]).status_code == 201
+
+
+def test_accounts_of_another_project_or_organization_are_rejected(owner, sibling, container):
+    other_project = make_account(owner, project=owner.projects[1])
+    foreign = make_account(sibling)
+    for account in (other_project, foreign):
+        response = schedule(owner, container["id"], [{"socialAccountId": account.pk, "mode": "publish"}])
+        assert "targets.0.socialAccountId" in assert_error(response, 422, "VALIDATION")["details"]["fields"]
+    for bad in ("sa_nope", "", "prj_x"):
+        response = schedule(owner, container["id"], [{"socialAccountId": bad, "mode": "publish"}])
+        assert_error(response, 422, "VALIDATION")
+
+
+@pytest.mark.parametrize(
+    "target_extra, top_extra, field",
+    [
+        ({"placement": "feed"}, {}, "targets.0.placement"),
+        ({"reels": True}, {}, "targets.0.reels"),
+        ({}, {"feed": True}, "feed"),
+        ({}, {"placement": "reels"}, "placement"),
+        ({"mode": "shout"}, {}, "targets.0.mode"),
+    ],
+)
+def test_placement_knobs_and_bad_modes_are_422(owner, container, target_extra, top_extra, field):
+    account = make_account(owner, platform="instagram")
+    target = {"socialAccountId": account.pk, "mode": "publish", **target_extra}
+    error = assert_error(schedule(owner, container["id"], [target], **top_extra), 422, "VALIDATION")
+    assert field in error["details"]["fields"], error
+
+
+def test_managed_needs_a_configured_provider(owner, container):
+    account = make_account(owner)
+    response = schedule(owner, container["id"], [{"socialAccountId": account.pk, "mode": "managed"}])
+    assert "targets.0.mode" in assert_error(response, 422, "VALIDATION")["details"]["fields"]
+    ManagedProvider.objects.create(project=owner.project, name="Acme Boost", endpoint_url="https://boost.test/in")
+    assert schedule(owner, container["id"], [{"socialAccountId": account.pk, "mode": "managed"}]).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "2026-04-20T17:00:00",  # no timezone
+        "tomorrow",
+        lambda: iso(timezone.now() - timedelta(minutes=6)),
+        lambda: iso(timezone.now() + timedelta(days=366)),
+    ],
+)
+def test_scheduled_for_window_and_timezone(owner, container, when):
+    account = make_account(owner)
+    value = when() if callable(when) else when
+    error = assert_error(
+        schedule(owner, container["id"], [{"socialAccountId": account.pk, "mode": "publish"}], value), 422, "VALIDATION"
+    )
+    assert "scheduledFor" in error["details"]["fields"]
+
+
+def test_scheduled_for_accepts_offsets_and_slightly_past_times(owner, container):
+    account = make_account(owner)
+    past = iso(timezone.now() - timedelta(minutes=4))
+    assert (
+        schedule(owner, container["id"], [{"socialAccountId": account.pk, "mode": "publish"}], past).status_code == 201
+    )
+    offset = (timezone.now() + timedelta(hours=2)).astimezone(timezone.get_fixed_timezone(120)).isoformat()
+    account2 = make_account(owner)
+    assert (
+        schedule(owner, container["id"], [{"socialAccountId": account2.pk, "mode": "draft"}], offset).status_code == 201
+    )
+
+
+def test_empty_and_duplicate_targets_are_422(owner, container):
+    account = make_account(owner)
+    assert_error(schedule(owner, container["id"], []), 422, "VALIDATION")
+    response = schedule(owner, container["id"], [{"socialAccountId": account.pk, "mode": "publish"}] * 2)
+    assert "targets.1.socialAccountId" in assert_error(response, 422, "VALIDATION")["details"]["fields"]
+
+
+def test_cancel_only_queued_posts(owner, container):
+    account = make_account(owner)
+    post = schedule(owner, container["id"], [{"socialAccountId": account.pk, "mode": "publish"}]).json()[
+        "scheduledPosts"
+    ][0]
+
+    canceled = owner.client.delete(f"/v1/scheduled-posts/{post['id']}")
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    assert_error(owner.client.delete(f"/v1/scheduled-posts/{post['id']}"), 409, "POST_NOT_CANCELABLE")
+    ScheduledPost.objects.filter(pk=post["id"]).update(status="publishing")
+    assert_error(owner.client.delete(f"/v1/scheduled-posts/{post['id']}"), 409, "POST_NOT_CANCELABLE")
+
+
+def test_scheduled_post_list_filters_and_tenancy(owner, outsider, container):
+    a, b = make_account(owner), make_account(owner)
+    schedule(
+        owner,
+        container["id"],
+        [{"socialAccountId": a.pk, "mode": "publish"}, {"socialAccountId": b.pk, "mode": "draft"}],
+    )
+    url = f"/v1/projects/{owner.project.id}/scheduled-posts"
+
+    assert len(owner.client.get(url).json()["data"]) == 2
+    only_b = owner.client.get(f"{url}?socialAccountId={b.pk}").json()["data"]
+    assert [p["socialAccountId"] for p in only_b] == [b.pk]
+    assert owner.client.get(f"{url}?status=published").json()["data"] == []
+    assert_error(owner.client.get(f"{url}?status=bogus"), 422, "VALIDATION")
+    assert_error(outsider.client.get(url), 404, "NOT_FOUND")
+    post_id = only_b[0]["id"]
+    assert_error(outsider.client.get(f"/v1/scheduled-posts/{post_id}"), 404, "NOT_FOUND")
+    assert_error(outsider.client.delete(f"/v1/scheduled-posts/{post_id}"), 404, "NOT_FOUND")
+    assert_error(outsider.client.get(f"/v1/content/{container['id']}"), 404, "NOT_FOUND")
+    c_post = outsider.client.post(
+        f"/v1/content/{container['id']}/schedule", {"targets": [], "scheduledFor": soon()}, format="json"
+    )
+    assert_error(c_post, 404, "NOT_FOUND")
+    assert ScheduledPost.objects.get(pk=post_id).status == "queued"
+
+
+def test_list_query_count_does_not_grow_with_page_size(owner, container):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    accounts = [make_account(owner) for _ in range(12)]
+    schedule(owner, container["id"], [{"socialAccountId": a.pk, "mode": "publish"} for a in accounts])
+    counts = []
+    for limit in (2, 12):
+        with CaptureQueriesContext(connection) as ctx:
+            assert (
+                len(owner.client.get(f"/v1/projects/{owner.project.id}/scheduled-posts?limit={limit}").json()["data"])
+                == limit
+            )
+        counts.append(len(ctx.captured_queries))
+    assert counts[0] == counts[1]
+    for limit in (2, 12):
+        with CaptureQueriesContext(connection) as ctx:
+            owner.client.get(f"/v1/projects/{owner.project.id}/social-accounts?limit={limit}")
+        counts.append(len(ctx.captured_queries))
+    assert counts[2] == counts[3]

@@ -1,0 +1,74 @@
+"""Two dispatchers at once on real PostgreSQL (separate connections in threads) publish every post once."""
+
+import threading
+
+import pytest
+from django.db import connection
+
+from scheduling import services
+from scheduling.models import ScheduledPost
+from tests.accounts.oauth_helpers import connected_account
+from tests.scheduling.publish_helpers import sandbox_posts, schedule_now
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_concurrent_claims_never_hand_one_post_to_two_dispatchers(owner):
+    from tests.factories import make_account
+
+    accounts = [make_account(owner) for _ in range(4)]
+    for account in accounts:
+        for _ in range(25):
+            schedule_now(owner, account.pk)
+    claimed: list[list[str]] = [[], [], []]
+    barrier = threading.Barrier(3)
+
+    def dispatcher(slot: int):
+        try:
+            barrier.wait()
+            while ids := services.posts_claim_due(limit=7):
+                claimed[slot].extend(ids)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=dispatcher, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    everything = claimed[0] + claimed[1] + claimed[2]
+    assert len(everything) == 100 == len(set(everything))
+    assert sum(1 for c in claimed if c) >= 2  # they really ran side by side
+    assert ScheduledPost.objects.filter(status="publishing", attempts=1).count() == 100
+
+
+def test_two_dispatchers_publish_every_post_exactly_once(owner):
+    from scheduling.tasks import dispatch_due_posts
+
+    handles = [f"burst{i}" for i in range(3)]
+    accounts = [connected_account(owner, "instagram", h) for h in handles]
+    scheduled = [schedule_now(owner, a["id"], caption=f"{a['handle']} #{n}")["id"] for a in accounts for n in range(8)]
+    errors: list[BaseException] = []
+
+    def dispatcher():
+        try:
+            for _ in range(4):
+                dispatch_due_posts(batch=3)
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=dispatcher) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    statuses = dict(ScheduledPost.objects.filter(pk__in=scheduled).values_list("pk", "status"))
+    assert set(statuses.values()) == {"published"}, statuses
+    for handle in handles:
+        captions = [p.caption for p in sandbox_posts("instagram", handle)]
+        assert sorted(captions) == sorted(f"{handle} #{n}" for n in range(8))  # each exactly once

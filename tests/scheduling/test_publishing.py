@@ -1,0 +1,332 @@
+"""Publishing end to end through the real clients and the sandbox: every mode × platform × media type,
+failures with their codes, reauth, revoke, metrics."""
+
+import json
+
+import pytest
+import time_machine
+from django.test import Client
+
+from accounts import services as account_services
+from accounts.models import Event, SocialAccount
+from scheduling import services
+from scheduling.models import Layer, ManagedProvider, ScheduledPost
+from tests.accounts.oauth_helpers import connected_account, consent_and_return
+from tests.receivers import receiver
+from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def sandbox_control(platform, action, body):
+    response = Client().post(f"/sandbox/{platform}/_control/{action}", body, content_type="application/json")
+    assert response.status_code < 300, response.content
+
+
+@pytest.mark.parametrize("media_type", ["video", "image", "carousel"])
+@pytest.mark.parametrize("platform", ["tiktok", "instagram"])
+def test_publish_mode_posts_once_with_an_external_url(owner, platform, media_type):
+    account = connected_account(owner, platform, f"pub.{media_type}")
+    scheduled = schedule_now(owner, account["id"], media_type=media_type, caption=f"{media_type} caption")
+
+    run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published", body
+    assert body["attempts"] == 1 and body["error"] is None and body["publishedAt"].endswith("Z")
+    received = sandbox_posts(platform, f"pub.{media_type}")
+    assert len(received) == 1
+    assert received[0].kind == "post" and received[0].caption == f"{media_type} caption"
+    assert body["externalId"] == received[0].external_id
+    if platform == "tiktok":
+        assert body["externalUrl"] == f"https://www.tiktok.com/@pub.{media_type}/video/{received[0].external_id}"
+    else:
+        assert body["externalUrl"] == received[0].permalink and body["externalUrl"].startswith("https://")
+    assert Event.objects.filter(type="scheduled_post.published").count() == 1
+    run_dispatcher()  # nothing is published twice by a later tick
+    assert len(sandbox_posts(platform, f"pub.{media_type}")) == 1
+
+
+@pytest.mark.parametrize("media_type", ["video", "image", "carousel"])
+@pytest.mark.parametrize("platform", ["tiktok", "instagram"])
+def test_draft_mode_goes_to_the_creator_not_the_feed(owner, platform, media_type):
+    account = connected_account(owner, platform, f"draft.{media_type}")
+    scheduled = schedule_now(owner, account["id"], mode="draft", media_type=media_type)
+
+    run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published", body
+    received = sandbox_posts(platform, f"draft.{media_type}")
+    assert len(received) == 1
+    assert received[0].kind == ("draft" if platform == "tiktok" else "delivery")
+    assert body["externalUrl"] is None  # nothing public until the creator posts it
+
+
+@pytest.mark.parametrize("platform", ["tiktok", "instagram"])
+def test_managed_mode_is_a_signed_idempotent_post_to_the_provider(owner, platform):
+    import hashlib
+    import hmac
+
+    account = connected_account(owner, platform, "managed.one")
+    with receiver(lambda r: (200, {"id": "mp-77", "url": "https://boost.test/p/77"}, {})) as (url, received):
+        provider = ManagedProvider(project=owner.project, name="Boost", endpoint_url=f"{url}/dispatch")
+        from accounts import crypto
+
+        provider.secret_enc = crypto.encrypt("provider-shared-secret")
+        provider.save()
+        scheduled = schedule_now(owner, account["id"], mode="managed", media_type="image")
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published"
+    assert (body["externalId"], body["externalUrl"]) == ("mp-77", "https://boost.test/p/77")
+    assert len(received) == 1
+    request = received[0]
+    assert request["headers"]["Idempotency-Key"] == scheduled["id"]
+    payload = json.loads(request["body"])
+    assert payload["scheduledPostId"] == scheduled["id"] and payload["platform"] == platform
+    # Verify the signature independently of our signing code.
+    parts = dict(p.split("=", 1) for p in request["headers"]["Layers-Signature"].split(","))
+    expected = hmac.new(b"provider-shared-secret", f"{parts['t']}.".encode() + request["body"], hashlib.sha256)
+    assert parts["v1"] == expected.hexdigest()
+    assert sandbox_posts(platform, "managed.one") == []  # the provider distributes, not us
+
+
+def test_managed_provider_errors_retry_then_reject(owner):
+    account = connected_account(owner, "tiktok", "managed.two")
+    answers = iter([(503, {}, {}), (400, {"error": "bad"}, {})])
+    with receiver(lambda r: next(answers)) as (url, received):
+        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        scheduled = schedule_now(owner, account["id"], mode="managed")
+        run_dispatcher()
+        assert post(owner, scheduled["id"])["status"] == "queued"  # 503: retried with backoff
+        with time_machine.travel(later(minutes=5)):
+            run_dispatcher()
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_REJECTED"
+    assert len(received) == 2
+
+
+def test_a_post_due_later_waits_for_its_time(owner):
+    account = connected_account(owner, "tiktok", "patient")
+    scheduled = schedule_now(owner, account["id"], when=later(hours=2))
+    run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "queued"
+    with time_machine.travel(later(hours=2, seconds=1)):
+        run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "published"
+
+
+def test_content_refusal_fails_with_platform_rejected(owner):
+    account = connected_account(owner, "tiktok", "refused")
+    sandbox_control("tiktok", "faults", {"username": "refused", "kind": "reject", "count": 5})
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_REJECTED", body
+    assert Event.objects.filter(type="scheduled_post.failed").count() == 1
+
+
+@pytest.mark.parametrize("platform", ["tiktok", "instagram"])
+def test_broken_media_fails_with_media_invalid(owner, platform):
+    account = connected_account(owner, platform, "badmedia")
+    scheduled = schedule_now(owner, account["id"], media_urls=["https://cdn.acme.test/invalid/clip.mp4"])
+    run_dispatcher()
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "MEDIA_INVALID", body
+
+
+@pytest.mark.parametrize("kind, code", [("rate_limited", "RATE_LIMITED"), ("server_error", "PLATFORM_UNAVAILABLE")])
+def test_transient_errors_retry_with_backoff_then_fail(owner, kind, code):
+    account = connected_account(owner, "instagram", f"transient.{kind}")
+    sandbox_control("instagram", "faults", {"username": f"transient.{kind}", "kind": kind, "count": 50})
+    scheduled = schedule_now(owner, account["id"])
+    minutes = 0
+    for attempt in range(1, services.MAX_ATTEMPTS + 1):
+        with time_machine.travel(later(minutes=minutes)):
+            run_dispatcher()
+        body = post(owner, scheduled["id"])
+        assert body["attempts"] == attempt
+        minutes += 20
+    assert body["status"] == "failed" and body["error"]["code"] == code
+    assert sandbox_posts("instagram", f"transient.{kind}") == []
+
+
+def test_a_transient_error_then_success_publishes_once(owner):
+    account = connected_account(owner, "tiktok", "recovers")
+    sandbox_control("tiktok", "faults", {"username": "recovers", "kind": "server_error", "count": 1})
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "queued"
+    with time_machine.travel(later(minutes=2)):
+        run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "published"
+    assert len(sandbox_posts("tiktok", "recovers")) == 1
+
+
+def test_a_tiktok_timeout_on_the_post_call_is_not_retried_blindly(owner):
+    account = connected_account(owner, "tiktok", "silent")
+    scheduled = schedule_now(owner, account["id"])
+    from unittest import mock
+
+    from accounts.platforms.base import PlatformUnavailable
+    from accounts.platforms.tiktok import TikTokClient
+
+    def init_times_out(**kwargs):
+        kwargs["before_create"]()  # the init request went out...
+        raise PlatformUnavailable("tiktok: ReadTimeout")  # ...and no answer came back
+
+    with mock.patch.object(TikTokClient, "publish", side_effect=init_times_out):
+        run_dispatcher()
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_UNAVAILABLE"
+    with time_machine.travel(later(minutes=10)):
+        run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "failed"
+
+
+def test_a_timeout_before_the_post_call_is_retried_and_publishes_once(owner):
+    account = connected_account(owner, "tiktok", "slowinfo")
+    scheduled = schedule_now(owner, account["id"])
+    sandbox_control("tiktok", "faults", {"username": "slowinfo", "kind": "timeout", "count": 1})  # creator_info
+
+    run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "queued"
+    with time_machine.travel(later(minutes=2)):
+        run_dispatcher()
+
+    assert post(owner, scheduled["id"])["status"] == "published"
+    assert len(sandbox_posts("tiktok", "slowinfo")) == 1
+
+
+def test_dead_token_at_publish_fails_with_credential_invalid_and_flips_the_account(owner):
+    account = connected_account(owner, "tiktok", "expired.creds")
+    scheduled = schedule_now(owner, account["id"])
+    sandbox_control("tiktok", "invalidate-tokens", {"username": "expired.creds"})
+
+    run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "CREDENTIAL_INVALID"
+    assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
+    assert Event.objects.filter(type="social_account.needs_reauth").count() == 1
+
+
+def test_queued_post_of_a_reauth_required_account_fails_at_its_time(owner):
+    account = connected_account(owner, "instagram", "lapsed")
+    scheduled = schedule_now(owner, account["id"], when=later(hours=1))
+    sandbox_control("instagram", "invalidate-tokens", {"username": "lapsed"})
+    account_services.social_account_check_health(account_id=account["id"])
+    assert post(owner, scheduled["id"])["status"] == "queued"  # not canceled by the status change
+
+    with time_machine.travel(later(hours=1, seconds=1)):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "CREDENTIAL_INVALID"
+    assert sandbox_posts("instagram", "lapsed") == []
+
+
+def test_queued_post_publishes_on_the_new_token_after_a_reauth_in_time(owner):
+    account = connected_account(owner, "tiktok", "renewed")
+    scheduled = schedule_now(owner, account["id"], when=later(hours=1))
+    sandbox_control("tiktok", "invalidate-tokens", {"username": "renewed"})
+    account_services.social_account_check_health(account_id=account["id"])
+    link = owner.client.post(
+        f"/v1/projects/{owner.project.id}/social/reauth-url", {"socialAccountId": account["id"]}, format="json"
+    ).json()
+    consent_and_return("tiktok", link["authorizeUrl"], "renewed")
+
+    with time_machine.travel(later(hours=1, seconds=1)):
+        run_dispatcher()
+
+    assert post(owner, scheduled["id"])["status"] == "published"
+    assert len(sandbox_posts("tiktok", "renewed")) == 1
+
+
+def test_revoke_cancels_queued_posts_and_answers_the_count(owner):
+    account = connected_account(owner, "tiktok", "revoker")
+    other = connected_account(owner, "tiktok", "stays")
+    published = schedule_now(owner, account["id"])
+    run_dispatcher()
+    queued = [schedule_now(owner, account["id"], when=later(hours=h)) for h in (1, 2, 3)]
+    kept = schedule_now(owner, other["id"], when=later(hours=1))
+
+    response = owner.client.delete(f"/v1/social-accounts/{account['id']}")
+
+    assert response.json()["canceledScheduledPosts"] == 3
+    assert all(post(owner, q["id"])["status"] == "canceled" for q in queued)
+    assert post(owner, kept["id"])["status"] == "queued"
+    assert post(owner, published["id"])["status"] == "published"
+    assert owner.client.delete(f"/v1/social-accounts/{account['id']}").json()["canceledScheduledPosts"] == 0
+
+
+def test_revoked_accounts_posts_stay_listed_without_further_metric_syncs(owner):
+    account = connected_account(owner, "tiktok", "historic")
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+    assert services.posts_sync_metrics() == 1
+    synced = owner.client.get(f"/v1/projects/{owner.project.id}/posts").json()["data"][0]
+    assert synced["id"] == scheduled["id"] and synced["metrics"]["syncedAt"] is not None
+    assert synced["externalUrl"].startswith("https://www.tiktok.com/@historic/video/")
+
+    owner.client.delete(f"/v1/social-accounts/{account['id']}")
+    with time_machine.travel(later(hours=3)):
+        assert services.posts_sync_metrics() == 0
+        listed = owner.client.get(f"/v1/projects/{owner.project.id}/posts").json()["data"]
+    assert [p["id"] for p in listed] == [scheduled["id"]]
+    assert listed[0]["metrics"] == synced["metrics"]
+
+
+@pytest.mark.parametrize("platform", ["tiktok", "instagram"])
+def test_metrics_sync_refreshes_published_posts_of_accounts_with_layers(owner, platform):
+    account = connected_account(owner, platform, "metrics.fan")
+    ids = [schedule_now(owner, account["id"], caption=f"post {i}")["id"] for i in range(3)]
+    run_dispatcher()
+    with time_machine.travel(later(hours=2)):
+        assert services.posts_sync_metrics() == 3
+        data = owner.client.get(f"/v1/projects/{owner.project.id}/posts").json()["data"]
+    assert sorted(p["id"] for p in data) == sorted(ids)
+    assert all(p["metrics"]["views"] is not None and p["metrics"]["syncedAt"] for p in data)
+    assert services.posts_sync_metrics() == 0  # fresh metrics are not fetched again
+
+
+def test_accounts_without_layers_are_skipped_by_sync_and_provisioned_before_publishing(owner):
+    account = connected_account(owner, "tiktok", "layerless")
+    Layer.objects.filter(social_account_id=account["id"]).delete()
+    scheduled = schedule_now(owner, account["id"])
+
+    run_dispatcher()
+
+    assert post(owner, scheduled["id"])["status"] == "published"
+    assert Layer.objects.filter(social_account_id=account["id"]).count() == 4
+    Layer.objects.filter(social_account_id=account["id"]).delete()
+    assert services.posts_sync_metrics() == 0
+
+
+def test_stuck_publishing_post_with_a_publish_id_is_resolved_by_asking_the_platform(owner):
+    account = connected_account(owner, "instagram", "stuck.ig")
+    scheduled = schedule_now(owner, account["id"])
+    # A worker got the container id stored, then died before media_publish / recording the outcome.
+    assert services.posts_claim_due() == [scheduled["id"]]
+    from accounts.platforms.base import MediaItem
+    from accounts.platforms.clients import get_client
+
+    row = SocialAccount.objects.get(pk=account["id"])
+    result = get_client("instagram").publish(
+        access_token=row.access_token,
+        platform_user_id=row.identity.platform_user_id,
+        mode="publish",
+        media_type="video",
+        media=[MediaItem(url="https://cdn.acme.test/clip.mp4", kind="video")],
+        caption="Launch day",
+    )
+    ScheduledPost.objects.filter(pk=scheduled["id"]).update(publish_id=result.publish_id, publish_attempted_at=later())
+
+    with time_machine.travel(later(minutes=6)):  # the dead worker's lease ran out
+        run_dispatcher()
+        run_dispatcher()
+
+    assert post(owner, scheduled["id"])["status"] == "published"
+    assert len(sandbox_posts("instagram", "stuck.ig")) == 1
