@@ -1,0 +1,134 @@
+"""Ops screens for webhooks. Secrets are never shown (the encrypted columns are not even listed); every
+action calls the same services as the API and reports per row."""
+
+from django.contrib import admin, messages
+
+from accounts.webhooks import services
+from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
+from config.api.errors import ApiError
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ("url", "id", "organization", "event_types", "status", "disabled_reason", "created_at", "deleted_at")
+    list_filter = ("status", "disabled_reason", ("deleted_at", admin.EmptyFieldListFilter))
+    search_fields = ("id", "url", "organization__name")
+    list_select_related = ("organization",)
+    fields = (
+        "id",
+        "organization",
+        "url",
+        "events",
+        "status",
+        "disabled_reason",
+        "disabled_at",
+        "secret_rotated_at",
+        "previous_secret_expires_at",
+        "created_at",
+        "deleted_at",
+    )
+    readonly_fields = fields
+    actions = ["disable_endpoints", "enable_endpoints"]
+
+    @admin.display(description="events")
+    def event_types(self, obj):
+        return ", ".join(obj.events)
+
+    def has_add_permission(self, request):
+        return False  # partners create endpoints through the API, which shows them the secret once
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the deliveries' history hangs off the row: disable instead
+
+    @admin.action(description="Disable selected endpoints (stops their deliveries)")
+    def disable_endpoints(self, request, queryset):
+        for endpoint in queryset:
+            services.endpoint_disable(
+                endpoint_id=endpoint.pk, reason=WebhookEndpoint.DisabledReason.STAFF, actor=request.user
+            )
+            self.message_user(request, f"{endpoint.pk}: disabled", messages.SUCCESS)
+
+    @admin.action(description="Enable selected endpoints")
+    def enable_endpoints(self, request, queryset):
+        for endpoint in queryset:
+            try:
+                services.endpoint_enable(endpoint_id=endpoint.pk, actor=request.user)
+            except ApiError as exc:
+                self.message_user(request, f"{endpoint.pk}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{endpoint.pk}: enabled", messages.SUCCESS)
+
+
+class AttemptInline(admin.TabularInline):
+    model = WebhookDeliveryAttempt
+    extra = 0
+    fields = ("number", "started_at", "finished_at", "status_code", "error")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "event_type",
+        "endpoint",
+        "status",
+        "attempts",
+        "last_status_code",
+        "short_error",
+        "next_attempt_at",
+        "last_attempt_at",
+        "created_at",
+    )
+    list_filter = ("status", ("endpoint", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("id", "event__id", "endpoint__id", "endpoint__url")
+    list_select_related = ("endpoint", "event")
+    fields = (
+        "id",
+        "event",
+        "endpoint",
+        "status",
+        "attempts",
+        "last_status_code",
+        "last_error",
+        "first_attempt_at",
+        "last_attempt_at",
+        "next_attempt_at",
+        "lease_until",
+        "give_up_at",
+        "delivered_at",
+        "failed_at",
+        "created_at",
+        "body",
+    )
+    readonly_fields = fields
+    inlines = [AttemptInline]
+    actions = ["resend"]
+
+    @admin.display(description="event", ordering="event__type")
+    def event_type(self, obj):
+        return obj.event.type
+
+    @admin.display(description="last error")
+    def short_error(self, obj):
+        return obj.last_error[:80]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Resend selected deliveries now (fresh 3-day retry window)")
+    def resend(self, request, queryset):
+        for delivery in queryset:
+            try:
+                services.delivery_resend(delivery_id=delivery.pk, actor=request.user)
+            except ApiError as exc:
+                self.message_user(request, f"{delivery.pk}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{delivery.pk}: queued for sending", messages.SUCCESS)

@@ -1,0 +1,211 @@
+"""Partner API of webhook endpoints. Thin views: auth → org-scoped selector → input serializer → one
+service → output serializer. The partner guide to receiving webhooks is WEBHOOKS_GUIDE below (it is the
+OpenAPI description of the create operation; README.md carries a short version)."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from accounts import crypto
+from accounts.services import EVENT_TYPES
+from accounts.webhooks import selectors, services
+from accounts.webhooks.models import WebhookEndpoint
+from config.api import idempotency
+from config.api.pagination import paginate
+from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
+from config.api.views import ApiView
+
+TAGS = ["webhooks"]
+
+WEBHOOKS_GUIDE = """
+Subscribe an HTTPS URL to event types. Layers POSTs each matching event to it, signed, retried, at least once.
+
+**Request.** `POST <your url>` with the body `{"id": "evt_…", "type": "…", "createdAt": "…", "data": {…}}`
+(the event as `GET /v1/events` shows it) and the headers `Content-Type: application/json`,
+`Layers-Event-Id` (the event id), `Layers-Delivery-Id` (`whd_…`), `Layers-Delivery-Attempt` (1, 2, …) and
+`Layers-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`.
+
+**Verify the signature** on the raw body bytes, before parsing them. During the 24 hours after a secret
+rotation the header carries two `v1=` values (new secret, then old): accept the request if any matches.
+
+```python
+import hashlib, hmac, time
+
+def verify(raw_body: bytes, header: str, secret: str, tolerance: int = 300) -> bool:
+    items = [part.split("=", 1) for part in header.split(",")]
+    t = next(v for k, v in items if k == "t")
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + raw_body, hashlib.sha256).hexdigest()
+    fresh = abs(time.time() - int(t)) <= tolerance  # every attempt is signed afresh: old t = replay
+    return fresh and any(hmac.compare_digest(expected, v) for k, v in items if k == "v1")
+```
+
+**Answer any 2xx** within 15 seconds (do slow work after answering). Anything else — another status,
+a redirect, a timeout, a refused connection — is a failed attempt.
+
+**Retries.** A failed attempt is retried with exponential backoff (×3 from 1 minute, capped at 12 hours,
+±10 % jitter): about +1 min, +4 min, +13 min, +40 min, +2 h, +6 h, +18 h, +30 h, +42 h, +54 h and +66 h
+after the first attempt, and a last one at +72 h; then the delivery is failed. A `Retry-After` header
+(seconds or an HTTP date, honoured up to 12 hours) postpones the next attempt to at least that time.
+Missed events stay available from `GET /v1/events` for replay.
+
+**At least once.** The same event can arrive more than once (for example when we could not record your
+answer); every copy has the same `id` and the same body. Deduplicate on the event `id`
+(`Layers-Event-Id`). Order is not guaranteed: use `createdAt`.
+
+**410 Gone disables the endpoint**: it turns `disabled` (`disabledReason: "gone"`), its queued deliveries
+stop, and no further event is sent to it; create a new endpoint to subscribe again.
+
+**No redirects are followed**: a 3xx is a failed attempt and its `Location` is never requested. The URL
+must be `https` and resolve to public addresses only (private, loopback, link-local and cloud-metadata
+addresses are refused when the endpoint is created and again before every attempt), with no credentials
+in it — authenticate requests with the signature.
+"""
+
+
+class EndpointOutput(serializers.Serializer):
+    id = serializers.CharField(help_text="we_<32 hex>")
+    url = serializers.CharField()
+    events = serializers.ListField(child=serializers.ChoiceField(choices=sorted(EVENT_TYPES)))
+    status = serializers.ChoiceField(
+        choices=WebhookEndpoint.Status.choices, help_text="`disabled`: nothing is delivered (see disabledReason)."
+    )
+    disabledReason = serializers.SerializerMethodField(
+        help_text="`gone` (your URL answered 410) or `staff` (disabled by Layers); null when active."
+    )
+    createdAt = serializers.DateTimeField(source="created_at")
+    previousSecretExpiresAt = serializers.SerializerMethodField(
+        help_text="After a rotation, until when the previous secret also signs (a second v1=); else null."
+    )
+
+    def get_disabledReason(self, endpoint) -> str | None:  # noqa: N802 - the public field name
+        return endpoint.disabled_reason or None
+
+    def get_previousSecretExpiresAt(self, endpoint) -> str | None:  # noqa: N802 - the public field name
+        if not endpoint.previous_secret_enc or endpoint.previous_secret_expires_at is None:
+            return None
+        return serializers.DateTimeField().to_representation(endpoint.previous_secret_expires_at)
+
+
+class EndpointWithSecretOutput(EndpointOutput):
+    secret = serializers.CharField(
+        help_text="whsec_…: the signing secret, shown only in this response. Store it; it is never shown again."
+    )
+
+
+class EndpointCreateInput(serializers.Serializer):
+    url = serializers.CharField(
+        max_length=2048,
+        help_text="Absolute https URL with a public host: no credentials, no fragment; private, loopback, "
+        "link-local and metadata addresses are refused (422).",
+    )
+    events = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        help_text=f"Non-empty list of event types: {', '.join(sorted(EVENT_TYPES))}. Unknown types → 422.",
+    )
+
+
+def _with_secret(endpoint, secret: str) -> dict:
+    return {**EndpointOutput(endpoint).data, "secret": secret}
+
+
+class DeletedOutput(serializers.Serializer):
+    id = serializers.CharField()
+    deleted = serializers.BooleanField()
+
+
+class SecretRevealingApiView(ApiView):
+    """A view whose response shows a secret once. An Idempotency-Key replay must show it again, but the
+    stored first response must not hold it in plaintext: it is stored encrypted and decrypted on replay."""
+
+    _ENC = "enc:"
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        data = getattr(response, "data", None)
+        if self._idempotency_row is None or not isinstance(data, dict) or "secret" not in data:
+            return super().finalize_response(request, response, *args, **kwargs)
+        secret = data["secret"]
+        data["secret"] = self._ENC + crypto.encrypt(secret)
+        try:
+            return super().finalize_response(request, response, *args, **kwargs)
+        finally:
+            data["secret"] = secret  # rendered after this returns: the partner gets the plaintext
+
+    def handle_exception(self, exc):
+        if isinstance(exc, idempotency.Replay) and isinstance(exc.body, dict):
+            stored = exc.body.get("secret")
+            if isinstance(stored, str) and stored.startswith(self._ENC):
+                exc.body = {**exc.body, "secret": crypto.decrypt(stored[len(self._ENC) :])}
+        return super().handle_exception(exc)
+
+
+class EndpointListApi(SecretRevealingApiView):
+    @list_schema(
+        EndpointOutput,
+        "WebhookEndpointPage",
+        operation_id="webhook_endpoints_list",
+        tags=TAGS,
+        description="Your organization's webhook endpoints, newest first (deleted ones are not listed). "
+        "Secrets are never listed.",
+    )
+    def get(self, request):
+        qs = selectors.endpoint_list(organization=self.organization)
+        return paginate(request, qs, lambda rows: EndpointOutput(rows, many=True).data)
+
+    @extend_schema(
+        request=EndpointCreateInput,
+        responses={201: EndpointWithSecretOutput, **errors(400, 422)},
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="webhook_endpoints_create",
+        tags=TAGS,
+        summary="Create a webhook endpoint (and how to receive webhooks)",
+        description=WEBHOOKS_GUIDE,
+    )
+    def post(self, request):
+        data = EndpointCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        endpoint, secret = services.endpoint_create(
+            organization=self.organization, url=data.validated_data["url"], events=data.validated_data["events"]
+        )
+        return Response(_with_secret(endpoint, secret), status=201)
+
+
+class EndpointDetailApi(ApiView):
+    @extend_schema(
+        responses={200: EndpointOutput, **errors()},
+        operation_id="webhook_endpoints_get",
+        tags=TAGS,
+        description="One endpoint of your organization (no secret). A deleted endpoint is 404.",
+    )
+    def get(self, request, endpointId: str):
+        endpoint = selectors.endpoint_get(organization=self.organization, endpoint_id=endpointId)
+        return Response(EndpointOutput(endpoint).data)
+
+    @extend_schema(
+        responses={200: DeletedOutput, **errors()},
+        operation_id="webhook_endpoints_delete",
+        tags=TAGS,
+        description="Delete the endpoint: nothing more is sent to it, including retries already queued. "
+        "Afterwards the id answers 404 (a repeated DELETE too).",
+    )
+    def delete(self, request, endpointId: str):
+        endpoint = selectors.endpoint_get(organization=self.organization, endpoint_id=endpointId)
+        services.endpoint_delete(endpoint_id=endpoint.pk)
+        return Response(DeletedOutput({"id": endpoint.pk, "deleted": True}).data)
+
+
+class EndpointRotateSecretApi(SecretRevealingApiView):
+    @extend_schema(
+        request=None,
+        responses={200: EndpointWithSecretOutput, **errors(400)},
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="webhook_endpoints_rotate_secret",
+        tags=TAGS,
+        description="Issue a new signing secret, shown only in this response. For the next 24 hours every "
+        "request is signed with both the new and the previous secret (`Layers-Signature: t=…,v1=<new>,v1=<old>`), "
+        "so you can deploy the new secret without rejecting deliveries; then only the new one signs. Rotating "
+        "again within the 24 hours drops the oldest secret at once.",
+    )
+    def post(self, request, endpointId: str):
+        endpoint = selectors.endpoint_get(organization=self.organization, endpoint_id=endpointId)
+        endpoint, secret = services.endpoint_rotate_secret(endpoint_id=endpoint.pk)
+        return Response(_with_secret(endpoint, secret))

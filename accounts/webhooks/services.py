@@ -1,0 +1,542 @@
+"""State changes of webhooks: endpoints (create, rotate the secret, delete, disable / enable), the fan-out
+of committed outbox events into deliveries, and the relay that claims, signs, sends and records them.
+
+Delivery is at least once. A delivery is claimed in a short transaction (status `sending`, a lease, the
+attempt number as claim token), sent with no transaction open, and its result recorded in another short
+transaction — by the claimant only. A relay killed between sending and recording leaves the claim to
+expire; the next tick sends again with the same event id and body, and the partner dedups by event id."""
+
+import email.utils
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import httpx
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from rest_framework import serializers
+
+from accounts import crypto
+from accounts.models import Event, Organization
+from accounts.services import EVENT_TYPES
+from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
+from config.api.errors import Conflict, Validation
+from config.netguard import UnsafeURL, assert_public_url
+
+log = logging.getLogger(__name__)
+
+SECRET_PREFIX = "whsec_"
+# Both secrets sign for this long after a rotation, so a partner can deploy the new one without a gap.
+ROTATION_OVERLAP = timedelta(hours=24)
+# Retries: 1 min after the first failure, ×3 each time, capped at 12 h, ±10 % jitter so that many
+# deliveries failing together (a partner outage) do not come back in lockstep; the last attempt is made
+# when the window closes, 3 days after the first attempt. Documented for partners in apis.py / README.
+RETRY_WINDOW = timedelta(days=3)
+FIRST_RETRY_DELAY = timedelta(minutes=1)
+RETRY_FACTOR = 3
+MAX_RETRY_DELAY = timedelta(hours=12)
+RETRY_JITTER = 0.10
+# A Retry-After asking for more than this is capped (a receiver cannot park a delivery for days).
+MAX_RETRY_AFTER = timedelta(hours=12)
+# The on-commit hook normally fans an event out within milliseconds; the periodic sweep leaves it this
+# much head start before doing it itself (doing it twice would be harmless, only wasted work).
+FANOUT_GRACE = timedelta(seconds=30)
+CLAIM_BATCH = 200
+USER_AGENT = "Layers-Webhooks/1.0"
+
+_timestamp_field = serializers.DateTimeField()
+
+
+# --- Endpoints ---------------------------------------------------------------------------------------
+
+
+def allow_private() -> bool:
+    """Whether plain-http and private / loopback destinations are allowed (dev and tests only)."""
+    value = getattr(settings, "LAYERS_WEBHOOK_ALLOW_PRIVATE", None)
+    return settings.LAYERS_ALLOW_PRIVATE_FETCH if value is None else bool(value)
+
+
+def _check_destination(url: str) -> None:
+    """Raise UnsafeURL unless `url` is somewhere we may POST to. Checked at creation and again before every
+    attempt, because what a host name resolves to can change after the endpoint was created."""
+    private_ok = allow_private()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise UnsafeURL("not a valid URL")
+    if parts.scheme != "https" and not (private_ok and parts.scheme == "http"):
+        raise UnsafeURL("the URL must use https")
+    if not parts.hostname:
+        raise UnsafeURL("the URL must be absolute")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeURL("credentials in the URL are not allowed; verify the Layers-Signature header instead")
+    if parts.fragment:
+        raise UnsafeURL("the URL must not have a fragment")
+    assert_public_url(url, allow_private=private_ok)
+
+
+def _clean_events(events) -> list[str]:
+    """The subscribed types in the order given, duplicates dropped; Validation for unknown or none."""
+    if not isinstance(events, list | tuple) or not events:
+        raise Validation({"events": ["List at least one event type."]})
+    out: list[str] = []
+    for index, type_ in enumerate(events):
+        if type_ not in EVENT_TYPES:
+            raise Validation({f"events.{index}": [f"Unknown event type; one of: {', '.join(sorted(EVENT_TYPES))}."]})
+        if type_ not in out:
+            out.append(type_)
+    return out
+
+
+def _new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def endpoint_create(*, organization: Organization, url: str, events) -> tuple[WebhookEndpoint, str]:
+    """Subscribe `url` to `events` for `organization`. Returns (endpoint, secret): the secret exists in
+    plaintext only in this return value. Raises Validation (422) for an unknown or empty event list and for
+    a URL that is not https or points at a private, loopback, link-local or metadata address."""
+    events = _clean_events(events)
+    url = (url or "").strip()
+    try:
+        _check_destination(url)
+    except UnsafeURL as exc:
+        raise Validation({"url": [str(exc).capitalize() + "."]})
+    secret = _new_secret()
+    endpoint = WebhookEndpoint.objects.create(
+        organization=organization, url=url, events=events, secret_enc=crypto.encrypt(secret)
+    )
+    return endpoint, secret
+
+
+def endpoint_rotate_secret(*, endpoint_id: str) -> tuple[WebhookEndpoint, str]:
+    """Give the endpoint a new secret. Returns (endpoint, new secret). The secret it replaces keeps signing
+    next to the new one for ROTATION_OVERLAP; a secret replaced earlier than that stops signing now."""
+    now = timezone.now()
+    secret = _new_secret()
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id, deleted_at__isnull=True)
+        endpoint.previous_secret_enc = endpoint.secret_enc
+        endpoint.previous_secret_expires_at = now + ROTATION_OVERLAP
+        endpoint.secret_enc = crypto.encrypt(secret)
+        endpoint.secret_rotated_at = now
+        endpoint.save(
+            update_fields=["previous_secret_enc", "previous_secret_expires_at", "secret_enc", "secret_rotated_at"]
+        )
+    return endpoint, secret
+
+
+def _cancel_open_deliveries(endpoint_id: str, reason: str) -> int:
+    """Stop every delivery of the endpoint that has not finished. An in-flight send may still complete, but
+    its result is then discarded (its claim is no longer current)."""
+    return WebhookDelivery.objects.filter(
+        endpoint_id=endpoint_id, status__in=[WebhookDelivery.Status.PENDING, WebhookDelivery.Status.SENDING]
+    ).update(status=WebhookDelivery.Status.CANCELED, lease_until=None, next_attempt_at=None, last_error=reason)
+
+
+def endpoint_delete(*, endpoint_id: str) -> WebhookEndpoint:
+    """Delete the endpoint (the row stays, hidden, for the deliveries' history) and cancel its unfinished
+    deliveries. Repeating is a no-op."""
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
+        if endpoint.deleted_at is None:
+            endpoint.deleted_at = timezone.now()
+            endpoint.save(update_fields=["deleted_at"])
+            _cancel_open_deliveries(endpoint.pk, "endpoint deleted")
+    return endpoint
+
+
+def endpoint_disable(*, endpoint_id: str, reason: str, actor=None) -> WebhookEndpoint:
+    """Stop delivering to the endpoint (`reason`: "gone" after a 410, "staff" from the admin) and cancel its
+    unfinished deliveries. Returns early when it is already disabled."""
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
+        if endpoint.status == WebhookEndpoint.Status.DISABLED:
+            return endpoint
+        endpoint.status = WebhookEndpoint.Status.DISABLED
+        endpoint.disabled_reason = reason
+        endpoint.disabled_at = timezone.now()
+        endpoint.save(update_fields=["status", "disabled_reason", "disabled_at"])
+        canceled = _cancel_open_deliveries(endpoint.pk, f"endpoint disabled ({reason})")
+    log.info("webhook endpoint %s disabled (%s) by %s; %d deliveries canceled", endpoint.pk, reason, actor, canceled)
+    return endpoint
+
+
+def endpoint_enable(*, endpoint_id: str, actor=None) -> WebhookEndpoint:
+    """Deliver to the endpoint again, from the next event on (canceled deliveries stay canceled; staff can
+    resend them one by one). Returns early when it is already active. Raises Conflict for a deleted one."""
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
+        if endpoint.deleted_at is not None:
+            raise Conflict("A deleted endpoint cannot be enabled.", code="ENDPOINT_DELETED")
+        if endpoint.status == WebhookEndpoint.Status.ACTIVE:
+            return endpoint
+        endpoint.status = WebhookEndpoint.Status.ACTIVE
+        endpoint.disabled_reason = ""
+        endpoint.disabled_at = None
+        endpoint.save(update_fields=["status", "disabled_reason", "disabled_at"])
+    log.info("webhook endpoint %s enabled by %s", endpoint.pk, actor)
+    return endpoint
+
+
+# --- Fan-out -----------------------------------------------------------------------------------------
+
+
+def event_body(event: Event) -> str:
+    """The JSON a delivery sends: the event as GET /v1/events shows it. Built once per delivery and stored,
+    so every attempt sends (and signs) the same bytes."""
+    payload = {
+        "id": event.pk,
+        "type": event.type,
+        "createdAt": _timestamp_field.to_representation(event.created_at),
+        "data": event.data,
+    }
+    return json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_fan_out(*, event_id: str) -> list[str]:
+    """Create one pending delivery, due now, per live endpoint of the event's organization that subscribes
+    to its type and existed when the event happened. Safe to call any number of times: the first committed
+    call wins (WebhookFanout marker), later ones return []. Returns the ids of the deliveries created and
+    queues their first attempt after commit."""
+    from accounts.webhooks.tasks import webhook_deliver
+
+    event = Event.objects.filter(pk=event_id).first()
+    if event is None:
+        return []
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                # Concurrent fan-outs of one event serialize on this primary key; the loser stops here.
+                marker = WebhookFanout.objects.create(event=event)
+        except IntegrityError:
+            return []
+        endpoints = [
+            endpoint
+            for endpoint in WebhookEndpoint.objects.filter(
+                organization_id=event.organization_id,
+                status=WebhookEndpoint.Status.ACTIVE,
+                deleted_at__isnull=True,
+                created_at__lte=event.created_at,
+            )
+            # Filtered here rather than with a JSON lookup: `contains` on JSON is not portable to SQLite.
+            if event.type in endpoint.events
+        ]
+        if not endpoints:
+            return []
+        body, now = event_body(event), timezone.now()
+        WebhookDelivery.objects.bulk_create(
+            [WebhookDelivery(endpoint=e, event=event, body=body, next_attempt_at=now) for e in endpoints],
+            ignore_conflicts=True,  # a marker removed by hand must not make a second fan-out crash
+        )
+        ids = list(
+            WebhookDelivery.objects.filter(
+                event=event, endpoint__in=endpoints, status=WebhookDelivery.Status.PENDING, attempts=0
+            ).values_list("pk", flat=True)
+        )
+        marker.deliveries = len(ids)
+        marker.save(update_fields=["deliveries"])
+        transaction.on_commit(lambda: [_enqueue(webhook_deliver, pk) for pk in ids])
+    return ids
+
+
+def events_fan_out_missed(*, limit: int = 500) -> int:
+    """Fan out the events whose fan-out never committed (the worker died, the broker was down). Only the
+    organizations with a live endpoint can have deliveries, which keeps this on the (organization,
+    created_at) index; events older than the retry window are past saving. Returns how many were fanned out."""
+    now = timezone.now()
+    org_ids = set(
+        WebhookEndpoint.objects.filter(status=WebhookEndpoint.Status.ACTIVE, deleted_at__isnull=True).values_list(
+            "organization_id", flat=True
+        )
+    )
+    if not org_ids:
+        return 0
+    event_ids = list(
+        Event.objects.filter(
+            organization_id__in=org_ids,
+            created_at__gte=now - RETRY_WINDOW,
+            created_at__lte=now - FANOUT_GRACE,
+            webhook_fanout__isnull=True,
+        )
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for event_id in event_ids:
+        event_fan_out(event_id=event_id)
+    return len(event_ids)
+
+
+# --- Relay: claim, send, record ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    delivery_id: str
+    attempt: int
+
+
+def _claimable(now) -> Q:
+    # Due pending rows, and rows whose claimant died (lease expired without a recorded result).
+    return Q(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now) | Q(
+        status=WebhookDelivery.Status.SENDING, lease_until__lt=now
+    )
+
+
+def _claim(queryset, *, limit: int) -> list[Claim]:
+    now = timezone.now()
+    claims = []
+    with transaction.atomic():
+        # SKIP LOCKED: concurrent relays (tick and on-commit tasks) take disjoint rows instead of waiting.
+        rows = list(
+            queryset.filter(_claimable(now))
+            .select_for_update(skip_locked=True)
+            .order_by("next_attempt_at", "pk")[:limit]
+        )
+        for row in rows:
+            if row.status == WebhookDelivery.Status.SENDING:
+                WebhookDeliveryAttempt.objects.filter(
+                    delivery=row, number=row.attempts, finished_at__isnull=True
+                ).update(finished_at=now, error="no result recorded: the relay stopped mid-attempt; sent again")
+            row.status = WebhookDelivery.Status.SENDING
+            row.attempts += 1
+            row.lease_until = now + settings.LAYERS_WEBHOOK_LEASE
+            row.first_attempt_at = row.first_attempt_at or now
+            row.give_up_at = row.give_up_at or now + RETRY_WINDOW
+            row.last_attempt_at = now
+            row.save(
+                update_fields=[
+                    "status",
+                    "attempts",
+                    "lease_until",
+                    "first_attempt_at",
+                    "give_up_at",
+                    "last_attempt_at",
+                ]
+            )
+            WebhookDeliveryAttempt.objects.create(delivery=row, number=row.attempts, started_at=now)
+            claims.append(Claim(row.pk, row.attempts))
+    return claims
+
+
+def deliveries_claim_due(*, limit: int = CLAIM_BATCH) -> list[Claim]:
+    """Claim up to `limit` deliveries that are due (or whose claimant died) for sending."""
+    return _claim(WebhookDelivery.objects.all(), limit=limit)
+
+
+def delivery_claim(*, delivery_id: str) -> Claim | None:
+    """Claim this delivery if it is due and nobody holds it; None otherwise."""
+    claims = _claim(WebhookDelivery.objects.filter(pk=delivery_id), limit=1)
+    return claims[0] if claims else None
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """The nominal wait after failed attempt number `attempt` (1-based), before jitter."""
+    return min(FIRST_RETRY_DELAY * RETRY_FACTOR ** (attempt - 1), MAX_RETRY_DELAY)
+
+
+def parse_retry_after(value: str | None, *, now: datetime) -> timedelta | None:
+    """Retry-After as delay-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return timedelta(seconds=min(int(value), int(MAX_RETRY_AFTER.total_seconds())))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(when - now, timedelta(0))
+
+
+def next_attempt_time(*, attempt: int, now: datetime, give_up_at: datetime, retry_after: timedelta | None) -> datetime:
+    """When to try again after failed attempt `attempt`: the jittered backoff, or later if the receiver
+    asked for it with Retry-After (never earlier than either), and never after the window closes."""
+    delay = retry_delay(attempt) * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)  # noqa: S311 - jitter
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return min(now + delay, give_up_at)
+
+
+def signature_header(*, secrets_: list[str], timestamp: int, body: bytes) -> str:
+    """`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, one v1 per signing secret."""
+    signed = f"{timestamp}.".encode() + body
+    parts = [f"t={timestamp}"]
+    parts += [f"v1={hmac.new(s.encode(), signed, hashlib.sha256).hexdigest()}" for s in secrets_]
+    return ",".join(parts)
+
+
+def _refuse_inside_a_transaction() -> None:
+    if transaction.get_connection().in_atomic_block:
+        raise RuntimeError("webhook sends make a network call and must not run inside a transaction")
+
+
+def _enqueue(task, *args) -> None:
+    """Queue a task after commit; a broker failure is logged, not raised (the row is committed and due,
+    and the relay tick claims it), so it never turns a committed change into an error."""
+    try:
+        task.delay(*args)
+    except Exception:  # noqa: BLE001
+        log.warning("could not queue %s%r; the relay tick will pick it up", task.name, args, exc_info=True)
+
+
+@dataclass(frozen=True)
+class _Result:
+    status_code: int | None = None
+    error: str = ""
+    retry_after: str | None = None
+
+
+def _post(url: str, *, body: bytes, headers: dict) -> _Result:
+    """One POST, no redirects followed (a 3xx is a failure: its Location is never requested), the response
+    body never read (a receiver cannot make us download anything)."""
+    timeout = settings.LAYERS_WEBHOOK_TIMEOUT
+    try:
+        # trust_env=False: no proxy from the environment, so the address checked is the one we connect to.
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client,
+            client.stream("POST", url, content=body, headers=headers) as response,
+        ):
+            return _Result(status_code=response.status_code, retry_after=response.headers.get("retry-after"))
+    except httpx.TimeoutException as exc:
+        return _Result(error=f"timeout ({type(exc).__name__})")
+    except httpx.HTTPError as exc:
+        return _Result(error=f"{type(exc).__name__}: {exc}"[:500])
+
+
+def delivery_send(*, delivery_id: str, attempt: int) -> str:
+    """Send claimed attempt `attempt` of the delivery and record its result. Returns the outcome:
+    "delivered", "retry", "failed", "gone" (410: endpoint disabled), "canceled" (endpoint no longer live),
+    or "skipped" when the claim is not current (already recorded, canceled, or taken over after its lease).
+
+    Never called inside a transaction: the network call must not hold database locks."""
+    _refuse_inside_a_transaction()
+    delivery = WebhookDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
+    if delivery is None or delivery.status != WebhookDelivery.Status.SENDING or delivery.attempts != attempt:
+        return "skipped"
+    endpoint = delivery.endpoint
+    if not endpoint.is_live:
+        return _record(delivery_id, attempt, _Result(error="endpoint no longer active"), cancel=True)
+    now = timezone.now()
+    try:
+        _check_destination(endpoint.url)
+    except UnsafeURL as exc:
+        return _record(delivery_id, attempt, _Result(error=f"refused: {exc}"))
+    body = delivery.body.encode()
+    timestamp = int(now.timestamp())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "Layers-Signature": signature_header(secrets_=endpoint.signing_secrets(now), timestamp=timestamp, body=body),
+        "Layers-Event-Id": delivery.event_id,
+        "Layers-Delivery-Id": delivery.pk,
+        "Layers-Delivery-Attempt": str(attempt),
+    }
+    return _record(delivery_id, attempt, _post(endpoint.url, body=body, headers=headers))
+
+
+def _record(delivery_id: str, attempt: int, result: _Result, *, cancel: bool = False) -> str:
+    now = timezone.now()
+    with transaction.atomic():
+        delivery = (
+            WebhookDelivery.objects.select_for_update()
+            .filter(pk=delivery_id, status=WebhookDelivery.Status.SENDING, attempts=attempt)
+            .first()
+        )
+        if delivery is None:
+            return "skipped"  # canceled meanwhile, or our lease expired and another relay took over
+        code = result.status_code
+        error = result.error or ("" if code is None or 200 <= code < 300 else f"HTTP {code}")
+        WebhookDeliveryAttempt.objects.filter(delivery=delivery, number=attempt).update(
+            finished_at=now, status_code=code, error=error[:500]
+        )
+        delivery.last_status_code, delivery.last_error = code, error[:500]
+        delivery.lease_until = None
+        if cancel:
+            delivery.status, delivery.next_attempt_at, outcome = WebhookDelivery.Status.CANCELED, None, "canceled"
+        elif code is not None and 200 <= code < 300:
+            delivery.status, delivery.delivered_at, delivery.next_attempt_at = (
+                WebhookDelivery.Status.DELIVERED,
+                now,
+                None,
+            )
+            outcome = "delivered"
+        elif code == 410:
+            delivery.status, delivery.failed_at, delivery.next_attempt_at = WebhookDelivery.Status.FAILED, now, None
+            delivery.last_error = "HTTP 410: the endpoint is gone and was disabled"
+            outcome = "gone"
+        elif now >= delivery.give_up_at:
+            delivery.status, delivery.failed_at, delivery.next_attempt_at = WebhookDelivery.Status.FAILED, now, None
+            outcome = "failed"
+        else:
+            delivery.status = WebhookDelivery.Status.PENDING
+            delivery.next_attempt_at = next_attempt_time(
+                attempt=attempt,
+                now=now,
+                give_up_at=delivery.give_up_at,
+                retry_after=parse_retry_after(result.retry_after, now=now),
+            )
+            outcome = "retry"
+        delivery.save(
+            update_fields=[
+                "status",
+                "last_status_code",
+                "last_error",
+                "lease_until",
+                "next_attempt_at",
+                "delivered_at",
+                "failed_at",
+            ]
+        )
+    if outcome == "gone":
+        # The receiver says the URL is gone for good: stop everything else queued for it too. Done after the
+        # delivery's transaction so that locks are always taken endpoint first, then deliveries (no deadlock
+        # with a concurrent disable); if we die in between, the next delivery's 410 disables it.
+        endpoint_disable(endpoint_id=delivery.endpoint_id, reason=WebhookEndpoint.DisabledReason.GONE)
+    if outcome in ("failed", "gone"):
+        log.warning("webhook delivery %s %s after %d attempts: %s", delivery_id, outcome, attempt, error)
+    return outcome
+
+
+def delivery_deliver(*, delivery_id: str) -> str:
+    """Claim the delivery if it is due and send it (the on-commit path of a fresh delivery or a resend)."""
+    _refuse_inside_a_transaction()
+    claim = delivery_claim(delivery_id=delivery_id)
+    if claim is None:
+        return "skipped"
+    return delivery_send(delivery_id=claim.delivery_id, attempt=claim.attempt)
+
+
+def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:
+    """Staff: send the delivery again now, with a fresh 3-day retry window (any status but in flight).
+    Raises Conflict when its endpoint is disabled or deleted, or while an attempt is in flight."""
+    from accounts.webhooks.tasks import webhook_deliver
+
+    now = timezone.now()
+    with transaction.atomic():
+        delivery = WebhookDelivery.objects.select_for_update().select_related("endpoint").get(pk=delivery_id)
+        if not delivery.endpoint.is_live:
+            raise Conflict("The endpoint is disabled or deleted; enable it first.", code="ENDPOINT_NOT_ACTIVE")
+        if delivery.status == WebhookDelivery.Status.SENDING and delivery.lease_until and delivery.lease_until > now:
+            raise Conflict("An attempt is in flight; try again in a few minutes.", code="DELIVERY_IN_FLIGHT")
+        delivery.status = WebhookDelivery.Status.PENDING
+        delivery.next_attempt_at = now
+        delivery.give_up_at = None
+        delivery.lease_until = None
+        delivery.failed_at = None
+        delivery.save(update_fields=["status", "next_attempt_at", "give_up_at", "lease_until", "failed_at"])
+        transaction.on_commit(lambda: _enqueue(webhook_deliver, delivery.pk))
+    log.info("webhook delivery %s resent by %s", delivery_id, actor)
+    return delivery

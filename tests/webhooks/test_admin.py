@@ -1,0 +1,109 @@
+"""Back-office screens for webhooks: endpoints (never their secret) and deliveries with their attempts;
+actions resend a delivery and disable / enable an endpoint through the services."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from accounts.webhooks.models import WebhookDelivery, WebhookEndpoint
+from tests.webhooks.helpers import create_endpoint, delivery_of, record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ENDPOINTS = "/admin/webhooks/webhookendpoint/"
+DELIVERIES = "/admin/webhooks/webhookdelivery/"
+
+
+@pytest.fixture
+def staff_client() -> Client:
+    user = get_user_model().objects.create_user(username="ops", password="x" * 20, is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def action(client: Client, url: str, name: str, ids: list[str]):
+    response = client.post(url, {"action": name, "_selected_action": ids})
+    assert response.status_code == 302, response.content[:500]
+    return response
+
+
+def test_endpoint_pages_list_the_endpoint_and_never_show_its_secret(owner, staff_client, receivers):
+    endpoint = create_endpoint(owner, receivers().url())
+    row = WebhookEndpoint.objects.get(pk=endpoint["id"])
+
+    listing = staff_client.get(ENDPOINTS).content.decode()
+    detail = staff_client.get(f"{ENDPOINTS}{endpoint['id']}/change/").content.decode()
+
+    assert endpoint["url"] in listing and "Acme" in listing and "social_account.connected" in listing
+    assert endpoint["url"] in detail
+    for page in (listing, detail):
+        assert endpoint["secret"] not in page
+        assert row.secret_enc not in page
+
+
+def test_disable_and_enable_actions_stop_and_resume_deliveries(owner, staff_client, receivers):
+    receiver = receivers(respond=lambda r: (500, {}))
+    endpoint = create_endpoint(owner, receiver.url())
+    waiting = delivery_of(record(owner, n=1), endpoint)
+
+    action(staff_client, ENDPOINTS, "disable_endpoints", [endpoint["id"]])
+
+    row = WebhookEndpoint.objects.get(pk=endpoint["id"])
+    assert (row.status, row.disabled_reason) == ("disabled", "staff")
+    waiting.refresh_from_db()
+    assert waiting.status == "canceled"
+    record(owner, n=2)
+    assert len(receiver.requests) == 1
+
+    action(staff_client, ENDPOINTS, "enable_endpoints", [endpoint["id"]])
+
+    assert WebhookEndpoint.objects.get(pk=endpoint["id"]).status == "active"
+    record(owner, n=3)
+    assert len(receiver.requests) == 2
+
+
+def test_resend_sends_a_failed_delivery_again_now_with_the_same_event(owner, staff_client, receivers):
+    answers = iter([500])
+    receiver = receivers(respond=lambda r: (next(answers, 200), {}))
+    endpoint = create_endpoint(owner, receiver.url())
+    event = record(owner)
+    delivery = delivery_of(event, endpoint)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(status="failed", next_attempt_at=None)  # gave up
+
+    action(staff_client, DELIVERIES, "resend", [delivery.pk])
+
+    first, resent = receiver.requests
+    assert resent.headers["layers-event-id"] == first.headers["layers-event-id"] == event.pk
+    assert resent.body == first.body
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 2, 200)
+
+
+def test_resend_refuses_a_delivery_of_a_disabled_endpoint(owner, staff_client, receivers):
+    receiver = receivers(respond=lambda r: (500, {}))
+    endpoint = create_endpoint(owner, receiver.url())
+    delivery = delivery_of(record(owner), endpoint)
+    action(staff_client, ENDPOINTS, "disable_endpoints", [endpoint["id"]])
+
+    response = action(staff_client, DELIVERIES, "resend", [delivery.pk])
+
+    assert "enable it first" in staff_client.get(response["Location"]).content.decode()
+    delivery.refresh_from_db()
+    assert delivery.status == "canceled"
+    assert len(receiver.requests) == 1
+
+
+def test_delivery_pages_show_attempts_status_and_errors_and_filter_by_status(owner, staff_client, receivers):
+    receiver = receivers(respond=lambda r: (503, {}))
+    endpoint = create_endpoint(owner, receiver.url())
+    delivery = delivery_of(record(owner), endpoint)
+
+    detail = staff_client.get(f"{DELIVERIES}{delivery.pk}/change/").content.decode()
+    pending = staff_client.get(f"{DELIVERIES}?status__exact=pending").content.decode()
+    delivered = staff_client.get(f"{DELIVERIES}?status__exact=delivered").content.decode()
+    by_endpoint = staff_client.get(f"{DELIVERIES}?endpoint__id__exact={endpoint['id']}").content.decode()
+
+    assert "HTTP 503" in detail and "503" in detail and "attempt" in detail.lower()
+    assert delivery.pk in pending and delivery.pk in by_endpoint
+    assert delivery.pk not in delivered
