@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from accounts import selectors, services
 from accounts.serializers import SocialAccountOutput
 from config.api.errors import Validation
-from config.api.pagination import paginate
+from config.api.pagination import paginate, parse_filters
 from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
 from config.api.views import ApiView
 
@@ -41,6 +41,10 @@ class ProjectDetailApi(ApiView):
         return Response(ProjectOutput(project).data)
 
 
+class EventFilters(serializers.Serializer):
+    type = serializers.CharField(max_length=64, required=False)
+
+
 class EventListApi(ApiView):
     @list_schema(
         EventOutput,
@@ -51,7 +55,8 @@ class EventListApi(ApiView):
         description="Recent events of your organization, newest first, for polling and replay.",
     )
     def get(self, request):
-        qs = selectors.event_list(organization=self.organization, type=request.query_params.get("type"))
+        filters = parse_filters(request, EventFilters)
+        qs = selectors.event_list(organization=self.organization, type=filters.get("type"))
         return paginate(request, qs, lambda rows: EventOutput(rows, many=True).data)
 
 
@@ -211,10 +216,11 @@ class SocialAccountListApi(ApiView):
     )
     def get(self, request, projectId: str):
         project = selectors.project_get(organization=self.organization, project_id=projectId)
-        filters = SocialAccountFilters(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        qs = selectors.social_account_list(organization=self.organization, project=project, **filters.validated_data)
-        return paginate(request, qs, lambda rows: SocialAccountOutput(rows, many=True).data)
+        filters = parse_filters(request, SocialAccountFilters)
+        qs = selectors.social_account_list(organization=self.organization, project=project, **filters)
+        return paginate(
+            request, qs, lambda rows: SocialAccountOutput(selectors.with_layer_refs(rows), many=True).data
+        )
 
 
 class SocialAccountFilters(serializers.Serializer):

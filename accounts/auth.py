@@ -1,4 +1,7 @@
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.mfa.adapter import DefaultMFAAdapter
+
+from accounts import crypto
 
 
 class StaffOnlyAccountAdapter(DefaultAccountAdapter):
@@ -6,3 +9,16 @@ class StaffOnlyAccountAdapter(DefaultAccountAdapter):
 
     def is_open_for_signup(self, request):
         return False
+
+
+class StaffMFAAdapter(DefaultMFAAdapter):
+    """Staff TOTP secrets and recovery-code seeds are encrypted at rest like platform tokens (same keys,
+    rotated by `manage.py rotate_token_keys`), so a database dump holds no second factor either."""
+
+    def encrypt(self, text: str) -> str:
+        return crypto.encrypt(text)
+
+    def decrypt(self, encrypted_text: str) -> str:
+        if not crypto.looks_encrypted(encrypted_text):
+            return encrypted_text  # stored in clear before this adapter was configured
+        return crypto.decrypt(encrypted_text) or ""  # a removed key: the factor no longer verifies

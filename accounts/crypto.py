@@ -48,3 +48,23 @@ def rotate(ciphertext: str | None) -> str:
     if not ciphertext:
         return ""
     return _fernet(_keys()).rotate(ciphertext.encode()).decode()
+
+
+def is_current(ciphertext: str) -> bool:
+    """Whether the first key alone decrypts `ciphertext`: nothing to rotate, and it survives the removal of
+    every other key."""
+    try:
+        Fernet(_keys()[0].encode()).decrypt(ciphertext.encode())
+    except InvalidToken:
+        return False
+    return True
+
+
+def looks_encrypted(value: str) -> bool:
+    """A Fernet token (version byte 0x80, base64url: "gAAAAA…"). Base32 TOTP secrets and hex seeds, which
+    allauth stored in clear before our MFA adapter encrypted them, never start like this."""
+    return value.startswith("gAAAAA")
+
+
+def key_count() -> int:
+    return len(_keys())

@@ -23,15 +23,35 @@ def event_list(*, organization, type: str | None = None):
     return qs
 
 
+# What a listed account's representation reads (and the pagination's created_at): tokens and token
+# bookkeeping are left in the table, which also halves the cost of reading a page.
+LIST_FIELDS = (
+    "id",
+    "project_id",
+    "platform",
+    "kind",
+    "status",
+    "avatar_url",
+    "connected_at",
+    "reauth_required_at",
+    "disconnected_at",
+    "created_at",
+    "identity",
+    "identity__handle",
+    "identity__display_name",
+)
+
+
 def social_account_list(*, organization, project, platform=None, kind=None, status=None):
-    """Live accounts of a project (disconnected accounts never appear in lists)."""
+    """Live accounts of a project (disconnected accounts never appear in lists). Pass the page through
+    with_layer_refs() before serializing it."""
     from accounts.models import SocialAccount
 
     qs = (
         SocialAccount.objects.filter(organization=organization, project=project)
         .exclude(status=SocialAccount.Status.DISCONNECTED)
         .select_related("identity")
-        .prefetch_related("layers")
+        .only(*LIST_FIELDS)
     )
     if platform:
         qs = qs.filter(platform=platform)
@@ -40,6 +60,26 @@ def social_account_list(*, organization, project, platform=None, kind=None, stat
     if status:
         qs = qs.filter(status=status)
     return qs
+
+
+def with_layer_refs(accounts: list) -> list:
+    """Set `layer_refs` ({"id", "kind", "name"} per layer, oldest first) on each account of a page, from one
+    query of plain values: a prefetch would build a model instance per layer (four per account)."""
+    from accounts.models import SocialAccount
+
+    refs: dict[str, list[dict]] = {account.pk: [] for account in accounts}
+    if refs:
+        layer_model = SocialAccount._meta.get_field("layers").related_model  # scheduling's Layer
+        rows = (
+            layer_model.objects.filter(social_account_id__in=refs)
+            .order_by("created_at", "pk")
+            .values_list("social_account_id", "pk", "kind", "name")
+        )
+        for account_id, layer_id, kind, name in rows:
+            refs[account_id].append({"id": layer_id, "kind": kind, "name": name})
+    for account in accounts:
+        account.layer_refs = refs[account.pk]
+    return accounts
 
 
 def social_account_get(*, organization, account_id: str):

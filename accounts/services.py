@@ -207,7 +207,6 @@ def oauth_session_start(
     allowlist (422 malformed / 403 not listed), store a single-use state valid for
     LAYERS_OAUTH_STATE_TTL, and build the platform's authorize URL.
     Raises Conflict ACCOUNT_DISCONNECTED / ACCOUNT_LEASED for a reauth of such an account."""
-    check_return_url(return_url, allowlist=api_key.allowed_return_domains)
     purpose = OAuthSession.Purpose.CONNECT
     if social_account is not None:
         purpose = OAuthSession.Purpose.REAUTH
@@ -215,6 +214,7 @@ def oauth_session_start(
             raise Conflict("This account is disconnected; connect it again instead.", code="ACCOUNT_DISCONNECTED")
         if social_account.kind == SocialAccount.Kind.LEASED:
             raise Conflict("Leased accounts are kept authorized by Layers.", code="ACCOUNT_LEASED")
+    check_return_url(return_url, allowlist=api_key.allowed_return_domains)
     session = OAuthSession.objects.create(
         organization_id=project.organization_id,
         project=project,
@@ -441,13 +441,14 @@ def social_account_revoke(*, account_id: str, actor=None) -> RevokeResult:
         account = SocialAccount.objects.select_for_update().get(pk=account_id)
         if account.status == SocialAccount.Status.DISCONNECTED:
             return RevokeResult(account=account, canceled_scheduled_posts=0, released=False)
+        # A leased account's token belongs to Layers' pool account: it goes back there, never revoked.
         token = account.access_token if account.kind == SocialAccount.Kind.CONNECTED else None
         account.status = SocialAccount.Status.DISCONNECTED
         account.disconnected_at = timezone.now()
+        canceled, released = _disconnect_effects(account=account, actor=actor)
         account.access_token_enc = account.refresh_token_enc = ""
         account.token_version += 1
         account.save()
-        canceled, released = _disconnect_effects(account=account, actor=actor)
         event_record(
             organization_id=account.organization_id,
             type="social_account.disconnected",
@@ -469,10 +470,12 @@ def social_account_revoke(*, account_id: str, actor=None) -> RevokeResult:
 def _disconnect_effects(*, account: SocialAccount, actor=None) -> tuple[int, bool]:
     """What other apps do when an account leaves its project, inside the revoke's transaction:
     (queued posts canceled, lease released)."""
+    from leasing.services import lease_release_for_account
     from scheduling.services import posts_cancel_for_account
 
     canceled = posts_cancel_for_account(account=account)
-    return canceled, False
+    released = lease_release_for_account(account=account, actor=actor) is not None
+    return canceled, released
 
 
 def social_account_mark_reauth_required(*, account_id: str, expected_version: int | None = None) -> bool:
@@ -616,6 +619,7 @@ def social_account_rehost_avatar(*, account_id: str) -> str | None:
             client=client,
             max_bytes=settings.LAYERS_AVATAR_MAX_BYTES,
             allowed_types=tuple(AVATAR_TYPES),
+            timeout=settings.LAYERS_AVATAR_TIMEOUT_SECONDS,
         )
     sniffed = next((t for magic, t in _MAGIC.items() if fetched.content.startswith(magic)), None)
     if sniffed != fetched.content_type:

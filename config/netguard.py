@@ -5,6 +5,7 @@ follow redirects blindly."""
 
 import ipaddress
 import socket
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -56,8 +57,11 @@ class Fetched:
 def fetch_limited(
     url: str, *, client: httpx.Client, max_bytes: int, allowed_types: tuple[str, ...], timeout: float = 10.0
 ) -> Fetched:
-    """GET `url` (no redirects) and return its body if its type is allowed and it fits in `max_bytes`."""
+    """GET `url` (no redirects) and return its body if its type is allowed, it fits in `max_bytes` and it
+    arrived within `timeout` seconds in all. Each network wait is bounded by `timeout` too, so a server that
+    answers nothing, or drips a byte at a time, is given up on after at most about twice that."""
     assert_public_url(url)
+    deadline = time.monotonic() + timeout
     try:
         with client.stream("GET", url, timeout=timeout, follow_redirects=False) as response:
             if response.status_code != 200:
@@ -73,6 +77,8 @@ def fetch_limited(
                 body.extend(chunk)
                 if len(body) > max_bytes:
                     raise FetchFailed("too large")
+                if time.monotonic() > deadline:
+                    raise FetchFailed("too slow")
             return Fetched(content=bytes(body), content_type=content_type)
     except httpx.HTTPError as exc:
         raise FetchFailed(type(exc).__name__)

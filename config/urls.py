@@ -31,6 +31,8 @@ api_v1 = [
     path("", include("accounts.urls")),
     path("", include("accounts.webhooks.urls")),
     path("", include("scheduling.urls")),
+    path("", include("leasing.urls")),
+    path("", include("billing.urls")),
 ]
 
 urlpatterns = [

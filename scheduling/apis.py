@@ -6,7 +6,7 @@ from rest_framework.response import Response
 
 from accounts import selectors as account_selectors
 from config.api.fields import AwareDateTimeField, StrictSerializer
-from config.api.pagination import paginate
+from config.api.pagination import paginate, parse_filters
 from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
 from config.api.views import ApiView
 from scheduling import selectors, services
@@ -77,6 +77,14 @@ class ContainerCreateApi(ApiView):
         parameters=[IDEMPOTENCY_PARAMETER],
         operation_id="content_create",
         tags=["content and scheduling"],
+        description=(
+            "Create a content container: the media and caption that scheduled posts publish. Layers never "
+            "downloads the `mediaUrls`: it hands them to the platform at publish time and the platform "
+            "fetches them (TikTok pulls the video from the URL, Instagram's servers fetch each item). So they "
+            "must stay publicly reachable over https until the posts are published; a URL the platform "
+            "cannot fetch fails the post with `MEDIA_INVALID`. No size or type check happens here beyond the "
+            "URL's shape and the number of URLs per mediaType."
+        ),
     )
     def post(self, request, projectId: str):
         project = account_selectors.project_get(organization=self.organization, project_id=projectId)
@@ -134,7 +142,7 @@ class ScheduledPostFilters(serializers.Serializer):
     status = serializers.ChoiceField(
         choices=["queued", "publishing", "published", "failed", "canceled"], required=False
     )
-    socialAccountId = serializers.CharField(required=False)
+    socialAccountId = serializers.CharField(max_length=64, required=False)
 
 
 class ScheduledPostListApi(ApiView):
@@ -150,13 +158,12 @@ class ScheduledPostListApi(ApiView):
     )
     def get(self, request, projectId: str):
         project = account_selectors.project_get(organization=self.organization, project_id=projectId)
-        filters = ScheduledPostFilters(data=request.query_params)
-        filters.is_valid(raise_exception=True)
+        filters = parse_filters(request, ScheduledPostFilters)
         qs = selectors.scheduled_post_list(
             organization=self.organization,
             project=project,
-            status=filters.validated_data.get("status"),
-            social_account_id=filters.validated_data.get("socialAccountId"),
+            status=filters.get("status"),
+            social_account_id=filters.get("socialAccountId"),
         )
         return paginate(request, qs, lambda rows: ScheduledPostOutput(rows, many=True).data)
 

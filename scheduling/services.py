@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 
 import httpx
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from accounts.models import SocialAccount
@@ -238,7 +238,9 @@ def post_retry(*, post_id: str, actor=None) -> ScheduledPost:
 # --- Dispatch and publish ---------------------------------------------------------------------------
 
 # A worker holds a claimed post this long; past it the resolver takes over (the worker is presumed dead).
-# Well above the longest publish (three platform calls, each with its own timeout).
+# Well above the longest publish (three platform calls, each with its own timeout). The lease starts at the
+# claim, so claimed posts must not wait long for a worker either: the dispatcher keeps at most
+# LAYERS_DISPATCH_MAX_WAITING of them waiting (posts_claimed_waiting), the rest stay queued in the table.
 CLAIM_LEASE = timedelta(minutes=5)
 MAX_ATTEMPTS = 5
 STATUS_POLL_FIRST = timedelta(seconds=2)
@@ -267,6 +269,14 @@ def posts_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[st
                 attempts=F("attempts") + 1,
             )
     return ids
+
+
+def posts_claimed_waiting() -> int:
+    """Claimed posts no worker has started yet (no platform call made, no publish id): the dispatcher's
+    backlog in the broker. Counted on the partial index of publishing rows."""
+    return ScheduledPost.objects.filter(
+        status=ScheduledPost.Status.PUBLISHING, publish_id="", publish_attempted_at__isnull=True
+    ).count()
 
 
 def posts_claim_for_resolution(*, now: datetime | None = None, limit: int = 500) -> list[str]:
@@ -315,42 +325,42 @@ def _client(platform: str):
     return get_client(platform)
 
 
-def _fail(post_id: str, code: str, message: str) -> bool:
+def _finish(post: ScheduledPost, *, event: str, **changes) -> bool:
+    """publishing → the final state in `changes`, recording `event` in the same transaction. Returns whether
+    it changed. The event carries the row as it is now: the row in memory with the same changes applied,
+    which is what a fresh read returns (the conditional update proves nobody else changed it meanwhile)."""
+    changes = {**changes, "claimed_until": None, "next_check_at": None}
+    with transaction.atomic():
+        updated = ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING).update(**changes)
+        if updated:
+            for field, value in changes.items():
+                setattr(post, field, value)
+            event_record(organization_id=post.organization_id, type=event, data=scheduled_post_data(post))
+    return bool(updated)
+
+
+def _fail(post: ScheduledPost, code: str, message: str) -> bool:
     """publishing → failed with an error, recording `scheduled_post.failed`. Returns whether it changed."""
-    with transaction.atomic():
-        updated = ScheduledPost.objects.filter(pk=post_id, status=ScheduledPost.Status.PUBLISHING).update(
-            status=ScheduledPost.Status.FAILED,
-            error_code=code,
-            error_message=message[:500],
-            claimed_until=None,
-            next_check_at=None,
-        )
-        if updated:
-            post = ScheduledPost.objects.get(pk=post_id)
-            event_record(
-                organization_id=post.organization_id, type="scheduled_post.failed", data=scheduled_post_data(post)
-            )
-    return bool(updated)
+    return _finish(
+        post,
+        event="scheduled_post.failed",
+        status=ScheduledPost.Status.FAILED,
+        error_code=code,
+        error_message=message[:500],
+    )
 
 
-def _published(post_id: str, *, external_id: str | None, external_url: str | None) -> bool:
-    with transaction.atomic():
-        updated = ScheduledPost.objects.filter(pk=post_id, status=ScheduledPost.Status.PUBLISHING).update(
-            status=ScheduledPost.Status.PUBLISHED,
-            published_at=timezone.now(),
-            external_id=external_id or "",
-            external_url=external_url or "",
-            error_code="",
-            error_message="",
-            claimed_until=None,
-            next_check_at=None,
-        )
-        if updated:
-            post = ScheduledPost.objects.get(pk=post_id)
-            event_record(
-                organization_id=post.organization_id, type="scheduled_post.published", data=scheduled_post_data(post)
-            )
-    return bool(updated)
+def _published(post: ScheduledPost, *, external_id: str | None, external_url: str | None) -> bool:
+    return _finish(
+        post,
+        event="scheduled_post.published",
+        status=ScheduledPost.Status.PUBLISHED,
+        published_at=timezone.now(),
+        external_id=external_id or "",
+        external_url=external_url or "",
+        error_code="",
+        error_message="",
+    )
 
 
 def _retry_later(post: ScheduledPost, exc: PlatformError) -> str:
@@ -358,7 +368,7 @@ def _retry_later(post: ScheduledPost, exc: PlatformError) -> str:
     with RATE_LIMITED / PLATFORM_UNAVAILABLE once MAX_ATTEMPTS are spent."""
     code = "RATE_LIMITED" if isinstance(exc, RateLimited) else "PLATFORM_UNAVAILABLE"
     if post.attempts >= MAX_ATTEMPTS:
-        _fail(post.pk, code, f"Gave up after {post.attempts} attempts: {exc}")
+        _fail(post, code, f"Gave up after {post.attempts} attempts: {exc}")
         return "failed"
     backoff = timedelta(seconds=exc.retry_after or min(30 * 2 ** (post.attempts - 1), 900))
     ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING).update(
@@ -377,27 +387,73 @@ class _LostClaim(Exception):
     """Another worker already reached the point of no return for this post."""
 
 
+def _publishing_posts(post_ids: list[str]) -> dict[str, ScheduledPost]:
+    """The posts with everything publishing needs, in one query, plus one for their accounts' layers
+    (`account_layers`: how many of the account's onboarding layers exist)."""
+    posts = {
+        post.pk: post
+        for post in ScheduledPost.objects.select_related("container", "social_account__identity").filter(
+            pk__in=post_ids
+        )
+    }
+    layer_counts = dict(
+        Layer.objects.filter(
+            social_account_id__in={post.social_account_id for post in posts.values()}, kind__in=ACCOUNT_LAYER_KINDS
+        )
+        .order_by()
+        .values("social_account_id")
+        .annotate(n=Count("pk"))
+        .values_list("social_account_id", "n")
+    )
+    for post in posts.values():
+        post.account_layers = layer_counts.get(post.social_account_id, 0)
+    return posts
+
+
 def post_publish(*, post_id: str) -> str:
     """Publish one claimed post. Returns the outcome ("published", "processing", "failed", "retrying",
     "skipped"). Safe to call twice: a post that is not `publishing`, or whose platform call already
-    happened, is handed to post_resolve instead of being posted again."""
-    post = (
-        ScheduledPost.objects.select_related("container", "social_account__identity", "project")
-        .filter(pk=post_id)
-        .first()
-    )
+    happened, is handed to post_resolve instead of being posted again.
+
+    Database work per post: the read, the two writes that make it at-most-once (the point of no return,
+    then the platform's publish id) and the final transition with its event."""
+    return _publish(_publishing_posts([post_id]).get(post_id))
+
+
+def posts_publish(*, post_ids: list[str]) -> dict[str, str]:
+    """post_publish for several claimed posts (a share of one dispatcher claim), one after the other, read
+    together. A post whose publish raised is reported as "error" and left `publishing`: the resolver takes it
+    over once its claim expires, and the others are not held up by it.
+
+    The rows are read once for the whole list, so the last post's account is as it was a few publishes
+    earlier. That window is of the same kind as the one every publish already has between its read and
+    its platform calls: the conditional updates keep the post itself exact, and the platform refuses a
+    token that was revoked meanwhile (CREDENTIAL_INVALID)."""
+    posts = _publishing_posts(post_ids)
+    outcomes = {}
+    for post_id in post_ids:
+        try:
+            outcomes[post_id] = _publish(posts.get(post_id))
+        except Exception:
+            log.exception("publishing %s raised; the resolver will settle it", post_id)
+            outcomes[post_id] = "error"
+            drop_broken_connection()  # the next posts of the list get a fresh connection if this one died
+    return outcomes
+
+
+def _publish(post: ScheduledPost | None) -> str:
     if post is None or post.status != ScheduledPost.Status.PUBLISHING:
         return "skipped"
     if post.publish_id or post.publish_attempted_at:
-        return post_resolve(post_id=post_id)
+        return _resolve(post)
     account = post.social_account
     if account.status == SocialAccount.Status.DISCONNECTED:
-        _fail(post.pk, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
+        _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
         return "failed"
     if account.status == SocialAccount.Status.REAUTH_REQUIRED:
-        _fail(post.pk, "CREDENTIAL_INVALID", "The account's authorization expired; it needs a reauth.")
+        _fail(post, "CREDENTIAL_INVALID", "The account's authorization expired; it needs a reauth.")
         return "failed"
-    if not account_has_layers(account=account):
+    if post.account_layers < len(ACCOUNT_LAYER_KINDS):
         layers_provision_for_account(account=account)
     if post.mode == ScheduledPost.Mode.MANAGED:
         return _dispatch_managed(post)
@@ -410,10 +466,12 @@ def post_publish(*, post_id: str) -> str:
     def mark_point_of_no_return():
         # Recorded (committed) right before the request that creates the post, so that a worker dying
         # during that request is recognised afterwards and the post is never sent a second time.
+        now = timezone.now()
         if not ScheduledPost.objects.filter(
             pk=post.pk, status=ScheduledPost.Status.PUBLISHING, publish_attempted_at__isnull=True
-        ).update(publish_attempted_at=timezone.now()):
+        ).update(publish_attempted_at=now):
             raise _LostClaim()
+        post.publish_attempted_at = now
         intent["marked"] = True
 
     try:
@@ -429,28 +487,57 @@ def post_publish(*, post_id: str) -> str:
     except _LostClaim:
         return "skipped"
     except TokenInvalid:
-        _fail(post.pk, "CREDENTIAL_INVALID", "The platform rejected the account's token; it needs a reauth.")
+        _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token; it needs a reauth.")
         social_account_mark_reauth_required(account_id=account.pk, expected_version=version)
         return "failed"
     except RequestRejected as exc:
-        _fail(post.pk, _rejection_code(exc.code, str(exc)), f"The platform refused the post: {exc.code or exc}")
+        _fail(post, _rejection_code(exc.code, str(exc)), f"The platform refused the post: {exc.code or exc}")
         return "failed"
     except (RateLimited, PlatformUnavailable) as exc:
         if exc.status is None and intent["marked"]:
             # No answer (timeout, dropped connection) to the request that creates the post: the platform may
             # have it. Posting again could post twice, so stop and say so; ops or the partner can retry.
             _fail(
-                post.pk,
+                post,
                 "PLATFORM_UNAVAILABLE",
                 "The platform did not answer the publish request; not retried automatically so that the post "
                 "cannot appear twice.",
             )
             return "failed"
         return _retry_later(post, exc)
-    ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING).update(
-        publish_id=result.publish_id, next_check_at=timezone.now() + STATUS_POLL_FIRST
-    )
-    return post_resolve(post_id=post.pk)
+    next_check_at = timezone.now() + STATUS_POLL_FIRST
+    if not _store_publish_id(post, publish_id=result.publish_id, next_check_at=next_check_at):
+        return "skipped"  # no longer ours (a resolver took it over): it settles the post
+    post.publish_id, post.next_check_at = result.publish_id, next_check_at
+    return _resolve(post)
+
+
+def drop_broken_connection() -> None:
+    """After an error outside any transaction: close the database connection if the server dropped it
+    (restart, failover, a killed backend), so that the next query opens a fresh one instead of failing."""
+    if not connection.in_atomic_block and connection.connection is not None and not connection.is_usable():
+        connection.close()
+
+
+def _store_publish_id(post: ScheduledPost, *, publish_id: str, next_check_at: datetime) -> int:
+    """Record the platform's publish id. The platform already has the post and this worker alone holds its
+    id, so a database connection dropped meanwhile must not lose it: reconnect once and write again (the
+    update is conditional, and writing the same id twice is harmless). Without the id the resolver could only
+    fail the post (outcome unknown)."""
+
+    def write() -> int:
+        return ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING).update(
+            publish_id=publish_id, next_check_at=next_check_at
+        )
+
+    try:
+        return write()
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block:
+            raise
+        log.warning("database connection lost while storing the publish id of %s; reconnecting", post.pk)
+        connection.close()
+        return write()
 
 
 FAIL_REASON_CODES = {"auth_removed": "CREDENTIAL_INVALID", "internal": "PLATFORM_UNAVAILABLE"}
@@ -468,12 +555,17 @@ def post_resolve(*, post_id: str) -> str:
     post = ScheduledPost.objects.select_related("container", "social_account__identity").filter(pk=post_id).first()
     if post is None or post.status != ScheduledPost.Status.PUBLISHING:
         return "skipped"
+    return _resolve(post)
+
+
+def _resolve(post: ScheduledPost) -> str:
+    """post_resolve on a post already read (with its container, account and identity)."""
     account = post.social_account
     now = timezone.now()
     if not post.publish_id:
         if post.publish_attempted_at:
             _fail(
-                post.pk,
+                post,
                 "PLATFORM_UNAVAILABLE",
                 "The worker stopped while the platform was being called; the outcome is unknown, so the post is "
                 "not sent again automatically.",
@@ -495,19 +587,19 @@ def post_resolve(*, post_id: str) -> str:
             caption=post.container.caption,
         )
     except TokenInvalid:
-        _fail(post.pk, "CREDENTIAL_INVALID", "The platform rejected the account's token while publishing.")
+        _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token while publishing.")
         social_account_mark_reauth_required(account_id=account.pk, expected_version=account.token_version)
         return "failed"
     except (RateLimited, PlatformUnavailable, RequestRejected):
         return _check_again(post, now)
     if status.state in ("published", "sent_to_inbox"):
-        _published(post.pk, external_id=status.external_id, external_url=status.external_url)
+        _published(post, external_id=status.external_id, external_url=status.external_url)
         return "published"
     if status.state == "failed":
         code = FAIL_REASON_CODES.get(status.fail_reason or "") or _rejection_code(
             status.fail_code or status.fail_reason
         )
-        _fail(post.pk, code, f"The platform could not publish the post: {status.fail_reason or status.fail_code}")
+        _fail(post, code, f"The platform could not publish the post: {status.fail_reason or status.fail_code}")
         return "failed"
     return _check_again(post, now)
 
@@ -515,7 +607,7 @@ def post_resolve(*, post_id: str) -> str:
 def _check_again(post: ScheduledPost, now: datetime) -> str:
     started = post.publish_attempted_at or post.updated_at
     if started and now - started > PUBLISH_GIVE_UP:
-        _fail(post.pk, "PLATFORM_UNAVAILABLE", "The platform did not finish processing the post within 24 hours.")
+        _fail(post, "PLATFORM_UNAVAILABLE", "The platform did not finish processing the post within 24 hours.")
         return "failed"
     waited = now - (post.publish_attempted_at or now)
     delay = min(max(STATUS_POLL_FIRST, waited / 4), STATUS_POLL_MAX)
@@ -533,7 +625,7 @@ def _dispatch_managed(post: ScheduledPost) -> str:
 
     provider = ManagedProvider.objects.filter(project_id=post.project_id, enabled=True).first()
     if provider is None:
-        _fail(post.pk, "PLATFORM_REJECTED", "The project's managed-distribution provider is not configured.")
+        _fail(post, "PLATFORM_REJECTED", "The project's managed-distribution provider is not configured.")
         return "failed"
     account, container = post.social_account, post.container
     body = json.dumps(
@@ -554,7 +646,7 @@ def _dispatch_managed(post: ScheduledPost) -> str:
     try:
         assert_public_url(provider.endpoint_url)
     except UnsafeURL as exc:
-        _fail(post.pk, "PLATFORM_REJECTED", f"The provider URL is not allowed: {exc}")
+        _fail(post, "PLATFORM_REJECTED", f"The provider URL is not allowed: {exc}")
         return "failed"
     headers = {
         "Content-Type": "application/json",
@@ -572,12 +664,12 @@ def _dispatch_managed(post: ScheduledPost) -> str:
         except ValueError:
             answer = {}
         answer = answer if isinstance(answer, dict) else {}
-        _published(post.pk, external_id=str(answer.get("id") or ""), external_url=str(answer.get("url") or ""))
+        _published(post, external_id=str(answer.get("id") or ""), external_url=str(answer.get("url") or ""))
         return "published"
     if response.status_code == 429 or response.status_code >= 500:
         cls = RateLimited if response.status_code == 429 else PlatformUnavailable
         return _retry_later(post, cls(f"provider answered {response.status_code}", status=response.status_code))
-    _fail(post.pk, "PLATFORM_REJECTED", f"The provider refused the post (HTTP {response.status_code}).")
+    _fail(post, "PLATFORM_REJECTED", f"The provider refused the post (HTTP {response.status_code}).")
     return "failed"
 
 

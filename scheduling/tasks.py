@@ -2,25 +2,50 @@
 trigger; the rows are the work (a lost message is found again by the next tick)."""
 
 from celery import shared_task
+from django.conf import settings
 
 from scheduling import services
+
+# The tick hands claimed posts to workers a few per message when many are waiting: one message per post
+# made the broker round trips a visible share of a publish, while many posts per message would leave
+# threads idle at the end of a burst. With few posts waiting, each goes out alone, so all start at once.
+POSTS_PER_TASK_MAX = 5
+WAITING_PER_TASK = 64
+
+
+def _chunks(ids: list[str], *, waiting: int) -> list[list[str]]:
+    size = max(1, min(POSTS_PER_TASK_MAX, waiting // WAITING_PER_TASK))
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 @shared_task
 def dispatch_due_posts(batch: int = 500) -> int:
-    """Periodic tick: claim due posts and posts whose status check is due, hand their ids to workers."""
+    """Periodic tick: claim due posts and posts whose status check is due, hand their ids to workers.
+
+    A burst larger than LAYERS_DISPATCH_MAX_WAITING is handed out over several ticks, as workers take
+    posts: a claimed post's lease runs from its claim, and it must not expire while the post waits in the
+    broker (the resolver would then queue it again while it is still on its way to a worker)."""
     claimed = 0
-    while True:
-        ids = services.posts_claim_due(limit=batch)
-        for post_id in ids:
-            publish_post.delay(post_id)
+    waiting = services.posts_claimed_waiting()
+    while waiting < settings.LAYERS_DISPATCH_MAX_WAITING:
+        limit = min(batch, settings.LAYERS_DISPATCH_MAX_WAITING - waiting)
+        ids = services.posts_claim_due(limit=limit)
+        waiting += len(ids)
+        for chunk in _chunks(ids, waiting=waiting):
+            publish_posts.delay(chunk)
         claimed += len(ids)
-        if len(ids) < batch:
+        if len(ids) < limit:
             break
     for post_id in services.posts_claim_for_resolution(limit=batch):
         resolve_post.delay(post_id)
         claimed += 1
     return claimed
+
+
+@shared_task
+def publish_posts(post_ids: list[str]) -> dict[str, str]:
+    """Publish a share of one tick's claim."""
+    return services.posts_publish(post_ids=post_ids)
 
 
 @shared_task

@@ -71,7 +71,7 @@ class PlatformClient(Protocol):
 
 def get_client(platform: str, *, http: httpx.Client | None = None) -> PlatformClient:
     """The client for "tiktok" or "instagram". `http` replaces the default transport (tests stub it with
-    httpx.MockTransport); by default each call opens platform_http_client()."""
+    httpx.MockTransport); by default calls go through the thread's keep-alive client (http.thread_http_client)."""
     from .instagram import InstagramClient
     from .tiktok import TikTokClient
 

@@ -7,8 +7,11 @@ nothing here logs a URL or a request, and transport errors are re-raised without
 The `httpx` logger (which logs request URLs at INFO) is kept at WARNING in settings for the same reason.
 """
 
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 from django.conf import settings
@@ -21,10 +24,14 @@ from .base import PlatformUnavailable
 USER_AGENT = "layers-partner-api/1.0"
 
 _in_process_handler: "InProcessWSGIHandler | None" = None
+_per_thread = threading.local()
 
 
 def platform_http_client() -> httpx.Client:
-    """A fresh client with the platform timeouts; use it as a context manager so it is closed."""
+    """A fresh client with the platform timeouts; use it as a context manager so it is closed.
+
+    It never stores cookies: the platform APIs use none, and a client reused for many accounts must not
+    carry anything from one account's call to the next."""
     timeout = httpx.Timeout(settings.LAYERS_PLATFORM_TIMEOUT, connect=settings.LAYERS_PLATFORM_CONNECT_TIMEOUT)
     transport: httpx.BaseTransport | None
     if settings.LAYERS_PLATFORM_TRANSPORT == "wsgi":
@@ -34,18 +41,43 @@ def platform_http_client() -> httpx.Client:
     else:
         raise ImproperlyConfigured("LAYERS_PLATFORM_TRANSPORT must be 'http' or 'wsgi'")
     return httpx.Client(
-        timeout=timeout, follow_redirects=False, transport=transport, headers={"User-Agent": USER_AGENT}
+        timeout=timeout,
+        follow_redirects=False,
+        transport=transport,
+        headers={"User-Agent": USER_AGENT},
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+        limits=httpx.Limits(keepalive_expiry=settings.LAYERS_PLATFORM_KEEPALIVE_SECONDS),
     )
+
+
+def thread_http_client() -> httpx.Client:
+    """This thread's long-lived platform client: its connections are kept alive between calls.
+
+    Making a client costs tens of milliseconds of CPU (httpx builds an SSL context and loads the CA bundle
+    every time) and every fresh client opens new connections, which made client set-up the largest cost of
+    a publish. One client per thread (Celery's threads pool, gunicorn's gthread) is never shared between
+    threads, so it needs no locking; it is rebuilt after a fork or when the settings it was built from
+    change (tests switch the transport)."""
+    key = (
+        os.getpid(),
+        settings.LAYERS_PLATFORM_TRANSPORT,
+        settings.LAYERS_PLATFORM_TIMEOUT,
+        settings.LAYERS_PLATFORM_CONNECT_TIMEOUT,
+        settings.LAYERS_PLATFORM_KEEPALIVE_SECONDS,
+    )
+    client = getattr(_per_thread, "client", None)
+    if client is None or client.is_closed or _per_thread.key != key:
+        if client is not None and _per_thread.pid == os.getpid():
+            client.close()
+        client = platform_http_client()
+        _per_thread.client, _per_thread.key, _per_thread.pid = client, key, os.getpid()
+    return client
 
 
 @contextmanager
 def http_session(http: httpx.Client | None) -> Iterator[httpx.Client]:
-    """The injected client (left open, its owner closes it) or a fresh platform_http_client()."""
-    if http is not None:
-        yield http
-        return
-    with platform_http_client() as client:
-        yield client
+    """The injected client or this thread's client (both left open: their owners close them)."""
+    yield http if http is not None else thread_http_client()
 
 
 @contextmanager

@@ -4,6 +4,7 @@ them, whatever raised them (our services, DRF validation, routing, throttling, a
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -51,6 +52,10 @@ class ReturnUrlNotAllowed(ApiError):
     status, code = 403, "RETURN_URL_NOT_ALLOWED"
 
 
+class PayloadTooLarge(ApiError):
+    status, code = 413, "PAYLOAD_TOO_LARGE"
+
+
 def envelope(status: int, code: str, message: str, details: dict | None = None) -> dict:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
@@ -60,7 +65,7 @@ def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = "" if key == "non_field_errors" and not prefix else str(key)
+            name = "" if key == "non_field_errors" else str(key)
             out.update(_flatten(value, f"{prefix}.{name}" if prefix and name else (prefix or name)))
     elif isinstance(detail, list) and detail and all(not isinstance(i, dict | list) for i in detail):
         out.setdefault(prefix or "body", []).extend(str(i) for i in detail)
@@ -94,6 +99,8 @@ def exception_handler(exc, context):
         return Response(envelope(404, "NOT_FOUND", "Not found."), status=404)
     if isinstance(exc, DjangoPermissionDenied):
         return Response(envelope(404, "NOT_FOUND", "Not found."), status=404)
+    if isinstance(exc, RequestDataTooBig):  # a body read through request.body past the cap
+        return Response(envelope(413, "PAYLOAD_TOO_LARGE", "The request body is too large."), status=413)
     if isinstance(exc, drf.ValidationError):
         fields = _flatten(exc.detail)
         return Response(envelope(422, "VALIDATION", "Invalid request.", {"fields": fields}), status=422)

@@ -1,4 +1,4 @@
-"""Serializer building blocks shared by every app's input serializers."""
+"""Serializer building blocks shared by every app's serializers."""
 
 from datetime import datetime
 
@@ -37,3 +37,12 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError(unknown)
         return super().to_internal_value(data)
+
+
+_DATETIME = serializers.DateTimeField()
+
+
+def datetime_output(value: datetime | None) -> str | None:
+    """A timestamp exactly as DRF's DateTimeField outputs it (RFC 3339 in UTC with `Z`), or None, for the
+    output serializers whose rows are written out by hand (list endpoints: see their to_representation)."""
+    return None if value is None else _DATETIME.to_representation(value)

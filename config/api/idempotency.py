@@ -30,8 +30,8 @@ def fingerprint(request) -> str:
     raw = request._request.body
     try:
         canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
-    except (ValueError, UnicodeDecodeError):
-        canonical = raw
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        canonical = raw  # not JSON: the parser answers 400, but the key still identifies these exact bytes
     return hashlib.sha256(request.method.encode() + b" " + request.path.encode() + b"\n" + canonical).hexdigest()
 
 
@@ -39,8 +39,8 @@ def begin(*, organization, key: str, request):
     """Claim `key` for this request, or raise Replay / Conflict. Returns the claimed row."""
     from accounts.models import IdempotencyKey
 
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise Validation({"Idempotency-Key": [f"Must be 1 to {MAX_KEY_LENGTH} characters."]})
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise Validation({"Idempotency-Key": [f"Must be 1 to {MAX_KEY_LENGTH} printable characters."]})
     fp = fingerprint(request)
     now = timezone.now()
     with transaction.atomic():
@@ -73,6 +73,16 @@ def begin(*, organization, key: str, request):
             )
 
 
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
 def finish(row, response) -> None:
     """Store the first response; forget the key when the request did not complete (5xx, throttled) so
     that the partner can retry it."""
@@ -83,4 +93,10 @@ def finish(row, response) -> None:
         IdempotencyKey.objects.filter(pk=row.pk).delete()
         return
     body = json.loads(json.dumps(response.data, cls=DjangoJSONEncoder))
+    if _has_nul(body):
+        # PostgreSQL's jsonb cannot hold a NUL character. Only an error can carry one (it echoes what was
+        # sent: every input string with a NUL is refused), and an error has no effect to protect: forget
+        # the key rather than fail the response.
+        IdempotencyKey.objects.filter(pk=row.pk).delete()
+        return
     IdempotencyKey.objects.filter(pk=row.pk).update(status_code=status, response_body=body)

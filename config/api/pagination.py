@@ -5,6 +5,7 @@ cursor and every later page continues strictly after it."""
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
 
 from django.db.models import Q
@@ -35,15 +36,21 @@ def _decode(cursor: str) -> tuple[datetime, str]:
 
 def parse_limit(request) -> int:
     raw = request.query_params.get("limit")
-    if raw is None or raw == "":
+    if raw is None:
         return DEFAULT_LIMIT
-    try:
-        limit = int(raw)
-    except ValueError:
+    # ASCII digits only: int() would also take "1_0", " 7" or other scripts' digits.
+    if re.fullmatch(r"-?[0-9]{1,12}", raw) is None or not 1 <= int(raw) <= MAX_LIMIT:
         raise Validation({"limit": [f"Must be an integer from 1 to {MAX_LIMIT}."]})
-    if not 1 <= limit <= MAX_LIMIT:
-        raise Validation({"limit": [f"Must be an integer from 1 to {MAX_LIMIT}."]})
-    return limit
+    return int(raw)
+
+
+def parse_filters(request, serializer_class) -> dict:
+    """A list's filters, validated by `serializer_class` as sent. A plain dict, not the QueryDict: DRF
+    reads a QueryDict as an HTML form and would take `?status=` for "no filter" instead of refusing it."""
+    data = {key: request.query_params.get(key) for key in request.query_params if key not in ("limit", "cursor")}
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
 
 
 def paginate(request, queryset, serialize, *, time_field: str = "created_at") -> Response:

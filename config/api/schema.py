@@ -27,6 +27,7 @@ ERRORS = {
     401: _err("UNAUTHENTICATED: missing, unknown or revoked API key."),
     404: _err("NOT_FOUND: unknown, malformed, wrong-type or another organization's id."),
     405: _err("METHOD_NOT_ALLOWED."),
+    413: _err("PAYLOAD_TOO_LARGE: the body is larger than the request size cap (1 MiB by default)."),
     422: _err("VALIDATION: a field is invalid; details.fields names it."),
     429: _err("RATE_LIMITED: see the Retry-After header."),
     500: _err("INTERNAL."),
@@ -65,11 +66,21 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 
 
 def list_schema(serializer_class, name: str, *, parameters=(), **kwargs):
-    return extend_schema(
+    """The schema of a list operation, and its query contract: ApiView refuses (422) any query parameter
+    not declared here, so a misspelt filter never silently returns the unfiltered list."""
+    schema = extend_schema(
         responses={200: page_of(serializer_class, name), **errors(422)},
         parameters=[*PAGINATION_PARAMETERS, *parameters],
         **kwargs,
     )
+    declared = [*PAGINATION_PARAMETERS, *parameters]
+    allowed = frozenset(p.name for p in declared if p.location == OpenApiParameter.QUERY)
+
+    def decorate(method):
+        method.query_parameters = allowed
+        return schema(method)
+
+    return decorate
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
@@ -78,3 +89,50 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer", "description": "Layers API key (lyr_…)"}
+
+
+# --- Responses the plumbing adds to operations (config/api/views.py), whatever the view does --------------
+
+BODY_METHODS = ("post", "put", "patch")
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before the key's budget allows another request.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+IDEMPOTENCY_REUSED = (
+    "IDEMPOTENCY_KEY_REUSED: this Idempotency-Key was used with another request within 24 h, or its first "
+    "request is still running."
+)
+
+
+def _error_response(status: int, description: str | None = None) -> dict:
+    return {
+        "description": description or ERRORS[status].description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def postprocess_plumbing_responses(result, generator, request, public):
+    """drf-spectacular postprocessing hook: document on every operation the statuses that ApiView itself
+    answers, so no view can forget them — 429 RATE_LIMITED (with Retry-After) everywhere; on operations
+    with a body 400 MALFORMED_REQUEST and 413 PAYLOAD_TOO_LARGE; on operations taking an Idempotency-Key
+    422 (malformed key) and 409 IDEMPOTENCY_KEY_REUSED, next to the operation's own 409 codes."""
+    for operations in result.get("paths", {}).values():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("429", _error_response(429)).setdefault("headers", {}).update(RETRY_AFTER)
+            if method in BODY_METHODS:
+                responses.setdefault("400", _error_response(400))
+                responses.setdefault("413", _error_response(413))
+            params = operation.get("parameters", [])
+            if any(p.get("in") == "header" and p.get("name") == "Idempotency-Key" for p in params):
+                responses.setdefault("422", _error_response(422))
+                conflict = responses.get("409")
+                if conflict is None:
+                    responses["409"] = _error_response(409, IDEMPOTENCY_REUSED)
+                elif "IDEMPOTENCY_KEY_REUSED" not in conflict.get("description", ""):
+                    conflict["description"] = f"{conflict['description']}; {IDEMPOTENCY_REUSED}"
+            operation["responses"] = dict(sorted(responses.items()))
+    return result

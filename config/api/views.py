@@ -1,10 +1,38 @@
 """The base class of every partner API view: authentication, throttling, the error envelope and
 Idempotency-Key handling happen here, so operation views stay thin."""
 
+from django.conf import settings
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import idempotency
+from config.api.errors import PayloadTooLarge, Validation
+
+BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+def check_body_size(request) -> None:
+    """Refuse a body over DATA_UPLOAD_MAX_MEMORY_SIZE (LAYERS_MAX_BODY_BYTES) before anything reads it.
+    Django enforces that cap only on `request.body` and forms; DRF's parsers read the request as a stream,
+    past it. The WSGI input is bounded by Content-Length, so checking the declared length suffices."""
+    cap = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0  # unreadable: Django and DRF then read no body at all
+    if cap is not None and length > cap:
+        raise PayloadTooLarge(f"The request body is larger than {cap} bytes.")
+
+
+def check_query_parameters(request, handler) -> None:
+    """Operations that declare their query parameters (lists, via config.api.schema.list_schema) refuse
+    any other one, as bodies refuse unknown fields: `?staus=queued` must not list every post."""
+    allowed = getattr(handler, "query_parameters", None)
+    if allowed is None:
+        return
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise Validation({name: ["Unknown query parameter."] for name in unknown})
 
 
 class ApiView(APIView):
@@ -12,6 +40,9 @@ class ApiView(APIView):
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
+        if request.method in BODY_METHODS:
+            check_body_size(request)
+        check_query_parameters(request, getattr(self, request.method.lower(), None))
         key = request.headers.get("Idempotency-Key")
         if request.method == "POST" and key is not None:
             self._idempotency_row = idempotency.begin(organization=request.user.organization, key=key, request=request)

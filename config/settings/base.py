@@ -46,6 +46,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.ratelimit.ClientRateLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -136,16 +137,24 @@ CACHES = {
 
 # --- Django REST framework: every response and error goes through config/api ----------------------
 LAYERS_API_RATE = env.str("LAYERS_API_RATE", default="1200/min")
+# Per client IP (config/ratelimit.py): the OAuth callback the platforms redirect browsers to, and the sandbox.
+LAYERS_CALLBACK_RATE = env.str("LAYERS_CALLBACK_RATE", default="60/min")
+LAYERS_SANDBOX_RATE = env.str("LAYERS_SANDBOX_RATE", default="1200/min")
+# Reverse proxies in front of the web processes that append to X-Forwarded-For (0: use REMOTE_ADDR).
+LAYERS_NUM_PROXIES = env.int("LAYERS_NUM_PROXIES", default=0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_THROTTLE_CLASSES": ["config.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["config.api.parsers.JSONObjectParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.api.negotiation.JsonOnlyNegotiation",
+    "URL_FORMAT_OVERRIDE": None,
     "EXCEPTION_HANDLER": "config.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
     "DATETIME_FORMAT": "iso-8601",
+    "NUM_PROXIES": LAYERS_NUM_PROXIES or None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Layers partner API",
@@ -157,6 +166,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/v1",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api.schema.postprocess_plumbing_responses",
+    ],
     # Several resources have a `status` with different values: name each set after its resource.
     "ENUM_NAME_OVERRIDES": {
         "WebhookEndpointStatusEnum": "accounts.webhooks.models.WebhookEndpoint.Status",
@@ -164,6 +177,8 @@ SPECTACULAR_SETTINGS = {
         "OAuthSessionStatusEnum": ["pending", "completed", "failed", "expired"],
         "ScheduledPostStatusEnum": ["queued", "publishing", "published", "failed", "canceled"],
         "RevokedStatusEnum": ["disconnected"],
+        "WalletStatusEnum": ["ok", "past_due"],
+        "LedgerEntryKindEnum": ["top_up", "lease_charge", "adjustment"],
     },
 }
 
@@ -184,6 +199,9 @@ LAYERS_TOKEN_KEYS = env.list("LAYERS_TOKEN_KEYS", default=[])
 # tests, where the sandbox lives on 127.0.0.1). Production settings force it off.
 LAYERS_ALLOW_PRIVATE_FETCH = env.bool("LAYERS_ALLOW_PRIVATE_FETCH", default=LAYERS_PLATFORMS == "sandbox")
 LAYERS_AVATAR_MAX_BYTES = env.int("LAYERS_AVATAR_MAX_BYTES", default=5 * 1024 * 1024)
+# Seconds for the whole avatar download (connect, headers and body together): a server that drips bytes
+# cannot hold a worker longer than this.
+LAYERS_AVATAR_TIMEOUT_SECONDS = env.float("LAYERS_AVATAR_TIMEOUT_SECONDS", default=10.0)
 # Request bodies larger than this are refused before parsing.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("LAYERS_MAX_BODY_BYTES", default=1024 * 1024)
 # Webhooks (accounts/webhooks): plain-http and private / loopback destinations are refused unless this is
@@ -193,6 +211,9 @@ LAYERS_WEBHOOK_ALLOW_PRIVATE = env.bool("LAYERS_WEBHOOK_ALLOW_PRIVATE", default=
 # tick once its lease has expired without a recorded result (the relay died mid-send).
 LAYERS_WEBHOOK_TIMEOUT = env.float("LAYERS_WEBHOOK_TIMEOUT", default=15.0)
 LAYERS_WEBHOOK_LEASE = timedelta(seconds=env.int("LAYERS_WEBHOOK_LEASE_SECONDS", default=300))
+# Scheduled posts: most claimed posts left waiting for a worker at once; a larger burst is handed out over
+# the next dispatcher ticks (every 2 s). Raise it with the number of workers (a few times their posts/s).
+LAYERS_DISPATCH_MAX_WAITING = env.int("LAYERS_DISPATCH_MAX_WAITING", default=1000)
 
 # --- Platform clients (accounts/platforms) --------------------------------------------------------
 # Live endpoints by default; in sandbox mode they point at this server's /sandbox/... stand-ins.
@@ -229,6 +250,10 @@ LAYERS_INSTAGRAM_CLIENT_SECRET = env.str(
 # Seconds: connect, and whole request. Every platform call has an explicit timeout.
 LAYERS_PLATFORM_CONNECT_TIMEOUT = env.float("LAYERS_PLATFORM_CONNECT_TIMEOUT", default=5.0)
 LAYERS_PLATFORM_TIMEOUT = env.float("LAYERS_PLATFORM_TIMEOUT", default=20.0)
+# Idle keep-alive connections of a thread's platform client are dropped after this many seconds. Kept
+# below the servers' own keep-alive timeout (gunicorn's default is 2 s, and it serves the sandbox in
+# `make run`) so that a request is never sent on a connection the server is closing at that moment.
+LAYERS_PLATFORM_KEEPALIVE_SECONDS = env.float("LAYERS_PLATFORM_KEEPALIVE_SECONDS", default=1.0)
 # "http" (real sockets) or "wsgi" (tests: the clients call this Django app in-process, no network).
 LAYERS_PLATFORM_TRANSPORT = env.str("LAYERS_PLATFORM_TRANSPORT", default="http")
 # The callback every platform redirects to: {LAYERS_PUBLIC_URL}/oauth/{platform}/callback
@@ -242,6 +267,8 @@ LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL = env.str(
 # per-token per-minute limits ("init=6,creator_info=20,status=30,..." — a benchmark raises them) and daily
 # caps, Instagram's 24 h publishing quota.
 LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = env.float("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", default=2.0)
+# Simulated network latency of every sandbox platform API call, in milliseconds (benchmarks set it).
+LAYERS_SANDBOX_LATENCY_MS = env.float("LAYERS_SANDBOX_LATENCY_MS", default=0.0)
 LAYERS_SANDBOX_AVATAR_TTL_SECONDS = env.int("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", default=2 * 3600)
 LAYERS_SANDBOX_TIKTOK_RATE_LIMITS = {
     "init": 6,
@@ -287,6 +314,8 @@ CELERY_BEAT_SCHEDULE = {
     # Scheduled posts are rows claimed by this tick (no Celery ETAs): lag is at most one tick.
     "dispatch-due-posts": {"task": "scheduling.tasks.dispatch_due_posts", "schedule": 2.0},
     "global-platform-posts-sync": {"task": "globalPlatformPostsSync", "schedule": 900.0},
+    # Lease renewals: each started, uncharged lease period is charged once (bulk; catch-up after downtime).
+    "billing-lease-renewals": {"task": "billing.tasks.lease_renewals_tick", "schedule": 900.0},
 }
 
 # --- allauth: staff sign-in with MFA; nobody signs up -------------------------------------------------
@@ -298,6 +327,8 @@ LOGIN_REDIRECT_URL = "/admin/"
 LOGIN_URL = "/staff/login/"
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Layers"
+# TOTP secrets and recovery-code seeds encrypted with LAYERS_TOKEN_KEYS (and rotated with them).
+MFA_ADAPTER = "accounts.auth.StaffMFAAdapter"
 
 LOGGING = {
     "version": 1,

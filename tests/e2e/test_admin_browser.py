@@ -4,73 +4,19 @@ API docs render with no request leaving the machine."""
 
 import os
 import re
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from accounts import services
 from accounts.models import ApiKey
+from tests.e2e.browser import CHROMIUM, screenshot
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-SCREENSHOTS = Path(settings.BASE_DIR) / "var" / "screenshots"
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    # playwright's sync API runs an event loop on this thread; Django would then refuse ORM calls from the
-    # test body ("async context") although nothing here is async.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            yield browser
-            browser.close()
-
-
-@pytest.fixture
-def page(browser, live_server):
-    """A page whose every request is checked: anything not addressed to the live server is aborted and
-    recorded in `page.outside`, so a test can assert that nothing left the machine."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    origin = urlsplit(live_server.url).netloc
-    outside: list[str] = []
-
-    def gate(route):
-        url = route.request.url
-        if urlsplit(url).scheme in ("data", "blob") or urlsplit(url).netloc == origin:
-            route.continue_()
-        else:
-            outside.append(url)
-            route.abort()
-
-    context.route("**/*", gate)
-    page = context.new_page()
-    page.outside = outside
-    yield page
-    context.close()
-
-
-def screenshot(page, name: str, *, full_page: bool = True) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=full_page)
-    return path
 
 
 def test_staff_issue_an_api_key_in_the_admin_and_the_key_lists_the_orgs_projects(page, live_server):

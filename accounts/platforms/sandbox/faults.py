@@ -73,9 +73,13 @@ def take_stall(*, platform: str, path: str) -> float | None:
 
 
 def stalling(view):
-    """Wrap a platform API view: answer normally, but late when a stall matches the request."""
+    """Wrap a platform API view: answer normally, but late when a stall matches the request. Every call
+    also waits LAYERS_SANDBOX_LATENCY_MS first (0 by default), the network latency of a real platform
+    that benchmarks simulate."""
 
     def wrapper(request, *args, **kwargs):
+        if (latency := settings.LAYERS_SANDBOX_LATENCY_MS) > 0:
+            time.sleep(latency / 1000)
         response = view(request, *args, **kwargs)
         platform = "tiktok" if "/sandbox/tiktok/" in request.path else "instagram"
         if (seconds := take_stall(platform=platform, path=request.path)) is not None:

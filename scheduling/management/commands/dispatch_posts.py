@@ -1,8 +1,12 @@
+import logging
 import time
 
 from django.core.management.base import BaseCommand
+from django.db import InterfaceError, OperationalError, connection
 
 from scheduling import services
+
+log = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -18,14 +22,34 @@ class Command(BaseCommand):
 
     def handle(self, *args, once, batch, interval, **options):
         while True:
-            done = 0
-            for post_id in services.posts_claim_due(limit=batch):
-                self.stdout.write(f"{post_id} {services.post_publish(post_id=post_id)}")
-                done += 1
-            for post_id in services.posts_claim_for_resolution(limit=batch):
-                self.stdout.write(f"{post_id} {services.post_resolve(post_id=post_id)}")
-                done += 1
+            try:
+                done = self.tick(batch)
+            except (OperationalError, InterfaceError):
+                # The database went away (restart, failover, a killed connection): a loop keeps going on a
+                # fresh connection; whatever this tick had claimed is settled by a later tick's resolver.
+                if once:
+                    raise
+                log.exception("dispatch tick failed on a database error; reconnecting")
+                connection.close()
+                done = 0
             if once:
                 return
             if not done:
                 time.sleep(interval)
+
+    def tick(self, batch: int) -> int:
+        done = 0
+        ids = services.posts_claim_due(limit=batch)
+        for post_id, outcome in (services.posts_publish(post_ids=ids) if ids else {}).items():
+            self.stdout.write(f"{post_id} {outcome}")
+            done += 1
+        for post_id in services.posts_claim_for_resolution(limit=batch):
+            try:
+                outcome = services.post_resolve(post_id=post_id)
+            except Exception:
+                log.exception("resolving %s raised; a later tick settles it", post_id)
+                services.drop_broken_connection()
+                outcome = "error"
+            self.stdout.write(f"{post_id} {outcome}")
+            done += 1
+        return done

@@ -1,0 +1,268 @@
+"""Finance in the admin: wallets (balance, past-due), the read-only ledger, the form that records top-ups and
+adjustments (through the same services as the command), and the monthly billing report with its chart
+and CSV export."""
+
+import csv
+import uuid
+from decimal import Decimal
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from accounts.models import Organization
+from billing import reports, services
+from billing.models import LedgerEntry, MonthlyBilling, Wallet
+from config.api.errors import Validation
+
+
+def _description(entry: LedgerEntry) -> str:
+    if entry.kind == LedgerEntry.Kind.LEASE_CHARGE:
+        return f"@{entry.lease.pool_account.handle}, month {entry.period_index + 1}"
+    return entry.reason
+
+
+class PastDueFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("past_due", "Past due"), ("ok", "OK")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "past_due":
+            return queryset.filter(balance_cents__lt=0)
+        if self.value() == "ok":
+            return queryset.filter(balance_cents__gte=0)
+        return queryset
+
+
+@admin.register(Wallet)
+class WalletAdmin(admin.ModelAdmin):
+    list_display = ("organization", "balance", "status_label", "past_due_since", "updated_at")
+    list_filter = (PastDueFilter,)
+    search_fields = ("organization__name", "organization__id")
+    list_select_related = ("organization",)
+    ordering = ("organization__name",)
+    fields = ("organization", "balance", "status_label", "past_due_since", "updated_at", "recent_entries")
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False  # created with the first entry; money is recorded with the form below
+
+    def has_change_permission(self, request, obj=None):
+        return False  # the balance moves only with ledger entries
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="balance", ordering="balance_cents")
+    def balance(self, wallet):
+        return reports.usd_display(wallet.balance_cents)
+
+    @admin.display(description="status")
+    def status_label(self, wallet):
+        if wallet.status == Wallet.Status.PAST_DUE:
+            return format_html('<strong style="color:#ba2121">past due</strong>')
+        return "ok"
+
+    @admin.display(description="latest entries")
+    def recent_entries(self, wallet):
+        entries = (
+            LedgerEntry.objects.filter(organization_id=wallet.pk)
+            .select_related("lease__pool_account", "actor")
+            .order_by("-created_at", "-id")[:20]
+        )
+        link = reverse("admin:billing_ledgerentry_changelist") + f"?organization__id__exact={wallet.pk}"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td style='text-align:right'>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    e.created_at.strftime("%Y-%m-%d %H:%M"),
+                    e.get_kind_display(),
+                    reports.usd_display(e.amount_cents),
+                    _description(e),
+                    e.actor or "",
+                )
+                for e in entries
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>when (UTC)</th><th>kind</th><th>amount</th><th>what</th><th>by</th></tr>"
+            '</thead><tbody>{}</tbody></table><p><a href="{}">The whole ledger of this organization</a></p>',
+            rows,
+            link,
+        )
+
+    def get_urls(self):
+        own = [path("record/", self.admin_site.admin_view(self.record_view), name="billing_wallet_record")]
+        return own + super().get_urls()
+
+    def record_view(self, request):
+        """Record a top-up or an adjustment (finance). The hidden token makes a double submission of the
+        same form record one entry."""
+        if not request.user.has_perm("billing.record_money"):
+            raise PermissionDenied
+        form = MoneyForm(request.POST or None, initial={"organization": request.GET.get("organization")})
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            org = data["organization"]
+            service = services.wallet_top_up if data["kind"] == LedgerEntry.Kind.TOP_UP else services.wallet_adjust
+            try:
+                entry = service(
+                    organization=org,
+                    cents=data["cents"],
+                    reason=data["reason"],
+                    actor=request.user,
+                    reference=data["reference"] or f"form:{data['token']}",
+                )
+            except Validation as exc:
+                for name, problems in exc.details["fields"].items():
+                    if name == "reference" and not data["reference"]:
+                        problems = ["This form was already submitted with another amount; open it again."]
+                    form.add_error(name if name in form.fields else None, problems)
+            else:
+                balance = Wallet.objects.get(pk=org.pk).balance_cents
+                self.message_user(
+                    request,
+                    f"{entry.get_kind_display()} of {reports.usd_display(entry.amount_cents)} recorded for "
+                    f"{org.name}; balance {reports.usd_display(balance)}.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:billing_wallet_change", args=[org.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Record a top-up or adjustment",
+            "opts": self.model._meta,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/billing/money_form.html", context)
+
+
+class MoneyForm(forms.Form):
+    organization = forms.ModelChoiceField(queryset=Organization.objects.order_by("name"))
+    kind = forms.ChoiceField(
+        choices=[
+            (LedgerEntry.Kind.TOP_UP.value, "Top-up (credit)"),
+            (LedgerEntry.Kind.ADJUSTMENT.value, "Adjustment (credit or debit)"),
+        ],
+        widget=forms.RadioSelect,
+        initial=LedgerEntry.Kind.TOP_UP.value,
+    )
+    amount = forms.DecimalField(
+        max_digits=13,
+        decimal_places=2,
+        help_text="US dollars, e.g. 250.00. For an adjustment, a negative amount debits the wallet.",
+    )
+    reason = forms.CharField(max_length=500, help_text="Required. The partner sees it in their wallet entries.")
+    reference = forms.CharField(
+        max_length=100,
+        required=False,
+        help_text="Optional, e.g. the bank transfer id: an entry with the same reference is recorded only once.",
+    )
+    token = forms.CharField(widget=forms.HiddenInput, initial=lambda: uuid.uuid4().hex)
+
+    def clean(self):
+        data = super().clean()
+        amount = data.get("amount")
+        if amount is not None:
+            data["cents"] = int(amount * 100)  # exact: at most two decimal places
+            if data.get("kind") == LedgerEntry.Kind.TOP_UP and amount <= Decimal(0):
+                self.add_error("amount", "A top-up must be positive.")
+            if amount == Decimal(0):
+                self.add_error("amount", "The amount cannot be zero.")
+        return data
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(admin.ModelAdmin):
+    """Append-only: visible, never added, changed or deleted here (PostgreSQL would refuse anyway)."""
+
+    list_display = ("created_at", "organization", "kind", "amount", "what", "period_start", "period_end", "actor")
+    list_filter = ("kind", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("id", "organization__name", "organization__id", "reason", "lease__pool_account__handle")
+    list_select_related = ("organization", "lease__pool_account", "actor")
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in LedgerEntry._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="amount", ordering="amount_cents")
+    def amount(self, entry):
+        return reports.usd_display(entry.amount_cents)
+
+    @admin.display(description="what")
+    def what(self, entry):
+        return _description(entry)
+
+
+@admin.register(MonthlyBilling)
+class MonthlyBillingAdmin(admin.ModelAdmin):
+    """The finance report: its changelist is the report page (linked from the admin index as "Monthly
+    billing"), its `csv/` the export of the same rows."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        csv_view = self.admin_site.admin_view(self.csv_view)
+        return [path("csv/", csv_view, name="billing_monthlybilling_csv"), *super().get_urls()[:1]]
+
+    def _report(self, request) -> reports.MonthlyReport:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        month = reports.parse_month(request.GET.get("month"), default=timezone.now().date().replace(day=1))
+        org = request.GET.get("organization") or None
+        if org and not Organization.objects.filter(pk=org).exists():
+            org = None
+        return reports.monthly_report(month=month, organization_id=org)
+
+    def changelist_view(self, request, extra_context=None):
+        report = self._report(request)
+        query = f"month={report.month:%Y-%m}" + (
+            f"&organization={report.organization_id}" if report.organization_id else ""
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Monthly billing — {report.month:%B %Y}",
+            "is_nav_sidebar_enabled": False,  # the whole width for the table
+            "opts": self.model._meta,
+            "report": report,
+            "columns": reports.COLUMNS,
+            "total": reports.usd_display(report.total_cents),
+            "org_totals": [(t, reports.usd_display(t.cents)) for t in report.org_totals],
+            "chart": reports.chart_svg(report.chart),
+            "organizations": Organization.objects.order_by("name").values_list("id", "name"),
+            "csv_url": reverse("admin:billing_monthlybilling_csv") + "?" + query,
+            "org_query": f"&organization={report.organization_id}" if report.organization_id else "",
+        }
+        return TemplateResponse(request, "admin/billing/monthly_report.html", context)
+
+    def csv_view(self, request):
+        report = self._report(request)
+        suffix = f"-{report.organization_id}" if report.organization_id else ""
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="billing-{report.month:%Y-%m}{suffix}.csv"'
+        writer = csv.writer(response)
+        writer.writerow(reports.COLUMNS)
+        writer.writerows(report.table)
+        return response

@@ -1,0 +1,94 @@
+"""Per-client-IP request budgets for the unauthenticated surfaces: the OAuth callback (a browser page the
+platforms redirect to; each attempt costs a token exchange with the platform) and the platform sandbox
+(dev and demo only). The partner API has its own per-key budget (config/api/throttling.py).
+
+A fixed window in the default cache (Redis when LAYERS_CACHE_URL is set, so the budget holds across
+processes; per process otherwise): simple, and a client past the budget waits for the next window."""
+
+import math
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import JsonResponse
+from django.shortcuts import render
+
+PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """"120/min" → (120, 60)."""
+    count, _, period = rate.partition("/")
+    return int(count), PERIODS[period.strip().lower()]
+
+
+def client_ip(request) -> str:
+    """The client's address. Behind LAYERS_NUM_PROXIES trusted proxies it is the address the outermost
+    trusted proxy saw (taken from the right of X-Forwarded-For: entries further left are client-supplied)."""
+    proxies = settings.LAYERS_NUM_PROXIES
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if proxies and forwarded:
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-min(proxies, len(hops))]
+    return request.META.get("REMOTE_ADDR", "") or "unknown"
+
+
+def hit(scope: str, ident: str, rate: str, *, now: float | None = None) -> int | None:
+    """Count one request of `ident` against `rate` in the current window; the seconds until the next
+    window when it is over budget, else None."""
+    limit, period = parse_rate(rate)
+    now = time.time() if now is None else now
+    window = int(now // period)
+    key = f"ratelimit:{scope}:{ident}:{window}"
+    cache.add(key, 0, timeout=period + 1)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # evicted between add and incr
+        cache.set(key, 1, timeout=period + 1)
+        count = 1
+    if count <= limit:
+        return None
+    return max(1, math.ceil((window + 1) * period - now))
+
+
+def _callback_page(request, retry_after: int):
+    response = render(
+        request,
+        "oauth/error.html",
+        {"reason": "Too many sign-in attempts from your network. Wait a minute, then start again from the app."},
+        status=429,
+    )
+    response["Retry-After"] = str(retry_after)
+    return response
+
+
+def _sandbox_json(request, retry_after: int):
+    body = {
+        "error": {
+            "code": "rate_limit_exceeded",
+            "message": f"Too many requests to the sandbox from this address; retry in {retry_after} s.",
+        }
+    }
+    return JsonResponse(body, status=429, headers={"Retry-After": str(retry_after)})
+
+
+# path prefix → (scope, setting holding the rate, response)
+RULES = (
+    ("/oauth/", "oauth-callback", "LAYERS_CALLBACK_RATE", _callback_page),
+    ("/sandbox/", "sandbox", "LAYERS_SANDBOX_RATE", _sandbox_json),
+)
+
+
+class ClientRateLimitMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        for prefix, scope, setting, respond in RULES:
+            if request.path.startswith(prefix):
+                retry_after = hit(scope, client_ip(request), getattr(settings, setting))
+                if retry_after is not None:
+                    return respond(request, retry_after)
+                break
+        return self.get_response(request)

@@ -1,0 +1,39 @@
+"""Benchmarks (`manage.py bench_publish`, `manage.py bench_api`, see BENCHMARKS.md).
+
+The commands re-execute themselves, and start every server and worker they measure, with these settings
+and a throw-away PostgreSQL database of their own. Compared with dev: no debug (debug keeps every query in
+memory), quiet logs, a Redis broker whose keys carry a per-run prefix (runs never share a queue), and the
+sandbox's simulated quotas lifted, because the bench measures the publishing pipeline, not the sandbox's
+per-minute and per-day limits. The sandbox's latency comes from LAYERS_SANDBOX_LATENCY_MS."""
+
+import dj_database_url
+
+from .base import *  # noqa: F403
+from .base import LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, env
+
+DEBUG = False
+# Required: the bench never runs on SQLite (the claim needs FOR UPDATE SKIP LOCKED, workers need a server).
+DATABASES = {"default": dj_database_url.parse(env.str("DATABASE_URL"), conn_max_age=60)}
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": env.str("LAYERS_BENCH_REDIS_PREFIX", default="layers-bench:")}
+CELERY_TASK_DEFAULT_QUEUE = env.str("LAYERS_BENCH_QUEUE", default="layers-bench")
+
+UNLIMITED = 10**9
+LAYERS_SANDBOX_TIKTOK_RATE_LIMITS = dict.fromkeys(LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, UNLIMITED)
+LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP = UNLIMITED
+LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP = UNLIMITED
+LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL = UNLIMITED
+LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = env.float("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", default=0.0)
+LAYERS_API_RATE = "1000000000/min"
+# bench_api serves the app plus a trivial DRF view (its floor) from scheduling/bench/urls.py.
+ROOT_URLCONF = env.str("LAYERS_BENCH_URLCONF", default="config.urls")
+LAYERS_SANDBOX_RATE = "1000000000/min"  # the bench's platform traffic all comes from loopback
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+}

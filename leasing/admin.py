@@ -1,0 +1,300 @@
+"""The ops back-office for leasing: the request queue, the fulfilment page (ranked matching pool
+accounts, take / assign / auto-assign / reject), the pool (one by one or CSV import with row errors) and
+live leases (release). Every action calls the same services as the API and the commands."""
+
+from datetime import timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import ValidationError
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from import_export import fields, resources
+from import_export.admin import ImportMixin
+
+from accounts.services import social_account_revoke
+from leasing import services
+from leasing.geo import ISO_3166_ALPHA2, is_bcp47
+from leasing.models import Lease, LeaseAction, LeaseRequest, PoolAccount
+
+
+class AgeFilter(admin.SimpleListFilter):
+    title = "age"
+    parameter_name = "age"
+
+    def lookups(self, request, model_admin):
+        return [("day", "Under a day"), ("days", "1–3 days"), ("old", "Over 3 days")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "day":
+            return queryset.filter(submitted_at__gte=now - timedelta(days=1))
+        if self.value() == "days":
+            return queryset.filter(submitted_at__lt=now - timedelta(days=1), submitted_at__gte=now - timedelta(days=3))
+        if self.value() == "old":
+            return queryset.filter(submitted_at__lt=now - timedelta(days=3))
+        return queryset
+
+
+class LeaseActionInline(admin.TabularInline):
+    model = LeaseAction
+    fk_name = "request"
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "action", "actor", "detail")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LeaseRequest)
+class LeaseRequestAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "status",
+        "organization",
+        "project",
+        "count",
+        "vertical",
+        "language",
+        "reviewer",
+        "submitted_at",
+    )
+    list_filter = ("status", AgeFilter, "vertical")
+    search_fields = ("id", "organization__name", "project__name", "vertical")
+    ordering = ("submitted_at",)  # the queue: oldest first
+    list_select_related = ("organization", "project", "reviewer")
+    change_form_template = "admin/leasing/leaserequest/fulfil.html"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        lease_request = self.get_object(request, unquote(object_id))
+        if lease_request is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if request.method == "POST":
+            return self._act(request, lease_request)
+        candidates = (
+            services.pool_candidates(request=lease_request) if lease_request.status in LeaseRequest.OPEN else []
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Lease request {lease_request.id}",
+            "original": lease_request,
+            "lease_request": lease_request,
+            "candidates": candidates,
+            "leases": lease_request.leases.select_related("pool_account", "social_account"),
+            "actions_log": lease_request.actions.select_related("actor")[:50],
+            "is_open": lease_request.status in LeaseRequest.OPEN,
+            "remaining": max(lease_request.count - lease_request.leases.count(), 0),
+            "has_view_permission": True,
+        }
+        return TemplateResponse(request, self.change_form_template, context)
+
+    def _act(self, request, lease_request):
+        action = request.POST.get("action")
+        try:
+            if action == "take":
+                services.lease_request_take(request_id=lease_request.pk, actor=request.user)
+                self.message_user(request, "You are reviewing this request.", messages.SUCCESS)
+            elif action == "assign":
+                result = services.lease_assign(
+                    request_id=lease_request.pk,
+                    pool_account_ids=request.POST.getlist("pool_account"),
+                    actor=request.user,
+                )
+                self._report(request, result)
+            elif action == "auto":
+                self._report(request, services.lease_assign(request_id=lease_request.pk, auto=True, actor=request.user))
+            elif action == "reject":
+                services.lease_request_reject(
+                    request_id=lease_request.pk, reason=request.POST.get("reason", ""), actor=request.user
+                )
+                self.message_user(request, "Rejected; the partner sees the reason.", messages.SUCCESS)
+            else:
+                self.message_user(request, "Unknown action.", messages.ERROR)
+        except services.LeaseError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        return HttpResponseRedirect(reverse("admin:leasing_leaserequest_change", args=[quote(lease_request.pk)]))
+
+    def _report(self, request, result):
+        if result.status == LeaseRequest.Status.FAILED:
+            self.message_user(request, f"Binding failed: {result.failure_reason}", messages.ERROR)
+        else:
+            self.message_user(request, f"Request {result.status}.", messages.SUCCESS)
+
+
+class PoolAccountForm(forms.ModelForm):
+    languages_text = forms.CharField(label="Languages", help_text="BCP 47 tags, comma-separated (en-US, en-GB)")
+    geos_text = forms.CharField(label="Geos", help_text="ISO 3166-1 alpha-2 codes, comma-separated (US, CA)")
+
+    class Meta:
+        model = PoolAccount
+        fields = (
+            "handle",
+            "display_name",
+            "vertical",
+            "audience_notes",
+            "warmup_state",
+            "monthly_price_cents",
+            "status",
+        )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["languages_text"] = ", ".join(self.instance.languages)
+            self.initial["geos_text"] = ", ".join(self.instance.geos)
+
+    def clean_languages_text(self):
+        return parse_languages(self.cleaned_data["languages_text"])
+
+    def clean_geos_text(self):
+        return parse_geos(self.cleaned_data["geos_text"])
+
+
+def parse_languages(raw: str) -> list[str]:
+    tags = [t.strip() for t in (raw or "").replace(";", ",").split(",") if t.strip()]
+    if not tags or not all(is_bcp47(t) for t in tags):
+        raise ValidationError("Give one or more BCP 47 tags, e.g. en-US.")
+    return tags
+
+
+def parse_geos(raw: str) -> list[str]:
+    codes = [c.strip().upper() for c in (raw or "").replace(";", ",").split(",") if c.strip()]
+    if not codes or any(c not in ISO_3166_ALPHA2 for c in codes):
+        raise ValidationError("Give one or more ISO 3166-1 alpha-2 codes, e.g. US, CA.")
+    return codes
+
+
+class PoolAccountResource(resources.ModelResource):
+    """CSV import of pool accounts: handle, vertical, languages, geos, monthly_price_cents, audience_notes,
+    warmup_state. Languages and geos are `;`-separated. A row with a bad value is reported with its line
+    number and nothing is imported. New accounts need their TikTok tokens: in sandbox mode they are issued
+    at once; in live mode the account is imported retired until it is connected."""
+
+    languages = fields.Field(attribute="languages", column_name="languages")
+    geos = fields.Field(attribute="geos", column_name="geos")
+
+    class Meta:
+        model = PoolAccount
+        import_id_fields = ("handle",)
+        fields = ("handle", "vertical", "languages", "geos", "monthly_price_cents", "audience_notes", "warmup_state")
+        skip_unchanged = True
+        report_skipped = True
+
+    def before_import_row(self, row, **kwargs):
+        row["languages"] = parse_languages(row.get("languages", ""))
+        row["geos"] = parse_geos(row.get("geos", ""))
+        if not (row.get("vertical") or "").strip():
+            raise ValidationError({"vertical": "required"})
+        try:
+            if int(row.get("monthly_price_cents", "")) < 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValidationError({"monthly_price_cents": "a whole number of cents ≥ 0"})
+
+    def import_field(self, field, instance, row, is_m2m=False, **kwargs):
+        if field.attribute in ("languages", "geos"):
+            setattr(instance, field.attribute, row[field.column_name])
+            return
+        super().import_field(field, instance, row, is_m2m, **kwargs)
+
+    def before_save_instance(self, instance, row, **kwargs):
+        # Also in the preview (dry run): it runs in a transaction that is rolled back, sandbox tokens included.
+        if not instance.access_token_enc and instance.status != PoolAccount.Status.RETIRED:
+            _give_tokens(instance)
+
+
+def _give_tokens(account: PoolAccount) -> None:
+    from django.conf import settings
+
+    from accounts import crypto
+
+    if settings.LAYERS_PLATFORMS == "sandbox":
+        tokens = services.sandbox_tokens_for(account.handle)
+        account.platform_user_id = tokens.platform_user_id
+        account.access_token_enc = crypto.encrypt(tokens.access_token)
+        account.refresh_token_enc = crypto.encrypt(tokens.refresh_token)
+        account.token_expires_at, account.refresh_expires_at = tokens.expires_at, tokens.refresh_expires_at
+    else:
+        account.platform_user_id = account.platform_user_id or f"pending:{account.handle}"
+        account.status = PoolAccount.Status.RETIRED
+        account.status_note = "imported without tokens: connect the account before leasing it"
+
+
+@admin.register(PoolAccount)
+class PoolAccountAdmin(ImportMixin, admin.ModelAdmin):
+    resource_classes = [PoolAccountResource]
+    form = PoolAccountForm
+    list_display = (
+        "handle",
+        "vertical",
+        "languages",
+        "geos",
+        "warmup_state",
+        "monthly_price_cents",
+        "status",
+        "status_note",
+    )
+    list_filter = ("status", "vertical", "warmup_state")
+    search_fields = ("handle", "vertical")
+    readonly_fields = ("id", "platform_user_id", "token_expires_at", "created_at")
+
+    def save_model(self, request, obj, form, change):
+        obj.languages = form.cleaned_data["languages_text"]
+        obj.geos = form.cleaned_data["geos_text"]
+        if not change:
+            _give_tokens(obj)
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Lease)
+class LeaseAdmin(admin.ModelAdmin):
+    list_display = ("pool_account", "organization", "project", "monthly_price_cents", "assigned_at", "released_at")
+    list_filter = ("released_at",)
+    search_fields = ("pool_account__handle", "organization__name", "project__name")
+    list_select_related = ("pool_account", "organization", "project")
+    readonly_fields = [f.name for f in Lease._meta.fields]
+    actions = ["release_leases"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Release selected leases (cancels queued posts, stops renewals, no refund)")
+    def release_leases(self, request, queryset):
+        for lease in queryset.filter(released_at__isnull=True):
+            result = social_account_revoke(account_id=lease.social_account_id, actor=request.user)
+            self.message_user(
+                request,
+                f"@{lease.pool_account.handle}: released, {result.canceled_scheduled_posts} queued post(s) canceled.",
+                messages.SUCCESS,
+            )
+
+
+@admin.register(LeaseAction)
+class LeaseActionAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "action", "actor", "request", "lease")
+    list_filter = ("action",)
+    readonly_fields = ("created_at", "action", "actor", "request", "lease", "detail")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,166 @@
+"""Partner API of leasing: request warmed TikTok accounts, follow the requests, list and release leases."""
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from accounts import selectors as account_selectors
+from accounts import services as account_services
+from config.api.fields import StrictSerializer
+from config.api.pagination import paginate
+from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
+from config.api.views import ApiView
+from leasing import selectors, services
+from leasing.geo import ISO_3166_ALPHA2, is_bcp47
+from leasing.serializers import LeasedAccountOutput, LeaseRequestOutput
+
+
+class NicheInput(StrictSerializer):
+    vertical = serializers.CharField(max_length=100, help_text="e.g. fitness, beauty, gaming")
+    audience = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    language = serializers.CharField(max_length=35, help_text="BCP 47 tag, e.g. en-US")
+    geo = serializers.ListField(
+        child=serializers.CharField(max_length=2, min_length=2),
+        min_length=1,
+        max_length=50,
+        help_text='ISO 3166-1 alpha-2 codes, e.g. ["US", "CA"]',
+    )
+
+    def validate_language(self, value):
+        if not is_bcp47(value):
+            raise serializers.ValidationError("Must be a BCP 47 language tag such as en-US.")
+        return value
+
+    def validate_geo(self, value):
+        codes = [code.upper() for code in value]
+        unknown = [code for code in codes if code not in ISO_3166_ALPHA2]
+        if unknown:
+            raise serializers.ValidationError(f"Not ISO 3166-1 alpha-2 country codes: {', '.join(unknown)}.")
+        return list(dict.fromkeys(codes))
+
+
+class LeaseRequestInput(StrictSerializer):
+    projectId = serializers.CharField(help_text="Must equal the projectId of the path.")
+    count = serializers.IntegerField(min_value=1, max_value=50)
+    niche = NicheInput()
+    note = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+    def validate_projectId(self, value):  # noqa: N802
+        if value != self.context["project_id"]:
+            raise serializers.ValidationError("Must equal the project in the path.")
+        return value
+
+
+class LeaseRequestCreateApi(ApiView):
+    @extend_schema(
+        request=LeaseRequestInput,
+        responses={
+            202: inline_serializer(
+                "LeaseRequestAccepted",
+                {
+                    "requestId": serializers.CharField(),
+                    "status": serializers.CharField(),
+                    "submittedAt": serializers.DateTimeField(),
+                },
+            ),
+            **errors(400, 422),
+        },
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="leased_accounts_request",
+        tags=["leased accounts"],
+        description="Ask Layers for warmed TikTok accounts in a niche. Layers staff review the request and assign "
+        "accounts; follow it with GET …/requests/{requestId} or the lease_request.assigned / .rejected webhooks.",
+    )
+    def post(self, request, projectId: str):
+        project = account_selectors.project_get(organization=self.organization, project_id=projectId)
+        data = LeaseRequestInput(data=request.data, context={"project_id": project.id})
+        data.is_valid(raise_exception=True)
+        niche = data.validated_data["niche"]
+        lease_request = services.lease_request_create(
+            project=project,
+            count=data.validated_data["count"],
+            vertical=niche["vertical"],
+            language=niche["language"],
+            geos=niche["geo"],
+            audience=niche["audience"],
+            note=data.validated_data["note"],
+        )
+        body = LeaseRequestOutput(lease_request).data
+        return Response(
+            {"requestId": body["requestId"], "status": body["status"], "submittedAt": body["submittedAt"]}, status=202
+        )
+
+
+class LeaseRequestListApi(ApiView):
+    @list_schema(
+        LeaseRequestOutput, "LeaseRequestPage", operation_id="leased_accounts_requests_list", tags=["leased accounts"]
+    )
+    def get(self, request, projectId: str):
+        project = account_selectors.project_get(organization=self.organization, project_id=projectId)
+        qs = selectors.lease_request_list(organization=self.organization, project=project)
+        return paginate(request, qs, lambda rows: LeaseRequestOutput(rows, many=True).data, time_field="submitted_at")
+
+
+class LeaseRequestDetailApi(ApiView):
+    @extend_schema(
+        responses={200: LeaseRequestOutput, **errors()},
+        operation_id="leased_accounts_requests_get",
+        tags=["leased accounts"],
+    )
+    def get(self, request, projectId: str, requestId: str):
+        project = account_selectors.project_get(organization=self.organization, project_id=projectId)
+        lease_request = selectors.lease_request_get(
+            organization=self.organization, project=project, request_id=requestId
+        )
+        return Response(LeaseRequestOutput(lease_request).data)
+
+
+class LeasedAccountListApi(ApiView):
+    @list_schema(
+        LeasedAccountOutput,
+        "LeasedAccountPage",
+        operation_id="leased_accounts_list",
+        tags=["leased accounts"],
+        description="Live leases of the project with their price and current billing period. Leased accounts also "
+        "appear in the project's social-accounts list (kind: leased) and are scheduled to like any account.",
+    )
+    def get(self, request, projectId: str):
+        project = account_selectors.project_get(organization=self.organization, project_id=projectId)
+        qs = selectors.leased_account_list(organization=self.organization, project=project)
+        return paginate(request, qs, lambda rows: LeasedAccountOutput(rows, many=True).data, time_field="assigned_at")
+
+
+class ReleaseOutput(serializers.Serializer):
+    socialAccountId = serializers.CharField()
+    releasedAt = serializers.DateTimeField()
+    canceledScheduledPosts = serializers.IntegerField()
+    paidThrough = serializers.DateTimeField(
+        help_text="End of the last charged period; the current month is not refunded."
+    )
+
+
+class LeasedAccountReleaseApi(ApiView):
+    @extend_schema(
+        responses={200: ReleaseOutput, **errors()},
+        operation_id="leased_accounts_release",
+        tags=["leased accounts"],
+        description="Release a leased account: the same as revoking it (queued posts canceled, it leaves the "
+        "lists), plus the account returns to Layers' pool and no further month is charged. The current month "
+        "is not refunded. An account that is not a live lease of your organization is 404.",
+    )
+    def delete(self, request, socialAccountId: str):
+        lease = selectors.live_lease_for_account(organization=self.organization, account_id=socialAccountId)
+        result = account_services.social_account_revoke(account_id=lease.social_account_id)
+        lease.refresh_from_db()
+        from billing.services import lease_paid_through
+
+        return Response(
+            ReleaseOutput(
+                {
+                    "socialAccountId": lease.social_account_id,
+                    "releasedAt": lease.released_at,
+                    "canceledScheduledPosts": result.canceled_scheduled_posts,
+                    "paidThrough": lease_paid_through(lease=lease),
+                }
+            ).data
+        )

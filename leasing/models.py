@@ -1,0 +1,153 @@
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Organization, Project, SocialAccount
+from config.api.ids import PrefixedIdField
+
+
+class PoolAccount(models.Model):
+    """A warmed TikTok account owned by Layers, leased to partners. Its tokens are encrypted like any
+    platform token; while leased they live on the partner-side SocialAccount (one copy, so TikTok's
+    rotating refresh token is never held twice) and come back here on release."""
+
+    class Status(models.TextChoices):
+        AVAILABLE = "available"
+        RESERVED = "reserved"  # picked for a request, being bound (the request is `provisioning`)
+        LEASED = "leased"
+        RETIRED = "retired"
+
+    class Warmup(models.TextChoices):
+        WARMING = "warming"
+        WARM = "warm"
+
+    id = PrefixedIdField(prefix="pool")
+    platform = models.CharField(max_length=16, default="tiktok", editable=False)
+    handle = models.CharField(max_length=64)
+    platform_user_id = models.CharField(max_length=128)
+    display_name = models.CharField(max_length=200, blank=True)
+    access_token_enc = models.TextField(blank=True, editable=False)
+    refresh_token_enc = models.TextField(blank=True, editable=False)
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    refresh_expires_at = models.DateTimeField(null=True, blank=True)
+    vertical = models.CharField(max_length=100, db_index=True)
+    languages = models.JSONField(default=list, help_text='BCP 47 tags, e.g. ["en-US", "en-GB"]')
+    geos = models.JSONField(default=list, help_text='ISO 3166-1 alpha-2 codes, e.g. ["US", "CA"]')
+    audience_notes = models.TextField(blank=True)
+    warmup_state = models.CharField(max_length=16, choices=Warmup.choices, default=Warmup.WARM)
+    monthly_price_cents = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.AVAILABLE, db_index=True)
+    status_note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["platform", "platform_user_id"], name="pool_account_once"),
+            models.CheckConstraint(condition=models.Q(monthly_price_cents__gte=0), name="pool_price_not_negative"),
+        ]
+
+    def __str__(self):
+        return f"@{self.handle} ({self.vertical})"
+
+    @property
+    def price_display(self) -> str:
+        return f"${self.monthly_price_cents / 100:,.2f}"
+
+    @property
+    def access_token(self) -> str | None:
+        from accounts.crypto import decrypt
+
+        return decrypt(self.access_token_enc)
+
+
+class LeaseRequest(models.Model):
+    """A partner's request for warmed accounts in a niche, fulfilled by Layers staff."""
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested"
+        IN_REVIEW = "in_review"
+        PROVISIONING = "provisioning"
+        ASSIGNED = "assigned"
+        PARTIAL = "partial"
+        REJECTED = "rejected"
+        FAILED = "failed"
+
+    OPEN = (Status.REQUESTED, Status.IN_REVIEW, Status.FAILED)
+
+    id = PrefixedIdField(prefix="lreq")
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="lease_requests")
+    count = models.PositiveSmallIntegerField()
+    vertical = models.CharField(max_length=100)
+    audience = models.CharField(max_length=500, blank=True)
+    language = models.CharField(max_length=35)
+    geos = models.JSONField(default=list)
+    note = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.REQUESTED, db_index=True)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    review_started_at = models.DateTimeField(null=True, blank=True)
+    rejection_reason = models.CharField(max_length=1000, blank=True)
+    failure_reason = models.CharField(max_length=1000, blank=True)
+    submitted_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "-submitted_at", "-id"], name="lreq_project_newest")]
+
+    def __str__(self):
+        return f"{self.id} ({self.count} × {self.vertical}, {self.status})"
+
+
+class Lease(models.Model):
+    """One pool account leased to one project, bound as a `kind: leased` social account. Live while
+    released_at is null; billing charges it per period from assigned_at until it is released."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="leases")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="leases")
+    request = models.ForeignKey(LeaseRequest, on_delete=models.PROTECT, related_name="leases")
+    pool_account = models.ForeignKey(PoolAccount, on_delete=models.PROTECT, related_name="leases")
+    social_account = models.OneToOneField(SocialAccount, on_delete=models.PROTECT, related_name="lease")
+    monthly_price_cents = models.PositiveIntegerField()
+    assigned_at = models.DateTimeField(default=timezone.now)
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    released_at = models.DateTimeField(null=True, blank=True)
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            # The promise "an account is never leased twice at once", held by the database itself.
+            models.UniqueConstraint(
+                fields=["pool_account"],
+                condition=models.Q(released_at__isnull=True),
+                name="one_live_lease_per_pool_account",
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "-assigned_at", "-id"], name="lease_project_newest")]
+
+    def __str__(self):
+        return f"lease of {self.pool_account} to {self.project}"
+
+
+class LeaseAction(models.Model):
+    """Audit trail of every staff (or automation) action on requests and leases."""
+
+    request = models.ForeignKey(LeaseRequest, null=True, blank=True, on_delete=models.CASCADE, related_name="actions")
+    lease = models.ForeignKey(Lease, null=True, blank=True, on_delete=models.CASCADE, related_name="actions")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=32)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.action} by {self.actor or 'automation'}"

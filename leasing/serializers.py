@@ -1,0 +1,81 @@
+"""Public representations of lease requests and leased accounts (API output and event data)."""
+
+from rest_framework import serializers
+
+
+class NicheSerializer(serializers.Serializer):
+    vertical = serializers.CharField()
+    audience = serializers.CharField(allow_blank=True)
+    language = serializers.CharField()
+    geo = serializers.ListField(child=serializers.CharField(), source="geos")
+
+
+class LeaseRequestOutput(serializers.Serializer):
+    requestId = serializers.CharField(source="id", help_text="lreq_<ULID>")
+    projectId = serializers.CharField(source="project_id")
+    status = serializers.ChoiceField(
+        choices=["requested", "in_review", "provisioning", "assigned", "partial", "rejected", "failed"],
+        help_text="requested → in_review (a Layers staff member took it) → provisioning (accounts being bound) → "
+        "assigned (all) | partial (fewer, ≥ 1) | rejected; failed when binding failed (see failureReason; the "
+        "request can be worked again). Clients that only know requested / assigned / partial / rejected can "
+        "treat the others as 'still requested'.",
+    )
+    count = serializers.IntegerField()
+    assignedCount = serializers.SerializerMethodField()
+    niche = NicheSerializer(source="*")
+    note = serializers.CharField()
+    submittedAt = serializers.DateTimeField(source="submitted_at")
+    decidedAt = serializers.DateTimeField(source="decided_at", allow_null=True)
+    socialAccountIds = serializers.SerializerMethodField()
+    rejectionReason = serializers.SerializerMethodField()
+    failureReason = serializers.SerializerMethodField()
+
+    def _leases(self, request):
+        cached = getattr(request, "_prefetched_objects_cache", {}).get("leases")
+        return list(cached) if cached is not None else list(request.leases.all())
+
+    def get_assignedCount(self, request) -> int:  # noqa: N802
+        return len(self._leases(request))
+
+    def get_socialAccountIds(self, request) -> list[str]:  # noqa: N802
+        return [lease.social_account_id for lease in self._leases(request)]
+
+    def get_rejectionReason(self, request) -> str | None:  # noqa: N802
+        return request.rejection_reason or None
+
+    def get_failureReason(self, request) -> str | None:  # noqa: N802
+        return request.failure_reason or None
+
+
+class LeasedAccountOutput(serializers.Serializer):
+    socialAccountId = serializers.CharField(source="social_account_id")
+    handle = serializers.CharField(source="social_account.identity.handle")
+    status = serializers.CharField(source="social_account.status")
+    niche = serializers.SerializerMethodField()
+    requestId = serializers.CharField(source="request_id")
+    monthlyPriceCents = serializers.IntegerField(source="monthly_price_cents")
+    assignedAt = serializers.DateTimeField(source="assigned_at")
+    currentPeriodStart = serializers.SerializerMethodField()
+    currentPeriodEnd = serializers.SerializerMethodField()
+    releasedAt = serializers.DateTimeField(source="released_at", allow_null=True)
+
+    def get_niche(self, lease) -> dict:
+        pool = lease.pool_account
+        return {"vertical": pool.vertical, "languages": pool.languages, "geo": pool.geos}
+
+    def _period(self, lease):
+        from django.utils import timezone
+
+        from leasing.periods import period_bounds, period_index_at
+
+        return period_bounds(lease.assigned_at, period_index_at(lease.assigned_at, timezone.now()))
+
+    def get_currentPeriodStart(self, lease) -> str:  # noqa: N802
+        return serializers.DateTimeField().to_representation(self._period(lease)[0])
+
+    def get_currentPeriodEnd(self, lease) -> str:  # noqa: N802
+        return serializers.DateTimeField().to_representation(self._period(lease)[1])
+
+
+def lease_request_data(request) -> dict:
+    return dict(LeaseRequestOutput(request).data)

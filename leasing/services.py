@@ -1,0 +1,407 @@
+"""State changes of leasing: pool accounts, lease requests and their fulfilment, releases.
+
+Fulfilment is three steps so that no transaction is held open across a platform call and every step is
+visible: (1) reserve — lock the request and the chosen pool accounts, request → provisioning;
+(2) check — each reserved account's token is verified with TikTok, outside any transaction;
+(3) bind — create the leased social accounts, the leases and the first charge, request → assigned / partial.
+A failing check or bind puts the request in `failed` with the reason and returns the accounts to the pool."""
+
+import logging
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts import crypto
+from accounts.models import PlatformIdentity, SocialAccount
+from accounts.platforms.base import PlatformError, TokenInvalid, TokenSet
+from accounts.services import event_record
+from config.api.errors import ApiError
+from leasing.models import Lease, LeaseAction, LeaseRequest, PoolAccount
+
+log = logging.getLogger(__name__)
+
+
+class LeaseError(ApiError):
+    """A staff action that cannot be done as asked; the message says why (shown in the admin / command)."""
+
+    status, code = 409, "LEASE_CONFLICT"
+
+
+def _audit(*, action: str, actor=None, request=None, lease=None, **detail) -> None:
+    LeaseAction.objects.create(action=action, actor=actor, request=request, lease=lease, detail=detail)
+
+
+# --- Requests ---------------------------------------------------------------------------------------
+
+
+def lease_request_create(
+    *, project, count: int, vertical: str, language: str, geos: list[str], audience: str = "", note: str = ""
+) -> LeaseRequest:
+    """A partner asks for `count` warmed TikTok accounts in a niche (validated by the API)."""
+    with transaction.atomic():
+        request = LeaseRequest.objects.create(
+            organization_id=project.organization_id,
+            project=project,
+            count=count,
+            vertical=vertical.strip(),
+            language=language,
+            geos=[g.upper() for g in geos],
+            audience=audience or "",
+            note=note or "",
+        )
+        _audit(action="requested", request=request, count=count)
+    return request
+
+
+def lease_request_take(*, request_id: str, actor) -> LeaseRequest:
+    """A staff member takes a request (requested → in_review) so two people do not work it unknowingly.
+    Taking one already in review by someone else reassigns it, and says so in the audit trail."""
+    with transaction.atomic():
+        request = LeaseRequest.objects.select_for_update().get(pk=request_id)
+        if request.status not in (
+            LeaseRequest.Status.REQUESTED,
+            LeaseRequest.Status.IN_REVIEW,
+            LeaseRequest.Status.FAILED,
+        ):
+            raise LeaseError(f"This request is {request.status}; there is nothing to review.")
+        previous = request.reviewer
+        request.status = LeaseRequest.Status.IN_REVIEW
+        request.reviewer = actor
+        request.review_started_at = timezone.now()
+        request.save(update_fields=["status", "reviewer", "review_started_at"])
+        _audit(action="taken", actor=actor, request=request, previous_reviewer=str(previous) if previous else None)
+    return request
+
+
+def lease_request_reject(*, request_id: str, reason: str, actor=None) -> LeaseRequest:
+    """Reject an open request with a reason the partner sees; records `lease_request.rejected`."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise LeaseError("A rejection needs a reason; the partner sees it.")
+    with transaction.atomic():
+        request = LeaseRequest.objects.select_for_update().get(pk=request_id)
+        if request.status not in LeaseRequest.OPEN:
+            raise LeaseError(f"This request is {request.status}; it can no longer be rejected.")
+        request.status = LeaseRequest.Status.REJECTED
+        request.rejection_reason = reason[:1000]
+        request.decided_at = timezone.now()
+        request.save(update_fields=["status", "rejection_reason", "decided_at"])
+        _audit(action="rejected", actor=actor, request=request, reason=reason)
+        from leasing.serializers import lease_request_data
+
+        event_record(
+            organization_id=request.organization_id, type="lease_request.rejected", data=lease_request_data(request)
+        )
+    return request
+
+
+# --- Matching ---------------------------------------------------------------------------------------
+
+
+def _primary(language: str) -> str:
+    return language.split("-")[0].lower()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    account: PoolAccount
+    exact_language: bool
+    geo_overlap: list[str]
+
+    @property
+    def rank_key(self):
+        # Exact language first, then the widest geo overlap, warm before warming, cheaper, older.
+        return (
+            not self.exact_language,
+            -len(self.geo_overlap),
+            self.account.warmup_state != PoolAccount.Warmup.WARM,
+            self.account.monthly_price_cents,
+            self.account.created_at,
+        )
+
+
+def pool_candidates(*, request: LeaseRequest) -> list[Candidate]:
+    """Available pool accounts matching the request's niche — same vertical, same language (exact tag
+    or same primary language), at least one geo in common — best first."""
+    geos = {g.upper() for g in request.geos}
+    out = []
+    for account in PoolAccount.objects.filter(
+        status=PoolAccount.Status.AVAILABLE, vertical__iexact=request.vertical
+    ).order_by("created_at"):
+        languages = [lang.lower() for lang in account.languages]
+        exact = request.language.lower() in languages
+        if not exact and _primary(request.language) not in {_primary(lang) for lang in languages}:
+            continue
+        overlap = sorted(geos & {g.upper() for g in account.geos})
+        if not overlap:
+            continue
+        out.append(Candidate(account=account, exact_language=exact, geo_overlap=overlap))
+    return sorted(out, key=lambda c: c.rank_key)
+
+
+# --- Assignment -------------------------------------------------------------------------------------
+
+
+def lease_assign(
+    *, request_id: str, pool_account_ids: list[str] | None = None, auto: bool = False, actor=None
+) -> LeaseRequest:
+    """Assign pool accounts to a request: the given ones, or with `auto` the best matches up to the
+    remaining count. Fewer than `count` → `partial`. Raises LeaseError with a clear message when the
+    request is not open, nothing is chosen, or a chosen account is not available (e.g. another staff
+    member assigned it a moment ago)."""
+    reserved = _reserve(request_id=request_id, pool_account_ids=pool_account_ids, auto=auto, actor=actor)
+    problems = _check_tokens(reserved)
+    if problems:
+        return _fail(request_id=request_id, pool_ids=[p.pk for p in reserved], reason="; ".join(problems), actor=actor)
+    try:
+        return _bind(request_id=request_id, pool_ids=[p.pk for p in reserved], actor=actor)
+    except Exception as exc:
+        log.exception("binding lease request %s failed", request_id)
+        return _fail(
+            request_id=request_id, pool_ids=[p.pk for p in reserved], reason=f"binding failed: {exc}", actor=actor
+        )
+
+
+def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> list[PoolAccount]:
+    with transaction.atomic():
+        request = LeaseRequest.objects.select_for_update().filter(pk=request_id).first()
+        if request is None:
+            raise LeaseError(f"No lease request {request_id}.")
+        if request.status not in LeaseRequest.OPEN:
+            raise LeaseError(f"This request is {request.status}; it cannot be assigned again.")
+        wanted = request.count
+        if auto:
+            chosen = [c.account.pk for c in pool_candidates(request=request)][:wanted]
+            if not chosen:
+                raise LeaseError("No available pool account matches this niche.")
+        else:
+            chosen = list(dict.fromkeys(pool_account_ids or []))
+            if not chosen:
+                raise LeaseError("Pick at least one pool account (or auto-assign).")
+            if len(chosen) > wanted:
+                raise LeaseError(f"The partner asked for {wanted}; {len(chosen)} were picked.")
+        # Row locks in a fixed order: two staff assigning at the same moment serialize here, and the second
+        # finds the account no longer available instead of leasing it twice.
+        accounts = list(PoolAccount.objects.select_for_update().filter(pk__in=chosen).order_by("pk"))
+        found = {a.pk: a for a in accounts}
+        for pk in chosen:
+            account = found.get(pk)
+            if account is None:
+                raise LeaseError(f"No pool account {pk}.")
+            if account.status != PoolAccount.Status.AVAILABLE:
+                raise LeaseError(f"@{account.handle} is not available (it is {account.status}); pick another account.")
+        PoolAccount.objects.filter(pk__in=chosen).update(status=PoolAccount.Status.RESERVED)
+        request.status = LeaseRequest.Status.PROVISIONING
+        request.failure_reason = ""
+        request.save(update_fields=["status", "failure_reason"])
+        _audit(
+            action="assigning",
+            actor=actor,
+            request=request,
+            pool_accounts=[found[pk].handle for pk in chosen],
+            auto=auto,
+        )
+        return [found[pk] for pk in chosen]
+
+
+def _check_tokens(accounts: list[PoolAccount]) -> list[str]:
+    """Verify each reserved account's token with TikTok (no transaction open). Returns the problems."""
+    from accounts.platforms.clients import get_client
+
+    client = get_client("tiktok")
+    problems = []
+    for account in accounts:
+        token = account.access_token
+        if not token:
+            problems.append(f"@{account.handle} has no token")
+            continue
+        try:
+            client.get_profile(access_token=token)
+        except TokenInvalid:
+            problems.append(f"@{account.handle}'s token is no longer valid")
+        except PlatformError as exc:
+            problems.append(f"TikTok could not confirm @{account.handle} ({type(exc).__name__})")
+    return problems
+
+
+def _fail(*, request_id: str, pool_ids: list[str], reason: str, actor) -> LeaseRequest:
+    with transaction.atomic():
+        PoolAccount.objects.filter(pk__in=pool_ids, status=PoolAccount.Status.RESERVED).update(
+            status=PoolAccount.Status.AVAILABLE
+        )
+        request = LeaseRequest.objects.select_for_update().get(pk=request_id)
+        request.status = LeaseRequest.Status.FAILED
+        request.failure_reason = reason[:1000]
+        request.save(update_fields=["status", "failure_reason"])
+        _audit(action="failed", actor=actor, request=request, reason=reason)
+    return request
+
+
+def _bind(*, request_id: str, pool_ids: list[str], actor) -> LeaseRequest:
+    from billing.services import lease_billing_start
+
+    from leasing.serializers import lease_request_data
+    from scheduling.services import layers_provision_for_account
+
+    now = timezone.now()
+    with transaction.atomic():
+        request = LeaseRequest.objects.select_for_update().get(pk=request_id)
+        pool = list(PoolAccount.objects.select_for_update().filter(pk__in=pool_ids, status=PoolAccount.Status.RESERVED))
+        if len(pool) != len(pool_ids):
+            raise LeaseError("A reserved pool account changed state during provisioning.")
+        for account in pool:
+            identity, _ = PlatformIdentity.objects.get_or_create(
+                organization_id=request.organization_id,
+                platform="tiktok",
+                platform_user_id=account.platform_user_id,
+                defaults={"handle": account.handle, "display_name": account.display_name},
+            )
+            # The token moves to the social account (one live copy: TikTok rotates refresh tokens).
+            social = SocialAccount.objects.create(
+                organization_id=request.organization_id,
+                project_id=request.project_id,
+                identity=identity,
+                platform="tiktok",
+                kind=SocialAccount.Kind.LEASED,
+                status=SocialAccount.Status.CONNECTED,
+                access_token_enc=account.access_token_enc,
+                refresh_token_enc=account.refresh_token_enc,
+                token_expires_at=account.token_expires_at,
+                refresh_expires_at=account.refresh_expires_at,
+                token_version=1,
+                token_refreshed_at=now,
+                health_checked_at=now,
+                connected_at=now,
+            )
+            lease = Lease.objects.create(
+                organization_id=request.organization_id,
+                project_id=request.project_id,
+                request=request,
+                pool_account=account,
+                social_account=social,
+                monthly_price_cents=account.monthly_price_cents,
+                assigned_at=now,
+                assigned_by=actor,
+            )
+            account.status = PoolAccount.Status.LEASED
+            account.access_token_enc = account.refresh_token_enc = ""
+            account.save(update_fields=["status", "access_token_enc", "refresh_token_enc"])
+            layers_provision_for_account(account=social)
+            lease_billing_start(lease=lease)
+            _audit(action="assigned", actor=actor, request=request, lease=lease, pool_account=account.handle)
+        assigned = Lease.objects.filter(request=request).count()
+        request.status = LeaseRequest.Status.ASSIGNED if assigned >= request.count else LeaseRequest.Status.PARTIAL
+        request.decided_at = now
+        request.save(update_fields=["status", "decided_at"])
+        event_record(
+            organization_id=request.organization_id, type="lease_request.assigned", data=lease_request_data(request)
+        )
+    return request
+
+
+# --- Release ----------------------------------------------------------------------------------------
+
+
+def lease_release_for_account(*, account: SocialAccount, actor=None) -> Lease | None:
+    """Release the live lease bound to `account`, inside the caller's (revoke) transaction: the pool
+    account gets its token back and returns to the pool, no further period is charged (billing renews
+    only live leases), the current one is not refunded. Returns the released lease, or None."""
+    lease = Lease.objects.select_for_update().filter(social_account=account, released_at__isnull=True).first()
+    if lease is None:
+        return None
+    now = timezone.now()
+    lease.released_at = now
+    lease.released_by = actor
+    lease.save(update_fields=["released_at", "released_by"])
+    PoolAccount.objects.filter(pk=lease.pool_account_id).update(
+        status=PoolAccount.Status.AVAILABLE,
+        access_token_enc=account.access_token_enc,
+        refresh_token_enc=account.refresh_token_enc,
+        token_expires_at=account.token_expires_at,
+        refresh_expires_at=account.refresh_expires_at,
+        status_note="",
+    )
+    _audit(action="released", actor=actor, request=lease.request, lease=lease)
+    transaction.on_commit(lambda: _check_returned(lease.pool_account_id))
+    return lease
+
+
+def _check_returned(pool_account_id: str) -> None:
+    from leasing.tasks import pool_account_check
+
+    pool_account_check.delay(pool_account_id)
+
+
+def pool_account_check(*, pool_account_id: str) -> str:
+    """Verify a returned pool account's token; a dead one takes the account out of the pool (retired,
+    with a note for ops) instead of leasing a broken account to the next partner."""
+    from accounts.platforms.clients import get_client
+
+    account = PoolAccount.objects.get(pk=pool_account_id)
+    if account.status != PoolAccount.Status.AVAILABLE:
+        return "skipped"
+    try:
+        get_client("tiktok").get_profile(access_token=account.access_token or "")
+    except TokenInvalid:
+        PoolAccount.objects.filter(pk=account.pk, status=PoolAccount.Status.AVAILABLE).update(
+            status=PoolAccount.Status.RETIRED, status_note="token invalid after release: reconnect it"
+        )
+        return "retired"
+    return "ok"
+
+
+# --- Pool ---------------------------------------------------------------------------------------------
+
+
+def pool_account_add(
+    *,
+    handle: str,
+    tokens: TokenSet,
+    vertical: str,
+    languages: list[str],
+    geos: list[str],
+    monthly_price_cents: int,
+    display_name: str = "",
+    audience_notes: str = "",
+) -> PoolAccount:
+    """Add a warmed account (with its TikTok tokens) to the pool."""
+    try:
+        with transaction.atomic():
+            return PoolAccount.objects.create(
+                handle=handle,
+                platform_user_id=tokens.platform_user_id,
+                display_name=display_name,
+                access_token_enc=crypto.encrypt(tokens.access_token),
+                refresh_token_enc=crypto.encrypt(tokens.refresh_token) if tokens.refresh_token else "",
+                token_expires_at=tokens.expires_at,
+                refresh_expires_at=tokens.refresh_expires_at,
+                vertical=vertical,
+                languages=languages,
+                geos=[g.upper() for g in geos],
+                audience_notes=audience_notes,
+                monthly_price_cents=monthly_price_cents,
+            )
+    except IntegrityError:
+        raise LeaseError(f"@{handle} is already in the pool.")
+
+
+def sandbox_tokens_for(handle: str) -> TokenSet:
+    """Sandbox mode only: tokens for a sandbox TikTok handle, as TikTok issues them after its owner
+    consented (used to stock the pool in dev, demos and tests)."""
+    from django.conf import settings
+
+    from accounts.platforms.sandbox import identities, oauth
+
+    if settings.LAYERS_PLATFORMS != "sandbox":
+        raise LeaseError("Sandbox tokens exist only in sandbox mode; connect real accounts in live mode.")
+    access, refresh = oauth.issue_tiktok_pair(
+        username=handle, scopes="user.info.basic,user.info.profile,video.publish,video.upload,video.list"
+    )
+    return TokenSet(
+        access_token=access.raw,
+        refresh_token=refresh.raw,
+        expires_at=access.token.expires_at,
+        refresh_expires_at=refresh.token.expires_at,
+        platform_user_id=identities.tiktok_open_id(handle),
+    )

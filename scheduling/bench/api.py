@@ -1,0 +1,208 @@
+"""`bench_api`: latency and query count of the main partner endpoints in process, next to a trivial DRF
+view (the floor), then requests/s of the same endpoints under gunicorn next to /healthz.
+
+The trivial view is an ApiView like every partner endpoint — API-key authentication, throttling, the
+error envelope — that returns a constant: what any endpoint costs before doing its own work. In process,
+requests go through Django's test client (the whole middleware stack, no sockets); the load run sends
+real HTTP over loopback with config/bench/loadgen.py."""
+
+import json
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext, override_settings
+from django.utils import timezone
+from rest_framework.response import Response
+
+from config.api.views import ApiView
+from config.bench import harness
+from scheduling.bench import seed
+
+RETURN_DOMAIN = "app.bench.test"
+
+
+class TrivialApi(ApiView):
+    """The floor: authentication, throttling and rendering, no work."""
+
+    def get(self, request):
+        return Response({"ok": True})
+
+
+@dataclass
+class Endpoint:
+    name: str
+    method: str
+    path: str
+    body: dict | None = None
+    expect: int = 200
+
+
+@dataclass
+class InProcess:
+    name: str
+    p50_ms: float
+    p99_ms: float
+    queries: int
+    queries_max: int
+
+
+@dataclass
+class Load:
+    name: str
+    rps: float
+    p50_ms: float | None
+    p99_ms: float | None
+    requests: int
+    errors: int
+
+
+@dataclass
+class ApiData:
+    raw_key: str
+    endpoints: list[Endpoint]
+    small_list: Endpoint
+
+
+def seed_api(*, accounts: int, small: int, posts: int) -> ApiData:
+    """One organization: a project with `accounts` accounts and `posts` scheduled posts, a second project
+    with `small` accounts (the same list with fewer rows, for the constant query count), an API key."""
+    from accounts import services as account_services
+
+    organization, project = seed.seed_tenant("Bench API")
+    other = account_services.project_create(organization=organization, name="Bench API small project")
+    many = seed.seed_accounts(
+        organization=organization, project=project, count=accounts, platforms=["tiktok", "instagram"], prefix="api."
+    )
+    seed.seed_accounts(
+        organization=organization, project=other, count=small, platforms=["tiktok", "instagram"], prefix="apismall."
+    )
+    seed.seed_posts(accounts=many, count=posts, scheduled_for=timezone.now() + timedelta(days=1), label="api")
+    _, raw = account_services.api_key_create(
+        organization=organization, return_domains=[RETURN_DOMAIN], name="bench"
+    )
+    from scheduling import services as scheduling_services
+
+    container = scheduling_services.container_create(
+        project=project, media_type="video", media_urls=["https://cdn.bench.test/api.mp4"], caption="bench api"
+    )
+    targets = [{"socialAccountId": a.pk, "mode": "publish"} for a in many[:50]]
+    when = (timezone.now() + timedelta(days=2)).isoformat().replace("+00:00", "Z")
+    return ApiData(
+        raw_key=raw,
+        endpoints=[
+            Endpoint("trivial DRF view (floor)", "GET", "/bench/trivial"),
+            Endpoint(
+                f"list social accounts ({min(accounts, 50)})",
+                "GET",
+                f"/v1/projects/{project.pk}/social-accounts?limit=50",
+            ),
+            Endpoint(
+                f"schedule {len(targets)} targets",
+                "POST",
+                f"/v1/content/{container.pk}/schedule",
+                {"targets": targets, "scheduledFor": when},
+                201,
+            ),
+            Endpoint(
+                "oauth-url",
+                "POST",
+                f"/v1/projects/{project.pk}/social/oauth-url",
+                {"platform": "tiktok", "returnUrl": f"https://{RETURN_DOMAIN}/connected"},
+            ),
+            Endpoint("list scheduled posts (50)", "GET", f"/v1/projects/{project.pk}/scheduled-posts?limit=50"),
+        ],
+        small_list=Endpoint(f"list social accounts ({small})", "GET", f"/v1/projects/{other.pk}/social-accounts"),
+    )
+
+
+def _call(client: Client, endpoint: Endpoint):
+    if endpoint.method == "GET":
+        response = client.get(endpoint.path)
+    else:
+        response = client.post(endpoint.path, json.dumps(endpoint.body), content_type="application/json")
+    if response.status_code != endpoint.expect:
+        raise harness.BenchError(
+            f"{endpoint.method} {endpoint.path} answered {response.status_code}: {response.content[:300]!r}"
+        )
+    return response
+
+
+def in_process(data: ApiData, *, iterations: int, warmup: int) -> list[InProcess]:
+    """p50 / p99 latency over `iterations` calls after `warmup`, then the query count of a few more."""
+    results = []
+    with override_settings(ROOT_URLCONF="scheduling.bench.urls"):
+        client = Client(HTTP_AUTHORIZATION=f"Bearer {data.raw_key}", raise_request_exception=True)
+        for endpoint in [*data.endpoints, data.small_list]:
+            for _ in range(warmup):
+                _call(client, endpoint)
+            timings = []
+            for _ in range(iterations):
+                started = time.perf_counter()
+                _call(client, endpoint)
+                timings.append((time.perf_counter() - started) * 1000)
+            counts = []
+            for _ in range(5):
+                with CaptureQueriesContext(connection) as queries:
+                    _call(client, endpoint)
+                counts.append(len(queries.captured_queries))
+            results.append(
+                InProcess(
+                    name=endpoint.name,
+                    p50_ms=harness.percentile(timings, 50),
+                    p99_ms=harness.percentile(timings, 99),
+                    queries=int(statistics.median(counts)),
+                    queries_max=max(counts),
+                )
+            )
+    return results
+
+
+def under_load(data: ApiData, *, port: int, duration: float, concurrency: int) -> list[Load]:
+    """Requests/s of /healthz and of each endpoint, one after the other, each for `duration` seconds."""
+    runs = [Endpoint("/healthz", "GET", "/healthz"), *data.endpoints]
+    results = []
+    for endpoint in runs:
+        argv = harness.python_argv(
+            "-m",
+            "config.bench.loadgen",
+            "--port",
+            str(port),
+            "--path",
+            endpoint.path,
+            "--method",
+            endpoint.method,
+            "--duration",
+            str(duration),
+            "--concurrency",
+            str(concurrency),
+        )
+        if endpoint.path != "/healthz":
+            argv += ["--header", f"Authorization: Bearer {data.raw_key}"]
+        if endpoint.body is not None:
+            argv += ["--body", json.dumps(endpoint.body)]
+        finished = subprocess.run(  # noqa: S603 - our own interpreter and module, loopback only
+            argv, capture_output=True, text=True, timeout=duration + 60, check=False
+        )
+        if finished.returncode != 0:
+            raise harness.BenchError(f"load generator failed: {finished.stderr[-2000:]}")
+        answer = json.loads(finished.stdout.strip().splitlines()[-1])
+        results.append(
+            Load(
+                name=endpoint.name,
+                rps=answer["rps"],
+                p50_ms=answer["p50_ms"],
+                p99_ms=answer["p99_ms"],
+                requests=answer["requests"],
+                errors=answer["errors"],
+            )
+        )
+    return results
+
+
+def as_dicts(rows) -> list[dict]:
+    return [asdict(row) for row in rows]

@@ -1,0 +1,267 @@
+"""`manage.py bench_publish`: publishing throughput and dispatch lag of a burst, next to an ETA baseline and
+a floor. See scheduling/bench/publish.py for what is measured and BENCHMARKS.md for the figures."""
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from config.bench import harness
+
+PHASES = ("pipeline", "baseline", "floor")
+QUICK = {"posts": 40, "accounts": 8, "latency_ms": 10.0, "threads": 4, "timeout": 90.0, "lead": 3.0}
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmark publishing: N posts due at one instant across M accounts, sandbox latency L ms over real "
+        "HTTP, real Celery workers and beat, against an ETA-per-post baseline and a minimal floor. Runs on "
+        "a throw-away PostgreSQL database (127.0.0.1:5432) and Redis (127.0.0.1:6379); loopback only."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--posts", type=int, default=5000, help="N: posts due at the same instant")
+        parser.add_argument("--accounts", type=int, default=500, help="M: accounts the posts are spread over")
+        parser.add_argument("--latency-ms", type=float, default=50.0, help="L: sandbox latency per API call")
+        parser.add_argument("--workers", type=int, default=2, help="worker processes (each variant)")
+        parser.add_argument("--threads", type=int, default=12, help="threads per worker process")
+        parser.add_argument("--platforms", default="tiktok,instagram", help="accounts' platforms, in turn")
+        parser.add_argument("--phases", default=",".join(PHASES), help="which of pipeline,baseline,floor to run")
+        parser.add_argument("--timeout", type=float, default=900.0, help="hard limit per phase, seconds")
+        parser.add_argument("--lead", type=float, default=None, help="seconds between seeding and the due time")
+        parser.add_argument("--sandbox-workers", type=int, default=2)
+        parser.add_argument("--sandbox-threads", type=int, default=16)
+        parser.add_argument("--db-name", default=None, help="bench database (default layers_bench_<pid>)")
+        parser.add_argument("--quick", action="store_true", help="a small run (smoke test): 40 posts, 8 accounts")
+        parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+        parser.add_argument("--keep-logs", action="store_true", help="keep the servers' and workers' logs")
+
+    def handle(self, *args, **options):
+        if not harness.is_inner():
+            self._reexec(options)
+        try:
+            self._run(harness.inner_options())
+        except harness.BenchError as exc:
+            raise CommandError(str(exc)) from None
+
+    # --- outer: pick the database and the port, then become the bench process -----------------------
+
+    def _reexec(self, options: dict) -> None:
+        opts = {
+            key: options[key]
+            for key in (
+                "posts",
+                "accounts",
+                "latency_ms",
+                "workers",
+                "threads",
+                "platforms",
+                "phases",
+                "timeout",
+                "lead",
+                "sandbox_workers",
+                "sandbox_threads",
+                "json",
+                "keep_logs",
+            )
+        }
+        if options["quick"]:
+            opts.update(QUICK)
+        platforms = [p.strip() for p in opts["platforms"].split(",") if p.strip()]
+        phases = [p.strip() for p in opts["phases"].split(",") if p.strip()]
+        if not platforms or set(platforms) - {"tiktok", "instagram"}:
+            raise CommandError("--platforms takes tiktok and/or instagram")
+        if not phases or set(phases) - set(PHASES):
+            raise CommandError(f"--phases takes some of {', '.join(PHASES)}")
+        opts["platforms"], opts["phases"] = platforms, [p for p in PHASES if p in phases]
+        if opts["lead"] is None:
+            opts["lead"] = 4.0 + opts["posts"] / 1000
+        if min(opts["posts"], opts["accounts"], opts["workers"], opts["threads"]) < 1:
+            raise CommandError("--posts, --accounts, --workers and --threads must be at least 1")
+        port = harness.free_port()
+        opts["sandbox_port"] = port
+        try:
+            harness.reexec(
+                "bench_publish",
+                opts,
+                db_name=options["db_name"] or f"layers_bench_{os.getpid()}",
+                extra_env={
+                    "LAYERS_PUBLIC_URL": f"http://127.0.0.1:{port}",
+                    "LAYERS_SANDBOX_LATENCY_MS": str(opts["latency_ms"]),
+                    "LAYERS_PLATFORM_TRANSPORT": "http",
+                },
+            )
+        except harness.BenchError as exc:
+            raise CommandError(str(exc)) from None
+
+    # --- inner: the bench itself ----------------------------------------------------------------------
+
+    def _run(self, opts: dict) -> None:
+        from scheduling.bench import seed
+        from scheduling.bench.publish import Options, PublishBench
+
+        quiet = opts["json"]
+
+        def out(line: str) -> None:
+            if not quiet:
+                self.stdout.write(line)
+                self.stdout.flush()
+
+        db = os.environ["LAYERS_BENCH_DB"]
+        phase_count = len(opts["phases"])
+        hard_limit = int(180 + phase_count * (opts["timeout"] + opts["lead"] + 120))
+        signal.signal(signal.SIGALRM, _raise_timeout)
+        signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.alarm(hard_limit)
+        log_dir = Path(tempfile.mkdtemp(prefix="layers-bench-"))
+        ok = False
+        try:
+            started = time.monotonic()
+            harness.create_database(db)
+            call_command("migrate", verbosity=0, interactive=False)
+            info = harness.machine()
+            out(f"bench_publish on {_machine_line(info)}")
+            out(f"  database {db} created and migrated in {time.monotonic() - started:.1f} s")
+            options = Options(
+                posts=opts["posts"],
+                accounts=opts["accounts"],
+                latency_ms=opts["latency_ms"],
+                workers=opts["workers"],
+                threads=opts["threads"],
+                platforms=opts["platforms"],
+                phases=opts["phases"],
+                timeout=opts["timeout"],
+                sandbox_workers=opts["sandbox_workers"],
+                sandbox_threads=opts["sandbox_threads"],
+                lead=opts["lead"],
+            )
+            with harness.Processes(log_dir) as procs:
+                url = f"http://127.0.0.1:{opts['sandbox_port']}"
+                procs.start(
+                    "sandbox",
+                    harness.python_argv(
+                        "-m",
+                        "gunicorn",
+                        "config.wsgi",
+                        "--bind",
+                        f"127.0.0.1:{opts['sandbox_port']}",
+                        "--worker-class",
+                        "gthread",
+                        "--workers",
+                        str(options.sandbox_workers),
+                        "--threads",
+                        str(options.sandbox_threads),
+                        "--keep-alive",
+                        "30",
+                        "--backlog",
+                        "2048",
+                        "--graceful-timeout",
+                        "3",
+                        "--log-level",
+                        "warning",
+                    ),
+                )
+                harness.wait_until(lambda: harness.http_ok(f"{url}/healthz"), timeout=60, what="the sandbox server")
+                organization, project = seed.seed_tenant("Bench publishing")
+                accounts = seed.seed_accounts(
+                    organization=organization,
+                    project=project,
+                    count=options.accounts,
+                    platforms=options.platforms,
+                    prefix="bench.",
+                )
+                out(
+                    f"  {options.posts} posts due at one instant on {options.accounts} accounts "
+                    f"({', '.join(options.platforms)}), sandbox latency {options.latency_ms:g} ms per call over "
+                    f"HTTP (gunicorn gthread {options.sandbox_workers}x{options.sandbox_threads} at {url})"
+                )
+                out(
+                    f"  concurrency of every variant: {options.workers} processes x {options.threads} threads; "
+                    f"pipeline and baseline: celery worker --pool threads (+ beat for the pipeline)"
+                )
+                bench = PublishBench(options=options, procs=procs, accounts=accounts, out=out)
+                results = [getattr(bench, phase)() for phase in options.phases]
+            ok = True
+        finally:
+            signal.alarm(0)
+            harness.drop_database(db)
+            harness.purge_redis_prefix(os.environ.get("LAYERS_BENCH_REDIS_PREFIX", "layers-bench:"))
+            if ok and not opts["keep_logs"]:
+                shutil.rmtree(log_dir, ignore_errors=True)
+            else:
+                self.stderr.write(f"the servers' and workers' logs are in {log_dir}")
+        report = _report(options, info, results)
+        if quiet:
+            self.stdout.write(json.dumps(report))
+        else:
+            self.stdout.write(_table(report))
+
+
+def _raise_timeout(*_):
+    raise harness.BenchError("bench_publish hit its hard time limit")
+
+
+def _raise_terminated(*_):
+    raise harness.BenchError("bench_publish was terminated")
+
+
+def _machine_line(info: dict) -> str:
+    return (
+        f"{info['nproc']} CPU ({info['cpu']}), {info['memory_gib']} GiB, Python {info['python']}, "
+        f"PostgreSQL {info['postgresql']}, load {info['loadavg_1m_at_start']}"
+    )
+
+
+def _report(options, info: dict, results: list) -> dict:
+    by_phase = {r.phase: r for r in results}
+    ratios = {}
+    pipeline = by_phase.get("pipeline")
+    for other in ("floor", "baseline"):
+        if pipeline and other in by_phase and pipeline.posts_per_s and by_phase[other].posts_per_s:
+            ratios[f"pipeline_vs_{other}"] = pipeline.posts_per_s / by_phase[other].posts_per_s
+    return {
+        "machine": info,
+        "options": {
+            "posts": options.posts,
+            "accounts": options.accounts,
+            "latency_ms": options.latency_ms,
+            "workers": options.workers,
+            "threads": options.threads,
+            "platforms": options.platforms,
+        },
+        "phases": [r.as_dict() for r in results],
+        "ratios": ratios,
+        "duplicates": sum(r.duplicates for r in results),
+        "lost": sum(r.lost for r in results),
+    }
+
+
+def _table(report: dict) -> str:
+    f = harness.fmt
+    head = (
+        f"{'variant':<10}{'posts':>7}{'published':>11}{'lost':>6}{'dupes':>7}{'drain s':>9}{'posts/s':>9}"
+        f"{'lag p50':>9}{'p95':>8}{'p99':>8}{'peak RSS MiB':>14}"
+    )
+    lines = ["", head, "-" * len(head)]
+    for r in report["phases"]:
+        lines.append(
+            f"{r['phase']:<10}{r['posts']:>7}{r['published']:>11}{r['lost']:>6}{r['duplicates']:>7}"
+            f"{f(r['drain_s']):>9}{f(r['posts_per_s']):>9}{f(r['lag_p50_s'], 's', 2):>9}"
+            f"{f(r['lag_p95_s'], 's', 2):>8}{f(r['lag_p99_s'], 's', 2):>8}{r['peak_worker_rss_mib']:>14.0f}"
+            + ("  TIMED OUT" if r["timed_out"] else "")
+        )
+    lines.append("")
+    lines.append("CPU per post (ms): " + "; ".join(
+        f"{r['phase']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_ms_per_post"].items()) for r in report["phases"]
+    ))
+    for key, value in report["ratios"].items():
+        lines.append(f"{key.replace('_', ' ')}: {value:.2f}x throughput")
+    for r in report["phases"]:
+        lines.append(f"{r['phase']}: {r['duplicates']} duplicates, {r['lost']} lost")
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""The renewal job run concurrently on real PostgreSQL (threads, each with its own connection) charges
+every lease once per period, and keeps every wallet equal to its ledger, even while top-ups, assignments
+and releases happen at the same time."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+
+from billing import services
+from billing.models import LedgerEntry
+from leasing.periods import period_index_at
+from tests.billing.factories import balance, charges, lease_assign, lease_release
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NOW = datetime(2025, 9, 1, 12, tzinfo=UTC)
+
+
+def run_in_threads(*targets):
+    """Start every target at the same moment; re-raise the first error of any thread."""
+    barrier = threading.Barrier(len(targets))
+    errors: list[BaseException] = []
+    results: list = [None] * len(targets)
+
+    def wrap(i, target):
+        try:
+            barrier.wait()
+            results[i] = target()
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=wrap, args=(i, t)) for i, t in enumerate(targets)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [], errors
+    return results
+
+
+def test_the_job_run_twice_concurrently_charges_each_lease_once_per_period(owner, sibling, outsider):
+    tenants = [owner, sibling, outsider]
+    leases = [
+        lease_assign(tenants[i % 3], price_cents=100 + i % 7, at=datetime(2025, 1, 1 + i % 28, i % 24, tzinfo=UTC))
+        for i in range(120)
+    ]
+
+    counts = run_in_threads(
+        lambda: services.lease_charges_run(now=NOW, batch_size=16),
+        lambda: services.lease_charges_run(now=NOW, batch_size=16),
+    )
+
+    expected = {lease.pk: period_index_at(lease.assigned_at, NOW) for lease in leases}
+    assert sum(counts) == sum(expected.values())  # every renewal recorded by exactly one of the two runs
+    for lease in leases:
+        assert [c[0] for c in charges(lease)] == list(range(expected[lease.pk] + 1))
+    for tenant in tenants:
+        balance(tenant)  # asserts cached balance == sum(ledger)
+    assert services.lease_charges_run(now=NOW) == 0
+
+
+def test_three_jobs_with_different_batch_sizes_and_a_release_and_top_ups_at_the_same_time(owner, sibling):
+    leases = [
+        lease_assign([owner, sibling][i % 2], price_cents=250, at=datetime(2025, 2, 28, tzinfo=UTC)) for i in range(60)
+    ]
+    released = leases[0]
+    release_at = datetime(2025, 5, 30, tzinfo=UTC)  # after the 2025-05-28 renewal started
+
+    run_in_threads(
+        lambda: services.lease_charges_run(now=NOW, batch_size=7),
+        lambda: services.lease_charges_run(now=NOW, batch_size=50),
+        lambda: services.lease_charges_run(now=NOW, batch_size=2000),
+        lambda: lease_release(released, at=release_at),
+        lambda: [services.wallet_top_up(organization=owner.org, cents=10) for _ in range(20)],
+        lambda: [services.wallet_top_up(organization=sibling.org, cents=10) for _ in range(20)],
+    )
+
+    # 2025-02-28 + 6 months: the periods of Feb 28, Mar 28, …, Aug 28 have started by NOW
+    for lease in leases[1:]:
+        assert [c[0] for c in charges(lease)] == [0, 1, 2, 3, 4, 5, 6]
+    assert [c[0] for c in charges(released)] == [0, 1, 2, 3]  # up to the period that began before release
+    owner_charges = LedgerEntry.objects.filter(organization=owner.org, kind="lease_charge").count()
+    assert balance(owner) == 20 * 10 - owner_charges * 250
+    assert balance(sibling) == 20 * 10 - 30 * 7 * 250
+
+
+def test_an_assignment_committing_while_the_job_runs_is_charged_once(owner):
+    leases = [lease_assign(owner, price_cents=100, at=NOW - timedelta(days=40 + i)) for i in range(40)]
+    created = []
+
+    def assign():
+        created.append(lease_assign(owner, price_cents=100, at=NOW - timedelta(days=35)))
+
+    run_in_threads(lambda: services.lease_charges_run(now=NOW, batch_size=5), assign)
+    services.lease_charges_run(now=NOW)
+
+    assert [c[0] for c in charges(created[0])] == [0, 1]
+    periods = sum(period_index_at(lease.assigned_at, NOW) + 1 for lease in [*leases, created[0]])
+    assert LedgerEntry.objects.filter(organization=owner.org).count() == periods
+    assert balance(owner) == -periods * 100

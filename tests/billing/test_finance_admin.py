@@ -1,0 +1,200 @@
+"""Finance in the admin: the monthly billing page (every charged leased account of the month, organization
+totals, 12-month chart, CSV of exactly the rows shown), top-ups and adjustments recorded with who did
+them, wallets flagged past due, and a ledger nobody can add to, edit or delete from in the admin."""
+
+import csv
+import io
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import Client
+
+from billing import services
+from billing.models import LedgerEntry, Wallet
+from tests.billing.factories import balance, lease_assign
+
+pytestmark = pytest.mark.django_db
+
+
+class Tables(HTMLParser):
+    """Text of every cell of every <table id=…>, by id: {"charges": [[cell, …], …]} (thead/tbody/tfoot)."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.tables: dict[str, dict[str, list[list[str]]]] = {}
+        self._table = self._section = None
+        self._cell: list[str] | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table" and attrs.get("id"):
+            self._table = self.tables.setdefault(attrs["id"], {"thead": [], "tbody": [], "tfoot": []})
+        elif tag in ("thead", "tbody", "tfoot") and self._table is not None:
+            self._section = self._table[tag]
+        elif tag == "tr" and self._section is not None:
+            self._section.append([])
+        elif tag in ("td", "th") and self._section is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._section[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "table":
+            self._table = self._section = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+@pytest.fixture
+def finance(db):
+    user = get_user_model().objects.create_superuser("finance", "fin@layers.test", "pw-fin-12345")
+    client = Client()
+    client.force_login(user)
+    client.user = user
+    return client
+
+
+def at(*args) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+@pytest.fixture
+def march(owner, sibling, outsider):
+    """Charges whose periods start in March 2026 (and some in other months that must not show)."""
+    a = lease_assign(owner, price_cents=4900, at=at(2026, 1, 31, 10))  # renews Feb 28, Mar 31
+    b = lease_assign(owner, price_cents=2500, at=at(2026, 3, 5), project=owner.projects[1])
+    c = lease_assign(sibling, price_cents=9900, at=at(2026, 2, 14))  # renews Mar 14
+    lease_assign(outsider, price_cents=1000, at=at(2026, 4, 1))  # April only
+    services.lease_charges_run(now=at(2026, 4, 2))
+    return a, b, c
+
+
+def test_the_monthly_page_lists_every_charged_account_with_org_totals(finance, owner, sibling, march):
+    response = finance.get("/admin/billing/monthlybilling/?month=2026-03")
+
+    assert response.status_code == 200
+    tables = Tables(response.content.decode()).tables
+    rows = tables["charges"]["tbody"]
+    a, b, c = march
+    assert [(r[0], r[4], r[6], r[7], r[9]) for r in rows] == [
+        ("Acme", a.pool_account.handle, "3", "2026-03-31 10:00", "49.00"),
+        ("Acme", b.pool_account.handle, "1", "2026-03-05 00:00", "25.00"),
+        ("Acme Labs", c.pool_account.handle, "2", "2026-03-14 00:00", "99.00"),
+    ]
+    assert [r[2] for r in rows] == [owner.projects[0].name, owner.projects[1].name, sibling.project.name]
+    assert tables["org-totals"]["tbody"] == [
+        ["Acme", owner.org.pk, "2", "$74.00"],
+        ["Acme Labs", sibling.org.pk, "1", "$99.00"],
+    ]
+    assert tables["org-totals"]["tfoot"] == [["Total", "3", "$173.00"]]
+    march_charges = LedgerEntry.objects.filter(
+        kind="lease_charge", period_start__gte=at(2026, 3, 1), period_start__lt=at(2026, 4, 1)
+    )
+    assert -sum(march_charges.values_list("amount_cents", flat=True)) == 17300
+    html = response.content.decode()
+    assert 'id="monthly-chart"' in html and 'data-month="2026-03"' in html and 'data-value="$173.00"' in html
+    assert 'data-month="2025-04"' in html and 'data-month="2026-04"' not in html  # the 12 months up to March
+    assert 'data-month="2026-02" data-value="$148.00"' in html  # a's first renewal (Feb 28) and c's first month
+
+
+def test_the_csv_is_exactly_the_rows_of_the_page(finance, march, owner):
+    for query in ("month=2026-03", "month=2026-01", f"month=2026-03&organization={owner.org.pk}"):
+        page = Tables(finance.get(f"/admin/billing/monthlybilling/?{query}").content.decode()).tables["charges"]
+        export = finance.get(f"/admin/billing/monthlybilling/csv/?{query}")
+
+        assert export.status_code == 200
+        assert export["Content-Type"].startswith("text/csv")
+        assert "attachment" in export["Content-Disposition"]
+        lines = list(csv.reader(io.StringIO(export.content.decode())))
+        assert lines[0] == page["thead"][0]
+        shown = [r for r in page["tbody"] if len(r) > 1]  # the "no charge" placeholder is not a row
+        assert lines[1:] == shown
+        assert len(shown) == {"month=2026-03": 3, "month=2026-01": 1}.get(query, 2)
+
+
+def test_staff_record_a_top_up_with_a_reason_and_who_did_it_once_per_form(finance, owner):
+    lease_assign(owner, price_cents=4900)
+    assert Wallet.objects.get(pk=owner.org.pk).status == "past_due"
+    form = finance.get(f"/admin/billing/wallet/record/?organization={owner.org.pk}")
+    token = form.context["form"]["token"].value()
+    data = {"organization": owner.org.pk, "kind": "top_up", "amount": "100.50", "reason": "Wire 7781", "token": token}
+
+    first = finance.post("/admin/billing/wallet/record/", data)
+    again = finance.post("/admin/billing/wallet/record/", data)  # double submission of the same form
+
+    assert first.status_code == again.status_code == 302
+    entry = LedgerEntry.objects.get(organization=owner.org, kind="top_up")
+    assert (entry.amount_cents, entry.reason, entry.actor) == (10050, "Wire 7781", finance.user)
+    wallet = Wallet.objects.get(pk=owner.org.pk)
+    assert (balance(owner), wallet.status) == (5150, "ok")
+    page = finance.get(first["Location"])
+    assert "Wire 7781" in page.content.decode() and "$51.50" in page.content.decode()
+
+
+def test_staff_record_a_debit_adjustment_which_needs_a_reason(finance, owner):
+    services.wallet_top_up(organization=owner.org, cents=1000)
+    base = {"organization": owner.org.pk, "kind": "adjustment", "amount": "-25.00", "token": "t1"}
+
+    refused = finance.post("/admin/billing/wallet/record/", {**base, "reason": ""})
+    assert refused.status_code == 200 and refused.context["form"].errors
+    zero = finance.post("/admin/billing/wallet/record/", {**base, "amount": "0", "reason": "x", "token": "t2"})
+    assert zero.status_code == 200 and "amount" in zero.context["form"].errors
+    negative_top_up = finance.post(
+        "/admin/billing/wallet/record/", {**base, "kind": "top_up", "reason": "x", "token": "t3"}
+    )
+    assert negative_top_up.status_code == 200 and "amount" in negative_top_up.context["form"].errors
+    assert finance.post("/admin/billing/wallet/record/", {**base, "reason": "Chargeback"}).status_code == 302
+
+    entry = LedgerEntry.objects.get(organization=owner.org, kind="adjustment")
+    assert (entry.amount_cents, entry.reason, entry.actor) == (-2500, "Chargeback", finance.user)
+    assert balance(owner) == -1500
+    assert Wallet.objects.get(pk=owner.org.pk).status == "past_due"
+
+
+def test_staff_without_the_finance_permissions_cannot_record_money_or_see_the_report(owner):
+    user = get_user_model().objects.create_user("ops", password="pw-ops-12345", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    data = {"organization": owner.org.pk, "kind": "top_up", "amount": "5", "reason": "x", "token": "t"}
+
+    assert client.post("/admin/billing/wallet/record/", data).status_code == 403
+    assert client.get("/admin/billing/monthlybilling/?month=2026-03").status_code == 403
+    assert client.get("/admin/billing/monthlybilling/csv/?month=2026-03").status_code == 403
+    assert not LedgerEntry.objects.exists()
+
+    user.user_permissions.add(Permission.objects.get(codename="view_monthlybilling"))
+    assert client.get("/admin/billing/monthlybilling/csv/?month=2026-03").status_code == 200
+
+
+def test_the_report_is_linked_from_the_admin_index_and_the_wallet_list(finance, owner):
+    lease_assign(owner, price_cents=4900)
+
+    index = finance.get("/admin/").content.decode()
+    assert 'href="/admin/billing/monthlybilling/"' in index
+    wallets = finance.get("/admin/billing/wallet/?status=past_due").content.decode()
+    assert "past due" in wallets and "Acme" in wallets and "-$49.00" in wallets
+    assert 'href="/admin/billing/wallet/record/"' in wallets
+    assert list(finance.get("/admin/billing/wallet/?status=ok").context["cl"].result_list) == []
+
+
+def test_ledger_rows_cannot_be_added_changed_or_deleted_in_the_admin(finance, owner):
+    entry = services.wallet_top_up(organization=owner.org, cents=1000, reason="wire")
+    base = "/admin/billing/ledgerentry/"
+
+    assert finance.get(base).status_code == 200
+    assert finance.get(f"{base}add/").status_code == 403
+    assert finance.get(f"{base}{entry.pk}/delete/").status_code == 403
+    finance.post(f"{base}{entry.pk}/change/", {"amount_cents": "999999", "reason": "edited"})
+    finance.post(base, {"action": "delete_selected", "_selected_action": [entry.pk], "post": "yes"})
+
+    assert LedgerEntry.objects.filter(pk=entry.pk, amount_cents=1000, reason="wire").exists()
+    detail = finance.get(f"{base}{entry.pk}/change/").content.decode()
+    assert 'name="_save"' not in detail and "wire" in detail
+    assert finance.get(f"/admin/billing/wallet/{owner.org.pk}/delete/").status_code == 403

@@ -1,0 +1,240 @@
+"""Fulfilment and release, through the same services the admin and the commands use."""
+
+import pytest
+import time_machine
+from django.contrib.auth import get_user_model
+from django.core.management.base import CommandError
+from django.test import Client
+
+from accounts.models import Event, SocialAccount
+from leasing import services
+from leasing.models import Lease, LeaseAction, LeaseRequest, PoolAccount
+from scheduling.models import Layer
+from tests.conftest import assert_error
+from tests.leasing.helpers import add_pool, command, get_request, request_accounts
+from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def staff():
+    return get_user_model().objects.create_superuser("ops", "ops@layers.test", "pw-ops-12345")
+
+
+def test_auto_assign_creates_leased_accounts_that_behave_like_connected_ones(owner, staff):
+    pool_ids = add_pool(3)
+    accepted = request_accounts(owner, 2)
+
+    services.lease_request_take(request_id=accepted["requestId"], actor=staff)
+    assert get_request(owner, accepted["requestId"])["status"] == "in_review"
+    services.lease_assign(request_id=accepted["requestId"], auto=True, actor=staff)
+
+    detail = get_request(owner, accepted["requestId"])
+    assert detail["status"] == "assigned" and detail["assignedCount"] == 2 and detail["decidedAt"]
+    accounts = owner.client.get(f"/v1/projects/{owner.project.id}/social-accounts?kind=leased").json()["data"]
+    assert sorted(a["id"] for a in accounts) == sorted(detail["socialAccountIds"])
+    assert all(a["kind"] == "leased" and a["status"] == "connected" and len(a["layers"]) == 4 for a in accounts)
+    leased = owner.client.get(f"/v1/projects/{owner.project.id}/leased-accounts").json()["data"]
+    assert {entry["socialAccountId"] for entry in leased} == set(detail["socialAccountIds"])
+    assert all(entry["monthlyPriceCents"] == 4900 and entry["requestId"] == accepted["requestId"] for entry in leased)
+    assert all(entry["currentPeriodStart"] == entry["assignedAt"] for entry in leased)
+    assert PoolAccount.objects.filter(pk__in=pool_ids, status="leased").count() == 2
+    event = Event.objects.get(type="lease_request.assigned")
+    assert sorted(event.data["socialAccountIds"]) == sorted(detail["socialAccountIds"])
+    assert [a.action for a in LeaseAction.objects.filter(request_id=accepted["requestId"]).order_by("created_at")] == [
+        "requested",
+        "taken",
+        "assigning",
+        "assigned",
+        "assigned",
+    ]
+
+    # schedulable and publishable like any account
+    scheduled = schedule_now(owner, accounts[0]["id"])
+    run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "published"
+    assert len(sandbox_posts("tiktok", accounts[0]["handle"])) == 1
+    # Layers keeps leased tokens healthy itself
+    response = owner.client.post(
+        f"/v1/projects/{owner.project.id}/social/reauth-url", {"socialAccountId": accounts[0]["id"]}, format="json"
+    )
+    assert_error(response, 409, "ACCOUNT_LEASED")
+
+
+def test_fewer_matches_than_asked_is_partial(owner):
+    add_pool(1)
+    add_pool(2, vertical="beauty")
+    accepted = request_accounts(owner, 3)
+
+    services.lease_assign(request_id=accepted["requestId"], auto=True)
+
+    detail = get_request(owner, accepted["requestId"])
+    assert detail["status"] == "partial" and detail["assignedCount"] == 1
+    assert Event.objects.filter(type="lease_request.assigned").count() == 1
+
+
+def test_matching_needs_vertical_language_and_a_common_geo(owner):
+    good = add_pool(1, geos=["CA", "MX"])  # overlaps on CA
+    add_pool(1, geos=["DE"])  # no geo overlap
+    add_pool(1, language="de-DE")  # other language
+    add_pool(1, vertical="gaming")
+    same_primary = add_pool(1, language="en-GB")  # same primary language, ranked after the exact one
+    accepted = request_accounts(owner, 1)
+
+    ranked = [
+        c.account.pk for c in services.pool_candidates(request=LeaseRequest.objects.get(pk=accepted["requestId"]))
+    ]
+    assert ranked == good + same_primary
+
+
+def test_picking_specific_accounts_and_the_rules_around_it(owner, staff):
+    first, second = add_pool(2)
+    accepted = request_accounts(owner, 1)
+    rid = accepted["requestId"]
+
+    with pytest.raises(services.LeaseError, match="asked for 1"):
+        services.lease_assign(request_id=rid, pool_account_ids=[first, second], actor=staff)
+    with pytest.raises(services.LeaseError, match="at least one"):
+        services.lease_assign(request_id=rid, pool_account_ids=[], actor=staff)
+    services.lease_assign(request_id=rid, pool_account_ids=[second], actor=staff)
+    with pytest.raises(services.LeaseError, match="assigned"):
+        services.lease_assign(request_id=rid, pool_account_ids=[first], actor=staff)
+    other = request_accounts(owner, 1)
+    with pytest.raises(services.LeaseError, match="not available"):
+        services.lease_assign(request_id=other["requestId"], pool_account_ids=[second], actor=staff)
+    assert Lease.objects.filter(pool_account_id=second, released_at__isnull=True).count() == 1
+
+
+def test_reject_with_a_reason_the_partner_sees(owner, staff):
+    accepted = request_accounts(owner, 2)
+    with pytest.raises(services.LeaseError, match="reason"):
+        services.lease_request_reject(request_id=accepted["requestId"], reason="  ", actor=staff)
+
+    services.lease_request_reject(
+        request_id=accepted["requestId"], reason="No warm fitness accounts in CA yet", actor=staff
+    )
+
+    detail = get_request(owner, accepted["requestId"])
+    assert detail["status"] == "rejected" and detail["rejectionReason"] == "No warm fitness accounts in CA yet"
+    assert Event.objects.get(type="lease_request.rejected").data["rejectionReason"] == detail["rejectionReason"]
+    with pytest.raises(services.LeaseError):
+        services.lease_assign(request_id=accepted["requestId"], auto=True)
+
+
+def test_a_dead_pool_token_fails_the_binding_and_returns_the_accounts(owner):
+    ids = add_pool(2)
+    dead = PoolAccount.objects.get(pk=ids[0])
+    Client().post(
+        "/sandbox/tiktok/_control/invalidate-tokens", {"username": dead.handle}, content_type="application/json"
+    )
+    accepted = request_accounts(owner, 2)
+
+    services.lease_assign(request_id=accepted["requestId"], pool_account_ids=ids)
+
+    detail = get_request(owner, accepted["requestId"])
+    assert detail["status"] == "failed" and dead.handle in detail["failureReason"]
+    assert PoolAccount.objects.filter(pk__in=ids, status="available").count() == 2
+    assert not SocialAccount.objects.filter(kind="leased").exists()
+    # the request can be worked again with a healthy account
+    add_pool(1)
+    services.lease_assign(request_id=accepted["requestId"], pool_account_ids=[ids[1]])
+    assert get_request(owner, accepted["requestId"])["status"] == "partial"
+
+
+@pytest.mark.parametrize("how", ["leased-accounts", "social-accounts", "admin"])
+def test_release_cancels_posts_returns_the_account_and_stops_renewal(owner, staff, how):
+    (pool_id,) = add_pool(1)
+    accepted = request_accounts(owner, 1)
+    services.lease_assign(request_id=accepted["requestId"], auto=True)
+    account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
+    queued = [schedule_now(owner, account_id, when=later(hours=h))["id"] for h in (1, 2)]
+
+    if how == "leased-accounts":
+        response = owner.client.delete(f"/v1/leased-accounts/{account_id}")
+        body = response.json()
+        assert response.status_code == 200 and body["socialAccountId"] == account_id
+        assert body["canceledScheduledPosts"] == 2 and body["releasedAt"].endswith("Z") and body["paidThrough"]
+        assert_error(owner.client.delete(f"/v1/leased-accounts/{account_id}"), 404, "NOT_FOUND")
+    elif how == "social-accounts":
+        body = owner.client.delete(f"/v1/social-accounts/{account_id}").json()
+        assert body["canceledScheduledPosts"] == 2 and body["released"] is True
+    else:
+        admin = Client()
+        admin.force_login(staff)
+        lease = Lease.objects.get(social_account_id=account_id)
+        admin.post("/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]})
+
+    assert all(post(owner, q)["status"] == "canceled" for q in queued)
+    assert owner.client.get(f"/v1/projects/{owner.project.id}/leased-accounts").json()["data"] == []
+    assert owner.client.get(f"/v1/projects/{owner.project.id}/social-accounts").json()["data"] == []
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert pool.status == "available" and pool.access_token  # token back home, checked, still valid
+    assert Lease.objects.get(social_account_id=account_id).released_at is not None
+    # the account can be leased again (to anyone)
+    again = request_accounts(owner, 1)
+    services.lease_assign(request_id=again["requestId"], auto=True)
+    assert get_request(owner, again["requestId"])["status"] == "assigned"
+
+
+def test_a_returned_account_with_a_dead_token_is_retired_not_leased_again(owner):
+    (pool_id,) = add_pool(1)
+    accepted = request_accounts(owner, 1)
+    services.lease_assign(request_id=accepted["requestId"], auto=True)
+    account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    Client().post("/sandbox/tiktok/_control/invalidate-tokens", {"username": handle}, content_type="application/json")
+
+    owner.client.delete(f"/v1/leased-accounts/{account_id}")
+
+    assert PoolAccount.objects.get(pk=pool_id).status == "retired"
+
+
+def test_leased_tokens_are_refreshed_by_the_health_check(owner):
+    from accounts import services as account_services
+
+    add_pool(1)
+    accepted = request_accounts(owner, 1)
+    services.lease_assign(request_id=accepted["requestId"], auto=True)
+    account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
+    with time_machine.travel(later(hours=20)):
+        assert account_services.social_account_check_health(account_id=account_id) == "refreshed"
+
+
+def test_commands_print_the_request_as_the_api_shows_it(owner):
+    ids = add_pool(2)
+    assert all(i.startswith("pool_") for i in ids)
+    first = request_accounts(owner, 2)
+    second = request_accounts(owner, 1)
+
+    assigned = command("lease_assign", first["requestId"], "--pool-account", ids[0], "--pool-account", ids[1])
+    rejected = command("lease_reject", second["requestId"], "--reason", "out of stock")
+
+    assert assigned == get_request(owner, first["requestId"]) and assigned["status"] == "assigned"
+    assert rejected == get_request(owner, second["requestId"]) and rejected["rejectionReason"] == "out of stock"
+    with pytest.raises(CommandError, match="cannot be assigned"):
+        command("lease_assign", first["requestId"], "--auto")
+    with pytest.raises(CommandError, match="No lease request"):
+        command("lease_reject", "lreq_01J0000000000000000000000", "--reason", "x")
+    with pytest.raises(CommandError):
+        command(
+            "add_pool_accounts",
+            "--count",
+            "1",
+            "--vertical",
+            "x",
+            "--language",
+            "english",
+            "--geo",
+            "US",
+            "--price-cents",
+            "100",
+        )
+
+
+def test_leased_layers_are_provisioned_at_assignment(owner):
+    add_pool(1)
+    accepted = request_accounts(owner, 1)
+    services.lease_assign(request_id=accepted["requestId"], auto=True)
+    account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
+    assert Layer.objects.filter(social_account_id=account_id).count() == 4

@@ -1,0 +1,99 @@
+"""The partner side of leasing: requesting accounts, every validation rule, tenancy."""
+
+import pytest
+
+from leasing.models import LeaseRequest
+from tests.conftest import assert_error
+from tests.leasing.helpers import NICHE, get_request, request_accounts
+
+
+def post(tenant, body, project=None):
+    project = project or tenant.project
+    return tenant.client.post(f"/v1/projects/{project.id}/leased-accounts/request", body, format="json")
+
+
+def body(tenant, **overrides):
+    return {"projectId": tenant.project.id, "count": 2, "niche": dict(NICHE), "note": "", **overrides}
+
+
+def test_request_is_accepted_with_202_and_readable(owner):
+    accepted = request_accounts(owner, 3)
+
+    assert accepted["requestId"].startswith("lreq_") and len(accepted["requestId"]) == 31
+    assert accepted["status"] == "requested" and accepted["submittedAt"].endswith("Z")
+    detail = get_request(owner, accepted["requestId"])
+    assert detail == {
+        "requestId": accepted["requestId"],
+        "projectId": owner.project.id,
+        "status": "requested",
+        "count": 3,
+        "assignedCount": 0,
+        "niche": {"vertical": "fitness", "audience": "gym-goers 18-30", "language": "en-US", "geo": ["US", "CA"]},
+        "note": "launch in May",
+        "submittedAt": accepted["submittedAt"],
+        "decidedAt": None,
+        "socialAccountIds": [],
+        "rejectionReason": None,
+        "failureReason": None,
+    }
+    listed = owner.client.get(f"/v1/projects/{owner.project.id}/leased-accounts/requests").json()["data"]
+    assert [r["requestId"] for r in listed] == [accepted["requestId"]]
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"count": 0}, "count"),
+        ({"count": 51}, "count"),
+        ({"count": "two"}, "count"),
+        ({"niche": {**NICHE, "vertical": ""}}, "niche.vertical"),
+        ({"niche": {k: v for k, v in NICHE.items() if k != "vertical"}}, "niche.vertical"),
+        ({"niche": {**NICHE, "language": "english"}}, "niche.language"),
+        ({"niche": {**NICHE, "language": "en_US"}}, "niche.language"),
+        ({"niche": {k: v for k, v in NICHE.items() if k != "language"}}, "niche.language"),
+        ({"niche": {**NICHE, "geo": []}}, "niche.geo"),
+        ({"niche": {**NICHE, "geo": ["USA"]}}, "niche.geo.0"),
+        ({"niche": {**NICHE, "geo": ["XX"]}}, "niche.geo"),
+        ({"niche": {**NICHE, "geo": "US"}}, "niche.geo"),
+        ({"niche": "fitness"}, "niche"),
+        ({"note": "x" * 2001}, "note"),
+        ({"projectId": None}, "projectId"),
+    ],
+)
+def test_invalid_requests_are_422_naming_the_field(owner, overrides, field):
+    error = assert_error(post(owner, body(owner, **overrides)), 422, "VALIDATION")
+    assert field in error["details"]["fields"], error["details"]
+    assert not LeaseRequest.objects.exists()
+
+
+def test_project_id_in_the_body_must_equal_the_path(owner):
+    other = owner.projects[1]
+    error = assert_error(post(owner, body(owner, projectId=other.id)), 422, "VALIDATION")
+    assert list(error["details"]["fields"]) == ["projectId"]
+
+
+def test_lowercase_geos_and_audience_free_text_are_accepted(owner):
+    response = post(owner, body(owner, niche={**NICHE, "geo": ["us", "gb"], "language": "zh-Hant-TW"}))
+    assert response.status_code == 202
+    assert get_request(owner, response.json()["requestId"])["niche"]["geo"] == ["US", "GB"]
+
+
+def test_requests_of_another_organization_are_404(owner, sibling, outsider):
+    mine = request_accounts(owner)
+    for other in (sibling, outsider):
+        assert_error(
+            other.client.get(f"/v1/projects/{owner.project.id}/leased-accounts/requests/{mine['requestId']}"),
+            404,
+            "NOT_FOUND",
+        )
+        assert_error(post(other, body(owner), project=owner.project), 404, "NOT_FOUND")
+        assert_error(other.client.get(f"/v1/projects/{owner.project.id}/leased-accounts"), 404, "NOT_FOUND")
+    # the right organization but another project of it
+    assert_error(
+        owner.client.get(f"/v1/projects/{owner.projects[1].id}/leased-accounts/requests/{mine['requestId']}"),
+        404,
+        "NOT_FOUND",
+    )
+    assert_error(
+        owner.client.get(f"/v1/projects/{owner.project.id}/leased-accounts/requests/lreq_nope"), 404, "NOT_FOUND"
+    )
