@@ -218,9 +218,7 @@ class SocialAccountListApi(ApiView):
         project = selectors.project_get(organization=self.organization, project_id=projectId)
         filters = parse_filters(request, SocialAccountFilters)
         qs = selectors.social_account_list(organization=self.organization, project=project, **filters)
-        return paginate(
-            request, qs, lambda rows: SocialAccountOutput(selectors.with_layer_refs(rows), many=True).data
-        )
+        return paginate(request, qs, lambda rows: SocialAccountOutput(selectors.with_layer_refs(rows), many=True).data)
 
 
 class SocialAccountFilters(serializers.Serializer):

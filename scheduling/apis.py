@@ -59,15 +59,10 @@ class TargetInput(StrictSerializer):
 
 class ScheduleInput(StrictSerializer):
     rejected_fields = TargetInput.rejected_fields
-    targets = TargetInput(many=True, allow_empty=False)
+    targets = TargetInput(many=True, allow_empty=False, max_length=MAX_TARGETS)
     scheduledFor = AwareDateTimeField(
         help_text="With a timezone; at most 5 minutes in the past, at most 365 days ahead."
     )
-
-    def validate_targets(self, value):
-        if len(value) > MAX_TARGETS:
-            raise serializers.ValidationError(f"At most {MAX_TARGETS} targets per request.")
-        return value
 
 
 class ContainerCreateApi(ApiView):

@@ -11,8 +11,29 @@ def container_get(*, organization, container_id: str) -> ContentContainer:
     return container
 
 
+# What a listed post's representation reads (and the pagination's created_at): the dispatcher's
+# bookkeeping columns stay in the table, which makes a 50-row page markedly cheaper to read.
+POST_FIELDS = (
+    "id",
+    "container_id",
+    "social_account_id",
+    "mode",
+    "status",
+    "scheduled_for",
+    "placement",
+    "attempts",
+    "published_at",
+    "external_id",
+    "external_url",
+    "error_code",
+    "error_message",
+    "created_at",
+)
+METRIC_FIELDS = ("views", "likes", "comments", "shares", "metrics_synced_at")
+
+
 def scheduled_post_list(*, organization, project, status=None, social_account_id=None):
-    qs = ScheduledPost.objects.filter(organization=organization, project=project)
+    qs = ScheduledPost.objects.filter(organization=organization, project=project).only(*POST_FIELDS)
     if status:
         qs = qs.filter(status=status)
     if social_account_id:
@@ -29,6 +50,8 @@ def scheduled_post_get(*, organization, post_id: str) -> ScheduledPost:
 
 def published_post_list(*, organization, project):
     """Published posts of the project, including those of accounts disconnected since."""
-    return ScheduledPost.objects.filter(
-        organization=organization, project=project, status=ScheduledPost.Status.PUBLISHED
-    ).select_related("social_account")
+    return (
+        ScheduledPost.objects.filter(organization=organization, project=project, status=ScheduledPost.Status.PUBLISHED)
+        .select_related("social_account")
+        .only(*POST_FIELDS, *METRIC_FIELDS, "social_account", "social_account__platform")
+    )

@@ -1,9 +1,12 @@
 """OpenAPI helpers: the error envelope, paginated list wrappers and the standard error responses, so
 every operation documents the same codes the handler produces."""
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
+from drf_spectacular.plumbing import get_doc
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
+
+from config.api.fields import StrictSerializer
 
 
 class ErrorBodySerializer(serializers.Serializer):
@@ -54,12 +57,16 @@ def page_of(serializer_class, name: str):
 
 
 PAGINATION_PARAMETERS = [
-    OpenApiParameter("limit", int, description="Page size, 1–200 (default 50)."),
+    OpenApiParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+        description="Page size, 1–200 (default 50); anything else is 422.",
+    ),
     OpenApiParameter("cursor", str, description="nextCursor of the previous page."),
 ]
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},  # 1–255 printable ASCII
     location=OpenApiParameter.HEADER,
     description=("Replays the first response for 24 h; another body with the same key → 409 IDEMPOTENCY_KEY_REUSED."),
 )
@@ -81,6 +88,27 @@ def list_schema(serializer_class, name: str, *, parameters=(), **kwargs):
         return schema(method)
 
     return decorate
+
+
+class StrictSerializerScheme(OpenApiSerializerExtension):
+    """Bodies read by a StrictSerializer refuse unknown fields (422): say so in their schema."""
+
+    target_class = "config.api.fields.StrictSerializer"
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        if schema.get("description") == get_doc(StrictSerializer):  # our internals, not the partner's docs
+            schema.pop("description")
+        serializer = self.target if isinstance(self.target, serializers.BaseSerializer) else self.target()
+        for name, field in serializer.fields.items():
+            # Nested lists of objects (`targets`): spectacular documents their bounds for plain lists only.
+            if isinstance(field, serializers.ListSerializer) and name in schema.get("properties", {}):
+                if not field.allow_empty:
+                    schema["properties"][name]["minItems"] = max(1, field.min_length or 1)
+                if field.max_length is not None:
+                    schema["properties"][name]["maxItems"] = field.max_length
+        return {**schema, "additionalProperties": False}
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

@@ -1,0 +1,334 @@
+"""Limits: the per-key rate limit is documented on every operation, request bodies are capped (413, never
+a 500), pages are capped on every list, remote fetches (avatars) are capped by bytes, type and time without
+failing the connect flow, and the OAuth callback and the sandbox are rate limited per client IP."""
+
+import json
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import time_machine
+from django.core.cache import cache
+from django.test import Client
+
+from accounts.models import IdempotencyKey, SocialAccount
+from config import netguard, ratelimit
+from tests.accounts.oauth_helpers import connect, status
+from tests.conftest import assert_error
+from tests.hardening.routes import snapshot, v1_routes
+from tests.hardening.world import build
+from tests.platform_helpers import sandbox_control
+
+NOON = datetime(2026, 5, 4, 12, 0, 10, tzinfo=UTC)
+
+
+@pytest.fixture
+def clean_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def schema(db):
+    return Client().get("/v1/openapi.json").json()
+
+
+# --- Documentation ----------------------------------------------------------------------------------
+
+
+def test_every_operation_documents_429_with_retry_after_and_its_body_limits(schema):
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            responses = operation["responses"]
+            assert responses["429"]["headers"]["Retry-After"]["schema"]["type"] == "integer", where
+            assert "RATE_LIMITED" in responses["429"]["description"], where
+            if method == "post":
+                assert "PAYLOAD_TOO_LARGE" in responses["413"]["description"], where
+                assert "MALFORMED_REQUEST" in responses["400"]["description"], where
+                assert "IDEMPOTENCY_KEY_REUSED" in responses["409"]["description"], where
+                assert "422" in responses, where
+
+
+def test_the_api_description_states_every_limit(schema):
+    text = schema["info"]["description"]
+    for needle in (
+        "429 RATE_LIMITED",
+        "Retry-After",
+        "413 PAYLOAD_TOO_LARGE",
+        "1 MiB",
+        "limit",
+        "200",
+        "OAuth callback",
+        "per client IP",
+        "sandbox",
+        "avatar",
+        "Unknown query parameters",
+    ):
+        assert needle in text, needle
+    content = schema["paths"]["/v1/projects/{projectId}/content"]["post"]["description"]
+    assert "never downloads" in content and "mediaUrls" in content
+
+
+# --- Request body cap -------------------------------------------------------------------------------
+
+
+def post_routes():
+    return [route for route in v1_routes() if "post" in route.methods]
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "cap-1"])
+def test_a_body_over_the_cap_is_413_on_every_post_route_and_does_nothing(owner, settings, idempotency_key):
+    world = build(owner, handle="cap.owner")
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
+    oversized = json.dumps({"caption": "x" * 5000, "returnUrl": "https://app.acme.test/"})
+    headers = {"HTTP_IDEMPOTENCY_KEY": idempotency_key} if idempotency_key else {}
+    before = snapshot(owner.org)
+    routes = post_routes()
+    assert len(routes) >= 7
+    for route in routes:
+        path = route.path({name: world.ids[name] for _, name in route.params})
+        response = owner.client.post(path, oversized, content_type="application/json", **headers)
+        error = assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+        assert "4096" in error["message"], route.route
+    assert snapshot(owner.org) == before
+    assert not IdempotencyKey.objects.filter(organization=owner.org).exists()
+
+
+def test_the_default_cap_is_one_mebibyte(owner):
+    path = f"/v1/projects/{owner.project.id}/content"
+    body = {"mediaType": "image", "mediaUrls": ["https://cdn.acme.test/a.jpg"], "caption": "x" * (1024 * 1024)}
+    assert_error(owner.client.post(path, body, format="json"), 413, "PAYLOAD_TOO_LARGE")
+    body["caption"] = "x" * 3000  # under the cap: the request is read and validated as usual (2200 at most)
+    assert_error(owner.client.post(path, body, format="json"), 422, "VALIDATION")
+
+
+def test_a_body_over_the_cap_on_the_sandbox_is_a_client_error(db, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    response = sandbox_control("tiktok", "faults", {"username": "someone", "kind": "x" * 4096})
+    assert response.status_code == 400
+
+
+# --- Page size cap ----------------------------------------------------------------------------------
+
+
+def test_every_list_caps_its_page_size_at_200(owner):
+    world = build(owner, handle="pages.owner")
+    lists = 0
+    for route in v1_routes():
+        if "get" not in route.methods:
+            continue
+        path = route.path({name: world.ids[name] for _, name in route.params})
+        first = owner.client.get(path).json()
+        if not (isinstance(first, dict) and isinstance(first.get("data"), list)):
+            continue
+        lists += 1
+        for bad in ("201", "0", "-1", "1000000", "abc", "", "1_0", "٣"):
+            error = assert_error(owner.client.get(path, {"limit": bad}), 422, "VALIDATION")
+            assert list(error["details"]["fields"]) == ["limit"], (route.route, bad)
+        for good in ("1", "200"):
+            assert owner.client.get(path, {"limit": good}).status_code == 200, (route.route, good)
+    assert lists >= 9
+
+
+# --- Remote fetches: avatars --------------------------------------------------------------------------
+
+
+def serve(respond) -> tuple[str, threading.Event]:
+    """A one-connection HTTP server on loopback; `respond(conn)` writes the answer. Returns its URL."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    done = threading.Event()
+
+    def run():
+        conn, _ = server.accept()
+        try:
+            conn.recv(65536)
+            respond(conn, done)
+        except OSError:
+            pass  # the client gave up and closed: what the test wants
+        finally:
+            conn.close()
+            server.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}/avatar.png", done
+
+
+def fetch(url, **kwargs):
+    with httpx.Client() as client:
+        return netguard.fetch_limited(
+            url, client=client, allowed_types=("image/png",), **{"max_bytes": 1000, "timeout": 0.5, **kwargs}
+        )
+
+
+def test_a_server_that_drips_bytes_is_given_up_on(settings):
+    def drip(conn, done):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 900\r\n\r\n")
+        while not done.is_set():  # one byte every 50 ms: no single read ever waits long
+            conn.sendall(b"x")
+            time.sleep(0.05)
+
+    url, done = serve(drip)
+    try:
+        with pytest.raises(netguard.FetchFailed, match="too slow"):
+            fetch(url)
+    finally:
+        done.set()
+
+
+def test_a_server_that_never_answers_is_given_up_on():
+    def silent(conn, done):
+        done.wait(5)
+
+    url, done = serve(silent)
+    try:
+        with pytest.raises(netguard.FetchFailed, match="ReadTimeout"):
+            fetch(url)
+    finally:
+        done.set()
+
+
+@pytest.mark.parametrize(
+    "headers, body, reason",
+    [
+        ({"content-type": "image/png", "content-length": "5000"}, b"\x89PNG" + b"x" * 4996, "too large"),
+        ({"content-type": "image/png"}, b"\x89PNG" + b"x" * 4996, "too large"),  # no length declared: counted
+        ({"content-type": "text/html"}, b"<html></html>", "content type text/html"),
+        ({}, b"\x89PNG", "content type missing"),
+    ],
+)
+def test_fetch_refuses_oversized_and_non_image_answers(headers, body, reason):
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, headers=headers, content=iter([body])))
+    with httpx.Client(transport=transport) as client, pytest.raises(netguard.FetchFailed, match=reason):
+        netguard.fetch_limited(
+            "https://cdn.example.test/a.png", client=client, max_bytes=1000, allowed_types=("image/png",)
+        )
+
+
+def test_fetch_follows_no_redirect_and_refuses_private_addresses(settings):
+    transport = httpx.MockTransport(lambda request: httpx.Response(302, headers={"location": "http://10.0.0.1/"}))
+    with httpx.Client(transport=transport) as client:
+        with pytest.raises(netguard.FetchFailed, match="status 302"):
+            netguard.fetch_limited("https://cdn.example.test/a.png", client=client, max_bytes=10, allowed_types=())
+        settings.LAYERS_ALLOW_PRIVATE_FETCH = False
+        with pytest.raises(netguard.UnsafeURL):
+            netguard.fetch_limited("http://127.0.0.1/a.png", client=client, max_bytes=10, allowed_types=())
+
+
+@pytest.fixture
+def refusals(monkeypatch):
+    """Why each avatar download was refused (fetch_limited's FetchFailed messages)."""
+    seen: list[str] = []
+    real = netguard.fetch_limited
+
+    def spy(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        except netguard.FetchFailed as exc:
+            seen.append(str(exc))
+            raise
+
+    monkeypatch.setattr(netguard, "fetch_limited", spy)
+    return seen
+
+
+def _connect_without_avatar(owner, username: str, refusals: list[str], reason: str):
+    """The connect flow succeeds in full although the avatar was refused, for `reason`."""
+    state, response = connect(owner, "tiktok", username)
+    assert response.status_code == 302 and response["Location"] == "https://app.acme.test/connected"
+    body = status(owner, state)
+    assert body["status"] == "completed"
+    account = owner.client.get(f"/v1/social-accounts/{body['socialAccountId']}").json()
+    assert account["status"] == "connected"
+    assert len(account["layers"]) == 4  # the rest of the fan-out ran
+    assert account["avatarUrl"] is None
+    assert SocialAccount.objects.get(pk=account["id"]).avatar_url == ""
+    assert refusals and all(reason in refused for refused in refusals), refusals
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_oversized_avatar_is_refused_without_failing_the_connect(owner, settings, refusals):
+    settings.LAYERS_AVATAR_MAX_BYTES = 64  # the sandbox's avatar is a real PNG of a few hundred bytes
+    _connect_without_avatar(owner, "big.avatar", refusals, "too large")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_avatar_that_is_not_an_image_is_refused_without_failing_the_connect(owner, settings, monkeypatch, refusals):
+    # The platform's profile points at something that is not an image (this server's JSON health check).
+    monkeypatch.setattr(
+        "accounts.platforms.sandbox.avatars.signed_url",
+        lambda request, **kwargs: f"{settings.LAYERS_PUBLIC_URL}/healthz",
+    )
+    _connect_without_avatar(owner, "html.avatar", refusals, "content type application/json not allowed")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_avatar_server_that_times_out_does_not_fail_the_connect(owner, monkeypatch, refusals):
+    def timeout(username):
+        raise httpx.ReadTimeout("avatar CDN did not answer")  # reaches the client as a real timeout
+
+    monkeypatch.setattr("accounts.platforms.sandbox.avatars.png", timeout)
+    _connect_without_avatar(owner, "slow.avatar", refusals, "ReadTimeout")
+
+
+# --- Per-IP limits: OAuth callback and sandbox ----------------------------------------------------------
+
+
+def test_the_oauth_callback_is_rate_limited_per_client_ip(db, settings, clean_cache):
+    settings.LAYERS_CALLBACK_RATE = "3/min"
+    here, there = Client(REMOTE_ADDR="203.0.113.7"), Client(REMOTE_ADDR="198.51.100.9")
+    url = "/oauth/tiktok/callback?code=x&state=st_" + "0" * 40
+    with time_machine.travel(NOON, tick=False):
+        for _ in range(3):
+            assert here.get(url).status_code == 400  # unknown state: the error page
+        limited = here.get(url)
+        assert there.get(url).status_code == 400  # another client is not affected
+    assert limited.status_code == 429
+    assert limited["Content-Type"].startswith("text/html")
+    assert b"Too many sign-in attempts" in limited.content
+    assert int(limited["Retry-After"]) == 50  # the rest of the minute
+    with time_machine.travel(NOON.replace(minute=1), tick=False):
+        assert here.get(url).status_code == 400  # the next window
+
+
+def test_behind_trusted_proxies_the_forwarded_client_address_counts(db, settings, clean_cache):
+    settings.LAYERS_CALLBACK_RATE = "1/min"
+    settings.LAYERS_NUM_PROXIES = 1
+    proxy = Client(REMOTE_ADDR="10.0.0.2")
+    url = "/oauth/instagram/callback?state=st_" + "0" * 40
+    with time_machine.travel(NOON, tick=False):
+        # A client cannot dodge the limit by sending its own X-Forwarded-For: the proxy appends the real one.
+        assert proxy.get(url, HTTP_X_FORWARDED_FOR="1.1.1.1, 203.0.113.7").status_code == 400
+        assert proxy.get(url, HTTP_X_FORWARDED_FOR="2.2.2.2, 203.0.113.7").status_code == 429
+        assert proxy.get(url, HTTP_X_FORWARDED_FOR="203.0.113.8").status_code == 400
+
+
+def test_the_sandbox_is_rate_limited_per_client_ip_with_json(db, settings, clean_cache):
+    settings.LAYERS_SANDBOX_RATE = "2/min"
+    with time_machine.travel(NOON, tick=False):
+        for _ in range(2):
+            assert sandbox_control("tiktok", "faults", {}).status_code == 422
+        limited = sandbox_control("instagram", "faults", {})
+    assert limited.status_code == 429
+    assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+    assert int(limited["Retry-After"]) == 50
+
+
+def test_the_partner_api_is_not_counted_against_the_per_ip_limits(owner, settings, clean_cache):
+    settings.LAYERS_CALLBACK_RATE = settings.LAYERS_SANDBOX_RATE = "1/min"
+    with time_machine.travel(NOON, tick=False):
+        for _ in range(3):
+            assert owner.client.get("/v1/projects").status_code == 200
+
+
+def test_rates_are_read_like_the_api_rate():
+    assert ratelimit.parse_rate("60/min") == (60, 60)
+    assert ratelimit.parse_rate("5/s") == (5, 1)
+    assert ratelimit.parse_rate("100/hour") == (100, 3600)
+    assert ratelimit.parse_rate("1000/day") == (1000, 86400)
