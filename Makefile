@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: install run test lint format chromium pgready
+.PHONY: install run test lint format chromium redis pgready
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(VENV)/.installed
 # Browser tests drive Debian's chromium, never a downloaded browser build.
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+# The fault-injection tests (tests/reliability) start their own redis-server on a loopback port.
+redis:
+	@command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
 
 # The suite runs against real PostgreSQL (DATABASE_URL, default postgres@127.0.0.1:5432/layers).
 pgready:
@@ -38,8 +42,11 @@ run: install
 	$(VENV)/bin/gunicorn config.wsgi --bind 127.0.0.1:$(PORT) --worker-class gthread --workers 2 --threads 8 --access-logfile - & \
 	wait -n  # if any of the three dies, stop them all (the trap) rather than run on half-broken
 
-test: install chromium pgready
-	$(VENV)/bin/pytest -q
+# After the suite, RELIABILITY.md's figures are rewritten from what this run wrote to var/reliability/
+# (whether it passed or not: the figures say what failed); the exit status is pytest's.
+test: install chromium redis pgready
+	@status=0; $(VENV)/bin/pytest -q || status=$$?; \
+	$(PY) manage.py reliability_report; exit $$status
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -51,10 +51,12 @@ class SocialAccountOutput(serializers.Serializer):
 
 
 def _layers(account) -> list[dict]:
+    """The account's layers, oldest first (the onboarding template's order) on every path."""
     refs = getattr(account, "layer_refs", None)  # set by selectors.with_layer_refs for list pages
     if refs is not None:
         return [{"id": str(r["id"]), "kind": str(r["kind"]), "name": str(r["name"])} for r in refs]
-    return [{"id": str(layer.pk), "kind": str(layer.kind), "name": str(layer.name)} for layer in account.layers.all()]
+    layers = sorted(account.layers.all(), key=lambda layer: (layer.created_at, layer.pk))
+    return [{"id": str(layer.pk), "kind": str(layer.kind), "name": str(layer.name)} for layer in layers]
 
 
 def social_account_data(account) -> dict:

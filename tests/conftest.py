@@ -8,6 +8,9 @@ from rest_framework.test import APIClient
 
 from accounts import services
 
+# Records every test's outcome for RELIABILITY.md (var/reliability/results.json).
+pytest_plugins = ["tests.reliability.results"]
+
 
 @dataclass
 class Tenant:

@@ -8,6 +8,7 @@ from .base import DATABASES, LAYERS_PLATFORMS, LAYERS_TOKEN_KEYS, SECRET_KEY, en
 DEBUG = False
 LAYERS_ALLOW_HTTP_LOCALHOST_RETURN = False
 LAYERS_ALLOW_PRIVATE_FETCH = False
+LAYERS_STAFF_MFA_REQUIRED = True
 
 _problems = []
 if not env.str("DJANGO_SECRET_KEY", default="") or SECRET_KEY.startswith("dev-only"):

@@ -48,8 +48,12 @@ def signed_in(client: Client) -> bool:
 
 @pytest.fixture
 def staff_client(staff) -> Client:
+    """A superuser signed in through allauth: password, then the TOTP code (MFA is required for them)."""
+    secret = generate_totp_secret()
+    TOTP.activate(staff, secret)
     client = Client()
-    response = sign_in(client, staff.username)
+    assert sign_in(client, staff.username)["Location"] == reverse("mfa_authenticate")
+    response = client.post(reverse("mfa_authenticate"), {"code": totp_now(secret)})
     assert response.status_code == 302 and signed_in(client)
     return client
 
@@ -83,7 +87,10 @@ def test_admin_login_page_redirects_to_allauth_and_cannot_sign_in(staff, client)
 
 
 def test_staff_signs_in_through_allauth_and_reaches_the_admin(staff, client):
-    response = sign_in(client, staff.username)
+    secret = generate_totp_secret()
+    TOTP.activate(staff, secret)
+    sign_in(client, staff.username)
+    response = client.post(reverse("mfa_authenticate"), {"code": totp_now(secret)})
 
     assert response.status_code == 302 and response["Location"] == "/admin/"
     page = client.get("/admin/")
@@ -118,7 +125,9 @@ def test_nobody_can_sign_up(db, client):
     assert response.status_code in (200, 403)
 
 
-def test_staff_can_enable_totp_after_confirming_their_password(staff, staff_client):
+def test_staff_can_enable_totp_after_confirming_their_password(staff):
+    staff_client = Client()  # signed in with the password only: no authenticator yet
+    assert sign_in(staff_client, staff.username).status_code == 302 and signed_in(staff_client)
     assert staff_client.get(reverse("mfa_index")).status_code == 200
     activate = reverse("mfa_activate_totp")
     # allauth asks for the password again before any MFA change

@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, Organization, Project
@@ -139,4 +140,5 @@ def test_seed_demo_admin_password_signs_in_through_allauth(db, client):
     response = client.post("/staff/login/", {"login": result["adminUser"], "password": result["adminPassword"]})
 
     assert response.status_code == 302 and response["Location"] == "/admin/"
-    assert client.get("/admin/").status_code == 200
+    # a superuser must set up MFA (TOTP) before the admin opens (accounts/staff_mfa.py)
+    assert client.get("/admin/")["Location"] == reverse("mfa_activate_totp")

@@ -15,6 +15,7 @@ from django.test import Client
 from billing import services
 from billing.models import LedgerEntry, Wallet
 from tests.billing.factories import balance, lease_assign
+from tests.staff import with_mfa
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +55,7 @@ class Tables(HTMLParser):
 
 @pytest.fixture
 def finance(db):
-    user = get_user_model().objects.create_superuser("finance", "fin@layers.test", "pw-fin-12345")
+    user = with_mfa(get_user_model().objects.create_superuser("finance", "fin@layers.test", "pw-fin-12345"))
     client = Client()
     client.force_login(user)
     client.user = user

@@ -1,8 +1,10 @@
 from urllib.parse import urlsplit
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.staff import totp_code
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +46,17 @@ def page(browser, live_server):
 
 
 def sign_in(page, live_server, username: str, password: str) -> None:
-    """Staff sign-in through allauth, as a person does it."""
+    """Staff sign-in through allauth, as a person does it: password, then the authenticator's code."""
     page.goto(f"{live_server.url}/admin/")
     page.fill("input[name=login]", username)
     page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    enter_totp_code(page, live_server, username)
+
+
+def enter_totp_code(page, live_server, username: str) -> None:
+    """The MFA step of the sign-in (staff who can assign accounts or move money must have MFA)."""
+    page.wait_for_url(f"{live_server.url}/staff/2fa/authenticate/")
+    page.fill("input[name=code]", totp_code(get_user_model().objects.get(username=username)))
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/admin/")

@@ -13,6 +13,8 @@ from playwright.sync_api import expect
 from accounts import services
 from accounts.models import ApiKey
 from tests.e2e.browser import CHROMIUM, screenshot
+from tests.e2e.conftest import enter_totp_code
+from tests.staff import with_mfa
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +23,7 @@ PASSWORD = "correct horse battery staple"
 
 def test_staff_issue_an_api_key_in_the_admin_and_the_key_lists_the_orgs_projects(page, live_server):
     # given a staff member and a partner organization with two projects (and another org that must stay hidden)
-    get_user_model().objects.create_user(username="ops", password=PASSWORD, is_staff=True, is_superuser=True)
+    with_mfa(get_user_model().objects.create_user(username="ops", password=PASSWORD, is_staff=True, is_superuser=True))
     org = services.organization_create(name="Acme Browser Co")
     projects = [services.project_create(organization=org, name=f"Acme app {i}") for i in range(2)]
     other = services.organization_create(name="Globex")
@@ -33,6 +35,7 @@ def test_staff_issue_an_api_key_in_the_admin_and_the_key_lists_the_orgs_projects
     page.fill("input[name=login]", "ops")
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
+    enter_totp_code(page, live_server, "ops")  # superusers must have MFA
     expect(page).to_have_url(re.compile(r"/admin/$"))
     expect(page.locator("#site-name")).to_contain_text("Layers back-office")
 

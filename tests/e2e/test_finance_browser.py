@@ -18,6 +18,7 @@ from tests.billing.factories import lease_assign, lease_release
 from tests.conftest import make_tenant
 from tests.e2e.browser import screenshot
 from tests.e2e.conftest import sign_in
+from tests.staff import with_mfa
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -57,7 +58,9 @@ def seed_a_year_of_leases():
 
 
 def test_finance_reads_the_month_checks_the_csv_and_tops_up_in_the_browser(page, live_server, tmp_path):
-    get_user_model().objects.create_user(username="finance", password=PASSWORD, is_staff=True, is_superuser=True)
+    with_mfa(
+        get_user_model().objects.create_user(username="finance", password=PASSWORD, is_staff=True, is_superuser=True)
+    )
     acme, globex, initech = seed_a_year_of_leases()
     march = LedgerEntry.objects.filter(
         kind="lease_charge", period_start__gte=at(2026, 3, 1), period_start__lt=at(2026, 4, 1)

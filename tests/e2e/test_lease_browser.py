@@ -9,13 +9,14 @@ from leasing.models import PoolAccount
 from tests.e2e.browser import screenshot
 from tests.e2e.conftest import sign_in
 from tests.leasing.helpers import add_pool
+from tests.staff import with_mfa
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 PASSWORD = "correct horse battery staple"
 
 
 def test_staff_assign_a_matching_account_and_the_partner_sees_it(page, live_server):
-    get_user_model().objects.create_user(username="ops", password=PASSWORD, is_staff=True, is_superuser=True)
+    with_mfa(get_user_model().objects.create_user(username="ops", password=PASSWORD, is_staff=True, is_superuser=True))
     org = services.organization_create(name="Lease Browser Co")
     project = services.project_create(organization=org, name="Lease app")
     _, raw = services.api_key_create(organization=org, return_domains=["app.lease.test"])

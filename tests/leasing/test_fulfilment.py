@@ -13,13 +13,14 @@ from scheduling.models import Layer
 from tests.conftest import assert_error
 from tests.leasing.helpers import add_pool, command, get_request, request_accounts
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
+from tests.staff import with_mfa
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def staff():
-    return get_user_model().objects.create_superuser("ops", "ops@layers.test", "pw-ops-12345")
+    return with_mfa(get_user_model().objects.create_superuser("ops", "ops@layers.test", "pw-ops-12345"))
 
 
 def test_auto_assign_creates_leased_accounts_that_behave_like_connected_ones(owner, staff):

@@ -6,13 +6,14 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from leasing.models import PoolAccount
+from tests.staff import with_mfa
 
 HEADER = "handle,vertical,languages,geos,monthly_price_cents,audience_notes,warmup_state\n"
 
 
 @pytest.fixture
 def staff(db):
-    user = get_user_model().objects.create_superuser("ops", "ops@layers.test", "pw-ops-12345")
+    user = with_mfa(get_user_model().objects.create_superuser("ops", "ops@layers.test", "pw-ops-12345"))
     client = Client()
     client.force_login(user)
     return client

@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from accounts.webhooks.models import WebhookDelivery, WebhookEndpoint
+from tests.staff import with_mfa
 from tests.webhooks.helpers import create_endpoint, delivery_of, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -16,7 +17,9 @@ DELIVERIES = "/admin/webhooks/webhookdelivery/"
 
 @pytest.fixture
 def staff_client() -> Client:
-    user = get_user_model().objects.create_user(username="ops", password="x" * 20, is_staff=True, is_superuser=True)
+    user = with_mfa(
+        get_user_model().objects.create_user(username="ops", password="x" * 20, is_staff=True, is_superuser=True)
+    )
     client = Client()
     client.force_login(user)
     return client

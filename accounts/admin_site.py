@@ -1,0 +1,59 @@
+"""The back-office admin site: Django's own, plus an audit row for every custom admin action.
+
+Django's admin writes a LogEntry for change-form saves, additions and deletions, but an admin action
+(revoke accounts, revoke API keys, retry or cancel posts, release leases, disable webhook endpoints, …)
+leaves none. Here every action of every registered ModelAdmin is wrapped: once it has run, each selected
+object gets a LogEntry ("Admin action: …", by whom, when), shown on its History page and listed by
+`LogEntry` queries, like any other admin change. Custom views keep their own audit trails (lease requests:
+LeaseAction rows; money: the ledger entry's actor)."""
+
+import functools
+
+from django.contrib.admin import AdminSite, ModelAdmin
+from django.contrib.admin.apps import AdminConfig
+
+
+def _audited(func, description):
+    @functools.wraps(func)
+    def run(modeladmin, request, queryset):
+        from django.contrib.admin.models import CHANGE, LogEntry
+
+        objects = list(queryset)  # the selection as it was when staff acted
+        response = func(modeladmin, request, queryset)
+        if objects:
+            LogEntry.objects.log_actions(
+                user_id=request.user.pk,
+                queryset=objects,
+                action_flag=CHANGE,
+                change_message=f"Admin action: {description}",
+                single_object=len(objects) == 1,
+            )
+        return response
+
+    return run
+
+
+class AuditedActionsMixin:
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        return {
+            # delete_selected logs each deletion itself, once confirmed
+            name: (func if name == "delete_selected" else _audited(func, str(description)), name, description)
+            for name, (func, _, description) in actions.items()
+        }
+
+
+class BackOfficeAdminSite(AdminSite):
+    def register(self, model_or_iterable, admin_class=None, **options):
+        admin_class = admin_class or ModelAdmin
+        if not issubclass(admin_class, AuditedActionsMixin):
+            admin_class = type(
+                admin_class.__name__,
+                (AuditedActionsMixin, admin_class),
+                {"__module__": admin_class.__module__, "__doc__": admin_class.__doc__},
+            )
+        return super().register(model_or_iterable, admin_class, **options)
+
+
+class BackOfficeAdminConfig(AdminConfig):
+    default_site = "accounts.admin_site.BackOfficeAdminSite"

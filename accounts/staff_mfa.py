@@ -1,0 +1,66 @@
+"""MFA is required for staff who can assign accounts or move money, and for superusers: without an
+activated authenticator (TOTP) they are sent to set one up, with a message, from every back-office page;
+they never reach the admin. Other staff (read-only ops, support) are not affected.
+
+A middleware rather than a check in each admin view, so that a custom admin URL cannot forget it. The
+allauth pages themselves (/staff/…: sign-in, MFA setup, sign-out) stay reachable, and so does the admin's
+sign-out."""
+
+from allauth.mfa.models import Authenticator
+from django.conf import settings
+from django.contrib import messages
+from django.shortcuts import redirect
+from django.urls import reverse
+
+# Assigning warmed accounts (lease request fulfilment) and releasing or creating leases.
+ASSIGN_PERMISSIONS = frozenset(
+    {
+        "leasing.change_leaserequest",
+        "leasing.delete_leaserequest",
+        "leasing.add_lease",
+        "leasing.change_lease",
+        "leasing.delete_lease",
+    }
+)
+# Moving money: every billing permission but the read-only ones (record_money, ledger and wallet changes).
+MONEY_APP = "billing"
+
+MESSAGE = (
+    "Your back-office account can assign accounts or move money: set up two-factor authentication "
+    "(an authenticator app) to continue."
+)
+
+
+def staff_needs_mfa(user) -> bool:
+    """Whether `user` must have MFA activated to use the back-office."""
+    if not (user.is_authenticated and user.is_active and user.is_staff):
+        return False
+    if user.is_superuser:
+        return True
+    for permission in user.get_all_permissions():
+        app, _, codename = permission.partition(".")
+        if permission in ASSIGN_PERMISSIONS or (app == MONEY_APP and not codename.startswith("view_")):
+            return True
+    return False
+
+
+def has_mfa(user) -> bool:
+    return Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
+
+
+class StaffMFARequiredMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if getattr(settings, "LAYERS_STAFF_MFA_REQUIRED", True) and self._guarded(request.path):
+            user = getattr(request, "user", None)
+            if user is not None and staff_needs_mfa(user) and not has_mfa(user):
+                messages.warning(request, MESSAGE)
+                return redirect("mfa_activate_totp")
+        return self.get_response(request)
+
+    @staticmethod
+    def _guarded(path: str) -> bool:
+        admin = reverse("admin:index")
+        return path.startswith(admin) and path != reverse("admin:logout")

@@ -1,0 +1,220 @@
+"""The back-office: staff who can assign accounts or move money, and superusers, must have MFA activated
+before any admin page answers them (they are sent to set it up, with a message); other staff are not
+affected. Every admin action leaves an audit row naming who did it to which object; the custom money view
+records its actor in the ledger."""
+
+import contextlib
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib import admin
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.contrib.contenttypes.models import ContentType
+from django.core.cache import cache
+from django.test import Client, RequestFactory
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from accounts.admin_site import AuditedActionsMixin
+from accounts.models import ApiKey, SocialAccount
+from billing.models import LedgerEntry
+from scheduling.models import ScheduledPost
+from tests.factories import make_account
+from tests.scheduling.publish_helpers import schedule_now
+from tests.staff import totp_code, with_mfa
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "correct horse battery staple"
+SETUP = reverse("mfa_activate_totp")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    cache.clear()  # allauth's login and reauthentication rate limits live in the cache
+    yield
+    cache.clear()
+
+
+def staff_member(username: str, *permissions: str, superuser: bool = False):
+    user = get_user_model().objects.create_user(
+        username=username, password=PASSWORD, is_staff=True, is_superuser=superuser
+    )
+    for permission in permissions:
+        app, codename = permission.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))
+    return user
+
+
+def signed_in(user) -> Client:
+    """Signed in through allauth with the password, as a person does (no MFA yet for these users)."""
+    client = Client()
+    response = client.post("/staff/login/", {"login": user.username, "password": PASSWORD})
+    assert response.status_code == 302 and "_auth_user_id" in client.session, response
+    return client
+
+
+def admin_urls() -> list[str]:
+    """The admin index and every registered model's list, add and custom pages a browser can GET."""
+    urls = [reverse("admin:index"), reverse("admin:billing_wallet_record"), reverse("admin:billing_monthlybilling_csv")]
+    for model in admin.site._registry:
+        for view in ("changelist", "add"):
+            with contextlib.suppress(NoReverseMatch):
+                urls.append(reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}"))
+    return urls
+
+
+SENSITIVE = {
+    "superuser": ((), True),
+    "lease fulfilment": (("leasing.change_leaserequest",), False),
+    "lease release": (("leasing.change_lease",), False),
+    "money": (("billing.record_money",), False),
+}
+
+
+def test_staff_who_can_assign_accounts_or_move_money_reach_no_admin_page_before_setting_up_mfa(figures):
+    urls = admin_urls()
+    reached, checks = [], 0
+    for kind, (permissions, superuser) in SENSITIVE.items():
+        user = staff_member(kind.replace(" ", "-"), *permissions, "leasing.view_lease", superuser=superuser)
+        client = signed_in(user)
+        for url in urls:
+            response = client.get(url)
+            checks += 1
+            if response.status_code != 302 or response["Location"] != SETUP:
+                reached.append((kind, url, response.status_code))
+    figures(
+        "staff_mfa",
+        cases=checks,
+        faults_injected=None,
+        losses=len(reached),
+        staffKinds=len(SENSITIVE),
+        adminPages=len(urls),
+        pagesReachedWithoutMfa=len(reached),
+    )
+    assert len(urls) > 20
+    assert reached == []
+
+
+def test_the_redirect_explains_why_and_after_activating_totp_the_admin_opens(client):
+    user = staff_member("finance", "billing.record_money", "billing.view_wallet")
+    client = signed_in(user)
+
+    # when they open the admin, they are sent to the TOTP setup with the reason
+    page = client.get("/admin/billing/wallet/", follow=True)
+    assert page.redirect_chain[0] == (SETUP, 302)
+    assert "set up two-factor authentication" in page.content.decode()
+
+    # allauth asks for the password again, then shows the secret; the code activates it
+    client.post(f"{reverse('account_reauthenticate')}?next={SETUP}", {"password": PASSWORD})
+    setup = client.get(SETUP)
+    assert setup.status_code == 200
+    secret = client.session["mfa.totp.secret"]
+    assert client.post(SETUP, {"code": totp_code(secret)}).status_code == 302
+
+    # then the admin answers
+    assert client.get("/admin/billing/wallet/").status_code == 200
+    # and the admin's sign-out was never blocked
+    assert client.post(reverse("admin:logout")).status_code in (200, 302)
+
+
+def test_staff_who_can_neither_assign_accounts_nor_move_money_need_no_mfa(client):
+    user = staff_member("support", "scheduling.view_scheduledpost", "billing.view_monthlybilling")
+    client = signed_in(user)
+
+    assert client.get("/admin/").status_code == 200
+    assert client.get("/admin/scheduling/scheduledpost/").status_code == 200
+
+
+def test_the_requirement_cannot_be_bypassed_with_the_admin_login_form(client):
+    user = staff_member("sneaky", superuser=True)
+    client.post("/admin/login/", {"username": user.username, "password": PASSWORD})
+    assert client.get("/admin/").status_code == 302
+    client = signed_in(user)
+    assert client.get("/admin/")["Location"] == SETUP
+
+
+# --- audit ------------------------------------------------------------------------------------------
+
+
+def audit_rows(obj) -> list[LogEntry]:
+    return list(
+        LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(type(obj), for_concrete_model=False), object_id=str(obj.pk)
+        )
+    )
+
+
+def test_every_registered_admin_audits_its_actions():
+    request = RequestFactory().get("/admin/")
+    request.user = staff_member("auditor", superuser=True)
+    unaudited = []
+    for model, model_admin in admin.site._registry.items():
+        assert isinstance(model_admin, AuditedActionsMixin), model
+        for name, (func, _, _) in model_admin.get_actions(request).items():
+            if name != "delete_selected" and not hasattr(func, "__wrapped__"):
+                unaudited.append((model, name))
+    assert unaudited == []
+
+
+def test_admin_actions_and_the_money_view_leave_an_audit_row_naming_the_staff_member(owner, figures):
+    staff = with_mfa(staff_member("ops", superuser=True))
+    client = Client()
+    client.force_login(staff)
+    account = make_account(owner)
+    failed = schedule_now(owner, account.pk)
+    queued = schedule_now(owner, account.pk, when=timezone.now() + timedelta(hours=1))
+    ScheduledPost.objects.filter(pk=failed["id"]).update(status="failed", error_code="PLATFORM_REJECTED")
+    doomed = make_account(owner)
+
+    actions = [
+        ("/admin/scheduling/scheduledpost/", "retry_posts", ScheduledPost.objects.get(pk=failed["id"])),
+        ("/admin/scheduling/scheduledpost/", "cancel_posts", ScheduledPost.objects.get(pk=queued["id"])),
+        ("/admin/accounts/socialaccount/", "revoke_accounts", doomed),
+        ("/admin/accounts/apikey/", "revoke_keys", owner.key),
+    ]
+    audited = 0
+    for url, action, obj in actions:
+        response = client.post(url, {"action": action, "_selected_action": [obj.pk]})
+        assert response.status_code == 302, (action, response.status_code)
+        rows = audit_rows(obj)
+        if len(rows) == 1 and rows[0].user_id == staff.pk and action in _description(url, action, rows[0]):
+            audited += 1
+
+    # a top-up in the finance view: the ledger entry itself names who recorded it
+    page = client.get(reverse("admin:billing_wallet_record"))
+    token = re.search(r'name="token" value="([^"]+)"', page.content.decode()).group(1)
+    client.post(
+        reverse("admin:billing_wallet_record"),
+        {"organization": owner.org.pk, "kind": "top_up", "amount": "25.00", "reason": "wire 42", "token": token},
+    )
+    entry = LedgerEntry.objects.get(organization=owner.org)
+    audited += entry.actor_id == staff.pk
+
+    figures(
+        "admin_audit",
+        cases=len(actions) + 1,
+        faults_injected=None,
+        losses=len(actions) + 1 - audited,
+        actionsRun=len(actions),
+        moneyViewsRun=1,
+        auditedWithTheirStaffMember=audited,
+    )
+    assert ScheduledPost.objects.get(pk=failed["id"]).status == "queued"
+    assert ScheduledPost.objects.get(pk=queued["id"]).status == "canceled"
+    assert SocialAccount.objects.get(pk=doomed.pk).status == "disconnected"
+    assert ApiKey.objects.get(pk=owner.key.pk).revoked_at is not None
+    assert entry.amount_cents == 2500
+    assert audited == len(actions) + 1
+
+
+def _description(url: str, action: str, row: LogEntry) -> str:
+    """The action's name if the audit row carries that action's description."""
+    model = next(
+        m for m in admin.site._registry if url.rstrip("/").endswith(f"/{m._meta.app_label}/{m._meta.model_name}")
+    )
+    _, _, description = admin.site._registry[model].get_action(action)
+    return action if str(description) in row.change_message else ""
