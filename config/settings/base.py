@@ -21,7 +21,7 @@ LAYERS_PUBLIC_URL = env.str("LAYERS_PUBLIC_URL", default=f"http://127.0.0.1:{POR
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[LAYERS_PUBLIC_URL])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accounts.admin_site.BackOfficeAdminConfig",  # django.contrib.admin, with admin actions audited
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -55,6 +55,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "accounts.staff_mfa.StaffMFARequiredMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -298,6 +299,10 @@ if CELERY_BROKER_URL == "filesystem://":
     # and every publish fails. Every process (web, worker, beat) loads these settings, so create them here.
     for _folder in ("out", "processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+# Without it, Celery's Django fixup closes the worker's database connection before and after every task,
+# so every task opened a new one; connections now live by CONN_MAX_AGE, as in the web processes
+# (config/celery.py closes broken or expired ones around each task), and are recycled every 1000 tasks.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -329,6 +334,9 @@ MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Layers"
 # TOTP secrets and recovery-code seeds encrypted with LAYERS_TOKEN_KEYS (and rotated with them).
 MFA_ADAPTER = "accounts.auth.StaffMFAAdapter"
+# Staff who can assign accounts or move money, and superusers, must activate TOTP before using the admin
+# (accounts/staff_mfa.py). Only a local demo may turn it off; production settings force it on.
+LAYERS_STAFF_MFA_REQUIRED = env.bool("LAYERS_STAFF_MFA_REQUIRED", default=True)
 
 LOGGING = {
     "version": 1,
