@@ -253,3 +253,19 @@ def test_list_query_count_does_not_grow_with_page_size(owner, container):
             owner.client.get(f"/v1/projects/{owner.project.id}/social-accounts?limit={limit}")
         counts.append(len(ctx.captured_queries))
     assert counts[2] == counts[3]
+
+
+def test_published_posts_list_query_count_does_not_grow_with_page_size(owner, container):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    accounts = [make_account(owner) for _ in range(12)]
+    schedule(owner, container["id"], [{"socialAccountId": a.pk, "mode": "publish"} for a in accounts])
+    ScheduledPost.objects.update(status="published", published_at=timezone.now(), external_id="x1")
+    counts = []
+    for limit in (2, 12):
+        with CaptureQueriesContext(connection) as ctx:
+            data = owner.client.get(f"/v1/projects/{owner.project.id}/posts?limit={limit}").json()["data"]
+        assert len(data) == limit
+        counts.append(len(ctx.captured_queries))
+    assert counts[0] == counts[1]
