@@ -204,6 +204,21 @@ def event_body(event: Event) -> str:
     return json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
 
 
+def _subscribers(event: Event) -> list[WebhookEndpoint]:
+    """Live endpoints of the event's organization that subscribe to its type and existed when it happened."""
+    return [
+        endpoint
+        for endpoint in WebhookEndpoint.objects.filter(
+            organization_id=event.organization_id,
+            status=WebhookEndpoint.Status.ACTIVE,
+            deleted_at__isnull=True,
+            created_at__lte=event.created_at,
+        )
+        # Filtered here rather than with a JSON lookup: `contains` on JSON is not portable to SQLite.
+        if event.type in endpoint.events
+    ]
+
+
 def event_fan_out(*, event_id: str) -> list[str]:
     """Create one pending delivery, due now, per live endpoint of the event's organization that subscribes
     to its type and existed when the event happened. Safe to call any number of times: the first committed
@@ -214,6 +229,11 @@ def event_fan_out(*, event_id: str) -> list[str]:
     event = Event.objects.filter(pk=event_id).first()
     if event is None:
         return []
+    if not _subscribers(event):
+        # The common case (most events have no subscriber): just the marker, in one statement, instead of
+        # a transaction, a savepoint and two more round trips. Concurrent calls insert the same marker once.
+        WebhookFanout.objects.bulk_create([WebhookFanout(event=event)], ignore_conflicts=True)
+        return []
     with transaction.atomic():
         try:
             with transaction.atomic():
@@ -221,17 +241,7 @@ def event_fan_out(*, event_id: str) -> list[str]:
                 marker = WebhookFanout.objects.create(event=event)
         except IntegrityError:
             return []
-        endpoints = [
-            endpoint
-            for endpoint in WebhookEndpoint.objects.filter(
-                organization_id=event.organization_id,
-                status=WebhookEndpoint.Status.ACTIVE,
-                deleted_at__isnull=True,
-                created_at__lte=event.created_at,
-            )
-            # Filtered here rather than with a JSON lookup: `contains` on JSON is not portable to SQLite.
-            if event.type in endpoint.events
-        ]
+        endpoints = _subscribers(event)
         if not endpoints:
             return []
         body, now = event_body(event), timezone.now()

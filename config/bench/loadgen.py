@@ -52,14 +52,14 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, not close
 
 
-async def _client(port: int, request: bytes, deadline: float, latencies: list[float], counts: dict) -> None:
+async def _client(port: int, requests: list[bytes], deadline: float, latencies: list[float], counts: dict) -> None:
     reader = writer = None
     while time.monotonic() < deadline:
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(HOST, port)
             started = time.perf_counter()
-            writer.write(request)
+            writer.write(requests[counts["requests"] % len(requests)])
             status, keep = await _read_response(reader)
             latencies.append((time.perf_counter() - started) * 1000)
             counts["requests"] += 1
@@ -81,14 +81,24 @@ async def _client(port: int, request: bytes, deadline: float, latencies: list[fl
 
 
 async def run(
-    *, port: int, path: str, method: str, headers: list[str], body: bytes, duration: float, concurrency: int
+    *,
+    port: int,
+    path: str,
+    method: str,
+    headers: list[str],
+    body: bytes,
+    duration: float,
+    concurrency: int,
+    keys: list[str] = (),
 ) -> dict:
-    request = _request(method, path, port, headers, body)
+    """`keys`: API keys used in turn, one per request (Authorization: Bearer <key>)."""
+    requests = [_request(method, path, port, [*headers, f"Authorization: Bearer {key}"], body) for key in keys]
+    requests = requests or [_request(method, path, port, headers, body)]
     latencies: list[float] = []
     counts = {"requests": 0, "errors": 0}
     started = time.monotonic()
     deadline = started + duration
-    await asyncio.gather(*(_client(port, request, deadline, latencies, counts) for _ in range(concurrency)))
+    await asyncio.gather(*(_client(port, requests, deadline, latencies, counts) for _ in range(concurrency)))
     elapsed = time.monotonic() - started
     ordered = sorted(latencies)
 
@@ -104,6 +114,11 @@ async def run(
     }
 
 
+def _read_keys(path: str) -> list[str]:
+    with open(path) as lines:
+        return [line.strip() for line in lines if line.strip()]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
@@ -111,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method", default="GET")
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--body", default="")
+    parser.add_argument("--keys-file", help="API keys, one per line, used in turn (one per request)")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args(argv)
@@ -125,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
             body=args.body.encode(),
             duration=args.duration,
             concurrency=args.concurrency,
+            keys=_read_keys(args.keys_file) if args.keys_file else [],
         )
     )
     print(json.dumps(result), flush=True)

@@ -25,7 +25,11 @@ LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP = UNLIMITED
 LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP = UNLIMITED
 LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL = UNLIMITED
 LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = env.float("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", default=0.0)
-LAYERS_API_RATE = "1000000000/min"
+# The sandbox's per-client-IP budget (config/ratelimit.py): every bench call comes from 127.0.0.1.
+LAYERS_SANDBOX_RATE = f"{UNLIMITED}/min"
+# Never reached: bench_api spreads its load over many API keys, so that each key's throttle history holds
+# about as many requests as a key at the production budget (1200/min) does.
+LAYERS_API_RATE = f"{UNLIMITED}/min"
 # bench_api serves the app plus a trivial DRF view (its floor) from scheduling/bench/urls.py.
 ROOT_URLCONF = env.str("LAYERS_BENCH_URLCONF", default="config.urls")
 LAYERS_SANDBOX_RATE = "1000000000/min"  # the bench's platform traffic all comes from loopback

@@ -98,8 +98,9 @@ def _loop(batch: int, stop: threading.Event) -> None:
 
 
 def _claim_and_publish(batch: int, stop: threading.Event) -> None:
-    from accounts.platforms.http import platform_http_client
     from django.db import connection
+
+    from accounts.platforms.http import platform_http_client
 
     tables = _tables()
     claim = CLAIM_SQL.format(**tables)

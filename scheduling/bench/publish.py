@@ -27,6 +27,7 @@ from scheduling.bench import seed
 from scheduling.models import ScheduledPost
 
 SAMPLE_EVERY = 0.25  # seconds between memory samples
+ETA_QUEUING_SECONDS = 0.005  # lead time per post for the baseline's apply_async calls
 POLL_EVERY = 0.5  # seconds between progress queries
 
 
@@ -104,7 +105,8 @@ class PublishBench:
 
         workers = self._start_workers("baseline")
         try:
-            due, ids = self._seed("baseline")
+            # Every ETA task must be queued before the due time (a few ms each): a longer lead.
+            due, ids = self._seed("baseline", lead=self.options.lead + self.options.posts * ETA_QUEUING_SECONDS)
             started = time.monotonic()
             for post_id in ids:
                 publish_at_eta.apply_async((post_id,), eta=due)
@@ -180,12 +182,14 @@ class PublishBench:
         harness.wait_until(all_ready, timeout=90, what=f"{phase} workers", interval=0.5)
         return names
 
-    def _seed(self, phase: str) -> tuple[datetime, list[str]]:
+    def _seed(self, phase: str, *, lead: float | None = None) -> tuple[datetime, list[str]]:
         # Due a little in the future, so that every post exists (and, for the baseline, every ETA task is
         # queued) before the instant they are all due.
-        due = (timezone.now() + timedelta(seconds=self.options.lead)).replace(microsecond=0)
+        lead = self.options.lead if lead is None else lead
+        due = (timezone.now() + timedelta(seconds=lead)).replace(microsecond=0)
         started = time.monotonic()
         ids = seed.seed_posts(accounts=self.accounts, count=self.options.posts, scheduled_for=due, label=phase)
+        harness.analyze()
         self.out(f"  {phase}: {len(ids)} posts seeded in {time.monotonic() - started:.1f} s, due {due:%H:%M:%S}")
         return due, ids
 

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from config.bench import harness
 
-QUICK = {"iterations": 20, "warmup": 3, "duration": 1.0, "posts": 60}
+QUICK = {"iterations": 10, "warmup": 2, "duration": 0.5, "posts": 60}
 
 
 class Command(BaseCommand):
@@ -120,7 +120,9 @@ class Command(BaseCommand):
                         f"  under load: gunicorn gthread {opts['gunicorn_workers']}x{opts['gunicorn_threads']}, "
                         f"{opts['concurrency']} keep-alive connections, {opts['duration']:g} s per endpoint"
                     )
-                    load = api.under_load(data, port=port, duration=opts["duration"], concurrency=opts["concurrency"])
+                    load = api.under_load(
+                        data, port=port, duration=opts["duration"], concurrency=opts["concurrency"], work_dir=log_dir
+                    )
             ok = True
         finally:
             signal.alarm(0)
@@ -162,7 +164,8 @@ def _tables(report: dict) -> str:
             f"{(f'{ratio:.2f}' if ratio else '1.00'):>9}{queries:>9}"
         )
     if report["load"]:
-        head = f"{'endpoint (gunicorn, loopback)':<34}{'req/s':>9}{'x healthz':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        head = f"{'endpoint (gunicorn, loopback)':<34}{'req/s':>9}{'x healthz':>10}"
+        head += f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
         lines += ["", head, "-" * len(head)]
         ratios = report.get("load_vs_healthz", {})
         for row in report["load"]:

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from config.bench import harness
 
 PHASES = ("pipeline", "baseline", "floor")
-QUICK = {"posts": 40, "accounts": 8, "latency_ms": 10.0, "threads": 4, "timeout": 90.0, "lead": 3.0}
+QUICK = {"posts": 24, "accounts": 6, "latency_ms": 10.0, "workers": 1, "threads": 4, "timeout": 60.0, "lead": 1.0}
 
 
 class Command(BaseCommand):
@@ -35,10 +35,18 @@ class Command(BaseCommand):
         parser.add_argument("--phases", default=",".join(PHASES), help="which of pipeline,baseline,floor to run")
         parser.add_argument("--timeout", type=float, default=900.0, help="hard limit per phase, seconds")
         parser.add_argument("--lead", type=float, default=None, help="seconds between seeding and the due time")
+        parser.add_argument(
+            "--publish-delay",
+            type=float,
+            default=0.0,
+            help="sandbox processing time of a post, seconds (0: published at the first status check)",
+        )
         parser.add_argument("--sandbox-workers", type=int, default=2)
         parser.add_argument("--sandbox-threads", type=int, default=16)
         parser.add_argument("--db-name", default=None, help="bench database (default layers_bench_<pid>)")
-        parser.add_argument("--quick", action="store_true", help="a small run (smoke test): 40 posts, 8 accounts")
+        parser.add_argument(
+            "--quick", action="store_true", help="a small run (smoke test): 24 posts, 6 accounts, 1 x 4 threads"
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
         parser.add_argument("--keep-logs", action="store_true", help="keep the servers' and workers' logs")
 
@@ -59,6 +67,7 @@ class Command(BaseCommand):
                 "posts",
                 "accounts",
                 "latency_ms",
+                "publish_delay",
                 "workers",
                 "threads",
                 "platforms",
@@ -94,6 +103,7 @@ class Command(BaseCommand):
                 extra_env={
                     "LAYERS_PUBLIC_URL": f"http://127.0.0.1:{port}",
                     "LAYERS_SANDBOX_LATENCY_MS": str(opts["latency_ms"]),
+                    "LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS": str(opts["publish_delay"]),
                     "LAYERS_PLATFORM_TRANSPORT": "http",
                 },
             )
@@ -179,7 +189,8 @@ class Command(BaseCommand):
                 out(
                     f"  {options.posts} posts due at one instant on {options.accounts} accounts "
                     f"({', '.join(options.platforms)}), sandbox latency {options.latency_ms:g} ms per call over "
-                    f"HTTP (gunicorn gthread {options.sandbox_workers}x{options.sandbox_threads} at {url})"
+                    f"HTTP (gunicorn gthread {options.sandbox_workers}x{options.sandbox_threads} at {url}), "
+                    f"publish processing {opts['publish_delay']:g} s"
                 )
                 out(
                     f"  concurrency of every variant: {options.workers} processes x {options.threads} threads; "
@@ -220,11 +231,19 @@ def _machine_line(info: dict) -> str:
 
 def _report(options, info: dict, results: list) -> dict:
     by_phase = {r.phase: r for r in results}
-    ratios = {}
+    # What the machine could sustain if nothing but this variant ran on it: its CPUs over the CPU time one
+    # post costs (publisher, sandbox and database together). Unlike posts/s, it does not move with the load
+    # other programs put on the machine during the run.
+    capacity = {
+        r.phase: info["nproc"] * 1000 / total for r in results if (total := sum(r.cpu_ms_per_post.values())) > 0
+    }
+    ratios, capacity_ratios = {}, {}
     pipeline = by_phase.get("pipeline")
     for other in ("floor", "baseline"):
         if pipeline and other in by_phase and pipeline.posts_per_s and by_phase[other].posts_per_s:
             ratios[f"pipeline_vs_{other}"] = pipeline.posts_per_s / by_phase[other].posts_per_s
+        if "pipeline" in capacity and other in capacity:
+            capacity_ratios[f"pipeline_vs_{other}"] = capacity["pipeline"] / capacity[other]
     return {
         "machine": info,
         "options": {
@@ -237,6 +256,8 @@ def _report(options, info: dict, results: list) -> dict:
         },
         "phases": [r.as_dict() for r in results],
         "ratios": ratios,
+        "cpu_capacity_posts_per_s": capacity,
+        "cpu_capacity_ratios": capacity_ratios,
         "duplicates": sum(r.duplicates for r in results),
         "lost": sum(r.lost for r in results),
     }
@@ -257,11 +278,23 @@ def _table(report: dict) -> str:
             + ("  TIMED OUT" if r["timed_out"] else "")
         )
     lines.append("")
-    lines.append("CPU per post (ms): " + "; ".join(
-        f"{r['phase']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_ms_per_post"].items()) for r in report["phases"]
-    ))
+    lines.append(
+        "CPU per post (ms): "
+        + "; ".join(
+            f"{r['phase']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_ms_per_post"].items())
+            for r in report["phases"]
+        )
+    )
+    lines.append(
+        "CPU capacity (posts/s if only this variant ran on the machine): "
+        + ", ".join(f"{phase} {value:.1f}" for phase, value in report["cpu_capacity_posts_per_s"].items())
+    )
     for key, value in report["ratios"].items():
-        lines.append(f"{key.replace('_', ' ')}: {value:.2f}x throughput")
+        by_cpu = report["cpu_capacity_ratios"].get(key)
+        lines.append(
+            f"{key.replace('_', ' ')}: {value:.2f}x throughput"
+            + (f" ({by_cpu:.2f}x by CPU capacity)" if by_cpu else "")
+        )
     for r in report["phases"]:
         lines.append(f"{r['phase']}: {r['duplicates']} duplicates, {r['lost']} lost")
     return "\n".join(lines)

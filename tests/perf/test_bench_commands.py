@@ -1,0 +1,58 @@
+"""The bench commands run end to end in their quick mode: real PostgreSQL, Redis, gunicorn and Celery
+processes, and they report a run without duplicates or lost posts. Speed is what the commands measure
+(BENCHMARKS.md); nothing here asserts a timing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+from django.conf import settings
+
+TIMEOUT = 150
+
+
+def run_command(*args: str) -> dict:
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", *args, "--quick", "--json", "--db-name", f"layers_bench_smoke_{os.getpid()}"],
+        cwd=settings.BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the command and everything it starts form one group, killed on timeout
+    )
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_bench_publish_quick_publishes_every_post_once_in_every_variant():
+    report = run_command("bench_publish")
+
+    assert [phase["phase"] for phase in report["phases"]] == ["pipeline", "baseline", "floor"]
+    for phase in report["phases"]:
+        assert phase["duplicates"] == 0, phase
+        assert phase["lost"] == 0, phase
+        assert phase["published"] == phase["posts"] > 0, phase
+        assert not phase["timed_out"], phase
+    assert report["duplicates"] == 0 and report["lost"] == 0
+    assert set(report["ratios"]) == {"pipeline_vs_floor", "pipeline_vs_baseline"}
+
+
+def test_bench_api_quick_reports_every_endpoint_in_process_and_under_load():
+    report = run_command("bench_api")
+
+    names = [row["name"] for row in report["in_process"]]
+    assert names[0] == "trivial DRF view (floor)"
+    assert any(name.startswith("list social accounts") for name in names)
+    for row in report["in_process"]:
+        assert row["p50_ms"] > 0 and row["queries"] >= 1, row
+    assert [row["name"] for row in report["load"]][0] == "/healthz"
+    for row in report["load"]:
+        assert row["requests"] > 0 and row["errors"] == 0, row
