@@ -60,6 +60,8 @@ class PhaseResult:
     lag_p99_s: float | None
     peak_worker_rss_mib: float
     cpu_ms_per_post: dict[str, float]
+    # Share of the machine's CPU time during the phase used by other programs (other test suites, ...).
+    others_cpu_share: float
     timed_out: bool
 
     def as_dict(self) -> dict:
@@ -209,6 +211,7 @@ class PublishBench:
             }
         )
         cpu.start()
+        busy_before, started = harness.machine_busy_seconds(), time.monotonic()
         deadline = time.monotonic() + max(0.0, (due - timezone.now()).total_seconds()) + self.options.timeout
         peak = 0
         next_poll = 0.0
@@ -234,6 +237,9 @@ class PublishBench:
                 break
             time.sleep(SAMPLE_EVERY)
         cpu_used = cpu.stop()
+        busy = harness.machine_busy_seconds() - busy_before
+        capacity = (time.monotonic() - started) * (os.cpu_count() or 1)
+        others = max(0.0, busy - sum(cpu_used.values())) / capacity if capacity else 0.0
         published = rows.filter(status=ScheduledPost.Status.PUBLISHED)
         published_count = published.count()
         last = published.aggregate(last=Max("published_at"))["last"]
@@ -259,5 +265,6 @@ class PublishBench:
             lag_p99_s=harness.percentile(lags, 99),
             peak_worker_rss_mib=peak / 1024 / 1024,
             cpu_ms_per_post={name: 1000 * seconds / n for name, seconds in cpu_used.items()},
+            others_cpu_share=others,
             timed_out=timed_out,
         )

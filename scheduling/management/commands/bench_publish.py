@@ -286,6 +286,10 @@ def _table(report: dict) -> str:
         )
     )
     lines.append(
+        "CPU used by other programs during each phase: "
+        + ", ".join(f"{r['phase']} {100 * r['others_cpu_share']:.0f}%" for r in report["phases"])
+    )
+    lines.append(
         "CPU capacity (posts/s if only this variant ran on the machine): "
         + ", ".join(f"{phase} {value:.1f}" for phase, value in report["cpu_capacity_posts_per_s"].items())
     )
