@@ -41,6 +41,29 @@ class BenchError(RuntimeError):
 # --- Re-execution with the bench settings --------------------------------------------------------------
 
 
+def arm_hard_limit(command: str, seconds: int) -> None:
+    """Turn SIGALRM after `seconds`, and SIGTERM, into a BenchError, so the command's `finally` still stops
+    its processes and drops its database. The caller disarms it with `signal.alarm(0)`."""
+
+    def timeout(*_):
+        raise BenchError(f"{command} hit its hard time limit")
+
+    def terminated(*_):
+        raise BenchError(f"{command} was terminated")
+
+    signal.signal(signal.SIGALRM, timeout)
+    signal.signal(signal.SIGTERM, terminated)
+    signal.alarm(seconds)
+
+
+def machine_line(info: dict) -> str:
+    """One line describing the machine of a run (from machine())."""
+    return (
+        f"{info['nproc']} CPU ({info['cpu']}), {info['memory_gib']} GiB, Python {info['python']}, "
+        f"PostgreSQL {info['postgresql']}, load {info['loadavg_1m_at_start']}"
+    )
+
+
 def is_inner() -> bool:
     return os.environ.get(INNER_FLAG) == "1" and settings.SETTINGS_MODULE == "config.settings.bench"
 

@@ -73,9 +73,7 @@ class Command(BaseCommand):
                 self.stdout.flush()
 
         db = os.environ["LAYERS_BENCH_DB"]
-        signal.signal(signal.SIGALRM, _raise_timeout)
-        signal.signal(signal.SIGTERM, _raise_terminated)
-        signal.alarm(int(600 + 8 * (opts["duration"] + 60)))
+        harness.arm_hard_limit("bench_api", int(600 + 8 * (opts["duration"] + 60)))
         log_dir = Path(tempfile.mkdtemp(prefix="layers-bench-api-"))
         ok = False
         try:
@@ -83,10 +81,7 @@ class Command(BaseCommand):
             harness.create_database(db)
             call_command("migrate", verbosity=0, interactive=False)
             info = harness.machine()
-            out(
-                f"bench_api on {info['nproc']} CPU ({info['cpu']}), {info['memory_gib']} GiB, Python "
-                f"{info['python']}, PostgreSQL {info['postgresql']}, load {info['loadavg_1m_at_start']}"
-            )
+            out(f"bench_api on {harness.machine_line(info)}")
             out(f"  database {db} created and migrated in {time.monotonic() - started:.1f} s")
             data = api.seed_api(accounts=opts["accounts"], small=5, posts=opts["posts"])
             out(f"  in process: {opts['iterations']} timed calls per endpoint after {opts['warmup']} warm-up calls")
@@ -141,14 +136,6 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(report))
         else:
             self.stdout.write(_tables(report))
-
-
-def _raise_timeout(*_):
-    raise harness.BenchError("bench_api hit its hard time limit")
-
-
-def _raise_terminated(*_):
-    raise harness.BenchError("bench_api was terminated")
 
 
 def _tables(report: dict) -> str:

@@ -126,9 +126,7 @@ class Command(BaseCommand):
         db = os.environ["LAYERS_BENCH_DB"]
         phase_count = len(opts["phases"])
         hard_limit = int(180 + phase_count * (opts["timeout"] + opts["lead"] + 120))
-        signal.signal(signal.SIGALRM, _raise_timeout)
-        signal.signal(signal.SIGTERM, _raise_terminated)
-        signal.alarm(hard_limit)
+        harness.arm_hard_limit("bench_publish", hard_limit)
         log_dir = Path(tempfile.mkdtemp(prefix="layers-bench-"))
         ok = False
         try:
@@ -136,7 +134,7 @@ class Command(BaseCommand):
             harness.create_database(db)
             call_command("migrate", verbosity=0, interactive=False)
             info = harness.machine()
-            out(f"bench_publish on {_machine_line(info)}")
+            out(f"bench_publish on {harness.machine_line(info)}")
             out(f"  database {db} created and migrated in {time.monotonic() - started:.1f} s")
             options = Options(
                 posts=opts["posts"],
@@ -212,21 +210,6 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(report))
         else:
             self.stdout.write(_table(report))
-
-
-def _raise_timeout(*_):
-    raise harness.BenchError("bench_publish hit its hard time limit")
-
-
-def _raise_terminated(*_):
-    raise harness.BenchError("bench_publish was terminated")
-
-
-def _machine_line(info: dict) -> str:
-    return (
-        f"{info['nproc']} CPU ({info['cpu']}), {info['memory_gib']} GiB, Python {info['python']}, "
-        f"PostgreSQL {info['postgresql']}, load {info['loadavg_1m_at_start']}"
-    )
 
 
 def _report(options, info: dict, results: list) -> dict:
