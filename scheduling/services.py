@@ -248,27 +248,37 @@ STATUS_POLL_MAX = timedelta(minutes=2)
 PUBLISH_GIVE_UP = timedelta(hours=24)
 
 
-def posts_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[str]:
-    """Claim up to `limit` due queued posts (queued → publishing) and return their ids.
-
-    `FOR UPDATE SKIP LOCKED` lets any number of dispatchers run at once: each row is claimed by exactly
-    one of them, and none waits for another."""
-    now = now or timezone.now()
+def _claim(*, status: str, due_field: str, now: datetime, limit: int, updates: dict) -> list[str]:
+    """Lock up to `limit` rows in `status` whose `due_field` has passed — skipping rows another dispatcher
+    holds (`FOR UPDATE SKIP LOCKED`: each row goes to exactly one of them, none waits) — and apply
+    `updates` to them in the same transaction. Returns their ids."""
     with transaction.atomic():
         ids = list(
             ScheduledPost.objects.select_for_update(skip_locked=True)
-            .filter(status=ScheduledPost.Status.QUEUED, due_at__lte=now)
-            .order_by("due_at")
+            .filter(status=status, **{f"{due_field}__lte": now})
+            .order_by(due_field)
             .values_list("pk", flat=True)[:limit]
         )
         if ids:
-            ScheduledPost.objects.filter(pk__in=ids).update(
-                status=ScheduledPost.Status.PUBLISHING,
-                claimed_until=now + CLAIM_LEASE,
-                next_check_at=now + CLAIM_LEASE,
-                attempts=F("attempts") + 1,
-            )
+            ScheduledPost.objects.filter(pk__in=ids).update(**updates)
     return ids
+
+
+def posts_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[str]:
+    """Claim up to `limit` due queued posts (queued → publishing) and return their ids."""
+    now = now or timezone.now()
+    return _claim(
+        status=ScheduledPost.Status.QUEUED,
+        due_field="due_at",
+        now=now,
+        limit=limit,
+        updates={
+            "status": ScheduledPost.Status.PUBLISHING,
+            "claimed_until": now + CLAIM_LEASE,
+            "next_check_at": now + CLAIM_LEASE,
+            "attempts": F("attempts") + 1,
+        },
+    )
 
 
 def posts_claimed_waiting() -> int:
@@ -282,18 +292,13 @@ def posts_claimed_waiting() -> int:
 def posts_claim_for_resolution(*, now: datetime | None = None, limit: int = 500) -> list[str]:
     """Claim publishing posts whose status check is due or whose worker's lease ran out."""
     now = now or timezone.now()
-    with transaction.atomic():
-        ids = list(
-            ScheduledPost.objects.select_for_update(skip_locked=True)
-            .filter(status=ScheduledPost.Status.PUBLISHING, next_check_at__lte=now)
-            .order_by("next_check_at")
-            .values_list("pk", flat=True)[:limit]
-        )
-        if ids:
-            ScheduledPost.objects.filter(pk__in=ids).update(
-                next_check_at=now + CLAIM_LEASE, claimed_until=now + CLAIM_LEASE
-            )
-    return ids
+    return _claim(
+        status=ScheduledPost.Status.PUBLISHING,
+        due_field="next_check_at",
+        now=now,
+        limit=limit,
+        updates={"next_check_at": now + CLAIM_LEASE, "claimed_until": now + CLAIM_LEASE},
+    )
 
 
 # Why a platform error fails a post, by the platform's own code.
