@@ -234,6 +234,11 @@ def exchange_token(request: HttpRequest) -> JsonResponse:
         token, _ = _authenticate(request, params, kinds=(Token.Kind.SHORT_LIVED,))
     except Answer as answer:
         return answer.response
+    return _long_lived_answer(token)
+
+
+def _long_lived_answer(token: Token, **extra) -> JsonResponse:
+    """A new 60-day token for the user of `token`, in the shape of graph.instagram.com's token answers."""
     issued = oauth.issue_token(
         platform=PLATFORM,
         kind=Token.Kind.LONG_LIVED,
@@ -246,6 +251,7 @@ def exchange_token(request: HttpRequest) -> JsonResponse:
             "access_token": issued.raw,
             "token_type": "bearer",
             "expires_in": int(oauth.INSTAGRAM_LONG_TTL.total_seconds()),
+            **extra,
         }
     )
 
@@ -266,21 +272,7 @@ def refresh_token(request: HttpRequest) -> JsonResponse:
         return graph_error("Short-lived access tokens cannot be refreshed; exchange them first.", code=100)
     if timezone.now() - token.issued_at < oauth.INSTAGRAM_REFRESH_MIN_AGE:
         return graph_error("The access token can only be refreshed 24 hours after it was issued.", code=100)
-    issued = oauth.issue_token(
-        platform=PLATFORM,
-        kind=Token.Kind.LONG_LIVED,
-        username=token.username,
-        scopes=token.scopes,
-        ttl=oauth.INSTAGRAM_LONG_TTL,
-    )
-    return JsonResponse(
-        {
-            "access_token": issued.raw,
-            "token_type": "bearer",
-            "expires_in": int(oauth.INSTAGRAM_LONG_TTL.total_seconds()),
-            "permissions": token.scopes,
-        }
-    )
+    return _long_lived_answer(token, permissions=token.scopes)
 
 
 # --- Graph nodes --------------------------------------------------------------------------------------
