@@ -240,7 +240,6 @@ def _fail(*, request_id: str, pool_ids: list[str], reason: str, actor) -> LeaseR
 
 def _bind(*, request_id: str, pool_ids: list[str], actor) -> LeaseRequest:
     from billing.services import lease_billing_start
-
     from leasing.serializers import lease_request_data
     from scheduling.services import layers_provision_for_account
 

@@ -129,6 +129,40 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def connect(name: str) -> psycopg.Connection:
+    """A plain connection to bench database `name` (for statements measured without Django around them)."""
+    return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=check_db_name(name))
+
+
+def clone_database(source: str, target: str) -> None:
+    """`target` as an exact copy of `source` (rows, indexes, statistics), so two measurements start from the
+    same data. PostgreSQL copies only a database nobody is connected to: Django's connections are closed
+    first (they reconnect on next use)."""
+    from django.db import connections
+
+    check_db_name(source), check_db_name(target)
+    connections.close_all()
+    with _maintenance() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{target}" TEMPLATE "{source}"')
+
+
+@contextlib.contextmanager
+def use_database(name: str):
+    """Point Django's default connection at bench database `name` for the block, then back."""
+    from django.db import connections
+
+    default = connections["default"]
+    previous = default.settings_dict["NAME"]
+    default.close()
+    default.settings_dict["NAME"] = check_db_name(name)
+    try:
+        yield
+    finally:
+        default.close()
+        default.settings_dict["NAME"] = previous
+
+
 def analyze() -> None:
     """Refresh the planner's statistics of the bench database. Rows inserted in bulk just before a
     measurement are not in them yet (autovacuum analyzes within a minute or so on a live database), and a

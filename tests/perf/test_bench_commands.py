@@ -56,3 +56,14 @@ def test_bench_api_quick_reports_every_endpoint_in_process_and_under_load():
     assert [row["name"] for row in report["load"]][0] == "/healthz"
     for row in report["load"]:
         assert row["requests"] > 0 and row["errors"] == 0, row
+
+
+def test_bench_billing_quick_charges_every_due_lease_once_and_nothing_on_the_second_run():
+    report = run_command("bench_billing")
+
+    assert report["problems"] == []
+    assert report["leases"] > 0 and len(report["rounds"]) == 1
+    (round_,) = report["rounds"]
+    assert round_["first_charged"] == round_["floor_rows"] == report["leases"]
+    assert round_["second_charged"] == 0
+    assert report["floor_seconds"] > 0 and report["first_seconds"] > 0

@@ -1,0 +1,127 @@
+"""`manage.py bench_billing`: the monthly renewal job over many due leases next to a single `INSERT … SELECT`
+floor, and a second run that must charge nothing. See billing/bench.py for what is measured and
+BENCHMARKS.md for the figures."""
+
+import json
+import os
+import signal
+import time
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from billing.services import DEFAULT_BATCH
+from config.bench import harness
+
+QUICK = {"leases": 2000, "organizations": 20, "rounds": 1}
+JOB_TARGET, SECOND_RUN_TARGET = 5.0, 0.10  # ≤ 5 × the floor; a second run ≤ 10 % of the first
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmark the monthly lease renewal job: N due leases charged by the job, next to one INSERT … SELECT "
+        "writing the same charges (the floor), then the job again at the same instant (it must charge "
+        "nothing). Runs on throw-away PostgreSQL databases (127.0.0.1:5432)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--leases", type=int, default=50_000, help="due leases")
+        parser.add_argument("--organizations", type=int, default=200, help="organizations they are spread over")
+        parser.add_argument("--rounds", type=int, default=3, help="rounds, each on fresh copies of the data")
+        parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="leases per job transaction")
+        parser.add_argument("--db-name", default=None, help="bench database (default layers_bench_<pid>)")
+        parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
+        parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    def handle(self, *args, **options):
+        if not harness.is_inner():
+            opts = {k: v for k, v in options.items() if k not in ("db_name", "quick")}
+            opts = {k: v for k, v in opts.items() if isinstance(v, int | float | str | bool | type(None))}
+            if options["quick"]:
+                opts.update(QUICK)
+            if not (
+                1 <= opts["leases"] <= 1_000_000
+                and 1 <= opts["organizations"] <= min(opts["leases"], 10_000)
+                and 1 <= opts["rounds"] <= 20
+                and opts["batch_size"] >= 1
+            ):
+                raise CommandError(
+                    "--leases 1..1000000, --organizations 1..min(leases, 10000), --rounds 1..20, --batch-size >= 1"
+                )
+            # Leaves room for the clones' suffix (_f12) within the bench database name pattern.
+            db_name = options["db_name"] or f"layers_bench_{os.getpid()}"
+            try:
+                harness.check_db_name(db_name + "_f20")
+                harness.reexec("bench_billing", opts, db_name=db_name)
+            except harness.BenchError as exc:
+                raise CommandError(str(exc)) from None
+        try:
+            self._run(harness.inner_options())
+        except harness.BenchError as exc:
+            raise CommandError(str(exc)) from None
+
+    def _run(self, opts: dict) -> None:
+        from billing import bench
+
+        quiet = opts["json"]
+
+        def out(line: str) -> None:
+            if not quiet:
+                self.stdout.write(line)
+                self.stdout.flush()
+
+        db = os.environ["LAYERS_BENCH_DB"]
+        # Seeding writes ~6 rows per lease; each round copies the database twice and runs three statements.
+        harness.arm_hard_limit("bench_billing", int(300 + opts["leases"] / 100 + opts["rounds"] * opts["leases"] / 200))
+        try:
+            started = time.monotonic()
+            harness.create_database(db)
+            call_command("migrate", verbosity=0, interactive=False)
+            info = harness.machine()
+            out(f"bench_billing on {harness.machine_line(info)}")
+            out(f"  database {db} created and migrated in {time.monotonic() - started:.1f} s")
+            seeded = bench.seed(organizations=opts["organizations"], leases=opts["leases"])
+            out(
+                f"  seeded {seeded.leases} due leases over {seeded.organizations} organizations in "
+                f"{seeded.seconds:.1f} s; {opts['rounds']} round(s), batch size {opts['batch_size']}"
+            )
+            results = bench.measure(
+                template=db, seeded=seeded, rounds=opts["rounds"], batch_size=opts["batch_size"], out=out
+            )
+        finally:
+            signal.alarm(0)
+            harness.drop_database(db)
+        report = {
+            "machine": info,
+            "leases": seeded.leases,
+            "organizations": seeded.organizations,
+            "batch_size": opts["batch_size"],
+            "rounds": bench.as_dicts(results),
+            **bench.summary(results),
+        }
+        if quiet:
+            self.stdout.write(json.dumps(report))
+            return
+        self.stdout.write(_text(report))
+        if report["problems"]:
+            raise CommandError("the job's results are wrong: " + "; ".join(report["problems"]))
+
+
+def _text(report: dict) -> str:
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    job, second = report["job_vs_floor"], report["second_vs_first"]
+    return "\n".join(
+        [
+            "",
+            f"medians of {len(report['rounds'])} round(s), {report['leases']} due leases:",
+            f"  floor (one INSERT … SELECT)     {report['floor_seconds']:8.2f} s",
+            f"  renewal job, first run          {report['first_seconds']:8.2f} s   "
+            f"{job:.2f} × floor (target ≤ {JOB_TARGET:g}: {verdict(job <= JOB_TARGET)})",
+            f"  renewal job, second run         {report['second_seconds']:8.3f} s   "
+            f"{second:.1%} of the first (target ≤ {SECOND_RUN_TARGET:.0%}: {verdict(second <= SECOND_RUN_TARGET)})",
+            "  results checked: "
+            + ("PROBLEMS" if report["problems"] else "every due lease charged once, wallets equal their ledgers"),
+        ]
+    )
