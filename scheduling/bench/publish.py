@@ -2,8 +2,11 @@
 
 - **pipeline** — what production runs: Celery workers (threads pool) and Celery beat, whose
   `dispatch-due-posts` tick claims due rows in batches (FOR UPDATE SKIP LOCKED) and hands them to workers;
-- **baseline** — the same workers, one task per post queued ahead with `eta=scheduledFor`
-  (scheduling/bench/baseline_tasks.py);
+- **baseline** — the approach most Django teams would take: one task per post queued ahead with
+  `eta=scheduledFor` (scheduling/bench/baseline_tasks.py), run by a worker as `celery worker` starts one
+  without options (prefork pool, one child process per CPU);
+- **baseline_threads** — the same ETA tasks on our workers (threads pool, the pipeline's concurrency): it
+  separates what the pool buys from what the dispatch design buys;
 - **floor** — the same number of threads doing only the claim query and the platform calls
   (scheduling/bench/floor.py).
 
@@ -79,7 +82,9 @@ class PublishBench:
     # --- phases ----------------------------------------------------------------------------------------
 
     def pipeline(self) -> PhaseResult:
-        workers = self._start_workers("pipeline")
+        workers = self._start_workers(
+            "pipeline", processes=self.options.workers, pool="threads", concurrency=self.options.threads
+        )
         self.procs.start(
             "pipeline-beat",
             harness.python_argv(
@@ -103,19 +108,28 @@ class PublishBench:
                 self.procs.stop(name)
 
     def baseline(self) -> PhaseResult:
+        # `celery -A config worker` with no options: one node, prefork, as many children as CPUs.
+        return self._eta_phase("baseline", processes=1, pool="prefork", concurrency=os.cpu_count() or 1)
+
+    def baseline_threads(self) -> PhaseResult:
+        return self._eta_phase(
+            "baseline_threads", processes=self.options.workers, pool="threads", concurrency=self.options.threads
+        )
+
+    def _eta_phase(self, phase: str, *, processes: int, pool: str, concurrency: int) -> PhaseResult:
         from scheduling.bench.baseline_tasks import publish_at_eta
 
-        workers = self._start_workers("baseline")
+        workers = self._start_workers(phase, processes=processes, pool=pool, concurrency=concurrency)
         try:
             # Every ETA task must be queued before the due time (a few ms each): a longer lead.
-            due, ids = self._seed("baseline", lead=self.options.lead + self.options.posts * ETA_QUEUING_SECONDS)
+            due, ids = self._seed(phase, lead=self.options.lead + self.options.posts * ETA_QUEUING_SECONDS)
             started = time.monotonic()
             for post_id in ids:
                 publish_at_eta.apply_async((post_id,), eta=due)
-            self.out(f"  baseline: {len(ids)} ETA tasks queued in {time.monotonic() - started:.1f} s")
+            self.out(f"  {phase}: {len(ids)} ETA tasks queued in {time.monotonic() - started:.1f} s")
             if timezone.now() > due:
-                self.out("  baseline: WARNING queuing ended after the due time; raise --lead")
-            return self._measure("baseline", due, ids, workers)
+                self.out(f"  {phase}: WARNING queuing ended after the due time; raise --lead")
+            return self._measure(phase, due, ids, workers)
         finally:
             for name in workers:
                 self.procs.stop(name)
@@ -142,12 +156,12 @@ class PublishBench:
 
     # --- plumbing --------------------------------------------------------------------------------------
 
-    def _start_workers(self, phase: str) -> list[str]:
+    def _start_workers(self, phase: str, *, processes: int, pool: str, concurrency: int) -> list[str]:
         from config.celery import app
 
         names = []
         nodes = []
-        for n in range(self.options.workers):
+        for n in range(processes):
             name = f"{phase}-worker-{n}"
             node = f"{self.run_id}-{phase}-{n}@bench"
             self.procs.start(
@@ -159,9 +173,9 @@ class PublishBench:
                     "config",
                     "worker",
                     "--pool",
-                    "threads",
+                    pool,
                     "--concurrency",
-                    str(self.options.threads),
+                    str(concurrency),
                     "-l",
                     "warning",
                     "-n",

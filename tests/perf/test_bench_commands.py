@@ -35,14 +35,14 @@ def run_command(*args: str) -> dict:
 def test_bench_publish_quick_publishes_every_post_once_in_every_variant():
     report = run_command("bench_publish")
 
-    assert [phase["phase"] for phase in report["phases"]] == ["pipeline", "baseline", "floor"]
+    assert [phase["phase"] for phase in report["phases"]] == ["pipeline", "baseline", "baseline_threads", "floor"]
     for phase in report["phases"]:
         assert phase["duplicates"] == 0, phase
         assert phase["lost"] == 0, phase
         assert phase["published"] == phase["posts"] > 0, phase
         assert not phase["timed_out"], phase
     assert report["duplicates"] == 0 and report["lost"] == 0
-    assert set(report["ratios"]) == {"pipeline_vs_floor", "pipeline_vs_baseline"}
+    assert set(report["ratios"]) == {"pipeline_vs_floor", "pipeline_vs_baseline", "pipeline_vs_baseline_threads"}
 
 
 def test_bench_api_quick_reports_every_endpoint_in_process_and_under_load():

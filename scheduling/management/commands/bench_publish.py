@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from config.bench import harness
 
-PHASES = ("pipeline", "baseline", "floor")
+PHASES = ("pipeline", "baseline", "baseline_threads", "floor")
 QUICK = {"posts": 24, "accounts": 6, "latency_ms": 10.0, "workers": 1, "threads": 4, "timeout": 60.0, "lead": 1.0}
 
 
@@ -32,7 +32,9 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2, help="worker processes (each variant)")
         parser.add_argument("--threads", type=int, default=12, help="threads per worker process")
         parser.add_argument("--platforms", default="tiktok,instagram", help="accounts' platforms, in turn")
-        parser.add_argument("--phases", default=",".join(PHASES), help="which of pipeline,baseline,floor to run")
+        parser.add_argument(
+            "--phases", default=",".join(PHASES), help="which of pipeline,baseline,baseline_threads,floor to run"
+        )
         parser.add_argument("--timeout", type=float, default=900.0, help="hard limit per phase, seconds")
         parser.add_argument("--lead", type=float, default=None, help="seconds between seeding and the due time")
         parser.add_argument(
@@ -191,8 +193,9 @@ class Command(BaseCommand):
                     f"publish processing {opts['publish_delay']:g} s"
                 )
                 out(
-                    f"  concurrency of every variant: {options.workers} processes x {options.threads} threads; "
-                    f"pipeline and baseline: celery worker --pool threads (+ beat for the pipeline)"
+                    f"  pipeline, baseline_threads and floor: {options.workers} processes x {options.threads} threads; "
+                    f"celery worker --pool threads for the first two (+ beat for the pipeline); "
+                    f"baseline: one celery worker as its defaults start it (prefork, {os.cpu_count()} children)"
                 )
                 bench = PublishBench(options=options, procs=procs, accounts=accounts, out=out)
                 results = [getattr(bench, phase)() for phase in options.phases]
@@ -222,7 +225,7 @@ def _report(options, info: dict, results: list) -> dict:
     }
     ratios, capacity_ratios = {}, {}
     pipeline = by_phase.get("pipeline")
-    for other in ("floor", "baseline"):
+    for other in ("floor", "baseline", "baseline_threads"):
         if pipeline and other in by_phase and pipeline.posts_per_s and by_phase[other].posts_per_s:
             ratios[f"pipeline_vs_{other}"] = pipeline.posts_per_s / by_phase[other].posts_per_s
         if "pipeline" in capacity and other in capacity:
@@ -249,13 +252,13 @@ def _report(options, info: dict, results: list) -> dict:
 def _table(report: dict) -> str:
     f = harness.fmt
     head = (
-        f"{'variant':<10}{'posts':>7}{'published':>11}{'lost':>6}{'dupes':>7}{'drain s':>9}{'posts/s':>9}"
+        f"{'variant':<18}{'posts':>7}{'published':>11}{'lost':>6}{'dupes':>7}{'drain s':>9}{'posts/s':>9}"
         f"{'lag p50':>9}{'p95':>8}{'p99':>8}{'peak RSS MiB':>14}"
     )
     lines = ["", head, "-" * len(head)]
     for r in report["phases"]:
         lines.append(
-            f"{r['phase']:<10}{r['posts']:>7}{r['published']:>11}{r['lost']:>6}{r['duplicates']:>7}"
+            f"{r['phase']:<18}{r['posts']:>7}{r['published']:>11}{r['lost']:>6}{r['duplicates']:>7}"
             f"{f(r['drain_s']):>9}{f(r['posts_per_s']):>9}{f(r['lag_p50_s'], 's', 2):>9}"
             f"{f(r['lag_p95_s'], 's', 2):>8}{f(r['lag_p99_s'], 's', 2):>8}{r['peak_worker_rss_mib']:>14.0f}"
             + ("  TIMED OUT" if r["timed_out"] else "")
