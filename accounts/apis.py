@@ -215,10 +215,14 @@ class SocialAccountListApi(ApiView):
         description="Connected and leased accounts of the project. Disconnected accounts never appear.",
     )
     def get(self, request, projectId: str):
-        project = selectors.project_get(organization=self.organization, project_id=projectId)
         filters = parse_filters(request, SocialAccountFilters)
-        qs = selectors.social_account_list(organization=self.organization, project=project, **filters)
-        return paginate(request, qs, lambda rows: SocialAccountOutput(selectors.with_layer_refs(rows), many=True).data)
+        qs = selectors.social_account_list(organization=self.organization, project_id=projectId, **filters)
+        return paginate(
+            request,
+            qs,
+            lambda rows: SocialAccountOutput(selectors.with_layer_refs(rows), many=True).data,
+            parent_check=lambda: selectors.project_get(organization=self.organization, project_id=projectId),
+        )
 
 
 class SocialAccountFilters(serializers.Serializer):

@@ -42,13 +42,13 @@ LIST_FIELDS = (
 )
 
 
-def social_account_list(*, organization, project, platform=None, kind=None, status=None):
+def social_account_list(*, organization, project_id: str, platform=None, kind=None, status=None):
     """Live accounts of a project (disconnected accounts never appear in lists). Pass the page through
     with_layer_refs() before serializing it."""
     from accounts.models import SocialAccount
 
     qs = (
-        SocialAccount.objects.filter(organization=organization, project=project)
+        SocialAccount.objects.filter(organization=organization, project_id=project_id)
         .exclude(status=SocialAccount.Status.DISCONNECTED)
         .select_related("identity")
         .only(*LIST_FIELDS)

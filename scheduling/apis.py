@@ -152,15 +152,19 @@ class ScheduledPostListApi(ApiView):
         ],
     )
     def get(self, request, projectId: str):
-        project = account_selectors.project_get(organization=self.organization, project_id=projectId)
         filters = parse_filters(request, ScheduledPostFilters)
         qs = selectors.scheduled_post_list(
             organization=self.organization,
-            project=project,
+            project_id=projectId,
             status=filters.get("status"),
             social_account_id=filters.get("socialAccountId"),
         )
-        return paginate(request, qs, lambda rows: ScheduledPostOutput(rows, many=True).data)
+        return paginate(
+            request,
+            qs,
+            lambda rows: ScheduledPostOutput(rows, many=True).data,
+            parent_check=lambda: account_selectors.project_get(organization=self.organization, project_id=projectId),
+        )
 
 
 class ScheduledPostDetailApi(ApiView):
@@ -197,6 +201,11 @@ class PublishedPostListApi(ApiView):
         ),
     )
     def get(self, request, projectId: str):
-        project = account_selectors.project_get(organization=self.organization, project_id=projectId)
-        qs = selectors.published_post_list(organization=self.organization, project=project)
-        return paginate(request, qs, lambda rows: PublishedPostOutput(rows, many=True).data, time_field="published_at")
+        qs = selectors.published_post_list(organization=self.organization, project_id=projectId)
+        return paginate(
+            request,
+            qs,
+            lambda rows: PublishedPostOutput(rows, many=True).data,
+            time_field="published_at",
+            parent_check=lambda: account_selectors.project_get(organization=self.organization, project_id=projectId),
+        )

@@ -32,8 +32,8 @@ POST_FIELDS = (
 METRIC_FIELDS = ("views", "likes", "comments", "shares", "metrics_synced_at")
 
 
-def scheduled_post_list(*, organization, project, status=None, social_account_id=None):
-    qs = ScheduledPost.objects.filter(organization=organization, project=project).only(*POST_FIELDS)
+def scheduled_post_list(*, organization, project_id: str, status=None, social_account_id=None):
+    qs = ScheduledPost.objects.filter(organization=organization, project_id=project_id).only(*POST_FIELDS)
     if status:
         qs = qs.filter(status=status)
     if social_account_id:
@@ -48,10 +48,12 @@ def scheduled_post_get(*, organization, post_id: str) -> ScheduledPost:
     return post
 
 
-def published_post_list(*, organization, project):
+def published_post_list(*, organization, project_id: str):
     """Published posts of the project, including those of accounts disconnected since."""
     return (
-        ScheduledPost.objects.filter(organization=organization, project=project, status=ScheduledPost.Status.PUBLISHED)
+        ScheduledPost.objects.filter(
+            organization=organization, project_id=project_id, status=ScheduledPost.Status.PUBLISHED
+        )
         .select_related("social_account")
         .only(*POST_FIELDS, *METRIC_FIELDS, "social_account", "social_account__platform")
     )

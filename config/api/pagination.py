@@ -53,9 +53,14 @@ def parse_filters(request, serializer_class) -> dict:
     return serializer.validated_data
 
 
-def paginate(request, queryset, serialize, *, time_field: str = "created_at") -> Response:
+def paginate(request, queryset, serialize, *, time_field: str = "created_at", parent_check=None) -> Response:
     """One page of `queryset` (newest first) as `{"data": [...], "nextCursor": ...}`.
-    `serialize` turns the list of rows into a list of dicts."""
+    `serialize` turns the list of rows into a list of dicts.
+
+    `parent_check` is for lists under a parent (a project's accounts): the queryset is filtered by the
+    parent's id and the organization, so a page with rows proves the parent is the organization's, and the
+    parent is read only for an empty page, where `parent_check()` raises NotFound if it is unknown. That
+    saves a query on every page that has rows."""
     limit = parse_limit(request)
     qs = queryset.order_by(f"-{time_field}", "-pk")
     cursor = request.query_params.get("cursor")
@@ -65,5 +70,7 @@ def paginate(request, queryset, serialize, *, time_field: str = "created_at") ->
     rows = list(qs[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
+    if not rows and parent_check is not None:
+        parent_check()
     next_cursor = _encode(getattr(rows[-1], time_field), rows[-1].pk) if more else None
     return Response({"data": serialize(rows), "nextCursor": next_cursor})

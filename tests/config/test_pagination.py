@@ -200,3 +200,40 @@ def test_projects_list_pages_the_same_way(owner):
     assert len(ids) == len(set(ids)) == 5
     assert pages == 3
     assert ids == [p.id for p in reversed(extra)] + [p.id for p in reversed(owner.projects)]
+
+
+PROJECT_LISTS = ("social-accounts", "scheduled-posts", "posts")
+
+
+@pytest.mark.parametrize("resource", PROJECT_LISTS)
+def test_project_lists_tell_an_empty_project_from_a_foreign_one(owner, outsider, resource):
+    # A page with rows proves the project is the caller's, so the project is only read for an empty page:
+    # an empty project of the caller's is an empty list, anybody else's project is 404, with rows or not.
+    from tests.factories import make_account
+
+    make_account(outsider)  # the outsider's project has rows
+    empty = owner.projects[1]
+
+    response = owner.client.get(f"/v1/projects/{empty.id}/{resource}")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"data": [], "nextCursor": None}
+    assert_error(owner.client.get(f"/v1/projects/{outsider.project.id}/{resource}"), 404, "NOT_FOUND")
+    past_the_end = base64.urlsafe_b64encode(json.dumps(["2000-01-01T00:00:00+00:00", "x"]).encode()).decode()
+    assert_error(
+        owner.client.get(f"/v1/projects/{outsider.project.id}/{resource}?cursor={past_the_end}"), 404, "NOT_FOUND"
+    )
+
+
+def test_a_page_of_accounts_is_three_queries_with_its_layers(owner):
+    from scheduling.services import layers_provision_for_account
+    from tests.factories import make_account
+
+    for n in range(3):
+        layers_provision_for_account(account=make_account(owner, handle=f"acct{n}"))
+    owner.client.get("/v1/projects")  # the key's first use also records lastUsedAt (once a minute)
+    with CaptureQueriesContext(connection) as queries:
+        body = owner.client.get(f"/v1/projects/{owner.project.id}/social-accounts").json()
+
+    assert [len(row["layers"]) for row in body["data"]] == [4, 4, 4]
+    # the API key, the page, the page's layers (the project is not read: the page's rows prove it)
+    assert len(queries) == 3, [q["sql"][:120] for q in queries]

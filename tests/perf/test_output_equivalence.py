@@ -44,11 +44,15 @@ def test_social_account_representation_matches_its_declared_fields(owner):
 
 
 def test_listed_page_of_accounts_reads_the_same_as_a_full_row(owner):
+    bare = make_account(owner)  # no layers (yet): an empty list, never null
     account = make_account(owner)
     services.layers_provision_for_account(account=account)
     page = account_selectors.with_layer_refs(
-        list(account_selectors.social_account_list(organization=owner.org, project=owner.project))
+        list(account_selectors.social_account_list(organization=owner.org, project_id=owner.project.pk))
     )
+    assert [row.pk for row in page] == [account.pk, bare.pk]  # newest first
+    assert SocialAccountOutput(page[1]).data["layers"] == []
+    assert SocialAccountOutput(page[1]).data == SocialAccountOutput(SocialAccount.objects.get(pk=bare.pk)).data
     full = SocialAccount.objects.select_related("identity").get(pk=account.pk)
     assert len(page[0].layer_refs) == 4
     # one order on every path: the detail endpoint and the events list the layers as the page does
@@ -84,10 +88,10 @@ def test_scheduled_post_representation_matches_its_declared_fields(owner):
     for post in rows:
         assert ScheduledPostOutput(post).data == field_by_field(ScheduledPostOutput, post)
         assert PublishedPostOutput(post).data == field_by_field(PublishedPostOutput, post)
-    listed = scheduling_selectors.scheduled_post_list(organization=owner.org, project=owner.project)
+    listed = scheduling_selectors.scheduled_post_list(organization=owner.org, project_id=owner.project.pk)
     for post in listed:
         full = ScheduledPost.objects.get(pk=post.pk)
         assert ScheduledPostOutput(post).data == field_by_field(ScheduledPostOutput, full)
-    for post in scheduling_selectors.published_post_list(organization=owner.org, project=owner.project):
+    for post in scheduling_selectors.published_post_list(organization=owner.org, project_id=owner.project.pk):
         full = ScheduledPost.objects.select_related("social_account").get(pk=post.pk)
         assert PublishedPostOutput(post).data == field_by_field(PublishedPostOutput, full)
