@@ -8,16 +8,18 @@ import signal
 import time
 
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from billing.services import DEFAULT_BATCH
 from config.bench import harness
+from config.bench.command import BenchCommand
 
 QUICK = {"leases": 2000, "organizations": 20, "rounds": 1}
 JOB_TARGET, SECOND_RUN_TARGET = 5.0, 0.10  # ≤ 5 × the floor; a second run ≤ 10 % of the first
 
 
-class Command(BaseCommand):
+class Command(BenchCommand):
+    quick = QUICK
     help = (
         "Benchmark the monthly lease renewal job: N due leases charged by the job, next to one INSERT … SELECT "
         "writing the same charges (the floor), then the job again at the same instant (it must charge "
@@ -33,43 +35,25 @@ class Command(BaseCommand):
         parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
-    def handle(self, *args, **options):
-        if not harness.is_inner():
-            opts = {k: v for k, v in options.items() if k not in ("db_name", "quick")}
-            opts = {k: v for k, v in opts.items() if isinstance(v, int | float | str | bool | type(None))}
-            if options["quick"]:
-                opts.update(QUICK)
-            if not (
-                1 <= opts["leases"] <= 1_000_000
-                and 1 <= opts["organizations"] <= min(opts["leases"], 10_000)
-                and 1 <= opts["rounds"] <= 20
-                and opts["batch_size"] >= 1
-            ):
-                raise CommandError(
-                    "--leases 1..1000000, --organizations 1..min(leases, 10000), --rounds 1..20, --batch-size >= 1"
-                )
-            # Leaves room for the clones' suffix (_f12) within the bench database name pattern.
-            db_name = options["db_name"] or f"layers_bench_{os.getpid()}"
-            try:
-                harness.check_db_name(db_name + "_f20")
-                harness.reexec("bench_billing", opts, db_name=db_name)
-            except harness.BenchError as exc:
-                raise CommandError(str(exc)) from None
-        try:
-            self._run(harness.inner_options())
-        except harness.BenchError as exc:
-            raise CommandError(str(exc)) from None
+    def reexec(self, options):
+        opts = self.plain_options(options)
+        if not (
+            1 <= opts["leases"] <= 1_000_000
+            and 1 <= opts["organizations"] <= min(opts["leases"], 10_000)
+            and 1 <= opts["rounds"] <= 20
+            and opts["batch_size"] >= 1
+        ):
+            raise CommandError(
+                "--leases 1..1000000, --organizations 1..min(leases, 10000), --rounds 1..20, --batch-size >= 1"
+            )
+        db_name = options["db_name"] or f"layers_bench_{os.getpid()}"
+        harness.check_db_name(db_name + "_f20")  # room for the copies' suffix within the name pattern
+        harness.reexec("bench_billing", opts, db_name=db_name)
 
-    def _run(self, opts: dict) -> None:
+    def run(self, opts: dict) -> None:
         from billing import bench
 
-        quiet = opts["json"]
-
-        def out(line: str) -> None:
-            if not quiet:
-                self.stdout.write(line)
-                self.stdout.flush()
-
+        quiet, out = opts["json"], self.printer(opts)
         db = os.environ["LAYERS_BENCH_DB"]
         # Seeding writes ~6 rows per lease; each round copies the database twice and runs three statements.
         harness.arm_hard_limit("bench_billing", int(300 + opts["leases"] / 100 + opts["rounds"] * opts["leases"] / 200))

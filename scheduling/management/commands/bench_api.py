@@ -11,14 +11,16 @@ import time
 from pathlib import Path
 
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from config.bench import harness
+from config.bench.command import BenchCommand
 
 QUICK = {"iterations": 10, "warmup": 2, "duration": 0.5, "posts": 60}
 
 
-class Command(BaseCommand):
+class Command(BenchCommand):
+    quick = QUICK
     help = (
         "Benchmark the partner API: p50/p99 latency and query count of the main endpoints in process next to "
         "a trivial DRF view, then requests/s under gunicorn next to /healthz. Runs on a throw-away PostgreSQL "
@@ -39,39 +41,22 @@ class Command(BaseCommand):
         parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
-    def handle(self, *args, **options):
-        if not harness.is_inner():
-            opts = {k: v for k, v in options.items() if k not in ("db_name", "quick")}
-            opts = {k: v for k, v in opts.items() if isinstance(v, int | float | str | bool | type(None))}
-            if options["quick"]:
-                opts.update(QUICK)
-            if not 1 <= opts["accounts"] <= 1000 or opts["iterations"] < 1 or not 0 < opts["duration"] <= 120:
-                raise CommandError("--accounts 1..1000, --iterations >= 1, --duration in (0, 120]")
-            opts["port"] = harness.free_port()
-            try:
-                harness.reexec(
-                    "bench_api",
-                    opts,
-                    db_name=options["db_name"] or f"layers_bench_{os.getpid()}",
-                    extra_env={"LAYERS_BENCH_URLCONF": "scheduling.bench.urls"},
-                )
-            except harness.BenchError as exc:
-                raise CommandError(str(exc)) from None
-        try:
-            self._run(harness.inner_options())
-        except harness.BenchError as exc:
-            raise CommandError(str(exc)) from None
+    def reexec(self, options):
+        opts = self.plain_options(options)
+        if not 1 <= opts["accounts"] <= 1000 or opts["iterations"] < 1 or not 0 < opts["duration"] <= 120:
+            raise CommandError("--accounts 1..1000, --iterations >= 1, --duration in (0, 120]")
+        opts["port"] = harness.free_port()
+        harness.reexec(
+            "bench_api",
+            opts,
+            db_name=options["db_name"] or f"layers_bench_{os.getpid()}",
+            extra_env={"LAYERS_BENCH_URLCONF": "scheduling.bench.urls"},
+        )
 
-    def _run(self, opts: dict) -> None:
+    def run(self, opts: dict) -> None:
         from scheduling.bench import api
 
-        quiet = opts["json"]
-
-        def out(line: str) -> None:
-            if not quiet:
-                self.stdout.write(line)
-                self.stdout.flush()
-
+        quiet, out = opts["json"], self.printer(opts)
         db = os.environ["LAYERS_BENCH_DB"]
         harness.arm_hard_limit("bench_api", int(600 + 8 * (opts["duration"] + 60)))
         log_dir = Path(tempfile.mkdtemp(prefix="layers-bench-api-"))

@@ -10,15 +10,17 @@ import time
 from pathlib import Path
 
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from config.bench import harness
+from config.bench.command import BenchCommand
 
 PHASES = ("pipeline", "baseline", "baseline_threads", "floor")
 QUICK = {"posts": 24, "accounts": 6, "latency_ms": 10.0, "workers": 1, "threads": 4, "timeout": 60.0, "lead": 1.0}
 
 
-class Command(BaseCommand):
+class Command(BenchCommand):
+    quick = QUICK
     help = (
         "Benchmark publishing: N posts due at one instant across M accounts, sandbox latency L ms over real "
         "HTTP, real Celery workers and beat, against an ETA-per-post baseline and a minimal floor. Runs on "
@@ -52,38 +54,10 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
         parser.add_argument("--keep-logs", action="store_true", help="keep the servers' and workers' logs")
 
-    def handle(self, *args, **options):
-        if not harness.is_inner():
-            self._reexec(options)
-        try:
-            self._run(harness.inner_options())
-        except harness.BenchError as exc:
-            raise CommandError(str(exc)) from None
-
     # --- outer: pick the database and the port, then become the bench process -----------------------
 
-    def _reexec(self, options: dict) -> None:
-        opts = {
-            key: options[key]
-            for key in (
-                "posts",
-                "accounts",
-                "latency_ms",
-                "publish_delay",
-                "workers",
-                "threads",
-                "platforms",
-                "phases",
-                "timeout",
-                "lead",
-                "sandbox_workers",
-                "sandbox_threads",
-                "json",
-                "keep_logs",
-            )
-        }
-        if options["quick"]:
-            opts.update(QUICK)
+    def reexec(self, options: dict) -> None:
+        opts = self.plain_options(options)
         platforms = [p.strip() for p in opts["platforms"].split(",") if p.strip()]
         phases = [p.strip() for p in opts["phases"].split(",") if p.strip()]
         if not platforms or set(platforms) - {"tiktok", "instagram"}:
@@ -97,33 +71,25 @@ class Command(BaseCommand):
             raise CommandError("--posts, --accounts, --workers and --threads must be at least 1")
         port = harness.free_port()
         opts["sandbox_port"] = port
-        try:
-            harness.reexec(
-                "bench_publish",
-                opts,
-                db_name=options["db_name"] or f"layers_bench_{os.getpid()}",
-                extra_env={
-                    "LAYERS_PUBLIC_URL": f"http://127.0.0.1:{port}",
-                    "LAYERS_SANDBOX_LATENCY_MS": str(opts["latency_ms"]),
-                    "LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS": str(opts["publish_delay"]),
-                    "LAYERS_PLATFORM_TRANSPORT": "http",
-                },
-            )
-        except harness.BenchError as exc:
-            raise CommandError(str(exc)) from None
+        harness.reexec(
+            "bench_publish",
+            opts,
+            db_name=options["db_name"] or f"layers_bench_{os.getpid()}",
+            extra_env={
+                "LAYERS_PUBLIC_URL": f"http://127.0.0.1:{port}",
+                "LAYERS_SANDBOX_LATENCY_MS": str(opts["latency_ms"]),
+                "LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS": str(opts["publish_delay"]),
+                "LAYERS_PLATFORM_TRANSPORT": "http",
+            },
+        )
 
     # --- inner: the bench itself ----------------------------------------------------------------------
 
-    def _run(self, opts: dict) -> None:
+    def run(self, opts: dict) -> None:
         from scheduling.bench import seed
         from scheduling.bench.publish import Options, PublishBench
 
-        quiet = opts["json"]
-
-        def out(line: str) -> None:
-            if not quiet:
-                self.stdout.write(line)
-                self.stdout.flush()
+        quiet, out = opts["json"], self.printer(opts)
 
         db = os.environ["LAYERS_BENCH_DB"]
         phase_count = len(opts["phases"])

@@ -1,0 +1,48 @@
+"""What every bench command shares: the command the user typed checks its options and re-executes itself
+with the bench settings (harness.reexec, which does not return); the re-executed process runs `run()`.
+A BenchError anywhere becomes a CommandError (a message, exit status 1, no traceback)."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from config.bench import harness
+
+
+class BenchCommand(BaseCommand):
+    quick: dict = {}  # the option values of --quick (the smoke test's sizes)
+
+    def handle(self, *args, **options):
+        try:
+            if not harness.is_inner():
+                self.reexec(options)
+            self.run(harness.inner_options())
+        except harness.BenchError as exc:
+            raise CommandError(str(exc)) from None
+
+    def reexec(self, options: dict) -> None:
+        """Check the options, then harness.reexec() this command with them."""
+        raise NotImplementedError
+
+    def run(self, opts: dict) -> None:
+        """The bench itself, in the re-executed process (`opts` as passed to harness.reexec)."""
+        raise NotImplementedError
+
+    def plain_options(self, options: dict) -> dict:
+        """The options that travel to the re-executed process (JSON-able, --quick's sizes applied)."""
+        opts = {
+            key: value
+            for key, value in options.items()
+            if key not in ("db_name", "quick") and isinstance(value, int | float | str | bool | type(None))
+        }
+        if options.get("quick"):
+            opts.update(self.quick)
+        return opts
+
+    def printer(self, opts: dict):
+        """A line printer that is silent when the command prints one JSON object (--json)."""
+
+        def out(line: str) -> None:
+            if not opts["json"]:
+                self.stdout.write(line)
+                self.stdout.flush()
+
+        return out
