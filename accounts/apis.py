@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from accounts import selectors, services
 from accounts.serializers import SocialAccountOutput
 from config.api.errors import Validation
-from config.api.pagination import paginate, parse_filters
+from config.api.pagination import page_response, page_window, paginate, parse_filters
 from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
 from config.api.views import ApiView
 
@@ -216,11 +216,15 @@ class SocialAccountListApi(ApiView):
     )
     def get(self, request, projectId: str):
         filters = parse_filters(request, SocialAccountFilters)
-        qs = selectors.social_account_list(organization=self.organization, project_id=projectId, **filters)
-        return paginate(
-            request,
-            qs,
-            lambda rows: SocialAccountOutput(selectors.with_layer_refs(rows), many=True).data,
+        limit, after = page_window(request)
+        rows = selectors.social_account_page(
+            organization=self.organization, project_id=projectId, limit=limit + 1, after=after, **filters
+        )
+        return page_response(
+            rows,
+            limit=limit,
+            serialize=lambda page: SocialAccountOutput(page, many=True).data,
+            key=lambda row: (row.created_at, row.id),
             parent_check=lambda: selectors.project_get(organization=self.organization, project_id=projectId),
         )
 

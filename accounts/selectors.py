@@ -1,5 +1,9 @@
 """Reads for the partner API, always scoped to the caller's organization: a foreign id is a 404."""
 
+from datetime import UTC
+
+from django.db import connection
+
 from accounts.models import Event, Project
 from config.api.errors import NotFound
 from config.api.ids import is_valid
@@ -23,63 +27,55 @@ def event_list(*, organization, type: str | None = None):
     return qs
 
 
-# What a listed account's representation reads (and the pagination's created_at): tokens and token
-# bookkeeping are left in the table, which also halves the cost of reading a page.
-LIST_FIELDS = (
-    "id",
-    "project_id",
-    "platform",
-    "kind",
-    "status",
-    "avatar_url",
-    "connected_at",
-    "reauth_required_at",
-    "disconnected_at",
-    "created_at",
-    "identity",
-    "identity__handle",
-    "identity__display_name",
-)
+# The page of accounts is the API's most frequent read (partner dashboards poll it), so it is two
+# hand-written statements, the accounts with their identities, then their layers, read as plain tuples.
+# Built with the ORM it cost two model instances per row and most of its time compiling SQL
+# (BENCHMARKS.md, bench_api). The SQL is portable (PostgreSQL, and SQLite for `make run`).
+_ACCOUNT_PAGE_SQL = """
+SELECT sa.id, sa.project_id, sa.platform, sa.kind, sa.status, pi.handle, pi.display_name, sa.avatar_url,
+       sa.connected_at, sa.reauth_required_at, sa.disconnected_at, sa.created_at
+  FROM accounts_socialaccount sa
+  JOIN accounts_platformidentity pi ON pi.id = sa.identity_id
+ WHERE sa.organization_id = %s AND sa.project_id = %s AND sa.status <> 'disconnected'{filters}
+ ORDER BY sa.created_at DESC, sa.id DESC
+ LIMIT %s
+"""
+_PAGE_LAYERS_SQL = """
+SELECT social_account_id, id, kind, name FROM scheduling_layer
+ WHERE social_account_id IN ({ids}) ORDER BY created_at, id
+"""
+_FILTER_COLUMNS = ("platform", "kind", "status")
 
 
-def social_account_list(*, organization, project_id: str, platform=None, kind=None, status=None):
-    """Live accounts of a project (disconnected accounts never appear in lists). Pass the page through
-    with_layer_refs() before serializing it."""
-    from accounts.models import SocialAccount
+def social_account_page(*, organization, project_id: str, limit: int, after=None, **filters) -> list:
+    """Up to `limit` live accounts of a project (disconnected accounts never appear in lists), newest first,
+    strictly after `after` ((created_at, id) of a cursor), as AccountRow tuples with their layers (oldest
+    first). `filters`: platform, kind, status (validated by the view)."""
+    from accounts.serializers import AccountRow
 
-    qs = (
-        SocialAccount.objects.filter(organization=organization, project_id=project_id)
-        .exclude(status=SocialAccount.Status.DISCONNECTED)
-        .select_related("identity")
-        .only(*LIST_FIELDS)
-    )
-    if platform:
-        qs = qs.filter(platform=platform)
-    if kind:
-        qs = qs.filter(kind=kind)
-    if status:
-        qs = qs.filter(status=status)
-    return qs
+    where, params = [], [organization.pk, project_id]
+    for column in _FILTER_COLUMNS:
+        if filters.get(column):
+            where.append(f" AND sa.{column} = %s")  # a column of this fixed list; the value is a parameter
+            params.append(filters[column])
+    if after is not None:
+        where.append(" AND (sa.created_at < %s OR (sa.created_at = %s AND sa.id < %s))")
+        created = connection.ops.adapt_datetimefield_value(after[0])  # naive UTC on SQLite, as stored
+        params += [created, created, after[1]]
+    with connection.cursor() as cursor:
+        cursor.execute(_ACCOUNT_PAGE_SQL.format(filters="".join(where)), [*params, limit])
+        rows = cursor.fetchall()
+        layers = {row[0]: [] for row in rows}
+        if layers:
+            cursor.execute(_PAGE_LAYERS_SQL.format(ids=", ".join(["%s"] * len(layers))), list(layers))
+            for account_id, *layer in cursor.fetchall():
+                layers[account_id].append(tuple(layer))
+    return [AccountRow(*row[:8], *(_aware(value) for value in row[8:]), layers=layers[row[0]]) for row in rows]
 
 
-def with_layer_refs(accounts: list) -> list:
-    """Set `layer_refs` ({"id", "kind", "name"} per layer, oldest first) on each account of a page, from one
-    query of plain values: a prefetch would build a model instance per layer (four per account)."""
-    from accounts.models import SocialAccount
-
-    refs: dict[str, list[dict]] = {account.pk: [] for account in accounts}
-    if refs:
-        layer_model = SocialAccount._meta.get_field("layers").related_model  # scheduling's Layer
-        rows = (
-            layer_model.objects.filter(social_account_id__in=refs)
-            .order_by("created_at", "pk")
-            .values_list("social_account_id", "pk", "kind", "name")
-        )
-        for account_id, layer_id, kind, name in rows:
-            refs[account_id].append({"id": layer_id, "kind": kind, "name": name})
-    for account in accounts:
-        account.layer_refs = refs[account.pk]
-    return accounts
+def _aware(value):
+    # SQLite hands timestamps back naive (they are stored in UTC); PostgreSQL's are aware already.
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def social_account_get(*, organization, account_id: str):

@@ -1,6 +1,9 @@
 """Public representations (the API's output and the `data` of events), shared by the API views and the
 services that record events, so a webhook carries exactly what GET returns."""
 
+from datetime import datetime
+from typing import NamedTuple
+
 from rest_framework import serializers
 
 from config.api.fields import datetime_output
@@ -31,32 +34,63 @@ class SocialAccountOutput(serializers.Serializer):
 
     def to_representation(self, account):
         # The fields above describe the output (and the OpenAPI schema); this writes it out directly,
-        # because DRF's field-by-field walk was most of the time of a 50-account page.
-        # tests/perf/test_output_equivalence.py checks that both give the same output.
-        identity = account.identity
+        # because DRF's field-by-field walk was most of the time of a 50-account page. Pages arrive as
+        # AccountRow tuples (selectors.social_account_page), single accounts as model instances: both are
+        # written by the same lines. tests/perf/test_output_equivalence.py checks all three agree.
+        row = account if isinstance(account, AccountRow) else account_row(account)
         return {
-            "id": str(account.pk),
-            "projectId": str(account.project_id),
-            "platform": str(account.platform),
-            "kind": str(account.kind),
-            "status": str(account.status),
-            "handle": None if identity.handle is None else str(identity.handle),
-            "displayName": None if identity.display_name is None else str(identity.display_name),
-            "avatarUrl": account.avatar_url or None,
-            "connectedAt": datetime_output(account.connected_at),
-            "reauthRequiredAt": datetime_output(account.reauth_required_at),
-            "disconnectedAt": datetime_output(account.disconnected_at),
-            "layers": _layers(account),
+            "id": str(row.id),
+            "projectId": str(row.project_id),
+            "platform": str(row.platform),
+            "kind": str(row.kind),
+            "status": str(row.status),
+            "handle": None if row.handle is None else str(row.handle),
+            "displayName": None if row.display_name is None else str(row.display_name),
+            "avatarUrl": row.avatar_url or None,
+            "connectedAt": datetime_output(row.connected_at),
+            "reauthRequiredAt": datetime_output(row.reauth_required_at),
+            "disconnectedAt": datetime_output(row.disconnected_at),
+            "layers": [{"id": str(pk), "kind": str(kind), "name": str(name)} for pk, kind, name in row.layers],
         }
 
 
-def _layers(account) -> list[dict]:
-    """The account's layers, oldest first (the onboarding template's order) on every path."""
-    refs = getattr(account, "layer_refs", None)  # set by selectors.with_layer_refs for list pages
-    if refs is not None:
-        return [{"id": str(r["id"]), "kind": str(r["kind"]), "name": str(r["name"])} for r in refs]
+class AccountRow(NamedTuple):
+    """What an account's representation reads, as a listed page carries it."""
+
+    id: str
+    project_id: str
+    platform: str
+    kind: str
+    status: str
+    handle: str | None
+    display_name: str | None
+    avatar_url: str
+    connected_at: datetime
+    reauth_required_at: datetime | None
+    disconnected_at: datetime | None
+    created_at: datetime
+    layers: list  # (id, kind, name) per layer, oldest first (the onboarding template's order)
+
+
+def account_row(account) -> AccountRow:
+    """The AccountRow of a model instance (its identity and layers are read if not loaded yet)."""
+    identity = account.identity
     layers = sorted(account.layers.all(), key=lambda layer: (layer.created_at, layer.pk))
-    return [{"id": str(layer.pk), "kind": str(layer.kind), "name": str(layer.name)} for layer in layers]
+    return AccountRow(
+        account.pk,
+        account.project_id,
+        account.platform,
+        account.kind,
+        account.status,
+        identity.handle,
+        identity.display_name,
+        account.avatar_url,
+        account.connected_at,
+        account.reauth_required_at,
+        account.disconnected_at,
+        account.created_at,
+        [(layer.pk, layer.kind, layer.name) for layer in layers],
+    )
 
 
 def social_account_data(account) -> dict:

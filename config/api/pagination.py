@@ -53,24 +53,42 @@ def parse_filters(request, serializer_class) -> dict:
     return serializer.validated_data
 
 
-def paginate(request, queryset, serialize, *, time_field: str = "created_at", parent_check=None) -> Response:
-    """One page of `queryset` (newest first) as `{"data": [...], "nextCursor": ...}`.
-    `serialize` turns the list of rows into a list of dicts.
+def page_window(request) -> tuple[int, tuple[datetime, str] | None]:
+    """(limit, after) of the page asked for: `after` is the (time, id) of the last row served before, from
+    the cursor, or None for the first page."""
+    limit = parse_limit(request)
+    cursor = request.query_params.get("cursor")
+    return limit, (_decode(cursor) if cursor else None)
 
-    `parent_check` is for lists under a parent (a project's accounts): the queryset is filtered by the
+
+def page_response(rows: list, *, limit: int, serialize, key, parent_check=None) -> Response:
+    """The page of up to `limit + 1` rows read newest first (the extra row only says that there is more),
+    as `{"data": [...], "nextCursor": ...}`. `key(row)` is a row's (time, id).
+
+    `parent_check` is for lists under a parent (a project's accounts): the rows are filtered by the
     parent's id and the organization, so a page with rows proves the parent is the organization's, and the
     parent is read only for an empty page, where `parent_check()` raises NotFound if it is unknown. That
     saves a query on every page that has rows."""
-    limit = parse_limit(request)
-    qs = queryset.order_by(f"-{time_field}", "-pk")
-    cursor = request.query_params.get("cursor")
-    if cursor:
-        created, pk = _decode(cursor)
-        qs = qs.filter(Q(**{f"{time_field}__lt": created}) | Q(**{time_field: created, "pk__lt": pk}))
-    rows = list(qs[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
     if not rows and parent_check is not None:
         parent_check()
-    next_cursor = _encode(getattr(rows[-1], time_field), rows[-1].pk) if more else None
+    next_cursor = _encode(*key(rows[-1])) if more else None
     return Response({"data": serialize(rows), "nextCursor": next_cursor})
+
+
+def paginate(request, queryset, serialize, *, time_field: str = "created_at", parent_check=None) -> Response:
+    """One page of `queryset` (newest first) as `{"data": [...], "nextCursor": ...}`.
+    `serialize` turns the list of rows into a list of dicts; `parent_check` as in page_response."""
+    limit, after = page_window(request)
+    qs = queryset.order_by(f"-{time_field}", "-pk")
+    if after:
+        created, pk = after
+        qs = qs.filter(Q(**{f"{time_field}__lt": created}) | Q(**{time_field: created, "pk__lt": pk}))
+    return page_response(
+        list(qs[: limit + 1]),
+        limit=limit,
+        serialize=serialize,
+        key=lambda row: (getattr(row, time_field), row.pk),
+        parent_check=parent_check,
+    )
