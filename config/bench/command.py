@@ -10,6 +10,20 @@ from config.bench import harness
 class BenchCommand(BaseCommand):
     quick: dict = {}  # the option values of --quick (the smoke test's sizes)
 
+    def add_arguments(self, parser):
+        self.add_bench_arguments(parser)
+        parser.add_argument("--db-name", default=None, help="bench database (default layers_bench_<pid>)")
+        parser.add_argument(
+            "--quick", action="store_true", help=f"a short run, the smoke test's: {self.quick_description()}"
+        )
+        parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    def add_bench_arguments(self, parser) -> None:
+        """The command's own options."""
+
+    def quick_description(self) -> str:
+        return ", ".join(f"--{key.replace('_', '-')} {value}" for key, value in self.quick.items())
+
     def handle(self, *args, **options):
         try:
             if not harness.is_inner():

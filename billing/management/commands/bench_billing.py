@@ -26,14 +26,11 @@ class Command(BenchCommand):
         "nothing). Runs on throw-away PostgreSQL databases (127.0.0.1:5432)."
     )
 
-    def add_arguments(self, parser):
+    def add_bench_arguments(self, parser):
         parser.add_argument("--leases", type=int, default=50_000, help="due leases")
         parser.add_argument("--organizations", type=int, default=200, help="organizations they are spread over")
         parser.add_argument("--rounds", type=int, default=3, help="rounds, each on fresh copies of the data")
         parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="leases per job transaction")
-        parser.add_argument("--db-name", default=None, help="bench database (default layers_bench_<pid>)")
-        parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
-        parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     def reexec(self, options):
         opts = self.plain_options(options)

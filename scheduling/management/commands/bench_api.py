@@ -27,7 +27,7 @@ class Command(BenchCommand):
         "database (127.0.0.1:5432); the load generator only talks to 127.0.0.1 and stops after --duration."
     )
 
-    def add_arguments(self, parser):
+    def add_bench_arguments(self, parser):
         parser.add_argument("--accounts", type=int, default=50, help="accounts in the listed project")
         parser.add_argument("--posts", type=int, default=500, help="scheduled posts in the listed project")
         parser.add_argument("--iterations", type=int, default=300, help="timed calls per endpoint in process")
@@ -37,9 +37,6 @@ class Command(BenchCommand):
         parser.add_argument("--gunicorn-workers", type=int, default=2)
         parser.add_argument("--gunicorn-threads", type=int, default=8)
         parser.add_argument("--no-load", action="store_true", help="in-process measurements only")
-        parser.add_argument("--db-name", default=None, help="bench database (default layers_bench_<pid>)")
-        parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
-        parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
     def reexec(self, options):
         opts = self.plain_options(options)

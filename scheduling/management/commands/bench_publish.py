@@ -23,11 +23,12 @@ class Command(BenchCommand):
     quick = QUICK
     help = (
         "Benchmark publishing: N posts due at one instant across M accounts, sandbox latency L ms over real "
-        "HTTP, real Celery workers and beat, against an ETA-per-post baseline and a minimal floor. Runs on "
+        "HTTP, real Celery workers and beat, against ETA-per-post baselines (a default prefork worker, and our "
+        "threads pool) and a minimal floor. Runs on "
         "a throw-away PostgreSQL database (127.0.0.1:5432) and Redis (127.0.0.1:6379); loopback only."
     )
 
-    def add_arguments(self, parser):
+    def add_bench_arguments(self, parser):
         parser.add_argument("--posts", type=int, default=5000, help="N: posts due at the same instant")
         parser.add_argument("--accounts", type=int, default=500, help="M: accounts the posts are spread over")
         parser.add_argument("--latency-ms", type=float, default=50.0, help="L: sandbox latency per API call")
@@ -47,11 +48,6 @@ class Command(BenchCommand):
         )
         parser.add_argument("--sandbox-workers", type=int, default=2)
         parser.add_argument("--sandbox-threads", type=int, default=16)
-        parser.add_argument("--db-name", default=None, help="bench database (default layers_bench_<pid>)")
-        parser.add_argument(
-            "--quick", action="store_true", help="a small run (smoke test): 24 posts, 6 accounts, 1 x 4 threads"
-        )
-        parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
         parser.add_argument("--keep-logs", action="store_true", help="keep the servers' and workers' logs")
 
     # --- outer: pick the database and the port, then become the bench process -----------------------
