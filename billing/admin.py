@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -135,7 +136,7 @@ class WalletAdmin(admin.ModelAdmin):
                     f"{org.name}; balance {reports.usd_display(balance)}.",
                     messages.SUCCESS,
                 )
-                return HttpResponseRedirect(reverse("admin:billing_wallet_change", args=[org.pk]))
+                return HttpResponseRedirect(reverse("admin:billing_wallet_change", args=[quote(org.pk)]))
         context = {
             **self.admin_site.each_context(request),
             "title": "Record a top-up or adjustment",
