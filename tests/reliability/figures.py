@@ -15,11 +15,15 @@ from django.conf import settings
 FIGURES_DIR = Path(settings.BASE_DIR) / "var" / "reliability"
 
 
-def record(name: str, *, test: str, cases: int, faults_injected: int | None, losses: int, **figures) -> dict:
+def record(
+    name: str, *, test: str, cases: int, faults_injected: int | None, losses: int, top_level=None, **figures
+) -> dict:
+    """Write the file; `top_level` adds keys beside "cases" (the hardening runs repeat their figures there)."""
     data = {
         "name": name,
         "test": test,
         "finishedAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        **(top_level or {}),
         "cases": cases,
         "faultsInjected": faults_injected,
         "losses": losses,
