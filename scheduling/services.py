@@ -264,20 +264,22 @@ def _claim(*, status: str, due_field: str, now: datetime, limit: int, updates: d
     return ids
 
 
+def publishing_claim(now: datetime) -> dict:
+    """What claiming a queued post writes (queued → publishing, with a lease until a worker or the resolver
+    takes it). For an UPDATE that is conditional on status = queued."""
+    return {
+        "status": ScheduledPost.Status.PUBLISHING,
+        "claimed_until": now + CLAIM_LEASE,
+        "next_check_at": now + CLAIM_LEASE,
+        "attempts": F("attempts") + 1,
+    }
+
+
 def posts_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[str]:
     """Claim up to `limit` due queued posts (queued → publishing) and return their ids."""
     now = now or timezone.now()
     return _claim(
-        status=ScheduledPost.Status.QUEUED,
-        due_field="due_at",
-        now=now,
-        limit=limit,
-        updates={
-            "status": ScheduledPost.Status.PUBLISHING,
-            "claimed_until": now + CLAIM_LEASE,
-            "next_check_at": now + CLAIM_LEASE,
-            "attempts": F("attempts") + 1,
-        },
+        status=ScheduledPost.Status.QUEUED, due_field="due_at", now=now, limit=limit, updates=publishing_claim(now)
     )
 
 

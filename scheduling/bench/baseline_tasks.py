@@ -8,7 +8,6 @@ same publish code. (The real reasons against ETAs are in DESIGN.md: brokers lose
 and every scheduled post would sit in worker memory until it is due.)"""
 
 from celery import shared_task
-from django.db.models import F
 from django.utils import timezone
 
 from scheduling import services
@@ -19,10 +18,7 @@ from scheduling.models import ScheduledPost
 def publish_at_eta(post_id: str) -> str:
     now = timezone.now()
     claimed = ScheduledPost.objects.filter(pk=post_id, status=ScheduledPost.Status.QUEUED, due_at__lte=now).update(
-        status=ScheduledPost.Status.PUBLISHING,
-        claimed_until=now + services.CLAIM_LEASE,
-        next_check_at=now + services.CLAIM_LEASE,
-        attempts=F("attempts") + 1,
+        **services.publishing_claim(now)
     )
     if not claimed:
         return "skipped"
