@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis
 import time_machine
 from django.db import connection
 from rest_framework.test import APIClient
@@ -62,3 +63,9 @@ def test_concurrent_requests_of_one_key_never_exceed_its_budget(transactional_db
     assert statuses.count(429) == threads * per_thread - 10
     # The budget comes back at the next minute, at most 50 s away.
     assert all(1 <= int(seconds) <= 50 for seconds in retry_after), retry_after
+    # One counter for the key's minute, which Redis drops by itself once the minute is over.
+    client = redis.Redis.from_url(redis_cache.url)
+    counters = client.keys("*ratelimit:api_key*")
+    assert len(counters) == 1 and int(client.get(counters[0])) == threads * per_thread
+    assert 0 < client.ttl(counters[0]) <= 61
+    client.close()
