@@ -2,6 +2,8 @@
 with the bench settings (harness.reexec, which does not return); the re-executed process runs `run()`.
 A BenchError anywhere becomes a CommandError (a message, exit status 1, no traceback)."""
 
+import os
+
 from django.core.management.base import BaseCommand, CommandError
 
 from config.bench import harness
@@ -28,7 +30,11 @@ class BenchCommand(BaseCommand):
         try:
             if not harness.is_inner():
                 self.reexec(options)
-            self.run(harness.inner_options())
+            try:
+                self.run(harness.inner_options())
+            finally:
+                # The run's broker messages and cache entries (config/settings/bench.py: all under its prefix).
+                harness.purge_redis_prefix(os.environ["LAYERS_BENCH_REDIS_PREFIX"])
         except harness.BenchError as exc:
             raise CommandError(str(exc)) from None
 

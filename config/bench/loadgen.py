@@ -89,11 +89,12 @@ async def run(
     body: bytes,
     duration: float,
     concurrency: int,
-    keys: list[str] = (),
+    key: str | None = None,
 ) -> dict:
-    """`keys`: API keys used in turn, one per request (Authorization: Bearer <key>)."""
-    requests = [_request(method, path, port, [*headers, f"Authorization: Bearer {key}"], body) for key in keys]
-    requests = requests or [_request(method, path, port, headers, body)]
+    """`key`: the API key every request carries (Authorization: Bearer <key>)."""
+    if key:
+        headers = [*headers, f"Authorization: Bearer {key}"]
+    requests = [_request(method, path, port, headers, body)]
     latencies: list[float] = []
     counts = {"requests": 0, "errors": 0}
     started = time.monotonic()
@@ -114,9 +115,9 @@ async def run(
     }
 
 
-def _read_keys(path: str) -> list[str]:
+def _read_key(path: str) -> str:
     with open(path) as lines:
-        return [line.strip() for line in lines if line.strip()]
+        return lines.read().strip()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method", default="GET")
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--body", default="")
-    parser.add_argument("--keys-file", help="API keys, one per line, used in turn (one per request)")
+    parser.add_argument("--key-file", help="a file holding the API key every request carries (not argv: ps shows it)")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args(argv)
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
             body=args.body.encode(),
             duration=args.duration,
             concurrency=args.concurrency,
-            keys=_read_keys(args.keys_file) if args.keys_file else [],
+            key=_read_key(args.key_file) if args.key_file else None,
         )
     )
     print(json.dumps(result), flush=True)

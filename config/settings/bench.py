@@ -9,7 +9,7 @@ per-minute and per-day limits. The sandbox's latency comes from LAYERS_SANDBOX_L
 import dj_database_url
 
 from .base import *  # noqa: F403
-from .base import LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, env
+from .base import CACHE_URL, LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, env
 
 DEBUG = False
 # Required: the bench never runs on SQLite (the claim needs FOR UPDATE SKIP LOCKED, workers need a server).
@@ -18,6 +18,17 @@ DATABASES = {"default": dj_database_url.parse(env.str("DATABASE_URL"), conn_max_
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": env.str("LAYERS_BENCH_REDIS_PREFIX", default="layers-bench:")}
 CELERY_TASK_DEFAULT_QUEUE = env.str("LAYERS_BENCH_QUEUE", default="layers-bench")
+# bench_api serves the API as it is deployed: its per-key budget (and the per-IP limits) counting in Redis
+# (LAYERS_CACHE_URL, which bench_api sets), so its figures include those round trips. bench_publish keeps the
+# per-process cache: only the sandbox's per-IP limit would count there, and the sandbox stands in for a platform.
+if CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] + "cache",
+        }
+    }
 
 UNLIMITED = 10**9
 LAYERS_SANDBOX_TIKTOK_RATE_LIMITS = dict.fromkeys(LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, UNLIMITED)
@@ -27,12 +38,11 @@ LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL = UNLIMITED
 LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = env.float("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", default=0.0)
 # The sandbox's per-client-IP budget (config/ratelimit.py): every bench call comes from 127.0.0.1.
 LAYERS_SANDBOX_RATE = f"{UNLIMITED}/min"
-# Never reached: bench_api spreads its load over many API keys, so that each key's throttle history holds
-# about as many requests as a key at the production budget (1200/min) does.
+# Never reached: bench_api's load run sends hundreds of requests a second with one key. The throttle still
+# counts every request (config/api/throttling.py), as in production.
 LAYERS_API_RATE = f"{UNLIMITED}/min"
 # bench_api serves the app plus a trivial DRF view (its floor) from scheduling/bench/urls.py.
 ROOT_URLCONF = env.str("LAYERS_BENCH_URLCONF", default="config.urls")
-LAYERS_SANDBOX_RATE = "1000000000/min"  # the bench's platform traffic all comes from loopback
 
 LOGGING = {
     "version": 1,

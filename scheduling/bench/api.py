@@ -64,15 +64,8 @@ class Load:
 @dataclass
 class ApiData:
     raw_key: str
-    load_keys: list[str]
     endpoints: list[Endpoint]
     small_list: Endpoint
-
-
-# Keys the load generator takes in turn, one per request: each key's throttle history (config/api/throttling.py
-# keeps one timestamp per request of the last minute) then stays near what a key at the production budget
-# of 1200/min holds, instead of growing with the whole load run.
-LOAD_KEYS = 200
 
 
 def seed_api(*, accounts: int, small: int, posts: int) -> ApiData:
@@ -90,10 +83,6 @@ def seed_api(*, accounts: int, small: int, posts: int) -> ApiData:
     )
     seed.seed_posts(accounts=many, count=posts, scheduled_for=timezone.now() + timedelta(days=1), label="api")
     _, raw = account_services.api_key_create(organization=organization, return_domains=[RETURN_DOMAIN], name="bench")
-    load_keys = [
-        account_services.api_key_create(organization=organization, return_domains=[RETURN_DOMAIN], name=f"load {n}")[1]
-        for n in range(LOAD_KEYS)
-    ]
     from scheduling import services as scheduling_services
 
     container = scheduling_services.container_create(
@@ -103,7 +92,6 @@ def seed_api(*, accounts: int, small: int, posts: int) -> ApiData:
     when = (timezone.now() + timedelta(days=2)).isoformat().replace("+00:00", "Z")
     return ApiData(
         raw_key=raw,
-        load_keys=load_keys,
         endpoints=[
             Endpoint("trivial DRF view (floor)", "GET", "/bench/trivial"),
             Endpoint(
@@ -176,8 +164,8 @@ def in_process(data: ApiData, *, iterations: int, warmup: int) -> list[InProcess
 def under_load(data: ApiData, *, port: int, duration: float, concurrency: int, work_dir) -> list[Load]:
     """Requests/s of /healthz and of each endpoint, one after the other, each for `duration` seconds."""
     runs = [Endpoint("/healthz", "GET", "/healthz"), *data.endpoints]
-    keys_file = work_dir / "keys.txt"
-    keys_file.write_text("\n".join(data.load_keys) + "\n")
+    key_file = work_dir / "key.txt"
+    key_file.write_text(data.raw_key)
     results = []
     for endpoint in runs:
         harness.analyze()
@@ -196,7 +184,7 @@ def under_load(data: ApiData, *, port: int, duration: float, concurrency: int, w
             str(concurrency),
         )
         if endpoint.path != "/healthz":
-            argv += ["--keys-file", str(keys_file)]
+            argv += ["--key-file", str(key_file)]
         if endpoint.body is not None:
             argv += ["--body", json.dumps(endpoint.body)]
         finished = subprocess.run(  # noqa: S603 - our own interpreter and module, loopback only

@@ -47,7 +47,7 @@ class Command(BenchCommand):
             "bench_api",
             opts,
             db_name=options["db_name"] or f"layers_bench_{os.getpid()}",
-            extra_env={"LAYERS_BENCH_URLCONF": "scheduling.bench.urls"},
+            extra_env={"LAYERS_BENCH_URLCONF": "scheduling.bench.urls", "LAYERS_CACHE_URL": harness.REDIS_URL},
         )
 
     def run(self, opts: dict) -> None:

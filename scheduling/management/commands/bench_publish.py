@@ -165,7 +165,6 @@ class Command(BenchCommand):
         finally:
             signal.alarm(0)
             harness.drop_database(db)
-            harness.purge_redis_prefix(os.environ.get("LAYERS_BENCH_REDIS_PREFIX", "layers-bench:"))
             if ok and not opts["keep_logs"]:
                 shutil.rmtree(log_dir, ignore_errors=True)
             else:
