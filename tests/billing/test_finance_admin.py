@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from billing import services
+from billing import reports, services
 from billing.models import LedgerEntry, Wallet
 from tests.billing.factories import balance, lease_assign
 from tests.staff import with_mfa
@@ -113,11 +113,49 @@ def test_the_csv_is_exactly_the_rows_of_the_page(finance, march, owner):
         assert export.status_code == 200
         assert export["Content-Type"].startswith("text/csv")
         assert "attachment" in export["Content-Disposition"]
-        lines = list(csv.reader(io.StringIO(export.content.decode())))
+        lines = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
         assert lines[0] == page["thead"][0]
         shown = [r for r in page["tbody"] if len(r) > 1]  # the "no charge" placeholder is not a row
         assert lines[1:] == shown
         assert len(shown) == {"month=2026-03": 3, "month=2026-01": 1}.get(query, 2)
+
+
+def test_a_long_month_is_shown_a_page_at_a_time_with_totals_and_csv_over_every_page(
+    finance, march, owner, sibling, monkeypatch
+):
+    monkeypatch.setattr(reports, "PAGE_SIZE", 2)
+    pages = {}
+    for number in ("1", "2"):
+        response = finance.get(f"/admin/billing/monthlybilling/?month=2026-03&page={number}")
+        html = response.content.decode()
+        pages[number] = (Tables(html).tables, html)
+
+    first, first_html = pages["1"]
+    second, second_html = pages["2"]
+    a, b, c = march
+    assert [r[4] for r in first["charges"]["tbody"]] == [a.pool_account.handle, b.pool_account.handle]
+    assert [r[4] for r in second["charges"]["tbody"]] == [c.pool_account.handle]
+    for tables, html in pages.values():  # the totals are the month's, whatever the page
+        assert tables["org-totals"]["tfoot"] == [["Total", "3", "$173.00"]]
+        assert tables["org-totals"]["tbody"][0] == ["Acme", owner.org.pk, "2", "$74.00"]
+        assert 'id="charge-count">3<' in html
+    assert "Rows 1–2 of 3" in first_html and "Page 1 of 2" in first_html
+    assert "month=2026-03&amp;page=2" in first_html and "page=0" not in first_html
+    assert "Rows 3–3 of 3" in second_html and "month=2026-03&amp;page=1" in second_html
+
+    # The CSV is every page, in the page's order.
+    export = finance.get("/admin/billing/monthlybilling/csv/?month=2026-03&page=2")
+    lines = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
+    assert lines[1:] == first["charges"]["tbody"] + second["charges"]["tbody"]
+
+    # A page past the last is the last one, a page that is not a number the first; the filter is kept.
+    assert "Rows 3–3 of 3" in finance.get("/admin/billing/monthlybilling/?month=2026-03&page=99").content.decode()
+    assert "Rows 1–2 of 3" in finance.get("/admin/billing/monthlybilling/?month=2026-03&page=x").content.decode()
+    acme = f"/admin/billing/monthlybilling/?month=2026-03&organization={owner.org.pk}"
+    assert 'class="billing-pages"' not in finance.get(acme).content.decode()  # its two rows fit on one page
+    monkeypatch.setattr(reports, "PAGE_SIZE", 1)
+    acme_first = finance.get(acme).content.decode()
+    assert "Rows 1–1 of 2" in acme_first and f"organization={owner.org.pk}&amp;page=2" in acme_first
 
 
 def test_staff_record_a_top_up_with_a_reason_and_who_did_it_once_per_form(finance, owner):
