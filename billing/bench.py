@@ -12,18 +12,23 @@ floor start from exactly the same rows, the same statistics and the same cold sh
   cost a fraction of the first run, because it only reads.
 
 After the job the run checks what finance would: one new charge per due lease, no lease charged twice for a
-period, and every wallet's cached balance equal to the sum of its ledger."""
+period, and every wallet's cached balance equal to the sum of its ledger. On the last round's copy it then
+times what finance opens at the end of the month: the monthly report's page (totals, chart, first page of
+rows) and its CSV (every row, written to nowhere), for the month with the most charges."""
 
+import csv
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from statistics import median
 
 from django.db import connection, transaction
-from django.db.models import Sum
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
 from accounts.models import PlatformIdentity, SocialAccount
+from billing import reports
 from billing import services as billing_services
 from billing.models import LedgerEntry, Wallet
 from config.bench import harness
@@ -70,6 +75,16 @@ class Round:
     second_seconds: float
     second_charged: int
     problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FinanceReport:
+    month: str
+    charges: int
+    page_seconds: float
+    page_rows: int
+    csv_seconds: float
+    csv_rows: int
 
 
 # --- Data ----------------------------------------------------------------------------------------------
@@ -238,7 +253,43 @@ def check_job(*, leases: int, charged: int) -> list[str]:
     return problems
 
 
-def measure(*, template: str, seeded: Seeded, rounds: int, batch_size: int, out) -> list[Round]:
+class _Nowhere:
+    def write(self, line: str) -> None:
+        pass
+
+
+def time_finance_report() -> FinanceReport:
+    """The monthly report of the month with the most charges, on Django's current database: its page, then
+    every row of its CSV."""
+    month, charges = (
+        LedgerEntry.objects.filter(kind=LedgerEntry.Kind.LEASE_CHARGE)
+        .annotate(month=TruncMonth("period_start", tzinfo=UTC))
+        .values("month")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+        .values_list("month", "n")
+        .first()
+    )
+    started = time.monotonic()
+    page = reports.monthly_report(month=month.date())
+    page_seconds = time.monotonic() - started
+    started = time.monotonic()
+    writer = csv.writer(_Nowhere())
+    csv_rows = 0
+    for row in reports.monthly_rows(month=month.date()):
+        writer.writerow(row)
+        csv_rows += 1
+    return FinanceReport(
+        month=f"{month:%Y-%m}",
+        charges=charges,
+        page_seconds=page_seconds,
+        page_rows=len(page.table),
+        csv_seconds=time.monotonic() - started,
+        csv_rows=csv_rows,
+    )
+
+
+def measure(*, template: str, seeded: Seeded, rounds: int, batch_size: int, out) -> tuple[list[Round], FinanceReport]:
     """`rounds` rounds, each on two fresh copies of `template` (one for the floor, one for the job). The
     order alternates (floor first, then job first), so neither always runs on the warmer machine."""
     results = []
@@ -257,6 +308,8 @@ def measure(*, template: str, seeded: Seeded, rounds: int, batch_size: int, out)
                     figures["first"] = run_job(now=seeded.now, batch_size=batch_size)
                     figures["second"] = run_job(now=seeded.now, batch_size=batch_size)
                     problems = check_job(leases=seeded.leases, charged=figures["first"][1])
+                    if number == rounds:
+                        finance = time_finance_report()
             floor_seconds, floor_rows = figures["floor"]
             if floor_rows != seeded.leases:
                 problems.append(f"the floor inserted {floor_rows} rows for {seeded.leases} due leases")
@@ -282,7 +335,11 @@ def measure(*, template: str, seeded: Seeded, rounds: int, batch_size: int, out)
         finally:
             harness.drop_database(floor_db)
             harness.drop_database(job_db)
-    return results
+    out(
+        f"  finance report of {finance.month} ({finance.charges} charges): page {finance.page_seconds:.2f} s "
+        f"({finance.page_rows} rows shown), CSV {finance.csv_seconds:.2f} s ({finance.csv_rows} rows)"
+    )
+    return results, finance
 
 
 def summary(results: list[Round]) -> dict:

@@ -67,3 +67,7 @@ def test_bench_billing_quick_charges_every_due_lease_once_and_nothing_on_the_sec
     assert round_["first_charged"] == round_["floor_rows"] == report["leases"]
     assert round_["second_charged"] == 0
     assert report["floor_seconds"] > 0 and report["first_seconds"] > 0
+    # Finance's monthly report on the charged data: the CSV holds every charge of the month, the page 500.
+    finance = report["finance_report"]
+    assert finance["csv_rows"] == finance["charges"] > 0
+    assert finance["page_rows"] == min(500, finance["charges"])

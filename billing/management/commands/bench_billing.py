@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+from dataclasses import asdict
 
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -66,7 +67,7 @@ class Command(BenchCommand):
                 f"  seeded {seeded.leases} due leases over {seeded.organizations} organizations in "
                 f"{seeded.seconds:.1f} s; {opts['rounds']} round(s), batch size {opts['batch_size']}"
             )
-            results = bench.measure(
+            results, finance = bench.measure(
                 template=db, seeded=seeded, rounds=opts["rounds"], batch_size=opts["batch_size"], out=out
             )
         finally:
@@ -78,6 +79,7 @@ class Command(BenchCommand):
             "organizations": seeded.organizations,
             "batch_size": opts["batch_size"],
             "rounds": bench.as_dicts(results),
+            "finance_report": asdict(finance),
             **bench.summary(results),
         }
         if quiet:
@@ -102,6 +104,9 @@ def _text(report: dict) -> str:
             f"{job:.2f} × floor (target ≤ {JOB_TARGET:g}: {verdict(job <= JOB_TARGET)})",
             f"  renewal job, second run         {report['second_seconds']:8.3f} s   "
             f"{second:.1%} of the first (target ≤ {SECOND_RUN_TARGET:.0%}: {verdict(second <= SECOND_RUN_TARGET)})",
+            f"  finance report of {report['finance_report']['month']}: page "
+            f"{report['finance_report']['page_seconds']:.2f} s, CSV of "
+            f"{report['finance_report']['csv_rows']} rows {report['finance_report']['csv_seconds']:.2f} s",
             "  results checked: "
             + ("PROBLEMS" if report["problems"] else "every due lease charged once, wallets equal their ledgers"),
         ]
