@@ -10,7 +10,7 @@ from django.db import connection
 
 from billing import services
 from billing.models import LedgerEntry
-from leasing.periods import period_index_at
+from leasing.periods import add_months, period_index_at
 from tests.billing.factories import balance, charges, lease_assign, lease_release
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,24 +68,31 @@ def test_three_jobs_with_different_batch_sizes_and_a_release_and_top_ups_at_the_
         lease_assign([owner, sibling][i % 2], price_cents=250, at=datetime(2025, 2, 28, tzinfo=UTC)) for i in range(60)
     ]
     released = leases[0]
-    release_at = datetime(2025, 5, 30, tzinfo=UTC)  # after the 2025-05-28 renewal started
 
+    # The release happens while the jobs run, at their instant, as a real one does (released_at is the
+    # moment of the release): its paid-through charging and the jobs race for the same uncharged periods.
+    # (An earlier version released "in the past", at a date the jobs may already have charged beyond:
+    # whether those periods were charged then depended on which thread committed first.)
     run_in_threads(
         lambda: services.lease_charges_run(now=NOW, batch_size=7),
         lambda: services.lease_charges_run(now=NOW, batch_size=50),
         lambda: services.lease_charges_run(now=NOW, batch_size=2000),
-        lambda: lease_release(released, at=release_at),
+        lambda: lease_release(released, at=NOW),
         lambda: [services.wallet_top_up(organization=owner.org, cents=10) for _ in range(20)],
         lambda: [services.wallet_top_up(organization=sibling.org, cents=10) for _ in range(20)],
     )
 
-    # 2025-02-28 + 6 months: the periods of Feb 28, Mar 28, …, Aug 28 have started by NOW
-    for lease in leases[1:]:
+    # 2025-02-28 + 6 months: the periods of Feb 28, Mar 28, …, Aug 28 have started by NOW, each charged once
+    for lease in leases:
         assert [c[0] for c in charges(lease)] == [0, 1, 2, 3, 4, 5, 6]
-    assert [c[0] for c in charges(released)] == [0, 1, 2, 3]  # up to the period that began before release
-    owner_charges = LedgerEntry.objects.filter(organization=owner.org, kind="lease_charge").count()
-    assert balance(owner) == 20 * 10 - owner_charges * 250
+    assert balance(owner) == 20 * 10 - 30 * 7 * 250
     assert balance(sibling) == 20 * 10 - 30 * 7 * 250
+
+    # Two months on, the job renews every lease but the released one.
+    assert services.lease_charges_run(now=add_months(NOW, 2)) == 59 * 2
+    assert [c[0] for c in charges(released)] == [0, 1, 2, 3, 4, 5, 6]
+    assert [c[0] for c in charges(leases[1])] == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    assert balance(owner) == 20 * 10 - (30 * 7 + 29 * 2) * 250
 
 
 def test_an_assignment_committing_while_the_job_runs_is_charged_once(owner):
