@@ -613,7 +613,7 @@ def social_account_rehost_avatar(*, account_id: str) -> str | None:
     profile = _client(account.platform).get_profile(access_token=account.access_token)
     if not profile.avatar_url:
         return None
-    with platform_http_client() as client:
+    with platform_http_client(public_only=True) as client:
         fetched = fetch_limited(
             profile.avatar_url,
             client=client,

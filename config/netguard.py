@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 from django.conf import settings
 
@@ -27,9 +28,28 @@ def _ip_is_public(ip: ipaddress._BaseAddress) -> bool:
     )
 
 
+def _public_addresses(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, in the resolver's order; UnsafeURL unless every one is public."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise UnsafeURL(f"cannot resolve {host}")
+    addresses: list[str] = []
+    for info in infos:
+        address = info[4][0]
+        if not _ip_is_public(ipaddress.ip_address(address.split("%")[0])):
+            raise UnsafeURL(f"{host} resolves to a non-public address")
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
 def assert_public_url(url: str, *, allow_private: bool | None = None) -> None:
     """Raise UnsafeURL unless `url` is http(s) and every address its host resolves to is public.
-    `allow_private` defaults to settings.LAYERS_ALLOW_PRIVATE_FETCH (on in dev/test for the sandbox)."""
+    `allow_private` defaults to settings.LAYERS_ALLOW_PRIVATE_FETCH (on in dev/test for the sandbox).
+
+    A check made before the request, and so not enough alone: see public_transport, which makes the
+    connection itself go only to an address it has checked."""
     if allow_private is None:
         allow_private = settings.LAYERS_ALLOW_PRIVATE_FETCH
     parts = urlsplit(url)
@@ -37,15 +57,48 @@ def assert_public_url(url: str, *, allow_private: bool | None = None) -> None:
         raise UnsafeURL("only absolute http(s) URLs")
     if allow_private:
         return
-    host = parts.hostname
-    try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
-    except socket.gaierror:
-        raise UnsafeURL(f"cannot resolve {host}")
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not _ip_is_public(ip):
-            raise UnsafeURL(f"{host} resolves to a non-public address")
+    _public_addresses(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+
+
+class _PublicAddressesOnly(httpcore.SyncBackend):
+    """Opens a connection only to an address it has just checked is public.
+
+    Checking a URL's host before the request leaves a gap: the HTTP client resolves the name again to
+    connect, and a name under an attacker's control can answer a public address to the check and a private
+    one (the metadata service, an internal host) to the connection a moment later (DNS rebinding). Here the
+    check and the connection use the same answer. TLS still verifies the certificate against the host name,
+    which httpcore passes on separately from the address."""
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        try:
+            addresses = _public_addresses(host, port)
+        except UnsafeURL as exc:
+            raise httpcore.ConnectError(str(exc)) from None
+        for address in addresses[:-1]:
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                continue  # the next address, as socket.create_connection would
+        return super().connect_tcp(addresses[-1], port, timeout, local_address, socket_options)
+
+
+def public_transport(*, allow_private: bool | None = None, **kwargs) -> httpx.HTTPTransport:
+    """An httpx transport (`kwargs` as for httpx.HTTPTransport) whose connections go only to public
+    addresses (see _PublicAddressesOnly), unless `allow_private` (default: settings.LAYERS_ALLOW_PRIVATE_FETCH,
+    on in dev and tests, where the sandbox lives on 127.0.0.1). A refused address is an httpx.ConnectError.
+    Pass it with `trust_env=False` on the client: through a proxy from the environment, the address
+    connected to would be the proxy's."""
+    if allow_private is None:
+        allow_private = settings.LAYERS_ALLOW_PRIVATE_FETCH
+    transport = httpx.HTTPTransport(**kwargs)
+    if not allow_private:
+        # httpx takes no network backend; the httpcore pool it wraps does (checked by
+        # tests/hardening/test_limits.py, which fails if a new httpx or httpcore moves it).
+        pool = transport._pool
+        if not hasattr(pool, "_network_backend"):
+            raise RuntimeError("httpcore's connection pool no longer has _network_backend")
+        pool._network_backend = _PublicAddressesOnly()
+    return transport
 
 
 @dataclass(frozen=True)

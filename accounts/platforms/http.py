@@ -19,6 +19,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpResponseServerError
 
+from config.netguard import public_transport
+
 from .base import PlatformUnavailable
 
 USER_AGENT = "layers-partner-api/1.0"
@@ -27,26 +29,29 @@ _in_process_handler: "InProcessWSGIHandler | None" = None
 _per_thread = threading.local()
 
 
-def platform_http_client() -> httpx.Client:
+def platform_http_client(*, public_only: bool = False) -> httpx.Client:
     """A fresh client with the platform timeouts; use it as a context manager so it is closed.
 
     It never stores cookies: the platform APIs use none, and a client reused for many accounts must not
-    carry anything from one account's call to the next."""
+    carry anything from one account's call to the next. `public_only`: for URLs the platforms hand us
+    (avatars), whose connections must go to public addresses only (config/netguard.public_transport)."""
     timeout = httpx.Timeout(settings.LAYERS_PLATFORM_TIMEOUT, connect=settings.LAYERS_PLATFORM_CONNECT_TIMEOUT)
+    limits = httpx.Limits(keepalive_expiry=settings.LAYERS_PLATFORM_KEEPALIVE_SECONDS)
     transport: httpx.BaseTransport | None
     if settings.LAYERS_PLATFORM_TRANSPORT == "wsgi":
         transport = httpx.WSGITransport(app=_in_process_app())
     elif settings.LAYERS_PLATFORM_TRANSPORT == "http":
-        transport = None
+        transport = public_transport(limits=limits) if public_only else None
     else:
         raise ImproperlyConfigured("LAYERS_PLATFORM_TRANSPORT must be 'http' or 'wsgi'")
     return httpx.Client(
         timeout=timeout,
         follow_redirects=False,
         transport=transport,
+        trust_env=not public_only,
         headers={"User-Agent": USER_AGENT},
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-        limits=httpx.Limits(keepalive_expiry=settings.LAYERS_PLATFORM_KEEPALIVE_SECONDS),
+        limits=limits,
     )
 
 

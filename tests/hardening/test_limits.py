@@ -332,3 +332,121 @@ def test_rates_are_read_like_the_api_rate():
     assert ratelimit.parse_rate("5/s") == (5, 1)
     assert ratelimit.parse_rate("100/hour") == (100, 3600)
     assert ratelimit.parse_rate("1000/day") == (1000, 86400)
+
+
+# --- Remote addresses: checked where the connection is made --------------------------------------------
+
+
+class Listener:
+    """A loopback server standing for an internal service: counts the connections it is offered and
+    answers each with a small PNG."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                self.requests.append(conn.recv(65536))
+                body = b"\x89PNG\r\n\x1a\n"
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def internal():
+    listener = Listener()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture
+def rebinding(monkeypatch):
+    """`rebind.example.test` answers a public address to its first lookup and 127.0.0.1 to every later one,
+    as a name whose DNS server an attacker runs (zero TTL) can. Returns the list of lookups made."""
+    real = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != "rebind.example.test":
+            return real(host, port, *args, **kwargs)
+        address = "93.184.216.34" if not lookups else "127.0.0.1"
+        lookups.append(address)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return lookups
+
+
+def test_an_avatar_host_that_changes_its_answer_never_gets_a_connection(settings, internal, rebinding):
+    from accounts.platforms.http import platform_http_client
+
+    settings.LAYERS_ALLOW_PRIVATE_FETCH = False
+    settings.LAYERS_PLATFORM_TRANSPORT = "http"
+    url = f"http://rebind.example.test:{internal.port}/avatar.png"
+
+    with platform_http_client(public_only=True) as client, pytest.raises(netguard.FetchFailed, match="ConnectError"):
+        netguard.fetch_limited(url, client=client, max_bytes=1000, allowed_types=("image/png",))
+
+    # The check saw a public address; the connection looked again, saw 127.0.0.1 and was not made.
+    assert rebinding == ["93.184.216.34", "127.0.0.1"]
+    assert internal.requests == []
+
+
+def test_a_webhook_host_that_changes_its_answer_never_gets_a_connection(settings, internal, rebinding):
+    from accounts.webhooks.services import _post
+
+    settings.LAYERS_ALLOW_PRIVATE_FETCH = settings.LAYERS_WEBHOOK_ALLOW_PRIVATE = False
+    url = f"http://rebind.example.test:{internal.port}/hook"
+
+    netguard.assert_public_url(url)  # what every attempt checks first: a public address, this time
+    result = _post(url, body=b"{}", headers={"Content-Type": "application/json"})
+
+    assert result.status_code is None and "non-public" in result.error
+    assert rebinding == ["93.184.216.34", "127.0.0.1"]
+    assert internal.requests == []
+
+
+def test_the_guarded_transport_connects_to_the_address_it_checked_and_keeps_the_host_name(
+    settings, internal, monkeypatch
+):
+    """A host whose every address is public is reached at that address, with its own name in the request
+    (and, over TLS, in the certificate check). 127.0.0.1 stands for a public address here."""
+    settings.LAYERS_ALLOW_PRIVATE_FETCH = False
+    real = socket.getaddrinfo
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, port, *a, **k: (
+            [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))]
+            if host == "cdn.example.test"
+            else real(host, port, *a, **k)
+        ),
+    )
+    monkeypatch.setattr(netguard, "_ip_is_public", lambda ip: str(ip) == "127.0.0.1")
+
+    with httpx.Client(transport=netguard.public_transport(), trust_env=False) as client:
+        fetched = netguard.fetch_limited(
+            f"http://cdn.example.test:{internal.port}/a.png",
+            client=client,
+            max_bytes=1000,
+            allowed_types=("image/png",),
+        )
+
+    assert fetched.content.startswith(b"\x89PNG")
+    assert f"Host: cdn.example.test:{internal.port}".encode() in internal.requests[0]
