@@ -138,6 +138,8 @@ CACHES = {
 
 # --- Django REST framework: every response and error goes through config/api ----------------------
 LAYERS_API_RATE = env.str("LAYERS_API_RATE", default="1200/min")
+# Requests with a wrong API key, per client IP (config/api/authentication.py); then 429 until the next window.
+LAYERS_AUTH_FAILURE_RATE = env.str("LAYERS_AUTH_FAILURE_RATE", default="60/min")
 # Per client IP (config/ratelimit.py): the OAuth callback the platforms redirect browsers to, and the sandbox.
 LAYERS_CALLBACK_RATE = env.str("LAYERS_CALLBACK_RATE", default="60/min")
 LAYERS_SANDBOX_RATE = env.str("LAYERS_SANDBOX_RATE", default="1200/min")

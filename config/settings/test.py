@@ -16,6 +16,7 @@ CELERY_TASK_EAGER_PROPAGATES = False
 LAYERS_API_RATE = "100000/min"
 LAYERS_CALLBACK_RATE = "100000/min"  # the tests that prove the limits lower them
 LAYERS_SANDBOX_RATE = "100000/min"
+LAYERS_AUTH_FAILURE_RATE = "100000/min"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
 MEDIA_ROOT = str(VAR_DIR / "test-media")  # noqa: F405

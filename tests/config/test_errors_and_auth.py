@@ -135,6 +135,26 @@ def test_rate_limit_is_per_key(owner, sibling, settings):
     cache.clear()
 
 
+def test_wrong_keys_from_one_address_get_429_while_valid_keys_there_are_served(owner, anon, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.LAYERS_AUTH_FAILURE_RATE = "3/min"
+    wrong = f"Bearer {owner.raw_key[:-4]}XXXX"
+    for _ in range(3):
+        assert_error(anon.get("/v1/projects", HTTP_AUTHORIZATION=wrong), 401, "UNAUTHENTICATED")
+
+    limited = anon.get("/v1/projects", HTTP_AUTHORIZATION=wrong)
+    assert_error(limited, 429, "RATE_LIMITED")
+    assert 1 <= int(limited["Retry-After"]) <= 60
+    assert_error(anon.get("/v1/projects", HTTP_AUTHORIZATION="Token nonsense"), 429, "RATE_LIMITED")
+    # A valid key from the same address is served; a wrong key from another address is still told 401.
+    assert owner.client.get("/v1/projects").status_code == 200
+    other = anon.get("/v1/projects", HTTP_AUTHORIZATION=wrong, REMOTE_ADDR="203.0.113.9")
+    assert_error(other, 401, "UNAUTHENTICATED")
+    cache.clear()
+
+
 def test_crash_is_500_without_internals(owner):
     response = owner.client.get("/v1/_boom")
     assert_error(response, 500, "INTERNAL")
