@@ -41,6 +41,8 @@ def _public_addresses(host: str, port: int) -> list[str]:
             raise UnsafeURL(f"{host} resolves to a non-public address")
         if address not in addresses:
             addresses.append(address)
+    if not addresses:
+        raise UnsafeURL(f"cannot resolve {host}")
     return addresses
 
 
