@@ -2,11 +2,9 @@
 adjustments (through the same services as the command), and the monthly billing report with its chart
 and CSV export."""
 
-import csv
 import uuid
 from datetime import date
 from decimal import Decimal
-from itertools import chain
 
 from django import forms
 from django.contrib import admin, messages
@@ -271,18 +269,7 @@ class MonthlyBillingAdmin(admin.ModelAdmin):
         as it is read instead of being held in memory first."""
         month, org = self._selection(request)
         suffix = f"-{org}" if org else ""
-        writer = csv.writer(_Line())
-        lines = (
-            writer.writerow(row)
-            for row in chain([reports.COLUMNS], reports.monthly_rows(month=month, organization_id=org))
-        )
+        lines = reports.csv_lines(month=month, organization_id=org)
         response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="billing-{month:%Y-%m}{suffix}.csv"'
         return response
-
-
-class _Line:
-    """A file whose write() returns the line written: csv.writer then yields the CSV line by line."""
-
-    def write(self, line: str) -> str:
-        return line

@@ -8,6 +8,7 @@ summed by the database, the page reads only its own rows, and the CSV streams th
 Building every row in memory for each page view took 9 s and 16 MB of HTML at 50,000 charges."""
 
 import calendar
+import csv
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -177,6 +178,21 @@ def monthly_rows(*, month: date, organization_id: str | None = None):
     """Every row of the month, page after page, read from the database in chunks (for the CSV)."""
     for values in _rows(month, organization_id).iterator(chunk_size=2000):
         yield _row(values)
+
+
+class _Line:
+    """A file whose write() returns what it is given: csv.writer's writerow() then returns the line."""
+
+    def write(self, line: str) -> str:
+        return line
+
+
+def csv_lines(*, month: date, organization_id: str | None = None):
+    """The CSV of the month, line by line: the header (COLUMNS), then every row (monthly_rows)."""
+    writer = csv.writer(_Line())
+    yield writer.writerow(COLUMNS)
+    for row in monthly_rows(month=month, organization_id=organization_id):
+        yield writer.writerow(row)
 
 
 def monthly_report(*, month: date, organization_id: str | None = None, page: int = 1) -> MonthlyReport:
