@@ -1,6 +1,7 @@
 """A small HTTP/1.1 load generator for the bench commands: keep-alive connections to 127.0.0.1 only, each
 sending one request after the other for a fixed time (closed loop). Prints one JSON object: requests,
-requests/s, errors (status >= 400 or broken connections), latency percentiles in milliseconds.
+requests/s, errors (status >= 400 or broken connections), latency percentiles in milliseconds (and, with
+--latencies, every latency, so that several runs can be merged).
 
     python -m config.bench.loadgen --port 8000 --path /healthz --duration 5 --concurrency 16
 
@@ -90,6 +91,7 @@ async def run(
     duration: float,
     concurrency: int,
     key: str | None = None,
+    with_latencies: bool = False,
 ) -> dict:
     """`key`: the API key every request carries (Authorization: Bearer <key>)."""
     if key:
@@ -112,6 +114,7 @@ async def run(
         "rps": counts["requests"] / elapsed if elapsed else 0.0,
         "p50_ms": pct(50),
         "p99_ms": pct(99),
+        **({"latencies_ms": [round(ms, 3) for ms in latencies]} if with_latencies else {}),
     }
 
 
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--body", default="")
     parser.add_argument("--key-file", help="a file holding the API key every request carries (not argv: ps shows it)")
+    parser.add_argument("--latencies", action="store_true", help="also print every latency (to merge runs)")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args(argv)
@@ -143,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
             duration=args.duration,
             concurrency=args.concurrency,
             key=_read_key(args.key_file) if args.key_file else None,
+            with_latencies=args.latencies,
         )
     )
     print(json.dumps(result), flush=True)

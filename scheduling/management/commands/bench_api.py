@@ -95,7 +95,8 @@ class Command(BenchCommand):
                     )
                     out(
                         f"  under load: gunicorn gthread {opts['gunicorn_workers']}x{opts['gunicorn_threads']}, "
-                        f"{opts['concurrency']} keep-alive connections, {opts['duration']:g} s per endpoint"
+                        f"{opts['concurrency']} keep-alive connections, {opts['duration']:g} s per endpoint "
+                        f"in {api.LOAD_ROUNDS} slices taken in turn"
                     )
                     load = api.under_load(
                         data, port=port, duration=opts["duration"], concurrency=opts["concurrency"], work_dir=log_dir
