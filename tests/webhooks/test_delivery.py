@@ -10,6 +10,7 @@ from datetime import timedelta
 import httpx
 import pytest
 import time_machine
+from celery import shared_task
 from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError
@@ -298,6 +299,29 @@ def test_an_event_whose_fan_out_never_ran_is_delivered_by_the_relay_tick(owner, 
     (request,) = receiver.requests
     assert request.headers["layers-event-id"] == event.pk
     assert delivery_of(event, endpoint).status == "delivered"
+
+
+@shared_task
+def _record_in_a_worker(organization_id: str) -> str:
+    """What a worker task does when it changes something partners hear about (a publish, a token check)."""
+    with transaction.atomic():
+        return event_record(organization_id=organization_id, type="scheduled_post.failed", data={"id": "sp_x"}).pk
+
+
+def test_an_event_committed_by_a_worker_task_is_fanned_out_there_without_the_broker(owner, receivers, monkeypatch):
+    receiver = receivers()
+    endpoint = create_endpoint(owner, receiver.url(), events=["scheduled_post.failed"])
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(tasks.webhook_fan_out, "delay", broker_down)
+    event_id = _record_in_a_worker.apply(args=(owner.org.pk,)).get()
+
+    # No relay tick: the worker created the delivery itself, and it was sent.
+    assert WebhookFanout.objects.filter(event_id=event_id).exists()
+    assert [r.headers["layers-event-id"] for r in receiver.requests] == [event_id]
+    assert delivery_of(Event.objects.get(pk=event_id), endpoint).status == "delivered"
 
 
 def test_a_change_committed_while_the_broker_is_down_is_still_delivered(owner, receivers, monkeypatch):
