@@ -50,8 +50,8 @@ def assert_public_url(url: str, *, allow_private: bool | None = None) -> None:
     """Raise UnsafeURL unless `url` is http(s) and every address its host resolves to is public.
     `allow_private` defaults to settings.LAYERS_ALLOW_PRIVATE_FETCH (on in dev/test for the sandbox).
 
-    A check made before the request, and so not enough alone: see public_transport, which makes the
-    connection itself go only to an address it has checked."""
+    A check made before the request, and so not enough alone: see public_client, whose connections
+    go only to an address it has just checked."""
     if allow_private is None:
         allow_private = settings.LAYERS_ALLOW_PRIVATE_FETCH
     parts = urlsplit(url)
@@ -84,15 +84,15 @@ class _PublicAddressesOnly(httpcore.SyncBackend):
         return super().connect_tcp(addresses[-1], port, timeout, local_address, socket_options)
 
 
-def public_transport(*, allow_private: bool | None = None, **kwargs) -> httpx.HTTPTransport:
-    """An httpx transport (`kwargs` as for httpx.HTTPTransport) whose connections go only to public
-    addresses (see _PublicAddressesOnly), unless `allow_private` (default: settings.LAYERS_ALLOW_PRIVATE_FETCH,
-    on in dev and tests, where the sandbox lives on 127.0.0.1). A refused address is an httpx.ConnectError.
-    Pass it with `trust_env=False` on the client: through a proxy from the environment, the address
-    connected to would be the proxy's."""
+def public_client(*, allow_private: bool | None = None, limits: httpx.Limits | None = None, **kwargs) -> httpx.Client:
+    """An httpx client (`kwargs` as for httpx.Client) for URLs partners or platforms hand us: its connections
+    go only to public addresses (see _PublicAddressesOnly) unless `allow_private` (default:
+    settings.LAYERS_ALLOW_PRIVATE_FETCH, on in dev and tests, where the sandbox lives on 127.0.0.1); a refused
+    address is an httpx.ConnectError. It follows no redirect and takes no proxy from the environment
+    (through a proxy, the address connected to would be the proxy's, not the one checked)."""
     if allow_private is None:
         allow_private = settings.LAYERS_ALLOW_PRIVATE_FETCH
-    transport = httpx.HTTPTransport(**kwargs)
+    transport = httpx.HTTPTransport(limits=limits) if limits else httpx.HTTPTransport()  # httpx's default limits
     if not allow_private:
         # httpx takes no network backend; the httpcore pool it wraps does (checked by
         # tests/hardening/test_limits.py, which fails if a new httpx or httpcore moves it).
@@ -100,7 +100,7 @@ def public_transport(*, allow_private: bool | None = None, **kwargs) -> httpx.HT
         if not hasattr(pool, "_network_backend"):
             raise RuntimeError("httpcore's connection pool no longer has _network_backend")
         pool._network_backend = _PublicAddressesOnly()
-    return transport
+    return httpx.Client(transport=transport, trust_env=False, **{**kwargs, "follow_redirects": False})
 
 
 @dataclass(frozen=True)

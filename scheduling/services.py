@@ -627,7 +627,7 @@ def _check_again(post: ScheduledPost, now: datetime) -> str:
 def _dispatch_managed(post: ScheduledPost) -> str:
     """Hand the post to the project's managed-distribution provider: a signed POST carrying our
     Idempotency-Key (the post id), so a repeat after a crash or a retry is deduplicated by the provider."""
-    from config.netguard import UnsafeURL, assert_public_url, public_transport
+    from config.netguard import UnsafeURL, assert_public_url, public_client
     from config.signing import signature_header
 
     provider = ManagedProvider.objects.filter(project_id=post.project_id, enabled=True).first()
@@ -662,8 +662,8 @@ def _dispatch_managed(post: ScheduledPost) -> str:
     }
     try:
         timeout = httpx.Timeout(settings.LAYERS_PLATFORM_TIMEOUT, connect=5.0)
-        with httpx.Client(timeout=timeout, trust_env=False, transport=public_transport()) as client:
-            response = client.post(provider.endpoint_url, content=body, headers=headers, follow_redirects=False)
+        with public_client(timeout=timeout) as client:
+            response = client.post(provider.endpoint_url, content=body, headers=headers)
     except httpx.HTTPError as exc:
         return _retry_later(post, PlatformUnavailable(f"provider unreachable ({type(exc).__name__})"))
     if 200 <= response.status_code < 300:

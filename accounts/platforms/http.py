@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpResponseServerError
 
-from config.netguard import public_transport
+from config.netguard import public_client
 
 from .base import PlatformUnavailable
 
@@ -34,25 +34,21 @@ def platform_http_client(*, public_only: bool = False) -> httpx.Client:
 
     It never stores cookies: the platform APIs use none, and a client reused for many accounts must not
     carry anything from one account's call to the next. `public_only`: for URLs the platforms hand us
-    (avatars), whose connections must go to public addresses only (config/netguard.public_transport)."""
-    timeout = httpx.Timeout(settings.LAYERS_PLATFORM_TIMEOUT, connect=settings.LAYERS_PLATFORM_CONNECT_TIMEOUT)
+    (avatars), whose connections must go to public addresses only (config/netguard.public_client)."""
+    options = {
+        "timeout": httpx.Timeout(settings.LAYERS_PLATFORM_TIMEOUT, connect=settings.LAYERS_PLATFORM_CONNECT_TIMEOUT),
+        "follow_redirects": False,
+        "headers": {"User-Agent": USER_AGENT},
+        "cookies": CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+    }
     limits = httpx.Limits(keepalive_expiry=settings.LAYERS_PLATFORM_KEEPALIVE_SECONDS)
-    transport: httpx.BaseTransport | None
     if settings.LAYERS_PLATFORM_TRANSPORT == "wsgi":
-        transport = httpx.WSGITransport(app=_in_process_app())
-    elif settings.LAYERS_PLATFORM_TRANSPORT == "http":
-        transport = public_transport(limits=limits) if public_only else None
-    else:
+        return httpx.Client(transport=httpx.WSGITransport(app=_in_process_app()), limits=limits, **options)
+    if settings.LAYERS_PLATFORM_TRANSPORT != "http":
         raise ImproperlyConfigured("LAYERS_PLATFORM_TRANSPORT must be 'http' or 'wsgi'")
-    return httpx.Client(
-        timeout=timeout,
-        follow_redirects=False,
-        transport=transport,
-        trust_env=not public_only,
-        headers={"User-Agent": USER_AGENT},
-        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-        limits=limits,
-    )
+    if public_only:
+        return public_client(limits=limits, **options)
+    return httpx.Client(limits=limits, **options)
 
 
 def thread_http_client() -> httpx.Client:

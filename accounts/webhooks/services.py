@@ -30,7 +30,7 @@ from accounts.models import Event, Organization
 from accounts.services import EVENT_TYPES
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
 from config.api.errors import Conflict, Validation
-from config.netguard import UnsafeURL, assert_public_url, public_transport
+from config.netguard import UnsafeURL, assert_public_url, public_client
 
 log = logging.getLogger(__name__)
 
@@ -414,11 +414,10 @@ def _post(url: str, *, body: bytes, headers: dict) -> _Result:
     body never read (a receiver cannot make us download anything)."""
     timeout = settings.LAYERS_WEBHOOK_TIMEOUT
     try:
-        # trust_env=False: no proxy from the environment, so the address checked is the one we connect to,
-        # and the transport checks the very address it connects to (a name can change its answer).
-        transport = public_transport(allow_private=allow_private())
+        # The client connects only to an address it has just checked (a name can change its answer between
+        # _check_destination and now), with no proxy from the environment and no redirect followed.
         with (
-            httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, transport=transport) as client,
+            public_client(allow_private=allow_private(), timeout=timeout) as client,
             client.stream("POST", url, content=body, headers=headers) as response,
         ):
             return _Result(status_code=response.status_code, retry_after=response.headers.get("retry-after"))

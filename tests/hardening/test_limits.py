@@ -440,7 +440,7 @@ def test_the_guarded_transport_connects_to_the_address_it_checked_and_keeps_the_
     )
     monkeypatch.setattr(netguard, "_ip_is_public", lambda ip: str(ip) == "127.0.0.1")
 
-    with httpx.Client(transport=netguard.public_transport(), trust_env=False) as client:
+    with netguard.public_client() as client:
         fetched = netguard.fetch_limited(
             f"http://cdn.example.test:{internal.port}/a.png",
             client=client,
