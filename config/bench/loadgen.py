@@ -53,14 +53,14 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, not close
 
 
-async def _client(port: int, requests: list[bytes], deadline: float, latencies: list[float], counts: dict) -> None:
+async def _client(port: int, request: bytes, deadline: float, latencies: list[float], counts: dict) -> None:
     reader = writer = None
     while time.monotonic() < deadline:
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(HOST, port)
             started = time.perf_counter()
-            writer.write(requests[counts["requests"] % len(requests)])
+            writer.write(request)
             status, keep = await _read_response(reader)
             latencies.append((time.perf_counter() - started) * 1000)
             counts["requests"] += 1
@@ -96,12 +96,12 @@ async def run(
     """`key`: the API key every request carries (Authorization: Bearer <key>)."""
     if key:
         headers = [*headers, f"Authorization: Bearer {key}"]
-    requests = [_request(method, path, port, headers, body)]
+    request = _request(method, path, port, headers, body)
     latencies: list[float] = []
     counts = {"requests": 0, "errors": 0}
     started = time.monotonic()
     deadline = started + duration
-    await asyncio.gather(*(_client(port, requests, deadline, latencies, counts) for _ in range(concurrency)))
+    await asyncio.gather(*(_client(port, request, deadline, latencies, counts) for _ in range(concurrency)))
     elapsed = time.monotonic() - started
     ordered = sorted(latencies)
 
