@@ -123,6 +123,8 @@ class PlatformIdentity(models.Model):
                 fields=["organization", "platform", "platform_user_id"], name="identity_once_per_org"
             )
         ]
+        # A platform's webhook names the user, not the organization (TikTok's authorization.removed).
+        indexes = [models.Index(fields=["platform", "platform_user_id"], name="identity_platform_user")]
 
     def __str__(self):
         return f"{self.platform}:@{self.handle or self.platform_user_id}"

@@ -20,7 +20,13 @@ class SocialAccountOutput(serializers.Serializer):
     projectId = serializers.CharField(source="project_id")
     platform = serializers.ChoiceField(choices=["tiktok", "instagram"])
     kind = serializers.ChoiceField(choices=["connected", "leased"])
-    status = serializers.ChoiceField(choices=["connected", "reauth_required", "disconnected"])
+    status = serializers.ChoiceField(
+        choices=["connected", "reauth_required", "disconnected"],
+        help_text=(
+            "`reauth_required`: the platform no longer accepts the token (rejected or not refreshable, or the "
+            "user removed the app in TikTok); a reauth-url link restores it on the same id."
+        ),
+    )
     handle = serializers.CharField(source="identity.handle")
     displayName = serializers.CharField(source="identity.display_name")
     avatarUrl = serializers.SerializerMethodField(help_text="Stable Layers-hosted copy of the avatar, or null.")

@@ -6,7 +6,7 @@ import hmac
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
@@ -21,6 +21,7 @@ from accounts.models import (
     OAuthSession,
     OnboardingStep,
     Organization,
+    Platform,
     PlatformIdentity,
     Project,
     SocialAccount,
@@ -507,6 +508,29 @@ def social_account_mark_reauth_required(*, account_id: str, expected_version: in
             data=social_account_data(account),
         )
     return True
+
+
+def tiktok_authorization_removed(*, open_id: str, removed_at: datetime) -> list[str]:
+    """TikTok's `authorization.removed` webhook: the user took the app's access away, and TikTok has
+    already revoked the tokens. Every live binding of that TikTok user, in any organization, goes to
+    reauth_required now, with its one event, instead of at its next failed call. Returns the ids it flipped.
+
+    A binding whose token was stored after the removal keeps it: the user consented again since, and TikTok
+    delivers late and more than once. `create_time` has whole seconds, so a token stored within the
+    removal's second counts as older (a wrong reauth_required is undone by a reauth; a dead token kept as
+    connected would fail the account's next post)."""
+    rows = (
+        SocialAccount.objects.filter(
+            platform=Platform.TIKTOK,
+            status=SocialAccount.Status.CONNECTED,
+            identity__platform=Platform.TIKTOK,
+            identity__platform_user_id=open_id,
+        )
+        .filter(Q(token_refreshed_at__isnull=True) | Q(token_refreshed_at__lt=removed_at + timedelta(seconds=1)))
+        .values_list("pk", "token_version")
+    )
+    # expected_version: a reauth that completes between this read and the update keeps its new token.
+    return [pk for pk, version in rows if social_account_mark_reauth_required(account_id=pk, expected_version=version)]
 
 
 def _token_set(account: SocialAccount) -> TokenSet:

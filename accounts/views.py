@@ -1,7 +1,14 @@
-"""Unauthenticated operational endpoints."""
+"""Unauthenticated endpoints: operations (health), and what the platforms call (OAuth callback, webhooks)."""
+
+import logging
 
 from django.db import connection
 from django.http import HttpResponseRedirect, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from config.api.errors import envelope
+
+log = logging.getLogger(__name__)
 
 
 def healthz(request):
@@ -54,3 +61,27 @@ def oauth_callback(request, platform: str):
             status=400,
         )
     return HttpResponseRedirect(outcome.redirect_url)
+
+
+@csrf_exempt  # TikTok's servers post here; the signature is the authentication
+def tiktok_webhook(request):
+    """TikTok's webhook callback (register `{LAYERS_PUBLIC_URL}/platform-webhooks/tiktok` in TikTok's developer
+    portal). `authorization.removed` flips the user's bindings to reauth_required; other events are
+    acknowledged and ignored. Any answer but a 200 makes TikTok retry, so a valid event is answered 200
+    even when it changed nothing (a repeat, an unknown user)."""
+    from accounts import services
+    from accounts.platforms import tiktok_webhooks
+
+    if request.method != "POST":
+        return JsonResponse(envelope(405, "METHOD_NOT_ALLOWED", "Use POST."), status=405, headers={"Allow": "POST"})
+    try:
+        event = tiktok_webhooks.parse(body=request.body, header=request.headers.get(tiktok_webhooks.SIGNATURE_HEADER))
+    except tiktok_webhooks.WebhookRejected as exc:
+        log.warning("tiktok webhook refused: %s", exc.code)
+        return JsonResponse(envelope(exc.status, exc.code, exc.message), status=exc.status)
+    if event.event != "authorization.removed":
+        return JsonResponse({"received": True, "event": event.event, "applied": False})
+    flipped = services.tiktok_authorization_removed(open_id=event.user_openid, removed_at=event.created_at)
+    reason = event.content.get("reason")
+    log.info("tiktok authorization.removed (reason %s): %d binding(s) now need a reauth", reason, len(flipped))
+    return JsonResponse({"received": True, "event": event.event, "applied": bool(flipped)})

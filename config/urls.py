@@ -51,6 +51,7 @@ urlpatterns = [
     ),
     path("v1/", include(api_v1)),
     path("oauth/<str:platform>/callback", ops_views.oauth_callback, name="oauth-callback"),
+    path("platform-webhooks/tiktok", ops_views.tiktok_webhook, name="tiktok-webhook"),
     path("admin/", admin.site.urls),
     path("staff/", include("allauth.urls")),
     path("media/<path:path>", serve, {"document_root": settings.MEDIA_ROOT}),

@@ -284,6 +284,11 @@ LAYERS_SANDBOX_TIKTOK_RATE_LIMITS = {
 LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP = env.int("LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP", default=15)
 LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP = env.int("LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP", default=5)
 LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL = env.int("LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL", default=100)
+# Where the sandbox's TikTok posts its webhooks (`_control/deauthorize`): the callback URL one registers for
+# the app in TikTok's developer portal, here this server's own receiver.
+LAYERS_SANDBOX_TIKTOK_WEBHOOK_URL = env.str(
+    "LAYERS_SANDBOX_TIKTOK_WEBHOOK_URL", default=f"{LAYERS_PUBLIC_URL}/platform-webhooks/tiktok"
+)
 
 # --- Celery: filesystem broker by default (no server), Redis / RabbitMQ via CELERY_BROKER_URL --------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")

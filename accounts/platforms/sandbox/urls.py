@@ -19,6 +19,7 @@ urlpatterns = [
     # Control endpoints (tests, demos)
     re_path(rf"^{PLATFORM}/_control/invalidate-tokens$", views.control_invalidate_tokens, name="invalidate-tokens"),
     re_path(rf"^{PLATFORM}/_control/faults$", views.control_faults, name="faults"),
+    re_path(rf"^{PLATFORM}/_control/deauthorize$", views.control_deauthorize, name="deauthorize"),
     re_path(rf"^{PLATFORM}/_control/posts$", views.control_posts, name="posts"),
     re_path(rf"^{PLATFORM}/_control/stall$", views.control_stall, name="stall"),
     # TikTok (open.tiktokapis.com)

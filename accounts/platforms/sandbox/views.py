@@ -13,8 +13,8 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import avatars, faults, oauth, selectors
-from .identities import normalize_username
+from . import avatars, faults, oauth, selectors, webhooks
+from .identities import normalize_username, tiktok_open_id
 from .models import Platform
 
 SCOPE_DESCRIPTIONS = {
@@ -161,6 +161,36 @@ def control_invalidate_tokens(request: HttpRequest, platform: str) -> JsonRespon
         return _invalid({"username": "a platform handle is required"})
     count = oauth.revoke_user_tokens(platform=platform, username=username, reason="invalidated")
     return JsonResponse({"username": username, "invalidated": count})
+
+
+# TikTok's documented reasons: 0 unknown, 1 the user disconnected the app in TikTok, 2 account deleted,
+# 3 age changed, 4 account banned, 5 the developer revoked the authorization.
+DEAUTHORIZE_REASONS = range(6)
+
+
+@csrf_exempt
+@require_POST
+def control_deauthorize(request: HttpRequest, platform: str) -> JsonResponse:
+    """TikTok only: the user removes the app (every token of theirs stops working) and TikTok posts the
+    signed `authorization.removed` webhook to the app's callback. {"username", "reason": 1}; the answer
+    says what the receiver answered."""
+    if platform != Platform.TIKTOK:
+        return JsonResponse({"error": "only TikTok sends a deauthorization webhook"}, status=404)
+    body = _json_object(request)
+    if body is None:
+        return _invalid({"body": "a JSON object is required"})
+    problems = {}
+    username = normalize_username(body.get("username") if isinstance(body.get("username"), str) else None)
+    if username is None:
+        problems["username"] = "a platform handle is required"
+    reason = body.get("reason", 1)
+    if not isinstance(reason, int) or isinstance(reason, bool) or reason not in DEAUTHORIZE_REASONS:
+        problems["reason"] = "an integer from 0 to 5"
+    if problems:
+        return _invalid(problems)
+    count = oauth.revoke_user_tokens(platform=platform, username=username, reason="deauthorized")
+    webhook = webhooks.send_authorization_removed(open_id=tiktok_open_id(username), reason=reason)
+    return JsonResponse({"username": username, "invalidated": count, "webhook": webhook})
 
 
 @csrf_exempt

@@ -1,0 +1,101 @@
+"""TikTok's webhooks (PLATFORMS.md): verify the `TikTok-Signature` header and read the event.
+
+TikTok POSTs events to the callback URL registered for the app, signed with the app's client secret:
+`TikTok-Signature: t=<unix seconds>,s=<hex HMAC-SHA256(client_secret, "<t>.<raw body>")>`. The body is
+`{"client_key", "event", "create_time", "user_openid", "content"}`, where `content` is documented as a
+serialized JSON string (PLATFORMS.md shows it as an object: both are accepted). TikTok retries any answer
+but a 200 for 72 hours and may deliver an event more than once, so whoever applies an event must be
+idempotent."""
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.conf import settings
+
+SIGNATURE_HEADER = "TikTok-Signature"
+# A signature older (or newer) than this is refused even when it is valid: a captured delivery cannot be
+# replayed later. TikTok's own retries are signed anew.
+TOLERANCE_SECONDS = 300
+
+
+class WebhookRejected(Exception):
+    """The delivery is not a valid TikTok event for this app. `code` goes into the error envelope."""
+
+    def __init__(self, code: str, message: str, *, status: int = 400):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    event: str
+    user_openid: str
+    created_at: datetime
+    content: dict
+
+
+def _signature_parts(header: str | None) -> tuple[int, list[str]]:
+    timestamp, signatures = None, []
+    for element in (header or "").split(","):
+        prefix, _, value = element.strip().partition("=")
+        if prefix == "t" and value.isdigit():
+            timestamp = int(value)
+        elif prefix == "s" and value:
+            signatures.append(value.lower())
+    if timestamp is None or not signatures:
+        raise WebhookRejected("INVALID_SIGNATURE", f"{SIGNATURE_HEADER} must be t=<unix seconds>,s=<hex>.", status=401)
+    return timestamp, signatures
+
+
+def verify(*, body: bytes, header: str | None, now: float | None = None) -> None:
+    """Raise WebhookRejected unless `header` signs `body` with the app's client secret, recently."""
+    timestamp, signatures = _signature_parts(header)
+    secret = settings.LAYERS_TIKTOK_CLIENT_SECRET
+    if not secret:
+        raise WebhookRejected("NOT_CONFIGURED", "No TikTok client secret is configured.", status=503)
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+        raise WebhookRejected("INVALID_SIGNATURE", "The signature does not match the body.", status=401)
+    if abs((time.time() if now is None else now) - timestamp) > TOLERANCE_SECONDS:
+        raise WebhookRejected(
+            "STALE_SIGNATURE", f"The signature's timestamp is more than {TOLERANCE_SECONDS} s away.", status=401
+        )
+
+
+def parse(*, body: bytes, header: str | None, now: float | None = None) -> WebhookEvent:
+    """The verified event. The signature is checked first: nothing of an unsigned body is read."""
+    verify(body=body, header=header, now=now)
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise WebhookRejected("MALFORMED_REQUEST", "The body must be a JSON object.")
+    if payload.get("client_key") not in (None, settings.LAYERS_TIKTOK_CLIENT_KEY):
+        raise WebhookRejected("WRONG_CLIENT", "The event is for another TikTok app.")
+    event, open_id, created = payload.get("event"), payload.get("user_openid"), payload.get("create_time")
+    if not isinstance(event, str) or not event:
+        raise WebhookRejected("MALFORMED_REQUEST", "`event` must be a non-empty string.")
+    if not isinstance(open_id, str) or not open_id:
+        raise WebhookRejected("MALFORMED_REQUEST", "`user_openid` must be a non-empty string.")
+    # Bounded so that no integer can overflow the datetime below (year 9999 is 253402300799).
+    if not isinstance(created, int) or isinstance(created, bool) or not 0 < created < 253402300800:
+        raise WebhookRejected("MALFORMED_REQUEST", "`create_time` must be a Unix time in seconds.")
+    content = payload.get("content") or {}
+    if isinstance(content, str):
+        try:
+            content = json.loads(content)
+        except ValueError:
+            content = None
+    if not isinstance(content, dict):
+        raise WebhookRejected("MALFORMED_REQUEST", "`content` must be a JSON object or its serialization.")
+    return WebhookEvent(
+        event=event,
+        user_openid=open_id,
+        created_at=datetime.fromtimestamp(created, tz=UTC),
+        content=content,
+    )
