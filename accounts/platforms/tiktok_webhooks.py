@@ -66,14 +66,19 @@ def verify(*, body: bytes, header: str | None, now: float | None = None) -> None
         )
 
 
+def _json_object(text: bytes | str) -> dict | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def parse(*, body: bytes, header: str | None, now: float | None = None) -> WebhookEvent:
     """The verified event. The signature is checked first: nothing of an unsigned body is read."""
     verify(body=body, header=header, now=now)
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        payload = None
-    if not isinstance(payload, dict):
+    payload = _json_object(body)
+    if payload is None:
         raise WebhookRejected("MALFORMED_REQUEST", "The body must be a JSON object.")
     if payload.get("client_key") not in (None, settings.LAYERS_TIKTOK_CLIENT_KEY):
         raise WebhookRejected("WRONG_CLIENT", "The event is for another TikTok app.")
@@ -87,10 +92,7 @@ def parse(*, body: bytes, header: str | None, now: float | None = None) -> Webho
         raise WebhookRejected("MALFORMED_REQUEST", "`create_time` must be a Unix time in seconds.")
     content = payload.get("content") or {}
     if isinstance(content, str):
-        try:
-            content = json.loads(content)
-        except ValueError:
-            content = None
+        content = _json_object(content)
     if not isinstance(content, dict):
         raise WebhookRejected("MALFORMED_REQUEST", "`content` must be a JSON object or its serialization.")
     return WebhookEvent(

@@ -148,17 +148,25 @@ def _json_object(request: HttpRequest) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
+def _user_request(request: HttpRequest) -> tuple[dict | None, str | None, dict[str, str]]:
+    """A control call about one platform user: its JSON body, the normalized `username`, the problems so far
+    (body None: not a JSON object)."""
+    body = _json_object(request)
+    if body is None:
+        return None, None, {"body": "a JSON object is required"}
+    raw = body.get("username")
+    username = normalize_username(raw if isinstance(raw, str) else None)
+    return body, username, {} if username else {"username": "a platform handle is required"}
+
+
 @csrf_exempt
 @require_POST
 def control_invalidate_tokens(request: HttpRequest, platform: str) -> JsonResponse:
     """Every token of that user stops working: TikTok 401 access_token_invalid (refresh: invalid_grant),
     Instagram code 190 / subcode 463."""
-    body = _json_object(request)
-    if body is None:
-        return _invalid({"body": "a JSON object is required"})
-    username = normalize_username(body.get("username") if isinstance(body.get("username"), str) else None)
-    if username is None:
-        return _invalid({"username": "a platform handle is required"})
+    _, username, problems = _user_request(request)
+    if problems:
+        return _invalid(problems)
     count = oauth.revoke_user_tokens(platform=platform, username=username, reason="invalidated")
     return JsonResponse({"username": username, "invalidated": count})
 
@@ -176,13 +184,9 @@ def control_deauthorize(request: HttpRequest, platform: str) -> JsonResponse:
     says what the receiver answered."""
     if platform != Platform.TIKTOK:
         return JsonResponse({"error": "only TikTok sends a deauthorization webhook"}, status=404)
-    body = _json_object(request)
+    body, username, problems = _user_request(request)
     if body is None:
-        return _invalid({"body": "a JSON object is required"})
-    problems = {}
-    username = normalize_username(body.get("username") if isinstance(body.get("username"), str) else None)
-    if username is None:
-        problems["username"] = "a platform handle is required"
+        return _invalid(problems)
     reason = body.get("reason", 1)
     if not isinstance(reason, int) or isinstance(reason, bool) or reason not in DEAUTHORIZE_REASONS:
         problems["reason"] = "an integer from 0 to 5"
@@ -197,13 +201,9 @@ def control_deauthorize(request: HttpRequest, platform: str) -> JsonResponse:
 @require_POST
 def control_faults(request: HttpRequest, platform: str) -> JsonResponse:
     """The next `count` calls attributed to that user fail as `kind` says (see faults.py)."""
-    body = _json_object(request)
+    body, username, problems = _user_request(request)
     if body is None:
-        return _invalid({"body": "a JSON object is required"})
-    problems = {}
-    username = normalize_username(body.get("username") if isinstance(body.get("username"), str) else None)
-    if username is None:
-        problems["username"] = "a platform handle is required"
+        return _invalid(problems)
     kind = body.get("kind")
     if kind not in faults.KINDS:
         problems["kind"] = f"one of {', '.join(faults.KINDS)}"
