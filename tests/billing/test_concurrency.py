@@ -109,3 +109,37 @@ def test_an_assignment_committing_while_the_job_runs_is_charged_once(owner):
     periods = sum(period_index_at(lease.assigned_at, NOW) + 1 for lease in [*leases, created[0]])
     assert LedgerEntry.objects.filter(organization=owner.org).count() == periods
     assert balance(owner) == -periods * 100
+
+
+def test_the_finance_page_reads_totals_and_rows_from_one_snapshot(owner, sibling, monkeypatch):
+    """A charge committed while the page is being read (after its totals, before its rows) is on neither:
+    the page's totals always add up to its rows. The next view shows it on both."""
+    from billing import reports
+
+    march = datetime(2026, 3, 1, tzinfo=UTC)
+    lease_assign(owner, price_cents=4900, at=datetime(2026, 3, 3, tzinfo=UTC))
+    read_rows = reports._rows
+    committed = threading.Event()
+
+    def charge_meanwhile():
+        try:
+            lease_assign(sibling, price_cents=2500, at=datetime(2026, 3, 9, tzinfo=UTC))
+        finally:
+            connection.close()
+            committed.set()
+
+    def rows_after_a_concurrent_charge(*args, **kwargs):
+        writer = threading.Thread(target=charge_meanwhile)
+        writer.start()
+        writer.join()
+        assert committed.is_set()
+        return read_rows(*args, **kwargs)
+
+    monkeypatch.setattr(reports, "_rows", rows_after_a_concurrent_charge)
+    page = reports.monthly_report(month=march.date())
+    monkeypatch.setattr(reports, "_rows", read_rows)
+
+    assert page.charge_count == len(page.table) == 1
+    assert page.total_cents == sum(int(row[-1].replace(".", "")) for row in page.table) == 4900
+    later = reports.monthly_report(month=march.date())
+    assert later.charge_count == len(later.table) == 2 and later.total_cents == 4900 + 2500
