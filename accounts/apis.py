@@ -52,7 +52,10 @@ class EventListApi(ApiView):
         operation_id="events_list",
         tags=["events"],
         parameters=[OpenApiParameter("type", str, description="Only events of this type.")],
-        description="Recent events of your organization, newest first, for polling and replay.",
+        description=(
+            "Recent events of your organization, newest first, for polling and replay. Events are kept for "
+            "30 days, then deleted with their webhook deliveries."
+        ),
     )
     def get(self, request):
         filters = parse_filters(request, EventFilters)

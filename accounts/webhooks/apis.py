@@ -46,7 +46,7 @@ a redirect, a timeout, a refused connection — is a failed attempt.
 ±10 % jitter): about +1 min, +4 min, +13 min, +40 min, +2 h, +6 h, +18 h, +30 h, +42 h, +54 h and +66 h
 after the first attempt, and a last one at +72 h; then the delivery is failed. A `Retry-After` header
 (seconds or an HTTP date, honoured up to 12 hours) postpones the next attempt to at least that time.
-Missed events stay available from `GET /v1/events` for replay.
+Missed events stay available from `GET /v1/events` for replay, for 30 days.
 
 **At least once.** The same event can arrive more than once (for example when we could not record your
 answer); every copy has the same `id` and the same body. Deduplicate on the event `id`

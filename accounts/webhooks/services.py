@@ -21,7 +21,7 @@ import httpx
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -551,3 +551,50 @@ def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:
         transaction.on_commit(lambda: _enqueue(webhook_deliver, delivery.pk))
     log.info("webhook delivery %s resent by %s", delivery_id, actor)
     return delivery
+
+
+# --- Retention ---------------------------------------------------------------------------------------
+
+PURGE_BATCH = 2000
+
+
+def _expired_events(cutoff):
+    unfinished = WebhookDelivery.objects.filter(
+        event=OuterRef("pk"), status__in=[WebhookDelivery.Status.PENDING, WebhookDelivery.Status.SENDING]
+    )
+    return Event.objects.filter(created_at__lt=cutoff).filter(~Exists(unfinished)).order_by()
+
+
+def events_purge_expired(*, now=None, batch_size: int = PURGE_BATCH) -> int:
+    """Delete the events older than LAYERS_EVENT_RETENTION, with their webhook deliveries and attempts.
+    Returns how many events were deleted.
+
+    Every post, connect and renewal writes an event and one delivery per subscribed endpoint. Without this,
+    the outbox grows for as long as the service runs. `GET /v1/events` promises recent events; a delivery
+    is retried for 3 days only. An event is kept while any of its deliveries is still pending or being
+    sent, for example after a staff resend. Each batch is its own short transaction."""
+    retention = settings.LAYERS_EVENT_RETENTION
+    if not retention:
+        return 0
+    cutoff = (now or timezone.now()) - retention
+    deleted = 0
+    while True:
+        candidates = list(_expired_events(cutoff).values_list("pk", flat=True)[:batch_size])
+        if not candidates:
+            return deleted
+        deleted += _purge_batch(candidates, cutoff)
+        if len(candidates) < batch_size:
+            return deleted
+
+
+def _purge_batch(candidates: list[str], cutoff) -> int:
+    """Delete those of `candidates` that are still expired. Their deliveries are locked first and the
+    condition is checked again under the lock: a staff resend racing the purge either commits first, and
+    the event is kept, or waits and then finds the delivery gone."""
+    with transaction.atomic():
+        list(WebhookDelivery.objects.select_for_update().filter(event_id__in=candidates).values_list("pk"))
+        ids = list(_expired_events(cutoff).filter(pk__in=candidates).values_list("pk", flat=True))
+        WebhookDeliveryAttempt.objects.filter(delivery__event_id__in=ids).delete()
+        WebhookDelivery.objects.filter(event_id__in=ids).delete()
+        Event.objects.filter(pk__in=ids).delete()  # and its WebhookFanout row
+    return len(ids)

@@ -46,3 +46,9 @@ def webhooks_tick() -> dict:
         if len(claims) < services.CLAIM_BATCH:
             break
     return {"fannedOut": fanned_out, "claimed": claimed}
+
+
+@shared_task
+def events_purge_expired() -> int:
+    """Periodic: delete events (and their deliveries) past LAYERS_EVENT_RETENTION."""
+    return services.events_purge_expired()

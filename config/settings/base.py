@@ -5,6 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from environs import Env
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -192,6 +193,12 @@ LAYERS_PLATFORMS = env.str("LAYERS_PLATFORMS", default="sandbox")
 LAYERS_ALLOW_HTTP_LOCALHOST_RETURN = env.bool("LAYERS_ALLOW_HTTP_LOCALHOST_RETURN", default=True)
 LAYERS_OAUTH_STATE_TTL = timedelta(seconds=env.int("LAYERS_OAUTH_STATE_TTL_SECONDS", default=30 * 60))
 LAYERS_IDEMPOTENCY_TTL = timedelta(hours=24)
+# Events (GET /v1/events) and their webhook deliveries are deleted this many days after they were recorded
+# (accounts/webhooks/services.events_purge_expired); 0 keeps them forever.
+_event_retention_days = env.int("LAYERS_EVENT_RETENTION_DAYS", default=30)
+if _event_retention_days < 0:  # a negative retention would delete every event
+    raise ImproperlyConfigured("LAYERS_EVENT_RETENTION_DAYS must be 0 (keep forever) or a number of days")
+LAYERS_EVENT_RETENTION = timedelta(days=_event_retention_days)
 # Token health: refresh this long before expiry (TikTok access tokens live about a day, Instagram's 60
 # days), and verify every live token with a profile call at least this often.
 LAYERS_TOKEN_REFRESH_MARGIN = {"tiktok": timedelta(hours=6), "instagram": timedelta(days=7)}
@@ -322,6 +329,7 @@ CELERY_BEAT_SCHEDULE = {
     "purge-idempotency-keys": {"task": "accounts.tasks.purge_idempotency_keys", "schedule": 3600.0},
     # Webhook relay safety net: fans out events whose fan-out never committed and sends due deliveries.
     "webhooks-relay": {"task": "accounts.webhooks.tasks.webhooks_tick", "schedule": 15.0},
+    "events-retention": {"task": "accounts.webhooks.tasks.events_purge_expired", "schedule": 3600.0},
     "social-accounts-health": {"task": "accounts.tasks.social_accounts_health_tick", "schedule": 600.0},
     # Scheduled posts are rows claimed by this tick (no Celery ETAs): lag is at most one tick.
     "dispatch-due-posts": {"task": "scheduling.tasks.dispatch_due_posts", "schedule": 2.0},
