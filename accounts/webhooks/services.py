@@ -532,12 +532,15 @@ def delivery_deliver(*, delivery_id: str) -> str:
 
 def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:
     """Staff: send the delivery again now, with a fresh 3-day retry window (any status but in flight).
-    Raises Conflict when its endpoint is disabled or deleted, or while an attempt is in flight."""
+    Raises Conflict when its endpoint is disabled or deleted, while an attempt is in flight, or when the
+    delivery is gone (the retention purge)."""
     from accounts.webhooks.tasks import webhook_deliver
 
     now = timezone.now()
     with transaction.atomic():
-        delivery = WebhookDelivery.objects.select_for_update().select_related("endpoint").get(pk=delivery_id)
+        delivery = WebhookDelivery.objects.select_for_update().select_related("endpoint").filter(pk=delivery_id).first()
+        if delivery is None:  # the retention purge deleted it (with its event) after staff picked it
+            raise Conflict("The delivery no longer exists: its event passed the retention.", code="DELIVERY_GONE")
         if not delivery.endpoint.is_live:
             raise Conflict("The endpoint is disabled or deleted; enable it first.", code="ENDPOINT_NOT_ACTIVE")
         if delivery.status == WebhookDelivery.Status.SENDING and delivery.lease_until and delivery.lease_until > now:

@@ -130,3 +130,14 @@ def test_a_resend_holding_its_lock_when_the_purge_starts_keeps_its_event(owner, 
     assert errors == [] and purged == [0]
     assert WebhookDelivery.objects.get(pk=delivery.pk).status == "pending"
     assert Event.objects.filter(pk=event.pk).exists()
+
+
+def test_resending_a_delivery_the_purge_removed_says_so(owner, receivers, unsent):
+    event, delivery = failed_old_delivery(owner, receivers)
+    assert services.events_purge_expired() == 1
+
+    from config.api.errors import Conflict
+
+    with pytest.raises(Conflict) as refused:
+        services.delivery_resend(delivery_id=delivery.pk)
+    assert refused.value.code == "DELIVERY_GONE" and "retention" in refused.value.message
