@@ -123,7 +123,9 @@ def exception_handler(exc, context):
 
 
 def wants_json(request) -> bool:
-    return request.path.startswith("/v1") or "application/json" in request.headers.get("Accept", "")
+    """The API and the platforms' webhook receivers answer JSON; browsers elsewhere get Django's pages."""
+    json_paths = ("/v1", "/platform-webhooks/")
+    return request.path.startswith(json_paths) or "application/json" in request.headers.get("Accept", "")
 
 
 def handler404(request, exception=None):

@@ -167,6 +167,10 @@ def test_only_deliveries_signed_by_tiktok_for_this_app_are_applied(owner):
     assert_error(post(unsigned_json, f"t={t},s={mac.hexdigest()}"), 400, "MALFORMED_REQUEST")
     wrong_method = Client().get(URL)
     assert_error(wrong_method, 405, "METHOD_NOT_ALLOWED")
+    too_big = Client(raise_request_exception=False).post(
+        URL, b" " * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1), content_type="application/json"
+    )
+    assert_error(too_big, 400, "MALFORMED_REQUEST")
 
     assert statuses(account["id"]) == ["connected"]
     assert not Event.objects.filter(type="social_account.needs_reauth").exists()
