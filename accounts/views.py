@@ -83,5 +83,5 @@ def tiktok_webhook(request):
         return JsonResponse({"received": True, "event": event.event, "applied": False})
     flipped = services.tiktok_authorization_removed(open_id=event.user_openid, removed_at=event.created_at)
     reason = event.content.get("reason")
-    log.info("tiktok authorization.removed (reason %s): %d binding(s) now need a reauth", reason, len(flipped))
+    log.info("tiktok authorization.removed (reason %r): %d binding(s) now need a reauth", reason, len(flipped))
     return JsonResponse({"received": True, "event": event.event, "applied": bool(flipped)})
