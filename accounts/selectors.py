@@ -70,10 +70,10 @@ def social_account_page(*, organization, project_id: str, limit: int, after=None
             cursor.execute(_PAGE_LAYERS_SQL.format(ids=", ".join(["%s"] * len(layers))), list(layers))
             for account_id, *layer in cursor.fetchall():
                 layers[account_id].append(tuple(layer))
-    return [AccountRow(*row[:8], *(_aware(value) for value in row[8:]), layers=layers[row[0]]) for row in rows]
+    return [AccountRow(*row[:8], *(aware_utc(value) for value in row[8:]), layers=layers[row[0]]) for row in rows]
 
 
-def _aware(value):
+def aware_utc(value):
     # SQLite hands timestamps back naive (they are stored in UTC); PostgreSQL's are aware already.
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 

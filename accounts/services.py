@@ -3,6 +3,7 @@ connected-account lifecycle (OAuth connect / reauth, bindings, revoke, token hea
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -27,6 +28,7 @@ from accounts.models import (
     SocialAccount,
 )
 from accounts.platforms.base import PlatformError, Profile, TokenInvalid, TokenSet
+from accounts.selectors import aware_utc
 from accounts.serializers import social_account_data
 from config.api.errors import Conflict
 from config.api.ids import is_valid
@@ -111,26 +113,46 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
     return key
 
 
+# Every partner request starts by finding its key, so the lookup is one hand-written statement rather than
+# `select_related(...).only(...).first()`: the ORM spent more CPU compiling that query than the database took
+# to answer it (BENCHMARKS.md, bench_api). Portable SQL (PostgreSQL, and SQLite for `make run`).
+_API_KEY_SQL = """
+SELECT k.id, k.key_hash, k.last_used_at, k.allowed_return_domains, o.id, o.name
+  FROM accounts_apikey k
+  JOIN accounts_organization o ON o.id = k.organization_id
+ WHERE k.prefix = %s AND k.revoked_at IS NULL
+"""
+
+
+def _loaded(model, **values):
+    """An instance as the ORM builds it from a row: the columns not given stay deferred (loaded if touched).
+    `from_db` takes the values in the model's field order."""
+    fields = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db(connection.alias, fields, [values[name] for name in fields])
+
+
 def api_key_authenticate(*, raw: str) -> ApiKey | None:
-    """The active key matching `raw`, or None. Compares hashes in constant time."""
+    """The active key matching `raw` (with its organization), or None. Compares hashes in constant time."""
     if not raw.startswith(KEY_PREFIX):
         return None
     prefix = raw[len(KEY_PREFIX) :].split("_", 1)[0]
-    key = (
-        ApiKey.objects.select_related("organization")
-        .filter(prefix=prefix, revoked_at__isnull=True)
-        .only(
-            "id",
-            "key_hash",
-            "last_used_at",
-            "allowed_return_domains",
-            "organization__id",
-            "organization__name",
-        )
-        .first()
-    )
-    if key is None or not hmac.compare_digest(key.key_hash, _hash(raw)):
+    with connection.cursor() as cursor:
+        cursor.execute(_API_KEY_SQL, [prefix])
+        row = cursor.fetchone()
+    if row is None or not hmac.compare_digest(row[1], _hash(raw)):
         return None
+    key_id, key_hash, last_used_at, domains, organization_id, organization_name = row
+    if isinstance(domains, str):  # jsonb and SQLite's JSON both arrive as text through a plain cursor
+        domains = json.loads(domains)
+    key = _loaded(
+        ApiKey,
+        id=key_id,
+        organization_id=organization_id,
+        key_hash=key_hash,
+        last_used_at=aware_utc(last_used_at),
+        allowed_return_domains=domains,
+    )
+    key.organization = _loaded(Organization, id=organization_id, name=organization_name)
     now = timezone.now()
     if key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)

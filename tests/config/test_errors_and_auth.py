@@ -1,5 +1,7 @@
 """Every auth failure and every error code leaves the API in API.md's envelope."""
 
+from datetime import timedelta
+
 import pytest
 from django.utils import timezone
 
@@ -47,6 +49,29 @@ def test_valid_key_records_last_used(owner):
     assert owner.client.get("/v1/projects").status_code == 200
     owner.key.refresh_from_db()
     assert owner.key.last_used_at >= before
+
+
+def test_last_used_is_rewritten_at_most_once_a_minute(owner):
+    from accounts.models import ApiKey
+
+    assert owner.client.get("/v1/projects").status_code == 200
+    first = ApiKey.objects.get(pk=owner.key.pk).last_used_at
+    assert owner.client.get("/v1/projects").status_code == 200
+    assert ApiKey.objects.get(pk=owner.key.pk).last_used_at == first  # no write on every request
+    stale = first - services.LAST_USED_RESOLUTION - timedelta(seconds=1)
+    ApiKey.objects.filter(pk=owner.key.pk).update(last_used_at=stale)
+    assert owner.client.get("/v1/projects").status_code == 200
+    assert ApiKey.objects.get(pk=owner.key.pk).last_used_at > first
+
+
+def test_the_key_acts_for_its_own_organization_with_its_own_allowlist(owner, outsider):
+    key = services.api_key_authenticate(raw=owner.raw_key)
+    assert (key.pk, key.organization.pk, key.organization.name) == (owner.key.pk, owner.org.pk, owner.org.name)
+    assert key.allowed_return_domains == ["app.acme.test", "localhost"]
+    other = services.api_key_authenticate(raw=outsider.raw_key)
+    assert other.organization.pk == outsider.org.pk != owner.org.pk
+    # Columns the lookup does not read are still there when touched.
+    assert key.name == "test" and key.prefix == owner.key.prefix
 
 
 def test_unknown_route_is_404_envelope(owner, anon):
