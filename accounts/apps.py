@@ -7,3 +7,6 @@ class AccountsConfig(AppConfig):
 
     def ready(self):
         import config.api.schema  # noqa: F401  (registers the OpenAPI auth extension)
+        from config import pgtime
+
+        pgtime.install()  # psycopg's C loader for timestamps (config/pgtime.py)
