@@ -12,10 +12,12 @@ subclassed nor given attributes). Any other setup (another timezone, psycopg wit
 Django's loader."""
 
 from datetime import UTC
+from functools import cache
 
 from django.db.backends.signals import connection_created
 
 
+@cache  # one class per process, not one per connection
 def _fast_loader():
     from psycopg import _cmodule
     from psycopg.adapt import Loader
