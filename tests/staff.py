@@ -8,7 +8,9 @@ from allauth.mfa import app_settings as mfa_settings
 from allauth.mfa.adapter import get_adapter
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value
+from django.contrib.admin.utils import quote
 from django.contrib.auth import get_user_model
+from django.urls import reverse
 
 
 def with_mfa(user):
@@ -32,3 +34,10 @@ def superuser(username: str = "ops", password: str = "pw-ops-12345", **extra):
     """A superuser with MFA activated."""
     user = get_user_model().objects.create_superuser(username, f"{username}@layers.test", password, **extra)
     return with_mfa(user)
+
+
+def admin_change_url(model, pk) -> str:
+    """The admin change page of `model`'s row `pk`, the id quoted as the admin's own links quote it. The
+    admin unquotes `_XX` escapes, so a raw prefixed id whose hex starts with 22-26 or 40 (`key_22…`) would
+    reach it as another id (`key"…`) and the page would redirect to the index."""
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[quote(pk)])
