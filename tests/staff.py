@@ -36,8 +36,8 @@ def superuser(username: str = "ops", password: str = "pw-ops-12345", **extra):
     return with_mfa(user)
 
 
-def admin_change_url(model, pk) -> str:
-    """The admin change page of `model`'s row `pk`, the id quoted as the admin's own links quote it. The
-    admin unquotes `_XX` escapes, so a raw prefixed id whose hex starts with 22-26 or 40 (`key_22…`) would
-    reach it as another id (`key"…`) and the page would redirect to the index."""
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[quote(pk)])
+def admin_object_url(model, pk, view: str = "change") -> str:
+    """The admin page (`change`, `delete`, `history`) of `model`'s row `pk`, the id quoted as the admin's own
+    links quote it. The admin unquotes `_XX` escapes, so a raw prefixed id whose hex starts with 22-26 or 40
+    (`key_22…`) would reach it as another id (`key"…`) and the page would redirect to the index."""
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=[quote(pk)])

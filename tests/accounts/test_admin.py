@@ -19,7 +19,7 @@ from django.urls import reverse
 
 from accounts.models import ApiKey, Organization, Project
 from tests.conftest import assert_error
-from tests.staff import admin_change_url
+from tests.staff import admin_object_url
 
 PASSWORD = "correct horse battery staple"
 RAW_KEY = re.compile(r"lyr_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
@@ -214,9 +214,9 @@ def test_staff_create_an_organization_and_a_project(staff_client):
 def test_organization_and_project_pages_render(staff_client, owner):
     for url in (
         "/admin/accounts/organization/",
-        admin_change_url(Organization, owner.org.id),
+        admin_object_url(Organization, owner.org.id),
         "/admin/accounts/project/",
-        admin_change_url(Project, owner.project.id),
+        admin_object_url(Project, owner.project.id),
         "/admin/accounts/apikey/",
         "/admin/accounts/event/",
     ):
@@ -259,7 +259,7 @@ def test_key_change_page_shows_neither_the_key_nor_its_hash(staff_client, owner)
     raw = RAW_KEY.search(add_key(staff_client, owner.org).content.decode()).group(0)
     row = ApiKey.objects.get(name="partner key")
 
-    page = staff_client.get(admin_change_url(ApiKey, row.pk)).content.decode()
+    page = staff_client.get(admin_object_url(ApiKey, row.pk)).content.decode()
 
     assert row.prefix in page  # staff can tell keys apart by prefix
     assert raw not in page
@@ -277,7 +277,7 @@ def test_invalid_allowlist_entry_is_refused_and_no_key_is_created(staff_client, 
 
 
 def test_staff_edit_the_allowlist_of_an_existing_key(staff_client, owner):
-    url = admin_change_url(ApiKey, owner.key.pk)
+    url = admin_object_url(ApiKey, owner.key.pk)
     original_hash = owner.key.key_hash
 
     forms = management_forms(staff_client, url)
@@ -296,7 +296,7 @@ def test_staff_edit_the_allowlist_of_an_existing_key(staff_client, owner):
 
 
 def test_the_organization_of_an_existing_key_cannot_be_changed(staff_client, owner, outsider):
-    url = admin_change_url(ApiKey, owner.key.pk)
+    url = admin_object_url(ApiKey, owner.key.pk)
     staff_client.post(url, {"organization": outsider.org.id, "name": "x", "allowed_return_domains": "a.test"})
     owner.key.refresh_from_db()
     assert owner.key.organization_id == owner.org.id

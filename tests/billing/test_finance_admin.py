@@ -15,7 +15,7 @@ from django.test import Client
 from billing import reports, services
 from billing.models import LedgerEntry, Wallet
 from tests.billing.factories import balance, lease_assign
-from tests.staff import admin_change_url, with_mfa
+from tests.staff import admin_object_url, with_mfa
 
 pytestmark = pytest.mark.django_db
 
@@ -229,12 +229,12 @@ def test_ledger_rows_cannot_be_added_changed_or_deleted_in_the_admin(finance, ow
 
     assert finance.get(base).status_code == 200
     assert finance.get(f"{base}add/").status_code == 403
-    assert finance.get(admin_change_url(LedgerEntry, entry.pk).replace("/change/", "/delete/")).status_code == 403
-    finance.post(admin_change_url(LedgerEntry, entry.pk), {"amount_cents": "999999", "reason": "edited"})
+    assert finance.get(admin_object_url(LedgerEntry, entry.pk, "delete")).status_code == 403
+    finance.post(admin_object_url(LedgerEntry, entry.pk), {"amount_cents": "999999", "reason": "edited"})
     finance.post(base, {"action": "delete_selected", "_selected_action": [entry.pk], "post": "yes"})
 
     assert LedgerEntry.objects.filter(pk=entry.pk, amount_cents=1000, reason="wire").exists()
-    detail = finance.get(admin_change_url(LedgerEntry, entry.pk)).content.decode()
+    detail = finance.get(admin_object_url(LedgerEntry, entry.pk)).content.decode()
     assert 'name="_save"' not in detail and "wire" in detail
     assert finance.get(f"/admin/billing/wallet/{owner.org.pk}/delete/").status_code == 403
 

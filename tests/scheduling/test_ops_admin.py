@@ -11,7 +11,7 @@ from django.utils import timezone
 from scheduling.models import ScheduledPost
 from tests.factories import make_account
 from tests.scheduling.publish_helpers import schedule_now
-from tests.staff import admin_change_url, with_mfa
+from tests.staff import admin_object_url, with_mfa
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_ops_filter_retry_and_cancel(owner, staff):
     assert b"PLATFORM_REJECTED" in page.content
     due = staff.get("/admin/scheduling/scheduledpost/?due=hour")
     assert queued["id"].encode() in due.content and failed["id"].encode() not in due.content
-    detail = staff.get(admin_change_url(ScheduledPost, failed["id"]))
+    detail = staff.get(admin_object_url(ScheduledPost, failed["id"]))
     assert b"spam_risk_too_many_posts" in detail.content
 
     staff.post(

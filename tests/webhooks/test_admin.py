@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from accounts.webhooks.models import WebhookDelivery, WebhookEndpoint
-from tests.staff import admin_change_url, with_mfa
+from tests.staff import admin_object_url, with_mfa
 from tests.webhooks.helpers import create_endpoint, delivery_of, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,7 +36,7 @@ def test_endpoint_pages_list_the_endpoint_and_never_show_its_secret(owner, staff
     row = WebhookEndpoint.objects.get(pk=endpoint["id"])
 
     listing = staff_client.get(ENDPOINTS).content.decode()
-    detail = staff_client.get(admin_change_url(WebhookEndpoint, endpoint["id"])).content.decode()
+    detail = staff_client.get(admin_object_url(WebhookEndpoint, endpoint["id"])).content.decode()
 
     assert endpoint["url"] in listing and "Acme" in listing and "social_account.connected" in listing
     assert endpoint["url"] in detail
@@ -102,7 +102,7 @@ def test_delivery_pages_show_attempts_status_and_errors_and_filter_by_status(own
     endpoint = create_endpoint(owner, receiver.url())
     delivery = delivery_of(record(owner), endpoint)
 
-    detail = staff_client.get(admin_change_url(WebhookDelivery, delivery.pk)).content.decode()
+    detail = staff_client.get(admin_object_url(WebhookDelivery, delivery.pk)).content.decode()
     pending = staff_client.get(f"{DELIVERIES}?status__exact=pending").content.decode()
     delivered = staff_client.get(f"{DELIVERIES}?status__exact=delivered").content.decode()
     by_endpoint = staff_client.get(f"{DELIVERIES}?endpoint__id__exact={endpoint['id']}").content.decode()
