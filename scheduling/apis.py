@@ -118,7 +118,10 @@ class ScheduleApi(ApiView):
             "e.g. `targets.1.socialAccountId`). Targets must be accounts of the container's project that are "
             "not disconnected (reauth_required is accepted: the post publishes if the customer reauthorizes "
             "in time, and fails with CREDENTIAL_INVALID otherwise). Any `placement`, `feed` or `reels` field "
-            "is rejected: Instagram placement follows the mediaType. Unknown fields are rejected."
+            "is rejected: Instagram placement follows the mediaType. Unknown fields are rejected. Instagram "
+            "posts in `publish` mode have their media sent to Instagram up to 15 minutes before scheduledFor, "
+            "so that Instagram has processed it when the post is due; the post stays `queued` and cancelable "
+            "until then, and a canceled post never appears."
         ),
     )
     def post(self, request, containerId: str):

@@ -140,6 +140,12 @@ class ScheduledPost(models.Model):
     claimed_until = models.DateTimeField(null=True, blank=True)
     publish_attempted_at = models.DateTimeField(null=True, blank=True)
     publish_id = models.CharField(max_length=128, blank=True)
+    # Instagram publishes a container that it has to fetch and process first (seconds for an image, minutes
+    # for a reel). The container is made ahead of the post's time (services.post_prepare), so that at its
+    # time only media_publish is left. It is not a post yet: a canceled post leaves an unused container,
+    # which Instagram drops after 24 h. prepare_claimed_at marks a post taken for that, prepared or not.
+    prepare_claimed_at = models.DateTimeField(null=True, blank=True)
+    prepared_publish_id = models.CharField(max_length=128, blank=True)
     next_check_at = models.DateTimeField(null=True, blank=True)
     published_at = models.DateTimeField(null=True, blank=True)
     external_id = models.CharField(max_length=128, blank=True)

@@ -229,6 +229,9 @@ def post_retry(*, post_id: str, actor=None) -> ScheduledPost:
         publish_attempted_at=None,
         claimed_until=None,
         next_check_at=None,
+        # The failure may have been the prepared container itself (its media refused): make a new one.
+        prepare_claimed_at=None,
+        prepared_publish_id="",
     )
     if not updated:
         raise Conflict("Only failed posts can be retried.", code="POST_NOT_RETRYABLE")
@@ -246,16 +249,18 @@ MAX_ATTEMPTS = 5
 STATUS_POLL_FIRST = timedelta(seconds=2)
 STATUS_POLL_MAX = timedelta(minutes=2)
 PUBLISH_GIVE_UP = timedelta(hours=24)
+# Instagram drops an unpublished container 24 h after it was made; an hour's margin for clocks and queues.
+PREPARED_USABLE_FOR = timedelta(hours=23)
 
 
-def _claim(*, status: str, due_field: str, now: datetime, limit: int, updates: dict) -> list[str]:
-    """Lock up to `limit` rows in `status` whose `due_field` has passed — skipping rows another dispatcher
-    holds (`FOR UPDATE SKIP LOCKED`: each row goes to exactly one of them, none waits) — and apply
-    `updates` to them in the same transaction. Returns their ids."""
+def _claim(*, status: str, due_field: str, now: datetime, limit: int, updates: dict, **filters) -> list[str]:
+    """Lock up to `limit` rows in `status` whose `due_field` has passed `now` (and that match `filters`) —
+    skipping rows another dispatcher holds (`FOR UPDATE SKIP LOCKED`: each row goes to exactly one of them,
+    none waits) — and apply `updates` to them in the same transaction. Returns their ids."""
     with transaction.atomic():
         ids = list(
             ScheduledPost.objects.select_for_update(skip_locked=True)
-            .filter(status=status, **{f"{due_field}__lte": now})
+            .filter(status=status, **{f"{due_field}__lte": now}, **filters)
             .order_by(due_field)
             .values_list("pk", flat=True)[:limit]
         )
@@ -301,6 +306,81 @@ def posts_claim_for_resolution(*, now: datetime | None = None, limit: int = 500)
         limit=limit,
         updates={"next_check_at": now + CLAIM_LEASE, "claimed_until": now + CLAIM_LEASE},
     )
+
+
+def posts_claim_for_preparation(*, now: datetime | None = None, limit: int = 500) -> list[str]:
+    """Claim queued Instagram posts (mode publish) due within LAYERS_PREPARE_AHEAD whose container has not
+    been made yet, for post_prepare. A post already due is left to the publisher, which makes its container
+    itself. Each post is claimed for this once: a preparation that fails or dies is not tried again, and the
+    publisher then makes the container at the post's time, as it would without preparation."""
+    now = now or timezone.now()
+    ahead = settings.LAYERS_PREPARE_AHEAD
+    if not ahead:
+        return []
+    return _claim(
+        status=ScheduledPost.Status.QUEUED,
+        due_field="due_at",
+        now=now + ahead,
+        limit=limit,
+        updates={"prepare_claimed_at": now},
+        due_at__gt=now,
+        mode=ScheduledPost.Mode.PUBLISH,
+        placement__in=INSTAGRAM_PLACEMENT.values(),  # the placement says the platform without a join
+        prepare_claimed_at__isnull=True,
+    )
+
+
+def post_prepare(*, post_id: str) -> str:
+    """Make the Instagram container(s) of a queued post before its time, so that Instagram has fetched and
+    processed the media when the post is due and publishing is a single media_publish. Returns "prepared",
+    "skipped" (no longer queued, already due or prepared, account not connected) or "unprepared" (the
+    platform refused or failed: the publisher makes the container at the post's time and reports any error
+    then, with the usual retries and codes).
+
+    A dead token is the one error acted on now: the account goes reauth_required at once, so the partner
+    hears of it (social_account.needs_reauth) while there is still time to reconnect before the post is due."""
+    post = ScheduledPost.objects.select_related("container", "social_account__identity").filter(pk=post_id).first()
+    if (
+        post is None
+        or post.status != ScheduledPost.Status.QUEUED
+        or post.due_at <= timezone.now()
+        or post.prepared_publish_id
+        or post.mode != ScheduledPost.Mode.PUBLISH
+        # Anywhere else the same call is the post itself (TikTok's init): never before its time.
+        or post.social_account.platform != "instagram"
+        or post.social_account.status != SocialAccount.Status.CONNECTED
+    ):
+        return "skipped"
+    account, container = post.social_account, post.container
+    kind = "video" if container.media_type == "video" else "image"
+    try:
+        result = _client(account.platform).publish(
+            access_token=account.access_token or "",
+            platform_user_id=account.identity.platform_user_id,
+            mode=ScheduledPost.Mode.PUBLISH,
+            media_type=container.media_type,
+            media=[MediaItem(url=url, kind=kind) for url in container.media_urls],
+            caption=container.caption,
+        )
+    except TokenInvalid:
+        social_account_mark_reauth_required(account_id=account.pk, expected_version=account.token_version)
+        return "unprepared"
+    except PlatformError as exc:
+        log.info("preparing %s failed (%s); its container will be made at its time", post.pk, exc.code or exc)
+        return "unprepared"
+    # Conditional: a post canceled or claimed meanwhile keeps what it has (the container goes unused).
+    updated = ScheduledPost.objects.filter(
+        pk=post.pk, status=ScheduledPost.Status.QUEUED, prepared_publish_id=""
+    ).update(prepared_publish_id=result.publish_id)
+    return "prepared" if updated else "skipped"
+
+
+def _prepared_publish_id(post: ScheduledPost) -> str:
+    """The container made ahead for this post, if Instagram still has it: containers expire 24 h after they
+    are made, and one prepared that long ago (a post held back for a day) is made again instead."""
+    if not post.prepared_publish_id or post.prepare_claimed_at is None:
+        return ""
+    return post.prepared_publish_id if timezone.now() - post.prepare_claimed_at < PREPARED_USABLE_FOR else ""
 
 
 # Why a platform error fails a post, by the platform's own code.
@@ -465,6 +545,11 @@ def _publish(post: ScheduledPost | None) -> str:
     if post.mode == ScheduledPost.Mode.MANAGED:
         return _dispatch_managed(post)
 
+    prepared = _prepared_publish_id(post)
+    if prepared:
+        # The container exists already (post_prepare): what is left is media_publish, in _resolve below.
+        return _publish_known_id(post, prepared)
+
     version = account.token_version
     container = post.container
     kind = "video" if container.media_type == "video" else "image"
@@ -512,10 +597,16 @@ def _publish(post: ScheduledPost | None) -> str:
             )
             return "failed"
         return _retry_later(post, exc)
+    return _publish_known_id(post, result.publish_id)
+
+
+def _publish_known_id(post: ScheduledPost, publish_id: str) -> str:
+    """Store the platform's publish id, then settle the post right away (_resolve: Instagram's
+    media_publish, or a first status check)."""
     next_check_at = timezone.now() + STATUS_POLL_FIRST
-    if not _store_publish_id(post, publish_id=result.publish_id, next_check_at=next_check_at):
+    if not _store_publish_id(post, publish_id=publish_id, next_check_at=next_check_at):
         return "skipped"  # no longer ours (a resolver took it over): it settles the post
-    post.publish_id, post.next_check_at = result.publish_id, next_check_at
+    post.publish_id, post.next_check_at = publish_id, next_check_at
     return _resolve(post)
 
 

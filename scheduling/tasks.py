@@ -11,6 +11,8 @@ from scheduling import services
 # threads idle at the end of a burst. With few posts waiting, each goes out alone, so all start at once.
 POSTS_PER_TASK_MAX = 5
 WAITING_PER_TASK = 64
+# Posts taken for preparation per tick (every 2 s): a few hundred per minute, ahead of time, off the burst.
+PREPARE_PER_TICK = 100
 
 
 def _chunks(ids: list[str], *, waiting: int) -> list[list[str]]:
@@ -39,6 +41,11 @@ def dispatch_due_posts(batch: int = 500) -> int:
     for post_id in services.posts_claim_for_resolution(limit=batch):
         resolve_post.delay(post_id)
         claimed += 1
+    # Last, and only while workers keep up: posts due now come before containers for posts due later.
+    if waiting < WAITING_PER_TASK:
+        for post_id in services.posts_claim_for_preparation(limit=PREPARE_PER_TICK):
+            prepare_post.delay(post_id)
+            claimed += 1
     return claimed
 
 
@@ -51,6 +58,11 @@ def publish_posts(post_ids: list[str]) -> dict[str, str]:
 @shared_task
 def publish_post(post_id: str) -> str:
     return services.post_publish(post_id=post_id)
+
+
+@shared_task
+def prepare_post(post_id: str) -> str:
+    return services.post_prepare(post_id=post_id)
 
 
 @shared_task

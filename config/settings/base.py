@@ -224,6 +224,10 @@ LAYERS_WEBHOOK_LEASE = timedelta(seconds=env.int("LAYERS_WEBHOOK_LEASE_SECONDS",
 # Scheduled posts: most claimed posts left waiting for a worker at once; a larger burst is handed out over
 # the next dispatcher ticks (every 2 s). Raise it with the number of workers (a few times their posts/s).
 LAYERS_DISPATCH_MAX_WAITING = env.int("LAYERS_DISPATCH_MAX_WAITING", default=1000)
+# Instagram posts get their container made this long before their time (scheduling.services.post_prepare),
+# so that Instagram's processing of the media does not delay them; 0 turns it off. Under 24 h, the
+# lifetime of an unpublished container.
+LAYERS_PREPARE_AHEAD = timedelta(seconds=env.int("LAYERS_PREPARE_AHEAD_SECONDS", default=900))
 
 # --- Platform clients (accounts/platforms) --------------------------------------------------------
 # Live endpoints by default; in sandbox mode they point at this server's /sandbox/... stand-ins.

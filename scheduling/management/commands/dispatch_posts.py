@@ -43,13 +43,17 @@ class Command(BaseCommand):
         for post_id, outcome in (services.posts_publish(post_ids=ids) if ids else {}).items():
             self.stdout.write(f"{post_id} {outcome}")
             done += 1
-        for post_id in services.posts_claim_for_resolution(limit=batch):
-            try:
-                outcome = services.post_resolve(post_id=post_id)
-            except Exception:
-                log.exception("resolving %s raised; a later tick settles it", post_id)
-                services.drop_broken_connection()
-                outcome = "error"
-            self.stdout.write(f"{post_id} {outcome}")
-            done += 1
+        steps = [(services.posts_claim_for_resolution, services.post_resolve, "resolving")]
+        if len(ids) < batch:  # workers keep up: prepare containers of posts due soon (after the due ones)
+            steps.append((services.posts_claim_for_preparation, services.post_prepare, "preparing"))
+        for claim, settle, doing in steps:
+            for post_id in claim(limit=batch):
+                try:
+                    outcome = settle(post_id=post_id)
+                except Exception:
+                    log.exception("%s %s raised; a later tick settles it", doing, post_id)
+                    services.drop_broken_connection()
+                    outcome = "error"
+                self.stdout.write(f"{post_id} {outcome}")
+                done += 1
         return done

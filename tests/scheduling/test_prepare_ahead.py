@@ -1,0 +1,209 @@
+"""Instagram posts get their container made ahead of their time, so that Instagram's processing of the
+media (minutes for a reel) does not make them late; everything else about the post stays as it was."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+
+from accounts.models import Event, SocialAccount
+from accounts.platforms.sandbox.models import Container
+from scheduling import services
+from tests.accounts.oauth_helpers import connected_account, consent_and_return
+from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
+from tests.scheduling.test_publishing import sandbox_control
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def containers(username: str) -> list[Container]:
+    return list(Container.objects.filter(username=username).order_by("created_at", "pk"))
+
+
+@pytest.fixture
+def slow_processing(settings):
+    """Instagram takes two minutes to fetch and process a reel before it can be published."""
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 120
+
+
+def test_a_reel_prepared_ahead_goes_out_at_its_time_despite_processing(owner, slow_processing):
+    account = connected_account(owner, "instagram", "prep.reel")
+    scheduled = schedule_now(owner, account["id"], caption="On the hour", when=later(minutes=10))
+
+    run_dispatcher()  # ten minutes ahead: the container is made, nothing is published
+
+    assert post(owner, scheduled["id"])["status"] == "queued"
+    made = containers("prep.reel")
+    assert [c.caption for c in made] == ["On the hour"]
+    assert sandbox_posts("instagram", "prep.reel") == []
+
+    with time_machine.travel(later(minutes=10, seconds=1)):
+        run_dispatcher()  # one tick at its time publishes it: Instagram finished processing long ago
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published", body
+    published = sandbox_posts("instagram", "prep.reel")
+    assert len(published) == 1 and published[0].publish_id == made[0].ig_id
+    assert body["externalUrl"] == published[0].permalink
+    assert len(containers("prep.reel")) == 1  # no second container at publish time
+
+    # Without the head start, the same reel due now is still processing after the tick that takes it.
+    late = schedule_now(owner, account["id"], caption="Right now")
+    run_dispatcher()
+    assert post(owner, late["id"])["status"] == "publishing"
+
+
+@pytest.mark.parametrize("media_type", ["image", "carousel"])
+def test_images_and_carousels_are_prepared_and_published_once(owner, media_type):
+    username = f"prep.{media_type}"
+    account = connected_account(owner, "instagram", username)
+    scheduled = schedule_now(owner, account["id"], media_type=media_type, when=later(minutes=5))
+    run_dispatcher()
+    made = len(containers(username))
+    assert made == (1 if media_type == "image" else 4)  # a carousel: one per item and the parent
+
+    with time_machine.travel(later(minutes=5, seconds=1)):
+        run_dispatcher()
+        run_dispatcher()
+
+    assert post(owner, scheduled["id"])["status"] == "published"
+    assert len(sandbox_posts("instagram", username)) == 1
+    assert len(containers(username)) == made
+
+
+def test_posts_outside_the_window_tiktok_posts_and_drafts_are_not_touched_early(owner):
+    instagram = connected_account(owner, "instagram", "prep.none")
+    tiktok = connected_account(owner, "tiktok", "prep.tt")
+    schedule_now(owner, instagram["id"], when=later(hours=2))  # beyond LAYERS_PREPARE_AHEAD (15 min)
+    schedule_now(owner, instagram["id"], mode="draft", when=later(minutes=5))
+    schedule_now(owner, tiktok["id"], when=later(minutes=5))
+
+    run_dispatcher()
+
+    assert containers("prep.none") == []
+    assert sandbox_posts("instagram", "prep.none") == [] and sandbox_posts("tiktok", "prep.tt") == []
+
+
+def test_preparing_anything_but_an_instagram_post_to_publish_does_nothing(owner):
+    # TikTok's init call would be the post itself: a stray preparation must never reach it.
+    tiktok = connected_account(owner, "tiktok", "prep.stray")
+    instagram = connected_account(owner, "instagram", "prep.stray.ig")
+    stray = [
+        schedule_now(owner, tiktok["id"], when=later(minutes=5)),
+        schedule_now(owner, instagram["id"], mode="draft", when=later(minutes=5)),
+    ]
+    assert [services.post_prepare(post_id=p["id"]) for p in stray] == ["skipped", "skipped"]
+    assert sandbox_posts("tiktok", "prep.stray") == [] and containers("prep.stray.ig") == []
+    assert sandbox_posts("instagram", "prep.stray.ig") == []
+
+
+def test_preparation_can_be_turned_off(owner, settings, slow_processing):
+    settings.LAYERS_PREPARE_AHEAD = timedelta(0)
+    account = connected_account(owner, "instagram", "prep.off")
+    scheduled = schedule_now(owner, account["id"], when=later(minutes=5))
+    run_dispatcher()
+    assert containers("prep.off") == []
+
+    with time_machine.travel(later(minutes=5, seconds=1)):
+        run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "publishing"  # the container is only being processed
+
+
+def test_a_prepared_post_canceled_before_its_time_never_appears(owner):
+    account = connected_account(owner, "instagram", "prep.cancel")
+    scheduled = schedule_now(owner, account["id"], when=later(minutes=5))
+    run_dispatcher()
+    assert len(containers("prep.cancel")) == 1
+
+    assert owner.client.delete(f"/v1/scheduled-posts/{scheduled['id']}").status_code == 200
+    with time_machine.travel(later(minutes=5, seconds=1)):
+        run_dispatcher()
+
+    assert post(owner, scheduled["id"])["status"] == "canceled"
+    assert sandbox_posts("instagram", "prep.cancel") == []
+
+
+def test_a_post_taken_for_publishing_first_is_not_prepared_as_well(owner):
+    account = connected_account(owner, "instagram", "prep.race")
+    scheduled = schedule_now(owner, account["id"], when=later(minutes=5))
+    # The tick took it for preparation, but its preparer only runs once the post is due and claimed.
+    assert services.posts_claim_for_preparation() == [scheduled["id"]]
+    with time_machine.travel(later(minutes=5, seconds=1)):
+        assert services.posts_claim_due() == [scheduled["id"]]
+        assert services.post_prepare(post_id=scheduled["id"]) == "skipped"
+        assert containers("prep.race") == []
+        assert services.posts_publish(post_ids=[scheduled["id"]]) == {scheduled["id"]: "published"}
+    assert len(containers("prep.race")) == 1 and len(sandbox_posts("instagram", "prep.race")) == 1
+
+
+def test_a_container_prepared_a_day_before_is_made_again(owner):
+    account = connected_account(owner, "instagram", "prep.stale")
+    scheduled = schedule_now(owner, account["id"], when=later(minutes=5))
+    run_dispatcher()
+    first = containers("prep.stale")[0]
+
+    # The workers were down for a day: Instagram has dropped the unpublished container meanwhile.
+    with time_machine.travel(later(hours=25)):
+        run_dispatcher()
+
+    assert post(owner, scheduled["id"])["status"] == "published"
+    published = sandbox_posts("instagram", "prep.stale")
+    assert len(published) == 1 and published[0].publish_id != first.ig_id
+
+
+def test_broken_media_found_by_the_prepared_container_fails_at_its_time_with_media_invalid(owner):
+    account = connected_account(owner, "instagram", "prep.broken")
+    scheduled = schedule_now(
+        owner, account["id"], media_urls=["https://cdn.acme.test/invalid/clip.mp4"], when=later(minutes=5)
+    )
+    run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "queued"  # nothing is reported before its time
+
+    with time_machine.travel(later(minutes=5, seconds=1)):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "MEDIA_INVALID"
+    assert sandbox_posts("instagram", "prep.broken") == []
+
+
+def test_a_dead_token_found_while_preparing_asks_for_a_reauth_in_time(owner):
+    account = connected_account(owner, "instagram", "prep.lapsed")
+    scheduled = schedule_now(owner, account["id"], when=later(minutes=10))
+    sandbox_control("instagram", "invalidate-tokens", {"username": "prep.lapsed"})
+
+    run_dispatcher()
+
+    # Ten minutes before the post is due, the partner hears that the account needs a reauth.
+    assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
+    assert Event.objects.filter(type="social_account.needs_reauth").count() == 1
+    assert post(owner, scheduled["id"])["status"] == "queued"
+    link = owner.client.post(
+        f"/v1/projects/{owner.project.id}/social/reauth-url", {"socialAccountId": account["id"]}, format="json"
+    ).json()
+    consent_and_return("instagram", link["authorizeUrl"], "prep.lapsed")
+    assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+
+    with time_machine.travel(later(minutes=10, seconds=1)):
+        run_dispatcher()
+
+    assert post(owner, scheduled["id"])["status"] == "published"
+    assert len(sandbox_posts("instagram", "prep.lapsed")) == 1
+
+
+def test_a_refused_preparation_leaves_the_post_to_its_time(owner):
+    account = connected_account(owner, "instagram", "prep.flaky")
+    scheduled = schedule_now(owner, account["id"], when=later(minutes=5))
+    sandbox_control("instagram", "faults", {"username": "prep.flaky", "kind": "server_error", "count": 1})
+
+    run_dispatcher()  # the container call fails once: the post is not prepared, nor retried early
+
+    assert containers("prep.flaky") == []
+    assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+    run_dispatcher()
+    assert containers("prep.flaky") == []
+
+    with time_machine.travel(later(minutes=5, seconds=1)):
+        run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "published"
+    assert len(sandbox_posts("instagram", "prep.flaky")) == 1
