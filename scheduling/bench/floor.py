@@ -22,9 +22,10 @@ WITH claimed AS (
         SELECT id FROM {post} WHERE status = 'queued' AND due_at <= now()
         ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED
     )
-    RETURNING id, container_id, social_account_id
+    RETURNING id, container_id, social_account_id, prepared_publish_id
 )
-SELECT claimed.id, c.media_type, c.media_urls, c.caption, a.platform, a.access_token_enc, i.platform_user_id
+SELECT claimed.id, claimed.prepared_publish_id, c.media_type, c.media_urls, c.caption, a.platform,
+    a.access_token_enc, i.platform_user_id
 FROM claimed
 JOIN {container} c ON c.id = claimed.container_id
 JOIN {account} a ON a.id = claimed.social_account_id
@@ -60,24 +61,28 @@ def _publish_one(http, row) -> tuple[str, str, str, str, str]:
     from accounts.platforms.base import MediaItem, PlatformError
     from accounts.platforms.clients import get_client
 
-    post_id, media_type, media_urls, caption, platform, token_enc, user_id = row
+    post_id, prepared, media_type, media_urls, caption, platform, token_enc, user_id = row
     if isinstance(media_urls, str):  # Django's psycopg setup leaves jsonb undecoded in raw queries
         media_urls = json.loads(media_urls)
     client = get_client(platform, http=http)
     token = crypto.decrypt(token_enc) or ""
     kind = "video" if media_type == "video" else "image"
     try:
-        result = client.publish(
-            access_token=token,
-            platform_user_id=user_id,
-            mode="publish",
-            media_type=media_type,
-            media=[MediaItem(url=url, kind=kind) for url in media_urls],
-            caption=caption,
+        # An Instagram container made ahead (the bench prepares them for every variant) is used as it is.
+        publish_id = (
+            prepared
+            or client.publish(
+                access_token=token,
+                platform_user_id=user_id,
+                mode="publish",
+                media_type=media_type,
+                media=[MediaItem(url=url, kind=kind) for url in media_urls],
+                caption=caption,
+            ).publish_id
         )
         while True:
             status = client.publish_status(
-                access_token=token, platform_user_id=user_id, publish_id=result.publish_id, caption=caption
+                access_token=token, platform_user_id=user_id, publish_id=publish_id, caption=caption
             )
             if status.state != "processing":
                 break
@@ -86,7 +91,7 @@ def _publish_one(http, row) -> tuple[str, str, str, str, str]:
         print(f"floor: {post_id} failed: {type(exc).__name__} {exc}", flush=True)
         return (post_id, "failed", "", "", "")
     state = "published" if status.state in ("published", "sent_to_inbox") else "failed"
-    return (post_id, state, result.publish_id, status.external_id or "", status.external_url or "")
+    return (post_id, state, publish_id, status.external_id or "", status.external_url or "")
 
 
 def _loop(batch: int, stop: threading.Event) -> None:

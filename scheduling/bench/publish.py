@@ -17,7 +17,9 @@ a post is that instant minus scheduledFor. A duplicate is a second sandbox post 
 (matched by the unique caption); a lost post is one that is not `published` when the run ends."""
 
 import os
+import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
@@ -29,9 +31,11 @@ from config.bench import harness
 from scheduling.bench import seed
 from scheduling.models import ScheduledPost
 
+PREPARED_SEED_AHEAD = timedelta(hours=1)
 SAMPLE_EVERY = 0.25  # seconds between memory samples
 ETA_QUEUING_SECONDS = 0.005  # lead time per post for the baseline's apply_async calls
 POLL_EVERY = 0.5  # seconds between progress queries
+PREPARE_LIMIT = 600  # seconds at most to make a phase's Instagram containers ahead of the due time
 
 
 @dataclass
@@ -47,6 +51,7 @@ class Options:
     sandbox_workers: int
     sandbox_threads: int
     lead: float
+    prepare: bool = True
 
 
 @dataclass
@@ -202,12 +207,60 @@ class PublishBench:
         # Due a little in the future, so that every post exists (and, for the baseline, every ETA task is
         # queued) before the instant they are all due.
         lead = self.options.lead if lead is None else lead
-        due = (timezone.now() + timedelta(seconds=lead)).replace(microsecond=0)
         started = time.monotonic()
-        ids = seed.seed_posts(accounts=self.accounts, count=self.options.posts, scheduled_for=due, label=phase)
+        # Seeded an hour ahead, out of the dispatcher's preparation window: the bench makes the Instagram
+        # containers itself, for every variant alike, then brings the due instant to `lead` from now. That is
+        # what a burst scheduled earlier than LAYERS_PREPARE_AHEAD looks like at its time, without waiting.
+        ids = seed.seed_posts(
+            accounts=self.accounts, count=self.options.posts, scheduled_for=timezone.now() + PREPARED_SEED_AHEAD,
+            label=phase,
+        )  # fmt: skip
+        self.out(f"  {phase}: {len(ids)} posts seeded in {time.monotonic() - started:.1f} s")
+        if self.options.prepare:
+            self._prepare(phase, ids)
+        due = (timezone.now() + timedelta(seconds=lead)).replace(microsecond=0)
+        # Every post is marked taken for preparation (prepared or not), so no dispatcher prepares any later.
+        ScheduledPost.objects.filter(pk__in=ids).update(
+            scheduled_for=due, due_at=due, prepare_claimed_at=timezone.now()
+        )
         harness.analyze()
-        self.out(f"  {phase}: {len(ids)} posts seeded in {time.monotonic() - started:.1f} s, due {due:%H:%M:%S}")
+        self.out(f"  {phase}: due {due:%H:%M:%S}")
         return due, ids
+
+    def _prepare(self, phase: str, ids: list[str]) -> None:
+        """services.post_prepare for the phase's Instagram posts, on as many threads as the publishers have."""
+        from django.db import connection
+
+        from scheduling import services
+
+        todo = list(
+            ScheduledPost.objects.filter(pk__in=ids, placement__in=services.INSTAGRAM_PLACEMENT.values())
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        threads = self.options.workers * self.options.threads
+        outcomes: list[str] = []
+        deadline = time.monotonic() + PREPARE_LIMIT
+
+        def work(share: list[str]) -> None:
+            try:
+                for post_id in share:
+                    if time.monotonic() > deadline:
+                        return
+                    outcomes.append(services.post_prepare(post_id=post_id))
+            finally:
+                connection.close()  # this thread's own connection
+
+        started = time.monotonic()
+        workers = [threading.Thread(target=work, args=(todo[n::threads],), daemon=True) for n in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        counts = dict(Counter(outcomes))
+        self.out(
+            f"  {phase}: {len(todo)} Instagram posts prepared ahead in {time.monotonic() - started:.1f} s {counts}"
+        )
 
     def _measure(
         self, phase: str, due: datetime, ids: list[str], worker_names: list[str], others: list[str] = ()

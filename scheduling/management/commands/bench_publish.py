@@ -14,6 +14,7 @@ from django.core.management.base import CommandError
 
 from config.bench import harness
 from config.bench.command import BenchCommand
+from scheduling.bench.publish import PREPARE_LIMIT
 
 PHASES = ("pipeline", "baseline", "baseline_threads", "floor")
 QUICK = {"posts": 24, "accounts": 6, "latency_ms": 10.0, "workers": 1, "threads": 4, "timeout": 60.0, "lead": 1.0}
@@ -48,6 +49,12 @@ class Command(BenchCommand):
         )
         parser.add_argument("--sandbox-workers", type=int, default=2)
         parser.add_argument("--sandbox-threads", type=int, default=16)
+        parser.add_argument(
+            "--no-prepare",
+            action="store_true",
+            help="make Instagram containers at the due time, as if posts were scheduled less than "
+            "LAYERS_PREPARE_AHEAD before it (default: made ahead, as production does for posts scheduled earlier)",
+        )
         parser.add_argument("--keep-logs", action="store_true", help="keep the servers' and workers' logs")
 
     # --- outer: pick the database and the port, then become the bench process -----------------------
@@ -89,7 +96,7 @@ class Command(BenchCommand):
 
         db = os.environ["LAYERS_BENCH_DB"]
         phase_count = len(opts["phases"])
-        hard_limit = int(180 + phase_count * (opts["timeout"] + opts["lead"] + 120))
+        hard_limit = int(180 + phase_count * (opts["timeout"] + opts["lead"] + 120 + PREPARE_LIMIT))
         harness.arm_hard_limit("bench_publish", hard_limit)
         log_dir = Path(tempfile.mkdtemp(prefix="layers-bench-"))
         ok = False
@@ -112,6 +119,7 @@ class Command(BenchCommand):
                 sandbox_workers=opts["sandbox_workers"],
                 sandbox_threads=opts["sandbox_threads"],
                 lead=opts["lead"],
+                prepare=not opts["no_prepare"],
             )
             with harness.Processes(log_dir) as procs:
                 url = f"http://127.0.0.1:{opts['sandbox_port']}"
