@@ -8,7 +8,7 @@ import time_machine
 
 from accounts.models import Event, SocialAccount
 from accounts.platforms.sandbox.models import Container
-from scheduling import services
+from scheduling import services, tasks
 from tests.accounts.oauth_helpers import connected_account, consent_and_return
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
 from tests.scheduling.test_publishing import sandbox_control
@@ -95,6 +95,20 @@ def test_preparing_anything_but_an_instagram_post_to_publish_does_nothing(owner)
     assert [services.post_prepare(post_id=p["id"]) for p in stray] == ["skipped", "skipped"]
     assert sandbox_posts("tiktok", "prep.stray") == [] and containers("prep.stray.ig") == []
     assert sandbox_posts("instagram", "prep.stray.ig") == []
+
+
+def test_preparation_waits_while_due_posts_wait_for_workers(owner, monkeypatch):
+    monkeypatch.setattr(tasks, "WAITING_PER_TASK", 1)  # "a burst" is one waiting post here
+    due = schedule_now(owner, connected_account(owner, "tiktok", "prep.busy")["id"])
+    ahead = schedule_now(owner, connected_account(owner, "instagram", "prep.later")["id"], when=later(minutes=5))
+    assert services.posts_claim_due() == [due["id"]]  # claimed; no worker has started it yet
+
+    run_dispatcher()
+    assert containers("prep.later") == []  # the due post comes first
+
+    services.posts_publish(post_ids=[due["id"]])  # the workers catch up
+    run_dispatcher()
+    assert len(containers("prep.later")) == 1 and post(owner, ahead["id"])["status"] == "queued"
 
 
 def test_preparation_can_be_turned_off(owner, settings, slow_processing):
