@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Count, Max
 from django.utils import timezone
 
@@ -218,6 +219,8 @@ class PublishBench:
         self.out(f"  {phase}: {len(ids)} posts seeded in {time.monotonic() - started:.1f} s")
         if self.options.prepare:
             self._prepare(phase, ids)
+            # Made at least a processing time before the due instant, as LAYERS_PREPARE_AHEAD gives them.
+            lead = max(lead, float(settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS))
         due = (timezone.now() + timedelta(seconds=lead)).replace(microsecond=0)
         # Every post is marked taken for preparation (prepared or not), so no dispatcher prepares any later.
         ScheduledPost.objects.filter(pk__in=ids).update(

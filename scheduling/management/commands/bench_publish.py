@@ -96,7 +96,9 @@ class Command(BenchCommand):
 
         db = os.environ["LAYERS_BENCH_DB"]
         phase_count = len(opts["phases"])
-        hard_limit = int(180 + phase_count * (opts["timeout"] + opts["lead"] + 120 + PREPARE_LIMIT))
+        hard_limit = int(
+            180 + phase_count * (opts["timeout"] + opts["lead"] + opts["publish_delay"] + 120 + PREPARE_LIMIT)
+        )
         harness.arm_hard_limit("bench_publish", hard_limit)
         log_dir = Path(tempfile.mkdtemp(prefix="layers-bench-"))
         ok = False
