@@ -67,6 +67,8 @@ class PhaseResult:
     lag_p50_s: float | None
     lag_p95_s: float | None
     lag_p99_s: float | None
+    # Instagram's lag is what preparing containers ahead changes; TikTok's init call is the post itself.
+    lag_by_platform: dict[str, dict[str, float | None]]
     peak_worker_rss_mib: float
     cpu_ms_per_post: dict[str, float]
     # Share of the machine's CPU time during the phase used by other programs (other test suites, ...).
@@ -315,12 +317,18 @@ class PublishBench:
         last = published.aggregate(last=Max("published_at"))["last"]
         drain = (last - due).total_seconds() if last else None
         accepted: dict[str, list[datetime]] = {}
+        platform_of: dict[str, str] = {}
         label = seed.caption_of(phase, 0).rsplit("#", 1)[0]
-        for caption, created_at in SandboxPost.objects.filter(caption__startswith=label).values_list(
-            "caption", "created_at"
+        for caption, created_at, platform in SandboxPost.objects.filter(caption__startswith=label).values_list(
+            "caption", "created_at", "platform"
         ):
             accepted.setdefault(caption, []).append(created_at)
-        lags = [(min(times) - due).total_seconds() for times in accepted.values()]
+            platform_of[caption] = platform
+        lag_of = {caption: (min(times) - due).total_seconds() for caption, times in accepted.items()}
+        lags = list(lag_of.values())
+        by_platform: dict[str, list[float]] = {}
+        for caption, lag in lag_of.items():
+            by_platform.setdefault(platform_of[caption], []).append(lag)
         duplicates = sum(len(times) - 1 for times in accepted.values())
         return PhaseResult(
             phase=phase,
@@ -333,6 +341,10 @@ class PublishBench:
             lag_p50_s=harness.percentile(lags, 50),
             lag_p95_s=harness.percentile(lags, 95),
             lag_p99_s=harness.percentile(lags, 99),
+            lag_by_platform={
+                platform: {"p50": harness.percentile(values, 50), "p99": harness.percentile(values, 99)}
+                for platform, values in sorted(by_platform.items())
+            },
             peak_worker_rss_mib=peak / 1024 / 1024,
             cpu_ms_per_post={name: 1000 * seconds / n for name, seconds in cpu_used.items()},
             others_cpu_share=others,

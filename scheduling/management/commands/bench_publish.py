@@ -243,6 +243,14 @@ def _table(report: dict) -> str:
         )
     )
     lines.append(
+        "Dispatch lag p50 / p99 by platform: "
+        + "; ".join(
+            f"{r['phase']}: "
+            + ", ".join(f"{k} {f(v['p50'], 's', 2)} / {f(v['p99'], 's', 2)}" for k, v in r["lag_by_platform"].items())
+            for r in report["phases"]
+        )
+    )
+    lines.append(
         "CPU used by other programs during each phase: "
         + ", ".join(f"{r['phase']} {100 * r['others_cpu_share']:.0f}%" for r in report["phases"])
     )
