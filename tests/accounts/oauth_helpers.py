@@ -50,3 +50,12 @@ def connected_account(tenant, platform: str, username: str, **kwargs) -> dict:
     assert body["status"] == "completed", body
     account = tenant.client.get(f"/v1/social-accounts/{body['socialAccountId']}")
     return account.json()
+
+
+def reauthorize(tenant, account_id: str, platform: str, username: str):
+    """The customer follows a reauth link for the account and consents again; the callback's response."""
+    link = tenant.client.post(
+        f"/v1/projects/{tenant.project.id}/social/reauth-url", {"socialAccountId": account_id}, format="json"
+    )
+    assert link.status_code < 300, link.content
+    return consent_and_return(platform, link.json()["authorizeUrl"], username)

@@ -14,7 +14,7 @@ from accounts.models import Event, SocialAccount
 from accounts.platforms.base import TokenInvalid
 from accounts.platforms.sandbox.identities import tiktok_open_id
 from accounts.platforms.tiktok import TikTokClient
-from tests.accounts.oauth_helpers import connected_account, consent_and_return
+from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.conftest import assert_error
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,10 +101,7 @@ def test_a_reauth_after_the_removal_survives_a_late_or_repeated_delivery(owner):
     assert post(*signed(late)).status_code == 200
     assert statuses(account["id"]) == ["reauth_required"]
     time.sleep(1.1)  # create_time has whole seconds; a real consent takes longer than this
-    link = owner.client.post(
-        f"/v1/projects/{owner.project.id}/social/reauth-url", {"socialAccountId": account["id"]}, format="json"
-    ).json()
-    consent_and_return("tiktok", link["authorizeUrl"], "returner")
+    reauthorize(owner, account["id"], "tiktok", "returner")
     assert statuses(account["id"]) == ["connected"]
     # ... and TikTok's retry of that removal's delivery, signed anew, does not condemn the new token.
     assert post(*signed(late)).status_code == 200

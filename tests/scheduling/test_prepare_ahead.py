@@ -9,7 +9,7 @@ import time_machine
 from accounts.models import Event, SocialAccount
 from accounts.platforms.sandbox.models import Container
 from scheduling import services, tasks
-from tests.accounts.oauth_helpers import connected_account, consent_and_return
+from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
 from tests.scheduling.test_publishing import sandbox_control
 
@@ -192,10 +192,7 @@ def test_a_dead_token_found_while_preparing_asks_for_a_reauth_in_time(owner):
     assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
     assert Event.objects.filter(type="social_account.needs_reauth").count() == 1
     assert post(owner, scheduled["id"])["status"] == "queued"
-    link = owner.client.post(
-        f"/v1/projects/{owner.project.id}/social/reauth-url", {"socialAccountId": account["id"]}, format="json"
-    ).json()
-    consent_and_return("instagram", link["authorizeUrl"], "prep.lapsed")
+    reauthorize(owner, account["id"], "instagram", "prep.lapsed")
     assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
 
     with time_machine.travel(later(minutes=10, seconds=1)):

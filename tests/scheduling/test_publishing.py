@@ -11,7 +11,7 @@ from accounts import services as account_services
 from accounts.models import Event, SocialAccount
 from scheduling import services
 from scheduling.models import Layer, ManagedProvider, ScheduledPost
-from tests.accounts.oauth_helpers import connected_account, consent_and_return
+from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.receivers import receiver
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
 
@@ -233,10 +233,7 @@ def test_queued_post_publishes_on_the_new_token_after_a_reauth_in_time(owner):
     scheduled = schedule_now(owner, account["id"], when=later(hours=1))
     sandbox_control("tiktok", "invalidate-tokens", {"username": "renewed"})
     account_services.social_account_check_health(account_id=account["id"])
-    link = owner.client.post(
-        f"/v1/projects/{owner.project.id}/social/reauth-url", {"socialAccountId": account["id"]}, format="json"
-    ).json()
-    consent_and_return("tiktok", link["authorizeUrl"], "renewed")
+    reauthorize(owner, account["id"], "tiktok", "renewed")
 
     with time_machine.travel(later(hours=1, seconds=1)):
         run_dispatcher()
