@@ -72,3 +72,39 @@ def test_two_dispatchers_publish_every_post_exactly_once(owner):
     for handle in handles:
         captions = [p.caption for p in sandbox_posts("instagram", handle)]
         assert sorted(captions) == sorted(f"{handle} #{n}" for n in range(8))  # each exactly once
+
+
+def test_two_dispatchers_preparing_at_once_make_one_container_per_post(owner):
+    from accounts.platforms.sandbox.models import Container
+    from tests.scheduling.publish_helpers import later
+
+    handles = [f"prep.burst{i}" for i in range(3)]
+    accounts = [connected_account(owner, "instagram", h) for h in handles]
+    scheduled = [schedule_now(owner, a["id"], caption=f"{a['handle']} #{n}", when=later(minutes=5))["id"]
+                 for a in accounts for n in range(6)]  # fmt: skip
+    prepared: list[list[str]] = [[], []]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def dispatcher(slot: int):
+        try:
+            barrier.wait()
+            while ids := services.posts_claim_for_preparation(limit=2):
+                prepared[slot].extend(i for i in ids if services.post_prepare(post_id=i) == "prepared")
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=dispatcher, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert sorted(prepared[0] + prepared[1]) == sorted(scheduled)
+    assert prepared[0] and prepared[1]  # they really ran side by side
+    rows = dict(ScheduledPost.objects.filter(pk__in=scheduled).values_list("pk", "prepared_publish_id"))
+    made = set(Container.objects.filter(username__in=handles).values_list("ig_id", flat=True))
+    assert len(made) == 18 and set(rows.values()) == made  # one container per post, each its own
