@@ -1,6 +1,7 @@
 """At most once on the platform, with real killed processes: a publisher process is SIGKILLed while the
 platform (the sandbox, served over real HTTP by the live test server) is handling its call, then the
-resolver settles the post. Never a second post; a post whose call never happened is published once."""
+resolver settles the post. Never a second post; a post whose call never happened is published once, and
+so is a post whose Instagram container was being made ahead of its time when the process died."""
 
 import os
 import signal
@@ -129,3 +130,24 @@ def test_worker_killed_before_the_platform_call_leads_to_exactly_one_post(owner,
 
     assert len(sandbox_posts("tiktok", "crash.before")) == 1
     assert ScheduledPost.objects.get(pk=scheduled["id"]).status == "published"
+
+
+def test_worker_killed_while_preparing_an_instagram_post_leaves_it_to_be_published_once_at_its_time(owner, live):
+    from accounts.platforms.sandbox.models import Container
+
+    account = connected_account(owner, "instagram", "crash.prep")
+    scheduled = schedule_now(owner, account["id"], when=timezone.now() + timedelta(minutes=5))
+    stall("instagram", "/media")  # the container is made; the answer with its id never arrives
+
+    proc = start_publisher(live)  # nothing is due: its tick prepares the post
+    kill_when(proc, lambda: Container.objects.filter(username="crash.prep").exists())
+
+    row = ScheduledPost.objects.get(pk=scheduled["id"])
+    assert row.status == "queued" and row.prepare_claimed_at and not row.prepared_publish_id
+    with time_machine.travel(timezone.now() + timedelta(minutes=5, seconds=1)):
+        dispatch_due_posts()
+
+    row.refresh_from_db()
+    assert row.status == "published"
+    assert len(sandbox_posts("instagram", "crash.prep")) == 1
+    assert Container.objects.filter(username="crash.prep").count() == 2  # the orphan is never published
