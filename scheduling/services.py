@@ -251,6 +251,11 @@ STATUS_POLL_MAX = timedelta(minutes=2)
 PUBLISH_GIVE_UP = timedelta(hours=24)
 # Instagram drops an unpublished container 24 h after it was made; an hour's margin for clocks and queues.
 PREPARED_USABLE_FOR = timedelta(hours=23)
+# Preparations handed out and not finished are at most this many: slow workers then leave the rest of a big
+# campaign for later ticks instead of piling up messages that a burst coming due would queue behind. One not
+# finished after PREPARE_IN_FLIGHT_FOR (a few platform calls, each with its timeout) no longer counts.
+PREPARE_IN_FLIGHT_MAX = 200
+PREPARE_IN_FLIGHT_FOR = timedelta(minutes=2)
 
 
 def _claim(*, status: str, due_field: str, now: datetime, limit: int, updates: dict, **filters) -> list[str]:
@@ -316,6 +321,11 @@ def posts_claim_for_preparation(*, now: datetime | None = None, limit: int = 500
     now = now or timezone.now()
     ahead = settings.LAYERS_PREPARE_AHEAD
     if not ahead:
+        return []
+    window = ScheduledPost.objects.filter(status=ScheduledPost.Status.QUEUED, due_at__gt=now, due_at__lte=now + ahead)
+    in_flight = window.filter(prepare_claimed_at__gte=now - PREPARE_IN_FLIGHT_FOR, prepared_publish_id="").count()
+    limit = min(limit, PREPARE_IN_FLIGHT_MAX - in_flight)
+    if limit <= 0:
         return []
     return _claim(
         status=ScheduledPost.Status.QUEUED,

@@ -11,7 +11,7 @@ from scheduling import services
 # threads idle at the end of a burst. With few posts waiting, each goes out alone, so all start at once.
 POSTS_PER_TASK_MAX = 5
 WAITING_PER_TASK = 64
-# Posts taken for preparation per tick (every 2 s): a few hundred per minute, ahead of time, off the burst.
+# Posts taken for preparation per tick (every 2 s), up to services.PREPARE_IN_FLIGHT_MAX unfinished at once.
 PREPARE_PER_TICK = 100
 
 

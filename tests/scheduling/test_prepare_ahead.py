@@ -111,6 +111,26 @@ def test_preparation_waits_while_due_posts_wait_for_workers(owner, monkeypatch):
     assert len(containers("prep.later")) == 1 and post(owner, ahead["id"])["status"] == "queued"
 
 
+def test_preparations_handed_out_at_once_are_bounded(owner, monkeypatch):
+    monkeypatch.setattr(services, "PREPARE_IN_FLIGHT_MAX", 2)
+    account = connected_account(owner, "instagram", "prep.bounded")
+
+    def scheduled(*captions):
+        return [schedule_now(owner, account["id"], caption=c, when=later(minutes=5))["id"] for c in captions]
+
+    a, b, c = scheduled("a", "b", "c")
+    assert sorted(services.posts_claim_for_preparation()) == sorted([a, b])
+    assert services.posts_claim_for_preparation() == []  # two handed out, not finished: no more
+    assert [services.post_prepare(post_id=i) for i in (a, b)] == ["prepared", "prepared"]
+    assert services.posts_claim_for_preparation() == [c]  # finished ones no longer count
+
+    scheduled("d", "e")
+    assert len(services.posts_claim_for_preparation()) == 1  # c (its worker died, say) and one of d, e
+    with time_machine.travel(later(minutes=2, seconds=30)):  # unfinished for too long: they stop counting
+        assert len(services.posts_claim_for_preparation()) == 1  # the other of d, e
+    assert len(containers("prep.bounded")) == 2
+
+
 def test_preparation_can_be_turned_off(owner, settings, slow_processing):
     settings.LAYERS_PREPARE_AHEAD = timedelta(0)
     account = connected_account(owner, "instagram", "prep.off")
