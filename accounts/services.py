@@ -171,11 +171,11 @@ def event_record(*, organization_id: str, type: str, data: dict) -> Event:
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("event_record must run inside the transaction of the change it reports")
     event = Event.objects.create(organization_id=organization_id, type=type, data=data)
-    transaction.on_commit(lambda: _after_event_commit(event.pk))
+    transaction.on_commit(lambda: _after_event_commit(event))
     return event
 
 
-def _after_event_commit(event_id: str) -> None:
+def _after_event_commit(event: Event) -> None:
     """Hook for delivery: the event is fanned out to its webhook deliveries once it is committed.
 
     From a request, through the broker (side effects stay off the request path). From a Celery task (a
@@ -190,11 +190,12 @@ def _after_event_commit(event_id: str) -> None:
 
     try:
         if current_task:
-            event_fan_out(event_id=event_id)
+            # The event as written: no need to read it back to find that nobody subscribes (the common case).
+            event_fan_out(event_id=event.pk, recorded=event)
         else:
-            webhook_fan_out.delay(event_id)
+            webhook_fan_out.delay(event.pk)
     except Exception:  # noqa: BLE001 - the change is committed: never fail it; the relay tick fans out later
-        logging.getLogger(__name__).warning("webhook fan-out of %s not done", event_id, exc_info=True)
+        logging.getLogger(__name__).warning("webhook fan-out of %s not done", event.pk, exc_info=True)
 
 
 # --- Connected accounts: OAuth connect / reauth, bindings, revoke, token health ----------------------

@@ -219,21 +219,29 @@ def _subscribers(event: Event) -> list[WebhookEndpoint]:
     ]
 
 
-def event_fan_out(*, event_id: str) -> list[str]:
+def event_fan_out(*, event_id: str, recorded: Event | None = None) -> list[str]:
     """Create one pending delivery, due now, per live endpoint of the event's organization that subscribes
     to its type and existed when the event happened. Safe to call any number of times: the first committed
     call wins (WebhookFanout marker), later ones return []. Returns the ids of the deliveries created and
-    queues their first attempt after commit."""
+    queues their first attempt after commit.
+
+    `recorded`: the event as the caller just wrote it (committed). Its organization, type and time decide
+    the subscribers without reading the row back; the body is still built from the stored row, so that it
+    is byte for byte what GET /v1/events shows (PostgreSQL's jsonb orders keys its own way)."""
     from accounts.webhooks.tasks import webhook_deliver
 
-    event = Event.objects.filter(pk=event_id).first()
+    event = recorded or Event.objects.filter(pk=event_id).first()
     if event is None:
         return []
     if not _subscribers(event):
         # The common case (most events have no subscriber): just the marker, in one statement, instead of
         # a transaction, a savepoint and two more round trips. Concurrent calls insert the same marker once.
-        WebhookFanout.objects.bulk_create([WebhookFanout(event=event)], ignore_conflicts=True)
+        WebhookFanout.objects.bulk_create([WebhookFanout(event_id=event_id)], ignore_conflicts=True)
         return []
+    if recorded is not None:
+        event = Event.objects.filter(pk=event_id).first()
+        if event is None:
+            return []
     with transaction.atomic():
         try:
             with transaction.atomic():

@@ -371,3 +371,25 @@ def test_deleting_an_endpoint_stops_its_retries(owner, receivers):
     delivery.refresh_from_db()
     assert delivery.status == "canceled"
     assert WebhookEndpoint.objects.get(pk=endpoint["id"]).deleted_at is not None
+
+
+def test_a_worker_fans_out_the_event_it_wrote_without_reading_it_back_and_sends_the_stored_body(owner, receivers):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    # Written the way a publishing worker writes it; the keys are in an order jsonb does not keep.
+    quiet = Event.objects.create(organization_id=owner.org.id, type="social_account.connected", data={"zz": 1, "a": 2})
+    with CaptureQueriesContext(connection) as queries:
+        assert services.event_fan_out(event_id=quiet.pk, recorded=quiet) == []
+    assert WebhookFanout.objects.filter(event=quiet).exists()
+    assert not any(Event._meta.db_table in q["sql"].split(" WHERE ")[0] for q in queries.captured_queries)
+
+    receiver = receivers()
+    endpoint = create_endpoint(owner, receiver.url())
+    heard = Event.objects.create(organization_id=owner.org.id, type="social_account.connected", data={"zz": 1, "a": 2})
+    (delivery_id,) = services.event_fan_out(event_id=heard.pk, recorded=heard)
+    sent = WebhookDelivery.objects.get(pk=delivery_id).body
+    assert sent == services.event_body(Event.objects.get(pk=heard.pk))  # the stored row, byte for byte
+    listed = owner.client.get("/v1/events").json()["data"]
+    assert json.loads(sent) == next(e for e in listed if e["id"] == heard.pk)
+    assert delivery_of(heard, endpoint).pk == delivery_id
