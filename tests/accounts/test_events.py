@@ -33,7 +33,7 @@ def test_event_recorded_in_a_committed_transaction_is_kept_and_handed_to_deliver
         event = event_record(organization_id=owner.org.id, type="social_account.connected", data={"n": 1})
         assert delivered == []  # nothing leaves before the commit
     assert Event.objects.filter(pk=event.pk).exists()
-    assert delivered == [event.pk]
+    assert [e.pk for e in delivered] == [event.pk]
 
 
 def test_rolled_back_event_is_never_handed_to_delivery(owner, transactional_db, monkeypatch):
