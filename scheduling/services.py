@@ -4,6 +4,7 @@ here is safe to run twice or concurrently."""
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,6 +19,7 @@ from accounts.platforms.base import (
     MediaItem,
     PlatformError,
     PlatformUnavailable,
+    PublishResult,
     RateLimited,
     RequestRejected,
     TokenInvalid,
@@ -361,17 +363,9 @@ def post_prepare(*, post_id: str) -> str:
         or post.social_account.status != SocialAccount.Status.CONNECTED
     ):
         return "skipped"
-    account, container = post.social_account, post.container
-    kind = "video" if container.media_type == "video" else "image"
+    account = post.social_account
     try:
-        result = _client(account.platform).publish(
-            access_token=account.access_token or "",
-            platform_user_id=account.identity.platform_user_id,
-            mode=ScheduledPost.Mode.PUBLISH,
-            media_type=container.media_type,
-            media=[MediaItem(url=url, kind=kind) for url in container.media_urls],
-            caption=container.caption,
-        )
+        result = _platform_publish(post)
     except TokenInvalid:
         social_account_mark_reauth_required(account_id=account.pk, expected_version=account.token_version)
         return "unprepared"
@@ -383,6 +377,22 @@ def post_prepare(*, post_id: str) -> str:
         pk=post.pk, status=ScheduledPost.Status.QUEUED, prepared_publish_id=""
     ).update(prepared_publish_id=result.publish_id)
     return "prepared" if updated else "skipped"
+
+
+def _platform_publish(post: ScheduledPost, *, before_create: Callable[[], None] | None = None) -> PublishResult:
+    """The platform call that makes the post from its container, on the account's token: the post itself,
+    or on Instagram in mode publish its container (published later by media_publish)."""
+    account, container = post.social_account, post.container
+    kind = "video" if container.media_type == "video" else "image"
+    return _client(account.platform).publish(
+        access_token=account.access_token or "",
+        platform_user_id=account.identity.platform_user_id,
+        mode=post.mode,
+        media_type=container.media_type,
+        media=[MediaItem(url=url, kind=kind) for url in container.media_urls],
+        caption=container.caption,
+        before_create=before_create,
+    )
 
 
 def _prepared_publish_id(post: ScheduledPost) -> str:
@@ -561,8 +571,6 @@ def _publish(post: ScheduledPost | None) -> str:
         return _publish_known_id(post, prepared)
 
     version = account.token_version
-    container = post.container
-    kind = "video" if container.media_type == "video" else "image"
     intent = {"marked": False}
 
     def mark_point_of_no_return():
@@ -577,15 +585,7 @@ def _publish(post: ScheduledPost | None) -> str:
         intent["marked"] = True
 
     try:
-        result = _client(account.platform).publish(
-            access_token=account.access_token or "",
-            platform_user_id=account.identity.platform_user_id,
-            mode=post.mode,
-            media_type=container.media_type,
-            media=[MediaItem(url=url, kind=kind) for url in container.media_urls],
-            caption=container.caption,
-            before_create=mark_point_of_no_return,
-        )
+        result = _platform_publish(post, before_create=mark_point_of_no_return)
     except _LostClaim:
         return "skipped"
     except TokenInvalid:
