@@ -80,14 +80,27 @@ TEMPLATES = [
 
 # Database: SQLite under ./var by default (one command to run), PostgreSQL via DATABASE_URL.
 DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
-if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # Web, worker and beat share the file: wait for locks instead of failing, and let readers in (WAL).
-    DATABASES["default"]["OPTIONS"] = {
-        "timeout": 30,
-        "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL;",
-    }
+# PostgreSQL plans a statement every time it receives one as text, and for the API's hot reads (the API key,
+# a page of accounts) planning took several times what executing did (BENCHMARKS.md, bench_api). With
+# server-side parameters, psycopg prepares a statement once a connection has run it 5 times, and PostgreSQL
+# reuses its plan. Django leaves both off so that transaction-mode connection poolers (PgBouncer before 1.21)
+# keep working: set LAYERS_DB_PREPARED_STATEMENTS=false behind such a pooler.
+LAYERS_DB_PREPARED_STATEMENTS = env.bool("LAYERS_DB_PREPARED_STATEMENTS", default=True)
+
+
+def database(url: str, *, conn_max_age: int = 60) -> dict:
+    """Django's DATABASES entry for `url`, with the options its engine runs with here."""
+    db = dj_database_url.parse(url, conn_max_age=conn_max_age)
+    if db["ENGINE"].endswith("sqlite3"):
+        # Web, worker and beat share the file: wait for locks instead of failing, and let readers in (WAL).
+        defaults = {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    else:
+        defaults = {"server_side_binding": True, "prepare_threshold": 5} if LAYERS_DB_PREPARED_STATEMENTS else {}
+    db["OPTIONS"] = {**defaults, **db.get("OPTIONS", {})}  # what the URL's query string sets wins
+    return db
+
+
+DATABASES = {"default": database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -6,14 +6,12 @@ memory), quiet logs, a Redis broker whose keys carry a per-run prefix (runs neve
 sandbox's simulated quotas lifted, because the bench measures the publishing pipeline, not the sandbox's
 per-minute and per-day limits. The sandbox's latency comes from LAYERS_SANDBOX_LATENCY_MS."""
 
-import dj_database_url
-
 from .base import *  # noqa: F403
-from .base import CACHE_URL, LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, env
+from .base import CACHE_URL, LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, database, env
 
 DEBUG = False
 # Required: the bench never runs on SQLite (the claim needs FOR UPDATE SKIP LOCKED, workers need a server).
-DATABASES = {"default": dj_database_url.parse(env.str("DATABASE_URL"), conn_max_age=60)}
+DATABASES = {"default": database(env.str("DATABASE_URL"))}
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": env.str("LAYERS_BENCH_REDIS_PREFIX", default="layers-bench:")}

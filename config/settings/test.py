@@ -1,11 +1,9 @@
 """Test suite: real PostgreSQL (concurrency tests need it), sandbox platforms, in-memory broker."""
 
-import dj_database_url
-
 from .base import *  # noqa: F403
-from .base import DATABASES, env
+from .base import DATABASES, database, env
 
-DATABASES["default"] = dj_database_url.parse(
+DATABASES["default"] = database(
     env.str("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/layers"), conn_max_age=0
 )
 # LAYERS_TEST_DB lets several checkouts on one machine run the suite at once without sharing a database.

@@ -1,0 +1,42 @@
+"""PostgreSQL plans the API's hot statements once per connection, not on every request
+(LAYERS_DB_PREPARED_STATEMENTS, config/settings/base.py), and what a partner reads does not change when a
+statement starts being served prepared."""
+
+import pytest
+from django.db import connection
+
+from config.settings.base import database
+from tests.factories import make_account
+
+pytestmark = pytest.mark.django_db
+
+
+def _prepared() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [statement for (statement,) in cursor.fetchall()]
+
+
+def test_a_dashboard_polling_its_accounts_is_answered_from_prepared_statements(owner):
+    # given a project with three accounts
+    for platform in ("tiktok", "instagram", "tiktok"):
+        make_account(owner, platform=platform)
+    url = f"/v1/projects/{owner.project.pk}/social-accounts"
+
+    # when a partner's dashboard lists them again and again on one connection
+    pages = [owner.client.get(url) for _ in range(7)]
+
+    # then every answer is the same page of three accounts, before and after the statements were prepared
+    assert all(page.status_code == 200 for page in pages)
+    assert [a["id"] for a in pages[0].json()["data"]] and len(pages[0].json()["data"]) == 3
+    assert all(page.json() == pages[0].json() for page in pages)
+    # and the API key's lookup and the page's two statements are prepared on the connection: planned once
+    prepared = " ".join(_prepared())
+    assert "FROM accounts_apikey" in prepared
+    assert "FROM accounts_socialaccount sa" in prepared
+    assert "FROM scheduling_layer" in prepared
+
+
+def test_the_database_urls_own_options_are_kept_next_to_prepared_statements():
+    options = database("postgres://layers@db.internal:5432/layers?application_name=layers-web")["OPTIONS"]
+    assert options == {"server_side_binding": True, "prepare_threshold": 5, "application_name": "layers-web"}
