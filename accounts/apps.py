@@ -7,6 +7,7 @@ class AccountsConfig(AppConfig):
 
     def ready(self):
         import config.api.schema  # noqa: F401  (registers the OpenAPI auth extension)
-        from config import pgtime
+        from config import pgprepared, pgtime
 
         pgtime.install()  # psycopg's C loader for timestamps (config/pgtime.py)
+        pgprepared.install()  # prepared statements made stale by a migration (config/pgprepared.py)

@@ -84,7 +84,8 @@ DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite
 # a page of accounts) planning took several times what executing did (BENCHMARKS.md, bench_api). With
 # server-side parameters, psycopg prepares a statement once a connection has run it 5 times, and PostgreSQL
 # reuses its plan. Django leaves both off so that transaction-mode connection poolers (PgBouncer before 1.21)
-# keep working: set LAYERS_DB_PREPARED_STATEMENTS=false behind such a pooler.
+# keep working: set LAYERS_DB_PREPARED_STATEMENTS=false behind such a pooler. A migration that changes a
+# column's type makes PostgreSQL refuse the statements prepared before it: config/pgprepared.py.
 LAYERS_DB_PREPARED_STATEMENTS = env.bool("LAYERS_DB_PREPARED_STATEMENTS", default=True)
 
 

@@ -2,8 +2,9 @@
 (LAYERS_DB_PREPARED_STATEMENTS, config/settings/base.py), and what a partner reads does not change when a
 statement starts being served prepared."""
 
+import psycopg
 import pytest
-from django.db import connection
+from django.db import NotSupportedError, connection, transaction
 
 from config.settings.base import database
 from tests.factories import make_account
@@ -40,3 +41,49 @@ def test_a_dashboard_polling_its_accounts_is_answered_from_prepared_statements(o
 def test_the_database_urls_own_options_are_kept_next_to_prepared_statements():
     options = database("postgres://layers@db.internal:5432/layers?application_name=layers-web")["OPTIONS"]
     assert options == {"server_side_binding": True, "prepare_threshold": 5, "application_name": "layers-web"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_migration_that_changes_a_column_type_costs_one_failed_query_not_a_connections_lifetime():
+    settings = connection.settings_dict
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE prepared_probe (id integer, name varchar(10))")
+        cursor.execute("INSERT INTO prepared_probe VALUES (1, 'before')")
+
+    def migrate(sql: str) -> None:  # another process's connection, as `manage.py migrate` would be
+        with psycopg.connect(
+            host=settings["HOST"], port=settings["PORT"] or 5432, user=settings["USER"], dbname=settings["NAME"]
+        ) as other:
+            other.execute(sql)
+
+    def read():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id, name FROM prepared_probe WHERE id = %s", [1])
+            return cursor.fetchall()
+
+    try:
+        # given a statement the connection has run often enough to prepare it
+        for _ in range(6):
+            assert read() == [(1, "before")]
+        assert any("prepared_probe" in statement for statement in _prepared())
+
+        # when a migration on another connection changes the type of a column it reads
+        migrate("ALTER TABLE prepared_probe ALTER COLUMN name TYPE varchar(40)")
+        migrate("UPDATE prepared_probe SET name = 'after, and longer than before'")
+
+        # then the first read on the old plan fails, and the next one reads the new schema
+        with pytest.raises(NotSupportedError, match="cached plan must not change result type"):
+            read()
+        assert read() == [(1, "after, and longer than before")]
+
+        # and inside a transaction too: the rollback that follows the failure is what heals it
+        for _ in range(6):
+            read()
+        migrate("ALTER TABLE prepared_probe ALTER COLUMN name TYPE varchar(80)")
+        with pytest.raises(NotSupportedError), transaction.atomic():
+            read()
+        with transaction.atomic():
+            assert read() == [(1, "after, and longer than before")]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS prepared_probe")

@@ -1,0 +1,36 @@
+"""Prepared statements that a migration made stale are dropped instead of failing until the connection
+is recycled.
+
+Connections prepare the statements they run often (LAYERS_DB_PREPARED_STATEMENTS, config/settings/base.py).
+When a migration changes the type of a column such a statement reads, PostgreSQL refuses the statement on
+connections that prepared it before ("cached plan must not change result type"), and psycopg keeps sending
+it. Inside a transaction the rollback that follows the error makes psycopg forget its prepared statements.
+Outside one nothing would, so the connection is closed: the next query opens a fresh one, which prepares
+against the new schema. The request that hit the error still fails; the ones after it do not."""
+
+from django.db.backends.signals import connection_created
+
+STALE_PLAN_SQLSTATE = "0A000"  # feature_not_supported, which is what PostgreSQL raises for a stale plan
+
+
+def forget_stale_plans(execute, sql, params, many, context):
+    try:
+        return execute(sql, params, many, context)
+    except Exception as exc:
+        error = exc.__cause__ or exc  # Django wraps psycopg's error; the SQLSTATE is on the cause
+        if getattr(error, "sqlstate", None) == STALE_PLAN_SQLSTATE and "cached plan" in str(error):
+            connection = context["connection"]
+            if not connection.in_atomic_block:
+                connection.close()
+        raise
+
+
+def _install_on(sender, connection, **kwargs) -> None:
+    if connection.vendor == "postgresql" and forget_stale_plans not in connection.execute_wrappers:
+        # First, not last: `connection.execute_wrapper()` blocks pop the last wrapper when they end, and a
+        # connection may be opened inside one.
+        connection.execute_wrappers.insert(0, forget_stale_plans)
+
+
+def install() -> None:
+    connection_created.connect(_install_on, dispatch_uid="layers-pg-forget-stale-plans")
