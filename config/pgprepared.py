@@ -11,14 +11,21 @@ against the new schema. The request that hit the error still fails; the ones aft
 from django.db.backends.signals import connection_created
 
 STALE_PLAN_SQLSTATE = "0A000"  # feature_not_supported, which is what PostgreSQL raises for a stale plan
+STALE_PLAN_SOURCE = "RevalidateCachedQuery"  # the server function that raises it (never translated)
+
+
+def is_stale_plan(error: BaseException) -> bool:
+    if getattr(error, "sqlstate", None) != STALE_PLAN_SQLSTATE:
+        return False
+    diag = getattr(error, "diag", None)
+    return getattr(diag, "source_function", None) == STALE_PLAN_SOURCE or "cached plan" in str(error)
 
 
 def forget_stale_plans(execute, sql, params, many, context):
     try:
         return execute(sql, params, many, context)
     except Exception as exc:
-        error = exc.__cause__ or exc  # Django wraps psycopg's error; the SQLSTATE is on the cause
-        if getattr(error, "sqlstate", None) == STALE_PLAN_SQLSTATE and "cached plan" in str(error):
+        if is_stale_plan(exc.__cause__ or exc):  # Django wraps psycopg's error; the SQLSTATE is on the cause
             connection = context["connection"]
             if not connection.in_atomic_block:
                 connection.close()
