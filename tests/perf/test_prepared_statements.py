@@ -1,6 +1,7 @@
 """PostgreSQL plans the API's hot statements once per connection, not on every request
-(LAYERS_DB_PREPARED_STATEMENTS, config/settings/base.py), and what a partner reads does not change when a
-statement starts being served prepared."""
+(LAYERS_DB_PREPARED_STATEMENTS, config/settings/base.py), what a partner reads does not change when a
+statement starts being served prepared, and a migration that changes a column's type costs one failed
+query per connection (config/pgprepared.py)."""
 
 import psycopg
 import pytest
