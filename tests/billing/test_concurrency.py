@@ -12,34 +12,11 @@ from billing import services
 from billing.models import LedgerEntry
 from leasing.periods import add_months, period_index_at
 from tests.billing.factories import balance, charges, lease_assign, lease_release
+from tests.concurrency import run_in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NOW = datetime(2025, 9, 1, 12, tzinfo=UTC)
-
-
-def run_in_threads(*targets):
-    """Start every target at the same moment; re-raise the first error of any thread."""
-    barrier = threading.Barrier(len(targets))
-    errors: list[BaseException] = []
-    results: list = [None] * len(targets)
-
-    def wrap(i, target):
-        try:
-            barrier.wait()
-            results[i] = target()
-        except BaseException as exc:  # noqa: BLE001 - surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=wrap, args=(i, t)) for i, t in enumerate(targets)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == [], errors
-    return results
 
 
 def test_the_job_run_twice_concurrently_charges_each_lease_once_per_period(owner, sibling, outsider):

@@ -1,12 +1,11 @@
 """Two staff assigning the same pool account at the same moment, on two real PostgreSQL connections."""
 
-import threading
-
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
 from leasing import services
 from leasing.models import Lease
+from tests.concurrency import run_in_threads
 from tests.leasing.helpers import add_pool, request_accounts
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -15,23 +14,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_one_pool_account_assigned_twice_at_once_gives_one_lease_and_one_clear_message(owner, sibling):
     (pool_id,) = add_pool(1)
     requests = [request_accounts(owner, 1)["requestId"], request_accounts(sibling, 1)["requestId"]]
-    barrier = threading.Barrier(2)
-    outcomes: list = [None, None]
 
-    def staff(slot: int):
+    def staff(request_id: str):
         try:
-            barrier.wait()
-            outcomes[slot] = services.lease_assign(request_id=requests[slot], pool_account_ids=[pool_id]).status
+            return services.lease_assign(request_id=request_id, pool_account_ids=[pool_id]).status
         except services.LeaseError as exc:
-            outcomes[slot] = exc.message
-        finally:
-            connection.close()
+            return exc.message
 
-    threads = [threading.Thread(target=staff, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = run_in_threads(lambda: staff(requests[0]), lambda: staff(requests[1]))
 
     assert sorted(o == "assigned" for o in outcomes) == [False, True], outcomes
     loser = next(o for o in outcomes if o != "assigned")

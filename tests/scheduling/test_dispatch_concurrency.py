@@ -1,13 +1,11 @@
 """Two dispatchers at once on real PostgreSQL (separate connections in threads) publish every post once."""
 
-import threading
-
 import pytest
-from django.db import connection
 
 from scheduling import services
 from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import connected_account
+from tests.concurrency import run_in_threads
 from tests.scheduling.publish_helpers import sandbox_posts, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,22 +18,14 @@ def test_concurrent_claims_never_hand_one_post_to_two_dispatchers(owner):
     for account in accounts:
         for _ in range(25):
             schedule_now(owner, account.pk)
-    claimed: list[list[str]] = [[], [], []]
-    barrier = threading.Barrier(3)
 
-    def dispatcher(slot: int):
-        try:
-            barrier.wait()
-            while ids := services.posts_claim_due(limit=7):
-                claimed[slot].extend(ids)
-        finally:
-            connection.close()
+    def dispatcher() -> list[str]:
+        claimed = []
+        while ids := services.posts_claim_due(limit=7):
+            claimed.extend(ids)
+        return claimed
 
-    threads = [threading.Thread(target=dispatcher, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    claimed = run_in_threads(dispatcher, dispatcher, dispatcher)
 
     everything = claimed[0] + claimed[1] + claimed[2]
     assert len(everything) == 100 == len(set(everything))
@@ -49,24 +39,13 @@ def test_two_dispatchers_publish_every_post_exactly_once(owner):
     handles = [f"burst{i}" for i in range(3)]
     accounts = [connected_account(owner, "instagram", h) for h in handles]
     scheduled = [schedule_now(owner, a["id"], caption=f"{a['handle']} #{n}")["id"] for a in accounts for n in range(8)]
-    errors: list[BaseException] = []
 
     def dispatcher():
-        try:
-            for _ in range(4):
-                dispatch_due_posts(batch=3)
-        except BaseException as exc:  # noqa: BLE001 - surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
+        for _ in range(4):
+            dispatch_due_posts(batch=3)
 
-    threads = [threading.Thread(target=dispatcher) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(dispatcher, dispatcher)
 
-    assert errors == []
     statuses = dict(ScheduledPost.objects.filter(pk__in=scheduled).values_list("pk", "status"))
     assert set(statuses.values()) == {"published"}, statuses
     for handle in handles:
@@ -82,27 +61,15 @@ def test_two_dispatchers_preparing_at_once_make_one_container_per_post(owner):
     accounts = [connected_account(owner, "instagram", h) for h in handles]
     scheduled = [schedule_now(owner, a["id"], caption=f"{a['handle']} #{n}", when=later(minutes=5))["id"]
                  for a in accounts for n in range(6)]  # fmt: skip
-    prepared: list[list[str]] = [[], []]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(2)
 
-    def dispatcher(slot: int):
-        try:
-            barrier.wait()
-            while ids := services.posts_claim_for_preparation(limit=2):
-                prepared[slot].extend(i for i in ids if services.post_prepare(post_id=i) == "prepared")
-        except BaseException as exc:  # noqa: BLE001 - surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
+    def dispatcher() -> list[str]:
+        prepared = []
+        while ids := services.posts_claim_for_preparation(limit=2):
+            prepared.extend(i for i in ids if services.post_prepare(post_id=i) == "prepared")
+        return prepared
 
-    threads = [threading.Thread(target=dispatcher, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    prepared = run_in_threads(dispatcher, dispatcher)
 
-    assert errors == []
     assert sorted(prepared[0] + prepared[1]) == sorted(scheduled)
     assert prepared[0] and prepared[1]  # they really ran side by side
     rows = dict(ScheduledPost.objects.filter(pk__in=scheduled).values_list("pk", "prepared_publish_id"))
