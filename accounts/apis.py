@@ -182,7 +182,11 @@ class OAuthStatusApi(ApiView):
         responses={200: OAuthStatusOutput, **errors()},
         operation_id="social_oauth_status",
         tags=["connected accounts"],
-        description="`expired` once expiresAt passed without completion. `socialAccountId` is set when completed.",
+        description=(
+            "`expired` once expiresAt passed without completion. `socialAccountId` is set when completed. "
+            "A state is kept for LAYERS_OAUTH_SESSION_RETENTION_DAYS (30) days after its expiresAt, then "
+            "deleted: from then on it is 404, like an unknown one."
+        ),
     )
     def get(self, request, state: str):
         session = selectors.oauth_session_get(organization=self.organization, state=state)

@@ -269,6 +269,21 @@ def oauth_session_start(
     return AuthorizeLink(session=session, authorize_url=url)
 
 
+def oauth_sessions_purge_expired(*, now=None) -> int:
+    """Delete the OAuth sessions whose state expired more than LAYERS_OAUTH_SESSION_RETENTION ago; returns how
+    many. Every oauth-url and reauth-url call stores one, consented to or not, so without this the table grows
+    for as long as partners ask for links. Past its expiry a state can no longer complete; kept a while, it
+    still answers oauth-status (`completed`, `failed`, `expired`) and the callback's `expired` / `already_used`
+    redirect; once deleted it is unknown (404, and the callback's error page). The account a session
+    connected is not touched: the session points at the account, never the reverse."""
+    retention = settings.LAYERS_OAUTH_SESSION_RETENTION
+    if not retention:
+        return 0
+    cutoff = (now or timezone.now()) - retention
+    deleted, _ = OAuthSession.objects.filter(expires_at__lt=cutoff).delete()
+    return deleted
+
+
 def _with_error(return_url: str, code: str) -> str:
     """`return_url` with `layers_oauth_error=<code>` appended, its existing query kept."""
     parts = urlsplit(return_url)

@@ -23,6 +23,12 @@ def purge_idempotency_keys() -> int:
     return deleted
 
 
+@shared_task
+def oauth_sessions_purge_expired() -> int:
+    """Periodic: delete OAuth sessions expired more than LAYERS_OAUTH_SESSION_RETENTION ago."""
+    return services.oauth_sessions_purge_expired()
+
+
 @shared_task(bind=True, max_retries=6)
 def social_account_after_connect(self, account_id: str) -> list[str]:
     """The post-connect fan-out (avatar, layers, content layer, onboarding); retries the failed steps."""

@@ -207,12 +207,23 @@ LAYERS_PLATFORMS = env.str("LAYERS_PLATFORMS", default="sandbox")
 LAYERS_ALLOW_HTTP_LOCALHOST_RETURN = env.bool("LAYERS_ALLOW_HTTP_LOCALHOST_RETURN", default=True)
 LAYERS_OAUTH_STATE_TTL = timedelta(seconds=env.int("LAYERS_OAUTH_STATE_TTL_SECONDS", default=30 * 60))
 LAYERS_IDEMPOTENCY_TTL = timedelta(hours=24)
+
+
+def retention_days(name: str) -> timedelta:
+    """A retention period in whole days from the environment; 0 means keep forever (an empty timedelta, which
+    the purges read as "off"). A negative one would delete every row, so it is refused at start-up."""
+    days = env.int(name, default=30)
+    if days < 0:
+        raise ImproperlyConfigured(f"{name} must be 0 (keep forever) or a number of days")
+    return timedelta(days=days)
+
+
 # Events (GET /v1/events) and their webhook deliveries are deleted this many days after they were recorded
-# (accounts/webhooks/services.events_purge_expired); 0 keeps them forever.
-_event_retention_days = env.int("LAYERS_EVENT_RETENTION_DAYS", default=30)
-if _event_retention_days < 0:  # a negative retention would delete every event
-    raise ImproperlyConfigured("LAYERS_EVENT_RETENTION_DAYS must be 0 (keep forever) or a number of days")
-LAYERS_EVENT_RETENTION = timedelta(days=_event_retention_days)
+# (accounts/webhooks/services.events_purge_expired).
+LAYERS_EVENT_RETENTION = retention_days("LAYERS_EVENT_RETENTION_DAYS")
+# OAuth sessions (a row per oauth-url / reauth-url call) are deleted this many days after their state expired
+# (accounts/services.oauth_sessions_purge_expired); oauth-status then answers 404, as for an unknown state.
+LAYERS_OAUTH_SESSION_RETENTION = retention_days("LAYERS_OAUTH_SESSION_RETENTION_DAYS")
 # Token health: refresh this long before expiry (TikTok access tokens live about a day, Instagram's 60
 # days), and verify every live token with a profile call at least this often.
 LAYERS_TOKEN_REFRESH_MARGIN = {"tiktok": timedelta(hours=6), "instagram": timedelta(days=7)}
@@ -348,6 +359,7 @@ CELERY_BEAT_SCHEDULE = {
     # Webhook relay safety net: fans out events whose fan-out never committed and sends due deliveries.
     "webhooks-relay": {"task": "accounts.webhooks.tasks.webhooks_tick", "schedule": 15.0},
     "events-retention": {"task": "accounts.webhooks.tasks.events_purge_expired", "schedule": 3600.0},
+    "oauth-sessions-retention": {"task": "accounts.tasks.oauth_sessions_purge_expired", "schedule": 3600.0},
     "social-accounts-health": {"task": "accounts.tasks.social_accounts_health_tick", "schedule": 600.0},
     # Scheduled posts are rows claimed by this tick (no Celery ETAs): lag is at most one tick.
     "dispatch-due-posts": {"task": "scheduling.tasks.dispatch_due_posts", "schedule": 2.0},
