@@ -141,11 +141,18 @@ if AWS_STORAGE_BUCKET_NAME:
         },
     }
 
-# Cache (throttling counters): Redis when configured so limits hold across processes.
+# Cache (throttling counters): Redis when configured so limits hold across processes. Short socket timeouts:
+# an unreachable Redis must cost a request half a second at most, after which config/ratelimit.py counts in
+# the process for a while instead (an outage of the counters must not become an outage of the API).
 CACHE_URL = env.str("LAYERS_CACHE_URL", default="")
+REDIS_CACHE_OPTIONS = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "OPTIONS": REDIS_CACHE_OPTIONS,
+        }
         if CACHE_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )

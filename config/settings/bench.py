@@ -7,7 +7,7 @@ sandbox's simulated quotas lifted, because the bench measures the publishing pip
 per-minute and per-day limits. The sandbox's latency comes from LAYERS_SANDBOX_LATENCY_MS."""
 
 from .base import *  # noqa: F403
-from .base import CACHE_URL, LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, database, env
+from .base import CACHE_URL, CACHES, LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, database, env
 
 DEBUG = False
 # Required: the bench never runs on SQLite (the claim needs FOR UPDATE SKIP LOCKED, workers need a server).
@@ -21,11 +21,7 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("LAYERS_BENCH_QUEUE", default="layers-bench"
 # per-process cache: only the sandbox's per-IP limit would count there, and the sandbox stands in for a platform.
 if CACHE_URL:
     CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": CACHE_URL,
-            "KEY_PREFIX": CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] + "cache",
-        }
+        "default": {**CACHES["default"], "KEY_PREFIX": CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] + "cache"}
     }
 
 UNLIMITED = 10**9
