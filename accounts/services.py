@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from accounts import crypto
@@ -33,6 +33,7 @@ from accounts.serializers import social_account_data
 from config.api.errors import Conflict
 from config.api.ids import is_valid
 from config.api.returnurl import check_return_url, normalize_allowlist_entry
+from config.queueing import enqueue_on_commit
 
 KEY_PREFIX = "lyr_"
 # Writing last_used_at on every request would make every API call a write; a minute is precise enough.
@@ -436,7 +437,9 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
         if created:
             from accounts.tasks import social_account_after_connect
 
-            transaction.on_commit(lambda: social_account_after_connect.delay(account.pk))
+            # A broker outage must not make the customer's callback fail once the account is committed:
+            # the health tick queues the fan-out of accounts still without their layers (below).
+            enqueue_on_commit(social_account_after_connect, account.pk)
     return account
 
 
@@ -667,6 +670,31 @@ def social_accounts_due_for_health(*, now=None, limit: int = 1000) -> list[str]:
 
 
 # --- Post-connect fan-out (idempotent steps, run by accounts.tasks.social_account_after_connect) ------
+
+# How long a new account is left to its own fan-out task before the provisioning tick queues it again.
+FAN_OUT_GRACE = timedelta(minutes=10)
+
+
+def social_accounts_unprovisioned(*, now=None, limit: int = 1000) -> list[str]:
+    """Ids of live connected accounts, created more than FAN_OUT_GRACE ago, still missing one of their
+    layers: their post-connect fan-out was never queued (the broker was down when the callback committed
+    the account) or it gave up. The fan-out is idempotent, so queueing it again only does what is missing
+    (the avatar, the layers, the onboarding step)."""
+    from scheduling.services import ACCOUNT_LAYER_KINDS
+
+    now = now or timezone.now()
+    return list(
+        SocialAccount.objects.filter(
+            status=SocialAccount.Status.CONNECTED,
+            kind=SocialAccount.Kind.CONNECTED,
+            created_at__lt=now - FAN_OUT_GRACE,
+        )
+        .annotate(layers_in_place=Count("layers", filter=Q(layers__kind__in=ACCOUNT_LAYER_KINDS)))
+        .filter(layers_in_place__lt=len(ACCOUNT_LAYER_KINDS))
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
 
 AVATAR_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 _MAGIC = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif", b"RIFF": "image/webp"}

@@ -47,6 +47,16 @@ def social_accounts_health_tick() -> int:
     return len(ids)
 
 
+@shared_task
+def social_accounts_provision_tick() -> int:
+    """Periodic: queue the post-connect fan-out again for accounts still without their layers (its first
+    message was lost to a broker outage, or its retries ran out)."""
+    ids = services.social_accounts_unprovisioned()
+    for account_id in ids:
+        social_account_after_connect.delay(account_id)
+    return len(ids)
+
+
 @shared_task(bind=True, max_retries=5)
 def social_account_check_health(self, account_id: str) -> str:
     try:

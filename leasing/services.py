@@ -17,6 +17,7 @@ from accounts.models import PlatformIdentity, SocialAccount
 from accounts.platforms.base import PlatformError, TokenInvalid, TokenSet
 from accounts.services import event_record
 from config.api.errors import ApiError
+from config.queueing import enqueue_on_commit
 from leasing.models import Lease, LeaseAction, LeaseRequest, PoolAccount
 
 log = logging.getLogger(__name__)
@@ -322,14 +323,12 @@ def lease_release_for_account(*, account: SocialAccount, actor=None) -> Lease | 
         status_note="",
     )
     _audit(action="released", actor=actor, request=lease.request, lease=lease)
-    transaction.on_commit(lambda: _check_returned(lease.pool_account_id))
-    return lease
-
-
-def _check_returned(pool_account_id: str) -> None:
     from leasing.tasks import pool_account_check
 
-    pool_account_check.delay(pool_account_id)
+    # Never raises: with the broker down the release stands and the account is available; its token is then
+    # verified when it is next assigned (_check_tokens), before anything is bound to it.
+    enqueue_on_commit(pool_account_check, lease.pool_account_id)
+    return lease
 
 
 def pool_account_check(*, pool_account_id: str) -> str:

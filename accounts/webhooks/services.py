@@ -31,6 +31,7 @@ from accounts.services import EVENT_TYPES
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
 from config.api.errors import Conflict, Validation
 from config.netguard import UnsafeURL, assert_public_url, public_client
+from config.queueing import enqueue, enqueue_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ def event_fan_out(*, event_id: str, recorded: Event | None = None) -> list[str]:
         )
         marker.deliveries = len(ids)
         marker.save(update_fields=["deliveries"])
-        transaction.on_commit(lambda: [_enqueue(webhook_deliver, pk) for pk in ids])
+        transaction.on_commit(lambda: [enqueue(webhook_deliver, pk) for pk in ids])
     return ids
 
 
@@ -399,15 +400,6 @@ def signature_header(*, secrets_: list[str], timestamp: int, body: bytes) -> str
 def _refuse_inside_a_transaction() -> None:
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("webhook sends make a network call and must not run inside a transaction")
-
-
-def _enqueue(task, *args) -> None:
-    """Queue a task after commit; a broker failure is logged, not raised (the row is committed and due,
-    and the relay tick claims it), so it never turns a committed change into an error."""
-    try:
-        task.delay(*args)
-    except Exception:  # noqa: BLE001
-        log.warning("could not queue %s%r; the relay tick will pick it up", task.name, args, exc_info=True)
 
 
 @dataclass(frozen=True)
@@ -559,7 +551,7 @@ def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:
         delivery.lease_until = None
         delivery.failed_at = None
         delivery.save(update_fields=["status", "next_attempt_at", "give_up_at", "lease_until", "failed_at"])
-        transaction.on_commit(lambda: _enqueue(webhook_deliver, delivery.pk))
+        enqueue_on_commit(webhook_deliver, delivery.pk)
     log.info("webhook delivery %s resent by %s", delivery_id, actor)
     return delivery
 

@@ -368,6 +368,8 @@ CELERY_BEAT_SCHEDULE = {
     "events-retention": {"task": "accounts.webhooks.tasks.events_purge_expired", "schedule": 3600.0},
     "oauth-sessions-retention": {"task": "accounts.tasks.oauth_sessions_purge_expired", "schedule": 3600.0},
     "social-accounts-health": {"task": "accounts.tasks.social_accounts_health_tick", "schedule": 600.0},
+    # New accounts whose post-connect fan-out (avatar, layers, onboarding) never ran: queued again.
+    "social-accounts-provisioning": {"task": "accounts.tasks.social_accounts_provision_tick", "schedule": 600.0},
     # Scheduled posts are rows claimed by this tick (no Celery ETAs): lag is at most one tick.
     "dispatch-due-posts": {"task": "scheduling.tasks.dispatch_due_posts", "schedule": 2.0},
     "global-platform-posts-sync": {"task": "globalPlatformPostsSync", "schedule": 900.0},

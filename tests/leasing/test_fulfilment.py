@@ -191,6 +191,48 @@ def test_a_returned_account_with_a_dead_token_is_retired_not_leased_again(owner)
     assert PoolAccount.objects.get(pk=pool_id).status == "retired"
 
 
+@pytest.mark.parametrize("how", ["leased-accounts", "admin"])
+def test_a_release_during_a_broker_outage_still_answers_and_the_token_is_checked_at_the_next_assignment(
+    owner, staff, how, monkeypatch
+):
+    from kombu.exceptions import OperationalError
+
+    from leasing.tasks import pool_account_check
+
+    (pool_id,) = add_pool(1)
+    accepted = request_accounts(owner, 1)
+    services.lease_assign(request_id=accepted["requestId"], auto=True)
+    account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    Client().post("/sandbox/tiktok/_control/invalidate-tokens", {"username": handle}, content_type="application/json")
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("[Errno 111] Connection refused")
+
+    with monkeypatch.context() as outage:
+        outage.setattr(pool_account_check, "delay", broker_down)
+        if how == "leased-accounts":
+            response = owner.client.delete(f"/v1/leased-accounts/{account_id}")
+            assert response.status_code == 200 and response.json()["socialAccountId"] == account_id
+        else:
+            admin = Client()
+            admin.force_login(staff)
+            lease = Lease.objects.get(social_account_id=account_id)
+            page = admin.post(
+                "/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]}, follow=True
+            )
+            assert page.status_code == 200
+
+    assert Lease.objects.get(social_account_id=account_id).released_at is not None
+    assert PoolAccount.objects.get(pk=pool_id).status == "available"  # not checked: its message was lost
+    # The next assignment checks the token before binding anything to it.
+    again = request_accounts(owner, 1)
+    services.lease_assign(request_id=again["requestId"], auto=True)
+    detail = get_request(owner, again["requestId"])
+    assert detail["status"] == "failed" and detail["socialAccountIds"] == []
+    assert PoolAccount.objects.get(pk=pool_id).status == "available"
+
+
 def test_leased_tokens_are_refreshed_by_the_health_check(owner):
     from accounts import services as account_services
 

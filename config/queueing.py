@@ -1,0 +1,27 @@
+"""Queueing a Celery task after a change has been committed.
+
+The rows are the source of truth and a message is only a nudge (DESIGN.md): when the broker is down, the
+committed change stands and a periodic tick finds the work again. So a failure to queue is logged, never
+raised: raised from an on_commit callback it would turn a committed change into a 500 (a customer coming
+back from a consent page, a staff member releasing a lease) and lose the nudge all the same."""
+
+import logging
+
+from django.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+def enqueue(task, *args) -> bool:
+    """Queue `task(*args)`; False (and a warning) if the broker refused it."""
+    try:
+        task.delay(*args)
+    except Exception:  # noqa: BLE001 - kombu's OperationalError, a timeout, a refused connection: all the same here
+        log.warning("could not queue %s%r; a periodic tick will pick the work up", task.name, args, exc_info=True)
+        return False
+    return True
+
+
+def enqueue_on_commit(task, *args) -> None:
+    """Queue `task(*args)` once the current transaction commits (at once outside one); never raises."""
+    transaction.on_commit(lambda: enqueue(task, *args))

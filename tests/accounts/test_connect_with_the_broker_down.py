@@ -1,0 +1,70 @@
+"""A broker outage when a customer comes back from the consent page: the account is connected and the
+customer is sent back to the partner as usual (before, the callback answered 500 after committing the
+account); the post-connect fan-out that could not be queued is queued by the provisioning tick."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.conf import settings
+from django.utils import timezone
+from kombu.exceptions import OperationalError
+
+from accounts import tasks
+from accounts.models import OnboardingStep
+from config.celery import app
+from scheduling.models import Layer
+from tests.accounts.oauth_helpers import RETURN_URL, connect, status
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def broker_down(*args, **kwargs):
+    raise OperationalError("[Errno 111] Connection refused")
+
+
+def test_beat_runs_the_provisioning_tick():
+    entry = settings.CELERY_BEAT_SCHEDULE["social-accounts-provisioning"]
+    app.loader.import_default_modules()
+    assert entry["task"] in app.tasks
+    assert entry["schedule"] <= 900
+
+
+def test_a_connect_during_a_broker_outage_completes_and_is_provisioned_once_the_broker_is_back(
+    owner, monkeypatch, caplog
+):
+    with monkeypatch.context() as outage:
+        outage.setattr(tasks.social_account_after_connect, "delay", broker_down)
+        state, response = connect(owner, "tiktok", "unlucky.creator")
+
+    assert response.status_code == 302 and response["Location"] == RETURN_URL
+    body = status(owner, state)
+    assert body["status"] == "completed"
+    account_id = body["socialAccountId"]
+    account = owner.client.get(f"/v1/social-accounts/{account_id}").json()
+    assert account["status"] == "connected" and account["layers"] == [] and account["avatarUrl"] is None
+    assert any("could not queue accounts.tasks.social_account_after_connect" in r.getMessage() for r in caplog.records)
+
+    # The fan-out is the task's job first: the tick leaves a new account alone for ten minutes.
+    assert tasks.social_accounts_provision_tick.delay().get() == 0
+    with time_machine.travel(timezone.now() + timedelta(minutes=11)):
+        assert tasks.social_accounts_provision_tick.delay().get() == 1  # eager in tests: the fan-out runs now
+        assert tasks.social_accounts_provision_tick.delay().get() == 0
+
+    account = owner.client.get(f"/v1/social-accounts/{account_id}").json()
+    assert len(account["layers"]) == 4
+    assert account["avatarUrl"] and account["avatarUrl"].startswith(settings.LAYERS_PUBLIC_URL)
+    assert OnboardingStep.objects.filter(organization=owner.org, key="tiktok.connected").exists()
+
+
+def test_the_tick_leaves_provisioned_and_disconnected_accounts_alone(owner):
+    connect(owner, "instagram", "fine.creator")
+    with pytest.MonkeyPatch.context() as outage:
+        outage.setattr(tasks.social_account_after_connect, "delay", broker_down)
+        state, _ = connect(owner, "tiktok", "left.early")
+    gone = status(owner, state)["socialAccountId"]
+    assert owner.client.delete(f"/v1/social-accounts/{gone}").status_code == 200
+
+    with time_machine.travel(timezone.now() + timedelta(hours=1)):
+        assert tasks.social_accounts_provision_tick.delay().get() == 0
+    assert not Layer.objects.filter(social_account_id=gone).exists()
