@@ -8,26 +8,14 @@ import pytest
 import time_machine
 from django.conf import settings
 from django.utils import timezone
-from kombu.exceptions import OperationalError
 
 from accounts import tasks
 from accounts.models import OnboardingStep
-from config.celery import app
 from scheduling.models import Layer
 from tests.accounts.oauth_helpers import RETURN_URL, connect, status
+from tests.outages import broker_down
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def broker_down(*args, **kwargs):
-    raise OperationalError("[Errno 111] Connection refused")
-
-
-def test_beat_runs_the_provisioning_tick():
-    entry = settings.CELERY_BEAT_SCHEDULE["social-accounts-provisioning"]
-    app.loader.import_default_modules()
-    assert entry["task"] in app.tasks
-    assert entry["schedule"] <= 900
 
 
 def test_a_connect_during_a_broker_outage_completes_and_is_provisioned_once_the_broker_is_back(

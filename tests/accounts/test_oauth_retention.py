@@ -6,27 +6,18 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from django.utils import timezone
 
 from accounts import tasks
 from accounts.models import OAuthSession, SocialAccount
-from config.celery import app
 from config.settings.base import retention_days
 from tests.accounts.oauth_helpers import connect, follow_callback, start, status
 from tests.conftest import assert_error
 from tests.platform_helpers import consent
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def test_beat_purges_oauth_sessions_hourly():
-    entry = settings.CELERY_BEAT_SCHEDULE["oauth-sessions-retention"]
-    app.loader.import_default_modules()
-    assert entry["task"] in app.tasks
-    assert entry["schedule"] <= 3600
 
 
 def test_sessions_go_30_days_after_expiry_whatever_their_outcome_and_accounts_stay(owner, sibling):

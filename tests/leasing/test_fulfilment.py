@@ -12,6 +12,7 @@ from leasing.models import Lease, LeaseAction, LeaseRequest, PoolAccount
 from scheduling.models import Layer
 from tests.conftest import assert_error
 from tests.leasing.helpers import add_pool, command, get_request, request_accounts
+from tests.outages import broker_down
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
 from tests.staff import with_mfa
 
@@ -178,13 +179,19 @@ def test_release_cancels_posts_returns_the_account_and_stops_renewal(owner, staf
     assert get_request(owner, again["requestId"])["status"] == "assigned"
 
 
-def test_a_returned_account_with_a_dead_token_is_retired_not_leased_again(owner):
+def lease_whose_token_dies(tenant) -> tuple[str, str]:
+    """A pool account leased to `tenant` whose token TikTok then invalidates: (pool id, social account id)."""
     (pool_id,) = add_pool(1)
-    accepted = request_accounts(owner, 1)
+    accepted = request_accounts(tenant, 1)
     services.lease_assign(request_id=accepted["requestId"], auto=True)
-    account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
+    account_id = get_request(tenant, accepted["requestId"])["socialAccountIds"][0]
     handle = PoolAccount.objects.get(pk=pool_id).handle
     Client().post("/sandbox/tiktok/_control/invalidate-tokens", {"username": handle}, content_type="application/json")
+    return pool_id, account_id
+
+
+def test_a_returned_account_with_a_dead_token_is_retired_not_leased_again(owner):
+    pool_id, account_id = lease_whose_token_dies(owner)
 
     owner.client.delete(f"/v1/leased-accounts/{account_id}")
 
@@ -195,19 +202,9 @@ def test_a_returned_account_with_a_dead_token_is_retired_not_leased_again(owner)
 def test_a_release_during_a_broker_outage_still_answers_and_the_token_is_checked_at_the_next_assignment(
     owner, staff, how, monkeypatch
 ):
-    from kombu.exceptions import OperationalError
-
     from leasing.tasks import pool_account_check
 
-    (pool_id,) = add_pool(1)
-    accepted = request_accounts(owner, 1)
-    services.lease_assign(request_id=accepted["requestId"], auto=True)
-    account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
-    handle = PoolAccount.objects.get(pk=pool_id).handle
-    Client().post("/sandbox/tiktok/_control/invalidate-tokens", {"username": handle}, content_type="application/json")
-
-    def broker_down(*args, **kwargs):
-        raise OperationalError("[Errno 111] Connection refused")
+    pool_id, account_id = lease_whose_token_dies(owner)
 
     with monkeypatch.context() as outage:
         outage.setattr(pool_account_check, "delay", broker_down)

@@ -13,12 +13,12 @@ import time_machine
 from celery import shared_task
 from django.db import transaction
 from django.utils import timezone
-from kombu.exceptions import OperationalError
 
 from accounts.models import Event
 from accounts.services import event_record
 from accounts.webhooks import services, tasks
 from accounts.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookFanout
+from tests.outages import broker_down
 from tests.webhooks.helpers import create_endpoint, delivery_of, record
 from tests.webhooks.receiver import free_port, parse_signature, signed_with
 
@@ -312,9 +312,6 @@ def test_an_event_committed_by_a_worker_task_is_fanned_out_there_without_the_bro
     receiver = receivers()
     endpoint = create_endpoint(owner, receiver.url(), events=["scheduled_post.failed"])
 
-    def broker_down(*args, **kwargs):
-        raise OperationalError("connection refused")
-
     monkeypatch.setattr(tasks.webhook_fan_out, "delay", broker_down)
     # .result, not .get(): a test that ran a worker in this process leaves Celery refusing get() here.
     event_id = _record_in_a_worker.apply(args=(owner.org.pk,)).result
@@ -328,9 +325,6 @@ def test_an_event_committed_by_a_worker_task_is_fanned_out_there_without_the_bro
 def test_a_change_committed_while_the_broker_is_down_is_still_delivered(owner, receivers, monkeypatch):
     receiver = receivers()
     endpoint = create_endpoint(owner, receiver.url())
-
-    def broker_down(*args, **kwargs):
-        raise OperationalError("connection refused")
 
     with monkeypatch.context() as patched:
         patched.setattr(tasks.webhook_fan_out, "delay", broker_down)
