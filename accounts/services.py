@@ -437,8 +437,9 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
         if created:
             from accounts.tasks import social_account_after_connect
 
-            # A broker outage must not make the customer's callback fail once the account is committed:
-            # the health tick queues the fan-out of accounts still without their layers (below).
+            # A broker outage must not make the customer's callback fail once the account is committed: the
+            # provisioning tick queues the fan-out of accounts still without their layers (see
+            # social_accounts_unprovisioned).
             enqueue_on_commit(social_account_after_connect, account.pk)
     return account
 
