@@ -204,14 +204,20 @@ def lease_paid_through(*, lease, now: datetime | None = None) -> datetime:
 # (Jan 31 + 1 month = Feb 28/29, + 2 months = Mar 31): both count from the anchor, never chain.
 # (tests/billing/test_charges.py checks the two agree on month ends and leap days.)
 
+# A lease is due when its next uncharged period has started, and, if it was released, started before the
+# release: a release that did not settle the period it fell in (the job had not reached it yet) is settled
+# here, whichever way the lease was released.
 _DUE_BATCH_SQL = """
 SELECT l.id, l.organization_id
   FROM leasing_lease l
- WHERE l.released_at IS NULL
-   AND l.id > %(after)s
-   AND ((l.assigned_at AT TIME ZONE 'UTC') + make_interval(months => 1 + COALESCE(
-            (SELECT max(e.period_index) FROM billing_ledgerentry e WHERE e.lease_id = l.id), -1)
-       )) AT TIME ZONE 'UTC' <= %(now)s
+ CROSS JOIN LATERAL (
+       SELECT ((l.assigned_at AT TIME ZONE 'UTC') + make_interval(months => 1 + COALESCE(
+                  (SELECT max(e.period_index) FROM billing_ledgerentry e WHERE e.lease_id = l.id), -1)
+              )) AT TIME ZONE 'UTC' AS next_start
+       ) n
+ WHERE l.id > %(after)s
+   AND n.next_start <= %(now)s
+   AND (l.released_at IS NULL OR n.next_start < l.released_at)
  ORDER BY l.id
  LIMIT %(limit)s
 """
@@ -305,17 +311,18 @@ def _charge_due_bulk(*, now: datetime, batch_size: int) -> int:
 
 
 def charge_due_per_lease(*, now: datetime) -> int:
-    """The same job one lease at a time, in Python: for databases without the bulk statement (SQLite dev)."""
+    """The same job one lease at a time, in Python: for databases without the bulk statement (SQLite dev).
+    Released leases are included, as in the bulk statement: the period a release fell in may be unsettled."""
     charged = 0
-    for lease in Lease.objects.filter(released_at__isnull=True).order_by("pk").iterator():
+    for lease in Lease.objects.order_by("pk").iterator():
         charged += len(_charge_lease(lease_id=lease.pk, until=now))
     return charged
 
 
 def lease_charges_run(*, now: datetime | None = None, batch_size: int = DEFAULT_BATCH) -> int:
-    """The periodic renewal job: charge every period of every live lease that has started and is not charged
-    yet (several per lease when the job was down: catch-up), each exactly once. Safe to run twice or
-    concurrently. Returns the number of charges recorded by this run."""
+    """The periodic renewal job: charge every period of every lease that has started (before the lease's
+    release, if it was released) and is not charged yet (several per lease when the job was down: catch-up),
+    each exactly once. Safe to run twice or concurrently. Returns the number of charges recorded by this run."""
     now = now or timezone.now()
     if connection.vendor == "postgresql":
         charged = _charge_due_bulk(now=now, batch_size=batch_size)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -80,7 +80,15 @@ class LeaseRequestAdmin(admin.ModelAdmin):
         lease_request = self.get_object(request, unquote(object_id))
         if lease_request is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        # This view replaces the admin's change form, so it checks what the admin would: viewing needs the
+        # view (or change) permission, and taking, assigning or rejecting, which lease accounts and start
+        # billing, needs the change permission (held only by staff with MFA, accounts/staff_mfa.py).
+        can_act = self.has_change_permission(request, lease_request)
+        if not (can_act or self.has_view_permission(request, lease_request)):
+            raise PermissionDenied
         if request.method == "POST":
+            if not can_act:
+                raise PermissionDenied
             return self._act(request, lease_request)
         candidates = (
             services.pool_candidates(request=lease_request) if lease_request.status in LeaseRequest.OPEN else []
@@ -95,6 +103,7 @@ class LeaseRequestAdmin(admin.ModelAdmin):
             "leases": lease_request.leases.select_related("pool_account", "social_account"),
             "actions_log": lease_request.actions.select_related("actor")[:50],
             "is_open": lease_request.status in LeaseRequest.OPEN,
+            "can_act": can_act,
             "remaining": max(lease_request.count - lease_request.leases.count(), 0),
             "has_view_permission": True,
         }
@@ -154,6 +163,20 @@ class PoolAccountForm(forms.ModelForm):
         if self.instance.pk:
             self.initial["languages_text"] = ", ".join(self.instance.languages)
             self.initial["geos_text"] = ", ".join(self.instance.geos)
+
+    def clean_status(self):
+        """By hand an account is only made available or retired; the leasing services move it to reserved and
+        leased and back. A reserved or leased account keeps its status until its lease is released (setting it
+        available would offer a leased account, whose token is with the partner, to the next request)."""
+        status = self.cleaned_data["status"]
+        current = self.instance.status if self.instance.pk else None
+        if status == current:
+            return status
+        if current in (PoolAccount.Status.RESERVED, PoolAccount.Status.LEASED):
+            raise ValidationError(f"This account is {current}: release its lease first, then change its status.")
+        if status not in (PoolAccount.Status.AVAILABLE, PoolAccount.Status.RETIRED):
+            raise ValidationError("Set an account available or retired; assigning a request leases it.")
+        return status
 
     def clean_languages_text(self):
         return parse_languages(self.cleaned_data["languages_text"])
@@ -273,7 +296,9 @@ class LeaseAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Release selected leases (cancels queued posts, stops renewals, no refund)")
+    @admin.action(
+        description="Release selected leases (cancels queued posts, stops renewals, no refund)", permissions=["change"]
+    )
     def release_leases(self, request, queryset):
         for lease in queryset.filter(released_at__isnull=True):
             result = social_account_revoke(account_id=lease.social_account_id, actor=request.user)

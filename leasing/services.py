@@ -8,8 +8,10 @@ A failing check or bind puts the request in `failed` with the reason and returns
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from accounts import crypto
@@ -112,23 +114,23 @@ class Candidate:
 
     @property
     def rank_key(self):
-        # Exact language first, then the widest geo overlap, warm before warming, cheaper, older.
+        # Exact language first, then the widest geo overlap, cheaper, older.
         return (
             not self.exact_language,
             -len(self.geo_overlap),
-            self.account.warmup_state != PoolAccount.Warmup.WARM,
             self.account.monthly_price_cents,
             self.account.created_at,
         )
 
 
 def pool_candidates(*, request: LeaseRequest) -> list[Candidate]:
-    """Available pool accounts matching the request's niche — same vertical, same language (exact tag
-    or same primary language), at least one geo in common — best first."""
+    """Available, warmed pool accounts matching the request's niche — same vertical, same language (exact tag
+    or same primary language), at least one geo in common — best first. Partners are promised warmed
+    accounts: one still warming up is never offered (ops mark it warm in the pool when it is ready)."""
     geos = {g.upper() for g in request.geos}
     out = []
     for account in PoolAccount.objects.filter(
-        status=PoolAccount.Status.AVAILABLE, vertical__iexact=request.vertical
+        status=PoolAccount.Status.AVAILABLE, warmup_state=PoolAccount.Warmup.WARM, vertical__iexact=request.vertical
     ).order_by("created_at"):
         languages = [lang.lower() for lang in account.languages]
         exact = request.language.lower() in languages
@@ -192,6 +194,8 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> list[Po
                 raise LeaseError(f"No pool account {pk}.")
             if account.status != PoolAccount.Status.AVAILABLE:
                 raise LeaseError(f"@{account.handle} is not available (it is {account.status}); pick another account.")
+            if account.warmup_state != PoolAccount.Warmup.WARM:
+                raise LeaseError(f"@{account.handle} is still warming up; partners get warmed accounts only.")
         PoolAccount.objects.filter(pk__in=chosen).update(status=PoolAccount.Status.RESERVED)
         request.status = LeaseRequest.Status.PROVISIONING
         request.failure_reason = ""
@@ -201,6 +205,7 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> list[Po
             actor=actor,
             request=request,
             pool_accounts=[found[pk].handle for pk in chosen],
+            pool_account_ids=chosen,  # what lease_requests_recover_interrupted gives back if this never ends
             auto=auto,
         )
         return [found[pk] for pk in chosen]
@@ -300,6 +305,41 @@ def _bind(*, request_id: str, pool_ids: list[str], actor) -> LeaseRequest:
     return request
 
 
+# A request is `provisioning` while its accounts' tokens are checked and bound: seconds, a few minutes for
+# 50 accounts on a slow platform. Longer means the process doing it died (a web worker timed out, a deploy).
+PROVISIONING_INTERRUPTED_AFTER = timedelta(minutes=15)
+
+
+def lease_requests_recover_interrupted(*, now=None) -> int:
+    """Fail the requests left `provisioning` by an assignment that never finished, and give their reserved
+    pool accounts back to the pool; returns how many. Nothing else could: `provisioning` is not open, so
+    staff could neither assign, reject nor take the request, and its accounts stayed reserved. Failed, the
+    request is open again (the partner sees it `failed` until staff assign it)."""
+    cutoff = (now or timezone.now()) - PROVISIONING_INTERRUPTED_AFTER
+    recovered = 0
+    for request_id in LeaseRequest.objects.filter(status=LeaseRequest.Status.PROVISIONING).values_list("pk", flat=True):
+        with transaction.atomic():
+            request = LeaseRequest.objects.select_for_update().get(pk=request_id)
+            started = request.actions.filter(action="assigning").order_by("-created_at").first()
+            if request.status != LeaseRequest.Status.PROVISIONING or (started and started.created_at > cutoff):
+                continue  # finished meanwhile, or still within its time
+            pool_ids = (started.detail.get("pool_account_ids") if started else None) or []
+            if started and not pool_ids:  # written before the ids were recorded: find them by handle
+                pool_ids = list(
+                    PoolAccount.objects.filter(
+                        handle__in=started.detail.get("pool_accounts", []), status=PoolAccount.Status.RESERVED
+                    ).values_list("pk", flat=True)
+                )
+            _fail(
+                request_id=request.pk,
+                pool_ids=pool_ids,
+                reason="The assignment was interrupted before it finished; nothing was leased. Assign it again.",
+                actor=None,
+            )
+            recovered += 1
+    return recovered
+
+
 # --- Release ----------------------------------------------------------------------------------------
 
 
@@ -314,21 +354,36 @@ def lease_release_for_account(*, account: SocialAccount, actor=None) -> Lease | 
     lease.released_at = now
     lease.released_by = actor
     lease.save(update_fields=["released_at", "released_by"])
+    retired = Q(status=PoolAccount.Status.RETIRED)
     PoolAccount.objects.filter(pk=lease.pool_account_id).update(
-        status=PoolAccount.Status.AVAILABLE,
+        # Back to the pool, unless ops retired it meanwhile (its note says why): it then stays out.
+        status=Case(When(retired, then=F("status")), default=Value(PoolAccount.Status.AVAILABLE)),
+        status_note=Case(When(retired, then=F("status_note")), default=Value("")),
         access_token_enc=account.access_token_enc,
         refresh_token_enc=account.refresh_token_enc,
         token_expires_at=account.token_expires_at,
         refresh_expires_at=account.refresh_expires_at,
-        status_note="",
     )
     _audit(action="released", actor=actor, request=lease.request, lease=lease)
+    # The period the release fell in is owed even if the renewal job has not reached it yet: settle it now,
+    # after commit (charging takes the wallet's lock, and the job takes it before the lease's: inside this
+    # transaction, which holds the lease's, the two could deadlock). Should that fail, the job settles it.
+    transaction.on_commit(lambda: _settle_released(lease.pk))
     from leasing.tasks import pool_account_check
 
     # Never raises: with the broker down the release stands and the account is available; its token is then
     # verified when it is next assigned (_check_tokens), before anything is bound to it.
     enqueue_on_commit(pool_account_check, lease.pool_account_id)
     return lease
+
+
+def _settle_released(lease_id: int) -> None:
+    from billing.services import lease_paid_through
+
+    try:
+        lease_paid_through(lease=Lease.objects.get(pk=lease_id))
+    except Exception:  # noqa: BLE001 - the release is committed; the renewal job charges what is left
+        log.warning("settling released lease %s failed; the renewal job will charge it", lease_id, exc_info=True)
 
 
 def pool_account_check(*, pool_account_id: str) -> str:

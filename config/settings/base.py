@@ -375,6 +375,8 @@ CELERY_BEAT_SCHEDULE = {
     "global-platform-posts-sync": {"task": "globalPlatformPostsSync", "schedule": 900.0},
     # Lease renewals: each started, uncharged lease period is charged once (bulk; catch-up after downtime).
     "billing-lease-renewals": {"task": "billing.tasks.lease_renewals_tick", "schedule": 900.0},
+    # Lease requests whose assignment died half-way (left `provisioning`, accounts reserved) are reopened.
+    "lease-requests-recovery": {"task": "leasing.tasks.lease_requests_recover_interrupted", "schedule": 300.0},
 }
 
 # --- allauth: staff sign-in with MFA; nobody signs up -------------------------------------------------

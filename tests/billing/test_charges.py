@@ -4,11 +4,15 @@ end), catch-up after downtime, release without refund, and the insufficient-fund
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.utils import timezone
 
 from billing import services
 from billing.models import LedgerEntry, Wallet
-from leasing.periods import period_bounds
+from leasing.periods import add_months, period_bounds
 from tests.billing.factories import balance, charges, lease_assign, lease_release
+from tests.staff import with_mfa
 
 pytestmark = pytest.mark.django_db
 
@@ -156,6 +160,50 @@ def test_a_release_after_a_period_started_settles_that_period_even_if_the_job_ha
     assert [c[0] for c in charges(lease)] == [0, 1]
     assert services.lease_charges_run(now=at(2025, 6, 1)) == 0
     assert services.lease_paid_through(lease=lease, now=at(2025, 6, 1)) == at(2025, 5, 10)
+
+
+@pytest.mark.django_db(transaction=True)  # the settlement runs once the release has committed
+@pytest.mark.parametrize("how", ["leased-accounts", "social-accounts", "admin"])
+def test_every_way_of_releasing_settles_the_started_month_at_once(owner, how):
+    # given a lease whose second month began an hour ago, not charged yet (the job runs every 15 minutes)
+    lease = lease_assign(owner, price_cents=4900, at=add_months(timezone.now(), -1) - timedelta(hours=1))
+    assert [c[0] for c in charges(lease)] == [0]
+
+    if how == "admin":
+        admin = Client()
+        admin.force_login(with_mfa(get_user_model().objects.create_superuser("ops", "o@layers.test", "pw-ops-1234")))
+        admin.post("/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]})
+    else:
+        path = "leased-accounts" if how == "leased-accounts" else "social-accounts"
+        assert owner.client.delete(f"/v1/{path}/{lease.social_account_id}").status_code == 200
+
+    # then that month is charged by the release itself, once, whichever way it was released
+    lease.refresh_from_db()
+    assert lease.released_at is not None
+    assert [c[0] for c in charges(lease)] == [0, 1]
+    assert services.lease_charges_run() == 0
+    assert balance(owner) == -9800
+
+
+@pytest.mark.parametrize("job", ["bulk", "per_lease"])
+def test_the_job_charges_the_period_a_release_fell_in_if_the_release_did_not(owner, job):
+    # given a lease released half an hour into its second month, by a path that did not settle that month
+    lease = lease_assign(owner, price_cents=4900, at=at(2025, 3, 10))
+    lease.released_at = at(2025, 4, 10, 0, 30)
+    lease.save(update_fields=["released_at"])
+    other = lease_assign(owner, price_cents=1000, at=at(2025, 3, 20))
+    other.released_at = at(2025, 4, 1)  # released before its second month began: owes nothing more
+    other.save(update_fields=["released_at"])
+
+    # when the renewal job runs, long after
+    run = services.lease_charges_run if job == "bulk" else services.charge_due_per_lease
+    assert run(now=at(2025, 9, 1)) == 1
+
+    # then the started month is charged once, nothing after the release, and a second run adds nothing
+    assert [c[0] for c in charges(lease)] == [0, 1]
+    assert [c[0] for c in charges(other)] == [0]
+    assert run(now=at(2025, 9, 1)) == 0
+    assert balance(owner) == -4900 * 2 - 1000
 
 
 def test_a_release_in_the_first_month_is_paid_through_its_end(owner):

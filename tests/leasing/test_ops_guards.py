@@ -1,0 +1,149 @@
+"""What keeps ops from doing the wrong thing by accident, and what rescues a fulfilment that died half-way:
+acting on leases needs the permission to change them (viewing does not), a retired pool account stays out
+of the pool, warming accounts are never offered, a pool account's leasing states are not edited by hand,
+and a request left `provisioning` by a dead process is reopened with its accounts back in the pool."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.utils import timezone
+
+from leasing import services
+from leasing.models import Lease, LeaseRequest, PoolAccount
+from leasing.tasks import lease_requests_recover_interrupted
+from tests.leasing.helpers import add_pool, get_request, request_accounts
+from tests.staff import with_mfa
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def staff_with(*codenames: str, mfa: bool = False) -> Client:
+    user = get_user_model().objects.create_user("support", "support@layers.test", "pw-support-12345", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="leasing", codename__in=codenames))
+    if mfa:
+        with_mfa(user)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def fulfil_page(request_id: str) -> str:
+    return f"/admin/leasing/leaserequest/{request_id}/change/"
+
+
+def test_view_only_staff_see_a_request_but_cannot_take_assign_or_reject_it(owner):
+    add_pool(1)
+    accepted = request_accounts(owner, 1)
+    support = staff_with("view_leaserequest")
+
+    page = support.get(fulfil_page(accepted["requestId"]))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert 'id="view-only"' in text and 'id="auto-assign"' not in text and 'id="reject"' not in text
+    for action in ({"action": "take"}, {"action": "auto"}, {"action": "reject", "reason": "nope"}):
+        assert support.post(fulfil_page(accepted["requestId"]), action).status_code == 403
+    assert get_request(owner, accepted["requestId"])["status"] == "requested"
+    assert not Lease.objects.exists()
+
+
+def test_staff_without_any_leasing_permission_cannot_open_a_request(owner):
+    accepted = request_accounts(owner, 1)
+    assert staff_with().get(fulfil_page(accepted["requestId"])).status_code == 403
+
+
+def test_staff_allowed_to_change_requests_still_fulfil_them(owner):
+    add_pool(1)
+    accepted = request_accounts(owner, 1)
+    ops = staff_with("view_leaserequest", "change_leaserequest", mfa=True)
+    ops.post(fulfil_page(accepted["requestId"]), {"action": "auto"})
+    assert get_request(owner, accepted["requestId"])["status"] == "assigned"
+
+
+def test_view_only_staff_cannot_release_a_lease(owner):
+    add_pool(1)
+    accepted = request_accounts(owner, 1)
+    services.lease_assign(request_id=accepted["requestId"], auto=True)
+    lease = Lease.objects.get()
+    support = staff_with("view_lease")
+
+    assert support.get("/admin/leasing/lease/").status_code == 200
+    support.post("/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]})
+    lease.refresh_from_db()
+    assert lease.released_at is None
+
+
+def test_a_pool_account_retired_while_leased_stays_retired_after_the_release(owner):
+    (pool_id,) = add_pool(1)
+    accepted = request_accounts(owner, 1)
+    services.lease_assign(request_id=accepted["requestId"], auto=True)
+    account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
+    PoolAccount.objects.filter(pk=pool_id).update(status="retired", status_note="flagged by TikTok, do not re-lease")
+
+    assert owner.client.delete(f"/v1/leased-accounts/{account_id}").status_code == 200
+
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert (pool.status, pool.status_note) == ("retired", "flagged by TikTok, do not re-lease")
+    assert pool.access_token  # the token came home all the same
+
+
+def test_accounts_still_warming_are_never_offered_nor_assigned(owner):
+    warming, warm = add_pool(2)
+    PoolAccount.objects.filter(pk=warming).update(warmup_state="warming")
+    accepted = request_accounts(owner, 2)
+
+    candidates = services.pool_candidates(request=LeaseRequest.objects.get(pk=accepted["requestId"]))
+    assert [c.account.pk for c in candidates] == [warm]
+    with pytest.raises(services.LeaseError, match="still warming up"):
+        services.lease_assign(request_id=accepted["requestId"], pool_account_ids=[warming, warm])
+    services.lease_assign(request_id=accepted["requestId"], auto=True)
+    assert get_request(owner, accepted["requestId"])["status"] == "partial"
+    assert PoolAccount.objects.get(pk=warming).status == "available"
+
+
+def test_leasing_states_of_a_pool_account_are_not_set_by_hand(owner):
+    (pool_id,) = add_pool(1)
+    ops = Client()
+    ops.force_login(with_mfa(get_user_model().objects.create_superuser("ops", "ops@layers.test", "pw-ops-12345")))
+    url = f"/admin/leasing/poolaccount/{pool_id}/change/"
+
+    def save(status: str):
+        form = ops.get(url).context["adminform"].form
+        data = {name: form[name].value() or "" for name in form.fields}
+        return ops.post(url, {**data, "status": status})
+
+    assert "available or retired" in save("leased").content.decode()
+    assert PoolAccount.objects.get(pk=pool_id).status == "available"
+    accepted = request_accounts(owner, 1)
+    services.lease_assign(request_id=accepted["requestId"], auto=True)
+    assert "release its lease first" in save("available").content.decode()
+    assert PoolAccount.objects.get(pk=pool_id).status == "leased"
+
+
+def test_a_request_left_provisioning_by_a_dead_process_is_reopened_with_its_accounts(owner, monkeypatch):
+    (pool_id,) = add_pool(1)
+    accepted = request_accounts(owner, 1)
+
+    def process_killed(accounts):
+        raise SystemExit("web worker killed while checking tokens")
+
+    with monkeypatch.context() as dying:
+        dying.setattr(services, "_check_tokens", process_killed)
+        with pytest.raises(SystemExit):
+            services.lease_assign(request_id=accepted["requestId"], auto=True)
+    assert get_request(owner, accepted["requestId"])["status"] == "provisioning"
+    assert PoolAccount.objects.get(pk=pool_id).status == "reserved"
+    with pytest.raises(services.LeaseError):  # nobody can act on it meanwhile
+        services.lease_assign(request_id=accepted["requestId"], auto=True)
+
+    assert lease_requests_recover_interrupted.delay().get() == 0  # an assignment may take minutes
+    later = timezone.now() + timedelta(minutes=16)
+    assert services.lease_requests_recover_interrupted(now=later) == 1
+    assert services.lease_requests_recover_interrupted(now=later) == 0
+
+    assert get_request(owner, accepted["requestId"])["status"] == "failed"
+    assert PoolAccount.objects.get(pk=pool_id).status == "available"
+    services.lease_assign(request_id=accepted["requestId"], auto=True)
+    assert get_request(owner, accepted["requestId"])["status"] == "assigned"
