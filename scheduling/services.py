@@ -713,11 +713,15 @@ def _resolve(post: ScheduledPost) -> str:
 
 
 def _check_again(post: ScheduledPost, now: datetime) -> str:
-    started = post.publish_attempted_at or post.updated_at
-    if started and now - started > PUBLISH_GIVE_UP:
+    # The clock starts at the creating call (TikTok) or, where there is none to record (Instagram's
+    # container, possibly made ahead), at the post's time. Not at updated_at: conditional .update()s never
+    # move it, so it stayed at the moment the post was scheduled, and a post scheduled more than a day
+    # ahead failed at its first "still processing".
+    started = post.publish_attempted_at or post.scheduled_for
+    if now - started > PUBLISH_GIVE_UP:
         _fail(post, "PLATFORM_UNAVAILABLE", "The platform did not finish processing the post within 24 hours.")
         return "failed"
-    waited = now - (post.publish_attempted_at or now)
+    waited = max(now - started, timedelta(0))
     delay = min(max(STATUS_POLL_FIRST, waited / 4), STATUS_POLL_MAX)
     ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING).update(
         next_check_at=now + delay, claimed_until=None
