@@ -34,6 +34,8 @@ def _public_addresses(host: str, port: int) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
         raise UnsafeURL(f"cannot resolve {host}")
+    except UnicodeError:  # the IDNA codec refuses an empty label or one over 63 characters before any lookup
+        raise UnsafeURL(f"{host} is not a valid host name")
     addresses: list[str] = []
     for info in infos:
         address = info[4][0]

@@ -70,6 +70,10 @@ def _check_destination(url: str) -> None:
     """Raise UnsafeURL unless `url` is somewhere we may POST to. Checked at creation and again before every
     attempt, because what a host name resolves to can change after the endpoint was created."""
     private_ok = allow_private()
+    # urlsplit silently drops tabs and newlines (WHATWG), so it would check a URL other than the one httpx
+    # is then given, which httpx refuses: such a URL is invalid here, not at every attempt.
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise UnsafeURL("the URL must not contain spaces or control characters")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port out of range
@@ -369,7 +373,7 @@ def parse_retry_after(value: str | None, *, now: datetime) -> timedelta | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also accepts "²", which int() refuses
         return timedelta(seconds=min(int(value), int(MAX_RETRY_AFTER.total_seconds())))
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -423,7 +427,7 @@ def _post(url: str, *, body: bytes, headers: dict) -> _Result:
             return _Result(status_code=response.status_code, retry_after=response.headers.get("retry-after"))
     except httpx.TimeoutException as exc:
         return _Result(error=f"timeout ({type(exc).__name__})")
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError: an attempt all the same
         return _Result(error=f"{type(exc).__name__}: {exc}"[:500])
 
 

@@ -140,10 +140,21 @@ def test_plain_http_to_localhost_is_accepted_where_the_deployment_allows_it(owne
         "https://user:password@93.184.216.34/hooks",
         "https://93.184.216.34:99999/hooks",
         "https://93.184.216.34/hooks#fragment",
+        "https://93.184.216.34/hooks/a\tb",  # urlsplit drops the tab, httpx refuses the URL: never deliverable
+        "https://93.184.216.34/hooks/a\nb",
+        "https://93.184.216.34/hooks/a b",
     ],
 )
-def test_malformed_destinations_are_422(owner, url):
+@pytest.mark.parametrize("rules", ["production", "dev"])
+def test_malformed_destinations_are_422(owner, settings, url, rules):
+    settings.LAYERS_WEBHOOK_ALLOW_PRIVATE = rules == "dev"
     error = assert_error(create(owner, url=url), 422, "VALIDATION")
+    assert list(error["details"]["fields"]) == ["url"]
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example.com", "a..example.com", ".example.com"])
+def test_host_names_the_resolver_cannot_encode_are_422_not_500(owner, no_private, host):
+    error = assert_error(create(owner, url=f"https://{host}/hook"), 422, "VALIDATION")
     assert list(error["details"]["fields"]) == ["url"]
 
 

@@ -120,6 +120,18 @@ def test_a_short_retry_after_never_brings_the_next_attempt_before_the_backoff(ow
     assert delivery.next_attempt_at - delivery.last_attempt_at >= timedelta(seconds=0.9 * MINUTE)
 
 
+@pytest.mark.parametrize("header", ["\xb2", "3\xb9"])  # "²", "3¹": latin-1 bytes that str.isdigit() accepts, int() not
+def test_a_retry_after_of_non_ascii_digits_is_recorded_as_a_failed_attempt(owner, receivers, header):
+    receiver = receivers(respond=lambda r: (503, {"Retry-After": header}))
+    endpoint = create_endpoint(owner, receiver.url())
+
+    delivery = delivery_of(record(owner), endpoint)
+
+    assert len(receiver.requests) == 1
+    assert delivery.status == "pending" and [a.status_code for a in delivery.attempt_log.all()] == [503]
+    assert delivery.next_attempt_at - delivery.last_attempt_at >= timedelta(seconds=0.9 * MINUTE)
+
+
 def test_an_unreadable_retry_after_falls_back_to_the_backoff(owner, receivers):
     receiver = receivers(respond=lambda r: (503, {"Retry-After": "soon-ish"}))
     endpoint = create_endpoint(owner, receiver.url())
@@ -129,3 +141,24 @@ def test_an_unreadable_retry_after_falls_back_to_the_backoff(owner, receivers):
 
     wait = delivery.next_attempt_at - delivery.last_attempt_at
     assert timedelta(seconds=0.9 * MINUTE) <= wait <= timedelta(seconds=1.1 * MINUTE)
+
+
+def test_an_endpoint_stored_with_an_undeliverable_url_fails_its_deliveries_after_the_window(owner, receivers):
+    # An endpoint created before such URLs were refused: the relay must still record each attempt and give
+    # up after 3 days, not leave the delivery `sending` and claim it again forever.
+    from accounts.webhooks.models import WebhookEndpoint
+
+    receiver = receivers()
+    endpoint = create_endpoint(owner, receiver.url())
+    WebhookEndpoint.objects.filter(pk=endpoint["id"]).update(url=receiver.url().rstrip("/") + "/hooks/a\tb")
+
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        delivery = delivery_of(record(owner), endpoint)
+        for _ in range(80):
+            traveller.shift(timedelta(hours=1))
+            tasks.webhooks_tick()
+        delivery.refresh_from_db()
+
+    assert delivery.status == "failed"
+    assert receiver.requests == []
+    assert 1 < delivery.attempts < 20 and all(a.status_code is None for a in delivery.attempt_log.all())
