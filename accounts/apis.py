@@ -6,6 +6,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from accounts import selectors, services
+from accounts.models import OAuthSession
 from accounts.serializers import SocialAccountOutput
 from config.api.errors import Validation
 from config.api.pagination import page_response, page_window, paginate, parse_filters
@@ -123,10 +124,24 @@ class OAuthUrlApi(ApiView):
 
 class ReauthUrlInput(serializers.Serializer):
     socialAccountId = serializers.CharField(help_text="An account of this project (sa_…).")
-    scopes = serializers.ListField(child=serializers.CharField(max_length=100), required=False, max_length=20)
+    scopes = serializers.ListField(
+        child=serializers.RegexField(
+            r"^[A-Za-z0-9_.:\-]{1,64}$",
+            error_messages={"invalid": "A scope is 1-64 letters, digits, '_', '.', ':' or '-' (e.g. video.publish)."},
+        ),
+        required=False,
+        max_length=20,
+        help_text="The platform's scope names, e.g. video.publish (TikTok) or instagram_business_basic.",
+    )
     returnUrl = serializers.CharField(
         max_length=2048, required=False, help_text="Defaults to the returnUrl used at connect; same allowlist rule."
     )
+
+    def validate_scopes(self, scopes: list[str]) -> list[str]:
+        # Stored comma-joined with the session (512 characters): a comma inside a scope is refused above.
+        if len(",".join(scopes)) > OAuthSession._meta.get_field("scopes").max_length:
+            raise serializers.ValidationError("Too many scopes: at most 512 characters in all, commas included.")
+        return scopes
 
 
 class ReauthUrlApi(ApiView):

@@ -8,7 +8,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -286,11 +286,12 @@ def oauth_sessions_purge_expired(*, now=None) -> int:
 
 
 def _with_error(return_url: str, code: str) -> str:
-    """`return_url` with `layers_oauth_error=<code>` appended, its existing query kept."""
+    """`return_url` with `layers_oauth_error=<code>` appended, its existing query kept byte for byte (decoding
+    and re-encoding it would rewrite `%20` as `+`, `?flag` as `?flag=`, and non-UTF-8 escapes as U+FFFD,
+    breaking a signature the partner put in its own URL)."""
     parts = urlsplit(return_url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    query.append(("layers_oauth_error", code))
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    query = "&".join(q for q in (parts.query.rstrip("&"), urlencode({"layers_oauth_error": code})) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
 @dataclass(frozen=True)

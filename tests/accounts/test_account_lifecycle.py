@@ -253,3 +253,34 @@ def test_tokens_appear_in_no_response_and_not_in_a_raw_database_dump(owner):
     assert row.pk.encode() in dump  # the dump did include the account
     for secret in secrets_ + [owner.raw_key]:
         assert secret.encode() not in dump
+
+
+@pytest.mark.parametrize(
+    "scopes, field",
+    [
+        (["s" * 100] * 20, "scopes.0"),  # each scope too long (the joined list once overflowed storage: a 500)
+        (["video.publish,user.info.basic"], "scopes.0"),  # a comma would split into two scopes when stored
+        (["user info"], "scopes.0"),
+        ([f"scope.number.{i:02d}.with.a.long.name.{'x' * 20}" for i in range(20)], "scopes"),  # 20 x 49 > 512
+    ],
+)
+def test_reauth_scopes_that_cannot_be_stored_are_422(owner, scopes, field):
+    account = connected_account(owner, "tiktok", "scoper")
+    response = owner.client.post(
+        f"/v1/projects/{owner.project.id}/social/reauth-url",
+        {"socialAccountId": account["id"], "scopes": scopes},
+        format="json",
+    )
+    error = assert_error(response, 422, "VALIDATION")
+    assert field in error["details"]["fields"] and all(f.startswith("scopes") for f in error["details"]["fields"])
+
+
+def test_reauth_with_scopes_asks_the_platform_for_them(owner):
+    account = connected_account(owner, "tiktok", "scoper")
+    response = owner.client.post(
+        f"/v1/projects/{owner.project.id}/social/reauth-url",
+        {"socialAccountId": account["id"], "scopes": ["user.info.basic", "video.publish"]},
+        format="json",
+    )
+    assert response.status_code == 200
+    assert "scope=user.info.basic%2Cvideo.publish" in response.json()["authorizeUrl"]

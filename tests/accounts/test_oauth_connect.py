@@ -84,10 +84,19 @@ def test_denied_consent_redirects_with_access_denied(owner):
     assert not SocialAccount.objects.exists()
 
 
-def test_failure_keeps_the_return_urls_own_query(owner):
-    link = start(owner, "instagram", return_url="https://app.acme.test/cb?tab=accounts&x=1")
+@pytest.mark.parametrize(
+    "return_url",
+    [
+        "https://app.acme.test/cb?tab=accounts&x=1",
+        "https://app.acme.test/cb?flag&next=%2Fa%20b",  # a bare flag and %20 stay as written
+        "https://app.acme.test/cb?sig=%FF%FE",  # a signature's bytes, not UTF-8: never re-encoded
+        "https://app.acme.test/cb?x=1&",
+    ],
+)
+def test_failure_keeps_the_return_urls_own_query_byte_for_byte(owner, return_url):
+    link = start(owner, "instagram", return_url=return_url)
     response = consent_and_return("instagram", link["authorizeUrl"], "shy.user", decision="deny")
-    assert response["Location"] == "https://app.acme.test/cb?tab=accounts&x=1&layers_oauth_error=access_denied"
+    assert response["Location"] == return_url.rstrip("&") + "&layers_oauth_error=access_denied"
 
 
 def test_expired_state_redirects_with_expired_and_status_says_expired(owner):
