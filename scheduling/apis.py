@@ -33,7 +33,11 @@ class ContainerInput(StrictSerializer):
         max_length=35,
         help_text="video and image: exactly one URL; carousel: 2 to 35 (Instagram takes at most 10).",
     )
-    caption = serializers.CharField(max_length=MAX_CAPTION, required=False, allow_blank=True, default="")
+    # Kept exactly as sent: DRF trims by default, and a caption's leading or trailing line breaks are the
+    # partner's layout, not noise.
+    caption = serializers.CharField(
+        max_length=MAX_CAPTION, required=False, allow_blank=True, default="", trim_whitespace=False
+    )
 
     def validate(self, data):
         low, high = MEDIA_COUNTS[data["mediaType"]]

@@ -158,6 +158,10 @@ class ScheduledPost(models.Model):
     comments = models.BigIntegerField(null=True, blank=True)
     shares = models.BigIntegerField(null=True, blank=True)
     metrics_synced_at = models.DateTimeField(null=True, blank=True)
+    # When the metrics sync last asked the platform about this post, answered or not: the sync takes the
+    # least recently asked first, so posts the platform no longer returns (deleted) or whose account's
+    # calls fail go to the back of the line instead of filling every run's batch.
+    metrics_attempted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

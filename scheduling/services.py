@@ -797,6 +797,7 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int
     distribution layers, grouped per account and batched per platform call. Posts of disconnected (or
     reauth_required) accounts are left as they are. Returns how many posts were updated."""
     now = now or timezone.now()
+    stale = now - METRICS_STALE_AFTER
     with_layers = Layer.objects.filter(kind__in=ACCOUNT_LAYER_KINDS).values("social_account_id")
     posts = list(
         ScheduledPost.objects.filter(
@@ -805,9 +806,11 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int
             social_account__in=with_layers,
         )
         .exclude(external_id="")
-        .filter(Q(metrics_synced_at__isnull=True) | Q(metrics_synced_at__lt=now - METRICS_STALE_AFTER))
+        .filter(Q(metrics_synced_at__isnull=True) | Q(metrics_synced_at__lt=stale))
+        .filter(Q(metrics_attempted_at__isnull=True) | Q(metrics_attempted_at__lt=stale))
         .select_related("social_account__identity")
-        .order_by("social_account_id")[:limit]
+        # Least recently asked first: a post asked about and not answered must not hold its place.
+        .order_by(F("metrics_attempted_at").asc(nulls_first=True), "social_account_id")[:limit]
     )
     by_account: dict[str, list[ScheduledPost]] = {}
     for post in posts:
@@ -840,4 +843,6 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int
                 post.metrics_synced_at = now
                 updated.append(post)
     ScheduledPost.objects.bulk_update(updated, ["views", "likes", "comments", "shares", "metrics_synced_at"])
+    # Every post taken this run was asked about (or its account's calls failed): to the back of the line.
+    ScheduledPost.objects.filter(pk__in=[p.pk for p in posts]).update(metrics_attempted_at=now)
     return len(updated)

@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 
@@ -13,8 +14,15 @@ class AwareDateTimeField(serializers.DateTimeField):
 
     def to_internal_value(self, value):
         if isinstance(value, str):
+            value = value.strip()
+            if len(value) > 10 and value[10] == "t":  # RFC 3339 allows lower-case "t" and "z"
+                value = f"{value[:10]}T{value[11:]}"
+            if value.endswith("z"):
+                value = value[:-1] + "Z"
+            # The parser DRF itself uses (it also reads "2026-04-20T7:00:00", which datetime.fromisoformat
+            # refuses): whatever DRF would accept must be checked for its timezone here.
             try:
-                parsed = datetime.fromisoformat(value.strip())
+                parsed = parse_datetime(value)
             except ValueError:
                 parsed = None
             if parsed is not None and parsed.tzinfo is None:

@@ -16,6 +16,10 @@ def iso(dt) -> str:
     return dt.isoformat().replace("+00:00", "Z")
 
 
+def _within_a_year_in_a_one_digit_month():
+    return next(d for d in (timezone.now() + timedelta(days=n) for n in range(2, 300)) if d.month < 10)
+
+
 def soon() -> str:
     return iso(timezone.now() + timedelta(hours=1))
 
@@ -42,6 +46,14 @@ def test_container_is_created_and_readable(owner, container):
     assert container["projectId"] == owner.project.id
     assert container["mediaType"] == "video" and container["mediaUrls"] == VIDEO["mediaUrls"]
     assert owner.client.get(f"/v1/content/{container['id']}").json() == container
+
+
+@pytest.mark.parametrize("caption", ["\n\nLine one\n#tag  ", "   ", "  centred  "])
+def test_the_caption_is_kept_exactly_as_sent(owner, caption):
+    response = create_container(owner, {**VIDEO, "caption": caption})
+    assert response.status_code == 201, response.content
+    assert response.json()["caption"] == caption
+    assert owner.client.get(f"/v1/content/{response.json()['id']}").json()["caption"] == caption
 
 
 @pytest.mark.parametrize(
@@ -160,6 +172,8 @@ def test_managed_needs_a_configured_provider(owner, container):
     "when",
     [
         "2026-04-20T17:00:00",  # no timezone
+        lambda: f"{timezone.now() + timedelta(days=2):%Y-%m-%d}T7:00:00",  # no timezone, hour not zero-padded
+        lambda: f"{_within_a_year_in_a_one_digit_month():%Y-%-m-%d}T17:00:00",  # no timezone, month not padded
         "tomorrow",
         lambda: iso(timezone.now() - timedelta(minutes=6)),
         lambda: iso(timezone.now() + timedelta(days=366)),
@@ -185,6 +199,12 @@ def test_scheduled_for_accepts_offsets_and_slightly_past_times(owner, container)
     assert (
         schedule(owner, container["id"], [{"socialAccountId": account2.pk, "mode": "draft"}], offset).status_code == 201
     )
+    # RFC 3339 allows a lower-case "t" and "z"
+    when = (timezone.now() + timedelta(hours=3)).replace(microsecond=0)
+    lower = iso(when).replace("T", "t").replace("Z", "z")
+    response = schedule(owner, container["id"], [{"socialAccountId": make_account(owner).pk, "mode": "draft"}], lower)
+    assert response.status_code == 201, response.content
+    assert response.json()["scheduledPosts"][0]["scheduledFor"] == iso(when)
 
 
 def test_empty_and_duplicate_targets_are_422(owner, container):

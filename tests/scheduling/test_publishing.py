@@ -289,6 +289,40 @@ def test_metrics_sync_refreshes_published_posts_of_accounts_with_layers(owner, p
     assert services.posts_sync_metrics() == 0  # fresh metrics are not fetched again
 
 
+def test_posts_the_platform_no_longer_returns_do_not_starve_the_metrics_of_others(owner):
+    first, second = sorted(connected_account(owner, "tiktok", name)["id"] for name in ("gone.a", "live.b"))
+    live = schedule_now(owner, second)
+    run_dispatcher()
+    template = ScheduledPost.objects.get(pk=live["id"])
+    # 30 published posts of the other account that TikTok no longer returns (deleted by their creator)
+    fields = {f: getattr(template, f) for f in ("organization_id", "project_id", "container_id", "mode")}
+    ScheduledPost.objects.bulk_create(
+        ScheduledPost(
+            **fields,
+            social_account_id=first,
+            status="published",
+            scheduled_for=template.scheduled_for,
+            due_at=template.due_at,
+            published_at=template.published_at,
+            external_id=str(9_000_000_000 + i),
+        )
+        for i in range(30)
+    )
+
+    # A run takes 20 posts, the deleted ones first (their account sorts first): none answered.
+    assert services.posts_sync_metrics(limit=20) == 0
+    # The next run does not take the same 20 again: the live post gets its metrics.
+    assert services.posts_sync_metrics(limit=20) == 1
+    assert ScheduledPost.objects.get(pk=live["id"]).metrics_synced_at is not None
+    # and the unanswered posts are asked again only once their hour is over
+    assert services.posts_sync_metrics(limit=20) == 0
+    assert ScheduledPost.objects.filter(metrics_attempted_at__isnull=True).count() == 0
+    an_hour_on = later(hours=1)
+    with time_machine.travel(later(hours=2)):
+        assert services.posts_sync_metrics(limit=100) == 1
+    assert ScheduledPost.objects.filter(metrics_attempted_at__gt=an_hour_on).count() == 31
+
+
 def test_accounts_without_layers_are_skipped_by_sync_and_provisioned_before_publishing(owner):
     account = connected_account(owner, "tiktok", "layerless")
     Layer.objects.filter(social_account_id=account["id"]).delete()
