@@ -6,6 +6,15 @@ from rest_framework import serializers
 from config.api.fields import datetime_output
 
 
+def post_error(post) -> dict | None:
+    """The failure of a `failed` post. A post waiting to retry a transient error keeps that error for ops
+    (admin) but shows none: API.md's codes (RATE_LIMITED, PLATFORM_UNAVAILABLE "after retries") are
+    outcomes, and a partner reading `queued` with a code would take the post for failed."""
+    if post.status != "failed" or not post.error_code:
+        return None
+    return {"code": post.error_code, "message": post.error_message}
+
+
 class ContainerOutput(serializers.Serializer):
     id = serializers.CharField(help_text="cnt_…")
     projectId = serializers.CharField(source="project_id")
@@ -46,11 +55,9 @@ class ScheduledPostOutput(serializers.Serializer):
     def get_externalUrl(self, post) -> str | None:  # noqa: N802
         return post.external_url or None
 
-    @extend_schema_field(PostErrorOutput(allow_null=True))
+    @extend_schema_field(PostErrorOutput(allow_null=True, help_text="Why the post failed; null unless it failed."))
     def get_error(self, post):
-        if not post.error_code:
-            return None
-        return {"code": post.error_code, "message": post.error_message}
+        return post_error(post)
 
     def to_representation(self, post):
         # The fields above describe the output (and the OpenAPI schema); this writes it out directly,
@@ -68,7 +75,7 @@ class ScheduledPostOutput(serializers.Serializer):
             "publishedAt": datetime_output(post.published_at),
             "externalId": post.external_id or None,
             "externalUrl": post.external_url or None,
-            "error": {"code": post.error_code, "message": post.error_message} if post.error_code else None,
+            "error": post_error(post),
         }
 
 

@@ -148,6 +148,8 @@ def test_transient_errors_retry_with_backoff_then_fail(owner, kind, code):
             run_dispatcher()
         body = post(owner, scheduled["id"])
         assert body["attempts"] == attempt
+        if attempt < services.MAX_ATTEMPTS:  # waiting to retry: not a failure (yet), whatever the last error
+            assert body["status"] == "queued" and body["error"] is None, body
         minutes += 20
     assert body["status"] == "failed" and body["error"]["code"] == code
     assert sandbox_posts("instagram", f"transient.{kind}") == []
