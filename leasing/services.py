@@ -154,9 +154,17 @@ def lease_assign(
     request is not open, nothing is chosen, or a chosen account is not available (e.g. another staff
     member assigned it a moment ago)."""
     reserved = _reserve(request_id=request_id, pool_account_ids=pool_account_ids, auto=auto, actor=actor)
-    problems = _check_tokens(reserved)
+    problems, dead = _check_tokens(reserved)
     if problems:
-        return _fail(request_id=request_id, pool_ids=[p.pk for p in reserved], reason="; ".join(problems), actor=actor)
+        # A token TikTok refused will not come back by itself: that account leaves the pool (retired, with a
+        # note for ops, as after a release), so that the next auto-assign does not pick and fail on it again.
+        return _fail(
+            request_id=request_id,
+            pool_ids=[p.pk for p in reserved],
+            reason="; ".join(problems),
+            actor=actor,
+            retire_ids=dead,
+        )
     try:
         return _bind(request_id=request_id, pool_ids=[p.pk for p in reserved], actor=actor)
     except Exception as exc:
@@ -211,28 +219,34 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> list[Po
         return [found[pk] for pk in chosen]
 
 
-def _check_tokens(accounts: list[PoolAccount]) -> list[str]:
-    """Verify each reserved account's token with TikTok (no transaction open). Returns the problems."""
+def _check_tokens(accounts: list[PoolAccount]) -> tuple[list[str], list[str]]:
+    """Verify each reserved account's token with TikTok (no transaction open). Returns the problems, and the
+    ids of the accounts without a usable token (none, or refused): a platform outage is not their fault."""
     from accounts.platforms.clients import get_client
 
     client = get_client("tiktok")
-    problems = []
+    problems, dead = [], []
     for account in accounts:
         token = account.access_token
         if not token:
             problems.append(f"@{account.handle} has no token")
+            dead.append(account.pk)
             continue
         try:
             client.get_profile(access_token=token)
         except TokenInvalid:
             problems.append(f"@{account.handle}'s token is no longer valid")
+            dead.append(account.pk)
         except PlatformError as exc:
             problems.append(f"TikTok could not confirm @{account.handle} ({type(exc).__name__})")
-    return problems
+    return problems, dead
 
 
-def _fail(*, request_id: str, pool_ids: list[str], reason: str, actor) -> LeaseRequest:
+def _fail(*, request_id: str, pool_ids: list[str], reason: str, actor, retire_ids=()) -> LeaseRequest:
     with transaction.atomic():
+        PoolAccount.objects.filter(pk__in=retire_ids, status=PoolAccount.Status.RESERVED).update(
+            status=PoolAccount.Status.RETIRED, status_note="token missing or invalid at assignment: reconnect it"
+        )
         PoolAccount.objects.filter(pk__in=pool_ids, status=PoolAccount.Status.RESERVED).update(
             status=PoolAccount.Status.AVAILABLE
         )

@@ -124,7 +124,7 @@ def test_reject_with_a_reason_the_partner_sees(owner, staff):
         services.lease_assign(request_id=accepted["requestId"], auto=True)
 
 
-def test_a_dead_pool_token_fails_the_binding_and_returns_the_accounts(owner):
+def test_a_dead_pool_token_fails_the_binding_returns_the_healthy_account_and_retires_the_dead_one(owner):
     ids = add_pool(2)
     dead = PoolAccount.objects.get(pk=ids[0])
     Client().post(
@@ -136,7 +136,13 @@ def test_a_dead_pool_token_fails_the_binding_and_returns_the_accounts(owner):
 
     detail = get_request(owner, accepted["requestId"])
     assert detail["status"] == "failed" and dead.handle in detail["failureReason"]
-    assert PoolAccount.objects.filter(pk__in=ids, status="available").count() == 2
+    # the healthy account is back in the pool; the dead one is out of it, with a note for ops
+    assert PoolAccount.objects.get(pk=ids[1]).status == "available"
+    dead.refresh_from_db()
+    assert dead.status == "retired" and "reconnect" in dead.status_note
+    assert ids[0] not in [
+        c.account.pk for c in services.pool_candidates(request=LeaseRequest.objects.get(pk=accepted["requestId"]))
+    ]
     assert not SocialAccount.objects.filter(kind="leased").exists()
     # the request can be worked again with a healthy account
     add_pool(1)
@@ -227,7 +233,7 @@ def test_a_release_during_a_broker_outage_still_answers_and_the_token_is_checked
     services.lease_assign(request_id=again["requestId"], auto=True)
     detail = get_request(owner, again["requestId"])
     assert detail["status"] == "failed" and detail["socialAccountIds"] == []
-    assert PoolAccount.objects.get(pk=pool_id).status == "available"
+    assert PoolAccount.objects.get(pk=pool_id).status == "retired"  # and out of the pool from then on
 
 
 def test_leased_tokens_are_refreshed_by_the_health_check(owner):
