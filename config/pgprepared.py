@@ -1,5 +1,11 @@
-"""Prepared statements that a migration made stale are dropped instead of failing until the connection
-is recycled.
+"""What server-side binding (LAYERS_DB_PREPARED_STATEMENTS, config/settings/base.py) needs to stay correct:
+integers out of their column's range are refused, not wrapped, and prepared statements that a migration
+made stale are dropped instead of failing until the connection is recycled.
+
+Integers: with server-side binding Django sends an IntegerField's value as psycopg's Int4 (Int2, Int8 for
+the other integer fields), and psycopg's C binary dumper for Int4 keeps the low 32 bits: 2**32 + 4900 was
+stored as 4900, silently (a price, an amount). Sent as text instead, the value is checked by PostgreSQL,
+which refuses it ("out of range for type integer", a DataError), as it does with client-side binding.
 
 Connections prepare the statements they run often (LAYERS_DB_PREPARED_STATEMENTS, config/settings/base.py).
 When a migration changes the type of a column such a statement reads, PostgreSQL refuses the statement on
@@ -32,8 +38,22 @@ def forget_stale_plans(execute, sql, params, many, context):
         raise
 
 
+def _text_integer_dumpers(adapters) -> None:
+    """Register psycopg's text dumpers for Int2/Int4/Int8 (they also become the ones `%s` picks)."""
+    from psycopg import _cmodule
+    from psycopg.types import numeric
+
+    module = _cmodule._psycopg or numeric  # the C dumpers when psycopg has them, else the Python ones
+    for wrapper, dumper in (("Int2", "Int2Dumper"), ("Int4", "Int4Dumper"), ("Int8", "Int8Dumper")):
+        adapters.register_dumper(getattr(numeric, wrapper), getattr(module, dumper))
+
+
 def _install_on(sender, connection, **kwargs) -> None:
-    if connection.vendor == "postgresql" and forget_stale_plans not in connection.execute_wrappers:
+    if connection.vendor != "postgresql":
+        return
+    if connection.settings_dict["OPTIONS"].get("server_side_binding"):
+        _text_integer_dumpers(connection.connection.adapters)
+    if forget_stale_plans not in connection.execute_wrappers:
         # First, not last: `connection.execute_wrapper()` blocks pop the last wrapper when they end, and a
         # connection may be opened inside one.
         connection.execute_wrappers.insert(0, forget_stale_plans)

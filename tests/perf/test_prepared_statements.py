@@ -88,3 +88,41 @@ def test_a_migration_that_changes_a_column_type_costs_one_failed_query_not_a_con
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS prepared_probe")
+
+
+def _pool_account(price: int):
+    from leasing.models import PoolAccount
+
+    return PoolAccount.objects.create(
+        handle=f"fit.{price % 10_000}",
+        platform_user_id=f"pool-{price}",
+        vertical="fitness",
+        languages=["en-US"],
+        geos=["US"],
+        monthly_price_cents=price,
+    )
+
+
+@pytest.mark.parametrize("price", [2**32 + 4900, 2**31, 2**63 + 1])
+def test_an_integer_out_of_its_columns_range_is_refused_not_wrapped(db, price):
+    from django.db import DataError
+
+    from leasing.models import PoolAccount
+
+    assert connection.settings_dict["OPTIONS"].get("server_side_binding")  # what made Int4 wrap
+    # Server-side binding sent the price as a binary int4 keeping its low 32 bits: 2**32 + 4900 became 4900.
+    with pytest.raises(DataError, match="out of range"), transaction.atomic():
+        _pool_account(price)
+    assert not PoolAccount.objects.exists()
+
+
+def test_integers_in_range_are_stored_exactly(db):
+    from billing.models import LedgerEntry
+    from leasing.models import PoolAccount
+    from tests.conftest import make_tenant
+
+    _pool_account(2**31 - 1)
+    assert PoolAccount.objects.get().monthly_price_cents == 2**31 - 1  # read back from the row
+    tenant = make_tenant("Big spender")
+    LedgerEntry.objects.create(organization=tenant.org, kind="adjustment", amount_cents=2**40 + 7, reason="x")
+    assert LedgerEntry.objects.filter(amount_cents=2**40 + 7).get().amount_cents == 2**40 + 7  # a bigint column
