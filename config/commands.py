@@ -4,6 +4,7 @@ object on stdout (and nothing else), so automation and tests can read it."""
 import json
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DataError
 
 from config.api.ids import is_valid
 
@@ -21,6 +22,8 @@ class JsonCommand(BaseCommand):
             result, human = self.run(**options)
         except (ValueError, LookupError) as exc:
             raise CommandError(str(exc))
+        except DataError as exc:  # a value the database refuses: too long, a NUL byte, out of range
+            raise CommandError(f"A value was refused by the database: {str(exc).splitlines()[0]}")
         if options["json"]:
             self.stdout.write(json.dumps(result))
         else:

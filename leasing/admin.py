@@ -18,7 +18,7 @@ from import_export.admin import ImportMixin
 from accounts.services import social_account_revoke
 from leasing import services
 from leasing.geo import ISO_3166_ALPHA2, is_bcp47
-from leasing.models import Lease, LeaseAction, LeaseRequest, PoolAccount
+from leasing.models import MAX_MONTHLY_PRICE_CENTS, Lease, LeaseAction, LeaseRequest, PoolAccount
 
 
 class AgeFilter(admin.SimpleListFilter):
@@ -221,10 +221,12 @@ class PoolAccountResource(resources.ModelResource):
         if not (row.get("vertical") or "").strip():
             raise ValidationError({"vertical": "required"})
         try:
-            if int(row.get("monthly_price_cents", "")) < 0:
+            if not 0 <= int(row.get("monthly_price_cents", "")) <= MAX_MONTHLY_PRICE_CENTS:
                 raise ValueError
         except (TypeError, ValueError):
-            raise ValidationError({"monthly_price_cents": "a whole number of cents ≥ 0"})
+            raise ValidationError(
+                {"monthly_price_cents": f"a whole number of cents from 0 to {MAX_MONTHLY_PRICE_CENTS}"}
+            )
 
     def import_field(self, field, instance, row, is_m2m=False, **kwargs):
         if field.attribute in ("languages", "geos"):

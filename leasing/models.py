@@ -1,9 +1,14 @@
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
 
 from accounts.models import Organization, Project, SocialAccount
 from config.api.ids import PrefixedIdField
+
+# A typo guard on monthly prices ($100,000 a month), far below the column's limit: a price past it is refused
+# where it is entered (admin form, CSV import, add_pool_accounts) rather than stored.
+MAX_MONTHLY_PRICE_CENTS = 10_000_000
 
 
 class PoolAccount(models.Model):
@@ -35,7 +40,7 @@ class PoolAccount(models.Model):
     geos = models.JSONField(default=list, help_text='ISO 3166-1 alpha-2 codes, e.g. ["US", "CA"]')
     audience_notes = models.TextField(blank=True)
     warmup_state = models.CharField(max_length=16, choices=Warmup.choices, default=Warmup.WARM)
-    monthly_price_cents = models.PositiveIntegerField()
+    monthly_price_cents = models.PositiveIntegerField(validators=[MaxValueValidator(MAX_MONTHLY_PRICE_CENTS)])
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.AVAILABLE, db_index=True)
     status_note = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -62,7 +62,7 @@ def test_commands_with_an_unknown_org_fail(db, org_id):
     with pytest.raises(CommandError):
         call_command("create_project", "--org", org_id, "x", "--json", stdout=io.StringIO())
     with pytest.raises(CommandError):
-        call_command("create_api_key", "--org", org_id, "--json", stdout=io.StringIO())
+        call_command("create_api_key", "--org", org_id, "--return-domain", "a.test", "--json", stdout=io.StringIO())
     assert not Project.objects.exists() and not ApiKey.objects.exists()
 
 

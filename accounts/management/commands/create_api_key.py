@@ -11,7 +11,7 @@ class Command(JsonCommand):
         parser.add_argument(
             "--return-domain",
             action="append",
-            default=[],
+            required=True,  # a key without any allowed host could never start a connect (API.md: at least one)
             dest="return_domains",
             help="allowed returnUrl host (repeatable; host:port for a non-default port)",
         )

@@ -1,3 +1,5 @@
+from django.core.management.base import CommandError
+
 from accounts.key_rotation import rotate_all
 from config.commands import JsonCommand
 
@@ -14,6 +16,8 @@ class Command(JsonCommand):
         parser.add_argument("--dry-run", action="store_true", help="count what would be rotated, change nothing")
 
     def run(self, *, batch, dry_run, **options):
+        if batch < 1:  # a batch of 0 read no rows, rotated nothing, and reported that the old key could go
+            raise CommandError("--batch must be at least 1.")
         report = rotate_all(batch=batch, dry_run=dry_run)
         lines = [
             f"{name}: {c['rotated']} rotated, {c['current']} already current"

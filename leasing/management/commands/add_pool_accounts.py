@@ -6,6 +6,7 @@ from django.core.management.base import CommandError
 from config.commands import JsonCommand
 from leasing import services
 from leasing.geo import ISO_3166_ALPHA2, is_bcp47
+from leasing.models import MAX_MONTHLY_PRICE_CENTS
 
 
 class Command(JsonCommand):
@@ -31,14 +32,18 @@ class Command(JsonCommand):
         geos = [g.upper() for g in geo]
         if any(g not in ISO_3166_ALPHA2 for g in geos):
             raise CommandError("--geo takes ISO 3166-1 alpha-2 codes such as US.")
-        if price_cents < 0:
-            raise CommandError("--price-cents must not be negative.")
+        if not 0 <= price_cents <= MAX_MONTHLY_PRICE_CENTS:
+            raise CommandError(f"--price-cents must be from 0 to {MAX_MONTHLY_PRICE_CENTS}.")
+        vertical = vertical.strip()
+        if not vertical:
+            raise CommandError("--vertical must not be blank.")
         from accounts.platforms.sandbox import identities
 
+        # Sandbox handles are [a-z0-9._]{2,30}: the vertical's ASCII letters and digits, then a random suffix.
+        stem = "".join(c for c in vertical.lower() if c in "abcdefghijklmnopqrstuvwxyz0123456789")[:12] or "pool"
         ids = []
         for _ in range(count):
-            handle = f"{vertical.lower()[:12]}.{secrets.token_hex(3)}"
-            handle = "".join(c for c in handle if c.isalnum() or c in "._")
+            handle = f"{stem}.{secrets.token_hex(3)}"
             tokens = services.sandbox_tokens_for(handle)
             account = services.pool_account_add(
                 handle=handle,

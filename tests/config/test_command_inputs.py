@@ -1,0 +1,90 @@
+"""Bad input to the management commands of API.md is a CommandError saying what is wrong (a clean exit with
+a message for automation), never a traceback, and never a silent success that did something else."""
+
+import io
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client
+
+from accounts.models import ApiKey, Organization, Project
+from billing.models import LedgerEntry
+from leasing.models import LeaseRequest, PoolAccount
+from tests.leasing.helpers import add_pool, request_accounts
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args) -> None:
+    call_command(*args, "--json", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def refused(*args, match: str | None = None) -> str:
+    with pytest.raises(CommandError, match=match) as raised:
+        run(*args)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("create_org", "x" * 201),
+        ("create_org", "Ac\x00me"),
+        ("create_project", "--org", "{org}", "x" * 201),
+        ("create_api_key", "--org", "{org}", "--return-domain", "a.test", "--name", "n" * 201),
+        ("top_up", "--org", "{org}", "--cents", "100", "--reason", "r" * 501),
+        ("top_up", "--org", "{org}", "--cents", "100", "--reference", "r" * 101),
+        ("lease_assign", "lreq_\x00", "--auto"),
+        ("lease_reject", "lreq_\x00", "--reason", "x"),
+        ("lease_reject", "{request}", "--reason", "bad\x00reason"),
+        ("lease_assign", "{request}", "--pool-account", "pool_\x00"),
+    ],
+)
+@pytest.mark.django_db(transaction=True)  # as run from a shell: autocommit, no test transaction around it
+def test_values_the_database_refuses_are_a_command_error_and_change_nothing(owner, args):
+    request_id = request_accounts(owner, 1)["requestId"]
+    before = (Organization.objects.count(), Project.objects.count(), ApiKey.objects.count(), LedgerEntry.objects.count())
+    refused(*(a.format(org=owner.org.id, request=request_id) for a in args))
+    after = (Organization.objects.count(), Project.objects.count(), ApiKey.objects.count(), LedgerEntry.objects.count())
+    assert after == before
+    assert LeaseRequest.objects.get(pk=request_id).status == "requested"
+
+
+def test_rotating_keys_in_batches_of_zero_is_refused_rather_than_reported_done(db):
+    assert "--batch" in refused("rotate_token_keys", "--batch", "0")
+
+
+def pool(*extra: str):
+    return ("add_pool_accounts", "--count", "1", "--language", "en-US", "--geo", "US", *extra)
+
+
+@pytest.mark.parametrize("price", [str(2**32 + 4900), str(2**31), "10000001", "-1"])
+def test_a_pool_price_past_the_cap_is_refused_not_stored_as_something_else(db, price):
+    assert "--price-cents" in refused(*pool("--vertical", "fitness", "--price-cents", price))
+    assert not PoolAccount.objects.exists()
+
+
+@pytest.mark.parametrize("vertical", ["", "   "])
+def test_a_blank_vertical_is_refused(db, vertical):
+    refused(*pool("--vertical", vertical, "--price-cents", "4900"), match="vertical")
+
+
+def test_a_vertical_is_stored_trimmed_so_requests_match_it(owner):
+    add_pool(1, vertical="fitness ")
+    assert PoolAccount.objects.get().vertical == "fitness"
+
+
+def test_pool_handles_are_sandbox_handles_whatever_the_vertical(db):
+    (pool_id,) = add_pool(1, vertical="beauté & soins")
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    # The sandbox's handle rule ([a-z0-9._]{2,30}): its control endpoints accept the handle
+    answer = Client().post(
+        "/sandbox/tiktok/_control/invalidate-tokens", {"username": handle}, content_type="application/json"
+    )
+    assert answer.status_code == 200, (handle, answer.content)
+
+
+def test_an_api_key_needs_at_least_one_return_domain(owner):
+    refused("create_api_key", "--org", owner.org.id, match="return-domain")
+    assert ApiKey.objects.filter(organization=owner.org).count() == 1  # the fixture's key only
