@@ -116,7 +116,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             },
         )
 
-    @admin.action(description="Revoke selected keys")
+    @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request, queryset):
         for key in queryset:
             services.api_key_revoke(key=key)
@@ -184,9 +184,16 @@ class SocialAccountAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # rows are the audit trail: revoke instead
 
-    @admin.action(description="Revoke (disconnect) selected accounts")
+    @admin.action(description="Revoke (disconnect) selected accounts", permissions=["change"])
     def revoke_accounts(self, request, queryset):
+        may_release = request.user.has_perm("leasing.change_lease")
         for account in queryset:
+            if account.kind == SocialAccount.Kind.LEASED and not may_release:
+                # Revoking a leased account releases its lease (billing stops): that is a lease change.
+                self.message_user(
+                    request, f"{account.pk}: leased; releasing it needs the lease permission.", messages.ERROR
+                )
+                continue
             result = services.social_account_revoke(account_id=account.pk, actor=request.user)
             self.message_user(
                 request,
@@ -198,7 +205,21 @@ class SocialAccountAdmin(admin.ModelAdmin):
 
 @admin.register(OAuthSession)
 class OAuthSessionAdmin(admin.ModelAdmin):
-    list_display = ("short_state", "platform", "purpose", "status", "error_code", "project", "created_at")
+    list_display = (
+        "short_state",
+        "platform",
+        "purpose",
+        "status",
+        "error_code",
+        "project",
+        "return_url",
+        "created_at",
+        "completed_at",
+    )
+    # The state is the row's primary key, and a pending one is a bearer secret: no row links (their URLs
+    # carry it) and no actions (their checkboxes do). The list shows everything staff need.
+    list_display_links = None
+    actions = None
     list_filter = ("platform", "purpose", "status", "error_code")
     search_fields = ("project__name", "organization__name")
     list_select_related = ("project",)

@@ -244,6 +244,10 @@ class OAuthSession(models.Model):
     class Meta:
         verbose_name = "OAuth session"
 
+    def __str__(self):
+        # Never the whole state (a bearer secret until used): this label shows up in admin pages and logs.
+        return f"{self.platform} {self.purpose} session {self.state[:10]}…"
+
     def public_status(self, now=None) -> str:
         now = now or timezone.now()
         if self.status in (self.Status.COMPLETED, self.Status.FAILED):

@@ -20,6 +20,7 @@ from accounts.models import Organization
 from billing import reports, services
 from billing.models import LedgerEntry, MonthlyBilling, Wallet
 from config.api.errors import Validation
+from config.api.ids import is_valid
 
 
 def _description(entry: LedgerEntry) -> str:
@@ -167,7 +168,8 @@ class MoneyForm(forms.Form):
         required=False,
         help_text="Optional, e.g. the bank transfer id: an entry with the same reference is recorded only once.",
     )
-    token = forms.CharField(widget=forms.HiddenInput, initial=lambda: uuid.uuid4().hex)
+    # Becomes the entry's reference (`form:<token>`, 100 characters at most): a forged longer one is a form error.
+    token = forms.CharField(widget=forms.HiddenInput, initial=lambda: uuid.uuid4().hex, max_length=64)
 
     def clean(self):
         data = super().clean()
@@ -235,7 +237,8 @@ class MonthlyBillingAdmin(admin.ModelAdmin):
             raise PermissionDenied
         month = reports.parse_month(request.GET.get("month"), default=timezone.now().date().replace(day=1))
         org = request.GET.get("organization") or None
-        if org and not Organization.objects.filter(pk=org).exists():
+        # A malformed id (a NUL byte, which PostgreSQL refuses outright) never reaches the database.
+        if org and not (is_valid("org", org) and Organization.objects.filter(pk=org).exists()):
             org = None
         return reports.month_start(month).date(), org
 

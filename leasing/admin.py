@@ -275,6 +275,11 @@ class PoolAccountAdmin(ImportMixin, admin.ModelAdmin):
     search_fields = ("handle", "vertical")
     readonly_fields = ("id", "platform_user_id", "token_expires_at", "created_at")
 
+    def has_import_permission(self, request):
+        # django-import-export lets anyone who can see the list import unless told otherwise, and an import
+        # adds accounts and rewrites existing ones (their prices are what future leases are billed).
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
     def save_model(self, request, obj, form, change):
         obj.languages = form.cleaned_data["languages_text"]
         obj.geos = form.cleaned_data["geos_text"]
@@ -315,6 +320,8 @@ class LeaseAdmin(admin.ModelAdmin):
 class LeaseActionAdmin(admin.ModelAdmin):
     list_display = ("created_at", "action", "actor", "request", "lease")
     list_filter = ("action",)
+    # One statement for the page: the lease's label names its pool account and project.
+    list_select_related = ("actor", "request", "lease__pool_account", "lease__project")
     readonly_fields = ("created_at", "action", "actor", "request", "lease", "detail")
 
     def has_add_permission(self, request):

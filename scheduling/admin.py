@@ -44,7 +44,7 @@ class ScheduledPostAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "mode", DueWindowFilter, "social_account__platform", "project")
     search_fields = ("id", "social_account__id", "social_account__identity__handle", "project__name")
-    list_select_related = ("social_account", "project")
+    list_select_related = ("social_account__identity", "project")  # an account's label is its handle
     date_hierarchy = "scheduled_for"
     readonly_fields = [f.name for f in ScheduledPost._meta.fields]
     actions = ["retry_posts", "cancel_posts"]
@@ -63,11 +63,11 @@ class ScheduledPostAdmin(admin.ModelAdmin):
             except ApiError as exc:
                 self.message_user(request, f"{post.pk}: {exc.message}", messages.WARNING)
 
-    @admin.action(description="Retry selected failed posts (due now)")
+    @admin.action(description="Retry selected failed posts (due now)", permissions=["change"])
     def retry_posts(self, request, queryset):
         self._each(request, queryset, services.post_retry, "queued again")
 
-    @admin.action(description="Cancel selected queued posts")
+    @admin.action(description="Cancel selected queued posts", permissions=["change"])
     def cancel_posts(self, request, queryset):
         self._each(request, queryset, services.post_cancel, "canceled")
 
@@ -117,7 +117,7 @@ class ManagedProviderAdmin(admin.ModelAdmin):
 class LayerAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "social_account", "project", "created_at")
     list_filter = ("kind",)
-    list_select_related = ("social_account", "project")
+    list_select_related = ("social_account__identity", "project")  # an account's label is its handle
     readonly_fields = [f.name for f in Layer._meta.fields]
 
 

@@ -40,7 +40,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # the deliveries' history hangs off the row: disable instead
 
-    @admin.action(description="Disable selected endpoints (stops their deliveries)")
+    @admin.action(description="Disable selected endpoints (stops their deliveries)", permissions=["change"])
     def disable_endpoints(self, request, queryset):
         for endpoint in queryset:
             services.endpoint_disable(
@@ -48,7 +48,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             )
             self.message_user(request, f"{endpoint.pk}: disabled", messages.SUCCESS)
 
-    @admin.action(description="Enable selected endpoints")
+    @admin.action(description="Enable selected endpoints", permissions=["change"])
     def enable_endpoints(self, request, queryset):
         for endpoint in queryset:
             try:
@@ -123,7 +123,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Resend selected deliveries now (fresh 3-day retry window)")
+    @admin.action(description="Resend selected deliveries now (fresh 3-day retry window)", permissions=["change"])
     def resend(self, request, queryset):
         for delivery in queryset:
             try:

@@ -20,6 +20,10 @@ def run(*args) -> None:
     call_command(*args, "--json", stdout=io.StringIO(), stderr=io.StringIO())
 
 
+def _counts() -> tuple[int, ...]:
+    return tuple(m.objects.count() for m in (Organization, Project, ApiKey, LedgerEntry))
+
+
 def refused(*args, match: str | None = None) -> str:
     with pytest.raises(CommandError, match=match) as raised:
         run(*args)
@@ -44,10 +48,9 @@ def refused(*args, match: str | None = None) -> str:
 @pytest.mark.django_db(transaction=True)  # as run from a shell: autocommit, no test transaction around it
 def test_values_the_database_refuses_are_a_command_error_and_change_nothing(owner, args):
     request_id = request_accounts(owner, 1)["requestId"]
-    before = (Organization.objects.count(), Project.objects.count(), ApiKey.objects.count(), LedgerEntry.objects.count())
+    before = _counts()
     refused(*(a.format(org=owner.org.id, request=request_id) for a in args))
-    after = (Organization.objects.count(), Project.objects.count(), ApiKey.objects.count(), LedgerEntry.objects.count())
-    assert after == before
+    assert _counts() == before
     assert LeaseRequest.objects.get(pk=request_id).status == "requested"
 
 

@@ -1,0 +1,223 @@
+"""The back office holds what it promises staff: an admin action that changes something needs the change
+permission (viewing a list is not enough), a CSV import needs add and change, a pending OAuth state is never
+printed, the busy lists cost the same number of queries however many rows they show, and odd URLs are
+answered with a page, not a server error."""
+
+from datetime import timedelta
+
+import pytest
+from django.apps import apps
+from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test import Client, RequestFactory
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts import crypto
+from accounts.models import ApiKey, OAuthSession, SocialAccount
+from accounts.webhooks.models import WebhookEndpoint
+from leasing.models import Lease, LeaseAction, PoolAccount
+from scheduling.models import Layer, ScheduledPost
+from tests.billing.factories import lease_assign
+from tests.factories import make_account
+from tests.scheduling.publish_helpers import later, schedule_now
+from tests.staff import superuser, with_mfa
+
+pytestmark = pytest.mark.django_db
+
+
+def staff_with(*perms: str, mfa: bool = False):
+    user = get_user_model().objects.create_user(username="staffer", password="pw-12345678", is_staff=True)
+    for perm in perms:
+        app_label, codename = perm.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    if mfa:
+        with_mfa(user)
+    client = Client()
+    client.force_login(user)
+    return user, client
+
+
+def run_action(client, model, action: str, pks) -> None:
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+    client.post(url, {"action": action, ACTION_CHECKBOX_NAME: [str(pk) for pk in pks], "index": 0})
+
+
+def endpoint_of(tenant) -> WebhookEndpoint:
+    return WebhookEndpoint.objects.create(
+        organization=tenant.org,
+        url="https://hooks.acme.test/x",
+        events=["social_account.connected"],
+        secret_enc=crypto.encrypt("whsec_x"),
+    )
+
+
+@pytest.mark.parametrize(
+    "model, view_perm, action",
+    [
+        (ApiKey, "accounts.view_apikey", "revoke_keys"),
+        (SocialAccount, "accounts.view_socialaccount", "revoke_accounts"),
+        (ScheduledPost, "scheduling.view_scheduledpost", "retry_posts"),
+        (ScheduledPost, "scheduling.view_scheduledpost", "cancel_posts"),
+        (WebhookEndpoint, "webhooks.view_webhookendpoint", "disable_endpoints"),
+        (WebhookEndpoint, "webhooks.view_webhookendpoint", "enable_endpoints"),
+        ("webhooks.WebhookDelivery", "webhooks.view_webhookdelivery", "resend"),
+        (Lease, "leasing.view_lease", "release_leases"),
+    ],
+)
+def test_view_only_staff_are_offered_no_action_that_changes_something(model, view_perm, action):
+    model = apps.get_model(model) if isinstance(model, str) else model
+    viewer, _ = staff_with(view_perm)
+    changer = superuser("changer")
+    request = RequestFactory().get("/admin/")
+    request.user = viewer
+    assert action not in admin.site._registry[model].get_actions(request)
+    request.user = changer
+    assert action in admin.site._registry[model].get_actions(request)
+
+
+def test_a_view_only_post_of_an_action_changes_nothing(owner):
+    account = make_account(owner)
+    queued = schedule_now(owner, make_account(owner).pk, when=later(hours=2))
+    endpoint = endpoint_of(owner)
+    _, viewer = staff_with(
+        "accounts.view_apikey",
+        "accounts.view_socialaccount",
+        "scheduling.view_scheduledpost",
+        "webhooks.view_webhookendpoint",
+    )
+
+    run_action(viewer, ApiKey, "revoke_keys", [owner.key.pk])
+    run_action(viewer, SocialAccount, "revoke_accounts", [account.pk])
+    run_action(viewer, ScheduledPost, "cancel_posts", [queued["id"]])
+    run_action(viewer, WebhookEndpoint, "disable_endpoints", [endpoint.pk])
+
+    owner.key.refresh_from_db()
+    account.refresh_from_db()
+    endpoint.refresh_from_db()
+    assert owner.key.revoked_at is None
+    assert account.status == "connected"
+    assert ScheduledPost.objects.get(pk=queued["id"]).status == "queued"
+    assert endpoint.status == "active"
+
+
+def test_revoking_a_leased_account_needs_the_permission_to_release_leases(owner):
+    lease = lease_assign(owner)
+    connected = make_account(owner)
+    _, staff = staff_with("accounts.view_socialaccount", "accounts.change_socialaccount", mfa=True)
+
+    run_action(staff, SocialAccount, "revoke_accounts", [lease.social_account_id, connected.pk])
+
+    lease.refresh_from_db()
+    assert lease.released_at is None  # billing goes on: releasing is a lease change
+    assert SocialAccount.objects.get(pk=connected.pk).status == "disconnected"
+
+
+def test_importing_pool_accounts_needs_add_and_change(db):
+    existing = PoolAccount.objects.create(
+        handle="fit.one",
+        platform_user_id="pool-x",
+        vertical="fitness",
+        languages=["en-US"],
+        geos=["US"],
+        monthly_price_cents=4900,
+    )
+    _, viewer = staff_with("leasing.view_poolaccount")
+    assert viewer.get("/admin/leasing/poolaccount/import/").status_code == 403
+    csv = "handle,vertical,languages,geos,monthly_price_cents,audience_notes,warmup_state\n"
+    csv += "fit.one,fitness,en-US,US,1,,warm\n"
+    viewer.post(
+        "/admin/leasing/poolaccount/import/",
+        {"format": "0", "import_file": SimpleUploadedFile("pool.csv", csv.encode(), content_type="text/csv")},
+    )
+    existing.refresh_from_db()
+    assert existing.monthly_price_cents == 4900
+
+
+def test_the_oauth_session_list_never_prints_a_whole_state(owner):
+    session = OAuthSession.objects.create(
+        organization=owner.org,
+        project=owner.project,
+        api_key=owner.key,
+        platform="tiktok",
+        purpose="connect",
+        return_url="https://app.acme.test/done",
+        expires_at=timezone.now() + timedelta(minutes=30),
+    )
+    staff = Client()
+    staff.force_login(superuser())
+    page = staff.get(reverse("admin:accounts_oauthsession_changelist"))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert session.state[:10] in text and session.state not in text
+    assert session.state not in str(session)
+
+
+def _changelist_queries(client, model) -> int:
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    return len(queries.captured_queries)
+
+
+@pytest.mark.parametrize("model", [ScheduledPost, Layer, LeaseAction])
+def test_busy_lists_cost_the_same_queries_for_3_rows_as_for_30(owner, model):
+    staff = Client()
+    staff.force_login(superuser())
+    actor = get_user_model().objects.create_user(username="someone", is_staff=True)
+
+    def add_row():
+        if model is ScheduledPost:
+            schedule_now(owner, make_account(owner).pk, when=later(hours=2))
+        elif model is Layer:
+            account = make_account(owner)
+            Layer.objects.create(organization=owner.org, project=owner.project, social_account=account, kind="x")
+        else:
+            lease = lease_assign(owner)
+            LeaseAction.objects.create(request=lease.request, lease=lease, actor=actor, action="assigned")
+
+    for _ in range(3):
+        add_row()
+    few = _changelist_queries(staff, model)
+    for _ in range(27):
+        add_row()
+    assert _changelist_queries(staff, model) == few
+
+
+@pytest.mark.parametrize(
+    "url, status",
+    [
+        ("/admin/billing/monthlybilling/?month=9999-12", 200),  # the month after it was past what a date holds
+        ("/admin/billing/monthlybilling/?organization=%00", 400),
+        ("/admin/billing/wallet/%00/change/", 400),
+        ("/admin/leasing/leaserequest/%00/change/", 400),
+        ("/admin/scheduling/scheduledpost/?q=%00", 400),
+    ],
+)
+def test_odd_admin_urls_get_a_page_not_a_server_error(db, url, status):
+    staff = Client(raise_request_exception=False)
+    staff.force_login(superuser())
+    assert staff.get(url).status_code == status
+
+
+def test_a_forged_money_form_token_is_a_form_error(owner):
+    staff = Client(raise_request_exception=False)
+    staff.force_login(superuser())
+    response = staff.post(
+        reverse("admin:billing_wallet_record"),
+        {
+            "organization": owner.org.pk,
+            "kind": "top_up",
+            "amount": "10.00",
+            "reason": "wire",
+            "reference": "",
+            "token": "x" * 200,
+        },
+    )
+    assert response.status_code == 200  # the form again, with its error
+    assert not owner.org.ledger_entries.exists()
