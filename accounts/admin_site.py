@@ -62,20 +62,3 @@ class BackOfficeAdminSite(AdminSite):
 
 class BackOfficeAdminConfig(AdminConfig):
     default_site = "accounts.admin_site.BackOfficeAdminSite"
-
-
-class RefuseNulBytesInAdminMiddleware:
-    """A NUL byte in an admin URL (an object id, a filter value) reached PostgreSQL, which refuses it with a
-    DataError: a 500 page. No id or filter value of ours contains one, so such a request is a 400."""
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        if request.path.startswith("/admin/") and (
-            "\x00" in request.path or any("\x00" in value for values in request.GET.lists() for value in values[1])
-        ):
-            from django.http import HttpResponseBadRequest
-
-            return HttpResponseBadRequest("Bad request: a NUL byte in the URL.")
-        return self.get_response(request)

@@ -594,3 +594,33 @@ def test_engagement_is_deterministic_and_never_decreases():
     assert at_zero["views"] == 0
     assert [f["views"] for f in figures] == sorted(f["views"] for f in figures)
     assert figures[-1]["views"] > 0 and figures[-1]["likes"] > 0
+
+
+@pytest.mark.parametrize(
+    "method, path, data, content_type",
+    [
+        ("post", "/sandbox/tiktok/v2/oauth/token/", {"grant_type": "authorization_code", "code": "a\x00b"}, None),
+        (
+            "post",
+            "/sandbox/instagram/api/oauth/access_token",
+            {"grant_type": "authorization_code", "code": "a\x00"},
+            None,
+        ),
+        ("post", "/sandbox/tiktok/v2/post/publish/status/fetch/", json.dumps({"publish_id": "a\x00"}), "json"),
+        ("post", "/sandbox/instagram/graph/v23.0/me/media_publish", {"creation_id": "1\x00"}, None),
+        ("get", "/sandbox/tiktok/_control/posts", {"username": "a\x00b"}, None),
+    ],
+)
+def test_a_nul_byte_anywhere_in_a_sandbox_request_is_a_400_not_a_500(db, method, path, data, content_type):
+    client = Client(raise_request_exception=False)
+    kwargs = {"content_type": "application/json"} if content_type == "json" else {}
+    response = getattr(client, method)(path, data, **kwargs)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_params"
+
+
+def test_a_stall_path_longer_than_the_sandbox_stores_is_a_422(db):
+    response = Client(raise_request_exception=False).post(
+        "/sandbox/tiktok/_control/stall", {"path": "p" * 201, "seconds": 1}, content_type="application/json"
+    )
+    assert response.status_code == 422 and "path" in response.json()["fields"]

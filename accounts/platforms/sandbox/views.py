@@ -226,8 +226,8 @@ def control_stall(request: HttpRequest, platform: str) -> JsonResponse:
         return _invalid({"body": "a JSON object is required"})
     problems = {}
     path_contains = body.get("path")
-    if not isinstance(path_contains, str) or not path_contains:
-        problems["path"] = "a non-empty part of the API path"
+    if not isinstance(path_contains, str) or not 1 <= len(path_contains) <= 200:
+        problems["path"] = "a part of the API path, 1 to 200 characters"
     seconds = body.get("seconds")
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= 600:
         problems["seconds"] = "a number of seconds from 0 to 600"
