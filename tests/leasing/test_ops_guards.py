@@ -3,6 +3,7 @@ acting on leases needs the permission to change them (viewing does not), a retir
 of the pool, warming accounts are never offered, a pool account's leasing states are not edited by hand,
 and a request left `provisioning` by a dead process is reopened with its accounts back in the pool."""
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from leasing import services
-from leasing.models import Lease, LeaseRequest, PoolAccount
+from leasing.models import MAX_MONTHLY_PRICE_CENTS, Lease, LeaseRequest, PoolAccount
 from leasing.tasks import lease_requests_recover_interrupted
 from tests.leasing.helpers import add_pool, get_request, request_accounts
 from tests.staff import with_mfa
@@ -103,23 +104,34 @@ def test_accounts_still_warming_are_never_offered_nor_assigned(owner):
     assert PoolAccount.objects.get(pk=warming).status == "available"
 
 
+def save_pool_account(pool_id: str, **changes: str):
+    """Submit the pool account's admin form as ops would, with `changes` over what it shows."""
+    ops = Client()
+    name = f"ops-{uuid.uuid4().hex[:8]}"
+    ops.force_login(with_mfa(get_user_model().objects.create_superuser(name, f"{name}@layers.test", "pw-ops-12345")))
+    url = f"/admin/leasing/poolaccount/{pool_id}/change/"
+    form = ops.get(url).context["adminform"].form
+    return ops.post(url, {**{name: form[name].value() or "" for name in form.fields}, **changes})
+
+
 def test_leasing_states_of_a_pool_account_are_not_set_by_hand(owner):
     (pool_id,) = add_pool(1)
-    ops = Client()
-    ops.force_login(with_mfa(get_user_model().objects.create_superuser("ops", "ops@layers.test", "pw-ops-12345")))
-    url = f"/admin/leasing/poolaccount/{pool_id}/change/"
 
-    def save(status: str):
-        form = ops.get(url).context["adminform"].form
-        data = {name: form[name].value() or "" for name in form.fields}
-        return ops.post(url, {**data, "status": status})
-
-    assert "available or retired" in save("leased").content.decode()
+    assert "available or retired" in save_pool_account(pool_id, status="leased").content.decode()
     assert PoolAccount.objects.get(pk=pool_id).status == "available"
     accepted = request_accounts(owner, 1)
     services.lease_assign(request_id=accepted["requestId"], auto=True)
-    assert "release its lease first" in save("available").content.decode()
+    assert "release its lease first" in save_pool_account(pool_id, status="available").content.decode()
     assert PoolAccount.objects.get(pk=pool_id).status == "leased"
+
+
+def test_a_price_past_the_typo_guard_is_refused_by_the_pool_form(db):
+    (pool_id,) = add_pool(1)
+
+    page = save_pool_account(pool_id, monthly_price_cents=str(MAX_MONTHLY_PRICE_CENTS + 1))
+
+    assert page.status_code == 200 and "less than or equal to" in page.content.decode()
+    assert PoolAccount.objects.get(pk=pool_id).monthly_price_cents == 4900
 
 
 def test_a_request_left_provisioning_by_a_dead_process_is_reopened_with_its_accounts(owner, monkeypatch):
