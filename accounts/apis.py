@@ -43,7 +43,12 @@ class ProjectDetailApi(ApiView):
 
 
 class EventFilters(serializers.Serializer):
-    type = serializers.CharField(max_length=64, required=False)
+    # One of the event types: a misspelt type is a 422 naming them, not an empty list that looks like "none".
+    type = serializers.ChoiceField(
+        choices=sorted(services.EVENT_TYPES),
+        required=False,
+        error_messages={"invalid_choice": f"Unknown event type; one of: {', '.join(sorted(services.EVENT_TYPES))}."},
+    )
 
 
 class EventListApi(ApiView):
@@ -52,7 +57,9 @@ class EventListApi(ApiView):
         "EventPage",
         operation_id="events_list",
         tags=["events"],
-        parameters=[OpenApiParameter("type", str, description="Only events of this type.")],
+        parameters=[
+            OpenApiParameter("type", str, enum=sorted(services.EVENT_TYPES), description="Only events of this type.")
+        ],
         description=(
             "Recent events of your organization, newest first, for polling and replay. Events are kept for "
             "30 days, then deleted with their webhook deliveries."
@@ -232,7 +239,12 @@ class SocialAccountListApi(ApiView):
         parameters=[
             OpenApiParameter("platform", str, enum=PLATFORMS),
             OpenApiParameter("kind", str, enum=["connected", "leased"]),
-            OpenApiParameter("status", str, enum=["connected", "reauth_required"]),
+            OpenApiParameter(
+                "status",
+                str,
+                enum=["connected", "reauth_required", "disconnected"],
+                description="`disconnected` matches nothing: disconnected accounts are never listed.",
+            ),
         ],
         description="Connected and leased accounts of the project. Disconnected accounts never appear.",
     )

@@ -80,11 +80,13 @@ def test_events_list_filters_by_type(owner, outsider):
 
     only_failed = owner.client.get("/v1/events?type=scheduled_post.failed").json()["data"]
     only_connected = owner.client.get("/v1/events?type=social_account.connected").json()["data"]
-    unknown = owner.client.get("/v1/events?type=no.such.type").json()["data"]
+    unknown = owner.client.get("/v1/events?type=no.such.type")
 
     assert [e["id"] for e in only_failed] == [failed.id]
     assert [e["id"] for e in only_connected] == [connected.id]
-    assert unknown == []
+    # a misspelt type is refused, naming the types, rather than answering an empty list that reads as "none"
+    error = assert_error(unknown, 422, "VALIDATION")
+    assert "scheduled_post.failed" in error["details"]["fields"]["type"][0]
 
 
 def test_event_envelope_fields(owner):

@@ -3,6 +3,7 @@ code and the real wire formats), plus recorded-payload tests of their error mapp
 
 import json
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -664,14 +665,17 @@ def test_tiktok_invalid_grant_is_a_rejected_code_but_a_dead_refresh_token(status
         ("rate_limit_exceeded", 429, RateLimited),
     ],
 )
-def test_tiktok_oauth_errors_map_to_typed_errors(error, status, expected):
-    body = {"error": error, "error_description": f"echo {EXPIRED.refresh_token}", "log_id": "L"}
+@pytest.mark.parametrize("echo", ["raw", "form-encoded"])
+def test_tiktok_oauth_errors_map_to_typed_errors(error, status, expected, echo):
+    # A platform may echo the request back: as sent, or as the form body carried it ("!" is "%21" there).
+    token = EXPIRED.refresh_token if echo == "raw" else urlencode({"t": EXPIRED.refresh_token})[2:]
+    body = {"error": error, "error_description": f"echo {token}", "log_id": "L"}
 
     with pytest.raises(expected) as caught:
         stub("tiktok", status, body).refresh(tokens=EXPIRED)
 
     assert caught.value.code == error
-    assert_no_token_in(caught.value, EXPIRED.refresh_token, EXPIRED.access_token)
+    assert_no_token_in(caught.value, EXPIRED.refresh_token, EXPIRED.access_token, token, "OtherSecret")
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
