@@ -47,7 +47,10 @@ class ContainerInput(StrictSerializer):
         return data
 
 
-_PLACEMENT_REASON = "Placement is derived from the container's mediaType (video → reels, image → feed, carousel)."
+_PLACEMENT_REASON = (
+    "Not a field: Instagram's placement follows the container's mediaType (video → reels, image → feed, "
+    "carousel), and TikTok has none."
+)
 
 
 class TargetInput(StrictSerializer):

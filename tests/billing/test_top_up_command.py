@@ -44,6 +44,15 @@ def test_top_up_without_json_prints_a_sentence(owner):
     assert out.getvalue().strip() == "Topped up Acme: balance $1,234.56"
 
 
+def test_a_repeated_reference_says_nothing_was_added(owner):
+    args = ("top_up", "--org", owner.org.pk, "--cents", "2500", "--reference", "wire-7")
+    first, again = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=first)
+    call_command(*args, stdout=again)
+    assert first.getvalue().strip() == "Topped up Acme: balance $25.00"
+    assert again.getvalue().strip() == "Already recorded (wire-7), nothing added to Acme: balance $25.00"
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -1,3 +1,5 @@
+from django.utils import timezone
+
 from accounts.models import Organization
 from billing import reports, services
 from billing.models import Wallet
@@ -18,9 +20,12 @@ class Command(JsonCommand):
 
     def run(self, *, org, cents, reason, reference, **options):
         organization = get_or_fail(Organization, org, "organization")
+        started = timezone.now()
         try:
-            services.wallet_top_up(organization=organization, cents=cents, reason=reason, reference=reference)
+            entry = services.wallet_top_up(organization=organization, cents=cents, reason=reason, reference=reference)
         except ApiError as exc:
             raise ValueError(f"{exc.message} {exc.details.get('fields', '')}".strip())
         balance = Wallet.objects.get(pk=organization.pk).balance_cents
-        return {"balanceCents": balance}, f"Topped up {organization.name}: balance {reports.usd_display(balance)}"
+        # A repeated reference returns the first entry: say so, or the operator cannot tell it changed nothing.
+        done = "Topped up" if entry.created_at >= started else f"Already recorded ({entry.reference}), nothing added to"
+        return {"balanceCents": balance}, f"{done} {organization.name}: balance {reports.usd_display(balance)}"
