@@ -620,9 +620,16 @@ def social_account_refresh_token(*, account_id: str) -> str:
     except PlatformError:
         SocialAccount.objects.filter(pk=account_id).update(refresh_claimed_until=None)
         raise
+    used = account.refresh_token
     with transaction.atomic():
         account = SocialAccount.objects.select_for_update().get(pk=account_id)
         if account.token_version != version or account.status != SocialAccount.Status.CONNECTED:
+            if account.kind == SocialAccount.Kind.LEASED:
+                # Released meanwhile: the release gave the pool account the tokens this refresh has just
+                # rotated away (TikTok kills the old refresh token). The new ones go to the pool instead.
+                from leasing.services import pool_account_take_refreshed_tokens
+
+                pool_account_take_refreshed_tokens(social_account_id=account_id, refreshed_from=used, tokens=tokens)
             return "skipped"  # a reauth or revoke happened meanwhile; its token wins
         _store_tokens(account, tokens)
         account.save()

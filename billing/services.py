@@ -178,6 +178,13 @@ def _charge_lease(*, lease_id: int, until: datetime) -> list[LedgerEntry]:
     return entries
 
 
+def lease_release_lock(*, organization_id: str) -> None:
+    """Take the organization's wallet lock in a release's transaction, before the lease row. The renewal job
+    takes wallets before reading leases, so it then waits for the release and reads its released_at: without
+    this, a period that began while the release was committing could be charged after the release."""
+    _wallets_lock([organization_id])
+
+
 def lease_billing_start(*, lease) -> None:
     """Charge period 0 (the month from `assigned_at`) of a lease just assigned; called inside the assignment's
     transaction, so the charge commits or rolls back with the lease. Idempotent: a lease whose period 0 is

@@ -164,6 +164,21 @@ class PoolAccountForm(forms.ModelForm):
             self.initial["languages_text"] = ", ".join(self.instance.languages)
             self.initial["geos_text"] = ", ".join(self.instance.geos)
 
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.pk:
+            # The admin saves inside one transaction: lock the row now, so that an assignment or a release
+            # waits for this save, and refuse a save based on a state that changed since the row was read
+            # (it would put a leased account back as available with a copy of its token, or a released one
+            # back as leased with none). Only the form's fields are then written (save_model).
+            current = PoolAccount.objects.select_for_update().filter(pk=self.instance.pk).values("status").first()
+            if current and current["status"] != self.instance.status:
+                raise ValidationError(
+                    f"This account became {current['status']} while you were editing it: reload the page and "
+                    "make your change again."
+                )
+        return cleaned
+
     def clean_status(self):
         """By hand an account is only made available or retired; the leasing services move it to reserved and
         leased and back. A reserved or leased account keeps its status until its lease is released (setting it
@@ -285,7 +300,11 @@ class PoolAccountAdmin(ImportMixin, admin.ModelAdmin):
         obj.geos = form.cleaned_data["geos_text"]
         if not change:
             _give_tokens(obj)
-        super().save_model(request, obj, form, change)
+            super().save_model(request, obj, form, change)
+            return
+        # Only what the form edits: tokens and the like belong to the leasing services, which may have moved
+        # them since the page was read.
+        obj.save(update_fields=[*PoolAccountForm.Meta.fields, "languages", "geos"])
 
 
 @admin.register(Lease)

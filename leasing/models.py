@@ -64,6 +64,12 @@ class PoolAccount(models.Model):
 
         return decrypt(self.access_token_enc)
 
+    @property
+    def refresh_token(self) -> str | None:
+        from accounts.crypto import decrypt
+
+        return decrypt(self.refresh_token_enc)
+
 
 class LeaseRequest(models.Model):
     """A partner's request for warmed accounts in a niche, fulfilled by Layers staff."""

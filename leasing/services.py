@@ -361,6 +361,11 @@ def lease_release_for_account(*, account: SocialAccount, actor=None) -> Lease | 
     """Release the live lease bound to `account`, inside the caller's (revoke) transaction: the pool
     account gets its token back and returns to the pool, no further period is charged (billing renews
     only live leases), the current one is not refunded. Returns the released lease, or None."""
+    if account.kind != SocialAccount.Kind.LEASED:
+        return None
+    from billing.services import lease_release_lock
+
+    lease_release_lock(organization_id=account.organization_id)  # wallet first, as the renewal job locks
     lease = Lease.objects.select_for_update().filter(social_account=account, released_at__isnull=True).first()
     if lease is None:
         return None
@@ -389,6 +394,25 @@ def lease_release_for_account(*, account: SocialAccount, actor=None) -> Lease | 
     # verified when it is next assigned (_check_tokens), before anything is bound to it.
     enqueue_on_commit(pool_account_check, lease.pool_account_id)
     return lease
+
+
+def pool_account_take_refreshed_tokens(*, social_account_id: str, refreshed_from: str | None, tokens) -> bool:
+    """A token refresh of a leased account that finished after the lease was released: the pool account got
+    the tokens the refresh started from, which TikTok has since rotated away. Give it the new ones, if it
+    still holds those (nothing else replaced them meanwhile). Returns whether it did."""
+    lease = Lease.objects.filter(social_account_id=social_account_id).exclude(released_at=None).first()
+    if lease is None or not refreshed_from:
+        return False
+    pool = PoolAccount.objects.select_for_update().get(pk=lease.pool_account_id)
+    if pool.refresh_token != refreshed_from:
+        return False
+    pool.access_token_enc = crypto.encrypt(tokens.access_token)
+    if tokens.refresh_token:
+        pool.refresh_token_enc = crypto.encrypt(tokens.refresh_token)
+    pool.token_expires_at = tokens.expires_at
+    pool.refresh_expires_at = tokens.refresh_expires_at or pool.refresh_expires_at
+    pool.save(update_fields=["access_token_enc", "refresh_token_enc", "token_expires_at", "refresh_expires_at"])
+    return True
 
 
 def _settle_released(lease_id: int) -> None:

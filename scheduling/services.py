@@ -494,6 +494,10 @@ class _LostClaim(Exception):
     """Another worker already reached the point of no return for this post."""
 
 
+class _AccountGone(Exception):
+    """The post's account was disconnected (revoked, or its lease released) after the post was claimed."""
+
+
 def _publishing_posts(post_ids: list[str]) -> dict[str, ScheduledPost]:
     """The posts with everything publishing needs, in one query, plus one for their accounts' layers
     (`account_layers`: how many of the account's onboarding layers exist)."""
@@ -577,10 +581,16 @@ def _publish(post: ScheduledPost | None) -> str:
         # Recorded (committed) right before the request that creates the post, so that a worker dying
         # during that request is recognised afterwards and the post is never sent a second time.
         now = timezone.now()
-        if not ScheduledPost.objects.filter(
+        claimed = ScheduledPost.objects.filter(
             pk=post.pk, status=ScheduledPost.Status.PUBLISHING, publish_attempted_at__isnull=True
-        ).update(publish_attempted_at=now):
-            raise _LostClaim()
+        )
+        # The account is checked again here, not only when the batch was read: a revoke or a lease release
+        # may have committed meanwhile. A leased account's token is not revoked at the platform on release
+        # (it goes back to Layers' pool), so nothing else would stop the post landing on the returned account.
+        if not claimed.exclude(social_account__status=SocialAccount.Status.DISCONNECTED).update(
+            publish_attempted_at=now
+        ):
+            raise _AccountGone() if claimed.exists() else _LostClaim()
         post.publish_attempted_at = now
         intent["marked"] = True
 
@@ -588,6 +598,9 @@ def _publish(post: ScheduledPost | None) -> str:
         result = _platform_publish(post, before_create=mark_point_of_no_return)
     except _LostClaim:
         return "skipped"
+    except _AccountGone:
+        _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
+        return "failed"
     except TokenInvalid:
         _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token; it needs a reauth.")
         social_account_mark_reauth_required(account_id=account.pk, expected_version=version)

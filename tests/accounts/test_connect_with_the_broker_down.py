@@ -34,10 +34,10 @@ def test_a_connect_during_a_broker_outage_completes_and_is_provisioned_once_the_
     assert any("could not queue accounts.tasks.social_account_after_connect" in r.getMessage() for r in caplog.records)
 
     # The fan-out is the task's job first: the tick leaves a new account alone for ten minutes.
-    assert tasks.social_accounts_provision_tick.delay().get() == 0
+    assert tasks.social_accounts_provision_tick.apply().result == 0
     with time_machine.travel(timezone.now() + timedelta(minutes=11)):
-        assert tasks.social_accounts_provision_tick.delay().get() == 1  # eager in tests: the fan-out runs now
-        assert tasks.social_accounts_provision_tick.delay().get() == 0
+        assert tasks.social_accounts_provision_tick.apply().result == 1  # eager in tests: the fan-out runs now
+        assert tasks.social_accounts_provision_tick.apply().result == 0
 
     account = owner.client.get(f"/v1/social-accounts/{account_id}").json()
     assert len(account["layers"]) == 4
@@ -54,5 +54,5 @@ def test_the_tick_leaves_provisioned_and_disconnected_accounts_alone(owner):
     assert owner.client.delete(f"/v1/social-accounts/{gone}").status_code == 200
 
     with time_machine.travel(timezone.now() + timedelta(hours=1)):
-        assert tasks.social_accounts_provision_tick.delay().get() == 0
+        assert tasks.social_accounts_provision_tick.apply().result == 0
     assert not Layer.objects.filter(social_account_id=gone).exists()

@@ -30,14 +30,14 @@ def test_sessions_go_30_days_after_expiry_whatever_their_outcome_and_accounts_st
 
     # 29 days after expiry everything still answers, and nothing is deleted.
     with time_machine.travel(timezone.now() + timedelta(days=29, minutes=31)):
-        assert tasks.oauth_sessions_purge_expired.delay().get() == 0
+        assert tasks.oauth_sessions_purge_expired.apply().result == 0
         assert status(owner, connected_state)["status"] == "completed"
         assert status(sibling, abandoned["state"])["status"] == "expired"
         recent = start(owner, "tiktok")  # a link asked for today: its state expires in 30 minutes
 
     with time_machine.travel(timezone.now() + timedelta(days=30, minutes=31)):
-        assert tasks.oauth_sessions_purge_expired.delay().get() == 3
-        assert tasks.oauth_sessions_purge_expired.delay().get() == 0  # idempotent
+        assert tasks.oauth_sessions_purge_expired.apply().result == 3
+        assert tasks.oauth_sessions_purge_expired.apply().result == 0  # idempotent
         assert_error(owner.client.get(f"/v1/social/oauth-status/{connected_state}"), 404, "NOT_FOUND")
         assert_error(owner.client.get(f"/v1/social/oauth-status/{declined['state']}"), 404, "NOT_FOUND")
         assert_error(sibling.client.get(f"/v1/social/oauth-status/{abandoned['state']}"), 404, "NOT_FOUND")
@@ -51,7 +51,7 @@ def test_a_callback_for_a_purged_state_gets_the_error_page_and_connects_nothing(
     link = start(owner, "tiktok")
     location = consent("tiktok", link["authorizeUrl"], "very.late")
     with time_machine.travel(timezone.now() + timedelta(days=31)):
-        assert tasks.oauth_sessions_purge_expired.delay().get() == 1
+        assert tasks.oauth_sessions_purge_expired.apply().result == 1
         response = follow_callback(location)
     assert response.status_code == 400
     assert "Location" not in response
@@ -63,7 +63,7 @@ def test_a_callback_for_a_purged_state_gets_the_error_page_and_connects_nothing(
 def test_retention_zero_keeps_every_session(owner):
     link = start(owner, "tiktok")
     with time_machine.travel(timezone.now() + timedelta(days=400)):
-        assert tasks.oauth_sessions_purge_expired.delay().get() == 0
+        assert tasks.oauth_sessions_purge_expired.apply().result == 0
         assert status(owner, link["state"])["status"] == "expired"
 
 

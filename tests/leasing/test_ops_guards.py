@@ -104,14 +104,20 @@ def test_accounts_still_warming_are_never_offered_nor_assigned(owner):
     assert PoolAccount.objects.get(pk=warming).status == "available"
 
 
-def save_pool_account(pool_id: str, **changes: str):
-    """Submit the pool account's admin form as ops would, with `changes` over what it shows."""
+def pool_form(pool_id: str, **changes: str) -> tuple[Client, str, dict]:
+    """A signed-in ops client, the pool account's admin URL, and its form's data with `changes` over it."""
     ops = Client()
     name = f"ops-{uuid.uuid4().hex[:8]}"
     ops.force_login(with_mfa(get_user_model().objects.create_superuser(name, f"{name}@layers.test", "pw-ops-12345")))
     url = f"/admin/leasing/poolaccount/{pool_id}/change/"
     form = ops.get(url).context["adminform"].form
-    return ops.post(url, {**{name: form[name].value() or "" for name in form.fields}, **changes})
+    return ops, url, {**{field: form[field].value() or "" for field in form.fields}, **changes}
+
+
+def save_pool_account(pool_id: str, **changes: str):
+    """Submit the pool account's admin form as ops would, with `changes` over what it shows."""
+    ops, url, data = pool_form(pool_id, **changes)
+    return ops.post(url, data)
 
 
 def test_leasing_states_of_a_pool_account_are_not_set_by_hand(owner):
@@ -150,7 +156,7 @@ def test_a_request_left_provisioning_by_a_dead_process_is_reopened_with_its_acco
     with pytest.raises(services.LeaseError):  # nobody can act on it meanwhile
         services.lease_assign(request_id=accepted["requestId"], auto=True)
 
-    assert lease_requests_recover_interrupted.delay().get() == 0  # an assignment may take minutes
+    assert lease_requests_recover_interrupted.apply().result == 0  # an assignment may take minutes
     later = timezone.now() + timedelta(minutes=16)
     assert services.lease_requests_recover_interrupted(now=later) == 1
     assert services.lease_requests_recover_interrupted(now=later) == 0

@@ -1,0 +1,229 @@
+"""Releasing a leased account while something else works on it, on real PostgreSQL connections in threads.
+Each test holds one operation at the point where it used to be unprotected (a platform call, the admin's
+read of the row, the release's own transaction) and lets the other run there.
+
+- a token refresh that rotated the token while the release gave the pool the old one;
+- an admin edit of the pool account read before an assignment or a release committed;
+- a claimed post whose leased account is released before the post's creating call;
+- the renewal job starting while a release commits."""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from accounts import services as account_services
+from accounts.platforms.tiktok import TikTokClient
+from billing import services as billing
+from leasing import services as leasing
+from leasing.admin import PoolAccountAdmin
+from leasing.models import Lease, PoolAccount
+from leasing.periods import add_months
+from tests.billing.factories import balance, charges, lease_assign
+from tests.concurrency import run_in_threads
+from tests.leasing.helpers import add_pool, get_request, request_accounts
+from tests.leasing.test_ops_guards import pool_form
+from tests.scheduling.publish_helpers import post, sandbox_posts, schedule_now
+
+pytestmark = pytest.mark.django_db(transaction=True)
+WAIT = 20
+
+
+def leased_account(tenant) -> tuple[str, str]:
+    (pool_id,) = add_pool(1)
+    accepted = request_accounts(tenant, 1)
+    leasing.lease_assign(request_id=accepted["requestId"], auto=True)
+    return pool_id, get_request(tenant, accepted["requestId"])["socialAccountIds"][0]
+
+
+def paused(owner, name: str, patch):
+    """Replace `owner.name` with a version that signals `reached` and waits for `go` at its point, given by
+    `patch(original, reached, go)`. Returns (reached, go, restore)."""
+    original = getattr(owner, name)
+    reached, go = threading.Event(), threading.Event()
+    setattr(owner, name, patch(original, reached, go))
+    return reached, go, lambda: setattr(owner, name, original)
+
+
+def test_a_refresh_finishing_after_the_release_hands_its_new_tokens_to_the_pool(owner, sibling):
+    pool_id, account_id = leased_account(owner)
+
+    def refresh_then_wait(original, reached, go):
+        def refresh(self, *, tokens):
+            result = original(self, tokens=tokens)  # TikTok has rotated the refresh token now
+            reached.set()
+            go.wait(WAIT)  # the release runs here, between the platform call and the locked write
+            return result
+
+        return refresh
+
+    reached, go, restore = paused(TikTokClient, "refresh", refresh_then_wait)
+
+    def release():
+        assert reached.wait(WAIT)
+        try:
+            return account_services.social_account_revoke(account_id=account_id).released
+        finally:
+            go.set()
+
+    try:
+        outcomes = run_in_threads(lambda: account_services.social_account_refresh_token(account_id=account_id), release)
+    finally:
+        restore()
+
+    assert outcomes == ["skipped", True]
+    assert PoolAccount.objects.get(pk=pool_id).status == "available"
+    # The next partner's account refreshes fine: the pool holds the live refresh token, not the rotated one.
+    again = request_accounts(sibling, 1)
+    leasing.lease_assign(request_id=again["requestId"], auto=True)
+    (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
+    assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
+
+
+def admin_edit_racing(pool_id: str, other, **changes):
+    """Post the pool account's admin form while `other` runs between the admin's read of the row and its
+    save; returns (admin response, other's result)."""
+    ops, url, data = pool_form(pool_id, **changes)
+
+    def read_then_wait(original, reached, go):
+        def get_object(self, request, object_id, from_field=None):
+            obj = original(self, request, object_id, from_field)
+            if request.method == "POST":
+                reached.set()
+                go.wait(WAIT)
+            return obj
+
+        return get_object
+
+    reached, go, restore = paused(PoolAccountAdmin, "get_object", read_then_wait)
+
+    def run_other():
+        assert reached.wait(WAIT)
+        try:
+            return other()
+        finally:
+            go.set()
+
+    try:
+        return run_in_threads(lambda: ops.post(url, data), run_other)
+    finally:
+        restore()
+
+
+def test_an_admin_edit_read_before_an_assignment_does_not_put_the_account_back_in_the_pool(owner):
+    (pool_id,) = add_pool(1)
+    accepted = request_accounts(owner, 1)
+
+    page, status = admin_edit_racing(
+        pool_id, lambda: leasing.lease_assign(request_id=accepted["requestId"], auto=True).status, audience_notes="gyms"
+    )
+
+    assert status == "assigned"
+    assert page.status_code == 200 and "while you were editing" in page.content.decode()
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert (pool.status, pool.access_token_enc, pool.audience_notes) == ("leased", "", "")
+    assert Lease.objects.filter(pool_account_id=pool_id, released_at__isnull=True).count() == 1
+
+
+def test_an_admin_edit_read_before_a_release_does_not_keep_the_account_out_of_the_pool(owner):
+    pool_id, account_id = leased_account(owner)
+
+    page, released = admin_edit_racing(
+        pool_id, lambda: account_services.social_account_revoke(account_id=account_id).released, audience_notes="x"
+    )
+
+    assert released is True
+    assert page.status_code == 200 and "while you were editing" in page.content.decode()
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert pool.status == "available" and pool.access_token
+
+
+def test_an_admin_edit_without_a_race_saves_only_what_it_edits(owner):
+    pool_id, _ = leased_account(owner)
+    ops, url, data = pool_form(pool_id, audience_notes="great for gyms")
+    assert ops.post(url, data).status_code == 302
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert (pool.status, pool.audience_notes, pool.access_token_enc) == ("leased", "great for gyms", "")
+
+
+def test_a_claimed_post_is_not_published_on_an_account_released_before_its_creating_call(owner):
+    from scheduling import services as scheduling
+
+    pool_id, account_id = leased_account(owner)
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    scheduled = schedule_now(owner, account_id)
+    assert scheduling.posts_claim_due() == [scheduled["id"]]
+
+    def publish_after_release(original, reached, go):
+        def publish(self, **kwargs):
+            reached.set()
+            go.wait(WAIT)  # the release commits here, after the post was read and claimed
+            return original(self, **kwargs)
+
+        return publish
+
+    reached, go, restore = paused(TikTokClient, "publish", publish_after_release)
+
+    def release():
+        assert reached.wait(WAIT)
+        try:
+            return account_services.social_account_revoke(account_id=account_id).released
+        finally:
+            go.set()
+
+    try:
+        outcome, released = run_in_threads(lambda: scheduling.post_publish(post_id=scheduled["id"]), release)
+    finally:
+        restore()
+
+    assert released is True and outcome == "failed"
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED"
+    assert sandbox_posts("tiktok", handle) == []
+
+
+def test_the_renewal_job_starting_during_a_release_charges_nothing_after_it(owner):
+    renewal_at = timezone.now() + timedelta(seconds=2)
+    lease = lease_assign(owner, price_cents=4900, at=add_months(renewal_at, -1))
+    assert [c[0] for c in charges(lease)] == [0]
+
+    def effects_then_wait(original, reached, go):
+        def disconnect_effects(**kwargs):
+            result = original(**kwargs)  # released_at set (before the renewal), not committed yet
+            reached.set()
+            deadline = time.monotonic() + WAIT
+            while not go.is_set() and time.monotonic() < deadline:  # until the job waits on a lock
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()")
+                    if cursor.fetchone()[0]:
+                        break
+                time.sleep(0.02)
+            return result
+
+        return disconnect_effects
+
+    reached, go, restore = paused(account_services, "_disconnect_effects", effects_then_wait)
+
+    def job():
+        assert reached.wait(WAIT)
+        try:
+            while timezone.now() <= renewal_at + timedelta(milliseconds=100):  # the next month has begun
+                time.sleep(0.05)
+            return billing.lease_charges_run()
+        finally:
+            go.set()
+
+    try:
+        released, _ = run_in_threads(
+            lambda: account_services.social_account_revoke(account_id=lease.social_account_id).released, job
+        )
+    finally:
+        restore()
+
+    lease.refresh_from_db()
+    assert released is True and lease.released_at < renewal_at
+    assert [c[0] for c in charges(lease)] == [0]  # the month that began after the release is not charged
+    assert balance(owner) == -4900
