@@ -48,6 +48,24 @@ def paused(owner, name: str, patch):
     return reached, go, lambda: setattr(owner, name, original)
 
 
+def released_meanwhile(account_id: str, target, name: str, patch, work):
+    """Run `work` with `target.name` patched to pause at its point (see `paused`), and release the lease of
+    `account_id` during that pause; returns [work's result, whether the release released]."""
+    reached, go, restore = paused(target, name, patch)
+
+    def release():
+        assert reached.wait(WAIT)
+        try:
+            return account_services.social_account_revoke(account_id=account_id).released
+        finally:
+            go.set()
+
+    try:
+        return run_in_threads(work, release)
+    finally:
+        restore()
+
+
 def test_a_refresh_finishing_after_the_release_hands_its_new_tokens_to_the_pool(owner, sibling):
     pool_id, account_id = leased_account(owner)
 
@@ -60,19 +78,13 @@ def test_a_refresh_finishing_after_the_release_hands_its_new_tokens_to_the_pool(
 
         return refresh
 
-    reached, go, restore = paused(TikTokClient, "refresh", refresh_then_wait)
-
-    def release():
-        assert reached.wait(WAIT)
-        try:
-            return account_services.social_account_revoke(account_id=account_id).released
-        finally:
-            go.set()
-
-    try:
-        outcomes = run_in_threads(lambda: account_services.social_account_refresh_token(account_id=account_id), release)
-    finally:
-        restore()
+    outcomes = released_meanwhile(
+        account_id,
+        TikTokClient,
+        "refresh",
+        refresh_then_wait,
+        lambda: account_services.social_account_refresh_token(account_id=account_id),
+    )
 
     assert outcomes == ["skipped", True]
     assert PoolAccount.objects.get(pk=pool_id).status == "available"
@@ -165,19 +177,13 @@ def test_a_claimed_post_is_not_published_on_an_account_released_before_its_creat
 
         return publish
 
-    reached, go, restore = paused(TikTokClient, "publish", publish_after_release)
-
-    def release():
-        assert reached.wait(WAIT)
-        try:
-            return account_services.social_account_revoke(account_id=account_id).released
-        finally:
-            go.set()
-
-    try:
-        outcome, released = run_in_threads(lambda: scheduling.post_publish(post_id=scheduled["id"]), release)
-    finally:
-        restore()
+    outcome, released = released_meanwhile(
+        account_id,
+        TikTokClient,
+        "publish",
+        publish_after_release,
+        lambda: scheduling.post_publish(post_id=scheduled["id"]),
+    )
 
     assert released is True and outcome == "failed"
     body = post(owner, scheduled["id"])
