@@ -461,7 +461,8 @@ def _reauth_complete(*, session: OAuthSession, tokens: TokenSet, profile: Profil
             return _session_fail(session, "platform_error")
         if account.identity.platform_user_id != tokens.platform_user_id:
             return _session_fail(session, "account_mismatch")
-        _identity_upsert(
+        # The event must show the profile as it is now (a renamed handle): the identity read above is stale.
+        account.identity = _identity_upsert(
             organization_id=account.organization_id,
             platform=account.platform,
             profile=profile,

@@ -31,8 +31,8 @@ class LeaseError(ApiError):
     status, code = 409, "LEASE_CONFLICT"
 
 
-def _audit(*, action: str, actor=None, request=None, lease=None, **detail) -> None:
-    LeaseAction.objects.create(action=action, actor=actor, request=request, lease=lease, detail=detail)
+def _audit(*, action: str, actor=None, request=None, lease=None, **detail) -> LeaseAction:
+    return LeaseAction.objects.create(action=action, actor=actor, request=request, lease=lease, detail=detail)
 
 
 # --- Requests ---------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def lease_assign(
     remaining count. Fewer than `count` → `partial`. Raises LeaseError with a clear message when the
     request is not open, nothing is chosen, or a chosen account is not available (e.g. another staff
     member assigned it a moment ago)."""
-    reserved = _reserve(request_id=request_id, pool_account_ids=pool_account_ids, auto=auto, actor=actor)
+    reserved, attempt = _reserve(request_id=request_id, pool_account_ids=pool_account_ids, auto=auto, actor=actor)
     problems, dead = _check_tokens(reserved)
     if problems:
         # A token TikTok refused will not come back by itself: that account leaves the pool (retired, with a
@@ -164,17 +164,24 @@ def lease_assign(
             reason="; ".join(problems),
             actor=actor,
             retire_ids=dead,
+            attempt=attempt,
         )
     try:
-        return _bind(request_id=request_id, pool_ids=[p.pk for p in reserved], actor=actor)
+        return _bind(request_id=request_id, pool_ids=[p.pk for p in reserved], actor=actor, attempt=attempt)
     except Exception as exc:
         log.exception("binding lease request %s failed", request_id)
         return _fail(
-            request_id=request_id, pool_ids=[p.pk for p in reserved], reason=f"binding failed: {exc}", actor=actor
+            request_id=request_id,
+            pool_ids=[p.pk for p in reserved],
+            reason=f"binding failed: {exc}",
+            actor=actor,
+            attempt=attempt,
         )
 
 
-def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> list[PoolAccount]:
+def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[list[PoolAccount], int]:
+    """Reserve the chosen accounts and move the request to `provisioning`; returns them and this attempt's
+    id (its "assigning" audit row), which the rest of the assignment checks is still the request's current one."""
     with transaction.atomic():
         request = LeaseRequest.objects.select_for_update().filter(pk=request_id).first()
         if request is None:
@@ -208,7 +215,7 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> list[Po
         request.status = LeaseRequest.Status.PROVISIONING
         request.failure_reason = ""
         request.save(update_fields=["status", "failure_reason"])
-        _audit(
+        started = _audit(
             action="assigning",
             actor=actor,
             request=request,
@@ -216,7 +223,17 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> list[Po
             pool_account_ids=chosen,  # what lease_requests_recover_interrupted gives back if this never ends
             auto=auto,
         )
-        return [found[pk] for pk in chosen]
+        return [found[pk] for pk in chosen], started.pk
+
+
+def _is_current_attempt(request: LeaseRequest, attempt: int | None) -> bool:
+    """Whether `request` (locked) is still provisioning for `attempt`: an assignment that stalled past the
+    recovery (lease_requests_recover_interrupted) must neither bind nor fail a request that has moved on,
+    maybe to another staff member's assignment of the same accounts."""
+    if request.status != LeaseRequest.Status.PROVISIONING:
+        return False
+    latest = request.actions.filter(action="assigning").order_by("-created_at", "-pk").values_list("pk", flat=True)
+    return attempt is None or latest.first() == attempt
 
 
 def _check_tokens(accounts: list[PoolAccount]) -> tuple[list[str], list[str]]:
@@ -242,15 +259,19 @@ def _check_tokens(accounts: list[PoolAccount]) -> tuple[list[str], list[str]]:
     return problems, dead
 
 
-def _fail(*, request_id: str, pool_ids: list[str], reason: str, actor, retire_ids=()) -> LeaseRequest:
+def _fail(
+    *, request_id: str, pool_ids: list[str], reason: str, actor, retire_ids=(), attempt: int | None = None
+) -> LeaseRequest:
     with transaction.atomic():
+        request = LeaseRequest.objects.select_for_update().get(pk=request_id)
+        if not _is_current_attempt(request, attempt):
+            return request  # taken over or recovered meanwhile: its accounts were handed back then
         PoolAccount.objects.filter(pk__in=retire_ids, status=PoolAccount.Status.RESERVED).update(
             status=PoolAccount.Status.RETIRED, status_note="token missing or invalid at assignment: reconnect it"
         )
         PoolAccount.objects.filter(pk__in=pool_ids, status=PoolAccount.Status.RESERVED).update(
             status=PoolAccount.Status.AVAILABLE
         )
-        request = LeaseRequest.objects.select_for_update().get(pk=request_id)
         request.status = LeaseRequest.Status.FAILED
         request.failure_reason = reason[:1000]
         request.save(update_fields=["status", "failure_reason"])
@@ -258,7 +279,7 @@ def _fail(*, request_id: str, pool_ids: list[str], reason: str, actor, retire_id
     return request
 
 
-def _bind(*, request_id: str, pool_ids: list[str], actor) -> LeaseRequest:
+def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = None) -> LeaseRequest:
     from billing.services import lease_billing_start
     from leasing.serializers import lease_request_data
     from scheduling.services import layers_provision_for_account
@@ -266,6 +287,8 @@ def _bind(*, request_id: str, pool_ids: list[str], actor) -> LeaseRequest:
     now = timezone.now()
     with transaction.atomic():
         request = LeaseRequest.objects.select_for_update().get(pk=request_id)
+        if not _is_current_attempt(request, attempt):
+            raise LeaseError("This assignment was interrupted and the request has moved on; nothing was bound.")
         pool = list(PoolAccount.objects.select_for_update().filter(pk__in=pool_ids, status=PoolAccount.Status.RESERVED))
         if len(pool) != len(pool_ids):
             raise LeaseError("A reserved pool account changed state during provisioning.")
@@ -400,7 +423,7 @@ def pool_account_take_refreshed_tokens(*, social_account_id: str, refreshed_from
     """A token refresh of a leased account that finished after the lease was released: the pool account got
     the tokens the refresh started from, which TikTok has since rotated away. Give it the new ones, if it
     still holds those (nothing else replaced them meanwhile). Returns whether it did."""
-    lease = Lease.objects.filter(social_account_id=social_account_id).exclude(released_at=None).first()
+    lease = _released_lease(social_account_id)
     if lease is None or not refreshed_from:
         return False
     pool = PoolAccount.objects.select_for_update().get(pk=lease.pool_account_id)
@@ -413,6 +436,22 @@ def pool_account_take_refreshed_tokens(*, social_account_id: str, refreshed_from
     pool.refresh_expires_at = tokens.refresh_expires_at or pool.refresh_expires_at
     pool.save(update_fields=["access_token_enc", "refresh_token_enc", "token_expires_at", "refresh_expires_at"])
     return True
+
+
+def released_pool_token(*, social_account_id: str) -> str | None:
+    """The access token of the pool account a released leased account came from (None if it was not leased):
+    what can still ask TikTok how a post made before the release ended."""
+    lease = _released_lease(social_account_id)
+    return lease.pool_account.access_token if lease else None
+
+
+def _released_lease(social_account_id: str) -> Lease | None:
+    return (
+        Lease.objects.filter(social_account_id=social_account_id)
+        .exclude(released_at=None)
+        .select_related("pool_account")
+        .first()
+    )
 
 
 def _settle_released(lease_id: int) -> None:

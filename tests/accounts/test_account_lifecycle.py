@@ -12,7 +12,7 @@ from django.utils import timezone
 from accounts import services
 from accounts.models import Event, PlatformIdentity, SocialAccount
 from scheduling.models import Layer
-from tests.accounts.oauth_helpers import RETURN_URL, connected_account, consent_and_return, status
+from tests.accounts.oauth_helpers import RETURN_URL, connected_account, consent_and_return, reauthorize, status
 from tests.conftest import assert_error
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -284,3 +284,16 @@ def test_reauth_with_scopes_asks_the_platform_for_them(owner):
     )
     assert response.status_code == 200
     assert "scope=user.info.basic%2Cvideo.publish" in response.json()["authorizeUrl"]
+
+
+def test_the_reconnected_event_shows_the_profile_as_the_reauth_found_it(owner):
+    account = connected_account(owner, "tiktok", "renamed.carol")
+    # the creator had another handle and name when the account was first seen
+    PlatformIdentity.objects.filter(organization=owner.org).update(handle="old.carol", display_name="Old Carol")
+
+    reauthorize(owner, account["id"], "tiktok", "renamed.carol")
+
+    event = owner.client.get("/v1/events?type=social_account.reconnected").json()["data"][0]
+    now = owner.client.get(f"/v1/social-accounts/{account['id']}").json()
+    assert now["handle"] == "renamed.carol"
+    assert event["data"] == now

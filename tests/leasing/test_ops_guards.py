@@ -165,3 +165,33 @@ def test_a_request_left_provisioning_by_a_dead_process_is_reopened_with_its_acco
     assert PoolAccount.objects.get(pk=pool_id).status == "available"
     services.lease_assign(request_id=accepted["requestId"], auto=True)
     assert get_request(owner, accepted["requestId"])["status"] == "assigned"
+
+
+def test_an_assignment_that_stalled_past_its_recovery_leaves_the_request_as_it_has_become(owner):
+    from unittest import mock
+
+    import time_machine
+
+    (pool_id,) = add_pool(1)
+    request_id = request_accounts(owner, 1)["requestId"]
+    real_check = services._check_tokens
+    calls = []
+
+    def stalls_then_continues(accounts):
+        calls.append(1)
+        if len(calls) == 1:  # the first assignment hangs here; meanwhile its request is recovered and reassigned
+            with time_machine.travel(timezone.now() + timedelta(minutes=20)):
+                assert services.lease_requests_recover_interrupted() == 1
+            services.lease_assign(request_id=request_id, pool_account_ids=[pool_id])
+            assert get_request(owner, request_id)["status"] == "assigned"
+        return real_check(accounts)
+
+    with mock.patch.object(services, "_check_tokens", side_effect=stalls_then_continues):
+        services.lease_assign(request_id=request_id, pool_account_ids=[pool_id])
+
+    # The stalled one finished last and changed nothing: still assigned, one live lease, the partner's last
+    # event (lease_request.assigned) still true.
+    detail = get_request(owner, request_id)
+    assert detail["status"] == "assigned" and len(detail["socialAccountIds"]) == 1
+    assert Lease.objects.filter(pool_account_id=pool_id, released_at__isnull=True).count() == 1
+    assert PoolAccount.objects.get(pk=pool_id).status == "leased"

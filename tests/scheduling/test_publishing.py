@@ -363,3 +363,49 @@ def test_stuck_publishing_post_with_a_publish_id_is_resolved_by_asking_the_platf
 
     assert post(owner, scheduled["id"])["status"] == "published"
     assert len(sandbox_posts("instagram", "stuck.ig")) == 1
+
+
+def _sent_then_processing(owner, account_id: str) -> str:
+    """A post TikTok has accepted (publish id stored) and is still processing when the dispatcher looks."""
+    from unittest import mock
+
+    from accounts.platforms.base import PlatformUnavailable
+    from accounts.platforms.tiktok import TikTokClient
+
+    scheduled = schedule_now(owner, account_id)
+    with mock.patch.object(TikTokClient, "publish_status", side_effect=PlatformUnavailable("tiktok: 503", status=503)):
+        run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "publishing"
+    return scheduled["id"]
+
+
+def test_a_post_processing_when_its_account_is_revoked_fails_as_disconnected_not_as_a_dead_token(owner):
+    account = connected_account(owner, "tiktok", "midway")
+    post_id = _sent_then_processing(owner, account["id"])
+
+    owner.client.delete(f"/v1/social-accounts/{account['id']}")
+    with time_machine.travel(later(minutes=10)):
+        services.post_resolve(post_id=post_id)
+
+    body = post(owner, post_id)
+    # CREDENTIAL_INVALID would tell the partner to reauth an account they have just disconnected.
+    assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED"
+
+
+def test_a_post_processing_when_its_lease_is_released_is_settled_with_the_pools_token(owner):
+    from leasing import services as leasing
+    from tests.leasing.helpers import add_pool, get_request, request_accounts
+
+    add_pool(1)
+    accepted = request_accounts(owner, 1)
+    leasing.lease_assign(request_id=accepted["requestId"], auto=True)
+    account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
+    post_id = _sent_then_processing(owner, account_id)
+
+    assert owner.client.delete(f"/v1/leased-accounts/{account_id}").status_code == 200
+    with time_machine.travel(later(minutes=10)):
+        services.post_resolve(post_id=post_id)
+
+    # TikTok published it (it had it before the release): the partner hears that, not a false failure.
+    assert post(owner, post_id)["status"] == "published"
+    assert not Event.objects.filter(type="scheduled_post.failed").exists()
