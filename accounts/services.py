@@ -612,8 +612,9 @@ def social_account_refresh_token(*, account_id: str) -> str:
         SocialAccount.objects.filter(pk=account_id).update(refresh_claimed_until=None)
         social_account_mark_reauth_required(account_id=account_id, expected_version=version)
         return "reauth_required"
+    before = _token_set(account)
     try:
-        tokens = _client(account.platform).refresh(tokens=_token_set(account))
+        tokens = _client(account.platform).refresh(tokens=before)
     except TokenInvalid:
         SocialAccount.objects.filter(pk=account_id).update(refresh_claimed_until=None)
         social_account_mark_reauth_required(account_id=account_id, expected_version=version)
@@ -621,7 +622,6 @@ def social_account_refresh_token(*, account_id: str) -> str:
     except PlatformError:
         SocialAccount.objects.filter(pk=account_id).update(refresh_claimed_until=None)
         raise
-    used = account.refresh_token
     with transaction.atomic():
         account = SocialAccount.objects.select_for_update().get(pk=account_id)
         if account.token_version != version or account.status != SocialAccount.Status.CONNECTED:
@@ -630,7 +630,9 @@ def social_account_refresh_token(*, account_id: str) -> str:
                 # rotated away (TikTok kills the old refresh token). The new ones go to the pool instead.
                 from leasing.services import pool_account_take_refreshed_tokens
 
-                pool_account_take_refreshed_tokens(social_account_id=account_id, refreshed_from=used, tokens=tokens)
+                pool_account_take_refreshed_tokens(
+                    social_account_id=account_id, refreshed_from=before.refresh_token, tokens=tokens
+                )
             return "skipped"  # a reauth or revoke happened meanwhile; its token wins
         _store_tokens(account, tokens)
         account.save()

@@ -258,14 +258,10 @@ class PoolAccountResource(resources.ModelResource):
 def _give_tokens(account: PoolAccount) -> None:
     from django.conf import settings
 
-    from accounts import crypto
-
     if settings.LAYERS_PLATFORMS == "sandbox":
         tokens = services.sandbox_tokens_for(account.handle)
         account.platform_user_id = tokens.platform_user_id
-        account.access_token_enc = crypto.encrypt(tokens.access_token)
-        account.refresh_token_enc = crypto.encrypt(tokens.refresh_token)
-        account.token_expires_at, account.refresh_expires_at = tokens.expires_at, tokens.refresh_expires_at
+        services.pool_account_set_tokens(account, tokens)
     else:
         account.platform_user_id = account.platform_user_id or f"pending:{account.handle}"
         account.status = PoolAccount.Status.RETIRED

@@ -226,14 +226,19 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[l
         return [found[pk] for pk in chosen], started.pk
 
 
+def _latest_attempt(request: LeaseRequest) -> LeaseAction | None:
+    """The request's most recent assignment attempt (its "assigning" audit row)."""
+    return request.actions.filter(action="assigning").order_by("-created_at", "-pk").first()
+
+
 def _is_current_attempt(request: LeaseRequest, attempt: int | None) -> bool:
     """Whether `request` (locked) is still provisioning for `attempt`: an assignment that stalled past the
     recovery (lease_requests_recover_interrupted) must neither bind nor fail a request that has moved on,
     maybe to another staff member's assignment of the same accounts."""
     if request.status != LeaseRequest.Status.PROVISIONING:
         return False
-    latest = request.actions.filter(action="assigning").order_by("-created_at", "-pk").values_list("pk", flat=True)
-    return attempt is None or latest.first() == attempt
+    latest = _latest_attempt(request)
+    return attempt is None or (latest is not None and latest.pk == attempt)
 
 
 def _check_tokens(accounts: list[PoolAccount]) -> tuple[list[str], list[str]]:
@@ -357,7 +362,7 @@ def lease_requests_recover_interrupted(*, now=None) -> int:
     for request_id in LeaseRequest.objects.filter(status=LeaseRequest.Status.PROVISIONING).values_list("pk", flat=True):
         with transaction.atomic():
             request = LeaseRequest.objects.select_for_update().get(pk=request_id)
-            started = request.actions.filter(action="assigning").order_by("-created_at").first()
+            started = _latest_attempt(request)
             if request.status != LeaseRequest.Status.PROVISIONING or (started and started.created_at > cutoff):
                 continue  # finished meanwhile, or still within its time
             pool_ids = (started.detail.get("pool_account_ids") if started else None) or []
@@ -372,6 +377,7 @@ def lease_requests_recover_interrupted(*, now=None) -> int:
                 pool_ids=pool_ids,
                 reason="The assignment was interrupted before it finished; nothing was leased. Assign it again.",
                 actor=None,
+                attempt=started.pk if started else None,
             )
             recovered += 1
     return recovered
@@ -419,6 +425,19 @@ def lease_release_for_account(*, account: SocialAccount, actor=None) -> Lease | 
     return lease
 
 
+# The columns pool_account_set_tokens writes.
+POOL_TOKEN_FIELDS = ["access_token_enc", "refresh_token_enc", "token_expires_at", "refresh_expires_at"]
+
+
+def pool_account_set_tokens(account: PoolAccount, tokens: TokenSet) -> None:
+    """Write a token set onto a pool account (the caller saves). Access and refresh token always together:
+    TikTok rotates refresh tokens, so an old one kept beside a new access token would be dead."""
+    account.access_token_enc = crypto.encrypt(tokens.access_token)
+    account.refresh_token_enc = crypto.encrypt(tokens.refresh_token) if tokens.refresh_token else ""
+    account.token_expires_at = tokens.expires_at
+    account.refresh_expires_at = tokens.refresh_expires_at
+
+
 def pool_account_take_refreshed_tokens(*, social_account_id: str, refreshed_from: str | None, tokens) -> bool:
     """A token refresh of a leased account that finished after the lease was released: the pool account got
     the tokens the refresh started from, which TikTok has since rotated away. Give it the new ones, if it
@@ -429,12 +448,8 @@ def pool_account_take_refreshed_tokens(*, social_account_id: str, refreshed_from
     pool = PoolAccount.objects.select_for_update().get(pk=lease.pool_account_id)
     if pool.refresh_token != refreshed_from:
         return False
-    pool.access_token_enc = crypto.encrypt(tokens.access_token)
-    if tokens.refresh_token:
-        pool.refresh_token_enc = crypto.encrypt(tokens.refresh_token)
-    pool.token_expires_at = tokens.expires_at
-    pool.refresh_expires_at = tokens.refresh_expires_at or pool.refresh_expires_at
-    pool.save(update_fields=["access_token_enc", "refresh_token_enc", "token_expires_at", "refresh_expires_at"])
+    pool_account_set_tokens(pool, tokens)
+    pool.save(update_fields=POOL_TOKEN_FIELDS)
     return True
 
 
@@ -496,22 +511,21 @@ def pool_account_add(
     audience_notes: str = "",
 ) -> PoolAccount:
     """Add a warmed account (with its TikTok tokens) to the pool."""
+    account = PoolAccount(
+        handle=handle,
+        platform_user_id=tokens.platform_user_id,
+        display_name=display_name,
+        vertical=vertical,
+        languages=languages,
+        geos=[g.upper() for g in geos],
+        audience_notes=audience_notes,
+        monthly_price_cents=monthly_price_cents,
+    )
+    pool_account_set_tokens(account, tokens)
     try:
         with transaction.atomic():
-            return PoolAccount.objects.create(
-                handle=handle,
-                platform_user_id=tokens.platform_user_id,
-                display_name=display_name,
-                access_token_enc=crypto.encrypt(tokens.access_token),
-                refresh_token_enc=crypto.encrypt(tokens.refresh_token) if tokens.refresh_token else "",
-                token_expires_at=tokens.expires_at,
-                refresh_expires_at=tokens.refresh_expires_at,
-                vertical=vertical,
-                languages=languages,
-                geos=[g.upper() for g in geos],
-                audience_notes=audience_notes,
-                monthly_price_cents=monthly_price_cents,
-            )
+            account.save(force_insert=True)
+            return account
     except IntegrityError:
         raise LeaseError(f"@{handle} is already in the pool.")
 

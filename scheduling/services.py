@@ -700,18 +700,18 @@ def _resolve(post: ScheduledPost) -> str:
             next_check_at=None,
         )
         return "requeued"
+    disconnected = account.status == SocialAccount.Status.DISCONNECTED
     token = account.access_token
-    if account.status == SocialAccount.Status.DISCONNECTED:
+    if disconnected:
         # Revoked or released after the platform had the post. Its token is wiped here: polling with it would
         # read as a dead token (CREDENTIAL_INVALID, which means "reauth"). A released leased account's token
         # went back to Layers' pool and can still tell how the post ended; a revoked one's is gone.
         from leasing.services import released_pool_token
 
         token = released_pool_token(social_account_id=account.pk)
-        if not token:
-            _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected while the platform processed the post.")
-            return "failed"
     try:
+        if disconnected and not token:
+            raise TokenInvalid("no token left to ask the platform with")
         status = _client(account.platform).publish_status(
             access_token=token or "",
             platform_user_id=account.identity.platform_user_id,
@@ -719,7 +719,7 @@ def _resolve(post: ScheduledPost) -> str:
             caption=post.container.caption,
         )
     except TokenInvalid:
-        if account.status == SocialAccount.Status.DISCONNECTED:
+        if disconnected:
             _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected while the platform processed the post.")
             return "failed"
         _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token while publishing.")
