@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
 from accounts import services
+from accounts.admin_site import skip_in_action
 from accounts.models import (
     ApiKey,
     Event,
@@ -190,8 +191,12 @@ class SocialAccountAdmin(admin.ModelAdmin):
         for account in queryset:
             if account.kind == SocialAccount.Kind.LEASED and not may_release:
                 # Revoking a leased account releases its lease (billing stops): that is a lease change.
-                self.message_user(
-                    request, f"{account.pk}: leased; releasing it needs the lease permission.", messages.ERROR
+                skip_in_action(
+                    self,
+                    request,
+                    account,
+                    f"{account.pk}: leased; releasing it needs the lease permission.",
+                    messages.ERROR,
                 )
                 continue
             result = services.social_account_revoke(account_id=account.pk, actor=request.user)

@@ -4,13 +4,24 @@ Django's admin writes a LogEntry for change-form saves, additions and deletions,
 (revoke accounts, revoke API keys, retry or cancel posts, release leases, disable webhook endpoints, …)
 leaves none. Here every action of every registered ModelAdmin is wrapped: once it has run, each selected
 object gets a LogEntry ("Admin action: …", by whom, when), shown on its History page and listed by
-`LogEntry` queries, like any other admin change. Custom views keep their own audit trails (lease requests:
-LeaseAction rows; money: the ledger entry's actor)."""
+`LogEntry` queries, like any other admin change. An object the action left alone (refused by its service,
+already in the target state, beyond the staff member's permissions) is reported with `skip_in_action` and
+gets no row: the history says what was done, not what was selected. Custom views keep their own audit
+trails (lease requests: LeaseAction rows; money: the ledger entry's actor)."""
 
 import functools
 
+from django.contrib import messages
 from django.contrib.admin import AdminSite, ModelAdmin
 from django.contrib.admin.apps import AdminConfig
+
+_SKIPPED = "_layers_action_skipped"
+
+
+def skip_in_action(modeladmin, request, obj, message: str, level=messages.WARNING) -> None:
+    """Tell staff why the action left `obj` alone, and keep it out of the action's audit rows."""
+    getattr(request, _SKIPPED, set()).add(str(obj.pk))
+    modeladmin.message_user(request, message, level)
 
 
 def _audited(func, description):
@@ -18,8 +29,14 @@ def _audited(func, description):
     def run(modeladmin, request, queryset):
         from django.contrib.admin.models import CHANGE, LogEntry
 
-        objects = list(queryset)  # the selection as it was when staff acted
-        response = func(modeladmin, request, queryset)
+        selected = list(queryset)  # the selection as it was when staff acted
+        setattr(request, _SKIPPED, set())
+        try:
+            response = func(modeladmin, request, queryset)
+            skipped = getattr(request, _SKIPPED)
+        finally:
+            delattr(request, _SKIPPED)
+        objects = [obj for obj in selected if str(obj.pk) not in skipped]
         if objects:
             LogEntry.objects.log_actions(
                 user_id=request.user.pk,

@@ -15,6 +15,7 @@ from django.utils import timezone
 from import_export import fields, resources
 from import_export.admin import ImportMixin
 
+from accounts.admin_site import skip_in_action
 from accounts.services import social_account_revoke
 from leasing import services
 from leasing.geo import ISO_3166_ALPHA2, is_bcp47
@@ -322,7 +323,10 @@ class LeaseAdmin(admin.ModelAdmin):
         description="Release selected leases (cancels queued posts, stops renewals, no refund)", permissions=["change"]
     )
     def release_leases(self, request, queryset):
-        for lease in queryset.filter(released_at__isnull=True):
+        for lease in queryset.select_related("pool_account"):
+            if lease.released_at is not None:
+                skip_in_action(self, request, lease, f"@{lease.pool_account.handle}: already released.")
+                continue
             result = social_account_revoke(account_id=lease.social_account_id, actor=request.user)
             self.message_user(
                 request,

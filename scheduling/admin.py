@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from accounts import crypto
+from accounts.admin_site import skip_in_action
 from config.api.errors import ApiError
 from scheduling import services
 from scheduling.models import ContentContainer, Layer, LayerTemplate, ManagedProvider, ScheduledPost
@@ -61,7 +62,7 @@ class ScheduledPostAdmin(admin.ModelAdmin):
                 service(post_id=post.pk, actor=request.user)
                 self.message_user(request, f"{post.pk}: {verb}.", messages.SUCCESS)
             except ApiError as exc:
-                self.message_user(request, f"{post.pk}: {exc.message}", messages.WARNING)
+                skip_in_action(self, request, post, f"{post.pk}: {exc.message}")
 
     @admin.action(description="Retry selected failed posts (due now)", permissions=["change"])
     def retry_posts(self, request, queryset):

@@ -218,3 +218,62 @@ def _description(url: str, action: str, row: LogEntry) -> str:
     )
     _, _, description = admin.site._registry[model].get_action(action)
     return action if str(description) in row.change_message else ""
+
+
+def test_an_action_audits_only_the_objects_it_changed_and_says_why_it_left_the_others(owner):
+    from leasing import services as leasing_services
+    from leasing.models import Lease
+    from tests.leasing.helpers import add_pool, get_request, request_accounts
+
+    ops = Client()
+    ops.force_login(with_mfa(staff_member("ops", "scheduling.view_scheduledpost", "scheduling.change_scheduledpost")))
+    account = make_account(owner)
+    failed = ScheduledPost.objects.get(pk=schedule_now(owner, account.pk)["id"])
+    queued = ScheduledPost.objects.get(
+        pk=schedule_now(owner, account.pk, when=timezone.now() + timedelta(hours=1))["id"]
+    )
+    ScheduledPost.objects.filter(pk=failed.pk).update(status="failed", error_code="PLATFORM_REJECTED")
+
+    # a retry of a post that has not failed is refused by the service
+    page = ops.post(
+        "/admin/scheduling/scheduledpost/",
+        {"action": "retry_posts", "_selected_action": [failed.pk, queued.pk]},
+        follow=True,
+    )
+    assert len(audit_rows(failed)) == 1 and audit_rows(queued) == []
+    assert f"{queued.pk}: Only failed posts can be retried." in notes(page)
+
+    # a leased account needs the lease permission to be revoked; a connected one does not
+    add_pool(1)
+    accepted = request_accounts(owner, 1)
+    leasing_services.lease_assign(request_id=accepted["requestId"], auto=True)
+    leased = SocialAccount.objects.get(pk=get_request(owner, accepted["requestId"])["socialAccountIds"][0])
+    support = Client()
+    support.force_login(
+        with_mfa(staff_member("support", "accounts.view_socialaccount", "accounts.change_socialaccount"))
+    )
+    doomed = make_account(owner)
+    page = support.post(
+        "/admin/accounts/socialaccount/",
+        {"action": "revoke_accounts", "_selected_action": [leased.pk, doomed.pk]},
+        follow=True,
+    )
+    assert f"{leased.pk}: leased; releasing it needs the lease permission." in notes(page)
+    assert len(audit_rows(doomed)) == 1 and audit_rows(leased) == []
+    assert SocialAccount.objects.get(pk=leased.pk).status == "connected"
+
+    # a lease already released is left as it is
+    admin_client = Client()
+    admin_client.force_login(with_mfa(staff_member("boss", superuser=True)))
+    lease = Lease.objects.get(social_account=leased)
+    admin_client.post("/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]})
+    page = admin_client.post(
+        "/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]}, follow=True
+    )
+    assert f"@{lease.pool_account.handle}: already released." in notes(page)
+    assert len(audit_rows(lease)) == 1
+
+
+def notes(page) -> list[str]:
+    """The messages an admin page shows staff."""
+    return [str(message) for message in page.context["messages"]]
