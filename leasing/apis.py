@@ -127,7 +127,13 @@ class LeasedAccountListApi(ApiView):
     def get(self, request, projectId: str):
         project = account_selectors.project_get(organization=self.organization, project_id=projectId)
         qs = selectors.leased_account_list(organization=self.organization, project=project)
-        return paginate(request, qs, lambda rows: LeasedAccountOutput(rows, many=True).data, time_field="assigned_at")
+        return paginate(
+            request,
+            qs,
+            lambda rows: LeasedAccountOutput(rows, many=True).data,
+            time_field="assigned_at",
+            id_field="social_account_id",  # a lease's own key is an integer; partners know it by its account
+        )
 
 
 class ReleaseOutput(serializers.Serializer):

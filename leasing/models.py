@@ -139,7 +139,7 @@ class Lease(models.Model):
                 name="one_live_lease_per_pool_account",
             ),
         ]
-        indexes = [models.Index(fields=["project", "-assigned_at", "-id"], name="lease_project_newest")]
+        indexes = [models.Index(fields=["project", "-assigned_at", "-social_account"], name="lease_project_newest_sa")]
 
     def __str__(self):
         return f"lease of {self.pool_account} to {self.project}"

@@ -28,8 +28,9 @@ def _decode(cursor: str) -> tuple[datetime, str]:
         created = datetime.fromisoformat(created)
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
         raise Validation({"cursor": ["Invalid cursor."]})
-    # A forged cursor must not reach the database as something it rejects (PostgreSQL refuses NUL: a 500).
-    if not isinstance(pk, str) or "\x00" in pk or created.tzinfo is None:
+    # A forged cursor must not reach the database as something it cannot take (PostgreSQL refuses NUL, a
+    # lone surrogate cannot be encoded: a 500). Every list's ids are printable ASCII.
+    if not isinstance(pk, str) or not (pk.isascii() and pk.isprintable()) or created.tzinfo is None:
         raise Validation({"cursor": ["Invalid cursor."]})
     return created, pk
 
@@ -81,18 +82,22 @@ def page_response(rows: list, *, limit: int, serialize, key, parent_check=None) 
     return Response({"data": serialize(rows), "nextCursor": next_cursor})
 
 
-def paginate(request, queryset, serialize, *, time_field: str = "created_at", parent_check=None) -> Response:
+def paginate(
+    request, queryset, serialize, *, time_field: str = "created_at", id_field: str = "pk", parent_check=None
+) -> Response:
     """One page of `queryset` (newest first) as `{"data": [...], "nextCursor": ...}`.
-    `serialize` turns the list of rows into a list of dicts; `parent_check` as in page_response."""
+    `serialize` turns the list of rows into a list of dicts; `parent_check` as in page_response.
+    `id_field` breaks ties between rows of the same time: a unique public string id of the row (a row
+    whose own key is an integer pages on the string id it is known by)."""
     limit, after = page_window(request)
-    qs = queryset.order_by(f"-{time_field}", "-pk")
+    qs = queryset.order_by(f"-{time_field}", f"-{id_field}")
     if after:
         created, pk = after
-        qs = qs.filter(Q(**{f"{time_field}__lt": created}) | Q(**{time_field: created, "pk__lt": pk}))
+        qs = qs.filter(Q(**{f"{time_field}__lt": created}) | Q(**{time_field: created, f"{id_field}__lt": pk}))
     return page_response(
         list(qs[: limit + 1]),
         limit=limit,
         serialize=serialize,
-        key=lambda row: (getattr(row, time_field), row.pk),
+        key=lambda row: (getattr(row, time_field), getattr(row, id_field)),
         parent_check=parent_check,
     )

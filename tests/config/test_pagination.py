@@ -123,6 +123,7 @@ def test_a_cursor_is_a_position_not_an_offset(owner):
     "payload",
     [
         ["2026-01-01T00:00:00+00:00", "evt_\x00"],  # a NUL byte must never reach PostgreSQL
+        ["2026-01-01T00:00:00+00:00", "evt_\ud800"],  # nor a lone surrogate (it cannot be encoded)
         ["not-a-date", "evt_x"],
         ["2026-01-01T00:00:00", "evt_x"],  # naive time
         ["2026-01-01T00:00:00+00:00", 5],
@@ -237,3 +238,30 @@ def test_a_page_of_accounts_is_three_queries_with_its_layers(owner):
     assert [len(row["layers"]) for row in body["data"]] == [4, 4, 4]
     # the API key, the page, the page's layers (the project is not read: the page's rows prove it)
     assert len(queries) == 3, [q["sql"][:120] for q in queries]
+
+
+def test_the_leased_accounts_list_follows_its_own_cursor_through_equal_assignment_times(owner):
+    # A lease's own key is an integer: the list's cursor used to carry it, and then refuse it as forged.
+    from leasing import services as leasing
+    from leasing.models import Lease
+    from tests.leasing.helpers import add_pool, request_accounts
+
+    add_pool(5)
+    leasing.lease_assign(request_id=request_accounts(owner, 5)["requestId"], auto=True)
+    Lease.objects.filter(pk__in=list(Lease.objects.values_list("pk", flat=True)[:3])).update(
+        assigned_at=timezone.now() - timedelta(hours=1)
+    )  # three of them at the same instant: the id breaks the tie
+    path = f"/v1/projects/{owner.project.id}/leased-accounts"
+    for limit in (1, 2):
+        seen, cursor = [], None
+        while True:
+            response = owner.client.get(path, {"limit": limit, **({"cursor": cursor} if cursor else {})})
+            assert response.status_code == 200, response.content
+            seen += [row["socialAccountId"] for row in response.json()["data"]]
+            cursor = response.json()["nextCursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(Lease.objects.values_list("social_account_id", flat=True)), limit
+        assert len(seen) == 5
+    forged = base64.urlsafe_b64encode(json.dumps(["2026-01-01T00:00:00+00:00", "x"]).encode()).decode()
+    assert owner.client.get(path, {"cursor": forged}).json()["data"] == []  # a position, not a 500
