@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.api.errors import ApiError, Conflict, Validation
+from config.api.parsers import UNSTORABLE, any_string_matches
 
 IN_FLIGHT_TIMEOUT = timedelta(seconds=60)
 MAX_KEY_LENGTH = 255
@@ -75,16 +76,6 @@ def begin(*, organization, key: str, request):
             )
 
 
-def _has_nul(value) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
-    return False
-
-
 def finish(row, response) -> None:
     """Store the first response; forget the key when the request did not complete (5xx, throttled) so
     that the partner can retry it."""
@@ -95,10 +86,10 @@ def finish(row, response) -> None:
         IdempotencyKey.objects.filter(pk=row.pk).delete()
         return
     body = json.loads(json.dumps(response.data, cls=DjangoJSONEncoder))
-    if _has_nul(body):
-        # PostgreSQL's jsonb cannot hold a NUL character. Only an error can carry one (it echoes what was
-        # sent: every input string with a NUL is refused), and an error has no effect to protect: forget
-        # the key rather than fail the response.
+    if any_string_matches(body, UNSTORABLE):
+        # PostgreSQL's jsonb cannot hold a NUL character or a lone surrogate. Only an error can carry one (it
+        # echoes what was sent: every input string with one is refused), and an error has no effect to
+        # protect: forget the key rather than fail the response.
         IdempotencyKey.objects.filter(pk=row.pk).delete()
         return
     IdempotencyKey.objects.filter(pk=row.pk).update(status_code=status, response_body=body)

@@ -24,5 +24,14 @@ class JSONRenderer(renderers.JSONRenderer):
         try:
             out = orjson.dumps(data, default=_default, option=_OPTIONS)
         except orjson.JSONEncodeError:
-            return super().render(data, accepted_media_type, renderer_context)
+            # ASCII escapes here: what orjson refused may be a string that is not UTF-8 text (a lone
+            # surrogate), which DRF's renderer would fail to encode after the view had done its work.
+            return _ASCII.render(data, accepted_media_type, renderer_context)
         return out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+
+
+class _AsciiJSONRenderer(renderers.JSONRenderer):
+    ensure_ascii = True
+
+
+_ASCII = _AsciiJSONRenderer()

@@ -88,3 +88,34 @@ def test_a_reused_idempotency_key_is_a_documented_409_on_every_post(owner):
         if "post" in operations:
             assert "IDEMPOTENCY_KEY_REUSED" in operations["post"]["responses"]["409"]["description"], path
     assert json.dumps(schema).count("IDEMPOTENCY_KEY_REUSED") >= 7
+
+
+LONE_SURROGATES = [
+    '{"mediaType": "\\ud800", "mediaUrls": ["https://cdn.acme.test/a.jpg"]}',  # echoed by "invalid choice"
+    '{"mediaType": "image", "mediaUrls": ["https://cdn.acme.test/a.jpg"], "\\udfff": 1}',  # an unknown field
+    '{"mediaType": "image", "mediaUrls": ["https://cdn.acme.test/a.jpg"], "caption": "a\\ud83d"}',  # half a pair
+]
+
+
+@pytest.mark.parametrize("body", LONE_SURROGATES)
+@pytest.mark.django_db(transaction=True)
+def test_a_lone_surrogate_is_400_and_the_idempotency_key_is_not_left_half_claimed(owner, body):
+    # Python decodes "\ud800" into a string no database, log or UTF-8 encoder can take: it used to be a 500
+    # (or a 422 the renderer then failed to write), and the key stayed claimed, so the retry got a 409.
+    for _ in range(2):
+        response = owner.client.post(content(owner), body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="s-1")
+        assert_error(response, 400, "MALFORMED_REQUEST")
+    assert not IdempotencyKey.objects.filter(organization=owner.org).exclude(status_code__isnull=False).exists()
+
+
+def test_a_real_surrogate_pair_is_text(owner):
+    body = '{"mediaType": "image", "mediaUrls": ["https://cdn.acme.test/a.jpg"], "caption": "\\ud83d\\ude00"}'
+    response = owner.client.post(content(owner), body, content_type="application/json")
+    assert response.status_code == 201 and response.json()["caption"] == "\U0001f600"
+
+
+def test_a_response_holding_a_lone_surrogate_is_still_written():
+    # Nothing from a partner can carry one any more, but a platform's data is not ours to vouch for.
+    from config.api.renderers import JSONRenderer
+
+    assert json.loads(JSONRenderer().render({"handle": "x\ud800"})) == {"handle": "x\ud800"}
