@@ -10,6 +10,7 @@ idempotent."""
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,9 +43,11 @@ def _signature_parts(header: str | None) -> tuple[int, list[str]]:
     timestamp, signatures = None, []
     for element in (header or "").split(","):
         prefix, _, value = element.strip().partition("=")
-        if prefix == "t" and value.isdigit():
+        # Anything else is not a signature: str.isdigit() takes other scripts' digits and int() refuses
+        # more than 4,300 of them, and compare_digest() raises on non-ASCII (a header may carry Latin-1).
+        if prefix == "t" and re.fullmatch(r"[0-9]{1,12}", value):
             timestamp = int(value)
-        elif prefix == "s" and value:
+        elif prefix == "s" and re.fullmatch(r"[0-9a-fA-F]{64}", value):
             signatures.append(value.lower())
     if timestamp is None or not signatures:
         raise WebhookRejected("INVALID_SIGNATURE", f"{SIGNATURE_HEADER} must be t=<unix seconds>,s=<hex>.", status=401)

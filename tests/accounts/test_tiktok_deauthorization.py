@@ -142,6 +142,10 @@ def test_only_deliveries_signed_by_tiktok_for_this_app_are_applied(owner):
 
     assert_error(post(body, None), 401, "INVALID_SIGNATURE")
     assert_error(post(body, "t=abc,s=def"), 401, "INVALID_SIGNATURE")
+    # Garbled headers (a header value may carry Latin-1 bytes) are refused, not a 500.
+    t, mac = signature.split(",")
+    for garbled in (f"{t},s=\u00e9", "t=" + "9" * 5000 + f",{mac}", f"t=\u0661\u0662,{mac}", f"{t},{mac}\u00e9"):
+        assert_error(post(body, garbled), 401, "INVALID_SIGNATURE")
     assert_error(post(*signed(removal("target"), secret="an-attackers-guess")), 401, "INVALID_SIGNATURE")
     tampered = body.replace(b"authorization.removed", b"authorization.removeD")
     assert_error(post(tampered, signature), 401, "INVALID_SIGNATURE")
