@@ -22,10 +22,21 @@ class FetchFailed(Exception):
     """The remote answered badly (status, type, size) or not in time."""
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _ip_is_public(ip: ipaddress._BaseAddress) -> bool:
-    return not (
-        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
-    )
+    """Globally routable, as IANA's special-purpose registries say (`is_global`): beyond private, loopback
+    and link-local, that also refuses the shared address space 100.64.0.0/10, where some clouds serve their
+    metadata (100.100.100.200). An IPv6 address that carries an IPv4 one (mapped, 6to4, Teredo, NAT64)
+    reaches that IPv4 address, and is judged by it."""
+    if ip.version == 6:
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            return _ip_is_public(embedded)
+    return ip.is_global and not ip.is_multicast
 
 
 def _public_addresses(host: str, port: int) -> list[str]:

@@ -107,6 +107,11 @@ def test_events_must_be_a_non_empty_list_of_types(owner, events):
         "https://172.16.5.5/hooks",
         "https://[fd00::1]/hooks",
         "https://0.0.0.0/hooks",
+        "https://100.100.100.200/latest/meta-data/",  # a cloud's metadata in the shared address space
+        "https://100.64.0.1/hooks",  # carrier-grade NAT, not the internet
+        "https://[2002:7f00:1::]/hooks",  # 6to4 carrying 127.0.0.1
+        "https://[64:ff9b::a00:8]/hooks",  # NAT64 carrying 10.0.0.8
+        "https://[ff02::1]/hooks",  # multicast
     ],
 )
 def test_private_loopback_and_metadata_destinations_are_refused(owner, no_private, url):
@@ -119,6 +124,7 @@ def test_plain_http_is_refused_when_private_destinations_are_disallowed(owner, n
     error = assert_error(create(owner, url="http://93.184.216.34/hooks"), 422, "VALIDATION")
     assert "https" in error["details"]["fields"]["url"][0]
     assert create(owner, url="https://93.184.216.34/hooks").status_code == 201
+    assert create(owner, url="https://[2002:5db8:d822::1]/hooks").status_code == 201  # 6to4 of that public address
 
 
 def test_plain_http_to_localhost_is_accepted_where_the_deployment_allows_it(owner, settings):
