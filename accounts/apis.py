@@ -9,6 +9,7 @@ from accounts import selectors, services
 from accounts.models import OAuthSession
 from accounts.serializers import SocialAccountOutput
 from config.api.errors import Validation
+from config.api.fields import StrictSerializer
 from config.api.pagination import page_response, page_window, paginate, parse_filters
 from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
 from config.api.views import ApiView
@@ -76,7 +77,7 @@ class EventListApi(ApiView):
 PLATFORMS = ["tiktok", "instagram"]
 
 
-class OAuthUrlInput(serializers.Serializer):
+class OAuthUrlInput(StrictSerializer):
     platform = serializers.ChoiceField(choices=PLATFORMS, help_text="`tiktok` or `instagram`, lower-case.")
     returnUrl = serializers.CharField(
         max_length=2048,
@@ -129,7 +130,7 @@ class OAuthUrlApi(ApiView):
         return Response(_link_output(link))
 
 
-class ReauthUrlInput(serializers.Serializer):
+class ReauthUrlInput(StrictSerializer):
     socialAccountId = serializers.CharField(help_text="An account of this project (sa_…).")
     scopes = serializers.ListField(
         child=serializers.RegexField(

@@ -11,6 +11,7 @@ from accounts.services import EVENT_TYPES
 from accounts.webhooks import selectors, services
 from accounts.webhooks.models import WebhookEndpoint
 from config.api import idempotency
+from config.api.fields import StrictSerializer
 from config.api.pagination import paginate
 from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
 from config.api.views import ApiView
@@ -92,7 +93,7 @@ class EndpointWithSecretOutput(EndpointOutput):
     )
 
 
-class EndpointCreateInput(serializers.Serializer):
+class EndpointCreateInput(StrictSerializer):
     url = serializers.CharField(
         max_length=2048,
         help_text="Absolute https URL with a public host: no credentials, no fragment; private, loopback, "

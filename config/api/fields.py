@@ -30,20 +30,40 @@ class AwareDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
+def _wrong_json_type(field, value) -> str | None:
+    """Why `value` is not of the JSON type `field` takes, or None. DRF's fields convert: a text field turns
+    the number 1e309 into the caption "inf", an integer field reads "12", "١٢" (other scripts' digits) or
+    true as a count. A partner's JSON says what it means: a number is not text, text is not a number."""
+    if value is None:
+        return None  # the field's own allow_null decides
+    if isinstance(field, serializers.CharField) and not isinstance(value, str):
+        return "Not a valid string."
+    if isinstance(field, serializers.IntegerField) and isinstance(value, (bool, str)):
+        return "A valid integer is required."
+    return None
+
+
 class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know (a typo must not be silently ignored). `rejected_fields` maps
-    fields with a specific reason to that reason."""
+    """Refuses fields it does not know (a typo must not be silently ignored) and values of the wrong JSON
+    type (see _wrong_json_type). `rejected_fields` maps fields with a specific reason to that reason."""
 
     rejected_fields: dict[str, str] = {}
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
-            unknown = {}
-            for key in data:
-                if key not in self.fields:
-                    unknown[key] = [self.rejected_fields.get(key, "Unknown field.")]
-            if unknown:
-                raise serializers.ValidationError(unknown)
+            errors = {}
+            for key, value in data.items():
+                field = self.fields.get(key)
+                if field is None:
+                    errors[key] = [self.rejected_fields.get(key, "Unknown field.")]
+                elif reason := _wrong_json_type(field, value):
+                    errors[key] = [reason]
+                elif isinstance(field, serializers.ListField) and isinstance(value, list):
+                    items = {i: [why] for i, item in enumerate(value) if (why := _wrong_json_type(field.child, item))}
+                    if items:
+                        errors[key] = items
+            if errors:
+                raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
 
 

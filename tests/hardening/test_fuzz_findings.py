@@ -119,3 +119,70 @@ def test_a_response_holding_a_lone_surrogate_is_still_written():
     from config.api.renderers import JSONRenderer
 
     assert json.loads(JSONRenderer().render({"handle": "x\ud800"})) == {"handle": "x\ud800"}
+
+
+HUGE = "<1e309>"
+
+
+def lease_body(tenant, **niche) -> dict:
+    return {
+        "projectId": tenant.project.id,
+        "count": 1,
+        "niche": {"vertical": "fitness", "language": "en-US", "geo": ["US"], **niche},
+    }
+
+
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        # DRF's text fields turned numbers into text: 1e309 was stored as the caption "inf"
+        ("content", {"mediaType": "image", "mediaUrls": ["https://cdn.acme.test/a.jpg"], "caption": HUGE}, "caption"),
+        ("content", {"mediaType": "image", "mediaUrls": ["https://cdn.acme.test/a.jpg"], "caption": 7}, "caption"),
+        ("content", {"mediaType": "image", "mediaUrls": [7]}, "mediaUrls.0"),
+        ("lease", {"niche": {"language": HUGE}}, "niche.language"),
+        ("lease", {"niche": {"vertical": 2**64}}, "niche.vertical"),
+        ("lease", {"niche": {"geo": ["US", 1]}}, "niche.geo.1"),
+        ("lease", {"note": False}, "note"),
+        # and its integer fields read text and booleans as numbers
+        ("lease", {"count": "3"}, "count"),
+        ("lease", {"count": "\u0661\u0662"}, "count"),  # Arabic-Indic "12"
+        ("lease", {"count": True}, "count"),
+        ("oauth", {"platform": "tiktok", "returnUrl": "https://app.acme.test/done", "usageNote": 5}, "usageNote"),
+        ("oauth", {"platform": "tiktok", "returnUrl": "https://app.acme.test/done", "usagenote": "x"}, "usagenote"),
+        ("webhook", {"url": "https://hooks.acme.test/x", "events": [1]}, "events.0"),
+    ],
+)
+def test_a_value_of_the_wrong_json_type_is_422_and_nothing_is_stored(owner, path, body, field):
+    from accounts.webhooks.models import WebhookEndpoint
+    from leasing.models import LeaseRequest
+    from scheduling.models import ContentContainer
+
+    if path == "lease":
+        niche = body.pop("niche", {})
+        body = {**lease_body(owner, **niche), **body}
+    url = {
+        "content": content(owner),
+        "lease": f"/v1/projects/{owner.project.id}/leased-accounts/request",
+        "oauth": f"/v1/projects/{owner.project.id}/social/oauth-url",
+        "webhook": "/v1/webhook-endpoints",
+    }[path]
+    raw = json.dumps(body).replace(json.dumps(HUGE), "1e309")  # a JSON number beyond any float
+    error = assert_error(owner.client.post(url, raw, content_type="application/json"), 422, "VALIDATION")
+    assert field in error["details"]["fields"], error
+    assert not ContentContainer.objects.exists() and not LeaseRequest.objects.exists()
+    assert not WebhookEndpoint.objects.exists()
+
+
+def test_the_same_bodies_with_the_right_types_are_accepted(owner):
+    assert (
+        owner.client.post(
+            content(owner),
+            {"mediaType": "image", "mediaUrls": ["https://cdn.acme.test/a.jpg"], "caption": "7"},
+            format="json",
+        ).status_code
+        == 201
+    )
+    response = owner.client.post(
+        f"/v1/projects/{owner.project.id}/leased-accounts/request", {**lease_body(owner), "count": 12}, format="json"
+    )
+    assert response.status_code == 202, response.content
