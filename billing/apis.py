@@ -7,6 +7,7 @@ from rest_framework.response import Response
 
 from billing import selectors
 from billing.models import LedgerEntry, Wallet
+from config.api.fields import Int64Field
 from config.api.pagination import paginate, parse_filters
 from config.api.schema import errors, list_schema
 from config.api.views import ApiView
@@ -20,7 +21,7 @@ POLICY = (
 
 
 class WalletOutput(serializers.Serializer):
-    balanceCents = serializers.IntegerField(
+    balanceCents = Int64Field(
         source="balance_cents", help_text="Integer cents; the sum of every ledger entry. May be negative."
     )
     currency = serializers.ChoiceField(choices=["USD"])
@@ -41,7 +42,7 @@ class LedgerEntryOutput(serializers.Serializer):
         help_text="`top_up` (credit), `lease_charge` (one month of one leased account), `adjustment` (a "
         "correction by Layers finance, credit or debit).",
     )
-    amountCents = serializers.IntegerField(
+    amountCents = Int64Field(
         source="amount_cents", help_text="Signed integer cents: positive credits the wallet, negative debits it."
     )
     description = serializers.SerializerMethodField(

@@ -1,5 +1,7 @@
 """Public representations of lease requests and leased accounts (API output and event data)."""
 
+from datetime import datetime
+
 from rest_framework import serializers
 
 
@@ -47,21 +49,28 @@ class LeaseRequestOutput(serializers.Serializer):
         return request.failure_reason or None
 
 
+class LeasedAccountNicheOutput(serializers.Serializer):
+    """What the account itself was warmed for (its pool account's niche). Not the request's niche: an
+    account may speak several languages, and its audience is not described to partners."""
+
+    vertical = serializers.CharField()
+    languages = serializers.ListField(child=serializers.CharField(), help_text="BCP 47 tags, e.g. en-US.")
+    geo = serializers.ListField(
+        child=serializers.CharField(), source="geos", help_text="ISO 3166-1 alpha-2 country codes."
+    )
+
+
 class LeasedAccountOutput(serializers.Serializer):
     socialAccountId = serializers.CharField(source="social_account_id")
     handle = serializers.CharField(source="social_account.identity.handle")
     status = serializers.CharField(source="social_account.status")
-    niche = serializers.SerializerMethodField()
+    niche = LeasedAccountNicheOutput(source="pool_account")
     requestId = serializers.CharField(source="request_id")
     monthlyPriceCents = serializers.IntegerField(source="monthly_price_cents")
     assignedAt = serializers.DateTimeField(source="assigned_at")
     currentPeriodStart = serializers.SerializerMethodField()
     currentPeriodEnd = serializers.SerializerMethodField()
     releasedAt = serializers.DateTimeField(source="released_at", allow_null=True)
-
-    def get_niche(self, lease) -> dict:
-        pool = lease.pool_account
-        return {"vertical": pool.vertical, "languages": pool.languages, "geo": pool.geos}
 
     def _period(self, lease):
         from django.utils import timezone
@@ -70,10 +79,10 @@ class LeasedAccountOutput(serializers.Serializer):
 
         return period_bounds(lease.assigned_at, period_index_at(lease.assigned_at, timezone.now()))
 
-    def get_currentPeriodStart(self, lease) -> str:  # noqa: N802
+    def get_currentPeriodStart(self, lease) -> datetime:  # noqa: N802  (written as RFC 3339, like assignedAt)
         return serializers.DateTimeField().to_representation(self._period(lease)[0])
 
-    def get_currentPeriodEnd(self, lease) -> str:  # noqa: N802
+    def get_currentPeriodEnd(self, lease) -> datetime:  # noqa: N802
         return serializers.DateTimeField().to_representation(self._period(lease)[1])
 
 

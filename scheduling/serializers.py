@@ -3,7 +3,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.api.fields import datetime_output
+from config.api.fields import Int64Field, datetime_output
 
 
 def post_error(post) -> dict | None:
@@ -80,10 +80,10 @@ class ScheduledPostOutput(serializers.Serializer):
 
 
 class MetricsOutput(serializers.Serializer):
-    views = serializers.IntegerField(allow_null=True)
-    likes = serializers.IntegerField(allow_null=True)
-    comments = serializers.IntegerField(allow_null=True)
-    shares = serializers.IntegerField(allow_null=True)
+    views = Int64Field(allow_null=True)
+    likes = Int64Field(allow_null=True)
+    comments = Int64Field(allow_null=True)
+    shares = Int64Field(allow_null=True)
     syncedAt = serializers.DateTimeField(source="metrics_synced_at", allow_null=True)
 
 

@@ -2,6 +2,9 @@
 service → output serializer. The partner guide to receiving webhooks is WEBHOOKS_GUIDE below (it is the
 OpenAPI description of the create operation; README.md carries a short version)."""
 
+from datetime import datetime
+
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -81,8 +84,10 @@ class EndpointOutput(serializers.Serializer):
     def get_disabledReason(self, endpoint) -> str | None:  # noqa: N802 - the public field name
         return endpoint.disabled_reason or None
 
-    def get_previousSecretExpiresAt(self, endpoint) -> str | None:  # noqa: N802 - the public field name
-        if not endpoint.previous_secret_enc or endpoint.previous_secret_expires_at is None:
+    def get_previousSecretExpiresAt(self, endpoint) -> datetime | None:  # noqa: N802 - the public field name
+        expires = endpoint.previous_secret_expires_at
+        # Once passed, the previous secret signs nothing any more (WebhookEndpoint.signing_secrets): null.
+        if not endpoint.previous_secret_enc or expires is None or expires <= timezone.now():
             return None
         return serializers.DateTimeField().to_representation(endpoint.previous_secret_expires_at)
 

@@ -3,7 +3,15 @@
 from datetime import UTC, datetime
 
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+
+
+@extend_schema_field(OpenApiTypes.INT64)
+class Int64Field(serializers.IntegerField):
+    """An integer that can pass 2^31 (cents of a balance, a video's views): documented as int64, so that
+    clients generated for typed languages do not read it into a 32-bit integer."""
 
 
 class AwareDateTimeField(serializers.DateTimeField):

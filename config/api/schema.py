@@ -164,3 +164,30 @@ def postprocess_plumbing_responses(result, generator, request, public):
                     conflict["description"] = f"{conflict['description']}; {IDEMPOTENCY_REUSED}"
             operation["responses"] = dict(sorted(responses.items()))
     return result
+
+
+def postprocess_nullable_objects(result, generator, request, public):
+    """drf-spectacular postprocessing hook: a nullable nested object (a post's `error`) is written as
+    `{allOf: [$ref], nullable: true}`, but OpenAPI 3.0.3 gives `nullable` effect only next to a `type`, and
+    the referenced object's own `type: object` still refuses null: strict validators and generated clients
+    then reject `"error": null`, the most common answer. Such a property gets the object's schema inline,
+    with its `type` and `nullable` side by side (its `properties` and `required` do not apply to null)."""
+    components = result.get("components", {}).get("schemas", {})
+
+    def inline(node):
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        node = {key: inline(value) for key, value in node.items()}
+        refs = node.get("allOf")
+        if node.get("nullable") and "type" not in node and isinstance(refs, list) and len(refs) == 1:
+            name = refs[0].get("$ref", "").rpartition("/")[2]
+            target = components.get(name, {})
+            if target.get("type") == "object":
+                node.pop("allOf")
+                node = {**target, **node}  # the property's own description and flags win
+        return node
+
+    result["components"]["schemas"] = {name: inline(schema) for name, schema in components.items()}
+    return result

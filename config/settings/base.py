@@ -195,6 +195,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.api.schema.postprocess_plumbing_responses",
+        "config.api.schema.postprocess_nullable_objects",
     ],
     # Several resources have a `status` with different values: name each set after its resource.
     "ENUM_NAME_OVERRIDES": {

@@ -120,3 +120,68 @@ def test_docs_assets_are_served_by_this_server(db, page, settings, tmp_path):
             assert "javascript" in response["Content-Type"], url
         if url.endswith(".css"):
             assert response["Content-Type"].startswith("text/css"), url
+
+
+def _json_schema(schema: dict, component: str) -> dict:
+    """The component as JSON Schema, reading OpenAPI 3.0.3 to the letter: `nullable` adds null only to the
+    `type` written beside it, and every other keyword keeps refusing null (what strict validators and
+    generated clients do)."""
+
+    def convert(node):
+        if isinstance(node, list):
+            return [convert(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        node = {key: convert(value) for key, value in node.items() if key not in ("readOnly", "writeOnly")}
+        if "$ref" in node:
+            node["$ref"] = node["$ref"].replace("#/components/schemas/", "#/definitions/")
+        if node.pop("nullable", False) and "type" in node:
+            node["type"] = [node["type"], "null"]
+            if "enum" in node:
+                node["enum"] = [*node["enum"], None]
+        return node
+
+    return {"definitions": convert(schema["components"]["schemas"]), "$ref": f"#/definitions/{component}"}
+
+
+def _violations(schema: dict, component: str, body: dict) -> list[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(_json_schema(schema, component))
+    return [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(body)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_commonest_answers_validate_against_the_schema_read_strictly(schema, owner):
+    from billing import services as billing
+    from leasing import services as leasing
+    from tests.accounts.oauth_helpers import connected_account, start
+    from tests.leasing.helpers import add_pool, request_accounts
+    from tests.scheduling.publish_helpers import later, schedule_now
+
+    # `error` is null for every post that has not failed and every OAuth state that has not failed
+    account = connected_account(owner, "tiktok", "schema.check")
+    queued = owner.client.get(f"/v1/scheduled-posts/{schedule_now(owner, account['id'], when=later(hours=1))['id']}")
+    assert queued.json()["error"] is None
+    assert _violations(schema, "ScheduledPostOutput", queued.json()) == []
+    pending = owner.client.get(f"/v1/social/oauth-status/{start(owner, 'tiktok')['state']}").json()
+    assert pending["error"] is None
+    assert _violations(schema, "OAuthStatusOutput", pending) == []
+
+    # a leased account, with its own niche and its billing period
+    add_pool(1)
+    leasing.lease_assign(request_id=request_accounts(owner, 1)["requestId"], auto=True)
+    leased = owner.client.get(f"/v1/projects/{owner.project.id}/leased-accounts").json()["data"][0]
+    assert _violations(schema, "LeasedAccountOutput", leased) == []
+    assert set(leased["niche"]) == {"vertical", "languages", "geo"}
+
+    # money past 2^31 cents ($21.4M) is documented as int64, so typed clients do not overflow reading it
+    billing.wallet_top_up(organization=owner.org, cents=3_000_000_000, reason="Wire", reference="")
+    wallet = owner.client.get("/v1/wallet").json()
+    assert wallet["balanceCents"] > 2**31 and _violations(schema, "WalletOutput", wallet) == []
+    components = schema["components"]["schemas"]
+    assert components["WalletOutput"]["properties"]["balanceCents"]["format"] == "int64"
+    assert components["LedgerEntryOutput"]["properties"]["amountCents"]["format"] == "int64"
+    assert components["MetricsOutput"]["properties"]["views"]["format"] == "int64"
+    for bound in ("assignedAt", "currentPeriodStart", "currentPeriodEnd"):
+        assert components["LeasedAccountOutput"]["properties"][bound]["format"] == "date-time"

@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+import time_machine
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -236,6 +237,9 @@ def test_rotate_secret_returns_a_new_secret_once_and_keeps_the_old_one_for_24_ho
     assert row.previous_secret_expires_at - row.secret_rotated_at == services.ROTATION_OVERLAP
     assert row.signing_secrets(row.secret_rotated_at) == [rotated["secret"], created["secret"]]
     assert row.signing_secrets(row.previous_secret_expires_at) == [rotated["secret"]]
+    # once the overlap is over, nothing signs with the previous secret, and the endpoint says so
+    with time_machine.travel(row.previous_secret_expires_at):
+        assert owner.client.get(f"/v1/webhook-endpoints/{created['id']}").json()["previousSecretExpiresAt"] is None
 
 
 def test_idempotent_create_replays_the_same_secret_without_storing_it_in_plaintext(owner):
