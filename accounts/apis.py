@@ -293,8 +293,12 @@ class SocialAccountDetailApi(ApiView):
         operation_id="social_accounts_revoke",
         tags=["connected accounts"],
         description=(
-            "Disconnect for good: the token is revoked at the platform where possible and wiped here, every "
-            "queued scheduled post of the account is canceled (the count), a leased account is released. "
+            "Disconnect for good: the token is wiped here, every queued scheduled post of the account is "
+            "canceled (the count), a leased account is released. The app's authorization is revoked at the "
+            "platform (best-effort) only when no other live account holds the same platform user: TikTok's and "
+            "Instagram's revoke withdraw it for the whole user, so while the same handle is still connected in "
+            "another of your projects, in another organization, or as a leased or Layers pool account, only this "
+            "account's copy of the token is wiped and those accounts keep working. "
             "Published posts stay in the history. Repeating answers 200 with canceledScheduledPosts 0. "
             "Connecting the same handle again later mints a new id."
         ),

@@ -492,10 +492,11 @@ class RevokeResult:
 
 def social_account_revoke(*, account_id: str, actor=None) -> RevokeResult:
     """Disconnect an account for good: status disconnected (row kept), tokens wiped, queued posts
-    canceled, a leased account released; then the token is revoked at the platform, best-effort, after
-    commit. Repeating it changes nothing and reports 0 canceled posts."""
+    canceled, a leased account released; then, after commit, the app's grant is revoked at the platform
+    (best-effort), unless another live binding or the pool still holds the same platform user (see
+    _revoke_grant_unless_shared). Repeating it changes nothing and reports 0 canceled posts."""
     with transaction.atomic():
-        account = SocialAccount.objects.select_for_update().get(pk=account_id)
+        account = SocialAccount.objects.select_for_update(of=("self",)).select_related("identity").get(pk=account_id)
         if account.status == SocialAccount.Status.DISCONNECTED:
             return RevokeResult(account=account, canceled_scheduled_posts=0, released=False)
         # A leased account's token belongs to Layers' pool account: it goes back there, never revoked.
@@ -511,17 +512,56 @@ def social_account_revoke(*, account_id: str, actor=None) -> RevokeResult:
             type="social_account.disconnected",
             data=social_account_data(account),
         )
-    if token:
-        try:
-            _client(account.platform).revoke(access_token=token)
-        except PlatformError as exc:
-            log.info(
-                "revoke of %s at %s failed (%s); token wiped locally",
-                account.pk,
-                account.platform,
-                type(exc).__name__,
+        if token:
+            platform, user_id, pk = account.platform, account.identity.platform_user_id, account.pk
+            # robust: the disconnect is committed by then; a failure there must not turn it into a 500.
+            transaction.on_commit(
+                lambda: _revoke_grant_unless_shared(
+                    account_id=pk, platform=platform, platform_user_id=user_id, token=token
+                ),
+                robust=True,
             )
     return RevokeResult(account=account, canceled_scheduled_posts=canceled, released=released)
+
+
+def _revoke_grant_unless_shared(*, account_id: str, platform: str, platform_user_id: str, token: str) -> None:
+    """Revoke the app's authorization at the platform, unless the same platform user is still held elsewhere.
+
+    TikTok's /v2/oauth/revoke/ and Instagram's DELETE /me/permissions withdraw the app's access for the whole
+    user, not one token: revoking it while the same user is still bound in another organization or project
+    (identities are per organization, the platform's grant is not), leased, or in the pool with a token would
+    kill those bindings behind their owners' backs (their next call fails, they get a needs_reauth for
+    something another organization did). So the grant goes only with the last live holder; otherwise only
+    our copy of this binding's token is wiped (done already, in the revoke's transaction).
+
+    Two holders revoking at the same moment: this runs after the revoke's commit (on_commit, so after the
+    outermost transaction even when a caller wraps the revoke in its own), and its read runs in autocommit
+    with a fresh snapshot. Of two revokes of the same user, the one that commits second therefore sees the
+    first one's binding disconnected and revokes the grant: they cannot both skip the platform call because
+    each saw the other still live (tests/accounts/test_revoke_shared_user.py holds both inside their
+    transactions to show it). No lock is needed for that. Both may call the platform; the second finds its
+    token already dead, which counts as revoked.
+
+    Not covered: a connect of the same user whose code exchange happens before this revoke's platform call
+    but which commits after this read gets a token the revoke kills (the platform revokes every token of the
+    grant). That binding fails its next call and goes to reauth_required like any dead token (the behaviour
+    every shared revoke had before). Closing it would mean holding a lock across both platform round trips
+    (the connect's code exchange and this revoke), which DESIGN.md rules out."""
+    from leasing.services import pool_holds_platform_user
+
+    still_bound = (
+        SocialAccount.objects.filter(identity__platform=platform, identity__platform_user_id=platform_user_id)
+        .exclude(status=SocialAccount.Status.DISCONNECTED)
+        .exclude(pk=account_id)
+        .exists()
+    )
+    if still_bound or pool_holds_platform_user(platform=platform, platform_user_id=platform_user_id):
+        log.info("revoke of %s: the %s user is still bound elsewhere; grant kept, token wiped", account_id, platform)
+        return
+    try:
+        _client(platform).revoke(access_token=token)
+    except PlatformError as exc:
+        log.info("revoke of %s at %s failed (%s); token wiped locally", account_id, platform, type(exc).__name__)
 
 
 def _disconnect_effects(*, account: SocialAccount, actor=None) -> tuple[int, bool]:

@@ -453,6 +453,17 @@ def pool_account_take_refreshed_tokens(*, social_account_id: str, refreshed_from
     return True
 
 
+def pool_holds_platform_user(*, platform: str, platform_user_id: str) -> bool:
+    """Whether Layers' pool still needs this platform user's grant: a pool account of theirs that holds a
+    token, or is reserved or leased (a leased one's token is on its binding). Only a retired account without a
+    token has no use for it. Revoking a connected account of the same user must then keep the grant."""
+    return (
+        PoolAccount.objects.filter(platform=platform, platform_user_id=platform_user_id)
+        .exclude(status=PoolAccount.Status.RETIRED, access_token_enc="")
+        .exists()
+    )
+
+
 def released_pool_token(*, social_account_id: str) -> str | None:
     """The access token of the pool account a released leased account came from (None if it was not leased):
     what can still ask TikTok how a post made before the release ended."""
