@@ -131,12 +131,23 @@ class WalletAdmin(admin.ModelAdmin):
                     form.add_error(name if name in form.fields else None, problems)
             else:
                 balance = Wallet.objects.get(pk=org.pk).balance_cents
-                self.message_user(
-                    request,
-                    f"{entry.get_kind_display()} of {reports.usd_display(entry.amount_cents)} recorded for "
-                    f"{org.name}; balance {reports.usd_display(balance)}.",
-                    messages.SUCCESS,
-                )
+                if entry.already_recorded:
+                    # The same reference (or this very form, submitted twice) was recorded before: nothing added.
+                    by = f" by {entry.actor}" if entry.actor_id else ""
+                    self.message_user(
+                        request,
+                        f"Already recorded on {entry.created_at:%Y-%m-%d %H:%M} UTC{by} "
+                        f"({entry.get_kind_display()} of {reports.usd_display(entry.amount_cents)}, "
+                        f"“{entry.reason}”): nothing added. {org.name}'s balance is {reports.usd_display(balance)}.",
+                        messages.WARNING,
+                    )
+                else:
+                    self.message_user(
+                        request,
+                        f"{entry.get_kind_display()} of {reports.usd_display(entry.amount_cents)} recorded for "
+                        f"{org.name}; balance {reports.usd_display(balance)}.",
+                        messages.SUCCESS,
+                    )
                 return HttpResponseRedirect(reverse("admin:billing_wallet_change", args=[quote(org.pk)]))
         context = {
             **self.admin_site.each_context(request),

@@ -87,6 +87,10 @@ class LedgerEntry(models.Model):
     period_end = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
+    # Set on the entry a recording service returns when its reference had been recorded before: that call
+    # added nothing, and whoever recorded it (finance in the admin, a script) must be told so.
+    already_recorded = False
+
     class Meta:
         verbose_name = "ledger entry"
         verbose_name_plural = "ledger entries"

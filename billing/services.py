@@ -83,6 +83,7 @@ def _record(*, organization_id: str, kind: str, cents: int, reason: str, actor, 
             if first is not None:
                 if first.kind != kind or first.amount_cents != cents:
                     raise Validation({"reference": ["Already used for a different entry of this organization."]})
+                first.already_recorded = True
                 return first
         entry = LedgerEntry(
             organization_id=organization_id,

@@ -165,16 +165,32 @@ def test_staff_record_a_top_up_with_a_reason_and_who_did_it_once_per_form(financ
     token = form.context["form"]["token"].value()
     data = {"organization": owner.org.pk, "kind": "top_up", "amount": "100.50", "reason": "Wire 7781", "token": token}
 
-    first = finance.post("/admin/billing/wallet/record/", data)
-    again = finance.post("/admin/billing/wallet/record/", data)  # double submission of the same form
+    first = finance.post("/admin/billing/wallet/record/", data, follow=True)
+    again = finance.post("/admin/billing/wallet/record/", data, follow=True)  # double submission of the same form
 
-    assert first.status_code == again.status_code == 302
+    assert first.redirect_chain[0][1] == again.redirect_chain[0][1] == 302
+    assert [str(m) for m in first.context["messages"]] == ["Top-up of $100.50 recorded for Acme; balance $51.50."]
+    (repeat,) = [str(m) for m in again.context["messages"]]
+    assert repeat.startswith("Already recorded on ") and "nothing added" in repeat and "recorded for" not in repeat
     entry = LedgerEntry.objects.get(organization=owner.org, kind="top_up")
     assert (entry.amount_cents, entry.reason, entry.actor) == (10050, "Wire 7781", finance.user)
     wallet = Wallet.objects.get(pk=owner.org.pk)
     assert (balance(owner), wallet.status) == (5150, "ok")
-    page = finance.get(first["Location"])
+    page = finance.get(first.redirect_chain[0][0])
     assert "Wire 7781" in page.content.decode() and "$51.50" in page.content.decode()
+
+
+def test_a_reference_recorded_before_records_nothing_and_finance_is_told_so(finance, owner):
+    base = {"organization": owner.org.pk, "kind": "top_up", "amount": "500.00", "reference": "wire-7781"}
+    finance.post("/admin/billing/wallet/record/", {**base, "reason": "Wire 7781", "token": "a" * 32}, follow=True)
+    second = finance.post(
+        "/admin/billing/wallet/record/", {**base, "reason": "Wire 7781 (Acme)", "token": "b" * 32}, follow=True
+    )
+
+    assert balance(owner) == 50000
+    (said,) = [str(m) for m in second.context["messages"]]
+    assert said.startswith("Already recorded on ") and f"by {finance.user}" in said and "“Wire 7781”" in said
+    assert "nothing added" in said and "$500.00" in said
 
 
 def test_staff_record_a_debit_adjustment_which_needs_a_reason(finance, owner):

@@ -1,5 +1,3 @@
-from django.utils import timezone
-
 from accounts.models import Organization
 from billing import reports, services
 from billing.models import Wallet
@@ -20,12 +18,11 @@ class Command(JsonCommand):
 
     def run(self, *, org, cents, reason, reference, **options):
         organization = get_or_fail(Organization, org, "organization")
-        started = timezone.now()
         try:
             entry = services.wallet_top_up(organization=organization, cents=cents, reason=reason, reference=reference)
         except ApiError as exc:
             raise ValueError(f"{exc.message} {exc.details.get('fields', '')}".strip())
         balance = Wallet.objects.get(pk=organization.pk).balance_cents
         # A repeated reference returns the first entry: say so, or the operator cannot tell it changed nothing.
-        done = "Topped up" if entry.created_at >= started else f"Already recorded ({entry.reference}), nothing added to"
+        done = f"Already recorded ({entry.reference}), nothing added to" if entry.already_recorded else "Topped up"
         return {"balanceCents": balance}, f"{done} {organization.name}: balance {reports.usd_display(balance)}"
