@@ -25,7 +25,7 @@ from config.api.ids import is_valid
 
 def _description(entry: LedgerEntry) -> str:
     if entry.kind == LedgerEntry.Kind.LEASE_CHARGE:
-        return f"@{entry.lease.pool_account.handle}, month {entry.period_index + 1}"
+        return f"@{entry.lease.handle}, month {entry.period_index + 1}"
     return entry.reason
 
 
@@ -77,7 +77,7 @@ class WalletAdmin(admin.ModelAdmin):
     def recent_entries(self, wallet):
         entries = (
             LedgerEntry.objects.filter(organization_id=wallet.pk)
-            .select_related("lease__pool_account", "actor")
+            .select_related("lease", "actor")
             .order_by("-created_at", "-id")[:20]
         )
         link = reverse("admin:billing_ledgerentry_changelist") + f"?organization__id__exact={wallet.pk}"
@@ -200,8 +200,8 @@ class LedgerEntryAdmin(admin.ModelAdmin):
 
     list_display = ("created_at", "organization", "kind", "amount", "what", "period_start", "period_end", "actor")
     list_filter = ("kind", ("created_at", admin.DateFieldListFilter))
-    search_fields = ("id", "organization__name", "organization__id", "reason", "lease__pool_account__handle")
-    list_select_related = ("organization", "lease__pool_account", "actor")
+    search_fields = ("id", "organization__name", "organization__id", "reason", "lease__handle")
+    list_select_related = ("organization", "lease", "actor")
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in LedgerEntry._meta.fields]
 

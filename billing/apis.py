@@ -61,7 +61,7 @@ class LedgerEntryOutput(serializers.Serializer):
     def get_description(self, entry) -> str:
         if entry.kind == LedgerEntry.Kind.LEASE_CHARGE:
             return (
-                f"Leased account @{entry.lease.pool_account.handle}, month {entry.period_index + 1}: "
+                f"Leased account @{entry.lease.handle}, month {entry.period_index + 1}: "
                 f"{entry.period_start:%Y-%m-%d} to {entry.period_end:%Y-%m-%d}"
             )
         default = "Top-up" if entry.kind == LedgerEntry.Kind.TOP_UP else "Adjustment"

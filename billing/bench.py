@@ -183,6 +183,7 @@ def _seed_leases(numbers: range, *, tenants, requests, now: datetime) -> None:
                 pool_account=pool,
                 social_account=account,
                 monthly_price_cents=pool.monthly_price_cents,
+                handle=pool.handle,
                 assigned_at=anchor,
             )
         )

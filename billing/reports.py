@@ -136,7 +136,7 @@ ROW_FIELDS = (
     "organization_id",
     "lease__project__name",
     "lease__project_id",
-    "lease__pool_account__handle",
+    "lease__handle",
     "lease__social_account_id",
     "period_index",
     "period_start",
@@ -153,7 +153,7 @@ def _rows(month: date, organization_id: str | None):
             "organization__name",
             "organization_id",
             "lease__project__name",
-            "lease__pool_account__handle",
+            "lease__handle",
             "period_start",
             "id",
         )

@@ -12,7 +12,7 @@ def wallet_get(*, organization) -> Wallet:
 
 
 def ledger_entry_list(*, organization, kind: str | None = None):
-    qs = LedgerEntry.objects.filter(organization=organization).select_related("lease__pool_account")
+    qs = LedgerEntry.objects.filter(organization=organization).select_related("lease")
     if kind:
         qs = qs.filter(kind=kind)
     return qs

@@ -121,6 +121,9 @@ class Lease(models.Model):
     pool_account = models.ForeignKey(PoolAccount, on_delete=models.PROTECT, related_name="leases")
     social_account = models.OneToOneField(SocialAccount, on_delete=models.PROTECT, related_name="lease")
     monthly_price_cents = models.PositiveIntegerField()
+    # The pool account's handle when it was assigned. Charges and finance's monthly report name the account
+    # by it: ops may rename the pool account later, and what a partner was billed for must not change.
+    handle = models.CharField(max_length=64)
     assigned_at = models.DateTimeField(default=timezone.now)
     assigned_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

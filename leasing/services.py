@@ -328,6 +328,7 @@ def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = 
                 pool_account=account,
                 social_account=social,
                 monthly_price_cents=account.monthly_price_cents,
+                handle=account.handle,
                 assigned_at=now,
                 assigned_by=actor,
             )

@@ -49,6 +49,7 @@ def lease_assign(tenant, *, price_cents: int = 4900, at: datetime | None = None,
             pool_account=pool,
             social_account=account,
             monthly_price_cents=price_cents,
+            handle=pool.handle,
             assigned_at=at or timezone.now(),
         )
         services.lease_billing_start(lease=lease)

@@ -270,3 +270,23 @@ def test_after_recording_money_staff_land_on_the_wallet_whatever_the_organizatio
 
     assert page.status_code == 200, page.status_code
     assert page.context["original"] == Wallet.objects.get(pk=org.pk)
+
+
+def test_renaming_a_pool_account_does_not_rewrite_what_was_billed(finance, owner):
+    from leasing.models import PoolAccount
+
+    lease = lease_assign(owner, price_cents=4900, at=at(2026, 3, 10))
+    before = owner.client.get("/v1/wallet/entries").json()["data"][0]
+    report_before = [reports._row(row) for row in reports._rows(at(2026, 3, 1).date(), None)]
+    pool = PoolAccount.objects.get(pk=lease.pool_account_id)
+    form = finance.get(admin_object_url(PoolAccount, pool.pk)).context["adminform"].form
+    data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
+    saved = finance.post(admin_object_url(PoolAccount, pool.pk), {**data, "handle": "renamed.account"})
+    assert saved.status_code == 302, saved.context["adminform"].form.errors
+    assert PoolAccount.objects.get(pk=pool.pk).handle == "renamed.account"
+
+    after = owner.client.get("/v1/wallet/entries").json()["data"][0]
+    assert after == before and f"@{pool.handle}" in after["description"]
+    assert [reports._row(row) for row in reports._rows(at(2026, 3, 1).date(), None)] == report_before
+    page = finance.get(f"/admin/billing/ledgerentry/?q={pool.handle}").content.decode()
+    assert f"@{pool.handle}, month 1" in page
