@@ -79,8 +79,10 @@ class WalletApi(ApiView):
         description=(
             "Your organization's wallet, in integer cents (USD). Each leased account is charged its "
             "`monthlyPriceCents` when it is assigned (the month from the assignment instant) and again at the "
-            "start of each following month (same day of the month, clamped to the month's last day: an account "
-            "assigned on Jan 31 renews on Feb 28/29, then Mar 31), exactly once per month, until it is released. "
+            "start of each following month (same day of the month and time of day as `assignedAt`, in UTC, "
+            "clamped to the month's last day: an account assigned on Jan 31 renews on Feb 28/29, then Mar 31; one "
+            "assigned at 2026-03-01T04:00:00Z renews at 2026-04-01T04:00:00Z whatever your local date), exactly "
+            "once per month, until it is released. "
             "A release stops the next renewal and refunds nothing. Top-ups and adjustments are recorded by Layers "
             "finance.\n\n" + POLICY
         ),

@@ -121,8 +121,10 @@ class LeasedAccountListApi(ApiView):
         "LeasedAccountPage",
         operation_id="leased_accounts_list",
         tags=["leased accounts"],
-        description="Live leases of the project with their price and current billing period. Leased accounts also "
-        "appear in the project's social-accounts list (kind: leased) and are scheduled to like any account.",
+        description="Live leases of the project with their price and current billing period (monthly from "
+        "assignedAt, in UTC: same day and time of day each month, clamped to the month's last day). Leased "
+        "accounts also appear in the project's social-accounts list (kind: leased) and are scheduled to like any "
+        "account.",
     )
     def get(self, request, projectId: str):
         project = account_selectors.project_get(organization=self.organization, project_id=projectId)

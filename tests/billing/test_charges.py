@@ -52,6 +52,19 @@ def test_a_renewal_is_charged_at_its_period_start_and_not_a_moment_before(owner)
     assert balance(owner) == -2000
 
 
+def test_the_renewal_day_is_the_utc_day_of_the_assignment_as_the_docs_say(owner):
+    from zoneinfo import ZoneInfo
+
+    california = ZoneInfo("America/Los_Angeles")
+    # assigned late on Feb 28 in California: already Mar 1 in UTC
+    lease = lease_assign(owner, price_cents=1000, at=datetime(2026, 2, 28, 20, tzinfo=california))
+
+    assert services.lease_charges_run(now=datetime(2026, 3, 28, 20, tzinfo=california)) == 0
+    assert services.lease_charges_run(now=at(2026, 4, 1, 4) - timedelta(microseconds=1)) == 0
+    assert services.lease_charges_run(now=at(2026, 4, 1, 4)) == 1
+    assert charges(lease)[1][1] == at(2026, 4, 1, 4)
+
+
 @pytest.mark.parametrize(
     ("assigned", "expected_starts"),
     [
