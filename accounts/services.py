@@ -134,7 +134,8 @@ def _loaded(model, **values):
 
 def api_key_authenticate(*, raw: str) -> ApiKey | None:
     """The active key matching `raw` (with its organization), or None. Compares hashes in constant time."""
-    if not raw.startswith(KEY_PREFIX):
+    # Keys are printable ASCII: anything else (a NUL PostgreSQL refuses, Latin-1 from a header) is no key.
+    if not raw.startswith(KEY_PREFIX) or not (raw.isascii() and raw.isprintable()):
         return None
     prefix = raw[len(KEY_PREFIX) :].split("_", 1)[0]
     with connection.cursor() as cursor:

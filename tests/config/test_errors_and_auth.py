@@ -24,6 +24,8 @@ def test_missing_authorization_header_is_401(anon, owner):
         "Token lyr_abc_def",
         "Bearer lyr_000000000000_nope",
         "Bearer nonsense",
+        "Bearer lyr_\x00",  # PostgreSQL refuses a NUL: it must not reach the key lookup
+        "Bearer lyr_\u00e9\u00e9_x",
     ],
 )
 def test_malformed_or_unknown_key_is_401(anon, owner, header):
