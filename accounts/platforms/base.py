@@ -8,8 +8,14 @@ The errors are the contract between the clients and the services that use them:
                       retrying the same request will not help. `code` is the platform's own code.
 """
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
+
+# The longest wait a platform's Retry-After (or Meta's usage header) is taken at: a day. Beyond that, or a
+# value that is no number of seconds at all (nan, inf, negative), it is ignored and the caller's own backoff
+# applies: a header must not be able to crash a worker (timedelta overflows) or park a post for years.
+MAX_RETRY_AFTER = 86_400.0
 
 
 class PlatformError(Exception):
@@ -24,7 +30,11 @@ class PlatformError(Exception):
         super().__init__(message or code)
         self.code = code
         self.status = status
-        self.retry_after = retry_after
+        self.retry_after = (
+            retry_after
+            if retry_after is not None and math.isfinite(retry_after) and 0 <= retry_after <= MAX_RETRY_AFTER
+            else None
+        )
 
 
 class TokenInvalid(PlatformError):

@@ -761,3 +761,21 @@ def test_errors_are_platform_errors_with_code_and_status():
     with pytest.raises(PlatformError) as caught:
         stub("tiktok", 403, tiktok_env("url_ownership_unverified")).get_profile(access_token=SECRET)
     assert caught.value.status == 403 and caught.value.code == "url_ownership_unverified"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("120", 120.0), ("0", 0.0), ("nan", None), ("inf", None), ("-5", None), ("1e12", None), ("86401", None)],
+)
+def test_a_retry_after_that_is_no_sane_wait_is_ignored_not_obeyed(header, expected):
+    # A worker computes the post's next attempt from it: nan or inf used to crash that (timedelta), a huge
+    # value parked the post for years. Past a day, or not a number of seconds, the caller's backoff applies.
+    client = stub("tiktok", 429, tiktok_env("rate_limit_exceeded"), headers={"Retry-After": header})
+    with pytest.raises(RateLimited) as caught:
+        client.get_profile(access_token=SECRET)
+    assert caught.value.retry_after == expected
+    usage = json.dumps({"1": [{"estimated_time_to_regain_access": 10**9}]})  # Meta's minutes: 1,900 years
+    client = stub("instagram", 400, ig_error(4), headers={"X-Business-Use-Case-Usage": usage})
+    with pytest.raises(RateLimited) as caught:
+        client.get_profile(access_token=SECRET)
+    assert caught.value.retry_after is None
