@@ -31,7 +31,9 @@ class ContainerInput(StrictSerializer):
         child=HttpsUrlField(max_length=2048),
         min_length=1,
         max_length=35,
-        help_text="video and image: exactly one URL; carousel: 2 to 35 (Instagram takes at most 10).",
+        help_text="video and image: exactly one URL; carousel: 2 to 35 images (Instagram takes at most 10). "
+        "A carousel is a photo carousel on both platforms (TikTok's photo post; each Instagram item is sent as "
+        "an image): do not put videos in one.",
     )
     # Kept exactly as sent: DRF trims by default, and a caption's leading or trailing line breaks are the
     # partner's layout, not noise.
