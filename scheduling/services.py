@@ -609,14 +609,16 @@ def _publish(post: ScheduledPost | None) -> str:
         _fail(post, _rejection_code(exc.code, str(exc)), f"The platform refused the post: {exc.code or exc}")
         return "failed"
     except (RateLimited, PlatformUnavailable) as exc:
-        if exc.status is None and intent["marked"]:
-            # No answer (timeout, dropped connection) to the request that creates the post: the platform may
-            # have it. Posting again could post twice, so stop and say so; ops or the partner can retry.
+        if intent["marked"] and exc.outcome_unknown:
+            # The request that creates the post went out and no clear answer came back (none in time, a
+            # dropped connection, a body cut short, a gateway's error page): the platform may have the post.
+            # Posting again could post twice, so stop and say so; ops or the partner can retry. A request that
+            # never left (connection refused) or the platform's own typed error (it refused) is retried.
             _fail(
                 post,
                 "PLATFORM_UNAVAILABLE",
-                "The platform did not answer the publish request; not retried automatically so that the post "
-                "cannot appear twice.",
+                f"The platform's answer to the publish request was lost or unreadable ({exc.code or 'no answer'}); "
+                "not retried automatically so that the post cannot appear twice.",
             )
             return "failed"
         return _retry_later(post, exc)

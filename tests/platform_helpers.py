@@ -2,12 +2,17 @@
 endpoints, and what the sandbox recorded. The platform clients themselves reach the sandbox in-process
 (LAYERS_PLATFORM_TRANSPORT = "wsgi" in the test settings)."""
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 from django.conf import settings
 from django.test import Client
 
 from accounts.platforms import get_client
+from accounts.platforms import http as platform_http
 from accounts.platforms.base import TokenSet
 from accounts.platforms.sandbox import selectors
 
@@ -68,3 +73,26 @@ def sandbox_posts(platform: str, username: str | None = None, *, kind: str | Non
     """What the sandbox received (accounts.platforms.sandbox.models.Post rows), oldest first."""
     rows = selectors.posts(platform=platform, username=username)
     return [row for row in rows if kind is None or row.kind == kind]
+
+
+# An override answers a platform request in place of the sandbox: (request, sandbox transport) → response. It
+# may pass the request on to the sandbox first (`sandbox.handle_request(request)`) and change its answer.
+Override = Callable[[httpx.Request, httpx.WSGITransport], httpx.Response]
+
+
+@contextmanager
+def intercepted(overrides: dict[str, Override]) -> Iterator[None]:
+    """Route every platform call made meanwhile (the clients' thread client) through `overrides`: a request
+    whose path contains one of its keys goes to that override, any other to the sandbox in-process. For
+    what the network or a proxy can do to an answer: garble it, lose it, refuse the connection."""
+    sandbox = httpx.WSGITransport(app=platform_http._in_process_app())
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        for fragment, answer in overrides.items():
+            if fragment in request.url.path:
+                return answer(request, sandbox)
+        return sandbox.handle_request(request)
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    with client, mock.patch.object(platform_http, "thread_http_client", return_value=client):
+        yield

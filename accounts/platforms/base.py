@@ -6,6 +6,12 @@ The errors are the contract between the clients and the services that use them:
 - PlatformUnavailable 5xx, timeouts, connection errors: transient, retry with backoff;
 - RequestRejected     the platform refused this request for good (bad params, content refused, bad code):
                       retrying the same request will not help. `code` is the platform's own code.
+
+`outcome_unknown` says whether the request may have been carried out although it raised: it went out and
+no clear answer came back (none in time, the connection dropped, an unreadable body, a gateway's error page
+instead of the platform's own error). A request that creates a post must then not be sent again: the post
+may exist. It is False for the platform's own typed errors (it refused) and for requests that never left
+(the connection could not be made). Left unset, it is True exactly when no HTTP status was read.
 """
 
 import math
@@ -26,6 +32,7 @@ class PlatformError(Exception):
         code: str = "",
         status: int | None = None,
         retry_after: float | None = None,
+        outcome_unknown: bool | None = None,
     ):
         super().__init__(message or code)
         self.code = code
@@ -35,6 +42,7 @@ class PlatformError(Exception):
             if retry_after is not None and math.isfinite(retry_after) and 0 <= retry_after <= MAX_RETRY_AFTER
             else None
         )
+        self.outcome_unknown = status is None if outcome_unknown is None else outcome_unknown
 
 
 class TokenInvalid(PlatformError):

@@ -24,6 +24,8 @@ from config.netguard import public_client
 from .base import PlatformUnavailable
 
 USER_AGENT = "layers-partner-api/1.0"
+# httpx errors raised before any byte of the request left this machine: the platform cannot have it.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError, httpx.UnsupportedProtocol)
 
 _in_process_handler: "InProcessWSGIHandler | None" = None
 _per_thread = threading.local()
@@ -84,17 +86,21 @@ def http_session(http: httpx.Client | None) -> Iterator[httpx.Client]:
 @contextmanager
 def transport_errors(platform: str) -> Iterator[None]:
     """Timeouts and connection failures are transient: PlatformUnavailable, retried by the caller.
+    `outcome_unknown` is False only when the request never left (NOT_SENT): once it was sent, the platform
+    may have acted on it whatever happened to the answer.
 
     `from None`: the httpx exception holds the request (URL with Instagram's access_token query
     parameter); it must not ride along as __cause__ into logs or error trackers."""
     try:
         yield
-    except httpx.TimeoutException as exc:
-        raise PlatformUnavailable(f"{platform}: request timed out ({type(exc).__name__})", code="timeout") from None
     except httpx.TransportError as exc:
-        raise PlatformUnavailable(
-            f"{platform}: connection failed ({type(exc).__name__})", code="connection_error"
-        ) from None
+        sent = not isinstance(exc, NOT_SENT)
+        name = type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            message, code = f"{platform}: request timed out ({name})", "timeout"
+        else:
+            message, code = f"{platform}: connection failed ({name})", "connection_error"
+        raise PlatformUnavailable(message, code=code, outcome_unknown=sent) from None
 
 
 def json_body(response: httpx.Response) -> dict | list | None:

@@ -240,7 +240,9 @@ class InstagramClient:
             entry = (limit.get("data") or [{}])[0]
             total = int((entry.get("config") or {}).get("quota_total") or 0)
             if total and int(entry.get("quota_usage") or 0) >= total:
-                raise RateLimited("instagram: the 24 h publishing quota is used up", code=f"9/{QUOTA_SUBCODE}")
+                raise RateLimited(
+                    "instagram: the 24 h publishing quota is used up", code=f"9/{QUOTA_SUBCODE}", outcome_unknown=False
+                )
 
             def container(params: dict) -> str:
                 answer = self._graph(http, "POST", f"/{platform_user_id}/media", access_token=access_token, data=params)
@@ -392,7 +394,9 @@ class InstagramClient:
                 },
             )  # fmt: skip
         if not answer.get("id"):
-            raise PlatformUnavailable("instagram: no delivery id in the answer", code="bad_response")
+            raise PlatformUnavailable(
+                "instagram: no delivery id in the answer", code="bad_response", outcome_unknown=True
+            )
         return PublishResult(publish_id=f"{DELIVERY_PREFIX}{answer['id']}")
 
 
@@ -481,12 +485,18 @@ def _raise_for_graph(response: httpx.Response, body, *, secrets: tuple[str | Non
         raise RequestRejected(message, code=label, status=status)
     if status == 429:
         raise RateLimited("instagram: rate limited", code="http_429", status=status)
+    # From here on the answer is not a Graph error. A 5xx is a gateway's or a crashed server's page, a 2xx
+    # that is not JSON was cut short or replaced by a proxy: either way the request may have been carried out.
     if status >= 500:
-        raise PlatformUnavailable(f"instagram: HTTP {status}", code=f"http_{status}", status=status)
+        raise PlatformUnavailable(
+            f"instagram: HTTP {status}", code=f"http_{status}", status=status, outcome_unknown=True
+        )
     if status >= 400:
         raise RequestRejected(f"instagram: HTTP {status}", code=f"http_{status}", status=status)
     if not isinstance(body, dict):
-        raise PlatformUnavailable("instagram: the answer is not JSON", code="bad_response", status=status)
+        raise PlatformUnavailable(
+            "instagram: the answer is not JSON", code="bad_response", status=status, outcome_unknown=True
+        )
 
 
 def _raise_for_oauth(response: httpx.Response, body, *, secrets: tuple[str | None, ...]) -> None:

@@ -169,7 +169,8 @@ class TikTokClient:
             data = self._call(http, "POST", path, access_token=access_token, json=payload)
         publish_id = data.get("publish_id")
         if not publish_id:
-            raise PlatformUnavailable("tiktok: no publish_id in the answer", code="bad_response")
+            # TikTok said "ok" without saying to what: the post may exist.
+            raise PlatformUnavailable("tiktok: no publish_id in the answer", code="bad_response", outcome_unknown=True)
         return PublishResult(publish_id=str(publish_id))
 
     def publish_status(
@@ -257,9 +258,11 @@ class TikTokClient:
         body = json_body(response)
         _raise_for_answer(response, body, grant=None, secrets=self._secrets(access_token))
         if not isinstance(body, dict):
+            # A 2xx that is not TikTok's envelope (cut short, a proxy's page): whatever was asked may be done.
             raise PlatformUnavailable(
-                "tiktok: the answer is not JSON", code="bad_response", status=response.status_code
-            )
+                "tiktok: the answer is not JSON", code="bad_response", status=response.status_code,
+                outcome_unknown=True,
+            )  # fmt: skip
         data = body.get("data")
         return data if isinstance(data, dict) else {}
 
@@ -387,7 +390,9 @@ def _raise_for_answer(response: httpx.Response, body, *, grant: str | None, secr
             "tiktok: rate limited", code="rate_limit_exceeded", status=status, retry_after=_retry_after(response)
         )
     if status >= 500:
-        raise PlatformUnavailable(f"tiktok: HTTP {status}", code=f"http_{status}", status=status)
+        # Not TikTok's own error (that is the envelope above) but a gateway's or a crashed server's page:
+        # the request may have been carried out before it.
+        raise PlatformUnavailable(f"tiktok: HTTP {status}", code=f"http_{status}", status=status, outcome_unknown=True)
     if status == 401:
         raise TokenInvalid("tiktok: HTTP 401", code="http_401", status=status)
     if status >= 400:

@@ -3,6 +3,7 @@ failures with their codes, reauth, revoke, metrics."""
 
 import json
 
+import httpx
 import pytest
 import time_machine
 from django.test import Client
@@ -12,6 +13,7 @@ from accounts.models import Event, SocialAccount
 from scheduling import services
 from scheduling.models import Layer, ManagedProvider, ScheduledPost
 from tests.accounts.oauth_helpers import connected_account, reauthorize
+from tests.platform_helpers import intercepted
 from tests.receivers import receiver
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
 
@@ -200,6 +202,148 @@ def test_a_timeout_before_the_post_call_is_retried_and_publishes_once(owner):
 
     assert post(owner, scheduled["id"])["status"] == "published"
     assert len(sandbox_posts("tiktok", "slowinfo")) == 1
+
+
+def accepted_but_unreadable(status: int, mangle):
+    """The platform takes the request (the sandbox records the post), but its first answer reaches us
+    garbled: `status` with `mangle(real body)`. Later answers pass unchanged."""
+    calls = {"n": 0}
+
+    def answer(request, sandbox):
+        real = sandbox.handle_request(request)
+        real.read()
+        calls["n"] += 1
+        if calls["n"] > 1:
+            return httpx.Response(real.status_code, content=real.content, headers={"Content-Type": "application/json"})
+        return httpx.Response(status, content=mangle(real.content), headers={"Content-Type": "application/json"})
+
+    return answer
+
+
+UNREADABLE_ANSWERS = pytest.mark.parametrize(
+    "status, mangle",
+    [
+        (200, lambda body: body[: len(body) // 2]),
+        (200, lambda body: b"<html><body>OK</body></html>"),
+        (502, lambda body: b"<html><body>502 Bad Gateway</body></html>"),
+        (504, lambda body: b"<html><body>504 Gateway Time-out</body></html>"),
+        (500, lambda body: b""),
+    ],
+    ids=["truncated-200", "html-200", "gateway-502", "gateway-504", "empty-500"],
+)
+
+
+@UNREADABLE_ANSWERS
+def test_an_accepted_tiktok_init_with_an_unreadable_answer_is_never_posted_again(owner, status, mangle):
+    account = connected_account(owner, "tiktok", "garbled")
+    scheduled = schedule_now(owner, account["id"])
+
+    with intercepted({"/v2/post/publish/video/init/": accepted_but_unreadable(status, mangle)}):
+        run_dispatcher()
+        for minutes in (2, 5, 15, 40, 90):
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert len(sandbox_posts("tiktok", "garbled")) == 1, (body["status"], body["error"])
+    # As for an init that timed out: TikTok may have the post, so it is failed, never sent a second time.
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_UNAVAILABLE", body
+    assert body["attempts"] == 1
+
+
+@UNREADABLE_ANSWERS
+def test_an_accepted_instagram_draft_delivery_with_an_unreadable_answer_is_never_delivered_again(owner, status, mangle):
+    account = connected_account(owner, "instagram", "garbled.draft")
+    scheduled = schedule_now(owner, account["id"], mode="draft", media_type="image")
+
+    with intercepted({"/layers_draft_deliveries": accepted_but_unreadable(status, mangle)}):
+        run_dispatcher()
+        for minutes in (2, 5, 15, 40, 90):
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert len(sandbox_posts("instagram", "garbled.draft")) == 1, (body["status"], body["error"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_UNAVAILABLE", body
+
+
+def refused_once(status: int, body: dict):
+    """The platform refuses the first request with its own typed error (it took nothing), then answers."""
+    calls = {"n": 0}
+
+    def answer(request, sandbox):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return httpx.Response(status, json=body)
+        return sandbox.handle_request(request)
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    "status, code",
+    [(500, "internal_error"), (429, "rate_limit_exceeded"), (503, "internal_error")],
+    ids=["internal-error", "rate-limited", "internal-error-503"],
+)
+def test_a_tiktok_init_refused_with_a_typed_transient_error_is_retried_and_published_once(owner, status, code):
+    account = connected_account(owner, "tiktok", "refused.once")
+    scheduled = schedule_now(owner, account["id"])
+    envelope = {"data": {}, "error": {"code": code, "message": "please retry", "log_id": "L1"}}
+
+    with intercepted({"/v2/post/publish/video/init/": refused_once(status, envelope)}):
+        run_dispatcher()
+        assert post(owner, scheduled["id"])["status"] == "queued"
+        with time_machine.travel(later(minutes=2)):
+            run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published" and body["attempts"] == 2, body
+    assert len(sandbox_posts("tiktok", "refused.once")) == 1
+
+
+@pytest.mark.parametrize(
+    "error", [httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout], ids=["refused", "connect-timeout", "pool"]
+)
+def test_a_tiktok_init_that_could_not_connect_is_retried_and_published_once(owner, error):
+    account = connected_account(owner, "tiktok", "blip")
+    scheduled = schedule_now(owner, account["id"])
+    failures = {"left": 1}
+
+    def cannot_connect(request, sandbox):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise error("connection refused", request=request)  # nothing was sent: TikTok cannot have it
+        return sandbox.handle_request(request)
+
+    with intercepted({"/v2/post/publish/video/init/": cannot_connect}):
+        run_dispatcher()
+        assert post(owner, scheduled["id"])["status"] == "queued"
+        with time_machine.travel(later(minutes=2)):
+            run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published", (body["status"], body["attempts"], body["error"])
+    assert body["attempts"] == 2
+    assert len(sandbox_posts("tiktok", "blip")) == 1
+
+
+@pytest.mark.parametrize("error", [httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError])
+def test_a_tiktok_init_sent_and_unanswered_is_not_retried(owner, error):
+    account = connected_account(owner, "tiktok", "lost.answer")
+    scheduled = schedule_now(owner, account["id"])
+
+    def answer_lost(request, sandbox):
+        sandbox.handle_request(request).read()  # TikTok took it; the answer never arrives
+        raise error("connection dropped", request=request)
+
+    with intercepted({"/v2/post/publish/video/init/": answer_lost}):
+        run_dispatcher()
+        with time_machine.travel(later(minutes=10)):
+            run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_UNAVAILABLE", body
+    assert len(sandbox_posts("tiktok", "lost.answer")) == 1
 
 
 def test_dead_token_at_publish_fails_with_credential_invalid_and_flips_the_account(owner):
