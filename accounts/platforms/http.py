@@ -85,21 +85,23 @@ def http_session(http: httpx.Client | None) -> Iterator[httpx.Client]:
 
 @contextmanager
 def transport_errors(platform: str) -> Iterator[None]:
-    """Timeouts and connection failures are transient: PlatformUnavailable, retried by the caller.
-    `outcome_unknown` is False only when the request never left (NOT_SENT): once it was sent, the platform
-    may have acted on it whatever happened to the answer.
+    """Every httpx error — timeouts, connection failures, an undecodable body — is PlatformUnavailable, so a
+    client raises only the typed errors of .base. `outcome_unknown` is False only when the request never
+    left (NOT_SENT): once it was sent, the platform may have acted on it whatever happened to the answer.
 
     `from None`: the httpx exception holds the request (URL with Instagram's access_token query
     parameter); it must not ride along as __cause__ into logs or error trackers."""
     try:
         yield
-    except httpx.TransportError as exc:
+    except httpx.HTTPError as exc:
         sent = not isinstance(exc, NOT_SENT)
         name = type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):
             message, code = f"{platform}: request timed out ({name})", "timeout"
-        else:
+        elif isinstance(exc, httpx.TransportError):
             message, code = f"{platform}: connection failed ({name})", "connection_error"
+        else:  # httpx.DecodingError: the body does not match its Content-Encoding
+            message, code = f"{platform}: unreadable answer ({name})", "bad_response"
         raise PlatformUnavailable(message, code=code, outcome_unknown=sent) from None
 
 

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import httpx
 import pytest
 import time_machine
 from django.utils import timezone
@@ -18,7 +19,7 @@ from tests.accounts.oauth_helpers import (
     status,
 )
 from tests.conftest import assert_error
-from tests.platform_helpers import consent
+from tests.platform_helpers import consent, intercepted
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,6 +82,24 @@ def test_denied_consent_redirects_with_access_denied(owner):
     assert response["Location"] == f"{RETURN_URL}?layers_oauth_error=access_denied"
     body = status(owner, link["state"])
     assert body["status"] == "failed" and body["error"] == {"code": "access_denied"}
+    assert not SocialAccount.objects.exists()
+
+
+@pytest.mark.parametrize("platform, token_path", [("tiktok", "/v2/oauth/token/"), ("instagram", "/oauth/access_token")])
+def test_an_undecodable_token_answer_sends_the_customer_back_with_token_exchange_failed(owner, platform, token_path):
+    def corrupt_gzip(request, sandbox):  # a broken proxy labels plain bytes as gzip
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        return httpx.Response(200, content=b"\x00garbage", headers=headers)
+
+    link = start(owner, platform)
+    location = consent(platform, link["authorizeUrl"], "gz.connect")
+    with intercepted({token_path: corrupt_gzip}):
+        response = follow_callback(location)
+
+    assert response.status_code == 302, response.status_code
+    assert response["Location"] == f"{RETURN_URL}?layers_oauth_error=token_exchange_failed"
+    body = status(owner, link["state"])
+    assert body["status"] == "failed" and body["error"] == {"code": "token_exchange_failed"}
     assert not SocialAccount.objects.exists()
 
 

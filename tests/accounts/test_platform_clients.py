@@ -696,6 +696,22 @@ def test_transport_failures_are_platform_unavailable(platform, exception, code):
     assert_no_token_in(caught.value, SECRET)
 
 
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_an_undecodable_answer_is_platform_unavailable(platform):
+    # A broken proxy labels plain bytes as gzip: httpx cannot decode the body (httpx.DecodingError).
+    def corrupt_gzip(request):
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        return httpx.Response(200, content=b"\x00garbage", headers=headers)
+
+    client = get_client(platform, http=httpx.Client(transport=httpx.MockTransport(corrupt_gzip)))
+
+    with pytest.raises(PlatformUnavailable) as caught:
+        client.get_profile(access_token=SECRET)
+
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert_no_token_in(caught.value, SECRET)
+
+
 @pytest.mark.parametrize(
     ("status", "body", "error", "code"),
     [

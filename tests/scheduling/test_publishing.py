@@ -346,6 +346,45 @@ def test_a_tiktok_init_sent_and_unanswered_is_not_retried(owner, error):
     assert len(sandbox_posts("tiktok", "lost.answer")) == 1
 
 
+def corrupt_gzip(request, sandbox):
+    """A broken proxy labels plain bytes as gzip: the body cannot be decoded (httpx.DecodingError)."""
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    return httpx.Response(200, content=b"\x00garbage", headers=headers)
+
+
+def test_a_post_whose_status_answers_cannot_be_decoded_is_settled_after_a_day_not_left_publishing(owner):
+    account = connected_account(owner, "tiktok", "undecodable.status")
+    scheduled = schedule_now(owner, account["id"])
+
+    with intercepted({"/v2/post/publish/status/fetch/": corrupt_gzip}):
+        run_dispatcher()
+        assert post(owner, scheduled["id"])["status"] == "publishing"  # still asking
+        for hours in (1, 12, 25):
+            with time_machine.travel(later(hours=hours)):
+                run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_UNAVAILABLE", body
+    assert len(sandbox_posts("tiktok", "undecodable.status")) == 1
+
+
+def test_one_accounts_undecodable_metrics_answer_does_not_stop_the_others_sync(owner):
+    accounts = [connected_account(owner, "tiktok", name)["id"] for name in ("metrics.ok", "metrics.garbled")]
+    for account_id in accounts:
+        schedule_now(owner, account_id)
+    run_dispatcher()
+    calls = {"n": 0}
+
+    def first_one_garbled(request, sandbox):
+        calls["n"] += 1
+        return corrupt_gzip(request, sandbox) if calls["n"] == 1 else sandbox.handle_request(request)
+
+    with intercepted({"/v2/video/query/": first_one_garbled}), time_machine.travel(later(hours=2)):
+        assert services.posts_sync_metrics() == 1
+    assert calls["n"] == 2
+    assert ScheduledPost.objects.filter(metrics_synced_at__isnull=False).count() == 1
+
+
 def test_dead_token_at_publish_fails_with_credential_invalid_and_flips_the_account(owner):
     account = connected_account(owner, "tiktok", "expired.creds")
     scheduled = schedule_now(owner, account["id"])
