@@ -137,16 +137,27 @@ def fetch_limited(
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type not in allowed_types:
                 raise FetchFailed(f"content type {content_type or 'missing'} not allowed")
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise FetchFailed("too large")
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body.extend(chunk)
-                if len(body) > max_bytes:
-                    raise FetchFailed("too large")
-                if time.monotonic() > deadline:
-                    raise FetchFailed("too slow")
-            return Fetched(content=bytes(body), content_type=content_type)
+            return Fetched(
+                content=read_limited(response, max_bytes=max_bytes, deadline=deadline), content_type=content_type
+            )
     except httpx.HTTPError as exc:
         raise FetchFailed(type(exc).__name__)
+
+
+def read_limited(response: httpx.Response, *, max_bytes: int, deadline: float) -> bytes:
+    """The body of a streamed `response`, decoded: FetchFailed("too large") as soon as it is known to be over
+    `max_bytes` (declared or counted, so a lying Content-Length or a compressed bomb is caught too), and
+    FetchFailed("too slow") once time.monotonic() has passed `deadline` while it is still arriving. httpx's
+    timeouts bound each network wait only: a server sending a byte now and then never trips them.
+    httpx errors (a dropped connection, an undecodable body) are raised as they are."""
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise FetchFailed("too large")
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise FetchFailed("too large")
+        if time.monotonic() > deadline:
+            raise FetchFailed("too slow")
+    return bytes(body)

@@ -1,6 +1,6 @@
-"""The one HTTP client every platform call goes through: explicit timeouts, no redirects, and — in tests —
-an in-process route to this very Django app (the sandbox), so the real client code runs end to end with
-no network.
+"""The one HTTP client every platform call goes through: explicit timeouts, a deadline and a size cap on
+every answer, no redirects, and — in tests — an in-process route to this very Django app (the sandbox), so
+the real client code runs end to end with no network.
 
 Secrets travel in these requests (Bearer headers, and Instagram's `access_token` query parameter), so
 nothing here logs a URL or a request, and transport errors are re-raised without their cause's text.
@@ -9,6 +9,7 @@ The `httpx` logger (which logs request URLs at INFO) is kept at WARNING in setti
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -19,11 +20,18 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpResponseServerError
 
-from config.netguard import public_client
+from config.netguard import FetchFailed, public_client, read_limited
 
 from .base import PlatformUnavailable
 
 USER_AGENT = "layers-partner-api/1.0"
+# The platforms answer small JSON documents (the largest, a page of 50 Instagram media with their captions,
+# is a few hundred KB); anything much bigger is not an answer to read into memory.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+# An answer must be complete within this many LAYERS_PLATFORM_TIMEOUTs of the request going out. The
+# timeout itself bounds each network wait only, and an answer dripped a byte at a time would otherwise hold
+# a publisher past its claim lease (scheduling.services.CLAIM_LEASE).
+ANSWER_DEADLINE_TIMEOUTS = 2
 # httpx errors raised before any byte of the request left this machine: the platform cannot have it.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError, httpx.UnsupportedProtocol)
 
@@ -103,6 +111,27 @@ def transport_errors(platform: str) -> Iterator[None]:
         else:  # httpx.DecodingError: the body does not match its Content-Encoding
             message, code = f"{platform}: unreadable answer ({name})", "bad_response"
         raise PlatformUnavailable(message, code=code, outcome_unknown=sent) from None
+
+
+def platform_request(http: httpx.Client, platform: str, method: str, url: str, **kwargs) -> httpx.Response:
+    """`http.request(method, url, **kwargs)` with the whole answer read within its deadline
+    (ANSWER_DEADLINE_TIMEOUTS × LAYERS_PLATFORM_TIMEOUT from now) and MAX_ANSWER_BYTES, through
+    transport_errors. Returns the answer, body decoded and already read. An answer too slow or too large
+    is PlatformUnavailable with outcome_unknown: the request went out, the platform may have acted on it.
+
+    The deadline is checked as the body arrives (config/netguard.read_limited, as for avatars), so a slow
+    answer is given up on at most one network wait after it passed."""
+    deadline = time.monotonic() + ANSWER_DEADLINE_TIMEOUTS * settings.LAYERS_PLATFORM_TIMEOUT
+    with transport_errors(platform), http.stream(method, url, **kwargs) as response:
+        try:
+            content = read_limited(response, max_bytes=MAX_ANSWER_BYTES, deadline=deadline)
+        except FetchFailed as exc:  # "too slow" or "too large"
+            code = "timeout" if str(exc) == "too slow" else "bad_response"
+            raise PlatformUnavailable(f"{platform}: answer {exc}", code=code, outcome_unknown=True) from None
+    # The body is decoded now: the headers that described its encoding on the wire no longer apply.
+    wire_only = {"content-encoding", "content-length", "transfer-encoding"}
+    headers = [(key, value) for key, value in response.headers.multi_items() if key.lower() not in wire_only]
+    return httpx.Response(response.status_code, headers=headers, content=content, request=response.request)
 
 
 def json_body(response: httpx.Response) -> dict | list | None:

@@ -33,7 +33,7 @@ from .base import (
     TokenInvalid,
     TokenSet,
 )
-from .http import http_session, json_body, redact, transport_errors
+from .http import http_session, json_body, platform_request, redact
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,7 @@ class InstagramClient:
             "code": code,
         }
         with http_session(self._http) as http:
-            with transport_errors(self.platform):
-                response = http.post(f"{self._oauth_api}/oauth/access_token", data=form)
+            response = platform_request(http, self.platform, "POST", f"{self._oauth_api}/oauth/access_token", data=form)
             body = json_body(response)
             _raise_for_oauth(response, body, secrets=(code, secret))
             # Documented as {"data": [{...}]}, observed flat {...}: accept both.
@@ -327,8 +326,7 @@ class InstagramClient:
             data = {**(data or {}), "access_token": access_token}
         else:
             params["access_token"] = access_token
-        with transport_errors(self.platform):
-            response = http.request(method, url, params=params, data=data)
+        response = platform_request(http, self.platform, method, url, params=params, data=data)
         body = json_body(response)
         _raise_for_graph(response, body, secrets=(access_token, settings.LAYERS_INSTAGRAM_CLIENT_SECRET))
         return body

@@ -27,7 +27,7 @@ from .base import (
     TokenInvalid,
     TokenSet,
 )
-from .http import http_session, json_body, redact, transport_errors
+from .http import http_session, json_body, platform_request, redact
 
 # video.list is not needed to connect or post, but /v2/video/query/ (metrics) refuses tokens without it.
 DEFAULT_SCOPES = ("user.info.basic", "user.info.profile", "video.publish", "video.upload", "video.list")
@@ -105,8 +105,8 @@ class TikTokClient:
             "client_secret": settings.LAYERS_TIKTOK_CLIENT_SECRET,
             "token": access_token,
         }
-        with http_session(self._http) as http, transport_errors(self.platform):
-            response = http.post(f"{self._api}/v2/oauth/revoke/", data=form)
+        with http_session(self._http) as http:
+            response = platform_request(http, self.platform, "POST", f"{self._api}/v2/oauth/revoke/", data=form)
         try:
             _raise_for_answer(response, json_body(response), grant="revoke", secrets=self._secrets(access_token))
         except TokenInvalid:
@@ -232,8 +232,11 @@ class TikTokClient:
             "client_secret": settings.LAYERS_TIKTOK_CLIENT_SECRET,
             **form,
         }
-        with http_session(self._http) as http, transport_errors(self.platform):
-            response = http.post(f"{self._api}/v2/oauth/token/", data=form, headers={"Cache-Control": "no-cache"})
+        with http_session(self._http) as http:
+            response = platform_request(
+                http, self.platform, "POST", f"{self._api}/v2/oauth/token/", data=form,
+                headers={"Cache-Control": "no-cache"},
+            )  # fmt: skip
         body = json_body(response)
         _raise_for_answer(response, body, grant=grant, secrets=self._secrets(*secrets))
         if not isinstance(body, dict) or not body.get("access_token"):
@@ -253,8 +256,9 @@ class TikTokClient:
         headers = {"Authorization": f"Bearer {access_token}"}
         if json is not None:
             headers["Content-Type"] = "application/json; charset=UTF-8"
-        with transport_errors(self.platform):
-            response = http.request(method, f"{self._api}{path}", params=params, json=json, headers=headers)
+        response = platform_request(
+            http, self.platform, method, f"{self._api}{path}", params=params, json=json, headers=headers
+        )
         body = json_body(response)
         _raise_for_answer(response, body, grant=None, secrets=self._secrets(access_token))
         if not isinstance(body, dict):

@@ -295,7 +295,8 @@ LAYERS_INSTAGRAM_CLIENT_ID = env.str(
 LAYERS_INSTAGRAM_CLIENT_SECRET = env.str(
     "LAYERS_INSTAGRAM_CLIENT_SECRET", default="sandbox-instagram-secret" if _SANDBOX else ""
 )
-# Seconds: connect, and whole request. Every platform call has an explicit timeout.
+# Seconds: connect, and each wait for the answer. Every platform call has an explicit timeout, and its whole
+# answer must arrive within twice LAYERS_PLATFORM_TIMEOUT (accounts/platforms/http.py: platform_request).
 LAYERS_PLATFORM_CONNECT_TIMEOUT = env.float("LAYERS_PLATFORM_CONNECT_TIMEOUT", default=5.0)
 LAYERS_PLATFORM_TIMEOUT = env.float("LAYERS_PLATFORM_TIMEOUT", default=20.0)
 # Idle keep-alive connections of a thread's platform client are dropped after this many seconds. Kept

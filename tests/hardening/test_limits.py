@@ -15,6 +15,9 @@ from django.core.cache import cache
 from django.test import Client
 
 from accounts.models import IdempotencyKey, SocialAccount
+from accounts.platforms import http as platform_http
+from accounts.platforms.base import PlatformUnavailable
+from accounts.platforms.tiktok import TikTokClient
 from config import netguard, ratelimit
 from tests.accounts.oauth_helpers import connect, status
 from tests.conftest import assert_error
@@ -138,7 +141,7 @@ def test_every_list_caps_its_page_size_at_200(owner):
 # --- Remote fetches: avatars --------------------------------------------------------------------------
 
 
-def serve(respond) -> tuple[str, threading.Event]:
+def serve(respond, path: str = "/avatar.png") -> tuple[str, threading.Event]:
     """A one-connection HTTP server on loopback; `respond(conn)` writes the answer. Returns its URL."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -157,7 +160,7 @@ def serve(respond) -> tuple[str, threading.Event]:
             server.close()
 
     threading.Thread(target=run, daemon=True).start()
-    return f"http://127.0.0.1:{server.getsockname()[1]}/avatar.png", done
+    return f"http://127.0.0.1:{server.getsockname()[1]}{path}", done
 
 
 def fetch(url, **kwargs):
@@ -275,6 +278,68 @@ def test_an_avatar_server_that_times_out_does_not_fail_the_connect(owner, monkey
 
     monkeypatch.setattr("accounts.platforms.sandbox.avatars.png", timeout)
     _connect_without_avatar(owner, "slow.avatar", refusals, "ReadTimeout")
+
+
+# --- Platform calls: the whole answer within a deadline and a size ----------------------------------------
+
+
+def test_a_platform_answer_that_drips_is_given_up_on_before_it_ends(settings):
+    # Each byte comes 50 ms after the last, so no single wait reaches the timeout; the whole answer would
+    # take a minute.
+    settings.LAYERS_PLATFORM_TRANSPORT = "http"
+    settings.LAYERS_PLATFORM_TIMEOUT = 0.5
+    body = json.dumps({"data": {"user": {"open_id": "abc", "username": "drip"}}, "error": {"code": "ok"}}).encode()
+    body += b" " * 1200
+    seen = {"ended": threading.Event()}
+
+    def drip(conn, done):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        try:
+            for i in range(len(body)):
+                if done.is_set():
+                    return
+                conn.sendall(body[i : i + 1])
+                time.sleep(0.05)
+            seen["complete"] = True
+        except OSError:
+            seen["client_left"] = True
+            raise
+        finally:
+            seen["ended"].set()
+
+    url, done = serve(drip, path="")
+    settings.LAYERS_TIKTOK_API_BASE = url
+    try:
+        with pytest.raises(PlatformUnavailable):
+            TikTokClient().get_profile(access_token="act.x")
+        assert seen["ended"].wait(30), "the client still holds the connection"
+    finally:
+        done.set()
+    assert "client_left" in seen and "complete" not in seen
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_platform_answer_larger_than_the_cap_is_refused(declared):
+    chunk = b" " * 65536
+    count = platform_http.MAX_ANSWER_BYTES // len(chunk) + 2
+    sent = {"chunks": 0}
+
+    def chunks():
+        yield b'{"data": {"user": {"open_id": "abc"}}, "error": {"code": "ok"}}'
+        for _ in range(count):
+            sent["chunks"] += 1
+            yield chunk
+
+    def handler(request):
+        headers = {"Content-Type": "application/json"}
+        if declared:
+            headers["Content-Length"] = str(len(chunk) * count + 64)
+        return httpx.Response(200, headers=headers, content=chunks())
+
+    client = TikTokClient(http=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(PlatformUnavailable):
+        client.get_profile(access_token="act.x")
+    assert sent["chunks"] < count  # not read to its end
 
 
 # --- Per-IP limits: OAuth callback and sandbox ----------------------------------------------------------

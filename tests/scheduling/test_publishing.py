@@ -2,6 +2,7 @@
 failures with their codes, reauth, revoke, metrics."""
 
 import json
+import time
 
 import httpx
 import pytest
@@ -264,6 +265,38 @@ def test_an_accepted_instagram_draft_delivery_with_an_unreadable_answer_is_never
 
     body = post(owner, scheduled["id"])
     assert len(sandbox_posts("instagram", "garbled.draft")) == 1, (body["status"], body["error"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_UNAVAILABLE", body
+
+
+def test_an_accepted_tiktok_init_whose_answer_drips_past_its_deadline_is_never_posted_again(owner, settings):
+    settings.LAYERS_PLATFORM_TIMEOUT = 1.0  # each wait below is far shorter; the whole answer would take 30 s
+    account = connected_account(owner, "tiktok", "dripping")
+    scheduled = schedule_now(owner, account["id"])
+    calls = {"n": 0}
+
+    def drip(request, sandbox):
+        real = sandbox.handle_request(request)  # TikTok took the post
+        real.read()
+        calls["n"] += 1
+        if calls["n"] > 1:
+            return httpx.Response(real.status_code, content=real.content, headers={"Content-Type": "application/json"})
+        body = real.content + b" " * 600
+
+        def byte_by_byte():
+            for i in range(len(body)):
+                time.sleep(0.05)
+                yield body[i : i + 1]
+
+        return httpx.Response(200, content=byte_by_byte(), headers={"Content-Type": "application/json"})
+
+    with intercepted({"/v2/post/publish/video/init/": drip}):
+        run_dispatcher()
+        for minutes in (2, 5, 15):
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert len(sandbox_posts("tiktok", "dripping")) == 1, (body["status"], body["error"])
     assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_UNAVAILABLE", body
 
 
