@@ -110,8 +110,9 @@ class ScheduledPost(models.Model):
     At most once on the platform: a post moves queued → publishing with a conditional update before any
     platform call; `publish_attempted_at` is written just before the call that creates the post, and
     `publish_id` as soon as the platform answers. A post found in `publishing` after its claim expired is
-    resolved by asking the platform (publish_id known) or, if the call may have happened without an
-    answer, by looking for the post on the platform — never by posting again."""
+    resolved by asking the platform (publish_id known); if the creating call may have reached the platform
+    without a usable answer, the post fails PLATFORM_UNAVAILABLE for ops or the partner to check and retry —
+    never by posting again."""
 
     class Mode(models.TextChoices):
         PUBLISH = "publish"

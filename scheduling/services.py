@@ -761,6 +761,7 @@ def _check_again(post: ScheduledPost, now: datetime) -> str:
 def _dispatch_managed(post: ScheduledPost) -> str:
     """Hand the post to the project's managed-distribution provider: a signed POST carrying our
     Idempotency-Key (the post id), so a repeat after a crash or a retry is deduplicated by the provider."""
+    from accounts.platforms.http import platform_request
     from config.netguard import UnsafeURL, assert_public_url, public_client
     from config.signing import signature_header
 
@@ -797,9 +798,13 @@ def _dispatch_managed(post: ScheduledPost) -> str:
     try:
         timeout = httpx.Timeout(settings.LAYERS_PLATFORM_TIMEOUT, connect=5.0)
         with public_client(timeout=timeout) as client:
-            response = client.post(provider.endpoint_url, content=body, headers=headers)
-    except httpx.HTTPError as exc:
-        return _retry_later(post, PlatformUnavailable(f"provider unreachable ({type(exc).__name__})"))
+            # Within the same answer deadline and size cap as a platform call. Retrying whatever happened is
+            # safe here: the provider deduplicates on the Idempotency-Key.
+            response = platform_request(
+                client, "managed provider", "POST", provider.endpoint_url, content=body, headers=headers
+            )
+    except PlatformUnavailable as exc:
+        return _retry_later(post, exc)
     if 200 <= response.status_code < 300:
         try:
             answer = response.json()

@@ -318,6 +318,46 @@ def test_a_platform_answer_that_drips_is_given_up_on_before_it_ends(settings):
     assert "client_left" in seen and "complete" not in seen
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_managed_provider_whose_answer_drips_is_given_up_on_and_the_post_retried(owner, settings):
+    # The provider call used its own client: each network wait was bounded, the whole answer was not, so a
+    # provider answering a byte now and then held a publisher past its claim lease.
+    from scheduling.models import ManagedProvider
+    from tests.accounts.oauth_helpers import connected_account
+    from tests.scheduling.publish_helpers import post, run_dispatcher, schedule_now
+
+    settings.LAYERS_PLATFORM_TIMEOUT = 0.5
+    seen = {"ended": threading.Event()}
+
+    def drip(conn, done):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1200\r\n\r\n")
+        try:
+            for _ in range(1200):  # a minute at this pace
+                if done.is_set():
+                    return
+                conn.sendall(b" ")
+                time.sleep(0.05)
+            seen["complete"] = True
+        except OSError:
+            seen["client_left"] = True
+            raise
+        finally:
+            seen["ended"].set()
+
+    url, done = serve(drip, path="/dispatch")
+    account = connected_account(owner, "tiktok", "managed.drip")
+    ManagedProvider.objects.create(project=owner.project, name="Slow", endpoint_url=url)
+    scheduled = schedule_now(owner, account["id"], mode="managed")
+    try:
+        run_dispatcher()
+        assert seen["ended"].wait(30), "the publisher still holds the connection"
+    finally:
+        done.set()
+    body = post(owner, scheduled["id"])
+    assert "client_left" in seen and "complete" not in seen
+    assert body["status"] == "queued" and body["attempts"] == 1  # retried later: the provider deduplicates
+
+
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
 def test_a_platform_answer_larger_than_the_cap_is_refused(declared):
     chunk = b" " * 65536
