@@ -209,7 +209,8 @@ class PublishedPostListApi(ApiView):
         tags=["content and scheduling"],
         description=(
             "Published posts, newest first, including those of accounts disconnected since (their metrics are "
-            "no longer synced). Metrics are refreshed by the periodic globalPlatformPostsSync."
+            "no longer synced). Metrics are refreshed by the periodic globalPlatformPostsSync; a TikTok account "
+            "whose token lacks video.list gets none (it stays connected and keeps posting)."
         ),
     )
     def get(self, request, projectId: str):

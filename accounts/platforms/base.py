@@ -92,11 +92,17 @@ class PublishResult:
 
 @dataclass(frozen=True)
 class PublishStatus:
-    state: str  # "processing" | "published" | "sent_to_inbox" | "failed"
+    """Where a post the platform accepted stands. "failed": it will not be published (`fail_code` is the
+    platform's own code, `fail_reason` a human sentence). "throttled": the call that makes it public was
+    throttled (Instagram's media_publish against the 24 h publishing quota); asking again later may
+    publish it, `retry_after` seconds from now when the platform said."""
+
+    state: str  # "processing" | "published" | "sent_to_inbox" | "failed" | "throttled"
     external_id: str | None = None
     external_url: str | None = None
     fail_code: str | None = None
     fail_reason: str | None = None
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True)

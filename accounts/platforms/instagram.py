@@ -277,10 +277,17 @@ class InstagramClient:
                     if exc.code == NOT_READY:
                         return PublishStatus(state="processing")
                     # Another worker may have published it between our read and our call: the container
-                    # says so. Anything else is a real refusal.
+                    # says so. Anything else is a refusal for good (a restricted account, 25/2207050):
+                    # asking again would get the same answer, so the post has failed.
                     status = self._container_status(http, access_token, publish_id)
                     if status.get("status_code") != "PUBLISHED":
-                        raise
+                        return PublishStatus(state="failed", fail_code=exc.code, fail_reason=str(exc))
+                except RateLimited as exc:
+                    # The publishing quota (9/2207042) or throttling: the container keeps (24 h), so
+                    # media_publish can be asked again later; the caller decides how often.
+                    return PublishStatus(
+                        state="throttled", fail_code=exc.code, fail_reason=str(exc), retry_after=exc.retry_after
+                    )
                 else:
                     if not published.get("id"):
                         raise PlatformUnavailable("instagram: no media id in the answer", code="bad_response")
@@ -352,8 +359,9 @@ class InstagramClient:
         """The container was published but its media id was never recorded (the worker died right after
         media_publish). The Graph API has no container → media link (a container only answers id /
         status_code / status), so the account's latest media are searched for the caption, newest first.
-        Without a caption, or when nothing matches, the post is reported published with no id; a later
-        metrics sync can still attach it."""
+        Without a caption, or when nothing matches, the post is reported published with no id, and it keeps
+        none: nothing asks again (the metrics sync's follow-up of missing ids is TikTok's moderation only),
+        so it gets no URL and no metrics."""
         if caption is None:
             return PublishStatus(state="published")
         listing = self._graph(

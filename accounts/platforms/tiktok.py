@@ -119,18 +119,26 @@ class TikTokClient:
             return self._profile(http, access_token)
 
     def fetch_metrics(self, *, access_token: str, platform_user_id: str, external_ids: list[str]) -> dict[str, Metrics]:
+        """Metrics of the given posts; none for a token without `video.list` (a partner may reauthorize with
+        the publishing scopes only): such a token still posts, so its 401 scope_not_authorized here is "no
+        metrics for this account", not the dead token it means on a publishing call."""
         ids = list(dict.fromkeys(str(i) for i in external_ids))
         result: dict[str, Metrics] = {}
         with http_session(self._http) as http:
             for start in range(0, len(ids), METRICS_BATCH):
-                data = self._call(
-                    http,
-                    "POST",
-                    "/v2/video/query/",
-                    access_token=access_token,
-                    params={"fields": METRIC_FIELDS},
-                    json={"filters": {"video_ids": ids[start : start + METRICS_BATCH]}},
-                )
+                try:
+                    data = self._call(
+                        http,
+                        "POST",
+                        "/v2/video/query/",
+                        access_token=access_token,
+                        params={"fields": METRIC_FIELDS},
+                        json={"filters": {"video_ids": ids[start : start + METRICS_BATCH]}},
+                    )
+                except TokenInvalid as exc:
+                    if exc.code == "scope_not_authorized":
+                        return result
+                    raise
                 for video in data.get("videos") or []:
                     result[str(video.get("id"))] = Metrics(
                         views=int(video.get("view_count") or 0),

@@ -316,6 +316,9 @@ LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL = env.str(
 # per-token per-minute limits ("init=6,creator_info=20,status=30,..." — a benchmark raises them) and daily
 # caps, Instagram's 24 h publishing quota.
 LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = env.float("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", default=2.0)
+# How long after PUBLISH_COMPLETE the sandbox's TikTok fills a post's public id (PLATFORMS.md: "filled after
+# moderation"); until then the post is live without a URL, which the metrics sync attaches later.
+LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = env.float("LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS", default=10.0)
 # Simulated network latency of every sandbox platform API call, in milliseconds (benchmarks set it).
 LAYERS_SANDBOX_LATENCY_MS = env.float("LAYERS_SANDBOX_LATENCY_MS", default=0.0)
 LAYERS_SANDBOX_AVATAR_TTL_SECONDS = env.int("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", default=2 * 3600)

@@ -30,6 +30,7 @@ LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP = UNLIMITED
 LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP = UNLIMITED
 LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL = UNLIMITED
 LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = env.float("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", default=0.0)
+LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = env.float("LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS", default=0.0)
 # The sandbox's per-client-IP budget (config/ratelimit.py): every bench call comes from 127.0.0.1.
 LAYERS_SANDBOX_RATE = f"{UNLIMITED}/min"
 # Never reached: bench_api's load run sends hundreds of requests a second with one key. The throttle still

@@ -20,3 +20,4 @@ STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.Static
 MEDIA_ROOT = str(VAR_DIR / "test-media")  # noqa: F405
 LAYERS_PLATFORM_TRANSPORT = env.str("LAYERS_PLATFORM_TRANSPORT", default="wsgi")
 LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 0  # sandbox posts are ready at once; tests move the clock for more
+LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = 0  # and have their TikTok post id at once, unless a test delays it

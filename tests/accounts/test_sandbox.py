@@ -423,6 +423,29 @@ def test_tiktok_status_moves_from_processing_to_complete_after_the_delay(db, set
     assert str(after["publicaly_available_post_id"][0]) == sandbox_posts("tiktok", "stepper")[0].external_id
 
 
+def test_tiktok_public_post_id_is_filled_only_after_moderation(db, settings):
+    settings.LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = 60
+    tokens = connect("tiktok", "moderated")
+    init = tt_post(
+        "/v2/post/publish/video/init/",
+        tokens.access_token,
+        {
+            "post_info": {"title": "t", "privacy_level": "PUBLIC_TO_EVERYONE"},
+            "source_info": {"source": "PULL_FROM_URL", "video_url": "https://cdn.layers.test/v.mp4"},
+        },
+    )
+    body = {"publish_id": init.json()["data"]["publish_id"]}
+
+    complete = tt_post("/v2/post/publish/status/fetch/", tokens.access_token, body).json()["data"]
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        moderated = tt_post("/v2/post/publish/status/fetch/", tokens.access_token, body).json()["data"]
+
+    # PLATFORMS.md: the post is live at PUBLISH_COMPLETE, its public id comes after moderation.
+    assert complete["status"] == "PUBLISH_COMPLETE" and complete["publicaly_available_post_id"] == []
+    assert moderated["status"] == "PUBLISH_COMPLETE"
+    assert str(moderated["publicaly_available_post_id"][0]) == sandbox_posts("tiktok", "moderated")[0].external_id
+
+
 def _ig_create(token: str, user_id: str, **params):
     return Client().post(f"{IG_GRAPH}/{user_id}/media", {**params, "access_token": token})
 

@@ -97,6 +97,16 @@ def tiktok_advance(post: Post) -> Post:
     return post
 
 
+def tiktok_public_post_id(post: Post) -> str | None:
+    """The id TikTok shows in `publicaly_available_post_id`: only once moderation is over (a short while
+    after PUBLISH_COMPLETE, LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS), and never for a post the public
+    cannot see (SELF_ONLY)."""
+    if post.status != COMPLETE or post.privacy_level == "SELF_ONLY" or post.published_at is None:
+        return None
+    moderation = timedelta(seconds=float(settings.LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS))
+    return post.external_id if timezone.now() >= post.published_at + moderation else None
+
+
 # --- Instagram ----------------------------------------------------------------------------------------
 
 

@@ -417,9 +417,9 @@ def status_fetch(request: HttpRequest, *, token: Token, rejected: bool) -> JsonR
     if post.status == publishing.FAILED:
         data["fail_reason"] = post.fail_reason
     if post.status == publishing.COMPLETE:
-        # Filled only for posts the public can see (spelling as in the API).
-        public = post.privacy_level != "SELF_ONLY"
-        data["publicaly_available_post_id"] = [int(post.external_id)] if public else []
+        # Filled after moderation, and only for posts the public can see (spelling as in the API).
+        post_id = publishing.tiktok_public_post_id(post)
+        data["publicaly_available_post_id"] = [int(post_id)] if post_id else []
     return envelope(data)
 
 

@@ -1,0 +1,108 @@
+"""globalPlatformPostsSync when an account's metrics cannot be read: a token without the metrics scope is
+not a dead token, and one account's failure does not stop the others' metrics."""
+
+from unittest import mock
+
+import pytest
+import time_machine
+
+from accounts.models import Event, SocialAccount
+from accounts.platforms.tiktok import TikTokClient
+from scheduling import services
+from scheduling.models import ScheduledPost
+from tests.accounts.oauth_helpers import connected_account, consent_and_return
+from tests.scheduling.publish_helpers import later, post, run_dispatcher, schedule_now
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PUBLISH_SCOPES = ["user.info.basic", "user.info.profile", "video.publish", "video.upload"]
+
+
+def reauthorize_with(owner, account_id: str, username: str, scopes: list[str]) -> None:
+    """The customer follows a reauth link asking for `scopes` only (API.md's optional `scopes`)."""
+    link = owner.client.post(
+        f"/v1/projects/{owner.project.id}/social/reauth-url",
+        {"socialAccountId": account_id, "scopes": scopes},
+        format="json",
+    )
+    assert link.status_code == 200, link.content
+    assert consent_and_return("tiktok", link.json()["authorizeUrl"], username).status_code == 302
+
+
+def test_a_token_that_can_post_but_not_read_metrics_is_not_declared_dead_by_the_metrics_sync(owner):
+    account = connected_account(owner, "tiktok", "noscope")
+    first = schedule_now(owner, account["id"])
+    run_dispatcher()
+    assert post(owner, first["id"])["status"] == "published"
+    reauthorize_with(owner, account["id"], "noscope", PUBLISH_SCOPES)  # no video.list: no metrics
+    second = schedule_now(owner, account["id"], when=later(hours=3))
+    needs_reauth = Event.objects.filter(type="social_account.needs_reauth").count()
+
+    with time_machine.travel(later(hours=2)):
+        assert services.posts_sync_metrics() == 0
+    with time_machine.travel(later(hours=3, seconds=5)):
+        run_dispatcher()
+
+    assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+    assert Event.objects.filter(type="social_account.needs_reauth").count() == needs_reauth
+    assert post(owner, second["id"])["status"] == "published"
+    # The post was asked about (no metrics for this token): not asked again at every run.
+    assert ScheduledPost.objects.get(pk=first["id"]).metrics_attempted_at is not None
+    assert ScheduledPost.objects.get(pk=first["id"]).metrics_synced_at is None
+
+
+def test_a_token_without_the_publish_scope_still_fails_the_post_as_credential_invalid(owner):
+    account = connected_account(owner, "tiktok", "readonly")
+    reauthorize_with(owner, account["id"], "readonly", ["user.info.basic", "user.info.profile", "video.list"])
+    scheduled = schedule_now(owner, account["id"])
+
+    run_dispatcher()
+
+    # The token cannot post: the customer has to authorize again, with the publishing scopes.
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "CREDENTIAL_INVALID", body
+    assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
+
+
+def test_one_accounts_unexpected_error_does_not_stop_the_metrics_of_the_others(owner):
+    accounts = [connected_account(owner, "tiktok", name) for name in ("broken.metrics", "fine.metrics")]
+    ids = {a["id"]: schedule_now(owner, a["id"])["id"] for a in accounts}
+    run_dispatcher()
+    broken = SocialAccount.objects.get(pk=accounts[0]["id"]).identity.platform_user_id
+    real_fetch = TikTokClient.fetch_metrics
+
+    def fetch(self, *, platform_user_id, **kwargs):
+        if platform_user_id == broken:
+            raise ValueError("an answer the client did not expect")
+        return real_fetch(self, platform_user_id=platform_user_id, **kwargs)
+
+    with time_machine.travel(later(hours=2)), mock.patch.object(TikTokClient, "fetch_metrics", fetch):
+        assert services.posts_sync_metrics() == 1
+
+    fine = ScheduledPost.objects.get(pk=ids[accounts[1]["id"]])
+    failing = ScheduledPost.objects.get(pk=ids[accounts[0]["id"]])
+    assert fine.metrics_synced_at is not None and fine.views is not None
+    assert failing.metrics_synced_at is None and failing.metrics_attempted_at is not None
+    assert SocialAccount.objects.get(pk=accounts[0]["id"]).status == "connected"
+
+
+def test_one_accounts_unexpected_error_does_not_stop_the_post_id_follow_up_of_the_others(owner, settings):
+    settings.LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = 30 * 60  # published before TikTok gives the ids
+    accounts = [connected_account(owner, "tiktok", name) for name in ("broken.status", "fine.status")]
+    ids = {a["id"]: schedule_now(owner, a["id"])["id"] for a in accounts}
+    run_dispatcher()
+    broken = SocialAccount.objects.get(pk=accounts[0]["id"]).identity.platform_user_id
+    real_status = TikTokClient.publish_status
+
+    def status(self, *, platform_user_id, **kwargs):
+        if platform_user_id == broken:
+            raise ValueError("an answer the client did not expect")
+        return real_status(self, platform_user_id=platform_user_id, **kwargs)
+
+    with time_machine.travel(later(hours=2)), mock.patch.object(TikTokClient, "publish_status", status):
+        assert services.posts_sync_metrics() == 1
+
+    fine = ScheduledPost.objects.get(pk=ids[accounts[1]["id"]])
+    failing = ScheduledPost.objects.get(pk=ids[accounts[0]["id"]])
+    assert fine.external_id and fine.metrics_synced_at is not None
+    assert failing.external_id == "" and failing.metrics_attempted_at is not None

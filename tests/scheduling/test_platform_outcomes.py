@@ -1,0 +1,271 @@
+"""What the platform's answers after it accepted a post do to the post: TikTok's fail reasons, Instagram's
+media_publish refusals and throttling, and post ids that the platform fills in only later. Recorded
+answers the sandbox does not produce are injected with tests.platform_helpers.intercepted; every other call
+reaches the sandbox through the real clients."""
+
+import httpx
+import pytest
+import time_machine
+
+from accounts.models import Event, SocialAccount
+from scheduling import services
+from tests.accounts.oauth_helpers import connected_account
+from tests.platform_helpers import intercepted
+from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIKTOK_STATUS = "/v2/post/publish/status/fetch/"
+
+
+def tiktok_failed(reason: str):
+    """TikTok's status answer for a post that ended FAILED with `reason`."""
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        body = {
+            "data": {"status": "FAILED", "fail_reason": reason},
+            "error": {"code": "ok", "message": "", "log_id": "202604181230"},
+        }
+        return httpx.Response(200, json=body)
+
+    return answer
+
+
+# --- TikTok fail reasons ----------------------------------------------------------------------------
+
+
+def test_tiktok_auth_removed_fails_the_post_as_credential_invalid_and_flips_the_account(owner):
+    account = connected_account(owner, "tiktok", "authgone")
+    scheduled = schedule_now(owner, account["id"])
+
+    with intercepted({TIKTOK_STATUS: tiktok_failed("auth_removed")}):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed"
+    assert body["error"]["code"] == "CREDENTIAL_INVALID", body["error"]
+    assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
+    assert Event.objects.filter(type="social_account.needs_reauth").count() == 1
+
+
+@pytest.mark.parametrize(
+    "reason, code",
+    [
+        ("file_format_check_failed", "MEDIA_INVALID"),
+        ("video_pull_failed", "MEDIA_INVALID"),
+        ("spam_risk_too_many_posts", "PLATFORM_REJECTED"),
+        ("spam_risk_user_banned_from_posting", "PLATFORM_REJECTED"),
+    ],
+)
+def test_tiktok_fail_reasons_map_to_their_error_codes(owner, reason, code):
+    account = connected_account(owner, "tiktok", f"fails.{reason[:20]}")
+    scheduled = schedule_now(owner, account["id"])
+
+    with intercepted({TIKTOK_STATUS: tiktok_failed(reason)}):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == code, body["error"]
+    assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+
+
+def test_tiktok_internal_failure_is_retried_and_publishes_once_it_clears(owner):
+    account = connected_account(owner, "tiktok", "tkinternal")
+    scheduled = schedule_now(owner, account["id"])
+
+    with intercepted({TIKTOK_STATUS: tiktok_failed("internal")}):
+        run_dispatcher()
+    waiting = post(owner, scheduled["id"])
+    # TikTok did not create the post: it goes back to the queue instead of failing as "content refused".
+    assert waiting["status"] == "queued" and waiting["error"] is None, waiting
+
+    with time_machine.travel(later(minutes=5)):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published" and body["attempts"] == 2, body
+    assert body["externalId"] == sandbox_posts("tiktok", "tkinternal")[-1].external_id
+
+
+def test_tiktok_internal_failure_every_time_ends_platform_unavailable_after_the_retries(owner):
+    account = connected_account(owner, "tiktok", "tkinternal.always")
+    scheduled = schedule_now(owner, account["id"])
+
+    with intercepted({TIKTOK_STATUS: tiktok_failed("internal")}):
+        for minutes in range(0, 20 * services.MAX_ATTEMPTS, 20):
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_UNAVAILABLE", body
+    assert body["attempts"] == services.MAX_ATTEMPTS
+    assert len(sandbox_posts("tiktok", "tkinternal.always")) == services.MAX_ATTEMPTS
+
+
+# --- Instagram media_publish ------------------------------------------------------------------------
+
+MEDIA_PUBLISH = "/media_publish"
+RESTRICTED = {
+    "error": {
+        "message": "The app user's Instagram Professional account is inactive, checkpointed, or restricted.",
+        "type": "OAuthException",
+        "code": 25,
+        "error_subcode": 2207050,
+        "fbtrace_id": "AbC",
+    }
+}
+QUOTA_USED_UP = {
+    "error": {
+        "message": "Application request limit reached",
+        "type": "OAuthException",
+        "code": 9,
+        "error_subcode": 2207042,
+        "fbtrace_id": "AbC",
+    }
+}
+
+
+def counted(calls: list, body: dict, *, times: int | None = None):
+    """Answer HTTP 400 with `body` (the first `times` calls, or every call), counting the calls."""
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        calls.append(request.url.path)
+        if times is not None and len(calls) > times:
+            return sandbox.handle_request(request)
+        return httpx.Response(400, json=body)
+
+    return answer
+
+
+def test_a_refused_media_publish_fails_the_post_at_once_as_rejected(owner):
+    account = connected_account(owner, "instagram", "restricted.ig")
+    scheduled = schedule_now(owner, account["id"])
+    calls: list = []
+
+    with intercepted({MEDIA_PUBLISH: counted(calls, RESTRICTED)}):
+        run_dispatcher()
+        first = post(owner, scheduled["id"])
+        for minutes in (3, 10, 30, 60, 120, 25 * 60):
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+
+    # Asking again would get the same refusal: the partner hears at once, and Instagram is not asked again.
+    assert first["status"] == "failed", first
+    assert first["error"]["code"] == "PLATFORM_REJECTED" and "restricted" in first["error"]["message"]
+    assert post(owner, scheduled["id"]) == first
+    assert len(calls) == 1
+    assert sandbox_posts("instagram", "restricted.ig") == []
+    assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+
+
+def test_a_post_throttled_at_media_publish_is_retried_a_bounded_number_of_times_then_rate_limited(owner):
+    account = connected_account(owner, "instagram", "quota.ig")
+    scheduled = schedule_now(owner, account["id"])
+    calls: list = []
+
+    with intercepted({MEDIA_PUBLISH: counted(calls, QUOTA_USED_UP)}):
+        run_dispatcher()
+        waiting = post(owner, scheduled["id"])
+        for minutes in (1, 3, 8, 16, 30, 60, 3 * 60, 8 * 60, 16 * 60, 23 * 60, 25 * 60):
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+
+    assert waiting["status"] == "publishing" and waiting["error"] is None, waiting  # waiting to retry
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "RATE_LIMITED", body
+    assert len(calls) == services.MAX_ATTEMPTS and body["attempts"] == services.MAX_ATTEMPTS
+    assert sandbox_posts("instagram", "quota.ig") == []
+
+
+def test_a_post_throttled_once_at_media_publish_is_published_once_later(owner):
+    account = connected_account(owner, "instagram", "quota.once")
+    scheduled = schedule_now(owner, account["id"])
+    calls: list = []
+
+    with intercepted({MEDIA_PUBLISH: counted(calls, QUOTA_USED_UP, times=1)}):
+        run_dispatcher()
+        assert post(owner, scheduled["id"])["status"] == "publishing"
+        with time_machine.travel(later(minutes=5)):
+            run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published" and body["attempts"] == 2, body
+    received = sandbox_posts("instagram", "quota.once")
+    assert len(received) == 1 and body["externalId"] == received[0].external_id
+
+
+def test_a_container_that_expired_unpublished_is_not_reported_as_refused_content(owner):
+    account = connected_account(owner, "instagram", "expired.ig")
+    scheduled = schedule_now(owner, account["id"])
+
+    def expired(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        if request.method != "GET" or "status_code" not in request.url.params.get("fields", ""):
+            return sandbox.handle_request(request)
+        container = request.url.path.rsplit("/", 1)[-1]
+        status = "Expired: The container was not published within 24 hours."
+        return httpx.Response(200, json={"id": container, "status_code": "EXPIRED", "status": status})
+
+    with intercepted({"/instagram/graph/": expired}):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_UNAVAILABLE", body
+    assert sandbox_posts("instagram", "expired.ig") == []
+
+
+# --- Post ids filled in later -----------------------------------------------------------------------
+
+
+def counting(calls: list):
+    """Let the request through to the sandbox, counting it."""
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        calls.append(request.url.path)
+        return sandbox.handle_request(request)
+
+    return answer
+
+
+def test_a_tiktok_post_complete_before_moderation_gets_its_url_and_metrics_later(owner, settings):
+    settings.LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = 30 * 60
+    account = connected_account(owner, "tiktok", "moderated")
+    scheduled = schedule_now(owner, account["id"])
+
+    run_dispatcher()
+    published = post(owner, scheduled["id"])
+    assert published["status"] == "published" and published["externalId"] is None, published
+
+    for hours in (1, 2, 3):
+        with time_machine.travel(later(hours=hours)):
+            run_dispatcher()
+            services.posts_sync_metrics()
+
+    received = sandbox_posts("tiktok", "moderated")
+    assert len(received) == 1 and received[0].external_id
+    body = post(owner, scheduled["id"])
+    assert body["externalId"] == received[0].external_id
+    assert body["externalUrl"] == f"https://www.tiktok.com/@moderated/video/{received[0].external_id}"
+    listed = owner.client.get(f"/v1/projects/{owner.project.id}/posts").json()["data"]
+    assert listed[0]["metrics"]["views"] is not None and listed[0]["metrics"]["syncedAt"], listed[0]
+
+
+def test_a_tiktok_post_that_never_gets_a_public_id_is_asked_about_for_a_week_only(owner, settings):
+    settings.LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = 30 * 24 * 3600  # e.g. a SELF_ONLY post: never public
+    account = connected_account(owner, "tiktok", "private.forever")
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+    calls: list = []
+
+    with intercepted({TIKTOK_STATUS: counting(calls)}):
+        for hours in (1, 3, 24, 6 * 24):
+            with time_machine.travel(later(hours=hours)):
+                services.posts_sync_metrics()
+        asked_in_the_first_week = len(calls)
+        for days in (8, 9, 20):
+            with time_machine.travel(later(days=days)):
+                services.posts_sync_metrics()
+
+    assert asked_in_the_first_week == 4
+    assert len(calls) == asked_in_the_first_week
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published" and body["externalId"] is None
