@@ -70,7 +70,7 @@ class WalletAdmin(admin.ModelAdmin):
     @admin.display(description="status")
     def status_label(self, wallet):
         if wallet.status == Wallet.Status.PAST_DUE:
-            return format_html('<strong style="color:#ba2121">past due</strong>')
+            return format_html('<strong style="color:#ba2121">{}</strong>', "past due")
         return "ok"
 
     @admin.display(description="latest entries")
