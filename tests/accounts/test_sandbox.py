@@ -401,9 +401,8 @@ def test_tiktok_init_refuses_a_privacy_level_outside_the_options_and_file_upload
     assert sandbox_posts("tiktok", "strict") == []
 
 
-def test_tiktok_status_moves_from_processing_to_complete_after_the_delay(db, settings):
-    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 2
-    tokens = connect("tiktok", "stepper")
+def video_init(tokens) -> str:
+    """A public TikTok video post started through the sandbox: its publish_id."""
     init = tt_post(
         "/v2/post/publish/video/init/",
         tokens.access_token,
@@ -412,7 +411,13 @@ def test_tiktok_status_moves_from_processing_to_complete_after_the_delay(db, set
             "source_info": {"source": "PULL_FROM_URL", "video_url": "https://cdn.layers.test/v.mp4"},
         },
     )
-    body = {"publish_id": init.json()["data"]["publish_id"]}
+    return init.json()["data"]["publish_id"]
+
+
+def test_tiktok_status_moves_from_processing_to_complete_after_the_delay(db, settings):
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 2
+    tokens = connect("tiktok", "stepper")
+    body = {"publish_id": video_init(tokens)}
 
     before = tt_post("/v2/post/publish/status/fetch/", tokens.access_token, body).json()["data"]
     with time_machine.travel(timezone.now() + timedelta(seconds=3)):
@@ -426,15 +431,7 @@ def test_tiktok_status_moves_from_processing_to_complete_after_the_delay(db, set
 def test_tiktok_public_post_id_is_filled_only_after_moderation(db, settings):
     settings.LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = 60
     tokens = connect("tiktok", "moderated")
-    init = tt_post(
-        "/v2/post/publish/video/init/",
-        tokens.access_token,
-        {
-            "post_info": {"title": "t", "privacy_level": "PUBLIC_TO_EVERYONE"},
-            "source_info": {"source": "PULL_FROM_URL", "video_url": "https://cdn.layers.test/v.mp4"},
-        },
-    )
-    body = {"publish_id": init.json()["data"]["publish_id"]}
+    body = {"publish_id": video_init(tokens)}
 
     complete = tt_post("/v2/post/publish/status/fetch/", tokens.access_token, body).json()["data"]
     with time_machine.travel(timezone.now() + timedelta(seconds=61)):

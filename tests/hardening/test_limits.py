@@ -283,13 +283,10 @@ def test_an_avatar_server_that_times_out_does_not_fail_the_connect(owner, monkey
 # --- Platform calls: the whole answer within a deadline and a size ----------------------------------------
 
 
-def test_a_platform_answer_that_drips_is_given_up_on_before_it_ends(settings):
-    # Each byte comes 50 ms after the last, so no single wait reaches the timeout; the whole answer would
-    # take a minute.
-    settings.LAYERS_PLATFORM_TRANSPORT = "http"
-    settings.LAYERS_PLATFORM_TIMEOUT = 0.5
-    body = json.dumps({"data": {"user": {"open_id": "abc", "username": "drip"}}, "error": {"code": "ok"}}).encode()
-    body += b" " * 1200
+def dripping(body: bytes):
+    """A `serve` responder sending a JSON answer's body one byte every 50 ms (no single wait reaches a
+    timeout), and what it saw: `client_left` if the client hung up first, `complete` if it sent it all,
+    `ended` (an Event) once it stopped."""
     seen = {"ended": threading.Event()}
 
     def drip(conn, done):
@@ -307,6 +304,17 @@ def test_a_platform_answer_that_drips_is_given_up_on_before_it_ends(settings):
         finally:
             seen["ended"].set()
 
+    return drip, seen
+
+
+def test_a_platform_answer_that_drips_is_given_up_on_before_it_ends(settings):
+    # Each byte comes 50 ms after the last, so no single wait reaches the timeout; the whole answer would
+    # take a minute.
+    settings.LAYERS_PLATFORM_TRANSPORT = "http"
+    settings.LAYERS_PLATFORM_TIMEOUT = 0.5
+    body = json.dumps({"data": {"user": {"open_id": "abc", "username": "drip"}}, "error": {"code": "ok"}}).encode()
+    body += b" " * 1200
+    drip, seen = dripping(body)
     url, done = serve(drip, path="")
     settings.LAYERS_TIKTOK_API_BASE = url
     try:
@@ -327,23 +335,7 @@ def test_a_managed_provider_whose_answer_drips_is_given_up_on_and_the_post_retri
     from tests.scheduling.publish_helpers import post, run_dispatcher, schedule_now
 
     settings.LAYERS_PLATFORM_TIMEOUT = 0.5
-    seen = {"ended": threading.Event()}
-
-    def drip(conn, done):
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1200\r\n\r\n")
-        try:
-            for _ in range(1200):  # a minute at this pace
-                if done.is_set():
-                    return
-                conn.sendall(b" ")
-                time.sleep(0.05)
-            seen["complete"] = True
-        except OSError:
-            seen["client_left"] = True
-            raise
-        finally:
-            seen["ended"].set()
-
+    drip, seen = dripping(b" " * 1200)  # a minute at this pace
     url, done = serve(drip, path="/dispatch")
     account = connected_account(owner, "tiktok", "managed.drip")
     ManagedProvider.objects.create(project=owner.project, name="Slow", endpoint_url=url)
