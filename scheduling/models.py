@@ -112,7 +112,9 @@ class ScheduledPost(models.Model):
     `publish_id` as soon as the platform answers. A post found in `publishing` after its claim expired is
     resolved by asking the platform (publish_id known); if the creating call may have reached the platform
     without a usable answer, the post fails PLATFORM_UNAVAILABLE for ops or the partner to check and retry —
-    never by posting again."""
+    never by posting again. The same fields say which of two runs on one post (a redelivered message, a late
+    worker) may still write it: `claimed_until`, rewritten by every claim, until the point of no return, then
+    the one run's `publish_attempted_at` mark, then `publish_id` (services._still_ours)."""
 
     class Mode(models.TextChoices):
         PUBLISH = "publish"

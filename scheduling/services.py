@@ -433,22 +433,51 @@ def _client(platform: str):
     return get_client(platform)
 
 
-def _finish(post: ScheduledPost, *, event: str, **changes) -> bool:
-    """publishing → the final state in `changes`, recording `event` in the same transaction. Returns whether
-    it changed. The event carries the row as it is now: the row in memory with the same changes applied,
-    which is what a fresh read returns (the conditional update proves nobody else changed it meanwhile)."""
+def _still_ours(post: ScheduledPost):
+    """The post's row, if the run holding `post` (as it read it, with its own writes applied) may still write
+    it. Every write of a publisher or resolver run goes through this. Two runs can work on one post at once:
+    Celery redelivers a message (acks_late, reject_on_worker_lost, a broker's visibility timeout), a slow
+    worker starts after its claim ran out and the post was claimed again, a resolve message arrives late.
+    Checking `status` alone let such a run undo or settle what another had done: requeue a post another run
+    had just posted (the next tick posted it again), or fail a post that was live.
+
+    The row must still be at the point the run left it:
+    - before the point of no return (nothing marked, no publish id): also still under the claim the run
+      read (`claimed_until`, rewritten by every claim, is its token). Runs of one claim are alike here —
+      nothing they did so far created anything — and whichever writes first wins: marking the point of no
+      return, requeueing, failing, storing a prepared container's id;
+    - past it, `publish_attempted_at` is the mark of the one run that made the creating call, and that run
+      alone stores the id or fails the post; no other run can match it;
+    - with the publish id known, any run may ask the platform (asking is safe to repeat) and write what it
+      says, as long as it is about that publish id (not one a requeue dropped)."""
+    rows = ScheduledPost.objects.filter(
+        pk=post.pk,
+        status=ScheduledPost.Status.PUBLISHING,
+        publish_attempted_at=post.publish_attempted_at,
+        publish_id=post.publish_id,
+    )
+    if not post.publish_attempted_at and not post.publish_id:
+        rows = rows.filter(claimed_until=post.claimed_until)
+    return rows
+
+
+def _finish(post: ScheduledPost, *, event: str, **changes) -> str:
+    """publishing → the final state in `changes`, recording `event` in the same transaction. Returns the
+    outcome: the new status, or "skipped" when the post is no longer this run's (_still_ours). The event
+    carries the row as it is now: the row in memory with the same changes applied, which is what a fresh
+    read returns (the conditional update proves nobody else changed it meanwhile)."""
     changes = {**changes, "claimed_until": None, "next_check_at": None}
     with transaction.atomic():
-        updated = ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING).update(**changes)
+        updated = _still_ours(post).update(**changes)
         if updated:
             for field, value in changes.items():
                 setattr(post, field, value)
             event_record(organization_id=post.organization_id, type=event, data=scheduled_post_data(post))
-    return bool(updated)
+    return str(changes["status"]) if updated else "skipped"
 
 
-def _fail(post: ScheduledPost, code: str, message: str) -> bool:
-    """publishing → failed with an error, recording `scheduled_post.failed`. Returns whether it changed."""
+def _fail(post: ScheduledPost, code: str, message: str) -> str:
+    """publishing → failed with an error, recording `scheduled_post.failed`: "failed", or "skipped"."""
     return _finish(
         post,
         event="scheduled_post.failed",
@@ -458,7 +487,7 @@ def _fail(post: ScheduledPost, code: str, message: str) -> bool:
     )
 
 
-def _published(post: ScheduledPost, *, external_id: str | None, external_url: str | None) -> bool:
+def _published(post: ScheduledPost, *, external_id: str | None, external_url: str | None) -> str:
     return _finish(
         post,
         event="scheduled_post.published",
@@ -483,9 +512,11 @@ def _retry_later(post: ScheduledPost, exc: PlatformError) -> str:
     PLATFORM_UNAVAILABLE once MAX_ATTEMPTS are spent."""
     code = "RATE_LIMITED" if isinstance(exc, RateLimited) else "PLATFORM_UNAVAILABLE"
     if post.attempts >= MAX_ATTEMPTS:
-        _fail(post, code, f"Gave up after {post.attempts} attempts: {exc}")
-        return "failed"
-    ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING).update(
+        return _fail(post, code, f"Gave up after {post.attempts} attempts: {exc}")
+    # Only if still this run's: a duplicate run whose call failed before its point of no return must not
+    # requeue (and clear the mark of) a post another run has just sent to the platform.
+    rows = _still_ours(post)
+    updated = rows.update(
         status=ScheduledPost.Status.QUEUED,
         due_at=timezone.now() + _backoff(post.attempts, exc.retry_after),
         publish_attempted_at=None,
@@ -495,11 +526,12 @@ def _retry_later(post: ScheduledPost, exc: PlatformError) -> str:
         error_code=code,
         error_message=f"Retrying: {exc}"[:500],
     )
-    return "retrying"
+    return "retrying" if updated else "skipped"
 
 
 class _LostClaim(Exception):
-    """Another worker already reached the point of no return for this post."""
+    """Another run already reached the point of no return for this post, or it is no longer under the claim
+    this run read (requeued or claimed again meanwhile)."""
 
 
 class _AccountGone(Exception):
@@ -531,8 +563,10 @@ def _publishing_posts(post_ids: list[str]) -> dict[str, ScheduledPost]:
 
 def post_publish(*, post_id: str) -> str:
     """Publish one claimed post. Returns the outcome ("published", "processing", "failed", "retrying",
-    "skipped"). Safe to call twice: a post that is not `publishing`, or whose platform call already
-    happened, is handed to post_resolve instead of being posted again.
+    "skipped"). Safe to call twice, and beside another run on the same post: a post that is not
+    `publishing`, or whose creating call another run has made, is skipped — that run settles it, or the
+    resolver does (post_resolve) — and every write is conditional on the post still being this run's
+    (_still_ours), so it is never posted again, requeued under the run that posted it, or failed while live.
 
     Database work per post: the read, the two writes that make it at-most-once (the point of no return,
     then the platform's publish id) and the final transition with its event."""
@@ -564,14 +598,15 @@ def _publish(post: ScheduledPost | None) -> str:
     if post is None or post.status != ScheduledPost.Status.PUBLISHING:
         return "skipped"
     if post.publish_id or post.publish_attempted_at:
-        return _resolve(post)
+        # Another run is past the point of no return: a redelivered message, or this one arriving late. It
+        # may be in its creating call right now, so the post is not settled from here (that failed live
+        # posts as "outcome unknown"): that run settles it, or the resolver once it can no longer be alive.
+        return "skipped"
     account = post.social_account
     if account.status == SocialAccount.Status.DISCONNECTED:
-        _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
-        return "failed"
+        return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
     if account.status == SocialAccount.Status.REAUTH_REQUIRED:
-        _fail(post, "CREDENTIAL_INVALID", "The account's authorization expired; it needs a reauth.")
-        return "failed"
+        return _fail(post, "CREDENTIAL_INVALID", "The account's authorization expired; it needs a reauth.")
     if post.account_layers < len(ACCOUNT_LAYER_KINDS):
         layers_provision_for_account(account=account)
     if post.mode == ScheduledPost.Mode.MANAGED:
@@ -589,9 +624,9 @@ def _publish(post: ScheduledPost | None) -> str:
         # Recorded (committed) right before the request that creates the post, so that a worker dying
         # during that request is recognised afterwards and the post is never sent a second time.
         now = timezone.now()
-        claimed = ScheduledPost.objects.filter(
-            pk=post.pk, status=ScheduledPost.Status.PUBLISHING, publish_attempted_at__isnull=True
-        )
+        # Taken by one run only: the first to mark (still under the claim it read) makes the call; a duplicate
+        # run gets _LostClaim, and from now on this mark is what makes a write this run's (_still_ours).
+        claimed = _still_ours(post)
         # The account is checked again here, not only when the batch was read: a revoke or a lease release
         # may have committed meanwhile. A leased account's token is not revoked at the platform on release
         # (it goes back to Layers' pool), so nothing else would stop the post landing on the returned account.
@@ -607,28 +642,25 @@ def _publish(post: ScheduledPost | None) -> str:
     except _LostClaim:
         return "skipped"
     except _AccountGone:
-        _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
-        return "failed"
+        return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
     except TokenInvalid:
-        _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token; it needs a reauth.")
+        outcome = _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token; it needs a reauth.")
         social_account_mark_reauth_required(account_id=account.pk, expected_version=version)
-        return "failed"
+        return outcome
     except RequestRejected as exc:
-        _fail(post, _rejection_code(exc.code, str(exc)), f"The platform refused the post: {exc.code or exc}")
-        return "failed"
+        return _fail(post, _rejection_code(exc.code, str(exc)), f"The platform refused the post: {exc.code or exc}")
     except (RateLimited, PlatformUnavailable) as exc:
         if intent["marked"] and exc.outcome_unknown:
             # The request that creates the post went out and no clear answer came back (none in time, a
             # dropped connection, a body cut short, a gateway's error page): the platform may have the post.
             # Posting again could post twice, so stop and say so; ops or the partner can retry. A request that
             # never left (connection refused) or the platform's own typed error (it refused) is retried.
-            _fail(
+            return _fail(
                 post,
                 "PLATFORM_UNAVAILABLE",
                 f"The platform's answer to the publish request was lost or unreadable ({exc.code or 'no answer'}); "
                 "not retried automatically so that the post cannot appear twice.",
             )
-            return "failed"
         return _retry_later(post, exc)
     return _publish_known_id(post, result.publish_id)
 
@@ -638,7 +670,7 @@ def _publish_known_id(post: ScheduledPost, publish_id: str) -> str:
     media_publish, or a first status check)."""
     next_check_at = timezone.now() + STATUS_POLL_FIRST
     if not _store_publish_id(post, publish_id=publish_id, next_check_at=next_check_at):
-        return "skipped"  # no longer ours (a resolver took it over): it settles the post
+        return "skipped"  # no longer ours (_still_ours): whoever changed it settles the post
     post.publish_id, post.next_check_at = publish_id, next_check_at
     return _resolve(post)
 
@@ -652,14 +684,12 @@ def drop_broken_connection() -> None:
 
 def _store_publish_id(post: ScheduledPost, *, publish_id: str, next_check_at: datetime) -> int:
     """Record the platform's publish id. The platform already has the post and this worker alone holds its
-    id, so a database connection dropped meanwhile must not lose it: reconnect once and write again (the
-    update is conditional, and writing the same id twice is harmless). Without the id the resolver could only
-    fail the post (outcome unknown)."""
+    id, so a database connection dropped meanwhile must not lose it: reconnect once and write again, unless
+    the first write turns out to have committed. Without the id the resolver could only fail the post
+    (outcome unknown). Conditional on the post still being this run's (_still_ours)."""
 
     def write() -> int:
-        return ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING).update(
-            publish_id=publish_id, next_check_at=next_check_at
-        )
+        return _still_ours(post).update(publish_id=publish_id, next_check_at=next_check_at)
 
     try:
         return write()
@@ -668,7 +698,15 @@ def _store_publish_id(post: ScheduledPost, *, publish_id: str, next_check_at: da
             raise
         log.warning("database connection lost while storing the publish id of %s; reconnecting", post.pk)
         connection.close()
-        return write()
+        # The first write may have committed before the connection dropped: then the row already has this id
+        # under this run's mark, which the condition of a second write (no id yet) no longer matches.
+        stored = ScheduledPost.objects.filter(
+            pk=post.pk,
+            status=ScheduledPost.Status.PUBLISHING,
+            publish_attempted_at=post.publish_attempted_at,
+            publish_id=publish_id,
+        )
+        return write() or int(stored.exists())
 
 
 # A failed post's reason (PublishStatus.fail_code: the platform's own code, never its human text) when it
@@ -686,7 +724,8 @@ def post_resolve(*, post_id: str) -> str:
     - publish_id known → poll its status (published / still processing / failed);
     - the request that creates the post was sent but no id was stored (worker died mid-call) → fail with
       PLATFORM_UNAVAILABLE rather than risk a second post (TikTok's init and Instagram's draft delivery take
-      no idempotency key);
+      no idempotency key) — but only once the run that sent it can no longer be alive (CLAIM_LEASE after its
+      mark): until then it may still store the id and settle the post itself;
     - that request never went out (worker died before it, or only an Instagram container — not yet a post —
       was made) → queue again: exactly one post will result. Managed dispatches are always queued again:
       the provider deduplicates on our Idempotency-Key."""
@@ -701,22 +740,27 @@ def _resolve(post: ScheduledPost) -> str:
     account = post.social_account
     now = timezone.now()
     if not post.publish_id:
+        if post.publish_attempted_at and now - post.publish_attempted_at < CLAIM_LEASE:
+            # The run that made the creating call may be in it still: this is a resolve message redelivered or
+            # late (it carries no claim, so it cannot tell), or that worker started late in its claim. Failing
+            # now would report a post that is about to be live as failed, and refuse its id. Nothing is written:
+            # the resolver looks again when the post's check is due (a resolver's claim, from now, outlasts it).
+            return "skipped"
         if post.publish_attempted_at:
-            _fail(
+            return _fail(
                 post,
                 "PLATFORM_UNAVAILABLE",
                 "The worker stopped while the platform was being called; the outcome is unknown, so the post is "
                 "not sent again automatically.",
             )
-            return "failed"
-        ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING, publish_id="").update(
+        updated = _still_ours(post).update(
             status=ScheduledPost.Status.QUEUED,
             due_at=now,
             publish_attempted_at=None,
             claimed_until=None,
             next_check_at=None,
         )
-        return "requeued"
+        return "requeued" if updated else "skipped"
     disconnected = account.status == SocialAccount.Status.DISCONNECTED
     token = account.access_token
     if disconnected:
@@ -737,22 +781,22 @@ def _resolve(post: ScheduledPost) -> str:
         )
     except TokenInvalid:
         if disconnected:
-            _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected while the platform processed the post.")
-            return "failed"
-        _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token while publishing.")
+            return _fail(
+                post, "ACCOUNT_DISCONNECTED", "The account was disconnected while the platform processed the post."
+            )
+        outcome = _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token while publishing.")
         social_account_mark_reauth_required(account_id=account.pk, expected_version=account.token_version)
-        return "failed"
+        return outcome
     except (RateLimited, PlatformUnavailable, RequestRejected):
         return _check_again(post, now)
     if status.state in ("published", "sent_to_inbox"):
-        _published(post, external_id=status.external_id, external_url=status.external_url)
-        return "published"
+        return _published(post, external_id=status.external_id, external_url=status.external_url)
     if status.state == "failed":
         reason = status.fail_reason or status.fail_code
         if status.fail_code in TOKEN_GONE_FAIL_CODES:
-            _fail(post, "CREDENTIAL_INVALID", f"The platform could not publish the post: {reason}")
+            outcome = _fail(post, "CREDENTIAL_INVALID", f"The platform could not publish the post: {reason}")
             social_account_mark_reauth_required(account_id=account.pk, expected_version=account.token_version)
-            return "failed"
+            return outcome
         if status.fail_code in RETRYABLE_FAIL_CODES:
             dropped = f"the platform dropped the post ({status.fail_code}): {reason}"
             return _retry_later(post, PlatformUnavailable(dropped, code=status.fail_code or ""))
@@ -760,8 +804,7 @@ def _resolve(post: ScheduledPost) -> str:
             code = "PLATFORM_UNAVAILABLE"
         else:
             code = _rejection_code(status.fail_code or status.fail_reason)
-        _fail(post, code, f"The platform could not publish the post: {reason}")
-        return "failed"
+        return _fail(post, code, f"The platform could not publish the post: {reason}")
     if status.state == "throttled":
         return _publish_throttled(post, status, now)
     return _check_again(post, now)
@@ -773,16 +816,20 @@ def _publish_throttled(post: ScheduledPost, status: PublishStatus, now: datetime
     RATE_LIMITED once MAX_ATTEMPTS are spent. Not _check_again: that would call media_publish on every poll
     until the container expired."""
     if post.attempts >= MAX_ATTEMPTS:
-        _fail(post, "RATE_LIMITED", f"Gave up after {post.attempts} attempts: {status.fail_reason}")
-        return "failed"
-    ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING).update(
-        attempts=F("attempts") + 1,
-        next_check_at=now + _backoff(post.attempts, status.retry_after),
-        claimed_until=None,
-        error_code="RATE_LIMITED",
-        error_message=f"Retrying: {status.fail_reason}"[:500],
+        return _fail(post, "RATE_LIMITED", f"Gave up after {post.attempts} attempts: {status.fail_reason}")
+    # attempts as read: two runs throttled on the same check count one attempt.
+    updated = (
+        _still_ours(post)
+        .filter(attempts=post.attempts)
+        .update(
+            attempts=F("attempts") + 1,
+            next_check_at=now + _backoff(post.attempts, status.retry_after),
+            claimed_until=None,
+            error_code="RATE_LIMITED",
+            error_message=f"Retrying: {status.fail_reason}"[:500],
+        )
     )
-    return "retrying"
+    return "retrying" if updated else "skipped"
 
 
 def _check_again(post: ScheduledPost, now: datetime) -> str:
@@ -792,14 +839,11 @@ def _check_again(post: ScheduledPost, now: datetime) -> str:
     # ahead failed at its first "still processing".
     started = post.publish_attempted_at or post.scheduled_for
     if now - started > PUBLISH_GIVE_UP:
-        _fail(post, "PLATFORM_UNAVAILABLE", "The platform did not finish processing the post within 24 hours.")
-        return "failed"
+        return _fail(post, "PLATFORM_UNAVAILABLE", "The platform did not finish processing the post within 24 hours.")
     waited = max(now - started, timedelta(0))
     delay = min(max(STATUS_POLL_FIRST, waited / 4), STATUS_POLL_MAX)
-    ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHING).update(
-        next_check_at=now + delay, claimed_until=None
-    )
-    return "processing"
+    updated = _still_ours(post).update(next_check_at=now + delay, claimed_until=None)
+    return "processing" if updated else "skipped"
 
 
 def _dispatch_managed(post: ScheduledPost) -> str:
@@ -811,8 +855,7 @@ def _dispatch_managed(post: ScheduledPost) -> str:
 
     provider = ManagedProvider.objects.filter(project_id=post.project_id, enabled=True).first()
     if provider is None:
-        _fail(post, "PLATFORM_REJECTED", "The project's managed-distribution provider is not configured.")
-        return "failed"
+        return _fail(post, "PLATFORM_REJECTED", "The project's managed-distribution provider is not configured.")
     account, container = post.social_account, post.container
     body = json.dumps(
         {
@@ -832,8 +875,7 @@ def _dispatch_managed(post: ScheduledPost) -> str:
     try:
         assert_public_url(provider.endpoint_url)
     except UnsafeURL as exc:
-        _fail(post, "PLATFORM_REJECTED", f"The provider URL is not allowed: {exc}")
-        return "failed"
+        return _fail(post, "PLATFORM_REJECTED", f"The provider URL is not allowed: {exc}")
     headers = {
         "Content-Type": "application/json",
         "Idempotency-Key": post.pk,
@@ -855,13 +897,11 @@ def _dispatch_managed(post: ScheduledPost) -> str:
         except ValueError:
             answer = {}
         answer = answer if isinstance(answer, dict) else {}
-        _published(post, external_id=str(answer.get("id") or ""), external_url=str(answer.get("url") or ""))
-        return "published"
+        return _published(post, external_id=str(answer.get("id") or ""), external_url=str(answer.get("url") or ""))
     if response.status_code == 429 or response.status_code >= 500:
         cls = RateLimited if response.status_code == 429 else PlatformUnavailable
         return _retry_later(post, cls(f"provider answered {response.status_code}", status=response.status_code))
-    _fail(post, "PLATFORM_REJECTED", f"The provider refused the post (HTTP {response.status_code}).")
-    return "failed"
+    return _fail(post, "PLATFORM_REJECTED", f"The provider refused the post (HTTP {response.status_code}).")
 
 
 # --- Metrics ----------------------------------------------------------------------------------------
