@@ -1,11 +1,15 @@
 """Fetching URLs that partners or platforms hand us (avatars, media) and posting to partner URLs
 (webhooks) without becoming a proxy into our own network: refuse private, loopback, link-local and
 metadata addresses (outside dev, where the sandbox lives on 127.0.0.1), cap bytes and time, and never
-follow redirects blindly."""
+follow redirects blindly. Also the one deadline every outgoing call (webhooks, avatars, platform and
+provider calls) is bounded by as a whole: see `deadline`."""
 
 import ipaddress
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -75,7 +79,118 @@ def assert_public_url(url: str, *, allow_private: bool | None = None) -> None:
     _public_addresses(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
 
 
-class _PublicAddressesOnly(httpcore.SyncBackend):
+# --- The whole exchange within a deadline -------------------------------------------------------------
+#
+# httpx's timeouts bound each network wait only (connect, each write, each read): a server that sends a byte
+# now and then, of its status line, its headers or its body, never trips them and holds the calling thread
+# as long as it likes. `deadline(seconds)` bounds the whole exchange instead: every wait of a client built
+# here (public_client, bounded_client) is given at most the time left, and once none is left the next wait
+# fails at once with httpx's own timeout error (ConnectTimeout, WriteTimeout, ReadTimeout), which callers
+# already handle as a timeout.
+#
+# Why shrinking each wait rather than a watchdog thread that closes the connection when time is up: the
+# waits stay on the calling thread, bounded by the kernel's socket timeouts, with no second thread racing the
+# connection pool or TLS state (and close() from another thread does not even wake a blocked recv() on
+# Linux), no timer per request, and the failure is a timeout where it happens. What it does not bound: the
+# DNS lookup before connecting (getaddrinfo takes no timeout; the resolver's own applies).
+
+_deadline: ContextVar[float | None] = ContextVar("netguard_deadline", default=None)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Within this block, the network waits of clients built here (connect, TLS handshake, sending the
+    request, and reading the status line, headers and body) end at most `seconds` from now, together: past
+    that, httpx raises its timeout error. A block inside another keeps the earlier of the two deadlines.
+    Per thread (a context variable), so a client shared by threads keeps each caller's own deadline."""
+    at = time.monotonic() + seconds
+    outer = _deadline.get()
+    token = _deadline.set(at if outer is None else min(at, outer))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def deadline_passed() -> bool:
+    """Whether the current `deadline` block's time is up (False outside one)."""
+    at = _deadline.get()
+    return at is not None and time.monotonic() >= at
+
+
+def _time_left(timeout: float | None, error: type[Exception]) -> float | None:
+    """`timeout` (httpx's, per wait) shortened to what is left of the current deadline; `error` once nothing
+    is left."""
+    at = _deadline.get()
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise error("the deadline of the whole exchange has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every wait ends by the current deadline. Read at each wait, not when the connection
+    was made: a kept-alive connection serves later calls with deadlines of their own."""
+
+    # Sending is split so that each piece's wait is computed afresh: one socket write of a large body could
+    # otherwise wait the whole time left once per send() inside it.
+    WRITE_PIECE = 64 * 1024
+
+    def __init__(self, stream: httpcore.NetworkStream):
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        for start in range(0, len(buffer), self.WRITE_PIECE):
+            self._stream.write(buffer[start : start + self.WRITE_PIECE], _time_left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname, _time_left(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.SyncBackend):
+    """httpcore's own sockets, connected and then waited on within the current deadline (_DeadlineStream)."""
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        timeout = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(super().connect_tcp(host, port, timeout, local_address, socket_options))
+
+
+def _use_backend(client: httpx.Client, backend: httpcore.SyncBackend) -> httpx.Client:
+    """Give every connection pool of `client` (its transport and any proxy mounts taken from the
+    environment) this network backend. httpx takes no network backend; the httpcore pool it wraps does
+    (checked by tests/hardening/test_limits.py, which fails if a new httpx or httpcore moves it). Transports
+    without a network (httpx.WSGITransport, MockTransport) are left as they are."""
+    transports = [client._transport, *client._mounts.values()]
+    for transport in transports:
+        if isinstance(transport, httpx.HTTPTransport):
+            pool = transport._pool
+            if not hasattr(pool, "_network_backend"):
+                raise RuntimeError("httpcore's connection pool no longer has _network_backend")
+            pool._network_backend = backend
+    return client
+
+
+def bounded_client(**kwargs) -> httpx.Client:
+    """`httpx.Client(**kwargs)` whose connections honour `deadline` (for hosts we chose: the platforms)."""
+    return _use_backend(httpx.Client(**kwargs), _DeadlineBackend())
+
+
+# --- Connections to public addresses only -------------------------------------------------------------
+
+
+class _PublicAddressesOnly(_DeadlineBackend):
     """Opens a connection only to an address it has just checked is public.
 
     Checking a URL's host before the request leaves a gap: the HTTP client resolves the name again to
@@ -102,18 +217,13 @@ def public_client(*, allow_private: bool | None = None, limits: httpx.Limits | N
     go only to public addresses (see _PublicAddressesOnly) unless `allow_private` (default:
     settings.LAYERS_ALLOW_PRIVATE_FETCH, on in dev and tests, where the sandbox lives on 127.0.0.1); a refused
     address is an httpx.ConnectError. It follows no redirect and takes no proxy from the environment
-    (through a proxy, the address connected to would be the proxy's, not the one checked)."""
+    (through a proxy, the address connected to would be the proxy's, not the one checked). Its connections
+    honour `deadline`."""
     if allow_private is None:
         allow_private = settings.LAYERS_ALLOW_PRIVATE_FETCH
     transport = httpx.HTTPTransport(limits=limits) if limits else httpx.HTTPTransport()  # httpx's default limits
-    if not allow_private:
-        # httpx takes no network backend; the httpcore pool it wraps does (checked by
-        # tests/hardening/test_limits.py, which fails if a new httpx or httpcore moves it).
-        pool = transport._pool
-        if not hasattr(pool, "_network_backend"):
-            raise RuntimeError("httpcore's connection pool no longer has _network_backend")
-        pool._network_backend = _PublicAddressesOnly()
-    return httpx.Client(transport=transport, trust_env=False, **{**kwargs, "follow_redirects": False})
+    client = httpx.Client(transport=transport, trust_env=False, **{**kwargs, "follow_redirects": False})
+    return _use_backend(client, _DeadlineBackend() if allow_private else _PublicAddressesOnly())
 
 
 @dataclass(frozen=True)
@@ -125,31 +235,32 @@ class Fetched:
 def fetch_limited(
     url: str, *, client: httpx.Client, max_bytes: int, allowed_types: tuple[str, ...], timeout: float = 10.0
 ) -> Fetched:
-    """GET `url` (no redirects) and return its body if its type is allowed, it fits in `max_bytes` and it
-    arrived within `timeout` seconds in all. Each network wait is bounded by `timeout` too, so a server that
-    answers nothing, or drips a byte at a time, is given up on after at most about twice that."""
+    """GET `url` (no redirects) and return its body if its type is allowed, it fits in `max_bytes` and the
+    whole exchange (connect, headers, body) took at most `timeout` seconds (`deadline`; `client` is one
+    built here). A server that answers nothing, or drips a byte at a time, is given up on then."""
     assert_public_url(url)
-    deadline = time.monotonic() + timeout
     try:
-        with client.stream("GET", url, timeout=timeout, follow_redirects=False) as response:
+        with (
+            deadline(timeout),
+            client.stream("GET", url, timeout=timeout, follow_redirects=False) as response,
+        ):
             if response.status_code != 200:
                 raise FetchFailed(f"status {response.status_code}")
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type not in allowed_types:
                 raise FetchFailed(f"content type {content_type or 'missing'} not allowed")
-            return Fetched(
-                content=read_limited(response, max_bytes=max_bytes, deadline=deadline), content_type=content_type
-            )
+            return Fetched(content=read_limited(response, max_bytes=max_bytes), content_type=content_type)
     except httpx.HTTPError as exc:
         raise FetchFailed(type(exc).__name__)
 
 
-def read_limited(response: httpx.Response, *, max_bytes: int, deadline: float) -> bytes:
+def read_limited(response: httpx.Response, *, max_bytes: int) -> bytes:
     """The body of a streamed `response`, decoded: FetchFailed("too large") as soon as it is known to be over
     `max_bytes` (declared or counted, so a lying Content-Length or a compressed bomb is caught too), and
-    FetchFailed("too slow") once time.monotonic() has passed `deadline` while it is still arriving. httpx's
-    timeouts bound each network wait only: a server sending a byte now and then never trips them.
-    httpx errors (a dropped connection, an undecodable body) are raised as they are."""
+    FetchFailed("too slow") once the current `deadline` has passed while it is still arriving (over the
+    network, a client built here already fails its next wait then; this also covers the transports without
+    a network: the in-process sandbox, test doubles). httpx errors (a dropped connection, an undecodable
+    body, a timeout) are raised as they are."""
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise FetchFailed("too large")
@@ -158,6 +269,6 @@ def read_limited(response: httpx.Response, *, max_bytes: int, deadline: float) -
         body.extend(chunk)
         if len(body) > max_bytes:
             raise FetchFailed("too large")
-        if time.monotonic() > deadline:
+        if deadline_passed():
             raise FetchFailed("too slow")
     return bytes(body)

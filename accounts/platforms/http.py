@@ -9,7 +9,6 @@ The `httpx` logger (which logs request URLs at INFO) is kept at WARNING in setti
 
 import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -20,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpResponseServerError
 
-from config.netguard import FetchFailed, public_client, read_limited
+from config.netguard import FetchFailed, bounded_client, deadline, public_client, read_limited
 
 from .base import PlatformUnavailable
 
@@ -28,9 +27,9 @@ USER_AGENT = "layers-partner-api/1.0"
 # The platforms answer small JSON documents (the largest, a page of 50 Instagram media with their captions,
 # is a few hundred KB); anything much bigger is not an answer to read into memory.
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
-# An answer must be complete within this many LAYERS_PLATFORM_TIMEOUTs of the request going out. The
-# timeout itself bounds each network wait only, and an answer dripped a byte at a time would otherwise hold
-# a publisher past its claim lease (scheduling.services.CLAIM_LEASE).
+# A call must be complete, answer and all, within this many LAYERS_PLATFORM_TIMEOUTs of its start. The
+# timeout itself bounds each network wait only, and an answer dripped a byte at a time (its headers as well
+# as its body) would otherwise hold a publisher past its claim lease (scheduling.services.CLAIM_LEASE).
 ANSWER_DEADLINE_TIMEOUTS = 2
 # httpx errors raised before any byte of the request left this machine: the platform cannot have it.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError, httpx.UnsupportedProtocol)
@@ -44,7 +43,8 @@ def platform_http_client(*, public_only: bool = False) -> httpx.Client:
 
     It never stores cookies: the platform APIs use none, and a client reused for many accounts must not
     carry anything from one account's call to the next. `public_only`: for URLs the platforms hand us
-    (avatars), whose connections must go to public addresses only (config/netguard.public_client)."""
+    (avatars), whose connections must go to public addresses only (config/netguard.public_client). Either
+    way its connections honour config/netguard.deadline, which platform_request sets."""
     options = {
         "timeout": httpx.Timeout(settings.LAYERS_PLATFORM_TIMEOUT, connect=settings.LAYERS_PLATFORM_CONNECT_TIMEOUT),
         "follow_redirects": False,
@@ -58,7 +58,7 @@ def platform_http_client(*, public_only: bool = False) -> httpx.Client:
         raise ImproperlyConfigured("LAYERS_PLATFORM_TRANSPORT must be 'http' or 'wsgi'")
     if public_only:
         return public_client(limits=limits, **options)
-    return httpx.Client(limits=limits, **options)
+    return bounded_client(limits=limits, **options)
 
 
 def thread_http_client() -> httpx.Client:
@@ -114,17 +114,21 @@ def transport_errors(platform: str) -> Iterator[None]:
 
 
 def platform_request(http: httpx.Client, platform: str, method: str, url: str, **kwargs) -> httpx.Response:
-    """`http.request(method, url, **kwargs)` with the whole answer read within its deadline
-    (ANSWER_DEADLINE_TIMEOUTS × LAYERS_PLATFORM_TIMEOUT from now) and MAX_ANSWER_BYTES, through
-    transport_errors. Returns the answer, body decoded and already read. An answer too slow or too large
-    is PlatformUnavailable with outcome_unknown: the request went out, the platform may have acted on it.
+    """`http.request(method, url, **kwargs)`, the whole exchange — connecting, sending, the status line, the
+    headers and the body — within its deadline (ANSWER_DEADLINE_TIMEOUTS × LAYERS_PLATFORM_TIMEOUT from now,
+    config/netguard.deadline) and the answer within MAX_ANSWER_BYTES, through transport_errors. Returns the
+    answer, body decoded and already read. An answer too slow or too large is PlatformUnavailable; once the
+    request went out, with outcome_unknown: the platform may have acted on it.
 
-    The deadline is checked as the body arrives (config/netguard.read_limited, as for avatars), so a slow
-    answer is given up on at most one network wait after it passed."""
-    deadline = time.monotonic() + ANSWER_DEADLINE_TIMEOUTS * settings.LAYERS_PLATFORM_TIMEOUT
-    with transport_errors(platform), http.stream(method, url, **kwargs) as response:
+    `http` must be built by platform_http_client or config/netguard (their connections honour the deadline);
+    without a network (the in-process sandbox) the deadline is checked as the body arrives."""
+    with (
+        transport_errors(platform),
+        deadline(ANSWER_DEADLINE_TIMEOUTS * settings.LAYERS_PLATFORM_TIMEOUT),
+        http.stream(method, url, **kwargs) as response,
+    ):
         try:
-            content = read_limited(response, max_bytes=MAX_ANSWER_BYTES, deadline=deadline)
+            content = read_limited(response, max_bytes=MAX_ANSWER_BYTES)
         except FetchFailed as exc:  # "too slow" or "too large"
             code = "timeout" if str(exc) == "too slow" else "bad_response"
             raise PlatformUnavailable(f"{platform}: answer {exc}", code=code, outcome_unknown=True) from None

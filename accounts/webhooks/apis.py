@@ -43,8 +43,9 @@ def verify(raw_body: bytes, header: str, secret: str, tolerance: int = 300) -> b
     return fresh and any(hmac.compare_digest(expected, v) for k, v in items if k == "v1")
 ```
 
-**Answer any 2xx** within 15 seconds (do slow work after answering). Anything else — another status,
-a redirect, a timeout, a refused connection — is a failed attempt.
+**Answer any 2xx** within 15 seconds (do slow work after answering): the status line and headers must be
+complete 15 seconds after we start connecting, however steadily they arrive. Anything else — another
+status, a redirect, a timeout, a refused connection — is a failed attempt.
 
 **Retries.** A failed attempt is retried with exponential backoff (×3 from 1 minute, capped at 12 hours,
 ±10 % jitter): about +1 min, +4 min, +13 min, +40 min, +2 h, +6 h, +18 h, +30 h, +42 h, +54 h and +66 h

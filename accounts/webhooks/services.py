@@ -30,7 +30,7 @@ from accounts.models import Event, Organization
 from accounts.services import EVENT_TYPES
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
 from config.api.errors import Conflict, Validation
-from config.netguard import UnsafeURL, assert_public_url, public_client
+from config.netguard import UnsafeURL, assert_public_url, deadline, public_client
 from config.queueing import enqueue, enqueue_on_commit
 
 log = logging.getLogger(__name__)
@@ -415,12 +415,18 @@ class _Result:
 
 def _post(url: str, *, body: bytes, headers: dict) -> _Result:
     """One POST, no redirects followed (a 3xx is a failure: its Location is never requested), the response
-    body never read (a receiver cannot make us download anything)."""
+    body never read (a receiver cannot make us download anything), and the whole attempt — connecting,
+    sending, the status line and headers — within LAYERS_WEBHOOK_TIMEOUT, or it is a timeout.
+
+    The whole attempt, not each wait (httpx's timeouts): a receiver dripping its answer a byte at a time
+    would otherwise hold one of the worker threads, which publishing shares, for as long as it liked, and
+    past the delivery's lease the next relay tick would claim it and send it a second time."""
     timeout = settings.LAYERS_WEBHOOK_TIMEOUT
     try:
         # The client connects only to an address it has just checked (a name can change its answer between
         # _check_destination and now), with no proxy from the environment and no redirect followed.
         with (
+            deadline(timeout),
             public_client(allow_private=allow_private(), timeout=timeout) as client,
             client.stream("POST", url, content=body, headers=headers) as response,
         ):

@@ -251,8 +251,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("LAYERS_MAX_BODY_BYTES", default=1024 * 10
 # Webhooks (accounts/webhooks): plain-http and private / loopback destinations are refused unless this is
 # on; unset, it follows LAYERS_ALLOW_PRIVATE_FETCH (on in dev/test, forced off by production settings).
 LAYERS_WEBHOOK_ALLOW_PRIVATE = env.bool("LAYERS_WEBHOOK_ALLOW_PRIVATE", default=None)
-# Seconds per delivery request (connect, write, read each); a claimed delivery is re-sent by the next relay
-# tick once its lease has expired without a recorded result (the relay died mid-send).
+# Seconds a delivery attempt may take in all (connect, send, the answer's status line and headers: a
+# config/netguard.deadline), so that a receiver dripping its answer cannot hold a worker thread; a claimed
+# delivery is re-sent by the next relay tick once its lease has expired without a recorded result (the relay
+# died mid-send), so the lease must stay well above this.
 LAYERS_WEBHOOK_TIMEOUT = env.float("LAYERS_WEBHOOK_TIMEOUT", default=15.0)
 LAYERS_WEBHOOK_LEASE = timedelta(seconds=env.int("LAYERS_WEBHOOK_LEASE_SECONDS", default=300))
 # Scheduled posts: most claimed posts left waiting for a worker at once; a larger burst is handed out over
@@ -295,8 +297,9 @@ LAYERS_INSTAGRAM_CLIENT_ID = env.str(
 LAYERS_INSTAGRAM_CLIENT_SECRET = env.str(
     "LAYERS_INSTAGRAM_CLIENT_SECRET", default="sandbox-instagram-secret" if _SANDBOX else ""
 )
-# Seconds: connect, and each wait for the answer. Every platform call has an explicit timeout, and its whole
-# answer must arrive within twice LAYERS_PLATFORM_TIMEOUT (accounts/platforms/http.py: platform_request).
+# Seconds: connect, and each wait for the answer. Every platform call has an explicit timeout, and the whole
+# call, answer and all, must end within twice LAYERS_PLATFORM_TIMEOUT (accounts/platforms/http.py:
+# platform_request).
 LAYERS_PLATFORM_CONNECT_TIMEOUT = env.float("LAYERS_PLATFORM_CONNECT_TIMEOUT", default=5.0)
 LAYERS_PLATFORM_TIMEOUT = env.float("LAYERS_PLATFORM_TIMEOUT", default=20.0)
 # Idle keep-alive connections of a thread's platform client are dropped after this many seconds. Kept

@@ -185,6 +185,43 @@ def test_a_server_that_drips_bytes_is_given_up_on(settings):
         done.set()
 
 
+def drip_headers(seen: dict, *, content_type: bytes):
+    """`serve`'s respond: the status line, then the headers a byte every 50 ms (no single wait is long; all
+    of them would take a minute). Notes in `seen` whether the client left first or the headers got through."""
+
+    def respond(conn, done):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\n")
+        try:
+            for _ in range(1200):
+                if done.is_set():
+                    return
+                conn.sendall(b"X")
+                time.sleep(0.05)
+            conn.sendall(b"-Drip: 1\r\nContent-Length: 0\r\n\r\n")
+            seen["complete"] = True
+        except OSError:
+            seen["client_left"] = True
+            raise
+        finally:
+            seen["ended"].set()
+
+    return respond
+
+
+def test_a_server_that_drips_its_headers_is_given_up_on():
+    # httpx reads the status line and headers before it hands over the response: a deadline checked while
+    # reading the body never started for this one.
+    seen = {"ended": threading.Event()}
+    url, done = serve(drip_headers(seen, content_type=b"image/png"))
+    try:
+        with netguard.public_client() as client, pytest.raises(netguard.FetchFailed, match="ReadTimeout"):
+            netguard.fetch_limited(url, client=client, max_bytes=1000, allowed_types=("image/png",), timeout=0.5)
+        assert seen["ended"].wait(30), "the client still holds the connection"
+    finally:
+        done.set()
+    assert "client_left" in seen and "complete" not in seen
+
+
 def test_a_server_that_never_answers_is_given_up_on():
     def silent(conn, done):
         done.wait(5)
@@ -323,6 +360,22 @@ def test_a_platform_answer_that_drips_is_given_up_on_before_it_ends(settings):
         assert seen["ended"].wait(30), "the client still holds the connection"
     finally:
         done.set()
+    assert "client_left" in seen and "complete" not in seen
+
+
+def test_a_platform_answer_whose_headers_drip_is_given_up_on_before_they_end(settings):
+    settings.LAYERS_PLATFORM_TRANSPORT = "http"
+    settings.LAYERS_PLATFORM_TIMEOUT = 0.5
+    seen = {"ended": threading.Event()}
+    url, done = serve(drip_headers(seen, content_type=b"application/json"), path="")
+    settings.LAYERS_TIKTOK_API_BASE = url
+    try:
+        with pytest.raises(PlatformUnavailable) as raised:
+            TikTokClient().get_profile(access_token="act.x")
+        assert seen["ended"].wait(30), "the client still holds the connection"
+    finally:
+        done.set()
+    assert raised.value.code == "timeout" and raised.value.outcome_unknown
     assert "client_left" in seen and "complete" not in seen
 
 

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -115,3 +116,61 @@ def signed_with(received: Received, secret: str) -> bool:
     timestamp, signatures = parse_signature(received.headers["layers-signature"])
     expected = hmac.new(secret.encode(), str(timestamp).encode() + b"." + received.body, hashlib.sha256).hexdigest()
     return any(hmac.compare_digest(expected, sig) for sig in signatures)
+
+
+class DripReceiver:
+    """Reads a request, then answers `HTTP/1.1 200 OK` with its headers dripped one byte every `gap`
+    seconds: never silent for long enough to trip a per-read timeout, never done in time. `ended` is set
+    once it stops; `client_left` says whether the client hung up before the headers were complete."""
+
+    def __init__(self, *, gap: float, header_bytes: int):
+        self.gap, self.header_bytes = gap, header_bytes
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(5)
+        self.port = self.sock.getsockname()[1]
+        self.stopped = threading.Event()
+        self.ended = threading.Event()
+        self.client_left = self.completed = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self, path: str = "/hooks") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _serve(self):
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        try:
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            lengths = [
+                line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+            ]
+            while len(body) < int(lengths[0]):
+                body += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(self.header_bytes):
+                if self.stopped.is_set():
+                    return
+                time.sleep(self.gap)
+                conn.sendall(b"X")
+            conn.sendall(b"-Drip: 1\r\nContent-Length: 0\r\n\r\n")
+            self.completed = True
+        except OSError:  # the client hung up: a send to its closed connection fails
+            self.client_left = True
+        finally:
+            conn.close()
+            self.ended.set()
+
+    def stop(self):
+        self.stopped.set()
+        self.sock.close()

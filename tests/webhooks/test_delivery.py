@@ -20,7 +20,7 @@ from accounts.webhooks import services, tasks
 from accounts.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookFanout
 from tests.outages import broker_down
 from tests.webhooks.helpers import create_endpoint, delivery_of, record
-from tests.webhooks.receiver import free_port, parse_signature, signed_with
+from tests.webhooks.receiver import DripReceiver, free_port, parse_signature, signed_with
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -179,6 +179,24 @@ def test_a_receiver_that_does_not_answer_in_time_is_a_failed_attempt(owner, rece
     assert delivery.status == "pending" and delivery.last_status_code is None
     assert delivery.last_error.startswith("timeout")
     assert len(receiver.requests) == 1
+
+
+def test_a_receiver_dripping_its_answer_past_the_timeout_is_a_failed_attempt(owner, settings):
+    # The timeout bounds the whole attempt, not each wait: this receiver sends a byte of its headers every
+    # half second (so no single wait reaches 1 s) and would take a minute to answer. It used to hold the
+    # worker thread all that time and then be recorded as delivered.
+    settings.LAYERS_WEBHOOK_TIMEOUT = 1.0
+    receiver = DripReceiver(gap=0.5, header_bytes=120)
+    try:
+        endpoint = create_endpoint(owner, receiver.url())
+        event = record(owner)  # fan-out and first attempt run inline (eager Celery)
+        delivery = delivery_of(event, endpoint)
+        assert receiver.ended.wait(30), "the relay still holds the connection"
+    finally:
+        receiver.stop()
+    assert delivery.status == "pending" and delivery.last_status_code is None
+    assert delivery.last_error.startswith("timeout")
+    assert receiver.client_left and not receiver.completed
 
 
 def test_deliveries_to_a_down_receiver_arrive_once_it_is_back(owner, receivers):
