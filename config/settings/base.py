@@ -358,6 +358,29 @@ if CELERY_BROKER_URL == "filesystem://":
     # and every publish fails. Every process (web, worker, beat) loads these settings, so create them here.
     for _folder in ("out", "processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+# A request queues its follow-up tasks after committing, on its own thread (config/queueing.enqueue): a broker
+# that is down, or accepts connections and never answers, must make that fail within seconds rather than
+# hang the request, so that the committed change answers and the periodic ticks pick the work up. Out of the
+# box a silent Redis hung it forever (redis-py waits without limit) and Celery retried a publish 3 times.
+# LAYERS_BROKER_TIMEOUT bounds connecting (TCP, and RabbitMQ's AMQP handshake: Celery's
+# broker_connection_timeout, which kombu also takes as the total time of its reconnect attempts) and, on
+# Redis, each wait for an answer; a failed publish is retried once (one that timed out may have reached the
+# broker, so a retry can queue it twice: every task is idempotent).
+LAYERS_BROKER_TIMEOUT = env.float("LAYERS_BROKER_TIMEOUT", default=2.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = LAYERS_BROKER_TIMEOUT
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+_broker_scheme = CELERY_BROKER_URL.split("://")[0]
+if _broker_scheme in ("redis", "rediss", "sentinel"):
+    # On the workers' connections too: kombu reads a BRPOP's answer once the socket has one (its brpop_timeout,
+    # 1 s, is below this anyway), and recommends a socket_timeout against half-open connections.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_connect_timeout": LAYERS_BROKER_TIMEOUT,
+        "socket_timeout": LAYERS_BROKER_TIMEOUT,
+    }
+elif _broker_scheme in ("amqp", "amqps", "pyamqp"):
+    # Sending only (a broker that stops reading once our socket buffer is full); a publish waits for no
+    # answer, and a read timeout would cut a worker's idle connection, which waits as long as no message comes.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"write_timeout": LAYERS_BROKER_TIMEOUT}
 # Without it, Celery's Django fixup closes the worker's database connection before and after every task,
 # so every task opened a new one; connections now live by CONN_MAX_AGE, as in the web processes
 # (config/celery.py closes broken or expired ones around each task), and are recycled every 1000 tasks.
