@@ -1,10 +1,12 @@
-# Two commands: `make run` starts web + worker + beat on embedded defaults, `make test` runs the suite.
+# Two commands: `make run` starts web + workers + beat on embedded defaults, `make test` runs the suite.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
+# Webhook sends run on workers of their own (config/settings/base.py: LAYERS_WEBHOOK_QUEUE).
+WEBHOOK_QUEUE := $(or $(LAYERS_WEBHOOK_QUEUE),webhooks)
 
 .PHONY: install run test lint format chromium redis pgready
 
@@ -37,10 +39,11 @@ run: install
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py seed_demo
 	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
-	$(VENV)/bin/celery -A config worker -l info --pool threads --concurrency 8 & \
+	$(VENV)/bin/celery -A config worker -l info --pool threads --concurrency 8 -Q celery -n main@%h & \
+	$(VENV)/bin/celery -A config worker -l info --pool threads --concurrency 4 -Q $(WEBHOOK_QUEUE) -n webhooks@%h & \
 	$(VENV)/bin/celery -A config beat -l info --scheduler django_celery_beat.schedulers:DatabaseScheduler & \
 	$(VENV)/bin/gunicorn config.wsgi --bind 127.0.0.1:$(PORT) --worker-class gthread --workers 2 --threads 8 --access-logfile - & \
-	wait -n  # if any of the three dies, stop them all (the trap) rather than run on half-broken
+	wait -n  # if any of them dies, stop them all (the trap) rather than run on half-broken
 
 # After the suite, RELIABILITY.md's figures are rewritten from what this run wrote to var/reliability/
 # (whether it passed or not: the figures say what failed); the exit status is pytest's.

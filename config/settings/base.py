@@ -381,6 +381,16 @@ elif _broker_scheme in ("amqp", "amqps", "pyamqp"):
     # Sending only (a broker that stops reading once our socket buffer is full); a publish waits for no
     # answer, and a read timeout would cut a worker's idle connection, which waits as long as no message comes.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"write_timeout": LAYERS_BROKER_TIMEOUT}
+# Webhook sends wait on partners' servers (each attempt up to LAYERS_WEBHOOK_TIMEOUT): the relay's tasks go
+# to a queue of their own, consumed by workers of their own (`make run` starts one; README, Production), so
+# endpoints that are slow or down hold those threads only, never the ones publishing posts. Empty: the
+# default queue, for a deployment that runs one kind of worker and accepts that sharing.
+LAYERS_WEBHOOK_QUEUE = env.str("LAYERS_WEBHOOK_QUEUE", default="webhooks")
+CELERY_TASK_ROUTES = {
+    f"accounts.webhooks.tasks.{name}": {"queue": LAYERS_WEBHOOK_QUEUE}
+    for name in ("webhook_fan_out", "webhook_deliver", "webhook_send", "webhooks_tick")
+    if LAYERS_WEBHOOK_QUEUE
+}
 # Without it, Celery's Django fixup closes the worker's database connection before and after every task,
 # so every task opened a new one; connections now live by CONN_MAX_AGE, as in the web processes
 # (config/celery.py closes broken or expired ones around each task), and are recycled every 1000 tasks.
