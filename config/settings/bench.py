@@ -7,15 +7,21 @@ sandbox's simulated quotas lifted, because the bench measures the publishing pip
 per-minute and per-day limits. The sandbox's latency comes from LAYERS_SANDBOX_LATENCY_MS."""
 
 from .base import *  # noqa: F403
-from .base import CACHE_URL, CACHES, LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, database, env
+from .base import CACHE_URL, CACHES, LAYERS_BROKER_TIMEOUT, LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, database, env
 
 DEBUG = False
 # Required: the bench never runs on SQLite (the claim needs FOR UPDATE SKIP LOCKED, workers need a server).
 DATABASES = {"default": database(env.str("DATABASE_URL"))}
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
-CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": env.str("LAYERS_BENCH_REDIS_PREFIX", default="layers-bench:")}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "global_keyprefix": env.str("LAYERS_BENCH_REDIS_PREFIX", default="layers-bench:"),
+    "socket_connect_timeout": LAYERS_BROKER_TIMEOUT,
+    "socket_timeout": LAYERS_BROKER_TIMEOUT,
+}
 CELERY_TASK_DEFAULT_QUEUE = env.str("LAYERS_BENCH_QUEUE", default="layers-bench")
+# Every task on the bench's own queue, which its workers consume (the webhook queue would have none).
+CELERY_TASK_ROUTES = {}
 # bench_api serves the API as it is deployed: its per-key budget (and the per-IP limits) counting in Redis
 # (LAYERS_CACHE_URL, which bench_api sets), so its figures include those round trips. bench_publish keeps the
 # per-process cache: only the sandbox's per-IP limit would count there, and the sandbox stands in for a platform.
