@@ -110,7 +110,9 @@ def pool_form(pool_id: str, **changes: str) -> tuple[Client, str, dict]:
     name = f"ops-{uuid.uuid4().hex[:8]}"
     ops.force_login(with_mfa(get_user_model().objects.create_superuser(name, f"{name}@layers.test", "pw-ops-12345")))
     url = f"/admin/leasing/poolaccount/{pool_id}/change/"
-    form = ops.get(url).context["adminform"].form
+    page = ops.get(url)
+    assert page.status_code == 200 and page.context, (page.status_code, page.get("Location"), page.content[:300])
+    form = page.context["adminform"].form
     return ops, url, {**{field: form[field].value() or "" for field in form.fields}, **changes}
 
 
