@@ -185,19 +185,21 @@ def test_a_server_that_drips_bytes_is_given_up_on(settings):
         done.set()
 
 
-def drip_headers(seen: dict, *, content_type: bytes):
-    """`serve`'s respond: the status line, then the headers a byte every 50 ms (no single wait is long; all
-    of them would take a minute). Notes in `seen` whether the client left first or the headers got through."""
+def dripping(head: bytes, trickle: bytes, tail: bytes = b""):
+    """A `serve` responder: `head` at once, then `trickle` a byte every 50 ms (no single wait reaches a
+    timeout), then `tail`; and what it saw: `client_left` if the client hung up first, `complete` if it sent
+    it all, `ended` (an Event) once it stopped."""
+    seen = {"ended": threading.Event()}
 
-    def respond(conn, done):
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\n")
+    def drip(conn, done):
+        conn.sendall(head)
         try:
-            for _ in range(1200):
+            for i in range(len(trickle)):
                 if done.is_set():
                     return
-                conn.sendall(b"X")
+                conn.sendall(trickle[i : i + 1])
                 time.sleep(0.05)
-            conn.sendall(b"-Drip: 1\r\nContent-Length: 0\r\n\r\n")
+            conn.sendall(tail)
             seen["complete"] = True
         except OSError:
             seen["client_left"] = True
@@ -205,14 +207,26 @@ def drip_headers(seen: dict, *, content_type: bytes):
         finally:
             seen["ended"].set()
 
-    return respond
+    return drip, seen
+
+
+def json_answer_dripping(body: bytes):
+    """An answer whose headers come at once and whose body drips."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    return dripping(head, body)
+
+
+def headers_dripping(content_type: bytes):
+    """An answer whose headers drip (a minute of them): httpx reads them all before handing the answer over."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\n"
+    return dripping(head, b"X" * 1200, b"-Drip: 1\r\nContent-Length: 0\r\n\r\n")
 
 
 def test_a_server_that_drips_its_headers_is_given_up_on():
     # httpx reads the status line and headers before it hands over the response: a deadline checked while
     # reading the body never started for this one.
-    seen = {"ended": threading.Event()}
-    url, done = serve(drip_headers(seen, content_type=b"image/png"))
+    drip, seen = headers_dripping(b"image/png")
+    url, done = serve(drip)
     try:
         with netguard.public_client() as client, pytest.raises(netguard.FetchFailed, match="ReadTimeout"):
             netguard.fetch_limited(url, client=client, max_bytes=1000, allowed_types=("image/png",), timeout=0.5)
@@ -320,30 +334,6 @@ def test_an_avatar_server_that_times_out_does_not_fail_the_connect(owner, monkey
 # --- Platform calls: the whole answer within a deadline and a size ----------------------------------------
 
 
-def dripping(body: bytes):
-    """A `serve` responder sending a JSON answer's body one byte every 50 ms (no single wait reaches a
-    timeout), and what it saw: `client_left` if the client hung up first, `complete` if it sent it all,
-    `ended` (an Event) once it stopped."""
-    seen = {"ended": threading.Event()}
-
-    def drip(conn, done):
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
-        try:
-            for i in range(len(body)):
-                if done.is_set():
-                    return
-                conn.sendall(body[i : i + 1])
-                time.sleep(0.05)
-            seen["complete"] = True
-        except OSError:
-            seen["client_left"] = True
-            raise
-        finally:
-            seen["ended"].set()
-
-    return drip, seen
-
-
 def test_a_platform_answer_that_drips_is_given_up_on_before_it_ends(settings):
     # Each byte comes 50 ms after the last, so no single wait reaches the timeout; the whole answer would
     # take a minute.
@@ -351,7 +341,7 @@ def test_a_platform_answer_that_drips_is_given_up_on_before_it_ends(settings):
     settings.LAYERS_PLATFORM_TIMEOUT = 0.5
     body = json.dumps({"data": {"user": {"open_id": "abc", "username": "drip"}}, "error": {"code": "ok"}}).encode()
     body += b" " * 1200
-    drip, seen = dripping(body)
+    drip, seen = json_answer_dripping(body)
     url, done = serve(drip, path="")
     settings.LAYERS_TIKTOK_API_BASE = url
     try:
@@ -366,8 +356,8 @@ def test_a_platform_answer_that_drips_is_given_up_on_before_it_ends(settings):
 def test_a_platform_answer_whose_headers_drip_is_given_up_on_before_they_end(settings):
     settings.LAYERS_PLATFORM_TRANSPORT = "http"
     settings.LAYERS_PLATFORM_TIMEOUT = 0.5
-    seen = {"ended": threading.Event()}
-    url, done = serve(drip_headers(seen, content_type=b"application/json"), path="")
+    drip, seen = headers_dripping(b"application/json")
+    url, done = serve(drip, path="")
     settings.LAYERS_TIKTOK_API_BASE = url
     try:
         with pytest.raises(PlatformUnavailable) as raised:
@@ -388,7 +378,7 @@ def test_a_managed_provider_whose_answer_drips_is_given_up_on_and_the_post_retri
     from tests.scheduling.publish_helpers import post, run_dispatcher, schedule_now
 
     settings.LAYERS_PLATFORM_TIMEOUT = 0.5
-    drip, seen = dripping(b" " * 1200)  # a minute at this pace
+    drip, seen = json_answer_dripping(b" " * 1200)  # a minute at this pace
     url, done = serve(drip, path="/dispatch")
     account = connected_account(owner, "tiktok", "managed.drip")
     ManagedProvider.objects.create(project=owner.project, name="Slow", endpoint_url=url)

@@ -71,10 +71,7 @@ def test_a_duplicate_publish_message_whose_call_fails_before_posting_leaves_the_
     with time_machine.travel(later(minutes=30)):  # the retry A asked for would be due by now
         run_dispatcher()
         run_dispatcher()
-    assert len(sandbox_posts("tiktok", "dupmsg")) == 1, "the same post was published twice on TikTok"
-    body = post(owner, scheduled["id"])
-    assert body["status"] == "published" and body["error"] is None
-    assert not Event.objects.filter(type="scheduled_post.failed").exists()
+    assert_published_once(owner, scheduled["id"], "dupmsg")
 
 
 def test_a_second_run_arriving_while_the_first_is_posting_does_not_fail_a_post_that_is_published(owner, monkeypatch):
@@ -103,10 +100,7 @@ def test_a_second_run_arriving_while_the_first_is_posting_does_not_fail_a_post_t
     monkeypatch.setattr(TikTokClient, "publish", original)
 
     assert (outcome_a, outcome_b) == ("skipped", "published")
-    assert len(sandbox_posts("tiktok", "dupmsg2")) == 1
-    body = post(owner, scheduled["id"])
-    assert body["status"] == "published" and body["error"] is None
-    assert not Event.objects.filter(type="scheduled_post.failed").exists()
+    assert_published_once(owner, scheduled["id"], "dupmsg2")
 
 
 def test_a_slow_worker_whose_claim_ran_out_leaves_the_post_to_the_run_of_the_new_claim(owner, monkeypatch):
@@ -152,9 +146,7 @@ def test_a_slow_worker_whose_claim_ran_out_leaves_the_post_to_the_run_of_the_new
     monkeypatch.setattr(TikTokClient, "publish", original)
 
     assert (outcome_a, outcome_b) == ("skipped", "published")
-    assert len(sandbox_posts("tiktok", "slowrun")) == 1
-    assert post(owner, scheduled["id"])["status"] == "published"
-    assert not Event.objects.filter(type="scheduled_post.failed").exists()
+    assert_published_once(owner, scheduled["id"], "slowrun")
 
 
 def test_a_late_resolve_message_does_not_fail_a_post_whose_creating_call_is_in_flight(owner, monkeypatch):
@@ -184,6 +176,12 @@ def test_a_late_resolve_message_does_not_fail_a_post_whose_creating_call_is_in_f
     monkeypatch.setattr(TikTokClient, "publish", original)
 
     assert (outcome_worker, outcome_resolve) == ("published", "skipped")
-    assert len(sandbox_posts("tiktok", "lateresolve")) == 1
-    assert post(owner, scheduled["id"])["status"] == "published"
+    assert_published_once(owner, scheduled["id"], "lateresolve")
+
+
+def assert_published_once(owner, post_id: str, username: str) -> None:
+    """On TikTok once, reported published without an error, and never reported failed on the way."""
+    assert len(sandbox_posts("tiktok", username)) == 1, "the same post was published twice on TikTok"
+    body = post(owner, post_id)
+    assert body["status"] == "published" and body["error"] is None, body
     assert not Event.objects.filter(type="scheduled_post.failed").exists()
