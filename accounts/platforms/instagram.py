@@ -13,6 +13,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -230,7 +231,7 @@ class InstagramClient:
             return self._deliver_draft(
                 access_token=access_token, user_id=platform_user_id, media_type=media_type, media=media, caption=caption
             )
-        with http_session(self._http) as http:
+        with http_session(self._http) as http, _missing_permission_needs_reauth():
             # Checking the rolling 24 h quota first avoids containers that could never be published.
             limit = self._graph(
                 http, "GET", f"/{platform_user_id}/content_publishing_limit", access_token=access_token,
@@ -276,6 +277,8 @@ class InstagramClient:
                 except RequestRejected as exc:
                     if exc.code == NOT_READY:
                         return PublishStatus(state="processing")
+                    if _code_of(exc) in PERMISSION_CODES:
+                        raise _needs_reauth(exc) from None
                     # Another worker may have published it between our read and our call: the container
                     # says so. Anything else is a refusal for good (a restricted account, 25/2207050):
                     # asking again would get the same answer, so the post has failed.
@@ -456,6 +459,24 @@ def _as_int(value) -> int | None:
 
 def _code_of(exc: PlatformError) -> int | None:
     return _as_int(exc.code.split("/")[0])
+
+
+def _needs_reauth(exc: RequestRejected) -> TokenInvalid:
+    return TokenInvalid(str(exc), code=exc.code, status=exc.status, outcome_unknown=False)
+
+
+@contextmanager
+def _missing_permission_needs_reauth():
+    """A publishing call refused for a missing permission (codes 10 and 200-299: the token was granted
+    without instagram_business_content_publish) will be refused for every post of the account until the
+    creator grants it: that is a reauth, as TikTok's scope_not_authorized is, not refused content. Reads
+    keep their own handling (insights fall back to the counts any token can read)."""
+    try:
+        yield
+    except RequestRejected as exc:
+        if _code_of(exc) in PERMISSION_CODES:
+            raise _needs_reauth(exc) from None
+        raise
 
 
 def _usage_retry_after(response: httpx.Response) -> float | None:

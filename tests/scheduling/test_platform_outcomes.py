@@ -158,6 +158,39 @@ def test_a_refused_media_publish_fails_the_post_at_once_as_rejected(owner):
     assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
 
 
+def permission_error(code: int) -> dict:
+    message = "Application does not have permission for this action" if code == 10 else "Permissions error"
+    return {"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "AbC"}}
+
+
+@pytest.mark.parametrize(
+    "path, code",
+    [("/media", 10), ("/media_publish", 200)],  # the container refused, or its publication
+    ids=["container", "media_publish"],
+)
+def test_an_instagram_token_without_the_publish_permission_needs_a_reauth(owner, path, code):
+    # Instagram refuses every post of the account until the creator grants the permission again: that is a
+    # reauth (as TikTok's scope_not_authorized), not content it refused, one post at a time.
+    account = connected_account(owner, "instagram", f"noperm.{code}")
+    scheduled = schedule_now(owner, account["id"])
+    calls: list = []
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        if not request.url.path.endswith(path):
+            return sandbox.handle_request(request)
+        calls.append(request.url.path)
+        return httpx.Response(400, json=permission_error(code))
+
+    with intercepted({path: answer}):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "CREDENTIAL_INVALID", body
+    assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
+    assert Event.objects.filter(type="social_account.needs_reauth").count() == 1
+    assert len(calls) == 1 and sandbox_posts("instagram", f"noperm.{code}") == []
+
+
 def test_a_post_throttled_at_media_publish_is_retried_a_bounded_number_of_times_then_rate_limited(owner):
     account = connected_account(owner, "instagram", "quota.ig")
     scheduled = schedule_now(owner, account["id"])
