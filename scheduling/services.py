@@ -420,11 +420,20 @@ MEDIA_CODES = {
 }
 
 
+# A cap on how much the creator (or the app) may post per day: nothing is wrong with the content, and the
+# same post goes through once the day rolls over. Retrying within our backoff (minutes) cannot help, so the
+# post fails at once, with the code that says "too many" rather than "refused".
+DAILY_CAP_CODES = {"spam_risk_too_many_posts", "spam_risk_too_many_pending_share", "reached_active_user_cap"}
+
+
 def _rejection_code(*reasons: str | None) -> str:
     """MEDIA_INVALID when any of the platform's codes or messages names a media problem (Instagram puts
-    its code inside a status sentence: "Error: Media upload has failed with error code 2207052")."""
+    its code inside a status sentence: "Error: Media upload has failed with error code 2207052");
+    RATE_LIMITED for a daily cap; otherwise PLATFORM_REJECTED."""
     text = " ".join(r for r in reasons if r).lower()
-    return "MEDIA_INVALID" if any(code in text for code in MEDIA_CODES) else "PLATFORM_REJECTED"
+    if any(code in text for code in MEDIA_CODES):
+        return "MEDIA_INVALID"
+    return "RATE_LIMITED" if any(code in text for code in DAILY_CAP_CODES) else "PLATFORM_REJECTED"
 
 
 def _client(platform: str):

@@ -53,7 +53,7 @@ def test_tiktok_auth_removed_fails_the_post_as_credential_invalid_and_flips_the_
     [
         ("file_format_check_failed", "MEDIA_INVALID"),
         ("video_pull_failed", "MEDIA_INVALID"),
-        ("spam_risk_too_many_posts", "PLATFORM_REJECTED"),
+        ("spam_risk_too_many_posts", "RATE_LIMITED"),  # the creator's daily cap: not the content
         ("spam_risk_user_banned_from_posting", "PLATFORM_REJECTED"),
     ],
 )
@@ -302,3 +302,17 @@ def test_a_tiktok_post_that_never_gets_a_public_id_is_asked_about_for_a_week_onl
     assert len(calls) == asked_in_the_first_week
     body = post(owner, scheduled["id"])
     assert body["status"] == "published" and body["externalId"] is None
+
+
+def test_a_creator_at_tiktoks_daily_cap_gets_rate_limited_not_refused_content(owner, settings):
+    settings.LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP = 1
+    account = connected_account(owner, "tiktok", "prolific")
+    first = schedule_now(owner, account["id"])
+    run_dispatcher()
+    second = schedule_now(owner, account["id"])
+    run_dispatcher()
+
+    assert post(owner, first["id"])["status"] == "published"
+    body = post(owner, second["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "RATE_LIMITED", body
+    assert len(sandbox_posts("tiktok", "prolific")) == 1
