@@ -61,7 +61,17 @@ class ScheduledPostOutput(serializers.Serializer):
     def get_externalUrl(self, post) -> str | None:  # noqa: N802
         return post.external_url or None
 
-    @extend_schema_field(PostErrorOutput(allow_null=True, help_text="Why the post failed; null unless it failed."))
+    @extend_schema_field(
+        PostErrorOutput(
+            allow_null=True,
+            help_text="Why the post failed; null unless it failed. `code`: CREDENTIAL_INVALID (the token is dead "
+            "or lacks the publishing permission; the account is now reauth_required), ACCOUNT_DISCONNECTED, "
+            "PLATFORM_REJECTED (the platform refused the content or the account), MEDIA_INVALID, RATE_LIMITED "
+            "(after retries, or the creator's daily posting cap: reschedule), PLATFORM_UNAVAILABLE (after "
+            "retries; or the answer to the publishing request was lost, and the post was not sent again so that "
+            "it cannot appear twice: check the account before retrying).",
+        )
+    )
     def get_error(self, post):
         return post_error(post)
 
