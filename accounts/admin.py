@@ -119,9 +119,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request, queryset):
+        revoked = 0
         for key in queryset:
+            if key.revoked_at is not None:
+                skip_in_action(self, request, key, f"{key.pk}: already revoked.")
+                continue
             services.api_key_revoke(key=key)
-        self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
 
 
 @admin.register(Event)
@@ -189,6 +194,9 @@ class SocialAccountAdmin(admin.ModelAdmin):
     def revoke_accounts(self, request, queryset):
         may_release = request.user.has_perm("leasing.change_lease")
         for account in queryset:
+            if account.status == SocialAccount.Status.DISCONNECTED:
+                skip_in_action(self, request, account, f"{account.pk}: already disconnected.")
+                continue
             if account.kind == SocialAccount.Kind.LEASED and not may_release:
                 # Revoking a leased account releases its lease (billing stops): that is a lease change.
                 skip_in_action(

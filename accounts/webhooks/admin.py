@@ -3,6 +3,7 @@ action calls the same services as the API and reports per row."""
 
 from django.contrib import admin, messages
 
+from accounts.admin_site import skip_in_action
 from accounts.webhooks import services
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
 from config.api.errors import ApiError
@@ -43,6 +44,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     @admin.action(description="Disable selected endpoints (stops their deliveries)", permissions=["change"])
     def disable_endpoints(self, request, queryset):
         for endpoint in queryset:
+            if endpoint.status == WebhookEndpoint.Status.DISABLED:
+                skip_in_action(self, request, endpoint, f"{endpoint.pk}: already disabled")
+                continue
             services.endpoint_disable(
                 endpoint_id=endpoint.pk, reason=WebhookEndpoint.DisabledReason.STAFF, actor=request.user
             )
@@ -51,10 +55,13 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     @admin.action(description="Enable selected endpoints", permissions=["change"])
     def enable_endpoints(self, request, queryset):
         for endpoint in queryset:
+            if endpoint.status == WebhookEndpoint.Status.ACTIVE:
+                skip_in_action(self, request, endpoint, f"{endpoint.pk}: already enabled")
+                continue
             try:
                 services.endpoint_enable(endpoint_id=endpoint.pk, actor=request.user)
             except ApiError as exc:
-                self.message_user(request, f"{endpoint.pk}: {exc.message}", messages.ERROR)
+                skip_in_action(self, request, endpoint, f"{endpoint.pk}: {exc.message}", messages.ERROR)
             else:
                 self.message_user(request, f"{endpoint.pk}: enabled", messages.SUCCESS)
 
@@ -129,6 +136,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
             try:
                 services.delivery_resend(delivery_id=delivery.pk, actor=request.user)
             except ApiError as exc:
-                self.message_user(request, f"{delivery.pk}: {exc.message}", messages.ERROR)
+                skip_in_action(self, request, delivery, f"{delivery.pk}: {exc.message}", messages.ERROR)
             else:
                 self.message_user(request, f"{delivery.pk}: queued for sending", messages.SUCCESS)

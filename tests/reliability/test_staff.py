@@ -277,3 +277,39 @@ def test_an_action_audits_only_the_objects_it_changed_and_says_why_it_left_the_o
 def notes(page) -> list[str]:
     """The messages an admin page shows staff."""
     return [str(message) for message in page.context["messages"]]
+
+
+def test_an_action_on_objects_already_in_its_target_state_records_nothing_for_them(owner):
+    from accounts import crypto
+    from accounts.webhooks.models import WebhookEndpoint
+
+    boss = Client()
+    boss.force_login(with_mfa(staff_member("boss", superuser=True)))
+    gone = make_account(owner, status="disconnected")
+    boss.post("/admin/accounts/socialaccount/", {"action": "revoke_accounts", "_selected_action": [gone.pk]})
+    ApiKey.objects.filter(pk=owner.key.pk).update(revoked_at=timezone.now())
+    boss.post("/admin/accounts/apikey/", {"action": "revoke_keys", "_selected_action": [owner.key.pk]})
+    deleted = WebhookEndpoint.objects.create(
+        organization=owner.org,
+        url="https://hooks.acme.test/x",
+        events=["social_account.connected"],
+        secret_enc=crypto.encrypt("whsec_x"),
+        status=WebhookEndpoint.Status.DISABLED,
+        disabled_reason="staff",
+        disabled_at=timezone.now(),
+        deleted_at=timezone.now(),
+    )
+    refused = boss.post(
+        "/admin/webhooks/webhookendpoint/",
+        {"action": "enable_endpoints", "_selected_action": [deleted.pk]},
+        follow=True,
+    )
+    again = boss.post(
+        "/admin/webhooks/webhookendpoint/",
+        {"action": "disable_endpoints", "_selected_action": [deleted.pk]},
+        follow=True,
+    )
+
+    assert f"{deleted.pk}: A deleted endpoint cannot be enabled." in notes(refused)
+    assert f"{deleted.pk}: already disabled" in notes(again)
+    assert audit_rows(gone) == audit_rows(owner.key) == audit_rows(deleted) == []
