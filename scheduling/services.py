@@ -2,9 +2,11 @@
 metrics sync. The database is the source of truth: Celery messages only carry post ids, and every step
 here is safe to run twice or concurrently."""
 
+import copy
 import json
 import logging
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -709,13 +711,9 @@ def _store_publish_id(post: ScheduledPost, *, publish_id: str, next_check_at: da
         connection.close()
         # The first write may have committed before the connection dropped: then the row already has this id
         # under this run's mark, which the condition of a second write (no id yet) no longer matches.
-        stored = ScheduledPost.objects.filter(
-            pk=post.pk,
-            status=ScheduledPost.Status.PUBLISHING,
-            publish_attempted_at=post.publish_attempted_at,
-            publish_id=publish_id,
-        )
-        return write() or int(stored.exists())
+        written = copy.copy(post)
+        written.publish_id = publish_id
+        return write() or int(_still_ours(written).exists())
 
 
 # A failed post's reason (PublishStatus.fail_code: the platform's own code, never its human text) when it
@@ -945,20 +943,15 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int
         .filter(Q(metrics_attempted_at__isnull=True) | Q(metrics_attempted_at__lt=stale))
         .select_related("social_account__identity")
         # Least recently asked first: a post asked about and not answered must not hold its place.
-        .order_by(F("metrics_attempted_at").asc(nulls_first=True), "social_account_id")[:limit]
+        .order_by(F("metrics_attempted_at").asc(nulls_first=True), "social_account_id", "pk")[:limit]
     )
     by_account: dict[str, list[ScheduledPost]] = {}
     for post in posts:
         by_account.setdefault(post.social_account_id, []).append(post)
     updated: list[ScheduledPost] = []
     for account_posts in by_account.values():
-        try:
+        with _one_account("metrics sync", account_posts[0].social_account_id):
             updated += _account_sync_metrics(account_posts, now=now)
-        except Exception:
-            # One account's surprise (an answer the client did not expect, a bug) must not cost every other
-            # account its metrics; its posts are stamped as asked below like the rest.
-            log.exception("metrics sync for %s failed", account_posts[0].social_account_id)
-            drop_broken_connection()
     ScheduledPost.objects.bulk_update(updated, ["views", "likes", "comments", "shares", "metrics_synced_at"])
     # Every post taken this run was asked about (or its account's calls failed): to the back of the line.
     ScheduledPost.objects.filter(pk__in=[p.pk for p in posts]).update(metrics_attempted_at=now)
@@ -1015,32 +1008,50 @@ def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int) -> Non
         .exclude(publish_id="")
         .filter(Q(metrics_attempted_at__isnull=True) | Q(metrics_attempted_at__lt=stale))
         .select_related("container", "social_account__identity")
-        .order_by(F("metrics_attempted_at").asc(nulls_first=True), "social_account_id")[:limit]
+        .order_by(F("metrics_attempted_at").asc(nulls_first=True), "social_account_id", "pk")[:limit]
     )
-    failed_accounts: set[str] = set()
+    by_account: dict[str, list[ScheduledPost]] = {}
     for post in waiting:
-        account = post.social_account
-        if account.pk in failed_accounts:
-            continue
+        by_account.setdefault(post.social_account_id, []).append(post)
+    for account_posts in by_account.values():
+        with _one_account("post id follow-up", account_posts[0].social_account_id):
+            _account_attach_late_ids(account_posts)
+    ScheduledPost.objects.filter(pk__in=[p.pk for p in waiting], external_id="").update(metrics_attempted_at=now)
+
+
+def _account_attach_late_ids(account_posts: list[ScheduledPost]) -> None:
+    """Record the public ids TikTok now gives for one account's posts. A refusal about one post (a publish id
+    TikTok no longer knows) skips that post; an error about the account or the platform (a dead token,
+    throttling, an outage) skips the account this run — a dead token is the metrics sync's (or the health
+    check's) to act on."""
+    account = account_posts[0].social_account
+    client = _client(account.platform)
+    for post in account_posts:
         try:
-            status = _client(account.platform).publish_status(
+            status = client.publish_status(
                 access_token=account.access_token or "",
                 platform_user_id=account.identity.platform_user_id,
                 publish_id=post.publish_id,
                 caption=post.container.caption,
             )
-            if status.state == "published" and status.external_id:
-                ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHED, external_id="").update(
-                    external_id=status.external_id, external_url=status.external_url or ""
-                )
+        except RequestRejected as exc:
+            log.info("post id follow-up for %s: %s refused (%s)", account.pk, post.pk, exc.code)
+            continue
         except PlatformError as exc:
-            # The account's other posts would meet the same error this run; a dead token is the metrics
-            # sync's (or the health check's) to act on.
             log.info("post id follow-up for %s skipped: %s", account.pk, type(exc).__name__)
-            failed_accounts.add(account.pk)
-        except Exception:
-            # As in posts_sync_metrics: one account's surprise must not stop the sync.
-            log.exception("post id follow-up for %s failed", account.pk)
-            drop_broken_connection()
-            failed_accounts.add(account.pk)
-    ScheduledPost.objects.filter(pk__in=[p.pk for p in waiting], external_id="").update(metrics_attempted_at=now)
+            return
+        if status.state == "published" and status.external_id:
+            ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHED, external_id="").update(
+                external_id=status.external_id, external_url=status.external_url or ""
+            )
+
+
+@contextmanager
+def _one_account(work: str, account_id: str):
+    """One account's share of a periodic sync: its surprise (an answer the client did not expect, a bug) is
+    logged and must not cost every other account its turn; its posts are stamped as asked like the rest."""
+    try:
+        yield
+    except Exception:
+        log.exception("%s for %s failed", work, account_id)
+        drop_broken_connection()

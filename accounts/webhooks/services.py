@@ -419,8 +419,9 @@ def _post(url: str, *, body: bytes, headers: dict) -> _Result:
     sending, the status line and headers — within LAYERS_WEBHOOK_TIMEOUT, or it is a timeout.
 
     The whole attempt, not each wait (httpx's timeouts): a receiver dripping its answer a byte at a time
-    would otherwise hold one of the worker threads, which publishing shares, for as long as it liked, and
-    past the delivery's lease the next relay tick would claim it and send it a second time."""
+    would otherwise hold a worker thread for as long as it liked (the webhook queue's, or one publishing
+    shares where LAYERS_WEBHOOK_QUEUE is empty), and past the delivery's lease the next relay tick would
+    claim it and send it a second time."""
     timeout = settings.LAYERS_WEBHOOK_TIMEOUT
     try:
         # The client connects only to an address it has just checked (a name can change its answer between

@@ -369,18 +369,27 @@ if CELERY_BROKER_URL == "filesystem://":
 LAYERS_BROKER_TIMEOUT = env.float("LAYERS_BROKER_TIMEOUT", default=2.0)
 CELERY_BROKER_CONNECTION_TIMEOUT = LAYERS_BROKER_TIMEOUT
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
-_broker_scheme = CELERY_BROKER_URL.split("://")[0]
-if _broker_scheme in ("redis", "rediss", "sentinel"):
-    # On the workers' connections too: kombu reads a BRPOP's answer once the socket has one (its brpop_timeout,
-    # 1 s, is below this anyway), and recommends a socket_timeout against half-open connections.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "socket_connect_timeout": LAYERS_BROKER_TIMEOUT,
-        "socket_timeout": LAYERS_BROKER_TIMEOUT,
-    }
-elif _broker_scheme in ("amqp", "amqps", "pyamqp"):
-    # Sending only (a broker that stops reading once our socket buffer is full); a publish waits for no
-    # answer, and a read timeout would cut a worker's idle connection, which waits as long as no message comes.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"write_timeout": LAYERS_BROKER_TIMEOUT}
+
+
+def broker_timeouts(url: str) -> dict:
+    """The transport options that bound a broker's waits, by the broker URL's scheme (also used by the
+    bench settings, which add their own key prefix)."""
+    scheme = url.split("://")[0]
+    if scheme in ("redis", "rediss", "sentinel"):
+        # On the workers' connections too: kombu reads a BRPOP's answer once the socket has one (its
+        # brpop_timeout, 1 s, is below this anyway), and recommends a socket_timeout against half-open
+        # connections.
+        return {"socket_connect_timeout": LAYERS_BROKER_TIMEOUT, "socket_timeout": LAYERS_BROKER_TIMEOUT}
+    if scheme in ("amqp", "amqps", "pyamqp"):
+        # Sending only (a broker that stops reading once our socket buffer is full); a publish waits for no
+        # answer, and a read timeout would cut a worker's idle connection, which waits as long as no message
+        # comes.
+        return {"write_timeout": LAYERS_BROKER_TIMEOUT}
+    return {}
+
+
+if broker_timeouts(CELERY_BROKER_URL):
+    CELERY_BROKER_TRANSPORT_OPTIONS = broker_timeouts(CELERY_BROKER_URL)
 # Webhook sends wait on partners' servers (each attempt up to LAYERS_WEBHOOK_TIMEOUT): the relay's tasks go
 # to a queue of their own, consumed by workers of their own (`make run` starts one; README, Production), so
 # endpoints that are slow or down hold those threads only, never the ones publishing posts. Empty: the

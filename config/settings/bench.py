@@ -7,7 +7,7 @@ sandbox's simulated quotas lifted, because the bench measures the publishing pip
 per-minute and per-day limits. The sandbox's latency comes from LAYERS_SANDBOX_LATENCY_MS."""
 
 from .base import *  # noqa: F403
-from .base import CACHE_URL, CACHES, LAYERS_BROKER_TIMEOUT, LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, database, env
+from .base import CACHE_URL, CACHES, LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, broker_timeouts, database, env
 
 DEBUG = False
 # Required: the bench never runs on SQLite (the claim needs FOR UPDATE SKIP LOCKED, workers need a server).
@@ -15,9 +15,8 @@ DATABASES = {"default": database(env.str("DATABASE_URL"))}
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_TRANSPORT_OPTIONS = {
+    **broker_timeouts(CELERY_BROKER_URL),
     "global_keyprefix": env.str("LAYERS_BENCH_REDIS_PREFIX", default="layers-bench:"),
-    "socket_connect_timeout": LAYERS_BROKER_TIMEOUT,
-    "socket_timeout": LAYERS_BROKER_TIMEOUT,
 }
 CELERY_TASK_DEFAULT_QUEUE = env.str("LAYERS_BENCH_QUEUE", default="layers-bench")
 # Every task on the bench's own queue, which its workers consume (the webhook queue would have none).

@@ -316,3 +316,36 @@ def test_a_creator_at_tiktoks_daily_cap_gets_rate_limited_not_refused_content(ow
     body = post(owner, second["id"])
     assert body["status"] == "failed" and body["error"]["code"] == "RATE_LIMITED", body
     assert len(sandbox_posts("tiktok", "prolific")) == 1
+
+
+def test_one_posts_refused_status_does_not_hide_the_public_id_of_the_accounts_other_posts(owner, settings):
+    from datetime import timedelta
+    from unittest import mock
+
+    from django.utils import timezone
+
+    from accounts.platforms.base import RequestRejected
+    from accounts.platforms.tiktok import TikTokClient
+    from scheduling.models import ScheduledPost
+
+    settings.LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = 30 * 60
+    account = connected_account(owner, "tiktok", "lateids")
+    unknown, known = schedule_now(owner, account["id"]), schedule_now(owner, account["id"])
+    run_dispatcher()
+    assert post(owner, unknown["id"])["externalId"] is None and post(owner, known["id"])["externalId"] is None
+    # the post TikTok will refuse to talk about is asked first
+    ScheduledPost.objects.filter(pk=known["id"]).update(metrics_attempted_at=timezone.now() - timedelta(minutes=1))
+    forgotten = ScheduledPost.objects.get(pk=unknown["id"]).publish_id
+    real = TikTokClient.publish_status
+
+    def publish_status(self, *, publish_id, **kwargs):
+        if publish_id == forgotten:
+            raise RequestRejected("tiktok invalid_params: publish_id does not exist", code="invalid_params", status=400)
+        return real(self, publish_id=publish_id, **kwargs)
+
+    with time_machine.travel(later(hours=2)), mock.patch.object(TikTokClient, "publish_status", publish_status):
+        services.posts_sync_metrics()
+
+    on_tiktok = {p.external_id for p in sandbox_posts("tiktok", "lateids")}
+    assert post(owner, known["id"])["externalId"] in on_tiktok
+    assert post(owner, unknown["id"])["externalId"] is None
