@@ -1,9 +1,9 @@
-import os
-
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+from config import envfile
+
+envfile.load()
 
 app = Celery("layers")
 app.config_from_object("django.conf:settings", namespace="CELERY")

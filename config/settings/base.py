@@ -8,11 +8,13 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env
 
+from config.envfile import ENV_FILE
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 env = Env()
-env.read_env(str(BASE_DIR / ".env"), recurse=False)
+env.read_env(str(ENV_FILE), recurse=False)  # already read by the entry points (config/envfile.py); kept for others
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-key-do-not-use-in-production")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)

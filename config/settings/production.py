@@ -1,24 +1,75 @@
-"""Production: refuses to start without real secrets, a real database and the live platforms."""
+"""Production: refuses to start without what a real deployment needs — real secrets, a real database, the
+live platforms and their credentials, its public https URL and host names, a shared broker and cache —
+rather than start and fail (or run insecurely) later."""
 
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import DATABASES, LAYERS_PLATFORMS, LAYERS_TOKEN_KEYS, SECRET_KEY, env
+from .base import (
+    CACHE_URL,
+    CELERY_BROKER_URL,
+    DATABASES,
+    LAYERS_INSTAGRAM_CLIENT_ID,
+    LAYERS_INSTAGRAM_CLIENT_SECRET,
+    LAYERS_PLATFORMS,
+    LAYERS_PUBLIC_URL,
+    LAYERS_TIKTOK_CLIENT_KEY,
+    LAYERS_TIKTOK_CLIENT_SECRET,
+    SECRET_KEY,
+    env,
+)
 
 DEBUG = False
 LAYERS_ALLOW_HTTP_LOCALHOST_RETURN = False
 LAYERS_ALLOW_PRIVATE_FETCH = False
+# Forced, like the fetch flag above: a dev .env carried over must not let partners register http:// or
+# private (metadata, internal) webhook destinations.
+LAYERS_WEBHOOK_ALLOW_PRIVATE = False
 LAYERS_STAFF_MFA_REQUIRED = True
+# Blanks dropped: "${NEW},${OLD}" with both unset gives ["", ""], which would otherwise pass as "set" and
+# leave tokens encrypted with a key derived from SECRET_KEY, unreadable once real keys are configured.
+LAYERS_TOKEN_KEYS = [key.strip() for key in env.list("LAYERS_TOKEN_KEYS", default=[]) if key.strip()]
+
+
+def _is_fernet_key(key: str) -> bool:
+    try:
+        Fernet(key)
+    except (ValueError, TypeError):
+        return False
+    return True
+
 
 _problems = []
 if not env.str("DJANGO_SECRET_KEY", default="") or SECRET_KEY.startswith("dev-only"):
     _problems.append("DJANGO_SECRET_KEY must be set")
 if not LAYERS_TOKEN_KEYS:
     _problems.append("LAYERS_TOKEN_KEYS must list at least one Fernet key")
+elif not all(_is_fernet_key(key) for key in LAYERS_TOKEN_KEYS):
+    # Otherwise the first token to encrypt (an OAuth callback) would fail with a 500.
+    _problems.append("LAYERS_TOKEN_KEYS must hold Fernet keys only (Fernet.generate_key())")
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     _problems.append("DATABASE_URL must point at PostgreSQL")
 if LAYERS_PLATFORMS != "live":
     _problems.append("LAYERS_PLATFORMS must be 'live' (the sandbox is never mounted in production)")
+for _name, _value in (
+    ("LAYERS_TIKTOK_CLIENT_KEY", LAYERS_TIKTOK_CLIENT_KEY),
+    ("LAYERS_TIKTOK_CLIENT_SECRET", LAYERS_TIKTOK_CLIENT_SECRET),
+    ("LAYERS_INSTAGRAM_CLIENT_ID", LAYERS_INSTAGRAM_CLIENT_ID),
+    ("LAYERS_INSTAGRAM_CLIENT_SECRET", LAYERS_INSTAGRAM_CLIENT_SECRET),
+):
+    if not _value:
+        _problems.append(f"{_name} must be set (every connect would fail at the platform)")
+if not env.list("DJANGO_ALLOWED_HOSTS", default=[]):
+    _problems.append("DJANGO_ALLOWED_HOSTS must name the API's host(s) (the default answers 400 to every request)")
+if not env.str("LAYERS_PUBLIC_URL", default="") or urlsplit(LAYERS_PUBLIC_URL).scheme != "https":
+    _problems.append("LAYERS_PUBLIC_URL must be the service's public https URL (OAuth redirect URIs are built on it)")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _problems.append("CELERY_BROKER_URL must point at Redis or RabbitMQ (the file broker works on one machine only)")
+if not CACHE_URL:
+    _problems.append("LAYERS_CACHE_URL must point at Redis (rate limits must be shared by every process)")
 if _problems:
     raise ImproperlyConfigured("Production settings refused: " + "; ".join(_problems))
 

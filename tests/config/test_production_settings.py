@@ -1,0 +1,126 @@
+"""config.settings.production refuses to start without what a deployment needs (and says which), forces the
+flags a dev environment may carry over, and is what a DJANGO_SETTINGS_MODULE written in `.env` selects.
+Each case loads the settings in a fresh process with a clean environment, as a deployment would."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from django.conf import settings
+
+ROOT = Path(settings.BASE_DIR)
+FULL = {
+    "DJANGO_SETTINGS_MODULE": "config.settings.production",
+    "DJANGO_SECRET_KEY": "k" * 60,
+    "LAYERS_TOKEN_KEYS": Fernet.generate_key().decode(),
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/layers",
+    "LAYERS_PLATFORMS": "live",
+    "DJANGO_ALLOWED_HOSTS": "api.layers.example",
+    "LAYERS_PUBLIC_URL": "https://api.layers.example",
+    "LAYERS_TIKTOK_CLIENT_KEY": "tt-key",
+    "LAYERS_TIKTOK_CLIENT_SECRET": "tt-secret",
+    "LAYERS_INSTAGRAM_CLIENT_ID": "ig-id",
+    "LAYERS_INSTAGRAM_CLIENT_SECRET": "ig-secret",
+    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+    "LAYERS_CACHE_URL": "redis://127.0.0.1:6379/1",
+}
+PROBE = """
+import json, django
+from django.conf import settings as s
+django.setup()
+from accounts import crypto
+print(json.dumps({"module": s.SETTINGS_MODULE, "debug": s.DEBUG, "webhook_private": s.LAYERS_WEBHOOK_ALLOW_PRIVATE,
+                  "keys": s.LAYERS_TOKEN_KEYS, "token": crypto.decrypt(crypto.encrypt("tok"))}))
+"""
+
+
+def load(env: dict, code: str = PROBE) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **env}
+    return subprocess.run(  # noqa: S603 - our own interpreter, a fixed program
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def production(**changes) -> subprocess.CompletedProcess:
+    env = {**FULL, **{name: value for name, value in changes.items() if value is not None}}
+    for name in (name for name, value in changes.items() if value is None):
+        env.pop(name)
+    return load(env)
+
+
+def assert_refused(result: subprocess.CompletedProcess, naming: str) -> None:
+    assert result.returncode != 0, f"production started: {result.stdout.strip()}"
+    assert "Production settings refused" in result.stderr and naming in result.stderr, result.stderr[-800:]
+
+
+def test_a_complete_environment_starts_and_encrypts_with_its_key():
+    result = production()
+    assert result.returncode == 0, result.stderr[-800:]
+    loaded = json.loads(result.stdout)
+    assert loaded["module"] == "config.settings.production" and loaded["debug"] is False
+    assert loaded["keys"] == [FULL["LAYERS_TOKEN_KEYS"]] and loaded["token"] == "tok"
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "DJANGO_SECRET_KEY",
+        "LAYERS_TOKEN_KEYS",
+        "LAYERS_TIKTOK_CLIENT_KEY",
+        "LAYERS_TIKTOK_CLIENT_SECRET",
+        "LAYERS_INSTAGRAM_CLIENT_ID",
+        "LAYERS_INSTAGRAM_CLIENT_SECRET",
+        "DJANGO_ALLOWED_HOSTS",
+        "LAYERS_PUBLIC_URL",
+        "CELERY_BROKER_URL",
+        "LAYERS_CACHE_URL",
+    ],
+)
+def test_production_refuses_to_start_without(missing):
+    assert_refused(production(**{missing: None}), naming=missing)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("LAYERS_TOKEN_KEYS", ","),  # "${NEW},${OLD}" with both unset
+        ("LAYERS_TOKEN_KEYS", "change-me"),  # not a Fernet key: the first OAuth callback would be a 500
+        ("LAYERS_PUBLIC_URL", "http://api.layers.example"),
+        ("CELERY_BROKER_URL", "filesystem://"),
+        ("LAYERS_PLATFORMS", "sandbox"),
+    ],
+)
+def test_production_refuses_a_value_that_cannot_work(name, value):
+    assert_refused(production(**{name: value}), naming=name)
+
+
+def test_production_forces_private_webhook_destinations_off():
+    result = production(LAYERS_WEBHOOK_ALLOW_PRIVATE="true", DJANGO_DEBUG="true")
+    assert result.returncode == 0, result.stderr[-800:]
+    loaded = json.loads(result.stdout)
+    assert loaded["webhook_private"] is False and loaded["debug"] is False
+
+
+def test_the_settings_module_written_in_dot_env_is_the_one_manage_py_runs():
+    # manage.py (like wsgi and celery) used to pick dev settings before `.env` was read: production written
+    # there ran as dev (DEBUG, the insecure key) without a word.
+    env_file = ROOT / ".env"
+    assert not env_file.exists(), "a .env of your own is in the way of this test"
+    env_file.write_text("DJANGO_SETTINGS_MODULE=config.settings.production\nLAYERS_PLATFORMS=live\n")
+    try:
+        show = "from django.conf import settings; print(settings.SETTINGS_MODULE)"
+        result = subprocess.run(  # noqa: S603
+            [sys.executable, "manage.py", "shell", "--no-imports", "-c", show],
+            cwd=ROOT,
+            env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        env_file.unlink()
+    assert_refused(result, naming="DJANGO_SECRET_KEY")  # production, refusing: not dev, running
