@@ -5,8 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
-# Webhook sends run on workers of their own (config/settings/base.py: LAYERS_WEBHOOK_QUEUE).
-WEBHOOK_QUEUE := $(or $(LAYERS_WEBHOOK_QUEUE),webhooks)
+# Webhook sends run on workers of their own, on the queue the settings route them to (LAYERS_WEBHOOK_QUEUE,
+# from the environment or .env; empty: the default queue). Asked of the settings themselves, when the run
+# recipe is expanded (after install), so that the worker listens where the tasks go.
+WEBHOOK_QUEUE = $(shell $(PY) manage.py shell --no-imports -c "from django.conf import settings; print(settings.LAYERS_WEBHOOK_QUEUE or 'celery')")
 
 .PHONY: install run test lint format chromium redis pgready
 

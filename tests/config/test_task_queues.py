@@ -2,8 +2,9 @@
 stays on the default one; `make run` starts a worker for each, so that no queue is left unconsumed (a task
 routed where no worker listens would never run)."""
 
-import re
+import os
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,23 +42,38 @@ def test_publishing_stays_on_the_default_queue(task_name):
     assert queue_of(task_name) == app.conf.task_default_queue
 
 
-def test_make_run_starts_a_worker_for_every_queue():
-    makefile = (Path(settings.BASE_DIR) / "Makefile").read_text()
-    recipe = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
-    variables = {
-        "$(WEBHOOK_QUEUE)": re.search(r"^WEBHOOK_QUEUE := \$\(or \$\(LAYERS_WEBHOOK_QUEUE\),(\w+)\)", makefile, re.M)[1]
-    }
+def workers_of_make_run(env: dict | None = None) -> set[str]:
+    """The queues the workers `make run` would start consume (its recipe, expanded but not run)."""
+    recipe = subprocess.run(
+        ["make", "-n", "run"], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     consumed = set()
     for line in recipe.splitlines():
         if "celery -A config worker" not in line:
             continue
-        for name, value in variables.items():
-            line = line.replace(name, value)
         args = shlex.split(line.rstrip("& \\"))
         assert "-Q" in args, line  # a worker without -Q would consume the default queue only
         consumed.update(args[args.index("-Q") + 1].split(","))
+    return consumed
+
+
+def test_make_run_starts_a_worker_for_every_queue():
+    consumed = workers_of_make_run()
     # Every registered task of the project (Celery's own excluded), wherever it is routed.
     ours = [name for name in app.tasks if not name.startswith("celery.")]
     assert set(WEBHOOK_TASKS + PUBLISHING_TASKS) <= set(ours)
     unconsumed = {name: queue_of(name) for name in ours if queue_of(name) not in consumed}
     assert unconsumed == {}, consumed
+
+
+def test_make_run_listens_on_the_webhook_queue_named_in_dot_env():
+    # The settings read .env; the Makefile only saw the shell's environment, so a queue named in .env had
+    # no worker and no webhook was ever sent.
+    env_file = Path(settings.BASE_DIR) / ".env"
+    assert not env_file.exists(), "a .env of your own is in the way of this test"
+    env_file.write_text("LAYERS_WEBHOOK_QUEUE=hooks\n")
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("LAYERS_WEBHOOK_QUEUE", "DJANGO_SETTINGS_MODULE")}
+        assert "hooks" in workers_of_make_run(env)
+    finally:
+        env_file.unlink()
