@@ -413,7 +413,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Periodic tasks are declared here; django-celery-beat's DatabaseScheduler installs them into its tables at
-# start-up (idempotently, by name), where staff can pause or re-time them in the admin.
+# start-up (idempotently, by name). Staff can pause one in the admin (kept across restarts); an interval
+# changed there lasts until beat restarts, which puts back the interval declared here: change it here.
 CELERY_BEAT_SCHEDULE = {
     "purge-idempotency-keys": {"task": "accounts.tasks.purge_idempotency_keys", "schedule": 3600.0},
     # Webhook relay safety net: fans out events whose fan-out never committed and sends due deliveries.

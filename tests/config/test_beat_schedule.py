@@ -26,3 +26,23 @@ def test_every_beat_entry_names_a_registered_task():
 )
 def test_beat_runs_the_periodic_job_often_enough(name, at_most_every):
     assert settings.CELERY_BEAT_SCHEDULE[name]["schedule"] <= at_most_every
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pause_in_the_admin_survives_a_beat_restart_and_an_interval_goes_back_to_the_declared_one():
+    # What README.md (Production) tells ops about the periodic tasks they manage in the admin.
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+    from django_celery_beat.schedulers import DatabaseScheduler
+
+    DatabaseScheduler(app=app, lazy=False)
+    paused = PeriodicTask.objects.get(name="events-retention")
+    paused.enabled = False
+    paused.save()
+    retimed = PeriodicTask.objects.get(name="global-platform-posts-sync")
+    retimed.interval, _ = IntervalSchedule.objects.get_or_create(every=3600, period=IntervalSchedule.SECONDS)
+    retimed.save()
+
+    DatabaseScheduler(app=app, lazy=False)  # beat restarts (a deploy)
+
+    assert PeriodicTask.objects.get(name="events-retention").enabled is False
+    assert PeriodicTask.objects.get(name="global-platform-posts-sync").interval.every == 900
