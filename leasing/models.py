@@ -123,7 +123,8 @@ class Lease(models.Model):
     monthly_price_cents = models.PositiveIntegerField()
     # The pool account's handle when it was assigned. Charges and finance's monthly report name the account
     # by it: ops may rename the pool account later, and what a partner was billed for must not change.
-    handle = models.CharField(max_length=64)
+    # db_default: the release still running while the column is added inserts leases without it.
+    handle = models.CharField(max_length=64, default="", db_default="")
     assigned_at = models.DateTimeField(default=timezone.now)
     assigned_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

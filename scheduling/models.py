@@ -148,7 +148,8 @@ class ScheduledPost(models.Model):
     # time only media_publish is left. It is not a post yet: a canceled post leaves an unused container,
     # which Instagram drops after 24 h. prepare_claimed_at marks a post taken for that, prepared or not.
     prepare_claimed_at = models.DateTimeField(null=True, blank=True)
-    prepared_publish_id = models.CharField(max_length=128, blank=True)
+    # db_default too: a release still running while this column's migration is applied inserts without it.
+    prepared_publish_id = models.CharField(max_length=128, blank=True, default="", db_default="")
     next_check_at = models.DateTimeField(null=True, blank=True)
     published_at = models.DateTimeField(null=True, blank=True)
     external_id = models.CharField(max_length=128, blank=True)
