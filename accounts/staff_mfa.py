@@ -1,6 +1,7 @@
-"""MFA is required for staff who can assign accounts or move money, and for superusers: without an
-activated authenticator (TOTP) they are sent to set one up, with a message, from every back-office page;
-they never reach the admin. Other staff (read-only ops, support) are not affected.
+"""MFA is required for staff who can assign accounts or move money, for staff who can hand out permissions
+(add or change users, groups or permissions), and for superusers: without an activated authenticator
+(TOTP) they are sent to set one up, with a message, from every back-office page; they never reach the admin.
+Other staff (read-only ops, support) are not affected.
 
 A middleware rather than a check in each admin view, so that a custom admin URL cannot forget it. The
 allauth pages themselves (/staff/…: sign-in, MFA setup, sign-out) stay reachable, and so does the admin's
@@ -22,12 +23,29 @@ ASSIGN_PERMISSIONS = frozenset(
         "leasing.delete_lease",
     }
 )
+# Handing out permissions: whoever can add or change a user or a group can give anyone, themselves included,
+# any of the permissions above, so a password alone must not be enough for them either (the user and group
+# admins also keep permissions, groups and superuser status for superusers: accounts/auth_admin.py). A
+# permission's string is its content type's app label and its codename: changing either rewrites what
+# holders of that permission may do.
+GRANT_PERMISSIONS = frozenset(
+    {
+        "auth.add_user",
+        "auth.change_user",
+        "auth.add_group",
+        "auth.change_group",
+        "auth.add_permission",
+        "auth.change_permission",
+        "contenttypes.add_contenttype",
+        "contenttypes.change_contenttype",
+    }
+)
 # Moving money: every billing permission but the read-only ones (record_money, ledger and wallet changes).
 MONEY_APP = "billing"
 
 MESSAGE = (
-    "Your back-office account can assign accounts or move money: set up two-factor authentication "
-    "(an authenticator app) to continue."
+    "Your back-office account can assign accounts, move money or grant permissions: set up two-factor "
+    "authentication (an authenticator app) to continue."
 )
 
 
@@ -39,7 +57,11 @@ def staff_needs_mfa(user) -> bool:
         return True
     for permission in user.get_all_permissions():
         app, _, codename = permission.partition(".")
-        if permission in ASSIGN_PERMISSIONS or (app == MONEY_APP and not codename.startswith("view_")):
+        if (
+            permission in ASSIGN_PERMISSIONS
+            or permission in GRANT_PERMISSIONS
+            or (app == MONEY_APP and not codename.startswith("view_"))
+        ):
             return True
     return False
 

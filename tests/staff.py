@@ -1,6 +1,6 @@
-"""Staff users for back-office tests. Staff who can assign accounts or move money, and superusers, must have
-MFA activated to use the admin (accounts/staff_mfa.py), so these helpers give them a real TOTP authenticator
-whose codes the tests compute, instead of switching the requirement off."""
+"""Staff users for back-office tests. Staff who can assign accounts, move money or grant permissions, and
+superusers, must have MFA activated to use the admin (accounts/staff_mfa.py), so these helpers give them a real
+TOTP authenticator whose codes the tests compute, instead of switching the requirement off."""
 
 import time
 

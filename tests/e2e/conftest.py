@@ -55,7 +55,7 @@ def sign_in(page, live_server, username: str, password: str) -> None:
 
 
 def enter_totp_code(page, live_server, username: str) -> None:
-    """The MFA step of the sign-in (staff who can assign accounts or move money must have MFA)."""
+    """The MFA step of the sign-in (staff who can assign accounts, move money or grant permissions must have MFA)."""
     page.wait_for_url(f"{live_server.url}/staff/2fa/authenticate/")
     page.fill("input[name=code]", totp_code(get_user_model().objects.get(username=username)))
     page.click("button[type=submit]")

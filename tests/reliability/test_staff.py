@@ -1,7 +1,7 @@
-"""The back-office: staff who can assign accounts or move money, and superusers, must have MFA activated
-before any admin page answers them (they are sent to set it up, with a message); other staff are not
-affected. Every admin action leaves an audit row naming who did it to which object; the custom money view
-records its actor in the ledger."""
+"""The back-office: staff who can assign accounts or move money, and superusers, must have MFA activated (so must
+those who can grant permissions: test_staff_permissions.py) before any admin page answers them (they are sent to
+set it up, with a message); other staff are not affected. Every admin action leaves an audit row naming who did
+it to which object; the custom money view records its actor in the ledger."""
 
 import contextlib
 import re
