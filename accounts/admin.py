@@ -2,7 +2,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
-from accounts import services
+from accounts import (
+    auth_admin,  # noqa: F401  (replaces Django's user and group admins)
+    services,
+)
 from accounts.admin_site import skip_in_action
 from accounts.models import (
     ApiKey,

@@ -1,13 +1,19 @@
 """Who holds what in the back-office is not a password-only decision. Staff who can add or change users or
-groups (and so hand out permissions) must have MFA activated like those who assign accounts or move money."""
+groups (and so hand out permissions) must have MFA activated like those who assign accounts or move money;
+and even with MFA, only a superuser can make someone superuser, give users permissions or groups, change a
+group's permissions, or touch the account of someone holding more than they do (a superuser, or a
+colleague with permissions they lack): changing that account's password would make them that colleague."""
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
+from django.test import Client
 from django.urls import reverse
 
-from tests.reliability.test_staff import SETUP, admin_urls, signed_in, staff_member
+from tests.reliability.test_staff import PASSWORD, SETUP, admin_urls, signed_in, staff_member
+from tests.staff import with_mfa
 
 pytestmark = pytest.mark.django_db
 
@@ -53,6 +59,19 @@ def user_form(user, **changes) -> dict:
     return form
 
 
+def mfa_client(user) -> Client:
+    client = Client()
+    client.force_login(with_mfa(user))
+    return client
+
+
+@pytest.fixture
+def finance_group():
+    group = Group.objects.create(name="finance")
+    group.permissions.add(permission("billing.record_money"), permission("billing.view_wallet"))
+    return group
+
+
 def test_staff_who_can_manage_users_or_groups_reach_no_admin_page_before_setting_up_mfa():
     urls = admin_urls()
     reached = []
@@ -71,3 +90,136 @@ def test_staff_who_can_manage_users_or_groups_reach_no_admin_page_before_setting
         assert not user.is_superuser, "a password-only staff member made themselves superuser"
     assert len(urls) > 20
     assert reached == []
+
+
+def test_with_mfa_a_user_manager_who_is_no_superuser_cannot_grant_superuser_permissions_or_groups(finance_group):
+    helpdesk = staff_member("helpdesk", "auth.view_user", "auth.change_user", "auth.add_user")
+    colleague = staff_member("colleague", "auth.view_user")
+    client = mfa_client(helpdesk)
+    money = permission("billing.record_money")
+
+    for user in (helpdesk, colleague):
+        # the page shows who holds what, but offers no field to change it
+        page = client.get(change_url(user)).content.decode()
+        assert 'name="first_name"' in page
+        for field in ("is_superuser", "user_permissions", "groups"):
+            assert f'name="{field}"' not in page, field
+
+        # a hand-made post saves the rest of the form and ignores the rest
+        response = client.post(
+            change_url(user),
+            user_form(
+                user, first_name="Renamed", is_superuser="on", user_permissions=[money.pk], groups=[finance_group.pk]
+            ),
+        )
+        assert response.status_code == 302, response
+        user = User.objects.get(pk=user.pk)
+        assert user.first_name == "Renamed"
+        assert not user.is_superuser
+        assert not user.groups.exists()
+        assert not user.has_perm("billing.record_money")
+
+    # a user they add starts with nothing either
+    client.post(
+        reverse("admin:auth_user_add"),
+        {
+            "username": "newcomer",
+            "usable_password": "true",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+            "is_superuser": "on",
+            "user_permissions": [money.pk],
+            "groups": [finance_group.pk],
+        },
+    )
+    newcomer = User.objects.get(username="newcomer")
+    assert not newcomer.is_superuser and not newcomer.get_all_permissions()
+
+
+def test_with_mfa_a_user_manager_who_is_no_superuser_cannot_touch_an_account_holding_more_than_they_do(
+    finance_group,
+):
+    helpdesk = staff_member("helpdesk", "auth.view_user", "auth.change_user", "auth.delete_user")
+    boss = with_mfa(staff_member("boss", superuser=True))
+    treasurer = staff_member("treasurer")
+    treasurer.groups.add(finance_group)
+    # someone whose permissions were set aside by deactivating them still holds them once reactivated
+    dormant = staff_member("dormant", "leasing.change_lease")
+    User.objects.filter(pk=dormant.pk).update(is_active=False)
+    dormant.refresh_from_db()
+    client = mfa_client(helpdesk)
+
+    for user in (boss, treasurer, dormant):
+        # they can see the account, not edit it: no form field, no save button
+        page = client.get(change_url(user))
+        assert page.status_code == 200
+        assert 'name="username"' not in page.content.decode() and 'name="_save"' not in page.content.decode()
+
+        # neither by posting the form, nor by setting a password they would then sign in with, nor deleting it
+        assert client.post(change_url(user), user_form(user, email="mine@helpdesk.test")).status_code == 403
+        password_url = reverse("admin:auth_user_password_change", args=[user.pk])
+        assert client.get(password_url).status_code == 403
+        new_password = {
+            "password1": "helpdesk-owns-you-1",
+            "password2": "helpdesk-owns-you-1",
+            "usable_password": "true",
+        }
+        assert client.post(password_url, new_password).status_code == 403
+        bulk_delete = {"action": "delete_selected", "_selected_action": [user.pk], "post": "yes"}
+        assert client.post(reverse("admin:auth_user_changelist"), bulk_delete).status_code == 403
+        assert client.post(reverse("admin:auth_user_delete", args=[user.pk]), {"post": "yes"}).status_code == 403
+        user = User.objects.get(pk=user.pk)  # still there
+        assert user.email != "mine@helpdesk.test"
+        assert user.check_password(PASSWORD)
+
+
+def test_with_mfa_a_group_manager_who_is_no_superuser_cannot_add_permissions_to_a_group(finance_group):
+    lead = staff_member("lead", "auth.view_group", "auth.change_group", "auth.add_group")
+    support = Group.objects.create(name="support")
+    support.permissions.add(permission("scheduling.view_scheduledpost"))
+    lead.groups.add(support)
+    client = mfa_client(lead)
+    money = permission("billing.record_money")
+
+    page = client.get(reverse("admin:auth_group_change", args=[support.pk])).content.decode()
+    assert 'name="name"' in page and 'name="permissions"' not in page
+    response = client.post(
+        reverse("admin:auth_group_change", args=[support.pk]), {"name": "support desk", "permissions": [money.pk]}
+    )
+    assert response.status_code == 302, response
+    support.refresh_from_db()
+    assert support.name == "support desk"
+    assert list(support.permissions.values_list("codename", flat=True)) == ["view_scheduledpost"]
+
+    client.post(reverse("admin:auth_group_add"), {"name": "rich", "permissions": [money.pk]})
+    assert not Group.objects.get(name="rich").permissions.exists()
+    lead = User.objects.get(pk=lead.pk)
+    assert not lead.has_perm("billing.record_money")
+
+
+def test_a_superuser_grants_superuser_permissions_groups_and_group_permissions(finance_group):
+    client = mfa_client(staff_member("boss", superuser=True))
+    colleague = staff_member("colleague")
+    lease = permission("leasing.change_lease")
+
+    response = client.post(
+        change_url(colleague),
+        user_form(colleague, is_superuser="on", user_permissions=[lease.pk], groups=[finance_group.pk]),
+    )
+    assert response.status_code == 302, response
+    colleague = User.objects.get(pk=colleague.pk)
+    assert colleague.is_superuser
+    assert list(colleague.user_permissions.all()) == [lease]
+    assert list(colleague.groups.all()) == [finance_group]
+
+    response = client.post(
+        reverse("admin:auth_group_change", args=[finance_group.pk]), {"name": "finance", "permissions": [lease.pk]}
+    )
+    assert response.status_code == 302, response
+    assert list(finance_group.permissions.all()) == [lease]
+
+    from accounts.auth_admin import StaffGroupAdmin, StaffUserAdmin
+
+    # these are the project's admins, on the back-office site (so their actions are audited like any other)
+    assert isinstance(admin.site._registry[User], StaffUserAdmin)
+    assert isinstance(admin.site._registry[Group], StaffGroupAdmin)

@@ -1,0 +1,59 @@
+"""The user and group admins: Django's own, except that who holds what is for superusers to decide.
+
+With Django's, staff holding only "change user" could tick superuser status on their own account, or give
+themselves (or a group they belong to) the lease and billing permissions, then set up their own TOTP and
+hold everything the MFA requirement (accounts/staff_mfa.py) was meant to protect. Here, for staff who are
+not superusers:
+- superuser status, a user's permissions and their groups are read-only, and so are a group's permissions;
+- the account of anyone holding something they do not (a superuser, a colleague with permissions they
+  lack, even one deactivated for now) can be viewed, not edited, given a password or deleted: setting
+  its password would make them that colleague.
+Superusers (MFA required) edit all of it. Registered on the back-office site like every other admin, so
+their actions are audited too (accounts/admin_site.py)."""
+
+from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, Permission, User
+from django.db.models import Q
+
+# Django's own registrations (made when django.contrib.auth.admin was imported, above) are replaced.
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+GRANTING_FIELDS = ("is_superuser", "groups", "user_permissions")
+
+
+def held_permissions(user) -> set[int]:
+    """The permissions `user` holds, directly or through groups, whether or not the account is active now:
+    reactivating it is one edit away, so an inactive account holds its permissions as much as an active one
+    (get_all_permissions() says an inactive user holds none)."""
+    return set(Permission.objects.filter(Q(user=user) | Q(group__user=user)).values_list("pk", flat=True))
+
+
+def outranks(user, staff) -> bool:
+    """Whether `user` holds something `staff` does not."""
+    if staff.is_superuser:
+        return False
+    return user.is_superuser or not held_permissions(user) <= held_permissions(staff)
+
+
+@admin.register(User)
+class StaffUserAdmin(UserAdmin):
+    def get_readonly_fields(self, request, obj=None):
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        return readonly if request.user.is_superuser else readonly + GRANTING_FIELDS
+
+    # Django's password-change view asks has_change_permission(request, user) too, so it is covered.
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and not (obj is not None and outranks(obj, request.user))
+
+    # "Delete selected users" asks it of each selected user too (get_deleted_objects).
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not (obj is not None and outranks(obj, request.user))
+
+
+@admin.register(Group)
+class StaffGroupAdmin(GroupAdmin):
+    def get_readonly_fields(self, request, obj=None):
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        return readonly if request.user.is_superuser else (*readonly, "permissions")
