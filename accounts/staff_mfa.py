@@ -1,5 +1,6 @@
 """MFA is required for staff who can assign accounts or move money, for staff who can hand out permissions
-(add or change users, groups or permissions), and for superusers: without an activated authenticator
+(add or change users, groups or permissions), schedule any task (periodic tasks) or change anyone's
+authenticators, and for superusers: without an activated authenticator
 (TOTP) they are sent to set one up, with a message, from every back-office page; they never reach the admin.
 Other staff (read-only ops, support) are not affected.
 
@@ -38,6 +39,15 @@ GRANT_PERMISSIONS = frozenset(
         "auth.change_permission",
         "contenttypes.add_contenttype",
         "contenttypes.change_contenttype",
+        # A periodic task runs any registered task with the arguments written in it (a lease assignment, a
+        # charge run): scheduling one is acting with the rights of every task.
+        "django_celery_beat.add_periodictask",
+        "django_celery_beat.change_periodictask",
+        # Another staff member's authenticators: deleting one, or moving one's own onto them, turns MFA off
+        # for that account.
+        "mfa.add_authenticator",
+        "mfa.change_authenticator",
+        "mfa.delete_authenticator",
     }
 )
 # Moving money: every billing permission but the read-only ones (record_money, ledger and wallet changes).

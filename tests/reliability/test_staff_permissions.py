@@ -20,7 +20,15 @@ pytestmark = pytest.mark.django_db
 User = get_user_model()
 
 # Each of these can, through the admin, give someone (themselves included) any permission.
-GRANTING = ("auth.change_user", "auth.add_user", "auth.change_group", "auth.add_group", "auth.change_permission")
+GRANTING = (
+    "auth.change_user",
+    "auth.add_user",
+    "auth.change_group",
+    "auth.add_group",
+    "auth.change_permission",
+    "django_celery_beat.change_periodictask",  # runs any task with any arguments
+    "mfa.delete_authenticator",  # turns someone else's MFA off
+)
 
 
 @pytest.fixture(autouse=True)
