@@ -1,11 +1,12 @@
 from allauth.account.decorators import secure_admin_login
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path, register_converter
+from django.urls import include, path, re_path, register_converter
 from django.views.static import serve
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from accounts import views as ops_views
+from config.api.errors import api_not_found
 from config.api.ids import KINDS, converter
 
 for _prefix in KINDS:
@@ -50,6 +51,9 @@ urlpatterns = [
         name="redoc",
     ),
     path("v1/", include(api_v1)),
+    # Anything else under /v1 is the API's 404 envelope, with DEBUG too (`make run`): Django's debug 404 page
+    # (HTML, listing every route) bypasses handler404.
+    re_path(r"^v1(?:/|$)", api_not_found),
     path("oauth/<str:platform>/callback", ops_views.oauth_callback, name="oauth-callback"),
     path("platform-webhooks/tiktok", ops_views.tiktok_webhook, name="tiktok-webhook"),
     path("admin/", admin.site.urls),

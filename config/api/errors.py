@@ -6,6 +6,7 @@ import logging
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
@@ -128,10 +129,16 @@ def wants_json(request) -> bool:
     return request.path.startswith(json_paths) or "application/json" in request.headers.get("Accept", "")
 
 
+@csrf_exempt  # an API client's POST or DELETE carries no CSRF token: it must get the 404, not a CSRF 403 page
+def api_not_found(request, *args, **kwargs):
+    """An API path that names no route (an unknown resource, a malformed id): the 404 envelope."""
+    return JsonResponse(envelope(404, "NOT_FOUND", "Not found."), status=404)
+
+
 def handler404(request, exception=None):
     """Unknown routes: JSON envelope for API clients, Django's page for browsers elsewhere."""
     if wants_json(request):
-        return JsonResponse(envelope(404, "NOT_FOUND", "Not found."), status=404)
+        return api_not_found(request)
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)

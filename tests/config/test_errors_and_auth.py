@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from accounts import services
 from tests.conftest import assert_error
@@ -76,8 +77,17 @@ def test_the_key_acts_for_its_own_organization_with_its_own_allowlist(owner, out
     assert key.name == "test" and key.prefix == owner.key.prefix
 
 
-def test_unknown_route_is_404_envelope(owner, anon):
-    assert_error(owner.client.get("/v1/no-such-thing"), 404, "NOT_FOUND")
+@pytest.mark.parametrize("debug", [False, True], ids=["deployed", "make-run"])
+def test_unknown_route_is_404_envelope(owner, anon, settings, debug):
+    # `make run` runs with DEBUG, where Django answers an unmatched URL with its HTML debug page (listing every
+    # route) without calling handler404: the API's own catch-all answers first.
+    settings.DEBUG = debug
+    for path in ("/v1/no-such-thing", "/v1/social-accounts/sa_bogus", "/v1/projects/", "/v1"):
+        assert_error(owner.client.get(path), 404, "NOT_FOUND")
+    for method in ("post", "delete", "put", "patch"):  # no CSRF page for an API client's unsafe method
+        csrf_checked = APIClient(enforce_csrf_checks=True)
+        csrf_checked.credentials(HTTP_AUTHORIZATION=owner.client._credentials["HTTP_AUTHORIZATION"])
+        assert_error(getattr(csrf_checked, method)("/v1/scheduled-posts/sp_bogus"), 404, "NOT_FOUND")
     assert_error(anon.get("/v1/no-such-thing"), 404, "NOT_FOUND")
 
 
