@@ -1,5 +1,6 @@
 """Base for the management commands of API.md: each takes `--json` and then prints exactly one JSON
-object on stdout (and nothing else), so automation and tests can read it."""
+object on stdout (and nothing else), so automation and tests can read it: the result, or, when the command
+is refused, `{"error": {"message": …}}` (the exit status is then 1 and the message also goes to stderr)."""
 
 import json
 
@@ -19,15 +20,23 @@ class JsonCommand(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            result, human = self.run(**options)
-        except (ValueError, LookupError) as exc:
-            raise CommandError(str(exc))
-        except DataError as exc:  # a value the database refuses: too long, a NUL byte, out of range
-            raise CommandError(f"A value was refused by the database: {str(exc).splitlines()[0]}")
+            result, human = self._run(**options)
+        except CommandError as exc:
+            if options["json"]:  # a script reading stdout gets its one JSON object, saying what was refused
+                self.stdout.write(json.dumps({"error": {"message": str(exc)}}))
+            raise
         if options["json"]:
             self.stdout.write(json.dumps(result))
         else:
             self.stdout.write(human)
+
+    def _run(self, **options) -> tuple[dict, str]:
+        try:
+            return self.run(**options)
+        except (ValueError, LookupError) as exc:
+            raise CommandError(str(exc))
+        except DataError as exc:  # a value the database refuses: too long, a NUL byte, out of range
+            raise CommandError(f"A value was refused by the database: {str(exc).splitlines()[0]}")
 
     def run(self, **options) -> tuple[dict, str]:
         """Do the work; return (JSON result, human-readable text)."""

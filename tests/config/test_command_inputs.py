@@ -2,6 +2,7 @@
 a message for automation), never a traceback, and never a silent success that did something else."""
 
 import io
+import json
 
 import pytest
 from django.core.management import call_command
@@ -91,3 +92,21 @@ def test_pool_handles_are_sandbox_handles_whatever_the_vertical(db):
 def test_an_api_key_needs_at_least_one_return_domain(owner):
     refused("create_api_key", "--org", owner.org.id, match="return-domain")
     assert ApiKey.objects.filter(organization=owner.org).count() == 1  # the fixture's key only
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("lease_assign", "lreq_01M8K6N4JAZWCQW2F6TRBVAWFP", "--auto"),  # unknown request
+        ("lease_reject", "lreq_01M8K6N4JAZWCQW2F6TRBVAWFP", "--reason", "x"),
+        ("top_up", "--org", "org_00000000000000000000000000000000", "--cents", "100"),  # unknown organization
+        ("lease_assign", "lreq_\x00", "--auto"),  # refused by the database
+    ],
+)
+def test_a_refused_json_command_still_prints_its_one_json_object(args):
+    # API.md's commands with --json print exactly one JSON object: a script reading stdout used to get
+    # nothing at all when the command was refused.
+    out = io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command(*args, "--json", stdout=out, stderr=io.StringIO())
+    assert json.loads(out.getvalue()) == {"error": {"message": str(raised.value)}}
