@@ -40,12 +40,15 @@ run: install
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py seed_demo
-	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
+	@trap 'trap - INT TERM EXIT; wait' INT; trap 'trap - INT TERM EXIT; kill 0' TERM EXIT; \
 	$(VENV)/bin/celery -A config worker -l info --pool threads --concurrency 8 -Q celery -n main@%h & \
 	$(VENV)/bin/celery -A config worker -l info --pool threads --concurrency 4 -Q $(WEBHOOK_QUEUE) -n webhooks@%h & \
 	$(VENV)/bin/celery -A config beat -l info --scheduler django_celery_beat.schedulers:DatabaseScheduler & \
 	$(VENV)/bin/gunicorn config.wsgi --bind 127.0.0.1:$(PORT) --worker-class gthread --workers 2 --threads 8 --access-logfile - & \
-	wait -n  # if any of them dies, stop them all (the trap) rather than run on half-broken
+	wait -n  # if any of them dies, stop them all (the EXIT trap) rather than run on half-broken
+# Ctrl-C already signals every process of the group: the INT trap only waits for them. Signalling them again
+# (as the TERM and EXIT traps do) made celery beat run its shutdown handler inside itself and hang on its own
+# database connection.
 
 # After the suite, RELIABILITY.md's figures are rewritten from what this run wrote to var/reliability/
 # (whether it passed or not: the figures say what failed); the exit status is pytest's.
