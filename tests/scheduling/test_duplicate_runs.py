@@ -35,9 +35,7 @@ A_ERRORS = {
 def test_a_duplicate_publish_message_whose_call_fails_before_posting_leaves_the_post_to_the_run_that_posted(
     owner, monkeypatch, error
 ):
-    account = connected_account(owner, "tiktok", "dupmsg")
-    scheduled = schedule_now(owner, account["id"])
-    (post_id,) = services.posts_claim_due()
+    scheduled, post_id = claimed_post(owner, "dupmsg")
     original = TikTokClient.publish
     role = threading.local()
     a_in_publish, b_posted, a_done = threading.Event(), threading.Event(), threading.Event()
@@ -75,9 +73,7 @@ def test_a_duplicate_publish_message_whose_call_fails_before_posting_leaves_the_
 
 
 def test_a_second_run_arriving_while_the_first_is_posting_does_not_fail_a_post_that_is_published(owner, monkeypatch):
-    account = connected_account(owner, "tiktok", "dupmsg2")
-    scheduled = schedule_now(owner, account["id"])
-    (post_id,) = services.posts_claim_due()
+    scheduled, post_id = claimed_post(owner, "dupmsg2")
     original = TikTokClient.publish
     b_posted, a_done = threading.Event(), threading.Event()
 
@@ -104,9 +100,7 @@ def test_a_second_run_arriving_while_the_first_is_posting_does_not_fail_a_post_t
 
 
 def test_a_slow_worker_whose_claim_ran_out_leaves_the_post_to_the_run_of_the_new_claim(owner, monkeypatch):
-    account = connected_account(owner, "tiktok", "slowrun")
-    scheduled = schedule_now(owner, account["id"])
-    (post_id,) = services.posts_claim_due()
+    scheduled, post_id = claimed_post(owner, "slowrun")
     original = TikTokClient.publish
     role = threading.local()
     a_started, reclaimed, a_called, b_done = (threading.Event() for _ in range(4))
@@ -150,9 +144,7 @@ def test_a_slow_worker_whose_claim_ran_out_leaves_the_post_to_the_run_of_the_new
 
 
 def test_a_late_resolve_message_does_not_fail_a_post_whose_creating_call_is_in_flight(owner, monkeypatch):
-    account = connected_account(owner, "tiktok", "lateresolve")
-    scheduled = schedule_now(owner, account["id"])
-    (post_id,) = services.posts_claim_due()
+    scheduled, post_id = claimed_post(owner, "lateresolve")
     original = TikTokClient.publish
     posted, resolved = threading.Event(), threading.Event()
 
@@ -185,3 +177,11 @@ def assert_published_once(owner, post_id: str, username: str) -> None:
     body = post(owner, post_id)
     assert body["status"] == "published" and body["error"] is None, body
     assert not Event.objects.filter(type="scheduled_post.failed").exists()
+
+
+def claimed_post(owner, username: str) -> tuple[dict, str]:
+    """A TikTok post due now on a new account, claimed by the dispatcher: (its API body, its id)."""
+    account = connected_account(owner, "tiktok", username)
+    scheduled = schedule_now(owner, account["id"])
+    (post_id,) = services.posts_claim_due()
+    return scheduled, post_id
