@@ -11,7 +11,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-ENV_FILE = Path(__file__).resolve().parent.parent / ".env"
+# LAYERS_ENV_FILE names another file (a deployment's, a test's); by default `.env` next to manage.py.
+ENV_FILE = Path(os.environ.get("LAYERS_ENV_FILE") or Path(__file__).resolve().parent.parent / ".env")
 DEFAULT_SETTINGS = "config.settings.dev"
 
 

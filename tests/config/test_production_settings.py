@@ -105,22 +105,18 @@ def test_production_forces_private_webhook_destinations_off():
     assert loaded["webhook_private"] is False and loaded["debug"] is False
 
 
-def test_the_settings_module_written_in_dot_env_is_the_one_manage_py_runs():
+def test_the_settings_module_written_in_dot_env_is_the_one_manage_py_runs(tmp_path):
     # manage.py (like wsgi and celery) used to pick dev settings before `.env` was read: production written
     # there ran as dev (DEBUG, the insecure key) without a word.
-    env_file = ROOT / ".env"
-    assert not env_file.exists(), "a .env of your own is in the way of this test"
+    env_file = tmp_path / ".env"
     env_file.write_text("DJANGO_SETTINGS_MODULE=config.settings.production\nLAYERS_PLATFORMS=live\n")
-    try:
-        show = "from django.conf import settings; print(settings.SETTINGS_MODULE)"
-        result = subprocess.run(  # noqa: S603
-            [sys.executable, "manage.py", "shell", "--no-imports", "-c", show],
-            cwd=ROOT,
-            env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    finally:
-        env_file.unlink()
+    show = "from django.conf import settings; print(settings.SETTINGS_MODULE)"
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", show],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LAYERS_ENV_FILE": str(env_file)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_refused(result, naming="DJANGO_SECRET_KEY")  # production, refusing: not dev, running

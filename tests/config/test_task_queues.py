@@ -5,7 +5,6 @@ routed where no worker listens would never run)."""
 import os
 import shlex
 import subprocess
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -66,14 +65,10 @@ def test_make_run_starts_a_worker_for_every_queue():
     assert unconsumed == {}, consumed
 
 
-def test_make_run_listens_on_the_webhook_queue_named_in_dot_env():
+def test_make_run_listens_on_the_webhook_queue_named_in_dot_env(tmp_path):
     # The settings read .env; the Makefile only saw the shell's environment, so a queue named in .env had
     # no worker and no webhook was ever sent.
-    env_file = Path(settings.BASE_DIR) / ".env"
-    assert not env_file.exists(), "a .env of your own is in the way of this test"
+    env_file = tmp_path / ".env"
     env_file.write_text("LAYERS_WEBHOOK_QUEUE=hooks\n")
-    try:
-        env = {k: v for k, v in os.environ.items() if k not in ("LAYERS_WEBHOOK_QUEUE", "DJANGO_SETTINGS_MODULE")}
-        assert "hooks" in workers_of_make_run(env)
-    finally:
-        env_file.unlink()
+    env = {k: v for k, v in os.environ.items() if k not in ("LAYERS_WEBHOOK_QUEUE", "DJANGO_SETTINGS_MODULE")}
+    assert "hooks" in workers_of_make_run({**env, "LAYERS_ENV_FILE": str(env_file)})
