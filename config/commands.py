@@ -3,6 +3,7 @@ object on stdout (and nothing else), so automation and tests can read it: the re
 is refused, `{"error": {"message": …}}` (the exit status is then 1 and the message also goes to stderr)."""
 
 import json
+import sys
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DataError
@@ -11,6 +12,30 @@ from config.api.ids import is_valid
 
 
 class JsonCommand(BaseCommand):
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        """The parser, made to answer a refused argument (a missing option, a wrong type) with the same one
+        JSON object as any other refusal when --json is among the arguments: argparse would otherwise print
+        its usage on stderr only, and exit 2."""
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parse_args = parser.parse_args
+
+        def parse_args_json_aware(args=None, namespace=None):
+            argv = sys.argv[2:] if args is None else [str(a) for a in args]
+            if "--json" not in argv:
+                return parse_args(args, namespace)
+            parser.called_from_command_line = False  # argparse errors become CommandError, not an exit
+            try:
+                return parse_args(args, namespace)
+            except CommandError as exc:
+                self.stdout.write(json.dumps({"error": {"message": str(exc)}}))
+                if self._called_from_command_line:
+                    self.stderr.write(f"CommandError: {exc}")
+                    sys.exit(exc.returncode)
+                raise
+
+        parser.parse_args = parse_args_json_aware
+        return parser
+
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         self.add_command_arguments(parser)

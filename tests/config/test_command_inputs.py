@@ -110,3 +110,31 @@ def test_a_refused_json_command_still_prints_its_one_json_object(args):
     with pytest.raises(CommandError) as raised:
         call_command(*args, "--json", stdout=out, stderr=io.StringIO())
     assert json.loads(out.getvalue()) == {"error": {"message": str(raised.value)}}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("top_up", "--org", "org_x", "--cents", "abc"),  # not an integer
+        ("top_up", "--cents", "5"),  # --org missing
+        ("lease_assign", "lreq_01M8K6N4JAZWCQW2F6TRBVAWFP"),  # neither --auto nor --pool-account
+    ],
+)
+def test_an_argument_refused_from_the_shell_is_the_same_json_error_and_exit_status(args):
+    # argparse refuses these before the command runs: it printed its usage on stderr only and exited 2.
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    done = subprocess.run(  # noqa: S603 - our own interpreter and manage.py
+        [sys.executable, "manage.py", *args, "--json"],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr[-300:]
+    assert json.loads(done.stdout)["error"]["message"].startswith("Error: ")
