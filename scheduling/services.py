@@ -6,9 +6,9 @@ import copy
 import json
 import logging
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import httpx
 from django.conf import settings
@@ -498,6 +498,14 @@ def _fail(post: ScheduledPost, code: str, message: str) -> str:
     )
 
 
+def _fail_token_dead(post: ScheduledPost, token_version: int, message: str) -> str:
+    """The platform refused the account's token: the post fails CREDENTIAL_INVALID and the account needs a
+    reauth (unless its token changed since `token_version` was read: a reauth that just succeeded wins)."""
+    outcome = _fail(post, "CREDENTIAL_INVALID", message)
+    social_account_mark_reauth_required(account_id=post.social_account_id, expected_version=token_version)
+    return outcome
+
+
 def _published(post: ScheduledPost, *, external_id: str | None, external_url: str | None) -> str:
     return _finish(
         post,
@@ -655,9 +663,7 @@ def _publish(post: ScheduledPost | None) -> str:
     except _AccountGone:
         return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
     except TokenInvalid:
-        outcome = _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token; it needs a reauth.")
-        social_account_mark_reauth_required(account_id=account.pk, expected_version=version)
-        return outcome
+        return _fail_token_dead(post, version, "The platform rejected the account's token; it needs a reauth.")
     except RequestRejected as exc:
         return _fail(post, _rejection_code(exc.code, str(exc)), f"The platform refused the post: {exc.code or exc}")
     except (RateLimited, PlatformUnavailable) as exc:
@@ -791,9 +797,9 @@ def _resolve(post: ScheduledPost) -> str:
             return _fail(
                 post, "ACCOUNT_DISCONNECTED", "The account was disconnected while the platform processed the post."
             )
-        outcome = _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token while publishing.")
-        social_account_mark_reauth_required(account_id=account.pk, expected_version=account.token_version)
-        return outcome
+        return _fail_token_dead(
+            post, account.token_version, "The platform rejected the account's token while publishing."
+        )
     except (RateLimited, PlatformUnavailable, RequestRejected):
         return _check_again(post, now)
     if status.state in ("published", "sent_to_inbox"):
@@ -801,9 +807,7 @@ def _resolve(post: ScheduledPost) -> str:
     if status.state == "failed":
         reason = status.fail_reason or status.fail_code
         if status.fail_code in TOKEN_GONE_FAIL_CODES:
-            outcome = _fail(post, "CREDENTIAL_INVALID", f"The platform could not publish the post: {reason}")
-            social_account_mark_reauth_required(account_id=account.pk, expected_version=account.token_version)
-            return outcome
+            return _fail_token_dead(post, account.token_version, f"The platform could not publish the post: {reason}")
         if status.fail_code in RETRYABLE_FAIL_CODES:
             dropped = f"the platform dropped the post ({status.fail_code}): {reason}"
             return _retry_later(post, PlatformUnavailable(dropped, code=status.fail_code or ""))
@@ -945,13 +949,8 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int
         # Least recently asked first: a post asked about and not answered must not hold its place.
         .order_by(F("metrics_attempted_at").asc(nulls_first=True), "social_account_id", "pk")[:limit]
     )
-    by_account: dict[str, list[ScheduledPost]] = {}
-    for post in posts:
-        by_account.setdefault(post.social_account_id, []).append(post)
-    updated: list[ScheduledPost] = []
-    for account_posts in by_account.values():
-        with _one_account("metrics sync", account_posts[0].social_account_id):
-            updated += _account_sync_metrics(account_posts, now=now)
+    synced = _each_account(posts, "metrics sync", lambda account_posts: _account_sync_metrics(account_posts, now=now))
+    updated = [post for account_posts in synced for post in account_posts]
     ScheduledPost.objects.bulk_update(updated, ["views", "likes", "comments", "shares", "metrics_synced_at"])
     # Every post taken this run was asked about (or its account's calls failed): to the back of the line.
     ScheduledPost.objects.filter(pk__in=[p.pk for p in posts]).update(metrics_attempted_at=now)
@@ -1010,12 +1009,7 @@ def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int) -> Non
         .select_related("container", "social_account__identity")
         .order_by(F("metrics_attempted_at").asc(nulls_first=True), "social_account_id", "pk")[:limit]
     )
-    by_account: dict[str, list[ScheduledPost]] = {}
-    for post in waiting:
-        by_account.setdefault(post.social_account_id, []).append(post)
-    for account_posts in by_account.values():
-        with _one_account("post id follow-up", account_posts[0].social_account_id):
-            _account_attach_late_ids(account_posts)
+    _each_account(waiting, "post id follow-up", _account_attach_late_ids)
     ScheduledPost.objects.filter(pk__in=[p.pk for p in waiting], external_id="").update(metrics_attempted_at=now)
 
 
@@ -1046,12 +1040,22 @@ def _account_attach_late_ids(account_posts: list[ScheduledPost]) -> None:
             )
 
 
-@contextmanager
-def _one_account(work: str, account_id: str):
-    """One account's share of a periodic sync: its surprise (an answer the client did not expect, a bug) is
-    logged and must not cost every other account its turn; its posts are stamped as asked like the rest."""
-    try:
-        yield
-    except Exception:
-        log.exception("%s for %s failed", work, account_id)
-        drop_broken_connection()
+R = TypeVar("R")
+
+
+def _each_account(posts: list[ScheduledPost], work: str, handle: Callable[[list[ScheduledPost]], R]) -> list[R]:
+    """`handle` each account's posts in turn (in the order of their first post), returning what it returned
+    for the accounts it finished. One account's surprise (an answer the client did not expect, a bug) is
+    logged and must not cost every other account its turn; the caller stamps its posts as asked like the
+    rest."""
+    by_account: dict[str, list[ScheduledPost]] = {}
+    for post in posts:
+        by_account.setdefault(post.social_account_id, []).append(post)
+    results: list[R] = []
+    for account_id, account_posts in by_account.items():
+        try:
+            results.append(handle(account_posts))
+        except Exception:
+            log.exception("%s for %s failed", work, account_id)
+            drop_broken_connection()
+    return results
