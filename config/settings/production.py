@@ -18,6 +18,7 @@ from .base import (
     LAYERS_PUBLIC_URL,
     LAYERS_TIKTOK_CLIENT_KEY,
     LAYERS_TIKTOK_CLIENT_SECRET,
+    LAYERS_TOKEN_KEYS,
     SECRET_KEY,
     env,
 )
@@ -31,7 +32,7 @@ LAYERS_WEBHOOK_ALLOW_PRIVATE = False
 LAYERS_STAFF_MFA_REQUIRED = True
 # Blanks dropped: "${NEW},${OLD}" with both unset gives ["", ""], which would otherwise pass as "set" and
 # leave tokens encrypted with a key derived from SECRET_KEY, unreadable once real keys are configured.
-LAYERS_TOKEN_KEYS = [key.strip() for key in env.list("LAYERS_TOKEN_KEYS", default=[]) if key.strip()]
+LAYERS_TOKEN_KEYS = [key.strip() for key in LAYERS_TOKEN_KEYS if key.strip()]
 
 
 def _is_fernet_key(key: str) -> bool:
