@@ -78,3 +78,10 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# A request that reached us over plain http (the proxy says so in X-Forwarded-Proto) is sent to https, and
+# browsers are told to use https only: the consent callback and the admin carry codes and session cookies.
+# The health probes are exempt: load balancers usually check over plain http and would read a 301 as down.
+# Set LAYERS_SSL_REDIRECT=false where the proxy already redirects; LAYERS_HSTS_SECONDS=0 turns HSTS off.
+SECURE_SSL_REDIRECT = env.bool("LAYERS_SSL_REDIRECT", default=True)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env.int("LAYERS_HSTS_SECONDS", default=365 * 24 * 3600)

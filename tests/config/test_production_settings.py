@@ -120,3 +120,34 @@ def test_the_settings_module_written_in_dot_env_is_the_one_manage_py_runs(tmp_pa
         timeout=120,
     )
     assert_refused(result, naming="DJANGO_SECRET_KEY")  # production, refusing: not dev, running
+
+
+HTTPS_PROBE = """
+import json, django
+django.setup()
+from django.test import Client
+client = Client(HTTP_HOST="api.layers.example")
+plain = client.get("/v1/wallet/entries?limit=5")
+secure = client.get("/v1/wallet", HTTP_X_FORWARDED_PROTO="https")
+health = client.get("/healthz")
+print(json.dumps({"plain": [plain.status_code, plain.get("Location")], "secure": secure.status_code,
+                  "hsts": secure.get("Strict-Transport-Security"), "health": health.status_code}))
+"""
+
+
+def test_production_sends_plain_http_to_https_except_the_health_probes():
+    # Behind the proxy, a request it received over plain http must not be served (codes, cookies, keys in
+    # clear): it is redirected, and browsers are told to stay on https. Load balancers probe over http.
+    result = load(FULL, code=HTTPS_PROBE)
+    assert result.returncode == 0, result.stderr[-800:]
+    seen = json.loads(result.stdout)
+    assert seen["plain"] == [301, "https://api.layers.example/v1/wallet/entries?limit=5"]
+    assert seen["secure"] == 401 and seen["hsts"] == "max-age=31536000"
+    assert seen["health"] == 200
+
+
+def test_production_can_leave_the_redirect_and_hsts_to_the_proxy():
+    result = load({**FULL, "LAYERS_SSL_REDIRECT": "false", "LAYERS_HSTS_SECONDS": "0"}, code=HTTPS_PROBE)
+    assert result.returncode == 0, result.stderr[-800:]
+    seen = json.loads(result.stdout)
+    assert seen["plain"][0] == 401 and seen["hsts"] is None
