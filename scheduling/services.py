@@ -791,6 +791,7 @@ def _resolve(post: ScheduledPost) -> str:
             platform_user_id=account.identity.platform_user_id,
             publish_id=post.publish_id,
             caption=post.container.caption,
+            not_before=post.created_at,
         )
     except TokenInvalid:
         if disconnected:
@@ -1027,6 +1028,7 @@ def _account_attach_late_ids(account_posts: list[ScheduledPost]) -> None:
                 platform_user_id=account.identity.platform_user_id,
                 publish_id=post.publish_id,
                 caption=post.container.caption,
+                not_before=post.created_at,
             )
         except RequestRejected as exc:
             log.info("post id follow-up for %s: %s refused (%s)", account.pk, post.pk, exc.code)

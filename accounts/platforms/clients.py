@@ -5,6 +5,7 @@ PlatformUnavailable, RequestRejected); none of them ever carries a token in its 
 """
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol
 
 import httpx
@@ -58,10 +59,17 @@ class PlatformClient(Protocol):
         ...
 
     def publish_status(
-        self, *, access_token: str, platform_user_id: str, publish_id: str, caption: str | None = None
+        self,
+        *,
+        access_token: str,
+        platform_user_id: str,
+        publish_id: str,
+        caption: str | None = None,
+        not_before: datetime | None = None,
     ) -> PublishStatus:
         """Where a publish stands. Safe to call any number of times: it never publishes twice.
-        `caption` helps Instagram recover the media id of a container published by a dead worker."""
+        `caption` and `not_before` (when the post was scheduled) help Instagram recover the media id of a
+        container published by a dead worker."""
         ...
 
     def fetch_metrics(self, *, access_token: str, platform_user_id: str, external_ids: list[str]) -> dict[str, Metrics]:

@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Callable
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 import httpx
@@ -56,6 +56,8 @@ DELIVERY_PREFIX = "delivery:"
 CAROUSEL_ITEMS = (2, 10)
 # How many of the account's latest media to look through when recovering a published container's media.
 RECOVERY_PAGE = 50
+# Instagram's clock and ours may disagree a little; its timestamps are whole seconds.
+RECOVERY_CLOCK_SKEW = timedelta(minutes=1)
 
 
 class InstagramClient:
@@ -260,7 +262,13 @@ class InstagramClient:
         return PublishResult(publish_id=publish_id)
 
     def publish_status(
-        self, *, access_token: str, platform_user_id: str, publish_id: str, caption: str | None = None
+        self,
+        *,
+        access_token: str,
+        platform_user_id: str,
+        publish_id: str,
+        caption: str | None = None,
+        not_before: datetime | None = None,
     ) -> PublishStatus:
         """Poll the container; publish it (media_publish) when FINISHED. Never publishes twice: a container
         already PUBLISHED is only looked up, and Instagram refuses a second media_publish of a container."""
@@ -304,7 +312,7 @@ class InstagramClient:
                     state="failed", fail_code=_container_error_code(detail) or code, fail_reason=detail
                 )
             if code == "PUBLISHED":
-                return self._recover_published(http, access_token, platform_user_id, caption)
+                return self._recover_published(http, access_token, platform_user_id, caption, not_before)
         raise PlatformUnavailable(f"instagram: unknown container status {code!r}", code="bad_response")
 
     # --- Plumbing ------------------------------------------------------------------------------------
@@ -357,26 +365,34 @@ class InstagramClient:
         return PublishStatus(state="published", external_id=media_id, external_url=media.get("permalink"))
 
     def _recover_published(
-        self, http: httpx.Client, access_token: str, user_id: str, caption: str | None
+        self, http: httpx.Client, access_token: str, user_id: str, caption: str | None, not_before: datetime | None
     ) -> PublishStatus:
         """The container was published but its media id was never recorded (the worker died right after
         media_publish). The Graph API has no container → media link (a container only answers id /
-        status_code / status), so the account's latest media are searched for the caption, newest first.
-        Without a caption, or when nothing matches, the post is reported published with no id, and it keeps
-        none: nothing asks again (the metrics sync's follow-up of missing ids is TikTok's moderation only),
-        so it gets no URL and no metrics."""
+        status_code / status), so the account's latest media are searched for the caption. Captions repeat
+        (an empty one most of all), so only media published since `not_before` (when the post was scheduled:
+        its media cannot be older) count, and two candidates are no answer: a wrong id would give the post
+        another post's URL and metrics. Without a caption, or without exactly one match, the post is reported
+        published with no id, and it keeps none: nothing asks again (the metrics sync's follow-up of missing
+        ids is TikTok's moderation only), so it gets no URL and no metrics."""
         if caption is None:
             return PublishStatus(state="published")
         listing = self._graph(
             http, "GET", f"/{user_id}/media", access_token=access_token,
             params={"fields": "id,permalink,caption,timestamp", "limit": RECOVERY_PAGE},
         )  # fmt: skip
-        for media in listing.get("data") or []:
-            if (media.get("caption") or "").strip() == caption.strip() and media.get("id"):
-                return PublishStatus(
-                    state="published", external_id=str(media["id"]), external_url=media.get("permalink")
-                )
-        return PublishStatus(state="published")
+        earliest = not_before - RECOVERY_CLOCK_SKEW if not_before else None
+        matches = [
+            media
+            for media in listing.get("data") or []
+            if media.get("id")
+            and (media.get("caption") or "").strip() == caption.strip()
+            and (earliest is None or _published_since(media.get("timestamp"), earliest))
+        ]
+        if len(matches) != 1:
+            return PublishStatus(state="published")
+        media = matches[0]
+        return PublishStatus(state="published", external_id=str(media["id"]), external_url=media.get("permalink"))
 
     def _deliver_draft(
         self, *, access_token: str, user_id: str, media_type: str, media: list[MediaItem], caption: str
@@ -407,6 +423,15 @@ class InstagramClient:
                 "instagram: no delivery id in the answer", code="bad_response", outcome_unknown=True
             )
         return PublishResult(publish_id=f"{DELIVERY_PREFIX}{answer['id']}")
+
+
+def _published_since(timestamp, earliest: datetime) -> bool:
+    """Whether a media's `timestamp` ("2026-04-18T12:30:00+0000") is at or after `earliest`; a missing or
+    unreadable one is not: better no id than another post's."""
+    try:
+        return datetime.strptime(str(timestamp), "%Y-%m-%dT%H:%M:%S%z") >= earliest
+    except ValueError:
+        return False
 
 
 def _container_error_code(status: str) -> str | None:

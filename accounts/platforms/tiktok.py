@@ -8,7 +8,7 @@ HTTP 200, so the body is parsed whatever the status), every other v2 endpoint an
 
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 import httpx
@@ -182,7 +182,13 @@ class TikTokClient:
         return PublishResult(publish_id=str(publish_id))
 
     def publish_status(
-        self, *, access_token: str, platform_user_id: str, publish_id: str, caption: str | None = None
+        self,
+        *,
+        access_token: str,
+        platform_user_id: str,
+        publish_id: str,
+        caption: str | None = None,
+        not_before: datetime | None = None,
     ) -> PublishStatus:
         with http_session(self._http) as http:
             data = self._call(

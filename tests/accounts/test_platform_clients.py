@@ -402,27 +402,53 @@ def test_given_instagram_container_published_by_a_dead_worker_then_status_recove
     """The worker called media_publish and died before recording the media id: the next poll finds the
     container PUBLISHED, must not publish again, and recovers the media id from the account's media."""
     tokens = connect("instagram", "crashy")
-    client = get_client("instagram")
-    result = publish("instagram", tokens, media_type="image", caption="Recovered caption")
-    with httpx.Client(transport=httpx.WSGITransport(app=_wsgi_app())) as http:
-        answer = http.post(
-            f"http://127.0.0.1:8000/sandbox/instagram/graph/v23.0/{tokens.platform_user_id}/media_publish",
-            data={"creation_id": result.publish_id, "access_token": tokens.access_token},
-        )
-    media_id = answer.json()["id"]
+    container, media_id = _publish_then_lose_the_answer(tokens, "Recovered caption")
 
-    recovered = client.publish_status(
-        access_token=tokens.access_token,
-        platform_user_id=tokens.platform_user_id,
-        publish_id=result.publish_id,
-        caption="Recovered caption",
-    )
-    without_caption = status("instagram", tokens, result.publish_id)
+    recovered = status("instagram", tokens, container, caption="Recovered caption")
+    without_caption = status("instagram", tokens, container)
 
     assert recovered.state == "published" and recovered.external_id == media_id
     assert recovered.external_url.startswith("https://www.instagram.com/p/")
     assert without_caption.state == "published" and without_caption.external_id is None
     assert len(sandbox_posts("instagram", "crashy", kind="post")) == 1
+
+
+def _publish_then_lose_the_answer(tokens: TokenSet, caption: str) -> tuple[str, str]:
+    """A container published through the sandbox as a worker that died right after media_publish leaves it:
+    (container id, media id), the media id never recorded."""
+    result = publish("instagram", tokens, media_type="image", caption=caption)
+    with httpx.Client(transport=httpx.WSGITransport(app=_wsgi_app())) as http:
+        answer = http.post(
+            f"http://127.0.0.1:8000/sandbox/instagram/graph/v23.0/{tokens.platform_user_id}/media_publish",
+            data={"creation_id": result.publish_id, "access_token": tokens.access_token},
+        )
+    return result.publish_id, answer.json()["id"]
+
+
+@pytest.mark.parametrize("caption", ["", "Same caption every week"])
+def test_given_an_older_post_with_the_same_caption_then_recovery_does_not_take_its_media(db, caption):
+    # Captions repeat (an empty caption most of all): the account's older post with the same caption is not
+    # the one this dead worker published, and taking its id would give this post another post's URL and metrics.
+    tokens = connect("instagram", "repeats")
+    with time_machine.travel(timezone.now() - timedelta(days=7)):
+        _, older_media = _publish_then_lose_the_answer(tokens, caption)
+    scheduled_at = timezone.now() - timedelta(hours=1)
+    container, media = _publish_then_lose_the_answer(tokens, caption)
+
+    recovered = status("instagram", tokens, container, caption=caption, not_before=scheduled_at)
+
+    assert recovered.state == "published" and recovered.external_id == media != older_media
+
+
+def test_given_two_new_posts_with_the_same_caption_then_recovery_records_no_id_rather_than_a_guess(db):
+    tokens = connect("instagram", "twins")
+    scheduled_at = timezone.now() - timedelta(hours=1)
+    container, _ = _publish_then_lose_the_answer(tokens, "Twin")
+    _publish_then_lose_the_answer(tokens, "Twin")
+
+    recovered = status("instagram", tokens, container, caption="Twin", not_before=scheduled_at)
+
+    assert recovered.state == "published" and recovered.external_id is None
 
 
 def _wsgi_app():
