@@ -1,7 +1,7 @@
 """`Idempotency-Key` on POST: the same key and body within 24 h answer the first response again without
-doing the work; the same key with another body is 409 IDEMPOTENCY_KEY_REUSED. Keys are scoped to the
-organization. A key is claimed (row inserted) before the work starts, so two concurrent requests with one
-key cannot both do the work; a claim whose request died is taken over after IN_FLIGHT_TIMEOUT."""
+doing the work; the same key with another body (or from another API key) is 409 IDEMPOTENCY_KEY_REUSED.
+Keys are scoped to the organization. A key is claimed (row inserted) before the work starts, so two concurrent
+requests with one key cannot both do the work; a claim whose request died is taken over after IN_FLIGHT_TIMEOUT."""
 
 import hashlib
 import json
@@ -35,7 +35,11 @@ def fingerprint(request) -> str:
         canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
     except (ValueError, UnicodeDecodeError, RecursionError):
         canonical = raw  # not JSON: the parser answers 400, but the key still identifies these exact bytes
-    return hashlib.sha256(request.method.encode() + b" " + request.path.encode() + b"\n" + canonical).hexdigest()
+    # The calling API key is part of the request: answers depend on it (oauth-url checks the returnUrl
+    # against that key's allowlist), so another key of the organization must never be replayed its answer.
+    caller = str(getattr(request.auth, "pk", "")).encode()
+    head = request.method.encode() + b" " + request.path.encode() + b" " + caller
+    return hashlib.sha256(head + b"\n" + canonical).hexdigest()
 
 
 def begin(*, organization, key: str, request):

@@ -104,6 +104,20 @@ def test_keys_are_scoped_per_organization(owner, sibling):
     assert post(owner.client, {"note": "mine"}, "k-only-sibling").status_code == 201
 
 
+def test_another_api_key_of_the_organization_never_gets_the_first_keys_answer(owner):
+    # Answers depend on the calling key (oauth-url checks the returnUrl against that key's allowlist): a
+    # replay to another key would hand it an answer it may not get. Same key string, other API key: 409.
+    from accounts import services
+
+    _, raw = services.api_key_create(organization=owner.org, return_domains=["other.acme.test"], name="second app")
+    other = APIClient(raise_request_exception=False)
+    other.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert post(owner.client, {"note": "same"}, "k-app").status_code == 201
+
+    assert_error(post(other, {"note": "same"}, "k-app"), 409, "IDEMPOTENCY_KEY_REUSED")
+    assert work_done(owner) == 1
+
+
 def test_key_over_255_characters_is_422(owner):
     error = assert_error(post(owner.client, {"note": "x"}, "k" * 256), 422, "VALIDATION")
     assert "Idempotency-Key" in error["details"]["fields"]
