@@ -201,6 +201,8 @@ class EndpointDetailApi(ApiView):
 
 
 class EndpointRotateSecretApi(SecretRevealingApiView):
+    post_takes_body = False
+
     @extend_schema(
         request=None,
         responses={200: EndpointWithSecretOutput, **errors(400)},

@@ -2,6 +2,7 @@
 Idempotency-Key handling happen here, so operation views stay thin."""
 
 from django.conf import settings
+from rest_framework.exceptions import ParseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -11,17 +12,25 @@ from config.api.errors import PayloadTooLarge, Validation
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
-def check_body_size(request) -> None:
+def body_length(request) -> int:
+    """The declared Content-Length: the WSGI input is bounded by it, so it is the body Django and DRF read."""
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0  # unreadable: Django and DRF then read no body at all
+
+
+def check_body(request, *, required: bool) -> None:
     """Refuse a body over DATA_UPLOAD_MAX_MEMORY_SIZE (LAYERS_MAX_BODY_BYTES) before anything reads it.
     Django enforces that cap only on `request.body` and forms; DRF's parsers read the request as a stream,
-    past it. The WSGI input is bounded by Content-Length, so checking the declared length suffices."""
+    past it. Refuse a missing body where the operation takes one: DRF never calls the parser on an empty
+    body and reads it as `{}`, so it was a 422 "field required" where any other non-JSON body is a 400."""
     cap = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0  # unreadable: Django and DRF then read no body at all
+    length = body_length(request)
     if cap is not None and length > cap:
         raise PayloadTooLarge(f"The request body is larger than {cap} bytes.")
+    if required and length == 0:
+        raise ParseError("The request body is empty: send a JSON object.")
 
 
 def check_query_parameters(request, handler) -> None:
@@ -37,11 +46,13 @@ def check_query_parameters(request, handler) -> None:
 
 class ApiView(APIView):
     _idempotency_row = None
+    # Operations whose POST takes no body (rotate a secret) set this to False.
+    post_takes_body = True
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         if request.method in BODY_METHODS:
-            check_body_size(request)
+            check_body(request, required=request.method == "POST" and self.post_takes_body)
         check_query_parameters(request, getattr(self, request.method.lower(), None))
         key = request.headers.get("Idempotency-Key")
         if request.method == "POST" and key is not None:

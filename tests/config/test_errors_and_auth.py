@@ -125,6 +125,25 @@ def test_body_not_a_json_object_is_400(owner, body):
     assert_error(response, 400, "MALFORMED_REQUEST")
 
 
+@pytest.mark.parametrize("body", [b"", b"  "])
+def test_an_empty_body_is_400_like_any_other_body_that_is_not_a_json_object(owner, body):
+    # DRF reads an empty body as `{}`: it used to be 422 "platform: required", where two spaces were a 400.
+    response = owner.client.generic(
+        "POST", f"/v1/projects/{owner.project.id}/social/oauth-url", body, content_type="application/json"
+    )
+    assert_error(response, 400, "MALFORMED_REQUEST")
+
+
+def test_an_operation_that_takes_no_body_still_answers_an_empty_post(owner):
+    subscription = {"url": "https://hooks.acme.test/layers", "events": ["scheduled_post.published"]}
+    endpoint = owner.client.post("/v1/webhook-endpoints", subscription, format="json")
+    assert endpoint.status_code == 201, endpoint.content
+
+    rotated = owner.client.generic("POST", f"/v1/webhook-endpoints/{endpoint.json()['id']}/rotate-secret", b"")
+
+    assert rotated.status_code == 200 and rotated.json()["secret"] != endpoint.json()["secret"]
+
+
 def test_non_json_content_type_is_400(owner):
     response = owner.client.post("/v1/_probe", "note=x", content_type="application/x-www-form-urlencoded")
     assert_error(response, 400, "MALFORMED_REQUEST")
