@@ -10,7 +10,7 @@ from accounts.models import OAuthSession
 from accounts.serializers import SocialAccountOutput
 from config.api.errors import Validation
 from config.api.fields import StrictSerializer
-from config.api.pagination import page_response, page_window, paginate, parse_filters
+from config.api.pagination import page_response, page_window, paginate, paginate_by_position, parse_filters
 from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
 from config.api.views import ApiView
 
@@ -63,13 +63,17 @@ class EventListApi(ApiView):
         ],
         description=(
             "Recent events of your organization, newest first, for polling and replay. Events are kept for "
-            "30 days, then deleted with their webhook deliveries."
+            "30 days, then deleted with their webhook deliveries. The order is the order in which events became "
+            "visible (their change committed), so polling is safe: read newest first down to the last event id "
+            "you saw, and every event you had not seen is above it, however late its change committed. "
+            "`createdAt` is when the change began and can be a few milliseconds out of that order."
         ),
     )
     def get(self, request):
         filters = parse_filters(request, EventFilters)
+        services.events_sequence(organization_id=self.organization.pk)
         qs = selectors.event_list(organization=self.organization, type=filters.get("type"))
-        return paginate(request, qs, lambda rows: EventOutput(rows, many=True).data)
+        return paginate_by_position(request, qs, lambda rows: EventOutput(rows, many=True).data)
 
 
 # --- Connected accounts ------------------------------------------------------------------------------

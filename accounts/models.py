@@ -87,11 +87,29 @@ class Event(models.Model):
     type = models.CharField(max_length=64)
     data = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now)
+    # The event's place in its organization's list, in the order events became visible (committed), given
+    # after commit by accounts.services.events_sequence. createdAt is set before commit: ordered by it, an
+    # event whose transaction commits late sorts below events a poller has already seen, and is missed.
+    position = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         indexes = [
             models.Index(fields=["organization", "-created_at", "-id"], name="event_org_newest"),
             models.Index(fields=["organization", "type", "-created_at", "-id"], name="event_org_type_newest"),
+            models.Index(fields=["organization", "-position"], name="event_org_position"),
+            models.Index(fields=["organization", "type", "-position"], name="event_org_type_position"),
+            models.Index(
+                fields=["organization", "created_at", "id"],
+                name="event_org_unplaced",
+                condition=models.Q(position__isnull=True),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "position"],
+                name="event_position_once_per_org",
+                condition=models.Q(position__isnull=False),
+            )
         ]
 
     def __str__(self):

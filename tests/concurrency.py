@@ -1,8 +1,9 @@
 """Running code side by side on real PostgreSQL: threads, each with its own database connection."""
 
 import threading
+from contextlib import contextmanager
 
-from django.db import connection
+from django.db import connection, transaction
 
 
 def run_in_threads(*targets):
@@ -28,3 +29,39 @@ def run_in_threads(*targets):
         t.join()
     assert errors == [], errors
     return results
+
+
+class HeldOpen:
+    result = None
+
+
+@contextmanager
+def held_open(work, timeout: float = 30):
+    """Run `work` in a transaction on another thread's connection, and keep that transaction open (not
+    committed) while the block runs; it commits when the block ends. Yields a holder whose `result` is
+    what `work` returned, set once the block has ended."""
+    holder = HeldOpen()
+    done_work, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            with transaction.atomic():
+                holder.result = work()
+                done_work.set()
+                release.wait(timeout)
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+            done_work.set()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert done_work.wait(timeout), "the held transaction never did its work"
+    try:
+        yield holder
+    finally:
+        release.set()
+        thread.join(timeout)
+    assert errors == [], errors

@@ -21,6 +21,10 @@ def _encode(created_at: datetime, pk: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _encode_pair(pair: tuple[datetime, str]) -> str:
+    return _encode(*pair)
+
+
 def _decode(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -66,9 +70,9 @@ def page_window(request) -> tuple[int, tuple[datetime, str] | None]:
     return limit, (_decode(cursor) if cursor else None)
 
 
-def page_response(rows: list, *, limit: int, serialize, key, parent_check=None) -> Response:
+def page_response(rows: list, *, limit: int, serialize, key, parent_check=None, encode=None) -> Response:
     """The page of up to `limit + 1` rows read newest first (the extra row only says that there is more),
-    as `{"data": [...], "nextCursor": ...}`. `key(row)` is a row's (time, id).
+    as `{"data": [...], "nextCursor": ...}`. `key(row)` is a row's (time, id), or what `encode` takes.
 
     `parent_check` is for lists under a parent (a project's accounts): the rows are filtered by the
     parent's id and the organization, so a page with rows proves the parent is the organization's, and the
@@ -78,7 +82,7 @@ def page_response(rows: list, *, limit: int, serialize, key, parent_check=None) 
     rows = rows[:limit]
     if not rows and parent_check is not None:
         parent_check()
-    next_cursor = _encode(*key(rows[-1])) if more else None
+    next_cursor = ((encode or _encode_pair)(key(rows[-1]))) if more else None
     return Response({"data": serialize(rows), "nextCursor": next_cursor})
 
 
@@ -101,3 +105,36 @@ def paginate(
         key=lambda row: (getattr(row, time_field), getattr(row, id_field)),
         parent_check=parent_check,
     )
+
+
+def paginate_by_position(request, queryset, serialize, *, field: str = "position") -> Response:
+    """One page of `queryset` by a unique, increasing integer `field`, highest first (rows without one are
+    not listed yet). The cursor is the position of the last row served: rows that get a higher position
+    while a partner pages sort before it, and every later page continues strictly after it."""
+    limit = parse_limit(request)
+    cursor = request.query_params.get("cursor")
+    qs = queryset.filter(**{f"{field}__isnull": False}).order_by(f"-{field}")
+    if cursor:
+        qs = qs.filter(**{f"{field}__lt": _decode_position(cursor)})
+    return page_response(
+        list(qs[: limit + 1]),
+        limit=limit,
+        serialize=serialize,
+        key=lambda row: getattr(row, field),
+        encode=_encode_position,
+    )
+
+
+def _encode_position(position: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"position": position}).encode()).decode().rstrip("=")
+
+
+def _decode_position(cursor: str) -> int:
+    try:
+        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["position"]
+    except (ValueError, TypeError, KeyError, binascii.Error, json.JSONDecodeError):
+        raise Validation({"cursor": ["Invalid cursor."]})
+    # bool is an int; a position beyond bigint would reach the database as something it cannot take.
+    if type(position) is not int or not 0 <= position < 2**63:
+        raise Validation({"cursor": ["Invalid cursor."]})
+    return position

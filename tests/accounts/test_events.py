@@ -104,3 +104,90 @@ def test_event_envelope_fields(owner):
 def test_events_list_needs_a_key(anon, owner):
     record(owner, "social_account.connected")
     assert_error(anon.get("/v1/events"), 401, "UNAUTHENTICATED")
+
+
+def _poll_new(client, last_seen, **filters):
+    """What a poller does with the list: read newest first until the last event it saw before."""
+    new, cursor = [], None
+    query = "".join(f"&{name}={value}" for name, value in filters.items())
+    while True:
+        body = client.get(f"/v1/events?limit=2{query}" + (f"&cursor={cursor}" if cursor else "")).json()
+        for event in body["data"]:
+            if event["id"] == last_seen:
+                return new
+            new.append(event["id"])
+        cursor = body["nextCursor"]
+        if cursor is None:
+            return new
+
+
+@pytest.mark.parametrize("filters", [{}, {"type": "lease_request.assigned"}])
+def test_an_event_that_commits_late_is_still_new_to_a_poller(owner, transactional_db, filters):
+    """An event is recorded in a transaction that stays open while a later one commits and is polled. It
+    commits afterwards, older by its createdAt: a poller reading newest first down to the last event it saw
+    must still find it (ordered by createdAt, it sorted below that event and was never seen)."""
+    from tests.concurrency import held_open
+
+    with transaction.atomic():
+        seen = event_record(organization_id=owner.org.id, type="lease_request.assigned", data={"n": 0}).id
+    with held_open(
+        lambda: event_record(organization_id=owner.org.id, type="lease_request.assigned", data={"n": 1}).id
+    ) as late:
+        with transaction.atomic():
+            fast = event_record(organization_id=owner.org.id, type="lease_request.assigned", data={"n": 2}).id
+        first_poll = _poll_new(owner.client, last_seen=seen, **filters)
+    second_poll = _poll_new(owner.client, last_seen=fast, **filters)
+
+    assert first_poll == [fast]  # the open transaction's event is not visible yet
+    assert second_poll == [late.result]
+    assert _poll_new(owner.client, last_seen=None, **filters) == [late.result, fast, seen]
+
+
+def test_pollers_see_every_event_exactly_once_while_writers_commit_out_of_order(owner, transactional_db):
+    """Writers record events in transactions that take different times to commit while pollers poll: each
+    poller ends up having seen every event exactly once, with no event skipped by its position."""
+    import random
+    import threading
+    import time
+
+    from django.db import connection
+
+    from tests.concurrency import run_in_threads
+
+    writing = threading.Event()
+    writing.set()
+
+    def writer(seed):
+        rng, ids = random.Random(seed), []
+        for n in range(15):
+            with transaction.atomic():
+                ids.append(event_record(organization_id=owner.org.id, type="lease_request.assigned", data={"n": n}).id)
+                time.sleep(rng.random() * 0.02)  # commits land in another order than createdAt
+        return ids
+
+    def writers_then_stop():
+        try:
+            return [event for ids in run_in_threads(*(lambda s=s: writer(s) for s in range(4))) for event in ids]
+        finally:
+            writing.clear()
+
+    def poller():
+        from rest_framework.test import APIClient
+
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {owner.raw_key}")
+        seen, last = [], None
+        while True:
+            still_writing = writing.is_set()
+            new = _poll_new(client, last_seen=last)
+            seen.extend(reversed(new))
+            last = new[0] if new else last
+            if not still_writing:
+                connection.close()
+                return seen
+
+    written, *polled = run_in_threads(writers_then_stop, poller, poller)
+
+    assert len(written) == 60
+    for seen in polled:
+        assert sorted(seen) == sorted(written)  # every event, each once
