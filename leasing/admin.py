@@ -103,6 +103,7 @@ class LeaseRequestAdmin(admin.ModelAdmin):
             "candidates": candidates,
             "leases": lease_request.leases.select_related("pool_account", "social_account"),
             "actions_log": lease_request.actions.select_related("actor")[:50],
+            "failure_problems": _failure_problems(lease_request) if lease_request.failure_reason else [],
             "is_open": lease_request.status in LeaseRequest.OPEN,
             "can_act": can_act,
             "remaining": max(lease_request.count - lease_request.leases.count(), 0),
@@ -138,9 +139,17 @@ class LeaseRequestAdmin(admin.ModelAdmin):
 
     def _report(self, request, result):
         if result.status == LeaseRequest.Status.FAILED:
-            self.message_user(request, f"Binding failed: {result.failure_reason}", messages.ERROR)
+            # Staff get what went wrong (the partner reads only the fixed failureReason).
+            problems = "; ".join(_failure_problems(result)) or result.failure_reason
+            self.message_user(request, f"The assignment failed, nothing was leased: {problems}", messages.ERROR)
         else:
             self.message_user(request, f"Request {result.status}.", messages.SUCCESS)
+
+
+def _failure_problems(lease_request) -> list[str]:
+    """What went wrong in the request's latest failed assignment, with which pool account (staff only)."""
+    failed = lease_request.actions.filter(action="failed").first()  # newest first
+    return list(failed.detail.get("problems") or []) if failed else []
 
 
 class PoolAccountForm(forms.ModelForm):

@@ -30,7 +30,9 @@ class LeaseRequestOutput(serializers.Serializer):
     decidedAt = serializers.DateTimeField(source="decided_at", allow_null=True)
     socialAccountIds = serializers.SerializerMethodField()
     rejectionReason = serializers.SerializerMethodField()
-    failureReason = serializers.SerializerMethodField()
+    failureReason = serializers.SerializerMethodField(
+        help_text="When failed: a fixed explanation (nothing was leased; Layers staff assign accounts again)."
+    )
 
     def _leases(self, request):
         cached = getattr(request, "_prefetched_objects_cache", {}).get("leases")

@@ -4,7 +4,9 @@ Fulfilment is three steps so that no transaction is held open across a platform 
 visible: (1) reserve — lock the request and the chosen pool accounts, request → provisioning;
 (2) check — each reserved account's token is verified with TikTok, outside any transaction;
 (3) bind — create the leased social accounts, the leases and the first charge, request → assigned / partial.
-A failing check or bind puts the request in `failed` with the reason and returns the accounts to the pool."""
+A failing check or bind puts the request in `failed` and returns the accounts to the pool. The partner reads a
+fixed reason (FAILED_CHECK / FAILED_BIND: nothing was leased, staff assign again); what went wrong — pool
+handles, the platform's or the database's own words — goes to the log and the request's staff-only history."""
 
 import logging
 from dataclasses import dataclass
@@ -29,6 +31,18 @@ class LeaseError(ApiError):
     """A staff action that cannot be done as asked; the message says why (shown in the admin / command)."""
 
     status, code = 409, "LEASE_CONFLICT"
+
+
+# What the partner reads in `failureReason` when an assignment fails. Fixed texts: the problems themselves name
+# pool accounts the partner never had and quote TikTok or PostgreSQL (constraint names, internal ids).
+FAILED_CHECK = (
+    "TikTok did not confirm the accounts picked for this request, so nothing was leased. "
+    "Layers staff will assign accounts again."
+)
+FAILED_BIND = (
+    "The accounts picked for this request could not be added to the project, so nothing was leased. "
+    "Layers staff will assign accounts again."
+)
 
 
 def _audit(*, action: str, actor=None, request=None, lease=None, **detail) -> LeaseAction:
@@ -123,15 +137,33 @@ class Candidate:
         )
 
 
+def _users_bound_in_project(project_id: str) -> set[str]:
+    """TikTok users with a live binding in the project (the partner connected them, or leased them before):
+    binding a pool account of the same user there again is refused by one_live_binding_per_project."""
+    return set(
+        SocialAccount.objects.filter(project_id=project_id, platform="tiktok")
+        .exclude(status=SocialAccount.Status.DISCONNECTED)
+        .values_list("identity__platform_user_id", flat=True)
+    )
+
+
 def pool_candidates(*, request: LeaseRequest) -> list[Candidate]:
     """Available, warmed pool accounts matching the request's niche — same vertical, same language (exact tag
     or same primary language), at least one geo in common — best first. Partners are promised warmed
-    accounts: one still warming up is never offered (ops mark it warm in the pool when it is ready)."""
+    accounts: one still warming up is never offered (ops mark it warm in the pool when it is ready). An
+    account whose TikTok user is already bound in the request's project is not offered either: it could not
+    be bound there, and auto-assign would pick it, and fail, every time."""
     geos = {g.upper() for g in request.geos}
     out = []
-    for account in PoolAccount.objects.filter(
-        status=PoolAccount.Status.AVAILABLE, warmup_state=PoolAccount.Warmup.WARM, vertical__iexact=request.vertical
-    ).order_by("created_at"):
+    for account in (
+        PoolAccount.objects.filter(
+            status=PoolAccount.Status.AVAILABLE,
+            warmup_state=PoolAccount.Warmup.WARM,
+            vertical__iexact=request.vertical,
+        )
+        .exclude(platform_user_id__in=_users_bound_in_project(request.project_id))
+        .order_by("created_at")
+    ):
         languages = [lang.lower() for lang in account.languages]
         exact = request.language.lower() in languages
         if not exact and _primary(request.language) not in {_primary(lang) for lang in languages}:
@@ -158,10 +190,12 @@ def lease_assign(
     if problems:
         # A token TikTok refused will not come back by itself: that account leaves the pool (retired, with a
         # note for ops, as after a release), so that the next auto-assign does not pick and fail on it again.
+        log.warning("token check of lease request %s failed: %s", request_id, "; ".join(problems))
         return _fail(
             request_id=request_id,
             pool_ids=[p.pk for p in reserved],
-            reason="; ".join(problems),
+            reason=FAILED_CHECK,
+            problems=problems,
             actor=actor,
             retire_ids=dead,
             attempt=attempt,
@@ -173,7 +207,8 @@ def lease_assign(
         return _fail(
             request_id=request_id,
             pool_ids=[p.pk for p in reserved],
-            reason=f"binding failed: {exc}",
+            reason=FAILED_BIND,
+            problems=[f"binding failed: {exc}"],
             actor=actor,
             attempt=attempt,
         )
@@ -203,6 +238,7 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[l
         # finds the account no longer available instead of leasing it twice.
         accounts = list(PoolAccount.objects.select_for_update().filter(pk__in=chosen).order_by("pk"))
         found = {a.pk: a for a in accounts}
+        bound = _users_bound_in_project(request.project_id)
         for pk in chosen:
             account = found.get(pk)
             if account is None:
@@ -211,6 +247,10 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[l
                 raise LeaseError(f"@{account.handle} is not available (it is {account.status}); pick another account.")
             if account.warmup_state != PoolAccount.Warmup.WARM:
                 raise LeaseError(f"@{account.handle} is still warming up; partners get warmed accounts only.")
+            if account.platform_user_id in bound:
+                raise LeaseError(
+                    f"@{account.handle}'s TikTok user is already connected in this project; pick another account."
+                )
         PoolAccount.objects.filter(pk__in=chosen).update(status=PoolAccount.Status.RESERVED)
         request.status = LeaseRequest.Status.PROVISIONING
         request.failure_reason = ""
@@ -265,8 +305,17 @@ def _check_tokens(accounts: list[PoolAccount]) -> tuple[list[str], list[str]]:
 
 
 def _fail(
-    *, request_id: str, pool_ids: list[str], reason: str, actor, retire_ids=(), attempt: int | None = None
+    *,
+    request_id: str,
+    pool_ids: list[str],
+    reason: str,
+    actor,
+    problems: list[str] = (),
+    retire_ids=(),
+    attempt: int | None = None,
 ) -> LeaseRequest:
+    """Fail the current attempt: `reason` is what the partner reads, `problems` (staff only: the request's
+    history, the admin's message) what went wrong with which account."""
     with transaction.atomic():
         request = LeaseRequest.objects.select_for_update().get(pk=request_id)
         if not _is_current_attempt(request, attempt):
@@ -280,7 +329,7 @@ def _fail(
         request.status = LeaseRequest.Status.FAILED
         request.failure_reason = reason[:1000]
         request.save(update_fields=["status", "failure_reason"])
-        _audit(action="failed", actor=actor, request=request, reason=reason)
+        _audit(action="failed", actor=actor, request=request, reason=reason, problems=list(problems))
     return request
 
 

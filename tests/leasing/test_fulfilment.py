@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 from django.test import Client
 
-from accounts.models import Event, SocialAccount
+from accounts.models import Event, PlatformIdentity, SocialAccount
 from leasing import services
 from leasing.models import Lease, LeaseAction, LeaseRequest, PoolAccount
 from scheduling.models import Layer
@@ -14,7 +14,7 @@ from tests.conftest import assert_error
 from tests.leasing.helpers import add_pool, command, get_request, request_accounts
 from tests.outages import broker_down
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
-from tests.staff import with_mfa
+from tests.staff import admin_object_url, superuser, with_mfa
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -135,7 +135,16 @@ def test_a_dead_pool_token_fails_the_binding_returns_the_healthy_account_and_ret
     services.lease_assign(request_id=accepted["requestId"], pool_account_ids=ids)
 
     detail = get_request(owner, accepted["requestId"])
-    assert detail["status"] == "failed" and dead.handle in detail["failureReason"]
+    # The partner learns that nothing was leased and that staff assign again, not the handles of pool
+    # accounts that were never theirs; staff read which account and why in the request's history.
+    assert detail["status"] == "failed" and "nothing was leased" in detail["failureReason"]
+    assert dead.handle not in detail["failureReason"] and "@" not in detail["failureReason"]
+    failed = LeaseAction.objects.get(request_id=accepted["requestId"], action="failed")
+    assert any(dead.handle in problem for problem in failed.detail["problems"])
+    ops = Client()
+    ops.force_login(superuser("ops-reader"))
+    page = ops.get(admin_object_url(LeaseRequest, accepted["requestId"])).content.decode()
+    assert f"@{dead.handle}&#x27;s token is no longer valid" in page and "The partner reads" in page
     # the healthy account is back in the pool; the dead one is out of it, with a note for ops
     assert PoolAccount.objects.get(pk=ids[1]).status == "available"
     dead.refresh_from_db()
@@ -148,6 +157,57 @@ def test_a_dead_pool_token_fails_the_binding_returns_the_healthy_account_and_ret
     add_pool(1)
     services.lease_assign(request_id=accepted["requestId"], pool_account_ids=[ids[1]])
     assert get_request(owner, accepted["requestId"])["status"] == "partial"
+
+
+def _bind_same_user_in_project(tenant, pool_id: str) -> None:
+    """The partner connects, in the request's project, the very TikTok user behind a pool account."""
+    pool = PoolAccount.objects.get(pk=pool_id)
+    identity = PlatformIdentity.objects.create(
+        organization=tenant.org, platform="tiktok", platform_user_id=pool.platform_user_id, handle=pool.handle
+    )
+    SocialAccount.objects.create(
+        organization=tenant.org, project=tenant.project, identity=identity, platform="tiktok", status="connected"
+    )
+
+
+def test_a_binding_failure_tells_the_partner_what_happened_and_staff_why(owner, monkeypatch):
+    (pool_id,) = add_pool(1)
+    rid = request_accounts(owner, 1)["requestId"]
+    real_check = services._check_tokens
+
+    def partner_connects_the_same_user_meanwhile(accounts):
+        _bind_same_user_in_project(owner, pool_id)
+        return real_check(accounts)
+
+    monkeypatch.setattr(services, "_check_tokens", partner_connects_the_same_user_meanwhile)
+    services.lease_assign(request_id=rid, auto=True)
+
+    detail = get_request(owner, rid)
+    assert detail["status"] == "failed"
+    reason = detail["failureReason"]
+    # Not 'binding failed: duplicate key value violates unique constraint "one_live_binding_per_project"
+    # DETAIL:  Key (project_id, identity_id)=(prj_…, pi_…) already exists.'
+    assert "nothing was leased" in reason, reason
+    assert "constraint" not in reason and "DETAIL" not in reason and "pi_" not in reason and "prj_" not in reason
+    # Staff find the database's own words in the request's history; the account is back in the pool.
+    failed = LeaseAction.objects.get(request_id=rid, action="failed")
+    assert "one_live_binding_per_project" in " ".join(failed.detail["problems"])
+    assert PoolAccount.objects.get(pk=pool_id).status == "available"
+
+
+def test_an_account_already_bound_in_the_project_is_neither_offered_nor_assignable(owner):
+    bound, free = add_pool(2)  # `bound` is older: it would rank first
+    _bind_same_user_in_project(owner, bound)
+    rid = request_accounts(owner, 1)["requestId"]
+
+    assert [c.account.pk for c in services.pool_candidates(request=LeaseRequest.objects.get(pk=rid))] == [free]
+    with pytest.raises(services.LeaseError, match="already connected in this project"):
+        services.lease_assign(request_id=rid, pool_account_ids=[bound])
+    assert PoolAccount.objects.get(pk=bound).status == "available"
+
+    services.lease_assign(request_id=rid, auto=True)
+    assert get_request(owner, rid)["status"] == "assigned"
+    assert Lease.objects.get(request_id=rid).pool_account_id == free
 
 
 @pytest.mark.parametrize("how", ["leased-accounts", "social-accounts", "admin"])
