@@ -225,7 +225,7 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[l
             raise LeaseError(f"This request is {request.status}; it cannot be assigned again.")
         wanted = request.count
         if auto:
-            chosen = [c.account.pk for c in pool_candidates(request=request)][:wanted]
+            chosen = _lock_best_available([c.account.pk for c in pool_candidates(request=request)], wanted)
             if not chosen:
                 raise LeaseError("No available pool account matches this niche.")
         else:
@@ -234,8 +234,9 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[l
                 raise LeaseError("Pick at least one pool account (or auto-assign).")
             if len(chosen) > wanted:
                 raise LeaseError(f"The partner asked for {wanted}; {len(chosen)} were picked.")
-        # Row locks in a fixed order: two staff assigning at the same moment serialize here, and the second
-        # finds the account no longer available instead of leasing it twice.
+        # Row locks in a fixed order: two staff picking the same account at the same moment serialize here,
+        # and the second finds it no longer available instead of leasing it twice (auto's picks are already
+        # locked by _lock_best_available and available).
         accounts = list(PoolAccount.objects.select_for_update().filter(pk__in=chosen).order_by("pk"))
         found = {a.pk: a for a in accounts}
         bound = _users_bound_in_project(request.project_id)
@@ -264,6 +265,22 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[l
             auto=auto,
         )
         return [found[pk] for pk in chosen], started.pk
+
+
+def _lock_best_available(ranked: list[str], wanted: int) -> list[str]:
+    """Lock and return, best first, up to `wanted` of the `ranked` pool accounts that are still available.
+    The ranking was read without locks, so another auto-assign may be reserving the same best accounts at
+    this moment: rows it holds are skipped (SKIP LOCKED) and rows it has reserved meanwhile no longer match,
+    so each run takes the next best free ones instead of failing on the first run's picks."""
+    if not ranked:
+        return []
+    position = Case(*[When(pk=pk, then=Value(i)) for i, pk in enumerate(ranked)])
+    return list(
+        PoolAccount.objects.select_for_update(skip_locked=True)
+        .filter(pk__in=ranked, status=PoolAccount.Status.AVAILABLE, warmup_state=PoolAccount.Warmup.WARM)
+        .order_by(position)
+        .values_list("pk", flat=True)[:wanted]
+    )
 
 
 def _latest_attempt(request: LeaseRequest) -> LeaseAction | None:

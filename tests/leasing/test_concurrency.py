@@ -1,5 +1,7 @@
 """Two staff assigning the same pool account at the same moment, on two real PostgreSQL connections."""
 
+import threading
+
 import pytest
 from django.db import IntegrityError, transaction
 
@@ -52,3 +54,49 @@ def test_the_database_refuses_a_second_live_lease_of_one_pool_account(owner):
             ),
             monthly_price_cents=1,
         )
+
+
+def auto_assign_both_after_ranking(monkeypatch, request_ids: list[str]) -> list[str]:
+    """Auto-assign each request on its own connection, both having read the same ranking (the same best
+    account) before either reserves; returns each run's status, or its LeaseError message."""
+    both_ranked = threading.Barrier(2, timeout=10)
+    real = services.pool_candidates
+
+    def candidates_then_wait(**kwargs):
+        ranked = real(**kwargs)
+        both_ranked.wait()
+        return ranked
+
+    monkeypatch.setattr(services, "pool_candidates", candidates_then_wait)
+
+    def auto(request_id: str) -> str:
+        try:
+            return str(services.lease_assign(request_id=request_id, auto=True).status)
+        except services.LeaseError as exc:
+            return exc.message
+
+    return run_in_threads(*[lambda rid=rid: auto(rid) for rid in request_ids])
+
+
+def test_two_auto_assigns_at_once_each_get_an_account_when_enough_match(owner, sibling, monkeypatch):
+    add_pool(3)
+    requests = [request_accounts(owner, 1)["requestId"], request_accounts(sibling, 1)["requestId"]]
+
+    outcomes = auto_assign_both_after_ranking(monkeypatch, requests)
+
+    # Not "@fitness.x is not available (it is reserved); pick another account" for one of them: --auto is
+    # asked precisely not to pick by hand, and other matching accounts were free.
+    assert outcomes == ["assigned", "assigned"], outcomes
+    assert len(set(Lease.objects.values_list("pool_account_id", flat=True))) == 2
+
+
+def test_two_auto_assigns_racing_for_the_last_account_give_one_lease_and_one_clear_message(owner, sibling, monkeypatch):
+    add_pool(1)
+    requests = [request_accounts(owner, 1)["requestId"], request_accounts(sibling, 1)["requestId"]]
+
+    outcomes = auto_assign_both_after_ranking(monkeypatch, requests)
+
+    assert outcomes.count("assigned") == 1, outcomes
+    loser = next(o for o in outcomes if o != "assigned")
+    assert loser == "No available pool account matches this niche.", outcomes
+    assert Lease.objects.count() == 1
