@@ -18,7 +18,14 @@ from leasing.serializers import LeasedAccountOutput, LeaseRequestOutput
 class NicheInput(StrictSerializer):
     vertical = serializers.CharField(max_length=100, help_text="e.g. fitness, beauty, gaming")
     audience = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
-    language = serializers.CharField(max_length=35, help_text="BCP 47 tag, e.g. en-US")
+    language = serializers.CharField(
+        max_length=35,
+        help_text="BCP 47 tag, e.g. en-US. Accounts are matched on the language and its script: zh-Hant-TW is never "
+        "served in Simplified Chinese (a tag without a script means the one usual there: zh-TW is Traditional, "
+        "zh-CN Simplified). With a region, only accounts of that region are assigned automatically; Layers staff "
+        "may pick one of another region of the language (pt-PT for pt-BR) by hand. Without a region (pt), any "
+        "region of the language suits.",
+    )
     geo = serializers.ListField(
         child=serializers.CharField(max_length=2, min_length=2),
         min_length=1,

@@ -1,6 +1,7 @@
-"""ISO 3166-1 alpha-2 country codes (officially assigned) and a BCP 47 language-tag check."""
+"""ISO 3166-1 alpha-2 country codes (officially assigned), a BCP 47 language-tag check and its parts."""
 
 import re
+from typing import NamedTuple
 
 ISO_3166_ALPHA2 = frozenset(
     [
@@ -264,3 +265,38 @@ _BCP47 = re.compile(
 
 def is_bcp47(tag: str) -> bool:
     return bool(_BCP47.match(tag or ""))
+
+
+class LanguageTag(NamedTuple):
+    language: str  # lower case: "zh"
+    script: str  # title case, "" when neither written nor implied: "Hant"
+    region: str  # upper case, "" when none: "TW", "419"
+
+
+# The script a tag without one implies, for the languages written in several scripts (CLDR's likely
+# subtags): {language: (script by default, {region: script where it differs})}. For any other language a
+# tag without a script implies none, and agrees only with another tag without one.
+IMPLIED_SCRIPTS = {
+    "zh": ("Hans", {"TW": "Hant", "HK": "Hant", "MO": "Hant"}),
+    "sr": ("Cyrl", {"ME": "Latn"}),
+    "pa": ("Guru", {"PK": "Arab"}),
+    "uz": ("Latn", {"AF": "Arab"}),
+    "az": ("Latn", {"IR": "Arab"}),
+    "bs": ("Latn", {}),
+    "mn": ("Cyrl", {}),
+}
+
+
+def language_tag(tag: str) -> LanguageTag:
+    """The language, script (written, or implied by IMPLIED_SCRIPTS) and region of a BCP 47 tag; variants
+    and anything the shape check would refuse past the language are ignored."""
+    parts = (tag or "").strip().replace("_", "-").split("-")
+    language, rest = parts[0].lower(), parts[1:]
+    script = rest.pop(0).title() if rest and len(rest[0]) == 4 and rest[0].isalpha() else ""
+    region = ""
+    if rest and ((len(rest[0]) == 2 and rest[0].isalpha()) or (len(rest[0]) == 3 and rest[0].isdigit())):
+        region = rest[0].upper()
+    if not script and language in IMPLIED_SCRIPTS:
+        default, by_region = IMPLIED_SCRIPTS[language]
+        script = by_region.get(region, default)
+    return LanguageTag(language, script, region)

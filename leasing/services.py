@@ -22,6 +22,7 @@ from accounts.platforms.base import PlatformError, TokenInvalid, TokenSet
 from accounts.services import event_record
 from config.api.errors import ApiError
 from config.queueing import enqueue_on_commit
+from leasing.geo import language_tag
 from leasing.models import Lease, LeaseAction, LeaseRequest, PoolAccount
 
 log = logging.getLogger(__name__)
@@ -116,14 +117,29 @@ def lease_request_reject(*, request_id: str, reason: str, actor=None) -> LeaseRe
 # --- Matching ---------------------------------------------------------------------------------------
 
 
-def _primary(language: str) -> str:
-    return language.split("-")[0].lower()
+def language_match(requested: str, offered: list[str]) -> str | None:
+    """How one of the account's languages matches the requested one: "exact" when the language, the script
+    (written, or implied: zh-TW is Traditional, zh-CN Simplified — leasing/geo.py) and the region when the
+    request names one are the same; "region" when only the region differs (pt-PT for pt-BR, en-GB for en-US);
+    None otherwise — another language, or another script of it (zh-Hans for zh-Hant), which a partner's
+    audience cannot read. A tag with no script of a language written in one script agrees only with another
+    tag without one (en-US, not en-Latn-US)."""
+    want = language_tag(requested)
+    best = None
+    for tag in offered:
+        have = language_tag(tag)
+        if (have.language, have.script) != (want.language, want.script):
+            continue
+        if not want.region or have.region == want.region:
+            return "exact"
+        best = "region"
+    return best
 
 
 @dataclass(frozen=True)
 class Candidate:
     account: PoolAccount
-    exact_language: bool
+    exact_language: bool  # see language_match; only these are auto-assigned, the others need a person's pick
     geo_overlap: list[str]
 
     @property
@@ -148,11 +164,11 @@ def _users_bound_in_project(project_id: str) -> set[str]:
 
 
 def pool_candidates(*, request: LeaseRequest) -> list[Candidate]:
-    """Available, warmed pool accounts matching the request's niche — same vertical, same language (exact tag
-    or same primary language), at least one geo in common — best first. Partners are promised warmed
-    accounts: one still warming up is never offered (ops mark it warm in the pool when it is ready). An
-    account whose TikTok user is already bound in the request's project is not offered either: it could not
-    be bound there, and auto-assign would pick it, and fail, every time."""
+    """Available, warmed pool accounts matching the request's niche — same vertical, same language and
+    script (another region of it ranked after, see language_match), at least one geo in common — best
+    first. Partners are promised warmed accounts: one still warming up is never offered (ops mark it warm
+    in the pool when it is ready). An account whose TikTok user is already bound in the request's project
+    is not offered either: it could not be bound there, and auto-assign would pick it, and fail, every time."""
     geos = {g.upper() for g in request.geos}
     out = []
     for account in (
@@ -164,14 +180,13 @@ def pool_candidates(*, request: LeaseRequest) -> list[Candidate]:
         .exclude(platform_user_id__in=_users_bound_in_project(request.project_id))
         .order_by("created_at")
     ):
-        languages = [lang.lower() for lang in account.languages]
-        exact = request.language.lower() in languages
-        if not exact and _primary(request.language) not in {_primary(lang) for lang in languages}:
+        match = language_match(request.language, account.languages)
+        if match is None:
             continue
         overlap = sorted(geos & {g.upper() for g in account.geos})
         if not overlap:
             continue
-        out.append(Candidate(account=account, exact_language=exact, geo_overlap=overlap))
+        out.append(Candidate(account=account, exact_language=match == "exact", geo_overlap=overlap))
     return sorted(out, key=lambda c: c.rank_key)
 
 
@@ -225,8 +240,18 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[l
             raise LeaseError(f"This request is {request.status}; it cannot be assigned again.")
         wanted = request.count
         if auto:
-            chosen = _lock_best_available([c.account.pk for c in pool_candidates(request=request)], wanted)
+            # Auto-assign takes only accounts in the very language the partner asked for; one from another
+            # region of it (pt-PT for pt-BR) may suit them, but that is a person's call, made by picking it.
+            candidates = pool_candidates(request=request)
+            chosen = _lock_best_available([c.account.pk for c in candidates if c.exact_language], wanted)
             if not chosen:
+                other_region = [c for c in candidates if not c.exact_language]
+                if other_region:
+                    raise LeaseError(
+                        f"No available pool account matches this niche in {request.language} exactly; "
+                        f"{len(other_region)} match it in another region of the language: pick one by hand if "
+                        "it suits the partner."
+                    )
                 raise LeaseError("No available pool account matches this niche.")
         else:
             chosen = list(dict.fromkeys(pool_account_ids or []))

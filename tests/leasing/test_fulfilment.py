@@ -81,13 +81,51 @@ def test_matching_needs_vertical_language_and_a_common_geo(owner):
     add_pool(1, geos=["DE"])  # no geo overlap
     add_pool(1, language="de-DE")  # other language
     add_pool(1, vertical="gaming")
-    same_primary = add_pool(1, language="en-GB")  # same primary language, ranked after the exact one
+    same_primary = add_pool(1, language="en-GB")  # another region of it: offered, ranked after
     accepted = request_accounts(owner, 1)
 
     ranked = [
         c.account.pk for c in services.pool_candidates(request=LeaseRequest.objects.get(pk=accepted["requestId"]))
     ]
     assert ranked == good + same_primary
+
+
+def _ranked(request_id: str) -> list[str]:
+    return [c.account.pk for c in services.pool_candidates(request=LeaseRequest.objects.get(pk=request_id))]
+
+
+def test_a_request_is_never_fulfilled_in_another_script_of_the_language(owner):
+    simplified = add_pool(1, language="zh-Hans-CN", geos=("TW",))  # Simplified Chinese, mainland
+    add_pool(1, language="zh-CN", geos=("TW",))  # no script: Chinese as written in CN, Simplified
+    traditional = add_pool(1, language="zh-TW", geos=("TW",))  # no script: Chinese as written in TW, Traditional
+    rid = request_accounts(owner, 1, language="zh-Hant-TW", geo=["TW"])["requestId"]
+
+    # README: "same vertical and language": a Traditional-Chinese audience is not served in Simplified.
+    assert _ranked(rid) == traditional
+    services.lease_assign(request_id=rid, auto=True)
+    assert Lease.objects.get(request_id=rid).pool_account_id == traditional[0]
+    with pytest.raises(services.LeaseError, match="No available pool account"):
+        services.lease_assign(
+            request_id=request_accounts(owner, 1, language="zh-Hant", geo=["TW"])["requestId"], auto=True
+        )
+    assert simplified[0] in _ranked(request_accounts(owner, 1, language="zh", geo=["TW"])["requestId"])
+
+
+def test_another_region_of_the_language_is_offered_to_a_manual_pick_but_never_auto_assigned(owner):
+    (portugal,) = add_pool(1, language="pt-PT", geos=("BR",))
+    brazil_request = request_accounts(owner, 1, language="pt-BR", geo=["BR"])["requestId"]
+
+    (candidate,) = services.pool_candidates(request=LeaseRequest.objects.get(pk=brazil_request))
+    assert candidate.account.pk == portugal and not candidate.exact_language
+    with pytest.raises(services.LeaseError, match="another region") as refused:
+        services.lease_assign(request_id=brazil_request, auto=True)
+    assert "pick one by hand" in refused.value.message
+    assert PoolAccount.objects.get(pk=portugal).status == "available"
+
+    # A request naming no region takes any region of its language and script, also when auto-assigning.
+    any_portuguese = request_accounts(owner, 1, language="pt", geo=["BR"])["requestId"]
+    services.lease_assign(request_id=any_portuguese, auto=True)
+    assert get_request(owner, any_portuguese)["status"] == "assigned"
 
 
 def test_picking_specific_accounts_and_the_rules_around_it(owner, staff):
