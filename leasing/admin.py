@@ -94,6 +94,13 @@ class LeaseRequestAdmin(admin.ModelAdmin):
         candidates = (
             services.pool_candidates(request=lease_request) if lease_request.status in LeaseRequest.OPEN else []
         )
+        from billing.reports import usd_display
+
+        leases = list(lease_request.leases.select_related("pool_account", "social_account"))
+        for lease in leases:
+            # What the partner is billed, as it was fixed at assignment: ops may have repriced or renamed the
+            # pool account since.
+            lease.billed_display = usd_display(lease.monthly_price_cents)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -101,12 +108,12 @@ class LeaseRequestAdmin(admin.ModelAdmin):
             "original": lease_request,
             "lease_request": lease_request,
             "candidates": candidates,
-            "leases": lease_request.leases.select_related("pool_account", "social_account"),
+            "leases": leases,
             "actions_log": lease_request.actions.select_related("actor")[:50],
             "failure_problems": _failure_problems(lease_request) if lease_request.failure_reason else [],
             "is_open": lease_request.status in LeaseRequest.OPEN,
             "can_act": can_act,
-            "remaining": max(lease_request.count - lease_request.leases.count(), 0),
+            "remaining": max(lease_request.count - len(leases), 0),
             "has_view_permission": True,
         }
         return TemplateResponse(request, self.change_form_template, context)

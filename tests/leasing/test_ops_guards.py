@@ -197,3 +197,18 @@ def test_an_assignment_that_stalled_past_its_recovery_leaves_the_request_as_it_h
     assert detail["status"] == "assigned" and len(detail["socialAccountIds"]) == 1
     assert Lease.objects.filter(pool_account_id=pool_id, released_at__isnull=True).count() == 1
     assert PoolAccount.objects.get(pk=pool_id).status == "leased"
+
+
+def test_the_request_page_shows_what_the_partner_is_billed_not_todays_pool_price(owner):
+    (pool_id,) = add_pool(1, price=4900)
+    rid = request_accounts(owner, 1)["requestId"]
+    services.lease_assign(request_id=rid, auto=True)
+    leased_as = Lease.objects.get(request_id=rid).handle
+    PoolAccount.objects.filter(pk=pool_id).update(monthly_price_cents=9900, handle="renamed.by.ops")
+    ops = staff_with("view_leaserequest")
+
+    page = ops.get(fulfil_page(rid)).content.decode()
+
+    assigned = page[page.index('id="assigned"') :]
+    assert f"@{leased_as}" in assigned and "$49.00/month" in assigned
+    assert "renamed.by.ops" not in assigned and "$99.00" not in assigned
