@@ -12,8 +12,9 @@ Invariants (held here and by the database):
 
 Insufficient funds: a charge is never refused, skipped or postponed. It is recorded even when it takes
 the balance below zero; the wallet is then `past_due` (since `past_due_since`) until top-ups or
-adjustments bring the balance back to ≥ 0. Leasing decides whether a past-due organization may lease
-more; billing never loses what was used."""
+adjustments bring the balance back to ≥ 0; billing never loses what was used. Nothing refuses to lease more
+accounts to a past-due organization: the request's fulfilment page shows ops its wallet with a warning, and
+whether to assign anyway is their call (README, Billing)."""
 
 import logging
 from datetime import UTC, datetime

@@ -1,6 +1,9 @@
 """Base for the management commands of API.md: each takes `--json` and then prints exactly one JSON
 object on stdout (and nothing else), so automation and tests can read it: the result, or, when the command
-is refused, `{"error": {"message": …}}` (the exit status is then 1 and the message also goes to stderr)."""
+is refused, `{"error": {"message": …}}` (the exit status is then 1 and the message also goes to stderr).
+A command that ran but whose outcome is a failure (lease_assign whose assignment failed) prints its result
+all the same and exits 1, the message on stderr (CommandFailed): scripts that check only the exit status
+are not told that nothing happened was a success."""
 
 import json
 import sys
@@ -9,6 +12,15 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DataError
 
 from config.api.ids import is_valid
+
+
+class CommandFailed(CommandError):
+    """Raised by run() when the work was done but failed: the result is printed as usual, then the command
+    exits 1 with `message` on stderr."""
+
+    def __init__(self, message: str, *, result: dict, human: str):
+        super().__init__(message)
+        self.result, self.human = result, human
 
 
 class JsonCommand(BaseCommand):
@@ -46,6 +58,9 @@ class JsonCommand(BaseCommand):
     def handle(self, *args, **options):
         try:
             result, human = self._run(**options)
+        except CommandFailed as exc:
+            self.stdout.write(json.dumps(exc.result) if options["json"] else exc.human)
+            raise CommandError(str(exc)) from exc
         except CommandError as exc:
             if options["json"]:  # a script reading stdout gets its one JSON object, saying what was refused
                 self.stdout.write(json.dumps({"error": {"message": str(exc)}}))

@@ -95,6 +95,11 @@ class LeaseRequestAdmin(admin.ModelAdmin):
             services.pool_candidates(request=lease_request) if lease_request.status in LeaseRequest.OPEN else []
         )
         from billing.reports import usd_display
+        from billing.selectors import wallet_get
+
+        # Assigning charges the first month at once: ops see whether the partner is paying before they add to
+        # a debt (a past-due organization may still be assigned accounts — a business call, README Billing).
+        wallet = wallet_get(organization=lease_request.organization)
 
         leases = list(lease_request.leases.select_related("pool_account", "social_account"))
         for lease in leases:
@@ -109,8 +114,11 @@ class LeaseRequestAdmin(admin.ModelAdmin):
             "lease_request": lease_request,
             "candidates": candidates,
             "leases": leases,
+            "wallet": wallet,
+            "wallet_past_due": wallet.status == wallet.Status.PAST_DUE,
+            "wallet_balance": usd_display(wallet.balance_cents),
             "actions_log": lease_request.actions.select_related("actor")[:50],
-            "failure_problems": _failure_problems(lease_request) if lease_request.failure_reason else [],
+            "failure_problems": services.failure_problems(lease_request) if lease_request.failure_reason else [],
             "is_open": lease_request.status in LeaseRequest.OPEN,
             "can_act": can_act,
             "remaining": max(lease_request.count - len(leases), 0),
@@ -147,16 +155,10 @@ class LeaseRequestAdmin(admin.ModelAdmin):
     def _report(self, request, result):
         if result.status == LeaseRequest.Status.FAILED:
             # Staff get what went wrong (the partner reads only the fixed failureReason).
-            problems = "; ".join(_failure_problems(result)) or result.failure_reason
+            problems = "; ".join(services.failure_problems(result)) or result.failure_reason
             self.message_user(request, f"The assignment failed, nothing was leased: {problems}", messages.ERROR)
         else:
             self.message_user(request, f"Request {result.status}.", messages.SUCCESS)
-
-
-def _failure_problems(lease_request) -> list[str]:
-    """What went wrong in the request's latest failed assignment, with which pool account (staff only)."""
-    failed = lease_request.actions.filter(action="failed").first()  # newest first
-    return list(failed.detail.get("problems") or []) if failed else []
 
 
 class PoolAccountForm(forms.ModelForm):

@@ -375,6 +375,13 @@ def _fail(
     return request
 
 
+def failure_problems(request: LeaseRequest) -> list[str]:
+    """What went wrong in the request's latest failed assignment, naming the pool accounts: for staff only
+    (the admin page and message, lease_assign's error), never for the partner."""
+    failed = request.actions.filter(action="failed").first()  # newest first
+    return list(failed.detail.get("problems") or []) if failed else []
+
+
 def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = None) -> LeaseRequest:
     from billing.services import lease_billing_start
     from leasing.serializers import lease_request_data

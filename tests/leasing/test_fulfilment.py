@@ -1,5 +1,7 @@
 """Fulfilment and release, through the same services the admin and the commands use."""
 
+import json
+
 import pytest
 import time_machine
 from django.contrib.auth import get_user_model
@@ -374,6 +376,26 @@ def test_commands_print_the_request_as_the_api_shows_it(owner):
             "--price-cents",
             "100",
         )
+
+
+def test_lease_assign_exits_1_when_the_assignment_failed_and_still_prints_the_request(owner, capsys):
+    from leasing.management.commands.lease_assign import Command
+
+    (pool_id,) = add_pool(1)
+    dead = PoolAccount.objects.get(pk=pool_id)
+    Client().post(
+        "/sandbox/tiktok/_control/invalidate-tokens", {"username": dead.handle}, content_type="application/json"
+    )
+    rid = request_accounts(owner, 1)["requestId"]
+
+    with pytest.raises(SystemExit) as exited:
+        Command().run_from_argv(["manage.py", "lease_assign", rid, "--auto", "--json"])
+
+    assert exited.value.code == 1  # a script checking the exit status alone knows nothing was leased
+    out, err = capsys.readouterr()
+    printed = json.loads(out)
+    assert printed == get_request(owner, rid) and printed["status"] == "failed"
+    assert dead.handle in err  # the operator at the shell reads which account and why
 
 
 def test_leased_layers_are_provisioned_at_assignment(owner):

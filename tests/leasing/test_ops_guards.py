@@ -212,3 +212,23 @@ def test_the_request_page_shows_what_the_partner_is_billed_not_todays_pool_price
     assigned = page[page.index('id="assigned"') :]
     assert f"@{leased_as}" in assigned and "$49.00/month" in assigned
     assert "renamed.by.ops" not in assigned and "$99.00" not in assigned
+
+
+def test_ops_see_a_past_due_wallet_before_assigning_more_accounts(owner):
+    from billing.services import wallet_top_up
+
+    add_pool(2, price=4900)
+    services.lease_assign(request_id=request_accounts(owner, 1)["requestId"], auto=True)  # empty wallet: -$49.00
+    rid = request_accounts(owner, 1)["requestId"]
+    ops = staff_with("view_leaserequest", "change_leaserequest", mfa=True)
+
+    page = ops.get(fulfil_page(rid)).content.decode()
+
+    assert 'id="candidates"' in page  # the account is ready to assign, and ops still may (README, Billing)
+    wallet = page[page.index('id="wallet"') :]
+    assert "-$49.00" in wallet and "past due since" in wallet
+    assert "every account assigned now adds its first month to the debt" in wallet
+
+    wallet_top_up(organization=owner.org, cents=10_000, reason="bank transfer")
+    wallet = ops.get(fulfil_page(rid)).content.decode()
+    assert "$51.00" in wallet[wallet.index('id="wallet"') :] and "past due" not in wallet

@@ -1,13 +1,16 @@
 from django.core.management.base import CommandError
 
-from config.commands import JsonCommand
+from config.commands import CommandFailed, JsonCommand
 from leasing import services
 from leasing.models import LeaseRequest
 from leasing.serializers import lease_request_data
 
 
 class Command(JsonCommand):
-    help = "Assign pool accounts to a lease request (the same service as the admin)."
+    help = (
+        "Assign pool accounts to a lease request (the same service as the admin). Exits 1 when the assignment "
+        "failed (status failed), after printing the request."
+    )
 
     def add_command_arguments(self, parser):
         parser.add_argument("request_id")
@@ -23,4 +26,12 @@ class Command(JsonCommand):
         except services.LeaseError as exc:
             raise CommandError(exc.message)
         data = lease_request_data(LeaseRequest.objects.get(pk=request.pk))
-        return data, f"{data['requestId']}: {data['status']} ({data['assignedCount']}/{data['count']})"
+        human = f"{data['requestId']}: {data['status']} ({data['assignedCount']}/{data['count']})"
+        if request.status == LeaseRequest.Status.FAILED:
+            # The request is printed as usual (the partner's view), but the exit status says nothing was
+            # leased, and stderr tells the operator which account failed and why.
+            problems = "; ".join(services.failure_problems(request)) or request.failure_reason
+            raise CommandFailed(
+                f"{request.pk}: the assignment failed, nothing was leased: {problems}", result=data, human=human
+            )
+        return data, human
