@@ -143,9 +143,11 @@ class ReauthUrlInput(StrictSerializer):
         ),
         required=False,
         max_length=20,
-        help_text="The platform's scope names, e.g. video.publish (TikTok) or instagram_business_basic. Without "
-        "TikTok's video.list the account still posts but gets no metrics; without the publishing scopes its "
-        "posts fail with CREDENTIAL_INVALID and it goes back to reauth_required.",
+        help_text="The platform's scope names, e.g. video.publish (TikTok) or instagram_business_basic. TikTok's "
+        "user.info.basic is always added. Without TikTok's video.list the account still posts but gets no "
+        "metrics; without user.info.profile it keeps its known handle and its posts get no externalUrl; "
+        "without the publishing scopes its posts fail with CREDENTIAL_INVALID and it goes back to "
+        "reauth_required.",
     )
     returnUrl = serializers.CharField(
         max_length=2048, required=False, help_text="Defaults to the returnUrl used at connect; same allowlist rule."

@@ -27,7 +27,11 @@ class SocialAccountOutput(serializers.Serializer):
             "user removed the app in TikTok); a reauth-url link restores it on the same id."
         ),
     )
-    handle = serializers.CharField(source="identity.handle")
+    handle = serializers.CharField(
+        source="identity.handle",
+        help_text="The platform username. A TikTok account first connected without user.info.profile shows its "
+        "display name here until a token with that scope tells the username.",
+    )
     displayName = serializers.CharField(source="identity.display_name")
     avatarUrl = serializers.SerializerMethodField(help_text="Stable Layers-hosted copy of the avatar, or null.")
     connectedAt = serializers.DateTimeField(source="connected_at")

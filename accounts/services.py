@@ -372,7 +372,7 @@ def oauth_callback(*, platform: str, state: str | None, code: str | None, error:
         log.warning("oauth %s: code exchange failed (%s)", session.pk[:10], type(exc).__name__)
         return _session_fail(session, "token_exchange_failed")
     try:
-        profile = client.get_profile(access_token=tokens.access_token)
+        profile = client.get_profile(access_token=tokens.access_token, scopes=tokens.scopes)
     except PlatformError as exc:
         log.warning("oauth %s: profile fetch failed (%s)", session.pk[:10], type(exc).__name__)
         return _session_fail(session, "platform_error")
@@ -403,12 +403,11 @@ def _identity_upsert(
     identity, _ = PlatformIdentity.objects.get_or_create(
         organization_id=organization_id, platform=platform, platform_user_id=platform_user_id
     )
-    changed = (identity.handle, identity.display_name) != (profile.username, profile.display_name)
-    if changed:
-        identity.handle, identity.display_name = (
-            profile.username or identity.handle,
-            profile.display_name or "",
-        )
+    # A profile without a username (a TikTok token without user.info.profile) keeps the handle we know; a
+    # user first seen that way is named by its display name until a token that may read the handle comes.
+    handle = (profile.username or identity.handle or profile.display_name)[: PlatformIdentity.handle.field.max_length]
+    if (identity.handle, identity.display_name) != (handle, profile.display_name or ""):
+        identity.handle, identity.display_name = handle, profile.display_name or ""
         identity.save(update_fields=["handle", "display_name", "updated_at"])
     return identity
 
@@ -647,6 +646,11 @@ def tiktok_authorization_removed(*, open_id: str, removed_at: datetime) -> list[
     return [pk for pk, version in rows if social_account_mark_reauth_required(account_id=pk, expected_version=version)]
 
 
+def _granted_scopes(account: SocialAccount) -> tuple[str, ...]:
+    """The scopes the account's token was granted, as the platform said (empty: not known)."""
+    return tuple(s for s in account.scopes.split(",") if s)
+
+
 def _token_set(account: SocialAccount) -> TokenSet:
     return TokenSet(
         access_token=account.access_token or "",
@@ -654,7 +658,7 @@ def _token_set(account: SocialAccount) -> TokenSet:
         expires_at=account.token_expires_at or timezone.now(),
         refresh_expires_at=account.refresh_expires_at,
         platform_user_id=account.identity.platform_user_id,
-        scopes=tuple(s for s in account.scopes.split(",") if s),
+        scopes=_granted_scopes(account),
     )
 
 
@@ -722,7 +726,9 @@ def social_account_check_health(*, account_id: str) -> str:
         return social_account_refresh_token(account_id=account_id)
     version = account.token_version
     try:
-        profile = _client(account.platform).get_profile(access_token=account.access_token or "")
+        profile = _client(account.platform).get_profile(
+            access_token=account.access_token or "", scopes=_granted_scopes(account)
+        )
     except TokenInvalid:
         social_account_mark_reauth_required(account_id=account_id, expected_version=version)
         return "reauth_required"
@@ -794,7 +800,7 @@ def social_account_rehost_avatar(*, account_id: str) -> str | None:
     account = SocialAccount.objects.select_related("identity").get(pk=account_id)
     if account.avatar_url or not account.is_live or not account.access_token:
         return account.avatar_url or None
-    profile = _client(account.platform).get_profile(access_token=account.access_token)
+    profile = _client(account.platform).get_profile(access_token=account.access_token, scopes=_granted_scopes(account))
     if not profile.avatar_url:
         return None
     with platform_http_client(public_only=True) as client:

@@ -44,11 +44,12 @@ def redirect_params(location: str) -> dict[str, str]:
     return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
 
 
-def connect(platform: str, username: str, *, state: str = "test-state") -> TokenSet:
+def connect(platform: str, username: str, *, state: str = "test-state", scopes: list[str] | None = None) -> TokenSet:
     """A full authorization through the real client: authorize URL → consent → code exchange."""
     client = get_client(platform)
     redirect_uri = callback_uri(platform)
-    location = consent(platform, client.authorize_url(state=state, redirect_uri=redirect_uri), username)
+    authorize_url = client.authorize_url(state=state, redirect_uri=redirect_uri, scopes=scopes)
+    location = consent(platform, authorize_url, username)
     params = redirect_params(location)
     assert params.get("state") == state, params
     return client.exchange_code(code=params["code"], redirect_uri=redirect_uri)

@@ -4,7 +4,7 @@ Every method raises only the typed errors of accounts/platforms/base.py (TokenIn
 PlatformUnavailable, RequestRejected); none of them ever carries a token in its message.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Protocol
 
@@ -38,7 +38,11 @@ class PlatformClient(Protocol):
         """Give the authorization back. An already-dead token counts as revoked."""
         ...
 
-    def get_profile(self, *, access_token: str) -> Profile: ...
+    def get_profile(self, *, access_token: str, scopes: Iterable[str] = ()) -> Profile:
+        """The user behind the token. `scopes` are the token's granted scopes when known (TokenSet.scopes,
+        SocialAccount.scopes): a field the token may not read is then not asked for, and comes back empty
+        (TikTok's `username` without user.info.profile); the caller keeps what it knew."""
+        ...
 
     def publish(
         self,

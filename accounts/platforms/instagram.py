@@ -12,7 +12,7 @@ DELETE, in the form body for POST (so it stays out of URLs where the API allows 
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
@@ -162,7 +162,8 @@ class InstagramClient:
 
     # --- Reads ---------------------------------------------------------------------------------------
 
-    def get_profile(self, *, access_token: str) -> Profile:
+    def get_profile(self, *, access_token: str, scopes: Iterable[str] = ()) -> Profile:
+        # `scopes` is not needed: instagram_business_basic, which every token has, gives every field below.
         with http_session(self._http) as http:
             me = self._graph(http, "GET", "/me", access_token=access_token, params={"fields": PROFILE_FIELDS})
         if not me.get("user_id"):

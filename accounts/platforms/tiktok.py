@@ -7,7 +7,7 @@ HTTP 200, so the body is parsed whatever the status), every other v2 endpoint an
 """
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
@@ -31,7 +31,14 @@ from .http import http_session, json_body, platform_request, redact
 
 # video.list is not needed to connect or post, but /v2/video/query/ (metrics) refuses tokens without it.
 DEFAULT_SCOPES = ("user.info.basic", "user.info.profile", "video.publish", "video.upload", "video.list")
-PROFILE_FIELDS = "open_id,union_id,avatar_url,display_name,username"
+# Every authorize URL asks for it, whatever scopes the partner chose: without it /v2/user/info/ answers
+# nothing, so the consenting user could not be told apart and no token could ever be verified.
+BASIC_SCOPE = "user.info.basic"
+# `username` needs user.info.profile, which a partner may leave out (a reauth with the publishing scopes only):
+# such a token is asked for the basic fields alone, and the caller keeps the handle it already knows.
+PROFILE_SCOPE = "user.info.profile"
+BASIC_FIELDS = "open_id,union_id,avatar_url,display_name"
+PROFILE_FIELDS = f"{BASIC_FIELDS},username"
 METRIC_FIELDS = "id,view_count,like_count,comment_count,share_count"
 # /v2/video/query/ takes at most 20 ids per call.
 METRICS_BATCH = 20
@@ -70,7 +77,7 @@ class TikTokClient:
     ) -> str:
         params = {
             "client_key": settings.LAYERS_TIKTOK_CLIENT_KEY,
-            "scope": ",".join(scopes or DEFAULT_SCOPES),
+            "scope": ",".join(dict.fromkeys((BASIC_SCOPE, *(scopes or DEFAULT_SCOPES)))),
             "response_type": "code",
             "redirect_uri": redirect_uri,
             "state": state,
@@ -114,9 +121,12 @@ class TikTokClient:
 
     # --- Reads ---------------------------------------------------------------------------------------
 
-    def get_profile(self, *, access_token: str) -> Profile:
+    def get_profile(self, *, access_token: str, scopes: Iterable[str] = ()) -> Profile:
+        """The user behind the token. `scopes`: what the token was granted (TokenSet.scopes), when known.
+        Without user.info.profile the profile has no `username` (empty): asking for it would be refused with
+        scope_not_authorized, which otherwise means a dead token."""
         with http_session(self._http) as http:
-            return self._profile(http, access_token)
+            return self._profile(http, access_token, scopes)
 
     def fetch_metrics(self, *, access_token: str, platform_user_id: str, external_ids: list[str]) -> dict[str, Metrics]:
         """Metrics of the given posts; none for a token without `video.list` (a partner may reauthorize with
@@ -213,7 +223,9 @@ class TikTokClient:
                 if not post_ids:
                     return PublishStatus(state="published")
                 post_id = str(post_ids[0])
-                username = self._profile(http, access_token).username
+                # A token without user.info.profile gives no username: the post is live all the same, its
+                # public URL unknown (null) rather than the post failing on a token that just worked.
+                username = self._profile(http, access_token, ()).username
                 url = f"https://www.tiktok.com/@{username}/video/{post_id}" if username else None
                 return PublishStatus(state="published", external_id=post_id, external_url=url)
         raise PlatformUnavailable(f"tiktok: unknown publish status {status!r}", code="bad_response")
@@ -227,8 +239,18 @@ class TikTokClient:
     def _secrets(self, *values: str | None) -> tuple[str | None, ...]:
         return (*values, settings.LAYERS_TIKTOK_CLIENT_SECRET)
 
-    def _profile(self, http: httpx.Client, access_token: str) -> Profile:
-        data = self._call(http, "GET", "/v2/user/info/", access_token=access_token, params={"fields": PROFILE_FIELDS})
+    def _profile(self, http: httpx.Client, access_token: str, scopes: Iterable[str]) -> Profile:
+        granted = set(scopes)
+        fields = PROFILE_FIELDS if not granted or PROFILE_SCOPE in granted else BASIC_FIELDS
+        try:
+            data = self._call(http, "GET", "/v2/user/info/", access_token=access_token, params={"fields": fields})
+        except TokenInvalid as exc:
+            # Scopes not known (or the user took user.info.profile back since): the refusal is about
+            # `username` alone, so ask again without it. A refusal of the basic fields is a dead token.
+            if exc.code != "scope_not_authorized" or fields == BASIC_FIELDS:
+                raise
+            fields = BASIC_FIELDS
+            data = self._call(http, "GET", "/v2/user/info/", access_token=access_token, params={"fields": fields})
         user = data.get("user") or {}
         if not user.get("open_id"):
             raise PlatformUnavailable("tiktok: no open_id in the user info", code="bad_response")

@@ -119,6 +119,31 @@ def test_reauth_keeps_the_id_rotates_the_token_and_reconnects(owner, platform):
     assert SocialAccount.objects.get(pk=row.pk).status == "connected"
 
 
+@pytest.mark.parametrize(
+    "scopes", [["video.publish", "video.upload"], ["user.info.basic", "video.publish", "video.upload"]]
+)
+def test_a_tiktok_reauth_with_the_publishing_scopes_only_reconnects_and_stays_connected(owner, scopes):
+    """reauth-url's `scopes` are the partner's choice (README: "a reauth that asked for the publishing scopes
+    only"); without user.info.profile TikTok refuses `username`, which must not fail the reauth nor make the
+    daily health check or the avatar copy take the token for dead."""
+    account = connected_account(owner, "tiktok", "lean.scopes")
+    sandbox_control("tiktok", "invalidate-tokens", {"username": "lean.scopes"})
+    services.social_account_check_health(account_id=account["id"])
+
+    link = reauth_link(owner, account["id"], scopes=scopes).json()
+    response = consent_and_return("tiktok", link["authorizeUrl"], "lean.scopes")
+
+    assert response["Location"] == RETURN_URL
+    assert status(owner, link["state"])["status"] == "completed"
+    row = SocialAccount.objects.get(pk=account["id"])
+    assert row.status == "connected" and "user.info.profile" not in row.scopes.split(",")
+    assert services.social_account_check_health(account_id=row.pk) == "healthy"
+    SocialAccount.objects.filter(pk=row.pk).update(avatar_url="")
+    assert services.social_account_rehost_avatar(account_id=row.pk).startswith("http://127.0.0.1:8000/media/")
+    body = owner.client.get(f"/v1/social-accounts/{row.pk}").json()
+    assert (body["status"], body["handle"]) == ("connected", "lean.scopes")  # the handle known from before
+
+
 def test_reauth_as_another_platform_user_is_account_mismatch(owner):
     account = connected_account(owner, "tiktok", "original")
     sandbox_control("tiktok", "invalidate-tokens", {"username": "original"})

@@ -45,6 +45,27 @@ def test_connect_redirects_to_exact_return_url_and_creates_the_account(owner, pl
     assert Event.objects.filter(organization=owner.org, type="social_account.connected").count() == 1
 
 
+def test_a_tiktok_connect_granted_without_user_info_profile_completes_with_the_display_name_as_handle(owner):
+    """TikTok gives `username` only with user.info.profile: a connect without it still completes, and the
+    account's handle is the display name until a token with that scope tells the real one."""
+    from accounts import services
+
+    link = services.oauth_session_start(
+        api_key=owner.key,
+        project=owner.project,
+        platform="tiktok",
+        return_url=RETURN_URL,
+        scopes=["video.publish", "video.upload"],
+    )
+    response = consent_and_return("tiktok", link.authorize_url, "no.profile")
+
+    assert response["Location"] == RETURN_URL
+    body = status(owner, link.session.state)
+    assert body["status"] == "completed"
+    account = owner.client.get(f"/v1/social-accounts/{body['socialAccountId']}").json()
+    assert (account["status"], account["handle"], account["displayName"]) == ("connected", "No Profile", "No Profile")
+
+
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_connect_fan_out_provisions_layers_avatar_and_onboarding(owner, platform):
     account = connected_account(owner, platform, "fan.out")

@@ -336,6 +336,27 @@ def test_given_a_reject_fault_then_the_publish_ends_failed_and_other_calls_are_u
     assert [p.external_id for p in sandbox_posts(platform, "refused")] in ([""], [])
 
 
+@pytest.mark.parametrize(
+    "scopes", [["video.publish", "video.upload"], ["user.info.basic", "video.publish", "video.upload"]]
+)
+def test_a_tiktok_token_without_user_info_profile_still_reads_the_profile_and_posts(db, scopes):
+    """`username` needs user.info.profile; a token granted the publishing scopes only (a lean reauth) must
+    not read as dead: the profile comes back without the handle, and a published post without its URL."""
+    client = get_client("tiktok")
+    assert "user.info.basic" in client.authorize_url(state="s", redirect_uri=callback_uri("tiktok"), scopes=scopes)
+    tokens = connect("tiktok", "lean_poster", scopes=scopes)
+    assert "user.info.basic" in tokens.scopes and "user.info.profile" not in tokens.scopes
+
+    known = client.get_profile(access_token=tokens.access_token, scopes=tokens.scopes)
+    unknown = client.get_profile(access_token=tokens.access_token)  # scopes not known: asked again without
+
+    for profile in (known, unknown):
+        assert (profile.platform_user_id, profile.username) == (tokens.platform_user_id, "")
+        assert profile.display_name == "Lean Poster" and profile.avatar_url
+    final = status("tiktok", tokens, publish("tiktok", tokens).publish_id)
+    assert final.state == "published" and final.external_id and final.external_url is None
+
+
 # --- Publishing ------------------------------------------------------------------------------------------
 
 
