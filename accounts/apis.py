@@ -117,7 +117,9 @@ class OAuthUrlApi(ApiView):
             "Start connecting a TikTok or Instagram account to the project. After consent the customer is "
             "redirected to exactly `returnUrl` (no query added) on success, or to `returnUrl` with "
             "`layers_oauth_error=<code>` on failure: access_denied, expired, already_used, account_mismatch, "
-            "token_exchange_failed, platform_error."
+            "token_exchange_failed, platform_error. After Instagram the redirect's Location ends with an empty "
+            "`#` (`returnUrl#`): Instagram sends the browser to Layers with `#_`, which a browser would otherwise "
+            "carry over to your page."
         ),
     )
     def post(self, request, projectId: str):

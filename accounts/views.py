@@ -40,7 +40,12 @@ def readyz(request):
 def oauth_callback(request, platform: str):
     """Where TikTok / Instagram send the end-customer back after consent. Redirects to the partner's
     returnUrl (success: exactly it; failure: with layers_oauth_error), or shows an error page — with no
-    redirect anywhere — when the state is unknown, since we then do not know whose URL is safe."""
+    redirect anywhere — when the state is unknown, since we then do not know whose URL is safe.
+
+    Instagram sends the browser here with `#_`, and a browser carries the fragment of the URL it was sent
+    to over a redirect whose Location has none (RFC 9110 10.2.2): the customer would land on `returnUrl#_`.
+    After Instagram the Location therefore ends with an empty fragment (`returnUrl#`, never inherited); a
+    returnUrl never has a fragment of its own (check_return_url refuses one)."""
     from django.shortcuts import render
 
     from accounts import services
@@ -60,7 +65,7 @@ def oauth_callback(request, platform: str):
             {"reason": "This sign-in link is unknown or invalid. Go back to the app you came from and start again."},
             status=400,
         )
-    return HttpResponseRedirect(outcome.redirect_url)
+    return HttpResponseRedirect(f"{outcome.redirect_url}#" if platform == "instagram" else outcome.redirect_url)
 
 
 @csrf_exempt  # TikTok's servers post here; the signature is the authentication

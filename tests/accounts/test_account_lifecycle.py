@@ -12,7 +12,14 @@ from django.utils import timezone
 from accounts import services
 from accounts.models import Event, PlatformIdentity, SocialAccount
 from scheduling.models import Layer
-from tests.accounts.oauth_helpers import RETURN_URL, connected_account, consent_and_return, reauthorize, status
+from tests.accounts.oauth_helpers import (
+    RETURN_URL,
+    connected_account,
+    consent_and_return,
+    reauthorize,
+    sent_back_to,
+    status,
+)
 from tests.conftest import assert_error
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -106,7 +113,7 @@ def test_reauth_keeps_the_id_rotates_the_token_and_reconnects(owner, platform):
     link = reauth_link(owner, account["id"]).json()
     response = consent_and_return(platform, link["authorizeUrl"], "comeback")
 
-    assert response["Location"] == RETURN_URL  # defaults to the returnUrl used at connect
+    assert response["Location"] == sent_back_to(platform, RETURN_URL)  # defaults to the returnUrl used at connect
     body = status(owner, link["state"])
     assert body["purpose"] == "reauth" and body["status"] == "completed"
     assert body["socialAccountId"] == account["id"]

@@ -11,10 +11,12 @@ from accounts.models import Event, OnboardingStep, PlatformIdentity, SocialAccou
 from scheduling.models import Layer
 from tests.accounts.oauth_helpers import (
     RETURN_URL,
+    browse,
     connect,
     connected_account,
     consent_and_return,
     follow_callback,
+    sent_back_to,
     start,
     status,
 )
@@ -31,7 +33,7 @@ def test_connect_redirects_to_exact_return_url_and_creates_the_account(owner, pl
     state, response = connect(owner, platform, "creator.one")
 
     assert response.status_code == 302
-    assert response["Location"] == RETURN_URL  # no query parameter added
+    assert response["Location"] == sent_back_to(platform, RETURN_URL)  # no query parameter added
     body = status(owner, state)
     assert body["status"] == "completed" and body["purpose"] == "connect" and body["error"] is None
     account = owner.client.get(f"/v1/social-accounts/{body['socialAccountId']}").json()
@@ -96,6 +98,44 @@ def test_avatar_is_served_from_our_storage_after_the_platform_url_expired(owner)
         assert b"".join(ours.streaming_content).startswith(b"\x89PNG")
 
 
+@pytest.mark.parametrize("platform, decision", [(p, d) for p in PLATFORMS for d in ("approve", "deny")])
+def test_the_customers_browser_shows_exactly_the_return_url_after_the_platform(
+    live_server, settings, platform, decision
+):
+    """Instagram redirects to our callback with `#_`; a browser carries that fragment over our redirect unless
+    its Location has one of its own, so the customer would land on `returnUrl#_`. Driven over real HTTP
+    (the live server), hop by hop, with the browser's fragment rule."""
+    import requests
+    from rest_framework.test import APIClient
+
+    from accounts import services
+    from tests.e2e.browser import point_platforms_at
+
+    point_platforms_at(settings, live_server.url)
+    org = services.organization_create(name="Browser Org")
+    project = services.project_create(organization=org, name="Browser App")
+    _, raw = services.api_key_create(organization=org, return_domains=[live_server.url.split("://", 1)[1]])
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return_url = f"{live_server.url}/healthz?from=layers"
+    link = api.post(
+        f"/v1/projects/{project.id}/social/oauth-url", {"platform": platform, "returnUrl": return_url}, format="json"
+    ).json()
+
+    with requests.Session() as browser:
+        assert browser.get(link["authorizeUrl"], timeout=20).status_code == 200
+        form = {"username": "ua.creator", "decision": decision}
+        landed, hops = browse(browser, "POST", link["authorizeUrl"], data=form)
+
+    expected = return_url if decision == "approve" else f"{return_url}&layers_oauth_error=access_denied"
+    if platform == "instagram" and decision == "approve":
+        assert hops[0].endswith("#_")  # Instagram's (the sandbox's) redirect to our callback
+    # Exactly the returnUrl; after Instagram with an empty `#`, so Instagram's `#_` is not carried over.
+    assert landed == sent_back_to(platform, expected), hops
+    outcome = api.get(f"/v1/social/oauth-status/{link['state']}").json()["status"]
+    assert outcome == ("completed" if decision == "approve" else "failed")
+
+
 def test_denied_consent_redirects_with_access_denied(owner):
     link = start(owner, "tiktok")
     response = consent_and_return("tiktok", link["authorizeUrl"], "shy.user", decision="deny")
@@ -118,7 +158,7 @@ def test_an_undecodable_token_answer_sends_the_customer_back_with_token_exchange
         response = follow_callback(location)
 
     assert response.status_code == 302, response.status_code
-    assert response["Location"] == f"{RETURN_URL}?layers_oauth_error=token_exchange_failed"
+    assert response["Location"] == sent_back_to(platform, f"{RETURN_URL}?layers_oauth_error=token_exchange_failed")
     body = status(owner, link["state"])
     assert body["status"] == "failed" and body["error"] == {"code": "token_exchange_failed"}
     assert not SocialAccount.objects.exists()
@@ -136,7 +176,7 @@ def test_an_undecodable_token_answer_sends_the_customer_back_with_token_exchange
 def test_failure_keeps_the_return_urls_own_query_byte_for_byte(owner, return_url):
     link = start(owner, "instagram", return_url=return_url)
     response = consent_and_return("instagram", link["authorizeUrl"], "shy.user", decision="deny")
-    assert response["Location"] == return_url.rstrip("&") + "&layers_oauth_error=access_denied"
+    assert response["Location"] == return_url.rstrip("&") + "&layers_oauth_error=access_denied#"
 
 
 def test_expired_state_redirects_with_expired_and_status_says_expired(owner):
@@ -166,8 +206,8 @@ def test_replayed_callback_never_creates_a_second_account(owner, platform):
     first = follow_callback(location)
     second = follow_callback(location)
 
-    assert first["Location"] == RETURN_URL
-    assert second["Location"] == f"{RETURN_URL}?layers_oauth_error=already_used"
+    assert first["Location"] == sent_back_to(platform, RETURN_URL)
+    assert second["Location"] == sent_back_to(platform, f"{RETURN_URL}?layers_oauth_error=already_used")
     assert SocialAccount.objects.count() == 1
     assert status(owner, link["state"])["status"] == "completed"
 
