@@ -1,6 +1,7 @@
 """Partner API of the accounts app: projects, events, connected accounts. Thin views: auth → org-scoped
 selector → input serializer → one service → output serializer."""
 
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -217,13 +218,16 @@ class OAuthStatusApi(ApiView):
         tags=["connected accounts"],
         description=(
             "`expired` once expiresAt passed without completion. `socialAccountId` is set when completed. "
+            "A state whose callback was received but could not finish (the server failed meanwhile) is `failed` "
+            "with platform_error at the latest 5 minutes after expiresAt, never `expired`. "
             "A state is kept for LAYERS_OAUTH_SESSION_RETENTION_DAYS (30) days after its expiresAt, then "
             "deleted: from then on it is 404, like an unknown one."
         ),
     )
     def get(self, request, state: str):
         session = selectors.oauth_session_get(organization=self.organization, state=state)
-        status = session.public_status()
+        now = timezone.now()
+        status = session.public_status(now)
         return Response(
             OAuthStatusOutput(
                 {
@@ -233,7 +237,7 @@ class OAuthStatusApi(ApiView):
                     "projectId": session.project_id,
                     "purpose": session.purpose,
                     "socialAccountId": session.social_account_id if status == "completed" else None,
-                    "error": {"code": session.error_code} if status == "failed" else None,
+                    "error": {"code": session.public_error_code(now)} if status == "failed" else None,
                     "expiresAt": session.expires_at,
                     "completedAt": session.completed_at,
                 }

@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -266,11 +268,27 @@ class OAuthSession(models.Model):
         # Never the whole state (a bearer secret until used): this label shows up in admin pages and logs.
         return f"{self.platform} {self.purpose} session {self.state[:10]}…"
 
+    # How long past expires_at a state claimed by a callback (exchanging; the claim is only made before
+    # expires_at) may still be completing: a few platform calls, each bounded by 2 × LAYERS_PLATFORM_TIMEOUT.
+    # A state still exchanging after that was left by a callback whose process died (a deploy, the OOM
+    # killer): it reads failed with platform_error, never expired (the customer did consent).
+    EXCHANGE_DEADLINE = timedelta(minutes=5)
+
     def public_status(self, now=None) -> str:
         now = now or timezone.now()
         if self.status in (self.Status.COMPLETED, self.Status.FAILED):
             return self.status
+        if self.status == self.Status.EXCHANGING:
+            # A callback is completing it (shown as pending), unless it can no longer be running.
+            return "failed" if now >= self.expires_at + self.EXCHANGE_DEADLINE else "pending"
         return "expired" if now >= self.expires_at else "pending"
+
+    def public_error_code(self, now=None) -> str | None:
+        """The failure code oauth-status shows when public_status() is failed (an abandoned exchange has none
+        stored: platform_error)."""
+        if self.public_status(now) != "failed":
+            return None
+        return self.error_code or "platform_error"
 
 
 class OnboardingStep(models.Model):

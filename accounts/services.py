@@ -365,6 +365,19 @@ def oauth_callback(*, platform: str, state: str | None, code: str | None, error:
         session.status = OAuthSession.Status.EXCHANGING
         session.save(update_fields=["status"])
 
+    try:
+        return _exchange_and_bind(session=session, platform=platform, code=code)
+    except Exception:
+        # Not a platform's refusal (handled inside): the database dropping the connection while binding, an
+        # answer the client cannot read (an odd expires_in), a bug. The customer did consent: send them back
+        # with platform_error rather than our 500 page, and fail the state, or it would stay exchanging
+        # (pending, then failed only after OAuthSession.EXCHANGE_DEADLINE) while retries answer already_used.
+        # The traceback names no token: the clients redact theirs, and the database sees them encrypted.
+        log.exception("oauth %s: callback failed after the state was claimed", session.pk[:10])
+        return _claimed_session_crashed(session)
+
+
+def _exchange_and_bind(*, session: OAuthSession, platform: str, code: str) -> CallbackOutcome:
     client = _client(platform)
     try:
         tokens = client.exchange_code(code=code, redirect_uri=oauth_callback_url(platform))
@@ -381,6 +394,24 @@ def oauth_callback(*, platform: str, state: str | None, code: str | None, error:
         return _reauth_complete(session=session, tokens=tokens, profile=profile)
     account = social_account_bind(session=session, tokens=tokens, profile=profile)
     return CallbackOutcome(redirect_url=session.return_url, account=account)
+
+
+def _claimed_session_crashed(session: OAuthSession) -> CallbackOutcome:
+    """Where to send the customer after an unexpected error past the claim. A state the work completed
+    before the error (committed) stays completed and the customer lands as on success; otherwise the state
+    fails with platform_error. Recording that may fail too (the database is down): the customer is still
+    sent back with the code, and the state reads failed once OAuthSession.EXCHANGE_DEADLINE has passed."""
+    code = "platform_error"
+    failed = CallbackOutcome(redirect_url=_with_error(session.return_url, code), error_code=code)
+    try:
+        marked = OAuthSession.objects.filter(pk=session.pk, status=OAuthSession.Status.EXCHANGING).update(
+            status=OAuthSession.Status.FAILED, error_code=code, completed_at=timezone.now()
+        )
+        if not marked and OAuthSession.objects.filter(pk=session.pk, status=OAuthSession.Status.COMPLETED).exists():
+            return CallbackOutcome(redirect_url=session.return_url)
+    except Exception:
+        log.exception("oauth %s: could not record the failed callback", session.pk[:10])
+    return failed
 
 
 def _store_tokens(account: SocialAccount, tokens: TokenSet) -> None:

@@ -1,6 +1,8 @@
 """The connect flow end to end, through the real platform clients and the sandbox."""
 
+import json
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -162,6 +164,74 @@ def test_an_undecodable_token_answer_sends_the_customer_back_with_token_exchange
     body = status(owner, link["state"])
     assert body["status"] == "failed" and body["error"] == {"code": "token_exchange_failed"}
     assert not SocialAccount.objects.exists()
+
+
+def _odd_expires_in(request, sandbox):
+    """TikTok's token answer with an `expires_in` that is no number: the client cannot read it (ValueError)."""
+    answer = sandbox.handle_request(request)
+    answer.read()
+    body = json.loads(answer.content)
+    _odd_expires_in.token = body["access_token"]
+    return httpx.Response(200, json={**body, "expires_in": "soon"})
+
+
+@pytest.mark.parametrize("failure", ["database_blip_while_binding", "unreadable_expires_in"])
+def test_an_unexpected_error_after_the_state_is_claimed_sends_the_customer_back_with_platform_error(
+    owner, monkeypatch, caplog, failure
+):
+    """The state is claimed (pending → exchanging) before the platform calls; an error that is no platform
+    error after that (the database dropping the connection, an answer the client cannot read) must not give
+    the customer, who did consent, our 500 page, nor leave the state pending then expired for good."""
+    from django.db import OperationalError
+    from django.test import Client
+
+    from accounts import services
+
+    def blip(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    link = start(owner, "tiktok")
+    location = consent("tiktok", link["authorizeUrl"], "blip.user")
+    parts = urlsplit(location)
+    browser = Client(raise_request_exception=False)
+    if failure == "database_blip_while_binding":
+        monkeypatch.setattr(services, "social_account_bind", blip)
+        response = browser.get(f"{parts.path}?{parts.query}")
+    else:
+        with intercepted({"/v2/oauth/token/": _odd_expires_in}):
+            response = browser.get(f"{parts.path}?{parts.query}")
+
+    assert response.status_code == 302, response.status_code
+    assert response["Location"] == f"{RETURN_URL}?layers_oauth_error=platform_error"
+    body = status(owner, link["state"])
+    assert (body["status"], body["error"]) == ("failed", {"code": "platform_error"})
+    with time_machine.travel(timezone.now() + timedelta(hours=1)):
+        assert status(owner, link["state"])["status"] == "failed"
+    again = browser.get(f"{parts.path}?{parts.query}")
+    assert again["Location"] == f"{RETURN_URL}?layers_oauth_error=already_used"
+    assert not SocialAccount.objects.exists()
+    logged = [r for r in caplog.records if r.name == "accounts.services" and r.exc_info]
+    assert logged, "the unexpected error is logged with its traceback"
+    if failure == "unreadable_expires_in":
+        assert _odd_expires_in.token not in caplog.text
+
+
+def test_a_state_left_exchanging_by_a_killed_callback_reads_failed_once_the_exchange_cannot_be_running(owner):
+    """The process serving the callback died between the claim and the end (a deploy, the OOM killer): the
+    state stays `exchanging`. It reads pending while a callback could still be at work, then failed with
+    platform_error (it was consented to, so not `expired`)."""
+    from accounts.models import OAuthSession
+
+    link = start(owner, "tiktok")
+    OAuthSession.objects.filter(state=link["state"]).update(status=OAuthSession.Status.EXCHANGING)
+    expires = OAuthSession.objects.get(state=link["state"]).expires_at
+
+    assert status(owner, link["state"])["status"] == "pending"
+    with time_machine.travel(expires + timedelta(seconds=1)):
+        assert status(owner, link["state"])["status"] == "pending"  # a callback claimed just in time may run on
+    with time_machine.travel(expires + OAuthSession.EXCHANGE_DEADLINE):
+        body = status(owner, link["state"])
+    assert (body["status"], body["error"], body["socialAccountId"]) == ("failed", {"code": "platform_error"}, None)
 
 
 @pytest.mark.parametrize(
