@@ -147,7 +147,8 @@ class ReauthUrlInput(StrictSerializer):
         required=False,
         max_length=20,
         help_text="The platform's scope names, e.g. video.publish (TikTok) or instagram_business_basic. TikTok's "
-        "user.info.basic is always added. Without TikTok's video.list the account still posts but gets no "
+        "user.info.basic and Instagram's instagram_business_basic are always added. Without TikTok's "
+        "video.list the account still posts but gets no "
         "metrics; without user.info.profile it keeps its known handle and its posts get no externalUrl; "
         "without the publishing scopes its posts fail with CREDENTIAL_INVALID and it goes back to "
         "reauth_required.",

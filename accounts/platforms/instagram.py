@@ -38,8 +38,11 @@ from .http import http_session, json_body, platform_request, redact
 
 log = logging.getLogger(__name__)
 
+# Every authorize URL asks for it, whatever scopes the partner chose: the token exchange and the profile
+# (/me, who consented) need it, so a reauth asking for the publishing scope alone could never complete.
+BASIC_SCOPE = "instagram_business_basic"
 DEFAULT_SCOPES = (
-    "instagram_business_basic",
+    BASIC_SCOPE,
     "instagram_business_content_publish",
     "instagram_business_manage_insights",
 )
@@ -75,7 +78,7 @@ class InstagramClient:
             "client_id": settings.LAYERS_INSTAGRAM_CLIENT_ID,
             "redirect_uri": redirect_uri,
             "response_type": "code",
-            "scope": ",".join(scopes or DEFAULT_SCOPES),
+            "scope": ",".join(dict.fromkeys((BASIC_SCOPE, *(scopes or DEFAULT_SCOPES)))),
             "state": state,
         }
         # Not an Instagram parameter: only the sandbox's consent page shows it.

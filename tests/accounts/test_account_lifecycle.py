@@ -151,6 +151,21 @@ def test_a_tiktok_reauth_with_the_publishing_scopes_only_reconnects_and_stays_co
     assert (body["status"], body["handle"]) == ("connected", "lean.scopes")  # the handle known from before
 
 
+def test_an_instagram_reauth_with_the_publishing_scope_only_reconnects(owner):
+    # Instagram's profile (/me) needs instagram_business_basic: a reauth asking for the publishing scope
+    # alone must still ask for it, or every such reauth would end in platform_error.
+    account = connected_account(owner, "instagram", "lean.ig")
+    sandbox_control("instagram", "invalidate-tokens", {"username": "lean.ig"})
+    services.social_account_check_health(account_id=account["id"])
+
+    link = reauth_link(owner, account["id"], scopes=["instagram_business_content_publish"]).json()
+    response = consent_and_return("instagram", link["authorizeUrl"], "lean.ig")
+
+    assert status(owner, link["state"])["status"] == "completed", response["Location"]
+    assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+    assert services.social_account_check_health(account_id=account["id"]) == "healthy"
+
+
 def test_reauth_as_another_platform_user_is_account_mismatch(owner):
     account = connected_account(owner, "tiktok", "original")
     sandbox_control("tiktok", "invalidate-tokens", {"username": "original"})
