@@ -67,10 +67,17 @@ class ScheduledPostOutput(serializers.Serializer):
             allow_null=True,
             help_text="Why the post failed; null unless it failed. `code`: CREDENTIAL_INVALID (the token is dead "
             "or lacks the publishing permission; the account is now reauth_required), ACCOUNT_DISCONNECTED, "
-            "PLATFORM_REJECTED (the platform refused the content or the account), MEDIA_INVALID, RATE_LIMITED "
+            "PLATFORM_REJECTED (the platform refused the content or the account), MEDIA_INVALID (the platform "
+            "could not fetch or use the media: TikTok's file_format_check_failed, video_pull_failed, "
+            "photo_pull_failed, duration_check_failed, frame_rate_check_failed, picture_size_check_failed, "
+            "url_ownership_unverified; Instagram's subcodes 2207003 download timeout, 2207004 too large, 2207005 "
+            "format, 2207009 aspect ratio, 2207023 unknown media type, 2207026 video format, 2207052 not "
+            "fetchable, 2207057 thumbnail offset, and codes 36000, 36001, 36003; a caption too long, 36004, is "
+            "PLATFORM_REJECTED), RATE_LIMITED "
             "(after retries, or the creator's daily posting cap: reschedule), PLATFORM_UNAVAILABLE (after "
             "retries; or the answer to the publishing request was lost, and the post was not sent again so that "
-            "it cannot appear twice: check the account before retrying).",
+            "it cannot appear twice: check the account before retrying). `message` says why, with the "
+            "platform's own code and words where it gave them.",
         )
     )
     def get_error(self, post):

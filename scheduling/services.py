@@ -5,6 +5,7 @@ here is safe to run twice or concurrently."""
 import copy
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -406,36 +407,55 @@ def _prepared_publish_id(post: ScheduledPost) -> str:
     return post.prepared_publish_id if timezone.now() - post.prepare_claimed_at < PREPARED_USABLE_FOR else ""
 
 
-# Why a platform error fails a post, by the platform's own code.
-MEDIA_CODES = {
-    "file_format_check_failed",
-    "video_pull_failed",
-    "photo_pull_failed",
-    "duration_check_failed",
-    "frame_rate_check_failed",
-    "picture_size_check_failed",
-    "invalid_media",
-    "url_ownership_unverified",
-    "media_invalid",
-    "2207026",
-    "2207052",
-}
+# Why a platform error fails a post, by the platform's own code: TikTok's fail reasons and error codes,
+# Instagram's error codes and subcodes (in an error's code "36003/2207009" or a failed container's status
+# "Error: Media upload has failed with error code 2207052"). Instagram's media subcodes: 2207003 it took too
+# long to download the media (the URL is slow or unreachable: the partner's to fix), 2207004 image too large,
+# 2207005 format not supported, 2207009 aspect ratio not supported, 2207023 unknown media type, 2207026
+# unsupported video, 2207052 media not fetchable from the URL, 2207057 thumbnail offset beyond the video;
+# and the image error codes 36000 too large, 36001 format, 36003 aspect ratio. Not 36004 / 2207010 (the
+# caption is too long): the content was refused, but not its media.
+MEDIA_CODES = frozenset(
+    {
+        "file_format_check_failed",
+        "video_pull_failed",
+        "photo_pull_failed",
+        "duration_check_failed",
+        "frame_rate_check_failed",
+        "picture_size_check_failed",
+        "invalid_media",
+        "url_ownership_unverified",
+        "media_invalid",
+        "2207003",
+        "2207004",
+        "2207005",
+        "2207009",
+        "2207023",
+        "2207026",
+        "2207052",
+        "2207057",
+        "36000",
+        "36001",
+        "36003",
+    }
+)
 
 
 # A cap on how much the creator (or the app) may post per day: nothing is wrong with the content, and the
 # same post goes through once the day rolls over. Retrying within our backoff (minutes) cannot help, so the
 # post fails at once, with the code that says "too many" rather than "refused".
-DAILY_CAP_CODES = {"spam_risk_too_many_posts", "spam_risk_too_many_pending_share", "reached_active_user_cap"}
+DAILY_CAP_CODES = frozenset({"spam_risk_too_many_posts", "spam_risk_too_many_pending_share", "reached_active_user_cap"})
 
 
 def _rejection_code(*reasons: str | None) -> str:
     """MEDIA_INVALID when any of the platform's codes or messages names a media problem (Instagram puts
     its code inside a status sentence: "Error: Media upload has failed with error code 2207052");
-    RATE_LIMITED for a daily cap; otherwise PLATFORM_REJECTED."""
-    text = " ".join(r for r in reasons if r).lower()
-    if any(code in text for code in MEDIA_CODES):
+    RATE_LIMITED for a daily cap; otherwise PLATFORM_REJECTED. Codes are matched as whole words: the
+    platform's message now comes along, and a code must not be found inside a longer number or word."""
+    words = set(re.findall(r"[a-z0-9_]+", " ".join(r for r in reasons if r).lower()))
+    if words & MEDIA_CODES:
         return "MEDIA_INVALID"
-    return "RATE_LIMITED" if any(code in text for code in DAILY_CAP_CODES) else "PLATFORM_REJECTED"
+    return "RATE_LIMITED" if words & DAILY_CAP_CODES else "PLATFORM_REJECTED"
 
 
 def _client(platform: str):
@@ -665,7 +685,9 @@ def _publish(post: ScheduledPost | None) -> str:
     except TokenInvalid:
         return _fail_token_dead(post, version, "The platform rejected the account's token; it needs a reauth.")
     except RequestRejected as exc:
-        return _fail(post, _rejection_code(exc.code, str(exc)), f"The platform refused the post: {exc.code or exc}")
+        # The platform's own words (its message names what to fix: "aspect ratio ('0.3')"); the clients
+        # build it from the platform's error with the request's token and the app secret redacted.
+        return _fail(post, _rejection_code(exc.code, str(exc)), f"The platform refused the post: {exc}")
     except (RateLimited, PlatformUnavailable) as exc:
         if intent["marked"] and exc.outcome_unknown:
             # The request that creates the post went out and no clear answer came back (none in time, a

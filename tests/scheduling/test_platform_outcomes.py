@@ -246,6 +246,76 @@ def test_a_container_that_expired_unpublished_is_not_reported_as_refused_content
     assert sandbox_posts("instagram", "expired.ig") == []
 
 
+# --- Instagram containers refused or failed ---------------------------------------------------------
+
+
+def graph_error(code: int, subcode: int, message: str) -> dict:
+    return {
+        "error": {
+            "message": message,
+            "type": "OAuthException",
+            "code": code,
+            "error_subcode": subcode,
+            "is_transient": False,
+            "fbtrace_id": "AbC",
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    "code, subcode, message",
+    [
+        (36003, 2207009, "The submitted image with aspect ratio ('0.3') cannot be published."),
+        (36000, 2207004, "The image is too large to download."),
+        (36001, 2207005, "The media format is not supported."),
+        (-2, 2207003, "It took too long to download the media."),
+        (100, 2207023, "The media type GIF is unknown."),
+        (100, 2207057, "The thumbnail offset you entered is out of bounds for the video duration."),
+    ],
+    ids=["aspect-ratio", "image-too-large", "unsupported-format", "download-timeout", "unknown-type", "thumb"],
+)
+def test_an_instagram_container_refused_for_its_media_fails_media_invalid_with_instagrams_reason(
+    owner, code, subcode, message
+):
+    account = connected_account(owner, "instagram", f"badmedia.{subcode}")
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    calls: list = []
+
+    def refused(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        if request.method != "POST" or not request.url.path.endswith("/media"):
+            return sandbox.handle_request(request)
+        calls.append(request.url.path)
+        return httpx.Response(400, json=graph_error(code, subcode, message))
+
+    with intercepted({"/media": refused}):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed", body
+    assert body["error"]["code"] == "MEDIA_INVALID", body["error"]
+    # The partner reads why, in Instagram's words, and never a token.
+    assert message in body["error"]["message"] and str(subcode) in body["error"]["message"], body["error"]
+    assert "access_token" not in body["error"]["message"]
+    assert len(calls) == 1 and sandbox_posts("instagram", f"badmedia.{subcode}") == []
+
+
+def test_an_instagram_caption_refusal_is_rejected_content_not_invalid_media(owner):
+    account = connected_account(owner, "instagram", "longcaption.ig")
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+
+    def refused(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        if request.method != "POST" or not request.url.path.endswith("/media"):
+            return sandbox.handle_request(request)
+        return httpx.Response(400, json=graph_error(36004, 2207010, "The caption was too long."))
+
+    with intercepted({"/media": refused}):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_REJECTED", body
+    assert "The caption was too long." in body["error"]["message"]
+
+
 # --- Post ids filled in later -----------------------------------------------------------------------
 
 
