@@ -868,10 +868,12 @@ def _publish_throttled(post: ScheduledPost, status: PublishStatus, now: datetime
 
 def _check_again(post: ScheduledPost, now: datetime) -> str:
     # The clock starts at the creating call (TikTok) or, where there is none to record (Instagram's
-    # container, possibly made ahead), at the post's time. Not at updated_at: conditional .update()s never
-    # move it, so it stayed at the moment the post was scheduled, and a post scheduled more than a day
-    # ahead failed at its first "still processing".
-    started = post.publish_attempted_at or post.scheduled_for
+    # container, possibly made ahead), when this attempt became due: the post's time, or later the time a
+    # retry was due (due_at moves with every requeue: a backoff, a long Retry-After, an ops retry). Not the
+    # post's time alone: an ops retry days later, or a retry after a day's throttling, failed at its first
+    # "still processing". Not updated_at either: conditional .update()s never move it, so it stayed at the
+    # moment the post was scheduled, and a post scheduled more than a day ahead failed the same way.
+    started = post.publish_attempted_at or max(post.scheduled_for, post.due_at)
     if now - started > PUBLISH_GIVE_UP:
         return _fail(post, "PLATFORM_UNAVAILABLE", "The platform did not finish processing the post within 24 hours.")
     waited = max(now - started, timedelta(0))

@@ -1,12 +1,20 @@
-"""How long a post may stay `publishing` while the platform processes it: a day from its time, wherever it
-was scheduled from. Before, the clock for Instagram posts started when the post was scheduled, so a post
-scheduled more than a day ahead failed the first time Instagram said "still processing"."""
+"""How long a post may stay `publishing` while the platform processes it: a day from when its attempt
+started (its time, or the time a retry was due), wherever it was scheduled from. Before, the clock for
+Instagram posts started when the post was scheduled, so a post scheduled more than a day ahead failed the
+first time Instagram said "still processing"; then at the post's time, so an ops retry days later or a
+retry after a day's throttling failed the same way."""
 
+import json
+
+import httpx
 import pytest
 import time_machine
 
 from accounts.tasks import social_accounts_health_tick
+from scheduling import services
+from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import connected_account
+from tests.platform_helpers import intercepted
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,3 +56,56 @@ def test_a_tiktok_post_never_finished_fails_a_day_after_its_time_not_before(owne
         body = post(owner, scheduled["id"])
     assert body["status"] == "failed"
     assert body["error"]["code"] == "PLATFORM_UNAVAILABLE" and "24 hours" in body["error"]["message"], body["error"]
+
+
+def test_an_ops_retry_of_a_reel_days_after_its_time_waits_for_instagram_and_is_published(owner, settings):
+    # The day Instagram gets counts from when this attempt started, not from the post's original time.
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 60
+    account = connected_account(owner, "instagram", "retry.reel")
+    scheduled = schedule_now(owner, account["id"], media_type="video")
+    ScheduledPost.objects.filter(pk=scheduled["id"]).update(
+        status="failed", error_code="PLATFORM_UNAVAILABLE", error_message="outage", attempts=5
+    )
+
+    with time_machine.travel(later(days=2)):
+        services.post_retry(post_id=scheduled["id"])  # the admin action "retry_posts"
+        run_dispatcher()
+        body = post(owner, scheduled["id"])
+    assert body["status"] == "publishing", body["error"]
+
+    with time_machine.travel(later(days=2, minutes=3)):
+        run_dispatcher()
+        body = post(owner, scheduled["id"])
+    assert body["status"] == "published", body
+    assert len(sandbox_posts("instagram", "retry.reel")) == 1
+
+
+def test_a_reel_throttled_for_a_day_before_its_container_still_gets_its_processing_time(owner, settings):
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 60
+    account = connected_account(owner, "instagram", "throttled.day")
+    scheduled = schedule_now(owner, account["id"], media_type="video")
+    # Meta throttles the first call and says, in minutes, that access comes back in a day.
+    usage = {"0": [{"type": "instagram", "call_count": 100, "estimated_time_to_regain_access": 24 * 60}]}
+    throttled: list = []
+
+    def once(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        if throttled:
+            return sandbox.handle_request(request)
+        throttled.append(request.url.path)
+        error = {"message": "(#4) Application request limit reached", "type": "OAuthException", "code": 4}
+        return httpx.Response(400, json={"error": error}, headers={"X-Business-Use-Case-Usage": json.dumps(usage)})
+
+    with intercepted({"/content_publishing_limit": once}):
+        run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "queued"
+
+    with time_machine.travel(later(days=1, seconds=5)):
+        run_dispatcher()
+        body = post(owner, scheduled["id"])
+    assert body["status"] == "publishing", body["error"]
+
+    with time_machine.travel(later(days=1, minutes=3)):
+        run_dispatcher()
+        body = post(owner, scheduled["id"])
+    assert body["status"] == "published" and body["attempts"] == 2, body
+    assert len(sandbox_posts("instagram", "throttled.day")) == 1
