@@ -547,8 +547,8 @@ def _backoff(attempts: int, retry_after: float | None) -> timedelta:
 
 def _retry_later(post: ScheduledPost, exc: PlatformError) -> str:
     """A transient error before the platform accepted anything (or after it dropped what it had accepted:
-    TikTok's FAILED `internal`): back to the queue with backoff, or fail with RATE_LIMITED /
-    PLATFORM_UNAVAILABLE once MAX_ATTEMPTS are spent."""
+    TikTok's FAILED `internal`, an Instagram container that failed on Instagram's side): back to the queue
+    with backoff, or fail with RATE_LIMITED / PLATFORM_UNAVAILABLE once MAX_ATTEMPTS are spent."""
     code = "RATE_LIMITED" if isinstance(exc, RateLimited) else "PLATFORM_UNAVAILABLE"
     if post.attempts >= MAX_ATTEMPTS:
         return _fail(post, code, f"Gave up after {post.attempts} attempts: {exc}")
@@ -560,6 +560,10 @@ def _retry_later(post: ScheduledPost, exc: PlatformError) -> str:
         due_at=timezone.now() + _backoff(post.attempts, exc.retry_after),
         publish_attempted_at=None,
         publish_id="",  # a publish id the platform dropped: the next attempt asks for a new one
+        # The same for a container made ahead (post_prepare): it may be the one that failed, and it would
+        # otherwise be polled again at every attempt. The preparer may make a new one before the retry.
+        prepared_publish_id="",
+        prepare_claimed_at=None,
         claimed_until=None,
         next_check_at=None,
         error_code=code,
@@ -747,8 +751,11 @@ def _store_publish_id(post: ScheduledPost, *, publish_id: str, next_check_at: da
 # A failed post's reason (PublishStatus.fail_code: the platform's own code, never its human text) when it
 # is not about the content. TikTok's `auth_removed`: the creator removed the app, so the token is dead.
 # TikTok's `internal` (retryable, PLATFORMS.md): TikTok did not create the post, so it is queued again.
+# Instagram's containers that failed on its side, which Meta says to try again with a new container: 2207001
+# (server error), 2207032 (creating the media failed) and 2207053 (unknown upload error). Queued again as
+# well: the retry makes a new container (_retry_later drops the failed one, prepared ahead or not).
 TOKEN_GONE_FAIL_CODES = frozenset({"auth_removed"})
-RETRYABLE_FAIL_CODES = frozenset({"internal"})
+RETRYABLE_FAIL_CODES = frozenset({"internal", "2207001", "2207032", "2207053"})
 # Instagram's EXPIRED: the container was not published within 24 h (we were throttled or the platform kept
 # failing). Nothing was wrong with the content.
 UNAVAILABLE_FAIL_CODES = frozenset({"EXPIRED"})

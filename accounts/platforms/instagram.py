@@ -51,6 +51,9 @@ INSIGHT_METRICS = "views,likes,comments,shares,saved,reach"
 TOKEN_INVALID_CODE = 190
 THROTTLING_CODES = frozenset({4, 17, 32, 613})
 TRANSIENT_CODES = frozenset({1, 2})
+# Failures on Instagram's side that Meta says to retry (with a new container): 2207001 server error, 2207032
+# creating the media failed, 2207053 unknown upload error. Transient whatever the code beside them.
+TRANSIENT_SUBCODES = frozenset({2207001, 2207032, 2207053})
 PERMISSION_CODES = frozenset({10, *range(200, 300)})
 QUOTA_SUBCODE = 2207042
 NOT_READY = "9007/2207027"
@@ -536,7 +539,7 @@ def _raise_for_graph(response: httpx.Response, body, *, secrets: tuple[str | Non
             raise TokenInvalid(message, code=label, status=status)
         if code in THROTTLING_CODES or subcode == QUOTA_SUBCODE:
             raise RateLimited(message, code=label, status=status, retry_after=_usage_retry_after(response))
-        if status >= 500 or code in TRANSIENT_CODES or error.get("is_transient"):
+        if status >= 500 or code in TRANSIENT_CODES or subcode in TRANSIENT_SUBCODES or error.get("is_transient"):
             raise PlatformUnavailable(message, code=label, status=status)
         raise RequestRejected(message, code=label, status=status)
     if status == 429:

@@ -327,6 +327,33 @@ def test_a_reject_fault_waits_for_a_content_call(db):
     assert sandbox_posts("tiktok", "patient_reject")[0].fail_reason == "spam_risk"
 
 
+def test_an_instagram_container_error_fault_fails_the_next_container_on_instagrams_side(db):
+    tokens = connect("instagram", "ig_hiccup")
+    uid = tokens.platform_user_id
+    inject_fault("instagram", "ig_hiccup", "container_error")
+
+    def container(url: str) -> str:
+        made = Client().post(f"{IG_GRAPH}/{uid}/media", {"image_url": url, "access_token": tokens.access_token})
+        assert made.status_code == 200, made.content  # accepted: the failure shows in the container's status
+        return made.json()["id"]
+
+    profile = Client().get(f"{IG_GRAPH}/me", {"fields": "user_id", "access_token": tokens.access_token})
+    failed, fine = container("https://cdn.layers.test/a.jpg"), container("https://cdn.layers.test/b.jpg")
+
+    def status(ig_id: str) -> dict:
+        query = {"fields": "status_code,status", "access_token": tokens.access_token}
+        return Client().get(f"{IG_GRAPH}/{ig_id}", query).json()
+
+    assert profile.status_code == 200  # not a content call: the fault waits for one
+    assert status(failed)["status_code"] == "ERROR" and "error code 2207001" in status(failed)["status"]
+    assert status(fine)["status_code"] == "FINISHED"
+
+
+def test_a_container_error_fault_is_instagrams_only(db):
+    answer = sandbox_control("tiktok", "faults", {"username": "someone", "kind": "container_error"})
+    assert answer.status_code == 422 and "kind" in answer.content.decode()
+
+
 def test_a_timeout_fault_raises_a_real_httpx_timeout_in_process(db):
     tokens = connect("tiktok", "slowpoke")
     inject_fault("tiktok", "slowpoke", "timeout")

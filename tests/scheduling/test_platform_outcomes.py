@@ -10,7 +10,7 @@ import time_machine
 from accounts.models import Event, SocialAccount
 from scheduling import services
 from tests.accounts.oauth_helpers import connected_account
-from tests.platform_helpers import intercepted
+from tests.platform_helpers import inject_fault, intercepted
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -314,6 +314,98 @@ def test_an_instagram_caption_refusal_is_rejected_content_not_invalid_media(owne
     body = post(owner, scheduled["id"])
     assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_REJECTED", body
     assert "The caption was too long." in body["error"]["message"]
+
+
+def container_errored_once(calls: list, error_code: str):
+    """The first status read of a container answers ERROR with Instagram's `error_code` (failed on its side);
+    every other call reaches the sandbox."""
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        if request.method != "GET" or "status_code" not in request.url.params.get("fields", "") or calls:
+            return sandbox.handle_request(request)
+        container = request.url.path.rsplit("/", 1)[-1]
+        calls.append(container)
+        status = f"Error: Media upload has failed with error code {error_code}"
+        return httpx.Response(200, json={"id": container, "status_code": "ERROR", "status": status})
+
+    return answer
+
+
+@pytest.mark.parametrize("error_code", ["2207001", "2207032", "2207053"])
+def test_a_container_that_failed_on_instagrams_side_is_made_again_and_published_once(owner, error_code):
+    # Meta: 2207001 server error, try again; 2207032 creating the media failed, make it again; 2207053 unknown
+    # upload error, make a new container. Nothing about the content: the post is retried with a new container.
+    username = f"ig.hiccup.{error_code}"
+    account = connected_account(owner, "instagram", username)
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    calls: list = []
+
+    with intercepted({"/instagram/graph/": container_errored_once(calls, error_code)}):
+        run_dispatcher()
+        waiting = post(owner, scheduled["id"])
+        with time_machine.travel(later(minutes=5)):
+            run_dispatcher()
+
+    assert waiting["status"] == "queued" and waiting["error"] is None, waiting
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published" and body["attempts"] == 2, body
+    received = sandbox_posts("instagram", username)
+    assert len(received) == 1 and received[0].publish_id != calls[0]  # a new container, not the errored one
+    assert body["externalId"] == received[0].external_id
+
+
+def test_a_container_refused_for_an_error_on_instagrams_side_is_retried_and_published_once(owner):
+    account = connected_account(owner, "instagram", "ig.create.hiccup")
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    calls: list = []
+
+    def once(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        if request.method != "POST" or not request.url.path.endswith("/media") or calls:
+            return sandbox.handle_request(request)
+        calls.append(request.url.path)
+        return httpx.Response(400, json=graph_error(-1, 2207001, "Instagram server error."))
+
+    with intercepted({"/media": once}):
+        run_dispatcher()
+        waiting = post(owner, scheduled["id"])
+        with time_machine.travel(later(minutes=5)):
+            run_dispatcher()
+
+    assert waiting["status"] == "queued" and waiting["error"] is None, waiting
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published" and body["attempts"] == 2, body
+    assert len(sandbox_posts("instagram", "ig.create.hiccup")) == 1
+
+
+def test_a_container_error_injected_in_the_sandbox_is_retried_and_published_once(owner):
+    account = connected_account(owner, "instagram", "ig.container.flaky")
+    scheduled = schedule_now(owner, account["id"], media_type="video")
+    inject_fault("instagram", "ig.container.flaky", "container_error")
+
+    run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "queued"
+    with time_machine.travel(later(minutes=5)):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published" and body["attempts"] == 2, body
+    assert len(sandbox_posts("instagram", "ig.container.flaky")) == 1
+
+
+def test_containers_failing_on_instagrams_side_every_time_end_platform_unavailable_after_the_retries(owner):
+    account = connected_account(owner, "instagram", "ig.container.down")
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    inject_fault("instagram", "ig.container.down", "container_error", count=20)
+
+    for minutes in range(0, 20 * services.MAX_ATTEMPTS, 20):
+        with time_machine.travel(later(minutes=minutes)):
+            run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_UNAVAILABLE", body
+    assert "2207001" in body["error"]["message"]
+    assert body["attempts"] == services.MAX_ATTEMPTS
+    assert sandbox_posts("instagram", "ig.container.down") == []
 
 
 # --- Post ids filled in later -----------------------------------------------------------------------

@@ -238,3 +238,22 @@ def test_a_refused_preparation_leaves_the_post_to_its_time(owner):
         run_dispatcher()
     assert post(owner, scheduled["id"])["status"] == "published"
     assert len(sandbox_posts("instagram", "prep.flaky")) == 1
+
+
+def test_a_prepared_container_that_failed_on_instagrams_side_is_made_again_not_polled_again(owner):
+    account = connected_account(owner, "instagram", "prep.hiccup")
+    scheduled = schedule_now(owner, account["id"], when=later(minutes=5))
+    sandbox_control("instagram", "faults", {"username": "prep.hiccup", "kind": "container_error", "count": 1})
+    run_dispatcher()
+    [errored] = containers("prep.hiccup")  # prepared ahead; Instagram's processing of it failed
+
+    with time_machine.travel(later(minutes=5, seconds=1)):
+        run_dispatcher()
+        assert post(owner, scheduled["id"])["status"] == "queued"  # retried, with a new container
+    with time_machine.travel(later(minutes=10)):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published" and body["attempts"] == 2, body
+    published = sandbox_posts("instagram", "prep.hiccup")
+    assert len(published) == 1 and published[0].publish_id != errored.ig_id

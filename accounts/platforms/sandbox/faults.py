@@ -1,9 +1,10 @@
 """Injected failures and per-minute limits.
 
 A fault is attributed to a user: it is taken by the next API call made with one of their tokens (or with
-an authorization code / refresh token of theirs). "reject" is a content refusal, so only a content
-submission takes it (TikTok init calls, Instagram container creation and draft delivery); the other
-kinds are taken by any attributed call, oldest first.
+an authorization code / refresh token of theirs). "reject" is a content refusal and "container_error" (on
+Instagram only) a container accepted that then fails on Instagram's side, so only a content submission
+takes them (TikTok init calls, Instagram container creation and draft delivery); the other kinds are taken
+by any attributed call, oldest first.
 """
 
 import time
@@ -17,6 +18,8 @@ from django.utils import timezone
 from .models import Fault, RateWindow, Stall
 
 KINDS = tuple(Fault.Kind.values)
+CONTENT_KINDS = (Fault.Kind.REJECT, Fault.Kind.CONTAINER_ERROR)
+INSTAGRAM_ONLY_KINDS = (Fault.Kind.CONTAINER_ERROR,)
 
 
 def add_fault(*, platform: str, username: str, kind: str, count: int) -> Fault:
@@ -30,7 +33,7 @@ def take_fault(*, platform: str, username: str, content: bool) -> str | None:
     for _ in range(5):  # a concurrent call may take the last unit between our read and our update
         pending = Fault.objects.filter(platform=platform, username=username, remaining__gt=0)
         if not content:
-            pending = pending.exclude(kind=Fault.Kind.REJECT)
+            pending = pending.exclude(kind__in=CONTENT_KINDS)
         fault = pending.order_by("created_at", "id").first()
         if fault is None:
             return None

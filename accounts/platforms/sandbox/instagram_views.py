@@ -124,7 +124,8 @@ def _params(request: HttpRequest) -> dict:
 def _authenticate(
     request: HttpRequest, params: dict, *, content: bool = False, kinds: tuple[str, ...] | None = None
 ) -> tuple[Token, bool]:
-    """The token's row and whether a "reject" fault applies; raises Answer with Graph's error otherwise."""
+    """The token's row and the content fault that applies ("reject", "container_error" or None); raises
+    Answer with Graph's error otherwise."""
     raw = params.get("access_token")
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if not raw and scheme.lower() in ("bearer", "oauth"):
@@ -156,7 +157,7 @@ def _authenticate(
         raise Answer(
             graph_error("Error validating access token: The session has been invalidated.", code=190, subcode=463)
         )
-    return token, fault == Fault.Kind.REJECT
+    return token, fault
 
 
 def _fields(params: dict, allowed: set[str], *, node_type: str, default: tuple[str, ...] = ("id",)) -> list[str]:
@@ -284,12 +285,12 @@ def graph(request: HttpRequest, node: str, edge: str | None = None, version: str
     params = _params(request)
     content = request.method == "POST" and edge in ("media", "layers_draft_deliveries")
     try:
-        token, rejected = _authenticate(request, params, content=content)
+        token, fault = _authenticate(request, params, content=content)
         if BASIC not in _scopes(token):
             return _no_permission()
         user_id = instagram_user_id(token.username)
         if node in ("me", user_id):
-            return _user_edge(request, params, token=token, edge=edge, rejected=rejected)
+            return _user_edge(request, params, token=token, edge=edge, fault=fault)
         if request.method != "GET":
             return _no_object(node, request.method.lower())
         container = Container.objects.filter(ig_id=node, username=token.username).first()
@@ -307,8 +308,11 @@ def graph(request: HttpRequest, node: str, edge: str | None = None, version: str
         return answer.response
 
 
-def _user_edge(request: HttpRequest, params: dict, *, token: Token, edge: str | None, rejected: bool) -> JsonResponse:
+def _user_edge(
+    request: HttpRequest, params: dict, *, token: Token, edge: str | None, fault: str | None
+) -> JsonResponse:
     username = token.username
+    rejected = fault == Fault.Kind.REJECT
     method = request.method
     if edge is None and method == "GET":
         return _user(request, params, username=username)
@@ -327,7 +331,9 @@ def _user_edge(request: HttpRequest, params: dict, *, token: Token, edge: str | 
     if edge in ("media", "media_publish", "content_publishing_limit") and PUBLISH not in _scopes(token):
         return _no_permission()
     if edge == "media" and method == "POST":
-        return _create_container(params, username=username, rejected=rejected)
+        return _create_container(
+            params, username=username, rejected=rejected, server_error=fault == Fault.Kind.CONTAINER_ERROR
+        )
     if edge == "media_publish" and method == "POST":
         return _media_publish(params, username=username)
     if edge == "content_publishing_limit" and method == "GET":
@@ -423,7 +429,7 @@ def _insights(post: Post, params: dict, *, token: Token) -> JsonResponse:
     return JsonResponse({"data": data})
 
 
-def _create_container(params: dict, *, username: str, rejected: bool) -> JsonResponse:
+def _create_container(params: dict, *, username: str, rejected: bool, server_error: bool = False) -> JsonResponse:
     caption = str(params.get("caption") or "")
     if len(caption) > CAPTION_MAX:
         return graph_error("(#100) The caption is too long.", code=100)
@@ -442,7 +448,12 @@ def _create_container(params: dict, *, username: str, rejected: bool) -> JsonRes
         if not low <= len(child_ids) <= high or not usable:
             return graph_error(f"(#100) children must list {low} to {high} carousel item containers.", code=100)
         container = publishing.create_container(
-            username=username, media_type="CAROUSEL", caption=caption, children=child_ids, rejected=rejected
+            username=username,
+            media_type="CAROUSEL",
+            caption=caption,
+            children=child_ids,
+            rejected=rejected,
+            server_error=server_error,
         )
         return JsonResponse({"id": container.ig_id})
     if media_type == "IMAGE":
@@ -464,6 +475,7 @@ def _create_container(params: dict, *, username: str, rejected: bool) -> JsonRes
         caption="" if is_item else caption,
         is_carousel_item=is_item,
         rejected=rejected,
+        server_error=server_error,
     )
     return JsonResponse({"id": container.ig_id})
 

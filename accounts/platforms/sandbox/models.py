@@ -55,6 +55,9 @@ class Fault(models.Model):
         SERVER_ERROR = "server_error"
         TIMEOUT = "timeout"
         REJECT = "reject"
+        # Instagram only: the next container is accepted, then fails on Instagram's side (status ERROR,
+        # "error code 2207001", a server error Meta says to retry with a new container).
+        CONTAINER_ERROR = "container_error"
 
     platform = models.CharField(max_length=16, choices=Platform.choices)
     username = models.CharField(max_length=64)

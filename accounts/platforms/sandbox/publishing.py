@@ -125,11 +125,14 @@ def create_container(
     is_carousel_item: bool = False,
     children: list[str] | None = None,
     rejected: bool = False,
+    server_error: bool = False,
 ) -> Container:
     now = timezone.now()
     error = ""
     if rejected:
         error = "Error: Media upload has failed with error code 2207051"
+    elif server_error:
+        error = "Error: Media upload has failed with error code 2207001"
     elif url and is_broken_media(url):
         error = "Error: Media upload has failed with error code 2207052"
     return Container.objects.create(
@@ -158,9 +161,11 @@ def container_status(container: Container) -> tuple[str, str]:
     if container.error:
         return "ERROR", container.error
     if container.children:
-        codes = [container_status(child)[0] for child in Container.objects.filter(ig_id__in=container.children)]
+        statuses = [container_status(child) for child in Container.objects.filter(ig_id__in=container.children)]
         for code in ("ERROR", "EXPIRED", "IN_PROGRESS"):
-            if code in codes:
+            if code == "ERROR" and (failed := [status for c, status in statuses if c == "ERROR"]):
+                return code, failed[0]  # the item's reason, with its error code
+            if code in (c for c, _ in statuses):
                 return code, f"{code}: a carousel item is {code.lower().replace('_', ' ')}."
     return "FINISHED", "Finished: Media has been uploaded and it is ready to be published."
 

@@ -207,6 +207,8 @@ def control_faults(request: HttpRequest, platform: str) -> JsonResponse:
     kind = body.get("kind")
     if kind not in faults.KINDS:
         problems["kind"] = f"one of {', '.join(faults.KINDS)}"
+    elif kind in faults.INSTAGRAM_ONLY_KINDS and platform != "instagram":
+        problems["kind"] = f"{kind} is Instagram's only (TikTok has no containers)"
     count = body.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 1000:
         problems["count"] = "an integer from 1 to 1000"
