@@ -61,7 +61,8 @@ class TargetInput(StrictSerializer):
     mode = serializers.ChoiceField(
         choices=["publish", "draft", "managed"],
         help_text="publish: auto-post at scheduledFor; draft: send to the creator's app (TikTok inbox; on "
-        "Instagram, delivered to the creator for manual posting); managed: the project's managed-distribution "
+        "Instagram, delivered to the creator for manual posting by Layers' draft delivery service — Instagram "
+        "has no draft API — so 422 where none is configured); managed: the project's managed-distribution "
         "provider (422 if none is configured).",
     )
 
@@ -127,7 +128,9 @@ class ScheduleApi(ApiView):
             "e.g. `targets.1.socialAccountId`). Targets must be accounts of the container's project that are "
             "not disconnected (reauth_required is accepted: the post publishes if the customer reauthorizes "
             "in time, and fails with CREDENTIAL_INVALID otherwise). Any `placement`, `feed` or `reels` field "
-            "is rejected: Instagram placement follows the mediaType. Unknown fields are rejected. Instagram "
+            "is rejected: Instagram placement follows the mediaType. Unknown fields are rejected. An Instagram "
+            "target in `draft` mode is refused (422 on `targets.<i>.mode`) where no draft delivery service is "
+            "configured: Instagram has no draft API, and such a post could never be delivered. Instagram "
             "posts in `publish` mode have their media sent to Instagram up to 15 minutes before scheduledFor, "
             "so that Instagram has processed it when the post is due; the post stays `queued` and cancelable "
             "until then, and a canceled post never appears."

@@ -143,7 +143,8 @@ def posts_schedule(
     """Schedule `container` to every target at `scheduled_for`: all targets or none.
 
     Each target must be an account of the container's project that is not disconnected (reauth_required
-    is accepted: the customer may reconnect before the time); `managed` needs the project's provider.
+    is accepted: the customer may reconnect before the time); `managed` needs the project's provider, an
+    Instagram `draft` a draft delivery service (LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL).
     Raises Validation naming the failing field (`targets.<i>.socialAccountId`, `scheduledFor`)."""
     now = timezone.now()
     if scheduled_for.tzinfo is None:
@@ -173,6 +174,17 @@ def posts_schedule(
                 errors[f"targets.{index}.socialAccountId"] = ["The same account is targeted twice."]
             elif target.mode == ScheduledPost.Mode.MANAGED and provider is None:
                 errors[f"targets.{index}.mode"] = ["The project has no managed-distribution provider configured."]
+            elif (
+                target.mode == ScheduledPost.Mode.DRAFT
+                and account.platform == "instagram"
+                and not settings.LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL
+            ):
+                # Instagram has no draft API: its drafts go through a delivery service, and without one every
+                # such post would fail at its time. Said now, while the partner can choose another mode.
+                errors[f"targets.{index}.mode"] = [
+                    "Instagram drafts cannot be delivered: Instagram has no draft API and no draft delivery "
+                    "service is configured. Use mode publish (or managed)."
+                ]
             elif (
                 account.platform == "instagram"
                 and container.media_type == "carousel"

@@ -168,6 +168,25 @@ def test_managed_needs_a_configured_provider(owner, container):
     assert schedule(owner, container["id"], [{"socialAccountId": account.pk, "mode": "managed"}]).status_code == 201
 
 
+def test_instagram_drafts_are_refused_where_no_draft_delivery_service_is_configured(owner, container, settings):
+    # Live mode's default: Instagram has no draft API, and without a delivery service no Instagram draft can
+    # ever be delivered. The schedule says so, instead of accepting the post and failing it at its time.
+    instagram = make_account(owner, platform="instagram")
+    tiktok = make_account(owner, platform="tiktok")
+    targets = [{"socialAccountId": tiktok.pk, "mode": "draft"}, {"socialAccountId": instagram.pk, "mode": "draft"}]
+    settings.LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL = ""
+
+    error = assert_error(schedule(owner, container["id"], targets), 422, "VALIDATION")
+    assert list(error["details"]["fields"]) == ["targets.1.mode"], error
+    assert "draft" in error["details"]["fields"]["targets.1.mode"][0].lower()
+    assert not ScheduledPost.objects.exists()  # all or none: the TikTok draft is not created either
+    publish = [targets[0], {"socialAccountId": instagram.pk, "mode": "publish"}]
+    assert schedule(owner, container["id"], publish).status_code == 201
+
+    settings.LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL = "https://drafts.layers.test"
+    assert schedule(owner, container["id"], targets).status_code == 201
+
+
 @pytest.mark.parametrize(
     "when",
     [
