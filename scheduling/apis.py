@@ -38,7 +38,13 @@ class ContainerInput(StrictSerializer):
     # Kept exactly as sent: DRF trims by default, and a caption's leading or trailing line breaks are the
     # partner's layout, not noise.
     caption = serializers.CharField(
-        max_length=MAX_CAPTION, required=False, allow_blank=True, default="", trim_whitespace=False
+        max_length=MAX_CAPTION,
+        required=False,
+        allow_blank=True,
+        default="",
+        trim_whitespace=False,
+        help_text="At most 2200 characters. TikTok counts UTF-16 code units (an emoji counts two): a caption "
+        "too long for it is refused when a TikTok target is scheduled.",
     )
 
     def validate(self, data):
@@ -130,7 +136,10 @@ class ScheduleApi(ApiView):
             "in time, and fails with CREDENTIAL_INVALID otherwise). Any `placement`, `feed` or `reels` field "
             "is rejected: Instagram placement follows the mediaType. Unknown fields are rejected. An Instagram "
             "target in `draft` mode is refused (422 on `targets.<i>.mode`) where no draft delivery service is "
-            "configured: Instagram has no draft API, and such a post could never be delivered. Instagram "
+            "configured: Instagram has no draft API, and such a post could never be delivered. A TikTok target "
+            "is refused (422 on `targets.<i>.socialAccountId`) when the caption is too long for TikTok, which "
+            "counts UTF-16 code units (an emoji counts two): at most 2200 in a video's title (mode publish; "
+            "an inbox video takes no caption), 4000 in a photo post's description. Instagram "
             "posts in `publish` mode have their media sent to Instagram up to 15 minutes before scheduledFor, "
             "so that Instagram has processed it when the post is due; the post stays `queued` and cancelable "
             "until then, and a canceled post never appears."

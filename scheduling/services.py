@@ -191,6 +191,8 @@ def posts_schedule(
                 and not (2 <= len(container.media_urls) <= 10)
             ):
                 errors[f"targets.{index}.socialAccountId"] = ["Instagram carousels take 2 to 10 items."]
+            elif account.platform == "tiktok" and (problem := _tiktok_caption_problem(container, target.mode)):
+                errors[f"targets.{index}.socialAccountId"] = [problem]
             seen.add(target.social_account_id)
         if errors:
             raise Validation(errors)
@@ -211,6 +213,25 @@ def posts_schedule(
         ]
         ScheduledPost.objects.bulk_create(posts)
     return posts
+
+
+def _tiktok_caption_problem(container: ContentContainer, mode: str) -> str | None:
+    """Why TikTok would refuse the container's caption, if it would: TikTok counts UTF-16 code units, so a
+    caption within our 2200 characters (emoji count two units each) can be too long for it. Said when
+    scheduling, not at the post's time as a failed post. Managed posts go to the provider as they are."""
+    from accounts.platforms.tiktok import caption_limit, utf16_length
+
+    if mode == ScheduledPost.Mode.MANAGED:
+        return None
+    limit = caption_limit(mode=mode, media_type=container.media_type)
+    length = utf16_length(container.caption)
+    if limit is None or length <= limit:
+        return None
+    where = "a video's title" if container.media_type == "video" else "a photo post's description"
+    return (
+        f"The caption is too long for TikTok: it counts {length} UTF-16 code units (emoji count two), and "
+        f"TikTok takes at most {limit} in {where}."
+    )
 
 
 def post_cancel(*, post_id: str, actor=None) -> ScheduledPost:

@@ -46,6 +46,24 @@ METRICS_BATCH = 20
 PRIVACY_PREFERENCE = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY")
 TOKEN_INVALID_CODES = frozenset({"access_token_invalid", "scope_not_authorized"})
 MAX_PHOTOS = 35
+# TikTok counts a caption in UTF-16 code units ("max 2200 UTF-16 runes"): an emoji outside the Basic
+# Multilingual Plane counts two. A video's caption is its post_info.title, a photo post's its description.
+VIDEO_TITLE_MAX = 2200
+PHOTO_DESCRIPTION_MAX = 4000
+
+
+def utf16_length(text: str) -> int:
+    """The length TikTok counts: UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def caption_limit(*, mode: str, media_type: str) -> int | None:
+    """How many UTF-16 code units of caption TikTok takes for a post in `mode` (publish | draft) of
+    `media_type`; None where the caption is not sent (a video uploaded to the inbox has none)."""
+    if media_type != "video":
+        return PHOTO_DESCRIPTION_MAX  # direct post and inbox upload alike send it as the description
+    return VIDEO_TITLE_MAX if mode == "publish" else None
+
 
 FAIL_REASONS = {
     "file_format_check_failed": "The media format is not supported.",
@@ -374,7 +392,7 @@ def _direct_post_request(*, creator: dict, media_type: str, media: list[MediaIte
             },
             "source_info": _source_info(media_type, media),
         }
-    # Photo posts: the caption goes to `description` (4000 chars); `title` is limited to 90.
+    # Photo posts: the caption goes to `description` (4000 UTF-16 units); `title` is limited to 90.
     return "/v2/post/publish/content/init/", {
         "media_type": "PHOTO",
         "post_mode": "DIRECT_POST",

@@ -354,6 +354,25 @@ def test_a_container_error_fault_is_instagrams_only(db):
     assert answer.status_code == 422 and "kind" in answer.content.decode()
 
 
+def test_tiktok_counts_a_title_in_utf16_code_units(db):
+    tokens = connect("tiktok", "emoji_title")
+
+    def init(title: str):
+        return tt_post(
+            "/v2/post/publish/video/init/",
+            tokens.access_token,
+            {
+                "post_info": {"title": title, "privacy_level": "PUBLIC_TO_EVERYONE"},
+                "source_info": {"source": "PULL_FROM_URL", "video_url": "https://cdn.layers.test/v.mp4"},
+            },
+        )
+
+    too_long, fits = init("\U0001f680" * 1101), init("\U0001f680" * 1100)  # 2202 and 2200 code units
+
+    assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "invalid_params"
+    assert fits.status_code == 200, fits.content
+
+
 def test_a_timeout_fault_raises_a_real_httpx_timeout_in_process(db):
     tokens = connect("tiktok", "slowpoke")
     inject_fault("tiktok", "slowpoke", "timeout")

@@ -187,6 +187,46 @@ def test_instagram_drafts_are_refused_where_no_draft_delivery_service_is_configu
     assert schedule(owner, container["id"], targets).status_code == 201
 
 
+ROCKET = "\U0001f680"  # one character, two UTF-16 code units
+
+
+@pytest.mark.parametrize(
+    "media_type, urls, caption, mode",
+    [
+        ("video", ["https://cdn.acme.test/clip.mp4"], ROCKET * 1101, "publish"),  # title: 2202 of 2200
+        ("image", ["https://cdn.acme.test/a.jpg"], ROCKET * 2001, "publish"),  # description: 4002 of 4000
+        ("carousel", ["https://cdn.acme.test/a.jpg", "https://cdn.acme.test/b.jpg"], ROCKET * 2001, "draft"),
+    ],
+)
+def test_a_caption_too_long_for_tiktok_in_utf16_is_refused_when_scheduled(owner, media_type, urls, caption, mode):
+    # TikTok counts a caption in UTF-16 code units: these fit our limit of 2200 characters, not TikTok's.
+    body = {"mediaType": media_type, "mediaUrls": urls, "caption": caption}
+    created = create_container(owner, body)
+    assert created.status_code == 201, created.content
+    instagram = make_account(owner, platform="instagram")
+    tiktok = make_account(owner, platform="tiktok")
+    targets = [{"socialAccountId": instagram.pk, "mode": "publish"}, {"socialAccountId": tiktok.pk, "mode": mode}]
+
+    error = assert_error(schedule(owner, created.json()["id"], targets), 422, "VALIDATION")
+
+    assert list(error["details"]["fields"]) == ["targets.1.socialAccountId"], error
+    assert "UTF-16" in error["details"]["fields"]["targets.1.socialAccountId"][0]
+    assert not ScheduledPost.objects.exists()
+
+
+def test_captions_within_tiktoks_utf16_limits_are_scheduled(owner):
+    tiktok = make_account(owner, platform="tiktok")
+    cases = [
+        ("video", ["https://cdn.acme.test/clip.mp4"], ROCKET * 1100, "publish"),  # 2200 units: just fits
+        ("video", ["https://cdn.acme.test/clip.mp4"], ROCKET * 2000, "draft"),  # an inbox video takes no caption
+        ("image", ["https://cdn.acme.test/a.jpg"], ROCKET * 2000, "publish"),  # 4000 units: just fits
+    ]
+    for media_type, urls, caption, mode in cases:
+        created = create_container(owner, {"mediaType": media_type, "mediaUrls": urls, "caption": caption}).json()
+        response = schedule(owner, created["id"], [{"socialAccountId": tiktok.pk, "mode": mode}])
+        assert response.status_code == 201, (media_type, mode, response.content[:300])
+
+
 @pytest.mark.parametrize(
     "when",
     [

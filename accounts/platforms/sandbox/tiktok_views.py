@@ -270,9 +270,18 @@ def _check_direct_post(token: Token, post_info: dict, *, text_field: str, text_m
                 status=403,
             )
         )
-    if len(str(post_info.get(text_field) or "")) > text_max:
-        raise Answer(envelope(code="invalid_params", message=f"{text_field} is too long.", status=400))
+    _check_text(post_info, field=text_field, limit=text_max)
     return privacy
+
+
+def utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _check_text(post_info: dict, *, field: str, limit: int) -> None:
+    """TikTok counts text in UTF-16 code units ("max 2200 UTF-16 runes"): an emoji counts two."""
+    if utf16_length(str(post_info.get(field) or "")) > limit:
+        raise Answer(envelope(code="invalid_params", message=f"{field} is too long.", status=400))
 
 
 def _pending_drafts_full(username: str) -> bool:
@@ -380,10 +389,11 @@ def content_init(request: HttpRequest, *, token: Token, rejected: bool) -> JsonR
             return envelope(code="scope_not_authorized", message="video.upload is required.", status=401)
         if _pending_drafts_full(token.username):
             return _pending_draft_refusal()
+        _check_text(post_info, field="description", limit=DESCRIPTION_MAX)
         privacy, kind = "", Post.Kind.DRAFT
     else:
         return envelope(code="invalid_params", message="post_mode must be DIRECT_POST or MEDIA_UPLOAD.", status=400)
-    if len(str(post_info.get("title") or "")) > 90:
+    if utf16_length(str(post_info.get("title") or "")) > 90:
         return envelope(code="invalid_params", message="title is too long (90 max).", status=400)
     source_info = body.get("source_info")
     urls = _source_urls(source_info, photos=True)
