@@ -221,8 +221,10 @@ class PublishedPostListApi(ApiView):
         tags=["content and scheduling"],
         description=(
             "Published posts, newest first, including those of accounts disconnected since (their metrics are "
-            "no longer synced). Metrics are refreshed by the periodic globalPlatformPostsSync; a TikTok account "
-            "whose token lacks video.list gets none (it stays connected and keeps posting)."
+            "no longer synced). Metrics are refreshed by the periodic globalPlatformPostsSync for posts in mode "
+            "`publish`: a `managed` post's externalId is its provider's and a draft has none, so their metrics "
+            "stay null. A TikTok account whose token lacks video.list gets none (it stays connected and keeps "
+            "posting)."
         ),
     )
     def get(self, request, projectId: str):

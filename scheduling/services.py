@@ -992,8 +992,9 @@ POST_ID_FOLLOW_UP_FOR = timedelta(days=7)
 
 
 def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int:
-    """globalPlatformPostsSync: refresh metrics of published posts whose account is connected and has its
-    distribution layers, grouped per account and batched per platform call. Posts of disconnected (or
+    """globalPlatformPostsSync: refresh metrics of published posts (mode publish: a managed post's id is its
+    provider's) whose account is connected and has its distribution layers, grouped per account and batched
+    per platform call. Posts of disconnected (or
     reauth_required) accounts are left as they are. TikTok posts published before their public id was known
     are asked about first (_posts_attach_late_ids). Each account is synced on its own: one account's error
     skips that account only. Returns how many posts were updated."""
@@ -1004,6 +1005,9 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int
     posts = list(
         ScheduledPost.objects.filter(
             status=ScheduledPost.Status.PUBLISHED,
+            # Only posts we published: a managed post's external id is its provider's, which the platform
+            # does not know (asked about every run, forever), and a draft has no id on the platform.
+            mode=ScheduledPost.Mode.PUBLISH,
             social_account__status=SocialAccount.Status.CONNECTED,
             social_account__in=with_layers,
         )

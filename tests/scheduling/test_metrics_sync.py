@@ -7,10 +7,12 @@ import pytest
 import time_machine
 
 from accounts.models import Event, SocialAccount
+from accounts.platforms.instagram import InstagramClient
 from accounts.platforms.tiktok import TikTokClient
 from scheduling import services
-from scheduling.models import ScheduledPost
+from scheduling.models import ManagedProvider, ScheduledPost
 from tests.accounts.oauth_helpers import connected_account, consent_and_return
+from tests.receivers import receiver
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -106,3 +108,34 @@ def test_one_accounts_unexpected_error_does_not_stop_the_post_id_follow_up_of_th
     failing = ScheduledPost.objects.get(pk=ids[accounts[0]["id"]])
     assert fine.external_id and fine.metrics_synced_at is not None
     assert failing.external_id == "" and failing.metrics_attempted_at is not None
+
+
+@pytest.mark.parametrize("platform, client", [("tiktok", TikTokClient), ("instagram", InstagramClient)])
+def test_a_managed_posts_provider_id_is_never_asked_of_the_platform(owner, settings, platform, client):
+    # A managed post's externalId is the provider's id, not the platform's: the platform cannot know it.
+    settings.LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = 0
+    account = connected_account(owner, platform, f"managed.metrics.{platform}")
+    with receiver(lambda r: (200, {"id": "mp-77", "url": "https://boost.test/p/77"}, {})) as (url, _):
+        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        managed = schedule_now(owner, account["id"], mode="managed", media_type="image")
+        own = schedule_now(owner, account["id"], media_type="image")
+        run_dispatcher()
+    assert post(owner, managed["id"])["externalId"] == "mp-77"
+    assert post(owner, own["id"])["status"] == "published"
+
+    asked: list = []
+
+    def fetch_metrics(self, *, access_token, platform_user_id, external_ids):
+        asked.extend(external_ids)
+        return original(self, access_token=access_token, platform_user_id=platform_user_id, external_ids=external_ids)
+
+    original = client.fetch_metrics
+    with mock.patch.object(client, "fetch_metrics", fetch_metrics):
+        for hours in (2, 4):
+            with time_machine.travel(later(hours=hours)):
+                services.posts_sync_metrics()
+
+    assert "mp-77" not in asked and ScheduledPost.objects.get(pk=own["id"]).external_id in asked
+    managed_row = ScheduledPost.objects.get(pk=managed["id"])
+    assert managed_row.metrics_synced_at is None and managed_row.metrics_attempted_at is None
+    assert ScheduledPost.objects.get(pk=own["id"]).metrics_synced_at is not None
