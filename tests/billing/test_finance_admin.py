@@ -252,7 +252,7 @@ def test_ledger_rows_cannot_be_added_changed_or_deleted_in_the_admin(finance, ow
     assert LedgerEntry.objects.filter(pk=entry.pk, amount_cents=1000, reason="wire").exists()
     detail = finance.get(admin_object_url(LedgerEntry, entry.pk)).content.decode()
     assert 'name="_save"' not in detail and "wire" in detail
-    assert finance.get(f"/admin/billing/wallet/{owner.org.pk}/delete/").status_code == 403
+    assert finance.get(admin_object_url(Wallet, owner.org.pk, "delete")).status_code == 403
 
 
 def test_after_recording_money_staff_land_on_the_wallet_whatever_the_organization_id(finance):

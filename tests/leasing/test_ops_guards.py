@@ -16,7 +16,7 @@ from leasing import services
 from leasing.models import MAX_MONTHLY_PRICE_CENTS, Lease, LeaseRequest, PoolAccount
 from leasing.tasks import lease_requests_recover_interrupted
 from tests.leasing.helpers import add_pool, get_request, request_accounts
-from tests.staff import with_mfa
+from tests.staff import admin_object_url, with_mfa
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,7 +32,7 @@ def staff_with(*codenames: str, mfa: bool = False) -> Client:
 
 
 def fulfil_page(request_id: str) -> str:
-    return f"/admin/leasing/leaserequest/{request_id}/change/"
+    return admin_object_url(LeaseRequest, request_id)
 
 
 def test_view_only_staff_see_a_request_but_cannot_take_assign_or_reject_it(owner):
@@ -109,7 +109,7 @@ def pool_form(pool_id: str, **changes: str) -> tuple[Client, str, dict]:
     ops = Client()
     name = f"ops-{uuid.uuid4().hex[:8]}"
     ops.force_login(with_mfa(get_user_model().objects.create_superuser(name, f"{name}@layers.test", "pw-ops-12345")))
-    url = f"/admin/leasing/poolaccount/{pool_id}/change/"
+    url = admin_object_url(PoolAccount, pool_id)
     page = ops.get(url)
     assert page.status_code == 200 and page.context, (page.status_code, page.get("Location"), page.content[:300])
     form = page.context["adminform"].form
