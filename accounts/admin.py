@@ -228,6 +228,7 @@ class OAuthSessionAdmin(admin.ModelAdmin):
         "status",
         "error_code",
         "project",
+        "pool_account",
         "return_url",
         "created_at",
         "completed_at",
@@ -238,7 +239,7 @@ class OAuthSessionAdmin(admin.ModelAdmin):
     actions = None
     list_filter = ("platform", "purpose", "status", "error_code")
     search_fields = ("project__name", "organization__name")
-    list_select_related = ("project",)
+    list_select_related = ("project", "pool_account")  # a `pool` session (staff connect) has no project
     exclude = ("state",)
     readonly_fields = (
         "organization",
@@ -250,6 +251,8 @@ class OAuthSessionAdmin(admin.ModelAdmin):
         "usage_note",
         "scopes",
         "social_account",
+        "pool_account",
+        "staff_user",
         "status",
         "error_code",
         "expires_at",

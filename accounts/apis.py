@@ -177,7 +177,10 @@ class ReauthUrlApi(ApiView):
         description=(
             "Re-authorize an account whose token died. Completing it rotates the token on the same "
             "socialAccountId, sets status back to connected and fires social_account.reconnected; "
-            "consenting as a different platform user fails with account_mismatch."
+            "consenting as a different platform user fails with account_mismatch. A leased account → 409 "
+            "ACCOUNT_LEASED: Layers holds its TikTok user, so Layers ops reconnect it from the Layers admin when "
+            "its token dies (same socialAccountId, status back to connected, social_account.reconnected fires as "
+            "here); until then it stays reauth_required and its posts fail with CREDENTIAL_INVALID."
         ),
     )
     def post(self, request, projectId: str):

@@ -231,11 +231,21 @@ class SocialAccount(models.Model):
 
 
 class OAuthSession(models.Model):
-    """One authorization attempt: the `state` handed to the platform and its outcome."""
+    """One authorization attempt: the `state` handed to the platform and its outcome.
+
+    `connect` and `reauth` are a partner's (an organization, a project, an API key, the partner's returnUrl).
+    `pool` is Layers staff connecting a pool account of their own from the admin (leasing.admin): no
+    organization, project or key — the pool belongs to no partner — but the pool account and the staff member
+    who started it. It is this same row rather than a model of its own because the platform sends every
+    consent back to the one callback URL with only the state: one table to claim the state in (the row lock
+    that makes a replay `already_used`), one expiry, one retention purge. With no organization such a state
+    is unknown to every partner's oauth-status (it is read by organization), and its return_url is the pool
+    account's admin page, never a partner's. A database constraint keeps the two kinds apart."""
 
     class Purpose(models.TextChoices):
         CONNECT = "connect"
         REAUTH = "reauth"
+        POOL = "pool"
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -244,8 +254,9 @@ class OAuthSession(models.Model):
         FAILED = "failed"
 
     state = PrefixedIdField(prefix="st")
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # Null only for `pool` sessions (see the class docstring and the oauth_session_owner constraint).
+    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     api_key = models.ForeignKey(ApiKey, null=True, on_delete=models.SET_NULL, related_name="+")
     platform = models.CharField(max_length=16, choices=Platform.choices)
     purpose = models.CharField(max_length=16, choices=Purpose.choices)
@@ -260,9 +271,31 @@ class OAuthSession(models.Model):
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # `pool` sessions only: the pool account being connected, and who started it (its audit trail's actor).
+    pool_account = models.ForeignKey(
+        "leasing.PoolAccount", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    staff_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         verbose_name = "OAuth session"
+        constraints = [
+            # A partner's session has its organization and project and no pool account; a staff pool connect
+            # the reverse. Neither can be read as the other (a pool state in a partner's oauth-status).
+            models.CheckConstraint(
+                condition=(
+                    models.Q(purpose="pool", pool_account__isnull=False)
+                    & models.Q(organization__isnull=True, project__isnull=True)
+                    | (
+                        ~models.Q(purpose="pool")
+                        & models.Q(pool_account__isnull=True, organization__isnull=False, project__isnull=False)
+                    )
+                ),
+                name="oauth_session_owner",
+            )
+        ]
 
     def __str__(self):
         # Never the whole state (a bearer secret until used): this label shows up in admin pages and logs.

@@ -280,7 +280,11 @@ def oauth_session_start(
         if social_account.status == SocialAccount.Status.DISCONNECTED:
             raise Conflict("This account is disconnected; connect it again instead.", code="ACCOUNT_DISCONNECTED")
         if social_account.kind == SocialAccount.Kind.LEASED:
-            raise Conflict("Leased accounts are kept authorized by Layers.", code="ACCOUNT_LEASED")
+            raise Conflict(
+                "Leased accounts are kept authorized by Layers: when a leased account's token dies, Layers ops "
+                "reconnect it from the Layers admin (same account id, social_account.reconnected fires).",
+                code="ACCOUNT_LEASED",
+            )
     check_return_url(return_url, allowlist=api_key.allowed_return_domains)
     session = OAuthSession.objects.create(
         organization_id=project.organization_id,
@@ -294,10 +298,34 @@ def oauth_session_start(
         social_account=social_account,
         expires_at=timezone.now() + settings.LAYERS_OAUTH_STATE_TTL,
     )
-    url = _client(platform).authorize_url(
-        state=session.state, redirect_uri=oauth_callback_url(platform), scopes=scopes or None, usage_note=usage_note
+    return _authorize_link(session, scopes=scopes, usage_note=usage_note)
+
+
+def _authorize_link(session: OAuthSession, *, scopes: list[str] | None = None, usage_note: str = "") -> AuthorizeLink:
+    url = _client(session.platform).authorize_url(
+        state=session.state,
+        redirect_uri=oauth_callback_url(session.platform),
+        scopes=scopes or None,
+        usage_note=usage_note,
     )
     return AuthorizeLink(session=session, authorize_url=url)
+
+
+def oauth_pool_session_start(*, pool_account, staff_user, return_url: str) -> AuthorizeLink:
+    """Staff connect a pool account of Layers' own (leasing.services.pool_account_connect_start checks it may
+    be): a single-use state like a partner's, valid for LAYERS_OAUTH_STATE_TTL, asking for the platform's
+    full default scopes (a leased account must publish, and read metrics). `return_url` is the pool account's
+    admin page, where the callback sends staff back, whatever the outcome; the session belongs to no
+    organization, so no partner can read it (oauth-status answers 404)."""
+    session = OAuthSession.objects.create(
+        platform=pool_account.platform,
+        purpose=OAuthSession.Purpose.POOL,
+        pool_account=pool_account,
+        staff_user=staff_user,
+        return_url=return_url,
+        expires_at=timezone.now() + settings.LAYERS_OAUTH_STATE_TTL,
+    )
+    return _authorize_link(session)
 
 
 def oauth_sessions_purge_expired(*, now=None) -> int:
@@ -326,18 +354,53 @@ def _with_error(return_url: str, code: str) -> str:
 
 @dataclass(frozen=True)
 class CallbackOutcome:
-    """Where to send the end-customer: `redirect_url`, or no redirect at all (unknown state → error page)."""
+    """Where to send the end-customer: `redirect_url`, or no redirect at all (unknown state → error page).
+    A staff pool connect (`pool_account_id` set) goes back to the pool account's admin page, with `message`
+    for staff (the error code is not added to that URL)."""
 
     redirect_url: str | None
     error_code: str | None = None
     account: SocialAccount | None = None
+    pool_account_id: str | None = None
+    message: str = ""
 
 
-def _session_fail(session: OAuthSession, code: str) -> CallbackOutcome:
+# What staff read on the pool account's page when their connect did not go through.
+POOL_CONNECT_ERRORS = {
+    "access_denied": "Access was not allowed on TikTok's page: nothing was changed.",
+    "expired": "This TikTok sign-in link expired: nothing was changed. Press Connect on TikTok again.",
+    "already_used": "This TikTok sign-in link was already used: nothing was changed by it. Press Connect on "
+    "TikTok again if the account still needs it.",
+    "account_mismatch": "account_mismatch: the TikTok user who consented is another TikTok user than this pool "
+    "account's; nothing was changed.",
+    "token_exchange_failed": "TikTok did not exchange the authorization code (token_exchange_failed): nothing was "
+    "changed. Try again.",
+    "platform_error": "TikTok or Layers failed while connecting (platform_error): nothing was changed. Try again.",
+}
+
+
+def _outcome(session: OAuthSession, code: str | None = None, *, account=None, message: str = "") -> CallbackOutcome:
+    """Where the callback sends the browser back for `session`, with `code` on failure."""
+    if session.purpose == OAuthSession.Purpose.POOL:
+        return CallbackOutcome(
+            redirect_url=session.return_url,
+            error_code=code,
+            account=account,
+            pool_account_id=session.pool_account_id,
+            message=message or (POOL_CONNECT_ERRORS.get(code, code) if code else ""),
+        )
+    return CallbackOutcome(
+        redirect_url=_with_error(session.return_url, code) if code else session.return_url,
+        error_code=code,
+        account=account,
+    )
+
+
+def _session_fail(session: OAuthSession, code: str, *, message: str = "") -> CallbackOutcome:
     OAuthSession.objects.filter(pk=session.pk).update(
         status=OAuthSession.Status.FAILED, error_code=code, completed_at=timezone.now()
     )
-    return CallbackOutcome(redirect_url=_with_error(session.return_url, code), error_code=code)
+    return _outcome(session, code, message=message)
 
 
 def oauth_callback(*, platform: str, state: str | None, code: str | None, error: str | None) -> CallbackOutcome:
@@ -354,12 +417,10 @@ def oauth_callback(*, platform: str, state: str | None, code: str | None, error:
             # A state minted for the other platform is treated as unknown: no redirect anywhere.
             return CallbackOutcome(redirect_url=None)
         if session.status != OAuthSession.Status.PENDING:
-            return CallbackOutcome(
-                redirect_url=_with_error(session.return_url, "already_used"), error_code="already_used"
-            )
+            return _outcome(session, "already_used")
         if timezone.now() >= session.expires_at:
             # Left pending: oauth-status reports `expired`, as the contract says.
-            return CallbackOutcome(redirect_url=_with_error(session.return_url, "expired"), error_code="expired")
+            return _outcome(session, "expired")
         if error or not code:
             return _session_fail(session, "access_denied" if error == "access_denied" else "platform_error")
         session.status = OAuthSession.Status.EXCHANGING
@@ -392,6 +453,8 @@ def _exchange_and_bind(*, session: OAuthSession, platform: str, code: str) -> Ca
 
     if session.purpose == OAuthSession.Purpose.REAUTH:
         return _reauth_complete(session=session, tokens=tokens, profile=profile)
+    if session.purpose == OAuthSession.Purpose.POOL:
+        return _pool_connect_complete(session=session, tokens=tokens, profile=profile)
     account = social_account_bind(session=session, tokens=tokens, profile=profile)
     return CallbackOutcome(redirect_url=session.return_url, account=account)
 
@@ -402,13 +465,13 @@ def _claimed_session_crashed(session: OAuthSession) -> CallbackOutcome:
     fails with platform_error. Recording that may fail too (the database is down): the customer is still
     sent back with the code, and the state reads failed once OAuthSession.EXCHANGE_DEADLINE has passed."""
     code = "platform_error"
-    failed = CallbackOutcome(redirect_url=_with_error(session.return_url, code), error_code=code)
+    failed = _outcome(session, code)
     try:
         marked = OAuthSession.objects.filter(pk=session.pk, status=OAuthSession.Status.EXCHANGING).update(
             status=OAuthSession.Status.FAILED, error_code=code, completed_at=timezone.now()
         )
         if not marked and OAuthSession.objects.filter(pk=session.pk, status=OAuthSession.Status.COMPLETED).exists():
-            return CallbackOutcome(redirect_url=session.return_url)
+            return _outcome(session, message="Connected on TikTok.")
     except Exception:
         log.exception("oauth %s: could not record the failed callback", session.pk[:10])
     return failed
@@ -521,26 +584,57 @@ def _reauth_complete(*, session: OAuthSession, tokens: TokenSet, profile: Profil
             return _session_fail(session, "platform_error")
         if account.identity.platform_user_id != tokens.platform_user_id:
             return _session_fail(session, "account_mismatch")
-        # The event must show the profile as it is now (a renamed handle): the identity read above is stale.
-        account.identity = _identity_upsert(
-            organization_id=account.organization_id,
-            platform=account.platform,
-            profile=profile,
-            platform_user_id=tokens.platform_user_id,
-        )
-        _store_tokens(account, tokens)
-        account.status = SocialAccount.Status.CONNECTED
-        account.reauth_required_at = None
-        account.save()
-        event_record(
-            organization_id=account.organization_id,
-            type="social_account.reconnected",
-            data=social_account_data(account),
-        )
+        social_account_reconnect(account=account, tokens=tokens, profile=profile)
         OAuthSession.objects.filter(pk=session.pk).update(
             status=OAuthSession.Status.COMPLETED, completed_at=timezone.now()
         )
     return CallbackOutcome(redirect_url=session.return_url, account=account)
+
+
+def social_account_reconnect(*, account: SocialAccount, tokens: TokenSet, profile: Profile) -> SocialAccount:
+    """A fresh consent of the account's own platform user: the new token on the same binding (same id),
+    status connected, `social_account.reconnected` recorded. The caller holds the account's row lock inside
+    its transaction and has checked the consenting user is the account's. A partner's reauth and a staff
+    reconnect of a leased account (leasing.services.pool_account_connect) both end here."""
+    # The event must show the profile as it is now (a renamed handle): the identity read before is stale.
+    account.identity = _identity_upsert(
+        organization_id=account.organization_id,
+        platform=account.platform,
+        profile=profile,
+        platform_user_id=tokens.platform_user_id,
+    )
+    _store_tokens(account, tokens)
+    account.status = SocialAccount.Status.CONNECTED
+    account.reauth_required_at = None
+    account.save()
+    event_record(
+        organization_id=account.organization_id,
+        type="social_account.reconnected",
+        data=social_account_data(account),
+    )
+    return account
+
+
+def _pool_connect_complete(*, session: OAuthSession, tokens: TokenSet, profile: Profile) -> CallbackOutcome:
+    """A staff pool connect consented to: the leasing service gives the pool account (or its live leased
+    binding) the new token, or refuses, changing nothing; the state completes or fails with it."""
+    from leasing.services import PoolConnectRefused, pool_account_connect
+
+    with transaction.atomic():
+        try:
+            with transaction.atomic():  # a refusal undoes whatever the service had begun
+                connected = pool_account_connect(
+                    pool_account_id=session.pool_account_id, tokens=tokens, profile=profile, actor=session.staff_user
+                )
+        except PoolConnectRefused as exc:
+            log.info("oauth %s: pool connect refused (%s)", session.pk[:10], exc.code)
+            return _session_fail(session, exc.code, message=exc.message)
+        OAuthSession.objects.filter(pk=session.pk).update(
+            status=OAuthSession.Status.COMPLETED,
+            social_account=connected.social_account,
+            completed_at=timezone.now(),
+        )
+    return _outcome(session, account=connected.social_account, message=connected.message)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 import logging
 
+from django.contrib import messages
 from django.db import connection
 from django.http import HttpResponseRedirect, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -45,7 +46,10 @@ def oauth_callback(request, platform: str):
     Instagram sends the browser here with `#_`, and a browser carries the fragment of the URL it was sent
     to over a redirect whose Location has none (RFC 9110 10.2.2): the customer would land on `returnUrl#_`.
     After Instagram the Location therefore ends with an empty fragment (`returnUrl#`, never inherited); a
-    returnUrl never has a fragment of its own (check_return_url refuses one)."""
+    returnUrl never has a fragment of its own (check_return_url refuses one).
+
+    A staff connect of a pool account (purpose `pool`) comes back here too, and goes to the pool account's
+    admin page with a message instead."""
     from django.shortcuts import render
 
     from accounts import services
@@ -65,6 +69,12 @@ def oauth_callback(request, platform: str):
             {"reason": "This sign-in link is unknown or invalid. Go back to the app you came from and start again."},
             status=400,
         )
+    if outcome.pool_account_id:
+        # A staff connect of a pool account (leasing admin): back to that account's admin page, never a
+        # partner's URL, with what happened for staff to read there.
+        level = messages.ERROR if outcome.error_code else messages.SUCCESS
+        messages.add_message(request, level, outcome.message)
+        return HttpResponseRedirect(outcome.redirect_url)
     return HttpResponseRedirect(f"{outcome.redirect_url}#" if platform == "instagram" else outcome.redirect_url)
 
 

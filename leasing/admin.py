@@ -8,15 +8,17 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from import_export import fields, resources
 from import_export.admin import ImportMixin
 
 from accounts.admin_site import skip_in_action
+from accounts.models import SocialAccount
 from accounts.services import social_account_revoke
+from config.api.errors import ApiError
 from leasing import services
 from leasing.geo import ISO_3166_ALPHA2, is_bcp47
 from leasing.models import MAX_MONTHLY_PRICE_CENTS, Lease, LeaseAction, LeaseRequest, PoolAccount
@@ -282,9 +284,10 @@ def _give_tokens(account: PoolAccount) -> None:
         account.platform_user_id = tokens.platform_user_id
         services.pool_account_set_tokens(account, tokens)
     else:
-        account.platform_user_id = account.platform_user_id or f"pending:{account.handle}"
+        # Staff connect it on TikTok from its page (PoolAccountAdmin.connect_view), which makes it available.
+        account.platform_user_id = account.platform_user_id or f"{services.PENDING_USER_PREFIX}{account.handle}"
         account.status = PoolAccount.Status.RETIRED
-        account.status_note = "imported without tokens: connect the account before leasing it"
+        account.status_note = services.RETIRED_NO_TOKENS
 
 
 @admin.register(PoolAccount)
@@ -304,6 +307,48 @@ class PoolAccountAdmin(ImportMixin, admin.ModelAdmin):
     list_filter = ("status", "vertical", "warmup_state")
     search_fields = ("handle", "vertical")
     readonly_fields = ("id", "platform_user_id", "token_expires_at", "created_at")
+    change_form_template = "admin/leasing/poolaccount/change_form.html"
+
+    def get_urls(self):
+        connect = path(
+            "<path:object_id>/connect/",
+            self.admin_site.admin_view(self.connect_view),
+            name="leasing_poolaccount_connect",
+        )
+        return [connect, *super().get_urls()]  # before the admin's catch-all `<path:object_id>/`
+
+    def connect_view(self, request, object_id):
+        """ "Connect on TikTok": send the staff member's browser to TikTok's consent page for this account; the
+        OAuth callback gives the account (or its live leased binding) the new token and brings them back
+        here with a message (leasing.services.pool_account_connect). A POST (a button): it starts something.
+        Needs the change permission on pool accounts, like editing the account."""
+        account = self.get_object(request, unquote(object_id))
+        if account is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, account):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        page = reverse("admin:leasing_poolaccount_change", args=[quote(account.pk)])
+        try:
+            link = services.pool_account_connect_start(pool_account=account, actor=request.user, return_url=page)
+        except ApiError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return HttpResponseRedirect(page)
+        return HttpResponseRedirect(link.authorize_url)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The connect button, and whether the account's live lease needs it (its leased account's token died).
+        lease = obj.leases.filter(released_at__isnull=True).select_related("social_account").first() if obj else None
+        context.update(
+            can_connect=obj is not None
+            and obj.status != PoolAccount.Status.RESERVED
+            and self.has_change_permission(request, obj),
+            live_lease=lease,
+            lease_needs_reauth=lease is not None
+            and lease.social_account.status == SocialAccount.Status.REAUTH_REQUIRED,
+        )
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def has_import_permission(self, request):
         # django-import-export lets anyone who can see the list import unless told otherwise, and an import

@@ -34,6 +34,16 @@ class LeaseError(ApiError):
     status, code = 409, "LEASE_CONFLICT"
 
 
+# Why a pool account was retired for its token (status_note). Connecting it on TikTok again
+# (pool_account_connect) cures these, and only these: an account ops retired by hand stays retired.
+RETIRED_NO_TOKENS = "imported without tokens: connect the account before leasing it"
+RETIRED_DEAD_AT_ASSIGNMENT = "token missing or invalid at assignment: reconnect it"
+RETIRED_DEAD_AFTER_RELEASE = "token invalid after release: reconnect it"
+TOKEN_RETIREMENTS = (RETIRED_NO_TOKENS, RETIRED_DEAD_AT_ASSIGNMENT, RETIRED_DEAD_AFTER_RELEASE)
+# The platform_user_id of an account imported without tokens in live mode, until it is connected.
+PENDING_USER_PREFIX = "pending:"
+
+
 # What the partner reads in `failureReason` when an assignment fails. Fixed texts: the problems themselves name
 # pool accounts the partner never had and quote TikTok or PostgreSQL (constraint names, internal ids).
 FAILED_CHECK = (
@@ -363,7 +373,7 @@ def _fail(
         if not _is_current_attempt(request, attempt):
             return request  # taken over or recovered meanwhile: its accounts were handed back then
         PoolAccount.objects.filter(pk__in=retire_ids, status=PoolAccount.Status.RESERVED).update(
-            status=PoolAccount.Status.RETIRED, status_note="token missing or invalid at assignment: reconnect it"
+            status=PoolAccount.Status.RETIRED, status_note=RETIRED_DEAD_AT_ASSIGNMENT
         )
         PoolAccount.objects.filter(pk__in=pool_ids, status=PoolAccount.Status.RESERVED).update(
             status=PoolAccount.Status.AVAILABLE
@@ -600,13 +610,141 @@ def pool_account_check(*, pool_account_id: str) -> str:
         get_client("tiktok").get_profile(access_token=account.access_token or "")
     except TokenInvalid:
         PoolAccount.objects.filter(pk=account.pk, status=PoolAccount.Status.AVAILABLE).update(
-            status=PoolAccount.Status.RETIRED, status_note="token invalid after release: reconnect it"
+            status=PoolAccount.Status.RETIRED, status_note=RETIRED_DEAD_AFTER_RELEASE
         )
         return "retired"
     return "ok"
 
 
 # --- Pool ---------------------------------------------------------------------------------------------
+
+
+class PoolConnectRefused(Exception):
+    """A staff connect of a pool account that cannot be applied; nothing was changed. `code` is the OAuth
+    session's error code, `message` what staff read on the pool account's page."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class PoolConnected:
+    pool_account: PoolAccount
+    social_account: SocialAccount | None  # the live leased binding that got the token, if leased
+    message: str
+
+
+def pool_account_connect_start(*, pool_account: PoolAccount, actor, return_url: str):
+    """Staff start connecting a pool account on TikTok (the admin's "Connect on TikTok"): an OAuth session
+    of purpose `pool` and TikTok's authorize URL for the staff member's browser (accounts.services.
+    oauth_pool_session_start). Refused while the account is being assigned (reserved): its token is being
+    checked and bound at this moment."""
+    from accounts.services import oauth_pool_session_start
+
+    if pool_account.status == PoolAccount.Status.RESERVED:
+        raise LeaseError(
+            f"@{pool_account.handle} is being assigned to a request right now; connect it once that is done."
+        )
+    return oauth_pool_session_start(pool_account=pool_account, staff_user=actor, return_url=return_url)
+
+
+def pool_account_connect(*, pool_account_id: str, tokens: TokenSet, profile, actor=None) -> PoolConnected:
+    """Complete a staff connect (the OAuth callback, inside its transaction): the consenting TikTok user's
+    fresh tokens go where the pool account's live token lives.
+
+    - Not leased: onto the pool account. An account retired for its token (TOKEN_RETIREMENTS: imported
+      without tokens in live mode, dead at assignment or after a release) becomes available; one retired by
+      hand stays retired, with its note.
+    - Leased: onto the live leased social account, as a partner's reauth does (accounts.services.
+      social_account_reconnect: same id, connected, `social_account.reconnected`); the pool account holds no
+      copy (TikTok rotates refresh tokens: one live copy).
+    The platform user id, handle and display name are taken from the profile where the pool account does not
+    know them yet. Raises PoolConnectRefused, having changed nothing, when the consenting user is not the
+    account's (account_mismatch: another user, or one already in the pool as another account) or the account
+    is being assigned or changed state meanwhile.
+
+    Locks as a release does (accounts.services.social_account_revoke): the leased binding first, then the pool
+    account; the other order could deadlock with a release of the same lease."""
+    from accounts.services import social_account_reconnect
+
+    live = Lease.objects.filter(pool_account_id=pool_account_id, released_at__isnull=True).first()
+    binding = None
+    if live is not None:
+        binding = (
+            SocialAccount.objects.select_for_update(of=("self",))
+            .select_related("identity")
+            .get(pk=live.social_account_id)
+        )
+    pool = PoolAccount.objects.select_for_update().filter(pk=pool_account_id).first()
+    if pool is None:
+        raise PoolConnectRefused("platform_error", "This pool account no longer exists.")
+    consented = f"@{profile.username}" if profile.username else "The TikTok user who consented"
+    pending = pool.platform_user_id.startswith(PENDING_USER_PREFIX)
+    if not pending and pool.platform_user_id != tokens.platform_user_id:
+        raise PoolConnectRefused(
+            "account_mismatch",
+            f"account_mismatch: {consented} is another TikTok user than @{pool.handle}; nothing was changed. "
+            f"Sign in to TikTok as @{pool.handle} and connect again.",
+        )
+    if pending:
+        other = (
+            PoolAccount.objects.filter(platform=pool.platform, platform_user_id=tokens.platform_user_id)
+            .exclude(pk=pool.pk)
+            .first()
+        )
+        if other is not None:
+            raise PoolConnectRefused(
+                "account_mismatch",
+                f"account_mismatch: {consented} is already in the pool as @{other.handle}; nothing was changed.",
+            )
+    if pool.status == PoolAccount.Status.RESERVED:
+        raise PoolConnectRefused(
+            "platform_error", f"@{pool.handle} is being assigned right now; nothing was changed. Connect it again."
+        )
+    still_live = Lease.objects.filter(pool_account=pool, released_at__isnull=True).values_list(
+        "social_account_id", flat=True
+    )
+    if (pool.status == PoolAccount.Status.LEASED) != (binding is not None) or list(still_live) != (
+        [binding.pk] if binding else []
+    ):
+        raise PoolConnectRefused(
+            "platform_error", f"@{pool.handle} was leased or released meanwhile; nothing was changed. Connect again."
+        )
+
+    if pending:
+        pool.platform_user_id = tokens.platform_user_id
+    pool.handle = pool.handle or (profile.username or "")[: PoolAccount.handle.field.max_length]
+    pool.display_name = pool.display_name or (profile.display_name or "")[: PoolAccount.display_name.field.max_length]
+    fields = ["platform_user_id", "handle", "display_name"]
+    consented = f"@{profile.username or pool.handle}"
+    if binding is not None:
+        social_account_reconnect(account=binding, tokens=tokens, profile=profile)
+        message = (
+            f"Connected on TikTok as {consented}: the leased account {binding.pk} is connected again with the new "
+            "token; the partner's posts publish with it."
+        )
+    else:
+        pool_account_set_tokens(pool, tokens)
+        fields += POOL_TOKEN_FIELDS
+        message = f"Connected on TikTok as {consented}."
+        if pool.status == PoolAccount.Status.RETIRED and pool.status_note in TOKEN_RETIREMENTS:
+            pool.status, pool.status_note = PoolAccount.Status.AVAILABLE, ""
+            fields += ["status", "status_note"]
+            message += " It is available for leasing."
+        elif pool.status == PoolAccount.Status.RETIRED:
+            note = pool.status_note or "retired by hand"
+            message += f" It is still retired ({note}): make it available if it may be leased."
+    pool.save(update_fields=fields)
+    _audit(
+        action="reconnected" if binding is not None else "connected",
+        actor=actor,
+        request=live.request if live else None,
+        lease=live,
+        pool_account=pool.handle,
+        platform_user=consented,
+    )
+    return PoolConnected(pool_account=pool, social_account=binding, message=message)
 
 
 def pool_account_add(

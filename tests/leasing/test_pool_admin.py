@@ -1,12 +1,26 @@
-"""Ops stock the pool in the admin: one by one, or by CSV import with row-level errors shown."""
+"""Ops stock the pool in the admin: one by one, or by CSV import with row-level errors shown; and they connect
+pool accounts on TikTok there (an account imported without tokens, or a leased one whose token died)."""
+
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import time_machine
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
+from django.test import Client, override_settings
+from django.urls import reverse
 
-from leasing.models import PoolAccount
-from tests.staff import with_mfa
+from accounts import services as account_services
+from accounts.models import Event, OAuthSession
+from accounts.platforms import get_client
+from accounts.platforms.sandbox import identities
+from leasing import services
+from leasing.models import Lease, PoolAccount
+from tests.leasing.helpers import add_pool, get_request, request_accounts
+from tests.platform_helpers import consent, invalidate_tokens
+from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
+from tests.staff import admin_object_url, with_mfa
 
 HEADER = "handle,vertical,languages,geos,monthly_price_cents,audience_notes,warmup_state\n"
 
@@ -99,3 +113,161 @@ def test_adding_one_account_in_the_admin(staff):
         },
     )
     assert bad.status_code == 200 and "BCP 47" in bad.content.decode()
+
+
+# --- Connecting pool accounts on TikTok --------------------------------------------------------------
+
+
+def start_connect(staff, pool_id: str):
+    """The staff member presses "Connect on TikTok" on the pool account's page."""
+    return staff.post(admin_object_url(PoolAccount, pool_id, "connect"))
+
+
+def connect_on_tiktok(staff, pool_id: str, username: str):
+    """Start the connect, consent on the (sandbox) TikTok page as `username`, and come back through our
+    callback in the staff member's browser; returns (the callback's response, the page it sends staff to)."""
+    started = start_connect(staff, pool_id)
+    assert started.status_code == 302, started.content[:500]
+    location = consent("tiktok", started["Location"], username)
+    parts = urlsplit(location)
+    back = staff.get(f"{parts.path}?{parts.query}")
+    assert back.status_code == 302, back.content[:500]
+    return back, staff.get(back["Location"])
+
+
+def state_of(authorize_url: str) -> str:
+    return parse_qs(urlsplit(authorize_url).query)["state"][0]
+
+
+def test_connecting_an_account_imported_without_tokens_in_live_mode_makes_it_available(staff):
+    with override_settings(LAYERS_PLATFORMS="live"):  # the import cannot mint tokens in live mode
+        preview = upload(staff, HEADER + "fit.live,fitness,en-US,US,4900,,warm\n")
+        confirm = preview.context["confirm_form"]
+        staff.post("/admin/leasing/poolaccount/process_import/", {**confirm.initial})
+    account = PoolAccount.objects.get(handle="fit.live")
+    assert account.status == "retired" and not account.access_token
+    assert "connect the account" in account.status_note
+    page = staff.get(admin_object_url(PoolAccount, account.pk)).content.decode()
+    assert "Connect on TikTok" in page
+
+    back, landed = connect_on_tiktok(staff, account.pk, "fit.live")
+
+    assert back["Location"] == admin_object_url(PoolAccount, account.pk)  # back on the pool account's page
+    assert "Connected on TikTok as @fit.live" in landed.content.decode()
+    account.refresh_from_db()
+    assert account.status == "available" and account.status_note == ""
+    assert account.platform_user_id == identities.tiktok_open_id("fit.live")
+    # The token works, and the account is leased like any other.
+    assert get_client("tiktok").get_profile(access_token=account.access_token).username == "fit.live"
+    assert services.pool_account_check(pool_account_id=account.pk) == "ok"
+
+
+def test_an_account_retired_by_hand_gets_its_token_but_stays_retired(staff):
+    (pool_id,) = add_pool(1)
+    PoolAccount.objects.filter(pk=pool_id).update(status="retired", status_note="banned in the US")
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+
+    _, landed = connect_on_tiktok(staff, pool_id, handle)
+
+    account = PoolAccount.objects.get(pk=pool_id)
+    assert account.status == "retired" and account.status_note == "banned in the US"
+    assert "still retired" in landed.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_reconnect_a_leased_account_whose_token_died_and_the_partners_queued_post_publishes(owner, staff):
+    (pool_id,) = add_pool(1)
+    accepted = request_accounts(owner, 1)
+    services.lease_assign(request_id=accepted["requestId"], auto=True)
+    account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    invalidate_tokens("tiktok", handle)
+    assert account_services.social_account_check_health(account_id=account_id) == "reauth_required"
+    assert owner.client.get(f"/v1/social-accounts/{account_id}").json()["status"] == "reauth_required"
+    # The partner cannot reauthorize it; the answer says who does.
+    refused = owner.client.post(
+        f"/v1/projects/{owner.project.id}/social/reauth-url", {"socialAccountId": account_id}, format="json"
+    )
+    assert refused.status_code == 409 and "admin" in refused.json()["error"]["message"]
+    queued = schedule_now(owner, account_id, when=later(minutes=5))
+    # Ops see it: the pool account's page says the lease needs a reauth and offers the connect.
+    page = staff.get(admin_object_url(PoolAccount, pool_id)).content.decode()
+    assert "needs a reauth" in page and "Connect on TikTok" in page
+
+    _, landed = connect_on_tiktok(staff, pool_id, handle)
+
+    assert f"Connected on TikTok as @{handle}" in landed.content.decode()
+    body = owner.client.get(f"/v1/social-accounts/{account_id}").json()
+    assert body["id"] == account_id and body["status"] == "connected" and body["kind"] == "leased"
+    assert Event.objects.filter(type="social_account.reconnected", data__id=account_id).count() == 1
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert pool.status == "leased" and not pool.access_token  # one live copy: the token is on the binding
+    assert Lease.objects.get(pool_account_id=pool_id).released_at is None
+    with time_machine.travel(later(minutes=10)):
+        run_dispatcher()
+    assert post(owner, queued["id"])["status"] == "published"
+    assert len(sandbox_posts("tiktok", handle)) == 1
+
+
+def test_consenting_as_another_tiktok_user_is_an_account_mismatch_and_changes_nothing(staff):
+    (pool_id,) = add_pool(1)
+    before = PoolAccount.objects.get(pk=pool_id)
+
+    back, landed = connect_on_tiktok(staff, pool_id, "somebody.else")
+
+    assert back["Location"] == admin_object_url(PoolAccount, pool_id)
+    assert "account_mismatch" in landed.content.decode() or "another TikTok user" in landed.content.decode()
+    after = PoolAccount.objects.get(pk=pool_id)
+    assert (after.platform_user_id, after.handle, after.status) == (before.platform_user_id, before.handle, "available")
+    assert after.access_token == before.access_token and after.refresh_token == before.refresh_token
+    session = OAuthSession.objects.get(pool_account_id=pool_id)
+    assert (session.status, session.error_code) == ("failed", "account_mismatch")
+
+
+def test_staff_without_the_change_permission_on_pool_accounts_cannot_start_a_connect(db):
+    (pool_id,) = add_pool(1)
+    viewer = get_user_model().objects.create_user(username="support", password="pw-12345678", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(content_type__app_label="leasing", codename="view_poolaccount"))
+    client = Client()
+    client.force_login(viewer)
+
+    assert "Connect on TikTok" not in client.get(admin_object_url(PoolAccount, pool_id)).content.decode()
+    assert start_connect(client, pool_id).status_code == 403
+    assert not OAuthSession.objects.exists()
+
+
+def test_staff_who_must_use_mfa_cannot_start_a_connect_before_setting_it_up(db):
+    (pool_id,) = add_pool(1)
+    ops = get_user_model().objects.create_superuser("no.mfa", "no.mfa@layers.test", "pw-ops-12345")
+    client = Client()
+    client.force_login(ops)  # a password only
+
+    response = start_connect(client, pool_id)
+
+    assert response.status_code == 302 and response["Location"] == reverse("mfa_activate_totp")
+    assert not OAuthSession.objects.exists()
+
+
+def test_a_pool_connect_state_is_no_partner_state_and_shows_no_token(staff, owner):
+    (pool_id,) = add_pool(1)
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    started = start_connect(staff, pool_id)
+    state = state_of(started["Location"])
+    assert owner.client.get(f"/v1/social/oauth-status/{state}").status_code == 404
+
+    parts = urlsplit(consent("tiktok", started["Location"], handle))
+    callback = f"{parts.path}?{parts.query}"
+    back = staff.get(callback)
+    landed = staff.get(back["Location"])
+
+    assert OAuthSession.objects.get(pk=state).status == "completed"
+    assert owner.client.get(f"/v1/social/oauth-status/{state}").status_code == 404
+    token = PoolAccount.objects.get(pk=pool_id).access_token
+    assert token and token not in back["Location"] and token not in landed.content.decode()
+    sessions = staff.get("/admin/accounts/oauthsession/").content.decode()
+    assert "pool" in sessions and token not in sessions and state not in sessions
+    # A used state behaves as any: the callback says so, here on the pool account's page, and changes nothing.
+    again = staff.get(callback)
+    assert again["Location"] == admin_object_url(PoolAccount, pool_id)
+    assert "already used" in staff.get(again["Location"]).content.decode()
+    assert PoolAccount.objects.get(pk=pool_id).access_token == token
