@@ -12,12 +12,14 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from import_export import fields, resources
 from import_export.admin import ImportMixin
 
 from accounts.admin_site import skip_in_action
 from accounts.models import SocialAccount
 from accounts.services import social_account_revoke
+from billing.reports import usd_display
 from config.api.errors import ApiError
 from leasing import services
 from leasing.geo import ISO_3166_ALPHA2, is_bcp47
@@ -367,12 +369,56 @@ class PoolAccountAdmin(ImportMixin, admin.ModelAdmin):
         obj.save(update_fields=[*PoolAccountForm.Meta.fields, "languages", "geos"])
 
 
+class AccountStatusFilter(admin.SimpleListFilter):
+    """The leased social account's status: a live lease whose account is reauth_required has a dead token
+    (its posts fail CREDENTIAL_INVALID) while renewals go on: ops reconnect it from the pool account's page."""
+
+    title = "account status"
+    parameter_name = "account_status"
+
+    def lookups(self, request, model_admin):
+        return [(s, s) for s in SocialAccount.Status.values]
+
+    def queryset(self, request, queryset):
+        if self.value() in SocialAccount.Status.values:
+            return queryset.filter(social_account__status=self.value())
+        return queryset
+
+
 @admin.register(Lease)
 class LeaseAdmin(admin.ModelAdmin):
-    list_display = ("pool_account", "organization", "project", "monthly_price_cents", "assigned_at", "released_at")
-    list_filter = ("released_at",)
-    search_fields = ("pool_account__handle", "organization__name", "project__name")
-    list_select_related = ("pool_account", "organization", "project")
+    list_display = (
+        "pool_account",
+        "leased_handle",
+        "account_status",
+        "organization",
+        "project",
+        "price",
+        "assigned_at",
+        "released_at",
+    )
+    list_filter = (AccountStatusFilter, "released_at")
+    search_fields = ("pool_account__handle", "handle", "organization__name", "project__name")
+    # One statement for the page, the leased account's status included.
+    list_select_related = ("pool_account", "organization", "project", "social_account")
+
+    @admin.display(description="leased as", ordering="handle")
+    def leased_handle(self, lease):
+        # The handle the partner leased and is billed for (the pool account may have been renamed since).
+        return f"@{lease.handle}" if lease.handle else "-"
+
+    @admin.display(description="account status", ordering="social_account__status")
+    def account_status(self, lease):
+        status = lease.social_account.status
+        if status == SocialAccount.Status.REAUTH_REQUIRED and lease.released_at is None:
+            page = reverse("admin:leasing_poolaccount_change", args=[quote(lease.pool_account_id)])
+            return format_html('{} — <a href="{}">reconnect it on TikTok</a>', status, page)
+        return status
+
+    @admin.display(description="monthly price", ordering="monthly_price_cents")
+    def price(self, lease):
+        return usd_display(lease.monthly_price_cents)
+
     readonly_fields = [f.name for f in Lease._meta.fields]
     actions = ["release_leases"]
 

@@ -190,7 +190,10 @@ def test_staff_reconnect_a_leased_account_whose_token_died_and_the_partners_queu
     )
     assert refused.status_code == 409 and "admin" in refused.json()["error"]["message"]
     queued = schedule_now(owner, account_id, when=later(minutes=5))
-    # Ops see it: the pool account's page says the lease needs a reauth and offers the connect.
+    # Ops see it: the leases list says the account needs a reauth, the pool account's page offers the connect.
+    leases = staff.get("/admin/leasing/lease/?account_status=reauth_required").content.decode()
+    assert f"@{handle}" in leases and "reauth_required" in leases and "$49.00" in leases
+    assert f"@{handle}" not in staff.get("/admin/leasing/lease/?account_status=connected").content.decode()
     page = staff.get(admin_object_url(PoolAccount, pool_id)).content.decode()
     assert "needs a reauth" in page and "Connect on TikTok" in page
 
