@@ -14,9 +14,12 @@ from django.contrib import messages
 from django.shortcuts import redirect
 from django.urls import reverse
 
-# Assigning warmed accounts (lease request fulfilment) and releasing or creating leases.
+# Assigning warmed accounts (lease request fulfilment) and releasing or creating leases. Changing a pool
+# account also connects it on TikTok (its tokens, and a leased account's: the partner's binding) and sets
+# the price new leases are billed.
 ASSIGN_PERMISSIONS = frozenset(
     {
+        "leasing.change_poolaccount",
         "leasing.change_leaserequest",
         "leasing.delete_leaserequest",
         "leasing.add_lease",

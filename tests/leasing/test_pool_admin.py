@@ -239,9 +239,17 @@ def test_staff_without_the_change_permission_on_pool_accounts_cannot_start_a_con
     assert not OAuthSession.objects.exists()
 
 
-def test_staff_who_must_use_mfa_cannot_start_a_connect_before_setting_it_up(db):
+@pytest.mark.parametrize("superuser", [True, False], ids=["superuser", "pool-account editor"])
+def test_staff_who_must_use_mfa_cannot_start_a_connect_before_setting_it_up(db, superuser):
+    # Connecting puts tokens on Layers' accounts (a leased one's: the partner's binding): whoever can change
+    # pool accounts must use MFA, not only superusers.
     (pool_id,) = add_pool(1)
-    ops = get_user_model().objects.create_superuser("no.mfa", "no.mfa@layers.test", "pw-ops-12345")
+    if superuser:
+        ops = get_user_model().objects.create_superuser("no.mfa", "no.mfa@layers.test", "pw-ops-12345")
+    else:
+        ops = get_user_model().objects.create_user("pool.editor", password="pw-ops-12345", is_staff=True)
+        for codename in ("view_poolaccount", "change_poolaccount"):
+            ops.user_permissions.add(Permission.objects.get(content_type__app_label="leasing", codename=codename))
     client = Client()
     client.force_login(ops)  # a password only
 
