@@ -154,7 +154,9 @@ class ReauthUrlInput(StrictSerializer):
         "reauth_required.",
     )
     returnUrl = serializers.CharField(
-        max_length=2048, required=False, help_text="Defaults to the returnUrl used at connect; same allowlist rule."
+        max_length=2048,
+        required=False,
+        help_text="Defaults to the returnUrl of the latest connect of this account; same allowlist rule.",
     )
 
     def validate_scopes(self, scopes: list[str]) -> list[str]:

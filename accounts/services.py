@@ -542,6 +542,8 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
             _store_tokens(account, tokens)
             account.status = SocialAccount.Status.CONNECTED
             account.reauth_required_at = None
+            # A reauth without a returnUrl goes back to the page the partner connected from last.
+            account.return_url = session.return_url
             account.save()
             if was == SocialAccount.Status.REAUTH_REQUIRED:
                 event_record(

@@ -126,6 +126,21 @@ def test_reauth_keeps_the_id_rotates_the_token_and_reconnects(owner, platform):
     assert SocialAccount.objects.get(pk=row.pk).status == "connected"
 
 
+def test_reauth_defaults_to_the_return_url_of_the_latest_connect(owner):
+    # The partner moved its page and connected the same account again from the new one: a reauth without a
+    # returnUrl must send the customer there, not to the page of the first connect.
+    account = connected_account(owner, "tiktok", "moved")
+    again = connected_account(owner, "tiktok", "moved", return_url="https://app.acme.test/settings/accounts")
+    assert again["id"] == account["id"]
+    sandbox_control("tiktok", "invalidate-tokens", {"username": "moved"})
+    services.social_account_check_health(account_id=account["id"])
+
+    link = reauth_link(owner, account["id"]).json()
+    response = consent_and_return("tiktok", link["authorizeUrl"], "moved")
+
+    assert response["Location"] == "https://app.acme.test/settings/accounts"
+
+
 @pytest.mark.parametrize(
     "scopes", [["video.publish", "video.upload"], ["user.info.basic", "video.publish", "video.upload"]]
 )
