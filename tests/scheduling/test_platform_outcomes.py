@@ -331,6 +331,17 @@ def container_errored_once(calls: list, error_code: str):
     return answer
 
 
+def run_through_one_retry(tenant, post_id: str) -> dict:
+    """Dispatch the post, see it back in the queue with no error (a retry, not a failure), dispatch it again
+    once its backoff has passed; returns the post as the API then shows it."""
+    run_dispatcher()
+    waiting = post(tenant, post_id)
+    assert waiting["status"] == "queued" and waiting["error"] is None, waiting
+    with time_machine.travel(later(minutes=5)):
+        run_dispatcher()
+    return post(tenant, post_id)
+
+
 @pytest.mark.parametrize("error_code", ["2207001", "2207032", "2207053"])
 def test_a_container_that_failed_on_instagrams_side_is_made_again_and_published_once(owner, error_code):
     # Meta: 2207001 server error, try again; 2207032 creating the media failed, make it again; 2207053 unknown
@@ -341,13 +352,8 @@ def test_a_container_that_failed_on_instagrams_side_is_made_again_and_published_
     calls: list = []
 
     with intercepted({"/instagram/graph/": container_errored_once(calls, error_code)}):
-        run_dispatcher()
-        waiting = post(owner, scheduled["id"])
-        with time_machine.travel(later(minutes=5)):
-            run_dispatcher()
+        body = run_through_one_retry(owner, scheduled["id"])
 
-    assert waiting["status"] == "queued" and waiting["error"] is None, waiting
-    body = post(owner, scheduled["id"])
     assert body["status"] == "published" and body["attempts"] == 2, body
     received = sandbox_posts("instagram", username)
     assert len(received) == 1 and received[0].publish_id != calls[0]  # a new container, not the errored one
@@ -366,13 +372,8 @@ def test_a_container_refused_for_an_error_on_instagrams_side_is_retried_and_publ
         return httpx.Response(400, json=graph_error(-1, 2207001, "Instagram server error."))
 
     with intercepted({"/media": once}):
-        run_dispatcher()
-        waiting = post(owner, scheduled["id"])
-        with time_machine.travel(later(minutes=5)):
-            run_dispatcher()
+        body = run_through_one_retry(owner, scheduled["id"])
 
-    assert waiting["status"] == "queued" and waiting["error"] is None, waiting
-    body = post(owner, scheduled["id"])
     assert body["status"] == "published" and body["attempts"] == 2, body
     assert len(sandbox_posts("instagram", "ig.create.hiccup")) == 1
 
@@ -382,12 +383,8 @@ def test_a_container_error_injected_in_the_sandbox_is_retried_and_published_once
     scheduled = schedule_now(owner, account["id"], media_type="video")
     inject_fault("instagram", "ig.container.flaky", "container_error")
 
-    run_dispatcher()
-    assert post(owner, scheduled["id"])["status"] == "queued"
-    with time_machine.travel(later(minutes=5)):
-        run_dispatcher()
+    body = run_through_one_retry(owner, scheduled["id"])
 
-    body = post(owner, scheduled["id"])
     assert body["status"] == "published" and body["attempts"] == 2, body
     assert len(sandbox_posts("instagram", "ig.container.flaky")) == 1
 
