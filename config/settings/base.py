@@ -454,5 +454,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LAYERS_LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+    # httpx prints request URLs at INFO, and Instagram's carry the access token: kept at WARNING, and
+    # blanked should anyone turn it up (config/logfilters.py).
+    "filters": {"redact_secret_parameters": {"()": "config.logfilters.RedactSecretParameters"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "httpx": {"level": "WARNING", "filters": ["redact_secret_parameters"]},
+        "httpcore": {"filters": ["redact_secret_parameters"]},
+    },
 }

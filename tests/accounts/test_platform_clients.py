@@ -842,3 +842,20 @@ def test_a_retry_after_that_is_no_sane_wait_is_ignored_not_obeyed(header, expect
     with pytest.raises(RateLimited) as caught:
         client.get_profile(access_token=SECRET)
     assert caught.value.retry_after is None
+
+
+def test_instagram_tokens_never_reach_the_logs_even_with_httpx_turned_up_to_debug(db, caplog):
+    # The Graph API takes the token in the query string and httpx logs every URL at INFO: ops turning httpx
+    # up to debug platform calls must not get live tokens in their logs.
+    import logging
+
+    for name in ("httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    tokens = connect("instagram", "quiet.logs")
+    client = get_client("instagram")
+    client.get_profile(access_token=tokens.access_token)
+    result = publish("instagram", tokens, media_type="image")
+    status("instagram", tokens, result.publish_id)
+
+    assert "HTTP Request: GET" in caplog.text and "access_token=[redacted]" in caplog.text
+    assert tokens.access_token not in caplog.text
