@@ -8,6 +8,7 @@ not superusers:
 - the account of anyone holding something they do not (a superuser, a colleague with permissions they
   lack, even one deactivated for now) can be viewed, not edited, given a password or deleted: setting
   its password would make them that colleague.
+Staff who acted in the back-office are never deleted, only deactivated: their audit trail stays.
 Superusers (MFA required) edit all of it. Registered on the back-office site like every other admin, so
 their actions are audited too (accounts/admin_site.py)."""
 
@@ -49,7 +50,22 @@ class StaffUserAdmin(UserAdmin):
 
     # "Delete selected users" asks it of each selected user too (get_deleted_objects).
     def has_delete_permission(self, request, obj=None):
-        return super().has_delete_permission(request, obj) and not (obj is not None and outranks(obj, request.user))
+        return (
+            super().has_delete_permission(request, obj)
+            and not (obj is not None and outranks(obj, request.user))
+            and not (obj is not None and acted_in_back_office(obj))
+        )
+
+
+def acted_in_back_office(user) -> bool:
+    """Whether `user` left an audit trail: admin history rows (every change and action, accounts/admin_site.py)
+    or lease history. Deleting the user would delete the first (Django's LogEntry cascades) and blank the
+    second, so who revoked a key or released a lease would be lost: such staff are deactivated instead."""
+    from django.contrib.admin.models import LogEntry
+
+    from leasing.models import LeaseAction
+
+    return LogEntry.objects.filter(user=user).exists() or LeaseAction.objects.filter(actor=user).exists()
 
 
 @admin.register(Group)

@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from tests.reliability.test_staff import PASSWORD, SETUP, admin_urls, signed_in, staff_member
-from tests.staff import with_mfa
+from tests.staff import admin_object_url, with_mfa
 
 pytestmark = pytest.mark.django_db
 
@@ -231,3 +231,36 @@ def test_a_superuser_grants_superuser_permissions_groups_and_group_permissions(f
     # these are the project's admins, on the back-office site (so their actions are audited like any other)
     assert isinstance(admin.site._registry[User], StaffUserAdmin)
     assert isinstance(admin.site._registry[Group], StaffGroupAdmin)
+
+
+def test_staff_who_acted_in_the_back_office_are_deactivated_not_deleted_so_their_audit_trail_stays(owner):
+    # A leaver's user deleted in the admin took every admin history row they made with it (who revoked a
+    # partner's API key...). Deleting is refused for them; deactivating keeps the trail.
+    from django.contrib.admin.models import LogEntry
+
+    User = get_user_model()
+    leaver = with_mfa(User.objects.create_user("leaver", password=PASSWORD, is_staff=True, is_superuser=True))
+    boss = with_mfa(User.objects.create_user("boss", password=PASSWORD, is_staff=True, is_superuser=True))
+    bystander = User.objects.create_user("never.acted", password=PASSWORD, is_staff=True)
+    acting, deleting = Client(), Client()
+    acting.force_login(leaver)
+    deleting.force_login(boss)
+    assert (
+        acting.post(
+            "/admin/accounts/apikey/", {"action": "revoke_keys", "_selected_action": [owner.key.pk]}
+        ).status_code
+        == 302
+    )
+    trail = LogEntry.objects.filter(object_id=owner.key.pk, user=leaver)
+    assert trail.count() == 1
+
+    refused = deleting.post(admin_object_url(User, leaver.pk, "delete"), {"post": "yes"})
+    in_bulk = deleting.post(
+        "/admin/auth/user/", {"action": "delete_selected", "_selected_action": [leaver.pk], "post": "yes"}
+    )
+    removed = deleting.post(admin_object_url(User, bystander.pk, "delete"), {"post": "yes"})
+
+    assert refused.status_code == 403 and User.objects.filter(pk=leaver.pk).exists()
+    assert in_bulk.status_code in (200, 403) and User.objects.filter(pk=leaver.pk).exists()
+    assert trail.count() == 1
+    assert removed.status_code == 302 and not User.objects.filter(pk=bystander.pk).exists()
