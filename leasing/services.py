@@ -54,6 +54,9 @@ FAILED_BIND = (
     "The accounts picked for this request could not be added to the project, so nothing was leased. "
     "Layers staff will assign accounts again."
 )
+FAILED_INTERRUPTED = (
+    "The assignment was interrupted before it finished, so nothing was leased. Layers staff will assign accounts again."
+)
 
 
 def _audit(*, action: str, actor=None, request=None, lease=None, **detail) -> LeaseAction:
@@ -469,27 +472,36 @@ def lease_requests_recover_interrupted(*, now=None) -> int:
     cutoff = (now or timezone.now()) - PROVISIONING_INTERRUPTED_AFTER
     recovered = 0
     for request_id in LeaseRequest.objects.filter(status=LeaseRequest.Status.PROVISIONING).values_list("pk", flat=True):
-        with transaction.atomic():
-            request = LeaseRequest.objects.select_for_update().get(pk=request_id)
-            started = _latest_attempt(request)
-            if request.status != LeaseRequest.Status.PROVISIONING or (started and started.created_at > cutoff):
-                continue  # finished meanwhile, or still within its time
-            pool_ids = (started.detail.get("pool_account_ids") if started else None) or []
-            if started and not pool_ids:  # written before the ids were recorded: find them by handle
-                pool_ids = list(
-                    PoolAccount.objects.filter(
-                        handle__in=started.detail.get("pool_accounts", []), status=PoolAccount.Status.RESERVED
-                    ).values_list("pk", flat=True)
-                )
-            _fail(
-                request_id=request.pk,
-                pool_ids=pool_ids,
-                reason="The assignment was interrupted before it finished; nothing was leased. Assign it again.",
-                actor=None,
-                attempt=started.pk if started else None,
-            )
-            recovered += 1
+        # One request that cannot be recovered (bad history, a lock timeout) must not keep the others stuck.
+        try:
+            recovered += _recover_interrupted(request_id=request_id, cutoff=cutoff)
+        except Exception:
+            log.exception("lease request %s: could not recover the interrupted assignment", request_id)
     return recovered
+
+
+def _recover_interrupted(*, request_id: str, cutoff) -> int:
+    with transaction.atomic():
+        request = LeaseRequest.objects.select_for_update().get(pk=request_id)
+        started = _latest_attempt(request)
+        if request.status != LeaseRequest.Status.PROVISIONING or (started and started.created_at > cutoff):
+            return 0  # finished meanwhile, or still within its time
+        pool_ids = (started.detail.get("pool_account_ids") if started else None) or []
+        if started and not pool_ids:  # written before the ids were recorded: find them by handle
+            pool_ids = list(
+                PoolAccount.objects.filter(
+                    handle__in=started.detail.get("pool_accounts", []), status=PoolAccount.Status.RESERVED
+                ).values_list("pk", flat=True)
+            )
+        _fail(
+            request_id=request.pk,
+            pool_ids=pool_ids,
+            reason=FAILED_INTERRUPTED,
+            actor=None,
+            problems=["The assignment was interrupted before it finished (a process died): assign it again."],
+            attempt=started.pk if started else None,
+        )
+        return 1
 
 
 # --- Release ----------------------------------------------------------------------------------------

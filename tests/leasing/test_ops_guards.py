@@ -169,6 +169,35 @@ def test_a_request_left_provisioning_by_a_dead_process_is_reopened_with_its_acco
     assert get_request(owner, accepted["requestId"])["status"] == "assigned"
 
 
+def test_one_request_that_cannot_be_recovered_does_not_keep_the_others_stuck(owner, monkeypatch):
+    add_pool(2)
+    stuck = [request_accounts(owner, 1)["requestId"] for _ in range(2)]
+
+    def process_killed(accounts):
+        raise SystemExit("web worker killed while checking tokens")
+
+    with monkeypatch.context() as dying:
+        dying.setattr(services, "_check_tokens", process_killed)
+        for request_id in stuck:
+            with pytest.raises(SystemExit):
+                services.lease_assign(request_id=request_id, auto=True)
+    real_latest = services._latest_attempt
+
+    def unreadable_history(request):
+        if request.pk == stuck[0]:
+            raise ValueError("an attempt row this code cannot read")
+        return real_latest(request)
+
+    monkeypatch.setattr(services, "_latest_attempt", unreadable_history)
+
+    assert services.lease_requests_recover_interrupted(now=timezone.now() + timedelta(minutes=16)) == 1
+
+    assert get_request(owner, stuck[0])["status"] == "provisioning"  # left for staff, logged
+    recovered = get_request(owner, stuck[1])
+    assert recovered["status"] == "failed"
+    assert recovered["failureReason"].endswith("Layers staff will assign accounts again.")  # written for the partner
+
+
 def test_an_assignment_that_stalled_past_its_recovery_leaves_the_request_as_it_has_become(owner):
     from unittest import mock
 
