@@ -48,7 +48,7 @@ class ScheduledPostAdmin(admin.ModelAdmin):
     list_select_related = ("social_account__identity", "project")  # an account's label is its handle
     date_hierarchy = "scheduled_for"
     readonly_fields = [f.name for f in ScheduledPost._meta.fields]
-    actions = ["retry_posts", "cancel_posts"]
+    actions = ["retry_posts", "retry_posts_checked", "cancel_posts"]
 
     def has_add_permission(self, request):
         return False
@@ -56,17 +56,30 @@ class ScheduledPostAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def _each(self, request, queryset, service, verb: str):
+    def _each(self, request, queryset, service, verb: str, **options):
         for post in queryset:
             try:
-                service(post_id=post.pk, actor=request.user)
-                self.message_user(request, f"{post.pk}: {verb}.", messages.SUCCESS)
+                service(post_id=post.pk, actor=request.user, **options)
+                was = f" (its publish id was {post.publish_id})" if post.publish_id else ""
+                self.message_user(request, f"{post.pk}: {verb}{was}.", messages.SUCCESS)
             except ApiError as exc:
                 skip_in_action(self, request, post, f"{post.pk}: {exc.message}")
 
-    @admin.action(description="Retry selected failed posts (due now)", permissions=["change"])
+    @admin.action(
+        description="Retry selected failed posts (due now; skips any that may already be on the platform)",
+        permissions=["change"],
+    )
     def retry_posts(self, request, queryset):
         self._each(request, queryset, services.post_retry, "queued again")
+
+    # At most once is the contract: a post whose outcome is unknown is sent again only by someone who has
+    # looked at the account on the platform. The action's name says so; its use is audited like any other.
+    @admin.action(
+        description="Retry selected failed posts anyway — I checked they are NOT on the platform",
+        permissions=["change"],
+    )
+    def retry_posts_checked(self, request, queryset):
+        self._each(request, queryset, services.post_retry, "queued again", checked_on_platform=True)
 
     @admin.action(description="Cancel selected queued posts", permissions=["change"])
     def cancel_posts(self, request, queryset):

@@ -255,25 +255,46 @@ def posts_cancel_for_account(*, account) -> int:
     )
 
 
-def post_retry(*, post_id: str, actor=None) -> ScheduledPost:
-    """Ops: a failed post goes back to the queue, due now. Raises Conflict for other states."""
-    now = timezone.now()
-    updated = ScheduledPost.objects.filter(pk=post_id, status=ScheduledPost.Status.FAILED).update(
-        status=ScheduledPost.Status.QUEUED,
-        due_at=now,
-        attempts=0,
-        error_code="",
-        error_message="",
-        publish_id="",
-        publish_attempted_at=None,
-        claimed_until=None,
-        next_check_at=None,
-        # The failure may have been the prepared container itself (its media refused): make a new one.
-        prepare_claimed_at=None,
-        prepared_publish_id="",
-    )
-    if not updated:
-        raise Conflict("Only failed posts can be retried.", code="POST_NOT_RETRYABLE")
+def post_retry(*, post_id: str, actor=None, checked_on_platform: bool = False) -> ScheduledPost:
+    """Ops: a failed post goes back to the queue, due now. Raises Conflict for other states, for an account
+    that is disconnected (revoking promised none of its posts would stay queued), and for a post that may
+    already be on the platform unless `checked_on_platform`: one that reached it (a publish id, or Layers
+    had started sending it) and failed without the platform saying so for sure (an unreadable answer, a day
+    of processing) may be live, and a retry would post it a second time."""
+    with transaction.atomic():
+        post = (
+            ScheduledPost.objects.select_for_update(of=("self",))
+            .select_related("social_account")
+            .filter(pk=post_id)
+            .first()
+        )
+        if post is None or post.status != ScheduledPost.Status.FAILED:
+            raise Conflict("Only failed posts can be retried.", code="POST_NOT_RETRYABLE")
+        if post.social_account.status == SocialAccount.Status.DISCONNECTED:
+            raise Conflict(
+                "The account is disconnected: its posts are not queued again (connect it and schedule anew).",
+                code="ACCOUNT_DISCONNECTED",
+            )
+        if (post.publish_id or post.publish_attempted_at) and not checked_on_platform:
+            raise Conflict(
+                f"It may already be on the platform (publish id {post.publish_id or 'not recorded'}; "
+                f"{post.error_code}): check the account, then retry anyway if it is not there.",
+                code="POST_OUTCOME_UNKNOWN",
+            )
+        ScheduledPost.objects.filter(pk=post.pk).update(
+            status=ScheduledPost.Status.QUEUED,
+            due_at=timezone.now(),
+            attempts=0,
+            error_code="",
+            error_message="",
+            publish_id="",
+            publish_attempted_at=None,
+            claimed_until=None,
+            next_check_at=None,
+            # The failure may have been the prepared container itself (its media refused): make a new one.
+            prepare_claimed_at=None,
+            prepared_publish_id="",
+        )
     return ScheduledPost.objects.get(pk=post_id)
 
 

@@ -50,3 +50,59 @@ def test_ops_filter_retry_and_cancel(owner, staff):
     assert retried.due_at <= timezone.now()
     assert ScheduledPost.objects.get(pk=queued["id"]).status == "canceled"
     assert owner.client.get(f"/v1/scheduled-posts/{queued['id']}").json()["status"] == "canceled"
+
+
+def retry(staff, action: str, *post_ids: str):
+    return staff.post("/admin/scheduling/scheduledpost/", {"action": action, "_selected_action": list(post_ids)})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_plain_retry_never_posts_again_a_post_the_platform_may_have(owner, staff):
+    """TikTok took the post but its answer was unreadable: the post failed PLATFORM_UNAVAILABLE, outcome
+    unknown, so that it cannot appear twice. Support retrying every failed post after an outage must not
+    undo that: the plain retry skips it and says why; 'retry anyway' (after checking the platform) sends it."""
+    import time_machine
+
+    from tests.accounts.oauth_helpers import connected_account
+    from tests.platform_helpers import intercepted
+    from tests.scheduling.publish_helpers import later, run_dispatcher, sandbox_posts
+    from tests.scheduling.test_publishing import accepted_but_unreadable
+
+    account = connected_account(owner, "tiktok", "unknown.outcome")
+    scheduled = schedule_now(owner, account["id"])
+    with intercepted({"/v2/post/publish/video/init/": accepted_but_unreadable(200, lambda body: body[:10])}):
+        run_dispatcher()
+        for minutes in (2, 5, 15):
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+    failed = ScheduledPost.objects.get(pk=scheduled["id"])
+    assert (failed.status, failed.error_code) == ("failed", "PLATFORM_UNAVAILABLE")
+    assert len(sandbox_posts("tiktok", "unknown.outcome")) == 1  # it is live
+
+    page = retry(staff, "retry_posts", failed.pk)
+    run_dispatcher()
+
+    assert ScheduledPost.objects.get(pk=failed.pk).status == "failed"
+    assert len(sandbox_posts("tiktok", "unknown.outcome")) == 1
+    shown = staff.get(page["Location"]).content.decode()
+    assert "may already be on the platform" in shown
+
+    retry(staff, "retry_posts_checked", failed.pk)
+    run_dispatcher()
+    assert ScheduledPost.objects.get(pk=failed.pk).status in ("publishing", "published")
+    assert len(sandbox_posts("tiktok", "unknown.outcome")) == 2  # what staff asked for, knowingly
+
+
+def test_a_failed_post_of_a_disconnected_account_is_not_queued_again(owner, staff):
+    from accounts.services import social_account_revoke
+
+    account = make_account(owner)
+    scheduled = schedule_now(owner, account.pk, when=timezone.now() + timedelta(hours=2))
+    ScheduledPost.objects.filter(pk=scheduled["id"]).update(status="failed", error_code="PLATFORM_REJECTED")
+    social_account_revoke(account_id=account.pk)
+
+    for action in ("retry_posts", "retry_posts_checked"):
+        retry(staff, action, scheduled["id"])
+
+    assert ScheduledPost.objects.get(pk=scheduled["id"]).status == "failed"
+    assert owner.client.get(f"/v1/scheduled-posts/{scheduled['id']}").json()["status"] == "failed"
