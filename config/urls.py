@@ -1,6 +1,7 @@
 from allauth.account.decorators import secure_admin_login
 from django.conf import settings
 from django.contrib import admin
+from django.http import Http404
 from django.urls import include, path, re_path, register_converter
 from django.views.static import serve
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
@@ -36,6 +37,11 @@ api_v1 = [
     path("", include("billing.urls")),
 ]
 
+
+def staff_password_reset_closed(request):
+    raise Http404("Password reset by mail is not offered: ask a Layers superuser.")
+
+
 urlpatterns = [
     path("healthz", ops_views.healthz, name="healthz"),
     path("readyz", ops_views.readyz, name="readyz"),
@@ -57,6 +63,9 @@ urlpatterns = [
     path("oauth/<str:platform>/callback", ops_views.oauth_callback, name="oauth-callback"),
     path("platform-webhooks/tiktok", ops_views.tiktok_webhook, name="tiktok-webhook"),
     path("admin/", admin.site.urls),
+    # No password reset by mail: no mail is configured (the form answered 500), and superusers set staff
+    # passwords in the admin. The sign-in page says so (templates/account/password_reset_help_text.html).
+    re_path(r"^staff/password/reset/", staff_password_reset_closed),
     path("staff/", include("allauth.urls")),
     path("media/<path:path>", serve, {"document_root": settings.MEDIA_ROOT}),
 ]

@@ -65,6 +65,8 @@ class ApiView(APIView):
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
+        # Answers carry partners' data and, some, secrets (a webhook signing secret): no cache keeps them.
+        response.headers.setdefault("Cache-Control", "no-store")
         if self._idempotency_row is not None:
             idempotency.finish(self._idempotency_row, response)
             self._idempotency_row = None

@@ -152,7 +152,7 @@ REDIS_CACHE_OPTIONS = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
 CACHES = {
     "default": (
         {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "config.cache.TolerantRedisCache",
             "LOCATION": CACHE_URL,
             "OPTIONS": REDIS_CACHE_OPTIONS,
         }
@@ -170,6 +170,9 @@ LAYERS_CALLBACK_RATE = env.str("LAYERS_CALLBACK_RATE", default="60/min")
 LAYERS_SANDBOX_RATE = env.str("LAYERS_SANDBOX_RATE", default="1200/min")
 # Reverse proxies in front of the web processes that append to X-Forwarded-For (0: use REMOTE_ADDR).
 LAYERS_NUM_PROXIES = env.int("LAYERS_NUM_PROXIES", default=0)
+# The staff sign-in limits (allauth: failed sign-ins and MFA codes per client IP) trust the same proxies:
+# counted per REMOTE_ADDR, the load balancer's, anyone's wrong passwords locked every staff member out.
+ALLAUTH_TRUSTED_PROXY_COUNT = LAYERS_NUM_PROXIES
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -440,6 +443,10 @@ ACCOUNT_SIGNUP_FIELDS = ["username*", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = "none"
 LOGIN_REDIRECT_URL = "/admin/"
 LOGIN_URL = "/staff/login/"
+ACCOUNT_LOGOUT_REDIRECT_URL = LOGIN_URL
+# Staff passwords are set by superusers in the admin; no mail is sent (config/urls.py closes allauth's reset
+# pages). Kept off all the same: a reset form must never mail an address that belongs to no one here.
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Layers"
 # TOTP secrets and recovery-code seeds encrypted with LAYERS_TOKEN_KEYS (and rotated with them).

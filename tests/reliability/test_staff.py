@@ -313,3 +313,73 @@ def test_an_action_on_objects_already_in_its_target_state_records_nothing_for_th
     assert f"{deleted.pk}: A deleted endpoint cannot be enabled." in notes(refused)
     assert f"{deleted.pk}: already disabled" in notes(again)
     assert audit_rows(gone) == audit_rows(owner.key) == audit_rows(deleted) == []
+
+
+# --- Sign-in behind a proxy, during a Redis outage, and what the sign-in pages offer -----------------
+
+
+def test_behind_the_proxy_one_clients_failed_sign_ins_do_not_lock_every_staff_member_out(settings):
+    # allauth counted failed sign-ins per REMOTE_ADDR, the load balancer's: ten wrong passwords from anyone
+    # on the internet locked the whole back-office out, every minute. It now trusts the same proxies.
+    from tests.staff import superuser
+
+    settings.LAYERS_NUM_PROXIES = settings.ALLAUTH_TRUSTED_PROXY_COUNT = 1
+    superuser("ops", PASSWORD)
+    attacker = Client(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.66")
+    for guess in range(11):
+        attacker.post("/staff/login/", {"login": f"guess{guess}", "password": "wrong"})
+
+    staff = Client(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.7")
+    response = staff.post("/staff/login/", {"login": "ops", "password": PASSWORD})
+
+    assert response.status_code == 302 and response["Location"] == "/staff/2fa/authenticate/"
+
+
+def test_the_trusted_proxy_count_of_sign_in_is_the_apis():
+    from django.conf import settings
+
+    assert settings.ALLAUTH_TRUSTED_PROXY_COUNT == settings.LAYERS_NUM_PROXIES
+
+
+def test_staff_can_sign_in_while_the_cache_redis_is_down(settings):
+    # allauth's sign-in limits use the default cache directly: with Redis down every sign-in was a 500,
+    # so ops could not reach the admin during a Redis incident.
+    import socket
+
+    from tests.staff import superuser
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    user = superuser("ops", PASSWORD)
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "config.cache.TolerantRedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": settings.REDIS_CACHE_OPTIONS,
+        }
+    }
+    client = Client(raise_request_exception=False)
+    response = client.post("/staff/login/", {"login": "ops", "password": PASSWORD})
+    assert response.status_code == 302, response.status_code
+    response = client.post(response["Location"], {"code": totp_code(user)})
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+
+
+def test_the_sign_in_page_offers_no_password_reset_by_mail_and_mails_nobody(mailoutbox):
+    # No mail is configured: "Forgot your password?" ended in a 500, and a working form would let anyone make
+    # us mail any address. Superusers set staff passwords in the admin.
+    page = Client().get("/staff/login/").content.decode()
+    reset = Client().post("/staff/password/reset/", {"email": "victim@example.com"})
+
+    assert "/staff/password/reset/" not in page and "superuser" in page
+    assert reset.status_code == 404 and mailoutbox == []
+
+
+def test_signing_out_lands_on_the_sign_in_page():
+    from tests.staff import superuser
+
+    client = Client()
+    client.force_login(superuser("ops", PASSWORD))
+    response = client.post("/staff/logout/")
+    assert response.status_code == 302 and response["Location"] == "/staff/login/"

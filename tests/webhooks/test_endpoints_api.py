@@ -305,3 +305,19 @@ def test_openapi_documents_the_operations_and_the_receiving_guide(db):
         assert needle in guide, needle
     rotate = paths["/v1/webhook-endpoints/{endpointId}/rotate-secret"]["post"]["description"]
     assert "v1=<new>,v1=<old>" in rotate
+
+
+def test_api_answers_are_never_stored_by_caches_least_of_all_those_carrying_a_secret(owner):
+    # A browser-based dashboard or a debugging proxy must not keep a signing secret (or a partner's data).
+    created = owner.client.post(
+        "/v1/webhook-endpoints",
+        {"url": "https://hooks.acme.test/x", "events": ["social_account.connected"]},
+        format="json",
+    )
+    rotated = owner.client.post(f"/v1/webhook-endpoints/{created.json()['id']}/rotate-secret")
+    listed = owner.client.get("/v1/webhook-endpoints")
+    refused = owner.client.post("/v1/webhook-endpoints", {"url": "ftp://x"}, format="json")
+
+    assert created.json()["secret"].startswith("whsec_") and rotated.json()["secret"].startswith("whsec_")
+    for response in (created, rotated, listed, refused):
+        assert response["Cache-Control"] == "no-store", (response.status_code, dict(response.items()))
