@@ -6,6 +6,7 @@ from accounts import (
     auth_admin,  # noqa: F401  (replaces Django's user and group admins)
     services,
 )
+from accounts.admin_search import IdSearchMixin
 from accounts.admin_site import skip_in_action
 from accounts.models import (
     ApiKey,
@@ -133,10 +134,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(IdSearchMixin, admin.ModelAdmin):
     list_display = ("id", "type", "organization", "created_at")
     list_filter = ("type",)
-    search_fields = ("id", "organization__name")
+    id_search_fields = {"evt": ("id",), "org": ("organization_id",)}
+    search_fields = ("organization__name",)
+    search_help_text = "An event or organization id (exact), or an organization name."
+    show_full_result_count = False  # one row per change of every partner: no second count of the table
     readonly_fields = ("id", "organization", "type", "data", "created_at")
     list_select_related = ("organization",)
 
@@ -148,21 +152,29 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(PlatformIdentity)
-class PlatformIdentityAdmin(admin.ModelAdmin):
+class PlatformIdentityAdmin(IdSearchMixin, admin.ModelAdmin):
     list_display = ("handle", "platform", "organization", "platform_user_id", "created_at")
     list_filter = ("platform",)
+    id_search_fields = {"pi": ("id",), "org": ("organization_id",)}
     search_fields = ("handle", "platform_user_id", "organization__name")
     readonly_fields = ("id", "organization", "platform", "platform_user_id", "created_at", "updated_at")
     list_select_related = ("organization",)
 
 
 @admin.register(SocialAccount)
-class SocialAccountAdmin(admin.ModelAdmin):
+class SocialAccountAdmin(IdSearchMixin, admin.ModelAdmin):
     """Read-only for ops; tokens are never shown (the encrypted columns are not even listed)."""
 
     list_display = ("id", "handle", "platform", "kind", "status", "project", "organization", "connected_at")
     list_filter = ("platform", "kind", "status")
-    search_fields = ("id", "identity__handle", "project__name", "organization__name")
+    id_search_fields = {
+        "sa": ("id",),
+        "pi": ("identity_id",),
+        "prj": ("project_id",),
+        "org": ("organization_id",),
+    }
+    search_fields = ("identity__handle", "project__name", "organization__name")
+    search_help_text = "An account, project or organization id (exact), a handle (@ or not), or a name."
     list_select_related = ("identity", "project", "organization")
     fields = (
         "id",

@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from accounts import crypto
+from accounts.admin_search import IdSearchMixin
 from accounts.admin_site import skip_in_action
 from config.api.errors import ApiError
 from scheduling import services
@@ -31,7 +32,7 @@ class DueWindowFilter(admin.SimpleListFilter):
 
 
 @admin.register(ScheduledPost)
-class ScheduledPostAdmin(admin.ModelAdmin):
+class ScheduledPostAdmin(IdSearchMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "status",
@@ -44,7 +45,17 @@ class ScheduledPostAdmin(admin.ModelAdmin):
         "published_at",
     )
     list_filter = ("status", "mode", DueWindowFilter, "social_account__platform", "project")
-    search_fields = ("id", "social_account__id", "social_account__identity__handle", "project__name")
+    id_search_fields = {
+        "sp": ("id",),
+        "cnt": ("container_id",),
+        "sa": ("social_account_id",),
+        "prj": ("project_id",),
+        "org": ("organization_id",),
+    }
+    search_fields = ("social_account__identity__handle", "project__name", "organization__name")
+    search_help_text = "A post, container, account, project or organization id (exact), a handle, or a name."
+    # Posts are never purged: no second count of the whole table on every filtered page.
+    show_full_result_count = False
     list_select_related = ("social_account__identity", "project")  # an account's label is its handle
     date_hierarchy = "scheduled_for"
     readonly_fields = [f.name for f in ScheduledPost._meta.fields]

@@ -3,7 +3,9 @@ action calls the same services as the API and reports per row."""
 
 from django.contrib import admin, messages
 
+from accounts.admin_search import IdSearchMixin
 from accounts.admin_site import skip_in_action
+from accounts.services import EVENT_TYPES
 from accounts.webhooks import services
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
 from config.api.errors import ApiError
@@ -77,8 +79,22 @@ class AttemptInline(admin.TabularInline):
         return False
 
 
+class EventTypeFilter(admin.SimpleListFilter):
+    """The event types are a fixed set: listing them costs no query (a filter on `event__type` would read
+    the distinct types of every delivery on each page load)."""
+
+    title = "event type"
+    parameter_name = "event_type"
+
+    def lookups(self, request, model_admin):
+        return [(type_, type_) for type_ in sorted(EVENT_TYPES)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(event__type=self.value()) if self.value() else queryset
+
+
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(IdSearchMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "event_type",
@@ -91,8 +107,16 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         "last_attempt_at",
         "created_at",
     )
-    list_filter = ("status", ("endpoint", admin.RelatedOnlyFieldListFilter))
-    search_fields = ("id", "event__id", "endpoint__id", "endpoint__url")
+    list_filter = ("status", EventTypeFilter, ("endpoint", admin.RelatedOnlyFieldListFilter))
+    id_search_fields = {
+        "whd": ("id",),
+        "evt": ("event_id",),
+        "we": ("endpoint_id",),
+        "org": ("endpoint__organization_id",),
+    }
+    search_fields = ("endpoint__url", "endpoint__organization__name")
+    search_help_text = "A delivery, event, endpoint or organization id (exact), an endpoint URL or an organization."
+    show_full_result_count = False  # deliveries grow with every event: no second count of the table
     list_select_related = ("endpoint", "event")
     fields = (
         "id",

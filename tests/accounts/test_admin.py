@@ -17,8 +17,9 @@ from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
-from accounts.models import ApiKey, Organization, Project
+from accounts.models import ApiKey, Event, Organization, PlatformIdentity, Project
 from tests.conftest import assert_error
+from tests.factories import make_account
 from tests.staff import admin_object_url
 
 PASSWORD = "correct horse battery staple"
@@ -343,3 +344,32 @@ def test_the_go_to_the_key_link_opens_the_key_whatever_its_id(staff_client, owne
 
     assert page.status_code == 200, page.status_code
     assert page.context["original"] == key
+
+
+def test_support_finds_accounts_and_identities_by_the_handle_as_partners_write_it(staff_client, owner, outsider):
+    account = make_account(owner, handle="acme.brand")
+    other = make_account(outsider, handle="acme.other")
+
+    accounts = staff_client.get("/admin/accounts/socialaccount/", {"q": "@acme.brand"}).content.decode()
+    identities = staff_client.get("/admin/accounts/platformidentity/", {"q": "@acme.brand"}).content.decode()
+
+    assert account.pk in accounts and other.pk not in accounts
+    assert admin_object_url(PlatformIdentity, account.identity_id) in identities
+    assert admin_object_url(PlatformIdentity, other.identity_id) not in identities
+
+
+def test_support_finds_accounts_and_events_by_an_id_exactly(staff_client, owner, outsider):
+    account = make_account(owner)
+    theirs = make_account(outsider)
+    event = Event.objects.create(organization=owner.org, type="social_account.connected", data={})
+    Event.objects.create(organization=outsider.org, type="social_account.connected", data={})
+
+    by_id = staff_client.get("/admin/accounts/socialaccount/", {"q": account.pk}).content.decode()
+    by_org = staff_client.get("/admin/accounts/socialaccount/", {"q": f" {owner.org.pk} "}).content.decode()
+    events = staff_client.get("/admin/accounts/event/", {"q": event.pk}).content.decode()
+    events_of_org = staff_client.get("/admin/accounts/event/", {"q": outsider.org.pk}).content.decode()
+
+    assert account.pk in by_id and theirs.pk not in by_id
+    assert account.pk in by_org and theirs.pk not in by_org
+    assert event.pk in events and "1 result" in events
+    assert event.pk not in events_of_org and "1 result" in events_of_org

@@ -110,3 +110,23 @@ def test_delivery_pages_show_attempts_status_and_errors_and_filter_by_status(own
     assert "HTTP 503" in detail and "503" in detail and "attempt" in detail.lower()
     assert delivery.pk in pending and delivery.pk in by_endpoint
     assert delivery.pk not in delivered
+
+
+def test_support_finds_a_partners_deliveries_by_organization_event_and_type(owner, outsider, staff_client, receivers):
+    receiver = receivers(respond=lambda r: (200, {}))
+    ours = create_endpoint(owner, receiver.url(), events=("social_account.connected", "scheduled_post.published"))
+    theirs = create_endpoint(outsider, receiver.url())
+    connected = delivery_of(record(owner), ours)
+    published = delivery_of(record(owner, "scheduled_post.published"), ours)
+    foreign = delivery_of(record(outsider), theirs)
+
+    def listed(**params) -> set[str]:
+        page = staff_client.get(DELIVERIES, params).content.decode()
+        return {d.pk for d in (connected, published, foreign) if d.pk in page}
+
+    assert listed(q=owner.org.name) == {connected.pk, published.pk}
+    assert listed(q=owner.org.pk) == {connected.pk, published.pk}
+    assert listed(q=connected.event_id) == {connected.pk}
+    assert listed(q=connected.pk) == {connected.pk}
+    assert listed(event_type="scheduled_post.published") == {published.pk}
+    assert "event_type=scheduled_post.failed" in staff_client.get(DELIVERIES).content.decode()  # every type offered
