@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.models import ApiKey, OAuthSession, SocialAccount
-from accounts.webhooks.models import WebhookEndpoint
+from accounts.webhooks.models import WebhookDelivery, WebhookEndpoint
 from leasing.models import Lease, LeaseAction, PoolAccount
 from scheduling.models import Layer, ScheduledPost
 from tests.billing.factories import lease_assign
@@ -229,3 +229,35 @@ def test_a_forged_money_form_token_is_a_form_error(owner):
     )
     assert response.status_code == 200  # the form again, with its error
     assert not owner.org.ledger_entries.exists()
+
+
+@pytest.mark.parametrize(
+    "model, action",
+    [
+        (ScheduledPost, "retry_posts"),
+        (ApiKey, "revoke_keys"),
+        (SocialAccount, "revoke_accounts"),
+        (WebhookDelivery, "resend"),
+        (WebhookEndpoint, "disable_endpoints"),
+    ],
+)
+def test_an_action_posted_with_a_nul_in_its_selection_is_a_400_not_a_500(db, model, action):
+    staff = Client(raise_request_exception=False)
+    staff.force_login(superuser())
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+
+    response = staff.post(url, {"action": action, ACTION_CHECKBOX_NAME: ["\x00"], "index": 0})
+
+    assert response.status_code == 400
+
+
+def test_a_form_posted_with_a_nul_anywhere_is_a_400(owner):
+    staff = Client(raise_request_exception=False)
+    staff.force_login(superuser())
+    url = reverse("admin:accounts_project_change", args=[owner.project.pk])
+
+    response = staff.post(url, {"name": "Web\x00app", "organization": owner.org.pk})
+
+    assert response.status_code == 400
+    owner.project.refresh_from_db()
+    assert owner.project.name != "Web\x00app"
