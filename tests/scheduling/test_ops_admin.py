@@ -1,9 +1,9 @@
 """Ops in the admin: find scheduled posts by status / due window or by whatever id or handle a partner
-quotes, see why one failed, retry a failed post and cancel
+quotes, see why one failed (with times support can compare with the API's), retry a failed post and cancel
 a queued one — through the same services as the API."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -171,3 +171,15 @@ def test_searching_one_post_id_reads_it_by_its_key_not_the_whole_table(owner, st
             cursor.execute("EXPLAIN " + sql)
             plans.append("\n".join(row[0] for row in cursor.fetchall()))
     assert not [p for p in plans if "Seq Scan on scheduling_scheduledpost" in p], plans
+
+
+def test_admin_times_say_their_time_zone_and_seconds(owner, staff):
+    # Support compares them with the API's RFC 3339 times ("2026-11-29T12:31:05Z").
+    when = (timezone.now() + timedelta(days=3)).replace(microsecond=0)
+    post = schedule_now(owner, make_account(owner).pk, when=when)
+    shown = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    detail = staff.get(admin_object_url(ScheduledPost, post["id"])).content.decode()
+    listing = staff.get(POSTS).content.decode()
+
+    assert shown in detail and shown in listing
