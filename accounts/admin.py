@@ -1,6 +1,9 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from accounts import (
     auth_admin,  # noqa: F401  (replaces Django's user and group admins)
@@ -130,7 +133,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 continue
             services.api_key_revoke(key=key)
             revoked += 1
-        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
+        if revoked:  # the skipped ones are reported above: "Revoked 0 key(s)." in green read as a success
+            self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
 
 
 @admin.register(Event)
@@ -141,8 +145,31 @@ class EventAdmin(IdSearchMixin, admin.ModelAdmin):
     search_fields = ("organization__name",)
     search_help_text = "An event or organization id (exact), or an organization name."
     show_full_result_count = False  # one row per change of every partner: no second count of the table
-    readonly_fields = ("id", "organization", "type", "data", "created_at")
+    readonly_fields = ("id", "organization", "type", "data", "created_at", "webhook_deliveries")
     list_select_related = ("organization",)
+
+    @admin.display(description="webhook deliveries")
+    def webhook_deliveries(self, obj):
+        """Where the event went: one delivery per subscribed endpoint (a handful), read in one query."""
+        from accounts.webhooks.models import WebhookDelivery
+
+        deliveries = WebhookDelivery.objects.filter(event=obj).select_related("endpoint").order_by("created_at")
+        rows = [
+            (
+                reverse("admin:webhooks_webhookdelivery_change", args=[quote(d.pk)]),
+                d.pk,
+                d.status,
+                d.attempts,
+                d.endpoint.url,
+            )
+            for d in deliveries
+        ]
+        if not rows:
+            return "None (no endpoint of the organization subscribed to this type when it happened)."
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join("", '<li><a href="{}">{}</a>: {}, {} attempt(s), to {}</li>', rows),
+        )
 
     def has_add_permission(self, request):
         return False

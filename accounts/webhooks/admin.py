@@ -154,7 +154,10 @@ class WebhookDeliveryAdmin(IdSearchMixin, admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Resend selected deliveries now (fresh 3-day retry window)", permissions=["change"])
+    @admin.action(
+        description="Resend selected undelivered deliveries now (fresh 3-day retry window; delivered ones are refused)",
+        permissions=["change"],
+    )
     def resend(self, request, queryset):
         for delivery in queryset:
             try:

@@ -542,9 +542,13 @@ def delivery_deliver(*, delivery_id: str) -> str:
 
 
 def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:
-    """Staff: send the delivery again now, with a fresh 3-day retry window (any status but in flight).
-    Raises Conflict when its endpoint is disabled or deleted, while an attempt is in flight, or when the
-    delivery is gone (the retention purge)."""
+    """Staff: send an undelivered delivery (pending, failed or canceled) again now, with a fresh 3-day retry
+    window. Raises Conflict when it was already delivered, when its endpoint is disabled or deleted, while
+    an attempt is in flight, or when the delivery is gone (the retention purge).
+
+    A delivered one is refused: resent, it went back into the retry cycle and, if the receiver failed this
+    time, ended `failed` with its `delivered_at` still set, a row saying both. The receiver has it (a 2xx);
+    a partner who lost it replays it from GET /v1/events."""
     from accounts.webhooks.tasks import webhook_deliver
 
     now = timezone.now()
@@ -552,6 +556,11 @@ def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:
         delivery = WebhookDelivery.objects.select_for_update().select_related("endpoint").filter(pk=delivery_id).first()
         if delivery is None:  # the retention purge deleted it (with its event) after staff picked it
             raise Conflict("The delivery no longer exists: its event passed the retention.", code="DELIVERY_GONE")
+        if delivery.status == WebhookDelivery.Status.DELIVERED:
+            raise Conflict(
+                "Already delivered (the receiver answered 2xx); the partner can replay the event from GET /v1/events.",
+                code="DELIVERY_ALREADY_DELIVERED",
+            )
         if not delivery.endpoint.is_live:
             raise Conflict("The endpoint is disabled or deleted; enable it first.", code="ENDPOINT_NOT_ACTIVE")
         if delivery.status == WebhookDelivery.Status.SENDING and delivery.lease_until and delivery.lease_until > now:

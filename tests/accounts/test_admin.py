@@ -373,3 +373,25 @@ def test_support_finds_accounts_and_events_by_an_id_exactly(staff_client, owner,
     assert account.pk in by_org and theirs.pk not in by_org
     assert event.pk in events and "1 result" in events
     assert event.pk not in events_of_org and "1 result" in events_of_org
+
+
+def test_revoking_only_keys_already_revoked_says_so_and_reports_no_success(staff_client, owner, sibling):
+    from django.contrib import messages as levels
+
+    owner.key.revoked_at = owner.key.created_at
+    owner.key.save()
+
+    response = staff_client.post(
+        "/admin/accounts/apikey/", {"action": "revoke_keys", "_selected_action": [owner.key.pk]}, follow=True
+    )
+    shown = [(m.level, str(m)) for m in response.context["messages"]]
+    assert (levels.WARNING, f"{owner.key.pk}: already revoked.") in shown
+    assert not [text for level, text in shown if level == levels.SUCCESS and "Revoked" in text], shown
+
+    response = staff_client.post(
+        "/admin/accounts/apikey/",
+        {"action": "revoke_keys", "_selected_action": [owner.key.pk, sibling.key.pk]},
+        follow=True,
+    )
+    shown = [(m.level, str(m)) for m in response.context["messages"]]
+    assert (levels.SUCCESS, "Revoked 1 key(s).") in shown

@@ -3,8 +3,11 @@ actions resend a delivery and disable / enable an endpoint through the services.
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
+from accounts.models import Event
 from accounts.webhooks.models import WebhookDelivery, WebhookEndpoint
 from tests.staff import admin_object_url, with_mfa
 from tests.webhooks.helpers import create_endpoint, delivery_of, record
@@ -130,3 +133,40 @@ def test_support_finds_a_partners_deliveries_by_organization_event_and_type(owne
     assert listed(q=connected.pk) == {connected.pk}
     assert listed(event_type="scheduled_post.published") == {published.pk}
     assert "event_type=scheduled_post.failed" in staff_client.get(DELIVERIES).content.decode()  # every type offered
+
+
+def test_resend_refuses_a_delivery_that_was_delivered_and_leaves_it_delivered(owner, staff_client, receivers):
+    receiver = receivers(respond=lambda r: (200, {}))
+    endpoint = create_endpoint(owner, receiver.url())
+    delivery = delivery_of(record(owner), endpoint)
+    delivery.refresh_from_db()
+    assert delivery.status == "delivered"
+    receiver.respond = lambda r: (500, {})  # were it resent, it would be retried and could end `failed`
+
+    response = action(staff_client, DELIVERIES, "resend", [delivery.pk])
+
+    assert "already delivered" in staff_client.get(response["Location"]).content.decode().lower()
+    row = WebhookDelivery.objects.get(pk=delivery.pk)
+    assert (row.status, row.delivered_at, row.attempts) == ("delivered", delivery.delivered_at, 1)
+    assert len(receiver.requests) == 1
+
+
+def test_the_event_page_links_its_deliveries_at_a_constant_cost(owner, staff_client, receivers):
+    receiver = receivers(respond=lambda r: (200, {}))
+    endpoints = [create_endpoint(owner, receiver.url()) for _ in range(4)]
+    first = record(owner)
+
+    def event_page(event):
+        with CaptureQueriesContext(connection) as queries:
+            page = staff_client.get(admin_object_url(Event, event.pk))
+        assert page.status_code == 200
+        return page.content.decode(), len(queries.captured_queries)
+
+    page, _ = event_page(first)
+    for endpoint in endpoints:
+        delivery = delivery_of(first, endpoint)
+        assert admin_object_url(WebhookDelivery, delivery.pk) in page and "delivered" in page
+    WebhookEndpoint.objects.exclude(pk=endpoints[0]["id"]).update(events=["scheduled_post.failed"])
+    second = record(owner)
+    assert WebhookDelivery.objects.filter(event=second).count() == 1
+    assert event_page(second)[1] == event_page(first)[1]  # 1 delivery or 4: the same queries
