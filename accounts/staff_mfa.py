@@ -1,7 +1,7 @@
-"""MFA is required for staff who can assign accounts or move money, for staff who can hand out permissions
-(add or change users, groups or permissions), schedule any task (periodic tasks) or change anyone's
-authenticators, and for superusers: without an activated authenticator
-(TOTP) they are sent to set one up, with a message, from every back-office page; they never reach the admin.
+"""MFA is required for staff who can assign accounts, move money or issue (or edit) API keys, for staff who
+can hand out permissions (add or change users, groups or permissions), schedule any task (periodic tasks) or
+change anyone's authenticators, and for superusers: without an activated authenticator (TOTP) they are sent
+to set one up, with a message, from every back-office page; they never reach the admin.
 Other staff (read-only ops, support) are not affected.
 
 A middleware rather than a check in each admin view, so that a custom admin URL cannot forget it. The
@@ -53,12 +53,16 @@ GRANT_PERMISSIONS = frozenset(
         "mfa.delete_authenticator",
     }
 )
+# Issuing API keys: a key acts for its whole organization (every project, account and post, webhooks,
+# wallet reads), so whoever can add one, for any organization, holds every partner's API. Changing one edits
+# its return-domain allowlist, where a connect may send the partner's users (and their OAuth results).
+KEY_PERMISSIONS = frozenset({"accounts.add_apikey", "accounts.change_apikey"})
 # Moving money: every billing permission but the read-only ones (record_money, ledger and wallet changes).
 MONEY_APP = "billing"
 
 MESSAGE = (
-    "Your back-office account can assign accounts, move money or grant permissions: set up two-factor "
-    "authentication (an authenticator app) to continue."
+    "Your back-office account can assign accounts, move money, issue API keys or grant permissions: set up "
+    "two-factor authentication (an authenticator app) to continue."
 )
 
 
@@ -72,6 +76,7 @@ def staff_needs_mfa(user) -> bool:
         app, _, codename = permission.partition(".")
         if (
             permission in ASSIGN_PERMISSIONS
+            or permission in KEY_PERMISSIONS
             or permission in GRANT_PERMISSIONS
             or (app == MONEY_APP and not codename.startswith("view_"))
         ):

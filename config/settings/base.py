@@ -453,8 +453,9 @@ MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Layers"
 # TOTP secrets and recovery-code seeds encrypted with LAYERS_TOKEN_KEYS (and rotated with them).
 MFA_ADAPTER = "accounts.auth.StaffMFAAdapter"
-# Staff who can assign accounts, move money or grant permissions, and superusers, must activate TOTP before
-# using the admin (accounts/staff_mfa.py). Only a local demo may turn it off; production settings force it on.
+# Staff who can assign accounts, move money, issue API keys or grant permissions, and superusers, must activate
+# TOTP before using the admin (accounts/staff_mfa.py). Only a local demo may turn it off; production settings
+# force it on.
 LAYERS_STAFF_MFA_REQUIRED = env.bool("LAYERS_STAFF_MFA_REQUIRED", default=True)
 
 LOGGING = {

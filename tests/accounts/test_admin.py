@@ -395,3 +395,34 @@ def test_revoking_only_keys_already_revoked_says_so_and_reports_no_success(staff
     )
     shown = [(m.level, str(m)) for m in response.context["messages"]]
     assert (levels.SUCCESS, "Revoked 1 key(s).") in shown
+
+
+@pytest.mark.parametrize("codename", ["add_apikey", "change_apikey"])
+def test_staff_who_can_issue_or_edit_api_keys_must_use_mfa(owner, codename):
+    # A key acts for its whole organization: whoever can mint one (or edit one's allowlist) holds every
+    # partner's API, so a password alone must not be enough.
+    from django.contrib.auth.models import Permission
+
+    keys = get_user_model().objects.create_user("keys.editor", password="pw-ops-12345", is_staff=True)
+    for perm in ("view_apikey", codename):
+        keys.user_permissions.add(Permission.objects.get(content_type__app_label="accounts", codename=perm))
+    client = Client()
+    client.force_login(keys)  # a password only
+
+    page = client.get("/admin/accounts/apikey/")
+    added = add_key(client, owner.org)
+
+    assert page.status_code == 302 and page["Location"] == reverse("mfa_activate_totp")
+    assert added.status_code == 302 and added["Location"] == reverse("mfa_activate_totp")
+    assert ApiKey.objects.count() == 1  # the fixture's
+
+
+def test_staff_who_only_view_api_keys_need_no_mfa(owner):
+    from django.contrib.auth.models import Permission
+
+    viewer = get_user_model().objects.create_user("keys.viewer", password="pw-ops-12345", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(content_type__app_label="accounts", codename="view_apikey"))
+    client = Client()
+    client.force_login(viewer)
+
+    assert client.get("/admin/accounts/apikey/").status_code == 200
