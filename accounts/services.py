@@ -731,14 +731,20 @@ def _disconnect_effects(*, account: SocialAccount, actor=None) -> tuple[int, boo
     return canceled, released
 
 
-def social_account_mark_reauth_required(*, account_id: str, expected_version: int | None = None) -> bool:
+def social_account_mark_reauth_required(
+    *, account_id: str, expected_version: int | None = None, unless_refreshing: bool = False
+) -> bool:
     """connected → reauth_required, recording `social_account.needs_reauth` once per transition.
     With `expected_version`, only if the token was not rotated meanwhile (a refresh that lost a race
-    must not condemn a fresh token). Returns whether this call made the transition."""
+    must not condemn a fresh token). With `unless_refreshing`, not while a refresh holds its claim: a call
+    refused on the old token says nothing once TikTok has rotated it, and the refresh would then discard the
+    new tokens of an account no longer connected. Returns whether this call made the transition."""
     with transaction.atomic():
         qs = SocialAccount.objects.filter(pk=account_id, status=SocialAccount.Status.CONNECTED)
         if expected_version is not None:
             qs = qs.filter(token_version=expected_version)
+        if unless_refreshing:
+            qs = qs.filter(Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lte=timezone.now()))
         if not qs.update(status=SocialAccount.Status.REAUTH_REQUIRED, reauth_required_at=timezone.now()):
             return False
         account = SocialAccount.objects.select_related("identity").get(pk=account_id)
@@ -840,6 +846,58 @@ def social_account_refresh_token(*, account_id: str) -> str:
     return "refreshed"
 
 
+# A token this close to its expiry is refreshed before a platform call rather than sent: it could expire on
+# the way (a slow call, clocks that differ).
+TOKEN_EXPIRY_SKEW = timedelta(minutes=5)
+
+
+def social_account_token_expiring(account: SocialAccount, *, now=None) -> bool:
+    """Whether the account's access token has expired (or is about to) while a refresh token can still renew
+    it. TikTok's access token lives a day and its refresh token a year: the health check renews it hours
+    ahead, but when the check has fallen behind (workers or TikTok down longer than its margin), an expired
+    access token is no reason for a reauth. Instagram has no refresh token (an expired Instagram token
+    cannot be refreshed: it is dead)."""
+    now = now or timezone.now()
+    expires = account.token_expires_at
+    return bool(account.refresh_token_enc) and expires is not None and expires <= now + TOKEN_EXPIRY_SKEW
+
+
+def social_account_with_fresh_token(*, account: SocialAccount) -> SocialAccount:
+    """`account` ready for a platform call on its token: an expiring token (social_account_token_expiring)
+    is refreshed first, through social_account_refresh_token (one refresher at a time), and the account is
+    read again. Check the status of what is returned: reauth_required when the refresh token was refused too.
+    Raises the refresh's transient PlatformError (the caller tries again later); never flips on those."""
+    if account.status != SocialAccount.Status.CONNECTED or not social_account_token_expiring(account):
+        return account
+    social_account_refresh_token(account_id=account.pk)
+    return SocialAccount.objects.select_related("identity").get(pk=account.pk)
+
+
+def social_account_token_rejected(*, account_id: str, token_version: int) -> bool:
+    """A platform call made with the account's token (as of `token_version`) was answered "token invalid".
+    Returns whether the token is dead — the account is then reauth_required, with its one event — or False:
+    a newer token exists or may exist, and the call should be made again later. Not dead when:
+    - the token changed since (a reauth or a refresh stored a new one);
+    - a refresh is underway (its claim is held): TikTok may have rotated the token already, and its outcome
+      decides (marking now would make that refresh discard the only live tokens);
+    - the token had expired and one refresh attempt renews it (or fails for now: transient errors are raised).
+    Only a refusal of a token that is neither expired nor being refreshed, or a refresh refused with
+    invalid_grant, is a dead token (API.md: "rejected or cannot be refreshed")."""
+    account = SocialAccount.objects.filter(pk=account_id).first()
+    if account is None or account.token_version != token_version:
+        return False
+    if account.status != SocialAccount.Status.CONNECTED:
+        return account.status == SocialAccount.Status.REAUTH_REQUIRED
+    if account.refresh_claimed_until is not None and account.refresh_claimed_until > timezone.now():
+        return False
+    if social_account_token_expiring(account):
+        return social_account_refresh_token(account_id=account_id) == "reauth_required"
+    social_account_mark_reauth_required(account_id=account_id, expected_version=token_version, unless_refreshing=True)
+    return SocialAccount.objects.filter(
+        pk=account_id, token_version=token_version, status=SocialAccount.Status.REAUTH_REQUIRED
+    ).exists()
+
+
 def social_account_check_health(*, account_id: str) -> str:
     """The periodic health check of one account: refresh the token when it is close to expiry, otherwise
     verify it (profile call) once a day. A dead token → reauth_required (+ one event); a transient error
@@ -857,8 +915,8 @@ def social_account_check_health(*, account_id: str) -> str:
             access_token=account.access_token or "", scopes=_granted_scopes(account)
         )
     except TokenInvalid:
-        social_account_mark_reauth_required(account_id=account_id, expected_version=version)
-        return "reauth_required"
+        dead = social_account_token_rejected(account_id=account_id, token_version=version)
+        return "reauth_required" if dead else "skipped"
     _identity_upsert(
         organization_id=account.organization_id,
         platform=account.platform,

@@ -2,6 +2,7 @@
 metrics sync. The database is the source of truth: Celery messages only carry post ids, and every step
 here is safe to run twice or concurrently."""
 
+import contextlib
 import copy
 import json
 import logging
@@ -28,7 +29,12 @@ from accounts.platforms.base import (
     RequestRejected,
     TokenInvalid,
 )
-from accounts.services import event_record, social_account_mark_reauth_required
+from accounts.services import (
+    event_record,
+    social_account_mark_reauth_required,
+    social_account_token_rejected,
+    social_account_with_fresh_token,
+)
 from config.api.errors import Conflict, Validation
 from scheduling.models import (
     ONBOARDING_TEMPLATE,
@@ -572,6 +578,19 @@ def _fail(post: ScheduledPost, code: str, message: str) -> str:
     )
 
 
+def _token_refused(post: ScheduledPost, token_version: int, exc: TokenInvalid, message: str) -> str:
+    """The platform refused the token of a call that created nothing: fail CREDENTIAL_INVALID if the token is
+    dead (accounts.services.social_account_token_rejected), otherwise try the post again shortly."""
+    try:
+        dead = social_account_token_rejected(account_id=post.social_account_id, token_version=token_version)
+    except PlatformError as refresh_error:
+        return _retry_later(post, refresh_error)
+    if dead:
+        return _fail(post, "CREDENTIAL_INVALID", message)
+    renewed = PlatformUnavailable(f"the account's token is being renewed ({exc.code or 'token refused'})")
+    return _retry_later(post, renewed)
+
+
 def _fail_token_dead(post: ScheduledPost, token_version: int, message: str) -> str:
     """The platform refused the account's token: the post fails CREDENTIAL_INVALID and the account needs a
     reauth (unless its token changed since `token_version` was read: a reauth that just succeeded wins)."""
@@ -714,6 +733,13 @@ def _publish(post: ScheduledPost | None) -> str:
         # The container exists already (post_prepare): what is left is media_publish, in _resolve below.
         return _publish_known_id(post, prepared)
 
+    try:
+        # An access token that expired while the health check was behind is refreshed now, not sent.
+        account = post.social_account = social_account_with_fresh_token(account=account)
+    except PlatformError as exc:
+        return _retry_later(post, exc)  # the refresh failed for now: the post waits, the account stays
+    if account.status == SocialAccount.Status.REAUTH_REQUIRED:
+        return _fail(post, "CREDENTIAL_INVALID", "The account's token expired and could not be refreshed.")
     version = account.token_version
     intent = {"marked": False}
 
@@ -740,8 +766,10 @@ def _publish(post: ScheduledPost | None) -> str:
         return "skipped"
     except _AccountGone:
         return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
-    except TokenInvalid:
-        return _fail_token_dead(post, version, "The platform rejected the account's token; it needs a reauth.")
+    except TokenInvalid as exc:
+        # Refused before anything was created. Dead, or only old: a refresh underway (or one more attempt,
+        # for a token past its expiry) may have renewed it, and the post then goes out on the new token.
+        return _token_refused(post, version, exc, "The platform rejected the account's token; it needs a reauth.")
     except RequestRejected as exc:
         # The platform's own words (its message names what to fix: "aspect ratio ('0.3')"); the clients
         # build it from the platform's error with the request's token and the app secret redacted.
@@ -866,6 +894,15 @@ def _resolve(post: ScheduledPost) -> str:
         from leasing.services import released_pool_token
 
         token = released_pool_token(social_account_id=account.pk)
+    else:
+        try:
+            # As for the publish: an access token that expired meanwhile is refreshed before the poll.
+            account = post.social_account = social_account_with_fresh_token(account=account)
+        except PlatformError:
+            return _check_again(post, now)
+        if account.status == SocialAccount.Status.REAUTH_REQUIRED:
+            return _fail(post, "CREDENTIAL_INVALID", "The account's token expired and could not be refreshed.")
+        token = account.access_token
     try:
         if disconnected and not token:
             raise TokenInvalid("no token left to ask the platform with")
@@ -881,9 +918,13 @@ def _resolve(post: ScheduledPost) -> str:
             return _fail(
                 post, "ACCOUNT_DISCONNECTED", "The account was disconnected while the platform processed the post."
             )
-        return _fail_token_dead(
-            post, account.token_version, "The platform rejected the account's token while publishing."
-        )
+        try:
+            dead = social_account_token_rejected(account_id=account.pk, token_version=account.token_version)
+        except PlatformError:
+            dead = False
+        if not dead:
+            return _check_again(post, now)  # renewed (or being renewed): asked again on the new token
+        return _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token while publishing.")
     except (RateLimited, PlatformUnavailable, RequestRejected):
         return _check_again(post, now)
     if status.state in ("published", "sent_to_inbox"):
@@ -1053,6 +1094,13 @@ def _account_sync_metrics(account_posts: list[ScheduledPost], *, now: datetime) 
     account = account_posts[0].social_account
     if not account_has_layers(account=account):
         return []
+    try:
+        account = social_account_with_fresh_token(account=account)  # expired meanwhile: refreshed first
+    except PlatformError as exc:
+        log.info("metrics sync for %s skipped: token refresh %s", account.pk, type(exc).__name__)
+        return []
+    if account.status != SocialAccount.Status.CONNECTED:
+        return []
     client = _client(account.platform)
     updated: list[ScheduledPost] = []
     for i in range(0, len(account_posts), METRICS_BATCH):
@@ -1064,7 +1112,9 @@ def _account_sync_metrics(account_posts: list[ScheduledPost], *, now: datetime) 
                 external_ids=[p.external_id for p in batch],
             )
         except TokenInvalid:
-            social_account_mark_reauth_required(account_id=account.pk, expected_version=account.token_version)
+            # Dead, or only old (renewed meanwhile): then the next run reads on the new token.
+            with contextlib.suppress(PlatformError):
+                social_account_token_rejected(account_id=account.pk, token_version=account.token_version)
             break
         except PlatformError as exc:
             log.info("metrics sync for %s skipped: %s", account.pk, type(exc).__name__)
@@ -1109,6 +1159,13 @@ def _account_attach_late_ids(account_posts: list[ScheduledPost]) -> None:
     throttling, an outage) skips the account this run — a dead token is the metrics sync's (or the health
     check's) to act on."""
     account = account_posts[0].social_account
+    try:
+        account = social_account_with_fresh_token(account=account)
+    except PlatformError as exc:
+        log.info("post id follow-up for %s skipped: token refresh %s", account.pk, type(exc).__name__)
+        return
+    if account.status != SocialAccount.Status.CONNECTED:
+        return
     client = _client(account.platform)
     for post in account_posts:
         try:

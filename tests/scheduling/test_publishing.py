@@ -431,6 +431,127 @@ def test_dead_token_at_publish_fails_with_credential_invalid_and_flips_the_accou
     assert Event.objects.filter(type="social_account.needs_reauth").count() == 1
 
 
+# --- An expired TikTok access token is refreshed, not reported as dead ----------------------------------
+# TikTok's access token lives 24 h, its refresh token 365 d. The health check renews the access token 6 h
+# ahead; when it has fallen behind (workers or TikTok down longer than that), the token is still refreshable,
+# and API.md keeps reauth_required for a token "rejected or cannot be refreshed".
+
+
+def test_a_post_on_an_expired_tiktok_token_refreshes_it_and_publishes_without_a_reauth(owner):
+    account = connected_account(owner, "tiktok", "lateposter")
+    with time_machine.travel(later(hours=25), tick=True):
+        scheduled = schedule_now(owner, account["id"])
+        run_dispatcher()
+        body = post(owner, scheduled["id"])
+    row = SocialAccount.objects.get(pk=account["id"])
+    assert body["status"] == "published", body
+    assert row.status == "connected" and row.token_version == 2  # refreshed once, the new token stored
+    assert len(sandbox_posts("tiktok", "lateposter")) == 1
+    assert not Event.objects.filter(type="social_account.needs_reauth").exists()
+    # The refresh token it stored is the live one (TikTok rotated it): the next refresh works.
+    assert account_services.social_account_refresh_token(account_id=account["id"]) == "refreshed"
+
+
+def test_a_post_on_an_expired_token_whose_refresh_token_is_dead_too_fails_and_asks_for_a_reauth(owner):
+    account = connected_account(owner, "tiktok", "longgone")
+    with time_machine.travel(later(days=366), tick=True):
+        scheduled = schedule_now(owner, account["id"])
+        run_dispatcher()
+        body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "CREDENTIAL_INVALID", body
+    assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
+    assert Event.objects.filter(type="social_account.needs_reauth").count() == 1
+    assert sandbox_posts("tiktok", "longgone") == []
+
+
+def test_a_post_on_an_expired_token_waits_out_a_refresh_outage_instead_of_asking_for_a_reauth(owner):
+    from tests.platform_helpers import inject_fault
+
+    account = connected_account(owner, "tiktok", "patient")
+    with time_machine.travel(later(hours=25), tick=True):
+        scheduled = schedule_now(owner, account["id"])
+        inject_fault("tiktok", "patient", "server_error", count=1)  # the refresh fails once
+        run_dispatcher()
+        body = post(owner, scheduled["id"])
+        assert body["status"] == "queued", body  # tried again after a backoff
+        assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+    with time_machine.travel(later(hours=25, minutes=2), tick=True):
+        run_dispatcher()
+        body = post(owner, scheduled["id"])
+    assert body["status"] == "published", body
+    assert not Event.objects.filter(type="social_account.needs_reauth").exists()
+
+
+def test_a_status_poll_after_the_token_expired_refreshes_it_and_settles_the_post(owner):
+    account = connected_account(owner, "tiktok", "slowpoll")
+    post_id = _sent_then_processing(owner, account["id"])
+    with time_machine.travel(later(hours=23, minutes=59), tick=True):
+        # The health check did not run meanwhile; the access token is a day old when the poll comes.
+        SocialAccount.objects.filter(pk=account["id"]).update(token_expires_at=later(minutes=-1))
+        run_dispatcher()
+        body = post(owner, post_id)
+    assert body["status"] == "published", body
+    row = SocialAccount.objects.get(pk=account["id"])
+    assert row.status == "connected" and row.token_version == 2
+    assert not Event.objects.filter(type="social_account.needs_reauth").exists()
+
+
+def test_the_metrics_sync_after_the_token_expired_refreshes_it_and_reads_the_metrics(owner):
+    account = connected_account(owner, "tiktok", "metrics.late")
+    schedule_now(owner, account["id"])
+    run_dispatcher()
+    with time_machine.travel(later(hours=25), tick=True):
+        assert services.posts_sync_metrics() == 1
+    row = SocialAccount.objects.get(pk=account["id"])
+    assert row.status == "connected" and row.token_version == 2
+    assert not Event.objects.filter(type="social_account.needs_reauth").exists()
+
+
+def test_a_post_rejected_on_a_token_being_refreshed_meanwhile_is_retried_and_the_refresh_is_kept(owner):
+    """The health check is refreshing the expired token (TikTok has answered, the new tokens are not stored
+    yet) when a post goes out on the old one and TikTok refuses it. The refusal is about the old token: the
+    account must not be flipped, and the refresh's new tokens (TikTok has already rotated the refresh token)
+    must not be thrown away."""
+    import threading
+    from unittest import mock
+
+    from accounts.platforms.tiktok import TikTokClient
+    from tests.concurrency import run_in_threads
+
+    account = connected_account(owner, "tiktok", "midrefresh")
+    reached, go = threading.Event(), threading.Event()
+    original = TikTokClient.refresh
+
+    def slow_refresh(self, *, tokens):
+        result = original(self, tokens=tokens)
+        reached.set()
+        go.wait(20)
+        return result
+
+    def publish():
+        reached.wait(20)
+        try:
+            run_dispatcher()
+        finally:
+            go.set()
+
+    with time_machine.travel(later(hours=25), tick=True):
+        scheduled = schedule_now(owner, account["id"])
+        with mock.patch.object(TikTokClient, "refresh", slow_refresh):
+            outcomes = run_in_threads(
+                lambda: account_services.social_account_check_health(account_id=account["id"]), publish
+            )
+        assert outcomes[0] == "refreshed"
+        row = SocialAccount.objects.get(pk=account["id"])
+        assert row.status == "connected" and row.token_version == 2
+        assert post(owner, scheduled["id"])["status"] == "queued"  # tried again shortly, on the new token
+    with time_machine.travel(later(hours=25, minutes=2), tick=True):
+        run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "published"
+    assert not Event.objects.filter(type="social_account.needs_reauth").exists()
+    assert account_services.social_account_refresh_token(account_id=account["id"]) == "refreshed"
+
+
 def test_queued_post_of_a_reauth_required_account_fails_at_its_time(owner):
     account = connected_account(owner, "instagram", "lapsed")
     scheduled = schedule_now(owner, account["id"], when=later(hours=1))
