@@ -39,7 +39,8 @@ class LeaseError(ApiError):
 RETIRED_NO_TOKENS = "imported without tokens: connect the account before leasing it"
 RETIRED_DEAD_AT_ASSIGNMENT = "token missing or invalid at assignment: reconnect it"
 RETIRED_DEAD_AFTER_RELEASE = "token invalid after release: reconnect it"
-TOKEN_RETIREMENTS = (RETIRED_NO_TOKENS, RETIRED_DEAD_AT_ASSIGNMENT, RETIRED_DEAD_AFTER_RELEASE)
+RETIRED_DEAD_AT_REFRESH = "token refresh refused by TikTok: reconnect it"
+TOKEN_RETIREMENTS = (RETIRED_NO_TOKENS, RETIRED_DEAD_AT_ASSIGNMENT, RETIRED_DEAD_AFTER_RELEASE, RETIRED_DEAD_AT_REFRESH)
 # The platform_user_id of an account imported without tokens in live mode, until it is connected.
 PENDING_USER_PREFIX = "pending:"
 
@@ -337,26 +338,55 @@ def _is_current_attempt(request: LeaseRequest, attempt: int | None) -> bool:
 
 
 def _check_tokens(accounts: list[PoolAccount]) -> tuple[list[str], list[str]]:
-    """Verify each reserved account's token with TikTok (no transaction open). Returns the problems, and the
-    ids of the accounts without a usable token (none, or refused): a platform outage is not their fault."""
-    from accounts.platforms.clients import get_client
-
-    client = get_client("tiktok")
+    """Verify each reserved account's token with TikTok (no transaction open), refreshing an expired one
+    first (_verified_token). Returns the problems, and the ids of the accounts without a usable token (none,
+    or refused and not refreshable): a platform outage is not their fault."""
     problems, dead = [], []
     for account in accounts:
-        token = account.access_token
-        if not token:
+        if not account.access_token:
             problems.append(f"@{account.handle} has no token")
             dead.append(account.pk)
             continue
         try:
-            client.get_profile(access_token=token)
-        except TokenInvalid:
-            problems.append(f"@{account.handle}'s token is no longer valid")
-            dead.append(account.pk)
+            alive = _verified_token(account, status=PoolAccount.Status.RESERVED)
         except PlatformError as exc:
             problems.append(f"TikTok could not confirm @{account.handle} ({type(exc).__name__})")
+            continue
+        if not alive:
+            problems.append(f"@{account.handle}'s token is no longer valid")
+            dead.append(account.pk)
     return problems, dead
+
+
+def _verified_token(account: PoolAccount, *, status: str) -> bool:
+    """Whether the pool account's token works (a profile call). An access token that expired (a day in the
+    pool is enough: TikTok's lives 24 h) is refreshed first, and one refused is refreshed once, with the
+    refresh token (365 days): only a refresh TikTok refuses too means a dead account. Raises PlatformError
+    when TikTok could not say (transient). `status` is the status the account must still have for a refresh
+    to be stored (the caller's hold on it); `account` gets the refreshed tokens."""
+    from accounts.platforms.clients import get_client
+
+    client = get_client("tiktok")
+    if _pool_token_expiring(account, within=_POOL_CALL_SKEW):
+        # wait: a refresh of the same account underway (the beat task) is waited for, then its token is used.
+        if pool_account_refresh(pool_account_id=account.pk, statuses=(status,), wait=True) == "dead":
+            return False
+        account.refresh_from_db(fields=POOL_TOKEN_FIELDS)
+    refused = account.access_token or ""
+    try:
+        client.get_profile(access_token=refused)
+        return True
+    except TokenInvalid:
+        pass
+    outcome = pool_account_refresh(pool_account_id=account.pk, statuses=(status,), wait=True, refused=refused)
+    if outcome not in ("refreshed", "renewed"):
+        return False  # refused too, no refresh token, or no longer the caller's to check
+    account.refresh_from_db(fields=POOL_TOKEN_FIELDS)
+    try:
+        client.get_profile(access_token=account.access_token or "")
+    except TokenInvalid:
+        return False
+    return True
 
 
 def _fail(
@@ -611,21 +641,104 @@ def _settle_released(lease_id: int) -> None:
 
 
 def pool_account_check(*, pool_account_id: str) -> str:
-    """Verify a returned pool account's token; a dead one takes the account out of the pool (retired,
-    with a note for ops) instead of leasing a broken account to the next partner."""
-    from accounts.platforms.clients import get_client
-
+    """Verify a returned pool account's token (refreshing an expired one: _verified_token); a dead one takes
+    the account out of the pool (retired, with a note for ops) instead of leasing a broken account to the
+    next partner. Raises PlatformError when TikTok could not say (the task does not retry: the next
+    assignment checks the token again)."""
     account = PoolAccount.objects.get(pk=pool_account_id)
     if account.status != PoolAccount.Status.AVAILABLE:
         return "skipped"
-    try:
-        get_client("tiktok").get_profile(access_token=account.access_token or "")
-    except TokenInvalid:
+    if not _verified_token(account, status=PoolAccount.Status.AVAILABLE):
         PoolAccount.objects.filter(pk=account.pk, status=PoolAccount.Status.AVAILABLE).update(
             status=PoolAccount.Status.RETIRED, status_note=RETIRED_DEAD_AFTER_RELEASE
         )
         return "retired"
     return "ok"
+
+
+# --- Pool token refresh ----------------------------------------------------------------------------------
+# Pool accounts wait for a lease for days or months; their TikTok access token lives 24 h, their refresh
+# token 365 d and TikTok rotates it on every refresh. The beat task `pool-accounts-token-refresh` refreshes
+# the tokens of pool accounts not leased (a leased one's token is on its social account, which the accounts
+# health check refreshes) POOL_REFRESH_MARGIN before the access token expires, so the refresh token keeps
+# rotating and never lapses; assignment and the check after a release refresh an expired one themselves.
+POOL_REFRESH_MARGIN = timedelta(hours=6)
+_POOL_CALL_SKEW = timedelta(minutes=5)
+
+
+def _pool_token_expiring(account: PoolAccount, *, within: timedelta, now=None) -> bool:
+    now = now or timezone.now()
+    expires = account.token_expires_at
+    return bool(account.refresh_token_enc) and (expires is None or expires <= now + within)
+
+
+def pool_account_refresh(
+    *, pool_account_id: str, statuses=(PoolAccount.Status.AVAILABLE,), wait: bool = False, refused: str | None = None
+) -> str:
+    """Refresh a pool account's TikTok tokens and store the new pair (pool_account_set_tokens). Returns
+    "refreshed"; "dead" when TikTok refused the refresh token (invalid_grant: the grant was removed, or the
+    refresh token lapsed); "skipped" when the account is no longer in one of `statuses`, has no refresh
+    token, is not within POOL_REFRESH_MARGIN of expiry, or (without `wait`) another refresh holds it. With
+    `refused` (an access token a call was refused with), it refreshes whatever the expiry, unless the account
+    holds another access token by then ("renewed": use that one). Raises the transient PlatformError (nothing
+    changed). It does not retire: the caller knows why it asked.
+
+    The row stays locked (FOR UPDATE) during the refresh call, one row for one call: TikTok rotates the
+    refresh token, and a second refresh sending the same one would be refused and read as a dead account. A
+    concurrent refresh skips (SKIP LOCKED) or, with `wait`, waits and then finds the token fresh."""
+    from accounts.platforms.clients import get_client
+
+    with transaction.atomic():
+        pool = (
+            PoolAccount.objects.select_for_update(skip_locked=not wait)
+            .filter(pk=pool_account_id, status__in=statuses)
+            .first()
+        )
+        if pool is None or not pool.refresh_token:
+            return "skipped"
+        if refused is not None and pool.access_token != refused:
+            return "renewed"
+        if refused is None and not _pool_token_expiring(pool, within=POOL_REFRESH_MARGIN):
+            return "skipped"
+        before = TokenSet(
+            access_token=pool.access_token or "",
+            refresh_token=pool.refresh_token,
+            expires_at=pool.token_expires_at or timezone.now(),
+            refresh_expires_at=pool.refresh_expires_at,
+            platform_user_id=pool.platform_user_id,
+        )
+        try:
+            tokens = get_client("tiktok").refresh(tokens=before)
+        except TokenInvalid:
+            return "dead"
+        pool_account_set_tokens(pool, tokens)
+        pool.save(update_fields=POOL_TOKEN_FIELDS)
+    return "refreshed"
+
+
+def pool_account_refresh_due(*, pool_account_id: str) -> str:
+    """The beat task's refresh of one pool account (idempotent: a refreshed account is no longer due): a
+    refresh token TikTok refuses retires the account, with a note (reconnecting it cures that)."""
+    outcome = pool_account_refresh(pool_account_id=pool_account_id)
+    if outcome == "dead":
+        PoolAccount.objects.filter(pk=pool_account_id, status=PoolAccount.Status.AVAILABLE).update(
+            status=PoolAccount.Status.RETIRED, status_note=RETIRED_DEAD_AT_REFRESH
+        )
+        return "retired"
+    return outcome
+
+
+def pool_accounts_due_for_refresh(*, now=None, limit: int = 1000) -> list[str]:
+    """Ids of available pool accounts (warm or still warming) whose access token expires within
+    POOL_REFRESH_MARGIN and that hold a refresh token, soonest first."""
+    now = now or timezone.now()
+    return list(
+        PoolAccount.objects.filter(status=PoolAccount.Status.AVAILABLE)
+        .exclude(refresh_token_enc="")
+        .filter(Q(token_expires_at__isnull=True) | Q(token_expires_at__lte=now + POOL_REFRESH_MARGIN))
+        .order_by(F("token_expires_at").asc(nulls_first=True))
+        .values_list("pk", flat=True)[:limit]
+    )
 
 
 # --- Pool ---------------------------------------------------------------------------------------------

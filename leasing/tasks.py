@@ -1,5 +1,6 @@
 from celery import shared_task
 
+from accounts.platforms.base import PlatformError
 from leasing import services
 
 
@@ -13,3 +14,22 @@ def pool_account_check(pool_account_id: str) -> str:
 def lease_requests_recover_interrupted() -> int:
     """Periodic: fail requests left `provisioning` by an assignment that never finished; free their accounts."""
     return services.lease_requests_recover_interrupted()
+
+
+@shared_task
+def pool_accounts_refresh_tick() -> int:
+    """Periodic: queue a token refresh for every available pool account whose access token nears expiry, so
+    that its rotating refresh token never lapses while it waits for a lease."""
+    ids = services.pool_accounts_due_for_refresh()
+    for pool_account_id in ids:
+        pool_account_refresh_token.delay(pool_account_id)
+    return len(ids)
+
+
+@shared_task(bind=True, max_retries=5)
+def pool_account_refresh_token(self, pool_account_id: str) -> str:
+    try:
+        return services.pool_account_refresh_due(pool_account_id=pool_account_id)
+    except PlatformError as exc:
+        # Transient (nothing changed): try again with backoff; the next tick queues it again anyway.
+        raise self.retry(countdown=exc.retry_after or min(60 * 2**self.request.retries, 3600))

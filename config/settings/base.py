@@ -436,6 +436,9 @@ CELERY_BEAT_SCHEDULE = {
     "billing-lease-renewals": {"task": "billing.tasks.lease_renewals_tick", "schedule": 900.0},
     # Lease requests whose assignment died half-way (left `provisioning`, accounts reserved) are reopened.
     "lease-requests-recovery": {"task": "leasing.tasks.lease_requests_recover_interrupted", "schedule": 300.0},
+    # Pool accounts wait for a lease for days: their TikTok access token (24 h) is refreshed 6 h before it
+    # expires, so their rotating refresh token (365 d) never lapses. Leased ones: social-accounts-health.
+    "pool-accounts-token-refresh": {"task": "leasing.tasks.pool_accounts_refresh_tick", "schedule": 1800.0},
 }
 
 # --- allauth: staff sign-in with MFA; nobody signs up -------------------------------------------------

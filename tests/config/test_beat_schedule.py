@@ -22,6 +22,7 @@ def test_every_beat_entry_names_a_registered_task():
         ("oauth-sessions-retention", 3600),
         ("social-accounts-provisioning", 900),  # a connect whose fan-out was lost gets its layers
         ("social-accounts-health", 900),
+        ("pool-accounts-token-refresh", 6 * 3600 - 1),  # within the 6 h margin before a pool token expires
     ],
 )
 def test_beat_runs_the_periodic_job_often_enough(name, at_most_every):

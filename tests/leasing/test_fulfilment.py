@@ -1,6 +1,7 @@
 """Fulfilment and release, through the same services the admin and the commands use."""
 
 import json
+from datetime import timedelta
 
 import pytest
 import time_machine
@@ -345,6 +346,105 @@ def test_leased_tokens_are_refreshed_by_the_health_check(owner):
     account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
     with time_machine.travel(later(hours=20)):
         assert account_services.social_account_check_health(account_id=account_id) == "refreshed"
+
+
+# --- Pool tokens are refreshed, not left to expire ----------------------------------------------------------
+# A pool account's TikTok access token lives 24 h and its refresh token 365 d; accounts wait in the pool for
+# days. An expired access token is refreshed (at assignment, at the check after a release, and ahead of time
+# by the beat task `pool-accounts-token-refresh`); only a refresh TikTok refuses retires the account.
+
+
+def test_a_pool_account_idle_longer_than_its_access_token_is_refreshed_at_assignment_and_leased(owner):
+    [pool_id] = add_pool(1)
+    accepted = request_accounts(owner, 1)
+    before = PoolAccount.objects.get(pk=pool_id).refresh_token
+    with time_machine.travel(later(days=2), tick=True):
+        result = services.lease_assign(request_id=accepted["requestId"], pool_account_ids=[pool_id])
+        assert result.status == LeaseRequest.Status.ASSIGNED, (result.status, services.failure_problems(result))
+        account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
+        leased = SocialAccount.objects.get(pk=account_id)
+        # The leased account got the refreshed pair (TikTok rotated the refresh token): it posts and refreshes.
+        assert leased.refresh_token != before and leased.token_expires_at > later(hours=23)
+        scheduled = schedule_now(owner, account_id)
+        run_dispatcher()
+        assert post(owner, scheduled["id"])["status"] == "published"
+        from accounts import services as account_services
+
+        assert account_services.social_account_refresh_token(account_id=account_id) == "refreshed"
+    assert PoolAccount.objects.get(pk=pool_id).status == "leased"
+
+
+def test_a_pool_account_whose_refresh_token_expired_too_is_retired_at_assignment(owner):
+    [pool_id] = add_pool(1)
+    accepted = request_accounts(owner, 1)
+    with time_machine.travel(later(days=366), tick=True):
+        result = services.lease_assign(request_id=accepted["requestId"], pool_account_ids=[pool_id])
+    assert result.status == LeaseRequest.Status.FAILED
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert pool.status == "retired" and "reconnect" in pool.status_note
+
+
+def test_a_returned_account_whose_access_token_expired_is_refreshed_by_its_check_not_retired(owner):
+    [pool_id] = add_pool(1)
+    with time_machine.travel(later(hours=30), tick=True):
+        assert services.pool_account_check(pool_account_id=pool_id) == "ok"
+        pool = PoolAccount.objects.get(pk=pool_id)
+        assert pool.status == "available" and pool.token_expires_at > later(hours=23)
+
+
+def test_the_pool_refresh_task_keeps_idle_pool_tokens_alive(owner):
+    from leasing.tasks import pool_accounts_refresh_tick
+
+    [pool_id] = add_pool(1)
+    [warming] = add_pool(1)
+    PoolAccount.objects.filter(pk=warming).update(warmup_state=PoolAccount.Warmup.WARMING)
+    start = later()
+    assert pool_accounts_refresh_tick.apply().result == 0  # fresh tokens: nothing to do
+    seen = {PoolAccount.objects.get(pk=pool_id).refresh_token}
+    # The task acts 6 h before an access token expires: a tick every 20 h finds both accounts due.
+    for step in range(1, 4):
+        with time_machine.travel(start + timedelta(hours=20 * step)):
+            assert pool_accounts_refresh_tick.apply().result == 2
+            assert pool_accounts_refresh_tick.apply().result == 0  # idempotent: refreshed tokens are not due
+            pool = PoolAccount.objects.get(pk=pool_id)
+            seen.add(pool.refresh_token)
+            # Each refresh rotates the refresh token and starts its 365 days again: it never lapses.
+            assert pool.refresh_expires_at > later(days=364)
+    assert len(seen) == 4
+    accepted = request_accounts(owner, 1)
+    with time_machine.travel(start + timedelta(hours=70)):
+        result = services.lease_assign(request_id=accepted["requestId"], pool_account_ids=[pool_id])
+        assert result.status == LeaseRequest.Status.ASSIGNED, services.failure_problems(result)
+    assert PoolAccount.objects.get(pk=warming).status == "available"
+
+
+def test_the_pool_refresh_task_retires_an_account_whose_grant_was_removed(owner):
+    from leasing.tasks import pool_accounts_refresh_tick
+
+    [pool_id] = add_pool(1)
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    Client().post("/sandbox/tiktok/_control/invalidate-tokens", {"username": handle}, content_type="application/json")
+    with time_machine.travel(later(hours=20), tick=True):
+        assert pool_accounts_refresh_tick.apply().result == 1
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert pool.status == "retired" and "reconnect" in pool.status_note
+
+
+def test_a_pool_refresh_and_a_returned_accounts_check_at_the_same_moment_keep_one_live_token(owner):
+    """Two refreshes of the same pool account at once would each send the same refresh token; TikTok rotates
+    it, so the second would be refused and read as a dead account. One refreshes, the other leaves it be."""
+    from tests.concurrency import run_in_threads
+
+    [pool_id] = add_pool(1)
+    with time_machine.travel(later(hours=25), tick=True):
+        outcomes = run_in_threads(
+            lambda: services.pool_account_refresh(pool_account_id=pool_id),
+            lambda: services.pool_account_check(pool_account_id=pool_id),
+        )
+        pool = PoolAccount.objects.get(pk=pool_id)
+        assert pool.status == "available", (outcomes, pool.status_note)
+        assert pool.token_expires_at > later(hours=23)
+        assert services.pool_account_check(pool_account_id=pool_id) == "ok"
 
 
 def test_commands_print_the_request_as_the_api_shows_it(owner):
