@@ -182,6 +182,11 @@ class SocialAccount(models.Model):
     token_refreshed_at = models.DateTimeField(null=True, blank=True)
     health_checked_at = models.DateTimeField(null=True, blank=True)
     refresh_claimed_until = models.DateTimeField(null=True, blank=True)
+    # Not before this time does the health tick take the account again: its check is queued (not yet done)
+    # or failed for now (TikTok errors) and waits out a backoff. Without it, accounts whose checks keep
+    # failing held the head of every (bounded) batch, and those behind them were never refreshed. Nullable:
+    # the release still running while the column is added inserts rows without it.
+    health_next_attempt_at = models.DateTimeField(null=True, blank=True)
     scopes = models.CharField(max_length=512, blank=True)
 
     avatar_url = models.URLField(max_length=1024, blank=True)

@@ -488,6 +488,7 @@ def _store_tokens(account: SocialAccount, tokens: TokenSet) -> None:
     account.token_version += 1
     account.token_refreshed_at = timezone.now()
     account.health_checked_at = timezone.now()
+    account.health_next_attempt_at = None
     account.refresh_claimed_until = None
 
 
@@ -898,10 +899,24 @@ def social_account_token_rejected(*, account_id: str, token_version: int) -> boo
     ).exists()
 
 
+# How long an account whose health check failed for now (or whose check is queued) is left out of the
+# health tick's batches: about as long as the check task's own retries take (1 + 2 + 4 + 8 + 16 minutes).
+HEALTH_RETRY_AFTER = timedelta(minutes=30)
+
+
 def social_account_check_health(*, account_id: str) -> str:
     """The periodic health check of one account: refresh the token when it is close to expiry, otherwise
     verify it (profile call) once a day. A dead token → reauth_required (+ one event); a transient error
-    changes nothing and is re-raised for the retry policy."""
+    changes nothing but the account's place in the health queue (health_next_attempt_at: it waits out
+    HEALTH_RETRY_AFTER, so it does not hold the head of every batch) and is re-raised for the retry policy."""
+    try:
+        return _check_health(account_id=account_id)
+    except PlatformError:
+        SocialAccount.objects.filter(pk=account_id).update(health_next_attempt_at=timezone.now() + HEALTH_RETRY_AFTER)
+        raise
+
+
+def _check_health(*, account_id: str) -> str:
     account = SocialAccount.objects.select_related("identity").filter(pk=account_id).first()
     if account is None or account.status != SocialAccount.Status.CONNECTED:
         return "skipped"
@@ -923,12 +938,13 @@ def social_account_check_health(*, account_id: str) -> str:
         profile=profile,
         platform_user_id=account.identity.platform_user_id,
     )
-    SocialAccount.objects.filter(pk=account_id).update(health_checked_at=now)
+    SocialAccount.objects.filter(pk=account_id).update(health_checked_at=now, health_next_attempt_at=None)
     return "healthy"
 
 
 def social_accounts_due_for_health(*, now=None, limit: int = 1000) -> list[str]:
-    """Ids of live connected accounts whose token nears expiry or that were not verified for a day."""
+    """Ids of live connected accounts whose token nears expiry or that were not verified for a day, soonest
+    expiry first, leaving out those waiting for a queued check or a backoff (health_next_attempt_at)."""
     now = now or timezone.now()
     near_expiry = Q()
     for platform, margin in settings.LAYERS_TOKEN_REFRESH_MARGIN.items():
@@ -937,9 +953,17 @@ def social_accounts_due_for_health(*, now=None, limit: int = 1000) -> list[str]:
     return list(
         SocialAccount.objects.filter(status=SocialAccount.Status.CONNECTED)
         .filter(near_expiry | stale)
+        .filter(Q(health_next_attempt_at__isnull=True) | Q(health_next_attempt_at__lte=now))
         .order_by("token_expires_at")
         .values_list("pk", flat=True)[:limit]
     )
+
+
+def social_accounts_health_queued(*, account_ids: list[str], now=None) -> None:
+    """The tick has queued these accounts' checks: leave them out of its next batches until the check has
+    run (it clears or resets the mark) or HEALTH_RETRY_AFTER has passed (its message was lost)."""
+    now = now or timezone.now()
+    SocialAccount.objects.filter(pk__in=account_ids).update(health_next_attempt_at=now + HEALTH_RETRY_AFTER)
 
 
 # --- Post-connect fan-out (idempotent steps, run by accounts.tasks.social_account_after_connect) ------

@@ -42,6 +42,8 @@ def social_account_after_connect(self, account_id: str) -> list[str]:
 def social_accounts_health_tick() -> int:
     """Periodic: queue a health check for every account whose token nears expiry or is unverified."""
     ids = services.social_accounts_due_for_health()
+    # Marked before queueing: a check that runs at once (an idle worker) then clears its own mark.
+    services.social_accounts_health_queued(account_ids=ids)
     for account_id in ids:
         social_account_check_health.delay(account_id)
     return len(ids)

@@ -103,6 +103,63 @@ def test_health_tick_queues_checks_for_due_accounts(owner):
     assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
 
 
+def _health_tick(limit: int) -> list[str]:
+    """One health tick as the beat runs it, with its checks run inline and its batch bounded at `limit`."""
+    import contextlib
+
+    from accounts.platforms.base import PlatformError
+
+    picked = services.social_accounts_due_for_health(limit=limit)
+    for account_id in picked:
+        with contextlib.suppress(PlatformError):  # the task would retry later
+            services.social_account_check_health(account_id=account_id)
+    return picked
+
+
+def test_accounts_whose_refresh_keeps_failing_do_not_starve_the_rest_of_the_health_check(owner):
+    """The tick takes a bounded batch of due accounts, soonest expiry first. Accounts whose refresh keeps
+    failing (TikTok errors for them) must not hold the head of every batch: one behind them still gets
+    its token refreshed before it expires."""
+    stuck = [connected_account(owner, "tiktok", f"stuck{i}")["id"] for i in range(2)]
+    victim = connected_account(owner, "tiktok", "victim")["id"]
+    start = timezone.now()
+    for i, pk in enumerate(stuck):  # they expire a bit before the victim; all three within the 6 h margin
+        SocialAccount.objects.filter(pk=pk).update(token_expires_at=start + timedelta(hours=3, minutes=i))
+        sandbox_control("tiktok", "faults", {"username": f"stuck{i}", "kind": "server_error", "count": 1000})
+    SocialAccount.objects.filter(pk=victim).update(token_expires_at=start + timedelta(hours=4))
+
+    picked = []
+    for minute in range(0, 60, 10):  # an hour of ticks, every 10 minutes, each batch bounded at 2
+        with time_machine.travel(start + timedelta(minutes=minute)):
+            picked.append(_health_tick(limit=2))
+    assert victim in sum(picked, [])
+    row = SocialAccount.objects.get(pk=victim)
+    assert row.token_version == 2 and row.token_expires_at > start + timedelta(hours=20)
+    # The failing ones keep being tried (after a backoff), and stay connected: the errors are TikTok's.
+    assert sum(picked, []).count(stuck[0]) >= 2
+    assert set(SocialAccount.objects.filter(pk__in=stuck).values_list("status", flat=True)) == {"connected"}
+
+
+def test_the_health_tick_does_not_queue_an_account_whose_check_is_still_pending(owner, monkeypatch):
+    from accounts import tasks
+
+    pk = connected_account(owner, "tiktok", "pending")["id"]
+    SocialAccount.objects.filter(pk=pk).update(token_expires_at=timezone.now() + timedelta(hours=1))
+    queued = []
+    monkeypatch.setattr(tasks.social_account_check_health, "delay", queued.append)  # the workers are busy
+
+    assert tasks.social_accounts_health_tick() == 1
+    with time_machine.travel(timezone.now() + timedelta(minutes=10)):
+        assert tasks.social_accounts_health_tick() == 0  # its check is still in the queue
+    with time_machine.travel(timezone.now() + timedelta(minutes=45)):
+        assert tasks.social_accounts_health_tick() == 1  # that message was lost: queued again
+    assert queued == [pk, pk]
+    monkeypatch.undo()
+    with time_machine.travel(timezone.now() + timedelta(minutes=50)):
+        assert tasks.social_account_check_health.apply(args=[pk]).result == "refreshed"
+        assert pk not in services.social_accounts_due_for_health()
+
+
 @pytest.mark.parametrize("platform", ["tiktok", "instagram"])
 def test_reauth_keeps_the_id_rotates_the_token_and_reconnects(owner, platform):
     account = connected_account(owner, platform, "comeback")
