@@ -1064,7 +1064,7 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int
     stale = now - METRICS_STALE_AFTER
     _posts_attach_late_ids(now=now, stale=stale, limit=limit)
     with_layers = Layer.objects.filter(kind__in=ACCOUNT_LAYER_KINDS).values("social_account_id")
-    posts = list(
+    due = (
         ScheduledPost.objects.filter(
             status=ScheduledPost.Status.PUBLISHED,
             # Only posts we published: a managed post's external id is its provider's, which the platform
@@ -1076,16 +1076,27 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int
         .exclude(external_id="")
         .filter(Q(metrics_synced_at__isnull=True) | Q(metrics_synced_at__lt=stale))
         .filter(Q(metrics_attempted_at__isnull=True) | Q(metrics_attempted_at__lt=stale))
-        .select_related("social_account__identity")
-        # Least recently asked first: a post asked about and not answered must not hold its place.
-        .order_by(F("metrics_attempted_at").asc(nulls_first=True), "social_account_id", "pk")[:limit]
     )
+    posts = _take_for_sync(due, now=now, limit=limit, related=("social_account__identity",))
     synced = _each_account(posts, "metrics sync", lambda account_posts: _account_sync_metrics(account_posts, now=now))
     updated = [post for account_posts in synced for post in account_posts]
     ScheduledPost.objects.bulk_update(updated, ["views", "likes", "comments", "shares", "metrics_synced_at"])
-    # Every post taken this run was asked about (or its account's calls failed): to the back of the line.
-    ScheduledPost.objects.filter(pk__in=[p.pk for p in posts]).update(metrics_attempted_at=now)
     return len(updated)
+
+
+def _take_for_sync(due, *, now: datetime, limit: int, related: tuple[str, ...]) -> list[ScheduledPost]:
+    """Take up to `limit` of the `due` posts for this run, least recently asked first (a post asked about
+    and not answered must not hold its place), and stamp them asked (metrics_attempted_at) before any platform
+    call, in one short transaction that skips rows another run is taking (SKIP LOCKED). Beat sends a run every
+    15 minutes whether or not the last one has finished: an overlapping run then takes the next posts in
+    line instead of asking the platform about the same ones again."""
+    order = (F("metrics_attempted_at").asc(nulls_first=True), "social_account_id", "pk")
+    with transaction.atomic():
+        ids = list(
+            due.select_for_update(skip_locked=True, of=("self",)).order_by(*order).values_list("pk", flat=True)[:limit]
+        )
+        ScheduledPost.objects.filter(pk__in=ids).update(metrics_attempted_at=now)
+    return list(ScheduledPost.objects.filter(pk__in=ids).select_related(*related).order_by(*order))
 
 
 def _account_sync_metrics(account_posts: list[ScheduledPost], *, now: datetime) -> list[ScheduledPost]:
@@ -1135,7 +1146,7 @@ def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int) -> Non
     their metrics in the same run. A post still without one is stamped metrics_attempted_at, so it is asked
     at most once per METRICS_STALE_AFTER. No event: API.md has none for a URL that appears later (the
     scheduled post and the published-posts list show it)."""
-    waiting = list(
+    due = (
         ScheduledPost.objects.filter(
             status=ScheduledPost.Status.PUBLISHED,
             mode=ScheduledPost.Mode.PUBLISH,
@@ -1146,11 +1157,9 @@ def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int) -> Non
         )
         .exclude(publish_id="")
         .filter(Q(metrics_attempted_at__isnull=True) | Q(metrics_attempted_at__lt=stale))
-        .select_related("container", "social_account__identity")
-        .order_by(F("metrics_attempted_at").asc(nulls_first=True), "social_account_id", "pk")[:limit]
     )
+    waiting = _take_for_sync(due, now=now, limit=limit, related=("container", "social_account__identity"))
     _each_account(waiting, "post id follow-up", _account_attach_late_ids)
-    ScheduledPost.objects.filter(pk__in=[p.pk for p in waiting], external_id="").update(metrics_attempted_at=now)
 
 
 def _account_attach_late_ids(account_posts: list[ScheduledPost]) -> None:
@@ -1183,8 +1192,9 @@ def _account_attach_late_ids(account_posts: list[ScheduledPost]) -> None:
             log.info("post id follow-up for %s skipped: %s", account.pk, type(exc).__name__)
             return
         if status.state == "published" and status.external_id:
+            # Not asked about its metrics yet: the metrics sync of this run takes it first.
             ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHED, external_id="").update(
-                external_id=status.external_id, external_url=status.external_url or ""
+                external_id=status.external_id, external_url=status.external_url or "", metrics_attempted_at=None
             )
 
 

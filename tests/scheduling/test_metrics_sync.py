@@ -139,3 +139,36 @@ def test_a_managed_posts_provider_id_is_never_asked_of_the_platform(owner, setti
     managed_row = ScheduledPost.objects.get(pk=managed["id"])
     assert managed_row.metrics_synced_at is None and managed_row.metrics_attempted_at is None
     assert ScheduledPost.objects.get(pk=own["id"]).metrics_synced_at is not None
+
+
+def test_two_overlapping_sync_runs_never_ask_the_platform_about_the_same_post(owner):
+    """Beat sends the sync every 15 minutes whether or not the last run has finished; a run that takes
+    longer (thousands of accounts, a slow platform) overlapped the next, which asked about the very same
+    posts again: double the rate budget, more throttling, longer runs. Each run now claims its posts first."""
+    import threading
+
+    from tests.concurrency import run_in_threads
+
+    accounts = [connected_account(owner, "tiktok", f"overlap.{n}") for n in range(2)]
+    posts = [schedule_now(owner, account["id"]) for account in accounts]
+    run_dispatcher()
+    assert all(post(owner, p["id"])["status"] == "published" for p in posts)
+    asked: list[list[str]] = []
+    second_run_asked = threading.Event()
+    real_fetch = TikTokClient.fetch_metrics
+
+    def slow_fetch(self, *, external_ids, **kwargs):
+        asked.append(list(external_ids))
+        if len(asked) == 1:
+            second_run_asked.wait(timeout=3)  # the first run is still going when the next one starts
+        else:
+            second_run_asked.set()
+        return real_fetch(self, external_ids=external_ids, **kwargs)
+
+    with time_machine.travel(later(hours=2)), mock.patch.object(TikTokClient, "fetch_metrics", slow_fetch):
+        updated = run_in_threads(services.posts_sync_metrics, services.posts_sync_metrics)
+
+    assert sorted(id for ids in asked for id in ids) == sorted(
+        ScheduledPost.objects.filter(pk__in=[p["id"] for p in posts]).values_list("external_id", flat=True)
+    )  # each post asked about once, by one run or the other
+    assert sum(updated) == 2
