@@ -217,6 +217,7 @@ class SocialAccountAdmin(IdSearchMixin, admin.ModelAdmin):
         "avatar_url",
         "connected_at",
         "reauth_required_at",
+        "reauth_reason",
         "disconnected_at",
     )
     readonly_fields = fields

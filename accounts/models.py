@@ -193,6 +193,8 @@ class SocialAccount(models.Model):
     return_url = models.URLField(max_length=2048, blank=True)
     connected_at = models.DateTimeField(default=timezone.now)
     reauth_required_at = models.DateTimeField(null=True, blank=True)
+    # Why it went reauth_required (the platform's answer, tokens blanked): for support, in the admin.
+    reauth_reason = models.CharField(max_length=300, blank=True, default="", db_default="")
     disconnected_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 

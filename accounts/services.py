@@ -543,6 +543,7 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
             _store_tokens(account, tokens)
             account.status = SocialAccount.Status.CONNECTED
             account.reauth_required_at = None
+            account.reauth_reason = ""
             # A reauth without a returnUrl goes back to the page the partner connected from last.
             account.return_url = session.return_url
             account.save()
@@ -609,6 +610,7 @@ def social_account_reconnect(*, account: SocialAccount, tokens: TokenSet, profil
     _store_tokens(account, tokens)
     account.status = SocialAccount.Status.CONNECTED
     account.reauth_required_at = None
+    account.reauth_reason = ""
     account.save()
     event_record(
         organization_id=account.organization_id,
@@ -733,20 +735,24 @@ def _disconnect_effects(*, account: SocialAccount, actor=None) -> tuple[int, boo
 
 
 def social_account_mark_reauth_required(
-    *, account_id: str, expected_version: int | None = None, unless_refreshing: bool = False
+    *, account_id: str, reason: str, expected_version: int | None = None, unless_refreshing: bool = False
 ) -> bool:
     """connected → reauth_required, recording `social_account.needs_reauth` once per transition.
     With `expected_version`, only if the token was not rotated meanwhile (a refresh that lost a race
     must not condemn a fresh token). With `unless_refreshing`, not while a refresh holds its claim: a call
     refused on the old token says nothing once TikTok has rotated it, and the refresh would then discard the
-    new tokens of an account no longer connected. Returns whether this call made the transition."""
+    new tokens of an account no longer connected. `reason` (what the platform said; no token in it) is kept
+    for support. Returns whether this call made the transition."""
     with transaction.atomic():
         qs = SocialAccount.objects.filter(pk=account_id, status=SocialAccount.Status.CONNECTED)
         if expected_version is not None:
             qs = qs.filter(token_version=expected_version)
         if unless_refreshing:
             qs = qs.filter(Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lte=timezone.now()))
-        if not qs.update(status=SocialAccount.Status.REAUTH_REQUIRED, reauth_required_at=timezone.now()):
+        updated = qs.update(
+            status=SocialAccount.Status.REAUTH_REQUIRED, reauth_required_at=timezone.now(), reauth_reason=reason[:300]
+        )
+        if not updated:
             return False
         account = SocialAccount.objects.select_related("identity").get(pk=account_id)
         event_record(
@@ -777,7 +783,12 @@ def tiktok_authorization_removed(*, open_id: str, removed_at: datetime) -> list[
         .values_list("pk", "token_version")
     )
     # expected_version: a reauth that completes between this read and the update keeps its new token.
-    return [pk for pk, version in rows if social_account_mark_reauth_required(account_id=pk, expected_version=version)]
+    removed = "TikTok: the creator removed the app's access to the account (authorization.removed)."
+    return [
+        pk
+        for pk, version in rows
+        if social_account_mark_reauth_required(account_id=pk, reason=removed, expected_version=version)
+    ]
 
 
 def _granted_scopes(account: SocialAccount) -> tuple[str, ...]:
@@ -818,14 +829,18 @@ def social_account_refresh_token(*, account_id: str) -> str:
     version = account.token_version
     if not account.access_token:
         SocialAccount.objects.filter(pk=account_id).update(refresh_claimed_until=None)
-        social_account_mark_reauth_required(account_id=account_id, expected_version=version)
+        social_account_mark_reauth_required(
+            account_id=account_id, reason="No token is stored for the account.", expected_version=version
+        )
         return "reauth_required"
     before = _token_set(account)
     try:
         tokens = _client(account.platform).refresh(tokens=before)
-    except TokenInvalid:
+    except TokenInvalid as exc:
         SocialAccount.objects.filter(pk=account_id).update(refresh_claimed_until=None)
-        social_account_mark_reauth_required(account_id=account_id, expected_version=version)
+        social_account_mark_reauth_required(
+            account_id=account_id, reason=refusal_reason("refreshing the token", exc), expected_version=version
+        )
         return "reauth_required"
     except PlatformError:
         SocialAccount.objects.filter(pk=account_id).update(refresh_claimed_until=None)
@@ -874,7 +889,13 @@ def social_account_with_fresh_token(*, account: SocialAccount) -> SocialAccount:
     return SocialAccount.objects.select_related("identity").get(pk=account.pk)
 
 
-def social_account_token_rejected(*, account_id: str, token_version: int) -> bool:
+def refusal_reason(doing: str, exc: PlatformError) -> str:
+    """What support reads about a token the platform refused (the clients already blank tokens in messages)."""
+    code = f" ({exc.code})" if getattr(exc, "code", None) else ""
+    return f"The platform refused the token while {doing}{code}: {exc}"
+
+
+def social_account_token_rejected(*, account_id: str, token_version: int, reason: str) -> bool:
     """A platform call made with the account's token (as of `token_version`) was answered "token invalid".
     Returns whether the token is dead — the account is then reauth_required, with its one event — or False:
     a newer token exists or may exist, and the call should be made again later. Not dead when:
@@ -893,7 +914,9 @@ def social_account_token_rejected(*, account_id: str, token_version: int) -> boo
         return False
     if social_account_token_expiring(account):
         return social_account_refresh_token(account_id=account_id) == "reauth_required"
-    social_account_mark_reauth_required(account_id=account_id, expected_version=token_version, unless_refreshing=True)
+    social_account_mark_reauth_required(
+        account_id=account_id, reason=reason, expected_version=token_version, unless_refreshing=True
+    )
     return SocialAccount.objects.filter(
         pk=account_id, token_version=token_version, status=SocialAccount.Status.REAUTH_REQUIRED
     ).exists()
@@ -929,8 +952,9 @@ def _check_health(*, account_id: str) -> str:
         profile = _client(account.platform).get_profile(
             access_token=account.access_token or "", scopes=_granted_scopes(account)
         )
-    except TokenInvalid:
-        dead = social_account_token_rejected(account_id=account_id, token_version=version)
+    except TokenInvalid as exc:
+        reason = refusal_reason("checking the account (health check)", exc)
+        dead = social_account_token_rejected(account_id=account_id, token_version=version, reason=reason)
         return "reauth_required" if dead else "skipped"
     _identity_upsert(
         organization_id=account.organization_id,

@@ -31,6 +31,7 @@ from accounts.platforms.base import (
 )
 from accounts.services import (
     event_record,
+    refusal_reason,
     social_account_mark_reauth_required,
     social_account_token_rejected,
     social_account_with_fresh_token,
@@ -430,8 +431,12 @@ def post_prepare(*, post_id: str) -> str:
     account = post.social_account
     try:
         result = _platform_publish(post)
-    except TokenInvalid:
-        social_account_mark_reauth_required(account_id=account.pk, expected_version=account.token_version)
+    except TokenInvalid as exc:
+        social_account_mark_reauth_required(
+            account_id=account.pk,
+            reason=refusal_reason(f"preparing post {post.pk}", exc),
+            expected_version=account.token_version,
+        )
         return "unprepared"
     except PlatformError as exc:
         log.info("preparing %s failed (%s); its container will be made at its time", post.pk, exc.code or exc)
@@ -582,7 +587,11 @@ def _token_refused(post: ScheduledPost, token_version: int, exc: TokenInvalid, m
     """The platform refused the token of a call that created nothing: fail CREDENTIAL_INVALID if the token is
     dead (accounts.services.social_account_token_rejected), otherwise try the post again shortly."""
     try:
-        dead = social_account_token_rejected(account_id=post.social_account_id, token_version=token_version)
+        dead = social_account_token_rejected(
+            account_id=post.social_account_id,
+            token_version=token_version,
+            reason=refusal_reason(f"publishing post {post.pk}", exc),
+        )
     except PlatformError as refresh_error:
         return _retry_later(post, refresh_error)
     if dead:
@@ -595,7 +604,9 @@ def _fail_token_dead(post: ScheduledPost, token_version: int, message: str) -> s
     """The platform refused the account's token: the post fails CREDENTIAL_INVALID and the account needs a
     reauth (unless its token changed since `token_version` was read: a reauth that just succeeded wins)."""
     outcome = _fail(post, "CREDENTIAL_INVALID", message)
-    social_account_mark_reauth_required(account_id=post.social_account_id, expected_version=token_version)
+    social_account_mark_reauth_required(
+        account_id=post.social_account_id, reason=f"Post {post.pk}: {message}", expected_version=token_version
+    )
     return outcome
 
 
@@ -913,13 +924,17 @@ def _resolve(post: ScheduledPost) -> str:
             caption=post.container.caption,
             not_before=post.created_at,
         )
-    except TokenInvalid:
+    except TokenInvalid as exc:
         if disconnected:
             return _fail(
                 post, "ACCOUNT_DISCONNECTED", "The account was disconnected while the platform processed the post."
             )
         try:
-            dead = social_account_token_rejected(account_id=account.pk, token_version=account.token_version)
+            dead = social_account_token_rejected(
+                account_id=account.pk,
+                token_version=account.token_version,
+                reason=refusal_reason(f"reading how post {post.pk} stands", exc),
+            )
         except PlatformError:
             dead = False
         if not dead:
@@ -1122,10 +1137,14 @@ def _account_sync_metrics(account_posts: list[ScheduledPost], *, now: datetime) 
                 platform_user_id=account.identity.platform_user_id,
                 external_ids=[p.external_id for p in batch],
             )
-        except TokenInvalid:
+        except TokenInvalid as exc:
             # Dead, or only old (renewed meanwhile): then the next run reads on the new token.
             with contextlib.suppress(PlatformError):
-                social_account_token_rejected(account_id=account.pk, token_version=account.token_version)
+                social_account_token_rejected(
+                    account_id=account.pk,
+                    token_version=account.token_version,
+                    reason=refusal_reason("reading metrics", exc),
+                )
             break
         except PlatformError as exc:
             log.info("metrics sync for %s skipped: %s", account.pk, type(exc).__name__)

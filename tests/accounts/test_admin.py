@@ -426,3 +426,38 @@ def test_staff_who_only_view_api_keys_need_no_mfa(owner):
     client.force_login(viewer)
 
     assert client.get("/admin/accounts/apikey/").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_support_sees_why_an_account_needs_a_reauth_and_a_reauth_clears_it(owner):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts import services
+    from accounts.models import SocialAccount
+    from tests.accounts.oauth_helpers import connected_account, reauthorize
+    from tests.platform_helpers import invalidate_tokens
+    from tests.staff import superuser
+
+    staff = Client()
+    staff.force_login(superuser("support"))
+
+    removed = make_account(owner, handle="gone.creator")
+    services.tiktok_authorization_removed(
+        open_id=removed.identity.platform_user_id, removed_at=timezone.now() + timedelta(minutes=1)
+    )
+    dying = connected_account(owner, "instagram", "expired.token")
+    invalidate_tokens("instagram", "expired.token")
+    services.social_account_check_health(account_id=dying["id"])
+
+    removed_page = staff.get(admin_object_url(SocialAccount, removed.pk)).content.decode()
+    dying_page = staff.get(admin_object_url(SocialAccount, dying["id"])).content.decode()
+    assert "removed the app&#x27;s access" in removed_page
+    reason = SocialAccount.objects.get(pk=dying["id"]).reauth_reason
+    assert "health check" in reason and "190" in reason and reason in dying_page.replace("&#x27;", "'")
+
+    reauthorize(owner, dying["id"], "instagram", "expired.token")
+    row = SocialAccount.objects.get(pk=dying["id"])
+    assert (row.status, row.reauth_reason) == ("connected", "")
+    assert row.access_token not in reason
