@@ -10,15 +10,18 @@ handles, the platform's or the database's own words — goes to the log and the 
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from time import monotonic, sleep
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from accounts import crypto
 from accounts.models import PlatformIdentity, SocialAccount
-from accounts.platforms.base import PlatformError, TokenInvalid, TokenSet
+from accounts.platforms.base import PlatformError, PlatformUnavailable, TokenInvalid, TokenSet
+from accounts.platforms.http import ANSWER_DEADLINE_TIMEOUTS
 from accounts.services import event_record
 from config.api.errors import ApiError
 from config.queueing import enqueue_on_commit
@@ -367,8 +370,10 @@ def _verified_token(account: PoolAccount, *, status: str) -> bool:
     from accounts.platforms.clients import get_client
 
     client = get_client("tiktok")
-    if _pool_token_expiring(account, within=_POOL_CALL_SKEW):
-        # wait: a refresh of the same account underway (the beat task) is waited for, then its token is used.
+    if _pool_token_expiring(account, within=_POOL_CALL_SKEW) or _pool_refresh_underway(account):
+        # wait: a refresh of the same account underway (the beat task's, maybe claimed before an assignment
+        # reserved the account) is waited for, then its token is used. Not only for an expiring token: that
+        # refresh is rotating the refresh token away, and an assignment must not bind the old pair.
         if pool_account_refresh(pool_account_id=account.pk, statuses=(status,), wait=True) == "dead":
             return False
         account.refresh_from_db(fields=POOL_TOKEN_FIELDS)
@@ -672,48 +677,128 @@ def _pool_token_expiring(account: PoolAccount, *, within: timedelta, now=None) -
     return bool(account.refresh_token_enc) and (expires is None or expires <= now + within)
 
 
+POOL_REFRESH_CLAIM_SPARE = timedelta(seconds=10)
+# How often a caller that waits for someone else's refresh (`wait`) looks at the row again.
+POOL_REFRESH_POLL_SECONDS = 0.25
+
+
+def _pool_refresh_claim_lease() -> timedelta:
+    """How long a pool refresh claim holds: the refresh call's own deadline (accounts/platforms/http:
+    platform_request ends it, answer and all, within ANSWER_DEADLINE_TIMEOUTS × LAYERS_PLATFORM_TIMEOUT) and
+    POOL_REFRESH_CLAIM_SPARE for the database around it. A holder still waiting on TikTok never loses its
+    claim; one whose process died leaves it to expire, and the account is refreshed by the next caller."""
+    call = timedelta(seconds=ANSWER_DEADLINE_TIMEOUTS * settings.LAYERS_PLATFORM_TIMEOUT)
+    return call + POOL_REFRESH_CLAIM_SPARE
+
+
+def _pool_refresh_underway(account: PoolAccount, *, now=None) -> bool:
+    """Whether someone holds the account's refresh claim (as `account` was read)."""
+    until = account.refresh_claimed_until
+    return until is not None and until > (now or timezone.now())
+
+
+@dataclass(frozen=True)
+class _PoolRefreshClaim:
+    pool: PoolAccount  # as read when claimed
+    until: datetime  # the claim's value: released only while it is still this one
+
+
+def _pool_refresh_claim(
+    *, pool_account_id: str, statuses, refused: str | None
+) -> tuple[str | None, "_PoolRefreshClaim | None"]:
+    """One short transaction: decide whether the account needs this refresh and, if so, claim it. Returns
+    (outcome, None) when the caller is done (pool_account_refresh's "skipped" or "renewed"), (None, claim)
+    when the claim is the caller's, and (None, None) when another refresh holds it."""
+    with transaction.atomic():
+        pool = PoolAccount.objects.select_for_update().filter(pk=pool_account_id, status__in=statuses).first()
+        if pool is None or not pool.refresh_token:
+            return "skipped", None
+        if refused is not None and pool.access_token != refused:
+            return "renewed", None
+        now = timezone.now()
+        # Before the expiry test: a waiting caller decides on the row that refresh leaves behind.
+        if _pool_refresh_underway(pool, now=now):
+            return None, None
+        if refused is None and not _pool_token_expiring(pool, within=POOL_REFRESH_MARGIN, now=now):
+            return "skipped", None
+        pool.refresh_claimed_until = now + _pool_refresh_claim_lease()
+        pool.save(update_fields=["refresh_claimed_until"])
+    return None, _PoolRefreshClaim(pool=pool, until=pool.refresh_claimed_until)
+
+
+def _pool_refresh_release(claim: _PoolRefreshClaim) -> None:
+    # Only while it is still ours: past its lease another caller may have taken it over.
+    PoolAccount.objects.filter(pk=claim.pool.pk, refresh_claimed_until=claim.until).update(refresh_claimed_until=None)
+
+
 def pool_account_refresh(
     *, pool_account_id: str, statuses=(PoolAccount.Status.AVAILABLE,), wait: bool = False, refused: str | None = None
 ) -> str:
     """Refresh a pool account's TikTok tokens and store the new pair (pool_account_set_tokens). Returns
     "refreshed"; "dead" when TikTok refused the refresh token (invalid_grant: the grant was removed, or the
     refresh token lapsed); "skipped" when the account is no longer in one of `statuses`, has no refresh
-    token, is not within POOL_REFRESH_MARGIN of expiry, or (without `wait`) another refresh holds it. With
-    `refused` (an access token a call was refused with), it refreshes whatever the expiry, unless the account
-    holds another access token by then ("renewed": use that one). Raises the transient PlatformError (nothing
-    changed). It does not retire: the caller knows why it asked.
+    token, is not within POOL_REFRESH_MARGIN of expiry, or (without `wait`) another refresh is underway;
+    "renewed" when the account holds newer tokens than the ones this call was about (use those): with
+    `refused` (an access token a call was refused with), which it refreshes whatever the expiry, once the
+    account holds another access token; or when a staff connect stored a new pair during the refresh call.
+    Raises the transient PlatformError (nothing changed), or PlatformUnavailable when, with `wait`, someone
+    else's refresh was still underway after a whole claim lease. It does not retire: the caller knows why it
+    asked.
 
-    The row stays locked (FOR UPDATE) during the refresh call, one row for one call: TikTok rotates the
-    refresh token, and a second refresh sending the same one would be refused and read as a dead account. A
-    concurrent refresh skips (SKIP LOCKED) or, with `wait`, waits and then finds the token fresh."""
+    One refresh at a time per account: TikTok rotates the refresh token, and a second refresh sending the
+    same one would be refused and read as a dead account. A short transaction claims the account
+    (refresh_claimed_until, for _pool_refresh_claim_lease); the call to TikTok is made with no transaction
+    open (DESIGN.md: a slow answer must not keep the row locked against staff edits and connects, nor a
+    database connection idle in a transaction); the new pair is then stored only if the account still holds
+    the refresh token the call was made with, and the claim is released. A concurrent refresh skips or, with
+    `wait`, looks at the row every POOL_REFRESH_POLL_SECONDS until the claim is released or expires (at most
+    one lease), and then decides on the fresh row: it finds the token refreshed instead of sending the same
+    refresh token again. A claim whose holder died expires and is taken over."""
     from accounts.platforms.clients import get_client
 
+    give_up = monotonic() + _pool_refresh_claim_lease().total_seconds()
+    while True:
+        outcome, claim = _pool_refresh_claim(pool_account_id=pool_account_id, statuses=statuses, refused=refused)
+        if outcome is not None:
+            return outcome
+        if claim is not None:
+            break
+        if not wait:
+            return "skipped"
+        if monotonic() >= give_up:
+            raise PlatformUnavailable(
+                "tiktok: another refresh of this pool account is still underway", code="refresh_underway"
+            )
+        sleep(POOL_REFRESH_POLL_SECONDS)
+
+    pool = claim.pool
+    started_from = pool.refresh_token_enc
+    before = TokenSet(
+        access_token=pool.access_token or "",
+        refresh_token=pool.refresh_token,
+        expires_at=pool.token_expires_at or timezone.now(),
+        refresh_expires_at=pool.refresh_expires_at,
+        platform_user_id=pool.platform_user_id,
+    )
+    try:
+        tokens = get_client("tiktok").refresh(tokens=before)
+    except TokenInvalid:
+        _pool_refresh_release(claim)
+        # Refused: dead, unless a staff connect gave the account another refresh token meanwhile.
+        still = PoolAccount.objects.filter(pk=pool.pk, refresh_token_enc=started_from).exists()
+        return "dead" if still else "renewed"
+    except BaseException:
+        _pool_refresh_release(claim)  # transient (or a crash): nothing changed, the next caller tries again
+        raise
+    pool_account_set_tokens(pool, tokens)
     with transaction.atomic():
-        pool = (
-            PoolAccount.objects.select_for_update(skip_locked=not wait)
-            .filter(pk=pool_account_id, status__in=statuses)
-            .first()
+        # Whatever its status now: TikTok has rotated the refresh token it held, only the new pair works (an
+        # assignment that reserved it meanwhile waits for this claim before binding it: _verified_token).
+        stored = PoolAccount.objects.filter(pk=pool.pk, refresh_token_enc=started_from).update(
+            **{field: getattr(pool, field) for field in POOL_TOKEN_FIELDS}
         )
-        if pool is None or not pool.refresh_token:
-            return "skipped"
-        if refused is not None and pool.access_token != refused:
-            return "renewed"
-        if refused is None and not _pool_token_expiring(pool, within=POOL_REFRESH_MARGIN):
-            return "skipped"
-        before = TokenSet(
-            access_token=pool.access_token or "",
-            refresh_token=pool.refresh_token,
-            expires_at=pool.token_expires_at or timezone.now(),
-            refresh_expires_at=pool.refresh_expires_at,
-            platform_user_id=pool.platform_user_id,
-        )
-        try:
-            tokens = get_client("tiktok").refresh(tokens=before)
-        except TokenInvalid:
-            return "dead"
-        pool_account_set_tokens(pool, tokens)
-        pool.save(update_fields=POOL_TOKEN_FIELDS)
-    return "refreshed"
+        _pool_refresh_release(claim)
+    return "refreshed" if stored else "renewed"
 
 
 def pool_account_refresh_due(*, pool_account_id: str) -> str:

@@ -7,7 +7,11 @@ from django.db import connection
 
 pytestmark = pytest.mark.django_db
 
-ADDED_LATER = [("scheduling_scheduledpost", "prepared_publish_id"), ("leasing_lease", "handle")]
+ADDED_LATER = [
+    ("scheduling_scheduledpost", "prepared_publish_id"),
+    ("leasing_lease", "handle"),
+    ("leasing_poolaccount", "refresh_claimed_until"),
+]
 
 
 @pytest.mark.parametrize("table, column", ADDED_LATER)

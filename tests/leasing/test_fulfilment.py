@@ -1,12 +1,15 @@
 """Fulfilment and release, through the same services the admin and the commands use."""
 
 import json
+import threading
 from datetime import timedelta
 
+import httpx
 import pytest
 import time_machine
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
+from django.db import connection, transaction
 from django.test import Client
 
 from accounts.models import Event, PlatformIdentity, SocialAccount
@@ -445,6 +448,112 @@ def test_a_pool_refresh_and_a_returned_accounts_check_at_the_same_moment_keep_on
         assert pool.status == "available", (outcomes, pool.status_note)
         assert pool.token_expires_at > later(hours=23)
         assert services.pool_account_check(pool_account_id=pool_id) == "ok"
+
+
+def test_staff_can_edit_a_pool_account_while_its_token_refresh_waits_on_tiktok(owner):
+    """The refresh call goes to TikTok with no transaction open: a slow answer must neither keep the pool
+    account's row locked (a staff edit or connect of it would wait) nor hold a database connection idle in a
+    transaction. The refreshed pair is stored afterwards without undoing the edit."""
+    from tests.platform_helpers import intercepted
+
+    [pool_id] = add_pool(1)
+    seen = {}
+
+    def staff_edit():
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")  # a row locked by the refresh fails the edit
+                PoolAccount.objects.filter(pk=pool_id).update(status_note="checked by ops")
+            seen["edited"] = True
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            seen["edited"] = exc
+        finally:
+            connection.close()
+
+    def tiktok_answering(request, sandbox):
+        seen["transaction_open"] = connection.in_atomic_block
+        editor = threading.Thread(target=staff_edit)
+        editor.start()
+        editor.join()
+        return sandbox.handle_request(request)
+
+    with time_machine.travel(later(hours=20), tick=True), intercepted({"/oauth/token/": tiktok_answering}):
+        assert services.pool_account_refresh(pool_account_id=pool_id) == "refreshed"
+    assert seen == {"transaction_open": False, "edited": True}
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert pool.status_note == "checked by ops" and pool.token_expires_at > later(hours=39)
+    assert pool.refresh_claimed_until is None
+
+
+def test_an_assignment_during_a_pool_refresh_waits_for_it_and_leases_the_refreshed_tokens(owner, monkeypatch):
+    """The beat task is refreshing an account (its refresh token is on its way to TikTok) when staff assign
+    it: the assignment waits for that refresh instead of binding the pair TikTok is rotating away, and the
+    leased account gets the new one (it refreshes later). TikTok saw one refresh."""
+    from accounts import services as account_services
+    from tests.platform_helpers import intercepted
+
+    [pool_id] = add_pool(1)
+    accepted = request_accounts(owner, 1)
+    polling, assigned, sent = threading.Event(), {}, []
+    real_sleep = services.sleep
+
+    def pause(seconds):
+        polling.set()  # the assignment found the refresh underway and waits for it
+        real_sleep(seconds)
+
+    monkeypatch.setattr(services, "sleep", pause)
+
+    def assign():
+        try:
+            assigned["result"] = services.lease_assign(request_id=accepted["requestId"], pool_account_ids=[pool_id])
+        finally:
+            connection.close()
+
+    def tiktok_answering(request, sandbox):
+        sent.append(request.content)
+        staff = threading.Thread(target=assign)
+        staff.start()
+        assigned["thread"] = staff
+        assert polling.wait(10), "the assignment did not wait for the refresh underway"
+        return sandbox.handle_request(request)
+
+    with time_machine.travel(later(hours=20), tick=True):
+        with intercepted({"/oauth/token/": tiktok_answering}):
+            assert services.pool_account_refresh(pool_account_id=pool_id) == "refreshed"
+        assigned["thread"].join()
+        result = assigned["result"]
+        assert result.status == LeaseRequest.Status.ASSIGNED, services.failure_problems(result)
+        assert len(sent) == 1
+        leased = SocialAccount.objects.get(pk=get_request(owner, accepted["requestId"])["socialAccountIds"][0])
+        assert leased.token_expires_at > later(hours=23)
+        assert account_services.social_account_refresh_token(account_id=leased.pk) == "refreshed"
+
+
+def test_a_pool_refresh_claim_held_is_left_alone_and_one_whose_worker_died_is_taken_over(owner):
+    [pool_id] = add_pool(1)
+    with time_machine.travel(later(hours=20)):
+        claimed = PoolAccount.objects.filter(pk=pool_id)
+        claimed.update(refresh_claimed_until=later(seconds=30))
+        assert services.pool_account_refresh(pool_account_id=pool_id) == "skipped"  # another worker is on it
+        claimed.update(refresh_claimed_until=later(seconds=-1))  # that worker died: its claim expired
+        assert services.pool_account_refresh(pool_account_id=pool_id) == "refreshed"
+        pool = PoolAccount.objects.get(pk=pool_id)
+        assert pool.refresh_claimed_until is None and pool.token_expires_at > later(hours=23)
+
+
+def test_a_pool_refresh_tiktok_did_not_answer_changes_nothing_and_is_tried_again(owner):
+    from accounts.platforms.base import PlatformUnavailable
+    from tests.platform_helpers import intercepted
+
+    [pool_id] = add_pool(1)
+    before = PoolAccount.objects.get(pk=pool_id)
+    with time_machine.travel(later(hours=20)):
+        unavailable = intercepted({"/oauth/token/": lambda request, sandbox: httpx.Response(503)})
+        with unavailable, pytest.raises(PlatformUnavailable):
+            services.pool_account_refresh(pool_account_id=pool_id)
+        pool = PoolAccount.objects.get(pk=pool_id)
+        assert pool.refresh_token == before.refresh_token and pool.refresh_claimed_until is None
+        assert services.pool_account_refresh(pool_account_id=pool_id) == "refreshed"
 
 
 def test_commands_print_the_request_as_the_api_shows_it(owner):
