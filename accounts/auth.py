@@ -10,6 +10,14 @@ class StaffOnlyAccountAdapter(DefaultAccountAdapter):
     def is_open_for_signup(self, request):
         return False
 
+    def get_client_ip(self, request):
+        """The address the staff sign-in and MFA attempt limits count: read as every per-IP limit here reads
+        it (LAYERS_NUM_PROXIES trusted proxies), not per REMOTE_ADDR (behind a load balancer, anyone's wrong
+        passwords locked every staff member out) and never a 500 on a short X-Forwarded-For."""
+        from config.ratelimit import client_ip
+
+        return client_ip(request)
+
 
 class StaffMFAAdapter(DefaultMFAAdapter):
     """Staff TOTP secrets and recovery-code seeds are encrypted at rest like platform tokens (same keys,

@@ -265,9 +265,8 @@ def posts_cancel_for_account(*, account) -> int:
 def post_retry(*, post_id: str, actor=None, checked_on_platform: bool = False) -> ScheduledPost:
     """Ops: a failed post goes back to the queue, due now. Raises Conflict for other states, for an account
     that is disconnected (revoking promised none of its posts would stay queued), and for a post that may
-    already be on the platform unless `checked_on_platform`: one that reached it (a publish id, or Layers
-    had started sending it) and failed without the platform saying so for sure (an unreadable answer, a day
-    of processing) may be live, and a retry would post it a second time."""
+    already be on the platform (_outcome_unknown) unless `checked_on_platform`: a retry would post it a
+    second time."""
     with transaction.atomic():
         post = (
             ScheduledPost.objects.select_for_update(of=("self",))
@@ -282,7 +281,7 @@ def post_retry(*, post_id: str, actor=None, checked_on_platform: bool = False) -
                 "The account is disconnected: its posts are not queued again (connect it and schedule anew).",
                 code="ACCOUNT_DISCONNECTED",
             )
-        if (post.publish_id or post.publish_attempted_at) and not checked_on_platform:
+        if _outcome_unknown(post) and not checked_on_platform:
             raise Conflict(
                 f"It may already be on the platform (publish id {post.publish_id or 'not recorded'}; "
                 f"{post.error_code}): check the account, then retry anyway if it is not there.",
@@ -303,6 +302,19 @@ def post_retry(*, post_id: str, actor=None, checked_on_platform: bool = False) -
             prepared_publish_id="",
         )
     return ScheduledPost.objects.get(pk=post_id)
+
+
+# Failures that say nothing for sure about a post that reached the platform: an answer lost or unreadable,
+# a day of processing without an outcome (PLATFORM_UNAVAILABLE), or its token refused while Layers waited
+# for the outcome (CREDENTIAL_INVALID). Every other failure is the platform's own answer that it did not
+# take the post (refused content or media, its quota): a retry cannot make it appear twice.
+OUTCOME_UNKNOWN_CODES = frozenset({"PLATFORM_UNAVAILABLE", "CREDENTIAL_INVALID"})
+
+
+def _outcome_unknown(post: ScheduledPost) -> bool:
+    """Whether a failed post may be live: it reached the platform (a publish id, or Layers had started
+    sending it) and its failure is not the platform's own refusal."""
+    return bool(post.publish_id or post.publish_attempted_at) and post.error_code in OUTCOME_UNKNOWN_CODES
 
 
 # --- Dispatch and publish ---------------------------------------------------------------------------

@@ -172,9 +172,6 @@ LAYERS_CALLBACK_RATE = env.str("LAYERS_CALLBACK_RATE", default="60/min")
 LAYERS_SANDBOX_RATE = env.str("LAYERS_SANDBOX_RATE", default="1200/min")
 # Reverse proxies in front of the web processes that append to X-Forwarded-For (0: use REMOTE_ADDR).
 LAYERS_NUM_PROXIES = env.int("LAYERS_NUM_PROXIES", default=0)
-# The staff sign-in limits (allauth: failed sign-ins and MFA codes per client IP) trust the same proxies:
-# counted per REMOTE_ADDR, the load balancer's, anyone's wrong passwords locked every staff member out.
-ALLAUTH_TRUSTED_PROXY_COUNT = LAYERS_NUM_PROXIES
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -183,3 +183,23 @@ def test_admin_times_say_their_time_zone_and_seconds(owner, staff):
     listing = staff.get(POSTS).content.decode()
 
     assert shown in detail and shown in listing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_plain_retry_queues_again_a_post_the_platform_said_it_refused(owner, staff):
+    # TikTok failed the post itself (its publish id known, its answer clear): it is not on the platform, so
+    # the plain retry must not ask support to go and check.
+    from tests.accounts.oauth_helpers import connected_account
+    from tests.platform_helpers import inject_fault
+    from tests.scheduling.publish_helpers import run_dispatcher
+
+    account = connected_account(owner, "tiktok", "refused.outright")
+    inject_fault("tiktok", "refused.outright", "reject")
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+    failed = ScheduledPost.objects.get(pk=scheduled["id"])
+    assert failed.status == "failed" and failed.error_code in ("PLATFORM_REJECTED", "MEDIA_INVALID")
+
+    retry(staff, "retry_posts", failed.pk)
+
+    assert ScheduledPost.objects.get(pk=failed.pk).status == "queued"
