@@ -358,6 +358,9 @@ def publishing_claim(now: datetime) -> dict:
     takes it). For an UPDATE that is conditional on status = queued."""
     return {
         "status": ScheduledPost.Status.PUBLISHING,
+        # When this attempt started: the processing budget counts from it (_check_again), so a post first
+        # sent a day late (workers down) still gets its day.
+        "due_at": now,
         "claimed_until": now + CLAIM_LEASE,
         "next_check_at": now + CLAIM_LEASE,
         "attempts": F("attempts") + 1,
@@ -584,14 +587,18 @@ def _finish(post: ScheduledPost, *, event: str, **changes) -> str:
     return str(changes["status"]) if updated else "skipped"
 
 
-def _fail(post: ScheduledPost, code: str, message: str) -> str:
-    """publishing → failed with an error, recording `scheduled_post.failed`: "failed", or "skipped"."""
+def _fail(post: ScheduledPost, code: str, message: str, *, created_nothing: bool = False) -> str:
+    """publishing → failed with an error, recording `scheduled_post.failed`: "failed", or "skipped".
+    `created_nothing`: the platform holds nothing of the post (its calls were refused, or it dropped what it
+    had): the marks of a call that reached it are cleared, so ops can retry it (post_retry) without checking."""
+    forget = {"publish_id": "", "publish_attempted_at": None} if created_nothing else {}
     return _finish(
         post,
         event="scheduled_post.failed",
         status=ScheduledPost.Status.FAILED,
         error_code=code,
         error_message=message[:500],
+        **forget,
     )
 
 
@@ -607,7 +614,7 @@ def _token_refused(post: ScheduledPost, token_version: int, exc: TokenInvalid, m
     except PlatformError as refresh_error:
         return _retry_later(post, refresh_error)
     if dead:
-        return _fail(post, "CREDENTIAL_INVALID", message)
+        return _fail(post, "CREDENTIAL_INVALID", message, created_nothing=True)
     renewed = PlatformUnavailable(f"the account's token is being renewed ({exc.code or 'token refused'})")
     return _retry_later(post, renewed)
 
@@ -647,7 +654,7 @@ def _retry_later(post: ScheduledPost, exc: PlatformError) -> str:
     with backoff, or fail with RATE_LIMITED / PLATFORM_UNAVAILABLE once MAX_ATTEMPTS are spent."""
     code = "RATE_LIMITED" if isinstance(exc, RateLimited) else "PLATFORM_UNAVAILABLE"
     if post.attempts >= MAX_ATTEMPTS:
-        return _fail(post, code, f"Gave up after {post.attempts} attempts: {exc}")
+        return _fail(post, code, f"Gave up after {post.attempts} attempts: {exc}", created_nothing=True)
     # Only if still this run's: a duplicate run whose call failed before its point of no return must not
     # requeue (and clear the mark of) a post another run has just sent to the platform.
     rows = _still_ours(post)
@@ -997,11 +1004,10 @@ def _publish_throttled(post: ScheduledPost, status: PublishStatus, now: datetime
 
 def _check_again(post: ScheduledPost, now: datetime) -> str:
     # The clock starts at the creating call (TikTok) or, where there is none to record (Instagram's
-    # container, possibly made ahead), when this attempt became due: the post's time, or later the time a
-    # retry was due (due_at moves with every requeue: a backoff, a long Retry-After, an ops retry). Not the
-    # post's time alone: an ops retry days later, or a retry after a day's throttling, failed at its first
-    # "still processing". Not updated_at either: conditional .update()s never move it, so it stayed at the
-    # moment the post was scheduled, and a post scheduled more than a day ahead failed the same way.
+    # container, possibly made ahead), when this attempt started: the claim sets due_at to that moment
+    # (publishing_claim). Not the post's time: an ops retry days later, a retry after a day's throttling,
+    # or a first attempt a day late (workers down) failed at its first "still processing". Not updated_at
+    # either: conditional .update()s never move it.
     started = post.publish_attempted_at or max(post.scheduled_for, post.due_at)
     if now - started > PUBLISH_GIVE_UP:
         return _fail(post, "PLATFORM_UNAVAILABLE", "The platform did not finish processing the post within 24 hours.")

@@ -203,3 +203,28 @@ def test_a_plain_retry_queues_again_a_post_the_platform_said_it_refused(owner, s
     retry(staff, "retry_posts", failed.pk)
 
     assert ScheduledPost.objects.get(pk=failed.pk).status == "queued"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_plain_retry_queues_again_a_post_whose_instagram_containers_all_failed_on_instagrams_side(owner, staff):
+    # Instagram's outage outlasted the retries: every container ended in ERROR, none was published (a
+    # container is not a post). Once Instagram is back, ops retry, and the plain retry takes it.
+    import time_machine
+
+    from scheduling import services
+    from tests.accounts.oauth_helpers import connected_account
+    from tests.platform_helpers import inject_fault
+    from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts
+
+    account = connected_account(owner, "instagram", "ig.outage")
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    inject_fault("instagram", "ig.outage", "container_error", count=20)
+    for minutes in range(0, 20 * services.MAX_ATTEMPTS, 20):
+        with time_machine.travel(later(minutes=minutes)):
+            run_dispatcher()
+    assert post(owner, scheduled["id"])["error"]["code"] == "PLATFORM_UNAVAILABLE"
+    assert sandbox_posts("instagram", "ig.outage") == []
+
+    retry(staff, "retry_posts", scheduled["id"])
+
+    assert ScheduledPost.objects.get(pk=scheduled["id"]).status == "queued"

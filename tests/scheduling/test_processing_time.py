@@ -109,3 +109,18 @@ def test_a_reel_throttled_for_a_day_before_its_container_still_gets_its_processi
         body = post(owner, scheduled["id"])
     assert body["status"] == "published" and body["attempts"] == 2, body
     assert len(sandbox_posts("instagram", "throttled.day")) == 1
+
+
+def test_a_reel_first_sent_a_day_late_after_an_outage_gets_its_processing_time(owner, settings):
+    # Workers were down for a day: the reel is first sent 25 h after its time, its container made now, and
+    # Instagram needs a minute. Its first "still processing" must not fail it as a day without an outcome.
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 60
+    account = connected_account(owner, "instagram", "late.reel")
+    scheduled = schedule_now(owner, account["id"], media_type="video")
+
+    with time_machine.travel(later(hours=25)):
+        run_dispatcher()
+        assert post(owner, scheduled["id"])["status"] == "publishing"
+    with time_machine.travel(later(hours=25, minutes=3)):
+        run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "published"
