@@ -205,7 +205,7 @@ class EndpointRotateSecretApi(SecretRevealingApiView):
 
     @extend_schema(
         request=None,
-        responses={200: EndpointWithSecretOutput, **errors(400)},
+        responses={200: EndpointWithSecretOutput, **errors()},
         parameters=[IDEMPOTENCY_PARAMETER],
         operation_id="webhook_endpoints_rotate_secret",
         tags=TAGS,

@@ -144,15 +144,19 @@ def _error_response(status: int, description: str | None = None) -> dict:
 
 def postprocess_plumbing_responses(result, generator, request, public):
     """drf-spectacular postprocessing hook: document on every operation the statuses that ApiView itself
-    answers, so no view can forget them — 429 RATE_LIMITED (with Retry-After) everywhere; on operations
-    with a body 400 MALFORMED_REQUEST and 413 PAYLOAD_TOO_LARGE; on operations taking an Idempotency-Key
-    422 (malformed key) and 409 IDEMPOTENCY_KEY_REUSED, next to the operation's own 409 codes."""
+    answers, so no view can forget them — 429 RATE_LIMITED (with Retry-After) everywhere; on POST, PUT and
+    PATCH 413 PAYLOAD_TOO_LARGE, and 400 MALFORMED_REQUEST where the operation has a request body; on
+    operations taking an Idempotency-Key 422 (malformed key) and 409 IDEMPOTENCY_KEY_REUSED, next to the
+    operation's own 409 codes."""
     for operations in result.get("paths", {}).values():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             responses.setdefault("429", _error_response(429)).setdefault("headers", {}).update(RETRY_AFTER)
             if method in BODY_METHODS:
-                responses.setdefault("400", _error_response(400))
+                # A body too large is refused before any view runs, but only an operation that reads its
+                # body can find it missing or not JSON (rotate-secret takes none and ignores what is sent).
+                if "requestBody" in operation:
+                    responses.setdefault("400", _error_response(400))
                 responses.setdefault("413", _error_response(413))
             params = operation.get("parameters", [])
             if any(p.get("in") == "header" and p.get("name") == "Idempotency-Key" for p in params):

@@ -70,6 +70,21 @@ def test_every_operation_requires_the_api_key_and_documents_the_error_envelope(s
                 assert content["schema"]["$ref"] == envelope, where
 
 
+def test_400_malformed_request_is_documented_only_where_a_body_is_read(schema):
+    # rotate-secret takes no body (anything sent is ignored, never a 400), while oauth-url reads one
+    rotate = schema["paths"]["/v1/webhook-endpoints/{endpointId}/rotate-secret"]["post"]
+    oauth_url = schema["paths"]["/v1/projects/{projectId}/social/oauth-url"]["post"]
+    assert "requestBody" not in rotate and "400" not in rotate["responses"]
+    assert "400" in oauth_url["responses"]
+    assert "MALFORMED_REQUEST" in oauth_url["responses"]["400"]["description"]
+    # the size cap is checked before anything reads the body, so 413 stays on both
+    assert "413" in rotate["responses"] and "413" in oauth_url["responses"]
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if "400" in operation["responses"]:
+                assert "requestBody" in operation, f"{method.upper()} {path} documents a 400 it cannot answer"
+
+
 class AssetLinks(HTMLParser):
     """Every URL a page makes the browser load: script src, link href, img src."""
 
