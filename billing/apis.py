@@ -15,8 +15,8 @@ from config.api.views import ApiView
 POLICY = (
     "**Insufficient funds.** A lease charge is never refused, skipped or postponed: it is recorded even when "
     "the balance cannot cover it, and the balance may go below zero. While the balance is negative the wallet's "
-    "`status` is `past_due` (since `pastDueSince`); it is `ok` again as soon as top-ups bring the balance back "
-    "to zero or more."
+    "`status` is `past_due` (since `pastDueSince`); it is `ok` again as soon as top-ups or adjustments bring "
+    "the balance back to zero or more."
 )
 
 

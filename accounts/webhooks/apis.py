@@ -55,7 +55,8 @@ Missed events stay available from `GET /v1/events` for replay, for 30 days.
 
 **At least once.** The same event can arrive more than once (for example when we could not record your
 answer); every copy has the same `id` and the same body. Deduplicate on the event `id`
-(`Layers-Event-Id`). Order is not guaranteed: use `createdAt`.
+(`Layers-Event-Id`). Order is not guaranteed. `createdAt` is when the change began (it can be slightly out
+of commit order); `GET /v1/events` lists events in the order they were committed.
 
 **410 Gone disables the endpoint**: it turns `disabled` (`disabledReason: "gone"`), its queued deliveries
 stop, and no further event is sent to it; create a new endpoint to subscribe again.

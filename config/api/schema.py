@@ -68,7 +68,10 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
     {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},  # 1–255 printable ASCII
     location=OpenApiParameter.HEADER,
-    description=("Replays the first response for 24 h; another body with the same key → 409 IDEMPOTENCY_KEY_REUSED."),
+    description=(
+        "Replays the first response for 24 h to the same API key sending the same method, path and body; the "
+        "same key with another request, or from another API key of the organization → 409 IDEMPOTENCY_KEY_REUSED."
+    ),
 )
 
 
@@ -130,8 +133,8 @@ RETRY_AFTER = {
     }
 }
 IDEMPOTENCY_REUSED = (
-    "IDEMPOTENCY_KEY_REUSED: this Idempotency-Key was used with another request within 24 h, or its first "
-    "request is still running."
+    "IDEMPOTENCY_KEY_REUSED: within 24 h this Idempotency-Key was used with another request (another method, "
+    "path or body) or from another API key of the organization, or its first request is still running."
 )
 
 
