@@ -187,7 +187,19 @@ def events_sequence(*, organization_id: str) -> int:
     One sequencer at a time per organization (an advisory lock on PostgreSQL; SQLite's transactions here
     are IMMEDIATE, so writers are serialized anyway). An event whose transaction had not committed when a
     sequencer read is placed by a later one, above every position anyone could see before: a poller that
-    reads newest first down to the last event it saw never misses it, however late its transaction commits."""
+    reads newest first down to the last event it saw never misses it, however late its transaction commits.
+    Every unplaced event is placed, batch after batch: a page must never show old events as the newest
+    while newer ones wait unplaced (a backlog of a partner who never polled, or rows older than positions;
+    the webhook tick also places them, events_sequence_pending)."""
+    placed = 0
+    while True:
+        batch = _events_sequence_batch(organization_id=organization_id)
+        placed += batch
+        if batch < EVENT_SEQUENCE_BATCH:
+            return placed
+
+
+def _events_sequence_batch(*, organization_id: str) -> int:
     unplaced = Event.objects.filter(organization_id=organization_id, position__isnull=True)
     if not unplaced.exists():  # the usual case, read on a partial index: no lock, no write
         return 0
@@ -204,6 +216,15 @@ def events_sequence(*, organization_id: str) -> int:
             event.position = top + offset
         Event.objects.bulk_update(pending, ["position"])
     return len(pending)
+
+
+def events_sequence_pending(*, organizations: int = 100) -> int:
+    """The webhook tick's part: place the events of up to `organizations` organizations that have unplaced
+    ones, so that a partner who never polls has no backlog for its first GET /v1/events to place."""
+    pending = (
+        Event.objects.filter(position__isnull=True).values_list("organization_id", flat=True).distinct().order_by()
+    )
+    return sum(events_sequence(organization_id=org) for org in list(pending[:organizations]))
 
 
 def _after_event_commit(event: Event) -> None:

@@ -6,6 +6,7 @@ import logging
 
 from celery import shared_task
 
+from accounts.services import events_sequence_pending
 from accounts.webhooks import services
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,11 @@ def webhook_send(delivery_id: str, attempt: int) -> str:
 
 @shared_task
 def webhooks_tick() -> dict:
-    """Periodic safety net: fan out events whose fan-out never committed, then claim due deliveries (and
-    those whose relay died mid-send) and queue their sends."""
+    """Periodic safety net: fan out events whose fan-out never committed, give committed events their place
+    in GET /v1/events (accounts.services.events_sequence_pending), then claim due deliveries (and those
+    whose relay died mid-send) and queue their sends."""
     fanned_out = services.events_fan_out_missed()
+    events_sequence_pending()
     claimed = 0
     for _ in range(MAX_BATCHES_PER_TICK):
         claims = services.deliveries_claim_due()

@@ -191,3 +191,42 @@ def test_pollers_see_every_event_exactly_once_while_writers_commit_out_of_order(
     assert len(written) == 60
     for seen in polled:
         assert sorted(seen) == sorted(written)  # every event, each once
+
+
+def test_the_newest_event_heads_the_list_whatever_the_backlog_of_unplaced_events(owner):
+    # A partner who only uses webhooks and polls for the first time (or any organization right after the
+    # deploy that added positions) has more unplaced events than one batch: the first page must still start
+    # with the newest, not with the oldest batch placed.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.services import EVENT_SEQUENCE_BATCH
+
+    base = timezone.now() - timedelta(days=2)
+    Event.objects.bulk_create(
+        Event(
+            organization=owner.org,
+            type="social_account.connected",
+            data={"n": n},
+            created_at=base + timedelta(seconds=n),
+        )
+        for n in range(EVENT_SEQUENCE_BATCH + 1)
+    )
+    newest = Event.objects.filter(organization=owner.org).order_by("-created_at", "-id").first()
+
+    page = owner.client.get("/v1/events?limit=3").json()
+
+    assert page["data"][0]["id"] == newest.id
+
+
+def test_the_webhook_tick_places_the_events_of_partners_who_never_poll(owner, outsider):
+    from accounts.webhooks.tasks import webhooks_tick
+
+    with transaction.atomic():
+        for tenant in (owner, outsider):
+            event_record(organization_id=tenant.org.id, type="social_account.connected", data={})
+
+    webhooks_tick.apply()
+
+    assert not Event.objects.filter(position__isnull=True).exists()
