@@ -7,7 +7,8 @@ processes; per process otherwise): simple, and a client past the budget waits fo
 
 When Redis cannot be reached (down, restarting, timing out), every API request used to fail with a 500: the
 budgets are a guard, not the service, so each process then counts in its own memory, as `make run` does
-without Redis, and tries Redis again REDIS_RETRY_SECONDS later. During an outage a client can get up to the
+without Redis, and tries Redis again config.cache.REDIS_RETRY_SECONDS later (the memory and the clock are
+config.cache's, shared with the default cache). During an outage a client can get up to the
 budget once per process, and the window that sees Redis return starts its count afresh there."""
 
 import logging
@@ -16,19 +17,15 @@ import time
 
 from django.conf import settings
 from django.core.cache import caches
-from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 from django.http import JsonResponse
 from django.shortcuts import render
 from redis.exceptions import RedisError
 
+from config.cache import FALLBACK, redis_failed, redis_usable
+
 log = logging.getLogger(__name__)
 
-# After a failed Redis call, this process counts locally for this long before trying Redis again, so an
-# unreachable server costs one request per process every few seconds a timeout, not every request.
-REDIS_RETRY_SECONDS = 5.0
-_redis_unavailable_until = 0.0  # time.monotonic(); a plain float: a race only means one extra try
-_local_counters = LocMemCache("layers-ratelimit-fallback", {"OPTIONS": {"MAX_ENTRIES": 100_000}})
 
 PERIODS = {
     "s": 1,
@@ -76,20 +73,14 @@ def hit(scope: str, ident: str, rate: str, *, now: float | None = None) -> int |
 
 def _count(key: str, *, ttl: int) -> int:
     """Add one to the counter `key` (created with `ttl` seconds to live) and return its new value, atomically."""
-    global _redis_unavailable_until
     backend = caches["default"]
     if isinstance(backend, RedisCache):
-        if time.monotonic() >= _redis_unavailable_until:
+        if redis_usable():
             try:
                 return _count_in_redis(backend, key, ttl=ttl)
             except RedisError as exc:
-                _redis_unavailable_until = time.monotonic() + REDIS_RETRY_SECONDS
-                log.warning(
-                    "rate-limit counters: Redis unavailable (%s); counting in this process for %.0f s",
-                    exc,
-                    REDIS_RETRY_SECONDS,
-                )
-        backend = _local_counters
+                redis_failed(exc, "rate-limit counters")
+        backend = FALLBACK
     backend.add(key, 0, timeout=ttl)
     try:
         return backend.incr(key)

@@ -12,6 +12,17 @@ from accounts import services
 pytest_plugins = ["tests.reliability.results"]
 
 
+@pytest.fixture(autouse=True)
+def _redis_reachable_again():
+    """Each test starts with Redis presumed reachable and an empty fallback memory: a test that saw Redis
+    down would otherwise leave this process counting in memory for the next few seconds (config/cache.py)."""
+    from config import cache
+
+    cache._redis_unavailable_until = 0.0
+    cache.FALLBACK.clear()
+    yield
+
+
 @dataclass
 class Tenant:
     org: object

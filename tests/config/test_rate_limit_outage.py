@@ -12,19 +12,11 @@ from django.conf import settings as django_settings
 from django.db import connection
 from rest_framework.test import APIClient
 
-from config import ratelimit
+from config import cache as cache_module
 from tests.conftest import assert_error
 from tests.reliability.processes import RedisServer
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_counters(monkeypatch):
-    monkeypatch.setattr(ratelimit, "_redis_unavailable_until", 0.0)
-    ratelimit._local_counters.clear()
-    yield
-    ratelimit._local_counters.clear()
 
 
 def redis_cache(settings, url: str) -> None:
@@ -53,7 +45,7 @@ def test_partner_requests_survive_a_killed_redis_and_count_there_again_once_it_i
     server.start()
     redis_cache(settings, server.url)
     settings.LAYERS_API_RATE = "1000/min"
-    monkeypatch.setattr(ratelimit, "REDIS_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(cache_module, "REDIS_RETRY_SECONDS", 0.0)
     try:
         assert owner.client.get("/v1/projects").status_code == 200
         assert list(counters(server.url).values()) == [1]
@@ -101,8 +93,8 @@ def test_a_redis_that_never_answers_is_given_up_on_and_not_asked_on_every_reques
         silent.close()
     assert answers == [200, 200, 200, 200]
     assert silent.connections == 1  # the later requests counted in the process without trying Redis
-    warnings = [r.getMessage() for r in caplog.records if r.name == "config.ratelimit"]
-    assert len(warnings) == 1 and "Redis unavailable" in warnings[0]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "config.cache"]
+    assert len(warnings) == 1 and "rate-limit counters: Redis unavailable" in warnings[0]
 
 
 def test_oauth_callback_and_sandbox_answer_normally_while_redis_is_down(db, settings):
@@ -146,3 +138,29 @@ class SilentServer:
         self.sock.close()
         for conn in self.accepted:
             conn.close()
+
+
+def test_while_redis_is_down_the_fallback_is_one_memory_per_process_not_one_per_thread(settings):
+    # Django gives each thread its own cache object: a TOTP code allauth marks used in one gunicorn thread
+    # must be refused in another, and the sign-in limits must count across threads.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "config.cache.TolerantRedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+            "OPTIONS": django_settings.REDIS_CACHE_OPTIONS,
+        }
+    }
+
+    def in_a_thread(work):
+        from django.core.cache import cache
+
+        box = {}
+        thread = threading.Thread(target=lambda: box.setdefault("result", work(cache)))
+        thread.start()
+        thread.join()
+        return box["result"]
+
+    first_use = in_a_thread(lambda cache: cache.add("allauth-totp-used-123456", "y", timeout=90))
+    replay = in_a_thread(lambda cache: cache.add("allauth-totp-used-123456", "y", timeout=90))
+
+    assert (first_use, replay) == (True, False)
