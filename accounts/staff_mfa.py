@@ -14,11 +14,12 @@ from django.contrib import messages
 from django.shortcuts import redirect
 from django.urls import reverse
 
-# Assigning warmed accounts (lease request fulfilment) and releasing or creating leases. Changing a pool
-# account also connects it on TikTok (its tokens, and a leased account's: the partner's binding) and sets
-# the price new leases are billed.
+# Assigning warmed accounts (lease request fulfilment) and releasing or creating leases. Adding or changing a
+# pool account sets the price new leases are billed, and changing one also connects it on TikTok (its tokens,
+# and a leased account's: the partner's binding).
 ASSIGN_PERMISSIONS = frozenset(
     {
+        "leasing.add_poolaccount",
         "leasing.change_poolaccount",
         "leasing.change_leaserequest",
         "leasing.delete_leaserequest",
@@ -61,8 +62,8 @@ KEY_PERMISSIONS = frozenset({"accounts.add_apikey", "accounts.change_apikey"})
 MONEY_APP = "billing"
 
 MESSAGE = (
-    "Your back-office account can assign accounts, move money, issue API keys or grant permissions: set up "
-    "two-factor authentication (an authenticator app) to continue."
+    "Your back-office account can assign accounts, add or change pool accounts, move money, issue API keys or "
+    "grant permissions: set up two-factor authentication (an authenticator app) to continue."
 )
 
 

@@ -16,6 +16,7 @@ from django.utils.html import format_html
 from import_export import fields, resources
 from import_export.admin import ImportMixin
 
+from accounts.admin_search import IdSearchMixin
 from accounts.admin_site import skip_in_action
 from accounts.models import SocialAccount
 from accounts.services import social_account_revoke
@@ -57,7 +58,8 @@ class LeaseActionInline(admin.TabularInline):
 
 
 @admin.register(LeaseRequest)
-class LeaseRequestAdmin(admin.ModelAdmin):
+class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
+    id_search_fields = {"lreq": ("id",), "org": ("organization_id",), "prj": ("project_id",)}
     list_display = (
         "id",
         "status",
@@ -293,7 +295,8 @@ def _give_tokens(account: PoolAccount) -> None:
 
 
 @admin.register(PoolAccount)
-class PoolAccountAdmin(ImportMixin, admin.ModelAdmin):
+class PoolAccountAdmin(IdSearchMixin, ImportMixin, admin.ModelAdmin):
+    id_search_fields = {"pool": ("id",)}
     resource_classes = [PoolAccountResource]
     form = PoolAccountForm
     list_display = (
@@ -386,7 +389,8 @@ class AccountStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(Lease)
-class LeaseAdmin(admin.ModelAdmin):
+class LeaseAdmin(IdSearchMixin, admin.ModelAdmin):
+    id_search_fields = {"sa": ("social_account_id",), "org": ("organization_id",), "pool": ("pool_account_id",)}
     list_display = (
         "pool_account",
         "leased_handle",

@@ -282,3 +282,22 @@ def test_a_pool_connect_state_is_no_partner_state_and_shows_no_token(staff, owne
     assert again["Location"] == admin_object_url(PoolAccount, pool_id)
     assert "already used" in staff.get(again["Location"]).content.decode()
     assert PoolAccount.objects.get(pk=pool_id).access_token == token
+
+
+def test_pool_and_lease_lists_find_what_ops_paste(db, owner):
+    from leasing import services as leasing
+    from leasing.models import Lease
+
+    (pool_id,) = add_pool(1)
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    leasing.lease_assign(request_id=request_accounts(owner, 1)["requestId"], auto=True)
+    lease = Lease.objects.get(pool_account_id=pool_id)
+    ops = Client()
+    ops.force_login(with_mfa(get_user_model().objects.create_superuser("finder", "f@layers.test", "pw-ops-12345")))
+
+    def found(listing: str, term: str) -> int:
+        return ops.get(f"/admin/leasing/{listing}/", {"q": term}).context["cl"].result_count
+
+    assert found("poolaccount", f"@{handle}") == found("poolaccount", pool_id) == 1
+    assert found("lease", f"@{handle}") == found("lease", lease.social_account_id) == found("lease", owner.org.pk) == 1
+    assert found("leaserequest", lease.request_id) == 1
