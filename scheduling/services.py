@@ -325,6 +325,7 @@ def _outcome_unknown(post: ScheduledPost) -> bool:
 # LAYERS_DISPATCH_MAX_WAITING of them waiting (posts_claimed_waiting), the rest stay queued in the table.
 CLAIM_LEASE = timedelta(minutes=5)
 MAX_ATTEMPTS = 5
+EXPIRED_UNREFRESHABLE = "The account's token expired and could not be refreshed."
 STATUS_POLL_FIRST = timedelta(seconds=2)
 STATUS_POLL_MAX = timedelta(minutes=2)
 PUBLISH_GIVE_UP = timedelta(hours=24)
@@ -769,7 +770,7 @@ def _publish(post: ScheduledPost | None) -> str:
     except PlatformError as exc:
         return _retry_later(post, exc)  # the refresh failed for now: the post waits, the account stays
     if account.status == SocialAccount.Status.REAUTH_REQUIRED:
-        return _fail(post, "CREDENTIAL_INVALID", "The account's token expired and could not be refreshed.")
+        return _fail(post, "CREDENTIAL_INVALID", EXPIRED_UNREFRESHABLE)
     version = account.token_version
     intent = {"marked": False}
 
@@ -931,7 +932,7 @@ def _resolve(post: ScheduledPost) -> str:
         except PlatformError:
             return _check_again(post, now)
         if account.status == SocialAccount.Status.REAUTH_REQUIRED:
-            return _fail(post, "CREDENTIAL_INVALID", "The account's token expired and could not be refreshed.")
+            return _fail(post, "CREDENTIAL_INVALID", EXPIRED_UNREFRESHABLE)
         token = account.access_token
     try:
         if disconnected and not token:
@@ -1138,12 +1139,8 @@ def _account_sync_metrics(account_posts: list[ScheduledPost], *, now: datetime) 
     account = account_posts[0].social_account
     if not account_has_layers(account=account):
         return []
-    try:
-        account = social_account_with_fresh_token(account=account)  # expired meanwhile: refreshed first
-    except PlatformError as exc:
-        log.info("metrics sync for %s skipped: token refresh %s", account.pk, type(exc).__name__)
-        return []
-    if account.status != SocialAccount.Status.CONNECTED:
+    account = _synced_account(account, "metrics sync")
+    if account is None:
         return []
     client = _client(account.platform)
     updated: list[ScheduledPost] = []
@@ -1204,13 +1201,8 @@ def _account_attach_late_ids(account_posts: list[ScheduledPost]) -> None:
     TikTok no longer knows) skips that post; an error about the account or the platform (a dead token,
     throttling, an outage) skips the account this run — a dead token is the metrics sync's (or the health
     check's) to act on."""
-    account = account_posts[0].social_account
-    try:
-        account = social_account_with_fresh_token(account=account)
-    except PlatformError as exc:
-        log.info("post id follow-up for %s skipped: token refresh %s", account.pk, type(exc).__name__)
-        return
-    if account.status != SocialAccount.Status.CONNECTED:
+    account = _synced_account(account_posts[0].social_account, "post id follow-up")
+    if account is None:
         return
     client = _client(account.platform)
     for post in account_posts:
@@ -1236,6 +1228,17 @@ def _account_attach_late_ids(account_posts: list[ScheduledPost]) -> None:
 
 
 R = TypeVar("R")
+
+
+def _synced_account(account: SocialAccount, work: str) -> SocialAccount | None:
+    """The account, its access token refreshed first if it expired meanwhile, for a periodic `work`; None
+    when that refresh failed for now (logged) or the account is no longer connected: skipped this run."""
+    try:
+        account = social_account_with_fresh_token(account=account)
+    except PlatformError as exc:
+        log.info("%s for %s skipped: token refresh %s", work, account.pk, type(exc).__name__)
+        return None
+    return account if account.status == SocialAccount.Status.CONNECTED else None
 
 
 def _each_account(posts: list[ScheduledPost], work: str, handle: Callable[[list[ScheduledPost]], R]) -> list[R]:
