@@ -5,6 +5,7 @@ first time Instagram said "still processing"; then at the post's time, so an ops
 retry after a day's throttling failed the same way."""
 
 import json
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -20,21 +21,27 @@ from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbo
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def published_after_processing(tenant, post_id: str, username: str, *, first) -> dict:
+    """Dispatch at `first`: the reel waits for Instagram's processing (publishing, no error); three minutes
+    later it is published, once. Returns the post as the API then shows it."""
+    with time_machine.travel(first):
+        run_dispatcher()
+        body = post(tenant, post_id)
+    assert body["status"] == "publishing", body["error"]
+    with time_machine.travel(first + timedelta(minutes=3)):
+        run_dispatcher()
+        body = post(tenant, post_id)
+    assert body["status"] == "published", body
+    assert len(sandbox_posts("instagram", username)) == 1
+    return body
+
+
 def test_a_reel_scheduled_days_ahead_waits_for_instagram_and_is_published(owner, settings):
     settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 60  # Instagram takes a minute to process the reel
     account = connected_account(owner, "instagram", "reels.ahead")
     scheduled = schedule_now(owner, account["id"], media_type="video", when=later(days=2))
 
-    with time_machine.travel(later(days=2, seconds=1)):
-        run_dispatcher()
-        body = post(owner, scheduled["id"])
-    assert body["status"] == "publishing", body["error"]
-
-    with time_machine.travel(later(days=2, minutes=3)):
-        run_dispatcher()
-        body = post(owner, scheduled["id"])
-    assert body["status"] == "published", body
-    assert len(sandbox_posts("instagram", "reels.ahead")) == 1
+    published_after_processing(owner, scheduled["id"], "reels.ahead", first=later(days=2, seconds=1))
 
 
 def test_a_tiktok_post_never_finished_fails_a_day_after_its_time_not_before(owner, settings):
@@ -69,15 +76,8 @@ def test_an_ops_retry_of_a_reel_days_after_its_time_waits_for_instagram_and_is_p
 
     with time_machine.travel(later(days=2)):
         services.post_retry(post_id=scheduled["id"])  # the admin action "retry_posts"
-        run_dispatcher()
-        body = post(owner, scheduled["id"])
-    assert body["status"] == "publishing", body["error"]
 
-    with time_machine.travel(later(days=2, minutes=3)):
-        run_dispatcher()
-        body = post(owner, scheduled["id"])
-    assert body["status"] == "published", body
-    assert len(sandbox_posts("instagram", "retry.reel")) == 1
+    published_after_processing(owner, scheduled["id"], "retry.reel", first=later(days=2, seconds=1))
 
 
 def test_a_reel_throttled_for_a_day_before_its_container_still_gets_its_processing_time(owner, settings):
@@ -99,16 +99,8 @@ def test_a_reel_throttled_for_a_day_before_its_container_still_gets_its_processi
         run_dispatcher()
     assert post(owner, scheduled["id"])["status"] == "queued"
 
-    with time_machine.travel(later(days=1, seconds=5)):
-        run_dispatcher()
-        body = post(owner, scheduled["id"])
-    assert body["status"] == "publishing", body["error"]
-
-    with time_machine.travel(later(days=1, minutes=3)):
-        run_dispatcher()
-        body = post(owner, scheduled["id"])
-    assert body["status"] == "published" and body["attempts"] == 2, body
-    assert len(sandbox_posts("instagram", "throttled.day")) == 1
+    body = published_after_processing(owner, scheduled["id"], "throttled.day", first=later(days=1, seconds=5))
+    assert body["attempts"] == 2
 
 
 def test_a_reel_first_sent_a_day_late_after_an_outage_gets_its_processing_time(owner, settings):
@@ -118,9 +110,4 @@ def test_a_reel_first_sent_a_day_late_after_an_outage_gets_its_processing_time(o
     account = connected_account(owner, "instagram", "late.reel")
     scheduled = schedule_now(owner, account["id"], media_type="video")
 
-    with time_machine.travel(later(hours=25)):
-        run_dispatcher()
-        assert post(owner, scheduled["id"])["status"] == "publishing"
-    with time_machine.travel(later(hours=25, minutes=3)):
-        run_dispatcher()
-    assert post(owner, scheduled["id"])["status"] == "published"
+    published_after_processing(owner, scheduled["id"], "late.reel", first=later(hours=25))
