@@ -52,7 +52,8 @@ def test_every_operation_documents_429_with_retry_after_and_its_body_limits(sche
             assert "RATE_LIMITED" in responses["429"]["description"], where
             if method == "post":
                 assert "PAYLOAD_TOO_LARGE" in responses["413"]["description"], where
-                assert "MALFORMED_REQUEST" in responses["400"]["description"], where
+                if "requestBody" in operation:  # rotate-secret reads no body: it never answers 400
+                    assert "MALFORMED_REQUEST" in responses["400"]["description"], where
                 assert "IDEMPOTENCY_KEY_REUSED" in responses["409"]["description"], where
                 assert "422" in responses, where
 
