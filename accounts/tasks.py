@@ -8,7 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts import services
-from accounts.platforms.base import PlatformUnavailable, RateLimited
+from accounts.platforms.base import PlatformUnavailable, RateLimited, RequestRejected
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +67,9 @@ def social_account_check_health(self, account_id: str) -> str:
         # Transient: never flips the status; try again with backoff.
         countdown = exc.retry_after or min(60 * 2**self.request.retries, 3600)
         raise self.retry(countdown=countdown)
+    except RequestRejected as exc:
+        # A refusal of the request, not of the token (Instagram will not refresh a token under a day old):
+        # the account stays connected and waits out its health backoff; asking again now would be refused
+        # the same way, and an ERROR traceback every tick would only bury real errors.
+        log.warning("health check of %s refused by the platform (%s)", account_id, exc.code or exc)
+        return "refused"

@@ -416,3 +416,28 @@ def test_the_reconnected_event_shows_the_profile_as_the_reauth_found_it(owner):
     now = owner.client.get(f"/v1/social-accounts/{account['id']}").json()
     assert now["handle"] == "renamed.carol"
     assert event["data"] == now
+
+
+def test_a_health_check_the_platform_refuses_keeps_the_account_and_ends_quietly(owner, caplog):
+    # Instagram refuses to refresh a token less than a day old (a request error, not a dead token): the task
+    # used to end in an ERROR traceback every tick. It now ends "refused", logged once as a warning, the
+    # account connected and out of the next batches for a while.
+    from accounts.tasks import social_account_check_health
+    from tests.platform_helpers import intercepted
+
+    account = connected_account(owner, "instagram", "young.token")
+    SocialAccount.objects.filter(pk=account["id"]).update(token_expires_at=timezone.now())
+
+    def refused(request, sandbox):
+        import httpx
+
+        error = {"message": "(#100) token too young to refresh", "type": "OAuthException", "code": 100}
+        return httpx.Response(400, json={"error": error})
+
+    with intercepted({"/refresh_access_token": refused}):
+        outcome = social_account_check_health.apply(args=[account["id"]])
+
+    assert outcome.successful() and outcome.result == "refused"
+    row = SocialAccount.objects.get(pk=account["id"])
+    assert row.status == "connected" and row.health_next_attempt_at is not None
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
