@@ -559,7 +559,10 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
                 created = True
             except IntegrityError:
                 account = live.select_for_update().get(project_id=session.project_id, identity=identity)
-        if not created:
+        # A customer consenting as the user of an account leased to this project gets that binding's id, but
+        # Layers keeps its token (as reauth-url's 409 ACCOUNT_LEASED says); the one just issued is left
+        # unused (revoking it would revoke Layers' grant too: one grant per user and app).
+        if not created and account.kind != SocialAccount.Kind.LEASED:
             was = account.status
             _store_tokens(account, tokens)
             account.status = SocialAccount.Status.CONNECTED

@@ -613,3 +613,26 @@ def test_leased_layers_are_provisioned_at_assignment(owner):
     services.lease_assign(request_id=accepted["requestId"], auto=True)
     account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
     assert Layer.objects.filter(social_account_id=account_id).count() == 4
+
+
+def test_a_connect_consenting_as_a_leased_account_keeps_layers_token_and_answers_its_id(owner):
+    # The customer consents as the TikTok user of an account leased to the same project: the connect answers
+    # that account's id (one live binding per user and project), but the token stays Layers' own — a partner
+    # connect must not replace what Layers keeps healthy for a leased account (reauth-url refuses the same).
+    from tests.accounts.oauth_helpers import connect, status
+
+    (pool_id,) = add_pool(1)
+    services.lease_assign(request_id=request_accounts(owner, 1)["requestId"], auto=True)
+    leased = SocialAccount.objects.get(kind="leased")
+    token_before = (leased.access_token, leased.token_version)
+
+    state, response = connect(owner, "tiktok", PoolAccount.objects.get(pk=pool_id).handle)
+
+    assert response.status_code == 302 and status(owner, state)["socialAccountId"] == leased.pk
+    after = SocialAccount.objects.get(pk=leased.pk)
+    assert (after.kind, after.status) == ("leased", "connected")
+    assert (after.access_token, after.token_version) == token_before
+    from accounts.services import social_account_check_health
+
+    SocialAccount.objects.filter(pk=leased.pk).update(health_checked_at=None)
+    assert social_account_check_health(account_id=leased.pk) == "healthy"  # Layers' token still works
