@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.platforms.base import PlatformUnavailable, RateLimited, RequestRejected
+from config.queueing import platform_retry_countdown
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,7 @@ def social_account_check_health(self, account_id: str) -> str:
         return services.social_account_check_health(account_id=account_id)
     except (PlatformUnavailable, RateLimited) as exc:
         # Transient: never flips the status; try again with backoff.
-        countdown = exc.retry_after or min(60 * 2**self.request.retries, 3600)
-        raise self.retry(countdown=countdown)
+        raise self.retry(countdown=platform_retry_countdown(self, exc))
     except RequestRejected as exc:
         # A refusal of the request, not of the token (Instagram will not refresh a token under a day old):
         # the account stays connected and waits out its health backoff; asking again now would be refused

@@ -25,3 +25,9 @@ def enqueue(task, *args) -> bool:
 def enqueue_on_commit(task, *args) -> None:
     """Queue `task(*args)` once the current transaction commits (at once outside one); never raises."""
     transaction.on_commit(lambda: enqueue(task, *args))
+
+
+def platform_retry_countdown(task, exc) -> float:
+    """Seconds before a task refused for now by a platform runs again: what the platform asked for
+    (Retry-After, already bounded by the clients), or a minute doubling per retry up to an hour."""
+    return exc.retry_after or min(60 * 2**task.request.retries, 3600)

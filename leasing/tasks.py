@@ -1,6 +1,7 @@
 from celery import shared_task
 
 from accounts.platforms.base import PlatformError
+from config.queueing import platform_retry_countdown
 from leasing import services
 
 
@@ -32,4 +33,4 @@ def pool_account_refresh_token(self, pool_account_id: str) -> str:
         return services.pool_account_refresh_due(pool_account_id=pool_account_id)
     except PlatformError as exc:
         # Transient (nothing changed): try again with backoff; the next tick queues it again anyway.
-        raise self.retry(countdown=exc.retry_after or min(60 * 2**self.request.retries, 3600))
+        raise self.retry(countdown=platform_retry_countdown(self, exc))
