@@ -26,17 +26,26 @@ class FetchFailed(Exception):
     """The remote answered badly (status, type, size) or not in time."""
 
 
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 prefixes whose last 32 bits are an IPv4 address that a translator on the path may reach: NAT64's
+# well-known and local-use prefixes (RFC 6052, 8215), SIIT's IPv4-translated form (RFC 2765) and the
+# deprecated IPv4-compatible form (which an old stack routes as IPv4). Python's `is_global` calls them all
+# global; each is judged by the IPv4 address it carries.
+_CARRY_IPV4 = tuple(
+    ipaddress.ip_network(prefix) for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96", "::/96")
+)
 
 
 def _ip_is_public(ip: ipaddress._BaseAddress) -> bool:
     """Globally routable, as IANA's special-purpose registries say (`is_global`): beyond private, loopback
     and link-local, that also refuses the shared address space 100.64.0.0/10, where some clouds serve their
-    metadata (100.100.100.200). An IPv6 address that carries an IPv4 one (mapped, 6to4, Teredo, NAT64)
-    reaches that IPv4 address, and is judged by it."""
+    metadata (100.100.100.200). An IPv6 address that carries an IPv4 one (mapped, 6to4, Teredo, NAT64, SIIT,
+    IPv4-compatible) reaches that IPv4 address, and is judged by it; site-local (deprecated, still routed
+    inside some networks) is not public."""
     if ip.version == 6:
+        if ip.is_site_local:
+            return False
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if embedded is None and ip in _NAT64:
+        if embedded is None and any(ip in net for net in _CARRY_IPV4):
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return _ip_is_public(embedded)
