@@ -44,7 +44,8 @@ class ContainerInput(StrictSerializer):
         default="",
         trim_whitespace=False,
         help_text="At most 2200 characters. TikTok counts UTF-16 code units (an emoji counts two): a caption "
-        "too long for it is refused when a TikTok target is scheduled.",
+        "too long for it is refused when a TikTok target is scheduled. Instagram takes at most 30 hashtags and "
+        "20 @mentions: a caption with more is refused when an Instagram target in mode publish is scheduled.",
     )
 
     def validate(self, data):
@@ -141,7 +142,9 @@ class ScheduleApi(ApiView):
             "counts UTF-16 code units (an emoji counts two): at most 2200 in a video's title (mode publish; "
             "an inbox video takes no caption), 4000 in a photo post's description. An Instagram target is "
             "refused (422 on `targets.<i>.socialAccountId`) when the container is a carousel of more than 10 "
-            "items: Instagram takes at most 10. Instagram "
+            "items: Instagram takes at most 10, and in `publish` mode when the caption has more than 30 "
+            "hashtags (`#` and a word, not only digits) or more than 20 @mentions (`@` and a handle; an e-mail "
+            "address is none): Instagram refuses such a post. Instagram "
             "posts in `publish` mode have their media sent to Instagram up to 15 minutes before scheduledFor, "
             "so that Instagram has processed it when the post is due; the post stays `queued` and cancelable "
             "until then, and a canceled post never appears."

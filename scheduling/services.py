@@ -198,7 +198,7 @@ def posts_schedule(
                 and not (2 <= len(container.media_urls) <= 10)
             ):
                 errors[f"targets.{index}.socialAccountId"] = ["Instagram carousels take 2 to 10 items."]
-            elif account.platform == "tiktok" and (problem := _tiktok_caption_problem(container, target.mode)):
+            elif problem := _caption_problem(platform=account.platform, container=container, mode=target.mode):
                 errors[f"targets.{index}.socialAccountId"] = [problem]
             seen.add(target.social_account_id)
         if errors:
@@ -222,6 +222,15 @@ def posts_schedule(
     return posts
 
 
+def _caption_problem(*, platform: str, container: ContentContainer, mode: str) -> str | None:
+    """Why the target's platform would refuse the container's caption, if it would."""
+    if platform == "tiktok":
+        return _tiktok_caption_problem(container, mode)
+    if platform == "instagram":
+        return _instagram_caption_problem(container, mode)
+    return None
+
+
 def _tiktok_caption_problem(container: ContentContainer, mode: str) -> str | None:
     """Why TikTok would refuse the container's caption, if it would: TikTok counts UTF-16 code units, so a
     caption within our 2200 characters (emoji count two units each) can be too long for it. Said when
@@ -239,6 +248,33 @@ def _tiktok_caption_problem(container: ContentContainer, mode: str) -> str | Non
         f"The caption is too long for TikTok: it counts {length} UTF-16 code units (emoji count two), and "
         f"TikTok takes at most {limit} in {where}."
     )
+
+
+def _instagram_caption_problem(container: ContentContainer, mode: str) -> str | None:
+    """Why Instagram would refuse the container's caption, if it would: more than 30 hashtags or 20 @mentions
+    (Instagram refuses the container; its 2200 characters are the container's own limit). Only in mode
+    publish: a draft is delivered to the creator, who posts it by hand and can edit it first, and a managed
+    post goes to the provider as it is."""
+    from accounts.platforms.instagram import (
+        CAPTION_HASHTAGS_MAX,
+        CAPTION_MENTIONS_MAX,
+        caption_hashtags,
+        caption_mentions,
+    )
+
+    if mode != ScheduledPost.Mode.PUBLISH:
+        return None
+    if (hashtags := caption_hashtags(container.caption)) > CAPTION_HASHTAGS_MAX:
+        return (
+            f"The caption has {hashtags} hashtags: Instagram takes at most {CAPTION_HASHTAGS_MAX} and refuses "
+            "the post otherwise."
+        )
+    if (mentions := caption_mentions(container.caption)) > CAPTION_MENTIONS_MAX:
+        return (
+            f"The caption has {mentions} @mentions: Instagram takes at most {CAPTION_MENTIONS_MAX} and refuses "
+            "the post otherwise."
+        )
+    return None
 
 
 def post_cancel(*, post_id: str, actor=None) -> ScheduledPost:

@@ -60,6 +60,24 @@ NOT_READY = "9007/2207027"
 # A draft on Instagram is a delivery (see _deliver_draft); its publish id says so.
 DELIVERY_PREFIX = "delivery:"
 CAROUSEL_ITEMS = (2, 10)
+# Instagram refuses a container whose caption has more than 30 hashtags or 20 @mentions (its 2200 characters
+# are the container's own limit). Counted as Instagram reads them: a hashtag is "#" and word characters, not
+# only digits ("#1" is no hashtag), a mention "@" and a handle (letters, digits, "_", "."); neither when it
+# follows a word character, so "C#" and an e-mail address count for nothing. Every occurrence counts.
+CAPTION_HASHTAGS_MAX = 30
+CAPTION_MENTIONS_MAX = 20
+_HASHTAG = re.compile(r"(?<!\w)#(?=\w*[^\W\d])\w+")
+_MENTION = re.compile(r"(?<![\w@])@[A-Za-z0-9_][A-Za-z0-9_.]*")
+
+
+def caption_hashtags(caption: str) -> int:
+    return len(_HASHTAG.findall(caption))
+
+
+def caption_mentions(caption: str) -> int:
+    return len(_MENTION.findall(caption))
+
+
 # How many of the account's latest media to look through when recovering a published container's media.
 RECOVERY_PAGE = 50
 # Instagram's clock and ours may disagree a little; its timestamps are whole seconds.

@@ -227,6 +227,58 @@ def test_captions_within_tiktoks_utf16_limits_are_scheduled(owner):
         assert response.status_code == 201, (media_type, mode, response.content[:300])
 
 
+TAGS = " ".join(f"#tag{n}" for n in range(30))  # Instagram's most: 30 hashtags
+HANDLES = " ".join(f"@friend.{n}" for n in range(20))  # and 20 @mentions
+
+
+@pytest.mark.parametrize(
+    "caption, what",
+    [
+        (f"{TAGS} #one_more", "hashtags"),
+        (f"{HANDLES} and @one_more", "@mentions"),
+    ],
+)
+def test_a_caption_over_instagrams_hashtag_or_mention_limit_is_refused_when_scheduled(owner, caption, what):
+    # Instagram refuses the container of such a caption: said at schedule, not as a post failed at its time.
+    created = create_container(owner, {**VIDEO, "caption": caption})
+    assert created.status_code == 201, created.content
+    tiktok = make_account(owner, platform="tiktok")
+    instagram = make_account(owner, platform="instagram")
+    targets = [{"socialAccountId": tiktok.pk, "mode": "publish"}, {"socialAccountId": instagram.pk, "mode": "publish"}]
+
+    error = assert_error(schedule(owner, created.json()["id"], targets), 422, "VALIDATION")
+
+    assert list(error["details"]["fields"]) == ["targets.1.socialAccountId"], error
+    message = error["details"]["fields"]["targets.1.socialAccountId"][0]
+    assert what in message and "Instagram" in message, message
+    assert not ScheduledPost.objects.exists()  # all or none: the TikTok post is not created either
+
+
+def test_captions_within_instagrams_hashtag_and_mention_limits_are_scheduled(owner):
+    # 30 hashtags and 20 @mentions fit; what Instagram does not take for a hashtag or a mention does not count:
+    # an e-mail address, a "#" inside a word, a number.
+    caption = f"{TAGS}\n{HANDLES}\nWrite to press@acme.test about C# and issue #1 (#2024), 5 @ 10 each."
+    created = create_container(owner, {**VIDEO, "caption": caption}).json()
+    instagram = make_account(owner, platform="instagram")
+    response = schedule(owner, created["id"], [{"socialAccountId": instagram.pk, "mode": "publish"}])
+    assert response.status_code == 201, response.content[:300]
+
+
+def test_instagrams_hashtag_and_mention_limits_leave_other_targets_alone(owner):
+    # TikTok has no such limits; a managed post goes to the provider as it is; an Instagram draft is delivered to
+    # the creator for manual posting, not sent to Instagram's API.
+    ManagedProvider.objects.create(project=owner.project, name="Acme Boost", endpoint_url="https://boost.test/in")
+    caption = f"{TAGS} #one_more {HANDLES} @one_more"
+    created = create_container(owner, {**VIDEO, "caption": caption}).json()
+    targets = [
+        {"socialAccountId": make_account(owner, platform="tiktok").pk, "mode": "publish"},
+        {"socialAccountId": make_account(owner, platform="instagram").pk, "mode": "managed"},
+        {"socialAccountId": make_account(owner, platform="instagram").pk, "mode": "draft"},
+    ]
+    response = schedule(owner, created["id"], targets)
+    assert response.status_code == 201, response.content[:300]
+
+
 @pytest.mark.parametrize(
     "when",
     [
