@@ -227,6 +227,21 @@ def test_captions_within_tiktoks_utf16_limits_are_scheduled(owner):
         assert response.status_code == 201, (media_type, mode, response.content[:300])
 
 
+def test_a_carousel_of_more_than_ten_items_is_refused_for_instagram_not_for_tiktok(owner):
+    # Instagram's carousels take 2 to 10 items, TikTok's photo posts up to 35.
+    urls = [f"https://cdn.acme.test/{n}.jpg" for n in range(11)]
+    created = create_container(owner, {"mediaType": "carousel", "mediaUrls": urls}).json()
+    tiktok = make_account(owner, platform="tiktok")
+    instagram = make_account(owner, platform="instagram")
+    targets = [{"socialAccountId": tiktok.pk, "mode": "publish"}, {"socialAccountId": instagram.pk, "mode": "publish"}]
+
+    error = assert_error(schedule(owner, created["id"], targets), 422, "VALIDATION")
+
+    assert list(error["details"]["fields"]) == ["targets.1.socialAccountId"], error
+    assert "10" in error["details"]["fields"]["targets.1.socialAccountId"][0]
+    assert schedule(owner, created["id"], targets[:1]).status_code == 201
+
+
 TAGS = " ".join(f"#tag{n}" for n in range(30))  # Instagram's most: 30 hashtags
 HANDLES = " ".join(f"@friend.{n}" for n in range(20))  # and 20 @mentions
 
