@@ -73,8 +73,10 @@ class ApiKeyForm(forms.ModelForm):
     allowed_return_domains = forms.CharField(
         required=False,
         widget=AllowlistWidget(attrs={"rows": 4}),
-        help_text="One host per line, exactly as the returnUrl host (add :port for a non-default port). "
-        "No wildcards: app.acme.com does not allow www.app.acme.com.",
+        help_text="One host per line, exactly as the returnUrl host (add :port for a non-default port), or an "
+        "origin (https://app.acme.com:443, http://localhost:80): saved as its host and port (https's 443 "
+        "dropped). A listed port is matched as a number, written in the returnUrl or not (localhost:80 allows "
+        "http://localhost/), and no other port. No wildcards: app.acme.com does not allow www.app.acme.com.",
     )
 
     class Meta:

@@ -87,7 +87,9 @@ class OAuthUrlInput(StrictSerializer):
     returnUrl = serializers.CharField(
         max_length=2048,
         help_text="Absolute https URL whose host is exactly on your key's allowed return domains "
-        "(no subdomain or wildcard matching; list non-default ports as host:port). Malformed → 422, "
+        "(no subdomain or wildcard matching; list non-default ports as host:port). Ports are compared as "
+        "numbers: https://app.acme.com:443/cb is https://app.acme.com/cb, and an entry localhost:80 allows "
+        "http://localhost/cb but no other port. Malformed → 422, "
         "well-formed but unlisted host → 403 RETURN_URL_NOT_ALLOWED.",
     )
     usageNote = serializers.CharField(

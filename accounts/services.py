@@ -79,8 +79,11 @@ def normalize_allowlist(domains) -> list[str]:
     for entry in domains:
         try:
             value = normalize_allowlist_entry(str(entry))
-        except ValueError:
-            raise ValueError(f"'{entry}' is not a valid host (use host or host:port, no scheme, no path).")
+        except ValueError as exc:
+            raise ValueError(
+                f"'{entry}' is not a valid return host ({exc}): write a host, host:port, or an origin such as "
+                "https://app.acme.com:8443, with no path."
+            )
         if value not in out:
             out.append(value)
     return out

@@ -2,8 +2,10 @@
 
 A partner's end-customer is redirected to this URL after consenting, so a loose check is an open
 redirect that leaks the OAuth outcome to an attacker. The rule is deliberately blunt: the URL must parse
-cleanly, and its host (lower-cased, IDNA-encoded, with any non-default port) must *equal* one allowlist
-entry. No suffix, subdomain or wildcard matching; anything unusual is refused rather than interpreted."""
+cleanly, and its host (lower-cased, IDNA-encoded) must *equal* one allowlist entry's, on that entry's port:
+a bare host allows the URL scheme's default port, `host:port` that port, compared as numbers (a URL writing
+or omitting its default port is the same URL; an entry's port never allows another). No suffix, subdomain
+or wildcard matching; anything unusual is refused rather than interpreted."""
 
 import re
 from urllib.parse import urlsplit
@@ -40,18 +42,53 @@ def normalize_host(host: str) -> str:
     return ascii_host
 
 
+_ORIGIN = re.compile(r"\A(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#@]*)/?\Z")
+
+
+def _entry_port(host: str, port: int | None) -> int | None:
+    """The port an entry stores. None (the bare host) means "the returnUrl's default port", so 443, https's
+    default, is dropped; a local host may also be reached over plain http (port 80), so there 443 is kept:
+    `localhost:443` must not come to allow http://localhost."""
+    if port == DEFAULT_PORTS["https"] and host not in LOCAL_HOSTS:
+        return None
+    return port
+
+
 def normalize_allowlist_entry(entry: str) -> str:
-    """`App.Acme.test:8443` → `app.acme.test:8443`; used when staff save a key's allowlist."""
-    host, sep, port = entry.strip().rpartition(":") if ":" in entry else (entry.strip(), "", "")
+    """One allowlist entry in its stored form: `host`, or `host:port` for any other port. Staff may write a
+    host (`App.Acme.test`, `app.acme.test:8443`) or an origin (`https://app.acme.test:443`,
+    `http://localhost:80`): an origin's port is its scheme's default when not written, and only its port is
+    kept, since a returnUrl is matched on host and port (check_return_url). So `https://app.acme.test:443`,
+    `https://app.acme.test` and `app.acme.test:443` are all `app.acme.test`, and `http://localhost` is
+    `localhost:80`. Raises ValueError for anything else (a path, a query, user-info, another scheme, plain
+    http to a public host, which check_return_url would refuse anyway)."""
+    entry = entry.strip()
+    scheme = None
+    if "://" in entry:
+        origin = _ORIGIN.match(entry)
+        if origin is None or origin["scheme"].lower() not in DEFAULT_PORTS:
+            raise ValueError("not an http(s) origin")
+        scheme, entry = origin["scheme"].lower(), origin["authority"]
+    host, sep, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
     host = normalize_host(host)
     if sep:
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("invalid port")
-        if int(port) == DEFAULT_PORTS["https"]:
-            # check_return_url compares https://host:443 as the bare host; host:443 would never match.
-            return host
-        return f"{host}:{int(port)}"
-    return host
+        number = int(port)
+    else:
+        number = DEFAULT_PORTS[scheme] if scheme else None
+    if scheme == "http" and host not in LOCAL_HOSTS:
+        raise ValueError("plain http is only for localhost / 127.0.0.1")
+    number = _entry_port(host, number)
+    return host if number is None else f"{host}:{number}"
+
+
+def _allows(allowlist: list[str], *, host: str, port: int, default: bool) -> bool:
+    """Whether an entry allows this host on this (effective) port: the bare host on the returnUrl's default
+    port, `host:port` on that port however the URL writes it (`http://localhost/` is port 80 and matches
+    `localhost:80`; `https://app.acme.test:443/` is the bare host's)."""
+    entries = set(allowlist)
+    return (default and host in entries) or f"{host}:{port}" in entries
 
 
 def check_return_url(url, *, allowlist: list[str], field: str = "returnUrl") -> str:
@@ -85,7 +122,9 @@ def check_return_url(url, *, allowlist: list[str], field: str = "returnUrl") -> 
         raise bad("Has an invalid host.")
     if scheme == "http" and not (host in LOCAL_HOSTS and settings.LAYERS_ALLOW_HTTP_LOCALHOST_RETURN):
         raise bad("Must use https.")
-    authority = host if port in (None, DEFAULT_PORTS[scheme]) else f"{host}:{port}"
-    if authority not in set(allowlist):
+    effective = DEFAULT_PORTS[scheme] if port is None else port
+    default = effective == DEFAULT_PORTS[scheme]
+    if not _allows(allowlist, host=host, port=effective, default=default):
+        authority = host if default else f"{host}:{effective}"
         raise ReturnUrlNotAllowed(f"The host '{authority}' is not on this API key's allowed return domains.")
     return url

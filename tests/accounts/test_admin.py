@@ -296,6 +296,44 @@ def test_staff_edit_the_allowlist_of_an_existing_key(staff_client, owner):
     assert owner.key.allowed_return_domains == ["app.acme.test", "foo.test:8443"]
 
 
+def test_an_allowlist_written_as_origins_with_default_ports_lets_those_return_urls_through(staff_client, owner):
+    """Staff paste origins as a browser or a config file shows them (`https://host:443`, a dev server on
+    `http://localhost:80`): saved as the hosts they allow, and the partner's returnUrl on that host, with or
+    without the default port written, starts a connect. Another port of the same host does not."""
+    url = admin_object_url(ApiKey, owner.key.pk)
+    forms = management_forms(staff_client, url)
+    saved = staff_client.post(
+        url,
+        {"name": "k", "allowed_return_domains": "https://App.Example.test:443\nhttp://localhost:80", **forms},
+    )
+    assert saved.status_code == 302, saved.content[:2000]
+    owner.key.refresh_from_db()
+    assert owner.key.allowed_return_domains == ["app.example.test", "localhost:80"]
+
+    def oauth_url(return_url):
+        return owner.client.post(
+            f"/v1/projects/{owner.project.id}/social/oauth-url",
+            {"platform": "tiktok", "returnUrl": return_url},
+            format="json",
+        )
+
+    for allowed in ("https://app.example.test/cb", "https://app.example.test:443/cb", "http://localhost/cb"):
+        assert oauth_url(allowed).status_code == 200, allowed
+    for refused in ("https://app.example.test:8443/cb", "https://localhost/cb", "http://localhost:3000/cb"):
+        assert_error(oauth_url(refused), 403, "RETURN_URL_NOT_ALLOWED")
+
+
+def test_a_plain_http_origin_of_a_public_host_is_refused_with_the_reason(staff_client, owner):
+    url = admin_object_url(ApiKey, owner.key.pk)
+    refused = staff_client.post(
+        url, {"name": "k", "allowed_return_domains": "http://app.example.test", **management_forms(staff_client, url)}
+    )
+    assert refused.status_code == 200 and "errorlist" in refused.content.decode()
+    assert "plain http is only for localhost" in refused.content.decode()
+    owner.key.refresh_from_db()
+    assert owner.key.allowed_return_domains == ["app.acme.test", "localhost"]
+
+
 def test_the_organization_of_an_existing_key_cannot_be_changed(staff_client, owner, outsider):
     url = admin_object_url(ApiKey, owner.key.pk)
     staff_client.post(url, {"organization": outsider.org.id, "name": "x", "allowed_return_domains": "a.test"})

@@ -196,7 +196,7 @@ def test_allowlist_entries_keep_a_non_default_port_and_drop_leading_zeros():
     "entry",
     [
         "https://x.test/path",
-        "https://x.test",
+        "http://x.test",  # plain http: local hosts only
         "x.test/path",
         "*.acme.test",
         "x.test:0",
@@ -213,4 +213,77 @@ def test_allowlist_entries_keep_a_non_default_port_and_drop_leading_zeros():
 def test_invalid_allowlist_entry_raises_value_error_naming_it(entry):
     with pytest.raises(ValueError) as caught:
         normalize_allowlist(["ok.test", entry])
+    assert repr(entry)[1:-1] in str(caught.value)
+
+
+# --- an entry written with its port: the port is compared, not the text ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry, allowed, refused",
+    [
+        # Listed with https's default port (as pasted from a browser's address bar or a config file).
+        (
+            "app.example.test:443",
+            ["https://app.example.test/cb", "https://app.example.test:443/cb"],
+            ["https://app.example.test:8443/cb", "https://app.example.test:80/cb"],
+        ),
+        (
+            "https://App.Example.test:443",
+            ["https://app.example.test/cb", "https://app.example.test:443/cb"],
+            ["https://app.example.test:8443/cb"],
+        ),
+        # Listed with http's default port: a local dev server on :80.
+        (
+            "localhost:80",
+            ["http://localhost/cb", "http://localhost:80/cb", "https://localhost:80/cb"],
+            ["https://localhost/cb", "http://localhost:3000/cb"],
+        ),
+        (
+            "http://localhost:80",
+            ["http://localhost/cb", "http://localhost:80/cb"],
+            ["https://localhost/cb", "http://localhost:8080/cb"],
+        ),
+        # An origin without a port has its scheme's: https://localhost is port 443, not http's 80.
+        ("https://localhost", ["https://localhost/cb", "https://localhost:443/cb"], ["http://localhost/cb"]),
+        ("http://127.0.0.1", ["http://127.0.0.1/cb", "http://127.0.0.1:80/"], ["https://127.0.0.1/cb"]),
+        # A non-default port still matches that port only.
+        ("https://app.example.test:8443/", ["https://app.example.test:8443/cb"], ["https://app.example.test/cb"]),
+    ],
+)
+def test_an_entry_listed_with_a_port_matches_exactly_that_port_written_or_implied(entry, allowed, refused):
+    allowlist = normalize_allowlist([entry])
+    for url in allowed:
+        assert check_return_url(url, allowlist=allowlist) == url, (entry, allowlist, url)
+    for url in refused:
+        with pytest.raises(ReturnUrlNotAllowed):
+            check_return_url(url, allowlist=allowlist)
+
+
+def test_one_origin_is_stored_as_one_entry_however_it_is_written():
+    assert normalize_allowlist(
+        ["https://App.Example.test:443", "app.example.test", "https://app.example.test/", "APP.example.test:443"]
+    ) == ["app.example.test"]
+    assert normalize_allowlist(["http://localhost:80", "localhost:80", "http://LOCALHOST"]) == ["localhost:80"]
+    assert normalize_allowlist(["https://bücher.test:8443"]) == ["xn--bcher-kva.test:8443"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "http://app.example.test",  # plain http is only ever allowed for a local host
+        "ftp://app.example.test",
+        "https://app.example.test/cb",
+        "https://app.example.test?x=1",
+        "https://app.example.test#x",
+        "https://user@app.example.test",
+        "https://",
+        "https:app.example.test",
+        "//app.example.test",
+        "https://app.example.test:0",
+    ],
+)
+def test_an_origin_entry_with_more_than_scheme_host_and_port_is_refused(entry):
+    with pytest.raises(ValueError) as caught:
+        normalize_allowlist([entry])
     assert repr(entry)[1:-1] in str(caught.value)

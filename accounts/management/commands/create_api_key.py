@@ -13,7 +13,8 @@ class Command(JsonCommand):
             action="append",
             required=True,  # a key without any allowed host could never start a connect (API.md: at least one)
             dest="return_domains",
-            help="allowed returnUrl host (repeatable; host:port for a non-default port)",
+            help="allowed returnUrl host (repeatable; host:port for a non-default port, or an origin such as "
+            "https://app.acme.com:8443)",
         )
         parser.add_argument("--name", default="")
 
