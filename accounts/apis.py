@@ -225,7 +225,9 @@ class OAuthStatusApi(ApiView):
         operation_id="social_oauth_status",
         tags=["connected accounts"],
         description=(
-            "`expired` once expiresAt passed without completion. `socialAccountId` is set when completed. "
+            "`expired` once expiresAt passed without completion and without the callback having arrived: a state "
+            "whose callback arrived before expiresAt reads `pending` until it is `completed` or `failed`, never "
+            "`expired` in between. `socialAccountId` is set when completed. "
             "A state whose callback was received but could not finish (the server failed meanwhile) is `failed` "
             "with platform_error at the latest 5 minutes after expiresAt, never `expired`. "
             "A state is kept for LAYERS_OAUTH_SESSION_RETENTION_DAYS (30) days after its expiresAt, then "

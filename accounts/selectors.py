@@ -2,9 +2,10 @@
 
 from datetime import UTC
 
-from django.db import connection
+from django.db import connection, transaction
+from django.utils import timezone
 
-from accounts.models import Event, Project
+from accounts.models import Event, OAuthSession, Project
 from config.api.errors import NotFound
 from config.api.ids import is_valid
 
@@ -94,9 +95,18 @@ def social_account_get(*, organization, account_id: str):
 
 
 def oauth_session_get(*, organization, state: str):
-    from accounts.models import OAuthSession
+    """The organization's session `state` as oauth-status shows it (404 if unknown or another's).
 
-    session = OAuthSession.objects.filter(organization=organization, pk=state).first()
+    A pending state past its expiry reads `expired`, a final status, unless a callback claimed it: the
+    callback claims under a row lock, before expiresAt, and commits a moment later, so a poll in that moment
+    would read the uncommitted row (pending, expired) and then `completed`. Such a row is read again under the
+    same lock, which waits for a claim being committed; still pending then, no callback can claim it any more
+    (it would find expiresAt passed), and `expired` is final. Only that rare row pays for the lock."""
+    sessions = OAuthSession.objects.filter(organization=organization, pk=state)
+    session = sessions.first()
+    if session is not None and session.status == OAuthSession.Status.PENDING and timezone.now() >= session.expires_at:
+        with transaction.atomic():
+            session = sessions.select_for_update().first()
     if session is None:
         raise NotFound()
     return session

@@ -234,6 +234,61 @@ def test_a_state_left_exchanging_by_a_killed_callback_reads_failed_once_the_exch
     assert (body["status"], body["error"], body["socialAccountId"]) == ("failed", {"code": "platform_error"}, None)
 
 
+def test_a_state_claimed_just_before_its_expiry_never_reads_expired_while_the_claim_commits(owner, transactional_db):
+    """The callback claims a state under a row lock just before expiresAt, and commits the claim a moment
+    later (the expiry has passed meanwhile). A partner polling in that moment must not read `expired`, a
+    final status, for a state about to read `completed`: it reads `pending`, once the claim is committed."""
+    import threading
+
+    from accounts.models import OAuthSession
+    from tests.concurrency import held_open
+    from tests.reliability.processes import pg, wait_for
+
+    link = start(owner, "tiktok")
+    expires = OAuthSession.objects.get(state=link["state"]).expires_at
+
+    def claim():  # what the callback does, in its transaction, before expiresAt
+        session = OAuthSession.objects.select_for_update().get(state=link["state"])
+        session.status = OAuthSession.Status.EXCHANGING
+        session.save(update_fields=["status"])
+
+    seen = {}
+
+    def poll():
+        seen["status"] = status(owner, link["state"])["status"]
+
+    with held_open(claim), time_machine.travel(expires + timedelta(seconds=1)):
+        poller = threading.Thread(target=poll)
+        poller.start()
+        # The poll either answers at once (from the uncommitted row) or waits for the claim to commit.
+        wait_for(
+            lambda: "status" in seen or pg("SELECT count(*) FROM pg_locks WHERE NOT granted")[0][0],
+            what="the poll answered or waits for the claim",
+        )
+    poller.join(30)
+    assert seen["status"] == "pending"
+    OAuthSession.objects.filter(state=link["state"]).update(
+        status=OAuthSession.Status.COMPLETED, completed_at=timezone.now()
+    )
+    with time_machine.travel(expires + timedelta(seconds=2)):
+        assert status(owner, link["state"])["status"] == "completed"
+
+
+def test_an_unclaimed_state_reads_expired_from_its_expiry_on(owner):
+    """Only a state nobody claimed before expiresAt is expired, and its callback then says so too."""
+    from accounts.models import OAuthSession
+
+    link = start(owner, "tiktok")
+    expires = OAuthSession.objects.get(state=link["state"]).expires_at
+    with time_machine.travel(expires - timedelta(seconds=1)):
+        assert status(owner, link["state"])["status"] == "pending"
+    with time_machine.travel(expires):
+        assert status(owner, link["state"])["status"] == "expired"
+        response = consent_and_return("tiktok", link["authorizeUrl"], "late.user")
+        assert response["Location"] == f"{RETURN_URL}?layers_oauth_error=expired"
+        assert status(owner, link["state"])["status"] == "expired"
+
+
 @pytest.mark.parametrize(
     "return_url",
     [
