@@ -278,7 +278,8 @@ class OAuthSession(models.Model):
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
-    # `pool` sessions only: the pool account being connected, and who started it (its audit trail's actor).
+    # `pool` sessions only: the pool account being connected, and who started it (its audit trail's actor, and
+    # the only user whose signed-in browser the callback completes it for: services.oauth_callback).
     pool_account = models.ForeignKey(
         "leasing.PoolAccount", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )

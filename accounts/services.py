@@ -387,6 +387,8 @@ class CallbackOutcome:
     account: SocialAccount | None = None
     pool_account_id: str | None = None
     message: str = ""
+    # A staff pool connect's callback in a browser that is not its staff member's: refused, nothing done.
+    refused: bool = False
 
 
 # What staff read on the pool account's page when their connect did not go through.
@@ -401,6 +403,26 @@ POOL_CONNECT_ERRORS = {
     "changed. Try again.",
     "platform_error": "TikTok or Layers failed while connecting (platform_error): nothing was changed. Try again.",
 }
+
+
+POOL_CONNECT_NOT_YOURS = (
+    "This TikTok sign-in was started from the Layers admin, and only the staff member who started it can finish "
+    "it, signed in to the admin in this browser. Nothing was changed. If that is you, sign in to the admin and "
+    "press Connect on TikTok again."
+)
+
+
+def _started_by(session: OAuthSession, user) -> bool:
+    """Whether `user` (the callback request's) is the signed-in, still active staff member who started this
+    pool connect. Deleted since (staff_user null), nobody is."""
+    return bool(
+        user is not None
+        and user.is_authenticated
+        and user.is_active
+        and user.is_staff
+        and session.staff_user_id is not None
+        and user.pk == session.staff_user_id
+    )
 
 
 def _outcome(session: OAuthSession, code: str | None = None, *, account=None, message: str = "") -> CallbackOutcome:
@@ -427,12 +449,22 @@ def _session_fail(session: OAuthSession, code: str, *, message: str = "") -> Cal
     return _outcome(session, code, message=message)
 
 
-def oauth_callback(*, platform: str, state: str | None, code: str | None, error: str | None) -> CallbackOutcome:
+def oauth_callback(
+    *, platform: str, state: str | None, code: str | None, error: str | None, user=None
+) -> CallbackOutcome:
     """Complete the authorization the platform redirected back with.
 
     The state is claimed (pending → exchanging) under a row lock before the platform is called, so a
     replayed or concurrent callback answers `already_used` and never creates a second account; the code
-    exchange and profile fetch run outside any transaction."""
+    exchange and profile fetch run outside any transaction.
+
+    A partner's state is a bearer secret by design (the end-customer is nobody we know). A staff pool connect
+    is not: its authorize URL may leak (a screenshot, a chat), and whoever consented through it would become a
+    Layers pool account, leased to partners. So its callback must come from the browser of the staff member
+    who started it (`user`, the request's signed-in user); any other is refused before anything else — not
+    even `already_used` or `expired` is told — without exchanging the code, and the state is left pending:
+    failing it would let anyone holding the link cancel ops' connect, and the staff member can still finish
+    it in their own browser until it expires."""
     if not state or not is_valid("st", state):
         return CallbackOutcome(redirect_url=None)
     with transaction.atomic():
@@ -440,6 +472,12 @@ def oauth_callback(*, platform: str, state: str | None, code: str | None, error:
         if session is None or session.platform != platform:
             # A state minted for the other platform is treated as unknown: no redirect anywhere.
             return CallbackOutcome(redirect_url=None)
+        if session.purpose == OAuthSession.Purpose.POOL and not _started_by(session, user):
+            log.warning(
+                "oauth %s: pool connect callback refused: not the browser of the staff member who started it",
+                session.pk[:10],
+            )
+            return CallbackOutcome(redirect_url=None, refused=True, message=POOL_CONNECT_NOT_YOURS)
         if session.status != OAuthSession.Status.PENDING:
             return _outcome(session, "already_used")
         if timezone.now() >= session.expires_at:

@@ -49,7 +49,9 @@ def oauth_callback(request, platform: str):
     returnUrl never has a fragment of its own (check_return_url refuses one).
 
     A staff connect of a pool account (purpose `pool`) comes back here too, and goes to the pool account's
-    admin page with a message instead."""
+    admin page with a message instead; only in the browser of the staff member who started it, signed in
+    (the admin's session cookie, SameSite=Lax, comes along on TikTok's top-level redirect): any other gets a
+    403 page and the connect is left as it was."""
     from django.shortcuts import render
 
     from accounts import services
@@ -61,7 +63,11 @@ def oauth_callback(request, platform: str):
         state=request.GET.get("state"),
         code=request.GET.get("code"),
         error=request.GET.get("error"),
+        user=request.user,
     )
+    if outcome.refused:
+        # A staff pool connect completed in another browser than its staff member's (services.oauth_callback).
+        return render(request, "oauth/error.html", {"reason": outcome.message}, status=403)
     if outcome.redirect_url is None:
         return render(
             request,

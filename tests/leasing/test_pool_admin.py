@@ -284,6 +284,51 @@ def test_a_pool_connect_state_is_no_partner_state_and_shows_no_token(staff, owne
     assert PoolAccount.objects.get(pk=pool_id).access_token == token
 
 
+@pytest.mark.parametrize("browser", ["anonymous", "another staff member"])
+def test_a_pool_connect_completes_only_in_the_browser_of_the_staff_member_who_started_it(staff, browser):
+    """The state in the authorize URL is no proof of who consents: a leaked link (a screenshot, a paste in a
+    chat) completed in another browser would put whoever consented into Layers' pool. The callback of a pool
+    connect refuses anyone but the staff member who started it, signed in, without exchanging the code: the
+    state stays pending, so the staff member can still finish in their own browser."""
+    (pool_id,) = add_pool(1)
+    before = PoolAccount.objects.get(pk=pool_id)
+    started = start_connect(staff, pool_id)
+    state = state_of(started["Location"])
+    parts = urlsplit(consent("tiktok", started["Location"], before.handle))
+    callback = f"{parts.path}?{parts.query}"
+    other = Client()
+    if browser == "another staff member":
+        colleague = with_mfa(get_user_model().objects.create_superuser("ops2", "ops2@layers.test", "pw-ops-12345"))
+        other.force_login(colleague)
+
+    refused = other.get(callback)
+
+    assert refused.status_code == 403 and not refused.has_header("Location")
+    assert "only the staff member who started it" in refused.content.decode()
+    after = PoolAccount.objects.get(pk=pool_id)
+    assert (after.access_token, after.refresh_token) == (before.access_token, before.refresh_token)
+    session = OAuthSession.objects.get(pk=state)
+    assert (session.status, session.error_code, session.completed_at) == ("pending", "", None)
+    assert not Event.objects.exists()
+
+    # The code was not spent: the staff member who started the connect finishes it.
+    back = staff.get(callback)
+    assert back["Location"] == admin_object_url(PoolAccount, pool_id)
+    assert f"Connected on TikTok as @{before.handle}" in staff.get(back["Location"]).content.decode()
+    assert OAuthSession.objects.get(pk=state).status == "completed"
+    assert PoolAccount.objects.get(pk=pool_id).access_token != before.access_token
+
+
+def test_a_pool_connect_whose_staff_member_was_deleted_cannot_be_completed(staff):
+    (pool_id,) = add_pool(1)
+    started = start_connect(staff, pool_id)
+    parts = urlsplit(consent("tiktok", started["Location"], PoolAccount.objects.get(pk=pool_id).handle))
+    OAuthSession.objects.filter(pk=state_of(started["Location"])).update(staff_user=None)
+
+    assert staff.get(f"{parts.path}?{parts.query}").status_code == 403
+    assert OAuthSession.objects.get(pk=state_of(started["Location"])).status == "pending"
+
+
 def test_pool_and_lease_lists_find_what_ops_paste(db, owner):
     from leasing import services as leasing
     from leasing.models import Lease
