@@ -97,3 +97,35 @@ def intercepted(overrides: dict[str, Override]) -> Iterator[None]:
     client = httpx.Client(transport=httpx.MockTransport(handler))
     with client, mock.patch.object(platform_http, "thread_http_client", return_value=client):
         yield
+
+
+def tiktok_refresh_keeping_the_refresh_token(refresh_field: dict) -> Override:
+    """An override of TikTok's token endpoint: a refresh answered with a new access token only, the refresh
+    token sent left valid (not rotated), and the answer's `refresh_token` as `refresh_field` says ({} for no
+    such field, {"refresh_token": ""} for an empty one), without `refresh_expires_in`."""
+    from urllib.parse import parse_qs as parse_form
+
+    from accounts.platforms.sandbox import oauth
+    from accounts.platforms.sandbox.identities import tiktok_open_id
+    from accounts.platforms.sandbox.models import Token
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        form = {key: values[0] for key, values in parse_form(request.content.decode()).items()}
+        assert form.get("grant_type") == "refresh_token", form
+        old = oauth.find_token(platform="tiktok", raw=form["refresh_token"], kinds=(Token.Kind.REFRESH,))
+        assert old is not None and oauth.token_problem(old) is None
+        access = oauth.issue_token(
+            platform="tiktok", kind=Token.Kind.ACCESS, username=old.username, scopes=old.scopes,
+            ttl=oauth.TIKTOK_ACCESS_TTL,
+        )  # fmt: skip
+        body = {
+            "access_token": access.raw,
+            "expires_in": int(oauth.TIKTOK_ACCESS_TTL.total_seconds()),
+            "open_id": tiktok_open_id(old.username),
+            "scope": old.scopes,
+            "token_type": "Bearer",
+            **refresh_field,
+        }
+        return httpx.Response(200, json=body)
+
+    return answer

@@ -30,8 +30,9 @@ class PlatformClient(Protocol):
         ...
 
     def refresh(self, *, tokens: TokenSet) -> TokenSet:
-        """Fresh tokens; persist all of the result at once (TikTok rotates the refresh token).
-        A dead refresh grant is TokenInvalid."""
+        """Fresh tokens; persist all of the result at once (TikTok rotates the refresh token; an answer
+        that carries none keeps the one sent, with its expiry, in the result). A dead refresh grant is
+        TokenInvalid."""
         ...
 
     def revoke(self, *, access_token: str) -> None:

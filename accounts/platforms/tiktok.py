@@ -8,6 +8,7 @@ HTTP 200, so the body is parsed whatever the status), every other v2 endpoint an
 
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
@@ -122,7 +123,14 @@ class TikTokClient:
             grant="refresh_token",
             secrets=(tokens.refresh_token, tokens.access_token),
         )
-        return _token_set(body, platform_user_id=tokens.platform_user_id)
+        fresh = _token_set(body, platform_user_id=tokens.platform_user_id)
+        if fresh.refresh_token:
+            return fresh
+        # TikTok documents a (rotated) refresh_token in every refresh answer. One without it (missing or
+        # empty) has not rotated it: the one sent still works, and every caller stores the whole set (social
+        # accounts, pool accounts), so returning None here would blank it and the next refresh would have
+        # nothing to send (reauth_required, or a retired pool account, for a grant that is fine).
+        return replace(fresh, refresh_token=tokens.refresh_token, refresh_expires_at=tokens.refresh_expires_at)
 
     def revoke(self, *, access_token: str) -> None:
         form = {

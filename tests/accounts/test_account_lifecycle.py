@@ -441,3 +441,27 @@ def test_a_health_check_the_platform_refuses_keeps_the_account_and_ends_quietly(
     row = SocialAccount.objects.get(pk=account["id"])
     assert row.status == "connected" and row.health_next_attempt_at is not None
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("refresh_field", [{}, {"refresh_token": ""}, {"refresh_token": None}])
+def test_a_tiktok_refresh_answered_without_a_refresh_token_keeps_the_one_stored(owner, refresh_field):
+    # TikTok documents a refresh_token in every refresh answer; one without it (missing, empty) used to blank
+    # the stored refresh token: the next refresh then had nothing to send and the account went
+    # reauth_required though its grant was fine. The refresh token sent stays valid: it is kept, with its expiry.
+    from tests.platform_helpers import intercepted, tiktok_refresh_keeping_the_refresh_token
+
+    account = connected_account(owner, "tiktok", "no.rotation")
+    row = SocialAccount.objects.get(pk=account["id"])
+    old_access, old_refresh, old_refresh_expiry = row.access_token, row.refresh_token, row.refresh_expires_at
+
+    with time_machine.travel(timezone.now() + timedelta(hours=20)):
+        with intercepted({"/oauth/token/": tiktok_refresh_keeping_the_refresh_token(refresh_field)}):
+            assert services.social_account_check_health(account_id=row.pk) == "refreshed"
+        row.refresh_from_db()
+        assert row.access_token != old_access and row.token_expires_at > timezone.now() + timedelta(hours=23)
+        assert (row.refresh_token, row.refresh_expires_at) == (old_refresh, old_refresh_expiry)
+
+    with time_machine.travel(timezone.now() + timedelta(hours=40)):  # the next refresh, TikTok rotating again
+        assert services.social_account_check_health(account_id=row.pk) == "refreshed"
+    row.refresh_from_db()
+    assert row.status == "connected" and row.refresh_token != old_refresh

@@ -636,3 +636,26 @@ def test_a_connect_consenting_as_a_leased_account_keeps_layers_token_and_answers
 
     SocialAccount.objects.filter(pk=leased.pk).update(health_checked_at=None)
     assert social_account_check_health(account_id=leased.pk) == "healthy"  # Layers' token still works
+
+
+@pytest.mark.parametrize("refresh_field", [{}, {"refresh_token": ""}])
+def test_a_pool_refresh_answered_without_a_refresh_token_keeps_the_one_stored(owner, refresh_field):
+    # A TikTok refresh answer without a refresh_token used to blank the pool account's: it was no longer
+    # refreshed (nothing to send), and its next check or assignment retired it as dead.
+    from leasing.tasks import pool_accounts_refresh_tick
+    from tests.platform_helpers import intercepted, tiktok_refresh_keeping_the_refresh_token
+
+    [pool_id] = add_pool(1)
+    before = PoolAccount.objects.get(pk=pool_id)
+    with time_machine.travel(later(hours=20)):
+        with intercepted({"/oauth/token/": tiktok_refresh_keeping_the_refresh_token(refresh_field)}):
+            assert pool_accounts_refresh_tick.apply().result == 1
+        pool = PoolAccount.objects.get(pk=pool_id)
+        assert pool.access_token != before.access_token and pool.token_expires_at > later(hours=23)
+        assert (pool.refresh_token, pool.refresh_expires_at) == (before.refresh_token, before.refresh_expires_at)
+
+    accepted = request_accounts(owner, 1)
+    with time_machine.travel(later(hours=50), tick=True):  # its access token expired: assignment refreshes it
+        result = services.lease_assign(request_id=accepted["requestId"], pool_account_ids=[pool_id])
+        assert result.status == LeaseRequest.Status.ASSIGNED, services.failure_problems(result)
+    assert PoolAccount.objects.get(pk=pool_id).status == "leased"
