@@ -1,8 +1,12 @@
+import logging
+
 from celery import shared_task
 
-from accounts.platforms.base import PlatformError
+from accounts.platforms.base import PlatformError, RequestRejected
 from config.queueing import platform_retry_countdown
 from leasing import services
+
+log = logging.getLogger(__name__)
 
 
 @shared_task
@@ -31,6 +35,12 @@ def pool_accounts_refresh_tick() -> int:
 def pool_account_refresh_token(self, pool_account_id: str) -> str:
     try:
         return services.pool_account_refresh_due(pool_account_id=pool_account_id)
+    except RequestRejected as exc:
+        # A refusal of the request, not of the refresh token (that is "dead"): asking again within minutes
+        # would be refused the same way. As the accounts' health check does, end here: nothing changed, the
+        # account stays available with its tokens, and the next tick (still due) refreshes it.
+        log.warning("pool token refresh of %s refused by TikTok (%s)", pool_account_id, exc.code or exc)
+        return "refused"
     except PlatformError as exc:
         # Transient (nothing changed): try again with backoff; the next tick queues it again anyway.
         raise self.retry(countdown=platform_retry_countdown(self, exc))

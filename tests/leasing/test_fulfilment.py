@@ -659,3 +659,32 @@ def test_a_pool_refresh_answered_without_a_refresh_token_keeps_the_one_stored(ow
         result = services.lease_assign(request_id=accepted["requestId"], pool_account_ids=[pool_id])
         assert result.status == LeaseRequest.Status.ASSIGNED, services.failure_problems(result)
     assert PoolAccount.objects.get(pk=pool_id).status == "leased"
+
+
+def test_a_pool_refresh_tiktok_refuses_as_a_request_ends_refused_and_is_tried_at_a_later_tick(owner, caplog):
+    # A refusal of the request (a 4xx that is not a dead token: asking again at once is refused the same way)
+    # used to be retried five times, ending in an ERROR. Like the social accounts' health check, it now ends
+    # "refused" at once: the account stays available with its tokens, and a later tick refreshes it.
+    from leasing.tasks import pool_account_refresh_token
+    from tests.platform_helpers import intercepted
+
+    [pool_id] = add_pool(1)
+    before = PoolAccount.objects.get(pk=pool_id)
+    asked = []
+
+    def refused(request, sandbox):
+        asked.append(request)
+        return httpx.Response(400, json={"error": "invalid_request", "error_description": "Try again later."})
+
+    with time_machine.travel(later(hours=20)):
+        with intercepted({"/oauth/token/": refused}):
+            outcome = pool_account_refresh_token.apply(args=[pool_id])
+        assert outcome.successful() and outcome.result == "refused"
+        assert len(asked) == 1
+        pool = PoolAccount.objects.get(pk=pool_id)
+        assert (pool.status, pool.status_note) == ("available", before.status_note)
+        assert (pool.access_token, pool.refresh_token) == (before.access_token, before.refresh_token)
+        assert pool.refresh_claimed_until is None
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    with time_machine.travel(later(hours=20, minutes=30)):
+        assert pool_account_refresh_token.apply(args=[pool_id]).result == "refreshed"
