@@ -1048,11 +1048,21 @@ def social_accounts_due_for_health(*, now=None, limit: int = 1000) -> list[str]:
     )
 
 
-def social_accounts_health_queued(*, account_ids: list[str], now=None) -> None:
-    """The tick has queued these accounts' checks: leave them out of its next batches until the check has
-    run (it clears or resets the mark) or HEALTH_RETRY_AFTER has passed (its message was lost)."""
+def social_accounts_health_queued(*, account_ids: list[str], now=None) -> datetime:
+    """The tick is queueing these accounts' checks: leave them out of its next batches until the check has
+    run (it clears or resets the mark) or HEALTH_RETRY_AFTER has passed (its message was lost). Returns the
+    mark, for social_accounts_health_not_queued."""
     now = now or timezone.now()
-    SocialAccount.objects.filter(pk__in=account_ids).update(health_next_attempt_at=now + HEALTH_RETRY_AFTER)
+    mark = now + HEALTH_RETRY_AFTER
+    SocialAccount.objects.filter(pk__in=account_ids).update(health_next_attempt_at=mark)
+    return mark
+
+
+def social_accounts_health_not_queued(*, account_ids: list[str], mark: datetime) -> None:
+    """The tick could not queue these accounts' checks (the broker refused): take its mark off, so that the
+    next tick queues them instead of leaving them unchecked for HEALTH_RETRY_AFTER. Only where the mark is
+    still the tick's (a message the broker took in spite of the error may have run its check already)."""
+    SocialAccount.objects.filter(pk__in=account_ids, health_next_attempt_at=mark).update(health_next_attempt_at=None)
 
 
 # --- Post-connect fan-out (idempotent steps, run by accounts.tasks.social_account_after_connect) ------

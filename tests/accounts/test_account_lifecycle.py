@@ -465,3 +465,39 @@ def test_a_tiktok_refresh_answered_without_a_refresh_token_keeps_the_one_stored(
         assert services.social_account_check_health(account_id=row.pk) == "refreshed"
     row.refresh_from_db()
     assert row.status == "connected" and row.refresh_token != old_refresh
+
+
+def test_a_health_tick_whose_checks_the_broker_refuses_leaves_the_accounts_due(owner, monkeypatch):
+    # The tick marked its batch (out of the next batches for 30 minutes) before queueing the checks: with the
+    # broker down, nothing was queued and every account of the batch went unchecked for 30 minutes, its token
+    # nearing expiry. An account whose check could not be queued is now left due: the next tick (10 minutes
+    # later) queues it.
+    from accounts import tasks
+    from tests.outages import broker_down
+
+    first, second = (connected_account(owner, "tiktok", f"tick{i}")["id"] for i in range(2))
+    for i, pk in enumerate((first, second)):  # the first expires first: the tick queues it first
+        SocialAccount.objects.filter(pk=pk).update(token_expires_at=timezone.now() + timedelta(hours=1, minutes=i))
+
+    with monkeypatch.context() as outage:
+        outage.setattr(tasks.social_account_check_health, "delay", broker_down)
+        assert tasks.social_accounts_health_tick() == 0
+    assert set(services.social_accounts_due_for_health()) == {first, second}
+
+    queued = []
+
+    def broker_fails_after_one(account_id):
+        if queued:
+            broker_down()
+        queued.append(account_id)
+
+    with monkeypatch.context() as flaky:
+        flaky.setattr(tasks.social_account_check_health, "delay", broker_fails_after_one)
+        assert tasks.social_accounts_health_tick() == 1
+    assert queued == [first]
+    assert services.social_accounts_due_for_health() == [second]  # the first's check is queued: left out
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=10)):  # the broker is back
+        assert tasks.social_accounts_health_tick() == 1  # eager in tests: the check runs now
+    row = SocialAccount.objects.get(pk=second)
+    assert row.status == "connected" and row.token_version == 2
