@@ -86,7 +86,7 @@ class WalletAdmin(admin.ModelAdmin):
             "<tr><td>{}</td><td>{}</td><td style='text-align:right'>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
-                    e.created_at.strftime("%Y-%m-%d %H:%M"),
+                    reports.stamp(e.created_at),
                     e.get_kind_display(),
                     reports.usd_display(e.amount_cents),
                     _description(e),
@@ -136,7 +136,7 @@ class WalletAdmin(admin.ModelAdmin):
                     by = f" by {entry.actor}" if entry.actor_id else ""
                     self.message_user(
                         request,
-                        f"Already recorded on {entry.created_at:%Y-%m-%d %H:%M} UTC{by} "
+                        f"Already recorded on {reports.stamp(entry.created_at)}{by} "
                         f"({entry.get_kind_display()} of {reports.usd_display(entry.amount_cents)}, "
                         f"“{entry.reason}”): nothing added. {org.name}'s balance is {reports.usd_display(balance)}.",
                         messages.WARNING,

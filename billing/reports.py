@@ -51,8 +51,12 @@ def _cell(text: str) -> str:
     return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _stamp(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+def stamp(value: datetime, *, zone: bool = True) -> str:
+    """A time as the admin shows it (README): "2026-11-29 12:31:05 UTC", to the second so that finance can
+    compare it with the API's RFC 3339 times (a period starts at the second the lease was assigned).
+    `zone=False` for the CSV, whose header names the zone: a bare time is what a spreadsheet reads as one."""
+    text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text} UTC" if zone else text
 
 
 def month_start(month: date) -> datetime:
@@ -161,7 +165,8 @@ def _rows(month: date, organization_id: str | None):
     )
 
 
-def _row(values: tuple) -> list[str]:
+def _row(values: tuple, *, zone: bool = True) -> list[str]:
+    """A row of the page (`zone`: the times carry " UTC") or of the CSV (they do not; its header says UTC)."""
     org_name, org_id, project_name, project_id, handle, account_id, index, start, end, amount = values
     return [
         _cell(org_name),
@@ -171,8 +176,8 @@ def _row(values: tuple) -> list[str]:
         _cell(handle),
         account_id,
         str(index + 1),
-        _stamp(start),
-        _stamp(end),
+        stamp(start, zone=zone),
+        stamp(end, zone=zone),
         usd(-amount),
     ]
 
@@ -180,7 +185,7 @@ def _row(values: tuple) -> list[str]:
 def monthly_rows(*, month: date, organization_id: str | None = None):
     """Every row of the month, page after page, read from the database in chunks (for the CSV)."""
     for values in _rows(month, organization_id).iterator(chunk_size=2000):
-        yield _row(values)
+        yield _row(values, zone=False)
 
 
 class _Line:

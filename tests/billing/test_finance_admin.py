@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 
 import pytest
+import time_machine
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
@@ -66,6 +67,15 @@ def at(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
+PERIOD_COLUMNS = (7, 8)
+
+
+def as_in_csv(row: list[str]) -> list[str]:
+    """A row of the page as the CSV has it: the period times without the zone the page adds (the CSV's
+    header says UTC; a bare time is what a spreadsheet reads as a date)."""
+    return [cell.removesuffix(" UTC") if i in PERIOD_COLUMNS else cell for i, cell in enumerate(row)]
+
+
 @pytest.fixture
 def march(owner, sibling, outsider):
     """Charges whose periods start in March 2026 (and some in other months that must not show)."""
@@ -85,9 +95,9 @@ def test_the_monthly_page_lists_every_charged_account_with_org_totals(finance, o
     rows = tables["charges"]["tbody"]
     a, b, c = march
     assert [(r[0], r[4], r[6], r[7], r[9]) for r in rows] == [
-        ("Acme", a.pool_account.handle, "3", "2026-03-31 10:00", "49.00"),
-        ("Acme", b.pool_account.handle, "1", "2026-03-05 00:00", "25.00"),
-        ("Acme Labs", c.pool_account.handle, "2", "2026-03-14 00:00", "99.00"),
+        ("Acme", a.pool_account.handle, "3", "2026-03-31 10:00:00 UTC", "49.00"),
+        ("Acme", b.pool_account.handle, "1", "2026-03-05 00:00:00 UTC", "25.00"),
+        ("Acme Labs", c.pool_account.handle, "2", "2026-03-14 00:00:00 UTC", "99.00"),
     ]
     assert [r[2] for r in rows] == [owner.projects[0].name, owner.projects[1].name, sibling.project.name]
     assert tables["org-totals"]["tbody"] == [
@@ -115,9 +125,32 @@ def test_the_csv_is_exactly_the_rows_of_the_page(finance, march, owner):
         assert "attachment" in export["Content-Disposition"]
         lines = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
         assert lines[0] == page["thead"][0]
-        shown = [r for r in page["tbody"] if len(r) > 1]  # the "no charge" placeholder is not a row
+        shown = [as_in_csv(r) for r in page["tbody"] if len(r) > 1]  # the "no charge" placeholder is not a row
         assert lines[1:] == shown
         assert len(shown) == {"month=2026-03": 3, "month=2026-01": 1}.get(query, 2)
+
+
+def test_period_times_are_shown_to_the_second_in_utc_like_the_partner_api_and_the_rest_of_the_admin(finance, owner):
+    # The partner's GET /v1/wallet/entries says periodStart "2026-03-01T12:31:05Z"; finance compares.
+    lease_assign(owner, price_cents=4900, at=at(2026, 3, 1, 12, 31, 5))
+
+    page = Tables(finance.get("/admin/billing/monthlybilling/?month=2026-03").content.decode()).tables["charges"]
+    export = finance.get("/admin/billing/monthlybilling/csv/?month=2026-03")
+    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
+
+    (row,) = page["tbody"]
+    assert (row[7], row[8]) == ("2026-03-01 12:31:05 UTC", "2026-04-01 12:31:05 UTC")
+    start, end = rows[0].index("Period start (UTC)"), rows[0].index("Period end (UTC)")
+    assert (rows[1][start], rows[1][end]) == ("2026-03-01 12:31:05", "2026-04-01 12:31:05")
+
+
+def test_the_wallet_page_shows_its_latest_entries_to_the_second_in_utc(finance, owner):
+    with time_machine.travel(at(2026, 3, 1, 12, 31, 5, 700000), tick=False):
+        services.wallet_top_up(organization=owner.org, cents=1000, reason="wire")
+
+    page = finance.get(admin_object_url(Wallet, owner.org.pk)).content.decode()
+
+    assert "<td>2026-03-01 12:31:05 UTC</td>" in page
 
 
 def test_a_long_month_is_shown_a_page_at_a_time_with_totals_and_csv_over_every_page(
@@ -146,7 +179,7 @@ def test_a_long_month_is_shown_a_page_at_a_time_with_totals_and_csv_over_every_p
     # The CSV is every page, in the page's order.
     export = finance.get("/admin/billing/monthlybilling/csv/?month=2026-03&page=2")
     lines = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
-    assert lines[1:] == first["charges"]["tbody"] + second["charges"]["tbody"]
+    assert lines[1:] == [as_in_csv(r) for r in first["charges"]["tbody"] + second["charges"]["tbody"]]
 
     # A page past the last is the last one, a page that is not a number the first; the filter is kept.
     assert "Rows 3–3 of 3" in finance.get("/admin/billing/monthlybilling/?month=2026-03&page=99").content.decode()
