@@ -1,8 +1,12 @@
+import logging
+
 from django.db import models
 from django.utils import timezone
 
 from accounts.models import Event, Organization
 from config.api.ids import PrefixedIdField
+
+log = logging.getLogger(__name__)
 
 
 class WebhookEndpoint(models.Model):
@@ -56,13 +60,28 @@ class WebhookEndpoint(models.Model):
 
     def signing_secrets(self, now) -> list[str]:
         """The secrets that sign a request sent at `now`: the current one, then the previous one while its
-        rotation overlap lasts. A secret that no longer decrypts (key removed) is skipped."""
+        rotation overlap lasts. A secret that no longer decrypts (its key was removed from LAYERS_TOKEN_KEYS
+        before `rotate_token_keys` re-encrypted it) is skipped and logged: the partner then rejects the
+        requests as unsigned, and ops must be able to tell why from the logs (the id, never the secret)."""
         from accounts.crypto import decrypt
 
-        out = [decrypt(self.secret_enc)]
+        out = []
+        current = decrypt(self.secret_enc)
+        if current:
+            out.append(current)
+        else:
+            log.error(
+                "webhook endpoint %s: its signing secret no longer decrypts (encryption key removed?); its "
+                "deliveries go out without a valid signature until the partner rotates the secret",
+                self.pk,
+            )
         if self.previous_secret_enc and self.previous_secret_expires_at and now < self.previous_secret_expires_at:
-            out.append(decrypt(self.previous_secret_enc))
-        return [s for s in out if s]
+            previous = decrypt(self.previous_secret_enc)
+            if previous:
+                out.append(previous)
+            else:
+                log.warning("webhook endpoint %s: its previous signing secret no longer decrypts; not signing", self.pk)
+        return out
 
 
 class WebhookFanout(models.Model):

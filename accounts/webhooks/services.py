@@ -29,7 +29,7 @@ from accounts import crypto
 from accounts.models import Event, Organization
 from accounts.services import EVENT_TYPES
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
-from config.api.errors import Conflict, Validation
+from config.api.errors import Conflict, NotFound, Validation
 from config.netguard import UnsafeURL, assert_public_url, deadline, public_client
 from config.queueing import enqueue, enqueue_on_commit
 
@@ -126,11 +126,15 @@ def endpoint_create(*, organization: Organization, url: str, events) -> tuple[We
 
 def endpoint_rotate_secret(*, endpoint_id: str) -> tuple[WebhookEndpoint, str]:
     """Give the endpoint a new secret. Returns (endpoint, new secret). The secret it replaces keeps signing
-    next to the new one for ROTATION_OVERLAP; a secret replaced earlier than that stops signing now."""
+    next to the new one for ROTATION_OVERLAP; a secret replaced earlier than that stops signing now.
+    Raises NotFound (404) when the endpoint is deleted, including by a DELETE that committed after the
+    view's lookup."""
     now = timezone.now()
     secret = _new_secret()
     with transaction.atomic():
-        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id, deleted_at__isnull=True)
+        endpoint = WebhookEndpoint.objects.select_for_update().filter(pk=endpoint_id, deleted_at__isnull=True).first()
+        if endpoint is None:
+            raise NotFound()
         endpoint.previous_secret_enc = endpoint.secret_enc
         endpoint.previous_secret_expires_at = now + ROTATION_OVERLAP
         endpoint.secret_enc = crypto.encrypt(secret)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import time_machine
 from celery import shared_task
+from cryptography.fernet import Fernet
 from django.db import transaction
 from django.utils import timezone
 
@@ -302,6 +303,24 @@ def test_during_a_rotation_both_secrets_sign_and_after_24_hours_only_the_new_one
     _, after_sigs = parse_signature(after.headers["layers-signature"])
     assert len(after_sigs) == 1
     assert signed_with(after, new_secret) and not signed_with(after, old_secret)
+
+
+def test_a_secret_that_no_longer_decrypts_is_logged_as_an_error_naming_the_endpoint(owner, receivers, settings, caplog):
+    # The encryption key the secret was stored under was removed before re-encrypting (rotate_token_keys):
+    # requests go out without a valid signature and the partner rejects every one; ops must learn why.
+    receiver = receivers(respond=lambda r: (401, {}))
+    endpoint = create_endpoint(owner, receiver.url())
+    settings.LAYERS_TOKEN_KEYS = [Fernet.generate_key().decode()]
+
+    with caplog.at_level("ERROR", logger="accounts.webhooks"):
+        record(owner)
+
+    (request,) = receiver.requests
+    assert not signed_with(request, endpoint["secret"])
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and r.name.startswith("accounts.webhooks")]
+    assert errors and all(endpoint["id"] in r.getMessage() for r in errors)
+    assert "decrypt" in errors[0].getMessage()
+    assert not any(endpoint["secret"] in r.getMessage() for r in caplog.records)
 
 
 def test_an_event_whose_fan_out_never_ran_is_delivered_by_the_relay_tick(owner, receivers, monkeypatch):

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from accounts import crypto
 from accounts.models import IdempotencyKey
 from accounts.services import event_record
-from accounts.webhooks import services
+from accounts.webhooks import selectors, services
 from accounts.webhooks.models import WebhookDelivery, WebhookEndpoint
 from tests.conftest import assert_error
 
@@ -244,6 +244,24 @@ def test_rotate_secret_returns_a_new_secret_once_and_keeps_the_old_one_for_24_ho
     # once the overlap is over, nothing signs with the previous secret, and the endpoint says so
     with time_machine.travel(row.previous_secret_expires_at):
         assert owner.client.get(f"/v1/webhook-endpoints/{created['id']}").json()["previousSecretExpiresAt"] is None
+
+
+def test_rotating_an_endpoint_deleted_meanwhile_is_a_404_not_a_500(owner, monkeypatch):
+    created = create(owner).json()
+    looked_up = selectors.endpoint_get
+
+    def deleted_right_after_the_lookup(**kwargs):
+        endpoint = looked_up(**kwargs)
+        services.endpoint_delete(endpoint_id=endpoint.pk)  # a concurrent DELETE, from another key say
+        return endpoint
+
+    monkeypatch.setattr(selectors, "endpoint_get", deleted_right_after_the_lookup)
+
+    response = owner.client.post(f"/v1/webhook-endpoints/{created['id']}/rotate-secret")
+
+    assert_error(response, 404, "NOT_FOUND")
+    row = WebhookEndpoint.objects.get(pk=created["id"])
+    assert crypto.decrypt(row.secret_enc) == created["secret"] and row.secret_rotated_at is None
 
 
 def test_idempotent_create_replays_the_same_secret_without_storing_it_in_plaintext(owner):
