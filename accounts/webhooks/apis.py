@@ -26,8 +26,9 @@ Subscribe an HTTPS URL to event types. Layers POSTs each matching event to it, s
 
 **Request.** `POST <your url>` with the body `{"id": "evt_…", "type": "…", "createdAt": "…", "data": {…}}`
 (the event as `GET /v1/events` shows it) and the headers `Content-Type: application/json`,
-`Layers-Event-Id` (the event id), `Layers-Delivery-Id` (`whd_…`), `Layers-Delivery-Attempt` (1, 2, …) and
-`Layers-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`.
+`Layers-Event-Id` (the event id), `Layers-Delivery-Id` (`whd_…`), `Layers-Delivery-Attempt` (1, 2, …: the
+number of this request among all those made for the delivery, still counting up after a resend by Layers
+support) and `Layers-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`.
 
 **Verify the signature** on the raw body bytes, before parsing them. During the 24 hours after a secret
 rotation the header carries two `v1=` values (new secret, then old): accept the request if any matches.
@@ -49,7 +50,8 @@ status, a redirect, a timeout, a refused connection — is a failed attempt.
 
 **Retries.** A failed attempt is retried with exponential backoff (×3 from 1 minute, capped at 12 hours,
 ±10 % jitter): about +1 min, +4 min, +13 min, +40 min, +2 h, +6 h, +18 h, +30 h, +42 h, +54 h and +66 h
-after the first attempt, and a last one at +72 h; then the delivery is failed. A `Retry-After` header
+after the first attempt, and a last one at +72 h; then the delivery is failed (a resend by Layers support
+starts a new 3-day window, on the same schedule from +1 min). A `Retry-After` header
 (seconds or an HTTP date, honoured up to 12 hours) postpones the next attempt to at least that time.
 Missed events stay available from `GET /v1/events` for replay, for 30 days.
 

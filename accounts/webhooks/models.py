@@ -104,7 +104,8 @@ class WebhookDelivery(models.Model):
     the relay holding the claim may send until `lease_until`; a relay that dies before recording its result
     leaves the row `sending`, and once the lease expires the next tick claims and sends it again (same
     event id: at-least-once). `attempts` is also the claim token: a result is recorded only by the relay
-    whose claim is still current."""
+    whose claim is still current. `attempts` counts every attempt of the delivery (Layers-Delivery-
+    Attempt); the backoff counts those of the current retry window, from `window_first_attempt`."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -118,11 +119,18 @@ class WebhookDelivery(models.Model):
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+")
     body = models.TextField(editable=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Attempts made since the delivery was created, resends included (its requests' number)."
+    )
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     give_up_at = models.DateTimeField(
-        null=True, blank=True, help_text="End of the retry window (first attempt + 3 days)."
+        null=True, blank=True, help_text="End of the retry window (first attempt of the window + 3 days)."
+    )
+    window_first_attempt = models.PositiveIntegerField(
+        default=1,
+        editable=False,
+        help_text="Number of the attempt the current retry window began with (a staff resend starts a new one).",
     )
     first_attempt_at = models.DateTimeField(null=True, blank=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)

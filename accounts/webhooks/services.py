@@ -339,7 +339,11 @@ def _claim(queryset, *, limit: int) -> list[Claim]:
             row.attempts += 1
             row.lease_until = now + settings.LAYERS_WEBHOOK_LEASE
             row.first_attempt_at = row.first_attempt_at or now
-            row.give_up_at = row.give_up_at or now + RETRY_WINDOW
+            if row.give_up_at is None:
+                # The first attempt of a retry window (the first ever, or the first after a staff resend):
+                # the backoff counts from here, Layers-Delivery-Attempt goes on counting every attempt.
+                row.give_up_at = now + RETRY_WINDOW
+                row.window_first_attempt = row.attempts
             row.last_attempt_at = now
             row.save(
                 update_fields=[
@@ -348,6 +352,7 @@ def _claim(queryset, *, limit: int) -> list[Claim]:
                     "lease_until",
                     "first_attempt_at",
                     "give_up_at",
+                    "window_first_attempt",
                     "last_attempt_at",
                 ]
             )
@@ -368,7 +373,8 @@ def delivery_claim(*, delivery_id: str) -> Claim | None:
 
 
 def retry_delay(attempt: int) -> timedelta:
-    """The nominal wait after failed attempt number `attempt` (1-based), before jitter."""
+    """The nominal wait after failed attempt number `attempt` (1-based, of the current retry window),
+    before jitter."""
     return min(FIRST_RETRY_DELAY * RETRY_FACTOR ** (attempt - 1), MAX_RETRY_DELAY)
 
 
@@ -389,7 +395,7 @@ def parse_retry_after(value: str | None, *, now: datetime) -> timedelta | None:
 
 
 def next_attempt_time(*, attempt: int, now: datetime, give_up_at: datetime, retry_after: timedelta | None) -> datetime:
-    """When to try again after failed attempt `attempt`: the jittered backoff, or later if the receiver
+    """When to try again after failed attempt `attempt` of the window: the jittered backoff, or later if the receiver
     asked for it with Retry-After (never earlier than either), and never after the window closes."""
     delay = retry_delay(attempt) * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)  # noqa: S311 - jitter
     if retry_after is not None:
@@ -509,7 +515,8 @@ def _record(delivery_id: str, attempt: int, result: _Result, *, cancel: bool = F
         else:
             delivery.status = WebhookDelivery.Status.PENDING
             delivery.next_attempt_at = next_attempt_time(
-                attempt=attempt,
+                # The backoff of the current window: a staff resend starts again from 1 minute.
+                attempt=attempt - delivery.window_first_attempt + 1,
                 now=now,
                 give_up_at=delivery.give_up_at,
                 retry_after=parse_retry_after(result.retry_after, now=now),
@@ -547,8 +554,10 @@ def delivery_deliver(*, delivery_id: str) -> str:
 
 def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:
     """Staff: send an undelivered delivery (pending, failed or canceled) again now, with a fresh 3-day retry
-    window. Raises Conflict when it was already delivered, when its endpoint is disabled or deleted, while
-    an attempt is in flight, or when the delivery is gone (the retention purge).
+    window: its end is cleared here and set by the next claim, which also restarts the backoff from 1
+    minute (window_first_attempt); the attempt numbers go on counting. Raises Conflict when it was already
+    delivered, when its endpoint is disabled or deleted, while an attempt is in flight, or when the delivery
+    is gone (the retention purge).
 
     A delivered one is refused: resent, it went back into the retry cycle and, if the receiver failed this
     time, ended `failed` with its `delivered_at` still set, a row saying both. The receiver has it (a 2xx);

@@ -9,7 +9,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from accounts.webhooks import tasks
+from accounts.webhooks import services, tasks
 from tests.webhooks.helpers import create_endpoint, delivery_of, record
 from tests.webhooks.receiver import parse_signature, signed_with
 
@@ -162,3 +162,43 @@ def test_an_endpoint_stored_with_an_undeliverable_url_fails_its_deliveries_after
     assert delivery.status == "failed"
     assert receiver.requests == []
     assert 1 < delivery.attempts < 20 and all(a.status_code is None for a in delivery.attempt_log.all())
+
+
+def test_after_a_staff_resend_the_retries_follow_the_schedule_again_from_one_minute(owner, receivers):
+    # The partner's receiver was down for the whole 3-day window; they fix it and ask support to resend,
+    # which promises a fresh 3-day window. The receiver has one more blip: the retry must come back in about
+    # a minute, as documented, not in the 12 hours the 14th attempt of the first window would wait.
+    receiver = receivers(respond=lambda r: (500, {}))
+    endpoint = create_endpoint(owner, receiver.url())
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        delivery = delivery_of(record(owner), endpoint)
+        for _ in range(30):  # run the first window out
+            if delivery.status != "pending":
+                break
+            traveller.move_to(delivery.next_attempt_at)
+            tasks.webhooks_tick()
+            delivery.refresh_from_db()
+        assert delivery.status == "failed"
+        first_window = delivery.attempts
+
+        traveller.shift(timedelta(days=1))
+        resent_at = timezone.now()
+        services.delivery_resend(delivery_id=delivery.pk)  # on commit: the first resent attempt (500 again)
+        delivery.refresh_from_db()
+        waits = [delivery.next_attempt_at - delivery.last_attempt_at]
+        traveller.move_to(delivery.next_attempt_at)
+        tasks.webhooks_tick()
+        delivery.refresh_from_db()
+        waits.append(delivery.next_attempt_at - delivery.last_attempt_at)
+
+    assert delivery.status == "pending"
+    assert delivery.give_up_at == resent_at + timedelta(seconds=WINDOW)  # the fresh window
+    for attempt, wait in enumerate(waits, start=1):
+        nominal = nominal_wait(attempt)
+        assert 0.9 * nominal - 1 <= wait.total_seconds() <= 1.1 * nominal + 1, (attempt, wait)
+    # Layers-Delivery-Attempt goes on counting every request of the delivery (the receiver's logs stay unique)
+    assert [r.headers["layers-delivery-attempt"] for r in receiver.requests[first_window:]] == [
+        str(first_window + 1),
+        str(first_window + 2),
+    ]
+    assert [a.number for a in delivery.attempt_log.all()] == list(range(1, first_window + 3))
