@@ -104,7 +104,11 @@ class WebhookDelivery(models.Model):
     the relay holding the claim may send until `lease_until`; a relay that dies before recording its result
     leaves the row `sending`, and once the lease expires the next tick claims and sends it again (same
     event id: at-least-once). `attempts` is also the claim token: a result is recorded only by the relay
-    whose claim is still current. `attempts` counts every attempt of the delivery (Layers-Delivery-
+    whose claim is still current.
+
+    An attempt is claimed by the task that sends it, when it starts, never by the tick that queues it: a
+    send waiting in a backlogged queue is not an attempt. `queued_at` keeps the tick from queueing copies
+    of a send that is still waiting. `attempts` counts every attempt of the delivery (Layers-Delivery-
     Attempt); the backoff counts those of the current retry window, from `window_first_attempt`."""
 
     class Status(models.TextChoices):
@@ -123,6 +127,12 @@ class WebhookDelivery(models.Model):
         default=0, help_text="Attempts made since the delivery was created, resends included (its requests' number)."
     )
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the relay tick last queued a send of it, not yet started (cleared when one starts).",
+    )
     lease_until = models.DateTimeField(null=True, blank=True)
     give_up_at = models.DateTimeField(
         null=True, blank=True, help_text="End of the retry window (first attempt of the window + 3 days)."

@@ -2,9 +2,11 @@
 of committed outbox events into deliveries, and the relay that claims, signs, sends and records them.
 
 Delivery is at least once. A delivery is claimed in a short transaction (status `sending`, a lease, the
-attempt number as claim token), sent with no transaction open, and its result recorded in another short
-transaction — by the claimant only. A relay killed between sending and recording leaves the claim to
-expire; the next tick sends again with the same event id and body, and the partner dedups by event id."""
+attempt number as claim token) by the task that sends it, when it starts, then sent with no transaction
+open, and its result recorded in another short transaction — by the claimant only. A relay killed between
+sending and recording leaves the claim to expire; the next tick sends again with the same event id and
+body, and the partner dedups by event id. The tick only queues sends (deliveries_queue_due): a send still
+waiting in a backlogged queue is no attempt, and is not numbered, logged or charged to the backoff."""
 
 import email.utils
 import hashlib
@@ -338,6 +340,7 @@ def _claim(queryset, *, limit: int) -> list[Claim]:
             row.status = WebhookDelivery.Status.SENDING
             row.attempts += 1
             row.lease_until = now + settings.LAYERS_WEBHOOK_LEASE
+            row.queued_at = None  # started: whatever the tick queued for it is now a no-op
             row.first_attempt_at = row.first_attempt_at or now
             if row.give_up_at is None:
                 # The first attempt of a retry window (the first ever, or the first after a staff resend):
@@ -350,6 +353,7 @@ def _claim(queryset, *, limit: int) -> list[Claim]:
                     "status",
                     "attempts",
                     "lease_until",
+                    "queued_at",
                     "first_attempt_at",
                     "give_up_at",
                     "window_first_attempt",
@@ -361,9 +365,32 @@ def _claim(queryset, *, limit: int) -> list[Claim]:
     return claims
 
 
-def deliveries_claim_due(*, limit: int = CLAIM_BATCH) -> list[Claim]:
-    """Claim up to `limit` deliveries that are due (or whose claimant died) for sending."""
-    return _claim(WebhookDelivery.objects.all(), limit=limit)
+def deliveries_queue_due(*, limit: int = CLAIM_BATCH) -> list[str]:
+    """The ids of up to `limit` deliveries that are due (or whose claimant died), marked queued: the tick
+    queues a send (webhook_deliver) for each, which claims the attempt when it starts. Nothing is claimed
+    here: a send that waits in a backlogged queue must not count as an attempt, be numbered, run the
+    retry window or, once a lease has passed, be taken for a relay that died mid-send.
+
+    A delivery queued less than a lease ago is left out, so that ticks do not pile copies of one send
+    into a backlogged queue (each copy but the first would be a no-op); past a lease it is queued again,
+    in case the broker lost the message — no later than before, when the tick's claim expired."""
+    now = timezone.now()
+    not_queued = Q(queued_at__isnull=True) | Q(queued_at__lte=now - settings.LAYERS_WEBHOOK_LEASE)
+    with transaction.atomic():
+        # SKIP LOCKED: concurrent ticks take disjoint rows, and neither waits on a claim in progress.
+        ids = list(
+            WebhookDelivery.objects.filter(_claimable(now) & not_queued)
+            .select_for_update(skip_locked=True)
+            .order_by("next_attempt_at", "pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        WebhookDelivery.objects.filter(pk__in=ids).update(queued_at=now)
+    return ids
+
+
+def deliveries_unqueue(*, delivery_ids: list[str]) -> None:
+    """Forget that these were queued (the broker refused the messages): the next tick queues them again."""
+    WebhookDelivery.objects.filter(pk__in=delivery_ids).update(queued_at=None)
 
 
 def delivery_claim(*, delivery_id: str) -> Claim | None:

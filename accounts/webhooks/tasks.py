@@ -8,6 +8,7 @@ from celery import shared_task
 
 from accounts.services import events_sequence_pending
 from accounts.webhooks import services
+from config.queueing import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -23,32 +24,37 @@ def webhook_fan_out(event_id: str) -> int:
 
 @shared_task
 def webhook_deliver(delivery_id: str) -> str:
-    """Claim the delivery if it is due and send it (fresh deliveries and staff resends)."""
+    """Claim the delivery if it is due and send it (fresh deliveries, staff resends, and every send the
+    tick queues): the attempt counts from here, when it starts, not from when it was queued."""
     return services.delivery_deliver(delivery_id=delivery_id)
 
 
 @shared_task
 def webhook_send(delivery_id: str, attempt: int) -> str:
-    """Send an attempt the tick already claimed; a no-op when the claim is no longer current."""
+    """Send an attempt already claimed; a no-op when the claim is no longer current. The tick no longer
+    queues it (it queues webhook_deliver); kept so that messages queued before that change still run."""
     return services.delivery_send(delivery_id=delivery_id, attempt=attempt)
 
 
 @shared_task
 def webhooks_tick() -> dict:
     """Periodic safety net: fan out events whose fan-out never committed, give committed events their place
-    in GET /v1/events (accounts.services.events_sequence_pending), then claim due deliveries (and those
-    whose relay died mid-send) and queue their sends."""
+    in GET /v1/events (accounts.services.events_sequence_pending), then queue a send of each due delivery
+    (and of those whose relay died mid-send); the send claims its attempt when it starts."""
     fanned_out = services.events_fan_out_missed()
     events_sequence_pending()
-    claimed = 0
+    queued = 0
     for _ in range(MAX_BATCHES_PER_TICK):
-        claims = services.deliveries_claim_due()
-        for claim in claims:
-            webhook_send.delay(claim.delivery_id, claim.attempt)
-        claimed += len(claims)
-        if len(claims) < services.CLAIM_BATCH:
+        ids = services.deliveries_queue_due()
+        for index, delivery_id in enumerate(ids):
+            if not enqueue(webhook_deliver, delivery_id):
+                # The broker refuses: leave the rest to the next tick rather than wait on it for each one.
+                services.deliveries_unqueue(delivery_ids=ids[index:])
+                return {"fannedOut": fanned_out, "queued": queued + index}
+        queued += len(ids)
+        if len(ids) < services.CLAIM_BATCH:
             break
-    return {"fannedOut": fanned_out, "claimed": claimed}
+    return {"fannedOut": fanned_out, "queued": queued}
 
 
 @shared_task

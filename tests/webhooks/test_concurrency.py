@@ -1,5 +1,6 @@
 """Relays racing on real PostgreSQL connections (one per thread): concurrent fan-outs of one event make one
-delivery per endpoint, and concurrent claimers never claim the same delivery."""
+delivery per endpoint, concurrent claimers never claim the same delivery, and concurrent ticks never queue
+the same delivery twice."""
 
 import threading
 from collections import Counter
@@ -56,22 +57,41 @@ def test_concurrent_fan_outs_of_one_event_create_one_delivery_per_endpoint(owner
     assert WebhookFanout.objects.get(event=event).deliveries == 3
 
 
-def test_concurrent_claimers_never_claim_the_same_delivery(owner, lost_messages):
+@pytest.fixture
+def forty_due(owner, lost_messages) -> list[str]:
     for i in range(4):
         create_endpoint(owner, f"https://93.184.216.34/hooks/{i}")
     for n in range(10):
         services.event_fan_out(event_id=record(owner, n=n).pk)
-    assert WebhookDelivery.objects.filter(status="pending").count() == 40
+    ids = list(WebhookDelivery.objects.filter(status="pending").values_list("pk", flat=True))
+    assert len(ids) == 40
+    return ids
 
-    def claim_until_empty():
-        claimed = []
-        while batch := services.deliveries_claim_due(limit=3):
-            claimed += [c.delivery_id for c in batch]
-        return claimed
 
-    results = race(4, claim_until_empty)
+def test_concurrent_claimers_never_claim_the_same_delivery(forty_due):
+    # Every send task (the on-commit one, the tick's copies) tries to claim: one attempt per delivery.
+    def claim_each():
+        return [claim.delivery_id for pk in forty_due if (claim := services.delivery_claim(delivery_id=pk))]
+
+    results = race(4, claim_each)
 
     counts = Counter(pk for claimed in results for pk in claimed)
     assert len(counts) == 40
     assert set(counts.values()) == {1}
     assert set(WebhookDelivery.objects.values_list("status", "attempts")) == {("sending", 1)}
+
+
+def test_concurrent_ticks_queue_each_due_delivery_once(forty_due):
+    def queue_until_empty():
+        queued = []
+        while batch := services.deliveries_queue_due(limit=3):
+            queued += batch
+        return queued
+
+    results = race(4, queue_until_empty)
+
+    counts = Counter(pk for queued in results for pk in queued)
+    assert sorted(counts) == sorted(forty_due)
+    assert set(counts.values()) == {1}
+    # queued is not attempted: nothing is claimed, numbered or timed until a send starts
+    assert set(WebhookDelivery.objects.values_list("status", "attempts", "give_up_at")) == {("pending", 0, None)}
