@@ -20,7 +20,7 @@ import logging
 from datetime import UTC, datetime
 
 from django.db import connection, transaction
-from django.db.models import Max
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from billing.models import LedgerEntry, Wallet
@@ -177,6 +177,10 @@ def _charge_lease(*, lease_id: int, until: datetime) -> list[LedgerEntry]:
                 )
             )
         _append(wallet, entries, now)
+        charged_through = entries[-1].period_index if entries else last
+        if charged_through is not None:
+            # See Lease.next_charge_at: the renewal job picks the lease again only once this has come.
+            Lease.objects.filter(pk=lease_id).update(next_charge_at=add_months(anchor, charged_through + 1))
     return entries
 
 
@@ -215,25 +219,23 @@ def lease_paid_through(*, lease, now: datetime | None = None) -> datetime:
 
 # A lease is due when its next uncharged period has started, and, if it was released, started before the
 # release: a release that did not settle the period it fell in (the job had not reached it yet) is settled
-# here, whichever way the lease was released.
+# here, whichever way the lease was released. The lease's next_charge_at (kept by the charges below, never
+# later than the ledger says) finds them through the partial index lease_charge_due, whose condition is the
+# second half of this WHERE: released leases whose months are all settled — the history — are never read.
 _DUE_BATCH_SQL = """
 SELECT l.id, l.organization_id
   FROM leasing_lease l
- CROSS JOIN LATERAL (
-       SELECT ((l.assigned_at AT TIME ZONE 'UTC') + make_interval(months => 1 + COALESCE(
-                  (SELECT max(e.period_index) FROM billing_ledgerentry e WHERE e.lease_id = l.id), -1)
-              )) AT TIME ZONE 'UTC' AS next_start
-       ) n
- WHERE l.id > %(after)s
-   AND n.next_start <= %(now)s
-   AND (l.released_at IS NULL OR n.next_start < l.released_at)
+ WHERE l.next_charge_at <= %(now)s
+   AND (l.released_at IS NULL OR l.next_charge_at < l.released_at)
+   AND l.id > %(after)s
  ORDER BY l.id
  LIMIT %(limit)s
 """
 
 # One statement per batch: compute every owed, uncharged period of the batch's leases (catch-up included),
-# insert them, and move each wallet by the sum of the rows really inserted (RETURNING, so a row skipped by
-# ON CONFLICT never moves a balance).
+# insert them, move each lease's next_charge_at to the start of its next uncharged period, and move each
+# wallet by the sum of the rows really inserted (RETURNING, so a row skipped by ON CONFLICT never moves a
+# balance).
 _CHARGE_BATCH_SQL = """
 WITH leases AS (
     SELECT l.id, l.organization_id, l.monthly_price_cents, l.released_at,
@@ -267,6 +269,14 @@ WITH leases AS (
      ORDER BY lease_id, period_index
         ON CONFLICT DO NOTHING
     RETURNING organization_id, amount_cents
+), moved_on AS (
+    -- owed holds every period charged now (by this statement, or by a run that committed before it).
+    UPDATE leasing_lease t
+       SET next_charge_at = (l.anchor + make_interval(months => GREATEST(l.last, COALESCE(o.upto, -1)) + 1))
+                            AT TIME ZONE 'UTC'
+      FROM leases l
+      LEFT JOIN (SELECT lease_id, max(period_index) AS upto FROM owed GROUP BY lease_id) o ON o.lease_id = l.id
+     WHERE t.id = l.id
 ), totals AS (
     SELECT organization_id, sum(amount_cents) AS delta, count(*) AS n FROM inserted GROUP BY organization_id
 )
@@ -321,9 +331,12 @@ def _charge_due_bulk(*, now: datetime, batch_size: int) -> int:
 
 def charge_due_per_lease(*, now: datetime) -> int:
     """The same job one lease at a time, in Python: for databases without the bulk statement (SQLite dev).
-    Released leases are included, as in the bulk statement: the period a release fell in may be unsettled."""
+    Released leases whose release fell in an unsettled period are included, as in the bulk statement."""
     charged = 0
-    for lease in Lease.objects.order_by("pk").iterator():
+    due = Lease.objects.filter(next_charge_at__lte=now).filter(
+        Q(released_at__isnull=True) | Q(next_charge_at__lt=F("released_at"))
+    )
+    for lease in due.order_by("pk").iterator():
         charged += len(_charge_lease(lease_id=lease.pk, until=now))
     return charged
 

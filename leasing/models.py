@@ -1,3 +1,5 @@
+from datetime import UTC, datetime
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator
 from django.db import models
@@ -136,6 +138,13 @@ class Lease(models.Model):
     released_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The start of the lease's next uncharged month, kept by billing as it charges (billing.services), so
+    # that the renewal job reads only leases whose next month has started (live, or released after it
+    # started) through the lease_charge_due index, instead of every lease ever made. Never later than the
+    # ledger says: a lease written without it (the previous release during a deploy, a bulk load) gets the
+    # early default, and the job reads it once, charges it from the ledger and moves it on.
+    CHARGE_CHECK_FROM = datetime(2000, 1, 1, tzinfo=UTC)
+    next_charge_at = models.DateTimeField(default=CHARGE_CHECK_FROM, db_default=CHARGE_CHECK_FROM, editable=False)
 
     class Meta:
         constraints = [
@@ -146,7 +155,16 @@ class Lease(models.Model):
                 name="one_live_lease_per_pool_account",
             ),
         ]
-        indexes = [models.Index(fields=["project", "-assigned_at", "-social_account"], name="lease_project_newest_sa")]
+        indexes = [
+            models.Index(fields=["project", "-assigned_at", "-social_account"], name="lease_project_newest_sa"),
+            # The renewal job's pick: leases that can still owe a month. A released lease whose months are
+            # all settled (next_charge_at at or after its release) is history and stays out of the index.
+            models.Index(
+                fields=["next_charge_at"],
+                condition=models.Q(released_at__isnull=True) | models.Q(next_charge_at__lt=models.F("released_at")),
+                name="lease_charge_due",
+            ),
+        ]
 
     def __str__(self):
         return f"lease of {self.pool_account} to {self.project}"
