@@ -414,28 +414,39 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+
+def _tick(task: str, every: float) -> dict:
+    """A beat entry that runs `task` every `every` seconds. Each message expires after about the interval
+    (at least 30 s, so that clock skew or a worker busy for a moment never drops every tick of a fast job):
+    ticks beat sent while no worker was consuming are discarded when workers come back, instead of running
+    back to back (the next tick does the same work). django-celery-beat stores it as the task's
+    expire_seconds, put back at every beat start like the interval."""
+    return {"task": task, "schedule": every, "options": {"expire_seconds": max(int(every), 30)}}
+
+
 # Periodic tasks are declared here; django-celery-beat's DatabaseScheduler installs them into its tables at
 # start-up (idempotently, by name). Staff can pause one in the admin (kept across restarts); an interval
 # changed there lasts until beat restarts, which puts back the interval declared here: change it here.
 CELERY_BEAT_SCHEDULE = {
-    "purge-idempotency-keys": {"task": "accounts.tasks.purge_idempotency_keys", "schedule": 3600.0},
+    "purge-idempotency-keys": _tick("accounts.tasks.purge_idempotency_keys", 3600.0),
     # Webhook relay safety net: fans out events whose fan-out never committed and sends due deliveries.
-    "webhooks-relay": {"task": "accounts.webhooks.tasks.webhooks_tick", "schedule": 15.0},
-    "events-retention": {"task": "accounts.webhooks.tasks.events_purge_expired", "schedule": 3600.0},
-    "oauth-sessions-retention": {"task": "accounts.tasks.oauth_sessions_purge_expired", "schedule": 3600.0},
-    "social-accounts-health": {"task": "accounts.tasks.social_accounts_health_tick", "schedule": 600.0},
+    "webhooks-relay": _tick("accounts.webhooks.tasks.webhooks_tick", 15.0),
+    "events-retention": _tick("accounts.webhooks.tasks.events_purge_expired", 3600.0),
+    "oauth-sessions-retention": _tick("accounts.tasks.oauth_sessions_purge_expired", 3600.0),
+    "social-accounts-health": _tick("accounts.tasks.social_accounts_health_tick", 600.0),
     # New accounts whose post-connect fan-out (avatar, layers, onboarding) never ran: queued again.
-    "social-accounts-provisioning": {"task": "accounts.tasks.social_accounts_provision_tick", "schedule": 600.0},
+    "social-accounts-provisioning": _tick("accounts.tasks.social_accounts_provision_tick", 600.0),
     # Scheduled posts are rows claimed by this tick (no Celery ETAs): lag is at most one tick.
-    "dispatch-due-posts": {"task": "scheduling.tasks.dispatch_due_posts", "schedule": 2.0},
-    "global-platform-posts-sync": {"task": "globalPlatformPostsSync", "schedule": 900.0},
+    "dispatch-due-posts": _tick("scheduling.tasks.dispatch_due_posts", 2.0),
+    "global-platform-posts-sync": _tick("globalPlatformPostsSync", 900.0),
     # Lease renewals: each started, uncharged lease period is charged once (bulk; catch-up after downtime).
-    "billing-lease-renewals": {"task": "billing.tasks.lease_renewals_tick", "schedule": 900.0},
+    "billing-lease-renewals": _tick("billing.tasks.lease_renewals_tick", 900.0),
     # Lease requests whose assignment died half-way (left `provisioning`, accounts reserved) are reopened.
-    "lease-requests-recovery": {"task": "leasing.tasks.lease_requests_recover_interrupted", "schedule": 300.0},
+    "lease-requests-recovery": _tick("leasing.tasks.lease_requests_recover_interrupted", 300.0),
     # Pool accounts wait for a lease for days: their TikTok access token (24 h) is refreshed 6 h before it
     # expires, so their rotating refresh token (365 d) never lapses. Leased ones: social-accounts-health.
-    "pool-accounts-token-refresh": {"task": "leasing.tasks.pool_accounts_refresh_tick", "schedule": 1800.0},
+    "pool-accounts-token-refresh": _tick("leasing.tasks.pool_accounts_refresh_tick", 1800.0),
 }
 
 # --- allauth: staff sign-in with MFA; nobody signs up -------------------------------------------------
