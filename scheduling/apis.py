@@ -227,9 +227,10 @@ class PublishedPostListApi(ApiView):
         description=(
             "Published posts, newest first, including those of accounts disconnected since (their metrics are "
             "no longer synced). Metrics are refreshed by the periodic globalPlatformPostsSync for posts in mode "
-            "`publish`: a `managed` post's externalId is its provider's and a draft has none, so their metrics "
-            "stay null. A TikTok account whose token lacks video.list gets none (it stays connected and keeps "
-            "posting)."
+            "`publish` published within the metrics window (30 days by default; older posts keep their last "
+            "metrics, `syncedAt` says when): a `managed` post's externalId is its provider's and a draft has "
+            "none, so their metrics stay null. A TikTok account whose token lacks video.list gets none (it "
+            "stays connected and keeps posting)."
         ),
     )
     def get(self, request, projectId: str):

@@ -180,6 +180,12 @@ class ScheduledPost(models.Model):
             models.Index(
                 fields=["project", "-published_at", "-id"], condition=models.Q(status="published"), name="sp_published"
             ),
+            # The metrics sync and the post id follow-up: posts we published, recent ones only (a time window).
+            models.Index(
+                fields=["published_at"],
+                condition=models.Q(status="published", mode="publish"),
+                name="sp_published_recent",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -1125,7 +1125,8 @@ POST_ID_FOLLOW_UP_FOR = timedelta(days=7)
 
 def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int:
     """globalPlatformPostsSync: refresh metrics of published posts (mode publish: a managed post's id is its
-    provider's) whose account is connected and has its distribution layers, grouped per account and batched
+    provider's) published within LAYERS_METRICS_SYNC_WINDOW (30 days) whose account is connected and has its
+    distribution layers, grouped per account and batched
     per platform call. Posts of disconnected (or
     reauth_required) accounts are left as they are. TikTok posts published before their public id was known
     are asked about first (_posts_attach_late_ids). Each account is synced on its own: one account's error
@@ -1133,6 +1134,9 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int
     now = now or timezone.now()
     stale = now - METRICS_STALE_AFTER
     _posts_attach_late_ids(now=now, stale=stale, limit=limit)
+    # Posts published before the window keep their last metrics: polling every post ever published would
+    # make each run's cost (and platform calls) grow with all history.
+    window_start = now - settings.LAYERS_METRICS_SYNC_WINDOW
     with_layers = Layer.objects.filter(kind__in=ACCOUNT_LAYER_KINDS).values("social_account_id")
     due = (
         ScheduledPost.objects.filter(
@@ -1140,6 +1144,7 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int
             # Only posts we published: a managed post's external id is its provider's, which the platform
             # does not know (asked about every run, forever), and a draft has no id on the platform.
             mode=ScheduledPost.Mode.PUBLISH,
+            published_at__gte=window_start,
             social_account__status=SocialAccount.Status.CONNECTED,
             social_account__in=with_layers,
         )

@@ -1,10 +1,12 @@
 """globalPlatformPostsSync when an account's metrics cannot be read: a token without the metrics scope is
 not a dead token, and one account's failure does not stop the others' metrics."""
 
+from datetime import timedelta
 from unittest import mock
 
 import pytest
 import time_machine
+from django.utils import timezone
 
 from accounts.models import Event, SocialAccount
 from accounts.platforms.instagram import InstagramClient
@@ -172,3 +174,39 @@ def test_two_overlapping_sync_runs_never_ask_the_platform_about_the_same_post(ow
         ScheduledPost.objects.filter(pk__in=[p["id"] for p in posts]).values_list("external_id", flat=True)
     )  # each post asked about once, by one run or the other
     assert sum(updated) == 2
+
+
+def test_posts_published_before_the_metrics_window_are_no_longer_polled_and_keep_their_metrics(owner, settings):
+    account = connected_account(owner, "tiktok", "window.fan")
+    old, recent = (schedule_now(owner, account["id"], caption=c)["id"] for c in ("old", "recent"))
+    run_dispatcher()
+    assert services.posts_sync_metrics() == 2
+    now = timezone.now()
+    ScheduledPost.objects.filter(pk=old).update(published_at=now - timedelta(days=31))
+    ScheduledPost.objects.filter(pk=recent).update(published_at=now - timedelta(days=29))
+    before = ScheduledPost.objects.get(pk=old)
+    asked: list[str] = []
+    real_fetch = TikTokClient.fetch_metrics
+
+    def fetch(self, *, external_ids, **kwargs):
+        asked.extend(external_ids)
+        return real_fetch(self, external_ids=external_ids, **kwargs)
+
+    with time_machine.travel(later(hours=2)), mock.patch.object(TikTokClient, "fetch_metrics", fetch):
+        assert services.posts_sync_metrics() == 1
+        listed = {p["id"]: p for p in owner.client.get(f"/v1/projects/{owner.project.id}/posts").json()["data"]}
+
+    # Only the post within the default 30 days was asked about; the older one keeps the metrics it had.
+    assert asked == [ScheduledPost.objects.get(pk=recent).external_id]
+    after = ScheduledPost.objects.get(pk=old)
+    assert (after.views, after.metrics_synced_at, after.metrics_attempted_at) == (
+        before.views,
+        before.metrics_synced_at,
+        before.metrics_attempted_at,
+    )
+    assert listed[old]["metrics"]["views"] == before.views and listed[old]["metrics"]["syncedAt"] is not None
+
+    # The window is a setting: a shorter one leaves the recent post alone too.
+    settings.LAYERS_METRICS_SYNC_WINDOW = timedelta(days=7)
+    with time_machine.travel(later(hours=4)), mock.patch.object(TikTokClient, "fetch_metrics", fetch):
+        assert services.posts_sync_metrics() == 0
