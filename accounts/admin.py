@@ -139,10 +139,24 @@ class ApiKeyAdmin(admin.ModelAdmin):
             self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
 
 
+class EventTypeFilter(admin.SimpleListFilter):
+    """The event types are a fixed set (EVENT_TYPES): listing them costs no query, where a filter on the
+    column read the distinct types of every event on each page load."""
+
+    title = "type"
+    parameter_name = "type__exact"  # what the former field filter used: links keep working
+
+    def lookups(self, request, model_admin):
+        return [(type_, type_) for type_ in sorted(services.EVENT_TYPES)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(type=self.value()) if self.value() else queryset
+
+
 @admin.register(Event)
 class EventAdmin(IdSearchMixin, admin.ModelAdmin):
     list_display = ("id", "type", "organization", "created_at")
-    list_filter = ("type",)
+    list_filter = (EventTypeFilter,)
     id_search_fields = {"evt": ("id",), "org": ("organization_id",)}
     search_fields = ("organization__name",)
     search_help_text = "An event or organization id (exact), or an organization name."

@@ -499,3 +499,20 @@ def test_support_sees_why_an_account_needs_a_reauth_and_a_reauth_clears_it(owner
     row = SocialAccount.objects.get(pk=dying["id"])
     assert (row.status, row.reauth_reason) == ("connected", "")
     assert row.access_token not in reason
+
+
+def test_the_events_type_filter_offers_every_event_type_without_reading_the_events(owner, staff_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    connected = Event.objects.create(organization=owner.org, type="social_account.connected", data={})
+    failed = Event.objects.create(organization=owner.org, type="scheduled_post.failed", data={})
+
+    with CaptureQueriesContext(connection) as queries:
+        page = staff_client.get("/admin/accounts/event/").content.decode()
+    # One row per change of every partner: the filter's choices are the known types, not a DISTINCT of them.
+    assert [q["sql"] for q in queries if "DISTINCT" in q["sql"] and "accounts_event" in q["sql"]] == []
+    assert "lease_request.rejected" in page  # offered even though no such event happened yet
+
+    filtered = staff_client.get("/admin/accounts/event/", {"type__exact": "scheduled_post.failed"}).content.decode()
+    assert failed.pk in filtered and connected.pk not in filtered

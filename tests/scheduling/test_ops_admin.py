@@ -228,3 +228,28 @@ def test_a_plain_retry_queues_again_a_post_whose_instagram_containers_all_failed
     retry(staff, "retry_posts", scheduled["id"])
 
     assert ScheduledPost.objects.get(pk=scheduled["id"]).status == "queued"
+
+
+def test_the_posts_list_has_no_date_hierarchy_over_every_post_and_filters_by_scheduled_day(owner, staff):
+    account = make_account(owner)
+    now = timezone.now()
+    noon = now.replace(hour=12, minute=0, second=0, microsecond=0)
+    today, tomorrow, last_year = (schedule_now(owner, account.pk, when=now + timedelta(days=2)) for _ in range(3))
+    days = {today["id"]: noon, tomorrow["id"]: noon + timedelta(days=1), last_year["id"]: now - timedelta(days=400)}
+    for post_id, when in days.items():
+        ScheduledPost.objects.filter(pk=post_id).update(scheduled_for=when)
+
+    with CaptureQueriesContext(connection) as queries:
+        page = staff.get("/admin/scheduling/scheduledpost/")
+    assert page.status_code == 200
+    # Posts are never purged: a date hierarchy read the distinct years of every post on each visit.
+    assert [q["sql"] for q in queries if "DISTINCT" in q["sql"] and "scheduling_scheduledpost" in q["sql"]] == []
+
+    def listed(value: str) -> set[str]:
+        content = staff.get("/admin/scheduling/scheduledpost/", {"scheduled": value}).content.decode()
+        return {p["id"] for p in (today, tomorrow, last_year) if p["id"] in content}
+
+    assert listed("today") == {today["id"]}
+    assert listed("tomorrow") == {tomorrow["id"]}
+    assert listed("next7") == {today["id"], tomorrow["id"]}  # days, in UTC as the admin shows times
+    assert last_year["id"] not in listed("past7") | listed("this_month")

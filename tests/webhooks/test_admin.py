@@ -170,3 +170,26 @@ def test_the_event_page_links_its_deliveries_at_a_constant_cost(owner, staff_cli
     second = record(owner)
     assert WebhookDelivery.objects.filter(event=second).count() == 1
     assert event_page(second)[1] == event_page(first)[1]  # 1 delivery or 4: the same queries
+
+
+def test_the_deliveries_list_offers_an_organizations_endpoints_without_reading_every_delivery(
+    owner, outsider, staff_client, receivers
+):
+    receiver = receivers(respond=lambda r: (200, {}))
+    ours = create_endpoint(owner, receiver.url() + "?ours")
+    theirs = create_endpoint(outsider, receiver.url() + "?theirs")
+    mine, foreign = delivery_of(record(owner), ours), delivery_of(record(outsider), theirs)
+
+    with CaptureQueriesContext(connection) as queries:
+        page = staff_client.get(DELIVERIES).content.decode()
+    # The filters' choices come from the endpoints and the known event types, never from the deliveries,
+    # which grow with every event of every partner.
+    distinct = [q["sql"] for q in queries if "DISTINCT" in q["sql"] and "webhooks_webhookdelivery" in q["sql"]]
+    assert distinct == []
+    assert "scheduled_post.failed" in page  # every event type is offered, delivered yet or not
+
+    # Ops pick the organization, then one of its endpoints.
+    org_page = staff_client.get(DELIVERIES, {"endpoint__organization__id__exact": owner.org.pk}).content.decode()
+    assert f"endpoint__id__exact={ours['id']}" in org_page and theirs["id"] not in org_page
+    by_endpoint = staff_client.get(DELIVERIES, {"endpoint__id__exact": ours["id"]}).content.decode()
+    assert mine.pk in by_endpoint and foreign.pk not in by_endpoint
