@@ -422,13 +422,19 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 
+# The shortest expiry of a tick's message. The dispatcher's and the relay's ticks wait in the same queues as
+# the work they hand out: in a burst, behind up to LAYERS_DISPATCH_MAX_WAITING posts (tens of seconds on a
+# small machine). Expiring them there would pause the dispatcher mid-burst; five minutes never does, and
+# still drops the pile an outage of workers leaves (1,800 dispatcher ticks an hour).
+TICK_EXPIRES_MIN_SECONDS = 300
+
+
 def _tick(task: str, every: float) -> dict:
-    """A beat entry that runs `task` every `every` seconds. Each message expires after about the interval
-    (at least 30 s, so that clock skew or a worker busy for a moment never drops every tick of a fast job):
-    ticks beat sent while no worker was consuming are discarded when workers come back, instead of running
-    back to back (the next tick does the same work). django-celery-beat stores it as the task's
-    expire_seconds, put back at every beat start like the interval."""
-    return {"task": task, "schedule": every, "options": {"expire_seconds": max(int(every), 30)}}
+    """A beat entry that runs `task` every `every` seconds. Each message expires after its interval, or
+    TICK_EXPIRES_MIN_SECONDS for a faster job: ticks beat sent while no worker was consuming are discarded
+    when workers come back, instead of running back to back (the next tick does the same work).
+    django-celery-beat stores it as the task's expire_seconds, put back at every beat start like the interval."""
+    return {"task": task, "schedule": every, "options": {"expire_seconds": max(int(every), TICK_EXPIRES_MIN_SECONDS)}}
 
 
 # Periodic tasks are declared here; django-celery-beat's DatabaseScheduler installs them into its tables at
