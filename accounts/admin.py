@@ -21,6 +21,7 @@ from accounts.models import (
     Project,
     SocialAccount,
 )
+from config.adminpaging import LargeTablePaginator
 
 
 class ProjectInline(admin.TabularInline):
@@ -161,6 +162,7 @@ class EventAdmin(IdSearchMixin, admin.ModelAdmin):
     search_fields = ("organization__name",)
     search_help_text = "An event or organization id (exact), or an organization name."
     show_full_result_count = False  # one row per change of every partner: no second count of the table
+    paginator = LargeTablePaginator  # unfiltered: the planner's estimate, not a COUNT(*) of the table
     readonly_fields = ("id", "organization", "type", "data", "created_at", "webhook_deliveries")
     list_select_related = ("organization",)
 

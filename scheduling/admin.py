@@ -7,6 +7,7 @@ from django.utils import timezone
 from accounts import crypto
 from accounts.admin_search import IdSearchMixin
 from accounts.admin_site import skip_in_action
+from config.adminpaging import LargeTablePaginator
 from config.api.errors import ApiError
 from scheduling import services
 from scheduling.models import ContentContainer, Layer, LayerTemplate, ManagedProvider, ScheduledPost
@@ -94,6 +95,7 @@ class ScheduledPostAdmin(IdSearchMixin, admin.ModelAdmin):
     search_help_text = "A post, container, account, project or organization id (exact), a handle, or a name."
     # Posts are never purged: no second count of the whole table on every filtered page.
     show_full_result_count = False
+    paginator = LargeTablePaginator  # unfiltered: the planner's estimate, not a COUNT(*) of the table
     list_select_related = ("social_account__identity", "project")  # an account's label is its handle
     readonly_fields = [f.name for f in ScheduledPost._meta.fields]
     actions = ["retry_posts", "retry_posts_checked", "cancel_posts"]

@@ -274,6 +274,9 @@ LAYERS_PREPARE_AHEAD = timedelta(seconds=env.int("LAYERS_PREPARE_AHEAD_SECONDS",
 LAYERS_METRICS_SYNC_WINDOW = timedelta(days=env.int("LAYERS_METRICS_SYNC_WINDOW_DAYS", default=30))
 if LAYERS_METRICS_SYNC_WINDOW.days < 1:
     raise ImproperlyConfigured("LAYERS_METRICS_SYNC_WINDOW_DAYS must be a number of days, at least 1")
+# Admin lists of the tables that grow forever (posts, events, webhook deliveries) show, unfiltered, the
+# planner's estimate of their rows past this many instead of counting the whole table (config/adminpaging.py).
+LAYERS_ADMIN_EXACT_COUNT_BELOW = 100_000
 
 # --- Platform clients (accounts/platforms) --------------------------------------------------------
 # Live endpoints by default; in sandbox mode they point at this server's /sandbox/... stand-ins.
