@@ -20,7 +20,7 @@ import logging
 from datetime import UTC, datetime
 
 from django.db import connection, transaction
-from django.db.models import F, Max, Q
+from django.db.models import Max
 from django.utils import timezone
 
 from billing.models import LedgerEntry, Wallet
@@ -178,9 +178,14 @@ def _charge_lease(*, lease_id: int, until: datetime) -> list[LedgerEntry]:
             )
         _append(wallet, entries, now)
         charged_through = entries[-1].period_index if entries else last
-        if charged_through is not None:
-            # See Lease.next_charge_at: the renewal job picks the lease again only once this has come.
-            Lease.objects.filter(pk=lease_id).update(next_charge_at=add_months(anchor, charged_through + 1))
+        if (
+            lease.released_at is not None
+            and charged_through is not None
+            and add_months(anchor, charged_through + 1) >= lease.released_at
+        ):
+            # Released, and its next month would start at or after the release: nothing more is ever owed.
+            # The renewal job stops reading it (Lease.charges_settled).
+            Lease.objects.filter(pk=lease_id, charges_settled=False).update(charges_settled=True)
     return entries
 
 
@@ -219,23 +224,30 @@ def lease_paid_through(*, lease, now: datetime | None = None) -> datetime:
 
 # A lease is due when its next uncharged period has started, and, if it was released, started before the
 # release: a release that did not settle the period it fell in (the job had not reached it yet) is settled
-# here, whichever way the lease was released. The lease's next_charge_at (kept by the charges below, never
-# later than the ledger says) finds them through the partial index lease_charge_due, whose condition is the
-# second half of this WHERE: released leases whose months are all settled — the history — are never read.
+# here, whichever way the lease was released. Released leases whose months are all settled (charges_settled,
+# the history, which only grows) are never read: the pick goes through the partial index lease_charges_open.
+# A released lease not marked yet is picked whether it owes or not, so that its batch marks it.
 _DUE_BATCH_SQL = """
 SELECT l.id, l.organization_id
   FROM leasing_lease l
- WHERE l.next_charge_at <= %(now)s
-   AND (l.released_at IS NULL OR l.next_charge_at < l.released_at)
+ CROSS JOIN LATERAL (
+       SELECT ((l.assigned_at AT TIME ZONE 'UTC') + make_interval(months => 1 + COALESCE(
+                  (SELECT max(e.period_index) FROM billing_ledgerentry e WHERE e.lease_id = l.id), -1)
+              )) AT TIME ZONE 'UTC' AS next_start
+       ) n
+ WHERE NOT l.charges_settled
    AND l.id > %(after)s
+   AND ((n.next_start <= %(now)s AND (l.released_at IS NULL OR n.next_start < l.released_at))
+        -- released and not marked settled (a release that did not settle): the batch settles or marks it
+        OR l.released_at IS NOT NULL)
  ORDER BY l.id
  LIMIT %(limit)s
 """
 
 # One statement per batch: compute every owed, uncharged period of the batch's leases (catch-up included),
-# insert them, move each lease's next_charge_at to the start of its next uncharged period, and move each
-# wallet by the sum of the rows really inserted (RETURNING, so a row skipped by ON CONFLICT never moves a
-# balance).
+# insert them, mark the batch's released leases whose months are now all charged as settled (only those
+# rows are written: a live lease's row is never touched by a charge), and move each wallet by the sum of the
+# rows really inserted (RETURNING, so a row skipped by ON CONFLICT never moves a balance).
 _CHARGE_BATCH_SQL = """
 WITH leases AS (
     SELECT l.id, l.organization_id, l.monthly_price_cents, l.released_at,
@@ -269,14 +281,16 @@ WITH leases AS (
      ORDER BY lease_id, period_index
         ON CONFLICT DO NOTHING
     RETURNING organization_id, amount_cents
-), moved_on AS (
+), settled AS (
     -- owed holds every period charged now (by this statement, or by a run that committed before it).
     UPDATE leasing_lease t
-       SET next_charge_at = (l.anchor + make_interval(months => GREATEST(l.last, COALESCE(o.upto, -1)) + 1))
-                            AT TIME ZONE 'UTC'
+       SET charges_settled = true
       FROM leases l
       LEFT JOIN (SELECT lease_id, max(period_index) AS upto FROM owed GROUP BY lease_id) o ON o.lease_id = l.id
      WHERE t.id = l.id
+       AND l.released_at IS NOT NULL
+       AND (l.anchor + make_interval(months => GREATEST(l.last, COALESCE(o.upto, -1)) + 1)) AT TIME ZONE 'UTC'
+           >= l.released_at
 ), totals AS (
     SELECT organization_id, sum(amount_cents) AS delta, count(*) AS n FROM inserted GROUP BY organization_id
 )
@@ -331,12 +345,9 @@ def _charge_due_bulk(*, now: datetime, batch_size: int) -> int:
 
 def charge_due_per_lease(*, now: datetime) -> int:
     """The same job one lease at a time, in Python: for databases without the bulk statement (SQLite dev).
-    Released leases whose release fell in an unsettled period are included, as in the bulk statement."""
+    Released leases not settled yet are included, as in the bulk statement."""
     charged = 0
-    due = Lease.objects.filter(next_charge_at__lte=now).filter(
-        Q(released_at__isnull=True) | Q(next_charge_at__lt=F("released_at"))
-    )
-    for lease in due.order_by("pk").iterator():
+    for lease in Lease.objects.filter(charges_settled=False).order_by("pk").iterator():
         charged += len(_charge_lease(lease_id=lease.pk, until=now))
     return charged
 

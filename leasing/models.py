@@ -1,5 +1,3 @@
-from datetime import UTC, datetime
-
 from django.conf import settings
 from django.core.validators import MaxValueValidator
 from django.db import models
@@ -138,13 +136,12 @@ class Lease(models.Model):
     released_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    # The start of the lease's next uncharged month, kept by billing as it charges (billing.services), so
-    # that the renewal job reads only leases whose next month has started (live, or released after it
-    # started) through the lease_charge_due index, instead of every lease ever made. Never later than the
-    # ledger says: a lease written without it (the previous release during a deploy, a bulk load) gets the
-    # early default, and the job reads it once, charges it from the ledger and moves it on.
-    CHARGE_CHECK_FROM = datetime(2000, 1, 1, tzinfo=UTC)
-    next_charge_at = models.DateTimeField(default=CHARGE_CHECK_FROM, db_default=CHARGE_CHECK_FROM, editable=False)
+    # Set once the lease is released and every month it started before its release is charged: billing has
+    # nothing more to do with it. The renewal job reads only the leases where it is not (live ones, and a
+    # released one whose last month is unsettled), through the lease_charges_open index, never the released
+    # history, which only grows. Set by billing (the release's settlement, or the job settling it later),
+    # only on released leases: a charge of a live lease writes nothing here.
+    charges_settled = models.BooleanField(default=False, db_default=False, editable=False)
 
     class Meta:
         constraints = [
@@ -157,13 +154,8 @@ class Lease(models.Model):
         ]
         indexes = [
             models.Index(fields=["project", "-assigned_at", "-social_account"], name="lease_project_newest_sa"),
-            # The renewal job's pick: leases that can still owe a month. A released lease whose months are
-            # all settled (next_charge_at at or after its release) is history and stays out of the index.
-            models.Index(
-                fields=["next_charge_at"],
-                condition=models.Q(released_at__isnull=True) | models.Q(next_charge_at__lt=models.F("released_at")),
-                name="lease_charge_due",
-            ),
+            # The renewal job's pick (in id order): leases that can still owe a month.
+            models.Index(fields=["id"], condition=models.Q(charges_settled=False), name="lease_charges_open"),
         ]
 
     def __str__(self):
