@@ -139,6 +139,7 @@ class WebhookDelivery(models.Model):
     )
     window_first_attempt = models.PositiveIntegerField(
         default=1,
+        db_default=1,  # the release still serving while this migrates inserts deliveries without it
         editable=False,
         help_text="Number of the attempt the current retry window began with (a staff resend starts a new one).",
     )

@@ -11,6 +11,9 @@ ADDED_LATER = [
     ("scheduling_scheduledpost", "prepared_publish_id"),
     ("leasing_lease", "handle"),
     ("leasing_poolaccount", "refresh_claimed_until"),
+    ("leasing_lease", "charges_settled"),
+    ("webhooks_webhookdelivery", "window_first_attempt"),
+    ("webhooks_webhookdelivery", "queued_at"),
 ]
 
 

@@ -10,12 +10,13 @@ class Migration(migrations.Migration):
     ]
 
     # Existing rows get window_first_attempt = 1: right for every delivery never resent; one resent before
-    # this migration keeps the backoff of its lifetime count until its current window ends.
+    # this migration keeps the backoff of its lifetime count until its current window ends. The default is
+    # the database's too: the release still serving during the deploy inserts deliveries without the column.
     operations = [
         migrations.AddField(
             model_name='webhookdelivery',
             name='window_first_attempt',
-            field=models.PositiveIntegerField(default=1, editable=False, help_text='Number of the attempt the current retry window began with (a staff resend starts a new one).'),
+            field=models.PositiveIntegerField(db_default=1, default=1, editable=False, help_text='Number of the attempt the current retry window began with (a staff resend starts a new one).'),
         ),
         migrations.AlterField(
             model_name='webhookdelivery',
