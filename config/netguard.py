@@ -27,12 +27,13 @@ class FetchFailed(Exception):
 
 
 # IPv6 prefixes whose last 32 bits are an IPv4 address that a translator on the path may reach: NAT64's
-# well-known and local-use prefixes (RFC 6052, 8215), SIIT's IPv4-translated form (RFC 2765) and the
-# deprecated IPv4-compatible form (which an old stack routes as IPv4). Python's `is_global` calls them all
-# global; each is judged by the IPv4 address it carries.
-_CARRY_IPV4 = tuple(
-    ipaddress.ip_network(prefix) for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96", "::/96")
-)
+# well-known prefix (RFC 6052), SIIT's IPv4-translated form (RFC 2765) and the deprecated IPv4-compatible
+# form (which an old stack routes as IPv4). Python's `is_global` calls them all global; each is judged by
+# the IPv4 address it carries.
+_CARRY_IPV4 = tuple(ipaddress.ip_network(prefix) for prefix in ("64:ff9b::/96", "::ffff:0:0:0/96", "::/96"))
+# NAT64's local-use prefix (RFC 8215): IANA marks it not globally reachable, and a local translator may place
+# the IPv4 address anywhere in it (RFC 6052's /48 and /56 layouts put it mid-address), so none of it is public.
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 
 
 def _ip_is_public(ip: ipaddress._BaseAddress) -> bool:
@@ -42,7 +43,7 @@ def _ip_is_public(ip: ipaddress._BaseAddress) -> bool:
     IPv4-compatible) reaches that IPv4 address, and is judged by it; site-local (deprecated, still routed
     inside some networks) is not public."""
     if ip.version == 6:
-        if ip.is_site_local:
+        if ip.is_site_local or ip in _LOCAL_NAT64:
             return False
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if embedded is None and any(ip in net for net in _CARRY_IPV4):

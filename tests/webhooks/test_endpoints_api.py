@@ -113,6 +113,7 @@ def test_events_must_be_a_non_empty_list_of_types(owner, events):
         "https://[2002:7f00:1::]/hooks",  # 6to4 carrying 127.0.0.1
         "https://[64:ff9b::a00:8]/hooks",  # NAT64 carrying 10.0.0.8
         "https://[64:ff9b:1::a9fe:a9fe]/hooks",  # local-use NAT64 (RFC 8215) carrying 169.254.169.254
+        "https://[64:ff9b:1:a9fe:a9:fe00:808:808]/hooks",  # its /48 layout: 169.254.169.254 mid-address
         "https://[::ffff:0:a9fe:a9fe]/hooks",  # SIIT IPv4-translated, carrying 169.254.169.254
         "https://[::7f00:1]/hooks",  # deprecated IPv4-compatible, carrying 127.0.0.1
         "https://[fec0::1]/hooks",  # deprecated site-local
