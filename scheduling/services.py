@@ -525,13 +525,13 @@ def _prepared_publish_id(post: ScheduledPost) -> str:
 
 
 # Why a platform error fails a post, by the platform's own code: TikTok's fail reasons and error codes,
-# Instagram's error codes and subcodes (in an error's code "36003/2207009" or a failed container's status
-# "Error: Media upload has failed with error code 2207052"). Instagram's media subcodes: 2207003 it took too
-# long to download the media (the URL is slow or unreachable: the partner's to fix), 2207004 image too large,
-# 2207005 format not supported, 2207009 aspect ratio not supported, 2207023 unknown media type, 2207026
-# unsupported video, 2207052 media not fetchable from the URL, 2207057 thumbnail offset beyond the video;
-# and the image error codes 36000 too large, 36001 format, 36003 aspect ratio. Not 36004 / 2207010 (the
-# caption is too long): the content was refused, but not its media.
+# Instagram's error codes and subcodes (in an error's code "36003/2207009" or a failed container's status:
+# the subcode, "2207052", or "Error: Media upload has failed with error code 2207052"). Instagram's media
+# subcodes: 2207003 it took too long to download the media (the URL is slow or unreachable: the partner's to
+# fix), 2207004 image too large, 2207005 format not supported, 2207009 aspect ratio not supported, 2207023
+# unknown media type, 2207026 unsupported video, 2207052 media not fetchable from the URL, 2207057 thumbnail
+# offset beyond the video; and the image error codes 36000 too large, 36001 format, 36003 aspect ratio.
+# Not 36004 / 2207010 (the caption is too long): the content was refused, but not its media.
 MEDIA_CODES = frozenset(
     {
         "file_format_check_failed",
@@ -566,7 +566,7 @@ DAILY_CAP_CODES = frozenset({"spam_risk_too_many_posts", "spam_risk_too_many_pen
 
 def _rejection_code(*reasons: str | None) -> str:
     """MEDIA_INVALID when any of the platform's codes or messages names a media problem (Instagram puts
-    its code inside a status sentence: "Error: Media upload has failed with error code 2207052");
+    a failed container's subcode alone, "2207052", or inside a sentence, "…with error code 2207052");
     RATE_LIMITED for a daily cap; otherwise PLATFORM_REJECTED. Codes are matched as whole words: the
     platform's message now comes along, and a code must not be found inside a longer number or word."""
     words = set(re.findall(r"[a-z0-9_]+", " ".join(r for r in reasons if r).lower()))

@@ -333,9 +333,11 @@ class InstagramClient:
                 return PublishStatus(state="processing")
             if code in ("ERROR", "EXPIRED"):
                 detail = str(status.get("status") or code)
-                return PublishStatus(
-                    state="failed", fail_code=_container_error_code(detail) or code, fail_reason=detail
-                )
+                fail_code = _container_error_code(detail)
+                if fail_code and detail.strip() == fail_code:
+                    # The bare subcode is no reason a partner can read on its own.
+                    detail = f"Instagram failed the media container with error code {fail_code}."
+                return PublishStatus(state="failed", fail_code=fail_code or code, fail_reason=detail)
             if code == "PUBLISHED":
                 return self._recover_published(http, access_token, platform_user_id, caption, not_before)
         raise PlatformUnavailable(f"instagram: unknown container status {code!r}", code="bad_response")
@@ -460,8 +462,13 @@ def _published_since(timestamp, earliest: datetime) -> bool:
 
 
 def _container_error_code(status: str) -> str | None:
-    """A failed container's `status` reads "Error: Media upload has failed with error code 2207026": the
-    number is Instagram's reason (2207026 unsupported video, 2207052 media not fetchable, ...)."""
+    """Instagram's reason for a failed container (2207026 unsupported video, 2207052 media not fetchable, ...).
+    Meta's IG Container reference documents `status` as the error subcode itself ("2207052"); what is seen
+    in practice is a sentence, "Error: Media upload has failed with error code 2207052". Both are read: a
+    subcode missed here would fail a post Meta says to retry, or call refused media something else."""
+    status = status.strip()
+    if status.isdigit():
+        return status
     match = re.search(r"error code (\d+)", status)
     return match.group(1) if match else None
 

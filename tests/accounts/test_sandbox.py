@@ -349,6 +349,24 @@ def test_an_instagram_container_error_fault_fails_the_next_container_on_instagra
     assert status(fine)["status_code"] == "FINISHED"
 
 
+def test_an_instagram_container_that_failed_for_its_media_answers_the_documented_bare_subcode(db):
+    """Meta's IG Container reference: "If status_code is ERROR, this value will be an error subcode". The
+    container_error fault above answers the sentence seen in practice; media failures answer the subcode."""
+    tokens = connect("instagram", "ig_broken_media")
+    uid = tokens.platform_user_id
+    broken = _ig_create(tokens.access_token, uid, image_url="https://cdn.layers.test/invalid.jpg").json()["id"]
+    inject_fault("instagram", "ig_broken_media", "reject")
+    refused = _ig_create(tokens.access_token, uid, image_url="https://cdn.layers.test/fine.jpg").json()["id"]
+
+    def status(ig_id: str) -> dict:
+        query = {"fields": "status_code,status", "access_token": tokens.access_token}
+        return Client().get(f"{IG_GRAPH}/{ig_id}", query).json()
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=5)):
+        assert status(broken) == {"id": broken, "status_code": "ERROR", "status": "2207052"}
+        assert status(refused) == {"id": refused, "status_code": "ERROR", "status": "2207051"}
+
+
 def test_a_container_error_fault_is_instagrams_only(db):
     answer = sandbox_control("tiktok", "faults", {"username": "someone", "kind": "container_error"})
     assert answer.status_code == 422 and "kind" in answer.content.decode()

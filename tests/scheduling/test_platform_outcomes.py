@@ -316,16 +316,17 @@ def test_an_instagram_caption_refusal_is_rejected_content_not_invalid_media(owne
     assert "The caption was too long." in body["error"]["message"]
 
 
-def container_errored_once(calls: list, error_code: str):
-    """The first status read of a container answers ERROR with Instagram's `error_code` (failed on its side);
-    every other call reaches the sandbox."""
+def container_errored_once(calls: list, error_code: str, *, bare: bool = False):
+    """The first status read of a container answers ERROR with Instagram's `error_code` (failed on its side),
+    in the sentence observed in practice or, `bare`, as Meta's IG Container reference documents it ("If
+    status_code is ERROR, this value will be an error subcode"); every other call reaches the sandbox."""
 
     def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
         if request.method != "GET" or "status_code" not in request.url.params.get("fields", "") or calls:
             return sandbox.handle_request(request)
         container = request.url.path.rsplit("/", 1)[-1]
         calls.append(container)
-        status = f"Error: Media upload has failed with error code {error_code}"
+        status = error_code if bare else f"Error: Media upload has failed with error code {error_code}"
         return httpx.Response(200, json={"id": container, "status_code": "ERROR", "status": status})
 
     return answer
@@ -342,22 +343,39 @@ def run_through_one_retry(tenant, post_id: str) -> dict:
     return post(tenant, post_id)
 
 
+@pytest.mark.parametrize("bare", [False, True], ids=["sentence", "bare subcode"])
 @pytest.mark.parametrize("error_code", ["2207001", "2207032", "2207053"])
-def test_a_container_that_failed_on_instagrams_side_is_made_again_and_published_once(owner, error_code):
+def test_a_container_that_failed_on_instagrams_side_is_made_again_and_published_once(owner, error_code, bare):
     # Meta: 2207001 server error, try again; 2207032 creating the media failed, make it again; 2207053 unknown
     # upload error, make a new container. Nothing about the content: the post is retried with a new container.
-    username = f"ig.hiccup.{error_code}"
+    username = f"ig.hiccup.{error_code}.{'bare' if bare else 'sentence'}"
     account = connected_account(owner, "instagram", username)
     scheduled = schedule_now(owner, account["id"], media_type="image")
     calls: list = []
 
-    with intercepted({"/instagram/graph/": container_errored_once(calls, error_code)}):
+    with intercepted({"/instagram/graph/": container_errored_once(calls, error_code, bare=bare)}):
         body = run_through_one_retry(owner, scheduled["id"])
 
     assert body["status"] == "published" and body["attempts"] == 2, body
     received = sandbox_posts("instagram", username)
     assert len(received) == 1 and received[0].publish_id != calls[0]  # a new container, not the errored one
     assert body["externalId"] == received[0].external_id
+
+
+@pytest.mark.parametrize("bare", [False, True], ids=["sentence", "bare subcode"])
+def test_a_container_that_failed_for_its_media_fails_the_post_as_media_invalid(owner, bare):
+    # 2207052: Instagram could not fetch the media from its URL (README lists it under MEDIA_INVALID)
+    account = connected_account(owner, "instagram", f"ig.unfetchable.{'bare' if bare else 'sentence'}")
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    calls: list = []
+
+    with intercepted({"/instagram/graph/": container_errored_once(calls, "2207052", bare=bare)}):
+        run_dispatcher()
+
+    assert calls, "the container status was never read"
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "MEDIA_INVALID", body
+    assert "2207052" in body["error"]["message"]
 
 
 def test_a_container_refused_for_an_error_on_instagrams_side_is_retried_and_published_once(owner):

@@ -56,7 +56,7 @@ class Fault(models.Model):
         TIMEOUT = "timeout"
         REJECT = "reject"
         # Instagram only: the next container is accepted, then fails on Instagram's side (status ERROR,
-        # "error code 2207001", a server error Meta says to retry with a new container).
+        # "…with error code 2207001", a server error Meta says to retry with a new container).
         CONTAINER_ERROR = "container_error"
 
     platform = models.CharField(max_length=16, choices=Platform.choices)

@@ -128,13 +128,16 @@ def create_container(
     server_error: bool = False,
 ) -> Container:
     now = timezone.now()
+    # A failed container's `status`: Meta's IG Container reference documents the error subcode itself, and a
+    # sentence around it is what is seen in practice. The sandbox answers both, so clients read both: the bare
+    # subcode for refused content and unusable media, the sentence for the "container_error" fault.
     error = ""
     if rejected:
-        error = "Error: Media upload has failed with error code 2207051"
+        error = "2207051"
     elif server_error:
         error = "Error: Media upload has failed with error code 2207001"
     elif url and is_broken_media(url):
-        error = "Error: Media upload has failed with error code 2207052"
+        error = "2207052"
     return Container.objects.create(
         ig_id=new_numeric_id(1),
         username=username,
