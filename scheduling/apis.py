@@ -230,7 +230,10 @@ class PublishedPostListApi(ApiView):
             "`publish` published within the metrics window (30 days by default; older posts keep their last "
             "metrics, `syncedAt` says when): a `managed` post's externalId is its provider's and a draft has "
             "none, so their metrics stay null. A TikTok account whose token lacks video.list gets none (it "
-            "stays connected and keeps posting)."
+            "stays connected and keeps posting). A figure is null while it is unknown: never synced, or never "
+            "given by the platform (Instagram's insights can be up to 48 h late, and a token without "
+            "instagram_business_manage_insights reads only the like and comment counts). A figure the platform "
+            "does not give at a later sync keeps its last value, never 0; syncedAt is the last sync that got any."
         ),
     )
     def get(self, request, projectId: str):

@@ -1115,6 +1115,7 @@ def _dispatch_managed(post: ScheduledPost) -> str:
 # --- Metrics ----------------------------------------------------------------------------------------
 
 METRICS_BATCH = 20
+METRIC_FIELDS = ("views", "likes", "comments", "shares")
 METRICS_STALE_AFTER = timedelta(hours=1)
 # TikTok fills a post's public id only after moderation (PLATFORMS.md): a post found PUBLISH_COMPLETE before
 # that is published without externalId / externalUrl, and its metrics (fetched by that id) cannot be read.
@@ -1155,7 +1156,7 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int
     posts = _take_for_sync(due, now=now, limit=limit, related=("social_account__identity",))
     synced = _each_account(posts, "metrics sync", lambda account_posts: _account_sync_metrics(account_posts, now=now))
     updated = [post for account_posts in synced for post in account_posts]
-    ScheduledPost.objects.bulk_update(updated, ["views", "likes", "comments", "shares", "metrics_synced_at"])
+    ScheduledPost.objects.bulk_update(updated, [*METRIC_FIELDS, "metrics_synced_at"])
     return len(updated)
 
 
@@ -1207,9 +1208,15 @@ def _account_sync_metrics(account_posts: list[ScheduledPost], *, now: datetime) 
             break
         for post in batch:
             m = metrics.get(post.external_id)
-            if m is None:
+            known = {name: getattr(m, name) for name in METRIC_FIELDS} if m is not None else {}
+            known = {name: value for name, value in known.items() if value is not None}
+            if not known:
                 continue
-            post.views, post.likes, post.comments, post.shares = m.views, m.likes, m.comments, m.shares
+            # A figure the platform did not give this time (Instagram's insights are an empty set until they
+            # exist and while unavailable; a token without the insights permission reads likes and comments
+            # only) keeps the value last synced, null if it never had one: unknown now is not 0.
+            for name, value in known.items():
+                setattr(post, name, value)
             post.metrics_synced_at = now
             updated.append(post)
     return updated

@@ -113,8 +113,11 @@ class MediaItem:
 
 @dataclass(frozen=True)
 class Metrics:
-    views: int = 0
-    likes: int = 0
-    comments: int = 0
-    shares: int = 0
+    """A post's figures as the platform gave them now. None is a figure it did not give (not yet computed,
+    currently unavailable, not readable with this token): unknown, which is not 0."""
+
+    views: int | None = None
+    likes: int | None = None
+    comments: int | None = None
+    shares: int | None = None
     extra: dict = field(default_factory=dict)

@@ -202,11 +202,15 @@ class InstagramClient:
 
     def fetch_metrics(self, *, access_token: str, platform_user_id: str, external_ids: list[str]) -> dict[str, Metrics]:
         """One insights call per media: graph.instagram.com documents no multi-media insights call, so the
-        caller bounds the list. Without the insights permission, falls back to the like / comment counts
-        any token can read. Media that no longer exist are absent from the answer."""
+        caller bounds the list. A figure Instagram does not give is None, not 0: Meta answers insights that
+        "do not exist or are currently unavailable" (a media's first hours: they can be 48 h late) with an
+        empty data set. Likes and comments missing there, or all insights for a token without the insights
+        permission, are read from the like / comment counts any token can read; views and shares then stay
+        unknown. Media that no longer exist are absent from the answer."""
         result: dict[str, Metrics] = {}
         with http_session(self._http) as http:
             for media_id in dict.fromkeys(str(i) for i in external_ids):
+                values: dict[str, int | None] = {}
                 try:
                     body = self._graph(
                         http, "GET", f"/{media_id}/insights", access_token=access_token,
@@ -215,24 +219,24 @@ class InstagramClient:
                 except RequestRejected as exc:
                     if _code_of(exc) not in PERMISSION_CODES:
                         continue  # deleted or unknown media
+                else:
+                    values = {item.get("name"): _insight_value(item) for item in body.get("data") or []}
+                if values.get("likes") is None or values.get("comments") is None:
                     try:
                         counts = self._graph(
                             http, "GET", f"/{media_id}", access_token=access_token,
                             params={"fields": "like_count,comments_count"},
                         )  # fmt: skip
                     except RequestRejected:
-                        continue
-                    result[media_id] = Metrics(
-                        likes=int(counts.get("like_count") or 0), comments=int(counts.get("comments_count") or 0)
-                    )
-                    continue
-                values = {item.get("name"): _insight_value(item) for item in body.get("data") or []}
+                        counts = {}
+                    for name, field in (("likes", "like_count"), ("comments", "comments_count")):
+                        if values.get(name) is None:
+                            values[name] = _as_int(counts.get(field))
+                figures = {name: values.get(name) for name in ("views", "likes", "comments", "shares")}
+                if all(value is None for value in figures.values()):
+                    continue  # nothing known about it now: the caller keeps what it had
                 result[media_id] = Metrics(
-                    views=values.get("views", 0),
-                    likes=values.get("likes", 0),
-                    comments=values.get("comments", 0),
-                    shares=values.get("shares", 0),
-                    extra={k: v for k, v in values.items() if k in ("saved", "reach")},
+                    **figures, extra={k: v for k, v in values.items() if k in ("saved", "reach") and v is not None}
                 )
         return result
 
@@ -499,12 +503,12 @@ def _check_media(*, mode: str, media_type: str, media: list[MediaItem]) -> None:
     raise RequestRejected(f"instagram: {media_type} does not fit {kinds}", code="invalid_media")
 
 
-def _insight_value(item: dict) -> int:
-    # Older answers carry values[0].value, newer ones total_value.value.
+def _insight_value(item: dict) -> int | None:
+    # Older answers carry values[0].value, newer ones total_value.value; no value is no figure (None), not 0.
     if isinstance(item.get("total_value"), dict):
-        return int(item["total_value"].get("value") or 0)
+        return _as_int(item["total_value"].get("value"))
     values = item.get("values") or [{}]
-    return int(values[0].get("value") or 0)
+    return _as_int(values[0].get("value")) if isinstance(values[0], dict) else None
 
 
 def _as_int(value) -> int | None:

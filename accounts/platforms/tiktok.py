@@ -176,11 +176,12 @@ class TikTokClient:
                         return result
                     raise
                 for video in data.get("videos") or []:
+                    # A field TikTok left out of a video's answer is unknown (None), not 0.
                     result[str(video.get("id"))] = Metrics(
-                        views=int(video.get("view_count") or 0),
-                        likes=int(video.get("like_count") or 0),
-                        comments=int(video.get("comment_count") or 0),
-                        shares=int(video.get("share_count") or 0),
+                        views=_count(video.get("view_count")),
+                        likes=_count(video.get("like_count")),
+                        comments=_count(video.get("comment_count")),
+                        shares=_count(video.get("share_count")),
                     )
         return result
 
@@ -348,6 +349,13 @@ def _token_set(body: dict, *, platform_user_id: str | None) -> TokenSet:
         refresh_expires_at=now + timedelta(seconds=int(refresh_in)) if refresh_in else None,
         scopes=tuple(s for s in re.split(r"[,\s]+", str(body.get("scope") or "")) if s),
     )
+
+
+def _count(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _check_media(*, mode: str, media_type: str, media: list[MediaItem]) -> None:

@@ -632,6 +632,21 @@ def test_tiktok_metrics_ask_at_most_20_ids_per_call():
     assert metrics["7000"].shares == 4
 
 
+def test_tiktok_metrics_leave_a_figure_absent_from_the_answer_unknown():
+    """TikTok answers the fields it has for a video: one left out is unknown (None), not 0."""
+
+    def handler(request):
+        videos = [{"id": "7001", "like_count": 2, "comment_count": 0}]
+        return httpx.Response(200, json={"data": {"videos": videos}, "error": {"code": "ok", "message": ""}})
+
+    client = get_client("tiktok", http=httpx.Client(transport=httpx.MockTransport(handler)))
+
+    metrics = client.fetch_metrics(access_token="tok", platform_user_id="tt_x", external_ids=["7001"])
+
+    figures = metrics["7001"]
+    assert (figures.views, figures.likes, figures.comments, figures.shares) == (None, 2, 0, None)
+
+
 # --- Recorded payloads: error mapping --------------------------------------------------------------------
 
 SECRET = "act.SeCrEtToKeN!6135.va"

@@ -620,7 +620,34 @@ def test_instagram_insights_need_the_insights_permission(db):
         metrics = client.fetch_metrics(access_token=tokens.access_token, platform_user_id=uid, external_ids=[media_id])
 
     assert denied.status_code == 403 and denied.json()["error"]["code"] == 10
-    assert metrics[media_id].views == 0 and metrics[media_id].likes > 0  # fell back to the public counts
+    # fell back to the public counts; views and shares are unknown, not 0
+    assert metrics[media_id].views is None and metrics[media_id].shares is None and metrics[media_id].likes > 0
+
+
+def test_instagram_insights_are_an_empty_data_set_in_a_medias_first_hour(db):
+    """Meta: insights that do not exist yet or are currently unavailable are an empty data set, not 0 (they
+    can be up to 48 h late). The sandbox has none in a media's first hour; its public counts are there."""
+    tokens = connect("instagram", "early_insights")
+    uid = tokens.platform_user_id
+    container = _ig_create(tokens.access_token, uid, image_url="https://cdn.layers.test/p.jpg").json()["id"]
+    with time_machine.travel(timezone.now() + timedelta(seconds=5)):
+        media_id = _ig_publish(tokens.access_token, uid, container).json()["id"]
+    query = {"metric": "views,likes", "access_token": tokens.access_token}
+    counts = {"fields": "like_count,comments_count", "access_token": tokens.access_token}
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=50)):
+        early = Client().get(f"{IG_GRAPH}/{media_id}/insights", query)
+        early_counts = Client().get(f"{IG_GRAPH}/{media_id}", counts)
+        metrics = get_client("instagram").fetch_metrics(
+            access_token=tokens.access_token, platform_user_id=uid, external_ids=[media_id]
+        )
+    with time_machine.travel(timezone.now() + timedelta(hours=2)):
+        later = Client().get(f"{IG_GRAPH}/{media_id}/insights", query)
+
+    assert early.status_code == 200 and early.json() == {"data": []}
+    assert early_counts.status_code == 200 and "like_count" in early_counts.json()
+    assert metrics[media_id].views is None and metrics[media_id].likes == early_counts.json()["like_count"]
+    assert [m["name"] for m in later.json()["data"]] == ["views", "likes"]
 
 
 def test_instagram_media_list_is_newest_first_with_the_asked_fields(db):

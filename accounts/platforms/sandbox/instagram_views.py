@@ -413,6 +413,9 @@ def _insights(post: Post, params: dict, *, token: Token) -> JsonResponse:
         return graph_error(
             f"(#100) metric[0] must be one of the following values: {', '.join(sorted(METRICS))}", code=100
         )
+    if not publishing.insights_ready(post):
+        # Meta: insights that "do not exist or are currently unavailable" are an empty data set, not 0.
+        return JsonResponse({"data": []})
     figures = publishing.engagement(external_id=post.external_id, published_at=post.published_at)
     figures["total_interactions"] = figures["likes"] + figures["comments"] + figures["shares"] + figures["saved"]
     data = [

@@ -265,6 +265,15 @@ def deliver_draft(*, username: str, media_type: str, media: list[dict], caption:
 
 # --- Metrics ------------------------------------------------------------------------------------------
 
+# Meta says a media's insights can be up to 48 h late, and answers an empty data set until they exist. The
+# sandbox's Instagram has none in a media's first hour (its like / comment counts are there from the start),
+# so clients meet that answer in the normal course of a sync, not only when a test injects it.
+INSIGHTS_AFTER = timedelta(hours=1)
+
+
+def insights_ready(post: Post) -> bool:
+    return post.published_at is not None and timezone.now() >= post.published_at + INSIGHTS_AFTER
+
 
 def engagement(*, external_id: str, published_at: datetime) -> dict[str, int]:
     """Deterministic figures for a published post: a per-post size drawn from its id, growing with its
