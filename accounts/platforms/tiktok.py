@@ -41,6 +41,7 @@ PROFILE_SCOPE = "user.info.profile"
 BASIC_FIELDS = "open_id,union_id,avatar_url,display_name"
 PROFILE_FIELDS = f"{BASIC_FIELDS},username"
 METRIC_FIELDS = "id,view_count,like_count,comment_count,share_count"
+JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 # /v2/video/query/ takes at most 20 ids per call.
 METRICS_BATCH = 20
 # Most public first: creator_info lists what this creator (and an unaudited app: SELF_ONLY only) allows.
@@ -317,8 +318,10 @@ class TikTokClient:
         json: dict | None = None,
     ) -> dict:
         headers = {"Authorization": f"Bearer {access_token}"}
-        if json is not None:
-            headers["Content-Type"] = "application/json; charset=UTF-8"
+        if method == "POST":
+            # Every v2 POST this client makes is a JSON endpoint, and TikTok documents each with this header,
+            # creator_info/query too, which has no body (none is sent, as in TikTok's example).
+            headers["Content-Type"] = JSON_CONTENT_TYPE
         response = platform_request(
             http, self.platform, method, f"{self._api}{path}", params=params, json=json, headers=headers
         )

@@ -367,6 +367,50 @@ def test_an_instagram_container_that_failed_for_its_media_answers_the_documented
         assert status(refused) == {"id": refused, "status_code": "ERROR", "status": "2207051"}
 
 
+SOURCE = {"source": "PULL_FROM_URL", "video_url": "https://cdn.layers.test/v.mp4"}
+PHOTOS = {"source": "PULL_FROM_URL", "photo_images": ["https://cdn.layers.test/p.jpg"], "photo_cover_index": 0}
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v2/post/publish/creator_info/query/", None),
+        ("/v2/post/publish/video/init/", {"post_info": {"privacy_level": "SELF_ONLY"}, "source_info": SOURCE}),
+        ("/v2/post/publish/inbox/video/init/", {"source_info": SOURCE}),
+        (
+            "/v2/post/publish/content/init/",
+            {"media_type": "PHOTO", "post_mode": "MEDIA_UPLOAD", "post_info": {}, "source_info": PHOTOS},
+        ),
+        ("/v2/post/publish/status/fetch/", "publish_id"),
+        ("/v2/video/query/?fields=id", {"filters": {"video_ids": ["7000"]}}),
+    ],
+)
+def test_tiktok_json_endpoints_refuse_a_post_that_is_not_json(db, path, body):
+    """TikTok documents every Content Posting and video query call with `Content-Type: application/json;
+    charset=UTF-8` (creator_info too, which has no body): the sandbox refuses other requests, so a client
+    that stopped sending it would fail here as it would on TikTok."""
+    tokens = connect(
+        "tiktok", "content_typed", scopes=["user.info.basic", "video.publish", "video.upload", "video.list"]
+    )
+    if body == "publish_id":
+        body = {"publish_id": video_init(tokens)}
+    raw = json.dumps(body).encode() if body is not None else b""
+    auth = bearer(tokens.access_token)
+
+    def send(content_type: str | None):
+        # as META, so that it is sent without a body too (creator_info)
+        extra = {"CONTENT_TYPE": content_type} if content_type else {}
+        return Client().generic("POST", f"{TT}{path}", raw, **extra, **auth)
+
+    refused = [send(None), send("text/plain"), send("application/x-www-form-urlencoded")]
+    accepted = [send("application/json; charset=UTF-8"), send("application/json")]
+
+    for answer in refused:
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_params", answer.content
+    for answer in accepted:
+        assert answer.status_code == 200 and answer.json()["error"]["code"] == "ok", answer.content
+
+
 def test_a_container_error_fault_is_instagrams_only(db):
     answer = sandbox_control("tiktok", "faults", {"username": "someone", "kind": "container_error"})
     assert answer.status_code == 422 and "kind" in answer.content.decode()

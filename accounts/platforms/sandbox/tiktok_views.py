@@ -99,15 +99,29 @@ def _json(request: HttpRequest) -> dict:
     return body
 
 
+def _is_json(request: HttpRequest) -> bool:
+    """TikTok documents its JSON endpoints with `Content-Type: application/json; charset=UTF-8`."""
+    charset = request.content_params.get("charset") if request.content_params else None
+    return request.content_type.lower() == "application/json" and (charset or "utf-8").lower() in ("utf-8", "utf8")
+
+
 def api(*, method: str, group: str, scopes: tuple[str, ...] = (), content: bool = False) -> Callable:
     """Bearer auth, injected faults, scope and per-minute limit, then the view(request, token, rejected).
-    `content`: the call submits content, so it also takes a pending "reject" fault."""
+    `content`: the call submits content, so it also takes a pending "reject" fault. A POST endpoint is a
+    JSON one (every Content Posting and video query call): a request that does not say it sends JSON is
+    refused first, whether or not it has a body (creator_info/query has none), as TikTok documents it."""
 
     def decorate(view):
         @csrf_exempt
         @require_http_methods([method])
         @functools.wraps(view)
         def wrapper(request, **kwargs):
+            if method == "POST" and not _is_json(request):
+                return envelope(
+                    code="invalid_params",
+                    message="The request must be sent with Content-Type: application/json; charset=UTF-8.",
+                    status=400,
+                )
             token = oauth.find_token(platform=PLATFORM, raw=_bearer(request), kinds=(Token.Kind.ACCESS,))
             fault = faults.take_fault(platform=PLATFORM, username=token.username, content=content) if token else None
             if (answer := _fault_answer(fault, oauth_shape=False)) is not None:
