@@ -101,7 +101,8 @@ def test_finance_reads_the_month_checks_the_csv_and_tops_up_in_the_browser(page,
     assert len(table) == march.count() == 7
     screenshot(page, "finance-monthly-billing")
 
-    # the CSV is exactly the table
+    # the CSV is exactly the table (its times without the page's " UTC": the CSV's headers say "(UTC)", and a
+    # spreadsheet reads a bare time as a date)
     with page.expect_download() as download:
         page.click("#csv-export")
     path = tmp_path / "billing.csv"
@@ -109,7 +110,8 @@ def test_finance_reads_the_month_checks_the_csv_and_tops_up_in_the_browser(page,
     assert download.value.suggested_filename == "billing-2026-03.csv"
     lines = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
     assert lines[0] == header
-    assert lines[1:] == table
+    assert lines[1:] == [[cell.removesuffix(" UTC") for cell in row] for row in table]
+    assert "2026-03-03 09:00:00 UTC" in table[0]  # the page: seconds and zone, as every admin time
 
     # Initech is past due; finance records a wire transfer from the wallet page
     page.goto(f"{live_server.url}/admin/billing/wallet/?status=past_due")
