@@ -227,8 +227,8 @@ class PublishedPostListApi(ApiView):
         description=(
             "Published posts, newest first, including those of accounts disconnected since (their metrics are "
             "no longer synced). Metrics are refreshed by the periodic globalPlatformPostsSync for posts in mode "
-            "`publish` published within the metrics window (30 days by default; older posts keep their last "
-            "metrics, `syncedAt` says when): a `managed` post's externalId is its provider's and a draft has "
+            "`publish`, hourly within the metrics window (30 days from publishing by default) and daily after "
+            "it (`syncedAt` says when they were read): a `managed` post's externalId is its provider's and a draft has "
             "none, so their metrics stay null. A TikTok account whose token lacks video.list gets none (it "
             "stays connected and keeps posting). A figure is null while it is unknown: never synced, or never "
             "given by the platform (Instagram's insights can be up to 48 h late, and a token without "

@@ -1117,6 +1117,8 @@ def _dispatch_managed(post: ScheduledPost) -> str:
 METRICS_BATCH = 20
 METRIC_FIELDS = ("views", "likes", "comments", "shares")
 METRICS_STALE_AFTER = timedelta(hours=1)
+# Posts published before LAYERS_METRICS_SYNC_WINDOW: refreshed this often.
+METRICS_OLD_STALE_AFTER = timedelta(days=1)
 # TikTok fills a post's public id only after moderation (PLATFORMS.md): a post found PUBLISH_COMPLETE before
 # that is published without externalId / externalUrl, and its metrics (fetched by that id) cannot be read.
 # The metrics sync asks TikTok about such a post again, at the metrics' pace, for this long after it was
@@ -1126,18 +1128,20 @@ POST_ID_FOLLOW_UP_FOR = timedelta(days=7)
 
 def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int:
     """globalPlatformPostsSync: refresh metrics of published posts (mode publish: a managed post's id is its
-    provider's) published within LAYERS_METRICS_SYNC_WINDOW (30 days) whose account is connected and has its
-    distribution layers, grouped per account and batched
-    per platform call. Posts of disconnected (or
+    provider's) whose account is connected and has its distribution layers, hourly for posts published within
+    LAYERS_METRICS_SYNC_WINDOW (30 days) and daily for older ones, grouped per account and batched per
+    platform call. Posts of disconnected (or
     reauth_required) accounts are left as they are. TikTok posts published before their public id was known
     are asked about first (_posts_attach_late_ids). Each account is synced on its own: one account's error
     skips that account only. Returns how many posts were updated."""
     now = now or timezone.now()
     stale = now - METRICS_STALE_AFTER
     _posts_attach_late_ids(now=now, stale=stale, limit=limit)
-    # Posts published before the window keep their last metrics: polling every post ever published would
-    # make each run's cost (and platform calls) grow with all history.
+    # Posts published before the window are refreshed once a day, not hourly: polling every post ever
+    # published each hour would make each run's cost (and platform calls) grow with all history, while
+    # their figures barely move; they are still refreshed, as the contract has it.
     window_start = now - settings.LAYERS_METRICS_SYNC_WINDOW
+    old_stale = now - METRICS_OLD_STALE_AFTER
     with_layers = Layer.objects.filter(kind__in=ACCOUNT_LAYER_KINDS).values("social_account_id")
     due = (
         ScheduledPost.objects.filter(
@@ -1145,19 +1149,27 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int
             # Only posts we published: a managed post's external id is its provider's, which the platform
             # does not know (asked about every run, forever), and a draft has no id on the platform.
             mode=ScheduledPost.Mode.PUBLISH,
-            published_at__gte=window_start,
             social_account__status=SocialAccount.Status.CONNECTED,
             social_account__in=with_layers,
         )
         .exclude(external_id="")
-        .filter(Q(metrics_synced_at__isnull=True) | Q(metrics_synced_at__lt=stale))
-        .filter(Q(metrics_attempted_at__isnull=True) | Q(metrics_attempted_at__lt=stale))
+        .filter(
+            (Q(published_at__gte=window_start) & _metrics_older_than(stale))
+            | (Q(published_at__lt=window_start) & _metrics_older_than(old_stale))
+        )
     )
     posts = _take_for_sync(due, now=now, limit=limit, related=("social_account__identity",))
     synced = _each_account(posts, "metrics sync", lambda account_posts: _account_sync_metrics(account_posts, now=now))
     updated = [post for account_posts in synced for post in account_posts]
     ScheduledPost.objects.bulk_update(updated, [*METRIC_FIELDS, "metrics_synced_at"])
     return len(updated)
+
+
+def _metrics_older_than(cutoff: datetime) -> Q:
+    """A post whose metrics were neither read nor asked for since `cutoff` (never counts as before)."""
+    return (Q(metrics_synced_at__isnull=True) | Q(metrics_synced_at__lt=cutoff)) & (
+        Q(metrics_attempted_at__isnull=True) | Q(metrics_attempted_at__lt=cutoff)
+    )
 
 
 def _take_for_sync(due, *, now: datetime, limit: int, related: tuple[str, ...]) -> list[ScheduledPost]:

@@ -268,9 +268,9 @@ LAYERS_DISPATCH_MAX_WAITING = env.int("LAYERS_DISPATCH_MAX_WAITING", default=100
 # so that Instagram's processing of the media does not delay them; 0 turns it off. Under 24 h, the
 # lifetime of an unpublished container.
 LAYERS_PREPARE_AHEAD = timedelta(seconds=env.int("LAYERS_PREPARE_AHEAD_SECONDS", default=900))
-# The metrics sync (globalPlatformPostsSync) refreshes the metrics of posts published within this many days;
-# older posts keep the metrics last read and are no longer asked about, so its work follows recent posts,
-# not every post ever published.
+# The metrics sync (globalPlatformPostsSync) refreshes the metrics of posts published within this many days
+# hourly, and those of older posts daily (their figures barely move), so its hourly work follows recent
+# posts, not every post ever published.
 LAYERS_METRICS_SYNC_WINDOW = timedelta(days=env.int("LAYERS_METRICS_SYNC_WINDOW_DAYS", default=30))
 if LAYERS_METRICS_SYNC_WINDOW.days < 1:
     raise ImproperlyConfigured("LAYERS_METRICS_SYNC_WINDOW_DAYS must be a number of days, at least 1")
