@@ -23,6 +23,11 @@ def backfill(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+    # Each step commits on its own: the column (instant, a constant default), then the backfill (one UPDATE
+    # of the released leases, row locks only); the index follows in 0008, built concurrently. In one
+    # transaction, the lock the new column takes would block every read and write of leases until the
+    # backfill was done.
+    atomic = False
     dependencies = [
         ("leasing", "0006_pool_account_refresh_claim"),
         ("billing", "0002_ledger_append_only"),
@@ -35,10 +40,4 @@ class Migration(migrations.Migration):
             field=models.BooleanField(db_default=False, default=False, editable=False),
         ),
         migrations.RunPython(backfill, migrations.RunPython.noop),
-        migrations.AddIndex(
-            model_name="lease",
-            index=models.Index(
-                condition=models.Q(("charges_settled", False)), fields=["id"], name="lease_charges_open"
-            ),
-        ),
     ]

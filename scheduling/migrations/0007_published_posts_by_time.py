@@ -3,14 +3,17 @@
 
 from django.db import migrations, models
 
+from config.migrationops import AddIndexWithoutBlocking
+
 
 class Migration(migrations.Migration):
+    atomic = False  # the index is built concurrently: posts are written all through the deploy
     dependencies = [
         ("scheduling", "0006_column_defaults_in_the_database"),
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexWithoutBlocking(
             model_name="scheduledpost",
             index=models.Index(
                 condition=models.Q(("mode", "publish"), ("status", "published")),

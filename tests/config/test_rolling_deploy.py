@@ -27,3 +27,85 @@ def test_a_column_added_later_lets_the_previous_release_insert(table, column):
         )
         nullable, default = cursor.fetchone()
     assert nullable == "YES" or default is not None, f"{table}.{column}: NOT NULL with no default"
+
+
+# Indexes added after the first release to tables that are written all the time: (app, migration before,
+# migration adding it, table, index).
+INDEXES_ADDED_LATER = [
+    ("scheduling", "0006", "0007", "scheduling_scheduledpost", "sp_published_recent"),
+    ("leasing", "0007", "0008", "leasing_lease", "lease_charges_open"),
+]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("app, before, adding, table, index", INDEXES_ADDED_LATER)
+def test_an_index_added_later_is_built_while_the_table_takes_writes(app, before, adding, table, index):
+    """The release still serving keeps writing while `migrate` runs. A plain CREATE INDEX waits for the
+    transactions already writing the table, and every write that comes after queues behind it: scheduling
+    (or lease assignment) stops until the build is done. Built concurrently, new writes go on."""
+    import threading
+
+    from django.core.management import call_command
+    from django.db import connection as main_connection
+    from django.db import transaction
+
+    from tests.concurrency import held_open
+
+    call_command("migrate", app, before, verbosity=0)
+    try:
+        with held_open(lambda: _write(table)):  # a request of the old release, mid-transaction
+            errors: list[BaseException] = []
+
+            def build():
+                try:
+                    call_command("migrate", app, adding, verbosity=0)
+                except BaseException as exc:  # noqa: BLE001 - surfaced below
+                    errors.append(exc)
+                finally:
+                    main_connection.close()
+
+            builder = threading.Thread(target=build)
+            builder.start()
+            _wait_until_waiting("CREATE INDEX")
+            # Another request of the old release writes the table now.
+            with transaction.atomic(), main_connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '3s'")
+                _write(table, cursor=cursor)
+        builder.join(60)
+        assert errors == [], errors
+    finally:
+        call_command("migrate", verbosity=0)
+    with main_connection.cursor() as cursor:
+        cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [index])
+        assert cursor.fetchone() == (True,)
+
+
+def _write(table: str, cursor=None) -> None:
+    """An UPDATE of every row: takes the table's write lock as any insert or update does."""
+    from django.db import connection
+
+    if cursor is None:
+        with connection.cursor() as own:
+            own.execute(f"UPDATE {table} SET id = id")
+    else:
+        cursor.execute(f"UPDATE {table} SET id = id")
+
+
+def _wait_until_waiting(statement: str, timeout: float = 30) -> None:
+    """Until another connection runs `statement` and waits (on a lock, or for older transactions to end)."""
+    import time
+
+    from django.db import connections
+
+    deadline = time.monotonic() + timeout
+    with connections["default"].cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s AND wait_event_type = 'Lock' "
+                "AND pid <> pg_backend_pid()",
+                [f"%{statement}%"],
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"no connection was waiting in {statement}")
