@@ -49,7 +49,9 @@ DEFAULT_SCOPES = (
 PROFILE_FIELDS = "user_id,username,name,account_type,profile_picture_url"
 INSIGHT_METRICS = "views,likes,comments,shares,saved,reach"
 TOKEN_INVALID_CODE = 190
-THROTTLING_CODES = frozenset({4, 17, 32, 613})
+# 4, 17, 32, 613: Graph API throttling; 80002: the Business Use Case limit of an Instagram account, the limits
+# Meta applies to Instagram Platform calls.
+THROTTLING_CODES = frozenset({4, 17, 32, 613, 80002})
 TRANSIENT_CODES = frozenset({1, 2})
 # Failures on Instagram's side that Meta says to retry (with a new container): 2207001 server error, 2207032
 # creating the media failed, 2207053 unknown upload error. Transient whatever the code beside them.
@@ -556,7 +558,7 @@ def _usage_retry_after(response: httpx.Response) -> float | None:
 
 def _raise_for_graph(response: httpx.Response, body, *, secrets: tuple[str | None, ...]) -> None:
     """Raise the typed error a Graph answer means. Codes decide, not statuses: a dead token is code 190
-    with HTTP 400; the codes 4, 17, 32, 613 and the publishing-quota subcode are throttling."""
+    with HTTP 400; the codes 4, 17, 32, 613, 80002 and the publishing-quota subcode are throttling."""
     status = response.status_code
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):

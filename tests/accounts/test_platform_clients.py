@@ -784,6 +784,13 @@ def test_an_undecodable_answer_is_platform_unavailable(platform):
         (400, ig_error(17), RateLimited, "17"),
         (403, ig_error(32), RateLimited, "32"),
         (400, ig_error(613), RateLimited, "613"),
+        # Instagram Platform calls are under Meta's Business Use Case limits, whose Instagram code is 80002
+        (
+            400,
+            ig_error(80002, message="There have been too many calls to this Instagram account"),
+            RateLimited,
+            "80002",
+        ),
         (400, ig_error(9, 2207042), RateLimited, "9/2207042"),
         (500, ig_error(2), PlatformUnavailable, "2"),
         (503, ig_error(100), PlatformUnavailable, "100"),
