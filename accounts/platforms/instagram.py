@@ -318,11 +318,12 @@ class InstagramClient:
                         return PublishStatus(state="processing")
                     if _code_of(exc) in PERMISSION_CODES:
                         raise _needs_reauth(exc) from None
-                    # Another worker may have published it between our read and our call: the container
-                    # says so. Anything else is a refusal for good (a restricted account, 25/2207050):
-                    # asking again would get the same answer, so the post has failed.
+                    # Another worker may have published it between our read and our call, or it expired or
+                    # failed meanwhile (9007/2207020): the container says so, and is read as such below.
+                    # Anything else is a refusal for good (a restricted account, 25/2207050): asking again
+                    # would get the same answer, so the post has failed.
                     status = self._container_status(http, access_token, publish_id)
-                    if status.get("status_code") != "PUBLISHED":
+                    if status.get("status_code") not in ("PUBLISHED", "EXPIRED", "ERROR"):
                         return PublishStatus(state="failed", fail_code=exc.code, fail_reason=str(exc))
                 except RateLimited as exc:
                     # The publishing quota (9/2207042) or throttling: the container keeps (24 h), so

@@ -526,3 +526,39 @@ def test_one_posts_refused_status_does_not_hide_the_public_id_of_the_accounts_ot
     on_tiktok = {p.external_id for p in sandbox_posts("tiktok", "lateids")}
     assert post(owner, known["id"])["externalId"] in on_tiktok
     assert post(owner, unknown["id"])["externalId"] is None
+
+
+def test_a_container_that_expires_as_it_is_published_fails_unavailable_not_rejected(owner):
+    """The container was FINISHED when read and had expired (24 h unpublished: we were throttled all day) by the
+    media_publish call, which Instagram refuses with 9007/2207020. The container says what happened: not
+    refused content (PLATFORM_REJECTED) but a publication that could not happen in time, as for any expired
+    container."""
+    account = connected_account(owner, "instagram", "expiring.ig")
+    scheduled = schedule_now(owner, account["id"])
+    refused: list = []
+    expired = {
+        "error": {
+            "message": "The media you are trying to access has expired. Please try again.",
+            "type": "OAuthException",
+            "code": 9007,
+            "error_subcode": 2207020,
+            "fbtrace_id": "AbC",
+        }
+    }
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        if request.url.path.endswith(MEDIA_PUBLISH):
+            refused.append(request.url.path)
+            return httpx.Response(400, json=expired)
+        if refused and "status_code" in request.url.params.get("fields", ""):
+            container = request.url.path.rsplit("/", 1)[-1]
+            return httpx.Response(200, json={"id": container, "status_code": "EXPIRED", "status": "EXPIRED"})
+        return sandbox.handle_request(request)
+
+    with intercepted({"/instagram/graph/": answer}):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert refused, "media_publish was never asked"
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_UNAVAILABLE", body
+    assert sandbox_posts("instagram", "expiring.ig") == []
