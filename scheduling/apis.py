@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from accounts import selectors as account_selectors
 from config.api.fields import AwareDateTimeField, StrictSerializer
 from config.api.pagination import paginate, parse_filters
+from config.api.returnurl import url_shape_problem
 from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
 from config.api.views import ApiView
 from scheduling import selectors, services
@@ -18,10 +19,18 @@ MAX_TARGETS = 100
 
 
 class HttpsUrlField(serializers.URLField):
+    """An absolute https URL a platform can fetch as it is. Django's URL validator lets through URLs that no
+    one can fetch or that parsers read differently (port 99999, `https://cdn.test\\@evil.test/`, a
+    `user:secret@` that would be stored and handed to every platform): those are refused here, by their shape
+    only (url_shape_problem; nothing is fetched or resolved)."""
+
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
         if not value.lower().startswith("https://"):
             raise serializers.ValidationError("Media URLs must use https.")
+        problem = url_shape_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
         return value
 
 
@@ -31,7 +40,9 @@ class ContainerInput(StrictSerializer):
         child=HttpsUrlField(max_length=2048),
         min_length=1,
         max_length=35,
-        help_text="video and image: exactly one URL; carousel: 2 to 35 images (Instagram takes at most 10). "
+        help_text="Absolute https URLs, without user information (credentials), spaces, control characters or "
+        "backslashes, on a valid port. video and image: exactly one URL; carousel: 2 to 35 images (Instagram "
+        "takes at most 10). "
         "A carousel is a photo carousel on both platforms (TikTok's photo post; each Instagram item is sent as "
         "an image): do not put videos in one.",
     )
@@ -95,7 +106,8 @@ class ContainerCreateApi(ApiView):
             "fetches them (TikTok pulls the video from the URL, Instagram's servers fetch each item). So they "
             "must stay publicly reachable over https until the posts are published; a URL the platform "
             "cannot fetch fails the post with `MEDIA_INVALID`. No size or type check happens here beyond the "
-            "URL's shape and the number of URLs per mediaType."
+            "URL's shape (absolute https, a valid port, no user information, no spaces, control characters or "
+            "backslashes: 422 on `mediaUrls.<i>`) and the number of URLs per mediaType."
         ),
     )
     def post(self, request, projectId: str):

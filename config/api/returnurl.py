@@ -42,6 +42,30 @@ def normalize_host(host: str) -> str:
     return ascii_host
 
 
+def url_shape_problem(url: str, *, schemes: tuple[str, ...] = ("https",)) -> str | None:
+    """Why `url` is not an absolute URL of one of `schemes` that every parser reads the same way, or None.
+    The shape only (nothing is fetched or resolved), and the same rules as a returnUrl's where they apply to
+    a URL someone else fetches: no spaces, control characters or backslashes (browsers and some HTTP clients
+    read `https://a.test\\@b.test/` as host a.test, RFC 3986 parsers as b.test), a port that exists (1 to
+    65535), no user information (credentials would be stored and handed on; RFC 9110 forbids sending them).
+    For URLs we store or hand on without checking their host against an allowlist (media, provider links)."""
+    if _SUSPICIOUS.search(url):
+        return "Must not contain spaces, control characters or backslashes."
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError for a port that is not a number or over 65535
+    except ValueError:
+        return "Is not a valid URL."
+    scheme = parts.scheme.lower()
+    if scheme not in schemes or not parts.hostname or not url.lower().startswith(f"{scheme}://"):
+        return f"Must be an absolute {' or '.join(schemes)} URL."
+    if port == 0:
+        return "Has an invalid port."
+    if "@" in parts.netloc:
+        return "Must not contain user information."
+    return None
+
+
 _ORIGIN = re.compile(r"\A(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#@]*)/?\Z")
 
 
