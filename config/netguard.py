@@ -22,6 +22,12 @@ class UnsafeURL(ValueError):
     """The URL points somewhere we never connect to."""
 
 
+class UnresolvedHost(UnsafeURL):
+    """The host name did not resolve (now): the resolver failed or answered nothing. Unlike an address found
+    non-public, this can change in a moment (a resolver restarting answers EAI_AGAIN), so a caller that
+    retries anyway may treat it as transient; every other caller sees the UnsafeURL it always did."""
+
+
 class FetchFailed(Exception):
     """The remote answered badly (status, type, size) or not in time."""
 
@@ -54,11 +60,12 @@ def _ip_is_public(ip: ipaddress._BaseAddress) -> bool:
 
 
 def _public_addresses(host: str, port: int) -> list[str]:
-    """The addresses `host` resolves to, in the resolver's order; UnsafeURL unless every one is public."""
+    """The addresses `host` resolves to, in the resolver's order; UnsafeURL unless every one is public
+    (UnresolvedHost when there is none to judge)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
-        raise UnsafeURL(f"cannot resolve {host}")
+        raise UnresolvedHost(f"cannot resolve {host}")
     except UnicodeError:  # the IDNA codec refuses an empty label or one over 63 characters before any lookup
         raise UnsafeURL(f"{host} is not a valid host name")
     addresses: list[str] = []
@@ -69,13 +76,14 @@ def _public_addresses(host: str, port: int) -> list[str]:
         if address not in addresses:
             addresses.append(address)
     if not addresses:
-        raise UnsafeURL(f"cannot resolve {host}")
+        raise UnresolvedHost(f"cannot resolve {host}")
     return addresses
 
 
 def assert_public_url(url: str, *, allow_private: bool | None = None) -> None:
-    """Raise UnsafeURL unless `url` is http(s) and every address its host resolves to is public.
-    `allow_private` defaults to settings.LAYERS_ALLOW_PRIVATE_FETCH (on in dev/test for the sandbox).
+    """Raise UnsafeURL unless `url` is http(s) and every address its host resolves to is public
+    (UnresolvedHost, a kind of UnsafeURL, when its host does not resolve). `allow_private` defaults to
+    settings.LAYERS_ALLOW_PRIVATE_FETCH (on in dev/test for the sandbox).
 
     A check made before the request, and so not enough alone: see public_client, whose connections
     go only to an address it has just checked."""

@@ -1058,7 +1058,7 @@ def _dispatch_managed(post: ScheduledPost) -> str:
     """Hand the post to the project's managed-distribution provider: a signed POST carrying our
     Idempotency-Key (the post id), so a repeat after a crash or a retry is deduplicated by the provider."""
     from accounts.platforms.http import platform_request
-    from config.netguard import UnsafeURL, assert_public_url, public_client
+    from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url, public_client
     from config.signing import signature_header
 
     provider = ManagedProvider.objects.filter(project_id=post.project_id, enabled=True).first()
@@ -1082,6 +1082,11 @@ def _dispatch_managed(post: ScheduledPost) -> str:
     ).encode()
     try:
         assert_public_url(provider.endpoint_url)
+    except UnresolvedHost as exc:
+        # The resolver failed or is restarting (EAI_AGAIN): nothing says the provider is gone, and the same
+        # failure inside the client (a connection error) is retried. Only an address found non-public, which
+        # waiting will not change, fails the post for good.
+        return _retry_later(post, PlatformUnavailable(f"the provider's host did not resolve ({exc})"))
     except UnsafeURL as exc:
         return _fail(post, "PLATFORM_REJECTED", f"The provider URL is not allowed: {exc}")
     headers = {

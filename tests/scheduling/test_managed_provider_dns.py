@@ -1,0 +1,59 @@
+"""The managed provider's host name not resolving for a moment is an outage like a refused connection: retried
+with the usual backoff and attempt cap, not a refusal. An address found non-public stays a refusal."""
+
+import socket
+
+import pytest
+import time_machine
+
+from scheduling.models import ManagedProvider, ScheduledPost
+from tests.accounts.oauth_helpers import connected_account
+from tests.scheduling.publish_helpers import later, post, run_dispatcher, schedule_now
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_temporary_dns_failure_of_the_managed_provider_is_retried_not_a_rejection(owner, settings, monkeypatch):
+    # Production: private fetches off. The provider's name cannot be resolved for a moment (EAI_AGAIN:
+    # "Temporary failure in name resolution"), as during a resolver restart.
+    account = connected_account(owner, "tiktok", "managed.dns")
+    ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url="https://provider.example/in")
+    scheduled = schedule_now(owner, account["id"], mode="managed")
+    settings.LAYERS_ALLOW_PRIVATE_FETCH = False
+    real = socket.getaddrinfo
+
+    def flaky(host, *args, **kwargs):
+        if host == "provider.example":
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", flaky)
+    run_dispatcher()
+    body = post(owner, scheduled["id"])
+    # Retried with backoff like a connection error, not failed for good as "the provider refused it".
+    assert body["status"] == "queued", (body["status"], body["error"])
+    row = ScheduledPost.objects.get(pk=scheduled["id"])  # what ops see in the admin while it waits
+    assert row.error_code == "PLATFORM_UNAVAILABLE" and "did not resolve" in row.error_message, row.error_message
+    for minutes in range(5, 65, 5):
+        with time_machine.travel(later(minutes=minutes)):
+            run_dispatcher()
+    body = post(owner, scheduled["id"])
+    assert (body["status"], body["error"]["code"], body["attempts"]) == ("failed", "PLATFORM_UNAVAILABLE", 5), body
+
+
+def test_a_managed_provider_on_a_private_address_is_still_refused_for_good(owner, settings, monkeypatch):
+    account = connected_account(owner, "tiktok", "managed.private")
+    ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url="https://provider.example/in")
+    scheduled = schedule_now(owner, account["id"], mode="managed")
+    settings.LAYERS_ALLOW_PRIVATE_FETCH = False
+    real = socket.getaddrinfo
+
+    def internal(host, port, *args, **kwargs):
+        if host == "provider.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", internal)
+    run_dispatcher()
+    body = post(owner, scheduled["id"])
+    assert (body["status"], body["error"]["code"]) == ("failed", "PLATFORM_REJECTED"), body
