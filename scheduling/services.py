@@ -1109,12 +1109,37 @@ def _dispatch_managed(post: ScheduledPost) -> str:
             answer = response.json()
         except ValueError:
             answer = {}
-        answer = answer if isinstance(answer, dict) else {}
-        return _published(post, external_id=str(answer.get("id") or ""), external_url=str(answer.get("url") or ""))
+        external_id, external_url = _provider_answer(post, answer if isinstance(answer, dict) else {})
+        return _published(post, external_id=external_id, external_url=external_url)
     if response.status_code == 429 or response.status_code >= 500:
         cls = RateLimited if response.status_code == 429 else PlatformUnavailable
         return _retry_later(post, cls(f"provider answered {response.status_code}", status=response.status_code))
     return _fail(post, "PLATFORM_REJECTED", f"The provider refused the post (HTTP {response.status_code}).")
+
+
+def _provider_answer(post: ScheduledPost, answer: dict) -> tuple[str, str]:
+    """The provider's id and URL for the post, each "" when it cannot be kept. The provider has the post
+    (2xx) whatever it wrote: an id or URL the database cannot store (too long, a NUL) must not stop the post
+    being published (raising there left it `publishing`, queued again and sent to the provider at every
+    tick), and the URL is handed to partners as `externalUrl` (API and webhooks), so only an absolute
+    http(s) URL is kept (not `javascript:`)."""
+    from config.api.returnurl import url_shape_problem
+
+    meta = ScheduledPost._meta
+    external_id = str(answer.get("id") or "")
+    # Not printable: a NUL, which PostgreSQL refuses in text, and line breaks no partner expects in an id.
+    if len(external_id) > meta.get_field("external_id").max_length or not external_id.isprintable():
+        log.warning("managed provider's id for %s dropped: not storable (%d characters)", post.pk, len(external_id))
+        external_id = ""
+    external_url = str(answer.get("url") or "")
+    if external_url:
+        problem = url_shape_problem(external_url, schemes=("https", "http"))
+        if problem is None and len(external_url) > meta.get_field("external_url").max_length:
+            problem = "too long"
+        if problem:
+            log.warning("managed provider's url for %s dropped: %s", post.pk, problem)
+            external_url = ""
+    return external_id, external_url
 
 
 # --- Metrics ----------------------------------------------------------------------------------------
