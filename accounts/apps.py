@@ -11,3 +11,10 @@ class AccountsConfig(AppConfig):
 
         pgtime.install()  # psycopg's C loader for timestamps (config/pgtime.py)
         pgprepared.install()  # prepared statements made stale by a migration (config/pgprepared.py)
+
+        from allauth.mfa.signals import authenticator_added
+
+        from accounts.staff_mfa import record_mfa_on_activation
+
+        # The session that activates TOTP has passed MFA (accounts/staff_mfa.py).
+        authenticator_added.connect(record_mfa_on_activation, dispatch_uid="layers-record-mfa-on-activation")

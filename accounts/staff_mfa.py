@@ -1,16 +1,35 @@
 """MFA is required for staff who can assign accounts, move money or issue (or edit) API keys, for staff who
 can hand out permissions (add or change users, groups or permissions), schedule any task (periodic tasks) or
-change anyone's authenticators, and for superusers: without an activated authenticator (TOTP) they are sent
-to set one up, with a message, from every back-office page; they never reach the admin.
+change anyone's authenticators, and for superusers.
+
+What is checked is the SESSION, not only the account: the admin answers a session that presented the
+account's second factor (allauth records an "mfa" authentication in the session when the TOTP or a recovery
+code is entered at sign-in or at its MFA reauthentication page, and this module records one when the session
+itself activates TOTP: that session just entered a code from the new authenticator). So:
+- staff who need MFA and have no TOTP are sent to set one up, with a message, from every back-office page;
+- staff who have TOTP but whose session never presented it (signed in with the password before TOTP was set
+  up, in another browser) are sent to allauth's MFA reauthentication page, with a message, and come back to
+  the page they asked for once they have entered a code. Signing them out instead would lose the page for no
+  gain: without the code they get no further either way.
 Other staff (read-only ops, support) are not affected.
 
-A middleware rather than a check in each admin view, so that a custom admin URL cannot forget it. The
-allauth pages themselves (/staff/…: sign-in, MFA setup, sign-out) stay reachable, and so does the admin's
-sign-out."""
+Nor can a session that never presented the account's second factor manage it (allauth's /staff/2fa/ pages:
+turning TOTP off, showing or regenerating recovery codes): allauth asks only for the password again there,
+so such a session could otherwise swap the authenticator for its own, or read a recovery code, and then pass
+MFA with it. It is sent to the MFA reauthentication page first, like the admin.
 
+A middleware rather than a check in each admin view, so that a custom admin URL cannot forget it. The
+allauth sign-in pages themselves (/staff/…: sign-in, MFA setup and reauthentication, sign-out) stay
+reachable, and so does the admin's sign-out."""
+
+from urllib.parse import urlencode
+
+from allauth.account.authentication import get_authentication_records
+from allauth.account.internal.flows.login import record_authentication
 from allauth.mfa.models import Authenticator
 from django.conf import settings
 from django.contrib import messages
+from django.http import HttpResponseRedirect
 from django.shortcuts import redirect
 from django.urls import reverse
 
@@ -65,6 +84,10 @@ MESSAGE = (
     "Your back-office account can assign accounts, add or change pool accounts, move money, issue API keys or "
     "grant permissions: set up two-factor authentication (an authenticator app) to continue."
 )
+CODE_MESSAGE = (
+    "This session was signed in without your authenticator code: enter a code from your authenticator app "
+    "(or a recovery code) to continue."
+)
 
 
 def staff_needs_mfa(user) -> bool:
@@ -89,19 +112,66 @@ def has_mfa(user) -> bool:
     return Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
 
 
+def session_passed_mfa(request, user) -> bool:
+    """Whether this session presented `user`'s second factor: at sign-in, at allauth's MFA reauthentication,
+    or by activating TOTP (record_mfa_on_activation). allauth's records are the session's own, and are
+    only read for the user they were made for."""
+    return any(record.get("method") == "mfa" for record in get_authentication_records(request, user))
+
+
+def record_mfa_on_activation(sender, request=None, user=None, authenticator=None, **kwargs):
+    """allauth's `authenticator_added` receiver: the session that activates TOTP has just entered a code from
+    the new authenticator (after its password again), so it counts as having passed MFA; without this, the
+    staff member who set it up would be asked for a code straight away. Only for the session's own user:
+    nothing else adds an authenticator with a request, but a record made for another user would not be
+    read anyway (session_passed_mfa)."""
+    if (
+        request is not None
+        and user is not None
+        and authenticator is not None
+        and authenticator.type == Authenticator.Type.TOTP
+        and getattr(request, "user", None) is not None
+        and request.user.pk == user.pk
+    ):
+        record_authentication(request, user, "mfa", id=authenticator.pk, type=authenticator.type, activated=True)
+
+
 class StaffMFARequiredMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        if getattr(settings, "LAYERS_STAFF_MFA_REQUIRED", True) and self._guarded(request.path):
+        # The path first: the user (a session and a database read) only for the pages concerned.
+        if self._admin(request.path):
             user = getattr(request, "user", None)
-            if user is not None and staff_needs_mfa(user) and not has_mfa(user):
-                messages.warning(request, MESSAGE)
-                return redirect("mfa_activate_totp")
+            if getattr(settings, "LAYERS_STAFF_MFA_REQUIRED", True) and user is not None and staff_needs_mfa(user):
+                if not has_mfa(user):
+                    messages.warning(request, MESSAGE)
+                    return redirect("mfa_activate_totp")
+                if not session_passed_mfa(request, user):
+                    return self._ask_for_a_code(request)
+        elif self._mfa_management(request.path):
+            user = getattr(request, "user", None)
+            if user is not None and user.is_authenticated and has_mfa(user) and not session_passed_mfa(request, user):
+                return self._ask_for_a_code(request)
         return self.get_response(request)
 
     @staticmethod
-    def _guarded(path: str) -> bool:
+    def _ask_for_a_code(request):
+        messages.warning(request, CODE_MESSAGE)
+        # Back to the page asked for (a GET: a form posted from a session without MFA is not replayed).
+        query = urlencode({"next": request.get_full_path() if request.method == "GET" else request.path})
+        return HttpResponseRedirect(f"{reverse('mfa_reauthenticate')}?{query}")
+
+    @staticmethod
+    def _admin(path: str) -> bool:
         admin = reverse("admin:index")
         return path.startswith(admin) and path != reverse("admin:logout")
+
+    @staticmethod
+    def _mfa_management(path: str) -> bool:
+        """allauth's MFA pages but the two that present a code (sign-in's MFA step, reauthentication)."""
+        return path.startswith(reverse("mfa_index")) and path not in (
+            reverse("mfa_authenticate"),
+            reverse("mfa_reauthenticate"),
+        )

@@ -1,15 +1,18 @@
 """Staff users for back-office tests. Staff who can assign accounts, move money or grant permissions, and
-superusers, must have MFA activated to use the admin (accounts/staff_mfa.py), so these helpers give them a real
-TOTP authenticator whose codes the tests compute, instead of switching the requirement off."""
+superusers, must have MFA activated to use the admin, and their session must have presented it
+(accounts/staff_mfa.py), so these helpers give them a real TOTP authenticator whose codes the tests compute,
+and sign them in as the sign-in pages would (`staff_login`), instead of switching the requirement off."""
 
 import time
 
+from allauth.account.internal.flows.login import record_authentication
 from allauth.mfa import app_settings as mfa_settings
 from allauth.mfa.adapter import get_adapter
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value
 from django.contrib.admin.utils import quote
 from django.contrib.auth import get_user_model
+from django.test import Client, RequestFactory
 from django.urls import reverse
 
 
@@ -17,6 +20,20 @@ def with_mfa(user):
     """Activate TOTP for `user` (as the allauth setup page does); returns the user."""
     TOTP.activate(user, generate_totp_secret())
     return user
+
+
+def staff_login(client: Client, user) -> Client:
+    """Sign `user` in on `client` as /staff/login/ does: the password step, and, for a user with TOTP, the
+    code step too (allauth's "mfa" authentication record in the session, which the back-office requires of
+    such users: a bare `force_login` is a session that never presented the code). Returns the client."""
+    client.force_login(user)
+    authenticator = Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).first()
+    if authenticator is not None:
+        request = RequestFactory().get("/staff/2fa/authenticate/")
+        request.session = client.session  # a new SessionStore on each access: kept, then saved
+        record_authentication(request, user, "mfa", id=authenticator.pk, type=authenticator.type)
+        request.session.save()
+    return client
 
 
 def totp_secret(user) -> str:

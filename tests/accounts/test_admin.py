@@ -20,7 +20,7 @@ from django.urls import reverse
 from accounts.models import ApiKey, Event, Organization, PlatformIdentity, Project
 from tests.conftest import assert_error
 from tests.factories import make_account
-from tests.staff import admin_object_url
+from tests.staff import admin_object_url, staff_login
 
 PASSWORD = "correct horse battery staple"
 RAW_KEY = re.compile(r"lyr_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
@@ -479,7 +479,7 @@ def test_support_sees_why_an_account_needs_a_reauth_and_a_reauth_clears_it(owner
     from tests.staff import superuser
 
     staff = Client()
-    staff.force_login(superuser("support"))
+    staff_login(staff, superuser("support"))
 
     removed = make_account(owner, handle="gone.creator")
     services.tiktok_authorization_removed(

@@ -12,7 +12,7 @@ from billing import services
 from billing.models import LedgerEntry, Wallet
 from leasing.periods import add_months, period_bounds
 from tests.billing.factories import balance, charges, lease_assign, lease_release
-from tests.staff import with_mfa
+from tests.staff import staff_login, with_mfa
 
 pytestmark = pytest.mark.django_db
 
@@ -184,7 +184,7 @@ def test_every_way_of_releasing_settles_the_started_month_at_once(owner, how):
 
     if how == "admin":
         admin = Client()
-        admin.force_login(with_mfa(get_user_model().objects.create_superuser("ops", "o@layers.test", "pw-ops-1234")))
+        staff_login(admin, with_mfa(get_user_model().objects.create_superuser("ops", "o@layers.test", "pw-ops-1234")))
         admin.post("/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]})
     else:
         path = "leased-accounts" if how == "leased-accounts" else "social-accounts"

@@ -16,7 +16,7 @@ from django.test import Client
 from billing import reports, services
 from billing.models import LedgerEntry, Wallet
 from tests.billing.factories import balance, lease_assign
-from tests.staff import admin_object_url, with_mfa
+from tests.staff import admin_object_url, staff_login, with_mfa
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +58,7 @@ class Tables(HTMLParser):
 def finance(db):
     user = with_mfa(get_user_model().objects.create_superuser("finance", "fin@layers.test", "pw-fin-12345"))
     client = Client()
-    client.force_login(user)
+    staff_login(client, user)
     client.user = user
     return client
 

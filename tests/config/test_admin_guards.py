@@ -26,7 +26,7 @@ from scheduling.models import Layer, ScheduledPost
 from tests.billing.factories import lease_assign
 from tests.factories import make_account
 from tests.scheduling.publish_helpers import later, schedule_now
-from tests.staff import superuser, with_mfa
+from tests.staff import staff_login, superuser, with_mfa
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +39,7 @@ def staff_with(*perms: str, mfa: bool = False):
     if mfa:
         with_mfa(user)
     client = Client()
-    client.force_login(user)
+    staff_login(client, user)
     return user, client
 
 
@@ -150,7 +150,7 @@ def test_the_oauth_session_list_never_prints_a_whole_state(owner):
         expires_at=timezone.now() + timedelta(minutes=30),
     )
     staff = Client()
-    staff.force_login(superuser())
+    staff_login(staff, superuser())
     page = staff.get(reverse("admin:accounts_oauthsession_changelist"))
     assert page.status_code == 200
     text = page.content.decode()
@@ -174,7 +174,7 @@ def _changelist_queries(client, model) -> int:
 @pytest.mark.parametrize("model", [ScheduledPost, Layer, LeaseAction, Lease])
 def test_busy_lists_cost_the_same_queries_for_3_rows_as_for_30(owner, model):
     staff = Client()
-    staff.force_login(superuser())
+    staff_login(staff, superuser())
     actor = get_user_model().objects.create_user(username="someone", is_staff=True)
 
     def add_row():
@@ -209,13 +209,13 @@ def test_busy_lists_cost_the_same_queries_for_3_rows_as_for_30(owner, model):
 )
 def test_odd_admin_urls_get_a_page_not_a_server_error(db, url, status):
     staff = Client(raise_request_exception=False)
-    staff.force_login(superuser())
+    staff_login(staff, superuser())
     assert staff.get(url).status_code == status
 
 
 def test_a_forged_money_form_token_is_a_form_error(owner):
     staff = Client(raise_request_exception=False)
-    staff.force_login(superuser())
+    staff_login(staff, superuser())
     response = staff.post(
         reverse("admin:billing_wallet_record"),
         {
@@ -243,7 +243,7 @@ def test_a_forged_money_form_token_is_a_form_error(owner):
 )
 def test_an_action_posted_with_a_nul_in_its_selection_is_a_400_not_a_500(db, model, action):
     staff = Client(raise_request_exception=False)
-    staff.force_login(superuser())
+    staff_login(staff, superuser())
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
 
     response = staff.post(url, {"action": action, ACTION_CHECKBOX_NAME: ["\x00"], "index": 0})
@@ -253,7 +253,7 @@ def test_an_action_posted_with_a_nul_in_its_selection_is_a_400_not_a_500(db, mod
 
 def test_a_form_posted_with_a_nul_anywhere_is_a_400(owner):
     staff = Client(raise_request_exception=False)
-    staff.force_login(superuser())
+    staff_login(staff, superuser())
     url = reverse("admin:accounts_project_change", args=[owner.project.pk])
 
     response = staff.post(url, {"name": "Web\x00app", "organization": owner.org.pk})

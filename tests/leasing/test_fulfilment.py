@@ -20,7 +20,7 @@ from tests.conftest import assert_error
 from tests.leasing.helpers import add_pool, command, get_request, request_accounts
 from tests.outages import broker_down
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
-from tests.staff import admin_object_url, superuser, with_mfa
+from tests.staff import admin_object_url, staff_login, superuser, with_mfa
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -186,7 +186,7 @@ def test_a_dead_pool_token_fails_the_binding_returns_the_healthy_account_and_ret
     failed = LeaseAction.objects.get(request_id=accepted["requestId"], action="failed")
     assert any(dead.handle in problem for problem in failed.detail["problems"])
     ops = Client()
-    ops.force_login(superuser("ops-reader"))
+    staff_login(ops, superuser("ops-reader"))
     page = ops.get(admin_object_url(LeaseRequest, accepted["requestId"])).content.decode()
     assert f"@{dead.handle}&#x27;s token is no longer valid" in page and "The partner reads" in page
     # the healthy account is back in the pool; the dead one is out of it, with a note for ops
@@ -273,7 +273,7 @@ def test_release_cancels_posts_returns_the_account_and_stops_renewal(owner, staf
         assert body["canceledScheduledPosts"] == 2 and body["released"] is True
     else:
         admin = Client()
-        admin.force_login(staff)
+        staff_login(admin, staff)
         lease = Lease.objects.get(social_account_id=account_id)
         admin.post("/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]})
 
@@ -323,7 +323,7 @@ def test_a_release_during_a_broker_outage_still_answers_and_the_token_is_checked
             assert response.status_code == 200 and response.json()["socialAccountId"] == account_id
         else:
             admin = Client()
-            admin.force_login(staff)
+            staff_login(admin, staff)
             lease = Lease.objects.get(social_account_id=account_id)
             page = admin.post(
                 "/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]}, follow=True

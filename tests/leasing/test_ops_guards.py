@@ -16,7 +16,7 @@ from leasing import services
 from leasing.models import MAX_MONTHLY_PRICE_CENTS, Lease, LeaseRequest, PoolAccount
 from leasing.tasks import lease_requests_recover_interrupted
 from tests.leasing.helpers import add_pool, get_request, request_accounts
-from tests.staff import admin_object_url, with_mfa
+from tests.staff import admin_object_url, staff_login, with_mfa
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,7 +27,7 @@ def staff_with(*codenames: str, mfa: bool = False) -> Client:
     if mfa:
         with_mfa(user)
     client = Client()
-    client.force_login(user)
+    staff_login(client, user)
     return client
 
 
@@ -108,7 +108,7 @@ def pool_form(pool_id: str, **changes: str) -> tuple[Client, str, dict]:
     """A signed-in ops client, the pool account's admin URL, and its form's data with `changes` over it."""
     ops = Client()
     name = f"ops-{uuid.uuid4().hex[:8]}"
-    ops.force_login(with_mfa(get_user_model().objects.create_superuser(name, f"{name}@layers.test", "pw-ops-12345")))
+    staff_login(ops, with_mfa(get_user_model().objects.create_superuser(name, f"{name}@layers.test", "pw-ops-12345")))
     url = admin_object_url(PoolAccount, pool_id)
     page = ops.get(url)
     assert page.status_code == 200 and page.context, (page.status_code, page.get("Location"), page.content[:300])

@@ -20,7 +20,7 @@ from leasing.models import Lease, PoolAccount
 from tests.leasing.helpers import add_pool, get_request, request_accounts
 from tests.platform_helpers import consent, invalidate_tokens
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
-from tests.staff import admin_object_url, with_mfa
+from tests.staff import admin_object_url, staff_login, with_mfa
 
 HEADER = "handle,vertical,languages,geos,monthly_price_cents,audience_notes,warmup_state\n"
 
@@ -29,7 +29,7 @@ HEADER = "handle,vertical,languages,geos,monthly_price_cents,audience_notes,warm
 def staff(db):
     user = with_mfa(get_user_model().objects.create_superuser("ops", "ops@layers.test", "pw-ops-12345"))
     client = Client()
-    client.force_login(user)
+    staff_login(client, user)
     return client
 
 
@@ -299,7 +299,7 @@ def test_a_pool_connect_completes_only_in_the_browser_of_the_staff_member_who_st
     other = Client()
     if browser == "another staff member":
         colleague = with_mfa(get_user_model().objects.create_superuser("ops2", "ops2@layers.test", "pw-ops-12345"))
-        other.force_login(colleague)
+        staff_login(other, colleague)
 
     refused = other.get(callback)
 
@@ -338,7 +338,7 @@ def test_pool_and_lease_lists_find_what_ops_paste(db, owner):
     leasing.lease_assign(request_id=request_accounts(owner, 1)["requestId"], auto=True)
     lease = Lease.objects.get(pool_account_id=pool_id)
     ops = Client()
-    ops.force_login(with_mfa(get_user_model().objects.create_superuser("finder", "f@layers.test", "pw-ops-12345")))
+    staff_login(ops, with_mfa(get_user_model().objects.create_superuser("finder", "f@layers.test", "pw-ops-12345")))
 
     def found(listing: str, term: str) -> int:
         return ops.get(f"/admin/leasing/{listing}/", {"q": term}).context["cl"].result_count

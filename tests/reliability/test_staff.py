@@ -1,14 +1,17 @@
 """The back-office: staff who can assign accounts or move money, and superusers, must have MFA activated (so must
 those who can grant permissions: test_staff_permissions.py) before any admin page answers them (they are sent to
-set it up, with a message); other staff are not affected. Every admin action leaves an audit row naming who did
-it to which object; the custom money view records its actor in the ledger."""
+set it up, with a message), and the session must have presented it (a session signed in with the password
+before TOTP existed is asked for a code); other staff are not affected. Every admin action leaves an audit row
+naming who did it to which object; the custom money view records its actor in the ledger."""
 
 import contextlib
 import re
 from datetime import timedelta
 
 import pytest
+from allauth.mfa.models import Authenticator
 from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -24,12 +27,13 @@ from billing.models import LedgerEntry
 from scheduling.models import ScheduledPost
 from tests.factories import make_account
 from tests.scheduling.publish_helpers import schedule_now
-from tests.staff import totp_code, with_mfa
+from tests.staff import staff_login, totp_code, with_mfa
 
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "correct horse battery staple"
 SETUP = reverse("mfa_activate_totp")
+CODE = reverse("mfa_reauthenticate")
 
 
 @pytest.fixture(autouse=True)
@@ -99,6 +103,9 @@ def test_staff_who_can_assign_accounts_or_move_money_reach_no_admin_page_before_
     assert reached == []
 
 
+# Committed for real: allauth announces the new authenticator (authenticator_added) once the activation has
+# committed, and that is when the activating session is recorded as having passed MFA.
+@pytest.mark.django_db(transaction=True)
 def test_the_redirect_explains_why_and_after_activating_totp_the_admin_opens(client):
     user = staff_member("finance", "billing.record_money", "billing.view_wallet")
     client = signed_in(user)
@@ -119,6 +126,62 @@ def test_the_redirect_explains_why_and_after_activating_totp_the_admin_opens(cli
     assert client.get("/admin/billing/wallet/").status_code == 200
     # and the admin's sign-out was never blocked
     assert client.post(reverse("admin:logout")).status_code in (200, 302)
+
+
+def activate_totp_in_own_browser(user) -> str:
+    """The real staff member sets up TOTP through allauth's pages, in their own browser; returns the secret."""
+    own = signed_in(user)
+    own.post(f"{reverse('account_reauthenticate')}?next={SETUP}", {"password": PASSWORD})
+    assert own.get(SETUP).status_code == 200
+    secret = own.session["mfa.totp.secret"]
+    assert own.post(SETUP, {"code": totp_code(secret)}).status_code == 302
+    assert Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
+    return secret
+
+
+def test_a_session_that_never_gave_a_totp_code_does_not_reach_the_admin_once_totp_exists(owner):
+    """Someone with the password signs in before the staff member has set up TOTP (the admin sends them to
+    the setup page). The staff member then sets up TOTP in their own browser. The first session, which never
+    presented a code, is still kept out: it is asked for a code, and only with one does the admin open."""
+    ops = staff_member(
+        "ops", "leasing.view_lease", "leasing.change_lease", "accounts.view_apikey", "accounts.change_apikey"
+    )
+    password_only = signed_in(ops)
+    assert password_only.get("/admin/accounts/apikey/")["Location"] == SETUP  # sent to set up MFA
+
+    secret = activate_totp_in_own_browser(ops)
+
+    response = password_only.get("/admin/accounts/apikey/", follow=True)
+    assert response.redirect_chain[0] == (f"{CODE}?next=%2Fadmin%2Faccounts%2Fapikey%2F", 302)
+    assert "without your authenticator code" in response.content.decode()
+    # and the MFA-gated action, crafted by that session, is not run:
+    password_only.post(
+        "/admin/accounts/apikey/",
+        {"action": "revoke_keys", ACTION_CHECKBOX_NAME: [owner.key.pk], "index": 0},
+    )
+    owner.key.refresh_from_db()
+    assert owner.key.revoked_at is None
+
+    # A code from the authenticator (the real staff member, in that browser) lets it back, to the same page.
+    response = password_only.post(f"{CODE}?next=/admin/accounts/apikey/", {"code": totp_code(secret)})
+    assert response.status_code == 302 and response["Location"] == "/admin/accounts/apikey/"
+    assert password_only.get("/admin/accounts/apikey/").status_code == 200
+
+
+def test_a_session_that_never_gave_a_totp_code_cannot_read_recovery_codes_or_turn_totp_off(db):
+    # allauth asks such a session only for the password again before its MFA pages: it could read a recovery
+    # code (then pass MFA with it) or swap the authenticator for its own.
+    ops = staff_member("ops", "leasing.view_lease", "leasing.change_lease")
+    password_only = signed_in(ops)
+    activate_totp_in_own_browser(ops)
+    password_only.post(reverse("account_reauthenticate"), {"password": PASSWORD})
+
+    codes = password_only.get(reverse("mfa_view_recovery_codes"))
+    off = password_only.post(reverse("mfa_deactivate_totp"))
+
+    assert codes.status_code == 302 and codes["Location"].startswith(f"{CODE}?next=")
+    assert off.status_code == 302 and off["Location"].startswith(f"{CODE}?next=")
+    assert Authenticator.objects.filter(user=ops, type=Authenticator.Type.TOTP).exists()
 
 
 def test_staff_who_can_neither_assign_accounts_nor_move_money_need_no_mfa(client):
@@ -163,7 +226,7 @@ def test_every_registered_admin_audits_its_actions():
 def test_admin_actions_and_the_money_view_leave_an_audit_row_naming_the_staff_member(owner, figures):
     staff = with_mfa(staff_member("ops", superuser=True))
     client = Client()
-    client.force_login(staff)
+    staff_login(client, staff)
     account = make_account(owner)
     failed = schedule_now(owner, account.pk)
     queued = schedule_now(owner, account.pk, when=timezone.now() + timedelta(hours=1))
@@ -226,7 +289,7 @@ def test_an_action_audits_only_the_objects_it_changed_and_says_why_it_left_the_o
     from tests.leasing.helpers import add_pool, get_request, request_accounts
 
     ops = Client()
-    ops.force_login(with_mfa(staff_member("ops", "scheduling.view_scheduledpost", "scheduling.change_scheduledpost")))
+    staff_login(ops, with_mfa(staff_member("ops", "scheduling.view_scheduledpost", "scheduling.change_scheduledpost")))
     account = make_account(owner)
     failed = ScheduledPost.objects.get(pk=schedule_now(owner, account.pk)["id"])
     queued = ScheduledPost.objects.get(
@@ -249,8 +312,8 @@ def test_an_action_audits_only_the_objects_it_changed_and_says_why_it_left_the_o
     leasing_services.lease_assign(request_id=accepted["requestId"], auto=True)
     leased = SocialAccount.objects.get(pk=get_request(owner, accepted["requestId"])["socialAccountIds"][0])
     support = Client()
-    support.force_login(
-        with_mfa(staff_member("support", "accounts.view_socialaccount", "accounts.change_socialaccount"))
+    staff_login(
+        support, with_mfa(staff_member("support", "accounts.view_socialaccount", "accounts.change_socialaccount"))
     )
     doomed = make_account(owner)
     page = support.post(
@@ -264,7 +327,7 @@ def test_an_action_audits_only_the_objects_it_changed_and_says_why_it_left_the_o
 
     # a lease already released is left as it is
     admin_client = Client()
-    admin_client.force_login(with_mfa(staff_member("boss", superuser=True)))
+    staff_login(admin_client, with_mfa(staff_member("boss", superuser=True)))
     lease = Lease.objects.get(social_account=leased)
     admin_client.post("/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]})
     page = admin_client.post(
@@ -284,7 +347,7 @@ def test_an_action_on_objects_already_in_its_target_state_records_nothing_for_th
     from accounts.webhooks.models import WebhookEndpoint
 
     boss = Client()
-    boss.force_login(with_mfa(staff_member("boss", superuser=True)))
+    staff_login(boss, with_mfa(staff_member("boss", superuser=True)))
     gone = make_account(owner, status="disconnected")
     boss.post("/admin/accounts/socialaccount/", {"action": "revoke_accounts", "_selected_action": [gone.pk]})
     ApiKey.objects.filter(pk=owner.key.pk).update(revoked_at=timezone.now())
@@ -386,6 +449,6 @@ def test_signing_out_lands_on_the_sign_in_page():
     from tests.staff import superuser
 
     client = Client()
-    client.force_login(superuser("ops", PASSWORD))
+    staff_login(client, superuser("ops", PASSWORD))
     response = client.post("/staff/logout/")
     assert response.status_code == 302 and response["Location"] == "/staff/login/"

@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from tests.reliability.test_staff import PASSWORD, SETUP, admin_urls, signed_in, staff_member
-from tests.staff import admin_object_url, with_mfa
+from tests.staff import admin_object_url, staff_login, with_mfa
 
 pytestmark = pytest.mark.django_db
 
@@ -69,7 +69,7 @@ def user_form(user, **changes) -> dict:
 
 def mfa_client(user) -> Client:
     client = Client()
-    client.force_login(with_mfa(user))
+    staff_login(client, with_mfa(user))
     return client
 
 
@@ -243,8 +243,8 @@ def test_staff_who_acted_in_the_back_office_are_deactivated_not_deleted_so_their
     boss = with_mfa(User.objects.create_user("boss", password=PASSWORD, is_staff=True, is_superuser=True))
     bystander = User.objects.create_user("never.acted", password=PASSWORD, is_staff=True)
     acting, deleting = Client(), Client()
-    acting.force_login(leaver)
-    deleting.force_login(boss)
+    staff_login(acting, leaver)
+    staff_login(deleting, boss)
     assert (
         acting.post(
             "/admin/accounts/apikey/", {"action": "revoke_keys", "_selected_action": [owner.key.pk]}

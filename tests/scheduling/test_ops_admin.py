@@ -15,14 +15,14 @@ from django.utils import timezone
 from scheduling.models import ScheduledPost
 from tests.factories import make_account
 from tests.scheduling.publish_helpers import schedule_now
-from tests.staff import admin_object_url, with_mfa
+from tests.staff import admin_object_url, staff_login, with_mfa
 
 
 @pytest.fixture
 def staff(db):
     user = with_mfa(get_user_model().objects.create_superuser("ops", "ops@layers.test", "pw-ops-12345"))
     client = Client()
-    client.force_login(user)
+    staff_login(client, user)
     return client
 
 

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Event
 from accounts.webhooks.models import WebhookDelivery, WebhookEndpoint
-from tests.staff import admin_object_url, with_mfa
+from tests.staff import admin_object_url, staff_login, with_mfa
 from tests.webhooks.helpers import create_endpoint, delivery_of, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,7 +24,7 @@ def staff_client() -> Client:
         get_user_model().objects.create_user(username="ops", password="x" * 20, is_staff=True, is_superuser=True)
     )
     client = Client()
-    client.force_login(user)
+    staff_login(client, user)
     return client
 
 
