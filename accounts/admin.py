@@ -103,6 +103,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     actions = ["revoke_keys"]
     list_select_related = ("organization",)
 
+    def has_delete_permission(self, request, obj=None):
+        # Revoke instead. Deleting cuts the partner off like a revoke (which needs the change permission, and
+        # so MFA) and also erases the key's row: who issued it, when it was last used, its audit history.
+        return False
+
     def get_readonly_fields(self, request, obj=None):
         # The organization of an existing key never changes: a key moved to another org would leak it.
         return (*self.readonly_fields, "organization") if obj else self.readonly_fields

@@ -1,6 +1,6 @@
 """MFA is required for staff who can assign accounts, move money or issue (or edit) API keys, for staff who
-can hand out permissions (add or change users, groups or permissions), schedule any task (periodic tasks) or
-change anyone's authenticators, and for superusers.
+can hand out permissions (add or change users, groups or permissions), touch scheduled tasks (any
+django-celery-beat permission but the read-only ones) or change anyone's authenticators, and for superusers.
 
 What is checked is the SESSION, not only the account: the admin answers a session that presented the
 account's second factor (allauth records an "mfa" authentication in the session when the TOTP or a recovery
@@ -62,10 +62,6 @@ GRANT_PERMISSIONS = frozenset(
         "auth.change_permission",
         "contenttypes.add_contenttype",
         "contenttypes.change_contenttype",
-        # A periodic task runs any registered task with the arguments written in it (a lease assignment, a
-        # charge run): scheduling one is acting with the rights of every task.
-        "django_celery_beat.add_periodictask",
-        "django_celery_beat.change_periodictask",
         # Another staff member's authenticators: deleting one, or moving one's own onto them, turns MFA off
         # for that account.
         "mfa.add_authenticator",
@@ -78,7 +74,11 @@ GRANT_PERMISSIONS = frozenset(
 # its return-domain allowlist, where a connect may send the partner's users (and their OAuth results).
 KEY_PERMISSIONS = frozenset({"accounts.add_apikey", "accounts.change_apikey"})
 # Moving money: every billing permission but the read-only ones (record_money, ledger and wallet changes).
-MONEY_APP = "billing"
+# Scheduled tasks: every django-celery-beat permission but the read-only ones. A periodic task runs any
+# registered task with the arguments written in it (a lease assignment, a charge run), so adding or changing
+# one is acting with the rights of every task; deleting or disabling one (the lease renewals) stops billing,
+# and so does editing or deleting the interval, crontab, solar or clocked schedule it runs on.
+MFA_APPS = frozenset({"billing", "django_celery_beat"})
 
 MESSAGE = (
     "Your back-office account can assign accounts, add or change pool accounts, move money, issue API keys or "
@@ -102,7 +102,7 @@ def staff_needs_mfa(user) -> bool:
             permission in ASSIGN_PERMISSIONS
             or permission in KEY_PERMISSIONS
             or permission in GRANT_PERMISSIONS
-            or (app == MONEY_APP and not codename.startswith("view_"))
+            or (app in MFA_APPS and not codename.startswith("view_"))
         ):
             return True
     return False

@@ -355,6 +355,12 @@ class PoolAccountAdmin(IdSearchMixin, ImportMixin, admin.ModelAdmin):
         )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
+    def has_delete_permission(self, request, obj=None):
+        # Retire instead (its status: a change, which needs MFA). Deleting needed only the delete permission,
+        # with a password alone, yet takes the account out of the pool with its TikTok tokens for good (leasing
+        # it again needs a new connect) and its staff connects' history (their OAuth sessions cascade).
+        return False
+
     def has_import_permission(self, request):
         # django-import-export lets anyone who can see the list import unless told otherwise, and an import
         # adds accounts and rewrites existing ones (their prices are what future leases are billed).

@@ -435,6 +435,25 @@ def test_revoking_only_keys_already_revoked_says_so_and_reports_no_success(staff
     assert (levels.SUCCESS, "Revoked 1 key(s).") in shown
 
 
+def test_api_keys_are_revoked_never_deleted_in_the_admin(owner, staff_client):
+    # Revoking needs accounts.change_apikey (MFA). Deleting, which also cuts the partner off and erases the
+    # key's row (who issued it, its last use, its history), needed only delete_apikey, with a password alone.
+    from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+
+    from tests.reliability.test_staff import signed_in, staff_member
+
+    support = signed_in(staff_member("support", "accounts.view_apikey", "accounts.delete_apikey"))
+    chosen = {"action": "delete_selected", "post": "yes", ACTION_CHECKBOX_NAME: [owner.key.pk]}
+    support.post("/admin/accounts/apikey/", chosen)
+    staff_client.post("/admin/accounts/apikey/", chosen)  # nor a superuser (with MFA): revoke instead
+    page = staff_client.get("/admin/accounts/apikey/").content.decode()
+
+    assert ApiKey.objects.filter(pk=owner.key.pk).exists()
+    assert owner.client.get("/v1/projects").status_code == 200
+    assert 'value="delete_selected"' not in page and 'value="revoke_keys"' in page
+    assert staff_client.get(admin_object_url(ApiKey, owner.key.pk, "delete")).status_code == 403
+
+
 @pytest.mark.parametrize("codename", ["add_apikey", "change_apikey"])
 def test_staff_who_can_issue_or_edit_api_keys_must_use_mfa(owner, codename):
     # A key acts for its whole organization: whoever can mint one (or edit one's allowlist) holds every

@@ -115,6 +115,25 @@ def test_adding_one_account_in_the_admin(staff):
     assert bad.status_code == 200 and "BCP 47" in bad.content.decode()
 
 
+def test_pool_accounts_are_retired_never_deleted_in_the_admin(staff):
+    # Retiring is a change (MFA). Deleting, which takes the account out of the pool with its TikTok tokens for
+    # good, needed only delete_poolaccount, with a password alone.
+    from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+
+    from tests.reliability.test_staff import signed_in, staff_member
+
+    (pool_id,) = add_pool(1)
+    support = signed_in(staff_member("support", "leasing.view_poolaccount", "leasing.delete_poolaccount"))
+    chosen = {"action": "delete_selected", "post": "yes", ACTION_CHECKBOX_NAME: [pool_id]}
+    support.post("/admin/leasing/poolaccount/", chosen)
+    staff.post("/admin/leasing/poolaccount/", chosen)  # nor a superuser (with MFA): retire instead
+
+    assert PoolAccount.objects.filter(pk=pool_id).exists()
+    assert PoolAccount.objects.get(pk=pool_id).access_token
+    assert 'value="delete_selected"' not in staff.get("/admin/leasing/poolaccount/").content.decode()
+    assert staff.get(admin_object_url(PoolAccount, pool_id, "delete")).status_code == 403
+
+
 # --- Connecting pool accounts on TikTok --------------------------------------------------------------
 
 

@@ -264,3 +264,26 @@ def test_staff_who_acted_in_the_back_office_are_deactivated_not_deleted_so_their
     assert in_bulk.status_code in (200, 403) and User.objects.filter(pk=leaver.pk).exists()
     assert trail.count() == 1
     assert removed.status_code == 302 and not User.objects.filter(pk=bystander.pk).exists()
+
+
+def test_deleting_the_billing_renewal_task_or_its_schedule_needs_mfa_like_changing_them(db):
+    # Without the renewals task no lease renewal is charged until beat restarts, and so with its interval
+    # deleted (or changed: every 15 minutes becomes every year). Staff who can do either must use MFA.
+    from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every = IntervalSchedule.objects.create(every=900, period=IntervalSchedule.SECONDS)
+    task = PeriodicTask.objects.create(
+        name="billing-lease-renewals", task="billing.tasks.lease_renewals_tick", interval=every
+    )
+    for model, pk in ((PeriodicTask, task.pk), (IntervalSchedule, every.pk)):
+        name = model._meta.model_name
+        support = signed_in(
+            staff_member(f"support-{name}", f"django_celery_beat.view_{name}", f"django_celery_beat.delete_{name}")
+        )
+        url = reverse(f"admin:django_celery_beat_{name}_changelist")
+        response = support.post(url, {"action": "delete_selected", "post": "yes", ACTION_CHECKBOX_NAME: [pk]})
+        assert response.status_code == 302 and response["Location"] == SETUP, name
+    assert PeriodicTask.objects.filter(pk=task.pk, interval=every).exists()
+    changer = signed_in(staff_member("scheduler", "django_celery_beat.change_intervalschedule"))
+    assert changer.get(reverse("admin:index"))["Location"] == SETUP
