@@ -10,8 +10,19 @@ not superusers:
   its password would make them that colleague.
 Staff who acted in the back-office are never deleted, only deactivated: their audit trail stays.
 Superusers (MFA required) edit all of it. Registered on the back-office site like every other admin, so
-their actions are audited too (accounts/admin_site.py)."""
+their actions are audited too (accounts/admin_site.py).
 
+allauth's authenticator admin is replaced too: it showed each authenticator's `data` (the encrypted TOTP
+secret, the recovery-code seed and used codes) to anyone who may view the list. Here an authenticator shows
+whose it is, its type and when it was made and last used, and nothing else; it can be deleted (a staff
+member who lost their phone sets up a new one at their next sign-in), which needs MFA
+(accounts/staff_mfa.py), but not added or edited: a secret typed into a form, or an authenticator moved to
+another user, is never what a colleague needs."""
+
+# allauth's admin module registers its AuthenticatorAdmin when imported; imported here so that it has been
+# before it is replaced, whatever the order the apps' admin modules are loaded in.
+from allauth.mfa import admin as _allauth_mfa_admin  # noqa: F401
+from allauth.mfa.models import Authenticator
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, Permission, User
@@ -20,6 +31,7 @@ from django.db.models import Q
 # Django's own registrations (made when django.contrib.auth.admin was imported, above) are replaced.
 admin.site.unregister(User)
 admin.site.unregister(Group)
+admin.site.unregister(Authenticator)
 
 GRANTING_FIELDS = ("is_superuser", "groups", "user_permissions")
 
@@ -73,3 +85,19 @@ class StaffGroupAdmin(GroupAdmin):
     def get_readonly_fields(self, request, obj=None):
         readonly = tuple(super().get_readonly_fields(request, obj))
         return readonly if request.user.is_superuser else (*readonly, "permissions")
+
+
+@admin.register(Authenticator)
+class StaffAuthenticatorAdmin(admin.ModelAdmin):
+    list_display = ("user", "type", "created_at", "last_used_at")
+    list_filter = ("type", "created_at", "last_used_at")
+    search_fields = ("user__username",)
+    list_select_related = ("user",)
+    fields = ("user", "type", "created_at", "last_used_at")  # never `data`
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -535,3 +535,32 @@ def test_the_events_type_filter_offers_every_event_type_without_reading_the_even
 
     filtered = staff_client.get("/admin/accounts/event/", {"type__exact": "scheduled_post.failed"}).content.decode()
     assert failed.pk in filtered and connected.pk not in filtered
+
+
+# --- staff authenticators ----------------------------------------------------------------------------
+
+
+def test_view_only_staff_see_no_colleagues_totp_secret_and_nobody_edits_an_authenticator(db):
+    from tests.reliability.test_staff import signed_in, staff_member
+    from tests.staff import superuser
+
+    boss = superuser("boss")
+    stored = Authenticator.objects.get(user=boss, type=Authenticator.Type.TOTP)
+    viewer = signed_in(staff_member("viewer", "mfa.view_authenticator"))  # needs no MFA itself
+    page = viewer.get(admin_object_url(Authenticator, stored.pk))
+    listing = viewer.get(reverse("admin:mfa_authenticator_changelist"))
+
+    assert page.status_code == 200 and "boss" in page.content.decode()
+    for shown in (page, listing):
+        # neither the encrypted TOTP secret (allauth's admin showed it in a JSON textarea) nor its JSON key
+        assert stored.data["secret"] not in shown.content.decode() and '"secret"' not in shown.content.decode()
+
+    # Even a superuser: an authenticator is deleted (a lost phone), never typed in or moved to someone else.
+    staff = staff_login(Client(), superuser("ops"))
+    assert staff.get(reverse("admin:mfa_authenticator_add")).status_code == 403
+    staff.post(admin_object_url(Authenticator, stored.pk), {"user": staff_user_pk(staff), "type": "totp"})
+    assert Authenticator.objects.get(pk=stored.pk).user == boss
+
+
+def staff_user_pk(client: Client) -> str:
+    return client.session["_auth_user_id"]
