@@ -7,13 +7,18 @@ object gets a LogEntry ("Admin action: …", by whom, when), shown on its Histor
 `LogEntry` queries, like any other admin change. An object the action left alone (refused by its service,
 already in the target state, beyond the staff member's permissions) is reported with `skip_in_action` and
 gets no row: the history says what was done, not what was selected. Custom views keep their own audit
-trails (lease requests: LeaseAction rows; money: the ledger entry's actor)."""
+trails (lease requests: LeaseAction rows; money: the ledger entry's actor).
+
+Every registered ModelAdmin also refuses list URL lookups on secret columns (SecretLookupsRefusedMixin):
+`?key_hash__startswith=…` answering "1 result" or "0" reads the column a character at a time to anyone who
+may view the list."""
 
 import functools
 
 from django.contrib import messages
 from django.contrib.admin import AdminSite, ModelAdmin
 from django.contrib.admin.apps import AdminConfig
+from django.core.exceptions import FieldDoesNotExist
 
 _SKIPPED = "_layers_action_skipped"
 
@@ -65,13 +70,62 @@ class AuditedActionsMixin:
         }
 
 
+# Columns that hold a secret, or something derived from one: the hash of an API key, every encrypted column
+# (`…_enc`: platform tokens, webhook and provider signing secrets), staff TOTP secrets and recovery-code seeds
+# (allauth's Authenticator.data), a pending OAuth state (OAuthSession's primary key: a bearer secret until
+# used) and staff password hashes.
+SECRET_COLUMNS = frozenset(
+    {
+        ("accounts", "apikey", "key_hash"),
+        ("mfa", "authenticator", "data"),
+        ("accounts", "oauthsession", "state"),
+        ("auth", "user", "password"),
+    }
+)
+
+
+def is_secret_column(field) -> bool:
+    opts = field.model._meta
+    return field.name.endswith("_enc") or (opts.app_label, opts.model_name, field.name) in SECRET_COLUMNS
+
+
+def lookup_reads_a_secret(model, lookup: str) -> bool:
+    """Whether the list filter `lookup` (`key_hash__startswith`, `social_account__access_token_enc__gt`,
+    `pk__startswith`…) compares a secret column, on `model` or on a model it reaches through relations."""
+    for part in lookup.split("__"):
+        try:
+            field = model._meta.pk if part == "pk" else model._meta.get_field(part)
+        except FieldDoesNotExist:
+            return False  # a lookup or transform (`startswith`, `lower`): the columns before it were not secret
+        if is_secret_column(field):
+            return True
+        if not field.is_relation or field.related_model is None:
+            return False
+        if field.concrete and (field.many_to_one or field.one_to_one) and is_secret_column(field.target_field):
+            return True  # a foreign key's column holds the value it points at (a pending state, say)
+        model = field.related_model
+    return False
+
+
+class SecretLookupsRefusedMixin:
+    def lookup_allowed(self, lookup, value, request=None):
+        # The list filters on any local field given in the URL (and on related ones its filters name): a
+        # secret column there is an oracle. Refused like any other disallowed lookup: a 400 (as Django's
+        # own UserAdmin refuses `password__…`).
+        if lookup_reads_a_secret(self.model, lookup):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+
 class BackOfficeAdminSite(AdminSite):
     def register(self, model_or_iterable, admin_class=None, **options):
         admin_class = admin_class or ModelAdmin
-        if not issubclass(admin_class, AuditedActionsMixin):
+        # Every admin, the project's and the installed apps' (allauth's, django-celery-beat's, …), gets both.
+        mixins = tuple(m for m in (AuditedActionsMixin, SecretLookupsRefusedMixin) if not issubclass(admin_class, m))
+        if mixins:
             admin_class = type(
                 admin_class.__name__,
-                (AuditedActionsMixin, admin_class),
+                (*mixins, admin_class),
                 {"__module__": admin_class.__module__, "__doc__": admin_class.__doc__},
             )
         return super().register(model_or_iterable, admin_class, **options)
