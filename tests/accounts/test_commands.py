@@ -134,6 +134,24 @@ def test_seed_demo_twice_keeps_one_org_and_its_projects_and_rotates_the_key(db):
     assert authenticate(username="admin", password=second["adminPassword"]) is not None
 
 
+def test_seed_demo_is_refused_in_live_mode_and_leaves_an_existing_admin_as_it_was(db, settings):
+    # In production someone's staff account may be called `admin`: the demo made it a superuser and printed
+    # a new password for it. Like add_pool_accounts, it is for the sandbox only.
+    settings.LAYERS_PLATFORMS = "live"
+    colleague = get_user_model().objects.create_user("admin", password="their own password", is_staff=True)
+    out = io.StringIO()
+
+    with pytest.raises(CommandError) as refused:
+        call_command("seed_demo", "--json", stdout=out, stderr=io.StringIO())
+
+    assert refused.value.returncode == 1  # the process exits 1
+    assert "sandbox" in str(refused.value) and "live" in str(refused.value)
+    assert json.loads(out.getvalue()) == {"error": {"message": str(refused.value)}}
+    colleague.refresh_from_db()
+    assert not colleague.is_superuser and colleague.check_password("their own password")
+    assert not Organization.objects.filter(name="Demo Partner").exists()
+
+
 def test_seed_demo_admin_password_signs_in_through_allauth(db, client):
     result = run_json("seed_demo")
 

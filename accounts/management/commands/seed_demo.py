@@ -2,6 +2,7 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management.base import CommandError
 from django.db import transaction
 
 from accounts import services
@@ -18,10 +19,19 @@ class Command(JsonCommand):
     help = (
         "Create the demo organization, its projects and an admin user if missing (idempotent). "
         "Each run issues a fresh demo API key (revoking the previous one) and a fresh admin password, "
-        "because neither is stored in a readable form."
+        "because neither is stored in a readable form. Sandbox mode only (LAYERS_PLATFORMS=sandbox)."
     )
 
     def run(self, **options):
+        # It makes whoever is called `admin` a superuser and prints a new password for them: in live mode that
+        # may be a real staff member's account (and the demo's data has no place there). Decided as
+        # add_pool_accounts decides: the sandbox is the local demo, live is real partners and real staff.
+        if settings.LAYERS_PLATFORMS != "sandbox":
+            raise CommandError(
+                "seed_demo is for the local sandbox demo only (LAYERS_PLATFORMS=sandbox), not "
+                f"{settings.LAYERS_PLATFORMS!r}: nothing was created and no user was changed. Create staff "
+                "accounts with `manage.py createsuperuser`."
+            )
         with transaction.atomic():
             org = Organization.objects.filter(name=DEMO_ORG).order_by("created_at").first()
             if org is None:
@@ -65,7 +75,7 @@ class Command(JsonCommand):
                 f"  Admin:        {base}/admin/   (user {DEMO_ADMIN}, password {password})",
                 "                the first visit asks for an authenticator app (TOTP): superusers, and staff who",
                 "                can assign or release leases, add or change pool accounts, move money, issue or",
-                "                edit API keys, grant permissions, schedule periodic tasks or change authenticators,",
+                "                edit API keys, grant permissions, change scheduled tasks or change authenticators,",
                 "                need MFA;",
                 "                LAYERS_STAFF_MFA_REQUIRED=false turns it off for a local demo without one.",
                 f"  Demo API key: {raw_key}",
