@@ -140,6 +140,10 @@ class ScheduledPost(models.Model):
     due_at = models.DateTimeField()
     placement = models.CharField(max_length=16, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Runs that stopped (worker died, or raised) before anything reached the platform, which the resolver put
+    # back in the queue. Apart from `attempts` (which also counts the platform's own "not now"): a post the
+    # platform rate-limited four times, whose fifth run died in a deploy, is still sent.
+    requeues = models.PositiveSmallIntegerField(default=0, db_default=0)
     claimed_until = models.DateTimeField(null=True, blank=True)
     publish_attempted_at = models.DateTimeField(null=True, blank=True)
     publish_id = models.CharField(max_length=128, blank=True)

@@ -919,8 +919,8 @@ def post_resolve(*, post_id: str) -> str:
       mark): until then it may still store the id and settle the post itself;
     - that request never went out (worker died before it, or only an Instagram container — not yet a post —
       was made) → queue again: exactly one post will result. Managed dispatches are queued again as well:
-      the provider deduplicates on our Idempotency-Key. Each claim counts as an attempt: once MAX_ATTEMPTS
-      are spent the post fails PLATFORM_UNAVAILABLE instead (a run that raises every time must not loop)."""
+      the provider deduplicates on our Idempotency-Key. After MAX_ATTEMPTS runs stopped that way the post
+      fails PLATFORM_UNAVAILABLE instead (a run that raises every time must not loop)."""
     post = ScheduledPost.objects.select_related("container", "social_account__identity").filter(pk=post_id).first()
     if post is None or post.status != ScheduledPost.Status.PUBLISHING:
         return "skipped"
@@ -945,18 +945,20 @@ def _resolve(post: ScheduledPost) -> str:
                 "The worker stopped while the platform was being called; the outcome is unknown, so the post is "
                 "not sent again automatically.",
             )
-        if post.attempts >= MAX_ATTEMPTS:
-            # Each claim is an attempt. A run that raised (a database error, a bug) or died the same way every
-            # time would otherwise be queued again at every expiry forever: a managed post sent to its
-            # provider each time, a platform refresh repeated each time.
+        if post.requeues + 1 >= MAX_ATTEMPTS:
+            # A run that raised (a database error, a bug) or died the same way every time would otherwise be
+            # queued again at every expiry forever: a managed post sent to its provider each time, a platform
+            # refresh repeated each time. Counted apart from `attempts`, which also holds the platform's own
+            # rate limits and outages: one worker lost in a deploy after those must not fail the post.
             return _fail(
                 post,
                 "PLATFORM_UNAVAILABLE",
-                f"Gave up after {post.attempts} attempts: each one stopped (its worker died or raised) before it "
-                "finished.",
+                f"Gave up after {post.requeues + 1} runs that each stopped (the worker died or raised) before "
+                "the post reached the platform.",
             )
         updated = _still_ours(post).update(
             status=ScheduledPost.Status.QUEUED,
+            requeues=F("requeues") + 1,
             due_at=now,
             publish_attempted_at=None,
             claimed_until=None,

@@ -14,6 +14,7 @@ ADDED_LATER = [
     ("leasing_lease", "charges_settled"),
     ("webhooks_webhookdelivery", "window_first_attempt"),
     ("webhooks_webhookdelivery", "queued_at"),
+    ("scheduling_scheduledpost", "requeues"),
 ]
 
 

@@ -9,6 +9,7 @@ from django.db import DataError
 from scheduling import services
 from scheduling.models import ManagedProvider
 from tests.accounts.oauth_helpers import connected_account
+from tests.platform_helpers import inject_fault
 from tests.receivers import receiver
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
 
@@ -50,3 +51,28 @@ def test_a_publish_that_raises_before_the_platform_call_fails_once_its_attempts_
     body = post(owner, scheduled["id"])
     assert (body["status"], body["error"]["code"], body["attempts"]) == ("failed", "PLATFORM_UNAVAILABLE", 5), body
     assert sandbox_posts("tiktok", "publish.raises") == []
+
+
+def test_four_rate_limits_then_one_lost_run_do_not_fail_a_post_the_platform_would_take(owner):
+    """`attempts` also counts the platform's own "not now": a post TikTok rate-limited four times, whose fifth
+    run is lost (its worker killed in a deploy before it started), is queued again and published — only runs
+    that stopped before reaching the platform count toward giving up."""
+    account = connected_account(owner, "tiktok", "throttled.then.lost")
+    inject_fault("tiktok", "throttled.then.lost", "rate_limited", count=4)
+    scheduled = schedule_now(owner, account["id"])
+    minutes = 0
+    for attempt in range(1, 5):
+        with time_machine.travel(later(minutes=minutes)):
+            run_dispatcher()
+        body = post(owner, scheduled["id"])
+        assert (body["status"], body["attempts"]) == ("queued", attempt), body
+        minutes += 20
+    # The fifth claim is taken, and its worker killed before it starts.
+    with time_machine.travel(later(minutes=minutes)):
+        assert services.posts_claim_due() == [scheduled["id"]]
+    for extra in (6, 12, 18):  # the resolver takes the post back once the claim has expired
+        with time_machine.travel(later(minutes=minutes + extra)):
+            run_dispatcher()
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published", (body["status"], body["attempts"], body["error"])
+    assert len(sandbox_posts("tiktok", "throttled.then.lost")) == 1
