@@ -22,6 +22,7 @@ another user, is never what a colleague needs."""
 # allauth's admin module registers its AuthenticatorAdmin when imported; imported here so that it has been
 # before it is replaced, whatever the order the apps' admin modules are loaded in.
 from allauth.mfa import admin as _allauth_mfa_admin  # noqa: F401
+from allauth.mfa.base.internal.flows import delete_and_cleanup
 from allauth.mfa.models import Authenticator
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
@@ -101,3 +102,13 @@ class StaffAuthenticatorAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    # A lost phone's authenticator deleted here takes the user's recovery codes with it, as turning TOTP off
+    # on allauth's own pages does: left behind, the codes (printed, or on that phone) would still pass MFA,
+    # and a new authenticator set up later keeps the codes it finds.
+    def delete_model(self, request, obj):
+        delete_and_cleanup(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for authenticator in queryset:
+            delete_and_cleanup(request, authenticator)

@@ -564,3 +564,29 @@ def test_view_only_staff_see_no_colleagues_totp_secret_and_nobody_edits_an_authe
 
 def staff_user_pk(client: Client) -> str:
     return client.session["_auth_user_id"]
+
+
+def test_deleting_a_lost_phones_authenticator_also_retires_its_recovery_codes(db, settings):
+    """README's lost-phone procedure deletes the staff member's authenticator in the admin. Its recovery codes
+    (printed, or on that phone) went on passing MFA, and the new authenticator set up later kept them: they go
+    with it, as when TOTP is turned off on allauth's own pages."""
+    from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
+
+    from tests.staff import superuser, with_mfa
+
+    settings.LAYERS_STAFF_MFA_REQUIRED = True
+    lost = with_mfa(get_user_model().objects.create_user("lost", password=PASSWORD, is_staff=True, is_superuser=True))
+    old_codes = RecoveryCodes.activate(lost).get_unused_codes()
+    totp = Authenticator.objects.get(user=lost, type=Authenticator.Type.TOTP)
+    boss = staff_login(Client(), superuser("boss"))
+    deleted = boss.post(reverse("admin:mfa_authenticator_delete", args=[totp.pk]), {"post": "yes"})
+    assert deleted.status_code == 302
+    assert not Authenticator.objects.filter(user=lost).exists()  # the TOTP and the recovery codes
+
+    with_mfa(lost)  # the staff member sets up a new authenticator
+    thief = Client()
+    assert thief.post("/staff/login/", {"login": "lost", "password": PASSWORD})["Location"] == reverse(
+        "mfa_authenticate"
+    )
+    thief.post(reverse("mfa_authenticate"), {"code": old_codes[0]})
+    assert thief.get("/admin/").status_code != 200  # an old recovery code opens nothing
