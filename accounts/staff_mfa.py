@@ -81,8 +81,9 @@ KEY_PERMISSIONS = frozenset({"accounts.add_apikey", "accounts.change_apikey"})
 MFA_APPS = frozenset({"billing", "django_celery_beat"})
 
 MESSAGE = (
-    "Your back-office account can assign accounts, add or change pool accounts, move money, issue API keys or "
-    "grant permissions: set up two-factor authentication (an authenticator app) to continue."
+    "Your back-office account can assign accounts, add or change pool accounts, move money, issue API keys, "
+    "grant permissions, change scheduled tasks or change authenticators: set up two-factor authentication "
+    "(an authenticator app) to continue."
 )
 CODE_MESSAGE = (
     "This session was signed in without your authenticator code: enter a code from your authenticator app "
