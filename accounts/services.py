@@ -414,7 +414,8 @@ POOL_CONNECT_NOT_YOURS = (
 
 def _started_by(session: OAuthSession, user) -> bool:
     """Whether `user` (the callback request's) is the signed-in, still active staff member who started this
-    pool connect. Deleted since (staff_user null), nobody is."""
+    pool connect, and may still change pool accounts (a permission taken away while TikTok had the browser
+    counts). Deleted since (staff_user null), nobody is."""
     return bool(
         user is not None
         and user.is_authenticated
@@ -422,6 +423,7 @@ def _started_by(session: OAuthSession, user) -> bool:
         and user.is_staff
         and session.staff_user_id is not None
         and user.pk == session.staff_user_id
+        and user.has_perm("leasing.change_poolaccount")
     )
 
 

@@ -348,6 +348,20 @@ def test_a_pool_connect_whose_staff_member_was_deleted_cannot_be_completed(staff
     assert OAuthSession.objects.get(pk=state_of(started["Location"])).status == "pending"
 
 
+def test_a_pool_connect_whose_staff_member_lost_the_permission_cannot_be_completed(staff):
+    """Started while allowed to change pool accounts; the permission is taken away before TikTok sends the
+    browser back (a role change, a leaver): the callback no longer puts anyone into the pool."""
+    (pool_id,) = add_pool(1)
+    before = PoolAccount.objects.get(pk=pool_id)
+    started = start_connect(staff, pool_id)
+    parts = urlsplit(consent("tiktok", started["Location"], before.handle))
+    get_user_model().objects.filter(username="ops").update(is_superuser=False)  # no permission left
+
+    assert staff.get(f"{parts.path}?{parts.query}").status_code == 403
+    assert OAuthSession.objects.get(pk=state_of(started["Location"])).status == "pending"
+    assert PoolAccount.objects.get(pk=pool_id).access_token == before.access_token
+
+
 def test_pool_and_lease_lists_find_what_ops_paste(db, owner):
     from leasing import services as leasing
     from leasing.models import Lease
