@@ -1,4 +1,5 @@
-"""MFA is required for staff who can assign accounts, move money or issue (or edit) API keys, for staff who
+"""MFA is required for staff who can assign accounts, move money, issue (or edit) API keys or set where a
+project's managed posts go (its managed-distribution provider), for staff who
 can hand out permissions (add or change users, groups or permissions), touch scheduled tasks (any
 django-celery-beat permission but the read-only ones) or change anyone's authenticators, and for superusers.
 
@@ -73,6 +74,11 @@ GRANT_PERMISSIONS = frozenset(
 # wallet reads), so whoever can add one, for any organization, holds every partner's API. Changing one edits
 # its return-domain allowlist, where a connect may send the partner's users (and their OAuth results).
 KEY_PERMISSIONS = frozenset({"accounts.add_apikey", "accounts.change_apikey"})
+# Where a project's managed posts go: the provider receives the partner's content at its endpoint URL, so
+# whoever can set (or replace) a provider can send every managed post of the project anywhere.
+DISTRIBUTION_PERMISSIONS = frozenset(
+    {"scheduling.add_managedprovider", "scheduling.change_managedprovider", "scheduling.delete_managedprovider"}
+)
 # Moving money: every billing permission but the read-only ones (record_money, ledger and wallet changes).
 # Scheduled tasks: every django-celery-beat permission but the read-only ones. A periodic task runs any
 # registered task with the arguments written in it (a lease assignment, a charge run), so adding or changing
@@ -82,8 +88,8 @@ MFA_APPS = frozenset({"billing", "django_celery_beat"})
 
 MESSAGE = (
     "Your back-office account can assign accounts, add or change pool accounts, move money, issue API keys, "
-    "grant permissions, change scheduled tasks or change authenticators: set up two-factor authentication "
-    "(an authenticator app) to continue."
+    "set managed-distribution providers, grant permissions, change scheduled tasks or change authenticators: "
+    "set up two-factor authentication (an authenticator app) to continue."
 )
 CODE_MESSAGE = (
     "This session was signed in without your authenticator code: enter a code from your authenticator app "
@@ -102,6 +108,7 @@ def staff_needs_mfa(user) -> bool:
         if (
             permission in ASSIGN_PERMISSIONS
             or permission in KEY_PERMISSIONS
+            or permission in DISTRIBUTION_PERMISSIONS
             or permission in GRANT_PERMISSIONS
             or (app in MFA_APPS and not codename.startswith("view_"))
         ):

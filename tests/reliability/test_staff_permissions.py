@@ -287,3 +287,24 @@ def test_deleting_the_billing_renewal_task_or_its_schedule_needs_mfa_like_changi
     assert PeriodicTask.objects.filter(pk=task.pk, interval=every).exists()
     changer = signed_in(staff_member("scheduler", "django_celery_beat.change_intervalschedule"))
     assert changer.get(reverse("admin:index"))["Location"] == SETUP
+
+
+@pytest.mark.parametrize("codename", ["add_managedprovider", "change_managedprovider", "delete_managedprovider"])
+def test_changing_where_managed_posts_are_sent_needs_mfa(db, owner, codename):
+    # A project's managed-distribution provider receives the partner's content (its media and captions) at
+    # its endpoint URL: whoever can set that URL can send every managed post of the project anywhere.
+    from scheduling.models import ManagedProvider
+
+    provider = ManagedProvider.objects.create(
+        project=owner.project, name="Boost", endpoint_url="https://provider.example/in"
+    )
+    support = signed_in(
+        staff_member(f"support-{codename}", "scheduling.view_managedprovider", f"scheduling.{codename}")
+    )
+    assert support.get(reverse("admin:index"))["Location"] == SETUP
+    response = support.post(
+        admin_object_url(ManagedProvider, provider.pk),
+        {"project": owner.project.pk, "name": "Boost", "endpoint_url": "https://elsewhere.example/in", "enabled": "on"},
+    )
+    assert response["Location"] == SETUP
+    assert ManagedProvider.objects.get(pk=provider.pk).endpoint_url == "https://provider.example/in"
