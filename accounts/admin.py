@@ -29,6 +29,17 @@ class ProjectInline(admin.TabularInline):
     extra = 0
     fields = ("id", "name", "created_at")
     readonly_fields = ("id", "created_at")
+    can_delete = False  # see NotDeletedInTheAdmin
+
+
+class NotDeletedInTheAdmin:
+    """Organizations, projects and events are never deleted from the back-office: an organization or a project
+    takes every account, post, event and lease of the partner with it (an organization also runs into the
+    append-only ledger, a 500), and events are the partner's replay history (GET /v1/events) with their
+    deliveries; the retention job purges old events."""
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 class OnboardingStepInline(admin.TabularInline):
@@ -40,7 +51,7 @@ class OnboardingStepInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
     list_display = ("name", "id", "created_at")
     search_fields = ("name", "id")
     readonly_fields = ("id", "created_at")
@@ -48,7 +59,7 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
     list_display = ("name", "id", "organization", "created_at")
     list_filter = ("organization",)
     search_fields = ("name", "id", "organization__name")
@@ -160,7 +171,7 @@ class EventTypeFilter(admin.SimpleListFilter):
 
 
 @admin.register(Event)
-class EventAdmin(IdSearchMixin, admin.ModelAdmin):
+class EventAdmin(NotDeletedInTheAdmin, IdSearchMixin, admin.ModelAdmin):
     list_display = ("id", "type", "organization", "created_at")
     list_filter = (EventTypeFilter,)
     id_search_fields = {"evt": ("id",), "org": ("organization_id",)}

@@ -590,3 +590,21 @@ def test_deleting_a_lost_phones_authenticator_also_retires_its_recovery_codes(db
     )
     thief.post(reverse("mfa_authenticate"), {"code": old_codes[0]})
     assert thief.get("/admin/").status_code != 200  # an old recovery code opens nothing
+
+
+def test_organizations_projects_and_events_are_never_deleted_in_the_admin(owner, db):
+    """Deleting an organization or a project took with it every account, post, event and lease of the partner
+    (and, for an organization, ran into the append-only ledger: a 500); deleting events, the partner's replay
+    history and their deliveries. None of it is a back-office action: even a superuser is refused."""
+    from accounts.services import event_record
+    from tests.staff import superuser
+
+    event = event_record(organization_id=owner.org.pk, type="social_account.connected", data={})
+    staff = staff_login(Client(), superuser("ops"))
+    for model, pk in ((Organization, owner.org.pk), (Project, owner.project.pk), (Event, event.pk)):
+        assert staff.get(admin_object_url(model, pk, "delete")).status_code == 403, model
+        assert staff.post(admin_object_url(model, pk, "delete"), {"post": "yes"}).status_code == 403, model
+        assert model.objects.filter(pk=pk).exists(), model
+    # nor through the organization page's projects
+    page = staff.get(admin_object_url(Organization, owner.org.pk))
+    assert page.status_code == 200 and "projects-0-DELETE" not in page.content.decode()
