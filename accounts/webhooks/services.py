@@ -514,10 +514,16 @@ def _record(delivery_id: str, attempt: int, result: _Result, *, cancel: bool = F
             .filter(pk=delivery_id, status=WebhookDelivery.Status.SENDING, attempts=attempt)
             .first()
         )
-        if delivery is None:
-            return "skipped"  # canceled meanwhile, or our lease expired and another relay took over
         code = result.status_code
         error = result.error or ("" if code is None or 200 <= code < 300 else f"HTTP {code}")
+        if delivery is None:
+            # Canceled meanwhile (the endpoint deleted or disabled while the request was in flight): the
+            # attempt's answer still goes in its log, which would otherwise show an attempt that never ended.
+            # If another relay took over after our lease, it has already closed this attempt: left as it is.
+            WebhookDeliveryAttempt.objects.filter(
+                delivery_id=delivery_id, number=attempt, finished_at__isnull=True
+            ).update(finished_at=now, status_code=code, error=error[:500])
+            return "skipped"
         WebhookDeliveryAttempt.objects.filter(delivery=delivery, number=attempt).update(
             finished_at=now, status_code=code, error=error[:500]
         )

@@ -404,6 +404,32 @@ def test_deleting_an_endpoint_stops_its_retries(owner, receivers):
     assert WebhookEndpoint.objects.get(pk=endpoint["id"]).deleted_at is not None
 
 
+def test_an_attempt_under_way_when_its_endpoint_is_deleted_keeps_its_result_in_the_log(owner, receivers):
+    """The partner deletes the endpoint while a request to it is in flight: the delivery is canceled, and the
+    attempt's answer is still written to the attempt log (it stayed without a result, an attempt that never
+    ended, in the admin)."""
+    from accounts.webhooks.models import WebhookDeliveryAttempt
+
+    created: dict = {}
+
+    def delete_then_answer(request):
+        from django.db import connection
+
+        services.endpoint_delete(endpoint_id=created["id"])  # the partner's DELETE, while we wait for the answer
+        connection.close()
+        return 202, {}
+
+    receiver = receivers(respond=delete_then_answer)
+    created.update(create_endpoint(owner, receiver.url()))
+    delivery = delivery_of(record(owner), created)
+
+    assert len(receiver.requests) == 1
+    delivery.refresh_from_db()
+    assert delivery.status == "canceled"
+    (attempt,) = WebhookDeliveryAttempt.objects.filter(delivery=delivery)
+    assert attempt.finished_at is not None and attempt.status_code == 202, (attempt.finished_at, attempt.error)
+
+
 def test_a_worker_fans_out_the_event_it_wrote_without_reading_it_back_and_sends_the_stored_body(owner, receivers):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
