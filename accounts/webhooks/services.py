@@ -322,49 +322,6 @@ def _claimable(now) -> Q:
     )
 
 
-def _claim(queryset, *, limit: int) -> list[Claim]:
-    now = timezone.now()
-    claims = []
-    with transaction.atomic():
-        # SKIP LOCKED: concurrent relays (tick and on-commit tasks) take disjoint rows instead of waiting.
-        rows = list(
-            queryset.filter(_claimable(now))
-            .select_for_update(skip_locked=True)
-            .order_by("next_attempt_at", "pk")[:limit]
-        )
-        for row in rows:
-            if row.status == WebhookDelivery.Status.SENDING:
-                WebhookDeliveryAttempt.objects.filter(
-                    delivery=row, number=row.attempts, finished_at__isnull=True
-                ).update(finished_at=now, error="no result recorded: the relay stopped mid-attempt; sent again")
-            row.status = WebhookDelivery.Status.SENDING
-            row.attempts += 1
-            row.lease_until = now + settings.LAYERS_WEBHOOK_LEASE
-            row.queued_at = None  # started: whatever the tick queued for it is now a no-op
-            row.first_attempt_at = row.first_attempt_at or now
-            if row.give_up_at is None:
-                # The first attempt of a retry window (the first ever, or the first after a staff resend):
-                # the backoff counts from here, Layers-Delivery-Attempt goes on counting every attempt.
-                row.give_up_at = now + RETRY_WINDOW
-                row.window_first_attempt = row.attempts
-            row.last_attempt_at = now
-            row.save(
-                update_fields=[
-                    "status",
-                    "attempts",
-                    "lease_until",
-                    "queued_at",
-                    "first_attempt_at",
-                    "give_up_at",
-                    "window_first_attempt",
-                    "last_attempt_at",
-                ]
-            )
-            WebhookDeliveryAttempt.objects.create(delivery=row, number=row.attempts, started_at=now)
-            claims.append(Claim(row.pk, row.attempts))
-    return claims
-
-
 def deliveries_queue_due(*, limit: int = CLAIM_BATCH) -> list[str]:
     """The ids of up to `limit` deliveries that are due (or whose claimant died), marked queued: the tick
     queues a send (webhook_deliver) for each, which claims the attempt when it starts. Nothing is claimed
@@ -394,9 +351,46 @@ def deliveries_unqueue(*, delivery_ids: list[str]) -> None:
 
 
 def delivery_claim(*, delivery_id: str) -> Claim | None:
-    """Claim this delivery if it is due and nobody holds it; None otherwise."""
-    claims = _claim(WebhookDelivery.objects.filter(pk=delivery_id), limit=1)
-    return claims[0] if claims else None
+    """Claim this delivery if it is due and nobody holds it; None otherwise. The task that sends it claims
+    it, when it starts (the tick only queues sends: deliveries_queue_due)."""
+    now = timezone.now()
+    with transaction.atomic():
+        # SKIP LOCKED: a relay already claiming it (an on-commit task and a tick's) makes this one a no-op
+        # instead of a wait.
+        row = (
+            WebhookDelivery.objects.filter(_claimable(now), pk=delivery_id).select_for_update(skip_locked=True).first()
+        )
+        if row is None:
+            return None
+        if row.status == WebhookDelivery.Status.SENDING:
+            WebhookDeliveryAttempt.objects.filter(delivery=row, number=row.attempts, finished_at__isnull=True).update(
+                finished_at=now, error="no result recorded: the relay stopped mid-attempt; sent again"
+            )
+        row.status = WebhookDelivery.Status.SENDING
+        row.attempts += 1
+        row.lease_until = now + settings.LAYERS_WEBHOOK_LEASE
+        row.queued_at = None  # started: whatever the tick queued for it is now a no-op
+        row.first_attempt_at = row.first_attempt_at or now
+        if row.give_up_at is None:
+            # The first attempt of a retry window (the first ever, or the first after a staff resend):
+            # the backoff counts from here, Layers-Delivery-Attempt goes on counting every attempt.
+            row.give_up_at = now + RETRY_WINDOW
+            row.window_first_attempt = row.attempts
+        row.last_attempt_at = now
+        row.save(
+            update_fields=[
+                "status",
+                "attempts",
+                "lease_until",
+                "queued_at",
+                "first_attempt_at",
+                "give_up_at",
+                "window_first_attempt",
+                "last_attempt_at",
+            ]
+        )
+        WebhookDeliveryAttempt.objects.create(delivery=row, number=row.attempts, started_at=now)
+    return Claim(row.pk, row.attempts)
 
 
 def retry_delay(attempt: int) -> timedelta:
