@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.platforms.base import PlatformUnavailable, RateLimited, RequestRejected
-from config.queueing import enqueue, platform_retry_countdown
+from config.queueing import enqueue_each, platform_retry_countdown
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,7 @@ def social_accounts_health_tick() -> int:
     ids = services.social_accounts_due_for_health()
     # Marked before queueing: a check that runs at once (an idle worker) then clears its own mark.
     mark = services.social_accounts_health_queued(account_ids=ids)
-    queued = 0
-    for account_id in ids:
-        # A broker that refuses one message refuses the next (a silent one costs seconds each): stop there.
-        if not enqueue(social_account_check_health, account_id):
-            break
-        queued += 1
+    queued = enqueue_each(social_account_check_health, ids)
     # Those not queued are due again at the next tick, not left out for the mark's 30 minutes.
     services.social_accounts_health_not_queued(account_ids=ids[queued:], mark=mark)
     return queued

@@ -22,6 +22,16 @@ def enqueue(task, *args) -> bool:
     return True
 
 
+def enqueue_each(task, ids: list) -> int:
+    """Queue `task(id)` for each of `ids` in turn; how many were queued. Stops at the first the broker
+    refuses: it would refuse the rest too (a silent one costs seconds each), and the caller leaves those
+    (`ids[queued:]`) to its next tick."""
+    for queued, item in enumerate(ids):
+        if not enqueue(task, item):
+            return queued
+    return len(ids)
+
+
 def enqueue_on_commit(task, *args) -> None:
     """Queue `task(*args)` once the current transaction commits (at once outside one); never raises."""
     transaction.on_commit(lambda: enqueue(task, *args))

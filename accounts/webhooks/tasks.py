@@ -8,7 +8,7 @@ from celery import shared_task
 
 from accounts.services import events_sequence_pending
 from accounts.webhooks import services
-from config.queueing import enqueue
+from config.queueing import enqueue_each
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,12 @@ def webhooks_tick() -> dict:
     queued = 0
     for _ in range(MAX_BATCHES_PER_TICK):
         ids = services.deliveries_queue_due()
-        for index, delivery_id in enumerate(ids):
-            if not enqueue(webhook_deliver, delivery_id):
-                # The broker refuses: leave the rest to the next tick rather than wait on it for each one.
-                services.deliveries_unqueue(delivery_ids=ids[index:])
-                return {"fannedOut": fanned_out, "queued": queued + index}
-        queued += len(ids)
+        sent = enqueue_each(webhook_deliver, ids)
+        queued += sent
+        if sent < len(ids):
+            # The broker refuses: the rest are the next tick's.
+            services.deliveries_unqueue(delivery_ids=ids[sent:])
+            break
         if len(ids) < services.CLAIM_BATCH:
             break
     return {"fannedOut": fanned_out, "queued": queued}
