@@ -121,3 +121,11 @@ class Metrics:
     comments: int | None = None
     shares: int | None = None
     extra: dict = field(default_factory=dict)
+
+
+def as_int(value) -> int | None:
+    """A number from a platform's answer, or None where it gave none (missing, null, not a number)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -33,6 +33,7 @@ from .base import (
     RequestRejected,
     TokenInvalid,
     TokenSet,
+    as_int,
 )
 from .http import http_session, json_body, platform_request, redact
 
@@ -233,7 +234,7 @@ class InstagramClient:
                         counts = {}
                     for name, field in (("likes", "like_count"), ("comments", "comments_count")):
                         if values.get(name) is None:
-                            values[name] = _as_int(counts.get(field))
+                            values[name] = as_int(counts.get(field))
                 figures = {name: values.get(name) for name in ("views", "likes", "comments", "shares")}
                 if all(value is None for value in figures.values()):
                     continue  # nothing known about it now: the caller keeps what it had
@@ -509,20 +510,13 @@ def _check_media(*, mode: str, media_type: str, media: list[MediaItem]) -> None:
 def _insight_value(item: dict) -> int | None:
     # Older answers carry values[0].value, newer ones total_value.value; no value is no figure (None), not 0.
     if isinstance(item.get("total_value"), dict):
-        return _as_int(item["total_value"].get("value"))
+        return as_int(item["total_value"].get("value"))
     values = item.get("values") or [{}]
-    return _as_int(values[0].get("value")) if isinstance(values[0], dict) else None
-
-
-def _as_int(value) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return as_int(values[0].get("value")) if isinstance(values[0], dict) else None
 
 
 def _code_of(exc: PlatformError) -> int | None:
-    return _as_int(exc.code.split("/")[0])
+    return as_int(exc.code.split("/")[0])
 
 
 def _needs_reauth(exc: RequestRejected) -> TokenInvalid:
@@ -563,8 +557,8 @@ def _raise_for_graph(response: httpx.Response, body, *, secrets: tuple[str | Non
     status = response.status_code
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        code = _as_int(error.get("code"))
-        subcode = _as_int(error.get("error_subcode"))
+        code = as_int(error.get("code"))
+        subcode = as_int(error.get("error_subcode"))
         label = f"{code}/{subcode}" if subcode else str(code)
         message = redact(f"instagram {label}: {error.get('message') or ''}", *secrets)
         if code == TOKEN_INVALID_CODE:
@@ -598,7 +592,7 @@ def _raise_for_oauth(response: httpx.Response, body, *, secrets: tuple[str | Non
     if isinstance(body, dict) and body.get("error_type"):
         error_type = str(body["error_type"])
         message = redact(f"instagram {error_type}: {body.get('error_message') or ''}", *secrets)
-        if status == 429 or _as_int(body.get("code")) == 429:
+        if status == 429 or as_int(body.get("code")) == 429:
             raise RateLimited(message, code=error_type, status=status)
         if status >= 500:
             raise PlatformUnavailable(message, code=error_type, status=status)

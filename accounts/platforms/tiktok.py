@@ -27,6 +27,7 @@ from .base import (
     RequestRejected,
     TokenInvalid,
     TokenSet,
+    as_int,
 )
 from .http import http_session, json_body, platform_request, redact
 
@@ -179,10 +180,10 @@ class TikTokClient:
                 for video in data.get("videos") or []:
                     # A field TikTok left out of a video's answer is unknown (None), not 0.
                     result[str(video.get("id"))] = Metrics(
-                        views=_count(video.get("view_count")),
-                        likes=_count(video.get("like_count")),
-                        comments=_count(video.get("comment_count")),
-                        shares=_count(video.get("share_count")),
+                        views=as_int(video.get("view_count")),
+                        likes=as_int(video.get("like_count")),
+                        comments=as_int(video.get("comment_count")),
+                        shares=as_int(video.get("share_count")),
                     )
         return result
 
@@ -352,13 +353,6 @@ def _token_set(body: dict, *, platform_user_id: str | None) -> TokenSet:
         refresh_expires_at=now + timedelta(seconds=int(refresh_in)) if refresh_in else None,
         scopes=tuple(s for s in re.split(r"[,\s]+", str(body.get("scope") or "")) if s),
     )
-
-
-def _count(value) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _check_media(*, mode: str, media_type: str, media: list[MediaItem]) -> None:
