@@ -33,6 +33,7 @@ from django.contrib import messages
 from django.http import HttpResponseRedirect
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils.functional import cached_property
 
 # Assigning warmed accounts (lease request fulfilment) and releasing or creating leases. Adding or changing a
 # pool account sets the price new leases are billed, and changing one also connects it on TikTok (its tokens,
@@ -171,15 +172,20 @@ class StaffMFARequiredMiddleware:
         query = urlencode({"next": request.get_full_path() if request.method == "GET" else request.path})
         return HttpResponseRedirect(f"{reverse('mfa_reauthenticate')}?{query}")
 
-    @staticmethod
-    def _admin(path: str) -> bool:
-        admin = reverse("admin:index")
-        return path.startswith(admin) and path != reverse("admin:logout")
+    @cached_property
+    def _paths(self) -> dict:
+        # Every request passes here, partner API calls included: the paths are reversed once per process, not
+        # on each request (the URLconf does not change while the process runs).
+        return {
+            "admin": reverse("admin:index"),
+            "admin_logout": reverse("admin:logout"),
+            "mfa": reverse("mfa_index"),
+            "mfa_code_pages": (reverse("mfa_authenticate"), reverse("mfa_reauthenticate")),
+        }
 
-    @staticmethod
-    def _mfa_management(path: str) -> bool:
+    def _admin(self, path: str) -> bool:
+        return path.startswith(self._paths["admin"]) and path != self._paths["admin_logout"]
+
+    def _mfa_management(self, path: str) -> bool:
         """allauth's MFA pages but the two that present a code (sign-in's MFA step, reauthentication)."""
-        return path.startswith(reverse("mfa_index")) and path not in (
-            reverse("mfa_authenticate"),
-            reverse("mfa_reauthenticate"),
-        )
+        return path.startswith(self._paths["mfa"]) and path not in self._paths["mfa_code_pages"]
