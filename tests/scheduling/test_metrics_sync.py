@@ -40,6 +40,17 @@ def listed_metrics(owner) -> dict:
     return owner.client.get(f"/v1/projects/{owner.project.id}/posts").json()["data"][0]["metrics"]
 
 
+def published_and_synced(owner, platform: str, handle: str, *, wait: timedelta, **schedule) -> tuple[dict, dict]:
+    """A post of a new account published now, and its metrics synced `wait` later: (the account, the metrics
+    the posts list shows then)."""
+    account = connected_account(owner, platform, handle)
+    schedule_now(owner, account["id"], **schedule)
+    run_dispatcher()
+    with time_machine.travel(later(seconds=wait.total_seconds())):
+        assert services.posts_sync_metrics() == 1
+        return account, listed_metrics(owner)
+
+
 def test_a_token_that_can_post_but_not_read_metrics_is_not_declared_dead_by_the_metrics_sync(owner):
     account = connected_account(owner, "tiktok", "noscope")
     first = schedule_now(owner, account["id"])
@@ -231,12 +242,7 @@ def test_posts_published_before_the_metrics_window_are_refreshed_daily_not_hourl
 def test_an_empty_instagram_insights_answer_does_not_zero_a_posts_known_metrics(owner):
     """Meta: insights that "do not exist or are currently unavailable" come back as an empty data set, not
     0 (and may be up to 48 h late). The post did not lose its views: Instagram had no figures right now."""
-    account = connected_account(owner, "instagram", "insights.gap")
-    schedule_now(owner, account["id"], caption="reel")
-    run_dispatcher()
-    with time_machine.travel(later(hours=6)):
-        assert services.posts_sync_metrics() == 1
-        before = listed_metrics(owner)
+    _, before = published_and_synced(owner, "instagram", "insights.gap", wait=timedelta(hours=6), caption="reel")
     assert before["views"] > 0 and before["likes"] > 0 and before["shares"] is not None, before
 
     def unavailable(request, sandbox):
@@ -255,12 +261,7 @@ def test_an_empty_instagram_insights_answer_does_not_zero_a_posts_known_metrics(
 def test_an_instagram_token_without_insights_does_not_report_known_views_as_zero(owner):
     """README: without the insights permission the sync falls back to the like / comment counts any token can
     read. Views and shares are then unknown: a post whose views were synced before the reauth keeps them."""
-    account = connected_account(owner, "instagram", "insights.lost")
-    schedule_now(owner, account["id"], caption="reel")
-    run_dispatcher()
-    with time_machine.travel(later(hours=6)):
-        assert services.posts_sync_metrics() == 1
-        before = listed_metrics(owner)
+    account, before = published_and_synced(owner, "instagram", "insights.lost", wait=timedelta(hours=6), caption="reel")
     assert before["views"] > 0, before
 
     reauthorize_with(
@@ -277,12 +278,7 @@ def test_an_instagram_token_without_insights_does_not_report_known_views_as_zero
 def test_an_instagram_post_synced_before_its_insights_exist_has_unknown_views_until_they_do(owner):
     """In a media's first hour the sandbox's Instagram has no insights yet (the documented empty data set):
     the post shows the public like / comment counts and null views and shares, not 0, then the real figures."""
-    account = connected_account(owner, "instagram", "insights.early")
-    schedule_now(owner, account["id"], caption="fresh")
-    run_dispatcher()
-    with time_machine.travel(later(minutes=40)):
-        assert services.posts_sync_metrics() == 1
-        early = listed_metrics(owner)
+    _, early = published_and_synced(owner, "instagram", "insights.early", wait=timedelta(minutes=40), caption="fresh")
     assert early["views"] is None and early["shares"] is None, early
     assert early["likes"] is not None and early["comments"] is not None and early["syncedAt"], early
 
@@ -294,12 +290,7 @@ def test_an_instagram_post_synced_before_its_insights_exist_has_unknown_views_un
 
 def test_a_tiktok_answer_without_a_figure_keeps_the_posts_known_value(owner):
     """TikTok answers only the fields it has for a video: one it left out is unknown, not 0."""
-    account = connected_account(owner, "tiktok", "partial.figures")
-    schedule_now(owner, account["id"])
-    run_dispatcher()
-    with time_machine.travel(later(hours=6)):
-        assert services.posts_sync_metrics() == 1
-        before = listed_metrics(owner)
+    _, before = published_and_synced(owner, "tiktok", "partial.figures", wait=timedelta(hours=6))
     assert before["views"] > 0, before
 
     def without_views(request, sandbox):
