@@ -20,9 +20,10 @@ KNOWN_ADDED_LATER = {
 }
 
 
-def _columns_added_to_existing_tables() -> list[tuple[str, str]]:
-    """(table, column) of every AddField of our apps' migrations to a model created by an earlier migration:
-    read from the migrations, so a column added tomorrow is checked without anyone remembering to list it."""
+def _operations_on_existing_tables():
+    """(app, migration, operation) for every operation of our apps' migrations on a model created by an
+    earlier migration: read from the migrations, so what is added tomorrow is checked without anyone
+    remembering to list it."""
     from django.apps import apps
     from django.conf import settings
     from django.db import migrations
@@ -35,18 +36,26 @@ def _columns_added_to_existing_tables() -> list[tuple[str, str]]:
     }
     loader = MigrationLoader(None, ignore_no_migrations=True)
     created_in: dict[tuple[str, str], str] = {}
-    added = []
     for app, name in sorted(loader.disk_migrations):  # numbered names: an app's migrations in order
         if app not in ours:
             continue
-        for operation in loader.disk_migrations[(app, name)].operations:
+        migration = loader.disk_migrations[(app, name)]
+        for operation in migration.operations:
             if isinstance(operation, migrations.CreateModel):
                 created_in[(app, operation.name_lower)] = name
-            elif isinstance(operation, migrations.AddField) and created_in.get(
-                (app, operation.model_name_lower)
-            ) not in (None, name):
-                model = apps.get_model(app, operation.model_name)
-                added.append((model._meta.db_table, model._meta.get_field(operation.name).column))
+            elif created_in.get((app, getattr(operation, "model_name_lower", None))) not in (None, name):
+                yield app, migration, operation
+
+
+def _columns_added_to_existing_tables() -> list[tuple[str, str]]:
+    from django.apps import apps
+    from django.db import migrations
+
+    added = []
+    for app, _, operation in _operations_on_existing_tables():
+        if isinstance(operation, migrations.AddField):
+            model = apps.get_model(app, operation.model_name)
+            added.append((model._meta.db_table, model._meta.get_field(operation.name).column))
     return added
 
 
@@ -118,6 +127,31 @@ def test_an_index_added_later_is_built_while_the_table_takes_writes(app, before,
     with main_connection.cursor() as cursor:
         cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [index])
         assert cursor.fetchone() == (True,)
+
+
+# Plain index builds on existing tables that shipped before AddIndexWithoutBlocking existed (each held the
+# table's writes for its build, once, on tables small then).
+SHIPPED_BLOCKING_INDEXES = {
+    ("accounts", "0003_identity_platform_user_index"),
+    ("accounts", "0004_event_position"),
+    ("leasing", "0003_lease_list_pages_on_account"),
+}
+
+
+def test_every_index_added_later_to_an_existing_table_is_built_without_blocking_writes():
+    from django.db import migrations
+
+    from config.migrationops import AddIndexWithoutBlocking
+
+    blocking = [
+        f"{app}.{migration.name}: {operation.index.name}"
+        for app, migration, operation in _operations_on_existing_tables()
+        if isinstance(operation, migrations.AddIndex)
+        and not isinstance(operation, AddIndexWithoutBlocking)
+        and (app, migration.name) not in SHIPPED_BLOCKING_INDEXES
+    ]
+    # (A concurrent build in an atomic migration needs no check here: the test database is not even built.)
+    assert blocking == [], "use config.migrationops.AddIndexWithoutBlocking"
 
 
 def _write(table: str, cursor=None) -> None:
