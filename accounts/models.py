@@ -247,7 +247,12 @@ class OAuthSession(models.Model):
     consent back to the one callback URL with only the state: one table to claim the state in (the row lock
     that makes a replay `already_used`), one expiry, one retention purge. With no organization such a state
     is unknown to every partner's oauth-status (it is read by organization), and its return_url is the pool
-    account's admin page, never a partner's. A database constraint keeps the two kinds apart."""
+    account's admin page, never a partner's. A database constraint keeps the two kinds apart.
+
+    Its `pool_account` is the one model reference against DESIGN.md's downward order (`accounts` ← … ←
+    `leasing`), taken knowingly: a leasing-side row holding the state would split the claim over two tables
+    (or leave a pool state unknown to the callback), and with the foreign key a retired-then-deleted pool
+    account takes its pending consent with it."""
 
     class Purpose(models.TextChoices):
         CONNECT = "connect"
