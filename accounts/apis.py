@@ -72,6 +72,9 @@ class EventListApi(ApiView):
     )
     def get(self, request):
         filters = parse_filters(request, EventFilters)
+        # A read that writes, on purpose: events committed since the last read get their positions now, above
+        # every position this partner could have seen, so a page read right after never misses one
+        # (services.events_sequence; a no-op read on a partial index when nothing is waiting).
         services.events_sequence(organization_id=self.organization.pk)
         qs = selectors.event_list(organization=self.organization, type=filters.get("type"))
         return paginate_by_position(request, qs, lambda rows: EventOutput(rows, many=True).data)

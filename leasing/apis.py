@@ -165,6 +165,10 @@ class LeasedAccountReleaseApi(ApiView):
     )
     def delete(self, request, socialAccountId: str):
         lease = selectors.live_lease_for_account(organization=self.organization, account_id=socialAccountId)
+        # Two services, composed here rather than in one: the release is the revoke (accounts' service, which
+        # releases the lease), and `paidThrough` belongs to billing, which sits above leasing in DESIGN.md's
+        # order — a leasing service could not call it. lease_paid_through charges any period the renewal job
+        # has not reached yet, so the figure answered is final.
         result = account_services.social_account_revoke(account_id=lease.social_account_id)
         lease.refresh_from_db()
         from billing.services import lease_paid_through
