@@ -4,8 +4,6 @@ Every task is idempotent, so acks_late + reject_on_worker_lost (settings) re-run
 import logging
 
 from celery import shared_task
-from django.conf import settings
-from django.utils import timezone
 
 from accounts import services
 from accounts.platforms.base import PlatformUnavailable, RateLimited, RequestRejected
@@ -16,12 +14,10 @@ log = logging.getLogger(__name__)
 
 @shared_task
 def purge_idempotency_keys() -> int:
-    """Forget Idempotency-Key records past their 24 h window."""
-    from accounts.models import IdempotencyKey
+    """Periodic: forget Idempotency-Key records past their 24 h window."""
+    from config.api import idempotency
 
-    cutoff = timezone.now() - settings.LAYERS_IDEMPOTENCY_TTL
-    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
-    return deleted
+    return idempotency.purge_expired()
 
 
 @shared_task

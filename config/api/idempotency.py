@@ -97,3 +97,14 @@ def finish(row, response) -> None:
         IdempotencyKey.objects.filter(pk=row.pk).delete()
         return
     IdempotencyKey.objects.filter(pk=row.pk).update(status_code=status, response_body=body)
+
+
+def purge_expired(*, now=None) -> int:
+    """Delete the records past their window (LAYERS_IDEMPOTENCY_TTL); returns how many. `begin` already treats
+    such a record as absent: this only keeps the table from growing with every POST ever made."""
+    from accounts.models import IdempotencyKey
+
+    cutoff = (now or timezone.now()) - settings.LAYERS_IDEMPOTENCY_TTL
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+

@@ -244,3 +244,22 @@ def test_two_concurrent_requests_with_one_key_do_the_work_once(owner, transactio
     else:
         assert other.status_code == 201 and other["Idempotent-Replayed"] == "true"
         assert other.json() == executed[0].json()
+
+
+def test_the_hourly_purge_forgets_keys_past_their_window_and_keeps_the_others(owner):
+    from accounts.tasks import purge_idempotency_keys
+
+    start = timezone.now()
+    with time_machine.travel(start - timedelta(hours=24, minutes=1), tick=False):
+        assert post(owner.client, {"note": "yesterday"}, "k-old").status_code == 201
+    with time_machine.travel(start - timedelta(hours=23), tick=False):
+        recent = post(owner.client, {"note": "this morning"}, "k-recent")
+
+    with time_machine.travel(start, tick=False):
+        assert purge_idempotency_keys.apply().result == 1
+        assert list(IdempotencyKey.objects.filter(organization=owner.org).values_list("key", flat=True)) == [
+            "k-recent"
+        ]
+        # the key still in its window still replays
+        replayed = post(owner.client, {"note": "this morning"}, "k-recent")
+    assert replayed["Idempotent-Replayed"] == "true" and replayed.json() == recent.json()
