@@ -66,6 +66,12 @@ class ProjectAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
     readonly_fields = ("id", "created_at")
     list_select_related = ("organization",)
 
+    def get_readonly_fields(self, request, obj=None):
+        # The organization of an existing project never changes. Its accounts, posts, containers, layers and
+        # leases keep the organization they were created in: a project moved to another organization would
+        # let that one create content in it and schedule it on the first one's accounts.
+        return (*self.readonly_fields, "organization") if obj else self.readonly_fields
+
 
 class AllowlistWidget(forms.Textarea):
     def format_value(self, value):

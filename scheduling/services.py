@@ -165,7 +165,10 @@ def posts_schedule(
         accounts = {
             a.pk: a
             for a in SocialAccount.objects.select_for_update()
-            .filter(pk__in=ids, project_id=container.project_id)
+            # The container's organization too, not only its project: accounts keep the organization they
+            # were connected in, so a project whose organization changed under them (the admin refuses it;
+            # an UPDATE by hand would not) must not hand them to the project's new organization.
+            .filter(pk__in=ids, project_id=container.project_id, organization_id=container.organization_id)
             .only("id", "platform", "status", "organization_id", "project_id")
         }
         provider = ManagedProvider.objects.filter(project_id=container.project_id, enabled=True).first()

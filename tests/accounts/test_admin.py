@@ -608,3 +608,34 @@ def test_organizations_projects_and_events_are_never_deleted_in_the_admin(owner,
     # nor through the organization page's projects
     page = staff.get(admin_object_url(Organization, owner.org.pk))
     assert page.status_code == 200 and "projects-0-DELETE" not in page.content.decode()
+
+
+def test_the_organization_of_an_existing_project_cannot_be_changed(owner, outsider):
+    """A project moved to another organization kept its accounts, posts and leases under the first one, and
+    the other organization could then create content in it and schedule it on the first one's accounts. As
+    an API key's, a project's organization is set when it is created and never changes afterwards."""
+    from tests.staff import superuser
+
+    staff = staff_login(Client(), superuser("ops"))
+    url = admin_object_url(Project, owner.project.pk)
+    page = staff.get(url)
+    assert page.status_code == 200
+    assert 'name="organization"' not in page.content.decode()  # shown, not offered as a field
+
+    response = staff.post(url, {"organization": outsider.org.id, "name": "Renamed", **management_forms(staff, url)})
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    owner.project.refresh_from_db()
+    assert owner.project.organization_id == owner.org.id
+    assert owner.project.name == "Renamed"  # the rest of the page still saves
+
+
+def test_staff_still_choose_the_organization_of_a_new_project(owner):
+    from tests.staff import superuser
+
+    staff = staff_login(Client(), superuser("ops"))
+    url = "/admin/accounts/project/add/"
+    assert 'name="organization"' in staff.get(url).content.decode()
+    response = staff.post(url, {"organization": owner.org.id, "name": "  Mobile ", **management_forms(staff, url)})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Project.objects.get(organization=owner.org, name="Mobile")

@@ -415,3 +415,21 @@ def test_published_posts_list_query_count_does_not_grow_with_page_size(owner, co
         assert len(data) == limit
         counts.append(len(ctx.captured_queries))
     assert counts[0] == counts[1]
+
+
+def test_a_project_moved_to_another_organization_does_not_open_the_first_ones_accounts(owner, outsider):
+    """The admin no longer moves a project, but a project whose organization changed under its accounts (an
+    UPDATE by hand, an old admin session) must not let the new organization schedule the old one's accounts:
+    the targets are looked up in the container's organization too, and such an account is unknown to it."""
+    from accounts.models import Project
+
+    victim = make_account(owner)
+    Project.objects.filter(pk=owner.project.pk).update(organization=outsider.org)
+    created = create_container(outsider, project=owner.project)
+    assert created.status_code == 201, created.content
+
+    response = schedule(outsider, created.json()["id"], [{"socialAccountId": victim.pk, "mode": "publish"}])
+
+    error = assert_error(response, 422, "VALIDATION")
+    assert list(error["details"]["fields"]) == ["targets.0.socialAccountId"]
+    assert not ScheduledPost.objects.filter(social_account=victim).exists()
