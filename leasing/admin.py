@@ -216,6 +216,13 @@ class PoolAccountForm(forms.ModelForm):
             raise ValidationError(f"This account is {current}: release its lease first, then change its status.")
         if status not in (PoolAccount.Status.AVAILABLE, PoolAccount.Status.RETIRED):
             raise ValidationError("Set an account available or retired; assigning a request leases it.")
+        if status == PoolAccount.Status.AVAILABLE and not self.instance.access_token_enc:
+            # Available, it would be auto-assigned and fail the partner's request at the token check. Connecting
+            # it gives it a token and makes it available (leasing.services.pool_account_connect).
+            raise ValidationError(
+                'This account has no TikTok token: use "Connect on TikTok" (top of this page), which makes it '
+                "available."
+            )
         return status
 
     def clean_languages_text(self):
@@ -375,7 +382,13 @@ class PoolAccountAdmin(IdSearchMixin, ImportMixin, admin.ModelAdmin):
             return
         # Only what the form edits: tokens and the like belong to the leasing services, which may have moved
         # them since the page was read.
-        obj.save(update_fields=[*PoolAccountForm.Meta.fields, "languages", "geos"])
+        fields = [*PoolAccountForm.Meta.fields, "languages", "geos"]
+        if "status" in form.changed_data and obj.status == PoolAccount.Status.AVAILABLE:
+            # The note says why the account was out of the pool ("token refresh refused by TikTok: reconnect
+            # it"): back in it, an available account showing that note reads as still broken.
+            obj.status_note = ""
+            fields.append("status_note")
+        obj.save(update_fields=fields)
 
 
 class AccountStatusFilter(admin.SimpleListFilter):

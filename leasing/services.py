@@ -185,7 +185,8 @@ def pool_candidates(*, request: LeaseRequest) -> list[Candidate]:
     script (another region of it ranked after, see language_match), at least one geo in common — best
     first. Partners are promised warmed accounts: one still warming up is never offered (ops mark it warm
     in the pool when it is ready). An account whose TikTok user is already bound in the request's project
-    is not offered either: it could not be bound there, and auto-assign would pick it, and fail, every time."""
+    is not offered either: it could not be bound there, and auto-assign would pick it, and fail, every time.
+    Nor is one without a token."""
     geos = {g.upper() for g in request.geos}
     out = []
     for account in (
@@ -195,6 +196,9 @@ def pool_candidates(*, request: LeaseRequest) -> list[Candidate]:
             vertical__iexact=request.vertical,
         )
         .exclude(platform_user_id__in=_users_bound_in_project(request.project_id))
+        # Nor one without a token (the admin refuses to make such an account available; an UPDATE by hand
+        # would not): it would fail the partner's request at the token check, every time.
+        .exclude(access_token_enc="")
         .order_by("created_at")
     ):
         match = language_match(request.language, account.languages)

@@ -133,6 +133,54 @@ def test_leasing_states_of_a_pool_account_are_not_set_by_hand(owner):
     assert PoolAccount.objects.get(pk=pool_id).status == "leased"
 
 
+def retire_without_tokens(pool_id: str) -> None:
+    """The pool account as a live-mode import leaves it: no tokens, retired until staff connect it."""
+    PoolAccount.objects.filter(pk=pool_id).update(
+        status="retired", status_note=services.RETIRED_NO_TOKENS, access_token_enc="", refresh_token_enc=""
+    )
+
+
+def test_an_account_without_a_token_is_not_made_available_by_hand(owner):
+    """Made available by editing its status, an account imported without tokens was auto-assigned and the
+    partner's request failed. Only "Connect on TikTok" gives it a token and makes it available."""
+    (pool_id,) = add_pool(1)
+    retire_without_tokens(pool_id)
+
+    page = save_pool_account(pool_id, status="available")
+
+    assert page.status_code == 200 and "errorlist" in page.content.decode()
+    assert "Connect on TikTok" in page.content.decode()
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert (pool.status, pool.status_note) == ("retired", services.RETIRED_NO_TOKENS)
+
+
+def test_auto_assign_never_picks_an_available_account_without_a_token(owner):
+    """However an account without a token came to be available (an UPDATE by hand), auto-assign does not
+    offer it: the request stays open for a better match instead of failing the partner's request."""
+    no_token, good = add_pool(2)
+    retire_without_tokens(no_token)
+    PoolAccount.objects.filter(pk=no_token).update(status="available", status_note="")
+    accepted = request_accounts(owner, 1)
+
+    candidates = services.pool_candidates(request=LeaseRequest.objects.get(pk=accepted["requestId"]))
+    assert [c.account.pk for c in candidates] == [good]
+    PoolAccount.objects.filter(pk=good).update(status="retired", status_note="banned in the US")
+    with pytest.raises(services.LeaseError, match="No available pool account matches"):
+        services.lease_assign(request_id=accepted["requestId"], auto=True)
+    assert get_request(owner, accepted["requestId"])["status"] == "requested"
+    assert PoolAccount.objects.get(pk=no_token).status == "available"
+
+
+def test_an_account_made_available_by_hand_loses_its_stale_retirement_note(owner):
+    (pool_id,) = add_pool(1)  # it has a token: TikTok refused a refresh once, ops judge it fine
+    PoolAccount.objects.filter(pk=pool_id).update(status="retired", status_note=services.RETIRED_DEAD_AT_REFRESH)
+
+    assert save_pool_account(pool_id, status="available").status_code == 302
+
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert (pool.status, pool.status_note) == ("available", "")
+
+
 def test_a_price_past_the_typo_guard_is_refused_by_the_pool_form(db):
     (pool_id,) = add_pool(1)
 
