@@ -283,8 +283,19 @@ class PoolAccountResource(resources.ModelResource):
 
     def before_save_instance(self, instance, row, **kwargs):
         # Also in the preview (dry run): it runs in a transaction that is rolled back, sandbox tokens included.
-        if not instance.access_token_enc and instance.status != PoolAccount.Status.RETIRED:
+        # Only a new account: an existing one's tokens and status belong to the leasing services (a leased
+        # account has no token here, its binding has it: it got a second one, or was retired, in live mode).
+        if instance._state.adding and instance.status != PoolAccount.Status.RETIRED:
             _give_tokens(instance)
+
+    def do_instance_save(self, instance, is_create):
+        if is_create:
+            super().do_instance_save(instance, is_create)
+            return
+        # Only the imported columns. The row was read without a lock, and an assignment or a release may have
+        # changed its status and moved its tokens since: a whole-row save wrote them back (a leased account
+        # back to available with a copy of its token, to be leased a second time).
+        instance.save(update_fields=[name for name in self._meta.fields if name != "handle"])
 
 
 def _give_tokens(account: PoolAccount) -> None:

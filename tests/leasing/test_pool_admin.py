@@ -379,3 +379,68 @@ def test_pool_and_lease_lists_find_what_ops_paste(db, owner):
     assert found("poolaccount", f"@{handle}") == found("poolaccount", pool_id) == 1
     assert found("lease", f"@{handle}") == found("lease", lease.social_account_id) == found("lease", owner.org.pk) == 1
     assert found("leaserequest", lease.request_id) == 1
+
+
+# --- Re-importing accounts already in the pool -------------------------------------------------------
+
+
+def import_csv(staff, csv_text: str):
+    """Upload `csv_text`, then confirm its preview, as ops do."""
+    preview = upload(staff, csv_text)
+    assert preview.status_code == 200 and preview.context.get("confirm_form"), preview.content.decode()[:2000]
+    confirm = preview.context["confirm_form"]
+    done = staff.post("/admin/leasing/poolaccount/process_import/", {**confirm.initial})
+    assert done.status_code in (200, 302), done.content.decode()[:2000]
+
+
+def csv_row(pool: PoolAccount, price: int) -> str:
+    return f"{pool.handle},{pool.vertical},{';'.join(pool.languages)},{';'.join(pool.geos)},{price},,warm\n"
+
+
+@pytest.mark.parametrize("platforms", ["sandbox", "live"])
+def test_reimporting_a_leased_account_changes_its_niche_and_price_not_its_lease(staff, owner, platforms):
+    """A CSV updating the prices of the pool, leased accounts included, gave a leased account (whose token is
+    with the partner's binding) a second token in sandbox mode, and in live mode retired it as "imported
+    without tokens", so that it never came back to the pool after its release."""
+    (pool_id,) = add_pool(1)
+    services.lease_assign(request_id=request_accounts(owner, 1)["requestId"], auto=True)
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert pool.status == "leased" and not pool.access_token
+
+    with override_settings(LAYERS_PLATFORMS=platforms):
+        import_csv(staff, HEADER + csv_row(pool, 6900))
+
+    pool.refresh_from_db()
+    assert pool.monthly_price_cents == 6900  # what the import is for
+    assert (pool.status, pool.status_note, pool.access_token_enc) == ("leased", "", "")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_does_not_write_back_a_state_an_assignment_changed_while_it_ran(staff, owner, monkeypatch):
+    """The import reads each existing row, then saves it: an account assigned in between (its status now
+    leased, its token moved to the partner's binding) was written back available with its token, to be leased
+    to the next partner too. The import writes only the columns it imports."""
+    from leasing.admin import PoolAccountResource
+    from tests.concurrency import run_in_threads
+
+    (pool_id,) = add_pool(1)
+    pool = PoolAccount.objects.get(pk=pool_id)
+    request_id = request_accounts(owner, 1)["requestId"]
+    real_import_instance = PoolAccountResource.import_instance
+    assigned = []
+
+    def assigned_meanwhile(self, instance, row, **kwargs):
+        # Between the import's read of the row and its save, on another connection: an ops colleague assigns.
+        if not kwargs.get("dry_run") and not assigned:
+            assigned.append(run_in_threads(lambda: services.lease_assign(request_id=request_id, auto=True).status))
+        return real_import_instance(self, instance, row, **kwargs)
+
+    monkeypatch.setattr(PoolAccountResource, "import_instance", assigned_meanwhile)
+
+    import_csv(staff, HEADER + csv_row(pool, 6900))
+
+    assert assigned == [["assigned"]]
+    pool.refresh_from_db()
+    assert pool.monthly_price_cents == 6900
+    assert pool.status == "leased" and pool.access_token_enc == ""
+    assert Lease.objects.filter(pool_account_id=pool_id, released_at__isnull=True).count() == 1
