@@ -176,6 +176,11 @@ class ManagedProviderAdmin(admin.ModelAdmin):
     list_display = ("name", "project", "endpoint_url", "enabled")
     list_select_related = ("project",)
 
+    def get_readonly_fields(self, request, obj=None):
+        # A provider stays with the project it was set up for: moved to another organization's project, it
+        # would receive that organization's managed posts at the endpoint (and secret) set up for the first.
+        return ("project",) if obj else ()
+
 
 @admin.register(Layer)
 class LayerAdmin(admin.ModelAdmin):

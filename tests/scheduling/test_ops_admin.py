@@ -280,3 +280,24 @@ def test_the_unfiltered_lists_of_tables_that_grow_forever_do_not_count_every_row
 
     settings.LAYERS_ADMIN_EXACT_COUNT_BELOW = 100_000  # a small table is counted exactly
     assert len(counts("/admin/scheduling/scheduledpost/")) == 1
+
+
+def test_a_managed_provider_stays_with_the_project_it_was_set_up_for(owner, outsider, staff):
+    """Moved to another organization's project, a provider would receive that organization's managed posts
+    (its media and captions) at the endpoint set up for the first one, signed with the first one's secret."""
+    from scheduling.models import ManagedProvider
+
+    provider = ManagedProvider.objects.create(
+        project=owner.project, name="Boost", endpoint_url="https://provider.example/in"
+    )
+    url = admin_object_url(ManagedProvider, provider.pk)
+    assert 'name="project"' not in staff.get(url).content.decode()  # shown, not offered as a field
+
+    response = staff.post(
+        url, {"project": outsider.project.pk, "name": "Boost 2", "endpoint_url": provider.endpoint_url, "enabled": "on"}
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    provider.refresh_from_db()
+    assert (provider.project_id, provider.name) == (owner.project.pk, "Boost 2")
+    assert 'name="project"' in staff.get("/admin/scheduling/managedprovider/add/").content.decode()
