@@ -44,7 +44,7 @@ run: install
 	$(VENV)/bin/celery -A config worker -l info --pool threads --concurrency 8 -Q celery -n main@%h & \
 	$(VENV)/bin/celery -A config worker -l info --pool threads --concurrency 4 -Q $(WEBHOOK_QUEUE) -n webhooks@%h & \
 	$(VENV)/bin/celery -A config beat -l info --scheduler django_celery_beat.schedulers:DatabaseScheduler & \
-	$(VENV)/bin/gunicorn config.wsgi --bind 127.0.0.1:$(PORT) --worker-class gthread --workers 2 --threads 8 --access-logfile - & \
+	$(VENV)/bin/gunicorn config.wsgi -c config/gunicorn_conf.py --bind 127.0.0.1:$(PORT) & \
 	wait -n  # if any of them dies, stop them all (the EXIT trap) rather than run on half-broken
 # Ctrl-C already signals every process of the group: the INT trap only waits for them. Signalling them again
 # (as the TERM and EXIT traps do) made celery beat run its shutdown handler inside itself and hang on its own
