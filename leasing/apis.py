@@ -161,10 +161,12 @@ class LeasedAccountReleaseApi(ApiView):
         tags=["leased accounts"],
         description="Release a leased account: the same as revoking it (queued posts canceled, it leaves the "
         "lists), plus the account returns to Layers' pool and no further month is charged. The current month "
-        "is not refunded. An account that is not a live lease of your organization is 404.",
+        "is not refunded. Repeating it (a retry after a timeout) answers 200 again with the same `releasedAt` "
+        "and `paidThrough` and `canceledScheduledPosts: 0`, as a repeated revoke does. An account that was "
+        "never leased to your organization is 404.",
     )
     def delete(self, request, socialAccountId: str):
-        lease = selectors.live_lease_for_account(organization=self.organization, account_id=socialAccountId)
+        lease = selectors.lease_for_account(organization=self.organization, account_id=socialAccountId)
         # Two services, composed here rather than in one: the release is the revoke (accounts' service, which
         # releases the lease), and `paidThrough` belongs to billing, which sits above leasing in DESIGN.md's
         # order — a leasing service could not call it. lease_paid_through charges any period the renewal job

@@ -31,9 +31,11 @@ def leased_account_list(*, organization, project):
     )
 
 
-def live_lease_for_account(*, organization, account_id: str) -> Lease:
+def lease_for_account(*, organization, account_id: str) -> Lease:
+    """The organization's lease of that leased social account, live or released (one lease per account: a
+    pool account leased again gets a new social account)."""
     lease = (
-        Lease.objects.filter(organization=organization, social_account_id=account_id, released_at__isnull=True)
+        Lease.objects.filter(organization=organization, social_account_id=account_id)
         .select_related("social_account")
         .first()
     )

@@ -267,7 +267,10 @@ def test_release_cancels_posts_returns_the_account_and_stops_renewal(owner, staf
         body = response.json()
         assert response.status_code == 200 and body["socialAccountId"] == account_id
         assert body["canceledScheduledPosts"] == 2 and body["releasedAt"].endswith("Z") and body["paidThrough"]
-        assert_error(owner.client.delete(f"/v1/leased-accounts/{account_id}"), 404, "NOT_FOUND")
+        # a retry after a timeout (the first answer lost) gets the release it made, as a repeated revoke does
+        again = owner.client.delete(f"/v1/leased-accounts/{account_id}")
+        assert again.status_code == 200
+        assert again.json() == {**body, "canceledScheduledPosts": 0}
     elif how == "social-accounts":
         body = owner.client.delete(f"/v1/social-accounts/{account_id}").json()
         assert body["canceledScheduledPosts"] == 2 and body["released"] is True
