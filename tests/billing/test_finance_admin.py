@@ -323,3 +323,22 @@ def test_renaming_a_pool_account_does_not_rewrite_what_was_billed(finance, owner
     assert [reports._row(row) for row in reports._rows(at(2026, 3, 1).date(), None)] == report_before
     page = finance.get(f"/admin/billing/ledgerentry/?q={pool.handle}").content.decode()
     assert f"@{pool.handle}, month 1" in page
+
+
+def test_the_finance_csv_defuses_names_a_spreadsheet_would_run_as_formulas(owner, django_user_model):
+    """A partner names its organization and projects: opened in a spreadsheet, a name starting with = or +
+    would run as a formula on finance's machine (a link to click, a cell reading others). billing/reports._cell
+    prefixes an apostrophe."""
+    owner.org.name = '=HYPERLINK("https://evil.test","Pay here")'
+    owner.org.save(update_fields=["name"])
+    owner.project.name = "+SUM(A1:A9)"
+    owner.project.save(update_fields=["name"])
+    lease_assign(owner, price_cents=4900, at=at(2026, 3, 5))
+    finance = Client()
+    staff_login(finance, with_mfa(django_user_model.objects.create_superuser("fin", "f@layers.test", "pw-fin-12345")))
+
+    export = finance.get("/admin/billing/monthlybilling/csv/?month=2026-03")
+    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
+
+    assert rows[1][0] == "'" + owner.org.name
+    assert rows[1][2] == "'+SUM(A1:A9)"
