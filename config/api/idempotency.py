@@ -107,4 +107,3 @@ def purge_expired(*, now=None) -> int:
     cutoff = (now or timezone.now()) - settings.LAYERS_IDEMPOTENCY_TTL
     deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
     return deleted
-

@@ -257,9 +257,7 @@ def test_the_hourly_purge_forgets_keys_past_their_window_and_keeps_the_others(ow
 
     with time_machine.travel(start, tick=False):
         assert purge_idempotency_keys.apply().result == 1
-        assert list(IdempotencyKey.objects.filter(organization=owner.org).values_list("key", flat=True)) == [
-            "k-recent"
-        ]
+        assert list(IdempotencyKey.objects.filter(organization=owner.org).values_list("key", flat=True)) == ["k-recent"]
         # the key still in its window still replays
         replayed = post(owner.client, {"note": "this morning"}, "k-recent")
     assert replayed["Idempotent-Replayed"] == "true" and replayed.json() == recent.json()
