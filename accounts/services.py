@@ -602,10 +602,21 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
                 created = True
             except IntegrityError:
                 account = live.select_for_update().get(project_id=session.project_id, identity=identity)
-        # A customer consenting as the user of an account leased to this project gets that binding's id, but
-        # Layers keeps its token (as reauth-url's 409 ACCOUNT_LEASED says); the one just issued is left
-        # unused (revoking it would revoke Layers' grant too: one grant per user and app).
-        if not created and account.kind != SocialAccount.Kind.LEASED:
+        if created:
+            # Only a new binding is `connected`: the partner already heard of a reused one (API.md: same id,
+            # no second fan-out), which records at most `reconnected`, below.
+            event_record(
+                organization_id=account.organization_id,
+                type="social_account.connected",
+                data=social_account_data(account),
+            )
+        elif account.kind == SocialAccount.Kind.LEASED:
+            # A customer consenting as the user of an account leased to this project gets that binding's id,
+            # but Layers keeps its token (as reauth-url's 409 ACCOUNT_LEASED says) and the account its status;
+            # nothing changed, so no event. The token just issued is left unused (revoking it would revoke
+            # Layers' grant too: one grant per user and app).
+            pass
+        else:
             was = account.status
             _store_tokens(account, tokens)
             account.status = SocialAccount.Status.CONNECTED
@@ -620,12 +631,6 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
                     type="social_account.reconnected",
                     data=social_account_data(account),
                 )
-        else:
-            event_record(
-                organization_id=account.organization_id,
-                type="social_account.connected",
-                data=social_account_data(account),
-            )
         OAuthSession.objects.filter(pk=session.pk).update(
             status=OAuthSession.Status.COMPLETED, social_account=account, completed_at=timezone.now()
         )

@@ -471,3 +471,22 @@ def test_idempotency_key_replays_the_same_oauth_url(owner):
     from accounts.models import OAuthSession
 
     assert OAuthSession.objects.count() == 1
+
+
+def test_connecting_a_reauth_required_account_again_reconnects_it_without_a_connected_event(owner):
+    # The connect flow reuses the live binding: a reauth_required one comes back connected with the new token,
+    # and the partner hears `social_account.reconnected`, never a second `social_account.connected`.
+    from accounts.services import social_account_check_health
+    from tests.platform_helpers import sandbox_control
+
+    first = connected_account(owner, "tiktok", "lapsed")
+    assert sandbox_control("tiktok", "invalidate-tokens", {"username": "lapsed"}).status_code in (200, 204)
+    social_account_check_health(account_id=first["id"])
+    assert SocialAccount.objects.get(pk=first["id"]).status == "reauth_required"
+
+    second = connected_account(owner, "tiktok", "lapsed")
+
+    assert second["id"] == first["id"] and second["status"] == "connected"
+    types = sorted(Event.objects.filter(data__id=first["id"]).values_list("type", flat=True))
+    assert types.count("social_account.connected") == 1
+    assert types.count("social_account.reconnected") == 1

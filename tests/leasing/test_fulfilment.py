@@ -691,3 +691,35 @@ def test_a_pool_refresh_tiktok_refuses_as_a_request_ends_refused_and_is_tried_at
         assert not [r for r in caplog.records if r.levelname == "ERROR"]
     with time_machine.travel(later(hours=20, minutes=30)):
         assert pool_account_refresh_token.apply(args=[pool_id]).result == "refreshed"
+
+
+@pytest.mark.parametrize("reauth_required", [False, True], ids=["connected", "reauth_required"])
+def test_a_connect_consenting_as_a_leased_accounts_user_records_no_connected_event(owner, reauth_required):
+    # The partner's webhook heard `social_account.connected` (data kind "leased") for an account it already
+    # had, and for a reauth_required one the event said "connected" while the account stayed
+    # reauth_required. Connecting a user with a live binding answers that id with no second fan-out (API.md):
+    # no event, and Layers' token stays as it was.
+    from accounts.services import social_account_check_health
+    from tests.accounts.oauth_helpers import connect, status
+    from tests.platform_helpers import sandbox_control
+
+    (pool_id,) = add_pool(1)
+    services.lease_assign(request_id=request_accounts(owner, 1)["requestId"], auto=True)
+    leased = SocialAccount.objects.get(kind="leased")
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    if reauth_required:
+        assert sandbox_control("tiktok", "invalidate-tokens", {"username": handle}).status_code in (200, 204)
+        social_account_check_health(account_id=leased.pk)
+        assert SocialAccount.objects.get(pk=leased.pk).status == "reauth_required"
+    leased.refresh_from_db()
+    before = (leased.status, leased.access_token, leased.token_version)
+    events_before = set(Event.objects.values_list("pk", flat=True))
+
+    state, response = connect(owner, "tiktok", handle)
+
+    assert response.status_code == 302 and status(owner, state)["socialAccountId"] == leased.pk
+    after = SocialAccount.objects.get(pk=leased.pk)
+    assert (after.status, after.access_token, after.token_version) == before
+    new_events = Event.objects.exclude(pk__in=events_before)
+    assert list(new_events.values_list("type", flat=True)) == []
+    assert SocialAccount.objects.filter(identity=leased.identity).count() == 1
