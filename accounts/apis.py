@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from accounts import selectors, services
 from accounts.models import OAuthSession
+from accounts.platforms.scopes import SCOPES
 from accounts.serializers import SocialAccountOutput
 from config.api.errors import Validation
 from config.api.fields import StrictSerializer
@@ -151,7 +152,10 @@ class ReauthUrlInput(StrictSerializer):
         ),
         required=False,
         max_length=20,
-        help_text="The platform's scope names, e.g. video.publish (TikTok) or instagram_business_basic. TikTok's "
+        help_text="Scope names of the account's platform. "
+        f"TikTok: {', '.join(SCOPES['tiktok'])}. Instagram: {', '.join(SCOPES['instagram'])}. "
+        "Any other scope, another platform's included, → 422 VALIDATION on `scopes.<index>` (the platform "
+        "would show the customer an error page and never send them back to your returnUrl). TikTok's "
         "user.info.basic and Instagram's instagram_business_basic are always added. Without TikTok's "
         "video.list the account still posts but gets no "
         "metrics; without user.info.profile it keeps its known handle and its posts get no externalUrl; "

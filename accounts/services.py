@@ -28,9 +28,10 @@ from accounts.models import (
     SocialAccount,
 )
 from accounts.platforms.base import PlatformError, Profile, TokenInvalid, TokenSet
+from accounts.platforms.scopes import SCOPES
 from accounts.selectors import aware_utc
 from accounts.serializers import social_account_data
-from config.api.errors import Conflict
+from config.api.errors import Conflict, Validation
 from config.api.ids import is_valid
 from config.api.returnurl import check_return_url, normalize_allowlist_entry
 from config.queueing import enqueue_on_commit
@@ -310,6 +311,7 @@ def oauth_session_start(
                 code="ACCOUNT_LEASED",
             )
     check_return_url(return_url, allowlist=api_key.allowed_return_domains)
+    _check_scopes(platform, scopes or [])
     session = OAuthSession.objects.create(
         organization_id=project.organization_id,
         project=project,
@@ -323,6 +325,20 @@ def oauth_session_start(
         expires_at=timezone.now() + settings.LAYERS_OAUTH_STATE_TTL,
     )
     return _authorize_link(session, scopes=scopes, usage_note=usage_note)
+
+
+def _check_scopes(platform: str, scopes: list[str]) -> None:
+    """422 on `scopes.<i>` for each scope `platform` does not know (another platform's included): the
+    platform would answer the authorize URL with an error page of its own and never send the customer back
+    to the returnUrl, leaving the state pending until it expires."""
+    known = SCOPES[platform]
+    fields = {
+        f"scopes.{i}": [f"Not a {platform} scope; one of: {', '.join(known)}."]
+        for i, scope in enumerate(scopes)
+        if scope not in known
+    }
+    if fields:
+        raise Validation(fields)
 
 
 def _authorize_link(session: OAuthSession, *, scopes: list[str] | None = None, usage_note: str = "") -> AuthorizeLink:

@@ -10,7 +10,8 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts import services
-from accounts.models import Event, PlatformIdentity, SocialAccount
+from accounts.models import Event, OAuthSession, PlatformIdentity, SocialAccount
+from accounts.platforms import scopes as platform_scopes
 from scheduling.models import Layer
 from tests.accounts.oauth_helpers import (
     RETURN_URL,
@@ -392,6 +393,38 @@ def test_reauth_scopes_that_cannot_be_stored_are_422(owner, scopes, field):
     )
     error = assert_error(response, 422, "VALIDATION")
     assert field in error["details"]["fields"] and all(f.startswith("scopes") for f in error["details"]["fields"])
+
+
+@pytest.mark.parametrize(
+    "platform, scopes, field",
+    [
+        ("tiktok", ["bogus.scope"], "scopes.0"),
+        ("tiktok", ["video.publish", "instagram_business_content_publish"], "scopes.1"),  # Instagram's
+        ("instagram", ["instagram_business_basic", "video.publish"], "scopes.1"),  # TikTok's
+    ],
+)
+def test_reauth_scopes_the_platform_does_not_know_are_422_not_a_link_to_its_error_page(owner, platform, scopes, field):
+    # Such a link took the customer to the platform's "The requested scope is not valid" page: never back to
+    # the partner's returnUrl, and the state read pending until it expired. The partner hears it at once.
+    account = connected_account(owner, platform, "scoper")
+    states = OAuthSession.objects.count()
+
+    error = assert_error(reauth_link(owner, account["id"], scopes=scopes), 422, "VALIDATION")
+
+    assert list(error["details"]["fields"]) == [field]
+    assert all(s in error["details"]["fields"][field][0] for s in platform_scopes.SCOPES[platform])  # the valid ones
+    assert OAuthSession.objects.count() == states  # no state left pending
+
+
+@pytest.mark.parametrize("platform", ["tiktok", "instagram"])
+def test_every_scope_reauth_url_accepts_is_one_the_platforms_consent_page_accepts(owner, platform):
+    account = connected_account(owner, platform, "scoper")
+    response = reauth_link(owner, account["id"], scopes=list(platform_scopes.SCOPES[platform]))
+    assert response.status_code == 200, response.content
+
+    page = Client().get(response.json()["authorizeUrl"].split("127.0.0.1:8000", 1)[1])
+
+    assert page.status_code == 200, page.content[:500]
 
 
 def test_reauth_with_scopes_asks_the_platform_for_them(owner):
