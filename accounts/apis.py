@@ -28,7 +28,23 @@ class EventOutput(serializers.Serializer):
     id = serializers.CharField(help_text="evt_<ULID>; identical in every webhook delivery of the event")
     type = serializers.CharField()
     createdAt = serializers.DateTimeField(source="created_at")
-    data = serializers.DictField()
+    data = serializers.DictField(
+        help_text="A snapshot of the object taken when the event was recorded (for social_account.* events the "
+        "social account as GET /v1/social-accounts/{id} showed it then), never updated afterwards: read "
+        "GET /v1/social-accounts/{id} for its current state."
+    )
+
+
+# Event data is recorded with the change, inside its transaction: social_account.connected is recorded as the
+# binding is created, and the avatar copy and layer provisioning run after commit (the post-connect fan-out).
+EVENT_DATA_SNAPSHOT = (
+    "Each event's `data` is a snapshot taken when the event was recorded, never updated afterwards, and every "
+    "webhook delivery of the event carries that same snapshot. `social_account.connected` is recorded as the "
+    "account is created, before its avatar is copied and its layers are provisioned, so it always arrives "
+    "with `avatarUrl: null` and `layers: []`: do not store the avatar from it, read "
+    "`GET /v1/social-accounts/{id}` for the account as it is now (its avatar and layers appear there once "
+    "the post-connect steps ran)."
+)
 
 
 class ProjectListApi(ApiView):
@@ -68,7 +84,8 @@ class EventListApi(ApiView):
             "30 days, then deleted with their webhook deliveries. The order is the order in which events became "
             "visible (their change committed), so polling is safe: read newest first down to the last event id "
             "you saw, and every event you had not seen is above it, however late its change committed. "
-            "`createdAt` is when the change began and can be a few milliseconds out of that order."
+            "`createdAt` is when the change began and can be a few milliseconds out of that order. "
+            f"{EVENT_DATA_SNAPSHOT}"
         ),
     )
     def get(self, request):

@@ -44,6 +44,11 @@ def verify(raw_body: bytes, header: str, secret: str, tolerance: int = 300) -> b
     return fresh and any(hmac.compare_digest(expected, v) for k, v in items if k == "v1")
 ```
 
+**Event data is a snapshot** taken when the event was recorded, never updated afterwards; every delivery of
+the event carries the same one. `social_account.connected` is recorded as the account is created, before its
+avatar is copied and its layers are provisioned, so it always arrives with `avatarUrl: null` and `layers: []`:
+do not store the avatar from it, read `GET /v1/social-accounts/{id}` for the account as it is now.
+
 **Answer any 2xx** within 15 seconds (do slow work after answering): the status line and headers must be
 complete 15 seconds after we start connecting, however steadily they arrive. Anything else — another
 status, a redirect, a timeout, a refused connection — is a failed attempt.

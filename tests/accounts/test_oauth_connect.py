@@ -85,6 +85,18 @@ def test_connect_fan_out_provisions_layers_avatar_and_onboarding(owner, platform
     assert account["avatarUrl"].startswith("http://127.0.0.1:8000/media/avatars/")
 
 
+def test_the_connected_event_is_a_snapshot_from_before_the_fan_out_as_the_docs_say(owner):
+    # README, the events list and the webhook guide tell partners so (test_openapi_and_docs): the event is
+    # recorded with the new binding, the avatar copy and layers come after; the account read now has them.
+    account = connected_account(owner, "tiktok", "snap.shot")
+
+    event = owner.client.get("/v1/events?type=social_account.connected").json()["data"][0]
+
+    assert event["data"]["id"] == account["id"]
+    assert (event["data"]["avatarUrl"], event["data"]["layers"]) == (None, [])
+    assert account["avatarUrl"] and len(account["layers"]) == 4
+
+
 def test_avatar_is_served_from_our_storage_after_the_platform_url_expired(owner):
     account = connected_account(owner, "tiktok", "avatar.person")
     row = SocialAccount.objects.get(pk=account["id"])

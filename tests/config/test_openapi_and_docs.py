@@ -200,3 +200,27 @@ def test_the_commonest_answers_validate_against_the_schema_read_strictly(schema,
     assert components["MetricsOutput"]["properties"]["views"]["format"] == "int64"
     for bound in ("assignedAt", "currentPeriodStart", "currentPeriodEnd"):
         assert components["LeasedAccountOutput"]["properties"][bound]["format"] == "date-time"
+
+
+def test_the_docs_say_event_data_is_a_snapshot_and_where_to_read_the_account_now(schema):
+    # A partner stored the avatar from the social_account.connected webhook and kept null for good: that event
+    # is recorded before the avatar copy and the layer provisioning. Every place a partner reads about event
+    # data says it is a snapshot, and that the account as it is now comes from GET /v1/social-accounts/{id}.
+    from pathlib import Path
+
+    from accounts.webhooks.apis import WEBHOOKS_GUIDE
+
+    readme = (Path(django_settings.BASE_DIR) / "README.md").read_text()
+    webhooks_section = readme.split("\n## Webhooks\n", 1)[1].split("\n## ", 1)[0]
+    texts = {
+        "events list": schema["paths"]["/v1/events"]["get"]["description"],
+        "event data": schema["components"]["schemas"]["EventOutput"]["properties"]["data"].get("description", ""),
+        "webhook guide": WEBHOOKS_GUIDE,
+        "README webhooks": webhooks_section,
+    }
+    for where, text in texts.items():
+        flat = " ".join(text.split())
+        assert "snapshot" in flat, where
+        assert "GET /v1/social-accounts/{id}" in flat, where
+        if where != "event data":
+            assert "social_account.connected" in flat and "`avatarUrl: null`" in flat and "`layers: []`" in flat, where
