@@ -148,6 +148,19 @@ def test_410_disables_the_endpoint_and_stops_its_queued_deliveries(owner, receiv
     assert WebhookDelivery.objects.count() == 2
 
 
+@pytest.mark.parametrize("status", [300, 304])
+def test_a_3xx_that_is_not_a_redirect_is_not_delivered_either(owner, receivers, status):
+    # API.md: any 2xx is delivered, anything else is retried; 300 sits right past the boundary.
+    receiver = receivers(respond=lambda r: (status, {}))
+    endpoint = create_endpoint(owner, receiver.url())
+
+    event = record(owner)
+
+    delivery = delivery_of(event, endpoint)
+    assert len(receiver.requests) == 1
+    assert (delivery.status, delivery.last_status_code, delivery.delivered_at) == ("pending", status, None)
+
+
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 def test_a_redirect_is_a_failure_and_its_location_is_never_requested(owner, receivers, status):
     elsewhere = receivers()
