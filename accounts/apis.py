@@ -308,7 +308,7 @@ class SocialAccountListApi(ApiView):
             limit=limit,
             serialize=lambda page: SocialAccountOutput(page, many=True).data,
             key=lambda row: (row.created_at, row.id),
-            parent_check=lambda: selectors.project_get(organization=self.organization, project_id=projectId),
+            parent_check=lambda: self.check_project(projectId),
         )
 
 

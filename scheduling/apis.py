@@ -204,7 +204,7 @@ class ScheduledPostListApi(ApiView):
             request,
             qs,
             lambda rows: ScheduledPostOutput(rows, many=True).data,
-            parent_check=lambda: account_selectors.project_get(organization=self.organization, project_id=projectId),
+            parent_check=lambda: self.check_project(projectId),
         )
 
 
@@ -255,5 +255,5 @@ class PublishedPostListApi(ApiView):
             qs,
             lambda rows: PublishedPostOutput(rows, many=True).data,
             time_field="published_at",
-            parent_check=lambda: account_selectors.project_get(organization=self.organization, project_id=projectId),
+            parent_check=lambda: self.check_project(projectId),
         )

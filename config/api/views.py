@@ -2,12 +2,13 @@
 Idempotency-Key handling happen here, so operation views stay thin."""
 
 from django.conf import settings
+from rest_framework import exceptions as drf
 from rest_framework.exceptions import ParseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import idempotency
-from config.api.errors import PayloadTooLarge, Validation
+from config.api.errors import ApiError, NotFound, PayloadTooLarge, Validation
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
@@ -51,6 +52,10 @@ class ApiView(APIView):
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
+        # A method the route does not have is 405 whatever the body: looked at before the body checks (an
+        # empty body was a 400, an oversized one a 413) and before an Idempotency-Key is claimed for it.
+        if getattr(self, request.method.lower(), None) is None:
+            raise drf.MethodNotAllowed(request.method)
         if request.method in BODY_METHODS:
             check_body(request, required=request.method == "POST" and self.post_takes_body)
         check_query_parameters(request, getattr(self, request.method.lower(), None))
@@ -61,7 +66,20 @@ class ApiView(APIView):
     def handle_exception(self, exc):
         if isinstance(exc, idempotency.Replay):
             return Response(exc.body, status=exc.status, headers={"Idempotent-Replayed": "true"})
+        if _input_error(exc) and self.kwargs.get("projectId"):
+            # Under another organization's (or no) project, bad input is 404 as good input is: the project
+            # is read here, on the error path only, so that answers with rows still cost no extra query.
+            try:
+                self.check_project(self.kwargs["projectId"])
+            except NotFound as missing:
+                exc = missing
         return super().handle_exception(exc)
+
+    def check_project(self, project_id: str) -> None:
+        """NotFound unless `project_id` is a project of the caller's organization."""
+        from accounts.selectors import project_get
+
+        project_get(organization=self.organization, project_id=project_id)
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -75,3 +93,10 @@ class ApiView(APIView):
     @property
     def organization(self):
         return self.request.user.organization
+
+
+def _input_error(exc) -> bool:
+    """An answer about the request's own input (query, body, headers), as opposed to who asks or what exists."""
+    if isinstance(exc, ApiError):
+        return exc.status in (400, 403, 413, 422)
+    return isinstance(exc, drf.ValidationError | drf.ParseError | drf.UnsupportedMediaType)

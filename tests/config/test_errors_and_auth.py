@@ -117,6 +117,54 @@ def test_wrong_method_is_405(owner):
 
 
 @pytest.mark.parametrize(
+    "path",
+    ["/v1/projects", "/v1/wallet", "/v1/events", "/v1/projects/{prj}", "/v1/projects/{prj}/social-accounts"],
+)
+def test_a_method_the_route_does_not_have_is_405_whatever_the_body(owner, settings, path):
+    # `curl -X POST` with no body, or a body over the cap, was a 400 "empty body" / 413 from the body checks,
+    # which ran before the method was looked at (and a POST with an Idempotency-Key stored that answer).
+    path = path.format(prj=owner.project.id)
+    assert_error(owner.client.post(path, HTTP_IDEMPOTENCY_KEY="k-405"), 405, "METHOD_NOT_ALLOWED")
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    oversized = b'{"x": "' + b"a" * 200 + b'"}'
+    assert_error(owner.client.post(path, oversized, content_type="application/json"), 405, "METHOD_NOT_ALLOWED")
+    from accounts.models import IdempotencyKey
+
+    assert not IdempotencyKey.objects.filter(organization=owner.org).exists()
+
+
+@pytest.mark.parametrize(
+    "path", ["scheduled-posts", "posts", "social-accounts", "leased-accounts", "leased-accounts/requests"]
+)
+@pytest.mark.parametrize("query", ["limit=0", "cursor=zzz", "bogus=1"])
+def test_another_organizations_project_is_404_whatever_the_query(owner, outsider, path, query):
+    # The query was checked before the project: 422 on another organization's project, whose lists are 404
+    # with a good query (API.md: another organization's ids are 404).
+    assert_error(owner.client.get(f"/v1/projects/{outsider.project.id}/{path}"), 404, "NOT_FOUND")
+    assert_error(owner.client.get(f"/v1/projects/{outsider.project.id}/{path}?{query}"), 404, "NOT_FOUND")
+    assert_error(owner.client.get(f"/v1/projects/{owner.project.id}/{path}?{query}"), 422, "VALIDATION")
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("content", {"mediaType": "video"}),
+        ("social/oauth-url", {"platform": "myspace", "returnUrl": "https://app.acme.test/cb"}),
+        ("social/reauth-url", {"socialAccountId": "sa_nope"}),
+        ("leased-accounts/request", {"count": 0}),
+    ],
+)
+def test_another_organizations_project_is_404_whatever_the_body(owner, outsider, path, body):
+    assert_error(owner.client.post(f"/v1/projects/{outsider.project.id}/{path}", body, format="json"), 404, "NOT_FOUND")
+    assert_error(
+        owner.client.post(f"/v1/projects/{outsider.project.id}/{path}", b"{nope", content_type="application/json"),
+        404,
+        "NOT_FOUND",
+    )
+    assert_error(owner.client.post(f"/v1/projects/{owner.project.id}/{path}", body, format="json"), 422, "VALIDATION")
+
+
+@pytest.mark.parametrize(
     "body",
     [b"{not json", b"[1, 2]", b'"a string"', b"42", b"null"],
 )
