@@ -236,6 +236,11 @@ def test_rate_limit_is_per_key(owner, sibling, settings):
         owner.client.get("/v1/projects")
     assert owner.client.get("/v1/projects").status_code == 429
     assert sibling.client.get("/v1/projects").status_code == 200
+    # a second key of the same organization (another of its services) has its own budget too
+    _, raw = services.api_key_create(organization=owner.org, return_domains=["acme.test"], name="batch jobs")
+    second = APIClient()
+    second.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert second.get("/v1/projects").status_code == 200
     cache.clear()
 
 

@@ -1,0 +1,69 @@
+"""Partner-visible edges of authentication and rate limiting that no other test pins down."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.core.cache import cache
+
+from tests.conftest import assert_error
+
+pytestmark = pytest.mark.urls("tests.config.plumbing_urls")
+
+# 20 s into a minute: the fixed one-minute window ends 40 s later.
+T0 = datetime(2026, 4, 18, 12, 30, 20, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counters():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_retry_after_on_the_api_budget_is_the_time_left_in_the_window(owner, settings):
+    """A partner over its per-key budget is told, in Retry-After and in the message, how long until the
+    window resets (here 40 s), not to come back after one second and be refused again."""
+    settings.LAYERS_API_RATE = "2/min"
+    with time_machine.travel(T0, tick=False):
+        for _ in range(2):
+            assert owner.client.get("/v1/projects").status_code == 200
+        response = owner.client.get("/v1/projects")
+    error = assert_error(response, 429, "RATE_LIMITED")
+    assert response["Retry-After"] == "40"
+    assert "40 s" in error["message"]
+
+
+def test_retry_after_for_too_many_wrong_keys_is_the_time_left_in_the_window(anon, owner, settings):
+    """A client hammering with a wrong key gets 429 with the real wait, not a 1 s hint."""
+    settings.LAYERS_AUTH_FAILURE_RATE = "2/min"
+    anon.credentials(HTTP_AUTHORIZATION=f"Bearer {owner.raw_key[:-4]}XXXX")
+    with time_machine.travel(T0, tick=False):
+        for _ in range(2):
+            assert_error(anon.get("/v1/projects"), 401, "UNAUTHENTICATED")
+        response = anon.get("/v1/projects")
+    assert_error(response, 429, "RATE_LIMITED")
+    assert response["Retry-After"] == "40"
+
+
+def test_the_per_key_budget_holds_for_requests_spread_over_the_window(owner, settings):
+    """The budget is per minute, not per burst: a client pacing its calls a few seconds apart is refused
+    once it has used the minute's budget, until the next minute starts."""
+    settings.LAYERS_API_RATE = "3/min"
+    start = datetime(2026, 4, 18, 12, 30, 0, tzinfo=UTC)
+    for second in (1, 10, 20):
+        with time_machine.travel(start + timedelta(seconds=second), tick=False):
+            assert owner.client.get("/v1/projects").status_code == 200
+    with time_machine.travel(start + timedelta(seconds=30), tick=False):
+        response = owner.client.get("/v1/projects")
+    assert_error(response, 429, "RATE_LIMITED")
+    assert response["Retry-After"] == "30"
+    with time_machine.travel(start + timedelta(seconds=61), tick=False):
+        assert owner.client.get("/v1/projects").status_code == 200
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER"])
+def test_the_bearer_scheme_is_case_insensitive(anon, owner, scheme):
+    """HTTP auth schemes are case-insensitive (RFC 9110 §11.1): `Authorization: bearer <key>` works."""
+    anon.credentials(HTTP_AUTHORIZATION=f"{scheme} {owner.raw_key}")
+    assert anon.get("/v1/projects").status_code == 200
