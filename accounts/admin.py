@@ -227,6 +227,11 @@ class PlatformIdentityAdmin(IdSearchMixin, admin.ModelAdmin):
     readonly_fields = ("id", "organization", "platform", "platform_user_id", "created_at", "updated_at")
     list_select_related = ("organization",)
 
+    def has_add_permission(self, request):
+        # Identities are written by connects (one per organization and platform user); an added one had no
+        # organization and its Save was a 500.
+        return False
+
 
 @admin.register(SocialAccount)
 class SocialAccountAdmin(IdSearchMixin, admin.ModelAdmin):

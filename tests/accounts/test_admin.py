@@ -639,3 +639,20 @@ def test_staff_still_choose_the_organization_of_a_new_project(owner):
     response = staff.post(url, {"organization": owner.org.id, "name": "  Mobile ", **management_forms(staff, url)})
     assert response.status_code == 302, response.content.decode()[:2000]
     assert Project.objects.get(organization=owner.org, name="Mobile")
+
+
+def test_platform_identities_are_not_added_in_the_admin(owner):
+    """Partners and accounts -> Platform identities offered "Add", whose form asked only for a handle and a
+    display name and whose Save was a 500 (the organization is required). Identities come from connects."""
+    from tests.staff import superuser
+
+    staff = staff_login(Client(raise_request_exception=False), superuser("ops"))
+    url = "/admin/accounts/platformidentity/add/"
+
+    page = staff.get(url)
+    saved = staff.post(url, {"handle": "hand.added", "display_name": "x"})
+    index = staff.get("/admin/").content.decode()
+
+    assert page.status_code == 403 and saved.status_code == 403, (page.status_code, saved.status_code)
+    assert url not in index
+    assert not PlatformIdentity.objects.filter(handle="hand.added").exists()
