@@ -224,12 +224,28 @@ class PlatformIdentityAdmin(IdSearchMixin, admin.ModelAdmin):
     list_filter = ("platform",)
     id_search_fields = {"pi": ("id",), "org": ("organization_id",)}
     search_fields = ("handle", "platform_user_id", "organization__name")
-    readonly_fields = ("id", "organization", "platform", "platform_user_id", "created_at", "updated_at")
+    # All of it is the platform's, written at connect and profile refresh: the handle and display name are
+    # what GET /v1/social-accounts shows partners, and an edit here (accounts.change_platformidentity needs
+    # no MFA) rewrote them until the next refresh.
+    readonly_fields = (
+        "id",
+        "organization",
+        "platform",
+        "platform_user_id",
+        "handle",
+        "display_name",
+        "created_at",
+        "updated_at",
+    )
     list_select_related = ("organization",)
 
     def has_add_permission(self, request):
         # Identities are written by connects (one per organization and platform user); an added one had no
         # organization and its Save was a 500.
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # Nothing on the page is editable and the admin has no action: a read-only page (no Save).
         return False
 
 

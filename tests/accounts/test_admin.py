@@ -656,3 +656,28 @@ def test_platform_identities_are_not_added_in_the_admin(owner):
     assert page.status_code == 403 and saved.status_code == 403, (page.status_code, saved.status_code)
     assert url not in index
     assert not PlatformIdentity.objects.filter(handle="hand.added").exists()
+
+
+def test_staff_cannot_rename_the_handle_partners_see(owner):
+    """The handle and display name are the platform's (written at connect and profile refresh): a staff member
+    holding accounts.change_platformidentity, which needs no MFA, rewrote the handle GET
+    /v1/social-accounts/{id} shows the partner. Now nothing on the identity's page is editable, for anyone."""
+    from django.contrib.auth.models import Permission
+
+    from accounts.staff_mfa import staff_needs_mfa
+    from tests.staff import superuser
+
+    account = make_account(owner, handle="real.handle")
+    support = get_user_model().objects.create_user("support", password="pw-support-12345", is_staff=True)
+    for codename in ("view_platformidentity", "change_platformidentity"):
+        support.user_permissions.add(Permission.objects.get(content_type__app_label="accounts", codename=codename))
+    assert not staff_needs_mfa(get_user_model().objects.get(pk=support.pk))
+    url = admin_object_url(PlatformIdentity, account.identity_id)
+
+    for staff in (staff_login(Client(), support), staff_login(Client(), superuser("ops"))):
+        page = staff.get(url).content.decode()
+        staff.post(url, {"handle": "evil.handle", "display_name": "Evil"})
+        assert 'name="handle"' not in page and 'name="display_name"' not in page
+
+    assert owner.client.get(f"/v1/social-accounts/{account.pk}").json()["handle"] == "real.handle"
+    assert PlatformIdentity.objects.get(pk=account.identity_id).display_name == ""
