@@ -10,7 +10,7 @@ from accounts import (
     services,
 )
 from accounts.admin_search import IdSearchMixin
-from accounts.admin_site import skip_in_action
+from accounts.admin_site import about, skip_in_action
 from accounts.models import (
     ApiKey,
     Event,
@@ -154,7 +154,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         revoked = 0
         for key in queryset:
             if key.revoked_at is not None:
-                skip_in_action(self, request, key, f"{key.pk}: already revoked.")
+                skip_in_action(self, request, key, about(key, "already revoked."))
                 continue
             services.api_key_revoke(key=key)
             revoked += 1
@@ -299,7 +299,7 @@ class SocialAccountAdmin(IdSearchMixin, admin.ModelAdmin):
         may_release = request.user.has_perm("leasing.change_lease")
         for account in queryset:
             if account.status == SocialAccount.Status.DISCONNECTED:
-                skip_in_action(self, request, account, f"{account.pk}: already disconnected.")
+                skip_in_action(self, request, account, about(account, "already disconnected."))
                 continue
             if account.kind == SocialAccount.Kind.LEASED and not may_release:
                 # Revoking a leased account releases its lease (billing stops): that is a lease change.
@@ -307,14 +307,14 @@ class SocialAccountAdmin(IdSearchMixin, admin.ModelAdmin):
                     self,
                     request,
                     account,
-                    f"{account.pk}: leased; releasing it needs the lease permission.",
+                    about(account, "leased; releasing it needs the lease permission."),
                     messages.ERROR,
                 )
                 continue
             result = services.social_account_revoke(account_id=account.pk, actor=request.user)
             self.message_user(
                 request,
-                f"{account.pk}: disconnected, {result.canceled_scheduled_posts} queued post(s) canceled"
+                about(account, f"disconnected, {result.canceled_scheduled_posts} queued post(s) canceled")
                 + (", lease released" if result.released else ""),
                 messages.SUCCESS,
             )

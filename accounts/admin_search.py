@@ -4,7 +4,8 @@ written `@acme.brand`.
 An id-shaped term is looked up exactly, on the columns that hold that kind of id. A substring search
 (`icontains`, what `search_fields` does) cannot use an index: on the posts list (never purged) one id search
 scanned the table and its joins several times, 1.5 s at 200k posts. Ids are opaque, so nobody searches
-for a piece of one. Any other term goes to the list's `search_fields`, with a leading `@` dropped from
+for a piece of one (the prefix is matched whatever its case: `Sp_…` copied from the start of a
+sentence). Any other term goes to the list's `search_fields`, with a leading `@` dropped from
 each word: handles are stored without it."""
 
 import re
@@ -23,7 +24,9 @@ class IdSearchMixin:
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
-        prefix = term.partition("_")[0]
+        prefix = term.partition("_")[0].lower()
+        # A prefix is lowercase: one copied from a capitalised sentence (`Sp_…`) is still the id.
+        term = prefix + term[len(prefix) :]
         if prefix in self.id_search_fields and ids.is_valid(prefix, term):
             match = Q()
             for field in self.id_search_fields[prefix]:

@@ -19,8 +19,15 @@ from django.contrib import messages
 from django.contrib.admin import AdminSite, ModelAdmin
 from django.contrib.admin.apps import AdminConfig
 from django.core.exceptions import FieldDoesNotExist
+from django.utils.text import capfirst
 
 _SKIPPED = "_layers_action_skipped"
+
+
+def about(obj, text: str) -> str:
+    """An action's message about one row: `Scheduled post sp_…: canceled.`. It starts with what the row is,
+    not with its id: the admin capitalises every message, and `Sp_…` pasted into a search box is not the id."""
+    return f"{capfirst(obj._meta.verbose_name)} {obj.pk}: {text}"
 
 
 def skip_in_action(modeladmin, request, obj, message: str, level=messages.WARNING) -> None:

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.admin_search import IdSearchMixin
-from accounts.admin_site import skip_in_action
+from accounts.admin_site import about, skip_in_action
 from config.adminpaging import LargeTablePaginator
 from config.api.errors import ApiError
 from scheduling import services
@@ -111,9 +111,9 @@ class ScheduledPostAdmin(IdSearchMixin, admin.ModelAdmin):
             try:
                 service(post_id=post.pk, actor=request.user, **options)
                 was = f" (its publish id was {post.publish_id})" if post.publish_id else ""
-                self.message_user(request, f"{post.pk}: {verb}{was}.", messages.SUCCESS)
+                self.message_user(request, about(post, f"{verb}{was}."), messages.SUCCESS)
             except ApiError as exc:
-                skip_in_action(self, request, post, f"{post.pk}: {exc.message}")
+                skip_in_action(self, request, post, about(post, exc.message))
 
     @admin.action(
         description="Retry selected failed posts (due now; skips any that may already be on the platform)",

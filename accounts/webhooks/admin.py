@@ -4,7 +4,7 @@ action calls the same services as the API and reports per row."""
 from django.contrib import admin, messages
 
 from accounts.admin_search import IdSearchMixin
-from accounts.admin_site import skip_in_action
+from accounts.admin_site import about, skip_in_action
 from accounts.services import EVENT_TYPES
 from accounts.webhooks import services
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
@@ -48,25 +48,25 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     def disable_endpoints(self, request, queryset):
         for endpoint in queryset:
             if endpoint.status == WebhookEndpoint.Status.DISABLED:
-                skip_in_action(self, request, endpoint, f"{endpoint.pk}: already disabled")
+                skip_in_action(self, request, endpoint, about(endpoint, "already disabled"))
                 continue
             services.endpoint_disable(
                 endpoint_id=endpoint.pk, reason=WebhookEndpoint.DisabledReason.STAFF, actor=request.user
             )
-            self.message_user(request, f"{endpoint.pk}: disabled", messages.SUCCESS)
+            self.message_user(request, about(endpoint, "disabled"), messages.SUCCESS)
 
     @admin.action(description="Enable selected endpoints", permissions=["change"])
     def enable_endpoints(self, request, queryset):
         for endpoint in queryset:
             if endpoint.status == WebhookEndpoint.Status.ACTIVE:
-                skip_in_action(self, request, endpoint, f"{endpoint.pk}: already enabled")
+                skip_in_action(self, request, endpoint, about(endpoint, "already enabled"))
                 continue
             try:
                 services.endpoint_enable(endpoint_id=endpoint.pk, actor=request.user)
             except ApiError as exc:
-                skip_in_action(self, request, endpoint, f"{endpoint.pk}: {exc.message}", messages.ERROR)
+                skip_in_action(self, request, endpoint, about(endpoint, exc.message), messages.ERROR)
             else:
-                self.message_user(request, f"{endpoint.pk}: enabled", messages.SUCCESS)
+                self.message_user(request, about(endpoint, "enabled"), messages.SUCCESS)
 
 
 class AttemptInline(admin.TabularInline):
@@ -190,6 +190,6 @@ class WebhookDeliveryAdmin(IdSearchMixin, admin.ModelAdmin):
             try:
                 services.delivery_resend(delivery_id=delivery.pk, actor=request.user)
             except ApiError as exc:
-                skip_in_action(self, request, delivery, f"{delivery.pk}: {exc.message}", messages.ERROR)
+                skip_in_action(self, request, delivery, about(delivery, exc.message), messages.ERROR)
             else:
-                self.message_user(request, f"{delivery.pk}: queued for sending", messages.SUCCESS)
+                self.message_user(request, about(delivery, "queued for sending"), messages.SUCCESS)

@@ -423,7 +423,7 @@ def test_revoking_only_keys_already_revoked_says_so_and_reports_no_success(staff
         "/admin/accounts/apikey/", {"action": "revoke_keys", "_selected_action": [owner.key.pk]}, follow=True
     )
     shown = [(m.level, str(m)) for m in response.context["messages"]]
-    assert (levels.WARNING, f"{owner.key.pk}: already revoked.") in shown
+    assert (levels.WARNING, f"API key {owner.key.pk}: already revoked.") in shown
     assert not [text for level, text in shown if level == levels.SUCCESS and "Revoked" in text], shown
 
     response = staff_client.post(

@@ -304,7 +304,7 @@ def test_an_action_audits_only_the_objects_it_changed_and_says_why_it_left_the_o
         follow=True,
     )
     assert len(audit_rows(failed)) == 1 and audit_rows(queued) == []
-    assert f"{queued.pk}: Only failed posts can be retried." in notes(page)
+    assert f"Scheduled post {queued.pk}: Only failed posts can be retried." in notes(page)
 
     # a leased account needs the lease permission to be revoked; a connected one does not
     add_pool(1)
@@ -321,7 +321,7 @@ def test_an_action_audits_only_the_objects_it_changed_and_says_why_it_left_the_o
         {"action": "revoke_accounts", "_selected_action": [leased.pk, doomed.pk]},
         follow=True,
     )
-    assert f"{leased.pk}: leased; releasing it needs the lease permission." in notes(page)
+    assert f"Social account {leased.pk}: leased; releasing it needs the lease permission." in notes(page)
     assert len(audit_rows(doomed)) == 1 and audit_rows(leased) == []
     assert SocialAccount.objects.get(pk=leased.pk).status == "connected"
 
@@ -373,8 +373,8 @@ def test_an_action_on_objects_already_in_its_target_state_records_nothing_for_th
         follow=True,
     )
 
-    assert f"{deleted.pk}: A deleted endpoint cannot be enabled." in notes(refused)
-    assert f"{deleted.pk}: already disabled" in notes(again)
+    assert f"Webhook endpoint {deleted.pk}: A deleted endpoint cannot be enabled." in notes(refused)
+    assert f"Webhook endpoint {deleted.pk}: already disabled" in notes(again)
     assert audit_rows(gone) == audit_rows(owner.key) == audit_rows(deleted) == []
 
 

@@ -301,3 +301,19 @@ def test_a_managed_provider_stays_with_the_project_it_was_set_up_for(owner, outs
     provider.refresh_from_db()
     assert (provider.project_id, provider.name) == (owner.project.pk, "Boost 2")
     assert 'name="project"' in staff.get("/admin/scheduling/managedprovider/add/").content.decode()
+
+
+def test_action_messages_show_the_post_id_as_it_is_searched(owner, staff):
+    """The admin capitalises every message: a row's message starting with its id read `Sp_…: canceled.`, and
+    that id pasted back into the search box found nothing. A message now starts with what the row is, and the
+    search takes an id whose prefix was capitalised anyway."""
+    account = make_account(owner)
+    post = schedule_now(owner, account.pk, when=timezone.now() + timedelta(hours=5))["id"]
+
+    canceled = staff.post(POSTS, {"action": "cancel_posts", "_selected_action": [post]}, follow=True)
+    refused = staff.post(POSTS, {"action": "retry_posts", "_selected_action": [post]}, follow=True)
+
+    assert f"Scheduled post {post}: canceled." in canceled.content.decode()
+    assert f"Scheduled post {post}: Only failed posts can be retried." in refused.content.decode()
+    found = staff.get(POSTS, {"q": post[0].upper() + post[1:]})
+    assert [row.pk for row in found.context["cl"].result_list] == [post]
