@@ -332,6 +332,17 @@ class PoolAccountAdmin(IdSearchMixin, ImportMixin, admin.ModelAdmin):
     readonly_fields = ("id", "platform_user_id", "token_expires_at", "created_at")
     change_form_template = "admin/leasing/poolaccount/change_form.html"
 
+    # The form edits languages and geos as text (languages_text, geos_text); on a read-only page (staff with
+    # the view permission only) the admin looks those names up here, not on the account, which has no such
+    # attribute ("Languages text: None").
+    @admin.display(description="Languages")
+    def languages_text(self, obj):
+        return ", ".join(obj.languages)
+
+    @admin.display(description="Geos")
+    def geos_text(self, obj):
+        return ", ".join(obj.geos)
+
     def get_urls(self):
         connect = path(
             "<path:object_id>/connect/",

@@ -444,3 +444,23 @@ def test_an_import_does_not_write_back_a_state_an_assignment_changed_while_it_ra
     assert pool.monthly_price_cents == 6900
     assert pool.status == "leased" and pool.access_token_enc == ""
     assert Lease.objects.filter(pool_account_id=pool_id, released_at__isnull=True).count() == 1
+
+
+def test_a_view_only_pool_account_page_shows_its_languages_and_geos(db):
+    """Ops who may only view pool accounts read "Languages text: None" and "Geos text: None" on an account's
+    page (the edit form's text fields, looked up on the account); they now read its languages and geos."""
+    (pool_id,) = add_pool(1, language="en-GB", geos=("US", "CA"))
+    viewer = get_user_model().objects.create_user(username="viewer", password="pw-12345678", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(content_type__app_label="leasing", codename="view_poolaccount"))
+    client = staff_login(Client(), viewer)
+
+    page = client.get(admin_object_url(PoolAccount, pool_id))
+
+    assert page.status_code == 200
+    shown = {
+        line.field["label"]: str(line.contents())
+        for fieldset in page.context["adminform"]
+        for line in (f for row in fieldset for f in row)
+        if line.is_readonly
+    }
+    assert shown.get("Languages") == "en-GB" and shown.get("Geos") == "US, CA", shown
