@@ -10,7 +10,7 @@ from accounts import (
     services,
 )
 from accounts.admin_search import IdSearchMixin
-from accounts.admin_site import about, skip_in_action
+from accounts.admin_site import NothingToSaveMixin, about, skip_in_action
 from accounts.models import (
     ApiKey,
     Event,
@@ -250,7 +250,7 @@ class PlatformIdentityAdmin(IdSearchMixin, admin.ModelAdmin):
 
 
 @admin.register(SocialAccount)
-class SocialAccountAdmin(IdSearchMixin, admin.ModelAdmin):
+class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     """Read-only for ops; tokens are never shown (the encrypted columns are not even listed)."""
 
     list_display = ("id", "handle", "platform", "kind", "status", "project", "organization", "connected_at")
@@ -321,7 +321,7 @@ class SocialAccountAdmin(IdSearchMixin, admin.ModelAdmin):
 
 
 @admin.register(OAuthSession)
-class OAuthSessionAdmin(admin.ModelAdmin):
+class OAuthSessionAdmin(NothingToSaveMixin, admin.ModelAdmin):
     list_display = (
         "short_state",
         "platform",

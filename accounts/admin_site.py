@@ -77,6 +77,19 @@ class AuditedActionsMixin:
         }
 
 
+class NothingToSaveMixin:
+    """For an admin whose change page shows every field read-only: the page is a read-only one (no Save).
+    Offered Save, it answered "… was changed successfully." and wrote a "No fields changed." history row.
+
+    Only the change of a row is refused: the list's actions (resend, disable, revoke, release…) are checked
+    against the change permission without a row (`obj=None`), which is kept."""
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None:
+            return False
+        return super().has_change_permission(request, obj)
+
+
 # Columns that hold a secret, or something derived from one: the hash of an API key, every encrypted column
 # (`…_enc`: platform tokens, webhook and provider signing secrets), staff TOTP secrets and recovery-code seeds
 # (allauth's Authenticator.data), a pending OAuth state (OAuthSession's primary key: a bearer secret until

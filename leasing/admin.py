@@ -17,7 +17,7 @@ from import_export import fields, resources
 from import_export.admin import ImportMixin
 
 from accounts.admin_search import IdSearchMixin
-from accounts.admin_site import skip_in_action
+from accounts.admin_site import NothingToSaveMixin, skip_in_action
 from accounts.models import SocialAccount
 from accounts.services import social_account_revoke
 from billing.reports import usd_display
@@ -430,7 +430,7 @@ class AccountStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(Lease)
-class LeaseAdmin(IdSearchMixin, admin.ModelAdmin):
+class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     id_search_fields = {"sa": ("social_account_id",), "org": ("organization_id",), "pool": ("pool_account_id",)}
     list_display = (
         "pool_account",

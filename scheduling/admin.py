@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.admin_search import IdSearchMixin
-from accounts.admin_site import about, skip_in_action
+from accounts.admin_site import NothingToSaveMixin, about, skip_in_action
 from config.adminpaging import LargeTablePaginator
 from config.api.errors import ApiError
 from scheduling import services
@@ -71,7 +71,7 @@ class ScheduledDayFilter(admin.SimpleListFilter):
 
 
 @admin.register(ScheduledPost)
-class ScheduledPostAdmin(IdSearchMixin, admin.ModelAdmin):
+class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "status",
@@ -137,7 +137,7 @@ class ScheduledPostAdmin(IdSearchMixin, admin.ModelAdmin):
 
 
 @admin.register(ContentContainer)
-class ContentContainerAdmin(admin.ModelAdmin):
+class ContentContainerAdmin(NothingToSaveMixin, admin.ModelAdmin):
     list_display = ("id", "media_type", "project", "created_at")
     list_filter = ("media_type",)
     search_fields = ("id", "project__name")
@@ -183,7 +183,7 @@ class ManagedProviderAdmin(admin.ModelAdmin):
 
 
 @admin.register(Layer)
-class LayerAdmin(admin.ModelAdmin):
+class LayerAdmin(NothingToSaveMixin, admin.ModelAdmin):
     list_display = ("name", "kind", "social_account", "project", "created_at")
     list_filter = ("kind",)
     list_select_related = ("social_account__identity", "project")  # an account's label is its handle

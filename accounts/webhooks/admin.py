@@ -4,7 +4,7 @@ action calls the same services as the API and reports per row."""
 from django.contrib import admin, messages
 
 from accounts.admin_search import IdSearchMixin
-from accounts.admin_site import about, skip_in_action
+from accounts.admin_site import NothingToSaveMixin, about, skip_in_action
 from accounts.services import EVENT_TYPES
 from accounts.webhooks import services
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
@@ -13,7 +13,7 @@ from config.api.errors import ApiError
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(NothingToSaveMixin, admin.ModelAdmin):
     list_display = ("url", "id", "organization", "event_types", "status", "disabled_reason", "created_at", "deleted_at")
     list_filter = ("status", "disabled_reason", ("deleted_at", admin.EmptyFieldListFilter))
     search_fields = ("id", "url", "organization__name")
@@ -118,7 +118,7 @@ class EndpointFilter(admin.SimpleListFilter):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(IdSearchMixin, admin.ModelAdmin):
+class WebhookDeliveryAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "event_type",

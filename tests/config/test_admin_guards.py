@@ -314,3 +314,78 @@ def test_a_form_posted_with_a_nul_anywhere_is_a_400(owner):
     assert response.status_code == 400
     owner.project.refresh_from_db()
     assert owner.project.name != "Web\x00app"
+
+
+def _row_shown_read_only(owner, model):
+    """A row of `model`, whose admin page shows every field read-only."""
+    from accounts.models import Event
+    from scheduling.models import ContentContainer
+
+    if model is SocialAccount:
+        return make_account(owner)
+    if model is WebhookEndpoint:
+        return endpoint_of(owner)
+    if model is WebhookDelivery:
+        event = Event.objects.create(organization=owner.org, type="social_account.connected", data={})
+        return WebhookDelivery.objects.create(event=event, endpoint=endpoint_of(owner))
+    if model is Lease:
+        return lease_assign(owner)
+    if model is ScheduledPost:
+        return ScheduledPost.objects.get(pk=schedule_now(owner, make_account(owner).pk, when=later(hours=2))["id"])
+    if model is ContentContainer:
+        return ContentContainer.objects.get(
+            pk=schedule_now(owner, make_account(owner).pk, when=later(hours=2))["containerId"]
+        )
+    if model is Layer:
+        return Layer.objects.create(
+            organization=owner.org, project=owner.project, social_account=make_account(owner), kind="x"
+        )
+    raise AssertionError(model)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [WebhookDelivery, WebhookEndpoint, SocialAccount, Lease, ScheduledPost, "scheduling.ContentContainer", Layer],
+)
+def test_a_page_with_nothing_to_edit_offers_no_save_and_claims_no_change(owner, model):
+    """These pages show every field read-only, yet offered Save; pressing it answered "… was changed
+    successfully." and wrote a "No fields changed." history row. They are now read-only pages (no Save; a
+    posted save is refused), while the list's actions, which need the change permission, stay offered."""
+    from django.contrib.admin.models import LogEntry
+
+    from tests.staff import admin_object_url
+
+    model = apps.get_model(model) if isinstance(model, str) else model
+    row = _row_shown_read_only(owner, model)
+    staff = staff_login(Client(raise_request_exception=False), superuser("ops"))
+    url = admin_object_url(model, row.pk)
+
+    page = staff.get(url)
+    saved = staff.post(url, {"_save": "Save"}, follow=True)
+
+    assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
+    assert "changed successfully" not in saved.content.decode()
+    assert not LogEntry.objects.filter(object_id=row.pk).exists()
+    request = RequestFactory().get("/admin/")
+    request.user = get_user_model().objects.get(username="ops")
+    model_admin = admin.site._registry[model]
+    assert set(model_admin.actions or ()) <= set(model_admin.get_actions(request))  # still offered
+
+
+def test_every_change_page_with_nothing_to_edit_is_read_only(db):
+    """No admin page offers a Save that can change nothing: if every field of the page is read-only (for a
+    superuser), the admin refuses the change of a row (its list actions stay)."""
+    request = RequestFactory().get("/admin/")
+    request.user = superuser("ops")
+    offered = []
+    for model, model_admin in admin.site._registry.items():
+        row = model()
+        editable = set(model_admin.get_fields(request, row)) - set(model_admin.get_readonly_fields(request, row))
+        inlines_editable = any(
+            inline.has_change_permission(request, row) or inline.has_add_permission(request, row)
+            for inline in model_admin.get_inline_instances(request, row)
+            if not set(inline.get_fields(request, row)) <= set(inline.get_readonly_fields(request, row))
+        )
+        if not editable and not inlines_editable and model_admin.has_change_permission(request, row):
+            offered.append(model._meta.label)
+    assert offered == []
