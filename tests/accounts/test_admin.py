@@ -173,6 +173,24 @@ def test_staff_with_totp_must_pass_the_mfa_step_before_the_admin(staff, client):
     assert client.get("/admin/").status_code == 200
 
 
+def test_the_sign_in_pages_invite_nobody_to_sign_up(staff, client):
+    """/staff/login/ said "If you have not created an account yet, then please sign up first." and its menu,
+    like the code step's, linked "Sign Up", which answers "Sign Up Closed": only a superuser creates staff."""
+    TOTP.activate(staff, generate_totp_secret())
+    signup = reverse("account_signup")
+
+    pages = {"sign-in": client.get("/staff/login/"), "closed sign-up": client.get(signup)}
+    assert sign_in(client, staff.username)["Location"] == reverse("mfa_authenticate")
+    pages["code step"] = client.get(reverse("mfa_authenticate"))
+
+    for name, page in pages.items():
+        html = page.content.decode()
+        assert page.status_code == 200, name
+        assert f'href="{signup}"' not in html and "sign up first" not in html.lower(), name
+    assert 'name="login"' in pages["sign-in"].content.decode()  # the form itself is still there
+    assert 'name="code"' in pages["code step"].content.decode()
+
+
 # --- organizations and projects --------------------------------------------------------------------
 
 
