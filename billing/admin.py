@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpResponseBadRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -241,20 +241,28 @@ class MonthlyBillingAdmin(admin.ModelAdmin):
         csv_view = self.admin_site.admin_view(self.csv_view)
         return [path("csv/", csv_view, name="billing_monthlybilling_csv"), *super().get_urls()[:1]]
 
-    def _selection(self, request) -> tuple[date, str | None]:
-        """The month and organization asked for: an unreadable month is this month, an unknown
-        organization is all of them."""
+    def _selection(self, request) -> tuple[date, str | None, bool]:
+        """The month and organization asked for, and whether the month given was unreadable: no month, or
+        an unreadable one, is this month; an unknown organization is all of them."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        month = reports.parse_month(request.GET.get("month"), default=timezone.now().date().replace(day=1))
+        asked = request.GET.get("month")
+        month = reports.parse_month(asked, default=None)
+        unreadable = bool(asked) and month is None
+        month = month or timezone.now().date().replace(day=1)
         org = request.GET.get("organization") or None
         # A malformed id (a NUL byte, which PostgreSQL refuses outright) never reaches the database.
         if org and not (is_valid("org", org) and Organization.objects.filter(pk=org).exists()):
             org = None
-        return reports.month_start(month).date(), org
+        return reports.month_start(month).date(), org, unreadable
 
     def changelist_view(self, request, extra_context=None):
-        month, org = self._selection(request)
+        month, org, unreadable = self._selection(request)
+        if unreadable:
+            # Shown silently, this month's report (`?month=2026-13`) read as the month asked for.
+            messages.warning(
+                request, f"Month not understood: it must be {reports.MONTH_FORMAT}. Showing {month:%B %Y}."
+            )
         report = reports.monthly_report(
             month=month, organization_id=org, page=reports.parse_page(request.GET.get("page"))
         )
@@ -281,7 +289,10 @@ class MonthlyBillingAdmin(admin.ModelAdmin):
     def csv_view(self, request):
         """Every row of the month (all pages), streamed: a month of tens of thousands of charges is written
         as it is read instead of being held in memory first."""
-        month, org = self._selection(request)
+        month, org, unreadable = self._selection(request)
+        if unreadable:
+            # A file of another month than the one asked for (its name says which) is easily taken for it.
+            return HttpResponseBadRequest(f"month must be {reports.MONTH_FORMAT}.\n", content_type="text/plain")
         suffix = f"-{org}" if org else ""
         lines = reports.csv_lines(month=month, organization_id=org)
         response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")

@@ -63,9 +63,12 @@ def month_start(month: date) -> datetime:
     return datetime(month.year, month.month, 1, tzinfo=UTC)
 
 
-def parse_month(raw: str | None, *, default: date) -> date:
-    """ "2026-03" → date(2026, 3, 1); anything else → `default`. Up to 9998: a month's report reaches into
-    the next month, and December 9999's would be past what a date can hold."""
+MONTH_FORMAT = "YYYY-MM between 2000-01 and 9998-12"
+
+
+def parse_month(raw: str | None, *, default: date | None) -> date | None:
+    """ "2026-03" → date(2026, 3, 1); anything else → `default` (MONTH_FORMAT, for staff). Up to 9998: a
+    month's report reaches into the next month, and December 9999's would be past what a date can hold."""
     try:
         year, month = (int(part) for part in (raw or "").split("-"))
         return date(year, month, 1) if 2000 <= year <= 9998 and 1 <= month <= 12 else default

@@ -342,3 +342,22 @@ def test_the_finance_csv_defuses_names_a_spreadsheet_would_run_as_formulas(owner
 
     assert rows[1][0] == "'" + owner.org.name
     assert rows[1][2] == "'+SUM(A1:A9)"
+
+
+@pytest.mark.parametrize("month", ["2026-13", "abc", "0001-01", "2026-00", "9999-12"])
+def test_an_unreadable_month_says_so_and_shows_this_month(finance, month):
+    """`?month=2026-13` (or `abc`, `0001-01`) silently showed the current month, which finance could take for
+    the month they asked for. The page now says the month was not understood, and which one it shows; the CSV,
+    which has no page to say it on, is a 400."""
+    with time_machine.travel(datetime(2026, 4, 15, 12, tzinfo=UTC), tick=False):
+        page = finance.get("/admin/billing/monthlybilling/", {"month": month})
+        export = finance.get("/admin/billing/monthlybilling/csv/", {"month": month})
+        fine = finance.get("/admin/billing/monthlybilling/", {"month": "2026-03"})
+        default = finance.get("/admin/billing/monthlybilling/")
+
+    shown = [str(m) for m in page.context["messages"]]
+    assert page.status_code == 200 and page.context["title"] == "Monthly billing — April 2026"
+    assert shown == ["Month not understood: it must be YYYY-MM between 2000-01 and 9998-12. Showing April 2026."]
+    assert export.status_code == 400 and "YYYY-MM" in export.content.decode()
+    assert not list(fine.context["messages"]) and fine.context["title"] == "Monthly billing — March 2026"
+    assert not list(default.context["messages"]) and default.context["title"] == "Monthly billing — April 2026"
