@@ -1,0 +1,123 @@
+"""How the TikTok client classifies answers that the recorded-payload tests do not cover: the status code and
+the error code disagree, a bare gateway answer, an answer lost after the request went out. Each class decides
+what a partner sees: RateLimited / PlatformUnavailable → the post is retried later; RequestRejected → the post
+fails for good; TokenInvalid → the account goes to reauth_required; outcome_unknown → the post is never sent
+again automatically (it may already be live), so a retry cannot post it twice."""
+
+import httpx
+import pytest
+from django.utils import timezone
+
+from accounts.platforms import get_client
+from accounts.platforms.base import MediaItem, PlatformUnavailable, RateLimited, TokenInvalid, TokenSet
+
+TOKEN = "act.EdgeToken!6135.va"
+VIDEO = MediaItem(url="https://cdn.layers.test/media/clip.mp4", kind="video")
+CREATOR = {
+    "data": {"privacy_level_options": ["PUBLIC_TO_EVERYONE"], "creator_username": "edge"},
+    "error": {"code": "ok", "message": ""},
+}
+EXPIRED = TokenSet(
+    access_token=TOKEN, expires_at=timezone.now(), platform_user_id="tt_edge", refresh_token="rft.Edge!6135.va"
+)
+
+
+def client_answering(status: int, body, *, headers=None, creator_ok: bool = True):
+    """A TikTok client whose every call gets (status, body); creator_info answers normally when creator_ok,
+    so a publish reaches its init call."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if creator_ok and request.url.path.endswith("/creator_info/query/"):
+            return httpx.Response(200, json=CREATOR)
+        if isinstance(body, bytes):
+            return httpx.Response(status, content=body, headers=headers)
+        return httpx.Response(status, json=body, headers=headers)
+
+    return get_client("tiktok", http=httpx.Client(transport=httpx.MockTransport(handler)))
+
+
+def envelope(code: str) -> dict:
+    return {"data": {}, "error": {"code": code, "message": "m", "log_id": "L"}}
+
+
+def publish(client):
+    return client.publish(
+        access_token=TOKEN, platform_user_id="tt_edge", mode="publish", media_type="video", media=[VIDEO], caption="c"
+    )
+
+
+# Throttling is told by the HTTP status too, whatever code TikTok's body carries: the post waits and is
+# retried, it does not fail for good.
+@pytest.mark.parametrize(
+    "body", [envelope("too_many_requests"), {"error": "too_many_requests", "error_description": "slow down"}]
+)
+def test_a_429_with_any_error_code_is_throttling_and_its_retry_after_is_kept(body):
+    client = client_answering(429, body, headers={"Retry-After": "30"})
+
+    with pytest.raises(RateLimited) as caught:
+        client.get_profile(access_token=TOKEN)
+
+    assert caught.value.retry_after == 30.0
+
+
+# A TikTok outage is retried, not a failed post: any 5xx — 500 included — whatever the code in the body,
+# and the OAuth `temporarily_unavailable` / `server_error` even when TikTok answers them with HTTP 200/400
+# (the OAuth body is read whatever the status). Otherwise a token refresh during a TikTok blip would be a
+# refusal.
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (500, envelope("unknown_error")),
+        (503, envelope("service_busy")),
+        (500, b"<html>Internal Server Error</html>"),
+    ],
+)
+def test_a_5xx_is_an_outage_whatever_the_body(status, body):
+    with pytest.raises(PlatformUnavailable):
+        client_answering(status, body).get_profile(access_token=TOKEN)
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_a_temporarily_unavailable_token_answer_is_an_outage_not_a_refusal(status):
+    body = {"error": "temporarily_unavailable", "error_description": "try later", "log_id": "L"}
+
+    with pytest.raises(PlatformUnavailable):
+        client_answering(status, body).refresh(tokens=EXPIRED)
+
+
+# A bare 401 (no TikTok envelope, e.g. from TikTok's edge) means the token is not accepted: reauth, not a
+# failed post.
+def test_a_bare_401_is_a_dead_token():
+    with pytest.raises(TokenInvalid):
+        client_answering(401, b"Unauthorized").get_profile(access_token=TOKEN)
+
+
+# Once the init call has gone out, an answer that does not say what happened may hide a live post: the
+# error must say so (outcome_unknown) so that the post is not sent again — a second video on the creator's
+# profile.
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (502, b"<html>Bad gateway</html>"),  # a gateway's page, the request may have reached TikTok
+        (200, b"<html>cut short"),  # a 2xx that is not TikTok's JSON envelope
+        (200, {"data": {}, "error": {"code": "ok", "message": ""}}),  # "ok" without a publish_id
+    ],
+)
+def test_a_publish_whose_answer_is_lost_is_outcome_unknown(status, body):
+    with pytest.raises(PlatformUnavailable) as caught:
+        publish(client_answering(status, body))
+
+    assert caught.value.outcome_unknown is True
+
+
+# TikTok's status list has PROCESSING_UPLOAD as well as PROCESSING_DOWNLOAD: both mean "still working on it",
+# the post stays publishing and is asked again — not an error about an unknown status.
+@pytest.mark.parametrize("state", ["PROCESSING_UPLOAD", "PROCESSING_DOWNLOAD"])
+def test_both_processing_states_are_processing(state):
+    body = {"data": {"status": state}, "error": {"code": "ok", "message": ""}}
+
+    status = client_answering(200, body).publish_status(
+        access_token=TOKEN, platform_user_id="tt_edge", publish_id="v_pub~1"
+    )
+
+    assert status.state == "processing"
