@@ -516,22 +516,27 @@ def internal():
     listener.close()
 
 
-@pytest.fixture
-def rebinding(monkeypatch):
-    """`rebind.example.test` answers a public address to its first lookup and 127.0.0.1 to every later one,
-    as a name whose DNS server an attacker runs (zero TTL) can. Returns the list of lookups made."""
+def rebind(monkeypatch, name: str, first: str) -> list[str]:
+    """`name` answers `first` to its first lookup and 127.0.0.1 to every later one, as a name whose DNS
+    server an attacker runs (zero TTL) can. Returns the list of lookups made."""
     real = socket.getaddrinfo
     lookups: list[str] = []
 
     def getaddrinfo(host, port, *args, **kwargs):
-        if host != "rebind.example.test":
+        if host != name:
             return real(host, port, *args, **kwargs)
-        address = "93.184.216.34" if not lookups else "127.0.0.1"
+        address = first if not lookups else "127.0.0.1"
         lookups.append(address)
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return lookups
+
+
+@pytest.fixture
+def rebinding(monkeypatch):
+    """`rebind.example.test`: a public address first, then 127.0.0.1."""
+    return rebind(monkeypatch, "rebind.example.test", "93.184.216.34")
 
 
 def test_an_avatar_host_that_changes_its_answer_never_gets_a_connection(settings, internal, rebinding):
@@ -546,6 +551,21 @@ def test_an_avatar_host_that_changes_its_answer_never_gets_a_connection(settings
 
     # The check saw a public address; the connection looked again, saw 127.0.0.1 and was not made.
     assert rebinding == ["93.184.216.34", "127.0.0.1"]
+    assert internal.requests == []
+
+
+def test_a_name_that_rebinds_after_the_guards_lookup_never_reaches_the_internal_address(monkeypatch, internal):
+    """The attacker's DNS answers `127.0.0.2` (taken as public here) to the guard's lookup and the internal
+    127.0.0.1 to any lookup after it. The guard must connect to the address it checked (nothing listens
+    there: the connection fails); resolving the name again to connect would hand the request to the internal
+    service."""
+    lookups = rebind(monkeypatch, "rebind-late.example.test", "127.0.0.2")
+    monkeypatch.setattr(netguard, "_ip_is_public", lambda ip: str(ip) == "127.0.0.2")
+
+    with netguard.public_client(allow_private=False, timeout=2) as client, pytest.raises(httpx.ConnectError):
+        client.get(f"http://rebind-late.example.test:{internal.port}/avatar.png")
+
+    assert lookups[0] == "127.0.0.2"
     assert internal.requests == []
 
 
