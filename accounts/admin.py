@@ -10,7 +10,7 @@ from accounts import (
     services,
 )
 from accounts.admin_search import IdSearchMixin
-from accounts.admin_site import NothingToSaveMixin, about, skip_in_action
+from accounts.admin_site import NothingToSaveMixin, about, ask_first, skip_in_action
 from accounts.models import (
     ApiKey,
     Event,
@@ -151,13 +151,33 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request, queryset):
+        # Revoking is immediate (the partner's next call is a 401) and cannot be undone: ask first, naming
+        # each key as ops know it (its name and prefix) and whose it is.
+        queryset = queryset.select_related("organization")
+        page = ask_first(
+            self,
+            request,
+            queryset,
+            rows=[
+                (
+                    f"{key} of {key.organization}",
+                    "already revoked: left as it is"
+                    if key.revoked_at is not None
+                    else "revoked: every call made with it is refused (401) from now on",
+                )
+                for key in queryset
+            ],
+        )
+        if page is not None:
+            return page
         revoked = 0
         for key in queryset:
             if key.revoked_at is not None:
-                skip_in_action(self, request, key, about(key, "already revoked."))
+                skip_in_action(self, request, key, about(key, "already revoked.", label=str(key)))
                 continue
             services.api_key_revoke(key=key)
             revoked += 1
+            self.message_user(request, about(key, "revoked.", label=str(key)), messages.SUCCESS)
         if revoked:  # the skipped ones are reported above: "Revoked 0 key(s)." in green read as a success
             self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
 
@@ -297,6 +317,10 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     @admin.action(description="Revoke (disconnect) selected accounts", permissions=["change"])
     def revoke_accounts(self, request, queryset):
         may_release = request.user.has_perm("leasing.change_lease")
+        queryset = queryset.select_related("identity")
+        page = ask_first(self, request, queryset, rows=self._revoke_consequences(queryset, may_release))
+        if page is not None:
+            return page
         for account in queryset:
             if account.status == SocialAccount.Status.DISCONNECTED:
                 skip_in_action(self, request, account, about(account, "already disconnected."))
@@ -318,6 +342,35 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
                 + (", lease released" if result.released else ""),
                 messages.SUCCESS,
             )
+
+    @staticmethod
+    def _revoke_consequences(queryset, may_release: bool) -> list[tuple[str, str]]:
+        """What revoke_accounts will do to each account, for its confirmation page (one query for the counts
+        of queued posts, which the revoke cancels)."""
+        from django.db.models import Count, Q
+
+        from scheduling.models import ScheduledPost
+
+        accounts = queryset.select_related("identity", "project", "organization").annotate(
+            queued=Count("scheduled_posts", filter=Q(scheduled_posts__status=ScheduledPost.Status.QUEUED))
+        )
+        rows = []
+        for account in accounts:
+            label = f"@{account.identity.handle} on {account.platform}, "
+            label += f"project {account.project} of {account.organization}"
+            if account.status == SocialAccount.Status.DISCONNECTED:
+                rows.append((label, "already disconnected: left as it is"))
+            elif account.kind == SocialAccount.Kind.LEASED and not may_release:
+                rows.append((label, "leased: left as it is (releasing it needs the lease permission)"))
+            else:
+                rows.append(
+                    (
+                        label,
+                        f"disconnected, its tokens wiped, {account.queued} queued post(s) canceled"
+                        + (", its lease released (no refund)" if account.kind == SocialAccount.Kind.LEASED else ""),
+                    )
+                )
+        return rows
 
 
 @admin.register(OAuthSession)

@@ -9,6 +9,10 @@ already in the target state, beyond the staff member's permissions) is reported 
 gets no row: the history says what was done, not what was selected. Custom views keep their own audit
 trails (lease requests: LeaseAction rows; money: the ledger entry's actor).
 
+The irreversible bulk actions (revoke API keys, revoke accounts, release leases) ask first, as Django's own
+delete does (`ask_first`): pressing Go answers a page saying what will happen to which rows, and only its
+confirming POST runs the services.
+
 Every registered ModelAdmin also refuses list URL lookups on secret columns (SecretLookupsRefusedMixin):
 `?key_hash__startswith=…` answering "1 result" or "0" reads the column a character at a time to anyone who
 may view the list."""
@@ -18,22 +22,70 @@ import functools
 from django.contrib import messages
 from django.contrib.admin import AdminSite, ModelAdmin
 from django.contrib.admin.apps import AdminConfig
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import FieldDoesNotExist
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.text import capfirst
 
 _SKIPPED = "_layers_action_skipped"
 
 
-def about(obj, text: str) -> str:
+def about(obj, text: str, *, label: str | None = None) -> str:
     """An action's message about one row: `Scheduled post sp_…: canceled.`. It starts with what the row is,
-    not with its id: the admin capitalises every message, and `Sp_…` pasted into a search box is not the id."""
-    return f"{capfirst(obj._meta.verbose_name)} {obj.pk}: {text}"
+    not with its id: the admin capitalises every message, and `Sp_…` pasted into a search box is not the id.
+    `label` names the row where its id alone says nothing to ops (`API key Production (lyr_3b9a…)`)."""
+    return f"{capfirst(obj._meta.verbose_name)} {obj.pk if label is None else label}: {text}"
 
 
 def skip_in_action(modeladmin, request, obj, message: str, level=messages.WARNING) -> None:
     """Tell staff why the action left `obj` alone, and keep it out of the action's audit rows."""
     getattr(request, _SKIPPED, set()).add(str(obj.pk))
     modeladmin.message_user(request, message, level)
+
+
+# The field the confirmation page posts back with the selection (Django's delete_selected posts the same).
+CONFIRMED_FIELD = "post"
+
+
+def ask_first(modeladmin, request, queryset, *, rows):
+    """For an action that cannot be undone: unless this POST is the confirmation page's, answer that page
+    and change nothing; returns None once confirmed (the action then runs). An ops person who ticked the
+    wrong row and pressed Go revoked a partner's production key at once.
+
+    `rows`: (what the row is, what the action will do to it) for each selected row, in the queryset's order;
+    the page lists exactly these. The page posts back the action, the selected ids and `post=yes` to the
+    list's own URL: the confirming POST goes through the same checks as any action (the middleware's MFA,
+    the action being offered to this user at all, CSRF), and the action re-reads the rows then."""
+    if request.POST.get(CONFIRMED_FIELD) == "yes":
+        return None
+    selected = list(queryset)
+    # Nothing was done: no audit row for any of them (see _audited).
+    getattr(request, _SKIPPED, set()).update(str(obj.pk) for obj in selected)
+    opts = modeladmin.model._meta
+    action = request.POST.getlist("action")[int(request.POST.get("index", 0) or 0)]
+    _, _, description = modeladmin.get_actions(request)[action]
+    cancel_url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist", current_app=modeladmin.admin_site.name)
+    if request.GET:
+        cancel_url += f"?{request.GET.urlencode()}"  # the list as staff left it (filters, search, page)
+    request.current_app = modeladmin.admin_site.name
+    return TemplateResponse(
+        request,
+        "admin/confirm_action.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": f"{capfirst(str(description))}?",
+            "subtitle": None,
+            "opts": opts,
+            "action": action,
+            "rows": rows,
+            "selected": selected,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "confirmed_field": CONFIRMED_FIELD,
+            "cancel_url": cancel_url,
+            "media": modeladmin.media,
+        },
+    )
 
 
 def _audited(func, description):

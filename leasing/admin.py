@@ -2,7 +2,7 @@
 accounts, take / assign / auto-assign / reject), the pool (one by one or CSV import with row errors) and
 live leases (release). Every action calls the same services as the API and the commands."""
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django import forms
 from django.contrib import admin, messages
@@ -17,7 +17,7 @@ from import_export import fields, resources
 from import_export.admin import ImportMixin
 
 from accounts.admin_search import IdSearchMixin
-from accounts.admin_site import NothingToSaveMixin, skip_in_action
+from accounts.admin_site import NothingToSaveMixin, ask_first, skip_in_action
 from accounts.models import SocialAccount
 from accounts.services import social_account_revoke
 from billing.reports import usd_display
@@ -25,6 +25,7 @@ from config.api.errors import ApiError
 from leasing import services
 from leasing.geo import ISO_3166_ALPHA2, is_bcp47
 from leasing.models import MAX_MONTHLY_PRICE_CENTS, Lease, LeaseAction, LeaseRequest, PoolAccount
+from leasing.periods import period_bounds, period_index_at
 
 
 class AgeFilter(admin.SimpleListFilter):
@@ -477,7 +478,11 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         description="Release selected leases (cancels queued posts, stops renewals, no refund)", permissions=["change"]
     )
     def release_leases(self, request, queryset):
-        for lease in queryset.select_related("pool_account"):
+        queryset = queryset.select_related("pool_account", "organization")
+        page = ask_first(self, request, queryset, rows=[_release_consequence(lease) for lease in queryset])
+        if page is not None:
+            return page
+        for lease in queryset:
             if lease.released_at is not None:
                 skip_in_action(self, request, lease, f"@{lease.pool_account.handle}: already released.")
                 continue
@@ -487,6 +492,21 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
                 f"@{lease.pool_account.handle}: released, {result.canceled_scheduled_posts} queued post(s) canceled.",
                 messages.SUCCESS,
             )
+
+
+def _release_consequence(lease) -> tuple[str, str]:
+    """What release_leases will do to `lease`, for its confirmation page. Paid through: the end of the
+    period running now, which the release charges if the renewal job has not yet (billing's
+    lease_paid_through, which charges it, cannot run on a page that must change nothing)."""
+    label = f"@{lease.handle or lease.pool_account.handle} leased to {lease.organization}"
+    if lease.released_at is not None:
+        return label, "already released: left as it is"
+    _, end = period_bounds(lease.assigned_at, period_index_at(lease.assigned_at, timezone.now()))
+    return (
+        label,
+        f"released now, no refund: paid through {end.astimezone(UTC):%Y-%m-%d %H:%M} UTC; "
+        "its queued posts canceled, no more renewals, the account goes back to the pool",
+    )
 
 
 @admin.register(LeaseAction)

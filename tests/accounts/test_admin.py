@@ -362,7 +362,7 @@ def test_the_organization_of_an_existing_key_cannot_be_changed(staff_client, own
 def test_the_revoke_action_revokes_the_selected_keys(staff_client, owner, sibling, outsider):
     response = staff_client.post(
         "/admin/accounts/apikey/",
-        {"action": "revoke_keys", "_selected_action": [owner.key.pk, sibling.key.pk]},
+        {"action": "revoke_keys", "post": "yes", "_selected_action": [owner.key.pk, sibling.key.pk]},
     )
 
     assert response.status_code == 302
@@ -438,15 +438,17 @@ def test_revoking_only_keys_already_revoked_says_so_and_reports_no_success(staff
     owner.key.save()
 
     response = staff_client.post(
-        "/admin/accounts/apikey/", {"action": "revoke_keys", "_selected_action": [owner.key.pk]}, follow=True
+        "/admin/accounts/apikey/",
+        {"action": "revoke_keys", "post": "yes", "_selected_action": [owner.key.pk]},
+        follow=True,
     )
     shown = [(m.level, str(m)) for m in response.context["messages"]]
-    assert (levels.WARNING, f"API key {owner.key.pk}: already revoked.") in shown
+    assert (levels.WARNING, f"API key {owner.key}: already revoked.") in shown  # its name and prefix
     assert not [text for level, text in shown if level == levels.SUCCESS and "Revoked" in text], shown
 
     response = staff_client.post(
         "/admin/accounts/apikey/",
-        {"action": "revoke_keys", "_selected_action": [owner.key.pk, sibling.key.pk]},
+        {"action": "revoke_keys", "post": "yes", "_selected_action": [owner.key.pk, sibling.key.pk]},
         follow=True,
     )
     shown = [(m.level, str(m)) for m in response.context["messages"]]

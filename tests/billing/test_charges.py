@@ -185,7 +185,7 @@ def test_every_way_of_releasing_settles_the_started_month_at_once(owner, how):
     if how == "admin":
         admin = Client()
         staff_login(admin, with_mfa(get_user_model().objects.create_superuser("ops", "o@layers.test", "pw-ops-1234")))
-        admin.post("/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]})
+        admin.post("/admin/leasing/lease/", {"action": "release_leases", "post": "yes", "_selected_action": [lease.pk]})
     else:
         path = "leased-accounts" if how == "leased-accounts" else "social-accounts"
         assert owner.client.delete(f"/v1/{path}/{lease.social_account_id}").status_code == 200

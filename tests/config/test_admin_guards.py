@@ -44,8 +44,9 @@ def staff_with(*perms: str, mfa: bool = False):
 
 
 def run_action(client, model, action: str, pks) -> None:
+    # As confirmed on the confirmation page of the actions that ask first (revoke, release): `post=yes`.
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
-    client.post(url, {"action": action, ACTION_CHECKBOX_NAME: [str(pk) for pk in pks], "index": 0})
+    client.post(url, {"action": action, ACTION_CHECKBOX_NAME: [str(pk) for pk in pks], "index": 0, "post": "yes"})
 
 
 def endpoint_of(tenant) -> WebhookEndpoint:

@@ -278,7 +278,7 @@ def test_release_cancels_posts_returns_the_account_and_stops_renewal(owner, staf
         admin = Client()
         staff_login(admin, staff)
         lease = Lease.objects.get(social_account_id=account_id)
-        admin.post("/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]})
+        admin.post("/admin/leasing/lease/", {"action": "release_leases", "post": "yes", "_selected_action": [lease.pk]})
 
     assert all(post(owner, q)["status"] == "canceled" for q in queued)
     assert owner.client.get(f"/v1/projects/{owner.project.id}/leased-accounts").json()["data"] == []
@@ -329,7 +329,9 @@ def test_a_release_during_a_broker_outage_still_answers_and_the_token_is_checked
             staff_login(admin, staff)
             lease = Lease.objects.get(social_account_id=account_id)
             page = admin.post(
-                "/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]}, follow=True
+                "/admin/leasing/lease/",
+                {"action": "release_leases", "post": "yes", "_selected_action": [lease.pk]},
+                follow=True,
             )
             assert page.status_code == 200
 

@@ -71,7 +71,7 @@ def test_view_only_staff_cannot_release_a_lease(owner):
     support = staff_with("view_lease")
 
     assert support.get("/admin/leasing/lease/").status_code == 200
-    support.post("/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]})
+    support.post("/admin/leasing/lease/", {"action": "release_leases", "post": "yes", "_selected_action": [lease.pk]})
     lease.refresh_from_db()
     assert lease.released_at is None
 

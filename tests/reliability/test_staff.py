@@ -157,7 +157,7 @@ def test_a_session_that_never_gave_a_totp_code_does_not_reach_the_admin_once_tot
     # and the MFA-gated action, crafted by that session, is not run:
     password_only.post(
         "/admin/accounts/apikey/",
-        {"action": "revoke_keys", ACTION_CHECKBOX_NAME: [owner.key.pk], "index": 0},
+        {"action": "revoke_keys", "post": "yes", ACTION_CHECKBOX_NAME: [owner.key.pk], "index": 0},
     )
     owner.key.refresh_from_db()
     assert owner.key.revoked_at is None
@@ -241,7 +241,7 @@ def test_admin_actions_and_the_money_view_leave_an_audit_row_naming_the_staff_me
     ]
     audited = 0
     for url, action, obj in actions:
-        response = client.post(url, {"action": action, "_selected_action": [obj.pk]})
+        response = client.post(url, {"action": action, "post": "yes", "_selected_action": [obj.pk]})
         assert response.status_code == 302, (action, response.status_code)
         rows = audit_rows(obj)
         if len(rows) == 1 and rows[0].user_id == staff.pk and action in _description(url, action, rows[0]):
@@ -318,7 +318,7 @@ def test_an_action_audits_only_the_objects_it_changed_and_says_why_it_left_the_o
     doomed = make_account(owner)
     page = support.post(
         "/admin/accounts/socialaccount/",
-        {"action": "revoke_accounts", "_selected_action": [leased.pk, doomed.pk]},
+        {"action": "revoke_accounts", "post": "yes", "_selected_action": [leased.pk, doomed.pk]},
         follow=True,
     )
     assert f"Social account {leased.pk}: leased; releasing it needs the lease permission." in notes(page)
@@ -329,9 +329,13 @@ def test_an_action_audits_only_the_objects_it_changed_and_says_why_it_left_the_o
     admin_client = Client()
     staff_login(admin_client, with_mfa(staff_member("boss", superuser=True)))
     lease = Lease.objects.get(social_account=leased)
-    admin_client.post("/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]})
+    admin_client.post(
+        "/admin/leasing/lease/", {"action": "release_leases", "post": "yes", "_selected_action": [lease.pk]}
+    )
     page = admin_client.post(
-        "/admin/leasing/lease/", {"action": "release_leases", "_selected_action": [lease.pk]}, follow=True
+        "/admin/leasing/lease/",
+        {"action": "release_leases", "post": "yes", "_selected_action": [lease.pk]},
+        follow=True,
     )
     assert f"@{lease.pool_account.handle}: already released." in notes(page)
     assert len(audit_rows(lease)) == 1
@@ -349,9 +353,11 @@ def test_an_action_on_objects_already_in_its_target_state_records_nothing_for_th
     boss = Client()
     staff_login(boss, with_mfa(staff_member("boss", superuser=True)))
     gone = make_account(owner, status="disconnected")
-    boss.post("/admin/accounts/socialaccount/", {"action": "revoke_accounts", "_selected_action": [gone.pk]})
+    boss.post(
+        "/admin/accounts/socialaccount/", {"action": "revoke_accounts", "post": "yes", "_selected_action": [gone.pk]}
+    )
     ApiKey.objects.filter(pk=owner.key.pk).update(revoked_at=timezone.now())
-    boss.post("/admin/accounts/apikey/", {"action": "revoke_keys", "_selected_action": [owner.key.pk]})
+    boss.post("/admin/accounts/apikey/", {"action": "revoke_keys", "post": "yes", "_selected_action": [owner.key.pk]})
     deleted = WebhookEndpoint.objects.create(
         organization=owner.org,
         url="https://hooks.acme.test/x",

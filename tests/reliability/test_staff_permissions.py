@@ -247,7 +247,7 @@ def test_staff_who_acted_in_the_back_office_are_deactivated_not_deleted_so_their
     staff_login(deleting, boss)
     assert (
         acting.post(
-            "/admin/accounts/apikey/", {"action": "revoke_keys", "_selected_action": [owner.key.pk]}
+            "/admin/accounts/apikey/", {"action": "revoke_keys", "post": "yes", "_selected_action": [owner.key.pk]}
         ).status_code
         == 302
     )

@@ -1,0 +1,182 @@
+"""The back office's irreversible bulk actions (revoke API keys, revoke accounts, release leases) ask first,
+as Django's own delete does: the action's first POST from the list changes nothing and answers a page that
+says what will happen to which rows; only the confirming POST of that page runs the services. An ops person
+who ticked the wrong row and pressed Go cut a partner's production key off at once, and the message did not
+even say which key."""
+
+import re
+from datetime import timedelta
+from html import unescape
+
+import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import ApiKey, SocialAccount
+from billing.models import LedgerEntry
+from leasing.models import Lease
+from scheduling.models import ScheduledPost
+from tests.billing.factories import lease_assign
+from tests.factories import make_account
+from tests.scheduling.publish_helpers import later, schedule_now
+from tests.staff import staff_login, superuser, with_mfa
+
+pytestmark = pytest.mark.django_db
+
+
+def changelist(model) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+
+
+def choose(client, model, action: str, pks):
+    """Tick `pks` on the list and press Go with `action`, as the list's form posts it."""
+    return client.post(changelist(model), {"action": action, ACTION_CHECKBOX_NAME: [str(pk) for pk in pks], "index": 0})
+
+
+def confirm(client, model, page):
+    """Press the confirmation page's button: post back the page's own form fields."""
+    html = page.content.decode()
+    form = re.search(r'<form method="post"[^>]*>(.*?)</form>', html, re.S).group(1)
+    data: dict[str, list[str]] = {}
+    for tag in re.findall(r"<input [^>]*>", form):
+        name = re.search(r'name="([^"]*)"', tag)
+        value = re.search(r'value="([^"]*)"', tag)
+        if name and 'type="submit"' not in tag:
+            data.setdefault(name.group(1), []).append(unescape(value.group(1)) if value else "")
+    return client.post(changelist(model), data, follow=True)
+
+
+def text_of(page) -> str:
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", page.content.decode())))
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+@pytest.fixture
+def ops(db):
+    return staff_login(Client(), superuser())
+
+
+def test_revoking_keys_asks_first_naming_each_key_and_its_organization(ops, owner, sibling):
+    owner.key.name = "Production"
+    owner.key.save()
+
+    page = choose(ops, ApiKey, "revoke_keys", [owner.key.pk])
+
+    assert page.status_code == 200
+    owner.key.refresh_from_db()
+    assert owner.key.revoked_at is None  # nothing happened yet
+    assert owner.client.get("/v1/projects").status_code == 200
+    assert not LogEntry.objects.exists()  # and the history does not say it did
+    shown = text_of(page)
+    assert f"Production ({owner.key.prefix}…)" in shown and "Acme" in shown
+    assert sibling.key.prefix not in shown  # only the selected rows
+    assert f'href="{changelist(ApiKey)}"' in page.content.decode()  # cancel: back to the list
+
+    done = confirm(ops, ApiKey, page)
+
+    owner.key.refresh_from_db()
+    assert owner.key.revoked_at is not None
+    assert owner.client.get("/v1/projects").status_code == 401
+    assert f"API key Production ({owner.key.prefix}…): revoked." in messages_of(done)
+    sibling.key.refresh_from_db()
+    assert sibling.key.revoked_at is None
+    assert LogEntry.objects.filter(object_id=owner.key.pk).count() == 1
+
+
+def test_revoking_accounts_asks_first_saying_how_many_queued_posts_go(ops, owner):
+    account = make_account(owner, handle="acme.brand")
+    schedule_now(owner, account.pk, when=later(hours=2))
+    schedule_now(owner, account.pk, when=later(hours=3))
+
+    page = choose(ops, SocialAccount, "revoke_accounts", [account.pk])
+
+    assert page.status_code == 200
+    account.refresh_from_db()
+    assert account.status == "connected"
+    assert ScheduledPost.objects.filter(social_account=account, status="queued").count() == 2
+    shown = text_of(page)
+    assert "@acme.brand" in shown and "tiktok" in shown
+    assert account.project.name in shown and "Acme" in shown
+    assert "2 queued post(s) canceled" in shown
+
+    done = confirm(ops, SocialAccount, page)
+
+    account.refresh_from_db()
+    assert account.status == "disconnected"
+    assert not ScheduledPost.objects.filter(social_account=account, status="queued").exists()
+    assert f"Social account {account.pk}: disconnected, 2 queued post(s) canceled" in messages_of(done)
+
+
+def test_releasing_leases_asks_first_saying_no_refund_and_paid_through(ops, owner):
+    lease = lease_assign(owner, at=timezone.now() - timedelta(days=3))
+    charges = LedgerEntry.objects.count()
+
+    page = choose(ops, Lease, "release_leases", [lease.pk])
+
+    assert page.status_code == 200
+    lease.refresh_from_db()
+    assert lease.released_at is None
+    assert LedgerEntry.objects.count() == charges  # the page charges nothing either
+    shown = text_of(page)
+    paid_through = LedgerEntry.objects.filter(lease=lease).order_by("-period_index").first().period_end
+    assert f"@{lease.handle}" in shown and "Acme" in shown and "no refund" in shown
+    assert f"paid through {paid_through:%Y-%m-%d %H:%M} UTC" in shown
+
+    done = confirm(ops, Lease, page)
+
+    lease.refresh_from_db()
+    assert lease.released_at is not None
+    assert any(f"@{lease.pool_account.handle}: released" in m for m in messages_of(done))
+
+
+def staff_member(*perms: str, mfa: bool):
+    user = get_user_model().objects.create_user(username="staffer", password="pw-12345678", is_staff=True)
+    for perm in perms:
+        app_label, codename = perm.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    if mfa:
+        with_mfa(user)
+    return staff_login(Client(), user)
+
+
+@pytest.mark.parametrize("mfa", [False, True])
+def test_staff_without_the_permission_or_mfa_cannot_confirm_a_revoke(ops, owner, mfa):
+    page = choose(ops, ApiKey, "revoke_keys", [owner.key.pk])
+    # Without MFA: the permission to change keys; with it, only to view them.
+    perms = ("accounts.view_apikey",) if mfa else ("accounts.view_apikey", "accounts.change_apikey")
+
+    confirm(staff_member(*perms, mfa=mfa), ApiKey, page)
+
+    owner.key.refresh_from_db()
+    assert owner.key.revoked_at is None
+    assert owner.client.get("/v1/projects").status_code == 200
+
+
+@pytest.mark.parametrize("mfa", [False, True])
+def test_staff_without_the_permission_or_mfa_cannot_confirm_a_release(ops, owner, mfa):
+    lease = lease_assign(owner)
+    page = choose(ops, Lease, "release_leases", [lease.pk])
+    perms = ("leasing.view_lease",) if mfa else ("leasing.view_lease", "leasing.change_lease")
+
+    confirm(staff_member(*perms, mfa=mfa), Lease, page)
+
+    lease.refresh_from_db()
+    assert lease.released_at is None
+
+
+def test_staff_who_may_only_view_accounts_cannot_confirm_a_revoke(ops, owner):
+    account = make_account(owner)
+    page = choose(ops, SocialAccount, "revoke_accounts", [account.pk])
+
+    confirm(staff_member("accounts.view_socialaccount", mfa=True), SocialAccount, page)
+
+    account.refresh_from_db()
+    assert account.status == "connected"
