@@ -34,7 +34,7 @@ _SKIPPED = "_layers_action_skipped"
 def about(obj, text: str, *, label: str | None = None) -> str:
     """An action's message about one row: `Scheduled post sp_…: canceled.`. It starts with what the row is,
     not with its id: the admin capitalises every message, and `Sp_…` pasted into a search box is not the id.
-    `label` names the row where its id alone says nothing to ops (`API key Production (lyr_3b9a…)`)."""
+    `label` names the row where its id alone says nothing to ops (`API key Production (3b9a58b45000…)`)."""
     return f"{capfirst(obj._meta.verbose_name)} {obj.pk if label is None else label}: {text}"
 
 
