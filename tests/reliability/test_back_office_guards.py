@@ -257,7 +257,7 @@ def test_staff_who_may_only_view_leases_cannot_release_one_by_revoking_its_accou
     )
     response = support.post(
         reverse("admin:accounts_socialaccount_changelist"),
-        {"action": "revoke_accounts", ACTION_CHECKBOX_NAME: [lease.social_account_id], "index": 0},
+        {"action": "revoke_accounts", ACTION_CHECKBOX_NAME: [lease.social_account_id], "index": 0, "post": "yes"},
         follow=True,
     )
     lease.refresh_from_db()
