@@ -12,8 +12,38 @@ from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value
 from django.contrib.admin.utils import quote
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client, RequestFactory
 from django.urls import reverse
+
+PASSWORD = "correct horse battery staple"
+
+
+def staff_member(username: str, *permissions: str, superuser: bool = False):
+    """A staff user (no MFA yet) with the password PASSWORD, holding `permissions` ("app_label.codename")."""
+    user = get_user_model().objects.create_user(
+        username=username, password=PASSWORD, is_staff=True, is_superuser=superuser
+    )
+    for permission in permissions:
+        app, codename = permission.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))
+    return user
+
+
+def signed_in(user) -> Client:
+    """Signed in through allauth with the password, as a person does (no MFA step)."""
+    client = Client()
+    response = client.post("/staff/login/", {"login": user.username, "password": PASSWORD})
+    assert response.status_code == 302 and "_auth_user_id" in client.session, response
+    return client
+
+
+def signed_in_staff(*permissions: str, mfa: bool = False, username: str = "staffer"):
+    """A staff member holding `permissions`, signed in (with the code step if `mfa`): (user, client)."""
+    user = staff_member(username, *permissions)
+    if mfa:
+        with_mfa(user)
+    return user, staff_login(Client(), user)
 
 
 def with_mfa(user):

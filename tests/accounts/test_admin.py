@@ -460,7 +460,7 @@ def test_api_keys_are_revoked_never_deleted_in_the_admin(owner, staff_client):
     # key's row (who issued it, its last use, its history), needed only delete_apikey, with a password alone.
     from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 
-    from tests.reliability.test_staff import signed_in, staff_member
+    from tests.staff import signed_in, staff_member
 
     support = signed_in(staff_member("support", "accounts.view_apikey", "accounts.delete_apikey"))
     chosen = {"action": "delete_selected", "post": "yes", ACTION_CHECKBOX_NAME: [owner.key.pk]}
@@ -561,8 +561,7 @@ def test_the_events_type_filter_offers_every_event_type_without_reading_the_even
 
 
 def test_view_only_staff_see_no_colleagues_totp_secret_and_nobody_edits_an_authenticator(db):
-    from tests.reliability.test_staff import signed_in, staff_member
-    from tests.staff import superuser
+    from tests.staff import signed_in, staff_member, superuser
 
     boss = superuser("boss")
     stored = Authenticator.objects.get(user=boss, type=Authenticator.Type.TOTP)

@@ -11,8 +11,6 @@ from html import unescape
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -24,7 +22,7 @@ from scheduling.models import ScheduledPost
 from tests.billing.factories import lease_assign
 from tests.factories import make_account
 from tests.scheduling.publish_helpers import later, schedule_now
-from tests.staff import staff_login, superuser, with_mfa
+from tests.staff import signed_in_staff, staff_login, superuser
 
 pytestmark = pytest.mark.django_db
 
@@ -137,13 +135,7 @@ def test_releasing_leases_asks_first_saying_no_refund_and_paid_through(ops, owne
 
 
 def staff_member(*perms: str, mfa: bool):
-    user = get_user_model().objects.create_user(username="staffer", password="pw-12345678", is_staff=True)
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-    if mfa:
-        with_mfa(user)
-    return staff_login(Client(), user)
+    return signed_in_staff(*perms, mfa=mfa)[1]
 
 
 @pytest.mark.parametrize("mfa", [False, True])

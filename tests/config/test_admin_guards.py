@@ -10,7 +10,6 @@ from django.apps import apps
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client, RequestFactory
@@ -26,21 +25,13 @@ from scheduling.models import Layer, ScheduledPost
 from tests.billing.factories import lease_assign
 from tests.factories import make_account
 from tests.scheduling.publish_helpers import later, schedule_now
-from tests.staff import staff_login, superuser, with_mfa
+from tests.staff import signed_in_staff, staff_login, superuser
 
 pytestmark = pytest.mark.django_db
 
 
 def staff_with(*perms: str, mfa: bool = False):
-    user = get_user_model().objects.create_user(username="staffer", password="pw-12345678", is_staff=True)
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-    if mfa:
-        with_mfa(user)
-    client = Client()
-    staff_login(client, user)
-    return user, client
+    return signed_in_staff(*perms, mfa=mfa)
 
 
 def run_action(client, model, action: str, pks) -> None:
@@ -170,7 +161,7 @@ def test_the_oauth_session_list_never_prints_a_whole_state(owner):
     [(ApiKey, "accounts.view_apikey", "key_hash"), (SocialAccount, "accounts.view_socialaccount", "access_token_enc")],
 )
 def test_view_only_staff_cannot_read_a_secret_column_through_the_list_filters(owner, model, perm, column):
-    from tests.reliability.test_staff import signed_in, staff_member
+    from tests.staff import signed_in, staff_member
 
     make_account(owner)
     row = model.objects.first()

@@ -120,7 +120,7 @@ def test_pool_accounts_are_retired_never_deleted_in_the_admin(staff):
     # good, needed only delete_poolaccount, with a password alone.
     from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 
-    from tests.reliability.test_staff import signed_in, staff_member
+    from tests.staff import signed_in, staff_member
 
     (pool_id,) = add_pool(1)
     support = signed_in(staff_member("support", "leasing.view_poolaccount", "leasing.delete_poolaccount"))

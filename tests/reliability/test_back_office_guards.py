@@ -4,16 +4,14 @@ what a CSV or a new provider must carry."""
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
-from tests.staff import admin_object_url, staff_login, with_mfa
+from tests.staff import admin_object_url, signed_in, staff_login, staff_member, with_mfa
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "correct horse battery staple"
 SETUP = reverse("mfa_activate_totp")
 
 
@@ -22,23 +20,6 @@ def _fresh_rate_limits():
     cache.clear()
     yield
     cache.clear()
-
-
-def staff_member(username, *permissions, superuser=False):
-    user = get_user_model().objects.create_user(
-        username=username, password=PASSWORD, is_staff=True, is_superuser=superuser
-    )
-    for permission in permissions:
-        app, codename = permission.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))
-    return user
-
-
-def password_only(user) -> Client:
-    client = Client()
-    response = client.post("/staff/login/", {"login": user.username, "password": PASSWORD})
-    assert response.status_code == 302 and "_auth_user_id" in client.session
-    return client
 
 
 def mfa_client(user) -> Client:
@@ -57,7 +38,7 @@ def test_view_only_staff_cannot_disable_or_run_scheduled_tasks_through_third_par
     task = PeriodicTask.objects.create(
         name="billing-lease-renewals", task="billing.tasks.lease_renewals_tick", interval=every
     )
-    viewer = password_only(staff_member("support", "django_celery_beat.view_periodictask"))
+    viewer = signed_in(staff_member("support", "django_celery_beat.view_periodictask"))
     url = reverse("admin:django_celery_beat_periodictask_changelist")
     page = viewer.get(url)
     assert page.status_code == 200
@@ -119,7 +100,7 @@ def test_staff_who_may_only_view_wallets_cannot_record_money(owner):
     # adjustment moves money and needs billing.record_money: the form is refused and nothing is recorded.
     from billing.models import LedgerEntry
 
-    support = password_only(staff_member("support.wallets", "billing.view_wallet", "billing.view_ledgerentry"))
+    support = signed_in(staff_member("support.wallets", "billing.view_wallet", "billing.view_ledgerentry"))
     url = reverse("admin:billing_wallet_record")
     data = {"organization": owner.org.pk, "kind": "top_up", "amount": "5000.00", "reason": "x", "token": "t" * 32}
     assert support.get(url).status_code == 403

@@ -13,8 +13,6 @@ from allauth.mfa.models import Authenticator
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 from django.test import Client, RequestFactory
@@ -27,11 +25,10 @@ from billing.models import LedgerEntry
 from scheduling.models import ScheduledPost
 from tests.factories import make_account
 from tests.scheduling.publish_helpers import schedule_now
-from tests.staff import staff_login, totp_code, with_mfa
+from tests.staff import PASSWORD, signed_in, staff_login, staff_member, totp_code, with_mfa
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "correct horse battery staple"
 SETUP = reverse("mfa_activate_totp")
 CODE = reverse("mfa_reauthenticate")
 
@@ -41,24 +38,6 @@ def _fresh_rate_limits():
     cache.clear()  # allauth's login and reauthentication rate limits live in the cache
     yield
     cache.clear()
-
-
-def staff_member(username: str, *permissions: str, superuser: bool = False):
-    user = get_user_model().objects.create_user(
-        username=username, password=PASSWORD, is_staff=True, is_superuser=superuser
-    )
-    for permission in permissions:
-        app, codename = permission.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))
-    return user
-
-
-def signed_in(user) -> Client:
-    """Signed in through allauth with the password, as a person does (no MFA yet for these users)."""
-    client = Client()
-    response = client.post("/staff/login/", {"login": user.username, "password": PASSWORD})
-    assert response.status_code == 302 and "_auth_user_id" in client.session, response
-    return client
 
 
 def admin_urls() -> list[str]:

@@ -12,8 +12,8 @@ from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
-from tests.reliability.test_staff import PASSWORD, SETUP, admin_urls, signed_in, staff_member
-from tests.staff import admin_object_url, staff_login, with_mfa
+from tests.reliability.test_staff import SETUP, admin_urls
+from tests.staff import PASSWORD, admin_object_url, signed_in, staff_login, staff_member, with_mfa
 
 pytestmark = pytest.mark.django_db
 
