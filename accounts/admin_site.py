@@ -63,7 +63,10 @@ def ask_first(modeladmin, request, queryset, *, rows):
     # Nothing was done: no audit row for any of them (see _audited).
     getattr(request, _SKIPPED, set()).update(str(obj.pk) for obj in selected)
     opts = modeladmin.model._meta
-    action = request.POST.getlist("action")[int(request.POST.get("index", 0) or 0)]
+    try:  # the changelist has an action menu above and below the list: `index` says which one was used
+        action = request.POST.getlist("action")[int(request.POST.get("index") or 0)]
+    except (IndexError, ValueError):  # as Django's own reading of the menus: the one value posted
+        action = request.POST.get("action")
     _, _, description = modeladmin.get_actions(request)[action]
     cancel_url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist", current_app=modeladmin.admin_site.name)
     if request.GET:

@@ -89,6 +89,16 @@ def test_revoking_keys_asks_first_naming_each_key_and_its_organization(ops, owne
     assert LogEntry.objects.filter(object_id=owner.key.pk).count() == 1
 
 
+def test_a_go_posted_with_an_index_past_the_menus_still_asks_first(ops, owner):
+    # The list has an action menu above and below it; `index` says which was used. A form posting an index
+    # past them (a hand-made or stale form) is read as Django reads it, the one action posted, not a 500.
+    response = ops.post(changelist(ApiKey), {"action": "revoke_keys", ACTION_CHECKBOX_NAME: [owner.key.pk], "index": 5})
+
+    assert response.status_code == 200 and "revoke" in text_of(response).lower()
+    owner.key.refresh_from_db()
+    assert owner.key.revoked_at is None
+
+
 def test_revoking_accounts_asks_first_saying_how_many_queued_posts_go(ops, owner):
     account = make_account(owner, handle="acme.brand")
     schedule_now(owner, account.pk, when=later(hours=2))
