@@ -46,6 +46,8 @@ def skip_in_action(modeladmin, request, obj, message: str, level=messages.WARNIN
 
 # The field the confirmation page posts back with the selection (Django's delete_selected posts the same).
 CONFIRMED_FIELD = "post"
+# The rows a confirmation page lists one by one; past them it says how many more.
+SHOWN_ROWS = 100
 
 
 def ask_first(modeladmin, request, queryset, *, rows):
@@ -81,7 +83,12 @@ def ask_first(modeladmin, request, queryset, *, rows):
             "subtitle": None,
             "opts": opts,
             "action": action,
-            "rows": rows,
+            "rows": rows[:SHOWN_ROWS],
+            "more_rows": max(len(rows) - SHOWN_ROWS, 0),
+            "count": len(rows),
+            # "Select all N" across the list's pages: the page posts that back (the list's filters are in its
+            # URL), not one field per row, which past ~1,000 rows Django refuses (DATA_UPLOAD_MAX_NUMBER_FIELDS).
+            "select_across": request.POST.get("select_across") == "1",
             "selected": selected,
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
             "confirmed_field": CONFIRMED_FIELD,

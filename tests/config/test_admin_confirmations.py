@@ -89,6 +89,28 @@ def test_revoking_keys_asks_first_naming_each_key_and_its_organization(ops, owne
     assert LogEntry.objects.filter(object_id=owner.key.pk).count() == 1
 
 
+def test_select_all_across_a_long_list_can_be_confirmed(ops, owner):
+    # "Select all 1,001 API keys" then Go: the page used to post back one field per row, and past ~1,000
+    # fields Django refuses the POST (400): nothing could be revoked in one go. It posts back the selection
+    # ("all of the list") instead, and lists the first rows with a count of the rest.
+    from accounts import services
+
+    for i in range(1000):
+        services.api_key_create(organization=owner.org, return_domains=[], name=f"batch {i}")
+    page = ops.post(
+        changelist(ApiKey),
+        {"action": "revoke_keys", ACTION_CHECKBOX_NAME: [owner.key.pk], "index": 0, "select_across": "1"},
+    )
+    assert page.status_code == 200
+    assert "the 1001 selected API keys" in text_of(page) and "and 901 more" in text_of(page)
+    assert not ApiKey.objects.filter(revoked_at__isnull=False).exists()
+
+    done = confirm(ops, ApiKey, page)
+
+    assert done.status_code == 200
+    assert not ApiKey.objects.filter(revoked_at__isnull=True).exists()
+
+
 def test_a_go_posted_with_an_index_past_the_menus_still_asks_first(ops, owner):
     # The list has an action menu above and below it; `index` says which was used. A form posting an index
     # past them (a hand-made or stale form) is read as Django reads it, the one action posted, not a 500.
