@@ -16,18 +16,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_a_temporary_dns_failure_of_the_managed_provider_is_retried_not_a_rejection(owner, settings, monkeypatch):
     # Production: private fetches off. The provider's name cannot be resolved for a moment (EAI_AGAIN:
     # "Temporary failure in name resolution"), as during a resolver restart.
-    account = connected_account(owner, "tiktok", "managed.dns")
-    ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url="https://provider.example/in")
-    scheduled = schedule_now(owner, account["id"], mode="managed")
-    settings.LAYERS_ALLOW_PRIVATE_FETCH = False
-    real = socket.getaddrinfo
+    def flaky(port):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
 
-    def flaky(host, *args, **kwargs):
-        if host == "provider.example":
-            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", flaky)
+    scheduled = managed_post_with_provider_resolving(owner, settings, monkeypatch, "managed.dns", flaky)
     run_dispatcher()
     body = post(owner, scheduled["id"])
     # Retried with backoff like a connection error, not failed for good as "the provider refused it".
@@ -42,18 +34,26 @@ def test_a_temporary_dns_failure_of_the_managed_provider_is_retried_not_a_reject
 
 
 def test_a_managed_provider_on_a_private_address_is_still_refused_for_good(owner, settings, monkeypatch):
-    account = connected_account(owner, "tiktok", "managed.private")
+    def internal(port):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))]
+
+    scheduled = managed_post_with_provider_resolving(owner, settings, monkeypatch, "managed.private", internal)
+    run_dispatcher()
+    body = post(owner, scheduled["id"])
+    assert (body["status"], body["error"]["code"]) == ("failed", "PLATFORM_REJECTED"), body
+
+
+def managed_post_with_provider_resolving(owner, settings, monkeypatch, handle: str, answer):
+    """A managed post due now in a project whose provider is https://provider.example, whose name lookups
+    `answer(port)` gives (or raises); private fetches off, as in production."""
+    account = connected_account(owner, "tiktok", handle)
     ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url="https://provider.example/in")
     scheduled = schedule_now(owner, account["id"], mode="managed")
     settings.LAYERS_ALLOW_PRIVATE_FETCH = False
     real = socket.getaddrinfo
 
-    def internal(host, port, *args, **kwargs):
-        if host == "provider.example":
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))]
-        return real(host, port, *args, **kwargs)
+    def getaddrinfo(host, port, *args, **kwargs):
+        return answer(port) if host == "provider.example" else real(host, port, *args, **kwargs)
 
-    monkeypatch.setattr(socket, "getaddrinfo", internal)
-    run_dispatcher()
-    body = post(owner, scheduled["id"])
-    assert (body["status"], body["error"]["code"]) == ("failed", "PLATFORM_REJECTED"), body
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return scheduled

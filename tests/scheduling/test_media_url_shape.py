@@ -17,11 +17,7 @@ pytestmark = pytest.mark.django_db
     ],
 )
 def test_a_media_url_no_platform_can_fetch_is_refused_when_the_container_is_created(owner, url):
-    response = owner.client.post(
-        f"/v1/projects/{owner.project.id}/content",
-        {"mediaType": "video", "mediaUrls": [url], "caption": ""},
-        format="json",
-    )
+    response = create_video(owner, url)
     error = assert_error(response, 422, "VALIDATION")
     assert "mediaUrls.0" in error["details"]["fields"], error
 
@@ -35,10 +31,14 @@ def test_a_media_url_no_platform_can_fetch_is_refused_when_the_container_is_crea
     ],
 )
 def test_a_fetchable_media_url_is_kept_as_sent(owner, url):
-    response = owner.client.post(
-        f"/v1/projects/{owner.project.id}/content",
+    response = create_video(owner, url)
+    assert response.status_code == 201, response.content
+    assert response.json()["mediaUrls"] == [url]
+
+
+def create_video(tenant, url: str):
+    return tenant.client.post(
+        f"/v1/projects/{tenant.project.id}/content",
         {"mediaType": "video", "mediaUrls": [url], "caption": ""},
         format="json",
     )
-    assert response.status_code == 201, response.content
-    assert response.json()["mediaUrls"] == [url]
