@@ -54,11 +54,12 @@ class ApiView(APIView):
         super().initial(request, *args, **kwargs)
         # A method the route does not have is 405 whatever the body: looked at before the body checks (an
         # empty body was a 400, an oversized one a 413) and before an Idempotency-Key is claimed for it.
-        if getattr(self, request.method.lower(), None) is None:
+        handler = getattr(self, request.method.lower(), None)
+        if handler is None:
             raise drf.MethodNotAllowed(request.method)
         if request.method in BODY_METHODS:
             check_body(request, required=request.method == "POST" and self.post_takes_body)
-        check_query_parameters(request, getattr(self, request.method.lower(), None))
+        check_query_parameters(request, handler)
         key = request.headers.get("Idempotency-Key")
         if request.method == "POST" and key is not None:
             self._idempotency_row = idempotency.begin(organization=request.user.organization, key=key, request=request)
