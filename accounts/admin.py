@@ -239,7 +239,7 @@ class EventAdmin(NotDeletedInTheAdmin, IdSearchMixin, admin.ModelAdmin):
 
 
 @admin.register(PlatformIdentity)
-class PlatformIdentityAdmin(IdSearchMixin, admin.ModelAdmin):
+class PlatformIdentityAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     list_display = ("handle", "platform", "organization", "platform_user_id", "created_at")
     list_filter = ("platform",)
     id_search_fields = {"pi": ("id",), "org": ("organization_id",)}
@@ -262,10 +262,6 @@ class PlatformIdentityAdmin(IdSearchMixin, admin.ModelAdmin):
     def has_add_permission(self, request):
         # Identities are written by connects (one per organization and platform user); an added one had no
         # organization and its Save was a 500.
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        # Nothing on the page is editable and the admin has no action: a read-only page (no Save).
         return False
 
 
