@@ -60,7 +60,13 @@ class LeaseActionInline(admin.TabularInline):
 
 @admin.register(LeaseRequest)
 class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
-    id_search_fields = {"lreq": ("id",), "org": ("organization_id",), "prj": ("project_id",)}
+    # `sa_…`: the account a partner's ticket names finds the request it was leased from.
+    id_search_fields = {
+        "lreq": ("id",),
+        "org": ("organization_id",),
+        "prj": ("project_id",),
+        "sa": ("leases__social_account_id",),
+    }
     list_display = (
         "id",
         "status",
@@ -74,6 +80,7 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
     )
     list_filter = ("status", AgeFilter, "vertical")
     search_fields = ("id", "organization__name", "project__name", "vertical")
+    search_help_text = "A request, leased account, project or organization id (exact), a niche, or a name."
     ordering = ("submitted_at",)  # the queue: oldest first
     list_select_related = ("organization", "project", "reviewer")
     change_form_template = "admin/leasing/leaserequest/fulfil.html"
@@ -432,7 +439,13 @@ class AccountStatusFilter(admin.SimpleListFilter):
 
 @admin.register(Lease)
 class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
-    id_search_fields = {"sa": ("social_account_id",), "org": ("organization_id",), "pool": ("pool_account_id",)}
+    id_search_fields = {
+        "sa": ("social_account_id",),
+        "org": ("organization_id",),
+        "pool": ("pool_account_id",),
+        "lreq": ("request_id",),
+        "prj": ("project_id",),
+    }
     list_display = (
         "pool_account",
         "leased_handle",
@@ -445,6 +458,9 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     )
     list_filter = (AccountStatusFilter, "released_at")
     search_fields = ("pool_account__handle", "handle", "organization__name", "project__name")
+    search_help_text = (
+        "A leased account, request, pool account, project or organization id (exact), a handle (@ or not), or a name."
+    )
     # One statement for the page, the leased account's status included.
     list_select_related = ("pool_account", "organization", "project", "social_account")
 

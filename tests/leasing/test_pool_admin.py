@@ -379,6 +379,10 @@ def test_pool_and_lease_lists_find_what_ops_paste(db, owner):
     assert found("poolaccount", f"@{handle}") == found("poolaccount", pool_id) == 1
     assert found("lease", f"@{handle}") == found("lease", lease.social_account_id) == found("lease", owner.org.pk) == 1
     assert found("leaserequest", lease.request_id) == 1
+    # From a partner's ticket, ops hold the request id or the leased account's id: each finds the other.
+    assert found("lease", lease.request_id) == found("lease", lease.project_id) == 1
+    capitalised = "S" + lease.social_account_id[1:]  # copied from an admin message
+    assert found("leaserequest", lease.social_account_id) == found("leaserequest", capitalised) == 1
 
 
 # --- Re-importing accounts already in the pool -------------------------------------------------------
