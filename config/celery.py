@@ -1,5 +1,5 @@
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import setup_logging, task_postrun, task_prerun
 
 from config import envfile
 
@@ -8,6 +8,18 @@ envfile.load()
 app = Celery("layers")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@setup_logging.connect(weak=False)
+def _django_logging(**kwargs):
+    """Workers and beat log as the web processes do: Django's LOGGING, at LAYERS_LOG_LEVEL. With no receiver
+    of this signal Celery takes the root logger over, at its own `-l` level (WARNING when none is given), so
+    INFO lines of ours were lost whatever LAYERS_LOG_LEVEL said. worker_hijack_root_logger = False is not
+    enough: Celery still sets the root logger's level to `-l`'s. With a receiver it leaves logging alone."""
+    from django.conf import settings
+    from django.utils.log import configure_logging
+
+    configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
 
 
 @task_prerun.connect(weak=False)
