@@ -1011,7 +1011,7 @@ def social_account_token_rejected(*, account_id: str, token_version: int, reason
 
 
 # How long an account whose health check failed for now (or whose check is queued) is left out of the
-# health tick's batches: about as long as the check task's own retries take (1 + 2 + 4 + 8 + 16 minutes).
+# health tick's batches: about as long as the check task's own retries take (1 + 2 + 4 + 8 + 15 minutes).
 HEALTH_RETRY_AFTER = timedelta(minutes=30)
 
 
@@ -1019,11 +1019,15 @@ def social_account_check_health(*, account_id: str) -> str:
     """The periodic health check of one account: refresh the token when it is close to expiry, otherwise
     verify it (profile call) once a day. A dead token → reauth_required (+ one event); a transient error
     changes nothing but the account's place in the health queue (health_next_attempt_at: it waits out
-    HEALTH_RETRY_AFTER, so it does not hold the head of every batch) and is re-raised for the retry policy."""
+    HEALTH_RETRY_AFTER, or the platform's Retry-After when that is longer, so that it does not hold the head
+    of every batch nor is the platform asked again before it said) and is re-raised for the retry policy."""
     try:
         return _check_health(account_id=account_id)
-    except PlatformError:
-        SocialAccount.objects.filter(pk=account_id).update(health_next_attempt_at=timezone.now() + HEALTH_RETRY_AFTER)
+    except PlatformError as exc:
+        # A wait longer than a retry may spend in the broker is left to the health tick (the task does not
+        # retry then: config/queueing.platform_retry_countdown), which reads it from here.
+        wait = max(HEALTH_RETRY_AFTER, timedelta(seconds=exc.retry_after or 0))
+        SocialAccount.objects.filter(pk=account_id).update(health_next_attempt_at=timezone.now() + wait)
         raise
 
 

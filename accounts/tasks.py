@@ -7,7 +7,7 @@ from celery import shared_task
 
 from accounts import services
 from accounts.platforms.base import PlatformUnavailable, RateLimited, RequestRejected
-from config.queueing import enqueue_each, platform_retry_countdown
+from config.queueing import backoff_countdown, enqueue_each, platform_retry_countdown
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def social_account_after_connect(self, account_id: str) -> list[str]:
     """The post-connect fan-out (avatar, layers, content layer, onboarding); retries the failed steps."""
     failed = services.social_account_fan_out(account_id=account_id)
     if failed:
-        raise self.retry(countdown=min(30 * 2**self.request.retries, 3600))
+        raise self.retry(countdown=backoff_countdown(self.request.retries, first=30))
     return failed
 
 
@@ -63,8 +63,17 @@ def social_account_check_health(self, account_id: str) -> str:
     try:
         return services.social_account_check_health(account_id=account_id)
     except (PlatformUnavailable, RateLimited) as exc:
-        # Transient: never flips the status; try again with backoff.
-        raise self.retry(countdown=platform_retry_countdown(self, exc))
+        # Transient: never flips the status; try again with backoff, or, when the platform asked for a longer
+        # wait than a retry may spend in the broker, leave it to the health tick (the service recorded it).
+        countdown = platform_retry_countdown(self, exc)
+        if countdown is None:
+            log.info(
+                "health check of %s: the platform asked to wait %d s; the health tick checks it then",
+                account_id,
+                exc.retry_after,
+            )
+            return "throttled"
+        raise self.retry(countdown=countdown)
     except RequestRejected as exc:
         # A refusal of the request, not of the token (Instagram will not refresh a token under a day old):
         # the account stays connected and waits out its health backoff; asking again now would be refused

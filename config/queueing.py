@@ -7,6 +7,7 @@ back from a consent page, a staff member releasing a lease) and lose the nudge a
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,17 @@ def enqueue_on_commit(task, *args) -> None:
     transaction.on_commit(lambda: enqueue(task, *args))
 
 
-def platform_retry_countdown(task, exc) -> float:
+def backoff_countdown(retries: int, *, first: float) -> float:
+    """Seconds before a failed task runs again: `first`, doubling per retry, up to the longest a retry may
+    wait in the broker (settings.LAYERS_MAX_TASK_COUNTDOWN)."""
+    return min(first * 2**retries, settings.LAYERS_MAX_TASK_COUNTDOWN)
+
+
+def platform_retry_countdown(task, exc) -> float | None:
     """Seconds before a task refused for now by a platform runs again: what the platform asked for
-    (Retry-After, already bounded by the clients), or a minute doubling per retry up to an hour."""
-    return exc.retry_after or min(60 * 2**task.request.retries, 3600)
+    (Retry-After, already bounded by the clients), or a minute doubling per retry (backoff_countdown).
+    None when the platform asked for longer than a retry may wait in the broker: the task must not retry
+    then; its periodic tick runs it again once the wait, recorded on the row by the service, has passed."""
+    if exc.retry_after:
+        return exc.retry_after if exc.retry_after <= settings.LAYERS_MAX_TASK_COUNTDOWN else None
+    return backoff_countdown(task.request.retries, first=60)

@@ -38,6 +38,9 @@ class PoolAccount(models.Model):
     # Until when a token refresh of this account is underway (leasing.services.pool_account_refresh): TikTok
     # rotates the refresh token, so only one refresh at a time may send it. Null: none underway.
     refresh_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # Before when TikTok told us (Retry-After) not to ask for this account's refresh again: the refresh tick
+    # leaves it out until then (leasing.services.pool_accounts_due_for_refresh). Null or past: no such wait.
+    refresh_not_before = models.DateTimeField(null=True, blank=True, editable=False)
     vertical = models.CharField(max_length=100, db_index=True)
     languages = models.JSONField(default=list, help_text='BCP 47 tags, e.g. ["en-US", "en-GB"]')
     geos = models.JSONField(default=list, help_text='ISO 3166-1 alpha-2 codes, e.g. ["US", "CA"]')

@@ -807,8 +807,19 @@ def pool_account_refresh(
 
 def pool_account_refresh_due(*, pool_account_id: str) -> str:
     """The beat task's refresh of one pool account (idempotent: a refreshed account is no longer due): a
-    refresh token TikTok refuses retires the account, with a note (reconnecting it cures that)."""
-    outcome = pool_account_refresh(pool_account_id=pool_account_id)
+    refresh token TikTok refuses retires the account, with a note (reconnecting it cures that). A transient
+    error is re-raised; when TikTok said how long to wait (Retry-After), the refresh tick leaves the account
+    out until then (refresh_not_before)."""
+    try:
+        outcome = pool_account_refresh(pool_account_id=pool_account_id)
+    except PlatformError as exc:
+        if exc.retry_after:
+            # The task does not wait longer than a retry may spend in the broker (config/queueing.
+            # platform_retry_countdown): a longer wait is the tick's, and it reads it from here.
+            PoolAccount.objects.filter(pk=pool_account_id).update(
+                refresh_not_before=timezone.now() + timedelta(seconds=exc.retry_after)
+            )
+        raise
     if outcome == "dead":
         PoolAccount.objects.filter(pk=pool_account_id, status=PoolAccount.Status.AVAILABLE).update(
             status=PoolAccount.Status.RETIRED, status_note=RETIRED_DEAD_AT_REFRESH
@@ -819,12 +830,14 @@ def pool_account_refresh_due(*, pool_account_id: str) -> str:
 
 def pool_accounts_due_for_refresh(*, now=None, limit: int = 1000) -> list[str]:
     """Ids of available pool accounts (warm or still warming) whose access token expires within
-    POOL_REFRESH_MARGIN and that hold a refresh token, soonest first."""
+    POOL_REFRESH_MARGIN and that hold a refresh token, soonest first, leaving out those TikTok told us to
+    wait for (refresh_not_before)."""
     now = now or timezone.now()
     return list(
         PoolAccount.objects.filter(status=PoolAccount.Status.AVAILABLE)
         .exclude(refresh_token_enc="")
         .filter(Q(token_expires_at__isnull=True) | Q(token_expires_at__lte=now + POOL_REFRESH_MARGIN))
+        .filter(Q(refresh_not_before__isnull=True) | Q(refresh_not_before__lte=now))
         .order_by(F("token_expires_at").asc(nulls_first=True))
         .values_list("pk", flat=True)[:limit]
     )

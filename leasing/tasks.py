@@ -42,5 +42,15 @@ def pool_account_refresh_token(self, pool_account_id: str) -> str:
         log.warning("pool token refresh of %s refused by TikTok (%s)", pool_account_id, exc.code or exc)
         return "refused"
     except PlatformError as exc:
-        # Transient (nothing changed): try again with backoff; the next tick queues it again anyway.
-        raise self.retry(countdown=platform_retry_countdown(self, exc))
+        # Transient (nothing changed): try again with backoff; the next tick queues it again anyway. When TikTok
+        # asked for a longer wait than a retry may spend in the broker, only the tick does (the service
+        # recorded the wait, and the tick leaves the account out until it has passed).
+        countdown = platform_retry_countdown(self, exc)
+        if countdown is None:
+            log.info(
+                "pool token refresh of %s: TikTok asked to wait %d s; a later tick refreshes it",
+                pool_account_id,
+                exc.retry_after,
+            )
+            return "throttled"
+        raise self.retry(countdown=countdown)

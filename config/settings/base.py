@@ -383,6 +383,15 @@ LAYERS_BROKER_TIMEOUT = env.float("LAYERS_BROKER_TIMEOUT", default=2.0)
 CELERY_BROKER_CONNECTION_TIMEOUT = LAYERS_BROKER_TIMEOUT
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
+# The longest a task's retry may wait in the broker (countdown / eta; config/queueing.py). With acks_late a
+# message waiting for its countdown stays unacknowledged on the worker until it has run, and both brokers
+# give up on such a message: RabbitMQ closes the worker's channel after its consumer_timeout (30 minutes by
+# default; the worker then exits with PRECONDITION_FAILED) and Redis hands the message to another worker after
+# the visibility_timeout (below), so that the task runs again and again. Fifteen minutes leaves a task's run
+# well within both. A platform asking us to wait longer is waited out by the periodic ticks, which read the
+# wait from the row (health_next_attempt_at, refresh_not_before), not by a message in the broker.
+LAYERS_MAX_TASK_COUNTDOWN = 15 * 60
+
 
 def broker_timeouts(url: str) -> dict:
     """The transport options that bound a broker's waits, by the broker URL's scheme (also used by the
@@ -392,7 +401,15 @@ def broker_timeouts(url: str) -> dict:
         # On the workers' connections too: kombu reads a BRPOP's answer once the socket has one (its
         # brpop_timeout, 1 s, is below this anyway), and recommends a socket_timeout against half-open
         # connections.
-        return {"socket_connect_timeout": LAYERS_BROKER_TIMEOUT, "socket_timeout": LAYERS_BROKER_TIMEOUT}
+        # visibility_timeout: how long a message fetched and not yet acknowledged (acks_late: until its task
+        # has run, countdown included) is left to its worker before Redis hands it out again. Set here, not
+        # left to kombu's default (an hour), because it must stay above LAYERS_MAX_TASK_COUNTDOWN plus a
+        # task's run; much longer would only delay the redelivery of the messages of a worker that died.
+        return {
+            "socket_connect_timeout": LAYERS_BROKER_TIMEOUT,
+            "socket_timeout": LAYERS_BROKER_TIMEOUT,
+            "visibility_timeout": 4 * LAYERS_MAX_TASK_COUNTDOWN,
+        }
     if scheme in ("amqp", "amqps", "pyamqp"):
         # Sending only (a broker that stops reading once our socket buffer is full); a publish waits for no
         # answer, and a read timeout would cut a worker's idle connection, which waits as long as no message
