@@ -3,6 +3,7 @@ stays on the default one; `make run` starts a worker for each, so that no queue 
 routed where no worker listens would never run)."""
 
 import os
+import re
 import shlex
 import subprocess
 
@@ -72,3 +73,21 @@ def test_make_run_listens_on_the_webhook_queue_named_in_dot_env(tmp_path):
     env_file.write_text("LAYERS_WEBHOOK_QUEUE=hooks\n")
     env = {k: v for k, v in os.environ.items() if k not in ("LAYERS_WEBHOOK_QUEUE", "DJANGO_SETTINGS_MODULE")}
     assert "hooks" in workers_of_make_run({**env, "LAYERS_ENV_FILE": str(env_file)})
+
+
+def test_the_readmes_production_commands_start_workers_and_beat_as_make_run_does():
+    # Production ran workers without --concurrency or -l because the README's commands lacked them.
+    recipe = subprocess.run(
+        ["make", "-n", "run"], cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    started = set()
+    for line in recipe.splitlines():
+        if "/celery -A config " in line:
+            args = shlex.split(line.rstrip("& \\"))
+            if "-n" in args:  # the node name: make run's own, for two workers on one machine
+                del args[args.index("-n") : args.index("-n") + 2]
+            started.add(" ".join(["celery", *args[1:]]))
+    readme = (settings.BASE_DIR / "README.md").read_text()
+    production = readme[readme.index("**Production**") : readme.index("## Architecture")]
+    documented = set(re.findall(r"`(celery -A config [^`]+)`", production))
+    assert len(started) == 3 and documented == started, (documented, started)
