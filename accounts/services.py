@@ -34,6 +34,7 @@ from accounts.serializers import social_account_data
 from config.api.errors import Conflict, Validation
 from config.api.ids import is_valid
 from config.api.returnurl import check_return_url, normalize_allowlist_entry
+from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
 
 KEY_PREFIX = "lyr_"
@@ -933,21 +934,32 @@ def social_account_refresh_token(*, account_id: str) -> str:
     except PlatformError:
         SocialAccount.objects.filter(pk=account_id).update(refresh_claimed_until=None)
         raise
-    with transaction.atomic():
-        account = SocialAccount.objects.select_for_update().get(pk=account_id)
-        if account.token_version != version or account.status != SocialAccount.Status.CONNECTED:
-            if account.kind == SocialAccount.Kind.LEASED:
-                # Released meanwhile: the release gave the pool account the tokens this refresh has just
-                # rotated away (TikTok kills the old refresh token). The new ones go to the pool instead.
-                from leasing.services import pool_account_take_refreshed_tokens
 
-                pool_account_take_refreshed_tokens(
-                    social_account_id=account_id, refreshed_from=before.refresh_token, tokens=tokens
-                )
-            return "skipped"  # a reauth or revoke happened meanwhile; its token wins
-        _store_tokens(account, tokens)
-        account.save()
-    return "refreshed"
+    def store() -> str:
+        with transaction.atomic():
+            account = SocialAccount.objects.select_for_update().get(pk=account_id)
+            if account.token_version != version or account.status != SocialAccount.Status.CONNECTED:
+                if account.kind == SocialAccount.Kind.LEASED:
+                    # Released meanwhile: the release gave the pool account the tokens this refresh has just
+                    # rotated away (TikTok kills the old refresh token). The new ones go to the pool instead.
+                    from leasing.services import pool_account_take_refreshed_tokens
+
+                    pool_account_take_refreshed_tokens(
+                        social_account_id=account_id, refreshed_from=before.refresh_token, tokens=tokens
+                    )
+                return "skipped"  # a reauth or revoke happened meanwhile; its token wins
+            _store_tokens(account, tokens)
+            account.save()
+        return "refreshed"
+
+    def landed() -> bool:
+        account = SocialAccount.objects.filter(pk=account_id).first()
+        return account is not None and account.access_token == tokens.access_token
+
+    # TikTok has rotated the refresh token: this answer holds the only live pair.
+    return write_again_after_a_dropped_connection(
+        store, landed=landed, landed_result="refreshed", what=f"storing the refreshed tokens of {account_id}"
+    )
 
 
 # A token this close to its expiry is refreshed before a platform call rather than sent: it could expire on

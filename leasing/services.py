@@ -24,6 +24,7 @@ from accounts.platforms.base import PlatformError, PlatformUnavailable, TokenInv
 from accounts.platforms.http import ANSWER_DEADLINE_TIMEOUTS
 from accounts.services import event_record
 from config.api.errors import ApiError
+from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
 from leasing.geo import language_tag
 from leasing.models import Lease, LeaseAction, LeaseRequest, PoolAccount
@@ -795,14 +796,26 @@ def pool_account_refresh(
         _pool_refresh_release(claim)  # transient (or a crash): nothing changed, the next caller tries again
         raise
     pool_account_set_tokens(pool, tokens)
-    with transaction.atomic():
-        # Whatever its status now: TikTok has rotated the refresh token it held, only the new pair works (an
-        # assignment that reserved it meanwhile waits for this claim before binding it: _verified_token).
-        stored = PoolAccount.objects.filter(pk=pool.pk, refresh_token_enc=started_from).update(
-            **{field: getattr(pool, field) for field in POOL_TOKEN_FIELDS}
-        )
-        _pool_refresh_release(claim)
-    return "refreshed" if stored else "renewed"
+
+    def store() -> str:
+        with transaction.atomic():
+            # Whatever its status now: TikTok has rotated the refresh token it held, only the new pair works (an
+            # assignment that reserved it meanwhile waits for this claim before binding it: _verified_token).
+            stored = PoolAccount.objects.filter(pk=pool.pk, refresh_token_enc=started_from).update(
+                **{field: getattr(pool, field) for field in POOL_TOKEN_FIELDS}
+            )
+            _pool_refresh_release(claim)
+        return "refreshed" if stored else "renewed"
+
+    # The new pair is the only live one: a connection dropped during the call to TikTok must not lose it, or
+    # the next refresh is refused and the account retired. The first write committed if the row holds this
+    # very ciphertext (encrypting is randomised: no other write produced it).
+    return write_again_after_a_dropped_connection(
+        store,
+        landed=lambda: PoolAccount.objects.filter(pk=pool.pk, access_token_enc=pool.access_token_enc).exists(),
+        landed_result="refreshed",
+        what=f"storing the refreshed tokens of pool account {pool.pk}",
+    )
 
 
 def pool_account_refresh_due(*, pool_account_id: str) -> str:

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import httpx
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -37,6 +37,7 @@ from accounts.services import (
     social_account_with_fresh_token,
 )
 from config.api.errors import Conflict, Validation
+from config.dbreconnect import write_again_after_a_dropped_connection
 from scheduling.models import (
     ONBOARDING_TEMPLATE,
     ContentContainer,
@@ -879,25 +880,19 @@ def drop_broken_connection() -> None:
 
 def _store_publish_id(post: ScheduledPost, *, publish_id: str, next_check_at: datetime) -> int:
     """Record the platform's publish id. The platform already has the post and this worker alone holds its
-    id, so a database connection dropped meanwhile must not lose it: reconnect once and write again, unless
-    the first write turns out to have committed. Without the id the resolver could only fail the post
-    (outcome unknown). Conditional on the post still being this run's (_still_ours)."""
-
-    def write() -> int:
-        return _still_ours(post).update(publish_id=publish_id, next_check_at=next_check_at)
-
-    try:
-        return write()
-    except (OperationalError, InterfaceError):
-        if connection.in_atomic_block:
-            raise
-        log.warning("database connection lost while storing the publish id of %s; reconnecting", post.pk)
-        connection.close()
-        # The first write may have committed before the connection dropped: then the row already has this id
-        # under this run's mark, which the condition of a second write (no id yet) no longer matches.
-        written = copy.copy(post)
-        written.publish_id = publish_id
-        return write() or int(_still_ours(written).exists())
+    id, so a database connection dropped meanwhile must not lose it (config/dbreconnect.py). Without the id
+    the resolver could only fail the post (outcome unknown). Conditional on the post still being this run's
+    (_still_ours)."""
+    # The first write committed if the row has this id under this run's mark; the condition of a second
+    # write (no id yet) would no longer match it.
+    written = copy.copy(post)
+    written.publish_id = publish_id
+    return write_again_after_a_dropped_connection(
+        lambda: _still_ours(post).update(publish_id=publish_id, next_check_at=next_check_at),
+        landed=lambda: _still_ours(written).exists(),
+        landed_result=1,
+        what=f"storing the publish id of {post.pk}",
+    )
 
 
 # A failed post's reason (PublishStatus.fail_code: the platform's own code, never its human text) when it

@@ -99,6 +99,17 @@ def intercepted(overrides: dict[str, Override]) -> Iterator[None]:
         yield
 
 
+def answered_then_database_dropped(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+    """An override: the sandbox answers (and acts: a refresh has rotated the token), then the caller's database
+    connection is dropped before it can store anything of the answer."""
+    from tests.reliability.processes import terminate_own_backend
+
+    answer = sandbox.handle_request(request)
+    answer.read()
+    terminate_own_backend()
+    return answer
+
+
 def tiktok_refresh_keeping_the_refresh_token(refresh_field: dict) -> Override:
     """An override of TikTok's token endpoint: a refresh answered with a new access token only, the refresh
     token sent left valid (not rotated), and the answer's `refresh_token` as `refresh_field` says ({} for no

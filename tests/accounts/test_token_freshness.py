@@ -109,3 +109,59 @@ def test_a_refresh_that_returns_after_a_reauth_does_not_overwrite_the_reauths_to
     row = SocialAccount.objects.get(pk=account["id"])
     assert row.access_token == "reauth-token"
     assert row.scopes == "video.publish,extra"
+
+
+def test_a_database_connection_dropped_while_tiktok_rotates_the_refresh_token_keeps_the_account_connected(owner):
+    # TikTok rotates the refresh token at every refresh: once it has answered, only the pair it answered with
+    # works. A database connection dropped during that call (a failover, a restart, an idle connection killed)
+    # must not lose that pair, or the next refresh is refused (invalid_grant), the account goes reauth_required,
+    # the partner gets needs_reauth and the customer must consent again.
+    from datetime import timedelta
+
+    import time_machine
+    from django.utils import timezone
+
+    from tests.platform_helpers import answered_then_database_dropped, intercepted
+
+    account = connected_account(owner, "tiktok", "blip.refresh")
+    before = SocialAccount.objects.get(pk=account["id"])
+
+    with time_machine.travel(timezone.now() + timedelta(hours=20)):
+        with intercepted({"/oauth/token/": answered_then_database_dropped}):
+            outcome = services.social_account_refresh_token(account_id=account["id"])
+        row = SocialAccount.objects.get(pk=account["id"])
+        # and the next refresh, past the first one's claim, uses the stored pair
+        with time_machine.travel(timezone.now() + timedelta(minutes=3)):
+            again = services.social_account_refresh_token(account_id=account["id"])
+
+    assert outcome == "refreshed"
+    assert row.token_version == before.token_version + 1 and row.refresh_claimed_until is None
+    assert again == "refreshed"
+    assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+    assert owner.client.get(f"/v1/social-accounts/{account['id']}").json()["status"] == "connected"
+    assert not Event.objects.filter(type="social_account.needs_reauth").exists()
+
+
+def test_a_refresh_whose_commit_went_through_but_whose_answer_was_lost_is_not_written_twice(owner, monkeypatch):
+    # The connection can drop after the server committed the new pair but before the worker heard so: the
+    # write is not made a second time (the account's token moves on once) and the refresh reads as done.
+    from django.db import OperationalError, transaction
+
+    account = connected_account(owner, "tiktok", "lost.commit")
+    before = SocialAccount.objects.get(pk=account["id"])
+    real_store = services._store_tokens
+    lost = []
+
+    def store_then_lose_the_commits_answer(row, tokens):
+        real_store(row, tokens)
+        if not lost:
+            lost.append(True)
+            transaction.on_commit(lambda: (_ for _ in ()).throw(OperationalError("server closed the connection")))
+
+    monkeypatch.setattr(services, "_store_tokens", store_then_lose_the_commits_answer)
+
+    outcome = services.social_account_refresh_token(account_id=account["id"])
+
+    row = SocialAccount.objects.get(pk=account["id"])
+    assert (outcome, lost) == ("refreshed", [True])
+    assert row.token_version == before.token_version + 1 and row.status == "connected"

@@ -561,6 +561,26 @@ def test_a_pool_refresh_tiktok_did_not_answer_changes_nothing_and_is_tried_again
         assert services.pool_account_refresh(pool_account_id=pool_id) == "refreshed"
 
 
+def test_a_database_connection_dropped_while_tiktok_rotates_a_pool_refresh_token_keeps_the_account(owner):
+    # TikTok has rotated the refresh token once it answers: a database connection dropped during that call
+    # must not lose the new pair, or the next refresh is refused and the warm account retired.
+    from tests.platform_helpers import answered_then_database_dropped, intercepted
+
+    [pool_id] = add_pool(1)
+    before = PoolAccount.objects.get(pk=pool_id)
+    with time_machine.travel(later(hours=20)):
+        with intercepted({"/oauth/token/": answered_then_database_dropped}):
+            outcome = services.pool_account_refresh_due(pool_account_id=pool_id)
+        pool = PoolAccount.objects.get(pk=pool_id)
+    with time_machine.travel(later(hours=40)):
+        again = services.pool_account_refresh_due(pool_account_id=pool_id)
+
+    assert outcome == "refreshed"
+    assert pool.refresh_token != before.refresh_token and pool.refresh_claimed_until is None
+    assert again == "refreshed"
+    assert PoolAccount.objects.get(pk=pool_id).status == "available"
+
+
 def test_commands_print_the_request_as_the_api_shows_it(owner):
     ids = add_pool(2)
     assert all(i.startswith("pool_") for i in ids)

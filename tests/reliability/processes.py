@@ -62,6 +62,13 @@ def terminate_backends(application_name: str, *, waiting_on_lock: bool = False) 
     return sum(1 for (dropped,) in pg(sql, [application_name]) if dropped)
 
 
+def terminate_own_backend() -> None:
+    """Drop this thread's own Django database connection from the server's side, as a PostgreSQL restart, a
+    failover or an idle connection killed by a proxy would: Django learns of it at its next query."""
+    connection.ensure_connection()
+    pg("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+
+
 def backends(application_name: str, *, waiting_on_lock: bool = False) -> int:
     sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
     if waiting_on_lock:
