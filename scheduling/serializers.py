@@ -40,7 +40,13 @@ class ScheduledPostOutput(serializers.Serializer):
         help_text="Instagram: reels (video), feed (image), carousel — derived from the container's mediaType; "
         "TikTok: video or photo."
     )
-    attempts = serializers.IntegerField()
+    attempts = serializers.IntegerField(
+        help_text="How many times Layers has tried to publish the post, counting a try whose worker stopped before "
+        "it reached the platform (a deploy, a crash), and each throttled Instagram publish call. The platform's "
+        "refusals for now (rate limits, outages) are retried until 5 tries reached it; tries that stopped before "
+        "reaching it are given up after 5 of them. Either way the post then fails (RATE_LIMITED or "
+        "PLATFORM_UNAVAILABLE). An ops retry of a failed post starts again from 0."
+    )
     publishedAt = serializers.DateTimeField(source="published_at", allow_null=True)
     externalId = serializers.SerializerMethodField(
         help_text="The post's id on the platform once published; null for drafts. TikTok gives it only after "

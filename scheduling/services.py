@@ -331,6 +331,7 @@ def post_retry(*, post_id: str, actor=None, checked_on_platform: bool = False) -
             status=ScheduledPost.Status.QUEUED,
             due_at=timezone.now(),
             attempts=0,
+            requeues=0,
             error_code="",
             error_message="",
             publish_id="",
@@ -689,19 +690,28 @@ def _backoff(attempts: int, retry_after: float | None) -> timedelta:
     return timedelta(seconds=retry_after or min(30 * 2 ** (attempts - 1), 900))
 
 
+def _platform_attempts(post: ScheduledPost) -> int:
+    """The post's attempts that reached the platform (or its provider), which MAX_ATTEMPTS bounds for the
+    platform's own "not now" (rate limits, outages). `attempts` counts every claim, and a claim whose run
+    stopped before the platform call (a worker killed in a deploy) was queued again by the resolver and
+    counted in `requeues` instead: such runs must not use up the platform's retries."""
+    return max(post.attempts - post.requeues, 0)
+
+
 def _retry_later(post: ScheduledPost, exc: PlatformError) -> str:
     """A transient error before the platform accepted anything (or after it dropped what it had accepted:
     TikTok's FAILED `internal`, an Instagram container that failed on Instagram's side): back to the queue
     with backoff, or fail with RATE_LIMITED / PLATFORM_UNAVAILABLE once MAX_ATTEMPTS are spent."""
     code = "RATE_LIMITED" if isinstance(exc, RateLimited) else "PLATFORM_UNAVAILABLE"
-    if post.attempts >= MAX_ATTEMPTS:
-        return _fail(post, code, f"Gave up after {post.attempts} attempts: {exc}", created_nothing=True)
+    tried = _platform_attempts(post)
+    if tried >= MAX_ATTEMPTS:
+        return _fail(post, code, f"Gave up after {tried} attempts: {exc}", created_nothing=True)
     # Only if still this run's: a duplicate run whose call failed before its point of no return must not
     # requeue (and clear the mark of) a post another run has just sent to the platform.
     rows = _still_ours(post)
     updated = rows.update(
         status=ScheduledPost.Status.QUEUED,
-        due_at=timezone.now() + _backoff(post.attempts, exc.retry_after),
+        due_at=timezone.now() + _backoff(tried, exc.retry_after),
         publish_attempted_at=None,
         publish_id="",  # a publish id the platform dropped: the next attempt asks for a new one
         # The same for a container made ahead (post_prepare): it may be the one that failed, and it would
@@ -946,8 +956,9 @@ def _resolve(post: ScheduledPost) -> str:
         if post.requeues + 1 >= MAX_ATTEMPTS:
             # A run that raised (a database error, a bug) or died the same way every time would otherwise be
             # queued again at every expiry forever: a managed post sent to its provider each time, a platform
-            # refresh repeated each time. Counted apart from `attempts`, which also holds the platform's own
-            # rate limits and outages: one worker lost in a deploy after those must not fail the post.
+            # refresh repeated each time. Counted apart from the platform's own rate limits and outages
+            # (_platform_attempts): one worker lost in a deploy after those must not fail the post, nor do
+            # lost runs use up the platform's retries.
             return _fail(
                 post,
                 "PLATFORM_UNAVAILABLE",
@@ -1033,15 +1044,16 @@ def _publish_throttled(post: ScheduledPost, status: PublishStatus, now: datetime
     each such call is an attempt, asked again after the same backoff as _retry_later, and the post fails
     RATE_LIMITED once MAX_ATTEMPTS are spent. Not _check_again: that would call media_publish on every poll
     until the container expired."""
-    if post.attempts >= MAX_ATTEMPTS:
-        return _fail(post, "RATE_LIMITED", f"Gave up after {post.attempts} attempts: {status.fail_reason}")
+    tried = _platform_attempts(post)
+    if tried >= MAX_ATTEMPTS:
+        return _fail(post, "RATE_LIMITED", f"Gave up after {tried} attempts: {status.fail_reason}")
     # attempts as read: two runs throttled on the same check count one attempt.
     updated = (
         _still_ours(post)
         .filter(attempts=post.attempts)
         .update(
             attempts=F("attempts") + 1,
-            next_check_at=now + _backoff(post.attempts, status.retry_after),
+            next_check_at=now + _backoff(tried, status.retry_after),
             claimed_until=None,
             error_code="RATE_LIMITED",
             error_message=f"Retrying: {status.fail_reason}"[:500],

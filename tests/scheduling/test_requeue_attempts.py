@@ -76,3 +76,58 @@ def test_four_rate_limits_then_one_lost_run_do_not_fail_a_post_the_platform_woul
     body = post(owner, scheduled["id"])
     assert body["status"] == "published", (body["status"], body["attempts"], body["error"])
     assert len(sandbox_posts("tiktok", "throttled.then.lost")) == 1
+
+
+def lose_runs(post_id: str, count: int, minutes: int) -> int:
+    """`count` runs of the post claimed and lost before they start (their workers killed in a deploy), each
+    queued again by the resolver once its claim has expired. Returns the minutes of the clock used."""
+    for _ in range(count):
+        with time_machine.travel(later(minutes=minutes)):
+            assert services.posts_claim_due() == [post_id]
+        minutes += 6
+        with time_machine.travel(later(minutes=minutes)):
+            [resolving] = services.posts_claim_for_resolution()
+            assert services.post_resolve(post_id=resolving) == "requeued"
+    return minutes
+
+
+def test_runs_lost_before_the_platform_call_do_not_use_up_the_platforms_retries(owner):
+    """Two runs lost in deploys, then TikTok rate-limits three times: the post still gets its five tries on
+    the platform, and publishes at the fourth (it failed RATE_LIMITED "after 5 attempts" after two refusals)."""
+    account = connected_account(owner, "tiktok", "died.twice")
+    scheduled = schedule_now(owner, account["id"])
+    minutes = lose_runs(scheduled["id"], 2, minutes=0)
+    inject_fault("tiktok", "died.twice", "rate_limited", count=3)
+    for _ in range(6):
+        with time_machine.travel(later(minutes=minutes)):
+            run_dispatcher()
+        body = post(owner, scheduled["id"])
+        if body["status"] != "queued":
+            break
+        minutes += 20
+
+    assert body["status"] == "published", body
+    assert body["attempts"] == 6  # every run is shown: two lost, three refused, the one that published
+    assert len(sandbox_posts("tiktok", "died.twice")) == 1
+
+
+def test_a_post_retried_by_ops_after_its_runs_kept_stopping_gets_its_five_runs_again(owner):
+    account = connected_account(owner, "tiktok", "lost.then.retried")
+    scheduled = schedule_now(owner, account["id"])
+    minutes = lose_runs(scheduled["id"], services.MAX_ATTEMPTS - 1, minutes=0)
+    with time_machine.travel(later(minutes=minutes)):
+        assert services.posts_claim_due() == [scheduled["id"]]
+    with time_machine.travel(later(minutes=minutes + 6)):
+        [resolving] = services.posts_claim_for_resolution()
+        assert services.post_resolve(post_id=resolving) == "failed"
+    assert post(owner, scheduled["id"])["error"]["code"] == "PLATFORM_UNAVAILABLE"
+
+    with time_machine.travel(later(minutes=minutes + 10)):
+        services.post_retry(post_id=scheduled["id"])  # the admin action "retry_posts"
+    minutes = lose_runs(scheduled["id"], 1, minutes=minutes + 10)
+    with time_machine.travel(later(minutes=minutes)):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published", body
+    assert len(sandbox_posts("tiktok", "lost.then.retried")) == 1
