@@ -407,6 +407,7 @@ class OAuthSessionAdmin(NothingToSaveMixin, admin.ModelAdmin):
         "error_code",
         "expires_at",
         "created_at",
+        "exchange_started_at",
         "completed_at",
     )
 

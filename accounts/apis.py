@@ -253,7 +253,7 @@ class OAuthStatusApi(ApiView):
             "whose callback arrived before expiresAt reads `pending` until it is `completed` or `failed`, never "
             "`expired` in between. `socialAccountId` is set when completed. "
             "A state whose callback was received but could not finish (the server failed meanwhile) is `failed` "
-            "with platform_error at the latest 5 minutes after expiresAt, never `expired`. "
+            "with platform_error 5 minutes after the callback arrived, never `expired`. "
             "A state is kept for LAYERS_OAUTH_SESSION_RETENTION_DAYS (30) days after its expiresAt, then "
             "deleted: from then on it is 404, like an unknown one."
         ),

@@ -283,6 +283,9 @@ class OAuthSession(models.Model):
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # When a callback claimed the state (pending → exchanging): EXCHANGE_DEADLINE counts from it. Null on
+    # rows claimed by a release that did not record it (and on unclaimed ones).
+    exchange_started_at = models.DateTimeField(null=True, blank=True)
     # `pool` sessions only: the pool account being connected, and who started it (its audit trail's actor, and
     # the only user whose signed-in browser the callback completes it for: services.oauth_callback).
     pool_account = models.ForeignKey(
@@ -314,10 +317,13 @@ class OAuthSession(models.Model):
         # Never the whole state (a bearer secret until used): this label shows up in admin pages and logs.
         return f"{self.platform} {self.purpose} session {self.state[:10]}…"
 
-    # How long past expires_at a state claimed by a callback (exchanging; the claim is only made before
-    # expires_at) may still be completing: a few platform calls, each bounded by 2 × LAYERS_PLATFORM_TIMEOUT.
-    # A state still exchanging after that was left by a callback whose process died (a deploy, the OOM
-    # killer): it reads failed with platform_error, never expired (the customer did consent).
+    # How long after its claim (exchange_started_at) a callback may still be completing the state: a few
+    # platform calls, each bounded by 2 × LAYERS_PLATFORM_TIMEOUT. A state still exchanging after that was left
+    # by a callback whose process died (a deploy, the OOM killer): it reads failed with platform_error, never
+    # expired (the customer did consent), while the customer retrying the callback is told already_used.
+    # Counted from the claim, not from expires_at: a partner's "connecting…" would otherwise spin for the rest
+    # of the state's 30 minutes. A row claimed without a recorded start counts from expires_at (the claim is
+    # only made before it).
     EXCHANGE_DEADLINE = timedelta(minutes=5)
 
     def public_status(self, now=None) -> str:
@@ -326,7 +332,8 @@ class OAuthSession(models.Model):
             return self.status
         if self.status == self.Status.EXCHANGING:
             # A callback is completing it (shown as pending), unless it can no longer be running.
-            return "failed" if now >= self.expires_at + self.EXCHANGE_DEADLINE else "pending"
+            started = self.exchange_started_at or self.expires_at
+            return "failed" if now >= started + self.EXCHANGE_DEADLINE else "pending"
         return "expired" if now >= self.expires_at else "pending"
 
     def public_error_code(self, now=None) -> str | None:

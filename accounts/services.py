@@ -505,7 +505,8 @@ def oauth_callback(
         if error or not code:
             return _session_fail(session, "access_denied" if error == "access_denied" else "platform_error")
         session.status = OAuthSession.Status.EXCHANGING
-        session.save(update_fields=["status"])
+        session.exchange_started_at = timezone.now()
+        session.save(update_fields=["status", "exchange_started_at"])
 
     try:
         return _exchange_and_bind(session=session, platform=platform, code=code)

@@ -229,21 +229,46 @@ def test_an_unexpected_error_after_the_state_is_claimed_sends_the_customer_back_
 
 
 def test_a_state_left_exchanging_by_a_killed_callback_reads_failed_once_the_exchange_cannot_be_running(owner):
-    """The process serving the callback died between the claim and the end (a deploy, the OOM killer): the
-    state stays `exchanging`. It reads pending while a callback could still be at work, then failed with
-    platform_error (it was consented to, so not `expired`)."""
+    """The process serving the callback died between the claim and the end (a deploy, the OOM killer, a
+    worker timeout): the state stays `exchanging`, and the customer retrying the callback is told
+    already_used. It reads pending while that callback could still be at work, then failed with
+    platform_error (it was consented to, so not `expired`) — counted from the claim, not from expiresAt: a
+    partner's "connecting…" must not spin for the rest of the state's 30 minutes."""
+    from accounts.models import OAuthSession
+
+    def the_process_dies(request, sandbox):
+        raise SystemExit(1)  # what gunicorn's worker abort raises inside a request: nothing after it runs
+
+    link = start(owner, "tiktok")
+    location = consent("tiktok", link["authorizeUrl"], "killed.callback")
+    with intercepted({"/oauth/token/": the_process_dies}), pytest.raises(SystemExit):
+        follow_callback(location)
+    claimed = timezone.now()  # the claim was made a moment before
+
+    assert status(owner, link["state"])["status"] == "pending"
+    assert follow_callback(location)["Location"] == f"{RETURN_URL}?layers_oauth_error=already_used"
+    with time_machine.travel(claimed + OAuthSession.EXCHANGE_DEADLINE - timedelta(seconds=1)):
+        assert status(owner, link["state"])["status"] == "pending"  # that callback may still be at work
+    with time_machine.travel(claimed + OAuthSession.EXCHANGE_DEADLINE):
+        body = status(owner, link["state"])
+    assert (body["status"], body["error"], body["socialAccountId"]) == ("failed", {"code": "platform_error"}, None)
+    assert not SocialAccount.objects.exists()
+
+
+def test_a_state_claimed_by_a_release_that_did_not_record_when_reads_failed_past_its_expiry(owner):
+    """A state claimed by the release before exchange_started_at existed (a rolling deploy) has no start: it
+    reads failed once no callback claimed before expiresAt can be running."""
     from accounts.models import OAuthSession
 
     link = start(owner, "tiktok")
     OAuthSession.objects.filter(state=link["state"]).update(status=OAuthSession.Status.EXCHANGING)
     expires = OAuthSession.objects.get(state=link["state"]).expires_at
 
-    assert status(owner, link["state"])["status"] == "pending"
     with time_machine.travel(expires + timedelta(seconds=1)):
         assert status(owner, link["state"])["status"] == "pending"  # a callback claimed just in time may run on
     with time_machine.travel(expires + OAuthSession.EXCHANGE_DEADLINE):
         body = status(owner, link["state"])
-    assert (body["status"], body["error"], body["socialAccountId"]) == ("failed", {"code": "platform_error"}, None)
+    assert (body["status"], body["error"]) == ("failed", {"code": "platform_error"})
 
 
 def test_a_state_claimed_just_before_its_expiry_never_reads_expired_while_the_claim_commits(owner, transactional_db):
