@@ -107,15 +107,25 @@ def paginate(
     )
 
 
-def paginate_by_position(request, queryset, serialize, *, field: str = "position") -> Response:
+def paginate_by_position(
+    request, queryset, serialize, *, field: str = "position", legacy_time_field: str = "created_at"
+) -> Response:
     """One page of `queryset` by a unique, increasing integer `field`, highest first (rows without one are
     not listed yet). The cursor is the position of the last row served: rows that get a higher position
-    while a partner pages sort before it, and every later page continues strictly after it."""
+    while a partner pages sort before it, and every later page continues strictly after it.
+
+    Also takes a cursor issued before the list paged by position: the (`legacy_time_field`, id) of the last
+    row served, like every other list's (see _legacy_position)."""
     limit = parse_limit(request)
     cursor = request.query_params.get("cursor")
     qs = queryset.filter(**{f"{field}__isnull": False}).order_by(f"-{field}")
     if cursor:
-        qs = qs.filter(**{f"{field}__lt": _decode_position(cursor)})
+        try:
+            below = _decode_position(cursor)
+        except Validation:
+            # Not a position: an old cursor, or neither (then _decode answers the same 422).
+            below = _legacy_position(qs, _decode(cursor), field=field, time_field=legacy_time_field)
+        qs = qs.filter(**{f"{field}__lt": below})
     return page_response(
         list(qs[: limit + 1]),
         limit=limit,
@@ -123,6 +133,24 @@ def paginate_by_position(request, queryset, serialize, *, field: str = "position
         key=lambda row: getattr(row, field),
         encode=_encode_position,
     )
+
+
+def _legacy_position(queryset, after: tuple[datetime, str], *, field: str, time_field: str) -> int:
+    """The position a page continues below, for a cursor issued when the list paged by (time, id) (GET
+    /v1/events before adac3da): a partner paging across that deploy goes on where it was instead of being
+    refused and starting over. The rows listed then were given their positions in (time, id) order, so the
+    rows older than the cursor's are those below its row's position. The cursor's row if it is still there;
+    if it is gone (purged), the first row older than it, included. Read from `queryset`, the caller's
+    organization's rows only: a cursor made from another organization's row is read like one whose row is
+    gone, from its time, and the page holds only the caller's rows, the same as for an id that exists
+    nowhere (nothing tells the two apart)."""
+    created, pk = after
+    older = queryset.filter(Q(**{f"{time_field}__lt": created}) | Q(**{time_field: created, "pk__lte": pk}))
+    row = older.order_by(f"-{time_field}", "-pk").values_list("pk", field).first()
+    if row is None:
+        return 0  # nothing is older: positions start at 1, an empty page
+    row_pk, position = row
+    return position if row_pk == pk else position + 1
 
 
 def _encode_position(position: int) -> str:

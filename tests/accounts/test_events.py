@@ -8,6 +8,7 @@ from django.db import transaction
 
 from accounts.models import Event
 from accounts.services import event_record
+from config.api.pagination import _encode
 from tests.conftest import assert_error
 
 
@@ -230,3 +231,66 @@ def test_the_webhook_tick_places_the_events_of_partners_who_never_poll(owner, ou
     webhooks_tick.apply()
 
     assert not Event.objects.filter(position__isnull=True).exists()
+
+
+def _legacy_cursor(event) -> str:
+    """A cursor as GET /v1/events issued before it paged by position (adac3da): the [createdAt, id] of the
+    last event served, as every other list's cursor still is."""
+    return _encode(event.created_at, event.id)
+
+
+def test_an_events_cursor_issued_before_the_upgrade_still_pages(owner):
+    # given a partner that read a page of events before the deploy and holds its cursor
+    events = [record(owner, "social_account.connected", n=i) for i in range(4)]
+
+    # when it asks for the next page after the deploy
+    response = owner.client.get(f"/v1/events?cursor={_legacy_cursor(events[2])}")
+
+    # then it goes on from that event, older events next, newest first, instead of having to start over
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert [e["id"] for e in body["data"]] == [events[1].id, events[0].id]
+    assert body["nextCursor"] is None
+    # and the cursor it is given now is a new one, which pages on from there
+    first = owner.client.get(f"/v1/events?limit=1&cursor={_legacy_cursor(events[3])}").json()
+    assert [e["id"] for e in first["data"]] == [events[2].id]
+    second = owner.client.get(f"/v1/events?limit=1&cursor={first['nextCursor']}").json()
+    assert [e["id"] for e in second["data"]] == [events[1].id]
+
+
+def test_an_old_events_cursor_keeps_the_type_filter_it_was_read_with(owner):
+    connected = [record(owner, "social_account.connected", n=i) for i in range(3)]
+    record(owner, "scheduled_post.failed", n=9)
+
+    page = owner.client.get(f"/v1/events?type=social_account.connected&cursor={_legacy_cursor(connected[2])}")
+
+    assert [e["id"] for e in page.json()["data"]] == [connected[1].id, connected[0].id]
+
+
+def test_an_old_events_cursor_whose_event_is_gone_goes_on_from_the_next_older_one(owner):
+    # given the cursor's event purged since (events are kept 30 days)
+    events = [record(owner, "social_account.connected", n=i) for i in range(4)]
+    cursor = _legacy_cursor(events[2])
+    Event.objects.filter(pk=events[2].pk).delete()
+
+    page = owner.client.get(f"/v1/events?cursor={cursor}").json()
+
+    assert [e["id"] for e in page["data"]] == [events[1].id, events[0].id]
+
+
+def test_an_old_events_cursor_of_another_organization_shows_nothing_of_it(owner, outsider):
+    # given the outsider's own events around the time of one of the owner's events
+    before = record(outsider, "social_account.connected", n=0)
+    foreign = record(owner, "social_account.connected", n=1)
+    record(outsider, "social_account.connected", n=2)
+
+    # when the outsider pages with a cursor made from the owner's event
+    page = outsider.client.get(f"/v1/events?cursor={_legacy_cursor(foreign)}")
+    # or from an id that exists nowhere, at the same time
+    made_up = outsider.client.get(f"/v1/events?cursor={_encode(foreign.created_at, 'evt_' + '0' * 26)}")
+
+    # then it sees its own events older than that time only, and the answer does not tell whether the id is
+    # another organization's event: the same as for an id that does not exist
+    assert page.status_code == 200, page.content
+    assert [e["id"] for e in page.json()["data"]] == [before.id]
+    assert page.json() == made_up.json()
