@@ -1,12 +1,17 @@
-"""Migration operations for tables that are written all the time (scheduled posts, leases).
+"""Migration operations for tables that are written all the time (scheduled posts, leases, deliveries).
 
 A plain CREATE INDEX holds a lock that blocks every INSERT and UPDATE of the table for the whole build:
 on the posts table, never purged, that stops scheduling and the dispatcher for as long as the index takes,
-during the deploy. On PostgreSQL these build it CONCURRENTLY (writes go on; the migration must declare
-`atomic = False`, since a concurrent build cannot run in a transaction); elsewhere (SQLite, the local demo)
-a plain build, which is all that database has."""
+during the deploy. On PostgreSQL AddIndexWithoutBlocking builds it CONCURRENTLY (writes go on; the
+migration must declare `atomic = False`, since a concurrent build cannot run in a transaction); elsewhere
+(SQLite, the local demo) a plain build, which is all that database has. An ALTER TABLE, instant as it may
+be, waits for its lock behind the table's open transactions and holds every later read and write behind
+it: AlterTableBriefly runs it under a lock timeout."""
 
-from django.db import migrations
+import time
+from functools import partial
+
+from django.db import OperationalError, migrations, transaction
 
 
 class AddIndexWithoutBlocking(migrations.AddIndex):
@@ -52,3 +57,60 @@ def _drop_if_invalid(schema_editor, model, index) -> None:
         row = cursor.fetchone()
     if row is not None and not row[0]:
         schema_editor.remove_index(model, index, concurrently=True)
+
+
+class AlterTableBriefly(migrations.RunSQL):
+    """RunSQL for an ALTER TABLE that is instant once it has its lock, on a table written all the time;
+    on PostgreSQL only (a no-op elsewhere: the migration using it says why that is enough).
+
+    ALTER TABLE takes the table's ACCESS EXCLUSIVE lock. Waiting for it, behind a transaction open on the
+    table (a request of the release still serving, a long report), it makes every later read and write of
+    the table queue behind it: the API would stop for as long as that transaction lasts. With a lock_timeout
+    it gives up after `lock_timeout`, lets the queue through, and tries again, `attempts` times in all; then
+    the migration fails, having changed nothing, and `migrate` is run again later."""
+
+    def __init__(self, sql, reverse_sql=migrations.RunSQL.noop, *, lock_timeout="2s", attempts=5, pause=1.0):
+        super().__init__(sql, reverse_sql)
+        self.lock_timeout, self.attempts, self.pause = lock_timeout, attempts, pause
+
+    def deconstruct(self):
+        name, args, kwargs = super().deconstruct()
+        return name, args, {**kwargs, "lock_timeout": self.lock_timeout, "attempts": self.attempts, "pause": self.pause}
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        self._briefly(schema_editor, partial(super().database_forwards, app_label, schema_editor, from_state, to_state))
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if self.reverse_sql == migrations.RunSQL.noop:
+            return  # nothing to undo: no lock to take either
+        self._briefly(
+            schema_editor, partial(super().database_backwards, app_label, schema_editor, from_state, to_state)
+        )
+
+    def describe(self):
+        return f"ALTER TABLE under a {self.lock_timeout} lock timeout, {self.attempts} attempts (PostgreSQL only)"
+
+    def _briefly(self, schema_editor, run) -> None:
+        connection = schema_editor.connection
+        if connection.vendor != "postgresql":
+            return
+        if schema_editor.collect_sql:  # sqlmigrate
+            schema_editor.execute(f"SET LOCAL lock_timeout = '{self.lock_timeout}'")
+            run()
+            return
+        for attempt in range(1, self.attempts + 1):
+            try:
+                # Its own transaction, or in an atomic migration a savepoint: an attempt that timed out is rolled
+                # back (its SET LOCAL with it) and the migration's transaction goes on.
+                with transaction.atomic(using=connection.alias):
+                    with connection.cursor() as cursor:
+                        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [self.lock_timeout])
+                    run()
+                return
+            except OperationalError as exc:
+                if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE or attempt == self.attempts:
+                    raise
+            time.sleep(self.pause)
+
+
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout

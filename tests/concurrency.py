@@ -65,3 +65,21 @@ def held_open(work, timeout: float = 30):
         release.set()
         thread.join(timeout)
     assert errors == [], errors
+
+
+def wait_until_waiting(statement: str, timeout: float = 30) -> None:
+    """Until another connection runs `statement` and waits (on a lock, or for older transactions to end)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s AND wait_event_type = 'Lock' "
+                "AND pid <> pg_backend_pid()",
+                [f"%{statement}%"],
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"no connection was waiting in {statement}")

@@ -98,7 +98,7 @@ def test_an_index_added_later_is_built_while_the_table_takes_writes(app, before,
     from django.db import connection as main_connection
     from django.db import transaction
 
-    from tests.concurrency import held_open
+    from tests.concurrency import held_open, wait_until_waiting
 
     call_command("migrate", app, before, verbosity=0)
     try:
@@ -115,7 +115,7 @@ def test_an_index_added_later_is_built_while_the_table_takes_writes(app, before,
 
             builder = threading.Thread(target=build)
             builder.start()
-            _wait_until_waiting("CREATE INDEX")
+            wait_until_waiting("CREATE INDEX")
             # Another request of the old release writes the table now.
             with transaction.atomic(), main_connection.cursor() as cursor:
                 cursor.execute("SET LOCAL lock_timeout = '3s'")
@@ -163,26 +163,6 @@ def _write(table: str, cursor=None) -> None:
             own.execute(f"UPDATE {table} SET id = id")
     else:
         cursor.execute(f"UPDATE {table} SET id = id")
-
-
-def _wait_until_waiting(statement: str, timeout: float = 30) -> None:
-    """Until another connection runs `statement` and waits (on a lock, or for older transactions to end)."""
-    import time
-
-    from django.db import connections
-
-    deadline = time.monotonic() + timeout
-    with connections["default"].cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s AND wait_event_type = 'Lock' "
-                "AND pid <> pg_backend_pid()",
-                [f"%{statement}%"],
-            )
-            if cursor.fetchone()[0]:
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"no connection was waiting in {statement}")
 
 
 def test_every_model_change_ships_with_its_migration():

@@ -116,3 +116,113 @@ def test_the_index_migrations_go_back_and_forth():
         assert _schema("leasing_lease") == fresh
     finally:
         _migrate_to_head()
+
+
+# --- 9e56cee … 140e599: webhooks 0002 applied before cd4dd6f edited it to add the database default -------------
+
+
+def test_a_database_deployed_before_the_delivery_window_got_its_default_gets_it():
+    """window_first_attempt had no database default where 0002 was applied before cd4dd6f added one to that
+    same file: a release older than the column (the previous one during a deploy, or a rollback) could not
+    insert a delivery, and every fan-out failed (NOT NULL)."""
+    fresh = _schema("webhooks_webhookdelivery")
+    # given the database as 9e56cee … 140e599 left it
+    _migrate([("webhooks", "0002_delivery_retry_window_start")])
+    try:
+        _execute('ALTER TABLE "webhooks_webhookdelivery" ALTER COLUMN "window_first_attempt" DROP DEFAULT')
+
+        # when head's migrate runs
+        _migrate_to_head()
+
+        # then the column has its default again: the schema of a fresh database
+        assert _schema("webhooks_webhookdelivery") == fresh
+    finally:
+        _execute('ALTER TABLE "webhooks_webhookdelivery" ALTER COLUMN "window_first_attempt" SET DEFAULT 1')
+        _migrate_to_head()
+
+
+# --- f57993d: an earlier leasing 0007 (0007_lease_next_charge_at), deleted and its number reused by 09a5c8c --
+
+# What f57993d's 0007 left (its sqlmigrate): a column nothing reads any more, and its index, written by every
+# insert and update of a lease.
+LEASING_0007_AT_F57993D = (
+    """ALTER TABLE "leasing_lease" ADD COLUMN "next_charge_at" timestamp with time zone
+       DEFAULT '2000-01-01T00:00:00+00:00'::timestamptz NOT NULL""",
+    """CREATE INDEX "lease_charge_due" ON "leasing_lease" ("next_charge_at")
+       WHERE ("released_at" IS NULL OR "next_charge_at" < ("released_at"))""",
+    "INSERT INTO django_migrations (app, name, applied) VALUES ('leasing', '0007_lease_next_charge_at', now())",
+)
+
+
+def test_a_database_deployed_at_f57993d_loses_the_replaced_migrations_column():
+    fresh = _schema("leasing_lease")
+    # given the database as f57993d left it: leasing up to 0006, then that commit's 0007
+    _migrate([("leasing", "0006_pool_account_refresh_claim")])
+    try:
+        _execute(*LEASING_0007_AT_F57993D)
+
+        # when head's migrate runs
+        _migrate_to_head()
+
+        # then the lease table is as on a fresh database: no next_charge_at, no lease_charge_due
+        assert _schema("leasing_lease") == fresh
+    finally:
+        _execute(
+            'ALTER TABLE "leasing_lease" DROP COLUMN IF EXISTS "next_charge_at"',
+            "DELETE FROM django_migrations WHERE app = 'leasing' AND name = '0007_lease_next_charge_at'",
+        )
+        _migrate_to_head()
+
+
+def test_an_alter_table_gives_way_to_the_release_still_serving_instead_of_queuing_its_writes():
+    """ALTER TABLE waits for its lock behind every transaction open on the table, and every later read and
+    write queues behind it: one slow request of the release still serving would stop them all. The fixes
+    above run under a lock timeout: while that request stays open the ALTER gives up, again and again, and
+    the table's other writes go on; once it has committed, the ALTER goes through."""
+    import threading
+
+    from django.db import OperationalError, transaction
+    from django.db import connection as main_connection
+    from django.db.migrations.state import ProjectState
+
+    from config.migrationops import AlterTableBriefly
+    from tests.concurrency import held_open, wait_until_waiting
+
+    alter = AlterTableBriefly(
+        ['ALTER TABLE "lock_probe" ALTER COLUMN "n" SET DEFAULT 1'], lock_timeout="200ms", attempts=3, pause=0.1
+    )
+
+    def run_alter():
+        with main_connection.schema_editor(atomic=False) as editor:
+            alter.database_forwards("leasing", editor, ProjectState(), ProjectState())
+
+    _execute('CREATE TABLE "lock_probe" ("n" integer)')
+    try:
+        with held_open(lambda: _execute('INSERT INTO "lock_probe" VALUES (0)')):  # a request, mid-transaction
+            errors: list[BaseException] = []
+
+            def alter_in_a_thread():
+                try:
+                    run_alter()
+                except BaseException as exc:  # noqa: BLE001 - surfaced below
+                    errors.append(exc)
+                finally:
+                    main_connection.close()
+
+            altering = threading.Thread(target=alter_in_a_thread)
+            altering.start()
+            wait_until_waiting("ALTER TABLE")
+            # another request writes the table meanwhile: it is not held behind the ALTER (3 s would be)
+            with transaction.atomic(), main_connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '3s'")
+                cursor.execute('INSERT INTO "lock_probe" VALUES (1)')
+            altering.join(30)
+        assert len(errors) == 1 and isinstance(errors[0], OperationalError), errors  # gave up after 3 tries
+        assert "lock timeout" in str(errors[0])
+
+        run_alter()  # the request has committed: it goes through
+        with main_connection.cursor() as cursor:
+            cursor.execute("SELECT column_default FROM information_schema.columns WHERE table_name = 'lock_probe'")
+            assert cursor.fetchone() == ("1",)
+    finally:
+        _execute('DROP TABLE IF EXISTS "lock_probe"')
