@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from accounts import crypto
-from accounts.admin_search import IdSearchMixin
+from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.admin_site import NothingToSaveMixin, about, skip_in_action
 from config.adminpaging import LargeTablePaginator
 from config.api.errors import ApiError
@@ -71,7 +71,7 @@ class ScheduledDayFilter(admin.SimpleListFilter):
 
 
 @admin.register(ScheduledPost)
-class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
+class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "status",
