@@ -37,7 +37,7 @@ class IdSearchMixin:
 
 
 class RelatedIdsSearchMixin:
-    """Name and handle search on a big table whose `search_fields` all go through one of its foreign keys
+    """Name and handle search on a big table whose `search_fields` go through its foreign keys
     (`social_account__identity__handle`, `project__name`, `organization__name` on the posts).
 
     Django's search ORs a substring match of each field across the joins, which no index can answer: at
@@ -51,7 +51,10 @@ class RelatedIdsSearchMixin:
 
     A term matching more than `related_ids_cap` rows of one related table (`creator` among 20,000 accounts)
     is matched through a sub-select instead: the results stay complete, the statement stays small, and a term
-    that broad matches so many rows that the newest page is found early in the primary key's order."""
+    that broad matches so many rows that the newest page is found early in the primary key's order.
+
+    A field of the table itself (the ledger's `reason`) is matched in place, a substring of every row as in
+    Django's search: only for a table whose size affords it."""
 
     related_ids_cap = 1000
 
@@ -61,11 +64,15 @@ class RelatedIdsSearchMixin:
         if not terms:
             return super().get_search_results(request, queryset, search_term)
         by_relation: dict[str, list[str]] = {}
+        local = []
         for name in fields:
             relation, _, lookup = name.partition("__")
-            by_relation.setdefault(relation, []).append(f"{lookup}__icontains")
+            if lookup:
+                by_relation.setdefault(relation, []).append(f"{lookup}__icontains")
+            else:
+                local.append(f"{name}__icontains")
         for term in terms:
-            match = Q()
+            match = Q.create([(lookup, term) for lookup in local], connector=Q.OR)
             for relation, lookups in by_relation.items():
                 field = queryset.model._meta.get_field(relation)
                 related = field.related_model._default_manager.filter(

@@ -16,9 +16,11 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.models import Organization
 from billing import reports, services
 from billing.models import LedgerEntry, MonthlyBilling, Wallet
+from config.adminpaging import LargeTablePaginator
 from config.api.errors import Validation
 from config.api.ids import is_valid
 
@@ -195,14 +197,27 @@ class MoneyForm(forms.Form):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(admin.ModelAdmin):
-    """Append-only: visible, never added, changed or deleted here (PostgreSQL would refuse anyway)."""
+class LedgerEntryAdmin(IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
+    """Append-only: visible, never added, changed or deleted here (PostgreSQL would refuse anyway).
+
+    The ledger grows by a charge per leased account and month and is never purged. No date hierarchy: its
+    links read the earliest and latest entry and the distinct years (then months, days) of every entry the
+    list shows, each a pass of the search over the ledger; the date filter below picks the same periods with
+    one bounded range (as the posts list's "scheduled for" replaced its hierarchy)."""
 
     list_display = ("created_at", "organization", "kind", "amount", "what", "period_start", "period_end", "actor")
     list_filter = ("kind", ("created_at", admin.DateFieldListFilter))
-    search_fields = ("id", "organization__name", "organization__id", "reason", "lease__handle")
+    # The ids partners and finance quote: an entry's, an organization's, and a charge's leased account (its
+    # `leaseSocialAccountId` in GET /v1/wallet/entries), matched exactly, by index.
+    id_search_fields = {"le": ("id",), "org": ("organization_id",), "sa": ("lease__social_account_id",)}
+    search_fields = ("organization__name", "lease__handle", "reason")
+    search_help_text = (
+        "An entry, organization or leased account id (exact), an organization name, a leased handle (@ or not), "
+        "or part of a reason."
+    )
+    show_full_result_count = False  # no second count of the whole ledger beside a search's
+    paginator = LargeTablePaginator  # unfiltered: the planner's estimate, not a COUNT(*) of the ledger
     list_select_related = ("organization", "lease", "actor")
-    date_hierarchy = "created_at"
     readonly_fields = [f.name for f in LedgerEntry._meta.fields]
 
     def has_add_permission(self, request):

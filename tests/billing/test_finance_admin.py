@@ -4,6 +4,7 @@ them, wallets flagged past due, and a ledger nobody can add to, edit or delete f
 
 import csv
 import io
+import re
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 
@@ -11,10 +12,13 @@ import pytest
 import time_machine
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from billing import reports, services
 from billing.models import LedgerEntry, Wallet
+from tests.admin_plans import reading_whole_table, statements_on
 from tests.billing.factories import balance, lease_assign
 from tests.staff import admin_object_url, staff_login, with_mfa
 
@@ -361,3 +365,52 @@ def test_an_unreadable_month_says_so_and_shows_this_month(finance, month):
     assert export.status_code == 400 and "YYYY-MM" in export.content.decode()
     assert not list(fine.context["messages"]) and fine.context["title"] == "Monthly billing — March 2026"
     assert not list(default.context["messages"]) and default.context["title"] == "Monthly billing — April 2026"
+
+
+LEDGER = "/admin/billing/ledgerentry/"
+
+
+def test_the_ledger_list_reads_the_ledger_once_for_its_page_and_once_to_count_it(finance, owner, outsider):
+    """The ledger grows by a charge per leased account and month, never purged. Its list had a date
+    hierarchy: MIN/MAX and the distinct years of every entry matching the search, two more passes of the
+    substring search over the ledger, and a count of the whole table beside the search's. An entry, an
+    organization or a leased account id (`le_…`, `org_…`, `sa_…`, as the partner's wallet entries show them)
+    is matched exactly, by index."""
+    lease = lease_assign(owner, price_cents=4900)
+    charge = LedgerEntry.objects.get(lease=lease)
+    top_up = services.wallet_top_up(organization=owner.org, cents=1000, reason="wire 42")
+    other = services.wallet_top_up(organization=outsider.org, cents=1000, reason="wire 43")
+    searches = {
+        "Acme": {charge.pk, top_up.pk},
+        "wire": {top_up.pk, other.pk},
+        f"@{lease.handle}": {charge.pk},
+        top_up.pk: {top_up.pk},
+        "L" + top_up.pk[1:]: {top_up.pk},  # as copied from the start of a sentence
+        owner.org.pk: {charge.pk, top_up.pk},
+        lease.social_account_id: {charge.pk},
+    }
+
+    for term, expected in searches.items():
+        with CaptureQueriesContext(connection) as captured:
+            page = finance.get(LEDGER, {"q": term})
+        assert {e.pk for e in page.context["cl"].result_list} == expected, term
+        on_ledger = statements_on(captured, "billing_ledgerentry")
+        assert len(on_ledger) == 2, (term, on_ledger)  # its count and its page
+        assert not [sql for sql in on_ledger if re.search(r"DISTINCT|MIN\(|MAX\(", sql)], term
+        if term.startswith(("le_", "L", "org_", "sa_")):
+            assert not [sql for sql in on_ledger if " LIKE " in sql], term
+            assert reading_whole_table(on_ledger, "billing_ledgerentry") == [], term
+
+
+def test_the_unfiltered_ledger_list_does_not_count_every_entry(finance, owner, settings):
+    services.wallet_top_up(organization=owner.org, cents=1000, reason="wire")
+    services.wallet_top_up(organization=owner.org, cents=2000, reason="wire again")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE billing_ledgerentry")
+    settings.LAYERS_ADMIN_EXACT_COUNT_BELOW = 2
+
+    with CaptureQueriesContext(connection) as captured:
+        page = finance.get(LEDGER)
+
+    assert len(page.context["cl"].result_list) == 2
+    assert not [sql for sql in statements_on(captured, "billing_ledgerentry") if "COUNT(" in sql.upper()]
