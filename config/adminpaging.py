@@ -1,5 +1,5 @@
 """The admin's paginator for tables that grow with every partner's traffic and are never (or slowly) purged:
-scheduled posts, events, webhook deliveries, the ledger.
+scheduled posts, content containers, layers, events, webhook deliveries, the ledger.
 
 Django's admin counts the list's rows on every visit to show "N posts" and the page links; unfiltered, that
 is a COUNT(*) over the whole table — a sequential scan, seconds at tens of millions of rows, on the page

@@ -137,10 +137,16 @@ class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixi
 
 
 @admin.register(ContentContainer)
-class ContentContainerAdmin(NothingToSaveMixin, admin.ModelAdmin):
+class ContentContainerAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
     list_display = ("id", "media_type", "project", "created_at")
     list_filter = ("media_type",)
-    search_fields = ("id", "project__name")
+    id_search_fields = {"cnt": ("id",), "prj": ("project_id",), "org": ("organization_id",)}
+    search_fields = ("project__name", "organization__name")
+    search_help_text = "A container, project or organization id (exact), or a name."
+    # One container per content item scheduled, never purged (posts point at them): as the posts list.
+    show_full_result_count = False
+    paginator = LargeTablePaginator
+    list_select_related = ("project",)
     readonly_fields = [f.name for f in ContentContainer._meta.fields]
 
     def has_add_permission(self, request):
@@ -183,9 +189,20 @@ class ManagedProviderAdmin(admin.ModelAdmin):
 
 
 @admin.register(Layer)
-class LayerAdmin(NothingToSaveMixin, admin.ModelAdmin):
+class LayerAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
     list_display = ("name", "kind", "social_account", "project", "created_at")
     list_filter = ("kind",)
+    id_search_fields = {
+        "lay": ("id",),
+        "sa": ("social_account_id",),
+        "prj": ("project_id",),
+        "org": ("organization_id",),
+    }
+    search_fields = ("social_account__identity__handle", "project__name", "organization__name")
+    search_help_text = "A layer, account, project or organization id (exact), a handle (@ or not), or a name."
+    # Four per account and one per project, kept while the account is: as the posts list.
+    show_full_result_count = False
+    paginator = LargeTablePaginator
     list_select_related = ("social_account__identity", "project")  # an account's label is its handle
     readonly_fields = [f.name for f in Layer._meta.fields]
 

@@ -355,3 +355,53 @@ def test_a_term_matching_more_accounts_than_the_id_list_takes_still_finds_all_th
     listed = staff.get(POSTS, {"q": "@brand"}).context["cl"].result_list
 
     assert sorted(row.pk for row in listed) == sorted(posts[:2])
+
+
+@pytest.mark.parametrize("model_name", ["contentcontainer", "layer"])
+def test_the_containers_and_layers_lists_count_no_whole_table_and_find_ids_by_index(
+    owner, outsider, staff, settings, model_name
+):
+    """A container per post and four layers per account (80k at production volume): their lists counted
+    the whole table on every visit (twice once searched), and the containers' search matched ids as
+    substrings. Ids (`cnt_…`/`lay_…`, `sa_…`, `prj_…`, `org_…`) are matched exactly, by index; names and
+    handles find their organizations, projects and accounts first."""
+    from django.apps import apps
+
+    from scheduling import services
+    from tests.admin_plans import reading_whole_table, statements_on
+
+    mine, theirs = make_account(owner, handle="acme.brand"), make_account(outsider, handle="globex.brand")
+    for tenant, account in ((owner, mine), (outsider, theirs)):
+        schedule_now(tenant, account.pk, when=timezone.now() + timedelta(hours=2))
+        services.layers_provision_for_account(account=account)
+    model = apps.get_model("scheduling", model_name)
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+    settings.LAYERS_ADMIN_EXACT_COUNT_BELOW = 2
+
+    def ids(rows) -> set[str]:
+        return set(rows.values_list("pk", flat=True))
+
+    owners = model.objects.filter(organization=owner.org)
+    one = owners.first().pk
+    searches = {one: {one}, one[0].upper() + one[1:]: {one}, owner.project.pk: ids(owners), owner.org.pk: ids(owners)}
+    searches[owner.org.name] = ids(owners)  # names find the organization, then its rows by index
+    if model_name == "layer":
+        searches[mine.pk] = searches["@acme.brand"] = ids(owners)
+
+    def visit(params=None):
+        with CaptureQueriesContext(connection) as captured:
+            page = staff.get(f"/admin/scheduling/{model_name}/", params)
+        assert page.status_code == 200
+        return {row.pk for row in page.context["cl"].result_list}, statements_on(captured, table)
+
+    listed, statements = visit()
+    assert listed == ids(model.objects.all())
+    assert not [sql for sql in statements if "COUNT(" in sql.upper()]  # the planner's estimate
+    for term, expected in searches.items():
+        listed, statements = visit({"q": term})
+        assert listed == expected, term
+        assert len([sql for sql in statements if "COUNT(" in sql.upper()]) == 1, term  # the search's own
+        assert not [sql for sql in statements if " LIKE " in sql], term
+        assert reading_whole_table(statements, table) == [], term
