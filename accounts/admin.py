@@ -59,10 +59,14 @@ class OrganizationAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
 
 
 @admin.register(Project)
-class ProjectAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
+class ProjectAdmin(NotDeletedInTheAdmin, IdSearchMixin, admin.ModelAdmin):
     list_display = ("name", "id", "organization", "created_at")
     list_filter = ("organization",)
-    search_fields = ("name", "id", "organization__name")
+    # Also the managed-provider page's project search: a project, or every project of an organization, by
+    # its id or by name.
+    id_search_fields = {"prj": ("id",), "org": ("organization_id",)}
+    search_fields = ("name", "organization__name")
+    search_help_text = "A project or organization id (exact), or a project or organization name."
     readonly_fields = ("id", "created_at")
     list_select_related = ("organization",)
 

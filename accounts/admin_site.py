@@ -23,6 +23,7 @@ from django.contrib import messages
 from django.contrib.admin import AdminSite, ModelAdmin
 from django.contrib.admin.apps import AdminConfig
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.core.exceptions import FieldDoesNotExist
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -201,9 +202,15 @@ class SecretLookupsRefusedMixin:
 
 class BackOfficeAdminSite(AdminSite):
     def register(self, model_or_iterable, admin_class=None, **options):
+        from accounts.admin_choices import LabelledChoicesMixin  # models are loaded by now, not at import
+
         admin_class = admin_class or ModelAdmin
-        # Every admin, the project's and the installed apps' (allauth's, django-celery-beat's, …), gets both.
-        mixins = tuple(m for m in (AuditedActionsMixin, SecretLookupsRefusedMixin) if not issubclass(admin_class, m))
+        # Every admin, the project's and the installed apps' (allauth's, django-celery-beat's, …), gets them.
+        mixins = tuple(
+            m
+            for m in (AuditedActionsMixin, SecretLookupsRefusedMixin, LabelledChoicesMixin)
+            if not issubclass(admin_class, m)
+        )
         if mixins:
             admin_class = type(
                 admin_class.__name__,
@@ -211,6 +218,25 @@ class BackOfficeAdminSite(AdminSite):
                 {"__module__": admin_class.__module__, "__doc__": admin_class.__doc__},
             )
         return super().register(model_or_iterable, admin_class, **options)
+
+    def autocomplete_view(self, request):
+        return LabelledAutocompleteJsonView.as_view(admin_site=self)(request)
+
+
+class LabelledAutocompleteJsonView(AutocompleteJsonView):
+    """The admin's search-as-you-type choices (`autocomplete_fields`), labelled as its selects are
+    (accounts/admin_choices.py): a project found says its organization and id."""
+
+    def get_queryset(self):
+        from accounts.admin_choices import labelled_queryset
+
+        return labelled_queryset(super().get_queryset())
+
+    def serialize_result(self, obj, to_field_name):
+        from accounts.admin_choices import LABELS
+
+        label = LABELS.get(type(obj), str)
+        return {"id": str(getattr(obj, to_field_name)), "text": label(obj)}
 
 
 class BackOfficeAdminConfig(AdminConfig):

@@ -16,6 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from accounts.admin_choices import label_choices
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.models import Organization
 from billing import reports, services
@@ -161,7 +162,8 @@ class WalletAdmin(admin.ModelAdmin):
 
 
 class MoneyForm(forms.Form):
-    organization = forms.ModelChoiceField(queryset=Organization.objects.order_by("name"))
+    # Labelled with its id: money recorded for the wrong one of two partners with the same name is not undone.
+    organization = label_choices(forms.ModelChoiceField(queryset=Organization.objects.all()))
     kind = forms.ChoiceField(
         choices=[
             (LedgerEntry.Kind.TOP_UP.value, "Top-up (credit)"),

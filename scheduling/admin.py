@@ -7,6 +7,7 @@ from django.utils import timezone
 from accounts import crypto
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.admin_site import NothingToSaveMixin, about, skip_in_action
+from accounts.models import Project
 from config.adminpaging import LargeTablePaginator
 from config.api.errors import ApiError
 from scheduling import services
@@ -186,6 +187,19 @@ class ManagedProviderAdmin(admin.ModelAdmin):
         # A provider stays with the project it was set up for: moved to another organization's project, it
         # would receive that organization's managed posts at the endpoint (and secret) set up for the first.
         return ("project",) if obj else ()
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "project":
+            field.widget.attrs["style"] = "width: 40em"  # the whole label, the project's id included
+        return field
+
+    def get_autocomplete_fields(self, request):
+        # Typed, not picked from every project of every partner (2,000 options, "Production" many times over;
+        # each found project says its organization and id). The search is the projects list's, which needs
+        # its view permission: staff who may add a provider without it get the select (labelled the same).
+        can_search = self.admin_site.get_model_admin(Project).has_view_permission(request)
+        return ("project",) if can_search else ()
 
 
 @admin.register(Layer)

@@ -700,3 +700,20 @@ def test_staff_cannot_rename_the_handle_partners_see(owner):
 
     assert owner.client.get(f"/v1/social-accounts/{account.pk}").json()["handle"] == "real.handle"
     assert PlatformIdentity.objects.get(pk=account.identity_id).display_name == ""
+
+
+def test_every_admin_choice_of_an_organization_says_its_id(owner, staff_client):
+    """Staff pick an organization when they add a project, issue an API key or record money, and filter the
+    monthly report by one: by name alone, two partners called "Acme" were two identical options, and a key
+    issued to (or a top-up credited to) the wrong one is not undone by editing it."""
+    twin = Organization.objects.create(name="Acme")
+
+    for url in (
+        "/admin/accounts/project/add/",
+        "/admin/accounts/apikey/add/",
+        "/admin/billing/wallet/record/",
+        "/admin/billing/monthlybilling/",
+    ):
+        content = staff_client.get(url).content.decode()
+        for org in (owner.org, twin):
+            assert re.search(rf'<option value="{org.pk}"[^>]*>Acme \({org.pk}\)</option>', content), url

@@ -41,7 +41,7 @@ def test_staff_issue_an_api_key_in_the_admin_and_the_key_lists_the_orgs_projects
 
     # and add an API key for the organization with an allowlist
     page.goto(f"{live_server.url}/admin/accounts/apikey/add/")
-    page.select_option("select[name=organization]", label="Acme Browser Co")
+    page.select_option("select[name=organization]", label=f"Acme Browser Co ({org.id})")  # as staff see it
     page.fill("input[name=name]", "browser key")
     page.fill("textarea[name=allowed_return_domains]", "App.Acme.test\nlocalhost:3000")
     page.click("input[name=_save]")
@@ -86,3 +86,33 @@ def test_api_docs_render_with_no_request_leaving_the_machine(page, live_server, 
 
 def test_the_browser_is_debians_chromium():
     assert os.access(CHROMIUM, os.X_OK)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_find_the_project_of_a_new_managed_provider_by_its_organization_in_the_browser(page, live_server):
+    # Two partners both call a project "Production": staff type the organization and pick the project that
+    # says it is that organization's (the admin's own search-as-you-type list, served by the admin itself).
+    from scheduling.models import ManagedProvider
+    from tests.e2e.conftest import sign_in
+
+    with_mfa(get_user_model().objects.create_user(username="ops", password=PASSWORD, is_staff=True, is_superuser=True))
+    acme = services.project_create(organization=services.organization_create(name="Acme"), name="Production")
+    globex = services.project_create(organization=services.organization_create(name="Globex"), name="Production")
+
+    sign_in(page, live_server, "ops", PASSWORD)
+    page.goto(f"{live_server.url}/admin/scheduling/managedprovider/add/")
+    page.click("#id_project + .select2")
+    page.fill(".select2-search__field", "globex")
+    option = page.locator(".select2-results__option", has_text=f"Production — Globex ({globex.id})")
+    expect(option).to_have_count(1)
+    expect(page.locator(".select2-results__option", has_text=acme.id)).to_have_count(0)
+    option.click()
+    page.fill("input[name=name]", "Boost")
+    page.fill("input[name=endpoint_url]", "https://provider.example/in")
+    page.fill("input[name=new_secret]", "shared-secret")
+    screenshot(page, "managed-provider-add")
+    page.click("input[name=_save]")
+
+    expect(page.locator(".messagelist")).to_contain_text("Boost")
+    assert ManagedProvider.objects.get().project_id == globex.id
+    assert page.outside == []

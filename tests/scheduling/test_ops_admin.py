@@ -405,3 +405,65 @@ def test_the_containers_and_layers_lists_count_no_whole_table_and_find_ids_by_in
         assert len([sql for sql in statements if "COUNT(" in sql.upper()]) == 1, term  # the search's own
         assert not [sql for sql in statements if " LIKE " in sql], term
         assert reading_whole_table(statements, table) == [], term
+
+
+PROVIDER_ADD = "/admin/scheduling/managedprovider/add/"
+
+
+def _named_production(*tenants):
+    for tenant in tenants:
+        tenant.project.name = "Production"
+        tenant.project.save()
+
+
+def test_staff_adding_a_managed_provider_tell_two_organizations_production_projects_apart(owner, outsider, staff):
+    """The project select listed every project (2,000 in production) by its bare name: Acme's "Production"
+    and Globex's were the same option, and the pick is read-only once saved (a wrong one sends Globex's
+    managed posts to this provider). The page lists no project up front; staff type a project or
+    organization name or id, and each project found says its organization and id."""
+    from scheduling.models import ManagedProvider
+
+    _named_production(owner, outsider)
+
+    def found(term: str) -> dict[str, str]:
+        params = {"app_label": "scheduling", "model_name": "managedprovider", "field_name": "project", "term": term}
+        response = staff.get("/admin/autocomplete/", params)
+        assert response.status_code == 200, response.content[:300]
+        return {row["id"]: row["text"] for row in response.json()["results"]}
+
+    page = staff.get(PROVIDER_ADD).content.decode()
+    assert owner.project.pk not in page and outsider.project.pk not in page  # not every project of every partner
+    assert found("Production") == {
+        owner.project.pk: f"Production — Acme ({owner.project.pk})",
+        outsider.project.pk: f"Production — Globex ({outsider.project.pk})",
+    }
+    for term in ("globex", outsider.project.pk, outsider.org.pk):
+        assert set(found(term)) == {outsider.project.pk}, term
+
+    response = staff.post(
+        PROVIDER_ADD,
+        {
+            "project": outsider.project.pk,
+            "name": "Boost",
+            "endpoint_url": "https://provider.example/in",
+            "enabled": "on",
+            "new_secret": "shared-secret",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert ManagedProvider.objects.get().project_id == outsider.project.pk
+
+
+def test_staff_who_may_add_a_provider_but_not_read_projects_pick_from_projects_that_say_whose_they_are(owner, outsider):
+    # The project search is the projects list's (its view permission): without it, the page lists them all.
+    from tests.staff import signed_in_staff
+
+    _named_production(owner, outsider)
+    _, client = signed_in_staff("scheduling.view_managedprovider", "scheduling.add_managedprovider", mfa=True)
+
+    page = client.get(PROVIDER_ADD)
+
+    assert page.status_code == 200
+    content = page.content.decode()
+    for project, org in ((owner.project, "Acme"), (outsider.project, "Globex")):
+        assert f'<option value="{project.pk}">Production — {org} ({project.pk})</option>' in content
