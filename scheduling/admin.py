@@ -84,7 +84,10 @@ class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixi
         "error_code",
         "published_at",
     )
-    list_filter = ("status", "mode", DueWindowFilter, ScheduledDayFilter, "social_account__platform", "project")
+    # No project filter: it listed every project of every partner by bare name (2,005 links, 262 KB of the
+    # page at production volume, "Production" many times over). A `prj_…` search lists one project's posts
+    # (and `?project__id__exact=` links still work).
+    list_filter = ("status", "mode", DueWindowFilter, ScheduledDayFilter, "social_account__platform")
     id_search_fields = {
         "sp": ("id",),
         "cnt": ("container_id",),
