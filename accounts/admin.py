@@ -10,7 +10,7 @@ from accounts import (
     services,
 )
 from accounts.admin_search import IdSearchMixin
-from accounts.admin_site import NothingToSaveMixin, about, ask_first, skip_in_action
+from accounts.admin_site import NothingToSaveMixin, about, ask_first, asks_first, skip_in_action
 from accounts.models import (
     ApiKey,
     Event,
@@ -153,6 +153,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             },
         )
 
+    @asks_first
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request, queryset):
         # Revoking is immediate (the partner's next call is a 401) and cannot be undone: ask first, naming
@@ -162,14 +163,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            rows=[
+            describe=lambda keys: [
                 (
                     f"{key} of {key.organization}",
                     "already revoked: left as it is"
                     if key.revoked_at is not None
                     else "revoked: every call made with it is refused (401) from now on",
                 )
-                for key in queryset
+                for key in keys
             ],
         )
         if page is not None:
@@ -314,11 +315,14 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # rows are the audit trail: revoke instead
 
+    @asks_first
     @admin.action(description="Revoke (disconnect) selected accounts", permissions=["change"])
     def revoke_accounts(self, request, queryset):
         may_release = request.user.has_perm("leasing.change_lease")
-        queryset = queryset.select_related("identity")
-        page = ask_first(self, request, queryset, rows=self._revoke_consequences(queryset, may_release))
+        queryset = queryset.select_related("identity", "project", "organization")
+        page = ask_first(
+            self, request, queryset, describe=lambda accounts: self._revoke_consequences(accounts, may_release)
+        )
         if page is not None:
             return page
         for account in queryset:
@@ -344,15 +348,21 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
             )
 
     @staticmethod
-    def _revoke_consequences(queryset, may_release: bool) -> list[tuple[str, str]]:
-        """What revoke_accounts will do to each account, for its confirmation page (one query for the counts
-        of queued posts, which the revoke cancels)."""
-        from django.db.models import Count, Q
+    def _revoke_consequences(accounts, may_release: bool) -> list[tuple[str, str]]:
+        """What revoke_accounts will do to each of `accounts` (the rows its confirmation page shows), with
+        their queued posts, which the revoke cancels, counted in one grouped query (through the posts'
+        account and status index, not a join of every post of the accounts)."""
+        from django.db.models import Count
 
         from scheduling.models import ScheduledPost
 
-        accounts = queryset.select_related("identity", "project", "organization").annotate(
-            queued=Count("scheduled_posts", filter=Q(scheduled_posts__status=ScheduledPost.Status.QUEUED))
+        queued = dict(
+            ScheduledPost.objects.filter(
+                social_account_id__in=[account.pk for account in accounts], status=ScheduledPost.Status.QUEUED
+            )
+            .values_list("social_account_id")
+            .annotate(count=Count("pk"))
+            .order_by()
         )
         rows = []
         for account in accounts:
@@ -366,7 +376,7 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
                 rows.append(
                     (
                         label,
-                        f"disconnected, its tokens wiped, {account.queued} queued post(s) canceled"
+                        f"disconnected, its tokens wiped, {queued.get(account.pk, 0)} queued post(s) canceled"
                         + (", its lease released (no refund)" if account.kind == SocialAccount.Kind.LEASED else ""),
                     )
                 )

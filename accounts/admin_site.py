@@ -10,8 +10,8 @@ gets no row: the history says what was done, not what was selected. Custom views
 trails (lease requests: LeaseAction rows; money: the ledger entry's actor).
 
 The irreversible bulk actions (revoke API keys, revoke accounts, release leases) ask first, as Django's own
-delete does (`ask_first`): pressing Go answers a page saying what will happen to which rows, and only its
-confirming POST runs the services.
+delete does (`ask_first`, `asks_first`): pressing Go answers a page saying what will happen to which rows,
+and only its confirming POST runs the services.
 
 Every registered ModelAdmin also refuses list URL lookups on secret columns (SecretLookupsRefusedMixin):
 `?key_hash__startswith=…` answering "1 result" or "0" reads the column a character at a time to anyone who
@@ -24,12 +24,13 @@ from django.contrib.admin import AdminSite, ModelAdmin
 from django.contrib.admin.apps import AdminConfig
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
-from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.text import capfirst
 
 _SKIPPED = "_layers_action_skipped"
+_ASKED = "_layers_action_asked"  # the action answered its confirmation page: it did nothing
 
 
 def about(obj, text: str, *, label: str | None = None) -> str:
@@ -51,20 +52,38 @@ CONFIRMED_FIELD = "post"
 SHOWN_ROWS = 100
 
 
-def ask_first(modeladmin, request, queryset, *, rows):
+def asks_first(action):
+    """Marks an admin action that calls `ask_first` before it does anything. Its confirmation page then costs
+    what the page shows: the audit (_audited) reads nothing of the selection for it. "Select all 20,000
+    accounts" was read in full twice (and counted per row) to list 100 of them on a page that changes nothing.
+    """
+    action.asks_first = True
+    return action
+
+
+def ask_first(modeladmin, request, queryset, *, describe):
     """For an action that cannot be undone: unless this POST is the confirmation page's, answer that page
     and change nothing; returns None once confirmed (the action then runs). An ops person who ticked the
     wrong row and pressed Go revoked a partner's production key at once.
 
-    `rows`: (what the row is, what the action will do to it) for each selected row, in the queryset's order;
-    the page lists exactly these. The page posts back the action, the selected ids and `post=yes` to the
-    list's own URL: the confirming POST goes through the same checks as any action (the middleware's MFA,
-    the action being offered to this user at all, CSRF), and the action re-reads the rows then."""
+    `describe(rows)`: (what the row is, what the action will do to it) for each of `rows`, the first
+    SHOWN_ROWS selected rows in the queryset's order; the page lists these and counts the rest (only these
+    are read). The page posts back the action, the selected ids and `post=yes` to the list's own URL: the
+    confirming POST goes through the same checks as any action (the middleware's MFA, the action being
+    offered to this user at all, CSRF), and the action re-reads the rows then."""
     if request.POST.get(CONFIRMED_FIELD) == "yes":
         return None
-    selected = list(queryset)
-    # Nothing was done: no audit row for any of them (see _audited).
-    getattr(request, _SKIPPED, set()).update(str(obj.pk) for obj in selected)
+    setattr(request, _ASKED, True)  # nothing was done: no audit row for any of them (see _audited)
+    shown = list(queryset[:SHOWN_ROWS])
+    count = len(shown) if len(shown) < SHOWN_ROWS else queryset.count()
+    # "Select all N" across the list's pages: the page posts that back (the list's filters are in its URL)
+    # with one ticked row, not one field per row, which past ~1,000 rows Django refuses
+    # (DATA_UPLOAD_MAX_NUMBER_FIELDS). Rows ticked one by one (a page of the list at most) are posted back.
+    select_across = request.POST.get("select_across") == "1"
+    if select_across or count == len(shown):
+        selected = [obj.pk for obj in shown[: 1 if select_across else None]]
+    else:
+        selected = list(queryset.values_list("pk", flat=True))
     opts = modeladmin.model._meta
     try:  # the changelist has an action menu above and below the list: `index` says which one was used
         action = request.POST.getlist("action")[int(request.POST.get("index") or 0)]
@@ -84,12 +103,10 @@ def ask_first(modeladmin, request, queryset, *, rows):
             "subtitle": None,
             "opts": opts,
             "action": action,
-            "rows": rows[:SHOWN_ROWS],
-            "more_rows": max(len(rows) - SHOWN_ROWS, 0),
-            "count": len(rows),
-            # "Select all N" across the list's pages: the page posts that back (the list's filters are in its
-            # URL), not one field per row, which past ~1,000 rows Django refuses (DATA_UPLOAD_MAX_NUMBER_FIELDS).
-            "select_across": request.POST.get("select_across") == "1",
+            "rows": describe(shown),
+            "more_rows": count - len(shown),
+            "count": count,
+            "select_across": select_across,
             "selected": selected,
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
             "confirmed_field": CONFIRMED_FIELD,
@@ -104,14 +121,24 @@ def _audited(func, description):
     def run(modeladmin, request, queryset):
         from django.contrib.admin.models import CHANGE, LogEntry
 
+        if getattr(func, "asks_first", False) and request.POST.get(CONFIRMED_FIELD) != "yes":
+            try:  # its confirmation page: nothing is done, nothing to audit, nothing to read for it
+                response = func(modeladmin, request, queryset)
+                if not getattr(request, _ASKED, False):
+                    raise ImproperlyConfigured(f"{func.__name__} is marked asks_first but did not ask")
+            finally:
+                request.__dict__.pop(_ASKED, None)
+            return response
         selected = list(queryset)  # the selection as it was when staff acted
         setattr(request, _SKIPPED, set())
         try:
             response = func(modeladmin, request, queryset)
             skipped = getattr(request, _SKIPPED)
+            asked = getattr(request, _ASKED, False)
         finally:
             delattr(request, _SKIPPED)
-        objects = [obj for obj in selected if str(obj.pk) not in skipped]
+            request.__dict__.pop(_ASKED, None)
+        objects = [] if asked else [obj for obj in selected if str(obj.pk) not in skipped]
         if objects:
             LogEntry.objects.log_actions(
                 user_id=request.user.pk,

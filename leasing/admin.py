@@ -17,7 +17,7 @@ from import_export import fields, resources
 from import_export.admin import ImportMixin
 
 from accounts.admin_search import IdSearchMixin
-from accounts.admin_site import NothingToSaveMixin, ask_first, skip_in_action
+from accounts.admin_site import NothingToSaveMixin, ask_first, asks_first, skip_in_action
 from accounts.models import SocialAccount
 from accounts.services import social_account_revoke
 from billing.reports import usd_display
@@ -490,12 +490,15 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @asks_first
     @admin.action(
         description="Release selected leases (cancels queued posts, stops renewals, no refund)", permissions=["change"]
     )
     def release_leases(self, request, queryset):
         queryset = queryset.select_related("pool_account", "organization")
-        page = ask_first(self, request, queryset, rows=[_release_consequence(lease) for lease in queryset])
+        page = ask_first(
+            self, request, queryset, describe=lambda leases: [_release_consequence(lease) for lease in leases]
+        )
         if page is not None:
             return page
         for lease in queryset:

@@ -203,3 +203,47 @@ def test_staff_who_may_only_view_accounts_cannot_confirm_a_revoke(ops, owner):
 
     account.refresh_from_db()
     assert account.status == "connected"
+
+
+@pytest.mark.parametrize("select_across", [True, False])
+def test_confirming_a_revoke_of_a_long_selection_reads_only_the_rows_it_shows(ops, owner, select_across):
+    """ "Revoke" on "select all 20,000 accounts" took 4.4 s to answer its confirmation page: it read the whole
+    selection twice, and once more joined to every post of those accounts to count their queued ones. The
+    page lists the first rows and counts the rest: it reads just those rows, and their queued posts in one
+    grouped count."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from accounts.admin_site import SHOWN_ROWS
+    from tests.admin_plans import statements_on
+
+    for _ in range(SHOWN_ROWS + 5):
+        make_account(owner)
+    first, last = SocialAccount.objects.order_by("-pk")[:: SHOWN_ROWS + 4]  # the list's first row, a row not shown
+    for account, when in ((first, 2), (first, 3), (last, 2)):
+        schedule_now(owner, account.pk, when=later(hours=when))
+    selection = {ACTION_CHECKBOX_NAME: [first.pk], "select_across": "1"} if select_across else {}
+    if not select_across:
+        selection[ACTION_CHECKBOX_NAME] = list(SocialAccount.objects.values_list("pk", flat=True))
+
+    with CaptureQueriesContext(connection) as captured:
+        page = ops.post(changelist(SocialAccount), {"action": "revoke_accounts", "index": 0, **selection})
+
+    shown = text_of(page)
+    assert f"the {SHOWN_ROWS + 5} selected social accounts" in shown and "and 5 more" in shown
+    assert f"@{first.identity.handle} on tiktok" in shown and "2 queued post(s) canceled" in shown
+    assert f"@{last.identity.handle}" not in shown
+    assert not SocialAccount.objects.filter(status="disconnected").exists()
+    whole = [
+        sql for sql in statements_on(captured, "accounts_socialaccount") if re.search(r"LIMIT|COUNT\(", sql) is None
+    ]
+    assert len(whole) <= (0 if select_across else 1), whole  # the ticked ids, posted back: one column
+    assert not [sql for sql in whole if "accounts_platformidentity" in sql], whole
+    on_posts = statements_on(captured, "scheduling_scheduledpost")
+    assert len(on_posts) == 1 and re.search(r'FROM "scheduling_scheduledpost" .* GROUP BY', on_posts[0]), on_posts
+
+    done = confirm(ops, SocialAccount, page)
+
+    assert done.status_code == 200
+    assert SocialAccount.objects.filter(status="connected").count() == 0
+    assert LogEntry.objects.count() == SHOWN_ROWS + 5
