@@ -9,7 +9,7 @@ from accounts import (
     auth_admin,  # noqa: F401  (replaces Django's user and group admins)
     services,
 )
-from accounts.admin_search import IdSearchMixin
+from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.admin_site import NothingToSaveMixin, about, ask_first, asks_first, skip_in_action
 from accounts.models import (
     ApiKey,
@@ -202,7 +202,7 @@ class EventTypeFilter(admin.SimpleListFilter):
 
 
 @admin.register(Event)
-class EventAdmin(NotDeletedInTheAdmin, IdSearchMixin, admin.ModelAdmin):
+class EventAdmin(NotDeletedInTheAdmin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
     list_display = ("id", "type", "organization", "created_at")
     list_filter = (EventTypeFilter,)
     id_search_fields = {"evt": ("id",), "org": ("organization_id",)}

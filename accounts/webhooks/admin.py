@@ -3,7 +3,7 @@ action calls the same services as the API and reports per row."""
 
 from django.contrib import admin, messages
 
-from accounts.admin_search import IdSearchMixin
+from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.admin_site import NothingToSaveMixin, about, skip_in_action
 from accounts.services import EVENT_TYPES
 from accounts.webhooks import services
@@ -118,7 +118,7 @@ class EndpointFilter(admin.SimpleListFilter):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
+class WebhookDeliveryAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "event_type",

@@ -193,3 +193,36 @@ def test_the_deliveries_list_offers_an_organizations_endpoints_without_reading_e
     assert f"endpoint__id__exact={ours['id']}" in org_page and theirs["id"] not in org_page
     by_endpoint = staff_client.get(DELIVERIES, {"endpoint__id__exact": ours["id"]}).content.decode()
     assert mine.pk in by_endpoint and foreign.pk not in by_endpoint
+
+
+@pytest.mark.parametrize(
+    ("url", "table", "terms"),
+    [
+        ("/admin/accounts/event/", "accounts_event", ("Acme",)),
+        (DELIVERIES, "webhooks_webhookdelivery", ("Acme", "hooks.acme.test")),
+    ],
+)
+def test_the_outbox_lists_find_an_organization_or_endpoint_by_name_through_their_indexes(
+    owner, outsider, staff_client, url, table, terms
+):
+    """Events and deliveries grow with every partner's traffic: a name (or endpoint URL) search was a
+    substring match across the joins of every row, which no index answers. The organizations and endpoints
+    are found first, then the rows by their ids (as the posts list)."""
+    from accounts import crypto
+    from tests.admin_plans import reading_whole_table, statements_on
+
+    rows = {}
+    for tenant, host in ((owner, "hooks.acme.test"), (outsider, "hooks.globex.test")):
+        endpoint = WebhookEndpoint.objects.create(
+            organization=tenant.org, url=f"https://{host}/in", events=["x"], secret_enc=crypto.encrypt("whsec_x")
+        )
+        event = Event.objects.create(organization=tenant.org, type="social_account.connected", data={})
+        delivery = WebhookDelivery.objects.create(event=event, endpoint=endpoint, body="{}")
+        rows[tenant.org.pk] = event.pk if table == "accounts_event" else delivery.pk
+
+    for term in terms:
+        with CaptureQueriesContext(connection) as captured:
+            page = staff_client.get(url, {"q": term})
+        assert [row.pk for row in page.context["cl"].result_list] == [rows[owner.org.pk]], term
+        statements = statements_on(captured, table)
+        assert statements and reading_whole_table(statements, table) == [], term
