@@ -48,6 +48,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: /healthz and /readyz answer load balancers that send the pod's address as Host (config/probes.py).
+    "config.probes.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.ratelimit.ClientRateLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

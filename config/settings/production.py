@@ -80,7 +80,8 @@ CSRF_COOKIE_SECURE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 # A request that reached us over plain http (the proxy says so in X-Forwarded-Proto) is sent to https, and
 # browsers are told to use https only: the consent callback and the admin carry codes and session cookies.
-# The health probes are exempt: load balancers usually check over plain http and would read a 301 as down.
+# The health probes are exempt: load balancers usually check over plain http and would read a 301 as down
+# (config.probes answers them before SecurityMiddleware anyway; kept should the middleware order change).
 # Set LAYERS_SSL_REDIRECT=false where the proxy already redirects; LAYERS_HSTS_SECONDS=0 turns HSTS off.
 SECURE_SSL_REDIRECT = env.bool("LAYERS_SSL_REDIRECT", default=True)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]

@@ -151,3 +151,38 @@ def test_production_can_leave_the_redirect_and_hsts_to_the_proxy():
     assert result.returncode == 0, result.stderr[-800:]
     seen = json.loads(result.stdout)
     assert seen["plain"][0] == 401 and seen["hsts"] is None
+
+
+BAD_HOST_PROBE = """
+import json, logging, django
+django.setup()
+from django.test import Client
+logged = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        logged.append(record.getMessage())
+logging.getLogger("django").addHandler(Keep(level=logging.ERROR))
+# What a load balancer or a kubelet sends: the pod's address as Host, over plain http.
+client = Client(HTTP_HOST="10.0.0.5:18431", raise_request_exception=False)
+probes = {path: client.get(path) for path in ("/healthz", "/readyz")}
+probe_errors = list(logged)
+others = {path: client.get(path).status_code
+          for path in ("/healthz/", "/healthzx", "/v1/projects", "/admin/", "/docs/", "/oauth/tiktok/callback",
+                       "/static/admin/css/base.css", "/media/avatars/a.png")}
+print(json.dumps({"probes": {p: [r.status_code, r.json()] for p, r in probes.items()}, "probe_errors": probe_errors,
+                  "others": others, "others_logged": len(logged) - len(probe_errors)}))
+"""
+
+
+def test_production_answers_the_health_probes_whatever_the_host_and_nothing_else():
+    # Load balancers and Kubernetes probe the pod's address: each probe was a 400 and an ERROR log line.
+    result = load(FULL, code=BAD_HOST_PROBE)
+    assert result.returncode == 0, result.stderr[-800:]
+    seen = json.loads(result.stdout)
+    assert seen["probes"]["/healthz"] == [200, {"status": "ok"}]
+    status, body = seen["probes"]["/readyz"]
+    # No database nor broker behind this process: not ready, and saying so in readyz's own shape.
+    assert status == 503 and body["status"] == "unavailable" and set(body["checks"]) == {"database", "broker"}
+    assert not [line for line in seen["probe_errors"] if "HTTP_HOST" in line]  # no DisallowedHost line per probe
+    assert set(seen["others"].values()) == {400}, seen["others"]  # the host check still guards the rest
+    assert seen["others_logged"] >= len(seen["others"])
