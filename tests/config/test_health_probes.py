@@ -1,10 +1,21 @@
 """/healthz and /readyz as load balancers and Kubernetes use them: they send the pod's address as Host, so the
-probes are answered before the host check (and nothing else is)."""
+probes are answered before the host check (and nothing else is); and /readyz says "not ready" while the
+database lacks migrations, since every API call then fails."""
 
+import json
 import logging
+import subprocess
+import sys
 
+import psycopg
 import pytest
+from django.conf import settings
+from django.db import connection
+from django.db.migrations.recorder import MigrationRecorder
 from django.test import Client
+
+from accounts import views
+from tests.reliability.processes import database_url, django_env
 
 POD = "10.0.0.5:18431"
 
@@ -12,6 +23,15 @@ POD = "10.0.0.5:18431"
 @pytest.fixture
 def pod_client():
     return Client(HTTP_HOST=POD, raise_request_exception=False)
+
+
+@pytest.fixture
+def migrations_not_yet_known():
+    """Each test starts from a process that has not yet seen its migrations all applied (readyz remembers
+    that once it is true)."""
+    views._migrations_applied = False
+    yield
+    views._migrations_applied = False
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
@@ -34,3 +54,69 @@ def test_a_probe_answers_the_same_with_an_allowed_host(db, pod_client):
     allowed = Client()
     assert allowed.get("/healthz").json() == pod_client.get("/healthz").json() == {"status": "ok"}
     assert allowed.get("/readyz").json() == pod_client.get("/readyz").json()
+
+
+def test_readyz_is_unavailable_while_a_migration_is_unapplied(db, anon, migrations_not_yet_known):
+    # The release's newest migration of accounts is not applied yet: its code would fail on the missing
+    # schema, so the load balancer must not send it traffic.
+    latest = MigrationRecorder.Migration.objects.filter(app="accounts").order_by("-name").first()
+    latest.delete()
+    response = anon.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "checks": {"database": "error: 1 unapplied migration(s)", "broker": "ok"},
+    }
+
+
+def test_readyz_looks_at_the_migrations_until_they_are_all_applied_then_only_selects_1(
+    db, anon, migrations_not_yet_known, django_assert_num_queries
+):
+    assert anon.get("/readyz").status_code == 200
+    with django_assert_num_queries(1):  # the database round trip of every probe: SELECT 1
+        assert anon.get("/readyz").status_code == 200
+
+
+@pytest.fixture
+def empty_database():
+    """A PostgreSQL database of its own with nothing in it: a deployment before its first `migrate`."""
+    name = f"{connection.settings_dict['NAME']}_empty"
+    admin = {k: v for k, v in psycopg.conninfo.conninfo_to_dict(database_url()).items() if k != "dbname"}
+    with psycopg.connect(**admin, dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url().rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(**admin, dbname="postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+ON_AN_EMPTY_DATABASE = """
+import json, django
+django.setup()
+from django.core.management import call_command
+from django.test import Client
+client = Client(raise_request_exception=False)
+ready = client.get("/readyz")
+projects = client.get("/v1/projects", HTTP_AUTHORIZATION="Bearer lyr_x")
+call_command("check", databases=["default"])  # the check on stored secrets: nothing stored, nothing refused
+print(json.dumps({"ready": [ready.status_code, ready.json()], "projects": projects.status_code}))
+"""
+
+
+def test_readyz_is_unavailable_on_an_empty_database_where_the_api_fails(db, empty_database):
+    result = subprocess.run(  # noqa: S603 - our own interpreter, a fixed program
+        [sys.executable, "-c", ON_AN_EMPTY_DATABASE],
+        cwd=settings.BASE_DIR,
+        env={**django_env(application_name="layers-empty-db"), "DATABASE_URL": empty_database},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["projects"] == 500  # relation "accounts_apikey" does not exist
+    status, body = seen["ready"]
+    assert status == 503 and body["status"] == "unavailable" and body["checks"]["broker"] == "ok"
+    assert body["checks"]["database"].startswith("error: ") and "unapplied migration" in body["checks"]["database"]
