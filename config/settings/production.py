@@ -1,6 +1,6 @@
 """Production: refuses to start without what a real deployment needs — real secrets, a real database, the
-live platforms and their credentials, its public https URL and host names, a shared broker and cache —
-rather than start and fail (or run insecurely) later."""
+live platforms and their credentials, its public https URL and host names, a shared broker, cache and media
+storage — rather than start and fail (or run insecurely) later."""
 
 from urllib.parse import urlsplit
 
@@ -9,6 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
 from .base import (
+    AWS_STORAGE_BUCKET_NAME,
     CACHE_URL,
     CELERY_BROKER_URL,
     DATABASES,
@@ -71,6 +72,16 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     _problems.append("CELERY_BROKER_URL must point at Redis or RabbitMQ (the file broker works on one machine only)")
 if not CACHE_URL:
     _problems.append("LAYERS_CACHE_URL must point at Redis (rate limits must be shared by every process)")
+# Workers save the avatars they rehost; web processes serve them at /media/. On local storage that works only
+# when every one of them sees the same directory: with a disk per machine or container, every avatarUrl
+# answered 404, silently. Production runs more than one process by design, so local media is refused unless
+# the operator says the directory is shared (one machine, or a volume every web and worker process mounts)
+# rather than guessed at from paths, which look the same whether shared or not.
+if not AWS_STORAGE_BUCKET_NAME and not env.bool("LAYERS_MEDIA_ROOT_SHARED", default=False):
+    _problems.append(
+        "LAYERS_S3_BUCKET must name the media bucket, or LAYERS_MEDIA_ROOT_SHARED=true say that every web and "
+        "worker process mounts the same LAYERS_MEDIA_ROOT (workers save the avatars that web processes serve)"
+    )
 if _problems:
     raise ImproperlyConfigured("Production settings refused: " + "; ".join(_problems))
 

@@ -27,6 +27,7 @@ FULL = {
     "LAYERS_INSTAGRAM_CLIENT_SECRET": "ig-secret",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
     "LAYERS_CACHE_URL": "redis://127.0.0.1:6379/1",
+    "LAYERS_S3_BUCKET": "layers-media",
 }
 PROBE = """
 import json, django
@@ -96,6 +97,18 @@ def test_production_refuses_to_start_without(missing):
 )
 def test_production_refuses_a_value_that_cannot_work(name, value):
     assert_refused(production(**{name: value}), naming=name)
+
+
+def test_production_refuses_local_media_that_only_one_process_can_see():
+    # Workers save the avatars, web processes serve them: on separate machines or containers each with
+    # its own disk, every avatarUrl was a 404.
+    assert_refused(production(LAYERS_S3_BUCKET=None), naming="LAYERS_S3_BUCKET")
+    assert_refused(production(LAYERS_S3_BUCKET=None), naming="LAYERS_MEDIA_ROOT_SHARED")
+
+
+def test_production_keeps_local_media_when_the_operator_says_the_media_root_is_shared():
+    result = production(LAYERS_S3_BUCKET=None, LAYERS_MEDIA_ROOT_SHARED="true")
+    assert result.returncode == 0, result.stderr[-800:]
 
 
 def test_production_forces_private_webhook_destinations_off():
