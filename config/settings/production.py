@@ -2,13 +2,21 @@
 live platforms and their credentials, its public https URL and host names, a shared broker, cache and media
 storage — rather than start and fail (or run insecurely) later."""
 
+import re
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
+from django.core.checks.security.base import (
+    SECRET_KEY_INSECURE_PREFIX,
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
+from django.http.request import split_domain_port, validate_host
 
 from .base import *  # noqa: F403
 from .base import (
+    ALLOWED_HOSTS,
     AWS_STORAGE_BUCKET_NAME,
     CACHE_URL,
     CELERY_BROKER_URL,
@@ -44,9 +52,41 @@ def _is_fernet_key(key: str) -> bool:
     return True
 
 
+def _schemes(urls: str, separators: str) -> list[str]:
+    """The scheme of each URL of a list ("" for one that is not a URL: `redis//host`, a colon short)."""
+    return [urlsplit(url.strip()).scheme if "://" in url else "" for url in re.split(f"[{separators}]", urls)]
+
+
+def _named(schemes: list[str]) -> str:
+    return ", ".join(f"{scheme}://" if scheme else "a URL with no scheme:// (a colon missing?)" for scheme in schemes)
+
+
+def _weak_secret_key(key: str) -> bool:
+    """What Django's `check --deploy` calls weak (security.W009), which nothing runs at start-up: sessions,
+    signed values and password reset tokens become guessable."""
+    return (
+        len(key) < SECRET_KEY_MIN_LENGTH
+        or len(set(key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+        or key.startswith(SECRET_KEY_INSECURE_PREFIX)
+    )
+
+
+# The brokers this deployment knows how to bound (base.broker_timeouts) and that every process can reach.
+# memory:// (each process its own queue: readyz said "broker ok" while no task ever reached a worker) and a
+# mistyped URL (`redis//host`, which kombu takes whole for the host name of an AMQP broker) are refused.
+BROKER_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
+# What config.cache.TolerantRedisCache (Django's Redis backend) can connect to; it splits locations on , and ;
+CACHE_SCHEMES = ("redis", "rediss", "unix")
+
 _problems = []
 if not env.str("DJANGO_SECRET_KEY", default="") or SECRET_KEY.startswith("dev-only"):
     _problems.append("DJANGO_SECRET_KEY must be set")
+elif _weak_secret_key(SECRET_KEY):
+    _problems.append(
+        f"DJANGO_SECRET_KEY must be a long random value (at least {SECRET_KEY_MIN_LENGTH} characters, "
+        f"{SECRET_KEY_MIN_UNIQUE_CHARACTERS} of them different, not Django's {SECRET_KEY_INSECURE_PREFIX!r} "
+        "placeholder): python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    )
 if not LAYERS_TOKEN_KEYS:
     _problems.append("LAYERS_TOKEN_KEYS must list at least one Fernet key")
 elif not all(_is_fernet_key(key) for key in LAYERS_TOKEN_KEYS):
@@ -66,12 +106,30 @@ for _name, _value in (
         _problems.append(f"{_name} must be set (every connect would fail at the platform)")
 if not env.list("DJANGO_ALLOWED_HOSTS", default=[]):
     _problems.append("DJANGO_ALLOWED_HOSTS must name the API's host(s) (the default answers 400 to every request)")
+_public_host = split_domain_port(urlsplit(LAYERS_PUBLIC_URL).netloc.rpartition("@")[2])[0]
 if not env.str("LAYERS_PUBLIC_URL", default="") or urlsplit(LAYERS_PUBLIC_URL).scheme != "https":
     _problems.append("LAYERS_PUBLIC_URL must be the service's public https URL (OAuth redirect URIs are built on it)")
+elif not _public_host:
+    _problems.append("LAYERS_PUBLIC_URL must name the service's host (https://api.example.com)")
+elif ALLOWED_HOSTS and not validate_host(_public_host, ALLOWED_HOSTS):
+    _problems.append(
+        f"LAYERS_PUBLIC_URL's host {_public_host!r} must be one of DJANGO_ALLOWED_HOSTS (the platforms send "
+        "every OAuth callback, and TikTok its webhooks, there: each would be a 400)"
+    )
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _problems.append("CELERY_BROKER_URL must point at Redis or RabbitMQ (the file broker works on one machine only)")
+elif _bad := sorted({scheme for scheme in _schemes(CELERY_BROKER_URL, ";") if scheme not in BROKER_SCHEMES}):
+    # Only the scheme is named: the URL may hold a password.
+    _problems.append(
+        f"CELERY_BROKER_URL must be a Redis or RabbitMQ URL ({', '.join(s + '://' for s in BROKER_SCHEMES)}), "
+        f"not {_named(_bad)}"
+    )
 if not CACHE_URL:
     _problems.append("LAYERS_CACHE_URL must point at Redis (rate limits must be shared by every process)")
+elif _bad := sorted({scheme for scheme in _schemes(CACHE_URL, ",;") if scheme not in CACHE_SCHEMES}):
+    _problems.append(
+        f"LAYERS_CACHE_URL must be a Redis URL ({', '.join(s + '://' for s in CACHE_SCHEMES)}), not {_named(_bad)}"
+    )
 # Workers save the avatars they rehost; web processes serve them at /media/. On local storage that works only
 # when every one of them sees the same directory: with a disk per machine or container, every avatarUrl
 # answered 404, silently. Production runs more than one process by design, so local media is refused unless

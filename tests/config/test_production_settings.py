@@ -15,7 +15,7 @@ from django.conf import settings
 ROOT = Path(settings.BASE_DIR)
 FULL = {
     "DJANGO_SETTINGS_MODULE": "config.settings.production",
-    "DJANGO_SECRET_KEY": "k" * 60,
+    "DJANGO_SECRET_KEY": "x7Kq-2vNw9Lr_b4Tz8Hm3Yc6Pd1Fs5Jg0Ae7Ui2Ko9Qw4Er8Ty3Zx6Cv1Bn5Ml",
     "LAYERS_TOKEN_KEYS": Fernet.generate_key().decode(),
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/layers",
     "LAYERS_PLATFORMS": "live",
@@ -93,10 +93,41 @@ def test_production_refuses_to_start_without(missing):
         ("LAYERS_PUBLIC_URL", "http://api.layers.example"),
         ("CELERY_BROKER_URL", "filesystem://"),
         ("LAYERS_PLATFORMS", "sandbox"),
+        # What `check --deploy` (security.W009) calls weak, and nothing ran at start: sessions, password
+        # reset links and signed values forgeable.
+        ("DJANGO_SECRET_KEY", "x"),
+        ("DJANGO_SECRET_KEY", "changeme"),
+        ("DJANGO_SECRET_KEY", "k" * 60),  # long, but 1 distinct character
+        ("DJANGO_SECRET_KEY", "django-insecure-" + "a1b2c3d4e5" * 5),  # startproject's placeholder
+        # readyz said "broker ok" while no task ever left the web process.
+        ("CELERY_BROKER_URL", "memory://"),
+        ("CELERY_BROKER_URL", "redis//127.0.0.1:6379/0"),  # a colon short
+        ("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0;memory://"),  # a failover list is checked whole
+        # Every OAuth callback on it would be a 400 (its host refused by ALLOWED_HOSTS), or it has no host.
+        ("LAYERS_PUBLIC_URL", "https://layers.example"),
+        ("LAYERS_PUBLIC_URL", "https://"),
+        # Handed to the Redis cache backend, which cannot speak it: every request's rate limit fell back.
+        ("LAYERS_CACHE_URL", "memcached://127.0.0.1:11211"),
     ],
 )
 def test_production_refuses_a_value_that_cannot_work(name, value):
     assert_refused(production(**{name: value}), naming=name)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"CELERY_BROKER_URL": "rediss://:pw@redis.internal:6380/0"},
+        {"CELERY_BROKER_URL": "sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26379"},
+        {"CELERY_BROKER_URL": "amqps://layers:pw@mq.internal:5671//"},
+        {"LAYERS_CACHE_URL": "rediss://cache.internal:6380/1"},
+        {"LAYERS_PUBLIC_URL": "https://api.layers.example:8443"},
+        {"DJANGO_ALLOWED_HOSTS": ".layers.example"},  # a subdomain pattern covers api.layers.example
+    ],
+)
+def test_production_accepts_the_real_variants_of_those_values(changes):
+    result = production(**changes)
+    assert result.returncode == 0, result.stderr[-800:]
 
 
 def test_production_refuses_local_media_that_only_one_process_can_see():
