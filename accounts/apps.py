@@ -6,6 +6,7 @@ class AccountsConfig(AppConfig):
     verbose_name = "Partners and accounts"
 
     def ready(self):
+        import accounts.checks  # noqa: F401  (registers the check that the stored secrets decrypt)
         import config.api.schema  # noqa: F401  (registers the OpenAPI auth extension)
         from config import pgprepared, pgtime
 

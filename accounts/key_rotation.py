@@ -50,7 +50,9 @@ def _rotate_value(value: str, *, allow_clear: bool = False) -> Outcome:
         return Outcome(None, "undecryptable")
 
 
-def _encrypted_columns() -> Iterator[tuple[type, str]]:
+def encrypted_columns() -> Iterator[tuple[type, str]]:
+    """(model, field name) of every column holding a value encrypted with accounts.crypto (also read by
+    accounts.checks)."""
     for model in apps.get_models():
         if model._meta.proxy or not model._meta.managed:
             continue
@@ -143,7 +145,7 @@ def _rotate_mfa_data(data):
 def rotate_all(*, batch: int = 500, dry_run: bool = False) -> dict:
     """Rotate everything; returns {"columns": {name: counts}, and the totals}. `dry_run` counts only."""
     columns: dict[str, Column] = {}
-    for model, field in _encrypted_columns():
+    for model, field in encrypted_columns():
         columns[f"{model._meta.label}.{field}"] = _rotate_column(model, field, batch=batch, dry_run=dry_run)
     from accounts.models import IdempotencyKey
 

@@ -1,5 +1,5 @@
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import import_modules, setup_logging, task_postrun, task_prerun
 
 from config import envfile
 
@@ -20,6 +20,19 @@ def _django_logging(**kwargs):
     from django.utils.log import configure_logging
 
     configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+
+
+@import_modules.connect(weak=False)
+def _refuse_to_start_on_failed_checks(sender=None, **kwargs):
+    """A worker or beat starting: Django's system checks, the database ones included, before it consumes or
+    schedules anything. Celery's Django fixup runs the checks here too but ignores what they find; Celery
+    re-raises what a receiver of this signal raises, which stops the process. Only at a worker's or beat's
+    start (the loader's init_worker, which marks itself first), not when other code loads the task modules."""
+    if sender is None or not sender.loader.worker_initialized:
+        return
+    from config import startup
+
+    startup.refuse_to_start_on_failed_checks("celery")
 
 
 @task_prerun.connect(weak=False)

@@ -245,6 +245,9 @@ LAYERS_TOKEN_REFRESH_MARGIN = {"tiktok": timedelta(hours=6), "instagram": timede
 LAYERS_HEALTH_CHECK_EVERY = timedelta(hours=24)
 # Fernet keys for platform tokens, comma-separated; the first encrypts, all decrypt (rotation).
 LAYERS_TOKEN_KEYS = env.list("LAYERS_TOKEN_KEYS", default=[])
+# System checks to ignore, by id. A check that fails stops every process from starting (config/startup.py);
+# this is the way past one whose problem is known and accepted (layers.E001 when every token key is lost).
+SILENCED_SYSTEM_CHECKS = env.list("DJANGO_SILENCED_SYSTEM_CHECKS", default=[])
 # Remote fetches (avatars, media): private / loopback addresses are refused unless this is on (dev and
 # tests, where the sandbox lives on 127.0.0.1). Production settings force it off.
 LAYERS_ALLOW_PRIVATE_FETCH = env.bool("LAYERS_ALLOW_PRIVATE_FETCH", default=LAYERS_PLATFORMS == "sandbox")

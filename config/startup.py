@@ -1,0 +1,45 @@
+"""Web, worker and beat processes run Django's system checks before they serve or consume anything, and
+refuse to start on an error.
+
+Django runs its checks only in management commands (runserver, migrate, check): gunicorn runs none, and
+Celery's Django fixup runs them at worker and beat start but discards what they find. So nothing refused to
+start with, say, a LAYERS_TOKEN_KEYS that decrypts no stored secret (accounts/checks.py): the first requests
+and tasks went on to mark every account reauth_required. config/wsgi.py, config/asgi.py and config/celery.py
+call this once per process, with the database checks included (a few small queries).
+
+A database that cannot be reached at start-up is not a refusal: the process starts as before, /readyz reports
+the database, and the checks that read it run again at the next start."""
+
+import logging
+
+from django.core import checks
+from django.core.management.base import SystemCheckError
+from django.db import OperationalError, connections
+
+log = logging.getLogger(__name__)
+
+
+def refuse_to_start_on_failed_checks(process: str) -> None:
+    """Run every system check; log the warnings, raise SystemCheckError naming the errors."""
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        django.setup()
+    try:
+        messages = checks.run_checks(databases=["default"])
+    except OperationalError as exc:  # Django's own database checks connect too
+        log.warning("%s start: database unreachable (%s), the checks that read it are skipped", process, exc)
+        messages = checks.run_checks()
+    finally:
+        # This thread serves no request: its connection would stay open, idle, for the process's life.
+        connections.close_all()
+    shown = [message for message in messages if not message.is_silenced()]
+    for message in shown:
+        if not message.is_serious():
+            log.warning("%s start: %s", process, message)
+    errors = [message for message in shown if message.is_serious()]
+    if errors:
+        raise SystemCheckError(
+            f"The {process} process refused to start (system checks):\n" + "\n".join(str(e) for e in errors)
+        )
