@@ -21,6 +21,7 @@ from django.utils import timezone
 from accounts.models import SocialAccount
 from accounts.platforms.base import (
     MediaItem,
+    PermissionMissing,
     PlatformError,
     PlatformUnavailable,
     PublishResult,
@@ -367,6 +368,10 @@ def _outcome_unknown(post: ScheduledPost) -> bool:
 CLAIM_LEASE = timedelta(minutes=5)
 MAX_ATTEMPTS = 5
 EXPIRED_UNREFRESHABLE = "The account's token expired and could not be refreshed."
+# The token works but was granted without the scope the post needs (TikTok's scope_not_authorized: video.publish
+# for publish mode, video.upload for drafts; Instagram's codes 10 and 200-299): saying "rejected the token"
+# would send the partner hunting for a dead token. The remedy is the same, a reauth that grants it.
+PERMISSION_MISSING = "The account's token lacks the publishing permission; it needs a reauth."
 STATUS_POLL_FIRST = timedelta(seconds=2)
 STATUS_POLL_MAX = timedelta(minutes=2)
 PUBLISH_GIVE_UP = timedelta(hours=24)
@@ -850,7 +855,8 @@ def _publish(post: ScheduledPost | None) -> str:
     except TokenInvalid as exc:
         # Refused before anything was created. Dead, or only old: a refresh underway (or one more attempt,
         # for a token past its expiry) may have renewed it, and the post then goes out on the new token.
-        return _token_refused(post, version, exc, "The platform rejected the account's token; it needs a reauth.")
+        refused = "The platform rejected the account's token; it needs a reauth."
+        return _token_refused(post, version, exc, PERMISSION_MISSING if isinstance(exc, PermissionMissing) else refused)
     except RequestRejected as exc:
         # The platform's own words (its message names what to fix: "aspect ratio ('0.3')"); the clients
         # build it from the platform's error with the request's token and the app secret redacted.
@@ -1017,6 +1023,8 @@ def _resolve(post: ScheduledPost) -> str:
             dead = False
         if not dead:
             return _check_again(post, now)  # renewed (or being renewed): asked again on the new token
+        if isinstance(exc, PermissionMissing):
+            return _fail(post, "CREDENTIAL_INVALID", PERMISSION_MISSING)
         return _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token while publishing.")
     except (RateLimited, PlatformUnavailable, RequestRejected):
         return _check_again(post, now)

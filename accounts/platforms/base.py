@@ -2,6 +2,8 @@
 
 The errors are the contract between the clients and the services that use them:
 - TokenInvalid        the token is dead (revoked, expired, password changed): the account needs a reauth;
+  PermissionMissing   (a TokenInvalid) the token works, but was granted without the permission this call
+                      needs: every such call fails until the creator grants it, so it too needs a reauth;
 - RateLimited         the platform throttled us: retry later (retry_after seconds when known);
 - PlatformUnavailable 5xx, timeouts, connection errors: transient, retry with backoff;
 - RequestRejected     the platform refused this request for good (bad params, content refused, bad code):
@@ -47,6 +49,13 @@ class PlatformError(Exception):
 
 class TokenInvalid(PlatformError):
     pass
+
+
+class PermissionMissing(TokenInvalid):
+    """A TokenInvalid whose token is alive but lacks the permission (scope) the call needs (TikTok's
+    scope_not_authorized, Instagram's codes 10 and 200-299 on a publishing call). The remedy is the same
+    (a reauth granting it), so callers that only care about that treat it as any TokenInvalid; the publisher
+    tells the partner which of the two it was."""
 
 
 class RateLimited(PlatformError):

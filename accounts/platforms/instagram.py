@@ -24,6 +24,7 @@ from django.utils import timezone
 from .base import (
     MediaItem,
     Metrics,
+    PermissionMissing,
     PlatformError,
     PlatformUnavailable,
     Profile,
@@ -519,8 +520,8 @@ def _code_of(exc: PlatformError) -> int | None:
     return as_int(exc.code.split("/")[0])
 
 
-def _needs_reauth(exc: RequestRejected) -> TokenInvalid:
-    return TokenInvalid(str(exc), code=exc.code, status=exc.status, outcome_unknown=False)
+def _needs_reauth(exc: RequestRejected) -> PermissionMissing:
+    return PermissionMissing(str(exc), code=exc.code, status=exc.status, outcome_unknown=False)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from django.utils import timezone
 from .base import (
     MediaItem,
     Metrics,
+    PermissionMissing,
     PlatformUnavailable,
     Profile,
     PublishResult,
@@ -47,7 +48,9 @@ JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 METRICS_BATCH = 20
 # Most public first: creator_info lists what this creator (and an unaudited app: SELF_ONLY only) allows.
 PRIVACY_PREFERENCE = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY")
-TOKEN_INVALID_CODES = frozenset({"access_token_invalid", "scope_not_authorized"})
+# The token was not granted the scope the call needs (PermissionMissing); it still works for the others.
+SCOPE_NOT_AUTHORIZED = "scope_not_authorized"
+TOKEN_INVALID_CODES = frozenset({"access_token_invalid", SCOPE_NOT_AUTHORIZED})
 MAX_PHOTOS = 35
 # TikTok counts a caption in UTF-16 code units ("max 2200 UTF-16 runes"): an emoji outside the Basic
 # Multilingual Plane counts two. A video's caption is its post_info.title, a photo post's its description.
@@ -438,6 +441,8 @@ def _raise_for_answer(response: httpx.Response, body, *, grant: str | None, secr
         code = str(error.get("code") or "")
         if code and code != "ok":
             message = redact(f"tiktok {code}: {error.get('message') or ''}", *secrets)
+            if code == SCOPE_NOT_AUTHORIZED:
+                raise PermissionMissing(message, code=code, status=status)
             if code in TOKEN_INVALID_CODES:
                 raise TokenInvalid(message, code=code, status=status)
             if code == "rate_limit_exceeded" or status == 429:

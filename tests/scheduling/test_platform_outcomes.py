@@ -185,10 +185,36 @@ def test_an_instagram_token_without_the_publish_permission_needs_a_reauth(owner,
         run_dispatcher()
 
     body = post(owner, scheduled["id"])
-    assert body["status"] == "failed" and body["error"]["code"] == "CREDENTIAL_INVALID", body
+    assert body["status"] == "failed", body
+    # The token works: what it lacks is the permission, and the message says so, not "rejected the token".
+    assert body["error"] == {
+        "code": "CREDENTIAL_INVALID",
+        "message": "The account's token lacks the publishing permission; it needs a reauth.",
+    }
     assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
     assert Event.objects.filter(type="social_account.needs_reauth").count() == 1
     assert len(calls) == 1 and sandbox_posts("instagram", f"noperm.{code}") == []
+
+
+def test_a_tiktok_token_without_video_publish_says_so_when_its_post_fails(owner):
+    # TikTok's scope_not_authorized: the token works (drafts would go out), it was granted without the scope
+    # a direct post needs. Still a reauth, but the partner is told what is missing, not "rejected the token".
+    account = connected_account(owner, "tiktok", "noscope.tt")
+    scheduled = schedule_now(owner, account["id"])
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        body = {"data": {}, "error": {"code": "scope_not_authorized", "message": "video.publish is required."}}
+        return httpx.Response(401, json=body)
+
+    with intercepted({"/v2/post/publish/creator_info/query/": answer}):
+        run_dispatcher()
+
+    assert post(owner, scheduled["id"])["error"] == {
+        "code": "CREDENTIAL_INVALID",
+        "message": "The account's token lacks the publishing permission; it needs a reauth.",
+    }
+    assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
+    assert sandbox_posts("tiktok", "noscope.tt") == []
 
 
 def test_a_post_throttled_at_media_publish_is_retried_a_bounded_number_of_times_then_rate_limited(owner):
