@@ -205,10 +205,14 @@ class ReauthUrlApi(ApiView):
         description=(
             "Re-authorize an account whose token died. Completing it rotates the token on the same "
             "socialAccountId, sets status back to connected and fires social_account.reconnected; "
-            "consenting as a different platform user fails with account_mismatch. A leased account → 409 "
-            "ACCOUNT_LEASED: Layers holds its TikTok user, so Layers ops reconnect it from the Layers admin when "
-            "its token dies (same socialAccountId, status back to connected, social_account.reconnected fires as "
-            "here); until then it stays reauth_required and its posts fail with CREDENTIAL_INVALID."
+            "consenting as a different platform user fails with account_mismatch (the account unchanged; that "
+            "user's new grant is revoked at the platform unless they are connected elsewhere). A link opened after "
+            "the account was disconnected (DELETE) fails with already_used, without authorizing the app again at "
+            "the platform. "
+            "A leased account → 409 ACCOUNT_LEASED: Layers holds its TikTok user, so Layers ops reconnect it from "
+            "the Layers admin when its token dies (same socialAccountId, status back to connected, "
+            "social_account.reconnected fires as here); until then it stays reauth_required and its posts fail "
+            "with CREDENTIAL_INVALID."
         ),
     )
     def post(self, request, projectId: str):
@@ -251,7 +255,9 @@ class OAuthStatusApi(ApiView):
         description=(
             "`expired` once expiresAt passed without completion and without the callback having arrived: a state "
             "whose callback arrived before expiresAt reads `pending` until it is `completed` or `failed`, never "
-            "`expired` in between. `socialAccountId` is set when completed. "
+            "`expired` in between. `socialAccountId` is set when completed. `error.code` is one of access_denied, "
+            "expired, already_used (the state was used already, or it is a reauth of an account disconnected "
+            "since), account_mismatch, token_exchange_failed, platform_error. "
             "A state whose callback was received but could not finish (the server failed meanwhile) is `failed` "
             "with platform_error 5 minutes after the callback arrived, never `expired`. "
             "A state is kept for LAYERS_OAUTH_SESSION_RETENTION_DAYS (30) days after its expiresAt, then "

@@ -504,6 +504,13 @@ def oauth_callback(
             return _outcome(session, "expired")
         if error or not code:
             return _session_fail(session, "access_denied" if error == "access_denied" else "platform_error")
+        if session.purpose == OAuthSession.Purpose.REAUTH and not _reauth_target_live(session):
+            # The partner disconnected the account after making this link (DELETE): a reauth can no longer
+            # bring it back (connecting again mints a new id), so the link is spent. Checked before the code
+            # is exchanged: exchanging it would authorize the app again at the platform for a user the partner
+            # has just revoked. Of API.md's fixed codes, `already_used` ("this state can no longer be used")
+            # is the true one; platform_error would send the partner looking for an outage.
+            return _session_fail(session, "already_used")
         session.status = OAuthSession.Status.EXCHANGING
         session.exchange_started_at = timezone.now()
         session.save(update_fields=["status", "exchange_started_at"])
@@ -527,6 +534,15 @@ def _exchange_and_bind(*, session: OAuthSession, platform: str, code: str) -> Ca
     except PlatformError as exc:
         log.warning("oauth %s: code exchange failed (%s)", session.pk[:10], type(exc).__name__)
         return _session_fail(session, "token_exchange_failed")
+    outcome = _bind_grant(session=session, client=client, tokens=tokens)
+    if outcome.error_code:
+        # Refused with the state failed and committed: the tokens just issued are stored nowhere.
+        _withdraw_unbound_grant(session=session, tokens=tokens)
+    return outcome
+
+
+def _bind_grant(*, session: OAuthSession, client, tokens: TokenSet) -> CallbackOutcome:
+    """Bind the grant the code was exchanged for, as the session's purpose says, or fail the state."""
     try:
         profile = client.get_profile(access_token=tokens.access_token, scopes=tokens.scopes)
     except PlatformError as exc:
@@ -539,6 +555,34 @@ def _exchange_and_bind(*, session: OAuthSession, platform: str, code: str) -> Ca
         return _pool_connect_complete(session=session, tokens=tokens, profile=profile)
     account = social_account_bind(session=session, tokens=tokens, profile=profile)
     return CallbackOutcome(redirect_url=session.return_url, account=account)
+
+
+def _reauth_target_live(session: OAuthSession) -> bool:
+    return (
+        SocialAccount.objects.filter(pk=session.social_account_id)
+        .exclude(status=SocialAccount.Status.DISCONNECTED)
+        .exists()
+    )
+
+
+def _withdraw_unbound_grant(*, session: OAuthSession, tokens: TokenSet) -> None:
+    """A grant the callback obtained but bound to nothing (refused for its scopes, a reauth consented as
+    another user or whose account was disconnected meanwhile, a refused pool connect, a profile the platform
+    would not give) is withdrawn at the platform: the customer was told it failed, and the app must not stay
+    authorized for them with tokens nobody holds. Unless the same platform user is still held by a live
+    binding (any project or organization, the reauth's own account included) or by the pool: the platform's
+    revoke withdraws the whole user's grant and would kill those (_revoke_grant_unless_shared). Best-effort,
+    after the state's failure is committed: whatever goes wrong is logged, and the customer still lands with
+    the code the refusal chose."""
+    try:
+        _revoke_grant_unless_shared(
+            account_id=None,
+            platform=session.platform,
+            platform_user_id=tokens.platform_user_id,
+            token=tokens.access_token,
+        )
+    except Exception:
+        log.exception("oauth %s: withdrawing the unbound grant failed", session.pk[:10])
 
 
 def _claimed_session_crashed(session: OAuthSession) -> CallbackOutcome:
@@ -670,11 +714,10 @@ def _reauth_complete(*, session: OAuthSession, tokens: TokenSet, profile: Profil
             .filter(pk=session.social_account_id)
             .first()
         )
-        if (
-            account is None
-            or account.status == SocialAccount.Status.DISCONNECTED
-            or account.kind == SocialAccount.Kind.LEASED
-        ):
+        if account is None or account.status == SocialAccount.Status.DISCONNECTED:
+            # Disconnected after the callback's check, while the code was being exchanged: spent, as there.
+            return _session_fail(session, "already_used")
+        if account.kind == SocialAccount.Kind.LEASED:
             return _session_fail(session, "platform_error")
         if account.identity.platform_user_id != tokens.platform_user_id:
             return _session_fail(session, "account_mismatch")
@@ -773,7 +816,7 @@ def social_account_revoke(*, account_id: str, actor=None) -> RevokeResult:
     return RevokeResult(account=account, canceled_scheduled_posts=canceled, released=released)
 
 
-def _revoke_grant_unless_shared(*, account_id: str, platform: str, platform_user_id: str, token: str) -> None:
+def _revoke_grant_unless_shared(*, account_id: str | None, platform: str, platform_user_id: str, token: str) -> None:
     """Revoke the app's authorization at the platform, unless the same platform user is still held elsewhere.
 
     TikTok's /v2/oauth/revoke/ and Instagram's DELETE /me/permissions withdraw the app's access for the whole
@@ -781,7 +824,9 @@ def _revoke_grant_unless_shared(*, account_id: str, platform: str, platform_user
     (identities are per organization, the platform's grant is not), leased, or in the pool with a token would
     kill those bindings behind their owners' backs (their next call fails, they get a needs_reauth for
     something another organization did). So the grant goes only with the last live holder; otherwise only
-    our copy of this binding's token is wiped (done already, in the revoke's transaction).
+    our copy of this binding's token is wiped (done already, in the revoke's transaction). `account_id` is
+    the binding being revoked (not counted as a holder), or None for a grant the OAuth callback obtained and
+    bound to nothing (_withdraw_unbound_grant).
 
     Two holders revoking at the same moment: this runs after the revoke's commit (on_commit, so after the
     outermost transaction even when a caller wraps the revoke in its own), and its read runs in autocommit
@@ -798,19 +843,19 @@ def _revoke_grant_unless_shared(*, account_id: str, platform: str, platform_user
     (the connect's code exchange and this revoke), which DESIGN.md rules out."""
     from leasing.services import pool_holds_platform_user
 
-    still_bound = (
-        SocialAccount.objects.filter(identity__platform=platform, identity__platform_user_id=platform_user_id)
-        .exclude(status=SocialAccount.Status.DISCONNECTED)
-        .exclude(pk=account_id)
-        .exists()
-    )
-    if still_bound or pool_holds_platform_user(platform=platform, platform_user_id=platform_user_id):
-        log.info("revoke of %s: the %s user is still bound elsewhere; grant kept, token wiped", account_id, platform)
+    holders = SocialAccount.objects.filter(
+        identity__platform=platform, identity__platform_user_id=platform_user_id
+    ).exclude(status=SocialAccount.Status.DISCONNECTED)
+    if account_id is not None:
+        holders = holders.exclude(pk=account_id)
+    what = account_id or "an unbound grant"
+    if holders.exists() or pool_holds_platform_user(platform=platform, platform_user_id=platform_user_id):
+        log.info("revoke of %s: the %s user is still bound elsewhere; grant kept, token wiped", what, platform)
         return
     try:
         _client(platform).revoke(access_token=token)
     except PlatformError as exc:
-        log.info("revoke of %s at %s failed (%s); token wiped locally", account_id, platform, type(exc).__name__)
+        log.info("revoke of %s at %s failed (%s); token wiped locally", what, platform, type(exc).__name__)
 
 
 def _disconnect_effects(*, account: SocialAccount, actor=None) -> tuple[int, bool]:

@@ -15,6 +15,7 @@ from accounts import services as account_services
 from accounts.models import Event, OAuthSession
 from accounts.platforms import get_client
 from accounts.platforms.sandbox import identities
+from accounts.platforms.sandbox.models import Token as SandboxToken
 from leasing import services
 from leasing.models import Lease, PoolAccount
 from tests.leasing.helpers import add_pool, get_request, request_accounts
@@ -244,6 +245,8 @@ def test_consenting_as_another_tiktok_user_is_an_account_mismatch_and_changes_no
     assert after.access_token == before.access_token and after.refresh_token == before.refresh_token
     session = OAuthSession.objects.get(pool_account_id=pool_id)
     assert (session.status, session.error_code) == ("failed", "account_mismatch")
+    # The grant that other user just gave is bound to nothing: withdrawn at TikTok, not left live.
+    assert not SandboxToken.objects.filter(username="somebody.else", revoked_at__isnull=True).exists()
 
 
 def test_staff_without_the_change_permission_on_pool_accounts_cannot_start_a_connect(db):
