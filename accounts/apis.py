@@ -141,7 +141,12 @@ class OAuthUrlApi(ApiView):
             "Start connecting a TikTok or Instagram account to the project. After consent the customer is "
             "redirected to exactly `returnUrl` (no query added) on success, or to `returnUrl` with "
             "`layers_oauth_error=<code>` on failure: access_denied, expired, already_used, account_mismatch, "
-            "token_exchange_failed, platform_error. After Instagram the redirect's Location ends with an empty "
+            "token_exchange_failed, platform_error. access_denied is also the answer when the customer approved "
+            "but unticked the publishing permission: when the platform reports the granted scopes and none lets "
+            "Layers post (TikTok: video.publish for publish mode or video.upload for drafts; Instagram: "
+            "instagram_business_content_publish), nothing is bound and the grant is revoked at the platform "
+            "(unless the same platform user is still connected elsewhere, or in Layers' pool). A platform answer "
+            "naming no scopes is taken as granting them. After Instagram the redirect's Location ends with an empty "
             "`#` (`returnUrl#`): Instagram sends the browser to Layers with `#_`, which a browser would otherwise "
             "carry over to your page."
         ),
@@ -176,8 +181,10 @@ class ReauthUrlInput(StrictSerializer):
         "user.info.basic and Instagram's instagram_business_basic are always added. Without TikTok's "
         "video.list the account still posts but gets no "
         "metrics; without user.info.profile it keeps its known handle and its posts get no externalUrl; "
-        "without the publishing scopes its posts fail with CREDENTIAL_INVALID and it goes back to "
-        "reauth_required.",
+        "a grant with none of the publishing scopes (TikTok video.publish / video.upload, Instagram "
+        "instagram_business_content_publish) is refused with access_denied and the account left as it was; "
+        "with TikTok's video.upload alone it posts drafts, and its publish-mode posts fail with "
+        "CREDENTIAL_INVALID (the token lacks the publishing permission) and it goes back to reauth_required.",
     )
     returnUrl = serializers.CharField(
         max_length=2048,
@@ -208,7 +215,7 @@ class ReauthUrlApi(ApiView):
             "consenting as a different platform user fails with account_mismatch (the account unchanged; that "
             "user's new grant is revoked at the platform unless they are connected elsewhere). A link opened after "
             "the account was disconnected (DELETE) fails with already_used, without authorizing the app again at "
-            "the platform. "
+            "the platform. A grant without any publishing scope fails with access_denied (see `scopes`). "
             "A leased account → 409 ACCOUNT_LEASED: Layers holds its TikTok user, so Layers ops reconnect it from "
             "the Layers admin when its token dies (same socialAccountId, status back to connected, "
             "social_account.reconnected fires as here); until then it stays reauth_required and its posts fail "
@@ -255,9 +262,10 @@ class OAuthStatusApi(ApiView):
         description=(
             "`expired` once expiresAt passed without completion and without the callback having arrived: a state "
             "whose callback arrived before expiresAt reads `pending` until it is `completed` or `failed`, never "
-            "`expired` in between. `socialAccountId` is set when completed. `error.code` is one of access_denied, "
-            "expired, already_used (the state was used already, or it is a reauth of an account disconnected "
-            "since), account_mismatch, token_exchange_failed, platform_error. "
+            "`expired` in between. `socialAccountId` is set when completed. `error.code` is one of access_denied "
+            "(the customer declined, or approved without the publishing permission), expired, already_used (the "
+            "state was used already, or it is a reauth of an account disconnected since), account_mismatch, "
+            "token_exchange_failed, platform_error. "
             "A state whose callback was received but could not finish (the server failed meanwhile) is `failed` "
             "with platform_error 5 minutes after the callback arrived, never `expired`. "
             "A state is kept for LAYERS_OAUTH_SESSION_RETENTION_DAYS (30) days after its expiresAt, then "

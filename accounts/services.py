@@ -28,7 +28,7 @@ from accounts.models import (
     SocialAccount,
 )
 from accounts.platforms.base import PlatformError, Profile, TokenInvalid, TokenSet
-from accounts.platforms.scopes import SCOPES
+from accounts.platforms.scopes import PUBLISHING, SCOPES, grant_lacks_publishing
 from accounts.selectors import aware_utc
 from accounts.serializers import social_account_data
 from config.api.errors import Conflict, Validation
@@ -551,6 +551,8 @@ def _bind_grant(*, session: OAuthSession, client, tokens: TokenSet) -> CallbackO
 
     if session.purpose == OAuthSession.Purpose.REAUTH:
         return _reauth_complete(session=session, tokens=tokens, profile=profile)
+    if grant_lacks_publishing(session.platform, tokens.scopes):
+        return _refuse_without_publishing(session)
     if session.purpose == OAuthSession.Purpose.POOL:
         return _pool_connect_complete(session=session, tokens=tokens, profile=profile)
     account = social_account_bind(session=session, tokens=tokens, profile=profile)
@@ -563,6 +565,22 @@ def _reauth_target_live(session: OAuthSession) -> bool:
         .exclude(status=SocialAccount.Status.DISCONNECTED)
         .exists()
     )
+
+
+def _refuse_without_publishing(session: OAuthSession) -> CallbackOutcome:
+    """The platform reported the scopes it granted, and none lets Layers post (grant_lacks_publishing): the
+    customer unticked the publishing permission on the consent page. Binding the grant would make an account
+    every post of which fails (CREDENTIAL_INVALID, then reauth_required), so the state fails with
+    `access_denied` — the customer declined a permission the service needs — and nothing is bound."""
+    log.info("oauth %s: granted without the publishing scopes; refused", session.pk[:10])
+    message = ""
+    if session.purpose == OAuthSession.Purpose.POOL:
+        needed = " and ".join(sorted(PUBLISHING[session.platform]))
+        message = (
+            f"TikTok granted the connect without the publishing permission ({needed} unticked): a pool account "
+            "must post, so nothing was changed. Connect on TikTok again and leave them ticked."
+        )
+    return _session_fail(session, "access_denied", message=message)
 
 
 def _withdraw_unbound_grant(*, session: OAuthSession, tokens: TokenSet) -> None:
@@ -721,6 +739,10 @@ def _reauth_complete(*, session: OAuthSession, tokens: TokenSet, profile: Profil
             return _session_fail(session, "platform_error")
         if account.identity.platform_user_id != tokens.platform_user_id:
             return _session_fail(session, "account_mismatch")
+        # A reauth may ask for fewer scopes than a connect (reauth-url's `scopes`), so only a grant that lets
+        # Layers post in no mode at all is refused, as at connect; the account keeps the token it had.
+        if grant_lacks_publishing(account.platform, tokens.scopes):
+            return _refuse_without_publishing(session)
         social_account_reconnect(account=account, tokens=tokens, profile=profile)
         OAuthSession.objects.filter(pk=session.pk).update(
             status=OAuthSession.Status.COMPLETED, completed_at=timezone.now()

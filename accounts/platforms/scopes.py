@@ -23,3 +23,22 @@ INSTAGRAM = {
 }
 
 SCOPES: dict[str, dict[str, str]] = {"tiktok": TIKTOK, "instagram": INSTAGRAM}
+
+# The scopes that let Layers post for an account, any one of them enough. TikTok: video.publish for posts in
+# `publish` mode (creator_info and the direct-post inits), video.upload for `draft` mode (the inbox uploads).
+# Instagram: instagram_business_content_publish (containers and media_publish); Instagram has no draft API,
+# so its drafts are a Layers delivery that no Instagram permission grants, and a grant without the publishing
+# permission is one the customer gave for reading only.
+PUBLISHING: dict[str, frozenset[str]] = {
+    "tiktok": frozenset({"video.publish", "video.upload"}),
+    "instagram": frozenset({"instagram_business_content_publish"}),
+}
+
+
+def grant_lacks_publishing(platform: str, granted) -> bool:
+    """Whether a grant whose scopes the platform reported (`granted`: TokenSet.scopes) lets Layers post in no
+    mode at all: the customer unticked the publishing permission on the consent page. A grant whose scopes
+    the platform did not report (empty) is not taken as lacking them: a platform that leaves the field out
+    would otherwise have every connect refused; its posts say so if the scope is missing after all."""
+    granted = set(granted)
+    return bool(granted) and not granted & PUBLISHING[platform]

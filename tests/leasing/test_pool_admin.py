@@ -1,6 +1,7 @@
 """Ops stock the pool in the admin: one by one, or by CSV import with row-level errors shown; and they connect
 pool accounts on TikTok there (an account imported without tokens, or a leased one whose token died)."""
 
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -247,6 +248,30 @@ def test_consenting_as_another_tiktok_user_is_an_account_mismatch_and_changes_no
     assert (session.status, session.error_code) == ("failed", "account_mismatch")
     # The grant that other user just gave is bound to nothing: withdrawn at TikTok, not left live.
     assert not SandboxToken.objects.filter(username="somebody.else", revoked_at__isnull=True).exists()
+
+
+def test_a_pool_connect_granted_without_the_publishing_scopes_is_refused_and_changes_nothing(staff):
+    # A pool account is leased to partners to post with: a grant that can post in no mode (video.publish and
+    # video.upload unticked) would be leased and fail every post, so it is refused like a partner's connect.
+    (pool_id,) = add_pool(1)
+    before = PoolAccount.objects.get(pk=pool_id)
+    started = start_connect(staff, pool_id)
+    narrowed = re.sub(r"scope=[^&]*", "scope=user.info.basic,user.info.profile", started["Location"])
+    location = consent("tiktok", narrowed, before.handle)
+    parts = urlsplit(location)
+
+    back = staff.get(f"{parts.path}?{parts.query}")
+
+    assert back["Location"] == admin_object_url(PoolAccount, pool_id)
+    assert "without the publishing permission" in staff.get(back["Location"]).content.decode()
+    after = PoolAccount.objects.get(pk=pool_id)
+    assert (after.status, after.access_token, after.refresh_token) == (
+        "available",
+        before.access_token,
+        before.refresh_token,
+    )
+    session = OAuthSession.objects.get(pool_account_id=pool_id)
+    assert (session.status, session.error_code) == ("failed", "access_denied")
 
 
 def test_staff_without_the_change_permission_on_pool_accounts_cannot_start_a_connect(db):
