@@ -7,7 +7,8 @@ start with, say, a LAYERS_TOKEN_KEYS that decrypts no stored secret (accounts/ch
 and tasks went on to mark every account reauth_required. config/wsgi.py, config/asgi.py and config/celery.py
 call this once per process, with the database checks included (a few small queries).
 
-A database that cannot be reached at start-up is not a refusal: the process starts as before, /readyz reports
+A database that cannot be reached at start-up (refused, or silent past the connect timeout that
+config/settings/base.py `database()` sets) is not a refusal: the process starts as before, /readyz reports
 the database, and the checks that read it run again at the next start."""
 
 import logging

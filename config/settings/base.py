@@ -101,7 +101,13 @@ def database(url: str, *, conn_max_age: int = 60) -> dict:
         # Web, worker and beat share the file: wait for locks instead of failing, and let readers in (WAL).
         defaults = {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     else:
-        defaults = {"server_side_binding": True, "prepare_threshold": 5} if LAYERS_DB_PREPARED_STATEMENTS else {}
+        # libpq waits without limit for a server that accepts the connection and never answers (a hung pooler,
+        # a failover address with nobody behind it): a process starting then (its system checks read the
+        # database, config/startup.py) would hang before serving /healthz, and /readyz would never answer.
+        # Past this many seconds the connection fails like a refused one. The URL's query string may set another.
+        defaults = {"connect_timeout": 10}
+        if LAYERS_DB_PREPARED_STATEMENTS:
+            defaults |= {"server_side_binding": True, "prepare_threshold": 5}
     db["OPTIONS"] = {**defaults, **db.get("OPTIONS", {})}  # what the URL's query string sets wins
     return db
 

@@ -120,3 +120,39 @@ def test_readyz_is_unavailable_on_an_empty_database_where_the_api_fails(db, empt
     status, body = seen["ready"]
     assert status == 503 and body["status"] == "unavailable" and body["checks"]["broker"] == "ok"
     assert body["checks"]["database"].startswith("error: ") and "unapplied migration" in body["checks"]["database"]
+
+
+def test_a_web_process_starts_while_the_database_accepts_connections_and_never_answers():
+    """A hung pooler or a failover address nobody answers behind: the start-up checks (config/startup.py)
+    read the database, and without a connect timeout a gunicorn worker's boot hung there for good, /healthz
+    unanswered, so a load balancer drained pods that were healthy. It starts, and says why it skipped them."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes the handshake; nobody ever reads or answers
+    env = {
+        **django_env(application_name="silent-db"),
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{silent.getsockname()[1]}/layers",
+    }
+    env["DATABASE_URL"] += "?connect_timeout=2"  # the default (10 s), shortened for the test
+    try:
+        booted = subprocess.run(
+            [sys.executable, "-c", "import config.wsgi; print('booted')"],
+            cwd=settings.BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        silent.close()
+    assert "booted" in booted.stdout, booted.stderr
+    assert "OperationalError" in booted.stderr  # the checks that read the database said they were skipped
+
+
+def test_the_default_connect_timeout_is_set_for_postgresql():
+    from config.settings.base import database
+
+    assert database("postgres://layers@db.internal/layers")["OPTIONS"]["connect_timeout"] == 10
+    assert "connect_timeout" not in database("sqlite:////tmp/layers.sqlite3")["OPTIONS"]

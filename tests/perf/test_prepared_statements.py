@@ -41,7 +41,13 @@ def test_a_dashboard_polling_its_accounts_is_answered_from_prepared_statements(o
 
 def test_the_database_urls_own_options_are_kept_next_to_prepared_statements():
     options = database("postgres://layers@db.internal:5432/layers?application_name=layers-web")["OPTIONS"]
-    assert options == {"server_side_binding": True, "prepare_threshold": 5, "application_name": "layers-web"}
+    assert options == {
+        "connect_timeout": 10,
+        "server_side_binding": True,
+        "prepare_threshold": 5,
+        "application_name": "layers-web",
+    }
+    assert database("postgres://layers@db.internal/layers?connect_timeout=3")["OPTIONS"]["connect_timeout"] == 3
 
 
 @pytest.mark.django_db(transaction=True)
