@@ -9,6 +9,7 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseBadRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
@@ -19,11 +20,15 @@ from django.utils.html import format_html, format_html_join
 from accounts.admin_choices import label_choices
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.models import Organization
-from billing import reports, services
+from billing import reports, selectors, services
 from billing.models import LedgerEntry, MonthlyBilling, Wallet
 from config.adminpaging import LargeTablePaginator
 from config.api.errors import Validation
 from config.api.ids import is_valid
+
+# The ledger list filtered to one organization (the wallet page links it): then, and only then, it shows the
+# balance after each entry. Unfiltered, a running sum would be a window over the whole ledger on every visit.
+ORGANIZATION_PARAMETER = "organization__id__exact"
 
 
 def _description(entry: LedgerEntry) -> str:
@@ -78,20 +83,21 @@ class WalletAdmin(admin.ModelAdmin):
 
     @admin.display(description="latest entries")
     def recent_entries(self, wallet):
-        entries = (
-            LedgerEntry.objects.filter(organization_id=wallet.pk)
-            .select_related("lease", "actor")
-            .order_by("-created_at", "-id")[:20]
-        )
-        link = reverse("admin:billing_ledgerentry_changelist") + f"?organization__id__exact={wallet.pk}"
+        # With the balance after each entry, "charged twice?" reads down the column; the newest one's is the
+        # wallet's balance, as the ledger sums it. Leases and actors prefetched, not joined: the window reads
+        # every entry of the organization, and joins would run for each of them before the newest 20 are kept.
+        entries = selectors.ledger_with_balances(organization_id=wallet.pk).prefetch_related("lease", "actor")[:20]
+        link = reverse("admin:billing_ledgerentry_changelist") + f"?{ORGANIZATION_PARAMETER}={wallet.pk}"
         rows = format_html_join(
             "",
-            "<tr><td>{}</td><td>{}</td><td style='text-align:right'>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td style='text-align:right'>{}</td><td style='text-align:right'>{}</td>"
+            "<td>{}</td><td>{}</td></tr>",
             (
                 (
                     reports.stamp(e.created_at),
                     e.get_kind_display(),
                     reports.usd_display(e.amount_cents),
+                    reports.usd_display(e.balance_after),
                     _description(e),
                     e.actor or "",
                 )
@@ -99,8 +105,9 @@ class WalletAdmin(admin.ModelAdmin):
             ),
         )
         return format_html(
-            "<table><thead><tr><th>when (UTC)</th><th>kind</th><th>amount</th><th>what</th><th>by</th></tr>"
-            '</thead><tbody>{}</tbody></table><p><a href="{}">The whole ledger of this organization</a></p>',
+            '<table id="latest-entries"><thead><tr><th>when (UTC)</th><th>kind</th><th>amount</th>'
+            "<th>balance after</th><th>what</th><th>by</th></tr></thead><tbody>{}</tbody></table>"
+            '<p><a href="{}">The whole ledger of this organization</a></p>',
             rows,
             link,
         )
@@ -238,6 +245,47 @@ class LedgerEntryAdmin(IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
     @admin.display(description="what")
     def what(self, entry):
         return _description(entry)
+
+    @admin.display(description="balance after")
+    def balance_after(self, entry):
+        cents = getattr(entry, "balance_after", None)  # set by LedgerChangeList for one organization's ledger
+        return "-" if cents is None else reports.usd_display(cents)
+
+    def one_organization(self, request) -> str | None:
+        organization_id = request.GET.get(ORGANIZATION_PARAMETER)
+        return organization_id if is_valid("org", organization_id) else None
+
+    def get_list_display(self, request):
+        columns = super().get_list_display(request)
+        if not self.one_organization(request):
+            return columns
+        at = columns.index("amount") + 1
+        return (*columns[:at], "balance_after", *columns[at:])
+
+    def get_ordering(self, request):
+        # One organization's ledger in ledger order (created_at, id: selectors.LEDGER_ORDER, through its index
+        # ledger_org_newest), newest first, so that the balance after each entry reads down the page. The
+        # whole ledger keeps the primary key's order: sorting every entry by time on each visit is a sort of
+        # the whole table.
+        if self.one_organization(request):
+            return tuple(f"-{name}" for name in selectors.LEDGER_ORDER)
+        return super().get_ordering(request)
+
+    def get_changelist(self, request, **kwargs):
+        return LedgerChangeList
+
+
+class LedgerChangeList(ChangeList):
+    def get_results(self, request):
+        super().get_results(request)
+        organization_id = self.model_admin.one_organization(request)
+        if organization_id:
+            # The page's entries are read (and kept: the page lists these very objects), then their balances
+            # in one more statement, over the organization's ledger whatever else filtered the page.
+            entries = list(self.result_list)
+            balances = selectors.ledger_balances_after(organization_id=organization_id, entries=entries)
+            for entry in entries:
+                entry.balance_after = balances.get(entry.pk)
 
 
 @admin.register(MonthlyBilling)

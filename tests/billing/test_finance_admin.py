@@ -17,6 +17,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from billing import reports, services
+from billing.admin import LedgerEntryAdmin
 from billing.models import LedgerEntry, Wallet
 from tests.admin_plans import reading_whole_table, statements_on
 from tests.billing.factories import balance, lease_assign
@@ -414,3 +415,74 @@ def test_the_unfiltered_ledger_list_does_not_count_every_entry(finance, owner, s
 
     assert len(page.context["cl"].result_list) == 2
     assert not [sql for sql in statements_on(captured, "billing_ledgerentry") if "COUNT(" in sql.upper()]
+
+
+def money_then_three_charges(tenant):
+    """$100 in, then three months of a $49 lease: the balance reads $100, $51, $2, -$47. Recorded in 2030 (the
+    bulk renewal's entry ids take the database's real clock, so ledger order and id order disagree here, as
+    they may between two clocks in production: the ledger's order is its time, then its id)."""
+    with time_machine.travel(at(2030, 1, 20), tick=False):
+        services.wallet_top_up(organization=tenant.org, cents=10000, reason="wire")
+    with time_machine.travel(at(2030, 1, 31, 10), tick=False):
+        lease_assign(tenant, price_cents=4900, at=at(2030, 1, 31, 10))
+    for month in (3, 4):
+        with time_machine.travel(at(2030, month, 1), tick=False):
+            services.lease_charges_run(now=at(2030, month, 1))
+    assert balance(tenant) == -4700
+
+
+def test_the_wallet_page_shows_the_balance_after_each_entry_down_to_the_wallets_balance(finance, owner, outsider):
+    money_then_three_charges(owner)
+    services.wallet_top_up(organization=outsider.org, cents=99900, reason="another partner's money")
+
+    with CaptureQueriesContext(connection) as captured:
+        page = finance.get(admin_object_url(Wallet, owner.org.pk)).content.decode()
+
+    assert "$51.00" in page and "$2.00" in page
+    table = Tables(page).tables["latest-entries"]
+    assert "balance after" in table["thead"][0]
+    column = table["thead"][0].index("balance after")
+    amounts = [row[2] for row in table["tbody"]]
+    assert amounts == ["-$49.00", "-$49.00", "-$49.00", "$100.00"]  # newest first
+    assert [row[column] for row in table["tbody"]] == ["-$47.00", "$2.00", "$51.00", "$100.00"]
+    # The newest entry's balance after is the wallet's balance: the cached balance agrees with the ledger.
+    assert table["tbody"][0][column] == reports.usd_display(Wallet.objects.get(pk=owner.org.pk).balance_cents)
+    assert len(statements_on(captured, "billing_ledgerentry")) == 1
+
+
+def test_the_ledger_of_one_organization_shows_the_balance_after_each_entry_in_ledger_order(
+    finance, owner, outsider, monkeypatch
+):
+    money_then_three_charges(owner)
+    services.wallet_top_up(organization=outsider.org, cents=99900, reason="another partner's money")
+    one_org = {"organization__id__exact": owner.org.pk}
+
+    with CaptureQueriesContext(connection) as captured:
+        page = finance.get(LEDGER, one_org)
+    rows = list(page.context["cl"].result_list)
+    html = page.content.decode()
+
+    assert [e.amount_cents for e in rows] == [-4900, -4900, -4900, 10000]  # newest first, as the wallet page
+    assert [reports.usd_display(e.balance_after) for e in rows] == ["-$47.00", "$2.00", "$51.00", "$100.00"]
+    assert 'class="column-balance_after"' in html and "$51.00" in html and "$2.00" in html
+    assert rows[0].balance_after == Wallet.objects.get(pk=owner.org.pk).balance_cents
+    on_ledger = statements_on(captured, "billing_ledgerentry")
+    assert reading_whole_table(on_ledger, "billing_ledgerentry") == []  # the window reads one organization's rows
+
+    # Narrowed further (charges only), or on a later page, each entry keeps its balance in the whole ledger.
+    charges = finance.get(LEDGER, {**one_org, "kind__exact": "lease_charge"}).context["cl"].result_list
+    assert [reports.usd_display(e.balance_after) for e in charges] == ["-$47.00", "$2.00", "$51.00"]
+    monkeypatch.setattr(LedgerEntryAdmin, "list_per_page", 2)
+    second = finance.get(LEDGER, {**one_org, "p": "2"}).context["cl"].result_list
+    assert [reports.usd_display(e.balance_after) for e in second] == ["$51.00", "$100.00"]
+
+
+def test_the_ledger_of_every_organization_sums_no_window_over_the_whole_ledger(finance, owner, outsider):
+    money_then_three_charges(owner)
+    services.wallet_top_up(organization=outsider.org, cents=99900, reason="another partner's money")
+
+    for query in ({}, {"q": owner.org.pk}, {"kind__exact": "top_up"}):
+        with CaptureQueriesContext(connection) as captured:
+            page = finance.get(LEDGER, query)
+        assert not [sql for sql in statements_on(captured, "billing_ledgerentry") if " OVER " in sql], query
+        assert 'class="column-balance_after"' not in page.content.decode(), query
