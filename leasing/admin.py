@@ -12,7 +12,7 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from import_export import fields, resources
 from import_export.admin import ImportMixin
 
@@ -20,7 +20,7 @@ from accounts.admin_search import IdSearchMixin
 from accounts.admin_site import NothingToSaveMixin, ask_first, asks_first, skip_in_action
 from accounts.models import SocialAccount
 from accounts.services import social_account_revoke
-from billing.reports import usd_display
+from billing.reports import stamp, usd_display
 from config.api.errors import ApiError
 from leasing import services
 from leasing.geo import ISO_3166_ALPHA2, is_bcp47
@@ -481,8 +481,74 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     def price(self, lease):
         return usd_display(lease.monthly_price_cents)
 
-    readonly_fields = [f.name for f in Lease._meta.fields]
+    # The page answers "charged twice / the wrong amount for this account": the price as money, how far the
+    # lease is paid and every charge of it, beside who leased and released it.
+    fields = (
+        "organization",
+        "project",
+        "request",
+        "pool_account",
+        "social_account",
+        "leased_handle",
+        "price",
+        "assigned_at",
+        "assigned_by",
+        "released_at",
+        "released_by",
+        "paid_through",
+        "charges",
+    )
+    readonly_fields = fields
     actions = ["release_leases"]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            # Staff who cannot open the ledger see the entries' ids without links (a link would answer 403).
+            obj.ledger_linked = request.user.has_perm("billing.view_ledgerentry")
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.display(description="paid through")
+    def paid_through(self, lease):
+        """The end of the latest charged month, the months counted from assignment by the shared period functions
+        (as billing charges them and the release confirmation states it); and the months that have started (before
+        the release, if released) but that the renewal job has not charged yet, which would otherwise read as
+        unpaid or forgotten."""
+        charged = _charges(lease)
+        if not charged:
+            return "-"
+        anchor, last = lease.assigned_at.astimezone(UTC), charged[-1].period_index
+        _, end = period_bounds(anchor, last)
+        if lease.released_at is not None and end >= lease.released_at:
+            return stamp(end)  # released within its last charged month: nothing more is owed
+        running = period_index_at(anchor, min(timezone.now(), lease.released_at or timezone.now()))
+        if running <= last:
+            return stamp(end)
+        months = "the month that started then is" if running == last + 1 else f"the {running - last} months since are"
+        return f"{stamp(end)} — {months} not charged yet (the renewal job charges within 15 minutes)"
+
+    @admin.display(description="charges")
+    def charges(self, lease):
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{} – {}</td><td style='text-align:right'>{}</td><td>{}</td></tr>",
+            (
+                (
+                    e.period_index,
+                    stamp(e.period_start),
+                    stamp(e.period_end),
+                    usd_display(e.amount_cents),
+                    format_html('<a href="{}">{}</a>', _ledger_url(e), e.pk)
+                    if getattr(lease, "ledger_linked", False)
+                    else e.pk,
+                )
+                for e in _charges(lease)
+            ),
+        )
+        return format_html(
+            '<table id="lease-charges"><thead><tr><th>period index</th><th>period (UTC)</th><th>amount</th>'
+            "<th>ledger entry</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
 
     def has_add_permission(self, request):
         return False
@@ -511,6 +577,17 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
                 f"@{lease.pool_account.handle}: released, {result.canceled_scheduled_posts} queued post(s) canceled.",
                 messages.SUCCESS,
             )
+
+
+def _charges(lease) -> list:
+    """The lease's charges in period order, read once per page (its paid-through date and its table share it)."""
+    if not hasattr(lease, "_charges"):
+        lease._charges = list(lease.ledger_entries.order_by("period_index"))
+    return lease._charges
+
+
+def _ledger_url(entry) -> str:
+    return reverse("admin:billing_ledgerentry_change", args=[quote(entry.pk)])
 
 
 def _release_consequence(lease) -> tuple[str, str]:

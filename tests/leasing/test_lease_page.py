@@ -1,0 +1,88 @@
+"""A lease's admin page answers support's "we were charged twice / the wrong amount for this account": its price
+as money, how far it is paid, and every charge of it (period, amount, the ledger entry), read in one statement;
+and who released it, a partner through their API key or a staff member, never a blank."""
+
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from billing import services as billing
+from billing.models import LedgerEntry
+from leasing.models import Lease
+from tests.admin_plans import statements_on
+from tests.billing.factories import lease_assign, lease_release
+from tests.billing.test_finance_admin import Tables
+from tests.staff import admin_object_url, signed_in_staff
+
+pytestmark = pytest.mark.django_db
+
+
+def at(*args) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def lease_page(client, lease) -> str:
+    response = client.get(admin_object_url(Lease, lease.pk))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_the_lease_page_shows_its_price_how_far_it_is_paid_and_every_charge_in_one_statement(owner, outsider):
+    lease = lease_assign(owner, price_cents=4900, at=at(2026, 1, 31, 10))  # renews Feb 28, Mar 31
+    lease_assign(outsider, price_cents=1000, at=at(2026, 1, 31, 10))  # another lease's charges stay off the page
+    billing.lease_charges_run(now=at(2026, 4, 2))
+    _, client = signed_in_staff("leasing.view_lease", "billing.view_ledgerentry")
+
+    with time_machine.travel(at(2026, 4, 2), tick=False), CaptureQueriesContext(connection) as captured:
+        html = lease_page(client, lease)
+
+    assert "Monthly price cents" not in html and "4900" not in html
+    assert "$49.00" in html
+    assert "2026-04-30 10:00:00 UTC" in html  # paid through: the end of month 3, charged on Mar 31
+    entries = list(LedgerEntry.objects.filter(lease=lease).order_by("period_index"))
+    rows = Tables(html).tables["lease-charges"]["tbody"]
+    assert rows == [
+        [str(e.period_index), f"{start} UTC – {end} UTC", "-$49.00", e.pk]
+        for e, (start, end) in zip(
+            entries,
+            [
+                ("2026-01-31 10:00:00", "2026-02-28 10:00:00"),
+                ("2026-02-28 10:00:00", "2026-03-31 10:00:00"),
+                ("2026-03-31 10:00:00", "2026-04-30 10:00:00"),
+            ],
+            strict=True,
+        )
+    ]
+    for entry in entries:
+        assert f'href="{admin_object_url(LedgerEntry, entry.pk)}"' in html
+    assert len(statements_on(captured, "billing_ledgerentry")) == 1  # not one per charge
+
+
+def test_a_month_started_but_not_charged_yet_is_said_so_on_the_lease_page(owner):
+    lease = lease_assign(owner, price_cents=4900, at=at(2026, 1, 31, 10))
+    _, client = signed_in_staff("leasing.view_lease")
+
+    with time_machine.travel(at(2026, 3, 1), tick=False):  # the renewal job has not charged Feb 28 yet
+        html = lease_page(client, lease)
+
+    assert "2026-02-28 10:00:00 UTC — the month that started then is not charged yet" in html
+    with time_machine.travel(at(2026, 4, 1), tick=False):  # nor Mar 31 (the job was down)
+        assert "2026-02-28 10:00:00 UTC — the 2 months since are not charged yet" in lease_page(client, lease)
+    # Staff who cannot open the ledger see the entry ids, not links that would answer 403.
+    entry = LedgerEntry.objects.get(lease=lease)
+    assert entry.pk in html and admin_object_url(LedgerEntry, entry.pk) not in html
+
+
+def test_a_released_lease_is_paid_through_the_month_its_release_fell_in(owner):
+    lease = lease_assign(owner, price_cents=4900, at=at(2026, 1, 31, 10))
+    lease_release(lease, at=at(2026, 3, 10))  # in month 2 (Feb 28 – Mar 31), which the release charges
+    _, client = signed_in_staff("leasing.view_lease")
+
+    with time_machine.travel(at(2026, 6, 1), tick=False):
+        html = lease_page(client, lease)
+
+    assert "2026-03-31 10:00:00 UTC" in html and "not charged yet" not in html
+    assert [row[0] for row in Tables(html).tables["lease-charges"]["tbody"]] == ["0", "1"]
