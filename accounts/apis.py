@@ -367,7 +367,7 @@ class SocialAccountDetailApi(ApiView):
     )
     def delete(self, request, accountId: str):
         account = selectors.social_account_get(organization=self.organization, account_id=accountId)
-        result = services.social_account_revoke(account_id=account.pk)
+        result = services.social_account_revoke(account_id=account.pk, api_key=request.auth)
         return Response(
             RevokeOutput(
                 {

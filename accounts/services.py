@@ -804,11 +804,12 @@ class RevokeResult:
     released: bool
 
 
-def social_account_revoke(*, account_id: str, actor=None) -> RevokeResult:
+def social_account_revoke(*, account_id: str, actor=None, api_key=None) -> RevokeResult:
     """Disconnect an account for good: status disconnected (row kept), tokens wiped, queued posts
     canceled, a leased account released; then, after commit, the app's grant is revoked at the platform
     (best-effort), unless another live binding or the pool still holds the same platform user (see
-    _revoke_grant_unless_shared). Repeating it changes nothing and reports 0 canceled posts."""
+    _revoke_grant_unless_shared). Repeating it changes nothing and reports 0 canceled posts. `actor` is the
+    staff member, `api_key` the partner's key when their API call revokes (a lease's history names it)."""
     with transaction.atomic():
         account = SocialAccount.objects.select_for_update(of=("self",)).select_related("identity").get(pk=account_id)
         if account.status == SocialAccount.Status.DISCONNECTED:
@@ -817,7 +818,7 @@ def social_account_revoke(*, account_id: str, actor=None) -> RevokeResult:
         token = account.access_token if account.kind == SocialAccount.Kind.CONNECTED else None
         account.status = SocialAccount.Status.DISCONNECTED
         account.disconnected_at = timezone.now()
-        canceled, released = _disconnect_effects(account=account, actor=actor)
+        canceled, released = _disconnect_effects(account=account, actor=actor, api_key=api_key)
         account.access_token_enc = account.refresh_token_enc = ""
         account.token_version += 1
         account.save()
@@ -880,14 +881,14 @@ def _revoke_grant_unless_shared(*, account_id: str | None, platform: str, platfo
         log.info("revoke of %s at %s failed (%s); token wiped locally", what, platform, type(exc).__name__)
 
 
-def _disconnect_effects(*, account: SocialAccount, actor=None) -> tuple[int, bool]:
+def _disconnect_effects(*, account: SocialAccount, actor=None, api_key=None) -> tuple[int, bool]:
     """What other apps do when an account leaves its project, inside the revoke's transaction:
     (queued posts canceled, lease released)."""
     from leasing.services import lease_release_for_account
     from scheduling.services import posts_cancel_for_account
 
     canceled = posts_cancel_for_account(account=account)
-    released = lease_release_for_account(account=account, actor=actor) is not None
+    released = lease_release_for_account(account=account, actor=actor, api_key=api_key) is not None
     return canceled, released
 
 

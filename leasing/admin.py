@@ -494,7 +494,7 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         "assigned_at",
         "assigned_by",
         "released_at",
-        "released_by",
+        "released_by_who",
         "paid_through",
         "charges",
     )
@@ -506,6 +506,16 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
             # Staff who cannot open the ledger see the entries' ids without links (a link would answer 403).
             obj.ledger_linked = request.user.has_perm("billing.view_ledgerentry")
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.display(description="released by")
+    def released_by_who(self, lease):
+        # `released_by` holds staff only: a partner's release (their API key) or automation's is in the history.
+        if lease.released_at is None:
+            return "-"
+        if lease.released_by_id:
+            return str(lease.released_by)
+        released = lease.actions.filter(action="released").select_related("actor").first()
+        return released.by if released else "-"
 
     @admin.display(description="paid through")
     def paid_through(self, lease):
@@ -607,11 +617,15 @@ def _release_consequence(lease) -> tuple[str, str]:
 
 @admin.register(LeaseAction)
 class LeaseActionAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "action", "actor", "request", "lease")
+    list_display = ("created_at", "action", "by", "request", "lease")
     list_filter = ("action",)
     # One statement for the page: the lease's label names its pool account and project.
     list_select_related = ("actor", "request", "lease__pool_account", "lease__project")
-    readonly_fields = ("created_at", "action", "actor", "request", "lease", "detail")
+    readonly_fields = ("created_at", "action", "by", "request", "lease", "detail")
+
+    @admin.display(description="by")
+    def by(self, action):
+        return action.by  # staff, the partner's API key, or automation
 
     def has_add_permission(self, request):
         return False

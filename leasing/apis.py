@@ -91,6 +91,7 @@ class LeaseRequestCreateApi(ApiView):
             geos=niche["geo"],
             audience=niche["audience"],
             note=data.validated_data["note"],
+            api_key=request.auth,  # the partner's key, named in the request's history
         )
         body = LeaseRequestOutput(lease_request).data
         return Response(
@@ -171,7 +172,7 @@ class LeasedAccountReleaseApi(ApiView):
         # releases the lease), and `paidThrough` belongs to billing, which sits above leasing in DESIGN.md's
         # order — a leasing service could not call it. lease_paid_through charges any period the renewal job
         # has not reached yet, so the figure answered is final.
-        result = account_services.social_account_revoke(account_id=lease.social_account_id)
+        result = account_services.social_account_revoke(account_id=lease.social_account_id, api_key=request.auth)
         lease.refresh_from_db()
         from billing.services import lease_paid_through
 

@@ -181,4 +181,16 @@ class LeaseAction(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self):
-        return f"{self.action} by {self.actor or 'automation'}"
+        return f"{self.action} by {self.by}"
+
+    @property
+    def by(self) -> str:
+        """Who acted, as ops read it: the staff member; else the partner's API key the call came through (the
+        `api_key` the services record in `detail`: its id, name and prefix, never the key); else automation
+        (a command, the recovery of an interrupted assignment)."""
+        if self.actor_id:
+            return str(self.actor)
+        key = self.detail.get("api_key") if isinstance(self.detail, dict) else None
+        if isinstance(key, dict):
+            return f"partner (API key {key.get('name') or key.get('id')} {key.get('prefix')}…)"
+        return "automation"

@@ -22,7 +22,7 @@ from accounts import crypto
 from accounts.models import PlatformIdentity, SocialAccount
 from accounts.platforms.base import PlatformError, PlatformUnavailable, TokenInvalid, TokenSet
 from accounts.platforms.http import ANSWER_DEADLINE_TIMEOUTS
-from accounts.services import event_record
+from accounts.services import KEY_PREFIX, event_record
 from config.api.errors import ApiError
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
@@ -64,7 +64,11 @@ FAILED_INTERRUPTED = (
 )
 
 
-def _audit(*, action: str, actor=None, request=None, lease=None, **detail) -> LeaseAction:
+def _audit(*, action: str, actor=None, api_key=None, request=None, lease=None, **detail) -> LeaseAction:
+    """One history row. `actor` is the staff member; `api_key` the partner's key when a partner's API call did it
+    (kept as its id, name and prefix, never the key: LeaseAction.by names it); neither for automation."""
+    if api_key is not None:
+        detail["api_key"] = {"id": api_key.pk, "name": api_key.name, "prefix": f"{KEY_PREFIX}{api_key.prefix}"}
     return LeaseAction.objects.create(action=action, actor=actor, request=request, lease=lease, detail=detail)
 
 
@@ -72,9 +76,18 @@ def _audit(*, action: str, actor=None, request=None, lease=None, **detail) -> Le
 
 
 def lease_request_create(
-    *, project, count: int, vertical: str, language: str, geos: list[str], audience: str = "", note: str = ""
+    *,
+    project,
+    count: int,
+    vertical: str,
+    language: str,
+    geos: list[str],
+    audience: str = "",
+    note: str = "",
+    api_key=None,
 ) -> LeaseRequest:
-    """A partner asks for `count` warmed TikTok accounts in a niche (validated by the API)."""
+    """A partner asks for `count` warmed TikTok accounts in a niche (validated by the API); `api_key`, the key
+    the partner called with, is named in the request's history."""
     with transaction.atomic():
         request = LeaseRequest.objects.create(
             organization_id=project.organization_id,
@@ -86,7 +99,7 @@ def lease_request_create(
             audience=audience or "",
             note=note or "",
         )
-        _audit(action="requested", request=request, count=count)
+        _audit(action="requested", api_key=api_key, request=request, count=count)
     return request
 
 
@@ -547,10 +560,11 @@ def _recover_interrupted(*, request_id: str, cutoff) -> int:
 # --- Release ----------------------------------------------------------------------------------------
 
 
-def lease_release_for_account(*, account: SocialAccount, actor=None) -> Lease | None:
+def lease_release_for_account(*, account: SocialAccount, actor=None, api_key=None) -> Lease | None:
     """Release the live lease bound to `account`, inside the caller's (revoke) transaction: the pool
     account gets its token back and returns to the pool, no further period is charged (billing renews
-    only live leases), the current one is not refunded. Returns the released lease, or None."""
+    only live leases), the current one is not refunded. Returns the released lease, or None. The history
+    names who released it: `actor` (staff), or `api_key` (the partner's key, when their API call did)."""
     if account.kind != SocialAccount.Kind.LEASED:
         return None
     from billing.services import lease_release_lock
@@ -573,7 +587,7 @@ def lease_release_for_account(*, account: SocialAccount, actor=None) -> Lease | 
         token_expires_at=account.token_expires_at,
         refresh_expires_at=account.refresh_expires_at,
     )
-    _audit(action="released", actor=actor, request=lease.request, lease=lease)
+    _audit(action="released", actor=actor, api_key=api_key, request=lease.request, lease=lease)
     # The period the release fell in is owed even if the renewal job has not reached it yet: settle it now,
     # after commit (charging takes the wallet's lock, and the job takes it before the lease's: inside this
     # transaction, which holds the lease's, the two could deadlock). Should that fail, the job settles it.
