@@ -492,7 +492,7 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         "leased_handle",
         "price",
         "assigned_at",
-        "assigned_by",
+        "assigned_by_who",
         "released_at",
         "released_by_who",
         "paid_through",
@@ -507,15 +507,15 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
             obj.ledger_linked = request.user.has_perm("billing.view_ledgerentry")
         return super().render_change_form(request, context, add, change, form_url, obj)
 
+    # `assigned_by` and `released_by` hold staff only; the lease's history also names a partner's API key (their
+    # release) and automation (a command's assignment), instead of a blank.
+    @admin.display(description="assigned by")
+    def assigned_by_who(self, lease):
+        return _who(lease, "assigned", lease.assigned_by)
+
     @admin.display(description="released by")
     def released_by_who(self, lease):
-        # `released_by` holds staff only: a partner's release (their API key) or automation's is in the history.
-        if lease.released_at is None:
-            return "-"
-        if lease.released_by_id:
-            return str(lease.released_by)
-        released = lease.actions.filter(action="released").select_related("actor").first()
-        return released.by if released else "-"
+        return _who(lease, "released", lease.released_by) if lease.released_at else "-"
 
     @admin.display(description="paid through")
     def paid_through(self, lease):
@@ -594,6 +594,15 @@ def _charges(lease) -> list:
     if not hasattr(lease, "_charges"):
         lease._charges = list(lease.ledger_entries.order_by("period_index"))
     return lease._charges
+
+
+def _who(lease, action: str, staff) -> str:
+    if staff is not None:
+        return str(staff)
+    if not hasattr(lease, "_by"):  # one read of the history for both
+        rows = lease.actions.filter(action__in=("assigned", "released")).select_related("actor")
+        lease._by = {row.action: row.by for row in list(rows)[::-1]}  # newest first: the latest of each wins
+    return lease._by.get(action, "-")
 
 
 def _ledger_url(entry) -> str:

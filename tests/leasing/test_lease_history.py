@@ -23,9 +23,9 @@ def ops():
     return staff_login(Client(), user)
 
 
-def released_by(page: str) -> str:
-    match = re.search(r"Released by:</label>\s*<div class=\"readonly\">(.*?)</div>", page, re.S)
-    assert match, "no Released by on the lease page"
+def shown(page: str, label: str) -> str:
+    match = re.search(rf"{label}:</label>\s*<div class=\"readonly\">(.*?)</div>", page, re.S)
+    assert match, f"no {label} on the page"
     return match.group(1).strip()
 
 
@@ -51,7 +51,9 @@ def test_the_history_names_the_partners_api_key_or_the_staff_member_never_a_blan
     assert history["requested"] == partner
     assert history["assigned"] == "automation"
     assert history["released"] == ("ops" if how == "admin" else partner)
-    assert released_by(ops.get(admin_object_url(Lease, lease.pk)).content.decode()) == history["released"]
+    lease_page = ops.get(admin_object_url(Lease, lease.pk)).content.decode()
+    assert shown(lease_page, "Released by") == history["released"]
+    assert shown(lease_page, "Assigned by") == "automation"
     # What is kept of the key names it and finds it again; the key itself is nowhere.
     requested = LeaseAction.objects.get(request_id=request_id, action="requested")
     assert requested.detail["api_key"] == {"id": owner.key.pk, "name": "test", "prefix": f"lyr_{owner.key.prefix}"}
