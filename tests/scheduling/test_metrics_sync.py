@@ -74,8 +74,13 @@ def test_a_token_that_can_post_but_not_read_metrics_is_not_declared_dead_by_the_
 
 
 def test_a_token_without_the_publish_scope_still_fails_the_post_as_credential_invalid(owner):
+    from accounts.platforms.sandbox.models import Token
+
     account = connected_account(owner, "tiktok", "readonly")
+    # A read-only reauth is refused at the callback (the account keeps its token); a token that lost the
+    # permission at TikTok's end since (the customer withdrew it there) is only found out when it posts.
     reauthorize_with(owner, account["id"], "readonly", ["user.info.basic", "user.info.profile", "video.list"])
+    Token.objects.filter(username="readonly").update(scopes="user.info.basic,user.info.profile,video.list")
     scheduled = schedule_now(owner, account["id"])
 
     run_dispatcher()
@@ -83,6 +88,7 @@ def test_a_token_without_the_publish_scope_still_fails_the_post_as_credential_in
     # The token cannot post: the customer has to authorize again, with the publishing scopes.
     body = post(owner, scheduled["id"])
     assert body["status"] == "failed" and body["error"]["code"] == "CREDENTIAL_INVALID", body
+    assert "lacks the publishing permission" in body["error"]["message"]
     assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
 
 
