@@ -357,3 +357,22 @@ class OnboardingStep(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class CallGate(models.Model):
+    """Calls in flight to one outside receiver (a webhook endpoint, an organization's endpoints, a managed
+    provider) and how its last calls went: the state of accounts.callgate, which keeps one slow or dead
+    receiver from holding every worker thread. Locked row by row (SELECT … FOR UPDATE) by the callers."""
+
+    key = models.CharField(primary_key=True, max_length=100)
+    # holder (a delivery or post id) → end of its lease (unix seconds): a holder that dies without leaving
+    # stops counting when its lease ends.
+    slots = models.JSONField(default=dict, blank=True)
+    failures = models.PositiveIntegerField(default=0, help_text="Consecutive calls that got no answer.")
+    down_until = models.DateTimeField(null=True, blank=True, help_text="End of the cool-off; no call before.")
+
+    class Meta:
+        verbose_name = "outbound call gate"
+
+    def __str__(self):
+        return self.key

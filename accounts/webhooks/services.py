@@ -27,7 +27,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from rest_framework import serializers
 
-from accounts import crypto
+from accounts import callgate, crypto
 from accounts.models import Event, Organization
 from accounts.services import EVENT_TYPES
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
@@ -55,6 +55,17 @@ MAX_RETRY_AFTER = timedelta(hours=12)
 FANOUT_GRACE = timedelta(seconds=30)
 CLAIM_BATCH = 200
 USER_AGENT = "Layers-Webhooks/1.0"
+# Fairness: every organization's sends share the `webhooks` worker's threads (make run: 4), and an attempt
+# may wait LAYERS_WEBHOOK_TIMEOUT (15 s) for its receiver. So at most ENDPOINT_IN_FLIGHT sends to one
+# endpoint at once, and LAYERS_WEBHOOK_ORG_IN_FLIGHT to all of one organization's endpoints (less than the
+# worker's threads); a send over either is deferred a few seconds (not attempted, no thread held). An
+# endpoint that left FAILURES_BEFORE_COOL_OFF attempts in a row without an answer (timeout, connection
+# failure) gets no attempt for COOL_OFF: its deliveries wait, not attempted. accounts/callgate.py.
+ENDPOINT_IN_FLIGHT = 2
+FAILURES_BEFORE_COOL_OFF = 5
+COOL_OFF = timedelta(minutes=1)
+# And a bounded fan-out: one event makes at most this many deliveries (documented in README / OpenAPI).
+MAX_ENDPOINTS_PER_ORGANIZATION = 20
 
 _timestamp_field = serializers.DateTimeField()
 
@@ -120,9 +131,19 @@ def endpoint_create(*, organization: Organization, url: str, events) -> tuple[We
     except UnsafeURL as exc:
         raise Validation({"url": [str(exc).capitalize() + "."]})
     secret = _new_secret()
-    endpoint = WebhookEndpoint.objects.create(
-        organization=organization, url=url, events=events, secret_enc=crypto.encrypt(secret)
-    )
+    with transaction.atomic():
+        # Creations of one organization serialize on its row, so concurrent ones cannot pass the cap together.
+        Organization.objects.select_for_update().filter(pk=organization.pk).first()
+        if organization.webhook_endpoints.filter(deleted_at__isnull=True).count() >= MAX_ENDPOINTS_PER_ORGANIZATION:
+            message = (
+                f"An organization can have at most {MAX_ENDPOINTS_PER_ORGANIZATION} webhook endpoints (disabled "
+                "ones included); delete one you no longer use (DELETE /v1/webhook-endpoints/{id}) first, or "
+                "subscribe an existing endpoint to more event types."
+            )
+            raise Validation({"url": [message]}, message=message)
+        endpoint = WebhookEndpoint.objects.create(
+            organization=organization, url=url, events=events, secret_enc=crypto.encrypt(secret)
+        )
     return endpoint, secret
 
 
@@ -313,6 +334,8 @@ def events_fan_out_missed(*, limit: int = 500) -> int:
 class Claim:
     delivery_id: str
     attempt: int
+    # The gates (callgate) the claim holds a slot at, given back once the send is over.
+    gates: tuple = ()
 
 
 def _claimable(now) -> Q:
@@ -350,15 +373,43 @@ def deliveries_unqueue(*, delivery_ids: list[str]) -> None:
     WebhookDelivery.objects.filter(pk__in=delivery_ids).update(queued_at=None)
 
 
+def endpoint_gate_key(endpoint_id: str) -> str:
+    return f"webhook-endpoint:{endpoint_id}"
+
+
+def _gate_limits(endpoint_id: str, organization_id: str) -> list[callgate.Limit]:
+    return [
+        callgate.Limit(
+            endpoint_gate_key(endpoint_id),
+            in_flight=ENDPOINT_IN_FLIGHT,
+            failures_to_trip=FAILURES_BEFORE_COOL_OFF,
+            cool_off=COOL_OFF,
+        ),
+        callgate.Limit(f"webhook-org:{organization_id}", in_flight=settings.LAYERS_WEBHOOK_ORG_IN_FLIGHT),
+    ]
+
+
 def delivery_claim(*, delivery_id: str) -> Claim | None:
-    """Claim this delivery if it is due and nobody holds it; None otherwise. The task that sends it claims
-    it, when it starts (the tick only queues sends: deliveries_queue_due)."""
+    """Claim this delivery if it is due and nobody holds it; None otherwise (deferred included). The task
+    that sends it claims it, when it starts (the tick only queues sends: deliveries_queue_due)."""
+    claim = _claim_or_defer(delivery_id)
+    return claim if isinstance(claim, Claim) else None
+
+
+def _claim_or_defer(delivery_id: str) -> Claim | str | None:
+    """delivery_claim, or "deferred" when its endpoint or organization has its sends in flight already, or
+    is in a cool-off (callgate): then the delivery is due again a little later — no attempt counted, its
+    retry window neither started nor moved (a delivery deferred past the window's end still gets its last
+    attempt, which then fails it if it fails) — and the slot taken here is given back by delivery_deliver."""
     now = timezone.now()
     with transaction.atomic():
         # SKIP LOCKED: a relay already claiming it (an on-commit task and a tick's) makes this one a no-op
-        # instead of a wait.
+        # instead of a wait. The endpoint is read, not locked (endpoint_disable locks it before deliveries).
         row = (
-            WebhookDelivery.objects.filter(_claimable(now), pk=delivery_id).select_for_update(skip_locked=True).first()
+            WebhookDelivery.objects.filter(_claimable(now), pk=delivery_id)
+            .select_related("endpoint")
+            .select_for_update(skip_locked=True, of=("self",))
+            .first()
         )
         if row is None:
             return None
@@ -366,6 +417,20 @@ def delivery_claim(*, delivery_id: str) -> Claim | None:
             WebhookDeliveryAttempt.objects.filter(delivery=row, number=row.attempts, finished_at__isnull=True).update(
                 finished_at=now, error="no result recorded: the relay stopped mid-attempt; sent again"
             )
+        limits = _gate_limits(row.endpoint_id, row.endpoint.organization_id)
+        refused = callgate.enter(
+            limits=limits,
+            holder=row.pk,
+            lease=settings.LAYERS_WEBHOOK_LEASE,
+            now=now,
+        )
+        if refused is not None:
+            row.status = WebhookDelivery.Status.PENDING
+            row.next_attempt_at = refused.retry_at
+            row.lease_until = None
+            row.queued_at = None  # the next tick queues it once it is due
+            row.save(update_fields=["status", "next_attempt_at", "lease_until", "queued_at"])
+            return "deferred"
         row.status = WebhookDelivery.Status.SENDING
         row.attempts += 1
         row.lease_until = now + settings.LAYERS_WEBHOOK_LEASE
@@ -390,7 +455,7 @@ def delivery_claim(*, delivery_id: str) -> Claim | None:
             ]
         )
         WebhookDeliveryAttempt.objects.create(delivery=row, number=row.attempts, started_at=now)
-    return Claim(row.pk, row.attempts)
+    return Claim(row.pk, row.attempts, tuple(limits))
 
 
 def retry_delay(attempt: int) -> timedelta:
@@ -475,18 +540,24 @@ def delivery_send(*, delivery_id: str, attempt: int) -> str:
     or "skipped" when the claim is not current (already recorded, canceled, or taken over after its lease).
 
     Never called inside a transaction: the network call must not hold database locks."""
+    return _send(delivery_id=delivery_id, attempt=attempt)[0]
+
+
+def _send(*, delivery_id: str, attempt: int) -> tuple[str, bool | None]:
+    """delivery_send, and whether the receiver answered (any HTTP status: True; no answer in time or no
+    connection: False; no request made: None), which is what the endpoint's cool-off counts."""
     _refuse_inside_a_transaction()
     delivery = WebhookDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
     if delivery is None or delivery.status != WebhookDelivery.Status.SENDING or delivery.attempts != attempt:
-        return "skipped"
+        return "skipped", None
     endpoint = delivery.endpoint
     if not endpoint.is_live:
-        return _record(delivery_id, attempt, _Result(error="endpoint no longer active"), cancel=True)
+        return _record(delivery_id, attempt, _Result(error="endpoint no longer active"), cancel=True), None
     now = timezone.now()
     try:
         _check_destination(endpoint.url)
     except UnsafeURL as exc:
-        return _record(delivery_id, attempt, _Result(error=f"refused: {exc}"))
+        return _record(delivery_id, attempt, _Result(error=f"refused: {exc}")), None
     body = delivery.body.encode()
     timestamp = int(now.timestamp())
     headers = {
@@ -497,7 +568,8 @@ def delivery_send(*, delivery_id: str, attempt: int) -> str:
         "Layers-Delivery-Id": delivery.pk,
         "Layers-Delivery-Attempt": str(attempt),
     }
-    return _record(delivery_id, attempt, _post(endpoint.url, body=body, headers=headers))
+    result = _post(endpoint.url, body=body, headers=headers)
+    return _record(delivery_id, attempt, result), result.status_code is not None
 
 
 def _record(delivery_id: str, attempt: int, result: _Result, *, cancel: bool = False) -> str:
@@ -571,12 +643,18 @@ def _record(delivery_id: str, attempt: int, result: _Result, *, cancel: bool = F
 
 
 def delivery_deliver(*, delivery_id: str) -> str:
-    """Claim the delivery if it is due and send it (the on-commit path of a fresh delivery or a resend)."""
+    """Claim the delivery if it is due and send it (the on-commit path of a fresh delivery or a resend).
+    "deferred" when its endpoint or organization has no room now (_claim_or_defer)."""
     _refuse_inside_a_transaction()
-    claim = delivery_claim(delivery_id=delivery_id)
-    if claim is None:
-        return "skipped"
-    return delivery_send(delivery_id=claim.delivery_id, attempt=claim.attempt)
+    claim = _claim_or_defer(delivery_id)
+    if not isinstance(claim, Claim):
+        return claim or "skipped"
+    answered = None
+    try:
+        outcome, answered = _send(delivery_id=claim.delivery_id, attempt=claim.attempt)
+        return outcome
+    finally:
+        callgate.leave(limits=list(claim.gates), holder=claim.delivery_id, answered=answered)
 
 
 def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:

@@ -272,6 +272,10 @@ LAYERS_WEBHOOK_ALLOW_PRIVATE = env.bool("LAYERS_WEBHOOK_ALLOW_PRIVATE", default=
 # died mid-send), so the lease must stay well above this.
 LAYERS_WEBHOOK_TIMEOUT = env.float("LAYERS_WEBHOOK_TIMEOUT", default=15.0)
 LAYERS_WEBHOOK_LEASE = timedelta(seconds=env.int("LAYERS_WEBHOOK_LEASE_SECONDS", default=300))
+# Sends in flight at once to all of one organization's endpoints (accounts/webhooks/services.py): keep it below
+# the webhook worker's threads (make run: --concurrency 4), so that one organization whose endpoints all hang
+# cannot take every thread. Beyond it a send is deferred a few seconds, not attempted.
+LAYERS_WEBHOOK_ORG_IN_FLIGHT = env.int("LAYERS_WEBHOOK_ORG_IN_FLIGHT", default=2)
 # Scheduled posts: most claimed posts left waiting for a worker at once; a larger burst is handed out over
 # the next dispatcher ticks (every 2 s). Raise it with the number of workers (a few times their posts/s).
 LAYERS_DISPATCH_MAX_WAITING = env.int("LAYERS_DISPATCH_MAX_WAITING", default=1000)

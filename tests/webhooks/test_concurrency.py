@@ -68,8 +68,12 @@ def forty_due(owner, lost_messages) -> list[str]:
     return ids
 
 
-def test_concurrent_claimers_never_claim_the_same_delivery(forty_due):
-    # Every send task (the on-commit one, the tick's copies) tries to claim: one attempt per delivery.
+def test_concurrent_claimers_never_claim_the_same_delivery(forty_due, monkeypatch, settings):
+    # Every send task (the on-commit one, the tick's copies) tries to claim: one attempt per delivery. The
+    # claims are never sent here, so the in-flight caps (tests/webhooks/test_fairness.py) are lifted.
+    monkeypatch.setattr(services, "ENDPOINT_IN_FLIGHT", 40)
+    settings.LAYERS_WEBHOOK_ORG_IN_FLIGHT = 40
+
     def claim_each():
         return [claim.delivery_id for pk in forty_due if (claim := services.delivery_claim(delivery_id=pk))]
 

@@ -1,0 +1,105 @@
+"""A bound on calls in flight to one outside receiver, and a cool-off for a receiver that stopped answering.
+
+Webhook sends and managed-provider dispatches run on worker threads every organization shares, and each
+call may wait for its whole timeout (15 s, 2 × 20 s). Unbounded, one organization's hanging receiver took
+every thread and everyone else's webhooks and posts queued behind its timeouts. So a caller enters the
+gate of its receiver (and, for webhooks, of its organization) before calling:
+- at most `in_flight` holders at once: over that, the caller is refused ("busy") and defers its work for
+  a few seconds — it neither waits on a thread nor counts an attempt;
+- after `failures_to_trip` consecutive calls that got no answer (timeout, connection failure) the receiver is
+  down until a cool-off ends ("down"): callers defer their work until then. When it ends, calls go again
+  (at most `in_flight` of them); one more without an answer starts another cool-off, one answer (any HTTP
+  status) ends the streak.
+
+The state is a row per key in the database (CallGate), the source of truth every worker process shares:
+`enter` runs inside the caller's transaction and locks the rows, so concurrent callers are counted exactly;
+a slot carries a lease, so a worker that dies mid-call frees its slot when the lease ends. Lock order:
+the caller's own row first (its delivery or post), then the gates in key order; `leave` locks only gates."""
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import CallGate
+
+__all__ = ["BUSY_RETRY", "CallGate", "Limit", "Refused", "enter", "leave"]
+
+# A refused ("busy") caller's work comes back after this (± jitter): slots free within one call's timeout.
+BUSY_RETRY = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class Limit:
+    key: str
+    in_flight: int
+    # None: this gate never goes down (an organization's gate: one of its endpoints being down must not stop
+    # the others).
+    failures_to_trip: int | None = None
+    cool_off: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: str  # "busy", "down", or "held" (this holder is already in flight: a duplicate run)
+    retry_at: datetime
+
+
+def _jitter(when: datetime, spread: float = 0.2) -> datetime:
+    # Deferred work spread out a little, so that it does not come back in one burst.
+    return when + timedelta(seconds=random.uniform(0, spread * BUSY_RETRY.total_seconds()))  # noqa: S311
+
+
+def _locked(key: str) -> CallGate:
+    gate, _ = CallGate.objects.select_for_update().get_or_create(key=key)
+    return gate
+
+
+def enter(*, limits: list[Limit], holder: str, lease: timedelta, now: datetime | None = None) -> Refused | None:
+    """Take a slot for `holder` at every gate of `limits`, or none: None when taken, otherwise why not and
+    when to come back. Must run inside the caller's transaction (the gates stay locked until it ends, so
+    the caller can defer its own row in the same transaction), and be followed by `leave` once the call
+    is over, whatever happened."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("callgate.enter must run inside the caller's transaction")
+    now = now or timezone.now()
+    stamp = now.timestamp()
+    gates = []
+    for limit in sorted(limits, key=lambda limit: limit.key):
+        gate = _locked(limit.key)
+        live = {h: until for h, until in gate.slots.items() if until > stamp}
+        if holder in live:
+            return Refused("held", now)
+        if limit.failures_to_trip and gate.down_until and gate.down_until > now:
+            return Refused("down", _jitter(gate.down_until))
+        if len(live) >= limit.in_flight:
+            return Refused("busy", _jitter(now + BUSY_RETRY))
+        gates.append((gate, live))
+    for gate, live in gates:
+        gate.slots = {**live, holder: stamp + lease.total_seconds()}
+        gate.save(update_fields=["slots"])
+    return None
+
+
+def leave(*, limits: list[Limit], holder: str, answered: bool | None) -> None:
+    """Give back `holder`'s slots and record how the call went: `answered` True (any HTTP answer) ends a
+    failure streak, False (no answer in time, no connection) extends it and may start a cool-off, None
+    (no call was made) changes nothing. A holder without a slot (its lease ended) changes no slot."""
+    now = timezone.now()
+    stamp = now.timestamp()
+    with transaction.atomic():
+        for limit in sorted(limits, key=lambda limit: limit.key):
+            gate = CallGate.objects.select_for_update().filter(key=limit.key).first()
+            if gate is None:
+                continue
+            gate.slots = {h: until for h, until in gate.slots.items() if until > stamp and h != holder}
+            if limit.failures_to_trip and answered is not None:
+                if answered:
+                    gate.failures, gate.down_until = 0, None
+                else:
+                    gate.failures += 1
+                    if gate.failures >= limit.failures_to_trip:
+                        gate.down_until = now + limit.cool_off
+            gate.save(update_fields=["slots", "failures", "down_until"])

@@ -1,0 +1,265 @@
+"""One organization's endpoints must not delay every other organization's webhooks: at most a few sends in
+flight per endpoint and per organization (the rest deferred, not attempted), an endpoint that keeps timing
+out is left alone for a short cool-off, and an organization has a bounded number of endpoints. Real
+PostgreSQL connections in threads stand in for the `webhooks` worker's threads (make run: 4)."""
+
+import queue
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.db import connection
+from django.utils import timezone
+
+from accounts.webhooks import services, tasks
+from accounts.webhooks.models import WebhookDelivery
+from tests.concurrency import run_in_threads
+from tests.webhooks.helpers import create_endpoint, delivery_of, record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def hang(received):
+    time.sleep(2)  # past the attempt's deadline (LAYERS_WEBHOOK_TIMEOUT, set to 0.5 s below)
+    return 200, {}
+
+
+def serve(broker: "queue.Queue[str]", threads: int, watch: str) -> dict:
+    """Run the queued sends on `threads` threads, each with its own connection, as the worker would;
+    returns when `watch` was done (seconds from the start)."""
+    start, done = time.monotonic(), {}
+
+    def worker():
+        try:
+            while True:
+                try:
+                    delivery_id = broker.get_nowait()
+                except queue.Empty:
+                    return
+                tasks.webhook_deliver(delivery_id)
+                if delivery_id == watch:
+                    done["watched"] = time.monotonic() - start
+        finally:
+            connection.close()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return done
+
+
+def tick_and_send(queued: list[str]) -> None:
+    """One relay tick, then the sends it queued (the broker is a list here)."""
+    queued.clear()
+    tasks.webhooks_tick()
+    for delivery_id in list(queued):
+        tasks.webhook_deliver(delivery_id)
+
+
+def test_org_b_webhook_is_not_delayed_by_org_a_hanging_endpoint(owner, sibling, receivers, monkeypatch, settings):
+    settings.LAYERS_WEBHOOK_TIMEOUT = 0.5  # production: 15 s
+    a_receiver, b_receiver = receivers(respond=hang), receivers()
+    a_endpoint = create_endpoint(owner, a_receiver.url())
+    b_endpoint = create_endpoint(sibling, b_receiver.url())
+    broker: queue.Queue[str] = queue.Queue()  # the webhooks queue, FIFO
+    monkeypatch.setattr(tasks.webhook_deliver, "delay", broker.put)
+    a_deliveries = [delivery_of(record(owner), a_endpoint) for _ in range(12)]  # e.g. 12 posts published
+    b_delivery = delivery_of(record(sibling), b_endpoint)  # B: one event, a moment later
+
+    done = serve(broker, threads=4, watch=b_delivery.pk)
+
+    b_delivery.refresh_from_db()
+    assert b_delivery.status == "delivered"
+    assert done["watched"] < 0.5, f"B's webhook waited {done['watched']:.1f} s behind A's hanging endpoint"
+    # A's endpoint got at most ENDPOINT_IN_FLIGHT attempts at once; the others were deferred, not attempted:
+    # still pending, no attempt counted, no retry window started, due again in a few seconds.
+    assert len(a_receiver.requests) == services.ENDPOINT_IN_FLIGHT == 2
+    rows = WebhookDelivery.objects.filter(pk__in=[d.pk for d in a_deliveries])
+    tried = [d for d in rows if d.attempts]
+    deferred = [d for d in rows if not d.attempts]
+    assert len(tried) == 2 and all(d.status == "pending" and "timeout" in d.last_error for d in tried)
+    assert len(deferred) == 10
+    now = timezone.now()
+    for d in deferred:
+        assert (d.status, d.give_up_at, d.first_attempt_at, d.queued_at) == ("pending", None, None, None)
+        assert now < d.next_attempt_at < now + timedelta(seconds=30)
+        assert not d.attempt_log.exists()
+
+
+def test_an_organization_has_at_most_twenty_live_endpoints(owner, sibling, receivers):
+    target = receivers()
+    made = [create_endpoint(owner, target.url() + f"/{i}") for i in range(services.MAX_ENDPOINTS_PER_ORGANIZATION)]
+
+    refused = owner.client.post(
+        "/v1/webhook-endpoints", {"url": target.url() + "/21", "events": ["social_account.connected"]}, format="json"
+    )
+
+    assert services.MAX_ENDPOINTS_PER_ORGANIZATION == 20
+    assert refused.status_code == 422, refused.content
+    error = refused.json()["error"]
+    assert error["code"] == "VALIDATION"
+    assert "20" in error["message"] and "delete" in error["message"].lower()
+    # Another organization is not affected; a deleted endpoint frees its place.
+    create_endpoint(sibling, target.url() + "/b")
+    assert owner.client.delete(f"/v1/webhook-endpoints/{made[0]['id']}").status_code == 200
+    create_endpoint(owner, target.url() + "/again")
+
+
+def test_concurrent_creations_never_pass_the_endpoint_cap(owner, receivers):
+    target = receivers()
+    for i in range(services.MAX_ENDPOINTS_PER_ORGANIZATION - 2):
+        create_endpoint(owner, target.url() + f"/{i}")
+    org = owner.org
+
+    def create(i):
+        def run():
+            try:
+                services.endpoint_create(
+                    organization=org, url=target.url() + f"/race{i}", events=["scheduled_post.published"]
+                )
+                return "created"
+            except Exception as exc:  # noqa: BLE001 - the refusal is what is counted
+                return type(exc).__name__
+
+        return run
+
+    results = run_in_threads(*[create(i) for i in range(6)])
+
+    assert sorted(results) == ["Validation"] * 4 + ["created"] * 2
+    assert org.webhook_endpoints.filter(deleted_at__isnull=True).count() == 20
+
+
+def test_one_event_of_org_a_fans_out_to_at_most_twenty_sends_ahead_of_org_b(owner, sibling, receivers, monkeypatch):
+    a_receiver, b_receiver = receivers(), receivers()
+    for i in range(services.MAX_ENDPOINTS_PER_ORGANIZATION):
+        create_endpoint(owner, a_receiver.url() + f"/{i}")
+    b_endpoint = create_endpoint(sibling, b_receiver.url())
+    queued: list[str] = []
+    monkeypatch.setattr(tasks.webhook_deliver, "delay", queued.append)
+
+    record(owner)  # ONE event of A (e.g. one account connected)
+    b_delivery = delivery_of(record(sibling), b_endpoint)
+
+    assert queued.index(b_delivery.pk) <= 20  # was 300 (or any number): no cap on endpoints
+
+
+def test_org_a_twenty_hanging_endpoints_hold_at_most_two_threads(owner, sibling, receivers, monkeypatch, settings):
+    """Twenty endpoints of one organization, all hanging: the per-endpoint cap alone would let them take every
+    thread; the organization's cap leaves the others free for B."""
+    settings.LAYERS_WEBHOOK_TIMEOUT = 0.5
+    a_receiver, b_receiver = receivers(respond=hang), receivers()
+    for i in range(services.MAX_ENDPOINTS_PER_ORGANIZATION):
+        create_endpoint(owner, a_receiver.url() + f"/{i}")
+    b_endpoint = create_endpoint(sibling, b_receiver.url())
+    broker: queue.Queue[str] = queue.Queue()
+    monkeypatch.setattr(tasks.webhook_deliver, "delay", broker.put)
+    record(owner)
+    record(owner)  # 40 sends of A queued first
+    b_delivery = delivery_of(record(sibling), b_endpoint)
+
+    done = serve(broker, threads=4, watch=b_delivery.pk)
+
+    b_delivery.refresh_from_db()
+    assert b_delivery.status == "delivered"
+    assert done["watched"] < 0.5, f"B's webhook waited {done['watched']:.1f} s behind A's endpoints"
+    assert len(a_receiver.requests) <= settings.LAYERS_WEBHOOK_ORG_IN_FLIGHT == 2
+    a_rows = WebhookDelivery.objects.filter(endpoint__organization_id=owner.org.id)
+    assert a_rows.count() == 40 and set(a_rows.values_list("status", flat=True)) == {"pending"}
+
+
+def test_concurrent_sends_to_one_endpoint_are_at_most_two(owner, receivers, monkeypatch, settings):
+    settings.LAYERS_WEBHOOK_TIMEOUT = 5
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(received):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.5)
+        with lock:
+            in_flight[0] -= 1
+        return 200, {}
+
+    target = receivers(respond=slow)
+    endpoint = create_endpoint(owner, target.url())
+    queued: list[str] = []
+    monkeypatch.setattr(tasks.webhook_deliver, "delay", queued.append)  # nobody takes them yet
+    deliveries = [delivery_of(record(owner), endpoint).pk for _ in range(6)]
+
+    outcomes = run_in_threads(*[lambda pk=pk: services.delivery_deliver(delivery_id=pk) for pk in deliveries])
+
+    assert most[0] == 2 and len(target.requests) == 2
+    assert sorted(outcomes) == ["deferred"] * 4 + ["delivered"] * 2
+    rows = WebhookDelivery.objects.filter(pk__in=deliveries)
+    assert sorted(rows.values_list("status", "attempts")) == [("delivered", 1)] * 2 + [("pending", 0)] * 4
+    # Deferred, never lost: the relay tick sends them once they are due again.
+    with time_machine.travel(timezone.now() + timedelta(seconds=30)):
+        tick_and_send(queued)
+    assert sorted(rows.values_list("status", "attempts")) == [("delivered", 1)] * 6
+
+
+def test_an_endpoint_that_keeps_timing_out_is_left_alone_for_a_cool_off(owner, receivers, monkeypatch, settings):
+    settings.LAYERS_WEBHOOK_TIMEOUT = 0.2
+    answer = {"hang": True}
+
+    def respond(received):
+        if answer["hang"]:
+            time.sleep(0.6)
+        return 200, {}
+
+    target = receivers(respond=respond)
+    endpoint = create_endpoint(owner, target.url())
+    queued: list[str] = []
+    monkeypatch.setattr(tasks.webhook_deliver, "delay", queued.append)
+    deliveries = [delivery_of(record(owner), endpoint).pk for _ in range(services.FAILURES_BEFORE_COOL_OFF + 3)]
+    outcomes = [services.delivery_deliver(delivery_id=pk) for pk in deliveries]
+
+    trips = services.FAILURES_BEFORE_COOL_OFF
+    assert outcomes == ["retry"] * trips + ["deferred"] * 3
+    assert len(target.requests) == trips  # the cool-off's deliveries were not sent
+    rows = {d.pk: d for d in WebhookDelivery.objects.filter(pk__in=deliveries)}
+    now = timezone.now()
+    for pk in deliveries[trips:]:
+        # Not an attempt: no number used, its 3-day window not started (it gets all of it later).
+        assert (rows[pk].status, rows[pk].attempts, rows[pk].give_up_at) == ("pending", 0, None)
+        assert rows[pk].next_attempt_at >= now + services.COOL_OFF - timedelta(seconds=5)
+
+    # After the cool-off, the endpoint answers again: the deferred deliveries go out and the streak ends.
+    answer["hang"] = False
+    with time_machine.travel(now + services.COOL_OFF + timedelta(seconds=30)):
+        tick_and_send(queued)
+    rows = {d.pk: d for d in WebhookDelivery.objects.filter(pk__in=deliveries[trips:])}
+    assert {(d.status, d.attempts) for d in rows.values()} == {("delivered", 1)}
+
+
+def test_a_delivery_deferred_past_its_window_still_gets_its_last_attempt(owner, receivers, monkeypatch, settings):
+    """The window closes 3 days after the first attempt; a delivery whose last attempt falls in a cool-off is
+    deferred, and that last attempt is still made after it (never failed unattempted)."""
+    settings.LAYERS_WEBHOOK_TIMEOUT = 0.2
+    target = receivers(respond=lambda r: (500, {}))
+    endpoint = create_endpoint(owner, target.url())
+    monkeypatch.setattr(tasks.webhook_deliver, "delay", lambda *args: None)
+    delivery = delivery_of(record(owner), endpoint)
+    assert services.delivery_deliver(delivery_id=delivery.pk) == "retry"
+    delivery.refresh_from_db()
+    closes = delivery.give_up_at
+    # The endpoint is in a cool-off when the last attempt is due (other deliveries timed out meanwhile).
+    from accounts.callgate import CallGate
+
+    CallGate.objects.filter(key=services.endpoint_gate_key(endpoint["id"])).update(
+        failures=services.FAILURES_BEFORE_COOL_OFF, down_until=closes + timedelta(minutes=1)
+    )
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=closes)
+    with time_machine.travel(closes + timedelta(seconds=1)):
+        assert services.delivery_deliver(delivery_id=delivery.pk) == "deferred"
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("pending", 1)
+    with time_machine.travel(closes + timedelta(minutes=2)):
+        assert services.delivery_deliver(delivery_id=delivery.pk) == "failed"
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, len(target.requests)) == ("failed", 2, 2)
