@@ -764,7 +764,7 @@ def _publishing_posts(post_ids: list[str]) -> dict[str, ScheduledPost]:
 
 
 def post_publish(*, post_id: str) -> str:
-    """Publish one claimed post. Returns the outcome ("published", "processing", "failed", "retrying",
+    """Publish one claimed post. Returns the outcome ("published", "processing", "failed", "retrying", "deferred",
     "skipped"). Safe to call twice, and beside another run on the same post: a post that is not
     `publishing`, or whose creating call another run has made, is skipped — that run settles it, or the
     resolver does (post_resolve) — and every write is conditional on the post still being this run's
@@ -1085,9 +1085,50 @@ def _check_again(post: ScheduledPost, now: datetime) -> str:
     return "processing" if updated else "skipped"
 
 
+# Fairness: managed dispatches run on the publishing threads every partner shares, and each may wait for its
+# provider up to 2 × LAYERS_PLATFORM_TIMEOUT. So at most MANAGED_PROVIDER_IN_FLIGHT calls to one provider at
+# once, and none for MANAGED_COOL_OFF after MANAGED_FAILURES_BEFORE_COOL_OFF calls in a row got no answer
+# (accounts/callgate.py). A post over the limit is deferred: queued again a few seconds later (or when the
+# cool-off ends), its claim not counted as an attempt, so it keeps all MAX_ATTEMPTS of the provider's retries.
+MANAGED_PROVIDER_IN_FLIGHT = 2
+FAILURES_BEFORE_COOL_OFF = 5
+MANAGED_COOL_OFF = timedelta(minutes=1)
+
+
+def managed_gate_key(provider_id) -> str:
+    return f"managed-provider:{provider_id}"
+
+
+def _managed_enter(post: ScheduledPost, limits: list) -> str | None:
+    """Take a slot at the provider's gate for this post: None when taken (the caller calls the provider, then
+    callgate.leave), otherwise the outcome. Under the post's row lock, so that deciding and deferring are one
+    step: a duplicate run of the claim finds the post held (the other run is calling) and is skipped, never
+    requeueing the post under that call (the next tick would call the provider a second time)."""
+    from accounts import callgate
+
+    with transaction.atomic():
+        if not _still_ours(post).select_for_update().exists():
+            return "skipped"
+        refused = callgate.enter(limits=limits, holder=post.pk, lease=CLAIM_LEASE)
+        if refused is None:
+            return None
+        if refused.reason == "held":
+            return "skipped"
+        _still_ours(post).update(
+            status=ScheduledPost.Status.QUEUED,
+            attempts=F("attempts") - 1,  # the claim made no attempt (the claim counted one)
+            due_at=refused.retry_at,
+            claimed_until=None,
+            next_check_at=None,
+        )
+    return "deferred"
+
+
 def _dispatch_managed(post: ScheduledPost) -> str:
     """Hand the post to the project's managed-distribution provider: a signed POST carrying our
-    Idempotency-Key (the post id), so a repeat after a crash or a retry is deduplicated by the provider."""
+    Idempotency-Key (the post id), so a repeat after a crash or a retry is deduplicated by the provider.
+    "deferred" when the provider has its calls in flight already or is in a cool-off (see above)."""
+    from accounts import callgate
     from accounts.platforms.http import platform_request
     from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url, public_client
     from config.signing import signature_header
@@ -1125,16 +1166,38 @@ def _dispatch_managed(post: ScheduledPost) -> str:
         "Idempotency-Key": post.pk,
         "Layers-Signature": signature_header(body, [provider.secret or ""]),
     }
+    limits = [
+        callgate.Limit(
+            managed_gate_key(provider.pk),
+            in_flight=MANAGED_PROVIDER_IN_FLIGHT,
+            failures_to_trip=FAILURES_BEFORE_COOL_OFF,
+            cool_off=MANAGED_COOL_OFF,
+        )
+    ]
+    entered = _managed_enter(post, limits)
+    if entered is not None:
+        return entered
+    answered = None
     try:
-        timeout = httpx.Timeout(settings.LAYERS_PLATFORM_TIMEOUT, connect=5.0)
-        with public_client(timeout=timeout) as client:
-            # Within the same answer deadline and size cap as a platform call. Retrying whatever happened is
-            # safe here: the provider deduplicates on the Idempotency-Key.
-            response = platform_request(
-                client, "managed provider", "POST", provider.endpoint_url, content=body, headers=headers
-            )
-    except PlatformUnavailable as exc:
-        return _retry_later(post, exc)
+        try:
+            timeout = httpx.Timeout(settings.LAYERS_PLATFORM_TIMEOUT, connect=5.0)
+            with public_client(timeout=timeout) as client:
+                # Within the same answer deadline and size cap as a platform call. Retrying whatever happened
+                # is safe here: the provider deduplicates on the Idempotency-Key.
+                response = platform_request(
+                    client, "managed provider", "POST", provider.endpoint_url, content=body, headers=headers
+                )
+        except PlatformUnavailable as exc:
+            answered = False
+            return _retry_later(post, exc)
+        answered = True
+        return _provider_answered(post, response)
+    finally:
+        callgate.leave(limits=limits, holder=post.pk, answered=answered)
+
+
+def _provider_answered(post: ScheduledPost, response: httpx.Response) -> str:
+    """Settle the post by its provider's HTTP answer: 2xx published, 429 / 5xx retried, anything else refused."""
     if 200 <= response.status_code < 300:
         try:
             answer = response.json()
