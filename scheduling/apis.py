@@ -81,7 +81,9 @@ class TargetInput(StrictSerializer):
         help_text="publish: auto-post at scheduledFor; draft: send to the creator's app (TikTok inbox; on "
         "Instagram, delivered to the creator for manual posting by Layers' draft delivery service — Instagram "
         "has no draft API — so 422 where none is configured); managed: the project's managed-distribution "
-        "provider (422 if none is configured).",
+        "provider (422 if none is configured; at most 2 calls in flight per provider and none for 1 minute after "
+        "5 calls in a row without an answer: a post held back is sent seconds later, without counting an "
+        "attempt).",
     )
 
 

@@ -60,6 +60,15 @@ starts a new 3-day window, on the same schedule from +1 min). A `Retry-After` he
 (seconds or an HTTP date, honoured up to 12 hours) postpones the next attempt to at least that time.
 Missed events stay available from `GET /v1/events` for replay, for 30 days.
 
+**Limits.** An organization has at most 20 endpoints (disabled ones included): creating a 21st is refused
+with 422 `VALIDATION` (delete one first, or subscribe an existing one to more event types). At most 2
+requests are in flight to one endpoint at a time, and at most 2 to all of an organization's endpoints
+together; a delivery over either is sent a few seconds later, when one has finished. After 5 attempts in a
+row that got no answer (a timeout or no connection) the endpoint gets no request for 1 minute; then it is
+tried again. A delivery held back by these limits is not an attempt: it keeps its number
+(`Layers-Delivery-Attempt`) and its 3-day window, which starts at its first attempt (a delivery held back
+when its window ends still gets its last attempt).
+
 **At least once.** The same event can arrive more than once (for example when we could not record your
 answer); every copy has the same `id` and the same body. Deduplicate on the event `id`
 (`Layers-Event-Id`). Order is not guaranteed. `createdAt` is when the change began (it can be slightly out
