@@ -11,7 +11,14 @@ from accounts.models import Project
 from config.adminpaging import LargeTablePaginator
 from config.api.errors import ApiError
 from scheduling import services
-from scheduling.models import ContentContainer, Layer, LayerTemplate, ManagedProvider, ScheduledPost
+from scheduling.models import (
+    ContentContainer,
+    Layer,
+    LayerTemplate,
+    ManagedProvider,
+    ScheduledPost,
+    ScheduledPostAttempt,
+)
 
 
 class DueWindowFilter(admin.SimpleListFilter):
@@ -71,6 +78,27 @@ class ScheduledDayFilter(admin.SimpleListFilter):
         return queryset.filter(scheduled_for__gte=start, scheduled_for__lt=end)
 
 
+class AttemptInline(admin.TabularInline):
+    """The post's publishing attempts, read-only, as a delivery's page shows its attempts: what support reads
+    to answer "my post never went out" (each try, when, what the platform said, its publish id)."""
+
+    model = ScheduledPostAttempt
+    extra = 0
+    fields = ("number", "outcome", "started_at", "finished_at", "error_code", "message", "publish_id")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        # Part of the post's page: whoever may see the post sees its attempts (no permission of their own).
+        return self.admin_site.get_model_admin(ScheduledPost).has_view_permission(request, obj)
+
+
 @admin.register(ScheduledPost)
 class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
     list_display = (
@@ -101,7 +129,9 @@ class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixi
     show_full_result_count = False
     paginator = LargeTablePaginator  # unfiltered: the planner's estimate, not a COUNT(*) of the table
     list_select_related = ("social_account__identity", "project")  # an account's label is its handle
-    readonly_fields = [f.name for f in ScheduledPost._meta.fields]
+    # Not updated_at: no state change moves it (models.ScheduledPost), it always read the creation time.
+    readonly_fields = [f.name for f in ScheduledPost._meta.fields if f.name != "updated_at"]
+    inlines = [AttemptInline]
     actions = ["retry_posts", "retry_posts_checked", "cancel_posts"]
 
     def has_add_permission(self, request):

@@ -172,6 +172,10 @@ class ScheduledPost(models.Model):
     # calls fail go to the back of the line instead of filling every run's batch.
     metrics_attempted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Written when the row is created, never after: every state change is a conditional .update(), which
+    # does not move an auto_now column. Not shown in the admin for that reason (the attempts, canceled_at and
+    # published_at say when things happened); kept because the release still serving during a deploy
+    # inserts it.
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -201,3 +205,39 @@ class ScheduledPost(models.Model):
 
     def __str__(self):
         return f"{self.id} ({self.mode}, {self.status})"
+
+
+class ScheduledPostAttempt(models.Model):
+    """One attempt at publishing a post, for support: written once, when the attempt ends, by the run that
+    ended it, in the transaction of the post's own transition (a row exists exactly when the transition
+    happened). Kept as long as the post (cascade).
+
+    `number` is the post's `attempts` for that try (a staff retry starts it again from 1; its own row, which
+    is no attempt, has none). `started_at` is the claim that began it (the post's due_at when claimed); an
+    Instagram media_publish asked again after a throttle continues that claim and shows its start.
+    `publish_id` is the platform's id as the run knew it, kept here when the post's own is cleared (a retry)."""
+
+    class Outcome(models.TextChoices):
+        PUBLISHED = "published", "published"
+        FAILED = "failed", "failed"
+        RETRY = "retry", "retry later"
+        REQUEUED = "requeued", "requeued: stopped before the platform"
+        STAFF_RETRY = "staff_retry", "queued again by staff"
+
+    # No index of its own: the one below, (post, id), finds a post's attempts in the order they are shown.
+    post = models.ForeignKey(ScheduledPost, on_delete=models.CASCADE, related_name="attempt_log", db_index=False)
+    number = models.PositiveSmallIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    error_code = models.CharField(max_length=32, blank=True)
+    message = models.CharField(max_length=500, blank=True)
+    publish_id = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        verbose_name = "publishing attempt"
+        ordering = ["id"]
+        indexes = [models.Index(fields=["post", "id"], name="spa_post_attempts")]
+
+    def __str__(self):
+        return f"attempt {self.number}" if self.number else str(self.get_outcome_display())

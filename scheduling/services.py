@@ -47,6 +47,7 @@ from scheduling.models import (
     LayerTemplate,
     ManagedProvider,
     ScheduledPost,
+    ScheduledPostAttempt,
 )
 from scheduling.serializers import scheduled_post_data
 
@@ -620,18 +621,45 @@ def _still_ours(post: ScheduledPost):
 
 
 def _finish(post: ScheduledPost, *, event: str, **changes) -> str:
-    """publishing → the final state in `changes`, recording `event` in the same transaction. Returns the
-    outcome: the new status, or "skipped" when the post is no longer this run's (_still_ours). The event
-    carries the row as it is now: the row in memory with the same changes applied, which is what a fresh
-    read returns (the conditional update proves nobody else changed it meanwhile)."""
+    """publishing → the final state in `changes`, recording `event` and the attempt in the same transaction.
+    Returns the outcome: the new status, or "skipped" when the post is no longer this run's (_still_ours).
+    The event carries the row as it is now: the row in memory with the same changes applied, which is what a
+    fresh read returns (the conditional update proves nobody else changed it meanwhile)."""
     changes = {**changes, "claimed_until": None, "next_check_at": None}
+    # Built before the changes apply: a failure that clears the publish id keeps it in the attempt.
+    attempt = _attempt(
+        post,
+        ScheduledPostAttempt.Outcome(changes["status"]),
+        error_code=changes.get("error_code", ""),
+        message=changes.get("error_message", ""),
+    )
     with transaction.atomic():
         updated = _still_ours(post).update(**changes)
         if updated:
+            attempt.save()
             for field, value in changes.items():
                 setattr(post, field, value)
             event_record(organization_id=post.organization_id, type=event, data=scheduled_post_data(post))
     return str(changes["status"]) if updated else "skipped"
+
+
+def _attempt(post: ScheduledPost, outcome: str, *, error_code: str = "", message: str = "") -> ScheduledPostAttempt:
+    """The attempt this run ends (not saved): saved by the caller in the transaction of the post's
+    transition, once its conditional update matched, so that a run that lost the post records nothing.
+    One insert per attempt, none on the claim: posts_claim_due's UPDATE already wrote `attempts` and `due_at`
+    (when the attempt started), which the run read with the post. Not gathered for one insert per batch
+    (posts_publish): inside the transition's transaction it is one statement with no commit of its own, and a
+    worker dying between its transitions and a batch's insert would lose the rows of posts it had settled."""
+    return ScheduledPostAttempt(
+        post_id=post.pk,
+        number=post.attempts,
+        started_at=post.due_at,
+        finished_at=timezone.now(),
+        outcome=outcome,
+        error_code=error_code,
+        message=message[:500],
+        publish_id=post.publish_id,
+    )
 
 
 def _fail(post: ScheduledPost, code: str, message: str, *, created_nothing: bool = False) -> str:
@@ -711,23 +739,34 @@ def _retry_later(post: ScheduledPost, exc: PlatformError) -> str:
     tried = _platform_attempts(post)
     if tried >= MAX_ATTEMPTS:
         return _fail(post, code, f"Gave up after {tried} attempts: {exc}", created_nothing=True)
-    # Only if still this run's: a duplicate run whose call failed before its point of no return must not
-    # requeue (and clear the mark of) a post another run has just sent to the platform.
-    rows = _still_ours(post)
-    updated = rows.update(
-        status=ScheduledPost.Status.QUEUED,
-        due_at=timezone.now() + _backoff(tried, exc.retry_after),
-        publish_attempted_at=None,
-        publish_id="",  # a publish id the platform dropped: the next attempt asks for a new one
-        # The same for a container made ahead (post_prepare): it may be the one that failed, and it would
-        # otherwise be polled again at every attempt. The preparer may make a new one before the retry.
-        prepared_publish_id="",
-        prepare_claimed_at=None,
-        claimed_until=None,
-        next_check_at=None,
+    backoff = _backoff(tried, exc.retry_after)
+    attempt = _attempt(
+        post,
+        ScheduledPostAttempt.Outcome.RETRY,
         error_code=code,
-        error_message=f"Retrying: {exc}"[:500],
+        message=f"{exc} (next try in {backoff.total_seconds():.0f} s)",
     )
+    with transaction.atomic():
+        # Only if still this run's: a duplicate run whose call failed before its point of no return must not
+        # requeue (and clear the mark of) a post another run has just sent to the platform.
+        updated = _still_ours(
+            post
+        ).update(
+            status=ScheduledPost.Status.QUEUED,
+            due_at=timezone.now() + backoff,
+            publish_attempted_at=None,
+            publish_id="",  # a publish id the platform dropped: the next attempt asks for a new one
+            # The same for a container made ahead (post_prepare): it may be the one that failed, and it would
+            # otherwise be polled again at every attempt. The preparer may make a new one before the retry.
+            prepared_publish_id="",
+            prepare_claimed_at=None,
+            claimed_until=None,
+            next_check_at=None,
+            error_code=code,
+            error_message=f"Retrying: {exc}"[:500],
+        )
+        if updated:
+            attempt.save()
     return "retrying" if updated else "skipped"
 
 
@@ -971,14 +1010,22 @@ def _resolve(post: ScheduledPost) -> str:
                 f"Gave up after {post.requeues + 1} runs that each stopped (the worker died or raised) before "
                 "the post reached the platform.",
             )
-        updated = _still_ours(post).update(
-            status=ScheduledPost.Status.QUEUED,
-            requeues=F("requeues") + 1,
-            due_at=now,
-            publish_attempted_at=None,
-            claimed_until=None,
-            next_check_at=None,
-        )
+        with transaction.atomic():
+            updated = _still_ours(post).update(
+                status=ScheduledPost.Status.QUEUED,
+                requeues=F("requeues") + 1,
+                due_at=now,
+                publish_attempted_at=None,
+                claimed_until=None,
+                next_check_at=None,
+            )
+            if updated:
+                _attempt(
+                    post,
+                    ScheduledPostAttempt.Outcome.REQUEUED,
+                    message="The run stopped (its worker died or raised) before the post reached the platform; "
+                    "queued again.",
+                ).save()
         return "requeued" if updated else "skipped"
     disconnected = account.status == SocialAccount.Status.DISCONNECTED
     token = account.access_token
@@ -1055,18 +1102,28 @@ def _publish_throttled(post: ScheduledPost, status: PublishStatus, now: datetime
     tried = _platform_attempts(post)
     if tried >= MAX_ATTEMPTS:
         return _fail(post, "RATE_LIMITED", f"Gave up after {tried} attempts: {status.fail_reason}")
-    # attempts as read: two runs throttled on the same check count one attempt.
-    updated = (
-        _still_ours(post)
-        .filter(attempts=post.attempts)
-        .update(
-            attempts=F("attempts") + 1,
-            next_check_at=now + _backoff(tried, status.retry_after),
-            claimed_until=None,
-            error_code="RATE_LIMITED",
-            error_message=f"Retrying: {status.fail_reason}"[:500],
-        )
+    backoff = _backoff(tried, status.retry_after)
+    attempt = _attempt(
+        post,
+        ScheduledPostAttempt.Outcome.RETRY,
+        error_code="RATE_LIMITED",
+        message=f"{status.fail_reason} (next try in {backoff.total_seconds():.0f} s)",
     )
+    with transaction.atomic():
+        # attempts as read: two runs throttled on the same check count one attempt.
+        updated = (
+            _still_ours(post)
+            .filter(attempts=post.attempts)
+            .update(
+                attempts=F("attempts") + 1,
+                next_check_at=now + backoff,
+                claimed_until=None,
+                error_code="RATE_LIMITED",
+                error_message=f"Retrying: {status.fail_reason}"[:500],
+            )
+        )
+        if updated:
+            attempt.save()
     return "retrying" if updated else "skipped"
 
 

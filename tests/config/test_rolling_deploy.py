@@ -129,6 +129,54 @@ def test_an_index_added_later_is_built_while_the_table_takes_writes(app, before,
         assert cursor.fetchone() == (True,)
 
 
+# Tables created after the first release with a foreign key to a table written all the time: (app, migration
+# before, migration creating it, the referenced table).
+TABLES_REFERENCING_BUSY_TABLES = [
+    ("scheduling", "0008", "0009", "scheduling_scheduledpost"),
+]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("app, before, creating, referenced", TABLES_REFERENCING_BUSY_TABLES)
+def test_a_new_table_referencing_a_busy_one_is_created_while_that_table_takes_writes(app, before, creating, referenced):
+    """Adding a foreign key locks the table it references against writes. Waiting for that lock behind a
+    transaction of the release still serving, it held every later write of that table (new posts, the
+    dispatcher) behind it. Added under a lock timeout, it gives way, and goes through once that transaction
+    has ended."""
+    import threading
+
+    from django.core.management import call_command
+    from django.db import connection as main_connection
+    from django.db import transaction
+
+    from tests.concurrency import held_open, wait_until_waiting
+
+    call_command("migrate", app, before, verbosity=0)
+    try:
+        with held_open(lambda: _write(referenced)):  # a request of the old release, mid-transaction
+            errors: list[BaseException] = []
+
+            def create():
+                try:
+                    call_command("migrate", app, creating, verbosity=0)
+                except BaseException as exc:  # noqa: BLE001 - surfaced below
+                    errors.append(exc)
+                finally:
+                    main_connection.close()
+
+            creator = threading.Thread(target=create)
+            creator.start()
+            wait_until_waiting("FOREIGN KEY")
+            # Another request of the old release writes the table now.
+            with transaction.atomic(), main_connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '3s'")
+                _write(referenced, cursor=cursor)
+        creator.join(60)
+        assert errors == [], errors
+    finally:
+        call_command("migrate", verbosity=0)
+
+
 # Plain index builds on existing tables that shipped before AddIndexWithoutBlocking existed (each held the
 # table's writes for its build, once, on tables small then).
 SHIPPED_BLOCKING_INDEXES = {

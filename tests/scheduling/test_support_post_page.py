@@ -1,0 +1,130 @@
+"""Support answering "my post sp_… never went out" from the admin: the post's page says what happened to
+it — each publishing attempt with the platform's words and its publish id."""
+
+import html
+import re
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from scheduling import services
+from scheduling.models import ScheduledPost
+from tests.accounts.oauth_helpers import connected_account
+from tests.factories import make_account
+from tests.platform_helpers import inject_fault
+from tests.scheduling.publish_helpers import later, post, run_dispatcher, schedule_now
+from tests.staff import admin_object_url, signed_in_staff, staff_login, superuser
+
+
+@pytest.fixture
+def staff(db) -> Client:
+    return staff_login(Client(), superuser("ops"))
+
+
+def _text(fragment: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", fragment)).strip()
+
+
+def field_shown(page: str, label: str) -> str | None:
+    """The value the post page shows beside `label` (a read-only field), or None when there is no such field."""
+    found = re.search(rf"<label>{re.escape(label)}:</label>\s*<div class=\"readonly\">(.*?)</div>", page, re.S)
+    return None if found is None else _text(found.group(1))
+
+
+def attempts_shown(page: str) -> list[dict[str, str]]:
+    """The rows of the page's publishing attempts table, each as {column: text}."""
+    group = re.search(r'id="attempt_log-group"(.*?)</table>', page, re.S)
+    if group is None:
+        return []
+    rows = re.findall(r'<tr class="form-row[^"]*"[^>]*>(.*?)</tr>', group.group(1), re.S)
+    return [
+        {name: _text(value) for name, value in re.findall(r'<td class="field-(\w+)">\s*<p>(.*?)</p>', row, re.S)}
+        for row in rows
+    ]
+
+
+def post_page(client: Client, post_id: str) -> str:
+    page = client.get(admin_object_url(ScheduledPost, post_id))
+    assert page.status_code == 200, page.status_code
+    return page.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_post_page_lists_each_attempt_of_a_post_rate_limited_until_given_up(owner, staff):
+    """A post TikTok rate-limited five times over several minutes, then given up: the page showed only
+    `Attempts: 5` and the last error. Each attempt is now a row: when it started and ended, what came of it,
+    with the platform's words."""
+    account = connected_account(owner, "tiktok", "throttled.creator")
+    inject_fault("tiktok", "throttled.creator", "rate_limited", count=50)
+    scheduled = schedule_now(owner, account["id"])
+    for attempt in range(services.MAX_ATTEMPTS):
+        with time_machine.travel(later(minutes=20 * attempt)):
+            run_dispatcher()
+    assert post(owner, scheduled["id"])["error"]["code"] == "RATE_LIMITED"
+
+    rows = attempts_shown(post_page(staff, scheduled["id"]))
+
+    assert [(row["number"], row["outcome"], row["error_code"]) for row in rows] == [
+        *((str(n), "retry later", "RATE_LIMITED") for n in range(1, services.MAX_ATTEMPTS)),
+        (str(services.MAX_ATTEMPTS), "failed", "RATE_LIMITED"),
+    ]
+    assert all("rate_limit_exceeded" in row["message"] for row in rows), rows  # TikTok's own code
+    assert all(row["started_at"].endswith("UTC") and row["finished_at"].endswith("UTC") for row in rows)
+    assert len({row["started_at"] for row in rows}) == services.MAX_ATTEMPTS  # one per run, minutes apart
+
+
+def test_support_staff_who_may_only_view_posts_see_the_attempts(owner):
+    post_id = schedule_now(owner, make_account(owner).pk, when=later(hours=1))["id"]
+    ScheduledPost.objects.filter(pk=post_id).update(status="failed", attempts=1)
+    row = ScheduledPost.objects.get(pk=post_id)
+    row.attempt_log.create(
+        number=1, started_at=timezone.now(), finished_at=timezone.now(), outcome="failed", error_code="X_CODE"
+    )
+    _, viewer = signed_in_staff("scheduling.view_scheduledpost")
+
+    rows = attempts_shown(post_page(viewer, post_id))
+
+    assert [row["error_code"] for row in rows] == ["X_CODE"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publishing_a_post_writes_one_attempt_row_with_its_transition(owner, staff):
+    """The record costs one insert per run that ends an attempt, made in the transaction of the post's own
+    transition (no commit of its own), and nothing on the dispatcher's claim."""
+    account = connected_account(owner, "tiktok", "one.row")
+    scheduled = schedule_now(owner, account["id"])
+
+    with CaptureQueriesContext(connection) as claim:
+        services.posts_claim_due()
+    with CaptureQueriesContext(connection) as publish:
+        services.posts_publish(post_ids=[scheduled["id"]])
+
+    assert [q for q in claim.captured_queries if "scheduledpostattempt" in q["sql"]] == []
+    sql = [q["sql"] for q in publish.captured_queries]
+    on_attempts = [i for i, statement in enumerate(sql) if "scheduledpostattempt" in statement]
+    assert len(on_attempts) == 1 and sql[on_attempts[0]].startswith("INSERT"), sql
+    insert = on_attempts[0]
+    begin = max(i for i in range(insert) if sql[i] == "BEGIN")
+    commit = min(i for i in range(insert, len(sql)) if sql[i] == "COMMIT")
+    assert any(s.startswith('UPDATE "scheduling_scheduledpost" SET "status"') for s in sql[begin:commit]), sql
+    (row,) = attempts_shown(post_page(staff, scheduled["id"]))
+    assert (row["number"], row["outcome"]) == ("1", "published")
+    assert row["publish_id"] == ScheduledPost.objects.get(pk=scheduled["id"]).publish_id != ""
+
+
+def test_the_post_page_shows_no_updated_at_that_never_moves(owner, staff):
+    """Every state change of a post is a conditional UPDATE, which never moves an auto_now column: the page's
+    "Updated at" always read the creation time, published or canceled hours later. The attempts, canceled at
+    and published at say when things happened; the column is not shown."""
+    post_id = schedule_now(owner, make_account(owner).pk, when=later(hours=1))["id"]
+    with time_machine.travel(later(minutes=30)):
+        assert owner.client.delete(f"/v1/scheduled-posts/{post_id}").status_code == 200
+
+    page = post_page(staff, post_id)
+
+    assert field_shown(page, "Canceled at") is not None
+    assert field_shown(page, "Updated at") is None
