@@ -83,7 +83,8 @@ class ScheduledPostOutput(serializers.Serializer):
             "(after retries, or the creator's daily posting cap: reschedule), PLATFORM_UNAVAILABLE (after "
             "retries; or the answer to the publishing request was lost, and the post was not sent again so that "
             "it cannot appear twice: check the account before retrying). `message` says why, with the "
-            "platform's own code and words where it gave them.",
+            "platform's own words and code where it gave them, the code in parentheses when the words do not name "
+            "it: `The platform could not publish the post: TikTok refused the caption. (spam_risk_text)`.",
         )
     )
     def get_error(self, post):

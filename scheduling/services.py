@@ -1080,7 +1080,9 @@ def _resolve(post: ScheduledPost) -> str:
     if status.state == "failed":
         reason = status.fail_reason or status.fail_code
         if status.fail_code in TOKEN_GONE_FAIL_CODES:
-            return _fail_token_dead(post, account.token_version, f"The platform could not publish the post: {reason}")
+            return _fail_token_dead(
+                post, account.token_version, f"The platform could not publish the post: {_with_code(status)}"
+            )
         if status.fail_code in RETRYABLE_FAIL_CODES:
             dropped = f"the platform dropped the post ({status.fail_code}): {reason}"
             return _retry_later(post, PlatformUnavailable(dropped, code=status.fail_code or ""))
@@ -1088,10 +1090,21 @@ def _resolve(post: ScheduledPost) -> str:
             code = "PLATFORM_UNAVAILABLE"
         else:
             code = _rejection_code(status.fail_code or status.fail_reason)
-        return _fail(post, code, f"The platform could not publish the post: {reason}")
+        return _fail(post, code, f"The platform could not publish the post: {_with_code(status)}")
     if status.state == "throttled":
         return _publish_throttled(post, status, now)
     return _check_again(post, now)
+
+
+def _with_code(status: PublishStatus) -> str:
+    """The platform's words about a post it failed, with its own code: "TikTok refused the caption.
+    (spam_risk_text)". The clients turn a code into a sentence where they know one, and the code is what the
+    partner, support and the platform's documentation go by (the refusals raised by a call carry it already:
+    "tiktok spam_risk_text: …"). Not repeated where the words name it ("…with error code 2207052")."""
+    words, code = status.fail_reason or status.fail_code or "no reason given", status.fail_code
+    if code and not re.search(rf"(?<!\w){re.escape(code)}(?!\w)", words):
+        return f"{words} ({code})"
+    return words
 
 
 def _publish_throttled(post: ScheduledPost, status: PublishStatus, now: datetime) -> str:

@@ -1,9 +1,10 @@
 """Support answering "my post sp_… never went out" from the admin: the post's page says what happened to
-it — each publishing attempt with the platform's words and its publish id."""
+it — each publishing attempt with the platform's own code and words and its publish id."""
 
 import html
 import re
 
+import httpx
 import pytest
 import time_machine
 from django.db import connection
@@ -15,7 +16,7 @@ from scheduling import services
 from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import connected_account
 from tests.factories import make_account
-from tests.platform_helpers import inject_fault
+from tests.platform_helpers import inject_fault, intercepted
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, schedule_now
 from tests.staff import admin_object_url, signed_in_staff, staff_login, superuser
 
@@ -51,6 +52,17 @@ def post_page(client: Client, post_id: str) -> str:
     page = client.get(admin_object_url(ScheduledPost, post_id))
     assert page.status_code == 200, page.status_code
     return page.content.decode()
+
+
+# TikTok's status answer for a post it refused for its caption.
+def caption_refused(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+    return httpx.Response(
+        200,
+        json={
+            "data": {"status": "FAILED", "fail_reason": "spam_risk_text"},
+            "error": {"code": "ok", "message": "", "log_id": "L1"},
+        },
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -128,3 +140,40 @@ def test_the_post_page_shows_no_updated_at_that_never_moves(owner, staff):
 
     assert field_shown(page, "Canceled at") is not None
     assert field_shown(page, "Updated at") is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_tiktok_refusal_carries_tiktoks_own_code_to_the_page_and_the_partner(owner, staff):
+    """TikTok ended the post FAILED with `spam_risk_text`: the page and the API said PLATFORM_REJECTED and
+    "TikTok refused the caption." without the code, which is what TikTok's documentation and support go by."""
+    account = connected_account(owner, "tiktok", "caption.refused")
+    scheduled = schedule_now(owner, account["id"])
+    with intercepted({"/v2/post/publish/status/fetch/": caption_refused}):
+        run_dispatcher()
+
+    error = post(owner, scheduled["id"])["error"]
+    page = post_page(staff, scheduled["id"])
+
+    assert error["code"] == "PLATFORM_REJECTED"
+    assert "TikTok refused the caption." in error["message"] and "(spam_risk_text)" in error["message"]
+    assert "spam_risk_text" in field_shown(page, "Error message")
+    (row,) = attempts_shown(page)
+    assert row["outcome"] == "failed" and "spam_risk_text" in row["message"]
+
+
+@pytest.mark.parametrize(
+    "fail_code, fail_reason, message",
+    [
+        ("spam_risk_text", "TikTok refused the caption.", "TikTok refused the caption. (spam_risk_text)"),
+        ("weird_new_reason", "weird_new_reason", "weird_new_reason"),  # a code TikTok has no sentence for
+        ("2207052", "Error: Media upload has failed with error code 2207052", None),  # named already
+        ("25/2207050", "instagram 25/2207050: The account is restricted", None),
+        ("2207052", "Error code 22070521 of another kind", "Error code 22070521 of another kind (2207052)"),
+    ],
+)
+def test_a_platforms_code_is_added_to_its_words_once(fail_code, fail_reason, message):
+    from accounts.platforms.base import PublishStatus
+
+    status = PublishStatus(state="failed", fail_code=fail_code, fail_reason=fail_reason)
+
+    assert services._with_code(status) == (message or fail_reason)
