@@ -809,7 +809,8 @@ def social_account_revoke(*, account_id: str, actor=None, api_key=None) -> Revok
     canceled, a leased account released; then, after commit, the app's grant is revoked at the platform
     (best-effort), unless another live binding or the pool still holds the same platform user (see
     _revoke_grant_unless_shared). Repeating it changes nothing and reports 0 canceled posts. `actor` is the
-    staff member, `api_key` the partner's key when their API call revokes (a lease's history names it)."""
+    staff member, `api_key` the partner's key when their API call revokes (a lease's history and the canceled
+    posts name it)."""
     with transaction.atomic():
         account = SocialAccount.objects.select_for_update(of=("self",)).select_related("identity").get(pk=account_id)
         if account.status == SocialAccount.Status.DISCONNECTED:
@@ -887,7 +888,9 @@ def _disconnect_effects(*, account: SocialAccount, actor=None, api_key=None) -> 
     from leasing.services import lease_release_for_account
     from scheduling.services import posts_cancel_for_account
 
-    canceled = posts_cancel_for_account(account=account)
+    # Revoking a leased account is its release (below): its posts say so.
+    cause = "lease released" if account.kind == SocialAccount.Kind.LEASED else "account revoked"
+    canceled = posts_cancel_for_account(account=account, cause=cause, actor=actor, api_key=api_key)
     released = lease_release_for_account(account=account, actor=actor, api_key=api_key) is not None
     return canceled, released
 

@@ -228,7 +228,7 @@ class ScheduledPostDetailApi(ApiView):
     )
     def delete(self, request, postId: str):
         post = selectors.scheduled_post_get(organization=self.organization, post_id=postId)
-        post = services.post_cancel(post_id=post.pk)
+        post = services.post_cancel(post_id=post.pk, api_key=request.auth)
         return Response(ScheduledPostOutput(post).data)
 
 

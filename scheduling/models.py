@@ -162,6 +162,10 @@ class ScheduledPost(models.Model):
     error_code = models.CharField(max_length=32, blank=True)
     error_message = models.CharField(max_length=500, blank=True)
     canceled_at = models.DateTimeField(null=True, blank=True)
+    # Who or what canceled it, for support: "partner (API key …)", "staff <username>", "account revoked by …",
+    # "lease released by …" (services.post_cancel, posts_cancel_for_account). db_default: the release still
+    # serving while this column's migration runs inserts posts without it.
+    canceled_by = models.CharField(max_length=300, blank=True, default="", db_default="")
     views = models.BigIntegerField(null=True, blank=True)
     likes = models.BigIntegerField(null=True, blank=True)
     comments = models.BigIntegerField(null=True, blank=True)

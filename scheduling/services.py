@@ -283,10 +283,13 @@ def _instagram_caption_problem(container: ContentContainer, mode: str) -> str | 
     return None
 
 
-def post_cancel(*, post_id: str, actor=None) -> ScheduledPost:
-    """queued → canceled. Raises Conflict POST_NOT_CANCELABLE in any other state."""
+def post_cancel(*, post_id: str, actor=None, api_key=None) -> ScheduledPost:
+    """queued → canceled, recording who canceled it: the staff `actor`, or the partner's `api_key`. Raises
+    Conflict POST_NOT_CANCELABLE in any other state."""
     updated = ScheduledPost.objects.filter(pk=post_id, status=ScheduledPost.Status.QUEUED).update(
-        status=ScheduledPost.Status.CANCELED, canceled_at=timezone.now()
+        status=ScheduledPost.Status.CANCELED,
+        canceled_at=timezone.now(),
+        canceled_by=acting(actor=actor, api_key=api_key)[:300],
     )
     post = ScheduledPost.objects.get(pk=post_id)
     if not updated and post.status != ScheduledPost.Status.CANCELED:
@@ -296,12 +299,28 @@ def post_cancel(*, post_id: str, actor=None) -> ScheduledPost:
     return post
 
 
-def posts_cancel_for_account(*, account) -> int:
+def posts_cancel_for_account(*, account, cause: str, actor=None, api_key=None) -> int:
     """Cancel every queued post of `account` (revoke, lease release). Runs in the caller's transaction.
-    A post already claimed by a worker (publishing) is past the point of no return and is left alone."""
+    A post already claimed by a worker (publishing) is past the point of no return and is left alone.
+    `cause` ("account revoked", "lease released") and who acted (`actor`, `api_key`) are recorded on each."""
+    who = acting(actor=actor, api_key=api_key)
     return ScheduledPost.objects.filter(social_account=account, status=ScheduledPost.Status.QUEUED).update(
-        status=ScheduledPost.Status.CANCELED, canceled_at=timezone.now()
+        status=ScheduledPost.Status.CANCELED,
+        canceled_at=timezone.now(),
+        canceled_by=(f"{cause} by {who}" if who else cause)[:300],
     )
+
+
+def acting(*, actor=None, api_key=None) -> str:
+    """Who acted, as support reads it on a post's page: `staff <username>` for a staff `actor`, or the
+    partner and the API key it called with (its name, id and prefix, as the API keys list shows them); ""
+    when neither is known (a command, a script)."""
+    if actor is not None:
+        return f"staff {actor.get_username()}"
+    if api_key is not None:
+        named = f'"{api_key.name}", ' if api_key.name else ""
+        return f"partner (API key {named}{api_key.pk} / {api_key.prefix}…)"
+    return ""
 
 
 def post_retry(*, post_id: str, actor=None, checked_on_platform: bool = False) -> ScheduledPost:

@@ -1,5 +1,6 @@
 """Support answering "my post sp_… never went out" from the admin: the post's page says what happened to
-it — each publishing attempt with the platform's own code and words and its publish id."""
+it — each publishing attempt with the platform's own code and words and its publish id, who or what canceled
+it."""
 
 import html
 import re
@@ -15,10 +16,13 @@ from django.utils import timezone
 from scheduling import services
 from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import connected_account
+from tests.billing.factories import lease_assign
 from tests.factories import make_account
 from tests.platform_helpers import inject_fault, intercepted
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, schedule_now
 from tests.staff import admin_object_url, signed_in_staff, staff_login, superuser
+
+POSTS = "/admin/scheduling/scheduledpost/"
 
 
 @pytest.fixture
@@ -177,3 +181,47 @@ def test_a_platforms_code_is_added_to_its_words_once(fail_code, fail_reason, mes
     status = PublishStatus(state="failed", fail_code=fail_code, fail_reason=fail_reason)
 
     assert services._with_code(status) == (message or fail_reason)
+
+
+def _confirm(staff: Client, url: str, action: str, pk: str):
+    answer = staff.post(url, {"action": action, "_selected_action": [pk], "post": "yes"})
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+
+
+def _cancel(how: str, owner, staff: Client) -> tuple[str, str]:
+    """Cancel a queued post the way `how` says; (post id, what the page should say canceled it)."""
+    key = f'API key "test", {owner.key.pk} / {owner.key.prefix}…'
+    leased = how.endswith("release")
+    account_id = lease_assign(owner).social_account_id if leased else make_account(owner).pk
+    post_id = schedule_now(owner, account_id, when=later(hours=1))["id"]
+    if how == "partner cancel":
+        assert owner.client.delete(f"/v1/scheduled-posts/{post_id}").status_code == 200
+        return post_id, f"partner ({key})"
+    if how == "partner revoke":
+        assert owner.client.delete(f"/v1/social-accounts/{account_id}").status_code == 200
+        return post_id, f"account revoked by partner ({key})"
+    if how == "partner release":
+        assert owner.client.delete(f"/v1/leased-accounts/{account_id}").status_code == 200
+        return post_id, f"lease released by partner ({key})"
+    if how == "staff cancel":
+        staff.post(POSTS, {"action": "cancel_posts", "_selected_action": [post_id]})
+        return post_id, "staff ops"
+    if how == "staff revoke":
+        _confirm(staff, "/admin/accounts/socialaccount/", "revoke_accounts", account_id)
+        return post_id, "account revoked by staff ops"
+    from leasing.models import Lease
+
+    _confirm(staff, "/admin/leasing/lease/", "release_leases", Lease.objects.get(social_account_id=account_id).pk)
+    return post_id, "lease released by staff ops"
+
+
+@pytest.mark.parametrize(
+    "how", ["partner cancel", "partner revoke", "partner release", "staff cancel", "staff revoke", "staff release"]
+)
+def test_the_post_page_says_who_or_what_canceled_it(owner, staff, how):
+    post_id, expected = _cancel(how, owner, staff)
+
+    page = post_page(staff, post_id)
+
+    assert ScheduledPost.objects.get(pk=post_id).status == "canceled"
+    assert field_shown(page, "Canceled by") == expected
