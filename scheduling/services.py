@@ -327,7 +327,11 @@ def post_retry(*, post_id: str, actor=None, checked_on_platform: bool = False) -
     """Ops: a failed post goes back to the queue, due now. Raises Conflict for other states, for an account
     that is disconnected (revoking promised none of its posts would stay queued), and for a post that may
     already be on the platform (_outcome_unknown) unless `checked_on_platform`: a retry would post it a
-    second time."""
+    second time.
+
+    The post's error and publish id are cleared (its attempts count from 0 again); the failure stays in its
+    attempts (the failed one keeps its code, words and publish id), followed by a row saying who queued it
+    again."""
     with transaction.atomic():
         post = (
             ScheduledPost.objects.select_for_update(of=("self",))
@@ -362,6 +366,15 @@ def post_retry(*, post_id: str, actor=None, checked_on_platform: bool = False) -
             # The failure may have been the prepared container itself (its media refused): make a new one.
             prepare_claimed_at=None,
             prepared_publish_id="",
+        )
+        now, who = timezone.now(), acting(actor=actor)
+        ScheduledPostAttempt.objects.create(
+            post=post,
+            started_at=now,
+            finished_at=now,
+            outcome=ScheduledPostAttempt.Outcome.STAFF_RETRY,
+            message=f"Queued again{f' by {who}' if who else ''}"
+            + (", who checked it is not on the platform." if checked_on_platform else "."),
         )
     return ScheduledPost.objects.get(pk=post_id)
 

@@ -1,6 +1,6 @@
 """Support answering "my post sp_… never went out" from the admin: the post's page says what happened to
 it — each publishing attempt with the platform's own code and words and its publish id, who or what canceled
-it."""
+it — and keeps a failure a staff retry replaced."""
 
 import html
 import re
@@ -181,6 +181,32 @@ def test_a_platforms_code_is_added_to_its_words_once(fail_code, fail_reason, mes
     status = PublishStatus(state="failed", fail_code=fail_code, fail_reason=fail_reason)
 
     assert services._with_code(status) == (message or fail_reason)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_staff_retry_keeps_the_failure_it_replaced_on_the_page(owner, staff):
+    """The retry blanks the post's error and publish id (the post is queued again); the failure it replaced
+    stays in the attempts, with its code, words and publish id, beside who queued it again."""
+    account = connected_account(owner, "tiktok", "retried.after.refusal")
+    scheduled = schedule_now(owner, account["id"])
+    with intercepted({"/v2/post/publish/status/fetch/": caption_refused}):
+        run_dispatcher()
+    refused = ScheduledPost.objects.get(pk=scheduled["id"])
+    assert refused.status == "failed" and refused.publish_id
+
+    staff.post(POSTS, {"action": "retry_posts", "_selected_action": [refused.pk]})
+    run_dispatcher()
+
+    published = ScheduledPost.objects.get(pk=refused.pk)
+    assert published.status == "published" and published.publish_id != refused.publish_id
+    rows = attempts_shown(post_page(staff, refused.pk))
+    assert [(row["outcome"], row["error_code"], row["publish_id"]) for row in rows] == [
+        ("failed", "PLATFORM_REJECTED", refused.publish_id),
+        ("queued again by staff", "-", "-"),
+        ("published", "-", published.publish_id),
+    ]
+    assert "spam_risk_text" in rows[0]["message"]
+    assert "staff ops" in rows[1]["message"]
 
 
 def _confirm(staff: Client, url: str, action: str, pk: str):
