@@ -318,6 +318,10 @@ def acting(*, actor=None, api_key=None) -> str:
     if actor is not None:
         return f"staff {actor.get_username()}"
     if api_key is not None:
+        if {"name", "prefix"} & api_key.get_deferred_fields():
+            # The key as authentication loads it has neither (accounts.services.api_key_authenticate): one
+            # read for both, on a cancel only, rather than one each.
+            api_key.refresh_from_db(fields=["name", "prefix"])
         named = f'"{api_key.name}", ' if api_key.name else ""
         return f"partner (API key {named}{api_key.pk} / {api_key.prefix}…)"
     return ""
