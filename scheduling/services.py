@@ -31,6 +31,7 @@ from accounts.platforms.base import (
     TokenInvalid,
 )
 from accounts.services import (
+    KEY_PREFIX,
     event_record,
     refusal_reason,
     social_account_mark_reauth_required,
@@ -313,8 +314,8 @@ def posts_cancel_for_account(*, account, cause: str, actor=None, api_key=None) -
 
 def acting(*, actor=None, api_key=None) -> str:
     """Who acted, as support reads it on a post's page: `staff <username>` for a staff `actor`, or the
-    partner and the API key it called with (its name, id and prefix, as the API keys list shows them); ""
-    when neither is known (a command, a script)."""
+    partner and the API key it called with (its name, its id, and the start of the key as the partner holds it,
+    `lyr_<prefix>…`, as the lease history names it; never the key); "" when neither is known (a command)."""
     if actor is not None:
         return f"staff {actor.get_username()}"
     if api_key is not None:
@@ -323,7 +324,7 @@ def acting(*, actor=None, api_key=None) -> str:
             # read for both, on a cancel only, rather than one each.
             api_key.refresh_from_db(fields=["name", "prefix"])
         named = f'"{api_key.name}", ' if api_key.name else ""
-        return f"partner (API key {named}{api_key.pk} / {api_key.prefix}…)"
+        return f"partner (API key {named}{api_key.pk} / {KEY_PREFIX}{api_key.prefix}…)"
     return ""
 
 
