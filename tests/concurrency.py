@@ -83,3 +83,35 @@ def wait_until_waiting(statement: str, timeout: float = 30) -> None:
                 return
             time.sleep(0.05)
     raise AssertionError(f"no connection was waiting in {statement}")
+
+
+def schema_change_beside_writers(
+    change, *, held, waits_on: str, write, gives_up_while_held: bool = False, timeout: float = 60
+) -> list[BaseException]:
+    """A deploy's schema change while the release still serving writes the table: `held` (a write) runs in a
+    transaction kept open, `change()` (a migration, a DDL) starts on another thread and waits on its lock
+    (`waits_on`: how its statement starts); then another request's `write(cursor)` runs under a 3 s lock
+    timeout, failing the caller if it queued behind the change. The change then ends once the held
+    transaction has committed, or, `gives_up_while_held`, before (a change that stops retrying). Returns what
+    `change` raised."""
+    errors: list[BaseException] = []
+
+    def run_change():
+        try:
+            change()
+        except BaseException as exc:  # noqa: BLE001 - returned to the caller
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    changing = threading.Thread(target=run_change)
+    with held_open(held):
+        changing.start()
+        wait_until_waiting(waits_on)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '3s'")
+            write(cursor)
+        if gives_up_while_held:
+            changing.join(timeout)
+    changing.join(timeout)
+    return errors

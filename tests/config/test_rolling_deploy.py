@@ -92,39 +92,22 @@ def test_an_index_added_later_is_built_while_the_table_takes_writes(app, before,
     """The release still serving keeps writing while `migrate` runs. A plain CREATE INDEX waits for the
     transactions already writing the table, and every write that comes after queues behind it: scheduling
     (or lease assignment) stops until the build is done. Built concurrently, new writes go on."""
-    import threading
-
     from django.core.management import call_command
-    from django.db import connection as main_connection
-    from django.db import transaction
 
-    from tests.concurrency import held_open, wait_until_waiting
+    from tests.concurrency import schema_change_beside_writers
 
     call_command("migrate", app, before, verbosity=0)
     try:
-        with held_open(lambda: _write(table)):  # a request of the old release, mid-transaction
-            errors: list[BaseException] = []
-
-            def build():
-                try:
-                    call_command("migrate", app, adding, verbosity=0)
-                except BaseException as exc:  # noqa: BLE001 - surfaced below
-                    errors.append(exc)
-                finally:
-                    main_connection.close()
-
-            builder = threading.Thread(target=build)
-            builder.start()
-            wait_until_waiting("CREATE INDEX")
-            # Another request of the old release writes the table now.
-            with transaction.atomic(), main_connection.cursor() as cursor:
-                cursor.execute("SET LOCAL lock_timeout = '3s'")
-                _write(table, cursor=cursor)
-        builder.join(60)
+        errors = schema_change_beside_writers(
+            lambda: call_command("migrate", app, adding, verbosity=0),
+            held=lambda: _write(table),  # a request of the old release, mid-transaction
+            waits_on="CREATE INDEX",
+            write=lambda cursor: _write(table, cursor=cursor),  # another request of the old release, meanwhile
+        )
         assert errors == [], errors
     finally:
         call_command("migrate", verbosity=0)
-    with main_connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [index])
         assert cursor.fetchone() == (True,)
 
@@ -143,35 +126,18 @@ def test_a_new_table_referencing_a_busy_one_is_created_while_that_table_takes_wr
     transaction of the release still serving, it held every later write of that table (new posts, the
     dispatcher) behind it. Added under a lock timeout, it gives way, and goes through once that transaction
     has ended."""
-    import threading
-
     from django.core.management import call_command
-    from django.db import connection as main_connection
-    from django.db import transaction
 
-    from tests.concurrency import held_open, wait_until_waiting
+    from tests.concurrency import schema_change_beside_writers
 
     call_command("migrate", app, before, verbosity=0)
     try:
-        with held_open(lambda: _write(referenced)):  # a request of the old release, mid-transaction
-            errors: list[BaseException] = []
-
-            def create():
-                try:
-                    call_command("migrate", app, creating, verbosity=0)
-                except BaseException as exc:  # noqa: BLE001 - surfaced below
-                    errors.append(exc)
-                finally:
-                    main_connection.close()
-
-            creator = threading.Thread(target=create)
-            creator.start()
-            wait_until_waiting("FOREIGN KEY")
-            # Another request of the old release writes the table now.
-            with transaction.atomic(), main_connection.cursor() as cursor:
-                cursor.execute("SET LOCAL lock_timeout = '3s'")
-                _write(referenced, cursor=cursor)
-        creator.join(60)
+        errors = schema_change_beside_writers(
+            lambda: call_command("migrate", app, creating, verbosity=0),
+            held=lambda: _write(referenced),  # a request of the old release, mid-transaction
+            waits_on="FOREIGN KEY",
+            write=lambda cursor: _write(referenced, cursor=cursor),  # another request of the old release
+        )
         assert errors == [], errors
     finally:
         call_command("migrate", verbosity=0)

@@ -179,14 +179,12 @@ def test_an_alter_table_gives_way_to_the_release_still_serving_instead_of_queuin
     write queues behind it: one slow request of the release still serving would stop them all. The fixes
     above run under a lock timeout: while that request stays open the ALTER gives up, again and again, and
     the table's other writes go on; once it has committed, the ALTER goes through."""
-    import threading
-
-    from django.db import OperationalError, transaction
+    from django.db import OperationalError
     from django.db import connection as main_connection
     from django.db.migrations.state import ProjectState
 
     from config.migrationops import AlterTableBriefly
-    from tests.concurrency import held_open, wait_until_waiting
+    from tests.concurrency import schema_change_beside_writers
 
     alter = AlterTableBriefly(
         ['ALTER TABLE "lock_probe" ALTER COLUMN "n" SET DEFAULT 1'], lock_timeout="200ms", attempts=3, pause=0.1
@@ -198,25 +196,14 @@ def test_an_alter_table_gives_way_to_the_release_still_serving_instead_of_queuin
 
     _execute('CREATE TABLE "lock_probe" ("n" integer)')
     try:
-        with held_open(lambda: _execute('INSERT INTO "lock_probe" VALUES (0)')):  # a request, mid-transaction
-            errors: list[BaseException] = []
-
-            def alter_in_a_thread():
-                try:
-                    run_alter()
-                except BaseException as exc:  # noqa: BLE001 - surfaced below
-                    errors.append(exc)
-                finally:
-                    main_connection.close()
-
-            altering = threading.Thread(target=alter_in_a_thread)
-            altering.start()
-            wait_until_waiting("ALTER TABLE")
+        errors = schema_change_beside_writers(
+            run_alter,
+            held=lambda: _execute('INSERT INTO "lock_probe" VALUES (0)'),  # a request, mid-transaction
+            waits_on="ALTER TABLE",
             # another request writes the table meanwhile: it is not held behind the ALTER (3 s would be)
-            with transaction.atomic(), main_connection.cursor() as cursor:
-                cursor.execute("SET LOCAL lock_timeout = '3s'")
-                cursor.execute('INSERT INTO "lock_probe" VALUES (1)')
-            altering.join(30)
+            write=lambda cursor: cursor.execute('INSERT INTO "lock_probe" VALUES (1)'),
+            gives_up_while_held=True,
+        )
         assert len(errors) == 1 and isinstance(errors[0], OperationalError), errors  # gave up after 3 tries
         assert "lock timeout" in str(errors[0])
 
