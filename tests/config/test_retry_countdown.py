@@ -119,6 +119,24 @@ def run_ticks(*, start: datetime, until: datetime, tick, every: float, retries: 
         minute += 1
 
 
+def waited_out_in_the_ticks(monkeypatch, *, start, path, throttling, task, tick, beat_entry) -> None:
+    """Run `tick` as beat sends it (its `beat_entry`) from `start` for 2 h and one interval more, the platform
+    answering `path` with `throttling()` for the first 2 h; `task` is what the tick queues and retries. Then no
+    retry waited in the broker longer than the longest countdown, and the platform was asked once at the start,
+    not again before the 2 h had passed, and again once they had."""
+    calls: list = []
+    retries = ParkedRetries(monkeypatch, task)
+    every = settings.CELERY_BEAT_SCHEDULE[beat_entry]["schedule"]
+    with intercepted({path: throttled_until(start + TWO_HOURS, calls, throttling)}):
+        run_ticks(
+            start=start, until=start + TWO_HOURS + timedelta(seconds=every), tick=tick, every=every, retries=retries
+        )
+    assert all(wait <= settings.LAYERS_MAX_TASK_COUNTDOWN for wait in retries.countdowns), retries.countdowns
+    assert calls[0] == start
+    assert [at for at in calls if start < at < start + TWO_HOURS] == []
+    assert any(at >= start + TWO_HOURS for at in calls)
+
+
 def throttled_until(until: datetime, calls: list, answer):
     """A platform that throttles every call made before `until` (answer(): its throttling answer), and
     passes the later ones to the sandbox; `calls` gets the time of each."""
@@ -146,27 +164,19 @@ def test_a_health_check_instagram_throttles_for_two_hours_waits_them_out_in_the_
     def throttling():
         return httpx.Response(400, json={"error": error}, headers={"X-Business-Use-Case-Usage": json.dumps(usage)})
 
-    calls: list = []
-    retries = ParkedRetries(monkeypatch, tasks.social_account_check_health)
-    every = settings.CELERY_BEAT_SCHEDULE["social-accounts-health"]["schedule"]
+    # when the health tick runs, as beat sends it, for the 2 h and a bit more: Instagram is asked once at the
+    # start, not again before the 2 h have passed, and again once they have, no retry waiting in the broker
+    waited_out_in_the_ticks(
+        monkeypatch,
+        start=start,
+        path="/me",
+        throttling=throttling,
+        task=tasks.social_account_check_health,
+        tick=tasks.social_accounts_health_tick,
+        beat_entry="social-accounts-health",
+    )
 
-    # when the health tick runs, as beat sends it, for the 2 h and a bit more
-    with intercepted({"/me": throttled_until(start + TWO_HOURS, calls, throttling)}):
-        run_ticks(
-            start=start,
-            until=start + TWO_HOURS + timedelta(seconds=every),
-            tick=tasks.social_accounts_health_tick,
-            every=every,
-            retries=retries,
-        )
-
-    # then no retry waited in the broker longer than the longest countdown,
-    assert all(wait <= settings.LAYERS_MAX_TASK_COUNTDOWN for wait in retries.countdowns), retries.countdowns
-    # Instagram was asked once at the start, and not again before the 2 h had passed,
-    assert calls[0] == start
-    assert [at for at in calls if start < at < start + TWO_HOURS] == []
-    # and once they had, the account was checked
-    assert any(at >= start + TWO_HOURS for at in calls)
+    # and the account was checked then
     row = SocialAccount.objects.get(pk=pk)
     assert row.status == "connected" and row.health_checked_at >= start + TWO_HOURS
 
@@ -186,27 +196,18 @@ def test_a_pool_token_refresh_tiktok_throttles_for_two_hours_waits_them_out_in_t
         body = {"error": "rate_limit_exceeded", "error_description": "Too many requests"}
         return httpx.Response(429, json=body, headers={"Retry-After": str(int(TWO_HOURS.total_seconds()))})
 
-    calls: list = []
-    retries = ParkedRetries(monkeypatch, tasks.pool_account_refresh_token)
-    every = settings.CELERY_BEAT_SCHEDULE["pool-accounts-token-refresh"]["schedule"]
+    # when the refresh tick runs, as beat sends it, for the 2 h and a bit more (TikTok asked as above)
+    waited_out_in_the_ticks(
+        monkeypatch,
+        start=start,
+        path="/oauth/token/",
+        throttling=throttling,
+        task=tasks.pool_account_refresh_token,
+        tick=tasks.pool_accounts_refresh_tick,
+        beat_entry="pool-accounts-token-refresh",
+    )
 
-    # when the refresh tick runs, as beat sends it, for the 2 h and a bit more
-    with intercepted({"/oauth/token/": throttled_until(start + TWO_HOURS, calls, throttling)}):
-        run_ticks(
-            start=start,
-            until=start + TWO_HOURS + timedelta(seconds=every),
-            tick=tasks.pool_accounts_refresh_tick,
-            every=every,
-            retries=retries,
-        )
-
-    # then no retry waited in the broker longer than the longest countdown,
-    assert all(wait <= settings.LAYERS_MAX_TASK_COUNTDOWN for wait in retries.countdowns), retries.countdowns
-    # TikTok was asked once at the start, and not again before the 2 h had passed,
-    assert calls[0] == start
-    assert [at for at in calls if start < at < start + TWO_HOURS] == []
-    # and once they had, the token was refreshed (before it expired: 24 h after it was issued)
-    assert any(at >= start + TWO_HOURS for at in calls)
+    # then the token was refreshed once they had passed (before it expired: 24 h after it was issued)
     pool = PoolAccount.objects.get(pk=pool_id)
     assert pool.status == "available" and pool.access_token != before.access_token
     assert pool.token_expires_at > start + TWO_HOURS + timedelta(hours=23)
