@@ -7,7 +7,7 @@ from celery import shared_task
 
 from accounts import services
 from accounts.platforms.base import PlatformUnavailable, RateLimited, RequestRejected
-from config.queueing import backoff_countdown, enqueue_each, platform_retry_countdown
+from config.queueing import backoff_countdown, enqueue_each, retry_or_leave_to_the_tick
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +65,7 @@ def social_account_check_health(self, account_id: str) -> str:
     except (PlatformUnavailable, RateLimited) as exc:
         # Transient: never flips the status; try again with backoff, or, when the platform asked for a longer
         # wait than a retry may spend in the broker, leave it to the health tick (the service recorded it).
-        countdown = platform_retry_countdown(self, exc)
-        if countdown is None:
-            log.info(
-                "health check of %s: the platform asked to wait %d s; the health tick checks it then",
-                account_id,
-                exc.retry_after,
-            )
-            return "throttled"
-        raise self.retry(countdown=countdown)
+        return retry_or_leave_to_the_tick(self, exc, what=f"health check of {account_id}")
     except RequestRejected as exc:
         # A refusal of the request, not of the token (Instagram will not refresh a token under a day old):
         # the account stays connected and waits out its health backoff; asking again now would be refused

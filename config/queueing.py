@@ -52,3 +52,14 @@ def platform_retry_countdown(task, exc) -> float | None:
     if exc.retry_after:
         return exc.retry_after if exc.retry_after <= settings.LAYERS_MAX_TASK_COUNTDOWN else None
     return backoff_countdown(task.request.retries, first=60)
+
+
+def retry_or_leave_to_the_tick(task, exc, *, what: str) -> str:
+    """Retry `task` after platform_retry_countdown (raises Celery's Retry), or, when the platform asked for a
+    longer wait than a retry may spend in the broker, end it as "throttled": its periodic tick runs it again
+    once the wait the service recorded has passed. `what` names the work in the log line."""
+    countdown = platform_retry_countdown(task, exc)
+    if countdown is None:
+        log.info("%s: the platform asked to wait %d s; a later tick does it then", what, exc.retry_after)
+        return "throttled"
+    raise task.retry(countdown=countdown)

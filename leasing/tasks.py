@@ -3,7 +3,7 @@ import logging
 from celery import shared_task
 
 from accounts.platforms.base import PlatformError, RequestRejected
-from config.queueing import platform_retry_countdown
+from config.queueing import retry_or_leave_to_the_tick
 from leasing import services
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,4 @@ def pool_account_refresh_token(self, pool_account_id: str) -> str:
         # Transient (nothing changed): try again with backoff; the next tick queues it again anyway. When TikTok
         # asked for a longer wait than a retry may spend in the broker, only the tick does (the service
         # recorded the wait, and the tick leaves the account out until it has passed).
-        countdown = platform_retry_countdown(self, exc)
-        if countdown is None:
-            log.info(
-                "pool token refresh of %s: TikTok asked to wait %d s; a later tick refreshes it",
-                pool_account_id,
-                exc.retry_after,
-            )
-            return "throttled"
-        raise self.retry(countdown=countdown)
+        return retry_or_leave_to_the_tick(self, exc, what=f"pool token refresh of {pool_account_id}")
