@@ -1,3 +1,5 @@
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
@@ -14,6 +16,7 @@ from accounts.admin_site import NothingToSaveMixin, about, ask_first, asks_first
 from accounts.models import (
     ApiKey,
     Event,
+    EventSubjectId,
     OAuthSession,
     OnboardingStep,
     Organization,
@@ -205,13 +208,29 @@ class EventTypeFilter(admin.SimpleListFilter):
 class EventAdmin(NotDeletedInTheAdmin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
     list_display = ("id", "type", "organization", "created_at")
     list_filter = (EventTypeFilter,)
-    id_search_fields = {"evt": ("id",), "org": ("organization_id",)}
+    # A partner's ticket names what it did not hear about ("no scheduled_post.failed for sp_…"): a post,
+    # account or lease request id finds the events about it, by the id in their payload (`subject_id`, read
+    # through the event_subject index on the same expression: the table is never small).
+    id_search_fields = {
+        "evt": ("id",),
+        "org": ("organization_id",),
+        "sp": ("subject_id",),
+        "sa": ("subject_id",),
+        "lreq": ("subject_id",),
+    }
     search_fields = ("organization__name",)
-    search_help_text = "An event or organization id (exact), or an organization name."
+    search_help_text = (
+        "An event or organization id (exact), the id of the post, account or lease request an event is about "
+        "(exact), or an organization name."
+    )
     show_full_result_count = False  # one row per change of every partner: no second count of the table
     paginator = LargeTablePaginator  # unfiltered: the planner's estimate, not a COUNT(*) of the table
     readonly_fields = ("id", "organization", "type", "data", "created_at", "webhook_deliveries")
     list_select_related = ("organization",)
+
+    def get_queryset(self, request):
+        # An alias, not an annotation: it is computed only where a search filters on it, never selected.
+        return super().get_queryset(request).alias(subject_id=EventSubjectId("data"))
 
     @admin.display(description="webhook deliveries")
     def webhook_deliveries(self, obj):
@@ -301,6 +320,7 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         "reauth_required_at",
         "reauth_reason",
         "disconnected_at",
+        "events",
     )
     readonly_fields = fields
     actions = ["revoke_accounts"]
@@ -308,6 +328,13 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     @admin.display(ordering="identity__handle")
     def handle(self, obj):
         return obj.identity.handle
+
+    @admin.display(description="events")
+    def events(self, obj):
+        # A link to the event list searched by the account's id, not the events themselves: reading them
+        # on every view of the page would be a query on the events table for each.
+        url = f"{reverse('admin:accounts_event_changelist')}?{urlencode({'q': obj.pk})}"
+        return format_html('<a href="{}">events about this account</a>', url)
 
     def has_add_permission(self, request):
         return False

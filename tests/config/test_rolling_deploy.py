@@ -83,6 +83,7 @@ def test_a_column_added_later_lets_the_previous_release_insert(table, column):
 INDEXES_ADDED_LATER = [
     ("scheduling", "0006", "0007", "scheduling_scheduledpost", "sp_published_recent"),
     ("leasing", "0007", "0008", "leasing_lease", "lease_charges_open"),
+    ("accounts", "0009", "0010", "accounts_event", "event_subject"),
 ]
 
 

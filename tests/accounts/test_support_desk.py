@@ -1,0 +1,115 @@
+"""What support staff see in the back-office when they answer a partner's ticket: the events about a post,
+an account or a lease request found by its id (and through an index)."""
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from accounts import services
+from accounts.models import Event, SocialAccount
+from leasing import services as leasing
+from tests.accounts.oauth_helpers import connected_account
+from tests.leasing.helpers import add_pool, get_request, request_accounts
+from tests.platform_helpers import invalidate_tokens
+from tests.scheduling.publish_helpers import run_dispatcher, schedule_now
+from tests.staff import admin_object_url, staff_login, superuser
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+EVENTS = "/admin/accounts/event/"
+
+
+@pytest.fixture
+def staff() -> Client:
+    return staff_login(Client(), superuser("support"))
+
+
+@pytest.fixture
+def receivers():
+    """Start webhook receivers on 127.0.0.1 with `receivers(respond=...)`; all are stopped after the test."""
+    from tests.webhooks.receiver import Receiver
+
+    started: list[Receiver] = []
+
+    def start(**kwargs) -> Receiver:
+        started.append(Receiver(**kwargs).start())
+        return started[-1]
+
+    yield start
+    for receiver in started:
+        receiver.stop()
+
+
+def leased_account(tenant) -> tuple[str, str]:
+    """A pool account leased to `tenant`: (lease request id, social account id)."""
+    add_pool(1)
+    accepted = request_accounts(tenant, 1)
+    leasing.lease_assign(request_id=accepted["requestId"], auto=True)
+    return accepted["requestId"], get_request(tenant, accepted["requestId"])["socialAccountIds"][0]
+
+
+def about(subject_id: str) -> set[str]:
+    """The events whose subject is `subject_id`, read from their payloads here (not by the code under test):
+    a post's and an account's carry it as `id`, a lease request's as `requestId`."""
+    return {
+        event.pk for event in Event.objects.all() if subject_id in (event.data.get("id"), event.data.get("requestId"))
+    }
+
+
+def listed(staff: Client, term: str) -> tuple[set[str], list[str]]:
+    """The events the list shows for `?q=term`, and its statements on the events table."""
+    from tests.admin_plans import statements_on
+
+    with CaptureQueriesContext(connection) as captured:
+        page = staff.get(EVENTS, {"q": term})
+    assert page.status_code == 200
+    return {row.pk for row in page.context["cl"].result_list}, statements_on(captured, "accounts_event")
+
+
+# --- 1. events found by the id of what they are about ---------------------------------------------------
+
+
+def test_a_post_an_account_or_a_lease_request_id_finds_the_events_about_it_through_an_index(owner, outsider, staff):
+    """ "We never received scheduled_post.failed for sp_…": support pastes the post's id into the events
+    list. It found nothing (only evt_ and org_ ids were looked up); the events table is never small, so the
+    search must be answered by an index, not by reading every event's payload."""
+    from tests.admin_plans import reading_whole_table
+
+    account = connected_account(owner, "tiktok", "acme.brand")
+    connected_account(outsider, "tiktok", "globex.brand", return_url="https://globex.test/connected")
+    invalidate_tokens("tiktok", "acme.brand")
+    post = schedule_now(owner, account["id"])
+    run_dispatcher()  # the token is refused: the post fails, the account needs a reauth
+    request_id, leased_id = leased_account(owner)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE accounts_event")
+
+    searches = {
+        post["id"]: {"scheduled_post.failed"},
+        account["id"]: {"social_account.connected", "social_account.needs_reauth"},
+        request_id: {"lease_request.assigned"},
+        post["id"][0].upper() + post["id"][1:]: {"scheduled_post.failed"},  # `Sp_…` from a sentence's start
+    }
+    for term, types in searches.items():
+        found, statements = listed(staff, term)
+        assert found == about(term[0].lower() + term[1:]), term
+        assert {Event.objects.get(pk=pk).type for pk in found} == types, term
+        assert statements and reading_whole_table(statements, "accounts_event") == [], term
+    assert about(leased_id) <= listed(staff, leased_id)[0]
+
+
+def test_the_account_page_links_to_the_events_about_the_account_without_reading_them(owner, staff):
+    account = connected_account(owner, "instagram", "acme.brand")
+    invalidate_tokens("instagram", "acme.brand")
+    services.social_account_check_health(account_id=account["id"])
+
+    with CaptureQueriesContext(connection) as captured:
+        page = staff.get(admin_object_url(SocialAccount, account["id"])).content.decode()
+
+    link = f"{reverse('admin:accounts_event_changelist')}?q={account['id']}"
+    assert f'href="{link}"' in page and "events about this account" in page
+    assert not [q["sql"] for q in captured.captured_queries if "accounts_event" in q["sql"]]
+    found, _ = listed(staff, account["id"])
+    assert found == about(account["id"]) and len(found) == 2
