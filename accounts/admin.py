@@ -313,6 +313,8 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         "kind",
         "status",
         "token_expires_at",
+        "refresh_expires_at",
+        "granted_scopes",
         "token_refreshed_at",
         "health_checked_at",
         "avatar_url",
@@ -328,6 +330,11 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     @admin.display(ordering="identity__handle")
     def handle(self, obj):
         return obj.identity.handle
+
+    @admin.display(description="granted scopes")
+    def granted_scopes(self, obj):
+        """What the platform granted the account's token (a post or metrics call outside it is refused)."""
+        return ", ".join(scope for scope in obj.scopes.split(",") if scope) or "Not known."
 
     @admin.display(description="events")
     def events(self, obj):

@@ -1,5 +1,6 @@
 """What support staff see in the back-office when they answer a partner's ticket: the events about a post,
-an account or a lease request found by its id (and through an index)."""
+an account or a lease request found by its id (and through an index), an account's granted scopes and
+refresh expiry."""
 
 import pytest
 from django.db import connection
@@ -113,3 +114,20 @@ def test_the_account_page_links_to_the_events_about_the_account_without_reading_
     assert not [q["sql"] for q in captured.captured_queries if "accounts_event" in q["sql"]]
     found, _ = listed(staff, account["id"])
     assert found == about(account["id"]) and len(found) == 2
+
+
+# --- 4. granted scopes and refresh expiry -----------------------------------------------------------------
+
+
+def test_the_account_page_shows_the_granted_scopes_and_when_the_refresh_token_expires(owner, staff):
+    account = connected_account(owner, "tiktok", "acme.brand")
+    row = SocialAccount.objects.get(pk=account["id"])
+    assert row.scopes and row.refresh_expires_at
+
+    page = staff.get(admin_object_url(SocialAccount, account["id"])).content.decode()
+
+    for scope in row.scopes.split(","):
+        assert scope in page, scope
+    assert "refresh expires at" in page.lower() and f"{row.refresh_expires_at:%Y-%m-%d %H:%M:%S} UTC" in page
+    for secret in (row.access_token, row.refresh_token, row.access_token_enc, row.refresh_token_enc):
+        assert secret not in page
