@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 
 from accounts import (
@@ -234,8 +235,10 @@ class EventAdmin(NotDeletedInTheAdmin, IdSearchMixin, RelatedIdsSearchMixin, adm
 
     @admin.display(description="webhook deliveries")
     def webhook_deliveries(self, obj):
-        """Where the event went: one delivery per subscribed endpoint (a handful), read in one query."""
-        from accounts.webhooks.models import WebhookDelivery
+        """Where the event went: one delivery per subscribed endpoint (a handful), read in one query; and why
+        it went nowhere else: its fan-out has not run, or endpoints subscribed to its type were not live (a
+        410 disabled them, staff did, the partner deleted them) and were skipped. Three small queries."""
+        from accounts.webhooks.models import WebhookDelivery, WebhookFanout
 
         deliveries = WebhookDelivery.objects.filter(event=obj).select_related("endpoint").order_by("created_at")
         rows = [
@@ -248,18 +251,89 @@ class EventAdmin(NotDeletedInTheAdmin, IdSearchMixin, RelatedIdsSearchMixin, adm
             )
             for d in deliveries
         ]
-        if not rows:
-            return "None (no endpoint of the organization subscribed to this type when it happened)."
-        return format_html(
-            "<ul>{}</ul>",
-            format_html_join("", '<li><a href="{}">{}</a>: {}, {} attempt(s), to {}</li>', rows),
-        )
+        fanout = WebhookFanout.objects.filter(event_id=obj.pk).first()
+        if not rows and fanout is None:
+            return _not_fanned_out(obj)
+        skipped = _skipped_subscribers(obj, delivered_to={d.endpoint_id for d in deliveries})
+        parts = []
+        if rows:
+            parts.append(
+                format_html(
+                    "<ul>{}</ul>",
+                    format_html_join("", '<li><a href="{}">{}</a>: {}, {} attempt(s), to {}</li>', rows),
+                )
+            )
+        elif not skipped:
+            return format_html(
+                "None: no endpoint of the organization subscribed to this type when it happened (fanned out {}).",
+                _when(fanout.fanned_out_at),
+            )
+        if skipped:
+            parts.append(
+                format_html(
+                    "{} these endpoints subscribed to this type, skipped because they were not live then:<ul>{}</ul>",
+                    format_html("Fanned out {}; no delivery to", _when(fanout.fanned_out_at))
+                    if fanout is not None
+                    else "No delivery to",
+                    format_html_join("", '<li><a href="{}">{}</a> ({}): {}</li>', skipped),
+                )
+            )
+        return format_html_join("", "{}", ((part,) for part in parts))
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+def _when(moment) -> str:
+    """A time as the back-office shows times (config/formats: "2026-11-29 12:31:05 UTC")."""
+    return formats.localize(timezone.localtime(moment))
+
+
+def _not_fanned_out(event: Event) -> str:
+    """What the event page says of an event whose fan-out never committed (no WebhookFanout marker)."""
+    from accounts.webhooks.services import RETRY_WINDOW
+
+    if event.created_at < timezone.now() - RETRY_WINDOW:
+        return (
+            "None: never fanned out (its fan-out did not run or did not commit, and the relay tick no longer fans "
+            "out events older than the retry window)."
+        )
+    return (
+        "None yet: not fanned out yet (its fan-out has not run, or did not commit: a worker or the broker failed). "
+        "If the organization has a live endpoint, the relay tick fans it out within minutes."
+    )
+
+
+def _skipped_subscribers(event: Event, *, delivered_to: set[str]) -> list[tuple[str, str, str, str]]:
+    """(admin link, id, URL, state) of each endpoint of the event's organization that existed when it happened
+    and subscribes to its type, yet got no delivery: the fan-out skips endpoints that are not live
+    (accounts.webhooks.services._subscribers). Said with each: disabled or deleted since when, and why."""
+    from accounts.webhooks.models import WebhookEndpoint
+
+    endpoints = WebhookEndpoint.objects.filter(
+        organization_id=event.organization_id, created_at__lte=event.created_at
+    ).order_by("created_at", "pk")
+    skipped = []
+    for endpoint in endpoints:
+        if event.type not in endpoint.events or endpoint.pk in delivered_to:
+            continue
+        if endpoint.deleted_at is not None:
+            state = format_html("deleted since {}", _when(endpoint.deleted_at))
+        elif endpoint.status == WebhookEndpoint.Status.DISABLED:
+            state = format_html(
+                "disabled since {} ({}: {})",
+                _when(endpoint.disabled_at),
+                endpoint.disabled_reason or "no reason recorded",
+                endpoint.get_disabled_reason_display() if endpoint.disabled_reason else "",
+            )
+        else:
+            state = "active now, but not live when the event was fanned out (disabled then, enabled again since)"
+        url = reverse("admin:webhooks_webhookendpoint_change", args=[quote(endpoint.pk)])
+        skipped.append((url, endpoint.pk, endpoint.url, state))
+    return skipped
 
 
 @admin.register(PlatformIdentity)

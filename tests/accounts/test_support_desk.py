@@ -1,6 +1,6 @@
 """What support staff see in the back-office when they answer a partner's ticket: the events about a post,
-an account or a lease request found by its id (and through an index), an account's granted scopes and
-refresh expiry."""
+an account or a lease request found by its id (and through an index), why an event reached no endpoint, an
+account's granted scopes and refresh expiry."""
 
 import pytest
 from django.db import connection
@@ -114,6 +114,44 @@ def test_the_account_page_links_to_the_events_about_the_account_without_reading_
     assert not [q["sql"] for q in captured.captured_queries if "accounts_event" in q["sql"]]
     found, _ = listed(staff, account["id"])
     assert found == about(account["id"]) and len(found) == 2
+
+
+# --- 2. why an event reached no endpoint ----------------------------------------------------------------
+
+
+def test_an_event_page_says_which_subscribed_endpoints_were_disabled_or_deleted_when_it_happened(
+    owner, staff, receivers
+):
+    from accounts.webhooks.models import WebhookEndpoint
+    from tests.webhooks.helpers import create_endpoint, record
+
+    gone = create_endpoint(owner, receivers(respond=lambda received: (410, {})).url())
+    deleted = create_endpoint(owner, receivers().url())
+    record(owner, n=1)  # answered 410: the endpoint is disabled
+    assert owner.client.delete(f"/v1/webhook-endpoints/{deleted['id']}").status_code == 200
+
+    event = record(owner, n=2)
+    page = staff.get(admin_object_url(Event, event.pk)).content.decode()
+
+    disabled = WebhookEndpoint.objects.get(pk=gone["id"])
+    removed = WebhookEndpoint.objects.get(pk=deleted["id"])
+    assert "no endpoint of the organization subscribed" not in page
+    assert gone["id"] in page and "410" in page and f"{disabled.disabled_at:%Y-%m-%d %H:%M}" in page
+    assert deleted["id"] in page and "deleted" in page and f"{removed.deleted_at:%Y-%m-%d %H:%M}" in page
+
+
+def test_an_event_page_says_when_its_fan_out_has_not_run_yet(owner, staff, receivers):
+    from tests.webhooks.helpers import create_endpoint
+
+    create_endpoint(owner, receivers().url())
+    # Written as event_record writes it, but its on-commit fan-out never ran (the broker was down, the
+    # worker died): the relay tick has not reached it yet.
+    event = Event.objects.create(organization=owner.org, type="social_account.connected", data={"n": 1})
+
+    page = staff.get(admin_object_url(Event, event.pk)).content.decode()
+
+    assert "no endpoint of the organization subscribed" not in page
+    assert "not fanned out yet" in page
 
 
 # --- 4. granted scopes and refresh expiry -----------------------------------------------------------------
