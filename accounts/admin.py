@@ -24,6 +24,7 @@ from accounts.models import (
     PlatformIdentity,
     Project,
     SocialAccount,
+    SocialAccountStatusChange,
 )
 from config.adminpaging import LargeTablePaginator
 
@@ -363,6 +364,39 @@ class PlatformIdentityAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin)
         return False
 
 
+class StatusChangeInline(admin.TabularInline):
+    """The account's status history, oldest first: every transition with its reason and what made it. Appended by
+    the services in the transition's transaction, never added, changed or deleted here (as the lease requests'
+    audit trail, leasing.admin.LeaseActionInline): staff reading a ticket must find what happened, all of it."""
+
+    model = SocialAccountStatusChange
+    extra = 0
+    can_delete = False
+    fields = ("at", "change", "reason", "source")
+    readonly_fields = fields
+    verbose_name_plural = "status history"
+
+    @admin.display(description="change")
+    def change(self, obj):
+        was = SocialAccount.Status(obj.from_status).label if obj.from_status else "(created)"
+        return f"{was} → {SocialAccount.Status(obj.to_status).label}"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        # Whoever may see the account sees its history: no separate permission for staff to be given.
+        return request.user.has_perm("accounts.view_socialaccount") or request.user.has_perm(
+            "accounts.change_socialaccount"
+        )
+
+
 @admin.register(SocialAccount)
 class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     """Read-only for ops; tokens are never shown (the encrypted columns are not even listed)."""
@@ -399,6 +433,7 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         "events",
     )
     readonly_fields = fields
+    inlines = [StatusChangeInline]
     actions = ["revoke_accounts"]
 
     @admin.display(ordering="identity__handle")

@@ -254,6 +254,31 @@ class SocialAccount(models.Model):
         return self.status != self.Status.DISCONNECTED
 
 
+class SocialAccountStatusChange(models.Model):
+    """One status transition of a social account, appended in the transaction that makes it
+    (accounts.services.social_account_status_record): the account's history for support. The account row keeps
+    only the latest reauth reason, which the next needs_reauth overwrites and a reconnect clears; here every
+    needs_reauth keeps its reason, and every transition what made it (`source`: a post, the health check, a
+    reauth, a revoke by an API key or staff, a lease). Never updated nor deleted: shown read-only on the
+    account's admin page, and its rows keep the account (PROTECT), as the account keeps its own row."""
+
+    social_account = models.ForeignKey(SocialAccount, on_delete=models.PROTECT, related_name="status_changes")
+    at = models.DateTimeField(default=timezone.now)
+    from_status = models.CharField(
+        max_length=20, choices=SocialAccount.Status.choices, blank=True, help_text="Empty: the account was created."
+    )
+    to_status = models.CharField(max_length=20, choices=SocialAccount.Status.choices)
+    reason = models.CharField(max_length=300, blank=True)
+    source = models.CharField(max_length=200, help_text="What made the change, as support reads it.")
+
+    class Meta:
+        verbose_name = "status change"
+        ordering = ["at", "id"]
+
+    def __str__(self):
+        return f"{self.from_status or 'created'} → {self.to_status}"
+
+
 class OAuthSession(models.Model):
     """One authorization attempt: the `state` handed to the platform and its outcome.
 

@@ -26,6 +26,7 @@ from accounts.models import (
     PlatformIdentity,
     Project,
     SocialAccount,
+    SocialAccountStatusChange,
 )
 from accounts.platforms.base import PlatformError, Profile, TokenInvalid, TokenSet
 from accounts.platforms.scopes import PUBLISHING, SCOPES, grant_lacks_publishing
@@ -155,6 +156,7 @@ def api_key_authenticate(*, raw: str) -> ApiKey | None:
         ApiKey,
         id=key_id,
         organization_id=organization_id,
+        prefix=prefix,  # matched by the statement: what logs and the status history name the key by
         key_hash=key_hash,
         last_used_at=aware_utc(last_used_at),
         allowed_return_domains=domains,
@@ -258,6 +260,34 @@ def _after_event_commit(event: Event) -> None:
 # --- Connected accounts: OAuth connect / reauth, bindings, revoke, token health ----------------------
 
 log = logging.getLogger(__name__)
+
+
+def social_account_status_record(
+    *, account: SocialAccount, from_status: str, source: str, reason: str = ""
+) -> SocialAccountStatusChange:
+    """Append the transition of `account` from `from_status` ("" when it was just created) to its current
+    status to its history, inside the caller's transaction: the one making the transition, so that the row
+    exists exactly when the change does. `source` says what made it (see the *_source helpers), `reason`
+    why (what the platform said; never a token). Raises RuntimeError outside a transaction."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("social_account_status_record must run inside the transaction of the change it records")
+    return SocialAccountStatusChange.objects.create(
+        social_account_id=account.pk,
+        from_status=from_status or "",
+        to_status=account.status,
+        reason=(reason or "")[: SocialAccountStatusChange.reason.field.max_length],
+        source=source[: SocialAccountStatusChange.source.field.max_length],
+    )
+
+
+def api_key_source(key: ApiKey | None) -> str:
+    """An API key as the status history names it: its id and prefix (never the key)."""
+    return f"API key {key.pk} ({key.prefix}…)" if key is not None else "an API key since deleted"
+
+
+def staff_source(user) -> str:
+    return f"staff {user.get_username()}" if user is not None else "staff (a user since deleted)"
+
 
 # The failure codes appended to the partner's returnUrl as `layers_oauth_error` (a public contract).
 OAUTH_ERRORS = (
@@ -683,6 +713,9 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
             except IntegrityError:
                 account = live.select_for_update().get(project_id=session.project_id, identity=identity)
         if created:
+            social_account_status_record(
+                account=account, from_status="", source=f"connect through {api_key_source(session.api_key)}"
+            )
             # Only a new binding is `connected`: the partner already heard of a reused one (API.md: same id,
             # no second fan-out), which records at most `reconnected`, below.
             event_record(
@@ -706,6 +739,11 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
             account.return_url = session.return_url
             account.save()
             if was == SocialAccount.Status.REAUTH_REQUIRED:
+                social_account_status_record(
+                    account=account,
+                    from_status=was,
+                    source=f"connect again through {api_key_source(session.api_key)}",
+                )
                 event_record(
                     organization_id=account.organization_id,
                     type="social_account.reconnected",
@@ -743,18 +781,23 @@ def _reauth_complete(*, session: OAuthSession, tokens: TokenSet, profile: Profil
         # Layers post in no mode at all is refused, as at connect; the account keeps the token it had.
         if grant_lacks_publishing(account.platform, tokens.scopes):
             return _refuse_without_publishing(session)
-        social_account_reconnect(account=account, tokens=tokens, profile=profile)
+        social_account_reconnect(
+            account=account, tokens=tokens, profile=profile, source=f"reauth through {api_key_source(session.api_key)}"
+        )
         OAuthSession.objects.filter(pk=session.pk).update(
             status=OAuthSession.Status.COMPLETED, completed_at=timezone.now()
         )
     return CallbackOutcome(redirect_url=session.return_url, account=account)
 
 
-def social_account_reconnect(*, account: SocialAccount, tokens: TokenSet, profile: Profile) -> SocialAccount:
+def social_account_reconnect(
+    *, account: SocialAccount, tokens: TokenSet, profile: Profile, source: str
+) -> SocialAccount:
     """A fresh consent of the account's own platform user: the new token on the same binding (same id),
-    status connected, `social_account.reconnected` recorded. The caller holds the account's row lock inside
-    its transaction and has checked the consenting user is the account's. A partner's reauth and a staff
-    reconnect of a leased account (leasing.services.pool_account_connect) both end here."""
+    status connected, `social_account.reconnected` recorded, and the transition in its status history with
+    `source` (who reconnected it). The caller holds the account's row lock inside its transaction and has
+    checked the consenting user is the account's. A partner's reauth and a staff reconnect of a leased account
+    (leasing.services.pool_account_connect) both end here."""
     # The event must show the profile as it is now (a renamed handle): the identity read before is stale.
     account.identity = _identity_upsert(
         organization_id=account.organization_id,
@@ -762,11 +805,13 @@ def social_account_reconnect(*, account: SocialAccount, tokens: TokenSet, profil
         profile=profile,
         platform_user_id=tokens.platform_user_id,
     )
+    was = account.status
     _store_tokens(account, tokens)
     account.status = SocialAccount.Status.CONNECTED
     account.reauth_required_at = None
-    account.reauth_reason = ""
+    account.reauth_reason = ""  # the reason stays in the status history
     account.save()
+    social_account_status_record(account=account, from_status=was, source=source)
     event_record(
         organization_id=account.organization_id,
         type="social_account.reconnected",
@@ -804,25 +849,33 @@ class RevokeResult:
     released: bool
 
 
-def social_account_revoke(*, account_id: str, actor=None, api_key=None) -> RevokeResult:
+def social_account_revoke(*, account_id: str, actor=None, api_key: ApiKey | None = None) -> RevokeResult:
     """Disconnect an account for good: status disconnected (row kept), tokens wiped, queued posts
     canceled, a leased account released; then, after commit, the app's grant is revoked at the platform
     (best-effort), unless another live binding or the pool still holds the same platform user (see
     _revoke_grant_unless_shared). Repeating it changes nothing and reports 0 canceled posts. `actor` is the
-    staff member, `api_key` the partner's key when their API call revokes (a lease's history and the canceled
-    posts name it)."""
+    staff member, `api_key` the partner's key when their API call revokes (a lease's history, the canceled posts
+    and the account's status history name them)."""
     with transaction.atomic():
         account = SocialAccount.objects.select_for_update(of=("self",)).select_related("identity").get(pk=account_id)
         if account.status == SocialAccount.Status.DISCONNECTED:
             return RevokeResult(account=account, canceled_scheduled_posts=0, released=False)
         # A leased account's token belongs to Layers' pool account: it goes back there, never revoked.
         token = account.access_token if account.kind == SocialAccount.Kind.CONNECTED else None
+        was = account.status
         account.status = SocialAccount.Status.DISCONNECTED
         account.disconnected_at = timezone.now()
         canceled, released = _disconnect_effects(account=account, actor=actor, api_key=api_key)
         account.access_token_enc = account.refresh_token_enc = ""
         account.token_version += 1
         account.save()
+        by = staff_source(actor) if actor is not None else api_key_source(api_key) if api_key is not None else "Layers"
+        social_account_status_record(
+            account=account,
+            from_status=was,
+            source=f"{'lease release' if account.kind == SocialAccount.Kind.LEASED else 'revoke'} by {by}",
+            reason=f"{canceled} queued post(s) canceled" + (", lease released" if released else ""),
+        )
         event_record(
             organization_id=account.organization_id,
             type="social_account.disconnected",
@@ -896,9 +949,16 @@ def _disconnect_effects(*, account: SocialAccount, actor=None, api_key=None) -> 
 
 
 def social_account_mark_reauth_required(
-    *, account_id: str, reason: str, expected_version: int | None = None, unless_refreshing: bool = False
+    *,
+    account_id: str,
+    reason: str,
+    source: str,
+    expected_version: int | None = None,
+    unless_refreshing: bool = False,
 ) -> bool:
-    """connected → reauth_required, recording `social_account.needs_reauth` once per transition.
+    """connected → reauth_required, recording `social_account.needs_reauth` once per transition, and the
+    transition in the account's status history with `reason` and `source` (what found the token dead: a post
+    `post sp_…`, the health check, a platform's webhook).
     With `expected_version`, only if the token was not rotated meanwhile (a refresh that lost a race
     must not condemn a fresh token). With `unless_refreshing`, not while a refresh holds its claim: a call
     refused on the old token says nothing once TikTok has rotated it, and the refresh would then discard the
@@ -916,6 +976,9 @@ def social_account_mark_reauth_required(
         if not updated:
             return False
         account = SocialAccount.objects.select_related("identity").get(pk=account_id)
+        social_account_status_record(
+            account=account, from_status=SocialAccount.Status.CONNECTED, source=source, reason=reason
+        )
         event_record(
             organization_id=account.organization_id,
             type="social_account.needs_reauth",
@@ -948,7 +1011,9 @@ def tiktok_authorization_removed(*, open_id: str, removed_at: datetime) -> list[
     return [
         pk
         for pk, version in rows
-        if social_account_mark_reauth_required(account_id=pk, reason=removed, expected_version=version)
+        if social_account_mark_reauth_required(
+            account_id=pk, reason=removed, source="TikTok's authorization.removed webhook", expected_version=version
+        )
     ]
 
 
@@ -969,12 +1034,15 @@ def _token_set(account: SocialAccount) -> TokenSet:
 
 
 REFRESH_CLAIM = timedelta(minutes=2)
+# The status history's source for a refresh refused when the caller names nothing that needed the token.
+TOKEN_REFRESH = "token refresh"
 
 
-def social_account_refresh_token(*, account_id: str) -> str:
+def social_account_refresh_token(*, account_id: str, source: str = TOKEN_REFRESH) -> str:
     """Refresh the account's token now. Returns "refreshed", "skipped" (not live, or another worker holds
-    the refresh claim), or "reauth_required" (the platform rejected the token). Raises PlatformUnavailable
-    or RateLimited on transient failures so the caller can retry; those never flip the status.
+    the refresh claim), or "reauth_required" (the platform rejected the token; `source`, what needed the
+    token, goes to the status history). Raises PlatformUnavailable or RateLimited on transient failures so
+    the caller can retry; those never flip the status.
 
     Only one worker refreshes an account at a time (a claim column set by a conditional UPDATE): TikTok
     rotates refresh tokens, and two concurrent refreshes would make the loser see `invalid_grant`."""
@@ -991,7 +1059,7 @@ def social_account_refresh_token(*, account_id: str) -> str:
     if not account.access_token:
         SocialAccount.objects.filter(pk=account_id).update(refresh_claimed_until=None)
         social_account_mark_reauth_required(
-            account_id=account_id, reason="No token is stored for the account.", expected_version=version
+            account_id=account_id, reason="No token is stored for the account.", source=source, expected_version=version
         )
         return "reauth_required"
     before = _token_set(account)
@@ -1000,7 +1068,10 @@ def social_account_refresh_token(*, account_id: str) -> str:
     except TokenInvalid as exc:
         SocialAccount.objects.filter(pk=account_id).update(refresh_claimed_until=None)
         social_account_mark_reauth_required(
-            account_id=account_id, reason=refusal_reason("refreshing the token", exc), expected_version=version
+            account_id=account_id,
+            reason=refusal_reason("refreshing the token", exc),
+            source=source,
+            expected_version=version,
         )
         return "reauth_required"
     except PlatformError:
@@ -1050,14 +1121,15 @@ def social_account_token_expiring(account: SocialAccount, *, now=None) -> bool:
     return bool(account.refresh_token_enc) and expires is not None and expires <= now + TOKEN_EXPIRY_SKEW
 
 
-def social_account_with_fresh_token(*, account: SocialAccount) -> SocialAccount:
+def social_account_with_fresh_token(*, account: SocialAccount, source: str = TOKEN_REFRESH) -> SocialAccount:
     """`account` ready for a platform call on its token: an expiring token (social_account_token_expiring)
     is refreshed first, through social_account_refresh_token (one refresher at a time), and the account is
     read again. Check the status of what is returned: reauth_required when the refresh token was refused too.
-    Raises the refresh's transient PlatformError (the caller tries again later); never flips on those."""
+    Raises the refresh's transient PlatformError (the caller tries again later); never flips on those.
+    `source`: what needs the token (`post sp_…`), for the status history should the refresh be refused."""
     if account.status != SocialAccount.Status.CONNECTED or not social_account_token_expiring(account):
         return account
-    social_account_refresh_token(account_id=account.pk)
+    social_account_refresh_token(account_id=account.pk, source=source)
     return SocialAccount.objects.select_related("identity").get(pk=account.pk)
 
 
@@ -1067,7 +1139,7 @@ def refusal_reason(doing: str, exc: PlatformError) -> str:
     return f"The platform refused the token while {doing}{code}: {exc}"
 
 
-def social_account_token_rejected(*, account_id: str, token_version: int, reason: str) -> bool:
+def social_account_token_rejected(*, account_id: str, token_version: int, reason: str, source: str) -> bool:
     """A platform call made with the account's token (as of `token_version`) was answered "token invalid".
     Returns whether the token is dead — the account is then reauth_required, with its one event — or False:
     a newer token exists or may exist, and the call should be made again later. Not dead when:
@@ -1076,7 +1148,8 @@ def social_account_token_rejected(*, account_id: str, token_version: int, reason
       decides (marking now would make that refresh discard the only live tokens);
     - the token had expired and one refresh attempt renews it (or fails for now: transient errors are raised).
     Only a refusal of a token that is neither expired nor being refreshed, or a refresh refused with
-    invalid_grant, is a dead token (API.md: "rejected or cannot be refreshed")."""
+    invalid_grant, is a dead token (API.md: "rejected or cannot be refreshed"). `source`: what made the call
+    (`post sp_…`, `health check`), for the status history."""
     account = SocialAccount.objects.filter(pk=account_id).first()
     if account is None or account.token_version != token_version:
         return False
@@ -1085,14 +1158,16 @@ def social_account_token_rejected(*, account_id: str, token_version: int, reason
     if account.refresh_claimed_until is not None and account.refresh_claimed_until > timezone.now():
         return False
     if social_account_token_expiring(account):
-        return social_account_refresh_token(account_id=account_id) == "reauth_required"
+        return social_account_refresh_token(account_id=account_id, source=source) == "reauth_required"
     social_account_mark_reauth_required(
-        account_id=account_id, reason=reason, expected_version=token_version, unless_refreshing=True
+        account_id=account_id, reason=reason, source=source, expected_version=token_version, unless_refreshing=True
     )
     return SocialAccount.objects.filter(
         pk=account_id, token_version=token_version, status=SocialAccount.Status.REAUTH_REQUIRED
     ).exists()
 
+
+HEALTH_CHECK = "health check"  # the status history's source for what the periodic check finds
 
 # How long an account whose health check failed for now (or whose check is queued) is left out of the
 # health tick's batches: about as long as the check task's own retries take (1 + 2 + 4 + 8 + 15 minutes).
@@ -1122,7 +1197,7 @@ def _check_health(*, account_id: str) -> str:
     now = timezone.now()
     margin = settings.LAYERS_TOKEN_REFRESH_MARGIN[account.platform]
     if account.token_expires_at is None or account.token_expires_at <= now + margin:
-        return social_account_refresh_token(account_id=account_id)
+        return social_account_refresh_token(account_id=account_id, source=HEALTH_CHECK)
     version = account.token_version
     try:
         profile = _client(account.platform).get_profile(
@@ -1130,7 +1205,9 @@ def _check_health(*, account_id: str) -> str:
         )
     except TokenInvalid as exc:
         reason = refusal_reason("checking the account (health check)", exc)
-        dead = social_account_token_rejected(account_id=account_id, token_version=version, reason=reason)
+        dead = social_account_token_rejected(
+            account_id=account_id, token_version=version, reason=reason, source=HEALTH_CHECK
+        )
         return "reauth_required" if dead else "skipped"
     _identity_upsert(
         organization_id=account.organization_id,

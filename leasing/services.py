@@ -22,7 +22,7 @@ from accounts import crypto
 from accounts.models import PlatformIdentity, SocialAccount
 from accounts.platforms.base import PlatformError, PlatformUnavailable, TokenInvalid, TokenSet
 from accounts.platforms.http import ANSWER_DEADLINE_TIMEOUTS
-from accounts.services import KEY_PREFIX, event_record
+from accounts.services import KEY_PREFIX, event_record, social_account_status_record, staff_source
 from config.api.errors import ApiError
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
@@ -484,6 +484,12 @@ def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = 
                 token_refreshed_at=now,
                 health_checked_at=now,
                 connected_at=now,
+            )
+            social_account_status_record(
+                account=social,
+                from_status="",
+                source=f"lease request {request.pk} assigned "
+                + (f"by {staff_source(actor)}" if actor else "automatically"),
             )
             lease = Lease.objects.create(
                 organization_id=request.organization_id,
@@ -973,7 +979,9 @@ def pool_account_connect(*, pool_account_id: str, tokens: TokenSet, profile, act
     fields = ["platform_user_id", "handle", "display_name"]
     consented = f"@{profile.username or pool.handle}"
     if binding is not None:
-        social_account_reconnect(account=binding, tokens=tokens, profile=profile)
+        social_account_reconnect(
+            account=binding, tokens=tokens, profile=profile, source=f"reconnect by {staff_source(actor)}"
+        )
         message = (
             f"Connected on TikTok as {consented}: the leased account {binding.pk} is connected again with the new "
             "token; the partner's posts publish with it."

@@ -535,6 +535,7 @@ def post_prepare(*, post_id: str) -> str:
         social_account_mark_reauth_required(
             account_id=account.pk,
             reason=refusal_reason(f"preparing post {post.pk}", exc),
+            source=f"post {post.pk}",
             expected_version=account.token_version,
         )
         return "unprepared"
@@ -722,6 +723,7 @@ def _token_refused(post: ScheduledPost, token_version: int, exc: TokenInvalid, m
             account_id=post.social_account_id,
             token_version=token_version,
             reason=refusal_reason(f"publishing post {post.pk}", exc),
+            source=f"post {post.pk}",
         )
     except PlatformError as refresh_error:
         return _retry_later(post, refresh_error)
@@ -736,7 +738,10 @@ def _fail_token_dead(post: ScheduledPost, token_version: int, message: str) -> s
     reauth (unless its token changed since `token_version` was read: a reauth that just succeeded wins)."""
     outcome = _fail(post, "CREDENTIAL_INVALID", message)
     social_account_mark_reauth_required(
-        account_id=post.social_account_id, reason=f"Post {post.pk}: {message}", expected_version=token_version
+        account_id=post.social_account_id,
+        reason=f"Post {post.pk}: {message}",
+        source=f"post {post.pk}",
+        expected_version=token_version,
     )
     return outcome
 
@@ -897,7 +902,7 @@ def _publish(post: ScheduledPost | None) -> str:
 
     try:
         # An access token that expired while the health check was behind is refreshed now, not sent.
-        account = post.social_account = social_account_with_fresh_token(account=account)
+        account = post.social_account = social_account_with_fresh_token(account=account, source=f"post {post.pk}")
     except PlatformError as exc:
         return _retry_later(post, exc)  # the refresh failed for now: the post waits, the account stays
     if account.status == SocialAccount.Status.REAUTH_REQUIRED:
@@ -1076,7 +1081,7 @@ def _resolve(post: ScheduledPost) -> str:
     else:
         try:
             # As for the publish: an access token that expired meanwhile is refreshed before the poll.
-            account = post.social_account = social_account_with_fresh_token(account=account)
+            account = post.social_account = social_account_with_fresh_token(account=account, source=f"post {post.pk}")
         except PlatformError:
             return _check_again(post, now)
         if account.status == SocialAccount.Status.REAUTH_REQUIRED:
@@ -1102,6 +1107,7 @@ def _resolve(post: ScheduledPost) -> str:
                 account_id=account.pk,
                 token_version=account.token_version,
                 reason=refusal_reason(f"reading how post {post.pk} stands", exc),
+                source=f"post {post.pk}",
             )
         except PlatformError:
             dead = False
@@ -1444,6 +1450,7 @@ def _account_sync_metrics(account_posts: list[ScheduledPost], *, now: datetime) 
                     account_id=account.pk,
                     token_version=account.token_version,
                     reason=refusal_reason("reading metrics", exc),
+                    source="metrics sync",
                 )
             break
         except PlatformError as exc:
@@ -1525,7 +1532,7 @@ def _synced_account(account: SocialAccount, work: str) -> SocialAccount | None:
     """The account, its access token refreshed first if it expired meanwhile, for a periodic `work`; None
     when that refresh failed for now (logged) or the account is no longer connected: skipped this run."""
     try:
-        account = social_account_with_fresh_token(account=account)
+        account = social_account_with_fresh_token(account=account, source=work)
     except PlatformError as exc:
         log.info("%s for %s skipped: token refresh %s", work, account.pk, type(exc).__name__)
         return None

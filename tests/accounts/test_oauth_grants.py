@@ -183,7 +183,7 @@ def test_a_reauth_granted_without_the_publishing_permission_is_refused_and_the_a
     owner, platform, granted
 ):
     account = connected_account(owner, platform, "reauth.narrow")
-    services.social_account_mark_reauth_required(account_id=account["id"], reason="test")
+    services.social_account_mark_reauth_required(account_id=account["id"], reason="test", source="test")
     before = SocialAccount.objects.get(pk=account["id"])
     link = reauth_link(owner, account["id"])
 
@@ -199,7 +199,7 @@ def test_a_reauth_granted_without_the_publishing_permission_is_refused_and_the_a
 def test_a_reauth_granting_one_publishing_scope_reconnects(owner):
     # A reauth may deliberately ask for fewer scopes: only a grant that cannot post at all is refused.
     account = connected_account(owner, "tiktok", "reauth.upload")
-    services.social_account_mark_reauth_required(account_id=account["id"], reason="test")
+    services.social_account_mark_reauth_required(account_id=account["id"], reason="test", source="test")
     link = reauth_link(owner, account["id"], scopes=["video.upload"])
 
     response = consent_and_return("tiktok", link["authorizeUrl"], "reauth.upload")

@@ -1,6 +1,6 @@
 """What support staff see in the back-office when they answer a partner's ticket: the events about a post,
 an account or a lease request found by its id (and through an index), why an event reached no endpoint, an
-account's granted scopes and refresh expiry."""
+account's status history (every reauth, not only the last), its granted scopes and refresh expiry."""
 
 import pytest
 from django.db import connection
@@ -11,7 +11,7 @@ from django.urls import reverse
 from accounts import services
 from accounts.models import Event, SocialAccount
 from leasing import services as leasing
-from tests.accounts.oauth_helpers import connected_account
+from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.leasing.helpers import add_pool, get_request, request_accounts
 from tests.platform_helpers import invalidate_tokens
 from tests.scheduling.publish_helpers import run_dispatcher, schedule_now
@@ -152,6 +152,93 @@ def test_an_event_page_says_when_its_fan_out_has_not_run_yet(owner, staff, recei
 
     assert "no endpoint of the organization subscribed" not in page
     assert "not fanned out yet" in page
+
+
+# --- 3. the account's status history --------------------------------------------------------------------
+
+
+def history(account_id: str) -> list[tuple[str, str, str]]:
+    from accounts.models import SocialAccountStatusChange
+
+    return list(
+        SocialAccountStatusChange.objects.filter(social_account_id=account_id)
+        .order_by("at", "pk")
+        .values_list("from_status", "to_status", "source")
+    )
+
+
+def test_every_status_change_of_an_account_is_kept_and_shown_on_its_page(owner, staff):
+    """Each needs_reauth overwrote reauth_reason, and a reconnect cleared it: support could not tell a
+    partner why the account needed a reauth last week. Each transition now appends a row, with its reason
+    and what made it (a post, the health check, a reauth, a revoke by an API key or staff)."""
+    account = connected_account(owner, "tiktok", "acme.brand")
+    invalidate_tokens("tiktok", "acme.brand")
+    post = schedule_now(owner, account["id"])
+    run_dispatcher()
+    first_reason = SocialAccount.objects.get(pk=account["id"]).reauth_reason
+    reauthorize(owner, account["id"], "tiktok", "acme.brand")
+    invalidate_tokens("tiktok", "acme.brand")
+    services.social_account_check_health(account_id=account["id"])
+    second_reason = SocialAccount.objects.get(pk=account["id"]).reauth_reason
+    reauthorize(owner, account["id"], "tiktok", "acme.brand")
+    assert owner.client.delete(f"/v1/social-accounts/{account['id']}").status_code == 200
+
+    key = f"API key {owner.key.pk} ({owner.key.prefix}…)"
+    assert history(account["id"]) == [
+        ("", "connected", f"connect through {key}"),
+        ("connected", "reauth_required", f"post {post['id']}"),
+        ("reauth_required", "connected", f"reauth through {key}"),
+        ("connected", "reauth_required", "health check"),
+        ("reauth_required", "connected", f"reauth through {key}"),
+        ("connected", "disconnected", f"revoke by {key}"),
+    ]
+    page = staff.get(admin_object_url(SocialAccount, account["id"])).content.decode().replace("&#x27;", "'")
+    assert first_reason and second_reason and first_reason != second_reason
+    assert first_reason in page and second_reason in page  # both reauths, not only the last one
+    assert f"post {post['id']}" in page and "health check" in page and f"revoke by {key}" in page
+
+
+def test_staff_revokes_and_leases_are_in_the_history(owner, staff):
+    from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+
+    connected = connected_account(owner, "instagram", "acme.brand")
+    request_id, leased = leased_account(owner)
+    staff.post(
+        reverse("admin:accounts_socialaccount_changelist"),
+        {"action": "revoke_accounts", "post": "yes", ACTION_CHECKBOX_NAME: [connected["id"]]},
+    )
+    owner.client.delete(f"/v1/leased-accounts/{leased}")
+
+    assert history(connected["id"])[-1] == ("connected", "disconnected", "revoke by staff support")
+    key = f"API key {owner.key.pk} ({owner.key.prefix}…)"
+    assert history(leased) == [
+        ("", "connected", f"lease request {request_id} assigned automatically"),
+        ("connected", "disconnected", f"lease release by {key}"),
+    ]
+
+
+def test_staff_cannot_delete_an_accounts_status_history(owner, staff):
+    from accounts.models import SocialAccountStatusChange
+
+    account = connected_account(owner, "instagram", "acme.brand")
+    invalidate_tokens("instagram", "acme.brand")
+    services.social_account_check_health(account_id=account["id"])
+    rows = list(SocialAccountStatusChange.objects.filter(social_account_id=account["id"]).values_list("pk", flat=True))
+    url = admin_object_url(SocialAccount, account["id"])
+
+    page = staff.get(url).content.decode()
+    staff.post(
+        url,
+        {
+            "status_changes-TOTAL_FORMS": str(len(rows)),
+            "status_changes-INITIAL_FORMS": str(len(rows)),
+            **{f"status_changes-{i}-id": pk for i, pk in enumerate(rows)},
+            **{f"status_changes-{i}-DELETE": "on" for i in range(len(rows))},
+        },
+    )
+
+    assert len(rows) == 2 and "-DELETE" not in page
+    assert SocialAccountStatusChange.objects.filter(pk__in=rows).count() == len(rows)
 
 
 # --- 4. granted scopes and refresh expiry -----------------------------------------------------------------

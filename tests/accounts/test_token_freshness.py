@@ -53,7 +53,7 @@ def test_needs_reauth_fires_once_per_transition_even_when_two_workers_both_find_
 
     def report(reason):
         return lambda: services.social_account_mark_reauth_required(
-            account_id=account["id"], reason=reason, expected_version=version
+            account_id=account["id"], reason=reason, source=reason, expected_version=version
         )
 
     outcomes = run_in_threads(report("publish refused"), report("health check refused"))
@@ -61,6 +61,7 @@ def test_needs_reauth_fires_once_per_transition_even_when_two_workers_both_find_
     assert sorted(outcomes) == [False, True]
     assert Event.objects.filter(type="social_account.needs_reauth").count() == 1
     assert SocialAccount.objects.get(pk=account["id"]).status == "reauth_required"
+    assert SocialAccount.objects.get(pk=account["id"]).status_changes.filter(to_status="reauth_required").count() == 1
 
 
 def test_a_token_expiring_within_minutes_is_refreshed_before_a_platform_call(owner):
