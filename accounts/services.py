@@ -169,6 +169,25 @@ def api_key_authenticate(*, raw: str) -> ApiKey | None:
     return key
 
 
+def api_key_log_label(key: ApiKey) -> str:
+    """A key as logs name it: its id and prefix (never the key), and its organization."""
+    return f"{api_key_source(key)} of organization {key.organization_id} ({key.organization.name})"
+
+
+def api_key_refused_label(*, raw: str) -> str:
+    """What logs say of a credential api_key_authenticate refused, for support to tell a partner which of its
+    keys is refused and why: the key's id, prefix and organization when the prefix is a key's (revoked, or the
+    rest of it wrong); only the first characters of an unknown prefix; nothing of anything else. Never the key,
+    nor its secret part. Reads the key by its prefix (unique), revoked ones included: only on a refusal."""
+    if not raw.startswith(KEY_PREFIX) or not (raw.isascii() and raw.isprintable()):
+        return "a credential that is not a Layers API key"
+    prefix = raw[len(KEY_PREFIX) :].split("_", 1)[0]
+    key = ApiKey.objects.select_related("organization").filter(prefix=prefix).first() if prefix else None
+    if key is None:
+        return f"unknown prefix {KEY_PREFIX}{prefix[:4]}…"
+    return f"{api_key_log_label(key)}, " + ("revoked" if key.revoked_at else "the rest of the key wrong")
+
+
 def event_record(*, organization_id: str, type: str, data: dict) -> Event:
     """Record an outbox event inside the caller's transaction.
 

@@ -4,8 +4,13 @@ the prefix finds the row, a constant-time comparison of the hash decides.
 Wrong keys are counted per client IP (LAYERS_AUTH_FAILURE_RATE, default 60/min): past the budget that
 address gets 429 RATE_LIMITED with Retry-After instead of 401 until the next window. Keys are far too long
 to guess, so this is about load and noise — a client hammering with a revoked or mistyped key, or someone
-trying keys — and it never touches requests with a valid key, whoever shares the address."""
+trying keys — and it never touches requests with a valid key, whoever shares the address.
 
+Each refused call is logged, one line naming the key refused (its id, prefix and organization, or the start
+of an unknown prefix: accounts.services.api_key_refused_label), never the key: Django's own line
+("Unauthorized: /v1/projects") does not say which key, and support must tell the partner."""
+
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -13,6 +18,8 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 
 from config import ratelimit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,15 +39,16 @@ class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request):
         header = request.headers.get("Authorization", "")
         if not header:
-            return None  # → NotAuthenticated → 401 UNAUTHENTICATED
+            return None  # → NotAuthenticated → 401 UNAUTHENTICATED (logged by config.api.errors)
         scheme, _, raw = header.partition(" ")
         if scheme.lower() != "bearer" or not raw.strip():
-            raise _refused(request, "Use 'Authorization: Bearer <api key>'.")
-        from accounts.services import api_key_authenticate
+            # Nothing of the header is logged: it may be another scheme's credentials (Basic's password).
+            raise _refused(request, "Use 'Authorization: Bearer <api key>'.", "a header that is not Bearer <api key>")
+        from accounts.services import api_key_authenticate, api_key_refused_label
 
         key = api_key_authenticate(raw=raw.strip())
         if key is None:
-            raise _refused(request, "Unknown or revoked API key.")
+            raise _refused(request, "Unknown or revoked API key.", api_key_refused_label(raw=raw.strip()))
         return ApiClient(organization=key.organization, api_key=key), key
 
     def authenticate_header(self, request):
@@ -48,7 +56,20 @@ class ApiKeyAuthentication(BaseAuthentication):
         return 'Bearer realm="layers"'
 
 
-def _refused(request, message: str) -> Exception:
-    """The error for a wrong key: 401, or 429 once the client's address is past its budget of failures."""
-    retry_after = ratelimit.hit("api-auth-failure", ratelimit.client_ip(request), settings.LAYERS_AUTH_FAILURE_RATE)
-    return AuthenticationFailed(message) if retry_after is None else Throttled(wait=retry_after)
+def _refused(request, message: str, who: str) -> Exception:
+    """The error for a wrong key: 401, or 429 once the client's address is past its budget of failures.
+    Logged, naming `who` (never the key)."""
+    client = ratelimit.client_ip(request)
+    retry_after = ratelimit.hit("api-auth-failure", client, settings.LAYERS_AUTH_FAILURE_RATE)
+    if retry_after is None:
+        log.warning("API call refused (401): %s %s from %s with %s", request.method, request.path, client, who)
+        return AuthenticationFailed(message)
+    log.warning(
+        "API call throttled (429, too many refused keys from this address; retry in %s s): %s %s from %s with %s",
+        retry_after,
+        request.method,
+        request.path,
+        client,
+        who,
+    )
+    return Throttled(wait=retry_after)

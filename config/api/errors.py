@@ -105,6 +105,15 @@ def exception_handler(exc, context):
     if isinstance(exc, drf.ValidationError):
         fields = _flatten(exc.detail)
         return Response(envelope(422, "VALIDATION", "Invalid request.", {"fields": fields}), status=422)
+    if isinstance(exc, drf.NotAuthenticated):
+        # A wrong key and a throttled key are logged where they are refused (config/api/authentication.py,
+        # throttling.py); a call with no key at all is refused here, by the view's permission check.
+        request = context.get("request")
+        if request is not None:
+            from config.ratelimit import client_ip
+
+            method, path = request.method, request.path
+            log.warning("API call refused (401): %s %s from %s with no API key", method, path, client_ip(request))
     for cls, status, code in _DRF_CODES:
         if isinstance(exc, cls):
             headers = {}

@@ -1,7 +1,11 @@
+import logging
+
 from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
 from config import ratelimit
+
+log = logging.getLogger(__name__)
 
 
 class ApiKeyRateThrottle(BaseThrottle):
@@ -14,7 +18,11 @@ class ApiKeyRateThrottle(BaseThrottle):
     the list back, so requests arriving together each read the same list and all but one of their writes are
     lost — a key with a budget of 10 got 26 requests through in 8 concurrent threads. The counter is
     incremented atomically and costs the same whatever the key's traffic (the list held up to one timestamp
-    per request of the last minute, read and written whole on every request)."""
+    per request of the last minute, read and written whole on every request).
+
+    Each throttled call is logged, naming the key (its id and prefix, never the key) and its organization:
+    Django's own line ("Too Many Requests: /v1/projects") does not, and support must tell which partner and
+    which of its keys is over its budget."""
 
     scope = "api_key"
 
@@ -22,6 +30,18 @@ class ApiKeyRateThrottle(BaseThrottle):
         key = getattr(request, "auth", None)
         ident = key.pk if key is not None else self.get_ident(request)
         self.retry_after = ratelimit.hit(self.scope, ident, settings.LAYERS_API_RATE)
+        if self.retry_after is not None:
+            from accounts.services import api_key_log_label
+
+            log.warning(
+                "API call throttled (429, over LAYERS_API_RATE %s; retry in %s s): %s %s from %s with %s",
+                settings.LAYERS_API_RATE,
+                self.retry_after,
+                request.method,
+                request.path,
+                ratelimit.client_ip(request),
+                api_key_log_label(key) if key is not None else "no API key",
+            )
         return self.retry_after is None
 
     def wait(self):

@@ -1,0 +1,79 @@
+"""A partner asks support why its calls get 429 or 401. Django's own line ("Too Many Requests: /v1/projects")
+names no key: each throttled or refused call now logs one line naming the key (its id and prefix, never the
+key) and its organization, or, for a key Layers does not know, the first characters of its prefix."""
+
+import logging
+
+import pytest
+from django.core.cache import cache
+
+from accounts import services
+from tests.conftest import assert_error
+
+pytestmark = pytest.mark.urls("tests.config.plumbing_urls")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counters():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def lines(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name.startswith("config.api")]
+
+
+def never_logged(caplog, *secrets: str) -> None:
+    """No record of any logger carries one of `secrets`, in its message, its arguments or its traceback."""
+    for record in caplog.records:
+        text = " ".join([record.getMessage(), repr(record.args), str(record.exc_text or "")])
+        for secret in secrets:
+            assert secret not in text, record.getMessage()
+
+
+def test_a_throttled_call_logs_its_key_and_organization(owner, settings, caplog):
+    settings.LAYERS_API_RATE = "2/min"
+    with caplog.at_level(logging.INFO):
+        for _ in range(2):
+            assert owner.client.get("/v1/projects").status_code == 200
+        assert_error(owner.client.get("/v1/projects"), 429, "RATE_LIMITED")
+
+    (line,) = lines(caplog)
+    assert "429" in line and "/v1/projects" in line
+    assert owner.key.pk in line and owner.key.prefix in line
+    assert owner.org.pk in line and owner.org.name in line
+    never_logged(caplog, owner.raw_key, owner.raw_key.rsplit("_", 1)[1])
+
+
+def test_a_revoked_or_wrong_key_logs_which_key_was_refused(owner, sibling, anon, caplog):
+    services.api_key_revoke(key=owner.key)
+    wrong = f"{sibling.raw_key.rsplit('_', 1)[0]}_{'x' * 43}"  # a live key's prefix, the rest mistyped
+    with caplog.at_level(logging.INFO):
+        assert_error(owner.client.get("/v1/projects"), 401, "UNAUTHENTICATED")
+        assert_error(anon.get("/v1/projects", HTTP_AUTHORIZATION=f"Bearer {wrong}"), 401, "UNAUTHENTICATED")
+
+    revoked, mistyped = lines(caplog)
+    for line, tenant in ((revoked, owner), (mistyped, sibling)):
+        assert "401" in line and "/v1/projects" in line
+        assert tenant.key.pk in line and tenant.key.prefix in line and tenant.org.pk in line
+    assert "revoked" in revoked and "revoked" not in mistyped
+    never_logged(caplog, owner.raw_key, owner.raw_key.rsplit("_", 1)[1], sibling.raw_key, wrong)
+
+
+def test_an_unknown_key_logs_only_the_start_of_its_prefix(anon, owner, settings, caplog):
+    settings.LAYERS_AUTH_FAILURE_RATE = "2/min"
+    unknown = "lyr_abcd12345678_" + "s" * 43
+    with caplog.at_level(logging.INFO):
+        for _ in range(2):
+            assert_error(anon.get("/v1/projects", HTTP_AUTHORIZATION=f"Bearer {unknown}"), 401, "UNAUTHENTICATED")
+        assert_error(anon.get("/v1/projects", HTTP_AUTHORIZATION=f"Bearer {unknown}"), 429, "RATE_LIMITED")
+        assert_error(anon.get("/v1/projects"), 401, "UNAUTHENTICATED")
+
+    *refused, throttled, missing = lines(caplog)
+    assert len(refused) == 2
+    for line in (*refused, throttled):
+        assert "unknown prefix lyr_abcd…" in line and "/v1/projects" in line
+    assert "401" in refused[0] and "429" in throttled
+    assert "401" in missing and "no API key" in missing
+    never_logged(caplog, unknown, "lyr_abcd1234", "s" * 43)
