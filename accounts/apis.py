@@ -181,8 +181,9 @@ class ReauthUrlInput(StrictSerializer):
         "user.info.basic and Instagram's instagram_business_basic are always added. Without TikTok's "
         "video.list the account still posts but gets no "
         "metrics; without user.info.profile it keeps its known handle and its posts get no externalUrl; "
-        "a grant with none of the publishing scopes (TikTok video.publish / video.upload, Instagram "
-        "instagram_business_content_publish) is refused with access_denied and the account left as it was; "
+        "a list with none of the publishing scopes (TikTok video.publish / video.upload, Instagram "
+        "instagram_business_content_publish) → 422 VALIDATION on `scopes`, and a grant with none of them (the "
+        "customer unticked it) is refused with access_denied and the account left as it was; "
         "with TikTok's video.upload alone it posts drafts, and its publish-mode posts fail with "
         "CREDENTIAL_INVALID (the token lacks the publishing permission) and it goes back to reauth_required.",
     )

@@ -389,6 +389,12 @@ def _check_scopes(platform: str, scopes: list[str]) -> None:
     }
     if fields:
         raise Validation(fields)
+    if scopes and not set(scopes) & PUBLISHING[platform]:
+        # The callback refuses a grant without any of them (access_denied): a link asking for none could only
+        # end there, after the customer consented for nothing.
+        needed = " or ".join(sorted(PUBLISHING[platform]))
+        message = f"Must include a publishing scope ({needed}): Layers refuses a grant without one."
+        raise Validation({"scopes": [message]})
 
 
 def _authorize_link(session: OAuthSession, *, scopes: list[str] | None = None, usage_note: str = "") -> AuthorizeLink:

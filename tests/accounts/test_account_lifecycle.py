@@ -416,6 +416,26 @@ def test_reauth_scopes_the_platform_does_not_know_are_422_not_a_link_to_its_erro
     assert OAuthSession.objects.count() == states  # no state left pending
 
 
+@pytest.mark.parametrize(
+    "platform, scopes",
+    [
+        ("tiktok", ["user.info.basic", "video.list"]),
+        ("instagram", ["instagram_business_basic", "instagram_business_manage_insights"]),
+    ],
+)
+def test_reauth_scopes_without_a_publishing_one_are_422_not_a_link_that_can_only_fail(owner, platform, scopes):
+    # The callback refuses a grant that cannot post (access_denied): such a link sent the customer through
+    # the consent page for nothing. The partner hears it at once, and the account is left as it was.
+    account = connected_account(owner, platform, "readonly")
+    states = OAuthSession.objects.count()
+
+    error = assert_error(reauth_link(owner, account["id"], scopes=scopes), 422, "VALIDATION")
+
+    assert list(error["details"]["fields"]) == ["scopes"]
+    assert all(s in error["details"]["fields"]["scopes"][0] for s in platform_scopes.PUBLISHING[platform])
+    assert OAuthSession.objects.count() == states
+
+
 @pytest.mark.parametrize("platform", ["tiktok", "instagram"])
 def test_every_scope_reauth_url_accepts_is_one_the_platforms_consent_page_accepts(owner, platform):
     account = connected_account(owner, platform, "scoper")
