@@ -367,7 +367,7 @@ class PlatformIdentityAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin)
 class StatusChangeInline(admin.TabularInline):
     """The account's status history, oldest first: every transition with its reason and what made it. Appended by
     the services in the transition's transaction, never added, changed or deleted here (as the lease requests'
-    audit trail, leasing.admin.LeaseActionInline): staff reading a ticket must find what happened, all of it."""
+    audit trail, leasing's LeaseAction): staff reading a ticket must find what happened, all of it."""
 
     model = SocialAccountStatusChange
     extra = 0

@@ -46,18 +46,6 @@ class AgeFilter(admin.SimpleListFilter):
         return queryset
 
 
-class LeaseActionInline(admin.TabularInline):
-    model = LeaseAction
-    fk_name = "request"
-    extra = 0
-    can_delete = False
-    fields = ("created_at", "action", "actor", "detail")
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(LeaseRequest)
 class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
     # `sa_…`: the account a partner's ticket names finds the request it was leased from.
