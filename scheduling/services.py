@@ -1212,7 +1212,14 @@ def managed_gate_key(provider_id) -> str:
     return f"managed-provider:{provider_id}"
 
 
-def _managed_enter(post: ScheduledPost, limits: list) -> str | None:
+def _gate_holder(post: ScheduledPost) -> str:
+    """Who holds a provider slot: the post under this claim (`claimed_until` is the claim's token). Duplicate
+    runs of one claim find each other ("held"), but a claim made after the resolver requeued a run that died
+    mid-call does not find the dead run's slot (held until its lease ends) and goes ahead at once."""
+    return f"{post.pk}@{post.claimed_until.isoformat()}"
+
+
+def _managed_enter(post: ScheduledPost, limits: list, holder: str) -> str | None:
     """Take a slot at the provider's gate for this post: None when taken (the caller calls the provider, then
     callgate.leave), otherwise the outcome. Under the post's row lock, so that deciding and deferring are one
     step: a duplicate run of the claim finds the post held (the other run is calling) and is skipped, never
@@ -1222,7 +1229,7 @@ def _managed_enter(post: ScheduledPost, limits: list) -> str | None:
     with transaction.atomic():
         if not _still_ours(post).select_for_update().exists():
             return "skipped"
-        refused = callgate.enter(limits=limits, holder=post.pk, lease=CLAIM_LEASE)
+        refused = callgate.enter(limits=limits, holder=holder, lease=CLAIM_LEASE)
         if refused is None:
             return None
         if refused.reason == "held":
@@ -1287,7 +1294,8 @@ def _dispatch_managed(post: ScheduledPost) -> str:
             cool_off=MANAGED_COOL_OFF,
         )
     ]
-    entered = _managed_enter(post, limits)
+    holder = _gate_holder(post)  # taken now: settling the post below rewrites its claim in memory
+    entered = _managed_enter(post, limits, holder)
     if entered is not None:
         return entered
     answered = None
@@ -1306,7 +1314,7 @@ def _dispatch_managed(post: ScheduledPost) -> str:
         answered = True
         return _provider_answered(post, response)
     finally:
-        callgate.leave(limits=limits, holder=post.pk, answered=answered)
+        callgate.leave(limits=limits, holder=holder, answered=answered)
 
 
 def _provider_answered(post: ScheduledPost, response: httpx.Response) -> str:

@@ -183,3 +183,38 @@ def test_a_provider_that_keeps_timing_out_is_left_alone_for_a_cool_off(owner, se
             run_dispatcher()
         bodies = [post(owner, pk) for pk in ids[trips:]]
     assert {(b["status"], b["attempts"]) for b in bodies} == {("published", 1)}
+
+
+def test_a_worker_killed_mid_call_to_the_provider_costs_one_requeue_not_two(owner):
+    """The dead run's provider slot stays held until its lease ends (nobody gave it back). The post's claim
+    ran out earlier (it waited a minute for a worker); the resolver requeued it, and the new claim found
+    "its" slot held — taken for a duplicate run — and skipped, leaving the post publishing for a second
+    lease and a second requeue. A slot belongs to a claim, not to the post."""
+    from accounts import callgate
+
+    account = connected_account(owner, "tiktok", "managed.dies")
+    with receiver(lambda request: (200, {"id": "mp-1"}, {})) as (url, received):
+        provider = ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        post_id = schedule_now(owner, account["id"], mode="managed")["id"]
+        t0 = timezone.now()
+        with time_machine.travel(t0, tick=False):
+            assert services.posts_claim_due() == [post_id]
+        # a minute later a worker takes it, enters the provider's gate, and is killed mid-call (no leave)
+        with time_machine.travel(t0 + timedelta(seconds=60), tick=False):
+            claimed = services._publishing_posts([post_id])[post_id]
+            limits = [
+                callgate.Limit(
+                    services.managed_gate_key(provider.pk),
+                    in_flight=services.MANAGED_PROVIDER_IN_FLIGHT,
+                    failures_to_trip=services.FAILURES_BEFORE_COOL_OFF,
+                    cool_off=services.MANAGED_COOL_OFF,
+                )
+            ]
+            assert services._managed_enter(claimed, limits, services._gate_holder(claimed)) is None
+        with time_machine.travel(t0 + services.CLAIM_LEASE + timedelta(seconds=5), tick=False):
+            run_dispatcher()  # the resolver requeues the dead run's post
+        with time_machine.travel(t0 + services.CLAIM_LEASE + timedelta(seconds=10), tick=False):
+            run_dispatcher()  # claimed again: published now
+
+        row = ScheduledPost.objects.get(pk=post_id)
+        assert (row.status, row.requeues, len(received)) == ("published", 1, 1)
