@@ -7,6 +7,7 @@ import copy
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,7 +16,8 @@ from typing import TypeVar
 import httpx
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Q, Subquery, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from accounts.models import SocialAccount
@@ -1369,19 +1371,46 @@ METRICS_OLD_STALE_AFTER = timedelta(days=1)
 # The metrics sync asks TikTok about such a post again, at the metrics' pace, for this long after it was
 # published, then gives up: a post the public cannot see (SELF_ONLY) never gets one.
 POST_ID_FOLLOW_UP_FOR = timedelta(days=7)
+# A run of the metrics sync takes the due posts this many at a time, and takes batches while posts are due
+# for at most this long: less than the beat interval (globalPlatformPostsSync, 15 minutes), so a run has
+# ended before the next starts (a batch started before the budget ends may overrun it; an overlap is
+# harmless, see _take_for_sync). Its capacity follows the backlog instead of a fixed 5,000 posts a run.
+METRICS_SYNC_BATCH = 1000
+METRICS_SYNC_RUN_BUDGET = timedelta(minutes=10)
 
 
-def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int:
+def posts_sync_metrics(*, now: datetime | None = None, limit: int | None = None) -> int:
     """globalPlatformPostsSync: refresh metrics of published posts (mode publish: a managed post's id is its
     provider's) whose account is connected and has its distribution layers, hourly for posts published within
     LAYERS_METRICS_SYNC_WINDOW (30 days) and daily for older ones, grouped per account and batched per
     platform call. Posts of disconnected (or
     reauth_required) accounts are left as they are. TikTok posts published before their public id was known
     are asked about first (_posts_attach_late_ids). Each account is synced on its own: one account's error
-    skips that account only. Returns how many posts were updated."""
-    now = now or timezone.now()
+    skips that account only. Returns how many posts were updated.
+
+    A run takes the due posts METRICS_SYNC_BATCH at a time, each batch shared across organizations
+    (_take_for_sync), and goes on while posts are due, until METRICS_SYNC_RUN_BUDGET is spent: a fixed number
+    of posts a run (5,000, 20,000 an hour) made every organization's hourly refresh as late as the biggest
+    organization's backlog. `limit` caps the posts a run asks about (None: the budget alone)."""
+    deadline = time.monotonic() + METRICS_SYNC_RUN_BUDGET.total_seconds()
+    updated = 0
+    remaining = limit
+    while remaining is None or remaining > 0:
+        size = METRICS_SYNC_BATCH if remaining is None else min(METRICS_SYNC_BATCH, remaining)
+        # Each batch is stamped with the time it is asked about (a run may last minutes), unless told.
+        taken, followed, synced = _sync_metrics_batch(now=now or timezone.now(), limit=size)
+        updated += synced
+        if remaining is not None:
+            remaining -= taken
+        if (taken < size and followed < size) or time.monotonic() >= deadline:
+            break
+    return updated
+
+
+def _sync_metrics_batch(*, now: datetime, limit: int) -> tuple[int, int, int]:
+    """One batch of posts_sync_metrics: (posts taken, posts asked about their late id, posts updated)."""
     stale = now - METRICS_STALE_AFTER
-    _posts_attach_late_ids(now=now, stale=stale, limit=limit)
+    followed = _posts_attach_late_ids(now=now, stale=stale, limit=limit)
     # Posts published before the window are refreshed once a day, not hourly: polling every post ever
     # published each hour would make each run's cost (and platform calls) grow with all history, while
     # their figures barely move; they are still refreshed, as the contract has it.
@@ -1407,7 +1436,7 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int = 5000) -> int
     synced = _each_account(posts, "metrics sync", lambda account_posts: _account_sync_metrics(account_posts, now=now))
     updated = [post for account_posts in synced for post in account_posts]
     ScheduledPost.objects.bulk_update(updated, [*METRIC_FIELDS, "metrics_synced_at"])
-    return len(updated)
+    return len(posts), followed, len(updated)
 
 
 def _metrics_older_than(cutoff: datetime) -> Q:
@@ -1418,15 +1447,28 @@ def _metrics_older_than(cutoff: datetime) -> Q:
 
 
 def _take_for_sync(due, *, now: datetime, limit: int, related: tuple[str, ...]) -> list[ScheduledPost]:
-    """Take up to `limit` of the `due` posts for this run, least recently asked first (a post asked about
-    and not answered must not hold its place), and stamp them asked (metrics_attempted_at) before any platform
-    call, in one short transaction that skips rows another run is taking (SKIP LOCKED). Beat sends a run every
-    15 minutes whether or not the last one has finished: an overlapping run then takes the next posts in
-    line instead of asking the platform about the same ones again."""
+    """Take up to `limit` of the `due` posts for this batch and stamp them asked (metrics_attempted_at) before
+    any platform call, in one short transaction that skips rows another run is taking (SKIP LOCKED).
+
+    Shared across organizations: round-robin, each organization's least recently asked post first, then each
+    one's second, and so on (row_number() over each organization's due posts). Least recently asked first
+    over all posts let one organization's backlog (thousands of posts stale for hours) fill whole batches
+    ahead of another organization's post due minutes ago. Within an organization, least recently asked
+    first: a post asked about and not answered must not hold its place.
+
+    Runs overlapping (a run outlasting the beat interval, or two messages of the tick) take the next posts
+    in line instead of asking the platform about the same ones again: rows another run is stamping are
+    skipped, and the due filter is applied again under the lock (PostgreSQL rechecks a row changed
+    meanwhile), so a row stamped by a run that committed since is not taken twice."""
     order = (F("metrics_attempted_at").asc(nulls_first=True), "social_account_id", "pk")
+    # PostgreSQL refuses FOR UPDATE beside a window function: the ranking is a subquery.
+    turn = Window(RowNumber(), partition_by=[F("organization_id")], order_by=list(order))
+    ranked = due.annotate(turn=turn).order_by("turn", *order).values("pk")[:limit]
     with transaction.atomic():
         ids = list(
-            due.select_for_update(skip_locked=True, of=("self",)).order_by(*order).values_list("pk", flat=True)[:limit]
+            due.filter(pk__in=Subquery(ranked))
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("pk", flat=True)
         )
         ScheduledPost.objects.filter(pk__in=ids).update(metrics_attempted_at=now)
     return list(ScheduledPost.objects.filter(pk__in=ids).select_related(*related).order_by(*order))
@@ -1480,12 +1522,12 @@ def _account_sync_metrics(account_posts: list[ScheduledPost], *, now: datetime) 
     return updated
 
 
-def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int) -> None:
+def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int) -> int:
     """Ask TikTok again about published posts of connected accounts still without a public id (see
     POST_ID_FOLLOW_UP_FOR) and record the id and URL of those that have one now; the metrics sync then reads
     their metrics in the same run. A post still without one is stamped metrics_attempted_at, so it is asked
-    at most once per METRICS_STALE_AFTER. No event: API.md has none for a URL that appears later (the
-    scheduled post and the published-posts list show it)."""
+    at most once per METRICS_STALE_AFTER. Returns how many were asked. No event: API.md has none for a URL
+    that appears later (the scheduled post and the published-posts list show it)."""
     due = (
         ScheduledPost.objects.filter(
             status=ScheduledPost.Status.PUBLISHED,
@@ -1500,6 +1542,7 @@ def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int) -> Non
     )
     waiting = _take_for_sync(due, now=now, limit=limit, related=("container", "social_account__identity"))
     _each_account(waiting, "post id follow-up", _account_attach_late_ids)
+    return len(waiting)
 
 
 def _account_attach_late_ids(account_posts: list[ScheduledPost]) -> None:

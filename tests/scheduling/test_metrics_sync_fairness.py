@@ -1,0 +1,98 @@
+"""The metrics sync (globalPlatformPostsSync) is a capacity every organization shares: one organization's
+backlog of stale posts must not push another organization's due post past its hourly refresh, and a run
+must not stop at one batch while posts are due. Counts, not timings; real PostgreSQL."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from scheduling import services
+from scheduling.models import ScheduledPost
+from tests.accounts.oauth_helpers import connected_account
+from tests.scheduling.publish_helpers import run_dispatcher, schedule_now
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def clones(post_id: str, n: int) -> None:
+    """n more rows like the scheduled post `post_id` (same account, container, external id)."""
+    rows = []
+    for _ in range(n):
+        row = ScheduledPost.objects.get(pk=post_id) if not rows else ScheduledPost(**_fields(rows[0]))
+        row.pk = row.id = None
+        rows.append(row)
+    ScheduledPost.objects.bulk_create(rows, batch_size=1000)
+
+
+def _fields(row: ScheduledPost) -> dict:
+    return {f.attname: getattr(row, f.attname) for f in ScheduledPost._meta.concrete_fields}
+
+
+def published_posts(owner, sibling, *, a_posts: int) -> tuple[str, str, timezone.datetime]:
+    """Org A: `a_posts` published posts last asked 2 h ago; org B: one, last asked 65 minutes ago."""
+    a_account = connected_account(owner, "tiktok", "big.a")
+    b_account = connected_account(sibling, "tiktok", "small.b")
+    first_a = schedule_now(owner, a_account["id"], caption="a")["id"]
+    b_id = schedule_now(sibling, b_account["id"], caption="b")["id"]
+    run_dispatcher()
+    assert set(ScheduledPost.objects.values_list("status", flat=True)) == {"published"}
+    now = timezone.now()
+    ScheduledPost.objects.update(published_at=now - timedelta(days=1), metrics_synced_at=None)
+    clones(first_a, a_posts - 1)
+    ScheduledPost.objects.filter(organization_id=owner.org.id).update(metrics_attempted_at=now - timedelta(hours=2))
+    ScheduledPost.objects.filter(pk=b_id).update(metrics_attempted_at=now - timedelta(minutes=65))
+    return first_a, b_id, now
+
+
+def test_org_b_metrics_are_refreshed_hourly_whatever_org_a_volume(owner, sibling, monkeypatch):
+    # One batch smaller than A's backlog, as 5,000 a run was against an organization with 6,000 posts: B's
+    # post, stale 65 minutes, must be in the first batch, not after every older post of A.
+    monkeypatch.setattr(services, "METRICS_SYNC_BATCH", 100)
+    _, b_id, now = published_posts(owner, sibling, a_posts=600)
+
+    with time_machine.travel(now, tick=False):
+        services.posts_sync_metrics(limit=100)  # one batch only: which posts does it take?
+
+    assert ScheduledPost.objects.get(pk=b_id).metrics_attempted_at == now, "B's post waited behind org A's backlog"
+    # A's posts are not starved either: the rest of the batch is theirs.
+    assert ScheduledPost.objects.filter(organization_id=owner.org.id, metrics_attempted_at=now).count() == 99
+
+
+def test_a_run_asks_every_due_post_when_the_backlog_exceeds_one_batch(owner, sibling, monkeypatch):
+    monkeypatch.setattr(services, "METRICS_SYNC_BATCH", 100)
+    _, b_id, now = published_posts(owner, sibling, a_posts=350)
+
+    with time_machine.travel(now, tick=False):
+        updated = services.posts_sync_metrics()  # globalPlatformPostsSync's call
+
+    assert ScheduledPost.objects.filter(metrics_attempted_at=now).count() == 351  # 4 batches, one run
+    assert updated == 351  # every clone shares a real post's id: the platform answered for each
+    assert ScheduledPost.objects.get(pk=b_id).metrics_synced_at == now
+
+
+def test_a_run_stops_taking_batches_when_its_time_budget_is_spent(owner, sibling, monkeypatch):
+    """The next run (15 minutes later) takes the rest: runs do not pile up on each other."""
+    monkeypatch.setattr(services, "METRICS_SYNC_BATCH", 100)
+    monkeypatch.setattr(services, "METRICS_SYNC_RUN_BUDGET", timedelta(0))
+    _, _, now = published_posts(owner, sibling, a_posts=350)
+
+    with time_machine.travel(now, tick=False):
+        services.posts_sync_metrics()
+        assert ScheduledPost.objects.filter(metrics_attempted_at=now).count() == 100  # its first batch only
+    later = now + timedelta(minutes=15)
+    with time_machine.travel(later, tick=False):
+        services.posts_sync_metrics()
+        assert ScheduledPost.objects.filter(metrics_attempted_at=later).count() == 100
+
+
+def test_6000_posts_of_one_organization_do_not_hold_another_past_the_first_run(owner, sibling):
+    """The audit's numbers, with the real batch size and budget."""
+    _, b_id, now = published_posts(owner, sibling, a_posts=6000)
+
+    with time_machine.travel(now, tick=False):
+        services.posts_sync_metrics()
+
+    assert ScheduledPost.objects.get(pk=b_id).metrics_attempted_at == now
+    assert ScheduledPost.objects.filter(metrics_attempted_at__lt=now).count() == 0  # all 6,001 in one run
