@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from accounts.models import CallGate
 
-__all__ = ["BUSY_RETRY", "CallGate", "Limit", "Refused", "enter", "leave"]
+__all__ = ["BUSY_RETRY", "CallGate", "Limit", "Refused", "closed", "enter", "leave"]
 
 # A refused ("busy") caller's work comes back after this (± jitter): slots free within one call's timeout.
 BUSY_RETRY = timedelta(seconds=5)
@@ -81,6 +81,16 @@ def enter(*, limits: list[Limit], holder: str, lease: timedelta, now: datetime |
         gate.slots = {**live, holder: stamp + lease.total_seconds()}
         gate.save(update_fields=["slots"])
     return None
+
+
+def closed(gate: CallGate, limit: Limit, *, now: datetime) -> bool:
+    """Whether `enter` would refuse a new holder at `gate` now (down, or `in_flight` holders already), as read
+    without a lock: a hint for code that hands work out (the webhook relay tick) not to queue work that
+    would only be deferred. It takes no slot; `enter` still decides when the work runs."""
+    stamp = now.timestamp()
+    if limit.failures_to_trip and gate.down_until and gate.down_until > now:
+        return True
+    return sum(1 for until in gate.slots.values() if until > stamp) >= limit.in_flight
 
 
 def leave(*, limits: list[Limit], holder: str, answered: bool | None) -> None:

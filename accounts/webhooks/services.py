@@ -345,7 +345,37 @@ def _claimable(now) -> Q:
     )
 
 
-def deliveries_queue_due(*, limit: int = CLAIM_BATCH) -> list[str]:
+@dataclass(frozen=True)
+class ClosedGates:
+    """Endpoints and organizations whose gate refuses a send now (deliveries_closed_gates)."""
+
+    endpoint_ids: frozenset = frozenset()
+    organization_ids: frozenset = frozenset()
+
+
+def deliveries_closed_gates() -> ClosedGates:
+    """The endpoints in a cool-off or with ENDPOINT_IN_FLIGHT sends in flight, and the organizations with
+    LAYERS_WEBHOOK_ORG_IN_FLIGHT in flight: a send queued for them now would only be deferred when it starts
+    (_claim_or_defer). One query, for a whole tick: only gates with a slot or a cool-off are read."""
+    now = timezone.now()
+    endpoint_prefix, org_prefix = endpoint_gate_key(""), org_gate_key("")
+    gates = callgate.CallGate.objects.filter(
+        (Q(key__startswith=endpoint_prefix) | Q(key__startswith=org_prefix)) & (~Q(slots={}) | Q(down_until__gt=now))
+    )
+    endpoints, organizations = set(), set()
+    for gate in gates:
+        if gate.key.startswith(endpoint_prefix):
+            endpoint_id = gate.key.removeprefix(endpoint_prefix)
+            if callgate.closed(gate, _endpoint_limit(endpoint_id), now=now):
+                endpoints.add(endpoint_id)
+        else:
+            organization_id = gate.key.removeprefix(org_prefix)
+            if callgate.closed(gate, _org_limit(organization_id), now=now):
+                organizations.add(organization_id)
+    return ClosedGates(frozenset(endpoints), frozenset(organizations))
+
+
+def deliveries_queue_due(*, limit: int = CLAIM_BATCH, closed: ClosedGates | None = None) -> list[str]:
     """The ids of up to `limit` deliveries that are due (or whose claimant died), marked queued: the tick
     queues a send (webhook_deliver) for each, which claims the attempt when it starts. Nothing is claimed
     here: a send that waits in a backlogged queue must not count as an attempt, be numbered, run the
@@ -353,14 +383,23 @@ def deliveries_queue_due(*, limit: int = CLAIM_BATCH) -> list[str]:
 
     A delivery queued less than a lease ago is left out, so that ticks do not pile copies of one send
     into a backlogged queue (each copy but the first would be a no-op); past a lease it is queued again,
-    in case the broker lost the message — no later than before, when the tick's claim expired."""
+    in case the broker lost the message — no later than before, when the tick's claim expired.
+
+    Deliveries whose endpoint or organization gate is `closed` (read once per tick: deliveries_closed_gates)
+    are left out: their send would only be deferred when it starts, a no-op every other organization's sends
+    wait behind on the FIFO queue, queued again at every tick while the endpoint stayed down or full. They
+    stay pending and due, untouched; the first tick after the gate opens queues them."""
     now = timezone.now()
+    closed = deliveries_closed_gates() if closed is None else closed
     not_queued = Q(queued_at__isnull=True) | Q(queued_at__lte=now - settings.LAYERS_WEBHOOK_LEASE)
+    open_gates = ~Q(endpoint_id__in=closed.endpoint_ids) if closed.endpoint_ids else Q()
+    if closed.organization_ids:
+        open_gates &= ~Q(endpoint__organization_id__in=closed.organization_ids)
     with transaction.atomic():
         # SKIP LOCKED: concurrent ticks take disjoint rows, and neither waits on a claim in progress.
         ids = list(
-            WebhookDelivery.objects.filter(_claimable(now) & not_queued)
-            .select_for_update(skip_locked=True)
+            WebhookDelivery.objects.filter(_claimable(now) & not_queued & open_gates)
+            .select_for_update(skip_locked=True, of=("self",))
             .order_by("next_attempt_at", "pk")
             .values_list("pk", flat=True)[:limit]
         )
@@ -377,16 +416,25 @@ def endpoint_gate_key(endpoint_id: str) -> str:
     return f"webhook-endpoint:{endpoint_id}"
 
 
+def org_gate_key(organization_id: str) -> str:
+    return f"webhook-org:{organization_id}"
+
+
+def _endpoint_limit(endpoint_id: str) -> callgate.Limit:
+    return callgate.Limit(
+        endpoint_gate_key(endpoint_id),
+        in_flight=ENDPOINT_IN_FLIGHT,
+        failures_to_trip=FAILURES_BEFORE_COOL_OFF,
+        cool_off=COOL_OFF,
+    )
+
+
+def _org_limit(organization_id: str) -> callgate.Limit:
+    return callgate.Limit(org_gate_key(organization_id), in_flight=settings.LAYERS_WEBHOOK_ORG_IN_FLIGHT)
+
+
 def _gate_limits(endpoint_id: str, organization_id: str) -> list[callgate.Limit]:
-    return [
-        callgate.Limit(
-            endpoint_gate_key(endpoint_id),
-            in_flight=ENDPOINT_IN_FLIGHT,
-            failures_to_trip=FAILURES_BEFORE_COOL_OFF,
-            cool_off=COOL_OFF,
-        ),
-        callgate.Limit(f"webhook-org:{organization_id}", in_flight=settings.LAYERS_WEBHOOK_ORG_IN_FLIGHT),
-    ]
+    return [_endpoint_limit(endpoint_id), _org_limit(organization_id)]
 
 
 def delivery_claim(*, delivery_id: str) -> Claim | None:

@@ -40,12 +40,16 @@ def webhook_send(delivery_id: str, attempt: int) -> str:
 def webhooks_tick() -> dict:
     """Periodic safety net: fan out events whose fan-out never committed, give committed events their place
     in GET /v1/events (accounts.services.events_sequence_pending), then queue a send of each due delivery
-    (and of those whose relay died mid-send); the send claims its attempt when it starts."""
+    (and of those whose relay died mid-send) whose endpoint and organization can take one now; the send
+    claims its attempt when it starts."""
     fanned_out = services.events_fan_out_missed()
     events_sequence_pending()
     queued = 0
+    # Read once for the whole tick: sends to an endpoint (or organization) that is down or full now are
+    # not queued (they would be deferred when they start); they stay due for a later tick.
+    closed = services.deliveries_closed_gates()
     for _ in range(MAX_BATCHES_PER_TICK):
-        ids = services.deliveries_queue_due()
+        ids = services.deliveries_queue_due(closed=closed)
         sent = enqueue_each(webhook_deliver, ids)
         queued += sent
         if sent < len(ids):
