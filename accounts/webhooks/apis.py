@@ -61,9 +61,10 @@ starts a new 3-day window, on the same schedule from +1 min). A `Retry-After` he
 Missed events stay available from `GET /v1/events` for replay, for 30 days.
 
 **Limits.** An organization has at most 20 endpoints (disabled ones included): creating a 21st is refused
-with 422 `VALIDATION` (delete one first, or subscribe an existing one to more event types). At most 2
+with 422 `VALIDATION` (delete one you no longer use first). At most 2
 requests are in flight to one endpoint at a time, and at most 2 to all of an organization's endpoints
-together; a delivery over either is sent a few seconds later, when one has finished. After 5 attempts in a
+together; a delivery over either is sent as soon as one of them is answered (so a burst goes out at the
+pace your endpoint answers), or by the next relay tick (every 15 s) if none is. After 5 attempts in a
 row that got no answer (a timeout or no connection) the endpoint gets no request for 1 minute; then it is
 tried again. A delivery held back by these limits is not an attempt: it keeps its number
 (`Layers-Delivery-Attempt`) and its 3-day window, which starts at its first attempt (a delivery held back

@@ -33,7 +33,7 @@ from accounts.services import EVENT_TYPES
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
 from config.api.errors import Conflict, NotFound, Validation
 from config.netguard import UnsafeURL, assert_public_url, deadline, public_client
-from config.queueing import enqueue, enqueue_on_commit
+from config.queueing import enqueue, enqueue_each, enqueue_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,7 @@ def endpoint_create(*, organization: Organization, url: str, events) -> tuple[We
         if organization.webhook_endpoints.filter(deleted_at__isnull=True).count() >= MAX_ENDPOINTS_PER_ORGANIZATION:
             message = (
                 f"An organization can have at most {MAX_ENDPOINTS_PER_ORGANIZATION} webhook endpoints (disabled "
-                "ones included); delete one you no longer use (DELETE /v1/webhook-endpoints/{id}) first, or "
-                "subscribe an existing endpoint to more event types."
+                "ones included); delete one you no longer use (DELETE /v1/webhook-endpoints/{id}) first."
             )
             raise Validation({"url": [message]}, message=message)
         endpoint = WebhookEndpoint.objects.create(
@@ -403,6 +402,32 @@ def deliveries_queue_due(*, limit: int = CLAIM_BATCH, closed: ClosedGates | None
             .order_by("next_attempt_at", "pk")
             .values_list("pk", flat=True)[:limit]
         )
+        WebhookDelivery.objects.filter(pk__in=ids).update(queued_at=now)
+    return ids
+
+
+def deliveries_queue_waiting(*, organization_id: str) -> list[str]:
+    """Once a send of `organization_id` has given its slots back: that organization's deliveries waiting for
+    one — due, or deferred as "busy" until a few seconds from now — up to what its gates can take now, made
+    due and marked queued (the caller queues a send of each). Without it a burst to a fast, healthy endpoint
+    went out at the relay tick's pace, the gate's few slots per 15 s (500 events: half an hour); with it each
+    answered send starts the next, and the burst goes out as fast as the endpoint answers. Deliveries in a
+    longer wait (a retry's backoff, a cool-off) keep it."""
+    now = timezone.now()
+    closed = deliveries_closed_gates()
+    if organization_id in closed.organization_ids:
+        return []
+    waiting = Q(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now + 1.25 * callgate.BUSY_RETRY)
+    not_queued = Q(queued_at__isnull=True) | Q(queued_at__lte=now - settings.LAYERS_WEBHOOK_LEASE)
+    with transaction.atomic():
+        ids = list(
+            WebhookDelivery.objects.filter(waiting & not_queued, endpoint__organization_id=organization_id)
+            .exclude(endpoint_id__in=closed.endpoint_ids)
+            .select_for_update(skip_locked=True, of=("self",))
+            .order_by("next_attempt_at", "pk")
+            .values_list("pk", flat=True)[: settings.LAYERS_WEBHOOK_ORG_IN_FLIGHT]
+        )
+        WebhookDelivery.objects.filter(pk__in=ids, next_attempt_at__gt=now).update(next_attempt_at=now)
         WebhookDelivery.objects.filter(pk__in=ids).update(queued_at=now)
     return ids
 
@@ -703,6 +728,25 @@ def delivery_deliver(*, delivery_id: str) -> str:
         return outcome
     finally:
         callgate.leave(limits=list(claim.gates), holder=claim.delivery_id, answered=answered)
+        if answered:
+            _queue_waiting_after(claim)
+
+
+def _queue_waiting_after(claim: Claim) -> None:
+    # The slots just given back go to the organization's deliveries waiting for one (deliveries_queue_waiting).
+    # Only after an answer: a receiver that answers sets the pace of its burst, one that hangs or refuses
+    # connections gets no more than the relay tick sends it (and its cool-off once it trips).
+    from accounts.webhooks.tasks import webhook_deliver
+
+    organization_id = next(
+        (g.key.removeprefix(org_gate_key("")) for g in claim.gates if g.key.startswith(org_gate_key(""))), None
+    )
+    if organization_id is None:
+        return
+    ids = deliveries_queue_waiting(organization_id=organization_id)
+    queued = enqueue_each(webhook_deliver, ids)
+    if queued < len(ids):
+        deliveries_unqueue(delivery_ids=ids[queued:])  # the broker refuses: the tick queues them
 
 
 def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:
