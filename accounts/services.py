@@ -563,8 +563,9 @@ def oauth_callback(
             # The partner disconnected the account after making this link (DELETE): a reauth can no longer
             # bring it back (connecting again mints a new id), so the link is spent. Checked before the code
             # is exchanged: exchanging it would authorize the app again at the platform for a user the partner
-            # has just revoked. Of API.md's fixed codes, `already_used` ("this state can no longer be used")
-            # is the true one; platform_error would send the partner looking for an outage.
+            # has just revoked. API.md's fixed codes have none for this: `already_used` (there: "state was
+            # already completed or failed") is the nearest — the link is spent — and README and the OpenAPI
+            # text say it also means this; platform_error would send the partner looking for an outage.
             return _session_fail(session, "already_used")
         session.status = OAuthSession.Status.EXCHANGING
         session.exchange_started_at = timezone.now()
