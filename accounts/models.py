@@ -33,6 +33,17 @@ class Project(models.Model):
         return self.name
 
 
+KEY_PREFIX = "lyr_"  # what every key a partner holds starts with; the stored `prefix` follows it
+
+
+def api_key_label(*, key_id: str, name: str, prefix: str) -> str:
+    """An API key as staff read it wherever it acted (a canceled post, a lease's history, an account's status
+    history, a refused call's log line): its name, its id and the start of the key as the partner holds it —
+    never the key. One form everywhere, so that support can search one for the other."""
+    named = f"{name} " if name else ""
+    return f"API key {named}({key_id} / {KEY_PREFIX}{prefix.removeprefix(KEY_PREFIX)}…)"
+
+
 class ApiKey(models.Model):
     """A partner credential. Only the prefix (to find the row) and a SHA-256 of the whole key are stored;
     the key itself is shown once, when it is created."""

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.models import (
+    KEY_PREFIX,
     ApiKey,
     Event,
     OAuthSession,
@@ -27,6 +28,7 @@ from accounts.models import (
     Project,
     SocialAccount,
     SocialAccountStatusChange,
+    api_key_label,
 )
 from accounts.platforms.base import PlatformError, Profile, TokenInvalid, TokenSet
 from accounts.platforms.scopes import PUBLISHING, SCOPES, grant_lacks_publishing
@@ -38,7 +40,6 @@ from config.api.returnurl import check_return_url, normalize_allowlist_entry
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
 
-KEY_PREFIX = "lyr_"
 # Writing last_used_at on every request would make every API call a write; a minute is precise enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -300,8 +301,11 @@ def social_account_status_record(
 
 
 def api_key_source(key: ApiKey | None) -> str:
-    """An API key as the status history names it: its id and prefix (never the key)."""
-    return f"API key {key.pk} ({key.prefix}…)" if key is not None else "an API key since deleted"
+    """An API key as histories and logs name it (accounts.models.api_key_label). The key authentication loads
+    has no name: reading it costs a query, on a connect, a revoke or a refused call only."""
+    if key is None:
+        return "an API key since deleted"
+    return api_key_label(key_id=key.pk, name=key.name, prefix=key.prefix)
 
 
 def staff_source(user) -> str:

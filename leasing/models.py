@@ -3,7 +3,7 @@ from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
 
-from accounts.models import Organization, Project, SocialAccount
+from accounts.models import Organization, Project, SocialAccount, api_key_label
 from config.api.ids import PrefixedIdField
 
 # A typo guard on monthly prices ($100,000 a month), far below the column's limit: a price past it is refused
@@ -192,5 +192,6 @@ class LeaseAction(models.Model):
             return str(self.actor)
         key = self.detail.get("api_key") if isinstance(self.detail, dict) else None
         if isinstance(key, dict):
-            return f"partner (API key {key.get('name') or key.get('id')} {key.get('prefix')}…)"
+            label = api_key_label(key_id=key.get("id", ""), name=key.get("name", ""), prefix=key.get("prefix", ""))
+            return f"partner ({label})"
         return "automation"

@@ -33,7 +33,7 @@ from accounts.platforms.base import (
     TokenInvalid,
 )
 from accounts.services import (
-    KEY_PREFIX,
+    api_key_source,
     event_record,
     refusal_reason,
     social_account_mark_reauth_required,
@@ -325,8 +325,7 @@ def acting(*, actor=None, api_key=None) -> str:
             # The key as authentication loads it has neither (accounts.services.api_key_authenticate): one
             # read for both, on a cancel only, rather than one each.
             api_key.refresh_from_db(fields=["name", "prefix"])
-        named = f'"{api_key.name}", ' if api_key.name else ""
-        return f"partner (API key {named}{api_key.pk} / {KEY_PREFIX}{api_key.prefix}…)"
+        return f"partner ({api_key_source(api_key)})"
     return ""
 
 

@@ -183,7 +183,7 @@ def test_every_status_change_of_an_account_is_kept_and_shown_on_its_page(owner, 
     reauthorize(owner, account["id"], "tiktok", "acme.brand")
     assert owner.client.delete(f"/v1/social-accounts/{account['id']}").status_code == 200
 
-    key = f"API key {owner.key.pk} ({owner.key.prefix}…)"
+    key = f"API key test ({owner.key.pk} / lyr_{owner.key.prefix}…)"
     assert history(account["id"]) == [
         ("", "connected", f"connect through {key}"),
         ("connected", "reauth_required", f"post {post['id']}"),
@@ -210,7 +210,7 @@ def test_staff_revokes_and_leases_are_in_the_history(owner, staff):
     owner.client.delete(f"/v1/leased-accounts/{leased}")
 
     assert history(connected["id"])[-1] == ("connected", "disconnected", "revoke by staff support")
-    key = f"API key {owner.key.pk} ({owner.key.prefix}…)"
+    key = f"API key test ({owner.key.pk} / lyr_{owner.key.prefix}…)"
     assert history(leased) == [
         ("", "connected", f"lease request {request_id} assigned automatically"),
         ("connected", "disconnected", f"lease release by {key}"),

@@ -45,7 +45,7 @@ def test_the_history_names_the_partners_api_key_or_the_staff_member_never_a_blan
     else:
         ops.post("/admin/leasing/lease/", {"action": "release_leases", "post": "yes", "_selected_action": [lease.pk]})
 
-    partner = f"partner (API key test lyr_{owner.key.prefix}…)"
+    partner = f"partner (API key test ({owner.key.pk} / lyr_{owner.key.prefix}…))"
     page = ops.get(admin_object_url(LeaseRequest, request_id)).content.decode()
     history = {row[1]: row[2] for row in Tables(page).tables["history"]["tbody"]}
     assert history["requested"] == partner
@@ -65,4 +65,5 @@ def test_the_lease_action_list_says_who_acted(owner, ops):
 
     page = ops.get("/admin/leasing/leaseaction/").content.decode()
 
-    assert accepted["requestId"] in page and f"partner (API key test lyr_{owner.key.prefix}…)" in page
+    partner = f"partner (API key test ({owner.key.pk} / lyr_{owner.key.prefix}…))"
+    assert accepted["requestId"] in page and partner in page

@@ -216,7 +216,7 @@ def _confirm(staff: Client, url: str, action: str, pk: str):
 
 def _cancel(how: str, owner, staff: Client) -> tuple[str, str]:
     """Cancel a queued post the way `how` says; (post id, what the page should say canceled it)."""
-    key = f'API key "test", {owner.key.pk} / lyr_{owner.key.prefix}…'
+    key = f"API key test ({owner.key.pk} / lyr_{owner.key.prefix}…)"
     leased = how.endswith("release")
     account_id = lease_assign(owner).social_account_id if leased else make_account(owner).pk
     post_id = schedule_now(owner, account_id, when=later(hours=1))["id"]
