@@ -115,3 +115,32 @@ def schema_change_beside_writers(
             changing.join(timeout)
     changing.join(timeout)
     return errors
+
+
+def drain_in_threads(broker, threads: int, run) -> list[tuple[object, float]]:
+    """Run what `broker` (a queue.Queue standing in for a Celery queue) holds on `threads` threads, each with its
+    own connection, as a worker's pool would, until it is empty (what a run queues meanwhile included); returns
+    each message with when its run ended (seconds from the start)."""
+    import queue
+    import time
+
+    start, done = time.monotonic(), []
+
+    def worker():
+        try:
+            while True:
+                try:
+                    message = broker.get_nowait()
+                except queue.Empty:
+                    return
+                run(message)
+                done.append((message, time.monotonic() - start))
+        finally:
+            connection.close()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return done

@@ -10,14 +10,13 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import connection
 from django.utils import timezone
 
 from accounts.callgate import CallGate
 from scheduling import services, tasks
 from scheduling.models import ManagedProvider, ScheduledPost
 from tests.accounts.oauth_helpers import connected_account
-from tests.concurrency import run_in_threads
+from tests.concurrency import drain_in_threads, run_in_threads
 from tests.receivers import receiver
 from tests.scheduling.publish_helpers import post, run_dispatcher, schedule_now
 
@@ -27,27 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def serve(broker: "queue.Queue[list[str]]", threads: int) -> dict[str, float]:
     """Run the queued publish messages on `threads` threads, each with its own connection; returns when
     each post was done (seconds from the start)."""
-    start, done = time.monotonic(), {}
-
-    def worker():
-        try:
-            while True:
-                try:
-                    ids = broker.get_nowait()
-                except queue.Empty:
-                    return
-                tasks.publish_posts(ids)
-                for i in ids:
-                    done[i] = time.monotonic() - start
-        finally:
-            connection.close()
-
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return done
+    return {post_id: at for ids, at in drain_in_threads(broker, threads, tasks.publish_posts) for post_id in ids}
 
 
 def test_org_b_post_is_not_held_up_by_org_a_hanging_managed_provider(owner, sibling, monkeypatch, settings):

@@ -10,12 +10,11 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import connection
 from django.utils import timezone
 
 from accounts.webhooks import services, tasks
 from accounts.webhooks.models import WebhookDelivery
-from tests.concurrency import run_in_threads
+from tests.concurrency import drain_in_threads, run_in_threads
 from tests.webhooks.helpers import create_endpoint, delivery_of, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,27 +28,8 @@ def hang(received):
 def serve(broker: "queue.Queue[str]", threads: int, watch: str) -> dict:
     """Run the queued sends on `threads` threads, each with its own connection, as the worker would;
     returns when `watch` was done (seconds from the start)."""
-    start, done = time.monotonic(), {}
-
-    def worker():
-        try:
-            while True:
-                try:
-                    delivery_id = broker.get_nowait()
-                except queue.Empty:
-                    return
-                tasks.webhook_deliver(delivery_id)
-                if delivery_id == watch:
-                    done["watched"] = time.monotonic() - start
-        finally:
-            connection.close()
-
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return done
+    times = [at for delivery_id, at in drain_in_threads(broker, threads, tasks.webhook_deliver) if delivery_id == watch]
+    return {"watched": times[-1]} if times else {}
 
 
 def tick_and_send(queued: list[str]) -> None:
