@@ -61,6 +61,9 @@ urlpatterns = [
     # (HTML, listing every route) bypasses handler404.
     re_path(r"^v1(?:/|$)", api_not_found),
     path("oauth/<str:platform>/callback", ops_views.oauth_callback, name="oauth-callback"),
+    # The same with a trailing slash: only a person types it (platforms send the exact redirect_uri), and
+    # they get the callback's own page ("This sign-in link is unknown or invalid…"), not a bare Not Found.
+    path("oauth/<str:platform>/callback/", ops_views.oauth_callback),
     path("platform-webhooks/tiktok", ops_views.tiktok_webhook, name="tiktok-webhook"),
     path("admin/", admin.site.urls),
     # No password reset by mail: no mail is configured (the form answered 500), and superusers set staff

@@ -527,3 +527,12 @@ def test_connecting_a_reauth_required_account_again_reconnects_it_without_a_conn
     types = sorted(Event.objects.filter(data__id=first["id"]).values_list("type", flat=True))
     assert types.count("social_account.connected") == 1
     assert types.count("social_account.reconnected") == 1
+
+
+def test_a_callback_url_typed_with_a_trailing_slash_gets_the_callbacks_own_page(owner, client):
+    # Platforms send the exact redirect_uri; a customer retyping the address may add a "/". They got Django's
+    # bare "Not Found" page (the DEBUG route list under make run), not the page telling them to go back.
+    response = client.get("/oauth/tiktok/callback/?state=st_garbled&code=x")
+
+    assert response.status_code == 400
+    assert b"unknown or invalid" in response.content
