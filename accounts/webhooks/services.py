@@ -335,6 +335,13 @@ class Claim:
     attempt: int
     # The gates (callgate) the claim holds a slot at, given back once the send is over.
     gates: tuple = ()
+    # Whose deliveries get the slots once they are given back (deliveries_queue_waiting).
+    organization_id: str = ""
+
+
+def _not_queued(now) -> Q:
+    # Not queued, or queued longer than a lease ago (the broker may have lost the message).
+    return Q(queued_at__isnull=True) | Q(queued_at__lte=now - settings.LAYERS_WEBHOOK_LEASE)
 
 
 def _claimable(now) -> Q:
@@ -350,6 +357,13 @@ class ClosedGates:
 
     endpoint_ids: frozenset = frozenset()
     organization_ids: frozenset = frozenset()
+
+    def open(self) -> Q:
+        """Deliveries whose endpoint and organization can take a send now."""
+        open_gates = ~Q(endpoint_id__in=self.endpoint_ids) if self.endpoint_ids else Q()
+        if self.organization_ids:
+            open_gates &= ~Q(endpoint__organization_id__in=self.organization_ids)
+        return open_gates
 
 
 def deliveries_closed_gates() -> ClosedGates:
@@ -390,14 +404,10 @@ def deliveries_queue_due(*, limit: int = CLAIM_BATCH, closed: ClosedGates | None
     stay pending and due, untouched; the first tick after the gate opens queues them."""
     now = timezone.now()
     closed = deliveries_closed_gates() if closed is None else closed
-    not_queued = Q(queued_at__isnull=True) | Q(queued_at__lte=now - settings.LAYERS_WEBHOOK_LEASE)
-    open_gates = ~Q(endpoint_id__in=closed.endpoint_ids) if closed.endpoint_ids else Q()
-    if closed.organization_ids:
-        open_gates &= ~Q(endpoint__organization_id__in=closed.organization_ids)
     with transaction.atomic():
         # SKIP LOCKED: concurrent ticks take disjoint rows, and neither waits on a claim in progress.
         ids = list(
-            WebhookDelivery.objects.filter(_claimable(now) & not_queued & open_gates)
+            WebhookDelivery.objects.filter(_claimable(now) & _not_queued(now) & closed.open())
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("next_attempt_at", "pk")
             .values_list("pk", flat=True)[:limit]
@@ -418,11 +428,10 @@ def deliveries_queue_waiting(*, organization_id: str) -> list[str]:
     if organization_id in closed.organization_ids:
         return []
     waiting = Q(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now + 1.25 * callgate.BUSY_RETRY)
-    not_queued = Q(queued_at__isnull=True) | Q(queued_at__lte=now - settings.LAYERS_WEBHOOK_LEASE)
     with transaction.atomic():
         ids = list(
-            WebhookDelivery.objects.filter(waiting & not_queued, endpoint__organization_id=organization_id)
-            .exclude(endpoint_id__in=closed.endpoint_ids)
+            WebhookDelivery.objects.filter(waiting & _not_queued(now) & closed.open())
+            .filter(endpoint__organization_id=organization_id)
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("next_attempt_at", "pk")
             .values_list("pk", flat=True)[: settings.LAYERS_WEBHOOK_ORG_IN_FLIGHT]
@@ -435,6 +444,17 @@ def deliveries_queue_waiting(*, organization_id: str) -> list[str]:
 def deliveries_unqueue(*, delivery_ids: list[str]) -> None:
     """Forget that these were queued (the broker refused the messages): the next tick queues them again."""
     WebhookDelivery.objects.filter(pk__in=delivery_ids).update(queued_at=None)
+
+
+def deliveries_send_queued(delivery_ids: list[str]) -> int:
+    """Queue a send (webhook_deliver) of each delivery marked queued; how many the broker took. It refuses
+    the rest too once it refuses one (enqueue_each): those are unqueued, for the next tick."""
+    from accounts.webhooks.tasks import webhook_deliver
+
+    sent = enqueue_each(webhook_deliver, delivery_ids)
+    if sent < len(delivery_ids):
+        deliveries_unqueue(delivery_ids=delivery_ids[sent:])
+    return sent
 
 
 def endpoint_gate_key(endpoint_id: str) -> str:
@@ -528,7 +548,7 @@ def _claim_or_defer(delivery_id: str) -> Claim | str | None:
             ]
         )
         WebhookDeliveryAttempt.objects.create(delivery=row, number=row.attempts, started_at=now)
-    return Claim(row.pk, row.attempts, tuple(limits))
+    return Claim(row.pk, row.attempts, tuple(limits), row.endpoint.organization_id)
 
 
 def retry_delay(attempt: int) -> timedelta:
@@ -728,25 +748,11 @@ def delivery_deliver(*, delivery_id: str) -> str:
         return outcome
     finally:
         callgate.leave(limits=list(claim.gates), holder=claim.delivery_id, answered=answered)
+        # The slots just given back go to the organization's deliveries waiting for one. Only after an
+        # answer: a receiver that answers sets the pace of its burst, one that hangs or refuses connections
+        # gets no more than the relay tick sends it (and its cool-off once it trips).
         if answered:
-            _queue_waiting_after(claim)
-
-
-def _queue_waiting_after(claim: Claim) -> None:
-    # The slots just given back go to the organization's deliveries waiting for one (deliveries_queue_waiting).
-    # Only after an answer: a receiver that answers sets the pace of its burst, one that hangs or refuses
-    # connections gets no more than the relay tick sends it (and its cool-off once it trips).
-    from accounts.webhooks.tasks import webhook_deliver
-
-    organization_id = next(
-        (g.key.removeprefix(org_gate_key("")) for g in claim.gates if g.key.startswith(org_gate_key(""))), None
-    )
-    if organization_id is None:
-        return
-    ids = deliveries_queue_waiting(organization_id=organization_id)
-    queued = enqueue_each(webhook_deliver, ids)
-    if queued < len(ids):
-        deliveries_unqueue(delivery_ids=ids[queued:])  # the broker refuses: the tick queues them
+            deliveries_send_queued(deliveries_queue_waiting(organization_id=claim.organization_id))
 
 
 def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:

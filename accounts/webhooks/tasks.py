@@ -8,7 +8,6 @@ from celery import shared_task
 
 from accounts.services import events_sequence_pending
 from accounts.webhooks import services
-from config.queueing import enqueue_each
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +49,10 @@ def webhooks_tick() -> dict:
     closed = services.deliveries_closed_gates()
     for _ in range(MAX_BATCHES_PER_TICK):
         ids = services.deliveries_queue_due(closed=closed)
-        sent = enqueue_each(webhook_deliver, ids)
+        sent = services.deliveries_send_queued(ids)
         queued += sent
         if sent < len(ids):
-            # The broker refuses: the rest are the next tick's.
-            services.deliveries_unqueue(delivery_ids=ids[sent:])
-            break
+            break  # the broker refuses: the rest are the next tick's
         if len(ids) < services.CLAIM_BATCH:
             break
     return {"fannedOut": fanned_out, "queued": queued}
