@@ -673,13 +673,32 @@ def _finish(post: ScheduledPost, *, event: str, **changes) -> str:
         message=changes.get("error_message", ""),
     )
     with transaction.atomic():
-        updated = _still_ours(post).update(**changes)
+        updated = _update_recording(_still_ours(post), attempt, **changes)
         if updated:
-            attempt.save()
             for field, value in changes.items():
                 setattr(post, field, value)
             event_record(organization_id=post.organization_id, type=event, data=scheduled_post_data(post))
     return str(changes["status"]) if updated else "skipped"
+
+
+def _update_recording(rows, attempt: ScheduledPostAttempt, **changes) -> int:
+    """`rows.update(**changes)` (a conditional update: the post as this run left it) and, if it matched, the
+    attempt the run ends, in one transaction: a run that lost the post records nothing."""
+    with transaction.atomic():
+        updated = rows.update(**changes)
+        if updated:
+            attempt.save()
+    return updated
+
+
+def _retry_attempt(post: ScheduledPost, code: str, reason, backoff: timedelta) -> ScheduledPostAttempt:
+    # The attempt a "not now" from the platform ends (_retry_later, _publish_throttled).
+    return _attempt(
+        post,
+        ScheduledPostAttempt.Outcome.RETRY,
+        error_code=code,
+        message=f"{reason} (next try in {backoff.total_seconds():.0f} s)",
+    )
 
 
 def _attempt(post: ScheduledPost, outcome: str, *, error_code: str = "", message: str = "") -> ScheduledPostAttempt:
@@ -783,33 +802,24 @@ def _retry_later(post: ScheduledPost, exc: PlatformError) -> str:
     if tried >= MAX_ATTEMPTS:
         return _fail(post, code, f"Gave up after {tried} attempts: {exc}", created_nothing=True)
     backoff = _backoff(tried, exc.retry_after)
-    attempt = _attempt(
-        post,
-        ScheduledPostAttempt.Outcome.RETRY,
+    # Only if still this run's: a duplicate run whose call failed before its point of no return must not
+    # requeue (and clear the mark of) a post another run has just sent to the platform.
+    updated = _update_recording(
+        _still_ours(post),
+        _retry_attempt(post, code, exc, backoff),
+        status=ScheduledPost.Status.QUEUED,
+        due_at=timezone.now() + backoff,
+        publish_attempted_at=None,
+        publish_id="",  # a publish id the platform dropped: the next attempt asks for a new one
+        # The same for a container made ahead (post_prepare): it may be the one that failed, and it would
+        # otherwise be polled again at every attempt. The preparer may make a new one before the retry.
+        prepared_publish_id="",
+        prepare_claimed_at=None,
+        claimed_until=None,
+        next_check_at=None,
         error_code=code,
-        message=f"{exc} (next try in {backoff.total_seconds():.0f} s)",
+        error_message=f"Retrying: {exc}"[:500],
     )
-    with transaction.atomic():
-        # Only if still this run's: a duplicate run whose call failed before its point of no return must not
-        # requeue (and clear the mark of) a post another run has just sent to the platform.
-        updated = _still_ours(
-            post
-        ).update(
-            status=ScheduledPost.Status.QUEUED,
-            due_at=timezone.now() + backoff,
-            publish_attempted_at=None,
-            publish_id="",  # a publish id the platform dropped: the next attempt asks for a new one
-            # The same for a container made ahead (post_prepare): it may be the one that failed, and it would
-            # otherwise be polled again at every attempt. The preparer may make a new one before the retry.
-            prepared_publish_id="",
-            prepare_claimed_at=None,
-            claimed_until=None,
-            next_check_at=None,
-            error_code=code,
-            error_message=f"Retrying: {exc}"[:500],
-        )
-        if updated:
-            attempt.save()
     return "retrying" if updated else "skipped"
 
 
@@ -1053,22 +1063,21 @@ def _resolve(post: ScheduledPost) -> str:
                 f"Gave up after {post.requeues + 1} runs that each stopped (the worker died or raised) before "
                 "the post reached the platform.",
             )
-        with transaction.atomic():
-            updated = _still_ours(post).update(
-                status=ScheduledPost.Status.QUEUED,
-                requeues=F("requeues") + 1,
-                due_at=now,
-                publish_attempted_at=None,
-                claimed_until=None,
-                next_check_at=None,
-            )
-            if updated:
-                _attempt(
-                    post,
-                    ScheduledPostAttempt.Outcome.REQUEUED,
-                    message="The run stopped (its worker died or raised) before the post reached the platform; "
-                    "queued again.",
-                ).save()
+        stopped = _attempt(
+            post,
+            ScheduledPostAttempt.Outcome.REQUEUED,
+            message="The run stopped (its worker died or raised) before the post reached the platform; queued again.",
+        )
+        updated = _update_recording(
+            _still_ours(post),
+            stopped,
+            status=ScheduledPost.Status.QUEUED,
+            requeues=F("requeues") + 1,
+            due_at=now,
+            publish_attempted_at=None,
+            claimed_until=None,
+            next_check_at=None,
+        )
         return "requeued" if updated else "skipped"
     disconnected = account.status == SocialAccount.Status.DISCONNECTED
     token = account.access_token
@@ -1160,27 +1169,16 @@ def _publish_throttled(post: ScheduledPost, status: PublishStatus, now: datetime
     if tried >= MAX_ATTEMPTS:
         return _fail(post, "RATE_LIMITED", f"Gave up after {tried} attempts: {status.fail_reason}")
     backoff = _backoff(tried, status.retry_after)
-    attempt = _attempt(
-        post,
-        ScheduledPostAttempt.Outcome.RETRY,
+    # attempts as read: two runs throttled on the same check count one attempt.
+    updated = _update_recording(
+        _still_ours(post).filter(attempts=post.attempts),
+        _retry_attempt(post, "RATE_LIMITED", status.fail_reason, backoff),
+        attempts=F("attempts") + 1,
+        next_check_at=now + backoff,
+        claimed_until=None,
         error_code="RATE_LIMITED",
-        message=f"{status.fail_reason} (next try in {backoff.total_seconds():.0f} s)",
+        error_message=f"Retrying: {status.fail_reason}"[:500],
     )
-    with transaction.atomic():
-        # attempts as read: two runs throttled on the same check count one attempt.
-        updated = (
-            _still_ours(post)
-            .filter(attempts=post.attempts)
-            .update(
-                attempts=F("attempts") + 1,
-                next_check_at=now + backoff,
-                claimed_until=None,
-                error_code="RATE_LIMITED",
-                error_message=f"Retrying: {status.fail_reason}"[:500],
-            )
-        )
-        if updated:
-            attempt.save()
     return "retrying" if updated else "skipped"
 
 
