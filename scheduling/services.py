@@ -39,6 +39,7 @@ from accounts.services import (
     social_account_mark_reauth_required,
     social_account_token_rejected,
     social_account_with_fresh_token,
+    staff_source,
 )
 from config.api.errors import Conflict, Validation
 from config.dbreconnect import write_again_after_a_dropped_connection
@@ -319,12 +320,8 @@ def acting(*, actor=None, api_key=None) -> str:
     partner and the API key it called with (its name, its id, and the start of the key as the partner holds it,
     `lyr_<prefix>…`, as the lease history names it; never the key); "" when neither is known (a command)."""
     if actor is not None:
-        return f"staff {actor.get_username()}"
+        return staff_source(actor)
     if api_key is not None:
-        if {"name", "prefix"} & api_key.get_deferred_fields():
-            # The key as authentication loads it has neither (accounts.services.api_key_authenticate): one
-            # read for both, on a cancel only, rather than one each.
-            api_key.refresh_from_db(fields=["name", "prefix"])
         return f"partner ({api_key_source(api_key)})"
     return ""
 
