@@ -144,3 +144,23 @@ def drain_in_threads(broker, threads: int, run) -> list[tuple[object, float]]:
     for thread in pool:
         thread.join()
     return done
+
+
+class AtOnce:
+    """How many calls of a receiver's handler run at the same moment: `with calls.counted(): …` around the
+    handler's work; `most` is the highest count seen."""
+
+    def __init__(self):
+        self.now = self.most = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def counted(self):
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.now -= 1

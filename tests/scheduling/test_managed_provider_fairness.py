@@ -16,7 +16,7 @@ from accounts.callgate import CallGate
 from scheduling import services, tasks
 from scheduling.models import ManagedProvider, ScheduledPost
 from tests.accounts.oauth_helpers import connected_account
-from tests.concurrency import drain_in_threads, run_in_threads
+from tests.concurrency import AtOnce, drain_in_threads, run_in_threads
 from tests.receivers import receiver
 from tests.scheduling.publish_helpers import post, run_dispatcher, schedule_now
 
@@ -65,16 +65,11 @@ def test_org_b_post_is_not_held_up_by_org_a_hanging_managed_provider(owner, sibl
 
 
 def test_deferred_managed_posts_are_each_sent_once_when_the_provider_has_room(owner):
-    in_flight, most = [0], [0]
-    lock = threading.Lock()
+    calls = AtOnce()
 
     def slow(request):
-        with lock:
-            in_flight[0] += 1
-            most[0] = max(most[0], in_flight[0])
-        time.sleep(0.4)
-        with lock:
-            in_flight[0] -= 1
+        with calls.counted():
+            time.sleep(0.4)
         return 200, {"id": "mp-1"}, {}
 
     account = connected_account(owner, "tiktok", "managed.busy")
@@ -86,7 +81,7 @@ def test_deferred_managed_posts_are_each_sent_once_when_the_provider_has_room(ow
 
         outcomes = run_in_threads(*[lambda pk=pk: services.post_publish(post_id=pk) for pk in ids])
 
-        assert most[0] == 2 and sorted(outcomes) == ["deferred"] * 4 + ["published"] * 2
+        assert calls.most == 2 and sorted(outcomes) == ["deferred"] * 4 + ["published"] * 2
         # Deferred posts come back within seconds, and each reaches the provider exactly once.
         for seconds in (10, 20, 30):
             with time_machine.travel(timezone.now() + timedelta(seconds=seconds)):

@@ -4,7 +4,6 @@ out is left alone for a short cool-off, and an organization has a bounded number
 PostgreSQL connections in threads stand in for the `webhooks` worker's threads (make run: 4)."""
 
 import queue
-import threading
 import time
 from datetime import timedelta
 
@@ -14,7 +13,7 @@ from django.utils import timezone
 
 from accounts.webhooks import services, tasks
 from accounts.webhooks.models import WebhookDelivery
-from tests.concurrency import drain_in_threads, run_in_threads
+from tests.concurrency import AtOnce, drain_in_threads, run_in_threads
 from tests.webhooks.helpers import create_endpoint, delivery_of, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -153,16 +152,11 @@ def test_org_a_twenty_hanging_endpoints_hold_at_most_two_threads(owner, sibling,
 
 def test_concurrent_sends_to_one_endpoint_are_at_most_two(owner, receivers, monkeypatch, settings):
     settings.LAYERS_WEBHOOK_TIMEOUT = 5
-    in_flight, most = [0], [0]
-    lock = threading.Lock()
+    calls = AtOnce()
 
     def slow(received):
-        with lock:
-            in_flight[0] += 1
-            most[0] = max(most[0], in_flight[0])
-        time.sleep(0.5)
-        with lock:
-            in_flight[0] -= 1
+        with calls.counted():
+            time.sleep(0.5)
         return 200, {}
 
     target = receivers(respond=slow)
@@ -173,7 +167,7 @@ def test_concurrent_sends_to_one_endpoint_are_at_most_two(owner, receivers, monk
 
     outcomes = run_in_threads(*[lambda pk=pk: services.delivery_deliver(delivery_id=pk) for pk in deliveries])
 
-    assert most[0] == 2 and len(target.requests) == 2
+    assert calls.most == 2 and len(target.requests) == 2
     assert sorted(outcomes) == ["deferred"] * 4 + ["delivered"] * 2
     rows = WebhookDelivery.objects.filter(pk__in=deliveries)
     assert sorted(rows.values_list("status", "attempts")) == [("delivered", 1)] * 2 + [("pending", 0)] * 4
