@@ -92,6 +92,10 @@ _DRF_CODES = [
 ]
 
 
+# Refusals that config/api (authentication, throttling, the no-key branch below) log themselves.
+_LOGGED_WHERE_REFUSED = (drf.NotAuthenticated, drf.AuthenticationFailed, drf.Throttled)
+
+
 def exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: every error leaves the API in the same envelope."""
     if isinstance(exc, ApiError):
@@ -124,7 +128,13 @@ def exception_handler(exc, context):
                 message = f"Rate limit exceeded; retry in {headers['Retry-After']} s."
             if status == 404:
                 message = "Not found."
-            return Response(envelope(status, code, message), status=status, headers=headers)
+            response = Response(envelope(status, code, message), status=status, headers=headers)
+            if isinstance(exc, _LOGGED_WHERE_REFUSED):
+                # Logged already, naming the key; Django's own "Unauthorized: /v1/…" line (django.request)
+                # would say it again without the key — support counted every refusal twice. Django skips
+                # responses marked so (django.utils.log.log_response).
+                response._has_been_logged = True
+            return response
     if isinstance(exc, drf.APIException):
         return Response(envelope(exc.status_code, "ERROR", str(exc.detail)), status=exc.status_code)
     # A bug: log it with the stack for us, answer the partner with nothing internal.

@@ -77,3 +77,17 @@ def test_an_unknown_key_logs_only_the_start_of_its_prefix(anon, owner, settings,
     assert "401" in refused[0] and "429" in throttled
     assert "401" in missing and "no API key" in missing
     never_logged(caplog, unknown, "lyr_abcd1234", "s" * 43)
+
+
+def test_each_refused_or_throttled_call_is_one_line_in_the_log(owner, anon, settings, caplog):
+    """Django's "Unauthorized: /v1/projects" / "Too Many Requests: …" line said again, without the key, what
+    ours says: support counted every refusal twice."""
+    settings.LAYERS_API_RATE = "1/min"
+    with caplog.at_level(logging.INFO):
+        assert owner.client.get("/v1/projects").status_code == 200
+        assert_error(owner.client.get("/v1/projects"), 429, "RATE_LIMITED")
+        assert_error(anon.get("/v1/projects"), 401, "UNAUTHENTICATED")
+        assert_error(anon.get("/v1/projects", HTTP_AUTHORIZATION="Bearer lyr_nope_nope"), 401, "UNAUTHENTICATED")
+
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in warnings] == ["config.api.throttling", "config.api.errors", "config.api.authentication"]
