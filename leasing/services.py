@@ -173,10 +173,16 @@ class Candidate:
     exact_language: bool  # see language_match; only these are auto-assigned, the others need a person's pick
     geo_overlap: list[str]
 
+    waiting: bool = False  # TikTok asked us to wait before refreshing its token (refresh_not_before)
+
     @property
     def rank_key(self):
-        # Exact language first, then the widest geo overlap, cheaper, older.
+        # Exact language first, then the widest geo overlap, cheaper, older. Any account TikTok told us to
+        # leave alone for now goes after all the others: its token may need the refresh TikTok refuses until
+        # then, and failing the partner's request on it while another account would do is worse than a
+        # less ideal match. Still offered: staff may pick it, and it is the only match there may be.
         return (
+            self.waiting,
             not self.exact_language,
             -len(self.geo_overlap),
             self.account.monthly_price_cents,
@@ -200,8 +206,9 @@ def pool_candidates(*, request: LeaseRequest) -> list[Candidate]:
     first. Partners are promised warmed accounts: one still warming up is never offered (ops mark it warm
     in the pool when it is ready). An account whose TikTok user is already bound in the request's project
     is not offered either: it could not be bound there, and auto-assign would pick it, and fail, every time.
-    Nor is one without a token."""
+    Nor is one without a token. One whose refresh TikTok told us to wait for (Retry-After) comes last."""
     geos = {g.upper() for g in request.geos}
+    now = timezone.now()
     out = []
     for account in (
         PoolAccount.objects.filter(
@@ -221,7 +228,8 @@ def pool_candidates(*, request: LeaseRequest) -> list[Candidate]:
         overlap = sorted(geos & {g.upper() for g in account.geos})
         if not overlap:
             continue
-        out.append(Candidate(account=account, exact_language=match == "exact", geo_overlap=overlap))
+        waiting = account.refresh_not_before is not None and account.refresh_not_before > now
+        out.append(Candidate(account=account, exact_language=match == "exact", geo_overlap=overlap, waiting=waiting))
     return sorted(out, key=lambda c: c.rank_key)
 
 

@@ -745,3 +745,36 @@ def test_a_connect_consenting_as_a_leased_accounts_user_records_no_connected_eve
     new_events = Event.objects.exclude(pk__in=events_before)
     assert list(new_events.values_list("type", flat=True)) == []
     assert SocialAccount.objects.filter(identity=leased.identity).count() == 1
+
+
+def test_auto_assign_passes_over_an_account_tiktok_told_us_to_leave_alone(owner):
+    """TikTok throttled the refresh of the cheapest matching account for two hours (Retry-After): auto-assign
+    picked it anyway, its expired token could not be refreshed, and the partner's request failed although
+    another matching account was fine. It is ranked after the others until the wait is over."""
+    from urllib.parse import parse_qs
+
+    from tests.platform_helpers import intercepted
+
+    [throttled] = add_pool(1, price=3900)
+    [fine] = add_pool(1, price=4900)
+    held = PoolAccount.objects.get(pk=throttled).refresh_token
+
+    def throttle_one_account(request, sandbox):
+        if parse_qs(request.content.decode()).get("refresh_token") == [held]:
+            body = {"error": "rate_limit_exceeded", "error_description": "Too many requests"}
+            return httpx.Response(429, json=body, headers={"Retry-After": "7200"})
+        return sandbox.handle_request(request)
+
+    with time_machine.travel(later(days=2), tick=True), intercepted({"/oauth/token/": throttle_one_account}):
+        with pytest.raises(Exception, match="(?i)rate"):
+            services.pool_account_refresh_due(pool_account_id=throttled)  # the beat tick's refresh
+        accepted = request_accounts(owner, 1)
+        request = LeaseRequest.objects.get(pk=accepted["requestId"])
+        assert [c.account.pk for c in services.pool_candidates(request=request)] == [fine, throttled]
+        page = staff_login(Client(), superuser()).get(admin_object_url(LeaseRequest, request.pk))
+        assert "TikTok asked us to wait until" in page.content.decode()
+        result = services.lease_assign(request_id=accepted["requestId"], auto=True)
+
+    assert result.status == LeaseRequest.Status.ASSIGNED, services.failure_problems(result)
+    assert Lease.objects.get(request_id=accepted["requestId"]).pool_account_id == fine
+    assert PoolAccount.objects.get(pk=throttled).status == "available"
