@@ -56,7 +56,15 @@ def readyz(request):
     except Exception as exc:  # noqa: BLE001
         checks["broker"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    body = {"status": "ok" if ready else "unavailable", "checks": checks}
+    response = JsonResponse(body, status=200 if ready else 503)
+    if not ready:
+        # Not ready is what every deploy looks like until `migrate` has run, and what a broker restart looks
+        # like: a warning saying which check failed. Django's own line for a 503 is an ERROR that says
+        # neither ("Service Unavailable: /readyz"); a response marked so is not logged again by Django.
+        log.warning("not ready (503 from /readyz): %s", ", ".join(f"{k} {v}" for k, v in checks.items()))
+        response._has_been_logged = True
+    return response
 
 
 def oauth_callback(request, platform: str):

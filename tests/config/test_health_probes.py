@@ -56,17 +56,22 @@ def test_a_probe_answers_the_same_with_an_allowed_host(db, pod_client):
     assert allowed.get("/readyz").json() == pod_client.get("/readyz").json()
 
 
-def test_readyz_is_unavailable_while_a_migration_is_unapplied(db, anon, migrations_not_yet_known):
+def test_readyz_is_unavailable_while_a_migration_is_unapplied(db, anon, migrations_not_yet_known, caplog):
     # The release's newest migration of accounts is not applied yet: its code would fail on the missing
     # schema, so the load balancer must not send it traffic.
     latest = MigrationRecorder.Migration.objects.filter(app="accounts").order_by("-name").first()
     latest.delete()
-    response = anon.get("/readyz")
+    with caplog.at_level(logging.INFO):
+        response = anon.get("/readyz")
     assert response.status_code == 503
     assert response.json() == {
         "status": "unavailable",
         "checks": {"database": "error: 1 unapplied migration(s)", "broker": "ok"},
     }
+    # Not ready is what a deploy looks like until `migrate` has run: one warning saying why, not an ERROR
+    # ("Service Unavailable: /readyz") that pages whoever watches the errors and does not say why.
+    (line,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.levelno == logging.WARNING and "1 unapplied migration(s)" in line.getMessage()
 
 
 def test_readyz_looks_at_the_migrations_until_they_are_all_applied_then_only_selects_1(
