@@ -10,6 +10,7 @@ from accounts import selectors, services
 from accounts.models import OAuthSession
 from accounts.platforms.scopes import SCOPES
 from accounts.serializers import SocialAccountOutput
+from accounts.webhooks.apis import EVENT_DATA_BY_TYPE
 from config.api.errors import Validation
 from config.api.fields import StrictSerializer
 from config.api.pagination import page_response, page_window, paginate, paginate_by_position, parse_filters
@@ -29,9 +30,8 @@ class EventOutput(serializers.Serializer):
     type = serializers.CharField()
     createdAt = serializers.DateTimeField(source="created_at")
     data = serializers.DictField(
-        help_text="A snapshot of the object taken when the event was recorded (for social_account.* events the "
-        "social account as GET /v1/social-accounts/{id} showed it then), never updated afterwards: read "
-        "GET /v1/social-accounts/{id} for its current state."
+        help_text="A snapshot of the object taken when the event was recorded, never updated afterwards: read "
+        "the object's GET for its current state. " + EVENT_DATA_BY_TYPE
     )
 
 

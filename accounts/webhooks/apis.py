@@ -21,7 +21,19 @@ from config.api.views import ApiView
 
 TAGS = ["webhooks"]
 
-WEBHOOKS_GUIDE = """
+# What each event type's `data` is: the resource as its GET showed it when the event was recorded (the OpenAPI
+# EventOutput.data description says it too; README.md's Webhooks section in its own words).
+EVENT_DATA_BY_TYPE = (
+    "**What `data` is, by type**: for `social_account.*` the social account as `GET /v1/social-accounts/{id}` "
+    "shows it; for `scheduled_post.*` the post as `GET /v1/scheduled-posts/{id}` shows it; for "
+    "`lease_request.*` the request as `GET /v1/projects/{projectId}/leased-accounts/requests/{requestId}` shows "
+    "it. Leased accounts are announced by `lease_request.assigned` only (their ids are its `socialAccountIds`; "
+    "no `social_account.connected` is sent for them); later changes of a leased account are `social_account.*` "
+    "events like any other's (`needs_reauth`, `reconnected`, `disconnected` when it is released)."
+)
+
+WEBHOOKS_GUIDE = (
+    """
 Subscribe an HTTPS URL to event types. Layers POSTs each matching event to it, signed, retried, at least once.
 
 **Request.** `POST <your url>` with the body `{"id": "evt_…", "type": "…", "createdAt": "…", "data": {…}}`
@@ -48,6 +60,10 @@ def verify(raw_body: bytes, header: str, secret: str, tolerance: int = 300) -> b
 the event carries the same one. `social_account.connected` is recorded as the account is created, before its
 avatar is copied and its layers are provisioned, so it always arrives with `avatarUrl: null` and `layers: []`:
 do not store the avatar from it, read `GET /v1/social-accounts/{id}` for the account as it is now.
+
+"""
+    + EVENT_DATA_BY_TYPE
+    + """
 
 **Answer any 2xx** within 15 seconds (do slow work after answering): the status line and headers must be
 complete 15 seconds after we start connecting, however steadily they arrive. Anything else — another
@@ -83,6 +99,7 @@ must be `https` and resolve to public addresses only (private, loopback, link-lo
 addresses are refused when the endpoint is created and again before every attempt), with no credentials
 in it — authenticate requests with the signature.
 """
+)
 
 
 class EndpointOutput(serializers.Serializer):

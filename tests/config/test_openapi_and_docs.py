@@ -224,3 +224,33 @@ def test_the_docs_say_event_data_is_a_snapshot_and_where_to_read_the_account_now
         assert "GET /v1/social-accounts/{id}" in flat, where
         if where != "event data":
             assert "social_account.connected" in flat and "`avatarUrl: null`" in flat and "`layers: []`" in flat, where
+
+
+def test_the_docs_say_what_data_holds_for_every_event_family_and_leased_accounts_get_no_connected(schema):
+    # A partner writing a receiver from the docs knew the social_account.* payload only: for scheduled_post.* and
+    # lease_request.* it had to guess the field names, and a receiver mirroring accounts met leased account ids
+    # it never saw connected. Each family names the GET whose body its data is — a real operation of the API.
+    from pathlib import Path
+
+    from accounts.services import EVENT_TYPES
+    from accounts.webhooks.apis import WEBHOOKS_GUIDE
+
+    readme = (Path(django_settings.BASE_DIR) / "README.md").read_text()
+    texts = {
+        "event data": schema["components"]["schemas"]["EventOutput"]["properties"]["data"]["description"],
+        "webhook guide": WEBHOOKS_GUIDE,
+        "README webhooks": readme.split("\n## Webhooks\n", 1)[1].split("\n## ", 1)[0],
+    }
+    reads = {  # as the docs write it → the operation in the schema
+        "social_account": ("/v1/social-accounts/{id}", "/v1/social-accounts/{accountId}"),
+        "scheduled_post": ("/v1/scheduled-posts/{id}", "/v1/scheduled-posts/{postId}"),
+        "lease_request": ("/v1/projects/{projectId}/leased-accounts/requests/{requestId}",) * 2,
+    }
+    assert {t.split(".")[0] for t in EVENT_TYPES} == set(reads)
+    for _, operation in reads.values():
+        assert "get" in schema["paths"][operation], operation
+    for where, text in texts.items():
+        flat = " ".join(text.split())
+        for family, (path, _) in reads.items():
+            assert f"`{family}.*`" in flat and f"GET {path}" in flat, (where, family)
+        assert "`lease_request.assigned`" in flat and "`socialAccountIds`" in flat, where
