@@ -41,7 +41,9 @@ class NotDeletedInTheAdmin:
     """Organizations, projects and events are never deleted from the back-office: an organization or a project
     takes every account, post, event and lease of the partner with it (an organization also runs into the
     append-only ledger, a 500), and events are the partner's replay history (GET /v1/events) with their
-    deliveries; the retention job purges old events."""
+    deliveries; the retention job purges old events. Nor are an account's layers (one deleted by hand was
+    never put back for a leased account, whose posts' metrics then stopped syncing: the sync needs all four)
+    or a partner's content containers (its content, read by GET /v1/content/{containerId})."""
 
     def has_delete_permission(self, request, obj=None):
         return False

@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from accounts import crypto
+from accounts.admin import NotDeletedInTheAdmin
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.admin_site import NothingToSaveMixin, about, skip_in_action
 from accounts.models import Project
@@ -171,7 +172,9 @@ class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixi
 
 
 @admin.register(ContentContainer)
-class ContentContainerAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
+class ContentContainerAdmin(
+    NotDeletedInTheAdmin, NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin
+):
     list_display = ("id", "media_type", "project", "created_at")
     list_filter = ("media_type",)
     id_search_fields = {"cnt": ("id",), "prj": ("project_id",), "org": ("organization_id",)}
@@ -236,7 +239,7 @@ class ManagedProviderAdmin(admin.ModelAdmin):
 
 
 @admin.register(Layer)
-class LayerAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
+class LayerAdmin(NotDeletedInTheAdmin, NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
     list_display = ("name", "kind", "social_account", "project", "created_at")
     list_filter = ("kind",)
     id_search_fields = {
