@@ -17,7 +17,9 @@ secret, the recovery-code seed and used codes) to anyone who may view the list. 
 whose it is, its type and when it was made and last used, and nothing else; it can be deleted (a staff
 member who lost their phone sets up a new one at their next sign-in), which needs MFA
 (accounts/staff_mfa.py), but not added or edited: a secret typed into a form, or an authenticator moved to
-another user, is never what a colleague needs."""
+another user, is never what a colleague needs. Staff who are not superusers cannot delete the authenticator
+of anyone holding something they do not: that account's password alone would then sign in and set up a new
+TOTP."""
 
 # allauth's admin module registers its AuthenticatorAdmin when imported; imported here so that it has been
 # before it is replaced, whatever the order the apps' admin modules are loaded in.
@@ -102,6 +104,15 @@ class StaffAuthenticatorAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    # Deleting the authenticator of someone holding something the deleter does not (a superuser, a colleague
+    # with permissions they lack) would let that account's password alone sign in and set up a new TOTP: the
+    # permissions that need MFA, taken with a password, as setting that colleague's password would (the user
+    # admin above). "Delete selected" asks it of each selected authenticator too (get_deleted_objects).
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not (
+            obj is not None and outranks(obj.user, request.user)
+        )
 
     # A lost phone's authenticator deleted here takes the user's recovery codes with it, as turning TOTP off
     # on allauth's own pages does: left behind, the codes (printed, or on that phone) would still pass MFA,

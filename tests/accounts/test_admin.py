@@ -611,6 +611,44 @@ def test_deleting_a_lost_phones_authenticator_also_retires_its_recovery_codes(db
     assert thief.get("/admin/").status_code != 200  # an old recovery code opens nothing
 
 
+def test_staff_who_may_delete_authenticators_cannot_strip_the_second_factor_of_anyone_outranking_them(db):
+    """Deleting a superuser's TOTP (or that of a colleague holding permissions the deleter lacks) let the
+    victim's password alone sign in and set up a new TOTP: the permissions that need MFA, taken with a
+    password. Like the user admin (accounts/auth_admin.py `outranks`), the authenticator admin refuses it, on
+    the delete page and through "delete selected"; a colleague holding no more than they do is still helped."""
+    from django.contrib.auth.models import Permission
+
+    from tests.staff import signed_in_staff, staff_member, superuser, with_mfa
+
+    boss = superuser("boss")
+    treasurer = with_mfa(staff_member("treasurer", "billing.record_money"))
+    # deactivated for now: reactivating them is one edit away, so they hold their permissions all the same
+    dormant = with_mfa(staff_member("dormant", "leasing.change_lease"))
+    get_user_model().objects.filter(pk=dormant.pk).update(is_active=False)
+    # a superuser's status alone outranks: holding every permission as well changes nothing
+    everything = with_mfa(staff_member("everything", superuser=True))
+    everything.user_permissions.set(Permission.objects.all())
+    _, helpdesk = signed_in_staff("mfa.view_authenticator", "mfa.delete_authenticator", mfa=True, username="helpdesk")
+    for victim in (boss, treasurer, dormant, everything):
+        totp = Authenticator.objects.get(user=victim, type=Authenticator.Type.TOTP)
+        page = helpdesk.post(reverse("admin:mfa_authenticator_delete", args=[totp.pk]), {"post": "yes"})
+        assert page.status_code == 403, victim
+        bulk = {"action": "delete_selected", "_selected_action": [totp.pk], "post": "yes"}
+        assert helpdesk.post(reverse("admin:mfa_authenticator_changelist"), bulk).status_code == 403, victim
+        assert Authenticator.objects.filter(pk=totp.pk).exists(), f"helpdesk deleted {victim}'s authenticator"
+
+    # A colleague who lost their phone and holds nothing the helpdesk does not: helped, both ways.
+    for name in ("lost", "lost-too"):
+        lost = with_mfa(staff_member(name, "mfa.view_authenticator"))
+        totp = Authenticator.objects.get(user=lost, type=Authenticator.Type.TOTP)
+        if name == "lost":
+            helpdesk.post(reverse("admin:mfa_authenticator_delete", args=[totp.pk]), {"post": "yes"})
+        else:
+            bulk = {"action": "delete_selected", "_selected_action": [totp.pk], "post": "yes"}
+            helpdesk.post(reverse("admin:mfa_authenticator_changelist"), bulk)
+        assert not Authenticator.objects.filter(user=lost).exists(), name
+
+
 def test_organizations_projects_and_events_are_never_deleted_in_the_admin(owner, db):
     """Deleting an organization or a project took with it every account, post, event and lease of the partner
     (and, for an organization, ran into the append-only ledger: a 500); deleting events, the partner's replay
