@@ -1,7 +1,8 @@
 """MFA is required for staff who can assign accounts, move money, issue (or edit) API keys or set where a
 project's managed posts go (its managed-distribution provider), for staff who
 can hand out permissions (add or change users, groups or permissions), touch scheduled tasks (any
-django-celery-beat permission but the read-only ones) or change anyone's authenticators, and for superusers.
+django-celery-beat permission but the read-only ones), change anyone's authenticators or hold a permission to
+add, change or delete layer templates (which the admin grants no editing of), and for superusers.
 
 What is checked is the SESSION, not only the account: the admin answers a session that presented the
 account's second factor (allauth records an "mfa" authentication in the session when the TOTP or a recovery
@@ -80,6 +81,13 @@ KEY_PERMISSIONS = frozenset({"accounts.add_apikey", "accounts.change_apikey"})
 DISTRIBUTION_PERMISSIONS = frozenset(
     {"scheduling.add_managedprovider", "scheduling.change_managedprovider", "scheduling.delete_managedprovider"}
 )
+# What every new account is provisioned with: the onboarding layer template. The admin edits no template
+# (scheduling/admin.py), so these permissions do nothing there today; they are here so that a permission
+# named for changing every partner's new accounts is never held with a password alone, should anything come
+# to honour it.
+TEMPLATE_PERMISSIONS = frozenset(
+    {"scheduling.add_layertemplate", "scheduling.change_layertemplate", "scheduling.delete_layertemplate"}
+)
 # Moving money: every billing permission but the read-only ones (record_money, ledger and wallet changes).
 # Scheduled tasks: every django-celery-beat permission but the read-only ones. A periodic task runs any
 # registered task with the arguments written in it (a lease assignment, a charge run), so adding or changing
@@ -110,6 +118,7 @@ def staff_needs_mfa(user) -> bool:
             permission in ASSIGN_PERMISSIONS
             or permission in KEY_PERMISSIONS
             or permission in DISTRIBUTION_PERMISSIONS
+            or permission in TEMPLATE_PERMISSIONS
             or permission in GRANT_PERMISSIONS
             or (app in MFA_APPS and not codename.startswith("view_"))
         ):

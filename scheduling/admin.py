@@ -259,4 +259,22 @@ class LayerAdmin(NotDeletedInTheAdmin, NothingToSaveMixin, IdSearchMixin, Relate
 
 @admin.register(LayerTemplate)
 class LayerTemplateAdmin(admin.ModelAdmin):
+    """Shown, never edited, added or deleted, by anyone. The "Social Account Onboarding" template is what
+    every new account's layers are made from, and only its shape is right: one layer per kind that the
+    metrics sync and publishing count (services.ACCOUNT_LAYER_KINDS), which is code, not a setting. Edited
+    here, free JSON failed every lease assignment and every connect's layers step, or gave new accounts
+    fewer layers; renamed, new accounts would carry names their older siblings do not; deleted, it came back
+    from the code's defaults on the next provisioning. No procedure asks staff to change it: a change is a
+    migration, reviewed and applied everywhere alike. Other templates are used by nothing, so adding one is
+    no use either. Its permissions need MFA all the same (accounts/staff_mfa.py)."""
+
     list_display = ("name", "is_system")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -67,12 +67,42 @@ ACCOUNT_LAYER_KINDS = (
 )
 
 
+BUILT_IN_ACCOUNT_LAYERS = tuple({"kind": k.value, "name": k.label} for k in ACCOUNT_LAYER_KINDS)
+
+
 def _onboarding_template() -> LayerTemplate:
     template, _ = LayerTemplate.objects.get_or_create(
-        name=ONBOARDING_TEMPLATE,
-        defaults={"layers": [{"kind": k.value, "name": k.label} for k in ACCOUNT_LAYER_KINDS]},
+        name=ONBOARDING_TEMPLATE, defaults={"layers": list(BUILT_IN_ACCOUNT_LAYERS)}
     )
     return template
+
+
+def onboarding_layers_valid(layers) -> bool:
+    """Whether `layers` can be an onboarding template's: one {"kind", "name"} per account layer kind, each
+    kind exactly once, each name non-empty and fitting a layer's name."""
+    name_length = Layer._meta.get_field("name").max_length
+    return (
+        isinstance(layers, list)
+        and all(isinstance(spec, dict) for spec in layers)
+        and sorted(str(spec.get("kind")) for spec in layers) == sorted(k.value for k in ACCOUNT_LAYER_KINDS)
+        and all(isinstance(spec.get("name"), str) and 0 < len(spec["name"].strip()) <= name_length for spec in layers)
+    )
+
+
+def _onboarding_layers(template: LayerTemplate) -> list[dict]:
+    """The layers an account is given: the template's, or the built-in four if the stored template is not a
+    valid one. The admin edits no template (scheduling/admin.py), but a row saved there before it stopped, or
+    written by hand, may be anything; followed as it is, it failed every lease assignment and every connect's
+    layers step (a bare string for a spec), or gave accounts fewer than the four layers that the metrics sync
+    and publishing need (ACCOUNT_LAYER_KINDS, counted by account_has_layers), with nothing to show for it."""
+    if onboarding_layers_valid(template.layers):
+        return template.layers
+    log.warning(
+        "the %r layer template is not one {kind, name} per account layer kind; provisioning the built-in "
+        "layers instead",
+        template.name,
+    )
+    return list(BUILT_IN_ACCOUNT_LAYERS)
 
 
 def layers_provision_for_account(*, account) -> list[Layer]:
@@ -81,7 +111,7 @@ def layers_provision_for_account(*, account) -> list[Layer]:
     workers provision at once)."""
     template = _onboarding_template()
     existing = set(Layer.objects.filter(social_account=account).values_list("kind", flat=True))
-    for spec in template.layers:
+    for spec in _onboarding_layers(template):
         if spec["kind"] in existing:
             continue
         try:
