@@ -1,10 +1,13 @@
 from allauth.account.decorators import secure_admin_login
 from django.conf import settings
 from django.contrib import admin
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import Http404
 from django.urls import include, path, re_path, register_converter
 from django.views.static import serve
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.response import Response
 
 from accounts import views as ops_views
 from config.api.errors import api_not_found
@@ -24,9 +27,26 @@ handler500 = "config.api.errors.handler500"
 
 
 class PublicSchemaView(SpectacularJSONAPIView):
+    """/v1/openapi.json, for anyone and unthrottled (partners' tooling fetches it). Generating the document
+    costs ~40 ms of CPU and it is the same for every caller, so a process builds it once: anonymous callers
+    could otherwise keep a web process busy for free. A change of settings (tests) builds it again."""
+
     authentication_classes = []
     permission_classes = []
     throttle_classes = []
+    _document = None
+
+    def _get_schema_response(self, request):
+        cls = type(self)
+        if cls._document is None:
+            cls._document = super()._get_schema_response(request)
+        first = cls._document
+        return Response(data=first.data, headers={"Content-Disposition": first["Content-Disposition"]})
+
+
+@receiver(setting_changed)
+def _schema_settings_changed(**kwargs):
+    PublicSchemaView._document = None
 
 
 api_v1 = [

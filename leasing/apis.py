@@ -66,7 +66,7 @@ class LeaseRequestCreateApi(ApiView):
                 "LeaseRequestAccepted",
                 {
                     "requestId": serializers.CharField(),
-                    "status": serializers.CharField(),
+                    "status": serializers.ChoiceField(choices=["requested"]),
                     "submittedAt": serializers.DateTimeField(),
                 },
             ),

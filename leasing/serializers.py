@@ -4,6 +4,8 @@ from datetime import datetime
 
 from rest_framework import serializers
 
+from accounts.models import SocialAccount
+
 
 class NicheSerializer(serializers.Serializer):
     vertical = serializers.CharField()
@@ -65,7 +67,7 @@ class LeasedAccountNicheOutput(serializers.Serializer):
 class LeasedAccountOutput(serializers.Serializer):
     socialAccountId = serializers.CharField(source="social_account_id")
     handle = serializers.CharField(source="social_account.identity.handle")
-    status = serializers.CharField(source="social_account.status")
+    status = serializers.ChoiceField(choices=SocialAccount.Status.choices, source="social_account.status")
     niche = LeasedAccountNicheOutput(source="pool_account")
     requestId = serializers.CharField(source="request_id")
     monthlyPriceCents = serializers.IntegerField(source="monthly_price_cents")

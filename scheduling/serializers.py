@@ -119,7 +119,7 @@ class MetricsOutput(serializers.Serializer):
 
 
 class PublishedPostOutput(ScheduledPostOutput):
-    platform = serializers.CharField(source="social_account.platform")
+    platform = serializers.ChoiceField(choices=["tiktok", "instagram"], source="social_account.platform")
     metrics = MetricsOutput(source="*")
 
     def to_representation(self, post):

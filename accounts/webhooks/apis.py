@@ -140,8 +140,15 @@ class EndpointCreateInput(StrictSerializer):
         help_text="Absolute https URL with a public host: no credentials, no fragment; private, loopback, "
         "link-local and metadata addresses are refused (422).",
     )
+    # Declared as what the service accepts (an enum, at least one), with its messages: a client generated from
+    # the document knows both rules.
     events = serializers.ListField(
-        child=serializers.CharField(max_length=64),
+        child=serializers.ChoiceField(
+            choices=sorted(EVENT_TYPES),
+            error_messages={"invalid_choice": f"Unknown event type; one of: {', '.join(sorted(EVENT_TYPES))}."},
+        ),
+        min_length=1,
+        error_messages={"min_length": "List at least one event type."},
         help_text=f"Non-empty list of event types: {', '.join(sorted(EVENT_TYPES))}. Unknown types → 422.",
     )
 

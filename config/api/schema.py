@@ -132,6 +132,14 @@ RETRY_AFTER = {
         "schema": {"type": "integer", "minimum": 1},
     }
 }
+IDEMPOTENT_REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored response of an earlier request with the same "
+        "Idempotency-Key (nothing was done again); absent otherwise.",
+        "required": False,
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 IDEMPOTENCY_REUSED = (
     "IDEMPOTENCY_KEY_REUSED: within 24 h this Idempotency-Key was used with another request (another method, "
     "path or body) or from another API key of the organization, or its first request is still running."
@@ -150,7 +158,7 @@ def postprocess_plumbing_responses(result, generator, request, public):
     answers, so no view can forget them — 429 RATE_LIMITED (with Retry-After) everywhere; on POST, PUT and
     PATCH 413 PAYLOAD_TOO_LARGE, and 400 MALFORMED_REQUEST where the operation has a request body; on
     operations taking an Idempotency-Key 422 (malformed key) and 409 IDEMPOTENCY_KEY_REUSED, next to the
-    operation's own 409 codes."""
+    operation's own 409 codes, and the Idempotent-Replayed header on their 2xx responses."""
     for operations in result.get("paths", {}).values():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
@@ -163,6 +171,10 @@ def postprocess_plumbing_responses(result, generator, request, public):
                 responses.setdefault("413", _error_response(413))
             params = operation.get("parameters", [])
             if any(p.get("in") == "header" and p.get("name") == "Idempotency-Key" for p in params):
+                # A replay answers the first response's status (config/api/views.py), so any 2xx may carry it.
+                for status, response in responses.items():
+                    if status.startswith("2"):
+                        response.setdefault("headers", {}).update(IDEMPOTENT_REPLAYED)
                 responses.setdefault("422", _error_response(422))
                 conflict = responses.get("409")
                 if conflict is None:
