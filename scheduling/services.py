@@ -16,7 +16,7 @@ from typing import TypeVar
 import httpx
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q, Subquery, Window
+from django.db.models import Count, F, Q, QuerySet, Subquery, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
@@ -859,6 +859,22 @@ class _AccountGone(Exception):
     """The post's account was disconnected (revoked, or its lease released) after the post was claimed."""
 
 
+def _unless_account_gone(post: ScheduledPost, act: Callable[[QuerySet], int | bool]) -> None:
+    """`act` on the post's row while it is this run's (_still_ours) and its account is not disconnected, both
+    read in the database in act's own statement: raises _AccountGone if the account is disconnected, _LostClaim
+    if the row is no longer this run's. Run right before whatever makes the post exist: TikTok's init or
+    Instagram's draft delivery (the point of no return), the call to a managed provider.
+
+    The account read with the post is not enough: a dispatcher's batch (posts_publish) reads all its posts at
+    once, and a revoke or lease release committing before a post's turn cancels only the queued posts.
+    Nothing else stops this one: a released leased account's token goes back to Layers' pool (it is not
+    revoked at TikTok), a managed provider uses no token of ours, and Instagram keeps the grant of a user
+    still connected elsewhere (README), or when the revoke there failed (it is best-effort)."""
+    claimed = _still_ours(post)
+    if not act(claimed.exclude(social_account__status=SocialAccount.Status.DISCONNECTED)):
+        raise _AccountGone() if claimed.exists() else _LostClaim()
+
+
 def _publishing_posts(post_ids: list[str]) -> dict[str, ScheduledPost]:
     """The posts with everything publishing needs, in one query, plus one for their accounts' layers
     (`account_layers`: how many of the account's onboarding layers exist)."""
@@ -954,14 +970,8 @@ def _publish(post: ScheduledPost | None) -> str:
         now = timezone.now()
         # Taken by one run only: the first to mark (still under the claim it read) makes the call; a duplicate
         # run gets _LostClaim, and from now on this mark is what makes a write this run's (_still_ours).
-        claimed = _still_ours(post)
-        # The account is checked again here, not only when the batch was read: a revoke or a lease release
-        # may have committed meanwhile. A leased account's token is not revoked at the platform on release
-        # (it goes back to Layers' pool), so nothing else would stop the post landing on the returned account.
-        if not claimed.exclude(social_account__status=SocialAccount.Status.DISCONNECTED).update(
-            publish_attempted_at=now
-        ):
-            raise _AccountGone() if claimed.exists() else _LostClaim()
+        # Not if the account was revoked or released since the batch was read (_AccountGone).
+        _unless_account_gone(post, lambda rows: rows.update(publish_attempted_at=now))
         post.publish_attempted_at = now
         intent["marked"] = True
 
@@ -1249,12 +1259,13 @@ def _managed_enter(post: ScheduledPost, limits: list, holder: str) -> str | None
     """Take a slot at the provider's gate for this post: None when taken (the caller calls the provider, then
     callgate.leave), otherwise the outcome. Under the post's row lock, so that deciding and deferring are one
     step: a duplicate run of the claim finds the post held (the other run is calling) and is skipped, never
-    requeueing the post under that call (the next tick would call the provider a second time)."""
+    requeueing the post under that call (the next tick would call the provider a second time). Raises
+    _LostClaim / _AccountGone (_unless_account_gone): the provider posts on the account, so not once it is
+    revoked or released."""
     from accounts import callgate
 
     with transaction.atomic():
-        if not _still_ours(post).select_for_update().exists():
-            return "skipped"
+        _unless_account_gone(post, lambda rows: rows.select_for_update(of=("self",)).exists())
         refused = callgate.enter(limits=limits, holder=holder, lease=CLAIM_LEASE)
         if refused is None:
             return None
@@ -1321,7 +1332,12 @@ def _dispatch_managed(post: ScheduledPost) -> str:
         )
     ]
     holder = _gate_holder(post)  # taken now: settling the post below rewrites its claim in memory
-    entered = _managed_enter(post, limits, holder)
+    try:
+        entered = _managed_enter(post, limits, holder)
+    except _LostClaim:
+        return "skipped"
+    except _AccountGone:
+        return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
     if entered is not None:
         return entered
     answered = None

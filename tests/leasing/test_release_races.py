@@ -5,8 +5,10 @@ read of the row, the release's own transaction) and lets the other run there.
 - a token refresh that rotated the token while the release gave the pool the old one;
 - an admin edit of the pool account read before an assignment or a release committed;
 - a claimed post whose leased account is released before the post's creating call;
+- a batch of managed posts whose leased account is released while the first is with the provider;
 - the renewal job starting while a release commits."""
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -26,6 +28,7 @@ from tests.billing.factories import balance, charges, lease_assign
 from tests.concurrency import run_in_threads
 from tests.leasing.helpers import add_pool, get_request, request_accounts
 from tests.leasing.test_ops_guards import pool_form
+from tests.receivers import receiver
 from tests.scheduling.publish_helpers import post, sandbox_posts, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -189,6 +192,35 @@ def test_a_claimed_post_is_not_published_on_an_account_released_before_its_creat
     body = post(owner, scheduled["id"])
     assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED"
     assert sandbox_posts("tiktok", handle) == []
+
+
+def test_managed_posts_read_before_a_release_are_not_sent_to_the_provider_after_it(owner):
+    from scheduling import services as scheduling
+    from scheduling.models import ManagedProvider
+
+    _, account_id = leased_account(owner)
+    released = []
+
+    def provider(request):
+        if not released:  # the partner releases the account while the batch's first post is with the provider
+            released.append(account_services.social_account_revoke(account_id=account_id).released)
+        return 200, {"id": f"mp-{len(released)}"}, {}
+
+    with receiver(provider) as (url, received):
+        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        first = schedule_now(owner, account_id, mode="managed")
+        second = schedule_now(owner, account_id, mode="managed")
+        assert sorted(scheduling.posts_claim_due()) == sorted([first["id"], second["id"]])
+        # One dispatcher batch: both posts (and their account) are read before the release.
+        outcomes = scheduling.posts_publish(post_ids=[first["id"], second["id"]])
+
+    assert released == [True]
+    # The provider posts on the account itself: the second post must not reach it once the account is
+    # back in Layers' pool (no platform token is involved that could be refused).
+    assert [json.loads(r["body"])["scheduledPostId"] for r in received] == [first["id"]]
+    assert outcomes == {first["id"]: "published", second["id"]: "failed"}
+    body = post(owner, second["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED"
 
 
 def test_the_renewal_job_starting_during_a_release_charges_nothing_after_it(owner):
