@@ -335,7 +335,8 @@ def post_cancel(*, post_id: str, actor=None, api_key=None) -> ScheduledPost:
 
 def posts_cancel_for_account(*, account, cause: str, actor=None, api_key=None) -> int:
     """Cancel every queued post of `account` (revoke, lease release). Runs in the caller's transaction.
-    A post already claimed by a worker (publishing) is past the point of no return and is left alone.
+    A post already claimed by a worker (publishing) is left to that run: it fails ACCOUNT_DISCONNECTED unless
+    it already reached the platform or the managed provider (_unless_account_gone).
     `cause` ("account revoked", "lease released") and who acted (`actor`, `api_key`) are recorded on each."""
     who = acting(actor=actor, api_key=api_key)
     return ScheduledPost.objects.filter(social_account=account, status=ScheduledPost.Status.QUEUED).update(
@@ -863,7 +864,8 @@ def _unless_account_gone(post: ScheduledPost, act: Callable[[QuerySet], int | bo
     """`act` on the post's row while it is this run's (_still_ours) and its account is not disconnected, both
     read in the database in act's own statement: raises _AccountGone if the account is disconnected, _LostClaim
     if the row is no longer this run's. Run right before whatever makes the post exist: TikTok's init or
-    Instagram's draft delivery (the point of no return), the call to a managed provider.
+    Instagram's draft delivery (the point of no return), the call to a managed provider, Instagram's
+    media_publish of a container.
 
     The account read with the post is not enough: a dispatcher's batch (posts_publish) reads all its posts at
     once, and a revoke or lease release committing before a post's turn cancels only the queued posts.
@@ -906,7 +908,8 @@ def post_publish(*, post_id: str) -> str:
     (_still_ours), so it is never posted again, requeued under the run that posted it, or failed while live.
 
     Database work per post: the read, the two writes that make it at-most-once (the point of no return,
-    then the platform's publish id) and the final transition with its event."""
+    then the platform's publish id; an Instagram container has no point of no return, its account is read
+    again instead) and the final transition with its event."""
     return _publish(_publishing_posts([post_id]).get(post_id))
 
 
@@ -916,9 +919,9 @@ def posts_publish(*, post_ids: list[str]) -> dict[str, str]:
     over once its claim expires, and the others are not held up by it.
 
     The rows are read once for the whole list, so the last post's account is as it was a few publishes
-    earlier. That window is of the same kind as the one every publish already has between its read and
-    its platform calls: the conditional updates keep the post itself exact, and the platform refuses a
-    token that was revoked meanwhile (CREDENTIAL_INVALID)."""
+    earlier. The conditional updates keep the post itself exact, and its account is read again in the
+    database right before the call that makes the post exist (_unless_account_gone): a post of the list whose
+    account was revoked or released meanwhile fails ACCOUNT_DISCONNECTED instead of being published."""
     posts = _publishing_posts(post_ids)
     outcomes = {}
     for post_id in post_ids:
@@ -1009,6 +1012,16 @@ def _publish(post: ScheduledPost | None) -> str:
 def _publish_known_id(post: ScheduledPost, publish_id: str) -> str:
     """Store the platform's publish id, then settle the post right away (_resolve: Instagram's
     media_publish, or a first status check)."""
+    if not post.publish_attempted_at:
+        # No creating call was made (none marked): the id is an Instagram container, made just now or ahead
+        # (post_prepare), and the post exists only once media_publish in _resolve publishes it. The account is
+        # read again first, as at a point of no return: the batch read it before any revoke since.
+        try:
+            _unless_account_gone(post, lambda rows: rows.exists())
+        except _LostClaim:
+            return "skipped"
+        except _AccountGone:
+            return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
     next_check_at = timezone.now() + STATUS_POLL_FIRST
     if not _store_publish_id(post, publish_id=publish_id, next_check_at=next_check_at):
         return "skipped"  # no longer ours (_still_ours): whoever changed it settles the post

@@ -6,8 +6,10 @@ from datetime import timedelta
 import pytest
 import time_machine
 
+from accounts import services as account_services
 from accounts.models import Event, SocialAccount
 from accounts.platforms.sandbox.models import Container
+from accounts.platforms.tiktok import TikTokClient
 from scheduling import services, tasks
 from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
@@ -257,3 +259,39 @@ def test_a_prepared_container_that_failed_on_instagrams_side_is_made_again_not_p
     assert body["status"] == "published" and body["attempts"] == 2, body
     published = sandbox_posts("instagram", "prep.hiccup")
     assert len(published) == 1 and published[0].publish_id != errored.ig_id
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["prepared-ahead", "made-at-its-time"])
+def test_an_instagram_post_whose_account_is_revoked_while_its_batch_publishes_is_not_published(
+    owner, settings, monkeypatch, ahead
+):
+    if not ahead:
+        settings.LAYERS_PREPARE_AHEAD = timedelta(0)
+    revoked = connected_account(owner, "instagram", "prep.revoked")
+    # The same Instagram user stays connected in the other project, so the revoke keeps the grant at
+    # Instagram (README): the token this post was read with still works there.
+    connected_account(owner, "instagram", "prep.revoked", project=owner.projects[1])
+    other = connected_account(owner, "tiktok", "prep.first")
+    scheduled = schedule_now(owner, revoked["id"], caption="Not after the revoke", when=later(minutes=10))
+    run_dispatcher()
+    assert len(containers("prep.revoked")) == (1 if ahead else 0)
+
+    with time_machine.travel(later(minutes=10, seconds=1)):
+        first = schedule_now(owner, other["id"], caption="First in the batch")
+        publish, revokes = TikTokClient.publish, []
+
+        def revoke_then_publish(self, **kwargs):
+            if not revokes:  # the partner revokes while the batch's first post is being published
+                revokes.append(account_services.social_account_revoke(account_id=revoked["id"], api_key=owner.key))
+            return publish(self, **kwargs)
+
+        monkeypatch.setattr(TikTokClient, "publish", revoke_then_publish)
+        assert set(services.posts_claim_due()) == {first["id"], scheduled["id"]}
+        # One dispatcher batch: both posts, and the Instagram account as it was, are read before the revoke.
+        outcomes = services.posts_publish(post_ids=[first["id"], scheduled["id"]])
+
+    assert len(revokes) == 1
+    assert outcomes == {first["id"]: "published", scheduled["id"]: "failed"}
+    assert sandbox_posts("instagram", "prep.revoked") == []
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED"
