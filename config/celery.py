@@ -1,7 +1,7 @@
 from celery import Celery
 from celery.signals import import_modules, setup_logging, task_postrun, task_prerun
 
-from config import envfile
+from config import envfile, requestid
 
 envfile.load()
 
@@ -33,6 +33,20 @@ def _refuse_to_start_on_failed_checks(sender=None, **kwargs):
     from config import startup
 
     startup.refuse_to_start_on_failed_checks("celery")
+
+
+@task_prerun.connect(weak=False)
+def _task_id_on_log_lines(task=None, task_id=None, **kwargs):
+    """A task's log lines carry `task:<id>` (config/requestid.py); an eager one (tests) runs inside the
+    request that called it and keeps that request's id."""
+    if task is not None and not getattr(task.request, "is_eager", False):
+        requestid.set_current(f"task:{task_id}")
+
+
+@task_postrun.connect(weak=False)
+def _task_id_off_log_lines(task=None, **kwargs):
+    if task is not None and not getattr(task.request, "is_eager", False):
+        requestid.set_current(requestid.NONE)
 
 
 @task_prerun.connect(weak=False)

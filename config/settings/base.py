@@ -50,6 +50,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: /healthz and /readyz answer load balancers that send the pod's address as Host (config/probes.py).
     "config.probes.HealthProbeMiddleware",
+    # Next: every log line of the request, and its response, carry its id (config/requestid.py).
+    "config.requestid.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.ratelimit.ClientRateLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -519,7 +521,8 @@ LAYERS_STAFF_MFA_REQUIRED = env.bool("LAYERS_STAFF_MFA_REQUIRED", default=True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # request_id: the API request's X-Request-Id, or task:<id> in a worker, "-" elsewhere (config/requestid.py)
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LAYERS_LOG_LEVEL", default="INFO")},
     # httpx prints request URLs at INFO, and Instagram's carry the access token: kept at WARNING, and
