@@ -564,7 +564,9 @@ def _raise_for_graph(response: httpx.Response, body, *, secrets: tuple[str | Non
         message = redact(f"instagram {label}: {error.get('message') or ''}", *secrets)
         if code == TOKEN_INVALID_CODE:
             raise TokenInvalid(message, code=label, status=status)
-        if code in THROTTLING_CODES or subcode == QUOTA_SUBCODE:
+        # A 429 is a rate limit whatever its code says (a Graph error without one of the throttling codes was
+        # refused content: the post failed at once, "instagram None: Too Many Requests").
+        if code in THROTTLING_CODES or subcode == QUOTA_SUBCODE or status == 429:
             raise RateLimited(message, code=label, status=status, retry_after=_usage_retry_after(response))
         if status >= 500 or code in TRANSIENT_CODES or subcode in TRANSIENT_SUBCODES or error.get("is_transient"):
             raise PlatformUnavailable(message, code=label, status=status)

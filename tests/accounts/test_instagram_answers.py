@@ -43,3 +43,13 @@ def test_a_bare_http_429_is_rate_limited_not_a_refusal():
         client.get_profile(access_token="tok")
 
     assert caught.value.code == "http_429"
+
+
+def test_a_429_with_a_graph_error_but_no_throttling_code_is_rate_limited_too():
+    """A 429 whose body is a Graph error without one of the throttling codes: the post failed at once as refused
+    content ("instagram None: Too Many Requests") where a later attempt would have gone through."""
+    body = {"error": {"message": "Too Many Requests", "type": "OAuthException"}}
+    client = instagram(lambda request: httpx.Response(429, json=body))
+
+    with pytest.raises(RateLimited):
+        client.get_profile(access_token="tok")
