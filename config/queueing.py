@@ -57,9 +57,20 @@ def platform_retry_countdown(task, exc) -> float | None:
 def retry_or_leave_to_the_tick(task, exc, *, what: str) -> str:
     """Retry `task` after platform_retry_countdown (raises Celery's Retry), or, when the platform asked for a
     longer wait than a retry may spend in the broker, end it as "throttled": its periodic tick runs it again
-    once the wait the service recorded has passed. `what` names the work in the log line."""
+    once the wait the service recorded has passed. Its retries used up (a platform down for the hour they
+    span), it ends as "unavailable" with one warning, and the tick, still finding the work due, queues it
+    again: Celery's own MaxRetriesExceededError was an ERROR traceback per account per outage that did not say
+    the platform was down, and buried real errors. `what` names the work in the log line."""
     countdown = platform_retry_countdown(task, exc)
     if countdown is None:
         log.info("%s: the platform asked to wait %d s; a later tick does it then", what, exc.retry_after)
         return "throttled"
+    if task.max_retries is not None and task.request.retries >= task.max_retries:
+        log.warning(
+            "%s: the platform is still unavailable after %d retries (%s); a later tick tries again",
+            what,
+            task.request.retries,
+            exc.code or type(exc).__name__,
+        )
+        return "unavailable"
     raise task.retry(countdown=countdown)

@@ -224,3 +224,43 @@ def test_the_post_connect_fan_out_never_waits_in_the_broker_longer_than_the_long
             retries.run_due()
     assert len(retries.countdowns) == tasks.social_account_after_connect.max_retries
     assert max(retries.countdowns) <= settings.LAYERS_MAX_TASK_COUNTDOWN, retries.countdowns
+
+
+def tiktok_down():
+    def answer(request, sandbox):
+        body = {"data": {}, "error": {"code": "internal_error", "message": "down", "log_id": "x"}}
+        return httpx.Response(500, json=body)
+
+    return {"/sandbox/tiktok/v2/": answer}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_last_retry_during_an_outage_ends_with_one_warning_and_leaves_the_work_to_the_tick(owner, caplog):
+    """Celery's MaxRetriesExceededError was an ERROR traceback per account (and per pool account) each time a
+    platform outage outlasted the retries: thousands of them, none saying the platform was down."""
+    from accounts import tasks as account_tasks
+    from leasing import tasks as leasing_tasks
+
+    pk = connected_account(owner, "tiktok", "outage.health")["id"]
+    SocialAccount.objects.filter(pk=pk).update(token_expires_at=timezone.now() + timedelta(hours=1))
+    [pool_id] = add_pool(1)
+    with caplog.at_level("INFO"), intercepted(tiktok_down()):
+        checked = account_tasks.social_account_check_health.apply(args=[pk], retries=5)
+        with time_machine.travel(timezone.now() + timedelta(hours=20), tick=False):
+            refreshed = leasing_tasks.pool_account_refresh_token.apply(args=[pool_id], retries=5)
+
+    assert (checked.result, refreshed.result) == ("unavailable", "unavailable")
+    assert SocialAccount.objects.get(pk=pk).status == "connected"
+    assert PoolAccount.objects.get(pk=pool_id).status == "available"
+    assert [r.levelname for r in caplog.records if r.levelno >= 30 and "still unavailable" in r.getMessage()] == [
+        "WARNING",
+        "WARNING",
+    ]
+    assert not [r for r in caplog.records if r.levelno >= 40]
+    # and the ticks still find both due, so they are queued again
+    from accounts import services as account_services
+    from leasing import services as leasing_services
+
+    assert pk in account_services.social_accounts_due_for_health(now=timezone.now() + timedelta(minutes=31))
+    later_on = timezone.now() + timedelta(hours=20)
+    assert pool_id in leasing_services.pool_accounts_due_for_refresh(now=later_on)
