@@ -484,3 +484,20 @@ def test_the_posts_list_does_not_list_every_project_of_every_partner(owner, outs
     for params in ({"q": owner.project.pk}, {"project__id__exact": owner.project.pk}):
         assert [row.pk for row in staff.get(POSTS, params).context["cl"].result_list] == [post], params
     assert not staff.get(POSTS, {"project__id__exact": unrelated.pk}).context["cl"].result_list
+
+
+def test_after_an_outage_ops_find_the_posts_it_failed_and_retry_them_together(owner, staff):
+    account = make_account(owner)
+    posts = [schedule_now(owner, account.pk, when=timezone.now())["id"] for _ in range(4)]
+    codes = ["PLATFORM_UNAVAILABLE", "PLATFORM_UNAVAILABLE", "PLATFORM_REJECTED", "RATE_LIMITED"]
+    for post_id, code in zip(posts, codes, strict=True):
+        ScheduledPost.objects.filter(pk=post_id).update(status="failed", error_code=code, attempts=5)
+
+    page = staff.get("/admin/scheduling/scheduledpost/?failure=PLATFORM_UNAVAILABLE")
+    assert page.status_code == 200
+    listed = [post_id for post_id in posts if post_id.encode() in page.content]
+    assert listed == posts[:2]
+    retry(staff, "retry_posts", *listed)
+
+    statuses = dict(ScheduledPost.objects.filter(pk__in=posts).values_list("pk", "status"))
+    assert [statuses[p] for p in posts] == ["queued", "queued", "failed", "failed"]
