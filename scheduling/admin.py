@@ -281,6 +281,10 @@ class LayerAdmin(NotDeletedInTheAdmin, NothingToSaveMixin, IdSearchMixin, Relate
     list_select_related = ("social_account__identity", "project")  # an account's label is its handle
     readonly_fields = [f.name for f in Layer._meta.fields]
 
+    def has_add_permission(self, request):
+        # Layers are provisioned with their account; an add page of read-only fields only crashed on Save.
+        return False
+
 
 @admin.register(LayerTemplate)
 class LayerTemplateAdmin(admin.ModelAdmin):

@@ -42,3 +42,14 @@ def test_no_staff_member_can_delete_a_partners_content_container(owner):
 
     assert boss.post(admin_object_url(ContentContainer, container_id, "delete"), {"post": "yes"}).status_code == 403
     assert owner.client.get(f"/v1/content/{container_id}").status_code == 200
+
+
+def test_no_one_can_add_a_layer_in_the_admin(db):
+    # The add page was offered, every field read-only, and its Save crashed (a 500: no organization).
+    boss = staff_login(Client(), superuser("boss"))
+    changelist = boss.get("/admin/scheduling/layer/")
+    assert changelist.status_code == 200 and "/admin/scheduling/layer/add/" not in changelist.content.decode()
+    assert boss.get("/admin/scheduling/layer/add/").status_code == 403
+    boss.raise_request_exception = False
+    assert boss.post("/admin/scheduling/layer/add/", {"_save": "Save"}).status_code == 403
+    assert not Layer.objects.exists()
