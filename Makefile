@@ -3,8 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-PORT ?= 8000
+# `make run PORT=8765` (or PORT in the environment) reaches the processes; PORT in .env or LAYERS_ENV_FILE is
+# read by the settings, which derive LAYERS_PUBLIC_URL (OAuth callbacks, the banner) from it: gunicorn binds
+# the port the settings say (RUN_PORT, asked of them like WEBHOOK_QUEUE below), never another one.
+ifdef PORT
 export PORT
+endif
+RUN_PORT = $(shell $(if $(PORT),PORT=$(PORT) )$(PY) manage.py shell --no-imports -c "from django.conf import settings; print(settings.PORT)")
 # Webhook sends run on workers of their own, on the queue the settings route them to (LAYERS_WEBHOOK_QUEUE,
 # from the environment or .env; empty: the default queue). Asked of the settings themselves, when the run
 # recipe is expanded (after install), so that the worker listens where the tasks go.
@@ -44,7 +49,7 @@ run: install
 	$(VENV)/bin/celery -A config worker -l info --pool threads --concurrency 8 -Q celery -n main@%h & \
 	$(VENV)/bin/celery -A config worker -l info --pool threads --concurrency 4 -Q $(WEBHOOK_QUEUE) -n webhooks@%h & \
 	$(VENV)/bin/celery -A config beat -l info --scheduler django_celery_beat.schedulers:DatabaseScheduler & \
-	$(VENV)/bin/gunicorn config.wsgi -c config/gunicorn_conf.py --bind 127.0.0.1:$(PORT) & \
+	$(VENV)/bin/gunicorn config.wsgi -c config/gunicorn_conf.py --bind 127.0.0.1:$(RUN_PORT) & \
 	wait -n  # if any of them dies, stop them all (the EXIT trap) rather than run on half-broken
 # Ctrl-C already signals every process of the group: the INT trap only waits for them. Signalling them again
 # (as the TERM and EXIT traps do) made celery beat run its shutdown handler inside itself and hang on its own

@@ -91,3 +91,28 @@ def test_the_readmes_production_commands_start_workers_and_beat_as_make_run_does
     production = readme[readme.index("**Production**") : readme.index("## Architecture")]
     documented = set(re.findall(r"`(celery -A config [^`]+)`", production))
     assert len(started) == 3 and documented == started, (documented, started)
+
+
+def test_make_run_binds_the_port_its_settings_give_the_oauth_callbacks(tmp_path):
+    # PORT in .env made LAYERS_PUBLIC_URL (callbacks, the banner) name that port while gunicorn bound 8000:
+    # every authorize URL sent customers to a port nothing listened on.
+    env_file = tmp_path / ".env"
+    env_file.write_text("PORT=18599\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "DJANGO_SETTINGS_MODULE", "LAYERS_PUBLIC_URL")}
+
+    def bound(*args: str, **extra: str) -> str:
+        recipe = subprocess.run(
+            ["make", "-n", "run", *args],
+            cwd=settings.BASE_DIR,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        (line,) = [line for line in recipe.splitlines() if "gunicorn config.wsgi" in line]
+        return shlex.split(line.rstrip("& \\"))[-1]
+
+    assert bound(LAYERS_ENV_FILE=str(env_file)) == "127.0.0.1:18599"
+    assert bound("PORT=8765", LAYERS_ENV_FILE=str(env_file)) == "127.0.0.1:8765"  # the command line wins
+    assert bound() == "127.0.0.1:8000"
