@@ -49,11 +49,14 @@ rotation the header carries two `v1=` values (new secret, then old): accept the 
 import hashlib, hmac, time
 
 def verify(raw_body: bytes, header: str, secret: str, tolerance: int = 300) -> bool:
-    items = [part.split("=", 1) for part in header.split(",")]
-    t = next(v for k, v in items if k == "t")
-    expected = hmac.new(secret.encode(), f"{t}.".encode() + raw_body, hashlib.sha256).hexdigest()
+    items = [part.split("=", 1) for part in header.split(",") if "=" in part]
+    stamps = [v for k, v in items if k == "t"]
+    if len(stamps) != 1 or not stamps[0].isdigit():
+        return False  # no signature of ours: answer 400, never crash
+    t = stamps[0]
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + raw_body, hashlib.sha256).hexdigest().encode()
     fresh = abs(time.time() - int(t)) <= tolerance  # every attempt is signed afresh: old t = replay
-    return fresh and any(hmac.compare_digest(expected, v) for k, v in items if k == "v1")
+    return fresh and any(hmac.compare_digest(expected, v.encode()) for k, v in items if k == "v1")
 ```
 
 **Event data is a snapshot** taken when the event was recorded, never updated afterwards; every delivery of

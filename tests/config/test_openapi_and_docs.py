@@ -298,3 +298,30 @@ def test_the_document_is_built_once_per_process(db, monkeypatch):
     assert first.status_code == second.status_code == 200 and first.json() == second.json()
     assert second["Content-Type"].startswith("application/vnd.oai.openapi+json") or "json" in second["Content-Type"]
     assert len(builds) == 1
+
+
+@pytest.mark.parametrize("where", ["README webhooks", "webhook guide"])
+def test_the_documented_verifier_accepts_our_signatures_and_refuses_anything_else_without_crashing(where):
+    # A partner copying the verifier answered a request without our header, or with a mangled one, with a 500:
+    # it raised (ValueError, StopIteration, TypeError on a non-ASCII value) instead of saying False.
+    import time
+    from pathlib import Path
+
+    from accounts.webhooks.apis import WEBHOOKS_GUIDE
+    from accounts.webhooks.services import signature_header
+
+    text = (Path(django_settings.BASE_DIR) / "README.md").read_text() if where == "README webhooks" else WEBHOOKS_GUIDE
+    block = text[text.index("def verify(") :].split("```", 1)[0]
+    lines = block.splitlines()
+    indent = len(lines[1]) - len(lines[1].lstrip()) - 4  # the snippet's own indentation in the document
+    code = "\n".join(line[indent:] if line.strip() else "" for line in lines[1:])
+    namespace: dict = {}
+    exec("import hashlib, hmac, time\n" + lines[0].strip() + "\n" + code, namespace)  # noqa: S102 - our docs
+    verify = namespace["verify"]
+
+    body, now = b'{"id":"evt_1"}', int(time.time())
+    assert verify(body, signature_header(secrets_=["whsec_new", "whsec_old"], timestamp=now, body=body), "whsec_old")
+    assert not verify(body, signature_header(secrets_=["whsec_x"], timestamp=now - 400, body=body), "whsec_x")
+    assert not verify(body + b" ", signature_header(secrets_=["whsec_x"], timestamp=now, body=body), "whsec_x")
+    for mangled in ("", "v1=abc", "t=abc,v1=abc", f"t={now}", f"t={now},v1=é", "garbage", f"t={now},t={now},v1=a"):
+        assert verify(body, mangled, "whsec_x") is False, mangled
