@@ -184,8 +184,9 @@ class ReauthUrlInput(StrictSerializer):
         "a list with none of the publishing scopes (TikTok video.publish / video.upload, Instagram "
         "instagram_business_content_publish) → 422 VALIDATION on `scopes`, and a grant with none of them (the "
         "customer unticked it) is refused with access_denied and the account left as it was; "
-        "with TikTok's video.upload alone it posts drafts, and its publish-mode posts fail with "
-        "CREDENTIAL_INVALID (the token lacks the publishing permission) and it goes back to reauth_required.",
+        "with TikTok's video.upload alone it posts drafts, and a target in mode publish is refused at schedule "
+        "(422 VALIDATION on `targets.<i>.mode`; video.publish alone: the same for mode draft); a post queued "
+        "before the grant narrowed fails alone with PLATFORM_REJECTED, and the account stays connected.",
     )
     returnUrl = serializers.CharField(
         max_length=2048,

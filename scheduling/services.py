@@ -20,7 +20,7 @@ from django.db.models import Count, F, Q, QuerySet, Subquery, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from accounts.models import SocialAccount
+from accounts.models import Platform, SocialAccount
 from accounts.platforms.base import (
     MediaItem,
     PermissionMissing,
@@ -32,6 +32,7 @@ from accounts.platforms.base import (
     RequestRejected,
     TokenInvalid,
 )
+from accounts.platforms.scopes import PUBLISHING, grant_lacks_mode, scope_for_mode
 from accounts.services import (
     api_key_source,
     event_record,
@@ -206,7 +207,7 @@ def posts_schedule(
             # were connected in, so a project whose organization changed under them (the admin refuses it;
             # an UPDATE by hand would not) must not hand them to the project's new organization.
             .filter(pk__in=ids, project_id=container.project_id, organization_id=container.organization_id)
-            .only("id", "platform", "status", "organization_id", "project_id")
+            .only("id", "platform", "status", "scopes", "organization_id", "project_id")
         }
         provider = ManagedProvider.objects.filter(project_id=container.project_id, enabled=True).first()
         errors: dict[str, list[str]] = {}
@@ -221,6 +222,8 @@ def posts_schedule(
                 errors[f"targets.{index}.socialAccountId"] = ["The same account is targeted twice."]
             elif target.mode == ScheduledPost.Mode.MANAGED and provider is None:
                 errors[f"targets.{index}.mode"] = ["The project has no managed-distribution provider configured."]
+            elif problem := _grant_problem(account, target.mode):
+                errors[f"targets.{index}.mode"] = [problem]
             elif (
                 target.mode == ScheduledPost.Mode.DRAFT
                 and account.platform == "instagram"
@@ -260,6 +263,32 @@ def posts_schedule(
         ]
         ScheduledPost.objects.bulk_create(posts)
     return posts
+
+
+def _grant_problem(account: SocialAccount, mode: str) -> str | None:
+    """Why the account's grant cannot post in `mode`, if it cannot: a TikTok grant may hold video.upload
+    without video.publish or the other way round (the customer unticked one), and TikTok refuses the other
+    mode's calls. Said now, while the partner can choose the other mode or have the customer reauthorize,
+    rather than as a failed post hours later. Only for a connected account whose grant's scopes are known:
+    an account awaiting a reauth gets a new grant before its posts are due, and an account connected before
+    scopes were stored is accepted as before (its post says at its time if the scope is missing)."""
+    if account.status != SocialAccount.Status.CONNECTED:
+        return None
+    missing = grant_lacks_mode(account.platform, mode, _granted(account.scopes))
+    if missing is None:
+        return None
+    name = Platform(account.platform).label
+    return (
+        f"The account's {name} grant lacks {missing}, which posts in mode {mode} need: {name} would refuse this "
+        f"post. A reauth of the account (POST /v1/projects/{{projectId}}/social/reauth-url, with {missing} among "
+        "its scopes, as it is by default) grants it."
+    )
+
+
+def _granted(scopes: str) -> set[str]:
+    """The scopes of a grant as an account stores them (SocialAccount.scopes, what the platform said it
+    granted at connect or reauth; none: unknown)."""
+    return {scope for scope in scopes.split(",") if scope}
 
 
 def _caption_problem(*, platform: str, container: ContentContainer, mode: str) -> str | None:
@@ -437,7 +466,8 @@ MAX_ATTEMPTS = 5
 EXPIRED_UNREFRESHABLE = "The account's token expired and could not be refreshed."
 # The token works but was granted without the scope the post needs (TikTok's scope_not_authorized: video.publish
 # for publish mode, video.upload for drafts; Instagram's codes 10 and 200-299): saying "rejected the token"
-# would send the partner hunting for a dead token. The remedy is the same, a reauth that grants it.
+# would send the partner hunting for a dead token. The remedy is the same, a reauth that grants it. A TikTok
+# grant known to lack it and to hold the other mode's scope fails the post alone instead (_mode_scope_refused).
 PERMISSION_MISSING = "The account's token lacks the publishing permission; it needs a reauth."
 STATUS_POLL_FIRST = timedelta(seconds=2)
 STATUS_POLL_MAX = timedelta(minutes=2)
@@ -765,7 +795,17 @@ def _fail(post: ScheduledPost, code: str, message: str, *, created_nothing: bool
 
 def _token_refused(post: ScheduledPost, token_version: int, exc: TokenInvalid, message: str) -> str:
     """The platform refused the token of a call that created nothing: fail CREDENTIAL_INVALID if the token is
-    dead (accounts.services.social_account_token_rejected), otherwise try the post again shortly."""
+    dead (accounts.services.social_account_token_rejected), otherwise try the post again shortly. A refusal
+    for the scope of the post's mode alone, on a grant that posts in another mode, fails only this post."""
+    if isinstance(exc, PermissionMissing) and (scope := _mode_scope_refused(post, token_version)):
+        return _fail(
+            post,
+            "PLATFORM_REJECTED",
+            f"The platform refused the post: the account's grant lacks {scope}, which posts in mode {post.mode} "
+            f"need ({exc.code or 'permission missing'}). The account's other posts are not affected; a reauth "
+            f"granting {scope} lets it post in mode {post.mode} again.",
+            created_nothing=True,
+        )
     try:
         dead = social_account_token_rejected(
             account_id=post.social_account_id,
@@ -779,6 +819,30 @@ def _token_refused(post: ScheduledPost, token_version: int, exc: TokenInvalid, m
         return _fail(post, "CREDENTIAL_INVALID", message, created_nothing=True)
     renewed = PlatformUnavailable(f"the account's token is being renewed ({exc.code or 'token refused'})")
     return _retry_later(post, renewed)
+
+
+def _mode_scope_refused(post: ScheduledPost, token_version: int) -> str | None:
+    """The scope of the post's mode (scopes.MODE_SCOPES: TikTok's video.publish or video.upload) when the
+    platform refused it for a missing permission and the account's grant, still the one the call used
+    (`token_version`), is known to lack that scope and to hold another publishing scope: the token is alive
+    and posts in the other mode (a post queued before a reauth that asked for video.upload only). Taking it
+    for a dead token would send the account to reauth_required and fail every queued post of it, those the
+    grant can post too. None otherwise, and the refusal is handled as any refused token: the grant's scopes
+    unknown, a single publishing scope (Instagram's), a newer token, or a grant we were told holds the scope
+    (the customer withdrew permissions at the platform since: what is left of the grant is not known)."""
+    platform = post.social_account.platform
+    if scope_for_mode(platform, post.mode) is None:
+        return None
+    scopes = (
+        SocialAccount.objects.filter(pk=post.social_account_id, token_version=token_version)
+        .values_list("scopes", flat=True)
+        .first()
+    )
+    if scopes is None:
+        return None
+    granted = _granted(scopes)
+    missing = grant_lacks_mode(platform, post.mode, granted)
+    return missing if missing and granted & PUBLISHING[platform] else None
 
 
 def _fail_token_dead(post: ScheduledPost, token_version: int, message: str) -> str:

@@ -55,7 +55,8 @@ class PermissionMissing(TokenInvalid):
     """A TokenInvalid whose token is alive but lacks the permission (scope) the call needs (TikTok's
     scope_not_authorized, Instagram's codes 10 and 200-299 on a publishing call). The remedy is the same
     (a reauth granting it), so callers that only care about that treat it as any TokenInvalid; the publisher
-    tells the partner which of the two it was."""
+    tells the partner which of the two it was, and fails only the post when the grant still posts in another
+    mode (TikTok's video.publish and video.upload: scheduling.services._mode_scope_refused)."""
 
 
 class RateLimited(PlatformError):

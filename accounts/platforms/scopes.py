@@ -42,3 +42,25 @@ def grant_lacks_publishing(platform: str, granted) -> bool:
     would otherwise have every connect refused; its posts say so if the scope is missing after all."""
     granted = set(granted)
     return bool(granted) and not granted & PUBLISHING[platform]
+
+
+# The publishing scope a post in each mode needs where the platform asks for one per mode: TikTok's
+# creator_info and direct-post inits (mode publish) need video.publish, its inbox uploads (mode draft)
+# video.upload, and a grant may hold one without the other. Instagram has a single publishing permission,
+# which every grant Layers binds holds (grant_lacks_publishing), and its drafts are a Layers delivery that
+# no permission grants; managed posts go to the project's provider and use no token.
+MODE_SCOPES: dict[str, dict[str, str]] = {"tiktok": {"publish": "video.publish", "draft": "video.upload"}}
+
+
+def scope_for_mode(platform: str, mode: str) -> str | None:
+    """The scope a post of `platform` in `mode` needs of its own, if any (MODE_SCOPES)."""
+    return MODE_SCOPES.get(platform, {}).get(mode)
+
+
+def grant_lacks_mode(platform: str, mode: str, granted) -> str | None:
+    """The scope a grant whose scopes the platform reported (`granted`) lacks for posting in `mode`, or None.
+    A grant whose scopes are not known (empty: an account connected before they were stored, or a platform
+    that did not say) is not taken as lacking it, as in grant_lacks_publishing."""
+    needed = scope_for_mode(platform, mode)
+    granted = set(granted)
+    return needed if needed and granted and needed not in granted else None

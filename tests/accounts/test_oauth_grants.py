@@ -10,6 +10,7 @@ import re
 
 import httpx
 import pytest
+from django.utils import timezone
 
 from accounts import services
 from accounts.models import Event, OAuthSession, SocialAccount
@@ -22,8 +23,9 @@ from tests.accounts.oauth_helpers import (
     start,
     status,
 )
+from tests.conftest import assert_error
 from tests.platform_helpers import intercepted
-from tests.scheduling.publish_helpers import post, run_dispatcher, sandbox_posts, schedule_now
+from tests.scheduling.publish_helpers import iso, post, run_dispatcher, sandbox_posts, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -126,7 +128,8 @@ def test_connecting_again_without_the_publishing_permission_leaves_the_existing_
 
 def test_a_tiktok_connect_granting_the_draft_upload_only_connects_and_its_direct_posts_say_what_is_missing(owner):
     # video.upload alone posts drafts to the creator's inbox: a grant Layers can use, so it connects. A post
-    # in publish mode then needs video.publish, and its failure says so instead of blaming a dead token.
+    # in publish mode needs video.publish: it is refused when scheduled, naming what is missing, and the
+    # account stays connected, its drafts posting.
     link = start(owner, "tiktok")
     consent_and_return(
         "tiktok", granting(link["authorizeUrl"], "user.info.basic,user.info.profile,video.upload"), "drafts.only"
@@ -139,15 +142,20 @@ def test_a_tiktok_connect_granting_the_draft_upload_only_connects_and_its_direct
     run_dispatcher()
     assert post(owner, draft["id"])["status"] == "published"
 
-    direct = schedule_now(owner, account_id, mode="publish")
-    run_dispatcher()
-    failed = post(owner, direct["id"])
-    assert failed["status"] == "failed"
-    assert failed["error"] == {
-        "code": "CREDENTIAL_INVALID",
-        "message": "The account's token lacks the publishing permission; it needs a reauth.",
-    }
-    assert SocialAccount.objects.get(pk=account_id).status == "reauth_required"
+    container = owner.client.post(
+        f"/v1/projects/{owner.project.id}/content",
+        {"mediaType": "video", "mediaUrls": ["https://cdn.acme.test/clip.mp4"]},
+        format="json",
+    ).json()
+    response = owner.client.post(
+        f"/v1/content/{container['id']}/schedule",
+        {"targets": [{"socialAccountId": account_id, "mode": "publish"}], "scheduledFor": iso(timezone.now())},
+        format="json",
+    )
+    error = assert_error(response, 422, "VALIDATION")
+    [message] = error["details"]["fields"]["targets.0.mode"]
+    assert "video.publish" in message and "reauth" in message, message
+    assert SocialAccount.objects.get(pk=account_id).status == "connected"
     assert len(sandbox_posts("tiktok", "drafts.only")) == 1
 
 
