@@ -5,6 +5,8 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from accounts import selectors as account_selectors
+from accounts.platforms.instagram import CAPTION_MAX as INSTAGRAM_CAPTION_MAX
+from accounts.platforms.tiktok import PHOTO_DESCRIPTION_MAX, VIDEO_TITLE_MAX
 from config.api.fields import AwareDateTimeField, StrictSerializer
 from config.api.pagination import paginate, parse_filters
 from config.api.returnurl import url_shape_problem
@@ -14,7 +16,9 @@ from scheduling import selectors, services
 from scheduling.serializers import ContainerOutput, PublishedPostOutput, ScheduledPostOutput
 
 MEDIA_COUNTS = {"video": (1, 1), "image": (1, 1), "carousel": (2, 35)}
-MAX_CAPTION = 2200
+# The longest caption any target takes (TikTok's photo descriptions); each target is held to its own
+# platform's limit when it is scheduled (services._caption_problem).
+MAX_CAPTION = max(PHOTO_DESCRIPTION_MAX, VIDEO_TITLE_MAX, INSTAGRAM_CAPTION_MAX)
 MAX_TARGETS = 100
 
 
@@ -54,9 +58,11 @@ class ContainerInput(StrictSerializer):
         allow_blank=True,
         default="",
         trim_whitespace=False,
-        help_text="At most 2200 characters. TikTok counts UTF-16 code units (an emoji counts two): a caption "
-        "too long for it is refused when a TikTok target is scheduled. Instagram takes at most 30 hashtags and "
-        "20 @mentions: a caption with more is refused when an Instagram target in mode publish is scheduled.",
+        help_text="At most 4000 characters, the longest any target takes; each target is held to its "
+        "platform's limit when it is scheduled (422 on `targets.<i>.socialAccountId`): TikTok counts UTF-16 "
+        "code units (an emoji counts two), at most 2200 in a video's title and 4000 in a photo post's "
+        "description; Instagram takes at most 2200 characters, and in mode publish at most 30 hashtags and "
+        "20 @mentions.",
     )
 
     def validate(self, data):
@@ -158,9 +164,11 @@ class ScheduleApi(ApiView):
             "whose granted scopes are unknown is accepted. A TikTok target "
             "is refused (422 on `targets.<i>.socialAccountId`) when the caption is too long for TikTok, which "
             "counts UTF-16 code units (an emoji counts two): at most 2200 in a video's title (mode publish; "
-            "an inbox video takes no caption), 4000 in a photo post's description. An Instagram target is "
+            "an inbox video takes no caption), 4000 in a photo post's description; a `managed` post is held to "
+            "the same numbers in characters. An Instagram target is "
             "refused (422 on `targets.<i>.socialAccountId`) when the container is a carousel of more than 10 "
-            "items: Instagram takes at most 10, and in `publish` mode when the caption has more than 30 "
+            "items: Instagram takes at most 10, when the caption is over 2200 characters (any mode: the post "
+            "ends on Instagram), and in `publish` mode when the caption has more than 30 "
             "hashtags (`#` and a word, not only digits) or more than 20 @mentions (`@` and a handle; an e-mail "
             "address is none): Instagram refuses such a post. Instagram "
             "posts in `publish` mode have their media sent to Instagram up to 15 minutes before scheduledFor, "

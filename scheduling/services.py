@@ -301,18 +301,26 @@ def _caption_problem(*, platform: str, container: ContentContainer, mode: str) -
 
 
 def _tiktok_caption_problem(container: ContentContainer, mode: str) -> str | None:
-    """Why TikTok would refuse the container's caption, if it would: TikTok counts UTF-16 code units, so a
-    caption within our 2200 characters (emoji count two units each) can be too long for it. Said when
-    scheduling, not at the post's time as a failed post. Managed posts go to the provider as they are."""
+    """Why TikTok would refuse the container's caption, if it would: at most 2200 UTF-16 code units in a
+    video's title, 4000 in a photo post's description (the container takes up to 4000 characters, and emoji
+    count two units each). Said when scheduling, not at the post's time as a failed post. Managed posts go to
+    the provider as they are, not counted in UTF-16, but held to the same limits in characters: no caption
+    longer than the post's TikTok field was ever scheduled to a provider."""
     from accounts.platforms.tiktok import caption_limit, utf16_length
 
+    where = "a video's title" if container.media_type == "video" else "a photo post's description"
     if mode == ScheduledPost.Mode.MANAGED:
-        return None
+        limit = caption_limit(mode=ScheduledPost.Mode.PUBLISH, media_type=container.media_type)
+        if limit is None or len(container.caption) <= limit:
+            return None
+        return (
+            f"The caption is {len(container.caption)} characters long: a managed TikTok post takes at most "
+            f"{limit}, TikTok's limit in {where}."
+        )
     limit = caption_limit(mode=mode, media_type=container.media_type)
     length = utf16_length(container.caption)
     if limit is None or length <= limit:
         return None
-    where = "a video's title" if container.media_type == "video" else "a photo post's description"
     return (
         f"The caption is too long for TikTok: it counts {length} UTF-16 code units (emoji count two), and "
         f"TikTok takes at most {limit} in {where}."
@@ -320,17 +328,21 @@ def _tiktok_caption_problem(container: ContentContainer, mode: str) -> str | Non
 
 
 def _instagram_caption_problem(container: ContentContainer, mode: str) -> str | None:
-    """Why Instagram would refuse the container's caption, if it would: more than 30 hashtags or 20 @mentions
-    (Instagram refuses the container; its 2200 characters are the container's own limit). Only in mode
-    publish: a draft is delivered to the creator, who posts it by hand and can edit it first, and a managed
-    post goes to the provider as it is."""
+    """Why Instagram would refuse the container's caption, if it would: more than 2200 characters in any mode
+    (the container takes up to 4000, for TikTok's photo descriptions, and whatever the mode the post ends on
+    Instagram: a draft posted by the creator, a managed post by the provider); more than 30 hashtags or 20
+    @mentions only in mode publish: a draft's creator can edit it before posting by hand, and a managed post
+    goes to the provider as it is."""
     from accounts.platforms.instagram import (
         CAPTION_HASHTAGS_MAX,
+        CAPTION_MAX,
         CAPTION_MENTIONS_MAX,
         caption_hashtags,
         caption_mentions,
     )
 
+    if len(container.caption) > CAPTION_MAX:
+        return f"The caption is {len(container.caption)} characters long: Instagram takes at most {CAPTION_MAX}."
     if mode != ScheduledPost.Mode.PUBLISH:
         return None
     if (hashtags := caption_hashtags(container.caption)) > CAPTION_HASHTAGS_MAX:

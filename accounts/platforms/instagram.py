@@ -64,8 +64,12 @@ NOT_READY = "9007/2207027"
 # A draft on Instagram is a delivery (see _deliver_draft); its publish id says so.
 DELIVERY_PREFIX = "delivery:"
 CAROUSEL_ITEMS = (2, 10)
-# Instagram refuses a container whose caption has more than 30 hashtags or 20 @mentions (its 2200 characters
-# are the container's own limit). Counted as Instagram reads them: a hashtag is "#" and word characters, not
+# Instagram takes a caption of at most 2200 characters (a longer one is refused: 36004 / 2207010), counted
+# here as Unicode characters, as the content API counted every caption before TikTok's longer photo
+# descriptions raised its own limit (PLATFORMS.md does not say how Instagram counts).
+CAPTION_MAX = 2200
+# Instagram refuses a container whose caption has more than 30 hashtags or 20 @mentions. Counted as
+# Instagram reads them: a hashtag is "#" and word characters, not
 # only digits ("#1" is no hashtag), a mention "@" and a handle (letters, digits, "_", "."); neither when it
 # follows a word character, so "C#" and an e-mail address count for nothing. Every occurrence counts.
 CAPTION_HASHTAGS_MAX = 30

@@ -6,8 +6,10 @@ import pytest
 from django.utils import timezone
 
 from scheduling.models import ManagedProvider, ScheduledPost
+from tests.accounts.oauth_helpers import connected_account
 from tests.conftest import assert_error
 from tests.factories import make_account
+from tests.scheduling.publish_helpers import post, run_dispatcher, sandbox_posts, schedule_now
 
 VIDEO = {"mediaType": "video", "mediaUrls": ["https://cdn.acme.test/clip.mp4"], "caption": "hello"}
 
@@ -65,7 +67,7 @@ def test_the_caption_is_kept_exactly_as_sent(owner, caption):
         ({**VIDEO, "mediaUrls": ["javascript:alert(1)"]}, "mediaUrls.0"),
         ({**VIDEO, "mediaUrls": ["https://a.test/1.mp4", "https://a.test/2.mp4"]}, "mediaUrls"),
         ({"mediaType": "carousel", "mediaUrls": ["https://a.test/1.jpg"]}, "mediaUrls"),
-        ({**VIDEO, "caption": "x" * 2201}, "caption"),
+        ({**VIDEO, "caption": "x" * 4001}, "caption"),  # over the longest caption any target takes
         ({**VIDEO, "placement": "reels"}, "placement"),
     ],
 )
@@ -225,6 +227,70 @@ def test_captions_within_tiktoks_utf16_limits_are_scheduled(owner):
         created = create_container(owner, {"mediaType": media_type, "mediaUrls": urls, "caption": caption}).json()
         response = schedule(owner, created["id"], [{"socialAccountId": tiktok.pk, "mode": mode}])
         assert response.status_code == 201, (media_type, mode, response.content[:300])
+
+
+def test_a_tiktok_photo_description_up_to_tiktoks_4000_units_is_scheduled_but_not_for_instagram(owner):
+    # TikTok takes 4000 UTF-16 code units in a photo post's description; Instagram 2200 characters in any
+    # caption. The container takes the longest; each target is held to its platform's limit.
+    urls = ["https://cdn.acme.test/a.jpg", "https://cdn.acme.test/b.jpg"]
+    created = create_container(owner, {"mediaType": "carousel", "mediaUrls": urls, "caption": "a" * 4000})
+    assert created.status_code == 201, created.content
+    tiktok = make_account(owner, platform="tiktok")
+    instagram = make_account(owner, platform="instagram")
+
+    for mode in ("publish", "draft"):
+        response = schedule(owner, created.json()["id"], [{"socialAccountId": tiktok.pk, "mode": mode}])
+        assert response.status_code == 201, response.content
+
+    targets = [{"socialAccountId": tiktok.pk, "mode": "publish"}, {"socialAccountId": instagram.pk, "mode": "publish"}]
+    error = assert_error(schedule(owner, created.json()["id"], targets), 422, "VALIDATION")
+    assert list(error["details"]["fields"]) == ["targets.1.socialAccountId"], error
+    [message] = error["details"]["fields"]["targets.1.socialAccountId"]
+    assert "Instagram" in message and "2200" in message, message
+
+
+def test_a_tiktok_photo_post_with_a_3000_character_description_is_published_with_all_of_it(owner):
+    account = connected_account(owner, "tiktok", "long.description")
+    description = "word " * 600
+
+    scheduled = schedule_now(owner, account["id"], media_type="carousel", caption=description)
+    run_dispatcher()
+
+    assert post(owner, scheduled["id"])["status"] == "published"
+    [received] = sandbox_posts("tiktok", "long.description")
+    assert received.caption == description
+
+
+@pytest.mark.parametrize("mode", ["publish", "draft", "managed"])
+def test_an_instagram_caption_over_2200_characters_is_refused_in_every_mode(owner, settings, mode):
+    # Whatever the mode the post ends on Instagram (a draft is posted there by the creator, a managed post by
+    # the provider), which takes 2200 characters; 2200 fit.
+    settings.LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL = "https://drafts.layers.test"
+    ManagedProvider.objects.create(project=owner.project, name="Acme Boost", endpoint_url="https://boost.test/in")
+    instagram = make_account(owner, platform="instagram")
+    too_long = create_container(owner, {**VIDEO, "caption": "a" * 2201}).json()
+    fits = create_container(owner, {**VIDEO, "caption": "a" * 2200}).json()
+    target = [{"socialAccountId": instagram.pk, "mode": mode}]
+
+    error = assert_error(schedule(owner, too_long["id"], target), 422, "VALIDATION")
+
+    assert "2200" in error["details"]["fields"]["targets.0.socialAccountId"][0], error
+    assert schedule(owner, fits["id"], target).status_code == 201
+
+
+def test_a_managed_tiktok_video_caption_is_held_to_the_length_of_a_tiktok_title(owner):
+    # A managed post is not counted in UTF-16 (the provider gets it as it is), but a video's caption longer
+    # than a TikTok title in characters is refused, as it was when every caption was 2200 at most.
+    ManagedProvider.objects.create(project=owner.project, name="Acme Boost", endpoint_url="https://boost.test/in")
+    tiktok = make_account(owner, platform="tiktok")
+    too_long = create_container(owner, {**VIDEO, "caption": "a" * 2201}).json()
+    fits = create_container(owner, {**VIDEO, "caption": ROCKET * 2200}).json()
+    target = [{"socialAccountId": tiktok.pk, "mode": "managed"}]
+
+    error = assert_error(schedule(owner, too_long["id"], target), 422, "VALIDATION")
+
+    assert "2200" in error["details"]["fields"]["targets.0.socialAccountId"][0], error
+    assert schedule(owner, fits["id"], target).status_code == 201
 
 
 def test_a_carousel_of_more_than_ten_items_is_refused_for_instagram_not_for_tiktok(owner):
