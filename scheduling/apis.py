@@ -1,5 +1,7 @@
 """Partner API of scheduling: content containers, schedules, scheduled posts, published posts."""
 
+from urllib.parse import urlsplit
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -20,6 +22,9 @@ MEDIA_COUNTS = {"video": (1, 1), "image": (1, 1), "carousel": (2, 35)}
 # platform's limit when it is scheduled (services._caption_problem).
 MAX_CAPTION = max(PHOTO_DESCRIPTION_MAX, VIDEO_TITLE_MAX, INSTAGRAM_CAPTION_MAX)
 MAX_TARGETS = 100
+# A URL whose path ends so is a video whatever it serves: a carousel's items are images on both platforms
+# (TikTok's photo post; each Instagram item is sent as an image), so such a URL would fail at the post's time.
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".webm")
 
 
 class HttpsUrlField(serializers.URLField):
@@ -48,7 +53,8 @@ class ContainerInput(StrictSerializer):
         "backslashes, on a valid port. video and image: exactly one URL; carousel: 2 to 35 images (Instagram "
         "takes at most 10). "
         "A carousel is a photo carousel on both platforms (TikTok's photo post; each Instagram item is sent as "
-        "an image): do not put videos in one.",
+        "an image): do not put videos in one. A carousel URL whose path ends in a video extension (.mp4, .mov, "
+        ".m4v, .webm, in any case; the query string does not count) → 422 on `mediaUrls.<i>`.",
     )
     # Kept exactly as sent: DRF trims by default, and a caption's leading or trailing line breaks are the
     # partner's layout, not noise.
@@ -70,6 +76,17 @@ class ContainerInput(StrictSerializer):
         if not low <= len(data["mediaUrls"]) <= high:
             expected = f"exactly {low}" if low == high else f"{low} to {high}"
             raise serializers.ValidationError({"mediaUrls": [f"A {data['mediaType']} takes {expected} URL(s)."]})
+        if data["mediaType"] == "carousel":
+            videos = {
+                index: [
+                    "A carousel takes images only (a photo post on TikTok, image items on Instagram), and this "
+                    "URL is a video: post a video as a container of mediaType video."
+                ]
+                for index, url in enumerate(data["mediaUrls"])
+                if urlsplit(url).path.lower().endswith(VIDEO_EXTENSIONS)
+            }
+            if videos:
+                raise serializers.ValidationError({"mediaUrls": videos})
         return data
 
 
@@ -115,7 +132,9 @@ class ContainerCreateApi(ApiView):
             "must stay publicly reachable over https until the posts are published; a URL the platform "
             "cannot fetch fails the post with `MEDIA_INVALID`. No size or type check happens here beyond the "
             "URL's shape (absolute https, a valid port, no user information, no spaces, control characters or "
-            "backslashes: 422 on `mediaUrls.<i>`) and the number of URLs per mediaType."
+            "backslashes: 422 on `mediaUrls.<i>`), the number of URLs per mediaType, and, a carousel being "
+            "images only, its URLs' extensions: one whose path ends in .mp4, .mov, .m4v or .webm is a video, "
+            "422 on `mediaUrls.<i>` (post a video as mediaType video)."
         ),
     )
     def post(self, request, projectId: str):
