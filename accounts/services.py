@@ -31,7 +31,7 @@ from accounts.models import (
     api_key_label,
 )
 from accounts.platforms.base import PlatformError, Profile, TokenInvalid, TokenSet
-from accounts.platforms.scopes import PUBLISHING, SCOPES, grant_lacks_publishing
+from accounts.platforms.scopes import PUBLISHING, SCOPES, grant_lacks_publishing, publishing_scopes_missing
 from accounts.selectors import aware_utc
 from accounts.serializers import social_account_data
 from config.api.errors import Conflict, Validation
@@ -611,8 +611,10 @@ def _bind_grant(*, session: OAuthSession, client, tokens: TokenSet) -> CallbackO
 
     if session.purpose == OAuthSession.Purpose.REAUTH:
         return _reauth_complete(session=session, tokens=tokens, profile=profile)
-    if grant_lacks_publishing(session.platform, tokens.scopes):
-        return _refuse_without_publishing(session)
+    if grant_lacks_publishing(session.platform, tokens.scopes) or (
+        session.purpose == OAuthSession.Purpose.POOL and publishing_scopes_missing(session.platform, tokens.scopes)
+    ):
+        return _refuse_without_publishing(session, tokens.scopes)
     if session.purpose == OAuthSession.Purpose.POOL:
         return _pool_connect_complete(session=session, tokens=tokens, profile=profile)
     account = social_account_bind(session=session, tokens=tokens, profile=profile)
@@ -627,15 +629,17 @@ def _reauth_target_live(session: OAuthSession) -> bool:
     )
 
 
-def _refuse_without_publishing(session: OAuthSession) -> CallbackOutcome:
+def _refuse_without_publishing(session: OAuthSession, granted) -> CallbackOutcome:
     """The platform reported the scopes it granted, and none lets Layers post (grant_lacks_publishing): the
     customer unticked the publishing permission on the consent page. Binding the grant would make an account
     every post of which fails (CREDENTIAL_INVALID, then reauth_required), so the state fails with
-    `access_denied` — the customer declined a permission the service needs — and nothing is bound."""
+    `access_denied` — the customer declined a permission the service needs — and nothing is bound. A pool
+    connect needs every publishing scope (publishing_scopes_missing): partners lease the account to post in
+    both modes, and the one a grant lacked failed their posts after ops were told it was fixed."""
     log.info("oauth %s: granted without the publishing scopes; refused", session.pk[:10])
     message = ""
     if session.purpose == OAuthSession.Purpose.POOL:
-        needed = " and ".join(sorted(PUBLISHING[session.platform]))
+        needed = " and ".join(publishing_scopes_missing(session.platform, granted))
         message = (
             f"TikTok granted the connect without the publishing permission ({needed} unticked): a pool account "
             "must post, so nothing was changed. Connect on TikTok again and leave them ticked."
@@ -810,7 +814,7 @@ def _reauth_complete(*, session: OAuthSession, tokens: TokenSet, profile: Profil
         # A reauth may ask for fewer scopes than a connect (reauth-url's `scopes`), so only a grant that lets
         # Layers post in no mode at all is refused, as at connect; the account keeps the token it had.
         if grant_lacks_publishing(account.platform, tokens.scopes):
-            return _refuse_without_publishing(session)
+            return _refuse_without_publishing(session, tokens.scopes)
         social_account_reconnect(
             account=account, tokens=tokens, profile=profile, source=f"reauth through {api_key_source(session.api_key)}"
         )

@@ -35,6 +35,13 @@ PUBLISHING: dict[str, frozenset[str]] = {
 }
 
 
+def publishing_scopes_missing(platform: str, granted) -> list[str]:
+    """The publishing scopes a grant whose scopes the platform reported lacks, sorted (none when the scopes are
+    unknown: empty). A pool account needs them all: partners lease it to post in every mode."""
+    granted = set(granted)
+    return sorted(PUBLISHING[platform] - granted) if granted else []
+
+
 def grant_lacks_publishing(platform: str, granted) -> bool:
     """Whether a grant whose scopes the platform reported (`granted`: TokenSet.scopes) lets Layers post in no
     mode at all: the customer unticked the publishing permission on the consent page. A grant whose scopes

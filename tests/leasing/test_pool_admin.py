@@ -250,20 +250,31 @@ def test_consenting_as_another_tiktok_user_is_an_account_mismatch_and_changes_no
     assert not SandboxToken.objects.filter(username="somebody.else", revoked_at__isnull=True).exists()
 
 
-def test_a_pool_connect_granted_without_the_publishing_scopes_is_refused_and_changes_nothing(staff):
-    # A pool account is leased to partners to post with: a grant that can post in no mode (video.publish and
-    # video.upload unticked) would be leased and fail every post, so it is refused like a partner's connect.
+@pytest.mark.parametrize(
+    "granted, missing",
+    [
+        ("user.info.basic,user.info.profile", "video.publish and video.upload"),
+        # Either one alone too: a partner leasing the account posts in both modes, and the mode the grant
+        # lacks failed every such post after ops were told "the partner's posts publish with it".
+        ("user.info.basic,user.info.profile,video.upload", "video.publish"),
+        ("user.info.basic,user.info.profile,video.publish", "video.upload"),
+    ],
+)
+def test_a_pool_connect_granted_without_the_publishing_scopes_is_refused_and_changes_nothing(staff, granted, missing):
+    # A pool account is leased to partners to post with, in publish and in draft mode: a grant without both
+    # publishing scopes would be leased and fail posts, so it is refused, naming what was unticked.
     (pool_id,) = add_pool(1)
     before = PoolAccount.objects.get(pk=pool_id)
     started = start_connect(staff, pool_id)
-    narrowed = re.sub(r"scope=[^&]*", "scope=user.info.basic,user.info.profile", started["Location"])
+    narrowed = re.sub(r"scope=[^&]*", f"scope={granted}", started["Location"])
     location = consent("tiktok", narrowed, before.handle)
     parts = urlsplit(location)
 
     back = staff.get(f"{parts.path}?{parts.query}")
 
     assert back["Location"] == admin_object_url(PoolAccount, pool_id)
-    assert "without the publishing permission" in staff.get(back["Location"]).content.decode()
+    page = staff.get(back["Location"]).content.decode()
+    assert "without the publishing permission" in page and f"({missing} unticked)" in page
     after = PoolAccount.objects.get(pk=pool_id)
     assert (after.status, after.access_token, after.refresh_token) == (
         "available",
