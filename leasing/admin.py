@@ -559,7 +559,7 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         description="Release selected leases (cancels queued posts, stops renewals, no refund)", permissions=["change"]
     )
     def release_leases(self, request, queryset):
-        queryset = queryset.select_related("pool_account", "organization")
+        queryset = queryset.select_related("pool_account", "organization", "social_account")
         page = ask_first(
             self, request, queryset, describe=lambda leases: [_release_consequence(lease) for lease in leases]
         )
@@ -605,10 +605,15 @@ def _release_consequence(lease) -> tuple[str, str]:
     if lease.released_at is not None:
         return label, "already released: left as it is"
     _, end = period_bounds(lease.assigned_at, period_index_at(lease.assigned_at, timezone.now()))
+    if lease.social_account.status == SocialAccount.Status.REAUTH_REQUIRED:
+        # lease_release_for_account retires it: its token is dead or lacks a permission.
+        back = "the account needs a reauth, so it is retired from the pool (Connect on TikTok puts it back)"
+    else:
+        back = "the account goes back to the pool"
     return (
         label,
         f"released now, no refund: paid through {end.astimezone(UTC):%Y-%m-%d %H:%M} UTC; "
-        "its queued posts canceled, no more renewals, the account goes back to the pool",
+        f"its queued posts canceled, no more renewals, {back}",
     )
 
 

@@ -44,7 +44,14 @@ RETIRED_NO_TOKENS = "imported without tokens: connect the account before leasing
 RETIRED_DEAD_AT_ASSIGNMENT = "token missing or invalid at assignment: reconnect it"
 RETIRED_DEAD_AFTER_RELEASE = "token invalid after release: reconnect it"
 RETIRED_DEAD_AT_REFRESH = "token refresh refused by TikTok: reconnect it"
-TOKEN_RETIREMENTS = (RETIRED_NO_TOKENS, RETIRED_DEAD_AT_ASSIGNMENT, RETIRED_DEAD_AFTER_RELEASE, RETIRED_DEAD_AT_REFRESH)
+RETIRED_REAUTH_AT_RELEASE = "needed a reauth when it was released (reauth_required): reconnect it"
+TOKEN_RETIREMENTS = (
+    RETIRED_NO_TOKENS,
+    RETIRED_DEAD_AT_ASSIGNMENT,
+    RETIRED_DEAD_AFTER_RELEASE,
+    RETIRED_DEAD_AT_REFRESH,
+    RETIRED_REAUTH_AT_RELEASE,
+)
 # The platform_user_id of an account imported without tokens in live mode, until it is connected.
 PENDING_USER_PREFIX = "pending:"
 
@@ -578,7 +585,14 @@ def lease_release_for_account(*, account: SocialAccount, actor=None, api_key=Non
     """Release the live lease bound to `account`, inside the caller's (revoke) transaction: the pool
     account gets its token back and returns to the pool, no further period is charged (billing renews
     only live leases), the current one is not refunded. Returns the released lease, or None. The history
-    names who released it: `actor` (staff), or `api_key` (the partner's key, when their API call did)."""
+    names who released it: `actor` (staff), or `api_key` (the partner's key, when their API call did).
+
+    A binding released `reauth_required` (its token invalidated at TikTok, its refresh refused, or a grant
+    without the publishing permission) retires the pool account instead (RETIRED_REAUTH_AT_RELEASE: "Connect
+    on TikTok" cures it), and the release's history row says so. The check after a release cannot be left to
+    find it: a token lacking video.publish still reads the profile, and a TikTok 5xx during the check leaves
+    the account available (nothing runs it again), for the next partner to lease, be charged and fail to
+    post with."""
     if account.kind != SocialAccount.Kind.LEASED:
         return None
     from billing.services import lease_release_lock
@@ -587,25 +601,48 @@ def lease_release_for_account(*, account: SocialAccount, actor=None, api_key=Non
     lease = Lease.objects.select_for_update().filter(social_account=account, released_at__isnull=True).first()
     if lease is None:
         return None
+    # The binding's status as stored: the revoke holds its row lock and sets it `disconnected` in memory only
+    # (it saves after releasing), so this is what the status was when the partner or staff released it, and
+    # nothing (a reconnect, the health check) can change it until the release commits.
+    was, reauth_reason = (
+        SocialAccount.objects.select_for_update(of=("self",))
+        .filter(pk=account.pk)
+        .values_list("status", "reauth_reason")
+        .get()
+    )
+    needs_reauth = was == SocialAccount.Status.REAUTH_REQUIRED
     now = timezone.now()
     lease.released_at = now
     lease.released_by = actor
     lease.save(update_fields=["released_at", "released_by"])
     retired = Q(status=PoolAccount.Status.RETIRED)
-    PoolAccount.objects.filter(pk=lease.pool_account_id).update(
-        # Back to the pool, unless ops retired it meanwhile (its note says why): it then stays out.
-        status=Case(When(retired, then=F("status")), default=Value(PoolAccount.Status.AVAILABLE)),
-        status_note=Case(When(retired, then=F("status_note")), default=Value("")),
+    if needs_reauth:
+        status, note = PoolAccount.Status.RETIRED, RETIRED_REAUTH_AT_RELEASE
+    else:
+        status, note = PoolAccount.Status.AVAILABLE, ""
+    pool = PoolAccount.objects.filter(pk=lease.pool_account_id)
+    pool.update(
+        # Back to the pool (out of it, when it needs a reauth), unless ops retired it meanwhile (its note says
+        # why): it then stays out, with their note.
+        status=Case(When(retired, then=F("status")), default=Value(status)),
+        status_note=Case(When(retired, then=F("status_note")), default=Value(note)),
         access_token_enc=account.access_token_enc,
         refresh_token_enc=account.refresh_token_enc,
         token_expires_at=account.token_expires_at,
         refresh_expires_at=account.refresh_expires_at,
     )
-    _audit(action="released", actor=actor, api_key=api_key, request=lease.request, lease=lease)
+    detail = {}
+    if needs_reauth:
+        # Why it is out of the pool, where ops look first: the lease's history (and what TikTok said).
+        status, note = pool.values_list("status", "status_note").get()
+        detail = {"pool_account": f"{status}: {note}", "reauth_reason": reauth_reason}
+    _audit(action="released", actor=actor, api_key=api_key, request=lease.request, lease=lease, **detail)
     # The period the release fell in is owed even if the renewal job has not reached it yet: settle it now,
     # after commit (charging takes the wallet's lock, and the job takes it before the lease's: inside this
     # transaction, which holds the lease's, the two could deadlock). Should that fail, the job settles it.
     transaction.on_commit(lambda: _settle_released(lease.pk))
+    if needs_reauth:
+        return lease  # out of the pool already: nothing for the check to decide
     from leasing.tasks import pool_account_check
 
     # Never raises: with the broker down the release stands and the account is available; its token is then
