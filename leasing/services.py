@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.models import PlatformIdentity, SocialAccount
-from accounts.platforms.base import PlatformError, PlatformUnavailable, TokenInvalid, TokenSet
+from accounts.platforms.base import PlatformError, PlatformUnavailable, RateLimited, TokenInvalid, TokenSet
 from accounts.platforms.http import ANSWER_DEADLINE_TIMEOUTS
 from accounts.services import KEY_PREFIX, event_record, social_account_status_record, staff_source
 from config.api.errors import ApiError
@@ -376,22 +376,43 @@ def _is_current_attempt(request: LeaseRequest, attempt: int | None) -> bool:
 def _check_tokens(accounts: list[PoolAccount]) -> tuple[list[str], list[str]]:
     """Verify each reserved account's token with TikTok (no transaction open), refreshing an expired one
     first (_verified_token). Returns the problems, and the ids of the accounts without a usable token (none,
-    or refused and not refreshable): a platform outage is not their fault."""
+    or refused and not refreshable): a platform outage is not their fault.
+
+    A token TikTok refused is that account's: the check goes on, so that every dead account is retired. TikTok
+    not answering (a timeout, a 5xx, a rate limit) is not: the check stops there. The request fails anyway,
+    and each further check could wait out another timeout (up to ANSWER_DEADLINE_TIMEOUTS ×
+    LAYERS_PLATFORM_TIMEOUT, a refresh and a second profile call included) while the staff member's admin
+    request waits: 50 accounts took longer than PROVISIONING_INTERRUPTED_AFTER. The accounts not checked go
+    back to the pool untouched; the problems name them."""
     problems, dead = [], []
-    for account in accounts:
+    for position, account in enumerate(accounts):
         if not account.access_token:
             problems.append(f"@{account.handle} has no token")
             dead.append(account.pk)
             continue
         try:
             alive = _verified_token(account, status=PoolAccount.Status.RESERVED)
-        except PlatformError as exc:
-            problems.append(f"TikTok could not confirm @{account.handle} ({type(exc).__name__})")
+        except (PlatformUnavailable, RateLimited) as exc:
+            problems.append(f"TikTok could not confirm @{account.handle} ({_platform_error_label(exc)})")
+            rest = [f"@{a.handle}" for a in accounts[position + 1 :]]
+            if rest:
+                why = "TikTok asked us to wait" if isinstance(exc, RateLimited) else "TikTok did not answer"
+                problems.append(
+                    f"The check stopped at @{account.handle} because {why}: {len(rest)} other account(s) were "
+                    f"not checked and went back to the pool ({', '.join(rest)})."
+                )
+            break
+        except PlatformError as exc:  # refused for another reason than the token (RequestRejected)
+            problems.append(f"TikTok could not confirm @{account.handle} ({_platform_error_label(exc)})")
             continue
         if not alive:
             problems.append(f"@{account.handle}'s token is no longer valid")
             dead.append(account.pk)
     return problems, dead
+
+
+def _platform_error_label(exc: PlatformError) -> str:
+    return f"{type(exc).__name__}: {exc.code}" if exc.code else type(exc).__name__
 
 
 def _verified_token(account: PoolAccount, *, status: str) -> bool:
