@@ -13,7 +13,7 @@ from accounts import (
     services,
 )
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
-from accounts.admin_site import NothingToSaveMixin, about, ask_first, asks_first, skip_in_action
+from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, about, ask_first, asks_first, skip_in_action
 from accounts.models import (
     ApiKey,
     Event,
@@ -366,7 +366,7 @@ class PlatformIdentityAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin)
         return False
 
 
-class StatusChangeInline(admin.TabularInline):
+class StatusChangeInline(ViewOnlyInTheAdmin, admin.TabularInline):
     """The account's status history, oldest first: every transition with its reason and what made it. Appended by
     the services in the transition's transaction, never added, changed or deleted here (as the lease requests'
     audit trail, leasing's LeaseAction): staff reading a ticket must find what happened, all of it."""
@@ -382,15 +382,6 @@ class StatusChangeInline(admin.TabularInline):
     def change(self, obj):
         was = SocialAccount.Status(obj.from_status).label if obj.from_status else "(created)"
         return f"{was} → {SocialAccount.Status(obj.to_status).label}"
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_view_permission(self, request, obj=None):
         # Whoever may see the account sees its history: no separate permission for staff to be given.

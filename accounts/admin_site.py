@@ -167,6 +167,21 @@ class AuditedActionsMixin:
         }
 
 
+class ViewOnlyInTheAdmin:
+    """Shown, never added, changed or deleted in the admin, by anyone: records the services write (the ledger,
+    audit trails, status histories) or that code defines. For a model admin or an inline (whose
+    has_add_permission also takes the parent object)."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class NothingToSaveMixin:
     """For an admin whose change page shows every field read-only: the page is a read-only one (no Save).
     Offered Save, it answered "… was changed successfully." and wrote a "No fields changed." history row.

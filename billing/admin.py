@@ -19,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 
 from accounts.admin_choices import label_choices
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
+from accounts.admin_site import ViewOnlyInTheAdmin
 from accounts.models import Organization
 from billing import reports, selectors, services
 from billing.models import LedgerEntry, MonthlyBilling, Wallet
@@ -206,7 +207,7 @@ class MoneyForm(forms.Form):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
+class LedgerEntryAdmin(ViewOnlyInTheAdmin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
     """Append-only: visible, never added, changed or deleted here (PostgreSQL would refuse anyway).
 
     The ledger grows by a charge per leased account and month and is never purged. No date hierarchy: its
@@ -228,15 +229,6 @@ class LedgerEntryAdmin(IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
     paginator = LargeTablePaginator  # unfiltered: the planner's estimate, not a COUNT(*) of the ledger
     list_select_related = ("organization", "lease", "actor")
     readonly_fields = [f.name for f in LedgerEntry._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="amount", ordering="amount_cents")
     def amount(self, entry):
@@ -289,18 +281,9 @@ class LedgerChangeList(ChangeList):
 
 
 @admin.register(MonthlyBilling)
-class MonthlyBillingAdmin(admin.ModelAdmin):
+class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
     """The finance report: its changelist is the report page (linked from the admin index as "Monthly
     billing"), its `csv/` the export of the same rows."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         csv_view = self.admin_site.admin_view(self.csv_view)

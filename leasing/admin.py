@@ -17,7 +17,7 @@ from import_export import fields, resources
 from import_export.admin import ImportMixin
 
 from accounts.admin_search import IdSearchMixin
-from accounts.admin_site import NothingToSaveMixin, ask_first, asks_first, skip_in_action
+from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, ask_first, asks_first, skip_in_action
 from accounts.models import SocialAccount
 from accounts.services import social_account_revoke
 from billing.reports import stamp, usd_display
@@ -618,7 +618,7 @@ def _release_consequence(lease) -> tuple[str, str]:
 
 
 @admin.register(LeaseAction)
-class LeaseActionAdmin(admin.ModelAdmin):
+class LeaseActionAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
     list_display = ("created_at", "action", "by", "request", "lease")
     list_filter = ("action",)
     # One statement for the page: the lease's label names its pool account and project.
@@ -628,12 +628,3 @@ class LeaseActionAdmin(admin.ModelAdmin):
     @admin.display(description="by")
     def by(self, action):
         return action.by  # staff, the partner's API key, or automation
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -7,7 +7,7 @@ from django.utils import timezone
 from accounts import crypto
 from accounts.admin import NotDeletedInTheAdmin
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
-from accounts.admin_site import NothingToSaveMixin, about, skip_in_action
+from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, about, skip_in_action
 from accounts.models import Project
 from config.adminpaging import LargeTablePaginator
 from config.api.errors import ApiError
@@ -287,7 +287,7 @@ class LayerAdmin(NotDeletedInTheAdmin, NothingToSaveMixin, IdSearchMixin, Relate
 
 
 @admin.register(LayerTemplate)
-class LayerTemplateAdmin(admin.ModelAdmin):
+class LayerTemplateAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
     """Shown, never edited, added or deleted, by anyone. The "Social Account Onboarding" template is what
     every new account's layers are made from, and only its shape is right: one layer per kind that the
     metrics sync and publishing count (services.ACCOUNT_LAYER_KINDS), which is code, not a setting. Edited
@@ -298,12 +298,3 @@ class LayerTemplateAdmin(admin.ModelAdmin):
     no use either. Its permissions need MFA all the same (accounts/staff_mfa.py)."""
 
     list_display = ("name", "is_system")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
