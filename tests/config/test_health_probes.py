@@ -127,6 +127,19 @@ def test_readyz_is_unavailable_on_an_empty_database_where_the_api_fails(db, empt
     assert body["checks"]["database"].startswith("error: ") and "unapplied migration" in body["checks"]["database"]
 
 
+def boot_a_web_process(env: dict) -> subprocess.CompletedProcess:
+    """What a gunicorn worker does at boot (config/wsgi.py, its start-up checks included); a hang fails the
+    test at the timeout."""
+    return subprocess.run(
+        [sys.executable, "-c", "import config.wsgi; print('booted')"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
 def test_a_web_process_starts_while_the_database_accepts_connections_and_never_answers():
     """A hung pooler or a failover address nobody answers behind: the start-up checks (config/startup.py)
     read the database, and without a connect timeout a gunicorn worker's boot hung there for good, /healthz
@@ -142,14 +155,7 @@ def test_a_web_process_starts_while_the_database_accepts_connections_and_never_a
     }
     env["DATABASE_URL"] += "?connect_timeout=2"  # the default (10 s), shortened for the test
     try:
-        booted = subprocess.run(
-            [sys.executable, "-c", "import config.wsgi; print('booted')"],
-            cwd=settings.BASE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        booted = boot_a_web_process(env)
     finally:
         silent.close()
     assert "booted" in booted.stdout, booted.stderr
@@ -177,13 +183,6 @@ def test_a_web_process_starts_while_the_database_answers_connections_but_not_que
     env = django_env(application_name="hung-queries")
     env["DATABASE_URL"] += ("&" if "?" in env["DATABASE_URL"] else "?") + "connect_timeout=2"
     with held_open(lock_the_accounts, timeout=180):  # held longer than the boot may take: a hang fails the test
-        booted = subprocess.run(
-            [sys.executable, "-c", "import config.wsgi; print('booted')"],
-            cwd=settings.BASE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
+        booted = boot_a_web_process(env)
     assert "booted" in booted.stdout, booted.stderr[-2000:]
     assert "layers.W002" in booted.stderr, booted.stderr[-2000:]  # the check said it could not read, and why
