@@ -887,9 +887,11 @@ def social_account_revoke(*, account_id: str, actor=None, api_key: ApiKey | None
     """Disconnect an account for good: status disconnected (row kept), tokens wiped, queued posts
     canceled, a leased account released; then, after commit, the app's grant is revoked at the platform
     (best-effort), unless another live binding or the pool still holds the same platform user (see
-    _revoke_grant_unless_shared). Repeating it changes nothing and reports 0 canceled posts. `actor` is the
-    staff member, `api_key` the partner's key when their API call revokes (a lease's history, the canceled posts
-    and the account's status history name them)."""
+    _revoke_grant_unless_shared), and the copy of the customer's avatar is deleted (avatars_delete). The
+    partner's returnUrl is forgotten with the avatar: a disconnected account is never reauthorized, and
+    OAuth sessions holding the same URL are purged after LAYERS_OAUTH_SESSION_RETENTION_DAYS. Repeating it
+    changes nothing and reports 0 canceled posts. `actor` is the staff member, `api_key` the partner's key when
+    their API call revokes (a lease's history, the canceled posts and the account's status history name them)."""
     with transaction.atomic():
         account = SocialAccount.objects.select_for_update(of=("self",)).select_related("identity").get(pk=account_id)
         if account.status == SocialAccount.Status.DISCONNECTED:
@@ -901,6 +903,7 @@ def social_account_revoke(*, account_id: str, actor=None, api_key: ApiKey | None
         account.disconnected_at = timezone.now()
         canceled, released = _disconnect_effects(account=account, actor=actor, api_key=api_key)
         account.access_token_enc = account.refresh_token_enc = ""
+        account.avatar_url = account.return_url = ""
         account.token_version += 1
         account.save()
         by = staff_source(actor) if actor is not None else api_key_source(api_key) if api_key is not None else "Layers"
@@ -915,6 +918,7 @@ def social_account_revoke(*, account_id: str, actor=None, api_key: ApiKey | None
             type="social_account.disconnected",
             data=social_account_data(account),
         )
+        transaction.on_commit(lambda: avatars_delete(account_id=account_id), robust=True)
         if token:
             platform, user_id, pk = account.platform, account.identity.platform_user_id, account.pk
             # robust: the disconnect is committed by then; a failure there must not turn it into a 500.
@@ -1345,14 +1349,37 @@ def social_account_rehost_avatar(*, account_id: str) -> str | None:
     if sniffed != fetched.content_type:
         raise FetchFailed("avatar bytes are not the image type they claim")
     digest = hashlib.sha256(fetched.content).hexdigest()[:16]
-    name = f"avatars/{account.pk}/{digest}.{AVATAR_TYPES[sniffed]}"
+    name = f"{_avatar_folder(account.pk)}/{digest}.{AVATAR_TYPES[sniffed]}"
     if not default_storage.exists(name):
         name = default_storage.save(name, ContentFile(fetched.content))
     url = default_storage.url(name)
     if url.startswith("/"):
         url = f"{settings.LAYERS_PUBLIC_URL}{url}"
-    SocialAccount.objects.filter(pk=account_id, avatar_url="").update(avatar_url=url)
+    live = SocialAccount.objects.filter(pk=account_id).exclude(status=SocialAccount.Status.DISCONNECTED)
+    if not live.filter(avatar_url="").update(avatar_url=url) and not live.exists():
+        # Disconnected while the picture was fetched: the revoke's deletion may have run before this copy.
+        avatars_delete(account_id=account_id)
+        return None
     return url
+
+
+def _avatar_folder(account_id: str) -> str:
+    return f"avatars/{account_id}"
+
+
+def avatars_delete(*, account_id: str) -> int:
+    """Delete the copies of the account's avatar from media storage (local disk or S3); how many. Idempotent.
+    Run after a disconnect: the customer's picture was served to anyone at its URL, forever."""
+    from django.core.files.storage import default_storage
+
+    folder = _avatar_folder(account_id)
+    try:
+        _, files = default_storage.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    for name in files:
+        default_storage.delete(f"{folder}/{name}")
+    return len(files)
 
 
 def onboarding_step_complete(*, organization_id: str, key: str, social_account_id: str | None = None) -> bool:
