@@ -84,10 +84,10 @@ with 422 `VALIDATION` (delete one you no longer use first). At most 2
 requests are in flight to one endpoint at a time, and at most 2 to all of an organization's endpoints
 together; a delivery over either is sent as soon as one of them is answered (so a burst goes out at the
 pace your endpoint answers), or by the next relay tick (every 15 s) if none is. After 5 attempts in a
-row that got no answer (a timeout or no connection) the endpoint gets no request for 1 minute; then it is
-tried again. A delivery held back by these limits is not an attempt: it keeps its number
-(`Layers-Delivery-Attempt`) and its 3-day window, which starts at its first attempt (a delivery held back
-when its window ends still gets its last attempt).
+row that got no answer (a timeout, no connection, or a host name that did not resolve) the endpoint gets
+no request for 1 minute; then it is tried again. A delivery held back by these limits is not an attempt: it
+keeps its number (`Layers-Delivery-Attempt`) and its 3-day window, which starts at its first attempt (a
+delivery held back when its window ends still gets its last attempt).
 
 **At least once.** The same event can arrive more than once (for example when we could not record your
 answer); every copy has the same `id` and the same body. Deduplicate on the event `id`

@@ -32,7 +32,7 @@ from accounts.models import Event, Organization
 from accounts.services import EVENT_TYPES
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
 from config.api.errors import Conflict, NotFound, Validation
-from config.netguard import UnsafeURL, assert_public_url, deadline, public_client
+from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url, deadline, public_client
 from config.queueing import enqueue, enqueue_each, enqueue_on_commit
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ USER_AGENT = "Layers-Webhooks/1.0"
 # endpoint at once, and LAYERS_WEBHOOK_ORG_IN_FLIGHT to all of one organization's endpoints (less than the
 # worker's threads); a send over either is deferred a few seconds (not attempted, no thread held). An
 # endpoint that left FAILURES_BEFORE_COOL_OFF attempts in a row without an answer (timeout, connection
-# failure) gets no attempt for COOL_OFF: its deliveries wait, not attempted. accounts/callgate.py.
+# failure, a host name that did not resolve) gets no attempt for COOL_OFF: its deliveries wait, not
+# attempted. accounts/callgate.py.
 ENDPOINT_IN_FLIGHT = 2
 FAILURES_BEFORE_COOL_OFF = 5
 COOL_OFF = timedelta(minutes=1)
@@ -637,8 +638,9 @@ def delivery_send(*, delivery_id: str, attempt: int) -> str:
 
 
 def _send(*, delivery_id: str, attempt: int) -> tuple[str, bool | None]:
-    """delivery_send, and whether the receiver answered (any HTTP status: True; no answer in time or no
-    connection: False; no request made: None), which is what the endpoint's cool-off counts."""
+    """delivery_send, and whether the receiver answered (any HTTP status: True; no answer in time, no
+    connection, or its host name did not resolve: False; no request made otherwise: None), which is what the
+    endpoint's cool-off counts."""
     _refuse_inside_a_transaction()
     delivery = WebhookDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
     if delivery is None or delivery.status != WebhookDelivery.Status.SENDING or delivery.attempts != attempt:
@@ -649,6 +651,11 @@ def _send(*, delivery_id: str, attempt: int) -> tuple[str, bool | None]:
     now = timezone.now()
     try:
         _check_destination(endpoint.url)
+    except UnresolvedHost as exc:
+        # No request made, but no answer either: a name server that does not answer held this thread for the
+        # resolver's own timeout (5-10 s; no deadline covers the lookup), as a receiver that hangs does, so it
+        # counts toward the endpoint's cool-off the same way. The delivery is retried as any refusal is.
+        return _record(delivery_id, attempt, _Result(error=f"refused: {exc}")), False
     except UnsafeURL as exc:
         return _record(delivery_id, attempt, _Result(error=f"refused: {exc}")), None
     body = delivery.body.encode()

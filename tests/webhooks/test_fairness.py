@@ -4,6 +4,7 @@ out is left alone for a short cool-off, and an organization has a bounded number
 PostgreSQL connections in threads stand in for the `webhooks` worker's threads (make run: 4)."""
 
 import queue
+import socket
 import time
 from datetime import timedelta
 
@@ -210,6 +211,44 @@ def test_an_endpoint_that_keeps_timing_out_is_left_alone_for_a_cool_off(owner, r
         tick_and_send(queued)
     rows = {d.pk: d for d in WebhookDelivery.objects.filter(pk__in=deliveries[trips:])}
     assert {(d.status, d.attempts) for d in rows.values()} == {("delivered", 1)}
+
+
+def test_an_endpoint_whose_dns_keeps_timing_out_is_left_alone_for_a_cool_off(owner, monkeypatch, settings):
+    # The partner's own name server stops answering: each attempt's lookup waits for the resolver's timeout
+    # (5-10 s in production) before EAI_AGAIN. That holds a thread as a hanging receiver does, so it counts
+    # toward the cool-off the same way; the delivery itself is retried on its schedule, as any refusal.
+    settings.LAYERS_WEBHOOK_ALLOW_PRIVATE = False
+    settings.LAYERS_WEBHOOK_TIMEOUT = 0.2
+    host = "slow-dns.partner.test"
+    real = socket.getaddrinfo
+    dns = {"slow": False}
+
+    def getaddrinfo(name, port, *args, **kwargs):
+        if name != host:
+            return real(name, port, *args, **kwargs)
+        if dns["slow"]:
+            time.sleep(0.3)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    endpoint = create_endpoint(owner, f"https://{host}/hook")
+    dns["slow"] = True
+    queued: list[str] = []
+    monkeypatch.setattr(tasks.webhook_deliver, "delay", queued.append)
+    deliveries = [delivery_of(record(owner), endpoint).pk for _ in range(services.FAILURES_BEFORE_COOL_OFF + 3)]
+    outcomes = [services.delivery_deliver(delivery_id=pk) for pk in deliveries]
+
+    trips = services.FAILURES_BEFORE_COOL_OFF
+    assert outcomes == ["retry"] * trips + ["deferred"] * 3
+    rows = {d.pk: d for d in WebhookDelivery.objects.filter(pk__in=deliveries)}
+    now = timezone.now()
+    for pk in deliveries[:trips]:
+        assert (rows[pk].status, rows[pk].attempts) == ("pending", 1)
+        assert rows[pk].last_error.startswith("refused:") and rows[pk].next_attempt_at > now
+    for pk in deliveries[trips:]:
+        assert (rows[pk].status, rows[pk].attempts, rows[pk].give_up_at) == ("pending", 0, None)
+        assert rows[pk].next_attempt_at >= now + services.COOL_OFF - timedelta(seconds=5)
 
 
 def test_a_delivery_deferred_past_its_window_still_gets_its_last_attempt(owner, receivers, monkeypatch, settings):
