@@ -140,8 +140,9 @@ class EndpointWithSecretOutput(EndpointOutput):
 class EndpointCreateInput(StrictSerializer):
     url = serializers.CharField(
         max_length=2048,
-        help_text="Absolute https URL with a public host: no credentials, no fragment; private, loopback, "
-        "link-local and metadata addresses are refused (422).",
+        help_text="Absolute https URL whose host resolves to public addresses only, with no credentials and no "
+        "fragment: a host name that does not resolve, or resolves to a private, loopback, link-local or metadata "
+        "address, is refused (422, one message for both).",
     )
     # Declared as what the service accepts (an enum, at least one), with its messages: a client generated from
     # the document knows both rules.

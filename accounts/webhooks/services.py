@@ -11,6 +11,7 @@ waiting in a backlogged queue is no attempt, and is not numbered, logged or char
 import email.utils
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import random
@@ -83,6 +84,14 @@ def allow_private() -> bool:
 def _check_destination(url: str) -> None:
     """Raise UnsafeURL unless `url` is somewhere we may POST to. Checked at creation and again before every
     attempt, because what a host name resolves to can change after the endpoint was created."""
+    _check_form(url)
+    assert_public_url(url, allow_private=allow_private())
+
+
+def _check_form(url: str) -> str:
+    """The part of _check_destination that needs no DNS: raise UnsafeURL unless `url` is an absolute
+    https URL (http too where private destinations are allowed) without credentials or fragment. Returns
+    its host."""
     private_ok = allow_private()
     # urlsplit silently drops tabs and newlines (WHATWG), so it would check a URL other than the one httpx
     # is then given, which httpx refuses: such a URL is invalid here, not at every attempt.
@@ -101,7 +110,26 @@ def _check_destination(url: str) -> None:
         raise UnsafeURL("credentials in the URL are not allowed; verify the Layers-Signature header instead")
     if parts.fragment:
         raise UnsafeURL("the URL must not have a fragment")
-    assert_public_url(url, allow_private=private_ok)
+    return parts.hostname
+
+
+def _refusal_for_partner(host: str) -> str:
+    """What a partner is told when `host`'s addresses were refused. An address written in the URL (or
+    localhost) is named: that reveals nothing. A name is not: whether it does not resolve or resolves to a
+    private address is what our resolver knows about it, and it resolves in our network, where internal
+    service names (split-horizon DNS) answer private addresses; telling the two apart would let a partner
+    list them one creation at a time."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost" and not host.endswith(".localhost"):
+            return "The URL's host must resolve to public addresses only; check its name and DNS records."
+    return f"{host} is not a public address."
+
+
+def _sentence(message: str) -> str:
+    # Not str.capitalize(), which lowercases the rest: "The url", a host name re-cased.
+    return message[:1].upper() + message[1:] + "."
 
 
 def _clean_events(events) -> list[str]:
@@ -128,9 +156,14 @@ def endpoint_create(*, organization: Organization, url: str, events) -> tuple[We
     events = _clean_events(events)
     url = (url or "").strip()
     try:
-        _check_destination(url)
+        host = _check_form(url)
     except UnsafeURL as exc:
-        raise Validation({"url": [str(exc).capitalize() + "."]})
+        raise Validation({"url": [_sentence(str(exc))]})
+    try:
+        assert_public_url(url, allow_private=allow_private())
+    except UnsafeURL as exc:  # did not resolve, resolves to a non-public address, or not a valid host name
+        log.info("webhook endpoint of organization %s refused: %s", organization.pk, exc)
+        raise Validation({"url": [_refusal_for_partner(host)]})
     secret = _new_secret()
     with transaction.atomic():
         # Creations of one organization serialize on its row, so concurrent ones cannot pass the cap together.
