@@ -20,8 +20,13 @@ from tests.webhooks.helpers import create_endpoint, delivery_of, record
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+# How long A's hanging sends hold a thread (the send timeout): B's webhook waiting that long waited behind one.
+# Not shorter: on a busy machine deferring A's other sends alone took close to half a second.
+HANG = 2.0
+
+
 def hang(received):
-    time.sleep(2)  # past the attempt's deadline (LAYERS_WEBHOOK_TIMEOUT, set to 0.5 s below)
+    time.sleep(HANG + 1)  # past the attempt's deadline (LAYERS_WEBHOOK_TIMEOUT, set to HANG below)
     return 200, {}
 
 
@@ -41,7 +46,7 @@ def tick_and_send(queued: list[str]) -> None:
 
 
 def test_org_b_webhook_is_not_delayed_by_org_a_hanging_endpoint(owner, sibling, receivers, monkeypatch, settings):
-    settings.LAYERS_WEBHOOK_TIMEOUT = 0.5  # production: 15 s
+    settings.LAYERS_WEBHOOK_TIMEOUT = HANG  # production: 15 s
     a_receiver, b_receiver = receivers(respond=hang), receivers()
     a_endpoint = create_endpoint(owner, a_receiver.url())
     b_endpoint = create_endpoint(sibling, b_receiver.url())
@@ -54,7 +59,7 @@ def test_org_b_webhook_is_not_delayed_by_org_a_hanging_endpoint(owner, sibling, 
 
     b_delivery.refresh_from_db()
     assert b_delivery.status == "delivered"
-    assert done["watched"] < 0.5, f"B's webhook waited {done['watched']:.1f} s behind A's hanging endpoint"
+    assert done["watched"] < HANG, f"B's webhook waited {done['watched']:.1f} s behind A's hanging endpoint"
     # A's endpoint got at most ENDPOINT_IN_FLIGHT attempts at once; the others were deferred, not attempted:
     # still pending, no attempt counted, no retry window started, due again in a few seconds.
     assert len(a_receiver.requests) == services.ENDPOINT_IN_FLIGHT == 2
@@ -130,7 +135,7 @@ def test_one_event_of_org_a_fans_out_to_at_most_twenty_sends_ahead_of_org_b(owne
 def test_org_a_twenty_hanging_endpoints_hold_at_most_two_threads(owner, sibling, receivers, monkeypatch, settings):
     """Twenty endpoints of one organization, all hanging: the per-endpoint cap alone would let them take every
     thread; the organization's cap leaves the others free for B."""
-    settings.LAYERS_WEBHOOK_TIMEOUT = 0.5
+    settings.LAYERS_WEBHOOK_TIMEOUT = HANG
     a_receiver, b_receiver = receivers(respond=hang), receivers()
     for i in range(services.MAX_ENDPOINTS_PER_ORGANIZATION):
         create_endpoint(owner, a_receiver.url() + f"/{i}")
@@ -145,7 +150,7 @@ def test_org_a_twenty_hanging_endpoints_hold_at_most_two_threads(owner, sibling,
 
     b_delivery.refresh_from_db()
     assert b_delivery.status == "delivered"
-    assert done["watched"] < 0.5, f"B's webhook waited {done['watched']:.1f} s behind A's endpoints"
+    assert done["watched"] < HANG, f"B's webhook waited {done['watched']:.1f} s behind A's endpoints"
     assert len(a_receiver.requests) <= settings.LAYERS_WEBHOOK_ORG_IN_FLIGHT == 2
     a_rows = WebhookDelivery.objects.filter(endpoint__organization_id=owner.org.id)
     assert a_rows.count() == 40 and set(a_rows.values_list("status", flat=True)) == {"pending"}
