@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -1370,13 +1371,28 @@ def _managed_enter(post: ScheduledPost, limits: list, holder: str) -> str | None
     return "deferred"
 
 
+def check_provider_url(url: str) -> None:
+    """Raise UnsafeURL unless a managed provider may be sent posts at `url`: https on a public address, as
+    webhook destinations (UnresolvedHost when its host does not resolve now). The provider gets partner
+    content (caption, media URLs, handle, post id): over plain http anyone on the path reads it, and the
+    signature protects its integrity, not its secrecy. Plain http and local addresses only where private
+    fetches are allowed (LAYERS_ALLOW_PRIVATE_FETCH: dev and tests, whose providers run on 127.0.0.1; forced
+    off by production settings). Checked before every call and when staff save a provider in the admin."""
+    from config.netguard import UnsafeURL, assert_public_url
+
+    private_ok = settings.LAYERS_ALLOW_PRIVATE_FETCH
+    if urlsplit(url).scheme != "https" and not private_ok:
+        raise UnsafeURL("the URL must use https")
+    assert_public_url(url, allow_private=private_ok)
+
+
 def _dispatch_managed(post: ScheduledPost) -> str:
     """Hand the post to the project's managed-distribution provider: a signed POST carrying our
     Idempotency-Key (the post id), so a repeat after a crash or a retry is deduplicated by the provider.
     "deferred" when the provider has its calls in flight already or is in a cool-off (see above)."""
     from accounts import callgate
     from accounts.platforms.http import platform_request
-    from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url, public_client
+    from config.netguard import UnresolvedHost, UnsafeURL, public_client
     from config.signing import signature_header
 
     provider = ManagedProvider.objects.filter(project_id=post.project_id, enabled=True).first()
@@ -1399,7 +1415,7 @@ def _dispatch_managed(post: ScheduledPost) -> str:
         separators=(",", ":"),
     ).encode()
     try:
-        assert_public_url(provider.endpoint_url)
+        check_provider_url(provider.endpoint_url)
     except UnresolvedHost as exc:
         # The resolver failed or is restarting (EAI_AGAIN): nothing says the provider is gone, and the same
         # failure inside the client (a connection error) is retried. Only an address found non-public, which
