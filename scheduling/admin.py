@@ -11,6 +11,7 @@ from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, about, s
 from accounts.models import Project
 from config.adminpaging import LargeTablePaginator
 from config.api.errors import ApiError
+from config.netguard import UnresolvedHost, UnsafeURL
 from scheduling import services
 from scheduling.models import (
     ContentContainer,
@@ -230,6 +231,26 @@ class ManagedProviderForm(forms.ModelForm):
         data = super().clean()
         if not self.instance.pk and not data.get("new_secret"):
             self.add_error("new_secret", "A new provider needs a secret.")
+        self.warnings = []
+        # The check every dispatch makes (https, a public address): a provider saved failing it has every
+        # managed post of its project fail PLATFORM_REJECTED. A disabled provider is sent nothing, so it is
+        # not checked: ops can always switch off one that fails (one saved before this check, say) without
+        # first finding a URL that passes.
+        url = data.get("endpoint_url")
+        if url and data.get("enabled"):
+            try:
+                services.check_provider_url(url)
+            except UnresolvedHost as exc:
+                # Saved, with a warning, not refused: a host that does not resolve now is what dispatch
+                # retries (the resolver may be restarting, or the provider publishing its DNS record as it is
+                # set up), and refusing would stop ops from saving anything else about the provider (a name,
+                # a new secret) while its DNS is out. A typo is still seen on the next page.
+                self.warnings.append(
+                    f"Saved, but {exc}: managed posts are retried until it resolves, then fail "
+                    "PLATFORM_UNAVAILABLE. Check the URL."
+                )
+            except UnsafeURL as exc:
+                self.add_error("endpoint_url", f"Every dispatch would refuse this URL: {exc}.")
         return data
 
     def save(self, commit=True):
@@ -243,6 +264,11 @@ class ManagedProviderAdmin(admin.ModelAdmin):
     form = ManagedProviderForm
     list_display = ("name", "project", "endpoint_url", "enabled")
     list_select_related = ("project",)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        for warning in form.warnings:
+            messages.warning(request, warning)
 
     def get_readonly_fields(self, request, obj=None):
         # A provider stays with the project it was set up for: moved to another organization's project, it

@@ -1,5 +1,6 @@
 """A managed provider receives partner content (caption, media URLs, handle, post id), signed: outside dev it
-must be https on a public address, checked before every call."""
+must be https on a public address, checked before every call and when staff save it in the admin, so the
+admin cannot save a provider that every dispatch then refuses."""
 
 import socket
 
@@ -10,6 +11,10 @@ from scheduling.models import ManagedProvider
 from tests.accounts.oauth_helpers import connected_account
 from tests.receivers import receiver
 from tests.scheduling.publish_helpers import post, run_dispatcher, schedule_now
+from tests.scheduling.test_ops_admin import PROVIDER_ADD, staff  # noqa: F401 - the fixture
+from tests.staff import admin_object_url
+
+PUBLIC_IP = "93.184.215.14"
 
 
 def resolving(monkeypatch, answers: dict):
@@ -56,3 +61,89 @@ def test_in_dev_a_local_http_provider_still_gets_its_posts(owner, settings):
         run_dispatcher()
     assert len(received) == 1
     assert post(owner, scheduled["id"])["status"] == "published"
+
+
+def add_provider(staff, owner, url, **fields):  # noqa: F811
+    data = {"project": owner.project.pk, "name": "Boost", "endpoint_url": url, "enabled": "on"}
+    return staff.post(PROVIDER_ADD, {**data, "new_secret": "shared-secret", **fields})
+
+
+def endpoint_url_errors(response) -> list[str]:
+    return list(response.context["adminform"].form.errors.get("endpoint_url", []))
+
+
+@pytest.mark.parametrize(
+    "url, address, problem",
+    [
+        ("https://10.0.0.7/in", None, "non-public"),
+        ("https://internal.example/in", "10.0.0.7", "non-public"),
+        ("http://provider.example/in", PUBLIC_IP, "https"),
+    ],
+)
+def test_staff_cannot_save_a_provider_url_that_every_dispatch_will_refuse(
+    owner,
+    settings,
+    monkeypatch,
+    staff,  # noqa: F811
+    url,
+    address,
+    problem,
+):
+    settings.LAYERS_ALLOW_PRIVATE_FETCH = False
+    resolving(monkeypatch, {"internal.example": "10.0.0.7", "provider.example": PUBLIC_IP})
+
+    response = add_provider(staff, owner, url)
+
+    assert response.status_code == 200 and not ManagedProvider.objects.exists()
+    assert any(problem in error for error in endpoint_url_errors(response)), endpoint_url_errors(response)
+
+
+def test_staff_save_an_https_provider_on_a_public_address(owner, settings, monkeypatch, staff):  # noqa: F811
+    settings.LAYERS_ALLOW_PRIVATE_FETCH = False
+    resolving(monkeypatch, {"provider.example": PUBLIC_IP})
+
+    response = add_provider(staff, owner, "https://provider.example/in")
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert ManagedProvider.objects.get().endpoint_url == "https://provider.example/in"
+
+
+def test_in_dev_staff_save_a_local_http_provider(owner, settings, staff):  # noqa: F811
+    settings.LAYERS_ALLOW_PRIVATE_FETCH = True
+
+    response = add_provider(staff, owner, "http://127.0.0.1:9000/in")
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert ManagedProvider.objects.get().endpoint_url == "http://127.0.0.1:9000/in"
+
+
+def test_a_provider_whose_host_does_not_resolve_now_is_saved_with_a_warning(owner, settings, monkeypatch, staff):  # noqa: F811
+    settings.LAYERS_ALLOW_PRIVATE_FETCH = False
+    resolving(monkeypatch, {"new-provider.example": socket.gaierror(socket.EAI_NONAME, "no answer")})
+
+    response = add_provider(staff, owner, "https://new-provider.example/in")
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert ManagedProvider.objects.get().endpoint_url == "https://new-provider.example/in"
+    page = staff.get(response.url).content.decode()
+    assert "new-provider.example" in page and "retried" in page, page[:3000]
+
+
+def test_a_provider_saved_before_the_check_can_still_be_disabled(owner, settings, monkeypatch, staff):  # noqa: F811
+    """Ops disable a provider that every dispatch refuses without first having to find a URL that passes."""
+    settings.LAYERS_ALLOW_PRIVATE_FETCH = False
+    resolving(monkeypatch, {"provider.example": PUBLIC_IP})
+    provider = ManagedProvider.objects.create(
+        project=owner.project, name="Boost", endpoint_url="http://provider.example/in"
+    )
+    url = admin_object_url(ManagedProvider, provider.pk)
+    data = {"name": "Boost", "endpoint_url": provider.endpoint_url}
+
+    refused = staff.post(url, {**data, "enabled": "on"})
+    assert refused.status_code == 200 and any("https" in e for e in endpoint_url_errors(refused))
+
+    response = staff.post(url, data)  # "enabled" unticked
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    provider.refresh_from_db()
+    assert provider.enabled is False
