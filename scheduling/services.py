@@ -475,7 +475,15 @@ def _outcome_unknown(post: ScheduledPost) -> bool:
 # claim, so claimed posts must not wait long for a worker either: the dispatcher keeps at most
 # LAYERS_DISPATCH_MAX_WAITING of them waiting (posts_claimed_waiting), the rest stay queued in the table.
 CLAIM_LEASE = timedelta(minutes=5)
-MAX_ATTEMPTS = 5
+# The platform's own "not now" (an outage, a 5xx, a timeout before anything was created, a rate limit) is
+# tried again until settings.LAYERS_PUBLISH_RETRY_WINDOW (60 minutes) after the post's time, 30 s after the
+# first refusal, doubling, at most every 5 minutes: a platform back from an outage gets the posts it missed
+# within 5 minutes (_retry_later). No count caps it: the window does (12 attempts an hour once grown).
+RETRY_BACKOFF_FIRST = timedelta(seconds=30)
+RETRY_BACKOFF_MAX = timedelta(minutes=5)
+# Runs that stopped before the post reached the platform (the worker died or raised), queued again by the
+# resolver: given up after this many, so that an error that repeats cannot loop (_resolve).
+MAX_LOST_RUNS = 5
 EXPIRED_UNREFRESHABLE = "The account's token expired and could not be refreshed."
 # The token works but was granted without the scope the post needs (TikTok's scope_not_authorized: video.publish
 # for publish mode, video.upload for drafts; Instagram's codes 10 and 200-299): saying "rejected the token"
@@ -885,28 +893,68 @@ def _published(post: ScheduledPost, *, external_id: str | None, external_url: st
 
 
 def _backoff(attempts: int, retry_after: float | None) -> timedelta:
-    """How long to wait after the `attempts`-th attempt was refused for now: what the platform said, or
-    30 s doubling per attempt up to 15 minutes."""
-    return timedelta(seconds=retry_after or min(30 * 2 ** (attempts - 1), 900))
+    """How long to wait after the `attempts`-th attempt was refused for now: 30 s doubling per attempt up to
+    5 minutes, or longer if the platform asked (Retry-After). A shorter Retry-After is not taken: during an
+    outage it would have every post ask again every few seconds."""
+    ours = min(RETRY_BACKOFF_FIRST * 2 ** max(attempts - 1, 0), RETRY_BACKOFF_MAX)
+    return max(ours, timedelta(seconds=retry_after or 0))
 
 
 def _platform_attempts(post: ScheduledPost) -> int:
-    """The post's attempts that reached the platform (or its provider), which MAX_ATTEMPTS bounds for the
-    platform's own "not now" (rate limits, outages). `attempts` counts every claim, and a claim whose run
-    stopped before the platform call (a worker killed in a deploy) was queued again by the resolver and
-    counted in `requeues` instead: such runs must not use up the platform's retries."""
+    """The post's attempts that reached the platform (or its provider): what its backoff grows with and its
+    "gave up after N attempts" counts. `attempts` counts every claim, and a claim whose run stopped before the
+    platform call (a worker killed in a deploy) was queued again by the resolver and counted in `requeues`
+    instead: such runs are not the platform's refusals."""
     return max(post.attempts - post.requeues, 0)
+
+
+def _retry_window_start(post: ScheduledPost) -> datetime:
+    """When the post's retry window (settings.LAYERS_PUBLISH_RETRY_WINDOW) started: its time, or its first
+    try since it was queued when that came later — workers behind, or an ops retry (post_retry), which
+    numbers the attempts from 1 again: a post retried the next day must not fail at its first refusal. The
+    current attempt started at `due_at` (the claim wrote it); an earlier first one is in the attempt log."""
+    first = post.due_at
+    if post.attempts > 1:
+        logged = (
+            ScheduledPostAttempt.objects.filter(post_id=post.pk, number=1)
+            .order_by("-id")
+            .values_list("started_at", flat=True)
+            .first()
+        )
+        first = logged or first  # none: posts older than the attempt log
+    return max(post.scheduled_for, first)
+
+
+def _minutes(wait: timedelta) -> str:
+    n = int(wait.total_seconds() // 60)
+    return f"{n} minute{'' if n == 1 else 's'}"
+
+
+def _given_up(post: ScheduledPost, backoff: timedelta, retry_after: float | None, reason) -> str | None:
+    """None while the post's next try, `backoff` from now, still falls within its retry window. Otherwise
+    the failure's message: how many attempts over how long, the window, and the platform's last words."""
+    now, window = timezone.now(), settings.LAYERS_PUBLISH_RETRY_WINDOW
+    started = _retry_window_start(post)
+    if now + backoff <= started + window:
+        return None
+    tried = _platform_attempts(post)
+    why = f"retry window: {_minutes(window)}"
+    if retry_after and timedelta(seconds=retry_after) >= backoff:
+        why += f"; the platform asked to wait {_minutes(timedelta(seconds=retry_after))}"
+    attempts = f"{tried} attempt{'' if tried == 1 else 's'}"
+    return f"Gave up after {attempts} over {_minutes(max(now - started, timedelta(0)))} ({why}): {reason}"
 
 
 def _retry_later(post: ScheduledPost, exc: PlatformError) -> str:
     """A transient error before the platform accepted anything (or after it dropped what it had accepted:
     TikTok's FAILED `internal`, an Instagram container that failed on Instagram's side): back to the queue
-    with backoff, or fail with RATE_LIMITED / PLATFORM_UNAVAILABLE once MAX_ATTEMPTS are spent."""
+    with backoff (the dispatcher's tick claims it again when it is due, as any post), or fail with
+    RATE_LIMITED / PLATFORM_UNAVAILABLE once the next try would fall past the post's retry window."""
     code = "RATE_LIMITED" if isinstance(exc, RateLimited) else "PLATFORM_UNAVAILABLE"
-    tried = _platform_attempts(post)
-    if tried >= MAX_ATTEMPTS:
-        return _fail(post, code, f"Gave up after {tried} attempts: {exc}", created_nothing=True)
-    backoff = _backoff(tried, exc.retry_after)
+    backoff = _backoff(_platform_attempts(post), exc.retry_after)
+    given_up = _given_up(post, backoff, exc.retry_after, exc)
+    if given_up:
+        return _fail(post, code, given_up, created_nothing=True)
     # Only if still this run's: a duplicate run whose call failed before its point of no return must not
     # requeue (and clear the mark of) a post another run has just sent to the platform.
     updated = _update_recording(
@@ -1152,7 +1200,7 @@ def post_resolve(*, post_id: str) -> str:
       mark): until then it may still store the id and settle the post itself;
     - that request never went out (worker died before it, or only an Instagram container — not yet a post —
       was made) → queue again: exactly one post will result. Managed dispatches are queued again as well:
-      the provider deduplicates on our Idempotency-Key. After MAX_ATTEMPTS runs stopped that way the post
+      the provider deduplicates on our Idempotency-Key. After MAX_LOST_RUNS runs stopped that way the post
       fails PLATFORM_UNAVAILABLE instead (a run that raises every time must not loop)."""
     post = ScheduledPost.objects.select_related("container", "social_account__identity").filter(pk=post_id).first()
     if post is None or post.status != ScheduledPost.Status.PUBLISHING:
@@ -1178,12 +1226,12 @@ def _resolve(post: ScheduledPost) -> str:
                 "The worker stopped while the platform was being called; the outcome is unknown, so the post is "
                 "not sent again automatically.",
             )
-        if post.requeues + 1 >= MAX_ATTEMPTS:
+        if post.requeues + 1 >= MAX_LOST_RUNS:
             # A run that raised (a database error, a bug) or died the same way every time would otherwise be
             # queued again at every expiry forever: a managed post sent to its provider each time, a platform
             # refresh repeated each time. Counted apart from the platform's own rate limits and outages
-            # (_platform_attempts): one worker lost in a deploy after those must not fail the post, nor do
-            # lost runs use up the platform's retries.
+            # (_platform_attempts, retried for a window of time): one worker lost in a deploy during those
+            # must not fail the post.
             return _fail(
                 post,
                 "PLATFORM_UNAVAILABLE",
@@ -1290,12 +1338,14 @@ def _with_code(status: PublishStatus) -> str:
 def _publish_throttled(post: ScheduledPost, status: PublishStatus, now: datetime) -> str:
     """The call that makes the post public was throttled (Instagram's media_publish; its container waits):
     each such call is an attempt, asked again after the same backoff as _retry_later, and the post fails
-    RATE_LIMITED once MAX_ATTEMPTS are spent. Not _check_again: that would call media_publish on every poll
-    until the container expired."""
-    tried = _platform_attempts(post)
-    if tried >= MAX_ATTEMPTS:
-        return _fail(post, "RATE_LIMITED", f"Gave up after {tried} attempts: {status.fail_reason}")
-    backoff = _backoff(tried, status.retry_after)
+    RATE_LIMITED once the next call would fall past its retry window. Instagram's 24 h quota is rolling: a
+    slot frees as a post of the day before ages out, so asking again for the window can still publish it,
+    at one media_publish per 5 minutes at most. Not _check_again: that would call media_publish on every
+    poll until the container expired."""
+    backoff = _backoff(_platform_attempts(post), status.retry_after)
+    given_up = _given_up(post, backoff, status.retry_after, status.fail_reason)
+    if given_up:
+        return _fail(post, "RATE_LIMITED", given_up)
     # attempts as read: two runs throttled on the same check count one attempt.
     updated = _update_recording(
         _still_ours(post).filter(attempts=post.attempts),
@@ -1328,7 +1378,7 @@ def _check_again(post: ScheduledPost, now: datetime) -> str:
 # provider up to 2 × LAYERS_PLATFORM_TIMEOUT. So at most MANAGED_PROVIDER_IN_FLIGHT calls to one provider at
 # once, and none for MANAGED_COOL_OFF after MANAGED_FAILURES_BEFORE_COOL_OFF calls in a row got no answer
 # (accounts/callgate.py). A post over the limit is deferred: queued again a few seconds later (or when the
-# cool-off ends), its claim not counted as an attempt, so it keeps all MAX_ATTEMPTS of the provider's retries.
+# cool-off ends), its claim not counted as an attempt (its retry window goes on meanwhile).
 MANAGED_PROVIDER_IN_FLIGHT = 2
 FAILURES_BEFORE_COOL_OFF = 5
 MANAGED_COOL_OFF = timedelta(minutes=1)

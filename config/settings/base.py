@@ -285,6 +285,13 @@ LAYERS_DISPATCH_MAX_WAITING = env.int("LAYERS_DISPATCH_MAX_WAITING", default=100
 # so that Instagram's processing of the media does not delay them; 0 turns it off. Under 24 h, the
 # lifetime of an unpublished container.
 LAYERS_PREPARE_AHEAD = timedelta(seconds=env.int("LAYERS_PREPARE_AHEAD_SECONDS", default=900))
+# A post the platform refused for now (an outage, a timeout before anything was created, a 5xx, a rate limit)
+# is tried again, with backoff up to 5 minutes, until this long after its time (or its first try, when that
+# came later), then fails RATE_LIMITED / PLATFORM_UNAVAILABLE (scheduling.services._retry_later). At most a
+# week (10080 minutes): a post's `attempts` is a small integer, and it counts each of those tries.
+LAYERS_PUBLISH_RETRY_WINDOW = timedelta(minutes=env.int("LAYERS_PUBLISH_RETRY_WINDOW_MINUTES", default=60))
+if not timedelta(minutes=1) <= LAYERS_PUBLISH_RETRY_WINDOW <= timedelta(days=7):
+    raise ImproperlyConfigured("LAYERS_PUBLISH_RETRY_WINDOW_MINUTES must be a number of minutes from 1 to 10080")
 # The metrics sync (globalPlatformPostsSync) refreshes the metrics of posts published within this many days
 # hourly, and those of older posts daily (their figures barely move), so its hourly work follows recent
 # posts, not every post ever published.

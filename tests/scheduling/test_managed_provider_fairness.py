@@ -147,7 +147,7 @@ def test_a_provider_that_keeps_timing_out_is_left_alone_for_a_cool_off(owner, se
         assert gate.down_until is not None
         for pk in ids[trips:]:
             row = ScheduledPost.objects.get(pk=pk)
-            # Not an attempt: the post keeps all MAX_ATTEMPTS of its provider's retries.
+            # Not an attempt: `attempts` shows only the tries that reached the provider (or died on the way).
             assert (row.status, row.attempts, row.requeues) == ("queued", 0, 0)
             assert row.due_at >= gate.down_until
 

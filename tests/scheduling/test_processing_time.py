@@ -82,6 +82,9 @@ def test_an_ops_retry_of_a_reel_days_after_its_time_waits_for_instagram_and_is_p
 
 def test_a_reel_throttled_for_a_day_before_its_container_still_gets_its_processing_time(owner, settings):
     settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 60
+    # Retried for up to two days after its time (with the default, an hour, the same throttle fails it
+    # RATE_LIMITED at once: test_retry_window.py).
+    settings.LAYERS_PUBLISH_RETRY_WINDOW = timedelta(days=2)
     account = connected_account(owner, "instagram", "throttled.day")
     scheduled = schedule_now(owner, account["id"], media_type="video")
     # Meta throttles the first call and says, in minutes, that access comes back in a day.

@@ -145,16 +145,22 @@ def test_transient_errors_retry_with_backoff_then_fail(owner, kind, code):
     account = connected_account(owner, "instagram", f"transient.{kind}")
     sandbox_control("instagram", "faults", {"username": f"transient.{kind}", "kind": kind, "count": 50})
     scheduled = schedule_now(owner, account["id"])
-    minutes = 0
-    for attempt in range(1, services.MAX_ATTEMPTS + 1):
+    # Tried again 30 s, 1, 2 and 4 minutes after each refusal, then every 5 minutes, for the post's retry
+    # window (LAYERS_PUBLISH_RETRY_WINDOW, an hour from its time).
+    for attempt, minutes in enumerate(range(0, 55, 5), start=1):
         with time_machine.travel(later(minutes=minutes)):
             run_dispatcher()
         body = post(owner, scheduled["id"])
         assert body["attempts"] == attempt
-        if attempt < services.MAX_ATTEMPTS:  # waiting to retry: not a failure (yet), whatever the last error
-            assert body["status"] == "queued" and body["error"] is None, body
-        minutes += 20
+        # Waiting to retry: not a failure (yet), whatever the last error.
+        assert body["status"] == "queued" and body["error"] is None, body
+    with time_machine.travel(later(minutes=56)):
+        run_dispatcher()  # the next try, 5 minutes later, would be past the window
+    body = post(owner, scheduled["id"])
     assert body["status"] == "failed" and body["error"]["code"] == code
+    assert body["attempts"] == 12 and body["error"]["message"].startswith(
+        "Gave up after 12 attempts over 56 minutes (retry window: 60 minutes): instagram "
+    ), body
     assert sandbox_posts("instagram", f"transient.{kind}") == []
 
 
