@@ -141,9 +141,9 @@ class ScheduledPost(models.Model):
     placement = models.CharField(max_length=16, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     # Runs that stopped (worker died, or raised) before anything reached the platform, which the resolver put
-    # back in the queue. `attempts` counts every run, these included; the platform's own "not now" is bounded
-    # on attempts - requeues (services._platform_attempts): a post the platform rate-limited four times, whose
-    # fifth run died in a deploy, is still sent, and runs lost in deploys leave the platform its five tries.
+    # back in the queue. `attempts` counts every run, these included; the platform's own "not now" is retried
+    # for a window of time, its backoff growing with attempts - requeues (services._platform_attempts), and its
+    # "gave up after N attempts" counting those: runs lost in deploys are not the platform's refusals.
     requeues = models.PositiveSmallIntegerField(default=0, db_default=0)
     claimed_until = models.DateTimeField(null=True, blank=True)
     publish_attempted_at = models.DateTimeField(null=True, blank=True)

@@ -43,9 +43,13 @@ class ScheduledPostOutput(serializers.Serializer):
     attempts = serializers.IntegerField(
         help_text="How many times Layers has tried to publish the post, counting a try whose worker stopped before "
         "it reached the platform (a deploy, a crash), and each throttled Instagram publish call. The platform's "
-        "refusals for now (rate limits, outages) are retried until 5 tries reached it; tries that stopped before "
-        "reaching it are given up after 5 of them. Either way the post then fails (RATE_LIMITED or "
-        "PLATFORM_UNAVAILABLE). An ops retry of a failed post starts again from 0."
+        "refusals for now (rate limits, outages, 5xx, timeouts before anything was created) are retried with "
+        "backoff (30 s, doubling, then every 5 minutes, or later if the platform asks) for the retry window: "
+        "until 60 minutes after scheduledFor (or after the first try, if that was later). When the next try "
+        "would fall past it, the post fails (RATE_LIMITED or PLATFORM_UNAVAILABLE, "
+        "saying how many attempts over how long). Tries that stopped before reaching the platform are given up "
+        "after 5 of them (PLATFORM_UNAVAILABLE). An ops retry of a failed post starts again from 0, with a "
+        "window of its own."
     )
     publishedAt = serializers.DateTimeField(source="published_at", allow_null=True)
     externalId = serializers.SerializerMethodField(
@@ -80,9 +84,11 @@ class ScheduledPostOutput(serializers.Serializer):
             "format, 2207009 aspect ratio, 2207023 unknown media type, 2207026 video format, 2207052 not "
             "fetchable, 2207057 thumbnail offset, and codes 36000, 36001, 36003; a caption too long, 36004, is "
             "PLATFORM_REJECTED), RATE_LIMITED "
-            "(after retries, or the creator's daily posting cap: reschedule), PLATFORM_UNAVAILABLE (after "
-            "retries; or the answer to the publishing request was lost, and the post was not sent again so that "
-            "it cannot appear twice: check the account before retrying). `message` says why, with the "
+            "(retried for the retry window, 60 minutes, then `Gave up after N attempts over M minutes (retry "
+            "window: 60 minutes): …`; or the creator's daily posting cap, at once: reschedule), "
+            "PLATFORM_UNAVAILABLE (retried for the retry window in the same way; or the answer to the publishing "
+            "request was lost, and the post was not sent again so that it cannot appear twice: check the account "
+            "before retrying). `message` says why, with the "
             "platform's own words and code where it gave them, the code in parentheses when the words do not name "
             "it: `The platform could not publish the post: TikTok refused the caption. (spam_risk_text)`.",
         )
