@@ -75,3 +75,25 @@ def test_two_dispatchers_preparing_at_once_make_one_container_per_post(owner):
     rows = dict(ScheduledPost.objects.filter(pk__in=scheduled).values_list("pk", "prepared_publish_id"))
     made = set(Container.objects.filter(username__in=handles).values_list("ig_id", flat=True))
     assert len(made) == 18 and set(rows.values()) == made  # one container per post, each its own
+
+
+def test_one_organizations_burst_does_not_go_out_ahead_of_anothers_post_due_with_it(owner, sibling):
+    """Claimed strictly by due time, a partner's burst went to the workers ahead of another partner's post due
+    a moment later (3,000 posts: ~70 s late here). Organizations take turns; each one's posts stay in order."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.factories import make_account
+
+    start = timezone.now() - timedelta(minutes=1)
+    account = make_account(owner).pk
+    burst = [schedule_now(owner, account, when=start + timedelta(milliseconds=n))["id"] for n in range(12)]
+    single = schedule_now(sibling, make_account(sibling).pk, when=start + timedelta(seconds=1))["id"]
+
+    first = services.posts_claim_due(limit=5)
+    rest = services.posts_claim_due(limit=50)
+
+    assert single in first
+    assert [p for p in first + rest if p != single] == burst  # the burst keeps its own order
+    assert ScheduledPost.objects.filter(status="publishing").count() == 13
