@@ -1,12 +1,13 @@
 """Fetching URLs that partners or platforms hand us (avatars, media) and posting to partner URLs
 (webhooks) without becoming a proxy into our own network: refuse private, loopback, link-local and
-metadata addresses (outside dev, where the sandbox lives on 127.0.0.1), cap bytes and time, and never
-follow redirects blindly. Also the one deadline every outgoing call (webhooks, avatars, platform and
-provider calls) is bounded by as a whole: see `deadline`."""
+metadata addresses (outside dev, where the sandbox lives on 127.0.0.1), cap bytes (decoded ones: see
+read_limited) and time, and never follow redirects blindly. Also the one deadline every outgoing call
+(webhooks, avatars, platform and provider calls) is bounded by as a whole: see `deadline`."""
 
 import ipaddress
 import socket
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -200,9 +201,19 @@ def _use_backend(client: httpx.Client, backend: httpcore.SyncBackend) -> httpx.C
     return client
 
 
+def _uncompressed(kwargs: dict) -> dict:
+    """httpx.Client `kwargs` whose headers ask for answers as they are (Accept-Encoding: identity, where httpx
+    asks for gzip and deflate by default): a compressed answer is decoded within its cap by read_limited,
+    but one not compressed in the first place costs nothing to decode."""
+    headers = httpx.Headers(kwargs.get("headers"))
+    headers["Accept-Encoding"] = "identity"
+    return {**kwargs, "headers": headers}
+
+
 def bounded_client(**kwargs) -> httpx.Client:
-    """`httpx.Client(**kwargs)` whose connections honour `deadline` (for hosts we chose: the platforms)."""
-    return _use_backend(httpx.Client(**kwargs), _DeadlineBackend())
+    """`httpx.Client(**kwargs)` whose connections honour `deadline` (for hosts we chose: the platforms) and
+    which asks for answers uncompressed."""
+    return _use_backend(httpx.Client(**_uncompressed(kwargs)), _DeadlineBackend())
 
 
 # --- Connections to public addresses only -------------------------------------------------------------
@@ -236,11 +247,11 @@ def public_client(*, allow_private: bool | None = None, limits: httpx.Limits | N
     settings.LAYERS_ALLOW_PRIVATE_FETCH, on in dev and tests, where the sandbox lives on 127.0.0.1); a refused
     address is an httpx.ConnectError. It follows no redirect and takes no proxy from the environment
     (through a proxy, the address connected to would be the proxy's, not the one checked). Its connections
-    honour `deadline`."""
+    honour `deadline`, and it asks for answers uncompressed."""
     if allow_private is None:
         allow_private = settings.LAYERS_ALLOW_PRIVATE_FETCH
     transport = httpx.HTTPTransport(limits=limits) if limits else httpx.HTTPTransport()  # httpx's default limits
-    client = httpx.Client(transport=transport, trust_env=False, **{**kwargs, "follow_redirects": False})
+    client = httpx.Client(transport=transport, trust_env=False, **{**_uncompressed(kwargs), "follow_redirects": False})
     return _use_backend(client, _DeadlineBackend() if allow_private else _PublicAddressesOnly())
 
 
@@ -272,21 +283,77 @@ def fetch_limited(
         raise FetchFailed(type(exc).__name__)
 
 
+# The content codings read_limited decodes, each with zlib's window bits for it: gzip's header, or zlib's.
+_INFLATED = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+# The most bytes one step of decoding produces: what decoding holds beyond the body counted so far.
+DECODE_PIECE = 64 * 1024
+
+
 def read_limited(response: httpx.Response, *, max_bytes: int) -> bytes:
     """The body of a streamed `response`, decoded: FetchFailed("too large") as soon as it is known to be over
-    `max_bytes` (declared or counted, so a lying Content-Length or a compressed bomb is caught too), and
-    FetchFailed("too slow") once the current `deadline` has passed while it is still arriving (over the
-    network, a client built here already fails its next wait then; this also covers the transports without
-    a network: the in-process sandbox, test doubles). httpx errors (a dropped connection, an undecodable
-    body, a timeout) are raised as they are."""
+    `max_bytes` (declared, or counted as it is decoded), and FetchFailed("too slow") once the current
+    `deadline` has passed while it is still arriving (over the network, a client built here already fails
+    its next wait then; this also covers the transports without a network: the in-process sandbox, test
+    doubles). httpx errors (a dropped connection, an undecodable body, a timeout) are raised as they are.
+
+    Decoded here, a piece at a time (see _decoded), not by httpx: httpx decodes each network read whole
+    before handing it over, and a compression bomb (a gzip answer of 64 KiB is 64 MiB of zeros decoded;
+    gzip twice, a few hundred bytes) would be in memory whole before any count saw it. Here a body is never
+    held past `max_bytes` and DECODE_PIECE. An answer compressed in a way not decoded here (br, zstd, or
+    more than one coding) is FetchFailed("content encoding … not accepted"): the clients built here ask for
+    no compression, and a server that compresses unasked uses gzip (or deflate)."""
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise FetchFailed("too large")
+    if response.is_stream_consumed:
+        # Read already, by httpx itself: an answer a test double built around bytes (httpx.Response(content=…)
+        # reads and decodes those at once). Every transport with a network, and the in-process sandbox, streams.
+        body = response.content
+        if len(body) > max_bytes:
+            raise FetchFailed("too large")
+        return body
     body = bytearray()
-    for chunk in response.iter_bytes():
-        body.extend(chunk)
+    for piece in _decoded(response):
+        body.extend(piece)
         if len(body) > max_bytes:
             raise FetchFailed("too large")
         if deadline_passed():
             raise FetchFailed("too slow")
     return bytes(body)
+
+
+def _decoded(response: httpx.Response) -> Iterator[bytes]:
+    """The body of a streamed `response` as its Content-Encoding says to decode it, in pieces of at most
+    DECODE_PIECE bytes: however much a network read decodes into, it is handed over a piece at a time, so a
+    caller that stops counting stops the decoding too.
+
+    As httpx's own decoders do: "deflate" without zlib's header (raw deflate, which some servers send) is
+    tried when the first bytes are not zlib's; what follows the end of the compressed data is ignored; a
+    body that does not decode is httpx.DecodingError."""
+    codings = [c.strip().lower() for c in response.headers.get_list("content-encoding", split_commas=True)]
+    codings = [c for c in codings if c not in ("", "identity")]
+    if not codings:
+        yield from response.iter_raw()
+        return
+    if len(codings) > 1 or codings[0] not in _INFLATED:
+        raise FetchFailed(f"content encoding {', '.join(codings)} not accepted")
+    inflater = zlib.decompressobj(_INFLATED[codings[0]])
+    may_be_raw = codings[0] == "deflate"
+    for data in response.iter_raw():
+        # Until a step decodes less than a piece: zlib has then used all of `data` and holds no more output.
+        while not inflater.eof:
+            try:
+                piece = inflater.decompress(data, DECODE_PIECE)
+            except zlib.error as exc:
+                if may_be_raw:
+                    inflater, may_be_raw = zlib.decompressobj(-zlib.MAX_WBITS), False
+                    continue
+                raise httpx.DecodingError(str(exc), request=response.request) from None
+            may_be_raw = False
+            data = inflater.unconsumed_tail
+            if piece:
+                yield piece
+            if len(piece) < DECODE_PIECE:
+                break
+        if inflater.eof:
+            return

@@ -44,7 +44,8 @@ def platform_http_client(*, public_only: bool = False) -> httpx.Client:
     It never stores cookies: the platform APIs use none, and a client reused for many accounts must not
     carry anything from one account's call to the next. `public_only`: for URLs the platforms hand us
     (avatars), whose connections must go to public addresses only (config/netguard.public_client). Either
-    way its connections honour config/netguard.deadline, which platform_request sets."""
+    way its connections honour config/netguard.deadline, which platform_request sets, and it asks for answers
+    uncompressed (a compressed one all the same is decoded within the cap: config/netguard.read_limited)."""
     options = {
         "timeout": httpx.Timeout(settings.LAYERS_PLATFORM_TIMEOUT, connect=settings.LAYERS_PLATFORM_CONNECT_TIMEOUT),
         "follow_redirects": False,
@@ -53,7 +54,7 @@ def platform_http_client(*, public_only: bool = False) -> httpx.Client:
     }
     limits = httpx.Limits(keepalive_expiry=settings.LAYERS_PLATFORM_KEEPALIVE_SECONDS)
     if settings.LAYERS_PLATFORM_TRANSPORT == "wsgi":
-        return httpx.Client(transport=httpx.WSGITransport(app=_in_process_app()), limits=limits, **options)
+        return bounded_client(transport=httpx.WSGITransport(app=_in_process_app()), limits=limits, **options)
     if settings.LAYERS_PLATFORM_TRANSPORT != "http":
         raise ImproperlyConfigured("LAYERS_PLATFORM_TRANSPORT must be 'http' or 'wsgi'")
     if public_only:

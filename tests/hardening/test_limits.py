@@ -142,8 +142,9 @@ def test_every_list_caps_its_page_size_at_200(owner):
 # --- Remote fetches: avatars --------------------------------------------------------------------------
 
 
-def serve(respond, path: str = "/avatar.png") -> tuple[str, threading.Event]:
-    """A one-connection HTTP server on loopback; `respond(conn)` writes the answer. Returns its URL."""
+def serve(respond, path: str = "/avatar.png", requests: list[bytes] | None = None) -> tuple[str, threading.Event]:
+    """A one-connection HTTP server on loopback; `respond(conn)` writes the answer. Returns its URL. The
+    request it read (its head, at least) is appended to `requests` when given."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -152,7 +153,9 @@ def serve(respond, path: str = "/avatar.png") -> tuple[str, threading.Event]:
     def run():
         conn, _ = server.accept()
         try:
-            conn.recv(65536)
+            request = conn.recv(65536)
+            if requests is not None:
+                requests.append(request)
             respond(conn, done)
         except OSError:
             pass  # the client gave up and closed: what the test wants
