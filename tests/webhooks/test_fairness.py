@@ -37,6 +37,24 @@ def serve(broker: "queue.Queue[str]", threads: int, watch: str) -> dict:
     return {"watched": times[-1]} if times else {}
 
 
+def sent_into_a_cool_off(owner, endpoint, monkeypatch) -> tuple[list[str], list[str], object]:
+    """FAILURES_BEFORE_COOL_OFF + 3 deliveries to an endpoint that does not answer, sent one after another:
+    the first ones are tried (retry), then the endpoint is cooling off and the rest are deferred — not an
+    attempt, no number used, their 3-day window not started. Returns the deliveries, what was queued, and
+    when they were sent."""
+    queued: list[str] = []
+    monkeypatch.setattr(tasks.webhook_deliver, "delay", queued.append)
+    deliveries = [delivery_of(record(owner), endpoint).pk for _ in range(services.FAILURES_BEFORE_COOL_OFF + 3)]
+    outcomes = [services.delivery_deliver(delivery_id=pk) for pk in deliveries]
+    trips = services.FAILURES_BEFORE_COOL_OFF
+    assert outcomes == ["retry"] * trips + ["deferred"] * 3
+    now = timezone.now()
+    for row in WebhookDelivery.objects.filter(pk__in=deliveries[trips:]):
+        assert (row.status, row.attempts, row.give_up_at) == ("pending", 0, None)
+        assert row.next_attempt_at >= now + services.COOL_OFF - timedelta(seconds=5)
+    return deliveries, queued, now
+
+
 def tick_and_send(queued: list[str]) -> None:
     """One relay tick, then the sends it queued (the broker is a list here)."""
     queued.clear()
@@ -194,21 +212,9 @@ def test_an_endpoint_that_keeps_timing_out_is_left_alone_for_a_cool_off(owner, r
         return 200, {}
 
     target = receivers(respond=respond)
-    endpoint = create_endpoint(owner, target.url())
-    queued: list[str] = []
-    monkeypatch.setattr(tasks.webhook_deliver, "delay", queued.append)
-    deliveries = [delivery_of(record(owner), endpoint).pk for _ in range(services.FAILURES_BEFORE_COOL_OFF + 3)]
-    outcomes = [services.delivery_deliver(delivery_id=pk) for pk in deliveries]
-
+    deliveries, queued, now = sent_into_a_cool_off(owner, create_endpoint(owner, target.url()), monkeypatch)
     trips = services.FAILURES_BEFORE_COOL_OFF
-    assert outcomes == ["retry"] * trips + ["deferred"] * 3
     assert len(target.requests) == trips  # the cool-off's deliveries were not sent
-    rows = {d.pk: d for d in WebhookDelivery.objects.filter(pk__in=deliveries)}
-    now = timezone.now()
-    for pk in deliveries[trips:]:
-        # Not an attempt: no number used, its 3-day window not started (it gets all of it later).
-        assert (rows[pk].status, rows[pk].attempts, rows[pk].give_up_at) == ("pending", 0, None)
-        assert rows[pk].next_attempt_at >= now + services.COOL_OFF - timedelta(seconds=5)
 
     # After the cool-off, the endpoint answers again: the deferred deliveries go out and the streak ends.
     answer["hang"] = False
@@ -239,21 +245,12 @@ def test_an_endpoint_whose_dns_keeps_timing_out_is_left_alone_for_a_cool_off(own
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     endpoint = create_endpoint(owner, f"https://{host}/hook")
     dns["slow"] = True
-    queued: list[str] = []
-    monkeypatch.setattr(tasks.webhook_deliver, "delay", queued.append)
-    deliveries = [delivery_of(record(owner), endpoint).pk for _ in range(services.FAILURES_BEFORE_COOL_OFF + 3)]
-    outcomes = [services.delivery_deliver(delivery_id=pk) for pk in deliveries]
+    deliveries, _, now = sent_into_a_cool_off(owner, endpoint, monkeypatch)
 
-    trips = services.FAILURES_BEFORE_COOL_OFF
-    assert outcomes == ["retry"] * trips + ["deferred"] * 3
     rows = {d.pk: d for d in WebhookDelivery.objects.filter(pk__in=deliveries)}
-    now = timezone.now()
-    for pk in deliveries[:trips]:
+    for pk in deliveries[: services.FAILURES_BEFORE_COOL_OFF]:
         assert (rows[pk].status, rows[pk].attempts) == ("pending", 1)
         assert rows[pk].last_error.startswith("refused:") and rows[pk].next_attempt_at > now
-    for pk in deliveries[trips:]:
-        assert (rows[pk].status, rows[pk].attempts, rows[pk].give_up_at) == ("pending", 0, None)
-        assert rows[pk].next_attempt_at >= now + services.COOL_OFF - timedelta(seconds=5)
 
 
 def test_a_delivery_deferred_past_its_window_still_gets_its_last_attempt(owner, receivers, monkeypatch, settings):
