@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q, QuerySet, Subquery, Window
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
@@ -1038,7 +1038,12 @@ def _unless_account_gone(post: ScheduledPost, act: Callable[[QuerySet], int | bo
     revoked at TikTok), a managed provider uses no token of ours, and Instagram keeps the grant of a user
     still connected elsewhere (README), or when the revoke there failed (it is best-effort)."""
     claimed = _still_ours(post)
-    if not act(claimed.exclude(social_account__status=SocialAccount.Status.DISCONNECTED)):
+    # The account is read in a correlated EXISTS, not through a join: an UPDATE with a join becomes "WHERE id
+    # IN (a subquery)", and a second run waiting on the first run's row lock then had only the id re-checked on
+    # the row the first run committed, not its mark: both runs passed the point of no return, and the post
+    # was made twice. Without the join, the whole condition is re-checked on the committed row.
+    gone = SocialAccount.objects.filter(pk=OuterRef("social_account_id"), status=SocialAccount.Status.DISCONNECTED)
+    if not act(claimed.exclude(Exists(gone))):
         raise _AccountGone() if claimed.exists() else _LostClaim()
 
 

@@ -185,3 +185,43 @@ def claimed_post(owner, username: str) -> tuple[dict, str]:
     scheduled = schedule_now(owner, account["id"])
     (post_id,) = services.posts_claim_due()
     return scheduled, post_id
+
+
+def test_two_runs_of_one_claim_cannot_both_pass_the_point_of_no_return(owner):
+    """Two runs of one claim (a redelivered message, a late worker) marking the point of no return at the same
+    moment: the second must find the mark set and stop. The account check made the UPDATE join the accounts
+    table, so PostgreSQL re-checked only the row's id after the first run committed, and the second run marked
+    too: both called TikTok, and the post appeared twice."""
+    import threading
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from tests.accounts.oauth_helpers import connected_account
+    from tests.concurrency import held_open, wait_until_waiting
+
+    account = connected_account(owner, "tiktok", "mark.race")
+    scheduled = schedule_now(owner, account["id"])
+    assert services.posts_claim_due() == [scheduled["id"]]
+    run_a = services._publishing_posts([scheduled["id"]])[scheduled["id"]]
+    run_b = services._publishing_posts([scheduled["id"]])[scheduled["id"]]
+    at_a = timezone.now()
+    outcome = {}
+
+    def second_run():
+        try:
+            services._unless_account_gone(run_b, lambda rows: rows.update(publish_attempted_at=at_a + timedelta(1)))
+            outcome["b"] = "marked"
+        except services._LostClaim:
+            outcome["b"] = "lost"
+        finally:
+            connection.close()
+
+    first_marks = lambda: services._unless_account_gone(run_a, lambda rows: rows.update(publish_attempted_at=at_a))  # noqa: E731
+    with held_open(first_marks):
+        thread = threading.Thread(target=second_run)
+        thread.start()
+        wait_until_waiting("UPDATE")
+    thread.join(30)
+    assert outcome == {"b": "lost"}
