@@ -936,7 +936,8 @@ def _backoff(attempts: int, retry_after: float | None) -> timedelta:
     """How long to wait after the `attempts`-th attempt was refused for now: 30 s doubling per attempt up to
     5 minutes, or longer if the platform asked (Retry-After). A shorter Retry-After is not taken: during an
     outage it would have every post ask again every few seconds."""
-    ours = min(RETRY_BACKOFF_FIRST * 2 ** max(attempts - 1, 0), RETRY_BACKOFF_MAX)
+    # The exponent is capped first: 30 s × 2**42 overflows a timedelta, and a long window reaches that many.
+    ours = min(RETRY_BACKOFF_FIRST * 2 ** min(max(attempts - 1, 0), 10), RETRY_BACKOFF_MAX)
     return max(ours, timedelta(seconds=retry_after or 0))
 
 

@@ -191,3 +191,16 @@ def test_a_post_first_tried_late_gets_the_whole_window_from_that_try(owner):
     body = post(owner, scheduled["id"])
     assert body["status"] == "published", (body["status"], body["error"], body["attempts"])
     assert len(sandbox_posts("instagram", "workers.were.down")) == 1
+
+
+def test_a_post_refused_past_43_times_in_a_long_window_is_retried_not_crashed(owner, settings):
+    # 30 s × 2**42 overflowed a timedelta before the 5-minute cap applied: with a 12-hour window a post that
+    # many refusals into an outage raised, and was left to the resolver as a lost run.
+    settings.LAYERS_PUBLISH_RETRY_WINDOW = timedelta(hours=12)
+    account = connected_account(owner, "tiktok", "long.window")
+    scheduled = schedule_now(owner, account["id"])
+    ScheduledPost.objects.filter(pk=scheduled["id"]).update(attempts=60)
+    assert services.posts_claim_due() == [scheduled["id"]]
+    with intercepted(down("tiktok", [])):
+        assert services.post_publish(post_id=scheduled["id"]) == "retrying"
+    assert ScheduledPost.objects.get(pk=scheduled["id"]).due_at > timezone.now() + timedelta(minutes=4)
