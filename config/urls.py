@@ -36,6 +36,11 @@ class PublicSchemaView(SpectacularJSONAPIView):
     throttle_classes = []
     _document = None
 
+    def _get_version_parameter(self, request):
+        # drf-spectacular would put `?version=` into the document's version and file name: the first caller
+        # after a start would then choose what every partner reads until the next.
+        return None
+
     def _get_schema_response(self, request):
         cls = type(self)
         if cls._document is None:

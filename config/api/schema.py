@@ -158,7 +158,7 @@ def postprocess_plumbing_responses(result, generator, request, public):
     answers, so no view can forget them — 429 RATE_LIMITED (with Retry-After) everywhere; on POST, PUT and
     PATCH 413 PAYLOAD_TOO_LARGE, and 400 MALFORMED_REQUEST where the operation has a request body; on
     operations taking an Idempotency-Key 422 (malformed key) and 409 IDEMPOTENCY_KEY_REUSED, next to the
-    operation's own 409 codes, and the Idempotent-Replayed header on their 2xx responses."""
+    operation's own 409 codes, and the Idempotent-Replayed header on the responses a replay may repeat."""
     for operations in result.get("paths", {}).values():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
@@ -171,16 +171,17 @@ def postprocess_plumbing_responses(result, generator, request, public):
                 responses.setdefault("413", _error_response(413))
             params = operation.get("parameters", [])
             if any(p.get("in") == "header" and p.get("name") == "Idempotency-Key" for p in params):
-                # A replay answers the first response's status (config/api/views.py), so any 2xx may carry it.
-                for status, response in responses.items():
-                    if status.startswith("2"):
-                        response.setdefault("headers", {}).update(IDEMPOTENT_REPLAYED)
                 responses.setdefault("422", _error_response(422))
                 conflict = responses.get("409")
                 if conflict is None:
                     responses["409"] = _error_response(409, IDEMPOTENCY_REUSED)
                 elif "IDEMPOTENCY_KEY_REUSED" not in conflict.get("description", ""):
                     conflict["description"] = f"{conflict['description']}; {IDEMPOTENCY_REUSED}"
+                # A replay answers the first response's status (config/api/views.py): any status the first
+                # request may have had and that is stored (config/api/idempotency: not a 5xx, not a 429).
+                for status, response in responses.items():
+                    if not status.startswith("5") and status != "429":
+                        response.setdefault("headers", {}).update(IDEMPOTENT_REPLAYED)
             operation["responses"] = dict(sorted(responses.items()))
     return result
 

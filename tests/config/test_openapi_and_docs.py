@@ -323,5 +323,29 @@ def test_the_documented_verifier_accepts_our_signatures_and_refuses_anything_els
     assert verify(body, signature_header(secrets_=["whsec_new", "whsec_old"], timestamp=now, body=body), "whsec_old")
     assert not verify(body, signature_header(secrets_=["whsec_x"], timestamp=now - 400, body=body), "whsec_x")
     assert not verify(body + b" ", signature_header(secrets_=["whsec_x"], timestamp=now, body=body), "whsec_x")
-    for mangled in ("", "v1=abc", "t=abc,v1=abc", f"t={now}", f"t={now},v1=é", "garbage", f"t={now},t={now},v1=a"):
+    odd = ("t=\u00b2,v1=ab", "t=" + "1" * 5000 + ",v1=ab")  # a digit int() refuses; past int()'s 4,300 digits
+    mangled_headers = ("", "v1=abc", "t=abc,v1=abc", f"t={now}", f"t={now},v1=é", "garbage", f"t={now},t={now},v1=a")
+    for mangled in (*mangled_headers, *odd):
         assert verify(body, mangled, "whsec_x") is False, mangled
+
+
+def test_no_caller_chooses_the_document_others_read(db):
+    # The document is built once per process: `?version=` of the first caller went into it (info.version
+    # "1.0.0 (anything)") for every partner until the next start.
+    from config.urls import PublicSchemaView
+
+    PublicSchemaView._document = None
+    Client().get("/v1/openapi.json?version=chosen-by-anyone")
+    served = Client().get("/v1/openapi.json")
+    PublicSchemaView._document = None
+    fresh = Client().get("/v1/openapi.json")
+    assert served.json()["info"]["version"] == fresh.json()["info"]["version"]
+    assert "chosen-by-anyone" not in served["Content-Disposition"]
+
+
+def test_a_replayed_refusal_is_documented_with_its_header_too(schema):
+    # A 422 or 409 is stored and replayed like a 201 (config/api/idempotency: all but 5xx and 429).
+    operation = schema["paths"]["/v1/content/{containerId}/schedule"]["post"]
+    for status in ("201", "404", "409", "422"):
+        assert "Idempotent-Replayed" in operation["responses"][status].get("headers", {}), status
+    assert "Idempotent-Replayed" not in operation["responses"]["429"].get("headers", {})
