@@ -10,27 +10,29 @@ call this once per process, with the database checks included (a few small queri
 A database that cannot be reached at start-up (refused, or silent past the connect timeout that
 config/settings/base.py `database()` sets) is not a refusal: the process starts as before, /readyz reports
 the database, and the checks that read it run again at the next start. Nor is one that connects and then
-does not answer the checks' queries (a table locked by a stuck migration, a pooler hanging after the
-handshake): on PostgreSQL they give up after as long as connecting may take."""
+does not answer the checks' queries in time (a table locked by a stuck migration, a server too busy): on
+PostgreSQL they give up after as long as connecting may take. (A pooler that hangs after the handshake never
+passes the query on, so no server-side timeout reaches it.)"""
 
 import logging
 
 from django.core import checks
 from django.core.management.base import SystemCheckError
-from django.db import OperationalError, connections
+from django.db import OperationalError, connections, transaction
 
 log = logging.getLogger(__name__)
 
 
 def _answer_within_the_connect_timeout() -> None:
-    """This thread's queries give up after the connect timeout (PostgreSQL's statement_timeout, for this
-    session only: the connection is closed after the checks)."""
+    """The checks' queries give up after the connect timeout: PostgreSQL's statement_timeout for the
+    surrounding transaction only (SET LOCAL). A session-wide SET would go back to a transaction-mode pooler's
+    pool with the server connection, and cancel someone else's long statements."""
     connection = connections["default"]
     if connection.vendor != "postgresql":
         return
     seconds = int(connection.settings_dict.get("OPTIONS", {}).get("connect_timeout") or 10)
     with connection.cursor() as cursor:
-        cursor.execute(f"SET statement_timeout = {seconds * 1000}")
+        cursor.execute(f"SET LOCAL statement_timeout = {seconds * 1000}")
 
 
 def refuse_to_start_on_failed_checks(process: str) -> None:
@@ -41,8 +43,9 @@ def refuse_to_start_on_failed_checks(process: str) -> None:
     if not apps.ready:
         django.setup()
     try:
-        _answer_within_the_connect_timeout()
-        messages = checks.run_checks(databases=["default"])
+        with transaction.atomic(using="default"):
+            _answer_within_the_connect_timeout()
+            messages = checks.run_checks(databases=["default"])
     except OperationalError as exc:  # Django's own database checks connect too
         log.warning("%s start: database unreachable (%s), the checks that read it are skipped", process, exc)
         messages = checks.run_checks()

@@ -186,3 +186,29 @@ def test_a_web_process_starts_while_the_database_answers_connections_but_not_que
         booted = boot_a_web_process(env)
     assert "booted" in booted.stdout, booted.stderr[-2000:]
     assert "layers.W002" in booted.stderr, booted.stderr[-2000:]  # the check said it could not read, and why
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_start_up_timeout_stays_in_the_checks_transaction():
+    # Set for the session, the 10 s timeout went back to a transaction-mode pooler's pool with the server
+    # connection, and cancelled whoever's long statement came next on it.
+    from config import startup
+
+    seen = []
+
+    def spy(execute, sql, params, many, context):
+        if sql.startswith("SET") and "statement_timeout" in sql:
+            seen.append((connection.in_atomic_block, sql.split(" statement_timeout")[0]))
+        elif not sql.startswith("SHOW"):
+            with connection.cursor() as cursor:  # what every query of the checks runs under
+                cursor.execute("SHOW statement_timeout")
+                seen.append(cursor.fetchone()[0])
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        startup.refuse_to_start_on_failed_checks("web")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        after = cursor.fetchone()[0]
+    assert seen[0] == (True, "SET LOCAL") and set(seen[1:]) == {"10s"}, seen
+    assert after == "0"
