@@ -7,6 +7,7 @@ nothing here logs a URL or a request, and transport errors are re-raised without
 The `httpx` logger (which logs request URLs at INFO) is kept at WARNING in settings for the same reason.
 """
 
+import contextvars
 import os
 import threading
 from collections.abc import Iterator
@@ -176,6 +177,7 @@ class InProcessWSGIHandler(WSGIHandler):
       close_old_connections receiver would close that connection (it is inside a transaction in tests,
       and CONN_MAX_AGE=0), and reset_queries would wipe the caller's query-count assertions. So neither
       signal is sent here.
+    - The nested request runs in a copy of the caller's context, so the caller keeps its request id.
     - The stock handler turns a view's exception into a 500 page and fires got_request_exception, which
       Django's test Client (when the outer request is a test request) would re-raise at the end of the
       *outer* request. Instead the exception is taken from the innermost layer and re-raised to httpx,
@@ -187,7 +189,9 @@ class InProcessWSGIHandler(WSGIHandler):
 
     def __call__(self, environ, start_response):
         request = self.request_class(environ)
-        response = self.get_response(request)
+        # In a copy of the caller's context: the nested request's id (config/requestid.py) must not become the
+        # caller's, whose lines after the call would carry the sandbox's id (no request_finished clears it).
+        response = contextvars.copy_context().run(self.get_response, request)
         exc = getattr(request, self._exception_attr, None)
         if exc is not None:
             raise exc

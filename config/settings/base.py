@@ -48,10 +48,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: /healthz and /readyz answer load balancers that send the pod's address as Host (config/probes.py).
-    "config.probes.HealthProbeMiddleware",
-    # Next: every log line of the request, and its response, carry its id (config/requestid.py).
+    # First: every response, the probes' included, and every log line of its request carry its id
+    # (config/requestid.py; it reads no Host).
     "config.requestid.RequestIdMiddleware",
+    # Next: /healthz and /readyz answer load balancers that send the pod's address as Host (config/probes.py).
+    "config.probes.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.ratelimit.ClientRateLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -56,3 +56,23 @@ def test_a_workers_lines_name_their_task(caplog):
         log.info("after it")
     inside, after = (r for r in caplog.records if r.name == "scheduling.tasks")
     assert (inside.request_id, after.request_id) == ("task:0b1c2d3e", "-")
+
+
+@pytest.mark.django_db
+def test_a_platform_call_answered_in_process_leaves_the_callers_id_alone():
+    # The sandbox answered in process (tests, make run's default transport) ran through the middleware in the
+    # caller's context: the caller's later lines carried the sandbox request's id.
+    from accounts.platforms.http import platform_http_client, platform_request
+
+    requestid.set_current("task:outer-1234")
+    try:
+        with platform_http_client() as http:
+            platform_request(http, "sandbox", "GET", "http://testserver/v1/nope")
+        assert requestid.current() == "task:outer-1234"
+    finally:
+        requestid.set_current(requestid.NONE)
+
+
+@pytest.mark.django_db
+def test_the_probes_carry_an_id_too():
+    assert Client().get("/healthz")["X-Request-Id"].startswith("req_")

@@ -22,7 +22,10 @@ BEAT = "layers-logging-beat"
 TASK = "accounts.tasks.purge_idempotency_keys"
 SUCCEEDED = re.compile(rf"Task {re.escape(TASK)}\[[^\]]+\] succeeded")
 # Django's LOGGING format ("plain"), not Celery's "[… INFO/MainProcess] …".
-DJANGO_FORMAT = re.compile(rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO celery\.app\.trace {SUCCEEDED.pattern}", re.M)
+# With the task's id as the line's request id (config/requestid.py): a worker's lines name their task.
+DJANGO_FORMAT = re.compile(
+    rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO celery\.app\.trace task:[0-9a-f-]{{36}} {SUCCEEDED.pattern}", re.M
+)
 
 
 @pytest.fixture
@@ -85,7 +88,7 @@ def test_beat_started_without_l_logs_the_ticks_it_sends_at_layers_log_level(redi
     log = tmp_path / "beat.log"
     beat = start(args, env=env, log=log)
     sent = re.compile(
-        r"^\d{4}-\d\d-\d\d [\d:,]+ INFO celery\.beat Scheduler: Sending due task dispatch-due-posts ", re.M
+        r"^\d{4}-\d\d-\d\d [\d:,]+ INFO celery\.beat - Scheduler: Sending due task dispatch-due-posts ", re.M
     )
     try:
         # the dispatcher's tick is due every 2 seconds
