@@ -97,6 +97,17 @@ def oauth_callback(request, platform: str):
     if outcome.refused:
         # A staff pool connect completed in another browser than its staff member's (services.oauth_callback).
         return render(request, "oauth/error.html", {"reason": outcome.message}, status=403)
+    denied = platform == "instagram" and request.GET.get("error") == "access_denied"
+    if outcome.redirect_url is None and denied and not request.GET.get("state"):
+        # Instagram sends a declined consent back without the state (PLATFORMS.md: `?error=access_denied&
+        # error_reason=user_denied&…`; the sandbox keeps it, as API.md says): whose connect it was, and so whose
+        # returnUrl is safe, cannot be known. The customer is told what happened, not that the link is broken;
+        # the partner's oauth-status reads `expired` once the state's 30 minutes are over.
+        reason = (
+            "You declined to connect your Instagram account, so nothing was connected. "
+            "Close this window and go back to the app you came from if you want to try again."
+        )
+        return render(request, "oauth/error.html", {"reason": reason, "declined": True})
     if outcome.redirect_url is None:
         return render(
             request,

@@ -536,3 +536,23 @@ def test_a_callback_url_typed_with_a_trailing_slash_gets_the_callbacks_own_page(
 
     assert response.status_code == 400
     assert b"unknown or invalid" in response.content
+
+
+def test_an_instagram_denial_without_state_tells_the_customer_they_declined(owner):
+    # PLATFORMS.md: Instagram sends a declined consent back as `?error=access_denied&error_reason=user_denied&…`,
+    # without the state (the sandbox keeps it, as API.md says). The customer read "This sign-in link is unknown
+    # or invalid": they are told they declined, and nothing redirects anywhere (whose returnUrl is unknown).
+    from django.test import Client
+
+    link = start(owner, "instagram")
+    denied = {"error": "access_denied", "error_reason": "user_denied", "error_description": "The user denied."}
+
+    response = Client().get("/oauth/instagram/callback", denied)
+
+    assert response.status_code == 200 and "Location" not in response
+    assert b"You declined to connect your Instagram account" in response.content
+    assert b"unknown or invalid" not in response.content
+    assert not SocialAccount.objects.exists()
+    assert status(owner, link["state"])["status"] == "pending"  # expired after its 30 minutes
+    # Anything else without a state is still the broken link it was.
+    assert Client().get("/oauth/instagram/callback", {"code": "abc"}).status_code == 400
