@@ -28,8 +28,14 @@ def oauth_sessions_purge_expired() -> int:
 
 @shared_task(bind=True, max_retries=6)
 def social_account_after_connect(self, account_id: str) -> list[str]:
-    """The post-connect fan-out (avatar, layers, content layer, onboarding); retries the failed steps."""
+    """The post-connect fan-out (avatar, layers, content layer, onboarding); retries the failed steps. Its
+    retries used up (a platform or storage down for the ~hour they span), it ends with one warning naming the
+    steps left, not Celery's MaxRetriesExceededError traceback per account: the provisioning tick queues it
+    again while the account lacks its layers."""
     failed = services.social_account_fan_out(account_id=account_id)
+    if failed and self.request.retries >= self.max_retries:
+        log.warning("post-connect steps of %s still failing after %d retries: %s", account_id, self.max_retries, failed)
+        return failed
     if failed:
         raise self.retry(countdown=backoff_countdown(self.request.retries, first=30))
     return failed

@@ -264,3 +264,16 @@ def test_the_last_retry_during_an_outage_ends_with_one_warning_and_leaves_the_wo
     assert pk in account_services.social_accounts_due_for_health(now=timezone.now() + timedelta(minutes=31))
     later_on = timezone.now() + timedelta(hours=20)
     assert pool_id in leasing_services.pool_accounts_due_for_refresh(now=later_on)
+
+
+def test_the_post_connect_fan_outs_last_retry_ends_with_one_warning_not_a_traceback(monkeypatch, caplog):
+    from accounts import services, tasks
+
+    monkeypatch.setattr(services, "social_account_fan_out", lambda *, account_id: ["avatar"])  # fails each time
+    with caplog.at_level("INFO"):
+        result = tasks.social_account_after_connect.apply(
+            args=["sa_x"], retries=tasks.social_account_after_connect.max_retries
+        )
+    assert result.successful() and result.result == ["avatar"], repr(result.result)
+    assert [r.levelname for r in caplog.records if "still failing" in r.getMessage()] == ["WARNING"]
+    assert not [r for r in caplog.records if r.levelno >= 40]
