@@ -478,6 +478,7 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         "pool_account",
         "social_account",
         "leased_handle",
+        "account_status",  # a dead lease is still billed: ops and finance see it here, with the way to fix it
         "price",
         "assigned_at",
         "assigned_by_who",

@@ -86,3 +86,20 @@ def test_a_released_lease_is_paid_through_the_month_its_release_fell_in(owner):
 
     assert "2026-03-31 10:00:00 UTC" in html and "not charged yet" not in html
     assert [row[0] for row in Tables(html).tables["lease-charges"]["tbody"]] == ["0", "1"]
+
+
+def test_the_lease_page_says_when_the_leased_account_needs_a_reauth_and_where_to_fix_it(owner):
+    # A dead lease is still billed every month: the list said so, the lease's own page did not.
+    from accounts.models import SocialAccount
+
+    lease = lease_assign(owner, price_cents=4900, at=at(2026, 1, 31, 10))
+    _, client = signed_in_staff("leasing.view_lease")
+
+    def status_field(html: str) -> str:
+        return html.split('field-account_status"', 1)[1].split("</div>\n</div>", 1)[0]
+
+    assert "connected" in status_field(lease_page(client, lease))
+
+    SocialAccount.objects.filter(pk=lease.social_account_id).update(status="reauth_required")
+    field = status_field(lease_page(client, lease))
+    assert "reauth_required" in field and "reconnect it on TikTok" in field
