@@ -745,9 +745,21 @@ def pool_account_check(*, pool_account_id: str) -> str:
     if account.status != PoolAccount.Status.AVAILABLE:
         return "skipped"
     if not _verified_token(account, status=PoolAccount.Status.AVAILABLE):
-        PoolAccount.objects.filter(pk=account.pk, status=PoolAccount.Status.AVAILABLE).update(
-            status=PoolAccount.Status.RETIRED, status_note=RETIRED_DEAD_AFTER_RELEASE
-        )
+        with transaction.atomic():
+            retired = PoolAccount.objects.filter(pk=account.pk, status=PoolAccount.Status.AVAILABLE).update(
+                status=PoolAccount.Status.RETIRED, status_note=RETIRED_DEAD_AFTER_RELEASE
+            )
+            # In the history of the lease it came back from, where ops look first (a reconnect clears the
+            # pool account's note, and that note was the only trace of why it left the pool).
+            lease = Lease.objects.filter(pool_account_id=account.pk, released_at__isnull=False).order_by("-released_at")
+            if retired and (lease := lease.select_related("request").first()) is not None:
+                _audit(
+                    action="retired",
+                    request=lease.request,
+                    lease=lease,
+                    pool_account=account.handle,
+                    reason=RETIRED_DEAD_AFTER_RELEASE,
+                )
         return "retired"
     return "ok"
 

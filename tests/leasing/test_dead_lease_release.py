@@ -148,3 +148,20 @@ def test_the_release_confirmation_says_an_account_needing_a_reauth_leaves_the_po
     assert "the account goes back to the pool" in healthy_line.split("@")[1]
     dead_line = dead_line.split("@")[1]
     assert "goes back to the pool" not in dead_line and "needs a reauth" in dead_line and "retired" in dead_line
+
+
+def test_a_pool_account_the_check_after_a_release_retires_says_so_in_the_leases_history(owner):
+    # The pool account's note was the only trace of why it left the pool, and a reconnect clears it: the lease
+    # it came back from now says it in its history, where ops look first.
+    pool_id, account_id, handle = lease_one(owner)
+    assert owner.client.delete(f"/v1/leased-accounts/{account_id}").status_code == 200
+    invalidate_tokens("tiktok", handle)  # dies at TikTok after the partner let it go
+
+    assert services.pool_account_check(pool_account_id=pool_id) == "retired"
+
+    lease = Lease.objects.get(social_account_id=account_id)
+    retired = LeaseAction.objects.get(lease=lease, action="retired")
+    assert retired.detail == {"pool_account": handle, "reason": services.RETIRED_DEAD_AFTER_RELEASE}
+    assert retired.by == "automation"
+    assert services.pool_account_check(pool_account_id=pool_id) == "skipped"  # once
+    assert LeaseAction.objects.filter(lease=lease, action="retired").count() == 1
