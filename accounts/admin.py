@@ -26,6 +26,7 @@ from accounts.models import (
     SocialAccount,
     SocialAccountStatusChange,
 )
+from accounts.platforms.scopes import stored_scopes
 from config.adminpaging import LargeTablePaginator
 
 
@@ -436,7 +437,7 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     @admin.display(description="granted scopes")
     def granted_scopes(self, obj):
         """What the platform granted the account's token (a post or metrics call outside it is refused)."""
-        return ", ".join(scope for scope in obj.scopes.split(",") if scope) or "Not known."
+        return ", ".join(stored_scopes(obj.scopes)) or "Not known."
 
     @admin.display(description="events")
     def events(self, obj):

@@ -31,7 +31,13 @@ from accounts.models import (
     api_key_label,
 )
 from accounts.platforms.base import PlatformError, Profile, TokenInvalid, TokenSet
-from accounts.platforms.scopes import PUBLISHING, SCOPES, grant_lacks_publishing, publishing_scopes_missing
+from accounts.platforms.scopes import (
+    PUBLISHING,
+    SCOPES,
+    grant_lacks_publishing,
+    publishing_scopes_missing,
+    stored_scopes,
+)
 from accounts.selectors import aware_utc
 from accounts.serializers import social_account_data
 from config.api.errors import Conflict, Validation
@@ -1055,11 +1061,6 @@ def tiktok_authorization_removed(*, open_id: str, removed_at: datetime) -> list[
     ]
 
 
-def _granted_scopes(account: SocialAccount) -> tuple[str, ...]:
-    """The scopes the account's token was granted, as the platform said (empty: not known)."""
-    return tuple(s for s in account.scopes.split(",") if s)
-
-
 def _token_set(account: SocialAccount) -> TokenSet:
     return TokenSet(
         access_token=account.access_token or "",
@@ -1067,7 +1068,7 @@ def _token_set(account: SocialAccount) -> TokenSet:
         expires_at=account.token_expires_at or timezone.now(),
         refresh_expires_at=account.refresh_expires_at,
         platform_user_id=account.identity.platform_user_id,
-        scopes=_granted_scopes(account),
+        scopes=stored_scopes(account.scopes),
     )
 
 
@@ -1239,7 +1240,7 @@ def _check_health(*, account_id: str) -> str:
     version = account.token_version
     try:
         profile = _client(account.platform).get_profile(
-            access_token=account.access_token or "", scopes=_granted_scopes(account)
+            access_token=account.access_token or "", scopes=stored_scopes(account.scopes)
         )
     except TokenInvalid as exc:
         reason = refusal_reason("checking the account (health check)", exc)
@@ -1334,7 +1335,8 @@ def social_account_rehost_avatar(*, account_id: str) -> str | None:
     account = SocialAccount.objects.select_related("identity").get(pk=account_id)
     if account.avatar_url or not account.is_live or not account.access_token:
         return account.avatar_url or None
-    profile = _client(account.platform).get_profile(access_token=account.access_token, scopes=_granted_scopes(account))
+    client = _client(account.platform)
+    profile = client.get_profile(access_token=account.access_token, scopes=stored_scopes(account.scopes))
     if not profile.avatar_url:
         return None
     with platform_http_client(public_only=True) as client:

@@ -33,7 +33,7 @@ from accounts.platforms.base import (
     RequestRejected,
     TokenInvalid,
 )
-from accounts.platforms.scopes import PUBLISHING, grant_lacks_mode, scope_for_mode
+from accounts.platforms.scopes import PUBLISHING, grant_lacks_mode, scope_for_mode, stored_scopes
 from accounts.services import (
     api_key_source,
     event_record,
@@ -275,7 +275,7 @@ def _grant_problem(account: SocialAccount, mode: str) -> str | None:
     scopes were stored is accepted as before (its post says at its time if the scope is missing)."""
     if account.status != SocialAccount.Status.CONNECTED:
         return None
-    missing = grant_lacks_mode(account.platform, mode, _granted(account.scopes))
+    missing = grant_lacks_mode(account.platform, mode, stored_scopes(account.scopes))
     if missing is None:
         return None
     name = Platform(account.platform).label
@@ -284,12 +284,6 @@ def _grant_problem(account: SocialAccount, mode: str) -> str | None:
         f"post. A reauth of the account (POST /v1/projects/{{projectId}}/social/reauth-url, with {missing} among "
         "its scopes, as it is by default) grants it."
     )
-
-
-def _granted(scopes: str) -> set[str]:
-    """The scopes of a grant as an account stores them (SocialAccount.scopes, what the platform said it
-    granted at connect or reauth; none: unknown)."""
-    return {scope for scope in scopes.split(",") if scope}
 
 
 def _caption_problem(*, platform: str, container: ContentContainer, mode: str) -> str | None:
@@ -901,7 +895,7 @@ def _mode_scope_refused(post: ScheduledPost, token_version: int) -> str | None:
     )
     if scopes is None:
         return None
-    granted = _granted(scopes)
+    granted = set(stored_scopes(scopes))
     missing = grant_lacks_mode(platform, post.mode, granted)
     return missing if missing and granted & PUBLISHING[platform] else None
 

@@ -35,6 +35,12 @@ PUBLISHING: dict[str, frozenset[str]] = {
 }
 
 
+def stored_scopes(text: str) -> tuple[str, ...]:
+    """The scopes of a grant as an account stores them (SocialAccount.scopes, comma-separated, what the
+    platform said it granted at connect or reauth; empty: not known)."""
+    return tuple(scope for scope in text.split(",") if scope)
+
+
 def publishing_scopes_missing(platform: str, granted) -> list[str]:
     """The publishing scopes a grant whose scopes the platform reported lacks, sorted (none when the scopes are
     unknown: empty). A pool account needs them all: partners lease it to post in every mode."""
