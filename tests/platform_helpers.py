@@ -140,3 +140,36 @@ def tiktok_refresh_keeping_the_refresh_token(refresh_field: dict) -> Override:
         return httpx.Response(200, json=body)
 
     return answer
+
+
+def platform_down(
+    platform: str,
+    calls: list | None = None,
+    *,
+    until=None,
+    status: int = 500,
+    retry_after: int | None = None,
+    timeout: bool = False,
+) -> dict[str, Override]:
+    """Overrides (for `intercepted`) of every API call to `platform`: refused with the platform's own error (a
+    500, or a 429 with `retry_after`), or not answered at all (`timeout`), until `until` (None: for good), then
+    answered by the sandbox. `calls` gets the time of each refused call."""
+    from django.utils import timezone
+
+    def answer(request, sandbox):
+        if until is not None and timezone.now() >= until:
+            return sandbox.handle_request(request)
+        if calls is not None:
+            calls.append(timezone.now())
+        if timeout:
+            raise httpx.ReadTimeout("platform outage", request=request)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        if platform == "tiktok":
+            code = "rate_limit_exceeded" if status == 429 else "internal_error"
+            body = {"data": {}, "error": {"code": code, "message": "down", "log_id": "x"}}
+        else:
+            code = 4 if status == 429 else 2
+            body = {"error": {"message": "down", "type": "OAuthException", "code": code, "is_transient": True}}
+        return httpx.Response(status, json=body, headers=headers)
+
+    return {"/sandbox/tiktok/v2/" if platform == "tiktok" else "/sandbox/instagram/graph/": answer}

@@ -25,7 +25,7 @@ from config.settings.base import broker_timeouts
 from leasing.models import PoolAccount
 from tests.accounts.oauth_helpers import connected_account
 from tests.leasing.helpers import add_pool
-from tests.platform_helpers import intercepted
+from tests.platform_helpers import intercepted, platform_down
 
 TWO_HOURS = timedelta(hours=2)
 
@@ -226,14 +226,6 @@ def test_the_post_connect_fan_out_never_waits_in_the_broker_longer_than_the_long
     assert max(retries.countdowns) <= settings.LAYERS_MAX_TASK_COUNTDOWN, retries.countdowns
 
 
-def tiktok_down():
-    def answer(request, sandbox):
-        body = {"data": {}, "error": {"code": "internal_error", "message": "down", "log_id": "x"}}
-        return httpx.Response(500, json=body)
-
-    return {"/sandbox/tiktok/v2/": answer}
-
-
 @pytest.mark.django_db(transaction=True)
 def test_the_last_retry_during_an_outage_ends_with_one_warning_and_leaves_the_work_to_the_tick(owner, caplog):
     """Celery's MaxRetriesExceededError was an ERROR traceback per account (and per pool account) each time a
@@ -244,7 +236,7 @@ def test_the_last_retry_during_an_outage_ends_with_one_warning_and_leaves_the_wo
     pk = connected_account(owner, "tiktok", "outage.health")["id"]
     SocialAccount.objects.filter(pk=pk).update(token_expires_at=timezone.now() + timedelta(hours=1))
     [pool_id] = add_pool(1)
-    with caplog.at_level("INFO"), intercepted(tiktok_down()):
+    with caplog.at_level("INFO"), intercepted(platform_down("tiktok")):
         checked = account_tasks.social_account_check_health.apply(args=[pk], retries=5)
         with time_machine.travel(timezone.now() + timedelta(hours=20), tick=False):
             refreshed = leasing_tasks.pool_account_refresh_token.apply(args=[pool_id], retries=5)

@@ -3,27 +3,14 @@ the request fails anyway, and checking every other account one timeout after ano
 member's admin request for minutes (50 accounts: past the 15-minute recovery of interrupted assignments).
 A token TikTok refused is not an outage: the check goes on, and every dead account found is retired."""
 
-import httpx
 import pytest
-from django.utils import timezone
 
 from leasing import services
 from leasing.models import LeaseRequest, PoolAccount
 from tests.leasing.helpers import add_pool, get_request, request_accounts
-from tests.platform_helpers import inject_fault, intercepted, invalidate_tokens
+from tests.platform_helpers import inject_fault, intercepted, invalidate_tokens, platform_down
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def tiktok_down(calls, *, timeout=False):
-    def answer(request, sandbox):
-        calls.append(timezone.now())
-        if timeout:
-            raise httpx.ReadTimeout("platform outage", request=request)
-        body = {"data": {}, "error": {"code": "internal_error", "message": "down", "log_id": "x"}}
-        return httpx.Response(500, json=body)
-
-    return {"/sandbox/tiktok/v2/": answer}
 
 
 def problems_of(request_id: str) -> str:
@@ -36,7 +23,7 @@ def test_assigning_during_a_tiktok_outage_stops_at_the_first_unanswered_token_ch
     accepted = request_accounts(owner, 5)
     calls = []
 
-    with intercepted(tiktok_down(calls, timeout=timeout)):
+    with intercepted(platform_down("tiktok", calls, timeout=timeout)):
         services.lease_assign(request_id=accepted["requestId"], auto=True)
 
     assert len(calls) == 1, len(calls)

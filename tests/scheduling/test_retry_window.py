@@ -5,7 +5,6 @@ a routine 10-minute TikTok incident failed a campaign's posts."""
 
 from datetime import timedelta
 
-import httpx
 import pytest
 import time_machine
 from django.utils import timezone
@@ -15,32 +14,12 @@ from scheduling import services
 from scheduling.models import ScheduledPost, ScheduledPostAttempt
 from scheduling.tasks import dispatch_due_posts
 from tests.accounts.oauth_helpers import connected_account
-from tests.platform_helpers import intercepted
+from tests.platform_helpers import intercepted, platform_down
 from tests.scheduling.publish_helpers import post, sandbox_posts, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TICK = timedelta(seconds=10)
-
-
-def down(platform: str, calls: list, *, until=None, status: int = 500, retry_after: int | None = None):
-    """An override of every API call to `platform`: refused with the platform's own error (a 500, or a 429 with
-    `retry_after`) until `until`, then answered by the sandbox. `calls` gets the time of each refused call."""
-
-    def answer(request, sandbox):
-        if until is not None and timezone.now() >= until:
-            return sandbox.handle_request(request)
-        calls.append(timezone.now())
-        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-        if platform == "tiktok":
-            code = "rate_limit_exceeded" if status == 429 else "internal_error"
-            body = {"data": {}, "error": {"code": code, "message": "down", "log_id": "x"}}
-        else:
-            code = 4 if status == 429 else 2
-            body = {"error": {"message": "down", "type": "OAuthException", "code": code, "is_transient": True}}
-        return httpx.Response(status, json=body, headers=headers)
-
-    return {"/sandbox/tiktok/v2/" if platform == "tiktok" else "/sandbox/instagram/graph/": answer}
 
 
 def run_ticks(clock, until):
@@ -58,7 +37,7 @@ def test_a_post_due_when_a_30_minute_outage_starts_is_published_once_it_is_over(
     calls = []
     with time_machine.travel(start, tick=False) as clock:
         scheduled = schedule_now(owner, account["id"], mode=mode)
-        with intercepted(down(platform, calls, until=start + timedelta(minutes=30))):
+        with intercepted(platform_down(platform, calls, until=start + timedelta(minutes=30))):
             run_ticks(clock, start + timedelta(minutes=40))
 
     body = post(owner, scheduled["id"])
@@ -82,7 +61,7 @@ def test_a_post_whose_platform_stays_down_past_the_window_fails_once_saying_how_
     calls = []
     with time_machine.travel(start, tick=False) as clock:
         scheduled = schedule_now(owner, account["id"])
-        with intercepted(down("tiktok", calls)):
+        with intercepted(platform_down("tiktok", calls)):
             run_ticks(clock, start + timedelta(minutes=50))
             body = post(owner, scheduled["id"])
             assert (body["status"], body["error"]) == ("queued", None), body  # still being retried
@@ -107,7 +86,7 @@ def test_the_retry_window_is_a_setting(owner, settings):
     calls = []
     with time_machine.travel(start, tick=False) as clock:
         scheduled = schedule_now(owner, account["id"], media_type="image")
-        with intercepted(down("instagram", calls)):
+        with intercepted(platform_down("instagram", calls)):
             run_ticks(clock, start + timedelta(minutes=30))
 
     body = post(owner, scheduled["id"])
@@ -122,7 +101,7 @@ def test_a_rate_limit_whose_retry_after_is_longer_than_the_backoff_is_waited_out
     account = connected_account(owner, "tiktok", "limited.long")
     start = timezone.now()
     calls = []
-    limited = down("tiktok", calls, until=start + timedelta(minutes=45), status=429, retry_after=600)
+    limited = platform_down("tiktok", calls, until=start + timedelta(minutes=45), status=429, retry_after=600)
     with time_machine.travel(start, tick=False) as clock:
         scheduled = schedule_now(owner, account["id"])
         with intercepted(limited):
@@ -142,7 +121,7 @@ def test_a_retry_after_past_the_window_gives_up_at_once_with_rate_limited(owner)
     calls = []
     with time_machine.travel(start, tick=False) as clock:
         scheduled = schedule_now(owner, account["id"])
-        with intercepted(down("tiktok", calls, status=429, retry_after=2 * 3600)):
+        with intercepted(platform_down("tiktok", calls, status=429, retry_after=2 * 3600)):
             run_ticks(clock, start + timedelta(minutes=1))
 
     body = post(owner, scheduled["id"])
@@ -162,14 +141,14 @@ def test_an_ops_retry_after_the_window_gets_a_window_of_its_own(owner):
     calls = []
     with time_machine.travel(start, tick=False) as clock:
         scheduled = schedule_now(owner, account["id"])
-        with intercepted(down("tiktok", calls)):
+        with intercepted(platform_down("tiktok", calls)):
             run_ticks(clock, start + timedelta(minutes=61))
         assert post(owner, scheduled["id"])["status"] == "failed"
 
         clock.move_to(start + timedelta(days=1))
         services.post_retry(post_id=scheduled["id"])
         retried = timezone.now()
-        with intercepted(down("tiktok", calls, until=retried + timedelta(minutes=10))):
+        with intercepted(platform_down("tiktok", calls, until=retried + timedelta(minutes=10))):
             run_ticks(clock, retried + timedelta(minutes=20))
 
     body = post(owner, scheduled["id"])
@@ -185,7 +164,7 @@ def test_a_post_first_tried_late_gets_the_whole_window_from_that_try(owner):
         scheduled = schedule_now(owner, account["id"], media_type="image")
         clock.move_to(start + timedelta(hours=2))  # no dispatcher ran meanwhile
         first_try = timezone.now()
-        with intercepted(down("instagram", calls, until=first_try + timedelta(minutes=10))):
+        with intercepted(platform_down("instagram", calls, until=first_try + timedelta(minutes=10))):
             run_ticks(clock, first_try + timedelta(minutes=20))
 
     body = post(owner, scheduled["id"])
@@ -201,6 +180,6 @@ def test_a_post_refused_past_43_times_in_a_long_window_is_retried_not_crashed(ow
     scheduled = schedule_now(owner, account["id"])
     ScheduledPost.objects.filter(pk=scheduled["id"]).update(attempts=60)
     assert services.posts_claim_due() == [scheduled["id"]]
-    with intercepted(down("tiktok", [])):
+    with intercepted(platform_down("tiktok", [])):
         assert services.post_publish(post_id=scheduled["id"]) == "retrying"
     assert ScheduledPost.objects.get(pk=scheduled["id"]).due_at > timezone.now() + timedelta(minutes=4)
