@@ -470,6 +470,9 @@ def _raise_for_answer(response: httpx.Response, body, *, grant: str | None, secr
         # the request may have been carried out before it.
         raise PlatformUnavailable(f"tiktok: HTTP {status}", code=f"http_{status}", status=status, outcome_unknown=True)
     if status == 401:
-        raise TokenInvalid("tiktok: HTTP 401", code="http_401", status=status)
+        # TikTok tells a dead token in its envelope (401 access_token_invalid, handled above). A 401 without it
+        # is a gateway's or a proxy's page: reading it as a dead token flipped every account behind that edge
+        # to reauth_required. The edge refused the request before TikTok saw it, so it is safe to send again.
+        raise PlatformUnavailable("tiktok: HTTP 401 without TikTok's error envelope", code="http_401", status=status)
     if status >= 400:
         raise RequestRejected(f"tiktok: HTTP {status}", code=f"http_{status}", status=status)

@@ -85,11 +85,22 @@ def test_a_temporarily_unavailable_token_answer_is_an_outage_not_a_refusal(statu
         client_answering(status, body).refresh(tokens=EXPIRED)
 
 
-# A bare 401 (no TikTok envelope, e.g. from TikTok's edge) means the token is not accepted: reauth, not a
-# failed post.
-def test_a_bare_401_is_a_dead_token():
+# TikTok says a token is dead in its envelope (401 `access_token_invalid`, PLATFORMS.md): that flips the
+# account to reauth_required. A bare 401 without it is a gateway's or a proxy's page, not TikTok judging the
+# token: it used to flip the account too, so one misbehaving edge asked every customer to reconnect. It is an
+# outage now (retried; a really dead token is still caught by the envelope or the refresh's invalid_grant),
+# and one that did not carry the request out, so a publish may be sent again.
+def test_a_401_in_tiktoks_envelope_is_a_dead_token():
     with pytest.raises(TokenInvalid):
-        client_answering(401, b"Unauthorized").get_profile(access_token=TOKEN)
+        client_answering(401, envelope("access_token_invalid")).get_profile(access_token=TOKEN)
+
+
+@pytest.mark.parametrize("body", [b"Unauthorized", b"<html>401 Authorization Required</html>", {"message": "no"}])
+def test_a_bare_401_is_an_outage_not_a_dead_token(body):
+    with pytest.raises(PlatformUnavailable) as caught:
+        publish(client_answering(401, body))
+
+    assert caught.value.outcome_unknown is False
 
 
 # Once the init call has gone out, an answer that does not say what happened may hide a live post: the

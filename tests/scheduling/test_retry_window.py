@@ -183,3 +183,30 @@ def test_a_post_refused_past_43_times_in_a_long_window_is_retried_not_crashed(ow
     with intercepted(platform_down("tiktok", [])):
         assert services.post_publish(post_id=scheduled["id"]) == "retrying"
     assert ScheduledPost.objects.get(pk=scheduled["id"]).due_at > timezone.now() + timedelta(minutes=4)
+
+
+def test_an_edge_answering_bare_401s_for_20_minutes_neither_flips_the_account_nor_fails_its_post(owner):
+    # A gateway in front of TikTok answering 401 pages without TikTok's envelope used to be read as a dead
+    # token: the account went reauth_required (a needs_reauth webhook, the customer asked to reconnect) and
+    # its post failed CREDENTIAL_INVALID. It is an outage: the post waits and publishes once the edge is back.
+    import httpx
+
+    account = connected_account(owner, "tiktok", "edge.401")
+    start = timezone.now()
+
+    def edge_page(request, sandbox):
+        if timezone.now() >= start + timedelta(minutes=20):
+            return sandbox.handle_request(request)
+        return httpx.Response(401, content=b"<html>401 Authorization Required</html>")
+
+    with time_machine.travel(start, tick=False) as clock:
+        scheduled = schedule_now(owner, account["id"])
+        with intercepted({"/sandbox/tiktok/v2/": edge_page}):
+            run_ticks(clock, start + timedelta(minutes=10))
+            assert owner.client.get(f"/v1/social-accounts/{account['id']}").json()["status"] == "connected"
+            run_ticks(clock, start + timedelta(minutes=30))
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published", (body["status"], body["error"])
+    assert len(sandbox_posts("tiktok", "edge.401")) == 1
+    assert Event.objects.filter(type="social_account.needs_reauth").count() == 0
