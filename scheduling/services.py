@@ -403,6 +403,11 @@ def post_retry(*, post_id: str, actor=None, checked_on_platform: bool = False) -
     attempts (the failed one keeps its code, words and publish id), followed by a row saying who queued it
     again."""
     with transaction.atomic():
+        # The account is locked first, as the revoke locks it before canceling its queued posts: read without
+        # the lock, a revoke committing between that read and the requeue left a queued post on a
+        # disconnected account (the revoke found it still failed).
+        account_id = ScheduledPost.objects.filter(pk=post_id).values_list("social_account_id", flat=True).first()
+        SocialAccount.objects.select_for_update().filter(pk=account_id).first()
         post = (
             ScheduledPost.objects.select_for_update(of=("self",))
             .select_related("social_account")
