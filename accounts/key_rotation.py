@@ -10,7 +10,11 @@ What is covered, found rather than listed so that a new encrypted column cannot 
   encrypts; one stored in clear by an older version is encrypted now.
 
 Safe to run at any time and again: a value already under the first key is left alone, and a value changed
-by someone else meanwhile (a token refresh) is not overwritten (conditional update, or row lock)."""
+by someone else meanwhile (a token refresh) is not overwritten (conditional update, or row lock).
+The columns are walked one after another, so a secret that moves to another row during the run may land in
+a column already passed: the code that moves one (a lease's assignment and release hand a token between a
+pool account and its leased account) writes it re-encrypted under the first key (crypto.reencrypt), never
+as a copy of the stored form, so nothing under an old key is left behind the run."""
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass

@@ -504,7 +504,8 @@ def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = 
                 platform_user_id=account.platform_user_id,
                 defaults={"handle": account.handle, "display_name": account.display_name},
             )
-            # The token moves to the social account (one live copy: TikTok rotates refresh tokens).
+            # The token moves to the social account (one live copy: TikTok rotates refresh tokens), re-encrypted
+            # under the first key: a key rotation running now may have passed the social accounts' columns.
             social = SocialAccount.objects.create(
                 organization_id=request.organization_id,
                 project_id=request.project_id,
@@ -512,8 +513,8 @@ def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = 
                 platform="tiktok",
                 kind=SocialAccount.Kind.LEASED,
                 status=SocialAccount.Status.CONNECTED,
-                access_token_enc=account.access_token_enc,
-                refresh_token_enc=account.refresh_token_enc,
+                access_token_enc=crypto.reencrypt(account.access_token_enc),
+                refresh_token_enc=crypto.reencrypt(account.refresh_token_enc),
                 token_expires_at=account.token_expires_at,
                 refresh_expires_at=account.refresh_expires_at,
                 token_version=1,
@@ -647,8 +648,9 @@ def lease_release_for_account(*, account: SocialAccount, actor=None, api_key=Non
         # why): it then stays out, with their note.
         status=Case(When(retired, then=F("status")), default=Value(status)),
         status_note=Case(When(retired, then=F("status_note")), default=Value(note)),
-        access_token_enc=account.access_token_enc,
-        refresh_token_enc=account.refresh_token_enc,
+        # Re-encrypted under the first key, as at assignment (crypto.reencrypt: a key rotation may be running).
+        access_token_enc=crypto.reencrypt(account.access_token_enc),
+        refresh_token_enc=crypto.reencrypt(account.refresh_token_enc),
         token_expires_at=account.token_expires_at,
         refresh_expires_at=account.refresh_expires_at,
     )

@@ -6,13 +6,20 @@ import io
 import json
 import os
 import subprocess
+import threading
 
 import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.db import connection
 
+from accounts import key_rotation
+from accounts.models import SocialAccount
+from leasing import services as leasing
+from leasing.models import PoolAccount
 from scheduling.models import ScheduledPost
+from tests.concurrency import run_in_threads
+from tests.leasing.helpers import add_pool, get_request, request_accounts
 from tests.reliability.secrets_world import build
 from tests.scheduling.publish_helpers import run_dispatcher, sandbox_posts, schedule_now
 
@@ -30,6 +37,7 @@ ENCRYPTED_COLUMNS = {
     "accounts.IdempotencyKey.response_body.secret",
     "mfa.Authenticator.data",
 }
+WAIT = 20  # seconds a thread waits for the other one's step before the test fails (never reached when it works)
 
 
 def rotate() -> dict:
@@ -92,6 +100,71 @@ def test_a_key_removed_before_rotating_loses_its_secrets_and_the_command_says_so
 
     # then the command reports them as undecryptable rather than crashing or rewriting them
     assert report["undecryptable"] == len(world.stored()) and report["rotated"] == 0, report
+
+
+def test_an_assignment_committed_during_the_rotation_leaves_a_token_the_new_key_alone_reads(
+    owner, settings, monkeypatch
+):
+    """The rotation walks the columns one after another, the leased accounts' before the pool's. An assignment
+    committing in between moves the pool account's token onto a new leased account, into a column the run has
+    already passed: it must land there under the new key, or removing the old key (step 4 of the README's
+    procedure) loses it, and the partner's leased account, which they cannot reauthorize, stops posting."""
+    # given a pool account and a lease request, with the old key, then the new key deployed first
+    settings.LAYERS_TOKEN_KEYS = [OLD]
+    add_pool(1)
+    accepted = request_accounts(owner, 1)
+    settings.LAYERS_TOKEN_KEYS = [NEW, OLD]
+    leased_columns_done, assigned = threading.Event(), threading.Event()
+    rotate_column = key_rotation._rotate_column
+
+    def pause_before_the_pool_columns(model, field, **kwargs):
+        if model is PoolAccount and not leased_columns_done.is_set():
+            leased_columns_done.set()
+            assert assigned.wait(WAIT), "the assignment did not finish"
+        return rotate_column(model, field, **kwargs)
+
+    monkeypatch.setattr(key_rotation, "_rotate_column", pause_before_the_pool_columns)
+
+    def assign_meanwhile():
+        assert leased_columns_done.wait(WAIT), "the rotation never reached the pool's columns"
+        try:
+            return leasing.lease_assign(request_id=accepted["requestId"], auto=True).status
+        finally:
+            assigned.set()
+
+    # when the account is assigned while the rotation runs, and the old key is removed afterwards
+    report, status = run_in_threads(key_rotation.rotate_all, assign_meanwhile)
+    settings.LAYERS_TOKEN_KEYS = [NEW]
+
+    # then the rotation lost nothing, and the leased account's token still reads and publishes
+    assert status == "assigned" and report["undecryptable"] == 0, report
+    [account_id] = get_request(owner, accepted["requestId"])["socialAccountIds"]
+    leased = SocialAccount.objects.get(pk=account_id)
+    assert leased.access_token and leased.refresh_token
+    scheduled = schedule_now(owner, account_id, caption="leased during the rotation")
+    run_dispatcher()
+    assert ScheduledPost.objects.get(pk=scheduled["id"]).status == "published"
+
+
+def test_a_released_token_goes_back_to_the_pool_under_the_first_key(owner, settings):
+    """A release moves the leased account's token back onto its pool account: written as it was stored, it
+    would keep the key it was written with, behind a rotation that has already passed the pool's columns (the
+    order they are walked in is the models', which a new model or app changes), and be lost with that key."""
+    # given an account leased under the old key, then the new key deployed first
+    settings.LAYERS_TOKEN_KEYS = [OLD]
+    (pool_id,) = add_pool(1)
+    accepted = request_accounts(owner, 1)
+    leasing.lease_assign(request_id=accepted["requestId"], auto=True)
+    [account_id] = get_request(owner, accepted["requestId"])["socialAccountIds"]
+    settings.LAYERS_TOKEN_KEYS = [NEW, OLD]
+
+    # when the partner releases it
+    assert owner.client.delete(f"/v1/leased-accounts/{account_id}").status_code == 200
+
+    # then the pool account holds the token under the new key: the new key alone reads it
+    settings.LAYERS_TOKEN_KEYS = [NEW]
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert pool.status == "available" and pool.access_token and pool.refresh_token
 
 
 def pg_dump() -> bytes:
