@@ -877,7 +877,9 @@ def pool_account_refresh(
         sleep(POOL_REFRESH_POLL_SECONDS)
 
     pool = claim.pool
-    started_from = pool.refresh_token_enc
+    # The refresh token itself, never its stored form: a key rotation (rotate_token_keys) re-encrypts the same
+    # token meanwhile, and a ciphertext comparison would read that as a newer token and drop the new pair.
+    started_from = pool.refresh_token
     before = TokenSet(
         access_token=pool.access_token or "",
         refresh_token=pool.refresh_token,
@@ -890,8 +892,7 @@ def pool_account_refresh(
     except TokenInvalid:
         _pool_refresh_release(claim)
         # Refused: dead, unless a staff connect gave the account another refresh token meanwhile.
-        still = PoolAccount.objects.filter(pk=pool.pk, refresh_token_enc=started_from).exists()
-        return "dead" if still else "renewed"
+        return "dead" if _pool_holds_refresh_token(pool.pk, started_from) else "renewed"
     except BaseException:
         _pool_refresh_release(claim)  # transient (or a crash): nothing changed, the next caller tries again
         raise
@@ -901,21 +902,36 @@ def pool_account_refresh(
         with transaction.atomic():
             # Whatever its status now: TikTok has rotated the refresh token it held, only the new pair works (an
             # assignment that reserved it meanwhile waits for this claim before binding it: _verified_token).
-            stored = PoolAccount.objects.filter(pk=pool.pk, refresh_token_enc=started_from).update(
-                **{field: getattr(pool, field) for field in POOL_TOKEN_FIELDS}
-            )
+            # Compared decrypted under the row lock, so nothing replaces the token between the test and the write.
+            stored = _pool_holds_refresh_token(pool.pk, started_from, lock=True)
+            if stored:
+                PoolAccount.objects.filter(pk=pool.pk).update(
+                    **{field: getattr(pool, field) for field in POOL_TOKEN_FIELDS}
+                )
             _pool_refresh_release(claim)
         return "refreshed" if stored else "renewed"
 
+    def landed() -> bool:
+        held = PoolAccount.objects.filter(pk=pool.pk).values_list("access_token_enc", flat=True).first()
+        return held is not None and crypto.decrypt(held) == tokens.access_token
+
     # The new pair is the only live one: a connection dropped during the call to TikTok must not lose it, or
-    # the next refresh is refused and the account retired. The first write committed if the row holds this
-    # very ciphertext (encrypting is randomised: no other write produced it).
+    # the next refresh is refused and the account retired. The first write committed if the row holds the
+    # access token TikTok has just issued (decrypted: a key rotation may have re-encrypted it since).
     return write_again_after_a_dropped_connection(
         store,
-        landed=lambda: PoolAccount.objects.filter(pk=pool.pk, access_token_enc=pool.access_token_enc).exists(),
+        landed=landed,
         landed_result="refreshed",
         what=f"storing the refreshed tokens of pool account {pool.pk}",
     )
+
+
+def _pool_holds_refresh_token(pool_account_id: str, refresh_token: str | None, *, lock: bool = False) -> bool:
+    """Whether the pool account still holds `refresh_token`, compared decrypted (its stored form changes with
+    each key rotation); `lock` takes the row lock, inside the caller's transaction."""
+    rows = PoolAccount.objects.select_for_update() if lock else PoolAccount.objects
+    held = rows.filter(pk=pool_account_id).values_list("refresh_token_enc", flat=True).first()
+    return held is not None and bool(refresh_token) and crypto.decrypt(held) == refresh_token
 
 
 def pool_account_refresh_due(*, pool_account_id: str) -> str:

@@ -581,6 +581,77 @@ def test_a_database_connection_dropped_while_tiktok_rotates_a_pool_refresh_token
     assert PoolAccount.objects.get(pk=pool_id).status == "available"
 
 
+def rotating_the_keys_meanwhile(rotations: list):
+    """An override of TikTok's token endpoint: TikTok answers (a refresh has rotated the refresh token), and
+    `rotate_token_keys` runs to its end (on its own connection) before the caller has the answer."""
+    from accounts.key_rotation import rotate_all
+
+    def rotate():
+        try:
+            rotations.append(rotate_all())
+        finally:
+            connection.close()
+
+    def answer(request, sandbox):
+        answered = sandbox.handle_request(request)
+        answered.read()
+        rotation = threading.Thread(target=rotate)
+        rotation.start()
+        rotation.join()
+        return answered
+
+    return answer
+
+
+def test_a_key_rotation_during_a_pool_refresh_keeps_the_pair_tiktok_just_issued(owner, settings):
+    """The rotation re-encrypts the pool account's refresh token while its refresh waits on TikTok: the same
+    token under another key, not a newer one. The new pair must be stored (TikTok has rotated the old refresh
+    token away), or the next refresh is refused and a healthy warm account retired."""
+    from cryptography.fernet import Fernet
+
+    from tests.platform_helpers import intercepted
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.LAYERS_TOKEN_KEYS = [old]
+    [pool_id] = add_pool(1)
+    settings.LAYERS_TOKEN_KEYS = [new, old]
+    rotations = []
+    rotating = intercepted({"/oauth/token/": rotating_the_keys_meanwhile(rotations)})
+    with time_machine.travel(later(hours=20)), rotating:
+        outcome = services.pool_account_refresh_due(pool_account_id=pool_id)
+    with time_machine.travel(later(hours=40)):
+        again = services.pool_account_refresh_due(pool_account_id=pool_id)
+
+    [rotation] = rotations
+    assert rotation["columns"]["leasing.PoolAccount.refresh_token_enc"]["rotated"] == 1, rotation
+    assert (outcome, again) == ("refreshed", "refreshed")
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert pool.status == "available" and pool.token_expires_at > later(hours=59), pool.status_note
+
+
+def test_a_key_rotation_during_a_refused_pool_refresh_still_retires_the_dead_account(owner, settings):
+    """TikTok refuses the refresh (the creator removed the app) while the rotation re-encrypts the refresh
+    token: the account still holds that dead token, so it is retired now, not left in the pool for the next
+    assignment to find dead."""
+    from cryptography.fernet import Fernet
+
+    from tests.platform_helpers import intercepted, invalidate_tokens
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.LAYERS_TOKEN_KEYS = [old]
+    [pool_id] = add_pool(1)
+    invalidate_tokens("tiktok", PoolAccount.objects.get(pk=pool_id).handle)
+    settings.LAYERS_TOKEN_KEYS = [new, old]
+    rotations = []
+    rotating = intercepted({"/oauth/token/": rotating_the_keys_meanwhile(rotations)})
+    with time_machine.travel(later(hours=20)), rotating:
+        outcome = services.pool_account_refresh_due(pool_account_id=pool_id)
+
+    assert len(rotations) == 1 and outcome == "retired"
+    pool = PoolAccount.objects.get(pk=pool_id)
+    assert pool.status == "retired" and pool.status_note == services.RETIRED_DEAD_AT_REFRESH
+
+
 def test_commands_print_the_request_as_the_api_shows_it(owner):
     ids = add_pool(2)
     assert all(i.startswith("pool_") for i in ids)
