@@ -12,7 +12,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Case, Count, F, Max, Q, Value, When
 from django.utils import timezone
 
 from accounts import crypto
@@ -964,11 +964,7 @@ def _revoke_grant_unless_shared(*, account_id: str | None, platform: str, platfo
     (the connect's code exchange and this revoke), which DESIGN.md rules out."""
     from leasing.services import pool_holds_platform_user
 
-    holders = SocialAccount.objects.filter(
-        identity__platform=platform, identity__platform_user_id=platform_user_id
-    ).exclude(status=SocialAccount.Status.DISCONNECTED)
-    if account_id is not None:
-        holders = holders.exclude(pk=account_id)
+    holders = platform_user_holders(platform=platform, platform_user_id=platform_user_id, excluding=account_id)
     what = account_id or "an unbound grant"
     if holders.exists() or pool_holds_platform_user(platform=platform, platform_user_id=platform_user_id):
         log.info("revoke of %s: the %s user is still bound elsewhere; grant kept, token wiped", what, platform)
@@ -977,6 +973,45 @@ def _revoke_grant_unless_shared(*, account_id: str | None, platform: str, platfo
         _client(platform).revoke(access_token=token)
     except PlatformError as exc:
         log.info("revoke of %s at %s failed (%s); token wiped locally", what, platform, type(exc).__name__)
+
+
+def platform_user_holders(*, platform: str, platform_user_id: str, excluding: str | None = None):
+    """The live bindings of a platform user, in every organization and project, leased ones included, but the
+    binding `excluding`: with Layers' pool (leasing.services.pool_holds_platform_user), who still holds the
+    app's grant of that user, which a revoke therefore keeps (_revoke_grant_unless_shared)."""
+    holders = SocialAccount.objects.filter(
+        identity__platform=platform, identity__platform_user_id=platform_user_id
+    ).exclude(status=SocialAccount.Status.DISCONNECTED)
+    return holders if excluding is None else holders.exclude(pk=excluding)
+
+
+def platform_user_token_kept(*, account: SocialAccount) -> str | None:
+    """A token of the platform user that the disconnected `account` bound, from a holder that kept the app's
+    grant when it was revoked or released (platform_user_holders, the pool): the token of a connected binding
+    of that user (one of `account`'s organization first), else that of Layers' pool account of the user. None
+    when the revoke withdrew the grant (no holder left) or no holder has an unexpired token.
+
+    For reading how a post the platform had before the revoke ended (scheduling's _resolve), never for posting:
+    the platform goes on with such a post, since the grant it was made under is still alive. The holder may be
+    another organization's binding: its token only asks about this account's own post, and the holder itself
+    is left as it is (a token of it the platform refuses here is for its own calls to find)."""
+    from leasing.services import pool_token_of_platform_user
+
+    user_id, now = account.identity.platform_user_id, timezone.now()
+    holder = (
+        platform_user_holders(platform=account.platform, platform_user_id=user_id, excluding=account.pk)
+        .filter(status=SocialAccount.Status.CONNECTED)
+        .filter(Q(token_expires_at__isnull=True) | Q(token_expires_at__gt=now))
+        .exclude(access_token_enc="")
+        .order_by(
+            Case(When(organization_id=account.organization_id, then=Value(0)), default=Value(1)),
+            F("token_expires_at").desc(nulls_first=True),
+        )
+        .first()
+    )
+    if holder is not None:
+        return holder.access_token
+    return pool_token_of_platform_user(platform=account.platform, platform_user_id=user_id)
 
 
 def _disconnect_effects(*, account: SocialAccount, actor=None, api_key=None) -> tuple[int, bool]:

@@ -706,18 +706,26 @@ def pool_holds_platform_user(*, platform: str, platform_user_id: str) -> bool:
     """Whether Layers' pool still needs this platform user's grant: a pool account of theirs that holds a
     token, or is reserved or leased (a leased one's token is on its binding). Only a retired account without a
     token has no use for it. Revoking a connected account of the same user must then keep the grant."""
-    return (
-        PoolAccount.objects.filter(platform=platform, platform_user_id=platform_user_id)
-        .exclude(status=PoolAccount.Status.RETIRED, access_token_enc="")
-        .exists()
+    return _pool_holders(platform=platform, platform_user_id=platform_user_id).exists()
+
+
+def pool_token_of_platform_user(*, platform: str, platform_user_id: str) -> str | None:
+    """The unexpired access token Layers' pool holds for this platform user (None if it holds none: not a pool
+    account, or leased, its token then on the lease's binding): what can still ask TikTok how a post made
+    before a revoke or a release ended (accounts.services.platform_user_token_kept)."""
+    account = (
+        _pool_holders(platform=platform, platform_user_id=platform_user_id)
+        .exclude(access_token_enc="")
+        .filter(Q(token_expires_at__isnull=True) | Q(token_expires_at__gt=timezone.now()))
+        .first()
     )
+    return account.access_token if account else None
 
 
-def released_pool_token(*, social_account_id: str) -> str | None:
-    """The access token of the pool account a released leased account came from (None if it was not leased):
-    what can still ask TikTok how a post made before the release ended."""
-    lease = _released_lease(social_account_id)
-    return lease.pool_account.access_token if lease else None
+def _pool_holders(*, platform: str, platform_user_id: str):
+    return PoolAccount.objects.filter(platform=platform, platform_user_id=platform_user_id).exclude(
+        status=PoolAccount.Status.RETIRED, access_token_enc=""
+    )
 
 
 def _released_lease(social_account_id: str) -> Lease | None:

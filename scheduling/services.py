@@ -37,6 +37,7 @@ from accounts.platforms.scopes import PUBLISHING, grant_lacks_mode, scope_for_mo
 from accounts.services import (
     api_key_source,
     event_record,
+    platform_user_token_kept,
     refusal_reason,
     social_account_mark_reauth_required,
     social_account_token_rejected,
@@ -1302,12 +1303,14 @@ def _resolve(post: ScheduledPost) -> str:
     disconnected = account.status == SocialAccount.Status.DISCONNECTED
     token = account.access_token
     if disconnected:
-        # Revoked or released after the platform had the post. Its token is wiped here: polling with it would
-        # read as a dead token (CREDENTIAL_INVALID, which means "reauth"). A released leased account's token
-        # went back to Layers' pool and can still tell how the post ended; a revoked one's is gone.
-        from leasing.services import released_pool_token
-
-        token = released_pool_token(social_account_id=account.pk)
+        # Revoked or released after the platform had the post. Its own token is wiped (polling with it would
+        # read as a dead token: CREDENTIAL_INVALID, which means "reauth"). When another holder of the same
+        # platform user kept the app's grant alive (another binding in any project or organization, a lease,
+        # Layers' pool: a released lease's token went back there), the platform goes on with the post, and
+        # that holder's token tells how it ended: "failed" here would have the partner post it a second time.
+        # Only read with it (publish=False): an Instagram container not published yet is no post, and must
+        # not become one after the revoke. No holder left (the revoke withdrew the grant): nothing can tell.
+        token = platform_user_token_kept(account=account)
     else:
         try:
             # As for the publish: an access token that expired meanwhile is refreshed before the poll.
@@ -1326,6 +1329,7 @@ def _resolve(post: ScheduledPost) -> str:
             publish_id=post.publish_id,
             caption=post.container.caption,
             not_before=post.created_at,
+            publish=not disconnected,
         )
     except TokenInvalid as exc:
         if disconnected:
@@ -1350,6 +1354,10 @@ def _resolve(post: ScheduledPost) -> str:
         return _check_again(post, now)
     if status.state in ("published", "sent_to_inbox"):
         return _published(post, external_id=status.external_id, external_url=status.external_url)
+    if status.state == "unpublished":
+        return _fail(
+            post, "ACCOUNT_DISCONNECTED", "The account was disconnected before the platform published the post."
+        )
     if status.state == "failed":
         reason = status.fail_reason or status.fail_code
         if status.fail_code in TOKEN_GONE_FAIL_CODES:

@@ -105,9 +105,11 @@ class PublishStatus:
     """Where a post the platform accepted stands. "failed": it will not be published (`fail_code` is the
     platform's own code, `fail_reason` a human sentence). "throttled": the call that makes it public was
     throttled (Instagram's media_publish against the 24 h publishing quota); asking again later may
-    publish it, `retry_after` seconds from now when the platform said."""
+    publish it, `retry_after` seconds from now when the platform said. "unpublished": a status read that
+    was not to publish (publish_status(publish=False)) found an Instagram container that is no post yet and
+    becomes one only by the media_publish that read did not make."""
 
-    state: str  # "processing" | "published" | "sent_to_inbox" | "failed" | "throttled"
+    state: str  # "processing" | "published" | "sent_to_inbox" | "failed" | "throttled" | "unpublished"
     external_id: str | None = None
     external_url: str | None = None
     fail_code: str | None = None

@@ -306,13 +306,17 @@ class InstagramClient:
         publish_id: str,
         caption: str | None = None,
         not_before: datetime | None = None,
+        publish: bool = True,
     ) -> PublishStatus:
         """Poll the container; publish it (media_publish) when FINISHED. Never publishes twice: a container
-        already PUBLISHED is only looked up, and Instagram refuses a second media_publish of a container."""
+        already PUBLISHED is only looked up, and Instagram refuses a second media_publish of a container.
+        With `publish` False, a container not published yet (IN_PROGRESS or FINISHED) is "unpublished"."""
         if publish_id.startswith(DELIVERY_PREFIX):
             return PublishStatus(state="sent_to_inbox")  # delivered synchronously by publish()
         with http_session(self._http) as http:
             status = self._container_status(http, access_token, publish_id)
+            if not publish and status.get("status_code") in ("IN_PROGRESS", "FINISHED"):
+                return PublishStatus(state="unpublished")
             if status.get("status_code") == "FINISHED":
                 try:
                     published = self._graph(

@@ -752,3 +752,137 @@ def test_a_post_processing_when_its_lease_is_released_is_settled_with_the_pools_
     # TikTok published it (it had it before the release): the partner hears that, not a false failure.
     assert post(owner, post_id)["status"] == "published"
     assert not Event.objects.filter(type="scheduled_post.failed").exists()
+
+
+# Revoking a binding keeps the app's grant while another live holder of the same platform user needs it
+# (accounts.services.platform_user_holders): the platform then goes on with a post it had before the revoke.
+
+
+def _held_in_another_project(owner, sibling, platform: str) -> str:
+    connected_account(owner, platform, "kept.grant", project=owner.projects[1])
+    return "kept.grant"
+
+
+def _held_in_another_organization(owner, sibling, platform: str) -> str:
+    connected_account(sibling, platform, "kept.grant")
+    return "kept.grant"
+
+
+def _held_by_the_pool(owner, sibling, platform: str) -> str:
+    from leasing.models import PoolAccount
+    from tests.leasing.helpers import add_pool
+
+    (pool_id,) = add_pool(1)
+    return PoolAccount.objects.get(pk=pool_id).handle
+
+
+@pytest.mark.parametrize(
+    "held_elsewhere",
+    [_held_in_another_project, _held_in_another_organization, _held_by_the_pool],
+    ids=["another project", "another organization", "the pool"],
+)
+def test_a_post_processing_when_its_account_is_revoked_while_the_grant_is_kept_is_settled_as_published(
+    owner, sibling, held_elsewhere
+):
+    handle = held_elsewhere(owner, sibling, "tiktok")
+    account = connected_account(owner, "tiktok", handle)
+    post_id = _sent_then_processing(owner, account["id"])
+
+    assert owner.client.delete(f"/v1/social-accounts/{account['id']}").status_code == 200  # grant kept
+    with time_machine.travel(later(minutes=10)):
+        services.post_resolve(post_id=post_id)
+
+    # TikTok published it: told "failed", the partner would schedule it again (a second copy on the profile).
+    body = post(owner, post_id)
+    assert body["status"] == "published", (body["status"], body["error"])
+    assert body["externalId"] == sandbox_posts("tiktok", handle)[0].external_id
+    assert not Event.objects.filter(type="scheduled_post.failed").exists()
+
+
+def test_a_post_processing_when_the_revoke_withdrew_the_grant_still_fails_as_disconnected(owner):
+    account = connected_account(owner, "tiktok", "last.holder")
+    other = connected_account(owner, "tiktok", "last.holder", project=owner.projects[1])
+    post_id = _sent_then_processing(owner, account["id"])
+
+    owner.client.delete(f"/v1/social-accounts/{account['id']}")  # kept: the other project holds the user
+    owner.client.delete(f"/v1/social-accounts/{other['id']}")  # its last holder: the grant is withdrawn
+    with time_machine.travel(later(minutes=10)):
+        services.post_resolve(post_id=post_id)
+
+    body = post(owner, post_id)
+    assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED", body
+
+
+def test_a_post_processing_when_its_lease_is_released_and_leased_again_is_settled_with_the_new_leases_token(
+    owner, sibling
+):
+    from leasing import services as leasing
+    from tests.leasing.helpers import add_pool, get_request, request_accounts
+
+    add_pool(1)
+    accepted = request_accounts(owner, 1)
+    leasing.lease_assign(request_id=accepted["requestId"], auto=True)
+    account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
+    post_id = _sent_then_processing(owner, account_id)
+    assert owner.client.delete(f"/v1/leased-accounts/{account_id}").status_code == 200
+    # The pool account goes to another partner: its token now lives on their binding, not in the pool.
+    again = request_accounts(sibling, 1)
+    leasing.lease_assign(request_id=again["requestId"], auto=True)
+    assert get_request(sibling, again["requestId"])["socialAccountIds"]
+
+    with time_machine.travel(later(minutes=10)):
+        services.post_resolve(post_id=post_id)
+
+    body = post(owner, post_id)
+    assert body["status"] == "published", (body["status"], body["error"])
+
+
+def _instagram_media_publish_answer_lost(owner, account_id: str) -> str:
+    """An Instagram post whose media_publish went through but whose answer never came back: still
+    `publishing`, its container PUBLISHED."""
+    scheduled = schedule_now(owner, account_id)
+
+    def answer_lost(request, sandbox):
+        sandbox.handle_request(request).read()  # Instagram published it; the answer never arrives
+        raise httpx.ReadTimeout("connection dropped", request=request)
+
+    with intercepted({"/media_publish": answer_lost}):
+        run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "publishing"
+    return scheduled["id"]
+
+
+def test_an_instagram_post_published_when_its_account_is_revoked_while_the_grant_is_kept_is_settled_as_published(
+    owner,
+):
+    account = connected_account(owner, "instagram", "ig.kept")
+    connected_account(owner, "instagram", "ig.kept", project=owner.projects[1])
+    post_id = _instagram_media_publish_answer_lost(owner, account["id"])
+
+    assert owner.client.delete(f"/v1/social-accounts/{account['id']}").status_code == 200  # grant kept
+    with time_machine.travel(later(minutes=10)):
+        services.post_resolve(post_id=post_id)
+
+    body = post(owner, post_id)
+    assert body["status"] == "published", (body["status"], body["error"])
+    assert body["externalId"] == sandbox_posts("instagram", "ig.kept")[0].external_id
+    assert not Event.objects.filter(type="scheduled_post.failed").exists()
+
+
+def test_an_instagram_container_not_yet_published_when_its_account_is_revoked_is_never_published(owner):
+    account = connected_account(owner, "instagram", "ig.unpublished")
+    connected_account(owner, "instagram", "ig.unpublished", project=owner.projects[1])  # keeps the grant
+    scheduled = schedule_now(owner, account["id"])
+    quota_used_up = {"error": {"message": "limit", "type": "OAuthException", "code": 9, "error_subcode": 2207042}}
+    with intercepted({"/media_publish": lambda request, sandbox: httpx.Response(400, json=quota_used_up)}):
+        run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "publishing"  # its container waits for media_publish
+
+    assert owner.client.delete(f"/v1/social-accounts/{account['id']}").status_code == 200
+    with time_machine.travel(later(minutes=10)):
+        services.post_resolve(post_id=scheduled["id"])
+
+    # The container is no post yet: publishing it with the other binding's token would post after the revoke.
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED", body
+    assert sandbox_posts("instagram", "ig.unpublished") == []
