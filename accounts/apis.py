@@ -362,7 +362,9 @@ class SocialAccountDetailApi(ApiView):
             "platform (best-effort) only when no other live account holds the same platform user: TikTok's and "
             "Instagram's revoke withdraw it for the whole user, so while the same handle is still connected in "
             "another of your projects, in another organization, or as a leased or Layers pool account, only this "
-            "account's copy of the token is wiped and those accounts keep working. "
+            "account's copy of the token is wiped and those accounts keep working. A post the platform already "
+            "had ends as the platform says (published, or failed with its reason), asked with the token of the "
+            "account that keeps the authorization; it fails ACCOUNT_DISCONNECTED only when this revoke withdrew it. "
             "Published posts stay in the history. Repeating answers 200 with canceledScheduledPosts 0. "
             "Connecting the same handle again later mints a new id."
         ),
