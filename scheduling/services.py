@@ -1048,6 +1048,18 @@ def _unless_account_gone(post: ScheduledPost, act: Callable[[QuerySet], int | bo
         raise _AccountGone() if claimed.exists() else _LostClaim()
 
 
+def _account_still_there(post: ScheduledPost) -> bool:
+    """Right before Instagram's media_publish in a status read (_resolve): whether the post's account is still
+    not disconnected, read in the database (_unless_account_gone). The account read with the post may be older
+    than a revoke that kept the grant, whose token still publishes. Raises _LostClaim if the row is no longer
+    about this publish id."""
+    try:
+        _unless_account_gone(post, lambda rows: rows.exists())
+    except _AccountGone:
+        return False
+    return True
+
+
 def _publishing_posts(post_ids: list[str]) -> dict[str, ScheduledPost]:
     """The posts with everything publishing needs, in one query, plus one for their accounts' layers
     (`account_layers`: how many of the account's onboarding layers exist)."""
@@ -1329,7 +1341,7 @@ def _resolve(post: ScheduledPost) -> str:
             publish_id=post.publish_id,
             caption=post.container.caption,
             not_before=post.created_at,
-            publish=not disconnected,
+            publish=False if disconnected else lambda: _account_still_there(post),
         )
     except TokenInvalid as exc:
         if disconnected:
@@ -1352,6 +1364,8 @@ def _resolve(post: ScheduledPost) -> str:
         return _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token while publishing.")
     except (RateLimited, PlatformUnavailable, RequestRejected):
         return _check_again(post, now)
+    except _LostClaim:
+        return "skipped"  # no longer about this publish id: whoever changed it settles the post
     if status.state in ("published", "sent_to_inbox"):
         return _published(post, external_id=status.external_id, external_url=status.external_url)
     if status.state == "unpublished":

@@ -71,12 +71,13 @@ class PlatformClient(Protocol):
         publish_id: str,
         caption: str | None = None,
         not_before: datetime | None = None,
-        publish: bool = True,
+        publish: bool | Callable[[], bool] = True,
     ) -> PublishStatus:
         """Where a publish stands. Safe to call any number of times: it never publishes twice.
         `caption` and `not_before` (when the post was scheduled) help Instagram recover the media id of a
         container published by a dead worker. With `publish` False it only reads: an Instagram container
-        not yet published is left so ("unpublished") instead of being published (media_publish)."""
+        not yet published is left so ("unpublished") instead of being published (media_publish). A callable
+        `publish` is asked right before media_publish, when the container is ready: False leaves it so too."""
         ...
 
     def fetch_metrics(self, *, access_token: str, platform_user_id: str, external_ids: list[str]) -> dict[str, Metrics]:

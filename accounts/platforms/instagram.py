@@ -306,11 +306,13 @@ class InstagramClient:
         publish_id: str,
         caption: str | None = None,
         not_before: datetime | None = None,
-        publish: bool = True,
+        publish: bool | Callable[[], bool] = True,
     ) -> PublishStatus:
         """Poll the container; publish it (media_publish) when FINISHED. Never publishes twice: a container
         already PUBLISHED is only looked up, and Instagram refuses a second media_publish of a container.
-        With `publish` False, a container not published yet (IN_PROGRESS or FINISHED) is "unpublished"."""
+        With `publish` False, a container not published yet (IN_PROGRESS or FINISHED) is "unpublished"; a
+        callable `publish` is asked right before media_publish (the caller's last look at the account), and
+        its False leaves a FINISHED container "unpublished" too."""
         if publish_id.startswith(DELIVERY_PREFIX):
             return PublishStatus(state="sent_to_inbox")  # delivered synchronously by publish()
         with http_session(self._http) as http:
@@ -318,6 +320,8 @@ class InstagramClient:
             if not publish and status.get("status_code") in ("IN_PROGRESS", "FINISHED"):
                 return PublishStatus(state="unpublished")
             if status.get("status_code") == "FINISHED":
+                if callable(publish) and not publish():
+                    return PublishStatus(state="unpublished")
                 try:
                     published = self._graph(
                         http, "POST", f"/{platform_user_id}/media_publish", access_token=access_token,

@@ -231,7 +231,7 @@ class TikTokClient:
         publish_id: str,
         caption: str | None = None,
         not_before: datetime | None = None,
-        publish: bool = True,
+        publish: bool | Callable[[], bool] = True,
     ) -> PublishStatus:
         # `publish` changes nothing: TikTok goes on with a post on its own, and this call only reads.
         with http_session(self._http) as http:

@@ -886,3 +886,35 @@ def test_an_instagram_container_not_yet_published_when_its_account_is_revoked_is
     body = post(owner, scheduled["id"])
     assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED", body
     assert sandbox_posts("instagram", "ig.unpublished") == []
+
+
+def test_an_instagram_container_is_not_published_when_its_account_is_revoked_after_the_resolver_read_it(owner):
+    # The resolver read the account connected, then the partner's revoke committed (the grant kept by another
+    # binding of the user, so the token still works) while it read the container: media_publish used to go out
+    # all the same, a post made after the revoke promised none would be. The account is read again right
+    # before media_publish, as before the first one (_unless_account_gone).
+    account = connected_account(owner, "instagram", "ig.revoked.meanwhile")
+    connected_account(owner, "instagram", "ig.revoked.meanwhile", project=owner.projects[1])  # keeps the grant
+    scheduled = schedule_now(owner, account["id"])
+    quota_used_up = {"error": {"message": "limit", "type": "OAuthException", "code": 9, "error_subcode": 2207042}}
+    with intercepted({"/media_publish": lambda request, sandbox: httpx.Response(400, json=quota_used_up)}):
+        run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "publishing"  # its container waits for media_publish
+    container_id = ScheduledPost.objects.get(pk=scheduled["id"]).publish_id
+
+    def revoked_while_reading_the_container(request, sandbox):
+        from accounts.services import social_account_revoke
+
+        if request.method == "GET":
+            social_account_revoke(account_id=account["id"])
+        return sandbox.handle_request(request)
+
+    with (
+        time_machine.travel(later(minutes=10)),
+        intercepted({f"/{container_id}": revoked_while_reading_the_container}),
+    ):
+        services.post_resolve(post_id=scheduled["id"])
+
+    body = post(owner, scheduled["id"])
+    assert sandbox_posts("instagram", "ig.revoked.meanwhile") == []
+    assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED", body
