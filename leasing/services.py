@@ -22,7 +22,13 @@ from accounts import crypto
 from accounts.models import PlatformIdentity, SocialAccount
 from accounts.platforms.base import PlatformError, PlatformUnavailable, RateLimited, TokenInvalid, TokenSet
 from accounts.platforms.http import ANSWER_DEADLINE_TIMEOUTS
-from accounts.services import KEY_PREFIX, event_record, social_account_status_record, staff_source
+from accounts.services import (
+    KEY_PREFIX,
+    _store_tokens,
+    event_record,
+    social_account_status_record,
+    staff_source,
+)
 from config.api.errors import ApiError
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
@@ -689,12 +695,33 @@ def pool_account_set_tokens(account: PoolAccount, tokens: TokenSet) -> None:
 
 def pool_account_take_refreshed_tokens(*, social_account_id: str, refreshed_from: str | None, tokens) -> bool:
     """A token refresh of a leased account that finished after the lease was released: the pool account got
-    the tokens the refresh started from, which TikTok has since rotated away. Give it the new ones, if it
-    still holds those (nothing else replaced them meanwhile). Returns whether it did."""
+    the tokens the refresh started from, which TikTok has since rotated away. The new ones go to whoever now
+    holds those: the pool account, or, when it was leased again meanwhile, the live binding the assignment
+    moved them to (still connected). Nothing else replaced them meanwhile, then. Returns whether they went.
+
+    Locks as a release does: the live binding first, then the pool account (the other order could deadlock
+    with a release of that lease). The caller holds the released binding's row lock."""
     lease = _released_lease(social_account_id)
     if lease is None or not refreshed_from:
         return False
+    # An assignment between the release and this write (`lease_assign --auto` picks the account just released)
+    # moved the old pair onto its new binding and blanked the pool's copy. TikTok has killed that refresh token:
+    # without the new pair the binding's first refresh is refused, and the partner, charged for the month,
+    # cannot reauthorize a leased account. The binding holds the grant now, so the pair is its.
+    live = (
+        Lease.objects.filter(pool_account_id=lease.pool_account_id, released_at__isnull=True)
+        .values_list("social_account_id", flat=True)
+        .first()
+    )
+    binding = SocialAccount.objects.select_for_update(of=("self",)).filter(pk=live).first() if live else None
     pool = PoolAccount.objects.select_for_update().get(pk=lease.pool_account_id)
+    if binding is not None and Lease.objects.filter(social_account=binding, released_at__isnull=True).exists():
+        # Compared decrypted: each encryption of a token differs (Fernet), and a key rotation re-encrypts it.
+        if binding.status != SocialAccount.Status.CONNECTED or binding.refresh_token != refreshed_from:
+            return False
+        _store_tokens(binding, tokens)  # a new token_version: a refresh of it still using the old pair loses
+        binding.save()
+        return True
     if pool.refresh_token != refreshed_from:
         return False
     pool_account_set_tokens(pool, tokens)

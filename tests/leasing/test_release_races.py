@@ -2,7 +2,8 @@
 Each test holds one operation at the point where it used to be unprotected (a platform call, the admin's
 read of the row, the release's own transaction) and lets the other run there.
 
-- a token refresh that rotated the token while the release gave the pool the old one;
+- a token refresh that rotated the token while the release gave the pool the old one (and an assignment
+  moved it on to another partner);
 - an admin edit of the pool account read before an assignment or a release committed;
 - a claimed post whose leased account is released before the post's creating call;
 - a batch of managed posts whose leased account is released while the first is with the provider;
@@ -18,6 +19,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts import services as account_services
+from accounts.models import SocialAccount
 from accounts.platforms.tiktok import TikTokClient
 from billing import services as billing
 from leasing import services as leasing
@@ -96,6 +98,45 @@ def test_a_refresh_finishing_after_the_release_hands_its_new_tokens_to_the_pool(
     leasing.lease_assign(request_id=again["requestId"], auto=True)
     (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
     assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
+
+
+def test_a_refresh_finishing_after_the_release_and_a_new_lease_hands_its_new_tokens_to_the_new_lease(
+    owner, sibling, monkeypatch
+):
+    # The refresh has rotated the token at TikTok; meanwhile the partner releases the account and ops lease it
+    # at once to another partner, whose binding takes the old (now dead) pair from the pool.
+    pool_id, account_id = leased_account(owner)
+    again = request_accounts(sibling, 1)
+    reached, go = threading.Event(), threading.Event()
+    original = TikTokClient.refresh
+
+    def refresh(self, *, tokens):
+        result = original(self, tokens=tokens)  # TikTok has rotated the refresh token now
+        reached.set()
+        go.wait(WAIT)  # released and leased again here, between the platform call and the locked write
+        return result
+
+    monkeypatch.setattr(TikTokClient, "refresh", refresh)
+
+    def release_then_lease_again():
+        assert reached.wait(WAIT)
+        try:
+            account_services.social_account_revoke(account_id=account_id)
+            return leasing.lease_assign(request_id=again["requestId"], pool_account_ids=[pool_id]).status
+        finally:
+            go.set()
+
+    outcomes = run_in_threads(
+        lambda: account_services.social_account_refresh_token(account_id=account_id), release_then_lease_again
+    )
+
+    assert outcomes == ["skipped", "assigned"]
+    # The second partner's account holds the live pair: its refresh works (it read reauth_required, and a leased
+    # account cannot be reauthorized by the partner), and the pool account keeps no copy while it is leased.
+    (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
+    assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
+    assert SocialAccount.objects.get(pk=new_id).status == "connected"
+    assert PoolAccount.objects.filter(pk=pool_id, refresh_token_enc="", access_token_enc="").exists()
 
 
 def admin_edit_racing(pool_id: str, other, **changes):
