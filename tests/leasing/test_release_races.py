@@ -15,11 +15,12 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts import services as account_services
 from accounts.models import SocialAccount
+from accounts.platforms.base import TokenSet
 from accounts.platforms.tiktok import TikTokClient
 from billing import services as billing
 from leasing import services as leasing
@@ -137,6 +138,33 @@ def test_a_refresh_finishing_after_the_release_and_a_new_lease_hands_its_new_tok
     assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
     assert SocialAccount.objects.get(pk=new_id).status == "connected"
     assert PoolAccount.objects.filter(pk=pool_id, refresh_token_enc="", access_token_enc="").exists()
+
+
+def test_a_late_refresh_leaves_alone_a_new_lease_whose_token_changed_since(owner, sibling):
+    # The other side of the handoff above: the new binding has rotated the pair itself since (so the late
+    # refresh's pair is the older one), and keeps its own.
+    pool_id, account_id = leased_account(owner)
+    started_from = SocialAccount.objects.get(pk=account_id).refresh_token
+    account_services.social_account_revoke(account_id=account_id)
+    again = request_accounts(sibling, 1)
+    leasing.lease_assign(request_id=again["requestId"], pool_account_ids=[pool_id])
+    (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
+    assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
+    late = TokenSet(
+        access_token="late-access",
+        refresh_token="late-refresh",
+        expires_at=timezone.now() + timedelta(days=1),
+        platform_user_id=SocialAccount.objects.get(pk=new_id).identity.platform_user_id,
+    )
+
+    with transaction.atomic():
+        took = leasing.pool_account_take_refreshed_tokens(
+            social_account_id=account_id, refreshed_from=started_from, tokens=late
+        )
+
+    assert took is False
+    assert SocialAccount.objects.get(pk=new_id).access_token != "late-access"
+    assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
 
 
 def admin_edit_racing(pool_id: str, other, **changes):
