@@ -1331,24 +1331,30 @@ def social_accounts_health_not_queued(*, account_ids: list[str], mark: datetime)
 
 # How long a new account is left to its own fan-out task before the provisioning tick queues it again.
 FAN_OUT_GRACE = timedelta(minutes=10)
+# How long after its assignment a leased account still without its avatar copy is queued again by the tick.
+# Bounded, unlike the layers of a connected account (which a worker always ends up creating): a TikTok
+# profile that has no picture, or one the copy refuses (too large, not an image), would otherwise be asked
+# for again every ten minutes for as long as the lease lasts. A day covers a broker or TikTok outage.
+LEASED_AVATAR_REPAIR_WINDOW = timedelta(days=1)
 
 
 def social_accounts_unprovisioned(*, now=None, limit: int = 1000) -> list[str]:
-    """Ids of live connected accounts, created more than FAN_OUT_GRACE ago, still missing one of their
-    layers: their post-connect fan-out was never queued (the broker was down when the callback committed
-    the account) or it gave up. The fan-out is idempotent, so queueing it again only does what is missing
-    (the avatar, the layers, the onboarding step)."""
+    """Ids of live accounts, created more than FAN_OUT_GRACE ago, whose post-connect fan-out was never
+    queued (the broker was down when the callback or the assignment committed the account) or gave up:
+    connected accounts still missing one of their layers, and leased accounts assigned less than
+    LEASED_AVATAR_REPAIR_WINDOW ago still without their avatar copy (an assignment provisions their layers
+    itself, so those are no sign for them). The fan-out is idempotent, so queueing it again only does what
+    is missing (the avatar, the layers, the onboarding step)."""
     from scheduling.services import ACCOUNT_LAYER_KINDS
 
     now = now or timezone.now()
     return list(
-        SocialAccount.objects.filter(
-            status=SocialAccount.Status.CONNECTED,
-            kind=SocialAccount.Kind.CONNECTED,
-            created_at__lt=now - FAN_OUT_GRACE,
-        )
+        SocialAccount.objects.filter(status=SocialAccount.Status.CONNECTED, created_at__lt=now - FAN_OUT_GRACE)
         .annotate(layers_in_place=Count("layers", filter=Q(layers__kind__in=ACCOUNT_LAYER_KINDS)))
-        .filter(layers_in_place__lt=len(ACCOUNT_LAYER_KINDS))
+        .filter(
+            Q(kind=SocialAccount.Kind.CONNECTED, layers_in_place__lt=len(ACCOUNT_LAYER_KINDS))
+            | Q(kind=SocialAccount.Kind.LEASED, avatar_url="", created_at__gte=now - LEASED_AVATAR_REPAIR_WINDOW)
+        )
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -1433,7 +1439,8 @@ def onboarding_step_complete(*, organization_id: str, key: str, social_account_i
 
 def social_account_fan_out(*, account_id: str) -> list[str]:
     """Run every post-connect step; each is idempotent and isolated (one failing does not stop the others).
-    Returns the names of the steps that failed, for the task to retry."""
+    Returns the names of the steps that failed, for the task to retry. A leased account (queued by its
+    assignment) runs them all but the onboarding step."""
     from scheduling import services as scheduling
 
     account = SocialAccount.objects.select_related("project").get(pk=account_id)
@@ -1449,6 +1456,9 @@ def social_account_fan_out(*, account_id: str) -> list[str]:
             social_account_id=account.pk,
         ),
     }
+    if account.kind == SocialAccount.Kind.LEASED:
+        # The checklist step says the organization connected its own TikTok; renting Layers' accounts is not that.
+        del steps["onboarding"]
     failed = []
     for name, step in steps.items():
         try:

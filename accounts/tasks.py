@@ -28,10 +28,11 @@ def oauth_sessions_purge_expired() -> int:
 
 @shared_task(bind=True, max_retries=6)
 def social_account_after_connect(self, account_id: str) -> list[str]:
-    """The post-connect fan-out (avatar, layers, content layer, onboarding); retries the failed steps. Its
-    retries used up (a platform or storage down for the ~hour they span), it ends with one warning naming the
-    steps left, not Celery's MaxRetriesExceededError traceback per account: the provisioning tick queues it
-    again while the account lacks its layers."""
+    """The post-connect fan-out (avatar, layers, content layer, onboarding), also queued by a lease assignment
+    for its accounts; retries the failed steps. Its retries used up (a platform or storage down for the ~hour
+    they span), it ends with one warning naming the steps left, not Celery's MaxRetriesExceededError traceback
+    per account: the provisioning tick queues it again while the account lacks its layers (a leased one: its
+    avatar, for a day)."""
     failed = services.social_account_fan_out(account_id=account_id)
     if failed and self.request.retries >= self.max_retries:
         log.warning("post-connect steps of %s still failing after %d retries: %s", account_id, self.max_retries, failed)
@@ -56,8 +57,8 @@ def social_accounts_health_tick() -> int:
 
 @shared_task
 def social_accounts_provision_tick() -> int:
-    """Periodic: queue the post-connect fan-out again for accounts still without their layers (its first
-    message was lost to a broker outage, or its retries ran out)."""
+    """Periodic: queue the post-connect fan-out again for accounts still without their layers, or leased
+    ones still without their avatar (its first message was lost to a broker outage, or its retries ran out)."""
     ids = services.social_accounts_unprovisioned()
     for account_id in ids:
         social_account_after_connect.delay(account_id)

@@ -491,6 +491,7 @@ def failure_problems(request: LeaseRequest) -> list[str]:
 
 
 def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = None) -> LeaseRequest:
+    from accounts.tasks import social_account_after_connect
     from billing.services import lease_billing_start
     from leasing.serializers import lease_request_data
     from scheduling.services import layers_provision_for_account
@@ -549,6 +550,11 @@ def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = 
             account.access_token_enc = account.refresh_token_enc = ""
             account.save(update_fields=["status", "access_token_enc", "refresh_token_enc"])
             layers_provision_for_account(account=social)
+            # The avatar copy a connect queues (the same post-connect task: idempotent, retried, and a failure
+            # never undoes the assignment). After commit, as it calls TikTok: the lease_request.assigned event
+            # below is recorded before it, and the partner reads the avatar from the account's GET. A broker
+            # down now is caught by the provisioning tick (social_accounts_unprovisioned).
+            enqueue_on_commit(social_account_after_connect, social.pk)
             lease_billing_start(lease=lease)
             _audit(action="assigned", actor=actor, request=request, lease=lease, pool_account=account.handle)
         assigned = Lease.objects.filter(request=request).count()

@@ -492,7 +492,7 @@ CELERY_BEAT_SCHEDULE = {
     "events-retention": _tick("accounts.webhooks.tasks.events_purge_expired", 3600.0),
     "oauth-sessions-retention": _tick("accounts.tasks.oauth_sessions_purge_expired", 3600.0),
     "social-accounts-health": _tick("accounts.tasks.social_accounts_health_tick", 600.0),
-    # New accounts whose post-connect fan-out (avatar, layers, onboarding) never ran: queued again.
+    # New accounts whose post-connect fan-out never ran (a connected one lacks layers, a leased one its avatar).
     "social-accounts-provisioning": _tick("accounts.tasks.social_accounts_provision_tick", 600.0),
     # Scheduled posts are rows claimed by this tick (no Celery ETAs): lag is at most one tick.
     "dispatch-due-posts": _tick("scheduling.tasks.dispatch_due_posts", 2.0),
