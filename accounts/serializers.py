@@ -33,7 +33,10 @@ class SocialAccountOutput(serializers.Serializer):
         "display name here until a token with that scope tells the username.",
     )
     displayName = serializers.CharField(source="identity.display_name")
-    avatarUrl = serializers.SerializerMethodField(help_text="Stable Layers-hosted copy of the avatar, or null.")
+    avatarUrl = serializers.SerializerMethodField(
+        help_text="Stable Layers-hosted copy of the avatar, or null: copied shortly after a connect or a lease "
+        "assignment (null until then), deleted when the account is disconnected or released."
+    )
     connectedAt = serializers.DateTimeField(source="connected_at")
     reauthRequiredAt = serializers.DateTimeField(source="reauth_required_at", allow_null=True)
     disconnectedAt = serializers.DateTimeField(source="disconnected_at", allow_null=True)

@@ -160,11 +160,11 @@ class LeasedAccountReleaseApi(ApiView):
         responses={200: ReleaseOutput, **errors()},
         operation_id="leased_accounts_release",
         tags=["leased accounts"],
-        description="Release a leased account: the same as revoking it (queued posts canceled, it leaves the "
-        "lists), plus the account returns to Layers' pool and no further month is charged. The current month "
-        "is not refunded. Repeating it (a retry after a timeout) answers 200 again with the same `releasedAt` "
-        "and `paidThrough` and `canceledScheduledPosts: 0`, as a repeated revoke does. An account that was "
-        "never leased to your organization is 404.",
+        description="Release a leased account: the same as revoking it (queued posts canceled, its copied avatar "
+        "deleted and `avatarUrl` null, it leaves the lists), plus the account returns to Layers' pool and no "
+        "further month is charged. The current month is not refunded. Repeating it (a retry after a timeout) "
+        "answers 200 again with the same `releasedAt` and `paidThrough` and `canceledScheduledPosts: 0`, as a "
+        "repeated revoke does. An account that was never leased to your organization is 404.",
     )
     def delete(self, request, socialAccountId: str):
         lease = selectors.lease_for_account(organization=self.organization, account_id=socialAccountId)

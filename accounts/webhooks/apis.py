@@ -28,8 +28,10 @@ EVENT_DATA_BY_TYPE = (
     "shows it; for `scheduled_post.*` the post as `GET /v1/scheduled-posts/{id}` shows it; for "
     "`lease_request.*` the request as `GET /v1/projects/{projectId}/leased-accounts/requests/{requestId}` shows "
     "it. Leased accounts are announced by `lease_request.assigned` only (their ids are its `socialAccountIds`; "
-    "no `social_account.connected` is sent for them); later changes of a leased account are `social_account.*` "
-    "events like any other's (`needs_reauth`, `reconnected`, `disconnected` when it is released)."
+    "no `social_account.connected` is sent for them); it is recorded with the assignment, before their avatars "
+    "are copied, so read each account's `avatarUrl` from `GET /v1/social-accounts/{id}`. Later changes of a "
+    "leased account are `social_account.*` events like any other's (`needs_reauth`, `reconnected`, "
+    "`disconnected` when it is released)."
 )
 
 WEBHOOKS_GUIDE = (
