@@ -127,11 +127,11 @@ def tiktok_refresh_keeping_the_refresh_token(refresh_field: dict) -> Override:
         assert old is not None and oauth.token_problem(old) is None
         access = oauth.issue_token(
             platform="tiktok", kind=Token.Kind.ACCESS, username=old.username, scopes=old.scopes,
-            ttl=oauth.TIKTOK_ACCESS_TTL,
+            ttl=oauth.tiktok_access_ttl(),
         )  # fmt: skip
         body = {
             "access_token": access.raw,
-            "expires_in": int(oauth.TIKTOK_ACCESS_TTL.total_seconds()),
+            "expires_in": int(oauth.tiktok_access_ttl().total_seconds()),
             "open_id": tiktok_open_id(old.username),
             "scope": old.scopes,
             "token_type": "Bearer",

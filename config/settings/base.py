@@ -363,6 +363,14 @@ LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = env.float("LAYERS_SANDBOX_TIKTOK_MODE
 # Simulated network latency of every sandbox platform API call, in milliseconds (benchmarks set it).
 LAYERS_SANDBOX_LATENCY_MS = env.float("LAYERS_SANDBOX_LATENCY_MS", default=0.0)
 LAYERS_SANDBOX_AVATAR_TTL_SECONDS = env.int("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", default=2 * 3600)
+# Lifetimes of the sandbox's TikTok access and refresh tokens (its answers' expires_in / refresh_expires_in).
+# TikTok's docs give 24 h / 365 d or 2 h / 180 d: the defaults are the first, tests also run the second.
+LAYERS_SANDBOX_TIKTOK_ACCESS_TTL = timedelta(
+    seconds=env.int("LAYERS_SANDBOX_TIKTOK_ACCESS_TTL_SECONDS", default=24 * 3600)
+)
+LAYERS_SANDBOX_TIKTOK_REFRESH_TTL = timedelta(
+    seconds=env.int("LAYERS_SANDBOX_TIKTOK_REFRESH_TTL_SECONDS", default=365 * 24 * 3600)
+)
 LAYERS_SANDBOX_TIKTOK_RATE_LIMITS = {
     "init": 6,
     "creator_info": 20,

@@ -22,7 +22,10 @@ from scheduling.models import ONBOARDING_TEMPLATE, ContentContainer, Layer, Laye
 from scheduling.services import placement_for
 
 MEDIA_URL = "https://cdn.bench.test/clips/{label}-{n}.mp4"
-TOKEN_TTL = {"tiktok": sandbox_oauth.TIKTOK_ACCESS_TTL, "instagram": sandbox_oauth.INSTAGRAM_LONG_TTL}
+
+
+def token_ttl(platform: str):
+    return sandbox_oauth.tiktok_access_ttl() if platform == "tiktok" else sandbox_oauth.INSTAGRAM_LONG_TTL
 
 
 def caption_of(label: str, n: int) -> str:
@@ -92,7 +95,7 @@ def seed_accounts(
                 access_token_enc=crypto.encrypt(access),
                 refresh_token_enc=crypto.encrypt(refresh) if refresh else "",
                 # As issued: far enough from expiry that the health tick leaves them alone during a run.
-                token_expires_at=now + TOKEN_TTL[platform],
+                token_expires_at=now + token_ttl(platform),
                 scopes=scopes,
                 token_version=1,
                 token_refreshed_at=now,

@@ -5,6 +5,7 @@ several processes race on it."""
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -12,8 +13,6 @@ from .identities import new_instagram_code, new_tiktok_code, new_token, token_di
 from .models import AuthCode, Platform, Token
 
 CODE_TTL = {Platform.TIKTOK: timedelta(minutes=10), Platform.INSTAGRAM: timedelta(hours=1)}
-TIKTOK_ACCESS_TTL = timedelta(hours=24)
-TIKTOK_REFRESH_TTL = timedelta(days=365)
 INSTAGRAM_SHORT_TTL = timedelta(hours=1)
 # 5183944 s, the figure Instagram answers (a little under 60 days).
 INSTAGRAM_LONG_TTL = timedelta(seconds=5183944)
@@ -81,12 +80,22 @@ def issue_token(*, platform: str, kind: str, username: str, scopes: str, ttl: ti
     return Issued(raw=raw, token=token)
 
 
+def tiktok_access_ttl() -> timedelta:
+    """How long the sandbox's TikTok access tokens live: settings, as TikTok's documented lifetimes differ
+    (24 h / 365 d, or 2 h / 180 d); the answer's expires_in says which one was issued."""
+    return settings.LAYERS_SANDBOX_TIKTOK_ACCESS_TTL
+
+
+def tiktok_refresh_ttl() -> timedelta:
+    return settings.LAYERS_SANDBOX_TIKTOK_REFRESH_TTL
+
+
 def issue_tiktok_pair(*, username: str, scopes: str) -> tuple[Issued, Issued]:
     access = issue_token(
-        platform=Platform.TIKTOK, kind=Token.Kind.ACCESS, username=username, scopes=scopes, ttl=TIKTOK_ACCESS_TTL
+        platform=Platform.TIKTOK, kind=Token.Kind.ACCESS, username=username, scopes=scopes, ttl=tiktok_access_ttl()
     )
     refresh = issue_token(
-        platform=Platform.TIKTOK, kind=Token.Kind.REFRESH, username=username, scopes=scopes, ttl=TIKTOK_REFRESH_TTL
+        platform=Platform.TIKTOK, kind=Token.Kind.REFRESH, username=username, scopes=scopes, ttl=tiktok_refresh_ttl()
     )
     return access, refresh
 

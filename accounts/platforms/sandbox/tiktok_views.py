@@ -162,14 +162,18 @@ def _client_ok(request: HttpRequest) -> bool:
     )
 
 
+def _lifetime(issued: oauth.Issued) -> int:
+    return int((issued.token.expires_at - issued.token.issued_at).total_seconds())
+
+
 def _token_answer(access: oauth.Issued, refresh: oauth.Issued) -> JsonResponse:
     return JsonResponse(
         {
             "access_token": access.raw,
-            "expires_in": int(oauth.TIKTOK_ACCESS_TTL.total_seconds()),
+            "expires_in": _lifetime(access),
             "open_id": tiktok_open_id(access.token.username),
             "refresh_token": refresh.raw,
-            "refresh_expires_in": int(oauth.TIKTOK_REFRESH_TTL.total_seconds()),
+            "refresh_expires_in": _lifetime(refresh),
             "scope": access.token.scopes,
             "token_type": "Bearer",
         }
