@@ -205,6 +205,9 @@ class SocialAccount(models.Model):
     access_token_enc = models.TextField(blank=True, editable=False)
     refresh_token_enc = models.TextField(blank=True, editable=False)
     token_expires_at = models.DateTimeField(null=True, blank=True)
+    # How long the access token was issued for (the platform's expires_in): TikTok's live 24 h or 2 h, and the
+    # refresh margin is a share of it (accounts/token_margin.py). Null: stored before this column existed.
+    token_lifetime = models.DurationField(null=True, blank=True)
     refresh_expires_at = models.DateTimeField(null=True, blank=True)
     token_version = models.PositiveIntegerField(default=0)
     token_refreshed_at = models.DateTimeField(null=True, blank=True)

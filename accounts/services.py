@@ -40,6 +40,7 @@ from accounts.platforms.scopes import (
 )
 from accounts.selectors import aware_utc
 from accounts.serializers import social_account_data
+from accounts.token_margin import refresh_due, refresh_due_q
 from config.api.errors import Conflict, Validation
 from config.api.ids import is_valid
 from config.api.returnurl import check_return_url, normalize_allowlist_entry
@@ -697,6 +698,7 @@ def _store_tokens(account: SocialAccount, tokens: TokenSet) -> None:
     account.access_token_enc = crypto.encrypt(tokens.access_token)
     account.refresh_token_enc = crypto.encrypt(tokens.refresh_token) if tokens.refresh_token else ""
     account.token_expires_at = tokens.expires_at
+    account.token_lifetime = tokens.lifetime
     account.refresh_expires_at = tokens.refresh_expires_at
     account.scopes = ",".join(tokens.scopes)
     account.token_version += 1
@@ -1104,6 +1106,7 @@ def _token_set(account: SocialAccount) -> TokenSet:
         refresh_expires_at=account.refresh_expires_at,
         platform_user_id=account.identity.platform_user_id,
         scopes=stored_scopes(account.scopes),
+        lifetime=account.token_lifetime,
     )
 
 
@@ -1269,8 +1272,12 @@ def _check_health(*, account_id: str) -> str:
     if account is None or account.status != SocialAccount.Status.CONNECTED:
         return "skipped"
     now = timezone.now()
-    margin = settings.LAYERS_TOKEN_REFRESH_MARGIN[account.platform]
-    if account.token_expires_at is None or account.token_expires_at <= now + margin:
+    if refresh_due(
+        expires_at=account.token_expires_at,
+        lifetime=account.token_lifetime,
+        configured=settings.LAYERS_TOKEN_REFRESH_MARGIN[account.platform],
+        now=now,
+    ):
         return social_account_refresh_token(account_id=account_id, source=HEALTH_CHECK)
     version = account.token_version
     try:
@@ -1294,12 +1301,13 @@ def _check_health(*, account_id: str) -> str:
 
 
 def social_accounts_due_for_health(*, now=None, limit: int = 1000) -> list[str]:
-    """Ids of live connected accounts whose token nears expiry or that were not verified for a day, soonest
-    expiry first, leaving out those waiting for a queued check or a backoff (health_next_attempt_at)."""
+    """Ids of live connected accounts whose token nears expiry (accounts/token_margin.py: as the check decides)
+    or that were not verified for a day, soonest expiry first, leaving out those waiting for a queued check or
+    a backoff (health_next_attempt_at)."""
     now = now or timezone.now()
     near_expiry = Q()
     for platform, margin in settings.LAYERS_TOKEN_REFRESH_MARGIN.items():
-        near_expiry |= Q(platform=platform, token_expires_at__lte=now + margin)
+        near_expiry |= Q(platform=platform) & refresh_due_q(configured=margin, now=now)
     stale = Q(health_checked_at__isnull=True) | Q(health_checked_at__lt=now - settings.LAYERS_HEALTH_CHECK_EVERY)
     return list(
         SocialAccount.objects.filter(status=SocialAccount.Status.CONNECTED)

@@ -34,6 +34,8 @@ class PoolAccount(models.Model):
     access_token_enc = models.TextField(blank=True, editable=False)
     refresh_token_enc = models.TextField(blank=True, editable=False)
     token_expires_at = models.DateTimeField(null=True, blank=True)
+    # The access token's lifetime as TikTok issued it (accounts.models.SocialAccount.token_lifetime).
+    token_lifetime = models.DurationField(null=True, blank=True)
     refresh_expires_at = models.DateTimeField(null=True, blank=True)
     # Until when a token refresh of this account is underway (leasing.services.pool_account_refresh): TikTok
     # rotates the refresh token, so only one refresh at a time may send it. Null: none underway.

@@ -29,6 +29,7 @@ from accounts.services import (
     social_account_status_record,
     staff_source,
 )
+from accounts.token_margin import refresh_due, refresh_due_q
 from config.api.errors import ApiError
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
@@ -523,6 +524,7 @@ def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = 
                 access_token_enc=crypto.reencrypt(account.access_token_enc),
                 refresh_token_enc=crypto.reencrypt(account.refresh_token_enc),
                 token_expires_at=account.token_expires_at,
+                token_lifetime=account.token_lifetime,
                 refresh_expires_at=account.refresh_expires_at,
                 token_version=1,
                 token_refreshed_at=now,
@@ -664,6 +666,7 @@ def lease_release_for_account(*, account: SocialAccount, actor=None, api_key=Non
         access_token_enc=crypto.reencrypt(account.access_token_enc),
         refresh_token_enc=crypto.reencrypt(account.refresh_token_enc),
         token_expires_at=account.token_expires_at,
+        token_lifetime=account.token_lifetime,
         refresh_expires_at=account.refresh_expires_at,
     )
     detail = {}
@@ -687,7 +690,13 @@ def lease_release_for_account(*, account: SocialAccount, actor=None, api_key=Non
 
 
 # The columns pool_account_set_tokens writes.
-POOL_TOKEN_FIELDS = ["access_token_enc", "refresh_token_enc", "token_expires_at", "refresh_expires_at"]
+POOL_TOKEN_FIELDS = [
+    "access_token_enc",
+    "refresh_token_enc",
+    "token_expires_at",
+    "token_lifetime",
+    "refresh_expires_at",
+]
 
 
 def pool_account_set_tokens(account: PoolAccount, tokens: TokenSet) -> None:
@@ -696,6 +705,7 @@ def pool_account_set_tokens(account: PoolAccount, tokens: TokenSet) -> None:
     account.access_token_enc = crypto.encrypt(tokens.access_token)
     account.refresh_token_enc = crypto.encrypt(tokens.refresh_token) if tokens.refresh_token else ""
     account.token_expires_at = tokens.expires_at
+    account.token_lifetime = tokens.lifetime
     account.refresh_expires_at = tokens.refresh_expires_at
 
 
@@ -811,16 +821,21 @@ def pool_account_check(*, pool_account_id: str) -> str:
 # Pool accounts wait for a lease for days or months; their TikTok access token lives 24 h, their refresh
 # token 365 d and TikTok rotates it on every refresh. The beat task `pool-accounts-token-refresh` refreshes
 # the tokens of pool accounts not leased (a leased one's token is on its social account, which the accounts
-# health check refreshes) POOL_REFRESH_MARGIN before the access token expires, so the refresh token keeps
+# health check refreshes) POOL_REFRESH_MARGIN before the access token expires (a third of the token's
+# lifetime when that is shorter: TikTok's may live 2 h; accounts/token_margin.py), so the refresh token keeps
 # rotating and never lapses; assignment and the check after a release refresh an expired one themselves.
 POOL_REFRESH_MARGIN = timedelta(hours=6)
 _POOL_CALL_SKEW = timedelta(minutes=5)
 
 
 def _pool_token_expiring(account: PoolAccount, *, within: timedelta, now=None) -> bool:
-    now = now or timezone.now()
-    expires = account.token_expires_at
-    return bool(account.refresh_token_enc) and (expires is None or expires <= now + within)
+    due = refresh_due(
+        expires_at=account.token_expires_at,
+        lifetime=account.token_lifetime,
+        configured=within,
+        now=now or timezone.now(),
+    )
+    return bool(account.refresh_token_enc) and due
 
 
 POOL_REFRESH_CLAIM_SPARE = timedelta(seconds=10)
@@ -1000,13 +1015,13 @@ def pool_account_refresh_due(*, pool_account_id: str) -> str:
 
 def pool_accounts_due_for_refresh(*, now=None, limit: int = 1000) -> list[str]:
     """Ids of available pool accounts (warm or still warming) whose access token expires within
-    POOL_REFRESH_MARGIN and that hold a refresh token, soonest first, leaving out those TikTok told us to
-    wait for (refresh_not_before)."""
+    POOL_REFRESH_MARGIN (or a third of its lifetime: accounts/token_margin.py) and that hold a refresh token,
+    soonest first, leaving out those TikTok told us to wait for (refresh_not_before)."""
     now = now or timezone.now()
     return list(
         PoolAccount.objects.filter(status=PoolAccount.Status.AVAILABLE)
         .exclude(refresh_token_enc="")
-        .filter(Q(token_expires_at__isnull=True) | Q(token_expires_at__lte=now + POOL_REFRESH_MARGIN))
+        .filter(Q(token_expires_at__isnull=True) | refresh_due_q(configured=POOL_REFRESH_MARGIN, now=now))
         .filter(Q(refresh_not_before__isnull=True) | Q(refresh_not_before__lte=now))
         .order_by(F("token_expires_at").asc(nulls_first=True))
         .values_list("pk", flat=True)[:limit]
@@ -1195,4 +1210,5 @@ def sandbox_tokens_for(handle: str) -> TokenSet:
         expires_at=access.token.expires_at,
         refresh_expires_at=refresh.token.expires_at,
         platform_user_id=identities.tiktok_open_id(handle),
+        lifetime=access.token.expires_at - access.token.issued_at,
     )

@@ -173,3 +173,11 @@ def platform_down(
         return httpx.Response(status, json=body, headers=headers)
 
     return {"/sandbox/tiktok/v2/" if platform == "tiktok" else "/sandbox/instagram/graph/": answer}
+
+
+def tiktok_refreshes(username: str) -> int:
+    """How many times TikTok (the sandbox) was asked to refresh `username`'s tokens and did: each rotated one
+    refresh token away."""
+    from accounts.platforms.sandbox.models import Token
+
+    return Token.objects.filter(platform="tiktok", username=username, revoked_reason="rotated").count()

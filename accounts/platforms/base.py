@@ -18,7 +18,7 @@ may exist. It is False for the platform's own typed errors (it refused) and for 
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 # The longest wait a platform's Retry-After (or Meta's usage header) is taken at: a day. Beyond that, or a
 # value that is no number of seconds at all (nan, inf, negative), it is ignored and the caller's own backoff
@@ -82,6 +82,9 @@ class TokenSet:
     refresh_token: str | None = None
     refresh_expires_at: datetime | None = None
     scopes: tuple[str, ...] = ()
+    # How long the access token was issued for (the answer's expires_in); None when not known. Stored with
+    # the tokens: the refresh margin is a share of it (accounts/token_margin.py).
+    lifetime: timedelta | None = None
 
 
 @dataclass(frozen=True)

@@ -152,11 +152,13 @@ class InstagramClient:
         user_id = me.get("user_id") or entry.get("user_id")
         if not user_id:
             raise PlatformUnavailable("instagram: no user id for the token", code="bad_response")
+        lifetime = timedelta(seconds=int(long_lived.get("expires_in") or 0))
         return TokenSet(
             access_token=long_lived["access_token"],
-            expires_at=timezone.now() + timedelta(seconds=int(long_lived.get("expires_in") or 0)),
+            expires_at=timezone.now() + lifetime,
             platform_user_id=str(user_id),
             scopes=_permissions(entry.get("permissions")),
+            lifetime=lifetime or None,
         )
 
     def refresh(self, *, tokens: TokenSet) -> TokenSet:
@@ -173,11 +175,13 @@ class InstagramClient:
             )
         if not body.get("access_token"):
             raise PlatformUnavailable("instagram: no access_token in the refresh answer", code="bad_response")
+        lifetime = timedelta(seconds=int(body.get("expires_in") or 0))
         return TokenSet(
             access_token=body["access_token"],
-            expires_at=timezone.now() + timedelta(seconds=int(body.get("expires_in") or 0)),
+            expires_at=timezone.now() + lifetime,
             platform_user_id=tokens.platform_user_id,
             scopes=_permissions(body.get("permissions")) or tokens.scopes,
+            lifetime=lifetime or None,
         )
 
     def revoke(self, *, access_token: str) -> None:

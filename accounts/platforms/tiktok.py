@@ -350,13 +350,15 @@ def _token_set(body: dict, *, platform_user_id: str | None) -> TokenSet:
         raise PlatformUnavailable("tiktok: no open_id in the token answer", code="bad_response")
     # Lifetimes differ between TikTok doc versions (24 h / 365 d vs 2 h / 180 d): trust the answer.
     refresh_in = body.get("refresh_expires_in")
+    lifetime = timedelta(seconds=int(body.get("expires_in") or 0))
     return TokenSet(
         access_token=body["access_token"],
-        expires_at=now + timedelta(seconds=int(body.get("expires_in") or 0)),
+        expires_at=now + lifetime,
         platform_user_id=str(open_id),
         refresh_token=body.get("refresh_token") or None,
         refresh_expires_at=now + timedelta(seconds=int(refresh_in)) if refresh_in else None,
         scopes=tuple(s for s in re.split(r"[,\s]+", str(body.get("scope") or "")) if s),
+        lifetime=lifetime or None,
     )
 
 

@@ -249,7 +249,8 @@ LAYERS_EVENT_RETENTION = retention_days("LAYERS_EVENT_RETENTION_DAYS")
 # (accounts/services.oauth_sessions_purge_expired); oauth-status then answers 404, as for an unknown state.
 LAYERS_OAUTH_SESSION_RETENTION = retention_days("LAYERS_OAUTH_SESSION_RETENTION_DAYS")
 # Token health: refresh this long before expiry (TikTok access tokens live about a day, Instagram's 60
-# days), and verify every live token with a profile call at least this often.
+# days), or a third of the token's lifetime when that is shorter (TikTok's may live 2 h:
+# accounts/token_margin.py), and verify every live token with a profile call at least this often.
 LAYERS_TOKEN_REFRESH_MARGIN = {"tiktok": timedelta(hours=6), "instagram": timedelta(days=7)}
 LAYERS_HEALTH_CHECK_EVERY = timedelta(hours=24)
 # Fernet keys for platform tokens, comma-separated; the first encrypts, all decrypt (rotation).

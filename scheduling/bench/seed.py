@@ -96,6 +96,7 @@ def seed_accounts(
                 refresh_token_enc=crypto.encrypt(refresh) if refresh else "",
                 # As issued: far enough from expiry that the health tick leaves them alone during a run.
                 token_expires_at=now + token_ttl(platform),
+                token_lifetime=token_ttl(platform),
                 scopes=scopes,
                 token_version=1,
                 token_refreshed_at=now,

@@ -1,0 +1,60 @@
+"""Pool tokens when TikTok issues 2 h access tokens (PLATFORMS.md: 24 h or 2 h, read expires_in): refreshed a
+third of their lifetime before they expire, not at every run of the refresh task (the pool's 6 h margin alone
+is longer than the token's life), and that lifetime travels with the token to the leased account and back."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from accounts.models import SocialAccount
+from accounts.tasks import social_accounts_health_tick
+from leasing import services
+from leasing.models import PoolAccount
+from leasing.tasks import pool_accounts_refresh_tick
+from tests.leasing.helpers import add_pool, get_request, request_accounts
+from tests.platform_helpers import tiktok_refreshes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def two_hour_tokens(settings):
+    settings.LAYERS_SANDBOX_TIKTOK_ACCESS_TTL = timedelta(hours=2)
+    settings.LAYERS_SANDBOX_TIKTOK_REFRESH_TTL = timedelta(days=180)
+
+
+def test_the_pool_refresh_task_refreshes_two_hour_tokens_once_per_lifetime():
+    [pool_id] = add_pool(1)
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    start = timezone.now()
+
+    for tick in range(1, 7):  # three hours of the beat task, every 30 minutes
+        with time_machine.travel(start + timedelta(minutes=30 * tick)):
+            pool_accounts_refresh_tick.apply()  # eager in tests: the refreshes run now
+            pool = PoolAccount.objects.get(pk=pool_id)
+            assert pool.status == "available" and pool.token_expires_at > timezone.now(), f"expired at tick {tick}"
+
+    assert tiktok_refreshes(handle) == 2  # at 1 h 30 and 3 h: 40 minutes before each token expired
+
+
+def test_a_leased_account_keeps_its_short_lived_token_as_long_as_it_lives_and_gives_it_back(owner):
+    [pool_id] = add_pool(1)
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    accepted = request_accounts(owner, 1)
+    services.lease_assign(request_id=accepted["requestId"], auto=True)
+    [account_id] = get_request(owner, accepted["requestId"])["socialAccountIds"]
+    start = timezone.now()
+
+    for tick in range(1, 7):  # an hour of the accounts' health ticks
+        with time_machine.travel(start + timedelta(minutes=10 * tick)):
+            social_accounts_health_tick()
+    assert tiktok_refreshes(handle) == 0  # an hour into its 2 h: not due yet
+    assert SocialAccount.objects.get(pk=account_id).status == "connected"
+
+    with time_machine.travel(start + timedelta(hours=1)):
+        assert owner.client.delete(f"/v1/social-accounts/{account_id}").status_code == 200  # the release
+        assert pool_id not in services.pool_accounts_due_for_refresh()
+    with time_machine.travel(start + timedelta(hours=1, minutes=30)):
+        assert services.pool_accounts_due_for_refresh() == [pool_id]
