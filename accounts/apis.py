@@ -365,6 +365,9 @@ class SocialAccountDetailApi(ApiView):
             "account's copy of the token is wiped and those accounts keep working. A post the platform already "
             "had ends as the platform says (published, or failed with its reason), asked with the token of the "
             "account that keeps the authorization; it fails ACCOUNT_DISCONNECTED only when this revoke withdrew it. "
+            "A TikTok access token that has expired is first renewed with its refresh token, so that the revoke "
+            "reaches the grant; an expired Instagram token cannot be renewed, so nothing can revoke with it (our "
+            "copy is wiped). "
             "Published posts stay in the history. Repeating answers 200 with canceledScheduledPosts 0. "
             "Connecting the same handle again later mints a new id."
         ),

@@ -665,10 +665,7 @@ def _withdraw_unbound_grant(*, session: OAuthSession, tokens: TokenSet) -> None:
     the code the refusal chose."""
     try:
         _revoke_grant_unless_shared(
-            account_id=None,
-            platform=session.platform,
-            platform_user_id=tokens.platform_user_id,
-            token=tokens.access_token,
+            account_id=None, platform=session.platform, platform_user_id=tokens.platform_user_id, tokens=tokens
         )
     except Exception:
         log.exception("oauth %s: withdrawing the unbound grant failed", session.pk[:10])
@@ -905,7 +902,8 @@ def social_account_revoke(*, account_id: str, actor=None, api_key: ApiKey | None
         if account.status == SocialAccount.Status.DISCONNECTED:
             return RevokeResult(account=account, canceled_scheduled_posts=0, released=False)
         # A leased account's token belongs to Layers' pool account: it goes back there, never revoked.
-        token = account.access_token if account.kind == SocialAccount.Kind.CONNECTED else None
+        connected = account.kind == SocialAccount.Kind.CONNECTED and account.access_token
+        tokens = _token_set(account) if connected else None
         was = account.status
         account.status = SocialAccount.Status.DISCONNECTED
         account.disconnected_at = timezone.now()
@@ -927,19 +925,21 @@ def social_account_revoke(*, account_id: str, actor=None, api_key: ApiKey | None
             data=social_account_data(account),
         )
         transaction.on_commit(lambda: avatars_delete(account_id=account_id), robust=True)
-        if token:
+        if tokens:
             platform, user_id, pk = account.platform, account.identity.platform_user_id, account.pk
             # robust: the disconnect is committed by then; a failure there must not turn it into a 500.
             transaction.on_commit(
                 lambda: _revoke_grant_unless_shared(
-                    account_id=pk, platform=platform, platform_user_id=user_id, token=token
+                    account_id=pk, platform=platform, platform_user_id=user_id, tokens=tokens
                 ),
                 robust=True,
             )
     return RevokeResult(account=account, canceled_scheduled_posts=canceled, released=released)
 
 
-def _revoke_grant_unless_shared(*, account_id: str | None, platform: str, platform_user_id: str, token: str) -> None:
+def _revoke_grant_unless_shared(
+    *, account_id: str | None, platform: str, platform_user_id: str, tokens: TokenSet
+) -> None:
     """Revoke the app's authorization at the platform, unless the same platform user is still held elsewhere.
 
     TikTok's /v2/oauth/revoke/ and Instagram's DELETE /me/permissions withdraw the app's access for the whole
@@ -957,7 +957,7 @@ def _revoke_grant_unless_shared(*, account_id: str | None, platform: str, platfo
     first one's binding disconnected and revokes the grant: they cannot both skip the platform call because
     each saw the other still live (tests/accounts/test_revoke_shared_user.py holds both inside their
     transactions to show it). No lock is needed for that. Both may call the platform; the second finds its
-    token already dead, which counts as revoked.
+    token already dead, and its refresh token too (_revoke_at_platform): nothing left to revoke.
 
     Not covered: a connect of the same user whose code exchange happens before this revoke's platform call
     but which commits after this read gets a token the revoke kills (the platform revokes every token of the
@@ -972,7 +972,7 @@ def _revoke_grant_unless_shared(*, account_id: str | None, platform: str, platfo
         log.info("revoke of %s: the %s user is still bound elsewhere; grant kept, token wiped", what, platform)
         return
     try:
-        _client(platform).revoke(access_token=token)
+        _revoke_at_platform(platform=platform, tokens=tokens, what=what)
     except PlatformError as exc:
         log.info("revoke of %s at %s failed (%s); token wiped locally", what, platform, type(exc).__name__)
 
@@ -1014,6 +1014,36 @@ def platform_user_token_kept(*, account: SocialAccount) -> str | None:
     if holder is not None:
         return holder.access_token
     return pool_token_of_platform_user(platform=account.platform, platform_user_id=user_id)
+
+
+def _revoke_at_platform(*, platform: str, tokens: TokenSet, what: str) -> None:
+    """Revoke the grant with `tokens`, renewing an access token that cannot do it.
+
+    TikTok's access token lives a day (or 2 h), its refresh token a year (or 180 days): an expired access
+    token revokes nothing (the sandbox's TikTok refuses it with invalid_grant; an RFC 7009 server may as
+    well answer 200 and ignore it, which is why expiry is judged here rather than left to a refusal), and
+    the grant would live on with its refresh token, though the partner was told the account is
+    disconnected. So an access token that has expired by our clock is renewed first, and one the revoke
+    refuses (clocks differ) is renewed and the revoke made again: one refresh at most, each call within the
+    platform timeouts. A refresh refused too means the grant is gone already (the user removed
+    the app, or another revoke won). The renewed tokens are stored nowhere: they are revoked at once.
+    Instagram has no refresh token, and an expired Instagram token cannot be refreshed: its revoke is tried
+    and, refused, nothing more can be done (no usable token of the grant is left anywhere). Raises the transient
+    PlatformError of either call (the caller logs it: best-effort)."""
+    client = _client(platform)
+    expired = tokens.expires_at <= timezone.now() + TOKEN_EXPIRY_SKEW
+    if not (expired and tokens.refresh_token) and client.revoke(access_token=tokens.access_token):
+        return
+    if not tokens.refresh_token:
+        log.info("revoke of %s: %s refused the token and it cannot be renewed; token wiped locally", what, platform)
+        return
+    try:
+        renewed = client.refresh(tokens=tokens)
+    except TokenInvalid:
+        log.info("revoke of %s: %s refused the refresh token too; the grant is gone already", what, platform)
+        return
+    if not client.revoke(access_token=renewed.access_token):
+        log.info("revoke of %s: %s refused a renewed token too; token wiped locally", what, platform)
 
 
 def _disconnect_effects(*, account: SocialAccount, actor=None, api_key=None) -> tuple[int, bool]:

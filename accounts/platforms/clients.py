@@ -35,8 +35,10 @@ class PlatformClient(Protocol):
         TokenInvalid."""
         ...
 
-    def revoke(self, *, access_token: str) -> None:
-        """Give the authorization back. An already-dead token counts as revoked."""
+    def revoke(self, *, access_token: str) -> bool:
+        """Give the authorization back. Returns whether the platform took it; False when it refused the token
+        (dead, revoked, or merely expired: then the grant may live on, and a TikTok refresh token renews it)
+        or the request. Transient errors are raised."""
         ...
 
     def get_profile(self, *, access_token: str, scopes: Iterable[str] = ()) -> Profile:

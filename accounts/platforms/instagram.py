@@ -184,17 +184,20 @@ class InstagramClient:
             lifetime=lifetime or None,
         )
 
-    def revoke(self, *, access_token: str) -> None:
+    def revoke(self, *, access_token: str) -> bool:
         """Best effort: Instagram documents no revoke endpoint; DELETE /me/permissions is what the Graph
-        API offers. A refusal is logged and ignored (wiping our copy is what matters); transient errors
-        are raised so the caller can retry."""
+        API offers. A refusal is logged and ignored (wiping our copy is what matters), False; transient
+        errors are raised so the caller can retry. A dead or expired token (190) revokes nothing, and there
+        is no refresh token to renew it with (an expired Instagram token cannot be refreshed): False."""
         try:
             with http_session(self._http) as http:
                 self._graph(http, "DELETE", "/me/permissions", access_token=access_token)
         except TokenInvalid:
-            return
+            return False
         except RequestRejected as exc:
             log.warning("instagram: permission revoke refused (code %s); our copy is wiped anyway", exc.code)
+            return False
+        return True
 
     # --- Reads ---------------------------------------------------------------------------------------
 

@@ -137,7 +137,7 @@ class TikTokClient:
         # nothing to send (reauth_required, or a retired pool account, for a grant that is fine).
         return replace(fresh, refresh_token=tokens.refresh_token, refresh_expires_at=tokens.refresh_expires_at)
 
-    def revoke(self, *, access_token: str) -> None:
+    def revoke(self, *, access_token: str) -> bool:
         form = {
             "client_key": settings.LAYERS_TIKTOK_CLIENT_KEY,
             "client_secret": settings.LAYERS_TIKTOK_CLIENT_SECRET,
@@ -148,7 +148,11 @@ class TikTokClient:
         try:
             _raise_for_answer(response, json_body(response), grant="revoke", secrets=self._secrets(access_token))
         except TokenInvalid:
-            return  # already dead: nothing left to revoke
+            # invalid_grant: the token is dead, revoked or merely expired. Nothing was withdrawn with it, and
+            # whether the grant is gone TikTok does not say: after an expired access token its refresh token
+            # still works (the caller renews it and revokes again: accounts.services._revoke_at_platform).
+            return False
+        return True
 
     # --- Reads ---------------------------------------------------------------------------------------
 

@@ -268,11 +268,25 @@ def test_given_revoke_then_tokens_are_dead_and_revoking_again_is_fine(db, platfo
     client = get_client(platform)
     tokens = connect(platform, "leaver")
 
-    client.revoke(access_token=tokens.access_token)
+    assert client.revoke(access_token=tokens.access_token) is True
 
     with pytest.raises(TokenInvalid):
         client.get_profile(access_token=tokens.access_token)
-    client.revoke(access_token=tokens.access_token)
+    assert client.revoke(access_token=tokens.access_token) is False  # refused, and nothing raised
+
+
+def test_given_an_expired_tiktok_access_token_then_revoke_withdraws_nothing_and_the_refresh_token_still_works(db):
+    """The sandbox's model of TikTok's revoke (PLATFORMS.md is silent; RFC 7009 lets a server ignore such a
+    token): an expired access token is refused, and the grant lives on with its refresh token."""
+    client = get_client("tiktok")
+    tokens = connect("tiktok", "expired_revoker")
+
+    with time_machine.travel(timezone.now() + timedelta(hours=25)):
+        assert client.revoke(access_token=tokens.access_token) is False
+        renewed = client.refresh(tokens=tokens)
+        assert client.revoke(access_token=renewed.access_token) is True
+        with pytest.raises(TokenInvalid):
+            client.refresh(tokens=renewed)
 
 
 # --- Injected faults -------------------------------------------------------------------------------------

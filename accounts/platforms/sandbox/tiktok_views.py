@@ -222,7 +222,13 @@ def revoke(request: HttpRequest) -> JsonResponse:
     if not _client_ok(request):
         return oauth_error("invalid_client", "Client key or secret is incorrect.", status=401)
     old = oauth.find_token(platform=PLATFORM, raw=request.POST.get("token"), kinds=(Token.Kind.ACCESS,))
-    if old is None or oauth.token_problem(old):
+    problem = oauth.token_problem(old) if old is not None else "unknown"
+    if problem == "expired":
+        # An expired access token withdraws nothing: the grant, and its refresh token, live on. TikTok documents
+        # no answer for it (RFC 7009 would answer 200 and still revoke nothing); the sandbox refuses it, as
+        # every TikTok endpoint refuses an expired token, so that callers must renew it to revoke the grant.
+        return oauth_error("invalid_grant", "The access token has expired.")
+    if problem:
         return oauth_error("invalid_grant", "The token is invalid or already revoked.")
     oauth.revoke_user_tokens(platform=PLATFORM, username=old.username, reason="revoked")
     return JsonResponse({})
