@@ -8,6 +8,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import zip_longest
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
@@ -1332,20 +1333,28 @@ def _check_health(*, account_id: str) -> str:
 
 def social_accounts_due_for_health(*, now=None, limit: int = 1000) -> list[str]:
     """Ids of live connected accounts whose token nears expiry (accounts/token_margin.py: as the check decides)
-    or that were not verified for a day, soonest expiry first, leaving out those waiting for a queued check or
-    a backoff (health_next_attempt_at)."""
+    or that were not verified for a day, leaving out those waiting for a queued check or a backoff
+    (health_next_attempt_at). Soonest expiry first within each platform, and the platforms take turns: one
+    order across platforms put TikTok's hours-long expiries ahead of Instagram's days for as long as more
+    TikTok tokens were due than a batch holds, and Instagram's tokens ran out unrefreshed meanwhile."""
     now = now or timezone.now()
-    near_expiry = Q()
-    for platform, margin in settings.LAYERS_TOKEN_REFRESH_MARGIN.items():
-        near_expiry |= Q(platform=platform) & refresh_due_q(configured=margin, now=now)
     stale = Q(health_checked_at__isnull=True) | Q(health_checked_at__lt=now - settings.LAYERS_HEALTH_CHECK_EVERY)
-    return list(
+    due = (
         SocialAccount.objects.filter(status=SocialAccount.Status.CONNECTED)
-        .filter(near_expiry | stale)
         .filter(Q(health_next_attempt_at__isnull=True) | Q(health_next_attempt_at__lte=now))
         .order_by("token_expires_at")
-        .values_list("pk", flat=True)[:limit]
     )
+    per_platform = [
+        list(
+            due.filter(platform=platform)
+            .filter(refresh_due_q(configured=margin, now=now) | stale)
+            .values_list("pk", flat=True)[:limit]
+        )
+        for platform, margin in settings.LAYERS_TOKEN_REFRESH_MARGIN.items()
+    ]
+    # Round robin: each platform's soonest first, a platform with fewer due leaving its share to the others.
+    turns = zip_longest(*per_platform)
+    return [pk for turn in turns for pk in turn if pk is not None][:limit]
 
 
 def social_accounts_health_queued(*, account_ids: list[str], now=None) -> datetime:

@@ -79,3 +79,27 @@ def test_a_token_is_due_for_its_refresh_a_margin_before_it_expires(owner, settin
     with time_machine.travel(expires - margin + timedelta(minutes=1)):
         assert account_id in services.social_accounts_due_for_health()
         assert services.social_account_check_health(account_id=account_id) == "refreshed"
+
+
+def test_a_batch_full_of_due_tiktok_tokens_still_takes_the_due_instagram_ones(owner):
+    # The due list is bounded (1,000 a tick) and was ordered by soonest expiry across platforms: while more
+    # TikTok tokens were due than a batch holds (20,000 accounts on 2 h tokens need ~2,500 refreshes a tick),
+    # their hours-long expiries always came before an Instagram token's days, and Instagram's 60-day tokens
+    # ran out unrefreshed (every Instagram account reauth_required). Each platform now gets its turn.
+    from tests.factories import make_account
+
+    now = timezone.now()
+    batch = 20  # stands for the tick's 1,000
+    for _ in range(batch + 5):
+        tiktok = make_account(owner, platform="tiktok")
+        SocialAccount.objects.filter(pk=tiktok.pk).update(
+            token_expires_at=now + timedelta(hours=1), health_checked_at=now, refresh_token_enc="x"
+        )
+    instagram = make_account(owner, platform="instagram")
+    SocialAccount.objects.filter(pk=instagram.pk).update(
+        token_expires_at=now + timedelta(days=3), health_checked_at=now - timedelta(days=2)
+    )
+
+    due = services.social_accounts_due_for_health(now=now, limit=batch)
+
+    assert instagram.pk in due and len(due) == batch, due
