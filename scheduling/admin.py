@@ -266,7 +266,14 @@ class ManagedProviderAdmin(admin.ModelAdmin):
     list_select_related = ("project",)
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
+        if change and not form.cleaned_data.get("new_secret"):
+            # Only what the form edits: the secret's stored form as this page read it may have been
+            # re-encrypted since by rotate_token_keys, and writing it back would leave it under a key about to
+            # be removed (every managed post of the project would then fail).
+            model_fields = {field.name for field in ManagedProvider._meta.concrete_fields}
+            obj.save(update_fields=[name for name in form.fields if name in model_fields])
+        else:
+            super().save_model(request, obj, form, change)
         for warning in form.warnings:
             messages.warning(request, warning)
 

@@ -500,3 +500,40 @@ def test_after_an_outage_ops_find_the_posts_it_failed_and_retry_them_together(ow
 
     statuses = dict(ScheduledPost.objects.filter(pk__in=posts).values_list("pk", "status"))
     assert [statuses[p] for p in posts] == ["queued", "queued", "failed", "failed"]
+
+
+def test_editing_a_managed_provider_while_the_keys_rotate_keeps_its_secret_under_the_new_key(
+    owner, staff, settings, monkeypatch
+):
+    """The change page saved the whole row, the secret's stored form as the page read it included: a key
+    rotation (rotate_token_keys) re-encrypting the secret meanwhile was undone, and once the old key was
+    removed (README step 4) the secret read as nothing and every managed post of the project failed. A save
+    that sets no new secret leaves the stored one alone."""
+    from cryptography.fernet import Fernet
+
+    from accounts import crypto, key_rotation
+    from scheduling.admin import ManagedProviderForm
+    from scheduling.models import ManagedProvider
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.LAYERS_TOKEN_KEYS = [old]
+    provider = ManagedProvider.objects.create(
+        project=owner.project, name="Boost", endpoint_url="https://provider.example/in", secret_enc=crypto.encrypt("s3")
+    )
+    settings.LAYERS_TOKEN_KEYS = [new, old]
+    checked = ManagedProviderForm.clean
+
+    def rotated_meanwhile(form):  # after the page read the row, before it writes it
+        key_rotation.rotate_all()
+        return checked(form)
+
+    monkeypatch.setattr(ManagedProviderForm, "clean", rotated_meanwhile)
+    response = staff.post(
+        admin_object_url(ManagedProvider, provider.pk),
+        {"name": "Boost 2", "endpoint_url": provider.endpoint_url, "enabled": "on"},
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    settings.LAYERS_TOKEN_KEYS = [new]
+    provider.refresh_from_db()
+    assert (provider.name, provider.secret) == ("Boost 2", "s3")
