@@ -241,7 +241,20 @@ class ScheduledPostAttempt(models.Model):
     class Meta:
         verbose_name = "publishing attempt"
         ordering = ["id"]
-        indexes = [models.Index(fields=["post", "id"], name="spa_post_attempts")]
+        indexes = [
+            models.Index(fields=["post", "id"], name="spa_post_attempts"),
+            # The admin's "Platforms now" (scheduling/platform_status.py): the calls refused for now and the
+            # publishes, by time. Partial and disjoint: an attempt enters one of them at most, and the refusals'
+            # stays small while the platforms are up.
+            models.Index(
+                fields=["finished_at"],
+                condition=models.Q(
+                    outcome__in=["retry", "failed"], error_code__in=["PLATFORM_UNAVAILABLE", "RATE_LIMITED"]
+                ),
+                name="spa_refused_by_time",
+            ),
+            models.Index(fields=["finished_at"], condition=models.Q(outcome="published"), name="spa_published_by_time"),
+        ]
 
     def __str__(self):
         return f"attempt {self.number}" if self.number else str(self.get_outcome_display())
