@@ -269,7 +269,14 @@ def test_the_unfiltered_lists_of_tables_that_grow_forever_do_not_count_every_row
         with CaptureQueriesContext(connection) as queries:
             page = staff.get(url)
         assert page.status_code == 200
-        return [q["sql"] for q in queries if "COUNT(" in q["sql"].upper() and "scheduling_scheduledpost" in q["sql"]]
+        # Not the "Platforms now" panel's: it counts the attempts of the last 15 minutes (their index by time).
+        return [
+            q["sql"]
+            for q in queries
+            if "COUNT(" in q["sql"].upper()
+            and "scheduling_scheduledpost" in q["sql"]
+            and "scheduling_scheduledpostattempt" not in q["sql"]
+        ]
 
     assert counts("/admin/scheduling/scheduledpost/") == []
     page = staff.get("/admin/scheduling/scheduledpost/")

@@ -1,0 +1,210 @@
+"""Ops noticed a TikTok or Instagram outage only from posts failing one by one, and since posts are retried for
+an hour (LAYERS_PUBLISH_RETRY_WINDOW) none fails for that hour: nothing said the platform was down. The admin's
+index page (and the posts list) has a "Platforms now" panel: per platform, and for the managed providers, the
+calls refused as unavailable or rate-limited and the posts published in the last 15 minutes, the last publish and
+refusal, the latest refusal's words and a verdict, read from the publishing attempts already written."""
+
+import re
+from datetime import UTC, timedelta
+from html import unescape
+
+import httpx
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts.models import SocialAccount
+from scheduling.models import ManagedProvider, ScheduledPost, ScheduledPostAttempt
+from tests.accounts.oauth_helpers import connected_account
+from tests.admin_plans import reading_whole_table, statements_on
+from tests.factories import make_account
+from tests.platform_helpers import intercepted, platform_down
+from tests.scheduling.publish_helpers import schedule_now
+from tests.scheduling.test_retry_window import TICK, run_ticks
+from tests.staff import signed_in_staff
+
+ATTEMPTS, POSTS = "scheduling_scheduledpostattempt", "scheduling_scheduledpost"
+
+
+def shown(when) -> str:
+    """A time as the admin shows it."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def panel_row(page, key: str) -> tuple[str, dict[str, str]]:
+    """The text of the panel's row for `key` (tiktok, instagram, managed), and its links by what they count."""
+    html = page.content.decode()
+    match = re.search(rf'<tr id="platform-{key}">(.*?)</tr>', html, re.S)
+    assert match, f"no panel row for {key}"
+    row = match.group(1)
+    text = " ".join(unescape(re.sub(r"<[^>]+>", " ", row)).split())
+    links = {kind: unescape(href) for href, kind in re.findall(r'<a href="([^"]+)" data-count="([a-z_]+)"', row)}
+    return text, links
+
+
+def cell(page, key: str, name: str) -> str:
+    html = page.content.decode()
+    row = re.search(rf'<tr id="platform-{key}">(.*?)</tr>', html, re.S).group(1)
+    match = re.search(rf'class="{name}( [a-z]+)?">(.*?)</(a|span|div)>', row, re.S)
+    assert match, f"no {name} in the {key} row"
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", match.group(2))).split())
+
+
+def listed(staff, url: str) -> set[str]:
+    page = staff.get(url)
+    assert page.status_code == 200
+    return {row.pk for row in page.context["cl"].result_list}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_tiktok_outage_shows_tiktok_down_and_instagram_ok_and_ok_again_once_it_is_over(owner):
+    tiktok = connected_account(owner, "tiktok", "status.tiktok")
+    instagram = connected_account(owner, "instagram", "status.instagram")
+    _, staff = signed_in_staff("scheduling.view_scheduledpost")
+    start = timezone.now()
+    calls = []
+    with time_machine.travel(start, tick=False) as clock:
+        before = schedule_now(owner, tiktok["id"])
+        run_ticks(clock, start + TICK)
+        last_ok = ScheduledPost.objects.get(pk=before["id"]).published_at
+        assert last_ok is not None
+        with intercepted(platform_down("tiktok", calls, until=start + timedelta(minutes=13))):
+            run_ticks(clock, start + timedelta(minutes=1))
+            stuck = {schedule_now(owner, tiktok["id"])["id"] for _ in range(3)}
+            fine = schedule_now(owner, instagram["id"], media_type="image")["id"]
+            run_ticks(clock, start + timedelta(minutes=12))
+
+            page = staff.get("/admin/")
+            assert page.status_code == 200
+            text, links = panel_row(page, "tiktok")
+            # Every refused call of the outage is within the last 15 minutes; no post has failed yet.
+            assert len(calls) > 3 and not ScheduledPost.objects.filter(status="failed").exists()
+            summary = f"down: {len(calls)} calls refused, none published since {shown(last_ok)}"
+            assert cell(page, "tiktok", "verdict") == summary, text
+            assert cell(page, "tiktok", "unavailable") == str(len(calls)), text
+            assert cell(page, "tiktok", "published") == "1", text  # the post before the outage
+            assert "tiktok internal_error: down" in cell(page, "tiktok", "message"), text
+            # Each count links to the posts behind it: the TikTok posts refused as unavailable just now.
+            assert listed(staff, links["unavailable"]) == stuck
+            ig_text, _ = panel_row(page, "instagram")
+            assert cell(page, "instagram", "verdict") == "ok", ig_text
+            assert cell(page, "instagram", "published") == "1", ig_text
+            assert cell(page, "instagram", "unavailable") == "0", ig_text
+            assert cell(page, "managed", "verdict") == "ok"
+
+            # The posts list shows the same panel.
+            posts = staff.get("/admin/scheduling/scheduledpost/")
+            assert cell(posts, "tiktok", "verdict") == summary
+
+            run_ticks(clock, start + timedelta(minutes=20))
+            page = staff.get("/admin/")
+            published_now = listed(staff, panel_row(page, "tiktok")[1]["published"])
+
+    assert set(ScheduledPost.objects.filter(status="published").values_list("pk", flat=True)) == {
+        before["id"],
+        fine,
+        *stuck,
+    }
+    text, _ = panel_row(page, "tiktok")
+    assert cell(page, "tiktok", "verdict") == "ok", text
+    assert cell(page, "tiktok", "published") == "3", text
+    last_publish = max(ScheduledPost.objects.filter(pk__in=stuck).values_list("published_at", flat=True))
+    assert cell(page, "tiktok", "last-published") == shown(last_publish), text
+    assert published_now == stuck
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_refusal_shown_never_carries_the_token_the_platform_echoed(owner):
+    tiktok = connected_account(owner, "tiktok", "status.echo")
+    token = SocialAccount.objects.get(pk=tiktok["id"]).access_token
+    _, staff = signed_in_staff("scheduling.view_scheduledpost")
+
+    def echoing(request, sandbox):
+        said = f"down for {request.headers['Authorization'].removeprefix('Bearer ')}"
+        return httpx.Response(500, json={"data": {}, "error": {"code": "internal_error", "message": said}})
+
+    start = timezone.now()
+    with time_machine.travel(start, tick=False) as clock:
+        schedule_now(owner, tiktok["id"])
+        with intercepted({"/sandbox/tiktok/v2/": echoing}):
+            run_ticks(clock, start + timedelta(minutes=2))
+        page = staff.get("/admin/")
+
+    assert token and token not in page.content.decode()
+    assert cell(page, "tiktok", "message").startswith("tiktok internal_error: down for [redacted]")
+
+
+def test_staff_who_may_not_view_scheduled_posts_do_not_see_the_panel(owner):
+    _, viewer = signed_in_staff("scheduling.view_scheduledpost", username="viewer")
+    _, other = signed_in_staff("accounts.view_organization", username="other")
+
+    assert 'id="platforms-now"' in viewer.get("/admin/").content.decode()
+    page = other.get("/admin/")
+    assert page.status_code == 200 and "Organizations" in page.content.decode()
+    assert 'id="platforms-now"' not in page.content.decode()
+
+
+def _attempts(post_id: str, *, finished_at, outcome: str, code: str = "", n: int = 1, message: str = ""):
+    ScheduledPostAttempt.objects.bulk_create(
+        ScheduledPostAttempt(
+            post_id=post_id,
+            number=1,
+            started_at=finished_at,
+            finished_at=finished_at,
+            outcome=outcome,
+            error_code=code,
+            message=message,
+        )
+        for _ in range(n)
+    )
+
+
+def test_the_panel_costs_the_same_few_statements_however_many_attempts_each_found_through_an_index(owner):
+    now = timezone.now()
+    ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url="https://provider.example/in")
+    tiktok = schedule_now(owner, make_account(owner, platform="tiktok").pk, when=now + timedelta(hours=1))["id"]
+    insta = schedule_now(owner, make_account(owner, platform="instagram").pk, when=now + timedelta(hours=1))["id"]
+    managed = schedule_now(owner, make_account(owner).pk, mode="managed", when=now + timedelta(hours=1))["id"]
+    _, staff = signed_in_staff("scheduling.view_scheduledpost")
+
+    def visit():
+        with CaptureQueriesContext(connection) as captured:
+            page = staff.get("/admin/")
+        assert page.status_code == 200
+        return page, captured
+
+    _attempts(tiktok, finished_at=now - timedelta(minutes=1), outcome="retry", code="RATE_LIMITED")
+    _, few = visit()
+
+    recent, old = now - timedelta(minutes=5), now - timedelta(minutes=40)
+    _attempts(tiktok, finished_at=recent, outcome="retry", code="PLATFORM_UNAVAILABLE", n=700)
+    _attempts(tiktok, finished_at=old, outcome="retry", code="PLATFORM_UNAVAILABLE", n=2000)
+    _attempts(tiktok, finished_at=recent, outcome="failed", code="MEDIA_INVALID", n=300)  # refused content
+    _attempts(tiktok, finished_at=recent, outcome="requeued", n=300)  # never reached the platform
+    _attempts(insta, finished_at=recent, outcome="published", n=40)
+    _attempts(insta, finished_at=old, outcome="published", n=2000)
+    _attempts(insta, finished_at=now - timedelta(minutes=2), outcome="failed", code="RATE_LIMITED", n=5)
+    _attempts(managed, finished_at=recent, outcome="retry", code="PLATFORM_UNAVAILABLE", n=30, message="answered 503")
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {ATTEMPTS}")
+    page, many = visit()
+
+    assert len(many) == len(few), [q["sql"] for q in many]
+    assert cell(page, "tiktok", "unavailable") == "700"
+    assert cell(page, "tiktok", "rate_limited") == "1"
+    assert cell(page, "tiktok", "verdict") == "throttled: 701 calls refused, none published in the last 24 hours"
+    assert cell(page, "instagram", "published") == "40"
+    assert cell(page, "instagram", "rate_limited") == "5"
+    assert cell(page, "instagram", "verdict") == "ok"  # a few refusals among many publishes
+    assert cell(page, "managed", "unavailable") == "30"
+    assert cell(page, "managed", "verdict").startswith("down: 30 calls refused")
+    assert cell(page, "managed", "message") == "answered 503"
+    for table in (ATTEMPTS, POSTS):
+        statements = statements_on(many, table)
+        assert statements and reading_whole_table(statements, table) == [], table
+    # The posts behind a count are found the same way.
+    with CaptureQueriesContext(connection) as behind:
+        assert listed(staff, panel_row(page, "tiktok")[1]["unavailable"]) == {tiktok}
+    assert reading_whole_table(statements_on(behind, ATTEMPTS), ATTEMPTS) == []
