@@ -712,6 +712,12 @@ def _identity_upsert(
     identity, _ = PlatformIdentity.objects.get_or_create(
         organization_id=organization_id, platform=platform, platform_user_id=platform_user_id
     )
+    return _identity_profile_store(identity, profile)
+
+
+def _identity_profile_store(identity: PlatformIdentity, profile: Profile) -> PlatformIdentity:
+    """Give the identity the profile the platform just answered. Inside a transaction that also locks a
+    binding of it, only once that binding's row is locked (social_account_bind says why)."""
     # A profile without a username (a TikTok token without user.info.profile) keeps the handle we know; a
     # user first seen that way is named by its display name until a token that may read the handle comes.
     handle = (profile.username or identity.handle or profile.display_name)[: PlatformIdentity.handle.field.max_length]
@@ -726,16 +732,23 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
 
     One identity per organization; a live binding of that identity in the project is reused (token
     refreshed, same id, no second fan-out); otherwise a new account is created and the post-connect
-    fan-out is queued after commit. The partial unique constraint settles two concurrent connects."""
+    fan-out is queued after commit. The partial unique constraint settles two concurrent connects.
+
+    Lock order, as everywhere a binding and its identity are written together: the binding's row first,
+    then the identity's profile (_reauth_complete, leasing.services.pool_account_connect, through
+    social_account_reconnect). Writing the renamed profile first deadlocked with a reauth of the same binding
+    completing at once, which holds the binding and then renames the identity: PostgreSQL killed one, and a
+    customer who had consented landed on `platform_error`. So the identity is only read (or created) here,
+    and its profile written once the binding is locked."""
     with transaction.atomic():
-        identity = _identity_upsert(
+        identity, _ = PlatformIdentity.objects.get_or_create(
             organization_id=session.organization_id,
             platform=session.platform,
-            profile=profile,
             platform_user_id=tokens.platform_user_id,
         )
         live = SocialAccount.objects.exclude(status=SocialAccount.Status.DISCONNECTED)
         account = live.select_for_update().filter(project_id=session.project_id, identity=identity).first()
+        _identity_profile_store(identity, profile)
         created = False
         if account is None:
             account = SocialAccount(
@@ -804,8 +817,10 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
 
 def _reauth_complete(*, session: OAuthSession, tokens: TokenSet, profile: Profile) -> CallbackOutcome:
     with transaction.atomic():
+        # `of`: the binding only. The identity is read, not locked: its profile is written once the binding is
+        # held (social_account_reconnect), as a connect of the same user does (social_account_bind's lock order).
         account = (
-            SocialAccount.objects.select_for_update()
+            SocialAccount.objects.select_for_update(of=("self",))
             .select_related("identity")
             .filter(pk=session.social_account_id)
             .first()

@@ -85,6 +85,28 @@ def wait_until_waiting(statement: str, timeout: float = 30) -> None:
     raise AssertionError(f"no connection was waiting in {statement}")
 
 
+def waiting_on_lock(statement: str, timeout: float = 5) -> bool:
+    """Whether another connection of this database runs `statement` (a part of its text) and waits on a lock
+    within `timeout` seconds: a test holding a transaction open in a patched service waits there until the
+    concurrent request it races has queued behind it, then goes on either way. pg_stat_activity is a snapshot
+    per transaction, taken again after pg_stat_clear_snapshot(), which polling from inside a transaction needs."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s AND wait_event_type = 'Lock' "
+                "AND pid <> pg_backend_pid() AND datname = current_database()",
+                [f"%{statement}%"],
+            )
+            if cursor.fetchone()[0]:
+                return True
+            time.sleep(0.05)
+    return False
+
+
 def schema_change_beside_writers(
     change, *, held, waits_on: str, write, gives_up_while_held: bool = False, timeout: float = 60
 ) -> list[BaseException]:

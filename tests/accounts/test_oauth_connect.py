@@ -529,6 +529,65 @@ def test_connecting_a_reauth_required_account_again_reconnects_it_without_a_conn
     assert types.count("social_account.reconnected") == 1
 
 
+def test_a_connect_and_a_reauth_of_one_binding_completing_at_once_after_a_rename_both_succeed(owner, monkeypatch):
+    """The customer has the connect tab and a reauth tab of the same account open, consents in both, and
+    both callbacks run at once while the platform profile changed (a new display name). The connect wrote the
+    identity's profile and then waited for the binding's row lock; the reauth held that lock and waited for
+    the identity's (its select_related joined it into FOR UPDATE): PostgreSQL killed the reauth as a
+    deadlock, and the customer who had consented landed on `platform_error`. Both complete now."""
+    import threading
+    from urllib.parse import parse_qs
+
+    from django.db import connection
+
+    from tests.concurrency import waiting_on_lock
+
+    account = connected_account(owner, "tiktok", "renamed.creator")
+    PlatformIdentity.objects.filter(bindings__pk=account["id"]).update(display_name="Old Name")
+    connect_link = start(owner, "tiktok")
+    reauth_link = owner.client.post(
+        f"/v1/projects/{owner.project.id}/social/reauth-url", {"socialAccountId": account["id"]}, format="json"
+    ).json()
+    connect_callback = consent("tiktok", connect_link["authorizeUrl"], "renamed.creator")
+    reauth_callback = consent("tiktok", reauth_link["authorizeUrl"], "renamed.creator")
+
+    # The connect's callback stops right after writing the new profile, its transaction open, until the
+    # reauth's callback queues on a lock the connect holds (the binding's; the identity's before).
+    save, connecting, holding, queued = PlatformIdentity.save, {}, threading.Event(), []
+
+    def save_then_hold(identity, *args, **kwargs):
+        save(identity, *args, **kwargs)
+        if threading.current_thread() is connecting.get("thread"):
+            holding.set()
+            queued.append(waiting_on_lock('SELECT "accounts_socialaccount"."id"', timeout=30))
+
+    monkeypatch.setattr(PlatformIdentity, "save", save_then_hold)
+    landed = {}
+
+    def callback(name, location):
+        try:
+            landed[name] = follow_callback(location)["Location"]
+        finally:
+            connection.close()
+
+    connecting["thread"] = threading.Thread(target=callback, args=("connect", connect_callback))
+    reauthorizing = threading.Thread(target=callback, args=("reauth", reauth_callback))
+    connecting["thread"].start()
+    assert holding.wait(30)
+    reauthorizing.start()
+    connecting["thread"].join(60)
+    reauthorizing.join(60)
+
+    assert queued == [True]  # the two callbacks did overlap
+    errors = {name: parse_qs(urlsplit(url).query).get("layers_oauth_error") for name, url in landed.items()}
+    assert errors == {"connect": None, "reauth": None}, landed
+    assert status(owner, connect_link["state"])["status"] == "completed"
+    assert status(owner, reauth_link["state"])["status"] == "completed"
+    bound = owner.client.get(f"/v1/social-accounts/{account['id']}").json()
+    assert bound["status"] == "connected"
+    assert PlatformIdentity.objects.get(bindings__pk=account["id"]).display_name != "Old Name"
+
+
 def test_a_callback_url_typed_with_a_trailing_slash_gets_the_callbacks_own_page(owner, client):
     # Platforms send the exact redirect_uri; a customer retyping the address may add a "/". They got Django's
     # bare "Not Found" page (the DEBUG route list under make run), not the page telling them to go back.

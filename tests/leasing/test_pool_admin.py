@@ -233,6 +233,68 @@ def test_staff_reconnect_a_leased_account_whose_token_died_and_the_partners_queu
     assert len(sandbox_posts("tiktok", handle)) == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_staff_reconnect_and_a_customer_connect_as_the_leased_user_at_once_both_complete(owner, staff, monkeypatch):
+    """Ops reconnect a leased account on TikTok while a customer of the partner connects as the same TikTok user
+    in the project (which answers the leased binding's id), after the profile changed. The customer's connect
+    wrote the identity's profile, then waited for the binding's lock; the staff reconnect held the binding
+    and the pool account, then waited to write the identity: PostgreSQL killed one as a deadlock."""
+    import threading
+
+    from django.db import connection
+
+    from accounts.models import PlatformIdentity
+    from tests.accounts.oauth_helpers import follow_callback, start, status
+    from tests.concurrency import waiting_on_lock
+
+    (pool_id,) = add_pool(1)
+    services.lease_assign(request_id=request_accounts(owner, 1)["requestId"], auto=True)
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    account_id = Lease.objects.get(pool_account_id=pool_id).social_account_id
+    PlatformIdentity.objects.filter(bindings__pk=account_id).update(display_name="Old Name")
+    customer_link = start(owner, "tiktok")
+    customer_callback = consent("tiktok", customer_link["authorizeUrl"], handle)
+    staff_callback = urlsplit(consent("tiktok", start_connect(staff, pool_id)["Location"], handle))
+
+    # The customer's callback stops right after writing the new profile, its transaction open, until the staff
+    # one queues on a lock it holds (the binding's; the identity's before).
+    save, customer, holding, queued = PlatformIdentity.save, {}, threading.Event(), []
+
+    def save_then_hold(identity, *args, **kwargs):
+        save(identity, *args, **kwargs)
+        if threading.current_thread() is customer.get("thread"):
+            holding.set()
+            queued.append(waiting_on_lock('"accounts_', timeout=30))
+
+    monkeypatch.setattr(PlatformIdentity, "save", save_then_hold)
+    staff.raise_request_exception = False
+    answers = {}
+
+    def run(name, request):
+        try:
+            answers[name] = request()
+        finally:
+            connection.close()
+
+    customer["thread"] = threading.Thread(target=run, args=("customer", lambda: follow_callback(customer_callback)))
+    reconnecting = threading.Thread(
+        target=run, args=("staff", lambda: staff.get(f"{staff_callback.path}?{staff_callback.query}"))
+    )
+    customer["thread"].start()
+    assert holding.wait(30)
+    reconnecting.start()
+    customer["thread"].join(60)
+    reconnecting.join(60)
+
+    assert queued == [True]  # the two callbacks did overlap
+    assert "layers_oauth_error" not in answers["customer"]["Location"]
+    assert status(owner, customer_link["state"])["socialAccountId"] == account_id
+    assert answers["staff"].status_code == 302, answers["staff"].content[:500]
+    assert f"Connected on TikTok as @{handle}" in staff.get(answers["staff"]["Location"]).content.decode()
+    assert OAuthSession.objects.get(pool_account_id=pool_id).status == "completed"
+    assert Event.objects.filter(type="social_account.reconnected", data__id=account_id).count() == 1
+
+
 def test_consenting_as_another_tiktok_user_is_an_account_mismatch_and_changes_nothing(staff):
     (pool_id,) = add_pool(1)
     before = PoolAccount.objects.get(pk=pool_id)
