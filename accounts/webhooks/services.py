@@ -809,7 +809,20 @@ def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:
 
     now = timezone.now()
     with transaction.atomic():
-        delivery = WebhookDelivery.objects.select_for_update().select_related("endpoint").filter(pk=delivery_id).first()
+        # Endpoint first, then the delivery, as endpoint_delete / endpoint_disable lock (the endpoint, then its
+        # open deliveries). Locking the delivery and the endpoint in one query (select_related without `of`)
+        # took them the other way round: a resend at the moment the partner deleted the endpoint, or it was
+        # disabled, deadlocked and the admin answered 500. Waiting for the endpoint's lock also lets a resend
+        # racing a delete or disable see it deleted or disabled, and be refused, rather than report a resend
+        # that the delete then cancels.
+        endpoint_id = WebhookDelivery.objects.filter(pk=delivery_id).values_list("endpoint_id", flat=True).first()
+        WebhookEndpoint.objects.select_for_update().filter(pk=endpoint_id).first()
+        delivery = (
+            WebhookDelivery.objects.select_for_update(of=("self",))
+            .select_related("endpoint")
+            .filter(pk=delivery_id)
+            .first()
+        )
         if delivery is None:  # the retention purge deleted it (with its event) after staff picked it
             raise Conflict("The delivery no longer exists: its event passed the retention.", code="DELIVERY_GONE")
         if delivery.status == WebhookDelivery.Status.DELIVERED:
