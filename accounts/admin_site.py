@@ -15,7 +15,8 @@ and only its confirming POST runs the services.
 
 Every registered ModelAdmin also refuses list URL lookups on secret columns (SecretLookupsRefusedMixin):
 `?key_hash__startswith=…` answering "1 result" or "0" reads the column a character at a time to anyone who
-may view the list."""
+may view the list. And an action posted with a selected id its rows cannot have (SelectionCheckedMixin) does
+nothing and says so, where Django's own reading of the selection was a 500."""
 
 import functools
 
@@ -24,7 +25,7 @@ from django.contrib.admin import AdminSite, ModelAdmin
 from django.contrib.admin.apps import AdminConfig
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, ValidationError
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.text import capfirst
@@ -167,6 +168,32 @@ class AuditedActionsMixin:
         }
 
 
+class SelectionCheckedMixin:
+    def response_action(self, request, queryset):
+        # Django filters the list by the ids the action posted (`pk__in=selected`) without checking them: an id
+        # the list's primary key cannot hold (`abc` or `1.5` for an integer id, `""`) raised ValueError there,
+        # a 500 page on every list with actions whose rows have integer ids (leases, users, the beat schedules,
+        # …). No list of ours ever posts one: refuse the whole selection, having done nothing, and say why.
+        # (A NUL byte in it is refused before, with a 400: config/nulguard.py.)
+        pk = self.model._meta.pk
+        odd = []
+        for value in request.POST.getlist(ACTION_CHECKBOX_NAME):
+            try:
+                pk.to_python(value)
+            except ValidationError:
+                odd.append(value)
+        if odd:
+            shown = ", ".join(repr(value[:40]) for value in odd[:3]) + (", …" if len(odd) > 3 else "")
+            self.message_user(
+                request,
+                f"No action was taken: the selection holds {'an id' if len(odd) == 1 else 'ids'} that no "
+                f"{self.model._meta.verbose_name} can have ({shown}). Reload the list and select the rows again.",
+                messages.ERROR,
+            )
+            return None  # the changelist then redirects to itself, where the message is shown
+        return super().response_action(request, queryset)
+
+
 class ViewOnlyInTheAdmin:
     """Shown, never added, changed or deleted in the admin, by anyone: records the services write (the ledger,
     audit trails, status histories) or that code defines. For a model admin or an inline (whose
@@ -250,7 +277,7 @@ class BackOfficeAdminSite(AdminSite):
         # Every admin, the project's and the installed apps' (allauth's, django-celery-beat's, …), gets them.
         mixins = tuple(
             m
-            for m in (AuditedActionsMixin, SecretLookupsRefusedMixin, LabelledChoicesMixin)
+            for m in (AuditedActionsMixin, SelectionCheckedMixin, SecretLookupsRefusedMixin, LabelledChoicesMixin)
             if not issubclass(admin_class, m)
         )
         if mixins:

@@ -10,6 +10,7 @@ from django.apps import apps
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client, RequestFactory
@@ -294,6 +295,53 @@ def test_an_action_posted_with_a_nul_in_its_selection_is_a_400_not_a_500(db, mod
     response = staff.post(url, {"action": action, ACTION_CHECKBOX_NAME: ["\x00"], "index": 0})
 
     assert response.status_code == 400
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+@pytest.mark.parametrize("odd", ["abc", "1.5", "sa_00000000-0000-0000-0000-000000000000", ""])
+def test_an_action_posted_with_an_id_the_list_cannot_hold_does_nothing_and_says_so(owner, odd):
+    # Leases have integer ids: Django filtered the list by the posted ids unchecked (`pk__in=["abc"]`), a
+    # ValueError and a 500 page. Nothing is done, not even to the good id posted with it.
+    lease = lease_assign(owner)
+    staff = staff_login(Client(raise_request_exception=False), superuser())
+    url = reverse("admin:leasing_lease_changelist")
+
+    response = staff.post(
+        url,
+        {"action": "release_leases", "post": "yes", "index": 0, ACTION_CHECKBOX_NAME: [str(lease.pk), odd]},
+        follow=True,
+    )
+
+    assert response.status_code == 200 and response.redirect_chain == [(url, 302)]
+    assert any("No action was taken" in message for message in messages_of(response)), messages_of(response)
+    lease.refresh_from_db()
+    assert lease.released_at is None
+    assert not LeaseAction.objects.filter(lease=lease, action="released").exists()
+
+
+def test_no_admin_list_answers_an_id_its_rows_cannot_have_with_a_server_error(db):
+    """Every list with actions whose ids are not free text (integer ids: users, groups, leases, managed
+    providers, the beat schedules, authenticators, e-mail addresses; uuids), the installed apps' included,
+    answers such an id with the list and a message, not a 500."""
+    staff = staff_login(Client(raise_request_exception=False), superuser("ops"))
+    request = RequestFactory().get("/admin/")
+    request.user = get_user_model().objects.get(username="ops")
+    answers = {}
+    for model, model_admin in admin.site._registry.items():
+        try:
+            model._meta.pk.to_python("abc")
+            continue  # a text id: "abc" is one (matching no row)
+        except ValidationError:
+            pass
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+        for action in model_admin.get_actions(request):
+            response = staff.post(url, {"action": action, "index": 0, ACTION_CHECKBOX_NAME: ["abc"], "post": "yes"})
+            answers[f"{model._meta.label}.{action}"] = response.status_code
+    assert {label.split(".")[0] for label in answers} >= {"auth", "leasing", "django_celery_beat", "mfa", "account"}
+    assert {label: status for label, status in answers.items() if status != 302} == {}
 
 
 def test_a_form_posted_with_a_nul_anywhere_is_a_400(owner):
