@@ -86,10 +86,19 @@ def ask_first(modeladmin, request, queryset, *, describe):
     else:
         selected = list(queryset.values_list("pk", flat=True))
     opts = modeladmin.model._meta
-    try:  # the changelist has an action menu above and below the list: `index` says which one was used
-        action = request.POST.getlist("action")[int(request.POST.get("index") or 0)]
-    except (IndexError, ValueError):  # as Django's own reading of the menus: the one value posted
-        action = request.POST.get("action")
+    # The changelist has an action menu above and below the list: `index` says which one was used. Read as
+    # Django's response_action reads it (which has already run this action): an index that is not a number
+    # is the first menu, one past the menus the last value posted. Reading the last value for both answered
+    # a 500 for `action=revoke_keys&action=&index=x` (the bottom menu's empty choice is no action).
+    try:
+        index = int(request.POST.get("index", 0))
+    except ValueError:
+        index = 0
+    chosen = request.POST.getlist("action")
+    try:
+        action = chosen[index]
+    except IndexError:
+        action = chosen[-1]
     _, _, description = modeladmin.get_actions(request)[action]
     cancel_url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist", current_app=modeladmin.admin_site.name)
     if request.GET:

@@ -121,6 +121,29 @@ def test_a_go_posted_with_an_index_past_the_menus_still_asks_first(ops, owner):
     assert owner.key.revoked_at is None
 
 
+@pytest.mark.parametrize("index", ["x", "", "1.5"])
+def test_a_go_posted_with_an_index_that_is_no_number_reads_the_first_menu_as_django_does(ops, owner, index):
+    # Django reads an `index` that is not a number as 0, the menu above the list; the confirmation page read
+    # the last value posted instead (here the bottom menu's empty choice) and answered a 500 (KeyError).
+    response = ops.post(
+        changelist(ApiKey), {"action": ["revoke_keys", ""], "index": index, ACTION_CHECKBOX_NAME: [owner.key.pk]}
+    )
+
+    assert response.status_code == 200 and "revoke" in text_of(response).lower()
+    owner.key.refresh_from_db()
+    assert owner.key.revoked_at is None
+
+
+def test_a_go_posted_with_an_index_past_two_menus_reads_the_last_action_as_django_does(ops, owner):
+    response = ops.post(
+        changelist(ApiKey), {"action": ["", "revoke_keys"], "index": 7, ACTION_CHECKBOX_NAME: [owner.key.pk]}
+    )
+
+    assert response.status_code == 200 and "revoke" in text_of(response).lower()
+    owner.key.refresh_from_db()
+    assert owner.key.revoked_at is None
+
+
 def test_revoking_accounts_asks_first_saying_how_many_queued_posts_go(ops, owner):
     account = make_account(owner, handle="acme.brand")
     schedule_now(owner, account.pk, when=later(hours=2))
