@@ -90,12 +90,22 @@ def assert_public_url(url: str, *, allow_private: bool | None = None) -> None:
     go only to an address it has just checked."""
     if allow_private is None:
         allow_private = settings.LAYERS_ALLOW_PRIVATE_FETCH
-    parts = urlsplit(url)
+    # urlsplit raises ValueError for a malformed IPv6 host (`http://[abc/`), and reading the port for one
+    # out of range (`:99999`, which Django's URL validation lets through): UnsafeURL, as callers expect, not
+    # a server error. Read whether or not private addresses are allowed: no HTTP client can use such a URL.
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise UnsafeURL("not a valid URL") from None
+    try:
+        port = parts.port
+    except ValueError:
+        raise UnsafeURL("invalid port (out of range or not a number)") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UnsafeURL("only absolute http(s) URLs")
     if allow_private:
         return
-    _public_addresses(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    _public_addresses(parts.hostname, port or (443 if parts.scheme == "https" else 80))
 
 
 # --- The whole exchange within a deadline -------------------------------------------------------------

@@ -11,7 +11,7 @@ from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, about, s
 from accounts.models import Project
 from config.adminpaging import LargeTablePaginator
 from config.api.errors import ApiError
-from config.netguard import UnresolvedHost, UnsafeURL
+from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url
 from scheduling import platform_status, services
 from scheduling.models import (
     ContentContainer,
@@ -277,6 +277,14 @@ class ManagedProviderForm(forms.ModelForm):
                 )
             except UnsafeURL as exc:
                 self.add_error("endpoint_url", f"Every dispatch would refuse this URL: {exc}.")
+        elif url and "endpoint_url" in self.changed_data:
+            # Disabled, a new URL is still one an HTTP client can use: Django's URL field takes a port past
+            # 65535 or an ftp:// URL, which no dispatch could ever send to once the provider is enabled.
+            # The shape only (allow_private: no address is looked up), whatever the settings.
+            try:
+                assert_public_url(url, allow_private=True)
+            except UnsafeURL as exc:
+                self.add_error("endpoint_url", f"This URL cannot be used: {exc}.")
         return data
 
     def save(self, commit=True):

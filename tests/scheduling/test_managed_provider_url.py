@@ -147,3 +147,36 @@ def test_a_provider_saved_before_the_check_can_still_be_disabled(owner, settings
     assert response.status_code == 302, response.content.decode()[:2000]
     provider.refresh_from_db()
     assert provider.enabled is False
+
+
+@pytest.mark.parametrize(
+    "private_ok, enabled",
+    [(False, "on"), (True, "on"), (True, "")],
+    ids=["production", "dev", "dev, disabled"],
+)
+def test_a_provider_url_with_a_port_out_of_range_is_a_form_error_everywhere(
+    owner,
+    settings,
+    monkeypatch,
+    staff,  # noqa: F811
+    private_ok,
+    enabled,
+):
+    # Django's URL field takes any five digits as a port; reading one past 65535 raised ValueError in the
+    # address check, a 500 in production, and in dev (no address check) the provider was saved, every
+    # dispatch of its posts then failing. A port out of range is no URL anywhere, enabled or not.
+    settings.LAYERS_ALLOW_PRIVATE_FETCH = private_ok
+    resolving(monkeypatch, {"provider.example": PUBLIC_IP})
+
+    response = add_provider(staff, owner, "https://provider.example:99999/hook", enabled=enabled)
+
+    assert response.status_code == 200 and not ManagedProvider.objects.exists()
+    assert any("port" in error for error in endpoint_url_errors(response)), endpoint_url_errors(response)
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_the_address_check_calls_a_port_out_of_range_an_unsafe_url(allow_private):
+    with pytest.raises(netguard.UnsafeURL, match="port"):
+        netguard.assert_public_url("https://provider.example:99999/hook", allow_private=allow_private)
+    with pytest.raises(netguard.UnsafeURL):
+        netguard.assert_public_url("http://[abc/cb", allow_private=allow_private)
