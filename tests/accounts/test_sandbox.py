@@ -135,6 +135,17 @@ def test_consent_refuses_bad_authorize_requests_without_redirecting(db, url):
         assert "Location" not in answer
 
 
+@pytest.mark.parametrize("authorize", [tiktok_authorize, instagram_authorize])
+@pytest.mark.parametrize("redirect_uri", ["http://[abc/cb", "https://[::1/cb", "https://app.layers.test]/cb"])
+def test_consent_answers_an_unreadable_redirect_uri_with_its_page_not_a_server_error(db, redirect_uri, authorize):
+    # Reading such a URI's host raised ValueError (Invalid IPv6 URL): a 500 instead of the page's own 400.
+    url = authorize(redirect_uri=redirect_uri)
+    for answer in (Client().get(url), Client().post(url, {"decision": "deny"})):
+        assert answer.status_code == 400
+        assert "redirect_uri is missing or not valid" in answer.content.decode()
+        assert "Location" not in answer
+
+
 @pytest.mark.parametrize("form", [{"username": "no spaces allowed", "decision": "approve"}, {"username": "jane"}])
 def test_consent_redisplays_the_form_for_a_bad_submission(db, form):
     answer = Client().post(tiktok_authorize(), form)

@@ -34,11 +34,20 @@ CONSENT = {
 }
 
 
+def _split(uri: str):
+    """`uri`'s parts, or None for one no parser reads (urlsplit raises ValueError for an unclosed IPv6 host,
+    `http://[abc/cb`): a redirect_uri that is not valid, the page's 400, not a server error."""
+    try:
+        return urlsplit(uri)
+    except ValueError:
+        return None
+
+
 def _redirect_ok(uri: str, *, query_allowed: bool) -> bool:
     # TikTok wants the registered URI exactly, without query or fragment. The sandbox has no app registry,
     # so any absolute http(s) URI is "registered"; the code is then bound to it.
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+    parts = _split(uri)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
         return False
     return query_allowed or not parts.query
 
@@ -57,13 +66,14 @@ def consent(request: HttpRequest, platform: str) -> HttpResponse:
     client_id = query.get(spec.client_param, "")
     redirect_uri = query.get("redirect_uri", "")
     scopes = [s for s in re.split(r"[,\s]+", query.get("scope", "")) if s]
+    redirect_parts = _split(redirect_uri)
     context = {
         "platform": platform,
         "platform_name": spec.name,
         "app_name": client_id,
         "scopes": [(s, SCOPES[platform].get(s, s)) for s in scopes],
         "usage_note": query.get("layers_usage_note", "")[:500],
-        "redirect_host": urlsplit(redirect_uri).netloc,
+        "redirect_host": redirect_parts.netloc if redirect_parts else "",
         "username": request.POST.get("username", "") if request.method == "POST" else "",
     }
     problem = None
