@@ -259,6 +259,8 @@ class PoolAccountResource(resources.ModelResource):
         report_skipped = True
 
     def before_import_row(self, row, **kwargs):
+        # As the form's field strips it (and before the handle finds the account to update): " " is no handle.
+        row["handle"] = (row.get("handle") or "").strip()
         row["languages"] = parse_languages(row.get("languages", ""))
         row["geos"] = parse_geos(row.get("geos", ""))
         if not (row.get("vertical") or "").strip():
@@ -270,6 +272,21 @@ class PoolAccountResource(resources.ModelResource):
             raise ValidationError(
                 {"monthly_price_cents": f"a whole number of cents from 0 to {MAX_MONTHLY_PRICE_CENTS}"}
             )
+
+    def validate_instance(self, instance, import_validation_errors=None, validate_unique=True):
+        # The model's rules for the imported columns, the ones the one-by-one form applies (a handle is
+        # required and fits its column, warmup_state is one of its choices, …). Unchecked, a row with an empty
+        # handle or warmup_state "bogus" was imported as an available account, and one with no handle could be
+        # auto-assigned: the partner got `handle: ""`. Not full_clean: the columns the import does not set
+        # (platform_user_id, the tokens) are set once the row is valid (before_save_instance).
+        errors = dict(import_validation_errors or {})
+        imported = set(self._meta.fields) - set(errors)
+        try:
+            instance.clean_fields(exclude=[f.name for f in PoolAccount._meta.fields if f.name not in imported])
+        except ValidationError as exc:
+            errors = exc.update_error_dict(errors)
+        if errors:
+            raise ValidationError(errors)
 
     def import_field(self, field, instance, row, is_m2m=False, **kwargs):
         if field.attribute in ("languages", "geos"):

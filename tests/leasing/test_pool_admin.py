@@ -66,6 +66,28 @@ def test_csv_with_bad_rows_shows_them_and_imports_nothing(staff):
     assert not PoolAccount.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "row, problem",
+    [
+        ("fit.bogus,fitness,en-US,US,4900,,bogus\n", "warmup_state"),
+        (",fitness,en-US,US,4900,,warm\n", "handle"),
+        ("   ,fitness,en-US,US,4900,,warm\n", "handle"),
+        (f"{'h' * 65},fitness,en-US,US,4900,,warm\n", "handle"),
+    ],
+    ids=["unknown warmup state", "no handle", "a blank handle", "a handle too long"],
+)
+def test_a_csv_row_the_one_by_one_form_would_refuse_is_shown_and_nothing_is_imported(staff, row, problem):
+    # These were imported as available pool accounts: one with an empty handle could be auto-assigned, and
+    # the partner got `handle: ""`. The row is now held to the model's rules for the columns, as the form is.
+    preview = upload(staff, HEADER + "fit.good,fitness,en-US,US,4900,,warm\n" + row)
+
+    text = preview.content.decode()
+    assert preview.status_code == 200 and preview.context.get("confirm_form") is None
+    errors = text[text.index("Some rows failed to validate") :]
+    assert problem in errors and "fit.good" not in errors
+    assert not PoolAccount.objects.exists()
+
+
 def test_valid_csv_imports_accounts_with_sandbox_tokens(staff):
     preview = upload(
         staff, HEADER + "fit.one,fitness,en-US;en-GB,us;ca,4900,gym,warm\nbeauty.two,beauty,fr-FR,FR,3900,,warming\n"
