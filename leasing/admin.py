@@ -124,6 +124,7 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
             "is_open": lease_request.status in LeaseRequest.OPEN,
             "can_act": can_act,
             "remaining": max(lease_request.count - len(leases), 0),
+            "reason_max_length": services.REJECTION_REASON_MAX_LENGTH,
             "has_view_permission": True,
         }
         return TemplateResponse(request, self.change_form_template, context)
@@ -144,9 +145,10 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
             elif action == "auto":
                 self._report(request, services.lease_assign(request_id=lease_request.pk, auto=True, actor=request.user))
             elif action == "reject":
-                services.lease_request_reject(
-                    request_id=lease_request.pk, reason=request.POST.get("reason", ""), actor=request.user
-                )
+                # Browsers post a textarea's line breaks as CRLF, yet count each as one character against its
+                # maxlength: read them back as typed, or a reason the page accepted would be too long here.
+                reason = request.POST.get("reason", "").replace("\r\n", "\n")
+                services.lease_request_reject(request_id=lease_request.pk, reason=reason, actor=request.user)
                 self.message_user(request, "Rejected; the partner sees the reason.", messages.SUCCESS)
             else:
                 self.message_user(request, "Unknown action.", messages.ERROR)

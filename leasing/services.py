@@ -137,17 +137,28 @@ def lease_request_take(*, request_id: str, actor) -> LeaseRequest:
     return request
 
 
+# The most a rejection reason holds (its column's size): the partner sees it whole, or it is refused.
+REJECTION_REASON_MAX_LENGTH = LeaseRequest._meta.get_field("rejection_reason").max_length
+
+
 def lease_request_reject(*, request_id: str, reason: str, actor=None) -> LeaseRequest:
-    """Reject an open request with a reason the partner sees; records `lease_request.rejected`."""
+    """Reject an open request with a reason the partner sees; records `lease_request.rejected`.
+    Raises LeaseError for an empty reason or one over REJECTION_REASON_MAX_LENGTH characters (it used to be
+    cut silently: ops were told the partner sees the reason, and the partner got its beginning)."""
     reason = (reason or "").strip()
     if not reason:
         raise LeaseError("A rejection needs a reason; the partner sees it.")
+    if len(reason) > REJECTION_REASON_MAX_LENGTH:
+        raise LeaseError(
+            f"A rejection reason holds at most {REJECTION_REASON_MAX_LENGTH:,} characters (this one has "
+            f"{len(reason):,}); the partner sees it whole. Shorten it; nothing was rejected."
+        )
     with transaction.atomic():
         request = LeaseRequest.objects.select_for_update().get(pk=request_id)
         if request.status not in LeaseRequest.OPEN:
             raise LeaseError(f"This request is {request.status}; it can no longer be rejected.")
         request.status = LeaseRequest.Status.REJECTED
-        request.rejection_reason = reason[:1000]
+        request.rejection_reason = reason
         request.decided_at = timezone.now()
         request.save(update_fields=["status", "rejection_reason", "decided_at"])
         _audit(action="rejected", actor=actor, request=request, reason=reason)

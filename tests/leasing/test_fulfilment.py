@@ -652,6 +652,29 @@ def test_a_key_rotation_during_a_refused_pool_refresh_still_retires_the_dead_acc
     assert pool.status == "retired" and pool.status_note == services.RETIRED_DEAD_AT_REFRESH
 
 
+def test_a_rejection_reason_longer_than_the_partner_can_be_shown_is_refused_not_cut(owner, staff):
+    # Ops were told "the partner sees the reason" while the partner got its first 1,000 characters only.
+    accepted = request_accounts(owner, 1)
+    ops = staff_login(Client(), staff)
+    page = admin_object_url(LeaseRequest, accepted["requestId"])
+    too_long = "We cannot source this niche right now. " * 40  # 1,560 characters
+
+    assert 'maxlength="1000"' in ops.get(page).content.decode()  # the browser stops the typing first
+    answer = ops.post(page, {"action": "reject", "reason": too_long}, follow=True)
+    with pytest.raises(CommandError, match="1,000"):
+        command("lease_reject", accepted["requestId"], "--reason", too_long)
+
+    assert any("1,000" in str(m) for m in answer.context["messages"]), list(answer.context["messages"])
+    assert get_request(owner, accepted["requestId"])["status"] == "requested"
+    assert not Event.objects.filter(type="lease_request.rejected").exists()
+
+    # 1,000 characters as the page counts them (a line break is one), posted with the browser's CRLF.
+    typed = "\n".join(["Out of stock."] + ["x" * 99] * 9 + ["y" * 86])
+    assert len(typed) == 1000
+    ops.post(page, {"action": "reject", "reason": typed.replace("\n", "\r\n")})
+    assert get_request(owner, accepted["requestId"])["rejectionReason"] == typed
+
+
 def test_commands_print_the_request_as_the_api_shows_it(owner):
     ids = add_pool(2)
     assert all(i.startswith("pool_") for i in ids)
