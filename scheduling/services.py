@@ -1738,7 +1738,9 @@ def _take_for_sync(due, *, now: datetime, limit: int, related: tuple[str, ...]) 
 
 def _account_sync_metrics(account_posts: list[ScheduledPost], *, now: datetime) -> list[ScheduledPost]:
     """Read the metrics of one account's posts into them (not saved); returns those that got metrics. A
-    dead token moves the account to reauth_required; other platform errors skip the account this run."""
+    dead token moves the account to reauth_required; other platform errors that stop the client's call (a
+    throttle, an outage: a post the platform fails on alone is only left out by the client) end the account's
+    sync this run, keeping what was read before them."""
     account = account_posts[0].social_account
     if not account_has_layers(account=account):
         return []
@@ -1749,25 +1751,16 @@ def _account_sync_metrics(account_posts: list[ScheduledPost], *, now: datetime) 
     updated: list[ScheduledPost] = []
     for i in range(0, len(account_posts), METRICS_BATCH):
         batch = account_posts[i : i + METRICS_BATCH]
+        stopped: PlatformError | None = None
         try:
             metrics = client.fetch_metrics(
                 access_token=account.access_token or "",
                 platform_user_id=account.identity.platform_user_id,
                 external_ids=[p.external_id for p in batch],
             )
-        except TokenInvalid as exc:
-            # Dead, or only old (renewed meanwhile): then the next run reads on the new token.
-            with contextlib.suppress(PlatformError):
-                social_account_token_rejected(
-                    account_id=account.pk,
-                    token_version=account.token_version,
-                    reason=refusal_reason("reading metrics", exc),
-                    source="metrics sync",
-                )
-            break
         except PlatformError as exc:
-            log.info("metrics sync for %s skipped: %s", account.pk, type(exc).__name__)
-            break
+            # The readings made before the stop cost calls: kept, not asked again.
+            stopped, metrics = exc, exc.readings
         for post in batch:
             m = metrics.get(post.external_id)
             known = {name: getattr(m, name) for name in METRIC_FIELDS} if m is not None else {}
@@ -1781,6 +1774,18 @@ def _account_sync_metrics(account_posts: list[ScheduledPost], *, now: datetime) 
                 setattr(post, name, value)
             post.metrics_synced_at = now
             updated.append(post)
+        if isinstance(stopped, TokenInvalid):
+            # Dead, or only old (renewed meanwhile): then the next run reads on the new token.
+            with contextlib.suppress(PlatformError):
+                social_account_token_rejected(
+                    account_id=account.pk,
+                    token_version=account.token_version,
+                    reason=refusal_reason("reading metrics", stopped),
+                    source="metrics sync",
+                )
+        if stopped is not None:
+            log.info("metrics sync for %s stopped: %s", account.pk, type(stopped).__name__)
+            break
     return updated
 
 

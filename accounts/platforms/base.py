@@ -45,6 +45,9 @@ class PlatformError(Exception):
             else None
         )
         self.outcome_unknown = status is None if outcome_unknown is None else outcome_unknown
+        # A call about many items (fetch_metrics) that this error stopped partway raises it with what it had
+        # read before: those readings cost calls, and are the caller's to keep.
+        self.readings: dict = {}
 
 
 class TokenInvalid(PlatformError):

@@ -59,6 +59,9 @@ TRANSIENT_CODES = frozenset({1, 2})
 # creating the media failed, 2207053 unknown upload error. Transient whatever the code beside them.
 TRANSIENT_SUBCODES = frozenset({2207001, 2207032, 2207053})
 PERMISSION_CODES = frozenset({10, *range(200, 300)})
+# fetch_metrics skips a media whose insights call fails for now; this many in a row is Instagram down, not one
+# media: the call stops there instead of spending a timeout on each of the account's media.
+METRICS_DOWN_AFTER = 3
 QUOTA_SUBCODE = 2207042
 NOT_READY = "9007/2207027"
 # A draft on Instagram is a delivery (see _deliver_draft); its publish id says so.
@@ -221,39 +224,62 @@ class InstagramClient:
         "do not exist or are currently unavailable" (a media's first hours: they can be 48 h late) with an
         empty data set. Likes and comments missing there, or all insights for a token without the insights
         permission, are read from the like / comment counts any token can read; views and shares then stay
-        unknown. Media that no longer exist are absent from the answer."""
+        unknown. Media that no longer exist are absent from the answer.
+
+        A media whose insights call fails for now (a 5xx, Meta's transient code 2, a timeout) is absent too,
+        and the others are still read: one media Meta keeps failing on stopped every other post of the account
+        from getting metrics, run after run. A throttle or a dead token is the account's, not one media's: it
+        stops the call, raised with the readings made before it (PlatformError.readings). So does Instagram
+        failing METRICS_DOWN_AFTER media in a row: it is down, and every further call may cost a timeout."""
         result: dict[str, Metrics] = {}
+        failing = 0
         with http_session(self._http) as http:
             for media_id in dict.fromkeys(str(i) for i in external_ids):
-                values: dict[str, int | None] = {}
                 try:
-                    body = self._graph(
-                        http, "GET", f"/{media_id}/insights", access_token=access_token,
-                        params={"metric": INSIGHT_METRICS},
-                    )  # fmt: skip
-                except RequestRejected as exc:
-                    if _code_of(exc) not in PERMISSION_CODES:
-                        continue  # deleted or unknown media
-                else:
-                    values = {item.get("name"): _insight_value(item) for item in body.get("data") or []}
-                if values.get("likes") is None or values.get("comments") is None:
-                    try:
-                        counts = self._graph(
-                            http, "GET", f"/{media_id}", access_token=access_token,
-                            params={"fields": "like_count,comments_count"},
-                        )  # fmt: skip
-                    except RequestRejected:
-                        counts = {}
-                    for name, field in (("likes", "like_count"), ("comments", "comments_count")):
-                        if values.get(name) is None:
-                            values[name] = as_int(counts.get(field))
-                figures = {name: values.get(name) for name in ("views", "likes", "comments", "shares")}
-                if all(value is None for value in figures.values()):
-                    continue  # nothing known about it now: the caller keeps what it had
-                result[media_id] = Metrics(
-                    **figures, extra={k: v for k, v in values.items() if k in ("saved", "reach") and v is not None}
-                )
+                    metrics = self._media_metrics(http, access_token, media_id)
+                except PlatformUnavailable as exc:
+                    failing += 1
+                    if failing < METRICS_DOWN_AFTER:
+                        log.info("instagram: metrics of media %s skipped: %s", media_id, exc.code)
+                        continue
+                    exc.readings = result
+                    raise
+                except PlatformError as exc:
+                    exc.readings = result
+                    raise
+                failing = 0
+                if metrics is not None:
+                    result[media_id] = metrics
         return result
+
+    def _media_metrics(self, http: httpx.Client, access_token: str, media_id: str) -> Metrics | None:
+        """One media's figures for fetch_metrics; None when nothing is known about it now (the caller keeps
+        what it had) or it no longer exists."""
+        values: dict[str, int | None] = {}
+        try:
+            body = self._graph(
+                http, "GET", f"/{media_id}/insights", access_token=access_token, params={"metric": INSIGHT_METRICS}
+            )
+        except RequestRejected as exc:
+            if _code_of(exc) not in PERMISSION_CODES:
+                return None  # deleted or unknown media
+        else:
+            values = {item.get("name"): _insight_value(item) for item in body.get("data") or []}
+        if values.get("likes") is None or values.get("comments") is None:
+            try:
+                counts = self._graph(
+                    http, "GET", f"/{media_id}", access_token=access_token,
+                    params={"fields": "like_count,comments_count"},
+                )  # fmt: skip
+            except (RequestRejected, PlatformUnavailable):
+                counts = {}  # the insights read (if any) are kept: the counts are a fallback
+            for name, field in (("likes", "like_count"), ("comments", "comments_count")):
+                if values.get(name) is None:
+                    values[name] = as_int(counts.get(field))
+        figures = {name: values.get(name) for name in ("views", "likes", "comments", "shares")}
+        if all(value is None for value in figures.values()):
+            return None
+        return Metrics(**figures, extra={k: v for k, v in values.items() if k in ("saved", "reach") and v is not None})
 
     # --- Publishing ----------------------------------------------------------------------------------
 

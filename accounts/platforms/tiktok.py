@@ -20,6 +20,7 @@ from .base import (
     MediaItem,
     Metrics,
     PermissionMissing,
+    PlatformError,
     PlatformUnavailable,
     Profile,
     PublishResult,
@@ -180,9 +181,10 @@ class TikTokClient:
                         params={"fields": METRIC_FIELDS},
                         json={"filters": {"video_ids": ids[start : start + METRICS_BATCH]}},
                     )
-                except TokenInvalid as exc:
-                    if exc.code == "scope_not_authorized":
+                except PlatformError as exc:
+                    if isinstance(exc, TokenInvalid) and exc.code == "scope_not_authorized":
                         return result
+                    exc.readings = result  # the batches read before it
                     raise
                 for video in data.get("videos") or []:
                     # A field TikTok left out of a video's answer is unknown (None), not 0.

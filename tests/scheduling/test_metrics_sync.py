@@ -16,7 +16,7 @@ from accounts.platforms.tiktok import TikTokClient
 from scheduling import services
 from scheduling.models import ManagedProvider, ScheduledPost
 from tests.accounts.oauth_helpers import connected_account, consent_and_return
-from tests.platform_helpers import intercepted
+from tests.platform_helpers import intercepted, platform_down
 from tests.receivers import receiver
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, schedule_now
 
@@ -312,3 +312,49 @@ def test_a_tiktok_answer_without_a_figure_keeps_the_posts_known_value(owner):
         after = listed_metrics(owner)
 
     assert after["views"] == before["views"] and after["likes"] > before["likes"], (before, after)
+
+
+# --- One post's calls failing -------------------------------------------------------------------------
+
+
+def insights_unavailable(request, sandbox):
+    """Meta's answer to a media's insights call that keeps failing on its side (code 2, is_transient)."""
+    error = {"message": "Service temporarily unavailable", "type": "OAuthException", "code": 2, "is_transient": True}
+    return httpx.Response(500, json={"error": error})
+
+
+def test_one_instagram_post_whose_insights_keep_failing_does_not_stop_the_metrics_of_the_others(owner):
+    """Every insights call about one media failed with Meta's transient error, run after run: the account's
+    other posts got no metrics at all (the error threw away the group's readings and ended the account's sync)."""
+    account = connected_account(owner, "instagram", "one.bad.media")
+    ids = [schedule_now(owner, account["id"], media_type="image", caption=f"p{i}")["id"] for i in range(3)]
+    run_dispatcher()
+    bad, *good = ScheduledPost.objects.filter(pk__in=ids).order_by("pk")
+
+    failing = {f"/{bad.external_id}/insights": insights_unavailable}
+    for hours in (2, 4):
+        with time_machine.travel(later(hours=hours)), intercepted(failing):
+            assert services.posts_sync_metrics() == 2
+
+    for row in good:
+        row.refresh_from_db()
+        assert row.metrics_synced_at is not None and row.views is not None, row.pk
+    bad.refresh_from_db()
+    # Asked (so it waits its turn like any other), and nothing invented for it.
+    assert bad.metrics_attempted_at is not None and bad.metrics_synced_at is None and bad.views is None
+
+
+def test_an_instagram_outage_costs_the_sync_a_few_calls_per_account_not_one_per_post(owner):
+    """A transient error about one media skips that media only; Instagram failing every call is no single
+    media's problem, and each call may cost its whole timeout: the account's sync stops after a few."""
+    account = connected_account(owner, "instagram", "down.everywhere")
+    for i in range(6):
+        schedule_now(owner, account["id"], media_type="image", caption=f"p{i}")
+    run_dispatcher()
+    calls: list = []
+
+    with time_machine.travel(later(hours=2)), intercepted(platform_down("instagram", calls)):
+        assert services.posts_sync_metrics() == 0
+
+    assert len(calls) == 3
+    assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
