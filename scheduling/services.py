@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Window
-from django.db.models.functions import RowNumber
+from django.db.models import Case, Count, DateTimeField, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When, Window
+from django.db.models.functions import Cast, RowNumber
 from django.utils import timezone
 
 from accounts.models import Platform, SocialAccount
@@ -1657,20 +1657,27 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int | None = None)
     deadline = time.monotonic() + METRICS_SYNC_RUN_BUDGET.total_seconds()
     updated = 0
     remaining = limit
-    while remaining is None or remaining > 0:
-        size = METRICS_SYNC_BATCH if remaining is None else min(METRICS_SYNC_BATCH, remaining)
-        # Each batch is stamped with the time it is asked about (a run may last minutes), unless told.
-        taken, followed, synced = _sync_metrics_batch(now=now or timezone.now(), limit=size)
-        updated += synced
-        if remaining is not None:
-            remaining -= taken
-        if (taken < size and followed < size) or time.monotonic() >= deadline:
-            break
+    unasked: list[ScheduledPost] = []
+    try:
+        while remaining is None or remaining > 0:
+            size = METRICS_SYNC_BATCH if remaining is None else min(METRICS_SYNC_BATCH, remaining)
+            # Each batch is stamped with the time it is asked about (a run may last minutes), unless told.
+            taken, followed, synced = _sync_metrics_batch(now=now or timezone.now(), limit=size, unasked=unasked)
+            updated += synced
+            if remaining is not None:
+                remaining -= taken
+            if (taken < size and followed < size) or time.monotonic() >= deadline:
+                break
+    finally:
+        # When the run ends, not as soon as their account's sync stopped: first in line again, they would be
+        # taken by the run's next batch at once, and the account that stopped asked again, batch after batch.
+        _give_back(unasked)
     return updated
 
 
-def _sync_metrics_batch(*, now: datetime, limit: int) -> tuple[int, int, int]:
-    """One batch of posts_sync_metrics: (posts taken, posts asked about their late id, posts updated)."""
+def _sync_metrics_batch(*, now: datetime, limit: int, unasked: list[ScheduledPost]) -> tuple[int, int, int]:
+    """One batch of posts_sync_metrics: (posts taken, posts asked about their late id, posts updated). The
+    posts an account's sync stopped before are added to `unasked`."""
     stale = now - METRICS_STALE_AFTER
     followed = _posts_attach_late_ids(now=now, stale=stale, limit=limit)
     # Posts published before the window are refreshed once a day, not hourly: polling every post ever
@@ -1695,7 +1702,9 @@ def _sync_metrics_batch(*, now: datetime, limit: int) -> tuple[int, int, int]:
         )
     )
     posts = _take_for_sync(due, now=now, limit=limit, related=("social_account__identity",))
-    synced = _each_account(posts, "metrics sync", lambda account_posts: _account_sync_metrics(account_posts, now=now))
+    synced = _each_account(
+        posts, "metrics sync", lambda account_posts: _account_sync_metrics(account_posts, now=now, unasked=unasked)
+    )
     updated = [post for account_posts in synced for post in account_posts]
     ScheduledPost.objects.bulk_update(updated, [*METRIC_FIELDS, "metrics_synced_at"])
     return len(posts), followed, len(updated)
@@ -1710,7 +1719,9 @@ def _metrics_older_than(cutoff: datetime) -> Q:
 
 def _take_for_sync(due, *, now: datetime, limit: int, related: tuple[str, ...]) -> list[ScheduledPost]:
     """Take up to `limit` of the `due` posts for this batch and stamp them asked (metrics_attempted_at) before
-    any platform call, in one short transaction that skips rows another run is taking (SKIP LOCKED).
+    any platform call, in one short transaction that skips rows another run is taking (SKIP LOCKED). Those an
+    account's sync then does not ask about (it stopped before them) are given back when the run ends
+    (_give_back).
 
     Shared across organizations: round-robin, each organization's least recently asked post first, then each
     one's second, and so on (row_number() over each organization's due posts). Least recently asked first
@@ -1727,20 +1738,48 @@ def _take_for_sync(due, *, now: datetime, limit: int, related: tuple[str, ...]) 
     turn = Window(RowNumber(), partition_by=[F("organization_id")], order_by=list(order))
     ranked = due.annotate(turn=turn).order_by("turn", *order).values("pk")[:limit]
     with transaction.atomic():
-        ids = list(
+        before = dict(
             due.filter(pk__in=Subquery(ranked))
             .select_for_update(skip_locked=True, of=("self",))
-            .values_list("pk", flat=True)
+            .values_list("pk", "metrics_attempted_at")
         )
-        ScheduledPost.objects.filter(pk__in=ids).update(metrics_attempted_at=now)
-    return list(ScheduledPost.objects.filter(pk__in=ids).select_related(*related).order_by(*order))
+        ScheduledPost.objects.filter(pk__in=before).update(metrics_attempted_at=now)
+    posts = list(ScheduledPost.objects.filter(pk__in=before).select_related(*related))
+    for post in posts:
+        post.asked_before = before[post.pk]  # its place in line, should it not be asked after all (_give_back)
+    # In line order, from the marks before this one (all alike now): each account's sync asks about the least
+    # recently asked first, and when it is cut off partway, it is those it did not reach that wait.
+    posts.sort(key=lambda p: (p.asked_before is not None, p.asked_before or now, p.social_account_id, p.pk))
+    return posts
 
 
-def _account_sync_metrics(account_posts: list[ScheduledPost], *, now: datetime) -> list[ScheduledPost]:
+def _give_back(posts: list[ScheduledPost]) -> None:
+    """Put `posts`, taken by _take_for_sync and not asked about (their account's sync stopped before them),
+    back in their place in line: their mark from before (asked_before), so the next run takes them ahead of
+    the posts asked this time. Left marked asked, they tied with those and went behind them by id again: an
+    account cut off partway every run (throttled) had the same posts read every run and the others never.
+    Only where the mark is still the one _take_for_sync gave them (another run may have taken them since)."""
+    batches: dict[datetime, dict[datetime | None, list[str]]] = {}
+    for post in posts:
+        batches.setdefault(post.metrics_attempted_at, {}).setdefault(post.asked_before, []).append(post.pk)
+    for taken_at, places in batches.items():
+        ids = [pk for pks in places.values() for pk in pks]
+        ScheduledPost.objects.filter(pk__in=ids, metrics_attempted_at=taken_at).update(
+            # Cast: PostgreSQL types a CASE of parameters alone (None included) as text (bulk_update casts too).
+            metrics_attempted_at=Cast(
+                Case(*(When(pk__in=pks, then=Value(before)) for before, pks in places.items())), DateTimeField()
+            )
+        )
+
+
+def _account_sync_metrics(
+    account_posts: list[ScheduledPost], *, now: datetime, unasked: list[ScheduledPost]
+) -> list[ScheduledPost]:
     """Read the metrics of one account's posts into them (not saved); returns those that got metrics. A
     dead token moves the account to reauth_required; other platform errors that stop the client's call (a
     throttle, an outage: a post the platform fails on alone is only left out by the client) end the account's
-    sync this run, keeping what was read before them."""
+    sync this run, keeping what was read before them; the posts it did not ask about are added to
+    `unasked`, given back when the run ends."""
     account = account_posts[0].social_account
     if not account_has_layers(account=account):
         return []
@@ -1785,6 +1824,8 @@ def _account_sync_metrics(account_posts: list[ScheduledPost], *, now: datetime) 
                 )
         if stopped is not None:
             log.info("metrics sync for %s stopped: %s", account.pk, type(stopped).__name__)
+            not_asked = set(stopped.unasked)
+            unasked += [p for p in batch if p.external_id in not_asked] + account_posts[i + METRICS_BATCH :]
             break
     return updated
 

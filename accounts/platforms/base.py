@@ -46,8 +46,10 @@ class PlatformError(Exception):
         )
         self.outcome_unknown = status is None if outcome_unknown is None else outcome_unknown
         # A call about many items (fetch_metrics) that this error stopped partway raises it with what it had
-        # read before: those readings cost calls, and are the caller's to keep.
+        # read before (those readings cost calls: the caller keeps them) and the items it did not ask about
+        # (the caller asks about them first next time): see stopped_partway.
         self.readings: dict = {}
+        self.unasked: list[str] = []
 
 
 class TokenInvalid(PlatformError):
@@ -72,6 +74,15 @@ class PlatformUnavailable(PlatformError):
 
 class RequestRejected(PlatformError):
     pass
+
+
+def stopped_partway(exc: PlatformError, *, readings: dict, asking: list[str], rest: list[str]) -> None:
+    """Record on `exc`, which stopped a call about many items while it was asking about `asking`, before
+    `rest`, what the call had read and what it did not ask. A throttle or a dead token refused `asking` for the
+    account's sake: not asked. Any other error leaves them asked: items the platform keeps failing on must
+    not take the head of the line every time, and hold the items behind them there."""
+    exc.readings = readings
+    exc.unasked = [*asking, *rest] if isinstance(exc, RateLimited | TokenInvalid) else list(rest)
 
 
 @dataclass(frozen=True)

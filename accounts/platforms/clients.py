@@ -84,8 +84,8 @@ class PlatformClient(Protocol):
 
     def fetch_metrics(self, *, access_token: str, platform_user_id: str, external_ids: list[str]) -> dict[str, Metrics]:
         """Metrics per external id; ids the platform no longer knows are absent from the answer. An error that
-        stops the call partway (a throttle, a dead token) is raised with the readings made before it in its
-        `readings`."""
+        stops the call partway (a throttle, a dead token, an outage) is raised with the readings made before
+        it and the ids it did not ask about (base.stopped_partway)."""
         ...
 
 

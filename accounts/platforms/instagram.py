@@ -35,6 +35,7 @@ from .base import (
     TokenInvalid,
     TokenSet,
     as_int,
+    stopped_partway,
 )
 from .http import http_session, json_body, platform_request, redact
 
@@ -229,23 +230,22 @@ class InstagramClient:
         A media whose insights call fails for now (a 5xx, Meta's transient code 2, a timeout) is absent too,
         and the others are still read: one media Meta keeps failing on stopped every other post of the account
         from getting metrics, run after run. A throttle or a dead token is the account's, not one media's: it
-        stops the call, raised with the readings made before it (PlatformError.readings). So does Instagram
-        failing METRICS_DOWN_AFTER media in a row: it is down, and every further call may cost a timeout."""
+        stops the call, raised with the readings made before it and the media it did not ask about
+        (base.stopped_partway). So does Instagram failing METRICS_DOWN_AFTER media in a row: it is down, and
+        every further call may cost a timeout."""
+        ids = list(dict.fromkeys(str(i) for i in external_ids))
         result: dict[str, Metrics] = {}
         failing = 0
         with http_session(self._http) as http:
-            for media_id in dict.fromkeys(str(i) for i in external_ids):
+            for n, media_id in enumerate(ids):
                 try:
                     metrics = self._media_metrics(http, access_token, media_id)
-                except PlatformUnavailable as exc:
+                except PlatformError as exc:
                     failing += 1
-                    if failing < METRICS_DOWN_AFTER:
+                    if isinstance(exc, PlatformUnavailable) and failing < METRICS_DOWN_AFTER:
                         log.info("instagram: metrics of media %s skipped: %s", media_id, exc.code)
                         continue
-                    exc.readings = result
-                    raise
-                except PlatformError as exc:
-                    exc.readings = result
+                    stopped_partway(exc, readings=result, asking=[media_id], rest=ids[n + 1 :])
                     raise
                 failing = 0
                 if metrics is not None:

@@ -30,6 +30,7 @@ from .base import (
     TokenInvalid,
     TokenSet,
     as_int,
+    stopped_partway,
 )
 from .http import http_session, json_body, platform_request, redact
 
@@ -184,7 +185,12 @@ class TikTokClient:
                 except PlatformError as exc:
                     if isinstance(exc, TokenInvalid) and exc.code == "scope_not_authorized":
                         return result
-                    exc.readings = result  # the batches read before it
+                    stopped_partway(
+                        exc,
+                        readings=result,
+                        asking=ids[start : start + METRICS_BATCH],
+                        rest=ids[start + METRICS_BATCH :],
+                    )
                     raise
                 for video in data.get("videos") or []:
                     # A field TikTok left out of a video's answer is unknown (None), not 0.

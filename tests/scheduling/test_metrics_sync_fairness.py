@@ -4,6 +4,7 @@ must not stop at one batch while posts are due. Counts, not timings; real Postgr
 
 from datetime import timedelta
 
+import httpx
 import pytest
 import time_machine
 from django.utils import timezone
@@ -11,6 +12,7 @@ from django.utils import timezone
 from scheduling import services
 from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import connected_account
+from tests.platform_helpers import intercepted
 from tests.scheduling.publish_helpers import run_dispatcher, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,3 +98,53 @@ def test_6000_posts_of_one_organization_do_not_hold_another_past_the_first_run(o
 
     assert ScheduledPost.objects.get(pk=b_id).metrics_attempted_at == now
     assert ScheduledPost.objects.filter(metrics_attempted_at__lt=now).count() == 0  # all 6,001 in one run
+
+
+# --- An account whose sync is cut off partway -------------------------------------------------------------
+
+
+def test_an_account_throttled_partway_each_run_gets_every_post_read_in_turn(owner, settings):
+    """TikTok answers one metrics call a minute for this token, so each run reads the first 20 of the
+    account's 60 posts and is refused after. Every post taken was marked asked before any call, so the 40 not
+    reached tied with the 20 read and went behind them by id again: the same 20 were read every run and the
+    other 40 never."""
+    settings.LAYERS_SANDBOX_TIKTOK_RATE_LIMITS = {**settings.LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, "video_query": 1}
+    account = connected_account(owner, "tiktok", "throttled.tail")
+    first = schedule_now(owner, account["id"])["id"]
+    run_dispatcher()
+    clones(first, 59)
+    now = timezone.now()
+    ScheduledPost.objects.update(published_at=now - timedelta(days=1), metrics_synced_at=None)
+
+    for hour in (1, 2, 3):  # three hourly runs, one call each
+        with time_machine.travel(now + timedelta(hours=hour, minutes=hour), tick=False):
+            assert services.posts_sync_metrics() == 20
+
+    assert ScheduledPost.objects.filter(metrics_synced_at__isnull=True).count() == 0
+
+
+def test_posts_an_instagram_throttle_cut_off_are_asked_first_next_time(owner):
+    """Read before the throttle: kept. Not reached: asked before the posts read this time."""
+    account = connected_account(owner, "instagram", "cut.off")
+    ids = [schedule_now(owner, account["id"], media_type="image", caption=f"p{i}")["id"] for i in range(3)]
+    run_dispatcher()
+    now = timezone.now()
+    ScheduledPost.objects.update(published_at=now - timedelta(days=1))
+    read, throttled, behind = ScheduledPost.objects.filter(pk__in=ids).order_by("pk")
+
+    def throttle(request, sandbox):
+        error = {"message": "Application request limit reached", "type": "OAuthException", "code": 4}
+        return httpx.Response(400, json={"error": error})
+
+    throttled_insights = {f"/{throttled.external_id}/insights": throttle}
+    with time_machine.travel(now + timedelta(hours=2), tick=False), intercepted(throttled_insights):
+        assert services.posts_sync_metrics() == 1
+    with time_machine.travel(now + timedelta(hours=3, minutes=5), tick=False):
+        assert services.posts_sync_metrics(limit=2) == 2  # room for two posts only: the two not reached
+
+    synced = dict(ScheduledPost.objects.filter(pk__in=ids).values_list("pk", "metrics_synced_at"))
+    assert synced == {
+        read.pk: now + timedelta(hours=2),
+        throttled.pk: now + timedelta(hours=3, minutes=5),
+        behind.pk: now + timedelta(hours=3, minutes=5),
+    }
