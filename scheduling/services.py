@@ -32,6 +32,7 @@ from accounts.platforms.base import (
     RateLimited,
     RequestRejected,
     TokenInvalid,
+    refused_for_the_account,
 )
 from accounts.platforms.scopes import PUBLISHING, grant_lacks_mode, scope_for_mode, stored_scopes
 from accounts.services import (
@@ -1679,7 +1680,7 @@ def _sync_metrics_batch(*, now: datetime, limit: int, unasked: list[ScheduledPos
     """One batch of posts_sync_metrics: (posts taken, posts asked about their late id, posts updated). The
     posts an account's sync stopped before are added to `unasked`."""
     stale = now - METRICS_STALE_AFTER
-    followed = _posts_attach_late_ids(now=now, stale=stale, limit=limit)
+    followed = _posts_attach_late_ids(now=now, stale=stale, limit=limit, unasked=unasked)
     # Posts published before the window are refreshed once a day, not hourly: polling every post ever
     # published each hour would make each run's cost (and platform calls) grow with all history, while
     # their figures barely move; they are still refreshed, as the contract has it.
@@ -1830,7 +1831,7 @@ def _account_sync_metrics(
     return updated
 
 
-def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int) -> int:
+def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int, unasked: list[ScheduledPost]) -> int:
     """Ask TikTok again about published posts of connected accounts still without a public id (see
     POST_ID_FOLLOW_UP_FOR) and record the id and URL of those that have one now; the metrics sync then reads
     their metrics in the same run. A post still without one is stamped metrics_attempted_at, so it is asked
@@ -1849,20 +1850,24 @@ def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int) -> int
         .filter(Q(metrics_attempted_at__isnull=True) | Q(metrics_attempted_at__lt=stale))
     )
     waiting = _take_for_sync(due, now=now, limit=limit, related=("container", "social_account__identity"))
-    _each_account(waiting, "post id follow-up", _account_attach_late_ids)
+    _each_account(
+        waiting, "post id follow-up", lambda account_posts: _account_attach_late_ids(account_posts, unasked=unasked)
+    )
     return len(waiting)
 
 
-def _account_attach_late_ids(account_posts: list[ScheduledPost]) -> None:
+def _account_attach_late_ids(account_posts: list[ScheduledPost], *, unasked: list[ScheduledPost]) -> None:
     """Record the public ids TikTok now gives for one account's posts. A refusal about one post (a publish id
     TikTok no longer knows) skips that post; an error about the account or the platform (a dead token,
     throttling, an outage) skips the account this run — a dead token is the metrics sync's (or the health
-    check's) to act on."""
+    check's) to act on — and adds the posts it did not ask about to `unasked`, given back when the run ends:
+    TikTok allows 30 status calls a minute per token, and a public post behind 30 that never get a public id
+    (SELF_ONLY) was never asked."""
     account = _synced_account(account_posts[0].social_account, "post id follow-up")
     if account is None:
         return
     client = _client(account.platform)
-    for post in account_posts:
+    for n, post in enumerate(account_posts):
         try:
             status = client.publish_status(
                 access_token=account.access_token or "",
@@ -1876,6 +1881,7 @@ def _account_attach_late_ids(account_posts: list[ScheduledPost]) -> None:
             continue
         except PlatformError as exc:
             log.info("post id follow-up for %s skipped: %s", account.pk, type(exc).__name__)
+            unasked += account_posts[n if refused_for_the_account(exc) else n + 1 :]
             return
         if status.state == "published" and status.external_id:
             # Not asked about its metrics yet: the metrics sync of this run takes it first.

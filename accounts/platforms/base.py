@@ -82,7 +82,12 @@ def stopped_partway(exc: PlatformError, *, readings: dict, asking: list[str], re
     account's sake: not asked. Any other error leaves them asked: items the platform keeps failing on must
     not take the head of the line every time, and hold the items behind them there."""
     exc.readings = readings
-    exc.unasked = [*asking, *rest] if isinstance(exc, RateLimited | TokenInvalid) else list(rest)
+    exc.unasked = [*asking, *rest] if refused_for_the_account(exc) else list(rest)
+
+
+def refused_for_the_account(exc: PlatformError) -> bool:
+    """Whether `exc` refused a call for the account's sake (throttled, a dead token), not for what it asked."""
+    return isinstance(exc, RateLimited | TokenInvalid)
 
 
 @dataclass(frozen=True)

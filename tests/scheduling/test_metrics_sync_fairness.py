@@ -9,6 +9,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from accounts.platforms.sandbox.models import Post as SandboxPost
 from scheduling import services
 from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import connected_account
@@ -148,3 +149,28 @@ def test_posts_an_instagram_throttle_cut_off_are_asked_first_next_time(owner):
         throttled.pk: now + timedelta(hours=3, minutes=5),
         behind.pk: now + timedelta(hours=3, minutes=5),
     }
+
+
+def test_a_public_tiktok_post_behind_30_that_never_get_a_public_id_still_gets_its_url(owner, settings):
+    """TikTok answers 30 status calls a minute per token. Forty posts the public cannot see (never a public id)
+    came first, the follow-up was refused at the 31st call, and the one public post behind them was never
+    asked: no externalUrl, no metrics, for its whole week of follow-up."""
+    settings.LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = 30 * 60  # published before TikTok gives the ids
+    account = connected_account(owner, "tiktok", "mostly.private")
+    private = schedule_now(owner, account["id"], caption="private")["id"]
+    public = schedule_now(owner, account["id"], caption="public")["id"]
+    run_dispatcher()
+    row = ScheduledPost.objects.get(pk=private)
+    SandboxPost.objects.filter(publish_id=row.publish_id).update(privacy_level="SELF_ONLY")
+    # Forty more like the private one, ahead of the public one in line (same mark, lower ids).
+    ScheduledPost.objects.bulk_create([ScheduledPost(**{**_fields(row), "id": f"sp_{n:032x}"}) for n in range(40)])
+    now = timezone.now()
+    ScheduledPost.objects.update(metrics_attempted_at=now - timedelta(hours=2))
+
+    for hour in (1, 2):
+        with time_machine.travel(now + timedelta(hours=hour, minutes=hour), tick=False):
+            services.posts_sync_metrics()
+
+    found = ScheduledPost.objects.get(pk=public)
+    assert found.external_id and found.external_url.startswith("https://")
+    assert found.metrics_synced_at is not None
