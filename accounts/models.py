@@ -218,6 +218,13 @@ class SocialAccount(models.Model):
     # failing held the head of every (bounded) batch, and those behind them were never refreshed. Nullable:
     # the release still running while the column is added inserts rows without it.
     health_next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Not before these times does the metrics sync (scheduling.services.posts_sync_metrics) ask the platform
+    # about the account's posts' metrics, or about their late TikTok post ids (the status endpoint, limited
+    # apart: its throttling must not stop the metrics): the platform throttled those calls (its Retry-After)
+    # or failed them for now. Without them, the sync asked again in its next batch and at the next beat.
+    # Nullable: the release still running while the columns are added inserts rows without them.
+    metrics_not_before = models.DateTimeField(null=True, blank=True, editable=False)
+    post_ids_not_before = models.DateTimeField(null=True, blank=True, editable=False)
     scopes = models.CharField(max_length=512, blank=True)
 
     avatar_url = models.URLField(max_length=1024, blank=True)

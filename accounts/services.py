@@ -1389,6 +1389,17 @@ def social_accounts_health_not_queued(*, account_ids: list[str], mark: datetime)
     SocialAccount.objects.filter(pk__in=account_ids, health_next_attempt_at=mark).update(health_next_attempt_at=None)
 
 
+def social_account_hold_sync(*, account_id: str, until: datetime, post_ids: bool = False) -> None:
+    """The platform asked not to be called about the account's posts before `until` (it throttled the calls, or
+    failed them for now): the metrics sync (scheduling.services) leaves the account's metrics out until then
+    (SocialAccount.metrics_not_before), or, `post_ids`, its TikTok post id follow-up (post_ids_not_before: the
+    status endpoint, limited apart from the metrics'). A longer wait already set is kept."""
+    field = "post_ids_not_before" if post_ids else "metrics_not_before"
+    SocialAccount.objects.filter(pk=account_id).filter(
+        Q(**{f"{field}__isnull": True}) | Q(**{f"{field}__lt": until})
+    ).update(**{field: until})
+
+
 # --- Post-connect fan-out (idempotent steps, run by accounts.tasks.social_account_after_connect) ------
 
 # How long a new account is left to its own fan-out task before the provisioning tick queues it again.

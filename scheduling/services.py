@@ -40,6 +40,7 @@ from accounts.services import (
     event_record,
     platform_user_token_kept,
     refusal_reason,
+    social_account_hold_sync,
     social_account_mark_reauth_required,
     social_account_token_rejected,
     social_account_with_fresh_token,
@@ -1640,6 +1641,10 @@ POST_ID_FOLLOW_UP_FOR = timedelta(days=7)
 # harmless, see _take_for_sync). Its capacity follows the backlog instead of a fixed 5,000 posts a run.
 METRICS_SYNC_BATCH = 1000
 METRICS_SYNC_RUN_BUDGET = timedelta(minutes=10)
+# How long the sync leaves out an account the platform throttled or failed for now, unless it said longer
+# (Retry-After, or Meta's usage header): past TikTok's one-minute rate windows, and within the beat interval
+# (15 minutes), so that the next run asks again.
+METRICS_RETRY_AFTER = timedelta(minutes=5)
 
 
 def posts_sync_metrics(*, now: datetime | None = None, limit: int | None = None) -> int:
@@ -1649,7 +1654,8 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int | None = None)
     platform call. Posts of disconnected (or
     reauth_required) accounts are left as they are. TikTok posts published before their public id was known
     are asked about first (_posts_attach_late_ids). Each account is synced on its own: one account's error
-    skips that account only. Returns how many posts were updated.
+    skips that account only, and an account the platform throttled (or failed for now) is left alone until it
+    may be asked again (_hold_sync). Returns how many posts were updated.
 
     A run takes the due posts METRICS_SYNC_BATCH at a time, each batch shared across organizations
     (_take_for_sync), and goes on while posts are due, until METRICS_SYNC_RUN_BUDGET is spent: a fixed number
@@ -1718,11 +1724,14 @@ def _metrics_older_than(cutoff: datetime) -> Q:
     )
 
 
-def _take_for_sync(due, *, now: datetime, limit: int, related: tuple[str, ...]) -> list[ScheduledPost]:
+def _take_for_sync(
+    due, *, now: datetime, limit: int, related: tuple[str, ...], post_ids: bool = False
+) -> list[ScheduledPost]:
     """Take up to `limit` of the `due` posts for this batch and stamp them asked (metrics_attempted_at) before
     any platform call, in one short transaction that skips rows another run is taking (SKIP LOCKED). Those an
     account's sync then does not ask about (it stopped before them) are given back when the run ends
-    (_give_back).
+    (_give_back). The posts of an account the platform asked to leave alone for now are not taken
+    (SocialAccount.metrics_not_before; post_ids_not_before when taking for the post id follow-up, `post_ids`).
 
     Shared across organizations: round-robin, each organization's least recently asked post first, then each
     one's second, and so on (row_number() over each organization's due posts). Least recently asked first
@@ -1734,6 +1743,9 @@ def _take_for_sync(due, *, now: datetime, limit: int, related: tuple[str, ...]) 
     in line instead of asking the platform about the same ones again: rows another run is stamping are
     skipped, and the due filter is applied again under the lock (PostgreSQL rechecks a row changed
     meanwhile), so a row stamped by a run that committed since is not taken twice."""
+    # Their marks stay as they are, so they are in their place in line when the account may be asked again.
+    held = f"social_account__{'post_ids' if post_ids else 'metrics'}_not_before"
+    due = due.filter(Q(**{f"{held}__isnull": True}) | Q(**{f"{held}__lte": now}))
     order = (F("metrics_attempted_at").asc(nulls_first=True), "social_account_id", "pk")
     # PostgreSQL refuses FOR UPDATE beside a window function: the ranking is a subquery.
     turn = Window(RowNumber(), partition_by=[F("organization_id")], order_by=list(order))
@@ -1825,10 +1837,21 @@ def _account_sync_metrics(
                 )
         if stopped is not None:
             log.info("metrics sync for %s stopped: %s", account.pk, type(stopped).__name__)
+            _hold_sync(account.pk, stopped)
             not_asked = set(stopped.unasked)
             unasked += [p for p in batch if p.external_id in not_asked] + account_posts[i + METRICS_BATCH :]
             break
     return updated
+
+
+def _hold_sync(account_id: str, exc: PlatformError, *, post_ids: bool = False) -> None:
+    """The platform stopped an account's metrics reads (or, `post_ids`, its post id follow-up) with `exc`: when
+    that says "not now" (throttled, down), the sync leaves them out for METRICS_RETRY_AFTER, or as long as the
+    platform asked (Retry-After) when that is longer, as the health check does (HEALTH_RETRY_AFTER). It asked
+    the account again in the run's next batch and at the next beat, whatever the platform had said."""
+    if isinstance(exc, RateLimited | PlatformUnavailable):
+        wait = max(METRICS_RETRY_AFTER, timedelta(seconds=exc.retry_after or 0))
+        social_account_hold_sync(account_id=account_id, until=timezone.now() + wait, post_ids=post_ids)
 
 
 def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int, unasked: list[ScheduledPost]) -> int:
@@ -1849,7 +1872,9 @@ def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int, unaske
         .exclude(publish_id="")
         .filter(Q(metrics_attempted_at__isnull=True) | Q(metrics_attempted_at__lt=stale))
     )
-    waiting = _take_for_sync(due, now=now, limit=limit, related=("container", "social_account__identity"))
+    waiting = _take_for_sync(
+        due, now=now, limit=limit, related=("container", "social_account__identity"), post_ids=True
+    )
     _each_account(
         waiting, "post id follow-up", lambda account_posts: _account_attach_late_ids(account_posts, unasked=unasked)
     )
@@ -1881,6 +1906,7 @@ def _account_attach_late_ids(account_posts: list[ScheduledPost], *, unasked: lis
             continue
         except PlatformError as exc:
             log.info("post id follow-up for %s skipped: %s", account.pk, type(exc).__name__)
+            _hold_sync(account.pk, exc, post_ids=True)
             unasked += account_posts[n if refused_for_the_account(exc) else n + 1 :]
             return
         if status.state == "published" and status.external_id:

@@ -13,7 +13,7 @@ from accounts.platforms.sandbox.models import Post as SandboxPost
 from scheduling import services
 from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import connected_account
-from tests.platform_helpers import intercepted
+from tests.platform_helpers import intercepted, platform_down
 from tests.scheduling.publish_helpers import run_dispatcher, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -174,3 +174,45 @@ def test_a_public_tiktok_post_behind_30_that_never_get_a_public_id_still_gets_it
     found = ScheduledPost.objects.get(pk=public)
     assert found.external_id and found.external_url.startswith("https://")
     assert found.metrics_synced_at is not None
+
+
+# --- The platform's Retry-After ---------------------------------------------------------------------------
+
+
+def test_an_account_tiktok_throttled_is_not_asked_again_by_the_rest_of_the_run(owner, monkeypatch):
+    monkeypatch.setattr(services, "METRICS_SYNC_BATCH", 20)
+    account = connected_account(owner, "tiktok", "told.to.wait")
+    first = schedule_now(owner, account["id"])["id"]
+    run_dispatcher()
+    clones(first, 99)
+    now = timezone.now()
+    ScheduledPost.objects.update(published_at=now - timedelta(days=1), metrics_synced_at=None)
+    calls: list = []
+
+    throttled = platform_down("tiktok", calls, status=429, retry_after=3600)
+    with time_machine.travel(now + timedelta(hours=1), tick=False), intercepted(throttled):
+        assert services.posts_sync_metrics() == 0
+
+    # One call, refused: not one more per batch of the run (there were five batches' worth of posts).
+    assert len(calls) == 1
+
+
+def test_an_account_tiktok_throttled_is_asked_again_once_its_retry_after_has_passed(owner):
+    account = connected_account(owner, "tiktok", "told.to.wait.2")
+    ids = [schedule_now(owner, account["id"], caption=c)["id"] for c in ("a", "b")]
+    run_dispatcher()
+    now = timezone.now()
+    ScheduledPost.objects.update(published_at=now - timedelta(days=1))
+    ScheduledPost.objects.filter(pk=ids[0]).update(metrics_synced_at=now - timedelta(minutes=61))
+    ScheduledPost.objects.filter(pk=ids[1]).update(metrics_synced_at=now - timedelta(minutes=50))
+    calls: list = []
+
+    with intercepted(platform_down("tiktok", calls, status=429, retry_after=3600)):
+        with time_machine.travel(now, tick=False):
+            services.posts_sync_metrics()
+        with time_machine.travel(now + timedelta(minutes=15), tick=False):  # the next beat: "b" is due now
+            services.posts_sync_metrics()
+    assert len(calls) == 1  # TikTok said an hour
+
+    with time_machine.travel(now + timedelta(minutes=61), tick=False):
+        assert services.posts_sync_metrics() == 2
