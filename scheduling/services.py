@@ -1637,8 +1637,10 @@ METRICS_OLD_STALE_AFTER = timedelta(days=1)
 POST_ID_FOLLOW_UP_FOR = timedelta(days=7)
 # A run of the metrics sync takes the due posts this many at a time, and takes batches while posts are due
 # for at most this long: less than the beat interval (globalPlatformPostsSync, 15 minutes), so a run has
-# ended before the next starts (a batch started before the budget ends may overrun it; an overlap is
-# harmless, see _take_for_sync). Its capacity follows the backlog instead of a fixed 5,000 posts a run.
+# ended before the next starts. A batch started before the budget ends may overrun it, and a run can outlast
+# the interval (a slow platform): overlapping runs take different posts (_take_for_sync), and a reading is
+# never written over a newer one (_sync_metrics_batch). Its capacity follows the backlog instead of a fixed
+# 5,000 posts a run.
 METRICS_SYNC_BATCH = 1000
 METRICS_SYNC_RUN_BUDGET = timedelta(minutes=10)
 # How long the sync leaves out an account the platform throttled or failed for now, unless it said longer
@@ -1712,9 +1714,14 @@ def _sync_metrics_batch(*, now: datetime, limit: int, unasked: list[ScheduledPos
     synced = _each_account(
         posts, "metrics sync", lambda account_posts: _account_sync_metrics(account_posts, now=now, unasked=unasked)
     )
-    updated = [post for account_posts in synced for post in account_posts]
-    ScheduledPost.objects.bulk_update(updated, [*METRIC_FIELDS, "metrics_synced_at"])
-    return len(posts), followed, len(updated)
+    read = [post for account_posts in synced for post in account_posts]
+    # Only over older figures: a run that outlasted METRICS_STALE_AFTER wrote what it read after a later run
+    # had read the same post again, and its syncedAt and figures went back in time. bulk_update keeps the
+    # queryset's filter, and PostgreSQL checks it again on a row another run is writing meanwhile.
+    updated = ScheduledPost.objects.filter(
+        Q(metrics_synced_at__isnull=True) | Q(metrics_synced_at__lt=now)
+    ).bulk_update(read, [*METRIC_FIELDS, "metrics_synced_at"])
+    return len(posts), followed, updated
 
 
 def _metrics_older_than(cutoff: datetime) -> Q:

@@ -358,3 +358,48 @@ def test_an_instagram_outage_costs_the_sync_a_few_calls_per_account_not_one_per_
 
     assert len(calls) == 3
     assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+
+
+# --- Runs that overlap --------------------------------------------------------------------------------
+
+
+def test_a_sync_run_outlasted_by_the_next_never_writes_its_older_figures_over_newer_ones(owner):
+    """A run that outlasts METRICS_STALE_AFTER (a slow platform, a huge backlog) while the next run reads the
+    same post again: the slow run wrote its figures last, with the time its batch started, and the post's
+    syncedAt and figures went back in time."""
+    import threading
+
+    from tests.concurrency import run_in_threads
+
+    account = connected_account(owner, "tiktok", "slow.run")
+    post_id = schedule_now(owner, account["id"])["id"]
+    run_dispatcher()
+    external_id = ScheduledPost.objects.get(pk=post_id).external_id
+    t0 = timezone.now() + timedelta(hours=1)
+    t1 = t0 + timedelta(minutes=61)
+    first_read, second_done = threading.Event(), threading.Event()
+    readings: list = []
+    real_fetch = TikTokClient.fetch_metrics
+
+    def fetch(self, **kwargs):
+        answer = real_fetch(self, **kwargs)
+        readings.append(answer[external_id])
+        if not first_read.is_set():
+            first_read.set()
+            second_done.wait(timeout=20)  # the first run is still going when the second has read and written
+        return answer
+
+    def second_run():
+        assert first_read.wait(timeout=20)
+        try:
+            return services.posts_sync_metrics(now=t1)
+        finally:
+            second_done.set()
+
+    with time_machine.travel(t0), mock.patch.object(TikTokClient, "fetch_metrics", fetch):
+        updated = run_in_threads(lambda: services.posts_sync_metrics(now=t0), second_run)
+
+    assert updated == [0, 1]  # the first run's reading was older than the one stored: not written
+    row = ScheduledPost.objects.get(pk=post_id)
+    assert row.metrics_synced_at == t1
+    assert (row.views, row.likes) == (readings[1].views, readings[1].likes)
