@@ -6,7 +6,7 @@ during the deploy. On PostgreSQL AddIndexWithoutBlocking builds it CONCURRENTLY 
 migration must declare `atomic = False`, since a concurrent build cannot run in a transaction); elsewhere
 (SQLite, the local demo) a plain build, which is all that database has. An ALTER TABLE, instant as it may
 be, waits for its lock behind the table's open transactions and holds every later read and write behind
-it: AlterTableBriefly runs it under a lock timeout."""
+it: AlterTableBriefly runs it under a lock timeout, and AddFieldBriefly a new column's."""
 
 import time
 from functools import partial
@@ -91,26 +91,55 @@ class AlterTableBriefly(migrations.RunSQL):
         return f"ALTER TABLE under a {self.lock_timeout} lock timeout, {self.attempts} attempts (PostgreSQL only)"
 
     def _briefly(self, schema_editor, run) -> None:
-        connection = schema_editor.connection
-        if connection.vendor != "postgresql":
+        if schema_editor.connection.vendor != "postgresql":
             return
-        if schema_editor.collect_sql:  # sqlmigrate
-            schema_editor.execute(f"SET LOCAL lock_timeout = '{self.lock_timeout}'")
+        _under_lock_timeout(schema_editor, run, self.lock_timeout, self.attempts, self.pause)
+
+
+class AddFieldBriefly(migrations.AddField):
+    """AddField on a table written all the time, for a column PostgreSQL adds without rewriting the table
+    (nullable, or a constant database default): its ALTER TABLE runs under a lock timeout and tries again,
+    as AlterTableBriefly's does, instead of holding every read and write of the table queued behind a long
+    transaction of the release still serving. Elsewhere (SQLite, the local demo) a plain AddField."""
+
+    lock_timeout, attempts, pause = "2s", 5, 1.0
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        self._briefly(schema_editor, partial(super().database_forwards, app_label, schema_editor, from_state, to_state))
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        self._briefly(
+            schema_editor, partial(super().database_backwards, app_label, schema_editor, from_state, to_state)
+        )
+
+    def _briefly(self, schema_editor, run) -> None:
+        if schema_editor.connection.vendor != "postgresql":
             run()
             return
-        for attempt in range(1, self.attempts + 1):
-            try:
-                # Its own transaction, or in an atomic migration a savepoint: an attempt that timed out is rolled
-                # back (its SET LOCAL with it) and the migration's transaction goes on.
-                with transaction.atomic(using=connection.alias):
-                    with connection.cursor() as cursor:
-                        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [self.lock_timeout])
-                    run()
-                return
-            except OperationalError as exc:
-                if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE or attempt == self.attempts:
-                    raise
-            time.sleep(self.pause)
+        _under_lock_timeout(schema_editor, run, self.lock_timeout, self.attempts, self.pause)
+
+
+def _under_lock_timeout(schema_editor, run, lock_timeout: str, attempts: int, pause: float) -> None:
+    """Run `run` (an ALTER TABLE) on PostgreSQL under `lock_timeout`, `attempts` times at most, `pause`
+    seconds apart; the last lock timeout is raised."""
+    connection = schema_editor.connection
+    if schema_editor.collect_sql:  # sqlmigrate
+        schema_editor.execute(f"SET LOCAL lock_timeout = '{lock_timeout}'")
+        run()
+        return
+    for attempt in range(1, attempts + 1):
+        try:
+            # Its own transaction, or in an atomic migration a savepoint: an attempt that timed out is rolled
+            # back (its SET LOCAL with it) and the migration's transaction goes on.
+            with transaction.atomic(using=connection.alias):
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
+                run()
+            return
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE or attempt == attempts:
+                raise
+        time.sleep(pause)
 
 
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
