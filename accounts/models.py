@@ -119,6 +119,12 @@ class Event(models.Model):
     # after commit by accounts.services.events_sequence. createdAt is set before commit: ordered by it, an
     # event whose transaction commits late sorts below events a poller has already seen, and is missed.
     position = models.BigIntegerField(null=True, blank=True, editable=False)
+    # When its webhook fan-out committed (accounts.webhooks.services.event_fan_out, with the WebhookFanout
+    # marker), so that the relay tick finds the events still waiting for one through the small partial index
+    # below instead of looking for events without a marker (an anti-join reading 3 days of events and every
+    # marker, each 15 s). Null is "not known to be fanned out": events written by a release older than the
+    # column (during a deploy, after a rollback) get null too, and the tick marks those it finds a marker for.
+    fanned_out_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         indexes = [
@@ -130,6 +136,12 @@ class Event(models.Model):
                 fields=["organization", "created_at", "id"],
                 name="event_org_unplaced",
                 condition=models.Q(position__isnull=True),
+            ),
+            # The relay tick's: events of an organization with a live endpoint whose fan-out has not committed.
+            models.Index(
+                fields=["organization", "created_at"],
+                name="event_org_fanout_pending",
+                condition=models.Q(fanned_out_at__isnull=True),
             ),
             # Support's search by the id of a post, account or lease request (EventSubjectId).
             models.Index(EventSubjectId("data"), name="event_subject"),

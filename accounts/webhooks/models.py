@@ -87,7 +87,9 @@ class WebhookEndpoint(models.Model):
 class WebhookFanout(models.Model):
     """Marks an event as fanned out into deliveries. Written in the same transaction as the deliveries, so
     an event without a marker is exactly an event whose fan-out never committed (the worker died or the
-    broker was down): the periodic relay tick finds those and fans them out."""
+    broker was down): the periodic relay tick fans those out. It finds them by the event's own
+    `fanned_out_at`, set with the marker (an index holds the events without it), not by looking for events
+    without a marker, which read the whole table at every tick."""
 
     event = models.OneToOneField(Event, on_delete=models.CASCADE, primary_key=True, related_name="webhook_fanout")
     fanned_out_at = models.DateTimeField(default=timezone.now)

@@ -24,7 +24,7 @@ import httpx
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -301,7 +301,11 @@ def event_fan_out(*, event_id: str, recorded: Event | None = None) -> list[str]:
     if not _subscribers(event):
         # The common case (most events have no subscriber): just the marker, in one statement, instead of
         # a transaction, a savepoint and two more round trips. Concurrent calls insert the same marker once.
-        WebhookFanout.objects.bulk_create([WebhookFanout(event_id=event_id)], ignore_conflicts=True)
+        # The event is marked after it, in a statement of its own: a worker dying in between leaves an event
+        # with a marker and no fanned_out_at, which the tick marks (events_fan_out_missed); never the reverse.
+        marker = WebhookFanout(event_id=event_id)
+        WebhookFanout.objects.bulk_create([marker], ignore_conflicts=True)
+        _mark_fanned_out(event_id, marker.fanned_out_at)
         return []
     if recorded is not None:
         event = Event.objects.filter(pk=event_id).first()
@@ -316,6 +320,7 @@ def event_fan_out(*, event_id: str, recorded: Event | None = None) -> list[str]:
             return []
         endpoints = _subscribers(event)
         if not endpoints:
+            _mark_fanned_out(event.pk, marker.fanned_out_at)
             return []
         body, now = event_body(event), timezone.now()
         WebhookDelivery.objects.bulk_create(
@@ -329,14 +334,29 @@ def event_fan_out(*, event_id: str, recorded: Event | None = None) -> list[str]:
         )
         marker.deliveries = len(ids)
         marker.save(update_fields=["deliveries"])
+        # Last, so that the event's row lock (the sequencer places events, several rows per statement) is
+        # held only for the commit.
+        _mark_fanned_out(event.pk, marker.fanned_out_at)
         transaction.on_commit(lambda: [enqueue(webhook_deliver, pk) for pk in ids])
     return ids
 
 
+def _mark_fanned_out(event_id: str, at) -> None:
+    """Take the event out of the tick's search (Event.fanned_out_at): only once its marker is written."""
+    Event.objects.filter(pk=event_id, fanned_out_at__isnull=True).update(fanned_out_at=at)
+
+
 def events_fan_out_missed(*, limit: int = 500) -> int:
-    """Fan out the events whose fan-out never committed (the worker died, the broker was down). Only the
-    organizations with a live endpoint can have deliveries, which keeps this on the (organization,
-    created_at) index; events older than the retry window are past saving. Returns how many were fanned out."""
+    """Fan out the events whose fan-out never committed (the worker died, the broker was down). Returns how
+    many were fanned out.
+
+    The beat runs this every 15 s, mostly to find nothing: the search reads the partial index of the events
+    without fanned_out_at (event_org_fanout_pending), which holds the few events whose fan-out has not
+    committed, not the table; looking for events without a marker instead read 3 days of events and every
+    marker each time. Only the organizations with a live endpoint can have deliveries; events older than the
+    retry window are past saving. An event found with its marker was fanned out by a release older than
+    fanned_out_at (the previous one during a deploy, or after a rollback) or by a worker that died before
+    marking it: it is marked, with its marker's time, and not fanned out again."""
     now = timezone.now()
     org_ids = set(
         WebhookEndpoint.objects.filter(status=WebhookEndpoint.Status.ACTIVE, deleted_at__isnull=True).values_list(
@@ -350,14 +370,21 @@ def events_fan_out_missed(*, limit: int = 500) -> int:
             organization_id__in=org_ids,
             created_at__gte=now - RETRY_WINDOW,
             created_at__lte=now - FANOUT_GRACE,
-            webhook_fanout__isnull=True,
+            fanned_out_at__isnull=True,
         )
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]
     )
-    for event_id in event_ids:
+    if not event_ids:
+        return 0
+    done = set(WebhookFanout.objects.filter(pk__in=event_ids).values_list("pk", flat=True))
+    if done:
+        marker_time = Subquery(WebhookFanout.objects.filter(pk=OuterRef("pk")).values("fanned_out_at")[:1])
+        Event.objects.filter(pk__in=done, fanned_out_at__isnull=True).update(fanned_out_at=marker_time)
+    missed = [event_id for event_id in event_ids if event_id not in done]
+    for event_id in missed:
         event_fan_out(event_id=event_id)
-    return len(event_ids)
+    return len(missed)
 
 
 # --- Relay: claim, send, record ----------------------------------------------------------------------

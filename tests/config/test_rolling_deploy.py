@@ -17,6 +17,7 @@ KNOWN_ADDED_LATER = {
     ("webhooks_webhookdelivery", "window_first_attempt"),
     ("webhooks_webhookdelivery", "queued_at"),
     ("scheduling_scheduledpost", "requeues"),
+    ("accounts_event", "fanned_out_at"),
 }
 
 
@@ -84,6 +85,7 @@ INDEXES_ADDED_LATER = [
     ("scheduling", "0006", "0007", "scheduling_scheduledpost", "sp_published_recent"),
     ("leasing", "0007", "0008", "leasing_lease", "lease_charges_open"),
     ("accounts", "0009", "0010", "accounts_event", "event_subject"),
+    ("accounts", "0014", "0015", "accounts_event", "event_org_fanout_pending"),
 ]
 
 
@@ -111,6 +113,36 @@ def test_an_index_added_later_is_built_while_the_table_takes_writes(app, before,
     with connection.cursor() as cursor:
         cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [index])
         assert cursor.fetchone() == (True,)
+
+
+# Columns added after the first release to tables that are written all the time: (app, migration before,
+# migration adding it, table).
+COLUMNS_ADDED_TO_BUSY_TABLES = [
+    ("accounts", "0013", "0014", "accounts_event"),
+]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("app, before, adding, table", COLUMNS_ADDED_TO_BUSY_TABLES)
+def test_a_column_added_later_to_a_busy_table_gives_way_to_its_writes(app, before, adding, table):
+    """ADD COLUMN, instant once it has the table's lock, waits for that lock behind every transaction open on
+    the table, and every later read and write of the table queues behind it: every change of every partner
+    writes an event. Under a lock timeout it gives way, and goes through once that transaction has ended."""
+    from django.core.management import call_command
+
+    from tests.concurrency import schema_change_beside_writers
+
+    call_command("migrate", app, before, verbosity=0)
+    try:
+        errors = schema_change_beside_writers(
+            lambda: call_command("migrate", app, adding, verbosity=0),
+            held=lambda: _write(table),  # a request of the old release, mid-transaction
+            waits_on="ADD COLUMN",
+            write=lambda cursor: _write(table, cursor=cursor),  # another request of the old release, meanwhile
+        )
+        assert errors == [], errors
+    finally:
+        call_command("migrate", verbosity=0)
 
 
 # Tables created after the first release with a foreign key to a table written all the time: (app, migration

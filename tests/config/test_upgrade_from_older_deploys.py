@@ -2,6 +2,8 @@
 Each test rebuilds here what an earlier commit left in the database, runs head's migrations as a deploy
 does, and leaves the test database at head (migrated back, whatever happened) for the tests after it."""
 
+from datetime import timedelta
+
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -171,6 +173,63 @@ def test_a_database_deployed_at_f57993d_loses_the_replaced_migrations_column():
             'ALTER TABLE "leasing_lease" DROP COLUMN IF EXISTS "next_charge_at"',
             "DELETE FROM django_migrations WHERE app = 'leasing' AND name = '0007_lease_next_charge_at'",
         )
+        _migrate_to_head()
+
+
+# --- before accounts 0014: the relay tick found the events to fan out by their missing WebhookFanout marker ----
+
+
+def _event_at_0013(org_id: str, event_id: str, *, position, fanned_out_at=None) -> None:
+    """An event as the release before fanned_out_at wrote it, with its marker if it was fanned out then."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO accounts_event (id, organization_id, type, data, created_at, position) "
+            "VALUES (%s, %s, 'social_account.connected', '{}', now(), %s)",
+            [event_id, org_id, position],
+        )
+        if fanned_out_at is not None:
+            cursor.execute(
+                "INSERT INTO webhooks_webhookfanout (event_id, fanned_out_at, deliveries) VALUES (%s, %s, 0)",
+                [event_id, fanned_out_at],
+            )
+
+
+def test_the_events_fanned_out_before_fanned_out_at_existed_are_marked_by_the_migration(monkeypatch):
+    """Otherwise the tick would take every event of the last 3 days for one to check, and the index of those
+    waiting for a fan-out would hold the whole table."""
+    from importlib import import_module
+
+    from django.utils import timezone
+
+    from accounts.models import Event, Organization
+
+    fresh = _schema("accounts_event")
+    monkeypatch.setattr(import_module("accounts.migrations.0015_event_fanout_pending"), "MARK_BATCH", 2)
+    when = timezone.now().replace(microsecond=0)
+    # given a database at accounts 0013, with events fanned out or not, placed in their list or not yet
+    _migrate([("accounts", "0013_social_account_sync_not_before")])
+    try:
+        org = Organization.objects.create(name="Acme")
+        for n in (1, 2, 3):
+            _event_at_0013(org.pk, f"evt_done{n}", position=n, fanned_out_at=when - timedelta(minutes=n))
+        _event_at_0013(org.pk, "evt_missed", position=4)  # its fan-out never committed
+        _event_at_0013(org.pk, "evt_unplaced", position=None, fanned_out_at=when)  # the release places it now
+
+        # when head's migrate runs
+        _migrate_to_head()
+
+        # then the events fanned out carry their marker's time, in every batch; the others are the tick's
+        marked = dict(Event.objects.values_list("pk", "fanned_out_at"))
+        assert marked == {
+            "evt_done1": when - timedelta(minutes=1),
+            "evt_done2": when - timedelta(minutes=2),
+            "evt_done3": when - timedelta(minutes=3),
+            "evt_missed": None,
+            "evt_unplaced": None,
+        }
+        assert _schema("accounts_event") == fresh
+        assert _index_valid("event_org_fanout_pending") is True
+    finally:
         _migrate_to_head()
 
 
