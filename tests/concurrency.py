@@ -107,6 +107,48 @@ def waiting_on_lock(statement: str, timeout: float = 5) -> bool:
     return False
 
 
+class SecondQueuesBehindFirst:
+    """Two requests racing for the same rows, the second made to queue behind a lock the first holds: `first`
+    runs on its own thread (and connection) until a hook the test patches into it calls `hold()` inside its
+    transaction; then `second` starts on another thread, and `hold()` returns once `second` waits on a lock in
+    a statement containing `waits_on` (waiting_on_lock), so the first goes on while the second is queued.
+    `run(first, second)` returns both results once both ended; `overlapped` says the second did queue (a test
+    should assert it, or it may pass without the race)."""
+
+    def __init__(self, waits_on: str, timeout: float = 30):
+        self.waits_on, self.timeout = waits_on, timeout
+        self._first: threading.Thread | None = None
+        self._holding = threading.Event()
+        self._queued: list[bool] = []
+
+    @property
+    def overlapped(self) -> bool:
+        return self._queued == [True]
+
+    def hold(self) -> None:
+        if threading.current_thread() is self._first and not self._holding.is_set():
+            self._holding.set()
+            self._queued.append(waiting_on_lock(self.waits_on, timeout=self.timeout))
+
+    def run(self, first, second) -> tuple:
+        results: dict[str, object] = {}
+
+        def call(name, work):
+            try:
+                results[name] = work()
+            finally:
+                connection.close()
+
+        self._first = threading.Thread(target=call, args=("first", first))
+        later = threading.Thread(target=call, args=("second", second))
+        self._first.start()
+        assert self._holding.wait(self.timeout), "the first request never reached its hold"
+        later.start()
+        self._first.join(2 * self.timeout)
+        later.join(2 * self.timeout)
+        return results.get("first"), results.get("second")
+
+
 def schema_change_beside_writers(
     change, *, held, waits_on: str, write, gives_up_while_held: bool = False, timeout: float = 60
 ) -> list[BaseException]:

@@ -535,12 +535,9 @@ def test_a_connect_and_a_reauth_of_one_binding_completing_at_once_after_a_rename
     identity's profile and then waited for the binding's row lock; the reauth held that lock and waited for
     the identity's (its select_related joined it into FOR UPDATE): PostgreSQL killed the reauth as a
     deadlock, and the customer who had consented landed on `platform_error`. Both complete now."""
-    import threading
     from urllib.parse import parse_qs
 
-    from django.db import connection
-
-    from tests.concurrency import waiting_on_lock
+    from tests.concurrency import SecondQueuesBehindFirst
 
     account = connected_account(owner, "tiktok", "renamed.creator")
     PlatformIdentity.objects.filter(bindings__pk=account["id"]).update(display_name="Old Name")
@@ -553,32 +550,19 @@ def test_a_connect_and_a_reauth_of_one_binding_completing_at_once_after_a_rename
 
     # The connect's callback stops right after writing the new profile, its transaction open, until the
     # reauth's callback queues on a lock the connect holds (the binding's; the identity's before).
-    save, connecting, holding, queued = PlatformIdentity.save, {}, threading.Event(), []
+    race, save = SecondQueuesBehindFirst('SELECT "accounts_socialaccount"."id"'), PlatformIdentity.save
 
     def save_then_hold(identity, *args, **kwargs):
         save(identity, *args, **kwargs)
-        if threading.current_thread() is connecting.get("thread"):
-            holding.set()
-            queued.append(waiting_on_lock('SELECT "accounts_socialaccount"."id"', timeout=30))
+        race.hold()
 
     monkeypatch.setattr(PlatformIdentity, "save", save_then_hold)
-    landed = {}
+    connected, reauthorized = race.run(
+        lambda: follow_callback(connect_callback)["Location"], lambda: follow_callback(reauth_callback)["Location"]
+    )
+    landed = {"connect": connected, "reauth": reauthorized}
 
-    def callback(name, location):
-        try:
-            landed[name] = follow_callback(location)["Location"]
-        finally:
-            connection.close()
-
-    connecting["thread"] = threading.Thread(target=callback, args=("connect", connect_callback))
-    reauthorizing = threading.Thread(target=callback, args=("reauth", reauth_callback))
-    connecting["thread"].start()
-    assert holding.wait(30)
-    reauthorizing.start()
-    connecting["thread"].join(60)
-    reauthorizing.join(60)
-
-    assert queued == [True]  # the two callbacks did overlap
+    assert race.overlapped  # the two callbacks did overlap
     errors = {name: parse_qs(urlsplit(url).query).get("layers_oauth_error") for name, url in landed.items()}
     assert errors == {"connect": None, "reauth": None}, landed
     assert status(owner, connect_link["state"])["status"] == "completed"

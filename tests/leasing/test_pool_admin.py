@@ -261,13 +261,10 @@ def test_a_staff_reconnect_and_a_customer_connect_as_the_leased_user_at_once_bot
     in the project (which answers the leased binding's id), after the profile changed. The customer's connect
     wrote the identity's profile, then waited for the binding's lock; the staff reconnect held the binding
     and the pool account, then waited to write the identity: PostgreSQL killed one as a deadlock."""
-    import threading
-
-    from django.db import connection
 
     from accounts.models import PlatformIdentity
     from tests.accounts.oauth_helpers import follow_callback, start, status
-    from tests.concurrency import waiting_on_lock
+    from tests.concurrency import SecondQueuesBehindFirst
 
     (pool_id,) = add_pool(1)
     services.lease_assign(request_id=request_accounts(owner, 1)["requestId"], auto=True)
@@ -280,35 +277,20 @@ def test_a_staff_reconnect_and_a_customer_connect_as_the_leased_user_at_once_bot
 
     # The customer's callback stops right after writing the new profile, its transaction open, until the staff
     # one queues on a lock it holds (the binding's; the identity's before).
-    save, customer, holding, queued = PlatformIdentity.save, {}, threading.Event(), []
+    race, save = SecondQueuesBehindFirst('"accounts_'), PlatformIdentity.save
 
     def save_then_hold(identity, *args, **kwargs):
         save(identity, *args, **kwargs)
-        if threading.current_thread() is customer.get("thread"):
-            holding.set()
-            queued.append(waiting_on_lock('"accounts_', timeout=30))
+        race.hold()
 
     monkeypatch.setattr(PlatformIdentity, "save", save_then_hold)
     staff.raise_request_exception = False
-    answers = {}
-
-    def run(name, request):
-        try:
-            answers[name] = request()
-        finally:
-            connection.close()
-
-    customer["thread"] = threading.Thread(target=run, args=("customer", lambda: follow_callback(customer_callback)))
-    reconnecting = threading.Thread(
-        target=run, args=("staff", lambda: staff.get(f"{staff_callback.path}?{staff_callback.query}"))
+    customer, reconnected = race.run(
+        lambda: follow_callback(customer_callback), lambda: staff.get(f"{staff_callback.path}?{staff_callback.query}")
     )
-    customer["thread"].start()
-    assert holding.wait(30)
-    reconnecting.start()
-    customer["thread"].join(60)
-    reconnecting.join(60)
+    answers = {"customer": customer, "staff": reconnected}
 
-    assert queued == [True]  # the two callbacks did overlap
+    assert race.overlapped  # the two callbacks did overlap
     assert "layers_oauth_error" not in answers["customer"]["Location"]
     assert status(owner, customer_link["state"])["socialAccountId"] == account_id
     assert answers["staff"].status_code == 302, answers["staff"].content[:500]

@@ -107,10 +107,9 @@ def test_a_resend_while_the_partner_deletes_the_endpoint_is_refused_not_a_server
     then cancels its open deliveries; the resend locked the delivery, then (select_related without `of`)
     the endpoint: PostgreSQL killed one as a deadlock and the admin answered 500. Now the resend waits for
     the delete and is refused like any resend to a deleted endpoint; the delivery stays canceled."""
-    import threading
 
     from accounts.webhooks import services
-    from tests.concurrency import waiting_on_lock
+    from tests.concurrency import SecondQueuesBehindFirst
 
     receiver = receivers(respond=lambda r: (500, {}))
     endpoint = create_endpoint(owner, receiver.url())
@@ -119,37 +118,20 @@ def test_a_resend_while_the_partner_deletes_the_endpoint_is_refused_not_a_server
 
     # The delete stops before canceling the deliveries, the endpoint locked, until the resend queues on a
     # lock the delete holds (the endpoint's).
-    cancel, deleting, holding, queued = services._cancel_open_deliveries, {}, threading.Event(), []
+    race, cancel = SecondQueuesBehindFirst('SELECT "webhooks_webhook'), services._cancel_open_deliveries
 
     def hold_then_cancel(endpoint_id, reason):
-        if threading.current_thread() is deleting.get("thread"):
-            holding.set()
-            queued.append(waiting_on_lock('SELECT "webhooks_webhook', timeout=30))
+        race.hold()
         return cancel(endpoint_id, reason)
 
     monkeypatch.setattr(services, "_cancel_open_deliveries", hold_then_cancel)
-    answers = {}
-
-    def run(name, request):
-        try:
-            answers[name] = request()
-        finally:
-            connection.close()
-
-    deleting["thread"] = threading.Thread(
-        target=run, args=("delete", lambda: owner.client.delete(f"/v1/webhook-endpoints/{endpoint['id']}"))
+    deleted, resent = race.run(
+        lambda: owner.client.delete(f"/v1/webhook-endpoints/{endpoint['id']}"),
+        lambda: staff_client.post(DELIVERIES, {"action": "resend", "_selected_action": [delivery.pk]}),
     )
-    resending = threading.Thread(
-        target=run,
-        args=("resend", lambda: staff_client.post(DELIVERIES, {"action": "resend", "_selected_action": [delivery.pk]})),
-    )
-    deleting["thread"].start()
-    assert holding.wait(30)
-    resending.start()
-    deleting["thread"].join(60)
-    resending.join(60)
+    answers = {"delete": deleted, "resend": resent}
 
-    assert queued == [True]  # the two requests did overlap
+    assert race.overlapped  # the two requests did overlap
     assert answers["delete"].status_code == 200, answers["delete"].content[:500]
     assert answers["resend"].status_code == 302, answers["resend"].content[:500]
     assert "enable it first" in staff_client.get(answers["resend"]["Location"]).content.decode()
