@@ -914,7 +914,43 @@ def test_an_instagram_container_is_not_published_when_its_account_is_revoked_aft
         intercepted({f"/{container_id}": revoked_while_reading_the_container}),
     ):
         services.post_resolve(post_id=scheduled["id"])
+    with time_machine.travel(later(minutes=20)):  # once any media_publish sent before the revoke has ended
+        services.post_resolve(post_id=scheduled["id"])
 
     body = post(owner, scheduled["id"])
     assert sandbox_posts("instagram", "ig.revoked.meanwhile") == []
     assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED", body
+
+
+def test_an_instagram_post_whose_media_publish_is_in_flight_when_a_second_resolver_reads_the_revoke_is_not_failed(
+    owner,
+):
+    # Resolver A passed the account check and sent media_publish; the partner revoked the account (the grant
+    # kept by another binding, so A's token still publishes); resolver B then read the account disconnected and
+    # the container not yet published, and failed the post ACCOUNT_DISCONNECTED while A's call made it live. A
+    # container found unpublished is now failed only once a media_publish sent before the revoke has ended
+    # (CLAIM_LEASE after the disconnect); until then it is asked again.
+    from accounts.services import social_account_revoke
+
+    account = connected_account(owner, "instagram", "ig.in.flight")
+    connected_account(owner, "instagram", "ig.in.flight", project=owner.projects[1])  # keeps the grant
+    scheduled = schedule_now(owner, account["id"])
+    quota_used_up = {"error": {"message": "limit", "type": "OAuthException", "code": 9, "error_subcode": 2207042}}
+    with intercepted({"/media_publish": lambda request, sandbox: httpx.Response(400, json=quota_used_up)}):
+        run_dispatcher()
+    seen_by_b = []
+
+    def revoked_while_publishing(request, sandbox):  # A is in media_publish
+        social_account_revoke(account_id=account["id"])
+        seen_by_b.append(services.post_resolve(post_id=scheduled["id"]))  # B
+        return sandbox.handle_request(request)
+
+    with time_machine.travel(later(minutes=10)), intercepted({"/media_publish": revoked_while_publishing}):
+        services.post_resolve(post_id=scheduled["id"])  # A
+    with time_machine.travel(later(minutes=20)):
+        services.post_resolve(post_id=scheduled["id"])  # the next check, once A's call has long ended
+
+    assert len(sandbox_posts("instagram", "ig.in.flight")) == 1
+    body = post(owner, scheduled["id"])
+    assert seen_by_b == ["processing"] and body["status"] == "published", (seen_by_b, body)
+    assert not Event.objects.filter(type="scheduled_post.failed").exists()
