@@ -101,6 +101,8 @@ def assert_public_url(url: str, *, allow_private: bool | None = None) -> None:
         port = parts.port
     except ValueError:
         raise UnsafeURL("invalid port (out of range or not a number)") from None
+    if port == 0:  # read as "no port" below, and checked as 443 or 80; no connection can be made to it
+        raise UnsafeURL("invalid port (0)")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UnsafeURL("only absolute http(s) URLs")
     if allow_private:

@@ -178,5 +178,8 @@ def test_a_provider_url_with_a_port_out_of_range_is_a_form_error_everywhere(
 def test_the_address_check_calls_a_port_out_of_range_an_unsafe_url(allow_private):
     with pytest.raises(netguard.UnsafeURL, match="port"):
         netguard.assert_public_url("https://provider.example:99999/hook", allow_private=allow_private)
+    # Port 0 was read as "no port" and checked as 443: saved, and every dispatch then refused a connection.
+    with pytest.raises(netguard.UnsafeURL, match="port"):
+        netguard.assert_public_url("https://provider.example:0/hook", allow_private=allow_private)
     with pytest.raises(netguard.UnsafeURL):
         netguard.assert_public_url("http://[abc/cb", allow_private=allow_private)
