@@ -220,8 +220,9 @@ class ReauthUrlApi(ApiView):
             "the platform. A grant without any publishing scope fails with access_denied (see `scopes`). "
             "A leased account → 409 ACCOUNT_LEASED: Layers holds its TikTok user, so Layers ops reconnect it from "
             "the Layers admin when its token dies (same socialAccountId, status back to connected, "
-            "social_account.reconnected fires as here); until then it stays reauth_required and its posts fail "
-            "with CREDENTIAL_INVALID."
+            "social_account.reconnected fires as here; Layers does the same by itself when a token refresh of the "
+            "account's previous lease brings the live token after the release); until then it stays "
+            "reauth_required and its posts fail with CREDENTIAL_INVALID."
         ),
     )
     def post(self, request, projectId: str):

@@ -846,20 +846,23 @@ def _reauth_complete(*, session: OAuthSession, tokens: TokenSet, profile: Profil
 
 
 def social_account_reconnect(
-    *, account: SocialAccount, tokens: TokenSet, profile: Profile, source: str
+    *, account: SocialAccount, tokens: TokenSet, profile: Profile | None, source: str
 ) -> SocialAccount:
     """A fresh consent of the account's own platform user: the new token on the same binding (same id),
     status connected, `social_account.reconnected` recorded, and the transition in its status history with
     `source` (who reconnected it). The caller holds the account's row lock inside its transaction and has
     checked the consenting user is the account's. A partner's reauth and a staff reconnect of a leased account
-    (leasing.services.pool_account_connect) both end here."""
-    # The event must show the profile as it is now (a renamed handle): the identity read before is stale.
-    account.identity = _identity_upsert(
-        organization_id=account.organization_id,
-        platform=account.platform,
-        profile=profile,
-        platform_user_id=tokens.platform_user_id,
-    )
+    (leasing.services.pool_account_connect) both end here, and so does a leased account's dead pair replaced by
+    the live one a late refresh of the previous lease obtained (leasing.services.
+    pool_account_take_refreshed_tokens): `profile` None, as a refresh brings none (the identity stays as is)."""
+    if profile is not None:
+        # The event must show the profile as it is now (a renamed handle): the identity read before is stale.
+        account.identity = _identity_upsert(
+            organization_id=account.organization_id,
+            platform=account.platform,
+            profile=profile,
+            platform_user_id=tokens.platform_user_id,
+        )
     was = account.status
     _store_tokens(account, tokens)
     account.status = SocialAccount.Status.CONNECTED

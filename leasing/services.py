@@ -22,10 +22,12 @@ from accounts import crypto
 from accounts.models import PlatformIdentity, SocialAccount
 from accounts.platforms.base import PlatformError, PlatformUnavailable, RateLimited, TokenInvalid, TokenSet
 from accounts.platforms.http import ANSWER_DEADLINE_TIMEOUTS
+from accounts.platforms.scopes import publishing_scopes_missing
 from accounts.services import (
     KEY_PREFIX,
     _store_tokens,
     event_record,
+    social_account_reconnect,
     social_account_status_record,
     staff_source,
 )
@@ -720,34 +722,95 @@ def pool_account_set_tokens(account: PoolAccount, tokens: TokenSet) -> None:
     account.refresh_expires_at = tokens.refresh_expires_at
 
 
+# How many times pool_account_take_refreshed_tokens looks again for the pool account's live lease when an
+# assignment or a release committed between its read and its locks. Each such look follows a commit it waited
+# for, so a second is nearly always enough; more would mean staff leasing and releasing the account over and
+# over within milliseconds.
+HANDOFF_TRIES = 3
+
+
+class _LiveLeaseMoved(Exception):
+    """The pool account's live lease changed between the handoff's read and its locks."""
+
+
 def pool_account_take_refreshed_tokens(*, social_account_id: str, refreshed_from: str | None, tokens) -> bool:
     """A token refresh of a leased account that finished after the lease was released: the pool account got
     the tokens the refresh started from, which TikTok has since rotated away. The new ones go to whoever now
     holds those: the pool account, or, when it was leased again meanwhile, the live binding the assignment
-    moved them to (still connected). Nothing else replaced them meanwhile, then. Returns whether they went.
+    moved them to. Nothing else replaced them meanwhile, then. Returns whether they went.
+
+    That binding is connected, or reauth_required because the dead pair was refused before this landed (its
+    own refresh: invalid_grant): the pair is what it lacked, so it is connected again, as a staff reconnect
+    does (accounts.services.social_account_reconnect), provided the grant still has both publishing scopes
+    (a pool account is only connected with them).
 
     Locks as a release does: the live binding first, then the pool account (the other order could deadlock
-    with a release of that lease). The caller holds the released binding's row lock."""
+    with a release of that lease). Which binding that is can only be read before taking its lock, and an
+    assignment holds the pool account's lock for its whole transaction: a read made while it is still
+    uncommitted sees no lease, and the pool account, once its lock comes, holds no token any more. So the live
+    lease is read again under both locks (nothing can lease or release the account while its row is held):
+    changed, the savepoint is rolled back, which frees the locks taken in it, and the handoff starts again
+    (HANDOFF_TRIES). The caller holds the released binding's row lock."""
     lease = _released_lease(social_account_id)
     if lease is None or not refreshed_from:
         return False
+    for _ in range(HANDOFF_TRIES):
+        try:
+            with transaction.atomic():  # a savepoint: rolled back, it lets go of the locks taken in it
+                return _hand_refreshed_tokens(
+                    pool_account_id=lease.pool_account_id,
+                    released=social_account_id,
+                    refreshed_from=refreshed_from,
+                    tokens=tokens,
+                )
+        except _LiveLeaseMoved:
+            continue
+    log.warning(
+        "tokens refreshed for %s after its release: pool account %s kept changing hands; the new pair is dropped",
+        social_account_id,
+        lease.pool_account_id,
+    )
+    return False
+
+
+def _live_binding_id(pool_account_id: str) -> str | None:
+    return (
+        Lease.objects.filter(pool_account_id=pool_account_id, released_at__isnull=True)
+        .values_list("social_account_id", flat=True)
+        .first()
+    )
+
+
+def _hand_refreshed_tokens(*, pool_account_id: str, released: str, refreshed_from: str, tokens) -> bool:
     # An assignment between the release and this write (`lease_assign --auto` picks the account just released)
     # moved the old pair onto its new binding and blanked the pool's copy. TikTok has killed that refresh token:
     # without the new pair the binding's first refresh is refused, and the partner, charged for the month,
     # cannot reauthorize a leased account. The binding holds the grant now, so the pair is its.
-    live = (
-        Lease.objects.filter(pool_account_id=lease.pool_account_id, released_at__isnull=True)
-        .values_list("social_account_id", flat=True)
-        .first()
+    live = _live_binding_id(pool_account_id)
+    binding = (
+        SocialAccount.objects.select_for_update(of=("self",)).select_related("identity").filter(pk=live).first()
+        if live
+        else None
     )
-    binding = SocialAccount.objects.select_for_update(of=("self",)).filter(pk=live).first() if live else None
-    pool = PoolAccount.objects.select_for_update().get(pk=lease.pool_account_id)
-    if binding is not None and Lease.objects.filter(social_account=binding, released_at__isnull=True).exists():
+    pool = PoolAccount.objects.select_for_update().get(pk=pool_account_id)
+    if _live_binding_id(pool_account_id) != live:
+        raise _LiveLeaseMoved
+    if binding is not None:
         # Compared decrypted: each encryption of a token differs (Fernet), and a key rotation re-encrypts it.
-        if binding.status != SocialAccount.Status.CONNECTED or binding.refresh_token != refreshed_from:
+        if binding.refresh_token != refreshed_from:
             return False
-        _store_tokens(binding, tokens)  # a new token_version: a refresh of it still using the old pair loses
-        binding.save()
+        if binding.status == SocialAccount.Status.CONNECTED:
+            _store_tokens(binding, tokens)  # a new token_version: a refresh of it still using the old pair loses
+            binding.save()
+            return True
+        if binding.status != SocialAccount.Status.REAUTH_REQUIRED or publishing_scopes_missing("tiktok", tokens.scopes):
+            return False
+        social_account_reconnect(
+            account=binding,
+            tokens=tokens,
+            profile=None,
+            source=f"token refresh of the previous lease ({released}), finished after its release",
+        )
         return True
     if pool.refresh_token != refreshed_from:
         return False
@@ -1089,8 +1152,6 @@ def pool_account_connect(*, pool_account_id: str, tokens: TokenSet, profile, act
 
     Locks as a release does (accounts.services.social_account_revoke): the leased binding first, then the pool
     account; the other order could deadlock with a release of the same lease."""
-    from accounts.services import social_account_reconnect
-
     live = Lease.objects.filter(pool_account_id=pool_account_id, released_at__isnull=True).first()
     binding = None
     if live is not None:

@@ -28,7 +28,7 @@ from leasing.admin import PoolAccountAdmin
 from leasing.models import Lease, PoolAccount
 from leasing.periods import add_months
 from tests.billing.factories import balance, charges, lease_assign
-from tests.concurrency import run_in_threads
+from tests.concurrency import run_in_threads, waiting_on_lock
 from tests.leasing.helpers import add_pool, get_request, request_accounts
 from tests.leasing.test_ops_guards import pool_form
 from tests.receivers import receiver
@@ -140,6 +140,102 @@ def test_a_refresh_finishing_after_the_release_and_a_new_lease_hands_its_new_tok
     assert PoolAccount.objects.filter(pk=pool_id, refresh_token_enc="", access_token_enc="").exists()
 
 
+def test_a_late_refresh_landing_while_the_new_assignment_is_still_committing_goes_to_the_new_lease(
+    owner, sibling, monkeypatch
+):
+    # As above, but the refresh stores its result while the assignment is still inside its transaction: it
+    # holds the pool account's lock and its lease is not committed yet, so the refresh finds no live lease and
+    # queues on that lock; once the assignment commits, the pool holds no token any more and the pair is the
+    # new binding's.
+    pool_id, account_id = leased_account(owner)
+    again = request_accounts(sibling, 1)
+    reached, go = threading.Event(), threading.Event()
+    original_refresh = TikTokClient.refresh
+
+    def refresh(self, *, tokens):
+        result = original_refresh(self, tokens=tokens)  # TikTok has rotated the refresh token now
+        reached.set()
+        go.wait(WAIT)  # released and leased again here, between the platform call and the locked write
+        return result
+
+    monkeypatch.setattr(TikTokClient, "refresh", refresh)
+    original_start = billing.lease_billing_start
+
+    def billing_start(*, lease):  # inside the assignment's transaction: pool account locked, lease uncommitted
+        go.set()
+        assert waiting_on_lock("leasing_poolaccount", timeout=10)  # the refresh's write queues on it
+        return original_start(lease=lease)
+
+    monkeypatch.setattr(billing, "lease_billing_start", billing_start)
+
+    def release_then_lease_again():
+        assert reached.wait(WAIT)
+        try:
+            account_services.social_account_revoke(account_id=account_id)
+            return leasing.lease_assign(request_id=again["requestId"], pool_account_ids=[pool_id]).status
+        finally:
+            go.set()
+
+    outcomes = run_in_threads(
+        lambda: account_services.social_account_refresh_token(account_id=account_id), release_then_lease_again
+    )
+
+    assert outcomes == ["skipped", "assigned"]
+    monkeypatch.setattr(TikTokClient, "refresh", original_refresh)
+    (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
+    assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
+    assert SocialAccount.objects.get(pk=new_id).status == "connected"
+    assert PoolAccount.objects.filter(pk=pool_id, refresh_token_enc="", access_token_enc="").exists()
+
+
+def test_a_late_refresh_reconnects_a_new_lease_that_went_reauth_required_on_the_dead_pair(owner, sibling, monkeypatch):
+    # The new partner's account tried to refresh with the pair the assignment gave it before the late refresh
+    # stored the new one: TikTok refused it (rotated away), and the account went reauth_required, which the
+    # partner cannot cure (a leased account cannot be reauthorized). The late refresh's pair cures it.
+    from accounts.models import SocialAccountStatusChange
+
+    pool_id, account_id = leased_account(owner)
+    again = request_accounts(sibling, 1)
+    reached, go = threading.Event(), threading.Event()
+    original = TikTokClient.refresh
+
+    def refresh(self, *, tokens):
+        result = original(self, tokens=tokens)  # the first call is the old lease's: TikTok rotates the pair
+        if not reached.is_set():
+            reached.set()
+            go.wait(WAIT)  # released, leased again and refused here, before the locked write
+        return result
+
+    monkeypatch.setattr(TikTokClient, "refresh", refresh)
+
+    def release_lease_again_and_refresh():
+        assert reached.wait(WAIT)
+        try:
+            account_services.social_account_revoke(account_id=account_id)
+            leasing.lease_assign(request_id=again["requestId"], pool_account_ids=[pool_id])
+            (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
+            return account_services.social_account_refresh_token(account_id=new_id)
+        finally:
+            go.set()
+
+    outcomes = run_in_threads(
+        lambda: account_services.social_account_refresh_token(account_id=account_id), release_lease_again_and_refresh
+    )
+
+    assert outcomes == ["skipped", "reauth_required"]
+    (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
+    assert sibling.client.get(f"/v1/social-accounts/{new_id}").json()["status"] == "connected"
+    events = sibling.client.get("/v1/events").json()["data"]  # newest first
+    assert [e["type"] for e in events if e["data"].get("id") == new_id][:2] == [
+        "social_account.reconnected",
+        "social_account.needs_reauth",
+    ]
+    latest = SocialAccountStatusChange.objects.filter(social_account_id=new_id).order_by("-pk").first()
+    assert (latest.from_status, latest.to_status) == ("reauth_required", "connected")
+    assert account_id in latest.source
+    assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
+
+
 def test_a_late_refresh_leaves_alone_a_new_lease_whose_token_changed_since(owner, sibling):
     # The other side of the handoff above: the new binding has rotated the pair itself since (so the late
     # refresh's pair is the older one), and keeps its own.
@@ -165,6 +261,36 @@ def test_a_late_refresh_leaves_alone_a_new_lease_whose_token_changed_since(owner
     assert took is False
     assert SocialAccount.objects.get(pk=new_id).access_token != "late-access"
     assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
+
+
+def test_a_late_refresh_without_both_publishing_scopes_leaves_a_reauth_required_new_lease_as_it_is(owner, sibling):
+    # A pool account is only connected with video.publish and video.upload: a pair without them would not cure
+    # a lease that went reauth_required, so it is not connected again with it.
+    pool_id, account_id = leased_account(owner)
+    started_from = SocialAccount.objects.get(pk=account_id).refresh_token
+    account_services.social_account_revoke(account_id=account_id)
+    again = request_accounts(sibling, 1)
+    leasing.lease_assign(request_id=again["requestId"], pool_account_ids=[pool_id])
+    (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
+    assert account_services.social_account_mark_reauth_required(
+        account_id=new_id, reason="TikTok refused the refresh token", source="token refresh"
+    )
+    late = TokenSet(
+        access_token="late-access",
+        refresh_token="late-refresh",
+        expires_at=timezone.now() + timedelta(days=1),
+        platform_user_id=SocialAccount.objects.get(pk=new_id).identity.platform_user_id,
+        scopes=("user.info.basic", "video.upload"),
+    )
+
+    with transaction.atomic():
+        took = leasing.pool_account_take_refreshed_tokens(
+            social_account_id=account_id, refreshed_from=started_from, tokens=late
+        )
+
+    assert took is False
+    assert sibling.client.get(f"/v1/social-accounts/{new_id}").json()["status"] == "reauth_required"
+    assert SocialAccount.objects.get(pk=new_id).access_token != "late-access"
 
 
 def admin_edit_racing(pool_id: str, other, **changes):
