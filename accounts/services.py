@@ -1010,7 +1010,8 @@ def platform_user_token_kept(*, account: SocialAccount) -> str | None:
     """A token of the platform user that the disconnected `account` bound, from a holder that kept the app's
     grant when it was revoked or released (platform_user_holders, the pool): the token of a connected binding
     of that user (one of `account`'s organization first), else that of Layers' pool account of the user. None
-    when the revoke withdrew the grant (no holder left) or no holder has an unexpired token.
+    when the revoke withdrew the grant (no holder left) or no holder has an unexpired token (whether one is
+    coming: platform_user_token_renewing).
 
     For reading how a post the platform had before the revoke ended (scheduling's _resolve), never for posting:
     the platform goes on with such a post, since the grant it was made under is still alive. The holder may be
@@ -1033,6 +1034,27 @@ def platform_user_token_kept(*, account: SocialAccount) -> str | None:
     if holder is not None:
         return holder.access_token
     return pool_token_of_platform_user(platform=account.platform, platform_user_id=user_id)
+
+
+def platform_user_token_renewing(*, account: SocialAccount) -> bool:
+    """Whether a holder of the grant of the user the disconnected `account` bound holds a token that Layers
+    renews by itself, for when platform_user_token_kept found no unexpired one: a connected binding with a
+    refresh token (its health check refreshes it), or Layers' pool account of the user waiting for a lease
+    (the pool refresh, or the assignment's check). Its renewal fell behind (workers or the platform down
+    longer than its margin) and a usable token comes with it: a post can be asked about then. A holder whose
+    token nothing renews (a binding needing a reauth, a retired pool account, an expired Instagram token,
+    which cannot be refreshed) is no such promise: only a person can bring a token there."""
+    from leasing.services import pool_renews_token_of_platform_user
+
+    user_id = account.identity.platform_user_id
+    refreshed_by_health_check = (
+        platform_user_holders(platform=account.platform, platform_user_id=user_id, excluding=account.pk)
+        .filter(status=SocialAccount.Status.CONNECTED)
+        .exclude(refresh_token_enc="")
+    )
+    return refreshed_by_health_check.exists() or pool_renews_token_of_platform_user(
+        platform=account.platform, platform_user_id=user_id
+    )
 
 
 def _revoke_at_platform(*, platform: str, tokens: TokenSet, what: str) -> None:

@@ -839,6 +839,19 @@ def pool_token_of_platform_user(*, platform: str, platform_user_id: str) -> str 
     return account.access_token if account else None
 
 
+def pool_renews_token_of_platform_user(*, platform: str, platform_user_id: str) -> bool:
+    """Whether Layers' pool holds a token of this platform user that it keeps renewing: an account waiting for a
+    lease (the pool refresh tick) or being assigned (its check refreshes an expired token before binding it),
+    with a refresh token. A retired account's token is never refreshed, and a leased one's is on its binding
+    (accounts.services.platform_user_token_renewing)."""
+    return (
+        _pool_holders(platform=platform, platform_user_id=platform_user_id)
+        .filter(status__in=(PoolAccount.Status.AVAILABLE, PoolAccount.Status.RESERVED))
+        .exclude(refresh_token_enc="")
+        .exists()
+    )
+
+
 def _pool_holders(*, platform: str, platform_user_id: str):
     return PoolAccount.objects.filter(platform=platform, platform_user_id=platform_user_id).exclude(
         status=PoolAccount.Status.RETIRED, access_token_enc=""

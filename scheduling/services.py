@@ -39,6 +39,7 @@ from accounts.services import (
     api_key_source,
     event_record,
     platform_user_token_kept,
+    platform_user_token_renewing,
     refusal_reason,
     social_account_hold_sync,
     social_account_mark_reauth_required,
@@ -1325,6 +1326,11 @@ def _resolve(post: ScheduledPost) -> str:
         # Only read with it (publish=False): an Instagram container not published yet is no post, and must
         # not become one after the revoke. No holder left (the revoke withdrew the grant): nothing can tell.
         token = platform_user_token_kept(account=account)
+        if not token and platform_user_token_renewing(account=account):
+            # A holder kept the grant, but its token has expired for now (its renewal fell behind): the grant is
+            # alive and the platform goes on with the post, so "failed" would have the partner post it again.
+            # Asked again once the renewal has caught up; the post's processing limit still ends the wait.
+            return _check_again(post, now)
     else:
         try:
             # As for the publish: an access token that expired meanwhile is refreshed before the poll.

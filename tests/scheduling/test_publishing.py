@@ -813,6 +813,73 @@ def test_a_post_processing_when_the_revoke_withdrew_the_grant_still_fails_as_dis
     assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED", body
 
 
+def _kept_by_another_project_whose_token_expired(owner, sibling) -> tuple[str, object]:
+    holder = connected_account(owner, "tiktok", "kept.expired", project=owner.projects[1])
+    # Its health check fell behind (workers or TikTok down longer than its margin): the token has expired.
+    SocialAccount.objects.filter(pk=holder["id"]).update(token_expires_at=later(minutes=-1))
+    return "kept.expired", lambda: account_services.social_account_check_health(account_id=holder["id"])
+
+
+def _kept_by_the_pool_whose_token_expired(owner, sibling) -> tuple[str, object]:
+    from leasing import services as leasing
+    from leasing.models import PoolAccount
+    from tests.leasing.helpers import add_pool
+
+    (pool_id,) = add_pool(1)
+    PoolAccount.objects.filter(pk=pool_id).update(token_expires_at=later(minutes=-1))  # its refresh fell behind
+    return PoolAccount.objects.get(pk=pool_id).handle, lambda: leasing.pool_account_refresh_due(pool_account_id=pool_id)
+
+
+@pytest.mark.parametrize(
+    "kept_expired",
+    [_kept_by_another_project_whose_token_expired, _kept_by_the_pool_whose_token_expired],
+    ids=["another project", "the pool"],
+)
+def test_a_post_processing_when_its_account_is_revoked_while_the_grants_keeper_has_an_expired_token_waits_for_it(
+    owner, sibling, kept_expired
+):
+    # The grant is alive (TikTok goes on with the post), but the one account keeping it holds an expired token
+    # for now: "failed ACCOUNT_DISCONNECTED" would have the partner post it a second time.
+    handle, renew = kept_expired(owner, sibling)
+    account = connected_account(owner, "tiktok", handle)
+    post_id = _sent_then_processing(owner, account["id"])
+    assert owner.client.delete(f"/v1/social-accounts/{account['id']}").status_code == 200  # grant kept
+
+    with time_machine.travel(later(minutes=10)):
+        services.post_resolve(post_id=post_id)
+        assert post(owner, post_id)["status"] == "publishing"  # asked again later
+        assert renew() == "refreshed"  # the keeper's own renewal catches up
+    with time_machine.travel(later(minutes=15)):
+        services.post_resolve(post_id=post_id)
+
+    body = post(owner, post_id)
+    assert body["status"] == "published", (body["status"], body["error"])
+    assert body["externalId"] == sandbox_posts("tiktok", handle)[0].external_id
+    assert not Event.objects.filter(type="scheduled_post.failed").exists()
+
+
+def test_a_post_processing_when_the_grant_is_kept_only_by_an_expired_token_nothing_renews_fails_as_disconnected(
+    owner,
+):
+    # A pool account retired by ops keeps its token (the revoke keeps the grant for it), but nothing refreshes a
+    # retired account's token: once it has expired, nothing is left that could ask how the post ended.
+    from leasing.models import PoolAccount
+    from tests.leasing.helpers import add_pool
+
+    (pool_id,) = add_pool(1)
+    PoolAccount.objects.filter(pk=pool_id).update(status="retired", token_expires_at=later(minutes=-1))
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    account = connected_account(owner, "tiktok", handle)
+    post_id = _sent_then_processing(owner, account["id"])
+    owner.client.delete(f"/v1/social-accounts/{account['id']}")
+
+    with time_machine.travel(later(minutes=10)):
+        services.post_resolve(post_id=post_id)
+
+    body = post(owner, post_id)
+    assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED", body
+
+
 def test_a_post_processing_when_its_lease_is_released_and_leased_again_is_settled_with_the_new_leases_token(
     owner, sibling
 ):
