@@ -4,9 +4,10 @@ A plain CREATE INDEX holds a lock that blocks every INSERT and UPDATE of the tab
 on the posts table, never purged, that stops scheduling and the dispatcher for as long as the index takes,
 during the deploy. On PostgreSQL AddIndexWithoutBlocking builds it CONCURRENTLY (writes go on; the
 migration must declare `atomic = False`, since a concurrent build cannot run in a transaction); elsewhere
-(SQLite, the local demo) a plain build, which is all that database has. An ALTER TABLE, instant as it may
-be, waits for its lock behind the table's open transactions and holds every later read and write behind
-it: AlterTableBriefly runs it under a lock timeout, and AddFieldBriefly a new column's."""
+(SQLite, the local demo) a plain build, which is all that database has; RemoveIndexWithoutBlocking drops
+one the same way. An ALTER TABLE, instant as it may be, waits for its lock behind the table's open
+transactions and holds every later read and write behind it: AlterTableBriefly runs it under a lock timeout,
+and AddFieldBriefly a new column's."""
 
 import time
 from functools import partial
@@ -24,20 +25,45 @@ class AddIndexWithoutBlocking(migrations.AddIndex):
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         model = to_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
-            concurrently = _concurrently(schema_editor)
-            if concurrently:
-                _drop_if_invalid(schema_editor, model, self.index)
-            template = schema_editor.sql_create_index_concurrently if concurrently else schema_editor.sql_create_index
-            sql = template.replace("%(name)s", "IF NOT EXISTS %(name)s", 1)
-            schema_editor.execute(self.index.create_sql(model, schema_editor, sql=sql), params=None)
+            _build(schema_editor, model, self.index)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
         model = from_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
-            # DROP INDEX [CONCURRENTLY] IF EXISTS on PostgreSQL; SQLite's plain DROP INDEX needs the index.
-            schema_editor.remove_index(
-                model, self.index, **({"concurrently": True} if _concurrently(schema_editor) else {})
-            )
+            _drop(schema_editor, model, self.index)
+
+
+class RemoveIndexWithoutBlocking(migrations.RemoveIndex):
+    """RemoveIndex on a table written all the time. A plain DROP INDEX takes the table's ACCESS EXCLUSIVE
+    lock: waiting for it behind a transaction of the release still serving, it holds every later read and
+    write of the table behind it. On PostgreSQL it is dropped CONCURRENTLY (IF EXISTS: a migration run again
+    after an interruption goes on), which waits for those transactions without blocking anyone; the migration
+    declares `atomic = False`. Elsewhere a plain drop. Backwards, built again as AddIndexWithoutBlocking does."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        model = from_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            index = from_state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
+            _drop(schema_editor, model, index)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            _build(schema_editor, model, to_state.models[app_label, self.model_name_lower].get_index_by_name(self.name))
+
+
+def _build(schema_editor, model, index) -> None:
+    concurrently = _concurrently(schema_editor)
+    if concurrently:
+        _drop_if_invalid(schema_editor, model, index)
+    template = schema_editor.sql_create_index_concurrently if concurrently else schema_editor.sql_create_index
+    sql = template.replace("%(name)s", "IF NOT EXISTS %(name)s", 1)
+    schema_editor.execute(index.create_sql(model, schema_editor, sql=sql), params=None)
+
+
+def _drop(schema_editor, model, index) -> None:
+    # DROP INDEX [CONCURRENTLY] IF EXISTS on PostgreSQL; SQLite's plain DROP INDEX needs the index.
+    schema_editor.remove_index(model, index, **({"concurrently": True} if _concurrently(schema_editor) else {}))
 
 
 def _concurrently(schema_editor) -> bool:

@@ -176,8 +176,8 @@ def test_a_new_table_referencing_a_busy_one_is_created_while_that_table_takes_wr
         call_command("migrate", verbosity=0)
 
 
-# Plain index builds on existing tables that shipped before AddIndexWithoutBlocking existed (each held the
-# table's writes for its build, once, on tables small then).
+# Plain index builds (and leasing 0003's drop) on existing tables that shipped before AddIndexWithoutBlocking
+# existed (each held the table's writes for its build, once, on tables small then).
 SHIPPED_BLOCKING_INDEXES = {
     ("accounts", "0003_identity_platform_user_index"),
     ("accounts", "0004_event_position"),
@@ -199,6 +199,29 @@ def test_every_index_added_later_to_an_existing_table_is_built_without_blocking_
     ]
     # (A concurrent build in an atomic migration needs no check here: the test database is not even built.)
     assert blocking == [], "use config.migrationops.AddIndexWithoutBlocking"
+
+
+def test_every_index_dropped_later_from_an_existing_table_is_dropped_without_blocking_writes():
+    """A plain DROP INDEX takes the table's ACCESS EXCLUSIVE lock: queued behind a transaction of the release
+    still serving, it holds every later read and write of the table behind it (of the publishing attempts:
+    every publish stops)."""
+    from django.db import migrations
+
+    from config.migrationops import RemoveIndexWithoutBlocking
+
+    removals = [
+        (app, migration, operation)
+        for app, migration, operation in _operations_on_existing_tables()
+        if isinstance(operation, migrations.RemoveIndex)
+    ]
+    assert removals  # were the lookup to come out empty, the check below would pass on nothing
+    blocking = [
+        f"{app}.{migration.name}: {operation.name}"
+        for app, migration, operation in removals
+        if not (isinstance(operation, RemoveIndexWithoutBlocking) and not migration.atomic)
+        and (app, migration.name) not in SHIPPED_BLOCKING_INDEXES
+    ]
+    assert blocking == [], "use config.migrationops.RemoveIndexWithoutBlocking, in a migration with atomic = False"
 
 
 def _write(table: str, cursor=None) -> None:
