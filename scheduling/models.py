@@ -237,23 +237,34 @@ class ScheduledPostAttempt(models.Model):
     error_code = models.CharField(max_length=32, blank=True)
     message = models.CharField(max_length=500, blank=True)
     publish_id = models.CharField(max_length=128, blank=True)
+    # Whose answer ended the attempt, for the admin's "Platforms now" (scheduling/platform_status.py): "tiktok"
+    # or "instagram" (the account's platform), or "managed" (the project's provider). Null on a staff retry, on
+    # the attempts written before it existed, and on those of the release still serving during its deploy.
+    platform = models.CharField(max_length=16, null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = "publishing attempt"
         ordering = ["id"]
         indexes = [
             models.Index(fields=["post", "id"], name="spa_post_attempts"),
-            # The admin's "Platforms now" (scheduling/platform_status.py): the calls refused for now and the
-            # publishes, by time. Partial and disjoint: an attempt enters one of them at most, and the refusals'
-            # stays small while the platforms are up.
+            # "Platforms now": the calls a platform refused for now, and its publishes, by platform then time.
+            # A platform's latest is the first entry of its own range, and a window's count reads that window's
+            # entries only, whatever the other platforms did meanwhile. Partial and disjoint: an attempt enters
+            # one of them at most, and the refusals' stays small while the platforms are up.
             models.Index(
-                fields=["finished_at"],
+                fields=["platform", "finished_at"],
                 condition=models.Q(
-                    outcome__in=["retry", "failed"], error_code__in=["PLATFORM_UNAVAILABLE", "RATE_LIMITED"]
+                    platform__isnull=False,
+                    outcome__in=["retry", "failed"],
+                    error_code__in=["PLATFORM_UNAVAILABLE", "RATE_LIMITED"],
                 ),
-                name="spa_refused_by_time",
+                name="spa_refused_by_platform",
             ),
-            models.Index(fields=["finished_at"], condition=models.Q(outcome="published"), name="spa_published_by_time"),
+            models.Index(
+                fields=["platform", "finished_at"],
+                condition=models.Q(platform__isnull=False, outcome="published"),
+                name="spa_published_by_platform",
+            ),
         ]
 
     def __str__(self):

@@ -839,7 +839,15 @@ def _attempt(post: ScheduledPost, outcome: str, *, error_code: str = "", message
         error_code=error_code,
         message=message[:500],
         publish_id=post.publish_id,
+        platform=_answering(post),
     )
+
+
+def _answering(post: ScheduledPost) -> str:
+    """Who answers the post's publishing calls: "managed" (its project's provider) for a managed post, its
+    account's platform otherwise (for "Platforms now", which counts the attempts by it). Read from the post as
+    the run holds it (its account read with it)."""
+    return "managed" if post.mode == ScheduledPost.Mode.MANAGED else post.social_account.platform
 
 
 def _fail(post: ScheduledPost, code: str, message: str, *, created_nothing: bool = False) -> str:

@@ -18,6 +18,7 @@ KNOWN_ADDED_LATER = {
     ("webhooks_webhookdelivery", "queued_at"),
     ("scheduling_scheduledpost", "requeues"),
     ("accounts_event", "fanned_out_at"),
+    ("scheduling_scheduledpostattempt", "platform"),
 }
 
 
@@ -86,6 +87,7 @@ INDEXES_ADDED_LATER = [
     ("leasing", "0007", "0008", "leasing_lease", "lease_charges_open"),
     ("accounts", "0009", "0010", "accounts_event", "event_subject"),
     ("accounts", "0014", "0015", "accounts_event", "event_org_fanout_pending"),
+    ("scheduling", "0013", "0014", "scheduling_scheduledpostattempt", "spa_published_by_platform"),
 ]
 
 
@@ -119,6 +121,7 @@ def test_an_index_added_later_is_built_while_the_table_takes_writes(app, before,
 # migration adding it, table).
 COLUMNS_ADDED_TO_BUSY_TABLES = [
     ("accounts", "0013", "0014", "accounts_event"),
+    ("scheduling", "0012", "0013", "scheduling_scheduledpostattempt"),
 ]
 
 

@@ -270,7 +270,7 @@ def test_the_unfiltered_lists_of_tables_that_grow_forever_do_not_count_every_row
         with CaptureQueriesContext(connection) as queries:
             page = staff.get(url)
         assert page.status_code == 200
-        # Not the "Platforms now" panel's: it counts the attempts of the last 15 minutes (their index by time).
+        # Not the "Platforms now" panel's: it counts the attempts of the last 15 minutes (by platform and time).
         return [
             q["sql"]
             for q in queries
