@@ -68,9 +68,10 @@ class FailureCodeFilter(admin.SimpleListFilter):
 
 
 class RecentAnswerFilter(admin.SimpleListFilter):
-    """The posts behind each count of "Platforms now" (platform_status): those with a call refused as unavailable
-    or rate-limited, or published, in the last 15 minutes. The panel's links add its group's posts (mode, account
-    platform). Found through the attempts' partial indexes by platform and time, not through every post."""
+    """The posts behind each count of "Platforms now" (platform_status): those with a call the platform (or the
+    provider) refused as unavailable or rate-limited, or published, in the last 15 minutes — as counted there, not
+    a run that stopped. The panel's links add its group's posts (mode, account platform). Found through the
+    attempts' partial indexes by platform and time, not through every post."""
 
     title = "platform's answer, last 15 minutes"
     parameter_name = "answered"

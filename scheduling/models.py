@@ -238,8 +238,11 @@ class ScheduledPostAttempt(models.Model):
     message = models.CharField(max_length=500, blank=True)
     publish_id = models.CharField(max_length=128, blank=True)
     # Whose answer ended the attempt, for the admin's "Platforms now" (scheduling/platform_status.py): "tiktok"
-    # or "instagram" (the account's platform), or "managed" (the project's provider). Null on a staff retry, on
-    # the attempts written before it existed, and on those of the release still serving during its deploy.
+    # or "instagram" (the account's platform), or "managed" (the project's provider). Null when no platform's
+    # answer ended it: a run that stopped (its worker died or raised), Layers giving up on its own (24 hours of
+    # processing, runs that kept stopping), a check of ours before any call, a staff retry. Those fail
+    # PLATFORM_UNAVAILABLE too, and must not read as the platform refusing. Null as well on the attempts written
+    # before it existed, and by the release still serving during its deploy.
     platform = models.CharField(max_length=16, null=True, blank=True, editable=False)
 
     class Meta:

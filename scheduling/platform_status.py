@@ -5,13 +5,14 @@ that hour; the refused calls show it from the first one.
 
 Read from the publishing attempts the publisher writes anyway (ScheduledPostAttempt, one per call's outcome),
 each carrying whose answer ended it (`platform`: tiktok, instagram or managed; no extra write, no extra
-statement). The attempts table grows by millions of rows, so every read here goes through one of two partial
-indexes on (platform, finished_at) — the refusals (spa_refused_by_platform) and the publishes
-(spa_published_by_platform), disjoint, so an attempt enters one of them at most — and reads no post or
-account: the window's counts read that window's entries of the three platforms (what happened in the last
-WINDOW, and nothing else), each latest publish and refusal is the first entry of its platform's range (one row
-each, however busy the other platforms were). Two statements, whose cost follows the last WINDOW's calls, not
-the day's or the table's.
+statement). Attempts no platform answered (a worker that died, Layers giving up on its own) carry none and are
+not counted: a deploy killing workers is no outage. The attempts table grows by millions of rows, so every read
+here goes through one of two partial indexes on (platform, finished_at) — the refusals
+(spa_refused_by_platform) and the publishes (spa_published_by_platform), disjoint, so an attempt enters one of
+them at most — and reads no post or account: the window's counts read that window's entries of the three
+platforms (what happened in the last WINDOW, and nothing else), each latest publish and refusal is the first
+entry of its platform's range (one row each, however busy the other platforms were). Two statements, whose
+cost follows the last WINDOW's calls, not the day's or the table's.
 
 Staff-wide, not scoped to an organization: an outage is every partner's."""
 
@@ -35,6 +36,7 @@ LOOKBACK = timedelta(hours=24)
 UNAVAILABLE, RATE_LIMITED = "PLATFORM_UNAVAILABLE", "RATE_LIMITED"
 REFUSAL_CODES = (UNAVAILABLE, RATE_LIMITED)
 # An attempt the platform refused for now: the post waits to retry, or failed once its retry window ran out.
+# Only the platform's own answers (`platform` set): a run that stopped mid-call fails PLATFORM_UNAVAILABLE too.
 # Written as the index's condition (models.ScheduledPostAttempt.Meta): the planner uses the index only for a
 # condition that implies it.
 REFUSED = Q(platform__isnull=False, outcome__in=("retry", "failed"), error_code__in=REFUSAL_CODES)

@@ -781,11 +781,11 @@ def _still_ours(post: ScheduledPost):
     return rows
 
 
-def _finish(post: ScheduledPost, *, event: str, **changes) -> str:
+def _finish(post: ScheduledPost, *, event: str, answered: bool = True, **changes) -> str:
     """publishing → the final state in `changes`, recording `event` and the attempt in the same transaction.
     Returns the outcome: the new status, or "skipped" when the post is no longer this run's (_still_ours).
     The event carries the row as it is now: the row in memory with the same changes applied, which is what a
-    fresh read returns (the conditional update proves nobody else changed it meanwhile)."""
+    fresh read returns (the conditional update proves nobody else changed it meanwhile). `answered`: as _attempt."""
     changes = {**changes, "claimed_until": None, "next_check_at": None}
     # Built before the changes apply: a failure that clears the publish id keeps it in the attempt.
     attempt = _attempt(
@@ -793,6 +793,7 @@ def _finish(post: ScheduledPost, *, event: str, **changes) -> str:
         ScheduledPostAttempt.Outcome(changes["status"]),
         error_code=changes.get("error_code", ""),
         message=changes.get("error_message", ""),
+        answered=answered,
     )
     with transaction.atomic():
         updated = _update_recording(_still_ours(post), attempt, **changes)
@@ -823,13 +824,20 @@ def _retry_attempt(post: ScheduledPost, code: str, reason, backoff: timedelta) -
     )
 
 
-def _attempt(post: ScheduledPost, outcome: str, *, error_code: str = "", message: str = "") -> ScheduledPostAttempt:
+def _attempt(
+    post: ScheduledPost, outcome: str, *, error_code: str = "", message: str = "", answered: bool = True
+) -> ScheduledPostAttempt:
     """The attempt this run ends (not saved): saved by the caller in the transaction of the post's
     transition, once its conditional update matched, so that a run that lost the post records nothing.
     One insert per attempt, none on the claim: posts_claim_due's UPDATE already wrote `attempts` and `due_at`
     (when the attempt started), which the run read with the post. Not gathered for one insert per batch
     (posts_publish): inside the transition's transaction it is one statement with no commit of its own, and a
-    worker dying between its transitions and a batch's insert would lose the rows of posts it had settled."""
+    worker dying between its transitions and a batch's insert would lose the rows of posts it had settled.
+
+    `answered`: the platform's (or the provider's) answer ended the attempt, and it is recorded as theirs
+    (`platform`, which "Platforms now" counts by). False when nothing of theirs did: the run stopped (its worker
+    died or raised), Layers gave up on its own, or a check of ours ended it before any call. Such a failure is
+    PLATFORM_UNAVAILABLE too at times, and a deploy killing workers must not read as the platform refusing."""
     return ScheduledPostAttempt(
         post_id=post.pk,
         number=post.attempts,
@@ -839,25 +847,26 @@ def _attempt(post: ScheduledPost, outcome: str, *, error_code: str = "", message
         error_code=error_code,
         message=message[:500],
         publish_id=post.publish_id,
-        platform=_answering(post),
+        platform=_answering(post) if answered else None,
     )
 
 
 def _answering(post: ScheduledPost) -> str:
     """Who answers the post's publishing calls: "managed" (its project's provider) for a managed post, its
-    account's platform otherwise (for "Platforms now", which counts the attempts by it). Read from the post as
-    the run holds it (its account read with it)."""
+    account's platform otherwise. Read from the post as the run holds it (its account read with it)."""
     return "managed" if post.mode == ScheduledPost.Mode.MANAGED else post.social_account.platform
 
 
-def _fail(post: ScheduledPost, code: str, message: str, *, created_nothing: bool = False) -> str:
+def _fail(post: ScheduledPost, code: str, message: str, *, created_nothing: bool = False, answered: bool = True) -> str:
     """publishing → failed with an error, recording `scheduled_post.failed`: "failed", or "skipped".
     `created_nothing`: the platform holds nothing of the post (its calls were refused, or it dropped what it
-    had): the marks of a call that reached it are cleared, so ops can retry it (post_retry) without checking."""
+    had): the marks of a call that reached it are cleared, so ops can retry it (post_retry) without checking.
+    `answered=False`: no answer of the platform's ended it (_attempt)."""
     forget = {"publish_id": "", "publish_attempted_at": None} if created_nothing else {}
     return _finish(
         post,
         event="scheduled_post.failed",
+        answered=answered,
         status=ScheduledPost.Status.FAILED,
         error_code=code,
         error_message=message[:500],
@@ -1138,9 +1147,11 @@ def _publish(post: ScheduledPost | None) -> str:
         return "skipped"
     account = post.social_account
     if account.status == SocialAccount.Status.DISCONNECTED:
-        return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
+        return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.", answered=False)
     if account.status == SocialAccount.Status.REAUTH_REQUIRED:
-        return _fail(post, "CREDENTIAL_INVALID", "The account's authorization expired; it needs a reauth.")
+        return _fail(
+            post, "CREDENTIAL_INVALID", "The account's authorization expired; it needs a reauth.", answered=False
+        )
     if post.account_layers < len(ACCOUNT_LAYER_KINDS):
         layers_provision_for_account(account=account)
     if post.mode == ScheduledPost.Mode.MANAGED:
@@ -1177,7 +1188,7 @@ def _publish(post: ScheduledPost | None) -> str:
     except _LostClaim:
         return "skipped"
     except _AccountGone:
-        return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
+        return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.", answered=False)
     except TokenInvalid as exc:
         # Refused before anything was created. Dead, or only old: a refresh underway (or one more attempt,
         # for a token past its expiry) may have renewed it, and the post then goes out on the new token.
@@ -1215,7 +1226,7 @@ def _publish_known_id(post: ScheduledPost, publish_id: str) -> str:
         except _LostClaim:
             return "skipped"
         except _AccountGone:
-            return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
+            return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.", answered=False)
     next_check_at = timezone.now() + STATUS_POLL_FIRST
     if not _store_publish_id(post, publish_id=publish_id, next_check_at=next_check_at):
         return "skipped"  # no longer ours (_still_ours): whoever changed it settles the post
@@ -1294,6 +1305,7 @@ def _resolve(post: ScheduledPost) -> str:
                 "PLATFORM_UNAVAILABLE",
                 "The worker stopped while the platform was being called; the outcome is unknown, so the post is "
                 "not sent again automatically.",
+                answered=False,
             )
         if post.requeues + 1 >= MAX_LOST_RUNS:
             # A run that raised (a database error, a bug) or died the same way every time would otherwise be
@@ -1306,11 +1318,13 @@ def _resolve(post: ScheduledPost) -> str:
                 "PLATFORM_UNAVAILABLE",
                 f"Gave up after {post.requeues + 1} runs that each stopped (the worker died or raised) before "
                 "the post reached the platform.",
+                answered=False,
             )
         stopped = _attempt(
             post,
             ScheduledPostAttempt.Outcome.REQUEUED,
             message="The run stopped (its worker died or raised) before the post reached the platform; queued again.",
+            answered=False,
         )
         updated = _update_recording(
             _still_ours(post),
@@ -1456,7 +1470,12 @@ def _check_again(post: ScheduledPost, now: datetime) -> str:
     # either: conditional .update()s never move it.
     started = post.publish_attempted_at or max(post.scheduled_for, post.due_at)
     if now - started > PUBLISH_GIVE_UP:
-        return _fail(post, "PLATFORM_UNAVAILABLE", "The platform did not finish processing the post within 24 hours.")
+        return _fail(
+            post,
+            "PLATFORM_UNAVAILABLE",
+            "The platform did not finish processing the post within 24 hours.",
+            answered=False,  # Layers gave up waiting: the platform refused nothing
+        )
     waited = max(now - started, timedelta(0))
     delay = min(max(STATUS_POLL_FIRST, waited / 4), STATUS_POLL_MAX)
     updated = _still_ours(post).update(next_check_at=now + delay, claimed_until=None)
@@ -1536,7 +1555,9 @@ def _dispatch_managed(post: ScheduledPost) -> str:
 
     provider = ManagedProvider.objects.filter(project_id=post.project_id, enabled=True).first()
     if provider is None:
-        return _fail(post, "PLATFORM_REJECTED", "The project's managed-distribution provider is not configured.")
+        return _fail(
+            post, "PLATFORM_REJECTED", "The project's managed-distribution provider is not configured.", answered=False
+        )
     account, container = post.social_account, post.container
     body = json.dumps(
         {
@@ -1561,7 +1582,7 @@ def _dispatch_managed(post: ScheduledPost) -> str:
         # waiting will not change, fails the post for good.
         return _retry_later(post, PlatformUnavailable(f"the provider's host did not resolve ({exc})"))
     except UnsafeURL as exc:
-        return _fail(post, "PLATFORM_REJECTED", f"The provider URL is not allowed: {exc}")
+        return _fail(post, "PLATFORM_REJECTED", f"The provider URL is not allowed: {exc}", answered=False)
     headers = {
         "Content-Type": "application/json",
         "Idempotency-Key": post.pk,
@@ -1581,7 +1602,7 @@ def _dispatch_managed(post: ScheduledPost) -> str:
     except _LostClaim:
         return "skipped"
     except _AccountGone:
-        return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.")
+        return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.", answered=False)
     if entered is not None:
         return entered
     answered = None

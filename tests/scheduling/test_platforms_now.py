@@ -22,7 +22,8 @@ from tests.accounts.oauth_helpers import connected_account
 from tests.admin_plans import reading_whole_table, statements_on
 from tests.factories import make_account
 from tests.platform_helpers import intercepted, platform_down
-from tests.scheduling.publish_helpers import schedule_now
+from tests.scheduling.publish_helpers import later, run_dispatcher, schedule_now
+from tests.scheduling.test_requeue_attempts import lose_runs
 from tests.scheduling.test_retry_window import TICK, run_ticks
 from tests.staff import signed_in_staff
 from tests.webhooks.test_relay_idle_tick import rows_examined
@@ -246,3 +247,60 @@ def test_a_platform_with_no_publish_today_costs_a_look_not_a_walk_through_every_
     assert rows_examined(latest) == {ATTEMPTS: 2}
     # The counts: the window's attempts, their platform read from themselves, not from their posts and accounts.
     assert rows_examined(counts) == {ATTEMPTS: in_window + 3}
+
+
+def test_a_worker_that_died_is_not_counted_as_the_platform_refusing(owner):
+    """A post whose worker was killed in its platform call (a deploy), or whose runs kept stopping before the
+    platform, fails PLATFORM_UNAVAILABLE, as a post the platform refused for its whole retry window does. The
+    panel counted those as TikTok refusing calls: a deploy showed as a TikTok outage. The platform said nothing
+    of them."""
+    account = connected_account(owner, "tiktok", "panel.lost")
+    _, staff = signed_in_staff("scheduling.view_scheduledpost")
+    gave_up = schedule_now(owner, account["id"])["id"]
+    died = schedule_now(owner, account["id"], when=later(minutes=31))["id"]
+    # Runs of `gave_up` stop before the platform call until the resolver gives up (minutes 0 to 30).
+    minutes = lose_runs(gave_up, services.MAX_LOST_RUNS - 1, minutes=0)
+    with time_machine.travel(later(minutes=minutes)):
+        assert services.posts_claim_due() == [gave_up]
+    with time_machine.travel(later(minutes=minutes + 6)):
+        [resolving] = services.posts_claim_for_resolution()
+        assert services.post_resolve(post_id=resolving) == "failed"
+    # `died`'s run marks its point of no return and is killed in its call to TikTok (minute 31).
+    with time_machine.travel(later(minutes=minutes + 7)):
+        assert services.posts_claim_due() == [died]
+        run = services._publishing_posts([died])[died]
+        services._unless_account_gone(run, lambda rows: rows.update(publish_attempted_at=timezone.now()))
+    with time_machine.travel(later(minutes=minutes + 13)):
+        [resolving] = services.posts_claim_for_resolution()
+        assert services.post_resolve(post_id=resolving) == "failed"
+
+    with time_machine.travel(later(minutes=minutes + 14)):
+        page = staff.get("/admin/")
+        text, links = panel_row(page, "tiktok")
+        behind_unavailable = listed(staff, links["unavailable"])
+    failed = ScheduledPost.objects.filter(pk__in=(gave_up, died), status="failed", error_code="PLATFORM_UNAVAILABLE")
+    assert failed.count() == 2
+    assert cell(page, "tiktok", "unavailable") == "0", text
+    assert cell(page, "tiktok", "verdict") == "ok", text
+    assert behind_unavailable == set()
+
+
+def test_a_post_layers_gave_up_waiting_for_is_not_counted_as_the_platform_refusing(owner, settings):
+    """A post TikTok was still processing a day later fails PLATFORM_UNAVAILABLE: Layers stopped waiting, TikTok
+    refused nothing (it answered "processing" every time)."""
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 3 * 24 * 3600  # TikTok never gets there
+    account = connected_account(owner, "tiktok", "panel.stuck")
+    _, staff = signed_in_staff("scheduling.view_scheduledpost")
+    stuck = schedule_now(owner, account["id"])["id"]
+    run_dispatcher()
+    assert ScheduledPost.objects.get(pk=stuck).status == "publishing"
+
+    with time_machine.travel(later(days=1, minutes=5)):
+        run_dispatcher()
+        page = staff.get("/admin/")
+    failed = ScheduledPost.objects.get(pk=stuck)
+    assert (failed.status, failed.error_code) == ("failed", "PLATFORM_UNAVAILABLE"), failed.error_message
+    assert "within 24 hours" in failed.error_message
+    text, _ = panel_row(page, "tiktok")
+    assert cell(page, "tiktok", "unavailable") == "0", text
+    assert cell(page, "tiktok", "verdict") == "ok", text
