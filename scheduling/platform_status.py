@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
+from django.db import connection
 from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import formats, timezone
@@ -114,8 +115,14 @@ def platforms_now(*, now: datetime | None = None) -> list[PlatformNow]:
         for key in GROUP_KEYS
         for answer in (PUBLISHED, REFUSED)
     ]
+    # One statement where the database takes a LIMIT in each part of a UNION (PostgreSQL); SQLite, the `make
+    # run` default, refuses that, and gets one statement per part.
+    if connection.features.supports_slicing_ordering_in_compound:
+        found = list(latest[0].union(*latest[1:], all=True))
+    else:
+        found = [row for part in latest for row in part]
     refusal_codes = {}
-    for key, outcome, finished_at, code, message in latest[0].union(*latest[1:], all=True):
+    for key, outcome, finished_at, code, message in found:
         row = rows[key]
         if outcome == "published":
             row.last_published_at = finished_at

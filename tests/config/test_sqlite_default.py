@@ -1,0 +1,56 @@
+"""`make run` on embedded defaults uses SQLite (var/db.sqlite3), while the suite runs on PostgreSQL: a query
+only PostgreSQL takes passes every other test and answers 500 on the first page ops open after `make run`.
+The "Platforms now" panel did that (a UNION whose parts each have a LIMIT, which SQLite refuses): the admin
+index and the posts list answered 500. Here a fresh SQLite database is migrated, as `make run` does, and the
+pages ops open first are asked for by a signed-in superuser, in a process of their own (the dev settings, as
+`make run` has them)."""
+
+import subprocess
+import sys
+
+from django.conf import settings
+
+PAGES = (
+    "/admin/",
+    "/admin/scheduling/scheduledpost/",
+    "/admin/accounts/socialaccount/",
+    "/admin/leasing/leaserequest/",
+    "/admin/leasing/poolaccount/",
+    "/admin/billing/monthlybilling/",
+)
+
+SIGNED_IN_PAGES = f"""
+import django
+django.setup()
+from django.test import Client
+from django.test.utils import setup_test_environment
+setup_test_environment()
+from tests.staff import staff_login, superuser
+client = staff_login(Client(raise_request_exception=False), superuser())
+for page in {PAGES!r}:
+    print(page, client.get(page).status_code)
+"""
+
+
+def run(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+
+
+def test_a_fresh_sqlite_database_migrates_and_serves_the_pages_ops_open_first(tmp_path):
+    import os
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.dev",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+
+    migrated = run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], env)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    pages = run([sys.executable, "-c", SIGNED_IN_PAGES], env)
+
+    assert pages.returncode == 0, pages.stderr[-2000:]
+    answered = dict(line.rsplit(" ", 1) for line in pages.stdout.splitlines() if line.startswith("/"))
+    assert answered == {page: "200" for page in PAGES}, (answered, pages.stderr[-2000:])
