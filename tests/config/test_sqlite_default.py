@@ -1,9 +1,9 @@
 """`make run` on embedded defaults uses SQLite (var/db.sqlite3), while the suite runs on PostgreSQL: a query
 only PostgreSQL takes passes every other test and answers 500 on the first page ops open after `make run`.
 The "Platforms now" panel did that (a UNION whose parts each have a LIMIT, which SQLite refuses): the admin
-index and the posts list answered 500. Here a fresh SQLite database is migrated, as `make run` does, and the
-pages ops open first are asked for by a signed-in superuser, in a process of their own (the dev settings, as
-`make run` has them)."""
+index and the posts list answered 500. Here a fresh SQLite database is migrated, as `make run` does, the
+pages ops open first are asked for by a signed-in superuser, and every periodic task beat runs is run once, in
+a process of their own (the dev settings, as `make run` has them)."""
 
 import subprocess
 import sys
@@ -29,6 +29,13 @@ from tests.staff import staff_login, superuser
 client = staff_login(Client(raise_request_exception=False), superuser())
 for page in {PAGES!r}:
     print(page, client.get(page).status_code)
+from django.conf import settings
+from config.celery import app
+app.loader.import_default_modules()  # the tasks, as a worker finds them
+app.conf.task_always_eager = True  # what a tick queues runs here too, and no broker is needed
+for entry in settings.CELERY_BEAT_SCHEDULE.values():
+    outcome = app.tasks[entry["task"]].apply()
+    print("task", entry["task"], "ok" if outcome.successful() else repr(outcome.result))
 """
 
 
@@ -54,3 +61,6 @@ def test_a_fresh_sqlite_database_migrates_and_serves_the_pages_ops_open_first(tm
     assert pages.returncode == 0, pages.stderr[-2000:]
     answered = dict(line.rsplit(" ", 1) for line in pages.stdout.splitlines() if line.startswith("/"))
     assert answered == {page: "200" for page in PAGES}, (answered, pages.stderr[-2000:])
+    tasks = [line.split(" ", 2)[1:] for line in pages.stdout.splitlines() if line.startswith("task ")]
+    assert len(tasks) == len(settings.CELERY_BEAT_SCHEDULE)
+    assert [task for task, outcome in tasks if outcome != "ok"] == [], tasks
