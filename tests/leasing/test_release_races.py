@@ -72,6 +72,46 @@ def released_meanwhile(account_id: str, target, name: str, patch, work):
         restore()
 
 
+def refresh_across_a_new_lease(owner, sibling, monkeypatch, *, go=None, ready=None, after=None):
+    """A leased account's token refresh (owner's) pauses once TikTok has rotated the pair, before its locked
+    write; meanwhile the partner releases the account and ops lease the pool account at once to `sibling`
+    (then `after(new_id)` runs there). `go` ends the pause (set once the release and the lease are done, or
+    earlier by the caller); `ready()` runs once the first lease is made, before the race. Returns (the two
+    threads' results, pool account id, released id, new lease's id): the refresh's result, then the
+    assignment's status or `after`'s result."""
+    pool_id, account_id = leased_account(owner)
+    again = request_accounts(sibling, 1)
+    if ready is not None:
+        ready()
+    reached, go = threading.Event(), go or threading.Event()
+    original = TikTokClient.refresh
+
+    def refresh(self, *, tokens):
+        result = original(self, tokens=tokens)  # TikTok has rotated the refresh token now
+        if not reached.is_set():  # the released account's refresh; any later one goes straight through
+            reached.set()
+            go.wait(WAIT)
+        return result
+
+    monkeypatch.setattr(TikTokClient, "refresh", refresh)
+
+    def release_then_lease_again():
+        assert reached.wait(WAIT)
+        try:
+            account_services.social_account_revoke(account_id=account_id)
+            status = leasing.lease_assign(request_id=again["requestId"], pool_account_ids=[pool_id]).status
+            (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
+            return after(new_id) if after else status
+        finally:
+            go.set()
+
+    outcomes = run_in_threads(
+        lambda: account_services.social_account_refresh_token(account_id=account_id), release_then_lease_again
+    )
+    (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
+    return outcomes, pool_id, account_id, new_id
+
+
 def test_a_refresh_finishing_after_the_release_hands_its_new_tokens_to_the_pool(owner, sibling):
     pool_id, account_id = leased_account(owner)
 
@@ -106,35 +146,11 @@ def test_a_refresh_finishing_after_the_release_and_a_new_lease_hands_its_new_tok
 ):
     # The refresh has rotated the token at TikTok; meanwhile the partner releases the account and ops lease it
     # at once to another partner, whose binding takes the old (now dead) pair from the pool.
-    pool_id, account_id = leased_account(owner)
-    again = request_accounts(sibling, 1)
-    reached, go = threading.Event(), threading.Event()
-    original = TikTokClient.refresh
-
-    def refresh(self, *, tokens):
-        result = original(self, tokens=tokens)  # TikTok has rotated the refresh token now
-        reached.set()
-        go.wait(WAIT)  # released and leased again here, between the platform call and the locked write
-        return result
-
-    monkeypatch.setattr(TikTokClient, "refresh", refresh)
-
-    def release_then_lease_again():
-        assert reached.wait(WAIT)
-        try:
-            account_services.social_account_revoke(account_id=account_id)
-            return leasing.lease_assign(request_id=again["requestId"], pool_account_ids=[pool_id]).status
-        finally:
-            go.set()
-
-    outcomes = run_in_threads(
-        lambda: account_services.social_account_refresh_token(account_id=account_id), release_then_lease_again
-    )
+    outcomes, pool_id, _, new_id = refresh_across_a_new_lease(owner, sibling, monkeypatch)
 
     assert outcomes == ["skipped", "assigned"]
     # The second partner's account holds the live pair: its refresh works (it read reauth_required, and a leased
     # account cannot be reauthorized by the partner), and the pool account keeps no copy while it is leased.
-    (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
     assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
     assert SocialAccount.objects.get(pk=new_id).status == "connected"
     assert PoolAccount.objects.filter(pk=pool_id, refresh_token_enc="", access_token_enc="").exists()
@@ -147,18 +163,7 @@ def test_a_late_refresh_landing_while_the_new_assignment_is_still_committing_goe
     # holds the pool account's lock and its lease is not committed yet, so the refresh finds no live lease and
     # queues on that lock; once the assignment commits, the pool holds no token any more and the pair is the
     # new binding's.
-    pool_id, account_id = leased_account(owner)
-    again = request_accounts(sibling, 1)
-    reached, go = threading.Event(), threading.Event()
-    original_refresh = TikTokClient.refresh
-
-    def refresh(self, *, tokens):
-        result = original_refresh(self, tokens=tokens)  # TikTok has rotated the refresh token now
-        reached.set()
-        go.wait(WAIT)  # released and leased again here, between the platform call and the locked write
-        return result
-
-    monkeypatch.setattr(TikTokClient, "refresh", refresh)
+    go = threading.Event()
     original_start = billing.lease_billing_start
 
     def billing_start(*, lease):  # inside the assignment's transaction: pool account locked, lease uncommitted
@@ -166,23 +171,15 @@ def test_a_late_refresh_landing_while_the_new_assignment_is_still_committing_goe
         assert waiting_on_lock("leasing_poolaccount", timeout=10)  # the refresh's write queues on it
         return original_start(lease=lease)
 
-    monkeypatch.setattr(billing, "lease_billing_start", billing_start)
-
-    def release_then_lease_again():
-        assert reached.wait(WAIT)
-        try:
-            account_services.social_account_revoke(account_id=account_id)
-            return leasing.lease_assign(request_id=again["requestId"], pool_account_ids=[pool_id]).status
-        finally:
-            go.set()
-
-    outcomes = run_in_threads(
-        lambda: account_services.social_account_refresh_token(account_id=account_id), release_then_lease_again
+    outcomes, pool_id, _, new_id = refresh_across_a_new_lease(
+        owner,
+        sibling,
+        monkeypatch,
+        go=go,
+        ready=lambda: monkeypatch.setattr(billing, "lease_billing_start", billing_start),
     )
 
     assert outcomes == ["skipped", "assigned"]
-    monkeypatch.setattr(TikTokClient, "refresh", original_refresh)
-    (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
     assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
     assert SocialAccount.objects.get(pk=new_id).status == "connected"
     assert PoolAccount.objects.filter(pk=pool_id, refresh_token_enc="", access_token_enc="").exists()
@@ -194,36 +191,14 @@ def test_a_late_refresh_reconnects_a_new_lease_that_went_reauth_required_on_the_
     # partner cannot cure (a leased account cannot be reauthorized). The late refresh's pair cures it.
     from accounts.models import SocialAccountStatusChange
 
-    pool_id, account_id = leased_account(owner)
-    again = request_accounts(sibling, 1)
-    reached, go = threading.Event(), threading.Event()
-    original = TikTokClient.refresh
-
-    def refresh(self, *, tokens):
-        result = original(self, tokens=tokens)  # the first call is the old lease's: TikTok rotates the pair
-        if not reached.is_set():
-            reached.set()
-            go.wait(WAIT)  # released, leased again and refused here, before the locked write
-        return result
-
-    monkeypatch.setattr(TikTokClient, "refresh", refresh)
-
-    def release_lease_again_and_refresh():
-        assert reached.wait(WAIT)
-        try:
-            account_services.social_account_revoke(account_id=account_id)
-            leasing.lease_assign(request_id=again["requestId"], pool_account_ids=[pool_id])
-            (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
-            return account_services.social_account_refresh_token(account_id=new_id)
-        finally:
-            go.set()
-
-    outcomes = run_in_threads(
-        lambda: account_services.social_account_refresh_token(account_id=account_id), release_lease_again_and_refresh
+    outcomes, _, account_id, new_id = refresh_across_a_new_lease(
+        owner,
+        sibling,
+        monkeypatch,
+        after=lambda new_id: account_services.social_account_refresh_token(account_id=new_id),
     )
 
     assert outcomes == ["skipped", "reauth_required"]
-    (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
     assert sibling.client.get(f"/v1/social-accounts/{new_id}").json()["status"] == "connected"
     events = sibling.client.get("/v1/events").json()["data"]  # newest first
     assert [e["type"] for e in events if e["data"].get("id") == new_id][:2] == [
