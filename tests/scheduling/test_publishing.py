@@ -936,14 +936,22 @@ def test_an_instagram_post_published_when_its_account_is_revoked_while_the_grant
     assert not Event.objects.filter(type="scheduled_post.failed").exists()
 
 
-def test_an_instagram_container_not_yet_published_when_its_account_is_revoked_is_never_published(owner):
-    account = connected_account(owner, "instagram", "ig.unpublished")
-    connected_account(owner, "instagram", "ig.unpublished", project=owner.projects[1])  # keeps the grant
+def _instagram_container_waiting_with_the_grant_kept(owner, handle: str) -> tuple[dict, dict]:
+    """An Instagram post whose container waits for media_publish (the creator's 24 h quota was used up when
+    it was due), on an account whose user is also connected in another project (so a revoke keeps the grant:
+    its token still publishes). Returns (the account, the scheduled post) as the API shows them."""
+    account = connected_account(owner, "instagram", handle)
+    connected_account(owner, "instagram", handle, project=owner.projects[1])  # keeps the grant
     scheduled = schedule_now(owner, account["id"])
     quota_used_up = {"error": {"message": "limit", "type": "OAuthException", "code": 9, "error_subcode": 2207042}}
     with intercepted({"/media_publish": lambda request, sandbox: httpx.Response(400, json=quota_used_up)}):
         run_dispatcher()
     assert post(owner, scheduled["id"])["status"] == "publishing"  # its container waits for media_publish
+    return account, scheduled
+
+
+def test_an_instagram_container_not_yet_published_when_its_account_is_revoked_is_never_published(owner):
+    account, scheduled = _instagram_container_waiting_with_the_grant_kept(owner, "ig.unpublished")
 
     assert owner.client.delete(f"/v1/social-accounts/{account['id']}").status_code == 200
     with time_machine.travel(later(minutes=10)):
@@ -960,13 +968,7 @@ def test_an_instagram_container_is_not_published_when_its_account_is_revoked_aft
     # binding of the user, so the token still works) while it read the container: media_publish used to go out
     # all the same, a post made after the revoke promised none would be. The account is read again right
     # before media_publish, as before the first one (_unless_account_gone).
-    account = connected_account(owner, "instagram", "ig.revoked.meanwhile")
-    connected_account(owner, "instagram", "ig.revoked.meanwhile", project=owner.projects[1])  # keeps the grant
-    scheduled = schedule_now(owner, account["id"])
-    quota_used_up = {"error": {"message": "limit", "type": "OAuthException", "code": 9, "error_subcode": 2207042}}
-    with intercepted({"/media_publish": lambda request, sandbox: httpx.Response(400, json=quota_used_up)}):
-        run_dispatcher()
-    assert post(owner, scheduled["id"])["status"] == "publishing"  # its container waits for media_publish
+    account, scheduled = _instagram_container_waiting_with_the_grant_kept(owner, "ig.revoked.meanwhile")
     container_id = ScheduledPost.objects.get(pk=scheduled["id"]).publish_id
 
     def revoked_while_reading_the_container(request, sandbox):
@@ -999,12 +1001,7 @@ def test_an_instagram_post_whose_media_publish_is_in_flight_when_a_second_resolv
     # (CLAIM_LEASE after the disconnect); until then it is asked again.
     from accounts.services import social_account_revoke
 
-    account = connected_account(owner, "instagram", "ig.in.flight")
-    connected_account(owner, "instagram", "ig.in.flight", project=owner.projects[1])  # keeps the grant
-    scheduled = schedule_now(owner, account["id"])
-    quota_used_up = {"error": {"message": "limit", "type": "OAuthException", "code": 9, "error_subcode": 2207042}}
-    with intercepted({"/media_publish": lambda request, sandbox: httpx.Response(400, json=quota_used_up)}):
-        run_dispatcher()
+    account, scheduled = _instagram_container_waiting_with_the_grant_kept(owner, "ig.in.flight")
     seen_by_b = []
 
     def revoked_while_publishing(request, sandbox):  # A is in media_publish
