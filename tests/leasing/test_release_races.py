@@ -211,15 +211,22 @@ def test_a_late_refresh_reconnects_a_new_lease_that_went_reauth_required_on_the_
     assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
 
 
-def test_a_late_refresh_leaves_alone_a_new_lease_whose_token_changed_since(owner, sibling):
-    # The other side of the handoff above: the new binding has rotated the pair itself since (so the late
-    # refresh's pair is the older one), and keeps its own.
+def released_and_leased_again(owner, sibling) -> tuple[str, str, str]:
+    """Owner's leased account released and its pool account leased at once to `sibling`: (the released
+    account's id, the refresh token it held, the new lease's account id)."""
     pool_id, account_id = leased_account(owner)
     started_from = SocialAccount.objects.get(pk=account_id).refresh_token
     account_services.social_account_revoke(account_id=account_id)
     again = request_accounts(sibling, 1)
     leasing.lease_assign(request_id=again["requestId"], pool_account_ids=[pool_id])
     (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
+    return account_id, started_from, new_id
+
+
+def test_a_late_refresh_leaves_alone_a_new_lease_whose_token_changed_since(owner, sibling):
+    # The other side of the handoff above: the new binding has rotated the pair itself since (so the late
+    # refresh's pair is the older one), and keeps its own.
+    account_id, started_from, new_id = released_and_leased_again(owner, sibling)
     assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
     late = TokenSet(
         access_token="late-access",
@@ -241,12 +248,7 @@ def test_a_late_refresh_leaves_alone_a_new_lease_whose_token_changed_since(owner
 def test_a_late_refresh_without_both_publishing_scopes_leaves_a_reauth_required_new_lease_as_it_is(owner, sibling):
     # A pool account is only connected with video.publish and video.upload: a pair without them would not cure
     # a lease that went reauth_required, so it is not connected again with it.
-    pool_id, account_id = leased_account(owner)
-    started_from = SocialAccount.objects.get(pk=account_id).refresh_token
-    account_services.social_account_revoke(account_id=account_id)
-    again = request_accounts(sibling, 1)
-    leasing.lease_assign(request_id=again["requestId"], pool_account_ids=[pool_id])
-    (new_id,) = get_request(sibling, again["requestId"])["socialAccountIds"]
+    account_id, started_from, new_id = released_and_leased_again(owner, sibling)
     assert account_services.social_account_mark_reauth_required(
         account_id=new_id, reason="TikTok refused the refresh token", source="token refresh"
     )
