@@ -1375,6 +1375,10 @@ def _resolve(post: ScheduledPost) -> str:
         )
     except TokenInvalid as exc:
         if disconnected:
+            if _disconnected_moments_ago(account.pk, now):
+                # No token can ask (the revoke withdrew the grant), but another run of this post may be in
+                # Instagram's media_publish, sent before the revoke: it settles the post itself if so.
+                return _check_again(post, now)
             return _fail(
                 post, "ACCOUNT_DISCONNECTED", "The account was disconnected while the platform processed the post."
             )
@@ -1399,11 +1403,10 @@ def _resolve(post: ScheduledPost) -> str:
     if status.state in ("published", "sent_to_inbox"):
         return _published(post, external_id=status.external_id, external_url=status.external_url)
     if status.state == "unpublished":
-        gone_at = SocialAccount.objects.filter(pk=account.pk).values_list("disconnected_at", flat=True).first()
-        if gone_at is not None and now - gone_at < CLAIM_LEASE:
+        if _disconnected_moments_ago(account.pk, now):
             # Another run of this post may have passed its account check just before the revoke and be in
             # media_publish now (the grant kept elsewhere, its token still publishes): failing the post here
-            # would report it failed as it goes live. Such a call has ended within a claim's lease.
+            # would report it failed as it goes live.
             return _check_again(post, now)
         return _fail(
             post, "ACCOUNT_DISCONNECTED", "The account was disconnected before the platform published the post."
@@ -1460,6 +1463,15 @@ def _publish_throttled(post: ScheduledPost, status: PublishStatus, now: datetime
         error_message=f"Retrying: {status.fail_reason}"[:500],
     )
     return "retrying" if updated else "skipped"
+
+
+def _disconnected_moments_ago(account_id: str, now: datetime) -> bool:
+    """Whether the account was disconnected less than CLAIM_LEASE ago: a call another run of the post made
+    before that (its account check passed just before the revoke), Instagram's media_publish say, may still be
+    under way, and such a call has ended within a claim's lease. A resolver failing the post meanwhile would
+    report it failed as it goes live (that run can no longer settle it: the row is no longer as it left it)."""
+    gone_at = SocialAccount.objects.filter(pk=account_id).values_list("disconnected_at", flat=True).first()
+    return gone_at is not None and now - gone_at < CLAIM_LEASE
 
 
 def _check_again(post: ScheduledPost, now: datetime) -> str:

@@ -1018,3 +1018,31 @@ def test_an_instagram_post_whose_media_publish_is_in_flight_when_a_second_resolv
     body = post(owner, scheduled["id"])
     assert seen_by_b == ["processing"] and body["status"] == "published", (seen_by_b, body)
     assert not Event.objects.filter(type="scheduled_post.failed").exists()
+
+
+def test_an_instagram_post_whose_media_publish_is_in_flight_when_the_revoke_withdraws_the_grant_is_not_failed(owner):
+    # As above, but the account was the user's only binding: the revoke withdraws the grant, so resolver B has
+    # no token to ask with and failed the post at once, while A's media_publish (sent before the revoke) made it
+    # live. B now waits as well, and A settles the post.
+    from accounts.services import social_account_revoke
+
+    account = connected_account(owner, "instagram", "ig.in.flight.alone")
+    scheduled = schedule_now(owner, account["id"])
+    quota_used_up = {"error": {"message": "limit", "type": "OAuthException", "code": 9, "error_subcode": 2207042}}
+    with intercepted({"/media_publish": lambda request, sandbox: httpx.Response(400, json=quota_used_up)}):
+        run_dispatcher()
+    seen_by_b = []
+
+    def revoked_while_publishing(request, sandbox):  # Instagram has A's media_publish; its answer is on its way
+        answer = sandbox.handle_request(request)
+        social_account_revoke(account_id=account["id"])  # the grant goes too: no token left to ask with
+        seen_by_b.append(services.post_resolve(post_id=scheduled["id"]))  # B
+        return answer
+
+    with time_machine.travel(later(minutes=10)), intercepted({"/media_publish": revoked_while_publishing}):
+        services.post_resolve(post_id=scheduled["id"])  # A
+
+    assert len(sandbox_posts("instagram", "ig.in.flight.alone")) == 1
+    body = post(owner, scheduled["id"])
+    assert seen_by_b == ["processing"] and body["status"] == "published", (seen_by_b, body)
+    assert not Event.objects.filter(type="scheduled_post.failed").exists()
