@@ -814,13 +814,17 @@ def _update_recording(rows, attempt: ScheduledPostAttempt, **changes) -> int:
     return updated
 
 
-def _retry_attempt(post: ScheduledPost, code: str, reason, backoff: timedelta) -> ScheduledPostAttempt:
-    # The attempt a "not now" from the platform ends (_retry_later, _publish_throttled).
+def _retry_attempt(
+    post: ScheduledPost, code: str, reason, backoff: timedelta, *, answered: bool = True
+) -> ScheduledPostAttempt:
+    # The attempt a "not now" ends (_retry_later, _publish_throttled): the platform's, unless `answered` is
+    # False (Layers' own wait, which the "Platforms now" panel does not count).
     return _attempt(
         post,
         ScheduledPostAttempt.Outcome.RETRY,
         error_code=code,
         message=f"{reason} (next try in {backoff.total_seconds():.0f} s)",
+        answered=answered,
     )
 
 
@@ -899,7 +903,8 @@ def _token_refused(post: ScheduledPost, token_version: int, exc: TokenInvalid, m
     if dead:
         return _fail(post, "CREDENTIAL_INVALID", message, created_nothing=True)
     renewed = PlatformUnavailable(f"the account's token is being renewed ({exc.code or 'token refused'})")
-    return _retry_later(post, renewed)
+    # Not the platform being down: it refused a token Layers is renewing (the panel must not read an outage).
+    return _retry_later(post, renewed, answered=False)
 
 
 def _mode_scope_refused(post: ScheduledPost, token_version: int) -> str | None:
@@ -1006,21 +1011,22 @@ def _given_up(post: ScheduledPost, backoff: timedelta, retry_after: float | None
     return f"Gave up after {attempts} over {_minutes(max(now - started, timedelta(0)))} ({why}): {reason}"
 
 
-def _retry_later(post: ScheduledPost, exc: PlatformError) -> str:
+def _retry_later(post: ScheduledPost, exc: PlatformError, *, answered: bool = True) -> str:
     """A transient error before the platform accepted anything (or after it dropped what it had accepted:
     TikTok's FAILED `internal`, an Instagram container that failed on Instagram's side): back to the queue
     with backoff (the dispatcher's tick claims it again when it is due, as any post), or fail with
-    RATE_LIMITED / PLATFORM_UNAVAILABLE once the next try would fall past the post's retry window."""
+    RATE_LIMITED / PLATFORM_UNAVAILABLE once the next try would fall past the post's retry window.
+    `answered` False: the wait is Layers' own, not the platform saying "not now" (see _attempt)."""
     code = "RATE_LIMITED" if isinstance(exc, RateLimited) else "PLATFORM_UNAVAILABLE"
     backoff = _backoff(_platform_attempts(post), exc.retry_after)
     given_up = _given_up(post, backoff, exc.retry_after, exc)
     if given_up:
-        return _fail(post, code, given_up, created_nothing=True)
+        return _fail(post, code, given_up, created_nothing=True, answered=answered)
     # Only if still this run's: a duplicate run whose call failed before its point of no return must not
     # requeue (and clear the mark of) a post another run has just sent to the platform.
     updated = _update_recording(
         _still_ours(post),
-        _retry_attempt(post, code, exc, backoff),
+        _retry_attempt(post, code, exc, backoff, answered=answered),
         status=ScheduledPost.Status.QUEUED,
         due_at=timezone.now() + backoff,
         publish_attempted_at=None,

@@ -304,3 +304,23 @@ def test_a_post_layers_gave_up_waiting_for_is_not_counted_as_the_platform_refusi
     text, _ = panel_row(page, "tiktok")
     assert cell(page, "tiktok", "unavailable") == "0", text
     assert cell(page, "tiktok", "verdict") == "ok", text
+
+
+def test_a_token_refused_while_layers_renews_it_is_not_counted_as_the_platform_down(owner, monkeypatch):
+    """TikTok refused a token Layers is renewing (its refresh underway): the post waits for the new token as
+    PLATFORM_UNAVAILABLE, but TikTok answered, and was not down. The panel read it as an outage."""
+    from accounts.platforms.base import TokenInvalid
+
+    account = connected_account(owner, "tiktok", "panel.renewing")
+    scheduled = schedule_now(owner, account["id"])
+
+    def refused(*args, **kwargs):
+        raise TokenInvalid("tiktok access_token_invalid: m", code="access_token_invalid", status=401)
+
+    monkeypatch.setattr(services, "_platform_publish", refused)
+    monkeypatch.setattr(services, "social_account_token_rejected", lambda **kwargs: False)  # being renewed
+    run_dispatcher()
+
+    assert ScheduledPost.objects.get(pk=scheduled["id"]).error_code == "PLATFORM_UNAVAILABLE"  # waits to retry
+    tiktok = next(row for row in platform_status.platforms_now() if row.key == "tiktok")
+    assert (tiktok.unavailable, tiktok.verdict) == (0, "ok")
