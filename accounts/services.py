@@ -1139,6 +1139,17 @@ def social_account_mark_reauth_required(
     return True
 
 
+# The status history's source for what TikTok's authorization.removed webhook changes.
+AUTHORIZATION_REMOVED = "TikTok's authorization.removed webhook"
+
+
+def social_account_removed_by_the_creator(*, account_id: str) -> bool:
+    """Whether the account's latest status change is TikTok's authorization.removed webhook's: the creator took
+    the app's access away, and every token of the grant, one issued just before included, is dead."""
+    latest = SocialAccountStatusChange.objects.filter(social_account_id=account_id).order_by("-at", "-id").first()
+    return latest is not None and latest.source == AUTHORIZATION_REMOVED
+
+
 def tiktok_authorization_removed(*, open_id: str, removed_at: datetime) -> list[str]:
     """TikTok's `authorization.removed` webhook: the user took the app's access away, and TikTok has
     already revoked the tokens. Every live binding of that TikTok user, in any organization, goes to
@@ -1164,7 +1175,7 @@ def tiktok_authorization_removed(*, open_id: str, removed_at: datetime) -> list[
         pk
         for pk, version in rows
         if social_account_mark_reauth_required(
-            account_id=pk, reason=removed, source="TikTok's authorization.removed webhook", expected_version=version
+            account_id=pk, reason=removed, source=AUTHORIZATION_REMOVED, expected_version=version
         )
     ]
 

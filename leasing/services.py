@@ -28,6 +28,7 @@ from accounts.services import (
     _store_tokens,
     event_record,
     social_account_reconnect,
+    social_account_removed_by_the_creator,
     social_account_status_record,
     staff_source,
 )
@@ -804,6 +805,9 @@ def _hand_refreshed_tokens(*, pool_account_id: str, released: str, refreshed_fro
             binding.save()
             return True
         if binding.status != SocialAccount.Status.REAUTH_REQUIRED or publishing_scopes_missing("tiktok", tokens.scopes):
+            return False
+        if social_account_removed_by_the_creator(account_id=binding.pk):
+            # Not the dead pair's refusal: the creator removed the app, and TikTok revoked this pair as well.
             return False
         social_account_reconnect(
             account=binding,

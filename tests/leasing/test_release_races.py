@@ -211,6 +211,25 @@ def test_a_late_refresh_reconnects_a_new_lease_that_went_reauth_required_on_the_
     assert account_services.social_account_refresh_token(account_id=new_id) == "refreshed"
 
 
+def test_a_late_refresh_leaves_reauth_required_a_new_lease_the_creator_removed_the_app_from(
+    owner, sibling, monkeypatch
+):
+    # The new lease went reauth_required because TikTok's authorization.removed came (the creator removed the
+    # app), not because the dead pair was refused: TikTok revoked the late refresh's pair too, and reconnecting
+    # with it would show the account connected on a dead token (and a redelivered removal, older than the
+    # token stored, would then be ignored).
+    from accounts.models import PlatformIdentity
+
+    def creator_removes_the_app(new_id):
+        open_id = PlatformIdentity.objects.get(bindings__pk=new_id).platform_user_id
+        return account_services.tiktok_authorization_removed(open_id=open_id, removed_at=timezone.now())
+
+    outcomes, _, _, new_id = refresh_across_a_new_lease(owner, sibling, monkeypatch, after=creator_removes_the_app)
+
+    assert outcomes == ["skipped", [new_id]]
+    assert SocialAccount.objects.get(pk=new_id).status == "reauth_required"
+
+
 def released_and_leased_again(owner, sibling) -> tuple[str, str, str]:
     """Owner's leased account released and its pool account leased at once to `sibling`: (the released
     account's id, the refresh token it held, the new lease's account id)."""
