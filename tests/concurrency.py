@@ -132,10 +132,13 @@ class SecondQueuesBehindFirst:
 
     def run(self, first, second) -> tuple:
         results: dict[str, object] = {}
+        errors: list[BaseException] = []
 
         def call(name, work):
             try:
                 results[name] = work()
+            except BaseException as error:  # raised in the test's thread below, not lost as a warning
+                errors.append(error)
             finally:
                 connection.close()
 
@@ -146,6 +149,8 @@ class SecondQueuesBehindFirst:
         later.start()
         self._first.join(2 * self.timeout)
         later.join(2 * self.timeout)
+        if errors:
+            raise errors[0]
         return results.get("first"), results.get("second")
 
 
