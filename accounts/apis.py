@@ -372,7 +372,8 @@ class SocialAccountDetailApi(ApiView):
             "A TikTok access token that has expired is first renewed with its refresh token, so that the revoke "
             "reaches the grant; an expired Instagram token cannot be renewed, so nothing can revoke with it (our "
             "copy is wiped). "
-            "Published posts stay in the history. Repeating answers 200 with canceledScheduledPosts 0. "
+            "Published posts stay in the history. The copy of the profile picture Layers hosted is deleted and "
+            "avatarUrl becomes null. Repeating answers 200 with canceledScheduledPosts 0. "
             "Connecting the same handle again later mints a new id."
         ),
     )
