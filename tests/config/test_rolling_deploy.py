@@ -97,21 +97,7 @@ def test_an_index_added_later_is_built_while_the_table_takes_writes(app, before,
     """The release still serving keeps writing while `migrate` runs. A plain CREATE INDEX waits for the
     transactions already writing the table, and every write that comes after queues behind it: scheduling
     (or lease assignment) stops until the build is done. Built concurrently, new writes go on."""
-    from django.core.management import call_command
-
-    from tests.concurrency import schema_change_beside_writers
-
-    call_command("migrate", app, before, verbosity=0)
-    try:
-        errors = schema_change_beside_writers(
-            lambda: call_command("migrate", app, adding, verbosity=0),
-            held=lambda: _write(table),  # a request of the old release, mid-transaction
-            waits_on="CREATE INDEX",
-            write=lambda cursor: _write(table, cursor=cursor),  # another request of the old release, meanwhile
-        )
-        assert errors == [], errors
-    finally:
-        call_command("migrate", verbosity=0)
+    _migrate_beside_the_old_release(app, before, adding, table, waits_on="CREATE INDEX")
     with connection.cursor() as cursor:
         cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [index])
         assert cursor.fetchone() == (True,)
@@ -131,21 +117,7 @@ def test_a_column_added_later_to_a_busy_table_gives_way_to_its_writes(app, befor
     """ADD COLUMN, instant once it has the table's lock, waits for that lock behind every transaction open on
     the table, and every later read and write of the table queues behind it: every change of every partner
     writes an event. Under a lock timeout it gives way, and goes through once that transaction has ended."""
-    from django.core.management import call_command
-
-    from tests.concurrency import schema_change_beside_writers
-
-    call_command("migrate", app, before, verbosity=0)
-    try:
-        errors = schema_change_beside_writers(
-            lambda: call_command("migrate", app, adding, verbosity=0),
-            held=lambda: _write(table),  # a request of the old release, mid-transaction
-            waits_on="ADD COLUMN",
-            write=lambda cursor: _write(table, cursor=cursor),  # another request of the old release, meanwhile
-        )
-        assert errors == [], errors
-    finally:
-        call_command("migrate", verbosity=0)
+    _migrate_beside_the_old_release(app, before, adding, table, waits_on="ADD COLUMN")
 
 
 # Tables created after the first release with a foreign key to a table written all the time: (app, migration
@@ -162,21 +134,7 @@ def test_a_new_table_referencing_a_busy_one_is_created_while_that_table_takes_wr
     transaction of the release still serving, it held every later write of that table (new posts, the
     dispatcher) behind it. Added under a lock timeout, it gives way, and goes through once that transaction
     has ended."""
-    from django.core.management import call_command
-
-    from tests.concurrency import schema_change_beside_writers
-
-    call_command("migrate", app, before, verbosity=0)
-    try:
-        errors = schema_change_beside_writers(
-            lambda: call_command("migrate", app, creating, verbosity=0),
-            held=lambda: _write(referenced),  # a request of the old release, mid-transaction
-            waits_on="FOREIGN KEY",
-            write=lambda cursor: _write(referenced, cursor=cursor),  # another request of the old release
-        )
-        assert errors == [], errors
-    finally:
-        call_command("migrate", verbosity=0)
+    _migrate_beside_the_old_release(app, before, creating, referenced, waits_on="FOREIGN KEY")
 
 
 # Plain index builds (and leasing 0003's drop) on existing tables that shipped before AddIndexWithoutBlocking
@@ -225,6 +183,27 @@ def test_every_index_dropped_later_from_an_existing_table_is_dropped_without_blo
         and (app, migration.name) not in SHIPPED_BLOCKING_INDEXES
     ]
     assert blocking == [], "use config.migrationops.RemoveIndexWithoutBlocking, in a migration with atomic = False"
+
+
+def _migrate_beside_the_old_release(app: str, before: str, adding: str, table: str, *, waits_on: str) -> None:
+    """Migrate `app` from `before` to `adding` while requests of the release still serving write `table`: one
+    held mid-transaction, another arriving meanwhile (schema_change_beside_writers); neither may fail. The
+    database is migrated to the latest state again afterwards."""
+    from django.core.management import call_command
+
+    from tests.concurrency import schema_change_beside_writers
+
+    call_command("migrate", app, before, verbosity=0)
+    try:
+        errors = schema_change_beside_writers(
+            lambda: call_command("migrate", app, adding, verbosity=0),
+            held=lambda: _write(table),  # a request of the old release, mid-transaction
+            waits_on=waits_on,
+            write=lambda cursor: _write(table, cursor=cursor),  # another request of the old release, meanwhile
+        )
+        assert errors == [], errors
+    finally:
+        call_command("migrate", verbosity=0)
 
 
 def _write(table: str, cursor=None) -> None:
