@@ -690,7 +690,7 @@ def _claimed_session_crashed(session: OAuthSession) -> CallbackOutcome:
     return failed
 
 
-def _store_tokens(account: SocialAccount, tokens: TokenSet) -> None:
+def store_tokens(account: SocialAccount, tokens: TokenSet) -> None:
     """Write a token set onto `account` (caller saves, inside its transaction). TikTok rotates refresh
     tokens, so the access and refresh token are always written together."""
     account.access_token_enc = crypto.encrypt(tokens.access_token)
@@ -758,7 +758,7 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
                 platform=session.platform,
                 return_url=session.return_url,
             )
-            _store_tokens(account, tokens)
+            store_tokens(account, tokens)
             try:
                 with transaction.atomic():
                     account.save()
@@ -784,7 +784,7 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
             pass
         else:
             was = account.status
-            _store_tokens(account, tokens)
+            store_tokens(account, tokens)
             account.status = SocialAccount.Status.CONNECTED
             account.reauth_required_at = None
             account.reauth_reason = ""
@@ -864,7 +864,7 @@ def social_account_reconnect(
             platform_user_id=tokens.platform_user_id,
         )
     was = account.status
-    _store_tokens(account, tokens)
+    store_tokens(account, tokens)
     account.status = SocialAccount.Status.CONNECTED
     account.reauth_required_at = None
     account.reauth_reason = ""  # the reason stays in the status history
@@ -1250,7 +1250,7 @@ def social_account_refresh_token(*, account_id: str, source: str = TOKEN_REFRESH
                         social_account_id=account_id, refreshed_from=before.refresh_token, tokens=tokens
                     )
                 return "skipped"  # a reauth or revoke happened meanwhile; its token wins
-            _store_tokens(account, tokens)
+            store_tokens(account, tokens)
             account.save()
         return "refreshed"
 

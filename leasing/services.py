@@ -25,12 +25,12 @@ from accounts.platforms.http import ANSWER_DEADLINE_TIMEOUTS
 from accounts.platforms.scopes import publishing_scopes_missing
 from accounts.services import (
     KEY_PREFIX,
-    _store_tokens,
     event_record,
     social_account_reconnect,
     social_account_removed_by_the_creator,
     social_account_status_record,
     staff_source,
+    store_tokens,
 )
 from accounts.token_margin import refresh_due, refresh_due_q
 from config.api.errors import ApiError
@@ -801,7 +801,7 @@ def _hand_refreshed_tokens(*, pool_account_id: str, released: str, refreshed_fro
         if binding.refresh_token != refreshed_from:
             return False
         if binding.status == SocialAccount.Status.CONNECTED:
-            _store_tokens(binding, tokens)  # a new token_version: a refresh of it still using the old pair loses
+            store_tokens(binding, tokens)  # a new token_version: a refresh of it still using the old pair loses
             binding.save()
             return True
         if binding.status != SocialAccount.Status.REAUTH_REQUIRED or publishing_scopes_missing("tiktok", tokens.scopes):

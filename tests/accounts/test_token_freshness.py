@@ -30,7 +30,7 @@ def test_a_refresh_refused_after_a_concurrent_reauth_does_not_condemn_the_new_to
     class RefreshLosesToAReauth:
         def refresh(self, *, tokens):
             row = SocialAccount.objects.get(pk=account["id"])
-            row.token_version += 1  # what the reauth's _store_tokens committed meanwhile
+            row.token_version += 1  # what the reauth's store_tokens committed meanwhile
             row.save(update_fields=["token_version"])
             raise TokenInvalid("invalid_grant: the refresh token was rotated")
 
@@ -94,7 +94,7 @@ def test_a_refresh_that_returns_after_a_reauth_does_not_overwrite_the_reauths_to
         def refresh(self, *, tokens):
             refreshed = real_client("tiktok").refresh(tokens=tokens)
             row = SocialAccount.objects.get(pk=account["id"])
-            services._store_tokens(
+            services.store_tokens(
                 row, replace(refreshed, access_token="reauth-token", scopes=("video.publish", "extra"))
             )
             row.save()  # what the reauth committed meanwhile
@@ -150,7 +150,7 @@ def test_a_refresh_whose_commit_went_through_but_whose_answer_was_lost_is_not_wr
 
     account = connected_account(owner, "tiktok", "lost.commit")
     before = SocialAccount.objects.get(pk=account["id"])
-    real_store = services._store_tokens
+    real_store = services.store_tokens
     lost = []
 
     def store_then_lose_the_commits_answer(row, tokens):
@@ -159,7 +159,7 @@ def test_a_refresh_whose_commit_went_through_but_whose_answer_was_lost_is_not_wr
             lost.append(True)
             transaction.on_commit(lambda: (_ for _ in ()).throw(OperationalError("server closed the connection")))
 
-    monkeypatch.setattr(services, "_store_tokens", store_then_lose_the_commits_answer)
+    monkeypatch.setattr(services, "store_tokens", store_then_lose_the_commits_answer)
 
     outcome = services.social_account_refresh_token(account_id=account["id"])
 
