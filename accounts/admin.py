@@ -415,6 +415,7 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         "kind",
         "status",
         "token_expires_at",
+        "token_lifetime",
         "refresh_expires_at",
         "granted_scopes",
         "token_refreshed_at",

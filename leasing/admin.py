@@ -344,7 +344,7 @@ class PoolAccountAdmin(IdSearchMixin, ImportMixin, admin.ModelAdmin):
     )
     list_filter = ("status", "vertical", "warmup_state")
     search_fields = ("handle", "vertical")
-    readonly_fields = ("id", "platform_user_id", "token_expires_at", "created_at")
+    readonly_fields = ("id", "platform_user_id", "token_expires_at", "token_lifetime", "created_at")
     change_form_template = "admin/leasing/poolaccount/change_form.html"
 
     # The form edits languages and geos as text (languages_text, geos_text); on a read-only page (staff with

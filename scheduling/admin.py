@@ -130,7 +130,7 @@ class AttemptInline(admin.TabularInline):
 
     model = ScheduledPostAttempt
     extra = 0
-    fields = ("number", "outcome", "started_at", "finished_at", "error_code", "message", "publish_id")
+    fields = ("number", "platform", "outcome", "started_at", "finished_at", "error_code", "message", "publish_id")
     readonly_fields = fields
     can_delete = False
 

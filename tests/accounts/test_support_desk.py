@@ -2,6 +2,8 @@
 an account or a lease request found by its id (and through an index), why an event reached no endpoint, an
 account's status history (every reauth, not only the last), its granted scopes and refresh expiry."""
 
+import re
+
 import pytest
 from django.db import connection
 from django.test import Client
@@ -254,5 +256,8 @@ def test_the_account_page_shows_the_granted_scopes_and_when_the_refresh_token_ex
     for scope in row.scopes.split(","):
         assert scope in page, scope
     assert "refresh expires at" in page.lower() and f"{row.refresh_expires_at:%Y-%m-%d %H:%M:%S} UTC" in page
+    # The lifetime TikTok gave the access token, which sets how often Layers refreshes it (a third of it at most).
+    lifetime = rf"Token lifetime:</label>\s*<div class=\"readonly\">{row.token_lifetime}<"
+    assert row.token_lifetime and re.search(lifetime, page)
     for secret in (row.access_token, row.refresh_token, row.access_token_enc, row.refresh_token_enc):
         assert secret not in page

@@ -84,10 +84,10 @@ def test_the_post_page_lists_each_attempt_of_a_post_rate_limited_until_given_up(
 
     rows = attempts_shown(post_page(staff, scheduled["id"]))
 
-    assert [(row["number"], row["outcome"], row["error_code"]) for row in rows] == [
-        *((str(n), "retry later", "RATE_LIMITED") for n in range(1, 4)),
-        ("4", "failed", "RATE_LIMITED"),
-    ]
+    assert [(row["number"], row["platform"], row["outcome"], row["error_code"]) for row in rows] == [
+        *((str(n), "tiktok", "retry later", "RATE_LIMITED") for n in range(1, 4)),
+        ("4", "tiktok", "failed", "RATE_LIMITED"),
+    ]  # the platform column: which platform said it, as the "Platforms now" panel counts it
     assert all("rate_limit_exceeded" in row["message"] for row in rows), rows  # TikTok's own code
     assert all(row["started_at"].endswith("UTC") and row["finished_at"].endswith("UTC") for row in rows)
     assert len({row["started_at"] for row in rows}) == 4  # one per run, minutes apart
