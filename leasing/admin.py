@@ -93,6 +93,9 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
             if not can_act:
                 raise PermissionDenied
             return self._act(request, lease_request)
+        return self._page(request, lease_request, can_act)
+
+    def _page(self, request, lease_request, can_act, typed_reason=""):
         candidates = (
             services.pool_candidates(request=lease_request) if lease_request.status in LeaseRequest.OPEN else []
         )
@@ -125,6 +128,7 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
             "can_act": can_act,
             "remaining": max(lease_request.count - len(leases), 0),
             "reason_max_length": services.REJECTION_REASON_MAX_LENGTH,
+            "typed_reason": typed_reason,
             "has_view_permission": True,
         }
         return TemplateResponse(request, self.change_form_template, context)
@@ -148,7 +152,13 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
                 # Browsers post a textarea's line breaks as CRLF, yet count each as one character against its
                 # maxlength: read them back as typed, or a reason the page accepted would be too long here.
                 reason = request.POST.get("reason", "").replace("\r\n", "\n")
-                services.lease_request_reject(request_id=lease_request.pk, reason=reason, actor=request.user)
+                try:
+                    services.lease_request_reject(request_id=lease_request.pk, reason=reason, actor=request.user)
+                except services.LeaseError as exc:
+                    # The page again with what was typed (a redirect lost it, and staff typed it all again).
+                    self.message_user(request, exc.message, messages.ERROR)
+                    lease_request.refresh_from_db()
+                    return self._page(request, lease_request, can_act=True, typed_reason=reason)
                 self.message_user(request, "Rejected; the partner sees the reason.", messages.SUCCESS)
             else:
                 self.message_user(request, "Unknown action.", messages.ERROR)
