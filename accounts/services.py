@@ -1440,20 +1440,21 @@ def social_account_hold_sync(*, account_id: str, until: datetime, post_ids: bool
 
 # How long a new account is left to its own fan-out task before the provisioning tick queues it again.
 FAN_OUT_GRACE = timedelta(minutes=10)
-# How long after its assignment a leased account still without its avatar copy is queued again by the tick.
-# Bounded, unlike the layers of a connected account (which a worker always ends up creating): a TikTok
-# profile that has no picture, or one the copy refuses (too large, not an image), would otherwise be asked
-# for again every ten minutes for as long as the lease lasts. A day covers a broker or TikTok outage.
-LEASED_AVATAR_REPAIR_WINDOW = timedelta(days=1)
+# How long after its creation (a connect, a lease assignment) an account still without its avatar copy is
+# queued again by the tick. Bounded, unlike the layers of a connected account (which a worker always ends up
+# creating): a profile that has no picture, or one the copy refuses (too large, not an image), would otherwise
+# be asked for again every ten minutes for as long as the account lives. A day covers a broker, platform or
+# CDN outage longer than the fan-out task's retries (about an hour).
+AVATAR_REPAIR_WINDOW = timedelta(days=1)
 
 
 def social_accounts_unprovisioned(*, now=None, limit: int = 1000) -> list[str]:
     """Ids of live accounts, created more than FAN_OUT_GRACE ago, whose post-connect fan-out was never
     queued (the broker was down when the callback or the assignment committed the account) or gave up:
-    connected accounts still missing one of their layers, and leased accounts assigned less than
-    LEASED_AVATAR_REPAIR_WINDOW ago still without their avatar copy (an assignment provisions their layers
-    itself, so those are no sign for them). The fan-out is idempotent, so queueing it again only does what
-    is missing (the avatar, the layers, the onboarding step)."""
+    connected accounts still missing one of their layers, and accounts of either kind created less than
+    AVATAR_REPAIR_WINDOW ago still without their avatar copy (an assignment provisions a leased account's
+    layers itself, so those are no sign for it). The fan-out is idempotent, so queueing it again only does
+    what is missing (the avatar, the layers, the onboarding step)."""
     from scheduling.services import ACCOUNT_LAYER_KINDS
 
     now = now or timezone.now()
@@ -1462,7 +1463,7 @@ def social_accounts_unprovisioned(*, now=None, limit: int = 1000) -> list[str]:
         .annotate(layers_in_place=Count("layers", filter=Q(layers__kind__in=ACCOUNT_LAYER_KINDS)))
         .filter(
             Q(kind=SocialAccount.Kind.CONNECTED, layers_in_place__lt=len(ACCOUNT_LAYER_KINDS))
-            | Q(kind=SocialAccount.Kind.LEASED, avatar_url="", created_at__gte=now - LEASED_AVATAR_REPAIR_WINDOW)
+            | Q(avatar_url="", created_at__gte=now - AVATAR_REPAIR_WINDOW)
         )
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]

@@ -56,3 +56,32 @@ def test_the_tick_leaves_provisioned_and_disconnected_accounts_alone(owner):
     with time_machine.travel(timezone.now() + timedelta(hours=1)):
         assert tasks.social_accounts_provision_tick.apply().result == 0
     assert not Layer.objects.filter(social_account_id=gone).exists()
+
+
+def test_a_connected_account_whose_avatar_copy_gave_up_gets_it_from_the_tick_for_a_day(owner, monkeypatch):
+    """The avatar copy failing through every retry (the platform's CDN down for the hour they span) left a
+    connected account at `avatarUrl: null` for good: the tick looked only at its layers, which were in place.
+    It now copies it again for a day, as for a leased account (a profile without a picture is not asked for
+    every ten minutes forever)."""
+    from config.netguard import FetchFailed
+
+    def cdn_down(*args, **kwargs):
+        raise FetchFailed("the platform's CDN did not answer")
+
+    with monkeypatch.context() as outage:
+        outage.setattr("config.netguard.fetch_limited", cdn_down)
+        connect(owner, "tiktok", "camera.shy")  # eager in tests: the fan-out and its retries ran
+        state, _ = connect(owner, "instagram", "still.shy")
+    account_id = status(owner, state)["socialAccountId"]
+    account = owner.client.get(f"/v1/social-accounts/{account_id}").json()
+    assert len(account["layers"]) == 4 and account["avatarUrl"] is None
+
+    with time_machine.travel(timezone.now() + timedelta(days=1, minutes=1)), monkeypatch.context() as outage:
+        outage.setattr("config.netguard.fetch_limited", cdn_down)
+        assert tasks.social_accounts_provision_tick.apply().result == 0  # past the day: left alone
+    with time_machine.travel(timezone.now() + timedelta(minutes=11)):
+        assert tasks.social_accounts_provision_tick.apply().result == 2  # eager in tests: the copies run now
+        assert tasks.social_accounts_provision_tick.apply().result == 0
+
+    account = owner.client.get(f"/v1/social-accounts/{account_id}").json()
+    assert account["avatarUrl"] and account["avatarUrl"].startswith(settings.LAYERS_PUBLIC_URL)
