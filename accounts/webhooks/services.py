@@ -239,7 +239,19 @@ def endpoint_disable(*, endpoint_id: str, reason: str, actor=None) -> WebhookEnd
 
 def endpoint_enable(*, endpoint_id: str, actor=None) -> WebhookEndpoint:
     """Deliver to the endpoint again, from the next event on (canceled deliveries stay canceled; staff can
-    resend them one by one). Returns early when it is already active. Raises Conflict for a deleted one."""
+    resend them one by one). Returns early when it is already active. Raises Conflict for a deleted one.
+
+    Events of its organization whose fan-out never committed are fanned out first, while it is still off:
+    the tick leaves them while the organization has no live endpoint, and would otherwise send them to this
+    one once enabled, days after it was off for them."""
+    organization_id = (
+        WebhookEndpoint.objects.filter(pk=endpoint_id, status=WebhookEndpoint.Status.DISABLED, deleted_at__isnull=True)
+        .values_list("organization_id", flat=True)
+        .first()
+    )
+    if organization_id is not None:
+        while _fan_out_pending(organization_ids={organization_id}, now=timezone.now(), grace=timedelta(0))[0]:
+            pass
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
         if endpoint.deleted_at is not None:
@@ -357,7 +369,6 @@ def events_fan_out_missed(*, limit: int = 500) -> int:
     retry window are past saving. An event found with its marker was fanned out by a release older than
     fanned_out_at (the previous one during a deploy, or after a rollback) or by a worker that died before
     marking it: it is marked, with its marker's time, and not fanned out again."""
-    now = timezone.now()
     org_ids = set(
         WebhookEndpoint.objects.filter(status=WebhookEndpoint.Status.ACTIVE, deleted_at__isnull=True).values_list(
             "organization_id", flat=True
@@ -365,18 +376,25 @@ def events_fan_out_missed(*, limit: int = 500) -> int:
     )
     if not org_ids:
         return 0
+    return _fan_out_pending(organization_ids=org_ids, now=timezone.now(), grace=FANOUT_GRACE, limit=limit)[1]
+
+
+def _fan_out_pending(*, organization_ids, now, grace, limit: int = 500) -> tuple[int, int]:
+    """Settle up to `limit` of the organizations' events of the retry window, older than `grace`, still
+    without fanned_out_at: mark those with a marker, fan out the others. Returns (found, fanned out); each
+    event found leaves the search, so a caller can repeat it until nothing is found."""
     event_ids = list(
         Event.objects.filter(
-            organization_id__in=org_ids,
+            organization_id__in=organization_ids,
             created_at__gte=now - RETRY_WINDOW,
-            created_at__lte=now - FANOUT_GRACE,
+            created_at__lte=now - grace,
             fanned_out_at__isnull=True,
         )
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]
     )
     if not event_ids:
-        return 0
+        return 0, 0
     done = set(WebhookFanout.objects.filter(pk__in=event_ids).values_list("pk", flat=True))
     if done:
         marker_time = Subquery(WebhookFanout.objects.filter(pk=OuterRef("pk")).values("fanned_out_at")[:1])
@@ -384,7 +402,7 @@ def events_fan_out_missed(*, limit: int = 500) -> int:
     missed = [event_id for event_id in event_ids if event_id not in done]
     for event_id in missed:
         event_fan_out(event_id=event_id)
-    return len(missed)
+    return len(event_ids), len(missed)
 
 
 # --- Relay: claim, send, record ----------------------------------------------------------------------

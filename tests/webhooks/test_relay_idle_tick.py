@@ -158,3 +158,37 @@ def test_an_event_the_previous_release_fanned_out_is_marked_by_the_tick_not_fann
     assert event.fanned_out_at == marker.fanned_out_at
     assert not WebhookDelivery.objects.filter(event=event).exists()
     assert not Event.objects.filter(fanned_out_at__isnull=True).exists()  # out of the tick's search
+
+
+def test_enabling_an_endpoint_again_does_not_send_it_the_events_whose_fan_out_was_lost_while_it_was_off(owner):
+    """endpoint_enable promises deliveries "from the next event on". An event whose fan-out never committed
+    while the organization had no live endpoint was left by the tick (it looks only at organizations with
+    one); the endpoint enabled again, the tick fanned it out to it, days later. Such events are now settled
+    for the endpoints live at that moment, before the endpoint is live again."""
+    endpoint = _subscribed_endpoint(owner)
+    WebhookEndpoint.objects.update(created_at=timezone.now() - timedelta(days=1))
+    services.endpoint_disable(endpoint_id=endpoint.pk, reason="staff")
+    lost = [_event(owner, created_at=timezone.now() - timedelta(hours=h)) for h in (1, 2)]  # fan-outs lost
+    assert services.events_fan_out_missed() == 0  # no live endpoint in the organization: left
+
+    services.endpoint_enable(endpoint_id=endpoint.pk)
+
+    assert services.events_fan_out_missed() == 0
+    assert not WebhookDelivery.objects.exists()
+    for event in lost:
+        event.refresh_from_db()
+        assert event.fanned_out_at is not None  # out of the tick's search
+    heard = _event(owner)  # the next event reaches it
+    assert services.event_fan_out(event_id=heard.pk) and WebhookDelivery.objects.get().event_id == heard.pk
+
+
+def test_enabling_an_endpoint_again_still_sends_the_lost_events_to_its_organizations_other_live_endpoints(owner):
+    off, on = _subscribed_endpoint(owner), _subscribed_endpoint(owner)
+    WebhookEndpoint.objects.update(created_at=timezone.now() - timedelta(days=1))
+    services.endpoint_disable(endpoint_id=off.pk, reason="staff")
+    lost = _event(owner, created_at=timezone.now() - timedelta(seconds=5))  # the tick has not reached it yet
+
+    services.endpoint_enable(endpoint_id=off.pk)
+
+    assert list(WebhookDelivery.objects.values_list("endpoint_id", "event_id")) == [(on.pk, lost.pk)]
+    assert services.events_fan_out_missed() == 0
