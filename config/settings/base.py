@@ -98,8 +98,13 @@ LAYERS_DB_PREPARED_STATEMENTS = env.bool("LAYERS_DB_PREPARED_STATEMENTS", defaul
 
 
 def database(url: str, *, conn_max_age: int = 60) -> dict:
-    """Django's DATABASES entry for `url`, with the options its engine runs with here."""
-    db = dj_database_url.parse(url, conn_max_age=conn_max_age)
+    """Django's DATABASES entry for `url`, with the options its engine runs with here.
+
+    Connections are kept between requests and tasks (`conn_max_age`) and checked before their first use in
+    each (CONN_HEALTH_CHECKS: one `SELECT 1` round trip): a PostgreSQL restart or failover, or a proxy killing
+    idle connections, left every web and worker thread with a dead one, and its next request answered 500, its
+    next publish task left its claimed posts to the resolver 5 minutes later, while the database was back."""
+    db = dj_database_url.parse(url, conn_max_age=conn_max_age, conn_health_checks=True)
     if db["ENGINE"].endswith("sqlite3"):
         # Web, worker and beat share the file: wait for locks instead of failing, and let readers in (WAL).
         defaults = {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}

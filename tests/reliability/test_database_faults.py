@@ -244,3 +244,98 @@ def test_each_lease_period_is_charged_exactly_once_when_the_charge_jobs_connecti
     assert all(code not in (0, None) for code in exit_codes), exit_codes  # each run died with its connection
     assert recorded == expected and double == 0 and missing == 0
     assert drifted == 0
+
+
+# --- Idle connections dropped while the database stays up ---------------------------------------------
+# A PostgreSQL restart or failover, or a proxy killing idle connections, drops the connections web and worker
+# threads keep between requests and tasks (CONN_MAX_AGE). Django used them again without a check: the first
+# request or task of each thread failed on it (a 500; a claimed post left to the resolver for 5 minutes) even
+# though the database was back. Connections are now checked before their first use after a request or task.
+
+IDLE_WEB, IDLE_WORKER = "layers-idle-web", "layers-idle-worker"
+
+
+def _status_of_a_partner_call(port: int, key: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/projects", headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            return answer.status
+    except urllib.error.HTTPError as refused:
+        return refused.code
+    except urllib.error.URLError:
+        return 0  # not listening yet
+
+
+def test_partner_calls_after_the_database_dropped_the_idle_web_connections_all_succeed(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.reliability.processes import free_port
+
+    tenant = make_tenant("Idle web")
+    port = free_port()
+    # The web process as `make run` starts it: its gunicorn configuration, the settings keeping connections.
+    argv = [
+        *manage()[:1],
+        "-m",
+        "gunicorn",
+        "config.wsgi",
+        "-c",
+        "config/gunicorn_conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+    ]
+    env = django_env(application_name=IDLE_WEB, settings_module="config.settings.dev")
+    web = start(argv, env=env, log=tmp_path / "gunicorn.log")
+    try:
+        wait_for(lambda: _status_of_a_partner_call(port, tenant.raw_key) == 200, what="gunicorn", timeout=60)
+        with ThreadPoolExecutor(32) as callers:
+            calls = range(64)
+            assert set(callers.map(lambda _: _status_of_a_partner_call(port, tenant.raw_key), calls)) == {200}
+            held = backends(IDLE_WEB)
+            assert held > 1 and terminate_backends(IDLE_WEB) == held  # the connections kept between requests
+            after = list(callers.map(lambda _: _status_of_a_partner_call(port, tenant.raw_key), calls))
+    finally:
+        stop(web)
+    assert after.count(200) == len(after), f"{len(after) - after.count(200)} of {len(after)} calls failed"
+
+
+def test_a_post_handed_to_a_worker_whose_idle_connection_was_dropped_is_sent_at_once(owner, tmp_path):
+    from config.celery import app
+    from scheduling import services
+    from tests.reliability.processes import RedisServer
+
+    account = connected_account(owner, "tiktok", "idle.worker")
+    broker = RedisServer(tmp_path)
+    broker.start()
+
+    def send(name: str, *args) -> None:
+        with app.connection_for_write(broker.url) as conn:
+            app.send_task(name, args=list(args), connection=conn, queue="celery")
+
+    env = django_env(
+        application_name=IDLE_WORKER, settings_module="config.settings.dev", CELERY_BROKER_URL=broker.url,
+        LAYERS_PLATFORM_TRANSPORT="wsgi",
+    )  # fmt: skip
+    argv = [*manage()[:1], "-m", "celery", "-A", "config", "worker", "--pool", "threads", "--concurrency", "1"]
+    argv += ["-Q", "celery", "-n", f"idle@{tmp_path.name}", "-l", "info"]
+    log = tmp_path / "worker.log"
+    worker = start(argv, env=env, log=log)
+    try:
+        send("accounts.tasks.purge_idempotency_keys")  # the worker's thread opens its connection, and keeps it
+        wait_for(lambda: backends(IDLE_WORKER) == 1 and "succeeded" in log.read_text(), timeout=60, what="a task")
+        assert terminate_backends(IDLE_WORKER) == 1  # dropped while idle; the database itself stays up
+        post_id = schedule_now(owner, account["id"], when=timezone.now())["id"]
+        assert services.posts_claim_due() == [post_id]
+        send("scheduling.tasks.publish_posts", [post_id])
+        wait_for(
+            lambda: ScheduledPost.objects.get(pk=post_id).publish_id or "publish_posts" in log.read_text(),
+            timeout=30,
+            what="the publish task",
+        )
+        wait_for(lambda: ScheduledPost.objects.get(pk=post_id).publish_id, timeout=5, what="the post sent")
+    finally:
+        stop(worker)
+        broker.kill()
