@@ -1402,8 +1402,11 @@ def _resolve(post: ScheduledPost) -> str:
         if isinstance(exc, PermissionMissing):
             return _fail(post, "CREDENTIAL_INVALID", PERMISSION_MISSING)
         return _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token while publishing.")
-    except (RateLimited, PlatformUnavailable, RequestRejected):
-        return _check_again(post, now)
+    except (RateLimited, PlatformUnavailable, RequestRejected) as exc:
+        # The platform refused to say how the post stands (an outage, a throttle, or its own refusal of the
+        # read): nothing is known about the post, so it is asked again. The refusal is kept on the post for
+        # ops and quoted if the day runs out (_check_again).
+        return _check_again(post, now, refused=exc)
     except _LostClaim:
         return "skipped"  # no longer about this publish id: whoever changed it settles the post
     if status.state in ("published", "sent_to_inbox"):
@@ -1433,7 +1436,7 @@ def _resolve(post: ScheduledPost) -> str:
         return _fail(post, code, f"The platform could not publish the post: {_with_code(status)}")
     if status.state == "throttled":
         return _publish_throttled(post, status, now)
-    return _check_again(post, now)
+    return _check_again(post, now, answered=True)
 
 
 def _with_code(status: PublishStatus) -> str:
@@ -1480,24 +1483,63 @@ def _disconnected_moments_ago(account_id: str, now: datetime) -> bool:
     return gone_at is not None and now - gone_at < CLAIM_LEASE
 
 
-def _check_again(post: ScheduledPost, now: datetime) -> str:
+# Prefix of a publishing post's error_message while the platform refuses to read its status, as "Retrying: "
+# marks a queued post's transient error. Never shown by the API (serializers.post_error: failed posts only).
+CHECK_REFUSED = "Checking: "
+
+
+def _check_again(
+    post: ScheduledPost, now: datetime, *, refused: PlatformError | None = None, answered: bool = False
+) -> str:
+    """Ask the platform about the post again later, or fail it once it has had its day. `refused`: the status
+    read the platform just refused, kept on the post ("Checking: …", its words as the client redacted them)
+    until a read is answered again (`answered`). Without that, a day of refused reads ended "did not finish
+    processing", which is not what happened, and the platform's words were nowhere."""
     # The clock starts at the creating call (TikTok) or, where there is none to record (Instagram's
     # container, possibly made ahead), when this attempt started: the claim sets due_at to that moment
     # (publishing_claim). Not the post's time: an ops retry days later, a retry after a day's throttling,
     # or a first attempt a day late (workers down) failed at its first "still processing". Not updated_at
     # either: conditional .update()s never move it.
     started = post.publish_attempted_at or max(post.scheduled_for, post.due_at)
+    kept = post.error_message.startswith(CHECK_REFUSED)
+    if refused is not None:
+        _log_check_refused(post, refused, repeated=kept)
+        last_refusal = str(refused)
+    else:
+        last_refusal = post.error_message.removeprefix(CHECK_REFUSED) if kept and not answered else ""
     if now - started > PUBLISH_GIVE_UP:
-        return _fail(
-            post,
-            "PLATFORM_UNAVAILABLE",
-            "The platform did not finish processing the post within 24 hours.",
-            answered=False,  # Layers gave up waiting: the platform refused nothing
-        )
+        message = "The platform did not finish processing the post within 24 hours."
+        if last_refusal:
+            message = (
+                "The platform did not say within 24 hours how the post ended: it refused the status checks, "
+                f"the last with: {last_refusal}"
+            )
+        # The post may be live (PLATFORM_UNAVAILABLE keeps it "outcome unknown" for post_retry, as API.md's
+        # code for it). answered=False: Layers gave up waiting; no publishing call of the platform's failed.
+        return _fail(post, "PLATFORM_UNAVAILABLE", message, answered=False)
     waited = max(now - started, timedelta(0))
     delay = min(max(STATUS_POLL_FIRST, waited / 4), STATUS_POLL_MAX)
-    updated = _still_ours(post).update(next_check_at=now + delay, claimed_until=None)
+    changes = {"next_check_at": now + delay, "claimed_until": None}
+    if refused is not None:
+        changes["error_message"] = f"{CHECK_REFUSED}{refused}"[:500]
+    elif answered and kept:
+        changes["error_message"] = ""  # answered again: the refusal no longer stands
+    updated = _still_ours(post).update(**changes)
     return "processing" if updated else "skipped"
+
+
+def _log_check_refused(post: ScheduledPost, exc: PlatformError, *, repeated: bool) -> None:
+    """One WARNING when the platform starts refusing a post's status reads; its repeats (a read every 2
+    minutes for up to a day, for every post in flight during an outage) at INFO when its words change, and
+    DEBUG otherwise."""
+    code = exc.code or type(exc).__name__
+    if not repeated:
+        level = logging.WARNING
+    elif post.error_message != f"{CHECK_REFUSED}{exc}"[:500]:
+        level = logging.INFO
+    else:
+        level = logging.DEBUG
+    log.log(level, "status check of %s refused by %s (%s); asked again later", post.pk, _answering(post), code)
 
 
 # Fairness: managed dispatches run on the publishing threads every partner shares, and each may wait for its

@@ -5,12 +5,15 @@ first time Instagram said "still processing"; then at the post's time, so an ops
 retry after a day's throttling failed the same way."""
 
 import json
+import logging
 from datetime import timedelta
 
 import httpx
 import pytest
 import time_machine
 
+from accounts.platforms.base import RequestRejected
+from accounts.platforms.tiktok import TikTokClient
 from accounts.tasks import social_accounts_health_tick
 from scheduling import services
 from scheduling.models import ScheduledPost
@@ -63,6 +66,77 @@ def test_a_tiktok_post_never_finished_fails_a_day_after_its_time_not_before(owne
         body = post(owner, scheduled["id"])
     assert body["status"] == "failed"
     assert body["error"]["code"] == "PLATFORM_UNAVAILABLE" and "24 hours" in body["error"]["message"], body["error"]
+
+
+def refused_status_read(self, **kwargs):
+    # TikTok's own refusal of the status read (e.g. a publish_id it does not know).
+    raise RequestRejected("tiktok invalid_params: The publish_id is invalid.", code="invalid_params", status=400)
+
+
+def test_a_tiktok_post_whose_status_reads_are_refused_for_a_day_fails_quoting_the_refusal(
+    owner, settings, caplog, monkeypatch
+):
+    # Before, the post sat `publishing` with no error and no log line, then failed "did not finish processing
+    # within 24 hours": the platform had refused every status read, and its words were nowhere.
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 3 * 24 * 3600
+    account = connected_account(owner, "tiktok", "poll.refused")
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "publishing"
+
+    monkeypatch.setattr(TikTokClient, "publish_status", refused_status_read)
+    caplog.set_level(logging.DEBUG, logger="scheduling.services")
+    for hours in (1, 6, 12, 23):
+        with time_machine.travel(later(hours=hours)):
+            social_accounts_health_tick()
+            run_dispatcher()
+            body = post(owner, scheduled["id"])
+        # Ops see the refusal on the post (admin); the API shows no error until the post has an outcome.
+        assert (body["status"], body["error"]) == ("publishing", None), hours
+        row = ScheduledPost.objects.get(pk=scheduled["id"])
+        assert row.error_message == "Checking: tiktok invalid_params: The publish_id is invalid.", hours
+
+    # One warning when the refusals start, not one per poll (a poll every 2 minutes for a day).
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and scheduled["id"] in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING", [r.getMessage() for r in warnings]
+    assert "invalid_params" in warnings[0].getMessage()
+
+    with time_machine.travel(later(days=1, minutes=5)):
+        social_accounts_health_tick()
+        run_dispatcher()
+        body = post(owner, scheduled["id"])
+    assert (body["status"], body["error"]["code"]) == ("failed", "PLATFORM_UNAVAILABLE"), body
+    assert "24 hours" in body["error"]["message"]
+    assert "tiktok invalid_params: The publish_id is invalid." in body["error"]["message"], body["error"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_status_read_answered_again_after_refusals_no_longer_stands_on_the_post(owner, settings, monkeypatch):
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 3 * 24 * 3600
+    account = connected_account(owner, "tiktok", "poll.back")
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(TikTokClient, "publish_status", refused_status_read)
+        with time_machine.travel(later(hours=1)):
+            social_accounts_health_tick()
+            run_dispatcher()
+    assert ScheduledPost.objects.get(pk=scheduled["id"]).error_message.startswith("Checking: ")
+
+    for hours in (6, 23):  # TikTok answers again: still processing
+        with time_machine.travel(later(hours=hours)):
+            social_accounts_health_tick()
+            run_dispatcher()
+    assert ScheduledPost.objects.get(pk=scheduled["id"]).error_message == ""
+    with time_machine.travel(later(days=1, minutes=5)):
+        social_accounts_health_tick()
+        run_dispatcher()
+        body = post(owner, scheduled["id"])
+    assert body["error"] == {
+        "code": "PLATFORM_UNAVAILABLE",
+        "message": "The platform did not finish processing the post within 24 hours.",
+    }
 
 
 def test_an_ops_retry_of_a_reel_days_after_its_time_waits_for_instagram_and_is_published(owner, settings):
