@@ -1,0 +1,63 @@
+"""A managed provider's secret that no longer decrypts (encrypted under a key removed from LAYERS_TOKEN_KEYS
+before `rotate_token_keys` re-encrypted it). Before, its posts were signed with an empty key, every one failed
+"The provider refused the post (HTTP 401)." and nothing was logged: it read as the provider's fault."""
+
+import hashlib
+import hmac
+import logging
+
+import pytest
+from cryptography.fernet import Fernet
+
+from scheduling import services
+from scheduling.models import ManagedProvider
+from tests.accounts.oauth_helpers import connected_account
+from tests.receivers import receiver
+from tests.scheduling.publish_helpers import post, run_dispatcher, schedule_now
+from tests.scheduling.test_ops_admin import staff  # noqa: F401 - the fixture
+from tests.staff import admin_object_url
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET = "shared-with-provider"
+
+
+def verifying(request):
+    """The provider: 200 for a request signed with SECRET, 401 otherwise."""
+    header = request["headers"]["Layers-Signature"]
+    t = header.split(",")[0].removeprefix("t=")
+    good = hmac.new(SECRET.encode(), f"{t}.".encode() + request["body"], hashlib.sha256).hexdigest()
+    return (200, {"id": "mp-1"}, {}) if f"v1={good}" in header else (401, {"error": "bad signature"}, {})
+
+
+def test_a_provider_secret_that_no_longer_decrypts_is_never_signed_with_and_says_so(owner, caplog, staff):  # noqa: F811
+    account = connected_account(owner, "tiktok", "managed.lostkey")
+    lost = Fernet(Fernet.generate_key()).encrypt(SECRET.encode()).decode()  # under a key Layers no longer has
+    caplog.set_level(logging.INFO)
+    with receiver(verifying) as (url, received):
+        provider = ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        ManagedProvider.objects.filter(pk=provider.pk).update(secret_enc=lost)
+        scheduled = schedule_now(owner, account["id"], mode="managed")
+        run_dispatcher()
+
+        assert received == [], "the provider was called without its secret"
+        body = post(owner, scheduled["id"])
+        assert (body["status"], body["error"]["code"]) == ("failed", "PLATFORM_REJECTED"), body
+        assert "secret cannot be read" in body["error"]["message"] and "admin" in body["error"]["message"], body
+        [line] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert line.name == "scheduling.services"
+        for named in (provider.pk, owner.project.pk, "decrypt"):
+            assert str(named) in line.getMessage(), line.getMessage()
+
+        # Staff enter the secret again in the admin, then retry the post (the admin's retry action's service).
+        saved = staff.post(
+            admin_object_url(ManagedProvider, provider.pk),
+            {"name": "Boost", "endpoint_url": url, "enabled": "on", "new_secret": SECRET},
+        )
+        assert saved.status_code == 302, saved.content.decode()[:2000]
+        services.post_retry(post_id=scheduled["id"])
+        run_dispatcher()
+
+        assert len(received) == 1
+        assert post(owner, scheduled["id"])["status"] == "published"
+    assert SECRET not in caplog.text
