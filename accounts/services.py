@@ -1547,10 +1547,11 @@ def onboarding_step_complete(*, organization_id: str, key: str, social_account_i
     return created
 
 
-def social_account_fan_out(*, account_id: str) -> list[str]:
+def social_account_fan_out(*, account_id: str, with_traceback: bool = True) -> list[str]:
     """Run every post-connect step; each is idempotent and isolated (one failing does not stop the others).
     Returns the names of the steps that failed, for the task to retry. A leased account (queued by its
-    assignment) runs them all but the onboarding step."""
+    assignment) runs them all but the onboarding step. `with_traceback`: an unexpected error's traceback is
+    logged (the task asks for it on its first run and its last, not on each of its retries)."""
     from scheduling import services as scheduling
 
     account = SocialAccount.objects.select_related("project").get(pk=account_id)
@@ -1574,6 +1575,28 @@ def social_account_fan_out(*, account_id: str) -> list[str]:
         try:
             step()
         except Exception as exc:  # noqa: BLE001 - best-effort: log, keep going, retry later
-            log.warning("post-connect step %s failed for %s: %s", name, account_id, type(exc).__name__)
+            why, expected = _step_failure(exc)
+            log.warning(
+                "post-connect step %s failed for %s: %s",
+                name,
+                account_id,
+                why,
+                exc_info=exc if with_traceback and not expected else None,
+            )
             failed.append(name)
     return failed
+
+
+def _step_failure(exc: Exception) -> tuple[str, bool]:
+    """What a failed post-connect step's log line says about `exc`, and whether it was expected (its words
+    say it all: no traceback). Never a token: a platform error gives its code (the clients redact their
+    messages, but the code is what the platform's documentation goes by), a refused fetch its words (its
+    status, type or size, a host name: no URL, whose query a CDN signs). Anything else (storage, a bug): its
+    type and words, and its traceback (the caller decides when)."""
+    from config.netguard import FetchFailed, UnsafeURL
+
+    if isinstance(exc, PlatformError):
+        return f"{type(exc).__name__} {exc.code or exc.status or 'no code'}", True
+    if isinstance(exc, FetchFailed | UnsafeURL):
+        return f"{type(exc).__name__}: {exc}", True
+    return f"{type(exc).__name__}: {exc}", False

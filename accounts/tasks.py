@@ -33,7 +33,10 @@ def social_account_after_connect(self, account_id: str) -> list[str]:
     they span), it ends with one warning naming the steps left, not Celery's MaxRetriesExceededError traceback
     per account: the provisioning tick queues it again while the account lacks its layers (a leased one: its
     avatar, for a day)."""
-    failed = services.social_account_fan_out(account_id=account_id)
+    # An unexpected error's traceback on the first run (ops see it at once) and the last (it persisted), not
+    # on each of the retries in between.
+    traceback = self.request.retries in (0, self.max_retries)
+    failed = services.social_account_fan_out(account_id=account_id, with_traceback=traceback)
     if failed and self.request.retries >= self.max_retries:
         log.warning("post-connect steps of %s still failing after %d retries: %s", account_id, self.max_retries, failed)
         return failed

@@ -1,17 +1,20 @@
 """Token health, reauth, revoke and secrecy of tokens, through the real clients and the sandbox."""
 
+import logging
 import subprocess
 from datetime import timedelta
 
 import pytest
 import time_machine
+from django.core.files.storage import default_storage
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from accounts import services
+from accounts import services, tasks
 from accounts.models import Event, OAuthSession, PlatformIdentity, SocialAccount
 from accounts.platforms import scopes as platform_scopes
+from config import netguard
 from scheduling.models import Layer
 from tests.accounts.oauth_helpers import (
     RETURN_URL,
@@ -22,6 +25,7 @@ from tests.accounts.oauth_helpers import (
     status,
 )
 from tests.conftest import assert_error
+from tests.platform_helpers import intercepted, platform_down
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -338,6 +342,65 @@ def test_a_failing_side_effect_does_not_fail_the_flow_and_rerunning_creates_noth
     from accounts.models import OnboardingStep
 
     assert OnboardingStep.objects.filter(organization=owner.org).count() == 1
+
+
+def post_connect_lines(caplog) -> list:
+    return [r for r in caplog.records if "post-connect step avatar failed" in r.getMessage()]
+
+
+def test_a_post_connect_step_failing_unexpectedly_is_logged_with_its_traceback_first_and_last(
+    owner, monkeypatch, caplog
+):
+    # Before, the line said `PermissionError` and nothing else: not which file, not why, no traceback.
+    account = connected_account(owner, "tiktok", "avatar.denied")
+    SocialAccount.objects.filter(pk=account["id"]).update(avatar_url="")
+
+    def denied(name, content, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", f"/srv/media/{name}")
+
+    monkeypatch.setattr(default_storage, "save", denied)
+    monkeypatch.setattr(default_storage, "exists", lambda name: False)
+    caplog.set_level(logging.INFO)
+    assert services.social_account_fan_out(account_id=account["id"]) == ["avatar"]
+    [line] = post_connect_lines(caplog)
+    assert line.levelname == "WARNING" and account["id"] in line.getMessage()
+    assert line.exc_info and line.exc_info[0] is PermissionError, line.getMessage()
+    assert "Permission denied" in caplog.text
+
+    # The task retries it 6 times over about an hour: the traceback on its first run and its last, not each.
+    caplog.clear()
+    tasks.social_account_after_connect.delay(account["id"])
+    lines = post_connect_lines(caplog)
+    assert len(lines) == 7
+    assert [bool(line.exc_info) for line in lines] == [True, False, False, False, False, False, True]
+    assert all("PermissionError" in line.getMessage() for line in lines)
+
+
+def test_a_post_connect_step_the_platform_refuses_is_logged_with_its_code_and_no_token(owner, caplog):
+    account = connected_account(owner, "tiktok", "avatar.outage")
+    row = SocialAccount.objects.get(pk=account["id"])
+    SocialAccount.objects.filter(pk=row.pk).update(avatar_url="")
+    caplog.set_level(logging.DEBUG)
+    with intercepted(platform_down("tiktok", status=503)):
+        assert services.social_account_fan_out(account_id=account["id"]) == ["avatar"]
+    [line] = post_connect_lines(caplog)
+    assert "PlatformUnavailable internal_error" in line.getMessage(), line.getMessage()
+    assert not line.exc_info  # expected: the platform's code says it all
+    assert row.access_token not in caplog.text
+
+
+def test_an_avatar_the_cdn_will_not_serve_is_logged_with_why(owner, caplog, monkeypatch):
+    account = connected_account(owner, "tiktok", "avatar.gone")
+    SocialAccount.objects.filter(pk=account["id"]).update(avatar_url="")
+
+    def not_found(url, **kwargs):
+        raise netguard.FetchFailed("status 404")  # the CDN's answer to the platform's avatar URL
+
+    monkeypatch.setattr(netguard, "fetch_limited", not_found)
+    caplog.set_level(logging.INFO)
+    assert services.social_account_fan_out(account_id=account["id"]) == ["avatar"]
+    [line] = post_connect_lines(caplog)
+    assert "FetchFailed: status 404" in line.getMessage() and not line.exc_info, line.getMessage()
 
 
 def test_tokens_appear_in_no_response_and_not_in_a_raw_database_dump(owner):
