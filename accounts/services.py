@@ -993,7 +993,36 @@ def _revoke_grant_unless_shared(
     try:
         _revoke_at_platform(platform=platform, tokens=tokens, what=what)
     except PlatformError as exc:
-        log.info("revoke of %s at %s failed (%s); token wiped locally", what, platform, type(exc).__name__)
+        # The customer's grant may outlive the disconnect (its refresh token working for up to a year) and
+        # nothing retries: the token to revoke with is wiped already. A warning for ops, and a line on the
+        # account's history for support, who answer the customer asking why the app is still listed.
+        code = exc.code or (f"http_{exc.status}" if exc.status else "no code")
+        log.warning(
+            "revoke of %s at %s failed (%s): %s; token wiped locally, the grant may still be alive at the "
+            "platform and nothing retries it",
+            what,
+            platform,
+            type(exc).__name__,
+            code,
+        )
+        if account_id is not None:
+            _revoke_failure_record(account_id=account_id, platform=platform, code=code)
+
+
+def _revoke_failure_record(*, account_id: str, platform: str, code: str) -> None:
+    """The revoke at the platform failed, on the disconnected account's status history (a row that changes
+    no status: the history is where support reads what happened to the account)."""
+    with transaction.atomic():
+        account = SocialAccount.objects.filter(pk=account_id).only("id", "status").first()
+        if account is None:
+            return
+        social_account_status_record(
+            account=account,
+            from_status=account.status,
+            source=f"revoke at {platform}",
+            reason=f"The revoke at {platform} failed ({code}): the app's grant may still be alive there (the "
+            "customer can remove the app in the platform's settings); nothing retries it.",
+        )
 
 
 def platform_user_holders(*, platform: str, platform_user_id: str, excluding: str | None = None):

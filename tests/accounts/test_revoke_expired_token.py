@@ -13,7 +13,7 @@ import time_machine
 from django.test import Client
 from django.utils import timezone
 
-from accounts.models import SocialAccount
+from accounts.models import SocialAccount, SocialAccountStatusChange
 from accounts.platforms.sandbox.models import Token
 from tests.accounts.oauth_helpers import connected_account
 from tests.platform_helpers import intercepted, invalidate_tokens, platform_down
@@ -91,6 +91,23 @@ def test_a_tiktok_outage_while_renewing_the_token_to_revoke_does_not_fail_the_di
     assert row.status == "disconnected" and row.access_token_enc == row.refresh_token_enc == ""
     # Logged for support: the grant may still be alive at TikTok.
     assert f"revoke of {account['id']} at tiktok failed (PlatformUnavailable)" in caplog.text
+
+
+def test_a_revoke_tiktok_fails_is_a_warning_with_its_code_and_a_line_in_the_accounts_history(owner, caplog):
+    # Before, an INFO line without TikTok's code, and nothing on the account: the customer's grant stays alive
+    # at TikTok and nothing retries the revoke, so support must be able to find that.
+    caplog.set_level(logging.INFO, logger="accounts.services")
+    account = connected_account(owner, "tiktok", "revoke.outage")
+    with intercepted(platform_down("tiktok", status=503)):
+        disconnect(owner, account["id"])
+    assert live_tokens("tiktok", "revoke.outage") >= 1  # the grant is still alive at TikTok
+
+    [line] = [r for r in caplog.records if f"revoke of {account['id']} at tiktok failed" in r.getMessage()]
+    assert line.levelname == "WARNING" and "internal_error" in line.getMessage(), line.getMessage()
+    last = SocialAccountStatusChange.objects.filter(social_account_id=account["id"]).last()
+    assert (last.from_status, last.to_status) == ("disconnected", "disconnected")
+    assert last.source == "revoke at tiktok"
+    assert "failed (internal_error)" in last.reason and "grant may still be alive" in last.reason, last.reason
 
 
 def test_disconnecting_an_instagram_account_whose_token_expired_ends_quietly(owner):
