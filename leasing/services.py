@@ -883,8 +883,8 @@ def _settle_released(lease_id: int) -> None:
 def pool_account_check(*, pool_account_id: str) -> str:
     """Verify a returned pool account's token (refreshing an expired one: _verified_token); a dead one takes
     the account out of the pool (retired, with a note for ops) instead of leasing a broken account to the
-    next partner. Raises PlatformError when TikTok could not say (the task does not retry: the next
-    assignment checks the token again)."""
+    next partner. Raises PlatformError when TikTok could not say (the task logs it and does not retry: the
+    next assignment checks the token again)."""
     account = PoolAccount.objects.get(pk=pool_account_id)
     if account.status != PoolAccount.Status.AVAILABLE:
         return "skipped"

@@ -11,8 +11,24 @@ log = logging.getLogger(__name__)
 
 @shared_task
 def pool_account_check(pool_account_id: str) -> str:
-    """After a release: verify the returned account's token before it is leased again."""
-    return services.pool_account_check(pool_account_id=pool_account_id)
+    """After a release: verify the returned account's token before it is leased again. TikTok not answering
+    (down, throttling, refusing the request) changes nothing and ends with one warning, not Celery's ERROR
+    traceback per release during an outage. Not retried, unlike the health check and the pool refresh: no
+    tick queues this check again, nor needs to, since the next assignment verifies the token itself before
+    leasing the account (the same check); retrying would only spend TikTok's quota during its outage."""
+    try:
+        return services.pool_account_check(pool_account_id=pool_account_id)
+    except PlatformError as exc:
+        refused = isinstance(exc, RequestRejected)
+        log.warning(
+            "check of returned pool account %s: TikTok %s (%s %s); it stays available, its next assignment "
+            "checks its token",
+            pool_account_id,
+            "refused the request" if refused else "could not answer",
+            type(exc).__name__,
+            exc.code or (f"http_{exc.status}" if exc.status else "no code"),
+        )
+        return "refused" if refused else "unavailable"
 
 
 @shared_task

@@ -1,6 +1,7 @@
 """Fulfilment and release, through the same services the admin and the commands use."""
 
 import json
+import logging
 import threading
 from datetime import timedelta
 
@@ -398,6 +399,33 @@ def test_a_returned_account_whose_access_token_expired_is_refreshed_by_its_check
         assert services.pool_account_check(pool_account_id=pool_id) == "ok"
         pool = PoolAccount.objects.get(pk=pool_id)
         assert pool.status == "available" and pool.token_expires_at > later(hours=23)
+
+
+@pytest.mark.parametrize(
+    "answer, outcome, code",
+    [
+        (None, "unavailable", "internal_error"),  # TikTok down (platform_down: its 503 with its own error)
+        (httpx.Response(400, json={"error": {"code": "invalid_params", "message": "?"}}), "refused", "invalid_params"),
+    ],
+    ids=["outage", "refused"],
+)
+def test_a_returned_accounts_check_tiktok_cannot_answer_is_one_warning_and_changes_nothing(
+    owner, caplog, answer, outcome, code
+):
+    # Before, PlatformUnavailable escaped the task: an ERROR traceback from Celery for every release during a
+    # TikTok outage, though nothing was wrong (the account stays available; the next assignment checks it).
+    from leasing.tasks import pool_account_check
+    from tests.platform_helpers import intercepted, platform_down
+
+    [pool_id] = add_pool(1)
+    overrides = platform_down("tiktok", status=503) if answer is None else {"/user/info/": lambda r, s: answer}
+    with intercepted(overrides):
+        result = pool_account_check.apply(args=[pool_id])
+    assert result.successful() and result.result == outcome, repr(result.result)
+    assert PoolAccount.objects.get(pk=pool_id).status == "available"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    [line] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert pool_id in line.getMessage() and code in line.getMessage(), line.getMessage()
 
 
 def test_the_pool_refresh_task_keeps_idle_pool_tokens_alive(owner):
