@@ -8,8 +8,9 @@ from config.api.fields import Int64Field, datetime_output
 
 def post_error(post) -> dict | None:
     """The failure of a `failed` post. A post waiting to retry a transient error keeps that error for ops
-    (admin) but shows none: API.md's codes (RATE_LIMITED, PLATFORM_UNAVAILABLE "after retries") are
-    outcomes, and a partner reading `queued` with a code would take the post for failed."""
+    (admin) but shows none, nor does a `publishing` post keeping the platform's last refusal of its status
+    checks ("Checking: …"): API.md's codes (RATE_LIMITED, PLATFORM_UNAVAILABLE "after retries") are
+    outcomes, and a partner reading `queued` or `publishing` with an error would take the post for failed."""
     if post.status != "failed" or not post.error_code:
         return None
     return {"code": post.error_code, "message": post.error_message}
