@@ -216,7 +216,8 @@ def test_a_pool_token_refresh_tiktok_throttles_for_two_hours_waits_them_out_in_t
 def test_the_post_connect_fan_out_never_waits_in_the_broker_longer_than_the_longest_countdown(monkeypatch):
     from accounts import services, tasks
 
-    monkeypatch.setattr(services, "social_account_fan_out", lambda *, account_id, **options: ["avatar"])  # fails each time
+    # fails each time
+    monkeypatch.setattr(services, "social_account_fan_out", lambda *, account_id, **options: ["avatar"])
     retries = ParkedRetries(monkeypatch, tasks.social_account_after_connect)
     tasks.social_account_after_connect.apply(args=["sa_x"])
     while retries.parked:
@@ -261,7 +262,8 @@ def test_the_last_retry_during_an_outage_ends_with_one_warning_and_leaves_the_wo
 def test_the_post_connect_fan_outs_last_retry_ends_with_one_warning_not_a_traceback(monkeypatch, caplog):
     from accounts import services, tasks
 
-    monkeypatch.setattr(services, "social_account_fan_out", lambda *, account_id, **options: ["avatar"])  # fails each time
+    # fails each time
+    monkeypatch.setattr(services, "social_account_fan_out", lambda *, account_id, **options: ["avatar"])
     with caplog.at_level("INFO"):
         result = tasks.social_account_after_connect.apply(
             args=["sa_x"], retries=tasks.social_account_after_connect.max_retries
