@@ -3,9 +3,11 @@
 
 The access log writes each request line as received, query string included. Instagram's token endpoints
 (the sandbox serves them in this same process) take the access token and the app secret in the query
-string, and the OAuth callback carries the platform's authorization code: the stock access log wrote them
-into every log line. RedactingLogger blanks them (config.logfilters, the filter the HTTP clients' loggers
-already use) and never writes credential headers, whatever access_log_format says."""
+string, the OAuth callback carries the platform's authorization code and the state, and oauth-status the
+pending state (a bearer secret) in its path: the stock access log wrote them into every log line.
+RedactingLogger blanks them, a state down to the short form the admin lists (config.logfilters, the filter
+the HTTP clients' loggers and Django's request lines use; gunicorn's own error lines too), and never writes
+credential headers, whatever access_log_format says."""
 
 worker_class = "gthread"
 workers = 2

@@ -2,7 +2,7 @@
 
 from gunicorn.glogging import Logger
 
-from config.logfilters import redact_parameters
+from config.logfilters import RedactSecrets, redact_secrets
 
 # Headers whose values are credentials (an API key, a session, a CSRF token).
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-csrftoken"})
@@ -23,11 +23,18 @@ def names_a_credential(atom: str) -> bool:
 
 
 class RedactingLogger(Logger):
+    def setup(self, cfg):
+        super().setup(cfg)
+        # gunicorn's own error log names the request it failed on ("Error handling request /oauth/…?code=…"):
+        # blanked as the access log's lines are.
+        if not any(isinstance(f, RedactSecrets) for f in self.error_log.filters):
+            self.error_log.addFilter(RedactSecrets())
+
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
         for name, value in atoms.items():
             if names_a_credential(name):
                 atoms[name] = "-"
             elif isinstance(value, str):
-                atoms[name] = redact_parameters(value)
+                atoms[name] = redact_secrets(value)
         return atoms

@@ -18,6 +18,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 
 from config import ratelimit
+from config.logfilters import logged_path
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,13 @@ def _refused(request, message: str, who: str) -> Exception:
     client = ratelimit.client_ip(request)
     retry_after = ratelimit.hit("api-auth-failure", client, settings.LAYERS_AUTH_FAILURE_RATE)
     if retry_after is None:
-        log.warning("API call refused (401): %s %s from %s with %s", request.method, request.path, client, who)
+        log.warning("API call refused (401): %s %s from %s with %s", request.method, logged_path(request), client, who)
         return AuthenticationFailed(message)
     log.warning(
         "API call throttled (429, too many refused keys from this address; retry in %s s): %s %s from %s with %s",
         retry_after,
         request.method,
-        request.path,
+        logged_path(request),
         client,
         who,
     )

@@ -114,9 +114,10 @@ def exception_handler(exc, context):
         # throttling.py); a call with no key at all is refused here, by the view's permission check.
         request = context.get("request")
         if request is not None:
+            from config.logfilters import logged_path
             from config.ratelimit import client_ip
 
-            method, path = request.method, request.path
+            method, path = request.method, logged_path(request)
             log.warning("API call refused (401): %s %s from %s with no API key", method, path, client_ip(request))
     for cls, status, code in _DRF_CODES:
         if isinstance(exc, cls):

@@ -4,6 +4,7 @@ from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
 from config import ratelimit
+from config.logfilters import logged_path
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class ApiKeyRateThrottle(BaseThrottle):
                 settings.LAYERS_API_RATE,
                 self.retry_after,
                 request.method,
-                request.path,
+                logged_path(request),
                 ratelimit.client_ip(request),
                 api_key_log_label(key) if key is not None else "no API key",
             )

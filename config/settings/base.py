@@ -544,15 +544,35 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # request_id: the API request's X-Request-Id, or task:<id> in a worker, "-" elsewhere (config/requestid.py)
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s"},
+        # runserver's request lines, as Django's default logging prints them
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "django.server": {"level": "INFO", "class": "logging.StreamHandler", "formatter": "django.server"},
+    },
     "root": {"handlers": ["console"], "level": env.str("LAYERS_LOG_LEVEL", default="INFO")},
-    # httpx prints request URLs at INFO, and Instagram's carry the access token: kept at WARNING, and
-    # blanked should anyone turn it up (config/logfilters.py).
-    "filters": {"redact_secret_parameters": {"()": "config.logfilters.RedactSecretParameters"}},
+    # Credentials and OAuth states blanked in what the loggers that print URLs and request paths write
+    # (config/logfilters.py). httpx prints request URLs at INFO, and Instagram's carry the access token: kept
+    # at WARNING too. Django's request lines ("Not Found: /v1/social/oauth-status/st_…") and runserver's
+    # (query string included) name the path; runserver's logger is Django's default one again, with the filter.
+    "filters": {"redact_secrets": {"()": "config.logfilters.RedactSecrets"}},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
-        "httpx": {"level": "WARNING", "filters": ["redact_secret_parameters"]},
-        "httpcore": {"filters": ["redact_secret_parameters"]},
+        "httpx": {"level": "WARNING", "filters": ["redact_secrets"]},
+        "httpcore": {"filters": ["redact_secrets"]},
+        "django.request": {"filters": ["redact_secrets"]},
+        "django.server": {
+            "handlers": ["django.server"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["redact_secrets"],
+        },
     },
 }

@@ -91,3 +91,25 @@ def test_each_refused_or_throttled_call_is_one_line_in_the_log(owner, anon, sett
 
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.name for r in warnings] == ["config.api.throttling", "config.api.errors", "config.api.authentication"]
+
+
+def test_refused_throttled_and_unknown_oauth_status_polls_are_logged_without_the_state(
+    owner, outsider, anon, settings, caplog
+):
+    """A pending OAuth state is a bearer secret, and oauth-status carries it in its path: the 401 and 429 lines
+    and Django's own "Not Found: …" line wrote it whole. They name it by the short state the admin lists."""
+    pending = services.oauth_session_start(
+        project=outsider.project, api_key=outsider.key, platform="tiktok", return_url="https://globex.test/back"
+    ).session.state
+    settings.LAYERS_API_RATE = "1/min"
+    services.api_key_revoke(key=outsider.key)
+    with caplog.at_level(logging.INFO):
+        assert_error(owner.client.get(f"/v1/social/oauth-status/{pending}"), 404, "NOT_FOUND")  # another's
+        assert_error(owner.client.get(f"/v1/social/oauth-status/{pending}"), 429, "RATE_LIMITED")
+        assert_error(outsider.client.get(f"/v1/social/oauth-status/{pending}"), 401, "UNAUTHENTICATED")
+        assert_error(anon.get(f"/v1/social/oauth-status/{pending}"), 401, "UNAUTHENTICATED")
+
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(logged) == 4 and all(f"/v1/social/oauth-status/{pending[:10]}" in line for line in logged), logged
+    assert "Not Found" in logged[0]  # Django's own line (django.request)
+    never_logged(caplog, pending)
