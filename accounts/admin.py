@@ -1,3 +1,4 @@
+import re
 from urllib.parse import urlencode
 
 from django import forms
@@ -521,8 +522,13 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         return rows
 
 
+# The short state as this list shows it (`st_` and 7 characters), as the oauth log lines give it, or as an
+# access log cuts it (config/logfilters.py).
+SHORT_STATE = re.compile(r"\Ast_[0-9a-f]{7}(?:…|\[redacted\])?\Z")
+
+
 @admin.register(OAuthSession)
-class OAuthSessionAdmin(NothingToSaveMixin, admin.ModelAdmin):
+class OAuthSessionAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     list_display = (
         "short_state",
         "platform",
@@ -541,6 +547,8 @@ class OAuthSessionAdmin(NothingToSaveMixin, admin.ModelAdmin):
     actions = None
     list_filter = ("platform", "purpose", "status", "error_code")
     search_fields = ("project__name", "organization__name")
+    # The organization and project ids the oauth log lines name.
+    id_search_fields = {"org": ("organization_id",), "prj": ("project_id",)}
     list_select_related = ("project", "pool_account")  # a `pool` session (staff connect) has no project
     exclude = ("state",)
     readonly_fields = (
@@ -570,6 +578,16 @@ class OAuthSessionAdmin(NothingToSaveMixin, admin.ModelAdmin):
 
     # `?state__startswith=…` (or `pk__…`) would read a pending state a character at a time: refused, with every
     # other secret column, by the back-office site's SecretLookupsRefusedMixin (accounts/admin_site.py).
+
+    def get_search_results(self, request, queryset, search_term):
+        # The oauth log lines name a session by the short state this list shows: found by that exact prefix.
+        # Only a term of exactly that shape: any longer one (the whole state included) answering "1 result" or
+        # "0" would tell staff more of a pending state than the list shows, a character at a time.
+        term = search_term.strip()
+        term = term[:3].lower() + term[3:]  # `St_…` copied from the start of a sentence
+        if SHORT_STATE.match(term):
+            return queryset.filter(state__startswith=term[:10]), False
+        return super().get_search_results(request, queryset, search_term)
 
     def has_add_permission(self, request):
         return False

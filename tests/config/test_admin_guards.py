@@ -157,6 +157,40 @@ def test_the_oauth_session_list_never_prints_a_whole_state(owner):
     assert staff.get(reverse("admin:accounts_oauthsession_changelist"), {"status": "pending"}).status_code == 200
 
 
+def test_the_oauth_session_search_finds_the_short_state_it_shows_and_never_reads_more_of_it(owner, outsider):
+    """The oauth log lines name a session by the short state the list shows (`st_` and 7 characters): pasted
+    into the search, it finds that session. Anything longer or shorter, the whole state included, finds
+    nothing: the search must not tell staff one character of a pending state more than the list shows."""
+
+    def session(tenant):
+        return OAuthSession.objects.create(
+            organization=tenant.org,
+            project=tenant.project,
+            api_key=tenant.key,
+            platform="tiktok",
+            purpose="connect",
+            return_url="https://app.acme.test/done",
+            expires_at=timezone.now() + timedelta(minutes=30),
+        )
+
+    ours, theirs = session(owner), session(outsider)
+    staff = Client()
+    staff_login(staff, superuser())
+
+    def found(term: str) -> list[str]:
+        page = staff.get(reverse("admin:accounts_oauthsession_changelist"), {"q": term})
+        assert page.status_code == 200
+        return [row.pk for row in page.context["cl"].result_list]
+
+    short = ours.state[:10]
+    for term in (short, f" {short} ", f"{short}…", "S" + short[1:]):  # as logged, as listed, capitalised
+        assert found(term) == [ours.pk], term
+    for term in (ours.state, ours.state[:11], ours.state[:9], f"{short}x"):
+        assert found(term) == [], term
+    # The organization and project ids the same log lines give.
+    assert found(owner.org.pk) == [ours.pk] and found(outsider.project.pk) == [theirs.pk]
+
+
 @pytest.mark.parametrize(
     "model, perm, column",
     [(ApiKey, "accounts.view_apikey", "key_hash"), (SocialAccount, "accounts.view_socialaccount", "access_token_enc")],
