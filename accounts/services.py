@@ -528,15 +528,57 @@ def _outcome(session: OAuthSession, code: str | None = None, *, account=None, me
     )
 
 
-def _session_fail(session: OAuthSession, code: str, *, message: str = "") -> CallbackOutcome:
+def _session_fail(
+    session: OAuthSession, code: str, *, message: str = "", platform_message: str = ""
+) -> CallbackOutcome:
+    """Fail the state with `code` (what the partner is told), keeping `platform_message` (what the platform
+    said, made safe by _platform_text) for the admin."""
     OAuthSession.objects.filter(pk=session.pk).update(
-        status=OAuthSession.Status.FAILED, error_code=code, completed_at=timezone.now()
+        status=OAuthSession.Status.FAILED,
+        error_code=code,
+        platform_message=platform_message,
+        completed_at=timezone.now(),
     )
     return _outcome(session, code, message=message)
 
 
+def _session_label(session: OAuthSession) -> str:
+    """How the oauth log lines name a session: the short state the admin's OAuth sessions list shows and finds
+    it by (the whole state is a bearer secret until used), and whose it is — the organization and project of
+    a partner's, the pool account of a staff connect — so that ops can tell one partner's failures from
+    every partner's."""
+    if session.purpose == OAuthSession.Purpose.POOL:
+        return f"{session.pk[:10]} (pool account {session.pool_account_id})"
+    return f"{session.pk[:10]} ({session.organization_id} {session.project_id})"
+
+
+# Bounds of what a platform said, as logged and as kept on the session.
+PLATFORM_CODE_LENGTH = 64
+PLATFORM_MESSAGE_LENGTH = 300
+
+
+def _platform_text(text, *, limit: int = PLATFORM_MESSAGE_LENGTH, secrets: tuple[str | None, ...] = ()) -> str:
+    """What a platform said (the error its redirect carried, its refusal's code or message) made safe to log and
+    keep: `secrets` (the code and state the callback carried) and any credential parameter or OAuth state
+    blanked (some platforms echo the request back in their descriptions), every character that is not
+    printable (a line break would forge a log line) made a space, and cut to `limit` — after the blanking, so
+    that no cut leaves part of a secret behind."""
+    from accounts.platforms.http import blank_secrets
+    from config.logfilters import redact_secrets
+
+    text = redact_secrets(blank_secrets(str(text or ""), *secrets))
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 def oauth_callback(
-    *, platform: str, state: str | None, code: str | None, error: str | None, user=None
+    *,
+    platform: str,
+    state: str | None,
+    code: str | None,
+    error: str | None,
+    error_description: str | None = None,
+    user=None,
 ) -> CallbackOutcome:
     """Complete the authorization the platform redirected back with.
 
@@ -561,7 +603,7 @@ def oauth_callback(
         if session.purpose == OAuthSession.Purpose.POOL and not _started_by(session, user):
             log.warning(
                 "oauth %s: pool connect callback refused: not the browser of the staff member who started it",
-                session.pk[:10],
+                _session_label(session),
             )
             return CallbackOutcome(redirect_url=None, refused=True, message=POOL_CONNECT_NOT_YOURS)
         if session.status != OAuthSession.Status.PENDING:
@@ -569,8 +611,10 @@ def oauth_callback(
         if timezone.now() >= session.expires_at:
             # Left pending: oauth-status reports `expired`, as the contract says.
             return _outcome(session, "expired")
+        if error == "access_denied":
+            return _session_fail(session, "access_denied")
         if error or not code:
-            return _session_fail(session, "access_denied" if error == "access_denied" else "platform_error")
+            return _platform_failed_the_redirect(session, error=error, description=error_description, code=code)
         if session.purpose == OAuthSession.Purpose.REAUTH and not _reauth_target_live(session):
             # The partner disconnected the account after making this link (DELETE): a reauth can no longer
             # bring it back (connecting again mints a new id), so the link is spent. Checked before the code
@@ -591,8 +635,35 @@ def oauth_callback(
         # with platform_error rather than our 500 page, and fail the state, or it would stay exchanging
         # (pending, then failed only after OAuthSession.EXCHANGE_DEADLINE) while retries answer already_used.
         # The traceback names no token: the clients redact theirs, and the database sees them encrypted.
-        log.exception("oauth %s: callback failed after the state was claimed", session.pk[:10])
+        log.exception("oauth %s: callback failed after the state was claimed", _session_label(session))
         return _claimed_session_crashed(session)
+
+
+def _platform_failed_the_redirect(
+    session: OAuthSession, *, error: str | None, description: str | None, code: str | None
+) -> CallbackOutcome:
+    """The platform sent the customer back with an error other than their refusal (TikTok's
+    `unauthorized_client`, `invalid_scope`, a redirect_uri not registered: the app's setup, which fails every
+    connect alike until ops fix it), or with neither a code nor an error. The partner is told `platform_error`
+    (API.md's codes); what the platform said is logged and kept on the session for the admin, blanked of the
+    code and state the redirect carried and of anything echoed with them."""
+    said = _platform_text(error, limit=PLATFORM_CODE_LENGTH, secrets=(code, session.pk)) or "no code and no error"
+    described = _platform_text(description, secrets=(code, session.pk))
+    log.warning(
+        "oauth %s: the platform sent the customer back with %s%s",
+        _session_label(session),
+        said,
+        f": {described}" if described else "",
+    )
+    return _session_fail(session, "platform_error", platform_message=f"{said}: {described}" if described else said)
+
+
+def _refusal(exc: PlatformError, *, secrets: tuple[str | None, ...] = ()) -> str:
+    """A platform's refusal as a log line names it: its kind and the platform's own code (TikTok's
+    `invalid_client` — Layers' client secret is wrong, every connect fails — and `invalid_grant` — this
+    customer's code — are both a RequestRejected)."""
+    code = _platform_text(exc.code, limit=PLATFORM_CODE_LENGTH, secrets=secrets)
+    return f"{type(exc).__name__}: {code}" if code else type(exc).__name__
 
 
 def _exchange_and_bind(*, session: OAuthSession, platform: str, code: str) -> CallbackOutcome:
@@ -600,8 +671,10 @@ def _exchange_and_bind(*, session: OAuthSession, platform: str, code: str) -> Ca
     try:
         tokens = client.exchange_code(code=code, redirect_uri=oauth_callback_url(platform))
     except PlatformError as exc:
-        log.warning("oauth %s: code exchange failed (%s)", session.pk[:10], type(exc).__name__)
-        return _session_fail(session, "token_exchange_failed")
+        log.warning("oauth %s: code exchange failed (%s)", _session_label(session), _refusal(exc, secrets=(code,)))
+        return _session_fail(
+            session, "token_exchange_failed", platform_message=_platform_text(str(exc), secrets=(code, session.pk))
+        )
     outcome = _bind_grant(session=session, client=client, tokens=tokens)
     if outcome.error_code:
         # Refused with the state failed and committed: the tokens just issued are stored nowhere.
@@ -614,8 +687,9 @@ def _bind_grant(*, session: OAuthSession, client, tokens: TokenSet) -> CallbackO
     try:
         profile = client.get_profile(access_token=tokens.access_token, scopes=tokens.scopes)
     except PlatformError as exc:
-        log.warning("oauth %s: profile fetch failed (%s)", session.pk[:10], type(exc).__name__)
-        return _session_fail(session, "platform_error")
+        secrets = (tokens.access_token, tokens.refresh_token)
+        log.warning("oauth %s: profile fetch failed (%s)", _session_label(session), _refusal(exc, secrets=secrets))
+        return _session_fail(session, "platform_error", platform_message=_platform_text(str(exc), secrets=secrets))
 
     if session.purpose == OAuthSession.Purpose.REAUTH:
         return _reauth_complete(session=session, tokens=tokens, profile=profile)
@@ -644,7 +718,7 @@ def _refuse_without_publishing(session: OAuthSession, granted) -> CallbackOutcom
     `access_denied` — the customer declined a permission the service needs — and nothing is bound. A pool
     connect needs every publishing scope (publishing_scopes_missing): partners lease the account to post in
     both modes, and the one a grant lacked failed their posts after ops were told it was fixed."""
-    log.info("oauth %s: granted without the publishing scopes; refused", session.pk[:10])
+    log.info("oauth %s: granted without the publishing scopes; refused", _session_label(session))
     message = ""
     if session.purpose == OAuthSession.Purpose.POOL:
         needed = " and ".join(publishing_scopes_missing(session.platform, granted))
@@ -669,7 +743,7 @@ def _withdraw_unbound_grant(*, session: OAuthSession, tokens: TokenSet) -> None:
             account_id=None, platform=session.platform, platform_user_id=tokens.platform_user_id, tokens=tokens
         )
     except Exception:
-        log.exception("oauth %s: withdrawing the unbound grant failed", session.pk[:10])
+        log.exception("oauth %s: withdrawing the unbound grant failed", _session_label(session))
 
 
 def _claimed_session_crashed(session: OAuthSession) -> CallbackOutcome:
@@ -686,7 +760,7 @@ def _claimed_session_crashed(session: OAuthSession) -> CallbackOutcome:
         if not marked and OAuthSession.objects.filter(pk=session.pk, status=OAuthSession.Status.COMPLETED).exists():
             return _outcome(session, message="Connected on TikTok.")
     except Exception:
-        log.exception("oauth %s: could not record the failed callback", session.pk[:10])
+        log.exception("oauth %s: could not record the failed callback", _session_label(session))
     return failed
 
 
@@ -890,7 +964,7 @@ def _pool_connect_complete(*, session: OAuthSession, tokens: TokenSet, profile: 
                     pool_account_id=session.pool_account_id, tokens=tokens, profile=profile, actor=session.staff_user
                 )
         except PoolConnectRefused as exc:
-            log.info("oauth %s: pool connect refused (%s)", session.pk[:10], exc.code)
+            log.info("oauth %s: pool connect refused (%s)", _session_label(session), exc.code)
             return _session_fail(session, exc.code, message=exc.message)
         OAuthSession.objects.filter(pk=session.pk).update(
             status=OAuthSession.Status.COMPLETED,

@@ -151,14 +151,19 @@ def json_body(response: httpx.Response) -> dict | list | None:
 def redact(text: str, *secrets: str | None) -> str:
     """A platform message made safe to carry in an exception: some platforms echo request parameters
     back in error descriptions, and tokens must never reach a log. Also bounded in length."""
+    return blank_secrets(text, *secrets)[:300]
+
+
+def blank_secrets(text: str, *secrets: str | None) -> str:
+    """`text` with each of `secrets` blanked, as sent and as a form or query string carries it (TikTok's
+    "…!6135.va" is "…%216135.va" there)."""
     from urllib.parse import quote, quote_plus
 
     for secret in secrets:
         if secret:
-            # As sent, and as a form or query string carries it (TikTok's "…!6135.va" is "…%216135.va" there).
             for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
                 text = text.replace(form, "[redacted]")
-    return text[:300]
+    return text
 
 
 def _in_process_app() -> "InProcessWSGIHandler":

@@ -1,6 +1,7 @@
 """The connect flow end to end, through the real platform clients and the sandbox."""
 
 import json
+import logging
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -599,3 +600,86 @@ def test_an_instagram_denial_without_state_tells_the_customer_they_declined(owne
     assert status(owner, link["state"])["status"] == "pending"  # expired after its 30 minutes
     # Anything else without a state is still the broken link it was.
     assert Client().get("/oauth/instagram/callback", {"code": "abc"}).status_code == 400
+
+
+def _oauth_lines(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "accounts.services" and r.getMessage().startswith("oauth ")]
+
+
+def _sessions_found(term: str):
+    """The OAuth sessions list as ops see it after pasting `term` (an id from a log line) into its search."""
+    from tests.staff import signed_in_staff
+
+    _, staff = signed_in_staff("accounts.view_oauthsession", username="oncall")
+    page = staff.get("/admin/accounts/oauthsession/", {"q": term})
+    assert page.status_code == 200
+    return page
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_a_platform_error_on_the_callback_is_logged_and_shown_on_the_oauth_session(owner, platform, caplog):
+    """The platform sends the customer back with an error that is no declined consent (TikTok's
+    unauthorized_client: the app not approved for Login Kit, a redirect_uri not registered…): every connect
+    then fails alike, and nothing said why. The partner's code stays platform_error (API.md); ops read what
+    the platform said in a warning and on the OAuth session, without the state or anything echoed with it."""
+    from django.test import Client
+
+    link = start(owner, platform)
+    state = link["state"]
+    said = f"The redirect_uri is not registered for this app (state={state}&access_token=IGQW-echo-5678). "
+    response = Client().get(
+        f"/oauth/{platform}/callback",
+        {"state": state, "error": "unauthorized_client", "error_description": said + "x" * 5000},
+    )
+
+    assert response["Location"] == sent_back_to(platform, f"{RETURN_URL}?layers_oauth_error=platform_error")
+    assert status(owner, state)["error"] == {"code": "platform_error"}
+    [line] = [r for r in _oauth_lines(caplog) if "unauthorized_client" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    message = line.getMessage()
+    for named in (state[:10], owner.org.pk, owner.project.pk, "The redirect_uri is not registered for this app"):
+        assert named in message, message
+    assert len(message) < 1000  # the description is cut, not written out whole
+    page = _sessions_found(message.split()[1]).content.decode()
+    assert "unauthorized_client" in page and "The redirect_uri is not registered for this app" in page
+    for secret in (state, "IGQW-echo-5678"):
+        assert secret not in caplog.text and secret not in page
+
+
+TIKTOK_REFUSALS = {
+    # Layers' client secret is wrong (a rotation half done): every connect fails, and it looked like a
+    # customer's stale code (invalid_grant) in the log.
+    "code exchange": (
+        "/v2/oauth/token/",
+        {"error": "invalid_client", "error_description": "Client secret is invalid.", "log_id": "x"},
+        "invalid_client",
+        "token_exchange_failed",
+    ),
+    "profile fetch": (
+        "/v2/user/info/",
+        {"data": {}, "error": {"code": "access_token_invalid", "message": "Token invalid.", "log_id": "x"}},
+        "access_token_invalid",
+        "platform_error",
+    ),
+}
+
+
+@pytest.mark.parametrize("failing", TIKTOK_REFUSALS)
+def test_a_refused_code_exchange_or_profile_fetch_logs_the_platforms_code_and_the_admin_finds_it(
+    owner, caplog, failing
+):
+    path, answer, platform_code, partner_code = TIKTOK_REFUSALS[failing]
+    other = start(owner, "tiktok")  # another session, which the log line's id must not find
+    link = start(owner, "tiktok", project=owner.projects[1])
+    location = consent("tiktok", link["authorizeUrl"], "refused.user")
+    with intercepted({path: lambda request, sandbox: httpx.Response(401, json=answer)}):
+        response = follow_callback(location)
+
+    assert response["Location"] == f"{RETURN_URL}?layers_oauth_error={partner_code}"
+    [line] = [r.getMessage() for r in _oauth_lines(caplog) if f"{failing} failed" in r.getMessage()]
+    for named in (platform_code, link["state"][:10], owner.org.pk, owner.projects[1].pk):
+        assert named in line, line
+    page = _sessions_found(line.split()[1])  # the id the line gives, as ops copy it
+    assert [session.pk for session in page.context["cl"].result_list] == [link["state"]]
+    assert platform_code in page.content.decode()
+    assert other["state"][:10] not in page.content.decode()

@@ -19,6 +19,7 @@ KNOWN_ADDED_LATER = {
     ("scheduling_scheduledpost", "requeues"),
     ("accounts_event", "fanned_out_at"),
     ("scheduling_scheduledpostattempt", "platform"),
+    ("accounts_oauthsession", "platform_message"),
 }
 
 
