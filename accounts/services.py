@@ -949,6 +949,12 @@ def social_account_reconnect(
         type="social_account.reconnected",
         data=social_account_data(account),
     )
+    if not account.avatar_url:
+        # Its copy waited for a live token (social_account_rehost_avatar copies for connected accounts only),
+        # maybe past the provisioning tick's day: the fan-out is idempotent and does only what is missing.
+        from accounts.tasks import social_account_after_connect
+
+        enqueue_on_commit(social_account_after_connect, account.pk)
     return account
 
 
@@ -1586,8 +1592,12 @@ def social_account_rehost_avatar(*, account_id: str) -> str | None:
     from accounts.platforms.http import platform_http_client
     from config.netguard import FetchFailed, fetch_limited
 
-    account = SocialAccount.objects.select_related("identity").get(pk=account_id)
-    if account.avatar_url or not account.is_live or not account.access_token:
+    account = SocialAccount.objects.select_related("identity").filter(pk=account_id).first()
+    if account is None:
+        return None
+    # Connected only: a reauth_required account's token is dead, and asking with it failed every run of the
+    # task (7 over an hour); its reconnect queues the copy (social_account_reconnect).
+    if account.avatar_url or account.status != SocialAccount.Status.CONNECTED or not account.access_token:
         return account.avatar_url or None
     client = _client(account.platform)
     profile = client.get_profile(access_token=account.access_token, scopes=stored_scopes(account.scopes))
@@ -1657,7 +1667,9 @@ def social_account_fan_out(*, account_id: str, with_traceback: bool = True) -> l
     logged (the task asks for it on its first run and its last, not on each of its retries)."""
     from scheduling import services as scheduling
 
-    account = SocialAccount.objects.select_related("project").get(pk=account_id)
+    account = SocialAccount.objects.select_related("project").filter(pk=account_id).first()
+    if account is None:  # a message sent by hand, from another environment, or left after a restore
+        return []
     if not account.is_live:
         return []
     steps = {

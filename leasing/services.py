@@ -885,9 +885,9 @@ def pool_account_check(*, pool_account_id: str) -> str:
     the account out of the pool (retired, with a note for ops) instead of leasing a broken account to the
     next partner. Raises PlatformError when TikTok could not say (the task logs it and does not retry: the
     next assignment checks the token again)."""
-    account = PoolAccount.objects.get(pk=pool_account_id)
-    if account.status != PoolAccount.Status.AVAILABLE:
-        return "skipped"
+    account = PoolAccount.objects.filter(pk=pool_account_id).first()
+    if account is None or account.status != PoolAccount.Status.AVAILABLE:
+        return "skipped"  # None: a message sent by hand, from another environment, or left after a restore
     if not _verified_token(account, status=PoolAccount.Status.AVAILABLE):
         with transaction.atomic():
             retired = PoolAccount.objects.filter(pk=account.pk, status=PoolAccount.Status.AVAILABLE).update(

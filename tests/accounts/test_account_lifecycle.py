@@ -617,3 +617,38 @@ def test_a_health_tick_whose_checks_the_broker_refuses_leaves_the_accounts_due(o
         assert tasks.social_accounts_health_tick() == 1  # eager in tests: the check runs now
     row = SocialAccount.objects.get(pk=second)
     assert row.status == "connected" and row.token_version == 2
+
+
+def test_the_post_connect_task_of_an_account_needing_reauth_waits_for_the_reconnect_to_copy_the_avatar(owner):
+    """An account gone reauth_required before its avatar was copied: the task called the platform with the
+    dead token on each of its 7 runs over an hour, a warning each time, and the avatar stayed uncopied once the
+    customer reconnected (the repair tick looks at a day after creation only). The task now leaves the avatar
+    to the reconnect, which queues it."""
+    account_id = connected_account(owner, "tiktok", "reauth.before.avatar")["id"]
+    sandbox_control("tiktok", "invalidate-tokens", {"username": "reauth.before.avatar"})
+    SocialAccount.objects.filter(pk=account_id).update(status="reauth_required", avatar_url="")
+    asked = []
+
+    def profile(request, sandbox):
+        asked.append(request.url.path)
+        return sandbox.handle_request(request)
+
+    with intercepted({"/user/info/": profile}):
+        result = tasks.social_account_after_connect.apply(args=[account_id])
+
+    assert (result.state, result.result, asked) == ("SUCCESS", [], [])
+    assert owner.client.get(f"/v1/social-accounts/{account_id}").json()["avatarUrl"] is None
+
+    with time_machine.travel(timezone.now() + timedelta(days=2)):  # past the repair tick's day
+        assert reauthorize(owner, account_id, "tiktok", "reauth.before.avatar").status_code == 302
+    account = owner.client.get(f"/v1/social-accounts/{account_id}").json()
+    assert account["status"] == "connected" and account["avatarUrl"], account
+
+
+@pytest.mark.parametrize("account_id", ["sa_gone", "pool_1", ""])
+def test_the_post_connect_task_of_an_account_that_is_not_there_ends_quietly(account_id, caplog):
+    # A message sent by hand, from another environment, or left after a restore: no ERROR traceback.
+    result = tasks.social_account_after_connect.apply(args=[account_id])
+
+    assert (result.state, result.result) == ("SUCCESS", [])
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -428,6 +428,17 @@ def test_a_returned_accounts_check_tiktok_cannot_answer_is_one_warning_and_chang
     assert pool_id in line.getMessage() and code in line.getMessage(), line.getMessage()
 
 
+@pytest.mark.parametrize("pool_id", ["pool_gone", "sa_1", ""])
+def test_a_check_of_a_pool_account_that_is_not_there_ends_quietly(pool_id, caplog):
+    # A message sent by hand, from another environment, or left after a restore: no ERROR traceback.
+    from leasing.tasks import pool_account_check
+
+    result = pool_account_check.apply(args=[pool_id])
+
+    assert (result.state, result.result) == ("SUCCESS", "skipped")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def test_the_pool_refresh_task_keeps_idle_pool_tokens_alive(owner):
     from leasing.tasks import pool_accounts_refresh_tick
 
