@@ -3,8 +3,9 @@ them, whatever raised them (our services, DRF validation, routing, throttling, a
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
@@ -106,6 +107,14 @@ def exception_handler(exc, context):
         return Response(envelope(404, "NOT_FOUND", "Not found."), status=404)
     if isinstance(exc, RequestDataTooBig):  # a body read through request.body past the cap
         return Response(envelope(413, "PAYLOAD_TOO_LARGE", "The request body is too large."), status=413)
+    if isinstance(exc, SuspiciousOperation):
+        # What Django refuses to read, raised wherever the request is first read: more than 1,000 query
+        # parameters (DRF reads `?format=` on every call) was a 500 for anyone, /v1/openapi.json included.
+        # Django answers these 400 outside DRF; the same here, in the envelope.
+        message = "The request is malformed."
+        if isinstance(exc, TooManyFieldsSent):
+            message = f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} parameters."
+        return Response(envelope(400, "MALFORMED_REQUEST", message), status=400)
     if isinstance(exc, drf.ValidationError):
         fields = _flatten(exc.detail)
         return Response(envelope(422, "VALIDATION", "Invalid request.", {"fields": fields}), status=422)

@@ -4,6 +4,7 @@ undocumented status, or invalid input accepted."""
 import json
 
 import pytest
+from django.test import Client
 
 from accounts.models import IdempotencyKey
 from tests.conftest import assert_error
@@ -66,6 +67,26 @@ def test_lists_refuse_unknown_query_parameters_and_empty_filters(owner):
                 assert_error(owner.client.get(path, {name: ""}), 422, "VALIDATION")
         assert owner.client.get(path, {"limit": "1", "cursor": ""}).status_code == 200, route.route
     assert lists >= 9
+
+
+def test_more_query_parameters_than_django_reads_is_400_on_every_list_and_the_docs(owner):
+    # Django refuses to parse a query string of more than DATA_UPLOAD_MAX_NUMBER_FIELDS (1,000) fields: it
+    # was a 500 wherever the query is read (every list, the document and its pages, open to anyone).
+    many = "&".join(f"a{i}=1" for i in range(1001))
+    lists = 0
+    for route in v1_routes():
+        handler = getattr(route.view, "get", None)
+        if handler is None or getattr(handler, "query_parameters", None) is None:
+            continue
+        lists += 1
+        path = route.path({"projectId": owner.project.id})
+        error = assert_error(owner.client.get(f"{path}?{many}"), 400, "MALFORMED_REQUEST")
+        assert "1000" in error["message"], route.route
+    assert lists >= 9
+    anonymous = Client(raise_request_exception=False)
+    assert_error(anonymous.get(f"/v1/openapi.json?{many}"), 400, "MALFORMED_REQUEST")
+    for page in ("/docs/", "/docs/redoc/"):
+        assert anonymous.get(f"{page}?{many}").status_code == 400, page
 
 
 def test_json_is_answered_whatever_the_accept_header_or_format_query(owner):
