@@ -14,6 +14,9 @@ from rest_framework.response import Response
 from config.api.errors import Validation
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
+# The cursors this module writes are under 200 characters (a timestamp and an id of at most 64, or a
+# position). Anything much longer is forged: refused before it is decoded.
+MAX_CURSOR_LENGTH = 512
 
 
 def _encode(created_at: datetime, pk: str) -> str:
@@ -25,12 +28,22 @@ def _encode_pair(pair: tuple[datetime, str]) -> str:
     return _encode(*pair)
 
 
+def _cursor_json(cursor: str):
+    """What `cursor` encodes (base64 of JSON), or a 422. A forged cursor of "[[[[…" a couple of thousand
+    deep stops Python's JSON decoder with a RecursionError, not the ValueError of any other bad JSON."""
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise Validation({"cursor": ["Invalid cursor."]})
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, binascii.Error, RecursionError):
+        raise Validation({"cursor": ["Invalid cursor."]})
+
+
 def _decode(cursor: str) -> tuple[datetime, str]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, pk = json.loads(raw)
+        created, pk = _cursor_json(cursor)
         created = datetime.fromisoformat(created)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+    except (ValueError, TypeError):
         raise Validation({"cursor": ["Invalid cursor."]})
     # A forged cursor must not reach the database as something it cannot take (PostgreSQL refuses NUL, a
     # lone surrogate cannot be encoded: a 500). Every list's ids are printable ASCII.
@@ -159,8 +172,8 @@ def _encode_position(position: int) -> str:
 
 def _decode_position(cursor: str) -> int:
     try:
-        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["position"]
-    except (ValueError, TypeError, KeyError, binascii.Error, json.JSONDecodeError):
+        position = _cursor_json(cursor)["position"]
+    except (TypeError, KeyError):
         raise Validation({"cursor": ["Invalid cursor."]})
     # bool is an int; a position beyond bigint would reach the database as something it cannot take.
     if type(position) is not int or not 0 <= position < 2**63:

@@ -139,6 +139,29 @@ def test_forged_cursor_is_422_not_500(owner, payload):
     assert list(error["details"]["fields"]) == ["cursor"]
 
 
+def test_a_deeply_nested_or_oversized_cursor_is_422_on_every_list_not_500(owner):
+    # Python's JSON decoder gives up on "[[[[…" a couple of thousand deep with a RecursionError, not the
+    # ValueError of any other bad JSON: a tampered cursor was a 500 on every list.
+    from tests.hardening.routes import v1_routes
+
+    cursors = [
+        base64.urlsafe_b64encode(b"[" * 2000).decode().rstrip("="),
+        base64.urlsafe_b64encode(b'{"position": ' * 2000).decode().rstrip("="),
+        base64.urlsafe_b64encode(json.dumps(["2026-01-01T00:00:00+00:00", "x" * 5000]).encode()).decode(),
+    ]
+    lists = 0
+    for route in v1_routes():
+        handler = getattr(route.view, "get", None)
+        if "cursor" not in (getattr(handler, "query_parameters", None) or ()):
+            continue
+        lists += 1
+        path = route.path({"projectId": owner.project.id})
+        for cursor in cursors:
+            error = assert_error(owner.client.get(path, {"cursor": cursor}), 422, "VALIDATION")
+            assert list(error["details"]["fields"]) == ["cursor"], route.route
+    assert lists >= 9
+
+
 def test_no_row_skipped_or_repeated_while_another_connection_inserts(transactional_db):
     """Given 40 events, when a second thread (its own PostgreSQL connection) commits new events between
     every page the main thread reads, then the walk serves each of the 40 exactly once, in order."""
