@@ -26,6 +26,11 @@ handler404 = "config.api.errors.handler404"
 handler500 = "config.api.errors.handler500"
 
 
+# The document and its pages are read, nothing else: DRF would answer OPTIONS with its metadata, which the
+# HTML renderer of /docs/ has no template for (a 500 for anyone).
+DOCS_METHODS = ["get", "head"]
+
+
 class PublicSchemaView(SpectacularJSONAPIView):
     """/v1/openapi.json, for anyone and unthrottled (partners' tooling fetches it). Generating the document
     costs ~40 ms of CPU and it is the same for every caller, so a process builds it once: anonymous callers
@@ -34,6 +39,7 @@ class PublicSchemaView(SpectacularJSONAPIView):
     authentication_classes = []
     permission_classes = []
     throttle_classes = []
+    http_method_names = DOCS_METHODS
     _document = None
 
     def _get_version_parameter(self, request):
@@ -73,12 +79,16 @@ urlpatterns = [
     path("v1/openapi.json", PublicSchemaView.as_view(), name="openapi"),
     path(
         "docs/",
-        SpectacularSwaggerView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]),
+        SpectacularSwaggerView.as_view(
+            url_name="openapi", authentication_classes=[], permission_classes=[], http_method_names=DOCS_METHODS
+        ),
         name="docs",
     ),
     path(
         "docs/redoc/",
-        SpectacularRedocView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]),
+        SpectacularRedocView.as_view(
+            url_name="openapi", authentication_classes=[], permission_classes=[], http_method_names=DOCS_METHODS
+        ),
         name="redoc",
     ),
     path("v1/", include(api_v1)),

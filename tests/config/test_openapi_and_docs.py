@@ -139,6 +139,18 @@ def test_docs_assets_are_served_by_this_server(db, page, settings, tmp_path):
             assert response["Content-Type"].startswith("text/css"), url
 
 
+@pytest.mark.parametrize("page", [*DOC_PAGES, "/v1/openapi.json"])
+def test_the_docs_and_the_document_answer_get_and_head_only_without_a_server_error(db, page):
+    # OPTIONS went through DRF's metadata and the HTML renderer, which has no template for it: a 500 for
+    # anyone on /docs/. The pages are read with GET (HEAD) and nothing else.
+    client = Client(raise_request_exception=False)
+    assert client.head(page).status_code == 200
+    for method in ("options", "post", "put", "patch", "delete"):
+        response = getattr(client, method)(page)
+        assert response.status_code == 405, (method, response.status_code)
+        assert response["Allow"] == "GET, HEAD"
+
+
 def _json_schema(schema: dict, component: str) -> dict:
     """The component as JSON Schema, reading OpenAPI 3.0.3 to the letter: `nullable` adds null only to the
     `type` written beside it, and every other keyword keeps refusing null (what strict validators and
