@@ -1,3 +1,5 @@
+import errno
+
 from allauth.account.decorators import secure_admin_login
 from django.conf import settings
 from django.contrib import admin
@@ -69,6 +71,19 @@ api_v1 = [
 ]
 
 
+def media(request, path: str):
+    """Files under MEDIA_ROOT (the avatars rehosted when no bucket is configured), read where MEDIA_ROOT
+    says at the time of the request. A name longer than the file system takes (a component over 255 bytes,
+    a path over 4,096) makes the lookup itself fail with ENAMETOOLONG: no such file, not a server error.
+    Other OSErrors (an unreadable mount) stay 500s: they are ours to fix."""
+    try:
+        return serve(request, path, document_root=settings.MEDIA_ROOT)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise Http404("No such file.") from exc
+
+
 def staff_password_reset_closed(request):
     raise Http404("Password reset by mail is not offered: ask a Layers superuser.")
 
@@ -105,7 +120,7 @@ urlpatterns = [
     # passwords in the admin. The sign-in page says so (templates/account/password_reset_help_text.html).
     re_path(r"^staff/password/reset/", staff_password_reset_closed),
     path("staff/", include("allauth.urls")),
-    path("media/<path:path>", serve, {"document_root": settings.MEDIA_ROOT}),
+    path("media/<path:path>", media),
 ]
 
 if settings.LAYERS_PLATFORMS == "sandbox":  # never in production: the settings there refuse "sandbox"

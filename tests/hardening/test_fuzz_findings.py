@@ -89,6 +89,19 @@ def test_more_query_parameters_than_django_reads_is_400_on_every_list_and_the_do
         assert anonymous.get(f"{page}?{many}").status_code == 400, page
 
 
+def test_a_media_name_longer_than_the_file_system_takes_is_404_not_500(db, settings, tmp_path):
+    # Production serves /media/ from a shared directory (LAYERS_MEDIA_ROOT_SHARED): a name over 255
+    # characters made the file system refuse the lookup (ENAMETOOLONG), a 500 for anyone.
+    settings.MEDIA_ROOT = str(tmp_path)
+    (tmp_path / "avatars").mkdir()
+    (tmp_path / "avatars" / "a.png").write_bytes(b"\x89PNG")
+    client = Client(raise_request_exception=False)
+    served = client.get("/media/avatars/a.png")
+    assert served.status_code == 200 and b"".join(served.streaming_content) == b"\x89PNG"
+    for name in ("a" * 256, "avatars/" + "b" * 256, "a" * 300 + "/a.png", "avatars/" * 600 + "a.png"):
+        assert client.get(f"/media/{name}").status_code == 404, name[:20]
+
+
 def test_json_is_answered_whatever_the_accept_header_or_format_query(owner):
     response = owner.client.get(f"/v1/projects/{owner.project.id}", HTTP_ACCEPT="text/html")
     assert response.status_code == 200 and response["Content-Type"] == "application/json"
