@@ -114,7 +114,9 @@ class ScheduleInput(StrictSerializer):
     rejected_fields = TargetInput.rejected_fields
     targets = TargetInput(many=True, allow_empty=False, max_length=MAX_TARGETS)
     scheduledFor = AwareDateTimeField(
-        help_text="With a timezone; at most 5 minutes in the past, at most 365 days ahead."
+        help_text="RFC 3339 with a timezone: `2026-04-20T17:00:00Z` or an offset (`2026-04-20T19:00:00+02:00`); "
+        "seconds required, a fraction allowed (`17:00:00.250Z`), a space or a lower-case `t`/`z` accepted. "
+        "At most 5 minutes in the past, at most 365 days ahead."
     )
 
 

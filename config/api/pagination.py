@@ -12,6 +12,7 @@ from django.db.models import Q
 from rest_framework.response import Response
 
 from config.api.errors import Validation
+from config.api.fields import parse_rfc3339
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 # The cursors this module writes are under 200 characters (a timestamp and an id of at most 64, or a
@@ -42,12 +43,13 @@ def _cursor_json(cursor: str):
 def _decode(cursor: str) -> tuple[datetime, str]:
     try:
         created, pk = _cursor_json(cursor)
-        created = datetime.fromisoformat(created)
     except (ValueError, TypeError):
         raise Validation({"cursor": ["Invalid cursor."]})
+    # The time is written by datetime.isoformat() of an aware time: RFC 3339, read as every timestamp is.
+    created = parse_rfc3339(created) if isinstance(created, str) else None
     # A forged cursor must not reach the database as something it cannot take (PostgreSQL refuses NUL, a
     # lone surrogate cannot be encoded: a 500). Every list's ids are printable ASCII.
-    if not isinstance(pk, str) or not (pk.isascii() and pk.isprintable()) or created.tzinfo is None:
+    if created is None or not isinstance(pk, str) or not (pk.isascii() and pk.isprintable()):
         raise Validation({"cursor": ["Invalid cursor."]})
     return created, pk
 

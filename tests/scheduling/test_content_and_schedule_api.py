@@ -380,6 +380,62 @@ def test_scheduled_for_window_and_timezone(owner, container, when):
     assert "scheduledFor" in error["details"]["fields"]
 
 
+ARABIC_INDIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "{day}T10:00:00\u0000Z",  # a NUL inside
+        "{arabic}T10:00:00Z",  # other scripts' digits
+        "{day}T10:00:00+00:60",  # read as +01:00: the post went out an hour early
+        "{day}T10:00:00+05:30:15.5",  # an offset with seconds
+        "{day}T10:00:00,5Z",  # a decimal comma
+        "{day}T10:00:00 Z",
+        "{day}T10:00Z",  # no seconds
+        "{day}T10Z",
+        "{day}T10:00:00+0100",
+        "{day}T10:00:00+01",
+        "{compact}T100000Z",  # ISO 8601's basic format
+        "{week}T10:00:00Z",  # an ISO 8601 week date
+    ],
+)
+def test_scheduled_for_refuses_what_is_not_rfc_3339(owner, container, when):
+    # Python reads far more than RFC 3339 (API.md): other scripts' digits, a NUL, minutes of offset past 59
+    # carried into the hour. Each was stored as a queued post (201), some for another time than meant.
+    at = timezone.now() + timedelta(days=2)
+    day, compact, week = f"{at:%Y-%m-%d}", f"{at:%Y%m%d}", f"{at:%G-W%V-%u}"
+    value = when.format(day=day, arabic=day.translate(ARABIC_INDIC), compact=compact, week=week)
+    account = make_account(owner)
+    response = schedule(owner, container["id"], [{"socialAccountId": account.pk, "mode": "publish"}], value)
+    error = assert_error(response, 422, "VALIDATION")
+    assert list(error["details"]["fields"]) == ["scheduledFor"]
+    assert "RFC 3339" in error["details"]["fields"]["scheduledFor"][0]
+    assert not ScheduledPost.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "when, stored",
+    [
+        ("{day}T10:00:00Z", "{day}T10:00:00Z"),
+        ("{day} 10:00:00Z", "{day}T10:00:00Z"),  # RFC 3339 lets a space stand for the "T"
+        ("{day}t10:00:00z", "{day}T10:00:00Z"),
+        ("{day}T10:00:00.250Z", "{day}T10:00:00.250000Z"),
+        ("{day}T10:00:00.123456789Z", "{day}T10:00:00.123456Z"),  # any number of digits: microseconds kept
+        ("{day}T12:30:00+02:30", "{day}T10:00:00Z"),
+        ("{day}T05:00:00-05:00", "{day}T10:00:00Z"),
+        (" {day}T10:00:00Z\n", "{day}T10:00:00Z"),  # surrounding whitespace, as before
+    ],
+)
+def test_scheduled_for_takes_every_form_of_rfc_3339(owner, container, when, stored):
+    day = f"{timezone.now() + timedelta(days=2):%Y-%m-%d}"
+    account = make_account(owner)
+    target = {"socialAccountId": account.pk, "mode": "publish"}
+    response = schedule(owner, container["id"], [target], when.format(day=day))
+    assert response.status_code == 201, response.content
+    assert response.json()["scheduledPosts"][0]["scheduledFor"] == stored.format(day=day)
+
+
 def test_scheduled_for_accepts_offsets_and_slightly_past_times(owner, container):
     account = make_account(owner)
     past = iso(timezone.now() - timedelta(minutes=4))
