@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
+from config.api.parsers import UNSTORABLE, any_string_matches
+
 SIGNATURE_HEADER = "TikTok-Signature"
 # A signature older (or newer) than this is refused even when it is valid: a captured delivery cannot be
 # replayed later. TikTok's own retries are signed anew.
@@ -72,7 +74,7 @@ def verify(*, body: bytes, header: str | None, now: float | None = None) -> None
 def _json_object(text: bytes | str) -> dict | None:
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # "[[[[…" a few thousand deep stops the decoder with the latter
         return None
     return value if isinstance(value, dict) else None
 
@@ -98,6 +100,10 @@ def parse(*, body: bytes, header: str | None, now: float | None = None) -> Webho
         content = _json_object(content)
     if not isinstance(content, dict):
         raise WebhookRejected("MALFORMED_REQUEST", "`content` must be a JSON object or its serialization.")
+    # JSON can write a NUL or half a UTF-16 pair (`\u0000`, `\ud800`): PostgreSQL takes neither, not even in
+    # the query that looks the user up, and the latter is no text to log. TikTok sends neither.
+    if any_string_matches(payload, UNSTORABLE) or any_string_matches(content, UNSTORABLE):
+        raise WebhookRejected("MALFORMED_REQUEST", "The event holds a NUL or a lone UTF-16 surrogate.")
     return WebhookEvent(
         event=event,
         user_openid=open_id,

@@ -30,12 +30,16 @@ def deauthorize(username: str, **extra) -> dict:
     return response.json()
 
 
-def signed(payload: dict, *, secret: str | None = None, t: int | None = None) -> tuple[bytes, str]:
-    """A delivery signed as PLATFORMS.md says TikTok signs: HMAC-SHA256(client secret, "<t>.<body>")."""
-    body = json.dumps(payload).encode()
+def tiktok_signature(body: bytes, *, secret: str | None = None, t: int | None = None) -> str:
+    """The header TikTok signs a delivery with (PLATFORMS.md): HMAC-SHA256(client secret, "<t>.<body>")."""
     t = int(time.time()) if t is None else t
     key = (secret or settings.LAYERS_TIKTOK_CLIENT_SECRET).encode()
-    return body, f"t={t},s={hmac.new(key, f'{t}.'.encode() + body, hashlib.sha256).hexdigest()}"
+    return f"t={t},s={hmac.new(key, f'{t}.'.encode() + body, hashlib.sha256).hexdigest()}"
+
+
+def signed(payload: dict, *, secret: str | None = None, t: int | None = None) -> tuple[bytes, str]:
+    body = json.dumps(payload).encode()
+    return body, tiktok_signature(body, secret=secret, t=t)
 
 
 def removal(username: str, *, create_time: int | None = None, **overrides) -> dict:
@@ -175,6 +179,32 @@ def test_only_deliveries_signed_by_tiktok_for_this_app_are_applied(owner):
 
     assert statuses(account["id"]) == ["connected"]
     assert not Event.objects.filter(type="social_account.needs_reauth").exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"event": "authorization.removed", "user_openid": "a\\u0000b", "create_time": 1700000000}',
+        b'{"event": "authorization.removed", "user_openid": "a\\ud800", "create_time": 1700000000}',
+        b'{"event": "authorization.removed\\u0000", "user_openid": "a", "create_time": 1700000000}',
+        b'{"event": "authorization.removed", "user_openid": "a", "create_time": 1700000000, "content": "'
+        + b"[" * 5000
+        + b'"}',
+        b"[" * 5000 + b"]" * 5000,
+        b'{"a":' * 5000 + b"1" + b"}" * 5000,
+    ],
+    ids=["nul", "lone-surrogate", "nul-in-event", "deep-content", "deep-array", "deep-object"],
+)
+def test_a_signed_delivery_that_is_malformed_is_400_not_500(owner, body):
+    # TikTok retries anything but a 200 for 72 hours: a 500 was a retried server error for each. A NUL
+    # cannot reach PostgreSQL, a lone surrogate is no text, and "[[[[…" stops Python's decoder with a
+    # RecursionError where every other bad JSON is a ValueError.
+    account = connected_account(owner, "tiktok", "target")
+    response = Client(raise_request_exception=False).post(
+        URL, body, content_type="application/json", HTTP_TIKTOK_SIGNATURE=tiktok_signature(body)
+    )
+    assert_error(response, 400, "MALFORMED_REQUEST")
+    assert statuses(account["id"]) == ["connected"]
 
 
 def test_sandbox_deauthorize_control_validates_its_input():
