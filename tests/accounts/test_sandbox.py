@@ -287,6 +287,45 @@ def test_control_endpoint_refuses_a_body_that_is_not_a_json_object(db):
     assert answer.status_code == 422
 
 
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{TT}/_control/faults",
+        f"{TT}/_control/invalidate-tokens",
+        f"{TT}/_control/deauthorize",
+        f"{TT}/_control/stall",
+        "/sandbox/instagram/_control/faults",
+        f"{IG_GRAPH}/me/media",
+    ],
+)
+def test_a_body_nested_too_deeply_for_python_is_refused_not_a_server_error(db, path):
+    # "[[[[…" a few thousand deep stops Python's JSON decoder with a RecursionError, not a ValueError:
+    # it was an HTML 500 where any other body that is not a JSON object is the endpoint's own refusal.
+    answer = Client(raise_request_exception=False).post(path, DEEP, content_type="application/json")
+
+    assert answer.status_code in (400, 422), answer.status_code
+    assert answer["Content-Type"] == "application/json"
+
+
+def test_the_platform_endpoints_refuse_json_nested_too_deeply_as_the_platform_would(db):
+    tiktok = connect("tiktok", "deep_json", scopes=["user.info.basic", "video.publish"])
+    answer = Client(raise_request_exception=False).post(
+        f"{TT}/v2/post/publish/video/init/", DEEP, content_type="application/json", **bearer(tiktok.access_token)
+    )
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_params"
+
+    instagram = connect("instagram", "ig_deep_json")
+    path = f"{IG_GRAPH}/{instagram.platform_user_id}/layers_draft_deliveries"
+    answer = Client(raise_request_exception=False).post(
+        path, {"media_type": "video", "media": DEEP, "access_token": instagram.access_token}
+    )
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == 100
+    assert sandbox_posts("instagram", "ig_deep_json") == []
+
+
 def test_invalidate_tokens_reports_how_many_died(db):
     connect("instagram", "counted")
 

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods
 
 from . import avatars, faults, oauth, publishing
 from .answers import Answer
+from .decoding import json_loads
 from .identities import display_name, instagram_scoped_id, instagram_user_id
 from .models import Container, Fault, Platform, Post, Token
 
@@ -113,7 +114,7 @@ def _params(request: HttpRequest) -> dict:
     params = {**request.GET.dict(), **request.POST.dict()}
     if request.content_type == "application/json" and request.body:
         try:
-            body = json.loads(request.body)
+            body = json_loads(request.body)
         except ValueError:
             body = None
         if isinstance(body, dict):
@@ -508,7 +509,7 @@ def _media_publish(params: dict, *, username: str) -> JsonResponse:
 def _deliver(params: dict, *, username: str, rejected: bool) -> JsonResponse:
     """Layers extension (not an Instagram API): deliver a draft to the creator for manual posting."""
     try:
-        media = json.loads(str(params.get("media") or ""))
+        media = json_loads(str(params.get("media") or ""))
     except ValueError:
         media = None
     valid = (

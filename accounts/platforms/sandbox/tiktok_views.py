@@ -6,7 +6,6 @@ the v2 envelope `{"data": {...}, "error": {"code", "message", "log_id"}}`.
 """
 
 import functools
-import json
 from collections.abc import Callable
 
 from django.conf import settings
@@ -16,6 +15,7 @@ from django.views.decorators.http import require_http_methods
 
 from . import avatars, faults, oauth, publishing
 from .answers import Answer
+from .decoding import json_loads
 from .identities import display_name, new_log_id, tiktok_open_id, tiktok_union_id
 from .models import Fault, Platform, Post, Token
 
@@ -91,7 +91,7 @@ def _json(request: HttpRequest) -> dict:
     if not request.body:
         return {}
     try:
-        body = json.loads(request.body)
+        body = json_loads(request.body)
     except ValueError:
         raise Answer(envelope(code="invalid_params", message="The request body is not valid JSON.", status=400))
     if not isinstance(body, dict):

@@ -2,7 +2,6 @@
 own site, so no CSRF token and no Layers API key), the signed avatar images, and the control endpoints
 that tests and demos use to break things on purpose."""
 
-import json
 import re
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
@@ -16,6 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.platforms.scopes import SCOPES
 
 from . import avatars, faults, oauth, selectors, webhooks
+from .decoding import json_loads
 from .identities import normalize_username, tiktok_open_id
 from .models import Platform
 
@@ -138,7 +138,7 @@ def _invalid(fields: dict[str, str]) -> JsonResponse:
 
 def _json_object(request: HttpRequest) -> dict | None:
     try:
-        body = json.loads(request.body or b"{}")
+        body = json_loads(request.body or b"{}")
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
