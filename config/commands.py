@@ -23,7 +23,13 @@ class CommandFailed(CommandError):
         self.result, self.human = result, human
 
 
-class JsonCommand(BaseCommand):
+class JsonRefusals:
+    """For a command taking --json: a refusal (a refused argument, a CommandError) is one JSON object on
+    stdout, `{"error": {"message": …}}`, and exit status 1. Mixed into BaseCommand, before it."""
+
+    def refuse_in_json(self, exc: CommandError) -> None:
+        self.stdout.write(json.dumps({"error": {"message": str(exc)}}))
+
     def create_parser(self, prog_name, subcommand, **kwargs):
         """The parser, made to answer a refused argument (a missing option, a wrong type) with the same one
         JSON object as any other refusal when --json is among the arguments: argparse would otherwise print
@@ -39,7 +45,7 @@ class JsonCommand(BaseCommand):
             try:
                 return parse_args(args, namespace)
             except CommandError as exc:
-                self.stdout.write(json.dumps({"error": {"message": str(exc)}}))
+                self.refuse_in_json(exc)
                 if self._called_from_command_line:
                     self.stderr.write(f"CommandError: {exc}")
                     sys.exit(exc.returncode)
@@ -48,6 +54,8 @@ class JsonCommand(BaseCommand):
         parser.parse_args = parse_args_json_aware
         return parser
 
+
+class JsonCommand(JsonRefusals, BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         self.add_command_arguments(parser)
@@ -63,7 +71,7 @@ class JsonCommand(BaseCommand):
             raise CommandError(str(exc)) from exc
         except CommandError as exc:
             if options["json"]:  # a script reading stdout gets its one JSON object, saying what was refused
-                self.stdout.write(json.dumps({"error": {"message": str(exc)}}))
+                self.refuse_in_json(exc)
             raise
         if options["json"]:
             self.stdout.write(json.dumps(result))

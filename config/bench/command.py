@@ -7,9 +7,12 @@ import os
 from django.core.management.base import BaseCommand, CommandError
 
 from config.bench import harness
+from config.commands import JsonRefusals
 
 
-class BenchCommand(BaseCommand):
+class BenchCommand(JsonRefusals, BaseCommand):
+    """A refusal with --json is one JSON object, as for every Layers command (config.commands)."""
+
     quick: dict = {}  # the option values of --quick (the smoke test's sizes)
 
     def add_arguments(self, parser):
@@ -27,6 +30,14 @@ class BenchCommand(BaseCommand):
         return ", ".join(f"--{key.replace('_', '-')} {value}" for key, value in self.quick.items())
 
     def handle(self, *args, **options):
+        try:
+            self._handle(options)
+        except CommandError as exc:
+            if options["json"]:
+                self.refuse_in_json(exc)
+            raise
+
+    def _handle(self, options: dict) -> None:
         try:
             if not harness.is_inner():
                 self.reexec(options)

@@ -71,3 +71,20 @@ def test_bench_billing_quick_charges_every_due_lease_once_and_nothing_on_the_sec
     finance = report["finance_report"]
     assert finance["csv_rows"] == finance["charges"] > 0
     assert finance["page_rows"] == min(500, finance["charges"])
+
+
+def test_a_refused_bench_command_with_json_prints_its_one_json_object_and_exits_1():
+    """README: every Layers command with --json prints exactly one JSON object, `{"error": {"message": …}}`
+    (exit status 1) when it is refused. The bench commands printed nothing on stdout (a bad value) or argparse's
+    usage on stderr with exit status 2 (an unknown option). Refused before anything is started."""
+    for args in (("bench_publish", "--posts", "0"), ("bench_billing", "--no-such-option"), ("bench_api", "--x")):
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args, "--json"],
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        assert done.returncode == 1, (args, done.returncode, done.stderr[-500:])
+        [line] = done.stdout.strip().splitlines()
+        assert json.loads(line)["error"]["message"], args
