@@ -23,28 +23,9 @@ from django.shortcuts import render
 from redis.exceptions import RedisError
 
 from config.cache import FALLBACK, redis_failed, redis_usable
+from config.rates import parse_rate
 
 log = logging.getLogger(__name__)
-
-
-PERIODS = {
-    "s": 1,
-    "sec": 1,
-    "second": 1,
-    "m": 60,
-    "min": 60,
-    "minute": 60,
-    "h": 3600,
-    "hour": 3600,
-    "d": 86400,
-    "day": 86400,
-}
-
-
-def parse_rate(rate: str) -> tuple[int, int]:
-    """ "120/min" → (120, 60)."""
-    count, _, period = rate.partition("/")
-    return int(count), PERIODS[period.strip().lower()]
 
 
 def client_ip(request) -> str:

@@ -1,20 +1,98 @@
 """Settings shared by every environment. Everything that differs between deployments comes from the
 environment (DESIGN.md "Runtime contract"); with nothing set the service runs on embedded defaults."""
 
+import logging
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env
 
 from config.envfile import ENV_FILE
+from config.rates import parse_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 env = Env()
 env.read_env(str(ENV_FILE), recurse=False)  # already read by the entry points (config/envfile.py); kept for others
+
+
+# Values the code cannot use are refused here, when the settings load, so that manage.py, gunicorn, Celery
+# workers and beat all refuse to start naming the variable and what it takes. Left to the code that reads
+# them, they passed `check` and then answered every request they cover with a 500, or stopped work without a
+# word (a dispatcher handing out 0 posts, a relay sending to 0 endpoints at once). env.int / env.float
+# already refuse what is not a number.
+def whole_number(name: str, default: int, *, least: int = 1, most: int | None = None, unit: str = "") -> int:
+    """An integer from `least` to `most` (no upper bound when None); `unit` says what it counts."""
+    value = env.int(name, default=default)
+    if value < least or (most is not None and value > most):
+        span = f"from {least} to {most}" if most is not None else f"at least {least}"
+        raise ImproperlyConfigured(
+            f"{name} must be a whole number{f' of {unit}' if unit else ''}, {span} (not {value})"
+        )
+    return value
+
+
+def seconds(name: str, default: float) -> float:
+    """A timeout: 0 (or less) fails every call it bounds at once. (env.float refuses nan and inf.)"""
+    value = env.float(name, default=default)
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds greater than 0 (not {value})")
+    return value
+
+
+def one_of(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.str(name, default=default)
+    if value not in choices:
+        named = " or ".join(f"'{choice}'" for choice in choices)
+        raise ImproperlyConfigured(f"{name} must be {named} (not {value!r})")
+    return value
+
+
+def log_level(name: str, default: str) -> str:
+    """A logging level name in any case ("debug"): logging takes upper case only, and stopped every process
+    with "Unable to configure root logger", naming no setting."""
+    written = env.str(name, default=default)
+    if (value := written.strip().upper()) not in logging.getLevelNamesMapping():
+        raise ImproperlyConfigured(
+            f"{name} must be DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case (not {written!r})"
+        )
+    return value
+
+
+def rate(name: str, default: str) -> str:
+    """A request budget such as "1200/min" (config/rates.py), kept as written: the limiter reads it per request."""
+    value = env.str(name, default=default)
+    try:
+        count = parse_rate(value)[0]
+    except (ValueError, KeyError):
+        count = 0
+    if count < 1:
+        raise ImproperlyConfigured(
+            f"{name} must be a number of requests, at least 1, per s, min, hour or day, such as {default!r} "
+            f"(not {value!r})"
+        )
+    return value
+
+
+def http_url(name: str, default: str, *, optional: bool = False) -> str:
+    """A URL the platform clients call or send browsers to (empty for none when `optional`): one without
+    http:// or https:// and a host failed every call (httpx.UnsupportedProtocol). Not echoed in the message: a
+    URL may carry a credential."""
+    value = env.str(name, default=default)
+    if optional and not value:
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # an unclosed IPv6 bracket
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ImproperlyConfigured(f"{name} must be an http:// or https:// URL with a host")
+    return value
+
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-key-do-not-use-in-production")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -180,14 +258,15 @@ CACHES = {
 }
 
 # --- Django REST framework: every response and error goes through config/api ----------------------
-LAYERS_API_RATE = env.str("LAYERS_API_RATE", default="1200/min")
+LAYERS_API_RATE = rate("LAYERS_API_RATE", default="1200/min")
 # Requests with a wrong API key, per client IP (config/api/authentication.py); then 429 until the next window.
-LAYERS_AUTH_FAILURE_RATE = env.str("LAYERS_AUTH_FAILURE_RATE", default="60/min")
+LAYERS_AUTH_FAILURE_RATE = rate("LAYERS_AUTH_FAILURE_RATE", default="60/min")
 # Per client IP (config/ratelimit.py): the OAuth callback the platforms redirect browsers to, and the sandbox.
-LAYERS_CALLBACK_RATE = env.str("LAYERS_CALLBACK_RATE", default="60/min")
-LAYERS_SANDBOX_RATE = env.str("LAYERS_SANDBOX_RATE", default="1200/min")
-# Reverse proxies in front of the web processes that append to X-Forwarded-For (0: use REMOTE_ADDR).
-LAYERS_NUM_PROXIES = env.int("LAYERS_NUM_PROXIES", default=0)
+LAYERS_CALLBACK_RATE = rate("LAYERS_CALLBACK_RATE", default="60/min")
+LAYERS_SANDBOX_RATE = rate("LAYERS_SANDBOX_RATE", default="1200/min")
+# Reverse proxies in front of the web processes that append to X-Forwarded-For (0: use REMOTE_ADDR). A
+# negative count would take a client-written hop for the client's address (config/ratelimit.client_ip).
+LAYERS_NUM_PROXIES = whole_number("LAYERS_NUM_PROXIES", default=0, least=0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -231,10 +310,13 @@ SPECTACULAR_SETTINGS = {
 
 # --- Layers -------------------------------------------------------------------------------------------
 # Platforms: the local sandbox (default outside production) or the live TikTok / Instagram APIs.
-LAYERS_PLATFORMS = env.str("LAYERS_PLATFORMS", default="sandbox")
+LAYERS_PLATFORMS = one_of("LAYERS_PLATFORMS", default="sandbox", choices=("sandbox", "live"))
 # http:// return URLs for localhost / 127.0.0.1 only (dev, demo, tests); production settings turn it off.
 LAYERS_ALLOW_HTTP_LOCALHOST_RETURN = env.bool("LAYERS_ALLOW_HTTP_LOCALHOST_RETURN", default=True)
-LAYERS_OAUTH_STATE_TTL = timedelta(seconds=env.int("LAYERS_OAUTH_STATE_TTL_SECONDS", default=30 * 60))
+# At least a minute: the partner hands the link to a creator, who signs in at the platform before using it.
+LAYERS_OAUTH_STATE_TTL = timedelta(
+    seconds=whole_number("LAYERS_OAUTH_STATE_TTL_SECONDS", default=30 * 60, least=60, unit="seconds")
+)
 LAYERS_IDEMPOTENCY_TTL = timedelta(hours=24)
 
 
@@ -266,45 +348,51 @@ SILENCED_SYSTEM_CHECKS = env.list("DJANGO_SILENCED_SYSTEM_CHECKS", default=[])
 # Remote fetches (avatars, media): private / loopback addresses are refused unless this is on (dev and
 # tests, where the sandbox lives on 127.0.0.1). Production settings force it off.
 LAYERS_ALLOW_PRIVATE_FETCH = env.bool("LAYERS_ALLOW_PRIVATE_FETCH", default=LAYERS_PLATFORMS == "sandbox")
-LAYERS_AVATAR_MAX_BYTES = env.int("LAYERS_AVATAR_MAX_BYTES", default=5 * 1024 * 1024)
+LAYERS_AVATAR_MAX_BYTES = whole_number("LAYERS_AVATAR_MAX_BYTES", default=5 * 1024 * 1024, unit="bytes")
 # Seconds for the whole avatar download (connect, headers and body together): a server that drips bytes
 # cannot hold a worker longer than this.
-LAYERS_AVATAR_TIMEOUT_SECONDS = env.float("LAYERS_AVATAR_TIMEOUT_SECONDS", default=10.0)
+LAYERS_AVATAR_TIMEOUT_SECONDS = seconds("LAYERS_AVATAR_TIMEOUT_SECONDS", default=10.0)
 # Request bodies larger than this are refused before parsing.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("LAYERS_MAX_BODY_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = whole_number("LAYERS_MAX_BODY_BYTES", default=1024 * 1024, unit="bytes")
 # Webhooks (accounts/webhooks): plain-http and private / loopback destinations are refused unless this is
 # on; unset, it follows LAYERS_ALLOW_PRIVATE_FETCH (on in dev/test, forced off by production settings).
 LAYERS_WEBHOOK_ALLOW_PRIVATE = env.bool("LAYERS_WEBHOOK_ALLOW_PRIVATE", default=None)
 # Seconds a delivery attempt may take in all (connect, send, the answer's status line and headers: a
 # config/netguard.deadline), so that a receiver dripping its answer cannot hold a worker thread; a claimed
 # delivery is re-sent by the next relay tick once its lease has expired without a recorded result (the relay
-# died mid-send), so the lease must stay well above this.
-LAYERS_WEBHOOK_TIMEOUT = env.float("LAYERS_WEBHOOK_TIMEOUT", default=15.0)
+# died mid-send), so the lease must stay well above this: more than twice it, or a send still running (its
+# result not yet recorded) would be claimed again and sent a second time.
+LAYERS_WEBHOOK_TIMEOUT = seconds("LAYERS_WEBHOOK_TIMEOUT", default=15.0)
 LAYERS_WEBHOOK_LEASE = timedelta(seconds=env.int("LAYERS_WEBHOOK_LEASE_SECONDS", default=300))
+if not LAYERS_WEBHOOK_LEASE.total_seconds() > 2 * LAYERS_WEBHOOK_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"LAYERS_WEBHOOK_LEASE_SECONDS must be more than twice LAYERS_WEBHOOK_TIMEOUT ({2 * LAYERS_WEBHOOK_TIMEOUT:g} "
+        f"seconds), or a send still running is sent again (not {LAYERS_WEBHOOK_LEASE.total_seconds():g})"
+    )
 # Sends in flight at once to all of one organization's endpoints (accounts/webhooks/services.py): keep it below
 # the webhook worker's threads (make run: --concurrency 4), so that one organization whose endpoints all hang
 # cannot take every thread. Beyond it a send is deferred a few seconds, not attempted.
-LAYERS_WEBHOOK_ORG_IN_FLIGHT = env.int("LAYERS_WEBHOOK_ORG_IN_FLIGHT", default=2)
+LAYERS_WEBHOOK_ORG_IN_FLIGHT = whole_number("LAYERS_WEBHOOK_ORG_IN_FLIGHT", default=2)
 # Scheduled posts: most claimed posts left waiting for a worker at once; a larger burst is handed out over
 # the next dispatcher ticks (every 2 s). Raise it with the number of workers (a few times their posts/s).
-LAYERS_DISPATCH_MAX_WAITING = env.int("LAYERS_DISPATCH_MAX_WAITING", default=1000)
+LAYERS_DISPATCH_MAX_WAITING = whole_number("LAYERS_DISPATCH_MAX_WAITING", default=1000)
 # Instagram posts get their container made this long before their time (scheduling.services.post_prepare),
 # so that Instagram's processing of the media does not delay them; 0 turns it off. Under 24 h, the
 # lifetime of an unpublished container.
-LAYERS_PREPARE_AHEAD = timedelta(seconds=env.int("LAYERS_PREPARE_AHEAD_SECONDS", default=900))
+LAYERS_PREPARE_AHEAD = timedelta(
+    seconds=whole_number("LAYERS_PREPARE_AHEAD_SECONDS", default=900, least=0, most=24 * 3600 - 1, unit="seconds")
+)
 # A post the platform refused for now (an outage, a timeout before anything was created, a 5xx, a rate limit)
 # is tried again, with backoff up to 5 minutes, until this long after its time (or its first try, when that
 # came later), then fails RATE_LIMITED / PLATFORM_UNAVAILABLE (scheduling.services._retry_later). At most a
 # week (10080 minutes): a post's `attempts` is a small integer, and it counts each of those tries.
-LAYERS_PUBLISH_RETRY_WINDOW = timedelta(minutes=env.int("LAYERS_PUBLISH_RETRY_WINDOW_MINUTES", default=60))
-if not timedelta(minutes=1) <= LAYERS_PUBLISH_RETRY_WINDOW <= timedelta(days=7):
-    raise ImproperlyConfigured("LAYERS_PUBLISH_RETRY_WINDOW_MINUTES must be a number of minutes from 1 to 10080")
+LAYERS_PUBLISH_RETRY_WINDOW = timedelta(
+    minutes=whole_number("LAYERS_PUBLISH_RETRY_WINDOW_MINUTES", default=60, most=7 * 24 * 60, unit="minutes")
+)
 # The metrics sync (globalPlatformPostsSync) refreshes the metrics of posts published within this many days
 # hourly, and those of older posts daily (their figures barely move), so its hourly work follows recent
 # posts, not every post ever published.
-LAYERS_METRICS_SYNC_WINDOW = timedelta(days=env.int("LAYERS_METRICS_SYNC_WINDOW_DAYS", default=30))
-if LAYERS_METRICS_SYNC_WINDOW.days < 1:
-    raise ImproperlyConfigured("LAYERS_METRICS_SYNC_WINDOW_DAYS must be a number of days, at least 1")
+LAYERS_METRICS_SYNC_WINDOW = timedelta(days=whole_number("LAYERS_METRICS_SYNC_WINDOW_DAYS", default=30, unit="days"))
 # Admin lists of the tables that grow forever (posts, events, webhook deliveries) show, unfiltered, the
 # planner's estimate of their rows past this many instead of counting the whole table (config/adminpaging.py).
 LAYERS_ADMIN_EXACT_COUNT_BELOW = 100_000
@@ -313,25 +401,25 @@ LAYERS_ADMIN_EXACT_COUNT_BELOW = 100_000
 # Live endpoints by default; in sandbox mode they point at this server's /sandbox/... stand-ins.
 _SANDBOX = LAYERS_PLATFORMS == "sandbox"
 _SB = f"{LAYERS_PUBLIC_URL}/sandbox"
-LAYERS_TIKTOK_AUTHORIZE_URL = env.str(
+LAYERS_TIKTOK_AUTHORIZE_URL = http_url(
     "LAYERS_TIKTOK_AUTHORIZE_URL",
     default=f"{_SB}/tiktok/v2/auth/authorize/" if _SANDBOX else "https://www.tiktok.com/v2/auth/authorize/",
 )
-LAYERS_TIKTOK_API_BASE = env.str(
+LAYERS_TIKTOK_API_BASE = http_url(
     "LAYERS_TIKTOK_API_BASE", default=f"{_SB}/tiktok" if _SANDBOX else "https://open.tiktokapis.com"
 )
 LAYERS_TIKTOK_CLIENT_KEY = env.str("LAYERS_TIKTOK_CLIENT_KEY", default="sandbox-tiktok-client" if _SANDBOX else "")
 LAYERS_TIKTOK_CLIENT_SECRET = env.str(
     "LAYERS_TIKTOK_CLIENT_SECRET", default="sandbox-tiktok-secret" if _SANDBOX else ""
 )
-LAYERS_INSTAGRAM_AUTHORIZE_URL = env.str(
+LAYERS_INSTAGRAM_AUTHORIZE_URL = http_url(
     "LAYERS_INSTAGRAM_AUTHORIZE_URL",
     default=f"{_SB}/instagram/oauth/authorize" if _SANDBOX else "https://www.instagram.com/oauth/authorize",
 )
-LAYERS_INSTAGRAM_API_BASE = env.str(
+LAYERS_INSTAGRAM_API_BASE = http_url(
     "LAYERS_INSTAGRAM_API_BASE", default=f"{_SB}/instagram/api" if _SANDBOX else "https://api.instagram.com"
 )
-LAYERS_INSTAGRAM_GRAPH_BASE = env.str(
+LAYERS_INSTAGRAM_GRAPH_BASE = http_url(
     "LAYERS_INSTAGRAM_GRAPH_BASE", default=f"{_SB}/instagram/graph" if _SANDBOX else "https://graph.instagram.com"
 )
 LAYERS_INSTAGRAM_API_VERSION = env.str("LAYERS_INSTAGRAM_API_VERSION", default="v23.0")
@@ -344,20 +432,21 @@ LAYERS_INSTAGRAM_CLIENT_SECRET = env.str(
 # Seconds: connect, and each wait for the answer. Every platform call has an explicit timeout, and the whole
 # call, answer and all, must end within twice LAYERS_PLATFORM_TIMEOUT (accounts/platforms/http.py:
 # platform_request).
-LAYERS_PLATFORM_CONNECT_TIMEOUT = env.float("LAYERS_PLATFORM_CONNECT_TIMEOUT", default=5.0)
-LAYERS_PLATFORM_TIMEOUT = env.float("LAYERS_PLATFORM_TIMEOUT", default=20.0)
+LAYERS_PLATFORM_CONNECT_TIMEOUT = seconds("LAYERS_PLATFORM_CONNECT_TIMEOUT", default=5.0)
+LAYERS_PLATFORM_TIMEOUT = seconds("LAYERS_PLATFORM_TIMEOUT", default=20.0)
 # Idle keep-alive connections of a thread's platform client are dropped after this many seconds. Kept
 # below the servers' own keep-alive timeout (gunicorn's default is 2 s, and it serves the sandbox in
 # `make run`) so that a request is never sent on a connection the server is closing at that moment.
 LAYERS_PLATFORM_KEEPALIVE_SECONDS = env.float("LAYERS_PLATFORM_KEEPALIVE_SECONDS", default=1.0)
 # "http" (real sockets) or "wsgi" (tests: the clients call this Django app in-process, no network).
-LAYERS_PLATFORM_TRANSPORT = env.str("LAYERS_PLATFORM_TRANSPORT", default="http")
+PLATFORM_TRANSPORTS = ("http", "wsgi")
+LAYERS_PLATFORM_TRANSPORT = one_of("LAYERS_PLATFORM_TRANSPORT", default="http", choices=PLATFORM_TRANSPORTS)
 # The callback every platform redirects to: {LAYERS_PUBLIC_URL}/oauth/{platform}/callback
 LAYERS_OAUTH_CALLBACK_BASE = f"{LAYERS_PUBLIC_URL}/oauth"
 # Instagram has no draft API: a "draft" is delivered to the creator through this Layers-operated endpoint
 # (accounts/platforms/instagram.py); the sandbox serves it, live mode refuses drafts until one is configured.
-LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL = env.str(
-    "LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL", default=LAYERS_INSTAGRAM_GRAPH_BASE if _SANDBOX else ""
+LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL = http_url(
+    "LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL", default=LAYERS_INSTAGRAM_GRAPH_BASE if _SANDBOX else "", optional=True
 )
 # The sandbox platforms (accounts/platforms/sandbox): publish processing time, avatar URL lifetime, TikTok's
 # per-token per-minute limits ("init=6,creator_info=20,status=30,..." — a benchmark raises them) and daily
@@ -418,7 +507,7 @@ if CELERY_BROKER_URL == "filesystem://":
 # broker_connection_timeout, which kombu also takes as the total time of its reconnect attempts) and, on
 # Redis, each wait for an answer; a failed publish is retried once (one that timed out may have reached the
 # broker, so a retry can queue it twice: every task is idempotent).
-LAYERS_BROKER_TIMEOUT = env.float("LAYERS_BROKER_TIMEOUT", default=2.0)
+LAYERS_BROKER_TIMEOUT = seconds("LAYERS_BROKER_TIMEOUT", default=2.0)
 CELERY_BROKER_CONNECTION_TIMEOUT = LAYERS_BROKER_TIMEOUT
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
@@ -557,7 +646,7 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
         "django.server": {"level": "INFO", "class": "logging.StreamHandler", "formatter": "django.server"},
     },
-    "root": {"handlers": ["console"], "level": env.str("LAYERS_LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": log_level("LAYERS_LOG_LEVEL", default="INFO")},
     # Credentials and OAuth states blanked in what the loggers that print URLs and request paths write
     # (config/logfilters.py). httpx prints request URLs at INFO, and Instagram's carry the access token: kept
     # at WARNING too. Django's request lines ("Not Found: /v1/social/oauth-status/st_…") and runserver's

@@ -1,7 +1,7 @@
 """Test suite: real PostgreSQL (concurrency tests need it), sandbox platforms, in-memory broker."""
 
 from .base import *  # noqa: F403
-from .base import DATABASES, database, env
+from .base import DATABASES, PLATFORM_TRANSPORTS, database, env, one_of
 
 DATABASES["default"] = database(
     env.str("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/layers"), conn_max_age=0
@@ -18,6 +18,6 @@ LAYERS_AUTH_FAILURE_RATE = "100000/min"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
 MEDIA_ROOT = str(VAR_DIR / "test-media")  # noqa: F405
-LAYERS_PLATFORM_TRANSPORT = env.str("LAYERS_PLATFORM_TRANSPORT", default="wsgi")
+LAYERS_PLATFORM_TRANSPORT = one_of("LAYERS_PLATFORM_TRANSPORT", default="wsgi", choices=PLATFORM_TRANSPORTS)
 LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 0  # sandbox posts are ready at once; tests move the clock for more
 LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = 0  # and have their TikTok post id at once, unless a test delays it

@@ -1,0 +1,199 @@
+"""What an operator writes in the environment is checked when the settings load. A value that would answer
+every request it covers with a 500, stop work without a word (no post published, no webhook delivered), or
+open a guard (a client-written X-Forwarded-For hop) stops manage.py, gunicorn, Celery workers and beat at
+start-up, with an ImproperlyConfigured naming the variable and what it accepts. The cases load the settings
+afresh in this process (tests/config/settings_env.py); the last ones start real processes."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from tests.config.settings_env import load_settings
+
+RATES = ("LAYERS_API_RATE", "LAYERS_AUTH_FAILURE_RATE", "LAYERS_CALLBACK_RATE", "LAYERS_SANDBOX_RATE")
+
+
+def refused(monkeypatch, module="dev", **env) -> str:
+    with pytest.raises(ImproperlyConfigured) as raised:
+        load_settings(module, monkeypatch, **env)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "value", ["abc", "100/minutes", "100/fortnight", "100 per minute", "1.5/min", "0/min", "-1/min"]
+)
+def test_a_rate_the_limiter_cannot_count_is_refused_at_start_up(monkeypatch, value):
+    # Each passed `check`, then every call it covers was a 500 (or, for 0 and below, a 429 from the first).
+    message = refused(monkeypatch, LAYERS_API_RATE=value)
+    assert "LAYERS_API_RATE" in message and "per s, min, hour or day" in message, message
+
+
+@pytest.mark.parametrize("name", RATES)
+def test_each_rate_setting_is_checked(monkeypatch, name):
+    for value in ("100/minutes", "0/min"):
+        assert name in refused(monkeypatch, **{name: value})
+
+
+@pytest.mark.parametrize(
+    "name, value, accepts",
+    [
+        # No post ever published, no webhook ever delivered, silently.
+        ("LAYERS_DISPATCH_MAX_WAITING", "0", "at least 1"),
+        ("LAYERS_DISPATCH_MAX_WAITING", "-5", "at least 1"),
+        ("LAYERS_WEBHOOK_ORG_IN_FLIGHT", "0", "at least 1"),
+        ("LAYERS_WEBHOOK_ORG_IN_FLIGHT", "-1", "at least 1"),
+        # Every connect link already expired when handed out.
+        ("LAYERS_OAUTH_STATE_TTL_SECONDS", "0", "at least 60"),
+        ("LAYERS_OAUTH_STATE_TTL_SECONDS", "-60", "at least 60"),
+        ("LAYERS_OAUTH_STATE_TTL_SECONDS", "59", "at least 60"),
+        # A client-written X-Forwarded-For hop would be taken for the client's address.
+        ("LAYERS_NUM_PROXIES", "-1", "at least 0"),
+        # Every JSON POST a 413; every avatar too large.
+        ("LAYERS_MAX_BODY_BYTES", "0", "at least 1"),
+        ("LAYERS_MAX_BODY_BYTES", "-1", "at least 1"),
+        ("LAYERS_AVATAR_MAX_BYTES", "0", "at least 1"),
+        # Every call they bound times out at once (or never waits at all).
+        ("LAYERS_WEBHOOK_TIMEOUT", "0", "greater than 0"),
+        ("LAYERS_WEBHOOK_TIMEOUT", "-1", "greater than 0"),
+        ("LAYERS_PLATFORM_TIMEOUT", "0", "greater than 0"),
+        ("LAYERS_PLATFORM_CONNECT_TIMEOUT", "-1", "greater than 0"),
+        ("LAYERS_AVATAR_TIMEOUT_SECONDS", "0", "greater than 0"),
+        ("LAYERS_BROKER_TIMEOUT", "0", "greater than 0"),
+        # Past 24 h the container expires before its post is published.
+        ("LAYERS_PREPARE_AHEAD_SECONDS", "172800", "from 0 to 86399"),
+        ("LAYERS_PREPARE_AHEAD_SECONDS", "86400", "from 0 to 86399"),
+        ("LAYERS_PREPARE_AHEAD_SECONDS", "-1", "from 0 to 86399"),
+        # The existing ranges, through the same helper.
+        ("LAYERS_PUBLISH_RETRY_WINDOW_MINUTES", "0", "from 1 to 10080"),
+        ("LAYERS_METRICS_SYNC_WINDOW_DAYS", "0", "at least 1"),
+    ],
+)
+def test_a_number_out_of_its_range_is_refused_naming_the_variable_and_its_range(monkeypatch, name, value, accepts):
+    message = refused(monkeypatch, **{name: value})
+    assert message.startswith(f"{name} must be") and accepts in message, message
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"LAYERS_WEBHOOK_LEASE_SECONDS": "0"},
+        {"LAYERS_WEBHOOK_LEASE_SECONDS": "30"},  # twice the default timeout: no room for the recording
+        {"LAYERS_WEBHOOK_TIMEOUT": "200"},  # with the default lease of 300 s
+        {"LAYERS_WEBHOOK_TIMEOUT": "60", "LAYERS_WEBHOOK_LEASE_SECONDS": "100"},
+    ],
+)
+def test_a_webhook_lease_not_well_above_the_send_timeout_is_refused(monkeypatch, env):
+    # A send still running when its lease ends is claimed by the next relay tick and sent a second time.
+    message = refused(monkeypatch, **env)
+    assert "LAYERS_WEBHOOK_LEASE_SECONDS" in message and "twice LAYERS_WEBHOOK_TIMEOUT" in message, message
+
+
+@pytest.mark.parametrize(
+    "name, value, accepts",
+    [
+        # Passed `check`; ImproperlyConfigured at the first platform call only.
+        ("LAYERS_PLATFORM_TRANSPORT", "htp", "'http' or 'wsgi'"),
+        # Neither mode: the sandbox not mounted, live endpoints with empty credentials.
+        ("LAYERS_PLATFORMS", "Sandbox", "'sandbox' or 'live'"),
+        ("LAYERS_PLATFORMS", "prod", "'sandbox' or 'live'"),
+        # httpx.UnsupportedProtocol on every call.
+        ("LAYERS_TIKTOK_API_BASE", "open.tiktokapis.com", "http:// or https://"),
+        ("LAYERS_INSTAGRAM_GRAPH_BASE", "ftp://graph.instagram.com", "http:// or https://"),
+        ("LAYERS_TIKTOK_AUTHORIZE_URL", "https://", "http:// or https://"),
+        # Stopped every process with "Unable to configure root logger", naming nothing.
+        ("LAYERS_LOG_LEVEL", "verbose", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+        ("LAYERS_LOG_LEVEL", "", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    ],
+)
+def test_a_word_outside_its_choices_is_refused_naming_the_variable_and_the_choices(monkeypatch, name, value, accepts):
+    message = refused(monkeypatch, **{name: value})
+    assert message.startswith(f"{name} must be") and accepts in message, message
+
+
+def test_the_embedded_defaults_load_as_documented(monkeypatch):
+    loaded = load_settings("dev", monkeypatch)
+    assert (loaded.LAYERS_API_RATE, loaded.LAYERS_AUTH_FAILURE_RATE) == ("1200/min", "60/min")
+    assert (loaded.LAYERS_CALLBACK_RATE, loaded.LAYERS_SANDBOX_RATE) == ("60/min", "1200/min")
+    assert loaded.LAYERS_NUM_PROXIES == 0 and loaded.REST_FRAMEWORK["NUM_PROXIES"] is None
+    assert loaded.LAYERS_OAUTH_STATE_TTL.total_seconds() == 1800
+    assert loaded.LAYERS_WEBHOOK_LEASE.total_seconds() == 300 and loaded.LAYERS_WEBHOOK_TIMEOUT == 15
+    assert (loaded.LAYERS_WEBHOOK_ORG_IN_FLIGHT, loaded.LAYERS_DISPATCH_MAX_WAITING) == (2, 1000)
+    assert loaded.LAYERS_PREPARE_AHEAD.total_seconds() == 900
+    assert loaded.DATA_UPLOAD_MAX_MEMORY_SIZE == 1024 * 1024 and loaded.LAYERS_AVATAR_MAX_BYTES == 5 * 1024 * 1024
+    assert loaded.LAYERS_PLATFORMS == "sandbox" and loaded.LAYERS_PLATFORM_TRANSPORT == "http"
+    assert loaded.LOGGING["root"]["level"] == "INFO"
+
+
+def test_the_values_at_the_edges_of_each_range_are_accepted(monkeypatch):
+    loaded = load_settings(
+        "dev",
+        monkeypatch,
+        LAYERS_API_RATE="5/s",
+        LAYERS_AUTH_FAILURE_RATE=" 100 / Hour",
+        LAYERS_CALLBACK_RATE="1/day",
+        LAYERS_SANDBOX_RATE="1/minute",
+        LAYERS_NUM_PROXIES="2",
+        LAYERS_OAUTH_STATE_TTL_SECONDS="60",
+        LAYERS_PREPARE_AHEAD_SECONDS="86399",
+        LAYERS_WEBHOOK_TIMEOUT="0.5",
+        LAYERS_WEBHOOK_LEASE_SECONDS="2",
+        LAYERS_WEBHOOK_ORG_IN_FLIGHT="1",
+        LAYERS_DISPATCH_MAX_WAITING="1",
+        LAYERS_MAX_BODY_BYTES="1",
+        LAYERS_PLATFORMS="live",
+        LAYERS_TIKTOK_API_BASE="http://127.0.0.1:9000/tiktok",
+    )
+    assert loaded.LAYERS_API_RATE == "5/s" and loaded.REST_FRAMEWORK["NUM_PROXIES"] == 2
+    assert loaded.LAYERS_OAUTH_STATE_TTL.total_seconds() == 60
+    assert loaded.LAYERS_PREPARE_AHEAD.total_seconds() == 86399
+    assert loaded.LAYERS_WEBHOOK_LEASE.total_seconds() == 2
+    assert loaded.LAYERS_TIKTOK_API_BASE == "http://127.0.0.1:9000/tiktok"
+    assert load_settings("dev", monkeypatch, LAYERS_PREPARE_AHEAD_SECONDS="0").LAYERS_PREPARE_AHEAD.total_seconds() == 0
+
+
+@pytest.mark.parametrize(
+    "value, level", [("debug", "DEBUG"), ("Warning", "WARNING"), (" error ", "ERROR"), ("INFO", "INFO")]
+)
+def test_a_log_level_is_taken_in_any_case(monkeypatch, value, level):
+    assert load_settings("dev", monkeypatch, LAYERS_LOG_LEVEL=value).LOGGING["root"]["level"] == level
+
+
+def test_the_test_and_bench_settings_load_on_their_defaults(monkeypatch):
+    assert load_settings("test", monkeypatch).LAYERS_PLATFORM_TRANSPORT == "wsgi"
+    bench = load_settings("bench", monkeypatch, DATABASE_URL="postgres://postgres@127.0.0.1:5432/layers")
+    assert bench.LAYERS_API_RATE == "1000000000/min"
+    assert "LAYERS_PLATFORM_TRANSPORT" in refused(monkeypatch, module="test", LAYERS_PLATFORM_TRANSPORT="htp")
+
+
+# --- Real processes: the refusal stops them, and says which variable ------------------------------------
+
+
+def start(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.dev", "LAYERS_ENV_FILE": "/nonexistent"}
+    return subprocess.run(  # noqa: S603 - our own interpreter, fixed programs
+        [sys.executable, *args],
+        cwd=settings.BASE_DIR,
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_manage_py_check_refuses_a_rate_it_used_to_pass():
+    result = start(["manage.py", "check"], LAYERS_API_RATE="100/minutes")
+    assert result.returncode != 0, result.stdout
+    assert "ImproperlyConfigured: LAYERS_API_RATE must be" in result.stderr, result.stderr[-1500:]
+
+
+def test_a_celery_worker_refuses_to_start_naming_the_log_level():
+    # It died with "ValueError: Unable to configure root logger", which names no setting.
+    args = ["-m", "celery", "-A", "config", "worker", "--pool", "threads", "-Q", "celery"]
+    args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    result = start(args, LAYERS_LOG_LEVEL="verbose", CELERY_BROKER_URL="memory://")
+    assert result.returncode != 0, result.stdout
+    assert "ImproperlyConfigured: LAYERS_LOG_LEVEL must be" in result.stderr, result.stderr[-1500:]
