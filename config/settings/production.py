@@ -21,15 +21,23 @@ from .base import (
     CACHE_URL,
     CELERY_BROKER_URL,
     DATABASES,
+    LAYERS_INSTAGRAM_API_BASE,
+    LAYERS_INSTAGRAM_AUTHORIZE_URL,
     LAYERS_INSTAGRAM_CLIENT_ID,
     LAYERS_INSTAGRAM_CLIENT_SECRET,
+    LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL,
+    LAYERS_INSTAGRAM_GRAPH_BASE,
+    LAYERS_PLATFORM_TRANSPORT,
     LAYERS_PLATFORMS,
     LAYERS_PUBLIC_URL,
+    LAYERS_TIKTOK_API_BASE,
+    LAYERS_TIKTOK_AUTHORIZE_URL,
     LAYERS_TIKTOK_CLIENT_KEY,
     LAYERS_TIKTOK_CLIENT_SECRET,
     LAYERS_TOKEN_KEYS,
     SECRET_KEY,
     env,
+    whole_number,
 )
 
 DEBUG = False
@@ -104,6 +112,21 @@ for _name, _value in (
 ):
     if not _value:
         _problems.append(f"{_name} must be set (every connect would fail at the platform)")
+if LAYERS_PLATFORM_TRANSPORT != "http":
+    # "wsgi" is the tests' transport: every TikTok and Instagram call would be answered by this app itself.
+    _problems.append("LAYERS_PLATFORM_TRANSPORT must be 'http' (the real platforms, over the network)")
+# The calls carry the apps' client secrets and the creators' tokens, and the authorize URLs the browser's way
+# back with its code: never in clear. (The draft delivery service is optional: empty, drafts are refused.)
+for _name, _value in (
+    ("LAYERS_TIKTOK_AUTHORIZE_URL", LAYERS_TIKTOK_AUTHORIZE_URL),
+    ("LAYERS_TIKTOK_API_BASE", LAYERS_TIKTOK_API_BASE),
+    ("LAYERS_INSTAGRAM_AUTHORIZE_URL", LAYERS_INSTAGRAM_AUTHORIZE_URL),
+    ("LAYERS_INSTAGRAM_API_BASE", LAYERS_INSTAGRAM_API_BASE),
+    ("LAYERS_INSTAGRAM_GRAPH_BASE", LAYERS_INSTAGRAM_GRAPH_BASE),
+    ("LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL", LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL),
+):
+    if _value and urlsplit(_value).scheme != "https":
+        _problems.append(f"{_name} must be an https:// URL (platform secrets and tokens travel on it)")
 if not env.list("DJANGO_ALLOWED_HOSTS", default=[]):
     _problems.append("DJANGO_ALLOWED_HOSTS must name the API's host(s) (the default answers 400 to every request)")
 _public_host = split_domain_port(urlsplit(LAYERS_PUBLIC_URL).netloc.rpartition("@")[2])[0]
@@ -154,4 +177,4 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # Set LAYERS_SSL_REDIRECT=false where the proxy already redirects; LAYERS_HSTS_SECONDS=0 turns HSTS off.
 SECURE_SSL_REDIRECT = env.bool("LAYERS_SSL_REDIRECT", default=True)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
-SECURE_HSTS_SECONDS = env.int("LAYERS_HSTS_SECONDS", default=365 * 24 * 3600)
+SECURE_HSTS_SECONDS = whole_number("LAYERS_HSTS_SECONDS", default=365 * 24 * 3600, least=0, unit="seconds")

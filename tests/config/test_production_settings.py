@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from tests.config.settings_env import load_settings
 
 ROOT = Path(settings.BASE_DIR)
 FULL = {
@@ -108,6 +111,8 @@ def test_production_refuses_to_start_without(missing):
         ("LAYERS_PUBLIC_URL", "https://"),
         # Handed to the Redis cache backend, which cannot speak it: every request's rate limit fell back.
         ("LAYERS_CACHE_URL", "memcached://127.0.0.1:11211"),
+        # The tests' transport: every TikTok and Instagram call answered by this very app.
+        ("LAYERS_PLATFORM_TRANSPORT", "wsgi"),
     ],
 )
 def test_production_refuses_a_value_that_cannot_work(name, value):
@@ -140,6 +145,47 @@ def test_production_refuses_local_media_that_only_one_process_can_see():
 def test_production_keeps_local_media_when_the_operator_says_the_media_root_is_shared():
     result = production(LAYERS_S3_BUCKET=None, LAYERS_MEDIA_ROOT_SHARED="true")
     assert result.returncode == 0, result.stderr[-800:]
+
+
+PLATFORM_URLS = (
+    "LAYERS_TIKTOK_AUTHORIZE_URL",
+    "LAYERS_TIKTOK_API_BASE",
+    "LAYERS_INSTAGRAM_AUTHORIZE_URL",
+    "LAYERS_INSTAGRAM_API_BASE",
+    "LAYERS_INSTAGRAM_GRAPH_BASE",
+    "LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL",
+)
+
+
+def refused_in_process(monkeypatch, **changes) -> str:
+    """production(), without the process: the settings module loaded afresh here (tests/config/settings_env.py)."""
+    with pytest.raises(ImproperlyConfigured) as raised:
+        load_settings("production", monkeypatch, **{**FULL, **changes})
+    return str(raised.value)
+
+
+@pytest.mark.parametrize("name", PLATFORM_URLS)
+@pytest.mark.parametrize("value", ["http://platform.example/api", "platform.example"])
+def test_production_refuses_a_platform_url_that_is_not_https(monkeypatch, name, value):
+    # Client secrets and tokens in clear on the wire, or httpx.UnsupportedProtocol on every call.
+    message = refused_in_process(monkeypatch, **{name: value})
+    assert name in message and "https://" in message, message
+    assert value not in message  # only the variable is named: a URL may carry a credential
+
+
+def test_production_refuses_a_negative_hsts_max_age(monkeypatch):
+    message = refused_in_process(monkeypatch, LAYERS_HSTS_SECONDS="-1")
+    assert message.startswith("LAYERS_HSTS_SECONDS must be") and "at least 0" in message, message
+
+
+def test_production_loads_with_the_live_platform_urls_and_https_overrides(monkeypatch):
+    loaded = load_settings("production", monkeypatch, **FULL)
+    assert loaded.LAYERS_PLATFORM_TRANSPORT == "http" and loaded.LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL == ""
+    assert loaded.LAYERS_TIKTOK_API_BASE == "https://open.tiktokapis.com" and loaded.SECURE_HSTS_SECONDS == 31536000
+    changes = {name: f"https://{name.lower()}.example/v" for name in PLATFORM_URLS}
+    loaded = load_settings("production", monkeypatch, **FULL, **changes, LAYERS_HSTS_SECONDS="0")
+    assert all(getattr(loaded, name) == value for name, value in changes.items())
+    assert loaded.SECURE_HSTS_SECONDS == 0
 
 
 def test_production_forces_private_webhook_destinations_off():
