@@ -138,3 +138,16 @@ def test_an_argument_refused_from_the_shell_is_the_same_json_error_and_exit_stat
     )
     assert done.returncode == 1, done.stderr[-300:]
     assert json.loads(done.stdout)["error"]["message"].startswith("Error: ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--once", "--batch", "0"),  # claimed nothing, forever, without a word
+        ("--once", "--batch", "-1"),  # a raw DataError traceback (a negative LIMIT)
+        ("--interval", "-1"),  # a ValueError from sleep() at the first idle tick
+    ],
+)
+def test_dispatch_posts_refuses_a_batch_below_one_or_a_negative_interval(db, args):
+    with pytest.raises(CommandError, match=args[-2]):
+        call_command("dispatch_posts", *args, stdout=io.StringIO(), stderr=io.StringIO())

@@ -1,7 +1,7 @@
 import logging
 import time
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import InterfaceError, OperationalError, connection
 
 from scheduling import services
@@ -21,6 +21,12 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=1.0)
 
     def handle(self, *args, once, batch, interval, **options):
+        # Refused before any tick: a batch of 0 claims nothing forever without a word, a negative one is a
+        # negative LIMIT (a DataError), and a negative interval fails sleep() at the first idle tick.
+        if batch < 1:
+            raise CommandError("--batch must be at least 1 (the posts claimed per tick).")
+        if not interval >= 0:  # nan too
+            raise CommandError("--interval must be 0 or more seconds (the wait after an idle tick).")
         while True:
             try:
                 done = self.tick(batch)
