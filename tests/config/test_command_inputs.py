@@ -140,6 +140,14 @@ def test_an_argument_refused_from_the_shell_is_the_same_json_error_and_exit_stat
     assert json.loads(done.stdout)["error"]["message"].startswith("Error: ")
 
 
+@pytest.mark.parametrize("reason", ["", "   "])
+def test_a_blank_top_up_reason_is_refused_as_in_the_admin(owner, reason):
+    # The partner reads the reason in their wallet entries; the admin's form requires one. It was stored empty.
+    before = _counts()
+    refused("top_up", "--org", owner.org.id, "--cents", "100", "--reason", reason, match="--reason")
+    assert _counts() == before
+
+
 @pytest.mark.parametrize(
     "args",
     [

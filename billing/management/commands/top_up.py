@@ -1,3 +1,5 @@
+from django.core.management.base import CommandError
+
 from accounts.models import Organization
 from billing import reports, services
 from billing.models import Wallet
@@ -17,6 +19,9 @@ class Command(JsonCommand):
         )
 
     def run(self, *, org, cents, reason, reference, **options):
+        # The partner reads it in their wallet entries, and the admin's form requires one: "   " was stored empty.
+        if not reason.strip():
+            raise CommandError("--reason must not be blank.")
         organization = get_or_fail(Organization, org, "organization")
         try:
             entry = services.wallet_top_up(organization=organization, cents=cents, reason=reason, reference=reference)
