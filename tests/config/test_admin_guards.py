@@ -132,16 +132,21 @@ def test_importing_pool_accounts_needs_add_and_change(db):
     assert existing.monthly_price_cents == 4900
 
 
-def test_the_oauth_session_list_never_prints_a_whole_state(owner):
-    session = OAuthSession.objects.create(
-        organization=owner.org,
-        project=owner.project,
-        api_key=owner.key,
+def pending_session(tenant) -> OAuthSession:
+    """A partner's connect link, not used yet: its state is a bearer secret."""
+    return OAuthSession.objects.create(
+        organization=tenant.org,
+        project=tenant.project,
+        api_key=tenant.key,
         platform="tiktok",
         purpose="connect",
         return_url="https://app.acme.test/done",
         expires_at=timezone.now() + timedelta(minutes=30),
     )
+
+
+def test_the_oauth_session_list_never_prints_a_whole_state(owner):
+    session = pending_session(owner)
     staff = Client()
     staff_login(staff, superuser())
     page = staff.get(reverse("admin:accounts_oauthsession_changelist"))
@@ -161,19 +166,7 @@ def test_the_oauth_session_search_finds_the_short_state_it_shows_and_never_reads
     """The oauth log lines name a session by the short state the list shows (`st_` and 7 characters): pasted
     into the search, it finds that session. Anything longer or shorter, the whole state included, finds
     nothing: the search must not tell staff one character of a pending state more than the list shows."""
-
-    def session(tenant):
-        return OAuthSession.objects.create(
-            organization=tenant.org,
-            project=tenant.project,
-            api_key=tenant.key,
-            platform="tiktok",
-            purpose="connect",
-            return_url="https://app.acme.test/done",
-            expires_at=timezone.now() + timedelta(minutes=30),
-        )
-
-    ours, theirs = session(owner), session(outsider)
+    ours, theirs = pending_session(owner), pending_session(outsider)
     staff = Client()
     staff_login(staff, superuser())
 

@@ -50,13 +50,18 @@ def test_a_nul_in_a_free_text_filter_is_422_not_500(owner):
     assert_error(owner.client.get(path, {"socialAccountId": "sa_\x00"}), 422, "VALIDATION")
 
 
+def list_routes():
+    """Each list of the API (a GET declaring its query parameters), with that GET."""
+    for route in v1_routes():
+        handler = getattr(route.view, "get", None)
+        if handler is not None and getattr(handler, "query_parameters", None) is not None:
+            yield route, handler
+
+
 def test_lists_refuse_unknown_query_parameters_and_empty_filters(owner):
     world = build(owner, handle="query.owner")
     lists = 0
-    for route in v1_routes():
-        handler = getattr(route.view, "get", None)
-        if handler is None or getattr(handler, "query_parameters", None) is None:
-            continue
+    for route, handler in list_routes():
         lists += 1
         path = route.path({name: world.ids[name] for _, name in route.params})
         error = assert_error(owner.client.get(path, {"limt": "5"}), 422, "VALIDATION")
@@ -74,10 +79,7 @@ def test_more_query_parameters_than_django_reads_is_400_on_every_list_and_the_do
     # was a 500 wherever the query is read (every list, the document and its pages, open to anyone).
     many = "&".join(f"a{i}=1" for i in range(1001))
     lists = 0
-    for route in v1_routes():
-        handler = getattr(route.view, "get", None)
-        if handler is None or getattr(handler, "query_parameters", None) is None:
-            continue
+    for route, _ in list_routes():
         lists += 1
         path = route.path({"projectId": owner.project.id})
         error = assert_error(owner.client.get(f"{path}?{many}"), 400, "MALFORMED_REQUEST")
