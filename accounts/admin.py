@@ -334,6 +334,10 @@ def _skipped_subscribers(event: Event, *, delivered_to: set[str]) -> list[tuple[
                 endpoint.disabled_reason or "no reason recorded",
                 endpoint.get_disabled_reason_display() if endpoint.disabled_reason else "",
             )
+        elif endpoint.enabled_at and endpoint.enabled_at > event.created_at:
+            state = format_html(
+                "enabled again {}, after the event: it receives the events from then on", _when(endpoint.enabled_at)
+            )
         else:
             state = "active now, but not live when the event was fanned out (disabled then, enabled again since)"
         url = reverse("admin:webhooks_webhookendpoint_change", args=[quote(endpoint.pk)])

@@ -26,6 +26,7 @@ class WebhookEndpointAdmin(NothingToSaveMixin, admin.ModelAdmin):
         "status",
         "disabled_reason",
         "disabled_at",
+        "enabled_at",
         "secret_rotated_at",
         "previous_secret_expires_at",
         "created_at",

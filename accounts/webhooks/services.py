@@ -239,19 +239,10 @@ def endpoint_disable(*, endpoint_id: str, reason: str, actor=None) -> WebhookEnd
 
 def endpoint_enable(*, endpoint_id: str, actor=None) -> WebhookEndpoint:
     """Deliver to the endpoint again, from the next event on (canceled deliveries stay canceled; staff can
-    resend them one by one). Returns early when it is already active. Raises Conflict for a deleted one.
-
-    Events of its organization whose fan-out never committed are fanned out first, while it is still off:
-    the tick leaves them while the organization has no live endpoint, and would otherwise send them to this
-    one once enabled, days after it was off for them."""
-    organization_id = (
-        WebhookEndpoint.objects.filter(pk=endpoint_id, status=WebhookEndpoint.Status.DISABLED, deleted_at__isnull=True)
-        .values_list("organization_id", flat=True)
-        .first()
-    )
-    if organization_id is not None:
-        while _fan_out_pending(organization_ids={organization_id}, now=timezone.now(), grace=timedelta(0))[0]:
-            pass
+    resend them one by one): `enabled_at`, which the fan-out compares with each event's time as it compares
+    the endpoint's creation. Without it, an event whose fan-out was lost while the organization had no live
+    endpoint (the relay tick looks only at organizations with one) was fanned out to the endpoint once
+    enabled, up to 3 days late. Returns early when it is already active. Raises Conflict for a deleted one."""
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
         if endpoint.deleted_at is not None:
@@ -261,7 +252,8 @@ def endpoint_enable(*, endpoint_id: str, actor=None) -> WebhookEndpoint:
         endpoint.status = WebhookEndpoint.Status.ACTIVE
         endpoint.disabled_reason = ""
         endpoint.disabled_at = None
-        endpoint.save(update_fields=["status", "disabled_reason", "disabled_at"])
+        endpoint.enabled_at = timezone.now()
+        endpoint.save(update_fields=["status", "disabled_reason", "disabled_at", "enabled_at"])
     log.info("webhook endpoint %s enabled by %s", endpoint.pk, actor)
     return endpoint
 
@@ -282,10 +274,12 @@ def event_body(event: Event) -> str:
 
 
 def _subscribers(event: Event) -> list[WebhookEndpoint]:
-    """Live endpoints of the event's organization that subscribe to its type and existed when it happened."""
+    """Live endpoints of the event's organization that subscribe to its type and existed (and, enabled again
+    after being disabled, were enabled: endpoint_enable) when it happened."""
     return [
         endpoint
         for endpoint in WebhookEndpoint.objects.filter(
+            Q(enabled_at__isnull=True) | Q(enabled_at__lte=event.created_at),
             organization_id=event.organization_id,
             status=WebhookEndpoint.Status.ACTIVE,
             deleted_at__isnull=True,
@@ -369,6 +363,7 @@ def events_fan_out_missed(*, limit: int = 500) -> int:
     retry window are past saving. An event found with its marker was fanned out by a release older than
     fanned_out_at (the previous one during a deploy, or after a rollback) or by a worker that died before
     marking it: it is marked, with its marker's time, and not fanned out again."""
+    now = timezone.now()
     org_ids = set(
         WebhookEndpoint.objects.filter(status=WebhookEndpoint.Status.ACTIVE, deleted_at__isnull=True).values_list(
             "organization_id", flat=True
@@ -376,25 +371,18 @@ def events_fan_out_missed(*, limit: int = 500) -> int:
     )
     if not org_ids:
         return 0
-    return _fan_out_pending(organization_ids=org_ids, now=timezone.now(), grace=FANOUT_GRACE, limit=limit)[1]
-
-
-def _fan_out_pending(*, organization_ids, now, grace, limit: int = 500) -> tuple[int, int]:
-    """Settle up to `limit` of the organizations' events of the retry window, older than `grace`, still
-    without fanned_out_at: mark those with a marker, fan out the others. Returns (found, fanned out); each
-    event found leaves the search, so a caller can repeat it until nothing is found."""
     event_ids = list(
         Event.objects.filter(
-            organization_id__in=organization_ids,
+            organization_id__in=org_ids,
             created_at__gte=now - RETRY_WINDOW,
-            created_at__lte=now - grace,
+            created_at__lte=now - FANOUT_GRACE,
             fanned_out_at__isnull=True,
         )
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]
     )
     if not event_ids:
-        return 0, 0
+        return 0
     done = set(WebhookFanout.objects.filter(pk__in=event_ids).values_list("pk", flat=True))
     if done:
         marker_time = Subquery(WebhookFanout.objects.filter(pk=OuterRef("pk")).values("fanned_out_at")[:1])
@@ -402,7 +390,7 @@ def _fan_out_pending(*, organization_ids, now, grace, limit: int = 500) -> tuple
     missed = [event_id for event_id in event_ids if event_id not in done]
     for event_id in missed:
         event_fan_out(event_id=event_id)
-    return len(event_ids), len(missed)
+    return len(missed)
 
 
 # --- Relay: claim, send, record ----------------------------------------------------------------------

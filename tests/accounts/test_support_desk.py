@@ -141,6 +141,13 @@ def test_an_event_page_says_which_subscribed_endpoints_were_disabled_or_deleted_
     assert gone["id"] in page and "410" in page and f"{disabled.disabled_at:%Y-%m-%d %H:%M}" in page
     assert deleted["id"] in page and "deleted" in page and f"{removed.deleted_at:%Y-%m-%d %H:%M}" in page
 
+    # Enabled again by staff: the page says it receives the events from then on, not this one.
+    from accounts.webhooks.services import endpoint_enable
+
+    enabled = endpoint_enable(endpoint_id=gone["id"])
+    page = staff.get(admin_object_url(Event, event.pk)).content.decode()
+    assert "enabled again" in page and f"{enabled.enabled_at:%Y-%m-%d %H:%M}" in page
+
 
 def test_an_event_page_says_when_its_fan_out_has_not_run_yet(owner, staff, receivers):
     from tests.webhooks.helpers import create_endpoint
