@@ -24,6 +24,7 @@ A middleware rather than a check in each admin view, so that a custom admin URL 
 allauth sign-in pages themselves (/staff/…: sign-in, MFA setup and reauthentication, sign-out) stay
 reachable, and so does the admin's sign-out."""
 
+import os
 from urllib.parse import urlencode
 
 from allauth.account.authentication import get_authentication_records
@@ -34,6 +35,7 @@ from django.contrib import messages
 from django.http import HttpResponseRedirect
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django.utils.functional import cached_property
 
 # Assigning warmed accounts (lease request fulfilment) and releasing or creating leases. Adding or changing a
@@ -172,7 +174,13 @@ class StaffMFARequiredMiddleware:
             user = getattr(request, "user", None)
             if user is not None and user.is_authenticated and has_mfa(user) and not session_passed_mfa(request, user):
                 return self._ask_for_a_code(request)
-        return self.get_response(request)
+        response = self.get_response(request)
+        if request.path.startswith(self._paths["staff"]):
+            # allauth's pages, mounted as they are: the TOTP setup page prints the authenticator's secret, and
+            # answered with no Cache-Control at all, for a shared browser's or a proxy's cache to keep (the
+            # admin's pages are never cached; these now neither).
+            add_never_cache_headers(response)
+        return response
 
     @staticmethod
     def _ask_for_a_code(request):
@@ -190,6 +198,8 @@ class StaffMFARequiredMiddleware:
             "admin_logout": reverse("admin:logout"),
             "mfa": reverse("mfa_index"),
             "mfa_code_pages": (reverse("mfa_authenticate"), reverse("mfa_reauthenticate")),
+            # Where allauth's pages are mounted (config/urls.py): what its sign-in and MFA pages share.
+            "staff": os.path.commonprefix([reverse("account_login"), reverse("mfa_index")]),
         }
 
     def _admin(self, path: str) -> bool:

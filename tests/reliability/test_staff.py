@@ -99,6 +99,10 @@ def test_the_redirect_explains_why_and_after_activating_totp_the_admin_opens(cli
     setup = client.get(SETUP)
     assert setup.status_code == 200
     secret = client.session["mfa.totp.secret"]
+    # The page printing the authenticator's secret is kept by no cache (a shared browser's, a proxy's), as
+    # every admin page is not (it had no Cache-Control at all); nor is any other staff page.
+    assert secret in setup.content.decode() and "no-store" in setup["Cache-Control"]
+    assert "no-store" in client.get(reverse("mfa_index"))["Cache-Control"]
     assert client.post(SETUP, {"code": totp_code(secret)}).status_code == 302
 
     # then the admin answers
