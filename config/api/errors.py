@@ -111,6 +111,9 @@ def exception_handler(exc, context):
         # What Django refuses to read, raised wherever the request is first read: more than 1,000 query
         # parameters (DRF reads `?format=` on every call) was a 500 for anyone, /v1/openapi.json included.
         # Django answers these 400 outside DRF; the same here, in the envelope.
+        # Logged where Django logs what it refuses this way outside DRF (django.security.<kind>), one line
+        # without a traceback: a SuspiciousOperation raised by a bug of ours still says where it came from.
+        logging.getLogger(f"django.security.{type(exc).__name__}").warning("%s: %s", type(exc).__name__, exc)
         message = "The request is malformed."
         if isinstance(exc, TooManyFieldsSent):
             message = f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} parameters."
