@@ -580,7 +580,7 @@ class OAuthSessionAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     @admin.display(description="state")
     def short_state(self, obj):
         # The full state is a bearer secret until used; staff only need to tell sessions apart.
-        return f"{obj.state[:10]}…"
+        return f"{obj.short_state}…"
 
     # `?state__startswith=…` (or `pk__…`) would read a pending state a character at a time: refused, with every
     # other secret column, by the back-office site's SecretLookupsRefusedMixin (accounts/admin_site.py).
@@ -592,7 +592,7 @@ class OAuthSessionAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         term = search_term.strip()
         term = term[:3].lower() + term[3:]  # `St_…` copied from the start of a sentence
         if SHORT_STATE.match(term):
-            return queryset.filter(state__startswith=term[:10]), False
+            return queryset.filter(state__startswith=term[: OAuthSession.SHORT_STATE_LENGTH]), False
         return super().get_search_results(request, queryset, search_term)
 
     def has_add_permission(self, request):

@@ -396,7 +396,15 @@ class OAuthSession(models.Model):
 
     def __str__(self):
         # Never the whole state (a bearer secret until used): this label shows up in admin pages and logs.
-        return f"{self.platform} {self.purpose} session {self.state[:10]}…"
+        return f"{self.platform} {self.purpose} session {self.short_state}…"
+
+    # How much of a state the back-office shows, the logs name and the admin's search finds it by ("st_" and
+    # 7 characters; config.logfilters.OAUTH_STATE cuts states in logged paths to the same).
+    SHORT_STATE_LENGTH = 10
+
+    @property
+    def short_state(self) -> str:
+        return self.state[: self.SHORT_STATE_LENGTH]
 
     # How long after its claim (exchange_started_at) a callback may still be completing the state: a few
     # platform calls, each bounded by 2 × LAYERS_PLATFORM_TIMEOUT. A state still exchanging after that was left

@@ -548,8 +548,8 @@ def _session_label(session: OAuthSession) -> str:
     a partner's, the pool account of a staff connect — so that ops can tell one partner's failures from
     every partner's."""
     if session.purpose == OAuthSession.Purpose.POOL:
-        return f"{session.pk[:10]} (pool account {session.pool_account_id})"
-    return f"{session.pk[:10]} ({session.organization_id} {session.project_id})"
+        return f"{session.short_state} (pool account {session.pool_account_id})"
+    return f"{session.short_state} ({session.organization_id} {session.project_id})"
 
 
 # Bounds of what a platform said, as logged and as kept on the session.
@@ -1076,7 +1076,7 @@ def _revoke_grant_unless_shared(
         # The customer's grant may outlive the disconnect (its refresh token working for up to a year) and
         # nothing retries: the token to revoke with is wiped already. A warning for ops, and a line on the
         # account's history for support, who answer the customer asking why the app is still listed.
-        code = exc.code or (f"http_{exc.status}" if exc.status else "no code")
+        code = exc.log_code
         log.warning(
             "revoke of %s at %s failed (%s): %s; token wiped locally, the grant may still be alive at the "
             "platform and nothing retries it",
@@ -1711,7 +1711,7 @@ def _step_failure(exc: Exception) -> tuple[str, bool]:
     from config.netguard import FetchFailed, UnsafeURL
 
     if isinstance(exc, PlatformError):
-        return f"{type(exc).__name__} {exc.code or exc.status or 'no code'}", True
+        return f"{type(exc).__name__} {exc.log_code}", True
     if isinstance(exc, FetchFailed | UnsafeURL):
         return f"{type(exc).__name__}: {exc}", True
     return f"{type(exc).__name__}: {exc}", False

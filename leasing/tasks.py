@@ -26,7 +26,7 @@ def pool_account_check(pool_account_id: str) -> str:
             pool_account_id,
             "refused the request" if refused else "could not answer",
             type(exc).__name__,
-            exc.code or (f"http_{exc.status}" if exc.status else "no code"),
+            exc.log_code,
         )
         return "refused" if refused else "unavailable"
 

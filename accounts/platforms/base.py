@@ -51,6 +51,12 @@ class PlatformError(Exception):
         self.readings: dict = {}
         self.unasked: list[str] = []
 
+    @property
+    def log_code(self) -> str:
+        """What a log line names the refusal by: the platform's own code (what its documentation goes by), else
+        the HTTP status it came with."""
+        return self.code or (f"http_{self.status}" if self.status else "no code")
+
 
 class TokenInvalid(PlatformError):
     pass
