@@ -302,6 +302,8 @@ def test_partner_calls_after_the_database_dropped_the_idle_web_connections_all_s
     assert after.count(200) == len(after), f"{len(after) - after.count(200)} of {len(after)} calls failed"
 
 
+# The tests' settings run tasks eagerly; these messages go to the real worker through the real broker.
+@pytest.mark.filterwarnings("ignore::celery.exceptions.AlwaysEagerIgnored")
 def test_a_post_handed_to_a_worker_whose_idle_connection_was_dropped_is_sent_at_once(owner, tmp_path):
     from config.celery import app
     from scheduling import services
