@@ -683,3 +683,52 @@ def test_a_refused_code_exchange_or_profile_fetch_logs_the_platforms_code_and_th
     assert [session.pk for session in page.context["cl"].result_list] == [link["state"]]
     assert platform_code in page.content.decode()
     assert other["state"][:10] not in page.content.decode()
+
+
+def test_a_line_break_in_the_platforms_error_description_cannot_forge_a_log_line(owner, caplog):
+    from django.test import Client
+
+    from accounts.models import OAuthSession
+
+    link = start(owner, "tiktok")
+    forged = "bad scope\n2026-01-01 00:00:00,000 ERROR accounts.services - oauth st_0000000: forged"
+    Client().get(
+        "/oauth/tiktok/callback",
+        {"state": link["state"], "error": "invalid_scope", "error_description": forged},
+    )
+
+    [line] = [r.getMessage() for r in _oauth_lines(caplog) if "invalid_scope" in r.getMessage()]
+    assert "\n" not in line, repr(line)
+    assert "\n" not in OAuthSession.objects.get(pk=link["state"]).platform_message
+
+
+def test_a_code_the_platform_echoes_bare_beside_its_error_is_blanked(owner, caplog):
+    """Not as a `code=` parameter, which any credential blanking catches: the code alone, in the platform's
+    words."""
+    from django.test import Client
+
+    from accounts.models import OAuthSession
+
+    link = start(owner, "tiktok")
+    code = "Ab3xQ9-one-time-authorization-code"
+    Client().get(
+        "/oauth/tiktok/callback",
+        {"state": link["state"], "code": code, "error": "server_error", "error_description": f"could not use {code}"},
+    )
+
+    kept = OAuthSession.objects.get(pk=link["state"]).platform_message
+    assert "could not use" in kept and code not in kept
+    assert code not in caplog.text
+
+
+def test_a_callback_with_neither_a_code_nor_an_error_says_so_on_the_oauth_session(owner):
+    from django.test import Client
+
+    from accounts.models import OAuthSession
+
+    link = start(owner, "tiktok")
+    response = Client().get("/oauth/tiktok/callback", {"state": link["state"]})
+
+    assert response["Location"] == f"{RETURN_URL}?layers_oauth_error=platform_error"
+    assert status(owner, link["state"])["error"] == {"code": "platform_error"}
+    assert OAuthSession.objects.get(pk=link["state"]).platform_message == "no code and no error"

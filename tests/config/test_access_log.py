@@ -72,11 +72,13 @@ def test_gunicorns_own_error_lines_blank_codes_and_states():
         handler.setStream(written)
     logger.error("Error handling request %s", f"/oauth/tiktok/callback?code=auth-code-9012&state={UNKNOWN_STATE}")
     logger.error("Error handling request %s", f"/v1/social/oauth-status/{UNKNOWN_STATE}")
+    logger.error("Error handling request %s", f"/v1/social/oauth-status%2F{UNKNOWN_STATE}")  # a client's encoding
 
     log = written.getvalue()
     assert "auth-code-9012" not in log and UNKNOWN_STATE not in log
     assert "request /oauth/tiktok/callback?code=[redacted]&state=[redacted]\n" in log
     assert f"request /v1/social/oauth-status/{UNKNOWN_STATE[:10]}[redacted]\n" in log
+    assert f"request /v1/social/oauth-status%2F{UNKNOWN_STATE[:10]}[redacted]\n" in log
 
 
 def test_runservers_request_lines_name_a_state_only_by_its_short_form(tmp_path, owner):

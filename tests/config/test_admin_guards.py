@@ -21,6 +21,7 @@ from django.utils import timezone
 from accounts import crypto
 from accounts.models import ApiKey, OAuthSession, SocialAccount
 from accounts.webhooks.models import WebhookDelivery, WebhookEndpoint
+from config.logfilters import redact_secrets
 from leasing.models import Lease, LeaseAction, PoolAccount
 from scheduling.models import Layer, ScheduledPost
 from tests.billing.factories import lease_assign
@@ -178,6 +179,10 @@ def test_the_oauth_session_search_finds_the_short_state_it_shows_and_never_reads
     short = ours.state[:10]
     for term in (short, f" {short} ", f"{short}…", "S" + short[1:]):  # as logged, as listed, capitalised
         assert found(term) == [ours.pk], term
+    # As an access log line cuts it (config/logfilters.py), copied from the path.
+    cut = redact_secrets(f"GET /v1/social/oauth-status/{ours.state}").rsplit("/", 1)[1]
+    assert cut == f"{short}[redacted]"
+    assert found(cut) == [ours.pk]
     for term in (ours.state, ours.state[:11], ours.state[:9], f"{short}x"):
         assert found(term) == [], term
     # The organization and project ids the same log lines give.

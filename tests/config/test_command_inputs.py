@@ -154,6 +154,7 @@ def test_a_blank_top_up_reason_is_refused_as_in_the_admin(owner, reason):
         ("--once", "--batch", "0"),  # claimed nothing, forever, without a word
         ("--once", "--batch", "-1"),  # a raw DataError traceback (a negative LIMIT)
         ("--interval", "-1"),  # a ValueError from sleep() at the first idle tick
+        ("--interval", "nan"),  # the same ValueError: nan is neither below 0 nor 0 or more
     ],
 )
 def test_dispatch_posts_refuses_a_batch_below_one_or_a_negative_interval(db, args):
