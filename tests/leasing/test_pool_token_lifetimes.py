@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.test import Client
 from django.utils import timezone
 
 from accounts.models import SocialAccount
@@ -15,6 +16,7 @@ from leasing.models import PoolAccount
 from leasing.tasks import pool_accounts_refresh_tick
 from tests.leasing.helpers import add_pool, get_request, request_accounts
 from tests.platform_helpers import tiktok_refreshes
+from tests.staff import admin_object_url, staff_login, superuser
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,6 +25,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def two_hour_tokens(settings):
     settings.LAYERS_SANDBOX_TIKTOK_ACCESS_TTL = timedelta(hours=2)
     settings.LAYERS_SANDBOX_TIKTOK_REFRESH_TTL = timedelta(days=180)
+
+
+def test_the_pool_account_page_shows_the_access_tokens_lifetime():
+    # What tells ops how often its token is refreshed (a third of its lifetime before it expires).
+    (pool_id,) = add_pool(1)
+    PoolAccount.objects.filter(pk=pool_id).update(token_lifetime=timedelta(hours=24))
+    page = staff_login(Client(), superuser("ops2")).get(admin_object_url(PoolAccount, pool_id)).content.decode()
+    assert "Token lifetime" in page and "1 day" in page
 
 
 def test_the_pool_refresh_task_refreshes_two_hour_tokens_once_per_lifetime():

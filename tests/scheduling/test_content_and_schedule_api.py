@@ -398,6 +398,10 @@ ARABIC_INDIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665
         "{day}T10:00:00+01",
         "{compact}T100000Z",  # ISO 8601's basic format
         "{week}T10:00:00Z",  # an ISO 8601 week date
+        # In the grammar but no time: each was a 500
+        "{year}-13-01T10:00:00Z",
+        "{year}-02-30T10:00:00Z",
+        "{day}T24:00:00Z",
     ],
 )
 def test_scheduled_for_refuses_what_is_not_rfc_3339(owner, container, when):
@@ -405,7 +409,7 @@ def test_scheduled_for_refuses_what_is_not_rfc_3339(owner, container, when):
     # carried into the hour. Each was stored as a queued post (201), some for another time than meant.
     at = timezone.now() + timedelta(days=2)
     day, compact, week = f"{at:%Y-%m-%d}", f"{at:%Y%m%d}", f"{at:%G-W%V-%u}"
-    value = when.format(day=day, arabic=day.translate(ARABIC_INDIC), compact=compact, week=week)
+    value = when.format(day=day, arabic=day.translate(ARABIC_INDIC), compact=compact, week=week, year=at.year)
     account = make_account(owner)
     response = schedule(owner, container["id"], [{"socialAccountId": account.pk, "mode": "publish"}], value)
     error = assert_error(response, 422, "VALIDATION")

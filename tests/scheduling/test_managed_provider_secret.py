@@ -10,7 +10,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from scheduling import services
-from scheduling.models import ManagedProvider
+from scheduling.models import ManagedProvider, ScheduledPostAttempt
 from tests.accounts.oauth_helpers import connected_account
 from tests.receivers import receiver
 from tests.scheduling.publish_helpers import post, run_dispatcher, schedule_now
@@ -28,6 +28,21 @@ def verifying(request):
     t = header.split(",")[0].removeprefix("t=")
     good = hmac.new(SECRET.encode(), f"{t}.".encode() + request["body"], hashlib.sha256).hexdigest()
     return (200, {"id": "mp-1"}, {}) if f"v1={good}" in header else (401, {"error": "bad signature"}, {})
+
+
+def test_a_managed_post_failed_for_a_lost_provider_secret_is_not_counted_as_the_providers_refusal(owner):
+    # The admin's "Platforms now" counts an attempt with a platform as that platform's answer: the provider
+    # was never called, so it must not read as the provider refusing the post.
+    account = connected_account(owner, "tiktok", "managed.lostkey2")
+    provider = ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url="https://p.example/")
+    lost = Fernet(Fernet.generate_key()).encrypt(SECRET.encode()).decode()
+    ManagedProvider.objects.filter(pk=provider.pk).update(secret_enc=lost)
+    scheduled = schedule_now(owner, account["id"], mode="managed")
+    run_dispatcher()
+
+    assert post(owner, scheduled["id"])["status"] == "failed"
+    [attempt] = ScheduledPostAttempt.objects.filter(post_id=scheduled["id"])
+    assert attempt.platform is None
 
 
 def test_a_provider_secret_that_no_longer_decrypts_is_never_signed_with_and_says_so(owner, caplog, staff):  # noqa: F811

@@ -139,6 +139,33 @@ def test_a_status_read_answered_again_after_refusals_no_longer_stands_on_the_pos
     }
 
 
+def test_a_post_answered_still_processing_when_its_day_runs_out_does_not_quote_an_older_refusal(
+    owner, settings, monkeypatch
+):
+    # The read that ends the day is answered (still processing) while the post still carries the refusal of
+    # the read before it: the platform answers again, so that refusal is not why the post failed.
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 3 * 24 * 3600
+    account = connected_account(owner, "tiktok", "poll.lastanswer")
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(TikTokClient, "publish_status", refused_status_read)
+        with time_machine.travel(later(hours=23)):
+            social_accounts_health_tick()
+            run_dispatcher()
+    assert ScheduledPost.objects.get(pk=scheduled["id"]).error_message.startswith("Checking: ")
+
+    with time_machine.travel(later(days=1, minutes=5)):
+        social_accounts_health_tick()
+        run_dispatcher()
+        body = post(owner, scheduled["id"])
+    assert body["error"] == {
+        "code": "PLATFORM_UNAVAILABLE",
+        "message": "The platform did not finish processing the post within 24 hours.",
+    }
+
+
 def test_an_ops_retry_of_a_reel_days_after_its_time_waits_for_instagram_and_is_published(owner, settings):
     # The day Instagram gets counts from when this attempt started, not from the post's original time.
     settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 60
