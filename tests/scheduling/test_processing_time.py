@@ -111,32 +111,42 @@ def test_a_tiktok_post_whose_status_reads_are_refused_for_a_day_fails_quoting_th
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_a_status_read_answered_again_after_refusals_no_longer_stands_on_the_post(owner, settings, monkeypatch):
-    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 3 * 24 * 3600
-    account = connected_account(owner, "tiktok", "poll.back")
+NOT_FINISHED = {
+    "code": "PLATFORM_UNAVAILABLE",
+    "message": "The platform did not finish processing the post within 24 hours.",
+}
+
+
+def refused_at(owner, monkeypatch, handle: str, hours: int) -> str:
+    """A TikTok post still processing (for days), whose status read `hours` after it was sent is refused:
+    the post's id, the refusal kept on it."""
+    account = connected_account(owner, "tiktok", handle)
     scheduled = schedule_now(owner, account["id"])
     run_dispatcher()
-
     with monkeypatch.context() as patched:
         patched.setattr(TikTokClient, "publish_status", refused_status_read)
-        with time_machine.travel(later(hours=1)):
-            social_accounts_health_tick()
-            run_dispatcher()
-    assert ScheduledPost.objects.get(pk=scheduled["id"]).error_message.startswith("Checking: ")
-
-    for hours in (6, 23):  # TikTok answers again: still processing
         with time_machine.travel(later(hours=hours)):
             social_accounts_health_tick()
             run_dispatcher()
-    assert ScheduledPost.objects.get(pk=scheduled["id"]).error_message == ""
-    with time_machine.travel(later(days=1, minutes=5)):
-        social_accounts_health_tick()
-        run_dispatcher()
-        body = post(owner, scheduled["id"])
-    assert body["error"] == {
-        "code": "PLATFORM_UNAVAILABLE",
-        "message": "The platform did not finish processing the post within 24 hours.",
-    }
+    assert ScheduledPost.objects.get(pk=scheduled["id"]).error_message.startswith("Checking: ")
+    return scheduled["id"]
+
+
+def at_hours(*hours: float) -> None:
+    for h in hours:
+        with time_machine.travel(later(hours=h)):
+            social_accounts_health_tick()
+            run_dispatcher()
+
+
+def test_a_status_read_answered_again_after_refusals_no_longer_stands_on_the_post(owner, settings, monkeypatch):
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 3 * 24 * 3600
+    post_id = refused_at(owner, monkeypatch, "poll.back", hours=1)
+
+    at_hours(6, 23)  # TikTok answers again: still processing
+    assert ScheduledPost.objects.get(pk=post_id).error_message == ""
+    at_hours(24 + 5 / 60)
+    assert post(owner, post_id)["error"] == NOT_FINISHED
 
 
 def test_a_post_answered_still_processing_when_its_day_runs_out_does_not_quote_an_older_refusal(
@@ -145,25 +155,10 @@ def test_a_post_answered_still_processing_when_its_day_runs_out_does_not_quote_a
     # The read that ends the day is answered (still processing) while the post still carries the refusal of
     # the read before it: the platform answers again, so that refusal is not why the post failed.
     settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 3 * 24 * 3600
-    account = connected_account(owner, "tiktok", "poll.lastanswer")
-    scheduled = schedule_now(owner, account["id"])
-    run_dispatcher()
+    post_id = refused_at(owner, monkeypatch, "poll.lastanswer", hours=23)
 
-    with monkeypatch.context() as patched:
-        patched.setattr(TikTokClient, "publish_status", refused_status_read)
-        with time_machine.travel(later(hours=23)):
-            social_accounts_health_tick()
-            run_dispatcher()
-    assert ScheduledPost.objects.get(pk=scheduled["id"]).error_message.startswith("Checking: ")
-
-    with time_machine.travel(later(days=1, minutes=5)):
-        social_accounts_health_tick()
-        run_dispatcher()
-        body = post(owner, scheduled["id"])
-    assert body["error"] == {
-        "code": "PLATFORM_UNAVAILABLE",
-        "message": "The platform did not finish processing the post within 24 hours.",
-    }
+    at_hours(24 + 5 / 60)
+    assert post(owner, post_id)["error"] == NOT_FINISHED
 
 
 def test_an_ops_retry_of_a_reel_days_after_its_time_waits_for_instagram_and_is_published(owner, settings):
