@@ -1502,8 +1502,9 @@ def _check_again(
     # either: conditional .update()s never move it.
     started = post.publish_attempted_at or max(post.scheduled_for, post.due_at)
     kept = post.error_message.startswith(CHECK_REFUSED)
+    note = f"{CHECK_REFUSED}{refused}"[:500] if refused is not None else ""
     if refused is not None:
-        _log_check_refused(post, refused, repeated=kept)
+        _log_check_refused(post, refused, note=note, repeated=kept)
         last_refusal = str(refused)
     else:
         last_refusal = post.error_message.removeprefix(CHECK_REFUSED) if kept and not answered else ""
@@ -1521,25 +1522,31 @@ def _check_again(
     delay = min(max(STATUS_POLL_FIRST, waited / 4), STATUS_POLL_MAX)
     changes = {"next_check_at": now + delay, "claimed_until": None}
     if refused is not None:
-        changes["error_message"] = f"{CHECK_REFUSED}{refused}"[:500]
+        changes["error_message"] = note
     elif answered and kept:
         changes["error_message"] = ""  # answered again: the refusal no longer stands
     updated = _still_ours(post).update(**changes)
     return "processing" if updated else "skipped"
 
 
-def _log_check_refused(post: ScheduledPost, exc: PlatformError, *, repeated: bool) -> None:
+def _log_check_refused(post: ScheduledPost, exc: PlatformError, *, note: str, repeated: bool) -> None:
     """One WARNING when the platform starts refusing a post's status reads; its repeats (a read every 2
-    minutes for up to a day, for every post in flight during an outage) at INFO when its words change, and
-    DEBUG otherwise."""
-    code = exc.code or type(exc).__name__
+    minutes for up to a day, for every post in flight during an outage) at INFO when its words (`note`, as
+    kept on the post) change, and DEBUG otherwise."""
     if not repeated:
         level = logging.WARNING
-    elif post.error_message != f"{CHECK_REFUSED}{exc}"[:500]:
+    elif post.error_message != note:
         level = logging.INFO
     else:
         level = logging.DEBUG
-    log.log(level, "status check of %s refused by %s (%s); asked again later", post.pk, _answering(post), code)
+    log.log(
+        level,
+        "status check of %s refused by %s (%s %s); asked again later",
+        post.pk,
+        _answering(post),
+        type(exc).__name__,
+        exc.log_code,
+    )
 
 
 # Fairness: managed dispatches run on the publishing threads every partner shares, and each may wait for its
