@@ -37,6 +37,7 @@ from .base import (
     as_int,
     stopped_partway,
 )
+from .decoding import json_loads
 from .http import http_session, json_body, platform_request, redact
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ PERMISSION_CODES = frozenset({10, *range(200, 300)})
 # media: the call stops there instead of spending a timeout on each of the account's media.
 METRICS_DOWN_AFTER = 3
 QUOTA_SUBCODE = 2207042
+# Meta's rate-limit usage header on throttled answers (JSON: per business, the minutes until access comes back).
+USAGE_HEADER = "X-Business-Use-Case-Usage"
 NOT_READY = "9007/2207027"
 # A draft on Instagram is a delivery (see _deliver_draft); its publish id says so.
 DELIVERY_PREFIX = "delivery:"
@@ -584,15 +587,19 @@ def _missing_permission_needs_reauth():
 
 
 def _usage_retry_after(response: httpx.Response) -> float | None:
-    """Meta's throttling headers say, in minutes, when access comes back."""
-    raw = response.headers.get("X-Business-Use-Case-Usage")
+    """Meta's throttling headers say, in minutes, when access comes back. A header that does not say it
+    (not JSON, nested too deep for Python's decoder, another shape) is ignored with a warning: the throttle
+    stands, without a wait of its own, and the caller's backoff applies."""
+    raw = response.headers.get(USAGE_HEADER)
     try:
-        usage = json.loads(raw) if raw else {}
+        usage = json_loads(raw) if raw else {}
         minutes = max(
             (int(entry.get("estimated_time_to_regain_access") or 0) for entries in usage.values() for entry in entries),
             default=0,
         )
     except (ValueError, TypeError, AttributeError):
+        # Not the header itself: it is Meta's to shape, and could be long.
+        log.warning("instagram: %s header ignored: not the usage JSON Meta documents", USAGE_HEADER)
         return None
     return minutes * 60.0 if minutes else None
 

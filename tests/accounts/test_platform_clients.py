@@ -26,6 +26,7 @@ from tests.platform_helpers import (
     connect,
     consent,
     inject_fault,
+    intercepted,
     invalidate_tokens,
     redirect_params,
     sandbox_posts,
@@ -320,6 +321,56 @@ def test_given_instagram_throttling_then_retry_after_comes_from_the_usage_header
 
     assert caught.value.code == "17"
     assert caught.value.retry_after == 60
+
+
+# Python's JSON decoder gives up on "[[[[…" a few thousand deep with a RecursionError, not a ValueError.
+DEEP_USAGE = "[" * 5000 + "]" * 5000
+
+
+def throttled_with_a_deep_usage_header(username: str):
+    """An override: the sandbox throttles the request (code 17, as Meta does), its usage header replaced by
+    one nested thousands deep."""
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        inject_fault("instagram", username, "rate_limited")
+        throttled = sandbox.handle_request(request)
+        throttled.read()
+        headers = [(k, v) for k, v in throttled.headers.multi_items() if k.lower() != "x-business-use-case-usage"]
+        headers.append(("X-Business-Use-Case-Usage", DEEP_USAGE))
+        return httpx.Response(throttled.status_code, headers=headers, content=throttled.content)
+
+    return answer
+
+
+def test_an_instagram_usage_header_nested_too_deep_is_ignored_and_the_throttled_publish_kept(db, caplog):
+    # A throttled media_publish is a "throttled" status (the container waits): a usage header Python could not
+    # decode made it a RecursionError out of the client instead.
+    tokens = connect("instagram", "deep.usage")
+    container = publish("instagram", tokens, media_type="image")
+
+    with intercepted({"/media_publish": throttled_with_a_deep_usage_header("deep.usage")}):
+        at_publish = status("instagram", tokens, container.publish_id)
+
+    assert (at_publish.state, at_publish.fail_code, at_publish.retry_after) == ("throttled", "17", None)
+    assert sandbox_posts("instagram", "deep.usage", kind="post") == []
+    [warning] = [r for r in caplog.records if "X-Business-Use-Case-Usage" in r.getMessage()]
+    assert warning.levelname == "WARNING" and DEEP_USAGE[:100] not in warning.getMessage()
+
+
+def test_an_instagram_usage_header_nested_too_deep_still_leaves_the_metrics_read_before_the_throttle(db):
+    tokens = connect("instagram", "deep.metrics")
+    published = [status("instagram", tokens, publish("instagram", tokens).publish_id).external_id for _ in range(2)]
+    throttle = throttled_with_a_deep_usage_header("deep.metrics")
+    # Insights of the first media read; those of the second throttled with the deep header.
+    second = f"/{published[1]}/insights"
+
+    with intercepted({second: throttle}), pytest.raises(RateLimited) as caught:
+        get_client("instagram").fetch_metrics(
+            access_token=tokens.access_token, platform_user_id=tokens.platform_user_id, external_ids=published
+        )
+
+    assert caught.value.retry_after is None
+    assert list(caught.value.readings) == [published[0]] and caught.value.unasked == [published[1]]
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

@@ -17,9 +17,10 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from accounts.platforms.decoding import json_loads
+
 from . import avatars, faults, oauth, publishing
 from .answers import Answer
-from .decoding import json_loads
 from .identities import display_name, instagram_scoped_id, instagram_user_id
 from .models import Container, Fault, Platform, Post, Token
 

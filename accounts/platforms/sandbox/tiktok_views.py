@@ -13,9 +13,10 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from accounts.platforms.decoding import json_loads
+
 from . import avatars, faults, oauth, publishing
 from .answers import Answer
-from .decoding import json_loads
 from .identities import display_name, new_log_id, tiktok_open_id, tiktok_union_id
 from .models import Fault, Platform, Post, Token
 

@@ -12,10 +12,10 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.platforms.decoding import json_loads
 from accounts.platforms.scopes import SCOPES
 
 from . import avatars, faults, oauth, selectors, webhooks
-from .decoding import json_loads
 from .identities import normalize_username, tiktok_open_id
 from .models import Platform
 
