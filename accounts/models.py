@@ -355,11 +355,11 @@ class OAuthSession(models.Model):
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     error_code = models.CharField(max_length=32, blank=True)
-    # What the platform said when the connect failed on its side: the `error` and `error_description` it sent
-    # the customer back with, or its refusal of the code exchange or profile fetch. For ops (the admin): the
-    # partner gets only `error_code`, API.md's fixed codes. Redacted and bounded (services._platform_text):
-    # never a token, code or state. db_default: the release still serving while this column is added inserts
-    # sessions without it.
+    # What the platform said when the connect failed on its side: the `error`, `error_reason` (Instagram's) and
+    # `error_description` it sent the customer back with, or its refusal of the code exchange or profile fetch.
+    # For ops (the admin): the partner gets only `error_code`, API.md's fixed codes. Redacted and bounded
+    # (services._platform_text): never a token, code or state. db_default: the release still serving while this
+    # column is added inserts sessions without it.
     platform_message = models.TextField("what the platform said", blank=True, default="", db_default="", editable=False)
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)

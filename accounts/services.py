@@ -577,6 +577,7 @@ def oauth_callback(
     state: str | None,
     code: str | None,
     error: str | None,
+    error_reason: str | None = None,
     error_description: str | None = None,
     user=None,
 ) -> CallbackOutcome:
@@ -614,7 +615,9 @@ def oauth_callback(
         if error == "access_denied":
             return _session_fail(session, "access_denied")
         if error or not code:
-            return _platform_failed_the_redirect(session, error=error, description=error_description, code=code)
+            return _platform_failed_the_redirect(
+                session, error=error, reason=error_reason, description=error_description, code=code
+            )
         if session.purpose == OAuthSession.Purpose.REAUTH and not _reauth_target_live(session):
             # The partner disconnected the account after making this link (DELETE): a reauth can no longer
             # bring it back (connecting again mints a new id), so the link is spent. Checked before the code
@@ -640,14 +643,18 @@ def oauth_callback(
 
 
 def _platform_failed_the_redirect(
-    session: OAuthSession, *, error: str | None, description: str | None, code: str | None
+    session: OAuthSession, *, error: str | None, reason: str | None, description: str | None, code: str | None
 ) -> CallbackOutcome:
     """The platform sent the customer back with an error other than their refusal (TikTok's
     `unauthorized_client`, `invalid_scope`, a redirect_uri not registered: the app's setup, which fails every
     connect alike until ops fix it), or with neither a code nor an error. The partner is told `platform_error`
-    (API.md's codes); what the platform said is logged and kept on the session for the admin, blanked of the
-    code and state the redirect carried and of anything echoed with them."""
+    (API.md's codes); what the platform said — its error, Instagram's `error_reason` beside it (the narrower
+    cause), its description — is logged and kept on the session for the admin, blanked of the code and state
+    the redirect carried and of anything echoed with them."""
     said = _platform_text(error, limit=PLATFORM_CODE_LENGTH, secrets=(code, session.pk)) or "no code and no error"
+    because = _platform_text(reason, limit=PLATFORM_CODE_LENGTH, secrets=(code, session.pk))
+    if because:
+        said = f"{said} ({because})"
     described = _platform_text(description, secrets=(code, session.pk))
     log.warning(
         "oauth %s: the platform sent the customer back with %s%s",

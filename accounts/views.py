@@ -92,6 +92,7 @@ def oauth_callback(request, platform: str):
         state=request.GET.get("state"),
         code=request.GET.get("code"),
         error=request.GET.get("error"),
+        error_reason=request.GET.get("error_reason"),
         error_description=request.GET.get("error_description"),
         user=request.user,
     )

@@ -732,3 +732,33 @@ def test_a_callback_with_neither_a_code_nor_an_error_says_so_on_the_oauth_sessio
     assert response["Location"] == f"{RETURN_URL}?layers_oauth_error=platform_error"
     assert status(owner, link["state"])["error"] == {"code": "platform_error"}
     assert OAuthSession.objects.get(pk=link["state"]).platform_message == "no code and no error"
+
+
+def test_instagrams_error_reason_is_logged_and_kept_on_the_oauth_session_beside_its_error(owner, caplog):
+    """Instagram sends a failed connect back with `error_reason` beside `error` and `error_description`
+    (PLATFORMS.md): its narrower cause was dropped, while the other two were logged and kept. It is blanked
+    and bounded the same way (some platforms echo the request back)."""
+    from django.test import Client
+
+    from accounts.models import OAuthSession
+
+    link = start(owner, "instagram")
+    state = link["state"]
+    response = Client().get(
+        "/oauth/instagram/callback",
+        {
+            "state": state,
+            "error": "invalid_request",
+            "error_reason": f"redirect_uri_mismatch for {state}",
+            "error_description": "The redirect_uri does not match (access_token=IGQW-echo-5678).",
+        },
+    )
+
+    assert response["Location"] == sent_back_to("instagram", f"{RETURN_URL}?layers_oauth_error=platform_error")
+    kept = OAuthSession.objects.get(pk=state).platform_message
+    [line] = [r.getMessage() for r in _oauth_lines(caplog) if "invalid_request" in r.getMessage()]
+    for said in (kept, line):
+        for named in ("invalid_request", "redirect_uri_mismatch", "The redirect_uri does not match"):
+            assert named in said, said
+    for secret in (state, "IGQW-echo-5678"):
+        assert secret not in caplog.text and secret not in kept
