@@ -34,6 +34,7 @@ from accounts.platforms.base import (
     TokenInvalid,
     refused_for_the_account,
 )
+from accounts.platforms.decoding import json_loads
 from accounts.platforms.scopes import PUBLISHING, grant_lacks_mode, scope_for_mode, stored_scopes
 from accounts.services import (
     api_key_source,
@@ -1718,7 +1719,7 @@ def _provider_answered(post: ScheduledPost, response: httpx.Response) -> str:
     """Settle the post by its provider's HTTP answer: 2xx published, 429 / 5xx retried, anything else refused."""
     if 200 <= response.status_code < 300:
         try:
-            answer = response.json()
+            answer = json_loads(response.content)  # nested too deep is a ValueError too: the provider has the post
         except ValueError:
             answer = {}
         external_id, external_url = _provider_answer(post, answer if isinstance(answer, dict) else {})

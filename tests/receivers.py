@@ -9,7 +9,8 @@ from contextlib import contextmanager
 
 @contextmanager
 def receiver(responder=None):
-    """Yields (base_url, requests). `responder(request_dict) -> (status, body_dict, headers)`."""
+    """Yields (base_url, requests). `responder(request_dict) -> (status, body, headers)`: a body given as bytes
+    is sent as it is, anything else as its JSON."""
     received: list[dict] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -18,7 +19,7 @@ def receiver(responder=None):
             request = {"path": self.path, "headers": dict(self.headers), "body": self.rfile.read(length)}
             received.append(request)
             status, body, headers = (responder or (lambda r: (200, {}, {})))(request)
-            payload = json.dumps(body).encode()
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             for name, value in {"Content-Type": "application/json", **headers}.items():
                 self.send_header(name, value)

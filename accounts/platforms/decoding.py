@@ -1,6 +1,6 @@
 """A JSON reader for JSON from outside whose bad forms all raise ValueError: the sandbox's request bodies and
-the JSON a form field carries, and Instagram's X-Business-Use-Case-Usage header in the client. Outside the
-sandbox package, which the client must not need."""
+the JSON a form field carries; the platforms' and managed providers' answers and Instagram's
+X-Business-Use-Case-Usage header in the clients. Outside the sandbox package, which the clients must not need."""
 
 import json
 

@@ -23,6 +23,7 @@ from django.http import HttpResponseServerError
 from config.netguard import FetchFailed, bounded_client, deadline, public_client, read_limited
 
 from .base import PlatformUnavailable
+from .decoding import json_loads
 
 USER_AGENT = "layers-partner-api/1.0"
 # The platforms answer small JSON documents (the largest, a page of 50 Instagram media with their captions,
@@ -141,9 +142,10 @@ def platform_request(http: httpx.Client, platform: str, method: str, url: str, *
 
 
 def json_body(response: httpx.Response) -> dict | list | None:
-    """The decoded JSON body, or None when there is none (a proxy's HTML 502, an empty 204)."""
+    """The decoded JSON body, or None when there is none (a proxy's HTML 502, an empty 204) or it is nested too
+    deeply to decode (a RecursionError out of a call whose answer came, not a typed PlatformError)."""
     try:
-        return response.json()
+        return json_loads(response.content)
     except ValueError:
         return None
 

@@ -758,6 +758,9 @@ EXPIRED = TokenSet(
         (502, b"<html>Bad gateway</html>", PlatformUnavailable, "http_502"),
         (429, b"", RateLimited, "rate_limit_exceeded"),
         (200, b"not json", PlatformUnavailable, "bad_response"),
+        # Python's decoder raises RecursionError, not ValueError, on JSON nested this deep.
+        (200, DEEP_USAGE.encode(), PlatformUnavailable, "bad_response"),
+        (503, DEEP_USAGE.encode(), PlatformUnavailable, "http_503"),
     ],
 )
 def test_tiktok_api_answers_map_to_typed_errors(status, body, error, code):
@@ -863,6 +866,7 @@ def test_an_undecodable_answer_is_platform_unavailable(platform):
         (403, ig_error(10), RequestRejected, "10"),
         (500, b"", PlatformUnavailable, "http_500"),
         (404, b"", RequestRejected, "http_404"),
+        (500, DEEP_USAGE.encode(), PlatformUnavailable, "http_500"),  # a RecursionError to Python's decoder
     ],
 )
 def test_instagram_graph_answers_map_to_typed_errors(status, body, error, code):
