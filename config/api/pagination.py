@@ -66,7 +66,8 @@ def parse_limit(request) -> int:
 
 def parse_filters(request, serializer_class) -> dict:
     """A list's filters, validated by `serializer_class` as sent. A plain dict, not the QueryDict: DRF
-    reads a QueryDict as an HTML form and would take `?status=` for "no filter" instead of refusing it."""
+    reads a QueryDict as an HTML form and would take `?status=` for "no filter" instead of refusing it.
+    One value per name: ApiView has already refused a parameter given twice (check_query_parameters)."""
     data = {key: request.query_params.get(key) for key in request.query_params if key not in ("limit", "cursor")}
     if not data:
         # The common case (a dashboard polling the whole list). Every list filter is optional and has no

@@ -36,13 +36,21 @@ def check_body(request, *, required: bool) -> None:
 
 def check_query_parameters(request, handler) -> None:
     """Operations that declare their query parameters (lists, via config.api.schema.list_schema) refuse
-    any other one, as bodies refuse unknown fields: `?staus=queued` must not list every post."""
+    any other one, as bodies refuse unknown fields: `?staus=queued` must not list every post. Each takes
+    one value: a parameter given twice is refused too, even with the same value twice. Django's QueryDict
+    reads the last copy, so `?limit=1&limit=2` served pages of 2 and a client appending a parameter twice
+    never learnt it. Every problem is named in one answer."""
     allowed = getattr(handler, "query_parameters", None)
     if allowed is None:
         return
-    unknown = sorted(set(request.query_params) - allowed)
-    if unknown:
-        raise Validation({name: ["Unknown query parameter."] for name in unknown})
+    problems = {}
+    for name, values in sorted(request.query_params.lists()):
+        if name not in allowed:
+            problems[name] = ["Unknown query parameter."]
+        elif len(values) > 1:
+            problems[name] = ["Given more than once: send it once."]
+    if problems:
+        raise Validation(problems)
 
 
 class ApiView(APIView):
