@@ -18,7 +18,17 @@ from config.api.parsers import UNSTORABLE, any_string_matches
 
 IN_FLIGHT_TIMEOUT = timedelta(seconds=60)
 MAX_KEY_LENGTH = 255
-KEY_PATTERN = re.compile(rf"[ -~]{{1,{MAX_KEY_LENGTH}}}")  # printable ASCII: what fits a header unchanged
+# Printable ASCII (what fits a header unchanged) except the comma. Two `Idempotency-Key` header lines reach
+# the application as one value joined by a comma (gunicorn, Django's server and the ASGI handler join
+# repeated headers, as RFC 9110 5.3 lets any proxy on the way do): `a` + `b` arrives as `a,b`, and a key
+# with a comma of its own cannot be told from it. Refusing the comma is the only way to refuse two keys
+# rather than key the request by one the partner never sent; keys are UUIDs or the like in practice.
+KEY_PATTERN = re.compile(rf"[ -+\--~]{{1,{MAX_KEY_LENGTH}}}")
+KEY_RULE = f"Must be 1 to {MAX_KEY_LENGTH} printable ASCII characters other than a comma."
+SEVERAL_KEYS = (
+    "Send one Idempotency-Key header, whose key has no comma: several headers arrive joined by commas, as "
+    "one key that was never sent."
+)
 
 
 class Replay(ApiError):
@@ -47,7 +57,7 @@ def begin(*, organization, key: str, request):
     from accounts.models import IdempotencyKey
 
     if not KEY_PATTERN.fullmatch(key):
-        raise Validation({"Idempotency-Key": [f"Must be 1 to {MAX_KEY_LENGTH} printable ASCII characters."]})
+        raise Validation({"Idempotency-Key": [SEVERAL_KEYS if "," in key else KEY_RULE]})
     fp = fingerprint(request)
     now = timezone.now()
     with transaction.atomic():

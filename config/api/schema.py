@@ -66,11 +66,14 @@ PAGINATION_PARAMETERS = [
 ]
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
-    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},  # 1–255 printable ASCII
+    # 1–255 printable ASCII but the comma: config/api/idempotency.KEY_PATTERN, and why.
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -+\\--~]+$"},
     location=OpenApiParameter.HEADER,
     description=(
         "Replays the first response for 24 h to the same API key sending the same method, path and body; the "
-        "same key with another request, or from another API key of the organization → 409 IDEMPOTENCY_KEY_REUSED."
+        "same key with another request, or from another API key of the organization → 409 IDEMPOTENCY_KEY_REUSED. "
+        "1–255 printable ASCII characters other than a comma, in one header: several Idempotency-Key headers reach "
+        "the server joined by commas, so a key with a comma, or several headers, is 422 VALIDATION (nothing done)."
     ),
 )
 

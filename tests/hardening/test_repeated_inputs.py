@@ -1,22 +1,28 @@
-"""A list parameter sent more than once is refused, not silently read as one of its copies.
+"""A single-valued input sent more than once is refused, not silently read as one of its copies.
 
 `?limit=1&limit=2` was read as `limit=2` (Django's QueryDict.get takes the last copy), so a partner whose
-client appended a parameter twice got pages other than the ones it asked for and never knew."""
+client appended a parameter twice got pages other than the ones it asked for and never knew. Two
+`Idempotency-Key` headers reach the application as one value joined by a comma (the WSGI server, gunicorn
+in production, joins repeated header lines), so the request was keyed by `a,b`, a key the partner never
+sent: a retry with either key then did the work again."""
 
+import http.client
 import re
 import urllib.parse
 
 import pytest
 from django.utils import timezone
 
+from accounts.models import IdempotencyKey
 from config.api.pagination import _encode
-from tests.conftest import assert_error
-from tests.hardening.routes import v1_routes
-from tests.hardening.world import build
+from tests.conftest import assert_error, make_tenant
+from tests.hardening.routes import snapshot, v1_routes
+from tests.hardening.world import HOOK_URL, build
 
 LISTS = {
     route.name: route for route in v1_routes() if getattr(getattr(route.view, "get", None), "query_parameters", None)
 }
+POSTS = {route.name: route for route in v1_routes() if "post" in route.methods}
 
 
 def schema_path(route) -> str:
@@ -42,7 +48,7 @@ def query(*pairs) -> str:
 
 
 def test_every_list_is_covered():
-    assert len(LISTS) >= 9
+    assert len(LISTS) >= 9 and len(POSTS) >= 7
 
 
 @pytest.mark.parametrize("name", sorted(LISTS))
@@ -71,3 +77,91 @@ def test_every_repeated_and_unknown_parameter_is_named_at_once(owner):
     error = assert_error(response, 422, "VALIDATION")
     assert sorted(error["details"]["fields"]) == ["cursor", "limit", "limt", "type"]
     assert error["details"]["fields"]["limt"] == ["Unknown query parameter."]
+
+
+# --- Idempotency-Key -------------------------------------------------------------------------------------
+
+# What the WSGI server hands the application for `Idempotency-Key: k-1` + `Idempotency-Key: k-2` (gunicorn
+# and Django's own server join with ",", some proxies with ", ").
+JOINED = ("k-1,k-2", "k-1, k-2")
+
+
+def realistic_posts(world):
+    project = world.ids["projectId"]
+    return {
+        "content": (
+            f"/v1/projects/{project}/content",
+            {"mediaType": "image", "mediaUrls": ["https://cdn.acme.test/a.jpg"]},
+        ),
+        "webhook endpoint": ("/v1/webhook-endpoints", {"url": HOOK_URL, "events": ["scheduled_post.failed"]}),
+        "oauth url": (
+            f"/v1/projects/{project}/social/oauth-url",
+            {"platform": "tiktok", "returnUrl": "https://app.acme.test/back"},
+        ),
+    }
+
+
+@pytest.mark.parametrize("operation", ["content", "webhook endpoint", "oauth url"])
+@pytest.mark.parametrize("joined", JOINED)
+def test_two_idempotency_keys_are_422_and_nothing_is_done(owner, operation, joined):
+    world = build(owner, handle="keys.owner")
+    path, body = realistic_posts(world)[operation]
+    before = snapshot(owner.org)
+
+    response = owner.client.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY=joined)
+
+    error = assert_error(response, 422, "VALIDATION")
+    assert list(error["details"]["fields"]) == ["Idempotency-Key"]
+    assert "one Idempotency-Key header" in error["details"]["fields"]["Idempotency-Key"][0]
+    assert snapshot(owner.org) == before  # no key claimed, nothing created
+    # The partner fixes its client and sends one of the keys: the work is done once, then replayed.
+    first = owner.client.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert first.status_code in (200, 201), first.content
+    again = owner.client.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert again["Idempotent-Replayed"] == "true" and again.json() == first.json()
+
+
+@pytest.mark.parametrize("name", sorted(POSTS))
+def test_every_post_refuses_a_key_sent_twice_before_anything_else(owner, name):
+    world = build(owner, handle="everypost.owner")
+    path = POSTS[name].path(world.ids)
+    before = snapshot(owner.org)
+    response = owner.client.post(path, {}, format="json", HTTP_IDEMPOTENCY_KEY=JOINED[0])
+    error = assert_error(response, 422, "VALIDATION")
+    assert list(error["details"]["fields"]) == ["Idempotency-Key"], name
+    assert snapshot(owner.org) == before
+
+
+def test_the_documented_key_pattern_is_the_one_enforced(owner):
+    schema = owner.client.get("/v1/openapi.json").json()
+    posts = [op["post"] for op in schema["paths"].values() if "post" in op]
+    headers = [p for op in posts for p in op["parameters"] if p["in"] == "header" and p["name"] == "Idempotency-Key"]
+    assert len(headers) == len(posts) >= 7
+    for header in headers:
+        pattern = header["schema"]["pattern"]
+        assert re.fullmatch(pattern, "0b7c8a6e-3f9a-4c1e-9a8e-2b1f4d5c6e7f")
+        assert not re.fullmatch(pattern, "k-1,k-2")
+        assert "comma" in header["description"]
+
+
+def test_two_idempotency_key_header_lines_on_the_wire_are_422(transactional_db, live_server):
+    # Over real HTTP, so that the WSGI server's joining is the one under test, not a value made up here.
+    tenant = make_tenant("Wire")
+    url = urllib.parse.urlsplit(live_server.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=20)
+    body = b'{"mediaType": "image", "mediaUrls": ["https://cdn.acme.test/a.jpg"]}'
+    try:
+        connection.putrequest("POST", f"/v1/projects/{tenant.project.id}/content")
+        connection.putheader("Authorization", f"Bearer {tenant.raw_key}")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(len(body)))
+        connection.putheader("Idempotency-Key", "k-1")
+        connection.putheader("Idempotency-Key", "k-2")
+        connection.endheaders(body)
+        response = connection.getresponse()
+        payload = response.read()
+    finally:
+        connection.close()
+    assert response.status == 422, payload
+    assert b'"Idempotency-Key"' in payload and b'"VALIDATION"' in payload
+    assert not IdempotencyKey.objects.filter(organization=tenant.org).exists()
