@@ -7,7 +7,24 @@ string, the OAuth callback carries the platform's authorization code and the sta
 pending state (a bearer secret) in its path: the stock access log wrote them into every log line.
 RedactingLogger blanks them, a state down to the short form the admin lists (config.logfilters, the filter
 the HTTP clients' loggers and Django's request lines use; gunicorn's own error lines too), and never writes
-credential headers, whatever access_log_format says."""
+credential headers, whatever access_log_format says.
+
+A deploy stops or reloads the web process (SIGTERM or SIGHUP to the master): each worker stops accepting,
+finishes the requests in flight within graceful_timeout, and then drops their connections. Some requests wait
+on TikTok or Instagram (the OAuth callback's code exchange and profile, a disconnect's revoke), so the grace
+is derived from how long those may take (accounts.platforms.http.web_request_deadline, from
+LAYERS_PLATFORM_TIMEOUT as the settings read it): gunicorn's default 30 s cut the customer's callback
+mid-exchange, after the platform had used up the code, with a reset connection instead of the way back to
+the partner's app. A worker with nothing in flight still exits at once."""
+
+import math
+
+from config import envfile
+
+# The settings module the workers will use (config/wsgi.py picks it the same way): its platform timeouts.
+envfile.load()
+
+from accounts.platforms.http import web_request_deadline  # noqa: E402 - after the settings module is chosen
 
 worker_class = "gthread"
 workers = 2
@@ -17,3 +34,10 @@ logger_class = "config.gunicornlog.RedactingLogger"
 # gunicorn 27 opens a control socket at one fixed path per user: a second instance on the host (another
 # checkout's `make run`, a test) would take it over. Nothing here uses it.
 control_socket_disable = True
+# The platform calls' deadlines, and a little more for the database work around them and writing the answer.
+# A process manager stopping the web process (systemd's TimeoutStopSec, Kubernetes'
+# terminationGracePeriodSeconds) must wait at least this long before it kills it (README, Configuration).
+# gunicorn's `timeout` is left at its default: a gthread worker's heartbeat is its main loop, which goes on
+# while requests run on its threads, so it never ends a request, only a worker whose loop is stuck.
+GRACE_SPARE_SECONDS = 10
+graceful_timeout = math.ceil(web_request_deadline()) + GRACE_SPARE_SECONDS

@@ -33,6 +33,13 @@ MAX_ANSWER_BYTES = 4 * 1024 * 1024
 # timeout itself bounds each network wait only, and an answer dripped a byte at a time (its headers as well
 # as its body) would otherwise hold a publisher past its claim lease (scheduling.services.CLAIM_LEASE).
 ANSWER_DEADLINE_TIMEOUTS = 2
+# The most platform calls one web request makes, one after the other, each within call_deadline(): the OAuth
+# callback's on TikTok (accounts.services._exchange_and_bind): the code exchange, the profile and its retry
+# without `username` (TikTok refusing the scope), then, for a grant it binds to nothing, the withdrawal
+# (_revoke_at_platform): revoke, refresh the refused token, revoke again. Instagram's callback makes 5 (three
+# for the exchange, the profile, a revoke), a disconnect (DELETE of an account, its revoke after commit) 3.
+# A stopping gunicorn worker lets its requests in flight run that long (config/gunicorn_conf.py).
+WEB_REQUEST_PLATFORM_CALLS = 6
 # httpx errors raised before any byte of the request left this machine: the platform cannot have it.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError, httpx.UnsupportedProtocol)
 
@@ -88,6 +95,17 @@ def thread_http_client() -> httpx.Client:
     return client
 
 
+def call_deadline() -> float:
+    """Seconds one platform call may take, connecting, sending and the whole answer (platform_request)."""
+    return ANSWER_DEADLINE_TIMEOUTS * settings.LAYERS_PLATFORM_TIMEOUT
+
+
+def web_request_deadline() -> float:
+    """Seconds a web request may spend waiting on the platforms: WEB_REQUEST_PLATFORM_CALLS calls, each
+    taking its whole deadline (a slow platform that still answers)."""
+    return WEB_REQUEST_PLATFORM_CALLS * call_deadline()
+
+
 @contextmanager
 def http_session(http: httpx.Client | None) -> Iterator[httpx.Client]:
     """The injected client or this thread's client (both left open: their owners close them)."""
@@ -127,7 +145,7 @@ def platform_request(http: httpx.Client, platform: str, method: str, url: str, *
     without a network (the in-process sandbox) the deadline is checked as the body arrives."""
     with (
         transport_errors(platform),
-        deadline(ANSWER_DEADLINE_TIMEOUTS * settings.LAYERS_PLATFORM_TIMEOUT),
+        deadline(call_deadline()),
         http.stream(method, url, **kwargs) as response,
     ):
         try:
