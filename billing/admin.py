@@ -280,6 +280,23 @@ class LedgerChangeList(ChangeList):
                 entry.balance_after = balances.get(entry.pk)
 
 
+def _organization(asked: str) -> tuple[str | None, str | None]:
+    """The organization a report is asked for: (its id, None); (None, None) when none is asked (every
+    organization); (None, what is wrong) when no organization has the id given."""
+    if not asked:
+        return None, None
+    # Spaces around an id come with a copy and paste (from a mail, a spreadsheet cell) and no id holds one:
+    # stripped, it names the very organization meant. Nothing else is corrected: an id in upper case or with
+    # a character wrong may be another organization's, and ids are matched exactly everywhere else.
+    org = asked.strip()
+    if not is_valid("org", org):
+        # Not repeated back, and never sent to the database (a NUL byte, which PostgreSQL refuses outright).
+        return None, "not an organization id (org_ and 32 lowercase hexadecimal digits)"
+    if not Organization.objects.filter(pk=org).exists():
+        return None, f"no organization has the id {org}"
+    return org, None
+
+
 @admin.register(MonthlyBilling)
 class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
     """The finance report: its changelist is the report page (linked from the admin index as "Monthly
@@ -289,28 +306,29 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
         csv_view = self.admin_site.admin_view(self.csv_view)
         return [path("csv/", csv_view, name="billing_monthlybilling_csv"), *super().get_urls()[:1]]
 
-    def _selection(self, request) -> tuple[date, str | None, bool]:
-        """The month and organization asked for, and whether the month given was unreadable: no month, or
-        an unreadable one, is this month; an unknown organization is all of them."""
+    def _selection(self, request) -> tuple[date, str | None, bool, str | None]:
+        """The month and organization asked for, whether the month given was unreadable (no month, or an
+        unreadable one, is this month), and what is wrong with the organization given if none has its id (no
+        organization given is all of them)."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         asked = request.GET.get("month")
         month = reports.parse_month(asked, default=None)
         unreadable = bool(asked) and month is None
         month = month or timezone.now().date().replace(day=1)
-        org = request.GET.get("organization") or None
-        # A malformed id (a NUL byte, which PostgreSQL refuses outright) never reaches the database.
-        if org and not (is_valid("org", org) and Organization.objects.filter(pk=org).exists()):
-            org = None
-        return reports.month_start(month).date(), org, unreadable
+        org, org_problem = _organization(request.GET.get("organization") or "")
+        return reports.month_start(month).date(), org, unreadable, org_problem
 
     def changelist_view(self, request, extra_context=None):
-        month, org, unreadable = self._selection(request)
+        month, org, unreadable, org_problem = self._selection(request)
         if unreadable:
             # Shown silently, this month's report (`?month=2026-13`) read as the month asked for.
             messages.warning(
                 request, f"Month not understood: it must be {reports.MONTH_FORMAT}. Showing {month:%B %Y}."
             )
+        if org_problem:
+            # Shown silently, every organization's charges read as the one organization asked for.
+            messages.warning(request, f"Organization not found: {org_problem}. Showing every organization.")
         report = reports.monthly_report(
             month=month, organization_id=org, page=reports.parse_page(request.GET.get("page"))
         )
@@ -337,10 +355,13 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
     def csv_view(self, request):
         """Every row of the month (all pages), streamed: a month of tens of thousands of charges is written
         as it is read instead of being held in memory first."""
-        month, org, unreadable = self._selection(request)
-        if unreadable:
-            # A file of another month than the one asked for (its name says which) is easily taken for it.
-            return HttpResponseBadRequest(f"month must be {reports.MONTH_FORMAT}.\n", content_type="text/plain")
+        month, org, unreadable, org_problem = self._selection(request)
+        # A file of another month than the one asked for (its name says which) is easily taken for it; one of
+        # every organization, asked for one, is every partner's charges sent on as one partner's statement.
+        problems = [f"month must be {reports.MONTH_FORMAT}."] if unreadable else []
+        problems += [f"organization: {org_problem}."] if org_problem else []
+        if problems:
+            return HttpResponseBadRequest("".join(f"{p}\n" for p in problems), content_type="text/plain")
         suffix = f"-{org}" if org else ""
         lines = reports.csv_lines(month=month, organization_id=org)
         response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")

@@ -368,6 +368,73 @@ def test_an_unreadable_month_says_so_and_shows_this_month(finance, month):
     assert not list(default.context["messages"]) and default.context["title"] == "Monthly billing — April 2026"
 
 
+def typo(org_id: str) -> str:
+    return org_id[:-1] + ("0" if org_id[-1] != "0" else "1")
+
+
+@pytest.mark.parametrize(
+    "asked, says",
+    [(str.upper, "not an organization id (org_ and 32 lowercase"), (typo, "no organization has the id org_")],
+    ids=["upper-case", "typo"],
+)
+def test_a_csv_asked_for_one_organization_never_holds_every_partners_charges(
+    finance, owner, sibling, outsider, asked, says
+):
+    """`?organization=` with an id no organization has (upper case, one digit wrong) answered 200 with every
+    organization's charges, named like the month's whole file: one partner's statement, sent on, would have
+    held every other partner's. The CSV now refuses it, as it refuses an unreadable month."""
+    lease_assign(owner, price_cents=4900, at=at(2026, 3, 5))
+    lease_assign(sibling, price_cents=9900, at=at(2026, 3, 6))
+    lease_assign(outsider, price_cents=1000, at=at(2026, 3, 7))
+
+    response = finance.get(
+        "/admin/billing/monthlybilling/csv/", {"month": "2026-03", "organization": asked(owner.org.pk)}
+    )
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert body.startswith(f"organization: {says}")
+    assert sibling.org.pk not in body and outsider.org.pk not in body
+
+
+def test_an_organization_id_pasted_with_spaces_around_it_is_that_organization(finance, owner, sibling):
+    """An id copied from a page or a mail often comes with a space: no id holds one, so it names that
+    organization and nothing else."""
+    lease_assign(owner, price_cents=4900, at=at(2026, 3, 5))
+    lease_assign(sibling, price_cents=9900, at=at(2026, 3, 6))
+
+    export = finance.get(
+        "/admin/billing/monthlybilling/csv/", {"month": "2026-03", "organization": f" {owner.org.pk} "}
+    )
+    page = finance.get("/admin/billing/monthlybilling/", {"month": "2026-03", "organization": f"{owner.org.pk} "})
+
+    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
+    assert export.status_code == 200 and [r[1] for r in rows[1:]] == [owner.org.pk]
+    assert export["Content-Disposition"] == f'attachment; filename="billing-2026-03-{owner.org.pk}.csv"'
+    assert [t.organization_id for t in page.context["report"].org_totals] == [owner.org.pk]
+    assert not list(page.context["messages"])
+
+
+@pytest.mark.parametrize("asked", [str.upper, typo, lambda org_id: " "], ids=["upper-case", "typo", "blank"])
+def test_the_page_asked_for_an_unknown_organization_says_so_before_showing_every_one(finance, owner, sibling, asked):
+    """The page silently showed every organization for an id it did not know. It still shows them (as an
+    unreadable month shows this month), under a warning that says the organization was not found, with
+    "All organizations" selected and a CSV link for all of them, not for the id asked."""
+    lease_assign(owner, price_cents=4900, at=at(2026, 3, 5))
+    lease_assign(sibling, price_cents=9900, at=at(2026, 3, 6))
+
+    page = finance.get("/admin/billing/monthlybilling/", {"month": "2026-03", "organization": asked(owner.org.pk)})
+    every = finance.get("/admin/billing/monthlybilling/", {"month": "2026-03", "organization": ""})
+
+    (shown,) = [str(m) for m in page.context["messages"]]
+    assert shown.startswith("Organization not found: ") and shown.endswith(" Showing every organization.")
+    assert page.context["csv_url"] == "/admin/billing/monthlybilling/csv/?month=2026-03"
+    assert not re.search(r"<option [^>]*selected", page.content.decode())  # the first: "All organizations"
+    assert [t.organization_id for t in page.context["report"].org_totals] == [owner.org.pk, sibling.org.pk]
+    # "All organizations" in the form sends an empty id: every organization, nothing to warn about.
+    assert not list(every.context["messages"]) and len(every.context["report"].org_totals) == 2
+
+
 LEDGER = "/admin/billing/ledgerentry/"
 
 
