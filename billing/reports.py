@@ -298,11 +298,14 @@ def chart_svg(bars: list[ChartBar], *, width: int = 760, height: int = 230) -> d
 
 
 def _short(cents: int) -> str:
+    """A bar's label: $999, $1.5k, $12k, $1.2M. Each unit is kept while the amount, rounded as it will be
+    shown, stays below the next one: chosen before rounding, $999.99 read "$1,000" and $999,999.99 "$1000k".
+    round() and the format round the same float the same way (half to even), so the test is the label's."""
     dollars = cents / 100
-    if dollars >= 1_000_000:
-        return f"${dollars / 1_000_000:.1f}M"
-    if dollars >= 10_000:
-        return f"${dollars / 1000:.0f}k"
-    if dollars >= 1000:
+    if round(dollars) < 1000:
+        return f"${dollars:,.0f}"
+    if round(dollars / 1000, 1) < 10:
         return f"${dollars / 1000:.1f}k"
-    return f"${dollars:,.0f}"
+    if round(dollars / 1000) < 1000:
+        return f"${dollars / 1000:.0f}k"
+    return f"${dollars / 1_000_000:.1f}M"

@@ -5,7 +5,7 @@ them, wallets flagged past due, and a ledger nobody can add to, edit or delete f
 import csv
 import io
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 
 import pytest
@@ -433,6 +433,29 @@ def test_the_page_asked_for_an_unknown_organization_says_so_before_showing_every
     assert [t.organization_id for t in page.context["report"].org_totals] == [owner.org.pk, sibling.org.pk]
     # "All organizations" in the form sends an empty id: every organization, nothing to warn about.
     assert not list(every.context["messages"]) and len(every.context["report"].org_totals) == 2
+
+
+@pytest.mark.parametrize(
+    "cents, label",
+    [
+        (0, "$0"),
+        (99_949, "$999"),
+        (99_999, "$1.0k"),  # $999.99 read "$1,000"
+        (100_000, "$1.0k"),
+        (994_999, "$9.9k"),
+        (999_999, "$10k"),  # $9,999.99 read "$10.0k"
+        (1_000_000, "$10k"),
+        (99_949_999, "$999k"),
+        (99_999_999, "$1.0M"),  # $999,999.99 read "$1000k"
+        (100_000_000, "$1.0M"),
+        (123_456_789, "$1.2M"),
+    ],
+)
+def test_a_chart_bar_is_labelled_in_the_unit_of_its_rounded_amount(cents, label):
+    """The label above a bar of the 12-month chart is its amount, short. The unit was chosen before rounding:
+    a month of $999,999.99 was labelled "$1000k" beside a "$1.0M" bar."""
+    (bar,) = reports.chart_svg([reports.ChartBar(month=date(2026, 3, 1), cents=cents, selected=True)])["bars"]
+    assert bar["short"] == label
 
 
 LEDGER = "/admin/billing/ledgerentry/"
