@@ -2,6 +2,7 @@
 environment (DESIGN.md "Runtime contract"); with nothing set the service runs on embedded defaults."""
 
 import logging
+import os
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -9,6 +10,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env
+from environs.exceptions import EnvValidationError
 
 from config.envfile import ENV_FILE
 from config.rates import parse_rate
@@ -23,25 +25,45 @@ env.read_env(str(ENV_FILE), recurse=False)  # already read by the entry points (
 # Values the code cannot use are refused here, when the settings load, so that manage.py, gunicorn, Celery
 # workers and beat all refuse to start naming the variable and what it takes. Left to the code that reads
 # them, they passed `check` and then answered every request they cover with a 500, or stopped work without a
-# word (a dispatcher handing out 0 posts, a relay sending to 0 endpoints at once). env.int / env.float
-# already refuse what is not a number.
+# word (a dispatcher handing out 0 posts, a relay sending to 0 endpoints at once).
+def _read(name: str, default, takes: str, parse=env.int, **options):
+    """env.int / env.float / env.dict (`parse`), with what the variable takes in the message for a value that
+    is no number at all ("15s", nan, inf, "init:6"): environs' own says only "Not a valid number", or, for a
+    dict pair without "=", "not enough values to unpack", naming no variable."""
+    try:
+        return parse(name, default=default, **options)
+    except (EnvValidationError, ValueError):
+        raise ImproperlyConfigured(f"{name} must be {takes} (not {os.environ.get(name, '')!r})") from None
+
+
 def whole_number(name: str, default: int, *, least: int = 1, most: int | None = None, unit: str = "") -> int:
     """An integer from `least` to `most` (no upper bound when None); `unit` says what it counts."""
-    value = env.int(name, default=default)
+    span = f"from {least} to {most}" if most is not None else f"at least {least}"
+    takes = f"a whole number{f' of {unit}' if unit else ''}, {span}"
+    value = _read(name, default, takes)
     if value < least or (most is not None and value > most):
-        span = f"from {least} to {most}" if most is not None else f"at least {least}"
-        raise ImproperlyConfigured(
-            f"{name} must be a whole number{f' of {unit}' if unit else ''}, {span} (not {value})"
-        )
+        raise ImproperlyConfigured(f"{name} must be {takes} (not {value})")
     return value
 
 
-def seconds(name: str, default: float) -> float:
-    """A timeout: 0 (or less) fails every call it bounds at once. (env.float refuses nan and inf.)"""
-    value = env.float(name, default=default)
-    if value <= 0:
-        raise ImproperlyConfigured(f"{name} must be a number of seconds greater than 0 (not {value})")
+def seconds(name: str, default: float, *, zero: bool = False, unit: str = "seconds") -> float:
+    """A length of time: a timeout of 0 (or less) fails every call it bounds at once. `zero`: 0 is allowed
+    (a delay the sandbox adds, off), a negative one is not."""
+    takes = f"a number of {unit}, 0 or more" if zero else f"a number of {unit} greater than 0"
+    value = _read(name, default, takes, env.float)  # env.float refuses nan and inf
+    if value < 0 or (value == 0 and not zero):
+        raise ImproperlyConfigured(f"{name} must be {takes} (not {value:g})")
     return value
+
+
+def per_minute_limits(name: str, defaults: dict[str, int]) -> dict[str, int]:
+    """Per-minute limits by group, "init=6,status=30" (the groups unnamed keep their default), each at least 1.
+    0 or less answered every call of its group 429, and a misspelt group was ignored, both silently."""
+    takes = f"name=count pairs, comma-separated, each count at least 1 and each name one of {', '.join(defaults)}"
+    limits = _read(name, {}, takes, env.dict, subcast_values=int)
+    if set(limits) - set(defaults) or any(count < 1 for count in limits.values()):
+        raise ImproperlyConfigured(f"{name} must be {takes} (not {os.environ.get(name, '')!r})")
+    return {**defaults, **limits}
 
 
 def one_of(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -97,7 +119,8 @@ def http_url(name: str, default: str, *, optional: bool = False) -> str:
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-key-do-not-use-in-production")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
-PORT = env.int("PORT", default=8000)
+# The port `make run` binds gunicorn to (the Makefile asks the settings), and LAYERS_PUBLIC_URL's by default.
+PORT = whole_number("PORT", default=8000, most=65535)
 LAYERS_PUBLIC_URL = env.str("LAYERS_PUBLIC_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[LAYERS_PUBLIC_URL])
 
@@ -436,8 +459,9 @@ LAYERS_PLATFORM_CONNECT_TIMEOUT = seconds("LAYERS_PLATFORM_CONNECT_TIMEOUT", def
 LAYERS_PLATFORM_TIMEOUT = seconds("LAYERS_PLATFORM_TIMEOUT", default=20.0)
 # Idle keep-alive connections of a thread's platform client are dropped after this many seconds. Kept
 # below the servers' own keep-alive timeout (gunicorn's default is 2 s, and it serves the sandbox in
-# `make run`) so that a request is never sent on a connection the server is closing at that moment.
-LAYERS_PLATFORM_KEEPALIVE_SECONDS = env.float("LAYERS_PLATFORM_KEEPALIVE_SECONDS", default=1.0)
+# `make run`) so that a request is never sent on a connection the server is closing at that moment. Greater
+# than 0: httpx takes 0 or less for "drop at once", and every call would open a new connection (TLS and all).
+LAYERS_PLATFORM_KEEPALIVE_SECONDS = seconds("LAYERS_PLATFORM_KEEPALIVE_SECONDS", default=1.0)
 # "http" (real sockets) or "wsgi" (tests: the clients call this Django app in-process, no network).
 PLATFORM_TRANSPORTS = ("http", "wsgi")
 LAYERS_PLATFORM_TRANSPORT = one_of("LAYERS_PLATFORM_TRANSPORT", default="http", choices=PLATFORM_TRANSPORTS)
@@ -451,32 +475,29 @@ LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL = http_url(
 # The sandbox platforms (accounts/platforms/sandbox): publish processing time, avatar URL lifetime, TikTok's
 # per-token per-minute limits ("init=6,creator_info=20,status=30,..." — a benchmark raises them) and daily
 # caps, Instagram's 24 h publishing quota.
-LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = env.float("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", default=2.0)
+LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = seconds("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", default=2.0, zero=True)
 # How long after PUBLISH_COMPLETE the sandbox's TikTok fills a post's public id (PLATFORMS.md: "filled after
 # moderation"); until then the post is live without a URL, which the metrics sync attaches later.
-LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = env.float("LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS", default=10.0)
+LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = seconds("LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS", default=10.0, zero=True)
 # Simulated network latency of every sandbox platform API call, in milliseconds (benchmarks set it).
-LAYERS_SANDBOX_LATENCY_MS = env.float("LAYERS_SANDBOX_LATENCY_MS", default=0.0)
-LAYERS_SANDBOX_AVATAR_TTL_SECONDS = env.int("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", default=2 * 3600)
+LAYERS_SANDBOX_LATENCY_MS = seconds("LAYERS_SANDBOX_LATENCY_MS", default=0.0, zero=True, unit="milliseconds")
+LAYERS_SANDBOX_AVATAR_TTL_SECONDS = whole_number("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", default=2 * 3600, unit="seconds")
 # Lifetimes of the sandbox's TikTok access and refresh tokens (its answers' expires_in / refresh_expires_in).
 # TikTok's docs give 24 h / 365 d or 2 h / 180 d: the defaults are the first, tests also run the second.
 LAYERS_SANDBOX_TIKTOK_ACCESS_TTL = timedelta(
-    seconds=env.int("LAYERS_SANDBOX_TIKTOK_ACCESS_TTL_SECONDS", default=24 * 3600)
+    seconds=whole_number("LAYERS_SANDBOX_TIKTOK_ACCESS_TTL_SECONDS", default=24 * 3600, unit="seconds")
 )
 LAYERS_SANDBOX_TIKTOK_REFRESH_TTL = timedelta(
-    seconds=env.int("LAYERS_SANDBOX_TIKTOK_REFRESH_TTL_SECONDS", default=365 * 24 * 3600)
+    seconds=whole_number("LAYERS_SANDBOX_TIKTOK_REFRESH_TTL_SECONDS", default=365 * 24 * 3600, unit="seconds")
 )
-LAYERS_SANDBOX_TIKTOK_RATE_LIMITS = {
-    "init": 6,
-    "creator_info": 20,
-    "status": 30,
-    "user_info": 600,
-    "video_query": 600,
-    **env.dict("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", subcast_values=int, default={}),
-}
-LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP = env.int("LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP", default=15)
-LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP = env.int("LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP", default=5)
-LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL = env.int("LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL", default=100)
+LAYERS_SANDBOX_TIKTOK_RATE_LIMITS = per_minute_limits(
+    "LAYERS_SANDBOX_TIKTOK_RATE_LIMITS",
+    {"init": 6, "creator_info": 20, "status": 30, "user_info": 600, "video_query": 600},
+)
+# 0 is a cap already reached: every post (or draft) refused as over it.
+LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP = whole_number("LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP", default=15, least=0)
+LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP = whole_number("LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP", default=5, least=0)
+LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL = whole_number("LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL", default=100, least=0)
 # Where the sandbox's TikTok posts its webhooks (`_control/deauthorize`): the callback URL one registers for
 # the app in TikTok's developer portal, here this server's own receiver.
 LAYERS_SANDBOX_TIKTOK_WEBHOOK_URL = env.str(

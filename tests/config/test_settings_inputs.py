@@ -78,6 +78,103 @@ def test_a_number_out_of_its_range_is_refused_naming_the_variable_and_its_range(
 
 
 @pytest.mark.parametrize(
+    "name, value, accepts",
+    [
+        # httpx took a negative keep-alive for "drop at once", silently; nan, inf and words stopped the process
+        # with environs' own message, which does not say what the variable takes.
+        ("LAYERS_PLATFORM_KEEPALIVE_SECONDS", "-1", "greater than 0"),
+        ("LAYERS_PLATFORM_KEEPALIVE_SECONDS", "0", "greater than 0"),
+        ("LAYERS_PLATFORM_KEEPALIVE_SECONDS", "nan", "greater than 0"),
+        ("LAYERS_PLATFORM_KEEPALIVE_SECONDS", "inf", "greater than 0"),
+        ("LAYERS_PLATFORM_KEEPALIVE_SECONDS", "1s", "greater than 0"),
+        # gunicorn (`make run` binds settings.PORT) refused it only after migrate and collectstatic, and
+        # LAYERS_PUBLIC_URL, the OAuth callbacks' base, named a port nothing could listen on.
+        ("PORT", "0", "from 1 to 65535"),
+        ("PORT", "-8000", "from 1 to 65535"),
+        ("PORT", "65536", "from 1 to 65535"),
+        ("PORT", "80a", "from 1 to 65535"),
+        # The sandbox: a negative delay published at once, a negative latency was none, a TTL of 0 or less
+        # handed out expired tokens and avatar URLs, a negative cap refused every post, silently.
+        ("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", "-1", "0 or more"),
+        ("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", "nan", "0 or more"),
+        ("LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS", "-10", "0 or more"),
+        ("LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS", "ten", "0 or more"),
+        ("LAYERS_SANDBOX_LATENCY_MS", "-5", "0 or more"),
+        ("LAYERS_SANDBOX_LATENCY_MS", "inf", "0 or more"),
+        ("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", "0", "at least 1"),
+        ("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", "2h", "at least 1"),
+        ("LAYERS_SANDBOX_TIKTOK_ACCESS_TTL_SECONDS", "0", "at least 1"),
+        ("LAYERS_SANDBOX_TIKTOK_ACCESS_TTL_SECONDS", "-3600", "at least 1"),
+        ("LAYERS_SANDBOX_TIKTOK_REFRESH_TTL_SECONDS", "-1", "at least 1"),
+        ("LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP", "-1", "at least 0"),
+        ("LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP", "-1", "at least 0"),
+        ("LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL", "-1", "at least 0"),
+        ("LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL", "1.5", "at least 0"),
+        # Per-minute limits: 0 or less answered every call 429; a misspelt group was ignored; a colon for the
+        # equals sign stopped every process with "not enough values to unpack", naming nothing.
+        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=0", "at least 1"),
+        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=-1", "at least 1"),
+        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "inti=6", "init, creator_info, status, user_info, video_query"),
+        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init:6", "at least 1"),
+        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=6,", "at least 1"),
+        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=many", "at least 1"),
+        # Words where a number goes: the same message as a number out of range, not environs' own.
+        ("LAYERS_WEBHOOK_TIMEOUT", "15s", "greater than 0"),
+        ("LAYERS_DISPATCH_MAX_WAITING", "1e3", "at least 1"),
+    ],
+)
+def test_a_number_the_code_cannot_use_is_refused_naming_the_variable_and_what_it_takes(
+    monkeypatch, name, value, accepts
+):
+    message = refused(monkeypatch, **{name: value})
+    assert message.startswith(f"{name} must be") and accepts in message, message
+    assert f"(not {value!r})" in message or f"(not {value})" in message, message
+
+
+def test_the_bench_settings_check_the_sandbox_delays_they_read_again(monkeypatch):
+    env = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/layers"}
+    for name in ("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", "LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS"):
+        message = refused(monkeypatch, module="bench", **env, **{name: "-1"})
+        assert message.startswith(f"{name} must be") and "0 or more" in message, message
+
+
+def test_the_edges_of_the_new_ranges_are_accepted(monkeypatch):
+    loaded = load_settings(
+        "dev",
+        monkeypatch,
+        PORT="65535",
+        LAYERS_PLATFORM_KEEPALIVE_SECONDS="0.25",
+        LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS="0",
+        LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS="0",
+        LAYERS_SANDBOX_LATENCY_MS="0",
+        LAYERS_SANDBOX_AVATAR_TTL_SECONDS="1",
+        LAYERS_SANDBOX_TIKTOK_ACCESS_TTL_SECONDS="1",
+        LAYERS_SANDBOX_TIKTOK_REFRESH_TTL_SECONDS="1",
+        LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP="0",
+        LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP="0",
+        LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL="0",
+        LAYERS_SANDBOX_TIKTOK_RATE_LIMITS=" init = 1,video_query=5",
+    )
+    assert loaded.PORT == 65535 and loaded.LAYERS_PUBLIC_URL == "http://127.0.0.1:65535"
+    assert loaded.LAYERS_PLATFORM_KEEPALIVE_SECONDS == 0.25
+    assert loaded.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS == loaded.LAYERS_SANDBOX_LATENCY_MS == 0
+    assert loaded.LAYERS_SANDBOX_TIKTOK_ACCESS_TTL.total_seconds() == 1
+    assert loaded.LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP == loaded.LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL == 0
+    assert loaded.LAYERS_SANDBOX_TIKTOK_RATE_LIMITS == {
+        "init": 1,
+        "creator_info": 20,
+        "status": 30,
+        "user_info": 600,
+        "video_query": 5,
+    }
+    assert load_settings("dev", monkeypatch, PORT="1").LAYERS_PUBLIC_URL == "http://127.0.0.1:1"
+    defaults = load_settings("dev", monkeypatch)
+    assert defaults.PORT == 8000 and defaults.LAYERS_PLATFORM_KEEPALIVE_SECONDS == 1.0
+    assert defaults.LAYERS_SANDBOX_TIKTOK_RATE_LIMITS["init"] == 6
+    assert defaults.LAYERS_SANDBOX_AVATAR_TTL_SECONDS == 7200
+
+
+@pytest.mark.parametrize(
     "env",
     [
         {"LAYERS_WEBHOOK_LEASE_SECONDS": "0"},
