@@ -5,6 +5,7 @@ start-up, with an ImproperlyConfigured naming the variable and what it accepts. 
 afresh in this process (tests/config/settings_env.py); the last ones start real processes."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -269,16 +270,29 @@ def test_the_test_and_bench_settings_load_on_their_defaults(monkeypatch):
 # --- Real processes: the refusal stops them, and says which variable ------------------------------------
 
 
+TIMEOUT = 60
+
+
 def start(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    """Run one of our programs to its end. Its own session, so that one that started after all (gunicorn's
+    master and its workers) is killed whole when it outlives TIMEOUT, which fails the test."""
     environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.dev", "LAYERS_ENV_FILE": "/nonexistent"}
-    return subprocess.run(  # noqa: S603 - our own interpreter, fixed programs
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed programs
         [sys.executable, *args],
         cwd=settings.BASE_DIR,
         env={**environment, **env},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{args[:3]} still running after {TIMEOUT} s: it started with {env}\n{err[-1500:]}")
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def test_manage_py_check_refuses_a_rate_it_used_to_pass():
@@ -294,3 +308,27 @@ def test_a_celery_worker_refuses_to_start_naming_the_log_level():
     result = start(args, LAYERS_LOG_LEVEL="verbose", CELERY_BROKER_URL="memory://")
     assert result.returncode != 0, result.stdout
     assert "ImproperlyConfigured: LAYERS_LOG_LEVEL must be" in result.stderr, result.stderr[-1500:]
+
+
+# gunicorn and beat were seen refusing a bad setting by hand only: one checked before (a rate), and two that
+# were not (the keep-alive, PORT: each program started with them).
+BAD_SETTINGS = [("LAYERS_API_RATE", "100/minutes"), ("LAYERS_PLATFORM_KEEPALIVE_SECONDS", "-1"), ("PORT", "0")]
+
+
+@pytest.mark.parametrize("name, value", BAD_SETTINGS)
+def test_gunicorn_refuses_to_start_naming_the_variable(name, value):
+    # The command `make run` and the README's Production section run; loopback only, any free port.
+    args = ["-m", "gunicorn", "config.wsgi", "-c", "config/gunicorn_conf.py", "--bind", "127.0.0.1:0"]
+    result = start(args, **{name: value})
+    assert result.returncode != 0, result.stderr[-1500:]
+    assert f"ImproperlyConfigured: {name} must be" in result.stderr, result.stderr[-1500:]
+
+
+@pytest.mark.parametrize("name, value", BAD_SETTINGS)
+def test_celery_beat_refuses_to_start_naming_the_variable(tmp_path, name, value):
+    # Its own SQLite file and an in-memory broker: should it start after all, it schedules into nothing shared.
+    args = ["-m", "celery", "-A", "config", "beat", "--schedule", str(tmp_path / "beat-schedule")]
+    env = {"CELERY_BROKER_URL": "memory://", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    result = start(args, **env, **{name: value})
+    assert result.returncode != 0, result.stderr[-1500:]
+    assert f"ImproperlyConfigured: {name} must be" in result.stderr, result.stderr[-1500:]
