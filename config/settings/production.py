@@ -178,3 +178,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_SSL_REDIRECT = env.bool("LAYERS_SSL_REDIRECT", default=True)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SECURE_HSTS_SECONDS = whole_number("LAYERS_HSTS_SECONDS", default=365 * 24 * 3600, least=0, unit="seconds")
+# includeSubDomains binds every subdomain of the host that sends it to https for the max-age (with the API at
+# the domain itself, every subdomain of the operator's domain), including ones this service does not run (an
+# intranet page, a vendor's CNAME on plain http): browsers that saw it would refuse them. Off unless the
+# operator, who alone knows the domain, turns it on.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("LAYERS_HSTS_INCLUDE_SUBDOMAINS", default=False)

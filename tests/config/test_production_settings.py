@@ -12,6 +12,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from environs.exceptions import EnvValidationError
 
 from tests.config.settings_env import load_settings
 
@@ -241,6 +242,23 @@ def test_production_can_leave_the_redirect_and_hsts_to_the_proxy():
     assert result.returncode == 0, result.stderr[-800:]
     seen = json.loads(result.stdout)
     assert seen["plain"][0] == 401 and seen["hsts"] is None
+
+
+def test_production_adds_include_subdomains_to_hsts_only_when_the_operator_asks():
+    # Off by default (the existing tests see a bare max-age): it binds every subdomain of the operator's
+    # domain to https for the max-age, which only the operator can know to be safe.
+    result = load({**FULL, "LAYERS_HSTS_INCLUDE_SUBDOMAINS": "true"}, code=HTTPS_PROBE)
+    assert result.returncode == 0, result.stderr[-800:]
+    assert json.loads(result.stdout)["hsts"] == "max-age=31536000; includeSubDomains"
+
+
+def test_production_refuses_an_include_subdomains_that_is_no_boolean(monkeypatch):
+    # As every boolean setting: environs refuses it, naming the variable (a typo must not leave it off unseen).
+    with pytest.raises(EnvValidationError, match="LAYERS_HSTS_INCLUDE_SUBDOMAINS") as raised:
+        load_settings("production", monkeypatch, **FULL, LAYERS_HSTS_INCLUDE_SUBDOMAINS="subdomains")
+    assert "Not a valid boolean" in str(raised.value)
+    loaded = load_settings("production", monkeypatch, **FULL, LAYERS_HSTS_INCLUDE_SUBDOMAINS="false")
+    assert loaded.SECURE_HSTS_INCLUDE_SUBDOMAINS is False
 
 
 BAD_HOST_PROBE = """
