@@ -10,7 +10,8 @@ from billing.models import LedgerEntry, Wallet
 # The ledger's order: time, then id. It is total (the id is the primary key), it is the order partners page
 # GET /v1/wallet/entries in (newest first), and `ledger_org_newest` indexes it per organization. Not the id
 # alone: a top-up's id is minted from the web process's clock and a renewal's from the database's
-# (config/api/ids.py, billing/services.py's bulk statement), and two clocks can disagree.
+# (config/api/ids.py, billing/services.py's bulk statement), and two clocks can disagree. The time follows the
+# order an organization's entries were committed in (billing.services._entry_time), which keyset pages need.
 LEDGER_ORDER = ("created_at", "id")
 
 

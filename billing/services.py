@@ -6,6 +6,8 @@ Invariants (held here and by the database):
 - every writer of an organization's ledger first locks that organization's Wallet row (several wallets:
   in id order, so writers never deadlock); the ledger of one organization is therefore written serially,
   and "what is already charged" read under that lock is exact;
+- an entry's time is taken under that lock (_entry_time): an organization's ledger order (time, then id)
+  is the order its entries were committed in;
 - a lease period is charged at most once: the unique constraint (lease, period_index) refuses a second row
   even from code that forgot the lock, and the bulk insert skips such rows (ON CONFLICT DO NOTHING) and
   moves the balance only by the rows it really inserted.
@@ -44,6 +46,20 @@ def _wallets_lock(organization_ids) -> dict[str, Wallet]:
     return {w.pk: w for w in Wallet.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
 
 
+def _entry_time(organization_id: str) -> datetime:
+    """The time of the entries appended now to the organization's ledger, whose wallet this transaction has
+    locked.
+
+    Partners page an organization's ledger newest first by time (selectors.LEDGER_ORDER), and the admin sums
+    it in that order for the balance after each entry: an entry must sort after every entry committed before
+    it. Read before the lock, the time of a writer that then waited for it would be older than the entries
+    committed meanwhile: a partner who had read those would never see it (it sorts among rows already
+    read), and the balance after each entry would show balances the wallet never had. Every writer holds
+    the lock until it commits, so a time read under it is later than every committed entry's. Billing
+    periods are not read from it."""
+    return timezone.now()
+
+
 def _move_balance(wallet: Wallet, delta: int, now: datetime) -> None:
     """Apply `delta` to the locked wallet's cached balance and its past-due flag."""
     wallet.balance_cents += delta
@@ -75,7 +91,6 @@ def _check_cents(cents, *, positive: bool) -> None:
 
 
 def _record(*, organization_id: str, kind: str, cents: int, reason: str, actor, reference: str) -> LedgerEntry:
-    now = timezone.now()
     with transaction.atomic():
         wallet = _wallets_lock([organization_id])[organization_id]
         if reference:
@@ -86,6 +101,7 @@ def _record(*, organization_id: str, kind: str, cents: int, reason: str, actor, 
                     raise Validation({"reference": ["Already used for a different entry of this organization."]})
                 first.already_recorded = True
                 return first
+        now = _entry_time(organization_id)
         entry = LedgerEntry(
             organization_id=organization_id,
             kind=kind,
@@ -152,12 +168,13 @@ def _owed_indexes(lease: Lease, *, after: int, until: datetime) -> list[int]:
 
 
 def _charge_lease(*, lease_id: int, until: datetime) -> list[LedgerEntry]:
-    """Charge every period of one lease owed by `until` that is not charged yet."""
-    now = timezone.now()
+    """Charge every period of one lease owed by `until` that is not charged yet. `until` says which periods
+    are owed; the entries' time is when they are recorded (_entry_time)."""
     with transaction.atomic():
         # Read the lease after taking the lock: its released_at is then the one that counts.
         organization_id = Lease.objects.filter(pk=lease_id).values_list("organization_id", flat=True).get()
         wallet = _wallets_lock([organization_id])[organization_id]
+        now = _entry_time(organization_id)
         lease = Lease.objects.get(pk=lease_id)
         last = LedgerEntry.objects.filter(lease_id=lease_id).aggregate(last=Max("period_index"))["last"]
         anchor = lease.assigned_at.astimezone(UTC)
@@ -247,7 +264,8 @@ SELECT l.id, l.organization_id
 # One statement per batch: compute every owed, uncharged period of the batch's leases (catch-up included),
 # insert them, mark the batch's released leases whose months are now all charged as settled (only those
 # rows are written: a live lease's row is never touched by a charge), and move each wallet by the sum of the
-# rows really inserted (RETURNING, so a row skipped by ON CONFLICT never moves a balance).
+# rows really inserted (RETURNING, so a row skipped by ON CONFLICT never moves a balance). The rows are
+# recorded at `recorded`, read once the wallets are locked (_entry_time).
 _CHARGE_BATCH_SQL = """
 WITH leases AS (
     SELECT l.id, l.organization_id, l.monthly_price_cents, l.released_at,
@@ -334,6 +352,8 @@ def _charge_due_bulk(*, now: datetime, batch_size: int) -> int:
             }
             cursor.execute(_CREATE_WALLETS_SQL, params)
             cursor.execute(_LOCK_WALLETS_SQL, params)  # in id order, like every other ledger writer
+            # The charges' time, read once the locks are held (_entry_time); `now` says which periods are due.
+            params["recorded"] = timezone.now()
             # This statement starts after the lock, so it sees every charge committed before it (READ
             # COMMITTED): the batch charges what is still uncharged now, not what was when it was picked.
             cursor.execute(_CHARGE_BATCH_SQL, params)

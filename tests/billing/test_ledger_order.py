@@ -1,0 +1,87 @@
+"""An organization's ledger is in the order its entries were committed, on real PostgreSQL (threads, each with
+its own connection): an entry that waited for the wallet lock behind another writer sorts after that writer's
+entry. Otherwise a partner paging GET /v1/wallet/entries while it waited passes it for good (API.md: cursor
+pagination never skips rows when rows are added), and the balance after each entry, in the admin, shows
+balances the wallet never had."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from billing import selectors, services
+from billing.models import Wallet
+from tests.billing.factories import lease_assign
+from tests.concurrency import wait_until_waiting
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WRITERS = {
+    "finance top-up": lambda org: services.wallet_top_up(organization=org, cents=400, reason="LATE"),
+    "renewal job": lambda org: services.lease_charges_run(),
+    # The job as it runs on SQLite (`make run`): one lease at a time, through the code a release also runs.
+    "renewal job, one lease at a time": lambda org: services.charge_due_per_lease(now=timezone.now()),
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_an_entry_that_waited_for_the_wallet_lock_is_not_skipped_by_a_partner_paging_the_ledger(owner, writer):
+    org = owner.org
+    lease_assign(owner, price_cents=4900, at=timezone.now() - timedelta(days=40))  # month 2 is due
+    services.wallet_top_up(organization=org, cents=200, reason="R2")
+    locked, go, late_wrote, late_commit = (threading.Event() for _ in range(4))
+    errors: list[BaseException] = []
+
+    def holder():  # a writer holding the wallet lock, which records R3 and commits first
+        try:
+            with transaction.atomic():
+                Wallet.objects.select_for_update().get(pk=org.pk)
+                locked.set()
+                go.wait(30)
+                services.wallet_top_up(organization=org, cents=300, reason="R3")
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def late():  # starts while R3's writer holds the lock, waits for it, commits after the partner's first page
+        try:
+            with transaction.atomic():
+                WRITERS[writer](org)
+                late_wrote.set()
+                late_commit.wait(30)
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    first_writer = threading.Thread(target=holder)
+    first_writer.start()
+    assert locked.wait(30)
+    late_writer = threading.Thread(target=late)
+    late_writer.start()
+    wait_until_waiting("FOR UPDATE")
+    go.set()
+    first_writer.join(30)
+    assert late_wrote.wait(30)
+    first = owner.client.get("/v1/wallet/entries?limit=2").json()  # R3, R2: the late entry is not committed
+    late_commit.set()
+    late_writer.join(30)
+    assert errors == []
+    second = owner.client.get(f"/v1/wallet/entries?limit=2&cursor={first['nextCursor']}").json()
+
+    walked = [e["description"] for e in first["data"] + second["data"]]  # one pass, to the oldest entry
+    assert walked[:2] == ["R3", "R2"] and second["nextCursor"] is None
+    # The partner's next poll reads from the top down to the newest entry it has (R3): what is above it is new.
+    top = [e["description"] for e in owner.client.get("/v1/wallet/entries?limit=2").json()["data"]]
+    new = top[: top.index("R3")] if "R3" in top else top
+    ledger = [e["description"] for e in owner.client.get("/v1/wallet/entries").json()["data"]]
+    assert len(ledger) == 4
+    assert new + walked == ledger  # the late entry is seen, on top of what was walked: nothing passed by
+    # The balance after each entry, oldest first, is the balance the wallet had: month 1, R2, R3, then the late
+    # entry (a top-up of $4, or month 2).
+    late_cents = 400 if writer == "finance top-up" else -4900
+    balances = [e.balance_after for e in selectors.ledger_with_balances(organization_id=org.pk)][::-1]
+    assert balances == [-4900, -4700, -4400, -4400 + late_cents]
