@@ -6,8 +6,8 @@ Invariants (held here and by the database):
 - every writer of an organization's ledger first locks that organization's Wallet row (several wallets:
   in id order, so writers never deadlock); the ledger of one organization is therefore written serially,
   and "what is already charged" read under that lock is exact;
-- an entry's time is taken under that lock (_entry_time): an organization's ledger order (time, then id)
-  is the order its entries were committed in;
+- an entry's time is taken under that lock, after the ledger's newest entry (_entry_time): an organization's
+  ledger order (time, then id) is the order its entries were committed in;
 - a lease period is charged at most once: the unique constraint (lease, period_index) refuses a second row
   even from code that forgot the lock, and the bulk insert skips such rows (ON CONFLICT DO NOTHING) and
   moves the balance only by the rows it really inserted.
@@ -19,7 +19,7 @@ accounts to a past-due organization: the request's fulfilment page shows ops its
 whether to assign anyway is their call (README, Billing)."""
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 from django.db.models import Max
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_ENTRY_CENTS = 100_000_000_00  # $100M: a typo guard far below bigint, not a business limit
 DEFAULT_BATCH = 5000  # leases per transaction: ~0.5 s of wallet locks at most
+TICK = timedelta(microseconds=1)  # the finest step of a stored time (PostgreSQL and Python alike)
 
 
 # --- Wallets --------------------------------------------------------------------------------------------
@@ -55,9 +56,12 @@ def _entry_time(organization_id: str) -> datetime:
     it. Read before the lock, the time of a writer that then waited for it would be older than the entries
     committed meanwhile: a partner who had read those would never see it (it sorts among rows already
     read), and the balance after each entry would show balances the wallet never had. Every writer holds
-    the lock until it commits, so a time read under it is later than every committed entry's. Billing
-    periods are not read from it."""
-    return timezone.now()
+    the lock until it commits, so a time read under it is later than every committed entry's, on one clock;
+    the web and the workers may run on hosts whose clocks disagree, so it is also kept after the ledger's
+    newest entry (one step of ledger_org_newest). Billing periods are not read from it."""
+    now = timezone.now()
+    newest = LedgerEntry.objects.filter(organization_id=organization_id).aggregate(newest=Max("created_at"))
+    return now if newest["newest"] is None or newest["newest"] < now else newest["newest"] + TICK
 
 
 def _move_balance(wallet: Wallet, delta: int, now: datetime) -> None:
@@ -264,8 +268,9 @@ SELECT l.id, l.organization_id
 # One statement per batch: compute every owed, uncharged period of the batch's leases (catch-up included),
 # insert them, mark the batch's released leases whose months are now all charged as settled (only those
 # rows are written: a live lease's row is never touched by a charge), and move each wallet by the sum of the
-# rows really inserted (RETURNING, so a row skipped by ON CONFLICT never moves a balance). The rows are
-# recorded at `recorded`, read once the wallets are locked (_entry_time).
+# rows really inserted (RETURNING, so a row skipped by ON CONFLICT never moves a balance). Each organization's
+# rows are recorded at `recorded` (read once the wallets are locked) or just after its ledger's newest entry,
+# whichever is later: _entry_time, per organization.
 _CHARGE_BATCH_SQL = """
 WITH leases AS (
     SELECT l.id, l.organization_id, l.monthly_price_cents, l.released_at,
@@ -288,17 +293,24 @@ WITH leases AS (
     SELECT * FROM due
      WHERE period_start <= %(now)s
        AND (period_index = 0 OR released_at IS NULL OR period_start < released_at)
+), stamps AS (
+    SELECT org AS organization_id,
+           GREATEST(%(recorded)s, (SELECT max(e.created_at) FROM billing_ledgerentry e WHERE e.organization_id = org)
+                                  + interval '1 microsecond') AS recorded  -- GREATEST skips a NULL (no entry yet)
+      FROM unnest(%(orgs)s::varchar[]) AS org
 ), inserted AS (
     INSERT INTO billing_ledgerentry (id, organization_id, kind, amount_cents, reason, reference, lease_id,
                                      period_index, period_start, period_end, created_at, actor_id)
     SELECT 'le_' || lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
-                 || substr(md5(random()::text || lease_id::text || period_index::text), 1, 20),
-           organization_id, 'lease_charge',
-           -monthly_price_cents, '', '', lease_id, period_index, period_start, period_end, %(recorded)s, NULL
-      FROM owed
-     ORDER BY lease_id, period_index
+                 || substr(md5(random()::text || o.lease_id::text || o.period_index::text), 1, 20),
+           o.organization_id, 'lease_charge',
+           -o.monthly_price_cents, '', '', o.lease_id, o.period_index, o.period_start, o.period_end, s.recorded,
+           NULL
+      FROM owed o
+      JOIN stamps s ON s.organization_id = o.organization_id
+     ORDER BY o.lease_id, o.period_index
         ON CONFLICT DO NOTHING
-    RETURNING organization_id, amount_cents
+    RETURNING organization_id, amount_cents, created_at
 ), settled AS (
     -- owed holds every period charged now (by this statement, or by a run that committed before it).
     UPDATE leasing_lease t
@@ -310,12 +322,14 @@ WITH leases AS (
        AND (l.anchor + make_interval(months => GREATEST(l.last, COALESCE(o.upto, -1)) + 1)) AT TIME ZONE 'UTC'
            >= l.released_at
 ), totals AS (
-    SELECT organization_id, sum(amount_cents) AS delta, count(*) AS n FROM inserted GROUP BY organization_id
+    SELECT organization_id, sum(amount_cents) AS delta, count(*) AS n, max(created_at) AS recorded
+      FROM inserted
+     GROUP BY organization_id
 )
 UPDATE billing_wallet w
    SET balance_cents = w.balance_cents + t.delta,
-       past_due_since = CASE WHEN w.balance_cents + t.delta < 0 THEN COALESCE(w.past_due_since, %(recorded)s) END,
-       updated_at = %(recorded)s
+       past_due_since = CASE WHEN w.balance_cents + t.delta < 0 THEN COALESCE(w.past_due_since, t.recorded) END,
+       updated_at = t.recorded
   FROM totals t
  WHERE w.organization_id = t.organization_id
 RETURNING t.n

@@ -5,9 +5,10 @@ pagination never skips rows when rows are added), and the balance after each ent
 balances the wallet never had."""
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
+import time_machine
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -85,3 +86,23 @@ def test_an_entry_that_waited_for_the_wallet_lock_is_not_skipped_by_a_partner_pa
     late_cents = 400 if writer == "finance top-up" else -4900
     balances = [e.balance_after for e in selectors.ledger_with_balances(organization_id=org.pk)][::-1]
     assert balances == [-4900, -4700, -4400, -4400 + late_cents]
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_an_entry_recorded_by_a_host_whose_clock_is_behind_still_sorts_after_the_entries_before_it(owner, writer):
+    """The web and the workers may run on hosts whose clocks disagree: the entry a worker a minute behind records
+    after a top-up made through the web is still the newest, for the partner and in the balances after."""
+    org = owner.org
+    lease_assign(owner, price_cents=4900, at=timezone.now() - timedelta(days=40))  # month 2 is due
+    services.wallet_top_up(organization=org, cents=200, reason="R2")
+
+    with time_machine.travel(timezone.now() - timedelta(minutes=1)):
+        WRITERS[writer](org)
+
+    ledger = owner.client.get("/v1/wallet/entries").json()["data"]
+    late = "LATE" if writer == "finance top-up" else "month 2"
+    assert late in ledger[0]["description"] and ledger[1]["description"] == "R2"
+    assert datetime.fromisoformat(ledger[0]["createdAt"]) > datetime.fromisoformat(ledger[1]["createdAt"])
+    late_cents = 400 if writer == "finance top-up" else -4900
+    balances = [e.balance_after for e in selectors.ledger_with_balances(organization_id=org.pk)][::-1]
+    assert balances == [-4900, -4700, -4700 + late_cents]
