@@ -17,7 +17,7 @@ CURRENCY = "USD"
 
 class Wallet(models.Model):
     """One per organization, created lazily by the first entry (an organization without one has a zero
-    balance). Every writer of an organization's ledger locks this row first (services._lock_wallets), so
+    balance). Every writer of an organization's ledger locks this row first (services._wallets_lock), so
     ledger writes of one organization are serialized and the cached balance cannot drift."""
 
     class Status(models.TextChoices):
