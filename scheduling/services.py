@@ -1627,25 +1627,29 @@ def _dispatch_managed(post: ScheduledPost) -> str:
             post, "PLATFORM_REJECTED", "The project's managed-distribution provider is not configured.", answered=False
         )
     secret = provider.secret
-    if secret is None and provider.secret_enc:
-        # Its key was removed from LAYERS_TOKEN_KEYS before rotate_token_keys re-encrypted it. Signed with an
-        # empty key, every post read as the provider refusing it (HTTP 401). Failed, not retried, as the other
-        # provider configuration problems are (no provider, above; an unsafe URL, below): waiting does not mend
-        # it, only staff entering the secret again, and retrying for the hour's window would only delay the
-        # failure that tells them. The post reached no one: ops retry it (post_retry) once the secret is back.
+    if not secret:
+        # Nothing to sign with: the secret's key was removed from LAYERS_TOKEN_KEYS before rotate_token_keys
+        # re-encrypted it, or none was ever stored (a row made outside the admin, which requires one: the ORM,
+        # a data migration). Signed with an empty key, every post read as the provider refusing it (HTTP 401).
+        # Failed, not retried, as the other provider configuration problems are (no provider, above; an unsafe
+        # URL, below): waiting does not mend it, only staff entering the secret, and retrying for the hour's
+        # window would only delay the failure that tells them. The post reached no one: ops retry it
+        # (post_retry) once the secret is there.
         log.error(
-            "managed provider %s (%s) of project %s: its secret no longer decrypts (encryption key removed from "
-            "LAYERS_TOKEN_KEYS?); post %s not sent, enter the secret again in the admin",
+            "managed provider %s (%s) of project %s: %s; post %s not sent, enter the secret in the admin",
             provider.pk,
             provider.name,
             provider.project_id,
+            "its secret no longer decrypts (encryption key removed from LAYERS_TOKEN_KEYS?)"
+            if secret is None and provider.secret_enc
+            else "no secret is stored",
             post.pk,
         )
         return _fail(
             post,
             "PLATFORM_REJECTED",
-            "The managed-distribution provider's secret cannot be read; Layers staff must enter it again in the "
-            "admin. The provider was not called.",
+            "The managed-distribution provider's secret is missing or cannot be read; Layers staff must enter it "
+            "in the admin. The provider was not called.",
             answered=False,
         )
     account, container = post.social_account, post.container
@@ -1676,8 +1680,7 @@ def _dispatch_managed(post: ScheduledPost) -> str:
     headers = {
         "Content-Type": "application/json",
         "Idempotency-Key": post.pk,
-        # No secret stored at all (a provider made outside the admin, which requires one): signed as before.
-        "Layers-Signature": signature_header(body, [secret or ""]),
+        "Layers-Signature": signature_header(body, [secret]),
     }
     limits = [
         callgate.Limit(

@@ -118,14 +118,13 @@ def test_a_platform_answer_that_is_a_compression_bomb_is_refused_without_decodin
 
 @pytest.mark.django_db(transaction=True)
 def test_a_managed_provider_answer_that_is_a_compression_bomb_is_refused_and_the_post_retried(owner):
-    from scheduling.models import ManagedProvider
     from tests.accounts.oauth_helpers import connected_account
-    from tests.scheduling.publish_helpers import post, run_dispatcher, schedule_now
+    from tests.scheduling.publish_helpers import managed_provider, post, run_dispatcher, schedule_now
 
     requests: list[bytes] = []
     url, done = serve(answering(b"application/json", "gzip", bomb("gzip")), path="/dispatch", requests=requests)
     account = connected_account(owner, "tiktok", "managed.bomb")
-    ManagedProvider.objects.create(project=owner.project, name="Bomb", endpoint_url=url)
+    managed_provider(project=owner.project, name="Bomb", endpoint_url=url)
     scheduled = schedule_now(owner, account["id"], mode="managed")
     try:
         with peak_memory() as seen:

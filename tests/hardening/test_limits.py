@@ -377,15 +377,14 @@ def test_a_platform_answer_whose_headers_drip_is_given_up_on_before_they_end(set
 def test_a_managed_provider_whose_answer_drips_is_given_up_on_and_the_post_retried(owner, settings):
     # The provider call used its own client: each network wait was bounded, the whole answer was not, so a
     # provider answering a byte now and then held a publisher past its claim lease.
-    from scheduling.models import ManagedProvider
     from tests.accounts.oauth_helpers import connected_account
-    from tests.scheduling.publish_helpers import post, run_dispatcher, schedule_now
+    from tests.scheduling.publish_helpers import managed_provider, post, run_dispatcher, schedule_now
 
     settings.LAYERS_PLATFORM_TIMEOUT = 0.5
     drip, seen = json_answer_dripping(b" " * 1200)  # a minute at this pace
     url, done = serve(drip, path="/dispatch")
     account = connected_account(owner, "tiktok", "managed.drip")
-    ManagedProvider.objects.create(project=owner.project, name="Slow", endpoint_url=url)
+    managed_provider(project=owner.project, name="Slow", endpoint_url=url)
     scheduled = schedule_now(owner, account["id"], mode="managed")
     try:
         run_dispatcher()

@@ -32,7 +32,7 @@ from tests.concurrency import run_in_threads, waiting_on_lock
 from tests.leasing.helpers import add_pool, get_request, request_accounts
 from tests.leasing.test_ops_guards import pool_form
 from tests.receivers import receiver
-from tests.scheduling.publish_helpers import post, sandbox_posts, schedule_now
+from tests.scheduling.publish_helpers import managed_provider, post, sandbox_posts, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 WAIT = 20
@@ -387,7 +387,6 @@ def test_a_claimed_post_is_not_published_on_an_account_released_before_its_creat
 
 def test_managed_posts_read_before_a_release_are_not_sent_to_the_provider_after_it(owner):
     from scheduling import services as scheduling
-    from scheduling.models import ManagedProvider
 
     _, account_id = leased_account(owner)
     released = []
@@ -398,7 +397,7 @@ def test_managed_posts_read_before_a_release_are_not_sent_to_the_provider_after_
         return 200, {"id": f"mp-{len(released)}"}, {}
 
     with receiver(provider) as (url, received):
-        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        managed_provider(project=owner.project, name="Boost", endpoint_url=url)
         first = schedule_now(owner, account_id, mode="managed")
         second = schedule_now(owner, account_id, mode="managed")
         assert sorted(scheduling.posts_claim_due()) == sorted([first["id"], second["id"]])

@@ -2,7 +2,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from accounts import crypto
 from accounts.platforms.sandbox.models import Post as SandboxPost
+from scheduling.models import ManagedProvider
 from scheduling.tasks import dispatch_due_posts
 
 MEDIA = {
@@ -38,6 +40,12 @@ def schedule_now(
     )
     assert response.status_code == 201, response.content
     return response.json()["scheduledPosts"][0]
+
+
+def managed_provider(**fields) -> ManagedProvider:
+    """A project's managed-distribution provider as the admin saves it: with a secret (a provider without one is
+    never called, its posts fail). `fields` as for ManagedProvider.objects.create."""
+    return ManagedProvider.objects.create(**{"secret_enc": crypto.encrypt("provider-shared-secret"), **fields})
 
 
 def run_dispatcher() -> int:

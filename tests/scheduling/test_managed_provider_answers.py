@@ -5,10 +5,9 @@ import pytest
 import time_machine
 
 from accounts.models import Event
-from scheduling.models import ManagedProvider
 from tests.accounts.oauth_helpers import connected_account
 from tests.receivers import receiver
-from tests.scheduling.publish_helpers import later, post, run_dispatcher, schedule_now
+from tests.scheduling.publish_helpers import later, managed_provider, post, run_dispatcher, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,7 +29,7 @@ def ticks_for_an_hour():
 def test_a_provider_answer_too_long_to_store_publishes_the_post_once_without_it(owner, answer, external):
     account = connected_account(owner, "tiktok", "managed.long")
     with receiver(lambda r: (200, answer, {})) as (url, received):
-        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        managed_provider(project=owner.project, name="Boost", endpoint_url=url)
         scheduled = schedule_now(owner, account["id"], mode="managed")
         run_dispatcher()
         ticks_for_an_hour()
@@ -52,7 +51,7 @@ def test_a_provider_answer_too_long_to_store_publishes_the_post_once_without_it(
 def test_a_provider_url_that_is_not_absolute_http_is_not_handed_to_partners(owner, provider_url):
     account = connected_account(owner, "tiktok", "managed.js")
     with receiver(lambda r: (200, {"id": "mp-2", "url": provider_url}, {})) as (url, _):
-        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        managed_provider(project=owner.project, name="Boost", endpoint_url=url)
         scheduled = schedule_now(owner, account["id"], mode="managed")
         run_dispatcher()
     body = post(owner, scheduled["id"])

@@ -6,9 +6,9 @@ import socket
 import pytest
 import time_machine
 
-from scheduling.models import ManagedProvider, ScheduledPost
+from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import connected_account
-from tests.scheduling.publish_helpers import later, post, run_dispatcher, schedule_now
+from tests.scheduling.publish_helpers import later, managed_provider, post, run_dispatcher, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,7 +49,7 @@ def managed_post_with_provider_resolving(owner, settings, monkeypatch, handle: s
     """A managed post due now in a project whose provider is https://provider.example, whose name lookups
     `answer(port)` gives (or raises); private fetches off, as in production."""
     account = connected_account(owner, "tiktok", handle)
-    ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url="https://provider.example/in")
+    managed_provider(project=owner.project, name="Boost", endpoint_url="https://provider.example/in")
     scheduled = schedule_now(owner, account["id"], mode="managed")
     settings.LAYERS_ALLOW_PRIVATE_FETCH = False
     real = socket.getaddrinfo

@@ -14,11 +14,11 @@ from django.utils import timezone
 
 from accounts.callgate import CallGate
 from scheduling import services, tasks
-from scheduling.models import ManagedProvider, ScheduledPost
+from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import connected_account
 from tests.concurrency import AtOnce, drain_in_threads, run_in_threads
 from tests.receivers import receiver
-from tests.scheduling.publish_helpers import post, run_dispatcher, schedule_now
+from tests.scheduling.publish_helpers import managed_provider, post, run_dispatcher, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,7 +39,7 @@ def test_org_b_post_is_not_held_up_by_org_a_hanging_managed_provider(owner, sibl
     a_account = connected_account(owner, "tiktok", "noisy.a")
     b_account = connected_account(sibling, "tiktok", "quiet.b")
     with receiver(hang) as (url, received):
-        ManagedProvider.objects.create(project=owner.project, name="A's provider", endpoint_url=url)
+        managed_provider(project=owner.project, name="A's provider", endpoint_url=url)
         a_ids = [schedule_now(owner, a_account["id"], mode="managed", caption=f"a{i}")["id"] for i in range(12)]
         b_id = schedule_now(sibling, b_account["id"], caption="b")["id"]
         broker: queue.Queue[list[str]] = queue.Queue()
@@ -74,7 +74,7 @@ def test_deferred_managed_posts_are_each_sent_once_when_the_provider_has_room(ow
 
     account = connected_account(owner, "tiktok", "managed.busy")
     with receiver(slow) as (url, received):
-        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        managed_provider(project=owner.project, name="Boost", endpoint_url=url)
         ids = [schedule_now(owner, account["id"], mode="managed", caption=f"p{i}")["id"] for i in range(6)]
         claimed = services.posts_claim_due()
         assert sorted(claimed) == sorted(ids)
@@ -104,7 +104,7 @@ def test_a_duplicate_run_of_a_managed_post_never_calls_the_provider_a_second_tim
 
     account = connected_account(owner, "tiktok", "managed.dup")
     with receiver(held) as (url, received):
-        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        managed_provider(project=owner.project, name="Boost", endpoint_url=url)
         post_id = schedule_now(owner, account["id"], mode="managed")["id"]
         services.posts_claim_due()
         results = {}
@@ -136,7 +136,7 @@ def test_a_provider_that_keeps_timing_out_is_left_alone_for_a_cool_off(owner, se
     account = connected_account(owner, "tiktok", "managed.down")
     trips = services.FAILURES_BEFORE_COOL_OFF
     with receiver(respond) as (url, received):
-        provider = ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        provider = managed_provider(project=owner.project, name="Boost", endpoint_url=url)
         ids = [schedule_now(owner, account["id"], mode="managed", caption=f"p{i}")["id"] for i in range(trips + 3)]
         services.posts_claim_due()
         outcomes = [services.post_publish(post_id=pk) for pk in ids]
@@ -168,7 +168,7 @@ def test_a_worker_killed_mid_call_to_the_provider_costs_one_requeue_not_two(owne
 
     account = connected_account(owner, "tiktok", "managed.dies")
     with receiver(lambda request: (200, {"id": "mp-1"}, {})) as (url, received):
-        provider = ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        provider = managed_provider(project=owner.project, name="Boost", endpoint_url=url)
         post_id = schedule_now(owner, account["id"], mode="managed")["id"]
         t0 = timezone.now()
         with time_machine.travel(t0, tick=False):

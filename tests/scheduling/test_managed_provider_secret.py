@@ -1,5 +1,6 @@
 """A managed provider's secret that no longer decrypts (encrypted under a key removed from LAYERS_TOKEN_KEYS
-before `rotate_token_keys` re-encrypted it). Before, its posts were signed with an empty key, every one failed
+before `rotate_token_keys` re-encrypted it), or that was never stored (a row made outside the admin, which
+requires one: the ORM, a data migration). Before, its posts were signed with an empty key, every one failed
 "The provider refused the post (HTTP 401)." and nothing was logged: it read as the provider's fault."""
 
 import hashlib
@@ -9,6 +10,7 @@ import logging
 import pytest
 from cryptography.fernet import Fernet
 
+from accounts import crypto
 from scheduling import services
 from scheduling.models import ManagedProvider, ScheduledPostAttempt
 from tests.accounts.oauth_helpers import connected_account
@@ -45,23 +47,34 @@ def test_a_managed_post_failed_for_a_lost_provider_secret_is_not_counted_as_the_
     assert attempt.platform is None
 
 
-def test_a_provider_secret_that_no_longer_decrypts_is_never_signed_with_and_says_so(owner, caplog, staff):  # noqa: F811
+# How a provider can be stored without a secret Layers can sign with, and what its ERROR line says of it.
+UNUSABLE_SECRETS = {
+    # Under a key Layers no longer has.
+    "lost key": (lambda: Fernet(Fernet.generate_key()).encrypt(SECRET.encode()).decode(), "no longer decrypts"),
+    "none stored": (lambda: "", "no secret is stored"),
+    "empty secret": (lambda: crypto.encrypt(""), "no secret is stored"),
+}
+
+
+@pytest.mark.parametrize("stored", UNUSABLE_SECRETS)
+def test_a_provider_secret_that_cannot_be_signed_with_is_never_used_and_says_so(owner, caplog, staff, stored):  # noqa: F811
+    stored_form, cause = UNUSABLE_SECRETS[stored]
     account = connected_account(owner, "tiktok", "managed.lostkey")
-    lost = Fernet(Fernet.generate_key()).encrypt(SECRET.encode()).decode()  # under a key Layers no longer has
     caplog.set_level(logging.INFO)
     with receiver(verifying) as (url, received):
         provider = ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
-        ManagedProvider.objects.filter(pk=provider.pk).update(secret_enc=lost)
+        ManagedProvider.objects.filter(pk=provider.pk).update(secret_enc=stored_form())
         scheduled = schedule_now(owner, account["id"], mode="managed")
         run_dispatcher()
 
         assert received == [], "the provider was called without its secret"
         body = post(owner, scheduled["id"])
         assert (body["status"], body["error"]["code"]) == ("failed", "PLATFORM_REJECTED"), body
-        assert "secret cannot be read" in body["error"]["message"] and "admin" in body["error"]["message"], body
+        assert "secret is missing or cannot be read" in body["error"]["message"], body
+        assert "admin" in body["error"]["message"], body
         [line] = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert line.name == "scheduling.services"
-        for named in (provider.pk, owner.project.pk, "decrypt"):
+        for named in (provider.pk, owner.project.pk, cause):
             assert str(named) in line.getMessage(), line.getMessage()
 
         # Staff enter the secret again in the admin, then retry the post (the admin's retry action's service).

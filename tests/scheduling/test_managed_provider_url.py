@@ -10,7 +10,7 @@ from config import netguard
 from scheduling.models import ManagedProvider
 from tests.accounts.oauth_helpers import connected_account
 from tests.receivers import receiver
-from tests.scheduling.publish_helpers import post, run_dispatcher, schedule_now
+from tests.scheduling.publish_helpers import managed_provider, post, run_dispatcher, schedule_now
 from tests.scheduling.test_ops_admin import PROVIDER_ADD, staff  # noqa: F401 - the fixture
 from tests.staff import admin_object_url
 
@@ -36,9 +36,7 @@ def test_a_plain_http_provider_is_not_sent_partner_content_in_production(owner, 
     account = connected_account(owner, "tiktok", "managed.cleartext")
     with receiver() as (base, received):
         port = base.rsplit(":", 1)[1]
-        ManagedProvider.objects.create(
-            project=owner.project, name="Boost", endpoint_url=f"http://provider.example:{port}/in"
-        )
+        managed_provider(project=owner.project, name="Boost", endpoint_url=f"http://provider.example:{port}/in")
         scheduled = schedule_now(owner, account["id"], mode="managed")
         settings.LAYERS_ALLOW_PRIVATE_FETCH = False
         # The provider's name resolves to the receiver, counted as public: only the scheme is wrong.
@@ -56,7 +54,7 @@ def test_in_dev_a_local_http_provider_still_gets_its_posts(owner, settings):
     account = connected_account(owner, "tiktok", "managed.dev")
     settings.LAYERS_ALLOW_PRIVATE_FETCH = True  # make run: providers run on 127.0.0.1 over http
     with receiver() as (base, received):
-        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=f"{base}/in")
+        managed_provider(project=owner.project, name="Boost", endpoint_url=f"{base}/in")
         scheduled = schedule_now(owner, account["id"], mode="managed")
         run_dispatcher()
     assert len(received) == 1

@@ -14,11 +14,11 @@ from accounts.models import Event, SocialAccount
 from accounts.platforms.instagram import InstagramClient
 from accounts.platforms.tiktok import TikTokClient
 from scheduling import services
-from scheduling.models import ManagedProvider, ScheduledPost
+from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import connected_account, consent_and_return
 from tests.platform_helpers import intercepted, platform_down
 from tests.receivers import receiver
-from tests.scheduling.publish_helpers import later, post, run_dispatcher, schedule_now
+from tests.scheduling.publish_helpers import later, managed_provider, post, run_dispatcher, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -142,7 +142,7 @@ def test_a_managed_posts_provider_id_is_never_asked_of_the_platform(owner, setti
     settings.LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = 0
     account = connected_account(owner, platform, f"managed.metrics.{platform}")
     with receiver(lambda r: (200, {"id": "mp-77", "url": "https://boost.test/p/77"}, {})) as (url, _):
-        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        managed_provider(project=owner.project, name="Boost", endpoint_url=url)
         managed = schedule_now(owner, account["id"], mode="managed", media_type="image")
         own = schedule_now(owner, account["id"], media_type="image")
         run_dispatcher()

@@ -16,7 +16,7 @@ from scheduling.models import Layer, ManagedProvider, ScheduledPost
 from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.platform_helpers import intercepted
 from tests.receivers import receiver
-from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
+from tests.scheduling.publish_helpers import later, managed_provider, post, run_dispatcher, sandbox_posts, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -100,7 +100,7 @@ def test_managed_provider_errors_retry_then_reject(owner):
     account = connected_account(owner, "tiktok", "managed.two")
     answers = iter([(503, {}, {}), (400, {"error": "bad"}, {})])
     with receiver(lambda r: next(answers)) as (url, received):
-        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        managed_provider(project=owner.project, name="Boost", endpoint_url=url)
         scheduled = schedule_now(owner, account["id"], mode="managed")
         run_dispatcher()
         assert post(owner, scheduled["id"])["status"] == "queued"  # 503: retried with backoff

@@ -7,11 +7,10 @@ import time_machine
 from django.db import DataError
 
 from scheduling import services
-from scheduling.models import ManagedProvider
 from tests.accounts.oauth_helpers import connected_account
 from tests.platform_helpers import inject_fault
 from tests.receivers import receiver
-from tests.scheduling.publish_helpers import later, post, run_dispatcher, sandbox_posts, schedule_now
+from tests.scheduling.publish_helpers import later, managed_provider, post, run_dispatcher, sandbox_posts, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,7 +29,7 @@ def test_a_managed_dispatch_that_raises_every_time_fails_once_its_attempts_are_s
     monkeypatch.setattr(services, "_published", broken)
     account = connected_account(owner, "tiktok", "managed.raises")
     with receiver(lambda r: (200, {"id": "mp-3"}, {})) as (url, received):
-        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        managed_provider(project=owner.project, name="Boost", endpoint_url=url)
         scheduled = schedule_now(owner, account["id"], mode="managed")
         run_dispatcher()
         ticks_for_an_hour()
