@@ -1364,8 +1364,11 @@ def _resolve(post: ScheduledPost) -> str:
         try:
             # As for the publish: an access token that expired meanwhile is refreshed before the poll.
             account = post.social_account = social_account_with_fresh_token(account=account, source=f"post {post.pk}")
-        except PlatformError:
-            return _check_again(post, now)
+        except PlatformError as exc:
+            # Refused or failing for now (a refresh token the platform refuses as dead is not raised: the
+            # account is reauth_required, below). Nothing was asked about the post: kept and quoted as a
+            # refused status read is, or a day of these ended "did not finish processing", saying nothing.
+            return _check_again(post, now, refused=exc, refused_step=REFRESH_BEFORE_CHECK)
         if account.status == SocialAccount.Status.REAUTH_REQUIRED:
             return _fail(post, "CREDENTIAL_INVALID", EXPIRED_UNREFRESHABLE)
         token = account.access_token
@@ -1487,14 +1490,23 @@ def _disconnected_moments_ago(account_id: str, now: datetime) -> bool:
 # Prefix of a publishing post's error_message while the platform refuses to read its status, as "Retrying: "
 # marks a queued post's transient error. Never shown by the API (serializers.post_error: failed posts only).
 CHECK_REFUSED = "Checking: "
+# What the kept note names when the platform refused not the status read but the refresh of the account's
+# expired token that comes before it ("Checking: token refresh: tiktok server_error: …").
+REFRESH_BEFORE_CHECK = "token refresh"
 
 
 def _check_again(
-    post: ScheduledPost, now: datetime, *, refused: PlatformError | None = None, answered: bool = False
+    post: ScheduledPost,
+    now: datetime,
+    *,
+    refused: PlatformError | None = None,
+    refused_step: str = "",
+    answered: bool = False,
 ) -> str:
     """Ask the platform about the post again later, or fail it once it has had its day. `refused`: the status
     read the platform just refused, kept on the post ("Checking: …", its words as the client redacted them)
-    until a read is answered again (`answered`). Without that, a day of refused reads ended "did not finish
+    until a read is answered again (`answered`); `refused_step` names what it refused when that was a step
+    before the read (REFRESH_BEFORE_CHECK). Without that, a day of refused reads ended "did not finish
     processing", which is not what happened, and the platform's words were nowhere."""
     # The clock starts at the creating call (TikTok) or, where there is none to record (Instagram's
     # container, possibly made ahead), when this attempt started: the claim sets due_at to that moment
@@ -1503,10 +1515,11 @@ def _check_again(
     # either: conditional .update()s never move it.
     started = post.publish_attempted_at or max(post.scheduled_for, post.due_at)
     kept = post.error_message.startswith(CHECK_REFUSED)
-    note = f"{CHECK_REFUSED}{refused}"[:500] if refused is not None else ""
+    words = f"{refused_step}: {refused}" if refused_step else str(refused)
+    note = f"{CHECK_REFUSED}{words}"[:500] if refused is not None else ""
     if refused is not None:
-        _log_check_refused(post, refused, note=note, repeated=kept)
-        last_refusal = str(refused)
+        _log_check_refused(post, refused, step=refused_step, note=note, repeated=kept)
+        last_refusal = words
     else:
         last_refusal = post.error_message.removeprefix(CHECK_REFUSED) if kept and not answered else ""
     if now - started > PUBLISH_GIVE_UP:
@@ -1530,10 +1543,10 @@ def _check_again(
     return "processing" if updated else "skipped"
 
 
-def _log_check_refused(post: ScheduledPost, exc: PlatformError, *, note: str, repeated: bool) -> None:
-    """One WARNING when the platform starts refusing a post's status reads; its repeats (a read every 2
-    minutes for up to a day, for every post in flight during an outage) at INFO when its words (`note`, as
-    kept on the post) change, and DEBUG otherwise."""
+def _log_check_refused(post: ScheduledPost, exc: PlatformError, *, step: str, note: str, repeated: bool) -> None:
+    """One WARNING when the platform starts refusing a post's status reads (or the `step` before them); its
+    repeats (a read every 2 minutes for up to a day, for every post in flight during an outage) at INFO when
+    its words (`note`, as kept on the post) change, and DEBUG otherwise."""
     if not repeated:
         level = logging.WARNING
     elif post.error_message != note:
@@ -1542,7 +1555,8 @@ def _log_check_refused(post: ScheduledPost, exc: PlatformError, *, note: str, re
         level = logging.DEBUG
     log.log(
         level,
-        "status check of %s refused by %s (%s %s); asked again later",
+        "%s of %s refused by %s (%s %s); asked again later",
+        f"{step} before the status check" if step else "status check",
         post.pk,
         _answering(post),
         type(exc).__name__,

@@ -12,7 +12,8 @@ import httpx
 import pytest
 import time_machine
 
-from accounts.platforms.base import RequestRejected
+from accounts.models import SocialAccount
+from accounts.platforms.base import PlatformUnavailable, RequestRejected, TokenInvalid
 from accounts.platforms.tiktok import TikTokClient
 from accounts.tasks import social_accounts_health_tick
 from scheduling import services
@@ -159,6 +160,81 @@ def test_a_post_answered_still_processing_when_its_day_runs_out_does_not_quote_a
 
     at_hours(24 + 5 / 60)
     assert post(owner, post_id)["error"] == NOT_FINISHED
+
+
+# The refresh of an expired token that comes before a status read, refused by TikTok or failing.
+REFRESH_FAILURES = {
+    "refused": RequestRejected("tiktok invalid_request: The request is malformed.", code="invalid_request", status=400),
+    "erroring": PlatformUnavailable("tiktok server_error: Internal error.", code="server_error", status=500),
+}
+
+
+@pytest.mark.parametrize("failure", REFRESH_FAILURES)
+def test_a_tiktok_post_whose_token_refreshes_fail_for_a_day_fails_quoting_the_refresh_failure(
+    owner, settings, caplog, monkeypatch, failure
+):
+    # Before, a refresh failing before each status read left nothing on the post, and a day of them ended
+    # "did not finish processing within 24 hours", false, with the platform's words nowhere.
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 3 * 24 * 3600
+    account = connected_account(owner, "tiktok", f"poll.refresh.{failure}")
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "publishing"
+
+    def failing_refresh(self, *, tokens):
+        raise REFRESH_FAILURES[failure]
+
+    monkeypatch.setattr(TikTokClient, "refresh", failing_refresh)
+    # The access token expired (the health check could not renew it either): each read needs a refresh first.
+    SocialAccount.objects.filter(pk=account["id"]).update(token_expires_at=later(minutes=-1))
+    caplog.set_level(logging.DEBUG, logger="scheduling.services")
+    kept = f"Checking: token refresh: {REFRESH_FAILURES[failure]}"
+    for hours in (1, 6, 12, 23):
+        with time_machine.travel(later(hours=hours)):
+            run_dispatcher()
+            body = post(owner, scheduled["id"])
+        assert (body["status"], body["error"]) == ("publishing", None), hours
+        assert ScheduledPost.objects.get(pk=scheduled["id"]).error_message == kept, hours
+    assert SocialAccount.objects.get(pk=account["id"]).status == "connected"  # nothing says the grant is dead
+
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and scheduled["id"] in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING", [r.getMessage() for r in warnings]
+    assert "token refresh" in warnings[0].getMessage()
+    assert REFRESH_FAILURES[failure].code in warnings[0].getMessage()
+
+    with time_machine.travel(later(days=1, minutes=5)):
+        run_dispatcher()
+        body = post(owner, scheduled["id"])
+    assert (body["status"], body["error"]["code"]) == ("failed", "PLATFORM_UNAVAILABLE"), body
+    assert "24 hours" in body["error"]["message"]
+    assert f"token refresh: {REFRESH_FAILURES[failure]}" in body["error"]["message"], body["error"]
+
+
+def test_a_token_refresh_refused_as_dead_before_a_status_read_fails_the_post_at_once_saying_why(owner, settings):
+    # Unchanged by keeping refresh failures on the post: a refresh token the platform refuses (invalid_grant)
+    # sends the account to reauth_required and fails the post CREDENTIAL_INVALID there and then, not a day
+    # later; the post says the token could not be refreshed and the account keeps the platform's words.
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 3 * 24 * 3600
+    account = connected_account(owner, "tiktok", "poll.refresh.dead")
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+
+    def dead_refresh(self, *, tokens):
+        raise TokenInvalid("tiktok invalid_grant: The refresh token is invalid.", code="invalid_grant", status=400)
+
+    SocialAccount.objects.filter(pk=account["id"]).update(token_expires_at=later(minutes=-1))
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(TikTokClient, "refresh", dead_refresh)
+        with time_machine.travel(later(hours=1)):
+            run_dispatcher()
+            body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"] == {
+        "code": "CREDENTIAL_INVALID",
+        "message": "The account's token expired and could not be refreshed.",
+    }, body
+    row = SocialAccount.objects.get(pk=account["id"])
+    assert row.status == "reauth_required"
+    assert "invalid_grant" in row.reauth_reason and "The refresh token is invalid." in row.reauth_reason
 
 
 def test_an_ops_retry_of_a_reel_days_after_its_time_waits_for_instagram_and_is_published(owner, settings):
