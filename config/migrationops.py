@@ -122,11 +122,9 @@ class AlterTableBriefly(migrations.RunSQL):
         _under_lock_timeout(schema_editor, run, self.lock_timeout, self.attempts, self.pause)
 
 
-class AddFieldBriefly(migrations.AddField):
-    """AddField on a table written all the time, for a column PostgreSQL adds without rewriting the table
-    (nullable, or a constant database default): its ALTER TABLE runs under a lock timeout and tries again,
-    as AlterTableBriefly's does, instead of holding every read and write of the table queued behind a long
-    transaction of the release still serving. Elsewhere (SQLite, the local demo) a plain AddField."""
+class _FieldBriefly:
+    """A field operation whose ALTER TABLE runs under a lock timeout on PostgreSQL (AddFieldBriefly,
+    AlterFieldBriefly); elsewhere the plain operation."""
 
     lock_timeout, attempts, pause = "2s", 5, 1.0
 
@@ -143,6 +141,19 @@ class AddFieldBriefly(migrations.AddField):
             run()
             return
         _under_lock_timeout(schema_editor, run, self.lock_timeout, self.attempts, self.pause)
+
+
+class AddFieldBriefly(_FieldBriefly, migrations.AddField):
+    """AddField on a table written all the time, for a column PostgreSQL adds without rewriting the table
+    (nullable, or a constant database default): its ALTER TABLE runs under a lock timeout and tries again,
+    as AlterTableBriefly's does, instead of holding every read and write of the table queued behind a long
+    transaction of the release still serving. Elsewhere (SQLite, the local demo) a plain AddField."""
+
+
+class AlterFieldBriefly(_FieldBriefly, migrations.AlterField):
+    """AlterField on a table written all the time, for a change PostgreSQL makes in its catalog alone (a
+    column's database default: SET DEFAULT rewrites no row), under a lock timeout as AddFieldBriefly. Elsewhere
+    (SQLite, the local demo) a plain AlterField."""
 
 
 def _under_lock_timeout(schema_editor, run, lock_timeout: str, attempts: int, pause: float) -> None:
