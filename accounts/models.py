@@ -2,6 +2,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from config.api.ids import PrefixedIdField
@@ -85,7 +86,9 @@ class IdempotencyKey(models.Model):
     fingerprint = models.CharField(max_length=64)
     status_code = models.PositiveSmallIntegerField(null=True)  # null while the first request runs
     response_body = models.JSONField(null=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The database's clock, not the web host's: a retry may reach another host, whose clock is ahead or behind,
+    # and begin() compares this time with the database's own (`Now()`, its statement's start on PostgreSQL).
+    created_at = models.DateTimeField(db_default=Now(), db_index=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "key"], name="idempotency_key_per_org")]

@@ -1,7 +1,12 @@
 """`Idempotency-Key` on POST: the same key and body within 24 h answer the first response again without
 doing the work; the same key with another body (or from another API key) is 409 IDEMPOTENCY_KEY_REUSED.
 Keys are scoped to the organization. A key is claimed (row inserted) before the work starts, so two concurrent
-requests with one key cannot both do the work; a claim whose request died is taken over after IN_FLIGHT_TIMEOUT."""
+requests with one key cannot both do the work; a claim whose request died is taken over after IN_FLIGHT_TIMEOUT.
+
+Every age here is read on one clock, the database's: a claim's created_at is the database's time of its INSERT
+(the model's db_default, Now(): STATEMENT_TIMESTAMP() on PostgreSQL, not the transaction's start), and it is
+compared with Now() in SQL. A retry reaches any web host, and hosts' clocks drift: compared with the time of a
+host 60 s ahead of the one that claimed the key, a request still in flight looked abandoned and ran twice."""
 
 import hashlib
 import json
@@ -11,7 +16,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db.models import Q
+from django.db.models.functions import Now
 
 from config.api.errors import ApiError, Conflict, Validation
 from config.api.parsers import UNSTORABLE, any_string_matches
@@ -59,15 +65,20 @@ def begin(*, organization, key: str, request):
     if not KEY_PATTERN.fullmatch(key):
         raise Validation({"Idempotency-Key": [SEVERAL_KEYS if "," in key else KEY_RULE]})
     fp = fingerprint(request)
-    now = timezone.now()
     with transaction.atomic():
-        row = IdempotencyKey.objects.select_for_update().filter(organization=organization, key=key).first()
-        if row is not None:
-            stale = row.created_at < now - settings.LAYERS_IDEMPOTENCY_TTL
-            abandoned = row.status_code is None and row.created_at < now - IN_FLIGHT_TIMEOUT
-            if stale or abandoned:
-                row.delete()
-                row = None
+        row = (
+            IdempotencyKey.objects.select_for_update()
+            .filter(organization=organization, key=key)
+            # Aged by the database, which wrote created_at (the module's docstring), not by this host's clock.
+            .annotate(
+                stale=Q(created_at__lt=Now() - settings.LAYERS_IDEMPOTENCY_TTL),
+                abandoned=Q(status_code__isnull=True, created_at__lt=Now() - IN_FLIGHT_TIMEOUT),
+            )
+            .first()
+        )
+        if row is not None and (row.stale or row.abandoned):
+            row.delete()
+            row = None
         if row is not None:
             if row.fingerprint != fp:
                 raise Conflict(
@@ -109,11 +120,12 @@ def finish(row, response) -> None:
     IdempotencyKey.objects.filter(pk=row.pk).update(status_code=status, response_body=body)
 
 
-def purge_expired(*, now=None) -> int:
+def purge_expired() -> int:
     """Delete the records past their window (LAYERS_IDEMPOTENCY_TTL); returns how many. `begin` already treats
-    such a record as absent: this only keeps the table from growing with every POST ever made."""
+    such a record as absent: this only keeps the table from growing with every POST ever made. Aged on the
+    database's clock, as `begin` ages them: a worker whose clock is ahead would delete a key still in its window."""
     from accounts.models import IdempotencyKey
 
-    cutoff = (now or timezone.now()) - settings.LAYERS_IDEMPOTENCY_TTL
+    cutoff = Now() - settings.LAYERS_IDEMPOTENCY_TTL
     deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
     return deleted

@@ -7,12 +7,17 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.db import connection
+from django.db.models.functions import Now
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Event, IdempotencyKey
+from scheduling import services
+from scheduling.models import ScheduledPost
+from tests.accounts.oauth_helpers import connected_account
 from tests.config import plumbing_urls
 from tests.conftest import assert_error
+from tests.scheduling.publish_helpers import MEDIA, iso
 
 pytestmark = pytest.mark.urls("tests.config.plumbing_urls")
 
@@ -130,21 +135,42 @@ def test_empty_key_is_422(owner):
     assert work_done(owner) == 0
 
 
+def age(tenant, key, by):
+    """Make the claim of `key` older by `by`, on the database's clock: the one that ages keys (created_at is
+    written by the database and compared with its Now(), whatever this process's clock says)."""
+    IdempotencyKey.objects.filter(organization=tenant.org, key=key).update(created_at=Now() - by)
+
+
 def test_key_expires_after_24_hours_and_the_work_is_done_again(owner):
-    start = timezone.now()
-    with time_machine.travel(start, tick=False):
-        first = post(owner.client, {"note": "daily"}, "k-ttl")
-    with time_machine.travel(start + timedelta(hours=23, minutes=59), tick=False):
-        within = post(owner.client, {"note": "daily"}, "k-ttl")
-        assert within["Idempotent-Replayed"] == "true"
-        assert work_done(owner) == 1
-    with time_machine.travel(start + timedelta(hours=24, seconds=1), tick=False):
-        after = post(owner.client, {"note": "daily"}, "k-ttl")
+    first = post(owner.client, {"note": "daily"}, "k-ttl")
+    age(owner, "k-ttl", timedelta(hours=23, minutes=59))
+    within = post(owner.client, {"note": "daily"}, "k-ttl")
+    assert within["Idempotent-Replayed"] == "true"
+    assert work_done(owner) == 1
+    age(owner, "k-ttl", timedelta(hours=24, seconds=1))
+    after = post(owner.client, {"note": "daily"}, "k-ttl")
 
     assert after.status_code == 201
     assert "Idempotent-Replayed" not in after
     assert after.json()["eventId"] != first.json()["eventId"]
     assert work_done(owner) == 2
+
+
+def test_a_key_in_its_24_hours_replays_and_is_kept_on_hosts_whose_clocks_are_ahead(owner):
+    """A retry may reach a web host, and the hourly purge run on a worker, whose clock is minutes ahead of the
+    one that claimed the key: a key 23 h 59 min old is still in its window for both."""
+    from accounts.tasks import purge_idempotency_keys
+
+    first = post(owner.client, {"note": "daily"}, "k-day")
+    age(owner, "k-day", timedelta(hours=23, minutes=59))
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=5), tick=True):
+        again = post(owner.client, {"note": "daily"}, "k-day")
+        assert purge_idempotency_keys.apply().result == 0
+
+    assert again["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    assert work_done(owner) == 1
+    assert IdempotencyKey.objects.filter(organization=owner.org, key="k-day").exists()
 
 
 def test_a_request_that_crashed_is_not_stored_and_can_be_retried(owner, monkeypatch):
@@ -249,15 +275,63 @@ def test_two_concurrent_requests_with_one_key_do_the_work_once(owner, transactio
 def test_the_hourly_purge_forgets_keys_past_their_window_and_keeps_the_others(owner):
     from accounts.tasks import purge_idempotency_keys
 
-    start = timezone.now()
-    with time_machine.travel(start - timedelta(hours=24, minutes=1), tick=False):
-        assert post(owner.client, {"note": "yesterday"}, "k-old").status_code == 201
-    with time_machine.travel(start - timedelta(hours=23), tick=False):
-        recent = post(owner.client, {"note": "this morning"}, "k-recent")
+    assert post(owner.client, {"note": "yesterday"}, "k-old").status_code == 201
+    recent = post(owner.client, {"note": "this morning"}, "k-recent")
+    age(owner, "k-old", timedelta(hours=24, minutes=1))
+    age(owner, "k-recent", timedelta(hours=23))
 
-    with time_machine.travel(start, tick=False):
-        assert purge_idempotency_keys.apply().result == 1
-        assert list(IdempotencyKey.objects.filter(organization=owner.org).values_list("key", flat=True)) == ["k-recent"]
-        # the key still in its window still replays
-        replayed = post(owner.client, {"note": "this morning"}, "k-recent")
+    assert purge_idempotency_keys.apply().result == 1
+    assert list(IdempotencyKey.objects.filter(organization=owner.org).values_list("key", flat=True)) == ["k-recent"]
+    # the key still in its window still replays
+    replayed = post(owner.client, {"note": "this morning"}, "k-recent")
     assert replayed["Idempotent-Replayed"] == "true" and replayed.json() == recent.json()
+
+
+@pytest.mark.parametrize("skew", [0, 90], ids=["same-clock", "clock-90s-ahead"])
+def test_a_retry_on_a_host_whose_clock_is_ahead_does_not_run_a_request_still_in_flight_again(
+    owner, transactional_db, monkeypatch, skew
+):
+    """Load balancers send a partner's retry to any web host, and hosts' clocks drift. Host A claims the key
+    and is still scheduling the post when the retry lands on host B, whose clock is 90 s ahead: B must see a
+    request in flight (409), not one abandoned a minute ago, and the post is scheduled once."""
+    account = connected_account(owner, "tiktok", "skew.idem")
+    container = owner.client.post(
+        f"/v1/projects/{owner.project.id}/content",
+        {"mediaType": "video", "mediaUrls": MEDIA["video"], "caption": "launch"},
+        format="json",
+    ).json()
+    body = {
+        "targets": [{"socialAccountId": account["id"], "mode": "publish"}],
+        "scheduledFor": iso(timezone.now() + timedelta(hours=1)),
+    }
+    path = f"/v1/content/{container['id']}/schedule"
+    original = services.posts_schedule
+    first_in, release = threading.Event(), threading.Event()
+
+    def slow_first(**kwargs):
+        if threading.current_thread().name == "host-a":
+            first_in.set()
+            assert release.wait(30)
+        return original(**kwargs)
+
+    monkeypatch.setattr(services, "posts_schedule", slow_first)
+    answers = {}
+
+    def host_a():
+        answers["a"] = post(client_for(owner), body, "launch-1", path=path)
+
+    thread = threading.Thread(target=run_in_thread, args=(host_a, {}, 0), name="host-a")
+    thread.start()
+    try:
+        assert first_in.wait(30)
+        with time_machine.travel(timezone.now() + timedelta(seconds=skew), tick=True):
+            answers["b"] = post(owner.client, body, "launch-1", path=path)
+    finally:
+        release.set()
+        thread.join(30)
+
+    assert ScheduledPost.objects.filter(container_id=container["id"]).count() == 1
+    assert answers["a"].status_code == 201
+    assert_error(answers["b"], 409, "IDEMPOTENCY_KEY_REUSED")
+    replayed = post(owner.client, body, "launch-1", path=path)
+    assert replayed["Idempotent-Replayed"] == "true" and replayed.json() == answers["a"].json()

@@ -121,6 +121,22 @@ def test_a_column_added_later_to_a_busy_table_gives_way_to_its_writes(app, befor
     _migrate_beside_the_old_release(app, before, adding, table, waits_on="ADD COLUMN")
 
 
+# Database defaults set later on columns of tables written all the time: (app, migration before, migration
+# setting it, table).
+DEFAULTS_SET_ON_BUSY_TABLES = [
+    ("accounts", "0016", "0017", "accounts_idempotencykey"),
+]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("app, before, setting, table", DEFAULTS_SET_ON_BUSY_TABLES)
+def test_a_default_set_later_on_a_busy_table_gives_way_to_its_writes(app, before, setting, table):
+    """SET DEFAULT rewrites no row but takes the table's ACCESS EXCLUSIVE lock, as ADD COLUMN does: every keyed
+    POST claims its Idempotency-Key in this table. Under a lock timeout it gives way to the release still
+    serving, and goes through once that transaction has ended."""
+    _migrate_beside_the_old_release(app, before, setting, table, waits_on="SET DEFAULT")
+
+
 # Tables created after the first release with a foreign key to a table written all the time: (app, migration
 # before, migration creating it, the referenced table).
 TABLES_REFERENCING_BUSY_TABLES = [
