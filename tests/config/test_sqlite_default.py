@@ -45,7 +45,8 @@ def run(args: list[str], env: dict) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_fresh_sqlite_database_migrates_and_serves_the_pages_ops_open_first(tmp_path):
+def migrated(tmp_path) -> dict:
+    """The environment of a fresh SQLite database migrated as `make run` does."""
     import os
 
     env = {
@@ -53,9 +54,13 @@ def test_a_fresh_sqlite_database_migrates_and_serves_the_pages_ops_open_first(tm
         "DJANGO_SETTINGS_MODULE": "config.settings.dev",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
     }
-
     migrated = run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], env)
     assert migrated.returncode == 0, migrated.stderr[-2000:]
+    return env
+
+
+def test_a_fresh_sqlite_database_migrates_and_serves_the_pages_ops_open_first(tmp_path):
+    env = migrated(tmp_path)
     pages = run([sys.executable, "-c", SIGNED_IN_PAGES], env)
 
     assert pages.returncode == 0, pages.stderr[-2000:]
@@ -64,3 +69,40 @@ def test_a_fresh_sqlite_database_migrates_and_serves_the_pages_ops_open_first(tm
     tasks = [line.split(" ", 2)[1:] for line in pages.stdout.splitlines() if line.startswith("task ")]
     assert len(tasks) == len(settings.CELERY_BEAT_SCHEDULE)
     assert [task for task, outcome in tasks if outcome != "ok"] == [], tasks
+
+
+KEYED_POSTS = """
+import django
+django.setup()
+from datetime import timedelta
+from django.db.models.functions import Now
+from django.test.utils import setup_test_environment
+setup_test_environment()
+from rest_framework.test import APIClient
+from accounts import services
+from accounts.models import IdempotencyKey
+org = services.organization_create(name="SQLite keys")
+project = services.project_create(organization=org, name="demo")
+_, raw = services.api_key_create(organization=org, return_domains=["localhost"], name="demo")
+client = APIClient(raise_request_exception=False)
+client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+body = {"mediaType": "video", "mediaUrls": ["https://cdn.acme.test/clip.mp4"]}
+send = lambda: client.post(f"/v1/projects/{project.id}/content", body, format="json", HTTP_IDEMPOTENCY_KEY="demo-1")
+first, again = send(), send()
+print("replayed", again.status_code, again.get("Idempotent-Replayed"), again.json() == first.json())
+claim = IdempotencyKey.objects.filter(organization=org, key="demo-1")
+claim.update(status_code=None, response_body=None, created_at=Now() - timedelta(seconds=30))
+print("in-flight", send().status_code)
+claim.update(created_at=Now() - timedelta(minutes=2))
+print("abandoned", send().status_code)
+"""
+
+
+def test_idempotency_keys_are_aged_on_sqlites_clock_too(tmp_path):
+    # config/api/idempotency.py ages claims in SQL (Now() minus a window), which SQLite computes its own way.
+    env = migrated(tmp_path)
+    posts = run([sys.executable, "-c", KEYED_POSTS], env)
+
+    assert posts.returncode == 0, posts.stderr[-2000:]
+    answered = dict(line.split(" ", 1) for line in posts.stdout.splitlines())
+    assert answered == {"replayed": "201 true True", "in-flight": "409", "abandoned": "201"}, posts.stderr[-2000:]
