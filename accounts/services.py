@@ -1127,10 +1127,12 @@ def platform_user_token_kept(*, account: SocialAccount) -> str | None:
     grant when it was revoked or released (platform_user_holders, the pool): the token of a connected binding
     of that user (one of `account`'s organization first), else that of Layers' pool account of the user. None
     when the revoke withdrew the grant (no holder left) or no holder has an unexpired token (whether one is
-    coming: platform_user_token_renewing).
+    coming: platform_user_token_renewing). Also for a reauth_required `account`, whose own token the platform
+    refused (or that expired past refreshing): another live holder's token is asked instead.
 
-    For reading how a post the platform had before the revoke ended (scheduling's _resolve), never for posting:
-    the platform goes on with such a post, since the grant it was made under is still alive. The holder may be
+    For reading how a post the platform had before the revoke ended (scheduling's _resolve), or the public id
+    TikTok gives such a post after moderation (scheduling's post id follow-up), never for posting: the
+    platform goes on with such a post, since the grant it was made under is still alive. The holder may be
     another organization's binding: its token only asks about this account's own post, and the holder itself
     is left as it is (a token of it the platform refuses here is for its own calls to find)."""
     from leasing.services import pool_token_of_platform_user

@@ -56,8 +56,10 @@ class ScheduledPostOutput(serializers.Serializer):
     externalId = serializers.SerializerMethodField(
         help_text="The post's id on the platform once published; null for drafts. TikTok gives it only after "
         "moderation: a TikTok post can be published with null here, filled by a later metrics sync (asked "
-        "hourly for up to 7 days while the account is connected; posts that are not public never get one). No "
-        "webhook is sent when it appears."
+        "hourly for up to 7 days; posts that are not public never get one). A post of an account revoked, "
+        "released or needing a reauth since is filled too while another account of the same TikTok user (or "
+        "Layers' pool) keeps the app's authorization; otherwise it stays null. No webhook is sent when it "
+        "appears."
     )
     externalUrl = serializers.SerializerMethodField(
         help_text="The post's public URL once published and known (see externalId for when it comes later)."

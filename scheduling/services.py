@@ -1802,11 +1802,12 @@ def posts_sync_metrics(*, now: datetime | None = None, limit: int | None = None)
     """globalPlatformPostsSync: refresh metrics of published posts (mode publish: a managed post's id is its
     provider's) whose account is connected and has its distribution layers, hourly for posts published within
     LAYERS_METRICS_SYNC_WINDOW (30 days) and daily for older ones, grouped per account and batched per
-    platform call. Posts of disconnected (or
-    reauth_required) accounts are left as they are. TikTok posts published before their public id was known
-    are asked about first (_posts_attach_late_ids). Each account is synced on its own: one account's error
-    skips that account only, and an account the platform throttled (or failed for now) is left alone until it
-    may be asked again (_hold_sync). Returns how many posts were updated.
+    platform call. The metrics of disconnected (or reauth_required) accounts' posts are left as they are. TikTok
+    posts published before their public id was known are asked about first (_posts_attach_late_ids), those of
+    accounts no longer connected included (their id and URL only, with a token of another holder of the grant).
+    Each account is synced on its own: one account's error skips that account only, and an account the platform
+    throttled (or failed for now) is left alone until it may be asked again (_hold_sync). Returns how many posts
+    were updated.
 
     A run takes the due posts METRICS_SYNC_BATCH at a time, each batch shared across organizations
     (_take_for_sync), and goes on while posts are due, until METRICS_SYNC_RUN_BUDGET is spent: a fixed number
@@ -2011,11 +2012,14 @@ def _hold_sync(account_id: str, exc: PlatformError, *, post_ids: bool = False) -
 
 
 def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int, unasked: list[ScheduledPost]) -> int:
-    """Ask TikTok again about published posts of connected accounts still without a public id (see
-    POST_ID_FOLLOW_UP_FOR) and record the id and URL of those that have one now; the metrics sync then reads
-    their metrics in the same run. A post still without one is stamped metrics_attempted_at, so it is asked
-    at most once per METRICS_STALE_AFTER. Returns how many were asked. No event: API.md has none for a URL
-    that appears later (the scheduled post and the published-posts list show it)."""
+    """Ask TikTok again about published posts still without a public id (see POST_ID_FOLLOW_UP_FOR) and record
+    the id and URL of those that have one now; the metrics sync then reads their metrics in the same run when
+    their account is connected. Posts of accounts no longer connected are asked about too (_late_id_asker):
+    API.md keeps a revoked or released account's published posts in the history "with their externalUrl",
+    and a post published moments before the revoke had none yet. A post still without one (or that nothing
+    could ask about: no holder of the grant left) is stamped metrics_attempted_at, so it is asked at most once
+    per METRICS_STALE_AFTER. Returns how many were asked. No event: API.md has none for a URL that appears
+    later (the scheduled post and the published-posts list show it)."""
     due = (
         ScheduledPost.objects.filter(
             status=ScheduledPost.Status.PUBLISHED,
@@ -2023,7 +2027,6 @@ def _posts_attach_late_ids(*, now: datetime, stale: datetime, limit: int, unaske
             external_id="",
             published_at__gte=now - POST_ID_FOLLOW_UP_FOR,
             social_account__platform="tiktok",
-            social_account__status=SocialAccount.Status.CONNECTED,
         )
         .exclude(publish_id="")
         .filter(Q(metrics_attempted_at__isnull=True) | Q(metrics_attempted_at__lt=stale))
@@ -2043,33 +2046,65 @@ def _account_attach_late_ids(account_posts: list[ScheduledPost], *, unasked: lis
     throttling, an outage) skips the account this run — a dead token is the metrics sync's (or the health
     check's) to act on — and adds the posts it did not ask about to `unasked`, given back when the run ends:
     TikTok allows 30 status calls a minute per token, and a public post behind 30 that never get a public id
-    (SELF_ONLY) was never asked."""
-    account = _synced_account(account_posts[0].social_account, "post id follow-up")
-    if account is None:
+    (SELF_ONLY) was never asked. The same holds for a token borrowed from another holder (_late_id_asker), but
+    for a refusal of it: that is the holder's own calls' to find, and these posts are left stamped asked."""
+    asker = _late_id_asker(account_posts[0].social_account)
+    if asker is None:
         return
+    account, token = asker
+    borrowed = account.status != SocialAccount.Status.CONNECTED
     client = _client(account.platform)
     for n, post in enumerate(account_posts):
         try:
             status = client.publish_status(
-                access_token=account.access_token or "",
+                access_token=token,
                 platform_user_id=account.identity.platform_user_id,
                 publish_id=post.publish_id,
                 caption=post.container.caption,
                 not_before=post.created_at,
+                publish=False,  # only reads: the follow-up never publishes
             )
         except RequestRejected as exc:
             log.info("post id follow-up for %s: %s refused (%s)", account.pk, post.pk, exc.code)
             continue
         except PlatformError as exc:
             log.info("post id follow-up for %s skipped: %s", account.pk, type(exc).__name__)
+            # Its own token or a borrowed one: the token this account's posts are asked with is held back.
             _hold_sync(account.pk, exc, post_ids=True)
+            if borrowed and isinstance(exc, TokenInvalid):
+                # Given back, they would be asked again at every run (every 15 minutes) on a token TikTok refuses
+                # until its holder's own calls find it dead: asked again in an hour, with whatever token a
+                # holder has then.
+                return
             unasked += account_posts[n if refused_for_the_account(exc) else n + 1 :]
             return
         if status.state == "published" and status.external_id:
-            # Not asked about its metrics yet: the metrics sync of this run takes it first.
+            # Not asked about its metrics yet: the metrics sync of this run takes it first if its account is
+            # connected. An account no longer connected gets no metrics syncs (API.md: a revoked account's posts
+            # get "no further metrics syncs"); a reauth_required one's start once it is reauthorized.
             ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHED, external_id="").update(
                 external_id=status.external_id, external_url=status.external_url or "", metrics_attempted_at=None
             )
+
+
+def _late_id_asker(account: SocialAccount) -> tuple[SocialAccount, str] | None:
+    """The account and the token to ask TikTok with about its posts' public ids, or None: nothing can ask this
+    run (the posts stay stamped asked, and are asked again in METRICS_STALE_AFTER).
+
+    A connected account asks with its own token, refreshed first if it expired (_synced_account). An account
+    no longer connected asks with the token of another holder of the same TikTok user that kept the app's grant
+    (platform_user_token_kept: another binding in any project or organization, a lease, Layers' pool, where a
+    released lease's token went back), as the resolver reads how a post still publishing ended (_resolve): the
+    grant the post was made under is alive, and TikTok gives its public id once moderation is over. That is
+    a disconnected account (its token wiped: revoked, or a lease released), and a reauth_required one as well:
+    its own token was refused, or expired past refreshing, and asking with it would only be refused again.
+    The holder's token only reads about this account's own post; the holder is left as it is. No holder left
+    with an unexpired token (the revoke withdrew the grant, or a holder's renewal fell behind): None."""
+    if account.status == SocialAccount.Status.CONNECTED:
+        synced = _synced_account(account, "post id follow-up")
+        return (synced, synced.access_token or "") if synced is not None else None
+    token = platform_user_token_kept(account=account)
+    return (account, token) if token else None
 
 
 R = TypeVar("R")
