@@ -13,7 +13,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, Count, F, Max, Q, Value, When
+from django.db.models import Case, Count, F, Max, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from accounts import crypto
@@ -1524,6 +1524,20 @@ def social_accounts_due_for_health(*, now=None, limit: int = 1000) -> list[str]:
     # Round robin: each platform's soonest first, a platform with fewer due leaving its share to the others.
     turns = zip_longest(*per_platform)
     return [pk for turn in turns for pk in turn if pk is not None][:limit]
+
+
+def social_accounts_refresh_due(*, platform: str, now=None) -> QuerySet:
+    """Live connected accounts of `platform` with a refresh token whose token the health check refreshes by
+    `now` (accounts/token_margin.py; an unknown expiry at the first check), as the rows say. After a restore
+    from a backup taken at T, TikTok's among them were likely refreshed between T and the outage: TikTok
+    rotated their refresh token then, and the one restored is dead (manage.py hold_after_restore lists them)."""
+    now = now or timezone.now()
+    margin = settings.LAYERS_TOKEN_REFRESH_MARGIN[platform]
+    return (
+        SocialAccount.objects.filter(status=SocialAccount.Status.CONNECTED, platform=platform)
+        .exclude(refresh_token_enc="")
+        .filter(Q(token_expires_at__isnull=True) | refresh_due_q(configured=margin, now=now))
+    )
 
 
 def social_accounts_health_queued(*, account_ids: list[str], now=None) -> datetime:

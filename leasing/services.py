@@ -15,7 +15,7 @@ from time import monotonic, sleep
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from accounts import crypto
@@ -1116,6 +1116,20 @@ def pool_accounts_due_for_refresh(*, now=None, limit: int = 1000) -> list[str]:
         .filter(Q(refresh_not_before__isnull=True) | Q(refresh_not_before__lte=now))
         .order_by(F("token_expires_at").asc(nulls_first=True))
         .values_list("pk", flat=True)[:limit]
+    )
+
+
+def pool_accounts_refresh_due(*, now=None) -> QuerySet:
+    """Pool accounts holding their TikTok token (available, or reserved for an assignment, which refreshes an
+    expiring one) whose refresh comes by `now` as the rows say (POOL_REFRESH_MARGIN, an unknown expiry at once),
+    whatever TikTok's last Retry-After. After a restore from a backup taken at T, those were likely refreshed
+    between T and the outage: their restored refresh token is dead (manage.py hold_after_restore lists them),
+    and the pool refresh retires them (RETIRED_DEAD_AT_REFRESH) until staff connect them again."""
+    now = now or timezone.now()
+    return (
+        PoolAccount.objects.filter(status__in=(PoolAccount.Status.AVAILABLE, PoolAccount.Status.RESERVED))
+        .exclude(refresh_token_enc="")
+        .filter(Q(token_expires_at__isnull=True) | refresh_due_q(configured=POOL_REFRESH_MARGIN, now=now))
     )
 
 

@@ -91,7 +91,8 @@ class ScheduledPostOutput(serializers.Serializer):
             "window: 60 minutes): …`; or the creator's daily posting cap, at once: reschedule), "
             "PLATFORM_UNAVAILABLE (retried for the retry window in the same way; or the answer to the publishing "
             "request was lost, and the post was not sent again so that it cannot appear twice: check the account "
-            "before retrying). `message` says why, with the "
+            "before retrying; or Layers' database was restored from a backup and the post may have been published "
+            "since, which the message says: the same). `message` says why, with the "
             "platform's own words and code where it gave them, the code in parentheses when the words do not name "
             "it: `The platform could not publish the post: TikTok refused the caption. (spam_risk_text)`.",
         )

@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -782,11 +782,13 @@ def _still_ours(post: ScheduledPost):
     return rows
 
 
-def _finish(post: ScheduledPost, *, event: str, answered: bool = True, **changes) -> str:
+def _finish(post: ScheduledPost, *, event: str, answered: bool = True, rows: QuerySet | None = None, **changes) -> str:
     """publishing → the final state in `changes`, recording `event` and the attempt in the same transaction.
     Returns the outcome: the new status, or "skipped" when the post is no longer this run's (_still_ours).
     The event carries the row as it is now: the row in memory with the same changes applied, which is what a
-    fresh read returns (the conditional update proves nobody else changed it meanwhile). `answered`: as _attempt."""
+    fresh read returns (the conditional update proves nobody else changed it meanwhile). `answered`: as _attempt.
+    `rows`: the row as the caller must find it, when the caller is no publisher or resolver run (the hold after
+    a restore, posts_hold_after_restore, which also ends queued posts); _still_ours(post) otherwise."""
     changes = {**changes, "claimed_until": None, "next_check_at": None}
     # Built before the changes apply: a failure that clears the publish id keeps it in the attempt.
     attempt = _attempt(
@@ -797,7 +799,7 @@ def _finish(post: ScheduledPost, *, event: str, answered: bool = True, **changes
         answered=answered,
     )
     with transaction.atomic():
-        updated = _update_recording(_still_ours(post), attempt, **changes)
+        updated = _update_recording(_still_ours(post) if rows is None else rows, attempt, **changes)
         if updated:
             for field, value in changes.items():
                 setattr(post, field, value)
@@ -842,12 +844,17 @@ def _attempt(
     `answered`: the platform's (or the provider's) answer ended the attempt, and it is recorded as theirs
     (`platform`, which "Platforms now" counts by). False when nothing of theirs did: the run stopped (its worker
     died or raised), Layers gave up on its own, or a check of ours ended it before any call. Such a failure is
-    PLATFORM_UNAVAILABLE too at times, and a deploy killing workers must not read as the platform refusing."""
+    PLATFORM_UNAVAILABLE too at times, and a deploy killing workers must not read as the platform refusing.
+
+    A post ended while it was not claimed (a queued post held after a restore: posts_hold_after_restore) was in
+    no attempt: its row has no number and starts when it ends, as a staff retry's does."""
+    now = timezone.now()
+    claimed = post.status == ScheduledPost.Status.PUBLISHING
     return ScheduledPostAttempt(
         post_id=post.pk,
-        number=post.attempts,
-        started_at=post.due_at,
-        finished_at=timezone.now(),
+        number=post.attempts if claimed else None,
+        started_at=post.due_at if claimed else now,
+        finished_at=now,
         outcome=outcome,
         error_code=error_code,
         message=message[:500],
@@ -862,20 +869,32 @@ def _answering(post: ScheduledPost) -> str:
     return "managed" if post.mode == ScheduledPost.Mode.MANAGED else post.social_account.platform
 
 
-def _fail(post: ScheduledPost, code: str, message: str, *, created_nothing: bool = False, answered: bool = True) -> str:
+def _fail(
+    post: ScheduledPost,
+    code: str,
+    message: str,
+    *,
+    created_nothing: bool = False,
+    answered: bool = True,
+    rows: QuerySet | None = None,
+    **changes,
+) -> str:
     """publishing → failed with an error, recording `scheduled_post.failed`: "failed", or "skipped".
     `created_nothing`: the platform holds nothing of the post (its calls were refused, or it dropped what it
     had): the marks of a call that reached it are cleared, so ops can retry it (post_retry) without checking.
-    `answered=False`: no answer of the platform's ended it (_attempt)."""
+    `answered=False`: no answer of the platform's ended it (_attempt). `rows` and further `changes`: as
+    _finish (the hold after a restore)."""
     forget = {"publish_id": "", "publish_attempted_at": None} if created_nothing else {}
     return _finish(
         post,
         event="scheduled_post.failed",
         answered=answered,
+        rows=rows,
         status=ScheduledPost.Status.FAILED,
         error_code=code,
         error_message=message[:500],
         **forget,
+        **changes,
     )
 
 
@@ -1770,6 +1789,126 @@ def _provider_answer(post: ScheduledPost, answer: dict) -> tuple[str, str]:
             log.warning("managed provider's url for %s dropped: %s", post.pk, problem)
             external_url = ""
     return external_id, external_url
+
+
+# --- After a restore from a backup -------------------------------------------------------------------
+# A database restored from a backup taken at T has every post as it was at T: a post published since is
+# `queued` again (or `publishing` without its mark), and the first dispatcher tick would publish it a second
+# time. TikTok's init and Instagram's media_publish (and its draft delivery) take no idempotency key, and the
+# rows that said the post went out are gone with everything written after T. Which of them went out Layers
+# cannot tell, so ops hold them all before the workers start (manage.py hold_after_restore) and check each on
+# the platform, as for a post whose answer was lost.
+
+RESTORE_HOLD_CODE = "PLATFORM_UNAVAILABLE"
+RESTORE_HOLD_BATCH = 500
+# What the dispatcher writes is read as written after T only this much past it: the time given is the
+# operator's, from the backup tool's clock, and may be rounded.
+RESTORE_ACTIVITY_SLACK = timedelta(minutes=1)
+
+
+def restore_hold_message(restored_to: datetime) -> str:
+    """The error message of a post held after a restore to `restored_to` (the partner reads it in the API)."""
+    at = restored_to.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return (
+        f"Layers' database was restored from a backup taken at {at}, and this post may have been published on "
+        "the platform since then: it is not sent again automatically, so that it cannot appear twice. Check the "
+        "account on the platform; if the post is not there, schedule it again or ask Layers to retry it."
+    )
+
+
+def _restore_hold_candidates(*, now: datetime, message: str) -> QuerySet:
+    """The posts a restore may have put back after they went out: `queued` or `publishing`, due by `now`, with
+    no publish id, not managed. A post due later was due later at the backup's time as well, so it was not sent
+    since. A known publish id is asked about by the resolver (post_resolve), never sent again; a managed post
+    goes to its provider with the post id as Idempotency-Key, which the provider deduplicates. Nor a post held
+    for this restore already (its attempt with `message`): queued again since, it was retried by staff who
+    checked it is not on the platform."""
+    held = ScheduledPostAttempt.objects.filter(post_id=OuterRef("pk"), outcome=ScheduledPostAttempt.Outcome.FAILED)
+    return (
+        ScheduledPost.objects.filter(
+            status__in=[ScheduledPost.Status.QUEUED, ScheduledPost.Status.PUBLISHING], due_at__lte=now, publish_id=""
+        )
+        .exclude(mode=ScheduledPost.Mode.MANAGED)
+        .exclude(Exists(held.filter(message=message[:500])))
+    )
+
+
+def posts_hold_after_restore(
+    *, restored_to: datetime, now: datetime | None = None, dry_run: bool = False, batch: int = RESTORE_HOLD_BATCH
+) -> list[tuple[str, str]]:
+    """After a restore to `restored_to` (the backup's time) and before any worker or beat starts: fail every
+    post the restore may have put back after it went out (_restore_hold_candidates) with PLATFORM_UNAVAILABLE
+    and restore_hold_message, as any failure (_fail: its attempt and `scheduled_post.failed`). A post with no
+    mark gets `publish_attempted_at` = `restored_to` (from then on it may have been sent), so a retry
+    (post_retry) asks for the confirmation that it is not on the platform (_outcome_unknown). Returns
+    (organization id, post id) of the posts held (with `dry_run`, that would be), in that order.
+
+    One transaction per `batch` posts, each row locked and updated only if still as read: safe to run twice
+    (a held post is failed, no longer a candidate) and beside a dispatcher started too early: its run on a post
+    held meanwhile can no longer write it (_still_ours), and the post stays failed, "may have been published"."""
+    now = now or timezone.now()
+    message = restore_hold_message(restored_to)
+    held: list[tuple[str, str]] = []
+    after = ""
+    while True:
+        with transaction.atomic():
+            # By id: each batch starts after the last one's, whatever became of its posts.
+            candidates = _restore_hold_candidates(now=now, message=message).filter(pk__gt=after).order_by("pk")
+            posts = list((candidates if dry_run else candidates.select_for_update())[:batch])
+            for post in posts:
+                if dry_run or _hold_after_restore(post, restored_to=restored_to, message=message) == "failed":
+                    held.append((post.organization_id, post.pk))
+        if len(posts) < batch:
+            return sorted(held)
+        after = posts[-1].pk
+
+
+def _hold_after_restore(post: ScheduledPost, *, restored_to: datetime, message: str) -> str:
+    # The row as read (and locked), queued or publishing: _still_ours is a publisher's, for publishing rows.
+    as_read = ScheduledPost.objects.filter(
+        pk=post.pk,
+        status=post.status,
+        publish_id="",
+        publish_attempted_at=post.publish_attempted_at,
+        claimed_until=post.claimed_until,
+    )
+    return _fail(
+        post,
+        RESTORE_HOLD_CODE,
+        message,
+        answered=False,  # Layers' own doing: no platform refused anything
+        rows=as_read,
+        publish_attempted_at=post.publish_attempted_at or restored_to,
+    )
+
+
+def posts_held_after_restore(*, restored_to: datetime) -> list[tuple[str, str]]:
+    """(organization id, post id) of the posts a hold after the restore to `restored_to` has failed, whatever
+    became of them since (a staff retry): what the runs so far held, for ops who lost their list."""
+    return sorted(
+        set(
+            ScheduledPostAttempt.objects.filter(
+                outcome=ScheduledPostAttempt.Outcome.FAILED,
+                error_code=RESTORE_HOLD_CODE,
+                message=restore_hold_message(restored_to)[:500],
+            ).values_list("post__organization_id", "post_id")
+        )
+    )
+
+
+def posts_activity_after(*, moment: datetime) -> dict[str, int]:
+    """What only a running dispatcher (workers and beat) writes, found written after `moment` (the backup's
+    time): posts claimed since (`claimed_until` is a claim's time plus CLAIM_LEASE), posts published since, and
+    platform answers recorded since. On a database just restored from a backup taken at `moment` there is
+    none: any means workers ran on it already (and may have published posts a second time), or the backup was
+    taken later than `moment`. Only the counts that are not 0."""
+    cut = moment + RESTORE_ACTIVITY_SLACK
+    found = {
+        "postsClaimed": ScheduledPost.objects.filter(claimed_until__gt=cut + CLAIM_LEASE).count(),
+        "postsPublished": ScheduledPost.objects.filter(published_at__gt=cut).count(),
+        "platformAnswers": ScheduledPostAttempt.objects.filter(platform__isnull=False, finished_at__gt=cut).count(),
+    }
+    return {what: n for what, n in found.items() if n}
 
 
 # --- Metrics ----------------------------------------------------------------------------------------
