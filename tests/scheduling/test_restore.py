@@ -22,11 +22,19 @@ from config.api.errors import Conflict
 from leasing.models import PoolAccount
 from leasing.tasks import pool_accounts_refresh_tick
 from scheduling import services
-from scheduling.models import ManagedProvider, ScheduledPost, ScheduledPostAttempt
+from scheduling.models import ScheduledPost, ScheduledPostAttempt
 from tests.accounts.oauth_helpers import connected_account
 from tests.leasing.helpers import add_pool
 from tests.receivers import receiver
-from tests.scheduling.publish_helpers import iso, later, post, run_dispatcher, sandbox_posts, schedule_now
+from tests.scheduling.publish_helpers import (
+    iso,
+    later,
+    managed_provider,
+    post,
+    run_dispatcher,
+    sandbox_posts,
+    schedule_now,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -133,7 +141,7 @@ def test_posts_with_a_publish_id_and_managed_posts_are_left_to_the_platform_and_
     run_dispatcher()
     assert ScheduledPost.objects.get(pk=processing["id"]).publish_id  # publishing, its publish id known
     with receiver() as (url, received):
-        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=f"{url}/dispatch")
+        managed_provider(project=owner.project, name="Boost", endpoint_url=f"{url}/dispatch")
         managed = schedule_now(owner, instagram["id"], mode="managed")
         taken_at = timezone.now()
         backup(tmp_path / "layers.dump")
