@@ -6,7 +6,11 @@ requests with one key cannot both do the work; a claim whose request died is tak
 Every age here is read on one clock, the database's: a claim's created_at is the database's time of its INSERT
 (the model's db_default, Now(): STATEMENT_TIMESTAMP() on PostgreSQL, not the transaction's start), and it is
 compared with Now() in SQL. A retry reaches any web host, and hosts' clocks drift: compared with the time of a
-host 60 s ahead of the one that claimed the key, a request still in flight looked abandoned and ran twice."""
+host 60 s ahead of the one that claimed the key, a request still in flight looked abandoned and ran twice.
+
+A request refused for what it sent (REFUSED_INPUT: 400, 413, 422) is not stored, as Stripe does not store a
+request that failed validation: it did nothing, and storing it made the partner's corrected retry with the
+same key a 409."""
 
 import hashlib
 import json
@@ -31,6 +35,12 @@ MAX_KEY_LENGTH = 255
 # rather than key the request by one the partner never sent; keys are UUIDs or the like in practice.
 KEY_PATTERN = re.compile(rf"[ -+\--~]{{1,{MAX_KEY_LENGTH}}}")
 KEY_RULE = f"Must be 1 to {MAX_KEY_LENGTH} printable ASCII characters other than a comma."
+# Answers about the request's own input, which do no work. Every 422 of the API is raised before the
+# operation changes anything (or inside the transaction it rolls back), state-dependent ones included ("this
+# account is disconnected", the webhook endpoint cap): so none needs its answer kept to stop the work being done
+# twice, and keeping it made the key unusable for the corrected request. A 409 (ACCOUNT_DISCONNECTED, …), 403 or
+# 404 is still stored and replayed, as API.md says of any answer: it tells what was there when the request ran.
+REFUSED_INPUT = frozenset({400, 413, 422})
 SEVERAL_KEYS = (
     "Send one Idempotency-Key header, whose key has no comma: several headers arrive joined by commas, as "
     "one key that was never sent."
@@ -76,7 +86,9 @@ def begin(*, organization, key: str, request):
             )
             .first()
         )
-        if row is not None and (row.stale or row.abandoned):
+        # A refusal stored by a version before REFUSED_INPUT (or by one still running during a rolling deploy)
+        # did no work: read as absent, like a stale or abandoned claim.
+        if row is not None and (row.stale or row.abandoned or row.status_code in REFUSED_INPUT):
             row.delete()
             row = None
         if row is not None:
@@ -102,12 +114,12 @@ def begin(*, organization, key: str, request):
 
 
 def finish(row, response) -> None:
-    """Store the first response; forget the key when the request did not complete (5xx, throttled) so
-    that the partner can retry it."""
+    """Store the first response; forget the key (release the claim) when the request did not complete (5xx,
+    throttled) or was refused for its input (REFUSED_INPUT), so that the partner can retry it, corrected."""
     from accounts.models import IdempotencyKey
 
     status = response.status_code
-    if status >= 500 or status == 429:
+    if status >= 500 or status == 429 or status in REFUSED_INPUT:
         IdempotencyKey.objects.filter(pk=row.pk).delete()
         return
     body = json.loads(json.dumps(response.data, cls=DjangoJSONEncoder))

@@ -7,6 +7,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 
 from config.api.fields import StrictSerializer
+from config.api.idempotency import REFUSED_INPUT
 
 
 class ErrorBodySerializer(serializers.Serializer):
@@ -73,7 +74,9 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
         "Replays the first response for 24 h to the same API key sending the same method, path and body; the "
         "same key with another request, or from another API key of the organization → 409 IDEMPOTENCY_KEY_REUSED. "
         "1–255 printable ASCII characters other than a comma, in one header: several Idempotency-Key headers reach "
-        "the server joined by commas, so a key with a comma, or several headers, is 422 VALIDATION (nothing done)."
+        "the server joined by commas, so a key with a comma, or several headers, is 422 VALIDATION (nothing done). "
+        "An answer 400, 413 or 422 (the request refused for what it sent; nothing done) is not stored: send the "
+        "corrected request with the same key."
     ),
 )
 
@@ -181,9 +184,10 @@ def postprocess_plumbing_responses(result, generator, request, public):
                 elif "IDEMPOTENCY_KEY_REUSED" not in conflict.get("description", ""):
                     conflict["description"] = f"{conflict['description']}; {IDEMPOTENCY_REUSED}"
                 # A replay answers the first response's status (config/api/views.py): any status the first
-                # request may have had and that is stored (config/api/idempotency: not a 5xx, not a 429).
+                # request may have had and that is stored (config/api/idempotency: not a 5xx, not a 429, not a
+                # refusal of the request's own input, REFUSED_INPUT).
                 for status, response in responses.items():
-                    if not status.startswith("5") and status != "429":
+                    if not status.startswith("5") and status != "429" and int(status) not in REFUSED_INPUT:
                         response.setdefault("headers", {}).update(IDEMPOTENT_REPLAYED)
             operation["responses"] = dict(sorted(responses.items()))
     return result

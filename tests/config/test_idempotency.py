@@ -82,18 +82,76 @@ def test_same_key_on_another_path_is_409_key_reused(owner):
     assert work_done(owner) == 1
 
 
-def test_a_422_response_is_replayed_too(owner):
+def test_a_422_is_not_stored_so_the_corrected_request_may_use_the_same_key(owner):
+    # A refused input did no work: remembering it only made the partner's corrected retry a 409 (as Stripe,
+    # "if incoming parameters failed validation no idempotent result is saved").
     first = post(owner.client, {"count": 9}, "k-422")
     assert_error(first, 422, "VALIDATION")
+    assert not IdempotencyKey.objects.filter(organization=owner.org, key="k-422").exists()
 
-    again = post(owner.client, {"count": 9}, "k-422")
+    again = post(owner.client, {"count": 9}, "k-422")  # the same refused request is answered anew
+    assert_error(again, 422, "VALIDATION")
+    assert "Idempotent-Replayed" not in again
 
-    assert again.status_code == 422
-    assert again.json() == first.json()
-    assert again["Idempotent-Replayed"] == "true"
-    # and the corrected body needs a new key
-    assert_error(post(owner.client, {"note": "fixed"}, "k-422"), 409, "IDEMPOTENCY_KEY_REUSED")
-    assert work_done(owner) == 0
+    fixed = post(owner.client, {"note": "fixed"}, "k-422")
+    assert fixed.status_code == 201 and "Idempotent-Replayed" not in fixed
+    replayed = post(owner.client, {"note": "fixed"}, "k-422")
+    assert replayed["Idempotent-Replayed"] == "true" and replayed.json() == fixed.json()
+    assert work_done(owner) == 1
+
+
+def test_a_content_refused_for_its_media_type_can_be_corrected_under_the_same_key(owner):
+    # What the partner hit: mediaType "gif" → 422, then the fixed body with the same key was 409.
+    path = f"/v1/projects/{owner.project.id}/content"
+    body = {"mediaType": "gif", "mediaUrls": ["https://cdn.acme.test/a.jpg"]}
+    assert_error(post(owner.client, body, "k-gif", path), 422, "VALIDATION")
+
+    fixed = post(owner.client, {**body, "mediaType": "image"}, "k-gif", path)
+
+    assert fixed.status_code == 201, fixed.content
+    again = post(owner.client, {**body, "mediaType": "image"}, "k-gif", path)
+    assert again["Idempotent-Replayed"] == "true" and again.json()["id"] == fixed.json()["id"]
+
+
+@pytest.mark.parametrize("body", [b"{nope", b"[1]"])
+def test_a_400_malformed_body_is_not_stored_either(owner, body):
+    refused = owner.client.post("/v1/_probe", body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k-400")
+    assert_error(refused, 400, "MALFORMED_REQUEST")
+
+    fixed = post(owner.client, {"note": "fixed"}, "k-400")
+
+    assert fixed.status_code == 201 and "Idempotent-Replayed" not in fixed
+    assert work_done(owner) == 1
+
+
+def test_a_422_stored_before_this_rule_no_longer_holds_the_key(owner):
+    # A row kept by an earlier version (or by a worker still running it during a rolling deploy) stored a
+    # refusal that did no work: it is read as absent, as if it had never been stored.
+    assert post(owner.client, {"note": "x"}, "k-old-422").status_code == 201
+    IdempotencyKey.objects.filter(organization=owner.org, key="k-old-422").update(
+        status_code=422, response_body={"error": {"code": "VALIDATION", "message": "Invalid request.", "details": {}}}
+    )
+
+    fixed = post(owner.client, {"note": "fixed"}, "k-old-422")
+
+    assert fixed.status_code == 201 and "Idempotent-Replayed" not in fixed
+    assert work_done(owner) == 2
+
+
+def test_a_refusal_that_depends_on_state_is_still_stored(owner):
+    # 409 ACCOUNT_DISCONNECTED says what the account was when the request ran, not what was wrong with it:
+    # it is kept and replayed as before, and another body under that key is still a reuse.
+    from tests.factories import make_account
+
+    gone = make_account(owner, status="disconnected")
+    path = f"/v1/projects/{owner.project.id}/social/reauth-url"
+    first = post(owner.client, {"socialAccountId": gone.pk}, "k-409", path)
+    assert_error(first, 409, "ACCOUNT_DISCONNECTED")
+
+    again = post(owner.client, {"socialAccountId": gone.pk}, "k-409", path)
+    assert again["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    other = make_account(owner)
+    assert_error(post(owner.client, {"socialAccountId": other.pk}, "k-409", path), 409, "IDEMPOTENCY_KEY_REUSED")
 
 
 def test_keys_are_scoped_per_organization(owner, sibling):
@@ -241,6 +299,32 @@ def test_second_request_while_the_first_is_in_flight_is_409(owner, transactional
     assert work_done(owner) == 1
     later = post(owner.client, {"note": "gate"}, "k-gate", "/v1/_probe_gated")
     assert later["Idempotent-Replayed"] == "true" and later.json() == first.json()
+
+
+def test_the_claim_of_a_request_refused_422_is_released_when_it_ends(owner, transactional_db, monkeypatch):
+    """While the refused request runs, its key is claimed (a second one is 409 as for any request); once it
+    has answered 422 the claim is gone, and the corrected request with that key runs."""
+    monkeypatch.setattr(plumbing_urls.GatedProbeApi, "entered", threading.Event())
+    monkeypatch.setattr(plumbing_urls.GatedProbeApi, "release", threading.Event())
+    results = [None]
+    a = threading.Thread(
+        target=run_in_thread,
+        args=(lambda: post(client_for(owner), {"count": 9}, "k-gate-422", "/v1/_probe_gated"), results, 0),
+    )
+    a.start()
+    try:
+        assert plumbing_urls.GatedProbeApi.entered.wait(timeout=30)
+        during = post(owner.client, {"note": "fixed"}, "k-gate-422", "/v1/_probe_gated")
+        assert_error(during, 409, "IDEMPOTENCY_KEY_REUSED")
+    finally:
+        plumbing_urls.GatedProbeApi.release.set()
+        a.join(timeout=30)
+
+    assert_error(results[0], 422, "VALIDATION")
+    assert not IdempotencyKey.objects.filter(organization=owner.org, key="k-gate-422").exists()
+    fixed = post(owner.client, {"note": "fixed"}, "k-gate-422", "/v1/_probe_gated")
+    assert fixed.status_code == 201 and "Idempotent-Replayed" not in fixed
+    assert work_done(owner) == 1
 
 
 def test_two_concurrent_requests_with_one_key_do_the_work_once(owner, transactional_db):

@@ -356,8 +356,21 @@ def test_no_caller_chooses_the_document_others_read(db):
 
 
 def test_a_replayed_refusal_is_documented_with_its_header_too(schema):
-    # A 422 or 409 is stored and replayed like a 201 (config/api/idempotency: all but 5xx and 429).
+    # A 404 or 409 is stored and replayed like a 201; a 429, or a refusal of the request's own input (400,
+    # 413, 422), never is (config/api/idempotency: not a 5xx, a 429 or REFUSED_INPUT).
     operation = schema["paths"]["/v1/content/{containerId}/schedule"]["post"]
-    for status in ("201", "404", "409", "422"):
+    for status in ("201", "404", "409"):
         assert "Idempotent-Replayed" in operation["responses"][status].get("headers", {}), status
-    assert "Idempotent-Replayed" not in operation["responses"]["429"].get("headers", {})
+    for status in ("400", "413", "422", "429"):
+        assert "Idempotent-Replayed" not in operation["responses"][status].get("headers", {}), status
+
+
+def test_the_description_says_a_refused_input_does_not_hold_the_idempotency_key(schema):
+    description = " ".join(schema["info"]["description"].split())
+    assert "400, 413 and 422 are not stored either" in description
+    parameter = next(
+        p
+        for p in schema["paths"]["/v1/projects/{projectId}/content"]["post"]["parameters"]
+        if p["name"] == "Idempotency-Key"
+    )
+    assert "400, 413 or 422" in parameter["description"]
