@@ -1,7 +1,10 @@
+import codecs
+import json
 import re
 
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import JSONParser, get_encoding
+from rest_framework.utils.json import strict_constant
 
 # Half of a UTF-16 pair. JSON lets a body write one (`"\ud800"`) and Python decodes it, but it is no
 # character: it cannot be stored, nor echoed back in an error, nor written as UTF-8.
@@ -27,17 +30,69 @@ def any_string_matches(value, pattern: re.Pattern) -> bool:
     return False
 
 
+class _RepeatedKeys:
+    """`object_pairs_hook` for the JSON decoder: builds each object as the decoder would (a dict) and notes
+    every key written more than once in one object, at any depth, in the order they are met."""
+
+    def __init__(self):
+        self.keys: dict[str, None] = {}  # a set that keeps its order: a body may repeat many thousand keys
+
+    def __call__(self, pairs: list[tuple[str, object]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) < len(pairs):  # only then is there anything to look for
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    self.keys[key] = None
+                seen.add(key)
+        return obj
+
+
+# A repeated key is quoted in the message as JSON writes it (quotes and control characters escaped), a very
+# long one cut, and at most NAMES_LIMIT are named: the message names them, it need not carry a megabyte back.
+NAME_LIMIT = 100
+NAMES_LIMIT = 20
+
+
+def _quoted(key: str) -> str:
+    quoted = json.dumps(key[:NAME_LIMIT], ensure_ascii=False)
+    return quoted if len(key) <= NAME_LIMIT else quoted[:-1] + '…"'
+
+
 class JSONObjectParser(JSONParser):
-    """Bodies are JSON objects: an array, a string, invalid or absurdly nested JSON, or a string that is not
-    Unicode text (a lone surrogate) is 400 MALFORMED_REQUEST."""
+    """Bodies are JSON objects: an array, a string, invalid or absurdly nested JSON, a string that is not
+    Unicode text (a lone surrogate), or an object with a key written twice is 400 MALFORMED_REQUEST.
+
+    A repeated key is refused as the other ways of writing a body that does not say one thing are: RFC 8259
+    (4) leaves such an object's meaning to each decoder, Python's keeping the last copy and others the first, so
+    `{"mediaType": "image", "mediaType": "video"}` was silently a video. It is the JSON text that is ambiguous,
+    found by the decoder before any field is read, hence the parser's 400 rather than a field's 422; the message
+    names every such key (a query parameter given twice is a 422 because the query is read field by field)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
+        # DRF's JSONParser.parse, with the hook that notes repeated keys.
+        repeated = _RepeatedKeys()
         try:
-            data = super().parse(stream, media_type, parser_context)
+            decoded = codecs.getreader(get_encoding(parser_context or {}))(stream)
+            data = json.load(
+                decoded, parse_constant=strict_constant if self.strict else None, object_pairs_hook=repeated
+            )
         except RecursionError:  # "[[[[…" a few thousand deep: Python's decoder gives up, not a ValueError
             raise ParseError("The request body is nested too deeply.")
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}")
         if not isinstance(data, dict):
             raise ParseError("The request body must be a JSON object.")
         if any_string_matches(data, LONE_SURROGATE):
             raise ParseError("The request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text.")
+        if repeated.keys:
+            keys = list(repeated.keys)
+            several = len(keys) > 1
+            names = ", ".join(_quoted(key) for key in keys[:NAMES_LIMIT])
+            if len(keys) > NAMES_LIMIT:
+                names += f" (and {len(keys) - NAMES_LIMIT} more)"
+            raise ParseError(
+                f"The request body gives the key{'s' if several else ''} {names} more than once in one object: "
+                "send each key once."
+            )
         return data

@@ -1,5 +1,6 @@
 """Every auth failure and every error code leaves the API in API.md's envelope."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -171,6 +172,43 @@ def test_another_organizations_project_is_404_whatever_the_body(owner, outsider,
 def test_body_not_a_json_object_is_400(owner, body):
     response = owner.client.post("/v1/_probe", body, content_type="application/json")
     assert_error(response, 400, "MALFORMED_REQUEST")
+
+
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        (b'{"note": "a", "note": "b"}', "note"),
+        (b'{"note": "a", "count": 1, "count": 1}', "count"),  # the same value twice too
+        (b'{"note": "a", "extra": {"x": 1, "x": 2}}', "x"),  # at any depth
+        (b'{"note": "a", "extra": [{"x": 1}, {"y": {"z": [], "z": []}}]}', "z"),
+    ],
+)
+def test_a_key_repeated_in_one_json_object_is_400_naming_it(owner, body, key):
+    # Python's decoder kept the last copy (others keep the first): the partner never learnt which one counted.
+    response = owner.client.post("/v1/_probe", body, content_type="application/json")
+    error = assert_error(response, 400, "MALFORMED_REQUEST")
+    assert f'"{key}"' in error["message"], error
+
+
+def test_a_repeated_key_is_named_readably_whatever_it_holds(owner):
+    # Quoted as JSON writes it: a control character or a quote in the name cannot break the message.
+    body = b'{"note": "a", "we\\"ird\\n": 1, "we\\"ird\\n": 2}'
+    error = assert_error(
+        owner.client.post("/v1/_probe", body, content_type="application/json"), 400, "MALFORMED_REQUEST"
+    )
+    assert '"we\\"ird\\n"' in error["message"], error
+
+
+def test_a_body_repeating_thousands_of_keys_is_answered_at_once_naming_twenty(owner):
+    pairs = ", ".join(f'"k{n}": 1, "k{n}": 2' for n in range(30_000))  # about 700 kB
+    body = ('{"note": "a", ' + pairs + "}").encode()
+    started = time.monotonic()
+    error = assert_error(
+        owner.client.post("/v1/_probe", body, content_type="application/json"), 400, "MALFORMED_REQUEST"
+    )
+    assert time.monotonic() - started < 5
+    assert '"k0", "k1"' in error["message"] and '"k19"' in error["message"] and '"k20"' not in error["message"]
+    assert "(and 29980 more)" in error["message"]
 
 
 @pytest.mark.parametrize("body", [b"", b"  "])

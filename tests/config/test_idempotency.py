@@ -113,7 +113,7 @@ def test_a_content_refused_for_its_media_type_can_be_corrected_under_the_same_ke
     assert again["Idempotent-Replayed"] == "true" and again.json()["id"] == fixed.json()["id"]
 
 
-@pytest.mark.parametrize("body", [b"{nope", b"[1]"])
+@pytest.mark.parametrize("body", [b"{nope", b"[1]", b'{"note": "x", "note": "fixed"}'])
 def test_a_400_malformed_body_is_not_stored_either(owner, body):
     refused = owner.client.post("/v1/_probe", body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k-400")
     assert_error(refused, 400, "MALFORMED_REQUEST")

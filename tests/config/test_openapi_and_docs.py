@@ -374,3 +374,10 @@ def test_the_description_says_a_refused_input_does_not_hold_the_idempotency_key(
         if p["name"] == "Idempotency-Key"
     )
     assert "400, 413 or 422" in parameter["description"]
+
+
+def test_a_key_given_twice_in_a_body_is_documented_as_a_400(schema):
+    description = " ".join(schema["info"]["description"].split())
+    assert "a key given more than once in one object" in description
+    content = schema["paths"]["/v1/projects/{projectId}/content"]["post"]
+    assert "a key given more than once in one object" in content["responses"]["400"]["description"]

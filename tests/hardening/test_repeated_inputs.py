@@ -1,14 +1,18 @@
 """A single-valued input sent more than once is refused, not silently read as one of its copies.
 
 `?limit=1&limit=2` was read as `limit=2` (Django's QueryDict.get takes the last copy), so a partner whose
-client appended a parameter twice got pages other than the ones it asked for and never knew. Two
+client appended a parameter twice got pages other than the ones it asked for and never knew. A JSON body's
+object with a key written twice (`{"mediaType": "image", "mediaType": "video"}`) was read as its last copy
+(Python's decoder, as most) where other decoders take the first. Two
 `Idempotency-Key` headers reach the application as one value joined by a comma (the WSGI server, gunicorn
 in production, joins repeated header lines), so the request was keyed by `a,b`, a key the partner never
 sent: a retry with either key then did the work again."""
 
 import http.client
+import json
 import re
 import urllib.parse
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -16,6 +20,7 @@ from django.utils import timezone
 from accounts.models import IdempotencyKey
 from config.api.pagination import _encode
 from tests.conftest import assert_error, make_tenant
+from tests.factories import make_account
 from tests.hardening.routes import snapshot, v1_routes
 from tests.hardening.world import HOOK_URL, build
 
@@ -165,3 +170,57 @@ def test_two_idempotency_key_header_lines_on_the_wire_are_422(transactional_db, 
     assert response.status == 422, payload
     assert b'"Idempotency-Key"' in payload and b'"VALIDATION"' in payload
     assert not IdempotencyKey.objects.filter(organization=tenant.org).exists()
+
+
+# --- a key repeated in a JSON body ---------------------------------------------------------------------
+
+
+def post_raw(client, path, text, **headers):
+    return client.post(path, text.encode(), content_type="application/json", **headers)
+
+
+@pytest.mark.parametrize("operation", ["content", "webhook endpoint", "oauth url"])
+def test_a_key_repeated_in_the_body_is_400_naming_it_and_nothing_is_done(owner, operation):
+    world = build(owner, handle="jsonkeys.owner")
+    path, body = realistic_posts(world)[operation]
+    first = next(iter(body))
+    before = snapshot(owner.org)
+    # The body with its first key written twice, the valid value last (what the decoder used to keep): first
+    # with another value, then with the same value twice.
+    for value in ("not this one", body[first]):
+        text = "{" + f"{json.dumps(first)}: {json.dumps(value)}, " + json.dumps(body)[1:]
+
+        error = assert_error(post_raw(owner.client, path, text), 400, "MALFORMED_REQUEST")
+
+        assert f'"{first}"' in error["message"] and "more than once" in error["message"], error
+        assert snapshot(owner.org) == before
+
+
+def test_a_key_repeated_at_any_depth_is_refused_and_every_one_is_named(owner):
+    world = build(owner, handle="jsonkeys.deep")
+    account = json.dumps(world.ids["accountId"])
+    when = json.dumps((timezone.now() + timedelta(hours=1)).isoformat())
+    target = "{" + f'"socialAccountId": {account}, "mode": "draft", "mode": "publish"' + "}"
+    text = "{" + f'"targets": [{target}], "scheduledFor": {when}, "scheduledFor": {when}' + "}"
+    before = snapshot(owner.org)
+
+    response = post_raw(owner.client, f"/v1/content/{world.ids['containerId']}/schedule", text)
+
+    error = assert_error(response, 400, "MALFORMED_REQUEST")
+    assert '"mode"' in error["message"] and '"scheduledFor"' in error["message"], error
+    assert snapshot(owner.org) == before
+
+
+def test_the_same_key_in_different_objects_is_no_repetition(owner):
+    # Each object has its own keys: two targets both with "mode" are two objects, not a repeated key.
+    world = build(owner, handle="jsonkeys.siblings")
+    other = make_account(owner, platform="tiktok")
+    targets = [
+        {"socialAccountId": world.ids["accountId"], "mode": "draft"},
+        {"socialAccountId": other.pk, "mode": "draft"},
+    ]
+    body = {"targets": targets, "scheduledFor": (timezone.now() + timedelta(hours=1)).isoformat()}
+
+    response = post_raw(owner.client, f"/v1/content/{world.ids['containerId']}/schedule", json.dumps(body))
+
+    assert response.status_code == 201, response.content
