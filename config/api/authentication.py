@@ -22,6 +22,10 @@ from config.logfilters import logged_path
 
 log = logging.getLogger(__name__)
 
+# The WWW-Authenticate challenge of every 401 (RFC 9110 11.6.1 requires one; RFC 6750 names the scheme): the
+# same whether the key is missing, malformed, unknown or revoked. config.api.errors puts it on the response.
+CHALLENGE = 'Bearer realm="layers"'
+
 
 @dataclass(frozen=True)
 class ApiClient:
@@ -53,8 +57,8 @@ class ApiKeyAuthentication(BaseAuthentication):
         return ApiClient(organization=key.organization, api_key=key), key
 
     def authenticate_header(self, request):
-        # Makes DRF answer 401 (not 403) when credentials are missing.
-        return 'Bearer realm="layers"'
+        # Makes DRF answer 401 (not 403) when credentials are missing, and is the 401's WWW-Authenticate.
+        return CHALLENGE
 
 
 def _refused(request, message: str, who: str) -> Exception:

@@ -139,6 +139,13 @@ def exception_handler(exc, context):
                 wait = int(exc.wait or 1) if exc.wait is not None else 1
                 headers["Retry-After"] = str(max(wait, 1))
                 message = f"Rate limit exceeded; retry in {headers['Retry-After']} s."
+            if status == 401:
+                # RFC 9110 11.6.1: a 401 says how to authenticate. DRF's own handler copies the challenge that
+                # APIView.handle_exception puts on the exception (the authenticator's authenticate_header);
+                # this one used to drop it, so every 401 went without.
+                from config.api.authentication import CHALLENGE
+
+                headers["WWW-Authenticate"] = getattr(exc, "auth_header", None) or CHALLENGE
             if status == 404:
                 message = "Not found."
             response = Response(envelope(status, code, message), status=status, headers=headers)

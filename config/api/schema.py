@@ -141,6 +141,13 @@ RETRY_AFTER = {
         "schema": {"type": "integer", "minimum": 1},
     }
 }
+WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": 'The authentication to use: `Bearer realm="layers"` (an API key as a Bearer token).',
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
 IDEMPOTENT_REPLAYED = {
     "Idempotent-Replayed": {
         "description": "`true` when this is the stored response of an earlier request with the same "
@@ -164,7 +171,8 @@ def _error_response(status: int, description: str | None = None) -> dict:
 
 def postprocess_plumbing_responses(result, generator, request, public):
     """drf-spectacular postprocessing hook: document on every operation the statuses that ApiView itself
-    answers, so no view can forget them — 429 RATE_LIMITED (with Retry-After) everywhere; on POST, PUT and
+    answers, so no view can forget them — 429 RATE_LIMITED (with Retry-After) everywhere, WWW-Authenticate on
+    the 401; on POST, PUT and
     PATCH 413 PAYLOAD_TOO_LARGE, and 400 MALFORMED_REQUEST where the operation has a request body; on
     operations taking an Idempotency-Key 422 (malformed key) and 409 IDEMPOTENCY_KEY_REUSED, next to the
     operation's own 409 codes, and the Idempotent-Replayed header on the responses a replay may repeat."""
@@ -172,6 +180,8 @@ def postprocess_plumbing_responses(result, generator, request, public):
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             responses.setdefault("429", _error_response(429)).setdefault("headers", {}).update(RETRY_AFTER)
+            if "401" in responses:  # every operation that takes a key (config/api/errors.py sets it)
+                responses["401"].setdefault("headers", {}).update(WWW_AUTHENTICATE)
             if method in BODY_METHODS:
                 # A body too large is refused before any view runs, but only an operation that reads its
                 # body can find it missing or not JSON (rotate-secret takes none and ignores what is sent).

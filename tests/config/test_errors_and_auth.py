@@ -47,6 +47,32 @@ def test_revoked_key_is_401(owner):
     assert_error(owner.client.get("/v1/projects"), 401, "UNAUTHENTICATED")
 
 
+def assert_asks_for_a_bearer_key(response):
+    # RFC 9110 11.6.1: a 401 carries WWW-Authenticate, the scheme the client should use (RFC 6750's Bearer).
+    assert_error(response, 401, "UNAUTHENTICATED")
+    assert response["WWW-Authenticate"] == 'Bearer realm="layers"'
+
+
+@pytest.mark.parametrize("header", [None, "Basic dXNlcjpwYXNz", "Bearer ", "Bearer lyr_000000000000_nope"])
+def test_every_401_says_which_authentication_to_use(anon, owner, header):
+    if header is not None:
+        anon.credentials(HTTP_AUTHORIZATION=header)
+    assert_asks_for_a_bearer_key(anon.get("/v1/projects"))
+    assert_asks_for_a_bearer_key(anon.post(f"/v1/projects/{owner.project.id}/content", {}, format="json"))
+    assert_asks_for_a_bearer_key(anon.delete(f"/v1/webhook-endpoints/we_{'0' * 32}"))
+
+
+def test_a_revoked_keys_401_says_which_authentication_to_use_too(owner):
+    services.api_key_revoke(key=owner.key)
+    assert_asks_for_a_bearer_key(owner.client.get("/v1/projects"))
+
+
+def test_answers_other_than_401_ask_for_no_authentication(owner, anon):
+    assert "WWW-Authenticate" not in owner.client.get("/v1/projects")
+    assert "WWW-Authenticate" not in owner.client.get("/v1/projects/prj_nope")
+    assert "WWW-Authenticate" not in anon.get("/v1/no-such-thing")
+
+
 def test_valid_key_records_last_used(owner):
     assert owner.key.last_used_at is None
     before = timezone.now()

@@ -381,3 +381,12 @@ def test_a_key_given_twice_in_a_body_is_documented_as_a_400(schema):
     assert "a key given more than once in one object" in description
     content = schema["paths"]["/v1/projects/{projectId}/content"]["post"]
     assert "a key given more than once in one object" in content["responses"]["400"]["description"]
+
+
+def test_every_401_is_documented_with_its_www_authenticate_header(schema):
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if "401" in operation["responses"]:
+                headers = operation["responses"]["401"].get("headers", {})
+                assert "WWW-Authenticate" in headers, f"{method.upper()} {path}"
+    assert 'WWW-Authenticate: Bearer realm="layers"' in schema["info"]["description"]
