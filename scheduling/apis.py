@@ -72,10 +72,14 @@ class ContainerInput(StrictSerializer):
     )
 
     def validate(self, data):
-        low, high = MEDIA_COUNTS[data["mediaType"]]
+        media_type = data["mediaType"]
+        low, high = MEDIA_COUNTS[media_type]
         if not low <= len(data["mediaUrls"]) <= high:
+            # Said as a person would: "An image takes exactly 1 URL.", "A carousel takes 2 to 35 URLs."
             expected = f"exactly {low}" if low == high else f"{low} to {high}"
-            raise serializers.ValidationError({"mediaUrls": [f"A {data['mediaType']} takes {expected} URL(s)."]})
+            article = "An" if media_type[0] in "aeiou" else "A"
+            urls = "URL" if high == 1 else "URLs"
+            raise serializers.ValidationError({"mediaUrls": [f"{article} {media_type} takes {expected} {urls}."]})
         if data["mediaType"] == "carousel":
             videos = {
                 index: [

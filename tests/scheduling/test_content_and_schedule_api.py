@@ -76,6 +76,20 @@ def test_invalid_containers_are_422_naming_the_field(owner, body, field):
     assert field in error["details"]["fields"], error
 
 
+@pytest.mark.parametrize(
+    "media_type, count, message",
+    [
+        ("image", 2, "An image takes exactly 1 URL."),
+        ("video", 2, "A video takes exactly 1 URL."),
+        ("carousel", 1, "A carousel takes 2 to 35 URLs."),
+    ],
+)
+def test_a_wrong_number_of_media_urls_is_said_in_plain_english(owner, media_type, count, message):
+    urls = [f"https://cdn.acme.test/{n}.jpg" for n in range(count)]
+    error = assert_error(create_container(owner, {"mediaType": media_type, "mediaUrls": urls}), 422, "VALIDATION")
+    assert error["details"]["fields"] == {"mediaUrls": [message]}
+
+
 def test_schedule_creates_queued_posts_with_derived_placement(owner, container):
     tiktok = make_account(owner, platform="tiktok")
     insta = make_account(owner, platform="instagram")
