@@ -3,7 +3,7 @@ import json
 import re
 
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser, get_encoding
+from rest_framework.parsers import JSONParser
 from rest_framework.utils.json import strict_constant
 
 # Half of a UTF-16 pair. JSON lets a body write one (`"\ud800"`) and Python decodes it, but it is no
@@ -70,10 +70,13 @@ class JSONObjectParser(JSONParser):
     names every such key (a query parameter given twice is a 422 because the query is read field by field)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        # DRF's JSONParser.parse, with the hook that notes repeated keys.
+        # DRF's JSONParser.parse, with the hook that notes repeated keys, and always read as UTF-8: RFC 8259
+        # (8.1, 11) says JSON is UTF-8 and a charset parameter has "no effect on compliant recipients". DRF
+        # decoded by the label, so a UTF-8 body sent as `charset=ISO-8859-1` was stored as "CafÃ©" (and each
+        # CJK character grew to three); a body really written in Latin-1 is not UTF-8 and is refused (400).
         repeated = _RepeatedKeys()
         try:
-            decoded = codecs.getreader(get_encoding(parser_context or {}))(stream)
+            decoded = codecs.getreader("utf-8")(stream)
             data = json.load(
                 decoded, parse_constant=strict_constant if self.strict else None, object_pairs_hook=repeated
             )

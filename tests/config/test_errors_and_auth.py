@@ -1,5 +1,6 @@
 """Every auth failure and every error code leaves the API in API.md's envelope."""
 
+import json
 import time
 from datetime import timedelta
 
@@ -340,3 +341,28 @@ def test_healthz_and_readyz_need_no_key(anon, db):
     ready = anon.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+CAPTION = "Café 日本 🚀"
+
+
+@pytest.mark.parametrize("charset", ["ISO-8859-1", "windows-1252", "bogus-charset", "utf-8", "UTF-8"])
+def test_a_json_body_is_read_as_utf8_whatever_charset_its_content_type_names(owner, charset):
+    # RFC 8259: JSON is UTF-8 and a charset parameter has no effect. Decoded by the label, a UTF-8 caption
+    # sent as ISO-8859-1 was stored (and would have been posted) as "CafÃ© æ—¥æœ¬ ðŸš€".
+    body = json.dumps(
+        {"mediaType": "video", "mediaUrls": ["https://cdn.acme.test/c.mp4"], "caption": CAPTION}, ensure_ascii=False
+    ).encode()
+    response = owner.client.post(
+        f"/v1/projects/{owner.project.id}/content", body, content_type=f"application/json; charset={charset}"
+    )
+    assert response.status_code == 201, response.json()
+    assert owner.client.get(f"/v1/content/{response.json()['id']}").json()["caption"] == CAPTION
+
+
+def test_a_body_written_in_latin1_is_400_not_read_as_something_else(owner):
+    body = '{"mediaType": "video", "mediaUrls": ["https://cdn.acme.test/c.mp4"], "caption": "Café"}'.encode("latin-1")
+    response = owner.client.post(
+        f"/v1/projects/{owner.project.id}/content", body, content_type="application/json; charset=ISO-8859-1"
+    )
+    assert_error(response, 400, "MALFORMED_REQUEST")
