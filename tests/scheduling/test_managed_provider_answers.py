@@ -65,7 +65,7 @@ def test_a_provider_answer_nested_too_deep_to_decode_publishes_the_post_once_wit
     # the post (2xx), so it is published without an id or URL rather than crash the task and be sent again.
     account = connected_account(owner, "tiktok", "managed.deep")
     with receiver(lambda r: (200, b"[" * 5000 + b"]" * 5000, {})) as (url, received):
-        ManagedProvider.objects.create(project=owner.project, name="Boost", endpoint_url=url)
+        managed_provider(project=owner.project, name="Boost", endpoint_url=url)
         scheduled = schedule_now(owner, account["id"], mode="managed")
         run_dispatcher()
         ticks_for_an_hour()
