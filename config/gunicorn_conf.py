@@ -18,13 +18,31 @@ mid-exchange, after the platform had used up the code, with a reset connection i
 the partner's app. A worker with nothing in flight still exits at once."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
-from config import envfile
+ROOT = Path(__file__).resolve().parent.parent
+# Asked of a separate interpreter, never imported here: this file runs in the master, whose modules the
+# workers inherit when they are forked, and a SIGHUP reload re-imports nothing already loaded. Importing the
+# settings and the platform code here made every reloaded worker run the old code and the old settings.
+_ASK = (
+    "from config import envfile; envfile.load(); "
+    "from accounts.platforms.http import web_request_deadline; print(web_request_deadline())"
+)
 
-# The settings module the workers will use (config/wsgi.py picks it the same way): its platform timeouts.
-envfile.load()
 
-from accounts.platforms.http import web_request_deadline  # noqa: E402 - after the settings module is chosen
+def _web_request_deadline() -> float:
+    """accounts.platforms.http.web_request_deadline as the workers' settings make it (a bad setting stops
+    the master here, naming it, as it would stop each worker)."""
+    answer = subprocess.run(  # noqa: S603 - our own interpreter and fixed code
+        [sys.executable, "-c", _ASK], cwd=ROOT, capture_output=True, text=True
+    )
+    if answer.returncode:
+        sys.stderr.write(answer.stderr)
+        raise SystemExit("config/gunicorn_conf.py: the settings refused to load (above)")
+    return float(answer.stdout.split()[-1])
+
 
 worker_class = "gthread"
 workers = 2
@@ -40,4 +58,4 @@ control_socket_disable = True
 # gunicorn's `timeout` is left at its default: a gthread worker's heartbeat is its main loop, which goes on
 # while requests run on its threads, so it never ends a request, only a worker whose loop is stuck.
 GRACE_SPARE_SECONDS = 10
-graceful_timeout = math.ceil(web_request_deadline()) + GRACE_SPARE_SECONDS
+graceful_timeout = math.ceil(_web_request_deadline()) + GRACE_SPARE_SECONDS

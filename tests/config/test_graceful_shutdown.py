@@ -7,8 +7,9 @@ platform had used up the code, and the state read `failed` 5 minutes later."""
 
 import http.client
 import os
-import runpy
 import signal
+import subprocess
+import sys
 import threading
 import time
 from urllib.parse import urlsplit
@@ -17,7 +18,7 @@ import pytest
 from django.conf import settings as django_settings
 from gunicorn.config import GracefulTimeout
 
-from accounts.platforms.http import ANSWER_DEADLINE_TIMEOUTS
+from accounts.platforms.http import ANSWER_DEADLINE_TIMEOUTS, WEB_REQUEST_PLATFORM_CALLS
 from accounts.platforms.sandbox import oauth as sandbox_oauth
 from tests.accounts.oauth_helpers import RETURN_URL, status
 from tests.accounts.oauth_helpers import start as start_connect
@@ -28,31 +29,49 @@ from tests.reliability.processes import django_env, free_port, manage, start, st
 CONFIG = django_settings.BASE_DIR / "config" / "gunicorn_conf.py"
 
 
-def _config() -> dict:
-    """What gunicorn reads from config/gunicorn_conf.py, with this process's settings."""
-    return runpy.run_path(str(CONFIG))
+# What gunicorn's master does with config/gunicorn_conf.py (runs it), in a fresh interpreter as the master is:
+# it prints the grace and whether any of the application's code or settings got loaded into it.
+_READ_CONFIG = f"""
+import runpy, sys
+config = runpy.run_path({str(CONFIG)!r})
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("accounts", "scheduling", "leasing", "billing")
+                or m.startswith("config.settings") or m == "django.conf")
+print(config["graceful_timeout"], ",".join(loaded) or "-")
+"""
 
 
-def _graceful_timeout() -> int:
-    return _config().get("graceful_timeout", GracefulTimeout.default)
+def _master_reads_config(**env) -> tuple[int, str]:
+    answer = subprocess.run(
+        [sys.executable, "-c", _READ_CONFIG],
+        cwd=django_settings.BASE_DIR,
+        env={**django_env(application_name="gunicorn-config"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert answer.returncode == 0, answer.stderr
+    grace, loaded = answer.stdout.split()
+    return int(grace), loaded
 
 
 def test_a_stopping_web_process_lets_its_requests_wait_out_their_platform_calls():
-    one_call = ANSWER_DEADLINE_TIMEOUTS * django_settings.LAYERS_PLATFORM_TIMEOUT  # the callback's code exchange
-    assert _graceful_timeout() >= one_call
-
-    from accounts.platforms.http import web_request_deadline
-
-    assert _graceful_timeout() >= web_request_deadline()
+    grace, _ = _master_reads_config(LAYERS_PLATFORM_TIMEOUT="20")
+    # the callback's code exchange alone, then the six calls a callback may make in a row
+    assert grace >= ANSWER_DEADLINE_TIMEOUTS * 20
+    assert grace >= WEB_REQUEST_PLATFORM_CALLS * ANSWER_DEADLINE_TIMEOUTS * 20 > GracefulTimeout.default
 
 
-def test_the_grace_follows_the_platform_timeout_it_is_derived_from(settings):
-    settings.LAYERS_PLATFORM_TIMEOUT = 90.0  # a deployment that waits longer on the platforms
+def test_the_grace_follows_the_platform_timeout_the_workers_settings_read():
+    grace, _ = _master_reads_config(LAYERS_PLATFORM_TIMEOUT="90")  # a deployment that waits longer
+    assert grace >= WEB_REQUEST_PLATFORM_CALLS * ANSWER_DEADLINE_TIMEOUTS * 90
 
-    from accounts.platforms.http import web_request_deadline
 
-    assert web_request_deadline() >= ANSWER_DEADLINE_TIMEOUTS * 90.0
-    assert _graceful_timeout() >= web_request_deadline()
+def test_the_master_loads_none_of_the_applications_code_or_settings():
+    # Workers are forked from the master, and a SIGHUP reload re-imports nothing the master has loaded: the
+    # settings and platform code imported here to compute the grace made every reloaded worker run the old
+    # code and the old LAYERS_PLATFORM_TIMEOUT.
+    _, loaded = _master_reads_config()
+    assert loaded == "-"
 
 
 # --- Under a real gunicorn, scaled down ----------------------------------------------------------------
