@@ -28,8 +28,9 @@ def _err(description: str) -> OpenApiResponse:
 
 ERRORS = {
     400: _err(
-        "MALFORMED_REQUEST: the body is missing or not a JSON object, or has a key given more than once in one "
-        "object (at any depth; the message names it)."
+        "MALFORMED_REQUEST: the body is missing, not UTF-8 (it is read as UTF-8 whatever charset Content-Type "
+        "names) or not a JSON object, or has a key given more than once in one object (at any depth; the message "
+        "names it)."
     ),
     401: _err("UNAUTHENTICATED: missing, unknown or revoked API key."),
     404: _err("NOT_FOUND: unknown, malformed, wrong-type or another organization's id."),
