@@ -20,6 +20,10 @@ from django.db.models.functions import TruncMonth
 from billing.models import LedgerEntry
 from leasing.periods import add_months
 
+# The CSV is made for spreadsheets: Excel reads a CSV without a byte order mark in the machine's code page
+# (Windows-1252 in western Europe), and showed "Société Générale" as "SociÃ©tÃ© GÃ©nÃ©rale". With the
+# UTF-8 BOM first it reads UTF-8; LibreOffice and Numbers take either.
+BOM = "\ufeff"
 COLUMNS = [
     "Organization",
     "Organization ID",
@@ -199,9 +203,10 @@ class _Line:
 
 
 def csv_lines(*, month: date, organization_id: str | None = None):
-    """The CSV of the month, line by line: the header (COLUMNS), then every row (monthly_rows)."""
+    """The CSV of the month, line by line: the header (COLUMNS) after a byte order mark, then every row
+    (monthly_rows)."""
     writer = csv.writer(_Line())
-    yield writer.writerow(COLUMNS)
+    yield BOM + writer.writerow(COLUMNS)
     for row in monthly_rows(month=month, organization_id=organization_id):
         yield writer.writerow(row)
 

@@ -128,7 +128,7 @@ def test_the_csv_is_exactly_the_rows_of_the_page(finance, march, owner):
         assert export.status_code == 200
         assert export["Content-Type"].startswith("text/csv")
         assert "attachment" in export["Content-Disposition"]
-        lines = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
+        lines = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode("utf-8-sig"))))
         assert lines[0] == page["thead"][0]
         shown = [as_in_csv(r) for r in page["tbody"] if len(r) > 1]  # the "no charge" placeholder is not a row
         assert lines[1:] == shown
@@ -141,7 +141,7 @@ def test_period_times_are_shown_to_the_second_in_utc_like_the_partner_api_and_th
 
     page = Tables(finance.get("/admin/billing/monthlybilling/?month=2026-03").content.decode()).tables["charges"]
     export = finance.get("/admin/billing/monthlybilling/csv/?month=2026-03")
-    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
+    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode("utf-8-sig"))))
 
     (row,) = page["tbody"]
     assert (row[7], row[8]) == ("2026-03-01 12:31:05 UTC", "2026-04-01 12:31:05 UTC")
@@ -183,7 +183,7 @@ def test_a_long_month_is_shown_a_page_at_a_time_with_totals_and_csv_over_every_p
 
     # The CSV is every page, in the page's order.
     export = finance.get("/admin/billing/monthlybilling/csv/?month=2026-03&page=2")
-    lines = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
+    lines = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode("utf-8-sig"))))
     assert lines[1:] == [as_in_csv(r) for r in first["charges"]["tbody"] + second["charges"]["tbody"]]
 
     # A page past the last is the last one, a page that is not a number the first; the filter is kept.
@@ -343,10 +343,28 @@ def test_the_finance_csv_defuses_names_a_spreadsheet_would_run_as_formulas(owner
     staff_login(finance, with_mfa(django_user_model.objects.create_superuser("fin", "f@layers.test", "pw-fin-12345")))
 
     export = finance.get("/admin/billing/monthlybilling/csv/?month=2026-03")
-    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
+    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode("utf-8-sig"))))
 
     assert rows[1][0] == "'" + owner.org.name
     assert rows[1][2] == "'+SUM(A1:A9)"
+
+
+def test_the_finance_csv_opens_in_a_spreadsheet_with_its_accents_and_emoji_intact(finance, owner):
+    """The CSV was UTF-8 without a byte order mark: Excel on Windows read it in the machine's code page and
+    showed "SociÃ©tÃ© GÃ©nÃ©rale". It now starts with the UTF-8 BOM, which tells a spreadsheet its encoding."""
+    owner.org.name = "Société Générale"
+    owner.org.save(update_fields=["name"])
+    owner.project.name = "Café \U0001f680"
+    owner.project.save(update_fields=["name"])
+    lease_assign(owner, price_cents=4900, at=at(2026, 3, 5))
+
+    export = finance.get("/admin/billing/monthlybilling/csv/?month=2026-03")
+    raw = b"".join(export.streaming_content)
+
+    assert raw.startswith(b"\xef\xbb\xbf" + b"Organization")
+    assert raw.count(b"\xef\xbb\xbf") == 1  # once, before the header: not before every line
+    rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+    assert (rows[1][0], rows[1][2]) == ("Société Générale", "Café \U0001f680")
 
 
 @pytest.mark.parametrize("month", ["2026-13", "abc", "0001-01", "2026-00", "9999-12"])
@@ -408,7 +426,7 @@ def test_an_organization_id_pasted_with_spaces_around_it_is_that_organization(fi
     )
     page = finance.get("/admin/billing/monthlybilling/", {"month": "2026-03", "organization": f"{owner.org.pk} "})
 
-    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
+    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode("utf-8-sig"))))
     assert export.status_code == 200 and [r[1] for r in rows[1:]] == [owner.org.pk]
     assert export["Content-Disposition"] == f'attachment; filename="billing-2026-03-{owner.org.pk}.csv"'
     assert [t.organization_id for t in page.context["report"].org_totals] == [owner.org.pk]
