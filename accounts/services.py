@@ -47,6 +47,7 @@ from config.api.ids import is_valid
 from config.api.returnurl import check_return_url, normalize_allowlist_entry
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
+from config.text import shorten
 
 # Writing last_used_at on every request would make every API call a write; a minute is precise enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -303,7 +304,7 @@ def social_account_status_record(
         social_account_id=account.pk,
         from_status=from_status or "",
         to_status=account.status,
-        reason=(reason or "")[: SocialAccountStatusChange.reason.field.max_length],
+        reason=shorten(reason or "", SocialAccountStatusChange.reason.field.max_length),
         source=source[: SocialAccountStatusChange.source.field.max_length],
     )
 
@@ -568,7 +569,7 @@ def _platform_text(text, *, limit: int = PLATFORM_MESSAGE_LENGTH, secrets: tuple
 
     text = redact_secrets(blank_secrets(str(text or ""), *secrets))
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+    return shorten(text, limit)
 
 
 def oauth_callback(
@@ -801,9 +802,14 @@ def _identity_profile_store(identity: PlatformIdentity, profile: Profile) -> Pla
     binding of it, only once that binding's row is locked (social_account_bind says why)."""
     # A profile without a username (a TikTok token without user.info.profile) keeps the handle we know; a
     # user first seen that way is named by its display name until a token that may read the handle comes.
-    handle = (profile.username or identity.handle or profile.display_name)[: PlatformIdentity.handle.field.max_length]
-    if (identity.handle, identity.display_name) != (handle, profile.display_name or ""):
-        identity.handle, identity.display_name = handle, profile.display_name or ""
+    # Both cut to their columns (a longer display name failed every connect of its creator), between
+    # graphemes; a handle without "…", which would read as part of it.
+    handle = shorten(
+        profile.username or identity.handle or profile.display_name, PlatformIdentity.handle.field.max_length, mark=""
+    )
+    display_name = shorten(profile.display_name or "", PlatformIdentity.display_name.field.max_length)
+    if (identity.handle, identity.display_name) != (handle, display_name):
+        identity.handle, identity.display_name = handle, display_name
         identity.save(update_fields=["handle", "display_name", "updated_at"])
     return identity
 
@@ -1241,7 +1247,9 @@ def social_account_mark_reauth_required(
         if unless_refreshing:
             qs = qs.filter(Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lte=timezone.now()))
         updated = qs.update(
-            status=SocialAccount.Status.REAUTH_REQUIRED, reauth_required_at=timezone.now(), reauth_reason=reason[:300]
+            status=SocialAccount.Status.REAUTH_REQUIRED,
+            reauth_required_at=timezone.now(),
+            reauth_reason=shorten(reason, SocialAccount.reauth_reason.field.max_length),
         )
         if not updated:
             return False

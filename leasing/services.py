@@ -36,6 +36,7 @@ from accounts.token_margin import refresh_due, refresh_due_q
 from config.api.errors import ApiError
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
+from config.text import shorten
 from leasing.geo import language_tag
 from leasing.models import Lease, LeaseAction, LeaseRequest, PoolAccount
 
@@ -492,7 +493,7 @@ def _fail(
             status=PoolAccount.Status.AVAILABLE
         )
         request.status = LeaseRequest.Status.FAILED
-        request.failure_reason = reason[:1000]
+        request.failure_reason = shorten(reason, LeaseRequest.failure_reason.field.max_length)
         request.save(update_fields=["status", "failure_reason"])
         _audit(action="failed", actor=actor, request=request, reason=reason, problems=list(problems))
     return request
@@ -1229,8 +1230,10 @@ def pool_account_connect(*, pool_account_id: str, tokens: TokenSet, profile, act
 
     if pending:
         pool.platform_user_id = tokens.platform_user_id
-    pool.handle = pool.handle or (profile.username or "")[: PoolAccount.handle.field.max_length]
-    pool.display_name = pool.display_name or (profile.display_name or "")[: PoolAccount.display_name.field.max_length]
+    pool.handle = pool.handle or shorten(profile.username or "", PoolAccount.handle.field.max_length, mark="")
+    pool.display_name = pool.display_name or shorten(
+        profile.display_name or "", PoolAccount.display_name.field.max_length
+    )
     fields = ["platform_user_id", "handle", "display_name"]
     consented = f"@{profile.username or pool.handle}"
     if binding is not None:

@@ -50,6 +50,7 @@ from accounts.services import (
 )
 from config.api.errors import Conflict, Validation
 from config.dbreconnect import write_again_after_a_dropped_connection
+from config.text import shorten
 from scheduling.models import (
     ONBOARDING_TEMPLATE,
     ContentContainer,
@@ -175,6 +176,12 @@ INSTAGRAM_PLACEMENT = {"video": "reels", "image": "feed", "carousel": "carousel"
 TIKTOK_PLACEMENT = {"video": "video", "image": "photo", "carousel": "photo"}
 SCHEDULE_PAST_TOLERANCE = timedelta(minutes=5)
 SCHEDULE_HORIZON = timedelta(days=365)
+# The columns a post's messages are cut to (config/text.shorten: between graphemes, with "…"): a failed
+# post's error_message is the partner's error.message. An attempt's message is looked up as stored (the
+# holds after a restore), so it is cut the same way wherever it is written or matched.
+MESSAGE_LENGTH = ScheduledPost.error_message.field.max_length
+ATTEMPT_MESSAGE_LENGTH = ScheduledPostAttempt.message.field.max_length
+CANCELED_BY_LENGTH = ScheduledPost.canceled_by.field.max_length
 
 
 def placement_for(*, platform: str, media_type: str) -> str:
@@ -364,7 +371,7 @@ def post_cancel(*, post_id: str, actor=None, api_key=None) -> ScheduledPost:
     updated = ScheduledPost.objects.filter(pk=post_id, status=ScheduledPost.Status.QUEUED).update(
         status=ScheduledPost.Status.CANCELED,
         canceled_at=timezone.now(),
-        canceled_by=acting(actor=actor, api_key=api_key)[:300],
+        canceled_by=shorten(acting(actor=actor, api_key=api_key), CANCELED_BY_LENGTH),
     )
     post = ScheduledPost.objects.get(pk=post_id)
     if not updated and post.status != ScheduledPost.Status.CANCELED:
@@ -383,7 +390,7 @@ def posts_cancel_for_account(*, account, cause: str, actor=None, api_key=None) -
     return ScheduledPost.objects.filter(social_account=account, status=ScheduledPost.Status.QUEUED).update(
         status=ScheduledPost.Status.CANCELED,
         canceled_at=timezone.now(),
-        canceled_by=(f"{cause} by {who}" if who else cause)[:300],
+        canceled_by=shorten(f"{cause} by {who}" if who else cause, CANCELED_BY_LENGTH),
     )
 
 
@@ -857,7 +864,7 @@ def _attempt(
         finished_at=now,
         outcome=outcome,
         error_code=error_code,
-        message=message[:500],
+        message=shorten(message, ATTEMPT_MESSAGE_LENGTH),
         publish_id=post.publish_id,
         platform=_answering(post) if answered else None,
     )
@@ -892,7 +899,7 @@ def _fail(
         rows=rows,
         status=ScheduledPost.Status.FAILED,
         error_code=code,
-        error_message=message[:500],
+        error_message=shorten(message, MESSAGE_LENGTH),
         **forget,
         **changes,
     )
@@ -1058,7 +1065,7 @@ def _retry_later(post: ScheduledPost, exc: PlatformError, *, answered: bool = Tr
         claimed_until=None,
         next_check_at=None,
         error_code=code,
-        error_message=f"Retrying: {exc}"[:500],
+        error_message=shorten(f"Retrying: {exc}", MESSAGE_LENGTH),
     )
     return "retrying" if updated else "skipped"
 
@@ -1492,7 +1499,7 @@ def _publish_throttled(post: ScheduledPost, status: PublishStatus, now: datetime
         next_check_at=now + backoff,
         claimed_until=None,
         error_code="RATE_LIMITED",
-        error_message=f"Retrying: {status.fail_reason}"[:500],
+        error_message=shorten(f"Retrying: {status.fail_reason}", MESSAGE_LENGTH),
     )
     return "retrying" if updated else "skipped"
 
@@ -1535,7 +1542,7 @@ def _check_again(
     started = post.publish_attempted_at or max(post.scheduled_for, post.due_at)
     kept = post.error_message.startswith(CHECK_REFUSED)
     words = f"{refused_step}: {refused}" if refused_step else str(refused)
-    note = f"{CHECK_REFUSED}{words}"[:500] if refused is not None else ""
+    note = shorten(f"{CHECK_REFUSED}{words}", MESSAGE_LENGTH) if refused is not None else ""
     if refused is not None:
         _log_check_refused(post, refused, step=refused_step, note=note, repeated=kept)
         last_refusal = words
@@ -1829,7 +1836,7 @@ def _restore_hold_candidates(*, now: datetime, message: str) -> QuerySet:
             status__in=[ScheduledPost.Status.QUEUED, ScheduledPost.Status.PUBLISHING], due_at__lte=now, publish_id=""
         )
         .exclude(mode=ScheduledPost.Mode.MANAGED)
-        .exclude(Exists(held.filter(message=message[:500])))
+        .exclude(Exists(held.filter(message=shorten(message, ATTEMPT_MESSAGE_LENGTH))))
     )
 
 
@@ -1890,7 +1897,7 @@ def posts_held_after_restore(*, restored_to: datetime) -> list[tuple[str, str]]:
             ScheduledPostAttempt.objects.filter(
                 outcome=ScheduledPostAttempt.Outcome.FAILED,
                 error_code=RESTORE_HOLD_CODE,
-                message=restore_hold_message(restored_to)[:500],
+                message=shorten(restore_hold_message(restored_to), ATTEMPT_MESSAGE_LENGTH),
             ).values_list("post__organization_id", "post_id")
         )
     )

@@ -21,6 +21,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpResponseServerError
 
 from config.netguard import FetchFailed, bounded_client, deadline, public_client, read_limited
+from config.text import shorten, storable
 
 from .base import PlatformUnavailable
 from .decoding import json_loads
@@ -42,6 +43,9 @@ ANSWER_DEADLINE_TIMEOUTS = 2
 WEB_REQUEST_PLATFORM_CALLS = 6
 # httpx errors raised before any byte of the request left this machine: the platform cannot have it.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError, httpx.UnsupportedProtocol)
+
+# The most characters of a platform's message an exception carries (redact).
+MESSAGE_LENGTH = 300
 
 _in_process_handler: "InProcessWSGIHandler | None" = None
 _per_thread = threading.local()
@@ -170,8 +174,17 @@ def json_body(response: httpx.Response) -> dict | list | None:
 
 def redact(text: str, *secrets: str | None) -> str:
     """A platform message made safe to carry in an exception: some platforms echo request parameters
-    back in error descriptions, and tokens must never reach a log. Also bounded in length."""
-    return blank_secrets(text, *secrets)[:300]
+    back in error descriptions, and tokens must never reach a log. Also storable (config/text.storable: a
+    refusal PostgreSQL could not store left its post `publishing`, the platform's words lost) and bounded in
+    length, cut between graphemes with "…" (it reaches partners as a failed post's error.message)."""
+    return shorten(storable(blank_secrets(text, *secrets)), MESSAGE_LENGTH)
+
+
+def platform_text(value) -> str:
+    """A text field of a platform's answer (a profile's names, a post's fail reason) as the database can keep
+    it: a string whatever JSON type came, with what PostgreSQL text cannot hold made U+FFFD. A display name
+    with half an emoji in it failed every connect of its creator. Not cut: the caller knows its column."""
+    return storable(value if isinstance(value, str) else str(value or ""))
 
 
 def blank_secrets(text: str, *secrets: str | None) -> str:

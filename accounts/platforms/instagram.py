@@ -38,7 +38,7 @@ from .base import (
     stopped_partway,
 )
 from .decoding import json_loads
-from .http import http_session, json_body, platform_request, redact
+from .http import http_session, json_body, platform_request, platform_text, redact
 
 log = logging.getLogger(__name__)
 
@@ -214,11 +214,11 @@ class InstagramClient:
             me = self._graph(http, "GET", "/me", access_token=access_token, params={"fields": PROFILE_FIELDS})
         if not me.get("user_id"):
             raise PlatformUnavailable("instagram: no user_id in the profile", code="bad_response")
-        username = me.get("username") or ""
+        username = platform_text(me.get("username"))
         return Profile(
             platform_user_id=str(me["user_id"]),
             username=username,
-            display_name=me.get("name") or username,
+            display_name=platform_text(me.get("name")) or username,
             avatar_url=me.get("profile_picture_url") or None,
         )
 
@@ -389,7 +389,7 @@ class InstagramClient:
             if code == "IN_PROGRESS":
                 return PublishStatus(state="processing")
             if code in ("ERROR", "EXPIRED"):
-                detail = str(status.get("status") or code)
+                detail = platform_text(status.get("status")) or code
                 fail_code = _container_error_code(detail)
                 if fail_code and detail.strip() == fail_code:
                     # The bare subcode is no reason a partner can read on its own.
@@ -645,7 +645,7 @@ def _raise_for_oauth(response: httpx.Response, body, *, secrets: tuple[str | Non
         _raise_for_graph(response, body, secrets=secrets)
     status = response.status_code
     if isinstance(body, dict) and body.get("error_type"):
-        error_type = str(body["error_type"])
+        error_type = platform_text(body["error_type"])
         message = redact(f"instagram {error_type}: {body.get('error_message') or ''}", *secrets)
         if status == 429 or as_int(body.get("code")) == 429:
             raise RateLimited(message, code=error_type, status=status)

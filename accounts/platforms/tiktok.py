@@ -32,7 +32,7 @@ from .base import (
     as_int,
     stopped_partway,
 )
-from .http import http_session, json_body, platform_request, redact
+from .http import http_session, json_body, platform_request, platform_text, redact
 
 # video.list is not needed to connect or post, but /v2/video/query/ (metrics) refuses tokens without it.
 DEFAULT_SCOPES = ("user.info.basic", "user.info.profile", "video.publish", "video.upload", "video.list")
@@ -260,7 +260,7 @@ class TikTokClient:
             if status == "SEND_TO_USER_INBOX":
                 return PublishStatus(state="sent_to_inbox")
             if status == "FAILED":
-                reason = str(data.get("fail_reason") or "unknown")
+                reason = platform_text(data.get("fail_reason")) or "unknown"
                 return PublishStatus(state="failed", fail_code=reason, fail_reason=FAIL_REASONS.get(reason, reason))
             if status == "PUBLISH_COMPLETE":
                 # The field is spelled "publicaly" in the API. It stays empty until moderation is done, and
@@ -300,11 +300,11 @@ class TikTokClient:
         user = data.get("user") or {}
         if not user.get("open_id"):
             raise PlatformUnavailable("tiktok: no open_id in the user info", code="bad_response")
-        username = user.get("username") or ""
+        username = platform_text(user.get("username"))
         return Profile(
             platform_user_id=str(user["open_id"]),
             username=username,
-            display_name=user.get("display_name") or username,
+            display_name=platform_text(user.get("display_name")) or username,
             avatar_url=user.get("avatar_url") or None,
         )
 
@@ -454,7 +454,7 @@ def _raise_for_answer(response: httpx.Response, body, *, grant: str | None, secr
     status = response.status_code
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        code = str(error.get("code") or "")
+        code = platform_text(error.get("code"))
         if code and code != "ok":
             message = redact(f"tiktok {code}: {error.get('message') or ''}", *secrets)
             if code == SCOPE_NOT_AUTHORIZED:
@@ -467,6 +467,7 @@ def _raise_for_answer(response: httpx.Response, body, *, grant: str | None, secr
                 raise PlatformUnavailable(message, code=code, status=status)
             raise RequestRejected(message, code=code, status=status)
     elif isinstance(error, str) and error:
+        error = platform_text(error)
         message = redact(f"tiktok {error}: {body.get('error_description') or ''}", *secrets)
         if error in ("invalid_grant", "access_denied"):
             if grant in ("refresh_token", "revoke"):

@@ -71,6 +71,72 @@ def test_a_tiktok_connect_granted_without_user_info_profile_completes_with_the_d
     assert (account["status"], account["handle"], account["displayName"]) == ("connected", "No Profile", "No Profile")
 
 
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        (
+            "Zo\u00eb \U0001f468\u200d\U0001f469\u200d\U0001f467 \U0001f1eb\U0001f1f7",
+            None,
+        ),  # emoji sequences and a flag
+        ("\u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627", None),  # right to left
+        ("Zoe\u0308 \u1112\u1161\u11ab", None),  # NFD: a combining mark, conjoining Hangul jamo
+        ("Cut by UTF-16 units \ud83d", "Cut by UTF-16 units \ufffd"),  # half an emoji
+        ("Nul\x00name", "Nul\ufffdname"),
+        ("x" * 255 + "\U0001f468\u200d\U0001f469", "x" * 255 + "…"),  # longer than the column's 256
+        ("y" * 300, "y" * 255 + "…"),
+    ],
+)
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_a_display_name_the_database_could_not_store_as_it_came_still_connects(
+    owner, monkeypatch, platform, name, shown
+):
+    """A display name with half a surrogate pair, a NUL or over 256 characters could not be stored: every
+    connect of that creator failed with `platform_error`. It is now stored cleaned (U+FFFD) and cut (at a
+    character boundary, with "…"); names the database takes are stored as they came."""
+    from accounts.platforms.sandbox import instagram_views, tiktok_views
+
+    views = tiktok_views if platform == "tiktok" else instagram_views
+    monkeypatch.setattr(views, "display_name", lambda username: name)
+
+    state, response = connect(owner, platform, "weird.name")
+
+    assert response["Location"] == sent_back_to(platform, RETURN_URL)
+    body = status(owner, state)
+    assert body["status"] == "completed", body
+    account = owner.client.get(f"/v1/social-accounts/{body['socialAccountId']}").json()
+    assert (account["handle"], account["displayName"]) == ("weird.name", name if shown is None else shown)
+
+
+@pytest.mark.parametrize(
+    "username, handle, display_name",
+    [
+        ("half.\ud83d", "half.\ufffd", "half.\ufffd"),
+        ("nul\x00", "nul\ufffd", "nul\ufffd"),
+        ("h" * 200, "h" * 128, "h" * 200),  # the handle's column is 128 long; a handle is cut without "…"
+    ],
+)
+def test_a_username_the_database_could_not_store_as_it_came_still_connects(owner, username, handle, display_name):
+    """The same for the username TikTok answers (the account's handle): no connect failing on it."""
+
+    def profile(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        answer = sandbox.handle_request(request)
+        body = json.loads(answer.read())
+        body["data"]["user"].update(username=username, display_name=username)
+        # As JSON escapes it (\\ud83d): httpx's json= writes UTF-8, which has no lone surrogate.
+        return httpx.Response(
+            answer.status_code, content=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
+
+    with intercepted({"/v2/user/info/": profile}):
+        state, response = connect(owner, "tiktok", "odd.user")
+
+    assert response["Location"] == RETURN_URL
+    body = status(owner, state)
+    assert body["status"] == "completed", body
+    account = owner.client.get(f"/v1/social-accounts/{body['socialAccountId']}").json()
+    assert (account["handle"], account["displayName"]) == (handle, display_name)
+
+
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_connect_fan_out_provisions_layers_avatar_and_onboarding(owner, platform):
     account = connected_account(owner, platform, "fan.out")

@@ -131,6 +131,83 @@ def test_content_refusal_fails_with_platform_rejected(owner):
     assert Event.objects.filter(type="scheduled_post.failed").count() == 1
 
 
+REFUSED = "The platform refused the post: "
+SAID = "tiktok invalid_params: "  # the client's start of a TikTok refusal: its code
+
+
+def refusing_the_post_with(monkeypatch, message: str) -> None:
+    """The sandbox's TikTok refuses every post init with `message`, as TikTok refuses a parameter."""
+    from accounts.platforms.sandbox import tiktok_views
+
+    def refuse(source_info, *, photos):
+        raise tiktok_views.Answer(tiktok_views.envelope(code="invalid_params", message=message, status=400))
+
+    monkeypatch.setattr(tiktok_views, "_source_urls", refuse)
+
+
+@pytest.mark.parametrize(
+    "message, kept",
+    [
+        # A platform cutting its text by UTF-16 units leaves half of a surrogate pair (an emoji) behind.
+        ("title refused: \ud83d", "title refused: \ufffd"),
+        ("title refused: a\x00b", "title refused: a\ufffdb"),
+        ("title refused: \udc00\ud800 low then high", "title refused: \ufffd\ufffd low then high"),
+    ],
+)
+def test_a_refusal_whose_message_postgresql_cannot_store_fails_the_post_at_once_with_the_platforms_words(
+    owner, monkeypatch, message, kept
+):
+    """Storing the refusal raised (UnicodeEncodeError, or psycopg's DataError for the NUL): the post stayed
+    `publishing`, and 5 minutes later the resolver failed it PLATFORM_UNAVAILABLE "outcome unknown", the
+    platform's words lost. What cannot be stored is now U+FFFD."""
+    account = connected_account(owner, "tiktok", "oddrefusal")
+    refusing_the_post_with(monkeypatch, message)
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_REJECTED", body
+    assert body["error"]["message"] == f"{REFUSED}{SAID}{kept}"
+    with time_machine.travel(later(minutes=6)):
+        run_dispatcher()
+    assert post(owner, scheduled["id"])["error"] == body["error"]
+    assert Event.objects.get(type="scheduled_post.failed").data["error"] == body["error"]
+
+
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one grapheme of 5 code points
+FLAG = "\U0001f1eb\U0001f1f7"  # 🇫🇷: two regional indicators
+THUMBS = "\U0001f44d\U0001f3fd"  # 👍🏽: an emoji and its skin tone
+E_ACUTE = "e\u0301"  # é in NFD: a letter and its combining mark
+HEART = "\u2764\ufe0f"  # ❤️: a character and its emoji variation selector
+HANGUL = "\u1112\u1161\u11ab"  # 한 in NFD: three conjoining jamo
+
+
+# The platform's words (TikTok's code, then the message) are kept to 300 characters, "…" included: 6 - shift
+# of the graphemes' code points fit, and each case below ends them inside a grapheme (more cases:
+# tests/config/test_text.py).
+@pytest.mark.parametrize(
+    "grapheme, shift",
+    [(FAMILY, 0), (FAMILY, 2), (FLAG, 1), (THUMBS, 1), (E_ACUTE, 1), (HEART, 1), (HANGUL, 1)],
+)
+def test_a_long_refusal_is_cut_between_characters_as_the_partner_sees_them(owner, monkeypatch, grapheme, shift):
+    """The refusal was cut to 300 code points wherever they fell: a family emoji ended as "👨\u200d", a flag as
+    a lone regional indicator, an accent lost its letter, in the API's error.message and the webhook alike.
+    It is now cut before the character it would split, and says so with "…"."""
+    account = connected_account(owner, "tiktok", "longrefusal")
+    message = "x" * (270 + shift) + grapheme * 20
+    refusing_the_post_with(monkeypatch, message)
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+
+    shown = post(owner, scheduled["id"])["error"]["message"]
+    words = shown.removeprefix(REFUSED)
+    assert words.endswith("…") and len(words) <= 300, shown
+    kept = words.removeprefix(SAID).removesuffix("…")
+    assert message.startswith(kept)
+    assert kept.removeprefix("x" * (270 + shift)) == grapheme * kept.count(grapheme[0])
+    assert Event.objects.get(type="scheduled_post.failed").data["error"]["message"] == shown
+
+
 @pytest.mark.parametrize("platform", ["tiktok", "instagram"])
 def test_broken_media_fails_with_media_invalid(owner, platform):
     account = connected_account(owner, platform, "badmedia")
