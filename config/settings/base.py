@@ -245,6 +245,24 @@ STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static"))
 MEDIA_URL = env.str("LAYERS_MEDIA_URL", default="/media/")
 MEDIA_ROOT = env.str("LAYERS_MEDIA_ROOT", default=str(VAR_DIR / "media"))
 
+
+def s3_media_storage(bucket: str, *, endpoint_url: str | None = None, custom_domain: str | None = None) -> dict:
+    """The STORAGES entry for media in an S3-compatible bucket (credentials through boto3's usual AWS_*
+    variables): what production runs with LAYERS_S3_BUCKET, and what tests/accounts/test_s3_media.py points at
+    an S3 server on loopback. URLs are unsigned (partners keep avatarUrl: a signed one would expire), on the
+    CDN domain when given."""
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "endpoint_url": endpoint_url,
+            "custom_domain": custom_domain,
+            "querystring_auth": False,
+            "file_overwrite": False,
+        },
+    }
+
+
 # Storage: local media by default; an S3-compatible bucket (+ CDN domain) when a bucket is configured.
 AWS_STORAGE_BUCKET_NAME = env.str("LAYERS_S3_BUCKET", default="")
 STORAGES = {
@@ -252,16 +270,11 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 if AWS_STORAGE_BUCKET_NAME:
-    STORAGES["default"] = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": AWS_STORAGE_BUCKET_NAME,
-            "endpoint_url": env.str("LAYERS_S3_ENDPOINT_URL", default=None),
-            "custom_domain": env.str("LAYERS_CDN_DOMAIN", default=None),
-            "querystring_auth": False,
-            "file_overwrite": False,
-        },
-    }
+    STORAGES["default"] = s3_media_storage(
+        AWS_STORAGE_BUCKET_NAME,
+        endpoint_url=env.str("LAYERS_S3_ENDPOINT_URL", default=None),
+        custom_domain=env.str("LAYERS_CDN_DOMAIN", default=None),
+    )
 
 # Cache (throttling counters): Redis when configured so limits hold across processes. Short socket timeouts:
 # an unreachable Redis must cost a request half a second at most, after which config/ratelimit.py counts in
