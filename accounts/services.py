@@ -1036,7 +1036,7 @@ def social_account_revoke(*, account_id: str, actor=None, api_key: ApiKey | None
             type="social_account.disconnected",
             data=social_account_data(account),
         )
-        transaction.on_commit(lambda: avatars_delete(account_id=account_id), robust=True)
+        transaction.on_commit(lambda: _avatars_delete_after_disconnect(account_id=account_id))
         if tokens:
             platform, user_id, pk = account.platform, account.identity.platform_user_id, account.pk
             # robust: the disconnect is committed by then; a failure there must not turn it into a 500.
@@ -1655,7 +1655,7 @@ def social_account_rehost_avatar(*, account_id: str) -> str | None:
     live = SocialAccount.objects.filter(pk=account_id).exclude(status=SocialAccount.Status.DISCONNECTED)
     if not live.filter(avatar_url="").update(avatar_url=url) and not live.exists():
         # Disconnected while the picture was fetched: the revoke's deletion may have run before this copy.
-        avatars_delete(account_id=account_id)
+        _avatars_delete_after_disconnect(account_id=account_id)
         return None
     return url
 
@@ -1677,6 +1677,24 @@ def avatars_delete(*, account_id: str) -> int:
     for name in files:
         default_storage.delete(f"{folder}/{name}")
     return len(files)
+
+
+def _avatars_delete_after_disconnect(*, account_id: str) -> None:
+    """avatars_delete for an account just disconnected; never raises (the disconnect is committed: a failure
+    must not become the partner's 500). Media storage refusing (a bucket refusing the credentials, gone, down)
+    leaves the customer's picture served to anyone at its old URL: the error names the account and the folder
+    to delete, where Django's own line for a failing on_commit callback named neither."""
+    try:
+        avatars_delete(account_id=account_id)
+    except Exception as exc:  # noqa: BLE001 - logged with what ops need to finish the deletion by hand
+        log.error(
+            "avatar copies of %s not deleted from media storage, still served at their URL: delete %s/ (%s: %s)",
+            account_id,
+            _avatar_folder(account_id),
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
 
 
 def onboarding_step_complete(*, organization_id: str, key: str, social_account_id: str | None = None) -> bool:

@@ -274,3 +274,31 @@ def test_a_bucket_refusing_the_copy_fails_the_avatar_step_only_and_the_tick_copi
     url = owner.client.get(f"/v1/social-accounts/{account_id}").json()["avatarUrl"]
     assert url and url.startswith(f"{bucket.endpoint}/{bucket.name}/avatars/{account_id}/")
     assert fetch(url).content == avatars.png("s3.refused")
+
+
+def test_a_disconnect_the_bucket_refuses_to_clean_up_answers_200_and_tells_ops_what_is_left(
+    owner, bucket, caplog, request
+):
+    # Before, ops read "Error calling social_account_revoke.<locals>.<lambda> in on_commit()" and the bucket's
+    # refusal: not whose picture was still served to anyone at its URL, nor where to delete it.
+    account = connected_account(owner, "tiktok", "s3.stuck")
+    url = account["avatarUrl"]
+    request.getfixturevalue("wrong_credentials")
+    caplog.set_level(logging.INFO)
+
+    response = owner.client.delete(f"/v1/social-accounts/{account['id']}")
+
+    assert response.status_code == 200 and response.json()["status"] == "disconnected"
+    assert owner.client.get(f"/v1/social-accounts/{account['id']}").json()["avatarUrl"] is None
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING and account["id"] in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    (line,) = lines
+    assert line.levelname == "ERROR" and line.exc_info
+    assert f"avatars/{account['id']}/" in line.getMessage() and "InvalidAccessKeyId" in line.getMessage()
+    assert "layers-media-secret" not in caplog.text
+
+    # The object is still there, served, until ops delete it (README, Media).
+    from moto import settings as moto_settings
+
+    moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")  # (the fixture's undo restores it too)
+    assert bucket.keys(f"avatars/{account['id']}/") and fetch(url).status_code == 200
