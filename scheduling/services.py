@@ -18,7 +18,7 @@ import httpx
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, Count, DateTimeField, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When, Window
-from django.db.models.functions import Cast, RowNumber
+from django.db.models.functions import Cast, Now, RowNumber
 from django.utils import timezone
 
 from accounts.models import Platform, SocialAccount
@@ -48,6 +48,7 @@ from accounts.services import (
     social_account_with_fresh_token,
     staff_source,
 )
+from config import clock
 from config.api.errors import Conflict, Validation
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.text import shorten
@@ -546,6 +547,12 @@ def publishing_claim(now: datetime) -> dict:
 # How many of the soonest due posts a claim shares out between organizations (posts_claim_due).
 FAIR_CLAIM_WINDOW_BATCHES = 20
 
+# What a worker whose clock is off from the database's does not do (config/clock.py): every claim compares
+# times with this process's clock (a post due, a lease run out), and a worker 90 s ahead published posts 90 s
+# early, one 5 minutes ahead took over and failed posts another worker was publishing. The ticks of the other
+# workers claim them (beat sends each tick to any worker).
+CLOCK_OFF_CLAIMS = "dispatcher: this worker claims no post (due, to check or to prepare); the other workers' ticks do"
+
 _FAIR_CLAIM_SQL = """
 WITH due AS MATERIALIZED (
     SELECT id, organization_id, due_at FROM {table}
@@ -568,7 +575,10 @@ def posts_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[st
     went to the workers ahead of another's post due the same instant (~70 s late here): among the soonest
     FAIR_CLAIM_WINDOW_BATCHES × `limit` due posts each organization's first goes first, then each one's
     second, and so on (by due time within an organization, and between equal turns). Rows another
-    dispatcher holds are skipped (SKIP LOCKED), as in _claim."""
+    dispatcher holds are skipped (SKIP LOCKED), as in _claim. None while this process's clock is off
+    (CLOCK_OFF_CLAIMS)."""
+    if not clock.clock_trustworthy(refusing=CLOCK_OFF_CLAIMS):
+        return []
     now = now or timezone.now()
     if connection.vendor != "postgresql":  # make run on SQLite: one dispatcher, no window functions needed
         return _claim(
@@ -600,7 +610,11 @@ def posts_claimed_waiting() -> int:
 
 
 def posts_claim_for_resolution(*, now: datetime | None = None, limit: int = 500) -> list[str]:
-    """Claim publishing posts whose status check is due or whose worker's lease ran out."""
+    """Claim publishing posts whose status check is due or whose worker's lease ran out. None while this
+    process's clock is off (CLOCK_OFF_CLAIMS): it would read another worker's lease as run out, and fail a
+    post that worker is putting live."""
+    if not clock.clock_trustworthy(refusing=CLOCK_OFF_CLAIMS):
+        return []
     now = now or timezone.now()
     return _claim(
         status=ScheduledPost.Status.PUBLISHING,
@@ -615,7 +629,10 @@ def posts_claim_for_preparation(*, now: datetime | None = None, limit: int = 500
     """Claim queued Instagram posts (mode publish) due within LAYERS_PREPARE_AHEAD whose container has not
     been made yet, for post_prepare. A post already due is left to the publisher, which makes its container
     itself. Each post is claimed for this once: a preparation that fails or dies is not tried again, and the
-    publisher then makes the container at the post's time, as it would without preparation."""
+    publisher then makes the container at the post's time, as it would without preparation. None while this
+    process's clock is off (CLOCK_OFF_CLAIMS)."""
+    if not clock.clock_trustworthy(refusing=CLOCK_OFF_CLAIMS):
+        return []
     now = now or timezone.now()
     ahead = settings.LAYERS_PREPARE_AHEAD
     if not ahead:
@@ -646,7 +663,8 @@ def post_prepare(*, post_id: str) -> str:
     then, with the usual retries and codes).
 
     A dead token is the one error acted on now: the account goes reauth_required at once, so the partner
-    hears of it (social_account.needs_reauth) while there is still time to reconnect before the post is due."""
+    hears of it (social_account.needs_reauth) while there is still time to reconnect before the post is due.
+    "unprepared" as well on a worker whose clock is off from the database's (config/clock.py)."""
     post = ScheduledPost.objects.select_related("container", "social_account__identity").filter(pk=post_id).first()
     if (
         post is None
@@ -659,6 +677,8 @@ def post_prepare(*, post_id: str) -> str:
         or post.social_account.status != SocialAccount.Status.CONNECTED
     ):
         return "skipped"
+    if not clock.clock_trustworthy(refusing=f"preparing: post {post.pk}'s container not made ahead"):
+        return "unprepared"  # its clock would judge whether the post is due yet (config/clock.py)
     account = post.social_account
     try:
         result = _platform_publish(post)
@@ -1178,6 +1198,8 @@ def _publish(post: ScheduledPost | None) -> str:
         # may be in its creating call right now, so the post is not settled from here (that failed live
         # posts as "outcome unknown"): that run settles it, or the resolver once it can no longer be alive.
         return "skipped"
+    if not clock.clock_trustworthy(refusing=f"publishing: post {post.pk} given back before any platform call"):
+        return _give_back_for_the_clock(post)
     account = post.social_account
     if account.status == SocialAccount.Status.DISCONNECTED:
         return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.", answered=False)
@@ -1247,6 +1269,36 @@ def _publish(post: ScheduledPost | None) -> str:
     return _publish_known_id(post, result.publish_id)
 
 
+def _give_back_for_the_clock(post: ScheduledPost) -> str:
+    """This worker's clock is off from the database's (config/clock.py): the post goes back to the queue before
+    any call of its run, due as the claim left it (that time is the claiming tick's, not this clock's), and the
+    next tick hands it out again, until a worker whose clock is right takes it. Sent from here, its point of
+    no return would be written with this clock: a worker 5 minutes behind wrote a mark that a healthy resolver
+    read as a dead run's, and failed the post as it went live. The claim is no attempt: `attempts` is put back
+    (as a deferred managed post's, _managed_enter) and no lost run is counted (`requeues`, of which 5 fail the
+    post), so however many of a post's claims land here, none counts against it. The attempt log says so in a
+    row that is no attempt (no number, no platform), finished at the database's time. "given back", or "skipped" when
+    the post is no longer this run's (_still_ours)."""
+    why = f"Given back before any platform call, for a worker whose clock is right: {clock.skew_problem()}."
+    given_back = ScheduledPostAttempt(
+        post_id=post.pk,
+        number=None,
+        started_at=post.due_at,
+        finished_at=Now(),
+        outcome=ScheduledPostAttempt.Outcome.REQUEUED,
+        message=why[:500],
+    )
+    updated = _update_recording(
+        _still_ours(post),
+        given_back,
+        status=ScheduledPost.Status.QUEUED,
+        attempts=F("attempts") - 1,
+        claimed_until=None,
+        next_check_at=None,
+    )
+    return "given back" if updated else "skipped"
+
+
 def _publish_known_id(post: ScheduledPost, publish_id: str) -> str:
     """Store the platform's publish id, then settle the post right away (_resolve: Instagram's
     media_publish, or a first status check)."""
@@ -1314,10 +1366,26 @@ def post_resolve(*, post_id: str) -> str:
     - that request never went out (worker died before it, or only an Instagram container — not yet a post —
       was made) → queue again: exactly one post will result. Managed dispatches are queued again as well:
       the provider deduplicates on our Idempotency-Key. After MAX_LOST_RUNS runs stopped that way the post
-      fails PLATFORM_UNAVAILABLE instead (a run that raises every time must not loop)."""
+      fails PLATFORM_UNAVAILABLE instead (a run that raises every time must not loop).
+
+    Nothing of this on a worker whose clock is off from the database's (config/clock.py): it would read the
+    lease of a worker in its creating call as run out, and fail a post going live. The check of a post with
+    its publish id (asking the platform, safe to repeat) is put back due at the time of the claim that sent
+    it here, and the next tick hands it out again; a post without one (is its run dead?) waits for the
+    resolver's lease to run out, as after any resolve that did not happen."""
     post = ScheduledPost.objects.select_related("container", "social_account__identity").filter(pk=post_id).first()
     if post is None or post.status != ScheduledPost.Status.PUBLISHING:
         return "skipped"
+    if not clock.clock_trustworthy(refusing=f"checking: post {post.pk} left to a worker whose clock is right"):
+        if post.publish_id and post.next_check_at is not None:
+            # The resolver's claim wrote next_check_at = its time + CLAIM_LEASE (posts_claim_for_resolution).
+            ScheduledPost.objects.filter(
+                pk=post.pk,
+                status=ScheduledPost.Status.PUBLISHING,
+                publish_id=post.publish_id,
+                next_check_at=post.next_check_at,
+            ).update(next_check_at=post.next_check_at - CLAIM_LEASE)
+        return "given back"
     return _resolve(post)
 
 

@@ -4,6 +4,7 @@ trigger; the rows are the work (a lost message is found again by the next tick).
 from celery import shared_task
 from django.conf import settings
 
+from config import clock
 from scheduling import services
 
 # The tick hands claimed posts to workers a few per message when many are waiting: one message per post
@@ -26,7 +27,12 @@ def dispatch_due_posts(batch: int = 500) -> int:
 
     A burst larger than LAYERS_DISPATCH_MAX_WAITING is handed out over several ticks, as workers take
     posts: a claimed post's lease runs from its claim, and it must not expire while the post waits in the
-    broker (the resolver would then queue it again while it is still on its way to a worker)."""
+    broker (the resolver would then queue it again while it is still on its way to a worker).
+
+    Nothing on a worker whose clock is off from the database's (config/clock.py, services.CLOCK_OFF_CLAIMS):
+    beat sends the next tick to any worker, and the others claim the posts."""
+    if not clock.clock_trustworthy(refusing=services.CLOCK_OFF_CLAIMS):
+        return 0
     claimed = 0
     waiting = services.posts_claimed_waiting()
     while waiting < settings.LAYERS_DISPATCH_MAX_WAITING:

@@ -21,3 +21,7 @@ MEDIA_ROOT = str(VAR_DIR / "test-media")  # noqa: F405
 LAYERS_PLATFORM_TRANSPORT = one_of("LAYERS_PLATFORM_TRANSPORT", default="wsgi", choices=PLATFORM_TRANSPORTS)
 LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 0  # sandbox posts are ready at once; tests move the clock for more
 LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = 0  # and have their TikTok post id at once, unless a test delays it
+# The suite models time passing by moving Python's clock with time_machine (a tick an hour later makes retries
+# due), which the clock-skew guard (config/clock.py) would read as this process's clock being off from the
+# database's: off here; tests/scheduling/test_clock_skew.py turns it on and makes the skew with time_machine.
+LAYERS_MAX_CLOCK_SKEW_SECONDS = 0

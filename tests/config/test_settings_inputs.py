@@ -68,6 +68,11 @@ def test_each_rate_setting_is_checked(monkeypatch, name):
         ("LAYERS_PREPARE_AHEAD_SECONDS", "172800", "from 0 to 86399"),
         ("LAYERS_PREPARE_AHEAD_SECONDS", "86400", "from 0 to 86399"),
         ("LAYERS_PREPARE_AHEAD_SECONDS", "-1", "from 0 to 86399"),
+        # A negative limit read every clock as off (no post ever claimed); one of the claim's lease (5 minutes)
+        # or more lets a worker that far off fail the posts other workers are publishing.
+        ("LAYERS_MAX_CLOCK_SKEW_SECONDS", "-1", "from 0 to 299"),
+        ("LAYERS_MAX_CLOCK_SKEW_SECONDS", "300", "from 0 to 299"),
+        ("LAYERS_MAX_CLOCK_SKEW_SECONDS", "5s", "from 0 to 299"),
         # The existing ranges, through the same helper.
         ("LAYERS_PUBLISH_RETRY_WINDOW_MINUTES", "0", "from 1 to 10080"),
         ("LAYERS_METRICS_SYNC_WINDOW_DAYS", "0", "at least 1"),
