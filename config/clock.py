@@ -6,14 +6,14 @@ minutes old (scheduling/services.py). A worker whose clock ran 90 s ahead publis
 minutes ahead, or a publishing worker 5 minutes behind, failed posts PLATFORM_UNAVAILABLE that another worker
 was putting live. Clocks must be kept synced (NTP); this is the guard for when one is not, as distributed
 databases refuse to run with a clock off: a process whose clock is off from the database's by more than
-LAYERS_MAX_CLOCK_SKEW_SECONDS claims no post and gives back the posts it was handed before calling the
-platform, until its clock is right again. The other processes go on meanwhile (beat
+LAYERS_MAX_CLOCK_SKEW_SECONDS claims no post, gives back the posts it was handed before calling the platform,
+and reports not ready (/readyz), until its clock is right again. The other processes go on meanwhile (beat
 sends each tick to any worker).
 
 The database's clock is the reference every process shares. The offset is measured with `SELECT
 clock_timestamp()` (the server's time now, not its transaction's start) against this process's clock at the
 midpoint of the round trip, and kept for CHECK_EVERY_SECONDS per process: one small query per process every
-30 s at most, on the dispatcher's tick (every 2 s) or a publish, whichever asks first. Kept by
+30 s at most, on the dispatcher's tick (every 2 s), a publish or /readyz, whichever asks first. Kept by
 time.monotonic(), which a stepped wall clock does not move (nor does time_machine, with which the tests make
 the skew). SQLite is a file on this host: the same clock, offset 0.
 

@@ -413,11 +413,11 @@ LAYERS_WEBHOOK_ORG_IN_FLIGHT = whole_number("LAYERS_WEBHOOK_ORG_IN_FLIGHT", defa
 # the next dispatcher ticks (every 2 s). Raise it with the number of workers (a few times their posts/s).
 LAYERS_DISPATCH_MAX_WAITING = whole_number("LAYERS_DISPATCH_MAX_WAITING", default=1000)
 # A worker whose clock is off from the database's by more than this many seconds takes no part in publishing
-# until it is right again (config/clock.py): its dispatcher tick claims no post, a post handed to it goes back
-# to the queue before any platform call. Publishing compares each process's clock with times other hosts
-# wrote: a worker 90 s ahead published posts 90 s early, one 5 minutes off failed posts another worker was
-# putting live. 0 turns the guard off; below the 5 minutes of a publishing worker's lease
-# (scheduling.services.CLAIM_LEASE), which a larger skew defeats.
+# until it is right again, and a web process reports not ready (config/clock.py): the dispatcher tick claims no
+# post, a post handed to the worker goes back to the queue before any platform call, /readyz answers 503.
+# Publishing compares each process's clock with times other hosts wrote: a worker 90 s ahead published posts
+# 90 s early, one 5 minutes off failed posts another worker was putting live. 0 turns the guard off; below the
+# 5 minutes of a publishing worker's lease (scheduling.services.CLAIM_LEASE), which a larger skew defeats.
 LAYERS_MAX_CLOCK_SKEW_SECONDS = whole_number(
     "LAYERS_MAX_CLOCK_SKEW_SECONDS", default=5, least=0, most=299, unit="seconds"
 )

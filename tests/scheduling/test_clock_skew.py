@@ -221,6 +221,25 @@ def test_with_the_guard_off_nothing_is_measured(db, settings, django_assert_num_
         assert clock.clock_trustworthy()
 
 
+def test_readyz_is_unavailable_on_a_web_host_whose_clock_is_off_and_healthz_reads_no_database(
+    anon, caplog, django_assert_num_queries
+):
+    assert anon.get("/readyz").status_code == 200
+    with a_process_whose_clock_is_off_by(timedelta(seconds=90)):
+        with caplog.at_level(logging.WARNING):
+            response = anon.get("/readyz")
+        with django_assert_num_queries(0):
+            assert anon.get("/healthz").status_code == 200
+    assert response.status_code == 503, response.content
+    body = response.json()
+    assert body["status"] == "unavailable" and body["checks"]["database"] == body["checks"]["broker"] == "ok"
+    reason = body["checks"]["clock"]
+    assert reason.startswith("error: ") and "ahead" in reason and "LAYERS_MAX_CLOCK_SKEW_SECONDS" in reason, reason
+    assert any("clock" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    with a_healthy_process():
+        assert anon.get("/readyz").json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
 def test_sqlite_is_on_the_same_host_and_reads_as_no_offset(db, monkeypatch):
     monkeypatch.setattr(connection, "vendor", "sqlite")
     with time_machine.travel(timezone.now() + timedelta(hours=1)):
