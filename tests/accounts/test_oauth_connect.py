@@ -8,9 +8,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import time_machine
+from django.test import Client
 from django.utils import timezone
 
-from accounts.models import Event, OnboardingStep, PlatformIdentity, SocialAccount
+from accounts.models import Event, OAuthSession, OnboardingStep, PlatformIdentity, SocialAccount
 from scheduling.models import Layer
 from tests.accounts.oauth_helpers import (
     RETURN_URL,
@@ -828,3 +829,19 @@ def test_instagrams_error_reason_is_logged_and_kept_on_the_oauth_session_beside_
             assert named in said, said
     for secret in (state, "IGQW-echo-5678"):
         assert secret not in caplog.text and secret not in kept
+
+
+def test_a_code_instagram_echoes_bare_in_its_error_reason_is_blanked(owner, caplog):
+    """As for `error` and `error_description`: the one-time code, bare in the platform's words, is never logged
+    nor kept on the session the admin shows."""
+    link = start(owner, "instagram")
+    code = "AQBx9-one-time-code-42"
+    Client().get(
+        "/oauth/instagram/callback",
+        {"state": link["state"], "code": code, "error": "invalid_request", "error_reason": f"bad {code}"},
+    )
+
+    kept = OAuthSession.objects.get(pk=link["state"]).platform_message
+    assert "invalid_request" in kept and "bad" in kept, kept
+    assert code not in kept
+    assert code not in caplog.text

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from billing import selectors, services
-from billing.models import Wallet
+from billing.models import LedgerEntry, Wallet
 from tests.billing.factories import lease_assign
 from tests.concurrency import wait_until_waiting
 
@@ -106,3 +106,32 @@ def test_an_entry_recorded_by_a_host_whose_clock_is_behind_still_sorts_after_the
     late_cents = 400 if writer == "finance top-up" else -4900
     balances = [e.balance_after for e in selectors.ledger_with_balances(organization_id=org.pk)][::-1]
     assert balances == [-4900, -4700, -4700 + late_cents]
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_an_entry_recorded_in_the_same_clock_tick_as_the_newest_still_sorts_after_it(owner, writer):
+    """A clock that has not moved since the newest entry (a coarse host clock, or the same microsecond) must
+    not give the new entry the newest's time: a tie is broken by id, random after the millisecond, and a later
+    entry with a lower id sorts below one the partner has already read."""
+    org = owner.org
+    lease_assign(owner, price_cents=4900, at=timezone.now() - timedelta(days=40))  # month 2 is due
+    with time_machine.travel(timezone.now(), tick=False):
+        services.wallet_top_up(organization=org, cents=200, reason="R2")
+        WRITERS[writer](org)
+    ledger = owner.client.get("/v1/wallet/entries").json()["data"]
+    late = "LATE" if writer == "finance top-up" else "month 2"
+    assert late in ledger[0]["description"] and ledger[1]["description"] == "R2", ledger
+    assert datetime.fromisoformat(ledger[0]["createdAt"]) > datetime.fromisoformat(ledger[1]["createdAt"])
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_another_organizations_newest_entry_does_not_move_this_organizations_entry_time(owner, outsider, writer):
+    """Only the organization's own ledger orders its entries: an entry another organization got from a host
+    whose clock was an hour ahead must not stamp this organization's entries an hour into the future."""
+    lease_assign(owner, price_cents=4900, at=timezone.now() - timedelta(days=40))  # month 2 is due
+    with time_machine.travel(timezone.now() + timedelta(hours=1)):
+        services.wallet_top_up(organization=outsider.org, cents=100, reason="AHEAD")
+    before = timezone.now()
+    WRITERS[writer](owner.org)
+    newest = LedgerEntry.objects.filter(organization_id=owner.org.pk).order_by("-created_at", "-id").first()
+    assert before <= newest.created_at <= timezone.now(), (newest.created_at, before)

@@ -224,3 +224,31 @@ def test_the_same_key_in_different_objects_is_no_repetition(owner):
     response = post_raw(owner.client, f"/v1/content/{world.ids['containerId']}/schedule", json.dumps(body))
 
     assert response.status_code == 201, response.content
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_body_with_a_non_json_number_is_400_and_nothing_is_done(owner, constant):
+    """NaN and Infinity are not JSON (RFC 8259 6): Python's decoder takes them unless told not to, as DRF's
+    strict parser told it; the parser written today must still refuse them as malformed."""
+    world = build(owner, handle="nan.owner")
+    path, body = realistic_posts(world)["content"]
+    before = snapshot(owner.org)
+    text = json.dumps(body)[:-1] + f', "extra": {constant}}}'
+
+    error = assert_error(post_raw(owner.client, path, text), 400, "MALFORMED_REQUEST")
+
+    assert constant.lstrip("-") in error["message"], error
+    assert snapshot(owner.org) == before
+
+
+def test_the_message_naming_repeated_keys_is_bounded(owner):
+    """A body repeating many long keys gets a message naming at most 20 of them, each cut, not the keys back."""
+    world = build(owner, handle="manykeys.owner")
+    path, _ = realistic_posts(world)["content"]
+    keys = [f"{n:02d}" + "k" * 500 for n in range(30)]
+    text = "{" + ", ".join(f'"{k}": 1, "{k}": 2' for k in keys) + "}"
+
+    error = assert_error(post_raw(owner.client, path, text), 400, "MALFORMED_REQUEST")
+
+    assert error["message"].count("…") == 20 and "(and 10 more)" in error["message"], error["message"][:300]
+    assert len(error["message"]) < 20 * 110 + 200

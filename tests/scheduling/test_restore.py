@@ -284,3 +284,71 @@ def test_the_human_report_names_organizations_posts_and_accounts(owner):
     text = out.getvalue()
     assert "Held 1 post(s)" in text and f"Acme ({owner.org.id}): {due['id']}" in text
     assert f"{tiktok['id']} (@restore.human)" in text
+
+
+def test_a_dry_run_does_not_list_a_post_whose_publish_id_is_known(owner):
+    """The dry run is what ops read before deciding: it must list what the real run holds, and a post whose
+    publish id is known is left to the resolver, never held."""
+    tiktok = connected_account(owner, "tiktok", "restore.dry.pid")
+    due = schedule_now(owner, tiktok["id"])
+    processing = schedule_now(owner, tiktok["id"])
+    taken_at = timezone.now() - timedelta(hours=1)
+    ScheduledPost.objects.filter(pk=processing["id"]).update(
+        status="publishing",
+        attempts=1,
+        due_at=taken_at - timedelta(minutes=1),
+        publish_id="v_pub~1",
+        publish_attempted_at=taken_at - timedelta(seconds=30),
+    )
+
+    dry = hold(taken_at, "--dry-run")
+    real = hold(taken_at)
+
+    assert dry["heldPosts"] == real["heldPosts"] == {owner.org.id: [due["id"]]}, (dry, real)
+
+
+def test_every_due_post_is_held_however_many_batches_it_takes(owner):
+    """More due posts than one batch: every one is held, not only the first batch's (the rest would be
+    published a second time by the first dispatcher tick)."""
+
+    tiktok = connected_account(owner, "tiktok", "restore.batches")
+    ids = sorted(schedule_now(owner, tiktok["id"])["id"] for _ in range(5))
+    taken_at = timezone.now() - timedelta(hours=1)
+
+    held = services.posts_hold_after_restore(restored_to=taken_at, batch=2)
+
+    assert sorted(pk for _, pk in held) == ids
+    assert set(ScheduledPost.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"failed"}
+
+
+def test_running_the_hold_again_later_is_not_taken_for_workers_having_run(owner):
+    """ "Safe to run again": the attempts the first run recorded (no platform's answer) are not activity of a
+    dispatcher, even when the second run comes minutes after the backup's time."""
+
+    tiktok = connected_account(owner, "tiktok", "restore.again")
+    due = schedule_now(owner, tiktok["id"])
+    taken_at = timezone.now() - timedelta(minutes=30)
+
+    first = hold(taken_at)
+    with time_machine.travel(timezone.now() + timedelta(minutes=10)):
+        second = hold(taken_at)
+
+    assert first["heldPosts"] == {owner.org.id: [due["id"]]}
+    assert second["heldCount"] == 0 and second["alreadyHeldPosts"] == {owner.org.id: [due["id"]]}
+
+
+def test_a_queued_post_held_after_a_restore_records_an_attempt_that_starts_when_it_ends(owner):
+    """A queued post was in no attempt: its held attempt has no number and no duration (as a staff retry's),
+    not one running from when the post was due, hours before."""
+
+    tiktok = connected_account(owner, "tiktok", "restore.attempt")
+    due = schedule_now(owner, tiktok["id"])
+    ScheduledPost.objects.filter(pk=due["id"]).update(due_at=timezone.now() - timedelta(hours=3))
+
+    services.posts_hold_after_restore(restored_to=timezone.now() - timedelta(hours=1))
+
+    attempt = ScheduledPostAttempt.objects.get(post_id=due["id"])
+    assert attempt.number is None and attempt.started_at == attempt.finished_at, (
+        attempt.started_at,
+        attempt.finished_at,
+    )
