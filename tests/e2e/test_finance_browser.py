@@ -108,7 +108,7 @@ def test_finance_reads_the_month_checks_the_csv_and_tops_up_in_the_browser(page,
     path = tmp_path / "billing.csv"
     download.value.save_as(path)
     assert download.value.suggested_filename == "billing-2026-03.csv"
-    lines = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    lines = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
     assert lines[0] == header
     assert lines[1:] == [[cell.removesuffix(" UTC") for cell in row] for row in table]
     assert "2026-03-03 09:00:00 UTC" in table[0]  # the page: seconds and zone, as every admin time

@@ -142,7 +142,7 @@ def test_the_finance_csv_defuses_a_leased_handle_a_spreadsheet_would_run_as_a_fo
     Lease.objects.filter(pk=lease.pk).update(handle='=HYPERLINK("https://evil.test","x")')
     finance = mfa_client(staff_member("finance", superuser=True))
     export = finance.get(reverse("admin:billing_monthlybilling_csv"), {"month": "2026-03"})
-    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
+    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode("utf-8-sig"))))
     assert rows[1][4] == '\'=HYPERLINK("https://evil.test","x")'
 
 
