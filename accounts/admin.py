@@ -210,10 +210,28 @@ class EventTypeFilter(admin.SimpleListFilter):
         return queryset.filter(type=self.value()) if self.value() else queryset
 
 
+class FanoutFilter(admin.SimpleListFilter):
+    """The events behind "events not fanned out" in "Layers now" (scheduling/pipeline_status.py): of an
+    organization with a live webhook endpoint, and not fanned out a minute and a half after they were recorded."""
+
+    title = "webhook fan-out"
+    parameter_name = "fanout"
+
+    def lookups(self, request, model_admin):
+        return [("late", "Late: not fanned out")]
+
+    def queryset(self, request, queryset):
+        if self.value() != "late":
+            return queryset
+        from accounts.webhooks import services as webhooks
+
+        return queryset.filter(webhooks.events_fan_out_late(now=timezone.now()))
+
+
 @admin.register(Event)
 class EventAdmin(NotDeletedInTheAdmin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
     list_display = ("id", "type", "organization", "created_at")
-    list_filter = (EventTypeFilter,)
+    list_filter = (EventTypeFilter, FanoutFilter)
     # A partner's ticket names what it did not hear about ("no scheduled_post.failed for sp_…"): a post,
     # account or lease request id finds the events about it, by the id in their payload (`subject_id`, read
     # through the event_subject index on the same expression: the table is never small).

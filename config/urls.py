@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from accounts import views as ops_views
 from config.api.errors import api_not_found
 from config.api.ids import KINDS, converter
+from scheduling import views as scheduling_views
 
 for _prefix in KINDS:
     register_converter(converter(_prefix), _prefix)
@@ -91,6 +92,8 @@ def staff_password_reset_closed(request):
 urlpatterns = [
     path("healthz", ops_views.healthz, name="healthz"),
     path("readyz", ops_views.readyz, name="readyz"),
+    # "Layers now" as JSON for alerting, with the ops token (LAYERS_OPS_STATUS_TOKEN); a 404 when none is set.
+    path("ops/status", scheduling_views.ops_status, name="ops-status"),
     path("v1/openapi.json", PublicSchemaView.as_view(), name="openapi"),
     path(
         "docs/",

@@ -12,7 +12,7 @@ from accounts.models import Project
 from config.adminpaging import LargeTablePaginator
 from config.api.errors import ApiError
 from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url
-from scheduling import platform_status, services
+from scheduling import pipeline_status, platform_status, services
 from scheduling.models import (
     ContentContainer,
     Layer,
@@ -24,17 +24,27 @@ from scheduling.models import (
 
 
 class DueWindowFilter(admin.SimpleListFilter):
+    """By due time. "Overdue" and "Check overdue" are the posts behind the counts of "Layers now"
+    (pipeline_status): queued posts the dispatcher has not taken, publishing posts the resolver has not."""
+
     title = "due"
     parameter_name = "due"
 
     def lookups(self, request, model_admin):
-        return [("overdue", "Overdue"), ("hour", "Next hour"), ("day", "Next 24 hours")]
+        return [
+            ("overdue", "Overdue"),
+            ("check_overdue", "Publishing, check overdue"),
+            ("hour", "Next hour"),
+            ("day", "Next 24 hours"),
+        ]
 
     def queryset(self, request, queryset):
         now = timezone.now()
         queued = queryset.filter(status=ScheduledPost.Status.QUEUED)
         if self.value() == "overdue":
-            return queued.filter(due_at__lt=now - timedelta(minutes=1))
+            return queryset.filter(pipeline_status.due_late(now))
+        if self.value() == "check_overdue":
+            return queryset.filter(pipeline_status.publishing_late(now))
         if self.value() == "hour":
             return queued.filter(due_at__gte=now, due_at__lt=now + timedelta(hours=1))
         if self.value() == "day":

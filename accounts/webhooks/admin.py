@@ -2,6 +2,7 @@
 action calls the same services as the API and reports per row."""
 
 from django.contrib import admin, messages
+from django.utils import timezone
 
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.admin_site import NothingToSaveMixin, about, skip_in_action
@@ -118,6 +119,24 @@ class EndpointFilter(admin.SimpleListFilter):
         return queryset.filter(endpoint_id=self.value()) if self.value() else queryset
 
 
+class LateFilter(admin.SimpleListFilter):
+    """The deliveries behind the webhooks count of "Layers now" (scheduling/pipeline_status.py): due (or whose
+    relay died mid-send) more than a minute ago, to a live endpoint whose receiver does not hold them back."""
+
+    title = "late"
+    parameter_name = "late"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Late: not sent when due")]
+
+    def queryset(self, request, queryset):
+        if self.value() != "yes":
+            return queryset
+        now = timezone.now()
+        late = services.deliveries_late_pending(now=now) | services.deliveries_late_sending(now=now)
+        return queryset.filter(late, services.deliveries_sendable(held=services.receivers_holding_back(now=now)))
+
+
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixin, admin.ModelAdmin):
     list_display = (
@@ -134,7 +153,7 @@ class WebhookDeliveryAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMi
     )
     # Choices from the known event types, the organizations and one organization's endpoints: none of them
     # reads the deliveries (one per event and endpoint, for every partner).
-    list_filter = ("status", EventTypeFilter, "endpoint__organization", EndpointFilter)
+    list_filter = ("status", LateFilter, EventTypeFilter, "endpoint__organization", EndpointFilter)
     id_search_fields = {
         "whd": ("id",),
         "evt": ("event_id",),

@@ -878,6 +878,76 @@ def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:
     return delivery
 
 
+# --- What is late, for ops ("Layers now": scheduling/pipeline_status.py) -----------------------------------
+
+# A delivery (or a fan-out) counts as late once it has waited this long past when the relay should have taken
+# it: above the relay tick's 15 s, so that a healthy relay shows none.
+LATE_AFTER = timedelta(seconds=60)
+
+
+def receivers_holding_back(*, now: datetime | None = None) -> ClosedGates:
+    """The endpoints and organizations whose own receivers hold their due deliveries back now, by design: a gate
+    the relay leaves alone (deliveries_closed_gates: sends in flight up to its limit, a cool-off), and endpoints
+    in a failure streak (FAILURES_BEFORE_COOL_OFF attempts without an answer and none answered since: between two
+    cool-offs their sends are probes, the rest wait). Their due deliveries are a partner's receiver being slow or
+    down, not the relay being behind. One query, on the gates that have a slot, a cool-off or a failure streak."""
+    now = now or timezone.now()
+    endpoint_prefix, org_prefix = endpoint_gate_key(""), org_gate_key("")
+    gates = callgate.CallGate.objects.filter(
+        (Q(key__startswith=endpoint_prefix) | Q(key__startswith=org_prefix))
+        & (~Q(slots={}) | Q(down_until__gt=now) | Q(failures__gte=FAILURES_BEFORE_COOL_OFF))
+    )
+    endpoints, organizations = set(), set()
+    for gate in gates:
+        if gate.key.startswith(endpoint_prefix):
+            endpoint_id = gate.key.removeprefix(endpoint_prefix)
+            streak = gate.failures >= FAILURES_BEFORE_COOL_OFF
+            if streak or callgate.closed(gate, _endpoint_limit(endpoint_id), now=now):
+                endpoints.add(endpoint_id)
+        else:
+            organization_id = gate.key.removeprefix(org_prefix)
+            if callgate.closed(gate, _org_limit(organization_id), now=now):
+                organizations.add(organization_id)
+    return ClosedGates(frozenset(endpoints), frozenset(organizations))
+
+
+def deliveries_late_pending(*, now: datetime) -> Q:
+    """Pending deliveries due more than LATE_AFTER ago: sends the relay should have made and has not (no relay
+    tick, no `webhooks` worker taking the queue, or a queue backed up). The whd_due partial index's condition
+    and column, so that a count reads its late entries only, oldest first."""
+    return Q(status=WebhookDelivery.Status.PENDING, next_attempt_at__lt=now - LATE_AFTER)
+
+
+def deliveries_late_sending(*, now: datetime) -> Q:
+    """Deliveries claimed by a relay that died mid-send, whose lease ended more than LATE_AFTER ago: the next
+    tick should have sent them again. The whd_leased partial index's condition and column."""
+    return Q(status=WebhookDelivery.Status.SENDING, lease_until__lt=now - LATE_AFTER)
+
+
+def deliveries_sendable(*, held: ClosedGates) -> Q:
+    """Deliveries to a live endpoint whose receiver does not hold them back (`held`: receivers_holding_back). A
+    disabled or deleted endpoint's deliveries are canceled with it (_cancel_open_deliveries): left out here all
+    the same, they are never sent, by design."""
+    return Q(endpoint__status=WebhookEndpoint.Status.ACTIVE, endpoint__deleted_at__isnull=True) & held.open()
+
+
+def events_fan_out_late(*, now: datetime) -> Q:
+    """Events whose fan-out has not committed LATE_AFTER after the relay tick's sweep may take them (FANOUT_GRACE),
+    among those the sweep looks for (events_fan_out_missed: organizations with a live endpoint, within the retry
+    window): their deliveries do not exist yet, so no delivery shows them late. The event_org_fanout_pending
+    partial index's condition and columns. The organizations are read first, as the sweep reads them (one small
+    query): given as a list, they lead the index's search, and the entries of other organizations are never
+    read. As a subquery, the planner read the whole table when those were many (events a release older than
+    fanned_out_at left unmarked in an organization without a live endpoint stay in the index): 190 ms at 200k."""
+    live = WebhookEndpoint.objects.filter(status=WebhookEndpoint.Status.ACTIVE, deleted_at__isnull=True)
+    return Q(
+        organization_id__in=set(live.values_list("organization_id", flat=True)),
+        created_at__gte=now - RETRY_WINDOW,
+        created_at__lt=now - FANOUT_GRACE - LATE_AFTER,
+        fanned_out_at__isnull=True,
+    )
+
+
 # --- Retention ---------------------------------------------------------------------------------------
 
 PURGE_BATCH = 2000

@@ -116,6 +116,20 @@ def http_url(name: str, default: str, *, optional: bool = False) -> str:
     return value
 
 
+def bearer_token(name: str, *, least: int = 32) -> str:
+    """A secret that clients send as `Authorization: Bearer <token>`, or empty (the default) for none: what it
+    guards is then off. At least `least` characters, printable ASCII without spaces: a short one can be guessed,
+    and a space, a non-ASCII letter or a secret file's trailing newline would make a token no client sends in
+    one header value, so that every check fails with a 401 naming nothing. Not echoed: it is a secret."""
+    value = env.str(name, default="")
+    if value and (len(value) < least or not all("!" <= char <= "~" for char in value)):
+        raise ImproperlyConfigured(
+            f"{name} must be empty (off) or a token of at least {least} printable ASCII characters without "
+            "spaces, such as python -c 'import secrets; print(secrets.token_urlsafe(32))' prints"
+        )
+    return value
+
+
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-key-do-not-use-in-production")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
@@ -438,6 +452,9 @@ LAYERS_PUBLISH_RETRY_WINDOW = timedelta(
 # hourly, and those of older posts daily (their figures barely move), so its hourly work follows recent
 # posts, not every post ever published.
 LAYERS_METRICS_SYNC_WINDOW = timedelta(days=whole_number("LAYERS_METRICS_SYNC_WINDOW_DAYS", default=30, unit="days"))
+# The bearer token of `GET /ops/status` ("Layers now" as JSON, for an uptime checker: scheduling/views.py).
+# Empty: the endpoint answers 404, as an unknown path, so nothing is exposed unless ops set one.
+LAYERS_OPS_STATUS_TOKEN = bearer_token("LAYERS_OPS_STATUS_TOKEN")
 # Admin lists of the tables that grow forever (posts, events, webhook deliveries) show, unfiltered, the
 # planner's estimate of their rows past this many instead of counting the whole table (config/adminpaging.py).
 LAYERS_ADMIN_EXACT_COUNT_BELOW = 100_000

@@ -259,6 +259,30 @@ def test_the_values_at_the_edges_of_each_range_are_accepted(monkeypatch):
 
 
 @pytest.mark.parametrize(
+    "value",
+    [
+        "hunter2",  # guessable: the status it guards says how far behind Layers is, per line
+        "x" * 31,
+        "ops-status-token 0123456789abcdefghijklmnop",  # a space: no checker sends it in one header value
+        "ops-status-token-0123456789abcdefghijklmnop\n",  # a secret file's trailing newline
+        "ops-status-token-0123456789abcdefghijklmnopé",  # HTTP header values are ASCII
+    ],
+)
+def test_an_ops_status_token_too_short_or_not_sendable_is_refused_without_echoing_it(monkeypatch, value):
+    message = refused(monkeypatch, LAYERS_OPS_STATUS_TOKEN=value)
+    assert message.startswith("LAYERS_OPS_STATUS_TOKEN must be") and "at least 32" in message, message
+    assert value.strip() not in message
+
+
+@pytest.mark.parametrize("value", ["", "A" * 32, "Zx9-_.~+/=" * 5])
+def test_an_ops_status_token_of_32_or_more_printable_characters_is_taken(monkeypatch, value):
+    # Empty, the default, is off: /ops/status answers 404 (tests/scheduling/test_layers_now.py).
+    loaded = load_settings("dev", monkeypatch, LAYERS_OPS_STATUS_TOKEN=value)
+    assert value == loaded.LAYERS_OPS_STATUS_TOKEN
+    assert load_settings("dev", monkeypatch).LAYERS_OPS_STATUS_TOKEN == ""
+
+
+@pytest.mark.parametrize(
     "value, level", [("debug", "DEBUG"), ("Warning", "WARNING"), (" error ", "ERROR"), ("INFO", "INFO")]
 )
 def test_a_log_level_is_taken_in_any_case(monkeypatch, value, level):
