@@ -198,6 +198,15 @@ class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixi
     inlines = [AttemptInline]
     actions = ["retry_posts", "retry_posts_checked", "cancel_posts"]
 
+    # The "Layers now" links (DueWindowFilter) list the most late first, in the order of the partial index that
+    # finds them. Newest first, as the list is otherwise, the planner walked the whole table backwards by id when
+    # it expected many of the rows to match, reading millions of published posts to find the few late ones.
+    DUE_ORDERING = {"overdue": ("due_at",), "check_overdue": ("next_check_at",)}
+
+    def get_ordering(self, request):
+        ordering = self.DUE_ORDERING.get(request.GET.get(DueWindowFilter.parameter_name))
+        return ordering or super().get_ordering(request)
+
     def has_add_permission(self, request):
         return False
 
