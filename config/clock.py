@@ -7,8 +7,9 @@ minutes ahead, or a publishing worker 5 minutes behind, failed posts PLATFORM_UN
 was putting live. Clocks must be kept synced (NTP); this is the guard for when one is not, as distributed
 databases refuse to run with a clock off: a process whose clock is off from the database's by more than
 LAYERS_MAX_CLOCK_SKEW_SECONDS claims no post, gives back the posts it was handed before calling the platform,
-and reports not ready (/readyz), until its clock is right again. The other processes go on meanwhile (beat
-sends each tick to any worker).
+until its clock is right again. The other processes go on meanwhile (beat sends each tick to any worker). If
+it is the database server's clock that drifts, every worker refuses: publishing stops, which the ERROR lines
+and the admin's "Layers now" (GET /ops/status) show, and the message says to sync the database's clock then.
 
 The database's clock is the reference every process shares. The offset is measured with `SELECT
 clock_timestamp()` (the server's time now, not its transaction's start) against this process's clock at the
@@ -96,7 +97,8 @@ def skew_problem() -> str | None:
         return None
     return (
         f"this host ({_host()}) has its clock {abs(offset):.1f} s {'ahead of' if offset > 0 else 'behind'} the "
-        f"database's, more than LAYERS_MAX_CLOCK_SKEW_SECONDS ({limit}); sync it (NTP)"
+        f"database's, more than LAYERS_MAX_CLOCK_SKEW_SECONDS ({limit}); sync whichever of the two is wrong "
+        "(NTP: if every process says this, it is the database server's)"
     )
 
 

@@ -221,23 +221,23 @@ def test_with_the_guard_off_nothing_is_measured(db, settings, django_assert_num_
         assert clock.clock_trustworthy()
 
 
-def test_readyz_is_unavailable_on_a_web_host_whose_clock_is_off_and_healthz_reads_no_database(
-    anon, caplog, django_assert_num_queries
+def test_readyz_does_not_take_a_web_host_out_for_its_clock_and_healthz_reads_no_database(
+    anon, django_assert_num_queries
 ):
-    assert anon.get("/readyz").status_code == 200
+    # Review: with the clock among the readiness checks, the database server's own clock drifting past the limit
+    # made every web process unready at once, the whole API out of the load balancer. Web processes judge times
+    # to minutes; the workers refuse to publish (and say so), the API stays up.
     with a_process_whose_clock_is_off_by(timedelta(seconds=90)):
-        with caplog.at_level(logging.WARNING):
-            response = anon.get("/readyz")
+        assert not clock.clock_trustworthy()
+        assert anon.get("/readyz").json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
         with django_assert_num_queries(0):
             assert anon.get("/healthz").status_code == 200
-    assert response.status_code == 503, response.content
-    body = response.json()
-    assert body["status"] == "unavailable" and body["checks"]["database"] == body["checks"]["broker"] == "ok"
-    reason = body["checks"]["clock"]
-    assert reason.startswith("error: ") and "ahead" in reason and "LAYERS_MAX_CLOCK_SKEW_SECONDS" in reason, reason
-    assert any("clock" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    with a_healthy_process():
-        assert anon.get("/readyz").json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_the_refusal_names_the_database_servers_clock_as_the_one_that_may_be_wrong(db):
+    with a_process_whose_clock_is_off_by(timedelta(seconds=90)):
+        problem = clock.skew_problem()
+    assert "ahead of the database's" in problem and "database server's" in problem, problem
 
 
 def test_sqlite_is_on_the_same_host_and_reads_as_no_offset(db, monkeypatch):
