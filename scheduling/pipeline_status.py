@@ -118,7 +118,10 @@ def layers_now(*, now: datetime | None = None) -> list[LineNow]:
         .order_by()
     }
     last_attempt = (
+        # Attempts only (numbered): not a staff retry's row, nor the rows of posts a worker whose clock is off
+        # gave back or hold_after_restore held, which say nothing of the dispatcher working.
         ScheduledPostAttempt.objects.exclude(outcome=ScheduledPostAttempt.Outcome.STAFF_RETRY)
+        .filter(number__isnull=False)
         .order_by("-id")
         .values_list("finished_at", flat=True)
         .first()

@@ -442,3 +442,25 @@ def test_the_status_costs_the_same_few_statements_however_much_is_late_each_read
                 assert len(listed(staff, panel_row(page, key)[1]["late"])) == 100  # a page
             examined = {sql[:60]: rows_read(sql, POSTS) for sql in statements_on(listing, POSTS)}
             assert examined and max(examined.values()) <= 1000, (key, examined)
+
+
+@pytest.mark.django_db
+def test_the_last_attempt_is_a_publishing_attempt_not_a_row_of_a_post_given_back(owner):
+    # A worker whose clock is off gives its posts back at every tick (a row each, no number): read as the
+    # last publishing attempt, the dispatcher line said "0 seconds ago" while nothing was published.
+    from scheduling.models import ScheduledPostAttempt
+
+    account = connected_account(owner, "tiktok", "now.given.back")
+    post = ScheduledPost.objects.get(pk=schedule_now(owner, account["id"])["id"])
+    attempted = timezone.now() - timedelta(minutes=10)
+    ScheduledPostAttempt.objects.create(
+        post=post, number=1, started_at=attempted, finished_at=attempted, outcome="published", platform="tiktok"
+    )
+    ScheduledPostAttempt.objects.create(
+        post=post, number=None, started_at=post.due_at, finished_at=timezone.now(), outcome="requeued",
+        message="Given back before any platform call, for a worker whose clock is right: …",
+    )  # fmt: skip
+
+    [dispatcher] = [line for line in pipeline_status.layers_now() if line.key == "dispatcher"]
+
+    assert dispatcher.figures["lastAttemptEndedAt"] == attempted.isoformat().replace("+00:00", "Z"), dispatcher.figures
