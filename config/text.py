@@ -37,7 +37,9 @@ def shorten(text: str, limit: int, *, mark: str = ELLIPSIS) -> str:
     the whole room (hundreds of stacked combining marks) is cut where the room ends: nothing else fits."""
     if len(text) <= limit:
         return text
-    room = max(limit - len(mark), 0)
+    if limit < len(mark):  # no room for the mark itself: the column's limit wins
+        mark = ""
+    room = limit - len(mark)
     end = room
     while end > 0 and not _boundary(text, end):
         end -= 1

@@ -61,3 +61,10 @@ def test_a_grapheme_longer_than_the_room_is_cut_where_the_room_ends():
 def test_what_postgresql_cannot_store_is_made_the_replacement_character(text, stored):
     assert storable(text) == stored
     storable(text).encode("utf-8")  # no surrogate left
+
+
+@pytest.mark.parametrize(("limit", "mark"), [(0, "…"), (2, "..."), (1, "…")])
+def test_a_limit_with_no_room_for_the_mark_is_never_exceeded(limit, mark):
+    # Review: the mark alone was returned, longer than the limit ("..." for a limit of 2).
+    cut = shorten("abcdef", limit, mark=mark)
+    assert len(cut) <= limit and "abcdef".startswith(cut.removesuffix(mark)), cut
