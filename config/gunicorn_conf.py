@@ -41,7 +41,11 @@ def _web_request_deadline() -> float:
     if answer.returncode:
         sys.stderr.write(answer.stderr)
         raise SystemExit("config/gunicorn_conf.py: the settings refused to load (above)")
-    return float(answer.stdout.split()[-1])
+    try:
+        return float(answer.stdout.split()[-1])
+    except (IndexError, ValueError):
+        sys.stderr.write(answer.stdout + answer.stderr)
+        raise SystemExit("config/gunicorn_conf.py: the settings gave no platform deadline (above)") from None
 
 
 worker_class = "gthread"

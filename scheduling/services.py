@@ -1286,7 +1286,7 @@ def _give_back_for_the_clock(post: ScheduledPost) -> str:
         started_at=post.due_at,
         finished_at=Now(),
         outcome=ScheduledPostAttempt.Outcome.REQUEUED,
-        message=why[:500],
+        message=shorten(why, ATTEMPT_MESSAGE_LENGTH),
     )
     updated = _update_recording(
         _still_ours(post),
