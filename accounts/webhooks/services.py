@@ -433,20 +433,25 @@ class ClosedGates:
         return open_gates
 
 
-def deliveries_closed_gates() -> ClosedGates:
+def deliveries_closed_gates(*, now: datetime | None = None, streaks: bool = False) -> ClosedGates:
     """The endpoints in a cool-off or with ENDPOINT_IN_FLIGHT sends in flight, and the organizations with
     LAYERS_WEBHOOK_ORG_IN_FLIGHT in flight: a send queued for them now would only be deferred when it starts
-    (_claim_or_defer). One query, for a whole tick: only gates with a slot or a cool-off are read."""
-    now = timezone.now()
+    (_claim_or_defer). With `streaks`, also the endpoints in a failure streak (receivers_holding_back). One
+    query, for a whole tick: only gates with a slot or a cool-off (or a streak) are read."""
+    now = now or timezone.now()
     endpoint_prefix, org_prefix = endpoint_gate_key(""), org_gate_key("")
+    held = ~Q(slots={}) | Q(down_until__gt=now)
+    if streaks:
+        held |= Q(failures__gte=FAILURES_BEFORE_COOL_OFF)
     gates = callgate.CallGate.objects.filter(
-        (Q(key__startswith=endpoint_prefix) | Q(key__startswith=org_prefix)) & (~Q(slots={}) | Q(down_until__gt=now))
+        (Q(key__startswith=endpoint_prefix) | Q(key__startswith=org_prefix)) & held
     )
     endpoints, organizations = set(), set()
     for gate in gates:
         if gate.key.startswith(endpoint_prefix):
             endpoint_id = gate.key.removeprefix(endpoint_prefix)
-            if callgate.closed(gate, _endpoint_limit(endpoint_id), now=now):
+            streak = streaks and gate.failures >= FAILURES_BEFORE_COOL_OFF
+            if streak or callgate.closed(gate, _endpoint_limit(endpoint_id), now=now):
                 endpoints.add(endpoint_id)
         else:
             organization_id = gate.key.removeprefix(org_prefix)
@@ -891,24 +896,7 @@ def receivers_holding_back(*, now: datetime | None = None) -> ClosedGates:
     in a failure streak (FAILURES_BEFORE_COOL_OFF attempts without an answer and none answered since: between two
     cool-offs their sends are probes, the rest wait). Their due deliveries are a partner's receiver being slow or
     down, not the relay being behind. One query, on the gates that have a slot, a cool-off or a failure streak."""
-    now = now or timezone.now()
-    endpoint_prefix, org_prefix = endpoint_gate_key(""), org_gate_key("")
-    gates = callgate.CallGate.objects.filter(
-        (Q(key__startswith=endpoint_prefix) | Q(key__startswith=org_prefix))
-        & (~Q(slots={}) | Q(down_until__gt=now) | Q(failures__gte=FAILURES_BEFORE_COOL_OFF))
-    )
-    endpoints, organizations = set(), set()
-    for gate in gates:
-        if gate.key.startswith(endpoint_prefix):
-            endpoint_id = gate.key.removeprefix(endpoint_prefix)
-            streak = gate.failures >= FAILURES_BEFORE_COOL_OFF
-            if streak or callgate.closed(gate, _endpoint_limit(endpoint_id), now=now):
-                endpoints.add(endpoint_id)
-        else:
-            organization_id = gate.key.removeprefix(org_prefix)
-            if callgate.closed(gate, _org_limit(organization_id), now=now):
-                organizations.add(organization_id)
-    return ClosedGates(frozenset(endpoints), frozenset(organizations))
+    return deliveries_closed_gates(now=now, streaks=True)
 
 
 def deliveries_late_pending(*, now: datetime) -> Q:
