@@ -3,7 +3,9 @@ superusers, must have MFA activated to use the admin, and their session must hav
 (accounts/staff_mfa.py), so these helpers give them a real TOTP authenticator whose codes the tests compute,
 and sign them in as the sign-in pages would (`staff_login`), instead of switching the requirement off."""
 
+import re
 import time
+from html import unescape
 
 from allauth.account.internal.flows.login import record_authentication
 from allauth.mfa import app_settings as mfa_settings
@@ -88,3 +90,14 @@ def admin_object_url(model, pk, view: str = "change") -> str:
     links quote it. The admin unquotes `_XX` escapes, so a raw prefixed id whose hex starts with 22-26 or 40
     (`key_22…`) would reach it as another id (`key"…`) and the page would redirect to the index."""
     return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=[quote(pk)])
+
+
+def admin_panel_row(page, row_id: str) -> tuple[str, dict[str, str]]:
+    """The text of the admin index panel's row `row_id` (Platforms now, Layers now), and its links by what they
+    count (their data-count)."""
+    match = re.search(rf'<tr id="{row_id}">(.*?)</tr>', page.content.decode(), re.S)
+    assert match, f"no panel row {row_id}"
+    row = match.group(1)
+    text = " ".join(unescape(re.sub(r"<[^>]+>", " ", row)).split())
+    links = {kind: unescape(href) for href, kind in re.findall(r'<a href="([^"]+)" data-count="([a-z_]+)"', row)}
+    return text, links

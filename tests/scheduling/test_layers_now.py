@@ -32,7 +32,7 @@ from tests.admin_plans import reading_whole_table, statements_on
 from tests.factories import make_account
 from tests.scheduling.publish_helpers import schedule_now
 from tests.scheduling.test_retry_window import run_ticks
-from tests.staff import signed_in_staff
+from tests.staff import admin_panel_row, signed_in_staff
 from tests.webhooks.helpers import create_endpoint, record
 from tests.webhooks.test_relay_idle_tick import rows_examined
 
@@ -56,13 +56,7 @@ def ops_status(client, token: str | None = TOKEN, **extra):
 
 def panel_row(page, key: str) -> tuple[str, dict[str, str]]:
     """The text of the panel's row for `key`, and its links by what they count."""
-    html = page.content.decode()
-    match = re.search(rf'<tr id="layers-{key}">(.*?)</tr>', html, re.S)
-    assert match, f"no Layers now row for {key}"
-    row = match.group(1)
-    text = " ".join(unescape(re.sub(r"<[^>]+>", " ", row)).split())
-    links = {kind: unescape(href) for href, kind in re.findall(r'<a href="([^"]+)" data-count="([a-z_]+)"', row)}
-    return text, links
+    return admin_panel_row(page, f"layers-{key}")
 
 
 def verdict(page, key: str) -> str:

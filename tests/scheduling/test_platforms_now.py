@@ -25,7 +25,7 @@ from tests.platform_helpers import intercepted, platform_down
 from tests.scheduling.publish_helpers import later, run_dispatcher, schedule_now
 from tests.scheduling.test_requeue_attempts import lose_runs
 from tests.scheduling.test_retry_window import TICK, run_ticks
-from tests.staff import signed_in_staff
+from tests.staff import admin_panel_row, signed_in_staff
 from tests.webhooks.test_relay_idle_tick import rows_examined
 
 ATTEMPTS, POSTS = "scheduling_scheduledpostattempt", "scheduling_scheduledpost"
@@ -38,13 +38,7 @@ def shown(when) -> str:
 
 def panel_row(page, key: str) -> tuple[str, dict[str, str]]:
     """The text of the panel's row for `key` (tiktok, instagram, managed), and its links by what they count."""
-    html = page.content.decode()
-    match = re.search(rf'<tr id="platform-{key}">(.*?)</tr>', html, re.S)
-    assert match, f"no panel row for {key}"
-    row = match.group(1)
-    text = " ".join(unescape(re.sub(r"<[^>]+>", " ", row)).split())
-    links = {kind: unescape(href) for href, kind in re.findall(r'<a href="([^"]+)" data-count="([a-z_]+)"', row)}
-    return text, links
+    return admin_panel_row(page, f"platform-{key}")
 
 
 def cell(page, key: str, name: str) -> str:
