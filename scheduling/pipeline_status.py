@@ -31,7 +31,7 @@ receiver, as the relay tick reads every 15 s). A fixed number of statements, how
 Staff-wide, not scoped to an organization: Layers keeping up is every partner's."""
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Count, F, Min, Q, QuerySet
 from django.urls import reverse
@@ -41,6 +41,7 @@ from django_celery_beat.models import PeriodicTask
 from accounts.models import Event
 from accounts.webhooks import services as webhooks
 from accounts.webhooks.models import WebhookDelivery
+from config.api.fields import datetime_output
 from scheduling.models import ScheduledPost, ScheduledPostAttempt
 
 OK, BEHIND, STOPPED = "ok", "behind", "stopped"
@@ -148,7 +149,7 @@ def as_json(lines: list[LineNow], *, now: datetime) -> dict:
             late_for = None if line.oldest_due_at is None else int((now - line.oldest_due_at).total_seconds())
             check |= {"late": line.late, "lateCapped": line.capped, "oldestLateSeconds": late_for}
         checks[names[line.key]] = check | line.figures
-    return {"status": worst(lines), "checkedAt": _iso(now), "checks": checks}
+    return {"status": worst(lines), "checkedAt": datetime_output(now), "checks": checks}
 
 
 # --- The lines -------------------------------------------------------------------------------------------
@@ -167,9 +168,9 @@ def _dispatcher(beat: tuple[bool, datetime | None] | None, last_attempt: datetim
         else "No publishing attempt yet."
     )
     line.figures = {
-        "tickSentAt": _iso(sent_at),
+        "tickSentAt": datetime_output(sent_at),
         "tickEnabled": bool(beat and beat[0]),
-        "lastAttemptEndedAt": _iso(last_attempt),
+        "lastAttemptEndedAt": datetime_output(last_attempt),
     }
     return line
 
@@ -238,7 +239,7 @@ def _webhooks(beat: tuple[bool, datetime | None] | None, now: datetime) -> LineN
     line.figures = {
         "eventsLate": events,
         "deliveriesLate": deliveries,
-        "tickSentAt": _iso(sent_at),
+        "tickSentAt": datetime_output(sent_at),
         "tickEnabled": bool(beat and beat[0]),
     }
     return line
@@ -304,7 +305,3 @@ def _age(delta: timedelta) -> str:
 def _shown(when: datetime) -> str:
     """As the admin shows every time: to the second, with its zone."""
     return formats.date_format(timezone.localtime(when), "DATETIME_FORMAT")
-
-
-def _iso(when: datetime | None) -> str | None:
-    return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
