@@ -769,22 +769,24 @@ def test_a_line_break_in_the_platforms_error_description_cannot_forge_a_log_line
     assert "\n" not in OAuthSession.objects.get(pk=link["state"]).platform_message
 
 
-def test_a_code_the_platform_echoes_bare_beside_its_error_is_blanked(owner, caplog):
+@pytest.mark.parametrize(
+    ("platform", "error", "echoed_in"),
+    [("tiktok", "server_error", "error_description"), ("instagram", "invalid_request", "error_reason")],
+)
+def test_a_code_the_platform_echoes_bare_beside_its_error_is_blanked(owner, caplog, platform, error, echoed_in):
     """Not as a `code=` parameter, which any credential blanking catches: the code alone, in the platform's
-    words."""
-    from django.test import Client
-
-    from accounts.models import OAuthSession
-
-    link = start(owner, "tiktok")
+    words (its description, or Instagram's `error_reason`), is never logged nor kept on the session the admin
+    shows."""
+    link = start(owner, platform)
     code = "Ab3xQ9-one-time-authorization-code"
     Client().get(
-        "/oauth/tiktok/callback",
-        {"state": link["state"], "code": code, "error": "server_error", "error_description": f"could not use {code}"},
+        f"/oauth/{platform}/callback",
+        {"state": link["state"], "code": code, "error": error, echoed_in: f"could not use {code}"},
     )
 
     kept = OAuthSession.objects.get(pk=link["state"]).platform_message
-    assert "could not use" in kept and code not in kept
+    assert error in kept and "could not use" in kept, kept
+    assert code not in kept
     assert code not in caplog.text
 
 
@@ -829,19 +831,3 @@ def test_instagrams_error_reason_is_logged_and_kept_on_the_oauth_session_beside_
             assert named in said, said
     for secret in (state, "IGQW-echo-5678"):
         assert secret not in caplog.text and secret not in kept
-
-
-def test_a_code_instagram_echoes_bare_in_its_error_reason_is_blanked(owner, caplog):
-    """As for `error` and `error_description`: the one-time code, bare in the platform's words, is never logged
-    nor kept on the session the admin shows."""
-    link = start(owner, "instagram")
-    code = "AQBx9-one-time-code-42"
-    Client().get(
-        "/oauth/instagram/callback",
-        {"state": link["state"], "code": code, "error": "invalid_request", "error_reason": f"bad {code}"},
-    )
-
-    kept = OAuthSession.objects.get(pk=link["state"]).platform_message
-    assert "invalid_request" in kept and "bad" in kept, kept
-    assert code not in kept
-    assert code not in caplog.text
