@@ -14,6 +14,7 @@ budget once per process, and the window that sees Redis return starts its count 
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import caches
@@ -40,16 +41,34 @@ def client_ip(request) -> str:
     return request.META.get("REMOTE_ADDR", "") or "unknown"
 
 
-def hit(scope: str, ident: str, rate: str, *, now: float | None = None) -> int | None:
-    """Count one request of `ident` against `rate` in the current window; the seconds until the next
-    window when it is over budget, else None."""
+@dataclass(frozen=True)
+class Budget:
+    """Where one client stands in its window after a request was counted: the window's `limit`, the requests
+    it has `remaining`, and the whole seconds until the window `reset`s (at least 1)."""
+
+    limit: int
+    remaining: int
+    reset: int
+
+    @property
+    def exceeded(self) -> bool:
+        return self.remaining < 0
+
+
+def take(scope: str, ident: str, rate: str, *, now: float | None = None) -> Budget:
+    """Count one request of `ident` against `rate` in the current window."""
     limit, period = parse_rate(rate)
     now = time.time() if now is None else now
     window = int(now // period)
     count = _count(f"ratelimit:{scope}:{ident}:{window}", ttl=period + 1)
-    if count <= limit:
-        return None
-    return max(1, math.ceil((window + 1) * period - now))
+    return Budget(limit=limit, remaining=limit - count, reset=max(1, math.ceil((window + 1) * period - now)))
+
+
+def hit(scope: str, ident: str, rate: str, *, now: float | None = None) -> int | None:
+    """Count one request of `ident` against `rate` in the current window; the seconds until the next
+    window when it is over budget, else None."""
+    budget = take(scope, ident, rate, now=now)
+    return budget.reset if budget.exceeded else None
 
 
 def _count(key: str, *, ttl: int) -> int:

@@ -149,6 +149,24 @@ WWW_AUTHENTICATE = {
         "schema": {"type": "string"},
     }
 }
+RATE_LIMIT = {
+    "RateLimit-Limit": {
+        "description": "The API key's request budget per window (LAYERS_API_RATE). On every answer to a request "
+        "made with a valid key.",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "RateLimit-Remaining": {
+        "description": "Requests the key has left in the current window, this one counted; 0 when refused.",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Reset": {
+        "description": "Seconds until the window ends and the budget is whole again.",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1},
+    },
+}
 IDEMPOTENT_REPLAYED = {
     "Idempotent-Replayed": {
         "description": "`true` when this is the stored response of an earlier request with the same "
@@ -172,8 +190,8 @@ def _error_response(status: int, description: str | None = None) -> dict:
 
 def postprocess_plumbing_responses(result, generator, request, public):
     """drf-spectacular postprocessing hook: document on every operation the statuses that ApiView itself
-    answers, so no view can forget them — 429 RATE_LIMITED (with Retry-After) everywhere, WWW-Authenticate on
-    the 401; on POST, PUT and
+    answers, so no view can forget them — 429 RATE_LIMITED (with Retry-After) everywhere, the RateLimit-*
+    headers on every answer after the key is known, WWW-Authenticate on the 401; on POST, PUT and
     PATCH 413 PAYLOAD_TOO_LARGE, and 400 MALFORMED_REQUEST where the operation has a request body; on
     operations taking an Idempotency-Key 422 (malformed key) and 409 IDEMPOTENCY_KEY_REUSED, next to the
     operation's own 409 codes, and the Idempotent-Replayed header on the responses a replay may repeat."""
@@ -203,6 +221,11 @@ def postprocess_plumbing_responses(result, generator, request, public):
                 for status, response in responses.items():
                     if not status.startswith("5") and status != "429" and int(status) not in REFUSED_INPUT:
                         response.setdefault("headers", {}).update(IDEMPOTENT_REPLAYED)
+            for status, response in responses.items():
+                # A request is counted once its key is known (config/api/throttling.py): every answer but
+                # the 401 says where the key stands.
+                if status != "401":
+                    response.setdefault("headers", {}).update(RATE_LIMIT)
             operation["responses"] = dict(sorted(responses.items()))
     return result
 

@@ -11,7 +11,9 @@ log = logging.getLogger(__name__)
 
 class ApiKeyRateThrottle(BaseThrottle):
     """Per-key request budget (LAYERS_API_RATE, default 1200/min); over it → 429 RATE_LIMITED with
-    Retry-After (the seconds until the next window).
+    Retry-After (the seconds until the next window). Every answer after the count, 429 or not, carries
+    RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset, so a partner's dashboard can pace its calls
+    instead of discovering the budget by being refused.
 
     It counts with config/ratelimit.hit, the fixed-window counter the per-IP limits use, in the default
     cache (Redis when LAYERS_CACHE_URL is set, so the budget holds across processes; per process otherwise).
@@ -30,7 +32,10 @@ class ApiKeyRateThrottle(BaseThrottle):
     def allow_request(self, request, view):
         key = getattr(request, "auth", None)
         ident = key.pk if key is not None else self.get_ident(request)
-        self.retry_after = ratelimit.hit(self.scope, ident, settings.LAYERS_API_RATE)
+        budget = ratelimit.take(self.scope, ident, settings.LAYERS_API_RATE)
+        # ApiView.finalize_response tells the partner where it stands (RateLimit-* headers on every answer).
+        view.rate_budget = budget
+        self.retry_after = budget.reset if budget.exceeded else None
         if self.retry_after is not None:
             from accounts.services import api_key_log_label
 
@@ -47,3 +52,13 @@ class ApiKeyRateThrottle(BaseThrottle):
 
     def wait(self):
         return self.retry_after
+
+
+def rate_limit_headers(budget: ratelimit.Budget) -> dict[str, str]:
+    """The key's standing in its window, in the RateLimit header fields of the IETF httpapi draft as most
+    clients read them: the budget, what is left of it (never below 0), and the seconds until it resets."""
+    return {
+        "RateLimit-Limit": str(budget.limit),
+        "RateLimit-Remaining": str(max(budget.remaining, 0)),
+        "RateLimit-Reset": str(budget.reset),
+    }

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from config.api import idempotency
 from config.api.errors import ApiError, NotFound, PayloadTooLarge, Validation
+from config.api.throttling import rate_limit_headers
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
@@ -55,6 +56,9 @@ def check_query_parameters(request, handler) -> None:
 
 class ApiView(APIView):
     _idempotency_row = None
+    # The key's budget after this request was counted (config/api/throttling.py); None before the count
+    # (a refused key, a route with no throttle).
+    rate_budget = None
     # Operations whose POST takes no body (rotate a secret) set this to False.
     post_takes_body = True
 
@@ -97,6 +101,9 @@ class ApiView(APIView):
         if self._idempotency_row is not None:
             idempotency.finish(self._idempotency_row, response)
             self._idempotency_row = None
+        if self.rate_budget is not None:
+            for name, value in rate_limit_headers(self.rate_budget).items():
+                response[name] = value
         return response
 
     @property

@@ -67,3 +67,50 @@ def test_the_bearer_scheme_is_case_insensitive(anon, owner, scheme):
     """HTTP auth schemes are case-insensitive (RFC 9110 §11.1): `Authorization: bearer <key>` works."""
     anon.credentials(HTTP_AUTHORIZATION=f"{scheme} {owner.raw_key}")
     assert anon.get("/v1/projects").status_code == 200
+
+
+def _budget(response) -> tuple[str | None, str | None, str | None]:
+    return response.get("RateLimit-Limit"), response.get("RateLimit-Remaining"), response.get("RateLimit-Reset")
+
+
+def test_every_answer_says_how_much_of_the_key_budget_is_left(owner, settings):
+    """A dashboard paces its calls from the answers it already gets: each says the budget, what is left of it
+    and when it resets, down to the 429 (0 left, reset as Retry-After) and whether the answer is an error."""
+    settings.LAYERS_API_RATE = "3/min"
+    with time_machine.travel(T0, tick=False):
+        first = owner.client.get("/v1/projects")
+        missing = owner.client.get("/v1/projects/prj_00000000-0000-4000-8000-000000000000/social-accounts")
+        last = owner.client.get("/v1/projects")
+        refused = owner.client.get("/v1/projects")
+    assert first.status_code == 200
+    assert _budget(first) == ("3", "2", "40")
+    assert_error(missing, 404, "NOT_FOUND")
+    assert _budget(missing) == ("3", "1", "40")
+    assert _budget(last) == ("3", "0", "40")
+    assert_error(refused, 429, "RATE_LIMITED")
+    assert _budget(refused) == ("3", "0", "40")
+    assert refused["Retry-After"] == "40"
+
+
+def test_a_replayed_answer_reports_the_budget_now(owner, settings):
+    """The stored answer of an Idempotency-Key comes back with the key's standing at the time of the retry,
+    not the one its first request saw: the retry was counted too."""
+    settings.LAYERS_API_RATE = "10/min"
+    with time_machine.travel(T0, tick=False):
+        first = owner.client.post("/v1/_probe", {"note": "launch"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+        again = owner.client.post("/v1/_probe", {"note": "launch"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    assert _budget(first)[1] == "9"
+    assert _budget(again)[1] == "8"
+
+
+def test_a_refused_key_gets_no_budget_of_a_key(anon, owner, settings):
+    """A wrong key is counted against its address's failure budget, not any key's: the 401 says nothing of a
+    key's budget (it would tell a guesser about a key it does not hold)."""
+    settings.LAYERS_API_RATE = "3/min"
+    anon.credentials(HTTP_AUTHORIZATION=f"Bearer {owner.raw_key[:-4]}XXXX")
+    response = anon.get("/v1/projects")
+    assert_error(response, 401, "UNAUTHENTICATED")
+    assert _budget(response) == (None, None, None)

@@ -390,3 +390,16 @@ def test_every_401_is_documented_with_its_www_authenticate_header(schema):
                 headers = operation["responses"]["401"].get("headers", {})
                 assert "WWW-Authenticate" in headers, f"{method.upper()} {path}"
     assert 'WWW-Authenticate: Bearer realm="layers"' in schema["info"]["description"]
+
+
+def test_every_answer_to_a_known_key_documents_the_rate_limit_headers(schema):
+    """A generated client sees RateLimit-* on each answer a counted request gets (all but the 401)."""
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                headers = response.get("headers", {})
+                expected = {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} if status != "401" else set()
+                assert expected == expected & headers.keys(), f"{method.upper()} {path} {status}"
+                if status == "401":
+                    assert "RateLimit-Remaining" not in headers
+    assert "`RateLimit-Remaining`" in schema["info"]["description"]
