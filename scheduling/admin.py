@@ -201,7 +201,13 @@ class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixi
     # The "Layers now" links (DueWindowFilter) list the most late first, in the order of the partial index that
     # finds them. Newest first, as the list is otherwise, the planner walked the whole table backwards by id when
     # it expected many of the rows to match, reading millions of published posts to find the few late ones.
-    DUE_ORDERING = {"overdue": ("due_at",), "check_overdue": ("next_check_at",)}
+    # "Next hour" and "Next 24 hours" are read as a queue: the soonest due first, the order the posts go out.
+    DUE_ORDERING = {
+        "overdue": ("due_at",),
+        "check_overdue": ("next_check_at",),
+        "hour": ("due_at",),
+        "day": ("due_at",),
+    }
 
     def get_ordering(self, request):
         ordering = self.DUE_ORDERING.get(request.GET.get(DueWindowFilter.parameter_name))

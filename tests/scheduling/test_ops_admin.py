@@ -545,3 +545,17 @@ def test_editing_a_managed_provider_while_the_keys_rotate_keeps_its_secret_under
     settings.LAYERS_TOKEN_KEYS = [new]
     provider.refresh_from_db()
     assert (provider.name, provider.secret) == ("Boost 2", "s3")
+
+
+@pytest.mark.parametrize("window", ["hour", "day"])
+def test_the_coming_posts_are_listed_soonest_first(owner, staff, window):
+    """Ops reading "Next hour" or "Next 24 hours" read a queue: the post going out first is at the top,
+    whatever order the posts were scheduled in."""
+    account = make_account(owner)
+    now = timezone.now()
+    later = schedule_now(owner, account.pk, when=now + timedelta(minutes=50))
+    soonest = schedule_now(owner, account.pk, when=now + timedelta(minutes=5))
+    middle = schedule_now(owner, account.pk, when=now + timedelta(minutes=20))
+    page = staff.get(f"/admin/scheduling/scheduledpost/?due={window}").content.decode()
+    positions = [page.index(post["id"]) for post in (soonest, middle, later)]
+    assert positions == sorted(positions)
