@@ -217,9 +217,11 @@ def postprocess_plumbing_responses(result, generator, request, public):
                     conflict["description"] = f"{conflict['description']}; {IDEMPOTENCY_REUSED}"
                 # A replay answers the first response's status (config/api/views.py): any status the first
                 # request may have had and that is stored (config/api/idempotency: not a 5xx, not a 429, not a
-                # refusal of the request's own input, REFUSED_INPUT).
+                # refusal of the request's own input, REFUSED_INPUT). A 401 or 405 is answered before the key
+                # is claimed (config/api/views.py ApiView.initial): nothing is stored to replay.
                 for status, response in responses.items():
-                    if not status.startswith("5") and status != "429" and int(status) not in REFUSED_INPUT:
+                    never_stored = status.startswith("5") or status in ("401", "405", "429")
+                    if not never_stored and int(status) not in REFUSED_INPUT:
                         response.setdefault("headers", {}).update(IDEMPOTENT_REPLAYED)
             for status, response in responses.items():
                 # A request is counted once its key is known (config/api/throttling.py): every answer but

@@ -357,11 +357,12 @@ def test_no_caller_chooses_the_document_others_read(db):
 
 def test_a_replayed_refusal_is_documented_with_its_header_too(schema):
     # A 404 or 409 is stored and replayed like a 201; a 429, or a refusal of the request's own input (400,
-    # 413, 422), never is (config/api/idempotency: not a 5xx, a 429 or REFUSED_INPUT).
+    # 413, 422), never is (config/api/idempotency: not a 5xx, a 429 or REFUSED_INPUT), nor a 401 or 405, which
+    # are answered before the key is claimed.
     operation = schema["paths"]["/v1/content/{containerId}/schedule"]["post"]
     for status in ("201", "404", "409"):
         assert "Idempotent-Replayed" in operation["responses"][status].get("headers", {}), status
-    for status in ("400", "413", "422", "429"):
+    for status in ("400", "401", "413", "422", "429"):
         assert "Idempotent-Replayed" not in operation["responses"][status].get("headers", {}), status
 
 
