@@ -22,9 +22,28 @@ MEDIA_COUNTS = {"video": (1, 1), "image": (1, 1), "carousel": (2, 35)}
 # platform's limit when it is scheduled (services._caption_problem).
 MAX_CAPTION = max(PHOTO_DESCRIPTION_MAX, VIDEO_TITLE_MAX, INSTAGRAM_CAPTION_MAX)
 MAX_TARGETS = 100
-# A URL whose path ends so is a video whatever it serves: a carousel's items are images on both platforms
-# (TikTok's photo post; each Instagram item is sent as an image), so such a URL would fail at the post's time.
+# A URL whose path ends so is a video, or an image, whatever it serves. A container's mediaType picks the
+# platform call (a video init or a photo post on TikTok; a reel or an image on Instagram; a carousel's items
+# are images on both), so a URL of the other kind would only fail at the post's time, as MEDIA_INVALID.
+# A path with no such extension (a CDN id) is taken as it is.
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".webm")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif")
+# mediaType → (the extensions it cannot take, what a URL with one is told)
+WRONG_KIND = {
+    "video": (
+        IMAGE_EXTENSIONS,
+        "A video container takes a video, and this URL is an image: post it as a container of mediaType image.",
+    ),
+    "image": (
+        VIDEO_EXTENSIONS,
+        "An image container takes an image, and this URL is a video: post it as a container of mediaType video.",
+    ),
+    "carousel": (
+        VIDEO_EXTENSIONS,
+        "A carousel takes images only (a photo post on TikTok, image items on Instagram), and this URL is a "
+        "video: post a video as a container of mediaType video.",
+    ),
+}
 
 
 class HttpsUrlField(serializers.URLField):
@@ -53,8 +72,10 @@ class ContainerInput(StrictSerializer):
         "backslashes, on a valid port. video and image: exactly one URL; carousel: 2 to 35 images (Instagram "
         "takes at most 10). "
         "A carousel is a photo carousel on both platforms (TikTok's photo post; each Instagram item is sent as "
-        "an image): do not put videos in one. A carousel URL whose path ends in a video extension (.mp4, .mov, "
-        ".m4v, .webm, in any case; the query string does not count) → 422 on `mediaUrls.<i>`.",
+        "an image): do not put videos in one. A URL whose path ends in an extension of the other kind (in any "
+        "case; the query string does not count) → 422 on `mediaUrls.<i>`: a video extension (.mp4, .mov, .m4v, "
+        ".webm) in an image or a carousel, an image extension (.jpg, .jpeg, .png, .webp, .gif, .heic, .heif) in "
+        "a video. A path with neither is taken as it is.",
     )
     # Kept exactly as sent: DRF trims by default, and a caption's leading or trailing line breaks are the
     # partner's layout, not noise.
@@ -80,17 +101,14 @@ class ContainerInput(StrictSerializer):
             article = "An" if media_type[0] in "aeiou" else "A"
             urls = "URL" if high == 1 else "URLs"
             raise serializers.ValidationError({"mediaUrls": [f"{article} {media_type} takes {expected} {urls}."]})
-        if data["mediaType"] == "carousel":
-            videos = {
-                index: [
-                    "A carousel takes images only (a photo post on TikTok, image items on Instagram), and this "
-                    "URL is a video: post a video as a container of mediaType video."
-                ]
-                for index, url in enumerate(data["mediaUrls"])
-                if urlsplit(url).path.lower().endswith(VIDEO_EXTENSIONS)
-            }
-            if videos:
-                raise serializers.ValidationError({"mediaUrls": videos})
+        wrong, message = WRONG_KIND[media_type]
+        mismatched = {
+            index: [message]
+            for index, url in enumerate(data["mediaUrls"])
+            if urlsplit(url).path.lower().endswith(wrong)
+        }
+        if mismatched:
+            raise serializers.ValidationError({"mediaUrls": mismatched})
         return data
 
 
@@ -138,9 +156,9 @@ class ContainerCreateApi(ApiView):
             "must stay publicly reachable over https until the posts are published; a URL the platform "
             "cannot fetch fails the post with `MEDIA_INVALID`. No size or type check happens here beyond the "
             "URL's shape (absolute https, a valid port, no user information, no spaces, control characters or "
-            "backslashes: 422 on `mediaUrls.<i>`), the number of URLs per mediaType, and, a carousel being "
-            "images only, its URLs' extensions: one whose path ends in .mp4, .mov, .m4v or .webm is a video, "
-            "422 on `mediaUrls.<i>` (post a video as mediaType video)."
+            "backslashes: 422 on `mediaUrls.<i>`), the number of URLs per mediaType, and the URLs' extensions "
+            "against the mediaType: a path ending in a video extension in an image or a carousel (a carousel is "
+            "images only), or in an image extension in a video, is 422 on `mediaUrls.<i>`."
         ),
     )
     def post(self, request, projectId: str):

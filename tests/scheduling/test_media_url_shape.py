@@ -36,23 +36,23 @@ def test_a_fetchable_media_url_is_kept_as_sent(owner, url):
     assert response.json()["mediaUrls"] == [url]
 
 
-def create_video(tenant, url: str):
+def create_content(tenant, media_type: str, urls: list[str]):
     return tenant.client.post(
         f"/v1/projects/{tenant.project.id}/content",
-        {"mediaType": "video", "mediaUrls": [url], "caption": ""},
+        {"mediaType": media_type, "mediaUrls": urls, "caption": ""},
         format="json",
     )
+
+
+def create_video(tenant, url: str):
+    return create_content(tenant, "video", [url])
 
 
 # --- A carousel is images --------------------------------------------------------------------------
 
 
 def create_carousel(tenant, urls: list[str]):
-    return tenant.client.post(
-        f"/v1/projects/{tenant.project.id}/content",
-        {"mediaType": "carousel", "mediaUrls": urls, "caption": ""},
-        format="json",
-    )
+    return create_content(tenant, "carousel", urls)
 
 
 @pytest.mark.parametrize(
@@ -87,4 +87,37 @@ def test_a_video_in_a_carousel_is_refused_naming_its_place(owner, video):
 )
 def test_a_carousel_of_urls_not_ending_in_a_video_extension_is_created(owner, image):
     response = create_carousel(owner, ["https://cdn.acme.test/1.jpg", image])
+    assert response.status_code == 201, response.content
+
+
+@pytest.mark.parametrize(
+    ("media_type", "url", "told"),
+    [
+        ("image", "https://cdn.acme.test/clip.mp4", "mediaType video"),
+        ("image", "https://cdn.acme.test/v/Clip.MOV?sig=abc", "mediaType video"),
+        ("video", "https://cdn.acme.test/cover.jpg", "mediaType image"),
+        ("video", "https://cdn.acme.test/p/Shot.PNG#x", "mediaType image"),
+        ("video", "https://cdn.acme.test/still.webp", "mediaType image"),
+    ],
+)
+def test_a_url_of_the_other_kind_is_refused_when_the_container_is_created(owner, media_type, url, told):
+    # mediaType picks the platform call (a video init or a photo post; a reel or a feed image): a URL of the
+    # other kind would be accepted and fail at the post's time as MEDIA_INVALID, after the partner's slot.
+    error = assert_error(create_content(owner, media_type, [url]), 422, "VALIDATION")
+    [message] = error["details"]["fields"]["mediaUrls.0"]
+    assert told in message, message
+
+
+@pytest.mark.parametrize(
+    ("media_type", "url"),
+    [
+        ("video", "https://cdn.acme.test/clip.mp4"),
+        ("video", "https://cdn.acme.test/v/8c1f2a"),  # no extension: a CDN id, taken as it is
+        ("video", "https://cdn.acme.test/render?format=jpg"),  # only the path's ending counts
+        ("image", "https://cdn.acme.test/photo.jpeg"),
+        ("image", "https://cdn.acme.test/i/8c1f2a"),
+    ],
+)
+def test_a_url_not_known_to_be_of_the_other_kind_is_taken(owner, media_type, url):
+    response = create_content(owner, media_type, [url])
     assert response.status_code == 201, response.content
