@@ -125,6 +125,7 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
             "actions_log": lease_request.actions.select_related("actor")[:50],
             "failure_problems": services.failure_problems(lease_request) if lease_request.failure_reason else [],
             "is_open": lease_request.status in LeaseRequest.OPEN,
+            "checking": services.assignment_underway(lease_request),
             "can_act": can_act,
             "remaining": max(lease_request.count - len(leases), 0),
             "reason_max_length": services.REJECTION_REASON_MAX_LENGTH,
@@ -140,14 +141,16 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
                 services.lease_request_take(request_id=lease_request.pk, actor=request.user)
                 self.message_user(request, "You are reviewing this request.", messages.SUCCESS)
             elif action == "assign":
-                result = services.lease_assign(
+                result = services.lease_assign_start(
                     request_id=lease_request.pk,
                     pool_account_ids=request.POST.getlist("pool_account"),
                     actor=request.user,
                 )
                 self._report(request, result)
             elif action == "auto":
-                self._report(request, services.lease_assign(request_id=lease_request.pk, auto=True, actor=request.user))
+                self._report(
+                    request, services.lease_assign_start(request_id=lease_request.pk, auto=True, actor=request.user)
+                )
             elif action == "reject":
                 # Browsers post a textarea's line breaks as CRLF, yet count each as one character against its
                 # maxlength: read them back as typed, or a reason the page accepted would be too long here.
@@ -171,8 +174,17 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
             # Staff get what went wrong (the partner reads only the fixed failureReason).
             problems = "; ".join(services.failure_problems(result)) or result.failure_reason
             self.message_user(request, f"The assignment failed, nothing was leased: {problems}", messages.ERROR)
+        elif result.status == LeaseRequest.Status.PROVISIONING:
+            # The tokens are checked by a worker (services.lease_assign_start): the page shows the outcome.
+            self.message_user(request, PROVISIONING_MESSAGE, messages.INFO)
         else:
             self.message_user(request, f"Request {result.status}.", messages.SUCCESS)
+
+
+PROVISIONING_MESSAGE = (
+    "The picked accounts are reserved; a worker is checking their TikTok tokens and then leases them. "
+    "Reload this page in a minute for the outcome."
+)
 
 
 class PoolAccountForm(forms.ModelForm):

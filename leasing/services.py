@@ -271,8 +271,64 @@ def lease_assign(
     """Assign pool accounts to a request: the given ones, or with `auto` the best matches up to the
     remaining count. Fewer than `count` → `partial`. Raises LeaseError with a clear message when the
     request is not open, nothing is chosen, or a chosen account is not available (e.g. another staff
-    member assigned it a moment ago)."""
+    member assigned it a moment ago). The token check and the binding run in this process: for the command
+    line (`manage.py lease_assign`); the admin, a web request, hands them to a worker (lease_assign_start)."""
     reserved, attempt = _reserve(request_id=request_id, pool_account_ids=pool_account_ids, auto=auto, actor=actor)
+    return _check_and_bind(request_id=request_id, reserved=reserved, attempt=attempt, actor=actor)
+
+
+# What staff read when the worker's half of an assignment could not be queued.
+ASSIGN_NOT_QUEUED = (
+    "The token check could not be handed to the workers (the task queue did not take it): nothing was leased and "
+    "the accounts are back in the pool. Assign again once the queue is back."
+)
+
+
+def lease_assign_start(
+    *, request_id: str, pool_account_ids: list[str] | None = None, auto: bool = False, actor=None
+) -> LeaseRequest:
+    """An assignment from the admin: reserve the accounts as lease_assign does (the same LeaseErrors, at once),
+    and leave the token check and the binding to a worker (the lease_assign_check task). Returns the request,
+    `provisioning` until the worker is done; the request's page shows the outcome.
+
+    Why not in the request: each account's check may take up to six TikTok calls (a refresh, the profile and
+    its retry, twice: _verified_token), and a request of 50 accounts several hundred, each within its
+    deadline, where a web request is given WEB_REQUEST_PLATFORM_CALLS (accounts.platforms.http): a deploy's
+    SIGTERM cut the staff member's request mid-assignment, and gunicorn's timeout could too. A task that
+    cannot be queued fails the attempt at once (accounts back in the pool, staff told why), rather than leaving
+    the request `provisioning` until lease_requests_recover_interrupted gives up on it."""
+    from config.queueing import enqueue
+    from leasing.tasks import lease_assign_check
+
+    reserved, attempt = _reserve(request_id=request_id, pool_account_ids=pool_account_ids, auto=auto, actor=actor)
+    if not enqueue(lease_assign_check, request_id, attempt):
+        return _fail(
+            request_id=request_id,
+            pool_ids=[p.pk for p in reserved],
+            reason=FAILED_INTERRUPTED,
+            problems=[ASSIGN_NOT_QUEUED],
+            actor=actor,
+            attempt=attempt,
+        )
+    return LeaseRequest.objects.get(pk=request_id)
+
+
+def lease_assign_check(*, request_id: str, attempt: int) -> LeaseRequest:
+    """The worker's half of lease_assign_start: check the tokens of the accounts attempt `attempt` (its
+    "assigning" audit row) reserved, then bind them or fail the attempt, as lease_assign does. Idempotent: a
+    request no longer provisioning for that attempt (done already, a message delivered twice, recovered after
+    PROVISIONING_INTERRUPTED_AFTER, assigned again since) is left as it is."""
+    request = LeaseRequest.objects.get(pk=request_id)
+    started = LeaseAction.objects.filter(pk=attempt, request_id=request_id, action="assigning").first()
+    if started is None or not _is_current_attempt(request, attempt):
+        return request
+    ids = started.detail.get("pool_account_ids") or []
+    found = {account.pk: account for account in PoolAccount.objects.filter(pk__in=ids)}
+    reserved = [found[pk] for pk in ids if pk in found]
+    return _check_and_bind(request_id=request_id, reserved=reserved, attempt=attempt, actor=started.actor)
+
+
+def _check_and_bind(*, request_id: str, reserved: list[PoolAccount], attempt: int, actor) -> LeaseRequest:
     problems, dead = _check_tokens(reserved)
     if problems:
         # A token TikTok refused will not come back by itself: that account leaves the pool (retired, with a
@@ -403,8 +459,8 @@ def _check_tokens(accounts: list[PoolAccount]) -> tuple[list[str], list[str]]:
     A token TikTok refused is that account's: the check goes on, so that every dead account is retired. TikTok
     not answering (a timeout, a 5xx, a rate limit) is not: the check stops there. The request fails anyway,
     and each further check could wait out another timeout (up to ANSWER_DEADLINE_TIMEOUTS ×
-    LAYERS_PLATFORM_TIMEOUT, a refresh and a second profile call included) while the staff member's admin
-    request waits: 50 accounts took longer than PROVISIONING_INTERRUPTED_AFTER. The accounts not checked go
+    LAYERS_PLATFORM_TIMEOUT, a refresh and a second profile call included) while the request stays
+    `provisioning`: 50 accounts took longer than PROVISIONING_INTERRUPTED_AFTER. The accounts not checked go
     back to the pool untouched; the problems name them."""
     problems, dead = [], []
     for position, account in enumerate(accounts):
@@ -585,8 +641,30 @@ def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = 
 
 
 # A request is `provisioning` while its accounts' tokens are checked and bound: seconds, a few minutes for
-# 50 accounts on a slow platform. Longer means the process doing it died (a web worker timed out, a deploy).
+# 50 accounts on a slow platform. Longer means the process doing it died, or its task was lost.
 PROVISIONING_INTERRUPTED_AFTER = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class AssignmentUnderway:
+    accounts: int
+    started_at: datetime
+    given_up_at: datetime
+
+
+def assignment_underway(request: LeaseRequest) -> AssignmentUnderway | None:
+    """The assignment a worker is carrying out for a `provisioning` request (lease_assign_start), for its admin
+    page: how many accounts, since when, and when it is given up as interrupted. None for any other request."""
+    if request.status != LeaseRequest.Status.PROVISIONING:
+        return None
+    started = _latest_attempt(request)
+    if started is None:
+        return None
+    return AssignmentUnderway(
+        accounts=len(started.detail.get("pool_account_ids") or started.detail.get("pool_accounts") or []),
+        started_at=started.created_at,
+        given_up_at=started.created_at + PROVISIONING_INTERRUPTED_AFTER,
+    )
 
 
 def lease_requests_recover_interrupted(*, now=None) -> int:

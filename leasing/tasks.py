@@ -32,6 +32,15 @@ def pool_account_check(pool_account_id: str) -> str:
 
 
 @shared_task
+def lease_assign_check(request_id: str, attempt: int) -> str:
+    """An assignment staff started in the admin (services.lease_assign_start): check the reserved accounts'
+    tokens with TikTok, then bind them or fail the attempt. Not retried: TikTok not answering fails the attempt
+    with the problems for staff, who assign again, as when the check ran in the admin's request. Run twice (a
+    redelivery), the second finds the attempt over and changes nothing."""
+    return services.lease_assign_check(request_id=request_id, attempt=attempt).status
+
+
+@shared_task
 def lease_requests_recover_interrupted() -> int:
     """Periodic: fail requests left `provisioning` by an assignment that never finished; free their accounts."""
     return services.lease_requests_recover_interrupted()

@@ -82,13 +82,16 @@ Override = Callable[[httpx.Request, httpx.WSGITransport], httpx.Response]
 
 
 @contextmanager
-def intercepted(overrides: dict[str, Override]) -> Iterator[None]:
+def intercepted(overrides: dict[str, Override], *, calls: list[str] | None = None) -> Iterator[None]:
     """Route every platform call made meanwhile (the clients' thread client) through `overrides`: a request
     whose path contains one of its keys goes to that override, any other to the sandbox in-process. For
-    what the network or a proxy can do to an answer: garble it, lose it, refuse the connection."""
+    what the network or a proxy can do to an answer: garble it, lose it, refuse the connection. `calls` gets
+    each call as it leaves (`"GET /sandbox/tiktok/v2/user/info/"`), whoever answers it."""
     sandbox = httpx.WSGITransport(app=platform_http._in_process_app())
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if calls is not None:
+            calls.append(f"{request.method} {request.url.path}")
         for fragment, answer in overrides.items():
             if fragment in request.url.path:
                 return answer(request, sandbox)
@@ -97,6 +100,38 @@ def intercepted(overrides: dict[str, Override]) -> Iterator[None]:
     client = httpx.Client(transport=httpx.MockTransport(handler))
     with client, mock.patch.object(platform_http, "thread_http_client", return_value=client):
         yield
+
+
+@contextmanager
+def held_tasks() -> Iterator[list[tuple]]:
+    """Celery tasks queued meanwhile are kept, not run (the test settings run them inline, inside the request
+    that queued them): the list gets each as (task, args), for the test to run as a worker would, later."""
+    from celery.app.task import Task
+
+    held: list[tuple] = []
+
+    def keep(task, args=None, kwargs=None, **options):
+        held.append((task, tuple(args or ())))
+
+    with mock.patch.object(Task, "apply_async", keep):
+        yield held
+
+
+def in_turn(*answers: Override | None) -> Override:
+    """An override that answers its first call with `answers[0]`, its next with `answers[1]`, and so on; a
+    None, and every call after the last, is answered by the sandbox."""
+    left = list(answers)
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        chosen = left.pop(0) if left else None
+        return chosen(request, sandbox) if chosen is not None else sandbox.handle_request(request)
+
+    return answer
+
+
+def refused(status: int, body: dict) -> Override:
+    """An override answering `status` with the JSON `body`, the sandbox never asked."""
+    return lambda request, sandbox: httpx.Response(status, json=body)
 
 
 def answered_then_database_dropped(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
