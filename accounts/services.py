@@ -1181,6 +1181,18 @@ def platform_user_token_renewing(*, account: SocialAccount) -> bool:
     )
 
 
+# The most platform calls one revoke of a connected account makes after its commit (_revoke_at_platform: the
+# revoke, the refresh of a token it refused, the revoke again). A leased account's makes none (released).
+REVOKE_PLATFORM_CALLS = 3
+
+
+def social_account_revoke_platform_calls(account: SocialAccount) -> int:
+    """The most platform calls social_account_revoke may make for `account` (for a caller that must bound them:
+    the admin's revoke of many accounts, a web request)."""
+    live = account.status != SocialAccount.Status.DISCONNECTED
+    return REVOKE_PLATFORM_CALLS if live and account.kind == SocialAccount.Kind.CONNECTED else 0
+
+
 def _revoke_at_platform(*, platform: str, tokens: TokenSet, what: str) -> None:
     """Revoke the grant with `tokens`, renewing an access token that cannot do it.
 

@@ -82,3 +82,14 @@ def social_account_check_health(self, account_id: str) -> str:
         # the same way, and an ERROR traceback every tick would only bury real errors.
         log.warning("health check of %s refused by the platform (%s)", account_id, exc.code or exc)
         return "refused"
+
+
+@shared_task
+def social_account_revoke_by_staff(account_id: str, staff_user_id: int) -> str:
+    """A revoke staff chose in the admin among more accounts than one web request may revoke at the platforms
+    (admin.SocialAccountAdmin.revoke_accounts): the same revoke, made by a worker, named after the staff member.
+    Idempotent: an account disconnected already is left as it is."""
+    from django.contrib.auth import get_user_model
+
+    actor = get_user_model().objects.filter(pk=staff_user_id).first()
+    return services.social_account_revoke(account_id=account_id, actor=actor).account.status

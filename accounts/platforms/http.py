@@ -38,7 +38,9 @@ ANSWER_DEADLINE_TIMEOUTS = 2
 # callback's on TikTok (accounts.services._exchange_and_bind): the code exchange, the profile and its retry
 # without `username` (TikTok refusing the scope), then, for a grant it binds to nothing, the withdrawal
 # (_revoke_at_platform): revoke, refresh the refused token, revoke again. Instagram's callback makes 5 (three
-# for the exchange, the profile, a revoke), a disconnect (DELETE of an account, its revoke after commit) 3.
+# for the exchange, the profile, a revoke), a disconnect (DELETE of an account, its revoke after commit) 3, and
+# the admin's revoke of selected accounts makes as many as fit (a worker revokes the rest); a lease assignment's
+# token checks are a worker's. tests/config/test_web_request_platform_calls.py counts each path's worst.
 # A stopping gunicorn worker lets its requests in flight run that long (config/gunicorn_conf.py).
 WEB_REQUEST_PLATFORM_CALLS = 6
 # httpx errors raised before any byte of the request left this machine: the platform cannot have it.

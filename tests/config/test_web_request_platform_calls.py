@@ -16,7 +16,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts import services as account_services
-from accounts.models import OAuthSession
+from accounts.models import OAuthSession, SocialAccount
 from accounts.platforms.http import WEB_REQUEST_PLATFORM_CALLS
 from accounts.platforms.sandbox.models import Token
 from leasing import services as leasing_services
@@ -195,6 +195,58 @@ def test_staff_releasing_selected_leases_calls_no_platform(owner):
 
 
 # --- The back office: actions on many accounts at once ----------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 2, 5])
+def test_staff_revoking_selected_accounts_stays_within_the_budget_and_a_worker_revokes_the_rest(owner, count):
+    # Each revoke at its worst: TikTok refuses the token, it is renewed and revoked again (three calls).
+    # Revoked in the admin's request, 50 accounts made 150 calls there.
+    ids = [connected_account(owner, "tiktok", f"revoked.{n}")["id"] for n in range(count)]
+    staff, ops = ops_browser()
+    calls: list[str] = []
+    refused_first = {"/v2/oauth/revoke/": in_turn(*[REVOKE_REFUSED, None] * count)}
+    with intercepted(refused_first, calls=calls), held_tasks() as held:
+        answer = ops.post(
+            "/admin/accounts/socialaccount/",
+            {"action": "revoke_accounts", "post": "yes", "_selected_action": ids},
+            follow=True,
+        )
+
+    within_budget(calls)
+    inline = min(count, WEB_REQUEST_PLATFORM_CALLS // account_services.REVOKE_PLATFORM_CALLS)
+    assert calls == TIKTOK_REVOKE_WORST * inline
+    revokes = [args for task, args in held if task.name.endswith("social_account_revoke_by_staff")]
+    assert len(revokes) == count - inline
+    text = answer.content.decode()
+    assert text.count("disconnected, 0 queued post(s) canceled") == inline
+    assert text.count("a worker disconnects it in a moment") == count - inline
+
+    from accounts.tasks import social_account_revoke_by_staff
+
+    with intercepted(refused_first), held_tasks():
+        for args in revokes:
+            social_account_revoke_by_staff.run(*args)  # the worker
+    assert SocialAccount.objects.filter(pk__in=ids, status="disconnected").count() == count
+    assert all(live_tokens("tiktok", f"revoked.{n}") == 0 for n in range(count))
+    # the worker's revokes are the staff member's, as the ones made in the request
+    sources = SocialAccount.objects.get(pk=ids[-1]).status_changes.order_by("-at").first().source
+    assert staff.get_username() in sources, sources
+
+
+def test_staff_revoking_when_the_task_queue_is_down_leaves_the_rest_as_they_are(owner):
+    from tests.outages import broker_down
+
+    ids = [connected_account(owner, "tiktok", f"kept.{n}")["id"] for n in range(4)]
+    _, ops = ops_browser()
+    with mock.patch("accounts.tasks.social_account_revoke_by_staff.delay", broker_down):
+        answer = ops.post(
+            "/admin/accounts/socialaccount/",
+            {"action": "revoke_accounts", "post": "yes", "_selected_action": ids},
+            follow=True,
+        )
+    text = answer.content.decode()
+    assert text.count("the task queue did not take its revoke. Revoke it again.") == 2
+    assert SocialAccount.objects.filter(pk__in=ids, status="disconnected").count() == 2
 
 
 def test_staff_assigning_a_large_lease_request_leaves_the_token_checks_to_a_worker(owner):
