@@ -46,12 +46,15 @@ support) and `Layers-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t
 
 **Verify the signature** on the raw body bytes, before parsing them. During the 24 hours after a secret
 rotation the header carries two `v1=` values (new secret, then old): accept the request if any matches.
+A retry of this request with its `Idempotency-Key` answers the first response, with the secret issued then:
+once you have rotated it (`rotate-secret`), that secret stops signing 24 hours later, so keep the secret the
+rotation gave you, not a replayed one.
 
 ```python
 import hashlib, hmac, time
 
-def verify(raw_body: bytes, header: str, secret: str, tolerance: int = 300) -> bool:
-    items = [part.split("=", 1) for part in header.split(",") if "=" in part]
+def verify(raw_body: bytes, header: str | None, secret: str, tolerance: int = 300) -> bool:
+    items = [part.split("=", 1) for part in (header or "").split(",") if "=" in part]
     stamps = [v for k, v in items if k == "t"]
     if len(stamps) != 1 or not (stamps[0].isascii() and stamps[0].isdigit()) or len(stamps[0]) > 12:
         return False  # no signature of ours: answer 400, never crash
@@ -59,6 +62,25 @@ def verify(raw_body: bytes, header: str, secret: str, tolerance: int = 300) -> b
     expected = hmac.new(secret.encode(), f"{t}.".encode() + raw_body, hashlib.sha256).hexdigest().encode()
     fresh = abs(time.time() - int(t)) <= tolerance  # every attempt is signed afresh: old t = replay
     return fresh and any(hmac.compare_digest(expected, v.encode()) for k, v in items if k == "v1")
+```
+
+The same in Node.js (compare lengths first: `crypto.timingSafeEqual` throws on buffers of different lengths,
+and a forged `v1=00` would otherwise take the process down):
+
+```js
+const crypto = require("node:crypto");
+
+function verify(rawBody, header, secret, tolerance = 300) {  // rawBody: the Buffer as received
+  const items = String(header || "").split(",").filter((p) => p.includes("="))
+    .map((p) => [p.slice(0, p.indexOf("=")), p.slice(p.indexOf("=") + 1)]);
+  const stamps = items.filter(([k]) => k === "t").map(([, v]) => v);
+  if (stamps.length !== 1 || !/^[0-9]{1,12}$/.test(stamps[0])) return false;
+  const expected = Buffer.from(crypto.createHmac("sha256", secret)
+    .update(Buffer.concat([Buffer.from(`${stamps[0]}.`), rawBody])).digest("hex"));
+  const fresh = Math.abs(Date.now() / 1000 - Number(stamps[0])) <= tolerance;
+  return fresh && items.some(([k, v]) => k === "v1" && v.length === expected.length
+    && crypto.timingSafeEqual(Buffer.from(v), expected));
+}
 ```
 
 **Event data is a snapshot** taken when the event was recorded, never updated afterwards; every delivery of
@@ -92,9 +114,15 @@ keeps its number (`Layers-Delivery-Attempt`) and its 3-day window, which starts 
 delivery held back when its window ends still gets its last attempt).
 
 **At least once.** The same event can arrive more than once (for example when we could not record your
-answer); every copy has the same `id` and the same body. Deduplicate on the event `id`
-(`Layers-Event-Id`). Order is not guaranteed. `createdAt` is when the change began (it can be slightly out
-of commit order); `GET /v1/events` lists events in the order they were committed.
+answer); every copy has the same `id` and the same body. Deduplicate on the `id` in the verified body: the
+signature covers the body only, not the `Layers-Event-Id`, `Layers-Delivery-Id` or `Layers-Delivery-Attempt`
+headers, so a copy of a request with another `Layers-Event-Id` still verifies. Order is not guaranteed: an
+event retried after a failed attempt can arrive after a newer event about the same object (a
+`social_account.needs_reauth` after the `social_account.reconnected` that followed it). Treat an event as
+"this object changed" and read the object as it is now (`GET /v1/social-accounts/{id}`,
+`GET /v1/scheduled-posts/{id}`, the lease request), rather than applying the snapshots in the order they
+arrive. `createdAt` is when the change began (it can be slightly out of commit order); `GET /v1/events`
+lists events in the order they were committed.
 
 **410 Gone disables the endpoint**: it turns `disabled` (`disabledReason: "gone"`), its queued deliveries
 stop, and no further event is sent to it; create a new endpoint to subscribe again.

@@ -337,8 +337,45 @@ def test_the_documented_verifier_accepts_our_signatures_and_refuses_anything_els
     assert not verify(body + b" ", signature_header(secrets_=["whsec_x"], timestamp=now, body=body), "whsec_x")
     odd = ("t=\u00b2,v1=ab", "t=" + "1" * 5000 + ",v1=ab")  # a digit int() refuses; past int()'s 4,300 digits
     mangled_headers = ("", "v1=abc", "t=abc,v1=abc", f"t={now}", f"t={now},v1=é", "garbage", f"t={now},t={now},v1=a")
-    for mangled in (*mangled_headers, *odd):
+    for mangled in (*mangled_headers, *odd, None):  # None: the partner's framework has no such header
         assert verify(body, mangled, "whsec_x") is False, mangled
+
+
+def test_the_node_verifier_of_the_guide_accepts_our_signatures_and_survives_a_forged_one(tmp_path):
+    # A literal Node translation of the Python verifier threw ERR_CRYPTO_TIMING_SAFE_EQUAL_LENGTH on a forged
+    # `v1=00` (timingSafeEqual takes equal lengths only), which takes a receiver's process down. The guide's
+    # own Node verifier is run here, with Node, against headers Layers signs.
+    import json
+    import subprocess
+    import time
+
+    from accounts.webhooks.apis import WEBHOOKS_GUIDE
+    from accounts.webhooks.services import signature_header
+
+    snippet = WEBHOOKS_GUIDE[WEBHOOKS_GUIDE.index("```js") + len("```js") :].split("```", 1)[0]
+    body, now = '{"id":"evt_1","data":{"caption":"désolé"}}', int(time.time())
+    raw = body.encode()
+    cases = [
+        (body, signature_header(secrets_=["whsec_new", "whsec_old"], timestamp=now, body=raw), "whsec_old"),
+        (body, signature_header(secrets_=["whsec_new", "whsec_old"], timestamp=now, body=raw), "whsec_new"),
+        (body, signature_header(secrets_=["whsec_x"], timestamp=now - 400, body=raw), "whsec_x"),
+        (body + " ", signature_header(secrets_=["whsec_x"], timestamp=now, body=raw), "whsec_x"),
+        (body, f"t={now},v1=00", "whsec_x"),
+        (body, None, "whsec_x"),
+        (body, "garbage", "whsec_x"),
+        (body, f"t={now},t={now},v1=ab", "whsec_x"),
+    ]
+    harness = tmp_path / "verify.js"
+    harness.write_text(
+        snippet
+        + "\nconst cases = JSON.parse(require('node:fs').readFileSync(0, 'utf8'));\n"
+        + "console.log(JSON.stringify(cases.map(([b, h, s]) => verify(Buffer.from(b, 'utf8'), h, s))));\n"
+    )
+    ran = subprocess.run(
+        ["node", str(harness)], input=json.dumps(cases), capture_output=True, text=True, timeout=30, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == [True, True, False, False, False, False, False, False]
 
 
 def test_no_caller_chooses_the_document_others_read(db):
