@@ -260,11 +260,39 @@ MEDIA_URL = env.str("LAYERS_MEDIA_URL", default="/media/")
 MEDIA_ROOT = env.str("LAYERS_MEDIA_ROOT", default=str(VAR_DIR / "media"))
 
 
-def s3_media_storage(bucket: str, *, endpoint_url: str | None = None, custom_domain: str | None = None) -> dict:
+# How long one call to the media bucket may wait. boto3's own defaults (60 s to connect, 60 s for each wait for
+# an answer, 5 attempts in all) let a bucket endpoint that accepts connections and never answers (a hung proxy
+# or load balancer) hold a worker thread 10 minutes per avatar copy (two calls), and a disconnect 5 minutes.
+# - connect, 5 s: an S3 endpoint that is up completes TCP and TLS in well under a second; the platform calls
+#   allow the same (LAYERS_PLATFORM_CONNECT_TIMEOUT).
+# - read, 20 s: each wait for an answer (not the whole transfer). An avatar is at most LAYERS_AVATAR_MAX_BYTES
+#   (5 MiB), and S3 answers a HEAD, a PUT of that size, a list or a delete within seconds; a slow but working
+#   bucket still gets four times what it normally needs.
+# - 2 attempts in all ("standard" retry mode: timeouts, dropped connections, 5xx and throttling): one retry
+#   absorbs a connection dropped or a 503 SlowDown once; a longer outage is left to the avatar task's own
+#   retries over an hour and to the provisioning tick, which boto3's further attempts only delayed.
+# So a call gives up after at most 2 x (5 + 20) s and a backoff of a second at most: under a minute.
+LAYERS_S3_CONNECT_TIMEOUT = seconds("LAYERS_S3_CONNECT_TIMEOUT", default=5.0)
+LAYERS_S3_READ_TIMEOUT = seconds("LAYERS_S3_READ_TIMEOUT", default=20.0)
+LAYERS_S3_MAX_ATTEMPTS = whole_number("LAYERS_S3_MAX_ATTEMPTS", default=2, most=10, unit="attempts")
+
+
+def s3_media_storage(
+    bucket: str,
+    *,
+    endpoint_url: str | None = None,
+    custom_domain: str | None = None,
+    connect_timeout: float = LAYERS_S3_CONNECT_TIMEOUT,
+    read_timeout: float = LAYERS_S3_READ_TIMEOUT,
+    max_attempts: int = LAYERS_S3_MAX_ATTEMPTS,
+) -> dict:
     """The STORAGES entry for media in an S3-compatible bucket (credentials through boto3's usual AWS_*
     variables): what production runs with LAYERS_S3_BUCKET, and what tests/accounts/test_s3_media.py points at
     an S3 server on loopback. URLs are unsigned (partners keep avatarUrl: a signed one would expire), on the
-    CDN domain when given."""
+    CDN domain when given. Every call to the bucket is bounded by the timeouts and attempts above (a call past
+    them raises botocore's ConnectTimeoutError / ReadTimeoutError, as a refused one raises ClientError)."""
+    from botocore.config import Config
+
     return {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
@@ -273,6 +301,13 @@ def s3_media_storage(bucket: str, *, endpoint_url: str | None = None, custom_dom
             "custom_domain": custom_domain,
             "querystring_auth": False,
             "file_overwrite": False,
+            # Replaces django-storages' own Config, which sets only what AWS_S3_ADDRESSING_STYLE,
+            # AWS_S3_SIGNATURE_VERSION and AWS_S3_PROXIES say (none is set here: boto3's defaults).
+            "client_config": Config(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"mode": "standard", "total_max_attempts": max_attempts},
+            ),
         },
     }
 

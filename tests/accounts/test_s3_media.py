@@ -7,6 +7,8 @@ it, and a bucket that refuses the copy."""
 
 import logging
 import os
+import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,6 +18,7 @@ import boto3
 import httpx
 import pytest
 import time_machine
+from django.db import connections
 from django.utils import timezone
 
 from accounts import services, tasks
@@ -24,6 +27,7 @@ from accounts.platforms.sandbox import avatars
 from config.settings.base import s3_media_storage
 from leasing import services as leasing
 from tests.accounts.oauth_helpers import RETURN_URL, connect, connected_account, reauthorize, status
+from tests.config.settings_env import load_settings
 from tests.leasing.helpers import add_pool, get_request, request_accounts
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -57,18 +61,21 @@ class Bucket:
         return f"{self.endpoint}/{self.name}{urlsplit(url).path}"
 
 
+# Credentials as production passes them (boto3's AWS_* variables), and nothing else of this machine's: no config
+# file, no instance metadata.
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "layers-media",
+    "AWS_SECRET_ACCESS_KEY": "layers-media-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
 @pytest.fixture
 def s3_credentials(monkeypatch):
-    """Credentials as production passes them (boto3's AWS_* variables), and nothing else of this machine's:
-    no config file, no instance metadata."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "layers-media",
-        "AWS_SECRET_ACCESS_KEY": "layers-media-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
+    for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
@@ -301,4 +308,120 @@ def test_a_disconnect_the_bucket_refuses_to_clean_up_answers_200_and_tells_ops_w
     from moto import settings as moto_settings
 
     moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")  # (the fixture's undo restores it too)
+    assert bucket.keys(f"avatars/{account['id']}/") and fetch(url).status_code == 200
+
+
+@pytest.fixture
+def silent_endpoint():
+    """An S3 endpoint that accepts connections and never answers: a hung proxy or load balancer in front of the
+    bucket, or a bucket host that has stopped serving with its socket still open. Each request sent to it waits
+    for an answer that never comes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    held, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # read nothing, answer nothing
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    listener.close()
+    for held_connection in held:
+        held_connection.close()
+
+
+# What a web or worker process starting with these variables talks to the bucket with: the timeouts and the
+# attempts are the settings' (short here, so that the test runs in seconds).
+SHORT_S3_WAITS = {"LAYERS_S3_CONNECT_TIMEOUT": "1", "LAYERS_S3_READ_TIMEOUT": "0.5", "LAYERS_S3_MAX_ATTEMPTS": "2"}
+
+
+def use_bucket_as_started(settings, monkeypatch, bucket_name: str, endpoint: str) -> None:
+    """STORAGES as config/settings/base.py builds it from the environment of a process starting with
+    LAYERS_S3_BUCKET, LAYERS_S3_ENDPOINT_URL and SHORT_S3_WAITS."""
+    env = {"LAYERS_S3_BUCKET": bucket_name, "LAYERS_S3_ENDPOINT_URL": endpoint, **SHORT_S3_WAITS, **CREDENTIALS}
+    started = load_settings("dev", monkeypatch, **env)
+    for name, value in CREDENTIALS.items():  # load_settings clears the AWS_* variables it did not set
+        monkeypatch.setenv(name, value)
+    settings.STORAGES = {**settings.STORAGES, "default": started.STORAGES["default"]}
+
+
+# Only a guard, so that the test fails instead of hanging: with boto3's defaults (60 s to connect, 60 s for each
+# answer, 5 attempts per call) the first call to a silent bucket alone takes 5 minutes. With SHORT_S3_WAITS
+# everything below is over within a few seconds.
+GUARD_SECONDS = 120
+
+
+def within_guard(call):
+    """`call()` on a thread of its own (as a web or worker thread runs it); its result, or the test fails if it
+    is still waiting after GUARD_SECONDS."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = call()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(GUARD_SECONDS)
+    assert not thread.is_alive(), f"still waiting on the bucket after {GUARD_SECONDS} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def test_a_bucket_that_never_answers_fails_the_avatar_copy_within_the_s3_timeouts_and_the_account_connects(
+    owner, silent_endpoint, s3_credentials, settings, monkeypatch, caplog
+):
+    # Before, nothing bounded a call to the bucket but boto3's defaults: the avatar copy of every account
+    # connected or leased while the bucket hung held a worker thread 10 minutes per try (two calls of 5 minutes).
+    use_bucket_as_started(settings, monkeypatch, "layers-media-silent", silent_endpoint)
+    caplog.set_level(logging.INFO)
+
+    state, callback = within_guard(lambda: connect(owner, "tiktok", "s3.silent"))
+
+    # The customer is back at the partner's app and the account is connected, with no avatar yet.
+    assert callback.status_code == 302 and callback["Location"] == RETURN_URL
+    account_id = status(owner, state)["socialAccountId"]
+    account = owner.client.get(f"/v1/social-accounts/{account_id}").json()
+    assert account["status"] == "connected" and len(account["layers"]) == 4
+    assert account["avatarUrl"] is None
+    # Each try ended with a timeout, a typed error naming the endpoint, and the task retried as for a bucket
+    # that refuses (its retries, then the provisioning tick).
+    lines = avatar_lines(caplog)
+    assert len(lines) == 7 and all(line.levelname == "WARNING" for line in lines)
+    assert all(account_id in line.getMessage() for line in lines)
+    assert all("ReadTimeoutError: Read timeout on endpoint URL" in line.getMessage() for line in lines), lines[0]
+    assert "layers-media-secret" not in caplog.text
+
+
+def test_a_disconnect_while_the_bucket_never_answers_answers_200_and_tells_ops_what_is_left(
+    owner, bucket, silent_endpoint, settings, monkeypatch, caplog
+):
+    # Before, the partner's DELETE itself waited on the bucket (the deletion runs once the disconnect commits):
+    # 5 minutes, long past any client's or proxy's patience, for a disconnect that was already done.
+    account = connected_account(owner, "tiktok", "s3.hung")
+    url = account["avatarUrl"]
+    use_bucket_as_started(settings, monkeypatch, bucket.name, silent_endpoint)
+    caplog.set_level(logging.INFO)
+
+    response = within_guard(lambda: owner.client.delete(f"/v1/social-accounts/{account['id']}"))
+
+    assert response.status_code == 200 and response.json()["status"] == "disconnected"
+    assert owner.client.get(f"/v1/social-accounts/{account['id']}").json()["avatarUrl"] is None
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and account["id"] in r.getMessage()]
+    assert errors, [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert f"delete avatars/{account['id']}/" in errors[-1].getMessage()
+    assert "ReadTimeoutError" in errors[-1].getMessage()
+    # The picture is still in the bucket and served, until the deletion is done (README, Media).
     assert bucket.keys(f"avatars/{account['id']}/") and fetch(url).status_code == 200

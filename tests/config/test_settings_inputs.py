@@ -124,6 +124,16 @@ def test_a_number_out_of_its_range_is_refused_naming_the_variable_and_its_range(
         ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init:6", "at least 1"),
         ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=6,", "at least 1"),
         ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=many", "at least 1"),
+        # The media bucket: a timeout of 0 or less failed every avatar copy and deletion at once, words stopped
+        # the process with environs' message; 0 attempts would try nothing, and more than 10 gives back the
+        # minutes a bucket that never answers held a worker thread (config/settings/base.py).
+        ("LAYERS_S3_CONNECT_TIMEOUT", "0", "greater than 0"),
+        ("LAYERS_S3_CONNECT_TIMEOUT", "5s", "greater than 0"),
+        ("LAYERS_S3_READ_TIMEOUT", "-1", "greater than 0"),
+        ("LAYERS_S3_READ_TIMEOUT", "inf", "greater than 0"),
+        ("LAYERS_S3_MAX_ATTEMPTS", "0", "from 1 to 10"),
+        ("LAYERS_S3_MAX_ATTEMPTS", "11", "from 1 to 10"),
+        ("LAYERS_S3_MAX_ATTEMPTS", "2.5", "from 1 to 10"),
         # Words where a number goes: the same message as a number out of range, not environs' own.
         ("LAYERS_WEBHOOK_TIMEOUT", "15s", "greater than 0"),
         ("LAYERS_DISPATCH_MAX_WAITING", "1e3", "at least 1"),
@@ -178,6 +188,28 @@ def test_the_edges_of_the_new_ranges_are_accepted(monkeypatch):
     assert defaults.PORT == 8000 and defaults.LAYERS_PLATFORM_KEEPALIVE_SECONDS == 1.0
     assert defaults.LAYERS_SANDBOX_TIKTOK_RATE_LIMITS["init"] == 6
     assert defaults.LAYERS_SANDBOX_AVATAR_TTL_SECONDS == 7200
+
+
+def s3_client_config(loaded):
+    config = loaded.STORAGES["default"]["OPTIONS"]["client_config"]
+    return config.connect_timeout, config.read_timeout, config.retries
+
+
+def test_the_media_buckets_timeouts_and_attempts_bound_its_client(monkeypatch):
+    defaults = load_settings("dev", monkeypatch, LAYERS_S3_BUCKET="layers-media")
+    assert s3_client_config(defaults) == (5.0, 20.0, {"mode": "standard", "total_max_attempts": 2})
+    edges = load_settings(
+        "dev",
+        monkeypatch,
+        LAYERS_S3_BUCKET="layers-media",
+        LAYERS_S3_CONNECT_TIMEOUT="0.5",
+        LAYERS_S3_READ_TIMEOUT="120",
+        LAYERS_S3_MAX_ATTEMPTS="1",
+    )
+    assert s3_client_config(edges) == (0.5, 120.0, {"mode": "standard", "total_max_attempts": 1})
+    assert s3_client_config(load_settings("dev", monkeypatch, LAYERS_S3_BUCKET="m", LAYERS_S3_MAX_ATTEMPTS="10"))[
+        2
+    ] == {"mode": "standard", "total_max_attempts": 10}
 
 
 @pytest.mark.parametrize(
