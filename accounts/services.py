@@ -1678,9 +1678,13 @@ def _avatar_folder(account_id: str) -> str:
 
 def avatars_delete(*, account_id: str) -> int:
     """Delete the copies of the account's avatar from media storage (local disk or S3); how many. Idempotent.
-    Run after a disconnect: the customer's picture was served to anyone at its URL, forever."""
+    Run after a disconnect: the customer's picture was served to anyone at its URL, forever. An account that
+    is not disconnected keeps them (a message queued by hand, or from another environment): its avatarUrl
+    points there."""
     from django.core.files.storage import default_storage
 
+    if SocialAccount.objects.filter(pk=account_id).exclude(status=SocialAccount.Status.DISCONNECTED).exists():
+        return 0
     folder = _avatar_folder(account_id)
     try:
         _, files = default_storage.listdir(folder)
@@ -1692,21 +1696,35 @@ def avatars_delete(*, account_id: str) -> int:
 
 
 def _avatars_delete_after_disconnect(*, account_id: str) -> None:
-    """avatars_delete for an account just disconnected; never raises (the disconnect is committed: a failure
-    must not become the partner's 500). Media storage refusing (a bucket refusing the credentials, gone, down)
-    leaves the customer's picture served to anyone at its old URL: the error names the account and the folder
-    to delete, where Django's own line for a failing on_commit callback named neither."""
+    """Queue the deletion of the avatar copies of an account just disconnected (the task retries a media storage
+    that refuses or does not answer); never raises. Not done in the partner's DELETE itself, which waited on the
+    bucket and gave up at its first refusal. With the broker refusing the message, deleted at once instead: no
+    tick would find it later (nothing on the account says that its copies are left)."""
+    from accounts.tasks import social_account_avatars_delete
+
     try:
-        avatars_delete(account_id=account_id)
-    except Exception as exc:  # noqa: BLE001 - logged with what ops need to finish the deletion by hand
-        log.error(
-            "avatar copies of %s not deleted from media storage, still served at their URL: delete %s/ (%s: %s)",
-            account_id,
-            _avatar_folder(account_id),
-            type(exc).__name__,
-            exc,
-            exc_info=exc,
-        )
+        social_account_avatars_delete.delay(account_id)
+    except Exception:  # noqa: BLE001 - kombu's OperationalError, a timeout, a refused connection: all the same here
+        log.warning("could not queue the deletion of the avatar copies of %s; deleting them now", account_id)
+        try:
+            avatars_delete(account_id=account_id)
+        except Exception as exc:  # noqa: BLE001 - logged with what ops need to finish the deletion by hand
+            avatars_not_deleted(account_id=account_id, exc=exc)
+
+
+def avatars_not_deleted(*, account_id: str, exc: Exception) -> None:
+    """The error ops act on when media storage (a bucket refusing the credentials, gone, down or not answering)
+    would not delete an account's avatar copies: the customer's picture is still served to anyone at its old
+    URL. It names the account and the folder to delete, where Django's own line for a failing on_commit
+    callback named neither."""
+    log.error(
+        "avatar copies of %s not deleted from media storage, still served at their URL: delete %s/ (%s: %s)",
+        account_id,
+        _avatar_folder(account_id),
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
 
 
 def onboarding_step_complete(*, organization_id: str, key: str, social_account_id: str | None = None) -> bool:

@@ -45,6 +45,29 @@ def social_account_after_connect(self, account_id: str) -> list[str]:
     return failed
 
 
+@shared_task(bind=True, max_retries=6)
+def social_account_avatars_delete(self, account_id: str) -> int | None:
+    """Delete a disconnected account's avatar copies from media storage (queued as its disconnect commits);
+    how many. Media storage refusing or not answering (each call bounded by LAYERS_S3_*): retried after 30 s,
+    doubling, about half an hour in all, for an outage or a credential being rotated; then the error that
+    tells ops which folder is still served. Deleting again what is gone deletes nothing."""
+    try:
+        return services.avatars_delete(account_id=account_id)
+    except Exception as exc:  # noqa: BLE001 - any storage failure: the same retry, then the same error
+        if self.request.retries >= self.max_retries:
+            services.avatars_not_deleted(account_id=account_id, exc=exc)
+            return None
+        countdown = backoff_countdown(self.request.retries, first=30)
+        log.warning(
+            "avatar copies of %s not deleted from media storage yet (%s: %s); trying again in %d s",
+            account_id,
+            type(exc).__name__,
+            exc,
+            countdown,
+        )
+        raise self.retry(countdown=countdown) from None
+
+
 @shared_task
 def social_accounts_health_tick() -> int:
     """Periodic: queue a health check for every account whose token nears expiry or is unverified; returns

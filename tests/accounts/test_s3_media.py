@@ -283,11 +283,16 @@ def test_a_bucket_refusing_the_copy_fails_the_avatar_step_only_and_the_tick_copi
     assert fetch(url).content == avatars.png("s3.refused")
 
 
-def test_a_disconnect_the_bucket_refuses_to_clean_up_answers_200_and_tells_ops_what_is_left(
+def deletion_lines(caplog, account_id: str) -> list:
+    return [r for r in caplog.records if r.levelno >= logging.WARNING and account_id in r.getMessage()]
+
+
+def test_a_disconnect_the_bucket_refuses_to_clean_up_answers_200_retries_then_tells_ops_what_is_left(
     owner, bucket, caplog, request
 ):
     # Before, ops read "Error calling social_account_revoke.<locals>.<lambda> in on_commit()" and the bucket's
-    # refusal: not whose picture was still served to anyone at its URL, nor where to delete it.
+    # refusal: not whose picture was still served to anyone at its URL, nor where to delete it; and a refusal
+    # for a moment (an outage, credentials being rotated) was never tried again.
     account = connected_account(owner, "tiktok", "s3.stuck")
     url = account["avatarUrl"]
     request.getfixturevalue("wrong_credentials")
@@ -297,11 +302,21 @@ def test_a_disconnect_the_bucket_refuses_to_clean_up_answers_200_and_tells_ops_w
 
     assert response.status_code == 200 and response.json()["status"] == "disconnected"
     assert owner.client.get(f"/v1/social-accounts/{account['id']}").json()["avatarUrl"] is None
-    lines = [r for r in caplog.records if r.levelno >= logging.WARNING and account["id"] in r.getMessage()]
-    assert len(lines) == 1, [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    (line,) = lines
-    assert line.levelname == "ERROR" and line.exc_info
-    assert f"avatars/{account['id']}/" in line.getMessage() and "InvalidAccessKeyId" in line.getMessage()
+    # Tried 7 times (6 retries, 30 s doubling: about half an hour), each a warning without traceback; then one
+    # error, with it, naming the folder still served.
+    *retries, last = deletion_lines(caplog, account["id"])
+    assert len(retries) == 6 and all(line.levelname == "WARNING" and not line.exc_info for line in retries)
+    assert all("InvalidAccessKeyId" in line.getMessage() for line in retries), retries[0].getMessage()
+    assert [line.getMessage().rsplit("trying again in ", 1)[1] for line in retries] == [
+        "30 s",
+        "60 s",
+        "120 s",
+        "240 s",
+        "480 s",
+        "900 s",
+    ]
+    assert last.levelname == "ERROR" and last.exc_info
+    assert f"delete avatars/{account['id']}/" in last.getMessage() and "InvalidAccessKeyId" in last.getMessage()
     assert "layers-media-secret" not in caplog.text
 
     # The object is still there, served, until ops delete it (README, Media).
@@ -309,6 +324,70 @@ def test_a_disconnect_the_bucket_refuses_to_clean_up_answers_200_and_tells_ops_w
 
     moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")  # (the fixture's undo restores it too)
     assert bucket.keys(f"avatars/{account['id']}/") and fetch(url).status_code == 200
+
+
+class FixedWhileWaiting(logging.Handler):
+    """Ops give the bucket its credentials back while the deletion waits for its retry: at the task's
+    `after`-th "trying again" line (the task logs it just before it waits)."""
+
+    def __init__(self, after: int):
+        super().__init__(logging.WARNING)
+        self.after, self.seen = after, 0
+
+    def emit(self, record):
+        if "trying again in" in record.getMessage():
+            self.seen += 1
+            if self.seen == self.after:
+                from moto import settings as moto_settings
+
+                moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")  # (the fixture's undo restores it)
+
+
+def test_a_deletion_the_bucket_refused_for_a_while_is_done_by_a_retry(owner, bucket, caplog, request):
+    account = connected_account(owner, "tiktok", "s3.later")
+    url = account["avatarUrl"]
+    kept = connected_account(owner, "tiktok", "s3.kept", project=owner.projects[1])
+    request.getfixturevalue("wrong_credentials")
+    caplog.set_level(logging.INFO)
+    fixed = FixedWhileWaiting(after=2)
+    logging.getLogger("accounts.tasks").addHandler(fixed)
+    try:
+        assert owner.client.delete(f"/v1/social-accounts/{account['id']}").status_code == 200
+    finally:
+        logging.getLogger("accounts.tasks").removeHandler(fixed)
+
+    # Refused twice, done by the second retry: the picture is gone, no error for ops, the other account's stays.
+    assert [line.levelname for line in deletion_lines(caplog, account["id"])] == ["WARNING", "WARNING"]
+    assert bucket.keys(f"avatars/{account['id']}/") == [] and fetch(url).status_code == 404
+    assert fetch(kept["avatarUrl"]).status_code == 200
+    # Deleting again (a message delivered twice) deletes nothing and fails nothing.
+    assert tasks.social_account_avatars_delete.apply(args=[account["id"]]).result == 0
+
+
+def test_the_deletion_task_leaves_the_avatar_of_an_account_that_is_not_disconnected(owner, bucket):
+    # A message sent by hand or from another environment: a live account's avatarUrl points at its copy.
+    account = connected_account(owner, "tiktok", "s3.live")
+
+    assert tasks.social_account_avatars_delete.apply(args=[account["id"]]).result == 0
+
+    assert fetch(account["avatarUrl"]).status_code == 200
+
+
+def test_a_disconnect_while_the_broker_refuses_the_deletion_deletes_the_avatar_at_once(
+    owner, bucket, monkeypatch, caplog
+):
+    from tests.outages import broker_down
+
+    account = connected_account(owner, "tiktok", "s3.nobroker")
+    url = account["avatarUrl"]
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(tasks.social_account_avatars_delete, "delay", broker_down)
+
+    assert owner.client.delete(f"/v1/social-accounts/{account['id']}").status_code == 200
+
+    # No tick would find it later: the request deleted it itself.
+    assert bucket.keys(f"avatars/{account['id']}/") == [] and fetch(url).status_code == 404
+    assert [line.levelname for line in deletion_lines(caplog, account["id"])] == ["WARNING"]
 
 
 @pytest.fixture
@@ -408,8 +487,9 @@ def test_a_bucket_that_never_answers_fails_the_avatar_copy_within_the_s3_timeout
 def test_a_disconnect_while_the_bucket_never_answers_answers_200_and_tells_ops_what_is_left(
     owner, bucket, silent_endpoint, settings, monkeypatch, caplog
 ):
-    # Before, the partner's DELETE itself waited on the bucket (the deletion runs once the disconnect commits):
-    # 5 minutes, long past any client's or proxy's patience, for a disconnect that was already done.
+    # Before, the partner's DELETE itself waited on the bucket (the deletion ran once the disconnect committed):
+    # 5 minutes, long past any client's or proxy's patience, for a disconnect that was already done. (In
+    # production the deletion is now a task of its own; the tests run tasks in the request.)
     account = connected_account(owner, "tiktok", "s3.hung")
     url = account["avatarUrl"]
     use_bucket_as_started(settings, monkeypatch, bucket.name, silent_endpoint)
