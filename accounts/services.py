@@ -1277,44 +1277,58 @@ def social_account_mark_reauth_required(
     return True
 
 
-# The status history's source for what TikTok's authorization.removed webhook changes.
-AUTHORIZATION_REMOVED = "TikTok's authorization.removed webhook"
+# The user took the app's access away, in the platform's own settings, and the platform told us: the status
+# history's source and the reason, per platform. TikTok posts its authorization.removed webhook; Instagram (Meta)
+# posts the signed request of the Deauthorize callback URL registered for the app.
+AUTHORIZATION_REMOVED = {
+    Platform.TIKTOK: (
+        "TikTok's authorization.removed webhook",
+        "TikTok: the creator removed the app's access to the account (authorization.removed).",
+    ),
+    Platform.INSTAGRAM: (
+        "Instagram's deauthorize callback",
+        "Instagram: the user removed the app from their account (deauthorize callback).",
+    ),
+}
+_REMOVAL_SOURCES = {source for source, _ in AUTHORIZATION_REMOVED.values()}
 
 
 def social_account_removed_by_the_creator(*, account_id: str) -> bool:
-    """Whether the account's latest status change is TikTok's authorization.removed webhook's: the creator took
-    the app's access away, and every token of the grant, one issued just before included, is dead."""
+    """Whether the account's latest status change is the platform's notice that the user removed the app: the
+    creator took the app's access away, and every token of the grant, one issued just before included, is dead."""
     latest = SocialAccountStatusChange.objects.filter(social_account_id=account_id).order_by("-at", "-id").first()
-    return latest is not None and latest.source == AUTHORIZATION_REMOVED
+    return latest is not None and latest.source in _REMOVAL_SOURCES
 
 
-def tiktok_authorization_removed(*, open_id: str, removed_at: datetime) -> list[str]:
-    """TikTok's `authorization.removed` webhook: the user took the app's access away, and TikTok has
-    already revoked the tokens. Every live binding of that TikTok user, in any organization, goes to
-    reauth_required now, with its one event, instead of at its next failed call. Returns the ids it flipped.
+def _granted_before(*, platform: str, platform_user_id: str, at: datetime) -> QuerySet:
+    """The bindings of that platform user, in any organization, whose token was stored before `at`, the time
+    the platform says the user removed the app. A token stored after it was consented to since: the platforms
+    deliver late and more than once, and their times have whole seconds, so a token stored within that second
+    counts as older (a wrong reauth_required is undone by a reauth; a dead token kept as connected would fail
+    the account's next post)."""
+    return SocialAccount.objects.filter(
+        platform=platform, identity__platform=platform, identity__platform_user_id=platform_user_id
+    ).filter(Q(token_refreshed_at__isnull=True) | Q(token_refreshed_at__lt=at + timedelta(seconds=1)))
 
-    A binding whose token was stored after the removal keeps it: the user consented again since, and TikTok
-    delivers late and more than once. `create_time` has whole seconds, so a token stored within the
-    removal's second counts as older (a wrong reauth_required is undone by a reauth; a dead token kept as
-    connected would fail the account's next post)."""
-    rows = (
-        SocialAccount.objects.filter(
-            platform=Platform.TIKTOK,
-            status=SocialAccount.Status.CONNECTED,
-            identity__platform=Platform.TIKTOK,
-            identity__platform_user_id=open_id,
-        )
-        .filter(Q(token_refreshed_at__isnull=True) | Q(token_refreshed_at__lt=removed_at + timedelta(seconds=1)))
-        .values_list("pk", "token_version")
+
+def platform_authorization_removed(
+    *, platform: str, platform_user_id: str, removed_at: datetime, cause: tuple[str, str] | None = None
+) -> list[str]:
+    """The user took the app's access away (TikTok's `authorization.removed` webhook, Instagram's deauthorize
+    callback), and the platform has already revoked the tokens. Every live binding of that user, in any
+    organization, goes to reauth_required now, with its one `social_account.needs_reauth`, instead of at its
+    next failed call; its queued posts then fail CREDENTIAL_INVALID when due, as for any dead token. Returns
+    the ids it flipped; a repeat flips nothing. `cause`: (status history source, reason), the platform's
+    removal by default. A binding whose token was stored after `removed_at` keeps it (_granted_before)."""
+    source, reason = cause or AUTHORIZATION_REMOVED[platform]
+    rows = _granted_before(platform=platform, platform_user_id=platform_user_id, at=removed_at).filter(
+        status=SocialAccount.Status.CONNECTED
     )
     # expected_version: a reauth that completes between this read and the update keeps its new token.
-    removed = "TikTok: the creator removed the app's access to the account (authorization.removed)."
     return [
         pk
-        for pk, version in rows
-        if social_account_mark_reauth_required(
-            account_id=pk, reason=removed, source=AUTHORIZATION_REMOVED, expected_version=version
-        )
+        for pk, version in rows.values_list("pk", "token_version")
+        if social_account_mark_reauth_required(account_id=pk, reason=reason, source=source, expected_version=version)
     ]
 
 

@@ -139,6 +139,7 @@ def tiktok_webhook(request):
     acknowledged and ignored. Any answer but a 200 makes TikTok retry, so a valid event is answered 200
     even when it changed nothing (a repeat, an unknown user)."""
     from accounts import services
+    from accounts.models import Platform
     from accounts.platforms import tiktok_webhooks
 
     if request.method != "POST":
@@ -150,7 +151,9 @@ def tiktok_webhook(request):
         return JsonResponse(envelope(exc.status, exc.code, exc.message), status=exc.status)
     if event.event != "authorization.removed":
         return JsonResponse({"received": True, "event": event.event, "applied": False})
-    flipped = services.tiktok_authorization_removed(open_id=event.user_openid, removed_at=event.created_at)
+    flipped = services.platform_authorization_removed(
+        platform=Platform.TIKTOK, platform_user_id=event.user_openid, removed_at=event.created_at
+    )
     reason = event.content.get("reason")
     log.info("tiktok authorization.removed (reason %r): %d binding(s) now need a reauth", reason, len(flipped))
     return JsonResponse({"received": True, "event": event.event, "applied": bool(flipped)})

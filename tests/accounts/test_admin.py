@@ -521,8 +521,10 @@ def test_support_sees_why_an_account_needs_a_reauth_and_a_reauth_clears_it(owner
     staff_login(staff, superuser("support"))
 
     removed = make_account(owner, handle="gone.creator")
-    services.tiktok_authorization_removed(
-        open_id=removed.identity.platform_user_id, removed_at=timezone.now() + timedelta(minutes=1)
+    services.platform_authorization_removed(
+        platform="tiktok",
+        platform_user_id=removed.identity.platform_user_id,
+        removed_at=timezone.now() + timedelta(minutes=1),
     )
     dying = connected_account(owner, "instagram", "expired.token")
     invalidate_tokens("instagram", "expired.token")

@@ -222,7 +222,9 @@ def test_a_late_refresh_leaves_reauth_required_a_new_lease_the_creator_removed_t
 
     def creator_removes_the_app(new_id):
         open_id = PlatformIdentity.objects.get(bindings__pk=new_id).platform_user_id
-        return account_services.tiktok_authorization_removed(open_id=open_id, removed_at=timezone.now())
+        return account_services.platform_authorization_removed(
+            platform="tiktok", platform_user_id=open_id, removed_at=timezone.now()
+        )
 
     outcomes, _, _, new_id = refresh_across_a_new_lease(owner, sibling, monkeypatch, after=creator_removes_the_app)
 
