@@ -315,6 +315,33 @@ class SocialAccountStatusChange(models.Model):
         return f"{self.from_status or 'created'} → {self.to_status}"
 
 
+class DataDeletionRequest(models.Model):
+    """A platform's request to delete what Layers keeps about one of its users (Instagram's Data deletion
+    request callback, which Meta requires of an app before review), and the confirmation code Layers answered
+    it with. Meta shows the person the code and our status URL (/data-deletion/<code>), which reads this row.
+
+    The erasure runs in the transaction that inserts the row, so a row is the proof that it was done
+    (`completed_at`); `request_key` (the signed payload's digest) makes Meta's same request, sent again,
+    answer the same code and change nothing more. `platform_user_id` is kept, as every identity of the user
+    keeps it: it is the app-scoped id Meta gave us, not a profile, and support needs it to answer Meta or the
+    person about the request. Never updated nor deleted."""
+
+    platform = models.CharField(max_length=16, choices=Platform.choices)
+    platform_user_id = models.CharField(max_length=128)
+    request_key = models.CharField(max_length=64, unique=True, editable=False)
+    confirmation_code = models.CharField(max_length=32, unique=True, editable=False)
+    # The request's own time (Meta's `issued_at`): a binding whose token was stored after it is a new consent.
+    requested_at = models.DateTimeField()
+    completed_at = models.DateTimeField(default=timezone.now)
+    accounts_erased = models.PositiveIntegerField(default=0, help_text="Bindings whose tokens and picture went.")
+
+    class Meta:
+        indexes = [models.Index(fields=["platform", "platform_user_id"], name="deletion_platform_user")]
+
+    def __str__(self):
+        return f"{self.platform} data deletion {self.confirmation_code}"
+
+
 class OAuthSession(models.Model):
     """One authorization attempt: the `state` handed to the platform and its outcome.
 

@@ -20,6 +20,7 @@ from accounts import crypto
 from accounts.models import (
     KEY_PREFIX,
     ApiKey,
+    DataDeletionRequest,
     Event,
     OAuthSession,
     OnboardingStep,
@@ -1290,7 +1291,12 @@ AUTHORIZATION_REMOVED = {
         "Instagram: the user removed the app from their account (deauthorize callback).",
     ),
 }
-_REMOVAL_SOURCES = {source for source, _ in AUTHORIZATION_REMOVED.values()}
+# Instagram's Data deletion request callback: the same removal, and what Layers keeps about the person erased.
+DATA_DELETION_REQUESTED = (
+    "Instagram's data deletion request callback",
+    "Instagram: the user removed the app and asked for their data to be deleted (data deletion request).",
+)
+_REMOVAL_SOURCES = {source for source, _ in AUTHORIZATION_REMOVED.values()} | {DATA_DELETION_REQUESTED[0]}
 
 
 def social_account_removed_by_the_creator(*, account_id: str) -> bool:
@@ -1330,6 +1336,85 @@ def platform_authorization_removed(
         for pk, version in rows.values_list("pk", "token_version")
         if social_account_mark_reauth_required(account_id=pk, reason=reason, source=source, expected_version=version)
     ]
+
+
+def _confirmation_code() -> str:
+    # Shown to the person by Meta and typed or clicked back: 80 random bits, unambiguous upper-case hex.
+    return secrets.token_hex(10).upper()
+
+
+def platform_user_data_delete(
+    *, platform: str, platform_user_id: str, requested_at: datetime, request_key: str
+) -> DataDeletionRequest:
+    """Instagram's Data deletion request callback: the person removed the app and asked that what Layers keeps
+    about them be deleted. Returns the request's row (its confirmation code); the same request again (same
+    `request_key`) returns the first row and changes nothing more, and so does a concurrent copy of it.
+
+    Done in one transaction with the row, so that the row proves the erasure:
+    - what platform_authorization_removed does (every live binding to reauth_required, its event);
+    - every binding of the user, in any organization and of any status: its tokens wiped (a new
+      token_version, so that a refresh underway cannot store its answer), its picture's URL blanked, and its
+      copy in media storage deleted after commit (avatars_delete);
+    - the user's identities (one per organization): handle and display name blanked, so the API, the admin
+      and the events written from now on show "" for them.
+    Erased first and flipped after, so that the needs_reauth event the partner gets carries none of it.
+
+    Kept, on purpose: the bindings themselves and everything the partner made with them (scheduled posts,
+    their captions, media and results, layers, status history). Those are the partner's records of what
+    their own product did, which they need for their customers and their billing; the person's own data
+    (who they are, their picture, the access they gave) is what goes. Kept too: `platform_user_id`, Meta's
+    app-scoped id, without which a reconnect of the same person could not find its binding nor a later
+    request its user. Events already written (GET /v1/events, webhook deliveries) are copies of what was sent
+    to the partner, and go with LAYERS_EVENT_RETENTION_DAYS.
+
+    A binding whose token was stored after `requested_at` (the person consented again since) is left alone,
+    as platform_authorization_removed leaves it, and so is its organization's identity."""
+    with transaction.atomic():
+        # The unique key alone would answer a repeat (below); read first so that Meta's resends are not each a
+        # failed insert, which PostgreSQL logs as an ERROR.
+        done = DataDeletionRequest.objects.filter(request_key=request_key).first()
+        if done is not None:
+            return done
+        try:
+            with transaction.atomic():
+                request = DataDeletionRequest.objects.create(
+                    platform=platform,
+                    platform_user_id=platform_user_id,
+                    request_key=request_key,
+                    confirmation_code=_confirmation_code(),
+                    requested_at=requested_at,
+                )
+        except IntegrityError:
+            # The same request delivered twice at once: the other copy committed its row (and its erasure)
+            # while this insert waited on the key; its answer is this one's.
+            return DataDeletionRequest.objects.get(request_key=request_key)
+        erased = list(
+            _granted_before(platform=platform, platform_user_id=platform_user_id, at=requested_at)
+            .select_for_update(of=("self",))
+            .order_by("pk")
+        )
+        for account in erased:
+            account.access_token_enc = account.refresh_token_enc = ""
+            account.avatar_url = ""
+            account.token_version += 1
+            account.save(update_fields=["access_token_enc", "refresh_token_enc", "avatar_url", "token_version"])
+            transaction.on_commit(lambda pk=account.pk: _avatars_delete_after_disconnect(account_id=pk))
+        consented_again = SocialAccount.objects.filter(
+            identity__platform=platform, identity__platform_user_id=platform_user_id
+        ).exclude(pk__in=[account.pk for account in erased])
+        PlatformIdentity.objects.filter(platform=platform, platform_user_id=platform_user_id).exclude(
+            pk__in=consented_again.values("identity_id")
+        ).update(handle="", display_name="", updated_at=timezone.now())
+        platform_authorization_removed(
+            platform=platform,
+            platform_user_id=platform_user_id,
+            removed_at=requested_at,
+            cause=DATA_DELETION_REQUESTED,
+        )
+        request.accounts_erased = len(erased)
+        request.save(update_fields=["accounts_erased"])
+    log.info("%s data deletion %s: %d binding(s) erased", platform, request.confirmation_code, request.accounts_erased)
+    return request
 
 
 def _token_set(account: SocialAccount) -> TokenSet:

@@ -157,3 +157,79 @@ def tiktok_webhook(request):
     reason = event.content.get("reason")
     log.info("tiktok authorization.removed (reason %r): %d binding(s) now need a reauth", reason, len(flipped))
     return JsonResponse({"received": True, "event": event.event, "applied": bool(flipped)})
+
+
+def _instagram_signed_request(request):
+    """(the verified signed request, None), or (None, the error response) for one of Meta's callbacks: a POSTed
+    form whose one field is `signed_request`, signed with the Instagram app secret."""
+    from django.conf import settings
+
+    from accounts.platforms import meta_signed_request as signed
+
+    if request.method != "POST":
+        response = JsonResponse(envelope(405, "METHOD_NOT_ALLOWED", "Use POST."), status=405, headers={"Allow": "POST"})
+        return None, response
+    values = request.POST.getlist(signed.FIELD)
+    try:
+        if len(values) > 1:
+            raise signed.SignedRequestRejected("MALFORMED_REQUEST", f"`{signed.FIELD}` is given more than once.")
+        return signed.parse(values[0] if values else None, secret=settings.LAYERS_INSTAGRAM_CLIENT_SECRET), None
+    except signed.SignedRequestRejected as exc:
+        # The code only: the request itself is a credential of sorts (it names a user, signed).
+        log.warning("instagram %s refused: %s", request.path, exc.code)
+        return None, JsonResponse(envelope(exc.status, exc.code, exc.message), status=exc.status)
+
+
+@csrf_exempt  # Meta's servers post here; the signature is the authentication
+def instagram_deauthorize(request):
+    """Instagram's Deauthorize callback (register `{LAYERS_PUBLIC_URL}/platform-webhooks/instagram/deauthorize`
+    in Meta's App Dashboard): the person removed the app, so their live bindings go to reauth_required. A valid
+    request is answered 200 even when it changed nothing (a repeat, a user Layers does not know)."""
+    from accounts import services
+    from accounts.models import Platform
+
+    signed, refused = _instagram_signed_request(request)
+    if refused is not None:
+        return refused
+    flipped = services.platform_authorization_removed(
+        platform=Platform.INSTAGRAM, platform_user_id=signed.user_id, removed_at=signed.issued_at
+    )
+    log.info("instagram deauthorize: %d binding(s) now need a reauth", len(flipped))
+    return JsonResponse({"received": True, "applied": bool(flipped)})
+
+
+@csrf_exempt  # Meta's servers post here; the signature is the authentication
+def instagram_data_deletion(request):
+    """Instagram's Data deletion request callback (register
+    `{LAYERS_PUBLIC_URL}/platform-webhooks/instagram/data-deletion` in Meta's App Dashboard): erase what Layers
+    keeps about the person (services.platform_user_data_delete) and answer what Meta requires, the URL of a
+    page where the person checks the request and its confirmation code. A user Layers does not know still
+    gets a code: there was nothing to delete, and that is completed too."""
+    from django.conf import settings
+
+    from accounts import services
+    from accounts.models import Platform
+
+    signed, refused = _instagram_signed_request(request)
+    if refused is not None:
+        return refused
+    deletion = services.platform_user_data_delete(
+        platform=Platform.INSTAGRAM,
+        platform_user_id=signed.user_id,
+        requested_at=signed.issued_at,
+        request_key=signed.key,
+    )
+    code = deletion.confirmation_code
+    return JsonResponse({"url": f"{settings.LAYERS_PUBLIC_URL}/data-deletion/{code}", "confirmation_code": code})
+
+
+def data_deletion_status(request, code: str):
+    """The page Meta links the person to with their confirmation code: the code, the date, "completed". Nothing
+    about the person: anyone holding the link can read it."""
+    from django.shortcuts import render
+
+    from accounts.models import DataDeletionRequest
+
+    # A person reads it, and may mistype the code: an HTML page either way, not the API's JSON 404.
+    deletion = DataDeletionRequest.objects.filter(confirmation_code=code).first()
+    return render(request, "data_deletion/status.html", {"deletion": deletion}, status=200 if deletion else 404)

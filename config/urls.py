@@ -118,6 +118,13 @@ urlpatterns = [
     # they get the callback's own page ("This sign-in link is unknown or invalid…"), not a bare Not Found.
     path("oauth/<str:platform>/callback/", ops_views.oauth_callback),
     path("platform-webhooks/tiktok", ops_views.tiktok_webhook, name="tiktok-webhook"),
+    # Meta's Deauthorize callback URL and Data deletion request URL (README), and the page the latter's answer
+    # sends the person to.
+    path("platform-webhooks/instagram/deauthorize", ops_views.instagram_deauthorize, name="instagram-deauthorize"),
+    path(
+        "platform-webhooks/instagram/data-deletion", ops_views.instagram_data_deletion, name="instagram-data-deletion"
+    ),
+    path("data-deletion/<str:code>", ops_views.data_deletion_status, name="data-deletion-status"),
     path("admin/", admin.site.urls),
     # No password reset by mail: no mail is configured (the form answered 500), and superusers set staff
     # passwords in the admin. The sign-in page says so (templates/account/password_reset_help_text.html).

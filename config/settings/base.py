@@ -577,6 +577,15 @@ LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL = whole_number("LAYERS_SANDBOX_INSTAGRAM_QU
 LAYERS_SANDBOX_TIKTOK_WEBHOOK_URL = env.str(
     "LAYERS_SANDBOX_TIKTOK_WEBHOOK_URL", default=f"{LAYERS_PUBLIC_URL}/platform-webhooks/tiktok"
 )
+# Where the sandbox's Instagram posts its signed requests (`_control/deauthorize`): the Deauthorize callback
+# URL and the Data deletion request URL one registers in Meta's App Dashboard, here this server's own.
+LAYERS_SANDBOX_INSTAGRAM_DEAUTHORIZE_URL = env.str(
+    "LAYERS_SANDBOX_INSTAGRAM_DEAUTHORIZE_URL", default=f"{LAYERS_PUBLIC_URL}/platform-webhooks/instagram/deauthorize"
+)
+LAYERS_SANDBOX_INSTAGRAM_DATA_DELETION_URL = env.str(
+    "LAYERS_SANDBOX_INSTAGRAM_DATA_DELETION_URL",
+    default=f"{LAYERS_PUBLIC_URL}/platform-webhooks/instagram/data-deletion",
+)
 
 # --- Celery: filesystem broker by default (no server), Redis / RabbitMQ via CELERY_BROKER_URL --------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")

@@ -16,7 +16,7 @@ from accounts.platforms.decoding import json_loads
 from accounts.platforms.scopes import SCOPES
 
 from . import avatars, faults, oauth, selectors, webhooks
-from .identities import normalize_username, tiktok_open_id
+from .identities import instagram_user_id, normalize_username, tiktok_open_id
 from .models import Platform
 
 
@@ -175,14 +175,16 @@ DEAUTHORIZE_REASONS = range(6)
 @csrf_exempt
 @require_POST
 def control_deauthorize(request: HttpRequest, platform: str) -> JsonResponse:
-    """TikTok only: the user removes the app (every token of theirs stops working) and TikTok posts the
-    signed `authorization.removed` webhook to the app's callback. {"username", "reason": 1}; the answer
-    says what the receiver answered."""
-    if platform != Platform.TIKTOK:
-        return JsonResponse({"error": "only TikTok sends a deauthorization webhook"}, status=404)
+    """The user removes the app (every token of theirs stops working) and the platform tells the app. TikTok
+    posts the signed `authorization.removed` webhook: {"username", "reason": 1}. Instagram posts Meta's signed
+    request to the Deauthorize callback, and with {"deleteData": true} then to the Data deletion request
+    callback as well (the person also asked for their data to be deleted): {"username", "deleteData": false}.
+    The answer says what the receiver answered."""
     body, username, problems = _user_request(request)
     if body is None:
         return _invalid(problems)
+    if platform == Platform.INSTAGRAM:
+        return _instagram_deauthorize(body, username, problems)
     reason = body.get("reason", 1)
     if not isinstance(reason, int) or isinstance(reason, bool) or reason not in DEAUTHORIZE_REASONS:
         problems["reason"] = "an integer from 0 to 5"
@@ -191,6 +193,28 @@ def control_deauthorize(request: HttpRequest, platform: str) -> JsonResponse:
     count = oauth.revoke_user_tokens(platform=platform, username=username, reason="deauthorized")
     webhook = webhooks.send_authorization_removed(open_id=tiktok_open_id(username), reason=reason)
     return JsonResponse({"username": username, "invalidated": count, "webhook": webhook})
+
+
+def _instagram_deauthorize(body: dict, username: str | None, problems: dict[str, str]) -> JsonResponse:
+    delete_data = body.get("deleteData", False)
+    if not isinstance(delete_data, bool):
+        problems["deleteData"] = "true or false"
+    unknown = set(body) - {"username", "deleteData"}
+    if unknown:
+        problems.update({field: "not an Instagram field (TikTok's reason has no counterpart)" for field in unknown})
+    if problems:
+        return _invalid(problems)
+    count = oauth.revoke_user_tokens(platform=Platform.INSTAGRAM, username=username, reason="deauthorized")
+    # Meta names the user by the id the app knows them by: the id Layers stores for an Instagram account.
+    user_id = instagram_user_id(username)
+    answer = {
+        "username": username,
+        "invalidated": count,
+        "webhook": webhooks.send_instagram_deauthorize(user_id=user_id),
+    }
+    if delete_data:
+        answer["dataDeletion"] = webhooks.send_instagram_data_deletion(user_id=user_id)
+    return JsonResponse(answer)
 
 
 @csrf_exempt
