@@ -1777,12 +1777,13 @@ def _avatar_folder(account_id: str) -> str:
 
 def avatars_delete(*, account_id: str) -> int:
     """Delete the copies of the account's avatar from media storage (local disk or S3); how many. Idempotent.
-    Run after a disconnect: the customer's picture was served to anyone at its URL, forever. An account that
-    is not disconnected keeps them (a message queued by hand, or from another environment): its avatarUrl
-    points there."""
+    Run after a disconnect, or a data deletion request that blanked the account's avatarUrl: the customer's
+    picture was served to anyone at its URL, forever. An account still showing its copy keeps it (a message
+    queued by hand, or from another environment): its avatarUrl points there."""
     from django.core.files.storage import default_storage
 
-    if SocialAccount.objects.filter(pk=account_id).exclude(status=SocialAccount.Status.DISCONNECTED).exists():
+    showing = SocialAccount.objects.filter(pk=account_id).exclude(status=SocialAccount.Status.DISCONNECTED)
+    if showing.exclude(avatar_url="").exists():
         return 0
     folder = _avatar_folder(account_id)
     try:

@@ -364,7 +364,7 @@ def test_a_deletion_the_bucket_refused_for_a_while_is_done_by_a_retry(owner, buc
     assert tasks.social_account_avatars_delete.apply(args=[account["id"]]).result == 0
 
 
-def test_the_deletion_task_leaves_the_avatar_of_an_account_that_is_not_disconnected(owner, bucket):
+def test_the_deletion_task_leaves_the_avatar_of_an_account_that_still_shows_it(owner, bucket):
     # A message sent by hand or from another environment: a live account's avatarUrl points at its copy.
     account = connected_account(owner, "tiktok", "s3.live")
 
