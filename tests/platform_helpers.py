@@ -145,6 +145,26 @@ def answered_then_database_dropped(request: httpx.Request, sandbox: httpx.WSGITr
     return answer
 
 
+def token_answer_with(**fields) -> Override:
+    """An override of a token endpoint (TikTok's /v2/oauth/token/, Instagram's long-lived exchange and
+    refresh): the sandbox answers, and acts (TikTok rotates the refresh token), then the JSON it answered is
+    given `fields` (a value of `...` removes that field) before the client reads it."""
+    import json
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        original = sandbox.handle_request(request)
+        original.read()
+        body = json.loads(original.content)
+        if isinstance(body, dict) and "access_token" in body:
+            body.update(fields)
+            body = {key: value for key, value in body.items() if value is not ...}
+        # json.dumps, not httpx's json=: it writes NaN as a platform's answer could.
+        content = json.dumps(body).encode()
+        return httpx.Response(original.status_code, content=content, headers={"content-type": "application/json"})
+
+    return answer
+
+
 def tiktok_refresh_keeping_the_refresh_token(refresh_field: dict) -> Override:
     """An override of TikTok's token endpoint: a refresh answered with a new access token only, the refresh
     token sent left valid (not rotated), and the answer's `refresh_token` as `refresh_field` says ({} for no

@@ -39,6 +39,7 @@ from .base import (
 )
 from .decoding import json_loads
 from .http import http_session, json_body, platform_request, platform_text, redact
+from .lifetimes import token_lifetime
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class InstagramClient:
             # Documented as {"data": [{...}]}, observed flat {...}: accept both.
             entry = body.get("data", [body]) if isinstance(body, dict) else [None]
             entry = entry[0] if isinstance(entry, list) and entry else None
-            if not isinstance(entry, dict) or not entry.get("access_token"):
+            if not isinstance(entry, dict) or not _is_token(entry.get("access_token")):
                 raise PlatformUnavailable("instagram: no access_token in the token answer", code="bad_response")
             short_lived = entry["access_token"]
             long_lived = self._graph(
@@ -151,21 +152,21 @@ class InstagramClient:
                 params={"grant_type": "ig_exchange_token", "client_secret": secret},
                 versioned=False,
             )
-            if not long_lived.get("access_token"):
+            if not _is_token(long_lived.get("access_token")):
                 raise PlatformUnavailable("instagram: no long-lived token in the answer", code="bad_response")
             # Publishing paths take the professional account id that /me answers as `user_id`; sources
             # disagree on whether the token endpoint's user_id is always that same id, so ask /me.
             me = self._graph(http, "GET", "/me", access_token=long_lived["access_token"], params={"fields": "user_id"})
         user_id = me.get("user_id") or entry.get("user_id")
-        if not user_id:
+        if not isinstance(user_id, str | int) or isinstance(user_id, bool) or not str(user_id):
             raise PlatformUnavailable("instagram: no user id for the token", code="bad_response")
-        lifetime = timedelta(seconds=int(long_lived.get("expires_in") or 0))
+        lifetime = _token_lifetime(long_lived.get("expires_in"))
         return TokenSet(
             access_token=long_lived["access_token"],
             expires_at=timezone.now() + lifetime,
             platform_user_id=str(user_id),
             scopes=_permissions(entry.get("permissions")),
-            lifetime=lifetime or None,
+            lifetime=lifetime,
         )
 
     def refresh(self, *, tokens: TokenSet) -> TokenSet:
@@ -180,15 +181,15 @@ class InstagramClient:
                 params={"grant_type": "ig_refresh_token"},
                 versioned=False,
             )
-        if not body.get("access_token"):
+        if not _is_token(body.get("access_token")):
             raise PlatformUnavailable("instagram: no access_token in the refresh answer", code="bad_response")
-        lifetime = timedelta(seconds=int(body.get("expires_in") or 0))
+        lifetime = _token_lifetime(body.get("expires_in"))
         return TokenSet(
             access_token=body["access_token"],
             expires_at=timezone.now() + lifetime,
             platform_user_id=tokens.platform_user_id,
             scopes=_permissions(body.get("permissions")) or tokens.scopes,
-            lifetime=lifetime or None,
+            lifetime=lifetime,
         )
 
     def revoke(self, *, access_token: str) -> bool:
@@ -536,6 +537,23 @@ def _permissions(value) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(p for p in value.replace(" ", ",").split(",") if p)
     return ()
+
+
+# Instagram's long-lived token lives 60 days (PLATFORMS.md; expires_in 5183944 in its example): an expires_in
+# that cannot be read is taken at that, and none is taken at longer.
+LONG_LIVED_LIFETIME = timedelta(days=60)
+
+
+def _token_lifetime(expires_in) -> timedelta:
+    return token_lifetime(
+        expires_in, platform="instagram", field="expires_in", fallback=LONG_LIVED_LIFETIME, longest=LONG_LIVED_LIFETIME
+    )
+
+
+def _is_token(value) -> bool:
+    """Whether a token answer's access_token is one: a string (a number or a list sent on would be refused as a
+    parameter, or stored as its repr), not empty."""
+    return isinstance(value, str) and bool(value)
 
 
 def _media_params(item: MediaItem) -> dict:

@@ -33,6 +33,7 @@ from .base import (
     stopped_partway,
 )
 from .http import http_session, json_body, platform_request, platform_text, redact
+from .lifetimes import token_lifetime
 
 # video.list is not needed to connect or post, but /v2/video/query/ (metrics) refuses tokens without it.
 DEFAULT_SCOPES = ("user.info.basic", "user.info.profile", "video.publish", "video.upload", "video.list")
@@ -321,7 +322,7 @@ class TikTokClient:
             )  # fmt: skip
         body = json_body(response)
         _raise_for_answer(response, body, grant=grant, secrets=self._secrets(*secrets))
-        if not isinstance(body, dict) or not body.get("access_token"):
+        if not isinstance(body, dict) or not isinstance(body.get("access_token"), str) or not body["access_token"]:
             raise PlatformUnavailable("tiktok: no access_token in the token answer", code="bad_response")
         return body
 
@@ -355,23 +356,50 @@ class TikTokClient:
         return data if isinstance(data, dict) else {}
 
 
+# TikTok's token lifetimes (PLATFORMS.md: 24 h / 365 d, or 2 h / 180 d, depending on the doc version): an
+# access token whose expires_in cannot be read is taken to live the shorter 2 h, none longer than the 24 h
+# documented; a refresh token whose refresh_expires_in cannot be read has an unknown expiry (nothing is
+# scheduled on it: it is shown to staff), none longer than a year.
+ACCESS_LIFETIME, ACCESS_LIFETIME_LONGEST = timedelta(hours=2), timedelta(hours=24)
+REFRESH_LIFETIME_LONGEST = timedelta(days=365)
+
+
 def _token_set(body: dict, *, platform_user_id: str | None) -> TokenSet:
+    """The tokens of a token answer (_token_request checked its access_token). An open_id or refresh_token that
+    is no string is a typed error (PlatformUnavailable, which every caller handles): TikTok may have rotated
+    the refresh token by then, but the repr of a list stored as a token would only fail later, further from
+    the cause. A lifetime never is: the tokens are kept whatever it says (lifetimes.token_lifetime)."""
     now = timezone.now()
     open_id = body.get("open_id") or platform_user_id
-    if not open_id:
+    if not isinstance(open_id, str | int) or isinstance(open_id, bool) or not str(open_id):
         raise PlatformUnavailable("tiktok: no open_id in the token answer", code="bad_response")
-    # Lifetimes differ between TikTok doc versions (24 h / 365 d vs 2 h / 180 d): trust the answer.
-    refresh_in = body.get("refresh_expires_in")
-    lifetime = timedelta(seconds=int(body.get("expires_in") or 0))
+    refresh_token = body.get("refresh_token") or None
+    if refresh_token is not None and not isinstance(refresh_token, str):
+        raise PlatformUnavailable("tiktok: the token answer's refresh_token is not a string", code="bad_response")
+    lifetime = token_lifetime(
+        body.get("expires_in"), platform="tiktok", field="expires_in",
+        fallback=ACCESS_LIFETIME, longest=ACCESS_LIFETIME_LONGEST,
+    )  # fmt: skip
+    # Read only beside a refresh token: an answer that did not rotate it says nothing of its lifetime (refresh).
+    refresh_lifetime = refresh_token and token_lifetime(
+        body.get("refresh_expires_in"), platform="tiktok", field="refresh_expires_in",
+        fallback=None, longest=REFRESH_LIFETIME_LONGEST,
+    )  # fmt: skip
     return TokenSet(
         access_token=body["access_token"],
         expires_at=now + lifetime,
         platform_user_id=str(open_id),
-        refresh_token=body.get("refresh_token") or None,
-        refresh_expires_at=now + timedelta(seconds=int(refresh_in)) if refresh_in else None,
-        scopes=tuple(s for s in re.split(r"[,\s]+", str(body.get("scope") or "")) if s),
-        lifetime=lifetime or None,
+        refresh_token=refresh_token,
+        refresh_expires_at=now + refresh_lifetime if refresh_lifetime else None,
+        scopes=_granted_scopes(body.get("scope")),
+        lifetime=lifetime,
     )
+
+
+def _granted_scopes(value) -> tuple[str, ...]:
+    """The token answer's `scope`: documented as a comma-separated string; a list of them is read too."""
+    parts = value if isinstance(value, list) else re.split(r"[,\s]+", value if isinstance(value, str) else "")
+    return tuple(part for part in parts if isinstance(part, str) and part)
 
 
 def _check_media(*, mode: str, media_type: str, media: list[MediaItem]) -> None:

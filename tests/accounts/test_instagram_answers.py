@@ -2,13 +2,60 @@
 
 import httpx
 import pytest
+from django.utils import timezone
 
 from accounts.platforms import get_client
-from accounts.platforms.base import RateLimited
+from accounts.platforms.base import PlatformUnavailable, RateLimited, TokenSet
 
 
 def instagram(handler):
     return get_client("instagram", http=httpx.Client(transport=httpx.MockTransport(handler)))
+
+
+LONG_LIVED = {"access_token": "IGQVJlong", "token_type": "bearer", "expires_in": 5183944}
+
+
+def token_endpoints(*, code_answer=None, long_lived=None, me=None):
+    """Instagram's connect calls: the code exchange, the long-lived exchange, /me; each answer replaceable."""
+
+    def handler(request):
+        path = request.url.path
+        if path.endswith("/oauth/access_token"):
+            return httpx.Response(200, json=code_answer or {"access_token": "IGshort", "user_id": "ig_1"})
+        if path.endswith("/access_token"):
+            return httpx.Response(200, json=LONG_LIVED if long_lived is None else long_lived)
+        if path.endswith("/refresh_access_token"):
+            return httpx.Response(200, json=LONG_LIVED if long_lived is None else long_lived)
+        return httpx.Response(200, json=me or {"user_id": "ig_1"})
+
+    return instagram(handler)
+
+
+# A token answer in a shape the client cannot use is a typed error (the connect ends platform_error through its
+# own handling, a refresh is tried again later), never a TypeError or an access token stored as a number.
+@pytest.mark.parametrize(
+    "answers",
+    [
+        {"code_answer": {"access_token": 123, "user_id": "ig_1"}},
+        {"code_answer": {"access_token": ["IGshort"], "user_id": "ig_1"}},
+        {"long_lived": {**LONG_LIVED, "access_token": 42}},
+        {"long_lived": {**LONG_LIVED, "access_token": {"t": "x"}}},
+        {"long_lived": {"token_type": "bearer", "expires_in": 5183944}},
+        {"me": {"user_id": {"id": "ig_1"}}, "code_answer": {"access_token": "IGshort", "user_id": ["ig_1"]}},
+    ],
+)
+def test_an_instagram_token_answer_in_an_unusable_shape_is_a_typed_error(answers):
+    with pytest.raises(PlatformUnavailable) as caught:
+        token_endpoints(**answers).exchange_code(code="c", redirect_uri="https://api.layers.test/cb")
+    assert caught.value.code == "bad_response"
+
+
+@pytest.mark.parametrize("answer", [{**LONG_LIVED, "access_token": 42}, {"expires_in": 5183944}])
+def test_an_instagram_refresh_answer_in_an_unusable_shape_is_a_typed_error(answer):
+    tokens = TokenSet(access_token="IGold", expires_at=timezone.now(), platform_user_id="ig_1")
+    with pytest.raises(PlatformUnavailable) as caught:
+        token_endpoints(long_lived=answer).refresh(tokens=tokens)
+    assert caught.value.code == "bad_response"
 
 
 def test_media_not_ready_at_media_publish_keeps_the_post_processing():

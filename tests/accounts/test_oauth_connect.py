@@ -247,7 +247,7 @@ def test_an_undecodable_token_answer_sends_the_customer_back_with_token_exchange
 
 
 def _odd_expires_in(request, sandbox):
-    """TikTok's token answer with an `expires_in` that is no number: the client cannot read it (ValueError)."""
+    """TikTok's token answer with an `expires_in` that is no number."""
     answer = sandbox.handle_request(request)
     answer.read()
     body = json.loads(answer.content)
@@ -255,7 +255,17 @@ def _odd_expires_in(request, sandbox):
     return httpx.Response(200, json={**body, "expires_in": "soon"})
 
 
-@pytest.mark.parametrize("failure", ["database_blip_while_binding", "unreadable_expires_in"])
+def test_a_tiktok_token_answer_with_an_unreadable_expires_in_still_connects(owner):
+    # It was a ValueError out of the client, and the connect failed with platform_error: the token is what
+    # matters, and it is taken to live TikTok's shorter documented lifetime (2 h).
+    link = start(owner, "tiktok")
+    with intercepted({"/v2/oauth/token/": _odd_expires_in}):
+        response = consent_and_return("tiktok", link["authorizeUrl"], "soon.user")
+    assert response.status_code == 302 and status(owner, link["state"])["status"] == "completed"
+    assert SocialAccount.objects.get().token_lifetime == timedelta(hours=2)
+
+
+@pytest.mark.parametrize("failure", ["database_blip_while_binding", "a_bug_reading_the_answer"])
 def test_an_unexpected_error_after_the_state_is_claimed_sends_the_customer_back_with_platform_error(
     owner, monkeypatch, caplog, failure
 ):
@@ -277,7 +287,13 @@ def test_an_unexpected_error_after_the_state_is_claimed_sends_the_customer_back_
     if failure == "database_blip_while_binding":
         monkeypatch.setattr(services, "social_account_bind", blip)
         response = browser.get(f"{parts.path}?{parts.query}")
-    else:
+    else:  # an error of the client's own while it reads the token answer (no platform error)
+        from accounts.platforms import tiktok
+
+        def bug(value, **kwargs):
+            raise ValueError(f"cannot read {value!r}")
+
+        monkeypatch.setattr(tiktok, "token_lifetime", bug)
         with intercepted({"/v2/oauth/token/": _odd_expires_in}):
             response = browser.get(f"{parts.path}?{parts.query}")
 
@@ -292,7 +308,7 @@ def test_an_unexpected_error_after_the_state_is_claimed_sends_the_customer_back_
     assert not SocialAccount.objects.exists()
     logged = [r for r in caplog.records if r.name == "accounts.services" and r.exc_info]
     assert logged, "the unexpected error is logged with its traceback"
-    if failure == "unreadable_expires_in":
+    if failure == "a_bug_reading_the_answer":
         assert _odd_expires_in.token not in caplog.text
 
 

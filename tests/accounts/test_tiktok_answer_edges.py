@@ -9,7 +9,13 @@ import pytest
 from django.utils import timezone
 
 from accounts.platforms import get_client
-from accounts.platforms.base import MediaItem, PlatformUnavailable, RateLimited, TokenInvalid, TokenSet
+from accounts.platforms.base import (
+    MediaItem,
+    PlatformUnavailable,
+    RateLimited,
+    TokenInvalid,
+    TokenSet,
+)
 
 TOKEN = "act.EdgeToken!6135.va"
 VIDEO = MediaItem(url="https://cdn.layers.test/media/clip.mp4", kind="video")
@@ -83,6 +89,42 @@ def test_a_temporarily_unavailable_token_answer_is_an_outage_not_a_refusal(statu
 
     with pytest.raises(PlatformUnavailable):
         client_answering(status, body).refresh(tokens=EXPIRED)
+
+
+# A token answer in a shape the client cannot use is a typed error (callers handle those: the refresh keeps the
+# account as it is and is tried again), never a TypeError out of a refresh or an access token stored as a list.
+TOKEN_ANSWER = {"access_token": "act.New!6135.va", "refresh_token": "rft.New!6135.va", "open_id": "tt_edge",
+                "expires_in": 86400, "refresh_expires_in": 31536000, "scope": "user.info.basic"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**TOKEN_ANSWER, "access_token": 12345},
+        {**TOKEN_ANSWER, "access_token": ["act.New!6135.va"]},
+        {**TOKEN_ANSWER, "access_token": {"value": "act.New!6135.va"}},
+        {key: value for key, value in TOKEN_ANSWER.items() if key != "access_token"},
+        {**TOKEN_ANSWER, "refresh_token": ["rft.New!6135.va"]},
+        {**TOKEN_ANSWER, "open_id": {"id": "tt_edge"}},
+        [TOKEN_ANSWER],
+    ],
+)
+@pytest.mark.parametrize("grant", ["refresh", "exchange_code"])
+def test_a_token_answer_in_an_unusable_shape_is_a_typed_error(grant, body):
+    client = client_answering(200, body)
+    with pytest.raises(PlatformUnavailable) as caught:
+        if grant == "refresh":
+            client.refresh(tokens=EXPIRED)
+        else:
+            client.exchange_code(code="code-1", redirect_uri="https://api.layers.test/cb")
+    assert caught.value.code == "bad_response"
+
+
+def test_a_token_answer_whose_scope_is_a_list_gives_those_scopes():
+    fresh = client_answering(200, {**TOKEN_ANSWER, "scope": ["user.info.basic", "video.publish"]}).refresh(
+        tokens=EXPIRED
+    )
+    assert fresh.scopes == ("user.info.basic", "video.publish")
 
 
 # TikTok says a token is dead in its envelope (401 `access_token_invalid`, PLATFORMS.md): that flips the

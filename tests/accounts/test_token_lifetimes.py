@@ -103,3 +103,149 @@ def test_a_batch_full_of_due_tiktok_tokens_still_takes_the_due_instagram_ones(ow
     due = services.social_accounts_due_for_health(now=now, limit=batch)
 
     assert instagram.pk in due and len(due) == batch, due
+
+
+# --- Lifetimes a token answer gives in an unexpected shape ------------------------------------------------
+# TikTok rotates the refresh token on every refresh: a lifetime the client could not read (int("86400.0"),
+# int(1e20) overflowing the expiry) raised an untyped error after the rotation, the new pair was dropped, and
+# the next refresh sent the dead refresh token: reauth_required for a grant that was fine. A lifetime of 0,
+# negative or null stored a token expiring now: refreshed (rotated) before every platform call. Lifetimes are
+# now read by one reader: an unusable one is the platform's documented (shortest) lifetime, an absurd one the
+# longest it documents, a positive one too short to use an hour; a WARNING names the platform and the field.
+
+TIKTOK_FALLBACK, TIKTOK_LONGEST = timedelta(hours=2), timedelta(hours=24)
+INSTAGRAM_LIFETIME = timedelta(days=60)
+MISSING = ...  # token_answer_with: the field is left out of the answer
+UNUSABLE = [MISSING, None, 0, -3600, "86400s", "", [86400], {"seconds": 86400}, True, float("nan")]
+
+
+def lifetime_cases(fallback: timedelta, longest: timedelta) -> list:
+    return [
+        *[pytest.param(value, fallback, id=f"unusable-{value!r}") for value in UNUSABLE],
+        pytest.param("43200.0", timedelta(hours=12), id="numeric string with a fraction"),
+        pytest.param(43200.0, timedelta(hours=12), id="float"),
+        pytest.param("43200", timedelta(hours=12), id="numeric string"),
+        pytest.param(1e20, longest, id="1e20"),
+        pytest.param(10**30, longest, id="10**30"),
+        pytest.param("1e400", longest, id="beyond a float"),
+        pytest.param(60, timedelta(hours=1), id="a minute"),
+    ]
+
+
+def refresh_tiktok(tokens, **fields):
+    from accounts.platforms import get_client
+    from tests.platform_helpers import intercepted, token_answer_with
+
+    with intercepted({"/tiktok/v2/oauth/token/": token_answer_with(**fields)}):
+        return get_client("tiktok").refresh(tokens=tokens)
+
+
+@pytest.mark.parametrize(("expires_in", "lifetime"), lifetime_cases(TIKTOK_FALLBACK, TIKTOK_LONGEST))
+def test_tiktok_reads_any_expires_in_as_a_bounded_lifetime_and_keeps_the_tokens(expires_in, lifetime, caplog):
+    from tests.platform_helpers import connect
+
+    tokens = connect("tiktok", "odd.lifetime")
+    caplog.clear()
+    fresh = refresh_tiktok(tokens, expires_in=expires_in)
+
+    assert fresh.refresh_token and fresh.refresh_token != tokens.refresh_token  # the rotated pair, in hand
+    assert fresh.lifetime == lifetime
+    assert fresh.expires_at - timezone.now() == pytest.approx(lifetime, abs=timedelta(seconds=5))
+    if lifetime != timedelta(hours=12):  # a usable lifetime says nothing
+        [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert "tiktok" in warning.getMessage() and "expires_in" in warning.getMessage()
+        assert fresh.access_token not in caplog.text and fresh.refresh_token not in caplog.text
+    else:
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+@pytest.mark.parametrize(
+    ("refresh_expires_in", "lifetime"),
+    [
+        *[pytest.param(value, None, id=f"unusable-{value!r}") for value in UNUSABLE],  # unknown, as before
+        pytest.param("15552000.0", timedelta(days=180), id="numeric string with a fraction"),
+        pytest.param(1e20, timedelta(days=365), id="1e20"),
+    ],
+)
+def test_tiktok_reads_any_refresh_expires_in_and_keeps_the_tokens(refresh_expires_in, lifetime):
+    from tests.platform_helpers import connect
+
+    tokens = connect("tiktok", "odd.refresh.lifetime")
+    fresh = refresh_tiktok(tokens, refresh_expires_in=refresh_expires_in)
+
+    assert fresh.refresh_token and fresh.refresh_token != tokens.refresh_token
+    if lifetime is None:
+        assert fresh.refresh_expires_at is None
+    else:
+        assert fresh.refresh_expires_at - timezone.now() == pytest.approx(lifetime, abs=timedelta(seconds=5))
+
+
+@pytest.mark.parametrize(("expires_in", "lifetime"), lifetime_cases(INSTAGRAM_LIFETIME, INSTAGRAM_LIFETIME))
+@pytest.mark.parametrize("endpoint", ["/instagram/graph/access_token", "/instagram/graph/refresh_access_token"])
+def test_instagram_reads_any_expires_in_as_a_bounded_lifetime(owner, endpoint, expires_in, lifetime, caplog):
+    from accounts.platforms import get_client
+    from tests.platform_helpers import intercepted, token_answer_with
+
+    if endpoint.endswith("/graph/access_token"):  # the connect's long-lived exchange
+        with intercepted({endpoint: token_answer_with(expires_in=expires_in)}):
+            account_id = connected_account(owner, "instagram", "odd.lifetime")["id"]
+        row = SocialAccount.objects.get(pk=account_id)
+        got, expires_at = row.token_lifetime, row.token_expires_at
+    else:
+        from tests.platform_helpers import connect
+
+        tokens = connect("instagram", "odd.lifetime")
+        with time_machine.travel(timezone.now() + timedelta(days=2)):  # Instagram refreshes a day-old token
+            with intercepted({endpoint: token_answer_with(expires_in=expires_in)}):
+                fresh = get_client("instagram").refresh(tokens=tokens)
+            got, expires_at = fresh.lifetime, fresh.expires_at
+            assert expires_at - timezone.now() == pytest.approx(lifetime, abs=timedelta(seconds=5))
+    assert got == lifetime
+    if lifetime != timedelta(hours=12):
+        assert "instagram" in caplog.text and "expires_in" in caplog.text
+
+
+@pytest.mark.parametrize("expires_in", ["86400.0", 1e20, "86400s", None, [1]])
+def test_a_tiktok_refresh_answer_with_an_odd_expires_in_does_not_lose_the_rotated_tokens(owner, expires_in):
+    from tests.platform_helpers import intercepted, token_answer_with
+
+    account = connected_account(owner, "tiktok", "shape.refresh")
+    with intercepted({"/tiktok/v2/oauth/token/": token_answer_with(expires_in=expires_in)}):
+        assert services.social_account_refresh_token(account_id=account["id"]) == "refreshed"
+    assert tiktok_refreshes("shape.refresh") == 1  # TikTok did rotate, and the new pair was stored
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=5)):
+        result = services.social_account_refresh_token(account_id=account["id"])
+    assert (result, SocialAccount.objects.get(pk=account["id"]).status) == ("refreshed", "connected")
+
+
+@pytest.mark.parametrize("expires_in", ["86400.0", 1e20, 0])
+def test_the_health_check_refreshes_on_an_odd_tiktok_answer_and_the_account_stays_connected(owner, expires_in):
+    from accounts.tasks import social_account_check_health
+    from tests.platform_helpers import intercepted, token_answer_with
+
+    account_id = connected_account(owner, "tiktok", "shape.health")["id"]
+    with time_machine.travel(timezone.now() + timedelta(hours=23)):  # due: within the margin of its expiry
+        with intercepted({"/tiktok/v2/oauth/token/": token_answer_with(expires_in=expires_in)}):
+            assert social_account_check_health.apply(args=[account_id]).get() == "refreshed"
+        row = SocialAccount.objects.get(pk=account_id)
+        assert row.status == "connected" and row.health_next_attempt_at is None
+        assert row.token_expires_at > timezone.now() + timedelta(hours=1)
+    with time_machine.travel(timezone.now() + timedelta(days=2)):  # the stored refresh token is the live one
+        assert services.social_account_refresh_token(account_id=account_id) == "refreshed"
+
+
+@pytest.mark.parametrize("expires_in", [0, -3600, None, MISSING])
+def test_a_token_answer_without_a_usable_lifetime_does_not_refresh_before_every_post(owner, expires_in):
+    from tests.platform_helpers import intercepted, token_answer_with
+    from tests.scheduling.publish_helpers import post, run_dispatcher, schedule_now
+
+    with intercepted({"/tiktok/v2/oauth/token/": token_answer_with(expires_in=expires_in)}):
+        account = connected_account(owner, "tiktok", "shape.zero")
+        posts = [schedule_now(owner, account["id"], caption=f"post {n}") for n in range(4)]
+        run_dispatcher()
+        for n in range(4):  # and again, one at a time
+            schedule_now(owner, account["id"], caption=f"later post {n}")
+            run_dispatcher()
+    assert tiktok_refreshes("shape.zero") == 0  # the token issued at the connect lives its documented 2 h
+    assert [post(owner, p["id"])["status"] for p in posts] == ["published"] * 4

@@ -68,3 +68,25 @@ def test_a_leased_account_keeps_its_short_lived_token_as_long_as_it_lives_and_gi
         assert pool_id not in services.pool_accounts_due_for_refresh()
     with time_machine.travel(start + timedelta(hours=1, minutes=30)):
         assert services.pool_accounts_due_for_refresh() == [pool_id]
+
+
+@pytest.mark.parametrize("expires_in", ["7200.0", 1e20, "7200s", 0, None])
+def test_a_pool_account_survives_a_refresh_answer_with_an_odd_lifetime(expires_in):
+    # TikTok rotates the refresh token: a lifetime the client could not read raised after the rotation, the pool
+    # refresh kept nothing ("nothing changed"), and the next refresh sent the dead token: the account retired.
+    from leasing.tasks import pool_account_refresh_token
+    from tests.platform_helpers import intercepted, token_answer_with
+
+    [pool_id] = add_pool(1)
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+    with time_machine.travel(timezone.now() + timedelta(hours=1, minutes=30)):  # due: 40 minutes before expiry
+        with intercepted({"/tiktok/v2/oauth/token/": token_answer_with(expires_in=expires_in)}):
+            assert pool_account_refresh_token.apply(args=[pool_id]).get() == "refreshed"
+        pool = PoolAccount.objects.get(pk=pool_id)
+        assert pool.status == "available" and timedelta(hours=1) <= pool.token_lifetime <= timedelta(hours=24)
+        assert pool.token_expires_at >= timezone.now() + timedelta(hours=1)
+    assert tiktok_refreshes(handle) == 1
+
+    with time_machine.travel(timezone.now() + timedelta(days=2)):  # the stored refresh token is the live one
+        assert services.pool_account_refresh_due(pool_account_id=pool_id) == "refreshed"
+        assert PoolAccount.objects.get(pk=pool_id).status == "available"
