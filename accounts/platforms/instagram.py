@@ -199,12 +199,19 @@ class InstagramClient:
         is no refresh token to renew it with (an expired Instagram token cannot be refreshed): False."""
         try:
             with http_session(self._http) as http:
-                self._graph(http, "DELETE", "/me/permissions", access_token=access_token)
+                answer = self._graph(http, "DELETE", "/me/permissions", access_token=access_token)
         except TokenInvalid:
             return False
         except RequestRejected as exc:
             log.warning("instagram: permission revoke refused (code %s); our copy is wiped anyway", exc.code)
             return False
+        # Meta answers {"success": true} when the permissions went. {"success": false} (or no word of it) read as
+        # revoked: the customer's grant stayed alive and nothing said so. Raised, the caller logs it and notes it
+        # on the account's history.
+        if answer.get("success") is not True:
+            raise PlatformUnavailable(
+                "instagram: the permission revoke did not succeed", code="not_revoked", status=200
+            )
         return True
 
     # --- Reads ---------------------------------------------------------------------------------------

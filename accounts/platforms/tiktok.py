@@ -148,13 +148,21 @@ class TikTokClient:
         }
         with http_session(self._http) as http:
             response = platform_request(http, self.platform, "POST", f"{self._api}/v2/oauth/revoke/", data=form)
+        body = json_body(response)
         try:
-            _raise_for_answer(response, json_body(response), grant="revoke", secrets=self._secrets(access_token))
+            _raise_for_answer(response, body, grant="revoke", secrets=self._secrets(access_token))
         except TokenInvalid:
             # invalid_grant: the token is dead, revoked or merely expired. Nothing was withdrawn with it, and
             # whether the grant is gone TikTok does not say: after an expired access token its refresh token
             # still works (the caller renews it and revokes again: accounts.services._revoke_at_platform).
             return False
+        # Done only when TikTok says so: a 2xx with its JSON (or, as RFC 7009 allows, nothing). A proxy's page
+        # with 200, or a redirect, was read as revoked: the customer's grant stayed alive at TikTok and nothing
+        # said so (the caller logs this error and notes it on the account's history).
+        if not 200 <= response.status_code < 300 or (response.content.strip() and not isinstance(body, dict)):
+            raise PlatformUnavailable(
+                "tiktok: the revoke answer is not TikTok's", code="bad_response", status=response.status_code,
+            )  # fmt: skip
         return True
 
     # --- Reads ---------------------------------------------------------------------------------------

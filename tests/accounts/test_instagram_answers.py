@@ -5,11 +5,23 @@ import pytest
 from django.utils import timezone
 
 from accounts.platforms import get_client
-from accounts.platforms.base import PlatformUnavailable, RateLimited, TokenSet
+from accounts.platforms.base import PlatformError, PlatformUnavailable, RateLimited, TokenSet
 
 
 def instagram(handler):
     return get_client("instagram", http=httpx.Client(transport=httpx.MockTransport(handler)))
+
+
+# DELETE /me/permissions answers {"success": true} when it withdrew the grant. Anything else is not a revoke:
+# it raises, and the disconnect logs a warning and writes a line on the account's history.
+@pytest.mark.parametrize("body", [{"success": False}, {}, {"success": "false"}])
+def test_a_permission_revoke_without_success_true_is_not_a_revoke(body):
+    with pytest.raises(PlatformError):
+        instagram(lambda request: httpx.Response(200, json=body)).revoke(access_token="IG")
+
+
+def test_a_permission_revoke_with_success_true_is_a_revoke():
+    assert instagram(lambda request: httpx.Response(200, json={"success": True})).revoke(access_token="IG") is True
 
 
 LONG_LIVED = {"access_token": "IGQVJlong", "token_type": "bearer", "expires_in": 5183944}

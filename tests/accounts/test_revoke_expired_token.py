@@ -8,6 +8,7 @@ a year. The expired token is now renewed first, once, and the revoke made with t
 import logging
 from datetime import timedelta
 
+import httpx
 import pytest
 import time_machine
 from django.test import Client
@@ -108,6 +109,38 @@ def test_a_revoke_tiktok_fails_is_a_warning_with_its_code_and_a_line_in_the_acco
     assert (last.from_status, last.to_status) == ("disconnected", "disconnected")
     assert last.source == "revoke at tiktok"
     assert "failed (internal_error)" in last.reason and "grant may still be alive" in last.reason, last.reason
+
+
+def revoke_answered(platform: str, status: int, content: bytes, content_type: str) -> dict:
+    """Overrides of the platform's revoke call (for `intercepted`) answering `content`: nothing is revoked."""
+    path = "/tiktok/v2/oauth/revoke/" if platform == "tiktok" else "/me/permissions"
+    headers = {"content-type": content_type}
+    return {path: lambda request, sandbox: httpx.Response(status, content=content, headers=headers)}
+
+
+@pytest.mark.parametrize(
+    ("platform", "content", "content_type", "code"),
+    [
+        ("tiktok", b"<html>Service temporarily unavailable</html>", "text/html", "bad_response"),  # a proxy's page
+        ("instagram", b'{"success": false}', "application/json", "not_revoked"),
+    ],
+)
+def test_a_revoke_the_platform_did_not_do_is_a_warning_and_a_line_in_the_accounts_history(
+    owner, caplog, platform, content, content_type, code
+):
+    # Before, a proxy's 200 page at TikTok's revoke, or Instagram's {"success": false}, read as revoked: no
+    # warning, nothing on the account, while the customer's grant stayed alive at the platform.
+    caplog.set_level(logging.INFO, logger="accounts.services")
+    account = connected_account(owner, platform, "revoke.not_done")
+    with intercepted(revoke_answered(platform, 200, content, content_type)):
+        disconnect(owner, account["id"])
+    assert live_tokens(platform, "revoke.not_done") >= 1  # the grant is still alive at the platform
+
+    [line] = [r for r in caplog.records if f"revoke of {account['id']} at {platform} failed" in r.getMessage()]
+    assert line.levelname == "WARNING" and code in line.getMessage(), line.getMessage()
+    last = SocialAccountStatusChange.objects.filter(social_account_id=account["id"]).last()
+    assert (last.from_status, last.to_status, last.source) == ("disconnected", "disconnected", f"revoke at {platform}")
+    assert f"failed ({code})" in last.reason and "grant may still be alive" in last.reason, last.reason
 
 
 def test_disconnecting_an_instagram_account_whose_token_expired_ends_quietly(owner):

@@ -11,6 +11,7 @@ from django.utils import timezone
 from accounts.platforms import get_client
 from accounts.platforms.base import (
     MediaItem,
+    PlatformError,
     PlatformUnavailable,
     RateLimited,
     TokenInvalid,
@@ -125,6 +126,28 @@ def test_a_token_answer_whose_scope_is_a_list_gives_those_scopes():
         tokens=EXPIRED
     )
     assert fresh.scopes == ("user.info.basic", "video.publish")
+
+
+# A revoke is done only when TikTok says so: a proxy's page with 200, an error envelope with 200 or a redirect
+# are not, and raise (the disconnect then logs a warning and writes a line on the account's history).
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, b"<html>Service temporarily unavailable</html>"),
+        (200, b"[]"),
+        (200, envelope("internal_error")),
+        (200, {"error": "server_error", "error_description": "down"}),
+        (302, b""),
+    ],
+)
+def test_a_revoke_answer_that_is_not_tiktoks_success_is_not_a_revoke(status, body):
+    with pytest.raises(PlatformError):
+        client_answering(status, body).revoke(access_token=TOKEN)
+
+
+@pytest.mark.parametrize("body", [b"", {}, {"error": {"code": "ok", "message": ""}}])
+def test_tiktoks_revoke_success_is_a_revoke(body):
+    assert client_answering(200, body).revoke(access_token=TOKEN) is True
 
 
 # TikTok says a token is dead in its envelope (401 `access_token_invalid`, PLATFORMS.md): that flips the
