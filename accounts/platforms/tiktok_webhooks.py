@@ -10,6 +10,7 @@ idempotent."""
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -79,6 +80,16 @@ def _json_object(text: bytes | str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def _unix_seconds(value) -> int | None:
+    """`create_time` as whole seconds: documented as an integer, also read when it comes as a JSON string of
+    digits or a float (a 400 to those was retried by TikTok for 72 hours and the event never applied)."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value):
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def parse(*, body: bytes, header: str | None, now: float | None = None) -> WebhookEvent:
     """The verified event. The signature is checked first: nothing of an unsigned body is read."""
     verify(body=body, header=header, now=now)
@@ -92,8 +103,9 @@ def parse(*, body: bytes, header: str | None, now: float | None = None) -> Webho
         raise WebhookRejected("MALFORMED_REQUEST", "`event` must be a non-empty string.")
     if not isinstance(open_id, str) or not open_id:
         raise WebhookRejected("MALFORMED_REQUEST", "`user_openid` must be a non-empty string.")
+    created = _unix_seconds(created)
     # Bounded so that no integer can overflow the datetime below (year 9999 is 253402300799).
-    if not isinstance(created, int) or isinstance(created, bool) or not 0 < created < 253402300800:
+    if created is None or not 0 < created < 253402300800:
         raise WebhookRejected("MALFORMED_REQUEST", "`create_time` must be a Unix time in seconds.")
     content = payload.get("content") or {}
     if isinstance(content, str):

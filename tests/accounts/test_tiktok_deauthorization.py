@@ -113,6 +113,15 @@ def test_a_reauth_after_the_removal_survives_a_late_or_repeated_delivery(owner):
     assert Event.objects.filter(type="social_account.needs_reauth").count() == 1
 
 
+@pytest.mark.parametrize("as_sent", [str, float], ids=["string", "float"])
+def test_a_removal_whose_create_time_is_a_number_in_another_json_type_is_applied(owner, as_sent):
+    # TikTok retries anything but a 200 for 72 hours: a create_time sent as "1764489600" was a 400 to every
+    # delivery, and the removal was never applied (the binding failed its next post instead).
+    account = connected_account(owner, "tiktok", "stringly")
+    assert post(*signed(removal("stringly", create_time=as_sent(int(time.time()))))).status_code == 200
+    assert statuses(account["id"]) == ["reauth_required"]
+
+
 def test_a_revoked_binding_stays_disconnected(owner):
     account = connected_account(owner, "tiktok", "gone")
     assert owner.client.delete(f"/v1/social-accounts/{account['id']}").status_code == 200
