@@ -7,11 +7,6 @@ from datetime import timedelta
 
 log = logging.getLogger(__name__)
 
-# The shortest lifetime a token answer is taken at. A token said to live seconds would be due for its refresh
-# before every platform call (accounts.services.TOKEN_EXPIRY_SKEW is 5 minutes); no platform documents one
-# under an hour.
-MIN_TOKEN_LIFETIME = timedelta(hours=1)
-
 
 def token_lifetime(
     value, *, platform: str, field: str, fallback: timedelta | None, longest: timedelta
@@ -25,8 +20,10 @@ def token_lifetime(
     - not a positive number of seconds (missing, null, 0, negative, a bool, a list, "86400s", NaN): the
       `fallback`, the platform's documented lifetime (its shortest where its docs disagree: a token thought
       to live longer than it does dies unrefreshed, and its refusal then reads as a dead grant);
-    - longer than the `longest` the platform documents: that (refreshed early rather than never);
-    - shorter than MIN_TOKEN_LIFETIME: that.
+    - longer than the `longest` the platform documents: that (refreshed early rather than never).
+    A short positive lifetime is kept as it is: a token taken to live longer than it does dies unrefreshed,
+    and the refresh margin is at most a third of the lifetime (accounts/token_margin.py), so a short-lived
+    token is not refreshed before every call.
     Numbers may come as JSON strings ("86400", "86400.0"). Each of these cases is a WARNING naming the
     platform and the field, with the value only when it is a number (the tokens are in the same answer)."""
     seconds = _seconds(value)
@@ -43,12 +40,6 @@ def token_lifetime(
             platform, field, seconds, longest, longest,
         )  # fmt: skip
         return longest
-    if seconds < MIN_TOKEN_LIFETIME.total_seconds():
-        log.warning(
-            "%s token answer: %s of %g s is too short to use; %s used",
-            platform, field, seconds, MIN_TOKEN_LIFETIME,
-        )  # fmt: skip
-        return MIN_TOKEN_LIFETIME
     return timedelta(seconds=round(seconds))
 
 
