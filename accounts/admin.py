@@ -371,7 +371,9 @@ class PlatformIdentityAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin)
     list_display = ("handle", "platform", "organization", "platform_user_id", "created_at")
     list_filter = ("platform",)
     id_search_fields = {"pi": ("id",), "org": ("organization_id",)}
-    search_fields = ("handle", "platform_user_id", "organization__name")
+    # Meta or the person may quote any of Instagram's ids for them (the data deletion request's row keeps the
+    # one its request named).
+    search_fields = ("handle", "platform_user_id", "app_scoped_id", "token_user_id", "organization__name")
     # All of it is the platform's, written at connect and profile refresh: the handle and display name are
     # what GET /v1/social-accounts shows partners, and an edit here (accounts.change_platformidentity needs
     # no MFA) rewrote them until the next refresh.
@@ -380,6 +382,8 @@ class PlatformIdentityAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin)
         "organization",
         "platform",
         "platform_user_id",
+        "app_scoped_id",
+        "token_user_id",
         "handle",
         "display_name",
         "created_at",

@@ -174,6 +174,22 @@ class PlatformIdentity(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="identities")
     platform = models.CharField(max_length=16, choices=Platform.choices)
     platform_user_id = models.CharField(max_length=128)
+    # Instagram's other ids for the same person, which Meta's signed requests (deauthorize, data deletion) may
+    # name instead of platform_user_id (/me's `user_id`): Meta does not say which one they carry for
+    # Instagram Login. /me's `id` (app-scoped), and the code exchange's `user_id`; "" when not known (TikTok,
+    # or an identity last connected before they were recorded: the next profile read gives the first).
+    # Never shown to partners; kept by a data deletion, as platform_user_id is, to match a later request.
+    app_scoped_id = models.CharField(
+        "app-scoped id", max_length=128, blank=True, default="", db_default="", help_text="Instagram: /me's id."
+    )
+    token_user_id = models.CharField(
+        "code exchange's user id",
+        max_length=128,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Instagram: the user_id of the token answer at the last connect or reauth.",
+    )
     handle = models.CharField(max_length=128, blank=True)
     display_name = models.CharField(max_length=256, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -186,8 +202,14 @@ class PlatformIdentity(models.Model):
                 fields=["organization", "platform", "platform_user_id"], name="identity_once_per_org"
             )
         ]
-        # A platform's webhook names the user, not the organization (TikTok's authorization.removed).
-        indexes = [models.Index(fields=["platform", "platform_user_id"], name="identity_platform_user")]
+        # A platform's webhook names the user, not the organization (TikTok's authorization.removed), by any of
+        # its ids (Instagram's signed requests). Not partial (on the ids that are not ""): a prepared statement's
+        # generic plan, its id a parameter, could not prove it may use such an index.
+        indexes = [
+            models.Index(fields=["platform", "platform_user_id"], name="identity_platform_user"),
+            models.Index(fields=["platform", "app_scoped_id"], name="identity_app_scoped_id"),
+            models.Index(fields=["platform", "token_user_id"], name="identity_token_user_id"),
+        ]
 
     def __str__(self):
         return f"{self.platform}:@{self.handle or self.platform_user_id}"
@@ -322,9 +344,10 @@ class DataDeletionRequest(models.Model):
 
     The erasure runs in the transaction that inserts the row, so a row is the proof that it was done
     (`completed_at`); `request_key` (the signed payload's digest) makes Meta's same request, sent again,
-    answer the same code and change nothing more. `platform_user_id` is kept, as every identity of the user
-    keeps it: it is the app-scoped id Meta gave us, not a profile, and support needs it to answer Meta or the
-    person about the request. Never updated nor deleted."""
+    answer the same code and change nothing more. `platform_user_id` is the id the request named (whichever of
+    Instagram's ids Meta sent: PlatformIdentity.app_scoped_id says why there are several), kept as every
+    identity of the user keeps its ids: it is no profile, and support needs it to answer Meta or the person
+    about the request. Never updated nor deleted."""
 
     platform = models.CharField(max_length=16, choices=Platform.choices)
     platform_user_id = models.CharField(max_length=128)

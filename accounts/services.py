@@ -790,17 +790,22 @@ def store_tokens(account: SocialAccount, tokens: TokenSet) -> None:
 
 
 def _identity_upsert(
-    *, organization_id: str, platform: str, profile: Profile, platform_user_id: str
+    *, organization_id: str, platform: str, profile: Profile, platform_user_id: str, tokens: TokenSet | None = None
 ) -> PlatformIdentity:
     identity, _ = PlatformIdentity.objects.get_or_create(
         organization_id=organization_id, platform=platform, platform_user_id=platform_user_id
     )
-    return _identity_profile_store(identity, profile)
+    return _identity_profile_store(identity, profile, tokens=tokens)
 
 
-def _identity_profile_store(identity: PlatformIdentity, profile: Profile) -> PlatformIdentity:
-    """Give the identity the profile the platform just answered. Inside a transaction that also locks a
-    binding of it, only once that binding's row is locked (social_account_bind says why)."""
+def _identity_profile_store(
+    identity: PlatformIdentity, profile: Profile, *, tokens: TokenSet | None = None
+) -> PlatformIdentity:
+    """Give the identity the profile the platform just answered, and the other ids the platform named the user
+    by (Instagram: /me's `id` on every profile read, the code exchange's `user_id` with the `tokens` of a
+    connect or reauth), which Meta's signed requests may carry (platform_user_identities). Inside a
+    transaction that also locks a binding of it, only once that binding's row is locked (social_account_bind
+    says why)."""
     # A profile without a username (a TikTok token without user.info.profile) keeps the handle we know; a
     # user first seen that way is named by its display name until a token that may read the handle comes.
     # Both cut to their columns (a longer display name failed every connect of its creator), between
@@ -809,9 +814,13 @@ def _identity_profile_store(identity: PlatformIdentity, profile: Profile) -> Pla
         profile.username or identity.handle or profile.display_name, PlatformIdentity.handle.field.max_length, mark=""
     )
     display_name = shorten(profile.display_name or "", PlatformIdentity.display_name.field.max_length)
-    if (identity.handle, identity.display_name) != (handle, display_name):
-        identity.handle, identity.display_name = handle, display_name
-        identity.save(update_fields=["handle", "display_name", "updated_at"])
+    # An id not answered this time keeps the one known: a health check's profile carries no code exchange.
+    app_scoped_id = profile.app_scoped_id or identity.app_scoped_id
+    token_user_id = (tokens.token_user_id if tokens else None) or identity.token_user_id
+    now = (handle, display_name, app_scoped_id, token_user_id)
+    if (identity.handle, identity.display_name, identity.app_scoped_id, identity.token_user_id) != now:
+        identity.handle, identity.display_name, identity.app_scoped_id, identity.token_user_id = now
+        identity.save(update_fields=["handle", "display_name", "app_scoped_id", "token_user_id", "updated_at"])
     return identity
 
 
@@ -836,7 +845,7 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
         )
         live = SocialAccount.objects.exclude(status=SocialAccount.Status.DISCONNECTED)
         account = live.select_for_update().filter(project_id=session.project_id, identity=identity).first()
-        _identity_profile_store(identity, profile)
+        _identity_profile_store(identity, profile, tokens=tokens)
         created = False
         if account is None:
             account = SocialAccount(
@@ -950,6 +959,7 @@ def social_account_reconnect(
             platform=account.platform,
             profile=profile,
             platform_user_id=tokens.platform_user_id,
+            tokens=tokens,
         )
     was = account.status
     store_tokens(account, tokens)
@@ -1306,15 +1316,44 @@ def social_account_removed_by_the_creator(*, account_id: str) -> bool:
     return latest is not None and latest.source in _REMOVAL_SOURCES
 
 
+# What a platform's notice may name a user by (PlatformIdentity's columns), and the name the logs give each.
+USER_ID_KINDS = {"platform_user_id": "user_id", "app_scoped_id": "app_scoped", "token_user_id": "token"}
+
+
+def platform_user_identities(*, platform: str, platform_user_id: str) -> QuerySet:
+    """The identities, in every organization, of the user a platform's notice names by `platform_user_id`.
+    Matched against each id Layers recorded for them (USER_ID_KINDS), because Meta does not say which of
+    Instagram's ids its signed requests carry for Instagram Login: /me's `user_id` (the one Layers publishes
+    with), /me's app-scoped `id` or the code exchange's `user_id`. Meta's ids name one object each, so one
+    person's id is never another's; "" (an id not known) never matches, and no notice names ""."""
+    if not platform_user_id:
+        return PlatformIdentity.objects.none()
+    named = Q()
+    for column in USER_ID_KINDS:
+        named |= Q(**{column: platform_user_id})
+    return PlatformIdentity.objects.filter(named, platform=platform)
+
+
+def platform_user_id_kinds(*, platform: str, platform_user_id: str) -> list[str]:
+    """Which of the ids recorded for the user `platform_user_id` is (USER_ID_KINDS' names), for the log line
+    of a platform's notice: the kind, not the id, which names a person and would outlive their deletion in
+    the logs. Empty when no identity has it."""
+    found = set()
+    for row in platform_user_identities(platform=platform, platform_user_id=platform_user_id).values(*USER_ID_KINDS):
+        found |= {kind for column, kind in USER_ID_KINDS.items() if row[column] == platform_user_id}
+    return [kind for kind in USER_ID_KINDS.values() if kind in found]
+
+
 def _granted_before(*, platform: str, platform_user_id: str, at: datetime) -> QuerySet:
-    """The bindings of that platform user, in any organization, whose token was stored before `at`, the time
-    the platform says the user removed the app. A token stored after it was consented to since: the platforms
-    deliver late and more than once, and their times have whole seconds, so a token stored within that second
-    counts as older (a wrong reauth_required is undone by a reauth; a dead token kept as connected would fail
-    the account's next post)."""
-    return SocialAccount.objects.filter(
-        platform=platform, identity__platform=platform, identity__platform_user_id=platform_user_id
-    ).filter(Q(token_refreshed_at__isnull=True) | Q(token_refreshed_at__lt=at + timedelta(seconds=1)))
+    """The bindings of that platform user (platform_user_identities), in any organization, whose token was
+    stored before `at`, the time the platform says the user removed the app. A token stored after it was
+    consented to since: the platforms deliver late and more than once, and their times have whole seconds,
+    so a token stored within that second counts as older (a wrong reauth_required is undone by a reauth; a
+    dead token kept as connected would fail the account's next post)."""
+    identities = platform_user_identities(platform=platform, platform_user_id=platform_user_id)
+    return SocialAccount.objects.filter(platform=platform, identity__in=identities.values("pk")).filter(
+        Q(token_refreshed_at__isnull=True) | Q(token_refreshed_at__lt=at + timedelta(seconds=1))
+    )
 
 
 def platform_authorization_removed(
@@ -1362,10 +1401,11 @@ def platform_user_data_delete(
     Kept, on purpose: the bindings themselves and everything the partner made with them (scheduled posts,
     their captions, media and results, layers, status history). Those are the partner's records of what
     their own product did, which they need for their customers and their billing; the person's own data
-    (who they are, their picture, the access they gave) is what goes. Kept too: `platform_user_id`, Meta's
-    app-scoped id, without which a reconnect of the same person could not find its binding nor a later
-    request its user. Events already written (GET /v1/events, webhook deliveries) are copies of what was sent
-    to the partner, and go with LAYERS_EVENT_RETENTION_DAYS.
+    (who they are, their picture, the access they gave) is what goes. Kept too: the ids Instagram names the
+    person by (the identity's platform_user_id, app_scoped_id and token_user_id), which are no profile and
+    without which a reconnect of the same person could not find its binding nor a later request its user.
+    Events already written (GET /v1/events, webhook deliveries) are copies of what was sent to the partner,
+    and go with LAYERS_EVENT_RETENTION_DAYS.
 
     A binding whose token was stored after `requested_at` (the person consented again since) is left alone,
     as platform_authorization_removed leaves it, and so is its organization's identity."""
@@ -1399,12 +1439,13 @@ def platform_user_data_delete(
             account.token_version += 1
             account.save(update_fields=["access_token_enc", "refresh_token_enc", "avatar_url", "token_version"])
             transaction.on_commit(lambda pk=account.pk: _avatars_delete_after_disconnect(account_id=pk))
-        consented_again = SocialAccount.objects.filter(
-            identity__platform=platform, identity__platform_user_id=platform_user_id
-        ).exclude(pk__in=[account.pk for account in erased])
-        PlatformIdentity.objects.filter(platform=platform, platform_user_id=platform_user_id).exclude(
-            pk__in=consented_again.values("identity_id")
-        ).update(handle="", display_name="", updated_at=timezone.now())
+        identities = platform_user_identities(platform=platform, platform_user_id=platform_user_id)
+        consented_again = SocialAccount.objects.filter(identity__in=identities.values("pk")).exclude(
+            pk__in=[account.pk for account in erased]
+        )
+        identities.exclude(pk__in=consented_again.values("identity_id")).update(
+            handle="", display_name="", updated_at=timezone.now()
+        )
         platform_authorization_removed(
             platform=platform,
             platform_user_id=platform_user_id,
@@ -1413,7 +1454,14 @@ def platform_user_data_delete(
         )
         request.accounts_erased = len(erased)
         request.save(update_fields=["accounts_erased"])
-    log.info("%s data deletion %s: %d binding(s) erased", platform, request.confirmation_code, request.accounts_erased)
+    matched = platform_user_id_kinds(platform=platform, platform_user_id=platform_user_id)
+    log.info(
+        "%s data deletion %s: %d binding(s) erased (matched %s)",
+        platform,
+        request.confirmation_code,
+        request.accounts_erased,
+        "+".join(matched) or "no identity",
+    )
     return request
 
 

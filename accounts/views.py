@@ -194,7 +194,15 @@ def instagram_deauthorize(request):
     flipped = services.platform_authorization_removed(
         platform=Platform.INSTAGRAM, platform_user_id=signed.user_id, removed_at=signed.issued_at
     )
-    log.info("instagram deauthorize: %d binding(s) now need a reauth", len(flipped))
+    # Which of the person's ids Meta sent (its docs do not say), not the id: it names a person, and a log line
+    # would keep it past their data deletion. "no identity" on every request means Meta sends an id Layers
+    # does not record (README).
+    matched = services.platform_user_id_kinds(platform=Platform.INSTAGRAM, platform_user_id=signed.user_id)
+    log.info(
+        "instagram deauthorize: %d binding(s) now need a reauth (matched %s)",
+        len(flipped),
+        "+".join(matched) or "no identity",
+    )
     return JsonResponse({"received": True, "applied": bool(flipped)})
 
 

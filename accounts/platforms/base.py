@@ -110,6 +110,9 @@ class TokenSet:
     # How long the access token was issued for (the answer's expires_in); None when not known. Stored with
     # the tokens: the refresh margin is a share of it (accounts/token_margin.py).
     lifetime: timedelta | None = None
+    # Instagram: the `user_id` the code exchange answered, kept as one of the ids Meta's signed requests may
+    # name the person by (PlatformIdentity.token_user_id). None elsewhere, and on a refresh.
+    token_user_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ class Profile:
     username: str
     display_name: str
     avatar_url: str | None  # a signed, expiring CDN URL: copy the bytes, never store the URL
+    # Instagram: /me's `id`, the app-scoped id, which Meta's signed requests may name the person by
+    # (PlatformIdentity.app_scoped_id). None elsewhere.
+    app_scoped_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ DEFAULT_SCOPES = (
     "instagram_business_content_publish",
     "instagram_business_manage_insights",
 )
-PROFILE_FIELDS = "user_id,username,name,account_type,profile_picture_url"
+# `id` is the app-scoped id, which Meta's deauthorize and data deletion requests may carry instead of `user_id`.
+PROFILE_FIELDS = "id,user_id,username,name,account_type,profile_picture_url"
 INSIGHT_METRICS = "views,likes,comments,shares,saved,reach"
 TOKEN_INVALID_CODE = 190
 # 4, 17, 32, 613: Graph API throttling; 80002: the Business Use Case limit of an Instagram account, the limits
@@ -84,6 +85,17 @@ CAPTION_HASHTAGS_MAX = 30
 CAPTION_MENTIONS_MAX = 20
 _HASHTAG = re.compile(r"(?<!\w)#(?=\w*[^\W\d])\w+")
 _MENTION = re.compile(r"(?<![\w@])@[A-Za-z0-9_][A-Za-z0-9_.]*")
+
+
+def _id_text(value) -> str | None:
+    """An id Instagram answered (a number, or a string: digits in every answer seen) as stored, or None when it
+    is none that PostgreSQL can keep in PlatformIdentity's 128 characters: it is only matched against, so a
+    strange value is dropped rather than failing the connect."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and 0 < len(value) <= 128 and value.isascii() and value.isprintable():
+        return value
+    return None
 
 
 def caption_hashtags(caption: str) -> int:
@@ -167,6 +179,7 @@ class InstagramClient:
             platform_user_id=str(user_id),
             scopes=_permissions(entry.get("permissions")),
             lifetime=lifetime,
+            token_user_id=_id_text(entry.get("user_id")),
         )
 
     def refresh(self, *, tokens: TokenSet) -> TokenSet:
@@ -228,6 +241,7 @@ class InstagramClient:
             username=username,
             display_name=platform_text(me.get("name")) or username,
             avatar_url=me.get("profile_picture_url") or None,
+            app_scoped_id=_id_text(me.get("id")),
         )
 
     def fetch_metrics(self, *, access_token: str, platform_user_id: str, external_ids: list[str]) -> dict[str, Metrics]:

@@ -11,6 +11,7 @@ import logging
 import time
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -18,9 +19,11 @@ from django.test import Client
 
 from accounts import services
 from accounts.models import DataDeletionRequest, Event, PlatformIdentity, SocialAccount, SocialAccountStatusChange
-from accounts.platforms.sandbox.identities import instagram_user_id
+from accounts.platforms.sandbox.identities import instagram_scoped_id, instagram_user_id
 from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.conftest import assert_error
+from tests.platform_helpers import intercepted
+from tests.staff import admin_object_url, staff_login, superuser
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -327,3 +330,165 @@ def test_sandbox_instagram_deauthorize_control_validates_its_input():
     assert call({"username": "ok.name", "deleteData": "yes"}).status_code == 422
     assert call({"username": "ok.name", "reason": 1}).status_code == 422  # TikTok's field
     assert call({"username": "nobody.here"}).json()["webhook"]["status"] == 200
+
+
+# Which of Instagram's ids Meta's signed request carries for Instagram Login is not documented: /me's `user_id`
+# (the professional account id Layers publishes with) or the app-scoped id (/me's `id`, and maybe the code
+# exchange's `user_id`). Layers records all of them at connect and matches the request against any.
+ID_KINDS = ["user_id", "app_scoped"]
+
+
+def id_of(username: str, kind: str) -> str:
+    return instagram_user_id(username) if kind == "user_id" else instagram_scoped_id(username)
+
+
+# What the log says matched: the sandbox's code exchange answers /me's `user_id`, so that id is both kinds.
+MATCHED = {"user_id": "user_id+token", "app_scoped": "app_scoped"}
+
+
+def deauthorize_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("instagram deauthorize:")]
+
+
+@pytest.mark.parametrize("id_kind", ID_KINDS)
+def test_deauthorize_finds_the_person_by_whichever_id_meta_sends(owner, outsider, id_kind, caplog):
+    caplog.set_level(logging.INFO)
+    mine = connected_account(owner, "instagram", "ig.either")
+    other_org = connected_account(outsider, "instagram", "ig.either", return_url="https://globex.test/back")
+    someone_else = connected_account(owner, "instagram", "ig.stayer")
+
+    answer = control("ig.either", idKind=id_kind)
+
+    assert answer["webhook"]["status"] == 200
+    assert statuses(mine["id"], other_org["id"]) == ["reauth_required"] * 2
+    assert statuses(someone_else["id"]) == ["connected"]
+    assert Event.objects.filter(type="social_account.needs_reauth").count() == 2
+    # Ops read which id Meta sent, not the id itself: it names a person, and the log outlives a deletion.
+    assert deauthorize_lines(caplog) == [
+        f"instagram deauthorize: 2 binding(s) now need a reauth (matched {MATCHED[id_kind]})"
+    ]
+    assert id_of("ig.either", id_kind) not in caplog.text
+
+
+@pytest.mark.parametrize("id_kind", ID_KINDS)
+def test_a_data_deletion_finds_the_person_by_whichever_id_and_keeps_the_ids_a_later_request_names(
+    owner, outsider, id_kind, caplog
+):
+    caplog.set_level(logging.INFO)
+    mine = connected_account(owner, "instagram", "ig.gone")
+    other_org = connected_account(outsider, "instagram", "ig.gone", return_url="https://globex.test/back")
+    someone_else = connected_account(owner, "instagram", "ig.stayer")
+
+    answer = control("ig.gone", deleteData=True, idKind=id_kind)
+
+    assert answer["dataDeletion"]["status"] == 200 and answer["dataDeletion"]["answer"]["confirmation_code"]
+    assert DataDeletionRequest.objects.get().accounts_erased == 2
+    for pk in (mine["id"], other_org["id"]):
+        row = SocialAccount.objects.select_related("identity").get(pk=pk)
+        assert row.status == "reauth_required"
+        assert (row.access_token_enc, row.refresh_token_enc, row.avatar_url) == ("", "", "")
+        assert (row.identity.handle, row.identity.display_name) == ("", "")
+        # Kept, as platform_user_id is: not a profile, and what a later request or a reconnect is matched by.
+        assert (row.identity.platform_user_id, row.identity.app_scoped_id) == (
+            instagram_user_id("ig.gone"),
+            instagram_scoped_id("ig.gone"),
+        )
+    kept = SocialAccount.objects.get(pk=someone_else["id"])
+    assert kept.status == "connected" and kept.access_token and kept.identity.handle == "ig.stayer"
+    assert any(f"binding(s) erased (matched {MATCHED[id_kind]})" in r.getMessage() for r in caplog.records)
+    assert id_of("ig.gone", id_kind) not in caplog.text
+
+    # Meta's next request may name the person by the other id: it still finds them.
+    other_kind = next(kind for kind in ID_KINDS if kind != id_kind)
+    later = post(DATA_DELETION, signed_request(payload_for("ig.gone", user_id=id_of("ig.gone", other_kind))))
+    assert later.status_code == 200
+    assert DataDeletionRequest.objects.order_by("completed_at", "pk").last().accounts_erased == 2
+
+
+@pytest.mark.parametrize("url", CALLBACKS)
+def test_an_id_of_another_person_matches_nobody(owner, url):
+    mine = connected_account(owner, "instagram", "ig.mine")
+
+    for user_id in (instagram_user_id("ig.other"), instagram_scoped_id("ig.other"), "0"):
+        assert post(url, signed_request(payload_for("ig.mine", user_id=user_id))).status_code == 200
+
+    row = SocialAccount.objects.select_related("identity").get(pk=mine["id"])
+    assert row.status == "connected" and row.access_token and row.avatar_url and row.identity.handle == "ig.mine"
+    assert not Event.objects.filter(type="social_account.needs_reauth").exists()
+
+
+def _exchange_answering_user_id(user_id: str):
+    """An override of Instagram's code exchange: the sandbox's answer, naming the user by `user_id`."""
+
+    def answer(request, sandbox):
+        response = sandbox.handle_request(request)
+        body = json.loads(response.read())
+        return httpx.Response(response.status_code, json={**body, "user_id": int(user_id)})
+
+    return answer
+
+
+def test_the_code_exchanges_user_id_is_recorded_and_matched_too(owner, caplog):
+    # Said to be the app-scoped id; a third number here, so that only a match on it can find the account.
+    token_user_id = "31000000000000042"
+    with intercepted({"/oauth/access_token": _exchange_answering_user_id(token_user_id)}):
+        account = connected_account(owner, "instagram", "ig.tokenid")
+    identity = SocialAccount.objects.get(pk=account["id"]).identity
+    assert identity.platform_user_id == instagram_user_id("ig.tokenid")  # still /me's user_id: publishing uses it
+    assert identity.token_user_id == token_user_id
+    caplog.set_level(logging.INFO)
+
+    answer = post(DEAUTHORIZE, signed_request(payload_for("ig.tokenid", user_id=token_user_id)))
+
+    assert answer.json() == {"received": True, "applied": True}
+    assert statuses(account["id"]) == ["reauth_required"]
+    assert deauthorize_lines(caplog) == ["instagram deauthorize: 1 binding(s) now need a reauth (matched token)"]
+
+
+def test_an_account_connected_before_the_ids_were_recorded_gets_them_at_its_next_profile_read_or_reauth(owner):
+    account = connected_account(owner, "instagram", "ig.older")
+    identity = SocialAccount.objects.get(pk=account["id"]).identity
+    PlatformIdentity.objects.filter(pk=identity.pk).update(app_scoped_id="", token_user_id="")  # as it was stored
+    by_app_scoped_id = signed_request(payload_for("ig.older", user_id=instagram_scoped_id("ig.older")))
+
+    # Until then it is found by /me's user_id only.
+    assert post(DEAUTHORIZE, by_app_scoped_id).json()["applied"] is False
+    # The daily health check reads the profile: /me's id is recorded from it.
+    assert services.social_account_check_health(account_id=account["id"]) == "healthy"
+    assert PlatformIdentity.objects.get(pk=identity.pk).app_scoped_id == instagram_scoped_id("ig.older")
+    assert post(DEAUTHORIZE, by_app_scoped_id).json()["applied"] is True
+
+    # A reauth records them again (the code exchange's answer included).
+    PlatformIdentity.objects.filter(pk=identity.pk).update(app_scoped_id="", token_user_id="")
+    assert reauthorize(owner, account["id"], "instagram", "ig.older").status_code == 302
+    assert statuses(account["id"]) == ["connected"]
+    again = PlatformIdentity.objects.get(pk=identity.pk)
+    assert again.app_scoped_id == instagram_scoped_id("ig.older")
+    assert again.token_user_id == instagram_user_id("ig.older")  # what the sandbox's code exchange answers
+
+
+def test_sandbox_instagram_deauthorize_control_takes_the_kind_of_id_to_send():
+    def call(body):
+        return Client().post("/sandbox/instagram/_control/deauthorize", body, content_type="application/json")
+
+    assert call({"username": "ok.name", "idKind": "open_id"}).status_code == 422
+    assert call({"username": "ok.name", "idKind": 1}).status_code == 422
+    for kind in ID_KINDS:
+        assert call({"username": "ok.name", "idKind": kind}).status_code == 200
+
+
+def test_the_identitys_admin_page_shows_the_ids_support_is_quoted_and_no_token(owner):
+    account = connected_account(owner, "instagram", "ig.support")
+    row = SocialAccount.objects.get(pk=account["id"])
+    staff = staff_login(Client(), superuser("ops"))
+
+    page = staff.get(admin_object_url(PlatformIdentity, row.identity_id)).content.decode()
+    # Meta's or the person's own message quotes one of them: support finds the identity by any.
+    found = staff.get("/admin/accounts/platformidentity/", {"q": instagram_scoped_id("ig.support")}).content.decode()
+    account_page = staff.get(admin_object_url(SocialAccount, row.pk)).content.decode()
+
+    assert instagram_user_id("ig.support") in page and instagram_scoped_id("ig.support") in page
+    assert 'name="app_scoped_id"' not in page and 'name="token_user_id"' not in page  # read-only
+    assert row.identity_id in found and "0 platform identities" not in found
+    for shown in (page, found, account_page):
+        assert row.access_token not in shown and settings.LAYERS_INSTAGRAM_CLIENT_SECRET not in shown

@@ -909,6 +909,26 @@ def test_instagram_code_exchange_accepts_both_answer_shapes(shape):
     assert tokens.access_token == "IGAAlong"
     assert tokens.platform_user_id == "17841400000000001"
     assert tokens.scopes == ("instagram_business_basic",)
+    # Also kept: one of the ids Meta's deauthorize and data deletion requests may name the person by.
+    assert tokens.token_user_id == "17841400000000001"
+
+
+@pytest.mark.parametrize("odd", [None, "", {"id": 1}, True, "1\x002", "9" * 129])
+def test_instagram_ids_kept_for_matching_only_are_dropped_when_unstorable_not_fatal(odd):
+    def handler(request):
+        if request.url.path.endswith("/oauth/access_token"):
+            return httpx.Response(200, json={"access_token": "IGQshort", "user_id": odd, "permissions": "x"})
+        if request.url.path.endswith("/graph/access_token"):
+            return httpx.Response(200, json={"access_token": "IGAAlong", "expires_in": 5183944})
+        return httpx.Response(200, json={"user_id": "17841400000000001", "id": odd, "username": "ig.odd"})
+
+    client = get_client("instagram", http=httpx.Client(transport=httpx.MockTransport(handler)))
+
+    tokens = client.exchange_code(code="AQcode", redirect_uri="https://x.test/cb")
+    profile = client.get_profile(access_token=tokens.access_token)
+
+    assert (tokens.platform_user_id, tokens.token_user_id) == ("17841400000000001", None)
+    assert (profile.platform_user_id, profile.app_scoped_id, profile.username) == ("17841400000000001", None, "ig.odd")
 
 
 def test_errors_are_platform_errors_with_code_and_status():

@@ -16,7 +16,7 @@ from accounts.platforms.decoding import json_loads
 from accounts.platforms.scopes import SCOPES
 
 from . import avatars, faults, oauth, selectors, webhooks
-from .identities import instagram_user_id, normalize_username, tiktok_open_id
+from .identities import instagram_scoped_id, instagram_user_id, normalize_username, tiktok_open_id
 from .models import Platform
 
 
@@ -178,8 +178,8 @@ def control_deauthorize(request: HttpRequest, platform: str) -> JsonResponse:
     """The user removes the app (every token of theirs stops working) and the platform tells the app. TikTok
     posts the signed `authorization.removed` webhook: {"username", "reason": 1}. Instagram posts Meta's signed
     request to the Deauthorize callback, and with {"deleteData": true} then to the Data deletion request
-    callback as well (the person also asked for their data to be deleted): {"username", "deleteData": false}.
-    The answer says what the receiver answered."""
+    callback as well (the person also asked for their data to be deleted): {"username", "deleteData": false,
+    "idKind": "user_id"}. The answer says what the receiver answered."""
     body, username, problems = _user_request(request)
     if body is None:
         return _invalid(problems)
@@ -195,18 +195,26 @@ def control_deauthorize(request: HttpRequest, platform: str) -> JsonResponse:
     return JsonResponse({"username": username, "invalidated": count, "webhook": webhook})
 
 
+# Which of the user's ids the signed requests name them by: Meta does not say which it sends for Instagram
+# Login, so the sandbox sends either, and tests drive both: /me's `user_id` (the professional account id) or
+# /me's app-scoped `id`.
+INSTAGRAM_ID_KINDS = {"user_id": instagram_user_id, "app_scoped": instagram_scoped_id}
+
+
 def _instagram_deauthorize(body: dict, username: str | None, problems: dict[str, str]) -> JsonResponse:
     delete_data = body.get("deleteData", False)
     if not isinstance(delete_data, bool):
         problems["deleteData"] = "true or false"
-    unknown = set(body) - {"username", "deleteData"}
+    id_kind = body.get("idKind", "user_id")
+    if not isinstance(id_kind, str) or id_kind not in INSTAGRAM_ID_KINDS:
+        problems["idKind"] = " or ".join(f'"{kind}"' for kind in INSTAGRAM_ID_KINDS)
+    unknown = set(body) - {"username", "deleteData", "idKind"}
     if unknown:
         problems.update({field: "not an Instagram field (TikTok's reason has no counterpart)" for field in unknown})
     if problems:
         return _invalid(problems)
     count = oauth.revoke_user_tokens(platform=Platform.INSTAGRAM, username=username, reason="deauthorized")
-    # Meta names the user by the id the app knows them by: the id Layers stores for an Instagram account.
-    user_id = instagram_user_id(username)
+    user_id = INSTAGRAM_ID_KINDS[id_kind](username)
     answer = {
         "username": username,
         "invalidated": count,
