@@ -38,6 +38,7 @@ from .base import (
     stopped_partway,
 )
 from .decoding import json_loads
+from .fields import count, https_url, platform_id, unreadable_answer
 from .http import http_session, json_body, platform_request, platform_text, redact
 from .lifetimes import token_lifetime
 
@@ -289,7 +290,14 @@ class InstagramClient:
             if _code_of(exc) not in PERMISSION_CODES:
                 return None  # deleted or unknown media
         else:
-            values = {item.get("name"): _insight_value(item) for item in body.get("data") or []}
+            items = body.get("data")
+            # Items that are no object, or not named by a string, are about no figure we can tell: passed over
+            # (they raised, and the account's metrics stopped at every run).
+            values = {
+                item["name"]: _insight_value(item)
+                for item in (items if isinstance(items, list) else [])
+                if isinstance(item, dict) and isinstance(item.get("name"), str)
+            }
         if values.get("likes") is None or values.get("comments") is None:
             try:
                 counts = self._graph(
@@ -300,7 +308,7 @@ class InstagramClient:
                 counts = {}  # the insights read (if any) are kept: the counts are a fallback
             for name, field in (("likes", "like_count"), ("comments", "comments_count")):
                 if values.get(name) is None:
-                    values[name] = as_int(counts.get(field))
+                    values[name] = count(counts.get(field))
         figures = {name: values.get(name) for name in ("views", "likes", "comments", "shares")}
         if all(value is None for value in figures.values()):
             return None
@@ -334,9 +342,7 @@ class InstagramClient:
                 http, "GET", f"/{platform_user_id}/content_publishing_limit", access_token=access_token,
                 params={"fields": "quota_usage,config"},
             )  # fmt: skip
-            entry = (limit.get("data") or [{}])[0]
-            total = int((entry.get("config") or {}).get("quota_total") or 0)
-            if total and int(entry.get("quota_usage") or 0) >= total:
+            if _quota_used_up(limit):
                 raise RateLimited(
                     "instagram: the 24 h publishing quota is used up", code=f"9/{QUOTA_SUBCODE}", outcome_unknown=False
                 )
@@ -345,7 +351,15 @@ class InstagramClient:
                 answer = self._graph(http, "POST", f"/{platform_user_id}/media", access_token=access_token, data=params)
                 if not answer.get("id"):
                     raise PlatformUnavailable("instagram: no container id in the answer", code="bad_response")
-                return str(answer["id"])
+                # A container is no post yet: an id that cannot be kept (over the column's 128 characters: a
+                # DataError, counted as a dead worker's run) or asked about (it goes in request paths) is an
+                # unreadable answer, retried with a new container.
+                container_id = platform_id(answer["id"])
+                if container_id is None:
+                    raise PlatformUnavailable(
+                        "instagram: a container id in the answer that Layers cannot use", code="bad_response"
+                    )
+                return container_id
 
             if media_type == "image":
                 publish_id = container({"image_url": media[0].url, "caption": caption})
@@ -373,7 +387,9 @@ class InstagramClient:
         its False leaves a FINISHED container "unpublished" too."""
         if publish_id.startswith(DELIVERY_PREFIX):
             return PublishStatus(state="sent_to_inbox")  # delivered synchronously by publish()
-        with http_session(self._http) as http:
+        # An answer read wrongly after media_publish went through is asked again: the container then says
+        # PUBLISHED, and the media is looked for (_recover_published).
+        with http_session(self._http) as http, unreadable_answer("instagram: publish status"):
             status = self._container_status(http, access_token, publish_id)
             if not publish and status.get("status_code") in ("IN_PROGRESS", "FINISHED"):
                 return PublishStatus(state="unpublished")
@@ -404,9 +420,12 @@ class InstagramClient:
                         state="throttled", fail_code=exc.code, fail_reason=str(exc), retry_after=exc.retry_after
                     )
                 else:
-                    if not published.get("id"):
-                        raise PlatformUnavailable("instagram: no media id in the answer", code="bad_response")
-                    return self._published(http, access_token, str(published["id"]))
+                    media_id = platform_id(published.get("id"))
+                    if media_id is None:
+                        # Published, with no id we can use: asked again, the container answers PUBLISHED, and the
+                        # post's media is looked for in the account's media (_recover_published).
+                        raise PlatformUnavailable("instagram: no usable media id in the answer", code="bad_response")
+                    return self._published(http, access_token, media_id)
             code = status.get("status_code")
             if code == "IN_PROGRESS":
                 return PublishStatus(state="processing")
@@ -468,7 +487,7 @@ class InstagramClient:
             )
         except PlatformError:
             return PublishStatus(state="published", external_id=media_id)
-        return PublishStatus(state="published", external_id=media_id, external_url=media.get("permalink"))
+        return PublishStatus(state="published", external_id=media_id, external_url=_permalink(media, media_id))
 
     def _recover_published(
         self, http: httpx.Client, access_token: str, user_id: str, caption: str | None, not_before: datetime | None
@@ -488,17 +507,23 @@ class InstagramClient:
             params={"fields": "id,permalink,caption,timestamp", "limit": RECOVERY_PAGE},
         )  # fmt: skip
         earliest = not_before - RECOVERY_CLOCK_SKEW if not_before else None
+        items = listing.get("data")
+        # Items that are no object, or whose caption is no string (an AttributeError at every status check: the
+        # post stayed `publishing`), are no match. An id that cannot be used makes no match either, so that
+        # two candidates, one of them unreadable, are still two.
         matches = [
             media
-            for media in listing.get("data") or []
-            if media.get("id")
+            for media in (items if isinstance(items, list) else [])
+            if isinstance(media, dict)
+            and media.get("id")
+            and isinstance(media.get("caption") or "", str)
             and (media.get("caption") or "").strip() == caption.strip()
             and (earliest is None or _published_since(media.get("timestamp"), earliest))
         ]
-        if len(matches) != 1:
+        media_id = platform_id(matches[0]["id"]) if len(matches) == 1 else None
+        if media_id is None:
             return PublishStatus(state="published")
-        media = matches[0]
-        return PublishStatus(state="published", external_id=str(media["id"]), external_url=media.get("permalink"))
+        return PublishStatus(state="published", external_id=media_id, external_url=_permalink(matches[0], media_id))
 
     def _deliver_draft(
         self, *, access_token: str, user_id: str, media_type: str, media: list[MediaItem], caption: str
@@ -596,11 +621,40 @@ def _check_media(*, mode: str, media_type: str, media: list[MediaItem]) -> None:
 
 
 def _insight_value(item: dict) -> int | None:
-    # Older answers carry values[0].value, newer ones total_value.value; no value is no figure (None), not 0.
+    # Older answers carry values[0].value, newer ones total_value.value; no value is no figure (None), not 0,
+    # and neither is one in another shape (`values` as an object raised a KeyError at every run).
     if isinstance(item.get("total_value"), dict):
-        return as_int(item["total_value"].get("value"))
-    values = item.get("values") or [{}]
-    return as_int(values[0].get("value")) if isinstance(values[0], dict) else None
+        return count(item["total_value"].get("value"))
+    values = item.get("values")
+    if isinstance(values, list) and values and isinstance(values[0], dict):
+        return count(values[0].get("value"))
+    return None
+
+
+def _quota_used_up(limit: dict) -> bool:
+    """Whether content_publishing_limit's answer says the 24 h quota is used up. The check is advisory (it
+    spares containers that could not be published; media_publish is refused past the quota anyway, and that
+    refusal is retried), so an answer it cannot read says no, with a warning. Read with int() it raised
+    (ValueError, AttributeError, OverflowError), and the worker's run was counted as dead: after 5 the post
+    failed "the worker died or raised", for every post while Meta sent that shape."""
+    data = limit.get("data")
+    entry = data[0] if isinstance(data, list) and data else {}
+    config = entry.get("config") if isinstance(entry, dict) else None
+    total = count(config.get("quota_total")) if isinstance(config, dict) else None
+    usage = count(entry.get("quota_usage") or 0) if isinstance(entry, dict) else None
+    if total is None or usage is None:
+        if data or (isinstance(entry, dict) and entry.get("config") is not None):
+            log.warning("instagram: content_publishing_limit answer not read (not the documented shape)")
+        return False
+    return total > 0 and usage >= total
+
+
+def _permalink(media: dict, media_id: str) -> str | None:
+    """A media's permalink as it may be handed to partners (fields.https_url), or None with a warning."""
+    permalink = https_url(media.get("permalink"))
+    if permalink is None and media.get("permalink") is not None:
+        log.warning("instagram: permalink of media %s not kept: no https URL of a permalink's shape", media_id)
+    return permalink
 
 
 def _code_of(exc: PlatformError) -> int | None:

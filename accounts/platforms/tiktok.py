@@ -29,9 +29,9 @@ from .base import (
     RequestRejected,
     TokenInvalid,
     TokenSet,
-    as_int,
     stopped_partway,
 )
+from .fields import count, flag, int64_id, platform_id, tiktok_handle, unreadable_answer
 from .http import http_session, json_body, platform_request, platform_text, redact
 from .lifetimes import token_lifetime
 
@@ -201,13 +201,20 @@ class TikTokClient:
                         rest=ids[start + METRICS_BATCH :],
                     )
                     raise
-                for video in data.get("videos") or []:
-                    # A field TikTok left out of a video's answer is unknown (None), not 0.
-                    result[str(video.get("id"))] = Metrics(
-                        views=as_int(video.get("view_count")),
-                        likes=as_int(video.get("like_count")),
-                        comments=as_int(video.get("comment_count")),
-                        shares=as_int(video.get("share_count")),
+                videos = data.get("videos")
+                for video in videos if isinstance(videos, list) else []:
+                    # An entry that is no object, or whose id is not one, is about no post we can tell: passed
+                    # over (it raised, and the account's metrics stopped at every run). A field TikTok left out
+                    # of a video's answer, or gave in no readable shape, is unknown (None), not 0. The range is
+                    # the sync's to check: it knows the post, and what its columns hold.
+                    video_id = int64_id(video.get("id")) if isinstance(video, dict) else None
+                    if video_id is None:
+                        continue
+                    result[video_id] = Metrics(
+                        views=count(video.get("view_count")),
+                        likes=count(video.get("like_count")),
+                        comments=count(video.get("comment_count")),
+                        shares=count(video.get("share_count")),
                     )
         return result
 
@@ -232,9 +239,10 @@ class TikTokClient:
                 # privacy_level must be one of this creator's options, and creator_info is also where a
                 # creator at the daily cap or banned from posting is refused (HTTP 200, error.code spam_risk_*).
                 creator = self._call(http, "POST", "/v2/post/publish/creator_info/query/", access_token=access_token)
-                path, payload = _direct_post_request(
-                    creator=creator, media_type=media_type, media=media, caption=caption
-                )
+                with unreadable_answer("tiktok: creator_info", outcome_unknown=False):  # nothing is created yet
+                    path, payload = _direct_post_request(
+                        creator=creator, media_type=media_type, media=media, caption=caption
+                    )
             if before_create is not None:
                 before_create()  # the init call below is the post itself: no idempotency key exists
             data = self._call(http, "POST", path, access_token=access_token, json=payload)
@@ -242,7 +250,17 @@ class TikTokClient:
         if not publish_id:
             # TikTok said "ok" without saying to what: the post may exist.
             raise PlatformUnavailable("tiktok: no publish_id in the answer", code="bad_response", outcome_unknown=True)
-        return PublishResult(publish_id=str(publish_id))
+        kept = platform_id(publish_id, in_paths=False)
+        if kept is None:
+            # TikTok took the post, with an id Layers cannot keep (PLATFORMS.md: at most 64 characters; one over
+            # the column's 128, or with a NUL, failed the write): without it the post's status cannot be asked,
+            # so this is an answer that does not say what happened, as one cut short. The post may be live:
+            # failed, never sent again (storing it raised, and the post failed "the worker stopped").
+            shape = f"{len(publish_id)} characters" if isinstance(publish_id, str) else type(publish_id).__name__
+            raise PlatformUnavailable(
+                f"tiktok: a publish_id Layers cannot keep ({shape})", code="bad_response", outcome_unknown=True
+            )
+        return PublishResult(publish_id=kept)
 
     def publish_status(
         self,
@@ -255,7 +273,7 @@ class TikTokClient:
         publish: bool | Callable[[], bool] = True,
     ) -> PublishStatus:
         # `publish` changes nothing: TikTok goes on with a post on its own, and this call only reads.
-        with http_session(self._http) as http:
+        with http_session(self._http) as http, unreadable_answer("tiktok: publish status"):
             data = self._call(
                 http,
                 "POST",
@@ -274,13 +292,15 @@ class TikTokClient:
             if status == "PUBLISH_COMPLETE":
                 # The field is spelled "publicaly" in the API. It stays empty until moderation is done, and
                 # forever for posts that are not public (SELF_ONLY): the post is live, its public id unknown.
-                post_ids = data.get("publicaly_available_post_id") or data.get("publicly_available_post_id") or []
-                if not post_ids:
+                post_id = _public_post_id(
+                    data.get("publicaly_available_post_id") or data.get("publicly_available_post_id")
+                )
+                if post_id is None:
                     return PublishStatus(state="published")
-                post_id = str(post_ids[0])
                 # A token without user.info.profile gives no username: the post is live all the same, its
-                # public URL unknown (null) rather than the post failing on a token that just worked.
-                username = self._profile(http, access_token, ()).username
+                # public URL unknown (null) rather than the post failing on a token that just worked. So is a
+                # username no URL can be built with (a "/" in it would make it another page's).
+                username = tiktok_handle(self._profile(http, access_token, ()).username)
                 url = f"https://www.tiktok.com/@{username}/video/{post_id}" if username else None
                 return PublishStatus(state="published", external_id=post_id, external_url=url)
         raise PlatformUnavailable(f"tiktok: unknown publish status {status!r}", code="bad_response")
@@ -306,7 +326,9 @@ class TikTokClient:
                 raise
             fields = BASIC_FIELDS
             data = self._call(http, "GET", "/v2/user/info/", access_token=access_token, params={"fields": fields})
-        user = data.get("user") or {}
+        user = data.get("user")
+        # Not an object: no user (an AttributeError here left a live post `publishing` at every status check).
+        user = user if isinstance(user, dict) else {}
         if not user.get("open_id"):
             raise PlatformUnavailable("tiktok: no open_id in the user info", code="bad_response")
         username = platform_text(user.get("username"))
@@ -442,21 +464,40 @@ def _draft_request(*, media_type: str, media: list[MediaItem], caption: str) -> 
     }
 
 
+def _public_post_id(post_ids) -> str | None:
+    """The public post id in `publicaly_available_post_id`, "a list of int64", or None when there is none
+    readable: it is then asked again by the follow-up of late ids (scheduling.services._posts_attach_late_ids),
+    as before moderation. A bare number or string is taken as the one id it is. str(post_ids[0]) made a
+    string's first character the id ("7", its URL …/video/7), and a nested list its Python repr; a bare number
+    raised a TypeError at every status check, and the live post stayed `publishing` for ever."""
+    if isinstance(post_ids, list):
+        return int64_id(post_ids[0]) if post_ids else None
+    return int64_id(post_ids)
+
+
 def _direct_post_request(*, creator: dict, media_type: str, media: list[MediaItem], caption: str) -> tuple[str, dict]:
     options = creator.get("privacy_level_options") or []
+    if not isinstance(options, list):
+        # A number raised a TypeError, a string was searched for substrings. No refusal of the post (that would
+        # fail it for good) and no crash (counted as a dead worker's run): an answer to ask again for, and
+        # nothing was created yet.
+        raise PlatformUnavailable(
+            "tiktok: creator_info's privacy_level_options is not a list", code="bad_response", outcome_unknown=False
+        )
     privacy = next((level for level in PRIVACY_PREFERENCE if level in options), None)
     if privacy is None:
         raise RequestRejected("tiktok: the creator offers no privacy level", code="privacy_level_option_mismatch")
-    # A creator who turned comments (duets, stitches) off must not have them turned on by us.
-    disable_comment = bool(creator.get("comment_disabled"))
+    # A creator who turned comments (duets, stitches) off must not have them turned on by us: what is no yes or
+    # no reads as off (bool() read the string "false" as true; that one is read as the no it says).
+    disable_comment = flag(creator.get("comment_disabled"), unreadable=True)
     if media_type == "video":
         return "/v2/post/publish/video/init/", {
             "post_info": {
                 "title": caption,
                 "privacy_level": privacy,
                 "disable_comment": disable_comment,
-                "disable_duet": bool(creator.get("duet_disabled")),
-                "disable_stitch": bool(creator.get("stitch_disabled")),
+                "disable_duet": flag(creator.get("duet_disabled"), unreadable=True),
+                "disable_stitch": flag(creator.get("stitch_disabled"), unreadable=True),
             },
             "source_info": _source_info(media_type, media),
         }

@@ -4,6 +4,8 @@ what a partner sees: RateLimited / PlatformUnavailable → the post is retried l
 fails for good; TokenInvalid → the account goes to reauth_required; outcome_unknown → the post is never sent
 again automatically (it may already be live), so a retry cannot post it twice."""
 
+import json
+
 import httpx
 import pytest
 from django.utils import timezone
@@ -197,3 +199,89 @@ def test_both_processing_states_are_processing(state):
     )
 
     assert status.state == "processing"
+
+
+def creator_then_init(creator: dict, sent: list):
+    """A TikTok client whose creator_info answers `creator` (its data) and whose init records what it was sent."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/creator_info/query/"):
+            return httpx.Response(200, json={"data": creator, "error": {"code": "ok", "message": ""}})
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={"data": {"publish_id": "v_pub_url~v2.1"}, "error": {"code": "ok"}})
+
+    return get_client("tiktok", http=httpx.Client(transport=httpx.MockTransport(handler)))
+
+
+# A creator_info answer Layers cannot read is no refusal of the post (that would fail it for good) and no crash
+# (a ValueError, AttributeError... that the worker counted as a dead run: after 5, the post failed "the worker
+# died or raised"): it is an unreadable answer, retried. Nothing was created: it is no unknown outcome.
+@pytest.mark.parametrize(
+    "options", [7, "PUBLIC_TO_EVERYONE", {"PUBLIC_TO_EVERYONE": True}], ids=["number", "string", "object"]
+)
+def test_a_creator_info_answer_whose_privacy_options_cannot_be_read_is_an_outage_retried(options):
+    sent: list = []
+    client = creator_then_init({"privacy_level_options": options}, sent)
+
+    with pytest.raises(PlatformUnavailable) as caught:
+        publish(client)
+
+    assert caught.value.code == "bad_response" and caught.value.outcome_unknown is False
+    assert sent == []
+
+
+# TikTok documents comment_disabled (and duet / stitch) as booleans. "false" as a string was read as true by
+# bool(): comments turned off on a creator who allows them. What is not a yes or a no keeps them off (the
+# creator may have turned them off: Layers must not turn them on).
+@pytest.mark.parametrize(
+    "value, disabled",
+    [(False, False), (True, True), ("false", False), ("False", False), ("true", True), (0, False), (1, True),
+     (None, False), ("maybe", True), ({}, True), ([], True)],
+)  # fmt: skip
+def test_comment_duet_and_stitch_settings_are_read_as_the_booleans_tiktok_means(value, disabled):
+    sent: list = []
+    creator = {
+        "privacy_level_options": ["PUBLIC_TO_EVERYONE"],
+        "comment_disabled": value,
+        "duet_disabled": value,
+        "stitch_disabled": value,
+    }
+
+    publish(creator_then_init(creator, sent))
+
+    info = sent[0]["post_info"]
+    assert (info["disable_comment"], info["disable_duet"], info["disable_stitch"]) == (disabled,) * 3
+
+
+@pytest.mark.parametrize(
+    "post_ids, expected",
+    [([7513605806270863771], "7513605806270863771"), (["7513605806270863771"], "7513605806270863771"),
+     (7513605806270863771, "7513605806270863771"), ([[7513605806270863771]], None), ([{"id": 75}], None),
+     ([-75], None), ([2**63], None), ([7.5e18], None), ([True], None), (["75 13"], None), (["٣٤"], None)],
+)  # fmt: skip
+def test_a_public_post_id_is_read_only_as_the_int64_tiktok_documents(post_ids, expected):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/user/info/"):
+            return httpx.Response(200, json={"data": {"user": {"open_id": "tt_edge", "username": "edge"}}})
+        data = {"status": "PUBLISH_COMPLETE", "publicaly_available_post_id": post_ids}
+        return httpx.Response(200, json={"data": data, "error": {"code": "ok", "message": ""}})
+
+    client = get_client("tiktok", http=httpx.Client(transport=httpx.MockTransport(handler)))
+    status = client.publish_status(access_token=TOKEN, platform_user_id="tt_edge", publish_id="v_pub~1")
+
+    assert (status.state, status.external_id) == ("published", expected)
+    assert status.external_url == (f"https://www.tiktok.com/@edge/video/{expected}" if expected else None)
+
+
+@pytest.mark.parametrize("username", ["ed ge", "edge\x00", "e" * 1100, "ed/../ge"])
+def test_a_post_url_is_not_built_from_a_username_that_is_no_tiktok_handle(username):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/user/info/"):
+            return httpx.Response(200, json={"data": {"user": {"open_id": "tt_edge", "username": username}}})
+        data = {"status": "PUBLISH_COMPLETE", "publicaly_available_post_id": [75]}
+        return httpx.Response(200, json={"data": data, "error": {"code": "ok", "message": ""}})
+
+    client = get_client("tiktok", http=httpx.Client(transport=httpx.MockTransport(handler)))
+    status = client.publish_status(access_token=TOKEN, platform_user_id="tt_edge", publish_id="v_pub~1")
+
+    assert (status.state, status.external_id, status.external_url) == ("published", "75", None)

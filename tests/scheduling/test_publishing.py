@@ -241,6 +241,62 @@ def test_transient_errors_retry_with_backoff_then_fail(owner, kind, code):
     assert sandbox_posts("instagram", f"transient.{kind}") == []
 
 
+@pytest.mark.parametrize(
+    "limit",
+    [
+        {"data": {"quota_usage": 1}},
+        {"data": [{"quota_usage": "1.0", "config": {"quota_total": 100}}]},
+        {"data": ["quota"]},
+        {"data": [{"quota_usage": 1, "config": "100"}]},
+        b'{"data": [{"quota_usage": 1, "config": {"quota_total": 1e400}}]}',  # read as float("inf")
+    ],
+    ids=["object", "usage-as-decimal-string", "item-not-object", "config-not-object", "infinite-total"],
+)
+def test_an_unreadable_instagram_quota_answer_does_not_stop_the_post(owner, limit):
+    """The quota read before the containers is advisory (media_publish is refused past the quota anyway, and
+    that refusal is retried): an answer it cannot read is passed over. It raised ValueError, AttributeError or
+    OverflowError instead: the worker's run "raised", and after 5 the post failed "Gave up after 5 runs that each
+    stopped (the worker died or raised)", blaming Layers' workers, for every Instagram post while Meta sent it."""
+    account = connected_account(owner, "instagram", "shape.quota")
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+
+    content = limit if isinstance(limit, bytes) else json.dumps(limit).encode()
+    answer = httpx.Response(200, content=content, headers={"Content-Type": "application/json"})
+    with intercepted({"/content_publishing_limit": lambda request, sandbox: answer}):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published", body
+    assert len(sandbox_posts("instagram", "shape.quota")) == 1
+
+
+def test_an_unreadable_tiktok_creator_info_is_retried_not_blamed_on_a_dead_worker(owner):
+    """privacy_level_options as a number raised a TypeError before the init: the post failed after 5 runs "the
+    worker died or raised". Nothing is created before the init: it is retried, and published once TikTok
+    answers readably."""
+    account = connected_account(owner, "tiktok", "shape.creator")
+    scheduled = schedule_now(owner, account["id"])
+
+    def creator(request, sandbox):
+        real = sandbox.handle_request(request)
+        real.read()
+        body = json.loads(real.content)
+        body["data"]["privacy_level_options"] = 3
+        return httpx.Response(200, json=body)
+
+    with intercepted({"/creator_info/query/": creator}):
+        run_dispatcher()
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "queued", body
+    assert sandbox_posts("tiktok", "shape.creator") == []
+
+    with time_machine.travel(later(minutes=5)):
+        run_dispatcher()
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published" and body["attempts"] == 2, body
+    assert len(sandbox_posts("tiktok", "shape.creator")) == 1
+
+
 def test_a_transient_error_then_success_publishes_once(owner):
     account = connected_account(owner, "tiktok", "recovers")
     sandbox_control("tiktok", "faults", {"username": "recovers", "kind": "server_error", "count": 1})
