@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Case, Count, DateTimeField, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When, Window
 from django.db.models.functions import Cast, Now, RowNumber
 from django.utils import timezone
@@ -1508,7 +1508,7 @@ def _resolve(post: ScheduledPost) -> str:
     except _LostClaim:
         return "skipped"  # no longer about this publish id: whoever changed it settles the post
     if status.state in ("published", "sent_to_inbox"):
-        return _published(post, external_id=status.external_id, external_url=status.external_url)
+        return _published_as_answered(post, status)
     if status.state == "unpublished":
         if _disconnected_moments_ago(account.pk, now):
             # Another run of this post may have passed its account check just before the revoke and be in
@@ -1535,6 +1535,29 @@ def _resolve(post: ScheduledPost) -> str:
     if status.state == "throttled":
         return _publish_throttled(post, status, now)
     return _check_again(post, now, answered=True)
+
+
+def _published_as_answered(post: ScheduledPost, status: PublishStatus) -> str:
+    """The post is live (or in the creator's inbox): published, with the id and URL the platform gave where
+    they can be stored and handed on (_storable_outcome). Should the database still refuse to store them (a
+    value no check here foresaw: DataError), the post is published without them, with a warning: the platform
+    did publish it, and raising here left it `publishing` for ever (the resolver claimed it at every lease,
+    asked the platform, and was refused the same write again; the day's give-up was never reached)."""
+    platform = _answering(post)
+    external_id, external_url = _storable_outcome(
+        post, status.external_id or "", status.external_url or "", source=platform
+    )
+    as_read = copy.copy(post)  # _finish sets the changes on the post before its event is written
+    try:
+        return _published(post, external_id=external_id, external_url=external_url)
+    except DataError as exc:
+        log.warning(
+            "%s published %s, but its id or URL could not be stored (%s): published without them",
+            platform,
+            post.pk,
+            exc.__class__.__name__,
+        )
+    return _published(as_read, external_id="", external_url="")
 
 
 def _with_code(status: PublishStatus) -> str:
@@ -1847,21 +1870,27 @@ def _provider_answer(post: ScheduledPost, answer: dict) -> tuple[str, str]:
     being published (raising there left it `publishing`, queued again and sent to the provider at every
     tick), and the URL is handed to partners as `externalUrl` (API and webhooks), so only an absolute
     http(s) URL is kept (not `javascript:`)."""
+    return _storable_outcome(post, str(answer.get("id") or ""), str(answer.get("url") or ""), source="managed provider")
+
+
+def _storable_outcome(post: ScheduledPost, external_id: str, external_url: str, *, source: str) -> tuple[str, str]:
+    """`external_id` and `external_url` of a published post as they may be stored and handed to partners, each
+    "" (dropped with a warning naming `source` and the post) when not: an id the column cannot hold or with
+    characters no id has, a URL that is no absolute http(s) URL, or too long for its column. The platform or
+    provider has the post whatever it wrote: what it wrote must not keep the post from being published."""
     from config.api.returnurl import url_shape_problem
 
     meta = ScheduledPost._meta
-    external_id = str(answer.get("id") or "")
     # Not printable: a NUL, which PostgreSQL refuses in text, and line breaks no partner expects in an id.
     if len(external_id) > meta.get_field("external_id").max_length or not external_id.isprintable():
-        log.warning("managed provider's id for %s dropped: not storable (%d characters)", post.pk, len(external_id))
+        log.warning("%s's id for %s dropped: not storable (%d characters)", source, post.pk, len(external_id))
         external_id = ""
-    external_url = str(answer.get("url") or "")
     if external_url:
         problem = url_shape_problem(external_url, schemes=("https", "http"))
         if problem is None and len(external_url) > meta.get_field("external_url").max_length:
             problem = "too long"
         if problem:
-            log.warning("managed provider's url for %s dropped: %s", post.pk, problem)
+            log.warning("%s's url for %s dropped: %s", source, post.pk, problem)
             external_url = ""
     return external_id, external_url
 
@@ -1990,6 +2019,9 @@ def posts_activity_after(*, moment: datetime) -> dict[str, int]:
 
 METRICS_BATCH = 20
 METRIC_FIELDS = ("views", "likes", "comments", "shares")
+# The largest figure the columns hold (PostgreSQL's bigint). A platform's figure past it, or below 0, is no
+# count a post can have: unknown, not stored (_account_sync_metrics).
+METRIC_COUNT_MAX = 2**63 - 1
 METRICS_STALE_AFTER = timedelta(hours=1)
 # Posts published before LAYERS_METRICS_SYNC_WINDOW: refreshed this often.
 METRICS_OLD_STALE_AFTER = timedelta(days=1)
@@ -2079,13 +2111,38 @@ def _sync_metrics_batch(*, now: datetime, limit: int, unasked: list[ScheduledPos
         posts, "metrics sync", lambda account_posts: _account_sync_metrics(account_posts, now=now, unasked=unasked)
     )
     read = [post for account_posts in synced for post in account_posts]
-    # Only over older figures: a run that outlasted METRICS_STALE_AFTER wrote what it read after a later run
-    # had read the same post again, and its syncedAt and figures went back in time. bulk_update keeps the
-    # queryset's filter, and PostgreSQL checks it again on a row another run is writing meanwhile.
-    updated = ScheduledPost.objects.filter(
-        Q(metrics_synced_at__isnull=True) | Q(metrics_synced_at__lt=now)
-    ).bulk_update(read, [*METRIC_FIELDS, "metrics_synced_at"])
-    return len(posts), followed, updated
+    return len(posts), followed, _write_metrics(read, now=now)
+
+
+def _write_metrics(posts: list[ScheduledPost], *, now: datetime) -> int:
+    """Store the figures read into `posts` (one batch, shared across organizations); returns how many rows were
+    written. One write for the batch; should the database refuse it (DataError: a value no check foresaw), each
+    post is written on its own and the ones it refuses are logged and left out. The batch's one write failing
+    ended the whole run: every account of every organization in that batch, and in the batches after it, got no
+    metrics, every hour (the posts were stamped asked, and the bad one came back each time).
+
+    Only over older figures: a run that outlasted METRICS_STALE_AFTER wrote what it read after a later run had
+    read the same post again, and its syncedAt and figures went back in time. bulk_update keeps the queryset's
+    filter, and PostgreSQL checks it again on a row another run is writing meanwhile."""
+    rows = ScheduledPost.objects.filter(Q(metrics_synced_at__isnull=True) | Q(metrics_synced_at__lt=now))
+    fields = [*METRIC_FIELDS, "metrics_synced_at"]
+    try:
+        with transaction.atomic():  # a savepoint if a caller holds a transaction: it stays usable
+            return rows.bulk_update(posts, fields)
+    except DataError:
+        log.exception("metrics sync: the write of %d posts' figures was refused; writing them one by one", len(posts))
+    updated = 0
+    for post in posts:
+        try:
+            with transaction.atomic():
+                updated += rows.bulk_update([post], fields)
+        except DataError:
+            log.exception(
+                "metrics sync: the figures read for post %s (account %s) could not be stored; left as they were",
+                post.pk,
+                post.social_account_id,
+            )
+    return updated
 
 
 def _metrics_older_than(cutoff: datetime) -> Q:
@@ -2187,7 +2244,7 @@ def _account_sync_metrics(
         for post in batch:
             m = metrics.get(post.external_id)
             known = {name: getattr(m, name) for name in METRIC_FIELDS} if m is not None else {}
-            known = {name: value for name, value in known.items() if value is not None}
+            known = {name: value for name, value in known.items() if _a_count(value, account, post, name)}
             if not known:
                 continue
             # A figure the platform did not give this time (Instagram's insights are an empty set until they
@@ -2213,6 +2270,26 @@ def _account_sync_metrics(
             unasked += [p for p in batch if p.external_id in not_asked] + account_posts[i + METRICS_BATCH :]
             break
     return updated
+
+
+def _a_count(value: int | None, account: SocialAccount, post: ScheduledPost, name: str) -> bool:
+    """Whether a figure the platform gave (`name` of `post`) is one to store: known, and a count a post can have
+    (0 to METRIC_COUNT_MAX). Past bigint it failed the write of the whole batch (_write_metrics), and a negative
+    count was stored and shown to partners as it came. Otherwise it is unknown, as a figure not given is: the
+    post keeps its last value. With a warning naming the platform and the post: the platform sent it."""
+    if value is None:
+        return False
+    if 0 <= value <= METRIC_COUNT_MAX:
+        return True
+    log.warning(
+        "metrics sync: %s gave %s = %s for post %s (account %s), no count a post can have: not stored",
+        account.platform,
+        name,
+        value,
+        post.pk,
+        account.pk,
+    )
+    return False
 
 
 def _hold_sync(account_id: str, exc: PlatformError, *, post_ids: bool = False) -> None:
@@ -2293,11 +2370,15 @@ def _account_attach_late_ids(account_posts: list[ScheduledPost], *, unasked: lis
             unasked += account_posts[n if refused_for_the_account(exc) else n + 1 :]
             return
         if status.state == "published" and status.external_id:
+            # What the database cannot store would fail this write at every run: left out (_storable_outcome).
+            external_id, external_url = _storable_outcome(
+                post, status.external_id, status.external_url or "", source=account.platform
+            )
             # Not asked about its metrics yet: the metrics sync of this run takes it first if its account is
             # connected. An account no longer connected gets no metrics syncs (API.md: a revoked account's posts
             # get "no further metrics syncs"); a reauth_required one's start once it is reauthorized.
             ScheduledPost.objects.filter(pk=post.pk, status=ScheduledPost.Status.PUBLISHED, external_id="").update(
-                external_id=status.external_id, external_url=status.external_url or "", metrics_attempted_at=None
+                external_id=external_id, external_url=external_url, metrics_attempted_at=None
             )
 
 

@@ -403,3 +403,131 @@ def test_a_sync_run_outlasted_by_the_next_never_writes_its_older_figures_over_ne
     row = ScheduledPost.objects.get(pk=post_id)
     assert row.metrics_synced_at == t1
     assert (row.views, row.likes) == (readings[1].views, readings[1].likes)
+
+
+# --- Figures and answers in shapes the platform does not document -------------------------------------
+
+
+def tiktok_videos_edited(change):
+    """TikTok's /v2/video/query/ answer from the sandbox, its `videos` edited by `change(videos)`."""
+
+    def answer(request, sandbox):
+        real = sandbox.handle_request(request)
+        real.read()
+        body = real.json()
+        change(body["data"]["videos"])
+        return httpx.Response(200, json=body)
+
+    return answer
+
+
+def the_post(tenant, post_id: str) -> dict:
+    listed = tenant.client.get(f"/v1/projects/{tenant.project.id}/posts").json()["data"]
+    return next(p for p in listed if p["id"] == post_id)
+
+
+@pytest.mark.parametrize(
+    "views", [10**20, 1e20, -5, 2**63], ids=["over-bigint", "float-over-bigint", "negative", "2^63"]
+)
+def test_a_count_no_post_can_have_is_not_stored_and_every_other_figure_and_organization_is(
+    owner, sibling, views, caplog
+):
+    """A view count over PostgreSQL's bigint made the batch's one write fail: the run ended, and every account of
+    every organization in that batch and the batches after it got no metrics, every hour (the posts were
+    stamped asked, the bad one came back each time). A negative count was stored as it came."""
+    huge = connected_account(owner, "tiktok", "shape.huge")
+    fine = connected_account(sibling, "instagram", "shape.fine")
+    odd = schedule_now(owner, huge["id"])
+    other = schedule_now(sibling, fine["id"], media_type="image")
+    run_dispatcher()
+    odd_row = ScheduledPost.objects.get(pk=odd["id"])
+
+    def change(videos):
+        for video in videos:
+            if str(video.get("id")) == odd_row.external_id:
+                video["view_count"] = views
+
+    with intercepted({"/v2/video/query/": tiktok_videos_edited(change)}):
+        for hours in (2, 4):
+            with time_machine.travel(later(hours=hours)):
+                services.posts_sync_metrics()
+
+    assert the_post(sibling, other["id"])["metrics"]["syncedAt"]
+    metrics = the_post(owner, odd["id"])["metrics"]
+    # Unknown, not a figure the post cannot have; the figures TikTok gave readably are kept.
+    assert metrics["views"] is None and metrics["likes"] is not None and metrics["syncedAt"], metrics
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and odd["id"] in r.getMessage()]
+    assert warned and "tiktok" in warned[0] and "views" in warned[0], warned
+
+
+def test_a_batch_write_the_database_refuses_does_not_stop_other_organizations_or_later_batches(
+    owner, sibling, monkeypatch, caplog
+):
+    """Should a reading get past the checks and the database refuse the batch's write, the posts it can store are
+    written (those of the other organization in the same batch, those of the next batch) and the run goes on,
+    the failure logged: it used to end the run with the DataError, every hour."""
+    monkeypatch.setattr(services, "METRICS_SYNC_BATCH", 2)
+    monkeypatch.setattr(services, "METRIC_COUNT_MAX", 10**30)  # a check that let a bad figure through
+    huge = connected_account(owner, "tiktok", "batch.huge")
+    fine = connected_account(sibling, "tiktok", "batch.fine")
+    odd = schedule_now(owner, huge["id"])
+    others = [schedule_now(sibling, fine["id"], caption=f"fine {n}") for n in range(2)]
+    run_dispatcher()
+    odd_row = ScheduledPost.objects.get(pk=odd["id"])
+
+    def change(videos):
+        for video in videos:
+            if str(video.get("id")) == odd_row.external_id:
+                video["view_count"] = 10**20
+
+    with time_machine.travel(later(hours=2)), intercepted({"/v2/video/query/": tiktok_videos_edited(change)}):
+        assert services.posts_sync_metrics() == 2
+
+    # Round-robin over organizations: the first batch holds the odd post and one of the sibling's, the second
+    # batch the sibling's other post.
+    for other in others:
+        assert the_post(sibling, other["id"])["metrics"]["syncedAt"], other["id"]
+    assert the_post(owner, odd["id"])["metrics"]["syncedAt"] is None
+    assert any(odd["id"] in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
+def test_tiktok_video_entries_that_are_not_objects_are_passed_over(owner):
+    """One entry of TikTok's `videos` that is no object raised an AttributeError in the client: the account's
+    metrics were never synced again, at every run."""
+    account = connected_account(owner, "tiktok", "shape.videos")
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+
+    def change(videos):
+        videos[:0] = ["7513605806270863771", 7, None, [1, 2]]
+
+    with time_machine.travel(later(hours=2)), intercepted({"/v2/video/query/": tiktok_videos_edited(change)}):
+        assert services.posts_sync_metrics() == 1
+
+    assert the_post(owner, scheduled["id"])["metrics"]["views"] is not None
+
+
+def test_instagram_insights_items_in_unexpected_shapes_are_passed_over(owner):
+    """An insights item that is no object, or whose `values` is an object, raised in the client (AttributeError,
+    KeyError): the account's metrics stopped for good. Such items are unknown figures; the others are read."""
+    account = connected_account(owner, "instagram", "shape.insights")
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    run_dispatcher()
+
+    def insights(request, sandbox):
+        real = sandbox.handle_request(request)
+        real.read()
+        body = real.json()
+        for item in body["data"]:
+            if item.get("name") == "shares":
+                item.pop("total_value", None)
+                item["values"] = {"value": 3}
+        body["data"][:0] = ["views", 12, None, {"name": ["views"], "values": [{"value": 1}]}]
+        return httpx.Response(200, json=body)
+
+    with time_machine.travel(later(hours=2)), intercepted({"/insights": insights}):
+        assert services.posts_sync_metrics() == 1
+
+    metrics = the_post(owner, scheduled["id"])["metrics"]
+    assert metrics["views"] is not None and metrics["syncedAt"], metrics
+    assert metrics["shares"] is None, metrics
