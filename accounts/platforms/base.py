@@ -170,8 +170,9 @@ class Metrics:
 
 
 def as_int(value) -> int | None:
-    """A number from a platform's answer, or None where it gave none (missing, null, not a number)."""
+    """A number from a platform's answer, or None where it gave none (missing, null, not a number, not finite:
+    JSON's 1e400 and Python's reading of Infinity are infinite floats, which int() refuses with OverflowError)."""
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None

@@ -112,3 +112,14 @@ def test_a_429_with_a_graph_error_but_no_throttling_code_is_rate_limited_too():
 
     with pytest.raises(RateLimited):
         client.get_profile(access_token="tok")
+
+
+@pytest.mark.parametrize("code", [b"1e400", b"Infinity", b"-Infinity"])
+def test_a_graph_error_whose_code_is_no_finite_number_is_a_typed_error(code):
+    """Python's JSON reader takes 1e400 and Infinity as infinite floats, and int() of one raised OverflowError
+    out of the Graph error reader: an untyped exception where a typed platform error is handled."""
+    body = b'{"error": {"message": "Something odd", "type": "OAuthException", "code": ' + code + b"}}"
+    client = instagram(lambda request: httpx.Response(400, content=body, headers={"content-type": "application/json"}))
+
+    with pytest.raises(PlatformError):
+        client.get_profile(access_token="tok")
