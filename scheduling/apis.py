@@ -9,7 +9,9 @@ from rest_framework.response import Response
 from accounts import selectors as account_selectors
 from accounts.platforms.instagram import CAPTION_MAX as INSTAGRAM_CAPTION_MAX
 from accounts.platforms.tiktok import PHOTO_DESCRIPTION_MAX, VIDEO_TITLE_MAX
+from config.api.errors import Validation
 from config.api.fields import AwareDateTimeField, StrictSerializer
+from config.api.ids import is_valid
 from config.api.pagination import paginate, parse_filters
 from config.api.returnurl import url_shape_problem
 from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
@@ -231,11 +233,21 @@ class ScheduleApi(ApiView):
         return Response({"scheduledPosts": ScheduledPostOutput(posts, many=True).data}, status=201)
 
 
+NOT_AN_ACCOUNT_OF_THE_PROJECT = "No social account with this id in this project."
+
+
 class ScheduledPostFilters(serializers.Serializer):
     status = serializers.ChoiceField(
         choices=["queued", "publishing", "published", "failed", "canceled"], required=False
     )
     socialAccountId = serializers.CharField(max_length=64, required=False)
+
+    def validate_socialAccountId(self, value):  # noqa: N802
+        # A value that can name no account (another type's id, upper case) would list nothing: a dashboard
+        # then shows "no posts" for the partner's typo. Refused as every unknown filter value is.
+        if not is_valid("sa", value):
+            raise serializers.ValidationError(NOT_AN_ACCOUNT_OF_THE_PROJECT)
+        return value
 
 
 class ScheduledPostListApi(ApiView):
@@ -246,23 +258,34 @@ class ScheduledPostListApi(ApiView):
         tags=["content and scheduling"],
         parameters=[
             OpenApiParameter("status", str, enum=["queued", "publishing", "published", "failed", "canceled"]),
-            OpenApiParameter("socialAccountId", str),
+            OpenApiParameter(
+                "socialAccountId",
+                str,
+                description="Only the posts to this account (`sa_…`) of the project, disconnected ones included. "
+                "An id that is no account of this project (another project's, another organization's, unknown, "
+                "malformed) is 422, as an unknown value of any filter is.",
+            ),
         ],
     )
     def get(self, request, projectId: str):
         filters = parse_filters(request, ScheduledPostFilters)
+        account_id = filters.get("socialAccountId")
         qs = selectors.scheduled_post_list(
             organization=self.organization,
             project_id=projectId,
             status=filters.get("status"),
-            social_account_id=filters.get("socialAccountId"),
+            social_account_id=account_id,
         )
-        return paginate(
-            request,
-            qs,
-            lambda rows: ScheduledPostOutput(rows, many=True).data,
-            parent_check=lambda: self.check_project(projectId),
-        )
+
+        def parent_check():
+            # Rows prove the project and the account are the organization's: only an empty page reads them.
+            self.check_project(projectId)
+            if account_id and not account_selectors.social_account_in_project(
+                organization=self.organization, project=projectId, account_id=account_id
+            ):
+                raise Validation({"socialAccountId": [NOT_AN_ACCOUNT_OF_THE_PROJECT]})
+
+        return paginate(request, qs, lambda rows: ScheduledPostOutput(rows, many=True).data, parent_check=parent_check)
 
 
 class ScheduledPostDetailApi(ApiView):

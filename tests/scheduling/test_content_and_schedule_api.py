@@ -519,6 +519,35 @@ def test_scheduled_post_list_filters_and_tenancy(owner, outsider, container):
     assert ScheduledPost.objects.get(pk=post_id).status == "queued"
 
 
+@pytest.mark.parametrize("kind", ["malformed", "wrong_type", "upper_case", "unknown", "other_org", "other_project"])
+def test_the_social_account_filter_refuses_an_account_it_can_never_match(owner, outsider, kind):
+    # Every list answers an unknown filter value 422 (the OpenAPI "Lists"), as `?status=Queued` is: an id
+    # that names no account of this project used to answer an empty page, which a dashboard reads as "this
+    # account has no posts" when the partner sent the wrong id.
+    value = {
+        "malformed": "sa_nope",
+        "wrong_type": "sp_0b21897a21cd4819a306b5f7d8fe4b68",
+        "upper_case": make_account(owner).pk.upper(),
+        "unknown": "sa_00000000-0000-0000-0000-000000000000",
+        "other_org": make_account(outsider).pk,
+        "other_project": make_account(owner, project=owner.projects[1]).pk,
+    }[kind]
+    url = f"/v1/projects/{owner.project.id}/scheduled-posts"
+    error = assert_error(owner.client.get(url, {"socialAccountId": value}), 422, "VALIDATION")
+    assert list(error["details"]["fields"]) == ["socialAccountId"]
+    # Under another organization's project the answer stays 404, as for every other bad input there.
+    assert_error(outsider.client.get(url, {"socialAccountId": value}), 404, "NOT_FOUND")
+
+
+def test_the_social_account_filter_takes_an_account_of_the_project_with_no_posts_or_disconnected(owner, container):
+    quiet = make_account(owner)
+    gone = make_account(owner, status="disconnected")
+    url = f"/v1/projects/{owner.project.id}/scheduled-posts"
+    for account in (quiet, gone):
+        response = owner.client.get(url, {"socialAccountId": account.pk})
+        assert response.status_code == 200 and response.json()["data"] == [], response.content
+
+
 def test_list_query_count_does_not_grow_with_page_size(owner, container):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
