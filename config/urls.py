@@ -12,8 +12,8 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, 
 from rest_framework.response import Response
 
 from accounts import views as ops_views
-from config.api.errors import api_not_found
 from config.api.ids import KINDS, converter
+from config.api.views import NoRouteApi
 from scheduling import views as scheduling_views
 
 for _prefix in KINDS:
@@ -111,8 +111,8 @@ urlpatterns = [
     ),
     path("v1/", include(api_v1)),
     # Anything else under /v1 is the API's 404 envelope, with DEBUG too (`make run`): Django's debug 404 page
-    # (HTML, listing every route) bypasses handler404.
-    re_path(r"^v1(?:/|$)", api_not_found),
+    # (HTML, listing every route) bypasses handler404. Behind the key check, as every operation is.
+    re_path(r"^v1(?:/|$)", NoRouteApi.as_view()),
     path("oauth/<str:platform>/callback", ops_views.oauth_callback, name="oauth-callback"),
     # The same with a trailing slash: only a person types it (platforms send the exact redirect_uri), and
     # they get the callback's own page ("This sign-in link is unknown or invalid…"), not a bare Not Found.

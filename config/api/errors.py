@@ -170,7 +170,8 @@ def wants_json(request) -> bool:
 
 @csrf_exempt  # an API client's POST or DELETE carries no CSRF token: it must get the 404, not a CSRF 403 page
 def api_not_found(request, *args, **kwargs):
-    """An API path that names no route (an unknown resource, a malformed id): the 404 envelope."""
+    """The 404 envelope of a JSON path Django found no view for (/platform-webhooks/…). Unmatched /v1 paths
+    never get here: config.api.views.NoRouteApi answers them after the key check."""
     return JsonResponse(envelope(404, "NOT_FOUND", "Not found."), status=404)
 
 

@@ -116,3 +116,18 @@ def _input_error(exc) -> bool:
     if isinstance(exc, ApiError):
         return exc.status in (400, 403, 413, 422)
     return isinstance(exc, drf.ValidationError | drf.ParseError | drf.UnsupportedMediaType)
+
+
+class NoRouteApi(ApiView):
+    """Every /v1 path that no route matches: an unknown resource, or an id that is not of its route's type
+    (the id converters of config/api/ids.py refuse it). It is 404 NOT_FOUND for any method, but only after
+    the key is checked and counted, as for a well-formed id nobody has: without a key it is the 401 with
+    WWW-Authenticate, and with one the 404 carries RateLimit-* and Cache-Control like every other answer.
+    Answered outside DRF it was a 404 before authentication, without those headers."""
+
+    def initial(self, request, *args, **kwargs):
+        # Authentication, permission and throttling (DRF's own initial), then nothing of an operation's
+        # checks (ApiView.initial): there is no operation, so no 405, no body or query to refuse and no
+        # Idempotency-Key to claim.
+        APIView.initial(self, request, *args, **kwargs)
+        raise NotFound()

@@ -8,6 +8,7 @@ from celery.signals import task_postrun, task_prerun
 from django.test import Client
 
 from config import requestid
+from tests.conftest import make_tenant
 
 
 def records_of(caplog, request_id: str) -> list[logging.LogRecord]:
@@ -18,7 +19,8 @@ def records_of(caplog, request_id: str) -> list[logging.LogRecord]:
 def test_every_line_a_call_writes_carries_the_id_its_response_gives_the_partner(caplog):
     with caplog.at_level(logging.INFO):
         refused = Client().get("/v1/projects", HTTP_AUTHORIZATION="Bearer lyr_nope_nope")
-        missing = Client().get("/v1/nope")
+        # With a key: without one an unknown path is a 401, logged where it is refused, like the first call.
+        missing = Client().get("/v1/nope", HTTP_AUTHORIZATION=f"Bearer {make_tenant('Acme').raw_key}")
     first, second = refused["X-Request-Id"], missing["X-Request-Id"]
     assert first.startswith("req_") and second.startswith("req_") and first != second
     assert [r.name for r in records_of(caplog, first)] == ["config.api.authentication"]

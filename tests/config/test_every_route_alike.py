@@ -1,0 +1,63 @@
+"""What every /v1 operation answers alike, whatever the route, its ids or the method: authentication first,
+the rate-limit and cache headers, the query and body contracts, and no methods the OpenAPI does not list."""
+
+import pytest
+
+from tests.conftest import assert_error
+
+pytestmark = pytest.mark.django_db
+
+UNKNOWN_SA = "sa_00000000-0000-0000-0000-000000000000"
+# Paths no route matches: a malformed id, an id of another type, an upper-cased prefix, an unknown resource.
+UNMATCHED = [
+    "/v1/social-accounts/sa_nope",
+    "/v1/social-accounts/sp_0b21897a21cd4819a306b5f7d8fe4b68",
+    "/v1/social-accounts/SA_00000000-0000-0000-0000-000000000000",
+    "/v1/no-such-thing",
+    "/v1/projects/",
+    "/v1",
+]
+
+
+@pytest.mark.parametrize("path", UNMATCHED)
+@pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete", "options"])
+def test_without_a_key_a_path_no_route_matches_is_401_like_any_other(anon, path, method):
+    # A malformed id was a 404 before authentication, where a well-formed one was a 401: a client without
+    # its key learnt nothing useful, and one probing ids learnt which shapes Layers accepts.
+    response = getattr(anon, method)(path)
+    assert_error(response, 401, "UNAUTHENTICATED")
+    assert response["WWW-Authenticate"] == 'Bearer realm="layers"'
+
+
+def test_well_formed_unknown_id_401_likewise(anon):
+    assert_error(anon.get(f"/v1/social-accounts/{UNKNOWN_SA}"), 401, "UNAUTHENTICATED")
+
+
+@pytest.mark.parametrize("path", UNMATCHED)
+@pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete", "options"])
+def test_with_a_key_a_path_no_route_matches_is_404_with_the_api_headers(owner, path, method):
+    # The 404 of a malformed id had no RateLimit-* (a dashboard pacing itself on them lost count) and no
+    # Cache-Control: no-store, unlike the 404 of a well-formed unknown id. Every method gets the 404, not a
+    # 405: there is no resource there to have methods.
+    response = getattr(owner.client, method)(path)
+    assert_error(response, 404, "NOT_FOUND")
+    assert response["Cache-Control"] == "no-store"
+    assert {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= set(response.headers)
+
+
+def test_a_path_no_route_matches_counts_against_the_key_like_any_call(owner):
+    first = owner.client.get("/v1/social-accounts/sa_nope")
+    second = owner.client.get(f"/v1/social-accounts/{UNKNOWN_SA}")
+    assert int(second["RateLimit-Remaining"]) == int(first["RateLimit-Remaining"]) - 1
+
+
+def test_a_path_no_route_matches_takes_any_body_without_a_csrf_page(owner):
+    from rest_framework.test import APIClient
+
+    csrf_checked = APIClient(enforce_csrf_checks=True, raise_request_exception=False)
+    csrf_checked.credentials(HTTP_AUTHORIZATION=f"Bearer {owner.raw_key}")
+    for method in ("post", "put", "patch", "delete"):
+        assert_error(getattr(csrf_checked, method)("/v1/scheduled-posts/sp_bogus"), 404, "NOT_FOUND")
+    # Neither an empty POST body (400 elsewhere) nor an Idempotency-Key make it anything but the 404.
+    assert_error(owner.client.post("/v1/no-such-thing", HTTP_IDEMPOTENCY_KEY="k"), 404, "NOT_FOUND")
+    assert_error(owner.client.post("/v1/no-such-thing", "x", content_type="text/plain"), 404, "NOT_FOUND")
