@@ -1,7 +1,8 @@
 """Partner API of leasing: request warmed TikTok accounts, follow the requests, list and release leases."""
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
+from rest_framework.fields import empty
 from rest_framework.response import Response
 
 from accounts import selectors as account_selectors
@@ -13,6 +14,31 @@ from config.api.views import ApiView
 from leasing import selectors, services
 from leasing.geo import ISO_3166_ALPHA2, is_bcp47
 from leasing.serializers import LeasedAccountOutput, LeaseRequestOutput
+
+
+@extend_schema_field({"type": "string", "minLength": 2, "maxLength": 2, "example": "US"})
+class CountryCodeField(serializers.Field):
+    """One ISO 3166-1 alpha-2 code, any case (stored upper-case). Every mistake in it (too long, unknown,
+    not text) gets the one message, at the code's own index (`niche.geo.1`): DRF's length messages and a
+    list-wide "Not ISO 3166-1 alpha-2 country codes: ZZ." named the same kind of mistake two ways, the
+    latter at `niche.geo` without saying which code. A plain Field, so it reads every JSON value itself."""
+
+    default_error_messages = {"invalid": "Not an ISO 3166-1 alpha-2 country code, such as US."}
+
+    def run_validation(self, data=empty):
+        if data is empty:
+            return super().run_validation(data)
+        return self.to_internal_value(data)
+
+    def to_internal_value(self, data):
+        # Surrounding whitespace is forgiven, as the CharField this replaces forgave it.
+        code = data.strip().upper() if isinstance(data, str) else None
+        if code not in ISO_3166_ALPHA2:
+            self.fail("invalid")
+        return code
+
+    def to_representation(self, value):
+        return value
 
 
 class NicheInput(StrictSerializer):
@@ -27,7 +53,7 @@ class NicheInput(StrictSerializer):
         "region of the language suits.",
     )
     geo = serializers.ListField(
-        child=serializers.CharField(max_length=2, min_length=2),
+        child=CountryCodeField(),
         min_length=1,
         max_length=50,
         help_text='ISO 3166-1 alpha-2 codes, e.g. ["US", "CA"]',
@@ -39,11 +65,7 @@ class NicheInput(StrictSerializer):
         return value
 
     def validate_geo(self, value):
-        codes = [code.upper() for code in value]
-        unknown = [code for code in codes if code not in ISO_3166_ALPHA2]
-        if unknown:
-            raise serializers.ValidationError(f"Not ISO 3166-1 alpha-2 country codes: {', '.join(unknown)}.")
-        return list(dict.fromkeys(codes))
+        return list(dict.fromkeys(value))  # each country once, in the order first given
 
 
 class LeaseRequestInput(StrictSerializer):

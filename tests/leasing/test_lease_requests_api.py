@@ -53,7 +53,7 @@ def test_request_is_accepted_with_202_and_readable(owner):
         ({"niche": {k: v for k, v in NICHE.items() if k != "language"}}, "niche.language"),
         ({"niche": {**NICHE, "geo": []}}, "niche.geo"),
         ({"niche": {**NICHE, "geo": ["USA"]}}, "niche.geo.0"),
-        ({"niche": {**NICHE, "geo": ["XX"]}}, "niche.geo"),
+        ({"niche": {**NICHE, "geo": ["XX"]}}, "niche.geo.0"),
         ({"niche": {**NICHE, "geo": "US"}}, "niche.geo"),
         ({"niche": "fitness"}, "niche"),
         ({"note": "x" * 2001}, "note"),
