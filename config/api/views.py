@@ -36,13 +36,14 @@ def check_body(request, *, required: bool) -> None:
 
 
 def check_query_parameters(request, handler) -> None:
-    """Operations that declare their query parameters (lists, via config.api.schema.list_schema) refuse
-    any other one, as bodies refuse unknown fields: `?staus=queued` must not list every post. Each takes
-    one value: a parameter given twice is refused too, even with the same value twice. Django's QueryDict
-    reads the last copy, so `?limit=1&limit=2` served pages of 2 and a client appending a parameter twice
-    never learnt it. Every problem is named in one answer."""
-    allowed = getattr(handler, "query_parameters", None)
-    if allowed is None:
+    """Every operation refuses a query parameter it does not declare (lists declare theirs through
+    config.api.schema.list_schema; no other operation reads any), as bodies refuse unknown fields:
+    `?staus=queued` must not list every post, and `POST …/content?dryRun=true` must not create a container
+    the partner believed was a trial. Each takes one value: a parameter given twice is refused too, even
+    with the same value twice. Django's QueryDict reads the last copy, so `?limit=1&limit=2` served pages
+    of 2 and a client appending a parameter twice never learnt it. Every problem is named in one answer."""
+    allowed = getattr(handler, "query_parameters", frozenset())
+    if not request.query_params:
         return
     problems = {}
     for name, values in sorted(request.query_params.lists()):

@@ -61,3 +61,49 @@ def test_a_path_no_route_matches_takes_any_body_without_a_csrf_page(owner):
     # Neither an empty POST body (400 elsewhere) nor an Idempotency-Key make it anything but the 404.
     assert_error(owner.client.post("/v1/no-such-thing", HTTP_IDEMPOTENCY_KEY="k"), 404, "NOT_FOUND")
     assert_error(owner.client.post("/v1/no-such-thing", "x", content_type="text/plain"), 404, "NOT_FOUND")
+
+
+def test_an_unknown_query_parameter_on_a_create_is_refused_and_nothing_is_created(owner):
+    # `?dryRun=true` created the container (201): a partner testing a "dry run" made real objects.
+    from scheduling.models import ContentContainer
+
+    body = {"mediaType": "video", "mediaUrls": ["https://cdn.acme.test/a.mp4"]}
+    response = owner.client.post(f"/v1/projects/{owner.project.id}/content?dryRun=true", body, format="json")
+    error = assert_error(response, 422, "VALIDATION")
+    assert error["details"]["fields"] == {"dryRun": ["Unknown query parameter."]}
+    assert not ContentContainer.objects.filter(organization=owner.org).exists()
+
+
+def test_an_unknown_query_parameter_is_refused_on_details_and_deletes(owner):
+    subscription = {"url": "https://hooks.acme.test/layers", "events": ["scheduled_post.published"]}
+    endpoint = owner.client.post("/v1/webhook-endpoints", subscription, format="json").json()["id"]
+    for method, path in (
+        ("get", f"/v1/projects/{owner.project.id}"),
+        ("get", f"/v1/webhook-endpoints/{endpoint}"),
+        ("delete", f"/v1/webhook-endpoints/{endpoint}"),
+        ("get", "/v1/wallet"),
+    ):
+        error = assert_error(getattr(owner.client, method)(f"{path}?foo=1&format=json"), 422, "VALIDATION")
+        assert error["details"]["fields"] == {
+            "foo": ["Unknown query parameter."],
+            "format": ["Unknown query parameter."],
+        }, path
+    # The DELETE was refused: the endpoint is still there.
+    assert owner.client.get(f"/v1/webhook-endpoints/{endpoint}").status_code == 200
+
+
+@pytest.fixture
+def schema():
+    from django.test import Client
+
+    return Client().get("/v1/openapi.json").json()
+
+
+def test_no_operation_but_the_lists_declares_a_query_parameter(schema):
+    # What the 422 above relies on: an operation that reads a query parameter documents it, and only the
+    # lists read any. A new one must be declared (config/api/schema.py list_schema) to be accepted.
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            query = [p["name"] for p in operation.get("parameters", []) if p["in"] == "query"]
+            if query:
+                assert method == "get" and {"limit", "cursor"} <= set(query), (method, path, query)
