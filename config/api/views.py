@@ -62,12 +62,18 @@ class ApiView(APIView):
     rate_budget = None
     # Operations whose POST takes no body (rotate a secret) set this to False.
     post_takes_body = True
+    # No OPTIONS: DRF answered it 200 with its metadata, the view's Python class name ("Endpoint List Api")
+    # outside the envelope and the OpenAPI. Layers sends no CORS headers (no browser calls the API, so no
+    # preflight), and each path's methods are in the OpenAPI: OPTIONS is a 405 like any other method the
+    # route lacks, and `Allow` no longer lists it. No TRACE either.
+    http_method_names = ["get", "post", "put", "patch", "delete", "head"]
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         # A method the route does not have is 405 whatever the body: looked at before the body checks (an
         # empty body was a 400, an oversized one a 413) and before an Idempotency-Key is claimed for it.
-        handler = getattr(self, request.method.lower(), None)
+        method = request.method.lower()
+        handler = getattr(self, method, None) if method in self.http_method_names else None
         if handler is None:
             raise drf.MethodNotAllowed(request.method)
         if request.method in BODY_METHODS:
@@ -125,6 +131,11 @@ class NoRouteApi(ApiView):
     the key is checked and counted, as for a well-formed id nobody has: without a key it is the 401 with
     WWW-Authenticate, and with one the 404 carries RateLimit-* and Cache-Control like every other answer.
     Answered outside DRF it was a 404 before authentication, without those headers."""
+
+    @property
+    def default_response_headers(self):
+        # No `Allow`: there is no resource here to have methods (DRF would send an empty one).
+        return {key: value for key, value in super().default_response_headers.items() if key != "Allow"}
 
     def initial(self, request, *args, **kwargs):
         # Authentication, permission and throttling (DRF's own initial), then nothing of an operation's

@@ -4,6 +4,7 @@ the rate-limit and cache headers, the query and body contracts, and no methods t
 import pytest
 
 from tests.conftest import assert_error
+from tests.hardening.routes import v1_routes
 
 pytestmark = pytest.mark.django_db
 
@@ -43,6 +44,7 @@ def test_with_a_key_a_path_no_route_matches_is_404_with_the_api_headers(owner, p
     assert_error(response, 404, "NOT_FOUND")
     assert response["Cache-Control"] == "no-store"
     assert {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= set(response.headers)
+    assert "Allow" not in response.headers  # no resource, so no methods to list
 
 
 def test_a_path_no_route_matches_counts_against_the_key_like_any_call(owner):
@@ -107,3 +109,44 @@ def test_no_operation_but_the_lists_declares_a_query_parameter(schema):
             query = [p["name"] for p in operation.get("parameters", []) if p["in"] == "query"]
             if query:
                 assert method == "get" and {"limit", "cursor"} <= set(query), (method, path, query)
+
+
+def _route_paths():
+    # Any well-formed id will do: OPTIONS is refused before the view reads it.
+    samples = {
+        "prj": "prj_00000000-0000-0000-0000-000000000000",
+        "sa": UNKNOWN_SA,
+        "st": "st_" + "0" * 40,
+        "lreq": "lreq_" + "0" * 26,
+    }
+    for route in v1_routes():
+        values = {name: samples.get(converter, f"{converter}_{'0' * 32}") for converter, name in route.params}
+        yield route, route.path(values)
+
+
+def test_options_is_405_in_the_envelope_on_every_route(owner):
+    # DRF answered OPTIONS 200 with its metadata ({"name": "Endpoint List Api", "renders": …}): the Python
+    # class name of a view, outside the envelope and the OpenAPI. Layers offers no CORS, so no browser
+    # preflight needs it either.
+    routes = 0
+    for route, path in _route_paths():
+        routes += 1
+        response = owner.client.options(path)
+        assert_error(response, 405, "METHOD_NOT_ALLOWED")
+        assert "Api" not in response.content.decode(), route.route
+        allowed = {m.strip() for m in response["Allow"].split(",")}
+        assert "OPTIONS" not in allowed, (route.route, allowed)
+        assert {m.upper() for m in route.methods} <= allowed, (route.route, allowed)
+        assert response["Cache-Control"] == "no-store" and "RateLimit-Remaining" in response.headers
+    assert routes >= 20
+
+
+def test_the_allow_header_of_a_405_lists_the_routes_methods_only(owner):
+    response = owner.client.delete("/v1/webhook-endpoints")
+    assert_error(response, 405, "METHOD_NOT_ALLOWED")
+    assert response["Allow"] == "GET, POST, HEAD"
+
+
+@pytest.mark.parametrize("method", ["options", "delete"])
+def test_without_a_key_options_is_401_like_any_method(anon, method):
+    assert_error(getattr(anon, method)("/v1/webhook-endpoints"), 401, "UNAUTHENTICATED")
