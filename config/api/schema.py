@@ -203,7 +203,7 @@ def postprocess_plumbing_responses(result, generator, request, public):
                 responses["401"].setdefault("headers", {}).update(WWW_AUTHENTICATE)
             if method in BODY_METHODS:
                 # A body too large is refused before any view runs, but only an operation that reads its
-                # body can find it missing or not JSON (rotate-secret takes none and ignores what is sent).
+                # body can find it missing or not JSON (every one does: rotate-secret's is optional).
                 if "requestBody" in operation:
                     responses.setdefault("400", _error_response(400))
                 responses.setdefault("413", _error_response(413))

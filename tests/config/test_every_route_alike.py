@@ -150,3 +150,45 @@ def test_the_allow_header_of_a_405_lists_the_routes_methods_only(owner):
 @pytest.mark.parametrize("method", ["options", "delete"])
 def test_without_a_key_options_is_401_like_any_method(anon, method):
     assert_error(getattr(anon, method)("/v1/webhook-endpoints"), 401, "UNAUTHENTICATED")
+
+
+@pytest.fixture
+def endpoint(owner):
+    subscription = {"url": "https://hooks.acme.test/layers", "events": ["scheduled_post.published"]}
+    response = owner.client.post("/v1/webhook-endpoints", subscription, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def rotate(owner, endpoint, *args, **kwargs):
+    return owner.client.generic("POST", f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret", *args, **kwargs)
+
+
+@pytest.mark.parametrize("body", [{"secret": "whsec_mine"}, {"gracePeriod": 0}])
+def test_rotate_secret_refuses_fields_like_every_other_post(owner, endpoint, body):
+    # {"secret": "whsec_mine"} answered 200 with a random secret: a partner believing they had set their own
+    # secret failed every signature check afterwards.
+    import json
+
+    response = rotate(owner, endpoint, json.dumps(body), content_type="application/json")
+    error = assert_error(response, 422, "VALIDATION")
+    assert error["details"]["fields"] == {name: ["Unknown field."] for name in body}
+    # Nothing rotated: the secret shown at creation still signs alone.
+    from accounts.webhooks.models import WebhookEndpoint
+
+    assert WebhookEndpoint.objects.get(pk=endpoint["id"]).secret_rotated_at is None
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"), [(b"", None), (b"{}", "application/json"), (b" { } ", "application/json")]
+)
+def test_rotate_secret_takes_no_body_or_an_empty_object(owner, endpoint, body, content_type):
+    kwargs = {"content_type": content_type} if content_type else {}
+    response = rotate(owner, endpoint, body, **kwargs)
+    assert response.status_code == 200, response.content
+    assert response.json()["secret"] != endpoint["secret"]
+
+
+@pytest.mark.parametrize("body", [b"[]", b"not json", b'"secret"'])
+def test_rotate_secret_refuses_a_body_that_is_not_a_json_object(owner, endpoint, body):
+    assert_error(rotate(owner, endpoint, body, content_type="application/json"), 400, "MALFORMED_REQUEST")

@@ -73,10 +73,11 @@ def test_every_operation_requires_the_api_key_and_documents_the_error_envelope(s
 
 
 def test_400_malformed_request_is_documented_only_where_a_body_is_read(schema):
-    # rotate-secret takes no body (anything sent is ignored, never a 400), while oauth-url reads one
+    # rotate-secret's body is optional (none, or `{}`), but one that is sent is read: not JSON is a 400 there too
     rotate = schema["paths"]["/v1/webhook-endpoints/{endpointId}/rotate-secret"]["post"]
     oauth_url = schema["paths"]["/v1/projects/{projectId}/social/oauth-url"]["post"]
-    assert "requestBody" not in rotate and "400" not in rotate["responses"]
+    assert not rotate["requestBody"].get("required") and "400" in rotate["responses"]
+    assert rotate["requestBody"]["content"]["application/json"]["schema"]["maxProperties"] == 0
     assert "400" in oauth_url["responses"]
     assert "MALFORMED_REQUEST" in oauth_url["responses"]["400"]["description"]
     # the size cap is checked before anything reads the body, so 413 stays on both
