@@ -27,7 +27,7 @@ class ProjectOutput(serializers.Serializer):
 
 class EventOutput(serializers.Serializer):
     id = serializers.CharField(help_text="evt_<ULID>; identical in every webhook delivery of the event")
-    type = serializers.CharField()
+    type = serializers.ChoiceField(choices=sorted(services.EVENT_TYPES))
     createdAt = serializers.DateTimeField(source="created_at")
     data = serializers.DictField(
         help_text="A snapshot of the object taken when the event was recorded, never updated afterwards: read "

@@ -5,6 +5,7 @@ from datetime import datetime
 from rest_framework import serializers
 
 from accounts.models import SocialAccount
+from config.api.fields import Int64Field
 
 
 class NicheSerializer(serializers.Serializer):
@@ -67,10 +68,11 @@ class LeasedAccountNicheOutput(serializers.Serializer):
 class LeasedAccountOutput(serializers.Serializer):
     socialAccountId = serializers.CharField(source="social_account_id")
     handle = serializers.CharField(source="social_account.identity.handle")
-    status = serializers.ChoiceField(choices=SocialAccount.Status.choices, source="social_account.status")
+    # The values alone, as SocialAccountOutput's: (value, label) pairs made the document a second enum.
+    status = serializers.ChoiceField(choices=SocialAccount.Status.values, source="social_account.status")
     niche = LeasedAccountNicheOutput(source="pool_account")
     requestId = serializers.CharField(source="request_id")
-    monthlyPriceCents = serializers.IntegerField(source="monthly_price_cents")
+    monthlyPriceCents = Int64Field(source="monthly_price_cents")
     assignedAt = serializers.DateTimeField(source="assigned_at")
     currentPeriodStart = serializers.SerializerMethodField()
     currentPeriodEnd = serializers.SerializerMethodField()

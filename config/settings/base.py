@@ -390,6 +390,8 @@ SPECTACULAR_SETTINGS = {
         "RevokedStatusEnum": ["disconnected"],
         "WalletStatusEnum": ["ok", "past_due"],
         "LedgerEntryKindEnum": ["top_up", "lease_charge", "adjustment"],
+        # A subscription's `events` and an event's `type`: one type for generated clients.
+        "EventsEnum": "accounts.services.EVENT_TYPES",
     },
 }
 
