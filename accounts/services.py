@@ -396,8 +396,10 @@ def _check_scopes(platform: str, scopes: list[str]) -> None:
     platform would answer the authorize URL with an error page of its own and never send the customer back
     to the returnUrl, leaving the state pending until it expires."""
     known = SCOPES[platform]
+    name = Platform(platform).label  # as the platform writes its name: TikTok, Instagram
+    named = f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
     fields = {
-        f"scopes.{i}": [f"Not a {platform} scope; one of: {', '.join(known)}."]
+        f"scopes.{i}": [f"Not {named} scope; one of: {', '.join(known)}."]
         for i, scope in enumerate(scopes)
         if scope not in known
     }

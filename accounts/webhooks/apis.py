@@ -174,15 +174,11 @@ class EndpointCreateInput(StrictSerializer):
         "fragment: a host name that does not resolve, or resolves to a private, loopback, link-local or metadata "
         "address, is refused (422, one message for both).",
     )
-    # Declared as what the service accepts (an enum, at least one), with its messages: a client generated from
-    # the document knows both rules.
+    # Declared as what the service accepts (an enum, at least one): a client generated from the document knows
+    # both rules, and the messages are every field's (config.api.fields.PartnerMessages).
     events = serializers.ListField(
-        child=serializers.ChoiceField(
-            choices=sorted(EVENT_TYPES),
-            error_messages={"invalid_choice": f"Unknown event type; one of: {', '.join(sorted(EVENT_TYPES))}."},
-        ),
+        child=serializers.ChoiceField(choices=sorted(EVENT_TYPES)),
         min_length=1,
-        error_messages={"min_length": "List at least one event type."},
         help_text=f"Non-empty list of event types: {', '.join(sorted(EVENT_TYPES))}. Unknown types → 422.",
     )
 

@@ -33,6 +33,7 @@ from accounts.models import Event, Organization
 from accounts.services import EVENT_TYPES
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
 from config.api.errors import Conflict, NotFound, Validation
+from config.api.fields import json_excerpt
 from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url, deadline, public_client
 from config.queueing import enqueue, enqueue_each, enqueue_on_commit
 
@@ -135,11 +136,13 @@ def _sentence(message: str) -> str:
 def _clean_events(events) -> list[str]:
     """The subscribed types in the order given, duplicates dropped; Validation for unknown or none."""
     if not isinstance(events, list | tuple) or not events:
-        raise Validation({"events": ["List at least one event type."]})
+        raise Validation({"events": ["Give at least 1 item."]})
     out: list[str] = []
     for index, type_ in enumerate(events):
         if type_ not in EVENT_TYPES:
-            raise Validation({f"events.{index}": [f"Unknown event type; one of: {', '.join(sorted(EVENT_TYPES))}."]})
+            # Worded as the API's own field says it (config.api.fields.PartnerMessages).
+            accepted = ", ".join(sorted(EVENT_TYPES))
+            raise Validation({f"events.{index}": [f"{json_excerpt(type_)} is not one of: {accepted}."]})
         if type_ not in out:
             out.append(type_)
     return out

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 # The WWW-Authenticate challenge of every 401 (RFC 9110 11.6.1 requires one; RFC 6750 names the scheme): the
 # same whether the key is missing, malformed, unknown or revoked. config.api.errors puts it on the response.
 CHALLENGE = 'Bearer realm="layers"'
+# What a 401 tells the partner to send: the same header whether none came or another scheme did.
+BEARER = "'Authorization: Bearer <api key>'"
+NO_KEY = f"No API key: send it as {BEARER}."
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         scheme, _, raw = header.partition(" ")
         if scheme.lower() != "bearer" or not raw.strip():
             # Nothing of the header is logged: it may be another scheme's credentials (Basic's password).
-            raise _refused(request, "Use 'Authorization: Bearer <api key>'.", "a header that is not Bearer <api key>")
+            raise _refused(request, f"Use {BEARER}.", "a header that is not Bearer <api key>")
         from accounts.services import api_key_authenticate, api_key_refused_label
 
         key = api_key_authenticate(raw=raw.strip())

@@ -135,6 +135,13 @@ def exception_handler(exc, context):
         if isinstance(exc, cls):
             headers = {}
             message = str(exc.detail) if hasattr(exc, "detail") else str(exc)
+            if isinstance(exc, drf.NotAuthenticated):
+                # DRF's "Authentication credentials were not provided." did not say how; a wrong scheme is told.
+                from config.api.authentication import NO_KEY
+
+                message = NO_KEY
+            if isinstance(exc, drf.UnsupportedMediaType):
+                message = _media_type_message(context.get("request"))
             if isinstance(exc, drf.Throttled):
                 wait = int(exc.wait or 1) if exc.wait is not None else 1
                 headers["Retry-After"] = str(max(wait, 1))
@@ -160,6 +167,14 @@ def exception_handler(exc, context):
     # A bug: log it with the stack for us, answer the partner with nothing internal.
     log.exception("unhandled API error", exc_info=exc)
     return Response(envelope(500, "INTERNAL", "Internal error."), status=500)
+
+
+def _media_type_message(request) -> str:
+    """What to send instead of a body of another media type (DRF's "Unsupported media type "text/plain" in
+    request." did not say), naming the Content-Type this request gave, cut as a field's value is quoted."""
+    sent = (request.content_type or "") if request is not None else ""
+    named = "none" if not sent.strip() else f"'{sent[:100]}{'…' if len(sent) > 100 else ''}'"
+    return f"Send the body as JSON with 'Content-Type: application/json' (this request's Content-Type: {named})."
 
 
 def wants_json(request) -> bool:

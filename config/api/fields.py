@@ -1,7 +1,10 @@
 """Serializer building blocks shared by every app's serializers."""
 
+import copy
+import json
 import re
 from datetime import UTC, datetime
+from functools import cache
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -58,6 +61,158 @@ class AwareDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
+# --- What a partner reads when a value is refused ---------------------------------------------------
+# DRF's own messages speak Python: `"True" is not a valid choice.`, `Expected a list of items but got type
+# "dict".`, `Invalid data. Expected a dictionary, but got str.`, and an empty list was said three ways. The
+# partner wrote JSON, so every message names JSON's values and types, says what to send, and says one mistake
+# one way on every endpoint. Set once here for every field of every input (PartnerMessages, which
+# StrictSerializer and every list's filters use), so a field added later speaks the same without a word of
+# its own; a field's own error_messages, and a project field's own defaults, still win.
+
+# The JSON type a value decoded from JSON (or the name of its Python type, as DRF passes it) stands for.
+_JSON_TYPES = {
+    "dict": "an object",
+    "list": "an array",
+    "str": "a string",
+    "bool": "a boolean",
+    "int": "a number",
+    "float": "a number",
+    "NoneType": "null",
+}
+# What a message quotes of the partner's value: enough to recognise it, not a megabyte back.
+EXCERPT_LIMIT = 100
+
+
+def json_type(value) -> str:
+    """The JSON type of `value` as a message names it: "an object", "a string", …"""
+    return _JSON_TYPES.get(type(value).__name__, "another type")
+
+
+def json_excerpt(value) -> str:
+    """`value` written as the partner wrote it, in JSON (`true`, `{"name": "tiktok"}`, `"TikTok"`), cut after
+    EXCERPT_LIMIT characters. A value nested too deeply to write back is named by its type."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return json_type(value)
+    return text if len(text) <= EXCERPT_LIMIT else text[:EXCERPT_LIMIT] + "…"
+
+
+class JsonMessage(str):
+    """A message template DRF fills with what the partner sent: `{input}` (the value) is written as JSON, not
+    with Python's str() (`True`, `{'name': 'tiktok'}`), and `{input_type}` / `{datatype}`, which DRF fills with
+    a Python type name ("dict"), become the JSON type ("an object"). DRF fills every template by calling its
+    `format`; the text stays a str for everything else."""
+
+    def format(self, *args, **kwargs):
+        for key in ("input_type", "datatype"):
+            if key in kwargs:
+                kwargs[key] = _JSON_TYPES.get(str(kwargs[key]), "another type")
+        if "input" in kwargs:
+            kwargs["input"] = json_excerpt(kwargs["input"])
+        return super().format(*args, **kwargs)
+
+
+def _items(count: int) -> str:
+    return f"{count} item" if count == 1 else f"{count} items"
+
+
+def _messages(field) -> dict[str, str]:
+    """The partner's wording of the messages `field` can give, by DRF's keys."""
+    if isinstance(field, serializers.ChoiceField):
+        accepted = ", ".join(str(choice) for choice in field.choices).replace("{", "{{").replace("}", "}}")
+        messages = {"invalid_choice": JsonMessage(f"{{input}} is not one of: {accepted}.")}
+        if isinstance(field, serializers.MultipleChoiceField):
+            messages |= {
+                "not_a_list": JsonMessage("Expected a JSON array, not {input_type}."),
+                "empty": f"Give at least {_items(1)}.",
+            }
+        return messages
+    if isinstance(field, serializers.ListField | serializers.ListSerializer):
+        return {
+            "not_a_list": JsonMessage("Expected a JSON array, not {input_type}."),
+            "empty": f"Give at least {_items(1)}.",
+            # Written with the field's own bounds: "1 item", "35 items".
+            "min_length": f"Give at least {_items(field.min_length or 0)}.",
+            "max_length": f"Give at most {_items(field.max_length or 0)}.",
+        }
+    if isinstance(field, serializers.DictField):
+        return {"not_a_dict": JsonMessage("Expected a JSON object, not {input_type}."), "empty": "Give at least 1 key."}
+    if isinstance(field, serializers.Serializer):
+        return {"invalid": JsonMessage("Expected a JSON object, not {datatype}.")}
+    if isinstance(field, serializers.URLField):
+        return {**_string_messages(), "invalid": "Not a valid URL."}
+    if isinstance(field, serializers.CharField):
+        return _string_messages()
+    if isinstance(field, serializers.IntegerField):
+        return {
+            "invalid": JsonMessage("Expected an integer, not {input}."),
+            "min_value": "Must be at least {min_value}.",
+            "max_value": "Must be at most {max_value}.",
+        }
+    if isinstance(field, serializers.BooleanField):
+        return {"invalid": JsonMessage("Expected true or false, not {input}.")}
+    return {}
+
+
+def _string_messages() -> dict[str, str]:
+    return {
+        "invalid": "Expected a JSON string.",  # what StrictSerializer's check says, with the type it was sent
+        "max_length": "Must be at most {max_length} characters.",
+        "min_length": "Must be at least {min_length} characters.",
+    }
+
+
+def _drf_defaults(field) -> dict:
+    """The messages DRF itself gives `field` (its own classes' defaults, not a project subclass's)."""
+    defaults: dict = {}
+    for cls in reversed(type(field).__mro__):
+        if cls.__module__.startswith("rest_framework."):
+            defaults.update(cls.__dict__.get("default_error_messages", {}))
+    return defaults
+
+
+def partner_field(field):
+    """`field` built again with the partner's wording (_messages) wherever it would give DRF's own, and so
+    its child (a list's items, a nested object's fields through their own PartnerMessages). Built again with
+    DRF's `error_messages` argument rather than edited: DRF turns some messages into validators as it builds a
+    field (a list's lengths, a URL), and those must carry the same words."""
+    drf = _drf_defaults(field)
+    ours = {key: text for key, text in _messages(field).items() if key in drf and field.error_messages[key] == drf[key]}
+    child = getattr(field, "child", None)
+    if not ours and child is None:
+        return field
+    kwargs = dict(field._kwargs)
+    if "child" in kwargs:
+        # A copy: the child was bound to `field` as it was built, and a field is bound to one parent only.
+        kwargs["child"] = partner_field(copy.deepcopy(child))
+    kwargs["error_messages"] = {**kwargs.get("error_messages", {}), **ours}
+    return type(field)(*field._args, **kwargs)
+
+
+def partner_fields(fields: dict) -> dict:
+    return {name: partner_field(field) for name, field in fields.items()}
+
+
+class PartnerMessages(serializers.Serializer):
+    """Every field of this serializer, nested ones included, speaks as _messages says."""
+
+    default_error_messages = {"invalid": JsonMessage("Expected a JSON object, not {datatype}.")}
+
+    def get_fields(self):
+        return partner_fields(super().get_fields())
+
+
+@cache
+def with_partner_messages(serializer_class: type) -> type:
+    """`serializer_class` speaking as PartnerMessages does (for list filters, declared as plain serializers)."""
+    if issubclass(serializer_class, PartnerMessages):
+        return serializer_class
+    return type(
+        serializer_class.__name__, (PartnerMessages, serializer_class), {"__module__": serializer_class.__module__}
+    )
+
+
 def _wrong_json_type(field, value) -> str | None:
     """Why `value` is not of the JSON type `field` takes, or None. DRF's fields convert: a text field turns
     the number 1e309 into the caption "inf", an integer field reads "12", "١٢" (other scripts' digits) or
@@ -65,13 +220,13 @@ def _wrong_json_type(field, value) -> str | None:
     if value is None:
         return None  # the field's own allow_null decides
     if isinstance(field, serializers.CharField) and not isinstance(value, str):
-        return "Not a valid string."
+        return f"Expected a JSON string, not {json_type(value)}."
     if isinstance(field, serializers.IntegerField) and isinstance(value, (bool, str)):
-        return "A valid integer is required."
+        return f"Expected an integer, not {json_type(value)}."
     return None
 
 
-class StrictSerializer(serializers.Serializer):
+class StrictSerializer(PartnerMessages):
     """Refuses fields it does not know (a typo must not be silently ignored) and values of the wrong JSON
     type (see _wrong_json_type). `rejected_fields` maps fields with a specific reason to that reason."""
 

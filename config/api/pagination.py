@@ -12,7 +12,7 @@ from django.db.models import Q
 from rest_framework.response import Response
 
 from config.api.errors import Validation
-from config.api.fields import parse_rfc3339
+from config.api.fields import parse_rfc3339, with_partner_messages
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 # The cursors this module writes are under 200 characters (a timestamp and an id of at most 64, or a
@@ -73,7 +73,8 @@ def parse_filters(request, serializer_class) -> dict:
         # The common case (a dashboard polling the whole list). Every list filter is optional and has no
         # default, so there is nothing to validate; building the serializer cost a few percent of a page.
         return {}
-    serializer = serializer_class(data=data)
+    # Filters speak as bodies do: `?status=Queued` is told the statuses, as `"mode": "Publish"` is the modes.
+    serializer = with_partner_messages(serializer_class)(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 

@@ -4,7 +4,8 @@ import re
 
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
-from rest_framework.utils.json import strict_constant
+
+from config.api.fields import json_type
 
 # Half of a UTF-16 pair. JSON lets a body write one (`"\ud800"`) and Python decodes it, but it is no
 # character: it cannot be stored, nor echoed back in an error, nor written as UTF-8.
@@ -59,6 +60,17 @@ def _quoted(key: str) -> str:
     return quoted if len(key) <= NAME_LIMIT else quoted[:-1] + '…"'
 
 
+class _NotAJsonNumber(ValueError):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def _refuse_constant(name: str):
+    """`parse_constant` for the JSON decoder: NaN, Infinity and -Infinity are Python's, not JSON's (RFC 8259 6)."""
+    raise _NotAJsonNumber(name)
+
+
 class JSONObjectParser(JSONParser):
     """Bodies are JSON objects: an array, a string, invalid or absurdly nested JSON, a string that is not
     Unicode text (a lone surrogate), or an object with a key written twice is 400 MALFORMED_REQUEST.
@@ -78,14 +90,23 @@ class JSONObjectParser(JSONParser):
         try:
             decoded = codecs.getreader("utf-8")(stream)
             data = json.load(
-                decoded, parse_constant=strict_constant if self.strict else None, object_pairs_hook=repeated
+                decoded, parse_constant=_refuse_constant if self.strict else None, object_pairs_hook=repeated
             )
         except RecursionError:  # "[[[[…" a few thousand deep: Python's decoder gives up, not a ValueError
             raise ParseError("The request body is nested too deeply.")
-        except ValueError as exc:
-            raise ParseError(f"JSON parse error - {exc}")
+        # Where the body stops being JSON, in the partner's terms: Python's own wording ("JSON parse error -
+        # Expecting property name enclosed in double quotes: line 1 column 2 (char 1)", "'utf-8' codec can't
+        # decode byte 0xe9…") named its internals and counted characters from 0.
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"The request body is not UTF-8 text (at byte offset {exc.start}).")
+        except json.JSONDecodeError as exc:
+            raise ParseError(f"The request body is not valid JSON: line {exc.lineno}, column {exc.colno}.")
+        except _NotAJsonNumber as exc:
+            raise ParseError(f"The request body is not valid JSON: {exc.name} is not a JSON number.")
+        except ValueError:
+            raise ParseError("The request body is not valid JSON.")
         if not isinstance(data, dict):
-            raise ParseError("The request body must be a JSON object.")
+            raise ParseError(f"The request body must be a JSON object, not {json_type(data)}.")
         if any_string_matches(data, LONE_SURROGATE):
             raise ParseError("The request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text.")
         if repeated.keys:

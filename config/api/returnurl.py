@@ -55,12 +55,12 @@ def url_shape_problem(url: str, *, schemes: tuple[str, ...] = ("https",)) -> str
         parts = urlsplit(url)
         port = parts.port  # ValueError for a port that is not a number or over 65535
     except ValueError:
-        return "Is not a valid URL."
+        return "Not a valid URL."
     scheme = parts.scheme.lower()
     if scheme not in schemes or not parts.hostname or not url.lower().startswith(f"{scheme}://"):
         return f"Must be an absolute {' or '.join(schemes)} URL."
     if port == 0:
-        return "Has an invalid port."
+        return "Not a valid URL: the port must be from 1 to 65535."
     if "@" in parts.netloc:
         return "Must not contain user information."
     return None
@@ -132,7 +132,7 @@ def check_return_url(url, *, allowlist: list[str], field: str = "returnUrl") -> 
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise bad("Is not a valid URL.")
+        raise bad("Not a valid URL.")
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS or not parts.netloc or not url.lower().startswith(f"{scheme}://"):
         raise bad("Must be an absolute https URL.")
