@@ -34,7 +34,15 @@ log = logging.getLogger(__name__)
 
 MAX_ENTRY_CENTS = 100_000_000_00  # $100M: a typo guard far below bigint, not a business limit
 DEFAULT_BATCH = 5000  # leases per transaction: ~0.5 s of wallet locks at most
-TICK = timedelta(microseconds=1)  # the finest step of a stored time (PostgreSQL and Python alike)
+# The step between an entry's time and the ledger's newest: a millisecond, the finest step of a time the API
+# writes (config.api.fields.datetime_output). An entry is timed in whole milliseconds, so the `createdAt` a
+# partner reads is the time stored and orders entries as the ledger does; a microsecond step was lost when
+# the time was written, and two entries in order showed one time.
+TICK = timedelta(milliseconds=1)
+
+
+def _whole_ms(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 # --- Wallets --------------------------------------------------------------------------------------------
@@ -59,9 +67,10 @@ def _entry_time(organization_id: str) -> datetime:
     the lock until it commits, so a time read under it is later than every committed entry's, on one clock;
     the web and the workers may run on hosts whose clocks disagree, so it is also kept after the ledger's
     newest entry (one step of ledger_org_newest). Billing periods are not read from it."""
-    now = timezone.now()
+    now = _whole_ms(timezone.now())
     newest = LedgerEntry.objects.filter(organization_id=organization_id).aggregate(newest=Max("created_at"))
-    return now if newest["newest"] is None or newest["newest"] < now else newest["newest"] + TICK
+    # A newest entry recorded before times were whole milliseconds may hold microseconds: cut before stepping.
+    return now if newest["newest"] is None or newest["newest"] < now else _whole_ms(newest["newest"]) + TICK
 
 
 def _move_balance(wallet: Wallet, delta: int, now: datetime) -> None:
@@ -295,8 +304,10 @@ WITH leases AS (
        AND (period_index = 0 OR released_at IS NULL OR period_start < released_at)
 ), stamps AS (
     SELECT org AS organization_id,
-           GREATEST(%(recorded)s, (SELECT max(e.created_at) FROM billing_ledgerentry e WHERE e.organization_id = org)
-                                  + interval '1 microsecond') AS recorded  -- GREATEST skips a NULL (no entry yet)
+           GREATEST(date_trunc('milliseconds', %(recorded)s::timestamptz),
+                    date_trunc('milliseconds', (SELECT max(e.created_at) FROM billing_ledgerentry e
+                                                 WHERE e.organization_id = org))
+                    + interval '1 millisecond') AS recorded  -- GREATEST skips a NULL (no entry yet)
       FROM unnest(%(orgs)s::varchar[]) AS org
 ), inserted AS (
     INSERT INTO billing_ledgerentry (id, organization_id, kind, amount_cents, reason, reference, lease_id,
