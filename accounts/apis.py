@@ -12,7 +12,7 @@ from accounts.platforms.scopes import SCOPES
 from accounts.serializers import SocialAccountOutput
 from accounts.webhooks.apis import EVENT_DATA_BY_TYPE
 from config.api.errors import Validation
-from config.api.fields import StrictSerializer
+from config.api.fields import StrictSerializer, TimestampField
 from config.api.pagination import page_response, page_window, paginate, paginate_by_position, parse_filters
 from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
 from config.api.views import ApiView
@@ -22,13 +22,13 @@ class ProjectOutput(serializers.Serializer):
     id = serializers.CharField(help_text="prj_<uuid>")
     organizationId = serializers.CharField(source="organization_id")
     name = serializers.CharField()
-    createdAt = serializers.DateTimeField(source="created_at")
+    createdAt = TimestampField(source="created_at")
 
 
 class EventOutput(serializers.Serializer):
     id = serializers.CharField(help_text="evt_<ULID>; identical in every webhook delivery of the event")
     type = serializers.ChoiceField(choices=sorted(services.EVENT_TYPES))
-    createdAt = serializers.DateTimeField(source="created_at")
+    createdAt = TimestampField(source="created_at")
     data = serializers.DictField(
         help_text="A snapshot of the object taken when the event was recorded, never updated afterwards: read "
         "the object's GET for its current state. " + EVENT_DATA_BY_TYPE
@@ -117,7 +117,7 @@ class OAuthUrlInput(StrictSerializer):
 class AuthorizeLinkOutput(serializers.Serializer):
     authorizeUrl = serializers.CharField(help_text="Send the end-customer's browser here.")
     state = serializers.CharField(help_text="st_…: single-use, unguessable; poll oauth-status with it.")
-    expiresAt = serializers.DateTimeField(help_text="30 minutes after creation.")
+    expiresAt = TimestampField(help_text="30 minutes after creation.")
 
 
 def _link_output(link) -> dict:
@@ -249,8 +249,8 @@ class OAuthStatusOutput(serializers.Serializer):
     purpose = serializers.ChoiceField(choices=["connect", "reauth"])
     socialAccountId = serializers.CharField(allow_null=True)
     error = inline_serializer("OAuthError", {"code": serializers.CharField()}, allow_null=True)
-    expiresAt = serializers.DateTimeField()
-    completedAt = serializers.DateTimeField(allow_null=True)
+    expiresAt = TimestampField()
+    completedAt = TimestampField(allow_null=True)
 
 
 class OAuthStatusApi(ApiView):

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from rest_framework import serializers
 
-from config.api.fields import datetime_output
+from config.api.fields import TimestampField, datetime_output
 
 
 class LayerRefOutput(serializers.Serializer):
@@ -37,9 +37,9 @@ class SocialAccountOutput(serializers.Serializer):
         help_text="Stable Layers-hosted copy of the avatar, or null: copied shortly after a connect or a lease "
         "assignment (null until then), deleted when the account is disconnected or released."
     )
-    connectedAt = serializers.DateTimeField(source="connected_at")
-    reauthRequiredAt = serializers.DateTimeField(source="reauth_required_at", allow_null=True)
-    disconnectedAt = serializers.DateTimeField(source="disconnected_at", allow_null=True)
+    connectedAt = TimestampField(source="connected_at")
+    reauthRequiredAt = TimestampField(source="reauth_required_at", allow_null=True)
+    disconnectedAt = TimestampField(source="disconnected_at", allow_null=True)
     layers = LayerRefOutput(many=True, source="layers.all")
 
     def get_avatarUrl(self, account) -> str | None:  # noqa: N802 - the public field name

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 
 from billing import selectors
 from billing.models import LedgerEntry, Wallet
-from config.api.fields import Int64Field
+from config.api.fields import Int64Field, TimestampField
 from config.api.pagination import paginate, parse_filters
 from config.api.schema import errors, list_schema
 from config.api.views import ApiView
@@ -30,7 +30,7 @@ class WalletOutput(serializers.Serializer):
         help_text="`ok` while balanceCents ≥ 0; `past_due` while it is negative (a charge the balance could "
         "not cover was recorded anyway).",
     )
-    pastDueSince = serializers.DateTimeField(
+    pastDueSince = TimestampField(
         source="past_due_since", allow_null=True, help_text="When the balance went below zero; null when ok."
     )
 
@@ -52,11 +52,11 @@ class LedgerEntryOutput(serializers.Serializer):
     periodIndex = serializers.IntegerField(
         source="period_index", allow_null=True, help_text="Month of the lease charged: 0 = the month from assignment."
     )
-    periodStart = serializers.DateTimeField(source="period_start", allow_null=True)
-    periodEnd = serializers.DateTimeField(
+    periodStart = TimestampField(source="period_start", allow_null=True)
+    periodEnd = TimestampField(
         source="period_end", allow_null=True, help_text="Exclusive: the next period starts here."
     )
-    createdAt = serializers.DateTimeField(source="created_at")
+    createdAt = TimestampField(source="created_at")
 
     def get_description(self, entry) -> str:
         if entry.kind == LedgerEntry.Kind.LEASE_CHARGE:
@@ -81,8 +81,8 @@ class WalletApi(ApiView):
             "`monthlyPriceCents` when it is assigned (the month from the assignment instant) and again at the "
             "start of each following month (same day of the month and time of day as `assignedAt`, in UTC, "
             "clamped to the month's last day: an account assigned on Jan 31 renews on Feb 28/29, then Mar 31; one "
-            "assigned at 2026-03-01T04:00:00Z renews at 2026-04-01T04:00:00Z whatever your local date), exactly "
-            "once per month, until it is released. "
+            "assigned at 2026-03-01T04:00:00.000Z renews at 2026-04-01T04:00:00.000Z whatever your local date), "
+            "exactly once per month, until it is released. "
             "A release stops the next renewal and refunds nothing. Top-ups and adjustments are recorded by Layers "
             "finance.\n\n" + POLICY
         ),

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 
 from accounts import selectors as account_selectors
 from accounts import services as account_services
-from config.api.fields import StrictSerializer
+from config.api.fields import StrictSerializer, TimestampField
 from config.api.pagination import paginate
 from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
 from config.api.views import ApiView
@@ -89,7 +89,7 @@ class LeaseRequestCreateApi(ApiView):
                 {
                     "requestId": serializers.CharField(),
                     "status": serializers.ChoiceField(choices=["requested"]),
-                    "submittedAt": serializers.DateTimeField(),
+                    "submittedAt": TimestampField(),
                 },
             ),
             **errors(400, 422),
@@ -170,11 +170,9 @@ class LeasedAccountListApi(ApiView):
 
 class ReleaseOutput(serializers.Serializer):
     socialAccountId = serializers.CharField()
-    releasedAt = serializers.DateTimeField()
+    releasedAt = TimestampField()
     canceledScheduledPosts = serializers.IntegerField()
-    paidThrough = serializers.DateTimeField(
-        help_text="End of the last charged period; the current month is not refunded."
-    )
+    paidThrough = TimestampField(help_text="End of the last charged period; the current month is not refunded.")
 
 
 class LeasedAccountReleaseApi(ApiView):

@@ -5,7 +5,7 @@ from datetime import datetime
 from rest_framework import serializers
 
 from accounts.models import SocialAccount
-from config.api.fields import Int64Field
+from config.api.fields import Int64Field, TimestampField, datetime_output
 
 
 class NicheSerializer(serializers.Serializer):
@@ -29,8 +29,8 @@ class LeaseRequestOutput(serializers.Serializer):
     assignedCount = serializers.SerializerMethodField()
     niche = NicheSerializer(source="*")
     note = serializers.CharField()
-    submittedAt = serializers.DateTimeField(source="submitted_at")
-    decidedAt = serializers.DateTimeField(source="decided_at", allow_null=True)
+    submittedAt = TimestampField(source="submitted_at")
+    decidedAt = TimestampField(source="decided_at", allow_null=True)
     socialAccountIds = serializers.SerializerMethodField()
     rejectionReason = serializers.SerializerMethodField()
     failureReason = serializers.SerializerMethodField(
@@ -73,10 +73,10 @@ class LeasedAccountOutput(serializers.Serializer):
     niche = LeasedAccountNicheOutput(source="pool_account")
     requestId = serializers.CharField(source="request_id")
     monthlyPriceCents = Int64Field(source="monthly_price_cents")
-    assignedAt = serializers.DateTimeField(source="assigned_at")
+    assignedAt = TimestampField(source="assigned_at")
     currentPeriodStart = serializers.SerializerMethodField()
     currentPeriodEnd = serializers.SerializerMethodField()
-    releasedAt = serializers.DateTimeField(source="released_at", allow_null=True)
+    releasedAt = TimestampField(source="released_at", allow_null=True)
 
     def _period(self, lease):
         from django.utils import timezone
@@ -86,10 +86,10 @@ class LeasedAccountOutput(serializers.Serializer):
         return period_bounds(lease.assigned_at, period_index_at(lease.assigned_at, timezone.now()))
 
     def get_currentPeriodStart(self, lease) -> datetime:  # noqa: N802  (written as RFC 3339, like assignedAt)
-        return serializers.DateTimeField().to_representation(self._period(lease)[0])
+        return datetime_output(self._period(lease)[0])
 
     def get_currentPeriodEnd(self, lease) -> datetime:  # noqa: N802
-        return serializers.DateTimeField().to_representation(self._period(lease)[1])
+        return datetime_output(self._period(lease)[1])
 
 
 def lease_request_data(request) -> dict:

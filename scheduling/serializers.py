@@ -3,7 +3,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.api.fields import Int64Field, datetime_output
+from config.api.fields import Int64Field, TimestampField, datetime_output
 
 
 def post_error(post) -> dict | None:
@@ -22,7 +22,7 @@ class ContainerOutput(serializers.Serializer):
     mediaType = serializers.ChoiceField(source="media_type", choices=["video", "image", "carousel"])
     mediaUrls = serializers.ListField(source="media_urls", child=serializers.CharField())
     caption = serializers.CharField()
-    createdAt = serializers.DateTimeField(source="created_at")
+    createdAt = TimestampField(source="created_at")
 
 
 class PostErrorOutput(serializers.Serializer):
@@ -36,7 +36,7 @@ class ScheduledPostOutput(serializers.Serializer):
     socialAccountId = serializers.CharField(source="social_account_id")
     mode = serializers.ChoiceField(choices=["publish", "draft", "managed"])
     status = serializers.ChoiceField(choices=["queued", "publishing", "published", "failed", "canceled"])
-    scheduledFor = serializers.DateTimeField(source="scheduled_for")
+    scheduledFor = TimestampField(source="scheduled_for")
     placement = serializers.SerializerMethodField(
         help_text="Instagram: reels (video), feed (image), carousel — derived from the container's mediaType; "
         "TikTok: video or photo."
@@ -52,7 +52,7 @@ class ScheduledPostOutput(serializers.Serializer):
         "after 5 of them (PLATFORM_UNAVAILABLE). An ops retry of a failed post starts again from 0, with a "
         "window of its own."
     )
-    publishedAt = serializers.DateTimeField(source="published_at", allow_null=True)
+    publishedAt = TimestampField(source="published_at", allow_null=True)
     externalId = serializers.SerializerMethodField(
         help_text="The post's id on the platform once published; null for drafts. TikTok gives it only after "
         "moderation: a TikTok post can be published with null here, filled by a later metrics sync (asked "
@@ -125,7 +125,7 @@ class MetricsOutput(serializers.Serializer):
     likes = Int64Field(allow_null=True)
     comments = Int64Field(allow_null=True)
     shares = Int64Field(allow_null=True)
-    syncedAt = serializers.DateTimeField(source="metrics_synced_at", allow_null=True)
+    syncedAt = TimestampField(source="metrics_synced_at", allow_null=True)
 
 
 class PublishedPostOutput(ScheduledPostOutput):

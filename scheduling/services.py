@@ -50,6 +50,7 @@ from accounts.services import (
 )
 from config import clock
 from config.api.errors import Conflict, Validation
+from config.api.fields import datetime_output
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.text import shorten
 from scheduling.models import (
@@ -1795,7 +1796,7 @@ def _dispatch_managed(post: ScheduledPost) -> str:
             "mediaUrls": container.media_urls,
             "caption": container.caption,
             "placement": post.placement,
-            "scheduledFor": post.scheduled_for.isoformat().replace("+00:00", "Z"),
+            "scheduledFor": datetime_output(post.scheduled_for),  # the API's one shape
         },
         separators=(",", ":"),
     ).encode()

@@ -14,7 +14,7 @@ from accounts.services import EVENT_TYPES
 from accounts.webhooks import selectors, services
 from accounts.webhooks.models import WebhookEndpoint
 from config.api import idempotency
-from config.api.fields import StrictSerializer
+from config.api.fields import StrictSerializer, TimestampField, datetime_output
 from config.api.pagination import paginate
 from config.api.schema import IDEMPOTENCY_PARAMETER, errors, list_schema
 from config.api.views import ApiView, body_length
@@ -145,7 +145,7 @@ class EndpointOutput(serializers.Serializer):
     disabledReason = serializers.SerializerMethodField(
         help_text="`gone` (your URL answered 410) or `staff` (disabled by Layers); null when active."
     )
-    createdAt = serializers.DateTimeField(source="created_at")
+    createdAt = TimestampField(source="created_at")
     previousSecretExpiresAt = serializers.SerializerMethodField(
         help_text="After a rotation, until when the previous secret also signs (a second v1=); else null."
     )
@@ -158,7 +158,7 @@ class EndpointOutput(serializers.Serializer):
         # Once passed, the previous secret signs nothing any more (WebhookEndpoint.signing_secrets): null.
         if not endpoint.previous_secret_enc or expires is None or expires <= timezone.now():
             return None
-        return serializers.DateTimeField().to_representation(endpoint.previous_secret_expires_at)
+        return datetime_output(endpoint.previous_secret_expires_at)
 
 
 class EndpointWithSecretOutput(EndpointOutput):

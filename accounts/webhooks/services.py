@@ -26,14 +26,13 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
-from rest_framework import serializers
 
 from accounts import callgate, crypto
 from accounts.models import Event, Organization
 from accounts.services import EVENT_TYPES
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
 from config.api.errors import Conflict, NotFound, Validation
-from config.api.fields import json_excerpt
+from config.api.fields import datetime_output, json_excerpt
 from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url, deadline, public_client
 from config.queueing import enqueue, enqueue_each, enqueue_on_commit
 
@@ -69,8 +68,6 @@ FAILURES_BEFORE_COOL_OFF = 5
 COOL_OFF = timedelta(minutes=1)
 # And a bounded fan-out: one event makes at most this many deliveries (documented in README / OpenAPI).
 MAX_ENDPOINTS_PER_ORGANIZATION = 20
-
-_timestamp_field = serializers.DateTimeField()
 
 
 # --- Endpoints ---------------------------------------------------------------------------------------
@@ -270,7 +267,7 @@ def event_body(event: Event) -> str:
     payload = {
         "id": event.pk,
         "type": event.type,
-        "createdAt": _timestamp_field.to_representation(event.created_at),
+        "createdAt": datetime_output(event.created_at),
         "data": event.data,
     }
     return json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)

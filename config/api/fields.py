@@ -251,14 +251,29 @@ class StrictSerializer(PartnerMessages):
 
 
 def datetime_output(value: datetime | None) -> str | None:
-    """A timestamp exactly as DRF's DateTimeField outputs it (RFC 3339 in UTC with `Z`), or None, for the
-    output serializers whose rows are written out by hand (list endpoints: see their to_representation).
+    """A timestamp as every answer writes it, or None: RFC 3339 in UTC with `Z` and exactly three fraction
+    digits, `2026-04-20T17:00:00.000Z`, the microseconds cut (never rounded: a time is never written later
+    than it was). One shape for every value of every field: DRF's isoformat wrote `…:00Z` at a whole second
+    and `…:00.500000Z` otherwise, and a client reading one shape failed on the other (Swift's
+    ISO8601DateFormatter reads one or the other as its .withFractionalSeconds is set; Java's `ss.SSSX` no
+    six digits). Three digits are what JavaScript's Date.toISOString writes and what those parsers, Go's
+    time.RFC3339 and Python's fromisoformat all read. Nothing a partner sends back is compared at the
+    microsecond: cursors carry their own exact time (config/api/pagination.py), events are polled by
+    position.
 
-    Written out rather than delegated to a DateTimeField: the field looks up the current timezone on every
-    call (a context-local read), which was a tenth of a page's time. The API's timezone is always UTC
-    (TIME_ZONE, never activated otherwise); tests/perf/test_output_equivalence.py compares the two."""
+    Written out rather than with a DateTimeField: the field looks up the current timezone on every call (a
+    context-local read), which was a tenth of a page's time. The API's timezone is always UTC (TIME_ZONE,
+    never activated otherwise): a naive value is read in it."""
     if value is None:
         return None
-    # DRF reads a naive value in the current timezone (UTC); isoformat, then "+00:00" → "Z".
-    text = (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
+    value = value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"  # isoformat cuts to milliseconds, it does not round
+
+
+class TimestampField(serializers.DateTimeField):
+    """An output timestamp (createdAt, scheduledFor, …), written as datetime_output writes it. Every output
+    serializer declares its times with it (tests/config/test_timestamp_shape.py checks), so a row written
+    out by hand and a row written field by field read the same."""
+
+    def to_representation(self, value):
+        return value if isinstance(value, str) else datetime_output(value)

@@ -63,7 +63,7 @@ def test_entries_describe_each_charge_with_its_leased_account_and_period(owner):
     assert renewal["id"].startswith("le_")
     assert renewal["amountCents"] == -4900
     assert renewal["leaseSocialAccountId"] == lease.social_account_id
-    assert (renewal["periodStart"], renewal["periodEnd"]) == ("2028-02-29T09:00:00Z", "2028-03-31T09:00:00Z")
+    assert (renewal["periodStart"], renewal["periodEnd"]) == ("2028-02-29T09:00:00.000Z", "2028-03-31T09:00:00.000Z")
     assert renewal["description"] == (f"Leased account @{lease.pool_account.handle}, month 2: 2028-02-29 to 2028-03-31")
     top_up = next(e for e in data if e["kind"] == "top_up")
     assert top_up | {"id": None, "createdAt": None} == {

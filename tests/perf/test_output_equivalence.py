@@ -11,7 +11,7 @@ from rest_framework import serializers
 from accounts import selectors as account_selectors
 from accounts.models import SocialAccount
 from accounts.serializers import SocialAccountOutput
-from config.api.fields import datetime_output
+from config.api.fields import TimestampField, datetime_output
 from scheduling import selectors as scheduling_selectors
 from scheduling import services
 from scheduling.models import ScheduledPost
@@ -77,8 +77,8 @@ def test_listed_page_of_accounts_reads_the_same_as_a_full_row(owner):
         None,
     ],
 )
-def test_hand_written_timestamps_read_as_drf_writes_them(value):
-    assert datetime_output(value) == (None if value is None else serializers.DateTimeField().to_representation(value))
+def test_hand_written_timestamps_read_as_the_declared_fields_write_them(value):
+    assert datetime_output(value) == (None if value is None else TimestampField().to_representation(value))
 
 
 def test_scheduled_post_representation_matches_its_declared_fields(owner):

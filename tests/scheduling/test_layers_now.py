@@ -24,6 +24,7 @@ from accounts.models import Event
 from accounts.webhooks import services as webhook_services
 from accounts.webhooks import tasks as webhook_tasks
 from accounts.webhooks.models import WebhookDelivery
+from config.api.fields import datetime_output
 from config.celery import app
 from scheduling import pipeline_status, services
 from scheduling.models import ScheduledPost
@@ -457,4 +458,4 @@ def test_the_last_attempt_is_a_publishing_attempt_not_a_row_of_a_post_given_back
 
     [dispatcher] = [line for line in pipeline_status.layers_now() if line.key == "dispatcher"]
 
-    assert dispatcher.figures["lastAttemptEndedAt"] == attempted.isoformat().replace("+00:00", "Z"), dispatcher.figures
+    assert dispatcher.figures["lastAttemptEndedAt"] == datetime_output(attempted), dispatcher.figures
