@@ -228,7 +228,7 @@ def test_the_health_check_refreshes_on_an_odd_tiktok_answer_and_the_account_stay
     account_id = connected_account(owner, "tiktok", "shape.health")["id"]
     with time_machine.travel(timezone.now() + timedelta(hours=23)):  # due: within the margin of its expiry
         with intercepted({"/tiktok/v2/oauth/token/": token_answer_with(expires_in=expires_in)}):
-            assert social_account_check_health.apply(args=[account_id]).get() == "refreshed"
+            assert social_account_check_health.apply(args=[account_id]).result == "refreshed"
         row = SocialAccount.objects.get(pk=account_id)
         assert row.status == "connected" and row.health_next_attempt_at is None
         assert row.token_expires_at > timezone.now() + timedelta(hours=1)

@@ -81,7 +81,7 @@ def test_a_pool_account_survives_a_refresh_answer_with_an_odd_lifetime(expires_i
     handle = PoolAccount.objects.get(pk=pool_id).handle
     with time_machine.travel(timezone.now() + timedelta(hours=1, minutes=30)):  # due: 40 minutes before expiry
         with intercepted({"/tiktok/v2/oauth/token/": token_answer_with(expires_in=expires_in)}):
-            assert pool_account_refresh_token.apply(args=[pool_id]).get() == "refreshed"
+            assert pool_account_refresh_token.apply(args=[pool_id]).result == "refreshed"
         pool = PoolAccount.objects.get(pk=pool_id)
         assert pool.status == "available" and timedelta(hours=1) <= pool.token_lifetime <= timedelta(hours=24)
         assert pool.token_expires_at >= timezone.now() + timedelta(hours=1)
