@@ -1379,9 +1379,22 @@ def platform_authorization_removed(
     ]
 
 
+CONFIRMATION_CODE_BYTES = 10
+
+
 def _confirmation_code() -> str:
     # Shown to the person by Meta and typed or clicked back: 80 random bits, unambiguous upper-case hex.
-    return secrets.token_hex(10).upper()
+    return secrets.token_hex(CONFIRMATION_CODE_BYTES).upper()
+
+
+def confirmation_code_typed(typed: str) -> str | None:
+    """The confirmation code a person typed or clicked back (the status page's path), as _confirmation_code
+    issues it (typed in lower case too), or None when it cannot be one: anything may follow /data-deletion/,
+    and a NUL in it made the lookup a DataError (a 500)."""
+    code = typed.upper()
+    if len(code) != 2 * CONFIRMATION_CODE_BYTES or any(c not in "0123456789ABCDEF" for c in code):
+        return None
+    return code
 
 
 def platform_user_data_delete(

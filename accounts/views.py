@@ -237,7 +237,10 @@ def data_deletion_status(request, code: str):
     from django.shortcuts import render
 
     from accounts.models import DataDeletionRequest
+    from accounts.services import confirmation_code_typed
 
-    # A person reads it, and may mistype the code: an HTML page either way, not the API's JSON 404.
-    deletion = DataDeletionRequest.objects.filter(confirmation_code=code).first()
+    # A person reads it, and may mistype the code: an HTML page either way, not the API's JSON 404. A code of
+    # another shape is not looked up at all.
+    code = confirmation_code_typed(code)
+    deletion = DataDeletionRequest.objects.filter(confirmation_code=code).first() if code else None
     return render(request, "data_deletion/status.html", {"deletion": deletion}, status=200 if deletion else 404)

@@ -257,6 +257,38 @@ def test_a_data_deletion_request_erases_the_person_and_answers_a_code_with_a_sta
         assert secret not in caplog.text
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        "%00",  # PostgreSQL cannot hold a NUL: the lookup was a DataError, a 500
+        "%ED%A0%80",  # a lone surrogate, as UTF-8 bytes
+        "A" * 5000,
+        "%20" + "0" * 20,
+        "0" * 19,
+        "G" * 20,  # not hex
+        "ABCDEF0123456789ABCD%0A",
+    ],
+    ids=["nul", "surrogate", "long", "space", "short", "not-hex", "newline"],
+)
+def test_the_status_page_of_a_code_of_another_shape_is_the_unknown_code_page_without_a_query(
+    code, django_assert_num_queries
+):
+    # Anyone may type anything after /data-deletion/: only the shape the service issues is looked up.
+    with django_assert_num_queries(0):
+        page = Client(raise_request_exception=False).get(f"/data-deletion/{code}")
+    assert page.status_code == 404
+    assert b"No data deletion request has this confirmation code" in page.content
+
+
+def test_the_status_page_finds_a_code_typed_in_lower_case(owner):
+    connected_account(owner, "instagram", "ig.typed")
+    code = post(DATA_DELETION, signed_request(payload_for("ig.typed"))).json()["confirmation_code"]
+
+    page = Client().get(f"/data-deletion/{code.lower()}")
+
+    assert page.status_code == 200 and code in page.content.decode()
+
+
 def test_a_deletion_request_alone_also_flips_and_tells_the_partner_nothing_it_erased(owner):
     # Meta may send the data deletion request without (or before) the deauthorize callback.
     account = connected_account(owner, "instagram", "ig.alone")
