@@ -1804,6 +1804,7 @@ def social_account_rehost_avatar(*, account_id: str) -> str | None:
     # task (7 over an hour); its reconnect queues the copy (social_account_reconnect).
     if account.avatar_url or account.status != SocialAccount.Status.CONNECTED or not account.access_token:
         return account.avatar_url or None
+    version = account.token_version
     client = _client(account.platform)
     profile = client.get_profile(access_token=account.access_token, scopes=stored_scopes(account.scopes))
     if not profile.avatar_url:
@@ -1826,12 +1827,28 @@ def social_account_rehost_avatar(*, account_id: str) -> str | None:
     url = default_storage.url(name)
     if url.startswith("/"):
         url = f"{settings.LAYERS_PUBLIC_URL}{url}"
-    live = SocialAccount.objects.filter(pk=account_id).exclude(status=SocialAccount.Status.DISCONNECTED)
-    if not live.filter(avatar_url="").update(avatar_url=url) and not live.exists():
-        # Disconnected while the picture was fetched: the revoke's deletion may have run before this copy.
+    # Shown only while the grant the picture was read with is the account's: one UPDATE, so that it waits for a
+    # disconnect or a data deletion request committing now and is then judged on what they left. A data
+    # deletion request (platform_user_data_delete) leaves the account reauth_required with avatar_url "" and a
+    # new token_version, and already ran its avatar deletion: a test of "not disconnected" alone put the
+    # picture back on the account after the person was told it was deleted.
+    shown = SocialAccount.objects.filter(
+        pk=account_id, status=SocialAccount.Status.CONNECTED, token_version=version, avatar_url=""
+    ).update(avatar_url=url)
+    if shown:
+        return url
+    now = SocialAccount.objects.filter(pk=account_id).values("status", "avatar_url").first()
+    if now is None or now["status"] != SocialAccount.Status.CONNECTED:
+        # Disconnected, erased or sent to reauth while the picture was fetched: the disconnect's or the
+        # erasure's deletion may have run before this copy was written. Deleted again (it keeps a copy an
+        # account still shows).
         _avatars_delete_after_disconnect(account_id=account_id)
         return None
-    return url
+    if now["avatar_url"]:
+        return now["avatar_url"]  # another copy of it won
+    # Still connected, with a token stored since (a refresh, a reconnect): no deletion, so the picture is
+    # copied again with that token when the task retries (FetchFailed: an expected failure, no traceback).
+    raise FetchFailed("the account's token changed while its picture was copied; copying again")
 
 
 def _avatar_folder(account_id: str) -> str:

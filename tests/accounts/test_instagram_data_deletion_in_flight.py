@@ -1,0 +1,90 @@
+"""A data deletion request applied while other work on the same account is underway, and what Layers keeps
+about the person elsewhere (the admin's history). Its status page says "completed" the moment Meta's request is
+answered: nothing that started before may put the person's picture or name back afterwards."""
+
+import time
+
+import pytest
+from django.core.files.storage import default_storage
+
+from accounts import services
+from accounts.models import SocialAccount
+from config import netguard
+from tests.accounts.oauth_helpers import connected_account, reauthorize
+from tests.accounts.test_instagram_deauthorization import DATA_DELETION, payload_for, post, signed_request
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def delete_data_of(username: str) -> None:
+    # issued a second from now: every token stored so far is older than the request
+    answer = post(DATA_DELETION, signed_request(payload_for(username, issued_at=int(time.time()) + 1)))
+    assert answer.status_code == 200, answer.content
+
+
+def avatar_files(account_id: str) -> list[str]:
+    try:
+        return default_storage.listdir(f"avatars/{account_id}")[1]
+    except FileNotFoundError:
+        return []
+
+
+def without_its_avatar_copy(account: dict) -> SocialAccount:
+    """The account as it is while its post-connect avatar copy has not run yet (queued, or retrying)."""
+    for name in avatar_files(account["id"]):
+        default_storage.delete(f"avatars/{account['id']}/{name}")
+    SocialAccount.objects.filter(pk=account["id"]).update(avatar_url="")
+    return SocialAccount.objects.get(pk=account["id"])
+
+
+def test_an_avatar_copy_underway_does_not_put_the_picture_back_after_the_deletion(owner, monkeypatch):
+    row = without_its_avatar_copy(connected_account(owner, "instagram", "ig.race"))
+    real_fetch = netguard.fetch_limited
+
+    def fetch_then_delete(*args, **kwargs):
+        fetched = real_fetch(*args, **kwargs)
+        delete_data_of("ig.race")  # Meta's request lands while the copy holds the picture's bytes
+        return fetched
+
+    monkeypatch.setattr(netguard, "fetch_limited", fetch_then_delete)
+
+    assert services.social_account_rehost_avatar(account_id=row.pk) is None
+
+    row.refresh_from_db()
+    assert (row.status, row.access_token_enc, row.avatar_url) == ("reauth_required", "", "")
+    assert owner.client.get(f"/v1/social-accounts/{row.pk}").json()["avatarUrl"] is None
+    # and the bytes it had written are not served at their URL either
+    assert avatar_files(row.pk) == []
+
+
+def test_an_avatar_copy_whose_token_was_renewed_meanwhile_copies_again_with_the_new_token(owner, monkeypatch):
+    # The guard above compares the token the copy read: a refresh (or a reconnect) in between is no deletion,
+    # and the picture is copied again by the task's retry rather than given up.
+    row = without_its_avatar_copy(connected_account(owner, "instagram", "ig.renewed"))
+    real_fetch = netguard.fetch_limited
+
+    def fetch_then_renew(*args, **kwargs):
+        fetched = real_fetch(*args, **kwargs)
+        SocialAccount.objects.filter(pk=row.pk).update(token_version=row.token_version + 1)
+        return fetched
+
+    with monkeypatch.context() as renewing:
+        renewing.setattr(netguard, "fetch_limited", fetch_then_renew)
+        assert services.social_account_fan_out(account_id=row.pk) == ["avatar"]  # the task retries it
+    assert SocialAccount.objects.get(pk=row.pk).avatar_url == ""
+
+    assert services.social_account_fan_out(account_id=row.pk) == []
+    body = owner.client.get(f"/v1/social-accounts/{row.pk}").json()
+    assert body["avatarUrl"] and avatar_files(row.pk)
+
+
+def test_a_reconnect_after_the_deletion_gets_a_fresh_copy_of_the_picture(owner):
+    account = connected_account(owner, "instagram", "ig.back")
+    delete_data_of("ig.back")
+    assert avatar_files(account["id"]) == []
+
+    assert reauthorize(owner, account["id"], "instagram", "ig.back").status_code == 302
+
+    body = owner.client.get(f"/v1/social-accounts/{account['id']}").json()
+    assert (body["status"], body["handle"]) == ("connected", "ig.back")
+    assert body["avatarUrl"] and avatar_files(account["id"])
