@@ -1672,13 +1672,22 @@ def _check_health(*, account_id: str) -> str:
             account_id=account_id, token_version=version, reason=reason, source=HEALTH_CHECK
         )
         return "reauth_required" if dead else "skipped"
-    _identity_upsert(
-        organization_id=account.organization_id,
-        platform=account.platform,
-        profile=profile,
-        platform_user_id=account.identity.platform_user_id,
-    )
-    SocialAccount.objects.filter(pk=account_id).update(health_checked_at=now, health_next_attempt_at=None)
+    with transaction.atomic():
+        # The profile is stored only while the token it was read with is still the account's, under the
+        # account's row lock (then the identity's, the order social_account_bind gives): a data deletion
+        # request (platform_user_data_delete) committed during the profile call has blanked the identity's
+        # handle and display name and given the account a new token_version, and writing this answer would put
+        # the erased name back. A revoke, a reauth or a refresh meanwhile: their own profile, or none, stands.
+        live = (
+            SocialAccount.objects.select_for_update()
+            .filter(pk=account_id, status=SocialAccount.Status.CONNECTED, token_version=version)
+            .first()
+        )
+        if live is None:
+            return "skipped"
+        # Read again now: another binding of the same identity may have renamed it since this check began.
+        _identity_profile_store(PlatformIdentity.objects.select_for_update().get(pk=live.identity_id), profile)
+        SocialAccount.objects.filter(pk=account_id).update(health_checked_at=now, health_next_attempt_at=None)
     return "healthy"
 
 

@@ -3,6 +3,7 @@ about the person elsewhere (the admin's history). Its status page says "complete
 answered: nothing that started before may put the person's picture or name back afterwards."""
 
 import time
+from dataclasses import replace
 
 import pytest
 from django.core.files.storage import default_storage
@@ -88,3 +89,39 @@ def test_a_reconnect_after_the_deletion_gets_a_fresh_copy_of_the_picture(owner):
     body = owner.client.get(f"/v1/social-accounts/{account['id']}").json()
     assert (body["status"], body["handle"]) == ("connected", "ig.back")
     assert body["avatarUrl"] and avatar_files(account["id"])
+
+
+def test_a_health_check_underway_does_not_write_the_erased_name_back(owner, monkeypatch):
+    account = connected_account(owner, "instagram", "ig.health")
+    SocialAccount.objects.filter(pk=account["id"]).update(health_checked_at=None)
+    client_class = type(services._client("instagram"))
+    real = client_class.get_profile
+
+    def profile_then_delete(self, *args, **kwargs):
+        profile = real(self, *args, **kwargs)
+        delete_data_of("ig.health")  # the profile is read; Meta's request lands before it is stored
+        return profile
+
+    monkeypatch.setattr(client_class, "get_profile", profile_then_delete)
+
+    assert services.social_account_check_health(account_id=account["id"]) == "skipped"
+
+    row = SocialAccount.objects.select_related("identity").get(pk=account["id"])
+    assert (row.identity.handle, row.identity.display_name) == ("", "")
+    body = owner.client.get(f"/v1/social-accounts/{row.pk}").json()
+    assert (body["status"], body["handle"], body["displayName"]) == ("reauth_required", "", "")
+
+
+def test_a_refresh_underway_does_not_bring_the_wiped_tokens_back(owner, monkeypatch):
+    account = connected_account(owner, "instagram", "ig.refresh")
+    client_class = type(services._client("instagram"))
+
+    def refresh_then_delete(self, *args, tokens, **kwargs):
+        delete_data_of("ig.refresh")  # Instagram answered the refresh; Meta's request lands before it is stored
+        return replace(tokens, access_token="NEW-ACCESS-TOKEN")
+
+    monkeypatch.setattr(client_class, "refresh", refresh_then_delete)
+
+    assert services.social_account_refresh_token(account_id=account["id"]) == "skipped"
+    row = SocialAccount.objects.get(pk=account["id"])
+    assert (row.status, row.access_token_enc, row.refresh_token_enc) == ("reauth_required", "", "")
