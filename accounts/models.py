@@ -293,7 +293,10 @@ class SocialAccount(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.id} ({self.platform} @{self.identity.handle if self.identity_id else '?'})"
+        # The admin shows it (titles, links, "Recent actions") and copies it into LogEntry.object_repr for
+        # good; a data deletion request rewrites those copies to this (accounts.services._admin_history_renamed).
+        handle = self.identity.handle if self.identity_id else "?"
+        return f"{self.id} ({self.platform} @{handle})" if handle else f"{self.id} ({self.platform}, no handle)"
 
     @property
     def access_token(self) -> str | None:

@@ -1458,9 +1458,9 @@ def platform_user_data_delete(
         consented_again = SocialAccount.objects.filter(identity__in=identities.values("pk")).exclude(
             pk__in=[account.pk for account in erased]
         )
-        identities.exclude(pk__in=consented_again.values("identity_id")).update(
-            handle="", display_name="", updated_at=timezone.now()
-        )
+        blanked = list(identities.exclude(pk__in=consented_again.values("identity_id")).values_list("pk", flat=True))
+        PlatformIdentity.objects.filter(pk__in=blanked).update(handle="", display_name="", updated_at=timezone.now())
+        _admin_history_renamed(account_ids=[account.pk for account in erased], identity_ids=blanked)
         platform_authorization_removed(
             platform=platform,
             platform_user_id=platform_user_id,
@@ -1478,6 +1478,27 @@ def platform_user_data_delete(
         "+".join(matched) or "no identity",
     )
     return request
+
+
+def _admin_history_renamed(*, account_ids: list[str], identity_ids: list[str]) -> None:
+    """Rewrite the admin's history of the erased rows under the names they have now. Django copies an object's
+    str() into LogEntry.object_repr at each audited admin action and change-form save, and shows it in every
+    staff member's "Recent actions" for as long as the row lives: a SocialAccount's is `… (instagram @handle)`.
+    Rewritten here rather than by leaving the handle out of __str__, because ops find an account by its
+    handle on the admin's titles, links and selects every day; the history keeps who did what and when to
+    which row (object_id), which is not the person's data."""
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    for rows in (
+        SocialAccount.objects.filter(pk__in=account_ids).select_related("identity"),
+        PlatformIdentity.objects.filter(pk__in=identity_ids),
+    ):
+        content_type = ContentType.objects.get_for_model(rows.model)
+        for row in rows:
+            LogEntry.objects.filter(content_type=content_type, object_id=str(row.pk)).update(
+                object_repr=str(row)[: LogEntry.object_repr.field.max_length]
+            )
 
 
 def _token_set(account: SocialAccount) -> TokenSet:

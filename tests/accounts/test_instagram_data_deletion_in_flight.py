@@ -6,13 +6,16 @@ import time
 from dataclasses import replace
 
 import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.core.files.storage import default_storage
 
 from accounts import services
-from accounts.models import SocialAccount
+from accounts.models import PlatformIdentity, SocialAccount
 from config import netguard
 from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.accounts.test_instagram_deauthorization import DATA_DELETION, payload_for, post, signed_request
+from tests.config.test_web_request_platform_calls import ops_browser
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -125,3 +128,44 @@ def test_a_refresh_underway_does_not_bring_the_wiped_tokens_back(owner, monkeypa
     assert services.social_account_refresh_token(account_id=account["id"]) == "skipped"
     row = SocialAccount.objects.get(pk=account["id"])
     assert (row.status, row.access_token_enc, row.refresh_token_enc) == ("reauth_required", "", "")
+
+
+def test_the_admins_history_forgets_the_erased_handle(owner):
+    """Every audited admin action (and Django's own change-form saves) keeps the object's name as it was in
+    LogEntry.object_repr, shown on the object's History page and in the admin index's "Recent actions" to
+    every staff member, forever. The deletion rewrites those names to what the rows are called now."""
+    account = connected_account(owner, "instagram", "ig.logged")
+    kept = connected_account(owner, "instagram", "ig.kept")
+    row = SocialAccount.objects.get(pk=account["id"])
+    _, ops = ops_browser()
+    revoked = ops.post(
+        "/admin/accounts/socialaccount/",
+        {"action": "revoke_accounts", "post": "yes", "_selected_action": [account["id"], kept["id"]]},
+        follow=True,
+    )
+    assert revoked.status_code == 200
+    # the identity's own history: a change-form save, as Django logs it
+    LogEntry.objects.log_actions(
+        user_id=LogEntry.objects.first().user_id,
+        queryset=[row.identity],
+        action_flag=2,
+        change_message="[]",
+    )
+    assert "ig.logged" in ops.get("/admin/").content.decode()  # what the test would miss otherwise
+
+    delete_data_of("ig.logged")
+
+    logged = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(SocialAccount), object_id=account["id"]
+    ).values_list("object_repr", flat=True)
+    assert list(logged) == [f"{account['id']} (instagram, no handle)"]
+    identity_logged = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(PlatformIdentity), object_id=row.identity_id
+    ).values_list("object_repr", flat=True)
+    assert list(identity_logged) and not any("ig.logged" in r for r in identity_logged)
+    recent = ops.get("/admin/").content.decode()
+    history = ops.get(f"/admin/accounts/socialaccount/{account['id']}/history/").content.decode()
+    assert "ig.logged" not in recent and "ig.logged" not in history
+    assert account["id"] in history
+    # someone else's history is left as it was
+    assert "ig.kept" in recent
