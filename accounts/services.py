@@ -1410,7 +1410,9 @@ def platform_user_data_delete(
       token_version, so that a refresh underway cannot store its answer), its picture's URL blanked, and its
       copy in media storage deleted after commit (avatars_delete);
     - the user's identities (one per organization): handle and display name blanked, so the API, the admin
-      and the events written from now on show "" for them.
+      and the events written from now on show "" for them; the admin's history of those rows is renamed too
+      (_admin_history_renamed). An avatar copy or a health check underway checks the account's token_version
+      and status before it writes, and writes nothing after this.
     Erased first and flipped after, so that the needs_reauth event the partner gets carries none of it.
 
     Kept, on purpose: the bindings themselves and everything the partner made with them (scheduled posts,
