@@ -830,8 +830,9 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
     """Bind the consenting platform user to the session's project.
 
     One identity per organization; a live binding of that identity in the project is reused (token
-    refreshed, same id, no second fan-out); otherwise a new account is created and the post-connect
-    fan-out is queued after commit. The partial unique constraint settles two concurrent connects.
+    refreshed, same id, no second fan-out but the copy of a missing picture); otherwise a new account is
+    created and the post-connect fan-out is queued after commit. The partial unique constraint settles two
+    concurrent connects.
 
     Lock order, as everywhere a binding and its identity are written together: the binding's row first,
     then the identity's profile (_reauth_complete, leasing.services.pool_account_connect, through
@@ -848,7 +849,7 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
         live = SocialAccount.objects.exclude(status=SocialAccount.Status.DISCONNECTED)
         account = live.select_for_update().filter(project_id=session.project_id, identity=identity).first()
         _identity_profile_store(identity, profile, tokens=tokens)
-        created = False
+        created = fan_out = False
         if account is None:
             account = SocialAccount(
                 organization_id=session.organization_id,
@@ -890,6 +891,10 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
             # A reauth without a returnUrl goes back to the page the partner connected from last.
             account.return_url = session.return_url
             account.save()
+            # A binding without its picture (a data deletion request blanked it; its copy waited for a live
+            # token) gets it copied now, as a reauth does (social_account_reconnect): the fan-out does only
+            # what is missing.
+            fan_out = not account.avatar_url
             if was == SocialAccount.Status.REAUTH_REQUIRED:
                 social_account_status_record(
                     account=account,
@@ -904,7 +909,7 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
         OAuthSession.objects.filter(pk=session.pk).update(
             status=OAuthSession.Status.COMPLETED, social_account=account, completed_at=timezone.now()
         )
-        if created:
+        if created or fan_out:
             from accounts.tasks import social_account_after_connect
 
             # A broker outage must not make the customer's callback fail once the account is committed: the

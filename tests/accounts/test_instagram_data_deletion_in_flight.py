@@ -169,3 +169,16 @@ def test_the_admins_history_forgets_the_erased_handle(owner):
     assert account["id"] in history
     # someone else's history is left as it was
     assert "ig.kept" in recent
+
+
+def test_connecting_again_after_the_deletion_gets_a_fresh_copy_of_the_picture(owner):
+    # Not through reauth-url: the customer goes through the partner's connect flow again, which reuses the
+    # project's binding of the same person (same id) as a reconnect.
+    account = connected_account(owner, "instagram", "ig.again")
+    delete_data_of("ig.again")
+
+    again = connected_account(owner, "instagram", "ig.again")
+
+    assert again["id"] == account["id"]
+    assert (again["status"], again["handle"]) == ("connected", "ig.again")
+    assert again["avatarUrl"] and avatar_files(account["id"])
