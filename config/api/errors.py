@@ -185,8 +185,9 @@ def wants_json(request) -> bool:
 
 @csrf_exempt  # an API client's POST or DELETE carries no CSRF token: it must get the 404, not a CSRF 403 page
 def api_not_found(request, *args, **kwargs):
-    """The 404 envelope of a JSON path Django found no view for (/platform-webhooks/…). Unmatched /v1 paths
-    never get here: config.api.views.NoRouteApi answers them after the key check."""
+    """The 404 envelope of a JSON path Django found no view for (/platform-webhooks/…, or /v1foo, outside the
+    API's `v1/` prefix). Unmatched paths under /v1/ never get here: config.api.views.NoRouteApi answers them
+    after the key check."""
     return JsonResponse(envelope(404, "NOT_FOUND", "Not found."), status=404)
 
 

@@ -5,7 +5,7 @@ pagination never skips rows when rows are added), and the balance after each ent
 balances the wallet never had."""
 
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
@@ -134,4 +134,19 @@ def test_another_organizations_newest_entry_does_not_move_this_organizations_ent
     before = timezone.now()
     WRITERS[writer](owner.org)
     newest = LedgerEntry.objects.filter(organization_id=owner.org.pk).order_by("-created_at", "-id").first()
+    # Entries are timed in whole milliseconds: one written in the millisecond `before` was read in is up to
+    # 999 µs earlier than it.
+    before = before.replace(microsecond=before.microsecond // 1000 * 1000)
     assert before <= newest.created_at <= timezone.now(), (newest.created_at, before)
+
+
+def test_two_entries_in_one_real_millisecond_show_two_times_in_their_order(owner):
+    """The API writes times to the millisecond: two entries 333 µs apart would both read .123Z, and a partner
+    paging down to the newest entry it saw could not tell which came first. The second is stamped 1 ms on."""
+    with time_machine.travel(datetime(2026, 11, 30, 9, 0, 0, 123456, tzinfo=UTC), tick=False):
+        services.wallet_top_up(organization=owner.org, cents=100, reason="A")
+    with time_machine.travel(datetime(2026, 11, 30, 9, 0, 0, 123789, tzinfo=UTC), tick=False):
+        services.wallet_top_up(organization=owner.org, cents=100, reason="B")
+    data = owner.client.get("/v1/wallet/entries").json()["data"]
+    assert [entry["description"] for entry in data[:2]] == ["B", "A"], data
+    assert data[0]["createdAt"] > data[1]["createdAt"]

@@ -139,6 +139,10 @@ def test_an_object_given_another_json_type_names_the_json_types(owner, where, va
         ("mediaUrls", [VIDEO, {"url": VIDEO}], "Expected a JSON string, not an object."),
         ("count", "2", "Expected an integer, not a string."),
         ("count", True, "Expected an integer, not a boolean."),
+        ("count", [1], "Expected an integer, not an array."),
+        ("count", {}, "Expected an integer, not an object."),
+        ("count", 1.5, "Expected an integer, not a number with a fraction or out of range."),
+        ("count", 1e20, "Expected a JSON integer."),  # a whole number DRF cannot read as one (str() is 1e+20)
     ],
 )
 def test_a_string_or_an_integer_given_another_json_type_names_the_json_types(owner, where, value, message):

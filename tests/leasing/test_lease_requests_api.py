@@ -97,3 +97,16 @@ def test_requests_of_another_organization_are_404(owner, sibling, outsider):
     assert_error(
         owner.client.get(f"/v1/projects/{owner.project.id}/leased-accounts/requests/lreq_nope"), 404, "NOT_FOUND"
     )
+
+
+@pytest.mark.parametrize("count", ["1.5", "[1]", "{}", "1e400", "1e20"])
+def test_a_count_that_is_no_integer_is_a_422_naming_it(owner, count):
+    # Each was a 500 (KeyError filling the integer field's message) for a partner's typo.
+    project = owner.project.pk
+    niche = '{"vertical": "fitness", "language": "en", "geo": ["US"]}'
+    body = f'{{"projectId": "{project}", "count": {count}, "niche": {niche}}}'
+    response = owner.client.post(
+        f"/v1/projects/{project}/leased-accounts/request", data=body, content_type="application/json"
+    )
+    error = assert_error(response, 422, "VALIDATION")
+    assert list(error["details"]["fields"]) == ["count"]
