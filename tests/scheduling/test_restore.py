@@ -19,6 +19,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from accounts.models import Event, SocialAccount
 from accounts.tasks import social_accounts_health_tick
 from config.api.errors import Conflict
+from config.api.fields import datetime_output
 from leasing.models import PoolAccount
 from leasing.tasks import pool_accounts_refresh_tick
 from scheduling import services
@@ -101,7 +102,7 @@ def test_a_restore_does_not_publish_again_the_posts_that_went_out_after_the_back
 
     ids = sorted(scheduled["id"] for scheduled in posts.values())
     assert report["heldCount"] == 2 and report["heldPosts"] == {owner.org.id: ids}, report
-    assert report["restoredTo"] == iso(taken_at) and report["dryRun"] is False
+    assert report["restoredTo"] == datetime_output(taken_at) and report["dryRun"] is False
     for platform, scheduled in posts.items():
         assert len(sandbox_posts(platform, f"restore.{platform}")) == 1, platform  # not published a second time
         body = post(owner, scheduled["id"])
