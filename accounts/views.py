@@ -148,7 +148,7 @@ def tiktok_webhook(request):
         event = tiktok_webhooks.parse(body=request.body, header=request.headers.get(tiktok_webhooks.SIGNATURE_HEADER))
     except tiktok_webhooks.WebhookRejected as exc:
         log.warning("tiktok webhook refused: %s", exc.code)
-        return JsonResponse(envelope(exc.status, exc.code, exc.message), status=exc.status)
+        return _rejected(exc)
     if event.event != "authorization.removed":
         return JsonResponse({"received": True, "event": event.event, "applied": False})
     flipped = services.platform_authorization_removed(
@@ -157,6 +157,11 @@ def tiktok_webhook(request):
     reason = event.content.get("reason")
     log.info("tiktok authorization.removed (reason %r): %d binding(s) now need a reauth", reason, len(flipped))
     return JsonResponse({"received": True, "event": event.event, "applied": bool(flipped)})
+
+
+def _rejected(exc) -> JsonResponse:
+    """The answer to a platform's notice that is not a valid one (base.NoticeRejected), in the envelope."""
+    return JsonResponse(envelope(exc.status, exc.code, exc.message), status=exc.status)
 
 
 def _instagram_signed_request(request):
@@ -177,7 +182,7 @@ def _instagram_signed_request(request):
     except signed.SignedRequestRejected as exc:
         # The code only: the request itself is a credential of sorts (it names a user, signed).
         log.warning("instagram %s refused: %s", request.path, exc.code)
-        return None, JsonResponse(envelope(exc.status, exc.code, exc.message), status=exc.status)
+        return None, _rejected(exc)
 
 
 @csrf_exempt  # Meta's servers post here; the signature is the authentication

@@ -96,6 +96,15 @@ def refused_for_the_account(exc: PlatformError) -> bool:
     return isinstance(exc, RateLimited | TokenInvalid)
 
 
+class NoticeRejected(Exception):
+    """A notice a platform sends Layers (TikTok's webhook, Meta's signed request) that is not a valid one of
+    this app's. `code` and `message` go into the error envelope, with `status`."""
+
+    def __init__(self, code: str, message: str, *, status: int = 400):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
 @dataclass(frozen=True)
 class TokenSet:
     """Tokens as the platform issued them. TikTok rotates refresh tokens: always persist the newest

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from accounts.platforms.base import NoticeRejected
 from config.api.parsers import UNSTORABLE, any_string_matches
 
 FIELD = "signed_request"
@@ -29,12 +30,8 @@ _PART = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 MAX_USER_ID = 128
 
 
-class SignedRequestRejected(Exception):
+class SignedRequestRejected(NoticeRejected):
     """Not a valid signed request of this app. `code` goes into the error envelope."""
-
-    def __init__(self, code: str, message: str, *, status: int = 400):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
+from accounts.platforms.base import NoticeRejected
 from config.api.parsers import UNSTORABLE, any_string_matches
 
 SIGNATURE_HEADER = "TikTok-Signature"
@@ -26,12 +27,8 @@ SIGNATURE_HEADER = "TikTok-Signature"
 TOLERANCE_SECONDS = 300
 
 
-class WebhookRejected(Exception):
+class WebhookRejected(NoticeRejected):
     """The delivery is not a valid TikTok event for this app. `code` goes into the error envelope."""
-
-    def __init__(self, code: str, message: str, *, status: int = 400):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
 
 
 @dataclass(frozen=True)
