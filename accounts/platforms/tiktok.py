@@ -476,7 +476,13 @@ def _public_post_id(post_ids) -> str | None:
 
 
 def _direct_post_request(*, creator: dict, media_type: str, media: list[MediaItem], caption: str) -> tuple[str, dict]:
-    options = creator.get("privacy_level_options") or []
+    options = creator.get("privacy_level_options")
+    if options is None:
+        # No options at all: `data` was no object (_call reads it as {}) or left them out. That is an answer
+        # Layers cannot read, asked again; only a creator listing none ([]) is refused the post below.
+        raise PlatformUnavailable(
+            "tiktok: creator_info gave no privacy_level_options", code="bad_response", outcome_unknown=False
+        )
     if not isinstance(options, list):
         # A number raised a TypeError, a string was searched for substrings. No refusal of the post (that would
         # fail it for good) and no crash (counted as a dead worker's run): an answer to ask again for, and

@@ -16,6 +16,7 @@ from accounts.platforms.base import (
     PlatformError,
     PlatformUnavailable,
     RateLimited,
+    RequestRejected,
     TokenInvalid,
     TokenSet,
 )
@@ -228,6 +229,22 @@ def test_a_creator_info_answer_whose_privacy_options_cannot_be_read_is_an_outage
 
     assert caught.value.code == "bad_response" and caught.value.outcome_unknown is False
     assert sent == []
+
+
+@pytest.mark.parametrize("creator", [[], "PUBLIC_TO_EVERYONE", 7, {}], ids=["array", "string", "number", "no options"])
+def test_a_creator_info_answer_with_no_options_object_is_an_outage_with_nothing_created(creator):
+    # A `data` that is not an object was read as a creator offering no privacy level: RequestRejected failed
+    # the post for good, for an answer Layers could not read.
+    sent: list = []
+    with pytest.raises(PlatformUnavailable) as caught:
+        publish(creator_then_init(creator, sent))
+    assert caught.value.code == "bad_response" and caught.value.outcome_unknown is False
+    assert sent == []
+
+
+def test_a_creator_offering_no_privacy_level_is_still_a_refusal():
+    with pytest.raises(RequestRejected):
+        publish(creator_then_init({"privacy_level_options": []}, []))
 
 
 # TikTok documents comment_disabled (and duet / stitch) as booleans. "false" as a string was read as true by
