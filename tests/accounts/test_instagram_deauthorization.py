@@ -524,3 +524,38 @@ def test_the_identitys_admin_page_shows_the_ids_support_is_quoted_and_no_token(o
     assert row.identity_id in found and "0 platform identities" not in found
     for shown in (page, found, account_page):
         assert row.access_token not in shown and settings.LAYERS_INSTAGRAM_CLIENT_SECRET not in shown
+
+
+def test_a_second_deletion_request_after_a_new_consent_erases_that_consent_too(owner):
+    # The person deletes, connects again later, then removes the app and asks again: Meta signs a new request
+    # (a new issued_at). It is a request of its own, with its own code, and it erases the new grant.
+    account = connected_account(owner, "instagram", "ig.again")
+    first = post(DATA_DELETION, signed_request(payload_for("ig.again")))
+    assert first.status_code == 200
+    reauthorize(owner, account["id"], "instagram", "ig.again")
+    assert statuses(account["id"]) == ["connected"]
+
+    second = post(DATA_DELETION, signed_request(payload_for("ig.again", issued_at=int(time.time()) + 2)))
+
+    assert second.status_code == 200
+    assert second.json()["confirmation_code"] != first.json()["confirmation_code"]
+    assert DataDeletionRequest.objects.count() == 2
+    row = SocialAccount.objects.get(pk=account["id"])
+    assert row.status == "reauth_required"
+    assert (row.access_token_enc, row.refresh_token_enc, row.avatar_url, row.identity.handle) == ("", "", "", "")
+
+
+def test_no_notice_names_the_empty_id(owner):
+    from django.utils import timezone
+
+    # Instagram identities keep "" for an id Meta did not give, TikTok ones for ids TikTok has none of: a notice
+    # naming "" (a caller that forgot to check) must match nobody, not every identity with an id left blank.
+    tiktok = connected_account(owner, "tiktok", "blank.ids")
+    instagram = connected_account(owner, "instagram", "blank.ids")
+    for platform in ("tiktok", "instagram"):
+        assert not services.platform_user_identities(platform=platform, platform_user_id="").exists()
+        assert (
+            services.platform_authorization_removed(platform=platform, platform_user_id="", removed_at=timezone.now())
+            == []
+        )
+    assert statuses(tiktok["id"], instagram["id"]) == ["connected", "connected"]

@@ -129,6 +129,7 @@ def lifetime_cases(fallback: timedelta, longest: timedelta) -> list:
         pytest.param(1e20, longest, id="1e20"),
         pytest.param(10**30, longest, id="10**30"),
         pytest.param("1e400", longest, id="beyond a float"),
+        pytest.param(10**400, longest, id="an integer beyond a float"),
         pytest.param(600, timedelta(minutes=10), id="ten minutes, kept: taken as longer, it would die unrefreshed"),
     ]
 

@@ -114,3 +114,15 @@ def test_a_refused_key_gets_no_budget_of_a_key(anon, owner, settings):
     response = anon.get("/v1/projects")
     assert_error(response, 401, "UNAUTHENTICATED")
     assert _budget(response) == (None, None, None)
+
+
+def test_retry_after_and_reset_round_a_fraction_of_a_second_up(owner, settings):
+    """At 20.5 s into the minute, 39.5 s are left: a partner told 39 s retries inside the window and is refused
+    again. Both Retry-After and RateLimit-Reset say 40."""
+    settings.LAYERS_API_RATE = "1/min"
+    with time_machine.travel(T0 + timedelta(milliseconds=500), tick=False):
+        first = owner.client.get("/v1/projects")
+        refused = owner.client.get("/v1/projects")
+    assert first["RateLimit-Reset"] == "40"
+    assert_error(refused, 429, "RATE_LIMITED")
+    assert refused["Retry-After"] == "40" and refused["RateLimit-Reset"] == "40"

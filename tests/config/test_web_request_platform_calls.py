@@ -297,3 +297,42 @@ def test_an_assignment_the_task_queue_refuses_fails_at_once_and_says_so(owner):
     assert "The assignment failed, nothing was leased" in text and "task queue" in text
     assert get_request(owner, accepted["requestId"])["status"] == "failed"  # open again: staff assign again
     assert PoolAccount.objects.filter(pk__in=pool_ids, status="available").count() == 2
+
+
+def test_a_token_check_delivered_after_its_assignment_was_given_up_asks_tiktok_nothing(owner):
+    # The worker's message arrives after the recovery gave the attempt up (the accounts are back in the pool,
+    # maybe reserved again by another staff member): checking them now would refresh, and TikTok rotate, pool
+    # tokens for an attempt that is over.
+    pool_ids = add_pool(2)
+    accepted = request_accounts(owner, 2)
+    PoolAccount.objects.update(token_expires_at=timezone.now() - timedelta(hours=1))
+    _, ops = ops_browser()
+    with intercepted({}), held_tasks() as held:
+        ops.post(admin_object_url(LeaseRequest, accepted["requestId"]), {"action": "auto"}, follow=True)
+    (task, args), *_ = [(task, args) for task, args in held if task.name.endswith("lease_assign_check")]
+    later = timezone.now() + leasing_services.PROVISIONING_INTERRUPTED_AFTER + timedelta(minutes=1)
+    assert leasing_services.lease_requests_recover_interrupted(now=later) == 1
+    tokens = dict(PoolAccount.objects.values_list("pk", "refresh_token_enc"))
+
+    calls: list[str] = []
+    with intercepted({}, calls=calls), held_tasks():
+        assert task.run(*args) == "failed"
+
+    assert calls == []
+    assert PoolAccount.objects.filter(pk__in=pool_ids, status="available").count() == 2
+    assert dict(PoolAccount.objects.values_list("pk", "refresh_token_enc")) == tokens
+
+
+def test_the_workers_binding_is_recorded_under_the_staff_member_who_assigned(owner):
+    add_pool(2)
+    accepted = request_accounts(owner, 2)
+    staff, ops = ops_browser()
+    with intercepted({}), held_tasks() as held:
+        ops.post(admin_object_url(LeaseRequest, accepted["requestId"]), {"action": "auto"}, follow=True)
+    (task, args), *_ = [(task, args) for task, args in held if task.name.endswith("lease_assign_check")]
+    with intercepted({}), held_tasks():
+        assert task.run(*args) == "assigned"
+    from leasing.models import LeaseAction
+
+    done = LeaseAction.objects.filter(request_id=accepted["requestId"]).latest("created_at", "pk")
+    assert done.actor_id is not None and done.actor_id == LeaseAction.objects.get(pk=args[1]).actor_id

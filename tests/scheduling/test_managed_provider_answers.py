@@ -60,3 +60,14 @@ def test_a_provider_url_that_is_not_absolute_http_is_not_handed_to_partners(owne
     assert (body["status"], body["externalId"], body["externalUrl"]) == ("published", "mp-2", None), body
     webhook = Event.objects.get(type="scheduled_post.published").data
     assert webhook["externalUrl"] is None, webhook
+
+
+def test_a_provider_url_over_plain_http_is_handed_to_partners(owner):
+    # Providers are told (API.md, _provider_answer) that an absolute http(s) URL is kept: http too.
+    account = connected_account(owner, "tiktok", "managed.http")
+    with receiver(lambda r: (200, {"id": "mp-3", "url": "http://boost.test/p/3"}, {})) as (url, _):
+        managed_provider(project=owner.project, name="Boost", endpoint_url=url)
+        scheduled = schedule_now(owner, account["id"], mode="managed")
+        run_dispatcher()
+    body = post(owner, scheduled["id"])
+    assert (body["status"], body["externalId"], body["externalUrl"]) == ("published", "mp-3", "http://boost.test/p/3")

@@ -1,5 +1,6 @@
 import pytest
 
+from scheduling.apis import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from tests.conftest import assert_error
 
 pytestmark = pytest.mark.django_db
@@ -98,6 +99,8 @@ def test_a_carousel_of_urls_not_ending_in_a_video_extension_is_created(owner, im
         ("video", "https://cdn.acme.test/cover.jpg", "mediaType image"),
         ("video", "https://cdn.acme.test/p/Shot.PNG#x", "mediaType image"),
         ("video", "https://cdn.acme.test/still.webp", "mediaType image"),
+        *[("video", f"https://cdn.acme.test/still{ext}", "mediaType image") for ext in IMAGE_EXTENSIONS],
+        *[("image", f"https://cdn.acme.test/clip{ext.upper()}", "mediaType video") for ext in VIDEO_EXTENSIONS],
     ],
 )
 def test_a_url_of_the_other_kind_is_refused_when_the_container_is_created(owner, media_type, url, told):
