@@ -13,12 +13,12 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from accounts.platforms.base import NoticeRejected
+from accounts.platforms.decoding import json_loads
 from config.api.parsers import UNSTORABLE, any_string_matches
 
 FIELD = "signed_request"
@@ -72,8 +72,8 @@ def parse(value: str | None, *, secret: str) -> SignedRequest:
     if not hmac.compare_digest(expected, signature):
         raise SignedRequestRejected("INVALID_SIGNATURE", "The signature does not match the payload.", status=401)
     try:
-        payload = json.loads(_decode(encoded_payload).decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # "[[[[…" a few thousand deep stops the decoder with the latter
+        payload = json_loads(_decode(encoded_payload).decode("utf-8"))
+    except ValueError as exc:  # not UTF-8, not JSON, or nested too deeply (decoding.json_loads)
         raise _malformed("The payload is not UTF-8 JSON.") from exc
     if not isinstance(payload, dict):
         raise _malformed("The payload must be a JSON object.")

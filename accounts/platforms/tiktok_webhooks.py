@@ -9,7 +9,6 @@ idempotent."""
 
 import hashlib
 import hmac
-import json
 import math
 import re
 import time
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 
 from accounts.platforms.base import NoticeRejected
+from accounts.platforms.decoding import json_loads
 from config.api.parsers import UNSTORABLE, any_string_matches
 
 SIGNATURE_HEADER = "TikTok-Signature"
@@ -71,8 +71,8 @@ def verify(*, body: bytes, header: str | None, now: float | None = None) -> None
 
 def _json_object(text: bytes | str) -> dict | None:
     try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):  # "[[[[…" a few thousand deep stops the decoder with the latter
+        value = json_loads(text)
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 
