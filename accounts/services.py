@@ -1054,7 +1054,7 @@ def social_account_revoke(*, account_id: str, actor=None, api_key: ApiKey | None
             type="social_account.disconnected",
             data=social_account_data(account),
         )
-        transaction.on_commit(lambda: _avatars_delete_after_disconnect(account_id=account_id))
+        transaction.on_commit(lambda: _avatars_delete_queued(account_id=account_id))
         if tokens:
             platform, user_id, pk = account.platform, account.identity.platform_user_id, account.pk
             # robust: the disconnect is committed by then; a failure there must not turn it into a 500.
@@ -1460,7 +1460,7 @@ def platform_user_data_delete(
             account.avatar_url = ""
             account.token_version += 1
             account.save(update_fields=["access_token_enc", "refresh_token_enc", "avatar_url", "token_version"])
-            transaction.on_commit(lambda pk=account.pk: _avatars_delete_after_disconnect(account_id=pk))
+            transaction.on_commit(lambda pk=account.pk: _avatars_delete_queued(account_id=pk))
         identities = platform_user_identities(platform=platform, platform_user_id=platform_user_id)
         consented_again = SocialAccount.objects.filter(identity__in=identities.values("pk")).exclude(
             pk__in=[account.pk for account in erased]
@@ -1879,7 +1879,7 @@ def social_account_rehost_avatar(*, account_id: str) -> str | None:
         # Disconnected, erased or sent to reauth while the picture was fetched: the disconnect's or the
         # erasure's deletion may have run before this copy was written. Deleted again (it keeps a copy an
         # account still shows).
-        _avatars_delete_after_disconnect(account_id=account_id)
+        _avatars_delete_queued(account_id=account_id)
         return None
     if now["avatar_url"]:
         return now["avatar_url"]  # another copy of it won
@@ -1912,8 +1912,9 @@ def avatars_delete(*, account_id: str) -> int:
     return len(files)
 
 
-def _avatars_delete_after_disconnect(*, account_id: str) -> None:
-    """Queue the deletion of the avatar copies of an account just disconnected (the task retries a media storage
+def _avatars_delete_queued(*, account_id: str) -> None:
+    """Queue the deletion of the avatar copies of an account that no longer shows them: just disconnected, erased
+    by a data deletion request, or out of connected while a copy was being made (the task retries a media storage
     that refuses or does not answer); never raises. Not done in the partner's DELETE itself, which waited on the
     bucket and gave up at its first refusal. With the broker refusing the message, deleted at once instead: no
     tick would find it later (nothing on the account says that its copies are left)."""
