@@ -35,6 +35,7 @@ from accounts.platforms.base import (
     refused_for_the_account,
 )
 from accounts.platforms.decoding import json_loads
+from accounts.platforms.fields import INT64_MAX
 from accounts.platforms.scopes import PUBLISHING, grant_lacks_mode, scope_for_mode, stored_scopes
 from accounts.services import (
     api_key_source,
@@ -2022,7 +2023,7 @@ METRICS_BATCH = 20
 METRIC_FIELDS = ("views", "likes", "comments", "shares")
 # The largest figure the columns hold (PostgreSQL's bigint). A platform's figure past it, or below 0, is no
 # count a post can have: unknown, not stored (_account_sync_metrics).
-METRIC_COUNT_MAX = 2**63 - 1
+METRIC_COUNT_MAX = INT64_MAX
 METRICS_STALE_AFTER = timedelta(hours=1)
 # Posts published before LAYERS_METRICS_SYNC_WINDOW: refreshed this often.
 METRICS_OLD_STALE_AFTER = timedelta(days=1)
