@@ -249,6 +249,16 @@ def test_staff_revoking_when_the_task_queue_is_down_leaves_the_rest_as_they_are(
     assert SocialAccount.objects.filter(pk__in=ids, status="disconnected").count() == 2
 
 
+def assign_with_the_worker_held(ops, request_id: str, *, calls: list[str] | None = None):
+    """Staff auto-assign `request_id` in the admin with the queued tasks held back, as a worker would take them
+    later: (the admin's answer, the held lease_assign_check task, its args). The request's platform calls are
+    appended to `calls`."""
+    with intercepted({}, calls=[] if calls is None else calls), held_tasks() as held:
+        answer = ops.post(admin_object_url(LeaseRequest, request_id), {"action": "auto"}, follow=True)
+    (task, args), *_ = [(task, args) for task, args in held if task.name.endswith("lease_assign_check")]
+    return answer, task, args
+
+
 def test_staff_assigning_a_large_lease_request_leaves_the_token_checks_to_a_worker(owner):
     # A day in the pool expires a TikTok access token: each account's check refreshes it, then reads the profile
     # (up to six calls each). Checked in the admin's request, 50 accounts made over 100 calls there.
@@ -258,8 +268,7 @@ def test_staff_assigning_a_large_lease_request_leaves_the_token_checks_to_a_work
     _, ops = ops_browser()
     page = admin_object_url(LeaseRequest, accepted["requestId"])
     calls: list[str] = []
-    with intercepted({}, calls=calls), held_tasks() as held:
-        answer = ops.post(page, {"action": "auto"}, follow=True)
+    answer, task, args = assign_with_the_worker_held(ops, accepted["requestId"], calls=calls)
 
     within_budget(calls)
     assert calls == []
@@ -269,7 +278,6 @@ def test_staff_assigning_a_large_lease_request_leaves_the_token_checks_to_a_work
     assert get_request(owner, accepted["requestId"])["status"] == "provisioning"
     assert PoolAccount.objects.filter(pk__in=pool_ids, status="reserved").count() == 5
 
-    (task, args), *_ = [(task, args) for task, args in held if task.name.endswith("lease_assign_check")]
     with intercepted({}, calls=calls), held_tasks():
         task.run(*args)  # the worker
     assert len(calls) == 10  # a refresh and a profile read per account, in the worker
@@ -307,9 +315,7 @@ def test_a_token_check_delivered_after_its_assignment_was_given_up_asks_tiktok_n
     accepted = request_accounts(owner, 2)
     PoolAccount.objects.update(token_expires_at=timezone.now() - timedelta(hours=1))
     _, ops = ops_browser()
-    with intercepted({}), held_tasks() as held:
-        ops.post(admin_object_url(LeaseRequest, accepted["requestId"]), {"action": "auto"}, follow=True)
-    (task, args), *_ = [(task, args) for task, args in held if task.name.endswith("lease_assign_check")]
+    _, task, args = assign_with_the_worker_held(ops, accepted["requestId"])
     later = timezone.now() + leasing_services.PROVISIONING_INTERRUPTED_AFTER + timedelta(minutes=1)
     assert leasing_services.lease_requests_recover_interrupted(now=later) == 1
     tokens = dict(PoolAccount.objects.values_list("pk", "refresh_token_enc"))
@@ -327,9 +333,7 @@ def test_the_workers_binding_is_recorded_under_the_staff_member_who_assigned(own
     add_pool(2)
     accepted = request_accounts(owner, 2)
     staff, ops = ops_browser()
-    with intercepted({}), held_tasks() as held:
-        ops.post(admin_object_url(LeaseRequest, accepted["requestId"]), {"action": "auto"}, follow=True)
-    (task, args), *_ = [(task, args) for task, args in held if task.name.endswith("lease_assign_check")]
+    _, task, args = assign_with_the_worker_held(ops, accepted["requestId"])
     with intercepted({}), held_tasks():
         assert task.run(*args) == "assigned"
     from leasing.models import LeaseAction
