@@ -30,8 +30,9 @@ class EventOutput(serializers.Serializer):
     type = serializers.ChoiceField(choices=sorted(services.EVENT_TYPES))
     createdAt = TimestampField(source="created_at")
     data = serializers.DictField(
-        help_text="A snapshot of the object taken when the event was recorded, never updated afterwards: read "
-        "the object's GET for its current state. " + EVENT_DATA_BY_TYPE
+        help_text="A snapshot of the object taken when the event was recorded, never updated afterwards (but for "
+        "an Instagram user's data deletion request, which blanks the handle, displayName and avatarUrl of their "
+        "accounts' events): read the object's GET for its current state. " + EVENT_DATA_BY_TYPE
     )
 
 
@@ -39,9 +40,11 @@ class EventOutput(serializers.Serializer):
 # binding is created, and the avatar copy and layer provisioning run after commit (the post-connect fan-out).
 EVENT_DATA_SNAPSHOT = (
     "Each event's `data` is a snapshot taken when the event was recorded, never updated afterwards, and every "
-    "webhook delivery of the event carries that same snapshot. `social_account.connected` is recorded as the "
-    "account is created, before its avatar is copied and its layers are provisioned, so it always arrives "
-    "with `avatarUrl: null` and `layers: []`: do not store the avatar from it, read "
+    "webhook delivery of the event carries that same snapshot. The one exception: an Instagram user's data "
+    "deletion request (Meta's) blanks their accounts' `handle` and `displayName` (`\"\"`) and `avatarUrl` "
+    "(null) in the events already recorded, and in the deliveries not sent yet. `social_account.connected` is "
+    "recorded as the account is created, before its avatar is copied and its layers are provisioned, so it "
+    "always arrives with `avatarUrl: null` and `layers: []`: do not store the avatar from it, read "
     "`GET /v1/social-accounts/{id}` for the account as it is now (its avatar and layers appear there once "
     "the post-connect steps ran)."
 )

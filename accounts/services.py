@@ -22,6 +22,7 @@ from accounts.models import (
     ApiKey,
     DataDeletionRequest,
     Event,
+    EventSubjectId,
     OAuthSession,
     OnboardingStep,
     Organization,
@@ -1426,8 +1427,12 @@ def platform_user_data_delete(
     (who they are, their picture, the access they gave) is what goes. Kept too: the ids Instagram names the
     person by (the identity's platform_user_id, app_scoped_id and token_user_id), which are no profile and
     without which a reconnect of the same person could not find its binding nor a later request its user.
-    Events already written (GET /v1/events, webhook deliveries) are copies of what was sent to the partner,
-    and go with LAYERS_EVENT_RETENTION_DAYS.
+    - the events already written about those bindings (GET /v1/events) and the webhook deliveries' stored
+      bodies of them, sent or not: the person's fields scrubbed as the API shows them now (_events_scrubbed),
+      their ids, types, times and everything else kept. Rewritten rather than deleted: the partner's list and
+      its order stay whole, and a receiver that dedupes by event id is not sent an event again. A delivery not
+      sent yet sends (and signs) the scrubbed body; one already sent cannot be called back, and the partner
+      was told by the needs_reauth event that the account's profile is gone.
 
     A binding whose token was stored after `requested_at` (the person consented again since) is left alone,
     as platform_authorization_removed leaves it, and so is its organization's identity."""
@@ -1468,6 +1473,7 @@ def platform_user_data_delete(
         blanked = list(identities.exclude(pk__in=consented_again.values("identity_id")).values_list("pk", flat=True))
         PlatformIdentity.objects.filter(pk__in=blanked).update(handle="", display_name="", updated_at=timezone.now())
         _admin_history_renamed(account_ids=[account.pk for account in erased], identity_ids=blanked)
+        _events_scrubbed(accounts=erased, blanked_identity_ids=blanked)
         platform_authorization_removed(
             platform=platform,
             platform_user_id=platform_user_id,
@@ -1485,6 +1491,48 @@ def platform_user_data_delete(
         "+".join(matched) or "no identity",
     )
     return request
+
+
+# The events whose `data` is an account's representation (social_account_data): the handle, display name and
+# picture they copied are the person's.
+SOCIAL_ACCOUNT_EVENTS = sorted(t for t in EVENT_TYPES if t.startswith("social_account."))
+
+
+def _events_scrubbed(*, accounts: list[SocialAccount], blanked_identity_ids: list[str]) -> list[str]:
+    """Scrub the person from the events already written about the erased accounts, in every organization: their
+    picture's URL null (its copy is deleted), and their handle and display name "" where the identity was blanked
+    (an identity the person consented to again since keeps its names, in the API as here). Those events are copies
+    kept until LAYERS_EVENT_RETENTION_DAYS (forever with 0) of what the partner was sent, and GET /v1/events and
+    the webhook deliveries (accounts.webhooks.services.deliveries_body_rewritten) kept showing them. Returns the
+    ids of the events changed. Found by the subject index (EventSubjectId, the account's id); locked, so that a
+    fan-out reading one of them now builds its deliveries from the scrubbed row (event_fan_out)."""
+    from accounts.webhooks.services import deliveries_body_rewritten
+
+    if not accounts:
+        return []
+    nameless = {account.pk for account in accounts if account.identity_id in set(blanked_identity_ids)}
+    events = (
+        Event.objects.filter(type__in=SOCIAL_ACCOUNT_EVENTS)
+        .alias(subject=EventSubjectId("data"))
+        .filter(subject__in=[account.pk for account in accounts])
+        .select_for_update()
+        .order_by("created_at", "pk")
+    )
+    changed = []
+    for event in events:
+        if not isinstance(event.data, dict):
+            continue
+        data = dict(event.data)
+        if "avatarUrl" in data:
+            data["avatarUrl"] = None
+        if data.get("id") in nameless:
+            data.update({key: "" for key in ("handle", "displayName") if key in data})
+        if data != event.data:
+            event.data = data
+            event.save(update_fields=["data"])
+            changed.append(event.pk)
+    deliveries_body_rewritten(event_ids=changed)
+    return changed
 
 
 def _admin_history_renamed(*, account_ids: list[str], identity_ids: list[str]) -> None:

@@ -84,9 +84,12 @@ function verify(rawBody, header, secret, tolerance = 300) {  // rawBody: the Buf
 ```
 
 **Event data is a snapshot** taken when the event was recorded, never updated afterwards; every delivery of
-the event carries the same one. `social_account.connected` is recorded as the account is created, before its
-avatar is copied and its layers are provisioned, so it always arrives with `avatarUrl: null` and `layers: []`:
-do not store the avatar from it, read `GET /v1/social-accounts/{id}` for the account as it is now.
+the event carries the same one. The one exception: an Instagram user's data deletion request (Meta's) blanks
+their accounts' `handle` and `displayName` (`""`) and `avatarUrl` (null) in the events already recorded, and in
+the deliveries not sent yet (a retry of one sends the blanked body, signed as sent).
+`social_account.connected` is recorded as the account is created, before its avatar is copied and its layers are
+provisioned, so it always arrives with `avatarUrl: null` and `layers: []`: do not store the avatar from it, read
+`GET /v1/social-accounts/{id}` for the account as it is now.
 
 """
     + EVENT_DATA_BY_TYPE

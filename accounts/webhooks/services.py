@@ -273,6 +273,18 @@ def event_body(event: Event) -> str:
     return json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
 
 
+def deliveries_body_rewritten(*, event_ids: list[str]) -> int:
+    """Build again the stored body of every delivery of these events, sent or not, from the events as they are
+    stored now (read back: jsonb orders the keys its own way, and GET /v1/events shows them so). For a change of
+    an event's `data` made in the caller's transaction (a data deletion request scrubbing the person:
+    accounts.services._events_scrubbed). Each attempt reads the body once and signs what it sends (_send): a
+    delivery not sent yet sends the new body, whole, never old bytes under a new signature. Returns how many."""
+    rewritten = 0
+    for event in Event.objects.filter(pk__in=event_ids).order_by("pk"):
+        rewritten += WebhookDelivery.objects.filter(event_id=event.pk).update(body=event_body(event))
+    return rewritten
+
+
 def _subscribers(event: Event) -> list[WebhookEndpoint]:
     """Live endpoints of the event's organization that subscribe to its type and existed (and, enabled again
     after being disabled, were enabled: endpoint_enable) when it happened."""
@@ -313,16 +325,21 @@ def event_fan_out(*, event_id: str, recorded: Event | None = None) -> list[str]:
         WebhookFanout.objects.bulk_create([marker], ignore_conflicts=True)
         _mark_fanned_out(event_id, marker.fanned_out_at)
         return []
-    if recorded is not None:
-        event = Event.objects.filter(pk=event_id).first()
-        if event is None:
-            return []
     with transaction.atomic():
         try:
             with transaction.atomic():
                 # Concurrent fan-outs of one event serialize on this primary key; the loser stops here.
-                marker = WebhookFanout.objects.create(event=event)
+                marker = WebhookFanout.objects.create(event_id=event.pk)
         except IntegrityError:
+            return []
+        # Read (again) and locked until the deliveries commit: a data deletion request scrubbing this event
+        # (accounts.services._events_scrubbed, which locks it too) either commits first, and the bodies are built
+        # from the scrubbed row, or waits for these deliveries and rewrites them. Read unlocked, a body built
+        # from the person's name was inserted after the erasure had rewritten the deliveries it could see. The
+        # sequencer placing this event (several rows per statement) waits for these few statements.
+        event = Event.objects.select_for_update(no_key=True).filter(pk=event.pk).first()
+        if event is None:
+            transaction.set_rollback(True)  # purged meanwhile: no marker for it
             return []
         endpoints = _subscribers(event)
         if not endpoints:
@@ -340,8 +357,6 @@ def event_fan_out(*, event_id: str, recorded: Event | None = None) -> list[str]:
         )
         marker.deliveries = len(ids)
         marker.save(update_fields=["deliveries"])
-        # Last, so that the event's row lock (the sequencer places events, several rows per statement) is
-        # held only for the commit.
         _mark_fanned_out(event.pk, marker.fanned_out_at)
         transaction.on_commit(lambda: [enqueue(webhook_deliver, pk) for pk in ids])
     return ids
