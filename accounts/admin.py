@@ -17,6 +17,7 @@ from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, about, ask_first, asks_first, skip_in_action
 from accounts.models import (
     ApiKey,
+    DataDeletionRequest,
     Event,
     EventSubjectId,
     OAuthSession,
@@ -395,6 +396,31 @@ class PlatformIdentityAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin)
         # Identities are written by connects (one per organization and platform user); an added one had no
         # organization and its Save was a 500.
         return False
+
+
+@admin.register(DataDeletionRequest)
+class DataDeletionRequestAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
+    """Support's answer to Meta or to the person about a data deletion request: found by the confirmation code Meta
+    showed the person (typed in any case, as the status page takes it) or by the id Meta's request named (the
+    identity's page shows all three ids a person may be known by); when it was asked and done, and how many
+    bindings it erased. The proof of an erasure: shown, never added, changed or deleted, by anyone. Nothing of the
+    person is on it; the request's digest (request_key) is left out, it answers no question."""
+
+    list_display = (
+        "confirmation_code",
+        "platform",
+        "platform_user_id",
+        "requested_at",
+        "completed_at",
+        "accounts_erased",
+    )
+    list_filter = ("platform",)
+    # Exact (case-insensitive) matches only: a code or an id is quoted whole, and a part of one would list others'.
+    search_fields = ("=confirmation_code", "=platform_user_id")
+    search_help_text = "A confirmation code, or the Instagram user id Meta's request named (exact)."
+    fields = ("confirmation_code", "platform", "platform_user_id", "requested_at", "completed_at", "accounts_erased")
+    readonly_fields = fields
+    ordering = ("-completed_at", "-id")
 
 
 class StatusChangeInline(ViewOnlyInTheAdmin, admin.TabularInline):

@@ -212,7 +212,10 @@ class PlatformIdentity(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.platform}:@{self.handle or self.platform_user_id}"
+        # A data deletion request blanks the handle: an id written as one (`instagram:@1789…`) read as a username.
+        if self.handle:
+            return f"{self.platform}:@{self.handle}"
+        return f"{self.platform} user {self.platform_user_id} (no handle)"
 
 
 class SocialAccount(models.Model):
