@@ -79,7 +79,10 @@ class ScheduledPostOutput(serializers.Serializer):
         PostErrorOutput(
             allow_null=True,
             help_text="Why the post failed; null unless it failed. `code`: CREDENTIAL_INVALID (the token is dead "
-            "or lacks the publishing permission; the account is now reauth_required), ACCOUNT_DISCONNECTED, "
+            "or lacks the publishing permission; the account is now reauth_required, and the post is not kept "
+            "for after the reauth: schedule it again then. Except when the message says the platform had "
+            "accepted the post before the token died: it may be live, so check the account first), "
+            "ACCOUNT_DISCONNECTED, "
             "PLATFORM_REJECTED (the platform refused the content or the account), MEDIA_INVALID (the platform "
             "could not fetch or use the media: TikTok's file_format_check_failed, video_pull_failed, "
             "photo_pull_failed, duration_check_failed, frame_rate_check_failed, picture_size_check_failed, "

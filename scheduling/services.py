@@ -498,12 +498,27 @@ RETRY_BACKOFF_MAX = timedelta(minutes=5)
 # Runs that stopped before the post reached the platform (the worker died or raised), queued again by the
 # resolver: given up after this many, so that an error that repeats cannot loop (_resolve).
 MAX_LOST_RUNS = 5
-EXPIRED_UNREFRESHABLE = "The account's token expired and could not be refreshed."
+EXPIRED_UNREFRESHABLE = "The account's token expired and could not be refreshed; it needs a reauth."
 # The token works but was granted without the scope the post needs (TikTok's scope_not_authorized: video.publish
 # for publish mode, video.upload for drafts; Instagram's codes 10 and 200-299): saying "rejected the token"
 # would send the partner hunting for a dead token. The remedy is the same, a reauth that grants it. A TikTok
 # grant known to lack it and to hold the other mode's scope fails the post alone instead (_mode_scope_refused).
 PERMISSION_MISSING = "The account's token lacks the publishing permission; it needs a reauth."
+# A post due while its account is reauth_required. Not "expired": the account may be there because the creator
+# removed the app (TikTok's authorization.removed, Instagram's deauthorize), or the platform refused the token,
+# and support would tell the customer their login lapsed. The post is not kept for after the reauth: it says so.
+NEEDS_REAUTH = (
+    "The account needs a reauth: the platform no longer accepts its token (refused, not refreshable, or the app "
+    "removed by the creator). Schedule the post again once the customer has reconnected the account."
+)
+# Appended to a CREDENTIAL_INVALID after the request that creates the post went out (publish_attempted_at:
+# TikTok's init, an Instagram draft delivery): the platform took the post and then the token died before Layers
+# read how it ended. The partner's reflex for the code is "reauth, schedule again", which would post it twice
+# (post_retry skips such a post for the same reason: _outcome_unknown).
+MAY_BE_LIVE = (
+    " The platform had accepted the post before that, so it may already be on the platform: check the account "
+    "there before scheduling it again."
+)
 STATUS_POLL_FIRST = timedelta(seconds=2)
 STATUS_POLL_MAX = timedelta(minutes=2)
 PUBLISH_GIVE_UP = timedelta(hours=24)
@@ -1206,9 +1221,7 @@ def _publish(post: ScheduledPost | None) -> str:
     if account.status == SocialAccount.Status.DISCONNECTED:
         return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.", answered=False)
     if account.status == SocialAccount.Status.REAUTH_REQUIRED:
-        return _fail(
-            post, "CREDENTIAL_INVALID", "The account's authorization expired; it needs a reauth.", answered=False
-        )
+        return _fail(post, "CREDENTIAL_INVALID", NEEDS_REAUTH, answered=False)
     if post.account_layers < len(ACCOUNT_LAYER_KINDS):
         layers_provision_for_account(account=account)
     if post.mode == ScheduledPost.Mode.MANAGED:
@@ -1457,6 +1470,7 @@ def _resolve(post: ScheduledPost) -> str:
             # Asked again once the renewal has caught up; the post's processing limit still ends the wait.
             return _check_again(post, now)
     else:
+        needed_reauth = account.status == SocialAccount.Status.REAUTH_REQUIRED
         try:
             # As for the publish: an access token that expired meanwhile is refreshed before the poll.
             account = post.social_account = social_account_with_fresh_token(account=account, source=f"post {post.pk}")
@@ -1466,7 +1480,9 @@ def _resolve(post: ScheduledPost) -> str:
             # refused status read is, or a day of these ended "did not finish processing", saying nothing.
             return _check_again(post, now, refused=exc, refused_step=REFRESH_BEFORE_CHECK)
         if account.status == SocialAccount.Status.REAUTH_REQUIRED:
-            return _fail(post, "CREDENTIAL_INVALID", EXPIRED_UNREFRESHABLE)
+            # Found so before this read (the health check, the creator removing the app), or made so by the
+            # refresh just refused: say which, as the publisher does.
+            return _fail_credential_after_send(post, NEEDS_REAUTH if needed_reauth else EXPIRED_UNREFRESHABLE)
         token = account.access_token
     try:
         if disconnected and not token:
@@ -1500,8 +1516,8 @@ def _resolve(post: ScheduledPost) -> str:
         if not dead:
             return _check_again(post, now)  # renewed (or being renewed): asked again on the new token
         if isinstance(exc, PermissionMissing):
-            return _fail(post, "CREDENTIAL_INVALID", PERMISSION_MISSING)
-        return _fail(post, "CREDENTIAL_INVALID", "The platform rejected the account's token while publishing.")
+            return _fail_credential_after_send(post, PERMISSION_MISSING)
+        return _fail_credential_after_send(post, "The platform rejected the account's token; it needs a reauth.")
     except (RateLimited, PlatformUnavailable, RequestRejected) as exc:
         # The platform refused to say how the post stands (an outage, a throttle, or its own refusal of the
         # read): nothing is known about the post, so it is asked again. The refusal is kept on the post for
@@ -1537,6 +1553,13 @@ def _resolve(post: ScheduledPost) -> str:
     if status.state == "throttled":
         return _publish_throttled(post, status, now)
     return _check_again(post, now, answered=True)
+
+
+def _fail_credential_after_send(post: ScheduledPost, message: str) -> str:
+    """CREDENTIAL_INVALID for a post being settled (_resolve): the account's token is dead, so how the post
+    ended cannot be read. If the request that creates it had gone out, the platform may have published it: the
+    message says so (MAY_BE_LIVE). An Instagram container not yet published (no such request) is no post."""
+    return _fail(post, "CREDENTIAL_INVALID", message + (MAY_BE_LIVE if post.publish_attempted_at else ""))
 
 
 def _published_as_answered(post: ScheduledPost, status: PublishStatus) -> str:

@@ -230,8 +230,9 @@ def test_a_token_refresh_refused_as_dead_before_a_status_read_fails_the_post_at_
             body = post(owner, scheduled["id"])
     assert body["status"] == "failed" and body["error"] == {
         "code": "CREDENTIAL_INVALID",
-        "message": "The account's token expired and could not be refreshed.",
+        "message": services.EXPIRED_UNREFRESHABLE + services.MAY_BE_LIVE,  # TikTok had accepted it
     }, body
+    assert services.EXPIRED_UNREFRESHABLE.startswith("The account's token expired and could not be refreshed")
     row = SocialAccount.objects.get(pk=account["id"])
     assert row.status == "reauth_required"
     assert "invalid_grant" in row.reauth_reason and "The refresh token is invalid." in row.reauth_reason

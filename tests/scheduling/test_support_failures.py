@@ -1,0 +1,74 @@
+"""What a partner's support engineer can tell their customer from a failed post alone (its `error`, the
+`scheduled_post.failed` webhook): each failure says what happened and what to do, and never invites a
+second post of something that may already be on the platform."""
+
+from unittest import mock
+
+import pytest
+import time_machine
+from django.test import Client
+
+from accounts.models import Event
+from accounts.platforms.base import PlatformUnavailable
+from accounts.platforms.tiktok import TikTokClient
+from scheduling import services
+from tests.accounts.oauth_helpers import connected_account
+from tests.platform_helpers import invalidate_tokens, sandbox_posts
+from tests.scheduling.publish_helpers import later, post, run_dispatcher, schedule_now
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _accepted_then_processing(tenant, account_id: str) -> str:
+    """A post TikTok has accepted (its publish id stored) whose outcome Layers has not read yet."""
+    scheduled = schedule_now(tenant, account_id)
+    with mock.patch.object(TikTokClient, "publish_status", side_effect=PlatformUnavailable("tiktok: 503", status=503)):
+        run_dispatcher()
+    assert post(tenant, scheduled["id"])["status"] == "publishing"
+    return scheduled["id"]
+
+
+def test_a_post_the_platform_accepted_before_its_token_died_says_it_may_be_live(owner):
+    """TikTok took the post, then the creator's token died before Layers read how it ended: the post fails
+    CREDENTIAL_INVALID. The partner's reflex for that code is "reauth, then schedule it again"; the message
+    said only "The platform rejected the account's token while publishing.", while the post was live on
+    TikTok, so the customer got it twice. Layers itself knows better (ops' retry skips such a post)."""
+    account = connected_account(owner, "tiktok", "died.midway")
+    post_id = _accepted_then_processing(owner, account["id"])
+    invalidate_tokens("tiktok", "died.midway")
+
+    with time_machine.travel(later(minutes=1)):
+        services.post_resolve(post_id=post_id)
+
+    assert len(sandbox_posts("tiktok", "died.midway")) == 1  # TikTok has it
+    body = post(owner, post_id)
+    assert body["status"] == "failed" and body["error"]["code"] == "CREDENTIAL_INVALID", body
+    message = body["error"]["message"]
+    assert "may already be on the platform" in message, message
+    assert "reauth" in message, message
+    (event,) = Event.objects.filter(type="scheduled_post.failed", data__id=post_id)
+    assert event.data["error"] == body["error"]
+
+
+@pytest.mark.parametrize("platform", ["tiktok", "instagram"])
+def test_a_post_of_an_account_whose_creator_removed_the_app_does_not_say_it_expired(owner, platform):
+    """The creator removed the app (TikTok's authorization.removed, Instagram's deauthorize callback): the
+    account is reauth_required and its queued post fails at its time. Its message said "The account's
+    authorization expired", so support told the customer their login had lapsed, when they had taken the
+    app's access away themselves and must grant it again. The message now says what Layers knows (the
+    platform no longer accepts the token) and what to do."""
+    account = connected_account(owner, platform, f"removed.{platform}")
+    scheduled = schedule_now(owner, account["id"], when=later(hours=1))
+    removed = {"username": f"removed.{platform}"}
+    answer = Client().post(f"/sandbox/{platform}/_control/deauthorize", removed, content_type="application/json")
+    assert answer.status_code == 200, answer.content
+    assert owner.client.get(f"/v1/social-accounts/{account['id']}").json()["status"] == "reauth_required"
+
+    with time_machine.travel(later(hours=1, seconds=1)):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "CREDENTIAL_INVALID", body
+    message = body["error"]["message"]
+    assert "expired" not in message, message
+    assert "reauth" in message and "schedule the post again" in message.lower(), message
