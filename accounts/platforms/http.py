@@ -130,14 +130,36 @@ def transport_errors(platform: str) -> Iterator[None]:
         yield
     except httpx.HTTPError as exc:
         sent = not isinstance(exc, NOT_SENT)
-        name = type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):
-            message, code = f"{platform}: request timed out ({name})", "timeout"
+            message, code = f"{platform}: request timed out {_in_words(exc, TIMEOUT_WORDS)}", "timeout"
         elif isinstance(exc, httpx.TransportError):
-            message, code = f"{platform}: connection failed ({name})", "connection_error"
-        else:  # httpx.DecodingError: the body does not match its Content-Encoding
-            message, code = f"{platform}: unreadable answer ({name})", "bad_response"
+            message, code = f"{platform}: {_in_words(exc, CONNECTION_WORDS)}", "connection_error"
+        else:  # httpx.DecodingError: the body does not match its Content-Encoding (or too many redirects)
+            message, code = f"{platform}: unreadable answer", "bad_response"
         raise PlatformUnavailable(message, code=code, outcome_unknown=sent) from None
+
+
+# What each transport failure was, in the words a failed post's message gives the partner and support
+# (error.message, the admin): it used to name httpx's class ("request timed out (ReadTimeout)"), which is
+# Python to a partner. The words keep what the class told: whether the request had reached the platform.
+TIMEOUT_WORDS = (
+    (httpx.ConnectTimeout, "while connecting"),
+    (httpx.PoolTimeout, "waiting for a free connection"),
+    (httpx.WriteTimeout, "while sending"),
+    (httpx.ReadTimeout, "waiting for the answer"),
+)
+CONNECTION_WORDS = (
+    (httpx.ConnectError, "could not connect"),
+    (httpx.ProxyError, "the proxy refused the request"),
+    (httpx.UnsupportedProtocol, "the address is not http(s)"),
+    (httpx.WriteError, "the connection broke while sending"),
+    (httpx.ReadError, "the connection broke while reading the answer"),
+    (httpx.RemoteProtocolError, "the connection broke mid-answer"),
+)
+
+
+def _in_words(exc: Exception, words: tuple) -> str:
+    return next((said for kind, said in words if isinstance(exc, kind)), "connection failed")
 
 
 def platform_request(http: httpx.Client, platform: str, method: str, url: str, **kwargs) -> httpx.Response:

@@ -2,18 +2,22 @@
 `scheduled_post.failed` webhook): each failure says what happened and what to do, and never invites a
 second post of something that may already be on the platform."""
 
+from datetime import timedelta
 from unittest import mock
 
+import httpx
 import pytest
 import time_machine
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import Event
 from accounts.platforms.base import PlatformUnavailable
 from accounts.platforms.tiktok import TikTokClient
 from scheduling import services
+from scheduling.tasks import dispatch_due_posts
 from tests.accounts.oauth_helpers import connected_account
-from tests.platform_helpers import invalidate_tokens, sandbox_posts
+from tests.platform_helpers import intercepted, invalidate_tokens, sandbox_posts
 from tests.scheduling.publish_helpers import later, post, run_dispatcher, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -72,3 +76,35 @@ def test_a_post_of_an_account_whose_creator_removed_the_app_does_not_say_it_expi
     message = body["error"]["message"]
     assert "expired" not in message, message
     assert "reauth" in message and "schedule the post again" in message.lower(), message
+
+
+@pytest.mark.parametrize(
+    "failure, words",
+    [
+        (httpx.ConnectTimeout, "tiktok: request timed out while connecting"),
+        (httpx.ReadTimeout, "tiktok: request timed out waiting for the answer"),
+        (httpx.ConnectError, "tiktok: could not connect"),
+        (httpx.RemoteProtocolError, "tiktok: the connection broke mid-answer"),
+    ],
+)
+def test_a_post_given_up_on_a_network_failure_says_what_happened_in_words_not_python(owner, settings, failure, words):
+    settings.LAYERS_PUBLISH_RETRY_WINDOW = timedelta(minutes=10)
+    account = connected_account(owner, "tiktok", "netfail")
+
+    def broken(request, sandbox):
+        raise failure("network", request=request)
+
+    start = timezone.now()
+    with time_machine.travel(start, tick=False) as clock:
+        scheduled = schedule_now(owner, account["id"])
+        with intercepted({"/creator_info/": broken}):
+            while timezone.now() < start + timedelta(minutes=15):
+                dispatch_due_posts()
+                clock.shift(timedelta(seconds=10))
+
+    error = post(owner, scheduled["id"])["error"]
+    assert error["code"] == "PLATFORM_UNAVAILABLE", error
+    assert words in error["message"], error
+    # httpx's class name was the message ("request timed out (ReadTimeout)"): Python, to a partner.
+    assert failure.__name__ not in error["message"], error
+    assert Event.objects.get(type="scheduled_post.failed").data["error"] == error
