@@ -199,6 +199,8 @@ class ScheduledPost(models.Model):
                 condition=models.Q(status="published", mode="publish"),
                 name="sp_published_recent",
             ),
+            # The admin's "scheduled for" filter (Today, Last month…): one day's or month's posts of all time.
+            models.Index(fields=["scheduled_for"], name="sp_scheduled_for"),
         ]
         constraints = [
             models.CheckConstraint(
