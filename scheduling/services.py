@@ -1779,8 +1779,13 @@ def _dispatch_managed(post: ScheduledPost) -> str:
 
     provider = ManagedProvider.objects.filter(project_id=post.project_id, enabled=True).first()
     if provider is None:
+        # Layers staff set providers up (the admin), never the partner: the message says who can mend it.
         return _fail(
-            post, "PLATFORM_REJECTED", "The project's managed-distribution provider is not configured.", answered=False
+            post,
+            "PLATFORM_REJECTED",
+            "The project has no managed-distribution provider; Layers staff must set one up in the admin. "
+            "The post was not sent.",
+            answered=False,
         )
     secret = provider.secret
     if not secret:
@@ -1832,7 +1837,13 @@ def _dispatch_managed(post: ScheduledPost) -> str:
         # waiting will not change, fails the post for good.
         return _retry_later(post, PlatformUnavailable(f"the provider's host did not resolve ({exc})"))
     except UnsafeURL as exc:
-        return _fail(post, "PLATFORM_REJECTED", f"The provider URL is not allowed: {exc}", answered=False)
+        return _fail(
+            post,
+            "PLATFORM_REJECTED",
+            f"The managed-distribution provider's URL is not allowed ({exc}); Layers staff must correct it in "
+            "the admin. The provider was not called.",
+            answered=False,
+        )
     headers = {
         "Content-Type": "application/json",
         "Idempotency-Key": post.pk,

@@ -47,6 +47,8 @@ def test_a_plain_http_provider_is_not_sent_partner_content_in_production(owner, 
     body = post(owner, scheduled["id"])
     assert (body["status"], body["error"]["code"]) == ("failed", "PLATFORM_REJECTED"), body
     assert "https" in body["error"]["message"], body["error"]
+    # Only Layers staff can mend a provider: the partner reading the post is told so, not left to guess.
+    assert "Layers staff must correct it in the admin" in body["error"]["message"], body["error"]
 
 
 @pytest.mark.django_db(transaction=True)

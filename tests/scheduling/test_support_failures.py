@@ -15,10 +15,11 @@ from accounts.models import Event
 from accounts.platforms.base import PlatformUnavailable
 from accounts.platforms.tiktok import TikTokClient
 from scheduling import services
+from scheduling.models import ManagedProvider
 from scheduling.tasks import dispatch_due_posts
 from tests.accounts.oauth_helpers import connected_account
 from tests.platform_helpers import intercepted, invalidate_tokens, sandbox_posts
-from tests.scheduling.publish_helpers import later, post, run_dispatcher, schedule_now
+from tests.scheduling.publish_helpers import later, managed_provider, post, run_dispatcher, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -108,3 +109,18 @@ def test_a_post_given_up_on_a_network_failure_says_what_happened_in_words_not_py
     # httpx's class name was the message ("request timed out (ReadTimeout)"): Python, to a partner.
     assert failure.__name__ not in error["message"], error
     assert Event.objects.get(type="scheduled_post.failed").data["error"] == error
+
+
+def test_a_managed_post_whose_provider_was_disabled_since_says_layers_staff_must_set_one_up(owner):
+    account = connected_account(owner, "tiktok", "managed.none")
+    provider = managed_provider(project=owner.project, name="Boost", endpoint_url="https://p.example/in")
+    scheduled = schedule_now(owner, account["id"], mode="managed")
+    # Staff disable the provider before the post's time (scheduling refuses managed posts without one).
+    ManagedProvider.objects.filter(pk=provider.pk).update(enabled=False)
+    run_dispatcher()
+
+    error = post(owner, scheduled["id"])["error"]
+    assert error["code"] == "PLATFORM_REJECTED", error
+    # "not configured" alone left the partner to guess who configures it: only Layers staff can.
+    assert "Layers staff must set one up" in error["message"], error
+    assert "not sent" in error["message"], error
