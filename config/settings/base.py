@@ -27,41 +27,51 @@ env.read_env(str(ENV_FILE), recurse=False)  # already read by the entry points (
 # them, they passed `check` and then answered every request they cover with a 500, or stopped work without a
 # word (a dispatcher handing out 0 posts, a relay sending to 0 endpoints at once).
 def _read(name: str, default, takes: str, parse=env.int, **options):
-    """env.int / env.float / env.dict (`parse`), with what the variable takes in the message for a value that
-    is no number at all ("15s", nan, inf, "init:6"): environs' own says only "Not a valid number", or, for a
-    dict pair without "=", "not enough values to unpack", naming no variable."""
+    """env.int / env.float / env.dict / env.bool (`parse`), with what the variable takes in the message for a
+    value that is no number at all ("15s", nan, inf, "init:6") or no boolean ("maybe"): environs' own says only
+    "Not a valid number" (or boolean), or, for a dict pair without "=", "not enough values to unpack", naming
+    no variable."""
     try:
         return parse(name, default=default, **options)
     except (EnvValidationError, ValueError):
         raise ImproperlyConfigured(f"{name} must be {takes} (not {os.environ.get(name, '')!r})") from None
 
 
-def whole_number(name: str, default: int, *, least: int = 1, most: int | None = None, unit: str = "") -> int:
-    """An integer from `least` to `most` (no upper bound when None); `unit` says what it counts."""
-    span = f"from {least} to {most}" if most is not None else f"at least {least}"
-    takes = f"a whole number{f' of {unit}' if unit else ''}, {span}"
+# Every number has an upper bound too (README, Configuration, gives each range): past a sane one a value was
+# either absurd (a platform timeout of a year made gunicorn's grace a decade) or overflowed later, in the middle
+# of the work, naming nothing (a sandbox delay of 1e300 at the first publish, a retention of 10**11 days at
+# start-up as "Python int too large to convert to C int").
+def whole_number(name: str, default: int, *, least: int = 1, most: int, unit: str = "") -> int:
+    """An integer from `least` to `most`; `unit` says what it counts."""
+    takes = f"a whole number{f' of {unit}' if unit else ''}, from {least} to {most}"
     value = _read(name, default, takes)
-    if value < least or (most is not None and value > most):
+    if not least <= value <= most:
         raise ImproperlyConfigured(f"{name} must be {takes} (not {value})")
     return value
 
 
-def seconds(name: str, default: float, *, zero: bool = False, unit: str = "seconds") -> float:
-    """A length of time: a timeout of 0 (or less) fails every call it bounds at once. `zero`: 0 is allowed
-    (a delay the sandbox adds, off), a negative one is not."""
-    takes = f"a number of {unit}, 0 or more" if zero else f"a number of {unit} greater than 0"
+def seconds(name: str, default: float, *, most: float, zero: bool = False, unit: str = "seconds") -> float:
+    """A length of time, up to `most`: a timeout of 0 (or less) fails every call it bounds at once. `zero`: 0 is
+    allowed (a delay the sandbox adds, off), a negative one is not."""
+    takes = f"a number of {unit}{', 0 or more' if zero else ' greater than 0'}, up to {most:g}"
     value = _read(name, default, takes, env.float)  # env.float refuses nan and inf
-    if value < 0 or (value == 0 and not zero):
+    if value < 0 or (value == 0 and not zero) or value > most:
         raise ImproperlyConfigured(f"{name} must be {takes} (not {value:g})")
     return value
 
 
-def per_minute_limits(name: str, defaults: dict[str, int]) -> dict[str, int]:
-    """Per-minute limits by group, "init=6,status=30" (the groups unnamed keep their default), each at least 1.
-    0 or less answered every call of its group 429, and a misspelt group was ignored, both silently."""
-    takes = f"name=count pairs, comma-separated, each count at least 1 and each name one of {', '.join(defaults)}"
+def switch(name: str, default: bool | None) -> bool | None:
+    """A boolean (`default` when unset: None for one that follows another setting). environs' words, which
+    the README lists."""
+    return _read(name, default, "true or false (also on/off, yes/no, 1/0)", env.bool)
+
+
+def per_minute_limits(name: str, defaults: dict[str, int], *, most: int) -> dict[str, int]:
+    """Per-minute limits by group, "init=6,status=30" (the groups unnamed keep their default), each from 1 to
+    `most`. 0 or less answered every call of its group 429, and a misspelt group was ignored, both silently."""
+    takes = f"name=count pairs, comma-separated, each count from 1 to {most} and each name one of {', '.join(defaults)}"
     limits = _read(name, {}, takes, env.dict, subcast_values=int)
-    if set(limits) - set(defaults) or any(count < 1 for count in limits.values()):
+    if set(limits) - set(defaults) or any(not 1 <= count <= most for count in limits.values()):
         raise ImproperlyConfigured(f"{name} must be {takes} (not {os.environ.get(name, '')!r})")
     return {**defaults, **limits}
 
@@ -131,7 +141,7 @@ def bearer_token(name: str, *, least: int = 32) -> str:
 
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-key-do-not-use-in-production")
-DEBUG = env.bool("DJANGO_DEBUG", default=False)
+DEBUG = switch("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 # The port `make run` binds gunicorn to (the Makefile asks the settings), and LAYERS_PUBLIC_URL's by default.
 PORT = whole_number("PORT", default=8000, most=65535)
@@ -209,7 +219,7 @@ DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite
 # reuses its plan. Django leaves both off so that transaction-mode connection poolers (PgBouncer before 1.21)
 # keep working: set LAYERS_DB_PREPARED_STATEMENTS=false behind such a pooler. A migration that changes a
 # column's type makes PostgreSQL refuse the statements prepared before it: config/pgprepared.py.
-LAYERS_DB_PREPARED_STATEMENTS = env.bool("LAYERS_DB_PREPARED_STATEMENTS", default=True)
+LAYERS_DB_PREPARED_STATEMENTS = switch("LAYERS_DB_PREPARED_STATEMENTS", default=True)
 
 
 def database(url: str, *, conn_max_age: int = 60) -> dict:
@@ -272,8 +282,8 @@ MEDIA_ROOT = env.str("LAYERS_MEDIA_ROOT", default=str(VAR_DIR / "media"))
 #   absorbs a connection dropped or a 503 SlowDown once; a longer outage is left to the avatar task's own
 #   retries over an hour and to the provisioning tick, which boto3's further attempts only delayed.
 # So a call gives up after at most 2 x (5 + 20) s and a backoff of a second at most: under a minute.
-LAYERS_S3_CONNECT_TIMEOUT = seconds("LAYERS_S3_CONNECT_TIMEOUT", default=5.0)
-LAYERS_S3_READ_TIMEOUT = seconds("LAYERS_S3_READ_TIMEOUT", default=20.0)
+LAYERS_S3_CONNECT_TIMEOUT = seconds("LAYERS_S3_CONNECT_TIMEOUT", default=5.0, most=60)
+LAYERS_S3_READ_TIMEOUT = seconds("LAYERS_S3_READ_TIMEOUT", default=20.0, most=300)
 LAYERS_S3_MAX_ATTEMPTS = whole_number("LAYERS_S3_MAX_ATTEMPTS", default=2, most=10, unit="attempts")
 
 
@@ -351,7 +361,7 @@ LAYERS_CALLBACK_RATE = rate("LAYERS_CALLBACK_RATE", default="60/min")
 LAYERS_SANDBOX_RATE = rate("LAYERS_SANDBOX_RATE", default="1200/min")
 # Reverse proxies in front of the web processes that append to X-Forwarded-For (0: use REMOTE_ADDR). A
 # negative count would take a client-written hop for the client's address (config/ratelimit.client_ip).
-LAYERS_NUM_PROXIES = whole_number("LAYERS_NUM_PROXIES", default=0, least=0)
+LAYERS_NUM_PROXIES = whole_number("LAYERS_NUM_PROXIES", default=0, least=0, most=10)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -399,21 +409,19 @@ SPECTACULAR_SETTINGS = {
 # Platforms: the local sandbox (default outside production) or the live TikTok / Instagram APIs.
 LAYERS_PLATFORMS = one_of("LAYERS_PLATFORMS", default="sandbox", choices=("sandbox", "live"))
 # http:// return URLs for localhost / 127.0.0.1 only (dev, demo, tests); production settings turn it off.
-LAYERS_ALLOW_HTTP_LOCALHOST_RETURN = env.bool("LAYERS_ALLOW_HTTP_LOCALHOST_RETURN", default=True)
+LAYERS_ALLOW_HTTP_LOCALHOST_RETURN = switch("LAYERS_ALLOW_HTTP_LOCALHOST_RETURN", default=True)
 # At least a minute: the partner hands the link to a creator, who signs in at the platform before using it.
 LAYERS_OAUTH_STATE_TTL = timedelta(
-    seconds=whole_number("LAYERS_OAUTH_STATE_TTL_SECONDS", default=30 * 60, least=60, unit="seconds")
+    seconds=whole_number("LAYERS_OAUTH_STATE_TTL_SECONDS", default=30 * 60, least=60, most=24 * 3600, unit="seconds")
 )
 LAYERS_IDEMPOTENCY_TTL = timedelta(hours=24)
 
 
 def retention_days(name: str) -> timedelta:
-    """A retention period in whole days from the environment; 0 means keep forever (an empty timedelta, which
-    the purges read as "off"). A negative one would delete every row, so it is refused at start-up."""
-    days = env.int(name, default=30)
-    if days < 0:
-        raise ImproperlyConfigured(f"{name} must be 0 (keep forever) or a number of days")
-    return timedelta(days=days)
+    """A retention period in whole days from the environment, up to ten years; 0 means keep forever (an empty
+    timedelta, which the purges read as "off"). A negative one would delete every row, so it is refused at
+    start-up."""
+    return timedelta(days=whole_number(name, default=30, least=0, most=3650, unit="days (0: keep forever)"))
 
 
 # Events (GET /v1/events) and their webhook deliveries are deleted this many days after they were recorded
@@ -434,23 +442,29 @@ LAYERS_TOKEN_KEYS = env.list("LAYERS_TOKEN_KEYS", default=[])
 SILENCED_SYSTEM_CHECKS = env.list("DJANGO_SILENCED_SYSTEM_CHECKS", default=[])
 # Remote fetches (avatars, media): private / loopback addresses are refused unless this is on (dev and
 # tests, where the sandbox lives on 127.0.0.1). Production settings force it off.
-LAYERS_ALLOW_PRIVATE_FETCH = env.bool("LAYERS_ALLOW_PRIVATE_FETCH", default=LAYERS_PLATFORMS == "sandbox")
-LAYERS_AVATAR_MAX_BYTES = whole_number("LAYERS_AVATAR_MAX_BYTES", default=5 * 1024 * 1024, unit="bytes")
+LAYERS_ALLOW_PRIVATE_FETCH = switch("LAYERS_ALLOW_PRIVATE_FETCH", default=LAYERS_PLATFORMS == "sandbox")
+LAYERS_AVATAR_MAX_BYTES = whole_number(
+    "LAYERS_AVATAR_MAX_BYTES", default=5 * 1024 * 1024, most=100 * 1024 * 1024, unit="bytes"
+)
 # Seconds for the whole avatar download (connect, headers and body together): a server that drips bytes
 # cannot hold a worker longer than this.
-LAYERS_AVATAR_TIMEOUT_SECONDS = seconds("LAYERS_AVATAR_TIMEOUT_SECONDS", default=10.0)
+LAYERS_AVATAR_TIMEOUT_SECONDS = seconds("LAYERS_AVATAR_TIMEOUT_SECONDS", default=10.0, most=300)
 # Request bodies larger than this are refused before parsing.
-DATA_UPLOAD_MAX_MEMORY_SIZE = whole_number("LAYERS_MAX_BODY_BYTES", default=1024 * 1024, unit="bytes")
+DATA_UPLOAD_MAX_MEMORY_SIZE = whole_number(
+    "LAYERS_MAX_BODY_BYTES", default=1024 * 1024, most=100 * 1024 * 1024, unit="bytes"
+)
 # Webhooks (accounts/webhooks): plain-http and private / loopback destinations are refused unless this is
 # on; unset, it follows LAYERS_ALLOW_PRIVATE_FETCH (on in dev/test, forced off by production settings).
-LAYERS_WEBHOOK_ALLOW_PRIVATE = env.bool("LAYERS_WEBHOOK_ALLOW_PRIVATE", default=None)
+LAYERS_WEBHOOK_ALLOW_PRIVATE = switch("LAYERS_WEBHOOK_ALLOW_PRIVATE", default=None)
 # Seconds a delivery attempt may take in all (connect, send, the answer's status line and headers: a
 # config/netguard.deadline), so that a receiver dripping its answer cannot hold a worker thread; a claimed
 # delivery is re-sent by the next relay tick once its lease has expired without a recorded result (the relay
 # died mid-send), so the lease must stay well above this: more than twice it, or a send still running (its
 # result not yet recorded) would be claimed again and sent a second time.
-LAYERS_WEBHOOK_TIMEOUT = seconds("LAYERS_WEBHOOK_TIMEOUT", default=15.0)
-LAYERS_WEBHOOK_LEASE = timedelta(seconds=env.int("LAYERS_WEBHOOK_LEASE_SECONDS", default=300))
+LAYERS_WEBHOOK_TIMEOUT = seconds("LAYERS_WEBHOOK_TIMEOUT", default=15.0, most=300)
+LAYERS_WEBHOOK_LEASE = timedelta(
+    seconds=whole_number("LAYERS_WEBHOOK_LEASE_SECONDS", default=300, most=3600, unit="seconds")
+)
 if not LAYERS_WEBHOOK_LEASE.total_seconds() > 2 * LAYERS_WEBHOOK_TIMEOUT:
     raise ImproperlyConfigured(
         f"LAYERS_WEBHOOK_LEASE_SECONDS must be more than twice LAYERS_WEBHOOK_TIMEOUT ({2 * LAYERS_WEBHOOK_TIMEOUT:g} "
@@ -459,10 +473,10 @@ if not LAYERS_WEBHOOK_LEASE.total_seconds() > 2 * LAYERS_WEBHOOK_TIMEOUT:
 # Sends in flight at once to all of one organization's endpoints (accounts/webhooks/services.py): keep it below
 # the webhook worker's threads (make run: --concurrency 4), so that one organization whose endpoints all hang
 # cannot take every thread. Beyond it a send is deferred a few seconds, not attempted.
-LAYERS_WEBHOOK_ORG_IN_FLIGHT = whole_number("LAYERS_WEBHOOK_ORG_IN_FLIGHT", default=2)
+LAYERS_WEBHOOK_ORG_IN_FLIGHT = whole_number("LAYERS_WEBHOOK_ORG_IN_FLIGHT", default=2, most=100)
 # Scheduled posts: most claimed posts left waiting for a worker at once; a larger burst is handed out over
 # the next dispatcher ticks (every 2 s). Raise it with the number of workers (a few times their posts/s).
-LAYERS_DISPATCH_MAX_WAITING = whole_number("LAYERS_DISPATCH_MAX_WAITING", default=1000)
+LAYERS_DISPATCH_MAX_WAITING = whole_number("LAYERS_DISPATCH_MAX_WAITING", default=1000, most=100_000)
 # A worker whose clock is off from the database's by more than this many seconds takes no part in publishing
 # until it is right again, and a web process reports not ready (config/clock.py): the dispatcher tick claims no
 # post, a post handed to the worker goes back to the queue before any platform call, /readyz answers 503.
@@ -488,7 +502,9 @@ LAYERS_PUBLISH_RETRY_WINDOW = timedelta(
 # The metrics sync (globalPlatformPostsSync) refreshes the metrics of posts published within this many days
 # hourly, and those of older posts daily (their figures barely move), so its hourly work follows recent
 # posts, not every post ever published.
-LAYERS_METRICS_SYNC_WINDOW = timedelta(days=whole_number("LAYERS_METRICS_SYNC_WINDOW_DAYS", default=30, unit="days"))
+LAYERS_METRICS_SYNC_WINDOW = timedelta(
+    days=whole_number("LAYERS_METRICS_SYNC_WINDOW_DAYS", default=30, most=365, unit="days")
+)
 # The bearer token of `GET /ops/status` ("Layers now" as JSON, for an uptime checker: scheduling/views.py).
 # Empty: the endpoint answers 404, as an unknown path, so nothing is exposed unless ops set one.
 LAYERS_OPS_STATUS_TOKEN = bearer_token("LAYERS_OPS_STATUS_TOKEN")
@@ -531,13 +547,13 @@ LAYERS_INSTAGRAM_CLIENT_SECRET = env.str(
 # Seconds: connect, and each wait for the answer. Every platform call has an explicit timeout, and the whole
 # call, answer and all, must end within twice LAYERS_PLATFORM_TIMEOUT (accounts/platforms/http.py:
 # platform_request).
-LAYERS_PLATFORM_CONNECT_TIMEOUT = seconds("LAYERS_PLATFORM_CONNECT_TIMEOUT", default=5.0)
-LAYERS_PLATFORM_TIMEOUT = seconds("LAYERS_PLATFORM_TIMEOUT", default=20.0)
+LAYERS_PLATFORM_CONNECT_TIMEOUT = seconds("LAYERS_PLATFORM_CONNECT_TIMEOUT", default=5.0, most=60)
+LAYERS_PLATFORM_TIMEOUT = seconds("LAYERS_PLATFORM_TIMEOUT", default=20.0, most=120)
 # Idle keep-alive connections of a thread's platform client are dropped after this many seconds. Kept
 # below the servers' own keep-alive timeout (gunicorn's default is 2 s, and it serves the sandbox in
 # `make run`) so that a request is never sent on a connection the server is closing at that moment. Greater
 # than 0: httpx takes 0 or less for "drop at once", and every call would open a new connection (TLS and all).
-LAYERS_PLATFORM_KEEPALIVE_SECONDS = seconds("LAYERS_PLATFORM_KEEPALIVE_SECONDS", default=1.0)
+LAYERS_PLATFORM_KEEPALIVE_SECONDS = seconds("LAYERS_PLATFORM_KEEPALIVE_SECONDS", default=1.0, most=60)
 # "http" (real sockets) or "wsgi" (tests: the clients call this Django app in-process, no network).
 PLATFORM_TRANSPORTS = ("http", "wsgi")
 LAYERS_PLATFORM_TRANSPORT = one_of("LAYERS_PLATFORM_TRANSPORT", default="http", choices=PLATFORM_TRANSPORTS)
@@ -550,30 +566,52 @@ LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL = http_url(
 )
 # The sandbox platforms (accounts/platforms/sandbox): publish processing time, avatar URL lifetime, TikTok's
 # per-token per-minute limits ("init=6,creator_info=20,status=30,..." — a benchmark raises them) and daily
-# caps, Instagram's 24 h publishing quota.
-LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = seconds("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", default=2.0, zero=True)
+# caps, Instagram's 24 h publishing quota. Their tops: an hour for a delay, a minute of latency (past the
+# platform timeout every call times out anyway), a year for a lifetime (TikTok's longest documented, the
+# refresh token's 365 days), and a billion for a count, what the bench settings use for "unlimited".
+SANDBOX_DELAY_MOST, SANDBOX_LATENCY_MOST_MS, SANDBOX_TTL_MOST, SANDBOX_COUNT_MOST = 3600, 60_000, 365 * 24 * 3600, 10**9
+LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = seconds(
+    "LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", default=2.0, zero=True, most=SANDBOX_DELAY_MOST
+)
 # How long after PUBLISH_COMPLETE the sandbox's TikTok fills a post's public id (PLATFORMS.md: "filled after
 # moderation"); until then the post is live without a URL, which the metrics sync attaches later.
-LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = seconds("LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS", default=10.0, zero=True)
+LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = seconds(
+    "LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS", default=10.0, zero=True, most=SANDBOX_DELAY_MOST
+)
 # Simulated network latency of every sandbox platform API call, in milliseconds (benchmarks set it).
-LAYERS_SANDBOX_LATENCY_MS = seconds("LAYERS_SANDBOX_LATENCY_MS", default=0.0, zero=True, unit="milliseconds")
-LAYERS_SANDBOX_AVATAR_TTL_SECONDS = whole_number("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", default=2 * 3600, unit="seconds")
+LAYERS_SANDBOX_LATENCY_MS = seconds(
+    "LAYERS_SANDBOX_LATENCY_MS", default=0.0, zero=True, most=SANDBOX_LATENCY_MOST_MS, unit="milliseconds"
+)
+LAYERS_SANDBOX_AVATAR_TTL_SECONDS = whole_number(
+    "LAYERS_SANDBOX_AVATAR_TTL_SECONDS", default=2 * 3600, most=SANDBOX_TTL_MOST, unit="seconds"
+)
 # Lifetimes of the sandbox's TikTok access and refresh tokens (its answers' expires_in / refresh_expires_in).
 # TikTok's docs give 24 h / 365 d or 2 h / 180 d: the defaults are the first, tests also run the second.
 LAYERS_SANDBOX_TIKTOK_ACCESS_TTL = timedelta(
-    seconds=whole_number("LAYERS_SANDBOX_TIKTOK_ACCESS_TTL_SECONDS", default=24 * 3600, unit="seconds")
+    seconds=whole_number(
+        "LAYERS_SANDBOX_TIKTOK_ACCESS_TTL_SECONDS", default=24 * 3600, most=SANDBOX_TTL_MOST, unit="seconds"
+    )
 )
 LAYERS_SANDBOX_TIKTOK_REFRESH_TTL = timedelta(
-    seconds=whole_number("LAYERS_SANDBOX_TIKTOK_REFRESH_TTL_SECONDS", default=365 * 24 * 3600, unit="seconds")
+    seconds=whole_number(
+        "LAYERS_SANDBOX_TIKTOK_REFRESH_TTL_SECONDS", default=365 * 24 * 3600, most=SANDBOX_TTL_MOST, unit="seconds"
+    )
 )
 LAYERS_SANDBOX_TIKTOK_RATE_LIMITS = per_minute_limits(
     "LAYERS_SANDBOX_TIKTOK_RATE_LIMITS",
     {"init": 6, "creator_info": 20, "status": 30, "user_info": 600, "video_query": 600},
+    most=SANDBOX_COUNT_MOST,
 )
 # 0 is a cap already reached: every post (or draft) refused as over it.
-LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP = whole_number("LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP", default=15, least=0)
-LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP = whole_number("LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP", default=5, least=0)
-LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL = whole_number("LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL", default=100, least=0)
+LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP = whole_number(
+    "LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP", default=15, least=0, most=SANDBOX_COUNT_MOST
+)
+LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP = whole_number(
+    "LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP", default=5, least=0, most=SANDBOX_COUNT_MOST
+)
+LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL = whole_number(
+    "LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL", default=100, least=0, most=SANDBOX_COUNT_MOST
+)
 # Where the sandbox's TikTok posts its webhooks (`_control/deauthorize`): the callback URL one registers for
 # the app in TikTok's developer portal, here this server's own receiver.
 LAYERS_SANDBOX_TIKTOK_WEBHOOK_URL = env.str(
@@ -613,7 +651,7 @@ if CELERY_BROKER_URL == "filesystem://":
 # broker_connection_timeout, which kombu also takes as the total time of its reconnect attempts) and, on
 # Redis, each wait for an answer; a failed publish is retried once (one that timed out may have reached the
 # broker, so a retry can queue it twice: every task is idempotent).
-LAYERS_BROKER_TIMEOUT = seconds("LAYERS_BROKER_TIMEOUT", default=2.0)
+LAYERS_BROKER_TIMEOUT = seconds("LAYERS_BROKER_TIMEOUT", default=2.0, most=60)
 CELERY_BROKER_CONNECTION_TIMEOUT = LAYERS_BROKER_TIMEOUT
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
@@ -733,7 +771,7 @@ MFA_ADAPTER = "accounts.auth.StaffMFAAdapter"
 # Staff who can assign accounts, move money, issue API keys or grant permissions, and superusers, must activate
 # TOTP before using the admin (accounts/staff_mfa.py). Only a local demo may turn it off; production settings
 # force it on.
-LAYERS_STAFF_MFA_REQUIRED = env.bool("LAYERS_STAFF_MFA_REQUIRED", default=True)
+LAYERS_STAFF_MFA_REQUIRED = switch("LAYERS_STAFF_MFA_REQUIRED", default=True)
 
 LOGGING = {
     "version": 1,

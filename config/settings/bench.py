@@ -7,7 +7,17 @@ sandbox's simulated quotas lifted, because the bench measures the publishing pip
 per-minute and per-day limits. The sandbox's latency comes from LAYERS_SANDBOX_LATENCY_MS."""
 
 from .base import *  # noqa: F403
-from .base import CACHE_URL, CACHES, LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, broker_timeouts, database, env, seconds
+from .base import (
+    CACHE_URL,
+    CACHES,
+    LAYERS_SANDBOX_TIKTOK_RATE_LIMITS,
+    SANDBOX_COUNT_MOST,
+    SANDBOX_DELAY_MOST,
+    broker_timeouts,
+    database,
+    env,
+    seconds,
+)
 
 DEBUG = False
 # Required: the bench never runs on SQLite (the claim needs FOR UPDATE SKIP LOCKED, workers need a server).
@@ -29,13 +39,17 @@ if CACHE_URL:
         "default": {**CACHES["default"], "KEY_PREFIX": CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] + "cache"}
     }
 
-UNLIMITED = 10**9
+UNLIMITED = SANDBOX_COUNT_MOST
 LAYERS_SANDBOX_TIKTOK_RATE_LIMITS = dict.fromkeys(LAYERS_SANDBOX_TIKTOK_RATE_LIMITS, UNLIMITED)
 LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP = UNLIMITED
 LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP = UNLIMITED
 LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL = UNLIMITED
-LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = seconds("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", default=0.0, zero=True)
-LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = seconds("LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS", default=0.0, zero=True)
+LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = seconds(
+    "LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", default=0.0, zero=True, most=SANDBOX_DELAY_MOST
+)
+LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS = seconds(
+    "LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS", default=0.0, zero=True, most=SANDBOX_DELAY_MOST
+)
 # The sandbox's per-client-IP budget (config/ratelimit.py): every bench call comes from 127.0.0.1.
 LAYERS_SANDBOX_RATE = f"{UNLIMITED}/min"
 # Never reached: bench_api's load run sends hundreds of requests a second with one key. The throttle still

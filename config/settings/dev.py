@@ -1,6 +1,6 @@
 """Development and demo: embedded defaults, sandbox platforms, debug pages."""
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import switch
 
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
+DEBUG = switch("DJANGO_DEBUG", default=True)

@@ -37,6 +37,7 @@ from .base import (
     LAYERS_TOKEN_KEYS,
     SECRET_KEY,
     env,
+    switch,
     whole_number,
 )
 
@@ -157,8 +158,10 @@ elif _bad := sorted({scheme for scheme in _schemes(CACHE_URL, ",;") if scheme no
 # when every one of them sees the same directory: with a disk per machine or container, every avatarUrl
 # answered 404, silently. Production runs more than one process by design, so local media is refused unless
 # the operator says the directory is shared (one machine, or a volume every web and worker process mounts)
-# rather than guessed at from paths, which look the same whether shared or not.
-if not AWS_STORAGE_BUCKET_NAME and not env.bool("LAYERS_MEDIA_ROOT_SHARED", default=False):
+# rather than guessed at from paths, which look the same whether shared or not. (Read even with a bucket, so
+# that a word it does not take is refused whatever else is set.)
+_media_root_shared = switch("LAYERS_MEDIA_ROOT_SHARED", default=False)
+if not AWS_STORAGE_BUCKET_NAME and not _media_root_shared:
     _problems.append(
         "LAYERS_S3_BUCKET must name the media bucket, or LAYERS_MEDIA_ROOT_SHARED=true say that every web and "
         "worker process mounts the same LAYERS_MEDIA_ROOT (workers save the avatars that web processes serve)"
@@ -175,11 +178,14 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # The health probes are exempt: load balancers usually check over plain http and would read a 301 as down
 # (config.probes answers them before SecurityMiddleware anyway; kept should the middleware order change).
 # Set LAYERS_SSL_REDIRECT=false where the proxy already redirects; LAYERS_HSTS_SECONDS=0 turns HSTS off.
-SECURE_SSL_REDIRECT = env.bool("LAYERS_SSL_REDIRECT", default=True)
+SECURE_SSL_REDIRECT = switch("LAYERS_SSL_REDIRECT", default=True)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
-SECURE_HSTS_SECONDS = whole_number("LAYERS_HSTS_SECONDS", default=365 * 24 * 3600, least=0, unit="seconds")
+# Up to two years (the longest max-age commonly sent): every browser that saw it stays bound to https that long.
+SECURE_HSTS_SECONDS = whole_number(
+    "LAYERS_HSTS_SECONDS", default=365 * 24 * 3600, least=0, most=2 * 365 * 24 * 3600, unit="seconds"
+)
 # includeSubDomains binds every subdomain of the host that sends it to https for the max-age (with the API at
 # the domain itself, every subdomain of the operator's domain), including ones this service does not run (an
 # intranet page, a vendor's CNAME on plain http): browsers that saw it would refuse them. Off unless the
 # operator, who alone knows the domain, turns it on.
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("LAYERS_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = switch("LAYERS_HSTS_INCLUDE_SUBDOMAINS", default=False)

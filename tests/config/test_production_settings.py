@@ -12,7 +12,6 @@ import pytest
 from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from environs.exceptions import EnvValidationError
 
 from tests.config.settings_env import load_settings
 
@@ -174,9 +173,15 @@ def test_production_refuses_a_platform_url_that_is_not_https(monkeypatch, name, 
     assert value not in message  # only the variable is named: a URL may carry a credential
 
 
-def test_production_refuses_a_negative_hsts_max_age(monkeypatch):
-    message = refused_in_process(monkeypatch, LAYERS_HSTS_SECONDS="-1")
-    assert message.startswith("LAYERS_HSTS_SECONDS must be") and "at least 0" in message, message
+@pytest.mark.parametrize("value", ["-1", "63072001", "1" + "0" * 30])
+def test_production_refuses_an_hsts_max_age_outside_zero_to_two_years(monkeypatch, value):
+    # Past two years: no upper bound made a typo bind every browser that saw it to https for centuries.
+    message = refused_in_process(monkeypatch, LAYERS_HSTS_SECONDS=value)
+    assert message.startswith("LAYERS_HSTS_SECONDS must be") and "from 0 to 63072000" in message, message
+    assert f"(not {value})" in message, message
+    assert load_settings("production", monkeypatch, **FULL, LAYERS_HSTS_SECONDS="63072000").SECURE_HSTS_SECONDS == (
+        63072000
+    )
 
 
 def test_production_loads_with_the_live_platform_urls_and_https_overrides(monkeypatch):
@@ -252,11 +257,16 @@ def test_production_adds_include_subdomains_to_hsts_only_when_the_operator_asks(
     assert json.loads(result.stdout)["hsts"] == "max-age=31536000; includeSubDomains"
 
 
-def test_production_refuses_an_include_subdomains_that_is_no_boolean(monkeypatch):
-    # As every boolean setting: environs refuses it, naming the variable (a typo must not leave it off unseen).
-    with pytest.raises(EnvValidationError, match="LAYERS_HSTS_INCLUDE_SUBDOMAINS") as raised:
-        load_settings("production", monkeypatch, **FULL, LAYERS_HSTS_INCLUDE_SUBDOMAINS="subdomains")
-    assert "Not a valid boolean" in str(raised.value)
+@pytest.mark.parametrize("name", ["LAYERS_HSTS_INCLUDE_SUBDOMAINS", "LAYERS_SSL_REDIRECT", "LAYERS_MEDIA_ROOT_SHARED"])
+def test_production_refuses_a_boolean_that_is_no_boolean_naming_the_words_it_takes(monkeypatch, name):
+    # As every boolean setting (a typo must not leave it off unseen), with the words it takes: environs' own
+    # "invalid: Not a valid boolean." did not say them.
+    with pytest.raises(ImproperlyConfigured) as raised:
+        load_settings("production", monkeypatch, **FULL, **{name: "subdomains"})
+    assert str(raised.value) == f"{name} must be true or false (also on/off, yes/no, 1/0) (not 'subdomains')"
+
+
+def test_production_takes_a_false_include_subdomains(monkeypatch):
     loaded = load_settings("production", monkeypatch, **FULL, LAYERS_HSTS_INCLUDE_SUBDOMAINS="false")
     assert loaded.SECURE_HSTS_INCLUDE_SUBDOMAINS is False
 

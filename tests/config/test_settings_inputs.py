@@ -43,20 +43,20 @@ def test_each_rate_setting_is_checked(monkeypatch, name):
     "name, value, accepts",
     [
         # No post ever published, no webhook ever delivered, silently.
-        ("LAYERS_DISPATCH_MAX_WAITING", "0", "at least 1"),
-        ("LAYERS_DISPATCH_MAX_WAITING", "-5", "at least 1"),
-        ("LAYERS_WEBHOOK_ORG_IN_FLIGHT", "0", "at least 1"),
-        ("LAYERS_WEBHOOK_ORG_IN_FLIGHT", "-1", "at least 1"),
+        ("LAYERS_DISPATCH_MAX_WAITING", "0", "from 1 to 100000"),
+        ("LAYERS_DISPATCH_MAX_WAITING", "-5", "from 1 to 100000"),
+        ("LAYERS_WEBHOOK_ORG_IN_FLIGHT", "0", "from 1 to 100"),
+        ("LAYERS_WEBHOOK_ORG_IN_FLIGHT", "-1", "from 1 to 100"),
         # Every connect link already expired when handed out.
-        ("LAYERS_OAUTH_STATE_TTL_SECONDS", "0", "at least 60"),
-        ("LAYERS_OAUTH_STATE_TTL_SECONDS", "-60", "at least 60"),
-        ("LAYERS_OAUTH_STATE_TTL_SECONDS", "59", "at least 60"),
+        ("LAYERS_OAUTH_STATE_TTL_SECONDS", "0", "from 60 to 86400"),
+        ("LAYERS_OAUTH_STATE_TTL_SECONDS", "-60", "from 60 to 86400"),
+        ("LAYERS_OAUTH_STATE_TTL_SECONDS", "59", "from 60 to 86400"),
         # A client-written X-Forwarded-For hop would be taken for the client's address.
-        ("LAYERS_NUM_PROXIES", "-1", "at least 0"),
+        ("LAYERS_NUM_PROXIES", "-1", "from 0 to 10"),
         # Every JSON POST a 413; every avatar too large.
-        ("LAYERS_MAX_BODY_BYTES", "0", "at least 1"),
-        ("LAYERS_MAX_BODY_BYTES", "-1", "at least 1"),
-        ("LAYERS_AVATAR_MAX_BYTES", "0", "at least 1"),
+        ("LAYERS_MAX_BODY_BYTES", "0", "from 1 to 104857600"),
+        ("LAYERS_MAX_BODY_BYTES", "-1", "from 1 to 104857600"),
+        ("LAYERS_AVATAR_MAX_BYTES", "0", "from 1 to 104857600"),
         # Every call they bound times out at once (or never waits at all).
         ("LAYERS_WEBHOOK_TIMEOUT", "0", "greater than 0"),
         ("LAYERS_WEBHOOK_TIMEOUT", "-1", "greater than 0"),
@@ -75,7 +75,7 @@ def test_each_rate_setting_is_checked(monkeypatch, name):
         ("LAYERS_MAX_CLOCK_SKEW_SECONDS", "5s", "from 0 to 299"),
         # The existing ranges, through the same helper.
         ("LAYERS_PUBLISH_RETRY_WINDOW_MINUTES", "0", "from 1 to 10080"),
-        ("LAYERS_METRICS_SYNC_WINDOW_DAYS", "0", "at least 1"),
+        ("LAYERS_METRICS_SYNC_WINDOW_DAYS", "0", "from 1 to 365"),
     ],
 )
 def test_a_number_out_of_its_range_is_refused_naming_the_variable_and_its_range(monkeypatch, name, value, accepts):
@@ -107,23 +107,23 @@ def test_a_number_out_of_its_range_is_refused_naming_the_variable_and_its_range(
         ("LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS", "ten", "0 or more"),
         ("LAYERS_SANDBOX_LATENCY_MS", "-5", "0 or more"),
         ("LAYERS_SANDBOX_LATENCY_MS", "inf", "0 or more"),
-        ("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", "0", "at least 1"),
-        ("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", "2h", "at least 1"),
-        ("LAYERS_SANDBOX_TIKTOK_ACCESS_TTL_SECONDS", "0", "at least 1"),
-        ("LAYERS_SANDBOX_TIKTOK_ACCESS_TTL_SECONDS", "-3600", "at least 1"),
-        ("LAYERS_SANDBOX_TIKTOK_REFRESH_TTL_SECONDS", "-1", "at least 1"),
-        ("LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP", "-1", "at least 0"),
-        ("LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP", "-1", "at least 0"),
-        ("LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL", "-1", "at least 0"),
-        ("LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL", "1.5", "at least 0"),
+        ("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", "0", "from 1 to 31536000"),
+        ("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", "2h", "from 1 to 31536000"),
+        ("LAYERS_SANDBOX_TIKTOK_ACCESS_TTL_SECONDS", "0", "from 1 to 31536000"),
+        ("LAYERS_SANDBOX_TIKTOK_ACCESS_TTL_SECONDS", "-3600", "from 1 to 31536000"),
+        ("LAYERS_SANDBOX_TIKTOK_REFRESH_TTL_SECONDS", "-1", "from 1 to 31536000"),
+        ("LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP", "-1", "from 0 to 1000000000"),
+        ("LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP", "-1", "from 0 to 1000000000"),
+        ("LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL", "-1", "from 0 to 1000000000"),
+        ("LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL", "1.5", "from 0 to 1000000000"),
         # Per-minute limits: 0 or less answered every call 429; a misspelt group was ignored; a colon for the
         # equals sign stopped every process with "not enough values to unpack", naming nothing.
-        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=0", "at least 1"),
-        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=-1", "at least 1"),
+        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=0", "from 1 to 1000000000"),
+        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=-1", "from 1 to 1000000000"),
         ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "inti=6", "init, creator_info, status, user_info, video_query"),
-        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init:6", "at least 1"),
-        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=6,", "at least 1"),
-        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=many", "at least 1"),
+        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init:6", "from 1 to 1000000000"),
+        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=6,", "from 1 to 1000000000"),
+        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=many", "from 1 to 1000000000"),
         # The media bucket: a timeout of 0 or less failed every avatar copy and deletion at once, words stopped
         # the process with environs' message; 0 attempts would try nothing, and more than 10 gives back the
         # minutes a bucket that never answers held a worker thread (config/settings/base.py).
@@ -136,7 +136,7 @@ def test_a_number_out_of_its_range_is_refused_naming_the_variable_and_its_range(
         ("LAYERS_S3_MAX_ATTEMPTS", "2.5", "from 1 to 10"),
         # Words where a number goes: the same message as a number out of range, not environs' own.
         ("LAYERS_WEBHOOK_TIMEOUT", "15s", "greater than 0"),
-        ("LAYERS_DISPATCH_MAX_WAITING", "1e3", "at least 1"),
+        ("LAYERS_DISPATCH_MAX_WAITING", "1e3", "from 1 to 100000"),
     ],
 )
 def test_a_number_the_code_cannot_use_is_refused_naming_the_variable_and_what_it_takes(
@@ -215,7 +215,7 @@ def test_the_media_buckets_timeouts_and_attempts_bound_its_client(monkeypatch):
 @pytest.mark.parametrize(
     "env",
     [
-        {"LAYERS_WEBHOOK_LEASE_SECONDS": "0"},
+        {"LAYERS_WEBHOOK_LEASE_SECONDS": "1"},
         {"LAYERS_WEBHOOK_LEASE_SECONDS": "30"},  # twice the default timeout: no room for the recording
         {"LAYERS_WEBHOOK_TIMEOUT": "200"},  # with the default lease of 300 s
         {"LAYERS_WEBHOOK_TIMEOUT": "60", "LAYERS_WEBHOOK_LEASE_SECONDS": "100"},
@@ -328,6 +328,126 @@ def test_the_test_and_bench_settings_load_on_their_defaults(monkeypatch):
     assert "LAYERS_PLATFORM_TRANSPORT" in refused(monkeypatch, module="test", LAYERS_PLATFORM_TRANSPORT="htp")
 
 
+# --- Every number has a range, and every value outside it the same message ----------------------------
+
+# The documented range (README, Configuration) of every numeric setting: (name, least, most). Past `most` a
+# value either overflowed later, in the middle of the work (a sandbox delay of 1e300: OverflowError at the
+# first publish; a retention of 10**11 days: OverflowError at start-up, naming nothing), or was legal and
+# absurd (a platform timeout of a year made gunicorn's grace a decade).
+RANGES = [
+    ("PORT", 1, 65535),
+    ("LAYERS_NUM_PROXIES", 0, 10),
+    ("LAYERS_OAUTH_STATE_TTL_SECONDS", 60, 86400),
+    ("LAYERS_EVENT_RETENTION_DAYS", 0, 3650),
+    ("LAYERS_OAUTH_SESSION_RETENTION_DAYS", 0, 3650),
+    ("LAYERS_AVATAR_MAX_BYTES", 1, 104857600),
+    ("LAYERS_MAX_BODY_BYTES", 1, 104857600),
+    ("LAYERS_WEBHOOK_LEASE_SECONDS", 1, 3600),
+    ("LAYERS_WEBHOOK_ORG_IN_FLIGHT", 1, 100),
+    ("LAYERS_DISPATCH_MAX_WAITING", 1, 100000),
+    ("LAYERS_MAX_CLOCK_SKEW_SECONDS", 0, 299),
+    ("LAYERS_PREPARE_AHEAD_SECONDS", 0, 86399),
+    ("LAYERS_PUBLISH_RETRY_WINDOW_MINUTES", 1, 10080),
+    ("LAYERS_METRICS_SYNC_WINDOW_DAYS", 1, 365),
+    ("LAYERS_S3_MAX_ATTEMPTS", 1, 10),
+    ("LAYERS_SANDBOX_AVATAR_TTL_SECONDS", 1, 31536000),
+    ("LAYERS_SANDBOX_TIKTOK_ACCESS_TTL_SECONDS", 1, 31536000),
+    ("LAYERS_SANDBOX_TIKTOK_REFRESH_TTL_SECONDS", 1, 31536000),
+    ("LAYERS_SANDBOX_TIKTOK_DAILY_POST_CAP", 0, 1000000000),
+    ("LAYERS_SANDBOX_TIKTOK_PENDING_DRAFT_CAP", 0, 1000000000),
+    ("LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL", 0, 1000000000),
+]
+# Lengths of time, fractions allowed: (name, least, most); a least of 0 is allowed, one of None means "greater
+# than 0".
+TIMES = [
+    ("LAYERS_S3_CONNECT_TIMEOUT", None, 60),
+    ("LAYERS_S3_READ_TIMEOUT", None, 300),
+    ("LAYERS_AVATAR_TIMEOUT_SECONDS", None, 300),
+    ("LAYERS_WEBHOOK_TIMEOUT", None, 300),
+    ("LAYERS_PLATFORM_CONNECT_TIMEOUT", None, 60),
+    ("LAYERS_PLATFORM_TIMEOUT", None, 120),
+    ("LAYERS_PLATFORM_KEEPALIVE_SECONDS", None, 60),
+    ("LAYERS_BROKER_TIMEOUT", None, 60),
+    ("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", 0, 3600),
+    ("LAYERS_SANDBOX_TIKTOK_MODERATION_SECONDS", 0, 3600),
+    ("LAYERS_SANDBOX_LATENCY_MS", 0, 60000),
+]
+
+
+@pytest.mark.parametrize("name, least, most", RANGES)
+def test_a_whole_number_past_its_range_is_refused_naming_the_variable_the_value_and_the_range(
+    monkeypatch, name, least, most
+):
+    for value in (str(most + 1), "1" + "0" * 30, str(least - 1)):
+        message = refused(monkeypatch, **{name: value})
+        assert message.startswith(f"{name} must be") and f"from {least} to {most}" in message, message
+        assert f"(not {value})" in message, message
+
+
+@pytest.mark.parametrize("name, least, most", TIMES)
+def test_a_length_of_time_past_its_range_is_refused_naming_the_variable_the_value_and_the_range(
+    monkeypatch, name, least, most
+):
+    span = f"{'0 or more' if least == 0 else 'greater than 0'}, up to {most}"
+    for value in (str(most + 1), "1e300", "-1"):
+        message = refused(monkeypatch, **{name: value})
+        assert message.startswith(f"{name} must be") and span in message, message
+        assert f"(not {float(value):g})" in message, message
+
+
+def test_the_tops_of_the_ranges_are_accepted(monkeypatch):
+    tops = {name: str(most) for name, _, most in RANGES + TIMES}
+    loaded = load_settings("dev", monkeypatch, **tops, LAYERS_SANDBOX_TIKTOK_RATE_LIMITS="init=1000000000")
+    assert loaded.PORT == 65535 and loaded.LAYERS_SANDBOX_LATENCY_MS == 60000
+    assert loaded.LAYERS_EVENT_RETENTION.days == loaded.LAYERS_OAUTH_SESSION_RETENTION.days == 3650
+    assert loaded.LAYERS_WEBHOOK_LEASE.total_seconds() == 3600 and loaded.LAYERS_WEBHOOK_TIMEOUT == 300
+    assert loaded.LAYERS_SANDBOX_TIKTOK_RATE_LIMITS["init"] == 10**9
+    assert loaded.LAYERS_PLATFORM_TIMEOUT == 120 and loaded.LAYERS_METRICS_SYNC_WINDOW.days == 365
+
+
+@pytest.mark.parametrize(
+    "name, value, accepts",
+    [
+        # Words where a number goes got environs' "Not a valid integer.", which does not say what is taken.
+        ("LAYERS_WEBHOOK_LEASE_SECONDS", "5m", "from 1 to 3600"),
+        ("LAYERS_EVENT_RETENTION_DAYS", "forever", "from 0 to 3650"),
+        ("LAYERS_OAUTH_SESSION_RETENTION_DAYS", "30d", "from 0 to 3650"),
+        ("LAYERS_SANDBOX_TIKTOK_RATE_LIMITS", "init=1000000001", "from 1 to 1000000000"),
+    ],
+)
+def test_words_or_absurd_counts_are_refused_with_the_range(monkeypatch, name, value, accepts):
+    message = refused(monkeypatch, **{name: value})
+    assert message.startswith(f"{name} must be") and accepts in message, message
+    assert f"(not {value!r})" in message, message
+
+
+# Every boolean the settings read (production's own: tests/config/test_production_settings.py).
+BOOLEANS = (
+    "DJANGO_DEBUG",
+    "LAYERS_DB_PREPARED_STATEMENTS",
+    "LAYERS_ALLOW_HTTP_LOCALHOST_RETURN",
+    "LAYERS_ALLOW_PRIVATE_FETCH",
+    "LAYERS_WEBHOOK_ALLOW_PRIVATE",
+    "LAYERS_STAFF_MFA_REQUIRED",
+)
+
+
+@pytest.mark.parametrize("name", BOOLEANS)
+@pytest.mark.parametrize("value", ["maybe", "", "enabled"])
+def test_a_boolean_neither_true_nor_false_is_refused_naming_the_variable_and_the_words_it_takes(
+    monkeypatch, name, value
+):
+    # environs' own "Environment variable ... invalid: Not a valid boolean." said not what it takes.
+    message = refused(monkeypatch, **{name: value})
+    assert message.startswith(f"{name} must be true or false") and f"(not {value!r})" in message, message
+
+
+@pytest.mark.parametrize("name", BOOLEANS)
+def test_a_boolean_takes_the_words_the_table_lists(monkeypatch, name):
+    for value, meant in (("true", True), ("False", False), ("on", True), ("OFF", False), ("1", True), ("no", False)):
+        assert getattr(load_settings("dev", monkeypatch, **{name: value}), name.removeprefix("DJANGO_")) is meant
+
+
 # --- Real processes: the refusal stops them, and says which variable ------------------------------------
 
 
@@ -392,4 +512,16 @@ def test_celery_beat_refuses_to_start_naming_the_variable(tmp_path, name, value)
     env = {"CELERY_BROKER_URL": "memory://", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
     result = start(args, **env, **{name: value})
     assert result.returncode != 0, result.stderr[-1500:]
+    assert f"ImproperlyConfigured: {name} must be" in result.stderr, result.stderr[-1500:]
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS", "1e300"), ("LAYERS_STAFF_MFA_REQUIRED", "maybe")],
+)
+def test_manage_py_check_refuses_a_value_past_its_range_or_no_boolean_naming_the_variable(name, value):
+    # The delay passed `check` and overflowed at the first publish; the boolean stopped it with environs'
+    # EnvValidationError, which does not say what the variable takes.
+    result = start(["manage.py", "check"], **{name: value})
+    assert result.returncode != 0, result.stdout
     assert f"ImproperlyConfigured: {name} must be" in result.stderr, result.stderr[-1500:]
