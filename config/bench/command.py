@@ -10,10 +10,18 @@ from config.bench import harness
 from config.commands import JsonRefusals
 
 
+def _shown(number: int | float) -> str:
+    return str(number) if isinstance(number, int) else f"{number:g}"
+
+
 class BenchCommand(JsonRefusals, BaseCommand):
     """A refusal with --json is one JSON object, as for every Layers command (config.commands)."""
 
     quick: dict = {}  # the option values of --quick (the smoke test's sizes)
+    # Each numeric option's range, (least, most), by its name in the options: checked before anything is
+    # started. A negative sandbox latency, nan or 1e300 got as far as the re-executed bench's settings, an
+    # absurd count of posts or workers as far as seeding or starting them.
+    ranges: dict[str, tuple[int | float, int | float]] = {}
 
     def add_arguments(self, parser):
         self.add_bench_arguments(parser)
@@ -40,6 +48,7 @@ class BenchCommand(JsonRefusals, BaseCommand):
     def _handle(self, options: dict) -> None:
         try:
             if not harness.is_inner():
+                self.check_ranges(self.plain_options(options))
                 self.reexec(options)
             try:
                 self.run(harness.inner_options())
@@ -49,8 +58,16 @@ class BenchCommand(JsonRefusals, BaseCommand):
         except harness.BenchError as exc:
             raise CommandError(str(exc)) from None
 
+    def check_ranges(self, opts: dict) -> None:
+        for name, (least, most) in self.ranges.items():
+            value = opts.get(name)
+            if value is not None and not least <= value <= most:  # nan is within no range
+                raise CommandError(
+                    f"--{name.replace('_', '-')} must be from {_shown(least)} to {_shown(most)} (not {_shown(value)})"
+                )
+
     def reexec(self, options: dict) -> None:
-        """Check the options, then harness.reexec() this command with them."""
+        """Check the options (beyond `ranges`), then harness.reexec() this command with them."""
         raise NotImplementedError
 
     def run(self, opts: dict) -> None:

@@ -160,3 +160,82 @@ def test_a_blank_top_up_reason_is_refused_as_in_the_admin(owner, reason):
 def test_dispatch_posts_refuses_a_batch_below_one_or_a_negative_interval(db, args):
     with pytest.raises(CommandError, match=args[-2]):
         call_command("dispatch_posts", *args, stdout=io.StringIO(), stderr=io.StringIO())
+
+
+# --- The bench commands' numbers: refused before anything is started ------------------------------------
+
+
+class Reexecuted(Exception):
+    """Raised instead of re-executing the bench (which would replace this process and run it)."""
+
+
+@pytest.fixture
+def no_bench(monkeypatch):
+    from config.bench import harness
+
+    def reexec(command, options, **kwargs):
+        raise Reexecuted(command, options)
+
+    monkeypatch.setattr(harness, "reexec", reexec)
+
+
+def bench(*args: str) -> None:
+    call_command(*args, stdout=io.StringIO(), stderr=io.StringIO())
+
+
+@pytest.mark.parametrize(
+    "command, option, value, span",
+    [
+        # A negative latency was handed to the sandbox as its LAYERS_SANDBOX_LATENCY_MS, whose refusal then
+        # stopped the re-executed bench; 1e300 or nan got as far as the settings too, an absurd count of
+        # posts or workers as far as seeding or starting them.
+        ("bench_publish", "--latency-ms", "-5", "from 0 to 10000"),
+        ("bench_publish", "--latency-ms", "1e300", "from 0 to 10000"),
+        ("bench_publish", "--latency-ms", "nan", "from 0 to 10000"),
+        ("bench_publish", "--publish-delay", "-1", "from 0 to 600"),
+        ("bench_publish", "--timeout", "0", "from 1 to 7200"),
+        ("bench_publish", "--timeout", "inf", "from 1 to 7200"),
+        ("bench_publish", "--lead", "-3", "from 0 to 3600"),
+        ("bench_publish", "--posts", "100000001", "from 1 to 100000"),
+        ("bench_publish", "--accounts", "0", "from 1 to 10000"),
+        ("bench_publish", "--workers", "1000", "from 1 to 32"),
+        ("bench_publish", "--threads", "0", "from 1 to 256"),
+        ("bench_publish", "--sandbox-workers", "-1", "from 1 to 32"),
+        ("bench_publish", "--sandbox-threads", "100000", "from 1 to 256"),
+        ("bench_api", "--posts", "-1", "from 1 to 100000"),
+        ("bench_api", "--warmup", "-1", "from 0 to 10000"),
+        ("bench_api", "--duration", "-1", "from 0.1 to 120"),
+        ("bench_api", "--concurrency", "0", "from 1 to 256"),
+        ("bench_api", "--gunicorn-workers", "0", "from 1 to 32"),
+        ("bench_api", "--gunicorn-threads", "-8", "from 1 to 256"),
+        ("bench_billing", "--batch-size", "1000000001", "from 1 to 1000000"),
+        ("bench_billing", "--rounds", "0", "from 1 to 20"),
+    ],
+)
+def test_a_bench_option_out_of_its_range_is_refused_naming_it_before_anything_starts(
+    no_bench, command, option, value, span
+):
+    with pytest.raises(CommandError) as raised:
+        bench(command, option, value)
+    message = str(raised.value)
+    shown = value if value.lstrip("-").isdigit() else f"{float(value):g}"  # as typed, or as a float prints
+    assert message == f"{option} must be {span} (not {shown})", message
+
+
+@pytest.mark.parametrize("command", ["bench_publish", "bench_api", "bench_billing"])
+def test_the_bench_defaults_and_quick_sizes_are_within_the_ranges(no_bench, command):
+    for extra in ((), ("--quick",)):
+        with pytest.raises(Reexecuted):
+            bench(command, *extra)
+
+
+def test_the_edges_of_the_bench_ranges_are_accepted(no_bench):
+    with pytest.raises(Reexecuted):
+        bench("bench_publish", "--latency-ms", "10000", "--publish-delay", "0", "--posts", "100000", "--lead", "0")
+    with pytest.raises(Reexecuted):
+        bench("bench_api", "--duration", "0.1", "--warmup", "0", "--accounts", "1000")
+
+
+def test_a_bench_billing_with_more_organizations_than_leases_is_refused(no_bench):
+    with pytest.raises(CommandError, match=r"^--organizations must be at most --leases \(10\)$"):
+        bench("bench_billing", "--leases", "10", "--organizations", "20")

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from config.bench import harness
 from config.bench.command import BenchCommand
@@ -21,6 +20,16 @@ QUICK = {"iterations": 10, "warmup": 2, "duration": 0.5, "posts": 60}
 
 class Command(BenchCommand):
     quick = QUICK
+    ranges = {
+        "accounts": (1, 1000),
+        "posts": (1, 100_000),
+        "iterations": (1, 100_000),
+        "warmup": (0, 10_000),
+        "duration": (0.1, 120),
+        "concurrency": (1, 256),
+        "gunicorn_workers": (1, 32),
+        "gunicorn_threads": (1, 256),
+    }
     help = (
         "Benchmark the partner API: p50/p99 latency and query count of the main endpoints in process next to "
         "a trivial DRF view, then requests/s under gunicorn next to /healthz. Runs on a throw-away PostgreSQL "
@@ -40,8 +49,6 @@ class Command(BenchCommand):
 
     def reexec(self, options):
         opts = self.plain_options(options)
-        if not 1 <= opts["accounts"] <= 1000 or opts["iterations"] < 1 or not 0 < opts["duration"] <= 120:
-            raise CommandError("--accounts 1..1000, --iterations >= 1, --duration in (0, 120]")
         opts["port"] = harness.free_port()
         harness.reexec(
             "bench_api",

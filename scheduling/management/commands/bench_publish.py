@@ -22,6 +22,18 @@ QUICK = {"posts": 24, "accounts": 6, "latency_ms": 10.0, "workers": 1, "threads"
 
 class Command(BenchCommand):
     quick = QUICK
+    ranges = {
+        "posts": (1, 100_000),
+        "accounts": (1, 10_000),
+        "latency_ms": (0, 10_000),  # half the platform timeout: beyond it the bench measures timeouts
+        "workers": (1, 32),
+        "threads": (1, 256),
+        "timeout": (1, 7200),
+        "lead": (0, 3600),
+        "publish_delay": (0, 600),
+        "sandbox_workers": (1, 32),
+        "sandbox_threads": (1, 256),
+    }
     help = (
         "Benchmark publishing: N posts due at one instant across M accounts, sandbox latency L ms over real "
         "HTTP, real Celery workers and beat, against ETA-per-post baselines (a default prefork worker, and our "
@@ -70,8 +82,6 @@ class Command(BenchCommand):
         opts["platforms"], opts["phases"] = platforms, [p for p in PHASES if p in phases]
         if opts["lead"] is None:
             opts["lead"] = 4.0 + opts["posts"] / 1000
-        if min(opts["posts"], opts["accounts"], opts["workers"], opts["threads"]) < 1:
-            raise CommandError("--posts, --accounts, --workers and --threads must be at least 1")
         port = harness.free_port()
         opts["sandbox_port"] = port
         harness.reexec(
