@@ -303,8 +303,9 @@ def chart_svg(bars: list[ChartBar], *, width: int = 760, height: int = 230) -> d
 
 
 def _short(cents: int) -> str:
-    """A bar's label: $999, $1.5k, $12k, $1.2M. Each unit is kept while the amount, rounded as it will be
-    shown, stays below the next one: chosen before rounding, $999.99 read "$1,000" and $999,999.99 "$1000k".
+    """A bar's label: $999, $1.5k, $12k, $1.2M, $1.2B. Each unit is kept while the amount, rounded as it will be
+    shown, stays below the next one: chosen before rounding, $999.99 read "$1,000", $999,999.99 "$1000k" and
+    $999,950,000 "$1000.0M".
     round() and the format round the same float the same way (half to even), so the test is the label's."""
     dollars = cents / 100
     if round(dollars) < 1000:
@@ -313,4 +314,6 @@ def _short(cents: int) -> str:
         return f"${dollars / 1000:.1f}k"
     if round(dollars / 1000) < 1000:
         return f"${dollars / 1000:.0f}k"
-    return f"${dollars / 1_000_000:.1f}M"
+    if round(dollars / 1_000_000, 1) < 1000:
+        return f"${dollars / 1_000_000:.1f}M"
+    return f"${dollars / 1_000_000_000:.1f}B"

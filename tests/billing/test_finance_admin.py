@@ -467,6 +467,9 @@ def test_the_page_asked_for_an_unknown_organization_says_so_before_showing_every
         (99_999_999, "$1.0M"),  # $999,999.99 read "$1000k"
         (100_000_000, "$1.0M"),
         (123_456_789, "$1.2M"),
+        (99_994_999_999, "$999.9M"),
+        (99_995_000_000, "$1.0B"),  # $999,950,000 read "$1000.0M"
+        (123_456_789_012, "$1.2B"),
     ],
 )
 def test_a_chart_bar_is_labelled_in_the_unit_of_its_rounded_amount(cents, label):
