@@ -145,7 +145,9 @@ DEBUG = switch("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 # The port `make run` binds gunicorn to (the Makefile asks the settings), and LAYERS_PUBLIC_URL's by default.
 PORT = whole_number("PORT", default=8000, most=65535)
-LAYERS_PUBLIC_URL = env.str("LAYERS_PUBLIC_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
+# Checked here, not only where URLs are built on it: a value without a scheme was refused as the sandbox's
+# LAYERS_TIKTOK_AUTHORIZE_URL, and in live mode not at all (every OAuth redirect URI "localhost:8000/oauth/…").
+LAYERS_PUBLIC_URL = http_url("LAYERS_PUBLIC_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[LAYERS_PUBLIC_URL])
 
 INSTALLED_APPS = [
@@ -614,15 +616,15 @@ LAYERS_SANDBOX_INSTAGRAM_QUOTA_TOTAL = whole_number(
 )
 # Where the sandbox's TikTok posts its webhooks (`_control/deauthorize`): the callback URL one registers for
 # the app in TikTok's developer portal, here this server's own receiver.
-LAYERS_SANDBOX_TIKTOK_WEBHOOK_URL = env.str(
+LAYERS_SANDBOX_TIKTOK_WEBHOOK_URL = http_url(
     "LAYERS_SANDBOX_TIKTOK_WEBHOOK_URL", default=f"{LAYERS_PUBLIC_URL}/platform-webhooks/tiktok"
 )
 # Where the sandbox's Instagram posts its signed requests (`_control/deauthorize`): the Deauthorize callback
 # URL and the Data deletion request URL one registers in Meta's App Dashboard, here this server's own.
-LAYERS_SANDBOX_INSTAGRAM_DEAUTHORIZE_URL = env.str(
+LAYERS_SANDBOX_INSTAGRAM_DEAUTHORIZE_URL = http_url(
     "LAYERS_SANDBOX_INSTAGRAM_DEAUTHORIZE_URL", default=f"{LAYERS_PUBLIC_URL}/platform-webhooks/instagram/deauthorize"
 )
-LAYERS_SANDBOX_INSTAGRAM_DATA_DELETION_URL = env.str(
+LAYERS_SANDBOX_INSTAGRAM_DATA_DELETION_URL = http_url(
     "LAYERS_SANDBOX_INSTAGRAM_DATA_DELETION_URL",
     default=f"{LAYERS_PUBLIC_URL}/platform-webhooks/instagram/data-deletion",
 )

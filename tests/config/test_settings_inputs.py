@@ -239,6 +239,15 @@ def test_a_webhook_lease_not_well_above_the_send_timeout_is_refused(monkeypatch,
         ("LAYERS_TIKTOK_API_BASE", "open.tiktokapis.com", "http:// or https://"),
         ("LAYERS_INSTAGRAM_GRAPH_BASE", "ftp://graph.instagram.com", "http:// or https://"),
         ("LAYERS_TIKTOK_AUTHORIZE_URL", "https://", "http:// or https://"),
+        # The base of every OAuth callback and sandbox URL: without a scheme, the refusal named
+        # LAYERS_TIKTOK_AUTHORIZE_URL, built on it, and in live mode nothing refused it at all.
+        ("LAYERS_PUBLIC_URL", "localhost:8000", "http:// or https://"),
+        ("LAYERS_PUBLIC_URL", "https//api.example.com", "http:// or https://"),
+        ("LAYERS_PUBLIC_URL", "https://", "http:// or https://"),
+        # Where the sandbox posts its platform webhooks: each send failed, "UnsupportedProtocol" in its answer.
+        ("LAYERS_SANDBOX_TIKTOK_WEBHOOK_URL", "127.0.0.1:8000/platform-webhooks/tiktok", "http:// or https://"),
+        ("LAYERS_SANDBOX_INSTAGRAM_DEAUTHORIZE_URL", "/platform-webhooks/instagram/deauthorize", "http:// or https://"),
+        ("LAYERS_SANDBOX_INSTAGRAM_DATA_DELETION_URL", "", "http:// or https://"),
         # Stopped every process with "Unable to configure root logger", naming nothing.
         ("LAYERS_LOG_LEVEL", "verbose", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
         ("LAYERS_LOG_LEVEL", "", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
@@ -247,6 +256,13 @@ def test_a_webhook_lease_not_well_above_the_send_timeout_is_refused(monkeypatch,
 def test_a_word_outside_its_choices_is_refused_naming_the_variable_and_the_choices(monkeypatch, name, value, accepts):
     message = refused(monkeypatch, **{name: value})
     assert message.startswith(f"{name} must be") and accepts in message, message
+
+
+def test_a_public_url_without_a_scheme_is_refused_in_live_mode_too(monkeypatch):
+    # Live mode builds no sandbox URL on it: the service started, and every OAuth redirect URI it sent the
+    # platforms was "localhost:8000/oauth/tiktok/callback".
+    message = refused(monkeypatch, LAYERS_PLATFORMS="live", LAYERS_PUBLIC_URL="localhost:8000")
+    assert message.startswith("LAYERS_PUBLIC_URL must be an http:// or https:// URL"), message
 
 
 def test_the_embedded_defaults_load_as_documented(monkeypatch):
