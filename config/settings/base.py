@@ -3,6 +3,7 @@ environment (DESIGN.md "Runtime contract"); with nothing set the service runs on
 
 import logging
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -330,11 +331,25 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+
+def cdn_domain(name: str) -> str:
+    """A host name (with a port or a path if need be) that django-storages puts after its own "https://", or
+    empty for none: "https://cdn.example.com" made every avatarUrl "https://https://cdn.example.com/…"."""
+    value = env.str(name, default="")
+    if value and ("://" in value or value.startswith("/") or value != value.strip()):
+        raise ImproperlyConfigured(
+            f"{name} must be a host name without a scheme, such as cdn.example.com (not {value!r})"
+        )
+    return value
+
+
 if AWS_STORAGE_BUCKET_NAME:
     STORAGES["default"] = s3_media_storage(
         AWS_STORAGE_BUCKET_NAME,
-        endpoint_url=env.str("LAYERS_S3_ENDPOINT_URL", default=None),
-        custom_domain=env.str("LAYERS_CDN_DOMAIN", default=None),
+        # boto3 refused one without a scheme ("Invalid endpoint") at the first avatar copy, in a worker.
+        endpoint_url=http_url("LAYERS_S3_ENDPOINT_URL", default="", optional=True) or None,
+        custom_domain=cdn_domain("LAYERS_CDN_DOMAIN") or None,
     )
 
 # Cache (throttling counters): Redis when configured so limits hold across processes. Short socket timeouts:
@@ -539,7 +554,13 @@ LAYERS_INSTAGRAM_API_BASE = http_url(
 LAYERS_INSTAGRAM_GRAPH_BASE = http_url(
     "LAYERS_INSTAGRAM_GRAPH_BASE", default=f"{_SB}/instagram/graph" if _SANDBOX else "https://graph.instagram.com"
 )
+# The Graph API version in every versioned call's path: "23.0" sent them all to graph.instagram.com/23.0/….
 LAYERS_INSTAGRAM_API_VERSION = env.str("LAYERS_INSTAGRAM_API_VERSION", default="v23.0")
+if not re.fullmatch(r"v\d+\.\d+", LAYERS_INSTAGRAM_API_VERSION):
+    raise ImproperlyConfigured(
+        "LAYERS_INSTAGRAM_API_VERSION must be a Graph API version such as 'v23.0' "
+        f"(not {LAYERS_INSTAGRAM_API_VERSION!r})"
+    )
 LAYERS_INSTAGRAM_CLIENT_ID = env.str(
     "LAYERS_INSTAGRAM_CLIENT_ID", default="sandbox-instagram-client" if _SANDBOX else ""
 )

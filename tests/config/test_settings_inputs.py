@@ -258,6 +258,43 @@ def test_a_word_outside_its_choices_is_refused_naming_the_variable_and_the_choic
     assert message.startswith(f"{name} must be") and accepts in message, message
 
 
+@pytest.mark.parametrize(
+    "name, value, accepts",
+    [
+        # boto3 raised "Invalid endpoint" at the first avatar copy, in a worker, and every copy failed.
+        ("LAYERS_S3_ENDPOINT_URL", "minio.internal:9000", "http:// or https://"),
+        # django-storages puts its own "https://" before it: every avatarUrl read "https://https://cdn…".
+        ("LAYERS_CDN_DOMAIN", "https://cdn.example.com", "a host name without a scheme"),
+        ("LAYERS_CDN_DOMAIN", "/cdn", "a host name without a scheme"),
+    ],
+)
+def test_a_bucket_endpoint_or_cdn_domain_in_another_form_is_refused(monkeypatch, name, value, accepts):
+    message = refused(monkeypatch, LAYERS_S3_BUCKET="layers-media", **{name: value})
+    assert message.startswith(f"{name} must be") and accepts in message, message
+
+
+def test_a_bucket_endpoint_and_cdn_domain_in_their_forms_are_taken(monkeypatch):
+    options = load_settings(
+        "dev",
+        monkeypatch,
+        LAYERS_S3_BUCKET="layers-media",
+        LAYERS_S3_ENDPOINT_URL="http://minio.internal:9000",
+        LAYERS_CDN_DOMAIN="cdn.example.com",
+    ).STORAGES["default"]["OPTIONS"]
+    assert (options["endpoint_url"], options["custom_domain"]) == ("http://minio.internal:9000", "cdn.example.com")
+    options = load_settings("dev", monkeypatch, LAYERS_S3_BUCKET="layers-media").STORAGES["default"]["OPTIONS"]
+    assert options["endpoint_url"] is None and options["custom_domain"] is None
+
+
+def test_an_instagram_api_version_not_like_v23_0_is_refused(monkeypatch):
+    # Every versioned Graph call went to graph.instagram.com/23.0/…, refused by Instagram.
+    message = refused(monkeypatch, LAYERS_INSTAGRAM_API_VERSION="23.0")
+    assert message == "LAYERS_INSTAGRAM_API_VERSION must be a Graph API version such as 'v23.0' (not '23.0')"
+    assert (
+        load_settings("dev", monkeypatch, LAYERS_INSTAGRAM_API_VERSION="v24.0").LAYERS_INSTAGRAM_API_VERSION == "v24.0"
+    )
+
+
 def test_a_public_url_without_a_scheme_is_refused_in_live_mode_too(monkeypatch):
     # Live mode builds no sandbox URL on it: the service started, and every OAuth redirect URI it sent the
     # platforms was "localhost:8000/oauth/tiktok/callback".
