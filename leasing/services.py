@@ -163,8 +163,11 @@ def lease_request_reject(*, request_id: str, reason: str, actor=None) -> LeaseRe
             raise LeaseError(f"This request is {request.status}; it can no longer be rejected.")
         request.status = LeaseRequest.Status.REJECTED
         request.rejection_reason = reason
+        # A failed attempt's reason says "Layers staff will assign accounts again": beside the rejection, the
+        # partner (API and webhook) read two answers, one a promise nobody keeps. The attempt stays in the history.
+        request.failure_reason = ""
         request.decided_at = timezone.now()
-        request.save(update_fields=["status", "rejection_reason", "decided_at"])
+        request.save(update_fields=["status", "rejection_reason", "failure_reason", "decided_at"])
         _audit(action="rejected", actor=actor, request=request, reason=reason)
         from leasing.serializers import lease_request_data
 

@@ -1,0 +1,58 @@
+"""A busy day of leasing, as ops, finance and partners live it: two staff working the queue in two browsers,
+assignments that fail and requests then rejected, accounts released and leased again the same day, and what
+each of them reads afterwards in the admin and through the API."""
+
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from accounts.models import Event
+from leasing import services
+from leasing.models import LeaseRequest, PoolAccount
+from tests.leasing.helpers import add_pool, get_request, request_accounts
+from tests.staff import admin_object_url, staff_login, with_mfa
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def ops(name: str) -> Client:
+    """A staff member signed in to the admin in a browser of their own."""
+    user = with_mfa(get_user_model().objects.create_superuser(name, f"{name}@layers.test", f"pw-{name}-12345"))
+    browser = staff_login(Client(), user)
+    browser.user = user
+    return browser
+
+
+def page_text(response) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", response.content.decode()).split())
+
+
+def test_a_request_rejected_after_a_failed_assignment_no_longer_says_staff_will_assign_again(owner):
+    (pool_id,) = add_pool(1)
+    dead = PoolAccount.objects.get(pk=pool_id)
+    Client().post(
+        "/sandbox/tiktok/_control/invalidate-tokens", {"username": dead.handle}, content_type="application/json"
+    )
+    request_id = request_accounts(owner, 1)["requestId"]
+    services.lease_assign(request_id=request_id, pool_account_ids=[pool_id])
+    assert get_request(owner, request_id)["status"] == "failed"
+
+    # No other account in the niche: ops reject it from the admin, with a reason for the partner.
+    alice = ops("alice")
+    url = admin_object_url(LeaseRequest, request_id)
+    alice.post(url, {"action": "reject", "reason": "No warm fitness accounts in the US this month."})
+
+    # The partner read "rejected" beside the failed attempt's "Layers staff will assign accounts again", in the
+    # API and in the webhook: two answers, one a promise nobody keeps. The rejection is the last word.
+    detail = get_request(owner, request_id)
+    assert detail["status"] == "rejected"
+    assert detail["rejectionReason"] == "No warm fitness accounts in the US this month."
+    assert detail["failureReason"] is None
+    assert Event.objects.get(type="lease_request.rejected").data["failureReason"] is None
+    # Ops' page no longer shows what "the partner reads" of a failure the partner is not shown; the failed
+    # attempt stays in the request's history.
+    page = page_text(alice.get(url))
+    assert "The partner reads" not in page
+    assert "failed" in page and "token is no longer valid" in page
