@@ -34,7 +34,10 @@ ORGANIZATION_PARAMETER = "organization__id__exact"
 
 def _description(entry: LedgerEntry) -> str:
     if entry.kind == LedgerEntry.Kind.LEASE_CHARGE:
-        return f"@{entry.lease.handle}, month {entry.period_index + 1}"
+        # The leased account's id too (the partner's `leaseSocialAccountId`, the monthly report's Social account
+        # ID): a pool account released and leased again to the same organization on the same day owes two first
+        # months, which read "@handle, month 1" twice, a double charge to finance without it.
+        return f"@{entry.lease.handle}, month {entry.period_index + 1} ({entry.lease.social_account_id})"
     return entry.reason
 
 

@@ -56,3 +56,35 @@ def test_a_request_rejected_after_a_failed_assignment_no_longer_says_staff_will_
     page = page_text(alice.get(url))
     assert "The partner reads" not in page
     assert "failed" in page and "token is no longer valid" in page
+
+
+def test_finance_tells_apart_two_charges_of_one_account_released_and_leased_again_the_same_day(owner):
+    """A partner releases an account in the morning and ops lease the same pool account to the partner's other
+    project in the afternoon: two leases, two first months, both owed. On the wallet page and the ledger each
+    read "@handle, month 1" on the same day for the same amount: a double charge to finance, with nothing on
+    the row to show otherwise. Each charge now names its leased account (the `leaseSocialAccountId` the partner
+    reads, and the Social account ID of the monthly report)."""
+    (pool_id,) = add_pool(1)
+    first = request_accounts(owner, 1)["requestId"]
+    services.lease_assign(request_id=first, pool_account_ids=[pool_id])
+    (morning,) = get_request(owner, first)["socialAccountIds"]
+    assert owner.client.delete(f"/v1/leased-accounts/{morning}").status_code == 200
+    second = request_accounts(owner, 1, project=owner.projects[1])["requestId"]
+    services.lease_assign(request_id=second, pool_account_ids=[pool_id])
+    (afternoon,) = get_request(owner, second, project=owner.projects[1])["socialAccountIds"]
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+
+    finance = ops("finance")
+    wallet_page = finance.get(f"/admin/billing/wallet/{owner.org.pk}/change/").content.decode()
+    latest = wallet_page.split('id="latest-entries"')[1].split("</table>")[0]
+    ledger_page = finance.get("/admin/billing/ledgerentry/", {"organization__id__exact": owner.org.pk})
+    ledger = ledger_page.content.decode().split('id="result_list"')[1].split("</table>")[0]
+
+    for shown in (latest, ledger):
+        rows = [" ".join(re.sub(r"<[^>]+>", " ", row).split()) for row in shown.split("<tr")[2:]]
+        charges = [row for row in rows if f"@{handle}" in row]
+        assert len(charges) == 2, rows
+        assert charges[0] != charges[1]
+        assert sorted(account for row in charges for account in (morning, afternoon) if account in row) == sorted(
+            [morning, afternoon]
+        )
