@@ -138,8 +138,14 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
         action = request.POST.get("action")
         try:
             if action == "take":
-                services.lease_request_take(request_id=lease_request.pk, actor=request.user)
-                self.message_user(request, "You are reviewing this request.", messages.SUCCESS)
+                # Whom the page showed reviewing it: someone taking it meanwhile is not taken over unknowingly.
+                seen = request.POST.get("seen_reviewer", services.UNSEEN)
+                if seen is not services.UNSEEN:
+                    seen = int(seen) if seen.isdigit() else None
+                previous = lease_request.reviewer
+                services.lease_request_take(request_id=lease_request.pk, actor=request.user, seen_reviewer=seen)
+                taken_over = f", taken over from {previous}" if previous and previous != request.user else ""
+                self.message_user(request, f"You are reviewing this request{taken_over}.", messages.SUCCESS)
             elif action == "assign":
                 result = services.lease_assign_start(
                     request_id=lease_request.pk,

@@ -121,9 +121,18 @@ def lease_request_create(
     return request
 
 
-def lease_request_take(*, request_id: str, actor) -> LeaseRequest:
+# `seen_reviewer` of lease_request_take: the caller does not say whom it saw (the command line, a script).
+UNSEEN = object()
+
+
+def lease_request_take(*, request_id: str, actor, seen_reviewer=UNSEEN) -> LeaseRequest:
     """A staff member takes a request (requested → in_review) so two people do not work it unknowingly.
-    Taking one already in review by someone else reassigns it, and says so in the audit trail."""
+    Taking one already in review by someone else reassigns it, and says so in the audit trail.
+
+    `seen_reviewer` is the reviewer's id (None: nobody) as the staff member's page showed it. Someone else
+    having taken the request since (two staff opened it together, both clicked "Take") raises LeaseError
+    naming them, rather than taking it over from them without either knowing; the page then shows who has it,
+    and taking it from there takes it over."""
     with transaction.atomic():
         request = LeaseRequest.objects.select_for_update().get(pk=request_id)
         if request.status not in (
@@ -133,6 +142,11 @@ def lease_request_take(*, request_id: str, actor) -> LeaseRequest:
         ):
             raise LeaseError(f"This request is {request.status}; there is nothing to review.")
         previous = request.reviewer
+        if seen_reviewer is not UNSEEN and previous is not None and previous != actor and previous.pk != seen_reviewer:
+            raise LeaseError(
+                f"{previous} took this request at {request.review_started_at:%H:%M:%S} UTC, while your page was "
+                "open: it is theirs now. Take it again only if you mean to take it over from them."
+            )
         request.status = LeaseRequest.Status.IN_REVIEW
         request.reviewer = actor
         request.review_started_at = timezone.now()

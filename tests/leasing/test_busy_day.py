@@ -88,3 +88,30 @@ def test_finance_tells_apart_two_charges_of_one_account_released_and_leased_agai
         assert sorted(account for row in charges for account in (morning, afternoon) if account in row) == sorted(
             [morning, afternoon]
         )
+
+
+def test_two_staff_taking_one_request_from_pages_opened_together_do_not_silently_swap_it(owner):
+    """Alice and Bob open the same new request in their browsers; Alice takes it, and Bob, his page still
+    saying "nobody yet", takes it a moment later. Bob was told "You are reviewing this request" and Alice's
+    review was taken over without either knowing: what taking a request is meant to prevent. Bob is now told
+    Alice has it; taking over from the page that says so still works."""
+    add_pool(1)
+    request_id = request_accounts(owner, 1)["requestId"]
+    url = admin_object_url(LeaseRequest, request_id)
+    alice, bob = ops("alice"), ops("bob")
+    alice_page, bob_page = alice.get(url), bob.get(url)
+    assert "nobody yet" in page_text(alice_page) and "nobody yet" in page_text(bob_page)
+
+    alice.post(url, {"action": "take", "seen_reviewer": ""})
+    answer = bob.post(url, {"action": "take", "seen_reviewer": ""}, follow=True)
+
+    told = [str(m) for m in answer.context["messages"]]
+    assert LeaseRequest.objects.get(pk=request_id).reviewer == alice.user, told
+    assert any("alice" in m and "took this request" in m for m in told), told
+    assert "someone else has this request" in page_text(answer)
+
+    # Bob means it: from the page that shows Alice has it, he takes it over (and the history says from whom).
+    seen = answer.context["lease_request"].reviewer_id
+    taken = bob.post(url, {"action": "take", "seen_reviewer": str(seen)}, follow=True)
+    assert LeaseRequest.objects.get(pk=request_id).reviewer == bob.user
+    assert any("alice" in str(m) for m in taken.context["messages"])
