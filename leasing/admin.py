@@ -107,6 +107,13 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
         wallet = wallet_get(organization=lease_request.organization)
 
         leases = list(lease_request.leases.select_related("pool_account", "social_account"))
+        remaining = max(lease_request.count - len(leases), 0)
+        # What assigning the rest charges at once: the first months of the accounts auto-assign would take (the
+        # best matches when only other regions match). A wallet that is not past due yet but cannot pay them
+        # read "ok", and the warning came with the debt, after the assignment that made it.
+        picks = [c for c in candidates if c.exact_language][:remaining] or candidates[:remaining]
+        first_months = sum(c.account.monthly_price_cents for c in picks)
+        wallet_short = wallet.status != wallet.Status.PAST_DUE and bool(picks) and first_months > wallet.balance_cents
         for lease in leases:
             # What the partner is billed, as it was fixed at assignment: ops may have repriced or renamed the
             # pool account since.
@@ -122,12 +129,15 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
             "wallet": wallet,
             "wallet_past_due": wallet.status == wallet.Status.PAST_DUE,
             "wallet_balance": usd_display(wallet.balance_cents),
+            "wallet_short": wallet_short,
+            "first_months": usd_display(first_months),
+            "first_months_accounts": len(picks),
             "actions_log": lease_request.actions.select_related("actor")[:50],
             "failure_problems": services.failure_problems(lease_request) if lease_request.failure_reason else [],
             "is_open": lease_request.status in LeaseRequest.OPEN,
             "checking": services.assignment_underway(lease_request),
             "can_act": can_act,
-            "remaining": max(lease_request.count - len(leases), 0),
+            "remaining": remaining,
             "reason_max_length": services.REJECTION_REASON_MAX_LENGTH,
             "typed_reason": typed_reason,
             "has_view_permission": True,

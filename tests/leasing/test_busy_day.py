@@ -115,3 +115,28 @@ def test_two_staff_taking_one_request_from_pages_opened_together_do_not_silently
     taken = bob.post(url, {"action": "take", "seen_reviewer": str(seen)}, follow=True)
     assert LeaseRequest.objects.get(pk=request_id).reviewer == bob.user
     assert any("alice" in str(m) for m in taken.context["messages"])
+
+
+def test_ops_see_that_the_wallet_cannot_pay_the_first_months_of_the_accounts_they_are_about_to_assign(owner):
+    """A partner with $60 in its wallet asks for 3 accounts at $49 a month. Assigning charges the three first
+    months at once ($147): the wallet goes $87 past due. The request's page said "$60.00 (ok)": the warning came
+    only once the debt existed, after the assignment that made it."""
+    from billing.services import wallet_top_up
+
+    add_pool(3, price=4900)
+    wallet_top_up(organization=owner.org, cents=6000, reason="bank transfer")
+    request_id = request_accounts(owner, 3)["requestId"]
+    alice = ops("alice")
+
+    page = alice.get(admin_object_url(LeaseRequest, request_id)).content.decode()
+
+    assert 'id="candidates"' in page  # still theirs to assign (README, Billing)
+    wallet = " ".join(re.sub(r"<[^>]+>", " ", page[page.index('id="wallet"') :].split("</dd>")[0]).split())
+    assert "$60.00" in wallet and "(ok)" not in wallet
+    assert "$147.00" in wallet and "does not cover" in wallet
+
+    # A wallet that covers them is simply ok.
+    wallet_top_up(organization=owner.org, cents=10000, reason="bank transfer")
+    page = alice.get(admin_object_url(LeaseRequest, request_id)).content.decode()
+    wallet = page[page.index('id="wallet"') :].split("</dd>")[0]
+    assert "$160.00 (ok)" in wallet and "does not cover" not in wallet
