@@ -628,6 +628,19 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
                 skip_in_action(self, request, lease, f"@{lease.pool_account.handle}: already released.")
                 continue
             result = social_account_revoke(account_id=lease.social_account_id, actor=request.user)
+            if not result.released:
+                # Released by someone else (the partner's DELETE, another staff member) after the list read it:
+                # "released" would tell this one they did what the history says another did.
+                lease.refresh_from_db(fields=["released_at", "released_by"])
+                when = stamp(lease.released_at) if lease.released_at else "a moment ago"
+                skip_in_action(
+                    self,
+                    request,
+                    lease,
+                    f"@{lease.pool_account.handle}: already released at {when} by "
+                    f"{_who(lease, 'released', lease.released_by)}; nothing done.",
+                )
+                continue
             self.message_user(
                 request,
                 f"@{lease.pool_account.handle}: released, {result.canceled_scheduled_posts} queued post(s) canceled.",

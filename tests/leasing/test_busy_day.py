@@ -10,7 +10,7 @@ from django.test import Client
 
 from accounts.models import Event
 from leasing import services
-from leasing.models import LeaseRequest, PoolAccount
+from leasing.models import Lease, LeaseAction, LeaseRequest, PoolAccount
 from tests.leasing.helpers import add_pool, get_request, request_accounts
 from tests.staff import admin_object_url, staff_login, with_mfa
 
@@ -140,3 +140,32 @@ def test_ops_see_that_the_wallet_cannot_pay_the_first_months_of_the_accounts_the
     page = alice.get(admin_object_url(LeaseRequest, request_id)).content.decode()
     wallet = page[page.index('id="wallet"') :].split("</dd>")[0]
     assert "$160.00 (ok)" in wallet and "does not cover" not in wallet
+
+
+def test_ops_releasing_a_lease_the_partner_released_a_moment_before_are_not_told_they_released_it(owner, monkeypatch):
+    """Alice ticks a lease in the list and confirms its release; the partner's DELETE lands between the list
+    reading the lease (still live) and her release. She was told "@handle: released, 0 queued post(s)
+    canceled." though she released nothing: the history says the partner did, and she would tell the partner
+    Layers released it. She is told it was already released, and by whom."""
+    from accounts import services as account_services
+    from leasing import admin as leasing_admin
+
+    add_pool(1)
+    request_id = request_accounts(owner, 1)["requestId"]
+    services.lease_assign(request_id=request_id, auto=True)
+    lease = Lease.objects.get()
+    real = account_services.social_account_revoke
+
+    def partner_first(**kwargs):
+        real(account_id=lease.social_account_id, api_key=owner.key)  # the partner's DELETE /v1/leased-accounts/…
+        return real(**kwargs)
+
+    monkeypatch.setattr(leasing_admin, "social_account_revoke", partner_first)
+    alice = ops("alice")
+    confirmed = {"action": "release_leases", "_selected_action": [str(lease.pk)], "post": "yes"}
+
+    told = [str(m) for m in alice.post("/admin/leasing/lease/", confirmed, follow=True).context["messages"]]
+
+    assert not any("released, " in m for m in told), told
+    assert any("already released" in m and "partner" in m for m in told), told
+    assert "partner" in LeaseAction.objects.get(action="released").by  # one release, the partner's
