@@ -75,3 +75,20 @@ def assert_error(response, status: int, code: str):
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     assert isinstance(body["error"]["details"], dict)
     return body["error"]
+
+
+@pytest.fixture
+def receivers():
+    """Start webhook receivers on 127.0.0.1 with `receivers(respond=..., port=...)`; all are stopped after the
+    test (tests/webhooks/receiver.py)."""
+    from tests.webhooks.receiver import Receiver
+
+    started: list[Receiver] = []
+
+    def start(**kwargs) -> Receiver:
+        started.append(Receiver(**kwargs).start())
+        return started[-1]
+
+    yield start
+    for receiver in started:
+        receiver.stop()

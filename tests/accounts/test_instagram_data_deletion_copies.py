@@ -21,7 +21,7 @@ from accounts.webhooks.models import WebhookDelivery
 from tests.accounts.oauth_helpers import connected_account
 from tests.accounts.test_instagram_deauthorization import DATA_DELETION, control, payload_for, post, signed_request
 from tests.webhooks.helpers import create_endpoint
-from tests.webhooks.receiver import Receiver, signed_with
+from tests.webhooks.receiver import signed_with
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,20 +31,6 @@ ACCOUNT_EVENTS = [
     "social_account.reconnected",
     "social_account.disconnected",
 ]
-
-
-@pytest.fixture
-def receivers():
-    """As tests/webhooks' fixture: start receivers with `receivers(respond=...)`, all stopped after the test."""
-    started: list[Receiver] = []
-
-    def start(**kwargs) -> Receiver:
-        started.append(Receiver(**kwargs).start())
-        return started[-1]
-
-    yield start
-    for receiver in started:
-        receiver.stop()
 
 
 def delete_data_of(username: str) -> None:

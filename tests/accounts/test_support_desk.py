@@ -29,22 +29,6 @@ def staff() -> Client:
     return staff_login(Client(), superuser("support"))
 
 
-@pytest.fixture
-def receivers():
-    """Start webhook receivers on 127.0.0.1 with `receivers(respond=...)`; all are stopped after the test."""
-    from tests.webhooks.receiver import Receiver
-
-    started: list[Receiver] = []
-
-    def start(**kwargs) -> Receiver:
-        started.append(Receiver(**kwargs).start())
-        return started[-1]
-
-    yield start
-    for receiver in started:
-        receiver.stop()
-
-
 def leased_account(tenant) -> tuple[str, str]:
     """A pool account leased to `tenant`: (lease request id, social account id)."""
     add_pool(1)

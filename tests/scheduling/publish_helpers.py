@@ -63,3 +63,18 @@ def sandbox_posts(platform: str, username: str):
 
 def later(**kwargs):
     return timezone.now() + timedelta(**kwargs)
+
+
+def sent_then_processing(tenant, account_id: str) -> str:
+    """A post TikTok has accepted (its publish id stored) and is still processing when the dispatcher looks
+    (its status read refused): the id of the post, `publishing`, whose outcome Layers has not read yet."""
+    from unittest import mock
+
+    from accounts.platforms.base import PlatformUnavailable
+    from accounts.platforms.tiktok import TikTokClient
+
+    scheduled = schedule_now(tenant, account_id)
+    with mock.patch.object(TikTokClient, "publish_status", side_effect=PlatformUnavailable("tiktok: 503", status=503)):
+        run_dispatcher()
+    assert post(tenant, scheduled["id"])["status"] == "publishing"
+    return scheduled["id"]

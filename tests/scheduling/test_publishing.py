@@ -16,7 +16,15 @@ from scheduling.models import Layer, ManagedProvider, ScheduledPost
 from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.platform_helpers import intercepted
 from tests.receivers import receiver
-from tests.scheduling.publish_helpers import later, managed_provider, post, run_dispatcher, sandbox_posts, schedule_now
+from tests.scheduling.publish_helpers import (
+    later,
+    managed_provider,
+    post,
+    run_dispatcher,
+    sandbox_posts,
+    schedule_now,
+    sent_then_processing,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -623,7 +631,7 @@ def test_a_post_on_an_expired_token_waits_out_a_refresh_outage_instead_of_asking
 
 def test_a_status_poll_after_the_token_expired_refreshes_it_and_settles_the_post(owner):
     account = connected_account(owner, "tiktok", "slowpoll")
-    post_id = _sent_then_processing(owner, account["id"])
+    post_id = sent_then_processing(owner, account["id"])
     with time_machine.travel(later(hours=23, minutes=59), tick=True):
         # The health check did not run meanwhile; the access token is a day old when the poll comes.
         SocialAccount.objects.filter(pk=account["id"]).update(token_expires_at=later(minutes=-1))
@@ -841,23 +849,9 @@ def test_stuck_publishing_post_with_a_publish_id_is_resolved_by_asking_the_platf
     assert len(sandbox_posts("instagram", "stuck.ig")) == 1
 
 
-def _sent_then_processing(owner, account_id: str) -> str:
-    """A post TikTok has accepted (publish id stored) and is still processing when the dispatcher looks."""
-    from unittest import mock
-
-    from accounts.platforms.base import PlatformUnavailable
-    from accounts.platforms.tiktok import TikTokClient
-
-    scheduled = schedule_now(owner, account_id)
-    with mock.patch.object(TikTokClient, "publish_status", side_effect=PlatformUnavailable("tiktok: 503", status=503)):
-        run_dispatcher()
-    assert post(owner, scheduled["id"])["status"] == "publishing"
-    return scheduled["id"]
-
-
 def test_a_post_processing_when_its_account_is_revoked_fails_as_disconnected_not_as_a_dead_token(owner):
     account = connected_account(owner, "tiktok", "midway")
-    post_id = _sent_then_processing(owner, account["id"])
+    post_id = sent_then_processing(owner, account["id"])
 
     owner.client.delete(f"/v1/social-accounts/{account['id']}")
     with time_machine.travel(later(minutes=10)):
@@ -876,7 +870,7 @@ def test_a_post_processing_when_its_lease_is_released_is_settled_with_the_pools_
     accepted = request_accounts(owner, 1)
     leasing.lease_assign(request_id=accepted["requestId"], auto=True)
     account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
-    post_id = _sent_then_processing(owner, account_id)
+    post_id = sent_then_processing(owner, account_id)
 
     assert owner.client.delete(f"/v1/leased-accounts/{account_id}").status_code == 200
     with time_machine.travel(later(minutes=10)):
@@ -919,7 +913,7 @@ def test_a_post_processing_when_its_account_is_revoked_while_the_grant_is_kept_i
 ):
     handle = held_elsewhere(owner, sibling, "tiktok")
     account = connected_account(owner, "tiktok", handle)
-    post_id = _sent_then_processing(owner, account["id"])
+    post_id = sent_then_processing(owner, account["id"])
 
     assert owner.client.delete(f"/v1/social-accounts/{account['id']}").status_code == 200  # grant kept
     with time_machine.travel(later(minutes=10)):
@@ -935,7 +929,7 @@ def test_a_post_processing_when_its_account_is_revoked_while_the_grant_is_kept_i
 def test_a_post_processing_when_the_revoke_withdrew_the_grant_still_fails_as_disconnected(owner):
     account = connected_account(owner, "tiktok", "last.holder")
     other = connected_account(owner, "tiktok", "last.holder", project=owner.projects[1])
-    post_id = _sent_then_processing(owner, account["id"])
+    post_id = sent_then_processing(owner, account["id"])
 
     owner.client.delete(f"/v1/social-accounts/{account['id']}")  # kept: the other project holds the user
     owner.client.delete(f"/v1/social-accounts/{other['id']}")  # its last holder: the grant is withdrawn
@@ -975,7 +969,7 @@ def test_a_post_processing_when_its_account_is_revoked_while_the_grants_keeper_h
     # for now: "failed ACCOUNT_DISCONNECTED" would have the partner post it a second time.
     handle, renew = kept_expired(owner, sibling)
     account = connected_account(owner, "tiktok", handle)
-    post_id = _sent_then_processing(owner, account["id"])
+    post_id = sent_then_processing(owner, account["id"])
     assert owner.client.delete(f"/v1/social-accounts/{account['id']}").status_code == 200  # grant kept
 
     with time_machine.travel(later(minutes=10)):
@@ -1003,7 +997,7 @@ def test_a_post_processing_when_the_grant_is_kept_only_by_an_expired_token_nothi
     PoolAccount.objects.filter(pk=pool_id).update(status="retired", token_expires_at=later(minutes=-1))
     handle = PoolAccount.objects.get(pk=pool_id).handle
     account = connected_account(owner, "tiktok", handle)
-    post_id = _sent_then_processing(owner, account["id"])
+    post_id = sent_then_processing(owner, account["id"])
     owner.client.delete(f"/v1/social-accounts/{account['id']}")
 
     with time_machine.travel(later(minutes=10)):
@@ -1023,7 +1017,7 @@ def test_a_post_processing_when_its_lease_is_released_and_leased_again_is_settle
     accepted = request_accounts(owner, 1)
     leasing.lease_assign(request_id=accepted["requestId"], auto=True)
     account_id = get_request(owner, accepted["requestId"])["socialAccountIds"][0]
-    post_id = _sent_then_processing(owner, account_id)
+    post_id = sent_then_processing(owner, account_id)
     assert owner.client.delete(f"/v1/leased-accounts/{account_id}").status_code == 200
     # The pool account goes to another partner: its token now lives on their binding, not in the pool.
     again = request_accounts(sibling, 1)

@@ -3,7 +3,6 @@
 second post of something that may already be on the platform."""
 
 from datetime import timedelta
-from unittest import mock
 
 import httpx
 import pytest
@@ -12,25 +11,21 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import Event
-from accounts.platforms.base import PlatformUnavailable
-from accounts.platforms.tiktok import TikTokClient
 from scheduling import services
 from scheduling.models import ManagedProvider
 from scheduling.tasks import dispatch_due_posts
 from tests.accounts.oauth_helpers import connected_account
 from tests.platform_helpers import intercepted, invalidate_tokens, sandbox_posts
-from tests.scheduling.publish_helpers import later, managed_provider, post, run_dispatcher, schedule_now
+from tests.scheduling.publish_helpers import (
+    later,
+    managed_provider,
+    post,
+    run_dispatcher,
+    schedule_now,
+    sent_then_processing,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _accepted_then_processing(tenant, account_id: str) -> str:
-    """A post TikTok has accepted (its publish id stored) whose outcome Layers has not read yet."""
-    scheduled = schedule_now(tenant, account_id)
-    with mock.patch.object(TikTokClient, "publish_status", side_effect=PlatformUnavailable("tiktok: 503", status=503)):
-        run_dispatcher()
-    assert post(tenant, scheduled["id"])["status"] == "publishing"
-    return scheduled["id"]
 
 
 def test_a_post_the_platform_accepted_before_its_token_died_says_it_may_be_live(owner):
@@ -39,7 +34,7 @@ def test_a_post_the_platform_accepted_before_its_token_died_says_it_may_be_live(
     said only "The platform rejected the account's token while publishing.", while the post was live on
     TikTok, so the customer got it twice. Layers itself knows better (ops' retry skips such a post)."""
     account = connected_account(owner, "tiktok", "died.midway")
-    post_id = _accepted_then_processing(owner, account["id"])
+    post_id = sent_then_processing(owner, account["id"])
     invalidate_tokens("tiktok", "died.midway")
 
     with time_machine.travel(later(minutes=1)):
