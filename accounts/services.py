@@ -248,7 +248,12 @@ def _events_sequence_batch(*, organization_id: str) -> int:
                     "SELECT pg_advisory_xact_lock(hashtextextended('layers.event_sequence:' || %s, 0))",
                     [organization_id],
                 )
-        pending = list(unplaced.order_by("created_at", "id").only("id")[:EVENT_SEQUENCE_BATCH])
+        # Locked here, oldest first, before the UPDATE below locks them in whatever order its plan reads them:
+        # a data deletion request locks events oldest first too (_events_scrubbed), and the two, each holding
+        # an event the other waited for, deadlocked (Meta's request answered 500, or GET /v1/events).
+        pending = list(
+            unplaced.order_by("created_at", "id").select_for_update(no_key=True).only("id")[:EVENT_SEQUENCE_BATCH]
+        )
         top = Event.objects.filter(organization_id=organization_id).aggregate(top=Max("position"))["top"] or 0
         for offset, event in enumerate(pending, start=1):
             event.position = top + offset

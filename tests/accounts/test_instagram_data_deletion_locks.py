@@ -1,0 +1,98 @@
+"""The locks a data deletion request takes on the events it scrubs (accounts.services._events_scrubbed: every event
+of the erased accounts, in every organization, FOR UPDATE, oldest first), beside the other writers of many events
+in one transaction. Two transactions locking the same rows in different orders deadlock: PostgreSQL ends one of
+them after a second, and if it is the erasure, Meta's request is answered 500 and the person stays on file."""
+
+import threading
+import time
+
+import pytest
+from django.db import connection, transaction
+
+from accounts import services
+from accounts.models import Event
+from tests.accounts.oauth_helpers import connected_account
+from tests.accounts.test_instagram_data_deletion_copies import delete_data_of
+from tests.accounts.test_instagram_deauthorization import control
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def waiting_on_locks(count: int, timeout: float = 15) -> None:
+    """Until `count` other connections of this database wait on a lock in a statement on the events table."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # a snapshot per transaction otherwise
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s AND wait_event_type = 'Lock' "
+                "AND pid <> pg_backend_pid() AND datname = current_database()",
+                [f"%{Event._meta.db_table}%"],
+            )
+            if cursor.fetchone()[0] >= count:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} connections waited on the events")
+
+
+def on_its_own_connection(work, errors: list) -> threading.Thread:
+    def run():
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_the_erasure_and_the_event_sequencer_lock_the_events_in_the_same_order(owner):
+    """The sequencer (GET /v1/events, the webhook tick) gives an organization's new events their positions in one
+    UPDATE, which locks the rows in whatever order its plan reads them; the erasure locks the same events oldest
+    first. An erasure holding the older event and waiting for the newer, while the sequencer holds the newer and
+    waits for the older, is a deadlock."""
+    account = connected_account(owner, "instagram", "ig.locked")
+    control("ig.locked")  # Meta's deauthorize first, as Meta sends it: the needs_reauth event
+    older, newer = Event.objects.filter(type__startswith="social_account.").order_by("created_at", "pk")
+    assert older.data["id"] == newer.data["id"] == account["id"]
+    # Both not placed yet (written a moment before), the older row's last version written last: a plan reading
+    # the table in its physical order (a sequential scan) meets the newer event first.
+    Event.objects.filter(pk=newer.pk).update(position=None)
+    Event.objects.filter(pk=older.pk).update(position=None)
+
+    errors: list[BaseException] = []
+    answers: list = []
+    erasure = sequencer = None
+    # Another transaction's key-share lock on the newer event (an insert of a delivery or marker referencing it)
+    # makes the erasure wait there holding the older one, as it does whenever the sequencer is a moment ahead.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {Event._meta.db_table} WHERE id = %s FOR KEY SHARE", [newer.pk])
+        erasure = on_its_own_connection(lambda: answers.append(delete_data_of_answer("ig.locked")), errors)
+        waiting_on_locks(1)
+
+        def place():
+            with connection.cursor() as own:
+                own.execute("SET enable_indexscan = off")
+                own.execute("SET enable_bitmapscan = off")
+            services.events_sequence(organization_id=older.organization_id)
+
+        sequencer = on_its_own_connection(place, errors)
+        waiting_on_locks(2)
+    erasure.join(30)
+    sequencer.join(30)
+    assert errors == [], errors
+    assert answers == [200]
+    placed = Event.objects.filter(organization_id=older.organization_id, position__isnull=True)
+    assert not placed.filter(pk__in=[older.pk, newer.pk]).exists()
+    assert Event.objects.get(pk=older.pk).data["handle"] == ""
+
+
+def delete_data_of_answer(username: str) -> int:
+    try:
+        delete_data_of(username)
+    except AssertionError:
+        return 500
+    return 200
