@@ -151,7 +151,7 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
                 # Whom the page showed reviewing it: someone taking it meanwhile is not taken over unknowingly.
                 seen = request.POST.get("seen_reviewer", services.UNSEEN)
                 if seen is not services.UNSEEN:
-                    seen = int(seen) if seen.isdigit() else None
+                    seen = _user_id(seen)
                 previous = lease_request.reviewer
                 services.lease_request_take(request_id=lease_request.pk, actor=request.user, seen_reviewer=seen)
                 taken_over = f", taken over from {previous}" if previous and previous != request.user else ""
@@ -195,6 +195,17 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
             self.message_user(request, PROVISIONING_MESSAGE, messages.INFO)
         else:
             self.message_user(request, f"Request {result.status}.", messages.SUCCESS)
+
+
+def _user_id(value: str) -> int | None:
+    """A user id as the take form posts it (digits), else None: a page that saw nobody. str.isdigit() alone
+    also takes "²" or "①", and int() refuses those, and more than 4,300 digits: a 500."""
+    if not (value.isascii() and value.isdigit()):
+        return None
+    try:
+        return int(value)
+    except ValueError:  # past int()'s digit limit
+        return None
 
 
 PROVISIONING_MESSAGE = (

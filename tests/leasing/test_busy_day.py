@@ -117,6 +117,24 @@ def test_two_staff_taking_one_request_from_pages_opened_together_do_not_silently
     assert any("alice" in str(m) for m in taken.context["messages"])
 
 
+def test_a_take_form_whose_seen_reviewer_is_no_user_id_is_refused_like_a_stale_page_never_a_500(owner):
+    """The form's seen_reviewer is read as "digits, else nobody". str.isdigit() also says yes to "²", "①" or
+    Arabic-Indic digits, and to 5,000 digits: int() refused those (ValueError), a 500 to the staff member. A
+    value that names no user is a page that saw nobody: someone else holding the request is not taken over."""
+    add_pool(1)
+    request_id = request_accounts(owner, 1)["requestId"]
+    url = admin_object_url(LeaseRequest, request_id)
+    alice, bob = ops("alice"), ops("bob")
+    alice.post(url, {"action": "take", "seen_reviewer": ""})
+    bob.raise_request_exception = False
+
+    for odd in ("\u00b2", "\u2460", "\u0661", "9" * 5000, " 1", "-1", "1.0", "abc"):
+        answer = bob.post(url, {"action": "take", "seen_reviewer": odd}, follow=True)
+        assert answer.status_code == 200, (odd[:10], answer.status_code)
+        assert any("took this request" in str(m) for m in answer.context["messages"]), odd[:10]
+        assert LeaseRequest.objects.get(pk=request_id).reviewer == alice.user, odd[:10]
+
+
 def test_ops_see_that_the_wallet_cannot_pay_the_first_months_of_the_accounts_they_are_about_to_assign(owner):
     """A partner with $60 in its wallet asks for 3 accounts at $49 a month. Assigning charges the three first
     months at once ($147): the wallet goes $87 past due. The request's page said "$60.00 (ok)": the warning came
