@@ -988,8 +988,11 @@ def events_purge_expired(*, now=None, batch_size: int = PURGE_BATCH) -> int:
 def _purge_batch(candidates: list[str], cutoff) -> int:
     """Delete those of `candidates` that are still expired. Their deliveries are locked first and the
     condition is checked again under the lock: a staff resend racing the purge either commits first, and
-    the event is kept, or waits and then finds the delivery gone."""
+    the event is kept, or waits and then finds the delivery gone. The events are locked before their deliveries,
+    oldest first, as a data deletion request takes them (accounts.services._events_scrubbed): the deliveries
+    first, an erasure holding one of these events and waiting for its delivery deadlocked with this purge."""
     with transaction.atomic():
+        list(Event.objects.select_for_update().filter(pk__in=candidates).order_by("created_at", "pk").values_list("pk"))
         list(WebhookDelivery.objects.select_for_update().filter(event_id__in=candidates).values_list("pk"))
         ids = list(_expired_events(cutoff).filter(pk__in=candidates).values_list("pk", flat=True))
         WebhookDeliveryAttempt.objects.filter(delivery__event_id__in=ids).delete()

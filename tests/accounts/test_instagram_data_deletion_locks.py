@@ -11,11 +11,14 @@ from django.db import connection, transaction
 
 from accounts import services
 from accounts.models import Event
+from tests.accounts import test_instagram_data_deletion_copies as copies
 from tests.accounts.oauth_helpers import connected_account
 from tests.accounts.test_instagram_data_deletion_copies import delete_data_of
 from tests.accounts.test_instagram_deauthorization import control
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+receivers = copies.receivers  # the fixture
 
 
 def waiting_on_locks(count: int, timeout: float = 15) -> None:
@@ -96,3 +99,48 @@ def delete_data_of_answer(username: str) -> int:
     except AssertionError:
         return 500
     return 200
+
+
+def test_the_erasure_and_the_event_purge_lock_an_event_and_its_deliveries_in_the_same_order(
+    owner, receivers, monkeypatch
+):
+    """The retention purge locked an expired event's deliveries, then deleted the event; the erasure locks the
+    event, then rewrites its deliveries' bodies. An erasure that had locked an event the purge was deleting at
+    that moment (an account connected a retention ago) waited for the purge's lock on a delivery while the
+    purge waited for the erasure's on the event: a deadlock."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from accounts.webhooks import services as webhook_services
+    from accounts.webhooks.models import WebhookDelivery
+    from tests.concurrency import SecondQueuesBehindFirst
+    from tests.webhooks.helpers import create_endpoint
+
+    create_endpoint(owner, receivers().url(), events=["social_account.connected"])
+    account = connected_account(owner, "instagram", "ig.expiring")
+    (connected,) = Event.objects.filter(type="social_account.connected")
+    (delivery,) = WebhookDelivery.objects.filter(event=connected)
+    assert delivery.status == WebhookDelivery.Status.DELIVERED
+    # Recorded a retention ago: the purge's to delete now.
+    Event.objects.filter(pk=connected.pk).update(
+        created_at=timezone.now() - settings.LAYERS_EVENT_RETENTION - timedelta(hours=1)
+    )
+
+    race = SecondQueuesBehindFirst(waits_on=f'FROM "{Event._meta.db_table}"')
+    rewritten = webhook_services.deliveries_body_rewritten
+
+    def after_the_events_are_locked(**kwargs):
+        race.hold()  # the erasure has locked the event; the purge now runs until it waits for it
+        return rewritten(**kwargs)
+
+    monkeypatch.setattr(webhook_services, "deliveries_body_rewritten", after_the_events_are_locked)
+    erased, purged = race.run(lambda: delete_data_of_answer("ig.expiring"), webhook_services.events_purge_expired)
+
+    assert race.overlapped
+    assert erased == 200
+    # The purge went first or after: either way the event is gone or scrubbed, never left with the person in it.
+    left = Event.objects.filter(pk=connected.pk).first()
+    assert purged == 1 or (left is not None and left.data["handle"] == "")
+    assert account["id"]
