@@ -168,6 +168,11 @@ class WebhookDelivery(models.Model):
             models.Index(fields=["next_attempt_at"], condition=models.Q(status="pending"), name="whd_due"),
             models.Index(fields=["lease_until"], condition=models.Q(status="sending"), name="whd_leased"),
             models.Index(fields=["endpoint", "-created_at"], name="whd_endpoint_newest"),
+            # The event purge keeps an event while a delivery of it is still to be sent (_expired_events): a
+            # few rows, where the event_id index holds every delivery kept (0.1 to 0.45 s per batch at 300k).
+            models.Index(
+                fields=["event"], condition=models.Q(status__in=["pending", "sending"]), name="whd_unfinished_event"
+            ),
         ]
 
     def __str__(self):
