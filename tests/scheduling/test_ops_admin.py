@@ -331,6 +331,7 @@ def test_a_filtered_list_counts_up_to_its_cap_and_says_so(owner, staff, monkeypa
     counts, text = visit("/admin/scheduling/scheduledpost/?status__exact=queued")
     assert len(counts) == 1 and "LIMIT 3" in counts[0]
     assert "2+ scheduled posts" in text
+    assert "Select all 2+ scheduled posts" in text and "All 2+ selected" in text  # all pages: every match
     counts, text = visit(f"/admin/scheduling/scheduledpost/?q={account.pk}")  # a search too
     assert len(counts) == 1 and "LIMIT 3" in counts[0]
     assert "2+ results" in text and "2+ scheduled posts" in text
