@@ -995,11 +995,11 @@ def events_purge_expired(*, now=None, batch_size: int = PURGE_BATCH) -> int:
 
 
 def _purge_batch(candidates: list[str], cutoff) -> int:
-    """Delete those of `candidates` that are still expired. Their deliveries are locked first and the
-    condition is checked again under the lock: a staff resend racing the purge either commits first, and
-    the event is kept, or waits and then finds the delivery gone. The events are locked before their deliveries,
-    oldest first, as a data deletion request takes them (accounts.services._events_scrubbed): the deliveries
-    first, an erasure holding one of these events and waiting for its delivery deadlocked with this purge."""
+    """Delete those of `candidates` that are still expired. The events are locked, oldest first, then their
+    deliveries, and the condition is checked again under the locks: a staff resend racing the purge either
+    commits first, and the event is kept, or waits and then finds the delivery gone. Events before deliveries,
+    as a data deletion request takes them (accounts.services._events_scrubbed): deliveries first, an erasure
+    holding one of these events and waiting for its delivery deadlocked with this purge."""
     with transaction.atomic():
         list(Event.objects.select_for_update().filter(pk__in=candidates).order_by("created_at", "pk").values_list("pk"))
         list(WebhookDelivery.objects.select_for_update().filter(event_id__in=candidates).values_list("pk"))

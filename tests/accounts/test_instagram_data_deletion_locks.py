@@ -11,14 +11,11 @@ from django.db import connection, transaction
 
 from accounts import services
 from accounts.models import Event
-from tests.accounts import test_instagram_data_deletion_copies as copies
 from tests.accounts.oauth_helpers import connected_account
 from tests.accounts.test_instagram_data_deletion_copies import delete_data_of
 from tests.accounts.test_instagram_deauthorization import control
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-receivers = copies.receivers  # the fixture
 
 
 def waiting_on_locks(count: int, timeout: float = 15) -> None:
