@@ -97,7 +97,7 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
 
     def _page(self, request, lease_request, can_act, typed_reason=""):
         candidates = (
-            services.pool_candidates(request=lease_request) if lease_request.status in LeaseRequest.OPEN else []
+            services.pool_candidates(request=lease_request) if lease_request.status in LeaseRequest.ASSIGNABLE else []
         )
         from billing.reports import usd_display
         from billing.selectors import wallet_get
@@ -134,7 +134,15 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
             "first_months_accounts": len(picks),
             "actions_log": lease_request.actions.select_related("actor")[:50],
             "failure_problems": services.failure_problems(lease_request) if lease_request.failure_reason else [],
+            # A partial request's top-up that failed: the partner still reads `partial` (no failureReason).
+            "top_up_problems": (
+                services.failure_problems(lease_request)
+                if lease_request.status == LeaseRequest.Status.PARTIAL and services.failed_attempt(lease_request)
+                else []
+            ),
+            # Taken and rejected while open; assigned while open or partial (the rest of its count).
             "is_open": lease_request.status in LeaseRequest.OPEN,
+            "is_assignable": lease_request.status in LeaseRequest.ASSIGNABLE,
             "checking": services.assignment_underway(lease_request),
             "can_act": can_act,
             "remaining": remaining,
@@ -186,10 +194,12 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:leasing_leaserequest_change", args=[quote(lease_request.pk)]))
 
     def _report(self, request, result):
-        if result.status == LeaseRequest.Status.FAILED:
-            # Staff get what went wrong (the partner reads only the fixed failureReason).
+        if services.failed_attempt(result):
+            # Staff get what went wrong (the partner reads only the fixed failureReason; a failed top-up of a
+            # partial request leaves it `partial`, with the accounts it had).
             problems = "; ".join(services.failure_problems(result)) or result.failure_reason
-            self.message_user(request, f"The assignment failed, nothing was leased: {problems}", messages.ERROR)
+            what = "nothing more was leased" if result.status == LeaseRequest.Status.PARTIAL else "nothing was leased"
+            self.message_user(request, f"The assignment failed, {what}: {problems}", messages.ERROR)
         elif result.status == LeaseRequest.Status.PROVISIONING:
             # The tokens are checked by a worker (services.lease_assign_start): the page shows the outcome.
             self.message_user(request, PROVISIONING_MESSAGE, messages.INFO)

@@ -92,6 +92,9 @@ class LeaseRequest(models.Model):
         FAILED = "failed"
 
     OPEN = (Status.REQUESTED, Status.IN_REVIEW, Status.FAILED)
+    # What staff may assign accounts to: the open requests, and a `partial` one, topped up with the rest of
+    # its `count` later (it is not open: it has leases, so it is neither taken back into review nor rejected).
+    ASSIGNABLE = (*OPEN, Status.PARTIAL)
 
     id = PrefixedIdField(prefix="lreq")
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")

@@ -21,9 +21,10 @@ class LeaseRequestOutput(serializers.Serializer):
     status = serializers.ChoiceField(
         choices=["requested", "in_review", "provisioning", "assigned", "partial", "rejected", "failed"],
         help_text="requested → in_review (a Layers staff member took it) → provisioning (accounts being bound) → "
-        "assigned (all) | partial (fewer, ≥ 1) | rejected; failed when binding failed (see failureReason; the "
-        "request can be worked again). Clients that only know requested / assigned / partial / rejected can "
-        "treat the others as 'still requested'.",
+        "assigned (all) | partial (fewer, ≥ 1; staff may assign the rest later, provisioning again, then "
+        "assigned or still partial) | rejected; failed when binding failed and nothing was leased (see "
+        "failureReason; the request can be worked again). Clients that only know requested / assigned / "
+        "partial / rejected can treat the others as 'still requested'.",
     )
     count = serializers.IntegerField()
     assignedCount = serializers.SerializerMethodField()

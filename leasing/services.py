@@ -4,9 +4,11 @@ Fulfilment is three steps so that no transaction is held open across a platform 
 visible: (1) reserve — lock the request and the chosen pool accounts, request → provisioning;
 (2) check — each reserved account's token is verified with TikTok, outside any transaction;
 (3) bind — create the leased social accounts, the leases and the first charge, request → assigned / partial.
-A failing check or bind puts the request in `failed` and returns the accounts to the pool. The partner reads a
-fixed reason (FAILED_CHECK / FAILED_BIND: nothing was leased, staff assign again); what went wrong — pool
-handles, the platform's or the database's own words — goes to the log and the request's staff-only history."""
+A `partial` request is assigned the rest of its count the same way later (a top-up). A failing check or bind
+puts the request in `failed` (back in `partial` for a top-up: it has leases) and returns the accounts to the
+pool. The partner reads a fixed reason (FAILED_CHECK / FAILED_BIND: nothing was leased, staff assign again);
+what went wrong — pool handles, the platform's or the database's own words — goes to the log and the
+request's staff-only history."""
 
 import logging
 from dataclasses import dataclass
@@ -173,6 +175,13 @@ def lease_request_reject(*, request_id: str, reason: str, actor=None) -> LeaseRe
         )
     with transaction.atomic():
         request = LeaseRequest.objects.select_for_update().get(pk=request_id)
+        if request.status == LeaseRequest.Status.PARTIAL:
+            # Its leases are the partner's, billed and maybe posting: a rejection would say "no accounts" beside
+            # them. Not topped up, it simply stays partial; the partner releases what they no longer want.
+            raise LeaseError(
+                "This request is partial: its leased accounts stay with the partner, so it is not rejected. It "
+                "stays partial unless more accounts are assigned to it."
+            )
         if request.status not in LeaseRequest.OPEN:
             raise LeaseError(f"This request is {request.status}; it can no longer be rejected.")
         request.status = LeaseRequest.Status.REJECTED
@@ -286,10 +295,11 @@ def lease_assign(
     *, request_id: str, pool_account_ids: list[str] | None = None, auto: bool = False, actor=None
 ) -> LeaseRequest:
     """Assign pool accounts to a request: the given ones, or with `auto` the best matches up to the
-    remaining count. Fewer than `count` → `partial`. Raises LeaseError with a clear message when the
-    request is not open, nothing is chosen, or a chosen account is not available (e.g. another staff
-    member assigned it a moment ago). The token check and the binding run in this process: for the command
-    line (`manage.py lease_assign`); the admin, a web request, hands them to a worker (lease_assign_start)."""
+    remaining count. Fewer than `count` → `partial`, which may be assigned the rest later. Raises LeaseError
+    with a clear message when the request is neither open nor partial, nothing is chosen, or a chosen account
+    is not available (e.g. another staff member assigned it a moment ago). The token check and the binding
+    run in this process: for the command line (`manage.py lease_assign`); the admin, a web request, hands them
+    to a worker (lease_assign_start)."""
     reserved, attempt = _reserve(request_id=request_id, pool_account_ids=pool_account_ids, auto=auto, actor=actor)
     return _check_and_bind(request_id=request_id, reserved=reserved, attempt=attempt, actor=actor)
 
@@ -381,9 +391,14 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[l
         request = LeaseRequest.objects.select_for_update().filter(pk=request_id).first()
         if request is None:
             raise LeaseError(f"No lease request {request_id}.")
-        if request.status not in LeaseRequest.OPEN:
+        if request.status not in LeaseRequest.ASSIGNABLE:
             raise LeaseError(f"This request is {request.status}; it cannot be assigned again.")
-        wanted = request.count
+        # A partial request is topped up with what is still to assign (every lease of the request counts,
+        # one the partner has released since included: assignedCount, and the status _bind sets, count them).
+        assigned = Lease.objects.filter(request=request).count()
+        wanted = request.count - assigned
+        if wanted <= 0:
+            raise LeaseError(f"All {request.count} accounts of this request are assigned; nothing is left to assign.")
         if auto:
             # Auto-assign takes only accounts in the very language the partner asked for; one from another
             # region of it (pt-PT for pt-BR) may suit them, but that is a person's call, made by picking it.
@@ -403,7 +418,8 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[l
             if not chosen:
                 raise LeaseError("Pick at least one pool account (or auto-assign).")
             if len(chosen) > wanted:
-                raise LeaseError(f"The partner asked for {wanted}; {len(chosen)} were picked.")
+                already = f", {assigned} are assigned already: {wanted} still to assign" if assigned else ""
+                raise LeaseError(f"The partner asked for {request.count}{already}; {len(chosen)} were picked.")
         # Row locks in a fixed order: two staff picking the same account at the same moment serialize here,
         # and the second finds it no longer available instead of leasing it twice (auto's picks are already
         # locked by _lock_best_available and available).
@@ -554,7 +570,11 @@ def _fail(
     attempt: int | None = None,
 ) -> LeaseRequest:
     """Fail the current attempt: `reason` is what the partner reads, `problems` (staff only: the request's
-    history, the admin's message) what went wrong with which account."""
+    history, the admin's message) what went wrong with which account.
+
+    A failed top-up of a `partial` request (it has leases) goes back to `partial`, without a failureReason:
+    the partner's accounts stay leased, and `failed` with "nothing was leased" would tell them otherwise.
+    Staff read the failure as after any attempt (failed_attempt: the admin's page and message, the command)."""
     with transaction.atomic():
         request = LeaseRequest.objects.select_for_update().get(pk=request_id)
         if not _is_current_attempt(request, attempt):
@@ -565,8 +585,11 @@ def _fail(
         PoolAccount.objects.filter(pk__in=pool_ids, status=PoolAccount.Status.RESERVED).update(
             status=PoolAccount.Status.AVAILABLE
         )
-        request.status = LeaseRequest.Status.FAILED
-        request.failure_reason = shorten(reason, LeaseRequest.failure_reason.field.max_length)
+        if Lease.objects.filter(request=request).exists():
+            request.status, request.failure_reason = LeaseRequest.Status.PARTIAL, ""
+        else:
+            request.status = LeaseRequest.Status.FAILED
+            request.failure_reason = shorten(reason, LeaseRequest.failure_reason.field.max_length)
         request.save(update_fields=["status", "failure_reason"])
         _audit(action="failed", actor=actor, request=request, reason=reason, problems=list(problems))
     return request
@@ -577,6 +600,13 @@ def failure_problems(request: LeaseRequest) -> list[str]:
     (the admin page and message, lease_assign's error), never for the partner."""
     failed = request.actions.filter(action="failed").first()  # newest first
     return list(failed.detail.get("problems") or []) if failed else []
+
+
+def failed_attempt(request: LeaseRequest) -> bool:
+    """Whether the request's latest assignment attempt failed: a `failed` request, or a `partial` one whose
+    top-up failed (_fail puts it back to `partial`, so its status alone does not say)."""
+    latest = request.actions.filter(action__in=("assigning", "assigned", "failed")).first()  # newest first
+    return latest is not None and latest.action == "failed"
 
 
 def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = None) -> LeaseRequest:

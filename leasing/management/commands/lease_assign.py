@@ -8,8 +8,8 @@ from leasing.serializers import lease_request_data
 
 class Command(JsonCommand):
     help = (
-        "Assign pool accounts to a lease request (the same service as the admin). Exits 1 when the assignment "
-        "failed (status failed), after printing the request."
+        "Assign pool accounts to a lease request, or the rest of a partial one (the same service as the admin). "
+        "Exits 1 when the assignment failed (status failed, or a partial request's top-up), after printing it."
     )
 
     def add_command_arguments(self, parser):
@@ -27,11 +27,11 @@ class Command(JsonCommand):
             raise CommandError(exc.message)
         data = lease_request_data(LeaseRequest.objects.get(pk=request.pk))
         human = f"{data['requestId']}: {data['status']} ({data['assignedCount']}/{data['count']})"
-        if request.status == LeaseRequest.Status.FAILED:
-            # The request is printed as usual (the partner's view), but the exit status says nothing was
-            # leased, and stderr tells the operator which account failed and why.
+        if services.failed_attempt(request):
+            # The request is printed as usual (the partner's view), but the exit status says nothing (more) was
+            # leased, and stderr tells the operator which account failed and why. A failed top-up leaves the
+            # request `partial` with the leases it had: its status alone would read as a success.
             problems = "; ".join(services.failure_problems(request)) or request.failure_reason
-            raise CommandFailed(
-                f"{request.pk}: the assignment failed, nothing was leased: {problems}", result=data, human=human
-            )
+            what = "nothing more was leased" if data["assignedCount"] else "nothing was leased"
+            raise CommandFailed(f"{request.pk}: the assignment failed, {what}: {problems}", result=data, human=human)
         return data, human
