@@ -154,12 +154,13 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
 
     def _act(self, request, lease_request):
         action = request.POST.get("action")
+        # Whom the page showed reviewing it (both forms post it): someone taking it meanwhile is not taken over
+        # unknowingly, and a request someone else reviews is neither assigned nor rejected from here.
+        seen = request.POST.get("seen_reviewer", services.UNSEEN)
+        if seen is not services.UNSEEN:
+            seen = _user_id(seen)
         try:
             if action == "take":
-                # Whom the page showed reviewing it: someone taking it meanwhile is not taken over unknowingly.
-                seen = request.POST.get("seen_reviewer", services.UNSEEN)
-                if seen is not services.UNSEEN:
-                    seen = _user_id(seen)
                 previous = lease_request.reviewer
                 services.lease_request_take(request_id=lease_request.pk, actor=request.user, seen_reviewer=seen)
                 taken_over = f", taken over from {previous}" if previous and previous != request.user else ""
@@ -169,18 +170,22 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
                     request_id=lease_request.pk,
                     pool_account_ids=request.POST.getlist("pool_account"),
                     actor=request.user,
+                    seen_reviewer=seen,
                 )
                 self._report(request, result)
             elif action == "auto":
-                self._report(
-                    request, services.lease_assign_start(request_id=lease_request.pk, auto=True, actor=request.user)
+                result = services.lease_assign_start(
+                    request_id=lease_request.pk, auto=True, actor=request.user, seen_reviewer=seen
                 )
+                self._report(request, result)
             elif action == "reject":
                 # Browsers post a textarea's line breaks as CRLF, yet count each as one character against its
                 # maxlength: read them back as typed, or a reason the page accepted would be too long here.
                 reason = request.POST.get("reason", "").replace("\r\n", "\n")
                 try:
-                    services.lease_request_reject(request_id=lease_request.pk, reason=reason, actor=request.user)
+                    services.lease_request_reject(
+                        request_id=lease_request.pk, reason=reason, actor=request.user, seen_reviewer=seen
+                    )
                 except services.LeaseError as exc:
                     # The page again with what was typed (a redirect lost it, and staff typed it all again).
                     self.message_user(request, exc.message, messages.ERROR)

@@ -127,6 +127,25 @@ def lease_request_create(
 UNSEEN = object()
 
 
+def _refuse_if_someone_else_reviews(request: LeaseRequest, actor, seen_reviewer) -> None:
+    """Assigning or rejecting from a page (`seen_reviewer` given: the reviewer's id it showed, None for nobody)
+    a request another staff member reviews raises LeaseError naming them: only "Take" used to check, and a
+    colleague's stale page leased accounts (charging the partner) or rejected the request under their review,
+    neither knowing. Acting on it takes taking it over first (lease_request_take), which the history records.
+    The commands give no page (UNSEEN) and act as before. `request` is locked by the caller."""
+    reviewer = request.reviewer
+    if seen_reviewer is UNSEEN or reviewer is None or reviewer == actor:
+        return
+    if request.status not in LeaseRequest.OPEN:
+        return  # a partial request's top-up: its review ended with its first assignment, and nobody takes it
+    if reviewer.pk != seen_reviewer:
+        raise LeaseError(
+            f"{reviewer} took this request at {request.review_started_at:%H:%M:%S} UTC, while your page was open: "
+            "nothing was done. Take it over first if you mean to act on it."
+        )
+    raise LeaseError(f"{reviewer} reviews this request: nothing was done. Take it over first if you mean to act on it.")
+
+
 def lease_request_take(*, request_id: str, actor, seen_reviewer=UNSEEN) -> LeaseRequest:
     """A staff member takes a request (requested → in_review) so two people do not work it unknowingly.
     Taking one already in review by someone else reassigns it, and says so in the audit trail.
@@ -161,10 +180,11 @@ def lease_request_take(*, request_id: str, actor, seen_reviewer=UNSEEN) -> Lease
 REJECTION_REASON_MAX_LENGTH = LeaseRequest._meta.get_field("rejection_reason").max_length
 
 
-def lease_request_reject(*, request_id: str, reason: str, actor=None) -> LeaseRequest:
+def lease_request_reject(*, request_id: str, reason: str, actor=None, seen_reviewer=UNSEEN) -> LeaseRequest:
     """Reject an open request with a reason the partner sees; records `lease_request.rejected`.
     Raises LeaseError for an empty reason or one over REJECTION_REASON_MAX_LENGTH characters (it used to be
-    cut silently: ops were told the partner sees the reason, and the partner got its beginning)."""
+    cut silently: ops were told the partner sees the reason, and the partner got its beginning), and from a
+    page (`seen_reviewer`) for a request someone else reviews (_refuse_if_someone_else_reviews)."""
     reason = (reason or "").strip()
     if not reason:
         raise LeaseError("A rejection needs a reason; the partner sees it.")
@@ -184,6 +204,7 @@ def lease_request_reject(*, request_id: str, reason: str, actor=None) -> LeaseRe
             )
         if request.status not in LeaseRequest.OPEN:
             raise LeaseError(f"This request is {request.status}; it can no longer be rejected.")
+        _refuse_if_someone_else_reviews(request, actor, seen_reviewer)
         request.status = LeaseRequest.Status.REJECTED
         request.rejection_reason = reason
         # A failed attempt's reason says "Layers staff will assign accounts again": beside the rejection, the
@@ -312,7 +333,12 @@ ASSIGN_NOT_QUEUED = (
 
 
 def lease_assign_start(
-    *, request_id: str, pool_account_ids: list[str] | None = None, auto: bool = False, actor=None
+    *,
+    request_id: str,
+    pool_account_ids: list[str] | None = None,
+    auto: bool = False,
+    actor=None,
+    seen_reviewer=UNSEEN,
 ) -> LeaseRequest:
     """An assignment from the admin: reserve the accounts as lease_assign does (the same LeaseErrors, at once),
     and leave the token check and the binding to a worker (the lease_assign_check task). Returns the request,
@@ -323,11 +349,17 @@ def lease_assign_start(
     deadline, where a web request is given WEB_REQUEST_PLATFORM_CALLS (accounts.platforms.http): a deploy's
     SIGTERM cut the staff member's request mid-assignment, and gunicorn's timeout could too. A task that
     cannot be queued fails the attempt at once (accounts back in the pool, staff told why), rather than leaving
-    the request `provisioning` until lease_requests_recover_interrupted gives up on it."""
+    the request `provisioning` until lease_requests_recover_interrupted gives up on it.
+
+    `seen_reviewer`: as lease_request_reject's; checked under the request's lock, held through the reservation."""
     from config.queueing import enqueue
     from leasing.tasks import lease_assign_check
 
-    reserved, attempt = _reserve(request_id=request_id, pool_account_ids=pool_account_ids, auto=auto, actor=actor)
+    with transaction.atomic():
+        request = LeaseRequest.objects.select_for_update().filter(pk=request_id).first()
+        if request is not None:  # _reserve says there is none
+            _refuse_if_someone_else_reviews(request, actor, seen_reviewer)
+        reserved, attempt = _reserve(request_id=request_id, pool_account_ids=pool_account_ids, auto=auto, actor=actor)
     if not enqueue(lease_assign_check, request_id, attempt):
         return _fail(
             request_id=request_id,

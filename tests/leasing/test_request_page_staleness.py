@@ -1,0 +1,86 @@
+"""What ops do from a lease request's page while the request, or the pool, changed since the page was read: a
+colleague took the request, ops renamed or repriced a pool account. Each posts what the page holds, as the
+browser would."""
+
+import re
+
+import pytest
+from django.core.management import call_command
+
+from leasing.models import Lease, LeaseRequest
+from tests.leasing.helpers import add_pool, get_request, request_accounts
+from tests.leasing.test_busy_day import ops, page_text
+from tests.staff import admin_object_url
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def form_of(page, action: str, **typed) -> dict:
+    """What the browser posts when `action`'s button of `page` is pressed: the hidden fields of that button's
+    form, the button, and what the staff member typed or ticked (`typed`)."""
+    html = page.content.decode()
+    form = next(f for f in html.split("<form")[1:] if f'name="action" value="{action}"' in f.split("</form>")[0])
+    form = form.split("</form>")[0]
+    posted: dict[str, list[str]] = {}
+    for tag in re.findall(r"<input[^>]*>", form):
+        if 'type="hidden"' in tag and "csrfmiddlewaretoken" not in tag:
+            name = re.search(r'name="([^"]*)"', tag).group(1)
+            posted.setdefault(name, []).append(re.search(r'value="([^"]*)"', tag).group(1))
+    return {**posted, "action": action, **typed}
+
+
+def told(answer) -> list[str]:
+    return [str(m) for m in answer.context["messages"]]
+
+
+def test_staff_cannot_assign_or_reject_a_request_a_colleague_took_while_their_page_was_open(owner):
+    """Alice and Bob open the same new request; Alice takes it and starts choosing accounts. Bob, his page still
+    saying "nobody yet", assigns (or rejects) it: only "Take" checked whom the page showed, so Bob leased accounts
+    (charging the partner) or rejected the request under Alice's review, neither of them knowing. Bob is now told
+    Alice reviews it; acting on it needs taking it over first, which says so in the history."""
+    (pool_id,) = add_pool(1)
+    request_id = request_accounts(owner, 1)["requestId"]
+    url = admin_object_url(LeaseRequest, request_id)
+    alice, bob = ops("alice"), ops("bob")
+    bob_page = bob.get(url)
+    alice.post(url, form_of(alice.get(url), "take"))
+
+    for action, typed in (("assign", {"pool_account": pool_id}), ("auto", {}), ("reject", {"reason": "none left"})):
+        answer = bob.post(url, form_of(bob_page, action, **typed), follow=True)
+        assert any("alice" in m and "took this request" in m for m in told(answer)), (action, told(answer))
+        request = LeaseRequest.objects.get(pk=request_id)
+        assert (request.status, request.reviewer) == (LeaseRequest.Status.IN_REVIEW, alice.user), action
+    assert not Lease.objects.exists()
+
+    # From a page that shows Alice has it, acting without taking it over is refused too, naming her.
+    alice_has_it = bob.get(url)
+    assert "someone else has this request" in page_text(alice_has_it)
+    answer = bob.post(url, form_of(alice_has_it, "assign", pool_account=pool_id), follow=True)
+    assert any("alice" in m and "Take it over" in m for m in told(answer)), told(answer)
+    assert not Lease.objects.exists()
+
+    # Taking it over explicitly, then assigning, works; and Alice's own page still lets her act on hers.
+    taken = bob.post(url, form_of(alice_has_it, "take"), follow=True)
+    assert any("taken over from alice" in m for m in told(taken)), told(taken)
+    bob.post(url, form_of(taken, "assign", pool_account=pool_id))
+    assert get_request(owner, request_id)["status"] == "assigned"
+
+
+def test_automation_and_the_reviewer_themselves_act_on_a_request_under_review(owner):
+    """The commands carry no page: `lease_reject` on a request someone reviews still rejects it; and the
+    reviewer's own page (no "Take" button, theirs) still assigns."""
+    add_pool(1)
+    first, second = request_accounts(owner, 1)["requestId"], request_accounts(owner, 1)["requestId"]
+    alice = ops("alice")
+    for request_id in (first, second):
+        alice.post(
+            admin_object_url(LeaseRequest, request_id),
+            form_of(alice.get(admin_object_url(LeaseRequest, request_id)), "take"),
+        )
+
+    call_command("lease_reject", first, "--reason", "Out of stock.", stdout=None)
+    assert get_request(owner, first)["status"] == "rejected"
+    page = alice.get(admin_object_url(LeaseRequest, second))
+    alice.post(admin_object_url(LeaseRequest, second), form_of(page, "auto"))
+    assert get_request(owner, second)["status"] == "assigned"
+
