@@ -662,6 +662,14 @@ def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = 
                 platform_user_id=account.platform_user_id,
                 defaults={"handle": account.handle, "display_name": account.display_name},
             )
+            # A pool account without a display name (a CSV import has none) keeps the one known.
+            names = (account.handle, account.display_name or identity.display_name)
+            if (identity.handle, identity.display_name) != names:
+                # The organization leased (or connected) this TikTok user before, under the names of then: ops
+                # have renamed the pool account since (its user changed handle). The partner's API read the
+                # old handle while the lease, the ledger and the admin read the new one.
+                identity.handle, identity.display_name = names
+                identity.save(update_fields=["handle", "display_name", "updated_at"])
             # The token moves to the social account (one live copy: TikTok rotates refresh tokens), re-encrypted
             # under the first key: a key rotation running now may have passed the social accounts' columns.
             social = SocialAccount.objects.create(

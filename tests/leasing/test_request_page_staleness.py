@@ -7,7 +7,9 @@ import re
 import pytest
 from django.core.management import call_command
 
-from leasing.models import Lease, LeaseRequest
+from accounts.models import Event
+from leasing import services
+from leasing.models import Lease, LeaseRequest, PoolAccount
 from tests.leasing.helpers import add_pool, get_request, request_accounts
 from tests.leasing.test_busy_day import ops, page_text
 from tests.staff import admin_object_url
@@ -84,3 +86,28 @@ def test_automation_and_the_reviewer_themselves_act_on_a_request_under_review(ow
     alice.post(admin_object_url(LeaseRequest, second), form_of(page, "auto"))
     assert get_request(owner, second)["status"] == "assigned"
 
+
+def test_a_pool_account_renamed_by_ops_and_leased_again_to_the_same_partner_shows_its_new_handle(owner):
+    """A pool account leased to a partner is released; its TikTok user changes the handle and ops rename the
+    pool account; ops lease it again to the same partner. The new lease reused the partner's identity of that
+    TikTok user, unchanged: the API showed the old handle and display name, while the lease, the ledger and the
+    admin showed the new one. The identity takes the pool account's current names at the assignment."""
+    (pool_id,) = add_pool(1)
+    first = request_accounts(owner, 1)["requestId"]
+    services.lease_assign(request_id=first, pool_account_ids=[pool_id])
+    (before,) = get_request(owner, first)["socialAccountIds"]
+    assert owner.client.delete(f"/v1/leased-accounts/{before}").status_code == 200
+    PoolAccount.objects.filter(pk=pool_id).update(handle="fit.anna.new", display_name="Anna Fit (new)")
+
+    second = request_accounts(owner, 1)["requestId"]
+    seen = set(Event.objects.values_list("pk", flat=True))
+    services.lease_assign(request_id=second, pool_account_ids=[pool_id])
+    # The rename is no reconnect: the partner hears of the assignment, and of nothing else.
+    assert [e.type for e in Event.objects.exclude(pk__in=seen)] == ["lease_request.assigned"]
+    (after,) = get_request(owner, second)["socialAccountIds"]
+
+    account = owner.client.get(f"/v1/social-accounts/{after}").json()
+    assert (account["handle"], account["displayName"]) == ("fit.anna.new", "Anna Fit (new)")
+    leased = owner.client.get(f"/v1/projects/{owner.project.id}/leased-accounts").json()["data"]
+    assert {a["socialAccountId"]: a["handle"] for a in leased}[after] == "fit.anna.new"
+    assert Lease.objects.get(social_account_id=after).handle == "fit.anna.new"
