@@ -158,7 +158,7 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
         # unknowingly, and a request someone else reviews is neither assigned nor rejected from here.
         seen = request.POST.get("seen_reviewer", services.UNSEEN)
         if seen is not services.UNSEEN:
-            seen = _user_id(seen)
+            seen = _posted_number(seen)
         try:
             if action == "take":
                 previous = lease_request.reviewer
@@ -167,6 +167,7 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
                 self.message_user(request, f"You are reviewing this request{taken_over}.", messages.SUCCESS)
             elif action == "assign":
                 result = services.lease_assign_start(
+                    shown_prices=_shown_prices(request),
                     request_id=lease_request.pk,
                     pool_account_ids=request.POST.getlist("pool_account"),
                     actor=request.user,
@@ -175,7 +176,11 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
                 self._report(request, result)
             elif action == "auto":
                 result = services.lease_assign_start(
-                    request_id=lease_request.pk, auto=True, actor=request.user, seen_reviewer=seen
+                    request_id=lease_request.pk,
+                    auto=True,
+                    actor=request.user,
+                    seen_reviewer=seen,
+                    shown_prices=_shown_prices(request),
                 )
                 self._report(request, result)
             elif action == "reject":
@@ -212,15 +217,25 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
             self.message_user(request, f"Request {result.status}.", messages.SUCCESS)
 
 
-def _user_id(value: str) -> int | None:
-    """A user id as the take form posts it (digits), else None: a page that saw nobody. str.isdigit() alone
-    also takes "²" or "①", and int() refuses those, and more than 4,300 digits: a 500."""
+def _posted_number(value: str) -> int | None:
+    """A whole number as the page's forms post them (a user id, a price in cents: ASCII digits), else None.
+    str.isdigit() alone also takes "²" or "①", which int() refuses, as it does more than 4,300 digits: a 500."""
     if not (value.isascii() and value.isdigit()):
         return None
     try:
         return int(value)
     except ValueError:  # past int()'s digit limit
         return None
+
+
+def _shown_prices(request) -> dict[str, int]:
+    """The monthly price (cents) the request's page showed for each candidate (`pool_…:4900`, one each)."""
+    shown = {}
+    for value in request.POST.getlist("shown_price"):
+        pool_id, _, cents = value.partition(":")
+        if (price := _posted_number(cents)) is not None:
+            shown[pool_id] = price
+    return shown
 
 
 PROVISIONING_MESSAGE = (

@@ -339,6 +339,7 @@ def lease_assign_start(
     auto: bool = False,
     actor=None,
     seen_reviewer=UNSEEN,
+    shown_prices: dict[str, int] | None = None,
 ) -> LeaseRequest:
     """An assignment from the admin: reserve the accounts as lease_assign does (the same LeaseErrors, at once),
     and leave the token check and the binding to a worker (the lease_assign_check task). Returns the request,
@@ -351,7 +352,11 @@ def lease_assign_start(
     cannot be queued fails the attempt at once (accounts back in the pool, staff told why), rather than leaving
     the request `provisioning` until lease_requests_recover_interrupted gives up on it.
 
-    `seen_reviewer`: as lease_request_reject's; checked under the request's lock, held through the reservation."""
+    `seen_reviewer`: as lease_request_reject's; checked under the request's lock, held through the reservation.
+    `shown_prices`: the monthly price (cents) the page showed for each pool account it listed. An account
+    repriced since (the reservation reads its price under lock) raises LeaseError naming it, nothing reserved:
+    the first month is charged at the price when it is bound, and ops chose it at the one they saw."""
+    from billing.reports import usd_display
     from config.queueing import enqueue
     from leasing.tasks import lease_assign_check
 
@@ -360,6 +365,16 @@ def lease_assign_start(
         if request is not None:  # _reserve says there is none
             _refuse_if_someone_else_reviews(request, actor, seen_reviewer)
         reserved, attempt = _reserve(request_id=request_id, pool_account_ids=pool_account_ids, auto=auto, actor=actor)
+        repriced = [
+            f"@{a.handle} {usd_display(shown_prices[a.pk])} → {usd_display(a.monthly_price_cents)}"
+            for a in reserved
+            if shown_prices and a.pk in shown_prices and shown_prices[a.pk] != a.monthly_price_cents
+        ]
+        if repriced:
+            raise LeaseError(
+                f"Repriced since your page showed it (a month): {'; '.join(repriced)}. Nothing was assigned; "
+                "check the new price below and assign again."
+            )
     if not enqueue(lease_assign_check, request_id, attempt):
         return _fail(
             request_id=request_id,

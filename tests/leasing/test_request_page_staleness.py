@@ -111,3 +111,30 @@ def test_a_pool_account_renamed_by_ops_and_leased_again_to_the_same_partner_show
     leased = owner.client.get(f"/v1/projects/{owner.project.id}/leased-accounts").json()["data"]
     assert {a["socialAccountId"]: a["handle"] for a in leased}[after] == "fit.anna.new"
     assert Lease.objects.get(social_account_id=after).handle == "fit.anna.new"
+
+
+def test_an_account_repriced_after_the_page_showed_it_is_not_assigned_at_the_new_price_unseen(owner):
+    """Alice's page lists @fitness… at $49.00 a month; ops reprice it to $59.00 (the pool's page) before she
+    presses Assign. The assignment charged the partner $59.00, what the account cost when it was bound, not
+    the price Alice chose it at. It is refused now, naming the account and both prices; from the page showing
+    the new price it is assigned at that price."""
+    from billing.models import LedgerEntry
+
+    (pool_id,) = add_pool(1, price=4900)
+    request_id = request_accounts(owner, 1)["requestId"]
+    url = admin_object_url(LeaseRequest, request_id)
+    alice = ops("alice")
+    page = alice.get(url)
+    assert "$49.00" in page_text(page)
+    PoolAccount.objects.filter(pk=pool_id).update(monthly_price_cents=5900)
+    handle = PoolAccount.objects.get(pk=pool_id).handle
+
+    for action, typed in (("assign", {"pool_account": pool_id}), ("auto", {})):
+        answer = alice.post(url, form_of(page, action, **typed), follow=True)
+        assert any(f"@{handle}" in m and "$49.00" in m and "$59.00" in m for m in told(answer)), told(answer)
+        assert not Lease.objects.exists() and not LedgerEntry.objects.filter(kind="lease_charge").exists(), action
+        assert PoolAccount.objects.get(pk=pool_id).status == PoolAccount.Status.AVAILABLE
+
+    alice.post(url, form_of(alice.get(url), "assign", pool_account=pool_id))
+    (leased,) = owner.client.get(f"/v1/projects/{owner.project.id}/leased-accounts").json()["data"]
+    assert leased["monthlyPriceCents"] == 5900
