@@ -203,3 +203,25 @@ def test_a_top_up_the_task_queue_refuses_tells_staff_nothing_more_was_leased(own
     assert "The assignment failed, nothing more was leased" in text and "task queue" in text
     assert get_request(owner, rid)["status"] == "partial"
     assert PoolAccount.objects.get(pk=other).status == "available"
+
+
+def test_a_colleague_tops_up_a_partial_request_from_their_own_page_without_taking_it_over(owner):
+    # Alice reviewed the request and assigned what the pool had; days later Bob, on duty, tops it up. A partial
+    # request is not taken back into review (its page offers no Take), so Bob's page, which shows Alice as its
+    # reviewer, must not be refused as acting on a request someone else reviews.
+    add_pool(1)
+    rid = request_accounts(owner, 2)["requestId"]
+    alice, bob = ops("alice"), ops("bob")
+    url = admin_object_url(LeaseRequest, rid)
+    alice.post(url, {"action": "take", "seen_reviewer": ""})
+    alice.post(url, {"action": "auto", "seen_reviewer": str(LeaseRequest.objects.get(pk=rid).reviewer_id)})
+    assert get_request(owner, rid)["status"] == "partial"
+
+    add_pool(1)
+    page = bob.get(url).content.decode()
+    assert 'value="take"' not in page
+    (seen,) = set(re.findall(r'name="seen_reviewer" value="([^"]*)"', page))
+    response = bob.post(url, {"action": "auto", "seen_reviewer": seen}, follow=True)
+
+    assert get_request(owner, rid)["status"] == "assigned", page_text(response)
+    assert "Take it over first" not in page_text(response)
