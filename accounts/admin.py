@@ -4,6 +4,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
+from django.db import transaction
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import formats, timezone
@@ -65,10 +66,54 @@ class OnboardingStepInline(admin.TabularInline):
 
 @admin.register(Organization)
 class OrganizationAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
-    list_display = ("name", "id", "created_at")
+    list_display = ("name", "id", "created_at", "offboarded_at")
+    list_filter = (("offboarded_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "id")
-    readonly_fields = ("id", "created_at")
+    readonly_fields = ("id", "created_at", "offboarded_at", "offboarded_by")
     inlines = [ProjectInline, OnboardingStepInline]
+    actions = ["offboard_organizations"]
+
+    @asks_first
+    @admin.action(description="Off-board selected organizations", permissions=["change"])
+    def offboard_organizations(self, request, queryset):
+        # Off-boarding revokes keys and releases leases: the organization change permission is required, and
+        # with it MFA (accounts/staff_mfa.py). The confirmation page shows what each organization loses, counted
+        # by the service's dry run, and the wallet balance left for finance's refund decision.
+        page = ask_first(self, request, queryset, describe=self._offboard_consequences)
+        if page is not None:
+            return page
+        # One web request makes at most WEB_REQUEST_PLATFORM_CALLS platform calls (gunicorn's grace): the
+        # service revokes the accounts that fit and queues the rest for a worker, as revoke_accounts does.
+        budget = WEB_REQUEST_PLATFORM_CALLS
+        for organization in queryset:
+            result = services.organization_offboard(
+                organization_id=organization.pk, actor=request.user, platform_calls=budget
+            )
+            budget -= result.platform_calls
+            self.message_user(request, about(organization, result.report(), label=str(organization)),
+                              messages.SUCCESS if result.complete else messages.WARNING)  # fmt: skip
+
+    @staticmethod
+    def _offboard_consequences(organizations) -> list[tuple[str, str]]:
+        rows = []
+        for organization in organizations:
+            plan = services.organization_offboard(organization_id=organization.pk, dry_run=True)
+            label = f"{organization} ({organization.pk})"
+            if plan.already_offboarded:
+                label += f", off-boarded already on {formats.date_format(organization.offboarded_at, 'Y-m-d H:i')}"
+            rows.append(
+                (
+                    label,
+                    f"{plan.api_keys_revoked} API key(s) revoked (401 from now on), "
+                    f"{plan.webhook_endpoints_disabled} webhook endpoint(s) disabled (nothing more is sent), "
+                    f"{plan.posts_canceled} queued post(s) canceled, "
+                    f"{len(plan.accounts_disconnected)} account(s) disconnected, of which {plan.leases_released} "
+                    f"leased (released, no further charge, the current month not refunded), "
+                    f"{plan.lease_requests_rejected} open lease request(s) rejected; wallet and ledger kept, "
+                    f"balance {services.cents_text(plan.wallet_balance_cents)} (no refund is made)",
+                )
+            )
+        return rows
 
 
 @admin.register(Project)
@@ -118,6 +163,15 @@ class ApiKeyForm(forms.ModelForm):
         model = ApiKey
         fields = ("organization", "name", "allowed_return_domains")
 
+    def clean_organization(self):
+        organization = self.cleaned_data.get("organization")
+        if organization is not None and self.instance._state.adding:
+            try:
+                services.api_key_issuable_check(organization_id=organization.pk)
+            except ValueError as exc:
+                raise forms.ValidationError(str(exc))
+        return organization
+
     def clean_allowed_return_domains(self):
         raw = self.cleaned_data.get("allowed_return_domains") or ""
         entries = [line.strip() for line in raw.replace(",", "\n").splitlines() if line.strip()]
@@ -150,6 +204,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if not change:
             obj.created_by = request.user
             request._layers_new_key = services.api_key_assign_secret(key=obj)
+            with transaction.atomic():
+                # The form checked it; the lock settles an off-boarding that began since (as api_key_create).
+                services.api_key_issuable_check(organization_id=obj.organization_id, lock=True)
+                super().save_model(request, obj, form, change)
+            return
         super().save_model(request, obj, form, change)
 
     def response_add(self, request, obj, post_url_continue=None):

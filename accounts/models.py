@@ -14,6 +14,12 @@ class Organization(models.Model):
     id = PrefixedIdField(prefix="org")
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Set once the partner is off-boarded (accounts.services.organization_offboard): its keys revoked, its
+    # accounts disconnected or released, and no new key can be issued for it. Its rows, wallet and ledger stay.
+    offboarded_at = models.DateTimeField("off-boarded at", null=True, blank=True, editable=False)
+    offboarded_by = models.CharField(
+        "off-boarded by", max_length=200, blank=True, default="", db_default="", editable=False
+    )
 
     def __str__(self):
         return self.name

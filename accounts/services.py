@@ -6,7 +6,7 @@ import hmac
 import json
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import zip_longest
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -113,7 +113,8 @@ def api_key_assign_secret(*, key: ApiKey) -> str:
 
 
 def api_key_create(*, organization: Organization, return_domains, name: str = "", actor=None) -> tuple[ApiKey, str]:
-    """Issue a key. Returns (row, raw key): the raw key exists only in this return value."""
+    """Issue a key. Returns (row, raw key): the raw key exists only in this return value. Raises ValueError
+    for an off-boarded organization (organization_offboard), whose row it locks to decide."""
     key = ApiKey(
         organization=organization,
         name=name,
@@ -121,8 +122,20 @@ def api_key_create(*, organization: Organization, return_domains, name: str = ""
         created_by=actor,
     )
     raw = api_key_assign_secret(key=key)
-    key.save()
+    with transaction.atomic():
+        api_key_issuable_check(organization_id=organization.pk, lock=True)
+        key.save()
     return key, raw
+
+
+def api_key_issuable_check(*, organization_id: str, lock: bool = False) -> None:
+    """Raise ValueError if no key may be issued for the organization: it was off-boarded."""
+    rows = Organization.objects.select_for_update() if lock else Organization.objects
+    offboarded_at = rows.filter(pk=organization_id).values_list("offboarded_at", flat=True).first()
+    if offboarded_at is not None:
+        raise ValueError(
+            f"The organization was off-boarded on {offboarded_at:%Y-%m-%d %H:%M} UTC: no API key can be issued for it."
+        )
 
 
 def api_key_revoke(*, key: ApiKey) -> ApiKey:
@@ -2065,3 +2078,186 @@ def _step_failure(exc: Exception) -> tuple[str, bool]:
     if isinstance(exc, FetchFailed | UnsafeURL):
         return f"{type(exc).__name__}: {exc}", True
     return f"{type(exc).__name__}: {exc}", False
+
+
+# --- Off-boarding ------------------------------------------------------------------------------------
+
+OFFBOARDED_CAUSE = "organization off-boarded"
+
+
+@dataclass
+class OffboardResult:
+    """What organization_offboard did (or, for a dry run, would do) to one organization."""
+
+    organization: Organization
+    dry_run: bool
+    already_offboarded: bool
+    api_keys_revoked: int = 0
+    posts_canceled: int = 0
+    webhook_endpoints_disabled: int = 0
+    oauth_sessions_expired: int = 0
+    lease_requests_rejected: int = 0
+    # Requests whose assignment a worker is running now (provisioning): its accounts may be bound after this
+    # run; running the off-boarding again once it ends releases them.
+    lease_requests_underway: list[str] = field(default_factory=list)
+    accounts_disconnected: list[str] = field(default_factory=list)
+    leases_released: int = 0
+    # Connected accounts beyond the caller's platform-call budget: a worker revokes them (accounts.tasks).
+    accounts_queued: list[str] = field(default_factory=list)
+    # The broker refused their revoke: still connected; run the off-boarding again.
+    accounts_left: list[str] = field(default_factory=list)
+    platform_calls: int = 0
+    wallet_balance_cents: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return not (self.accounts_left or self.lease_requests_underway)
+
+    def report(self) -> str:
+        """What was done, as the admin and the command say it."""
+        text = (
+            f"{'would be ' if self.dry_run else ''}off-boarded: {self.api_keys_revoked} API key(s) revoked, "
+            f"{self.webhook_endpoints_disabled} webhook endpoint(s) disabled, {self.posts_canceled} queued post(s) "
+            f"canceled, {len(self.accounts_disconnected)} account(s) disconnected ({self.leases_released} lease(s) "
+            f"released), {self.lease_requests_rejected} lease request(s) rejected. Wallet balance left: "
+            f"{cents_text(self.wallet_balance_cents)} (nothing refunded: finance decides)."
+        )
+        if self.accounts_queued:
+            text += f" A worker disconnects {len(self.accounts_queued)} more account(s) in a moment."
+        if self.accounts_left:
+            text += f" {len(self.accounts_left)} account(s) still connected (the task queue refused): off-board again."
+        if self.lease_requests_underway:
+            text += (
+                f" Lease assignment underway ({', '.join(self.lease_requests_underway)}): off-board again once it "
+                "ends, to release what it assigns."
+            )
+        return text
+
+
+def cents_text(cents: int) -> str:
+    return f"{'-' if cents < 0 else ''}${abs(cents) / 100:,.2f}"
+
+
+def organization_offboard(
+    *, organization_id: str, actor=None, by: str = "", dry_run: bool = False, platform_calls: int | None = None
+) -> OffboardResult:
+    """Off-board a partner that churned or was terminated: its API keys revoked, its webhook endpoints
+    disabled, its pending OAuth links expired, its open lease requests rejected, every queued post canceled,
+    and every account disconnected through social_account_revoke (the grant revoked at the platform
+    best-effort, tokens wiped; a leased one released: no further period charged, the current one not
+    refunded). The organization is marked off-boarded (when, by whom) and no key can be issued for it again
+    (api_key_create). Its wallet and ledger are not touched: the balance is reported for finance to decide
+    a refund.
+
+    Order: the partner's access goes first (keys, endpoints, links, in one transaction with the mark), so
+    nothing the partner does can add work while the rest runs, and nothing more is sent to it; then its
+    posts, which must not publish while an account waits for a worker's revoke; then its accounts.
+
+    Safe to run again, after a crash or to finish what a first run left (a revoke the broker refused, an
+    assignment that was underway): each step finds what is still to do; the first off-boarding's time and
+    actor are kept. `platform_calls`: the most platform calls this call may make (a web request's budget,
+    WEB_REQUEST_PLATFORM_CALLS); the revokes beyond it are queued for a worker, as the admin's bulk revoke
+    does. None: no limit (the command). `dry_run`: change nothing, report what would be done. `actor`: the
+    staff member; `by`: who acted when no staff member did (the command's "management command")."""
+    from accounts.tasks import social_account_revoke_by_staff
+    from accounts.webhooks.models import WebhookEndpoint
+    from accounts.webhooks.services import endpoint_disable
+    from billing.selectors import wallet_get
+    from config.queueing import enqueue
+    from leasing.models import Lease, LeaseRequest
+    from leasing.services import LeaseError, lease_request_reject
+    from scheduling.models import ScheduledPost
+    from scheduling.services import posts_cancel_for_organization
+
+    who = staff_source(actor) if actor is not None else by or "Layers"
+    organization = Organization.objects.get(pk=organization_id)
+    result = OffboardResult(
+        organization=organization, dry_run=dry_run, already_offboarded=organization.offboarded_at is not None
+    )
+    keys = ApiKey.objects.filter(organization_id=organization_id, revoked_at__isnull=True)
+    endpoints = WebhookEndpoint.objects.filter(
+        organization_id=organization_id, deleted_at__isnull=True, status=WebhookEndpoint.Status.ACTIVE
+    )
+    links = OAuthSession.objects.filter(
+        organization_id=organization_id, status=OAuthSession.Status.PENDING, expires_at__gt=timezone.now()
+    )
+    requests = LeaseRequest.objects.filter(organization_id=organization_id)
+    live = SocialAccount.objects.filter(organization_id=organization_id).exclude(
+        status=SocialAccount.Status.DISCONNECTED
+    )
+    posts = ScheduledPost.objects.filter(organization_id=organization_id, status=ScheduledPost.Status.QUEUED)
+    result.lease_requests_underway = list(
+        requests.filter(status=LeaseRequest.Status.PROVISIONING).values_list("pk", flat=True)
+    )
+    if dry_run:
+        result.api_keys_revoked = keys.count()
+        result.webhook_endpoints_disabled = endpoints.count()
+        result.oauth_sessions_expired = links.count()
+        result.lease_requests_rejected = requests.filter(status__in=LeaseRequest.OPEN).count()
+        result.posts_canceled = posts.count()
+        result.accounts_disconnected = list(live.order_by("pk").values_list("pk", flat=True))
+        result.leases_released = Lease.objects.filter(
+            social_account__organization_id=organization_id, released_at__isnull=True
+        ).count()
+        result.wallet_balance_cents = wallet_get(organization=organization).balance_cents
+        return result
+
+    with transaction.atomic():
+        # The organization's row lock: api_key_create takes it too, so a key being issued now either commits
+        # first (and is revoked here) or sees the mark and is refused.
+        organization = Organization.objects.select_for_update().get(pk=organization_id)
+        if organization.offboarded_at is None:
+            organization.offboarded_at = timezone.now()
+            organization.offboarded_by = shorten(who, 200)
+            organization.save(update_fields=["offboarded_at", "offboarded_by"])
+        result.organization = organization
+        result.api_keys_revoked = keys.update(revoked_at=timezone.now())
+        # A link handed to a customer before now answers `expired` (the callback's own check), and binds nothing.
+        result.oauth_sessions_expired = links.update(expires_at=timezone.now())
+        for endpoint_id in endpoints.values_list("pk", flat=True):
+            endpoint_disable(endpoint_id=endpoint_id, reason=WebhookEndpoint.DisabledReason.STAFF, actor=who)
+            result.webhook_endpoints_disabled += 1
+    for request_id in requests.filter(status__in=LeaseRequest.OPEN).values_list("pk", flat=True):
+        try:
+            lease_request_reject(
+                request_id=request_id,
+                reason="The organization was off-boarded: Layers assigns it no accounts.",
+                actor=actor,
+            )
+            result.lease_requests_rejected += 1
+        except LeaseError:
+            pass  # decided meanwhile (assigned: its leases are released below)
+    with transaction.atomic():
+        # Before the accounts: a post must not publish while its account waits for a worker's revoke.
+        result.posts_canceled = posts_cancel_for_organization(
+            organization_id=organization_id, cause=OFFBOARDED_CAUSE, by=who
+        )
+    budget = platform_calls
+    queue_down = False
+    for account in live.order_by("pk"):
+        calls = social_account_revoke_platform_calls(account)
+        if budget is not None and calls > budget:
+            if queue_down or not enqueue(social_account_revoke_by_staff, account.pk, getattr(actor, "pk", None)):
+                queue_down = True
+                result.accounts_left.append(account.pk)
+            else:
+                result.accounts_queued.append(account.pk)
+            continue
+        if budget is not None:
+            budget -= calls
+        result.platform_calls += calls
+        revoked = social_account_revoke(account_id=account.pk, actor=actor)
+        result.accounts_disconnected.append(account.pk)
+        result.posts_canceled += revoked.canceled_scheduled_posts
+        result.leases_released += int(revoked.released)
+    result.wallet_balance_cents = wallet_get(organization=organization).balance_cents
+    log.info(
+        "organization %s off-boarded by %s: %d keys revoked, %d accounts disconnected, %d queued, %d left",
+        organization_id,
+        who,
+        result.api_keys_revoked,
+        len(result.accounts_disconnected),
+        len(result.accounts_queued),
+        len(result.accounts_left),
+    )
+    return result

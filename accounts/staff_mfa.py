@@ -78,6 +78,9 @@ GRANT_PERMISSIONS = frozenset(
 # wallet reads), so whoever can add one, for any organization, holds every partner's API. Changing one edits
 # its return-domain allowlist, where a connect may send the partner's users (and their OAuth results).
 KEY_PERMISSIONS = frozenset({"accounts.add_apikey", "accounts.change_apikey"})
+# Off-boarding a partner (the organization admin's action, which needs the change permission): it revokes every
+# key of the organization, disconnects its accounts and releases its leases at once, past undoing.
+OFFBOARD_PERMISSIONS = frozenset({"accounts.change_organization"})
 # Where a project's managed posts go: the provider receives the partner's content at its endpoint URL, so
 # whoever can set (or replace) a provider can send every managed post of the project anywhere.
 DISTRIBUTION_PERMISSIONS = frozenset(
@@ -99,6 +102,7 @@ MFA_APPS = frozenset({"billing", "django_celery_beat"})
 
 MESSAGE = (
     "Your back-office account can assign accounts, add or change pool accounts, move money, issue API keys, "
+    "off-board organizations, "
     "set managed-distribution providers, grant permissions, change scheduled tasks or change authenticators: "
     "set up two-factor authentication (an authenticator app) to continue."
 )
@@ -119,6 +123,7 @@ def staff_needs_mfa(user) -> bool:
         if (
             permission in ASSIGN_PERMISSIONS
             or permission in KEY_PERMISSIONS
+            or permission in OFFBOARD_PERMISSIONS
             or permission in DISTRIBUTION_PERMISSIONS
             or permission in TEMPLATE_PERMISSIONS
             or permission in GRANT_PERMISSIONS

@@ -397,6 +397,16 @@ def posts_cancel_for_account(*, account, cause: str, actor=None, api_key=None) -
     )
 
 
+def posts_cancel_for_organization(*, organization_id: str, cause: str, by: str) -> int:
+    """Cancel every queued post of the organization (its off-boarding), as posts_cancel_for_account does for
+    one account: a post a worker already claimed (publishing) is left to that run. `by` names who acted."""
+    return ScheduledPost.objects.filter(organization_id=organization_id, status=ScheduledPost.Status.QUEUED).update(
+        status=ScheduledPost.Status.CANCELED,
+        canceled_at=timezone.now(),
+        canceled_by=shorten(f"{cause} by {by}", CANCELED_BY_LENGTH),
+    )
+
+
 def acting(*, actor=None, api_key=None) -> str:
     """Who acted, as support reads it on a post's page: `staff <username>` for a staff `actor`, or the
     partner and the API key it called with (its name, its id, and the start of the key as the partner holds it,

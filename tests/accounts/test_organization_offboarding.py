@@ -1,0 +1,204 @@
+"""Off-boarding a partner that churned or was terminated (accounts.services.organization_offboard), from the
+Organization admin's action (asked first, change permission and MFA) and from `organization_offboard`: what the
+partner and finance see afterwards. Through the real API, admin, sandbox platforms and billing job."""
+
+import io
+import json
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+
+from accounts import services
+from accounts.models import ApiKey, Organization, SocialAccount
+from accounts.platforms.http import WEB_REQUEST_PLATFORM_CALLS
+from accounts.platforms.sandbox.models import Token
+from accounts.webhooks.models import WebhookEndpoint
+from billing import services as billing_services
+from billing.models import LedgerEntry
+from leasing import services as leasing_services
+from leasing.models import Lease, LeaseRequest, PoolAccount
+from scheduling.models import ScheduledPost
+from tests.accounts.oauth_helpers import connected_account
+from tests.leasing.helpers import add_pool, request_accounts
+from tests.platform_helpers import held_tasks, intercepted
+from tests.scheduling.publish_helpers import schedule_now
+from tests.staff import signed_in_staff, staff_login, superuser
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHANGELIST = "/admin/accounts/organization/"
+
+
+def a_partner_in_full_use(tenant) -> dict:
+    """A connected TikTok account with a queued post, a leased account, a webhook endpoint, an open lease
+    request and $120 in the wallet."""
+    connected = connected_account(tenant, "tiktok", "leaving.creator")["id"]
+    post = schedule_now(tenant, connected, when=timezone.now() + timedelta(days=1))["id"]
+    add_pool(1, price=4900)
+    accepted = request_accounts(tenant, 1)
+    leasing_services.lease_assign(request_id=accepted["requestId"], auto=True)
+    lease = Lease.objects.get(request_id=accepted["requestId"])
+    pending = request_accounts(tenant, 1)["requestId"]
+    endpoint = tenant.client.post(
+        "/v1/webhook-endpoints", {"url": "https://hooks.acme.test/layers", "events": ["scheduled_post.published"]},
+        format="json",
+    ).json()["id"]  # fmt: skip
+    billing_services.wallet_top_up(organization=tenant.org, cents=12000 + lease.monthly_price_cents)
+    return {"connected": connected, "post": post, "lease": lease, "pending": pending, "endpoint": endpoint}
+
+
+def ledger(tenant) -> list:
+    return list(LedgerEntry.objects.filter(organization=tenant.org).order_by("pk").values_list("pk", "amount_cents"))
+
+
+def assert_offboarded(tenant, things, entries_before):
+    # The partner: every key refused with the normal 401, nothing left running.
+    answer = tenant.client.get("/v1/projects")
+    assert answer.status_code == 401 and answer.json()["error"]["code"] == "UNAUTHENTICATED"
+    assert not ApiKey.objects.filter(organization=tenant.org, revoked_at__isnull=True).exists()
+    assert SocialAccount.objects.get(pk=things["connected"]).status == "disconnected"
+    assert not Token.objects.filter(platform="tiktok", username="leaving.creator", revoked_at__isnull=True).exists()
+    assert ScheduledPost.objects.get(pk=things["post"]).status == "canceled"
+    assert "organization off-boarded" in ScheduledPost.objects.get(pk=things["post"]).canceled_by
+    lease = Lease.objects.get(pk=things["lease"].pk)
+    assert lease.released_at is not None
+    assert SocialAccount.objects.get(pk=lease.social_account_id).status == "disconnected"
+    assert PoolAccount.objects.get(pk=lease.pool_account_id).status == "available"
+    assert LeaseRequest.objects.get(pk=things["pending"]).status == "rejected"
+    assert WebhookEndpoint.objects.get(pk=things["endpoint"]).status == "disabled"
+    # Finance: the ledger as it was, and the renewal job next month charges the released lease nothing.
+    assert ledger(tenant) == entries_before
+    billing_services.lease_charges_run(now=timezone.now() + timedelta(days=45))
+    assert ledger(tenant) == entries_before
+    # No key can be issued for it again.
+    with pytest.raises(ValueError, match="off-boarded"):
+        services.api_key_create(organization=tenant.org, return_domains=["app.acme.test"])
+
+
+def test_ops_offboard_a_partner_from_the_admin_after_a_confirmation_page(owner, outsider):
+    things = a_partner_in_full_use(owner)
+    entries = ledger(owner)
+    staff = superuser("ops")
+    ops = staff_login(Client(), staff)
+
+    page = ops.post(CHANGELIST, {"action": "offboard_organizations", "_selected_action": [owner.org.pk]})
+
+    text = page.content.decode()
+    assert page.status_code == 200 and "This cannot be undone" in text
+    assert "1 API key(s) revoked" in text and "2 account(s) disconnected, of which 1 leased" in text
+    assert "1 queued post(s) canceled" in text and "balance $120.00 (no refund is made)" in text
+    assert owner.client.get("/v1/projects").status_code == 200  # nothing done yet
+
+    with held_tasks():
+        done = ops.post(
+            CHANGELIST,
+            {"action": "offboard_organizations", "post": "yes", "_selected_action": [owner.org.pk]},
+            follow=True,
+        )
+
+    text = done.content.decode()
+    assert "2 account(s) disconnected (1 lease(s) released)" in text
+    assert "Wallet balance left: $120.00" in text
+    assert_offboarded(owner, things, entries)
+    org = Organization.objects.get(pk=owner.org.pk)
+    assert org.offboarded_at is not None and org.offboarded_by == "staff ops"
+    assert outsider.client.get("/v1/projects").status_code == 200  # another partner is untouched
+    # The list shows it; a key added in the admin for it is refused.
+    assert "off-boarded" in ops.get(f"{CHANGELIST}?offboarded_at__isempty=0").content.decode().lower()
+    refused = ops.post(
+        "/admin/accounts/apikey/add/",
+        {"organization": owner.org.pk, "name": "again", "allowed_return_domains": "app.acme.test"},
+    )
+    assert refused.status_code == 200 and "no API key can be issued" in refused.content.decode()
+    assert ApiKey.objects.filter(organization=owner.org, name="again").count() == 0
+
+
+def test_offboarding_is_refused_without_the_change_permission_and_asks_for_mfa_with_it(owner):
+    _, viewer = signed_in_staff("accounts.view_organization", username="support")
+    assert "offboard_organizations" not in viewer.get(CHANGELIST).content.decode()
+    viewer.post(CHANGELIST, {"action": "offboard_organizations", "post": "yes", "_selected_action": [owner.org.pk]})
+    assert owner.client.get("/v1/projects").status_code == 200
+
+    _, no_code = signed_in_staff("accounts.view_organization", "accounts.change_organization", username="lead")
+    answer = no_code.post(
+        CHANGELIST, {"action": "offboard_organizations", "post": "yes", "_selected_action": [owner.org.pk]}
+    )
+    assert answer.status_code == 302 and "/staff/2fa/" in answer["Location"]
+    assert owner.client.get("/v1/projects").status_code == 200
+
+    _, with_code = signed_in_staff(
+        "accounts.view_organization", "accounts.change_organization", mfa=True, username="lead2"
+    )
+    with_code.post(CHANGELIST, {"action": "offboard_organizations", "post": "yes", "_selected_action": [owner.org.pk]})
+    assert owner.client.get("/v1/projects").status_code == 401
+
+
+def offboard_command(*args) -> dict:
+    out = io.StringIO()
+    call_command("organization_offboard", *args, "--json", stdout=out)
+    return json.loads(out.getvalue())
+
+
+def test_the_command_dry_runs_then_offboards_and_running_it_again_changes_nothing(owner):
+    things = a_partner_in_full_use(owner)
+    entries = ledger(owner)
+
+    planned = offboard_command(owner.org.pk, "--dry-run")
+    assert planned["apiKeysRevoked"] == 1 and len(planned["accountsDisconnected"]) == 2
+    assert planned["walletBalanceCents"] == 12000 and planned["offboardedAt"] is None
+    assert owner.client.get("/v1/projects").status_code == 200
+
+    done = offboard_command(owner.org.pk)
+    assert done["apiKeysRevoked"] == 1 and done["leasesReleased"] == 1 and done["postsCanceled"] == 1
+    assert done["offboardedBy"] == "management command"
+    assert_offboarded(owner, things, entries)
+
+    again = offboard_command(owner.org.pk)  # after a crash, or by mistake
+    assert again["offboardedAt"] == done["offboardedAt"]
+    assert (again["apiKeysRevoked"], again["accountsDisconnected"], again["postsCanceled"]) == (0, [], 0)
+    assert ledger(owner) == entries
+
+
+def test_the_admin_revokes_what_fits_one_request_and_a_worker_revokes_the_rest(owner):
+    ids = [connected_account(owner, "tiktok", f"many.{n}")["id"] for n in range(4)]
+    ops = staff_login(Client(), superuser("ops"))
+    calls: list[str] = []
+    with intercepted({}, calls=calls), held_tasks() as held:
+        answer = ops.post(
+            CHANGELIST,
+            {"action": "offboard_organizations", "post": "yes", "_selected_action": [owner.org.pk]},
+            follow=True,
+        )
+    assert len(calls) <= WEB_REQUEST_PLATFORM_CALLS
+    queued = [args for task, args in held if task.name.endswith("social_account_revoke_by_staff")]
+    inline = WEB_REQUEST_PLATFORM_CALLS // services.REVOKE_PLATFORM_CALLS
+    assert len(queued) == 4 - inline
+    assert "A worker disconnects 2 more account(s)" in answer.content.decode()
+
+    from accounts.tasks import social_account_revoke_by_staff
+
+    for args in queued:
+        social_account_revoke_by_staff.run(*args)
+    assert SocialAccount.objects.filter(pk__in=ids, status="disconnected").count() == 4
+
+
+def test_with_the_task_queue_down_the_rest_is_reported_and_a_second_run_finishes(owner):
+    from tests.outages import broker_down
+
+    ids = [connected_account(owner, "tiktok", f"later.{n}")["id"] for n in range(3)]
+    ops = staff_login(Client(), superuser("ops"))
+    with mock.patch("accounts.tasks.social_account_revoke_by_staff.delay", broker_down):
+        answer = ops.post(
+            CHANGELIST,
+            {"action": "offboard_organizations", "post": "yes", "_selected_action": [owner.org.pk]},
+            follow=True,
+        )
+    assert "1 account(s) still connected (the task queue refused): off-board again." in answer.content.decode()
+    assert SocialAccount.objects.filter(pk__in=ids, status="disconnected").count() == 2
+
+    assert len(offboard_command(owner.org.pk)["accountsDisconnected"]) == 1
+    assert SocialAccount.objects.filter(pk__in=ids, status="disconnected").count() == 3
