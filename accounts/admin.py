@@ -32,6 +32,7 @@ from accounts.models import (
 from accounts.platforms.http import WEB_REQUEST_PLATFORM_CALLS
 from accounts.platforms.scopes import stored_scopes
 from accounts.tasks import social_account_revoke_by_staff
+from billing.reports import usd_display
 from config.adminpaging import LargeTablePaginator
 from config.queueing import enqueue
 
@@ -110,7 +111,7 @@ class OrganizationAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
                     f"{len(plan.accounts_disconnected)} account(s) disconnected, of which {plan.leases_released} "
                     f"leased (released, no further charge, the current month not refunded), "
                     f"{plan.lease_requests_rejected} open lease request(s) rejected; wallet and ledger kept, "
-                    f"balance {services.cents_text(plan.wallet_balance_cents)} (no refund is made)",
+                    f"balance {usd_display(plan.wallet_balance_cents)} (no refund is made)",
                 )
             )
         return rows

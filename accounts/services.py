@@ -2115,12 +2115,14 @@ class OffboardResult:
 
     def report(self) -> str:
         """What was done, as the admin and the command say it."""
+        from billing.reports import usd_display
+
         text = (
             f"{'would be ' if self.dry_run else ''}off-boarded: {self.api_keys_revoked} API key(s) revoked, "
             f"{self.webhook_endpoints_disabled} webhook endpoint(s) disabled, {self.posts_canceled} queued post(s) "
             f"canceled, {len(self.accounts_disconnected)} account(s) disconnected ({self.leases_released} lease(s) "
             f"released), {self.lease_requests_rejected} lease request(s) rejected. Wallet balance left: "
-            f"{cents_text(self.wallet_balance_cents)} (nothing refunded: finance decides)."
+            f"{usd_display(self.wallet_balance_cents)} (nothing refunded: finance decides)."
         )
         if self.accounts_queued:
             text += f" A worker disconnects {len(self.accounts_queued)} more account(s) in a moment."
@@ -2132,10 +2134,6 @@ class OffboardResult:
                 "ends, to release what it assigns."
             )
         return text
-
-
-def cents_text(cents: int) -> str:
-    return f"{'-' if cents < 0 else ''}${abs(cents) / 100:,.2f}"
 
 
 def organization_offboard(
