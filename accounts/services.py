@@ -729,7 +729,12 @@ def _bind_grant(*, session: OAuthSession, client, tokens: TokenSet) -> CallbackO
         return _refuse_without_publishing(session, tokens.scopes)
     if session.purpose == OAuthSession.Purpose.POOL:
         return _pool_connect_complete(session=session, tokens=tokens, profile=profile)
-    account = social_account_bind(session=session, tokens=tokens, profile=profile)
+    try:
+        account = social_account_bind(session=session, tokens=tokens, profile=profile)
+    except OrganizationOffboarded:
+        # Off-boarded while this callback exchanged the code: its link is expired (organization_offboard), and
+        # the grant is withdrawn by the caller, bound to nothing.
+        return _session_fail(session, "expired")
     return CallbackOutcome(redirect_url=session.return_url, account=account)
 
 
@@ -845,6 +850,10 @@ def _identity_profile_store(
     return identity
 
 
+class OrganizationOffboarded(Exception):
+    """The session's organization was off-boarded (organization_offboard): nothing is bound to it."""
+
+
 def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Profile) -> SocialAccount:
     """Bind the consenting platform user to the session's project.
 
@@ -860,6 +869,18 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
     customer who had consented landed on `platform_error`. So the identity is only read (or created) here,
     and its profile written once the binding is locked."""
     with transaction.atomic():
+        # The organization's row, locked as organization_offboard locks it to mark it: a bind either commits
+        # first, and the off-boarding (which reads the live accounts after its mark) disconnects it, or finds the
+        # mark and binds nothing. Checked only when the state was claimed, a callback exchanging its code while
+        # ops off-boarded the partner bound a live account, holding a token, that nothing would ever revoke.
+        offboarded_at = (
+            Organization.objects.select_for_update(no_key=True)
+            .filter(pk=session.organization_id)
+            .values_list("offboarded_at", flat=True)
+            .first()
+        )
+        if offboarded_at is not None:
+            raise OrganizationOffboarded(session.organization_id)
         identity, _ = PlatformIdentity.objects.get_or_create(
             organization_id=session.organization_id,
             platform=session.platform,

@@ -22,7 +22,7 @@ from billing.models import LedgerEntry
 from leasing import services as leasing_services
 from leasing.models import Lease, LeaseRequest, PoolAccount
 from scheduling.models import ScheduledPost
-from tests.accounts.oauth_helpers import connected_account
+from tests.accounts.oauth_helpers import connected_account, consent_and_return, start
 from tests.leasing.helpers import add_pool, request_accounts
 from tests.platform_helpers import held_tasks, intercepted
 from tests.scheduling.publish_helpers import schedule_now
@@ -202,3 +202,76 @@ def test_with_the_task_queue_down_the_rest_is_reported_and_a_second_run_finishes
 
     assert len(offboard_command(owner.org.pk)["accountsDisconnected"]) == 1
     assert SocialAccount.objects.filter(pk__in=ids, status="disconnected").count() == 3
+
+
+@pytest.mark.parametrize("platform", ["tiktok", "instagram"])
+def test_a_connect_whose_callback_was_under_way_when_the_partner_was_offboarded_binds_nothing(owner, platform):
+    # The customer consented and the callback was exchanging the code (outside any transaction) when ops
+    # off-boarded the partner: the off-boarding found no account to disconnect, and the bind that followed
+    # made a live account, holding a token, in an organization that no longer exists for Layers.
+    from accounts.services import _client
+
+    link = start(owner, platform)
+    client_class = type(_client(platform))
+    real_profile = client_class.get_profile
+
+    def offboarded_meanwhile(self, **kwargs):
+        services.organization_offboard(organization_id=owner.org.pk, by="test")
+        return real_profile(self, **kwargs)
+
+    with mock.patch.object(client_class, "get_profile", offboarded_meanwhile):
+        response = consent_and_return(platform, link["authorizeUrl"], f"late.{platform}")
+
+    assert response.status_code == 302
+    assert "layers_oauth_error=expired" in response["Location"], response["Location"]
+    assert not SocialAccount.objects.filter(organization=owner.org).exclude(status="disconnected").exists()
+    # The grant just obtained is withdrawn at the platform: nobody holds its token.
+    assert Token.objects.filter(platform=platform, username=f"late.{platform}").exists()
+    assert not Token.objects.filter(platform=platform, username=f"late.{platform}", revoked_at__isnull=True).exists()
+
+
+def test_an_offboarding_racing_a_bind_that_has_begun_waits_for_it_and_disconnects_what_it_bound(owner):
+    # The bind's transaction is open (the customer's account about to be written) when ops off-board the
+    # partner. Unserialized, the off-boarding read the live accounts without the uncommitted one, finished,
+    # and the bind then committed a live account nobody would revoke.
+    import threading
+
+    from django.db import connection
+
+    link = start(owner, "tiktok")
+    in_bind, go = threading.Event(), threading.Event()
+    real_store = services._identity_profile_store
+
+    def paused_store(*args, **kwargs):
+        in_bind.set()
+        go.wait(20)
+        return real_store(*args, **kwargs)
+
+    outcomes = {}
+
+    def customer():
+        try:
+            outcomes["callback"] = consent_and_return("tiktok", link["authorizeUrl"], "racing.creator")
+        finally:
+            connection.close()
+
+    def ops():
+        try:
+            outcomes["offboard"] = services.organization_offboard(organization_id=owner.org.pk, by="test")
+        finally:
+            connection.close()
+
+    with mock.patch.object(services, "_identity_profile_store", paused_store):
+        callback = threading.Thread(target=customer)
+        callback.start()
+        assert in_bind.wait(20), "the callback never reached the bind"
+        offboarding = threading.Thread(target=ops)
+        offboarding.start()
+        offboarding.join(1.5)  # it waits on the organization's row while the bind is open
+        go.set()
+        callback.join(30)
+        offboarding.join(30)
+
+    assert outcomes["callback"].status_code == 302
+    assert not SocialAccount.objects.filter(organization=owner.org).exclude(status="disconnected").exists()
+    assert outcomes["offboard"].accounts_disconnected, outcomes["offboard"].report()
