@@ -269,6 +269,14 @@ class ContentContainerAdmin(
 
 
 class ManagedProviderForm(forms.ModelForm):
+    # Django's URL field reads an address typed without a scheme (`provider.example/in`, as providers often
+    # write theirs) as plain http, which every dispatch refuses outside dev: the page then refused a URL that
+    # ops never typed. Providers are https.
+    endpoint_url = forms.URLField(
+        max_length=ManagedProvider._meta.get_field("endpoint_url").max_length,
+        assume_scheme="https",
+        help_text="The provider's https URL (written without a scheme, it is taken as https://…).",
+    )
     new_secret = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),

@@ -183,3 +183,15 @@ def test_the_address_check_calls_a_port_out_of_range_an_unsafe_url(allow_private
         netguard.assert_public_url("https://provider.example:0/hook", allow_private=allow_private)
     with pytest.raises(netguard.UnsafeURL):
         netguard.assert_public_url("http://[abc/cb", allow_private=allow_private)
+
+
+def test_a_provider_url_typed_without_its_scheme_is_saved_as_https(owner, settings, monkeypatch, staff):  # noqa: F811
+    """Ops paste the provider's address as it is often written, without `https://`: Django's URL field
+    took it for plain http, and the page then refused a URL ops never typed ("the URL must use https")."""
+    settings.LAYERS_ALLOW_PRIVATE_FETCH = False
+    resolving(monkeypatch, {"provider.example": PUBLIC_IP})
+
+    response = add_provider(staff, owner, "provider.example/in")
+
+    assert response.status_code == 302, endpoint_url_errors(response)
+    assert ManagedProvider.objects.get().endpoint_url == "https://provider.example/in"
