@@ -26,7 +26,13 @@ _HOST_LABEL = re.compile(r"\A[a-z0-9-]{1,63}\Z")
 def normalize_host(host: str) -> str:
     """Lower-cased ASCII (IDNA) form of a hostname; raises ValueError when it is not a valid name."""
     host = host.strip().lower()
-    if not host or host.endswith(".") or "%" in host:
+    # The reasons are read by staff editing an allowlist (the returnUrl check only says "invalid host"): the
+    # IDNA library's own ("Codepoint U+002A at position 1 of '*' not allowed") left them guessing.
+    if "*" in host:
+        raise ValueError("no wildcards: list each host, e.g. app.acme.com and www.acme.com")
+    if host.endswith(".") and host.strip("."):
+        raise ValueError("no trailing dot")
+    if not host or "%" in host:
         raise ValueError("not a hostname")
     if re.fullmatch(r"[0-9.]+", host):  # dotted IPv4
         parts = host.split(".")
@@ -35,10 +41,10 @@ def normalize_host(host: str) -> str:
         return host
     try:
         ascii_host = idna.encode(host, uts46=True).decode("ascii")
-    except idna.IDNAError as exc:
-        raise ValueError(str(exc))
+    except idna.IDNAError:
+        raise ValueError("not a valid hostname")
     if not all(_HOST_LABEL.match(label) for label in ascii_host.split(".")):
-        raise ValueError("not a hostname")
+        raise ValueError("not a valid hostname")
     return ascii_host
 
 
@@ -66,6 +72,7 @@ def url_shape_problem(url: str, *, schemes: tuple[str, ...] = ("https",)) -> str
     return None
 
 
+_PATH = re.compile(r"[/?#]")
 _ORIGIN = re.compile(r"\A(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#@]*)/?\Z")
 
 
@@ -91,8 +98,14 @@ def normalize_allowlist_entry(entry: str) -> str:
     if "://" in entry:
         origin = _ORIGIN.match(entry)
         if origin is None or origin["scheme"].lower() not in DEFAULT_PORTS:
+            # A returnUrl pasted whole is the usual mistake: say what to keep of it.
+            written, _, rest = entry.partition("://")
+            if written.lower() in DEFAULT_PORTS and _PATH.search(rest.rstrip("/")):
+                raise ValueError("only the scheme, host and port: no path, query or fragment")
             raise ValueError("not an http(s) origin")
         scheme, entry = origin["scheme"].lower(), origin["authority"]
+    elif _PATH.search(entry):
+        raise ValueError("only the host (and :port): no path, query or fragment")
     host, sep, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
     host = normalize_host(host)
     if sep:

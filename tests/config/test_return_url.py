@@ -216,6 +216,28 @@ def test_invalid_allowlist_entry_raises_value_error_naming_it(entry):
     assert repr(entry)[1:-1] in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "entry, reason",
+    [
+        ("*.acme.test", "no wildcards"),
+        ("app.acme.test/", "only the host"),
+        ("app.acme.test/oauth/done", "only the host"),
+        ("app.acme.test:8443/done", "only the host"),
+        ("https://app.acme.test/oauth/done", "only the scheme, host and port"),
+        ("app.acme.test.", "no trailing dot"),
+        ("a b.test", "not a valid hostname"),
+    ],
+)
+def test_an_allowlist_entry_is_refused_with_a_reason_staff_can_act_on(entry, reason):
+    """What ops type when a partner asks for "*.acme.com" or pastes its returnUrl: the reason was the IDNA
+    library's ("Codepoint U+002A at position 1 of '*' not allowed") or "not an http(s) origin" for an https
+    URL, which sent staff guessing."""
+    with pytest.raises(ValueError) as caught:
+        normalize_allowlist([entry])
+    assert reason in str(caught.value), str(caught.value)
+    assert "Codepoint" not in str(caught.value)
+
+
 # --- an entry written with its port: the port is compared, not the text ---------------------------------
 
 
