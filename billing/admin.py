@@ -162,6 +162,10 @@ class WalletAdmin(admin.ModelAdmin):
                         f"{org.name}; balance {reports.usd_display(balance)}.",
                         messages.SUCCESS,
                     )
+                if not self.has_view_permission(request):
+                    # Staff who may record money but not view wallets: the wallet page would be a bare 403,
+                    # the message above unseen, and the money read as not recorded (and recorded again).
+                    return HttpResponseRedirect(reverse("admin:billing_wallet_record"))
                 return HttpResponseRedirect(reverse("admin:billing_wallet_change", args=[quote(org.pk)]))
         context = {
             **self.admin_site.each_context(request),

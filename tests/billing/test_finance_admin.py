@@ -310,6 +310,24 @@ def test_after_recording_money_staff_land_on_the_wallet_whatever_the_organizatio
     assert page.context["original"] == Wallet.objects.get(pk=org.pk)
 
 
+def test_staff_who_may_record_money_but_not_view_wallets_are_told_it_was_recorded(owner):
+    """A treasurer holding only "Can record top-ups and adjustments" was sent, after recording, to the wallet
+    page they may not view: a bare 403 Forbidden, the success message unseen. Read as a failure, the natural
+    next step was to open the form again and record the money a second time (a new form, a new entry)."""
+    from tests.staff import signed_in_staff
+
+    _, treasurer = signed_in_staff("billing.record_money", mfa=True, username="treasurer")
+    form = treasurer.get(f"/admin/billing/wallet/record/?organization={owner.org.pk}")
+    token = form.context["form"]["token"].value()
+    data = {"organization": owner.org.pk, "kind": "top_up", "amount": "250.00", "reason": "Prepaid", "token": token}
+
+    done = treasurer.post("/admin/billing/wallet/record/", data, follow=True)
+
+    assert done.status_code == 200, done.content.decode()[:500]
+    assert [str(m) for m in done.context["messages"]] == ["Top-up of $250.00 recorded for Acme; balance $250.00."]
+    assert balance(owner) == 25000
+
+
 def test_renaming_a_pool_account_does_not_rewrite_what_was_billed(finance, owner):
     from leasing.models import PoolAccount
 
