@@ -128,6 +128,18 @@ def _allows(allowlist: list[str], *, host: str, port: int, default: bool) -> boo
     return (default and host in entries) or f"{host}:{port}" in entries
 
 
+def _not_allowed_message(authority: str, allowlist: list[str]) -> str:
+    """The 403's message. A partner cannot change a key's allowlist (Layers staff do, in the admin), and a new
+    key may have none yet: the message says which hosts the key allows (the partner's own, shown to the key
+    holder only) and who adds one, rather than leaving the partner's engineer to guess at both."""
+    listed = ", ".join(allowlist[:10]) + (", …" if len(allowlist) > 10 else "")
+    allowed = f"it allows {listed}" if allowlist else "this API key has no allowed return domains yet"
+    return (
+        f"The host '{authority}' is not on this API key's allowed return domains ({allowed}). "
+        "Layers staff add a host to a key: ask them."
+    )
+
+
 def check_return_url(url, *, allowlist: list[str], field: str = "returnUrl") -> str:
     """Return `url` if it may be redirected to; raise Validation (422) when malformed and
     ReturnUrlNotAllowed (403) when well-formed but its host is not on `allowlist`."""
@@ -163,5 +175,5 @@ def check_return_url(url, *, allowlist: list[str], field: str = "returnUrl") -> 
     default = effective == DEFAULT_PORTS[scheme]
     if not _allows(allowlist, host=host, port=effective, default=default):
         authority = host if default else f"{host}:{effective}"
-        raise ReturnUrlNotAllowed(f"The host '{authority}' is not on this API key's allowed return domains.")
+        raise ReturnUrlNotAllowed(_not_allowed_message(authority, allowlist))
     return url

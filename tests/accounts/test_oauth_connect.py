@@ -529,6 +529,35 @@ def test_unsupported_platform_is_422(owner, platform):
     assert "platform" in error["details"]["fields"]
 
 
+def test_a_new_partners_first_connect_says_what_the_key_allows_and_who_adds_a_host(owner):
+    """A partner's first oauth-url, with a key issued before ops listed its return domains (the admin allows
+    it), or with www.acme.test where app.acme.test is listed, was told only that the host was not on the
+    key's allowed return domains: not which hosts are, nor that only Layers staff can add one (the partner
+    has no way to). The 403 says both."""
+    from rest_framework.test import APIClient
+
+    from accounts import services
+
+    _, raw = services.api_key_create(organization=owner.org, return_domains=[], name="first")
+    first = APIClient()
+    first.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    response = first.post(
+        f"/v1/projects/{owner.project.id}/social/oauth-url",
+        {"platform": "tiktok", "returnUrl": "https://app.acme.test/done"},
+        format="json",
+    )
+    message = assert_error(response, 403, "RETURN_URL_NOT_ALLOWED")["message"]
+    assert "has no allowed return domains yet" in message and "Layers staff" in message, message
+
+    response = owner.client.post(
+        f"/v1/projects/{owner.project.id}/social/oauth-url",
+        {"platform": "tiktok", "returnUrl": "https://www.acme.test/done"},
+        format="json",
+    )
+    message = assert_error(response, 403, "RETURN_URL_NOT_ALLOWED")["message"]
+    assert "app.acme.test, localhost" in message and "Layers staff" in message, message
+
+
 def test_unlisted_return_host_is_403(owner):
     response = owner.client.post(
         f"/v1/projects/{owner.project.id}/social/oauth-url",
