@@ -6,6 +6,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import zip_longest
@@ -619,6 +620,7 @@ def oauth_callback(
     it in their own browser until it expires."""
     if not state or not is_valid("st", state):
         return CallbackOutcome(redirect_url=None)
+    waited = _callback_underway_waited(state=state, platform=platform)
     with transaction.atomic():
         session = OAuthSession.objects.select_for_update().filter(state=state).first()
         if session is None or session.platform != platform:
@@ -631,6 +633,10 @@ def oauth_callback(
             )
             return CallbackOutcome(redirect_url=None, refused=True, message=POOL_CONNECT_NOT_YOURS)
         if session.status != OAuthSession.Status.PENDING:
+            if waited and session.status in (OAuthSession.Status.COMPLETED, OAuthSession.Status.FAILED):
+                # This callback arrived while another was exchanging the code (a reload, a second tap), and
+                # the browser shows only this one's answer: where the other sent it, not already_used.
+                return _outcome(session, session.error_code or None, account=session.social_account)
             return _outcome(session, "already_used")
         if timezone.now() >= session.expires_at:
             # Left pending: oauth-status reports `expired`, as the contract says.
@@ -663,6 +669,33 @@ def oauth_callback(
         # The traceback names no token: the clients redact theirs, and the database sees them encrypted.
         log.exception("oauth %s: callback failed after the state was claimed", _session_label(session))
         return _claimed_session_crashed(session)
+
+
+# How long a callback waits for another callback of its state that is exchanging the code (a customer's reload
+# or second tap) before answering already_used as it did before. The exchange usually takes a second or two;
+# far below gunicorn's graceful_timeout, and the callback's rate limit bounds how many wait at once.
+CALLBACK_UNDERWAY_WAIT_SECONDS = 30
+CALLBACK_UNDERWAY_POLL_SECONDS = 0.2
+
+
+def _callback_underway_waited(*, state: str, platform: str) -> bool:
+    """Whether another callback of `state` was exchanging its code when this one arrived; if so, return once
+    it has finished (or CALLBACK_UNDERWAY_WAIT_SECONDS have passed). The browser shows only the last
+    navigation's answer: a customer who reloads the slow page, or taps Authorize twice, was sent to the
+    partner with already_used while their account connected a moment later — API.md's already_used is a
+    state "already completed or failed", and it was neither yet. Read without a lock, and never held across
+    the other's work (its own writes take the row's lock). A claim between this read and the caller's lock
+    still answers already_used. Not for a staff pool connect: its callback refuses any other browser first."""
+    deadline = time.monotonic() + CALLBACK_UNDERWAY_WAIT_SECONDS
+    underway = OAuthSession.objects.filter(state=state, platform=platform, status=OAuthSession.Status.EXCHANGING)
+    underway = underway.exclude(purpose=OAuthSession.Purpose.POOL)
+    waited = False
+    while underway.exists():
+        waited = True
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(CALLBACK_UNDERWAY_POLL_SECONDS)
+    return waited
 
 
 def _platform_failed_the_redirect(

@@ -458,6 +458,59 @@ def test_replayed_callback_never_creates_a_second_account(owner, platform):
     assert status(owner, link["state"])["status"] == "completed"
 
 
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_a_second_callback_while_the_first_is_still_connecting_lands_where_the_first_would_have(owner, platform):
+    """A customer on a slow phone reloads the page while Layers is still talking to the platform, or taps
+    Authorize twice: the second callback arrives while the first is exchanging the code, and the browser shows
+    only the second's answer. It said `already_used` at once, so the customer landed on the partner's page
+    told the link was spent (API.md: "already completed or failed" — it was neither yet) while the account
+    connected a moment later. It now waits for the first and sends the browser where the first would have."""
+    import threading
+
+    from django.db import connection
+
+    from tests.reliability.processes import wait_for
+
+    link = start(owner, platform)
+    first_location = consent(platform, link["authorizeUrl"], "slow.phone")
+    second_location = consent(platform, link["authorizeUrl"], "slow.phone")  # the second tap: another code
+    release = threading.Event()
+    answers = {}
+
+    def slow_token(request, sandbox):
+        release.wait(30)
+        return sandbox.handle_request(request)
+
+    def callback(name, location):
+        try:
+            answers[name] = follow_callback(location)
+        finally:
+            connection.close()
+
+    token_path = "/oauth/token/" if platform == "tiktok" else "/oauth/access_token"
+    with intercepted({token_path: slow_token}):
+        first = threading.Thread(target=callback, args=("first", first_location))
+        first.start()
+        wait_for(
+            lambda: OAuthSession.objects.get(state=link["state"]).status == OAuthSession.Status.EXCHANGING,
+            what="the first callback exchanging the code",
+        )
+        second = threading.Thread(target=callback, args=("second", second_location))
+        second.start()
+        second.join(1)  # it arrives while the first is still exchanging
+        release.set()
+        first.join(30)
+        second.join(30)
+
+    assert answers["first"]["Location"] == sent_back_to(platform, RETURN_URL)
+    assert answers["second"]["Location"] == sent_back_to(platform, RETURN_URL)
+    assert SocialAccount.objects.count() == 1
+    assert status(owner, link["state"])["status"] == "completed"
+    # Once it has completed, a callback again (the back button, a reload) is still `already_used`.
+    again = follow_callback(second_location)
+    assert again["Location"] == sent_back_to(platform, f"{RETURN_URL}?layers_oauth_error=already_used")
+
+
 def test_tiktok_state_on_the_instagram_callback_is_rejected_without_redirect(owner):
     link = start(owner, "tiktok")
     location = consent("tiktok", link["authorizeUrl"], "cross.user")
