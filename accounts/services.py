@@ -672,8 +672,9 @@ def oauth_callback(
 
 
 # How long a callback waits for another callback of its state that is exchanging the code (a customer's reload
-# or second tap) before answering already_used as it did before. The exchange usually takes a second or two;
-# far below gunicorn's graceful_timeout, and the callback's rate limit bounds how many wait at once.
+# or second tap) before answering already_used as it did before. The exchange usually takes a second or two; at
+# most the web request's platform deadline (web_request_deadline, from LAYERS_PLATFORM_TIMEOUT), which keeps the
+# waiting request, too, within gunicorn's graceful_timeout. The callback's rate limit bounds how many wait at once.
 CALLBACK_UNDERWAY_WAIT_SECONDS = 30
 CALLBACK_UNDERWAY_POLL_SECONDS = 0.2
 
@@ -686,7 +687,9 @@ def _callback_underway_waited(*, state: str, platform: str) -> bool:
     state "already completed or failed", and it was neither yet. Read without a lock, and never held across
     the other's work (its own writes take the row's lock). A claim between this read and the caller's lock
     still answers already_used. Not for a staff pool connect: its callback refuses any other browser first."""
-    deadline = time.monotonic() + CALLBACK_UNDERWAY_WAIT_SECONDS
+    from accounts.platforms.http import web_request_deadline
+
+    deadline = time.monotonic() + min(CALLBACK_UNDERWAY_WAIT_SECONDS, web_request_deadline())
     underway = OAuthSession.objects.filter(state=state, platform=platform, status=OAuthSession.Status.EXCHANGING)
     underway = underway.exclude(purpose=OAuthSession.Purpose.POOL)
     waited = False

@@ -3,6 +3,7 @@
 import json
 import logging
 from datetime import timedelta
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import httpx
@@ -11,6 +12,7 @@ import time_machine
 from django.test import Client
 from django.utils import timezone
 
+from accounts import services
 from accounts.models import Event, OAuthSession, OnboardingStep, PlatformIdentity, SocialAccount
 from scheduling.models import Layer
 from tests.accounts.oauth_helpers import (
@@ -929,3 +931,30 @@ def test_instagrams_error_reason_is_logged_and_kept_on_the_oauth_session_beside_
             assert named in said, said
     for secret in (state, "IGQW-echo-5678"):
         assert secret not in caplog.text and secret not in kept
+
+
+def test_a_second_callback_waits_no_longer_than_the_web_requests_platform_deadline(owner, settings, monkeypatch):
+    # The first callback's worker died mid-exchange (the state stays `exchanging` until recovered): a reload
+    # waits for it, but never past what gunicorn's grace allows a web request (graceful_timeout is derived
+    # from web_request_deadline), whatever LAYERS_PLATFORM_TIMEOUT is set to. A clock stands in for the wait.
+    from accounts.platforms.http import web_request_deadline
+
+    settings.LAYERS_PLATFORM_TIMEOUT = 0.5
+    assert web_request_deadline() < services.CALLBACK_UNDERWAY_WAIT_SECONDS
+    link = start(owner, "tiktok")
+    location = consent("tiktok", link["authorizeUrl"], "stuck.phone")
+    OAuthSession.objects.filter(state=link["state"]).update(status=OAuthSession.Status.EXCHANGING)
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(
+        services,
+        "time",
+        SimpleNamespace(
+            monotonic=lambda: clock["now"], sleep=lambda seconds: clock.__setitem__("now", clock["now"] + seconds)
+        ),
+    )
+
+    answer = follow_callback(location)
+
+    assert answer["Location"] == f"{RETURN_URL}?layers_oauth_error=already_used"
+    waited = clock["now"] - 1000.0
+    assert 0 < waited <= web_request_deadline() + services.CALLBACK_UNDERWAY_POLL_SECONDS, waited
