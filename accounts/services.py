@@ -2241,10 +2241,9 @@ def organization_offboard(
         status=SocialAccount.Status.DISCONNECTED
     )
     posts = ScheduledPost.objects.filter(organization_id=organization_id, status=ScheduledPost.Status.QUEUED)
-    result.lease_requests_underway = list(
-        requests.filter(status=LeaseRequest.Status.PROVISIONING).values_list("pk", flat=True)
-    )
+    underway = requests.filter(status=LeaseRequest.Status.PROVISIONING)
     if dry_run:
+        result.lease_requests_underway = list(underway.values_list("pk", flat=True))
         result.api_keys_revoked = keys.count()
         result.webhook_endpoints_disabled = endpoints.count()
         result.oauth_sessions_expired = links.count()
@@ -2272,6 +2271,10 @@ def organization_offboard(
         for endpoint_id in endpoints.values_list("pk", flat=True):
             endpoint_disable(endpoint_id=endpoint_id, reason=WebhookEndpoint.DisabledReason.STAFF, actor=who)
             result.webhook_endpoints_disabled += 1
+    # Read after the mark: a reservation (leasing.services._reserve, which takes the organization's row too)
+    # committed before it is provisioning now, and one after it was refused. Read before, one committing in
+    # between was reported nowhere, and its worker leased an account nothing would release.
+    result.lease_requests_underway = list(underway.values_list("pk", flat=True))
     for request_id in requests.filter(status__in=LeaseRequest.OPEN).values_list("pk", flat=True):
         try:
             lease_request_reject(

@@ -21,7 +21,7 @@ from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from accounts import crypto
-from accounts.models import PlatformIdentity, SocialAccount
+from accounts.models import Organization, PlatformIdentity, SocialAccount
 from accounts.platforms.base import PlatformError, PlatformUnavailable, RateLimited, TokenInvalid, TokenSet
 from accounts.platforms.http import ANSWER_DEADLINE_TIMEOUTS
 from accounts.platforms.scopes import publishing_scopes_missing
@@ -440,6 +440,20 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[l
             raise LeaseError(f"No lease request {request_id}.")
         if request.status not in LeaseRequest.ASSIGNABLE:
             raise LeaseError(f"This request is {request.status}; it cannot be assigned again.")
+        # The off-boarding rejects open requests but leaves a partial one partial (its leases released): a
+        # top-up would lease a live account, and charge its month, to a partner Layers has cut off. Its row
+        # lock (organization_offboard's mark takes it first, then never a request) orders a reservation
+        # before the mark, where the off-boarding reports it underway, or after it, refused here.
+        offboarded_at = (
+            Organization.objects.select_for_update(no_key=True)
+            .filter(pk=request.organization_id)
+            .values_list("offboarded_at", flat=True)
+            .first()
+        )
+        if offboarded_at is not None:
+            raise LeaseError(
+                f"The organization was off-boarded on {offboarded_at:%Y-%m-%d %H:%M} UTC: no account is assigned to it."
+            )
         # A partial request is topped up with what is still to assign (every lease of the request counts,
         # one the partner has released since included: assignedCount, and the status _bind sets, count them).
         assigned = Lease.objects.filter(request=request).count()

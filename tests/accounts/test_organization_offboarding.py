@@ -275,3 +275,30 @@ def test_an_offboarding_racing_a_bind_that_has_begun_waits_for_it_and_disconnect
     assert outcomes["callback"].status_code == 302
     assert not SocialAccount.objects.filter(organization=owner.org).exclude(status="disconnected").exists()
     assert outcomes["offboard"].accounts_disconnected, outcomes["offboard"].report()
+
+
+def test_a_partial_lease_request_of_an_offboarded_partner_is_not_topped_up(owner):
+    # A partial request is not open, so the off-boarding leaves it partial (its lease released), and a partial
+    # request can be topped up: a warm account arriving in the niche afterwards was offered on its page and
+    # leased to the off-boarded partner, a live account holding a token, its first month charged to the wallet.
+    add_pool(1)
+    rid = request_accounts(owner, 2)["requestId"]
+    leasing_services.lease_assign(request_id=rid, auto=True)
+    assert LeaseRequest.objects.get(pk=rid).status == "partial"
+    services.organization_offboard(organization_id=owner.org.pk, by="test")
+    entries = ledger(owner)
+    add_pool(1)
+    ops = staff_login(Client(), superuser("ops"))
+    url = f"/admin/leasing/leaserequest/{rid}/change/"
+
+    with pytest.raises(leasing_services.LeaseError, match="off-boarded"):
+        leasing_services.lease_assign(request_id=rid, auto=True)
+    with held_tasks():
+        done = ops.post(url, {"action": "auto"}, follow=True)
+
+    assert "off-boarded" in done.content.decode()
+    assert LeaseRequest.objects.get(pk=rid).status == "partial"
+    assert not SocialAccount.objects.filter(organization=owner.org).exclude(status="disconnected").exists()
+    assert Lease.objects.filter(request_id=rid).count() == 1
+    assert not PoolAccount.objects.filter(status__in=["reserved", "leased"]).exists()
+    assert ledger(owner) == entries
