@@ -32,7 +32,7 @@ from accounts import callgate, crypto
 from accounts.models import Event, Organization
 from accounts.services import EVENT_TYPES
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
-from config.api.errors import Conflict, NotFound, Validation
+from config.api.errors import ApiError, Conflict, NotFound, Validation
 from config.api.fields import datetime_output, json_excerpt
 from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url, deadline, public_client
 from config.queueing import enqueue, enqueue_each, enqueue_on_commit
@@ -167,8 +167,13 @@ def endpoint_create(*, organization: Organization, url: str, events) -> tuple[We
         raise Validation({"url": [_refusal_for_partner(host)]})
     secret = _new_secret()
     with transaction.atomic():
-        # Creations of one organization serialize on its row, so concurrent ones cannot pass the cap together.
-        Organization.objects.select_for_update().filter(pk=organization.pk).first()
+        # Creations of one organization serialize on its row, so concurrent ones cannot pass the cap together;
+        # and with its off-boarding (accounts.services.organization_offboard), which marks it under that lock:
+        # a creation that passed the key check before the mark (its URL's host resolving, say) is refused as
+        # the revoked key it was called with, rather than left live after the off-boarding disabled the rest.
+        locked = Organization.objects.select_for_update().filter(pk=organization.pk).first()
+        if locked is not None and locked.offboarded_at is not None:
+            raise ApiError("Unknown or revoked API key.", code="UNAUTHENTICATED", status=401)
         if organization.webhook_endpoints.filter(deleted_at__isnull=True).count() >= MAX_ENDPOINTS_PER_ORGANIZATION:
             message = (
                 f"An organization can have at most {MAX_ENDPOINTS_PER_ORGANIZATION} webhook endpoints (disabled "

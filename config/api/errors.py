@@ -100,7 +100,12 @@ _LOGGED_WHERE_REFUSED = (drf.NotAuthenticated, drf.AuthenticationFailed, drf.Thr
 def exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: every error leaves the API in the same envelope."""
     if isinstance(exc, ApiError):
-        return Response(envelope(exc.status, exc.code, exc.message, exc.details), status=exc.status)
+        headers = {}
+        if exc.status == 401:  # a key revoked during the call (webhook endpoint_create): as any 401, below
+            from config.api.authentication import CHALLENGE
+
+            headers["WWW-Authenticate"] = CHALLENGE
+        return Response(envelope(exc.status, exc.code, exc.message, exc.details), status=exc.status, headers=headers)
     if isinstance(exc, Http404):
         return Response(envelope(404, "NOT_FOUND", "Not found."), status=404)
     if isinstance(exc, DjangoPermissionDenied):

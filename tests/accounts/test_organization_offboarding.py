@@ -302,3 +302,30 @@ def test_a_partial_lease_request_of_an_offboarded_partner_is_not_topped_up(owner
     assert Lease.objects.filter(request_id=rid).count() == 1
     assert not PoolAccount.objects.filter(status__in=["reserved", "leased"]).exists()
     assert ledger(owner) == entries
+
+
+def test_a_webhook_endpoint_being_created_when_the_partner_is_offboarded_is_not_left_live(owner):
+    # The partner's POST /v1/webhook-endpoints passed the key check, and was resolving its URL's host when ops
+    # off-boarded the partner. The endpoint was then created active after the off-boarding had disabled
+    # every endpoint it found and reported itself complete: live in an off-boarded organization, sent what
+    # it records later, and answered 201 with its secret on a key revoked meanwhile.
+    from accounts.webhooks import services as webhook_services
+
+    account = connected_account(owner, "tiktok", "leaving.creator")["id"]
+    real_check = webhook_services.assert_public_url
+
+    def offboarded_meanwhile(url, **kwargs):
+        services.organization_offboard(organization_id=owner.org.pk, by="test")
+        return real_check(url, **kwargs)
+
+    with mock.patch.object(webhook_services, "assert_public_url", offboarded_meanwhile):
+        answer = owner.client.post(
+            "/v1/webhook-endpoints",
+            {"url": "https://hooks.acme.test/layers", "events": ["social_account.disconnected"]},
+            format="json",
+        )
+
+    assert answer.status_code == 401, answer.content
+    assert answer.json()["error"]["code"] == "UNAUTHENTICATED" and answer.has_header("WWW-Authenticate")
+    assert not WebhookEndpoint.objects.filter(organization=owner.org, status="active").exists()
+    assert SocialAccount.objects.get(pk=account).status == "disconnected"
