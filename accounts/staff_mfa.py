@@ -1,5 +1,5 @@
-"""MFA is required for staff who can assign accounts, move money, issue (or edit) API keys or set where a
-project's managed posts go (its managed-distribution provider), for staff who
+"""MFA is required for staff who can assign accounts, move money, issue (or edit) API keys, change (and so
+off-board) organizations or set where a project's managed posts go (its managed-distribution provider), for staff who
 can hand out permissions (add or change users, groups or permissions), touch scheduled tasks (any
 django-celery-beat permission but the read-only ones), change anyone's authenticators or hold a permission to
 add, change or delete layer templates (which the admin grants no editing of), and for superusers.
