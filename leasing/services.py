@@ -509,6 +509,9 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[l
             request=request,
             pool_accounts=[found[pk].handle for pk in chosen],
             pool_account_ids=chosen,  # what lease_requests_recover_interrupted gives back if this never ends
+            # The prices the accounts are assigned at (_bind): the admin's check of what the page showed reads
+            # them here, and ops may reprice a reserved account while a worker checks its token.
+            monthly_price_cents={pk: found[pk].monthly_price_cents for pk in chosen},
             auto=auto,
         )
         return [found[pk] for pk in chosen], started.pk
@@ -684,6 +687,10 @@ def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = 
         pool = list(PoolAccount.objects.select_for_update().filter(pk__in=pool_ids, status=PoolAccount.Status.RESERVED))
         if len(pool) != len(pool_ids):
             raise LeaseError("A reserved pool account changed state during provisioning.")
+        # Billed at the price each account was reserved at (and, from the admin, shown at): a reprice while a
+        # worker checked the tokens charged the partner a first month nobody chose the account at.
+        started = LeaseAction.objects.filter(pk=attempt).values_list("detail", flat=True).first() if attempt else None
+        reserved_prices = (started or {}).get("monthly_price_cents") or {}
         for account in pool:
             identity, _ = PlatformIdentity.objects.get_or_create(
                 organization_id=request.organization_id,
@@ -730,7 +737,7 @@ def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = 
                 request=request,
                 pool_account=account,
                 social_account=social,
-                monthly_price_cents=account.monthly_price_cents,
+                monthly_price_cents=reserved_prices.get(account.pk, account.monthly_price_cents),
                 handle=account.handle,
                 assigned_at=now,
                 assigned_by=actor,

@@ -138,3 +138,29 @@ def test_an_account_repriced_after_the_page_showed_it_is_not_assigned_at_the_new
     alice.post(url, form_of(alice.get(url), "assign", pool_account=pool_id))
     (leased,) = owner.client.get(f"/v1/projects/{owner.project.id}/leased-accounts").json()["data"]
     assert leased["monthlyPriceCents"] == 5900
+
+
+def test_an_account_repriced_while_a_worker_checks_its_token_is_billed_at_the_price_assigned(owner):
+    """Alice assigns @fitness… at the $49.00 her page shows (checked at the reservation), and a worker checks its
+    token before binding it; ops reprice the reserved account to $59.00 meanwhile (the pool's page allows it).
+    The worker bound it at $59.00, charged at once: the price nobody chose it at, the very thing the reservation's
+    check refuses. It is leased at the price it was reserved at."""
+    from billing.models import LedgerEntry
+    from tests.platform_helpers import held_tasks
+
+    (pool_id,) = add_pool(1, price=4900)
+    request_id = request_accounts(owner, 1)["requestId"]
+    url = admin_object_url(LeaseRequest, request_id)
+    alice = ops("alice")
+    page = alice.get(url)
+
+    with held_tasks() as held:
+        alice.post(url, form_of(page, "assign", pool_account=pool_id))
+    assert PoolAccount.objects.get(pk=pool_id).status == PoolAccount.Status.RESERVED
+    PoolAccount.objects.filter(pk=pool_id).update(monthly_price_cents=5900)
+    for task, args in held:
+        task(*args)
+
+    (leased,) = owner.client.get(f"/v1/projects/{owner.project.id}/leased-accounts").json()["data"]
+    assert leased["monthlyPriceCents"] == 4900
+    assert LedgerEntry.objects.get(kind="lease_charge").amount_cents == -4900
