@@ -129,10 +129,18 @@ def api_key_create(*, organization: Organization, return_domains, name: str = ""
     return key, raw
 
 
+def organization_offboarded_at(*, organization_id: str, lock: bool = True) -> datetime | None:
+    """When the organization was off-boarded (organization_offboard), or None. `lock`: read under the row lock
+    the off-boarding's mark takes (FOR NO KEY UPDATE, which the foreign-key checks of rows inserted for the
+    organization do not wait on), so that whatever the caller then adds for it, in its transaction, either
+    commits before the mark (and the off-boarding, reading after it, undoes it) or sees the mark."""
+    rows = Organization.objects.select_for_update(no_key=True) if lock else Organization.objects
+    return rows.filter(pk=organization_id).values_list("offboarded_at", flat=True).first()
+
+
 def api_key_issuable_check(*, organization_id: str, lock: bool = False) -> None:
     """Raise ValueError if no key may be issued for the organization: it was off-boarded."""
-    rows = Organization.objects.select_for_update() if lock else Organization.objects
-    offboarded_at = rows.filter(pk=organization_id).values_list("offboarded_at", flat=True).first()
+    offboarded_at = organization_offboarded_at(organization_id=organization_id, lock=lock)
     if offboarded_at is not None:
         raise ValueError(
             f"The organization was off-boarded on {offboarded_at:%Y-%m-%d %H:%M} UTC: no API key can be issued for it."
@@ -909,13 +917,7 @@ def social_account_bind(*, session: OAuthSession, tokens: TokenSet, profile: Pro
         # first, and the off-boarding (which reads the live accounts after its mark) disconnects it, or finds the
         # mark and binds nothing. Checked only when the state was claimed, a callback exchanging its code while
         # ops off-boarded the partner bound a live account, holding a token, that nothing would ever revoke.
-        offboarded_at = (
-            Organization.objects.select_for_update(no_key=True)
-            .filter(pk=session.organization_id)
-            .values_list("offboarded_at", flat=True)
-            .first()
-        )
-        if offboarded_at is not None:
+        if organization_offboarded_at(organization_id=session.organization_id) is not None:
             raise OrganizationOffboarded(session.organization_id)
         identity, _ = PlatformIdentity.objects.get_or_create(
             organization_id=session.organization_id,

@@ -21,13 +21,14 @@ from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from accounts import crypto
-from accounts.models import Organization, PlatformIdentity, SocialAccount
+from accounts.models import PlatformIdentity, SocialAccount
 from accounts.platforms.base import PlatformError, PlatformUnavailable, RateLimited, TokenInvalid, TokenSet
 from accounts.platforms.http import ANSWER_DEADLINE_TIMEOUTS
 from accounts.platforms.scopes import publishing_scopes_missing
 from accounts.services import (
     KEY_PREFIX,
     event_record,
+    organization_offboarded_at,
     social_account_reconnect,
     social_account_removed_by_the_creator,
     social_account_status_record,
@@ -444,12 +445,7 @@ def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[l
         # top-up would lease a live account, and charge its month, to a partner Layers has cut off. Its row
         # lock (organization_offboard's mark takes it first, then never a request) orders a reservation
         # before the mark, where the off-boarding reports it underway, or after it, refused here.
-        offboarded_at = (
-            Organization.objects.select_for_update(no_key=True)
-            .filter(pk=request.organization_id)
-            .values_list("offboarded_at", flat=True)
-            .first()
-        )
+        offboarded_at = organization_offboarded_at(organization_id=request.organization_id)
         if offboarded_at is not None:
             raise LeaseError(
                 f"The organization was off-boarded on {offboarded_at:%Y-%m-%d %H:%M} UTC: no account is assigned to it."
