@@ -420,14 +420,19 @@ def test_the_renewal_job_starting_during_a_release_charges_nothing_after_it(owne
     lease = lease_assign(owner, price_cents=4900, at=add_months(renewal_at, -1))
     assert [c[0] for c in charges(lease)] == [0]
 
+    job_pid = []
+
     def effects_then_wait(original, reached, go):
         def disconnect_effects(**kwargs):
             result = original(**kwargs)  # released_at set (before the renewal), not committed yet
             reached.set()
             deadline = time.monotonic() + WAIT
-            while not go.is_set() and time.monotonic() < deadline:  # until the job waits on a lock
+            # Until the job's own connection waits on a lock (or the job is over). Any lock wait on the server
+            # (another test database's) used to end the pause: the release then committed before the job ran,
+            # and the test passed without the wallet lock that keeps the job from charging after a release.
+            while not go.is_set() and time.monotonic() < deadline:
                 with connection.cursor() as cursor:
-                    cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()")
+                    cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = %s", job_pid)
                     if cursor.fetchone()[0]:
                         break
                 time.sleep(0.02)
@@ -438,6 +443,9 @@ def test_the_renewal_job_starting_during_a_release_charges_nothing_after_it(owne
     reached, go, restore = paused(account_services, "_disconnect_effects", effects_then_wait)
 
     def job():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            job_pid.append(cursor.fetchone()[0])
         assert reached.wait(WAIT)
         try:
             while timezone.now() <= renewal_at + timedelta(milliseconds=100):  # the next month has begun
