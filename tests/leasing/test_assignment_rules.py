@@ -41,3 +41,13 @@ def test_a_decided_request_cannot_be_rejected(owner, decided):
 
     assert get_request(owner, rid) == before
     assert Event.objects.filter(type="lease_request.rejected").count() == (decided == "rejected")
+
+
+def test_the_vertical_matches_whatever_its_case(owner):
+    # Partners write their niche as they like ("Fitness"); ops stock the pool as "fitness".
+    (pool_id,) = add_pool(1, vertical="fitness")
+    rid = request_accounts(owner, 1, vertical="Fitness")["requestId"]
+
+    services.lease_assign(request_id=rid, auto=True)
+
+    assert Lease.objects.get(request_id=rid).pool_account_id == pool_id
