@@ -1,11 +1,15 @@
 """Rules of fulfilment that no other test pinned: which of several matching pool accounts auto-assign leases
 (the partner pays that account's price), and a decided request staying decided."""
 
+import time
+
 import pytest
+from django.contrib.auth import get_user_model
 
 from accounts.models import Event
 from leasing import services
 from leasing.models import Lease, LeaseRequest
+from tests.concurrency import held_open
 from tests.leasing.helpers import add_pool, get_request, request_accounts
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,3 +55,40 @@ def test_the_vertical_matches_whatever_its_case(owner):
     services.lease_assign(request_id=rid, auto=True)
 
     assert Lease.objects.get(request_id=rid).pool_account_id == pool_id
+
+
+def test_a_failed_request_can_be_taken_for_review_again(owner, monkeypatch):
+    # A failed assignment leaves the request open (README: staff assign again); the staff member who picks it
+    # up takes it first, so that a colleague does not work it at the same time.
+    staff = get_user_model().objects.create_superuser("ops", "ops@layers.test", "pw-ops-12345")
+    add_pool(1)
+    rid = request_accounts(owner, 1)["requestId"]
+    monkeypatch.setattr(services, "_check_tokens", lambda accounts: (["TikTok said no"], []))
+    services.lease_assign(request_id=rid, auto=True)
+    assert LeaseRequest.objects.get(pk=rid).status == LeaseRequest.Status.FAILED
+
+    services.lease_request_take(request_id=rid, actor=staff)
+
+    request = LeaseRequest.objects.get(pk=rid)
+    assert request.status == LeaseRequest.Status.IN_REVIEW and request.reviewer == staff
+
+
+def test_auto_assign_while_another_holds_the_best_account_takes_the_next_one_without_waiting(owner):
+    # Two staff members auto-assign at the same moment: the first has locked the best account and not committed
+    # yet. The second takes the next free one (SKIP LOCKED), rather than waiting for the first and then finding
+    # nothing left to take ("No available pool account"), while an account it could have had is still free.
+    best, second = add_pool(2)
+    first_rid = request_accounts(owner, 1)["requestId"]
+    second_rid = request_accounts(owner, 1)["requestId"]
+
+    def reserve():
+        return services._reserve(request_id=first_rid, pool_account_ids=None, auto=True, actor=None)
+
+    with held_open(reserve, timeout=5) as first:
+        started = time.monotonic()
+        services.lease_assign(request_id=second_rid, auto=True)
+        waited = time.monotonic() - started
+
+    assert [a.pk for a in first.result[0]] == [best]
+    assert Lease.objects.get(request_id=second_rid).pool_account_id == second
+    assert waited < 4  # it did not queue behind the first assignment's lock
