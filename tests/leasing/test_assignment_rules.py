@@ -7,8 +7,9 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from accounts.models import Event
+from accounts.platforms.base import TokenInvalid
 from leasing import services
-from leasing.models import Lease, LeaseRequest
+from leasing.models import Lease, LeaseRequest, PoolAccount
 from tests.concurrency import held_open
 from tests.leasing.helpers import add_pool, get_request, request_accounts
 
@@ -92,3 +93,29 @@ def test_auto_assign_while_another_holds_the_best_account_takes_the_next_one_wit
     assert [a.pk for a in first.result[0]] == [best]
     assert Lease.objects.get(request_id=second_rid).pool_account_id == second
     assert waited < 4  # it did not queue behind the first assignment's lock
+
+
+def test_a_returned_account_refused_with_a_token_replaced_meanwhile_is_checked_with_the_new_one(owner, monkeypatch):
+    # The check after a release reads the account, then TikTok refuses its token: in between, ops connected the
+    # account again (a new pair is stored). The refusal was about the old token; the account is fine and stays
+    # in the pool, instead of being retired as dead and lost to ops until someone reconnects it again.
+    from accounts.platforms.tiktok import TikTokClient
+
+    (pool_id,) = add_pool(1)
+    pool = PoolAccount.objects.get(pk=pool_id)
+    old_access = pool.access_token
+    real_profile = TikTokClient.get_profile
+
+    def profile(self, *, access_token, **kwargs):
+        if access_token == old_access:
+            fresh = PoolAccount.objects.get(pk=pool_id)
+            services.pool_account_set_tokens(fresh, services.sandbox_tokens_for(fresh.handle))
+            fresh.save(update_fields=services.POOL_TOKEN_FIELDS)
+            raise TokenInvalid("tiktok: access token invalid", code="access_token_invalid", status=401)
+        return real_profile(self, access_token=access_token, **kwargs)
+
+    monkeypatch.setattr(TikTokClient, "get_profile", profile)
+
+    assert services.pool_account_check(pool_account_id=pool_id) == "ok"
+    pool.refresh_from_db()
+    assert pool.status == PoolAccount.Status.AVAILABLE and pool.access_token != old_access
