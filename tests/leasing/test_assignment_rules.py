@@ -4,6 +4,7 @@
 import time
 
 import pytest
+import time_machine
 from django.contrib.auth import get_user_model
 
 from accounts.models import Event
@@ -119,3 +120,27 @@ def test_a_returned_account_refused_with_a_token_replaced_meanwhile_is_checked_w
     assert services.pool_account_check(pool_account_id=pool_id) == "ok"
     pool.refresh_from_db()
     assert pool.status == PoolAccount.Status.AVAILABLE and pool.access_token != old_access
+
+
+def test_a_pool_refresh_finishing_after_a_staff_connect_keeps_the_connects_tokens(owner):
+    # The beat refreshes an idle pool account; while TikTok answers, ops connect the account again ("Connect on
+    # TikTok" stores the consent's pair). The refresh's answer must not overwrite the pair ops just stored: it
+    # only lands where the account still holds the refresh token the call was made with.
+    from tests.platform_helpers import intercepted
+    from tests.scheduling.publish_helpers import later
+
+    (pool_id,) = add_pool(1)
+    connected = {}
+
+    def tiktok_answering(request, sandbox):
+        pool = PoolAccount.objects.get(pk=pool_id)
+        tokens = services.sandbox_tokens_for(pool.handle)
+        services.pool_account_set_tokens(pool, tokens)
+        pool.save(update_fields=services.POOL_TOKEN_FIELDS)
+        connected["access"] = tokens.access_token
+        return sandbox.handle_request(request)
+
+    with time_machine.travel(later(hours=20), tick=True), intercepted({"/oauth/token/": tiktok_answering}):
+        assert services.pool_account_refresh(pool_account_id=pool_id) == "renewed"
+
+    assert PoolAccount.objects.get(pk=pool_id).access_token == connected["access"]

@@ -1,0 +1,43 @@
+"""An endpoint's disabled and deleted states as the partner reads them: a second disable (a 410 racing a staff
+disable, two 410s at once) keeps the first one's reason and time, and a deleted endpoint is never enabled."""
+
+import pytest
+
+from accounts.webhooks import services
+from accounts.webhooks.models import WebhookEndpoint
+from config.api.errors import Conflict
+from tests.webhooks.helpers import create_endpoint
+
+pytestmark = pytest.mark.django_db
+
+URL = "https://hooks.partner.test/layers"
+
+
+@pytest.fixture(autouse=True)
+def _resolvable(monkeypatch):
+    # The endpoint's host resolves to a public address (no DNS in the tests).
+    monkeypatch.setattr(services, "assert_public_url", lambda url, allow_private: None)
+
+
+def test_a_second_disable_keeps_the_reason_and_time_of_the_first(owner):
+    endpoint_id = create_endpoint(owner, URL)["id"]
+    services.endpoint_disable(endpoint_id=endpoint_id, reason=WebhookEndpoint.DisabledReason.GONE)
+    first = owner.client.get(f"/v1/webhook-endpoints/{endpoint_id}").json()
+    assert first["status"] == "disabled" and first["disabledReason"] == "gone"
+
+    services.endpoint_disable(endpoint_id=endpoint_id, reason=WebhookEndpoint.DisabledReason.STAFF)
+
+    assert owner.client.get(f"/v1/webhook-endpoints/{endpoint_id}").json() == first
+
+
+def test_a_deleted_endpoint_is_not_enabled_again(owner):
+    endpoint_id = create_endpoint(owner, URL)["id"]
+    services.endpoint_disable(endpoint_id=endpoint_id, reason=WebhookEndpoint.DisabledReason.STAFF)
+    services.endpoint_delete(endpoint_id=endpoint_id)
+
+    with pytest.raises(Conflict) as refused:
+        services.endpoint_enable(endpoint_id=endpoint_id)
+
+    assert refused.value.code == "ENDPOINT_DELETED"
+    endpoint = WebhookEndpoint.objects.get(pk=endpoint_id)
+    assert endpoint.status == WebhookEndpoint.Status.DISABLED and endpoint.enabled_at is None
