@@ -202,3 +202,16 @@ def test_after_a_staff_resend_the_retries_follow_the_schedule_again_from_one_min
         str(first_window + 2),
     ]
     assert [a.number for a in delivery.attempt_log.all()] == list(range(1, first_window + 3))
+
+
+def test_a_retry_after_too_large_for_a_date_is_capped_like_any_long_one(owner, receivers):
+    # "Retry-After: 99999999999999999999" is digits, as the header allows: it waits the 12-hour cap, as a
+    # week would, and never becomes a date past year 9999 (an OverflowError left the attempt unrecorded).
+    receiver = receivers(respond=lambda r: (503, {"Retry-After": "9" * 20}))
+    endpoint = create_endpoint(owner, receiver.url())
+
+    with time_machine.travel(timezone.now(), tick=False):
+        delivery = delivery_of(record(owner), endpoint)
+
+    assert delivery.status == "pending" and [a.status_code for a in delivery.attempt_log.all()] == [503]
+    assert delivery.next_attempt_at - delivery.last_attempt_at == services.MAX_RETRY_AFTER
