@@ -75,13 +75,14 @@ def test_a_failed_request_can_be_taken_for_review_again(owner, monkeypatch):
     assert request.status == LeaseRequest.Status.IN_REVIEW and request.reviewer == staff
 
 
-def test_auto_assign_while_another_holds_the_best_account_takes_the_next_one_without_waiting(owner):
-    # Two staff members auto-assign at the same moment: the first has locked the best account and not committed
-    # yet. The second takes the next free one (SKIP LOCKED), rather than waiting for the first and then finding
-    # nothing left to take ("No available pool account"), while an account it could have had is still free.
+def test_auto_assign_while_another_holds_the_best_account_takes_the_next_one_without_waiting(owner, sibling):
+    # Two staff members auto-assign requests of two partners at the same moment: the first has locked the best
+    # account and not committed yet. The second takes the next free one (SKIP LOCKED), rather than waiting for
+    # the first and then finding nothing left to take ("No available pool account"), while an account it could
+    # have had is still free. (Two requests of one organization queue on its row: the off-boarding check.)
     best, second = add_pool(2)
     first_rid = request_accounts(owner, 1)["requestId"]
-    second_rid = request_accounts(owner, 1)["requestId"]
+    second_rid = request_accounts(sibling, 1)["requestId"]
 
     def reserve():
         return services._reserve(request_id=first_rid, pool_account_ids=None, auto=True, actor=None)
