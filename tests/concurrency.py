@@ -67,22 +67,25 @@ def held_open(work, timeout: float = 30):
     assert errors == [], errors
 
 
-def wait_until_waiting(statement: str, timeout: float = 30) -> None:
-    """Until another connection runs `statement` and waits (on a lock, or for older transactions to end)."""
+def wait_until_waiting(statement: str, timeout: float = 30, *, count: int = 1) -> None:
+    """Until `count` other connections of this database run `statement` (a part of its text) and wait (on a
+    lock, or for older transactions to end). Only this database's: another test run on the same server (CI
+    beside a developer's run) waiting on its own locks must not end the wait early."""
     import time
 
     deadline = time.monotonic() + timeout
     with connection.cursor() as cursor:
         while time.monotonic() < deadline:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # inside a transaction, one snapshot otherwise
             cursor.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s AND wait_event_type = 'Lock' "
-                "AND pid <> pg_backend_pid()",
+                "AND pid <> pg_backend_pid() AND datname = current_database()",
                 [f"%{statement}%"],
             )
-            if cursor.fetchone()[0]:
+            if cursor.fetchone()[0] >= count:
                 return
             time.sleep(0.05)
-    raise AssertionError(f"no connection was waiting in {statement}")
+    raise AssertionError(f"fewer than {count} connection(s) waited in {statement}")
 
 
 def waiting_on_lock(statement: str, timeout: float = 5) -> bool:

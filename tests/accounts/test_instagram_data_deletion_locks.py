@@ -4,7 +4,6 @@ in one transaction. Two transactions locking the same rows in different orders d
 them after a second, and if it is the erasure, Meta's request is answered 500 and the person stays on file."""
 
 import threading
-import time
 
 import pytest
 from django.db import connection, transaction
@@ -14,25 +13,14 @@ from accounts.models import Event
 from tests.accounts.oauth_helpers import connected_account
 from tests.accounts.test_instagram_data_deletion_copies import delete_data_of
 from tests.accounts.test_instagram_deauthorization import control
+from tests.concurrency import wait_until_waiting
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def waiting_on_locks(count: int, timeout: float = 15) -> None:
     """Until `count` other connections of this database wait on a lock in a statement on the events table."""
-    deadline = time.monotonic() + timeout
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute("SELECT pg_stat_clear_snapshot()")  # a snapshot per transaction otherwise
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s AND wait_event_type = 'Lock' "
-                "AND pid <> pg_backend_pid() AND datname = current_database()",
-                [f"%{Event._meta.db_table}%"],
-            )
-            if cursor.fetchone()[0] >= count:
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"fewer than {count} connections waited on the events")
+    wait_until_waiting(Event._meta.db_table, timeout, count=count)
 
 
 def on_its_own_connection(work, errors: list) -> threading.Thread:

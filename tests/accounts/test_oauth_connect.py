@@ -385,7 +385,13 @@ def test_a_state_claimed_just_before_its_expiry_never_reads_expired_while_the_cl
         poller.start()
         # The poll either answers at once (from the uncommitted row) or waits for the claim to commit.
         wait_for(
-            lambda: "status" in seen or pg("SELECT count(*) FROM pg_locks WHERE NOT granted")[0][0],
+            lambda: (
+                "status" in seen
+                or pg(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE NOT l.granted AND a.datname = current_database()"
+                )[0][0]
+            ),
             what="the poll answered or waits for the claim",
         )
     poller.join(30)
