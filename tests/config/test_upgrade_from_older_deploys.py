@@ -201,7 +201,7 @@ def test_the_events_fanned_out_before_fanned_out_at_existed_are_marked_by_the_mi
 
     from django.utils import timezone
 
-    from accounts.models import Event, Organization
+    from accounts.models import Event
 
     fresh = _schema("accounts_event")
     monkeypatch.setattr(import_module("accounts.migrations.0015_event_fanout_pending"), "MARK_BATCH", 2)
@@ -209,11 +209,16 @@ def test_the_events_fanned_out_before_fanned_out_at_existed_are_marked_by_the_mi
     # given a database at accounts 0013, with events fanned out or not, placed in their list or not yet
     _migrate([("accounts", "0013_social_account_sync_not_before")])
     try:
-        org = Organization.objects.create(name="Acme")
+        # As the release of that time wrote it: today's model has columns (accounts 0020) its table lacks.
+        org_id = "org_0013"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO accounts_organization (id, name, created_at) VALUES (%s, 'Acme', now())", [org_id]
+            )
         for n in (1, 2, 3):
-            _event_at_0013(org.pk, f"evt_done{n}", position=n, fanned_out_at=when - timedelta(minutes=n))
-        _event_at_0013(org.pk, "evt_missed", position=4)  # its fan-out never committed
-        _event_at_0013(org.pk, "evt_unplaced", position=None, fanned_out_at=when)  # the release places it now
+            _event_at_0013(org_id, f"evt_done{n}", position=n, fanned_out_at=when - timedelta(minutes=n))
+        _event_at_0013(org_id, "evt_missed", position=4)  # its fan-out never committed
+        _event_at_0013(org_id, "evt_unplaced", position=None, fanned_out_at=when)  # the release places it now
 
         # when head's migrate runs
         _migrate_to_head()
