@@ -31,10 +31,8 @@ from accounts.models import (
 )
 from accounts.platforms.http import WEB_REQUEST_PLATFORM_CALLS
 from accounts.platforms.scopes import stored_scopes
-from accounts.tasks import social_account_revoke_by_staff
 from billing.reports import usd_display
 from config.adminpaging import LargeTablePaginator
-from config.queueing import enqueue
 
 
 class ProjectInline(admin.TabularInline):
@@ -579,12 +577,9 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         )
         if page is not None:
             return page
-        # A revoke calls the platform after its commit (up to REVOKE_PLATFORM_CALLS calls), and this request may
-        # make WEB_REQUEST_PLATFORM_CALLS in all (gunicorn's grace is made for that many: config/gunicorn_conf.py).
-        # Revoking 50 accounts here made 150, which a deploy cut short mid-way, the grants of the accounts not
-        # reached yet left alive at the platform. So the revokes that fit are made now and the rest by a worker.
-        budget = WEB_REQUEST_PLATFORM_CALLS
-        queue_down = False
+        # A revoke calls the platform after its commit: those that fit this request's platform calls are made
+        # now, the rest by a worker (services.RevokeBudget).
+        budget = services.RevokeBudget(calls=WEB_REQUEST_PLATFORM_CALLS)
         for account in queryset:
             if account.status == SocialAccount.Status.DISCONNECTED:
                 skip_in_action(self, request, account, about(account, "already disconnected."))
@@ -599,18 +594,17 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
                     messages.ERROR,
                 )
                 continue
-            calls = services.social_account_revoke_platform_calls(account)
-            if calls > budget:
-                if queue_down or not enqueue(social_account_revoke_by_staff, account.pk, request.user.pk):
-                    queue_down = True
-                    skip_in_action(
-                        self,
-                        request,
-                        account,
-                        about(account, "left as it is: the task queue did not take its revoke. Revoke it again."),
-                        messages.ERROR,
-                    )
-                    continue
+            result = budget.revoke(account, actor=request.user)
+            if result == services.REVOKE_LEFT:
+                skip_in_action(
+                    self,
+                    request,
+                    account,
+                    about(account, "left as it is: the task queue did not take its revoke. Revoke it again."),
+                    messages.ERROR,
+                )
+                continue
+            if result == services.REVOKE_QUEUED:
                 self.message_user(
                     request,
                     about(account, "a worker disconnects it in a moment (too many revokes at the platform for one "
@@ -618,8 +612,6 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
                     messages.INFO,
                 )  # fmt: skip
                 continue
-            budget -= calls
-            result = services.social_account_revoke(account_id=account.pk, actor=request.user)
             self.message_user(
                 request,
                 about(account, f"disconnected, {result.canceled_scheduled_posts} queued post(s) canceled")
