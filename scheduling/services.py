@@ -389,21 +389,22 @@ def posts_cancel_for_account(*, account, cause: str, actor=None, api_key=None) -
     A post already claimed by a worker (publishing) is left to that run: it fails ACCOUNT_DISCONNECTED unless
     it already reached the platform or the managed provider (_unless_account_gone).
     `cause` ("account revoked", "lease released") and who acted (`actor`, `api_key`) are recorded on each."""
-    who = acting(actor=actor, api_key=api_key)
-    return ScheduledPost.objects.filter(social_account=account, status=ScheduledPost.Status.QUEUED).update(
-        status=ScheduledPost.Status.CANCELED,
-        canceled_at=timezone.now(),
-        canceled_by=shorten(f"{cause} by {who}" if who else cause, CANCELED_BY_LENGTH),
-    )
+    posts = ScheduledPost.objects.filter(social_account=account)
+    return _queued_canceled(posts, cause=cause, who=acting(actor=actor, api_key=api_key))
 
 
 def posts_cancel_for_organization(*, organization_id: str, cause: str, by: str) -> int:
     """Cancel every queued post of the organization (its off-boarding), as posts_cancel_for_account does for
     one account: a post a worker already claimed (publishing) is left to that run. `by` names who acted."""
-    return ScheduledPost.objects.filter(organization_id=organization_id, status=ScheduledPost.Status.QUEUED).update(
+    return _queued_canceled(ScheduledPost.objects.filter(organization_id=organization_id), cause=cause, who=by)
+
+
+def _queued_canceled(posts, *, cause: str, who: str) -> int:
+    """Cancel the queued ones of `posts`, recording why and who acted on each; how many."""
+    return posts.filter(status=ScheduledPost.Status.QUEUED).update(
         status=ScheduledPost.Status.CANCELED,
         canceled_at=timezone.now(),
-        canceled_by=shorten(f"{cause} by {by}", CANCELED_BY_LENGTH),
+        canceled_by=shorten(f"{cause} by {who}" if who else cause, CANCELED_BY_LENGTH),
     )
 
 

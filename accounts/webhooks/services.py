@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from accounts import callgate, crypto
 from accounts.models import Event, Organization
-from accounts.services import EVENT_TYPES
+from accounts.services import EVENT_TYPES, organization_offboarded_at
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
 from config.api.errors import ApiError, Conflict, NotFound, Validation
 from config.api.fields import datetime_output, json_excerpt
@@ -171,8 +171,7 @@ def endpoint_create(*, organization: Organization, url: str, events) -> tuple[We
         # and with its off-boarding (accounts.services.organization_offboard), which marks it under that lock:
         # a creation that passed the key check before the mark (its URL's host resolving, say) is refused as
         # the revoked key it was called with, rather than left live after the off-boarding disabled the rest.
-        locked = Organization.objects.select_for_update().filter(pk=organization.pk).first()
-        if locked is not None and locked.offboarded_at is not None:
+        if organization_offboarded_at(organization_id=organization.pk) is not None:
             raise ApiError("Unknown or revoked API key.", code="UNAUTHENTICATED", status=401)
         if organization.webhook_endpoints.filter(deleted_at__isnull=True).count() >= MAX_ENDPOINTS_PER_ORGANIZATION:
             message = (
