@@ -4,7 +4,6 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
-from django.db import transaction
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import formats, timezone
@@ -202,11 +201,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if not change:
             obj.created_by = request.user
-            request._layers_new_key = services.api_key_assign_secret(key=obj)
-            with transaction.atomic():
-                # The form checked it; the lock settles an off-boarding that began since (as api_key_create).
-                services.api_key_issuable_check(organization_id=obj.organization_id, lock=True)
-                super().save_model(request, obj, form, change)
+            # The form checked the organization; the service's lock settles an off-boarding that began since.
+            request._layers_new_key = services.api_key_issue(key=obj)
             return
         super().save_model(request, obj, form, change)
 

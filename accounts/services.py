@@ -105,28 +105,29 @@ def normalize_allowlist(domains) -> list[str]:
     return out
 
 
-def api_key_assign_secret(*, key: ApiKey) -> str:
-    """Give an unsaved key its prefix and hash; returns the raw key, which is never stored."""
+def api_key_issue(*, key: ApiKey) -> str:
+    """Give an unsaved key its prefix and hash and save it (api_key_create; the admin's add form). Returns the
+    raw key, which is never stored. Raises ValueError for an off-boarded organization (organization_offboard),
+    whose row it locks to decide: an off-boarding either commits first and the key is refused, or finds it."""
     key.prefix = secrets.token_hex(6)
     raw = f"{KEY_PREFIX}{key.prefix}_{secrets.token_urlsafe(32)}"
     key.key_hash = _hash(raw)
+    with transaction.atomic():
+        api_key_issuable_check(organization_id=key.organization_id, lock=True)
+        key.save()
     return raw
 
 
 def api_key_create(*, organization: Organization, return_domains, name: str = "", actor=None) -> tuple[ApiKey, str]:
     """Issue a key. Returns (row, raw key): the raw key exists only in this return value. Raises ValueError
-    for an off-boarded organization (organization_offboard), whose row it locks to decide."""
+    for an off-boarded organization (api_key_issue)."""
     key = ApiKey(
         organization=organization,
         name=name,
         allowed_return_domains=normalize_allowlist(return_domains),
         created_by=actor,
     )
-    raw = api_key_assign_secret(key=key)
-    with transaction.atomic():
-        api_key_issuable_check(organization_id=organization.pk, lock=True)
-        key.save()
-    return key, raw
+    return key, api_key_issue(key=key)
 
 
 def organization_offboarded_at(*, organization_id: str, lock: bool = True) -> datetime | None:
