@@ -157,6 +157,23 @@ class SecondQueuesBehindFirst:
         return results.get("first"), results.get("second")
 
 
+def on_its_own_connection(work, errors: list) -> threading.Thread:
+    """Start `work()` on a thread, with its own database connection (closed when it ends); what it raises goes
+    to `errors`, for the test to surface. Returns the thread, started."""
+
+    def run():
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the caller
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def schema_change_beside_writers(
     change, *, held, waits_on: str, write, gives_up_while_held: bool = False, timeout: float = 60
 ) -> list[BaseException]:
@@ -167,18 +184,8 @@ def schema_change_beside_writers(
     transaction has committed, or, `gives_up_while_held`, before (a change that stops retrying). Returns what
     `change` raised."""
     errors: list[BaseException] = []
-
-    def run_change():
-        try:
-            change()
-        except BaseException as exc:  # noqa: BLE001 - returned to the caller
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    changing = threading.Thread(target=run_change)
     with held_open(held):
-        changing.start()
+        changing = on_its_own_connection(change, errors)
         wait_until_waiting(waits_on)
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SET LOCAL lock_timeout = '3s'")

@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Event, SocialAccount
@@ -20,6 +19,7 @@ from accounts.webhooks import tasks as webhook_tasks
 from accounts.webhooks.models import WebhookDelivery
 from tests.accounts.oauth_helpers import connected_account
 from tests.accounts.test_instagram_deauthorization import DATA_DELETION, control, payload_for, post, signed_request
+from tests.concurrency import on_its_own_connection
 from tests.webhooks.helpers import create_endpoint
 from tests.webhooks.receiver import signed_with
 
@@ -124,17 +124,7 @@ def test_a_fan_out_that_read_the_event_before_the_request_does_not_send_the_old_
 
     monkeypatch.setattr(webhook_services, "event_body", body_then_wait)
     errors = []
-
-    def fan_out_on_its_own_connection():
-        try:
-            webhook_services.event_fan_out(event_id=event.pk)
-        except BaseException as exc:  # noqa: BLE001 - surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    fan_out = threading.Thread(target=fan_out_on_its_own_connection)
-    fan_out.start()
+    fan_out = on_its_own_connection(lambda: webhook_services.event_fan_out(event_id=event.pk), errors)
     try:
         assert built.wait(10)
         delete_data_of("ig.racing")

@@ -3,8 +3,6 @@ of the erased accounts, in every organization, FOR UPDATE, oldest first), beside
 in one transaction. Two transactions locking the same rows in different orders deadlock: PostgreSQL ends one of
 them after a second, and if it is the erasure, Meta's request is answered 500 and the person stays on file."""
 
-import threading
-
 import pytest
 from django.db import connection, transaction
 
@@ -13,7 +11,7 @@ from accounts.models import Event
 from tests.accounts.oauth_helpers import connected_account
 from tests.accounts.test_instagram_data_deletion_copies import delete_data_of
 from tests.accounts.test_instagram_deauthorization import control
-from tests.concurrency import wait_until_waiting
+from tests.concurrency import on_its_own_connection, wait_until_waiting
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,20 +19,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def waiting_on_locks(count: int, timeout: float = 15) -> None:
     """Until `count` other connections of this database wait on a lock in a statement on the events table."""
     wait_until_waiting(Event._meta.db_table, timeout, count=count)
-
-
-def on_its_own_connection(work, errors: list) -> threading.Thread:
-    def run():
-        try:
-            work()
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 def test_the_erasure_and_the_event_sequencer_lock_the_events_in_the_same_order(owner):
