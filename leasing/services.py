@@ -353,7 +353,7 @@ def lease_assign_start(
     cannot be queued fails the attempt at once (accounts back in the pool, staff told why), rather than leaving
     the request `provisioning` until lease_requests_recover_interrupted gives up on it.
 
-    `seen_reviewer`: as lease_request_reject's; checked under the request's lock, held through the reservation.
+    `seen_reviewer`: as lease_request_reject's; checked under the request's lock, by the reservation.
     `shown_prices`: the monthly price (cents) the page showed for each pool account it listed. An account
     repriced since (the reservation reads its price under lock) raises LeaseError naming it, nothing reserved:
     the first month is charged at the price when it is bound, and ops chose it at the one they saw."""
@@ -361,11 +361,14 @@ def lease_assign_start(
     from config.queueing import enqueue
     from leasing.tasks import lease_assign_check
 
-    with transaction.atomic():
-        request = LeaseRequest.objects.select_for_update().filter(pk=request_id).first()
-        if request is not None:  # _reserve says there is none
-            _refuse_if_someone_else_reviews(request, actor, seen_reviewer)
-        reserved, attempt = _reserve(request_id=request_id, pool_account_ids=pool_account_ids, auto=auto, actor=actor)
+    with transaction.atomic():  # a repriced account (below) undoes the reservation
+        reserved, attempt = _reserve(
+            request_id=request_id,
+            pool_account_ids=pool_account_ids,
+            auto=auto,
+            actor=actor,
+            seen_reviewer=seen_reviewer,
+        )
         repriced = [
             f"@{a.handle} {usd_display(shown_prices[a.pk])} → {usd_display(a.monthly_price_cents)}"
             for a in reserved
@@ -432,15 +435,19 @@ def _check_and_bind(*, request_id: str, reserved: list[PoolAccount], attempt: in
         )
 
 
-def _reserve(*, request_id: str, pool_account_ids, auto: bool, actor) -> tuple[list[PoolAccount], int]:
+def _reserve(
+    *, request_id: str, pool_account_ids, auto: bool, actor, seen_reviewer=UNSEEN
+) -> tuple[list[PoolAccount], int]:
     """Reserve the chosen accounts and move the request to `provisioning`; returns them and this attempt's
-    id (its "assigning" audit row), which the rest of the assignment checks is still the request's current one."""
+    id (its "assigning" audit row), which the rest of the assignment checks is still the request's current one.
+    `seen_reviewer`: from a page, as lease_request_reject's (_refuse_if_someone_else_reviews)."""
     with transaction.atomic():
         request = LeaseRequest.objects.select_for_update().filter(pk=request_id).first()
         if request is None:
             raise LeaseError(f"No lease request {request_id}.")
         if request.status not in LeaseRequest.ASSIGNABLE:
             raise LeaseError(f"This request is {request.status}; it cannot be assigned again.")
+        _refuse_if_someone_else_reviews(request, actor, seen_reviewer)
         # The off-boarding rejects open requests but leaves a partial one partial (its leases released): a
         # top-up would lease a live account, and charge its month, to a partner Layers has cut off. Its row
         # lock (organization_offboard's mark takes it first, then never a request) orders a reservation
