@@ -25,6 +25,7 @@ admin.site.site_header = "Layers back-office"
 admin.site.site_title = "Layers back-office"
 
 handler400 = "config.api.errors.handler400"
+handler403 = "config.api.errors.handler403"
 handler404 = "config.api.errors.handler404"
 handler500 = "config.api.errors.handler500"
 

@@ -213,6 +213,16 @@ def handler500(request):
     return server_error(request)
 
 
+def handler403(request, exception=None):
+    """A PermissionDenied outside DRF: on a JSON path the envelope, 404 as inside the API (exception_handler:
+    never reveal that something exists); elsewhere templates/403.html, which never shows the exception."""
+    if wants_json(request):
+        return api_not_found(request)
+    from django.views.defaults import permission_denied
+
+    return permission_denied(request, exception)
+
+
 def handler400(request, exception=None):
     if wants_json(request):
         return JsonResponse(envelope(400, "MALFORMED_REQUEST", "Bad request."), status=400)
