@@ -28,10 +28,9 @@ env.read_env(str(ENV_FILE), recurse=False)  # already read by the entry points (
 # them, they passed `check` and then answered every request they cover with a 500, or stopped work without a
 # word (a dispatcher handing out 0 posts, a relay sending to 0 endpoints at once).
 def _read(name: str, default, takes: str, parse=env.int, **options):
-    """env.int / env.float / env.dict / env.bool (`parse`), with what the variable takes in the message for a
-    value that is no number at all ("15s", nan, inf, "init:6") or no boolean ("maybe"): environs' own says only
-    "Not a valid number" (or boolean), or, for a dict pair without "=", "not enough values to unpack", naming
-    no variable."""
+    """env.int / env.float / env.dict (`parse`), with what the variable takes in the message for a value that is
+    no number at all ("15s", nan, inf, "init:6"): environs' own says only "Not a valid number", or, for a dict
+    pair without "=", "not enough values to unpack", naming no variable. (Booleans: switch.)"""
     try:
         return parse(name, default=default, **options)
     except (EnvValidationError, ValueError):
@@ -61,10 +60,23 @@ def seconds(name: str, default: float, *, most: float, zero: bool = False, unit:
     return value
 
 
+# environs' words (marshmallow's), the single letters too so that no deployment written with one stops, but in
+# any case and with the spaces around them ignored: environs took only the spellings on its list ("True",
+# "TRUE", "On"), so "tRUE", "oN" or " true" (pasted with its space, a trailing newline from a secret store)
+# stopped the start-up while "TRUE" did not. A log level is read the same way (log_level).
+TRUE_WORDS = frozenset({"true", "on", "yes", "1", "t", "y"})
+FALSE_WORDS = frozenset({"false", "off", "no", "0", "f", "n"})
+
+
 def switch(name: str, default: bool | None) -> bool | None:
-    """A boolean (`default` when unset: None for one that follows another setting). environs' words, which
-    the README lists."""
-    return _read(name, default, "true or false (also on/off, yes/no, 1/0)", env.bool)
+    """A boolean (`default` when unset: None for one that follows another setting), in the words the README
+    lists, in any case; any other word (an empty value included) is refused naming the variable."""
+    written = env.str(name, default=None)
+    if written is None:
+        return default
+    if (word := written.strip().lower()) in TRUE_WORDS | FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise ImproperlyConfigured(f"{name} must be true or false (also on/off, yes/no, 1/0) (not {written!r})")
 
 
 def per_minute_limits(name: str, defaults: dict[str, int], *, most: int) -> dict[str, int]:

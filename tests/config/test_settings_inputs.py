@@ -486,7 +486,7 @@ BOOLEANS = (
 
 
 @pytest.mark.parametrize("name", BOOLEANS)
-@pytest.mark.parametrize("value", ["maybe", "", "enabled"])
+@pytest.mark.parametrize("value", ["maybe", "", "  ", "enabled", "truee", "o n", "+1", "2"])
 def test_a_boolean_neither_true_nor_false_is_refused_naming_the_variable_and_the_words_it_takes(
     monkeypatch, name, value
 ):
@@ -499,6 +499,28 @@ def test_a_boolean_neither_true_nor_false_is_refused_naming_the_variable_and_the
 def test_a_boolean_takes_the_words_the_table_lists(monkeypatch, name):
     for value, meant in (("true", True), ("False", False), ("on", True), ("OFF", False), ("1", True), ("no", False)):
         assert getattr(load_settings("dev", monkeypatch, **{name: value}), name.removeprefix("DJANGO_")) is meant
+
+
+@pytest.mark.parametrize("name", BOOLEANS)
+@pytest.mark.parametrize(
+    "value, meant",
+    [
+        ("tRUE", True),
+        ("fALSE", False),
+        ("YeS", True),
+        ("oFF", False),
+        (" true ", True),
+        ("false\n", False),
+        ("\tOn", True),
+        (" 0 ", False),
+        ("Y", True),  # environs' single letters, which some deployment may carry: still taken
+        ("f", False),
+    ],
+)
+def test_a_boolean_takes_its_words_in_any_case_and_spacing(monkeypatch, name, value, meant):
+    # "True", "TRUE", "On" were taken but "tRUE", "oN", "yEs" refused (environs' fixed list of spellings), and
+    # " true" (a value pasted with its space, a trailing newline from a secret store) too: as a log level is.
+    assert getattr(load_settings("dev", monkeypatch, **{name: value}), name.removeprefix("DJANGO_")) is meant
 
 
 # --- Real processes: the refusal stops them, and says which variable ------------------------------------
