@@ -189,3 +189,6 @@ SECURE_HSTS_SECONDS = whole_number(
 # intranet page, a vendor's CNAME on plain http): browsers that saw it would refuse them. Off unless the
 # operator, who alone knows the domain, turns it on.
 SECURE_HSTS_INCLUDE_SUBDOMAINS = switch("LAYERS_HSTS_INCLUDE_SUBDOMAINS", default=False)
+# No `preload` (SECURE_HSTS_PRELOAD stays False, and no variable sets it): the preload list binds the whole
+# registered domain, every subdomain, for months after leaving it; the domain's owner asks for it at the apex,
+# with includeSubDomains and a year's max-age, which is their decision, not this service's (README).
