@@ -182,10 +182,12 @@ def _media_type_message(request) -> str:
     return f"Send the body as JSON with 'Content-Type: application/json' (this request's Content-Type: {named})."
 
 
+JSON_PATHS = ("/v1", "/platform-webhooks/")
+
+
 def wants_json(request) -> bool:
     """The API and the platforms' webhook receivers answer JSON; browsers elsewhere get Django's pages."""
-    json_paths = ("/v1", "/platform-webhooks/")
-    return request.path.startswith(json_paths) or "application/json" in request.headers.get("Accept", "")
+    return request.path.startswith(JSON_PATHS) or "application/json" in request.headers.get("Accept", "")
 
 
 @csrf_exempt  # an API client's POST or DELETE carries no CSRF token: it must get the 404, not a CSRF 403 page
@@ -215,8 +217,10 @@ def handler500(request):
 
 def handler403(request, exception=None):
     """A PermissionDenied outside DRF: on a JSON path the envelope, 404 as inside the API (exception_handler:
-    never reveal that something exists); elsewhere templates/403.html, which never shows the exception."""
-    if wants_json(request):
+    never reveal that something exists); elsewhere templates/403.html, which never shows the exception. By path
+    only, not by Accept: the admin's autocomplete asks for JSON, and staff refused there are refused (403), not
+    told that nothing exists."""
+    if request.path.startswith(JSON_PATHS):
         return api_not_found(request)
     from django.views.defaults import permission_denied
 

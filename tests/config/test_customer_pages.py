@@ -95,6 +95,16 @@ def test_a_page_someone_may_not_open_is_a_readable_page_saying_what_to_do():
     assert_customer_page(response, 403, "You do not have access to this page", "ask a Layers superuser")
 
 
+def test_staff_refused_by_a_back_office_page_asking_for_json_are_refused_not_told_it_does_not_exist():
+    # The admin's autocomplete asks with Accept: application/json; a refusal there is still a 403, not the
+    # API's "404: nothing here" envelope, which is kept for the JSON paths.
+    _, client = signed_in_staff()
+
+    response = client.get("/admin/accounts/organization/", HTTP_ACCEPT="application/json")
+
+    assert response.status_code == 403
+
+
 @pytest.mark.parametrize(
     "path, host, status, code",
     [
