@@ -339,6 +339,20 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
         report = reports.monthly_report(
             month=month, organization_id=org, page=reports.parse_page(request.GET.get("page"))
         )
+        if report.renewals_pending:
+            # Shown silently, a month over read as complete: exported, its totals then grew under finance.
+            done = (
+                f"the renewal job has charged the months that started up to {reports.stamp(report.charged_through)}"
+                ", and leased-account months that started after that are not charged yet"
+                if report.charged_through
+                else "the renewal job has recorded no run yet, so leased-account months that started in it may "
+                "not be charged"
+            )
+            messages.warning(
+                request,
+                f"{report.month:%B %Y} is not final: {done}. Its totals and CSV grow when they are. The job runs "
+                "every 15 minutes; if this stays, check that it runs (Layers now, Periodic tasks).",
+            )
         query = f"month={report.month:%Y-%m}" + (
             f"&organization={report.organization_id}" if report.organization_id else ""
         )

@@ -134,3 +134,25 @@ class MonthlyBilling(LedgerEntry):
         proxy = True
         verbose_name = "monthly billing report"
         verbose_name_plural = "monthly billing"
+
+
+class RenewalProgress(models.Model):
+    """One row: how far the renewal job has charged. `charged_through` is the `now` of the latest run of
+    services.lease_charges_run that finished (the greatest, should runs overlap): every lease month that
+    started at or before it is charged. The monthly report reads it to say whether a month that is over is
+    final: a month that started its last renewals after the job's latest run (at most 15 minutes at every
+    month's end, longer while the job is down or paused) is still missing them, and its totals and CSV grow
+    once the job charges them."""
+
+    SINGLETON = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON, editable=False)
+    charged_through = models.DateTimeField(editable=False)
+    recorded_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "renewal progress"
+        verbose_name_plural = "renewal progress"
+
+    def __str__(self):
+        return f"renewals charged through {self.charged_through}"

@@ -25,7 +25,7 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from billing.models import LedgerEntry, Wallet
+from billing.models import LedgerEntry, RenewalProgress, Wallet
 from config.api.errors import Validation
 from leasing.models import Lease
 from leasing.periods import add_months, period_bounds
@@ -406,6 +406,19 @@ def lease_charges_run(*, now: datetime | None = None, batch_size: int = DEFAULT_
         charged = _charge_due_bulk(now=now, batch_size=batch_size)
     else:
         charged = charge_due_per_lease(now=now)
+    _renewals_charged_through(now)
     if charged:
         log.info("lease renewals: %d period(s) charged", charged)
     return charged
+
+
+def _renewals_charged_through(now: datetime) -> None:
+    """Record that every lease month started by `now` is charged (RenewalProgress), once a run has finished:
+    the monthly report tells finance a month that is over is not final until then. Only forward: a run
+    that finishes after a later one (overlapping runs, a job run by hand for a past `now`) leaves it."""
+    RenewalProgress.objects.bulk_create(
+        [RenewalProgress(charged_through=now, recorded_at=timezone.now())], ignore_conflicts=True
+    )
+    RenewalProgress.objects.filter(pk=RenewalProgress.SINGLETON, charged_through__lt=now).update(
+        charged_through=now, recorded_at=timezone.now()
+    )

@@ -615,3 +615,39 @@ def test_the_ledger_of_every_organization_sums_no_window_over_the_whole_ledger(f
             page = finance.get(LEDGER, query)
         assert not [sql for sql in statements_on(captured, "billing_ledgerentry") if " OVER " in sql], query
         assert 'class="column-balance_after"' not in page.content.decode(), query
+
+
+def test_a_month_over_whose_last_renewals_are_not_charged_yet_says_its_totals_are_not_final(finance, owner):
+    """A lease assigned Jan 31 at 23:55 renews Feb 28 at 23:55; the job (every 15 minutes) last ran at 23:45.
+    Finance opening February at 00:05 on March 1 read a complete-looking month without that renewal, exported
+    it, and found February's total grown later. The page says the month is not final until the job has
+    charged every month that started in it."""
+    lease_assign(owner, price_cents=4900, at=at(2026, 1, 31, 23, 55))
+    services.lease_charges_run(now=at(2026, 2, 28, 23, 45))
+
+    with time_machine.travel(at(2026, 3, 1, 0, 5), tick=False):
+        early = finance.get("/admin/billing/monthlybilling/", {"month": "2026-02"})
+        january = finance.get("/admin/billing/monthlybilling/", {"month": "2026-01"})
+
+    assert early.context["report"].total_cents == 0  # the renewal is not charged yet
+    (shown,) = [str(m) for m in early.context["messages"]]
+    assert shown.startswith("February 2026 is not final: ")
+    assert "charged the months that started up to 2026-02-28 23:45:00 UTC" in shown
+    assert not list(january.context["messages"])  # every month that started in January is charged
+
+    services.lease_charges_run(now=at(2026, 3, 1, 0, 10))
+    with time_machine.travel(at(2026, 3, 1, 0, 12), tick=False):
+        final = finance.get("/admin/billing/monthlybilling/", {"month": "2026-02"})
+
+    assert final.context["report"].total_cents == 4900
+    assert not list(final.context["messages"])
+
+
+def test_a_month_over_while_the_renewal_job_has_never_run_says_its_totals_are_not_final(finance, owner):
+    lease_assign(owner, price_cents=4900, at=at(2026, 1, 10, 9))
+
+    with time_machine.travel(at(2026, 4, 2), tick=False):
+        page = finance.get("/admin/billing/monthlybilling/", {"month": "2026-02"})
+
+    (shown,) = [str(m) for m in page.context["messages"]]
+    assert shown.startswith("February 2026 is not final: the renewal job has recorded no run yet")
