@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from billing.models import LedgerEntry, RenewalProgress, Wallet
 from config.api.errors import Validation
+from config.api.fields import to_the_millisecond
 from leasing.models import Lease
 from leasing.periods import add_months, period_bounds
 
@@ -39,10 +40,6 @@ DEFAULT_BATCH = 5000  # leases per transaction: ~0.5 s of wallet locks at most
 # partner reads is the time stored and orders entries as the ledger does; a microsecond step was lost when
 # the time was written, and two entries in order showed one time.
 TICK = timedelta(milliseconds=1)
-
-
-def _whole_ms(moment: datetime) -> datetime:
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 # --- Wallets --------------------------------------------------------------------------------------------
@@ -67,10 +64,10 @@ def _entry_time(organization_id: str) -> datetime:
     the lock until it commits, so a time read under it is later than every committed entry's, on one clock;
     the web and the workers may run on hosts whose clocks disagree, so it is also kept after the ledger's
     newest entry (one step of ledger_org_newest). Billing periods are not read from it."""
-    now = _whole_ms(timezone.now())
+    now = to_the_millisecond(timezone.now())
     newest = LedgerEntry.objects.filter(organization_id=organization_id).aggregate(newest=Max("created_at"))
     # A newest entry recorded before times were whole milliseconds may hold microseconds: cut before stepping.
-    return now if newest["newest"] is None or newest["newest"] < now else _whole_ms(newest["newest"]) + TICK
+    return now if newest["newest"] is None or newest["newest"] < now else to_the_millisecond(newest["newest"]) + TICK
 
 
 def _move_balance(wallet: Wallet, delta: int, now: datetime) -> None:

@@ -37,6 +37,7 @@ from accounts.services import (
 )
 from accounts.token_margin import refresh_due, refresh_due_q
 from config.api.errors import ApiError
+from config.api.fields import to_the_millisecond
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
 from config.text import shorten
@@ -866,7 +867,10 @@ def lease_release_for_account(*, account: SocialAccount, actor=None, api_key=Non
         .get()
     )
     needs_reauth = was == SocialAccount.Status.REAUTH_REQUIRED
-    now = timezone.now()
+    # To the millisecond, as `releasedAt` is written: billing owes a month that started before the release
+    # (start < released_at), and a release 0.6 ms into a month read as made at its very start, which owes it
+    # not, while it was charged.
+    now = to_the_millisecond(timezone.now())
     lease.released_at = now
     lease.released_by = actor
     lease.save(update_fields=["released_at", "released_by"])

@@ -277,6 +277,13 @@ def datetime_output(value: datetime | None) -> str | None:
     return value.isoformat(timespec="milliseconds") + "Z"  # isoformat cuts to milliseconds, it does not round
 
 
+def to_the_millisecond(value: datetime) -> datetime:
+    """`value` cut to the millisecond, as datetime_output writes it. A time that decides something a partner
+    can check (a ledger entry's order, a release against the month that starts) is stored so: the time the
+    partner reads is then the time that decided, not one up to a millisecond later."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
 class TimestampField(serializers.DateTimeField):
     """An output timestamp (createdAt, scheduledFor, …), written as datetime_output writes it. Every output
     serializer declares its times with it (tests/config/test_timestamp_shape.py checks), so a row written

@@ -96,3 +96,25 @@ def test_past_due_since_stays_at_the_first_time_the_balance_went_negative(owner,
     wallet = Wallet.objects.get(pk=owner.org.pk)
     assert wallet.balance_cents == -1200
     assert wallet.past_due_since == at(2025, 3, 1, 12)
+
+
+def test_a_release_the_partner_reads_at_the_instant_a_month_starts_does_not_owe_that_month(owner):
+    # The API writes times to the millisecond (cut). A release 0.6 ms after the second month started was
+    # answered `releasedAt` 2028-02-29T10:00:00.000Z, the very `currentPeriodEnd` the partner had read, which
+    # owes nothing (test_a_release_at_the_very_instant_a_month_starts_does_not_owe_that_month), and yet
+    # `paidThrough` a month later and a second month charged: what the partner reads could not explain it.
+    import time_machine
+
+    lease = lease_assign(owner, price_cents=1000, at=at(2028, 1, 31, 10))
+    listed = owner.client.get(f"/v1/projects/{owner.project.id}/leased-accounts").json()["data"][0]
+    assert listed["currentPeriodEnd"] == "2028-02-29T10:00:00.000Z"
+
+    with time_machine.travel(at(2028, 2, 29, 10, 0, 0, 600), tick=False):
+        response = owner.client.delete(f"/v1/leased-accounts/{lease.social_account_id}")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["releasedAt"] == listed["currentPeriodEnd"]
+    assert body["paidThrough"] == "2028-02-29T10:00:00.000Z"
+    assert [c[0] for c in charges(lease)] == [0]
+    assert balance(owner) == -1000
