@@ -724,8 +724,7 @@ def _release_consequence(lease) -> tuple[str, str]:
         back = "the account goes back to the pool"
     return (
         label,
-        f"released now, no refund: paid through {end.astimezone(UTC):%Y-%m-%d %H:%M} UTC; "
-        f"its queued posts canceled, no more renewals, {back}",
+        f"released now, no refund: paid through {stamp(end)}; its queued posts canceled, no more renewals, {back}",
     )
 
 
