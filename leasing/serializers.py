@@ -80,11 +80,16 @@ class LeasedAccountOutput(serializers.Serializer):
     releasedAt = TimestampField(source="released_at", allow_null=True)
 
     def _period(self, lease):
+        """The period running now, computed once per lease: its start and its end read with one reading of the
+        clock. Each read its own, a month starting between the two gave the first month's start and the next
+        one's end, a "current period" of two months."""
         from django.utils import timezone
 
         from leasing.periods import period_bounds, period_index_at
 
-        return period_bounds(lease.assigned_at, period_index_at(lease.assigned_at, timezone.now()))
+        if getattr(lease, "_current_period", None) is None:
+            lease._current_period = period_bounds(lease.assigned_at, period_index_at(lease.assigned_at, timezone.now()))
+        return lease._current_period
 
     def get_currentPeriodStart(self, lease) -> datetime:  # noqa: N802  (written as RFC 3339, like assignedAt)
         return datetime_output(self._period(lease)[0])
