@@ -343,7 +343,7 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
             # Shown silently, a month over read as complete: exported, its totals then grew under finance.
             done = (
                 f"the renewal job has charged the months that started up to {reports.stamp(report.charged_through)}"
-                ", and leased-account months that started after that are not charged yet"
+                ", and any leased-account month that started after that is not charged yet"
                 if report.charged_through
                 else "the renewal job has recorded no run yet, so leased-account months that started in it may "
                 "not be charged"
