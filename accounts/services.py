@@ -45,7 +45,7 @@ from accounts.platforms.scopes import (
 from accounts.selectors import aware_utc
 from accounts.serializers import social_account_data
 from accounts.token_margin import refresh_due, refresh_due_q
-from config.api.errors import Conflict, Validation
+from config.api.errors import ApiError, Conflict, Validation
 from config.api.ids import is_valid
 from config.api.returnurl import check_return_url, normalize_allowlist_entry
 from config.dbreconnect import write_again_after_a_dropped_connection
@@ -137,6 +137,17 @@ def organization_offboarded_at(*, organization_id: str, lock: bool = True) -> da
     commits before the mark (and the off-boarding, reading after it, undoes it) or sees the mark."""
     rows = Organization.objects.select_for_update(no_key=True) if lock else Organization.objects
     return rows.filter(pk=organization_id).values_list("offboarded_at", flat=True).first()
+
+
+def partner_write_refused_if_offboarded(*, organization_id: str) -> None:
+    """For a partner's call that adds something for its organization, in the caller's transaction, before the
+    write: a call that passed the key check just before the off-boarding revoked its key either commits first
+    (the off-boarding, waiting on the organization's row, then reads it and undoes it) or, made after the mark,
+    is refused here as the revoked key it was made with (401). Without it, what such a call made outlived the
+    off-boarding (a lease request left `requested` for good, an endpoint left live, a connect link). The row
+    lock is the only order: the rows' foreign keys to the organization are checked at commit, not at the insert."""
+    if organization_offboarded_at(organization_id=organization_id) is not None:
+        raise ApiError("Unknown or revoked API key.", code="UNAUTHENTICATED", status=401)
 
 
 def api_key_issuable_check(*, organization_id: str, lock: bool = False) -> None:
@@ -2290,8 +2301,9 @@ def organization_offboard(
         return result
 
     with transaction.atomic():
-        # The organization's row lock: api_key_create takes it too, so a key being issued now either commits
-        # first (and is revoked here) or sees the mark and is refused.
+        # The organization's row lock: api_key_issue takes it too, so a key being issued now either commits
+        # first (and is revoked here) or sees the mark and is refused; so do the partner's writes that passed
+        # the key check just before (partner_write_refused_if_offboarded), whose rows the steps below then find.
         organization = Organization.objects.select_for_update().get(pk=organization_id)
         if organization.offboarded_at is None:
             organization.offboarded_at = timezone.now()

@@ -29,6 +29,7 @@ from accounts.services import (
     KEY_PREFIX,
     event_record,
     organization_offboarded_at,
+    partner_write_refused_if_offboarded,
     social_account_reconnect,
     social_account_removed_by_the_creator,
     social_account_status_record,
@@ -109,8 +110,11 @@ def lease_request_create(
     api_key=None,
 ) -> LeaseRequest:
     """A partner asks for `count` warmed TikTok accounts in a niche (validated by the API); `api_key`, the key
-    the partner called with, is named in the request's history."""
+    the partner called with, is named in the request's history. Raises ApiError 401 when the organization was
+    off-boarded since the key check: the off-boarding rejects the requests it finds open, and one committed
+    after it stayed `requested` for good (no account is assigned to an off-boarded organization)."""
     with transaction.atomic():
+        partner_write_refused_if_offboarded(organization_id=project.organization_id)
         request = LeaseRequest.objects.create(
             organization_id=project.organization_id,
             project=project,

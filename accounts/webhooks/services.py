@@ -30,9 +30,9 @@ from django.utils import timezone
 
 from accounts import callgate, crypto
 from accounts.models import Event, Organization
-from accounts.services import EVENT_TYPES, organization_offboarded_at
+from accounts.services import EVENT_TYPES, partner_write_refused_if_offboarded
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
-from config.api.errors import ApiError, Conflict, NotFound, Validation
+from config.api.errors import Conflict, NotFound, Validation
 from config.api.fields import datetime_output, json_excerpt
 from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url, deadline, public_client
 from config.queueing import enqueue, enqueue_each, enqueue_on_commit
@@ -171,8 +171,7 @@ def endpoint_create(*, organization: Organization, url: str, events) -> tuple[We
         # and with its off-boarding (accounts.services.organization_offboard), which marks it under that lock:
         # a creation that passed the key check before the mark (its URL's host resolving, say) is refused as
         # the revoked key it was called with, rather than left live after the off-boarding disabled the rest.
-        if organization_offboarded_at(organization_id=organization.pk) is not None:
-            raise ApiError("Unknown or revoked API key.", code="UNAUTHENTICATED", status=401)
+        partner_write_refused_if_offboarded(organization_id=organization.pk)
         if organization.webhook_endpoints.filter(deleted_at__isnull=True).count() >= MAX_ENDPOINTS_PER_ORGANIZATION:
             message = (
                 f"An organization can have at most {MAX_ENDPOINTS_PER_ORGANIZATION} webhook endpoints (disabled "

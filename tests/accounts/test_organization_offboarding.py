@@ -4,6 +4,7 @@ partner and finance see afterwards. Through the real API, admin, sandbox platfor
 
 import io
 import json
+import threading
 from datetime import timedelta
 from unittest import mock
 
@@ -329,3 +330,72 @@ def test_a_webhook_endpoint_being_created_when_the_partner_is_offboarded_is_not_
     assert answer.json()["error"]["code"] == "UNAUTHENTICATED" and answer.has_header("WWW-Authenticate")
     assert not WebhookEndpoint.objects.filter(organization=owner.org, status="active").exists()
     assert SocialAccount.objects.get(pk=account).status == "disconnected"
+
+
+def test_a_lease_request_made_while_the_partner_is_offboarded_is_refused_not_left_requested_forever(owner):
+    # The partner's POST …/leased-accounts/request passed the key check (its key not revoked yet) and was about
+    # to write the request when ops off-boarded the partner on another connection. The off-boarding had rejected
+    # the open requests it found and reported itself complete; the request then committed `requested`: it can
+    # never be assigned (the reservation refuses an off-boarded organization), and sat first in ops' queue, the
+    # oldest, for good.
+    from leasing import apis as leasing_apis
+    from tests.concurrency import on_its_own_connection
+    from tests.leasing.helpers import NICHE
+
+    real_create = leasing_apis.services.lease_request_create
+    at_write, go = threading.Event(), threading.Event()
+
+    def paused_create(**kwargs):
+        at_write.set()
+        assert go.wait(20)
+        return real_create(**kwargs)
+
+    answers, errors = {}, []
+    body = {"projectId": owner.project.id, "count": 1, "niche": NICHE, "note": ""}
+
+    def partner():
+        answers["request"] = owner.client.post(
+            f"/v1/projects/{owner.project.id}/leased-accounts/request", body, format="json"
+        )
+
+    with mock.patch.object(leasing_apis.services, "lease_request_create", paused_create):
+        calling = on_its_own_connection(partner, errors)
+        assert at_write.wait(20), "the partner's call never reached the write"
+        offboarding = on_its_own_connection(
+            lambda: services.organization_offboard(organization_id=owner.org.pk, by="test"), errors
+        )
+        offboarding.join(30)
+        go.set()
+        calling.join(30)
+    assert errors == [], errors
+
+    answer = answers["request"]
+    assert answer.status_code == 401, answer.content
+    assert answer.json()["error"]["code"] == "UNAUTHENTICATED" and answer.has_header("WWW-Authenticate")
+    assert not LeaseRequest.objects.filter(organization=owner.org).exists()
+
+
+def test_a_lease_request_whose_write_began_before_the_offboarding_is_rejected_by_it(owner):
+    # The request's transaction is open (its row written, not committed) when ops off-board the partner. The
+    # off-boarding did not wait for it (the foreign key to the organization is checked only at commit): it found
+    # no open request, and the request then committed `requested`. It now waits on the organization's row, then
+    # finds the request open and rejects it, as any other.
+    from tests.concurrency import SecondQueuesBehindFirst
+
+    race, real_audit = SecondQueuesBehindFirst('"accounts_organization"'), leasing_services._audit
+
+    def audit_then_hold(**kwargs):
+        row = real_audit(**kwargs)
+        if kwargs.get("action") == "requested":
+            race.hold()
+        return row
+
+    with mock.patch.object(leasing_services, "_audit", audit_then_hold):
+        made, offboarded = race.run(
+            lambda: request_accounts(owner, 1)["requestId"],
+            lambda: services.organization_offboard(organization_id=owner.org.pk, by="test"),
+        )
+
+    assert LeaseRequest.objects.get(pk=made).status == "rejected"
+    assert offboarded.lease_requests_rejected == 1
+    assert race.overlapped
