@@ -96,9 +96,12 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
         return self._page(request, lease_request, can_act)
 
     def _page(self, request, lease_request, can_act, typed_reason=""):
-        candidates = (
-            services.pool_candidates(request=lease_request) if lease_request.status in LeaseRequest.ASSIGNABLE else []
-        )
+        # An off-boarded organization is assigned nothing (services._reserve refuses it): its partial requests,
+        # and one whose assignment was underway while it was off-boarded, listed the pool's matches to pick
+        # from, and only the click said why not. The page says it instead, and offers nothing to assign.
+        offboarded = lease_request.organization.offboarded_at is not None
+        assignable = lease_request.status in LeaseRequest.ASSIGNABLE and not offboarded
+        candidates = services.pool_candidates(request=lease_request) if assignable else []
         from billing.reports import usd_display
         from billing.selectors import wallet_get
 
@@ -142,7 +145,8 @@ class LeaseRequestAdmin(IdSearchMixin, admin.ModelAdmin):
             ),
             # Taken and rejected while open; assigned while open or partial (the rest of its count).
             "is_open": lease_request.status in LeaseRequest.OPEN,
-            "is_assignable": lease_request.status in LeaseRequest.ASSIGNABLE,
+            "is_assignable": assignable,
+            "offboarded": offboarded,
             "checking": services.assignment_underway(lease_request),
             "can_act": can_act,
             "remaining": remaining,

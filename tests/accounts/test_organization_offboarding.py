@@ -399,3 +399,25 @@ def test_a_lease_request_whose_write_began_before_the_offboarding_is_rejected_by
     assert LeaseRequest.objects.get(pk=made).status == "rejected"
     assert offboarded.lease_requests_rejected == 1
     assert race.overlapped
+
+
+@pytest.mark.parametrize("status", ["partial", "failed"])
+def test_the_request_page_of_an_offboarded_partner_says_so_and_offers_no_account(owner, status):
+    # A partial request stays partial after the off-boarding (its leases released); a request whose assignment
+    # was underway ends `failed` after it (off-boarding again rejects it). Their page listed the matching pool
+    # accounts with "Assign selected" and "Auto-assign", and only the click was refused.
+    add_pool(1)
+    rid = request_accounts(owner, 2)["requestId"]
+    if status == "partial":
+        leasing_services.lease_assign(request_id=rid, auto=True)
+    services.organization_offboard(organization_id=owner.org.pk, by="test")
+    if status == "failed":
+        LeaseRequest.objects.filter(pk=rid).update(status="failed")  # as the assignment underway ends
+    add_pool(2)
+    ops = staff_login(Client(), superuser("ops"))
+
+    page = ops.get(f"/admin/leasing/leaserequest/{rid}/change/").content.decode()
+
+    assert 'id="offboarded"' in page and "was off-boarded on" in page and "assigns it no accounts" in page
+    assert 'id="candidates"' not in page and 'name="pool_account"' not in page
+    assert "Auto-assign" not in page and "Take this request" not in page
