@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from accounts import callgate, crypto
 from accounts.models import Event, Organization
-from accounts.services import EVENT_TYPES, partner_write_refused_if_offboarded
+from accounts.services import EVENT_TYPES, organization_offboarded_at, partner_write_refused_if_offboarded
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
 from config.api.errors import Conflict, NotFound, Validation
 from config.api.fields import datetime_output, json_excerpt
@@ -246,13 +246,26 @@ def endpoint_enable(*, endpoint_id: str, actor=None) -> WebhookEndpoint:
     resend them one by one): `enabled_at`, which the fan-out compares with each event's time as it compares
     the endpoint's creation. Without it, an event whose fan-out was lost while the organization had no live
     endpoint (the relay tick looks only at organizations with one) was fanned out to the endpoint once
-    enabled, up to 3 days late. Returns early when it is already active. Raises Conflict for a deleted one."""
+    enabled, up to 3 days late. Returns early when it is already active. Raises Conflict for a deleted one, and
+    for one of an off-boarded organization: the off-boarding disabled it so that nothing more is sent to the
+    partner (accounts.services.organization_offboard), and staff enabling it sent its events again."""
     with transaction.atomic():
+        # The organization's row before the endpoint's, in the off-boarding's order (it marks the organization,
+        # then disables each endpoint): an enable either commits before the mark, and the off-boarding disables
+        # the endpoint again, or sees the mark.
+        organization_id = WebhookEndpoint.objects.filter(pk=endpoint_id).values_list("organization_id", flat=True).get()
+        offboarded_at = organization_offboarded_at(organization_id=organization_id)
         endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
         if endpoint.deleted_at is not None:
             raise Conflict("A deleted endpoint cannot be enabled.", code="ENDPOINT_DELETED")
         if endpoint.status == WebhookEndpoint.Status.ACTIVE:
             return endpoint
+        if offboarded_at is not None:
+            raise Conflict(
+                f"Its organization was off-boarded on {offboarded_at:%Y-%m-%d %H:%M} UTC: the endpoint stays "
+                "disabled, so that nothing more is sent to the partner.",
+                code="ORGANIZATION_OFFBOARDED",
+            )
         endpoint.status = WebhookEndpoint.Status.ACTIVE
         endpoint.disabled_reason = ""
         endpoint.disabled_at = None

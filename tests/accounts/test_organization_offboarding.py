@@ -421,3 +421,28 @@ def test_the_request_page_of_an_offboarded_partner_says_so_and_offers_no_account
     assert 'id="offboarded"' in page and "was off-boarded on" in page and "assigns it no accounts" in page
     assert 'id="candidates"' not in page and 'name="pool_account"' not in page
     assert "Auto-assign" not in page and "Take this request" not in page
+
+
+def test_staff_cannot_enable_an_offboarded_partners_webhook_endpoint_again(owner):
+    # The off-boarding disables every endpoint so that nothing more is sent to the partner; "Enable selected
+    # endpoints" turned one back on, and the partner was sent the events of its off-boarded organization again
+    # (a new wallet entry, for a refund, say).
+    from accounts.webhooks import services as webhook_services
+
+    endpoint = owner.client.post(
+        "/v1/webhook-endpoints", {"url": "https://hooks.acme.test/layers", "events": ["scheduled_post.published"]},
+        format="json",
+    ).json()["id"]  # fmt: skip
+    services.organization_offboard(organization_id=owner.org.pk, by="test")
+    ops = staff_login(Client(), superuser("ops"))
+
+    answer = ops.post(
+        "/admin/webhooks/webhookendpoint/",
+        {"action": "enable_endpoints", "_selected_action": [endpoint]},
+        follow=True,
+    )
+
+    assert "was off-boarded on" in answer.content.decode() and "stays disabled" in answer.content.decode()
+    assert WebhookEndpoint.objects.get(pk=endpoint).status == "disabled"
+    with pytest.raises(webhook_services.Conflict, match="off-boarded"):
+        webhook_services.endpoint_enable(endpoint_id=endpoint)
