@@ -94,8 +94,8 @@ class OrganizationAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
     @staticmethod
     def _offboard_consequences(organizations) -> list[tuple[str, str]]:
         rows = []
-        for organization in organizations:
-            plan = services.organization_offboard(organization_id=organization.pk, dry_run=True)
+        for plan in services.organization_offboard_plans(organizations=list(organizations)):
+            organization = plan.organization
             label = f"{organization} ({organization.pk})"
             if plan.already_offboarded:
                 label += f", off-boarded already on {formats.date_format(organization.offboarded_at, 'Y-m-d H:i')}"

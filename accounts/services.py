@@ -2239,6 +2239,89 @@ class OffboardResult:
         return text
 
 
+@dataclass
+class _OffboardRows:
+    """The rows an off-boarding acts on, of some organizations: its run and its dry run read the same ones."""
+
+    keys: QuerySet
+    endpoints: QuerySet
+    links: QuerySet
+    open_requests: QuerySet
+    underway: QuerySet
+    posts: QuerySet
+    live: QuerySet
+
+    @classmethod
+    def of(cls, organization_ids: list[str]) -> "_OffboardRows":
+        from accounts.webhooks.models import WebhookEndpoint
+        from leasing.models import LeaseRequest
+        from scheduling.models import ScheduledPost
+
+        ids = organization_ids
+        requests = LeaseRequest.objects.filter(organization_id__in=ids)
+        return cls(
+            keys=ApiKey.objects.filter(organization_id__in=ids, revoked_at__isnull=True),
+            endpoints=WebhookEndpoint.objects.filter(
+                organization_id__in=ids, deleted_at__isnull=True, status=WebhookEndpoint.Status.ACTIVE
+            ),
+            links=OAuthSession.objects.filter(
+                organization_id__in=ids, status=OAuthSession.Status.PENDING, expires_at__gt=timezone.now()
+            ),
+            open_requests=requests.filter(status__in=LeaseRequest.OPEN),
+            underway=requests.filter(status=LeaseRequest.Status.PROVISIONING),
+            posts=ScheduledPost.objects.filter(organization_id__in=ids, status=ScheduledPost.Status.QUEUED),
+            live=SocialAccount.objects.filter(organization_id__in=ids).exclude(
+                status=SocialAccount.Status.DISCONNECTED
+            ),
+        )
+
+
+def organization_offboard_plans(*, organizations: list[Organization]) -> list[OffboardResult]:
+    """What organization_offboard would do to each of `organizations` (its dry run), in their order. One
+    query per kind of thing for all of them: the admin's confirmation page shows up to 100 organizations, and
+    a dry run each read about ten queries per row."""
+    from billing.models import Wallet
+    from leasing.models import Lease
+
+    ids = [organization.pk for organization in organizations]
+    rows = _OffboardRows.of(ids)
+
+    def counted(rows, by="organization_id") -> dict[str, int]:
+        return dict(rows.order_by().values(by).annotate(n=Count("pk")).values_list(by, "n"))
+
+    def listed(rows) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for organization_id, pk in rows.order_by("pk").values_list("organization_id", "pk"):
+            out.setdefault(organization_id, []).append(pk)
+        return out
+
+    keys, endpoints, links = counted(rows.keys), counted(rows.endpoints), counted(rows.links)
+    open_requests, underway = counted(rows.open_requests), listed(rows.underway)
+    posts, live = counted(rows.posts), listed(rows.live)
+    leases = counted(
+        Lease.objects.filter(social_account__organization_id__in=ids, released_at__isnull=True),
+        by="social_account__organization_id",
+    )
+    balances = dict(Wallet.objects.filter(organization_id__in=ids).values_list("organization_id", "balance_cents"))
+    return [
+        OffboardResult(
+            organization=organization,
+            dry_run=True,
+            already_offboarded=organization.offboarded_at is not None,
+            api_keys_revoked=keys.get(organization.pk, 0),
+            webhook_endpoints_disabled=endpoints.get(organization.pk, 0),
+            oauth_sessions_expired=links.get(organization.pk, 0),
+            lease_requests_rejected=open_requests.get(organization.pk, 0),
+            lease_requests_underway=underway.get(organization.pk, []),
+            posts_canceled=posts.get(organization.pk, 0),
+            accounts_disconnected=live.get(organization.pk, []),
+            leases_released=leases.get(organization.pk, 0),
+            wallet_balance_cents=balances.get(organization.pk, 0),  # no wallet before its first entry
+        )
+        for organization in organizations
+    ]
+
+
 def organization_offboard(
     *, organization_id: str, actor=None, by: str = "", dry_run: bool = False, platform_calls: int | None = None
 ) -> OffboardResult:
@@ -2263,42 +2346,18 @@ def organization_offboard(
     from accounts.webhooks.models import WebhookEndpoint
     from accounts.webhooks.services import endpoint_disable
     from billing.selectors import wallet_get
-    from leasing.models import Lease, LeaseRequest
     from leasing.services import LeaseError, lease_request_reject
-    from scheduling.models import ScheduledPost
     from scheduling.services import posts_cancel_for_organization
 
+    if dry_run:
+        return organization_offboard_plans(organizations=[Organization.objects.get(pk=organization_id)])[0]
     who = staff_source(actor) if actor is not None else by or "Layers"
     organization = Organization.objects.get(pk=organization_id)
     result = OffboardResult(
         organization=organization, dry_run=dry_run, already_offboarded=organization.offboarded_at is not None
     )
-    keys = ApiKey.objects.filter(organization_id=organization_id, revoked_at__isnull=True)
-    endpoints = WebhookEndpoint.objects.filter(
-        organization_id=organization_id, deleted_at__isnull=True, status=WebhookEndpoint.Status.ACTIVE
-    )
-    links = OAuthSession.objects.filter(
-        organization_id=organization_id, status=OAuthSession.Status.PENDING, expires_at__gt=timezone.now()
-    )
-    requests = LeaseRequest.objects.filter(organization_id=organization_id)
-    live = SocialAccount.objects.filter(organization_id=organization_id).exclude(
-        status=SocialAccount.Status.DISCONNECTED
-    )
-    posts = ScheduledPost.objects.filter(organization_id=organization_id, status=ScheduledPost.Status.QUEUED)
-    underway = requests.filter(status=LeaseRequest.Status.PROVISIONING)
-    if dry_run:
-        result.lease_requests_underway = list(underway.values_list("pk", flat=True))
-        result.api_keys_revoked = keys.count()
-        result.webhook_endpoints_disabled = endpoints.count()
-        result.oauth_sessions_expired = links.count()
-        result.lease_requests_rejected = requests.filter(status__in=LeaseRequest.OPEN).count()
-        result.posts_canceled = posts.count()
-        result.accounts_disconnected = list(live.order_by("pk").values_list("pk", flat=True))
-        result.leases_released = Lease.objects.filter(
-            social_account__organization_id=organization_id, released_at__isnull=True
-        ).count()
-        result.wallet_balance_cents = wallet_get(organization=organization).balance_cents
-        return result
+    rows = _OffboardRows.of([organization_id])
+    keys, endpoints, links, live = rows.keys, rows.endpoints, rows.links, rows.live
 
     with transaction.atomic():
         # The organization's row lock: api_key_issue takes it too, so a key being issued now either commits
@@ -2319,8 +2378,8 @@ def organization_offboard(
     # Read after the mark: a reservation (leasing.services._reserve, which takes the organization's row too)
     # committed before it is provisioning now, and one after it was refused. Read before, one committing in
     # between was reported nowhere, and its worker leased an account nothing would release.
-    result.lease_requests_underway = list(underway.values_list("pk", flat=True))
-    for request_id in requests.filter(status__in=LeaseRequest.OPEN).values_list("pk", flat=True):
+    result.lease_requests_underway = list(rows.underway.values_list("pk", flat=True))
+    for request_id in rows.open_requests.values_list("pk", flat=True):
         try:
             lease_request_reject(
                 request_id=request_id,

@@ -446,3 +446,29 @@ def test_staff_cannot_enable_an_offboarded_partners_webhook_endpoint_again(owner
     assert WebhookEndpoint.objects.get(pk=endpoint).status == "disabled"
     with pytest.raises(webhook_services.Conflict, match="off-boarded"):
         webhook_services.endpoint_enable(endpoint_id=endpoint)
+
+
+def test_the_confirmation_page_reads_the_same_few_queries_for_twenty_organizations_as_for_one(owner, sibling):
+    # Each organization shown was counted by its own dry run, about ten queries each, for up to 100 rows.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    a_partner_in_full_use(owner)
+    connected_account(sibling, "tiktok", "other.creator")
+    others = [services.organization_create(name=f"Churned {n}") for n in range(18)]
+    ops = staff_login(Client(), superuser("ops"))
+
+    def confirmation(ids) -> tuple[int, str]:
+        with CaptureQueriesContext(connection) as queries:
+            page = ops.post(CHANGELIST, {"action": "offboard_organizations", "_selected_action": ids})
+        assert page.status_code == 200 and "This cannot be undone" in page.content.decode()
+        return len(queries), page.content.decode()
+
+    one, _ = confirmation([owner.org.pk])
+    twenty, text = confirmation([owner.org.pk, sibling.org.pk, *(o.pk for o in others)])
+
+    assert twenty <= one + 2, (one, twenty)
+    # Each row still counts its own organization's things.
+    assert "1 API key(s) revoked" in text and "2 account(s) disconnected, of which 1 leased" in text
+    assert "1 account(s) disconnected, of which 0 leased" in text and "balance $120.00" in text
+    assert text.count("0 API key(s) revoked") == 18
