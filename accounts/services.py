@@ -402,7 +402,8 @@ def oauth_session_start(
     """Start a connect (or, with `social_account`, a reauth): check the returnUrl against the key's
     allowlist (422 malformed / 403 not listed), store a single-use state valid for
     LAYERS_OAUTH_STATE_TTL, and build the platform's authorize URL.
-    Raises Conflict ACCOUNT_DISCONNECTED / ACCOUNT_LEASED for a reauth of such an account."""
+    Raises Conflict ACCOUNT_DISCONNECTED / ACCOUNT_LEASED for a reauth of such an account, and ApiError 401 once
+    the organization is off-boarded (partner_write_refused_if_offboarded)."""
     purpose = OAuthSession.Purpose.CONNECT
     if social_account is not None:
         purpose = OAuthSession.Purpose.REAUTH
@@ -416,18 +417,22 @@ def oauth_session_start(
             )
     check_return_url(return_url, allowlist=api_key.allowed_return_domains)
     _check_scopes(platform, scopes or [])
-    session = OAuthSession.objects.create(
-        organization_id=project.organization_id,
-        project=project,
-        api_key=api_key,
-        platform=platform,
-        purpose=purpose,
-        return_url=return_url,
-        usage_note=usage_note or "",
-        scopes=",".join(scopes or []),
-        social_account=social_account,
-        expires_at=timezone.now() + settings.LAYERS_OAUTH_STATE_TTL,
-    )
+    with transaction.atomic():
+        # A link written after the off-boarding expired the pending ones was handed out, consented to at the
+        # platform, and only then refused (`expired`) by the bind: refused here (401), or expired by it.
+        partner_write_refused_if_offboarded(organization_id=project.organization_id)
+        session = OAuthSession.objects.create(
+            organization_id=project.organization_id,
+            project=project,
+            api_key=api_key,
+            platform=platform,
+            purpose=purpose,
+            return_url=return_url,
+            usage_note=usage_note or "",
+            scopes=",".join(scopes or []),
+            social_account=social_account,
+            expires_at=timezone.now() + settings.LAYERS_OAUTH_STATE_TTL,
+        )
     return _authorize_link(session, scopes=scopes, usage_note=usage_note)
 
 

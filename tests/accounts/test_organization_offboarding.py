@@ -332,35 +332,24 @@ def test_a_webhook_endpoint_being_created_when_the_partner_is_offboarded_is_not_
     assert SocialAccount.objects.get(pk=account).status == "disconnected"
 
 
-def test_a_lease_request_made_while_the_partner_is_offboarded_is_refused_not_left_requested_forever(owner):
-    # The partner's POST …/leased-accounts/request passed the key check (its key not revoked yet) and was about
-    # to write the request when ops off-boarded the partner on another connection. The off-boarding had rejected
-    # the open requests it found and reported itself complete; the request then committed `requested`: it can
-    # never be assigned (the reservation refuses an off-boarded organization), and sat first in ops' queue, the
-    # oldest, for good.
-    from leasing import apis as leasing_apis
+def offboarded_between_key_check_and_write(owner, module, name: str, call):
+    """Make the partner's API `call()` on its own connection, its service `module.name` (which makes the call's
+    write) held back until an off-boarding of the partner has run to its end on another connection: the call
+    passed the key check before the key was revoked. Returns the call's answer."""
     from tests.concurrency import on_its_own_connection
-    from tests.leasing.helpers import NICHE
 
-    real_create = leasing_apis.services.lease_request_create
+    real = getattr(module, name)
     at_write, go = threading.Event(), threading.Event()
 
-    def paused_create(**kwargs):
+    def paused(**kwargs):
         at_write.set()
         assert go.wait(20)
-        return real_create(**kwargs)
+        return real(**kwargs)
 
     answers, errors = {}, []
-    body = {"projectId": owner.project.id, "count": 1, "niche": NICHE, "note": ""}
-
-    def partner():
-        answers["request"] = owner.client.post(
-            f"/v1/projects/{owner.project.id}/leased-accounts/request", body, format="json"
-        )
-
-    with mock.patch.object(leasing_apis.services, "lease_request_create", paused_create):
-        calling = on_its_own_connection(partner, errors)
-        assert at_write.wait(20), "the partner's call never reached the write"
+    with mock.patch.object(module, name, paused):
+        calling = on_its_own_connection(lambda: answers.setdefault("answer", call()), errors)
+        assert at_write.wait(20), "the partner's call never reached its write"
         offboarding = on_its_own_connection(
             lambda: services.organization_offboard(organization_id=owner.org.pk, by="test"), errors
         )
@@ -368,11 +357,60 @@ def test_a_lease_request_made_while_the_partner_is_offboarded_is_refused_not_lef
         go.set()
         calling.join(30)
     assert errors == [], errors
+    return answers["answer"]
 
-    answer = answers["request"]
+
+def assert_refused_as_revoked_key(answer):
     assert answer.status_code == 401, answer.content
     assert answer.json()["error"]["code"] == "UNAUTHENTICATED" and answer.has_header("WWW-Authenticate")
+
+
+def test_a_lease_request_made_while_the_partner_is_offboarded_is_refused_not_left_requested_forever(owner):
+    # The partner's POST …/leased-accounts/request passed the key check (its key not revoked yet) and was about
+    # to write the request when ops off-boarded the partner on another connection. The off-boarding had rejected
+    # the open requests it found and reported itself complete; the request then committed `requested`: it can
+    # never be assigned (the reservation refuses an off-boarded organization), and sat first in ops' queue, the
+    # oldest, for good.
+    from leasing import apis as leasing_apis
+    from tests.leasing.helpers import NICHE
+
+    body = {"projectId": owner.project.id, "count": 1, "niche": NICHE, "note": ""}
+    answer = offboarded_between_key_check_and_write(
+        owner,
+        leasing_apis.services,
+        "lease_request_create",
+        lambda: owner.client.post(f"/v1/projects/{owner.project.id}/leased-accounts/request", body, format="json"),
+    )
+
+    assert_refused_as_revoked_key(answer)
     assert not LeaseRequest.objects.filter(organization=owner.org).exists()
+
+
+@pytest.mark.parametrize("purpose", ["connect", "reauth"])
+def test_a_connect_link_asked_for_while_the_partner_is_offboarded_is_refused(owner, purpose):
+    # An oauth-url (or reauth-url) call that passed the key check just before the off-boarding wrote its link
+    # after the off-boarding had expired the pending ones: the partner got a link (200), the customer consented
+    # at the platform, and only then was sent back with `expired` (the bind refuses an off-boarded organization).
+    from accounts import apis as account_apis
+    from accounts.models import OAuthSession
+
+    if purpose == "connect":
+        url, body = "social/oauth-url", {"platform": "tiktok", "returnUrl": "https://app.acme.test/done"}
+    else:
+        account = connected_account(owner, "tiktok", "leaving.creator")["id"]
+        url, body = "social/reauth-url", {"socialAccountId": account}
+    pending_before = set(OAuthSession.objects.filter(organization=owner.org).values_list("pk", flat=True))
+
+    answer = offboarded_between_key_check_and_write(
+        owner,
+        account_apis.services,
+        "oauth_session_start",
+        lambda: owner.client.post(f"/v1/projects/{owner.project.id}/{url}", body, format="json"),
+    )
+
+    assert_refused_as_revoked_key(answer)
+    links = OAuthSession.objects.filter(organization=owner.org).exclude(pk__in=pending_before)
+    assert not links.exists()
 
 
 def test_a_lease_request_whose_write_began_before_the_offboarding_is_rejected_by_it(owner):
