@@ -41,6 +41,10 @@ class ProjectInline(admin.TabularInline):
     readonly_fields = ("id", "created_at")
     can_delete = False  # see NotDeletedInTheAdmin
 
+    def has_add_permission(self, request, obj=None):
+        # An off-boarded organization gets no project (ProjectForm): no key can be issued to use one.
+        return (obj is None or obj.offboarded_at is None) and super().has_add_permission(request, obj)
+
 
 class NotDeletedInTheAdmin:
     """Organizations, projects and events are never deleted from the back-office: an organization or a project
@@ -114,8 +118,29 @@ class OrganizationAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
         return rows
 
 
+class ProjectForm(forms.ModelForm):
+    class Meta:
+        model = Project
+        fields = ("organization", "name")
+
+    def clean_organization(self):
+        # A project added to an off-boarded organization could never be used (no key can be issued for it). Read
+        # under the organization's row lock, held to the save (the admin saves in one transaction), as the
+        # off-boarding marks it: an add either commits first or sees the mark.
+        organization = self.cleaned_data.get("organization")
+        if organization is not None and self.instance._state.adding:
+            offboarded_at = services.organization_offboarded_at(organization_id=organization.pk)
+            if offboarded_at is not None:
+                raise forms.ValidationError(
+                    f"The organization was off-boarded on {offboarded_at:%Y-%m-%d %H:%M} UTC: no project can be "
+                    "added to it."
+                )
+        return organization
+
+
 @admin.register(Project)
 class ProjectAdmin(NotDeletedInTheAdmin, IdSearchMixin, admin.ModelAdmin):
+    form = ProjectForm
     list_display = ("name", "id", "organization", "created_at")
     list_filter = ("organization",)
     # Also the managed-provider page's project search: a project, or every project of an organization, by

@@ -510,3 +510,22 @@ def test_the_confirmation_page_reads_the_same_few_queries_for_twenty_organizatio
     assert "1 API key(s) revoked" in text and "2 account(s) disconnected, of which 1 leased" in text
     assert "1 account(s) disconnected, of which 0 leased" in text and "balance $120.00" in text
     assert text.count("0 API key(s) revoked") == 18
+
+
+def test_staff_cannot_add_a_project_to_an_offboarded_organization(owner):
+    # Projects are added in the admin only. One added to an off-boarded organization could never be used (no
+    # key can be issued for it): a project listed as the partner's, nothing saying why it is dead.
+    from accounts.models import Project
+
+    ops = staff_login(Client(), superuser("ops"))
+    organization_page = f"{CHANGELIST}{owner.org.pk}/change/"
+    # The page's inline of projects takes new rows (the admin's "Add another Project").
+    assert 'name="projects-MAX_NUM_FORMS" value="1000"' in ops.get(organization_page).content.decode()
+    services.organization_offboard(organization_id=owner.org.pk, by="test")
+
+    refused = ops.post("/admin/accounts/project/add/", {"organization": owner.org.pk, "name": "after"})
+
+    assert refused.status_code == 200 and "was off-boarded on" in refused.content.decode()
+    assert not Project.objects.filter(organization=owner.org, name="after").exists()
+    page = ops.get(organization_page)
+    assert page.status_code == 200 and 'name="projects-MAX_NUM_FORMS" value="0"' in page.content.decode()
