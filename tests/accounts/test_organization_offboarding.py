@@ -529,3 +529,32 @@ def test_staff_cannot_add_a_project_to_an_offboarded_organization(owner):
     assert not Project.objects.filter(organization=owner.org, name="after").exists()
     page = ops.get(organization_page)
     assert page.status_code == 200 and 'name="projects-MAX_NUM_FORMS" value="0"' in page.content.decode()
+
+
+def test_an_endpoint_enable_that_began_before_the_offboarding_is_disabled_again_by_it(owner):
+    # Staff's enable is writing when ops off-board the partner: the off-boarding waits for it on the
+    # organization's row, then finds the endpoint active and disables it. Unserialized, it read the endpoint
+    # still disabled, skipped it, and the enable then committed it live.
+    from accounts.webhooks import services as webhook_services
+    from tests.concurrency import SecondQueuesBehindFirst
+
+    endpoint = owner.client.post(
+        "/v1/webhook-endpoints", {"url": "https://hooks.acme.test/layers", "events": ["scheduled_post.published"]},
+        format="json",
+    ).json()["id"]  # fmt: skip
+    webhook_services.endpoint_disable(endpoint_id=endpoint, reason=WebhookEndpoint.DisabledReason.STAFF)
+    race, real_save = SecondQueuesBehindFirst('"accounts_organization"'), WebhookEndpoint.save
+
+    def save_then_hold(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
+        race.hold()
+
+    with mock.patch.object(WebhookEndpoint, "save", save_then_hold):
+        _, offboarded = race.run(
+            lambda: webhook_services.endpoint_enable(endpoint_id=endpoint),
+            lambda: services.organization_offboard(organization_id=owner.org.pk, by="test"),
+        )
+
+    assert WebhookEndpoint.objects.get(pk=endpoint).status == "disabled"
+    assert offboarded.webhook_endpoints_disabled == 1
+    assert race.overlapped
