@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
 
 from accounts.admin_choices import label_choices
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
@@ -26,6 +27,7 @@ from billing.models import LedgerEntry, MonthlyBilling, Wallet
 from config.adminpaging import LargeTablePaginator
 from config.api.errors import Validation
 from config.api.ids import is_valid
+from leasing.periods import add_months
 
 # The ledger list filtered to one organization (the wallet page links it): then, and only then, it shows the
 # balance after each entry. Unfiltered, a running sum would be a window over the whole ledger on every visit.
@@ -39,6 +41,27 @@ def _description(entry: LedgerEntry) -> str:
         # months, which read "@handle, month 1" twice, a double charge to finance without it.
         return f"@{entry.lease.handle}, month {entry.period_index + 1} ({entry.lease.social_account_id})"
     return entry.reason
+
+
+class RecordedMonthFilter(admin.DateFieldListFilter):
+    """Django's date filter (Any date, Today, Past 7 days, This month, This year), with each of the previous
+    12 months by name between This month and This year. Finance closes a month on the first days of the next
+    one, when "This month" is already the new one: November had to be typed into the address bar on 1 December.
+    The same parameters (`created_at__gte`, `created_at__lt`, UTC midnights), so links made for the built-in
+    choices keep working."""
+
+    PREVIOUS_MONTHS = 12
+
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        super().__init__(field, request, params, model, model_admin, field_path)
+        this_month = timezone.localtime(timezone.now()).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        months = []
+        for back in range(1, self.PREVIOUS_MONTHS + 1):
+            start = add_months(this_month, -back)
+            label = f"{start:%B %Y}"
+            months.append((label, {self.lookup_kwarg_since: start, self.lookup_kwarg_until: add_months(start, 1)}))
+        at = [str(title) for title, _params in self.links].index(gettext("This month")) + 1
+        self.links = (*self.links[:at], *months, *self.links[at:])
 
 
 class PastDueFilter(admin.SimpleListFilter):
@@ -223,7 +246,7 @@ class LedgerEntryAdmin(ViewOnlyInTheAdmin, IdSearchMixin, RelatedIdsSearchMixin,
     one bounded range (as the posts list's "scheduled for" replaced its hierarchy)."""
 
     list_display = ("created_at", "organization", "kind", "amount", "what", "period_start", "period_end", "actor")
-    list_filter = ("kind", ("created_at", admin.DateFieldListFilter))
+    list_filter = ("kind", ("created_at", RecordedMonthFilter))
     # The ids partners and finance quote: an entry's, an organization's, and a charge's leased account (its
     # `leaseSocialAccountId` in GET /v1/wallet/entries), matched exactly, by index.
     id_search_fields = {"le": ("id",), "org": ("organization_id",), "sa": ("lease__social_account_id",)}
