@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 from django.utils.translation import gettext
 
 from accounts.admin_choices import label_choices
@@ -334,7 +335,12 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
 
     def get_urls(self):
         csv_view = self.admin_site.admin_view(self.csv_view)
-        return [path("csv/", csv_view, name="billing_monthlybilling_csv"), *super().get_urls()[:1]]
+        wallets_csv_view = self.admin_site.admin_view(self.wallets_csv_view)
+        return [
+            path("csv/", csv_view, name="billing_monthlybilling_csv"),
+            path("wallets-csv/", wallets_csv_view, name="billing_monthlybilling_wallets_csv"),
+            *super().get_urls()[:1],
+        ]
 
     def _selection(self, request) -> tuple[date, str | None, bool, str | None]:
         """The month and organization asked for, whether the month given was unreadable (no month, or an
@@ -379,6 +385,21 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
         query = f"month={report.month:%Y-%m}" + (
             f"&organization={report.organization_id}" if report.organization_id else ""
         )
+        # The ledger's entries recorded in the month, as its date filter names the month (RecordedMonthFilter).
+        ledger = reverse("admin:billing_ledgerentry_changelist")
+        month_range = urlencode(
+            {
+                "created_at__gte": str(reports.month_start(report.month)),
+                "created_at__lt": str(reports.month_start(report.next)),
+            }
+        )
+        month_name, b = f"{report.month:%B %Y}", report.bridge
+        bridge = [
+            (f"Lease charges recorded in {month_name} (the wallets' lease charges)", b.recorded),
+            ("− of which for periods starting in another month", b.other_months),
+            (f"+ charges of {month_name} periods recorded in another month", b.recorded_outside),
+            (f"= Charged in {month_name} (periods starting in it: the totals by organization)", b.charged),
+        ]
         context = {
             **self.admin_site.each_context(request),
             "title": f"Monthly billing — {report.month:%B %Y}",
@@ -391,6 +412,18 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
             "chart": reports.chart_svg(report.chart),
             "organizations": Organization.objects.order_by("name").values_list("id", "name"),
             "csv_url": reverse("admin:billing_monthlybilling_csv") + "?" + query,
+            "wallet_columns": [c.replace(" (USD)", "") for c in reports.WALLET_COLUMNS],
+            "wallet_rows": [
+                (
+                    f"{ledger}?{ORGANIZATION_PARAMETER}={w.organization_id}&{month_range}",
+                    reports.wallet_row(w, for_csv=False),
+                )
+                for w in report.wallets
+            ],
+            "wallet_total": reports.wallet_row(report.wallets_total, for_csv=False)[2:7],
+            "wallets_csv_url": reverse("admin:billing_monthlybilling_wallets_csv") + "?" + query,
+            "ledger_month_url": f"{ledger}?{month_range}",
+            "bridge": [(label, reports.usd_display(cents)) for label, cents in bridge],
             "page_query": query,
             "org_query": f"&organization={report.organization_id}" if report.organization_id else "",
         }
@@ -399,6 +432,13 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
     def csv_view(self, request):
         """Every row of the month (all pages), streamed: a month of tens of thousands of charges is written
         as it is read instead of being held in memory first."""
+        return self._csv(request, "billing", reports.csv_lines)
+
+    def wallets_csv_view(self, request):
+        """Each wallet's month (opening, top-ups, charges, adjustments, closing), as the page's table."""
+        return self._csv(request, "wallets", reports.wallets_csv_lines)
+
+    def _csv(self, request, name: str, lines):
         month, org, unreadable, org_problem = self._selection(request)
         # A file of another month than the one asked for (its name says which) is easily taken for it; one of
         # every organization, asked for one, is every partner's charges sent on as one partner's statement.
@@ -407,7 +447,8 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
         if problems:
             return HttpResponseBadRequest("".join(f"{p}\n" for p in problems), content_type="text/plain")
         suffix = f"-{org}" if org else ""
-        lines = reports.csv_lines(month=month, organization_id=org)
-        response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="billing-{month:%Y-%m}{suffix}.csv"'
+        response = StreamingHttpResponse(
+            lines(month=month, organization_id=org), content_type="text/csv; charset=utf-8"
+        )
+        response["Content-Disposition"] = f'attachment; filename="{name}-{month:%Y-%m}{suffix}.csv"'
         return response

@@ -2,14 +2,23 @@
 the month, each wallet's month (opening balance, top-ups, charges, adjustments, closing balance), who is past
 due and since when, what off-boarded partners still hold, and the ledger entries behind every figure."""
 
+import csv
+import io
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from html import unescape
 
 import pytest
 import time_machine
 
-from billing import services
+from accounts.services import organization_offboard
+from billing import reports, services
+from billing.models import Wallet
+from leasing import services as leasing
+from leasing.models import PoolAccount
+from tests.billing.test_finance_admin import Tables
+from tests.leasing.helpers import add_pool, get_request, request_accounts
 from tests.staff import signed_in_staff
 
 pytestmark = pytest.mark.django_db
@@ -57,3 +66,194 @@ def test_on_the_first_of_the_month_finance_lists_last_months_ledger_entries(fina
 
     assert sorted(e.reason for e in listed.context["cl"].result_list) == ["November first", "November last"]
     assert '<li class="selected">\n    <a href="' + november.replace("&", "&amp;") in listed.content.decode()
+
+
+def assign(tenant, pool_ids: list[str], project=None) -> list[str]:
+    """Ops assign these pool accounts to a request the partner made: the leased accounts' ids."""
+    request_id = request_accounts(tenant, len(pool_ids), project=project)["requestId"]
+    leasing.lease_assign(request_id=request_id, pool_account_ids=pool_ids)
+    return get_request(tenant, request_id, project=project)["socialAccountIds"]
+
+
+@pytest.fixture
+def november(owner, sibling, outsider):
+    """Three partners' autumn, seeded through the services at the times they happened (UTC):
+    - Acme Labs: $500 in August; two leases anchored just before a month's end (Aug 31 23:55 at $25, Oct 31
+      23:58 at $10), whose renewals the job charges a few minutes into the next month;
+    - Acme: $100 and a $49 lease in October; a second $49 lease on Nov 10, released on Nov 20 and its pool
+      account, repriced to $30, leased again to Acme's other project; the wallet goes past due with the
+      Nov 15 renewal, gets $10 back as an adjustment and $50 as a top-up, still short, then $100 on Dec 1;
+    - Globex: $200 in October, a $49 lease on Nov 3, off-boarded on Nov 28 (its lease released)."""
+    travel = lambda *when: time_machine.travel(at(*when), tick=False)  # noqa: E731
+    with travel(2026, 8, 20):
+        labs_a, labs_b, acme_a, acme_b, globex_a = add_pool(5, price=2500)
+        PoolAccount.objects.filter(pk=labs_b).update(monthly_price_cents=1000)
+        PoolAccount.objects.filter(pk__in=[acme_a, acme_b, globex_a]).update(monthly_price_cents=4900)
+        services.wallet_top_up(organization=sibling.org, cents=50000, reason="Wire 0820", reference="w-0820")
+    with travel(2026, 8, 31, 23, 55):
+        assign(sibling, [labs_a])
+    with travel(2026, 10, 1, 0, 0, 5):
+        services.lease_charges_run()  # Sep 30 23:55
+    with travel(2026, 10, 15, 12):
+        services.wallet_top_up(organization=owner.org, cents=10000, reason="Wire 1015", reference="w-1015")
+        assign(owner, [acme_a])
+    with travel(2026, 10, 20, 9):
+        services.wallet_top_up(organization=outsider.org, cents=20000, reason="Wire 1020")
+    with travel(2026, 10, 31, 23, 58):
+        assign(sibling, [labs_b])
+    with travel(2026, 11, 1, 0, 0, 5):
+        services.lease_charges_run()  # Oct 31 23:55: October's period, recorded in November
+    with travel(2026, 11, 3, 10):
+        assign(outsider, [globex_a])
+    with travel(2026, 11, 10, 10):
+        (released,) = assign(owner, [acme_b])
+    with travel(2026, 11, 15, 12, 5):
+        services.lease_charges_run()  # Acme's first lease, month 2: the wallet goes past due
+    with travel(2026, 11, 20, 10):
+        assert owner.client.delete(f"/v1/leased-accounts/{released}").status_code == 200
+        PoolAccount.objects.filter(pk=acme_b).update(monthly_price_cents=3000)  # as the pool page saves a price
+        assign(owner, [acme_b], project=owner.projects[1])
+    with travel(2026, 11, 25, 16):
+        services.wallet_adjust(organization=owner.org, cents=1000, reason="Goodwill: a day without the account")
+    with travel(2026, 11, 26, 11):
+        services.wallet_top_up(organization=owner.org, cents=5000, reason="Wire 1126", reference="w-1126")
+    with travel(2026, 11, 28, 10):
+        organization_offboard(organization_id=outsider.org.pk, by="ops")
+    with travel(2026, 12, 1, 0, 0, 5):
+        services.lease_charges_run()  # Labs' Nov 30 23:55 and 23:58: November's periods, recorded in December
+    with travel(2026, 12, 1, 8):
+        services.wallet_top_up(organization=owner.org, cents=10000, reason="Wire 1201", reference="w-1201")
+
+
+def money(text: str) -> Decimal:
+    """ "-$1,234.50" (the page) or "-1234.50" (the CSV) → Decimal("-1234.50")."""
+    return Decimal(text.replace("$", "").replace(",", ""))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_finance_closes_november_with_each_wallets_month_adding_up_and_agreeing_with_the_charges(
+    finance, november, owner, sibling, outsider
+):
+    """On 1 December finance had the month's charges by organization, and each wallet's balance now; nothing
+    said what a wallet held on Nov 1 and Nov 30, nor what came in and went out between, so the month could not
+    be closed from the admin. And the month's charges (by the month their period starts in) disagreed with
+    what moved the wallets in November (entries recorded in it), with nothing saying by which charges.
+
+    The monthly page now has each wallet's month: opening balance + top-ups + lease charges + adjustments =
+    closing balance (signed as the ledger signs them), past due since when at the month's end, off-boarded when;
+    and what tells the charges recorded in the month from the charges of the month."""
+    with time_machine.travel(at(2026, 12, 1, 9), tick=False):
+        page = finance.get("/admin/billing/monthlybilling/?month=2026-11")
+        december = finance.get("/admin/billing/monthlybilling/?month=2026-12")
+    tables = Tables(page.content.decode()).tables
+
+    wallets = tables["wallet-months"]
+    assert wallets["thead"] == [
+        [
+            "Organization",
+            "Organization ID",
+            "Opening balance",
+            "Top-ups",
+            "Lease charges",
+            "Adjustments",
+            "Closing balance",
+            "Past due since (UTC)",
+            "Off-boarded at (UTC)",
+        ]
+    ]
+    assert wallets["tbody"] == [
+        ["Acme", owner.org.pk, "$51.00", "$50.00", "-$128.00", "$10.00", "-$17.00", "2026-11-15 12:05:00 UTC", ""],
+        ["Acme Labs", sibling.org.pk, "$440.00", "$0.00", "-$25.00", "$0.00", "$415.00", "", ""],
+        ["Globex", outsider.org.pk, "$200.00", "$0.00", "-$49.00", "$0.00", "$151.00", "", "2026-11-28 10:00:00 UTC"],
+    ]
+    assert wallets["tfoot"] == [["Total", "", "$691.00", "$50.00", "-$202.00", "$10.00", "$549.00", "", ""]]
+    for row in wallets["tbody"] + wallets["tfoot"]:
+        opening, top_ups, charges, adjustments, closing = (money(cell) for cell in row[2:7])
+        assert opening + top_ups + charges + adjustments == closing, row
+
+    # Charged in November (the periods starting in it, every organization's rows above) is what was recorded
+    # in November, less October's period recorded on Nov 1, plus November's two periods recorded on Dec 1.
+    assert tables["org-totals"]["tfoot"] == [["Total", "6", "$212.00"]]
+    bridge = {row[0]: money(row[1]) for row in tables["charges-bridge"]["tbody"]}
+    assert list(bridge.values()) == [Decimal("202.00"), Decimal("25.00"), Decimal("35.00"), Decimal("212.00")]
+    assert bridge[next(iter(bridge))] == -money(wallets["tfoot"][0][4])
+    recorded, other_months, recorded_outside, charged = bridge.values()
+    assert recorded - other_months + recorded_outside == charged == money(tables["org-totals"]["tfoot"][0][2])
+
+    # A month's closing balance is the next one's opening balance, and the balance after the organization's
+    # last November entry on its ledger.
+    next_month = Tables(december.content.decode()).tables["wallet-months"]["tbody"]
+    assert [row[2] for row in next_month] == [row[6] for row in wallets["tbody"]]
+    with time_machine.travel(at(2026, 12, 1, 9), tick=False):
+        ledger = finance.get(LEDGER, {"organization__id__exact": owner.org.pk})
+        listed = finance.get(LEDGER + filter_link(ledger.content.decode(), "November 2026"))
+    entries = list(listed.context["cl"].result_list)  # newest first
+    assert reports.usd_display(entries[0].balance_after) == "-$17.00"
+    assert reports.usd_display(entries[-1].balance_after - entries[-1].amount_cents) == "$51.00"
+    assert Wallet.objects.get(pk=owner.org.pk).balance_cents == 8300  # Dec 1's wire: no longer past due now
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_wallets_csv_is_the_table_of_the_page_and_adds_up(finance, november, owner):
+    owner.org.name = '=HYPERLINK("https://evil.test","Pay here")'  # staff typed what the partner signed as
+    owner.org.save(update_fields=["name"])
+    with time_machine.travel(at(2026, 12, 1, 9), tick=False):
+        page = Tables(finance.get("/admin/billing/monthlybilling/?month=2026-11").content.decode()).tables
+        export = finance.get("/admin/billing/monthlybilling/wallets-csv/?month=2026-11")
+
+    assert export.status_code == 200 and export["Content-Type"].startswith("text/csv")
+    assert 'filename="wallets-2026-11.csv"' in export["Content-Disposition"]
+    lines = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode("utf-8-sig"))))
+    assert lines[0] == [
+        "Organization",
+        "Organization ID",
+        "Opening balance (USD)",
+        "Top-ups (USD)",
+        "Lease charges (USD)",
+        "Adjustments (USD)",
+        "Closing balance (USD)",
+        "Past due since (UTC)",
+        "Off-boarded at (UTC)",
+    ]
+    shown = page["wallet-months"]["tbody"]
+    assert [line[:2] for line in lines[1:]] == [["'" + owner.org.name, owner.org.pk], *(r[:2] for r in shown[1:])]
+    for line, row in zip(lines[1:], shown, strict=True):
+        assert [money(cell) for cell in line[2:7]] == [money(cell) for cell in row[2:7]]
+        assert line[7:] == [cell.removesuffix(" UTC") for cell in row[7:]]
+    columns = [sum(money(line[i]) for line in lines[1:]) for i in range(2, 7)]
+    assert columns == [money(cell) for cell in page["wallet-months"]["tfoot"][0][2:7]]
+    assert columns[0] + columns[1] + columns[2] + columns[3] == columns[4]
+
+
+def test_past_due_since_is_as_the_month_ended_whatever_the_wallet_says_now(finance, owner):
+    """The wallet list says whether a wallet is past due now, and since when. The month's table says how each
+    month ended: short since the entry that last took it below zero, carried into the next month while it
+    stays short, and nothing once a top-up covers it, whatever happened after."""
+    moves = [
+        (at(2026, 10, 10), 1000),
+        (at(2026, 10, 20), -2000),  # short...
+        (at(2026, 10, 25), 2000),  # ...covered
+        (at(2026, 10, 28, 17, 30), -3000),  # short again: since here
+        (at(2026, 11, 5), -500),  # still short
+    ]
+    for when, cents in moves:
+        with time_machine.travel(when, tick=False):
+            record = services.wallet_top_up if cents > 0 else services.wallet_adjust
+            record(organization=owner.org, cents=cents, reason="moved")
+
+    def shown(month: str) -> list[str]:
+        (row,) = Tables(finance.get("/admin/billing/monthlybilling/", {"month": month}).content.decode()).tables[
+            "wallet-months"
+        ]["tbody"]
+        return [row[6], row[7]]
+
+    with time_machine.travel(at(2026, 11, 20), tick=False):  # November is this month: nothing recorded after it
+        assert shown("2026-11") == ["-$25.00", "2026-10-28 17:30:00 UTC"]
+        assert Wallet.objects.get(pk=owner.org.pk).past_due_since == at(2026, 10, 28, 17, 30)
+    with time_machine.travel(at(2026, 12, 1, 8), tick=False):
+        services.wallet_top_up(organization=owner.org, cents=10000, reason="covered")
+    with time_machine.travel(at(2026, 12, 1, 9), tick=False):
+        assert shown("2026-10") == ["-$20.00", "2026-10-28 17:30:00 UTC"]
+        assert shown("2026-11") == ["-$25.00", "2026-10-28 17:30:00 UTC"]
+        assert shown("2026-12") == ["$75.00", ""]
+    assert Wallet.objects.get(pk=owner.org.pk).past_due_since is None
