@@ -80,14 +80,45 @@ class PastDueFilter(admin.SimpleListFilter):
         return queryset
 
 
+class OffboardedFilter(admin.SimpleListFilter):
+    """Off-boarding leaves the wallet for finance to decide a refund of what is left (accounts.services.
+    organization_offboard): the partners gone, and what each still holds, is one click."""
+
+    title = "organization"
+    parameter_name = "offboarded"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Off-boarded"), ("no", "Active")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(organization__offboarded_at__isnull=self.value() == "no")
+        return queryset
+
+
 @admin.register(Wallet)
 class WalletAdmin(admin.ModelAdmin):
-    list_display = ("organization", "balance", "status_label", "past_due_since", "updated_at")
-    list_filter = (PastDueFilter,)
+    list_display = (
+        "organization",
+        "balance",
+        "status_label",
+        "offboarded_at",
+        "past_due_since",
+        "updated_at",
+    )
+    list_filter = (PastDueFilter, OffboardedFilter)
     search_fields = ("organization__name", "organization__id")
     list_select_related = ("organization",)
     ordering = ("organization__name",)
-    fields = ("organization", "balance", "status_label", "past_due_since", "updated_at", "recent_entries")
+    fields = (
+        "organization",
+        "balance",
+        "status_label",
+        "offboarded_at",
+        "past_due_since",
+        "updated_at",
+        "recent_entries",
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request):
@@ -102,6 +133,11 @@ class WalletAdmin(admin.ModelAdmin):
     @admin.display(description="balance", ordering="balance_cents")
     def balance(self, wallet):
         return reports.usd_display(wallet.balance_cents)
+
+    @admin.display(description="off-boarded at", ordering="organization__offboarded_at")
+    def offboarded_at(self, wallet):
+        offboarded_at = wallet.organization.offboarded_at
+        return reports.stamp(offboarded_at) if offboarded_at else None  # None: the admin's "-"
 
     @admin.display(description="status")
     def status_label(self, wallet):

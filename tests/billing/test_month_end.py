@@ -19,7 +19,7 @@ from leasing import services as leasing
 from leasing.models import PoolAccount
 from tests.billing.test_finance_admin import Tables
 from tests.leasing.helpers import add_pool, get_request, request_accounts
-from tests.staff import signed_in_staff
+from tests.staff import admin_object_url, signed_in_staff
 
 pytestmark = pytest.mark.django_db
 
@@ -257,3 +257,29 @@ def test_past_due_since_is_as_the_month_ended_whatever_the_wallet_says_now(finan
         assert shown("2026-11") == ["-$25.00", "2026-10-28 17:30:00 UTC"]
         assert shown("2026-12") == ["$75.00", ""]
     assert Wallet.objects.get(pk=owner.org.pk).past_due_since is None
+
+
+def test_the_wallet_list_shows_which_partners_were_off_boarded_and_what_they_hold(finance, owner, outsider):
+    """Off-boarding leaves the wallet for finance to refund what is left (README), but the wallet list showed no
+    sign of it: finance had to find off-boarded partners in Organizations (a page they may not view) and look
+    each one up. The list says when each was off-boarded and filters on it."""
+    services.wallet_top_up(organization=owner.org, cents=5000, reason="Wire")
+    services.wallet_top_up(organization=outsider.org, cents=15100, reason="Wire")
+    with time_machine.travel(at(2026, 11, 28, 10), tick=False):
+        organization_offboard(organization_id=outsider.org.pk, by="ops")
+
+    page = finance.get("/admin/billing/wallet/")
+    offboarded = filter_link(page.content.decode(), "Off-boarded")
+    assert offboarded is not None
+    listed = finance.get("/admin/billing/wallet/" + offboarded)
+
+    assert [w.pk for w in listed.context["cl"].result_list] == [outsider.org.pk]
+    row = Tables(listed.content.decode()).tables["result_list"]
+    assert row["thead"][0][1:4] == ["Balance", "Status", "Off-boarded at"]
+    assert row["tbody"][0][1:4] == ["$151.00", "ok", "2026-11-28 10:00:00 UTC"]
+    active = finance.get("/admin/billing/wallet/" + filter_link(page.content.decode(), "Active"))
+    assert [w.pk for w in active.context["cl"].result_list] == [owner.org.pk]
+    wallet_page = " ".join(
+        re.sub(r"<[^>]+>", " ", finance.get(admin_object_url(Wallet, outsider.org.pk)).content.decode()).split()
+    )
+    assert "Off-boarded at: 2026-11-28 10:00:00 UTC" in wallet_page
