@@ -402,7 +402,10 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
             # Shown silently, every organization's charges read as the one organization asked for.
             messages.warning(request, f"Organization not found: {org_problem}. Showing every organization.")
         report = reports.monthly_report(
-            month=month, organization_id=org, page=reports.parse_page(request.GET.get("page"))
+            month=month,
+            organization_id=org,
+            page=reports.parse_page(request.GET.get("page")),
+            wallets=self.may_view_wallets(request),
         )
         if report.renewals_pending:
             # Shown silently, a month over read as complete: exported, its totals then grew under finance.
@@ -456,7 +459,7 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
                 )
                 for w in report.wallets
             ],
-            "wallet_total": reports.wallet_row(report.wallets_total, for_csv=False)[2:7],
+            "wallet_total": report.wallets_total and reports.wallet_row(report.wallets_total, for_csv=False)[2:7],
             "wallets_csv_url": reverse("admin:billing_monthlybilling_wallets_csv") + "?" + query,
             "ledger_month_url": f"{ledger}?{month_range}",
             "bridge": [(label, reports.usd_display(cents)) for label, cents in bridge],
@@ -472,7 +475,15 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
 
     def wallets_csv_view(self, request):
         """Each wallet's month (opening, top-ups, charges, adjustments, closing), as the page's table."""
+        if not self.may_view_wallets(request):
+            raise PermissionDenied
         return self._csv(request, "wallets", reports.wallets_csv_lines)
+
+    @staticmethod
+    def may_view_wallets(request) -> bool:
+        # Every wallet's balance, month after month, is what the wallet pages show: for staff who may view them,
+        # not for whoever may read the charges.
+        return request.user.has_perm("billing.view_wallet")
 
     def _csv(self, request, name: str, lines):
         month, org, unreadable, org_problem = self._selection(request)

@@ -152,7 +152,7 @@ class MonthlyReport:
     renewals_pending: bool = False
     charged_through: datetime | None = None
     wallets: list[WalletMonth] = field(default_factory=list)
-    wallets_total: WalletMonth | None = None
+    wallets_total: WalletMonth | None = None  # None: the wallets' month was not asked for
     bridge: ChargesBridge = field(default_factory=ChargesBridge)
 
     @property
@@ -266,17 +266,20 @@ def _snapshot():
         yield
 
 
-def monthly_report(*, month: date, organization_id: str | None = None, page: int = 1) -> MonthlyReport:
+def monthly_report(
+    *, month: date, organization_id: str | None = None, page: int = 1, wallets: bool = True
+) -> MonthlyReport:
     """Six queries (two or three more with a wallet short at the month's end), on one snapshot: the
     organization totals (which also count the rows, hence the pages), the rows of `page` (clamped to the pages
     there are), the 12 monthly totals, each wallet's month and its organization, and the charges recorded in
     the month against the charges of the month; and for a month that is over, whether it is final (one or two
-    small reads: _renewals_pending)."""
+    small reads: _renewals_pending). `wallets=False`: not the wallets' month (nor its queries), for staff who
+    may read the report but not view wallets."""
     with _snapshot():
-        return _monthly_report(month=month, organization_id=organization_id, page=page)
+        return _monthly_report(month=month, organization_id=organization_id, page=page, wallets=wallets)
 
 
-def _monthly_report(*, month: date, organization_id: str | None, page: int) -> MonthlyReport:
+def _monthly_report(*, month: date, organization_id: str | None, page: int, wallets: bool) -> MonthlyReport:
     start = month_start(month)
     report = MonthlyReport(month=start.date(), organization_id=organization_id)
     totals = (
@@ -311,6 +314,8 @@ def _monthly_report(*, month: date, organization_id: str | None, page: int) -> M
         bar_month = add_months(first, i).date()
         report.chart.append(ChartBar(bar_month, by_month.get(bar_month, 0), selected=bar_month == report.month))
 
+    if not wallets:
+        return report
     report.wallets = _wallet_months(month, organization_id)
     report.wallets_total = WalletMonth(
         organization_id="",

@@ -283,3 +283,17 @@ def test_the_wallet_list_shows_which_partners_were_off_boarded_and_what_they_hol
         re.sub(r"<[^>]+>", " ", finance.get(admin_object_url(Wallet, outsider.org.pk)).content.decode()).split()
     )
     assert "Off-boarded at: 2026-11-28 10:00:00 UTC" in wallet_page
+
+
+def test_the_wallets_month_is_for_staff_who_may_view_wallets(owner):
+    """The monthly report's charges are for staff who may view it; each wallet's balances, month after month,
+    are what the wallet pages show, to staff who may view wallets: not handed to whoever may read the report."""
+    services.wallet_top_up(organization=owner.org, cents=5000, reason="Wire")
+    _user, reader = signed_in_staff("billing.view_monthlybilling", username="report-reader")
+
+    page = reader.get("/admin/billing/monthlybilling/")
+    export = reader.get("/admin/billing/monthlybilling/wallets-csv/")
+
+    assert page.status_code == 200 and "charges" in Tables(page.content.decode()).tables
+    assert "wallet-months" not in Tables(page.content.decode()).tables and "$50.00" not in page.content.decode()
+    assert export.status_code == 403
