@@ -42,7 +42,12 @@ def _fresh_rate_limits():
 
 def admin_urls() -> list[str]:
     """The admin index and every registered model's list, add and custom pages a browser can GET."""
-    urls = [reverse("admin:index"), reverse("admin:billing_wallet_record"), reverse("admin:billing_monthlybilling_csv")]
+    urls = [
+        reverse("admin:index"),
+        reverse("admin:billing_wallet_record"),
+        reverse("admin:billing_monthlybilling_csv"),
+        reverse("admin:billing_monthlybilling_wallets_csv"),
+    ]
     for model in admin.site._registry:
         for view in ("changelist", "add"):
             with contextlib.suppress(NoReverseMatch):
