@@ -61,8 +61,16 @@ TOKEN_INVALID_CODE = 190
 THROTTLING_CODES = frozenset({4, 17, 32, 613, 80002})
 TRANSIENT_CODES = frozenset({1, 2})
 # Failures on Instagram's side that Meta says to retry (with a new container): 2207001 server error, 2207032
-# creating the media failed, 2207053 unknown upload error. Transient whatever the code beside them.
-TRANSIENT_SUBCODES = frozenset({2207001, 2207032, 2207053})
+# creating the media failed, 2207053 unknown upload error. Transient whatever the code beside them. And 2207008,
+# "Temporary error publishing a container. Try again 1-2 times in the next 30 seconds to 2 minutes" (Instagram
+# Platform > Error Codes): on media_publish, where it comes, the container is asked about and published again at
+# the next status check (scheduling.services._check_again); it failed the post as refused content.
+TRANSIENT_SUBCODES = frozenset({2207001, 2207008, 2207032, 2207053})
+# 2207051 comes with code 4, the code of Meta's app throttling, but is no throttle: "The publishing action is
+# suspected to be spam. We restrict certain activity to protect our community." Read as a throttle, the post
+# was sent again for its whole retry window, each try one more publishing action held against the account,
+# then failed RATE_LIMITED ("try later"). It is a refusal, decided before the throttling codes.
+SPAM_SUBCODE = 2207051
 PERMISSION_CODES = frozenset({10, *range(200, 300)})
 # fetch_metrics skips a media whose insights call fails for now; this many in a row is Instagram down, not one
 # media: the call stops there instead of spending a timeout on each of the account's media.
@@ -709,6 +717,8 @@ def _raise_for_graph(response: httpx.Response, body, *, secrets: tuple[str | Non
         message = redact(f"instagram {label}: {error.get('message') or ''}", *secrets)
         if code == TOKEN_INVALID_CODE:
             raise TokenInvalid(message, code=label, status=status)
+        if subcode == SPAM_SUBCODE:
+            raise RequestRejected(message, code=label, status=status)
         # A 429 is a rate limit whatever its code says (a Graph error without one of the throttling codes was
         # refused content: the post failed at once, "instagram None: Too Many Requests").
         if code in THROTTLING_CODES or subcode == QUOTA_SUBCODE or status == 429:

@@ -597,6 +597,69 @@ def test_a_container_that_expires_as_it_is_published_fails_unavailable_not_rejec
     assert sandbox_posts("instagram", "expiring.ig") == []
 
 
+# --- Instagram's answers as Meta documents them (Instagram Platform > Error Codes), which the sandbox's own
+# refusals do not all speak: https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/error-codes
+
+SPAM_SUSPECTED = graph_error(
+    4, 2207051, "We restrict certain activity to protect our community. Tell us if you think we made a mistake."
+)
+
+
+@pytest.mark.parametrize("path", ["/media", MEDIA_PUBLISH], ids=["container", "media_publish"])
+def test_a_post_instagram_suspects_as_spam_fails_at_once_and_is_not_sent_again(owner, path):
+    # Meta answers code 4, the code of its app throttling, with subcode 2207051: "The publishing action is
+    # suspected to be spam." Read as a throttle, the post was sent again and again for an hour (each try one more
+    # publishing action Instagram holds against the account) and then failed RATE_LIMITED, "try later".
+    username = f"spammy.{path.strip('/')}"
+    account = connected_account(owner, "instagram", username)
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    calls: list = []
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        if request.method != "POST" or not request.url.path.endswith(path):
+            return sandbox.handle_request(request)
+        calls.append(request.url.path)
+        return httpx.Response(400, json=SPAM_SUSPECTED)
+
+    with intercepted({path: answer}):
+        run_dispatcher()
+        first = post(owner, scheduled["id"])
+        for minutes in (1, 3, 10, 30, 60, 120):
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+
+    assert first["status"] == "failed", first
+    assert first["error"]["code"] == "PLATFORM_REJECTED", first["error"]
+    assert "We restrict certain activity" in first["error"]["message"], first["error"]
+    assert post(owner, scheduled["id"]) == first
+    assert len(calls) == 1, calls
+    assert sandbox_posts("instagram", username) == []
+    assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+
+
+def test_a_temporary_error_at_media_publish_is_tried_again_and_publishes_once(owner):
+    # Meta: 2207008, "Temporary error publishing a container. Try again 1-2 times in the next 30 seconds to 2
+    # minutes." It failed the post at once as refused content (PLATFORM_REJECTED).
+    account = connected_account(owner, "instagram", "ig.publish.hiccup")
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    calls: list = []
+    temporary = graph_error(24, 2207008, "Media builder not found. Temporary error publishing a container.")
+
+    with intercepted({MEDIA_PUBLISH: counted(calls, temporary, times=1)}):
+        run_dispatcher()
+        waiting = post(owner, scheduled["id"])
+        for minutes in (1, 3):
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+
+    assert waiting["status"] == "publishing", waiting
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published", body
+    received = sandbox_posts("instagram", "ig.publish.hiccup")
+    assert len(received) == 1 and body["externalId"] == received[0].external_id
+    assert len(calls) == 2, calls
+
+
 # --- Answers in shapes the platform does not document ------------------------------------------------
 # The platform has the post in each of these: it must end `published` (never `publishing` for ever, never sent
 # again), and what is handed to partners as externalId / externalUrl must be the post's or nothing.
