@@ -88,7 +88,7 @@ class ScheduledPostOutput(serializers.Serializer):
             "fix), MEDIA_INVALID (the platform "
             "could not fetch or use the media: TikTok's file_format_check_failed, video_pull_failed, "
             "photo_pull_failed, duration_check_failed, frame_rate_check_failed, picture_size_check_failed, "
-            "url_ownership_unverified; Instagram's subcodes 2207003 download timeout, 2207004 too large, 2207005 "
+            "url_ownership_unverified; Instagram's subcodes 2207004 too large, 2207005 "
             "format, 2207009 aspect ratio, 2207023 unknown media type, 2207026 video format, 2207052 not "
             "fetchable, 2207057 thumbnail offset, and codes 36000, 36001, 36003; a caption too long, 36004, is "
             "PLATFORM_REJECTED), RATE_LIMITED "

@@ -755,11 +755,11 @@ def _prepared_publish_id(post: ScheduledPost) -> str:
 # Why a platform error fails a post, by the platform's own code: TikTok's fail reasons and error codes,
 # Instagram's error codes and subcodes (in an error's code "36003/2207009" or a failed container's status:
 # the subcode, "2207052", or "Error: Media upload has failed with error code 2207052"). Instagram's media
-# subcodes: 2207003 it took too long to download the media (the URL is slow or unreachable: the partner's to
-# fix), 2207004 image too large, 2207005 format not supported, 2207009 aspect ratio not supported, 2207023
+# subcodes: 2207004 image too large, 2207005 format not supported, 2207009 aspect ratio not supported, 2207023
 # unknown media type, 2207026 unsupported video, 2207052 media not fetchable from the URL, 2207057 thumbnail
 # offset beyond the video; and the image error codes 36000 too large, 36001 format, 36003 aspect ratio.
-# Not 36004 / 2207010 (the caption is too long): the content was refused, but not its media.
+# Not 36004 / 2207010 (the caption is too long): the content was refused, but not its media. Nor 2207003, a
+# timeout downloading the media, which Meta says to try again (RETRYABLE_FAIL_CODES).
 MEDIA_CODES = frozenset(
     {
         "file_format_check_failed",
@@ -771,7 +771,6 @@ MEDIA_CODES = frozenset(
         "invalid_media",
         "url_ownership_unverified",
         "media_invalid",
-        "2207003",
         "2207004",
         "2207005",
         "2207009",
@@ -1373,10 +1372,11 @@ def _store_publish_id(post: ScheduledPost, *, publish_id: str, next_check_at: da
 # is not about the content. TikTok's `auth_removed`: the creator removed the app, so the token is dead.
 # TikTok's `internal` (retryable, PLATFORMS.md): TikTok did not create the post, so it is queued again.
 # Instagram's containers that failed on its side, which Meta says to try again with a new container: 2207001
-# (server error), 2207032 (creating the media failed) and 2207053 (unknown upload error). Queued again as
-# well: the retry makes a new container (_retry_later drops the failed one, prepared ahead or not).
+# (server error), 2207003 (a timeout downloading the media), 2207032 (creating the media failed) and 2207053
+# (unknown upload error). Queued again as well: the retry makes a new container (_retry_later drops the
+# failed one, prepared ahead or not).
 TOKEN_GONE_FAIL_CODES = frozenset({"auth_removed"})
-RETRYABLE_FAIL_CODES = frozenset({"internal", "2207001", "2207032", "2207053"})
+RETRYABLE_FAIL_CODES = frozenset({"internal", "2207001", "2207003", "2207032", "2207053"})
 # Instagram's EXPIRED: the container was not published within 24 h (we were throttled or the platform kept
 # failing). Nothing was wrong with the content.
 UNAVAILABLE_FAIL_CODES = frozenset({"EXPIRED"})

@@ -60,12 +60,13 @@ TOKEN_INVALID_CODE = 190
 # Meta applies to Instagram Platform calls.
 THROTTLING_CODES = frozenset({4, 17, 32, 613, 80002})
 TRANSIENT_CODES = frozenset({1, 2})
-# Failures on Instagram's side that Meta says to retry (with a new container): 2207001 server error, 2207032
-# creating the media failed, 2207053 unknown upload error. Transient whatever the code beside them. And 2207008,
+# Failures on Instagram's side that Meta says to retry (with a new container): 2207001 server error, 2207003 a
+# timeout downloading the media ("Try again"), 2207032 creating the media failed, 2207053 unknown upload error.
+# Transient whatever the code beside them. And 2207008,
 # "Temporary error publishing a container. Try again 1-2 times in the next 30 seconds to 2 minutes" (Instagram
 # Platform > Error Codes): on media_publish, where it comes, the container is asked about and published again at
 # the next status check (scheduling.services._check_again); it failed the post as refused content.
-TRANSIENT_SUBCODES = frozenset({2207001, 2207008, 2207032, 2207053})
+TRANSIENT_SUBCODES = frozenset({2207001, 2207003, 2207008, 2207032, 2207053})
 # 2207051 comes with code 4, the code of Meta's app throttling, but is no throttle: "The publishing action is
 # suspected to be spam. We restrict certain activity to protect our community." Read as a throttle, the post
 # was sent again for its whole retry window, each try one more publishing action held against the account,

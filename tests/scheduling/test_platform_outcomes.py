@@ -301,11 +301,10 @@ def graph_error(code: int, subcode: int, message: str) -> dict:
         (36003, 2207009, "The submitted image with aspect ratio ('0.3') cannot be published."),
         (36000, 2207004, "The image is too large to download."),
         (36001, 2207005, "The media format is not supported."),
-        (-2, 2207003, "It took too long to download the media."),
         (100, 2207023, "The media type GIF is unknown."),
         (100, 2207057, "The thumbnail offset you entered is out of bounds for the video duration."),
     ],
-    ids=["aspect-ratio", "image-too-large", "unsupported-format", "download-timeout", "unknown-type", "thumb"],
+    ids=["aspect-ratio", "image-too-large", "unsupported-format", "unknown-type", "thumb"],
 )
 def test_an_instagram_container_refused_for_its_media_fails_media_invalid_with_instagrams_reason(
     owner, code, subcode, message
@@ -377,10 +376,11 @@ def run_through_one_retry(tenant, post_id: str) -> dict:
 
 
 @pytest.mark.parametrize("bare", [False, True], ids=["sentence", "bare subcode"])
-@pytest.mark.parametrize("error_code", ["2207001", "2207032", "2207053"])
+@pytest.mark.parametrize("error_code", ["2207001", "2207003", "2207032", "2207053"])
 def test_a_container_that_failed_on_instagrams_side_is_made_again_and_published_once(owner, error_code, bare):
-    # Meta: 2207001 server error, try again; 2207032 creating the media failed, make it again; 2207053 unknown
-    # upload error, make a new container. Nothing about the content: the post is retried with a new container.
+    # Meta: 2207001 server error, try again; 2207003 a timeout downloading the media, try again; 2207032 creating
+    # the media failed, make it again; 2207053 unknown upload error, make a new container. Nothing about the
+    # content: the post is retried with a new container.
     username = f"ig.hiccup.{error_code}.{'bare' if bare else 'sentence'}"
     account = connected_account(owner, "instagram", username)
     scheduled = schedule_now(owner, account["id"], media_type="image")
@@ -411,8 +411,21 @@ def test_a_container_that_failed_for_its_media_fails_the_post_as_media_invalid(o
     assert "2207052" in body["error"]["message"]
 
 
-def test_a_container_refused_for_an_error_on_instagrams_side_is_retried_and_published_once(owner):
-    account = connected_account(owner, "instagram", "ig.create.hiccup")
+@pytest.mark.parametrize(
+    "code, subcode, message",
+    [
+        (-1, 2207001, "Instagram server error."),
+        # Meta: "A timeout occured while downloading the media. Try again." It failed the post at once as
+        # MEDIA_INVALID, as if the media were unusable, on the first slow fetch of Instagram's.
+        (-2, 2207003, "It takes too long to download the media."),
+    ],
+    ids=["server-error", "download-timeout"],
+)
+def test_a_container_refused_for_an_error_on_instagrams_side_is_retried_and_published_once(
+    owner, code, subcode, message
+):
+    username = f"ig.create.hiccup.{subcode}"
+    account = connected_account(owner, "instagram", username)
     scheduled = schedule_now(owner, account["id"], media_type="image")
     calls: list = []
 
@@ -420,13 +433,13 @@ def test_a_container_refused_for_an_error_on_instagrams_side_is_retried_and_publ
         if request.method != "POST" or not request.url.path.endswith("/media") or calls:
             return sandbox.handle_request(request)
         calls.append(request.url.path)
-        return httpx.Response(400, json=graph_error(-1, 2207001, "Instagram server error."))
+        return httpx.Response(400, json=graph_error(code, subcode, message))
 
     with intercepted({"/media": once}):
         body = run_through_one_retry(owner, scheduled["id"])
 
     assert body["status"] == "published" and body["attempts"] == 2, body
-    assert len(sandbox_posts("instagram", "ig.create.hiccup")) == 1
+    assert len(sandbox_posts("instagram", username)) == 1
 
 
 def test_a_container_error_injected_in_the_sandbox_is_retried_and_published_once(owner):
