@@ -53,6 +53,11 @@ METRICS_BATCH = 20
 PRIVACY_PREFERENCE = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY")
 # The token was not granted the scope the call needs (PermissionMissing); it still works for the others.
 SCOPE_NOT_AUTHORIZED = "scope_not_authorized"
+# TikTok's v2 error codes also have scope_permission_missed, HTTP 400: "some fields need additional scopes", the
+# answer to a `fields` list naming one the token's scopes do not cover (user/info's `username` without
+# user.info.profile). Read by _profile as the refusal of `username` it is; elsewhere a refusal (RequestRejected).
+SCOPE_PERMISSION_MISSED = "scope_permission_missed"
+FIELD_SCOPE_REFUSALS = frozenset({SCOPE_NOT_AUTHORIZED, SCOPE_PERMISSION_MISSED})
 TOKEN_INVALID_CODES = frozenset({"access_token_invalid", SCOPE_NOT_AUTHORIZED})
 MAX_PHOTOS = 35
 # TikTok counts a caption in UTF-16 code units ("max 2200 UTF-16 runes"): an emoji outside the Basic
@@ -318,14 +323,17 @@ class TikTokClient:
         granted = set(scopes)
         fields = PROFILE_FIELDS if not granted or PROFILE_SCOPE in granted else BASIC_FIELDS
         try:
-            data = self._call(http, "GET", "/v2/user/info/", access_token=access_token, params={"fields": fields})
-        except TokenInvalid as exc:
+            data = self._user_info(http, access_token, fields)
+        except (TokenInvalid, RequestRejected) as exc:
             # Scopes not known (or the user took user.info.profile back since): the refusal is about
             # `username` alone, so ask again without it. A refusal of the basic fields is a dead token.
-            if exc.code != "scope_not_authorized" or fields == BASIC_FIELDS:
+            # TikTok answers it as scope_not_authorized (401) or scope_permission_missed (400, "some fields
+            # need additional scopes"): the 400 was taken for a refusal of the call, so a live post whose URL
+            # needed the handle stayed `publishing` for a day, then failed.
+            if exc.code not in FIELD_SCOPE_REFUSALS or fields == BASIC_FIELDS:
                 raise
             fields = BASIC_FIELDS
-            data = self._call(http, "GET", "/v2/user/info/", access_token=access_token, params={"fields": fields})
+            data = self._user_info(http, access_token, fields)
         user = data.get("user")
         # Not an object: no user (an AttributeError here left a live post `publishing` at every status check).
         user = user if isinstance(user, dict) else {}
@@ -338,6 +346,16 @@ class TikTokClient:
             display_name=platform_text(user.get("display_name")) or username,
             avatar_url=user.get("avatar_url") or None,
         )
+
+    def _user_info(self, http: httpx.Client, access_token: str, fields: str) -> dict:
+        try:
+            return self._call(http, "GET", "/v2/user/info/", access_token=access_token, params={"fields": fields})
+        except RequestRejected as exc:
+            if exc.code != SCOPE_PERMISSION_MISSED or fields != BASIC_FIELDS:
+                raise
+            # The basic fields themselves refused for a scope: the token lacks user.info.basic, which every
+            # authorize URL asks for. A reauth, as scope_not_authorized is (PermissionMissing), not a refusal.
+            raise PermissionMissing(str(exc), code=exc.code, status=exc.status) from None
 
     def _token_request(self, form: dict, *, grant: str, secrets: tuple[str | None, ...]) -> dict:
         form = {

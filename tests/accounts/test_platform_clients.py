@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.platforms import get_client
 from accounts.platforms.base import (
     MediaItem,
+    PermissionMissing,
     PlatformError,
     PlatformUnavailable,
     RateLimited,
@@ -752,6 +753,9 @@ EXPIRED = TokenSet(
         (403, tiktok_env("spam_risk_user_banned_from_posting"), RequestRejected, "spam_risk_user_banned_from_posting"),
         (401, tiktok_env("access_token_invalid"), TokenInvalid, "access_token_invalid"),
         (401, tiktok_env("scope_not_authorized"), TokenInvalid, "scope_not_authorized"),
+        # TikTok's "some fields need additional scopes", refused for the basic fields too: the token lacks
+        # user.info.basic, a reauth (it was a plain refusal, and the health check could never flag the account).
+        (400, tiktok_env("scope_permission_missed"), PermissionMissing, "scope_permission_missed"),
         (429, tiktok_env("rate_limit_exceeded"), RateLimited, "rate_limit_exceeded"),
         (500, tiktok_env("internal_error"), PlatformUnavailable, "internal_error"),
         (400, tiktok_env("invalid_params", f"bad token {SECRET}"), RequestRejected, "invalid_params"),

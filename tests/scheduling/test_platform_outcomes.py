@@ -541,6 +541,39 @@ def test_a_creator_at_tiktoks_daily_cap_gets_rate_limited_not_refused_content(ow
     assert len(sandbox_posts("tiktok", "prolific")) == 1
 
 
+def test_a_tiktok_post_of_a_token_without_user_info_profile_is_published_when_tiktok_refuses_the_username(owner):
+    # TikTok documents scope_permission_missed (HTTP 400, "some fields need additional scopes": `username` needs
+    # user.info.profile) beside scope_not_authorized (401, the endpoint's scope). Once the post was live, the
+    # status check read the handle for its URL and took that 400 for a refusal of the status read: the live post
+    # stayed `publishing` for a day, then failed PLATFORM_UNAVAILABLE, and the partner posted it again.
+    account = connected_account(owner, "tiktok", "lean.creator")
+    scheduled = schedule_now(owner, account["id"])
+    refusals: list = []
+
+    def no_username(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        if "username" not in request.url.params.get("fields", ""):
+            return sandbox.handle_request(request)
+        refusals.append(request.url.params["fields"])
+        body = {
+            "data": {},
+            "error": {
+                "code": "scope_permission_missed",
+                "message": "Access token is invalid, some fields need additional scopes.",
+                "log_id": "202611301200",
+            },
+        }
+        return httpx.Response(400, json=body)
+
+    with intercepted({"/v2/user/info/": no_username}):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    received = sandbox_posts("tiktok", "lean.creator")
+    assert refusals, "the handle was never asked for"
+    assert body["status"] == "published", body
+    assert len(received) == 1 and body["externalId"] == received[0].external_id and body["externalUrl"] is None
+
+
 def test_one_posts_refused_status_does_not_hide_the_public_id_of_the_accounts_other_posts(owner, settings):
     from datetime import timedelta
     from unittest import mock

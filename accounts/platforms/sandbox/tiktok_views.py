@@ -246,10 +246,12 @@ def user_info(request: HttpRequest, *, token: Token, rejected: bool) -> JsonResp
         return envelope(code="invalid_params", message=f"Invalid fields: {unknown or 'none given'}.", status=400)
     granted = set(token.scopes.split(","))
     if any(USER_FIELDS[f] not in granted for f in fields):
+        # TikTok's v2 error codes: scope_permission_missed (HTTP 400) is a field the token's scopes do not cover,
+        # scope_not_authorized (401) an endpoint the token has no scope for (the api decorator's).
         return envelope(
-            code="scope_not_authorized",
-            message="The user did not authorize the scope required for completing this request.",
-            status=401,
+            code="scope_permission_missed",
+            message="Access token is invalid, some fields need additional scopes.",
+            status=400,
         )
     username = token.username
     avatar = avatars.signed_url(request, platform=PLATFORM, username=username)
