@@ -55,10 +55,14 @@ DEFAULT_SCOPES = (
 # `id` is the app-scoped id, which Meta's deauthorize and data deletion requests may carry instead of `user_id`.
 PROFILE_FIELDS = "id,user_id,username,name,account_type,profile_picture_url"
 INSIGHT_METRICS = "views,likes,comments,shares,saved,reach"
-TOKEN_INVALID_CODE = 190
-# 4, 17, 32, 613: Graph API throttling; 80002: the Business Use Case limit of an Instagram account, the limits
-# Meta applies to Instagram Platform calls.
-THROTTLING_CODES = frozenset({4, 17, 32, 613, 80002})
+# 190 "Access token has expired"; 102 "API Session": "the login status or access token has expired, been revoked,
+# or is otherwise invalid. Get a new access token" (Graph API > Handling Errors), with or without one of the same
+# auth subcodes. It was refused content, one post at a time, and the account never went reauth_required.
+TOKEN_INVALID_CODES = frozenset({190, 102})
+# 4, 17, 32, 613: Graph API throttling, and 341 "Application limit reached: temporary issue due to downtime or
+# throttling. Wait and retry" (it failed the post at once as refused content); 80002: the Business Use Case limit
+# of an Instagram account, the limits Meta applies to Instagram Platform calls.
+THROTTLING_CODES = frozenset({4, 17, 32, 341, 613, 80002})
 TRANSIENT_CODES = frozenset({1, 2})
 # Failures on Instagram's side that Meta says to retry (with a new container): 2207001 server error, 2207003 a
 # timeout downloading the media ("Try again"), 2207032 creating the media failed, 2207053 unknown upload error.
@@ -708,7 +712,8 @@ def _usage_retry_after(response: httpx.Response) -> float | None:
 
 def _raise_for_graph(response: httpx.Response, body, *, secrets: tuple[str | None, ...]) -> None:
     """Raise the typed error a Graph answer means. Codes decide, not statuses: a dead token is code 190
-    with HTTP 400; the codes 4, 17, 32, 613, 80002 and the publishing-quota subcode are throttling."""
+    with HTTP 400 (or 102); the codes 4, 17, 32, 341, 613, 80002 and the publishing-quota subcode are throttling,
+    except a post suspected as spam (subcode 2207051, with code 4)."""
     status = response.status_code
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
@@ -716,7 +721,7 @@ def _raise_for_graph(response: httpx.Response, body, *, secrets: tuple[str | Non
         subcode = as_int(error.get("error_subcode"))
         label = f"{code}/{subcode}" if subcode else str(code)
         message = redact(f"instagram {label}: {error.get('message') or ''}", *secrets)
-        if code == TOKEN_INVALID_CODE:
+        if code in TOKEN_INVALID_CODES:
             raise TokenInvalid(message, code=label, status=status)
         if subcode == SPAM_SUBCODE:
             raise RequestRejected(message, code=label, status=status)

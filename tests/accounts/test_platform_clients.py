@@ -864,6 +864,12 @@ def test_an_undecodable_answer_is_platform_unavailable(platform):
             "80002",
         ),
         (400, ig_error(9, 2207042), RateLimited, "9/2207042"),
+        # Graph API > Handling Errors: 341 "Application limit reached", a temporary issue due to downtime or
+        # throttling ("wait and retry"), was refused content; 102 "API Session", an expired or revoked login (with
+        # or without an auth subcode), was refused content too: the account never went reauth_required.
+        (400, ig_error(341, message="Application limit reached"), RateLimited, "341"),
+        (400, ig_error(102, message="Session key invalid or no longer valid"), TokenInvalid, "102"),
+        (400, ig_error(102, 460), TokenInvalid, "102/460"),
         (500, ig_error(2), PlatformUnavailable, "2"),
         (503, ig_error(100), PlatformUnavailable, "100"),
         (400, ig_error(100, 33, f"Object {SECRET} does not exist"), RequestRejected, "100/33"),
