@@ -1561,7 +1561,7 @@ def _resolve(post: ScheduledPost) -> str:
         else:
             code = _rejection_code(status.fail_code or status.fail_reason)
         return _fail(post, code, f"The platform could not publish the post: {_with_code(status)}")
-    if status.state == "throttled":
+    if status.state in ("throttled", "try_again"):
         return _publish_throttled(post, status, now)
     return _check_again(post, now, answered=True)
 
@@ -1608,24 +1608,26 @@ def _with_code(status: PublishStatus) -> str:
 
 
 def _publish_throttled(post: ScheduledPost, status: PublishStatus, now: datetime) -> str:
-    """The call that makes the post public was throttled (Instagram's media_publish; its container waits):
-    each such call is an attempt, asked again after the same backoff as _retry_later, and the post fails
-    RATE_LIMITED once the next call would fall past its retry window. Instagram's 24 h quota is rolling: a
-    slot frees as a post of the day before ages out, so asking again for the window can still publish it,
-    at one media_publish per 5 minutes at most. Not _check_again: that would call media_publish on every
-    poll until the container expired."""
+    """The call that makes the post public was throttled (Instagram's media_publish; its container waits), or
+    failed for now on the platform's side ("try_again": Instagram's 2207008): each such call is an attempt,
+    asked again after the same backoff as _retry_later, and the post fails RATE_LIMITED (PLATFORM_UNAVAILABLE)
+    once the next call would fall past its retry window. Instagram's 24 h quota is rolling: a slot frees as a
+    post of the day before ages out, so asking again for the window can still publish it, at one media_publish
+    per 5 minutes at most. Not _check_again: that would call media_publish on every poll until the container
+    expired, a day of publishing actions, and then say the status checks were refused."""
+    code = "RATE_LIMITED" if status.state == "throttled" else "PLATFORM_UNAVAILABLE"
     backoff = _backoff(_platform_attempts(post), status.retry_after)
     given_up = _given_up(post, backoff, status.retry_after, status.fail_reason)
     if given_up:
-        return _fail(post, "RATE_LIMITED", given_up)
+        return _fail(post, code, given_up)
     # attempts as read: two runs throttled on the same check count one attempt.
     updated = _update_recording(
         _still_ours(post).filter(attempts=post.attempts),
-        _retry_attempt(post, "RATE_LIMITED", status.fail_reason, backoff),
+        _retry_attempt(post, code, status.fail_reason, backoff),
         attempts=F("attempts") + 1,
         next_check_at=now + backoff,
         claimed_until=None,
-        error_code="RATE_LIMITED",
+        error_code=code,
         error_message=shorten(f"Retrying: {status.fail_reason}", MESSAGE_LENGTH),
     )
     return "retrying" if updated else "skipped"

@@ -148,11 +148,12 @@ class PublishStatus:
     """Where a post the platform accepted stands. "failed": it will not be published (`fail_code` is the
     platform's own code, `fail_reason` a human sentence). "throttled": the call that makes it public was
     throttled (Instagram's media_publish against the 24 h publishing quota); asking again later may
-    publish it, `retry_after` seconds from now when the platform said. "unpublished": a status read that
+    publish it, `retry_after` seconds from now when the platform said. "try_again": that call failed on the
+    platform's side for now (Instagram's 2207008), and it says to ask again soon. "unpublished": a status read that
     was not to publish (publish_status(publish=False)) found an Instagram container that is no post yet and
     becomes one only by the media_publish that read did not make."""
 
-    state: str  # "processing" | "published" | "sent_to_inbox" | "failed" | "throttled" | "unpublished"
+    state: str  # "processing" | "published" | "sent_to_inbox" | "failed" | "throttled" | "try_again" | "unpublished"
     external_id: str | None = None
     external_url: str | None = None
     fail_code: str | None = None

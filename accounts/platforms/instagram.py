@@ -68,9 +68,11 @@ TRANSIENT_CODES = frozenset({1, 2})
 # timeout downloading the media ("Try again"), 2207032 creating the media failed, 2207053 unknown upload error.
 # Transient whatever the code beside them. And 2207008,
 # "Temporary error publishing a container. Try again 1-2 times in the next 30 seconds to 2 minutes" (Instagram
-# Platform > Error Codes): on media_publish, where it comes, the container is asked about and published again at
-# the next status check (scheduling.services._check_again); it failed the post as refused content.
-TRANSIENT_SUBCODES = frozenset({2207001, 2207003, 2207008, 2207032, 2207053})
+# Platform > Error Codes), which failed the post as refused content: on media_publish, where it comes, it is a
+# "try_again" status (publish_status), asked again with backoff for the post's retry window as a throttled
+# media_publish is. Not at every status check: that called media_publish every 2 minutes for a day.
+PUBLISH_AGAIN_SUBCODE = 2207008
+TRANSIENT_SUBCODES = frozenset({2207001, 2207003, PUBLISH_AGAIN_SUBCODE, 2207032, 2207053})
 # 2207051 comes with code 4, the code of Meta's app throttling, but is no throttle: "The publishing action is
 # suspected to be spam. We restrict certain activity to protect our community." Read as a throttle, the post
 # was sent again for its whole retry window, each try one more publishing action held against the account,
@@ -432,6 +434,11 @@ class InstagramClient:
                     return PublishStatus(
                         state="throttled", fail_code=exc.code, fail_reason=str(exc), retry_after=exc.retry_after
                     )
+                except PlatformUnavailable as exc:
+                    if _subcode_of(exc) != PUBLISH_AGAIN_SUBCODE:
+                        raise
+                    # Instagram said it did not publish it, for now: asked again as a throttled one is.
+                    return PublishStatus(state="try_again", fail_code=exc.code, fail_reason=str(exc))
                 else:
                     media_id = platform_id(published.get("id"))
                     if media_id is None:
@@ -672,6 +679,11 @@ def _permalink(media: dict, media_id: str) -> str | None:
 
 def _code_of(exc: PlatformError) -> int | None:
     return as_int(exc.code.split("/")[0])
+
+
+def _subcode_of(exc: PlatformError) -> int | None:
+    code, _, subcode = exc.code.partition("/")
+    return as_int(subcode) if subcode else None
 
 
 def _needs_reauth(exc: RequestRejected) -> PermissionMissing:

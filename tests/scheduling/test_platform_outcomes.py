@@ -706,6 +706,33 @@ def test_a_temporary_error_at_media_publish_is_tried_again_and_publishes_once(ow
     assert len(calls) == 2, calls
 
 
+def test_a_media_publish_that_keeps_failing_for_now_is_given_up_after_the_retry_window(owner):
+    # 2207008 says "try again 1-2 times in the next 30 seconds to 2 minutes". Asked again at every status check,
+    # a post Instagram went on refusing so had media_publish called every 2 minutes for a day, each one more
+    # publishing action, and then failed "did not say within 24 hours how the post ended", which is not what
+    # happened: Instagram said, each time, that it had not published it.
+    account = connected_account(owner, "instagram", "ig.publish.stuck")
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    calls: list = []
+    temporary = graph_error(24, 2207008, "Media builder not found. Temporary error publishing a container.")
+
+    with intercepted({MEDIA_PUBLISH: counted(calls, temporary)}):
+        run_dispatcher()
+        for minutes in [*range(1, 70), 3 * 60, 16 * 60, 25 * 60]:
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+        during = len(calls)
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_UNAVAILABLE", body
+    assert "(retry window: 60 minutes)" in body["error"]["message"], body["error"]
+    assert "2207008" in body["error"]["message"], body["error"]
+    # With the same backoff as a throttled media_publish (at most every 5 minutes once grown), each call an
+    # attempt, and none after the window.
+    assert 5 < len(calls) == during == body["attempts"] < 20, (len(calls), body["attempts"])
+    assert sandbox_posts("instagram", "ig.publish.stuck") == []
+
+
 # --- Answers in shapes the platform does not document ------------------------------------------------
 # The platform has the post in each of these: it must end `published` (never `publishing` for ever, never sent
 # again), and what is handed to partners as externalId / externalUrl must be the post's or nothing.
