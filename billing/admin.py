@@ -110,15 +110,7 @@ class WalletAdmin(admin.ModelAdmin):
     search_fields = ("organization__name", "organization__id")
     list_select_related = ("organization",)
     ordering = ("organization__name",)
-    fields = (
-        "organization",
-        "balance",
-        "status_label",
-        "offboarded_at",
-        "past_due_since",
-        "updated_at",
-        "recent_entries",
-    )
+    fields = (*list_display, "recent_entries")
     readonly_fields = fields
 
     def has_add_permission(self, request):
