@@ -19,7 +19,6 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from accounts.models import Organization
 from billing.models import LedgerEntry, RenewalProgress, Wallet
@@ -269,7 +268,8 @@ def _snapshot():
 def monthly_report(
     *, month: date, organization_id: str | None = None, page: int = 1, wallets: bool = True
 ) -> MonthlyReport:
-    """Six queries (two or three more with a wallet short at the month's end), on one snapshot: the
+    """Six queries (one more with a wallet short at the month's end, and one or a few for each such wallet
+    covered since: _past_due_since), on one snapshot: the
     organization totals (which also count the rows, hence the pages), the rows of `page` (clamped to the pages
     there are), the 12 monthly totals, each wallet's month and its organization, and the charges recorded in
     the month against the charges of the month; and for a month that is over, whether it is final (one or two
@@ -381,61 +381,60 @@ def _wallet_months(month: date, organization_id: str | None) -> list[WalletMonth
         for pk, name, offboarded_at in sorted(organizations, key=lambda o: (o[1], o[0]))
     ]
     short = {w.organization_id: w for w in wallets if w.closing < 0}
-    for organization_id, since in _past_due_since(list(short), end).items():
+    for organization_id, since in _past_due_since({pk: w.closing for pk, w in short.items()}, end).items():
         short[organization_id].past_due_since = since
     return wallets
 
 
-# For wallets short at a month's end: the entry that took each below zero for the last time before it (the
-# first one after its last entry that left it at zero or more), as Wallet.past_due_since is set when it happens.
-# The wallet's own past_due_since is today's: a wallet past due since Dec 1, or paid since, says nothing of
-# how November ended.
-_PAST_DUE_SINCE_SQL = """
-WITH running AS (
-    SELECT organization_id, created_at,
-           sum(amount_cents) OVER w AS balance,
-           row_number() OVER w AS n
-      FROM billing_ledgerentry
-     WHERE organization_id IN ({orgs}) AND created_at < %s
-    WINDOW w AS (PARTITION BY organization_id ORDER BY created_at, id ROWS UNBOUNDED PRECEDING)
-), last_covered AS (
-    SELECT organization_id, COALESCE(max(CASE WHEN balance >= 0 THEN n END), 0) AS n
-      FROM running
-     GROUP BY organization_id
-)
-SELECT r.organization_id, min(r.created_at)
-  FROM running r
-  JOIN last_covered c ON c.organization_id = r.organization_id
- WHERE r.n > c.n
- GROUP BY r.organization_id
-"""
-
-
-def _past_due_since(organization_ids: list[str], end: datetime) -> dict[str, datetime]:
-    """Since when each of these wallets, short at `end`, was short. A wallet with no entry recorded since
-    `end` is as it was then: its own past_due_since (set by the entry that took it below zero, at that entry's
-    time) says. The others' ledgers up to `end` are summed in ledger order (_PAST_DUE_SINCE_SQL)."""
-    if not organization_ids:
+def _past_due_since(closing: dict[str, int], end: datetime) -> dict[str, datetime]:
+    """Since when each of these wallets, short at `end` (`closing`: each one's balance then), was short. A
+    wallet past due now since before `end` has been short without a break from then to now (its
+    past_due_since is set by the entry that takes it below zero, at that entry's time, and cleared by the one
+    that covers it), so it was at `end` too: that says, whatever its history. The others were covered at some
+    time after `end` (paid since, or short again since): their ledgers are walked back from `end`, over the
+    run of entries since each was last covered before it (_short_since)."""
+    if not closing:
         return {}
-    moved_since = set(
-        LedgerEntry.objects.filter(organization_id__in=organization_ids, created_at__gte=end)
-        .values_list("organization_id", flat=True)
-        .distinct()
-    )
-    since = dict(Wallet.objects.filter(pk__in=set(organization_ids) - moved_since).values_list("pk", "past_due_since"))
-    if moved_since:
-        sql = _PAST_DUE_SINCE_SQL.format(orgs=", ".join(["%s"] * len(moved_since)))
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [*sorted(moved_since), end])
-            since.update({pk: _as_time(when) for pk, when in cursor.fetchall()})
+    since = {}
+    for organization_id, now_since in Wallet.objects.filter(pk__in=list(closing)).values_list("pk", "past_due_since"):
+        if now_since is not None and now_since < end:
+            since[organization_id] = now_since
+    for organization_id in sorted(set(closing) - set(since)):
+        since[organization_id] = _short_since(organization_id, closing[organization_id], end)
     return since
 
 
-def _as_time(value) -> datetime:
-    """A time from a raw query: PostgreSQL hands back an aware datetime, SQLite (`make run`) the text it stores."""
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
+# Entries read at a time walking a wallet's ledger back from a month's end (then four times as many each time,
+# up to 1,000): a wallet that was short at a month's end and covered since usually went short shortly before.
+SHORTFALL_CHUNK = 16
+
+
+def _short_since(organization_id: str, balance: int, end: datetime) -> datetime | None:
+    """The time of the entry that took the wallet below zero for the last time before `end`, where its balance
+    was `balance` (< 0): its entries before `end` newest first, in ledger order (time, then id, along
+    ledger_org_newest), each undone from the balance until the one before which the wallet was covered (zero
+    or more; before its first entry, 0). Only that run of entries is read, in chunks. (A running sum in SQL
+    cannot stop there: PostgreSQL plans a window under a filter for all its rows and sorts the wallet's whole
+    history.) Summed over the whole ledger in order, every view of the monthly page sorted each short wallet's
+    history: 0.3 s at a year of entries, 3 s at ten."""
+    entries = (
+        LedgerEntry.objects.filter(organization_id=organization_id)
+        .order_by("-created_at", "-id")
+        .values_list("created_at", "id", "amount_cents")
+    )
+    since, before, chunk = None, Q(created_at__lt=end), SHORTFALL_CHUNK
+    while True:
+        rows = list(entries.filter(before)[:chunk])
+        for created_at, _pk, amount in rows:
+            since = created_at
+            balance -= amount  # the balance before this entry
+            if balance >= 0:
+                return since
+        if len(rows) < chunk:
+            return since
+        created_at, pk, _amount = rows[-1]
+        before = Q(created_at__lte=created_at) & (Q(created_at__lt=created_at) | Q(id__lt=pk))
+        chunk = min(chunk * 4, 1000)
 
 
 def _charges_bridge(month: date, organization_id: str | None, charged: int) -> ChargesBridge:
