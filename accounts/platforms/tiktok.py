@@ -305,7 +305,13 @@ class TikTokClient:
                 # A token without user.info.profile gives no username: the post is live all the same, its
                 # public URL unknown (null) rather than the post failing on a token that just worked. So is a
                 # username no URL can be built with (a "/" in it would make it another page's).
-                username = tiktok_handle(self._profile(http, access_token, ()).username)
+                # Nor does a token TikTok refuses even the basic fields for (no user.info.basic: a reauth, which
+                # the health check asks for): the post is live, and failing it here told the partner to
+                # reauthorize and schedule it again, posting it twice.
+                try:
+                    username = tiktok_handle(self._profile(http, access_token, ()).username)
+                except PermissionMissing:
+                    username = None
                 url = f"https://www.tiktok.com/@{username}/video/{post_id}" if username else None
                 return PublishStatus(state="published", external_id=post_id, external_url=url)
         raise PlatformUnavailable(f"tiktok: unknown publish status {status!r}", code="bad_response")

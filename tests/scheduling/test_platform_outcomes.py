@@ -574,6 +574,30 @@ def test_a_tiktok_post_of_a_token_without_user_info_profile_is_published_when_ti
     assert len(received) == 1 and body["externalId"] == received[0].external_id and body["externalUrl"] is None
 
 
+def test_a_live_tiktok_post_stays_published_when_tiktok_refuses_even_the_basic_profile_fields(owner):
+    # scope_permission_missed for the basic fields too (a token without user.info.basic) is a reauth for the
+    # account. Read once TikTok had said PUBLISH_COMPLETE, only to build the post's URL, it failed the live post
+    # CREDENTIAL_INVALID ("needs a reauth"), and a partner posting it again after the reauth posts it twice.
+    account = connected_account(owner, "tiktok", "bare.creator")
+    scheduled = schedule_now(owner, account["id"])
+
+    def no_profile(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        body = {
+            "data": {},
+            "error": {"code": "scope_permission_missed", "message": "Access token is invalid, some fields need "
+                      "additional scopes.", "log_id": "202611301201"},
+        }  # fmt: skip
+        return httpx.Response(400, json=body)
+
+    with intercepted({"/v2/user/info/": no_profile}):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    received = sandbox_posts("tiktok", "bare.creator")
+    assert body["status"] == "published", (body["status"], body["error"])
+    assert len(received) == 1 and body["externalId"] == received[0].external_id and body["externalUrl"] is None
+
+
 def test_one_posts_refused_status_does_not_hide_the_public_id_of_the_accounts_other_posts(owner, settings):
     from datetime import timedelta
     from unittest import mock
