@@ -30,7 +30,6 @@ from accounts.models import (
 )
 from accounts.platforms.http import WEB_REQUEST_PLATFORM_CALLS
 from accounts.platforms.scopes import stored_scopes
-from billing.reports import usd_display
 from config.adminpaging import LargeTablePaginator
 
 
@@ -80,8 +79,10 @@ class OrganizationAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
     def offboard_organizations(self, request, queryset):
         # Off-boarding revokes keys and releases leases: the organization change permission is required, and
         # with it MFA (accounts/staff_mfa.py). The confirmation page shows what each organization loses, counted
-        # by the service's dry run, and the wallet balance left for finance's refund decision.
-        page = ask_first(self, request, queryset, describe=self._offboard_consequences)
+        # by the service's dry run, and the wallet balance left for finance's refund decision, to staff who may
+        # view wallets (the change permission on organizations is not finance's).
+        show_balance = request.user.has_perm("billing.view_wallet")
+        page = ask_first(self, request, queryset, describe=lambda orgs: self._offboard_consequences(orgs, show_balance))
         if page is not None:
             return page
         # One web request makes at most WEB_REQUEST_PLATFORM_CALLS platform calls (gunicorn's grace): the
@@ -92,11 +93,12 @@ class OrganizationAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
                 organization_id=organization.pk, actor=request.user, platform_calls=budget
             )
             budget -= result.platform_calls
-            self.message_user(request, about(organization, result.report(), label=str(organization)),
+            report = result.report(show_balance=show_balance)
+            self.message_user(request, about(organization, report, label=str(organization)),
                               messages.SUCCESS if result.complete else messages.WARNING)  # fmt: skip
 
     @staticmethod
-    def _offboard_consequences(organizations) -> list[tuple[str, str]]:
+    def _offboard_consequences(organizations, show_balance: bool) -> list[tuple[str, str]]:
         rows = []
         for plan in services.organization_offboard_plans(organizations=list(organizations)):
             organization = plan.organization
@@ -111,8 +113,8 @@ class OrganizationAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
                     f"{plan.posts_canceled} queued post(s) canceled, "
                     f"{len(plan.accounts_disconnected)} account(s) disconnected, of which {plan.leases_released} "
                     f"leased (released, no further charge, the current month not refunded), "
-                    f"{plan.lease_requests_rejected} open lease request(s) rejected; wallet and ledger kept, "
-                    f"balance {usd_display(plan.wallet_balance_cents)} (no refund is made)",
+                    f"{plan.lease_requests_rejected} open lease request(s) rejected. "
+                    f"{services.wallet_left(plan.wallet_balance_cents, show_balance=show_balance)}",
                 )
             )
         return rows

@@ -2193,6 +2193,16 @@ def _step_failure(exc: Exception) -> tuple[str, bool]:
 OFFBOARDED_CAUSE = "organization off-boarded"
 
 
+def wallet_left(balance_cents: int, *, show_balance: bool) -> str:
+    """The wallet an off-boarding leaves, as the admin and the command say it: its balance, or for staff who
+    may not view wallets where finance reads it."""
+    from billing.reports import usd_display
+
+    if not show_balance:
+        return "Wallet and ledger kept (the balance is on its wallet page, for staff who may view wallets)."
+    return f"Wallet balance left: {usd_display(balance_cents)} (nothing refunded: finance decides)."
+
+
 @dataclass
 class OffboardResult:
     """What organization_offboard did (or, for a dry run, would do) to one organization."""
@@ -2221,16 +2231,15 @@ class OffboardResult:
     def complete(self) -> bool:
         return not (self.accounts_left or self.lease_requests_underway)
 
-    def report(self) -> str:
-        """What was done, as the admin and the command say it."""
-        from billing.reports import usd_display
-
+    def report(self, *, show_balance: bool = True) -> str:
+        """What was done, as the admin and the command say it. The balance only to those who may view wallets
+        (`show_balance`): off-boarding needs the organization's change permission, not finance's."""
         text = (
             f"{'would be ' if self.dry_run else ''}off-boarded: {self.api_keys_revoked} API key(s) revoked, "
             f"{self.webhook_endpoints_disabled} webhook endpoint(s) disabled, {self.posts_canceled} queued post(s) "
             f"canceled, {len(self.accounts_disconnected)} account(s) disconnected ({self.leases_released} lease(s) "
-            f"released), {self.lease_requests_rejected} lease request(s) rejected. Wallet balance left: "
-            f"{usd_display(self.wallet_balance_cents)} (nothing refunded: finance decides)."
+            f"released), {self.lease_requests_rejected} lease request(s) rejected. "
+            f"{wallet_left(self.wallet_balance_cents, show_balance=show_balance)}"
         )
         if self.accounts_queued:
             text += f" A worker disconnects {len(self.accounts_queued)} more account(s) in a moment."

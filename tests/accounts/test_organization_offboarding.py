@@ -91,7 +91,7 @@ def test_ops_offboard_a_partner_from_the_admin_after_a_confirmation_page(owner, 
     text = page.content.decode()
     assert page.status_code == 200 and "This cannot be undone" in text
     assert "1 API key(s) revoked" in text and "2 account(s) disconnected, of which 1 leased" in text
-    assert "1 queued post(s) canceled" in text and "balance $120.00 (no refund is made)" in text
+    assert "1 queued post(s) canceled" in text and "Wallet balance left: $120.00 (nothing refunded" in text
     assert owner.client.get("/v1/projects").status_code == 200  # nothing done yet
 
     with held_tasks():
@@ -135,6 +135,25 @@ def test_offboarding_is_refused_without_the_change_permission_and_asks_for_mfa_w
         "accounts.view_organization", "accounts.change_organization", mfa=True, username="lead2"
     )
     with_code.post(CHANGELIST, {"action": "offboard_organizations", "post": "yes", "_selected_action": [owner.org.pk]})
+    assert owner.client.get("/v1/projects").status_code == 401
+
+
+def test_staff_who_may_offboard_but_not_view_wallets_are_not_shown_the_balance(owner):
+    # Off-boarding asks for the organization's change permission, not finance's: an ops lead without
+    # billing.view_wallet learnt every partner's balance from the confirmation page and the result.
+    a_partner_in_full_use(owner)
+    _, lead = signed_in_staff("accounts.view_organization", "accounts.change_organization", mfa=True)
+
+    page = lead.post(CHANGELIST, {"action": "offboard_organizations", "_selected_action": [owner.org.pk]})
+    with held_tasks():
+        done = lead.post(
+            CHANGELIST,
+            {"action": "offboard_organizations", "post": "yes", "_selected_action": [owner.org.pk]},
+            follow=True,
+        )
+
+    for text in (page.content.decode(), done.content.decode()):
+        assert "$120.00" not in text and "the balance is on its wallet page" in text
     assert owner.client.get("/v1/projects").status_code == 401
 
 
@@ -508,7 +527,7 @@ def test_the_confirmation_page_reads_the_same_few_queries_for_twenty_organizatio
     assert twenty <= one + 2, (one, twenty)
     # Each row still counts its own organization's things.
     assert "1 API key(s) revoked" in text and "2 account(s) disconnected, of which 1 leased" in text
-    assert "1 account(s) disconnected, of which 0 leased" in text and "balance $120.00" in text
+    assert "1 account(s) disconnected, of which 0 leased" in text and "Wallet balance left: $120.00" in text
     assert text.count("0 API key(s) revoked") == 18
 
 
