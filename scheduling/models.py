@@ -186,6 +186,12 @@ class ScheduledPost(models.Model):
         indexes = [
             # The dispatcher's claim: only queued rows, by due time (a partial index stays small).
             models.Index(fields=["due_at"], condition=models.Q(status="queued"), name="sp_due_queued"),
+            # Its share-out between organizations (services.posts_claim_due): each one's soonest due posts.
+            models.Index(
+                fields=["organization", "due_at"],
+                condition=models.Q(status="queued"),
+                name="sp_org_due_queued",
+            ),
             # The resolver: publishing rows waiting for a status check or whose claim expired.
             models.Index(fields=["next_check_at"], condition=models.Q(status="publishing"), name="sp_publishing_check"),
             models.Index(fields=["project", "-created_at", "-id"], name="sp_project_newest"),

@@ -97,3 +97,39 @@ def test_one_organizations_burst_does_not_go_out_ahead_of_anothers_post_due_with
     assert single in first
     assert [p for p in first + rest if p != single] == burst  # the burst keeps its own order
     assert ScheduledPost.objects.filter(status="publishing").count() == 13
+
+
+def test_a_burst_larger_than_the_claim_window_does_not_hold_back_another_organizations_post(owner, sibling):
+    """The turns were taken among the soonest 20 × `limit` due posts of all organizations together, and the
+    dispatcher's `limit` shrinks to what the workers took since the last tick (a few dozen in a burst). So
+    a partner with more due posts than that window (a loop scheduling thousands, or a big campaign) held back
+    every other organization's post due after its first ones until its own backlog had drained: minutes at
+    the publisher's pace, for 100,000 posts hours. Each organization's soonest posts now take part."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.factories import make_account
+
+    start = timezone.now() - timedelta(minutes=1)
+    account = make_account(owner)
+    template = ScheduledPost.objects.get(pk=schedule_now(owner, account.pk, when=start)["id"])
+    burst = ScheduledPost.objects.bulk_create(
+        ScheduledPost(
+            organization_id=template.organization_id,
+            project_id=template.project_id,
+            container_id=template.container_id,
+            social_account_id=account.pk,
+            mode="publish",
+            placement=template.placement,
+            scheduled_for=start + timedelta(milliseconds=n),
+            due_at=start + timedelta(milliseconds=n),
+        )
+        for n in range(1, 121)  # more than the window of a claim of 5 (100)
+    )
+    single = schedule_now(sibling, make_account(sibling).pk, when=start + timedelta(seconds=1))["id"]
+
+    first = services.posts_claim_due(limit=5)
+
+    assert single in first
+    assert [p for p in first if p != single] == [template.pk] + [p.pk for p in burst[:3]]
