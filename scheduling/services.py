@@ -179,6 +179,11 @@ INSTAGRAM_PLACEMENT = {"video": "reels", "image": "feed", "carousel": "carousel"
 TIKTOK_PLACEMENT = {"video": "video", "image": "photo", "carousel": "photo"}
 SCHEDULE_PAST_TOLERANCE = timedelta(minutes=5)
 SCHEDULE_HORIZON = timedelta(days=365)
+# Queued posts one account may hold: about three a day for the year ahead scheduling allows, more than the
+# platforms publish for one creator (Instagram: 100 a day at most, TikTok's daily cap lower). Posts are never
+# purged and each queued one costs platform calls and retries at its time, so a partner's loop scheduling the
+# same post again and again would otherwise queue without end, and publish it as many times.
+MAX_QUEUED_POSTS_PER_ACCOUNT = 1000
 # The columns a post's messages are cut to (config/text.shorten: between graphemes, with "…"): a failed
 # post's error_message is the partner's error.message. An attempt's message is looked up as stored (the
 # holds after a restore), so it is cut the same way wherever it is written or matched.
@@ -205,7 +210,8 @@ def posts_schedule(
 
     Each target must be an account of the container's project that is not disconnected (reauth_required
     is accepted: the customer may reconnect before the time); `managed` needs the project's provider, an
-    Instagram `draft` a draft delivery service (LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL).
+    Instagram `draft` a draft delivery service (LAYERS_INSTAGRAM_DRAFT_DELIVERY_URL); an account may hold at
+    most MAX_QUEUED_POSTS_PER_ACCOUNT queued posts.
     Raises Validation naming the failing field (`targets.<i>.socialAccountId`, `scheduledFor`)."""
     now = timezone.now()
     if scheduled_for.tzinfo is None:
@@ -226,6 +232,13 @@ def posts_schedule(
             .only("id", "platform", "status", "scopes", "organization_id", "project_id")
         }
         provider = ManagedProvider.objects.filter(project_id=container.project_id, enabled=True).first()
+        # Counted under the accounts' locks: two schedules of one account at once cannot both pass the cap.
+        queued = dict(
+            ScheduledPost.objects.filter(social_account_id__in=list(accounts), status=ScheduledPost.Status.QUEUED)
+            .values("social_account_id")
+            .annotate(n=Count("id"))
+            .values_list("social_account_id", "n")
+        )
         errors: dict[str, list[str]] = {}
         seen: set[str] = set()
         for index, target in enumerate(targets):
@@ -236,6 +249,12 @@ def posts_schedule(
                 errors[f"targets.{index}.socialAccountId"] = ["This account is disconnected."]
             elif target.social_account_id in seen:
                 errors[f"targets.{index}.socialAccountId"] = ["The same account is targeted twice."]
+            elif queued.get(target.social_account_id, 0) >= MAX_QUEUED_POSTS_PER_ACCOUNT:
+                errors[f"targets.{index}.socialAccountId"] = [
+                    f"This account has {MAX_QUEUED_POSTS_PER_ACCOUNT} posts queued, the most one account may have "
+                    "waiting: cancel some (DELETE /v1/scheduled-posts/{id}) or schedule this once some have been "
+                    "published."
+                ]
             elif target.mode == ScheduledPost.Mode.MANAGED and provider is None:
                 errors[f"targets.{index}.mode"] = ["The project has no managed-distribution provider configured."]
             elif problem := _grant_problem(account, target.mode):
