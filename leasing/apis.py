@@ -98,7 +98,10 @@ class LeaseRequestCreateApi(ApiView):
         operation_id="leased_accounts_request",
         tags=["leased accounts"],
         description="Ask Layers for warmed TikTok accounts in a niche. Layers staff review the request and assign "
-        "accounts; follow it with GET …/requests/{requestId} or the lease_request.assigned / .rejected webhooks.",
+        "accounts; follow it with GET …/requests/{requestId} or the lease_request.assigned / .rejected webhooks. "
+        f"An organization has at most {services.MAX_WAITING_REQUESTS_PER_ORGANIZATION} requests waiting for Layers "
+        "(requested, in_review, provisioning or failed): another is refused (422 VALIDATION on `body`) until one is "
+        "assigned, partly assigned or rejected.",
     )
     def post(self, request, projectId: str):
         project = account_selectors.project_get(organization=self.organization, project_id=projectId)

@@ -37,7 +37,7 @@ from accounts.services import (
     store_tokens,
 )
 from accounts.token_margin import refresh_due, refresh_due_q
-from config.api.errors import ApiError
+from config.api.errors import ApiError, Validation
 from config.api.fields import to_the_millisecond
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
@@ -98,6 +98,13 @@ def _audit(*, action: str, actor=None, api_key=None, request=None, lease=None, *
 # --- Requests ---------------------------------------------------------------------------------------
 
 
+# Requests waiting for Layers staff (not yet assigned, partly assigned or rejected), and how many one
+# organization may have: staff work the queue oldest first, and a partner's loop filing requests buried every
+# later partner's behind pages of its own.
+WAITING = (*LeaseRequest.OPEN, LeaseRequest.Status.PROVISIONING)
+MAX_WAITING_REQUESTS_PER_ORGANIZATION = 20
+
+
 def lease_request_create(
     *,
     project,
@@ -112,9 +119,20 @@ def lease_request_create(
     """A partner asks for `count` warmed TikTok accounts in a niche (validated by the API); `api_key`, the key
     the partner called with, is named in the request's history. Raises ApiError 401 when the organization was
     off-boarded since the key check: the off-boarding rejects the requests it finds open, and one committed
-    after it stayed `requested` for good (no account is assigned to an off-boarded organization)."""
+    after it stayed `requested` for good (no account is assigned to an off-boarded organization). Raises
+    Validation (422) when the organization has MAX_WAITING_REQUESTS_PER_ORGANIZATION requests waiting already."""
     with transaction.atomic():
+        # Under the organization's row lock (taken here): creations of one organization serialize on it, so
+        # concurrent ones cannot pass the cap together.
         partner_write_refused_if_offboarded(organization_id=project.organization_id)
+        waiting = LeaseRequest.objects.filter(organization_id=project.organization_id, status__in=WAITING).count()
+        if waiting >= MAX_WAITING_REQUESTS_PER_ORGANIZATION:
+            message = (
+                f"Your organization has {MAX_WAITING_REQUESTS_PER_ORGANIZATION} lease requests waiting for Layers "
+                "already, the most it may have: wait until some are assigned or rejected, or raise a request's "
+                "count instead of filing another."
+            )
+            raise Validation({"body": [message]}, message=message)
         request = LeaseRequest.objects.create(
             organization_id=project.organization_id,
             project=project,

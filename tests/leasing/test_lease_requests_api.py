@@ -110,3 +110,60 @@ def test_a_count_that_is_no_integer_is_a_422_naming_it(owner, count):
     )
     error = assert_error(response, 422, "VALIDATION")
     assert list(error["details"]["fields"]) == ["count"]
+
+
+def test_an_organization_has_at_most_20_requests_waiting_for_layers(owner, sibling):
+    """Staff work the queue oldest first: a partner's loop filing requests buried every later partner's behind
+    pages of its own. Requests waiting for Layers (requested, in review, being provisioned, failed) are capped
+    per organization; decided ones (assigned, partial, rejected) do not count."""
+    waiting = [request_accounts(owner, 1)["requestId"] for _ in range(20)]
+    LeaseRequest.objects.filter(pk=waiting[0]).update(status="in_review")
+    LeaseRequest.objects.filter(pk=waiting[1]).update(status="failed")
+
+    refused = assert_error(post(owner, body(owner)), 422, "VALIDATION")
+    assert "20 lease requests waiting" in refused["message"], refused
+    assert LeaseRequest.objects.filter(organization_id=owner.org.pk).count() == 20
+    assert post(sibling, body(sibling)).status_code == 202  # another organization's queue is its own
+
+    LeaseRequest.objects.filter(pk=waiting[2]).update(status="rejected")
+    assert post(owner, body(owner)).status_code == 202
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_requests_one_short_of_the_cap_at_once_file_one(owner):
+    """The waiting requests are counted under the organization's row lock: the second filing waits for the
+    first to commit and counts it, rather than both counting 19 and filing 21."""
+    import threading
+
+    from django.db import connection
+
+    from config.api.errors import Validation
+    from leasing import services
+    from tests.concurrency import held_open, wait_until_waiting
+
+    for _ in range(19):
+        request_accounts(owner, 1)
+
+    def file():
+        return services.lease_request_create(project=owner.project, count=1, vertical="fitness", language="en-US",
+                                             geos=["US"])  # fmt: skip
+
+    outcome = {}
+
+    def second():
+        try:
+            file()
+            outcome["second"] = "filed"
+        except Validation:
+            outcome["second"] = "refused"
+        finally:
+            connection.close()
+
+    with held_open(file):
+        thread = threading.Thread(target=second)
+        thread.start()
+        wait_until_waiting("FOR NO KEY UPDATE")
+    thread.join(30)
+
+    assert outcome == {"second": "refused"}
+    assert LeaseRequest.objects.filter(organization_id=owner.org.pk).count() == 20
