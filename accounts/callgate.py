@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from accounts.models import CallGate
 
-__all__ = ["BUSY_RETRY", "CallGate", "Limit", "Refused", "closed", "enter", "leave"]
+__all__ = ["BUSY_RETRY", "CallGate", "Limit", "Refused", "closed", "enter", "free", "leave"]
 
 # A refused ("busy") caller's work comes back after this (± jitter): slots free within one call's timeout.
 BUSY_RETRY = timedelta(seconds=5)
@@ -91,6 +91,17 @@ def closed(gate: CallGate, limit: Limit, *, now: datetime) -> bool:
     if limit.failures_to_trip and gate.down_until and gate.down_until > now:
         return True
     return sum(1 for until in gate.slots.values() if until > stamp) >= limit.in_flight
+
+
+def free(gate: CallGate | None, limit: Limit, *, now: datetime) -> int:
+    """How many new holders `enter` would let in at `gate` now (0 while it is down), as read without a lock:
+    `closed`'s hint as a number (None: no row yet, so no holder). It takes no slot."""
+    if gate is None:
+        return limit.in_flight
+    if closed(gate, limit, now=now):
+        return 0
+    stamp = now.timestamp()
+    return limit.in_flight - sum(1 for until in gate.slots.values() if until > stamp)
 
 
 def leave(*, limits: list[Limit], holder: str, answered: bool | None) -> None:

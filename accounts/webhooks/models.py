@@ -167,6 +167,12 @@ class WebhookDelivery(models.Model):
         indexes = [
             models.Index(fields=["next_attempt_at"], condition=models.Q(status="pending"), name="whd_due"),
             models.Index(fields=["lease_until"], condition=models.Q(status="sending"), name="whd_leased"),
+            # Whether an organization has a send queued and not started (services._sends_to_start): a few rows.
+            models.Index(
+                fields=["endpoint"],
+                condition=models.Q(status="pending", queued_at__isnull=False),
+                name="whd_queued",
+            ),
             models.Index(fields=["endpoint", "-created_at"], name="whd_endpoint_newest"),
             # The event purge keeps an event while a delivery of it is still to be sent (_expired_events): a
             # few rows, where the event_id index holds every delivery kept (0.1 to 0.45 s per batch at 300k).

@@ -35,7 +35,7 @@ from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, We
 from config.api.errors import Conflict, NotFound, Validation
 from config.api.fields import datetime_output, json_excerpt
 from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url, deadline, public_client
-from config.queueing import enqueue, enqueue_each, enqueue_on_commit
+from config.queueing import enqueue_each, enqueue_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -323,13 +323,11 @@ def event_fan_out(*, event_id: str, recorded: Event | None = None) -> list[str]:
     """Create one pending delivery, due now, per live endpoint of the event's organization that subscribes
     to its type and existed when the event happened. Safe to call any number of times: the first committed
     call wins (WebhookFanout marker), later ones return []. Returns the ids of the deliveries created and
-    queues their first attempt after commit.
+    queues, after commit, a send of those its organization can take now (_sends_to_start).
 
     `recorded`: the event as the caller just wrote it (committed). Its organization, type and time decide
     the subscribers without reading the row back; the body is still built from the stored row, so that it
     is byte for byte what GET /v1/events shows (PostgreSQL's jsonb orders keys its own way)."""
-    from accounts.webhooks.tasks import webhook_deliver
-
     event = recorded or Event.objects.filter(pk=event_id).first()
     if event is None:
         return []
@@ -375,8 +373,48 @@ def event_fan_out(*, event_id: str, recorded: Event | None = None) -> list[str]:
         marker.deliveries = len(ids)
         marker.save(update_fields=["deliveries"])
         _mark_fanned_out(event.pk, marker.fanned_out_at)
-        transaction.on_commit(lambda: [enqueue(webhook_deliver, pk) for pk in ids])
+        sends = _sends_to_start(event.organization_id, ids)
+        if sends:
+            WebhookDelivery.objects.filter(pk__in=sends).update(queued_at=timezone.now())
+            transaction.on_commit(lambda: deliveries_send_queued(sends))
     return ids
+
+
+def _sends_to_start(organization_id: str, delivery_ids: list[str]) -> list[str]:
+    """Which of an event's new deliveries to queue a send of now: none while the organization has a send
+    queued and not started yet, otherwise as many as its gates can take (in_flight less its sends in flight,
+    of the organization and of each endpoint). The others stay pending and due: each answered send of the
+    organization queues its next waiting ones (deliveries_queue_waiting), and the relay tick the rest.
+
+    Queueing every delivery of every event put a burst's whole fan-out on the FIFO webhooks queue (a campaign
+    of 5,000 posts to 20 endpoints: 100,000 sends), all but a few deferred when they started, one at a time
+    on the organization's gate row, while every other organization's webhooks waited behind them. Read
+    without a lock: two fan-outs of one organization at the same moment may both queue, a few sends at most."""
+    if not delivery_ids:
+        return []
+    now = timezone.now()
+    queued_not_started = WebhookDelivery.objects.filter(
+        endpoint__organization_id=organization_id,
+        status=WebhookDelivery.Status.PENDING,
+        queued_at__gt=now - settings.LAYERS_WEBHOOK_LEASE,
+    )
+    if queued_not_started.exists():
+        return []
+    endpoints = dict(WebhookDelivery.objects.filter(pk__in=delivery_ids).values_list("pk", "endpoint_id"))
+    org = _org_limit(organization_id)
+    limits = {org.key: org} | {limit.key: limit for limit in (_endpoint_limit(e) for e in set(endpoints.values()))}
+    gates = {gate.key: gate for gate in callgate.CallGate.objects.filter(key__in=list(limits))}
+    room = {key: callgate.free(gates.get(key), limit, now=now) for key, limit in limits.items()}
+    sends = []
+    for delivery_id in delivery_ids:
+        endpoint_key = endpoint_gate_key(endpoints[delivery_id])
+        if room[org.key] <= 0:
+            break
+        if room[endpoint_key] > 0:
+            sends.append(delivery_id)
+            room[org.key] -= 1
+            room[endpoint_key] -= 1
+    return sends
 
 
 def _mark_fanned_out(event_id: str, at) -> None:
@@ -457,6 +495,10 @@ class ClosedGates:
     endpoint_ids: frozenset = frozenset()
     organization_ids: frozenset = frozenset()
 
+    def and_organizations(self, organization_ids) -> "ClosedGates":
+        """These gates, and `organization_ids` closed too."""
+        return ClosedGates(self.endpoint_ids, self.organization_ids | frozenset(organization_ids))
+
     def open(self) -> Q:
         """Deliveries whose endpoint and organization can take a send now."""
         open_gates = ~Q(endpoint_id__in=self.endpoint_ids) if self.endpoint_ids else Q()
@@ -492,10 +534,10 @@ def deliveries_closed_gates(*, now: datetime | None = None, streaks: bool = Fals
     return ClosedGates(frozenset(endpoints), frozenset(organizations))
 
 
-def deliveries_queue_due(*, limit: int = CLAIM_BATCH, closed: ClosedGates | None = None) -> list[str]:
-    """The ids of up to `limit` deliveries that are due (or whose claimant died), marked queued: the tick
-    queues a send (webhook_deliver) for each, which claims the attempt when it starts. Nothing is claimed
-    here: a send that waits in a backlogged queue must not count as an attempt, be numbered, run the
+def deliveries_queue_due(*, limit: int | None = None, closed: ClosedGates | None = None) -> list[str]:
+    """The ids of up to `limit` (CLAIM_BATCH) deliveries that are due (or whose claimant died), marked queued:
+    the tick queues a send (webhook_deliver) for each, which claims the attempt when it starts. Nothing is
+    claimed here: a send that waits in a backlogged queue must not count as an attempt, be numbered, run the
     retry window or, once a lease has passed, be taken for a relay that died mid-send.
 
     A delivery queued less than a lease ago is left out, so that ticks do not pile copies of one send
@@ -506,18 +548,25 @@ def deliveries_queue_due(*, limit: int = CLAIM_BATCH, closed: ClosedGates | None
     are left out: their send would only be deferred when it starts, a no-op every other organization's sends
     wait behind on the FIFO queue, queued again at every tick while the endpoint stayed down or full. They
     stay pending and due, untouched; the first tick after the gate opens queues them."""
+    return [pk for pk, _ in deliveries_queue_due_of_organizations(limit=limit, closed=closed)]
+
+
+def deliveries_queue_due_of_organizations(
+    *, limit: int | None = None, closed: ClosedGates | None = None
+) -> list[tuple[str, str]]:
+    """deliveries_queue_due, each id with its organization's (the tick shares its batches out by them)."""
     now = timezone.now()
     closed = deliveries_closed_gates() if closed is None else closed
     with transaction.atomic():
         # SKIP LOCKED: concurrent ticks take disjoint rows, and neither waits on a claim in progress.
-        ids = list(
+        rows = list(
             WebhookDelivery.objects.filter(_claimable(now) & _not_queued(now) & closed.open())
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("next_attempt_at", "pk")
-            .values_list("pk", flat=True)[:limit]
+            .values_list("pk", "endpoint__organization_id")[: limit or CLAIM_BATCH]
         )
-        WebhookDelivery.objects.filter(pk__in=ids).update(queued_at=now)
-    return ids
+        WebhookDelivery.objects.filter(pk__in=[pk for pk, _ in rows]).update(queued_at=now)
+    return rows
 
 
 def deliveries_queue_waiting(*, organization_id: str) -> list[str]:

@@ -78,18 +78,19 @@ def test_org_b_webhook_is_not_delayed_by_org_a_hanging_endpoint(owner, sibling, 
     b_delivery.refresh_from_db()
     assert b_delivery.status == "delivered"
     assert done["watched"] < HANG, f"B's webhook waited {done['watched']:.1f} s behind A's hanging endpoint"
-    # A's endpoint got at most ENDPOINT_IN_FLIGHT attempts at once; the others were deferred, not attempted:
-    # still pending, no attempt counted, no retry window started, due again in a few seconds.
-    assert len(a_receiver.requests) == services.ENDPOINT_IN_FLIGHT == 2
+    # A's endpoint got at most ENDPOINT_IN_FLIGHT attempts at once: a send of A's first delivery was queued,
+    # and no other while it waited (_sends_to_start); the others were not attempted: still pending and due (the
+    # relay tick's, since A's send got no answer), no attempt counted, no retry window started.
+    assert len(a_receiver.requests) == 1 <= services.ENDPOINT_IN_FLIGHT
     rows = WebhookDelivery.objects.filter(pk__in=[d.pk for d in a_deliveries])
     tried = [d for d in rows if d.attempts]
-    deferred = [d for d in rows if not d.attempts]
-    assert len(tried) == 2 and all(d.status == "pending" and "timeout" in d.last_error for d in tried)
-    assert len(deferred) == 10
+    waiting = [d for d in rows if not d.attempts]
+    assert len(tried) == 1 and all(d.status == "pending" and "timeout" in d.last_error for d in tried)
+    assert len(waiting) == 11
     now = timezone.now()
-    for d in deferred:
+    for d in waiting:
         assert (d.status, d.give_up_at, d.first_attempt_at, d.queued_at) == ("pending", None, None, None)
-        assert now < d.next_attempt_at < now + timedelta(seconds=30)
+        assert d.next_attempt_at < now
         assert not d.attempt_log.exists()
 
 
@@ -302,3 +303,32 @@ def test_a_burst_to_a_fast_healthy_endpoint_goes_out_at_its_pace_not_the_relay_t
     assert WebhookDelivery.objects.filter(status="delivered").count() == 40
     # each sent once: no send was counted for the deferrals
     assert WebhookDelivery.objects.filter(attempts=1).count() == 40
+
+
+def test_a_burst_of_one_organizations_events_queues_no_pile_of_sends_ahead_of_anothers(
+    owner, sibling, receivers, monkeypatch
+):
+    """Each event's fan-out queued a send of every one of its deliveries, whatever the organization had in flight
+    or waiting: a campaign of 5,000 posts to 20 endpoints put 100,000 sends on the FIFO webhooks queue, all but
+    a few deferred when they started (each a transaction on the organization's gate row, one at a time: about
+    5 minutes of them), and every other organization's webhooks waited behind them. A fan-out now queues sends
+    only while its organization has none queued and not started, and no more than its gates can take; the rest
+    go out as its sends are answered (or at the relay tick)."""
+    a_receiver, b_receiver = receivers(), receivers()
+    for i in range(services.MAX_ENDPOINTS_PER_ORGANIZATION):
+        create_endpoint(owner, a_receiver.url() + f"/{i}")
+    b_endpoint = create_endpoint(sibling, b_receiver.url())
+    broker: queue.Queue[str] = queue.Queue()  # the webhooks queue, FIFO
+    monkeypatch.setattr(tasks.webhook_deliver, "delay", broker.put)
+
+    for n in range(10):  # 10 of A's posts published together: 200 deliveries
+        record(owner, n=n)
+    b_delivery = delivery_of(record(sibling), b_endpoint)
+
+    queued = list(broker.queue)
+    assert queued.index(b_delivery.pk) <= services.ENDPOINT_IN_FLIGHT, len(queued)  # was 200
+
+    serve(broker, threads=4, watch=b_delivery.pk)  # no relay tick: A's answered sends start the next ones
+
+    assert WebhookDelivery.objects.filter(status="delivered").count() == 201
+    assert WebhookDelivery.objects.filter(attempts=1).count() == 201  # each sent once

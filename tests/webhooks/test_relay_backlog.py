@@ -69,10 +69,11 @@ def test_ticks_do_not_fill_a_backlogged_queue_with_copies_of_one_send(owner, rec
             traveller.shift(timedelta(seconds=15))
             tasks.webhooks_tick()
 
-        # queued again only once a lease (5 min) has passed: a message the broker lost is not waited on longer
-        assert len(backlog.messages) - on_commit == 2, backlog.messages
+        # queued again only once a lease (5 min) has passed since the fan-out queued it: a message the broker
+        # lost is not waited on longer
+        assert len(backlog.messages) - on_commit == 1, backlog.messages
         outcomes = backlog.catch_up()
         delivery.refresh_from_db()
 
-    assert sorted(outcomes) == ["delivered", "skipped", "skipped"]
+    assert sorted(outcomes) == ["delivered", "skipped"]
     assert (delivery.status, delivery.attempts) == ("delivered", 1)

@@ -34,6 +34,11 @@ def to(endpoint: dict) -> list[str]:
     return list(WebhookDelivery.objects.filter(endpoint_id=endpoint["id"]).values_list("pk", flat=True))
 
 
+def forget_the_fan_outs_sends() -> None:
+    """The sends the fan-outs queued were lost a lease ago: the tick queues those deliveries again."""
+    WebhookDelivery.objects.update(queued_at=None)
+
+
 def holding(n: int) -> dict:
     """n live slots (sends in flight elsewhere)."""
     until = (timezone.now() + timedelta(minutes=4)).timestamp()
@@ -46,6 +51,7 @@ def test_a_tick_queues_nothing_for_an_endpoint_cooling_off_and_everything_after(
     a_ids = pending_to(owner, a_endpoint, 50)
     b_id = pending_to(sibling, b_endpoint, 1)[0]
     queued.clear()  # the fan-out's own sends went out (or were lost): the tick is the safety net
+    forget_the_fan_outs_sends()
     now = timezone.now()
     cool_off_ends = now + services.COOL_OFF
     CallGate.objects.create(
@@ -83,6 +89,7 @@ def test_a_tick_skips_an_endpoint_or_organization_with_its_sends_in_flight(owner
         record(sibling)
     busy_ids, free_ids, other_ids = (to(busy), to(free), to(other))
     queued.clear()
+    forget_the_fan_outs_sends()
     gate = CallGate.objects.create(
         key=services.endpoint_gate_key(busy["id"]), slots=holding(services.ENDPOINT_IN_FLIGHT)
     )
@@ -109,10 +116,13 @@ def test_a_tick_skips_an_endpoint_or_organization_with_its_sends_in_flight(owner
     assert sorted(queued) == sorted(busy_ids + free_ids + other_ids)
 
 
-def test_a_tick_reads_the_gates_once_whatever_the_number_of_deliveries(owner, receivers, queued, monkeypatch):
-    endpoint = create_endpoint(owner, receivers().url())
-    pending_to(owner, endpoint, 5)
+def test_a_tick_reads_the_gates_once_whatever_the_number_of_deliveries(
+    owner, sibling, outsider, receivers, queued, monkeypatch
+):
+    for tenant in (owner, sibling, outsider):  # a batch each (a tick gives an organization about one)
+        pending_to(tenant, create_endpoint(tenant, receivers().url()), 2)
     queued.clear()
+    forget_the_fan_outs_sends()
     monkeypatch.setattr(services, "CLAIM_BATCH", 2)  # three batches in one tick
     reads = []
     real = CallGate.objects.filter
@@ -123,5 +133,27 @@ def test_a_tick_reads_the_gates_once_whatever_the_number_of_deliveries(owner, re
 
     monkeypatch.setattr(CallGate.objects, "filter", counting)
     tasks.webhooks_tick()
-    assert len(queued) == 5
+    assert len(queued) == 6
     assert len(reads) == 1
+
+
+def test_a_tick_queues_one_batch_of_an_organizations_backlog_and_reaches_the_others(
+    owner, sibling, receivers, queued, monkeypatch
+):
+    """The tick queued the due deliveries oldest first, up to MAX_BATCHES_PER_TICK batches: an organization with
+    a backlog older than another's delivery (a burst, its endpoint slow) filled every batch, with sends its gate
+    mostly deferred, and the other organization's delivery waited until the whole backlog had been queued, 2,000
+    a tick (100,000: 12 minutes). Each organization now gets about one batch of a tick."""
+    monkeypatch.setattr(services, "CLAIM_BATCH", 5)
+    monkeypatch.setattr(tasks, "MAX_BATCHES_PER_TICK", 3)
+    a_endpoint = create_endpoint(owner, receivers().url())
+    b_endpoint = create_endpoint(sibling, receivers().url())
+    backlog = pending_to(owner, a_endpoint, 30)
+    b_id = pending_to(sibling, b_endpoint, 1)[0]
+    queued.clear()
+    forget_the_fan_outs_sends()
+
+    tasks.webhooks_tick()
+
+    assert b_id in queued
+    assert len([pk for pk in queued if pk in backlog]) == services.CLAIM_BATCH
