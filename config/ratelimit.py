@@ -13,7 +13,9 @@ budget once per process, and the window that sees Redis return starts its count 
 
 import logging
 import math
+import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -69,6 +71,21 @@ def hit(scope: str, ident: str, rate: str, *, now: float | None = None) -> int |
     window when it is over budget, else None."""
     budget = take(scope, ident, rate, now=now)
     return budget.reset if budget.exceeded else None
+
+
+@contextmanager
+def one_at_a_time(scope: str, ident: str, *, ttl: int):
+    """Yields whether this caller is the only one of `ident` inside the block (in the default cache: across
+    processes with Redis, per process without). The mark lasts `ttl` seconds at most, so a process that
+    dies inside the block holds no one out for longer."""
+    key, token = f"exclusive:{scope}:{ident}", secrets.token_hex(8)
+    backend = caches["default"]
+    alone = bool(backend.add(key, token, timeout=ttl))
+    try:
+        yield alone
+    finally:
+        if alone and backend.get(key) == token:  # not another caller's, taken after ours expired
+            backend.delete(key)
 
 
 def _count(key: str, *, ttl: int) -> int:

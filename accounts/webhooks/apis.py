@@ -107,7 +107,9 @@ starts a new 3-day window, on the same schedule from +1 min). A `Retry-After` he
 Missed events stay available from `GET /v1/events` for replay, for 30 days.
 
 **Limits.** An organization has at most 20 endpoints (disabled ones included): creating a 21st is refused
-with 422 `VALIDATION` (delete one you no longer use first). At most 2
+with 422 `VALIDATION` (delete one you no longer use first). Creating an endpoint looks its URL's host up,
+one creation of your organization at a time: another sent meanwhile is refused with 429 `RATE_LIMITED`
+(`Retry-After: 5`). At most 2
 requests are in flight to one endpoint at a time, and at most 2 to all of an organization's endpoints
 together; a delivery over either is sent as soon as one of them is answered (so a burst goes out at the
 pace your endpoint answers), or by the next relay tick (every 15 s) if none is. After 5 attempts in a

@@ -32,7 +32,8 @@ from accounts import callgate, crypto
 from accounts.models import Event, Organization
 from accounts.services import EVENT_TYPES, organization_offboarded_at, partner_write_refused_if_offboarded
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
-from config.api.errors import Conflict, NotFound, Validation
+from config import ratelimit
+from config.api.errors import Conflict, NotFound, RateLimited, Validation
 from config.api.fields import datetime_output, json_excerpt
 from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url, deadline, public_client
 from config.queueing import enqueue_each, enqueue_on_commit
@@ -69,6 +70,11 @@ FAILURES_BEFORE_COOL_OFF = 5
 COOL_OFF = timedelta(minutes=1)
 # And a bounded fan-out: one event makes at most this many deliveries (documented in README / OpenAPI).
 MAX_ENDPOINTS_PER_ORGANIZATION = 20
+# An endpoint creation's host lookup, one per organization at a time (endpoint_create): how long its mark may
+# last (a process that died mid-lookup holds no one out for longer), and when a creation refused meanwhile is
+# told to try again.
+LOOKUP_HOLD_SECONDS = 60
+LOOKUP_RETRY_SECONDS = 5
 
 
 # --- Endpoints ---------------------------------------------------------------------------------------
@@ -153,18 +159,31 @@ def _new_secret() -> str:
 def endpoint_create(*, organization: Organization, url: str, events) -> tuple[WebhookEndpoint, str]:
     """Subscribe `url` to `events` for `organization`. Returns (endpoint, secret): the secret exists in
     plaintext only in this return value. Raises Validation (422) for an unknown or empty event list and for
-    a URL that is not https or points at a private, loopback, link-local or metadata address."""
+    a URL that is not https or points at a private, loopback, link-local or metadata address, and
+    RateLimited (429) while another creation of the organization looks its host up."""
     events = _clean_events(events)
     url = (url or "").strip()
     try:
         host = _check_form(url)
     except UnsafeURL as exc:
         raise Validation({"url": [_sentence(str(exc))]})
-    try:
-        assert_public_url(url, allow_private=allow_private())
-    except UnsafeURL as exc:  # did not resolve, resolves to a non-public address, or not a valid host name
-        log.info("webhook endpoint of organization %s refused: %s", organization.pk, exc)
-        raise Validation({"url": [_refusal_for_partner(host)]})
+    _refuse_over_the_cap(organization)  # before the lookup too: an organization at its cap makes none
+    # The host is resolved here, in the web request, and a name whose nameserver never answers holds the
+    # request's thread for the resolver's whole timeout (not ours to bound): creations of one organization side
+    # by side took every web thread, and the API stopped answering every partner. One lookup per organization
+    # at a time; another meanwhile is refused for now.
+    with ratelimit.one_at_a_time("webhook-endpoint-lookup", organization.pk, ttl=LOOKUP_HOLD_SECONDS) as alone:
+        if not alone:
+            raise RateLimited(
+                "Another webhook endpoint of your organization is being created (its URL's host is being looked "
+                f"up); retry in {LOOKUP_RETRY_SECONDS} s.",
+                retry_after=LOOKUP_RETRY_SECONDS,
+            )
+        try:
+            assert_public_url(url, allow_private=allow_private())
+        except UnsafeURL as exc:  # did not resolve, resolves to a non-public address, or not a valid host name
+            log.info("webhook endpoint of organization %s refused: %s", organization.pk, exc)
+            raise Validation({"url": [_refusal_for_partner(host)]})
     secret = _new_secret()
     with transaction.atomic():
         # Creations of one organization serialize on its row, so concurrent ones cannot pass the cap together;
@@ -172,16 +191,20 @@ def endpoint_create(*, organization: Organization, url: str, events) -> tuple[We
         # a creation that passed the key check before the mark (its URL's host resolving, say) is refused as
         # the revoked key it was called with, rather than left live after the off-boarding disabled the rest.
         partner_write_refused_if_offboarded(organization_id=organization.pk)
-        if organization.webhook_endpoints.filter(deleted_at__isnull=True).count() >= MAX_ENDPOINTS_PER_ORGANIZATION:
-            message = (
-                f"An organization can have at most {MAX_ENDPOINTS_PER_ORGANIZATION} webhook endpoints (disabled "
-                "ones included); delete one you no longer use (DELETE /v1/webhook-endpoints/{id}) first."
-            )
-            raise Validation({"url": [message]}, message=message)
+        _refuse_over_the_cap(organization)
         endpoint = WebhookEndpoint.objects.create(
             organization=organization, url=url, events=events, secret_enc=crypto.encrypt(secret)
         )
     return endpoint, secret
+
+
+def _refuse_over_the_cap(organization: Organization) -> None:
+    if organization.webhook_endpoints.filter(deleted_at__isnull=True).count() >= MAX_ENDPOINTS_PER_ORGANIZATION:
+        message = (
+            f"An organization can have at most {MAX_ENDPOINTS_PER_ORGANIZATION} webhook endpoints (disabled "
+            "ones included); delete one you no longer use (DELETE /v1/webhook-endpoints/{id}) first."
+        )
+        raise Validation({"url": [message]}, message=message)
 
 
 def endpoint_rotate_secret(*, endpoint_id: str) -> tuple[WebhookEndpoint, str]:

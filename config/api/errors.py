@@ -50,6 +50,16 @@ class Validation(ApiError):
         super().__init__(message, details={"fields": fields})
 
 
+class RateLimited(ApiError):
+    """429 with `Retry-After` (seconds): what a service refuses for now, as the per-key budget does."""
+
+    status, code = 429, "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ReturnUrlNotAllowed(ApiError):
     status, code = 403, "RETURN_URL_NOT_ALLOWED"
 
@@ -105,6 +115,8 @@ def exception_handler(exc, context):
             from config.api.authentication import CHALLENGE
 
             headers["WWW-Authenticate"] = CHALLENGE
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(max(exc.retry_after, 1))
         return Response(envelope(exc.status, exc.code, exc.message, exc.details), status=exc.status, headers=headers)
     if isinstance(exc, Http404):
         return Response(envelope(404, "NOT_FOUND", "Not found."), status=404)

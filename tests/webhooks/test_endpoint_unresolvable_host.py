@@ -73,3 +73,65 @@ def test_what_reveals_nothing_about_our_dns_is_refused_with_a_message_that_says_
 ):
     error_body = assert_error(create(owner, url), 422, "VALIDATION")
     assert error_body["details"]["fields"] == {"url": [message]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_organization_looks_up_one_webhook_host_at_a_time(owner, sibling, settings, monkeypatch):
+    """A creation resolves the URL's host in the web request, and a name whose nameserver never answers holds
+    the request's thread for the resolver's whole timeout (seconds, not bounded by us). A partner sending such
+    creations side by side, within its request budget, took every web thread: the API stopped answering every
+    partner. An organization now has one lookup at a time; another creation meanwhile is a 429 at once (with
+    Retry-After), and other organizations' creations are not held up."""
+    import threading
+
+    from tests.concurrency import run_in_threads
+
+    settings.LAYERS_WEBHOOK_ALLOW_PRIVATE = False
+    looking_up, answer = threading.Event(), threading.Event()
+    real = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):
+        if host == "blackhole.partner.test":  # the nameserver that never answers, until the test lets it
+            looking_up.set()
+            answer.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "no answer")
+        if host.endswith(".test"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+
+    def stuck():
+        return create(owner, "https://blackhole.partner.test/layers").status_code
+
+    def meanwhile():
+        assert looking_up.wait(30)
+        try:
+            return create(owner, "https://hooks2.partner.test/layers"), create(sibling, "https://b.partner.test/in")
+        finally:
+            answer.set()
+
+    first, (second, other) = run_in_threads(stuck, meanwhile)
+
+    assert first == 422
+    assert_error(second, 429, "RATE_LIMITED")
+    assert second.headers["Retry-After"].isdigit()
+    assert other.status_code == 201, other.content
+    assert create(owner, "https://hooks2.partner.test/layers").status_code == 201  # once the lookup is over
+
+
+def test_an_organization_at_its_endpoint_cap_is_refused_before_any_lookup(owner, settings, monkeypatch):
+    from accounts import crypto
+    from accounts.webhooks.services import MAX_ENDPOINTS_PER_ORGANIZATION
+
+    settings.LAYERS_WEBHOOK_ALLOW_PRIVATE = False
+    WebhookEndpoint.objects.bulk_create(
+        WebhookEndpoint(organization=owner.org, url=f"https://h{i}.test/", events=["scheduled_post.failed"],
+                        secret_enc=crypto.encrypt("whsec_x"))
+        for i in range(MAX_ENDPOINTS_PER_ORGANIZATION)
+    )  # fmt: skip
+    lookups = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: lookups.append(host) or [])
+
+    assert_error(create(owner, "https://hooks.partner.test/layers"), 422, "VALIDATION")
+    assert lookups == []
