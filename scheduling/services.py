@@ -591,8 +591,13 @@ def publishing_claim(now: datetime) -> dict:
     }
 
 
-# How many of each organization's soonest due posts a claim reads (× its `limit`): one batch would fill the
-# claim from a single organization; the second is there for rows a concurrent dispatcher holds (SKIP LOCKED).
+# A claim shares out the soonest FAIR_CLAIM_WINDOW_BATCHES × `limit` due posts (one index range, the cost
+# of the claim whatever the number of organizations) while every due post fits in that window, which is the
+# usual case: then every organization with a post due takes part. Past it, each organization's soonest due
+# posts are read on their own (_PER_ORGANIZATION_CLAIM_SQL), one index probe per organization.
+FAIR_CLAIM_WINDOW_BATCHES = 20
+# How many candidates the per-organization read hands to the lock (× `limit`): one batch would fill the claim
+# from a single organization; the second is there for rows a concurrent dispatcher holds (SKIP LOCKED).
 FAIR_CLAIM_BATCHES_PER_ORGANIZATION = 2
 
 # What a worker whose clock is off from the database's does not do (config/clock.py): every claim compares
@@ -601,24 +606,54 @@ FAIR_CLAIM_BATCHES_PER_ORGANIZATION = 2
 # workers claim them (beat sends each tick to any worker).
 CLOCK_OFF_CLAIMS = "dispatcher: this worker claims no post (due, to check or to prepare); the other workers' ticks do"
 
-# Each organization's soonest due posts, read on its own (sp_org_due_queued: one short index range per
-# organization, a few hundred in all), then shared out by turns. Reading the soonest posts of everyone
-# together and sharing those out instead left out every organization but one whose burst filled that window.
-# The candidates are cut to `each` before they are joined back to the table to be locked: joined whole, the
-# planner hashed every due post of the table for it (75 ms at 100,000 due; 1-3 ms this way).
-_FAIR_CLAIM_SQL = """
+# How many posts are due, counted no further than one past the window (sp_due_queued): whether the window
+# holds them all.
+_DUE_IN_WINDOW_SQL = """
+SELECT count(*) FROM (
+    SELECT 1 FROM {table} WHERE status = '{queued}' AND due_at <= %(now)s ORDER BY due_at LIMIT %(past_window)s
+) due
+"""
+
+# Every due post is in the window: its posts, shared out by turns.
+_WINDOW_CLAIM_SQL = """
 WITH due AS MATERIALIZED (
-    SELECT d.id, d.organization_id, d.due_at FROM {organizations} o CROSS JOIN LATERAL (
+    SELECT id, organization_id, due_at FROM {table}
+    WHERE status = '{queued}' AND due_at <= %(now)s
+    ORDER BY due_at LIMIT %(window)s
+), ranked AS (
+    SELECT id, due_at, row_number() OVER (PARTITION BY organization_id ORDER BY due_at, id) AS turn FROM due
+)
+SELECT p.id FROM {table} p JOIN ranked r ON r.id = p.id
+WHERE p.status = '{queued}' AND p.due_at <= %(now)s
+ORDER BY r.turn, r.due_at, r.id
+LIMIT %(limit)s
+FOR UPDATE OF p SKIP LOCKED
+"""
+
+# More due posts than the window: each organization's soonest due posts, read on its own (sp_org_due_queued:
+# one short index range per organization), then shared out by turns. Sharing out the window instead left out
+# every organization but one whose burst filled it. An organization's posts past turn `each` - (organizations
+# with a post due) + 1 cannot be among the `each` candidates (every other organization has its first one
+# ahead of them), so no more are read: 10,000 organizations with 10 due each read 10,000 posts, not 100,000.
+# The candidates are cut to `each` before they are joined back to the table to be locked: joined whole, the
+# planner hashed every due post of the table for it (75 ms at 100,000 due).
+_PER_ORGANIZATION_CLAIM_SQL = """
+WITH due_organizations AS MATERIALIZED (
+    SELECT o.id FROM {organizations} o WHERE EXISTS (
+        SELECT 1 FROM {table} WHERE organization_id = o.id AND status = '{queued}' AND due_at <= %(now)s
+    )
+), due AS MATERIALIZED (
+    SELECT d.id, d.organization_id, d.due_at FROM due_organizations o CROSS JOIN LATERAL (
         SELECT id, organization_id, due_at FROM {table}
-        WHERE organization_id = o.id AND status = %(queued)s AND due_at <= %(now)s
-        ORDER BY due_at LIMIT %(each)s
+        WHERE organization_id = o.id AND status = '{queued}' AND due_at <= %(now)s
+        ORDER BY due_at LIMIT GREATEST(1, %(each)s + 1 - (SELECT count(*) FROM due_organizations))
     ) d
 ), picked AS MATERIALIZED (
     SELECT id, due_at, row_number() OVER (PARTITION BY organization_id ORDER BY due_at, id) AS turn FROM due
     ORDER BY turn, due_at, id LIMIT %(each)s
 )
 SELECT p.id FROM picked r JOIN {table} p ON p.id = r.id
-WHERE p.status = %(queued)s AND p.due_at <= %(now)s
+WHERE p.status = '{queued}' AND p.due_at <= %(now)s
 ORDER BY r.turn, r.due_at, r.id
 LIMIT %(limit)s
 FOR UPDATE OF p SKIP LOCKED
@@ -631,10 +666,11 @@ def posts_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[st
     went to the workers ahead of another's post due the same instant (~70 s late here): each organization's
     first due post goes first, then each one's second, and so on (by due time within an organization, and
     between equal turns). Every organization with a post due takes part, however many another has due: the
-    turns used to be shared among the soonest 20 × `limit` due posts of all organizations, and a burst larger
-    than that (`limit` is what the workers took since the last tick, often a few dozen) held back everyone
-    else's posts due after its start until it had drained. Rows another dispatcher holds are skipped (SKIP
-    LOCKED), as in _claim. None while this process's clock is off (CLOCK_OFF_CLAIMS)."""
+    turns are shared among the soonest FAIR_CLAIM_WINDOW_BATCHES × `limit` due posts only while they are all
+    the due posts; a burst larger than that (`limit` is what the workers took since the last tick, often a
+    few dozen) held back everyone else's posts due after its start until it had drained, so past the window
+    each organization's soonest due posts are read on their own. Rows another dispatcher holds are skipped
+    (SKIP LOCKED), as in _claim. None while this process's clock is off (CLOCK_OFF_CLAIMS)."""
     if not clock.clock_trustworthy(refusing=CLOCK_OFF_CLAIMS):
         return []
     now = now or timezone.now()
@@ -642,16 +678,25 @@ def posts_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[st
         return _claim(
             status=ScheduledPost.Status.QUEUED, due_field="due_at", now=now, limit=limit, updates=publishing_claim(now)
         )
+    names = {
+        "table": ScheduledPost._meta.db_table,
+        "organizations": Organization._meta.db_table,
+        # Written into the statements, not bound: a partial index (status = 'queued') serves a literal only,
+        # and prepared statements (LAYERS_DB_PREPARED_STATEMENTS) would be planned for any status.
+        "queued": ScheduledPost.Status.QUEUED.value,
+    }
+    window = limit * FAIR_CLAIM_WINDOW_BATCHES
     with transaction.atomic():
         with connection.cursor() as cursor:
+            # The planner's estimate of the per-organization read grows with the organizations table (a probe
+            # each): past about 2,000 organizations it crossed PostgreSQL's jit_above_cost, and compiling took
+            # 250-300 ms of a claim doing 20-50 ms of work, every tick.
+            cursor.execute("SET LOCAL jit = off")
+            cursor.execute(_DUE_IN_WINDOW_SQL.format(**names), {"now": now, "past_window": window + 1})
+            claim_sql = _WINDOW_CLAIM_SQL if cursor.fetchone()[0] <= window else _PER_ORGANIZATION_CLAIM_SQL
             cursor.execute(
-                _FAIR_CLAIM_SQL.format(table=ScheduledPost._meta.db_table, organizations=Organization._meta.db_table),
-                {
-                    "queued": ScheduledPost.Status.QUEUED,
-                    "now": now,
-                    "each": limit * FAIR_CLAIM_BATCHES_PER_ORGANIZATION,
-                    "limit": limit,
-                },
+                claim_sql.format(**names),
+                {"now": now, "window": window, "each": limit * FAIR_CLAIM_BATCHES_PER_ORGANIZATION, "limit": limit},
             )
             ids = [row[0] for row in cursor.fetchall()]
         if ids:
