@@ -127,10 +127,12 @@ def lease_request_create(
         partner_write_refused_if_offboarded(organization_id=project.organization_id)
         waiting = LeaseRequest.objects.filter(organization_id=project.organization_id, status__in=WAITING).count()
         if waiting >= MAX_WAITING_REQUESTS_PER_ORGANIZATION:
+            # No call changes a filed request's count: the partner can only wait, and ask for more accounts in
+            # one request next time. `failed` ones are named: the partner may read them as over.
             message = (
                 f"Your organization has {MAX_WAITING_REQUESTS_PER_ORGANIZATION} lease requests waiting for Layers "
-                "already, the most it may have: wait until some are assigned or rejected, or raise a request's "
-                "count instead of filing another."
+                "already (requested, in review, provisioning or failed), the most it may have: file another once "
+                "Layers has assigned, partly assigned or rejected one. One request may ask for up to 50 accounts."
             )
             raise Validation({"body": [message]}, message=message)
         request = LeaseRequest.objects.create(

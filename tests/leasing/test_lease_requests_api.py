@@ -129,6 +129,19 @@ def test_an_organization_has_at_most_20_requests_waiting_for_layers(owner, sibli
     assert post(owner, body(owner)).status_code == 202
 
 
+def test_the_refusal_names_what_counts_and_asks_for_nothing_the_api_cannot_do(owner):
+    """A partner whose requests had failed (binding failed, staff to assign again) read "raise a request's count
+    instead of filing another": no call changes a filed request's count, and nothing said its failed requests
+    were the ones holding it back."""
+    waiting = [request_accounts(owner, 1)["requestId"] for _ in range(20)]
+    LeaseRequest.objects.filter(pk__in=waiting).update(status="failed")
+
+    message = assert_error(post(owner, body(owner)), 422, "VALIDATION")["message"]
+
+    assert "raise a request's count" not in message, message
+    assert "failed" in message and "up to 50" in message, message
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_requests_one_short_of_the_cap_at_once_file_one(owner):
     """The waiting requests are counted under the organization's row lock: the second filing waits for the
