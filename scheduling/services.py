@@ -230,6 +230,9 @@ def posts_schedule(
             # an UPDATE by hand would not) must not hand them to the project's new organization.
             .filter(pk__in=ids, project_id=container.project_id, organization_id=container.organization_id)
             .only("id", "platform", "status", "scopes", "organization_id", "project_id")
+            # Locked in id order: two schedules of overlapping accounts read in different orders by their
+            # plans would each hold one the other waits for (a deadlock, a 500 to one of them).
+            .order_by("pk")
         }
         provider = ManagedProvider.objects.filter(project_id=container.project_id, enabled=True).first()
         # Counted under the accounts' locks: two schedules of one account at once cannot both pass the cap.
