@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.platforms.sandbox.models import Post as SandboxPost
-from scheduling.models import ManagedProvider
+from scheduling.models import ManagedProvider, ScheduledPost
 from scheduling.tasks import dispatch_due_posts
 
 MEDIA = {
@@ -78,3 +78,26 @@ def sent_then_processing(tenant, account_id: str) -> str:
         run_dispatcher()
     assert post(tenant, scheduled["id"])["status"] == "publishing"
     return scheduled["id"]
+
+
+def a_burst(tenant, account_id: str, *, start, count: int) -> list:
+    """`count` + 1 posts of `tenant`'s account due 1 ms apart from `start`, in due order: the first scheduled
+    through the API, the others bulk-created like it (a burst larger than a claim's window, without scheduling
+    each one)."""
+    template = ScheduledPost.objects.get(pk=schedule_now(tenant, account_id, when=start)["id"])
+    return [
+        template,
+        *ScheduledPost.objects.bulk_create(
+            ScheduledPost(
+                organization_id=template.organization_id,
+                project_id=template.project_id,
+                container_id=template.container_id,
+                social_account_id=account_id,
+                mode="publish",
+                placement=template.placement,
+                scheduled_for=start + timedelta(milliseconds=n),
+                due_at=start + timedelta(milliseconds=n),
+            )
+            for n in range(1, count + 1)
+        ),
+    ]

@@ -13,7 +13,7 @@ from accounts.models import Organization
 from scheduling import services
 from scheduling.models import ScheduledPost
 from tests.factories import make_account
-from tests.scheduling.publish_helpers import schedule_now
+from tests.scheduling.publish_helpers import a_burst, schedule_now
 
 
 @contextmanager
@@ -64,20 +64,8 @@ def test_a_claim_with_a_backlog_is_not_compiled_for_the_organizations_it_estimat
     it for 20-50 ms of work, every tick of a backlog."""
     start = timezone.now() - timedelta(minutes=1)
     account = make_account(owner)
-    template = ScheduledPost.objects.get(pk=schedule_now(owner, account.pk, when=start)["id"])
-    ScheduledPost.objects.bulk_create(
-        ScheduledPost(
-            organization_id=template.organization_id,
-            project_id=template.project_id,
-            container_id=template.container_id,
-            social_account_id=account.pk,
-            mode="publish",
-            placement=template.placement,
-            scheduled_for=start + timedelta(milliseconds=n),
-            due_at=start + timedelta(milliseconds=n),
-        )
-        for n in range(1, 121)  # more than the window of a claim of 5 (100): each organization is read
-    )
+    # More than the window of a claim of 5 (100): each organization is read.
+    a_burst(owner, account.pk, start=start, count=120)
     single = schedule_now(sibling, make_account(sibling).pk, when=start + timedelta(seconds=1))["id"]
     with connection.cursor() as cursor:
         cursor.execute("SET jit_above_cost = 0")  # as a large organizations table makes the estimate

@@ -6,7 +6,7 @@ from scheduling import services
 from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import connected_account
 from tests.concurrency import run_in_threads
-from tests.scheduling.publish_helpers import sandbox_posts, schedule_now
+from tests.scheduling.publish_helpers import a_burst, sandbox_posts, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,23 +113,10 @@ def test_a_burst_larger_than_the_claim_window_does_not_hold_back_another_organiz
 
     start = timezone.now() - timedelta(minutes=1)
     account = make_account(owner)
-    template = ScheduledPost.objects.get(pk=schedule_now(owner, account.pk, when=start)["id"])
-    burst = ScheduledPost.objects.bulk_create(
-        ScheduledPost(
-            organization_id=template.organization_id,
-            project_id=template.project_id,
-            container_id=template.container_id,
-            social_account_id=account.pk,
-            mode="publish",
-            placement=template.placement,
-            scheduled_for=start + timedelta(milliseconds=n),
-            due_at=start + timedelta(milliseconds=n),
-        )
-        for n in range(1, 121)  # more than the window of a claim of 5 (100)
-    )
+    burst = a_burst(owner, account.pk, start=start, count=120)  # more than the window of a claim of 5 (100)
     single = schedule_now(sibling, make_account(sibling).pk, when=start + timedelta(seconds=1))["id"]
 
     first = services.posts_claim_due(limit=5)
 
     assert single in first
-    assert [p for p in first if p != single] == [template.pk] + [p.pk for p in burst[:3]]
+    assert [p for p in first if p != single] == [p.pk for p in burst[:4]]
