@@ -6,13 +6,13 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.admin import NotDeletedInTheAdmin
+from accounts.admin_bulk import run_in_batches, runs_in_batches
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
-from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, about, skip_in_action
+from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin
 from accounts.models import Project
 from config.adminpaging import LargeTablePaginator
-from config.api.errors import ApiError
 from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url
-from scheduling import pipeline_status, platform_status, services
+from scheduling import pipeline_status, platform_status, services, tasks
 from scheduling.models import (
     ContentContainer,
     Layer,
@@ -219,34 +219,69 @@ class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixi
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def _each(self, request, queryset, service, verb: str, **options):
-        for post in queryset:
-            try:
-                service(post_id=post.pk, actor=request.user, **options)
-                was = f" (its publish id was {post.publish_id})" if post.publish_id else ""
-                self.message_user(request, about(post, f"{verb}{was}."), messages.SUCCESS)
-            except ApiError as exc:
-                skip_in_action(self, request, post, about(post, exc.message))
+    # After an outage the day's failed posts are tens of thousands: each action does the first rows in the
+    # request and hands the rest to a worker, counting what it did by reason (accounts/admin_bulk.py).
+    LEFT_ALONE = {
+        "POST_NOT_RETRYABLE": "they are not failed (queued again already, publishing, published or canceled).",
+        "ACCOUNT_DISCONNECTED": "their account is disconnected: connect it and schedule them anew.",
+        "POST_OUTCOME_UNKNOWN": "they may already be on the platform (they reached it and failed "
+        "PLATFORM_UNAVAILABLE or CREDENTIAL_INVALID): check the accounts, then retry them anyway if they are "
+        "not there.",
+        "POST_CHANGED": "an attempt of each was recorded after this retry was asked for (someone retried them, "
+        "and they failed again): look at them again before retrying them.",
+        "POST_NOT_CANCELABLE": "they are not queued (publishing, published, failed or canceled already).",
+    }
 
+    def _retry(self, request, queryset, *, checked_on_platform: bool, description: str):
+        run_in_batches(
+            self,
+            request,
+            queryset,
+            # Posts retried by someone else after this click, and failed again, are not what staff looked at.
+            mark=services.post_attempts_mark(),
+            service=lambda ids, actor, mark: services.posts_retry(
+                post_ids=ids, actor=actor, checked_on_platform=checked_on_platform, attempted_after=mark
+            ),
+            task=tasks.posts_retry_by_staff,
+            task_args=(checked_on_platform,),
+            description=description,
+            done_text="queued again",
+            left_alone=self.LEFT_ALONE,
+        )
+
+    @runs_in_batches
     @admin.action(
         description="Retry selected failed posts (due now; skips any that may already be on the platform)",
         permissions=["change"],
     )
     def retry_posts(self, request, queryset):
-        self._each(request, queryset, services.post_retry, "queued again")
+        description = self.retry_posts.short_description
+        self._retry(request, queryset, checked_on_platform=False, description=description)
 
     # At most once is the contract: a post whose outcome is unknown is sent again only by someone who has
     # looked at the account on the platform. The action's name says so; its use is audited like any other.
+    @runs_in_batches
     @admin.action(
         description="Retry selected failed posts anyway — I checked they are NOT on the platform",
         permissions=["change"],
     )
     def retry_posts_checked(self, request, queryset):
-        self._each(request, queryset, services.post_retry, "queued again", checked_on_platform=True)
+        description = self.retry_posts_checked.short_description
+        self._retry(request, queryset, checked_on_platform=True, description=description)
 
+    @runs_in_batches
     @admin.action(description="Cancel selected queued posts", permissions=["change"])
     def cancel_posts(self, request, queryset):
-        self._each(request, queryset, services.post_cancel, "canceled")
+        run_in_batches(
+            self,
+            request,
+            queryset,
+            service=lambda ids, actor, mark: services.posts_cancel(post_ids=ids, actor=actor),
+            task=tasks.posts_cancel_by_staff,
+            description=self.cancel_posts.short_description,
+            done_text="canceled",
+            left_alone=self.LEFT_ALONE,
+        )
 
 
 @admin.register(ContentContainer)

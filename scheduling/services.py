@@ -17,7 +17,21 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
-from django.db.models import Case, Count, DateTimeField, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When, Window
+from django.db.models import (
+    Case,
+    Count,
+    DateTimeField,
+    Exists,
+    F,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+    Window,
+)
 from django.db.models.functions import Cast, Now, RowNumber
 from django.utils import timezone
 
@@ -52,6 +66,7 @@ from accounts.services import (
 from config import clock
 from config.api.errors import Conflict, Validation
 from config.api.fields import datetime_output
+from config.batches import BatchOutcome
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.text import shorten
 from scheduling.models import (
@@ -399,11 +414,45 @@ def post_cancel(*, post_id: str, actor=None, api_key=None) -> ScheduledPost:
         canceled_by=shorten(acting(actor=actor, api_key=api_key), CANCELED_BY_LENGTH),
     )
     post = ScheduledPost.objects.get(pk=post_id)
-    if not updated and post.status != ScheduledPost.Status.CANCELED:
-        raise Conflict(f"Only queued posts can be canceled; this one is {post.status}.", code="POST_NOT_CANCELABLE")
     if not updated:
-        raise Conflict("This post is already canceled.", code="POST_NOT_CANCELABLE")
+        raise _not_cancelable(post.status)
     return post
+
+
+def _not_cancelable(status: str) -> Conflict:
+    if status == ScheduledPost.Status.CANCELED:
+        return Conflict("This post is already canceled.", code="POST_NOT_CANCELABLE")
+    return Conflict(f"Only queued posts can be canceled; this one is {status}.", code="POST_NOT_CANCELABLE")
+
+
+def posts_cancel(*, post_ids: list[str], actor=None) -> BatchOutcome:
+    """post_cancel of many posts at once, for staff (the admin's "Cancel selected queued posts" over a whole
+    list): the queued ones canceled in one transaction, the others left with post_cancel's Conflict. Locked in
+    key order, as _queued_canceled locks: two staff canceling the same list, or an off-boarding canceling the
+    organization's posts meanwhile, queue behind each other instead of deadlocking, and the second finds them
+    canceled and says so."""
+    outcome = BatchOutcome()
+    with transaction.atomic():
+        canceled = set(
+            ScheduledPost.objects.filter(pk__in=post_ids, status=ScheduledPost.Status.QUEUED)
+            .select_for_update()
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        ScheduledPost.objects.filter(pk__in=canceled).update(**_canceled_fields(cause="", who=acting(actor=actor)))
+        statuses = dict(
+            ScheduledPost.objects.filter(pk__in=[pk for pk in post_ids if pk not in canceled]).values_list(
+                "pk", "status"
+            )
+        )
+    for pk in post_ids:
+        if pk in canceled:
+            outcome.done.append(pk)
+        elif pk in statuses:
+            outcome.skipped[pk] = _not_cancelable(statuses[pk])
+        else:
+            outcome.skipped[pk] = Conflict("No such post.", code="POST_NOT_CANCELABLE")
+    return outcome
 
 
 def posts_cancel_for_account(*, account, cause: str, actor=None, api_key=None) -> int:
@@ -422,12 +471,22 @@ def posts_cancel_for_organization(*, organization_id: str, cause: str, by: str) 
 
 
 def _queued_canceled(posts, *, cause: str, who: str) -> int:
-    """Cancel the queued ones of `posts`, recording why and who acted on each; how many."""
-    return posts.filter(status=ScheduledPost.Status.QUEUED).update(
-        status=ScheduledPost.Status.CANCELED,
-        canceled_at=timezone.now(),
-        canceled_by=shorten(f"{cause} by {who}" if who else cause, CANCELED_BY_LENGTH),
-    )
+    """Cancel the queued ones of `posts`, recording why and who acted on each; how many.
+
+    Their rows are locked in key order first (the subquery's ORDER BY … FOR UPDATE), as posts_cancel locks
+    staff's batches: one UPDATE alone locks its rows in whatever order its plan reads them, and two cancels of
+    many posts over the same rows in different orders (an off-boarding's and staff canceling a whole list) could
+    each hold a row the other waits for, a deadlock that fails one of them."""
+    locked = posts.filter(status=ScheduledPost.Status.QUEUED).select_for_update().order_by("pk").values("pk")
+    return ScheduledPost.objects.filter(pk__in=locked).update(**_canceled_fields(cause=cause, who=who))
+
+
+def _canceled_fields(*, cause: str, who: str) -> dict:
+    return {
+        "status": ScheduledPost.Status.CANCELED,
+        "canceled_at": timezone.now(),
+        "canceled_by": shorten(" by ".join(part for part in (cause, who) if part), CANCELED_BY_LENGTH),
+    }
 
 
 def acting(*, actor=None, api_key=None) -> str:
@@ -450,32 +509,64 @@ def post_retry(*, post_id: str, actor=None, checked_on_platform: bool = False) -
     The post's error and publish id are cleared (its attempts count from 0 again); the failure stays in its
     attempts (the failed one keeps its code, words and publish id), followed by a row saying who queued it
     again."""
+    outcome = posts_retry(post_ids=[post_id], actor=actor, checked_on_platform=checked_on_platform)
+    if post_id in outcome.skipped:
+        raise outcome.skipped[post_id]
+    return ScheduledPost.objects.get(pk=post_id)
+
+
+def post_attempts_mark() -> int:
+    """The newest publishing attempt recorded so far (its id: ids only grow, whatever the hosts' clocks say), for
+    posts_retry's `attempted_after`."""
+    return ScheduledPostAttempt.objects.aggregate(newest=Max("id"))["newest"] or 0
+
+
+def posts_retry(
+    *, post_ids: list[str], actor=None, checked_on_platform: bool = False, attempted_after: int | None = None
+) -> BatchOutcome:
+    """post_retry of many posts at once (the admin's retry of a whole list after an outage), in one
+    transaction, each under post_retry's rules; the others left with the Conflict post_retry raises.
+
+    `attempted_after`: post_attempts_mark() when staff chose the posts. A post with an attempt recorded since
+    (retried by someone else and failed again) is left alone: the retry, and above all "retry anyway" (staff's
+    word that the post they looked at is not on the platform), was about the failure they saw. A worker doing
+    the rest of a long list may run minutes later; it must not send again a post that may have reached the
+    platform since. Compared by id, not time: a worker's clock a few seconds ahead would have made every post
+    that failed just before the click look changed since.
+
+    The accounts are locked first, as the revoke locks its account before canceling its queued posts: read
+    without the lock, a revoke committing between that read and the requeue left a queued post on a
+    disconnected account (the revoke found it still failed). Accounts, then posts, each in key order: two
+    staff retrying the same list queue behind each other, and the second finds the posts queued already."""
+    outcome = BatchOutcome()
     with transaction.atomic():
-        # The account is locked first, as the revoke locks it before canceling its queued posts: read without
-        # the lock, a revoke committing between that read and the requeue left a queued post on a
-        # disconnected account (the revoke found it still failed).
-        account_id = ScheduledPost.objects.filter(pk=post_id).values_list("social_account_id", flat=True).first()
-        SocialAccount.objects.select_for_update().filter(pk=account_id).first()
-        post = (
-            ScheduledPost.objects.select_for_update(of=("self",))
-            .select_related("social_account")
-            .filter(pk=post_id)
-            .first()
+        account_ids = set(
+            ScheduledPost.objects.filter(pk__in=post_ids).values_list("social_account_id", flat=True).distinct()
         )
-        if post is None or post.status != ScheduledPost.Status.FAILED:
-            raise Conflict("Only failed posts can be retried.", code="POST_NOT_RETRYABLE")
-        if post.social_account.status == SocialAccount.Status.DISCONNECTED:
-            raise Conflict(
-                "The account is disconnected: its posts are not queued again (connect it and schedule anew).",
-                code="ACCOUNT_DISCONNECTED",
+        list(SocialAccount.objects.select_for_update().filter(pk__in=account_ids).order_by("pk").values_list("pk"))
+        posts = {
+            post.pk: post
+            for post in ScheduledPost.objects.select_for_update(of=("self",))
+            .select_related("social_account")
+            .filter(pk__in=post_ids)
+            .order_by("pk")
+        }
+        changed_since = set()
+        if attempted_after is not None:
+            changed_since = set(
+                ScheduledPostAttempt.objects.filter(post_id__in=posts, id__gt=attempted_after).values_list(
+                    "post_id", flat=True
+                )
             )
-        if _outcome_unknown(post) and not checked_on_platform:
-            raise Conflict(
-                f"It may already be on the platform (publish id {post.publish_id or 'not recorded'}; "
-                f"{post.error_code}): check the account, then retry anyway if it is not there.",
-                code="POST_OUTCOME_UNKNOWN",
-            )
-        ScheduledPost.objects.filter(pk=post.pk).update(
+        retried = []
+        for pk in post_ids:
+            try:
+                _check_retryable(posts.get(pk), checked_on_platform=checked_on_platform, changed=pk in changed_since)
+            except Conflict as refused:
+                outcome.skipped[pk] = refused
+                continue
+            retried.append(posts[pk])
+        ScheduledPost.objects.filter(pk__in=[post.pk for post in retried]).update(
             status=ScheduledPost.Status.QUEUED,
             due_at=timezone.now(),
             attempts=0,
@@ -491,15 +582,45 @@ def post_retry(*, post_id: str, actor=None, checked_on_platform: bool = False) -
             prepared_publish_id="",
         )
         now, who = timezone.now(), acting(actor=actor)
-        ScheduledPostAttempt.objects.create(
-            post=post,
-            started_at=now,
-            finished_at=now,
-            outcome=ScheduledPostAttempt.Outcome.STAFF_RETRY,
-            message=f"Queued again{f' by {who}' if who else ''}"
-            + (", who checked it is not on the platform." if checked_on_platform else "."),
+        message = f"Queued again{f' by {who}' if who else ''}" + (
+            ", who checked it is not on the platform." if checked_on_platform else "."
         )
-    return ScheduledPost.objects.get(pk=post_id)
+        ScheduledPostAttempt.objects.bulk_create(
+            ScheduledPostAttempt(
+                post=post,
+                started_at=now,
+                finished_at=now,
+                outcome=ScheduledPostAttempt.Outcome.STAFF_RETRY,
+                message=message,
+            )
+            for post in retried
+        )
+    outcome.done = [post.pk for post in retried]
+    outcome.notes = {post.pk: f"its publish id was {post.publish_id}" for post in retried if post.publish_id}
+    return outcome
+
+
+def _check_retryable(post: ScheduledPost | None, *, checked_on_platform: bool, changed: bool) -> None:
+    """Raise the Conflict that keeps `post` (read locked, or None: not found) from being queued again."""
+    if post is None or post.status != ScheduledPost.Status.FAILED:
+        raise Conflict("Only failed posts can be retried.", code="POST_NOT_RETRYABLE")
+    if post.social_account.status == SocialAccount.Status.DISCONNECTED:
+        raise Conflict(
+            "The account is disconnected: its posts are not queued again (connect it and schedule anew).",
+            code="ACCOUNT_DISCONNECTED",
+        )
+    if changed:
+        raise Conflict(
+            "An attempt of it was recorded after this retry was asked for (someone retried it, and it failed again): "
+            "look at it again before retrying it.",
+            code="POST_CHANGED",
+        )
+    if _outcome_unknown(post) and not checked_on_platform:
+        raise Conflict(
+            f"It may already be on the platform (publish id {post.publish_id or 'not recorded'}; "
+            f"{post.error_code}): check the account, then retry anyway if it is not there.",
+            code="POST_OUTCOME_UNKNOWN",
+        )
 
 
 # Failures that say nothing for sure about a post that reached the platform: an answer lost or unreadable,

@@ -80,3 +80,42 @@ def resolve_post(post_id: str) -> str:
 def global_platform_posts_sync() -> int:
     """Refresh metrics of published posts of connected accounts that have their distribution layers."""
     return services.posts_sync_metrics()
+
+
+@shared_task
+def posts_retry_by_staff(
+    post_ids: list[str], staff_user_id: int, mark, description: str, checked_on_platform: bool = False
+) -> dict:
+    """The rest of a staff retry of many posts (admin: more than one web request does), a batch at a time."""
+    from accounts.admin_bulk import by_a_worker
+    from scheduling.models import ScheduledPost
+
+    def retry(ids, actor, mark):
+        return services.posts_retry(
+            post_ids=ids, actor=actor, checked_on_platform=checked_on_platform, attempted_after=mark
+        )
+
+    return by_a_worker(
+        model=ScheduledPost,
+        ids=post_ids,
+        staff_user_id=staff_user_id,
+        mark=mark,
+        description=description,
+        service=retry,
+    )
+
+
+@shared_task
+def posts_cancel_by_staff(post_ids: list[str], staff_user_id: int, mark, description: str) -> dict:
+    """The rest of a staff cancel of many posts (admin: more than one web request does), a batch at a time."""
+    from accounts.admin_bulk import by_a_worker
+    from scheduling.models import ScheduledPost
+
+    return by_a_worker(
+        model=ScheduledPost,
+        ids=post_ids,
+        staff_user_id=staff_user_id,
+        mark=mark,
+        description=description,
+        service=lambda ids, actor, mark: services.posts_cancel(post_ids=ids, actor=actor),
+    )

@@ -540,6 +540,10 @@ LAYERS_OPS_STATUS_TOKEN = bearer_token("LAYERS_OPS_STATUS_TOKEN")
 # Admin lists of the tables that grow forever (posts, events, webhook deliveries) show, unfiltered, the
 # planner's estimate of their rows past this many instead of counting the whole table (config/adminpaging.py).
 LAYERS_ADMIN_EXACT_COUNT_BELOW = 100_000
+# An admin action on selected rows (retry or cancel posts, resend deliveries) does this many of them in the web
+# request, a few hundred per transaction, and hands the rest to a worker (accounts/admin_bulk.py): "select all"
+# over a day's outage is tens of thousands of rows, minutes of work one by one.
+LAYERS_ADMIN_ACTION_ROWS = 2_000
 
 # --- Platform clients (accounts/platforms) --------------------------------------------------------
 # Live endpoints by default; in sandbox mode they point at this server's /sandbox/... stand-ins.

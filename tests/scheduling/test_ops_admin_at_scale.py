@@ -1,0 +1,219 @@
+"""Ops after a platform outage: the failed posts of the day (tens of thousands, across hundreds of
+organizations) are listed with a filter, "Select all" ticked and Go pressed, once, from one web request.
+
+The request does the first LAYERS_ADMIN_ACTION_ROWS rows itself, in batches (one transaction each, not one
+per post), and hands the rest to a worker, a few thousand ids per task; it then says, in a few messages,
+how many it did, how many it left alone and why, and how many the worker does. Retrying 2,000 posts one by
+one took 15 s (7.7 ms a post: 40,000 would take five minutes, past any proxy's timeout and a deploy's grace)
+and the next page carried one message per post (7 MB for 40,000)."""
+
+import re
+from datetime import timedelta
+from html import unescape
+
+import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.models import LogEntry
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts.admin_bulk import ROW_MESSAGES
+from accounts.models import SocialAccount
+from scheduling import services
+from scheduling.models import ScheduledPost, ScheduledPostAttempt
+from tests.concurrency import run_in_threads
+from tests.factories import make_account
+from tests.platform_helpers import held_tasks
+from tests.staff import staff_login, superuser
+
+POSTS = "/admin/scheduling/scheduledpost/"
+
+
+@pytest.fixture
+def ops(db):
+    return staff_login(Client(), superuser())
+
+
+def seed(tenant, count: int, *, accounts: int = 10, **fields) -> list[str]:
+    """`count` posts of `tenant` spread over `accounts` connected accounts, written in bulk (ids in order)."""
+    container = services.container_create(
+        project=tenant.project, media_type="video", media_urls=["https://cdn.acme.test/c.mp4"], caption=""
+    )
+    owners = [make_account(tenant) for _ in range(accounts)]
+    now = timezone.now() - timedelta(hours=1)
+    rows = [
+        ScheduledPost(
+            organization=tenant.org,
+            project=tenant.project,
+            container=container,
+            social_account=owners[n % accounts],
+            mode="publish",
+            scheduled_for=now,
+            due_at=now,
+            **fields,
+        )
+        for n in range(count)
+    ]
+    return [post.pk for post in ScheduledPost.objects.bulk_create(rows, batch_size=5000)]
+
+
+def select_all(client: Client, action: str, query: str, **extra):
+    """Tick one row, "Select all" the filtered list and press Go with `action`, as the list's form posts it."""
+    first = ScheduledPost.objects.order_by("pk").values_list("pk", flat=True).first()
+    data = {"action": action, ACTION_CHECKBOX_NAME: [first], "select_across": "1", "index": "0", **extra}
+    return client.post(POSTS + query, data, follow=True)
+
+
+def messages_of(response) -> list[str]:
+    """The messages the page shows (read from its HTML: the test client's captured context mixes in pages
+    other threads render at the same time)."""
+    listed = re.search(r'<ul class="messagelist">(.*?)</ul>', response.content.decode(), re.S)
+    if listed is None:
+        return []
+    return [unescape(item).strip() for item in re.findall(r"<li[^>]*>(.*?)</li>", listed.group(1), re.S)]
+
+
+def retried_count(messages: list[str]) -> int:
+    """How many posts the messages say were queued again: counted in one message, or one message each."""
+    text = " ".join(messages)
+    counted = re.search(r"Scheduled posts: ([\d,]+) queued again", text)
+    if counted:
+        return int(counted.group(1).replace(",", ""))
+    return len(re.findall(r"Scheduled post sp_\w+: queued again", text))
+
+
+def run_worker(held) -> None:
+    """Run what the request queued, as a worker would (held_tasks kept it)."""
+    for task, args in held:
+        task.run(*args)
+
+
+def test_retrying_a_whole_outage_does_the_first_rows_in_the_request_and_hands_the_rest_to_a_worker(
+    owner, sibling, ops, settings
+):
+    settings.LAYERS_ADMIN_ACTION_ROWS = 300
+    retryable = seed(owner, 1_000, status="failed", error_code="PLATFORM_REJECTED", attempts=1)
+    unknown = seed(
+        sibling,
+        40,
+        status="failed",
+        error_code="PLATFORM_UNAVAILABLE",
+        publish_attempted_at=timezone.now() - timedelta(hours=1),
+    )
+
+    with held_tasks() as held, CaptureQueriesContext(connection) as statements:
+        done = select_all(ops, "retry_posts", "?status__exact=failed")
+
+    assert done.status_code == 200
+    # The request did what its budget allows, in a few statements per batch, not several per post.
+    assert ScheduledPost.objects.filter(status="queued").count() <= settings.LAYERS_ADMIN_ACTION_ROWS
+    assert len(statements.captured_queries) < 120, len(statements.captured_queries)
+    told = messages_of(done)
+    assert len(told) <= 3 + ROW_MESSAGES, told  # the few left alone in the request may be named, one each
+    in_request = ScheduledPost.objects.filter(status="queued").count()
+    assert f"Scheduled posts: {in_request:,} queued again" in " ".join(told), told
+    handed = len(retryable) + len(unknown) - settings.LAYERS_ADMIN_ACTION_ROWS
+    assert any(f"{handed:,} more" in m and "worker" in m for m in told), told
+
+    run_worker(held)
+
+    assert ScheduledPost.objects.filter(pk__in=retryable, status="queued").count() == len(retryable)
+    # The ones that may already be on the platform stay failed, whoever retried them.
+    assert ScheduledPost.objects.filter(pk__in=unknown, status="failed").count() == len(unknown)
+    # Each post was queued again once, by the staff member, and its history says so.
+    staff_retries = ScheduledPostAttempt.objects.filter(outcome="staff_retry")
+    assert staff_retries.count() == len(retryable)
+    assert staff_retries.values("post_id").distinct().count() == len(retryable)
+    assert LogEntry.objects.filter(object_id__in=retryable).count() == len(retryable)
+    assert not LogEntry.objects.filter(object_id__in=unknown).exists()
+
+
+def test_the_left_alone_are_counted_by_reason_not_listed_one_message_each(owner, ops, settings):
+    settings.LAYERS_ADMIN_ACTION_ROWS = 2_000
+    seed(owner, 30, status="failed", error_code="PLATFORM_REJECTED")
+    seed(owner, 60, status="failed", error_code="CREDENTIAL_INVALID", publish_id="v_pub_1")
+    gone = make_account(owner, status="disconnected")
+    orphans = seed(owner, 25, status="failed", error_code="PLATFORM_REJECTED")
+    ScheduledPost.objects.filter(pk__in=orphans).update(social_account=gone)
+
+    with held_tasks():
+        done = select_all(ops, "retry_posts", "?status__exact=failed")
+
+    told = messages_of(done)
+    assert len(told) <= 4, told
+    text = " ".join(told)
+    assert "Scheduled posts: 30 queued again" in text
+    assert "60 left alone" in text and "may already be on the platform" in text
+    assert "25 left alone" in text and "disconnected" in text
+
+
+def test_canceling_every_queued_post_of_the_day_hands_the_rest_to_a_worker(owner, ops, settings):
+    settings.LAYERS_ADMIN_ACTION_ROWS = 300
+    queued = seed(owner, 1_000, status="queued")
+
+    with held_tasks() as held:
+        done = select_all(ops, "cancel_posts", "?status__exact=queued")
+
+    assert ScheduledPost.objects.filter(status="canceled").count() == settings.LAYERS_ADMIN_ACTION_ROWS
+    told = messages_of(done)
+    assert len(told) <= 3, told
+    assert "Scheduled posts: 300 canceled" in " ".join(told), told
+
+    run_worker(held)
+
+    assert ScheduledPost.objects.filter(pk__in=queued, status="canceled").count() == len(queued)
+    assert set(ScheduledPost.objects.values_list("canceled_by", flat=True)) == {"staff ops"}
+
+
+def test_a_worker_running_late_never_retries_anyway_a_post_that_failed_again_after_the_click(owner, ops, settings):
+    """'Retry anyway' is staff's word that the posts they looked at are not on the platform. The worker doing the
+    rest may run minutes later (a busy queue after an outage): a post retried meanwhile by someone else and
+    failed again, maybe after reaching the platform this time, is not what they checked. It is left alone."""
+    settings.LAYERS_ADMIN_ACTION_ROWS = 10
+    posts = seed(
+        owner,
+        30,
+        status="failed",
+        error_code="PLATFORM_UNAVAILABLE",
+        publish_attempted_at=timezone.now() - timedelta(hours=1),
+    )
+
+    with held_tasks() as held:
+        select_all(ops, "retry_posts_checked", "?status__exact=failed")
+    later_one = ScheduledPost.objects.filter(pk__in=posts, status="failed").order_by("pk").first()
+    # A colleague retries it anyway too, and it fails again having reached the platform: it may be live.
+    services.post_retry(post_id=later_one.pk, checked_on_platform=True)
+    ScheduledPost.objects.filter(pk=later_one.pk).update(
+        status="failed", error_code="PLATFORM_UNAVAILABLE", publish_attempted_at=timezone.now(), publish_id="v_2"
+    )
+    ScheduledPostAttempt.objects.create(
+        post=later_one, number=1, started_at=timezone.now(), finished_at=timezone.now(), outcome="failed"
+    )
+
+    run_worker(held)
+
+    assert ScheduledPost.objects.get(pk=later_one.pk).status == "failed"
+    assert ScheduledPost.objects.filter(pk__in=posts, status="queued").count() == len(posts) - 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_staff_retrying_the_same_outage_at_once_retry_each_post_once_and_say_so(owner):
+    from django.test import override_settings
+
+    seed(owner, 400, accounts=20, status="failed", error_code="PLATFORM_REJECTED")
+    first, second = superuser("ops"), superuser("oncall")
+
+    def click(user):
+        # Nothing is handed to a worker here (the budget covers the list), so no task is queued.
+        return lambda: messages_of(select_all(staff_login(Client(), user), "retry_posts", "?status__exact=failed"))
+
+    with override_settings(LAYERS_ADMIN_ACTION_ROWS=2_000):
+        told = run_in_threads(click(first), click(second))
+
+    assert ScheduledPost.objects.filter(status="queued").count() == 400
+    assert ScheduledPostAttempt.objects.filter(outcome="staff_retry").count() == 400
+    # Each is told what they did, and the two add up to what was done.
+    assert sum(retried_count(messages) for messages in told) == 400, told
+    assert SocialAccount.objects.filter(status="connected").count() == 20
