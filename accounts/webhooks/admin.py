@@ -1,13 +1,15 @@
 """Ops screens for webhooks. Secrets are never shown (the encrypted columns are not even listed); every
-action calls the same services as the API and reports per row."""
+action calls the same services as the API and reports per row (counted by reason once there are many:
+accounts/admin_bulk.py)."""
 
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from accounts.admin_bulk import run_in_batches, runs_in_batches
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.admin_site import NothingToSaveMixin, about, skip_in_action
 from accounts.services import EVENT_TYPES
-from accounts.webhooks import services
+from accounts.webhooks import services, tasks
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
 from config.adminpaging import LargeTablePaginator
 from config.api.errors import ApiError
@@ -201,15 +203,35 @@ class WebhookDeliveryAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMi
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @runs_in_batches
     @admin.action(
         description="Resend selected undelivered deliveries now (fresh 3-day retry window; delivered ones are refused)",
         permissions=["change"],
     )
     def resend(self, request, queryset):
-        for delivery in queryset:
-            try:
-                services.delivery_resend(delivery_id=delivery.pk, actor=request.user)
-            except ApiError as exc:
-                skip_in_action(self, request, delivery, about(delivery, exc.message), messages.ERROR)
-            else:
-                self.message_user(request, about(delivery, "queued for sending"), messages.SUCCESS)
+        # A partner's receiver down for a day is 200,000 deliveries to resend: the first rows in the request,
+        # the rest by a worker, the sends paced by the relay (accounts/admin_bulk.py, deliveries_resend).
+        run_in_batches(
+            self,
+            request,
+            queryset,
+            # A delivery attempted after this click is not the one staff looked at (see deliveries_resend).
+            mark=services.delivery_attempts_mark(),
+            service=lambda ids, actor, mark: services.deliveries_resend(
+                delivery_ids=ids, actor=actor, attempted_after=mark
+            ),
+            task=tasks.deliveries_resend_by_staff,
+            description=self.resend.short_description,
+            done_text="queued for sending",
+            left_alone={
+                "DELIVERY_ALREADY_DELIVERED": "they were delivered already (the receiver answered 2xx); the partner "
+                "can replay their events from GET /v1/events.",
+                "ENDPOINT_NOT_ACTIVE": "their endpoint is disabled or deleted; enable it first.",
+                "DELIVERY_IN_FLIGHT": "an attempt of each is in flight; try again in a few minutes.",
+                "DELIVERY_ALREADY_DUE": "they are waiting to be sent already (resent a moment ago, or never "
+                "attempted yet).",
+                "DELIVERY_CHANGED": "each was attempted again after this resend was asked for: look at them again.",
+                "DELIVERY_GONE": "they no longer exist: their events passed the retention.",
+            },
+            level=messages.ERROR,
+        )

@@ -25,7 +25,7 @@ import httpx
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q, Subquery
+from django.db.models import Exists, Max, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from accounts import callgate, crypto
@@ -35,8 +35,9 @@ from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, We
 from config import ratelimit
 from config.api.errors import Conflict, NotFound, RateLimited, Validation
 from config.api.fields import datetime_output, json_excerpt
+from config.batches import BatchOutcome
 from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url, deadline, public_client
-from config.queueing import enqueue_each, enqueue_on_commit
+from config.queueing import enqueue_each
 
 log = logging.getLogger(__name__)
 
@@ -941,50 +942,128 @@ def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:
     """Staff: send an undelivered delivery (pending, failed or canceled) again now, with a fresh 3-day retry
     window: its end is cleared here and set by the next claim, which also restarts the backoff from 1
     minute (window_first_attempt); the attempt numbers go on counting. Raises Conflict when it was already
-    delivered, when its endpoint is disabled or deleted, while an attempt is in flight, or when the delivery
-    is gone (the retention purge).
+    delivered, when its endpoint is disabled or deleted, while an attempt is in flight, when it is waiting to be
+    sent already, or when the delivery is gone (the retention purge).
 
     A delivered one is refused: resent, it went back into the retry cycle and, if the receiver failed this
     time, ended `failed` with its `delivered_at` still set, a row saying both. The receiver has it (a 2xx);
     a partner who lost it replays it from GET /v1/events."""
-    from accounts.webhooks.tasks import webhook_deliver
+    outcome = deliveries_resend(delivery_ids=[delivery_id], actor=actor)
+    if delivery_id in outcome.skipped:
+        raise outcome.skipped[delivery_id]
+    return WebhookDelivery.objects.get(pk=delivery_id)
 
+
+def delivery_attempts_mark() -> int:
+    """The newest delivery attempt recorded so far (its id: ids only grow, whatever the hosts' clocks say), for
+    deliveries_resend's `attempted_after`."""
+    return WebhookDeliveryAttempt.objects.aggregate(newest=Max("id"))["newest"] or 0
+
+
+def deliveries_resend(
+    *, delivery_ids: list[str], actor=None, attempted_after: int | None = None, send_now: bool = True
+) -> BatchOutcome:
+    """delivery_resend of many deliveries at once, in one transaction (the admin's resend of a whole list once a
+    partner's receiver is back: 200,000 deliveries after a day down), each under its rules; the others left
+    with the Conflict delivery_resend raises.
+
+    The sends are paced, not queued one per delivery: with `send_now`, those the organization's gates can take
+    now are queued at once, as an event's fan-out queues its deliveries (_sends_to_start); the others are left
+    due for the relay, whose tick and answered sends (deliveries_queue_waiting) take them as the receiver
+    answers (all of them without `send_now`: the worker doing the rest of a long list). A send per delivery put
+    200,000 messages on the webhooks queue, nearly all deferred as soon as they started, ahead of every other
+    partner's sends.
+
+    A delivery already pending and due in a window not yet attempted (resent a moment ago, by a colleague
+    clicking at the same time or by this action run again) is left alone and said to be waiting: staff are
+    told what they did. `attempted_after`: delivery_attempts_mark() when staff chose them; a delivery attempted
+    since is left alone too (the worker doing the rest of a long list may run minutes later)."""
     now = timezone.now()
+    outcome = BatchOutcome()
     with transaction.atomic():
-        # Endpoint first, then the delivery, as endpoint_delete / endpoint_disable lock (the endpoint, then its
-        # open deliveries). Locking the delivery and the endpoint in one query (select_related without `of`)
-        # took them the other way round: a resend at the moment the partner deleted the endpoint, or it was
-        # disabled, deadlocked and the admin answered 500. Waiting for the endpoint's lock also lets a resend
-        # racing a delete or disable see it deleted or disabled, and be refused, rather than report a resend
-        # that the delete then cancels.
-        endpoint_id = WebhookDelivery.objects.filter(pk=delivery_id).values_list("endpoint_id", flat=True).first()
-        WebhookEndpoint.objects.select_for_update().filter(pk=endpoint_id).first()
-        delivery = (
-            WebhookDelivery.objects.select_for_update(of=("self",))
-            .select_related("endpoint")
-            .filter(pk=delivery_id)
-            .first()
+        # Endpoints first, then the deliveries, each in key order, as endpoint_delete / endpoint_disable lock (the
+        # endpoint, then its open deliveries). Locking the delivery and the endpoint in one query (select_related
+        # without `of`) took them the other way round: a resend at the moment the partner deleted the endpoint,
+        # or it was disabled, deadlocked and the admin answered 500. Waiting for the endpoint's lock also lets a
+        # resend racing a delete or disable see it deleted or disabled, and be refused, rather than report a
+        # resend that the delete then cancels.
+        endpoint_ids = set(
+            WebhookDelivery.objects.filter(pk__in=delivery_ids).values_list("endpoint_id", flat=True).distinct()
         )
-        if delivery is None:  # the retention purge deleted it (with its event) after staff picked it
-            raise Conflict("The delivery no longer exists: its event passed the retention.", code="DELIVERY_GONE")
-        if delivery.status == WebhookDelivery.Status.DELIVERED:
-            raise Conflict(
-                "Already delivered (the receiver answered 2xx); the partner can replay the event from GET /v1/events.",
-                code="DELIVERY_ALREADY_DELIVERED",
+        endpoints = {
+            endpoint.pk: endpoint
+            for endpoint in WebhookEndpoint.objects.select_for_update().filter(pk__in=endpoint_ids).order_by("pk")
+        }
+        rows = {
+            row.pk: row
+            for row in WebhookDelivery.objects.select_for_update()
+            .filter(pk__in=delivery_ids)
+            .order_by("pk")
+            .defer("body")
+        }
+        attempted = set()
+        if attempted_after is not None:
+            attempted = set(
+                WebhookDeliveryAttempt.objects.filter(delivery_id__in=rows, id__gt=attempted_after).values_list(
+                    "delivery_id", flat=True
+                )
             )
-        if not delivery.endpoint.is_live:
-            raise Conflict("The endpoint is disabled or deleted; enable it first.", code="ENDPOINT_NOT_ACTIVE")
-        if delivery.status == WebhookDelivery.Status.SENDING and delivery.lease_until and delivery.lease_until > now:
-            raise Conflict("An attempt is in flight; try again in a few minutes.", code="DELIVERY_IN_FLIGHT")
-        delivery.status = WebhookDelivery.Status.PENDING
-        delivery.next_attempt_at = now
-        delivery.give_up_at = None
-        delivery.lease_until = None
-        delivery.failed_at = None
-        delivery.save(update_fields=["status", "next_attempt_at", "give_up_at", "lease_until", "failed_at"])
-        enqueue_on_commit(webhook_deliver, delivery.pk)
-    log.info("webhook delivery %s resent by %s", delivery_id, actor)
-    return delivery
+        resent = []
+        for pk in delivery_ids:
+            row = rows.get(pk)
+            try:
+                _check_resendable(
+                    row, endpoint=row and endpoints.get(row.endpoint_id), now=now, attempted=pk in attempted
+                )
+            except Conflict as refused:
+                outcome.skipped[pk] = refused
+                continue
+            resent.append(row)
+        by_organization: dict[str, list[str]] = {}
+        for row in resent if send_now else ():
+            by_organization.setdefault(endpoints[row.endpoint_id].organization_id, []).append(row.pk)
+        starting = [pk for org, ids in by_organization.items() for pk in _sends_to_start(org, ids)]
+        # Each row written once: a row updated twice in one transaction has its foreign keys checked again at
+        # commit (PostgreSQL checks a row version this transaction made), a share lock on its event that waits
+        # for the retention purge holding the event and waiting for this delivery: a deadlock.
+        fields = {"status": WebhookDelivery.Status.PENDING, "next_attempt_at": now, "give_up_at": None}
+        fields |= {"lease_until": None, "failed_at": None}
+        started = set(starting)
+        later = [row.pk for row in resent if row.pk not in started]
+        WebhookDelivery.objects.filter(pk__in=later).update(**fields, queued_at=None)
+        if starting:
+            # Marked queued as the tick marks what it queues: the tick leaves them to these sends for a lease.
+            WebhookDelivery.objects.filter(pk__in=starting).update(**fields, queued_at=now)
+            transaction.on_commit(lambda: deliveries_send_queued(starting))
+    outcome.done = [row.pk for row in resent]
+    if resent:
+        log.info("%d webhook delivery(ies) resent by %s: %s", len(resent), actor, ", ".join(outcome.done[:5]))
+    return outcome
+
+
+def _check_resendable(row: WebhookDelivery | None, *, endpoint: WebhookEndpoint | None, now, attempted: bool) -> None:
+    """Raise the Conflict that keeps the delivery `row` (read locked, or None: gone) from being resent."""
+    if row is None:  # the retention purge deleted it (with its event) after staff picked it
+        raise Conflict("The delivery no longer exists: its event passed the retention.", code="DELIVERY_GONE")
+    if row.status == WebhookDelivery.Status.DELIVERED:
+        raise Conflict(
+            "Already delivered (the receiver answered 2xx); the partner can replay the event from GET /v1/events.",
+            code="DELIVERY_ALREADY_DELIVERED",
+        )
+    if endpoint is None or not endpoint.is_live:
+        raise Conflict("The endpoint is disabled or deleted; enable it first.", code="ENDPOINT_NOT_ACTIVE")
+    if row.status == WebhookDelivery.Status.SENDING and row.lease_until and row.lease_until > now:
+        raise Conflict("An attempt is in flight; try again in a few minutes.", code="DELIVERY_IN_FLIGHT")
+    if attempted:
+        raise Conflict(
+            "It was attempted again after this resend was asked for: look at it again before resending it.",
+            code="DELIVERY_CHANGED",
+        )
+    if row.status == WebhookDelivery.Status.PENDING and row.give_up_at is None and row.next_attempt_at <= now:
+        raise Conflict(
+            "It is waiting to be sent already (resent a moment ago, or never attempted yet).",
+            code="DELIVERY_ALREADY_DUE",
+        )
 
 
 # --- What is late, for ops ("Layers now": scheduling/pipeline_status.py) -----------------------------------

@@ -73,3 +73,22 @@ def webhooks_tick() -> dict:
 def events_purge_expired() -> int:
     """Periodic: delete events (and their deliveries) past LAYERS_EVENT_RETENTION."""
     return services.events_purge_expired()
+
+
+@shared_task
+def deliveries_resend_by_staff(delivery_ids: list[str], staff_user_id: int, mark, description: str) -> dict:
+    """The rest of a staff resend of many deliveries (admin: more than one web request does), a batch at a time.
+    Only rows change here: the relay sends them, at each receiver's pace, from its next tick."""
+    from accounts.admin_bulk import by_a_worker
+    from accounts.webhooks.models import WebhookDelivery
+
+    return by_a_worker(
+        model=WebhookDelivery,
+        ids=delivery_ids,
+        staff_user_id=staff_user_id,
+        mark=mark,
+        description=description,
+        service=lambda ids, actor, mark: services.deliveries_resend(
+            delivery_ids=ids, actor=actor, attempted_after=mark, send_now=False
+        ),
+    )
