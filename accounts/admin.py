@@ -13,6 +13,7 @@ from accounts import (
     auth_admin,  # noqa: F401  (replaces Django's user and group admins)
     services,
 )
+from accounts.admin_bulk import tell
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, about, ask_first, asks_first, skip_in_action
 from accounts.models import (
@@ -601,46 +602,61 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         if page is not None:
             return page
         # A revoke calls the platform after its commit: those that fit this request's platform calls are made
-        # now, the rest by a worker (services.RevokeBudget).
+        # now, the rest by a worker (services.RevokeBudget). Each kind of outcome is said of each account while
+        # they are few, and counted past that (tell): 5,000 accounts were 5,000 messages.
         budget = services.RevokeBudget(calls=WEB_REQUEST_PLATFORM_CALLS)
+        told = {kind: [] for kind in ("done", "queued", "left", "already", "leased", "meanwhile")}
+        canceled = released = 0
         for account in queryset:
             if account.status == SocialAccount.Status.DISCONNECTED:
-                skip_in_action(self, request, account, about(account, "already disconnected."))
+                told["already"].append(about(account, "already disconnected."))
+                skip_in_action(self, request, account, None)
                 continue
             if account.kind == SocialAccount.Kind.LEASED and not may_release:
                 # Revoking a leased account releases its lease (billing stops): that is a lease change.
-                skip_in_action(
-                    self,
-                    request,
-                    account,
-                    about(account, "leased; releasing it needs the lease permission."),
-                    messages.ERROR,
-                )
+                told["leased"].append(about(account, "leased; releasing it needs the lease permission."))
+                skip_in_action(self, request, account, None)
                 continue
             result = budget.revoke(account, actor=request.user)
             if result == services.REVOKE_LEFT:
-                skip_in_action(
-                    self,
-                    request,
-                    account,
-                    about(account, "left as it is: the task queue did not take its revoke. Revoke it again."),
-                    messages.ERROR,
+                told["left"].append(
+                    about(account, "left as it is: the task queue did not take its revoke. Revoke it again.")
                 )
+                skip_in_action(self, request, account, None)
                 continue
             if result == services.REVOKE_QUEUED:
-                self.message_user(
-                    request,
+                told["queued"].append(
                     about(account, "a worker disconnects it in a moment (too many revokes at the platform for one "
-                          "page); reload the list to see it disconnected."),
-                    messages.INFO,
+                          "page); reload the list to see it disconnected.")
                 )  # fmt: skip
                 continue
-            self.message_user(
-                request,
+            if not result.revoked:
+                # Disconnected by someone else (the partner's DELETE, a colleague) after the list read it:
+                # "disconnected" would tell this one they did what the status history says another did.
+                told["meanwhile"].append(
+                    about(account, f"already disconnected {_disconnected_by(account)}; nothing done.")
+                )
+                skip_in_action(self, request, account, None)
+                continue
+            canceled += result.canceled_scheduled_posts
+            released += result.released
+            told["done"].append(
                 about(account, f"disconnected, {result.canceled_scheduled_posts} queued post(s) canceled")
-                + (", lease released" if result.released else ""),
-                messages.SUCCESS,
+                + (", lease released" if result.released else "")
             )
+        count = {kind: f"Social accounts: {len(rows):,}" for kind, rows in told.items()}
+        for kind, level, many in (
+            ("done", messages.SUCCESS, f"disconnected, {canceled:,} queued post(s) canceled, {released:,} lease(s) "
+             "released."),
+            ("queued", messages.INFO, "more are disconnected by a worker in a moment (too many revokes at the "
+             "platform for one page); reload the list to see them disconnected."),
+            ("left", messages.ERROR, "left as they are: the task queue did not take their revokes. Revoke them again."),
+            ("already", messages.WARNING, "already disconnected: left as they are."),
+            ("leased", messages.ERROR, "leased, left as they are: releasing them needs the lease permission."),
+            ("meanwhile", messages.WARNING, "disconnected by someone else (the partner, a colleague) after the list "
+             "was read: nothing done to them."),
+        ):  # fmt: skip
+            tell(self, request, told[kind], level, f"{count[kind]} {many}")
 
     @staticmethod
     def _revoke_consequences(accounts, may_release: bool) -> list[tuple[str, str]]:
@@ -676,6 +692,14 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
                     )
                 )
         return rows
+
+
+def _disconnected_by(account: SocialAccount) -> str:
+    """When and by whom `account` was disconnected, from its status history ("at … by partner (API key …)")."""
+    change = account.status_changes.filter(to_status=SocialAccount.Status.DISCONNECTED).order_by("-at", "-id").first()
+    if change is None:
+        return "a moment ago"
+    return f"at {_when(change.at)} ({change.source})"
 
 
 # The short state as this list shows it (`st_` and 7 characters), as the oauth log lines give it, or as an

@@ -106,6 +106,13 @@ def run_in_batches(
         )
 
 
+def tell(modeladmin, request, rows: list[str], level, many: str) -> None:
+    """The messages of one kind of outcome of an action: `rows`, one message per row, while there are at most
+    ROW_MESSAGES of them; past that, the one message `many` counting them."""
+    for message in rows if len(rows) <= ROW_MESSAGES else [many]:
+        modeladmin.message_user(request, message, level)
+
+
 def report(modeladmin, request, outcome: BatchOutcome, *, done_text: str, left_alone: dict[str, str], level) -> None:
     """The messages of what a batch action did: each row named while they are few (ROW_MESSAGES), counted past
     that, the ones left alone by reason."""

@@ -41,10 +41,12 @@ def about(obj, text: str, *, label: str | None = None) -> str:
     return f"{capfirst(obj._meta.verbose_name)} {obj.pk if label is None else label}: {text}"
 
 
-def skip_in_action(modeladmin, request, obj, message: str, level=messages.WARNING) -> None:
-    """Tell staff why the action left `obj` alone, and keep it out of the action's audit rows."""
+def skip_in_action(modeladmin, request, obj, message: str | None, level=messages.WARNING) -> None:
+    """Tell staff why the action left `obj` alone (unless `message` is None: the action counts such rows in one
+    message of its own), and keep it out of the action's audit rows."""
     getattr(request, _SKIPPED, set()).add(str(obj.pk))
-    modeladmin.message_user(request, message, level)
+    if message is not None:
+        modeladmin.message_user(request, message, level)
 
 
 # The field the confirmation page posts back with the selection (Django's delete_selected posts the same).

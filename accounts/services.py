@@ -1111,6 +1111,9 @@ class RevokeResult:
     account: SocialAccount
     canceled_scheduled_posts: int
     released: bool
+    # Whether this call disconnected it: False when it was disconnected already (by the partner's DELETE, a
+    # colleague, a worker), which a caller must not report as its own doing.
+    revoked: bool = True
 
 
 def social_account_revoke(*, account_id: str, actor=None, api_key: ApiKey | None = None) -> RevokeResult:
@@ -1125,7 +1128,7 @@ def social_account_revoke(*, account_id: str, actor=None, api_key: ApiKey | None
     with transaction.atomic():
         account = SocialAccount.objects.select_for_update(of=("self",)).select_related("identity").get(pk=account_id)
         if account.status == SocialAccount.Status.DISCONNECTED:
-            return RevokeResult(account=account, canceled_scheduled_posts=0, released=False)
+            return RevokeResult(account=account, canceled_scheduled_posts=0, released=False, revoked=False)
         # A leased account's token belongs to Layers' pool account: it goes back there, never revoked.
         connected = account.kind == SocialAccount.Kind.CONNECTED and account.access_token
         tokens = _token_set(account) if connected else None
