@@ -37,8 +37,9 @@ from accounts.services import (
     store_tokens,
 )
 from accounts.token_margin import refresh_due, refresh_due_q
-from config.api.errors import ApiError, Validation
+from config.api.errors import ApiError, Conflict, Validation
 from config.api.fields import to_the_millisecond
+from config.batches import BatchOutcome
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
 from config.text import shorten
@@ -859,6 +860,28 @@ def _recover_interrupted(*, request_id: str, cutoff) -> int:
 
 
 # --- Release ----------------------------------------------------------------------------------------
+
+
+def leases_release(*, lease_ids: list, actor=None) -> BatchOutcome:
+    """Staff release many leases (the admin's "Release selected leases" past what its request releases: a worker
+    does the rest): each as the admin releases one, by revoking its leased account (social_account_revoke: its
+    own transaction), the queued posts canceled, no refund. A lease released already, or by someone else before
+    this one reached it, is left alone and not counted as this staff member's."""
+    from accounts.services import social_account_revoke
+
+    outcome = BatchOutcome()
+    leases = dict(Lease.objects.filter(pk__in=lease_ids).values_list("pk", "social_account_id"))
+    for pk in lease_ids:
+        if pk not in leases:
+            outcome.skipped[pk] = Conflict("No such lease.", code="LEASE_NOT_FOUND")
+            continue
+        result = social_account_revoke(account_id=leases[pk], actor=actor)
+        if not result.released:
+            outcome.skipped[pk] = Conflict("Released already.", code="LEASE_RELEASED")
+            continue
+        outcome.done.append(pk)
+        outcome.notes[pk] = f"{result.canceled_scheduled_posts} queued post(s) canceled"
+    return outcome
 
 
 def lease_release_for_account(*, account: SocialAccount, actor=None, api_key=None) -> Lease | None:

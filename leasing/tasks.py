@@ -71,3 +71,19 @@ def pool_account_refresh_token(self, pool_account_id: str) -> str:
         # asked for a longer wait than a retry may spend in the broker, only the tick does (the service
         # recorded the wait, and the tick leaves the account out until it has passed).
         return retry_or_leave_to_the_tick(self, exc, what=f"pool token refresh of {pool_account_id}")
+
+
+@shared_task
+def leases_release_by_staff(lease_ids: list, staff_user_id: int, mark, description: str) -> dict:
+    """The rest of a staff release of many leases (admin: more than one web request releases), one by one."""
+    from accounts.admin_bulk import by_a_worker
+    from leasing.models import Lease
+
+    return by_a_worker(
+        model=Lease,
+        ids=lease_ids,
+        staff_user_id=staff_user_id,
+        mark=mark,
+        description=description,
+        service=lambda ids, actor, mark: services.leases_release(lease_ids=ids, actor=actor),
+    )
