@@ -544,11 +544,13 @@ def posts_retry(
             ScheduledPost.objects.filter(pk__in=post_ids).values_list("social_account_id", flat=True).distinct()
         )
         list(SocialAccount.objects.select_for_update().filter(pk__in=account_ids).order_by("pk").values_list("pk"))
+        # Only the failed ones are locked (and read): no other may be retried, and a post being published is
+        # locked by its publisher, which may want its account, held here, next.
         posts = {
             post.pk: post
             for post in ScheduledPost.objects.select_for_update(of=("self",))
             .select_related("social_account")
-            .filter(pk__in=post_ids)
+            .filter(pk__in=post_ids, status=ScheduledPost.Status.FAILED)
             .order_by("pk")
         }
         changed_since = set()
