@@ -13,7 +13,7 @@ from accounts import (
     auth_admin,  # noqa: F401  (replaces Django's user and group admins)
     services,
 )
-from accounts.admin_bulk import tell
+from accounts.admin_bulk import ROW_MESSAGES, tell
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, about, ask_first, asks_first, skip_in_action
 from accounts.models import (
@@ -270,16 +270,25 @@ class ApiKeyAdmin(admin.ModelAdmin):
         )
         if page is not None:
             return page
-        revoked = 0
+        revoked, already = [], []
         for key in queryset:
             if key.revoked_at is not None:
-                skip_in_action(self, request, key, about(key, "already revoked.", label=str(key)))
+                already.append(about(key, "already revoked.", label=str(key)))
+                skip_in_action(self, request, key, None)
                 continue
             services.api_key_revoke(key=key)
-            revoked += 1
-            self.message_user(request, about(key, "revoked.", label=str(key)), messages.SUCCESS)
-        if revoked:  # the skipped ones are reported above: "Revoked 0 key(s)." in green read as a success
-            self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
+            revoked.append(about(key, "revoked.", label=str(key)))
+        # Each key named while they are few, counted past that ("select all" over every key: a message each).
+        tell(
+            self,
+            request,
+            revoked,
+            messages.SUCCESS,
+            f"API keys: {len(revoked):,} revoked: every call made with them is refused (401) from now on.",
+        )
+        tell(self, request, already, messages.WARNING, f"API keys: {len(already):,} already revoked: left as they are.")
+        if 0 < len(revoked) <= ROW_MESSAGES:  # the skipped ones are said above: "Revoked 0 key(s)." read as a success
+            self.message_user(request, f"Revoked {len(revoked)} key(s).", messages.SUCCESS)
 
 
 class EventTypeFilter(admin.SimpleListFilter):

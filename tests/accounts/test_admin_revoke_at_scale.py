@@ -78,3 +78,22 @@ def test_ops_revoking_an_account_the_partner_disconnected_a_moment_before_are_no
     assert any("already disconnected" in m and f"API key {owner.key.name}" in m for m in told), told
     assert not LogEntry.objects.filter(object_id=account.pk).exists()  # her history: nothing done
     assert account.status_changes.filter(to_status="disconnected").count() == 1
+
+
+def test_revoking_every_key_of_a_list_counts_them_in_one_message(owner, ops):
+    from accounts.models import ApiKey
+
+    for n in range(30):
+        services.api_key_create(organization=owner.org, return_domains=[], name=f"batch {n}")
+    ApiKey.objects.filter(name="batch 0").update(revoked_at=owner.key.created_at)
+    data = {"action": "revoke_keys", ACTION_CHECKBOX_NAME: [owner.key.pk], "select_across": "1", "index": "0"}
+
+    told = [
+        str(m) for m in ops.post("/admin/accounts/apikey/", {**data, "post": "yes"}, follow=True).context["messages"]
+    ]
+
+    assert told == ["API keys: 30 revoked: every call made with them is refused (401) from now on."] + [
+        m for m in told if "already revoked" in m
+    ], told
+    assert not ApiKey.objects.filter(revoked_at__isnull=True).exists()
+    assert LogEntry.objects.filter(content_type__model="apikey").count() == 30
