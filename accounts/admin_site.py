@@ -9,9 +9,9 @@ already in the target state, beyond the staff member's permissions) is reported 
 gets no row: the history says what was done, not what was selected. Custom views keep their own audit
 trails (lease requests: LeaseAction rows; money: the ledger entry's actor).
 
-The irreversible bulk actions (revoke API keys, revoke accounts, release leases) ask first, as Django's own
-delete does (`ask_first`, `asks_first`): pressing Go answers a page saying what will happen to which rows,
-and only its confirming POST runs the services.
+The irreversible bulk actions (revoke API keys, revoke accounts, release leases, retry posts anyway) ask
+first, as Django's own delete does (`ask_first`, `asks_first`): pressing Go answers a page saying what will
+happen to which rows, and only its confirming POST runs the services.
 
 Every registered ModelAdmin also refuses list URL lookups on secret columns (SecretLookupsRefusedMixin):
 `?key_hash__startswith=…` answering "1 result" or "0" reads the column a character at a time to anyone who

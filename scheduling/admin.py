@@ -8,8 +8,8 @@ from accounts import crypto
 from accounts.admin import NotDeletedInTheAdmin
 from accounts.admin_bulk import run_in_batches, runs_in_batches
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
-from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin
-from accounts.models import Project
+from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, ask_first, asks_first
+from accounts.models import Project, SocialAccount
 from config.adminpaging import LargeTablePaginator
 from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url
 from scheduling import pipeline_status, platform_status, services, tasks
@@ -260,12 +260,19 @@ class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixi
 
     # At most once is the contract: a post whose outcome is unknown is sent again only by someone who has
     # looked at the account on the platform. The action's name says so; its use is audited like any other.
+    # It asks first, counting the selected posts that may be live: Go on "Select all" of a day's failures sent
+    # again at once every post of it that reached the platform, and a second post on a creator's account
+    # cannot be undone.
     @runs_in_batches
+    @asks_first
     @admin.action(
         description="Retry selected failed posts anyway — I checked they are NOT on the platform",
         permissions=["change"],
     )
     def retry_posts_checked(self, request, queryset):
+        page = ask_first(self, request, queryset, describe=lambda posts: _retry_anyway_consequences(queryset, posts))
+        if page is not None:
+            return page
         description = self.retry_posts_checked.short_description
         self._retry(request, queryset, checked_on_platform=True, description=description)
 
@@ -282,6 +289,32 @@ class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixi
             done_text="canceled",
             left_alone=self.LEFT_ALONE,
         )
+
+
+def _retry_anyway_consequences(queryset, posts) -> list[tuple[str, str]]:
+    """The confirmation page of "retry anyway": how many of the whole selection may be live (one count), then
+    what happens to each of `posts`, the rows it shows."""
+    total = queryset.count()
+    live = queryset.filter(services.outcome_unknown_q()).count()
+    rows = [
+        (
+            f"All {total:,} selected",
+            f"{live:,} of the {total:,} selected reached the platform and may be on it: each of those is posted "
+            "again, a second time if it is there. Look at the accounts on the platform first.",
+        )
+    ]
+    for post in posts:
+        label = f"{post.pk} on @{post.social_account.identity.handle} ({post.social_account.platform})"
+        if post.status != ScheduledPost.Status.FAILED:
+            rows.append((label, f"{post.status}, not failed: left as it is"))
+        elif post.social_account.status == SocialAccount.Status.DISCONNECTED:
+            rows.append((label, "its account is disconnected: left as it is"))
+        elif services._outcome_unknown(post):
+            reached = f"publish id {post.publish_id}" if post.publish_id else "no publish id recorded"
+            rows.append((label, f"queued again, due now; it reached the platform ({post.error_code}, {reached})"))
+        else:
+            rows.append((label, "queued again, due now (it never reached the platform, or the platform refused it)"))
+    return rows
 
 
 @admin.register(ContentContainer)

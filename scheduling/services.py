@@ -638,6 +638,12 @@ def _outcome_unknown(post: ScheduledPost) -> bool:
     return bool(post.publish_id or post.publish_attempted_at) and post.error_code in OUTCOME_UNKNOWN_CODES
 
 
+def outcome_unknown_q() -> Q:
+    """_outcome_unknown as a filter of failed posts (the admin counts them before a "retry anyway")."""
+    reached = ~Q(publish_id="") | Q(publish_attempted_at__isnull=False)
+    return Q(status=ScheduledPost.Status.FAILED, error_code__in=OUTCOME_UNKNOWN_CODES) & reached
+
+
 # --- Dispatch and publish ---------------------------------------------------------------------------
 
 # A worker holds a claimed post this long; past it the resolver takes over (the worker is presumed dead).

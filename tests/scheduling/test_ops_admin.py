@@ -57,7 +57,9 @@ def test_ops_filter_retry_and_cancel(owner, staff):
 
 
 def retry(staff, action: str, *post_ids: str):
-    return staff.post("/admin/scheduling/scheduledpost/", {"action": action, "_selected_action": list(post_ids)})
+    # `post=yes`: "retry anyway" asks first; this is its confirmation page's Yes (the plain retry ignores it).
+    data = {"action": action, "_selected_action": list(post_ids), "post": "yes"}
+    return staff.post("/admin/scheduling/scheduledpost/", data)
 
 
 @pytest.mark.django_db(transaction=True)

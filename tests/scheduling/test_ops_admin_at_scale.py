@@ -181,7 +181,7 @@ def test_a_worker_running_late_never_retries_anyway_a_post_that_failed_again_aft
     )
 
     with held_tasks() as held:
-        select_all(ops, "retry_posts_checked", "?status__exact=failed")
+        select_all(ops, "retry_posts_checked", "?status__exact=failed", post="yes")  # confirmed
     later_one = ScheduledPost.objects.filter(pk__in=posts, status="failed").order_by("pk").first()
     # A colleague retries it anyway too, and it fails again having reached the platform: it may be live.
     services.post_retry(post_id=later_one.pk, checked_on_platform=True)
@@ -217,3 +217,26 @@ def test_two_staff_retrying_the_same_outage_at_once_retry_each_post_once_and_say
     # Each is told what they did, and the two add up to what was done.
     assert sum(retried_count(messages) for messages in told) == 400, told
     assert SocialAccount.objects.filter(status="connected").count() == 20
+
+
+def test_retrying_anyway_a_whole_list_asks_first_counting_the_posts_that_may_be_live(owner, ops):
+    """'Retry anyway' sends again posts that may already be on the platform: a creator's account would show them
+    twice, for good. Go on "Select all" of a long list retried every one of them at once; it now answers a page
+    first, as the other irreversible actions do, saying how many of the selected may be live."""
+    reached = timezone.now() - timedelta(hours=1)
+    live = seed(owner, 15, status="failed", error_code="PLATFORM_UNAVAILABLE", publish_attempted_at=reached)
+    seed(owner, 5, status="failed", error_code="PLATFORM_REJECTED")
+
+    page = select_all(ops, "retry_posts_checked", "?status__exact=failed")
+
+    assert page.status_code == 200
+    assert not ScheduledPost.objects.filter(status="queued").exists()  # nothing happened yet
+    text = re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", page.content.decode())))
+    assert "15 of the 20 selected reached the platform" in text, text[:2000]
+
+    first = ScheduledPost.objects.order_by("pk").values_list("pk", flat=True).first()
+    data = {"action": "retry_posts_checked", ACTION_CHECKBOX_NAME: [first], "select_across": "1", "index": "0"}
+    ops.post(POSTS + "?status__exact=failed", {**data, "post": "yes"})
+
+    assert ScheduledPost.objects.filter(status="queued").count() == 20
+    assert ScheduledPost.objects.filter(pk__in=live, status="queued").count() == 15
