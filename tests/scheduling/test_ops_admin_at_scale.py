@@ -240,3 +240,27 @@ def test_retrying_anyway_a_whole_list_asks_first_counting_the_posts_that_may_be_
 
     assert ScheduledPost.objects.filter(status="queued").count() == 20
     assert ScheduledPost.objects.filter(pk__in=live, status="queued").count() == 15
+
+
+def test_with_the_task_queue_down_the_rest_are_left_as_they_are_and_staff_are_told_to_run_it_again(
+    owner, ops, settings
+):
+    from unittest import mock
+
+    from tests.outages import broker_down
+
+    settings.LAYERS_ADMIN_ACTION_ROWS = 100
+    posts = seed(owner, 250, status="failed", error_code="PLATFORM_REJECTED")
+
+    with mock.patch("scheduling.tasks.posts_retry_by_staff.delay", broker_down):
+        told = messages_of(select_all(ops, "retry_posts", "?status__exact=failed"))
+
+    assert ScheduledPost.objects.filter(status="queued").count() == 100
+    assert any("150 more" in m and "task queue did not take them" in m for m in told), told
+
+    with held_tasks() as held:  # the queue is back: the same action, run again, does the rest and nothing twice
+        told = messages_of(select_all(ops, "retry_posts", "?status__exact=failed"))
+    run_worker(held)
+
+    assert ScheduledPost.objects.filter(pk__in=posts, status="queued").count() == 250
+    assert ScheduledPostAttempt.objects.filter(outcome="staff_retry").count() == 250
