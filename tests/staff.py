@@ -101,3 +101,12 @@ def admin_panel_row(page, row_id: str) -> tuple[str, dict[str, str]]:
     text = " ".join(unescape(re.sub(r"<[^>]+>", " ", row)).split())
     links = {kind: unescape(href) for href, kind in re.findall(r'<a href="([^"]+)" data-count="([a-z_]+)"', row)}
     return text, links
+
+
+def messages_of(response) -> list[str]:
+    """The messages the page shows (read from its HTML: the test client's captured context mixes in pages
+    other threads render at the same time)."""
+    listed = re.search(r'<ul class="messagelist">(.*?)</ul>', response.content.decode(), re.S)
+    if listed is None:
+        return []
+    return [unescape(item).strip() for item in re.findall(r"<li[^>]*>(.*?)</li>", listed.group(1), re.S)]

@@ -26,7 +26,7 @@ from scheduling.models import ScheduledPost, ScheduledPostAttempt
 from tests.concurrency import run_in_threads
 from tests.factories import make_account
 from tests.platform_helpers import held_tasks
-from tests.staff import staff_login, superuser
+from tests.staff import messages_of, staff_login, superuser
 
 POSTS = "/admin/scheduling/scheduledpost/"
 
@@ -64,15 +64,6 @@ def select_all(client: Client, action: str, query: str, **extra):
     first = ScheduledPost.objects.order_by("pk").values_list("pk", flat=True).first()
     data = {"action": action, ACTION_CHECKBOX_NAME: [first], "select_across": "1", "index": "0", **extra}
     return client.post(POSTS + query, data, follow=True)
-
-
-def messages_of(response) -> list[str]:
-    """The messages the page shows (read from its HTML: the test client's captured context mixes in pages
-    other threads render at the same time)."""
-    listed = re.search(r'<ul class="messagelist">(.*?)</ul>', response.content.decode(), re.S)
-    if listed is None:
-        return []
-    return [unescape(item).strip() for item in re.findall(r"<li[^>]*>(.*?)</li>", listed.group(1), re.S)]
 
 
 def retried_count(messages: list[str]) -> int:

@@ -10,7 +10,6 @@ a colleague had resent a moment before."""
 
 import re
 from datetime import timedelta
-from html import unescape
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -26,7 +25,7 @@ from accounts.webhooks import services
 from accounts.webhooks.models import WebhookDelivery
 from tests.concurrency import run_in_threads
 from tests.platform_helpers import held_tasks
-from tests.staff import staff_login, superuser
+from tests.staff import messages_of, staff_login, superuser
 from tests.webhooks.helpers import create_endpoint
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,15 +65,6 @@ def select_all(client: Client, query: str = "?status__exact=failed"):
     first = WebhookDelivery.objects.order_by("pk").values_list("pk", flat=True).first()
     data = {"action": "resend", ACTION_CHECKBOX_NAME: [first], "select_across": "1", "index": "0"}
     return client.post(DELIVERIES + query, data, follow=True)
-
-
-def messages_of(response) -> list[str]:
-    """The messages the page shows (read from its HTML: the test client's captured context mixes in pages
-    other threads render at the same time)."""
-    listed = re.search(r'<ul class="messagelist">(.*?)</ul>', response.content.decode(), re.S)
-    if listed is None:
-        return []
-    return [unescape(item).strip() for item in re.findall(r"<li[^>]*>(.*?)</li>", listed.group(1), re.S)]
 
 
 def resent_count(messages: list[str]) -> int:
