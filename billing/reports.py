@@ -268,8 +268,8 @@ def _snapshot():
 def monthly_report(
     *, month: date, organization_id: str | None = None, page: int = 1, wallets: bool = True
 ) -> MonthlyReport:
-    """Six queries (one more with a wallet short at the month's end, and one or a few for each such wallet
-    covered since: _past_due_since), on one snapshot: the
+    """Six queries (one more with a wallet short at the month's end, and one or a few for all such wallets
+    covered since, together: _past_due_since), on one snapshot: the
     organization totals (which also count the rows, hence the pages), the rows of `page` (clamped to the pages
     there are), the 12 monthly totals, each wallet's month and its organization, and the charges recorded in
     the month against the charges of the month; and for a month that is over, whether it is final (one or two
@@ -392,15 +392,20 @@ def _past_due_since(closing: dict[str, int], end: datetime) -> dict[str, datetim
     past_due_since is set by the entry that takes it below zero, at that entry's time, and cleared by the one
     that covers it), so it was at `end` too: that says, whatever its history. The others were covered at some
     time after `end` (paid since, or short again since): their ledgers are walked back from `end`, over the
-    run of entries since each was last covered before it (_short_since)."""
+    run of entries since each was last covered before it (_short_since), all of them together on PostgreSQL
+    (_short_since_together: a query per chunk, not per wallet)."""
     if not closing:
         return {}
     since = {}
     for organization_id, now_since in Wallet.objects.filter(pk__in=list(closing)).values_list("pk", "past_due_since"):
         if now_since is not None and now_since < end:
             since[organization_id] = now_since
-    for organization_id in sorted(set(closing) - set(since)):
-        since[organization_id] = _short_since(organization_id, closing[organization_id], end)
+    walked = {pk: closing[pk] for pk in sorted(set(closing) - set(since))}
+    if connection.vendor == "postgresql":
+        since.update(_short_since_together(walked, end))
+    else:
+        for organization_id, balance in walked.items():
+            since[organization_id] = _short_since(organization_id, balance, end)
     return since
 
 
@@ -435,6 +440,58 @@ def _short_since(organization_id: str, balance: int, end: datetime) -> datetime 
         created_at, pk, _amount = rows[-1]
         before = Q(created_at__lte=created_at) & (Q(created_at__lt=created_at) | Q(id__lt=pk))
         chunk = min(chunk * 4, 1000)
+
+
+# The next chunk of each wallet's entries before its own cursor (its oldest entry read so far, or `end` at
+# first), newest first along ledger_org_newest: one query per chunk for every wallet still walked.
+_WALLETS_CHUNK_SQL = """
+SELECT c.organization_id, e.created_at, e.id, e.amount_cents
+  FROM unnest(%s::varchar[], %s::timestamptz[], %s::varchar[]) AS c(organization_id, before_at, before_id)
+ CROSS JOIN LATERAL (
+       SELECT l.created_at, l.id, l.amount_cents
+         FROM billing_ledgerentry l
+        WHERE l.organization_id = c.organization_id
+          AND l.created_at <= c.before_at
+          AND (l.created_at < c.before_at OR l.id < c.before_id)
+        ORDER BY l.created_at DESC, l.id DESC
+        LIMIT %s) e
+ ORDER BY c.organization_id, e.created_at DESC, e.id DESC
+"""
+
+
+def _short_since_together(closing: dict[str, int], end: datetime) -> dict[str, datetime | None]:
+    """_short_since for every wallet of `closing` at once: the same entries read, in the same chunks, but
+    one query per chunk for all the wallets rather than one per wallet. At 200 wallets short at a month's end
+    and covered since, the wallet-by-wallet walk made 600 queries, 0.5 s of the page's 0.7 s."""
+    balance = dict(closing)
+    since: dict[str, datetime | None] = dict.fromkeys(closing)
+    cursor: dict[str, tuple[datetime, str | None]] = {pk: (end, None) for pk in closing}  # first: before `end`
+    chunk = SHORTFALL_CHUNK
+    while cursor:
+        walked = sorted(cursor)
+        rows: dict[str, list[tuple]] = {pk: [] for pk in walked}
+        with connection.cursor() as db:
+            db.execute(
+                _WALLETS_CHUNK_SQL,
+                [walked, [cursor[pk][0] for pk in walked], [cursor[pk][1] for pk in walked], chunk],
+            )
+            for organization_id, created_at, pk, amount in db.fetchall():
+                rows[organization_id].append((created_at, pk, amount))
+        for organization_id, entries in rows.items():
+            done = len(entries) < chunk
+            for created_at, _pk, amount in entries:
+                since[organization_id] = created_at
+                balance[organization_id] -= amount  # the balance before this entry
+                if balance[organization_id] >= 0:
+                    done = True
+                    break
+            if done:
+                del cursor[organization_id]
+            else:
+                created_at, pk, _amount = entries[-1]
+                cursor[organization_id] = (created_at, pk)
+        chunk = min(chunk * 4, 1000)
+    return since
 
 
 def _charges_bridge(month: date, organization_id: str | None, charged: int) -> ChargesBridge:
