@@ -160,14 +160,30 @@ def by_a_worker(*, model, ids: list, staff_user_id, mark, description: str, serv
     at a time, each batch's rows done audited as the staff member's. Safe to run twice (a message the broker
     delivered again, a worker killed mid-way): the service leaves alone a row already done. Returns the counts
     (the task's result; what was left alone is logged, staff read the rows themselves)."""
-    from django.contrib.auth import get_user_model
+    from django.contrib.auth import get_permission_codename, get_user_model
 
+    # The worker runs minutes after the click, in the staff member's name: it acts only while they still may.
+    # Deactivated, stripped of the permission (every batched action needs "change" on its model), or deleted
+    # meanwhile (a leaver's access removed during an outage), the rest stay as they are; nothing is done in a
+    # name that can no longer act, nor with no name at all (an unattributed change with no history row).
+    # Their MFA is not re-checked: it guards a session, and the worker has none; the click passed it.
     actor = get_user_model().objects.filter(pk=staff_user_id).first()
+    permission = f"{model._meta.app_label}.{get_permission_codename('change', model._meta)}"
+    if actor is None or not (actor.is_active and actor.is_staff and actor.has_perm(permission)):
+        log.warning(
+            "admin action %r by staff user %s: %d rows left as they are (the user may no longer act: deleted, "
+            "deactivated or without %s)",
+            description,
+            staff_user_id,
+            len(ids),
+            permission,
+        )
+        return {"done": 0, "leftAlone": len(ids), "refused": "staff user may no longer act"}
     done = skipped = 0
     reasons: dict[str, int] = defaultdict(int)
     for batch in batches(ids, BATCH_ROWS):
         outcome = service(batch, actor, mark)
-        audit(model, outcome.done, user_id=getattr(actor, "pk", None), description=description)
+        audit(model, outcome.done, user_id=actor.pk, description=description)
         done += len(outcome.done)
         skipped += len(outcome.skipped)
         for refused in outcome.skipped.values():

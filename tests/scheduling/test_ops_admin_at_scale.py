@@ -26,7 +26,7 @@ from scheduling.models import ScheduledPost, ScheduledPostAttempt
 from tests.concurrency import run_in_threads
 from tests.factories import make_account
 from tests.platform_helpers import held_tasks
-from tests.staff import messages_of, staff_login, superuser
+from tests.staff import messages_of, staff_login, staff_member, superuser
 
 POSTS = "/admin/scheduling/scheduledpost/"
 
@@ -255,3 +255,34 @@ def test_with_the_task_queue_down_the_rest_are_left_as_they_are_and_staff_are_to
 
     assert ScheduledPost.objects.filter(pk__in=posts, status="queued").count() == 250
     assert ScheduledPostAttempt.objects.filter(outcome="staff_retry").count() == 250
+
+
+@pytest.mark.parametrize("removed", ["deactivated", "permission", "deleted"])
+def test_a_worker_does_nothing_for_a_staff_member_who_may_no_longer_act(owner, ops, settings, removed):
+    """The worker acts minutes later as the staff member who pressed Go. If that person was deactivated, lost
+    the permission the action needs, or was deleted meanwhile (ops removing a leaver's access during an outage),
+    the worker must not go on in their name: the rest stay as they are, and no history row is written."""
+    from django.contrib.auth.models import User
+
+    settings.LAYERS_ADMIN_ACTION_ROWS = 10
+    posts = seed(owner, 30, status="failed", error_code="PLATFORM_REJECTED", attempts=1)
+    staffer = staff_member("leaver", "scheduling.change_scheduledpost", "scheduling.view_scheduledpost")
+    client = staff_login(Client(), staffer)
+
+    with held_tasks() as held:
+        select_all(client, "retry_posts", "?status__exact=failed")
+    assert ScheduledPost.objects.filter(pk__in=posts, status="queued").count() == 10
+    user = User.objects.get(pk=staffer.pk)
+    if removed == "deactivated":
+        user.is_active = False
+        user.save()
+    elif removed == "permission":
+        user.user_permissions.clear()
+    else:
+        LogEntry.objects.filter(user=user).delete()
+        user.delete()
+
+    run_worker(held)
+
+    assert ScheduledPost.objects.filter(pk__in=posts, status="queued").count() == 10
+    assert not ScheduledPostAttempt.objects.filter(outcome="staff_retry", message="Queued again.").exists()
