@@ -320,9 +320,16 @@ def deliveries_body_rewritten(*, event_ids: list[str]) -> int:
     an event's `data` made in the caller's transaction (a data deletion request scrubbing the person:
     accounts.services._events_scrubbed). Each attempt reads the body once and signs what it sends (_send): a
     delivery not sent yet sends the new body, whole, never old bytes under a new signature. Returns how many."""
+    # Every delivery of them locked first, in key order, as a whole-list resend locks its batch (deliveries_resend):
+    # updated event by event, the erasure took them in the events' order, and could hold one the resend waits for
+    # while waiting for one it holds: a deadlock, failing Meta's deletion request or the staff member's resend.
     rewritten = 0
-    for event in Event.objects.filter(pk__in=event_ids).order_by("pk"):
-        rewritten += WebhookDelivery.objects.filter(event_id=event.pk).update(body=event_body(event))
+    with transaction.atomic():  # the caller's, normally
+        list(
+            WebhookDelivery.objects.select_for_update().filter(event_id__in=event_ids).order_by("pk").values_list("pk")
+        )
+        for event in Event.objects.filter(pk__in=event_ids).order_by("pk"):
+            rewritten += WebhookDelivery.objects.filter(event_id=event.pk).update(body=event_body(event))
     return rewritten
 
 
@@ -1169,7 +1176,11 @@ def _purge_batch(candidates: list[str], cutoff) -> int:
     holding one of these events and waiting for its delivery deadlocked with this purge."""
     with transaction.atomic():
         list(Event.objects.select_for_update().filter(pk__in=candidates).order_by("created_at", "pk").values_list("pk"))
-        list(WebhookDelivery.objects.select_for_update().filter(event_id__in=candidates).values_list("pk"))
+        # Deliveries in key order, as a whole-list resend locks its batch (deliveries_resend): read in the
+        # plan's order, the purge could hold one the resend waits for while waiting for one the resend holds.
+        list(
+            WebhookDelivery.objects.select_for_update().filter(event_id__in=candidates).order_by("pk").values_list("pk")
+        )
         ids = list(_expired_events(cutoff).filter(pk__in=candidates).values_list("pk", flat=True))
         WebhookDeliveryAttempt.objects.filter(delivery__event_id__in=ids).delete()
         WebhookDelivery.objects.filter(event_id__in=ids).delete()
