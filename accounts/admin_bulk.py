@@ -118,25 +118,21 @@ def report(modeladmin, request, outcome: BatchOutcome, *, done_text: str, left_a
     that, the ones left alone by reason."""
     opts = modeladmin.model._meta
     name, names = capfirst(opts.verbose_name), capfirst(opts.verbose_name_plural)
-    if len(outcome.done) <= ROW_MESSAGES:
-        for pk in outcome.done:
-            note = outcome.notes.get(pk)
-            modeladmin.message_user(
-                request, f"{name} {pk}: {done_text}{f' ({note})' if note else ''}.", messages.SUCCESS
-            )
-    else:
-        modeladmin.message_user(request, f"{names}: {len(outcome.done):,} {done_text}.", messages.SUCCESS)
+    done = [
+        f"{name} {pk}: {done_text}{f' ({note})' if (note := outcome.notes.get(pk)) else ''}." for pk in outcome.done
+    ]
+    tell(modeladmin, request, done, messages.SUCCESS, f"{names}: {len(outcome.done):,} {done_text}.")
     by_reason: dict[str, list[str]] = defaultdict(list)
     for pk, refused in outcome.skipped.items():
         by_reason[refused.code].append(pk)
     for code, pks in by_reason.items():
-        if len(pks) <= ROW_MESSAGES:
-            for pk in pks:
-                modeladmin.message_user(request, f"{name} {pk}: {outcome.skipped[pk].message}", level)
-            continue
         why = left_alone.get(code) or outcome.skipped[pks[0]].message
-        modeladmin.message_user(
-            request, f"{names}: {len(pks):,} left alone: {why} For example {', '.join(pks[:3])}.", level
+        tell(
+            modeladmin,
+            request,
+            [f"{name} {pk}: {outcome.skipped[pk].message}" for pk in pks],
+            level,
+            f"{names}: {len(pks):,} left alone: {why} For example {', '.join(pks[:3])}.",
         )
 
 

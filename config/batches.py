@@ -4,7 +4,7 @@ Staff act on whole filtered lists from the admin (after an outage: the day's 40,
 deliveries a partner's receiver missed). One service call per row cost a transaction and several statements
 each (7.7 ms a post), so the batch services (`posts_retry`, `posts_cancel`, `deliveries_resend`) take a few
 hundred ids at once, in one transaction, under the same rules as their one-row versions, and say per id what
-they did (config/adminbulk.py runs them from the admin and from a worker)."""
+they did (accounts/admin_bulk.py runs them from the admin and from a worker)."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
