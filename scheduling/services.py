@@ -409,9 +409,7 @@ def post_cancel(*, post_id: str, actor=None, api_key=None) -> ScheduledPost:
     """queued → canceled, recording who canceled it: the staff `actor`, or the partner's `api_key`. Raises
     Conflict POST_NOT_CANCELABLE in any other state."""
     updated = ScheduledPost.objects.filter(pk=post_id, status=ScheduledPost.Status.QUEUED).update(
-        status=ScheduledPost.Status.CANCELED,
-        canceled_at=timezone.now(),
-        canceled_by=shorten(acting(actor=actor, api_key=api_key), CANCELED_BY_LENGTH),
+        **_canceled_fields(cause="", who=acting(actor=actor, api_key=api_key))
     )
     post = ScheduledPost.objects.get(pk=post_id)
     if not updated:
