@@ -4,12 +4,14 @@ and the platform sandbox (codes, ids, handles).
 PostgreSQL refuses a NUL in text with a DataError, which there became a 500 page. No id, code or filter
 value of ours contains one. The partner API validates its own input and answers in its error envelope.
 
-The admin gets Django's plain 400 page; the sandbox a 400 in TikTok's v2 error envelope
+The admin gets the readable 400 page (templates/400.html, through handler400; it was a line of plain text,
+the one admin answer without a page); the sandbox a 400 in TikTok's v2 error envelope
 (`invalid_params`), as a platform answers a malformed parameter."""
 
 from urllib.parse import unquote_to_bytes
 
-from django.http import HttpResponseBadRequest, JsonResponse
+from django.core.exceptions import BadRequest
+from django.http import JsonResponse
 
 NUL = "\x00"
 
@@ -44,7 +46,7 @@ class RefuseNulBytesMiddleware:
 
     def __call__(self, request):
         if request.path.startswith("/admin/") and _in_url_or_form(request):
-            return HttpResponseBadRequest("Bad request: a NUL byte in the request.")
+            raise BadRequest("A NUL byte in the request.")  # Django answers it with handler400, logged as a 400
         if request.path.startswith("/sandbox/") and _in_url_or_body(request):
             body = {"error": {"code": "invalid_params", "message": "A parameter contains a NUL byte.", "log_id": ""}}
             return JsonResponse(body, status=400)

@@ -388,6 +388,17 @@ def test_a_form_posted_with_a_nul_anywhere_is_a_400(owner):
     assert owner.project.name != "Web\x00app"
 
 
+def test_the_nul_refusal_is_the_readable_400_page_not_a_line_of_plain_text(owner):
+    # Staff got "Bad request: a NUL byte in the request." as text/plain, the one admin answer without a page.
+    staff = staff_login(Client(raise_request_exception=False), superuser())
+
+    response = staff.get(reverse("admin:accounts_project_changelist"), {"q": "a\x00b"})
+
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")
+    assert "could not be opened" in response.content.decode()
+
+
 def _row_shown_read_only(owner, model):
     """A row of `model`, whose admin page shows every field read-only."""
     from accounts.models import Event
