@@ -399,6 +399,21 @@ def test_the_nul_refusal_is_the_readable_400_page_not_a_line_of_plain_text(owner
     assert "could not be opened" in response.content.decode()
 
 
+def test_a_stale_form_is_refused_with_a_page_saying_to_reload_not_djangos_csrf_page(owner):
+    # A form left open across a sign-out (or a second tab's sign-in) fails Django's CSRF check; staff saw
+    # Django's developer page ("CSRF verification failed. Request aborted." and its reasons for a developer).
+    staff = staff_login(Client(enforce_csrf_checks=True, raise_request_exception=False), superuser())
+    url = reverse("admin:accounts_project_change", args=[owner.project.pk])
+
+    response = staff.post(url, {"name": "Renamed", "organization": owner.org.pk, "csrfmiddlewaretoken": "stale" * 7})
+
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert "reload" in page.lower() and "CSRF verification failed" not in page
+    owner.project.refresh_from_db()
+    assert owner.project.name != "Renamed"
+
+
 def _row_shown_read_only(owner, model):
     """A row of `model`, whose admin page shows every field read-only."""
     from accounts.models import Event
