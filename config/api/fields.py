@@ -48,6 +48,11 @@ class AwareDateTimeField(serializers.DateTimeField):
         "naive": "Must include a timezone (e.g. 2026-04-20T17:00:00Z).",
         "invalid": "Must be an RFC 3339 timestamp with a timezone, e.g. 2026-04-20T17:00:00Z or "
         "2026-04-20T19:00:00.250+02:00.",
+        # RFC 3339 writes a leap second :60: the timestamp is well formed, and "not RFC 3339" would be untrue.
+        # None is planned, and a time that may never exist decides nothing well: said, not taken.
+        "leap_second": "A leap second (:60) is not taken: send :59, or the next minute's :00.",
+        # DRF's "Datetime value out of range." (a time past year 9999 or before year 1 once in UTC) named no range.
+        "overflow": "Must fall within the years 0001 to 9999 once converted to UTC.",
     }
 
     def to_internal_value(self, value):
@@ -57,6 +62,8 @@ class AwareDateTimeField(serializers.DateTimeField):
             text = value.strip(" \t\r\n")
             parsed = parse_rfc3339(text)
             if parsed is None:
+                if (match := RFC3339.fullmatch(text)) and match.group(2)[6:8] == "60":
+                    self.fail("leap_second")
                 self.fail("naive" if _RFC3339_NAIVE.fullmatch(text) else "invalid")
             value = parsed
         return super().to_internal_value(value)

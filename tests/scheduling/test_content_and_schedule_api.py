@@ -434,6 +434,25 @@ def test_scheduled_for_refuses_what_is_not_rfc_3339(owner, container, when):
 
 
 @pytest.mark.parametrize(
+    "when, said",
+    [
+        # RFC 3339 writes a leap second :60, which the partner read refused as "not RFC 3339": it is.
+        ("{day}T23:59:60Z", "A leap second (:60) is not taken: send :59, or the next minute's :00."),
+        # Past year 9999 once in UTC: the framework's "Datetime value out of range." spoke of no range.
+        ("9999-12-31T23:30:00-01:00", "Must fall within the years 0001 to 9999 once converted to UTC."),
+        ("0001-01-01T00:30:00+01:00", "Must fall within the years 0001 to 9999 once converted to UTC."),
+    ],
+)
+def test_scheduled_for_in_the_grammar_but_not_taken_says_why(owner, container, when, said):
+    day = f"{timezone.now() + timedelta(days=2):%Y-%m-%d}"
+    account = make_account(owner)
+    target = {"socialAccountId": account.pk, "mode": "publish"}
+    error = assert_error(schedule(owner, container["id"], [target], when.format(day=day)), 422, "VALIDATION")
+    assert error["details"]["fields"] == {"scheduledFor": [said]}
+    assert not ScheduledPost.objects.exists()
+
+
+@pytest.mark.parametrize(
     "when, stored",
     [
         ("{day}T10:00:00Z", "{day}T10:00:00.000Z"),
