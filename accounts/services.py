@@ -46,6 +46,7 @@ from accounts.selectors import aware_utc
 from accounts.serializers import social_account_data
 from accounts.token_margin import refresh_due, refresh_due_q
 from config.api.errors import ApiError, Conflict, Validation
+from config.api.fields import to_the_millisecond
 from config.api.ids import is_valid
 from config.api.returnurl import check_return_url, normalize_allowlist_entry
 from config.dbreconnect import write_again_after_a_dropped_connection
@@ -431,9 +432,15 @@ def oauth_session_start(
             usage_note=usage_note or "",
             scopes=",".join(scopes or []),
             social_account=social_account,
-            expires_at=timezone.now() + settings.LAYERS_OAUTH_STATE_TTL,
+            expires_at=_state_expiry(),
         )
     return _authorize_link(session, scopes=scopes, usage_note=usage_note)
+
+
+def _state_expiry():
+    """When a new OAuth state ends, to the millisecond: the partner is given it as expiresAt (written to the
+    millisecond), and a state kept to the microsecond read `pending` for up to a millisecond after it."""
+    return to_the_millisecond(timezone.now() + settings.LAYERS_OAUTH_STATE_TTL)
 
 
 def _check_scopes(platform: str, scopes: list[str]) -> None:
@@ -480,7 +487,7 @@ def oauth_pool_session_start(*, pool_account, staff_user, return_url: str) -> Au
         pool_account=pool_account,
         staff_user=staff_user,
         return_url=return_url,
-        expires_at=timezone.now() + settings.LAYERS_OAUTH_STATE_TTL,
+        expires_at=_state_expiry(),
     )
     return _authorize_link(session)
 

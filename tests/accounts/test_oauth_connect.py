@@ -418,6 +418,19 @@ def test_an_unclaimed_state_reads_expired_from_its_expiry_on(owner):
         assert status(owner, link["state"])["status"] == "expired"
 
 
+def test_a_state_reads_expired_from_the_expires_at_the_partner_was_given(owner):
+    """expiresAt is written to the millisecond; the state was kept to the microsecond and read `pending` for up
+    to a millisecond after the time the partner was told it ends."""
+    from datetime import datetime
+
+    link = start(owner, "tiktok")
+    shown = datetime.fromisoformat(link["expiresAt"])
+    with time_machine.travel(shown + timedelta(microseconds=1), tick=False):
+        assert status(owner, link["state"])["status"] == "expired"
+    with time_machine.travel(shown - timedelta(microseconds=1), tick=False):
+        assert status(owner, link["state"])["status"] == "pending"
+
+
 @pytest.mark.parametrize(
     "return_url",
     [
