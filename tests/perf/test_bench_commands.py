@@ -88,3 +88,17 @@ def test_a_refused_bench_command_with_json_prints_its_one_json_object_and_exits_
         assert done.returncode == 1, (args, done.returncode, done.stderr[-500:])
         [line] = done.stdout.strip().splitlines()
         assert json.loads(line)["error"]["message"], args
+
+
+def test_bench_billing_times_the_same_month_on_every_run_the_latest_of_those_tied(owner):
+    # Months tied for the most charges were picked in whatever order the database grouped them: two runs over
+    # the same data could time different months' reports, and their figures not compare.
+    from datetime import UTC, datetime
+
+    from billing.bench import time_finance_report
+    from tests.billing.factories import lease_assign
+
+    for month in (3, 9, 6, 4, 8):
+        lease_assign(owner, at=datetime(2026, month, 10, tzinfo=UTC))
+
+    assert time_finance_report().month == "2026-09"
