@@ -23,7 +23,6 @@ from django.db.models import (
     DateTimeField,
     Exists,
     F,
-    Max,
     OuterRef,
     Q,
     QuerySet,
@@ -68,6 +67,7 @@ from config.api.errors import Conflict, Validation
 from config.api.fields import datetime_output
 from config.batches import BatchOutcome
 from config.dbreconnect import write_again_after_a_dropped_connection
+from config.marks import attempts_mark, recorded_since
 from config.text import shorten
 from scheduling.models import (
     ONBOARDING_TEMPLATE,
@@ -513,14 +513,15 @@ def post_retry(*, post_id: str, actor=None, checked_on_platform: bool = False) -
     return ScheduledPost.objects.get(pk=post_id)
 
 
-def post_attempts_mark() -> int:
-    """The newest publishing attempt recorded so far (its id: ids only grow, whatever the hosts' clocks say), for
-    posts_retry's `attempted_after`."""
-    return ScheduledPostAttempt.objects.aggregate(newest=Max("id"))["newest"] or 0
+def post_attempts_mark() -> dict:
+    """The publishing attempts recorded so far, for posts_retry's `attempted_after` (config.marks: ids, which
+    only grow whatever the hosts' clocks say, with those not committed yet at the click: a publisher failing a
+    post as staff click commits after the click, and its attempt is recorded since)."""
+    return attempts_mark(ScheduledPostAttempt)
 
 
 def posts_retry(
-    *, post_ids: list[str], actor=None, checked_on_platform: bool = False, attempted_after: int | None = None
+    *, post_ids: list[str], actor=None, checked_on_platform: bool = False, attempted_after: dict | int | None = None
 ) -> BatchOutcome:
     """post_retry of many posts at once (the admin's retry of a whole list after an outage), in one
     transaction, each under post_retry's rules; the others left with the Conflict post_retry raises.
@@ -530,7 +531,9 @@ def posts_retry(
     word that the post they looked at is not on the platform), was about the failure they saw. A worker doing
     the rest of a long list may run minutes later; it must not send again a post that may have reached the
     platform since. Compared by id, not time: a worker's clock a few seconds ahead would have made every post
-    that failed just before the click look changed since.
+    that failed just before the click look changed since. Not by the newest id alone: an attempt committed
+    after the click may have a lower id than one committed before it (config.marks); a plain id, from a task
+    queued before the mark carried more, is read as it was then.
 
     The accounts are locked first, as the revoke locks its account before canceling its queued posts: read
     without the lock, a revoke committing between that read and the requeue left a queued post on a
@@ -554,7 +557,7 @@ def posts_retry(
         changed_since = set()
         if attempted_after is not None:
             changed_since = set(
-                ScheduledPostAttempt.objects.filter(post_id__in=posts, id__gt=attempted_after).values_list(
+                ScheduledPostAttempt.objects.filter(recorded_since(attempted_after), post_id__in=posts).values_list(
                     "post_id", flat=True
                 )
             )
