@@ -25,7 +25,7 @@ import httpx
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, Max, OuterRef, Q, Subquery
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from accounts import callgate, crypto
@@ -36,6 +36,7 @@ from config import ratelimit
 from config.api.errors import Conflict, NotFound, RateLimited, Validation
 from config.api.fields import datetime_output, json_excerpt
 from config.batches import BatchOutcome
+from config.marks import attempts_mark, recorded_since
 from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url, deadline, public_client
 from config.queueing import enqueue_each
 
@@ -961,14 +962,15 @@ def delivery_resend(*, delivery_id: str, actor=None) -> WebhookDelivery:
     return WebhookDelivery.objects.get(pk=delivery_id)
 
 
-def delivery_attempts_mark() -> int:
-    """The newest delivery attempt recorded so far (its id: ids only grow, whatever the hosts' clocks say), for
-    deliveries_resend's `attempted_after`."""
-    return WebhookDeliveryAttempt.objects.aggregate(newest=Max("id"))["newest"] or 0
+def delivery_attempts_mark() -> dict:
+    """The delivery attempts recorded so far, for deliveries_resend's `attempted_after` (config.marks: ids, which
+    only grow whatever the hosts' clocks say, with those not committed yet at the click: a relay claiming a
+    delivery as staff click commits its attempt after the click, and it is recorded since)."""
+    return attempts_mark(WebhookDeliveryAttempt)
 
 
 def deliveries_resend(
-    *, delivery_ids: list[str], actor=None, attempted_after: int | None = None, send_now: bool = True
+    *, delivery_ids: list[str], actor=None, attempted_after: dict | int | None = None, send_now: bool = True
 ) -> BatchOutcome:
     """delivery_resend of many deliveries at once, in one transaction (the admin's resend of a whole list once a
     partner's receiver is back: 200,000 deliveries after a day down), each under its rules; the others left
@@ -984,7 +986,8 @@ def deliveries_resend(
     A delivery already pending and due in a window not yet attempted (resent a moment ago, by a colleague
     clicking at the same time or by this action run again) is left alone and said to be waiting: staff are
     told what they did. `attempted_after`: delivery_attempts_mark() when staff chose them; a delivery attempted
-    since is left alone too (the worker doing the rest of a long list may run minutes later)."""
+    since is left alone too (the worker doing the rest of a long list may run minutes later), its attempt read
+    as config.marks says (a plain id, from a task queued before the mark carried more, as it was then)."""
     now = timezone.now()
     outcome = BatchOutcome()
     with transaction.atomic():
@@ -1010,11 +1013,8 @@ def deliveries_resend(
         }
         attempted = set()
         if attempted_after is not None:
-            attempted = set(
-                WebhookDeliveryAttempt.objects.filter(delivery_id__in=rows, id__gt=attempted_after).values_list(
-                    "delivery_id", flat=True
-                )
-            )
+            since = WebhookDeliveryAttempt.objects.filter(recorded_since(attempted_after), delivery_id__in=rows)
+            attempted = set(since.values_list("delivery_id", flat=True))
         resent = []
         for pk in delivery_ids:
             row = rows.get(pk)
