@@ -227,8 +227,8 @@ class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixi
         "POST_OUTCOME_UNKNOWN": "they may already be on the platform (they reached it and failed "
         "PLATFORM_UNAVAILABLE or CREDENTIAL_INVALID): check the accounts, then retry them anyway if they are "
         "not there.",
-        "POST_CHANGED": "an attempt of each was recorded after this retry was asked for (someone retried them, "
-        "and they failed again): look at them again before retrying them.",
+        "POST_CHANGED": "an attempt of each was recorded after this retry was asked for (they were being "
+        "published, or someone retried them, and they failed again): look at them again before retrying them.",
         "POST_NOT_CANCELABLE": "they are not queued (publishing, published, failed or canceled already).",
     }
 
@@ -237,7 +237,8 @@ class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixi
             self,
             request,
             queryset,
-            # Posts retried by someone else after this click, and failed again, are not what staff looked at.
+            # Posts retried by someone else after this click, or being published at it, and failed since, are not
+            # what staff looked at.
             mark=services.post_attempts_mark(),
             service=lambda ids, actor, mark: services.posts_retry(
                 post_ids=ids, actor=actor, checked_on_platform=checked_on_platform, attempted_after=mark

@@ -527,13 +527,13 @@ def posts_retry(
     transaction, each under post_retry's rules; the others left with the Conflict post_retry raises.
 
     `attempted_after`: post_attempts_mark() when staff chose the posts. A post with an attempt recorded since
-    (retried by someone else and failed again) is left alone: the retry, and above all "retry anyway" (staff's
-    word that the post they looked at is not on the platform), was about the failure they saw. A worker doing
-    the rest of a long list may run minutes later; it must not send again a post that may have reached the
-    platform since. Compared by id, not time: a worker's clock a few seconds ahead would have made every post
-    that failed just before the click look changed since. Not by the newest id alone: an attempt committed
-    after the click may have a lower id than one committed before it (config.marks); a plain id, from a task
-    queued before the mark carried more, is read as it was then.
+    (retried by someone else and failed again, or failed by its publisher as staff clicked) is left alone: the
+    retry, and above all "retry anyway" (staff's word that the post they looked at is not on the platform), was
+    about the failure they saw. A worker doing the rest of a long list may run minutes later; it must not send
+    again a post that may have reached the platform since. Compared by id, not time: a worker's clock a few
+    seconds ahead would have made every post that failed just before the click look changed since. Not by the
+    newest id alone: an attempt committed after the click may have a lower id than one committed before it
+    (config.marks); a plain id, from a task queued before the mark carried more, is read as it was then.
 
     The accounts are locked first, as the revoke locks its account before canceling its queued posts: read
     without the lock, a revoke committing between that read and the requeue left a queued post on a
@@ -614,8 +614,8 @@ def _check_retryable(post: ScheduledPost | None, *, checked_on_platform: bool, c
         )
     if changed:
         raise Conflict(
-            "An attempt of it was recorded after this retry was asked for (someone retried it, and it failed again): "
-            "look at it again before retrying it.",
+            "An attempt of it was recorded after this retry was asked for (it was being published, or someone "
+            "retried it, and it failed again): look at it again before retrying it.",
             code="POST_CHANGED",
         )
     if _outcome_unknown(post) and not checked_on_platform:

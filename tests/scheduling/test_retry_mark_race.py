@@ -114,3 +114,17 @@ def test_a_post_failed_by_a_publisher_committing_after_the_click_is_not_retried_
     assert outcome.skipped.get(live) is not None and outcome.skipped[live].code == "POST_CHANGED", outcome
     assert ScheduledPost.objects.get(pk=live).status == "failed"
     assert len(sandbox_posts("tiktok", "live.already")) == 1  # not posted a second time
+
+
+def test_a_worker_task_queued_by_the_previous_release_still_leaves_alone_what_failed_after_its_click(owner):
+    """A deploy lands while the worker's share of a long retry waits in the queue: its message carries the mark as
+    the previous release read it, a plain id. It is read as it was then, not refused (the rest of the list would
+    be left undone)."""
+    seen = failed_before(owner, "seen.before.deploy")
+    mark = ScheduledPostAttempt.objects.order_by("-pk").values_list("pk", flat=True).first()  # the old mark
+    failed_again = failed_before(owner, "failed.after.click")
+
+    outcome = services.posts_retry(post_ids=[seen, failed_again], attempted_after=mark)
+
+    assert outcome.done == [seen], outcome
+    assert outcome.skipped[failed_again].code == "POST_CHANGED"
