@@ -66,7 +66,7 @@ def asks_first(action):
     return action
 
 
-def ask_first(modeladmin, request, queryset, *, describe):
+def ask_first(modeladmin, request, queryset, *, describe, carry: dict[str, str] | None = None):
     """For an action that cannot be undone: unless this POST is the confirmation page's, answer that page
     and change nothing; returns None once confirmed (the action then runs). An ops person who ticked the
     wrong row and pressed Go revoked a partner's production key at once.
@@ -75,7 +75,8 @@ def ask_first(modeladmin, request, queryset, *, describe):
     SHOWN_ROWS selected rows in the queryset's order; the page lists these and counts the rest (only these
     are read). The page posts back the action, the selected ids and `post=yes` to the list's own URL: the
     confirming POST goes through the same checks as any action (the middleware's MFA, the action being
-    offered to this user at all, CSRF), and the action re-reads the rows then."""
+    offered to this user at all, CSRF), and the action re-reads the rows then. `carry`: fields the page posts
+    back as well, what the action read with the page (the confirm's POST has them; only staff post it)."""
     if request.POST.get(CONFIRMED_FIELD) == "yes":
         return None
     setattr(request, _ASKED, True)  # nothing was done: no audit row for any of them (see _audited)
@@ -124,6 +125,7 @@ def ask_first(modeladmin, request, queryset, *, describe):
             "selected": selected,
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
             "confirmed_field": CONFIRMED_FIELD,
+            "carried": sorted((carry or {}).items()),
             "cancel_url": cancel_url,
             "media": modeladmin.media,
         },

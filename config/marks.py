@@ -19,6 +19,8 @@ holds its transaction that long (the publisher's and the resolver's transitions 
 batch services and the hold after a restore write at most BATCH_ROWS at a time, a webhook claim one row);
 the gaps lower down are ids a retention purge deleted, or rolled back, which never fill."""
 
+import json
+
 from django.db import connection
 from django.db.models import Model, Q
 
@@ -61,3 +63,14 @@ def recorded_since(mark: dict | int) -> Q:
     for low, high in mark["unseen"]:
         since |= Q(id__gte=low, id__lte=high)
     return since
+
+
+def mark_from_text(text: str | None) -> dict | None:
+    """A mark (attempts_mark) as a confirmation page carried it (its JSON), or None when there is none or it is
+    not one (a page of the release before, a mangled field): the caller then reads a mark of its own."""
+    try:
+        mark = json.loads(text or "")
+        unseen = [[int(low), int(high)] for low, high in mark["unseen"]]
+        return {"newest": int(mark["newest"]), "unseen": unseen[:MOST_RANGES]}
+    except (ValueError, TypeError, KeyError):
+        return None

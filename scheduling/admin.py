@@ -1,3 +1,4 @@
+import json
 from datetime import UTC, timedelta
 
 from django import forms
@@ -11,6 +12,7 @@ from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
 from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, ask_first, asks_first
 from accounts.models import Project, SocialAccount
 from config.adminpaging import LargeTablePaginator
+from config.marks import mark_from_text
 from config.netguard import UnresolvedHost, UnsafeURL, assert_public_url
 from scheduling import pipeline_status, platform_status, services, tasks
 from scheduling.models import (
@@ -21,6 +23,9 @@ from scheduling.models import (
     ScheduledPost,
     ScheduledPostAttempt,
 )
+
+# The field "retry anyway"'s confirmation page carries its mark in (config.marks).
+ATTEMPTS_MARK_FIELD = "attempts_mark"
 
 
 class DueWindowFilter(admin.SimpleListFilter):
@@ -232,14 +237,14 @@ class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixi
         "POST_NOT_CANCELABLE": "they are not queued (publishing, published, failed or canceled already).",
     }
 
-    def _retry(self, request, queryset, *, checked_on_platform: bool, description: str):
+    def _retry(self, request, queryset, *, checked_on_platform: bool, description: str, mark=None):
         run_in_batches(
             self,
             request,
             queryset,
             # Posts retried by someone else after this click, or being published at it, and failed since, are not
-            # what staff looked at.
-            mark=services.post_attempts_mark(),
+            # what staff looked at. "Retry anyway" brings the mark read with its confirmation page.
+            mark=services.post_attempts_mark() if mark is None else mark,
             service=lambda ids, actor, mark: services.posts_retry(
                 post_ids=ids, actor=actor, checked_on_platform=checked_on_platform, attempted_after=mark
             ),
@@ -271,11 +276,22 @@ class ScheduledPostAdmin(NothingToSaveMixin, IdSearchMixin, RelatedIdsSearchMixi
         permissions=["change"],
     )
     def retry_posts_checked(self, request, queryset):
-        page = ask_first(self, request, queryset, describe=lambda posts: _retry_anyway_consequences(queryset, posts))
+        # Staff's word is about the posts the confirmation page counted, and they may confirm minutes later: a post
+        # failed meanwhile after reaching the platform was not on it, yet the confirm, re-reading the list, sent it
+        # again. So the mark is read before the page counts the list, carried by the page, and used by the
+        # confirm (a fresh one if the page carried none: one shown by the release before).
+        mark = mark_from_text(request.POST.get(ATTEMPTS_MARK_FIELD)) or services.post_attempts_mark()
+        page = ask_first(
+            self,
+            request,
+            queryset,
+            describe=lambda posts: _retry_anyway_consequences(queryset, posts),
+            carry={ATTEMPTS_MARK_FIELD: json.dumps(mark, separators=(",", ":"))},
+        )
         if page is not None:
             return page
         description = self.retry_posts_checked.short_description
-        self._retry(request, queryset, checked_on_platform=True, description=description)
+        self._retry(request, queryset, checked_on_platform=True, description=description, mark=mark)
 
     @runs_in_batches
     @admin.action(description="Cancel selected queued posts", permissions=["change"])

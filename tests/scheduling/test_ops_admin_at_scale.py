@@ -286,3 +286,36 @@ def test_a_worker_does_nothing_for_a_staff_member_who_may_no_longer_act(owner, o
 
     assert ScheduledPost.objects.filter(pk__in=posts, status="queued").count() == 10
     assert not ScheduledPostAttempt.objects.filter(outcome="staff_retry", message="Queued again.").exists()
+
+
+def test_retrying_anyway_leaves_alone_a_post_that_failed_after_staff_were_shown_the_confirmation_page(owner, ops):
+    """The confirmation page counts the selected posts that may be live, and staff confirm from it, maybe minutes
+    later. A post that failed after reaching the platform meanwhile (it may be live) was not on the page staff
+    read, yet the confirm, re-reading the list, sent it again with the others: the mark was read at the confirm.
+    It is now read with the page, and carried by it."""
+    reached = timezone.now() - timedelta(hours=1)
+    seen = seed(owner, 5, status="failed", error_code="PLATFORM_UNAVAILABLE", publish_attempted_at=reached)
+
+    page = select_all(ops, "retry_posts_checked", "?status__exact=failed")
+    assert "5 of the 5 selected reached the platform" in re.sub(r"\s+", " ", unescape(page.content.decode()))
+    # Meanwhile a post being published loses its answer: failed, and it may be on the creator's account.
+    (late,) = seed(owner, 1, status="failed", error_code="PLATFORM_UNAVAILABLE", publish_attempted_at=timezone.now())
+    ScheduledPostAttempt.objects.create(
+        post_id=late, number=1, started_at=timezone.now(), finished_at=timezone.now(), outcome="failed"
+    )
+    # Staff confirm: the page posts back what it carries.
+    carried = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.content.decode()))
+    confirmed = ops.post(POSTS + "?status__exact=failed", {k: unescape(v) for k, v in carried.items()}, follow=True)
+
+    assert ScheduledPost.objects.filter(pk__in=seen, status="queued").count() == 5
+    assert ScheduledPost.objects.get(pk=late).status == "failed"
+    assert any(late in m and "recorded after this retry was asked for" in m for m in messages_of(confirmed))
+
+
+def test_a_confirmation_carrying_a_mangled_mark_still_retries_with_a_mark_of_its_own(owner, ops):
+    posts = seed(owner, 3, status="failed", error_code="PLATFORM_REJECTED")
+
+    confirmed = select_all(ops, "retry_posts_checked", "?status__exact=failed", post="yes", attempts_mark='{"newest":')
+
+    assert confirmed.status_code == 200
+    assert ScheduledPost.objects.filter(pk__in=posts, status="queued").count() == 3
