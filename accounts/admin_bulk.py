@@ -63,7 +63,7 @@ def run_in_batches(
 
     `service(ids, actor, mark)` → BatchOutcome: one batch service call (BATCH_ROWS ids at most); `mark`: what
     the service compares rows with to leave alone those changed since staff chose them (a JSON value read when
-    the action was posted, the worker's tasks included).
+    the action was posted, or with its confirmation page for one that asks first; the worker's tasks carry it).
     `task(ids, staff_user_id, mark, description, *task_args)`: the worker's, which calls `by_a_worker`.
     `done_text`: what was done to a row ("queued again"); `left_alone`: for an error code, what to say of the
     many rows left alone for it (otherwise the first one's message is said of them all); `level`: of those."""

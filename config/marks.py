@@ -1,5 +1,6 @@
 """What staff's bulk actions compare rows with to leave alone those changed since the click: a mark of the
-attempts recorded so far (publishing attempts for a retry, webhook delivery attempts for a resend).
+attempts recorded so far (publishing attempts for a retry, webhook delivery attempts for a resend), read at
+the click, or with the confirmation page of an action that asks first ("retry anyway"), which carries it.
 
 A row's id is handed out when it is inserted, not when its transaction commits. The newest id alone (Max(id))
 was no mark: a publisher that had inserted a post's failure (id 100) and committed a moment after the click,
