@@ -287,7 +287,11 @@ class LedgerEntryAdmin(ViewOnlyInTheAdmin, IdSearchMixin, RelatedIdsSearchMixin,
     show_full_result_count = False  # no second count of the whole ledger beside a search's
     paginator = LargeTablePaginator  # unfiltered: the planner's estimate, not a COUNT(*) of the ledger
     list_select_related = ("organization", "lease", "actor")
-    readonly_fields = [f.name for f in LedgerEntry._meta.fields]
+    # A charge's month of the lease counted from 1, as the report, its CSV, "what" and the lease page show it: the
+    # raw period_index (0 = the month from assignment) read "0" here for the charge they all call month 1.
+    fields = readonly_fields = [
+        "month_of_lease" if f.name == "period_index" else f.name for f in LedgerEntry._meta.fields
+    ]
 
     @admin.display(description="amount", ordering="amount_cents")
     def amount(self, entry):
@@ -296,6 +300,10 @@ class LedgerEntryAdmin(ViewOnlyInTheAdmin, IdSearchMixin, RelatedIdsSearchMixin,
     @admin.display(description="what")
     def what(self, entry):
         return _description(entry)
+
+    @admin.display(description="month of lease")
+    def month_of_lease(self, entry):
+        return "-" if entry.period_index is None else entry.period_index + 1
 
     @admin.display(description="balance after")
     def balance_after(self, entry):

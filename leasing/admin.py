@@ -637,7 +637,10 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
             "<tr><td>{}</td><td>{} – {}</td><td style='text-align:right'>{}</td><td>{}</td></tr>",
             (
                 (
-                    e.period_index,
+                    # Counted from 1, as the Monthly billing report, its CSV and the ledger count a lease's months
+                    # ("month 1" is the month from assignment): numbered from 0 here, the same charge read month 0
+                    # on this page and month 1 there. The ledger keeps the 0-based period_index.
+                    e.period_index + 1,
                     stamp(e.period_start),
                     stamp(e.period_end),
                     usd_display(e.amount_cents),
@@ -649,7 +652,7 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
             ),
         )
         return format_html(
-            '<table id="lease-charges"><thead><tr><th>period index</th><th>period (UTC)</th><th>amount</th>'
+            '<table id="lease-charges"><thead><tr><th>month of lease</th><th>period (UTC)</th><th>amount</th>'
             "<th>ledger entry</th></tr></thead><tbody>{}</tbody></table>",
             rows,
         )

@@ -2,6 +2,8 @@
 as money, how far it is paid, and every charge of it (period, amount, the ledger entry), read in one statement;
 and who released it, a partner through their API key or a staff member, never a blank."""
 
+import csv
+import io
 import re
 from datetime import UTC, datetime
 
@@ -47,7 +49,7 @@ def test_the_lease_page_shows_its_price_how_far_it_is_paid_and_every_charge_in_o
     entries = list(LedgerEntry.objects.filter(lease=lease).order_by("period_index"))
     rows = Tables(html).tables["lease-charges"]["tbody"]
     assert rows == [
-        [str(e.period_index), f"{start} UTC – {end} UTC", "-$49.00", e.pk]
+        [str(e.period_index + 1), f"{start} UTC – {end} UTC", "-$49.00", e.pk]
         for e, (start, end) in zip(
             entries,
             [
@@ -87,7 +89,7 @@ def test_a_released_lease_is_paid_through_the_month_its_release_fell_in(owner):
         html = lease_page(client, lease)
 
     assert "2026-03-31 10:00:00 UTC" in html and "not charged yet" not in html
-    assert [row[0] for row in Tables(html).tables["lease-charges"]["tbody"]] == ["0", "1"]
+    assert [row[0] for row in Tables(html).tables["lease-charges"]["tbody"]] == ["1", "2"]
 
 
 def test_the_lease_page_says_when_the_leased_account_needs_a_reauth_and_where_to_fix_it(owner):
@@ -105,3 +107,39 @@ def test_the_lease_page_says_when_the_leased_account_needs_a_reauth_and_where_to
     SocialAccount.objects.filter(pk=lease.social_account_id).update(status="reauth_required")
     field = status_field(lease_page(client, lease))
     assert "reauth_required" in field and "reconnect it on TikTok" in field
+
+
+def readonly_field(html: str, name: str) -> tuple[str, str]:
+    """(label, value) of a read-only field of an admin change page."""
+    found = re.search(rf'field-{name}\b.*?<label>(.*?)</label>\s*<div class="readonly">(.*?)</div>', html, re.S)
+    assert found, f"no field {name}"
+    return found.group(1).strip(), found.group(2).strip()
+
+
+def test_a_charge_reads_the_same_month_of_the_lease_on_every_staff_page_counted_from_1(owner):
+    """The lease page numbered its charges from 0 ("period index 0") where the Monthly billing report, its CSV
+    and the ledger's "what" say "month 1": finance matching the two read the first month's charge as month 0 in
+    one place and month 1 in the other. Every staff page counts the months of a lease from 1, as a person does."""
+    lease = lease_assign(owner, price_cents=4900, at=at(2026, 1, 31, 10))
+    billing.lease_charges_run(now=at(2026, 3, 1))
+    _, client = signed_in_staff(
+        "leasing.view_lease", "billing.view_ledgerentry", "billing.view_monthlybilling", username="finance"
+    )
+    first, second = LedgerEntry.objects.filter(lease=lease).order_by("period_index")
+
+    with time_machine.travel(at(2026, 3, 1), tick=False):
+        lease_html = lease_page(client, lease)
+        january = Tables(client.get("/admin/billing/monthlybilling/?month=2026-01").content.decode()).tables
+        february = client.get("/admin/billing/monthlybilling/csv/?month=2026-02")
+        entry_html = client.get(admin_object_url(LedgerEntry, first.pk)).content.decode()
+
+    charges = Tables(lease_html).tables["lease-charges"]
+    assert charges["thead"][0][0] == "month of lease"
+    assert [row[0] for row in charges["tbody"]] == ["1", "2"]
+    (report_row,) = january["charges"]["tbody"]
+    assert january["charges"]["thead"][0][6] == "Month of lease" and report_row[6] == "1"
+    csv_rows = list(csv.reader(io.StringIO(b"".join(february.streaming_content).decode("utf-8-sig"))))
+    assert csv_rows[1][6] == "2" and csv_rows[1][-1] == "49.00"
+    assert readonly_field(entry_html, "month_of_lease") == ("Month of lease:", "1")
+    assert "field-period_index" not in entry_html
+    assert second.period_index == 1  # the ledger (and the partner API's periodIndex) keep their 0-based index
