@@ -114,7 +114,7 @@ class WalletMonth:
 
     organization_id: str
     name: str
-    offboarded_at: datetime | None
+    offboarded_at: datetime | None  # by the month's end (None: not off-boarded then, even if it was since)
     opening: int
     top_ups: int
     charges: int
@@ -376,8 +376,16 @@ def _wallet_months(month: date, organization_id: str | None) -> list[WalletMonth
     )
     sums = {row.pop("organization_id"): row for row in sums}
     organizations = Organization.objects.filter(pk__in=sums).values_list("id", "name", "offboarded_at")
+    # As at the month's end, like every other figure of the row: an organization off-boarded after it was still
+    # a partner then. Shown "off-boarded at" beside an earlier month's closing balance, a later off-boarding
+    # read as if it had left with that balance.
     wallets = [
-        WalletMonth(organization_id=pk, name=name, offboarded_at=offboarded_at, **sums[pk])
+        WalletMonth(
+            organization_id=pk,
+            name=name,
+            offboarded_at=offboarded_at if offboarded_at is not None and offboarded_at < end else None,
+            **sums[pk],
+        )
         for pk, name, offboarded_at in sorted(organizations, key=lambda o: (o[1], o[0]))
     ]
     short = {w.organization_id: w for w in wallets if w.closing < 0}

@@ -225,6 +225,33 @@ def test_the_wallets_csv_is_the_table_of_the_page_and_adds_up(finance, november,
     assert columns[0] + columns[1] + columns[2] + columns[3] == columns[4]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_partner_off_boarded_after_a_month_reads_as_not_off_boarded_in_that_months_wallets(
+    finance, november, outsider
+):
+    """Globex was off-boarded on Nov 28. October's wallets (page and CSV) said "Off-boarded at 2026-11-28" beside
+    October's closing balance, as if it had left by then, where "past due since" beside it is as at the month's
+    end: at the end of October Globex was an active partner. A month shows an off-boarding only if it happened by
+    the month's end."""
+    with time_machine.travel(at(2026, 12, 1, 9), tick=False):
+        october = Tables(finance.get("/admin/billing/monthlybilling/?month=2026-10").content.decode()).tables
+        october_csv = finance.get("/admin/billing/monthlybilling/wallets-csv/?month=2026-10")
+        november_page = Tables(finance.get("/admin/billing/monthlybilling/?month=2026-11").content.decode()).tables
+        november_csv = finance.get("/admin/billing/monthlybilling/wallets-csv/?month=2026-11")
+
+    def globex(rows: list[list[str]]) -> list[str]:
+        (row,) = [row for row in rows if row[1] == outsider.org.pk]
+        return row
+
+    def csv_rows(export) -> list[list[str]]:
+        return list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode("utf-8-sig"))))[1:]
+
+    assert globex(october["wallet-months"]["tbody"])[6:] == ["$200.00", "", ""]
+    assert globex(csv_rows(october_csv))[6:] == ["200.00", "", ""]
+    assert globex(november_page["wallet-months"]["tbody"])[8] == "2026-11-28 10:00:00 UTC"
+    assert globex(csv_rows(november_csv))[8] == "2026-11-28 10:00:00"
+
+
 def test_past_due_since_is_as_the_month_ended_whatever_the_wallet_says_now(finance, owner):
     """The wallet list says whether a wallet is past due now, and since when. The month's table says how each
     month ended: short since the entry that last took it below zero, carried into the next month while it
