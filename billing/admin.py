@@ -28,6 +28,7 @@ from billing.models import LedgerEntry, MonthlyBilling, Wallet
 from config.adminpaging import LargeTablePaginator
 from config.api.errors import Validation
 from config.api.ids import is_valid
+from leasing.models import Lease
 from leasing.periods import add_months
 
 # The ledger list filtered to one organization (the wallet page links it): then, and only then, it shows the
@@ -41,6 +42,11 @@ def _description(entry: LedgerEntry) -> str:
         # ID): a pool account released and leased again to the same organization on the same day owes two first
         # months, which read "@handle, month 1" twice, a double charge to finance without it.
         return f"@{entry.lease.handle}, month {entry.period_index + 1} ({entry.lease.social_account_id})"
+    if entry.adjusted_lease_id is not None:
+        # The leased account staff named for the adjustment (a refund): read with the reason, as the lease's page
+        # and the monthly billing per account show it.
+        lease = entry.adjusted_lease
+        return f"{entry.reason} (for @{lease.handle}, {lease.social_account_id})"
     return entry.reason
 
 
@@ -142,7 +148,9 @@ class WalletAdmin(admin.ModelAdmin):
         # With the balance after each entry, "charged twice?" reads down the column; the newest one's is the
         # wallet's balance, as the ledger sums it. Leases and actors prefetched, not joined: the window reads
         # every entry of the organization, and joins would run for each of them before the newest 20 are kept.
-        entries = selectors.ledger_with_balances(organization_id=wallet.pk).prefetch_related("lease", "actor")[:20]
+        entries = selectors.ledger_with_balances(organization_id=wallet.pk).prefetch_related(
+            "lease", "adjusted_lease", "actor"
+        )[:20]
         link = reverse("admin:billing_ledgerentry_changelist") + f"?{ORGANIZATION_PARAMETER}={wallet.pk}"
         rows = format_html_join(
             "",
@@ -182,6 +190,7 @@ class WalletAdmin(admin.ModelAdmin):
             data = form.cleaned_data
             org = data["organization"]
             service = services.wallet_top_up if data["kind"] == LedgerEntry.Kind.TOP_UP else services.wallet_adjust
+            lease = data.get("lease")
             try:
                 entry = service(
                     organization=org,
@@ -189,11 +198,13 @@ class WalletAdmin(admin.ModelAdmin):
                     reason=data["reason"],
                     actor=request.user,
                     reference=data["reference"] or f"form:{data['token']}",
+                    **({"lease": lease} if lease is not None else {}),
                 )
             except Validation as exc:
                 for name, problems in exc.details["fields"].items():
                     if name == "reference" and not data["reference"]:
                         problems = ["This form was already submitted with another amount; open it again."]
+                    name = "leased_account" if name == "lease" else name
                     form.add_error(name if name in form.fields else None, problems)
             else:
                 balance = Wallet.objects.get(pk=org.pk).balance_cents
@@ -208,10 +219,11 @@ class WalletAdmin(admin.ModelAdmin):
                         messages.WARNING,
                     )
                 else:
+                    leased = f", for the leased account @{lease.handle} ({lease.social_account_id})" if lease else ""
                     self.message_user(
                         request,
                         f"{entry.get_kind_display()} of {reports.usd_display(entry.amount_cents)} recorded for "
-                        f"{org.name}; balance {reports.usd_display(balance)}.",
+                        f"{org.name}{leased}; balance {reports.usd_display(balance)}.",
                         messages.SUCCESS,
                     )
                 if not self.has_view_permission(request):
@@ -250,6 +262,14 @@ class MoneyForm(forms.Form):
         required=False,
         help_text="Optional, e.g. the bank transfer id: an entry with the same reference is recorded only once.",
     )
+    leased_account = forms.CharField(
+        max_length=100,
+        required=False,
+        label="For the leased account",
+        help_text="Optional, for an adjustment: the leased account's id (sa_…, the monthly billing's Social account "
+        "ID) when it refunds or corrects that account's charges. It must be leased to this organization; the "
+        "lease's page and the monthly billing per account then show it.",
+    )
     # Becomes the entry's reference (`form:<token>`, 100 characters at most): a forged longer one is a form error.
     token = forms.CharField(widget=forms.HiddenInput, initial=lambda: uuid.uuid4().hex, max_length=64)
 
@@ -262,6 +282,16 @@ class MoneyForm(forms.Form):
                 self.add_error("amount", "A top-up must be positive.")
             if amount == Decimal(0):
                 self.add_error("amount", "The amount cannot be zero.")
+        data["lease"] = None
+        leased_account = (data.get("leased_account") or "").strip()
+        if leased_account:
+            if data.get("kind") != LedgerEntry.Kind.ADJUSTMENT:
+                self.add_error("leased_account", "Only an adjustment names a leased account.")
+                return data
+            # A social account is leased once (Lease.social_account is one-to-one): its id names one lease.
+            data["lease"] = Lease.objects.filter(social_account_id=leased_account).first()
+            if data["lease"] is None:
+                self.add_error("leased_account", "No leased account has this id.")
         return data
 
 
@@ -286,7 +316,7 @@ class LedgerEntryAdmin(ViewOnlyInTheAdmin, IdSearchMixin, RelatedIdsSearchMixin,
     )
     show_full_result_count = False  # no second count of the whole ledger beside a search's
     paginator = LargeTablePaginator  # unfiltered: the planner's estimate, not a COUNT(*) of the ledger
-    list_select_related = ("organization", "lease", "actor")
+    list_select_related = ("organization", "lease", "adjusted_lease", "actor")
     # A charge's month of the lease counted from 1, as the report, its CSV, "what" and the lease page show it: the
     # raw period_index (0 = the month from assignment) read "0" here for the charge they all call month 1.
     fields = readonly_fields = [
@@ -372,9 +402,11 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
     def get_urls(self):
         csv_view = self.admin_site.admin_view(self.csv_view)
         wallets_csv_view = self.admin_site.admin_view(self.wallets_csv_view)
+        refunds_csv_view = self.admin_site.admin_view(self.refunds_csv_view)
         return [
             path("csv/", csv_view, name="billing_monthlybilling_csv"),
             path("wallets-csv/", wallets_csv_view, name="billing_monthlybilling_wallets_csv"),
+            path("refunds-csv/", refunds_csv_view, name="billing_monthlybilling_refunds_csv"),
             *super().get_urls()[:1],
         ]
 
@@ -463,6 +495,24 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
             "wallets_csv_url": reverse("admin:billing_monthlybilling_wallets_csv") + "?" + query,
             "ledger_month_url": f"{ledger}?{month_range}",
             "bridge": [(label, reports.usd_display(cents)) for label, cents in bridge],
+            "refund_columns": reports.REFUND_COLUMNS,
+            "refunds_total": [
+                reports.usd(cents)
+                for cents in (
+                    report.refunds_charged,
+                    report.refunds_cents,
+                    report.refunds_charged - report.refunds_cents,
+                )
+            ],
+            "refunds_csv_url": reverse("admin:billing_monthlybilling_refunds_csv") + "?" + query,
+            # The wallets' adjustments of the month: those naming a leased account (the refunds per account) and
+            # the others, so that the refunds per account reconcile with the wallets' month.
+            "adjustments_split": report.wallets_total
+            and [
+                ("Refunds naming a leased account (below)", reports.usd_display(report.refunds_cents)),
+                ("Other adjustments", reports.usd_display(report.wallets_total.adjustments - report.refunds_cents)),
+                ("= Adjustments (the wallets' column)", reports.usd_display(report.wallets_total.adjustments)),
+            ],
             "page_query": query,
             "org_query": f"&organization={report.organization_id}" if report.organization_id else "",
         }
@@ -478,6 +528,10 @@ class MonthlyBillingAdmin(ViewOnlyInTheAdmin, admin.ModelAdmin):
         if not self.may_view_wallets(request):
             raise PermissionDenied
         return self._csv(request, "wallets", reports.wallets_csv_lines)
+
+    def refunds_csv_view(self, request):
+        """Each leased account refunded in the month (charged, refunded, the difference), as the page's table."""
+        return self._csv(request, "refunds", reports.refunds_csv_lines)
 
     @staticmethod
     def may_view_wallets(request) -> bool:

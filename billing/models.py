@@ -82,6 +82,21 @@ class LedgerEntry(models.Model):
     lease = models.ForeignKey(
         "leasing.Lease", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False
     )
+    # The leased account an adjustment is for (a refund of its month, say), named by the staff member who records
+    # it; only on adjustments, and only a lease of the entry's organization (services.wallet_adjust checks both).
+    # Not `lease`: that one marks a lease charge, and everything reading a lease's charges filters on it. Its
+    # foreign key is added NOT VALID and validated apart (migration 0004), its index built concurrently.
+    adjusted_lease = models.ForeignKey(
+        "leasing.Lease",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="adjustments",
+        db_index=False,
+        verbose_name="for the leased account",
+        help_text="The lease an adjustment is for (a refund of a leased account): shown on the lease's page and in "
+        "the monthly billing per account.",
+    )
     period_index = models.PositiveIntegerField(null=True, blank=True, help_text="0 = the month from assignment")
     period_start = models.DateTimeField(null=True, blank=True)
     period_end = models.DateTimeField(null=True, blank=True)
@@ -120,6 +135,11 @@ class LedgerEntry(models.Model):
             models.Index(fields=["organization", "-created_at", "-id"], name="ledger_org_newest"),
             models.Index(fields=["kind", "period_start"], name="ledger_kind_period"),
             models.Index(fields=["actor"], name="ledger_actor", condition=Q(actor__isnull=False)),
+            models.Index(
+                fields=["adjusted_lease", "created_at"],
+                name="ledger_adjusted_lease",
+                condition=Q(adjusted_lease__isnull=False),
+            ),
         ]
 
     def __str__(self):

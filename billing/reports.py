@@ -153,6 +153,11 @@ class MonthlyReport:
     wallets: list[WalletMonth] = field(default_factory=list)
     wallets_total: WalletMonth | None = None  # None: the wallets' month was not asked for
     bridge: ChargesBridge = field(default_factory=ChargesBridge)
+    # Each leased account an adjustment recorded in the month names (a refund), with its charges of the month
+    # (_refund_rows); and the sums of both columns.
+    refunds: list[list[str]] = field(default_factory=list)
+    refunds_charged: int = 0
+    refunds_cents: int = 0
 
     @property
     def previous(self) -> date:
@@ -268,11 +273,12 @@ def _snapshot():
 def monthly_report(
     *, month: date, organization_id: str | None = None, page: int = 1, wallets: bool = True
 ) -> MonthlyReport:
-    """Six queries (one more with a wallet short at the month's end, and one or a few for all such wallets
+    """Eight queries (one more with a wallet short at the month's end, and one or a few for all such wallets
     covered since, together: _past_due_since), on one snapshot: the
     organization totals (which also count the rows, hence the pages), the rows of `page` (clamped to the pages
-    there are), the 12 monthly totals, each wallet's month and its organization, and the charges recorded in
-    the month against the charges of the month; and for a month that is over, whether it is final (one or two
+    there are), the leased accounts refunded in the month and their charges (_refund_rows), the 12 monthly
+    totals, each wallet's month and its organization, and the charges recorded in the month against the charges
+    of the month; and for a month that is over, whether it is final (one or two
     small reads: _renewals_pending). `wallets=False`: not the wallets' month (nor its queries), for staff who
     may read the report but not view wallets."""
     with _snapshot():
@@ -313,6 +319,11 @@ def _monthly_report(*, month: date, organization_id: str | None, page: int, wall
     for i in range(12):
         bar_month = add_months(first, i).date()
         report.chart.append(ChartBar(bar_month, by_month.get(bar_month, 0), selected=bar_month == report.month))
+
+    refunds = list(_refund_rows(month, organization_id))
+    report.refunds = [_refund_row(values) for values in refunds]
+    report.refunds_charged = sum(values[6] for values in refunds)
+    report.refunds_cents = sum(values[7] for values in refunds)
 
     if not wallets:
         return report
@@ -536,6 +547,101 @@ def _charges_bridge(month: date, organization_id: str | None, charged: int) -> C
         recorded_outside=-sums["recorded_outside"],
         charged=charged,
     )
+
+
+REFUND_COLUMNS = [
+    "Organization",
+    "Organization ID",
+    "Project",
+    "Project ID",
+    "Handle",
+    "Social account ID",
+    "Charged (USD)",
+    "Refunded (USD)",
+    "Charged − refunded (USD)",
+]
+
+
+def _refund_rows(month: date, organization_id: str | None):
+    """(organization name, organization id, project name, project id, handle, social account id, charged cents,
+    refunded cents) of each leased account that an adjustment recorded in the month names (staff name it when
+    they refund or correct its charges: LedgerEntry.adjusted_lease), in the report's order. Refunded: those
+    adjustments' sum (a credit is +), by the month they were recorded in, as the wallets' month counts
+    adjustments; charged: the account's charges of the month (periods starting in it), as the rows above.
+    Adjustments are few and staff-made: two small reads, along ledger_adjusted_lease and the charges' unique
+    (lease, period_index) index."""
+    start = month_start(month)
+    end = add_months(start, 1)
+    adjustments = LedgerEntry.objects.filter(
+        kind=LedgerEntry.Kind.ADJUSTMENT, adjusted_lease__isnull=False, created_at__gte=start, created_at__lt=end
+    )
+    if organization_id:
+        adjustments = adjustments.filter(organization_id=organization_id)
+    refunded = (
+        adjustments.values(
+            "adjusted_lease_id",
+            "organization__name",
+            "organization_id",
+            "adjusted_lease__project__name",
+            "adjusted_lease__project_id",
+            "adjusted_lease__handle",
+            "adjusted_lease__social_account_id",
+        )
+        .annotate(cents=Sum("amount_cents"))
+        .order_by(
+            "organization__name",
+            "organization_id",
+            "adjusted_lease__project__name",
+            "adjusted_lease__handle",
+            "adjusted_lease_id",
+        )
+    )
+    refunded = list(refunded)
+    charged = dict(
+        _month_charges(month, organization_id)
+        .filter(lease_id__in=[row["adjusted_lease_id"] for row in refunded])
+        .values("lease_id")
+        .annotate(cents=Sum("amount_cents"))
+        .values_list("lease_id", "cents")
+        .order_by()
+    )
+    for row in refunded:
+        yield (
+            row["organization__name"],
+            row["organization_id"],
+            row["adjusted_lease__project__name"],
+            row["adjusted_lease__project_id"],
+            row["adjusted_lease__handle"],
+            row["adjusted_lease__social_account_id"],
+            -charged.get(row["adjusted_lease_id"], 0),
+            row["cents"],
+        )
+
+
+def _refund_row(values: tuple) -> list[str]:
+    """A row of the refunds per leased account, the same on the page and in the CSV (no times in it)."""
+    org_name, org_id, project_name, project_id, handle, account_id, charged, refunded = values
+    return [
+        _cell(org_name),
+        org_id,
+        _cell(project_name),
+        project_id,
+        _cell(handle),
+        account_id,
+        usd(charged),
+        usd(refunded),
+        usd(charged - refunded),
+    ]
+
+
+def refunds_csv_lines(*, month: date, organization_id: str | None = None):
+    """The CSV of the refunds per leased account: REFUND_COLUMNS after a byte order mark, then a row per account."""
+    writer = csv.writer(_Line())
+    yield BOM + writer.writerow(REFUND_COLUMNS)
+    with _snapshot():
+        rows = list(_refund_rows(month, organization_id))
+    for values in rows:
+        yield writer.writerow(_refund_row(values))
 
 
 WALLET_COLUMNS = [

@@ -100,14 +100,16 @@ def _check_cents(cents, *, positive: bool) -> None:
         raise Validation({"cents": [f"At most {MAX_ENTRY_CENTS} cents per entry."]})
 
 
-def _record(*, organization_id: str, kind: str, cents: int, reason: str, actor, reference: str) -> LedgerEntry:
+def _record(
+    *, organization_id: str, kind: str, cents: int, reason: str, actor, reference: str, adjusted_lease_id=None
+) -> LedgerEntry:
     with transaction.atomic():
         wallet = _wallets_lock([organization_id])[organization_id]
         if reference:
             # Under the wallet lock, so two submissions of one reference cannot both pass this check.
             first = LedgerEntry.objects.filter(organization_id=organization_id, reference=reference).first()
             if first is not None:
-                if first.kind != kind or first.amount_cents != cents:
+                if first.kind != kind or first.amount_cents != cents or first.adjusted_lease_id != adjusted_lease_id:
                     raise Validation({"reference": ["Already used for a different entry of this organization."]})
                 first.already_recorded = True
                 return first
@@ -119,6 +121,7 @@ def _record(*, organization_id: str, kind: str, cents: int, reason: str, actor, 
             reason=reason,
             actor=actor,
             reference=reference,
+            adjusted_lease_id=adjusted_lease_id,
             created_at=now,
         )
         _append(wallet, [entry], now)
@@ -143,13 +146,20 @@ def wallet_top_up(*, organization, cents: int, reason: str = "", actor=None, ref
     )
 
 
-def wallet_adjust(*, organization, cents: int, reason: str, actor=None, reference: str = "") -> LedgerEntry:
+def wallet_adjust(
+    *, organization, cents: int, reason: str, actor=None, reference: str = "", lease: Lease | None = None
+) -> LedgerEntry:
     """Record a signed correction (credit > 0, debit < 0) with a mandatory reason. The ledger is never
-    edited: a wrong entry is corrected by an adjustment. Raises Validation on zero, an absurd amount, an
-    empty reason, or a reference already used for a different entry."""
+    edited: a wrong entry is corrected by an adjustment. `lease`: the leased account it is for (a refund of its
+    month), which must be the organization's: the lease's page and the monthly billing per account show it.
+    Raises Validation on zero, an absurd amount, an empty reason, a lease of another organization, or a
+    reference already used for a different entry."""
     _check_cents(cents, positive=False)
     if not reason or not reason.strip():
         raise Validation({"reason": ["An adjustment needs a reason."]})
+    # A lease's organization never changes: read before the wallet lock, it is the one that counts.
+    if lease is not None and lease.organization_id != organization.pk:
+        raise Validation({"lease": [f"That leased account is not leased to {organization.name}."]})
     return _record(
         organization_id=organization.pk,
         kind=LedgerEntry.Kind.ADJUSTMENT,
@@ -157,6 +167,7 @@ def wallet_adjust(*, organization, cents: int, reason: str, actor=None, referenc
         reason=reason.strip(),
         actor=actor,
         reference=reference.strip(),
+        adjusted_lease_id=lease.pk if lease is not None else None,
     )
 
 

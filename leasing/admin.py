@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Q
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -21,6 +22,7 @@ from accounts.admin_search import IdSearchMixin
 from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, ask_first, asks_first
 from accounts.models import SocialAccount
 from accounts.services import social_account_revoke
+from billing.models import LedgerEntry
 from billing.reports import stamp, usd_display
 from config.api.errors import ApiError
 from config.batches import pk_batches
@@ -591,6 +593,7 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         "released_by_who",
         "paid_through",
         "charges",
+        "refunds",
     )
     readonly_fields = fields
     actions = ["release_leases"]
@@ -655,6 +658,32 @@ class LeaseAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
             '<table id="lease-charges"><thead><tr><th>month of lease</th><th>period (UTC)</th><th>amount</th>'
             "<th>ledger entry</th></tr></thead><tbody>{}</tbody></table>",
             rows,
+        )
+
+    @admin.display(description="refunds and corrections")
+    def refunds(self, lease):
+        """The adjustments staff recorded for this leased account (a refund of a month, a correction), beside its
+        charges: what the partner was charged for it and what was given back read on one page."""
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td style='text-align:right'>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    stamp(e.created_at),
+                    usd_display(e.amount_cents),
+                    e.reason,
+                    e.actor or "",
+                    format_html('<a href="{}">{}</a>', _ledger_url(e), e.pk)
+                    if getattr(lease, "ledger_linked", False)
+                    else e.pk,
+                )
+                for e in _adjustments(lease)
+            ),
+        )
+        return format_html(
+            '<table id="lease-refunds"><thead><tr><th>recorded (UTC)</th><th>amount</th><th>reason</th><th>by</th>'
+            "<th>ledger entry</th></tr></thead><tbody>{}</tbody></table>",
+            rows or format_html("<tr><td colspan='5'>{}</td></tr>", "No adjustment names this lease."),
         )
 
     def has_add_permission(self, request):
@@ -746,9 +775,28 @@ RELEASES_IN_REQUEST = 200
 
 def _charges(lease) -> list:
     """The lease's charges in period order, read once per page (its paid-through date and its table share it)."""
-    if not hasattr(lease, "_charges"):
-        lease._charges = list(lease.ledger_entries.order_by("period_index"))
+    _read_entries(lease)
     return lease._charges
+
+
+def _adjustments(lease) -> list:
+    """The adjustments that name the lease (refunds, corrections), in ledger order."""
+    _read_entries(lease)
+    return lease._adjustments
+
+
+def _read_entries(lease) -> None:
+    # Its charges and the adjustments naming it in one statement (each side along its own index: the charges'
+    # (lease, period_index), ledger_adjusted_lease), rather than one per table on the page.
+    if hasattr(lease, "_charges"):
+        return
+    entries = list(
+        LedgerEntry.objects.filter(Q(lease=lease) | Q(adjusted_lease=lease))
+        .select_related("actor")
+        .order_by("created_at", "id")
+    )
+    lease._charges = sorted((e for e in entries if e.lease_id == lease.pk), key=lambda e: e.period_index)
+    lease._adjustments = [e for e in entries if e.adjusted_lease_id == lease.pk]
 
 
 def _who(lease, action: str, staff) -> str:
