@@ -288,6 +288,9 @@ class MoneyForm(forms.Form):
             if data.get("kind") != LedgerEntry.Kind.ADJUSTMENT:
                 self.add_error("leased_account", "Only an adjustment names a leased account.")
                 return data
+            if not is_valid("sa", leased_account):
+                self.add_error("leased_account", "Not a leased account id (sa_…, as the monthly billing lists it).")
+                return data
             # A social account is leased once (Lease.social_account is one-to-one): its id names one lease.
             data["lease"] = Lease.objects.filter(social_account_id=leased_account).first()
             if data["lease"] is None:

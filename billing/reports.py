@@ -558,7 +558,7 @@ REFUND_COLUMNS = [
     "Social account ID",
     "Charged (USD)",
     "Refunded (USD)",
-    "Charged − refunded (USD)",
+    "Charged - refunded (USD)",
 ]
 
 

@@ -113,7 +113,7 @@ def test_a_refund_naming_a_leased_account_shows_on_its_lease_and_in_the_months_p
         "Social account ID",
         "Charged (USD)",
         "Refunded (USD)",
-        "Charged − refunded (USD)",
+        "Charged - refunded (USD)",
     ]
     assert per_account["tbody"] == [
         [
@@ -152,8 +152,11 @@ def test_an_adjustment_cannot_name_another_organizations_leased_account_or_be_a_
         organization=owner.org.pk,
         amount="49.00",
         reason="Refund",
-        leased_account="sa_" + "0" * 26,
+        leased_account="sa_00000000-0000-4000-8000-000000000000",
         token="x" * 32,
+    )
+    malformed = record(
+        finance, organization=owner.org.pk, amount="49.00", reason="Refund", leased_account="@leased", token="z" * 32
     )
     top_up = record(
         finance,
@@ -165,7 +168,9 @@ def test_an_adjustment_cannot_name_another_organizations_leased_account_or_be_a_
         token="y" * 32,
     )
 
-    for refused in (other, unknown, top_up):
+    for refused in (other, unknown, malformed, top_up):
         assert refused.redirect_chain == [] and "leased_account" in refused.context["form"].errors
     assert "not leased to Acme" in str(other.context["form"].errors["leased_account"])
+    assert "No leased account has this id" in str(unknown.context["form"].errors["leased_account"])
+    assert "Not a leased account id" in str(malformed.context["form"].errors["leased_account"])
     assert not LedgerEntry.objects.filter(kind__in=["adjustment", "top_up"]).exists()
