@@ -13,9 +13,9 @@ from accounts import (
     auth_admin,  # noqa: F401  (replaces Django's user and group admins)
     services,
 )
-from accounts.admin_bulk import ROW_MESSAGES, tell
+from accounts.admin_bulk import ROW_MESSAGES, Said, audit_rows, runs_in_batches, tell
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
-from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, about, ask_first, asks_first, skip_in_action
+from accounts.admin_site import NothingToSaveMixin, ViewOnlyInTheAdmin, about, ask_first, asks_first
 from accounts.models import (
     ApiKey,
     DataDeletionRequest,
@@ -32,6 +32,7 @@ from accounts.models import (
 from accounts.platforms.http import WEB_REQUEST_PLATFORM_CALLS
 from accounts.platforms.scopes import stored_scopes
 from config.adminpaging import LargeTablePaginator
+from config.batches import row_batches
 
 
 class ProjectInline(admin.TabularInline):
@@ -75,6 +76,7 @@ class OrganizationAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
     inlines = [ProjectInline, OnboardingStepInline]
     actions = ["offboard_organizations"]
 
+    @runs_in_batches
     @asks_first
     @admin.action(description="Off-board selected organizations", permissions=["change"])
     def offboard_organizations(self, request, queryset):
@@ -88,15 +90,19 @@ class OrganizationAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
             return page
         # One web request makes at most WEB_REQUEST_PLATFORM_CALLS platform calls (gunicorn's grace): the
         # service revokes the accounts that fit and queues the rest for a worker, as revoke_accounts does.
+        # The organizations a batch at a time, each batch's audit rows written once it is done (runs_in_batches).
         budget = WEB_REQUEST_PLATFORM_CALLS
-        for organization in queryset:
-            result = services.organization_offboard(
-                organization_id=organization.pk, actor=request.user, platform_calls=budget
-            )
-            budget -= result.platform_calls
-            report = result.report(show_balance=show_balance)
-            self.message_user(request, about(organization, report, label=str(organization)),
-                              messages.SUCCESS if result.complete else messages.WARNING)  # fmt: skip
+        for organizations in row_batches(queryset):
+            for organization in organizations:
+                result = services.organization_offboard(
+                    organization_id=organization.pk, actor=request.user, platform_calls=budget
+                )
+                budget -= result.platform_calls
+                report = result.report(show_balance=show_balance)
+                self.message_user(request, about(organization, report, label=str(organization)),
+                                  messages.SUCCESS if result.complete else messages.WARNING)  # fmt: skip
+            description = self.offboard_organizations.short_description
+            audit_rows(organizations, user_id=request.user.pk, description=description)
 
     @staticmethod
     def _offboard_consequences(organizations, show_balance: bool) -> list[tuple[str, str]]:
@@ -248,6 +254,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             },
         )
 
+    @runs_in_batches
     @asks_first
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request, queryset):
@@ -270,25 +277,38 @@ class ApiKeyAdmin(admin.ModelAdmin):
         )
         if page is not None:
             return page
-        revoked, already = [], []
-        for key in queryset:
-            if key.revoked_at is not None:
-                already.append(about(key, "already revoked.", label=str(key)))
-                skip_in_action(self, request, key, None)
-                continue
-            services.api_key_revoke(key=key)
-            revoked.append(about(key, "revoked.", label=str(key)))
+        # A batch of keys at a time (one transaction, one read of them), each batch's audit rows written once it
+        # is revoked (runs_in_batches): the keys revoked get theirs, the ones found revoked already none.
+        revoked, already = Said(), Said()
+        for keys in row_batches(queryset):
+            done = set(services.api_keys_revoke(key_ids=[key.pk for key in keys]))
+            for key in keys:
+                if key.pk in done:
+                    revoked.add(about(key, "revoked.", label=str(key)))
+                else:
+                    already.add(about(key, "already revoked.", label=str(key)))
+            audit_rows(
+                [key for key in keys if key.pk in done],
+                user_id=request.user.pk,
+                description=self.revoke_keys.short_description,
+            )
         # Each key named while they are few, counted past that ("select all" over every key: a message each).
         tell(
             self,
             request,
-            revoked,
+            revoked.rows,
             messages.SUCCESS,
-            f"API keys: {len(revoked):,} revoked: every call made with them is refused (401) from now on.",
+            f"API keys: {revoked.count:,} revoked: every call made with them is refused (401) from now on.",
         )
-        tell(self, request, already, messages.WARNING, f"API keys: {len(already):,} already revoked: left as they are.")
-        if 0 < len(revoked) <= ROW_MESSAGES:  # the skipped ones are said above: "Revoked 0 key(s)." read as a success
-            self.message_user(request, f"Revoked {len(revoked)} key(s).", messages.SUCCESS)
+        tell(
+            self,
+            request,
+            already.rows,
+            messages.WARNING,
+            f"API keys: {already.count:,} already revoked: left as they are.",
+        )
+        if 0 < revoked.count <= ROW_MESSAGES:  # the skipped ones are said above: "Revoked 0 key(s)." read as a success
+            self.message_user(request, f"Revoked {revoked.count} key(s).", messages.SUCCESS)
 
 
 class EventTypeFilter(admin.SimpleListFilter):
@@ -600,6 +620,7 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # rows are the audit trail: revoke instead
 
+    @runs_in_batches
     @asks_first
     @admin.action(description="Revoke (disconnect) selected accounts", permissions=["change"])
     def revoke_accounts(self, request, queryset):
@@ -613,47 +634,51 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         # A revoke calls the platform after its commit: those that fit this request's platform calls are made
         # now, the rest by a worker (services.RevokeBudget). Each kind of outcome is said of each account while
         # they are few, and counted past that (tell): 5,000 accounts were 5,000 messages.
+        # The accounts a batch at a time (config.batches.row_batches), each batch's audit rows written once it is
+        # done (runs_in_batches): the accounts disconnected or handed to the worker get theirs at the click, as
+        # before; those left alone none.
         budget = services.RevokeBudget(calls=WEB_REQUEST_PLATFORM_CALLS)
-        told = {kind: [] for kind in ("done", "queued", "left", "already", "leased", "meanwhile")}
+        told = {kind: Said() for kind in ("done", "queued", "left", "already", "leased", "meanwhile")}
         canceled = released = 0
-        for account in queryset:
-            if account.status == SocialAccount.Status.DISCONNECTED:
-                told["already"].append(about(account, "already disconnected."))
-                skip_in_action(self, request, account, None)
-                continue
-            if account.kind == SocialAccount.Kind.LEASED and not may_release:
-                # Revoking a leased account releases its lease (billing stops): that is a lease change.
-                told["leased"].append(about(account, "leased; releasing it needs the lease permission."))
-                skip_in_action(self, request, account, None)
-                continue
-            result = budget.revoke(account, actor=request.user)
-            if result == services.REVOKE_LEFT:
-                told["left"].append(
-                    about(account, "left as it is: the task queue did not take its revoke. Revoke it again.")
+        for accounts in row_batches(queryset):
+            acted = []
+            for account in accounts:
+                if account.status == SocialAccount.Status.DISCONNECTED:
+                    told["already"].add(about(account, "already disconnected."))
+                    continue
+                if account.kind == SocialAccount.Kind.LEASED and not may_release:
+                    # Revoking a leased account releases its lease (billing stops): that is a lease change.
+                    told["leased"].add(about(account, "leased; releasing it needs the lease permission."))
+                    continue
+                result = budget.revoke(account, actor=request.user)
+                if result == services.REVOKE_LEFT:
+                    told["left"].add(
+                        about(account, "left as it is: the task queue did not take its revoke. Revoke it again.")
+                    )
+                    continue
+                if result == services.REVOKE_QUEUED:
+                    acted.append(account)
+                    told["queued"].add(
+                        about(account, "a worker disconnects it in a moment (too many revokes at the platform for "
+                              "one page); reload the list to see it disconnected.")
+                    )  # fmt: skip
+                    continue
+                if not result.revoked:
+                    # Disconnected by someone else (the partner's DELETE, a colleague) after the list read it:
+                    # "disconnected" would tell this one they did what the status history says another did.
+                    told["meanwhile"].add(
+                        about(account, f"already disconnected {_disconnected_by(account)}; nothing done.")
+                    )
+                    continue
+                acted.append(account)
+                canceled += result.canceled_scheduled_posts
+                released += result.released
+                told["done"].add(
+                    about(account, f"disconnected, {result.canceled_scheduled_posts} queued post(s) canceled")
+                    + (", lease released" if result.released else "")
                 )
-                skip_in_action(self, request, account, None)
-                continue
-            if result == services.REVOKE_QUEUED:
-                told["queued"].append(
-                    about(account, "a worker disconnects it in a moment (too many revokes at the platform for one "
-                          "page); reload the list to see it disconnected.")
-                )  # fmt: skip
-                continue
-            if not result.revoked:
-                # Disconnected by someone else (the partner's DELETE, a colleague) after the list read it:
-                # "disconnected" would tell this one they did what the status history says another did.
-                told["meanwhile"].append(
-                    about(account, f"already disconnected {_disconnected_by(account)}; nothing done.")
-                )
-                skip_in_action(self, request, account, None)
-                continue
-            canceled += result.canceled_scheduled_posts
-            released += result.released
-            told["done"].append(
-                about(account, f"disconnected, {result.canceled_scheduled_posts} queued post(s) canceled")
-                + (", lease released" if result.released else "")
-            )
-        count = {kind: f"Social accounts: {len(rows):,}" for kind, rows in told.items()}
+            audit_rows(acted, user_id=request.user.pk, description=self.revoke_accounts.short_description)
+        count = {kind: f"Social accounts: {said.count:,}" for kind, said in told.items()}
         for kind, level, many in (
             ("done", messages.SUCCESS, f"disconnected, {canceled:,} queued post(s) canceled, {released:,} lease(s) "
              "released."),
@@ -665,7 +690,7 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
             ("meanwhile", messages.WARNING, "disconnected by someone else (the partner, a colleague) after the list "
              "was read: nothing done to them."),
         ):  # fmt: skip
-            tell(self, request, told[kind], level, f"{count[kind]} {many}")
+            tell(self, request, told[kind].rows, level, f"{count[kind]} {many}")
 
     @staticmethod
     def _revoke_consequences(accounts, may_release: bool) -> list[tuple[str, str]]:

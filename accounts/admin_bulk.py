@@ -19,6 +19,7 @@ the ones the worker does included, when it does them."""
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib import messages
@@ -38,9 +39,11 @@ ROW_MESSAGES = 10
 
 
 def runs_in_batches(action):
-    """Marks an admin action that calls `run_in_batches`: the audit (accounts/admin_site._audited) neither reads
-    the selection for it nor writes its rows; run_in_batches writes those of the rows it did, and the worker
-    those it does."""
+    """Marks an admin action that reads its selection a batch at a time and audits the rows it did itself:
+    `run_in_batches` (and its worker) do, as do the revokes and the off-boarding, which read their rows with
+    config.batches.row_batches and write each batch's audit rows with `audit_rows`. The audit
+    (accounts/admin_site._audited) then neither reads the selection for it (the whole of it, at once) nor writes
+    its rows."""
     action.runs_in_batches = True
     return action
 
@@ -106,6 +109,20 @@ def run_in_batches(
         )
 
 
+@dataclass
+class Said:
+    """The messages of one kind of outcome of an action, gathered a batch at a time: the first ROW_MESSAGES + 1
+    (past ROW_MESSAGES, `tell` says only the count: no need to hold the others) and how many there were."""
+
+    rows: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if len(self.rows) <= ROW_MESSAGES:
+            self.rows.append(message)
+
+
 def tell(modeladmin, request, rows: list[str], level, many: str) -> None:
     """The messages of one kind of outcome of an action: `rows`, one message per row, while there are at most
     ROW_MESSAGES of them; past that, the one message `many` counting them."""
@@ -142,12 +159,17 @@ def audit(model, ids: list, *, user_id, description: str) -> None:
     (a delivery's body): the row's label needs none."""
     if not ids or user_id is None:
         return
-    texts = [field.name for field in model._meta.concrete_fields if isinstance(field, TextField)]
+    texts = [column.name for column in model._meta.concrete_fields if isinstance(column, TextField)]
+    audit_rows(model._default_manager.filter(pk__in=ids).defer(*texts), user_id=user_id, description=description)
+
+
+def audit_rows(rows, *, user_id, description: str) -> None:
+    """The audit rows of `rows` (instances an action did, a batch of them: their labels are copied as they
+    are, so read them with what their label needs, a social account's identity), as `audit` writes them."""
+    if user_id is None or not rows:
+        return
     LogEntry.objects.log_actions(
-        user_id=user_id,
-        queryset=model._default_manager.filter(pk__in=ids).defer(*texts),
-        action_flag=CHANGE,
-        change_message=f"Admin action: {description}",
+        user_id=user_id, queryset=rows, action_flag=CHANGE, change_message=f"Admin action: {description}"
     )
 
 

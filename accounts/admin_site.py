@@ -7,8 +7,9 @@ object gets a LogEntry ("Admin action: …", by whom, when), shown on its Histor
 `LogEntry` queries, like any other admin change. An object the action left alone (refused by its service,
 already in the target state, beyond the staff member's permissions) is reported with `skip_in_action` and
 gets no row: the history says what was done, not what was selected. An action over a whole list
-(`runs_in_batches`: retry or cancel posts, resend deliveries, release leases) writes the rows of what it did
-itself, and its worker those it does later (accounts/admin_bulk.py). Custom views keep their own audit
+(`runs_in_batches`: retry or cancel posts, resend deliveries, release leases, revoke accounts or API keys,
+off-board organizations) reads its selection a batch at a time and writes the rows of what it did itself, and
+its worker those it does later (accounts/admin_bulk.py). Custom views keep their own audit
 trails (lease requests: LeaseAction rows; money: the ledger entry's actor).
 
 The irreversible bulk actions (revoke API keys, revoke accounts, release leases, retry posts anyway) ask
