@@ -15,7 +15,9 @@ leave alone a row already done, so staff who run the action again, or two staff 
 row once, and each is told only what they did. The page then says, in a few messages, how many rows were
 done, how many were left alone and why (counted by reason; each one named only when there are few), and how
 many the worker does. Each row done gets its audit row (LogEntry, by the staff member, "Admin action: …"),
-the ones the worker does included, when it does them."""
+the ones the worker does included, when it does them. A worker's batch that fails is tried again from there
+(a passing database error), or one row at a time (a row's own failure); a row not done gets "Admin action not
+done: …" and the error in its history (by_a_worker)."""
 
 import logging
 from collections import defaultdict
@@ -24,16 +26,23 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.db import DatabaseError, OperationalError, transaction
 from django.db.models import TextField
 from django.utils.text import capfirst
 
-from config.batches import BATCH_ROWS, BatchOutcome, batches, pk_batches
-from config.queueing import enqueue
+from config.batches import BATCH_ROWS, BatchOutcome, pk_batches
+from config.queueing import backoff_countdown, enqueue
+from config.text import shorten
 
 log = logging.getLogger(__name__)
 
 # The ids one queued task takes (its message carries them: about 80 KB).
 TASK_ROWS = 2_000
+# A worker's task that met a passing database error on a batch is tried again from that batch this many times,
+# RETRY_AFTER_SECONDS doubling (30 s to 8 min: about 15 minutes in all, past a failover or a deadlock storm).
+TASK_RETRIES = 5
+RETRY_AFTER_SECONDS = 30
 # Rows named one message each, per kind of outcome; past that many, one message counts them.
 ROW_MESSAGES = 10
 
@@ -96,8 +105,9 @@ def run_in_batches(
         modeladmin.message_user(
             request,
             f"{names}: {handed:,} more of those selected are handed to a worker, which does the same to each "
-            "(and leaves alone the same kinds) in the next minutes, and records it in their history; reload the "
-            "list to follow it.",
+            "(and leaves alone the same kinds) in the next minutes, and records it in their history; a row it "
+            "cannot do gets a line there saying so and why (also in your Recent actions). Reload the list to "
+            "follow it.",
             messages.INFO,
         )
     if left:
@@ -173,11 +183,33 @@ def audit_rows(rows, *, user_id, description: str) -> None:
     )
 
 
-def by_a_worker(*, model, ids: list, staff_user_id, mark, description: str, service) -> dict:
+def by_a_worker(
+    *,
+    model,
+    ids: list,
+    staff_user_id,
+    mark,
+    description: str,
+    service,
+    task=None,
+    task_args: tuple = (),
+    batch_rows: int = BATCH_ROWS,
+) -> dict:
     """What a worker does of an action's rows handed to it (`ids`): `service(ids, actor, mark)` a batch
-    at a time, each batch's rows done audited as the staff member's. Safe to run twice (a message the broker
-    delivered again, a worker killed mid-way): the service leaves alone a row already done. Returns the counts
-    (the task's result; what was left alone is logged, staff read the rows themselves)."""
+    (`batch_rows`) at a time, each batch's rows done audited as the staff member's in the same transaction.
+    Safe to run twice (a message the broker delivered again, a worker killed mid-way): the service leaves alone
+    a row already done. Returns the counts (the task's result; what was left alone is logged, staff read the
+    rows themselves).
+
+    A batch that raises was rolled back whole (service and audit: nothing of it done, nothing recorded). The
+    page told staff the worker does these rows, so a failure must not end the task with the rest undone and a
+    log line only (40,000 retries, their second half never made, and no one told). A passing database error (a
+    deadlock, a lock or statement timeout, the database restarting or unreachable: OperationalError) retries
+    `task` (the bound task running this; `task_args`: its arguments after `description`) with the ids from that
+    batch on, the ones done before not given again, up to TASK_RETRIES times. Any other error, or one still
+    there after the retries, is a row's own (a value its service cannot write): the batch is then done one row
+    at a time, so that the row cannot hold back the others, and each row that still fails gets a line in its
+    history saying the action was not done to it, and why (`not_done`)."""
     from django.contrib.auth import get_permission_codename, get_user_model
 
     # The worker runs minutes after the click, in the staff member's name: it acts only while they still may.
@@ -199,12 +231,99 @@ def by_a_worker(*, model, ids: list, staff_user_id, mark, description: str, serv
         return {"done": 0, "leftAlone": len(ids), "refused": "staff user may no longer act"}
     done = skipped = 0
     reasons: dict[str, int] = defaultdict(int)
-    for batch in batches(ids, BATCH_ROWS):
-        outcome = service(batch, actor, mark)
-        audit(model, outcome.done, user_id=actor.pk, description=description)
+    failed: dict = {}
+
+    def do(rows: list) -> None:
+        nonlocal done, skipped
+        with transaction.atomic():
+            outcome = service(rows, actor, mark)
+            audit(model, outcome.done, user_id=actor.pk, description=description)
         done += len(outcome.done)
         skipped += len(outcome.skipped)
         for refused in outcome.skipped.values():
             reasons[refused.code] += 1
-    log.info("admin action %r by %s: %d done, %d left alone %s", description, actor, done, skipped, dict(reasons))
-    return {"done": done, "leftAlone": skipped}
+
+    for start in range(0, len(ids), batch_rows):
+        batch = ids[start : start + batch_rows]
+        try:
+            do(batch)
+            continue
+        except OperationalError as exc:
+            if task is not None and task.request.retries < TASK_RETRIES:
+                countdown = backoff_countdown(task.request.retries, first=RETRY_AFTER_SECONDS)
+                log.warning(
+                    "admin action %r by %s: %d done, then a database error (%s); the %d rows left are tried again "
+                    "in %d s",
+                    description,
+                    actor,
+                    done,
+                    _first_line(exc),
+                    len(ids) - start,
+                    countdown,
+                )
+                raise task.retry(
+                    args=(ids[start:], staff_user_id, mark, description, *task_args),
+                    countdown=countdown,
+                    max_retries=TASK_RETRIES,
+                    exc=exc,
+                ) from exc
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - a row's own failure, whatever it is: found below, row by row
+            error = exc
+        log.warning("admin action %r by %s: a batch failed (%s); its rows one at a time", description, actor, error)
+        for pk in batch:
+            try:
+                do([pk])
+            except Exception as exc:  # noqa: BLE001 - recorded on the row, for staff, and logged
+                failed[pk] = exc
+    if failed:
+        try:
+            not_done(model, failed, user_id=actor.pk, description=description)
+        except DatabaseError:
+            log.exception("admin action %r by %s: the rows not done could not be recorded", description, actor)
+        log.error(
+            "admin action %r by %s: %d rows not done (their history says why), for example %s: %s",
+            description,
+            actor,
+            len(failed),
+            next(iter(failed)),
+            _first_line(next(iter(failed.values()))),
+        )
+    log.info(
+        "admin action %r by %s: %d done, %d left alone %s, %d failed",
+        description,
+        actor,
+        done,
+        skipped,
+        dict(reasons),
+        len(failed),
+    )
+    return {"done": done, "leftAlone": skipped, **({"failed": len(failed)} if failed else {})}
+
+
+def not_done(model, failed: dict, *, user_id, description: str) -> None:
+    """The history line of each row of `model` a worker could not do an action to (`failed`: the error of each
+    id), as the staff member's, beside the lines of what was done: "Admin action not done: …", the error, and
+    what to do. Staff see it on the row's History page and in their Recent actions; the rows stay as they
+    were, in the list they filtered. A database still failing to write these is logged (by_a_worker)."""
+    rows = {str(row.pk): row for row in model._default_manager.filter(pk__in=list(failed)).only("pk")}
+    content_type = ContentType.objects.get_for_model(model, for_concrete_model=False)
+    LogEntry.objects.bulk_create(
+        LogEntry(
+            user_id=user_id,
+            content_type=content_type,
+            object_id=str(pk),
+            object_repr=str(rows.get(str(pk), pk))[: LogEntry._meta.get_field("object_repr").max_length],
+            action_flag=CHANGE,
+            change_message=(
+                f"Admin action not done: {description}. The worker's attempt failed: "
+                f"{shorten(_first_line(error), 300)}. Run the action again on it."
+            ),
+        )
+        for pk, error in failed.items()
+    )
+
+
+def _first_line(error: Exception) -> str:
+    """What an error says, on one line: a database error's first (its DETAIL lines can quote a row's data)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -73,9 +73,11 @@ def pool_account_refresh_token(self, pool_account_id: str) -> str:
         return retry_or_leave_to_the_tick(self, exc, what=f"pool token refresh of {pool_account_id}")
 
 
-@shared_task
-def leases_release_by_staff(lease_ids: list, staff_user_id: int, mark, description: str) -> dict:
-    """The rest of a staff release of many leases (admin: more than one web request releases), one by one."""
+@shared_task(bind=True)
+def leases_release_by_staff(self, lease_ids: list, staff_user_id: int, mark, description: str) -> dict:
+    """The rest of a staff release of many leases (admin: more than one web request releases), one by one: each
+    release is its own transaction (it takes the organization's wallet lock, as the renewal job does: a batch in
+    one transaction would hold it for all of them), with its history line."""
     from accounts.admin_bulk import by_a_worker
     from leasing.models import Lease
 
@@ -86,4 +88,6 @@ def leases_release_by_staff(lease_ids: list, staff_user_id: int, mark, descripti
         mark=mark,
         description=description,
         service=lambda ids, actor, mark: services.leases_release(lease_ids=ids, actor=actor),
+        task=self,
+        batch_rows=1,
     )

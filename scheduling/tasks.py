@@ -82,9 +82,9 @@ def global_platform_posts_sync() -> int:
     return services.posts_sync_metrics()
 
 
-@shared_task
+@shared_task(bind=True)
 def posts_retry_by_staff(
-    post_ids: list[str], staff_user_id: int, mark, description: str, checked_on_platform: bool = False
+    self, post_ids: list[str], staff_user_id: int, mark, description: str, checked_on_platform: bool = False
 ) -> dict:
     """The rest of a staff retry of many posts (admin: more than one web request does), a batch at a time."""
     from accounts.admin_bulk import by_a_worker
@@ -102,11 +102,13 @@ def posts_retry_by_staff(
         mark=mark,
         description=description,
         service=retry,
+        task=self,
+        task_args=(checked_on_platform,),
     )
 
 
-@shared_task
-def posts_cancel_by_staff(post_ids: list[str], staff_user_id: int, mark, description: str) -> dict:
+@shared_task(bind=True)
+def posts_cancel_by_staff(self, post_ids: list[str], staff_user_id: int, mark, description: str) -> dict:
     """The rest of a staff cancel of many posts (admin: more than one web request does), a batch at a time."""
     from accounts.admin_bulk import by_a_worker
     from scheduling.models import ScheduledPost
@@ -118,4 +120,5 @@ def posts_cancel_by_staff(post_ids: list[str], staff_user_id: int, mark, descrip
         mark=mark,
         description=description,
         service=lambda ids, actor, mark: services.posts_cancel(post_ids=ids, actor=actor),
+        task=self,
     )

@@ -75,8 +75,8 @@ def events_purge_expired() -> int:
     return services.events_purge_expired()
 
 
-@shared_task
-def deliveries_resend_by_staff(delivery_ids: list[str], staff_user_id: int, mark, description: str) -> dict:
+@shared_task(bind=True)
+def deliveries_resend_by_staff(self, delivery_ids: list[str], staff_user_id: int, mark, description: str) -> dict:
     """The rest of a staff resend of many deliveries (admin: more than one web request does), a batch at a time.
     Only rows change here: the relay sends them, at each receiver's pace, from its next tick."""
     from accounts.admin_bulk import by_a_worker
@@ -91,4 +91,5 @@ def deliveries_resend_by_staff(delivery_ids: list[str], staff_user_id: int, mark
         service=lambda ids, actor, mark: services.deliveries_resend(
             delivery_ids=ids, actor=actor, attempted_after=mark, send_now=False
         ),
+        task=self,
     )
