@@ -14,6 +14,9 @@ RUN_PORT = $(shell $(if $(PORT),PORT=$(PORT) )$(PY) manage.py shell --no-imports
 # from the environment or .env; empty: the default queue). Asked of the settings themselves, when the run
 # recipe is expanded (after install), so that the worker listens where the tasks go.
 WEBHOOK_QUEUE = $(shell $(PY) manage.py shell --no-imports -c "from django.conf import settings; print(settings.LAYERS_WEBHOOK_QUEUE or 'celery')")
+# Staff's bulk work (the rest of an admin action over a whole list, the revokes it hands over) has a worker of its
+# own too, on LAYERS_BULK_QUEUE (empty: the default queue), asked of the settings the same way.
+BULK_QUEUE = $(shell $(PY) manage.py shell --no-imports -c "from django.conf import settings; print(settings.LAYERS_BULK_QUEUE or 'celery')")
 
 .PHONY: install run test lint format chromium redis pgready
 
@@ -48,6 +51,7 @@ run: install
 	@trap 'trap - INT TERM EXIT; wait' INT; trap 'trap - INT TERM EXIT; kill 0' TERM EXIT; \
 	$(VENV)/bin/celery -A config worker -l info --pool threads --concurrency 8 -Q celery -n main@%h & \
 	$(VENV)/bin/celery -A config worker -l info --pool threads --concurrency 4 -Q $(WEBHOOK_QUEUE) -n webhooks@%h & \
+	$(VENV)/bin/celery -A config worker -l info --pool threads --concurrency 4 -Q $(BULK_QUEUE) -n bulk@%h & \
 	$(VENV)/bin/celery -A config beat -l info --scheduler django_celery_beat.schedulers:DatabaseScheduler & \
 	$(VENV)/bin/gunicorn config.wsgi -c config/gunicorn_conf.py --bind 127.0.0.1:$(RUN_PORT) & \
 	wait -n  # if any of them dies, stop them all (the EXIT trap) rather than run on half-broken

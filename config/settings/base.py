@@ -736,10 +736,30 @@ if broker_timeouts(CELERY_BROKER_URL):
 # endpoints that are slow or down hold those threads only, never the ones publishing posts. Empty: the
 # default queue, for a deployment that runs one kind of worker and accepts that sharing.
 LAYERS_WEBHOOK_QUEUE = env.str("LAYERS_WEBHOOK_QUEUE", default="webhooks")
+# The rest of a staff action over a whole list (accounts/admin_bulk.py: retry, cancel, resend, release) and the
+# revokes an admin revoke or an off-boarding hands to a worker go to a queue of their own too, consumed by a
+# worker of its own (`make run` starts one; README, Production). On the default queue one "select all" put its
+# tasks ahead of every publish queued after the click: a 200,000-row resend is 99 tasks of 2,000 ids (0.5-1.6 s
+# of a thread each), a 40,000-post retry held publishing 18-47 s, and 50,000 revoked accounts are 50,000 tasks
+# of up to three platform calls each. Empty: the default queue, shared with publishing.
+LAYERS_BULK_QUEUE = env.str("LAYERS_BULK_QUEUE", default="bulk")
 CELERY_TASK_ROUTES = {
-    f"accounts.webhooks.tasks.{name}": {"queue": LAYERS_WEBHOOK_QUEUE}
-    for name in ("webhook_fan_out", "webhook_deliver", "webhook_send", "webhooks_tick")
-    if LAYERS_WEBHOOK_QUEUE
+    **{
+        f"accounts.webhooks.tasks.{name}": {"queue": LAYERS_WEBHOOK_QUEUE}
+        for name in ("webhook_fan_out", "webhook_deliver", "webhook_send", "webhooks_tick")
+        if LAYERS_WEBHOOK_QUEUE
+    },
+    **{
+        name: {"queue": LAYERS_BULK_QUEUE}
+        for name in (
+            "scheduling.tasks.posts_retry_by_staff",
+            "scheduling.tasks.posts_cancel_by_staff",
+            "accounts.webhooks.tasks.deliveries_resend_by_staff",
+            "leasing.tasks.leases_release_by_staff",
+            "accounts.tasks.social_account_revoke_by_staff",
+        )
+        if LAYERS_BULK_QUEUE
+    },
 }
 # Without it, Celery's Django fixup closes the worker's database connection before and after every task,
 # so every task opened a new one; connections now live by CONN_MAX_AGE, as in the web processes
