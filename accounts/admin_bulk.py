@@ -169,8 +169,14 @@ def audit(model, ids: list, *, user_id, description: str) -> None:
     (a delivery's body): the row's label needs none."""
     if not ids or user_id is None:
         return
+    audit_rows(_labelled(model, ids), user_id=user_id, description=description)
+
+
+def _labelled(model, ids: list):
+    """The rows of `model` of `ids`, read for their labels: without their text columns (a delivery's body), which
+    no label needs."""
     texts = [column.name for column in model._meta.concrete_fields if isinstance(column, TextField)]
-    audit_rows(model._default_manager.filter(pk__in=ids).defer(*texts), user_id=user_id, description=description)
+    return model._default_manager.filter(pk__in=ids).defer(*texts)
 
 
 def audit_rows(rows, *, user_id, description: str) -> None:
@@ -306,7 +312,7 @@ def not_done(model, failed: dict, *, user_id, description: str) -> None:
     id), as the staff member's, beside the lines of what was done: "Admin action not done: …", the error, and
     what to do. Staff see it on the row's History page and in their Recent actions; the rows stay as they
     were, in the list they filtered. A database still failing to write these is logged (by_a_worker)."""
-    rows = {str(row.pk): row for row in model._default_manager.filter(pk__in=list(failed)).only("pk")}
+    rows = {str(row.pk): row for row in _labelled(model, list(failed))}
     content_type = ContentType.objects.get_for_model(model, for_concrete_model=False)
     LogEntry.objects.bulk_create(
         LogEntry(
