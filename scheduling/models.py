@@ -194,6 +194,12 @@ class ScheduledPost(models.Model):
             ),
             # The resolver: publishing rows waiting for a status check or whose claim expired.
             models.Index(fields=["next_check_at"], condition=models.Q(status="publishing"), name="sp_publishing_check"),
+            # Its share-out between organizations (services.posts_claim_for_resolution): each one's soonest.
+            models.Index(
+                fields=["organization", "next_check_at"],
+                condition=models.Q(status="publishing"),
+                name="sp_org_check_publishing",
+            ),
             models.Index(fields=["project", "-created_at", "-id"], name="sp_project_newest"),
             models.Index(fields=["social_account", "status"], name="sp_account_status"),
             models.Index(

@@ -724,117 +724,169 @@ def publishing_claim(now: datetime) -> dict:
     }
 
 
-# A claim shares out the soonest FAIR_CLAIM_WINDOW_BATCHES × `limit` due posts (one index range, the cost
-# of the claim whatever the number of organizations) while every due post fits in that window, which is the
-# usual case: then every organization with a post due takes part. Past it, each organization's soonest due
-# posts are read on their own (_PER_ORGANIZATION_CLAIM_SQL), one index probe per organization.
-FAIR_CLAIM_WINDOW_BATCHES = 20
-# How many candidates the per-organization read hands to the lock (× `limit`): one batch would fill the claim
-# from a single organization; the second is there for rows a concurrent dispatcher holds (SKIP LOCKED).
-FAIR_CLAIM_BATCHES_PER_ORGANIZATION = 2
-
 # What a worker whose clock is off from the database's does not do (config/clock.py): every claim compares
 # times with this process's clock (a post due, a lease run out), and a worker 90 s ahead published posts 90 s
 # early, one 5 minutes ahead took over and failed posts another worker was publishing. The ticks of the other
 # workers claim them (beat sends each tick to any worker).
 CLOCK_OFF_CLAIMS = "dispatcher: this worker claims no post (due, to check or to prepare); the other workers' ticks do"
 
-# How many posts are due, counted no further than one past the window (sp_due_queued): whether the window
-# holds them all.
+
+@dataclass(frozen=True)
+class Claimable:
+    """Which posts one of the dispatcher's claims takes, as SQL over the posts table's own columns: `status`
+    (written into the statements, not bound: a partial index on a status serves a literal only, and prepared
+    statements, LAYERS_DB_PREPARED_STATEMENTS, would be planned for any status), `due` the time column the
+    claim goes by (soonest first, up to the claim's `due_by`), and `also` any further condition, starting with
+    AND, with named parameters. Unqualified: the claim reads them in several places, and checks them again on
+    each row it locks (a row another dispatcher changed meanwhile is then left out)."""
+
+    status: str
+    due: str
+    also: str = ""
+
+    def sql(self) -> str:
+        return f"status = '{self.status}' AND {self.due} <= %(due_by)s{self.also}"
+
+
+# A claim shares out the soonest FAIR_CLAIM_WINDOW_BATCHES × `limit` claimable posts (one index range, the
+# cost of the claim whatever the number of organizations) while every claimable post fits in that window,
+# which is the usual case: then every organization with one takes part. Past it, each organization's soonest
+# are read on their own (_PER_ORGANIZATION_CANDIDATES_SQL), one index probe per organization.
+FAIR_CLAIM_WINDOW_BATCHES = 20
+# How many candidates, first by turns, a claim hands to the lock (× `limit`): one batch would fill the claim
+# from a single organization's; the second is there for rows a concurrent dispatcher holds (SKIP LOCKED).
+FAIR_CLAIM_BATCHES_PER_ORGANIZATION = 2
+
+# How many posts are claimable, counted no further than one past the window (on the claim's partial index by
+# its due column): whether the window holds them all.
 _DUE_IN_WINDOW_SQL = """
 SELECT count(*) FROM (
-    SELECT 1 FROM {table} WHERE status = '{queued}' AND due_at <= %(now)s ORDER BY due_at LIMIT %(past_window)s
+    SELECT 1 FROM {table} WHERE {claimable} ORDER BY {due} LIMIT %(past_window)s
 ) due
 """
 
-# Every due post is in the window: its posts, shared out by turns.
-_WINDOW_CLAIM_SQL = """
-WITH due AS MATERIALIZED (
-    SELECT id, organization_id, due_at FROM {table}
-    WHERE status = '{queued}' AND due_at <= %(now)s
-    ORDER BY due_at LIMIT %(window)s
-), ranked AS (
-    SELECT id, due_at, row_number() OVER (PARTITION BY organization_id ORDER BY due_at, id) AS turn FROM due
-)
-SELECT p.id FROM {table} p JOIN ranked r ON r.id = p.id
-WHERE p.status = '{queued}' AND p.due_at <= %(now)s
-ORDER BY r.turn, r.due_at, r.id
+# Every claimable post is in the window: the window's posts (one index range).
+_WINDOW_CANDIDATES_SQL = """
+    SELECT id AS post_id, organization_id, {due} AS due_time FROM {table}
+    WHERE {claimable}
+    ORDER BY {due} LIMIT %(window)s
+"""
+
+# More claimable posts than the window: each organization's soonest ones, read on its own (a partial index by
+# organization and the due column: one short index range per organization). Sharing out the window instead
+# left out every organization but one whose burst filled it. An organization's posts past turn `each` -
+# (organizations with one) + 1 cannot be among the `each` candidates (every other organization has its first
+# one ahead of them), so no more are read: 10,000 organizations with 10 due each read 10,000 posts, not 100,000.
+_PER_ORGANIZATION_CANDIDATES_SQL = """
+    WITH due_organizations AS MATERIALIZED (
+        SELECT o.id FROM {organizations} o WHERE EXISTS (
+            SELECT 1 FROM {table} WHERE organization_id = o.id AND {claimable}
+        )
+    )
+    SELECT d.* FROM due_organizations o CROSS JOIN LATERAL (
+        SELECT id AS post_id, organization_id, {due} AS due_time FROM {table}
+        WHERE organization_id = o.id AND {claimable}
+        ORDER BY {due} LIMIT GREATEST(1, %(each)s + 1 - (SELECT count(*) FROM due_organizations))
+    ) d
+"""
+
+# The candidates in the order of their turns, cut to `each`.
+_TURNS_SQL = """
+WITH due AS MATERIALIZED ({candidates})
+SELECT post_id FROM (
+    SELECT post_id, due_time, row_number() OVER (PARTITION BY organization_id ORDER BY due_time, post_id) AS turn
+    FROM due
+) ranked
+ORDER BY turn, due_time, post_id
+LIMIT %(each)s
+"""
+
+# Then the first `limit` of them still claimable are locked, in that order (the claimable conditions name the
+# table's columns alone: r's are post_id and turn). A statement of its own, given the ids: joined back to the
+# table in the statement that picked them, the planner took the candidates for the single row it expects of a
+# due range (next_check_at is set on publishing rows only, a few of the table's), and read the due range
+# again for each of them: 118 ms for 300 checks due here, growing with their square. An array's length it
+# knows: the due range is read once, or each id is one probe of the primary key.
+_LOCK_IN_TURN_SQL = """
+SELECT p.id FROM unnest(%(ids)s::varchar[]) WITH ORDINALITY AS r(post_id, turn)
+JOIN {table} p ON p.id = r.post_id
+WHERE {claimable}
+ORDER BY r.turn
 LIMIT %(limit)s
 FOR UPDATE OF p SKIP LOCKED
 """
 
-# More due posts than the window: each organization's soonest due posts, read on its own (sp_org_due_queued:
-# one short index range per organization), then shared out by turns. Sharing out the window instead left out
-# every organization but one whose burst filled it. An organization's posts past turn `each` - (organizations
-# with a post due) + 1 cannot be among the `each` candidates (every other organization has its first one
-# ahead of them), so no more are read: 10,000 organizations with 10 due each read 10,000 posts, not 100,000.
-# The candidates are cut to `each` before they are joined back to the table to be locked: joined whole, the
-# planner hashed every due post of the table for it (75 ms at 100,000 due).
-_PER_ORGANIZATION_CLAIM_SQL = """
-WITH due_organizations AS MATERIALIZED (
-    SELECT o.id FROM {organizations} o WHERE EXISTS (
-        SELECT 1 FROM {table} WHERE organization_id = o.id AND status = '{queued}' AND due_at <= %(now)s
-    )
-), due AS MATERIALIZED (
-    SELECT d.id, d.organization_id, d.due_at FROM due_organizations o CROSS JOIN LATERAL (
-        SELECT id, organization_id, due_at FROM {table}
-        WHERE organization_id = o.id AND status = '{queued}' AND due_at <= %(now)s
-        ORDER BY due_at LIMIT GREATEST(1, %(each)s + 1 - (SELECT count(*) FROM due_organizations))
-    ) d
-), picked AS MATERIALIZED (
-    SELECT id, due_at, row_number() OVER (PARTITION BY organization_id ORDER BY due_at, id) AS turn FROM due
-    ORDER BY turn, due_at, id LIMIT %(each)s
-)
-SELECT p.id FROM picked r JOIN {table} p ON p.id = r.id
-WHERE p.status = '{queued}' AND p.due_at <= %(now)s
-ORDER BY r.turn, r.due_at, r.id
-LIMIT %(limit)s
-FOR UPDATE OF p SKIP LOCKED
-"""
+# SQLite (make run): one dispatcher, soonest first.
+_SOONEST_CLAIM_SQL = "SELECT id FROM {table} WHERE {claimable} ORDER BY {due} LIMIT %(limit)s"
+
+
+def _claim_by_turns(
+    claimable: Claimable, *, due_by: datetime, limit: int, updates: dict, params: dict | None = None
+) -> list[str]:
+    """Lock up to `limit` `claimable` posts whose due column has passed `due_by`, apply `updates` to them in
+    the same transaction, and return their ids in the order they should be handed out: organizations take
+    turns. Each organization's soonest claimable post goes first, then each one's second, and so on (by the
+    due column within an organization, and between equal turns). Strictly soonest first, one organization's
+    burst of 3,000 posts went to the workers ahead of another's post due the same instant (~70 s late here).
+    Every organization with a claimable post takes part, however many another has: the turns are shared among
+    the soonest FAIR_CLAIM_WINDOW_BATCHES × `limit` while they are all there is; a burst larger than that
+    (`limit` is often a few dozen) held back everyone else's posts after its start until it had drained, so
+    past the window each organization's soonest are read on their own. Rows another dispatcher holds are
+    skipped (FOR UPDATE SKIP LOCKED: each row goes to exactly one of them, none waits), and a row another one
+    claimed since this one read it is left out (its conditions are checked again on the row locked).
+    `params` are the named parameters of `claimable.also`."""
+    adapt = connection.ops.adapt_datetimefield_value
+    params = {key: adapt(value) if isinstance(value, datetime) else value for key, value in (params or {}).items()}
+    window = limit * FAIR_CLAIM_WINDOW_BATCHES
+    params |= {
+        "due_by": adapt(due_by),
+        "limit": limit,
+        "window": window,
+        "past_window": window + 1,
+        "each": limit * FAIR_CLAIM_BATCHES_PER_ORGANIZATION,
+    }
+    names = {
+        "table": ScheduledPost._meta.db_table,
+        "organizations": Organization._meta.db_table,
+        "claimable": claimable.sql(),
+        "due": claimable.due,
+    }
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            if connection.vendor != "postgresql":  # make run on SQLite: one dispatcher, no turns needed
+                claim_sql = _SOONEST_CLAIM_SQL.format(**names)
+            else:
+                # The planner's estimate of the per-organization read grows with the organizations table (a
+                # probe each): past about 2,000 organizations it crossed PostgreSQL's jit_above_cost, and
+                # compiling took 250-300 ms of a claim doing 20-50 ms of work, every tick.
+                cursor.execute("SET LOCAL jit = off")
+                cursor.execute(_DUE_IN_WINDOW_SQL.format(**names), params)
+                count = cursor.fetchone()[0]
+                if not count:  # an idle tick: one index probe, as before the turns
+                    return []
+                candidates = _WINDOW_CANDIDATES_SQL if count <= window else _PER_ORGANIZATION_CANDIDATES_SQL
+                cursor.execute(_TURNS_SQL.format(candidates=candidates.format(**names)), params)
+                params["ids"] = [row[0] for row in cursor.fetchall()]
+                claim_sql = _LOCK_IN_TURN_SQL.format(**names)
+            cursor.execute(claim_sql, params)
+            ids = [row[0] for row in cursor.fetchall()]
+        if ids:
+            ScheduledPost.objects.filter(pk__in=ids).update(**updates)
+    return ids
+
+
+# The publisher's claim (sp_due_queued, sp_org_due_queued).
+DUE_POSTS = Claimable(status=ScheduledPost.Status.QUEUED.value, due="due_at")
 
 
 def posts_claim_due(*, now: datetime | None = None, limit: int = 500) -> list[str]:
     """Claim up to `limit` due queued posts (queued → publishing) and return their ids, in the order they
-    should be sent: organizations take turns. Strictly by due time, one organization's burst of 3,000 posts
-    went to the workers ahead of another's post due the same instant (~70 s late here): each organization's
-    first due post goes first, then each one's second, and so on (by due time within an organization, and
-    between equal turns). Every organization with a post due takes part, however many another has due: the
-    turns are shared among the soonest FAIR_CLAIM_WINDOW_BATCHES × `limit` due posts only while they are all
-    the due posts; a burst larger than that (`limit` is what the workers took since the last tick, often a
-    few dozen) held back everyone else's posts due after its start until it had drained, so past the window
-    each organization's soonest due posts are read on their own. Rows another dispatcher holds are skipped
-    (SKIP LOCKED), as in _claim. None while this process's clock is off (CLOCK_OFF_CLAIMS)."""
+    should be sent: organizations take turns (_claim_by_turns), so one partner's campaign does not hold back
+    another's posts. None while this process's clock is off (CLOCK_OFF_CLAIMS)."""
     if not clock.clock_trustworthy(refusing=CLOCK_OFF_CLAIMS):
         return []
     now = now or timezone.now()
-    if connection.vendor != "postgresql":  # make run on SQLite: one dispatcher, no window functions needed
-        return _claim(
-            status=ScheduledPost.Status.QUEUED, due_field="due_at", now=now, limit=limit, updates=publishing_claim(now)
-        )
-    names = {
-        "table": ScheduledPost._meta.db_table,
-        "organizations": Organization._meta.db_table,
-        # Written into the statements, not bound: a partial index (status = 'queued') serves a literal only,
-        # and prepared statements (LAYERS_DB_PREPARED_STATEMENTS) would be planned for any status.
-        "queued": ScheduledPost.Status.QUEUED.value,
-    }
-    window = limit * FAIR_CLAIM_WINDOW_BATCHES
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            # The planner's estimate of the per-organization read grows with the organizations table (a probe
-            # each): past about 2,000 organizations it crossed PostgreSQL's jit_above_cost, and compiling took
-            # 250-300 ms of a claim doing 20-50 ms of work, every tick.
-            cursor.execute("SET LOCAL jit = off")
-            cursor.execute(_DUE_IN_WINDOW_SQL.format(**names), {"now": now, "past_window": window + 1})
-            claim_sql = _WINDOW_CLAIM_SQL if cursor.fetchone()[0] <= window else _PER_ORGANIZATION_CLAIM_SQL
-            cursor.execute(
-                claim_sql.format(**names),
-                {"now": now, "window": window, "each": limit * FAIR_CLAIM_BATCHES_PER_ORGANIZATION, "limit": limit},
-            )
-            ids = [row[0] for row in cursor.fetchall()]
-        if ids:
-            ScheduledPost.objects.filter(pk__in=ids).update(**publishing_claim(now))
-    return ids
+    return _claim_by_turns(DUE_POSTS, due_by=now, limit=limit, updates=publishing_claim(now))
 
 
 def posts_claimed_waiting() -> int:
@@ -845,17 +897,24 @@ def posts_claimed_waiting() -> int:
     ).count()
 
 
+# The status-check claim (sp_publishing_check, sp_org_check_publishing): posts sent to the platform awaiting
+# their outcome, and posts whose worker's lease ran out.
+TO_CHECK = Claimable(status=ScheduledPost.Status.PUBLISHING.value, due="next_check_at")
+
+
 def posts_claim_for_resolution(*, now: datetime | None = None, limit: int = 500) -> list[str]:
-    """Claim publishing posts whose status check is due or whose worker's lease ran out. None while this
-    process's clock is off (CLOCK_OFF_CLAIMS): it would read another worker's lease as run out, and fail a
-    post that worker is putting live."""
+    """Claim publishing posts whose status check is due or whose worker's lease ran out. Organizations take
+    turns, as in posts_claim_due (_claim_by_turns): strictly the longest waiting first, one partner's campaign
+    of thousands of posts awaiting their checks (each asked again every 2 minutes at most) made every other
+    partner's post wait behind it to become `published`. None while this process's clock is off
+    (CLOCK_OFF_CLAIMS): it would read another worker's lease as run out, and fail a post that worker is putting
+    live."""
     if not clock.clock_trustworthy(refusing=CLOCK_OFF_CLAIMS):
         return []
     now = now or timezone.now()
-    return _claim(
-        status=ScheduledPost.Status.PUBLISHING,
-        due_field="next_check_at",
-        now=now,
+    return _claim_by_turns(
+        TO_CHECK,
+        due_by=now,
         limit=limit,
         updates={"next_check_at": now + CLAIM_LEASE, "claimed_until": now + CLAIM_LEASE},
     )

@@ -101,3 +101,19 @@ def a_burst(tenant, account_id: str, *, start, count: int) -> list:
             for n in range(1, count + 1)
         ),
     ]
+
+
+def sent_awaiting_check(posts: list) -> list:
+    """`posts` (queued, as a_burst makes them) as the platform's accepted posts whose outcome Layers has not
+    read yet: `publishing` with a publish id, their status check due at their due time (their order)."""
+    from django.db.models import F
+
+    ScheduledPost.objects.filter(pk__in=[p.pk for p in posts]).update(
+        status=ScheduledPost.Status.PUBLISHING,
+        attempts=1,
+        publish_attempted_at=F("due_at"),
+        publish_id=F("id"),
+        claimed_until=F("due_at"),
+        next_check_at=F("due_at"),
+    )
+    return posts

@@ -13,7 +13,7 @@ from accounts.models import Organization
 from scheduling import services
 from scheduling.models import ScheduledPost
 from tests.factories import make_account
-from tests.scheduling.publish_helpers import a_burst, schedule_now
+from tests.scheduling.publish_helpers import a_burst, schedule_now, sent_awaiting_check
 
 
 @contextmanager
@@ -35,6 +35,15 @@ def explained_claims():
 
     with connection.execute_wrapper(explain):
         yield plans
+
+
+def posts_read(node: dict) -> int:
+    """Rows of the posts table a plan's scans went through (the rows they returned and those their filters
+    removed, on every loop)."""
+    read = 0
+    if node.get("Relation Name") == ScheduledPost._meta.db_table:
+        read = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+    return read + sum(posts_read(child) for child in node.get("Plans", []))
 
 
 def churned_organizations(count: int) -> None:
@@ -123,3 +132,38 @@ def test_past_the_window_three_dispatchers_at_once_claim_each_post_once(owner, s
         everything.extend(ids)
     assert len(everything) == 60 == len(set(everything))
     assert ScheduledPost.objects.filter(status="publishing", attempts=1).count() == 60
+
+
+def test_an_idle_status_check_tick_reads_one_index_probe(owner):
+    """The status checks take turns between organizations too; with nothing to check (most ticks) the claim
+    is the one count it was before."""
+    post = sent_awaiting_check(a_burst(owner, make_account(owner).pk, start=timezone.now(), count=0))[0]
+    ScheduledPost.objects.filter(pk=post.pk).update(next_check_at=timezone.now() + timedelta(minutes=2))
+    churned_organizations(3000)
+
+    with explained_claims() as plans:
+        claimed = services.posts_claim_for_resolution()
+
+    assert claimed == []
+    assert len(plans) == 1 and plans[0][1] < 100, [buffers for _, buffers in plans]
+
+
+def test_checks_due_are_locked_one_probe_each_however_few_the_planner_expects(owner, sibling):
+    """next_check_at is set on publishing posts only, so the planner expects about one post of a big table to
+    have a check due, however many do. Joined back to the table in the statement that shared them out, the
+    claimed posts were each found by probing the whole due range again: 118 ms and 140,000 buffers for 300
+    checks due, growing with their square. They are locked through their ids, the due range read once."""
+    start = timezone.now() - timedelta(minutes=1)
+    history = a_burst(owner, make_account(owner).pk, start=start, count=12000)
+    ScheduledPost.objects.filter(pk__in=[p.pk for p in history]).update(status="published", published_at=start)
+    due = sent_awaiting_check(a_burst(owner, make_account(owner).pk, start=start, count=99))
+    due += sent_awaiting_check(a_burst(sibling, make_account(sibling).pk, start=start + timedelta(seconds=1), count=0))
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {ScheduledPost._meta.db_table}")
+
+    with explained_claims() as plans:
+        claimed = services.posts_claim_for_resolution()
+
+    assert sorted(claimed) == sorted(p.pk for p in due) and claimed[1] == due[-1].pk  # the sibling's, second
+    read = [posts_read(plan[0]["Plan"]) for plan, _ in plans]
+    assert sum(read) < 5 * len(due), read  # 10,000 (101 × 101) joined back
