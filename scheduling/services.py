@@ -694,22 +694,6 @@ PREPARE_IN_FLIGHT_MAX = 200
 PREPARE_IN_FLIGHT_FOR = timedelta(minutes=2)
 
 
-def _claim(*, status: str, due_field: str, now: datetime, limit: int, updates: dict, **filters) -> list[str]:
-    """Lock up to `limit` rows in `status` whose `due_field` has passed `now` (and that match `filters`) —
-    skipping rows another dispatcher holds (`FOR UPDATE SKIP LOCKED`: each row goes to exactly one of them,
-    none waits) — and apply `updates` to them in the same transaction. Returns their ids."""
-    with transaction.atomic():
-        ids = list(
-            ScheduledPost.objects.select_for_update(skip_locked=True)
-            .filter(status=status, **{f"{due_field}__lte": now}, **filters)
-            .order_by(due_field)
-            .values_list("pk", flat=True)[:limit]
-        )
-        if ids:
-            ScheduledPost.objects.filter(pk__in=ids).update(**updates)
-    return ids
-
-
 def publishing_claim(now: datetime) -> dict:
     """What claiming a queued post writes (queued → publishing, with a lease until a worker or the resolver
     takes it). For an UPDATE that is conditional on status = queued."""
@@ -920,12 +904,30 @@ def posts_claim_for_resolution(*, now: datetime | None = None, limit: int = 500)
     )
 
 
+_INSTAGRAM_PLACEMENTS = ", ".join(f"'{placement}'" for placement in sorted(set(INSTAGRAM_PLACEMENT.values())))
+# The preparation's claim (sp_due_queued, sp_org_due_queued): queued Instagram posts to publish (the placement
+# says the platform without a join), not yet taken for it, due within the claim's `due_by` but not yet due.
+TO_PREPARE = Claimable(
+    status=ScheduledPost.Status.QUEUED.value,
+    due="due_at",
+    also=(
+        " AND due_at > %(now)s"
+        f" AND mode = '{ScheduledPost.Mode.PUBLISH.value}'"
+        f" AND placement IN ({_INSTAGRAM_PLACEMENTS})"
+        " AND prepare_claimed_at IS NULL"
+    ),
+)
+
+
 def posts_claim_for_preparation(*, now: datetime | None = None, limit: int = 500) -> list[str]:
     """Claim queued Instagram posts (mode publish) due within LAYERS_PREPARE_AHEAD whose container has not
     been made yet, for post_prepare. A post already due is left to the publisher, which makes its container
     itself. Each post is claimed for this once: a preparation that fails or dies is not tried again, and the
-    publisher then makes the container at the post's time, as it would without preparation. None while this
-    process's clock is off (CLOCK_OFF_CLAIMS)."""
+    publisher then makes the container at the post's time, as it would without preparation. Organizations take
+    turns, as in posts_claim_due (_claim_by_turns): soonest first, one partner's campaign took every slot in
+    flight (PREPARE_IN_FLIGHT_MAX) until it was all prepared, and another partner's reel due a few minutes
+    after its start waited at its time for Instagram to process the media. None while this process's clock is
+    off (CLOCK_OFF_CLAIMS)."""
     if not clock.clock_trustworthy(refusing=CLOCK_OFF_CLAIMS):
         return []
     now = now or timezone.now()
@@ -937,16 +939,8 @@ def posts_claim_for_preparation(*, now: datetime | None = None, limit: int = 500
     limit = min(limit, PREPARE_IN_FLIGHT_MAX - in_flight)
     if limit <= 0:
         return []
-    return _claim(
-        status=ScheduledPost.Status.QUEUED,
-        due_field="due_at",
-        now=now + ahead,
-        limit=limit,
-        updates={"prepare_claimed_at": now},
-        due_at__gt=now,
-        mode=ScheduledPost.Mode.PUBLISH,
-        placement__in=INSTAGRAM_PLACEMENT.values(),  # the placement says the platform without a join
-        prepare_claimed_at__isnull=True,
+    return _claim_by_turns(
+        TO_PREPARE, due_by=now + ahead, limit=limit, updates={"prepare_claimed_at": now}, params={"now": now}
     )
 
 
