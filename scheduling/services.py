@@ -1870,7 +1870,8 @@ def _with_code(status: PublishStatus) -> str:
 
 def _publish_throttled(post: ScheduledPost, status: PublishStatus, now: datetime) -> str:
     """The call that makes the post public was throttled (Instagram's media_publish; its container waits), or
-    failed for now on the platform's side ("try_again": Instagram's 2207008): each such call is an attempt,
+    failed for now on the platform's side ("try_again": Instagram's 2207008, Graph's codes 1 and 2, an error
+    Meta marks `is_transient`): each such call is an attempt,
     asked again after the same backoff as _retry_later, and the post fails RATE_LIMITED (PLATFORM_UNAVAILABLE)
     once the next call would fall past its retry window. Instagram's 24 h quota is rolling: a slot frees as a
     post of the day before ages out, so asking again for the window can still publish it, at one media_publish

@@ -149,7 +149,8 @@ class PublishStatus:
     platform's own code, `fail_reason` a human sentence). "throttled": the call that makes it public was
     throttled (Instagram's media_publish against the 24 h publishing quota); asking again later may
     publish it, `retry_after` seconds from now when the platform said. "try_again": that call failed on the
-    platform's side for now (Instagram's 2207008), and it says to ask again soon. "unpublished": a status read that
+    platform's side for now and it says to ask again soon (Instagram's 2207008, Graph codes 1 and 2,
+    `is_transient`, a 5xx with Graph's error object), or the call never left. "unpublished": a status read that
     was not to publish (publish_status(publish=False)) found an Instagram container that is no post yet and
     becomes one only by the media_publish that read did not make."""
 

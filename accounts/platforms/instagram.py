@@ -68,9 +68,11 @@ TRANSIENT_CODES = frozenset({1, 2})
 # timeout downloading the media ("Try again"), 2207032 creating the media failed, 2207053 unknown upload error.
 # Transient whatever the code beside them. And 2207008,
 # "Temporary error publishing a container. Try again 1-2 times in the next 30 seconds to 2 minutes" (Instagram
-# Platform > Error Codes), which failed the post as refused content: on media_publish, where it comes, it is a
+# Platform > Error Codes), which failed the post as refused content. On media_publish, where it comes, it is a
 # "try_again" status (publish_status), asked again with backoff for the post's retry window as a throttled
-# media_publish is. Not at every status check: that called media_publish every 2 minutes for a day.
+# media_publish is; so is every other "not now" of Meta's there (codes 1 and 2, "a temporary issue due to
+# downtime. Wait and retry", `is_transient: true`, a 5xx carrying the Graph error object: Graph API > Handling
+# Errors). Not at every status check: that called media_publish every 2 minutes for a day.
 PUBLISH_AGAIN_SUBCODE = 2207008
 TRANSIENT_SUBCODES = frozenset({2207001, 2207003, PUBLISH_AGAIN_SUBCODE, 2207032, 2207053})
 # 2207051 comes with code 4, the code of Meta's app throttling, but is no throttle: "The publishing action is
@@ -435,9 +437,13 @@ class InstagramClient:
                         state="throttled", fail_code=exc.code, fail_reason=str(exc), retry_after=exc.retry_after
                     )
                 except PlatformUnavailable as exc:
-                    if _subcode_of(exc) != PUBLISH_AGAIN_SUBCODE:
+                    if exc.outcome_unknown:
+                        # No answer of Meta's (a timeout, a gateway's page, a body cut short): it may have
+                        # published it. Asked again at every status check, which reads the container first.
                         raise
-                    # Instagram said it did not publish it, for now: asked again as a throttled one is.
+                    # Meta's own "not now" (2207008, codes 1 and 2, is_transient, a 5xx with its error object)
+                    # or a call that never left: not published, and the container keeps. Asked again as a
+                    # throttled one is, within the post's retry window.
                     return PublishStatus(state="try_again", fail_code=exc.code, fail_reason=str(exc))
                 else:
                     media_id = platform_id(published.get("id"))
@@ -679,11 +685,6 @@ def _permalink(media: dict, media_id: str) -> str | None:
 
 def _code_of(exc: PlatformError) -> int | None:
     return as_int(exc.code.split("/")[0])
-
-
-def _subcode_of(exc: PlatformError) -> int | None:
-    code, _, subcode = exc.code.partition("/")
-    return as_int(subcode) if subcode else None
 
 
 def _needs_reauth(exc: RequestRejected) -> PermissionMissing:
