@@ -62,7 +62,12 @@ TOKEN_INVALID_CODES = frozenset({190, 102})
 # 4, 17, 32, 613: Graph API throttling, and 341 "Application limit reached: temporary issue due to downtime or
 # throttling. Wait and retry" (it failed the post at once as refused content); 80002: the Business Use Case limit
 # of an Instagram account, the limits Meta applies to Instagram Platform calls.
-THROTTLING_CODES = frozenset({4, 17, 32, 341, 613, 80002})
+# 368: "Temporarily blocked for policies violations. Wait and retry the operation" (Graph API > Handling Errors):
+# the account may not post for a while, and nothing is wrong with the post. As refused content it failed
+# PLATFORM_REJECTED at once, and the partner would change a post that needed only to wait. A throttle: asked
+# again with backoff for the post's retry window, then RATE_LIMITED ("try later"), in Meta's words.
+POLICY_BLOCK_CODE = 368
+THROTTLING_CODES = frozenset({4, 17, 32, 341, 613, 80002, POLICY_BLOCK_CODE})
 TRANSIENT_CODES = frozenset({1, 2})
 # Failures on Instagram's side that Meta says to retry (with a new container): 2207001 server error, 2207003 a
 # timeout downloading the media ("Try again"), 2207032 creating the media failed, 2207053 unknown upload error.
@@ -725,8 +730,8 @@ def _usage_retry_after(response: httpx.Response) -> float | None:
 
 def _raise_for_graph(response: httpx.Response, body, *, secrets: tuple[str | None, ...]) -> None:
     """Raise the typed error a Graph answer means. Codes decide, not statuses: a dead token is code 190
-    with HTTP 400 (or 102); the codes 4, 17, 32, 341, 613, 80002 and the publishing-quota subcode are throttling,
-    except a post suspected as spam (subcode 2207051, with code 4)."""
+    with HTTP 400 (or 102); the codes 4, 17, 32, 341, 613, 80002, a temporary policy block (368) and the
+    publishing-quota subcode are throttling, except a post suspected as spam (subcode 2207051, with code 4)."""
     status = response.status_code
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):

@@ -870,6 +870,9 @@ def test_an_undecodable_answer_is_platform_unavailable(platform):
         (400, ig_error(341, message="Application limit reached"), RateLimited, "341"),
         (400, ig_error(102, message="Session key invalid or no longer valid"), TokenInvalid, "102"),
         (400, ig_error(102, 460), TokenInvalid, "102/460"),
+        # 368 "Temporarily blocked for policies violations. Wait and retry the operation" (same page): it was
+        # refused content, and the post failed at once for a block that lifts.
+        (400, ig_error(368, 1390008, "You've been temporarily blocked from using it."), RateLimited, "368/1390008"),
         (500, ig_error(2), PlatformUnavailable, "2"),
         (503, ig_error(100), PlatformUnavailable, "100"),
         (400, ig_error(100, 33, f"Object {SECRET} does not exist"), RequestRejected, "100/33"),

@@ -787,6 +787,89 @@ def test_a_media_publish_that_keeps_failing_for_now_is_given_up_after_the_retry_
     assert sandbox_posts("instagram", "ig.publish.stuck") == []
 
 
+# Graph API > Handling Errors (https://developers.facebook.com/docs/graph-api/guides/error-handling): code 368,
+# "Temporarily blocked for policies violations. Wait and retry the operation." The account may post again once
+# the block lifts, nothing is wrong with the post: it failed PLATFORM_REJECTED at once, and the partner, told the
+# content was refused, would change a post that needed only to wait.
+POLICY_BLOCK = {
+    "error": {
+        "message": "It looks like you were misusing this feature by going too fast. You've been temporarily "
+        "blocked from using it.",
+        "type": "OAuthException",
+        "code": 368,
+        "error_subcode": 1390008,
+        "fbtrace_id": "AbC",
+    }
+}
+
+
+def posting_call(path: str, calls: list, *, times: int | None = None):
+    """Answer the POSTs to `path` (Instagram's container creation or media_publish) with POLICY_BLOCK (the first
+    `times`, or all), counting them; every other call reaches the sandbox."""
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        if request.method != "POST" or not request.url.path.endswith(path):
+            return sandbox.handle_request(request)
+        calls.append(request.url.path)
+        if times is not None and len(calls) > times:
+            return sandbox.handle_request(request)
+        return httpx.Response(400, json=POLICY_BLOCK)
+
+    return answer
+
+
+@pytest.mark.parametrize("path", ["/media", MEDIA_PUBLISH], ids=["container", "media_publish"])
+def test_a_post_blocked_for_a_while_is_published_once_the_block_lifts(owner, path):
+    username = f"blocked.once.{path.strip('/')}"
+    account = connected_account(owner, "instagram", username)
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    calls: list = []
+
+    with intercepted({path: posting_call(path, calls, times=1)}):
+        run_dispatcher()
+        waiting = post(owner, scheduled["id"])
+        for minutes in (1, 3):
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+
+    assert waiting["status"] in ("queued", "publishing") and waiting["error"] is None, waiting
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "published", body
+    received = sandbox_posts("instagram", username)
+    assert len(received) == 1 and body["externalId"] == received[0].external_id
+    assert len(calls) == 2, calls
+
+
+@pytest.mark.parametrize("path", ["/media", MEDIA_PUBLISH], ids=["container", "media_publish"])
+def test_a_post_blocked_all_along_fails_rate_limited_after_its_retry_window_in_metas_words(owner, path):
+    username = f"blocked.{path.strip('/')}"
+    account = connected_account(owner, "instagram", username)
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    calls: list = []
+
+    with intercepted({path: posting_call(path, calls)}):
+        run_dispatcher()
+        first = post(owner, scheduled["id"])
+        for minutes in [*range(1, 70), 3 * 60]:
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+
+    assert first["status"] in ("queued", "publishing"), first
+    body = post(owner, scheduled["id"])
+    # "Try later", not "refused": the code the partner waits on, with Meta's words and code for support.
+    assert body["status"] == "failed" and body["error"]["code"] == "RATE_LIMITED", body
+    assert "(retry window: 60 minutes)" in body["error"]["message"], body["error"]
+    assert "temporarily blocked" in body["error"]["message"] and "368" in body["error"]["message"], body["error"]
+    # Asked again with the publisher's backoff, not at every tick: each attempt's call (and, for a container,
+    # the one made ahead of the retry's time: post_prepare), none after the window.
+    assert 5 < body["attempts"] < 20 and body["attempts"] <= len(calls) <= 2 * body["attempts"], (
+        len(calls),
+        body["attempts"],
+    )
+    assert sandbox_posts("instagram", username) == []
+    assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+
+
 # --- Answers in shapes the platform does not document ------------------------------------------------
 # The platform has the post in each of these: it must end `published` (never `publishing` for ever, never sent
 # again), and what is handed to partners as externalId / externalUrl must be the post's or nothing.
