@@ -759,7 +759,13 @@ def _raise_for_graph(response: httpx.Response, body, *, secrets: tuple[str | Non
             f"instagram: HTTP {status}", code=f"http_{status}", status=status, outcome_unknown=True
         )
     if status >= 400:
-        raise RequestRejected(f"instagram: HTTP {status}", code=f"http_{status}", status=status)
+        # Graph answers its errors with its error object (Graph API > Handling Errors), so a 4xx without one is
+        # an edge's page in front of it (a CDN's or a proxy's 403 or 404). Read as Meta's refusal, it failed the
+        # post as refused content (PLATFORM_REJECTED), for a post no one had refused. An edge answering 4xx
+        # turned the request away (it did not carry it out): an outage, retried, and a publish may be sent again.
+        raise PlatformUnavailable(
+            f"instagram: HTTP {status} without Graph's error object", code=f"http_{status}", status=status
+        )
     if not isinstance(body, dict):
         raise PlatformUnavailable(
             "instagram: the answer is not JSON", code="bad_response", status=status, outcome_unknown=True

@@ -593,10 +593,12 @@ def _raise_for_answer(response: httpx.Response, body, *, grant: str | None, secr
         # Not TikTok's own error (that is the envelope above) but a gateway's or a crashed server's page:
         # the request may have been carried out before it.
         raise PlatformUnavailable(f"tiktok: HTTP {status}", code=f"http_{status}", status=status, outcome_unknown=True)
-    if status == 401:
-        # TikTok tells a dead token in its envelope (401 access_token_invalid, handled above). A 401 without it
-        # is a gateway's or a proxy's page: reading it as a dead token flipped every account behind that edge
-        # to reauth_required. The edge refused the request before TikTok saw it, so it is safe to send again.
-        raise PlatformUnavailable("tiktok: HTTP 401 without TikTok's error envelope", code="http_401", status=status)
     if status >= 400:
-        raise RequestRejected(f"tiktok: HTTP {status}", code=f"http_{status}", status=status)
+        # TikTok tells a dead token in its envelope (401 access_token_invalid, handled above), and every refusal of
+        # its own as well (its envelope, or the OAuth `error`: PLATFORMS.md). A 4xx without either is a gateway's
+        # or a proxy's page (a CDN's 403 or 404): reading a 401 as a dead token flipped every account behind that
+        # edge to reauth_required, and any other as TikTok's refusal failed the post as refused content
+        # (PLATFORM_REJECTED). The edge refused the request before TikTok saw it, so it is safe to send again.
+        raise PlatformUnavailable(
+            f"tiktok: HTTP {status} without TikTok's error envelope", code=f"http_{status}", status=status
+        )

@@ -878,7 +878,10 @@ def test_an_undecodable_answer_is_platform_unavailable(platform):
         (400, ig_error(100, 33, f"Object {SECRET} does not exist"), RequestRejected, "100/33"),
         (403, ig_error(10), RequestRejected, "10"),
         (500, b"", PlatformUnavailable, "http_500"),
-        (404, b"", RequestRejected, "http_404"),
+        # A 4xx without Graph's error object is an edge's page (a CDN, a proxy), not Meta refusing the call.
+        (404, b"", PlatformUnavailable, "http_404"),
+        (403, b"<html><body><h1>403 Forbidden</h1></body></html>", PlatformUnavailable, "http_403"),
+        (400, {"message": "Bad Request"}, PlatformUnavailable, "http_400"),
         (500, DEEP_USAGE.encode(), PlatformUnavailable, "http_500"),  # a RecursionError to Python's decoder
     ],
 )
@@ -890,6 +893,18 @@ def test_instagram_graph_answers_map_to_typed_errors(status, body, error, code):
 
     assert caught.value.code == code
     assert_no_token_in(caught.value, SECRET)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("status", [400, 403, 404])
+def test_an_edges_4xx_page_is_an_outage_in_which_nothing_was_carried_out(platform, status):
+    # Graph answers its errors with its error object, TikTok with its envelope: a 4xx without either is a CDN's
+    # or a proxy's page. Read as the platform refusing, it failed the post as refused content. The edge turned
+    # the request away, so the request may be sent again (outcome known: nothing done).
+    with pytest.raises(PlatformUnavailable) as caught:
+        stub(platform, status, b"<html><body>Forbidden</body></html>").get_profile(access_token=SECRET)
+
+    assert caught.value.code == f"http_{status}" and caught.value.outcome_unknown is False
 
 
 @pytest.mark.parametrize(("status", "error"), [(400, RequestRejected), (429, RateLimited), (500, PlatformUnavailable)])

@@ -870,6 +870,62 @@ def test_a_post_blocked_all_along_fails_rate_limited_after_its_retry_window_in_m
     assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
 
 
+# An edge's page (a CDN's or a proxy's HTML 403 or 404) in front of the platform's API, not the API's own error
+# (Graph answers its errors with its error object, https://developers.facebook.com/docs/graph-api/guides/
+# error-handling; TikTok with its envelope, PLATFORMS.md). It read as the platform refusing the post: failed
+# PLATFORM_REJECTED at once, "The platform refused the post: instagram: HTTP 403", for a post no one had refused.
+# A 4xx means the edge turned the request away (it did not carry it out), so it is tried again.
+EDGE_PAGES = pytest.mark.parametrize(
+    "status, page",
+    [
+        (403, b"<html><head><title>403 Forbidden</title></head><body><h1>403 Forbidden</h1></body></html>"),
+        (404, b"<!DOCTYPE html><html><body>404 Not Found</body></html>"),
+    ],
+    ids=["403", "404"],
+)
+
+
+def edge_page_once(path: str, status: int, page: bytes, calls: list):
+    """The first POST to `path` is answered by an edge's HTML page; every other call reaches the sandbox."""
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        if request.method != "POST" or not request.url.path.endswith(path):
+            return sandbox.handle_request(request)
+        calls.append(request.url.path)
+        if len(calls) > 1:
+            return sandbox.handle_request(request)
+        return httpx.Response(status, content=page, headers={"Content-Type": "text/html"})
+
+    return answer
+
+
+@EDGE_PAGES
+@pytest.mark.parametrize(
+    "platform, path",
+    [("instagram", "/media"), ("instagram", MEDIA_PUBLISH), ("tiktok", "/v2/post/publish/video/init/")],
+    ids=["ig-container", "ig-media_publish", "tiktok-init"],
+)
+def test_an_edges_error_page_is_no_refusal_and_the_post_goes_out_once(owner, platform, path, status, page):
+    username = f"edge.{status}.{path.strip('/').replace('/', '.')[:20]}"
+    account = connected_account(owner, platform, username)
+    scheduled = schedule_now(owner, account["id"], **({"media_type": "image"} if platform == "instagram" else {}))
+    calls: list = []
+
+    with intercepted({path: edge_page_once(path, status, page, calls)}):
+        run_dispatcher()
+        first = post(owner, scheduled["id"])
+        for minutes in (1, 3):
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+
+    assert first["status"] in ("queued", "publishing"), first
+    body = post(owner, scheduled["id"])
+    received = sandbox_posts(platform, username)
+    assert body["status"] == "published", body
+    assert len(received) == 1 and body["externalId"] == received[0].external_id
+    assert len(calls) == 2, calls
+
+
 # --- Answers in shapes the platform does not document ------------------------------------------------
 # The platform has the post in each of these: it must end `published` (never `publishing` for ever, never sent
 # again), and what is handed to partners as externalId / externalUrl must be the post's or nothing.
