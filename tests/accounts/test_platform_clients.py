@@ -397,7 +397,8 @@ def test_given_a_reject_fault_then_the_publish_ends_failed_and_other_calls_are_u
     final = status(platform, tokens, result.publish_id)
 
     assert final.state == "failed"
-    assert final.fail_code == ("spam_risk" if platform == "tiktok" else "2207051")
+    # Instagram: Meta's answer to the media_publish call (code 4, subcode 2207051), not a failed container.
+    assert final.fail_code == ("spam_risk" if platform == "tiktok" else "4/2207051")
     assert final.fail_reason
     assert [p.external_id for p in sandbox_posts(platform, "refused")] in ([""], [])
 

@@ -407,8 +407,6 @@ def test_an_instagram_container_that_failed_for_its_media_answers_the_documented
     tokens = connect("instagram", "ig_broken_media")
     uid = tokens.platform_user_id
     broken = _ig_create(tokens.access_token, uid, image_url="https://cdn.layers.test/invalid.jpg").json()["id"]
-    inject_fault("instagram", "ig_broken_media", "reject")
-    refused = _ig_create(tokens.access_token, uid, image_url="https://cdn.layers.test/fine.jpg").json()["id"]
 
     def status(ig_id: str) -> dict:
         query = {"fields": "status_code,status", "access_token": tokens.access_token}
@@ -416,7 +414,40 @@ def test_an_instagram_container_that_failed_for_its_media_answers_the_documented
 
     with time_machine.travel(timezone.now() + timedelta(seconds=5)):
         assert status(broken) == {"id": broken, "status_code": "ERROR", "status": "2207052"}
-        assert status(refused) == {"id": refused, "status_code": "ERROR", "status": "2207051"}
+
+
+def test_an_instagram_reject_fault_refuses_the_media_publish_as_meta_does_not_the_container(db):
+    """Meta sends 2207051 ("The publishing action is suspected to be spam", with code 4) as the answer to the
+    publishing call (Instagram Platform > Error Codes, https://developers.facebook.com/docs/instagram-platform/
+    instagram-graph-api/reference/error-codes); the sandbox failed the container with it instead (status ERROR,
+    "2207051"), a shape no client meets live. The container is accepted and finishes; media_publish of it is
+    refused once, and it is still unpublished."""
+    tokens = connect("instagram", "ig_spammy")
+    uid = tokens.platform_user_id
+    inject_fault("instagram", "ig_spammy", "reject")
+    made = _ig_create(tokens.access_token, uid, image_url="https://cdn.layers.test/fine.jpg")
+
+    def status(ig_id: str) -> dict:
+        query = {"fields": "status_code", "access_token": tokens.access_token}
+        return Client().get(f"{IG_GRAPH}/{ig_id}", query).json()
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=5)):
+        container = made.json()["id"]
+        finished = status(container)
+        refused = _ig_publish(tokens.access_token, uid, container)
+        after = status(container)
+        again = _ig_publish(tokens.access_token, uid, container)
+
+    assert made.status_code == 200 and finished["status_code"] == "FINISHED", (made.content, finished)
+    assert refused.status_code == 400, refused.content
+    error = refused.json()["error"]
+    assert (error["code"], error["error_subcode"], error["type"]) == (4, 2207051, "OAuthException"), error
+    assert "suspected to be spam" in error["message"] or "restrict certain activity" in error["message"], error
+    assert after["status_code"] == "FINISHED", after  # nothing was published
+    # One call refused (count 1): the next media_publish goes through, once.
+    assert again.status_code == 200 and [p.external_id for p in sandbox_posts("instagram", "ig_spammy")] == [
+        again.json()["id"]
+    ]
 
 
 SOURCE = {"source": "PULL_FROM_URL", "video_url": "https://cdn.layers.test/v.mp4"}

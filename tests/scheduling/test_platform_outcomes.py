@@ -707,6 +707,25 @@ def test_a_post_instagram_suspects_as_spam_fails_at_once_and_is_not_sent_again(o
     assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
 
 
+def test_the_sandboxs_reject_fault_refuses_an_instagram_post_as_meta_does_at_media_publish(owner):
+    # The demo's and the tests' "reject" (API.md's sandbox faults) failed the container with status "2207051",
+    # a code Meta sends as its answer to media_publish (with code 4), not on a container: the partner read
+    # "Instagram failed the media container with error code 2207051", which live Instagram never says.
+    account = connected_account(owner, "instagram", "sandbox.spammy")
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    inject_fault("instagram", "sandbox.spammy", "reject")
+    calls: list = []
+
+    with intercepted({}, calls=calls):
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "PLATFORM_REJECTED", body
+    assert "suspected to be spam" in body["error"]["message"] and "2207051" in body["error"]["message"], body
+    assert len([call for call in calls if call.endswith("/media_publish")]) == 1, calls
+    assert sandbox_posts("instagram", "sandbox.spammy") == []
+
+
 # Meta's answers at media_publish that say "not now, try again": the container was not published and keeps
 # (24 h), so media_publish of it may be asked again; each try reads the container first, and one PUBLISHED is
 # only looked up (never published twice). 2207008 (Instagram Platform > Error Codes: "Temporary error publishing

@@ -2,9 +2,10 @@
 
 A fault is attributed to a user: it is taken by the next API call made with one of their tokens (or with
 an authorization code / refresh token of theirs). "reject" is a content refusal and "container_error" (on
-Instagram only) a container accepted that then fails on Instagram's side, so only a content submission
-takes them (TikTok init calls, Instagram container creation and draft delivery); the other kinds are taken
-by any attributed call, oldest first.
+Instagram only) a container accepted that then fails on Instagram's side, so only the call each is answered
+on takes them: "reject" TikTok's init calls, Instagram's media_publish (Meta refuses a post it suspects as spam
+there, code 4 / subcode 2207051) and draft delivery; "container_error" Instagram's container creation. The
+other kinds are taken by any attributed call, oldest first.
 """
 
 import time
@@ -28,12 +29,14 @@ def add_fault(*, platform: str, username: str, kind: str, count: int) -> Fault:
     )
 
 
-def take_fault(*, platform: str, username: str, content: bool) -> str | None:
-    """Consume one unit of the oldest applicable fault; its kind, or None."""
+def take_fault(*, platform: str, username: str, content: bool | tuple[str, ...]) -> str | None:
+    """Consume one unit of the oldest applicable fault; its kind, or None. `content`: the content kinds the call
+    takes (True: all of them; False: none)."""
+    taken = CONTENT_KINDS if content is True else content or ()
     for _ in range(5):  # a concurrent call may take the last unit between our read and our update
         pending = Fault.objects.filter(platform=platform, username=username, remaining__gt=0)
-        if not content:
-            pending = pending.exclude(kind__in=CONTENT_KINDS)
+        if skipped := [kind for kind in CONTENT_KINDS if kind not in taken]:
+            pending = pending.exclude(kind__in=skipped)
         fault = pending.order_by("created_at", "id").first()
         if fault is None:
             return None

@@ -124,7 +124,7 @@ def _params(request: HttpRequest) -> dict:
 
 
 def _authenticate(
-    request: HttpRequest, params: dict, *, content: bool = False, kinds: tuple[str, ...] | None = None
+    request: HttpRequest, params: dict, *, content: bool | tuple[str, ...] = False, kinds: tuple[str, ...] | None = None
 ) -> tuple[Token, bool]:
     """The token's row and the content fault that applies ("reject", "container_error" or None); raises
     Answer with Graph's error otherwise."""
@@ -281,11 +281,26 @@ def refresh_token(request: HttpRequest) -> JsonResponse:
 # --- Graph nodes --------------------------------------------------------------------------------------
 
 
+# The content faults each POST edge takes (faults.take_fault). "reject" is answered where Meta refuses a post it
+# suspects as spam, the media_publish call (code 4 / subcode 2207051, Instagram Platform > Error Codes): it failed
+# the container instead (status ERROR, "2207051"), a shape no client meets live. "container_error" is a container
+# that fails on Instagram's side. A draft delivery (Layers' own endpoint) takes both, as it always did.
+CONTENT_FAULTS = {
+    "media": (Fault.Kind.CONTAINER_ERROR,),
+    "media_publish": (Fault.Kind.REJECT,),
+    "layers_draft_deliveries": (Fault.Kind.REJECT, Fault.Kind.CONTAINER_ERROR),
+}
+SPAM_SUSPECTED = (
+    "The publishing action is suspected to be spam. We restrict certain activity to protect our community. "
+    "Tell us if you think we made a mistake."
+)
+
+
 @csrf_exempt
 @require_http_methods(["GET", "POST", "DELETE"])
 def graph(request: HttpRequest, node: str, edge: str | None = None, version: str | None = None) -> JsonResponse:
     params = _params(request)
-    content = request.method == "POST" and edge in ("media", "layers_draft_deliveries")
+    content = CONTENT_FAULTS.get(edge or "", ()) if request.method == "POST" else ()
     try:
         token, fault = _authenticate(request, params, content=content)
         if BASIC not in _scopes(token):
@@ -333,10 +348,10 @@ def _user_edge(
     if edge in ("media", "media_publish", "content_publishing_limit") and PUBLISH not in _scopes(token):
         return _no_permission()
     if edge == "media" and method == "POST":
-        return _create_container(
-            params, username=username, rejected=rejected, server_error=fault == Fault.Kind.CONTAINER_ERROR
-        )
+        return _create_container(params, username=username, server_error=fault == Fault.Kind.CONTAINER_ERROR)
     if edge == "media_publish" and method == "POST":
+        if rejected:
+            return graph_error(SPAM_SUSPECTED, code=4, subcode=2207051)
         return _media_publish(params, username=username)
     if edge == "content_publishing_limit" and method == "GET":
         return JsonResponse(
@@ -434,7 +449,7 @@ def _insights(post: Post, params: dict, *, token: Token) -> JsonResponse:
     return JsonResponse({"data": data})
 
 
-def _create_container(params: dict, *, username: str, rejected: bool, server_error: bool = False) -> JsonResponse:
+def _create_container(params: dict, *, username: str, server_error: bool = False) -> JsonResponse:
     caption = str(params.get("caption") or "")
     if len(caption) > CAPTION_MAX:
         return graph_error("(#100) The caption is too long.", code=100)
@@ -457,7 +472,6 @@ def _create_container(params: dict, *, username: str, rejected: bool, server_err
             media_type="CAROUSEL",
             caption=caption,
             children=child_ids,
-            rejected=rejected,
             server_error=server_error,
         )
         return JsonResponse({"id": container.ig_id})
@@ -479,7 +493,6 @@ def _create_container(params: dict, *, username: str, rejected: bool, server_err
         url=url,
         caption="" if is_item else caption,
         is_carousel_item=is_item,
-        rejected=rejected,
         server_error=server_error,
     )
     return JsonResponse({"id": container.ig_id})

@@ -124,17 +124,15 @@ def create_container(
     caption: str = "",
     is_carousel_item: bool = False,
     children: list[str] | None = None,
-    rejected: bool = False,
     server_error: bool = False,
 ) -> Container:
     now = timezone.now()
     # A failed container's `status`: Meta's IG Container reference documents the error subcode itself, and a
     # sentence around it is what is seen in practice. The sandbox answers both, so clients read both: the bare
-    # subcode for refused content and unusable media, the sentence for the "container_error" fault.
+    # subcode for unusable media, the sentence for the "container_error" fault. (Refused content is no failed
+    # container: Meta refuses it at media_publish, where the "reject" fault is answered.)
     error = ""
-    if rejected:
-        error = "2207051"
-    elif server_error:
+    if server_error:
         error = "Error: Media upload has failed with error code 2207001"
     elif url and is_broken_media(url):
         error = "2207052"
