@@ -447,8 +447,17 @@ class InstagramClient:
                         # published it. Asked again at every status check, which reads the container first.
                         raise
                     # Meta's own "not now" (2207008, codes 1 and 2, is_transient, a 5xx with its error object)
-                    # or a call that never left: not published, and the container keeps. Asked again as a
-                    # throttled one is, within the post's retry window.
+                    # or a call that never left: the container keeps, and it is asked again as a throttled one
+                    # is, within the post's retry window. None of them says that nothing was done (code 1 is
+                    # "unknown"), so the container is read first, as after a refusal: one it says PUBLISHED is
+                    # the post, live (the window's last try failed it while live). A read that fails changes
+                    # nothing.
+                    try:
+                        after = self._container_status(http, access_token, publish_id)
+                    except PlatformError:
+                        after = {}
+                    if after.get("status_code") == "PUBLISHED":
+                        return self._recover_published(http, access_token, platform_user_id, caption, not_before)
                     return PublishStatus(state="try_again", fail_code=exc.code, fail_reason=str(exc))
                 else:
                     media_id = platform_id(published.get("id"))

@@ -4,6 +4,7 @@ answers the sandbox does not produce are injected with tests.platform_helpers.in
 reaches the sandbox through the real clients."""
 
 import json
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -705,6 +706,34 @@ def test_a_post_instagram_suspects_as_spam_fails_at_once_and_is_not_sent_again(o
     assert len(calls) == 1, calls
     assert sandbox_posts("instagram", username) == []
     assert SocialAccount.objects.get(pk=account["id"]).status == "connected"
+
+
+def test_a_media_publish_that_went_through_behind_a_not_now_at_the_windows_end_is_published_not_failed(owner):
+    # Meta's "not now" (code 1, "possibly a temporary issue due to downtime") is no promise that nothing was
+    # done. Its last try before the retry window ends published the container all the same: failed right then,
+    # the post read PLATFORM_UNAVAILABLE while it was live on the account, and a partner scheduling it again
+    # posts it twice. The container says what happened, as after a refusal.
+    account = connected_account(owner, "instagram", "ig.published.anyway")
+    scheduled = schedule_now(owner, account["id"], media_type="image")
+    start, calls = later(), []
+    unknown = {"error": {"message": "An unknown error has occurred.", "type": "OAuthException", "code": 1}}
+
+    def answer(request: httpx.Request, sandbox: httpx.WSGITransport) -> httpx.Response:
+        calls.append(request.url.path)
+        if later() - start >= timedelta(minutes=56):
+            sandbox.handle_request(request).read()  # published, and the answer is lost behind Meta's error
+        return httpx.Response(500, json=unknown)
+
+    with intercepted({MEDIA_PUBLISH: answer}):
+        run_dispatcher()
+        for minutes in range(1, 75):
+            with time_machine.travel(later(minutes=minutes)):
+                run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    received = sandbox_posts("instagram", "ig.published.anyway")
+    assert len(received) == 1, (body["status"], body["error"], len(calls))
+    assert body["status"] == "published" and body["externalId"] == received[0].external_id, body
 
 
 def test_the_sandboxs_reject_fault_refuses_an_instagram_post_as_meta_does_at_media_publish(owner):
