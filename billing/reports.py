@@ -217,16 +217,17 @@ def _rows(month: date, organization_id: str | None):
     )
 
 
+def _account_cells(org_name, org_id, project_name, project_id, handle, account_id) -> list[str]:
+    """The leased account a row is about, as every per-account table and CSV writes it: the names defused
+    (_cell), the ids as they are."""
+    return [_cell(org_name), org_id, _cell(project_name), project_id, _cell(handle), account_id]
+
+
 def _row(values: tuple, *, zone: bool = True) -> list[str]:
     """A row of the page (`zone`: the times carry " UTC") or of the CSV (they do not; its header says UTC)."""
-    org_name, org_id, project_name, project_id, handle, account_id, index, start, end, amount = values
+    index, start, end, amount = values[6:]
     return [
-        _cell(org_name),
-        org_id,
-        _cell(project_name),
-        project_id,
-        _cell(handle),
-        account_id,
+        *_account_cells(*values[:6]),
         str(index + 1),
         stamp(start, zone=zone),
         stamp(end, zone=zone),
@@ -620,14 +621,9 @@ def _refund_rows(month: date, organization_id: str | None):
 
 def _refund_row(values: tuple) -> list[str]:
     """A row of the refunds per leased account, the same on the page and in the CSV (no times in it)."""
-    org_name, org_id, project_name, project_id, handle, account_id, charged, refunded = values
+    charged, refunded = values[6:]
     return [
-        _cell(org_name),
-        org_id,
-        _cell(project_name),
-        project_id,
-        _cell(handle),
-        account_id,
+        *_account_cells(*values[:6]),
         usd(charged),
         usd(refunded),
         usd(charged - refunded),
