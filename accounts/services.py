@@ -2409,6 +2409,9 @@ def organization_offboard(
             organization.offboarded_by = shorten(who, 200)
             organization.save(update_fields=["offboarded_at", "offboarded_by"])
         result.organization = organization
+        # The keys locked in key order first, as staff's bulk revoke (api_keys_revoke) locks them: updated in the
+        # plan's order, each could hold a key the other waited for, and PostgreSQL ended one (a deadlock: a 500).
+        list(keys.select_for_update().order_by("pk").values_list("pk", flat=True))
         result.api_keys_revoked = keys.update(revoked_at=timezone.now())
         # A link handed to a customer before now answers `expired` (the callback's own check), and binds nothing.
         result.oauth_sessions_expired = links.update(expires_at=timezone.now())
