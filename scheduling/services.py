@@ -1132,6 +1132,26 @@ def _update_recording(rows, attempt: ScheduledPostAttempt, **changes) -> int:
     return updated
 
 
+def _requeue_recording(post: ScheduledPost, attempt: ScheduledPostAttempt, **changes) -> int | None:
+    """publishing → queued (_update_recording of _still_ours(post) with `changes`), unless the post's account is
+    disconnected: None then, nothing written, and the caller fails the post ACCOUNT_DISCONNECTED. A revoke cancels
+    the account's queued posts and leaves a claimed one to its run; a run that put it back in the queue (its
+    worker died, or the platform said "not now") left a queued post on a disconnected account, in the partner's
+    queued list until a worker failed it. The account is read under its row lock, taken before the post's as the
+    revoke takes them: a revoke committing first is seen here, and one that comes after waits for this commit
+    and then finds the post queued, and cancels it."""
+    with transaction.atomic():
+        status = (
+            SocialAccount.objects.select_for_update(of=("self",))
+            .filter(pk=post.social_account_id)
+            .values_list("status", flat=True)
+            .first()
+        )
+        if status == SocialAccount.Status.DISCONNECTED:
+            return None
+        return _update_recording(_still_ours(post), attempt, status=ScheduledPost.Status.QUEUED, **changes)
+
+
 def _retry_attempt(
     post: ScheduledPost, code: str, reason, backoff: timedelta, *, answered: bool = True
 ) -> ScheduledPostAttempt:
@@ -1359,10 +1379,9 @@ def _retry_later(post: ScheduledPost, exc: PlatformError, *, answered: bool = Tr
         return _fail(post, code, given_up, created_nothing=True, answered=answered)
     # Only if still this run's: a duplicate run whose call failed before its point of no return must not
     # requeue (and clear the mark of) a post another run has just sent to the platform.
-    updated = _update_recording(
-        _still_ours(post),
+    updated = _requeue_recording(
+        post,
         _retry_attempt(post, code, exc, backoff, answered=answered),
-        status=ScheduledPost.Status.QUEUED,
         due_at=timezone.now() + backoff,
         publish_attempted_at=None,
         publish_id="",  # a publish id the platform dropped: the next attempt asks for a new one
@@ -1375,6 +1394,10 @@ def _retry_later(post: ScheduledPost, exc: PlatformError, *, answered: bool = Tr
         error_code=code,
         error_message=shorten(f"Retrying: {exc}", MESSAGE_LENGTH),
     )
+    if updated is None:
+        return _fail(
+            post, "ACCOUNT_DISCONNECTED", "The account was disconnected.", created_nothing=True, answered=False
+        )
     return "retrying" if updated else "skipped"
 
 
@@ -1714,16 +1737,17 @@ def _resolve(post: ScheduledPost) -> str:
             message="The run stopped (its worker died or raised) before the post reached the platform; queued again.",
             answered=False,
         )
-        updated = _update_recording(
-            _still_ours(post),
+        updated = _requeue_recording(
+            post,
             stopped,
-            status=ScheduledPost.Status.QUEUED,
             requeues=F("requeues") + 1,
             due_at=now,
             publish_attempted_at=None,
             claimed_until=None,
             next_check_at=None,
         )
+        if updated is None:
+            return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.", answered=False)
         return "requeued" if updated else "skipped"
     disconnected = account.status == SocialAccount.Status.DISCONNECTED
     token = account.access_token
