@@ -29,13 +29,10 @@ from leasing.periods import add_months
 # (Windows-1252 in western Europe), and showed "Société Générale" as "SociÃ©tÃ© GÃ©nÃ©rale". With the
 # UTF-8 BOM first it reads UTF-8; LibreOffice and Numbers take either.
 BOM = "\ufeff"
+# The leased account a per-account row is about (_account_cells), first in every per-account CSV.
+ACCOUNT_COLUMNS = ["Organization", "Organization ID", "Project", "Project ID", "Handle", "Social account ID"]
 COLUMNS = [
-    "Organization",
-    "Organization ID",
-    "Project",
-    "Project ID",
-    "Handle",
-    "Social account ID",
+    *ACCOUNT_COLUMNS,
     "Month of lease",
     "Period start (UTC)",
     "Period end (UTC)",
@@ -551,12 +548,7 @@ def _charges_bridge(month: date, organization_id: str | None, charged: int) -> C
 
 
 REFUND_COLUMNS = [
-    "Organization",
-    "Organization ID",
-    "Project",
-    "Project ID",
-    "Handle",
-    "Social account ID",
+    *ACCOUNT_COLUMNS,
     "Charged (USD)",
     "Refunded (USD)",
     "Charged - refunded (USD)",

@@ -41,19 +41,12 @@ from scheduling.tasks import dispatch_due_posts, global_platform_posts_sync, pre
 from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.conftest import make_tenant
 from tests.platform_helpers import inject_fault, invalidate_tokens
+from tests.reliability.outcomes import FAILURE_CODES
 from tests.scheduling.publish_helpers import MEDIA, iso
 from tests.staff import staff_member
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FAILURE_CODES = {
-    "CREDENTIAL_INVALID",
-    "ACCOUNT_DISCONNECTED",
-    "PLATFORM_REJECTED",
-    "MEDIA_INVALID",
-    "RATE_LIMITED",
-    "PLATFORM_UNAVAILABLE",
-}
 # The worker messages a tick hands out: held, to be run later in any order (or lost with their worker).
 HELD_TASKS = {publish_posts.name, resolve_post.name, prepare_post.name}
 # Each example runs in its own stretch of time, after the previous example's (whose leftovers are ended).
