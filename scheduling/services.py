@@ -1141,15 +1141,22 @@ def _requeue_recording(post: ScheduledPost, attempt: ScheduledPostAttempt, **cha
     revoke takes them: a revoke committing first is seen here, and one that comes after waits for this commit
     and then finds the post queued, and cancels it."""
     with transaction.atomic():
-        status = (
-            SocialAccount.objects.select_for_update(of=("self",))
-            .filter(pk=post.social_account_id)
-            .values_list("status", flat=True)
-            .first()
-        )
-        if status == SocialAccount.Status.DISCONNECTED:
+        if _lock_account(post) == SocialAccount.Status.DISCONNECTED:
             return None
         return _update_recording(_still_ours(post), attempt, status=ScheduledPost.Status.QUEUED, **changes)
+
+
+def _lock_account(post: ScheduledPost) -> str | None:
+    """The post's account's status, read under the account's row lock (held to the caller's transaction's end).
+    Taken by whatever may put a claimed post back in the queue (_requeue_recording, a managed deferral in
+    _managed_enter) before the post's own lock, in the order the revoke takes them: a revoke that committed
+    first is seen, and one that comes after waits and then cancels the post as queued."""
+    return (
+        SocialAccount.objects.select_for_update(of=("self",))
+        .filter(pk=post.social_account_id)
+        .values_list("status", flat=True)
+        .first()
+    )
 
 
 def _retry_attempt(
@@ -2032,10 +2039,13 @@ def _managed_enter(post: ScheduledPost, limits: list, holder: str) -> str | None
     step: a duplicate run of the claim finds the post held (the other run is calling) and is skipped, never
     requeueing the post under that call (the next tick would call the provider a second time). Raises
     _LostClaim / _AccountGone (_unless_account_gone): the provider posts on the account, so not once it is
-    revoked or released."""
+    revoked or released. The account's row lock is taken first (_lock_account): a deferral puts the post back
+    in the queue, and read without it, a revoke committing meanwhile (its queued posts canceled already) left a
+    queued post on a disconnected account."""
     from accounts import callgate
 
     with transaction.atomic():
+        _lock_account(post)  # then _unless_account_gone, a later statement, sees a revoke that committed first
         _unless_account_gone(post, lambda rows: rows.select_for_update(of=("self",)).exists())
         refused = callgate.enter(limits=limits, holder=holder, lease=CLAIM_LEASE)
         if refused is None:

@@ -7,15 +7,16 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts import services as account_services
 from accounts.models import Event
+from scheduling import services
 from tests.accounts.oauth_helpers import connected_account
 from tests.concurrency import held_open, waiting_on_lock
 from tests.platform_helpers import held_tasks
-from tests.scheduling.publish_helpers import post, run_dispatcher, sandbox_posts, schedule_now
+from tests.scheduling.publish_helpers import managed_provider, post, run_dispatcher, sandbox_posts, schedule_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,3 +70,66 @@ def test_a_revoke_committing_while_the_resolver_requeues_the_post_leaves_it_fail
     body = post(owner, scheduled["id"])
     assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED", body
     assert queued_behind and ticks, "the resolver did not wait for the revoke"
+
+
+def provider_full(project) -> None:
+    """The project's managed provider has its calls in flight already (other posts'): a post's run defers."""
+    from accounts import callgate
+
+    provider = managed_provider(project=project, name="Boost", endpoint_url="http://127.0.0.1:9/never-called")
+    limits = [
+        callgate.Limit(
+            services.managed_gate_key(provider.pk),
+            in_flight=services.MANAGED_PROVIDER_IN_FLIGHT,
+            failures_to_trip=services.FAILURES_BEFORE_COOL_OFF,
+            cool_off=services.MANAGED_COOL_OFF,
+        )
+    ]
+    with transaction.atomic():
+        for i in range(services.MANAGED_PROVIDER_IN_FLIGHT):
+            assert callgate.enter(limits=limits, holder=f"another post {i}", lease=services.CLAIM_LEASE) is None
+
+
+def claimed_managed(owner, username: str) -> tuple[dict, str]:
+    account = connected_account(owner, "tiktok", username)
+    provider_full(owner.project)
+    schedule_now(owner, account["id"], mode="managed")
+    (post_id,) = services.posts_claim_due()
+    return account, post_id
+
+
+def test_a_managed_post_is_not_deferred_to_the_queue_once_its_account_is_revoked(owner):
+    account, post_id = claimed_managed(owner, "managed.gone")
+    assert owner.client.delete(f"/v1/social-accounts/{account['id']}").json()["canceledScheduledPosts"] == 0
+
+    assert services.post_publish(post_id=post_id) == "failed"
+
+    body = post(owner, post_id)
+    assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED", body
+
+
+def test_a_revoke_committing_while_a_managed_post_is_deferred_leaves_it_failed_not_queued(owner):
+    """The provider is full, so the run defers the post back to the queue, while the partner's revoke is in its
+    transaction (the account locked, its queued posts canceled, not committed). The run read the account
+    without its lock: connected, so it deferred the post, and the revoke, which had canceled the queued posts
+    before, committed over a queued post on a disconnected account. The run now waits for the revoke."""
+    account, post_id = claimed_managed(owner, "managed.race")
+    outcomes: list = []
+
+    def publisher():
+        try:
+            outcomes.append(services.post_publish(post_id=post_id))
+        finally:
+            connection.close()
+
+    with held_open(lambda: account_services.social_account_revoke(account_id=account["id"])):
+        thread = threading.Thread(target=publisher)
+        thread.start()
+        queued_behind = waiting_on_lock('FROM "accounts_socialaccount"')
+    thread.join(30)
+
+    body = post(owner, post_id)
+    assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED", (outcomes, body)
+    queued = owner.client.get(f"/v1/projects/{owner.project.id}/scheduled-posts", {"status": "queued"}).json()
+    assert queued["data"] == []
+    assert queued_behind and outcomes == ["failed"], "the run did not wait for the revoke"
