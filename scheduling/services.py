@@ -1593,8 +1593,9 @@ def _give_back_for_the_clock(post: ScheduledPost) -> str:
     read as a dead run's, and failed the post as it went live. The claim is no attempt: `attempts` is put back
     (as a deferred managed post's, _managed_enter) and no lost run is counted (`requeues`, of which 5 fail the
     post), so however many of a post's claims land here, none counts against it. The attempt log says so in a
-    row that is no attempt (no number, no platform), finished at the database's time. "given back", or "skipped" when
-    the post is no longer this run's (_still_ours)."""
+    row that is no attempt (no number, no platform), finished at the database's time. "given back", "left to
+    the resolver" when the account was revoked (see below), or "skipped" when the post is no longer this run's
+    (_still_ours)."""
     why = f"Given back before any platform call, for a worker whose clock is right: {clock.skew_problem()}."
     given_back = ScheduledPostAttempt(
         post_id=post.pk,
@@ -1604,14 +1605,13 @@ def _give_back_for_the_clock(post: ScheduledPost) -> str:
         outcome=ScheduledPostAttempt.Outcome.REQUEUED,
         message=shorten(why, ATTEMPT_MESSAGE_LENGTH),
     )
-    updated = _update_recording(
-        _still_ours(post),
-        given_back,
-        status=ScheduledPost.Status.QUEUED,
-        attempts=F("attempts") - 1,
-        claimed_until=None,
-        next_check_at=None,
-    )
+    updated = _requeue_recording(post, given_back, attempts=F("attempts") - 1, claimed_until=None, next_check_at=None)
+    if updated is None:
+        # The account was revoked: not queued again (the revoke promised its queued posts canceled), and not
+        # failed from here either: a failure writes this clock's time (its attempt's end, its event). The
+        # post stays claimed, with nothing written; once the claim runs out, a healthy tick's resolver puts
+        # it back through _requeue_recording, which fails it ACCOUNT_DISCONNECTED.
+        return "left to the resolver"
     return "given back" if updated else "skipped"
 
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts import services as account_services
 from accounts.models import Event
 from scheduling import services
+from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import connected_account
 from tests.concurrency import held_open, waiting_on_lock
 from tests.platform_helpers import held_tasks
@@ -133,3 +134,39 @@ def test_a_revoke_committing_while_a_managed_post_is_deferred_leaves_it_failed_n
     queued = owner.client.get(f"/v1/projects/{owner.project.id}/scheduled-posts", {"status": "queued"}).json()
     assert queued["data"] == []
     assert queued_behind and outcomes == ["failed"], "the run did not wait for the revoke"
+
+
+def test_a_worker_whose_clock_is_off_does_not_give_a_post_of_a_revoked_account_back_to_the_queue(owner, settings):
+    """A worker whose clock is off gives its claimed posts back to the queue (config/clock.py). Once the
+    account is revoked, it must not: the revoke promised its queued posts canceled. Failing the post from here
+    would write this clock's time (the attempt, the event), so it writes nothing, and a healthy tick fails it
+    once the claim runs out."""
+    from config import clock
+
+    account, scheduled = claimed_and_lost(owner, "skew.gone")
+    assert owner.client.delete(f"/v1/social-accounts/{account['id']}").json()["canceledScheduledPosts"] == 0
+
+    settings.LAYERS_MAX_CLOCK_SKEW_SECONDS = 5
+    clock.forget()
+    try:
+        with time_machine.travel(timezone.now() - timedelta(minutes=6)):  # this worker is 6 minutes behind
+            assert services.post_publish(post_id=scheduled["id"]) == "left to the resolver"
+        clock.forget()
+        body = post(owner, scheduled["id"])
+        assert body["status"] == "publishing", body  # not queued: left to the resolver
+        queued = owner.client.get(f"/v1/projects/{owner.project.id}/scheduled-posts", {"status": "queued"}).json()
+        assert queued["data"] == []
+        assert not Event.objects.filter(type__startswith="scheduled_post.").exists()  # nothing of this clock's
+
+        # The claim ran out (moved in the database: a healthy process's clock is the database's), and a
+        # healthy tick's resolver settles the post.
+        lease_over = timezone.now() - timedelta(seconds=1)
+        ScheduledPost.objects.filter(pk=scheduled["id"]).update(claimed_until=lease_over, next_check_at=lease_over)
+        run_dispatcher()
+    finally:
+        clock.forget()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED", body
+    assert [e.type for e in Event.objects.filter(type__startswith="scheduled_post.")] == ["scheduled_post.failed"]
+    assert sandbox_posts("tiktok", "skew.gone") == []
