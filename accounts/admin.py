@@ -8,10 +8,12 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
 
 from accounts import (
     auth_admin,  # noqa: F401  (replaces Django's user and group admins)
     services,
+    tasks,
 )
 from accounts.admin_bulk import ROW_MESSAGES, Said, audit_rows, runs_in_batches, tell
 from accounts.admin_search import IdSearchMixin, RelatedIdsSearchMixin
@@ -88,16 +90,18 @@ class OrganizationAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
         page = ask_first(self, request, queryset, describe=lambda orgs: self._offboard_consequences(orgs, show_balance))
         if page is not None:
             return page
-        # One web request makes at most WEB_REQUEST_PLATFORM_CALLS platform calls (gunicorn's grace): the
-        # service revokes the accounts that fit and queues the rest for a worker, as revoke_accounts does.
+        # One web request makes at most WEB_REQUEST_PLATFORM_CALLS platform calls (gunicorn's grace) and
+        # REVOKES_IN_REQUEST revokes (a leased account's makes no call but is its lease's release): the service
+        # revokes the accounts that fit and hands the rest to a worker, as revoke_accounts does.
         # The organizations a batch at a time, each batch's audit rows written once it is done (runs_in_batches).
-        budget = WEB_REQUEST_PLATFORM_CALLS
+        budget, revokes = WEB_REQUEST_PLATFORM_CALLS, services.REVOKES_IN_REQUEST
         for organizations in row_batches(queryset):
             for organization in organizations:
                 result = services.organization_offboard(
-                    organization_id=organization.pk, actor=request.user, platform_calls=budget
+                    organization_id=organization.pk, actor=request.user, platform_calls=budget, revokes=revokes
                 )
                 budget -= result.platform_calls
+                revokes -= result.revokes
                 report = result.report(show_balance=show_balance)
                 self.message_user(request, about(organization, report, label=str(organization)),
                                   messages.SUCCESS if result.complete else messages.WARNING)  # fmt: skip
@@ -631,66 +635,81 @@ class SocialAccountAdmin(NothingToSaveMixin, IdSearchMixin, admin.ModelAdmin):
         )
         if page is not None:
             return page
-        # A revoke calls the platform after its commit: those that fit this request's platform calls are made
-        # now, the rest by a worker (services.RevokeBudget). Each kind of outcome is said of each account while
-        # they are few, and counted past that (tell): 5,000 accounts were 5,000 messages.
+        # A revoke calls the platform after its commit, and a leased account's is its lease's release: those
+        # that fit this request's platform calls and its revokes are made now (services.RevokeBudget); from the
+        # first that does not, the rest of the selection is handed to a worker, TASK_ROWS ids to a task (one task
+        # per account was 50,000 broker calls in one request), which revokes each and writes its history line
+        # under this staff member's name. Each kind of outcome is said of each account while they are few, and
+        # counted past that (tell): 5,000 accounts were 5,000 messages.
         # The accounts a batch at a time (config.batches.row_batches), each batch's audit rows written once it is
-        # done (runs_in_batches): the accounts disconnected or handed to the worker get theirs at the click, as
-        # before; those left alone none.
-        budget = services.RevokeBudget(calls=WEB_REQUEST_PLATFORM_CALLS)
-        told = {kind: Said() for kind in ("done", "queued", "left", "already", "leased", "meanwhile")}
+        # done (runs_in_batches); those left alone get none.
+        budget = services.RevokeBudget(calls=WEB_REQUEST_PLATFORM_CALLS, rows=services.REVOKES_IN_REQUEST)
+        told = {kind: Said() for kind in ("done", "already", "leased", "meanwhile")}
         canceled = released = 0
+        last = None
+        later = False
         for accounts in row_batches(queryset):
             acted = []
             for account in accounts:
                 if account.status == SocialAccount.Status.DISCONNECTED:
                     told["already"].add(about(account, "already disconnected."))
-                    continue
-                if account.kind == SocialAccount.Kind.LEASED and not may_release:
+                elif account.kind == SocialAccount.Kind.LEASED and not may_release:
                     # Revoking a leased account releases its lease (billing stops): that is a lease change.
                     told["leased"].add(about(account, "leased; releasing it needs the lease permission."))
-                    continue
-                result = budget.revoke(account, actor=request.user)
-                if result == services.REVOKE_LEFT:
-                    told["left"].add(
-                        about(account, "left as it is: the task queue did not take its revoke. Revoke it again.")
-                    )
-                    continue
-                if result == services.REVOKE_QUEUED:
-                    acted.append(account)
-                    told["queued"].add(
-                        about(account, "a worker disconnects it in a moment (too many revokes at the platform for "
-                              "one page); reload the list to see it disconnected.")
-                    )  # fmt: skip
-                    continue
-                if not result.revoked:
+                elif (result := budget.revoke(account, actor=request.user)) == services.REVOKE_LATER:
+                    later = True
+                    break
+                elif not result.revoked:
                     # Disconnected by someone else (the partner's DELETE, a colleague) after the list read it:
                     # "disconnected" would tell this one they did what the status history says another did.
                     told["meanwhile"].add(
                         about(account, f"already disconnected {_disconnected_by(account)}; nothing done.")
                     )
-                    continue
-                acted.append(account)
-                canceled += result.canceled_scheduled_posts
-                released += result.released
-                told["done"].add(
-                    about(account, f"disconnected, {result.canceled_scheduled_posts} queued post(s) canceled")
-                    + (", lease released" if result.released else "")
-                )
+                else:
+                    acted.append(account)
+                    canceled += result.canceled_scheduled_posts
+                    released += result.released
+                    told["done"].add(
+                        about(account, f"disconnected, {result.canceled_scheduled_posts} queued post(s) canceled")
+                        + (", lease released" if result.released else "")
+                    )
+                last = account.pk
             audit_rows(acted, user_id=request.user.pk, description=self.revoke_accounts.short_description)
+            if later:
+                break
+        handed, left = [], []
+        if later:
+            description = self.revoke_accounts.short_description
+            handed, left = budget.hand_off(
+                queryset,
+                after=last,
+                task=tasks.social_accounts_revoke_by_staff,
+                args=(request.user.pk, None, description),
+            )
         count = {kind: f"Social accounts: {said.count:,}" for kind, said in told.items()}
         for kind, level, many in (
             ("done", messages.SUCCESS, f"disconnected, {canceled:,} queued post(s) canceled, {released:,} lease(s) "
              "released."),
-            ("queued", messages.INFO, "more are disconnected by a worker in a moment (too many revokes at the "
-             "platform for one page); reload the list to see them disconnected."),
-            ("left", messages.ERROR, "left as they are: the task queue did not take their revokes. Revoke them again."),
             ("already", messages.WARNING, "already disconnected: left as they are."),
             ("leased", messages.ERROR, "leased, left as they are: releasing them needs the lease permission."),
             ("meanwhile", messages.WARNING, "disconnected by someone else (the partner, a colleague) after the list "
              "was read: nothing done to them."),
         ):  # fmt: skip
             tell(self, request, told[kind].rows, level, f"{count[kind]} {many}")
+        # The accounts handed on are known by their ids only (never read whole here): named while they are few.
+        name = capfirst(SocialAccount._meta.verbose_name)
+        tell(self, request,
+             [f"{name} {pk}: a worker disconnects it in a moment (too many revokes for one page), in its history "
+              "under your name; reload the list to see it disconnected." for pk in handed],
+             messages.INFO,
+             f"Social accounts: {len(handed):,} more are disconnected by a worker in the next minutes (too many for "
+             "one page), each in its history under your name; those found disconnected already, or leased while you "
+             "may not release leases, are left alone. Reload the list to follow it.")  # fmt: skip
+        tell(self, request,
+             [f"{name} {pk}: left as it is: the task queue did not take its revoke. Revoke it again." for pk in left],
+             messages.ERROR,
+             f"Social accounts: {len(left):,} left as they are: the task queue did not take their revokes. Revoke "
+             "them again (the accounts disconnected already are left alone).")  # fmt: skip
 
     @staticmethod
     def _revoke_consequences(accounts, may_release: bool) -> list[tuple[str, str]]:

@@ -49,7 +49,7 @@ from config.api.errors import ApiError, Conflict, Validation
 from config.api.fields import to_the_millisecond
 from config.api.ids import is_valid
 from config.api.returnurl import check_return_url, normalize_allowlist_entry
-from config.batches import row_batches
+from config.batches import BatchOutcome, row_batches
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
 from config.text import shorten
@@ -1332,36 +1332,98 @@ def social_account_revoke_platform_calls(account: SocialAccount) -> int:
     return REVOKE_PLATFORM_CALLS if live and account.kind == SocialAccount.Kind.CONNECTED else 0
 
 
-REVOKE_QUEUED, REVOKE_LEFT = "queued", "left"
+# The revokes one web request makes itself (the rest by a worker): a leased account's makes no platform call but
+# is its lease's release (its own transaction, the wallet's lock: about 15 ms), so without a bound of its own a
+# selection of 10,000 leased accounts was revoked whole in the request (minutes: past gunicorn's timeout and any
+# proxy's), as the lease list's release was before its RELEASES_IN_REQUEST.
+REVOKES_IN_REQUEST = 200
+
+REVOKE_LATER = "later"
 
 
 @dataclass
 class RevokeBudget:
     """Revokes of many accounts from one web request (the admin's revoke of selected accounts, an
     off-boarding), which may make at most `calls` platform calls in all (WEB_REQUEST_PLATFORM_CALLS:
-    gunicorn's grace is made for that many); None: no bound (a command). Revoking 50 accounts in a request
-    made 150 calls, which a deploy cut short mid-way, the grants of the accounts not reached yet left alive at
-    the platform. So the revokes that fit are made now and the rest queued for a worker
-    (social_account_revoke_by_staff); once the task queue refuses one, the rest are left as they are."""
+    gunicorn's grace is made for that many) and at most `rows` revokes; None: no bound (a command). Revoking
+    50 accounts in a request made 150 calls, which a deploy cut short mid-way, the grants of the accounts not
+    reached yet left alive at the platform. So the revokes that fit are made now; at the first that does not,
+    the caller hands that account and the rest of its selection to a worker (`hand_off`), a few thousand ids to a
+    task: one task per account was 50,000 broker calls from one web request."""
 
     calls: int | None
+    rows: int | None = None
     spent: int = 0
-    queue_down: bool = False
+    made: int = 0
 
     def revoke(self, account: SocialAccount, *, actor=None) -> RevokeResult | str:
-        """Revoke `account` now if its calls fit: its RevokeResult. Otherwise REVOKE_QUEUED (a worker revokes
-        it) or REVOKE_LEFT (the task queue refused it: still connected)."""
-        from accounts.tasks import social_account_revoke_by_staff
+        """Revoke `account` now if it fits: its RevokeResult. Otherwise REVOKE_LATER, made nothing: the caller
+        hands it and the accounts after it to a worker."""
+        calls = social_account_revoke_platform_calls(account)
+        if (self.calls is not None and calls > self.calls - self.spent) or (
+            self.rows is not None and self.made >= self.rows
+        ):
+            return REVOKE_LATER
+        self.spent += calls
+        self.made += 1
+        return social_account_revoke(account_id=account.pk, actor=actor)
+
+    @staticmethod
+    def hand_off(queryset: QuerySet, *, after, task, args: tuple = ()) -> tuple[list, list]:
+        """Queue `task(ids, *args)` for the accounts of `queryset` past `after` (a primary key; None: all of
+        them), TASK_ROWS ids to a task, their ids read BATCH_ROWS at a time (never the whole selection at once):
+        (the ids queued, the ids left as they are because the task queue refused; it would refuse the rest too)."""
+        from accounts import admin_bulk
+        from config import batches
         from config.queueing import enqueue
 
-        calls = social_account_revoke_platform_calls(account)
-        if self.calls is not None and calls > self.calls - self.spent:
-            if self.queue_down or not enqueue(social_account_revoke_by_staff, account.pk, getattr(actor, "pk", None)):
-                self.queue_down = True
-                return REVOKE_LEFT
-            return REVOKE_QUEUED
-        self.spent += calls
-        return social_account_revoke(account_id=account.pk, actor=actor)
+        queued: list = []
+        left: list = []
+        chunk: list = []
+
+        def send(ids: list) -> None:
+            if not left and enqueue(task, ids, *args):
+                queued.extend(ids)
+            else:
+                left.extend(ids)
+
+        for ids in batches.pk_batches(queryset, batches.BATCH_ROWS, after=after):
+            chunk.extend(ids)
+            while len(chunk) >= admin_bulk.TASK_ROWS:
+                send(chunk[: admin_bulk.TASK_ROWS])
+                chunk = chunk[admin_bulk.TASK_ROWS :]
+        if chunk:
+            send(chunk)
+        return queued, left
+
+
+def social_accounts_revoke(*, account_ids: list, actor, may_release: bool) -> BatchOutcome:
+    """Staff revoke many accounts (a worker doing what the admin's revoke handed it): each as the admin revokes
+    one (social_account_revoke: its own transaction, the platform's grant revoked after its commit). Left alone,
+    and not counted as this staff member's: an account disconnected already (before, or by the partner or a
+    colleague since), and a leased one when `may_release` is false (its revoke is its lease's release)."""
+    outcome = BatchOutcome()
+    accounts = SocialAccount.objects.in_bulk(account_ids)
+    for pk in account_ids:
+        account = accounts.get(pk)
+        if account is None:
+            outcome.skipped[pk] = Conflict("No such account.", code="SOCIAL_ACCOUNT_NOT_FOUND")
+        elif account.status == SocialAccount.Status.DISCONNECTED:
+            outcome.skipped[pk] = Conflict("Disconnected already.", code="SOCIAL_ACCOUNT_DISCONNECTED")
+        elif account.kind == SocialAccount.Kind.LEASED and not may_release:
+            outcome.skipped[pk] = Conflict(
+                "Leased: releasing it needs the lease permission.", code="LEASE_PERMISSION_REQUIRED"
+            )
+        else:
+            result = social_account_revoke(account_id=pk, actor=actor)
+            if not result.revoked:
+                outcome.skipped[pk] = Conflict("Disconnected already.", code="SOCIAL_ACCOUNT_DISCONNECTED")
+                continue
+            outcome.done.append(pk)
+            outcome.notes[pk] = f"{result.canceled_scheduled_posts} queued post(s) canceled" + (
+                ", lease released" if result.released else ""
+            )
+    return outcome
 
 
 def _revoke_at_platform(*, platform: str, tokens: TokenSet, what: str) -> None:
@@ -2251,6 +2313,8 @@ class OffboardResult:
     # The broker refused their revoke: still connected; run the off-boarding again.
     accounts_left: list[str] = field(default_factory=list)
     platform_calls: int = 0
+    # The revokes this call made itself (against its caller's REVOKES_IN_REQUEST).
+    revokes: int = 0
     wallet_balance_cents: int = 0
 
     @property
@@ -2363,7 +2427,13 @@ def organization_offboard_plans(*, organizations: list[Organization]) -> list[Of
 
 
 def organization_offboard(
-    *, organization_id: str, actor=None, by: str = "", dry_run: bool = False, platform_calls: int | None = None
+    *,
+    organization_id: str,
+    actor=None,
+    by: str = "",
+    dry_run: bool = False,
+    platform_calls: int | None = None,
+    revokes: int | None = None,
 ) -> OffboardResult:
     """Off-board a partner that churned or was terminated: its API keys revoked, its webhook endpoints
     disabled, its pending OAuth links expired, its open lease requests rejected, every queued post canceled,
@@ -2380,8 +2450,9 @@ def organization_offboard(
     Safe to run again, after a crash or to finish what a first run left (a revoke the broker refused, an
     assignment that was underway): each step finds what is still to do; the first off-boarding's time and
     actor are kept. `platform_calls`: the most platform calls this call may make (a web request's budget,
-    WEB_REQUEST_PLATFORM_CALLS); the revokes beyond it are queued for a worker, as the admin's bulk revoke
-    does. None: no limit (the command). `dry_run`: change nothing, report what would be done. `actor`: the
+    WEB_REQUEST_PLATFORM_CALLS) and `revokes` the most accounts it may revoke (REVOKES_IN_REQUEST when a budget
+    of calls is given); the revokes beyond them are handed to a worker, as the admin's bulk revoke does. None:
+    no limit (the command). `dry_run`: change nothing, report what would be done. `actor`: the
     staff member; `by`: who acted when no staff member did (the command's "management command")."""
     from accounts.webhooks.models import WebhookEndpoint
     from accounts.webhooks.services import endpoint_disable
@@ -2437,20 +2508,32 @@ def organization_offboard(
         result.posts_canceled = posts_cancel_for_organization(
             organization_id=organization_id, cause=OFFBOARDED_CAUSE, by=who
         )
-    budget = RevokeBudget(calls=platform_calls)
+    if revokes is None and platform_calls is not None:
+        revokes = REVOKES_IN_REQUEST  # a web request's: its own bound on the revokes it makes
+    budget = RevokeBudget(calls=platform_calls, rows=revokes)
     # A batch of accounts at a time: a partner with 50,000 accounts read at once held them all, tokens and all,
-    # in the web process of the admin's off-boarding.
+    # in the web process of the admin's off-boarding. Past the budget, the rest go to a worker in a few tasks.
+    last = None
+    later = False
     for accounts in row_batches(live):
         for account in accounts:
             revoked = budget.revoke(account, actor=actor)
-            if revoked == REVOKE_LEFT:
-                result.accounts_left.append(account.pk)
-            elif revoked == REVOKE_QUEUED:
-                result.accounts_queued.append(account.pk)
-            else:
-                result.accounts_disconnected.append(account.pk)
-                result.posts_canceled += revoked.canceled_scheduled_posts
-                result.leases_released += int(revoked.released)
+            if revoked == REVOKE_LATER:
+                later = True
+                break
+            last = account.pk
+            result.accounts_disconnected.append(account.pk)
+            result.posts_canceled += revoked.canceled_scheduled_posts
+            result.leases_released += int(revoked.released)
+        if later:
+            break
+    if later:
+        from accounts.tasks import social_accounts_revoke_offboarded
+
+        result.accounts_queued, result.accounts_left = budget.hand_off(
+            live, after=last, task=social_accounts_revoke_offboarded, args=(getattr(actor, "pk", None),)
+        )
+    result.revokes = budget.made
     result.platform_calls = budget.spent
     result.wallet_balance_cents = wallet_get(organization=organization).balance_cents
     log.info(

@@ -107,6 +107,51 @@ def social_account_check_health(self, account_id: str) -> str:
         return "refused"
 
 
+@shared_task(bind=True)
+def social_accounts_revoke_by_staff(self, account_ids: list, staff_user_id: int, mark, description: str) -> dict:
+    """The rest of a staff revoke of many accounts (admin.SocialAccountAdmin.revoke_accounts: more than one web
+    request revokes), TASK_ROWS ids to a task: one task per account was 50,000 broker calls from the request.
+    Each account as the admin revokes one, its own transaction and then its platform calls (a batch of one), with
+    its history line under the staff member's name (accounts/admin_bulk.by_a_worker: only while they may still
+    act); a leased one only while they may still release leases. Idempotent: an account disconnected already
+    (by anyone) is left alone and not credited to them."""
+    from accounts.admin_bulk import by_a_worker
+    from accounts.models import SocialAccount
+
+    return by_a_worker(
+        model=SocialAccount,
+        ids=account_ids,
+        staff_user_id=staff_user_id,
+        mark=mark,
+        description=description,
+        service=lambda ids, actor, mark: services.social_accounts_revoke(
+            account_ids=ids, actor=actor, may_release=actor.has_perm("leasing.change_lease")
+        ),
+        task=self,
+        batch_rows=1,
+    )
+
+
+@shared_task
+def social_accounts_revoke_offboarded(account_ids: list, staff_user_id: int | None) -> int:
+    """The accounts of an off-boarded organization its off-boarding did not revoke in the web request
+    (services.organization_offboard), TASK_ROWS ids to a task: each revoked as the off-boarding revokes them
+    (social_account_revoke, named after the staff member, its own transaction), one failing not holding back the
+    others (the off-boarding run again finds it still connected). Idempotent: an account disconnected already is
+    left as it is. Returns how many this run disconnected."""
+    from django.contrib.auth import get_user_model
+
+    actor = get_user_model().objects.filter(pk=staff_user_id).first() if staff_user_id is not None else None
+    revoked = 0
+    for account_id in account_ids:
+        try:
+            revoked += services.social_account_revoke(account_id=account_id, actor=actor).revoked
+        except Exception:  # noqa: BLE001 - one account's failure, logged; the off-boarding run again finds it
+            log.exception("off-boarding revoke of %s failed; off-board the organization again", account_id)
+    return revoked
+
+
+# Kept for the tasks of this kind still in the broker at a deploy (one per account, before the ones above).
 @shared_task
 def social_account_revoke_by_staff(account_id: str, staff_user_id: int) -> str:
     """A revoke staff chose in the admin among more accounts than one web request may revoke at the platforms

@@ -740,8 +740,8 @@ LAYERS_WEBHOOK_QUEUE = env.str("LAYERS_WEBHOOK_QUEUE", default="webhooks")
 # revokes an admin revoke or an off-boarding hands to a worker go to a queue of their own too, consumed by a
 # worker of its own (`make run` starts one; README, Production). On the default queue one "select all" put its
 # tasks ahead of every publish queued after the click: a 200,000-row resend is 99 tasks of 2,000 ids (0.5-1.6 s
-# of a thread each), a 40,000-post retry held publishing 18-47 s, and 50,000 revoked accounts are 50,000 tasks
-# of up to three platform calls each. Empty: the default queue, shared with publishing.
+# of a thread each), a 40,000-post retry held publishing 18-47 s, and 50,000 revoked accounts are 25 tasks of
+# 2,000 accounts, up to three platform calls each. Empty: the default queue, shared with publishing.
 LAYERS_BULK_QUEUE = env.str("LAYERS_BULK_QUEUE", default="bulk")
 CELERY_TASK_ROUTES = {
     **{
@@ -757,6 +757,8 @@ CELERY_TASK_ROUTES = {
             "accounts.webhooks.tasks.deliveries_resend_by_staff",
             "leasing.tasks.leases_release_by_staff",
             "accounts.tasks.social_account_revoke_by_staff",
+            "accounts.tasks.social_accounts_revoke_by_staff",
+            "accounts.tasks.social_accounts_revoke_offboarded",
         )
         if LAYERS_BULK_QUEUE
     },

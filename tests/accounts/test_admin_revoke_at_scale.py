@@ -39,7 +39,7 @@ def test_revoking_many_accounts_counts_those_a_worker_disconnects_in_one_message
             {"action": "revoke_accounts", ACTION_CHECKBOX_NAME: [ids[0]], "select_across": "1", "index": "0"},
         )
 
-    queued = [args for task, args in held if task.name.endswith("social_account_revoke_by_staff")]
+    queued = [pk for task, args in held if task.name.endswith("social_accounts_revoke_by_staff") for pk in args[0]]
     inline = len(ids) - len(queued)
     assert len(told) <= inline + 1, told
     assert sum("disconnected, 0 queued post(s) canceled" in m for m in told) == inline

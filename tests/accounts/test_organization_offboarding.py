@@ -194,15 +194,16 @@ def test_the_admin_revokes_what_fits_one_request_and_a_worker_revokes_the_rest(o
             follow=True,
         )
     assert len(calls) <= WEB_REQUEST_PLATFORM_CALLS
-    queued = [args for task, args in held if task.name.endswith("social_account_revoke_by_staff")]
+    # The rest in one task (TASK_ROWS ids to a task), not one broker call per account from the request.
+    queued = [args for task, args in held if task.name.endswith("social_accounts_revoke_offboarded")]
     inline = WEB_REQUEST_PLATFORM_CALLS // services.REVOKE_PLATFORM_CALLS
-    assert len(queued) == 4 - inline
+    assert len(queued) == 1 and len(queued[0][0]) == 4 - inline
     assert "A worker disconnects 2 more account(s)" in answer.content.decode()
 
-    from accounts.tasks import social_account_revoke_by_staff
+    from accounts.tasks import social_accounts_revoke_offboarded
 
     for args in queued:
-        social_account_revoke_by_staff.run(*args)
+        social_accounts_revoke_offboarded.run(*args)
     assert SocialAccount.objects.filter(pk__in=ids, status="disconnected").count() == 4
 
 
@@ -211,7 +212,7 @@ def test_with_the_task_queue_down_the_rest_is_reported_and_a_second_run_finishes
 
     ids = [connected_account(owner, "tiktok", f"later.{n}")["id"] for n in range(3)]
     ops = staff_login(Client(), superuser("ops"))
-    with mock.patch("accounts.tasks.social_account_revoke_by_staff.delay", broker_down):
+    with mock.patch("accounts.tasks.social_accounts_revoke_offboarded.delay", broker_down):
         answer = ops.post(
             CHANGELIST,
             {"action": "offboard_organizations", "post": "yes", "_selected_action": [owner.org.pk]},

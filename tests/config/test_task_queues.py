@@ -20,14 +20,16 @@ WEBHOOK_TASKS = [
 ]
 PUBLISHING_TASKS = ["scheduling.tasks.dispatch_due_posts", "scheduling.tasks.publish_posts"]
 # The rest of a staff action over a whole list (accounts/admin_bulk.py), and the revokes an admin revoke or an
-# off-boarding hands to a worker: a 200,000-row resend is 99 tasks queued at once, 50,000 revoked accounts
-# 50,000, each making platform calls.
+# off-boarding hands to a worker: a 200,000-row resend is 99 tasks queued at once, 50,000 revoked accounts 25
+# tasks of 2,000, each account making platform calls (one task per account before: still routed, for a deploy).
 BULK_TASKS = [
     "scheduling.tasks.posts_retry_by_staff",
     "scheduling.tasks.posts_cancel_by_staff",
     "accounts.webhooks.tasks.deliveries_resend_by_staff",
     "leasing.tasks.leases_release_by_staff",
     "accounts.tasks.social_account_revoke_by_staff",
+    "accounts.tasks.social_accounts_revoke_by_staff",
+    "accounts.tasks.social_accounts_revoke_offboarded",
 ]
 
 
