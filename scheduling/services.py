@@ -2022,6 +2022,21 @@ FAILURES_BEFORE_COOL_OFF = 5
 MANAGED_COOL_OFF = timedelta(minutes=1)
 
 
+def managed_limits(provider_id) -> list:
+    """The gate a managed provider's calls go through: its calls in flight at once, and its cool-off after
+    FAILURES_BEFORE_COOL_OFF failures in a row."""
+    from accounts import callgate
+
+    return [
+        callgate.Limit(
+            managed_gate_key(provider_id),
+            in_flight=MANAGED_PROVIDER_IN_FLIGHT,
+            failures_to_trip=FAILURES_BEFORE_COOL_OFF,
+            cool_off=MANAGED_COOL_OFF,
+        )
+    ]
+
+
 def managed_gate_key(provider_id) -> str:
     return f"managed-provider:{provider_id}"
 
@@ -2158,14 +2173,7 @@ def _dispatch_managed(post: ScheduledPost) -> str:
         "Idempotency-Key": post.pk,
         "Layers-Signature": signature_header(body, [secret]),
     }
-    limits = [
-        callgate.Limit(
-            managed_gate_key(provider.pk),
-            in_flight=MANAGED_PROVIDER_IN_FLIGHT,
-            failures_to_trip=FAILURES_BEFORE_COOL_OFF,
-            cool_off=MANAGED_COOL_OFF,
-        )
-    ]
+    limits = managed_limits(provider.pk)
     holder = _gate_holder(post)  # taken now: settling the post below rewrites its claim in memory
     try:
         entered = _managed_enter(post, limits, holder)

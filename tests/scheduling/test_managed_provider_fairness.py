@@ -164,7 +164,6 @@ def test_a_worker_killed_mid_call_to_the_provider_costs_one_requeue_not_two(owne
     ran out earlier (it waited a minute for a worker); the resolver requeued it, and the new claim found
     "its" slot held — taken for a duplicate run — and skipped, leaving the post publishing for a second
     lease and a second requeue. A slot belongs to a claim, not to the post."""
-    from accounts import callgate
 
     account = connected_account(owner, "tiktok", "managed.dies")
     with receiver(lambda request: (200, {"id": "mp-1"}, {})) as (url, received):
@@ -176,14 +175,7 @@ def test_a_worker_killed_mid_call_to_the_provider_costs_one_requeue_not_two(owne
         # a minute later a worker takes it, enters the provider's gate, and is killed mid-call (no leave)
         with time_machine.travel(t0 + timedelta(seconds=60), tick=False):
             claimed = services._publishing_posts([post_id])[post_id]
-            limits = [
-                callgate.Limit(
-                    services.managed_gate_key(provider.pk),
-                    in_flight=services.MANAGED_PROVIDER_IN_FLIGHT,
-                    failures_to_trip=services.FAILURES_BEFORE_COOL_OFF,
-                    cool_off=services.MANAGED_COOL_OFF,
-                )
-            ]
+            limits = services.managed_limits(provider.pk)
             assert services._managed_enter(claimed, limits, services._gate_holder(claimed)) is None
         with time_machine.travel(t0 + services.CLAIM_LEASE + timedelta(seconds=5), tick=False):
             run_dispatcher()  # the resolver requeues the dead run's post

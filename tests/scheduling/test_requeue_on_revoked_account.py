@@ -78,14 +78,7 @@ def provider_full(project) -> None:
     from accounts import callgate
 
     provider = managed_provider(project=project, name="Boost", endpoint_url="http://127.0.0.1:9/never-called")
-    limits = [
-        callgate.Limit(
-            services.managed_gate_key(provider.pk),
-            in_flight=services.MANAGED_PROVIDER_IN_FLIGHT,
-            failures_to_trip=services.FAILURES_BEFORE_COOL_OFF,
-            cool_off=services.MANAGED_COOL_OFF,
-        )
-    ]
+    limits = services.managed_limits(provider.pk)
     with transaction.atomic():
         for i in range(services.MANAGED_PROVIDER_IN_FLIGHT):
             assert callgate.enter(limits=limits, holder=f"another post {i}", lease=services.CLAIM_LEASE) is None
