@@ -48,6 +48,15 @@ from tests.staff import staff_member
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+# What a partner's schedule call varies: which account, the mode, the media, how far ahead.
+SCHEDULED = dict(
+    account=st.integers(0, 2),
+    mode=st.sampled_from(["publish", "draft"]),
+    media_type=st.sampled_from(["video", "image"]),
+    delay=st.sampled_from([0, 60, 20 * 60, 2 * 3600]),
+)
+
+
 def run_message(task, args, kwargs) -> None:
     """Run a held message in this thread, as a worker would, raising what it raised. Not `.get()` alone: the
     result is already there (apply runs it), and Celery refuses a plain get() once a worker has run in this
@@ -112,12 +121,7 @@ class PostLife(RuleBasedStateMachine):
 
     # --- the partner ------------------------------------------------------------------------------
 
-    @rule(
-        account=st.integers(0, 2),
-        mode=st.sampled_from(["publish", "draft"]),
-        media_type=st.sampled_from(["video", "image"]),
-        delay=st.sampled_from([0, 60, 20 * 60, 2 * 3600]),
-    )
+    @rule(**SCHEDULED)
     def schedule(self, account, mode, media_type, delay):
         client, target = self.tenant.client, self.accounts[account]
         n = next(self.numbers)
@@ -154,12 +158,7 @@ class PostLife(RuleBasedStateMachine):
             "anyway": 0,
         }
 
-    @rule(
-        account=st.integers(0, 2),
-        mode=st.sampled_from(["publish", "draft"]),
-        media_type=st.sampled_from(["video", "image"]),
-        delay=st.sampled_from([0, 60, 20 * 60, 2 * 3600]),
-    )
+    @rule(**SCHEDULED)
     def schedule_another(self, account, mode, media_type, delay):
         self.schedule(account, mode, media_type, delay)  # scheduling is what partners do most
 
