@@ -1725,6 +1725,11 @@ def _resolve(post: ScheduledPost) -> str:
                 "not sent again automatically.",
                 answered=False,
             )
+        if post.requeues + 1 >= MAX_LOST_RUNS and account.status == SocialAccount.Status.DISCONNECTED:
+            # Revoked meanwhile: the account being gone is the answer a partner can act on (and the one the
+            # requeue below gives a run earlier); the lost runs' PLATFORM_UNAVAILABLE says "try again later".
+            # Read without the account's lock: a revoke not committed yet leaves it to the lost-runs limit.
+            return _fail(post, "ACCOUNT_DISCONNECTED", "The account was disconnected.", answered=False)
         if post.requeues + 1 >= MAX_LOST_RUNS:
             # A run that raised (a database error, a bug) or died the same way every time would otherwise be
             # queued again at every expiry forever: a managed post sent to its provider each time, a platform

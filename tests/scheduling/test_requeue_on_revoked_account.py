@@ -163,3 +163,20 @@ def test_a_worker_whose_clock_is_off_does_not_give_a_post_of_a_revoked_account_b
     assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED", body
     assert [e.type for e in Event.objects.filter(type__startswith="scheduled_post.")] == ["scheduled_post.failed"]
     assert sandbox_posts("tiktok", "skew.gone") == []
+
+
+def test_a_post_of_a_revoked_account_whose_last_allowed_run_was_lost_fails_account_disconnected(owner):
+    """The post's runs were lost four times already (workers died before it reached the platform), and its
+    account was revoked meanwhile. The resolver would have given up on lost runs ("the worker died or raised":
+    PLATFORM_UNAVAILABLE, which tells the partner to try again later); the account is gone, which is the answer a
+    partner can act on, and the one the same post gets one run earlier."""
+    account, scheduled = claimed_and_lost(owner, "fifth.run")
+    ScheduledPost.objects.filter(pk=scheduled["id"]).update(requeues=services.MAX_LOST_RUNS - 1)
+    assert owner.client.delete(f"/v1/social-accounts/{account['id']}").json()["canceledScheduledPosts"] == 0
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=6)):  # its claim ran out: the resolver's turn
+        run_dispatcher()
+
+    body = post(owner, scheduled["id"])
+    assert body["status"] == "failed" and body["error"]["code"] == "ACCOUNT_DISCONNECTED", body
+    assert sandbox_posts("tiktok", "fifth.run") == []
