@@ -1475,8 +1475,10 @@ def _publishing_posts(post_ids: list[str]) -> dict[str, ScheduledPost]:
 
 
 def post_publish(*, post_id: str) -> str:
-    """Publish one claimed post. Returns the outcome ("published", "processing", "failed", "retrying", "deferred",
-    "skipped"). Safe to call twice, and beside another run on the same post: a post that is not
+    """Publish one claimed post. Returns the outcome: "published", "processing", "failed", "retrying",
+    "deferred" (a managed post waiting for its provider's slot), "skipped", or, from a worker whose clock is off
+    (_give_back_for_the_clock), "given back" (queued again) or "left to the resolver" (its account was
+    revoked). Safe to call twice, and beside another run on the same post: a post that is not
     `publishing`, or whose creating call another run has made, is skipped — that run settles it, or the
     resolver does (post_resolve) — and every write is conditional on the post still being this run's
     (_still_ours), so it is never posted again, requeued under the run that posted it, or failed while live.
