@@ -1,10 +1,13 @@
 """Celery tasks of scheduling: ids in, one service call, retry policy only. The periodic tick is the
 trigger; the rows are the work (a lost message is found again by the next tick)."""
 
+from collections.abc import Iterator
+
 from celery import shared_task
 from django.conf import settings
 
 from config import clock
+from config.batches import batches
 from scheduling import services
 
 # The tick hands claimed posts to workers a few per message when many are waiting: one message per post
@@ -16,9 +19,8 @@ WAITING_PER_TASK = 64
 PREPARE_PER_TICK = 100
 
 
-def _chunks(ids: list[str], *, waiting: int) -> list[list[str]]:
-    size = max(1, min(POSTS_PER_TASK_MAX, waiting // WAITING_PER_TASK))
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
+def _chunks(ids: list[str], *, waiting: int) -> Iterator[list[str]]:
+    return batches(ids, max(1, min(POSTS_PER_TASK_MAX, waiting // WAITING_PER_TASK)))
 
 
 @shared_task
