@@ -48,7 +48,10 @@ class LedgerEntryOutput(serializers.Serializer):
     description = serializers.SerializerMethodField(
         help_text="Human-readable: the leased account and period of a charge, the reason of a top-up or adjustment."
     )
-    leaseSocialAccountId = serializers.SerializerMethodField(help_text="sa_… of the leased account charged.")
+    leaseSocialAccountId = serializers.SerializerMethodField(
+        help_text="sa_… of the leased account charged; on an adjustment, of the leased account it refunds or "
+        "corrects, when Layers finance named one (null otherwise)."
+    )
     periodIndex = serializers.IntegerField(
         source="period_index", allow_null=True, help_text="Month of the lease charged: 0 = the month from assignment."
     )
@@ -68,7 +71,9 @@ class LedgerEntryOutput(serializers.Serializer):
         return entry.reason or default
 
     def get_leaseSocialAccountId(self, entry) -> str | None:
-        return entry.lease.social_account_id if entry.lease_id else None
+        # A refund names its account apart from `lease` (which marks a charge: LedgerEntry.adjusted_lease).
+        lease = entry.lease if entry.lease_id else entry.adjusted_lease if entry.adjusted_lease_id else None
+        return lease.social_account_id if lease is not None else None
 
 
 class WalletApi(ApiView):

@@ -21,7 +21,7 @@ def wallet_get(*, organization) -> Wallet:
 
 
 def ledger_entry_list(*, organization, kind: str | None = None):
-    qs = LedgerEntry.objects.filter(organization=organization).select_related("lease")
+    qs = LedgerEntry.objects.filter(organization=organization).select_related("lease", "adjusted_lease")
     if kind:
         qs = qs.filter(kind=kind)
     return qs

@@ -80,6 +80,20 @@ def test_entries_describe_each_charge_with_its_leased_account_and_period(owner):
     assert sum(e["amountCents"] for e in data) == owner.client.get("/v1/wallet").json()["balanceCents"]
 
 
+def test_a_refund_names_the_leased_account_it_refunds_in_the_partners_entries(owner):
+    """Finance refunded one leased account's month (an adjustment naming its lease): the partner reconciling
+    the refund against their own customers must see which account it was for, as they do on its charge."""
+    refunded = lease_assign(owner, price_cents=4900)
+    lease_assign(owner, price_cents=4900)
+    services.wallet_adjust(organization=owner.org, cents=4900, reason="Refund: account was banned", lease=refunded)
+    services.wallet_adjust(organization=owner.org, cents=-100, reason="Bank fee")
+
+    adjustments = owner.client.get("/v1/wallet/entries?kind=adjustment").json()["data"]
+
+    by_reason = {e["description"]: e["leaseSocialAccountId"] for e in adjustments}
+    assert by_reason == {"Refund: account was banned": refunded.social_account_id, "Bank fee": None}
+
+
 def test_entries_are_newest_first_and_pages_neither_skip_nor_repeat(owner):
     for i in range(7):
         services.wallet_top_up(organization=owner.org, cents=100 + i)
@@ -150,5 +164,6 @@ def test_listing_entries_takes_the_same_number_of_queries_for_3_or_30_charges(ow
     owner.client.get("/v1/wallet")  # the key's first use of the minute records last_used_at: not the list's cost
     few = queries_for_page()
     for _ in range(27):
-        lease_assign(owner, price_cents=10, at=timezone.now())
+        refunded = lease_assign(owner, price_cents=10, at=timezone.now())
+        services.wallet_adjust(organization=owner.org, cents=10, reason="Refund", lease=refunded)
     assert queries_for_page() == few
