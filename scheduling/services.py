@@ -886,16 +886,57 @@ def posts_claimed_waiting() -> int:
 TO_CHECK = Claimable(status=ScheduledPost.Status.PUBLISHING.value, due="next_check_at")
 
 
+def posts_checks_in_flight(*, now: datetime) -> int:
+    """Status checks handed out and not finished: posts the platform was sent (a publish id, or the creating
+    call marked) under a claim still alive at `now`. A check claim writes claimed_until = next_check_at = its
+    time + CLAIM_LEASE (posts_claim_for_resolution), and a check that ends clears claimed_until (_check_again,
+    _publish_throttled, _retry_later, _finish) or settles the post; a claim whose lease ran out no longer
+    counts, as its post is due again (its message was lost with its worker, or is still waiting). The
+    publisher's own run counts as well for the moment between storing the publish id and its first check
+    (next_check_at a few seconds ahead, its claim alive): it is that check.
+    Claims of posts not sent yet are the publishes waiting (posts_claimed_waiting), bounded on their own.
+
+    Read on sp_publishing_check (next_check_at, publishing rows): the range ahead of `now` holds the live
+    claims and the posts whose next check is set for later (at most STATUS_POLL_MAX, or a throttle's backoff,
+    ahead). Measured among 1M posts: 1.2 ms with 2,400 rows in that range; 50 ms with 47,000 (tens of
+    thousands of posts in processing at once), where posts_claimed_waiting, which reads every publishing row,
+    took 39 ms."""
+    return (
+        ScheduledPost.objects.filter(
+            status=ScheduledPost.Status.PUBLISHING, next_check_at__gt=now, claimed_until__gt=now
+        )
+        .exclude(publish_id="", publish_attempted_at__isnull=True)
+        .count()
+    )
+
+
+def checks_in_flight_max() -> int:
+    """The most status checks handed out and not finished at once (posts_checks_in_flight):
+    LAYERS_DISPATCH_MAX_WAITING, the bound of the publishes waiting. A check waits on the same queue and workers
+    as a publish and weighs about as much (a platform call or two), and that setting is the operator's word for
+    how many messages the workers get through well within CLAIM_LEASE (README: raised with the workers); a
+    knob of its own would need the same sizing. Counted apart from the publishes, not shared with them: a
+    burst of publishes would otherwise hold back every check for its length, and an Instagram post goes live
+    in its check (media_publish). So a post due now waits behind at most that many checks, where before it
+    waited behind every post awaiting one, and more: a check waiting past its lease was handed out again."""
+    return settings.LAYERS_DISPATCH_MAX_WAITING
+
+
 def posts_claim_for_resolution(*, now: datetime | None = None, limit: int = 500) -> list[str]:
-    """Claim publishing posts whose status check is due or whose worker's lease ran out. Organizations take
-    turns, as in posts_claim_due (_claim_by_turns): strictly the longest waiting first, one partner's campaign
-    of thousands of posts awaiting their checks (each asked again every 2 minutes at most) made every other
-    partner's post wait behind it to become `published`. None while this process's clock is off
-    (CLOCK_OFF_CLAIMS): it would read another worker's lease as run out, and fail a post that worker is putting
-    live."""
+    """Claim publishing posts whose status check is due or whose worker's lease ran out, at most as many as
+    leave checks_in_flight_max() handed out and not finished (posts_checks_in_flight). Without that bound a
+    slow platform (5 s a call) left checks waiting in the broker past their lease: each was claimed and queued
+    again, the backlog grew without end, and posts due now waited behind it. Organizations take turns, as in
+    posts_claim_due (_claim_by_turns): strictly the longest waiting first, one partner's campaign of thousands
+    of posts awaiting their checks (each asked again every 2 minutes at most) made every other partner's post
+    wait behind it to become `published`. None while this process's clock is off (CLOCK_OFF_CLAIMS): it would
+    read another worker's lease as run out, and fail a post that worker is putting live."""
     if not clock.clock_trustworthy(refusing=CLOCK_OFF_CLAIMS):
         return []
     now = now or timezone.now()
+    limit = min(limit, checks_in_flight_max() - posts_checks_in_flight(now=now))
+    if limit <= 0:
+        return []
     return _claim_by_turns(
         TO_CHECK,
         due_by=now,

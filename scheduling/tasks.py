@@ -46,6 +46,7 @@ def dispatch_due_posts(batch: int = 500) -> int:
         claimed += len(ids)
         if len(ids) < limit:
             break
+    # Bounded by the checks already handed out and not finished (services.posts_claim_for_resolution).
     for post_id in services.posts_claim_for_resolution(limit=batch):
         resolve_post.delay(post_id)
         claimed += 1

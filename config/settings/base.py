@@ -504,7 +504,8 @@ if not LAYERS_WEBHOOK_LEASE.total_seconds() > 2 * LAYERS_WEBHOOK_TIMEOUT:
 # cannot take every thread. Beyond it a send is deferred a few seconds, not attempted.
 LAYERS_WEBHOOK_ORG_IN_FLIGHT = whole_number("LAYERS_WEBHOOK_ORG_IN_FLIGHT", default=2, most=100)
 # Scheduled posts: most claimed posts left waiting for a worker at once; a larger burst is handed out over
-# the next dispatcher ticks (every 2 s). Raise it with the number of workers (a few times their posts/s).
+# the next dispatcher ticks (every 2 s). Raise it with the number of workers (a few times their posts/s). Also
+# the most status checks handed out and not finished at once, counted apart (services.checks_in_flight_max).
 LAYERS_DISPATCH_MAX_WAITING = whole_number("LAYERS_DISPATCH_MAX_WAITING", default=1000, most=100_000)
 # A worker whose clock is off from the database's by more than this many seconds takes no part in publishing
 # until it is right again, and a web process reports not ready (config/clock.py): the dispatcher tick claims no
