@@ -891,9 +891,9 @@ def posts_checks_in_flight(*, now: datetime) -> int:
     call marked) under a claim still alive at `now`. A check claim writes claimed_until = next_check_at = its
     time + CLAIM_LEASE (posts_claim_for_resolution), and a check that ends clears claimed_until (_check_again,
     _publish_throttled, _retry_later, _finish) or settles the post; a claim whose lease ran out no longer
-    counts, as its post is due again (its message was lost with its worker, or is still waiting). The
-    publisher's own run counts as well for the moment between storing the publish id and its first check
-    (next_check_at a few seconds ahead, its claim alive): it is that check.
+    counts, as its post is due again (its message was lost with its worker, or is still waiting: that one is
+    stale, post_resolve's `claim`). The publisher's own run counts as well for the moment between storing the
+    publish id and its first check (next_check_at a few seconds ahead, its claim alive): it is that check.
     Claims of posts not sent yet are the publishes waiting (posts_claimed_waiting), bounded on their own.
 
     Read on sp_publishing_check (next_check_at, publishing rows): the range ahead of `now` holds the live
@@ -943,6 +943,14 @@ def posts_claim_for_resolution(*, now: datetime | None = None, limit: int = 500)
         limit=limit,
         updates={"next_check_at": now + CLAIM_LEASE, "claimed_until": now + CLAIM_LEASE},
     )
+
+
+def posts_claim_checks(*, limit: int = 500) -> list[tuple[str, str]]:
+    """posts_claim_for_resolution for the dispatcher's messages: each post id with its claim, for post_resolve's
+    `claim` (the claim's claimed_until, the same for every post of one claim, ISO 8601)."""
+    now = timezone.now()
+    claim = (now + CLAIM_LEASE).isoformat()
+    return [(post_id, claim) for post_id in posts_claim_for_resolution(now=now, limit=limit)]
 
 
 _INSTAGRAM_PLACEMENTS = ", ".join(f"'{placement}'" for placement in sorted(set(INSTAGRAM_PLACEMENT.values())))
@@ -1716,7 +1724,7 @@ RETRYABLE_FAIL_CODES = frozenset({"internal", "2207001", "2207003", "2207032", "
 UNAVAILABLE_FAIL_CODES = frozenset({"EXPIRED"})
 
 
-def post_resolve(*, post_id: str) -> str:
+def post_resolve(*, post_id: str, claim: str | None = None) -> str:
     """Settle a `publishing` post by asking the platform about it, never by posting again:
     - publish_id known → poll its status (published / still processing / failed);
     - the request that creates the post was sent but no id was stored (worker died mid-call) → fail with
@@ -1732,10 +1740,18 @@ def post_resolve(*, post_id: str) -> str:
     lease of a worker in its creating call as run out, and fail a post going live. The check of a post with
     its publish id (asking the platform, safe to repeat) is put back due at the time of the claim that sent
     it here, and the next tick hands it out again; a post without one (is its run dead?) waits for the
-    resolver's lease to run out, as after any resolve that did not happen."""
+    resolver's lease to run out, as after any resolve that did not happen.
+
+    `claim`: the claim that handed the post out (posts_claim_checks). A message that waited in the broker past
+    its lease finds the post claimed again (another message is on its way) or already settled by another run:
+    "skipped", asking the platform nothing. It used to ask again, one status call per stale duplicate (TikTok
+    allows 30 a minute per token) while the workers were behind. A message without one (from the previous
+    release, or a caller settling the post at once, as dispatch_posts) is run as before."""
     post = ScheduledPost.objects.select_related("container", "social_account__identity").filter(pk=post_id).first()
     if post is None or post.status != ScheduledPost.Status.PUBLISHING:
         return "skipped"
+    if claim is not None and post.claimed_until != datetime.fromisoformat(claim):
+        return "skipped"  # a stale message: the claim that holds the post now has a message of its own
     if not clock.clock_trustworthy(refusing=f"checking: post {post.pk} left to a worker whose clock is right"):
         if post.publish_id and post.next_check_at is not None:
             # The resolver's claim wrote next_check_at = its time + CLAIM_LEASE (posts_claim_for_resolution).
@@ -1756,9 +1772,10 @@ def _resolve(post: ScheduledPost) -> str:
     if not post.publish_id:
         if post.publish_attempted_at and now - post.publish_attempted_at < CLAIM_LEASE:
             # The run that made the creating call may be in it still: this is a resolve message redelivered or
-            # late (it carries no claim, so it cannot tell), or that worker started late in its claim. Failing
-            # now would report a post that is about to be live as failed, and refuse its id. Nothing is written:
-            # the resolver looks again when the post's check is due (a resolver's claim, from now, outlasts it).
+            # late (a redelivery carries the claim it had, so it cannot tell), or that worker started late in its
+            # claim. Failing now would report a post that is about to be live as failed, and refuse its id.
+            # Nothing is written: the resolver looks again when the post's check is due (a resolver's claim, from
+            # now, outlasts it).
             return "skipped"
         if post.publish_attempted_at:
             return _fail(

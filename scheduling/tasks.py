@@ -46,9 +46,10 @@ def dispatch_due_posts(batch: int = 500) -> int:
         claimed += len(ids)
         if len(ids) < limit:
             break
-    # Bounded by the checks already handed out and not finished (services.posts_claim_for_resolution).
-    for post_id in services.posts_claim_for_resolution(limit=batch):
-        resolve_post.delay(post_id)
+    # Bounded by the checks already handed out and not finished (services.posts_claim_for_resolution); each
+    # message carries its claim, so one that waited past it asks the platform nothing (post_resolve).
+    for post_id, claim in services.posts_claim_checks(limit=batch):
+        resolve_post.delay(post_id, claim)
         claimed += 1
     # Last, and only while workers keep up: posts due now come before containers for posts due later.
     if waiting < WAITING_PER_TASK:
@@ -75,8 +76,10 @@ def prepare_post(post_id: str) -> str:
 
 
 @shared_task
-def resolve_post(post_id: str) -> str:
-    return services.post_resolve(post_id=post_id)
+def resolve_post(post_id: str, claim: str | None = None) -> str:
+    """Check a post handed out by the tick. `claim`: its claim's token; none in a message of the previous
+    release."""
+    return services.post_resolve(post_id=post_id, claim=claim)
 
 
 @shared_task(name="globalPlatformPostsSync")

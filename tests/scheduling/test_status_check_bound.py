@@ -4,7 +4,7 @@ broker. A claim lasts CLAIM_LEASE; a message waiting longer saw its post claimed
 queued, and so on: the backlog grew without end, every stale duplicate still asked the platform (TikTok allows 30
 status calls a minute per token), and posts due now waited to be published behind thousands of checks on the
 same queue. The checks handed out and not finished are now bounded as the publishes waiting are
-(LAYERS_DISPATCH_MAX_WAITING)."""
+(LAYERS_DISPATCH_MAX_WAITING), and a resolve message carries its claim: a stale one asks the platform nothing."""
 
 from datetime import timedelta
 from unittest import mock
@@ -13,13 +13,16 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from accounts.models import Event
 from accounts.platforms.base import PublishStatus
 from accounts.platforms.tiktok import TikTokClient
 from scheduling import services
+from scheduling.models import ScheduledPost
 from scheduling.tasks import dispatch_due_posts, resolve_post
+from tests.accounts.oauth_helpers import connected_account
 from tests.factories import make_account
-from tests.platform_helpers import held_tasks
-from tests.scheduling.publish_helpers import a_burst, sent_awaiting_check
+from tests.platform_helpers import held_tasks, intercepted
+from tests.scheduling.publish_helpers import a_burst, post, run_dispatcher, schedule_now, sent_awaiting_check
 
 pytestmark = pytest.mark.django_db
 
@@ -94,3 +97,49 @@ def test_posts_waiting_to_be_published_take_no_slot_of_the_checks_nor_the_checks
     published = [post_id for task, args in held if task.name == "scheduling.tasks.publish_posts" for post_id in args[0]]
     assert len(published) == 5
     assert set(checks_queued(held)) <= {p.pk for p in to_check} and set(published) <= {p.pk for p in due}
+
+
+def test_a_stale_check_asks_the_platform_nothing_and_the_fresh_one_publishes_the_post(owner, settings):
+    """A check message waited in the broker past its claim's lease; the post was claimed again and a second
+    message queued. The stale one, run first, used to ask TikTok again (one of its 30 status calls a minute per
+    token, for nothing). It now sees the post is no longer under its claim and leaves it; the fresh one reads
+    the outcome and publishes the post."""
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 20 * 60  # TikTok processes the video for 20 minutes
+    account = connected_account(owner, "tiktok", "slow.checks")
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()  # published on TikTok, still processing: asked again in 2 s
+    assert post(owner, scheduled["id"])["status"] == "publishing"
+
+    with held_tasks() as held:
+        with time_machine.travel(timezone.now() + timedelta(seconds=5)):
+            dispatch_due_posts()
+        with time_machine.travel(timezone.now() + timedelta(minutes=6)):  # its claim ran out, still waiting
+            dispatch_due_posts()
+    stale, fresh = [(task, args) for task, args in held if task.name == resolve_post.name]
+    assert stale[1][0] == fresh[1][0] == scheduled["id"]
+
+    calls: list[str] = []
+    with time_machine.travel(timezone.now() + timedelta(minutes=7)), intercepted({}, calls=calls):
+        assert stale[0](*stale[1]) == "skipped"
+    assert calls == []
+    assert post(owner, scheduled["id"])["status"] == "publishing"
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=21)), intercepted({}, calls=calls):
+        assert fresh[0](*fresh[1]) == "published"
+    assert [call for call in calls if "status" in call] == ["POST /sandbox/tiktok/v2/post/publish/status/fetch/"]
+    assert post(owner, scheduled["id"])["status"] == "published"
+    assert Event.objects.filter(type="scheduled_post.published").count() == 1
+
+
+def test_a_check_message_of_the_previous_release_still_settles_the_post(owner, settings):
+    """Messages queued by the release before this one carry the post's id alone: they are checked as before."""
+    settings.LAYERS_SANDBOX_PUBLISH_DELAY_SECONDS = 60
+    account = connected_account(owner, "tiktok", "old.message")
+    scheduled = schedule_now(owner, account["id"])
+    run_dispatcher()
+    assert post(owner, scheduled["id"])["status"] == "publishing"
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert services.posts_claim_for_resolution() == [scheduled["id"]]
+        assert resolve_post(scheduled["id"]) == "published"
+    assert ScheduledPost.objects.get(pk=scheduled["id"]).status == "published"
