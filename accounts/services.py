@@ -1371,7 +1371,7 @@ class RevokeBudget:
     @staticmethod
     def hand_off(queryset: QuerySet, *, after, task, args: tuple = ()) -> tuple[list, list]:
         """Queue `task(ids, *args)` for the accounts of `queryset` past `after` (a primary key; None: all of
-        them), TASK_ROWS ids to a task, read a task's worth at a time (never the whole selection at once):
+        them), TASK_ROWS ids to a task, their ids read BATCH_ROWS at a time (never the whole selection at once):
         (the ids queued, the ids left as they are because the task queue refused; it would refuse the rest too)."""
         from accounts import admin_bulk
         from config import batches
@@ -1379,11 +1379,21 @@ class RevokeBudget:
 
         queued: list = []
         left: list = []
-        for ids in batches.pk_batches(queryset, admin_bulk.TASK_ROWS, after=after):
+        chunk: list = []
+
+        def send(ids: list) -> None:
             if not left and enqueue(task, ids, *args):
                 queued.extend(ids)
             else:
                 left.extend(ids)
+
+        for ids in batches.pk_batches(queryset, batches.BATCH_ROWS, after=after):
+            chunk.extend(ids)
+            while len(chunk) >= admin_bulk.TASK_ROWS:
+                send(chunk[: admin_bulk.TASK_ROWS])
+                chunk = chunk[admin_bulk.TASK_ROWS :]
+        if chunk:
+            send(chunk)
         return queued, left
 
 
