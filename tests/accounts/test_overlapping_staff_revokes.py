@@ -1,0 +1,266 @@
+"""Staff revoking overlapping selections of accounts at the same moment, on real PostgreSQL connections in threads:
+two staff members pressing "Revoke (disconnect) selected accounts" on lists that share accounts (an incident, two
+people on call), the worker doing the rest of one staff member's revoke while the partner's DELETE comes in, and
+an off-boarding of the organization while a colleague revokes some of its accounts.
+
+Each race is forced with a transaction held open on another connection (tests/concurrency.py: held_open and
+wait_until_waiting), never a sleep. What each person sees must hold whoever wins a row: no error page and no 500;
+each account disconnected once (one `social_account.disconnected` event, one "disconnected" status line naming
+who did it, and the admin history line only for the staff member who did it); the platform's grant revoked once;
+each queued post canceled once; each lease released once and never charged after; and what each staff member is
+told ("disconnected" / "already disconnected", the off-boarding's count) adds up to what happened."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.models import LogEntry
+from django.test import Client
+from django.utils import timezone
+
+from accounts import services, tasks
+from accounts.models import Event, SocialAccount
+from accounts.platforms.sandbox.models import Token
+from billing import services as billing_services
+from billing.models import LedgerEntry
+from leasing import services as leasing_services
+from leasing.models import Lease
+from scheduling.models import ScheduledPost
+from tests.accounts.oauth_helpers import connected_account
+from tests.concurrency import held_open, on_its_own_connection, wait_until_waiting
+from tests.leasing.helpers import add_pool, get_request, request_accounts
+from tests.scheduling.publish_helpers import schedule_now
+from tests.staff import messages_of, staff_login, superuser
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHANGELIST = "/admin/accounts/socialaccount/"
+REVOKE = "Admin action: Revoke (disconnect) selected accounts"
+WAIT = 30
+
+
+def an_incident(tenant, *, connected: int = 4, leased: int = 2) -> dict:
+    """`connected` TikTok accounts of distinct creators (sandbox grants) and `leased` leased accounts, each with a
+    queued post due tomorrow, the wallet topped up for their charges. Returns {"accounts": ids in key order (the
+    order a bulk revoke works in), "connected", "leased", "posts": account id → post id, "usernames"}."""
+    usernames = {}
+    for n in range(connected):
+        username = f"overlap.creator{n}"
+        usernames[connected_account(tenant, "tiktok", username)["id"]] = username
+    add_pool(leased, price=4900)
+    accepted = request_accounts(tenant, leased)
+    leasing_services.lease_assign(request_id=accepted["requestId"], auto=True)
+    leased_ids = get_request(tenant, accepted["requestId"])["socialAccountIds"]
+    assert len(leased_ids) == leased
+    billing_services.wallet_top_up(organization=tenant.org, cents=50_000)
+    tomorrow = timezone.now() + timedelta(days=1)
+    accounts = sorted([*usernames, *leased_ids])
+    posts = {pk: schedule_now(tenant, pk, when=tomorrow)["id"] for pk in accounts}
+    return {"accounts": accounts, "connected": list(usernames), "leased": leased_ids, "posts": posts,
+            "usernames": usernames}  # fmt: skip
+
+
+@pytest.fixture
+def grant_revokes(monkeypatch):
+    """Every revoke of a grant at the platform (services._revoke_at_platform), by the token it revoked with,
+    from whichever thread made it."""
+    made: list[str] = []
+    lock = threading.Lock()
+    real = services._revoke_at_platform
+
+    def counted(**kwargs):
+        with lock:
+            made.append(kwargs["tokens"].access_token)
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "_revoke_at_platform", counted)
+    return made
+
+
+@pytest.fixture
+def whole_selection_in_the_request(monkeypatch):
+    """Room in one request for the platform calls of every revoke here (6 calls, 2 connected accounts, otherwise):
+    the pages then say what became of each selected account themselves. The worker's half is raced on its own
+    below (social_accounts_revoke_by_staff)."""
+    monkeypatch.setattr("accounts.admin.WEB_REQUEST_PLATFORM_CALLS", 60)
+
+
+def revoke_in_admin(client, ids: list[str]) -> list[str]:
+    """The staff member's revoke of `ids` from the list (the confirmation page's Yes): the messages shown."""
+    data = {"action": "revoke_accounts", ACTION_CHECKBOX_NAME: ids, "index": "0", "post": "yes"}
+    response = client.post(CHANGELIST, data, follow=True)
+    assert response.status_code == 200, response.status_code
+    return messages_of(response)
+
+
+def told_done(messages: list[str]) -> set[str]:
+    return {pk for m in messages if m.startswith("Social account ") and ": disconnected, " in m
+            for pk in [m.split(" ")[2].rstrip(":")]}  # fmt: skip
+
+
+def told_already(messages: list[str]) -> set[str]:
+    return {pk for m in messages if m.startswith("Social account ") and ": already disconnected" in m
+            for pk in [m.split(" ")[2].rstrip(":")]}  # fmt: skip
+
+
+def disconnected_once_by(pk: str) -> str:
+    """The one "disconnected" line of the account's status history: its source (who did it)."""
+    account = SocialAccount.objects.get(pk=pk)
+    assert account.status == "disconnected"
+    lines = list(account.status_changes.filter(to_status="disconnected").values_list("source", flat=True))
+    assert len(lines) == 1, (pk, lines)
+    events = [e for e in Event.objects.filter(type="social_account.disconnected") if e.data["id"] == pk]
+    assert len(events) == 1, (pk, events)
+    return lines[0]
+
+
+def admin_history(pk: str) -> list[tuple[int, str]]:
+    return list(
+        LogEntry.objects.filter(content_type__model="socialaccount", object_id=pk).values_list(
+            "user_id", "change_message"
+        )
+    )
+
+
+def assert_everything_ended_once(tenant, incident, grant_revokes, charged_before):
+    """What must hold whoever won each account: posts canceled, leases released once and not charged after,
+    each creator's grant revoked at the platform once."""
+    for pk, post_id in incident["posts"].items():
+        post = ScheduledPost.objects.get(pk=post_id)
+        assert post.status == "canceled", (pk, post.status)
+    for pk in incident["leased"]:
+        assert Lease.objects.filter(social_account_id=pk).count() == 1
+        assert Lease.objects.get(social_account_id=pk).released_at is not None
+    for username in incident["usernames"].values():
+        assert not Token.objects.filter(platform="tiktok", username=username, revoked_at__isnull=True).exists()
+    assert len(grant_revokes) == len(set(grant_revokes)) == len(incident["connected"]), grant_revokes
+    billing_services.lease_charges_run(now=timezone.now() + timedelta(days=45))
+    assert LedgerEntry.objects.filter(organization=tenant.org).count() == charged_before
+
+
+def test_two_staff_revoking_overlapping_selections_at_once_each_do_their_part_once(
+    owner, grant_revokes, whole_selection_in_the_request
+):
+    """Two on-call staff each select accounts of the incident, overlapping in the middle, and press Go at the
+    same moment. A third connection holds the first shared account's row, so that both reach it and queue there,
+    then lets them go: one disconnects it, the other is told it was done by the first; the second shared account
+    is raced freely."""
+    incident = an_incident(owner)
+    accounts = incident["accounts"]
+    first_pick, second_pick = accounts[:4], accounts[2:]
+    shared = set(first_pick) & set(second_pick)
+    ops1, ops2 = superuser("ops1"), superuser("ops2")
+    one, two = staff_login(Client(), ops1), staff_login(Client(), ops2)
+    charged_before = LedgerEntry.objects.filter(organization=owner.org).count()
+    told: dict[str, list[str]] = {}
+    errors: list = []
+
+    held = lambda: list(SocialAccount.objects.select_for_update().filter(pk=accounts[2]))  # noqa: E731
+    with held_open(held):
+        threads = [
+            on_its_own_connection(lambda: told.__setitem__("ops1", revoke_in_admin(one, first_pick)), errors),
+            on_its_own_connection(lambda: told.__setitem__("ops2", revoke_in_admin(two, second_pick)), errors),
+        ]
+        wait_until_waiting("accounts_socialaccount", count=2)
+    for thread in threads:
+        thread.join(WAIT)
+
+    assert errors == [], errors
+    staff = {"ops1": ops1, "ops2": ops2}
+    picks = {"ops1": set(first_pick), "ops2": set(second_pick)}
+    for pk in accounts:
+        by = disconnected_once_by(pk)
+        (who,) = [name for name in staff if by.endswith(f"by staff {name}")]
+        # The admin history names only the one who did it; the page told them "disconnected", and the other
+        # one (if it was in their selection too) "already disconnected", nothing credited to them.
+        assert admin_history(pk) == [(staff[who].pk, REVOKE)], (pk, admin_history(pk))
+        assert pk in told_done(told[who])
+        for other in set(staff) - {who}:
+            assert pk not in told_done(told[other])
+            assert (pk in told_already(told[other])) == (pk in picks[other])
+    for name, pick in picks.items():
+        # Every selected account is accounted for once on each page.
+        assert told_done(told[name]) | told_already(told[name]) == pick, (name, told[name])
+        assert not told_done(told[name]) & told_already(told[name])
+    assert len(told_done(told["ops1"]) & shared) + len(told_done(told["ops2"]) & shared) == len(shared)
+    assert_everything_ended_once(owner, incident, grant_revokes, charged_before)
+
+
+def test_the_partners_delete_during_the_workers_revoke_waits_and_is_answered_disconnected(owner, grant_revokes):
+    """The worker doing the rest of a staff member's revoke (social_accounts_revoke_by_staff) holds an account it
+    has just disconnected, uncommitted, when the partner's DELETE of the same account comes in: the DELETE waits,
+    then answers 200 disconnected with nothing canceled or released by it, and nothing in its name."""
+    incident = an_incident(owner, connected=2, leased=1)
+    ops = superuser("ops1")
+    connected, leased = incident["connected"][0], incident["leased"][0]
+    charged_before = LedgerEntry.objects.filter(organization=owner.org).count()
+    answers: dict[str, object] = {}
+    errors: list = []
+
+    def worker():
+        return tasks.social_accounts_revoke_by_staff(
+            sorted([connected, leased]), ops.pk, None, "Revoke (disconnect) selected accounts"
+        )
+
+    with held_open(worker) as by_worker:
+        partner = [
+            on_its_own_connection(
+                lambda pk=pk: answers.__setitem__(pk, owner.client.delete(f"/v1/social-accounts/{pk}")), errors
+            )  # fmt: skip
+            for pk in (connected, leased)
+        ]
+        wait_until_waiting("accounts_socialaccount", count=2)
+    for thread in partner:
+        thread.join(WAIT)
+
+    assert errors == [], errors
+    assert by_worker.result == {"done": 2, "leftAlone": 0}
+    for pk in (connected, leased):
+        assert answers[pk].status_code == 200, answers[pk].content
+        body = answers[pk].json()
+        assert body["status"] == "disconnected" and body["canceledScheduledPosts"] == 0 and not body["released"]
+        assert disconnected_once_by(pk).endswith("by staff ops1")
+        assert admin_history(pk) == [(ops.pk, REVOKE)]
+        assert ScheduledPost.objects.get(pk=incident["posts"][pk]).canceled_by.endswith("by staff ops1")
+    assert Lease.objects.get(social_account_id=leased).released_by_id == ops.pk
+    # The account nobody raced is left as it was.
+    other = incident["connected"][1]
+    assert SocialAccount.objects.get(pk=other).status == "connected"
+    incident["posts"].pop(other)
+    incident["connected"].remove(other)
+    incident["usernames"].pop(other)
+    assert_everything_ended_once(owner, incident, grant_revokes, charged_before)
+
+
+def test_staff_revoking_accounts_the_partner_is_disconnecting_are_told_and_credited_nothing(
+    owner, grant_revokes, whole_selection_in_the_request
+):
+    """The partner's DELETE of an account holds it (disconnected, not committed yet) as a staff member's revoke of
+    a selection including it reaches it: the staff member's page says it was disconnected by the partner, and
+    their history has no line for it; the rest of their selection is theirs."""
+    incident = an_incident(owner, connected=3, leased=1)
+    accounts = incident["accounts"]
+    partners = accounts[1]
+    ops = superuser("ops1")
+    client = staff_login(Client(), ops)
+    charged_before = LedgerEntry.objects.filter(organization=owner.org).count()
+    told: list[list[str]] = []
+    errors: list = []
+
+    with held_open(lambda: services.social_account_revoke(account_id=partners, api_key=owner.key)) as held:
+        staff = on_its_own_connection(lambda: told.append(revoke_in_admin(client, accounts)), errors)
+        wait_until_waiting("accounts_socialaccount")
+    staff.join(WAIT)
+
+    assert errors == [], errors
+    assert held.result.revoked
+    (messages,) = told
+    assert told_already(messages) == {partners}
+    assert told_done(messages) == set(accounts) - {partners}
+    assert f"(revoke by API key {owner.key.name} (" in next(m for m in messages if partners in m)
+    assert disconnected_once_by(partners).startswith("revoke by API key") and admin_history(partners) == []
+    for pk in set(accounts) - {partners}:
+        assert disconnected_once_by(pk).endswith("by staff ops1")
+        assert admin_history(pk) == [(ops.pk, REVOKE)]
+    assert_everything_ended_once(owner, incident, grant_revokes, charged_before)
