@@ -2522,6 +2522,11 @@ def organization_offboard(
                 later = True
                 break
             last = account.pk
+            if not revoked.revoked:
+                # Disconnected since `live` was read, by a colleague's revoke or the partner's DELETE (its status
+                # history names them): not this off-boarding's doing, so not in its "N account(s) disconnected",
+                # which the colleague's own page and history already count.
+                continue
             result.accounts_disconnected.append(account.pk)
             result.posts_canceled += revoked.canceled_scheduled_posts
             result.leases_released += int(revoked.released)

@@ -27,6 +27,7 @@ from billing.models import LedgerEntry
 from leasing import services as leasing_services
 from leasing.models import Lease
 from scheduling.models import ScheduledPost
+from scheduling.services import posts_cancel
 from tests.accounts.oauth_helpers import connected_account
 from tests.concurrency import held_open, on_its_own_connection, wait_until_waiting
 from tests.leasing.helpers import add_pool, get_request, request_accounts
@@ -263,4 +264,45 @@ def test_staff_revoking_accounts_the_partner_is_disconnecting_are_told_and_credi
     for pk in set(accounts) - {partners}:
         assert disconnected_once_by(pk).endswith("by staff ops1")
         assert admin_history(pk) == [(ops.pk, REVOKE)]
+    assert_everything_ended_once(owner, incident, grant_revokes, charged_before)
+
+
+def test_an_off_boarding_during_a_colleagues_revoke_counts_only_the_accounts_it_disconnected(owner, grant_revokes):
+    """Staff revoke two accounts of an organization (the worker's half of their revoke, held open: disconnected,
+    not committed) while a colleague off-boards the organization. The off-boarding read them still connected,
+    waits for them, finds them disconnected by the colleague, and must not report them as its own: its page said
+    "4 account(s) disconnected" for an organization of which it disconnected 2, beside the colleague's own history
+    crediting them the other 2. (Their posts were canceled before, so that the off-boarding's cancel of the
+    organization's posts does not queue behind the revoke instead, and then read them disconnected already.)"""
+    incident = an_incident(owner, connected=3, leased=1)
+    accounts = incident["accounts"]
+    colleagues = sorted([incident["connected"][0], incident["leased"][0]])
+    ops1, ops2 = superuser("ops1"), superuser("ops2")
+    assert posts_cancel(post_ids=[incident["posts"][pk] for pk in colleagues], actor=ops1).skipped == {}
+    charged_before = LedgerEntry.objects.filter(organization=owner.org).count()
+    results: list = []
+    errors: list = []
+
+    def revoke():
+        return tasks.social_accounts_revoke_by_staff(colleagues, ops1.pk, None, "Revoke (disconnect) selected accounts")
+
+    with held_open(revoke) as held:
+        offboarding = on_its_own_connection(
+            lambda: results.append(services.organization_offboard(organization_id=owner.org.pk, actor=ops2)), errors
+        )
+        wait_until_waiting("accounts_socialaccount")
+    offboarding.join(WAIT)
+
+    assert errors == [], errors
+    assert held.result == {"done": 2, "leftAlone": 0}
+    (result,) = results
+    its_own = sorted(set(accounts) - set(colleagues))
+    assert sorted(result.accounts_disconnected) == its_own
+    assert f"{len(its_own)} account(s) disconnected (0 lease(s) released)" in result.report()
+    for pk in colleagues:
+        assert disconnected_once_by(pk).endswith("by staff ops1")
+        assert admin_history(pk) == [(ops1.pk, REVOKE)]
+    for pk in its_own:
+        assert disconnected_once_by(pk).endswith("by staff ops2")
+    assert Lease.objects.get(social_account_id=incident["leased"][0]).released_by_id == ops1.pk
     assert_everything_ended_once(owner, incident, grant_revokes, charged_before)
