@@ -27,11 +27,11 @@ from billing.models import LedgerEntry
 from leasing import services as leasing_services
 from leasing.models import Lease
 from scheduling.models import ScheduledPost
-from scheduling.services import posts_cancel
+from scheduling.services import post_publish, posts_cancel, posts_claim_due
 from tests.accounts.oauth_helpers import connected_account
 from tests.concurrency import held_open, on_its_own_connection, wait_until_waiting
 from tests.leasing.helpers import add_pool, get_request, request_accounts
-from tests.scheduling.publish_helpers import schedule_now
+from tests.scheduling.publish_helpers import run_dispatcher, sandbox_posts, schedule_now
 from tests.staff import messages_of, staff_login, superuser
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -306,3 +306,67 @@ def test_an_off_boarding_during_a_colleagues_revoke_counts_only_the_accounts_it_
         assert disconnected_once_by(pk).endswith("by staff ops2")
     assert Lease.objects.get(social_account_id=incident["leased"][0]).released_by_id == ops1.pk
     assert_everything_ended_once(owner, incident, grant_revokes, charged_before)
+
+
+# Staff canceling queued posts while the dispatcher claims them (scheduling.services.posts_cancel against
+# posts_claim_due): each post is either canceled (never sent) or sent once (and staff told it was not canceled).
+
+POSTS = "/admin/scheduling/scheduledpost/"
+
+
+def cancel_in_admin(client, ids: list[str]) -> list[str]:
+    response = client.post(POSTS, {"action": "cancel_posts", ACTION_CHECKBOX_NAME: ids, "index": "0"}, follow=True)
+    assert response.status_code == 200, response.status_code
+    return messages_of(response)
+
+
+def test_a_staff_cancel_held_open_leaves_its_posts_to_it_and_the_dispatcher_sends_the_others(owner):
+    """Staff's cancel of two due posts is not committed yet when the dispatcher ticks: the tick neither waits nor
+    sends them (they are locked: skipped), and sends the third; once the cancel commits, the two stay canceled
+    and no later tick sends them."""
+    account = connected_account(owner, "tiktok", "cancel.race")["id"]
+    posts = [schedule_now(owner, account)["id"] for _ in range(3)]
+    canceled, sent = sorted(posts[:2]), posts[2]
+    ops = superuser("ops1")
+
+    with held_open(lambda: posts_cancel(post_ids=canceled, actor=ops)) as held:
+        assert run_dispatcher() == 1  # eager: claimed and published on this connection, the two skipped
+        assert ScheduledPost.objects.get(pk=sent).status == "published"
+
+    assert held.result.done == canceled and held.result.skipped == {}
+    run_dispatcher()
+    for pk in canceled:
+        post = ScheduledPost.objects.get(pk=pk)
+        assert post.status == "canceled" and post.canceled_by == "staff ops1", post.canceled_by
+    assert len(sandbox_posts("tiktok", "cancel.race")) == 1
+
+
+def test_staff_canceling_a_post_the_dispatcher_is_claiming_are_told_it_is_publishing_and_it_is_sent_once(owner):
+    """The dispatcher's claim of a due post is not committed yet when staff cancel it with another one not due
+    yet: the cancel waits for the claim, then cancels only the other and tells staff the claimed one is being
+    published; that one is sent once, the other never."""
+    account = connected_account(owner, "tiktok", "claim.race")["id"]
+    due = schedule_now(owner, account)["id"]
+    later = schedule_now(owner, account, when=timezone.now() + timedelta(days=1))["id"]
+    ops = superuser("ops1")
+    client = staff_login(Client(), ops)
+    told: list[list[str]] = []
+    errors: list = []
+
+    with held_open(posts_claim_due) as claim:
+        staff = on_its_own_connection(lambda: told.append(cancel_in_admin(client, sorted([due, later]))), errors)
+        wait_until_waiting("scheduling_scheduledpost")
+    staff.join(WAIT)
+
+    assert errors == [], errors
+    assert claim.result == [due]
+    (messages,) = told
+    assert f"Scheduled post {later}: canceled." in messages, messages
+    assert f"Scheduled post {due}: Only queued posts can be canceled; this one is publishing." in messages, messages
+    history = LogEntry.objects.filter(content_type__model="scheduledpost")
+    assert list(history.values_list("object_id", "user_id")) == [(later, ops.pk)]
+    assert post_publish(post_id=due) == "published"
+    run_dispatcher()
+    assert ScheduledPost.objects.get(pk=due).status == "published"
+    assert ScheduledPost.objects.get(pk=later).status == "canceled"
+    assert len(sandbox_posts("tiktok", "claim.race")) == 1
