@@ -27,7 +27,7 @@ from billing.models import LedgerEntry
 from leasing import services as leasing_services
 from leasing.models import Lease
 from scheduling.models import ScheduledPost
-from scheduling.services import post_publish, posts_cancel, posts_claim_due
+from scheduling.services import post_publish, posts_cancel, posts_claim_due, posts_retry
 from tests.accounts.oauth_helpers import connected_account
 from tests.concurrency import held_open, on_its_own_connection, wait_until_waiting
 from tests.leasing.helpers import add_pool, get_request, request_accounts
@@ -370,3 +370,30 @@ def test_staff_canceling_a_post_the_dispatcher_is_claiming_are_told_it_is_publis
     assert ScheduledPost.objects.get(pk=due).status == "published"
     assert ScheduledPost.objects.get(pk=later).status == "canceled"
     assert len(sandbox_posts("tiktok", "claim.race")) == 1
+
+
+def test_a_staff_retry_held_open_while_the_dispatcher_sends_the_accounts_other_post_sends_each_once(owner):
+    """Staff's retry of a failed post holds its account's row (as the revoke's lock order asks) and the post,
+    requeued and not committed yet, when the dispatcher ticks and sends another due post of the same account: the
+    whole tick runs meanwhile (a retry of a long list does not stall publishing on its accounts' locks), does not
+    send the retried post from before the retry committed, and the next tick sends it. Each post reaches the
+    platform once."""
+    account = connected_account(owner, "tiktok", "retry.race")["id"]
+    failed, due = schedule_now(owner, account)["id"], schedule_now(owner, account)["id"]
+    ScheduledPost.objects.filter(pk=failed).update(status="failed", error_code="PLATFORM_REJECTED")
+    ops = superuser("ops1")
+    ticks: list = []
+    errors: list = []
+
+    with held_open(lambda: posts_retry(post_ids=[failed], actor=ops)) as held:
+        tick = on_its_own_connection(lambda: ticks.append(run_dispatcher()), errors)
+        tick.join(WAIT)
+        assert not tick.is_alive(), "the tick waited for the staff member's retry"
+
+    assert errors == [], errors
+    assert held.result.done == [failed] and held.result.skipped == {}
+    assert ticks == [1]
+    assert ScheduledPost.objects.get(pk=due).status == "published"
+    run_dispatcher()
+    assert ScheduledPost.objects.get(pk=failed).status == "published"
+    assert len(sandbox_posts("tiktok", "retry.race")) == 2
