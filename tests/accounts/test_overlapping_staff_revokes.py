@@ -308,6 +308,55 @@ def test_an_off_boarding_during_a_colleagues_revoke_counts_only_the_accounts_it_
     assert_everything_ended_once(owner, incident, grant_revokes, charged_before)
 
 
+def test_an_off_boarding_and_a_colleagues_revoke_from_the_admin_at_once_add_up(
+    owner, grant_revokes, whole_selection_in_the_request
+):
+    """Both pages at once: one staff member revokes most of an organization's accounts from the list while another
+    off-boards it. A third connection holds an account both reach, so that both queue there, then lets them go;
+    the accounts after it are raced freely. Whoever won each: it is disconnected once, and the off-boarding's
+    "N account(s) disconnected (L lease(s) released)" and the colleague's "disconnected" lines split the
+    accounts between them, each also in the history of the one who did it."""
+    incident = an_incident(owner)
+    accounts = incident["accounts"]
+    pick = accounts[1:5]
+    ops1, ops2 = superuser("ops1"), superuser("ops2")
+    one, two = staff_login(Client(), ops1), staff_login(Client(), ops2)
+    charged_before = LedgerEntry.objects.filter(organization=owner.org).count()
+    told: dict[str, list[str]] = {}
+    errors: list = []
+
+    def offboard():
+        data = {"action": "offboard_organizations", ACTION_CHECKBOX_NAME: [owner.org.pk], "index": "0", "post": "yes"}
+        response = two.post("/admin/accounts/organization/", data, follow=True)
+        assert response.status_code == 200, response.status_code
+        told["ops2"] = messages_of(response)
+
+    held = lambda: list(SocialAccount.objects.select_for_update().filter(pk=accounts[2]))  # noqa: E731
+    with held_open(held):
+        threads = [
+            on_its_own_connection(lambda: told.__setitem__("ops1", revoke_in_admin(one, pick)), errors),
+            on_its_own_connection(offboard, errors),
+        ]
+        wait_until_waiting("accounts_socialaccount", count=2)
+    for thread in threads:
+        thread.join(WAIT)
+
+    assert errors == [], errors
+    by = {pk: disconnected_once_by(pk) for pk in accounts}
+    colleagues = {pk for pk, source in by.items() if source.endswith("by staff ops1")}
+    offboarding = {pk for pk, source in by.items() if source.endswith("by staff ops2")}
+    assert colleagues | offboarding == set(accounts) and not colleagues & offboarding, by
+    assert told_done(told["ops1"]) == colleagues
+    assert told_already(told["ops1"]) == set(pick) - colleagues
+    leases = len(offboarding & set(incident["leased"]))
+    (report,) = [m for m in told["ops2"] if "off-boarded:" in m]
+    assert f" {len(offboarding)} account(s) disconnected ({leases} lease(s) released)" in report, (report, by)
+    for pk in accounts:
+        # The off-boarding's history line is the organization's; an account's is only the colleague's revoke.
+        assert admin_history(pk) == ([(ops1.pk, REVOKE)] if pk in colleagues else []), pk
+    assert_everything_ended_once(owner, incident, grant_revokes, charged_before)
+
+
 # Staff canceling queued posts while the dispatcher claims them (scheduling.services.posts_cancel against
 # posts_claim_due): each post is either canceled (never sent) or sent once (and staff told it was not canceled).
 
