@@ -357,6 +357,44 @@ def test_an_off_boarding_and_a_colleagues_revoke_from_the_admin_at_once_add_up(
     assert_everything_ended_once(owner, incident, grant_revokes, charged_before)
 
 
+def test_two_workers_doing_overlapping_halves_of_two_staff_revokes_add_up(owner, grant_revokes):
+    """Two staff members' revokes each handed the same accounts to the bulk worker (too many for their pages), and
+    two worker processes run the two tasks at once: held on a shared account, both queue there. Each account is
+    done by one task, in that staff member's history only, and the tasks' results (done, left alone) add up."""
+    incident = an_incident(owner)
+    accounts = incident["accounts"]
+    first_half, second_half = accounts[:4], accounts[1:]
+    ops1, ops2 = superuser("ops1"), superuser("ops2")
+    charged_before = LedgerEntry.objects.filter(organization=owner.org).count()
+    results: dict[str, dict] = {}
+    errors: list = []
+
+    def worker(name, user, ids):
+        description = "Revoke (disconnect) selected accounts"
+        return lambda: results.__setitem__(name, tasks.social_accounts_revoke_by_staff(ids, user.pk, None, description))
+
+    held = lambda: list(SocialAccount.objects.select_for_update().filter(pk=accounts[1]))  # noqa: E731
+    with held_open(held):
+        threads = [
+            on_its_own_connection(worker("ops1", ops1, first_half), errors),
+            on_its_own_connection(worker("ops2", ops2, second_half), errors),
+        ]
+        wait_until_waiting("accounts_socialaccount", count=2)
+    for thread in threads:
+        thread.join(WAIT)
+
+    assert errors == [], errors
+    staff = {"ops1": ops1, "ops2": ops2}
+    done = {name: set() for name in staff}
+    for pk in accounts:
+        (who,) = [name for name in staff if disconnected_once_by(pk).endswith(f"by staff {name}")]
+        assert admin_history(pk) == [(staff[who].pk, REVOKE)], pk
+        done[who].add(pk)
+    assert results["ops1"] == {"done": len(done["ops1"]), "leftAlone": len(first_half) - len(done["ops1"])}
+    assert results["ops2"] == {"done": len(done["ops2"]), "leftAlone": len(second_half) - len(done["ops2"])}
+    assert_everything_ended_once(owner, incident, grant_revokes, charged_before)
+
+
 # Staff canceling queued posts while the dispatcher claims them (scheduling.services.posts_cancel against
 # posts_claim_due): each post is either canceled (never sent) or sent once (and staff told it was not canceled).
 
