@@ -234,6 +234,25 @@ def lease_release_lock(*, organization_id: str) -> None:
     _wallets_lock([organization_id])
 
 
+def lease_release_time(*, lease_id: int, now: datetime) -> datetime:
+    """The `released_at` of a release made at `now`, in the release's transaction after lease_release_lock:
+    `now` cut to the millisecond (as `releasedAt` is written), or, when the lease has a month charged that
+    starts at that millisecond or later, one millisecond after that month's start.
+
+    Why: a month is owed only if it started before the release, and the renewal job charges it from its first
+    instant (start <= its clock). A job run 0.3 ms into a month charged it; a release 0.3 ms later, stored at
+    the month's very start, answered a `paidThrough` a month later with a `releasedAt` that owes nothing of it
+    (as does one whose worker's clock ran ahead). A charge is never taken back (the ledger is append-only), so
+    the release is stored after what was charged, under the wallet lock, which every charge takes first."""
+    released_at = to_the_millisecond(now)
+    newest = LedgerEntry.objects.filter(lease_id=lease_id, period_index__gt=0).aggregate(start=Max("period_start"))[
+        "start"
+    ]
+    if newest is not None and newest >= released_at:
+        released_at = to_the_millisecond(newest) + TICK
+    return released_at
+
+
 def lease_billing_start(*, lease) -> None:
     """Charge period 0 (the month from `assigned_at`) of a lease just assigned; called inside the assignment's
     transaction, so the charge commits or rolls back with the lease. Idempotent: a lease whose period 0 is

@@ -38,7 +38,6 @@ from accounts.services import (
 )
 from accounts.token_margin import refresh_due, refresh_due_q
 from config.api.errors import ApiError, Conflict, Validation
-from config.api.fields import to_the_millisecond
 from config.batches import BatchOutcome
 from config.dbreconnect import write_again_after_a_dropped_connection
 from config.queueing import enqueue_on_commit
@@ -898,7 +897,7 @@ def lease_release_for_account(*, account: SocialAccount, actor=None, api_key=Non
     post with."""
     if account.kind != SocialAccount.Kind.LEASED:
         return None
-    from billing.services import lease_release_lock
+    from billing.services import lease_release_lock, lease_release_time
 
     lease_release_lock(organization_id=account.organization_id)  # wallet first, as the renewal job locks
     lease = Lease.objects.select_for_update().filter(social_account=account, released_at__isnull=True).first()
@@ -916,8 +915,9 @@ def lease_release_for_account(*, account: SocialAccount, actor=None, api_key=Non
     needs_reauth = was == SocialAccount.Status.REAUTH_REQUIRED
     # To the millisecond, as `releasedAt` is written: billing owes a month that started before the release
     # (start < released_at), and a release 0.6 ms into a month read as made at its very start, which owes it
-    # not, while it was charged.
-    now = to_the_millisecond(timezone.now())
+    # not, while it was charged. After any month already charged (lease_release_time): the renewal job may
+    # have charged one in this very millisecond.
+    now = lease_release_time(lease_id=lease.pk, now=timezone.now())
     lease.released_at = now
     lease.released_by = actor
     lease.save(update_fields=["released_at", "released_by"])

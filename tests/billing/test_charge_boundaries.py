@@ -118,3 +118,28 @@ def test_a_release_the_partner_reads_at_the_instant_a_month_starts_does_not_owe_
     assert body["paidThrough"] == "2028-02-29T10:00:00.000Z"
     assert [c[0] for c in charges(lease)] == [0]
     assert balance(owner) == -1000
+
+
+def test_a_release_in_the_millisecond_a_renewal_was_charged_is_answered_after_that_month_started(owner):
+    # The renewal job charges a month once start <= now, to the microsecond; a release is stored to the
+    # millisecond (cut), and owes a month only if it started before `releasedAt`. A job run 0.3 ms into the
+    # second month charged it, and a release 0.3 ms later was stored and answered at that month's very start
+    # (the `currentPeriodEnd` the partner had read, which owes nothing) with `paidThrough` a month later: the
+    # ledger held a month starting at the release, which the answer's own rule says is not owed.
+    import time_machine
+
+    lease = lease_assign(owner, price_cents=1000, at=at(2028, 1, 31, 10))
+    with time_machine.travel(at(2028, 2, 29, 10, 0, 0, 300), tick=False):
+        services.lease_charges_run()
+    with time_machine.travel(at(2028, 2, 29, 10, 0, 0, 600), tick=False):
+        response = owner.client.delete(f"/v1/leased-accounts/{lease.social_account_id}")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert [c[0] for c in charges(lease)] == [0, 1]  # a charge is never taken back
+    assert body["paidThrough"] == "2028-03-31T10:00:00.000Z"
+    # Released after the month it was charged started: one millisecond after it, the finest step written.
+    assert body["releasedAt"] == "2028-02-29T10:00:00.001Z"
+    lease.refresh_from_db()
+    assert all(start < lease.released_at for _, start, _, _ in charges(lease)[1:])
+    assert balance(owner) == -2000
