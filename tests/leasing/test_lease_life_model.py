@@ -422,8 +422,9 @@ class LeaseLife(RuleBasedStateMachine):
         else:
             social_accounts_health_tick()
 
-    @rule(seconds=st.sampled_from([1, 15 * 60, 16 * 60, 6 * 3600, 86400, 28 * 86400, 31 * 86400]))
+    @rule(seconds=st.sampled_from([0.0007, 1, 15 * 60, 16 * 60, 6 * 3600, 86400, 28 * 86400, 31 * 86400]))
     def time_passes(self, seconds):
+        # 0.7 ms: assignments and releases within a millisecond (times are written cut to the millisecond).
         self.traveller.shift(timedelta(seconds=seconds))
 
     @rule(index=st.integers(0, 31), offset_ms=st.sampled_from([-1, 0, 1]), run=st.booleans())
