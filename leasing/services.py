@@ -460,6 +460,16 @@ def _check_and_bind(*, request_id: str, reserved: list[PoolAccount], attempt: in
         )
 
 
+def _refuse_if_offboarded(request: LeaseRequest) -> None:
+    """In the caller's transaction, with the request locked: no account is assigned to an off-boarded partner.
+    Read under the off-boarding mark's row lock (organization_offboarded_at)."""
+    offboarded_at = organization_offboarded_at(organization_id=request.organization_id)
+    if offboarded_at is not None:
+        raise LeaseError(
+            f"The organization was off-boarded on {offboarded_at:%Y-%m-%d %H:%M} UTC: no account is assigned to it."
+        )
+
+
 def _reserve(
     *, request_id: str, pool_account_ids, auto: bool, actor, seen_reviewer=UNSEEN
 ) -> tuple[list[PoolAccount], int]:
@@ -477,11 +487,7 @@ def _reserve(
         # top-up would lease a live account, and charge its month, to a partner Layers has cut off. Its row
         # lock (organization_offboard's mark takes it first, then never a request) orders a reservation
         # before the mark, where the off-boarding reports it underway, or after it, refused here.
-        offboarded_at = organization_offboarded_at(organization_id=request.organization_id)
-        if offboarded_at is not None:
-            raise LeaseError(
-                f"The organization was off-boarded on {offboarded_at:%Y-%m-%d %H:%M} UTC: no account is assigned to it."
-            )
+        _refuse_if_offboarded(request)
         # A partial request is topped up with what is still to assign (every lease of the request counts,
         # one the partner has released since included: assignedCount, and the status _bind sets, count them).
         assigned = Lease.objects.filter(request=request).count()
@@ -712,6 +718,11 @@ def _bind(*, request_id: str, pool_ids: list[str], actor, attempt: int | None = 
         request = LeaseRequest.objects.select_for_update().get(pk=request_id)
         if not _is_current_attempt(request, attempt):
             raise LeaseError("This assignment was interrupted and the request has moved on; nothing was bound.")
+        # Reserved before the partner was off-boarded, bound after (the worker's token check was still queued):
+        # live accounts, with tokens, leased and charged to a partner Layers has cut off, which nothing would
+        # release until the off-boarding was run again. Read under the mark's row lock, as _reserve reads it:
+        # a bind committing first is released by the off-boarding, which reads the leases after its mark.
+        _refuse_if_offboarded(request)
         pool = list(PoolAccount.objects.select_for_update().filter(pk__in=pool_ids, status=PoolAccount.Status.RESERVED))
         if len(pool) != len(pool_ids):
             raise LeaseError("A reserved pool account changed state during provisioning.")

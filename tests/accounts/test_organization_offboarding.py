@@ -325,6 +325,32 @@ def test_a_partial_lease_request_of_an_offboarded_partner_is_not_topped_up(owner
     assert ledger(owner) == entries
 
 
+def test_an_assignment_whose_token_check_was_still_queued_at_the_offboarding_leases_and_charges_nothing(owner):
+    """Ops assigned a request (its accounts reserved, the worker's token check queued), and the partner was
+    off-boarded before the worker ran it. The off-boarding reports the request underway; the worker then bound
+    the accounts and charged their first months to the off-boarded partner, live accounts with tokens nothing
+    would release until someone ran the off-boarding again (found by the lease life model)."""
+    add_pool(2)
+    rid = request_accounts(owner, 2)["requestId"]
+    with held_tasks() as held:
+        leasing_services.lease_assign_start(request_id=rid, auto=True)
+    assert LeaseRequest.objects.get(pk=rid).status == "provisioning"
+    result = services.organization_offboard(organization_id=owner.org.pk, by="test")
+    assert result.lease_requests_underway == [rid]
+    entries = ledger(owner)
+
+    for task, args in held:  # the worker's check, after the off-boarding
+        task.apply(args=args)
+
+    request = LeaseRequest.objects.get(pk=rid)
+    assert request.status == "failed", request.status
+    assert "off-boarded" in " ".join(leasing_services.failure_problems(request))
+    assert not Lease.objects.filter(request_id=rid).exists()
+    assert not SocialAccount.objects.filter(organization=owner.org).exclude(status="disconnected").exists()
+    assert PoolAccount.objects.filter(status="available").count() == 2
+    assert ledger(owner) == entries
+
+
 def test_a_webhook_endpoint_being_created_when_the_partner_is_offboarded_is_not_left_live(owner):
     # The partner's POST /v1/webhook-endpoints passed the key check, and was resolving its URL's host when ops
     # off-boarded the partner. The endpoint was then created active after the off-boarding had disabled
