@@ -2319,7 +2319,9 @@ class OffboardResult:
 
     @property
     def complete(self) -> bool:
-        return not (self.accounts_left or self.lease_requests_underway)
+        # A lease assignment underway is not left to do: its bind sees the mark and leases nothing
+        # (leasing.services._refuse_if_offboarded), its accounts going back to the pool.
+        return not self.accounts_left
 
     def report(self, *, show_balance: bool = True) -> str:
         """What was done, as the admin and the command say it. The balance only to those who may view wallets
@@ -2337,8 +2339,8 @@ class OffboardResult:
             text += f" {len(self.accounts_left)} account(s) still connected (the task queue refused): off-board again."
         if self.lease_requests_underway:
             text += (
-                f" Lease assignment underway ({', '.join(self.lease_requests_underway)}): off-board again once it "
-                "ends, to release what it assigns."
+                f" Lease assignment underway ({', '.join(self.lease_requests_underway)}): it assigns nothing now "
+                "(it fails, its accounts going back to the pool)."
             )
         return text
 
@@ -2491,7 +2493,8 @@ def organization_offboard(
             result.webhook_endpoints_disabled += 1
     # Read after the mark: a reservation (leasing.services._reserve, which takes the organization's row too)
     # committed before it is provisioning now, and one after it was refused. Read before, one committing in
-    # between was reported nowhere, and its worker leased an account nothing would release.
+    # between was reported nowhere, and its worker leased an account nothing would release. Its bind, later,
+    # sees the mark and leases nothing.
     result.lease_requests_underway = list(rows.underway.values_list("pk", flat=True))
     for request_id in rows.open_requests.values_list("pk", flat=True):
         try:
