@@ -28,9 +28,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import time_machine
 from django.test import Client
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from accounts import services as account_services
 from accounts.models import Event, SocialAccount
@@ -40,6 +39,7 @@ from accounts.tasks import social_accounts_health_tick
 from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import RETURN_URL, follow_callback
 from tests.conftest import make_tenant
+from tests.model_support import run_in_ci
 from tests.platform_helpers import consent, inject_fault, invalidate_tokens
 from tests.scheduling.publish_helpers import MEDIA, iso
 from tests.staff import staff_member
@@ -602,15 +602,4 @@ class AccountLife(RuleBasedStateMachine):
 
 
 def test_random_lives_of_connected_accounts_keep_what_partners_see_consistent():
-    # Derandomized and without the example database: the same histories on every run.
-    run_state_machine_as_test(
-        AccountLife,
-        settings=settings(
-            max_examples=20,
-            stateful_step_count=22,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        ),
-    )
+    run_in_ci(AccountLife, steps=22)

@@ -23,15 +23,12 @@ Deterministic (derandomized, no example database) and bounded for CI."""
 
 import itertools
 from datetime import UTC, datetime, timedelta
-from unittest import mock
 
 import pytest
 import time_machine
-from celery.app.task import Task
 from django.utils import timezone
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from accounts import services as account_services
 from accounts.models import Event, SocialAccount
@@ -48,6 +45,7 @@ from leasing.periods import add_months, period_bounds, period_index_at
 from leasing.tasks import lease_assign_check, pool_account_check
 from tests.conftest import make_tenant
 from tests.leasing.helpers import add_pool, command
+from tests.model_support import holding, run_in_ci
 from tests.platform_helpers import invalidate_tokens
 from tests.staff import staff_member
 
@@ -56,7 +54,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # The worker messages held, to be run later in any order (or lost with their worker).
 HELD_TASKS = {lease_assign_check.name, pool_account_check.name}
 _examples = itertools.count()
-_original_apply_async = Task.apply_async
 
 # Where an example's clock starts: month ends whose next months are shorter (the clamping), leap year or not.
 STARTS = [(1, 31, 10), (1, 30, 23), (1, 29, 0), (1, 28, 12), (2, 28, 10), (2, 29, 10), (3, 31, 4), (12, 31, 23)]
@@ -86,15 +83,7 @@ class LeaseLife(RuleBasedStateMachine):
         self.clock = time_machine.travel(datetime(self.year, 1, 1, tzinfo=UTC), tick=False)
         self.traveller = self.clock.start()
         self.held: list[tuple] = []
-        held = self.held
-
-        def route(task, args=None, kwargs=None, **options):
-            if task.name in HELD_TASKS:
-                held.append((task, tuple(args or ()), dict(kwargs or {})))
-                return None
-            return _original_apply_async(task, args, kwargs, **options)
-
-        self.routing = mock.patch.object(Task, "apply_async", route)
+        self.routing = holding(HELD_TASKS, self.held)
         self.routing.start()
         self.started = False
 
@@ -641,15 +630,4 @@ class LeaseLife(RuleBasedStateMachine):
 
 
 def test_random_lives_of_leased_accounts_keep_wallets_leases_and_requests_consistent():
-    # Derandomized and without the example database: the same histories on every run.
-    run_state_machine_as_test(
-        LeaseLife,
-        settings=settings(
-            max_examples=20,
-            stateful_step_count=25,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        ),
-    )
+    run_in_ci(LeaseLife, steps=25)

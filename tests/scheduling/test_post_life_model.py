@@ -20,14 +20,11 @@ Deterministic (derandomized, no example database) and bounded for CI."""
 
 import itertools
 from datetime import UTC, datetime, timedelta
-from unittest import mock
 
 import pytest
 import time_machine
-from celery.app.task import Task
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from accounts import services as account_services
 from accounts.models import Event, SocialAccount
@@ -40,6 +37,7 @@ from scheduling.models import ScheduledPost
 from scheduling.tasks import dispatch_due_posts, global_platform_posts_sync, prepare_post, publish_posts, resolve_post
 from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.conftest import make_tenant
+from tests.model_support import holding, run_in_ci
 from tests.platform_helpers import inject_fault, invalidate_tokens
 from tests.reliability.outcomes import FAILURE_CODES
 from tests.scheduling.publish_helpers import MEDIA, iso
@@ -70,7 +68,6 @@ HELD_TASKS = {publish_posts.name, resolve_post.name, prepare_post.name}
 BASE = datetime(2027, 3, 1, 9, tzinfo=UTC)
 EXAMPLE_SPAN = timedelta(days=60)
 _examples = itertools.count()
-_original_apply_async = Task.apply_async
 
 
 class PostLife(RuleBasedStateMachine):
@@ -80,15 +77,7 @@ class PostLife(RuleBasedStateMachine):
         self.clock = time_machine.travel(BASE + self.n * EXAMPLE_SPAN, tick=False)
         self.traveller = self.clock.start()
         self.held: list[tuple] = []
-        held = self.held
-
-        def route(task, args=None, kwargs=None, **options):
-            if task.name in HELD_TASKS:
-                held.append((task, tuple(args or ()), dict(kwargs or {})))
-                return None
-            return _original_apply_async(task, args, kwargs, **options)
-
-        self.routing = mock.patch.object(Task, "apply_async", route)
+        self.routing = holding(HELD_TASKS, self.held)
         self.routing.start()
         try:
             self._begin()
@@ -357,15 +346,4 @@ class PostLife(RuleBasedStateMachine):
 
 
 def test_random_lives_of_posts_keep_what_partners_and_staff_see_consistent():
-    # Derandomized and without the example database: the same histories on every run, in about a minute.
-    run_state_machine_as_test(
-        PostLife,
-        settings=settings(
-            max_examples=20,
-            stateful_step_count=40,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        ),
-    )
+    run_in_ci(PostLife, steps=40)
