@@ -5,15 +5,19 @@ the API, each endpoint a real HTTP receiver on 127.0.0.1 whose answer changes ov
 Retry-After, a 2xx later than the timeout, or no listener at all); events made by real actions (an account
 connected through the OAuth flow, revoked through the API) and by the outbox helper the webhook tests use; the
 relay as beat and the `webhooks` worker run it (the tick, and the fan-out and send messages held and run later in
-any order, lost with their worker, or a worker killed between a send and its record) while the clock moves;
+any order, several at once on worker threads, lost with their worker, or a worker killed between a send and its
+record) while the clock moves; Meta's data deletion request; the second organization off-boarded;
 staff resending deliveries and disabling or enabling endpoints through the services the admin calls.
 
 After every step, what a partner would notice: no request reaches an endpoint that is deleted or disabled (a 410
 disables it), nor one of another organization's events, nor an event of a type it did not subscribe to; every
 request verifies with the endpoint's current secret, and with no secret but those valid when it was signed (two
 during a rotation's 24 hours, README); no body carries a token, an API key or a signing secret; every body is the
-event as GET /v1/events shows it; a delivery is `delivered` exactly when its receiver answered 2xx in time (a
-worker killed before recording it aside: at least once); the endpoints the API lists are the model's. At a drain
+event as GET /v1/events shows it, and none carries the handle of a person whose data was deleted; a delivery is
+`delivered` exactly when its receiver answered 2xx in time (a worker killed before recording it aside: at least
+once); its requests are numbered 1, 2, … in order, a failed one retried no sooner than a minute (two after a
+`Retry-After: 120`) unless staff resent it; at most 2 sends are in flight to an endpoint and to an organization;
+the endpoints the API lists (status, `previousSecretExpiresAt`) are the model's. At a drain
 (every receiver answering 2xx, the workers healthy, the clock moved on), every event made while an endpoint was
 live and subscribed, since its creation or last enable, has reached it, except as README documents: an endpoint
 disabled or deleted since (its deliveries are canceled), a delivery failed after its 3-day window, an event past
@@ -51,6 +55,7 @@ from accounts.webhooks.tasks import events_purge_expired, webhook_deliver, webho
 from config.api.errors import Conflict
 from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.accounts.test_instagram_data_deletion_copies import delete_data_of
+from tests.concurrency import run_in_threads
 from tests.conftest import make_tenant
 from tests.platform_helpers import invalidate_tokens
 from tests.staff import staff_member
@@ -79,6 +84,10 @@ _examples = itertools.count()
 # HOOKMODEL_STATS=1: count what the histories did (printed at the end of the test).
 STATS = collections.Counter() if os.environ.get("HOOKMODEL_STATS") else None
 _original_apply_async = Task.apply_async
+
+
+def iso_ms(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Killed(BaseException):
@@ -126,14 +135,20 @@ class ModelReceiver:
             "retry-after": (503, {"Retry-After": "120"}, True),
             "slow": (200, {}, False),
         }[mode]
+        # A send claimed before a concurrent 410 disabled the endpoint may still go out (its result discarded).
+        raced = self.machine.parallel and model["gone"] and not model["live"]
+        if raced:
+            headers_ = received.headers
+            self.machine.killed.add((headers_["layers-delivery-id"], int(headers_["layers-delivery-attempt"])))
         self.log.append(
             {
                 "at": datetime.now(UTC),
-                "live": model["live"],
+                "live": model["live"] or raced,
                 "headers": received.headers,
                 "body": received.body,
                 "status": status,
                 "in_time": in_time,
+                "mode": mode,
             }
         )
         if status == 410:
@@ -152,6 +167,7 @@ class DeliveryModel(RuleBasedStateMachine):
         self.traveller = self.clock.start()
         self.held: list[tuple] = []
         self.lock = threading.Lock()
+        self.parallel = False
         held = self.held
 
         def route(task, args=None, kwargs=None, **options):
@@ -162,6 +178,27 @@ class DeliveryModel(RuleBasedStateMachine):
 
         self.routing = mock.patch.object(Task, "apply_async", route)
         self.routing.start()
+        self.in_flight: collections.Counter = collections.Counter()
+        self.most_in_flight: collections.Counter = collections.Counter()
+        posted = services._post
+
+        def counted_post(url, **kwargs):
+            # What README promises: at most 2 sends in flight to an endpoint, and 2 to all of an organization's.
+            key = int(url.rsplit("/", 1)[1])
+            gates = (("endpoint", key), ("org", self.endpoints[key]["org"]))
+            with self.lock:
+                for gate in gates:
+                    self.in_flight[gate] += 1
+                    self.most_in_flight[gate] = max(self.most_in_flight[gate], self.in_flight[gate])
+            try:
+                return posted(url, **kwargs)
+            finally:
+                with self.lock:
+                    for gate in gates:
+                        self.in_flight[gate] -= 1
+
+        self.posting = mock.patch.object(services, "_post", counted_post)
+        self.posting.start()
         self.receivers: dict[int, ModelReceiver] = {}
         try:
             self._begin()
@@ -182,6 +219,7 @@ class DeliveryModel(RuleBasedStateMachine):
         self.drains = 0
         self.erased: list[str] = []  # handles whose person asked Meta to delete their data
         self.offboarded = [False, False]
+        self.resent: dict[str, list[datetime]] = {}  # delivery id → when staff clicked resend
         for org in (0, 1):  # each partner starts with an endpoint taking every type
             self.create_endpoint(org, TYPES)
 
@@ -210,6 +248,8 @@ class DeliveryModel(RuleBasedStateMachine):
                 endpoint__organization__in=[t.org for t in self.tenants], status__in=["pending", "sending"]
             ).update(status="canceled", next_attempt_at=None, lease_until=None)
         self.routing.stop()
+        if hasattr(self, "posting"):
+            self.posting.stop()
         self.clock.stop()
 
     # --- the partner ------------------------------------------------------------------------------
@@ -377,6 +417,17 @@ class DeliveryModel(RuleBasedStateMachine):
         with killed[0], killed[1], contextlib.suppress(Killed):
             services.delivery_deliver(delivery_id=args[0])
 
+    @rule(count=st.integers(2, 4))
+    def workers_in_parallel(self, count):
+        """Several worker threads take messages at the same moment (a slow receiver makes their sends overlap)."""
+        taken = [self.held.pop(0) for _ in range(min(count, len(self.held)))]
+        if taken:
+            self.parallel = True
+            try:
+                run_in_threads(*[lambda message=message: self._run(*message) for message in taken])
+            finally:
+                self.parallel = False
+
     @rule()
     def beat_and_healthy_workers(self):
         self.traveller.shift(timedelta(seconds=15))
@@ -428,6 +479,7 @@ class DeliveryModel(RuleBasedStateMachine):
         )
         if not ids:
             return
+        self.resent.setdefault(ids[index % len(ids)], []).append(datetime.now(UTC))
         with contextlib.suppress(Conflict):
             services.delivery_resend(delivery_id=ids[index % len(ids)], actor=self.staff)
 
@@ -576,6 +628,13 @@ class DeliveryModel(RuleBasedStateMachine):
                     if listed is not None:
                         assert body == listed, f"the body is not the event as GET /v1/events shows it: {where}"
 
+    def _by_delivery(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for receiver in self.receivers.values():
+            for entry in receiver.log:
+                out.setdefault(entry["headers"]["layers-delivery-id"], []).append(entry)
+        return out
+
     def _story(self, row) -> str:
         """What the relay recorded of a delivery, and what its receivers saw of it."""
         recorded = list(row.attempt_log.order_by("number").values_list("number", "status_code", "error", "started_at"))
@@ -620,6 +679,19 @@ class DeliveryModel(RuleBasedStateMachine):
                 numbers.setdefault(delivery_id, []).append(int(entry["headers"]["layers-delivery-attempt"]))
         for delivery_id, seen in numbers.items():
             assert seen == sorted(set(seen)), f"{delivery_id}'s attempts arrived numbered {seen}"
+        # A failed attempt is retried no sooner than its backoff (about 1 minute at least) or its Retry-After,
+        # unless staff resent it meanwhile or the worker died before recording the answer.
+        for delivery_id, entries in self._by_delivery().items():
+            for before, after in itertools.pairwise(entries):
+                attempt = int(before["headers"]["layers-delivery-attempt"])
+                if (before["status"] // 100 == 2 and before["in_time"]) or (delivery_id, attempt) in self.killed:
+                    continue
+                if any(before["at"] <= at <= after["at"] for at in self.resent.get(delivery_id, [])):
+                    continue
+                least = timedelta(seconds=120 if before["mode"] == "retry-after" else 47)
+                assert after["at"] - before["at"] >= least, (
+                    f"{delivery_id} retried {after['at'] - before['at']} after attempt {attempt} ({before['mode']})"
+                )
         orgs = [t.org for t in self.tenants]
         for row in WebhookDelivery.objects.filter(endpoint__organization__in=orgs).select_related("endpoint", "event"):
             assert row.event.organization_id == row.endpoint.organization_id, row.pk
@@ -634,6 +706,7 @@ class DeliveryModel(RuleBasedStateMachine):
             else:
                 unrecorded = {a for a in attempts if (row.pk, a) not in self.killed}
                 assert not unrecorded, f"{row.pk} is {row.status} though its receiver answered 2xx: {unrecorded}"
+        assert all(n <= 2 for n in self.most_in_flight.values()), f"sends in flight at once: {self.most_in_flight}"
         # The endpoints the partner lists are the model's.
         for org, tenant in enumerate(self.tenants):
             if self.offboarded[org]:
@@ -650,6 +723,15 @@ class DeliveryModel(RuleBasedStateMachine):
                 assert shown["status"] == ("active" if model["live"] else "disabled"), (shown, model["live"])
                 if model["gone"]:
                     assert shown["disabledReason"] == "gone", shown
+                # After a rotation, until when the previous secret still signs; null once it no longer does.
+                now = datetime.now(UTC)
+                previous = [x["until"] for x in model["secrets"] if x["until"] is not None and x["until"] > now]
+                expected_until = max(previous) if previous else None
+                assert shown["previousSecretExpiresAt"] == (expected_until and iso_ms(expected_until)), (
+                    shown,
+                    expected_until,
+                )
+                assert tenant.client.get(f"/v1/webhook-endpoints/{endpoint_id}").json() == shown
         events_sequence(organization_id=self.tenants[0].org.pk)
         # Each step happens a little after the previous one (time stands still otherwise).
         self.traveller.shift(timedelta(milliseconds=5))
