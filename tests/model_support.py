@@ -1,6 +1,7 @@
 """What the model-based tests (tests/*/test_*_life_model.py) share: how CI runs their state machines, and the
 worker messages they hold back to run later, in any order, or lose."""
 
+import os
 from unittest import mock
 
 from celery.app.task import Task
@@ -11,15 +12,18 @@ _original_apply_async = Task.apply_async
 
 
 def run_in_ci(machine, *, steps: int, examples: int = 20) -> None:
-    """Derandomized and without the example database: the same histories on every run, bounded for CI (a
-    local hunt runs the machine with randomized settings of its own)."""
+    """Derandomized and without the example database: the same histories on every run, bounded for CI.
+
+    To hunt locally, LAYERS_MODEL_HUNT=<examples> (and LAYERS_MODEL_STEPS=<steps>) runs that many randomized
+    histories instead: how each model found its defects."""
+    hunt = int(os.environ.get("LAYERS_MODEL_HUNT") or 0)
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=examples,
-            stateful_step_count=steps,
+            max_examples=hunt or examples,
+            stateful_step_count=int(os.environ.get("LAYERS_MODEL_STEPS") or steps) if hunt else steps,
             deadline=None,
-            derandomize=True,
+            derandomize=not hunt,
             database=None,
             suppress_health_check=list(HealthCheck),
         ),

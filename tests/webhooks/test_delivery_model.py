@@ -39,11 +39,9 @@ from unittest import mock
 
 import pytest
 import time_machine
-from celery.app.task import Task
 from django.db.models import Q
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from accounts import crypto
 from accounts.models import Event, SocialAccount
@@ -57,6 +55,7 @@ from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.accounts.test_instagram_data_deletion_copies import delete_data_of
 from tests.concurrency import run_in_threads
 from tests.conftest import make_tenant
+from tests.model_support import holding, run_in_ci
 from tests.platform_helpers import invalidate_tokens
 from tests.staff import staff_member
 from tests.webhooks.helpers import record
@@ -83,7 +82,6 @@ EXAMPLE_SPAN = timedelta(days=90)
 _examples = itertools.count()
 # HOOKMODEL_STATS=1: count what the histories did (printed at the end of the test).
 STATS = collections.Counter() if os.environ.get("HOOKMODEL_STATS") else None
-_original_apply_async = Task.apply_async
 
 
 def iso_ms(moment: datetime) -> str:
@@ -168,15 +166,7 @@ class DeliveryModel(RuleBasedStateMachine):
         self.held: list[tuple] = []
         self.lock = threading.Lock()
         self.parallel = False
-        held = self.held
-
-        def route(task, args=None, kwargs=None, **options):
-            if task.name in HELD_TASKS:
-                held.append((task, tuple(args or ()), dict(kwargs or {})))
-                return None
-            return _original_apply_async(task, args, kwargs, **options)
-
-        self.routing = mock.patch.object(Task, "apply_async", route)
+        self.routing = holding(HELD_TASKS, self.held)
         self.routing.start()
         self.in_flight: collections.Counter = collections.Counter()
         self.most_in_flight: collections.Counter = collections.Counter()
@@ -749,32 +739,7 @@ def quick_timeout(settings):
     settings.LAYERS_WEBHOOK_TIMEOUT = TIMEOUT
 
 
-def run(max_examples: int, steps: int, **extra) -> None:
-    run_state_machine_as_test(
-        DeliveryModel,
-        settings=settings(
-            max_examples=max_examples,
-            stateful_step_count=steps,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-            **extra,
-        ),
-    )
-
-
 def test_random_histories_of_webhook_delivery_keep_what_partners_receive_consistent(quick_timeout):
-    # Derandomized and without the example database: the same histories on every run.
-    run(20, 30, derandomize=True)
-    if STATS is not None:
-        print(dict(STATS))
-
-
-def test_hunt(quick_timeout):
-    """Randomized, many histories: HOOKMODEL_HUNT=<examples> (local hunting only)."""
-    examples = int(os.environ.get("HOOKMODEL_HUNT") or 0)
-    if not examples:
-        return
-    run(examples, int(os.environ.get("HOOKMODEL_STEPS") or 50))
+    run_in_ci(DeliveryModel, steps=30)
     if STATS is not None:
         print(dict(STATS))
