@@ -83,7 +83,8 @@ class LedgerEntry(models.Model):
         "leasing.Lease", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False
     )
     # The leased account an adjustment is for (a refund of its month, say), named by the staff member who records
-    # it; only on adjustments, and only a lease of the entry's organization (services.wallet_adjust checks both).
+    # it; only on adjustments (ledger_adjusted_lease_on_adjustments), and only a lease of the entry's organization
+    # (services.wallet_adjust checks it).
     # Not `lease`: that one marks a lease charge, and everything reading a lease's charges filters on it. Its
     # foreign key is added NOT VALID and validated apart (migration 0004), its index built concurrently.
     adjusted_lease = models.ForeignKey(
@@ -129,6 +130,11 @@ class LedgerEntry(models.Model):
                     | Q(kind="top_up", lease__isnull=True, period_index__isnull=True, amount_cents__gt=0)
                     | (Q(kind="adjustment", lease__isnull=True, period_index__isnull=True) & ~Q(amount_cents=0))
                 ),
+            ),
+            # Apart from ledger_entry_shape, added by its own migration without a long lock (billing 0005).
+            models.CheckConstraint(
+                name="ledger_adjusted_lease_on_adjustments",
+                condition=Q(adjusted_lease__isnull=True) | Q(kind="adjustment"),
             ),
         ]
         indexes = [

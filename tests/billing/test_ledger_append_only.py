@@ -54,3 +54,17 @@ def test_postgresql_refuses_a_second_charge_of_the_same_lease_period(owner):
 def test_a_malformed_entry_is_refused_by_the_database(owner):
     with pytest.raises(IntegrityError, match="ledger_entry_shape"), transaction.atomic():
         LedgerEntry.objects.create(organization=owner.org, kind="top_up", amount_cents=-100)
+
+
+def test_only_an_adjustment_may_name_the_leased_account_it_is_for(owner):
+    """`adjusted_lease` says which leased account a refund or correction was for; the lease's page, the monthly
+    billing per account and the partner's entries read it. On a top-up it would count a payment as a refund of
+    that account, so the database refuses it, whatever writes the row."""
+    lease = lease_assign(owner, price_cents=4900, at=datetime(2025, 3, 10, tzinfo=UTC))
+
+    with pytest.raises(IntegrityError, match="ledger_adjusted_lease_on_adjustments"), transaction.atomic():
+        LedgerEntry.objects.create(organization=owner.org, kind="top_up", amount_cents=4900, adjusted_lease=lease)
+
+    refund = services.wallet_adjust(organization=owner.org, cents=4900, reason="refund", lease=lease)
+    assert refund.adjusted_lease_id == lease.pk
+    assert balance(owner) == 0
