@@ -203,7 +203,7 @@ class WalletAdmin(admin.ModelAdmin):
             except Validation as exc:
                 for name, problems in exc.details["fields"].items():
                     if name == "reference" and not data["reference"]:
-                        problems = ["This form was already submitted with another amount; open it again."]
+                        problems = [_resubmitted(org, data, lease)]
                     name = "leased_account" if name == "lease" else name
                     form.add_error(name if name in form.fields else None, problems)
             else:
@@ -238,6 +238,22 @@ class WalletAdmin(admin.ModelAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/billing/money_form.html", context)
+
+
+def _resubmitted(org, data: dict, lease) -> str:
+    """This very form (its token) was recorded before with other values: say which, so that finance knows what
+    they changed since (the account named, say) rather than be told of an amount they did not touch."""
+    first = LedgerEntry.objects.filter(organization=org, reference=f"form:{data['token']}").first()
+    changed = []
+    if first is not None:
+        if first.kind != data["kind"]:
+            changed.append("kind")
+        if first.amount_cents != data["cents"]:
+            changed.append("amount")
+        if first.adjusted_lease_id != (lease.pk if lease is not None else None):
+            changed.append("leased account")
+    what = f"another {' and '.join(changed)}" if changed else "other values"
+    return f"This form was already submitted with {what}; nothing was recorded again. Open it again."
 
 
 class MoneyForm(forms.Form):

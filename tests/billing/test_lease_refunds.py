@@ -174,3 +174,19 @@ def test_an_adjustment_cannot_name_another_organizations_leased_account_or_be_a_
     assert "No leased account has this id" in str(unknown.context["form"].errors["leased_account"])
     assert "Not a leased account id" in str(malformed.context["form"].errors["leased_account"])
     assert not LedgerEntry.objects.filter(kind__in=["adjustment", "top_up"]).exists()
+
+
+def test_a_form_submitted_again_naming_another_leased_account_is_told_what_differs(finance, owner):
+    """The same form (its token) sent again after finance changed the leased account: nothing is recorded a
+    second time, and the form says the earlier submission named another account, not "another amount" (the
+    amount is the same)."""
+    first, second = lease_assign(owner, price_cents=4900), lease_assign(owner, price_cents=4900)
+    form = dict(organization=owner.org.pk, amount="49.00", reason="Refund", token="r" * 32)
+    record(finance, **form, leased_account=first.social_account_id)
+
+    again = record(finance, **form, leased_account=second.social_account_id)
+
+    assert again.status_code == 200
+    errors = " ".join(" ".join(problems) for problems in again.context["form"].errors.values())
+    assert "already submitted" in errors and "leased account" in errors and "another amount" not in errors, errors
+    assert LedgerEntry.objects.filter(organization=owner.org, kind="adjustment").count() == 1
