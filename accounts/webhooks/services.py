@@ -601,6 +601,47 @@ def deliveries_queue_due_of_organizations(
     return rows
 
 
+def deliveries_waiting_to_start(*, now: datetime) -> int:
+    """Sends queued and not started yet: deliveries marked queued within the last lease and not claimed since.
+    Whoever queues a send marks its delivery queued_at (the tick's deliveries_queue_due_of_organizations, the
+    fan-out, deliveries_queue_waiting, a resend), and its claim clears the mark when the send starts (or is
+    deferred: _claim_or_defer); a delivery queued longer than a lease ago no longer counts, as the tick queues
+    it again (_not_queued). A sending row is queued only once its relay's lease ran out, and counts the same.
+
+    Read on the indexes there were (a BitmapOr of whd_queued, pending rows marked queued, and whd_leased, sending
+    rows), no new one: among 1M deliveries with an outage's 200,000 due, 2.7 ms with 2,000 waiting and 10,000
+    more marked in earlier leases (still in whd_queued until sent or queued again), 1.6 ms with none."""
+    return WebhookDelivery.objects.filter(
+        Q(status=WebhookDelivery.Status.PENDING) | Q(status=WebhookDelivery.Status.SENDING),
+        queued_at__gt=now - settings.LAYERS_WEBHOOK_LEASE,
+    ).count()
+
+
+def deliveries_queue_room(*, now: datetime | None = None) -> int:
+    """How many sends the relay tick may queue now: LAYERS_WEBHOOK_MAX_WAITING less those queued and not started
+    (deliveries_waiting_to_start). The gates count sends in progress only: while the webhook workers were down
+    (nothing starts) they stayed open, and each lease the tick queued every due delivery again, in case the
+    broker had lost its message. 200,000 due deliveries and an hour's outage put about 2.4M messages on the
+    `webhooks` queue, and the workers, once back, went through no-op copies before the real sends. Now at most
+    the bound waits within a lease: an hour's outage queues about 12 times the bound, whatever the backlog.
+
+    The bound is a setting of its own, not LAYERS_DISPATCH_MAX_WAITING: webhook sends have their own queue and
+    workers (LAYERS_WEBHOOK_QUEUE), sized apart from the publishing ones. Its default, one tick's most
+    (MAX_BATCHES_PER_TICK batches of CLAIM_BATCH), leaves a relay whose workers keep up as it was. Read without a
+    lock: two ticks at once (the beat sends one every 15 s) may pass it by a tick's worth at most."""
+    now = now or timezone.now()
+    return max(0, settings.LAYERS_WEBHOOK_MAX_WAITING - deliveries_waiting_to_start(now=now))
+
+
+def deliveries_queue_turn(*, room: int, batches: int) -> int:
+    """How many sends of one organization a tick queues (its turn) when it may queue `room` in `batches` batches:
+    a batch (CLAIM_BATCH), or less when the room is short, so that the room is shared out by organizations in
+    turn. Taken oldest first, a room smaller than a batch (the workers coming back after an outage free a few
+    at a time) went to the organization whose backlog was oldest, tick after tick, and another organization's
+    delivery due after it waited until that whole backlog had been sent."""
+    return min(CLAIM_BATCH, max(1, room // max(1, batches)))
+
+
 def deliveries_queue_waiting(*, organization_id: str) -> list[str]:
     """Once a send of `organization_id` has given its slots back: that organization's deliveries waiting for
     one — due, or deferred as "busy" until a few seconds from now — up to what its gates can take now, made

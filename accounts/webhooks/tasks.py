@@ -40,31 +40,39 @@ def webhook_send(delivery_id: str, attempt: int) -> str:
 def webhooks_tick() -> dict:
     """Periodic safety net: fan out events whose fan-out never committed, give committed events their place
     in GET /v1/events (accounts.services.events_sequence_pending), then queue a send of each due delivery
-    (and of those whose relay died mid-send) whose endpoint and organization can take one now; the send
-    claims its attempt when it starts."""
+    (and of those whose relay died mid-send) whose endpoint and organization can take one now, no more than
+    leave LAYERS_WEBHOOK_MAX_WAITING queued and not started; the send claims its attempt when it starts."""
     fanned_out = services.events_fan_out_missed()
     events_sequence_pending()
     queued = 0
     # Read once for the whole tick: sends to an endpoint (or organization) that is down or full now are
     # not queued (they would be deferred when they start); they stay due for a later tick.
-    closed = services.deliveries_closed_gates()
-    # About one batch per organization and tick: taken oldest first, an organization's backlog (a burst to a
-    # slow endpoint) filled every batch with sends its gate mostly deferred, and another organization's
-    # delivery due after it waited until the whole backlog had been queued, MAX_BATCHES_PER_TICK batches a
-    # tick. An organization that had a batch's worth is left out of the tick's next batches.
+    gates = services.deliveries_closed_gates()
+    closed = gates
+    # At most the room left by the sends queued and not started yet (deliveries_queue_room): with the webhook
+    # workers down, each lease queued every due delivery again.
+    room = services.deliveries_queue_room()
+    # About one turn (a batch, less when the room is short) per organization and tick: taken oldest first, an
+    # organization's backlog (a burst to a slow endpoint) filled every batch with sends its gate mostly
+    # deferred, and another organization's delivery due after it waited until the whole backlog had been
+    # queued. An organization that had its turn is left out of the tick's next batches.
+    turn = services.deliveries_queue_turn(room=room, batches=MAX_BATCHES_PER_TICK)
     per_organization: Counter[str] = Counter()
     for _ in range(MAX_BATCHES_PER_TICK):
-        rows = services.deliveries_queue_due_of_organizations(limit=services.CLAIM_BATCH, closed=closed)
+        limit = min(turn, room - queued)
+        if limit <= 0:
+            break
+        rows = services.deliveries_queue_due_of_organizations(limit=limit, closed=closed)
         ids = [pk for pk, _ in rows]
         sent = services.deliveries_send_queued(ids)
         queued += sent
         if sent < len(ids):
             break  # the broker refuses: the rest are the next tick's
-        if len(ids) < services.CLAIM_BATCH:
+        if len(ids) < limit:
             break
         per_organization.update(organization_id for _, organization_id in rows)
-        closed = closed.and_organizations(
-            organization_id for organization_id, n in per_organization.items() if n >= services.CLAIM_BATCH
+        closed = gates.and_organizations(
+            organization_id for organization_id, n in per_organization.items() if n >= turn
         )
     return {"fannedOut": fanned_out, "queued": queued}
 

@@ -503,6 +503,12 @@ if not LAYERS_WEBHOOK_LEASE.total_seconds() > 2 * LAYERS_WEBHOOK_TIMEOUT:
 # the webhook worker's threads (make run: --concurrency 4), so that one organization whose endpoints all hang
 # cannot take every thread. Beyond it a send is deferred a few seconds, not attempted.
 LAYERS_WEBHOOK_ORG_IN_FLIGHT = whole_number("LAYERS_WEBHOOK_ORG_IN_FLIGHT", default=2, most=100)
+# Webhook sends the relay tick leaves queued and not started at once (accounts/webhooks/services.py,
+# deliveries_queue_room): while the webhook workers are down nothing starts, the gates stay open, and each lease
+# the tick queued every due delivery again (an hour's outage with 200,000 due: 2.4M messages). The default is
+# one tick's most (10 batches of 200), so a relay whose workers keep up never meets it. Raise it with the
+# webhook workers, up to the sends they get through in a lease: a send waiting longer is queued again (a copy).
+LAYERS_WEBHOOK_MAX_WAITING = whole_number("LAYERS_WEBHOOK_MAX_WAITING", default=2000, most=100_000)
 # Scheduled posts: most claimed posts left waiting for a worker at once; a larger burst is handed out over
 # the next dispatcher ticks (every 2 s). Raise it with the number of workers (a few times their posts/s). Also
 # the most status checks handed out and not finished at once, counted apart (services.checks_in_flight_max).

@@ -47,6 +47,7 @@ def test_each_rate_setting_is_checked(monkeypatch, name):
         ("LAYERS_DISPATCH_MAX_WAITING", "-5", "from 1 to 100000"),
         ("LAYERS_WEBHOOK_ORG_IN_FLIGHT", "0", "from 1 to 100"),
         ("LAYERS_WEBHOOK_ORG_IN_FLIGHT", "-1", "from 1 to 100"),
+        ("LAYERS_WEBHOOK_MAX_WAITING", "0", "from 1 to 100000"),
         # Every connect link already expired when handed out.
         ("LAYERS_OAUTH_STATE_TTL_SECONDS", "0", "from 60 to 86400"),
         ("LAYERS_OAUTH_STATE_TTL_SECONDS", "-60", "from 60 to 86400"),
@@ -397,6 +398,7 @@ RANGES = [
     ("LAYERS_MAX_BODY_BYTES", 1, 104857600),
     ("LAYERS_WEBHOOK_LEASE_SECONDS", 1, 3600),
     ("LAYERS_WEBHOOK_ORG_IN_FLIGHT", 1, 100),
+    ("LAYERS_WEBHOOK_MAX_WAITING", 1, 100000),
     ("LAYERS_DISPATCH_MAX_WAITING", 1, 100000),
     ("LAYERS_MAX_CLOCK_SKEW_SECONDS", 0, 299),
     ("LAYERS_PREPARE_AHEAD_SECONDS", 0, 86399),
