@@ -31,6 +31,29 @@ def run_in_threads(*targets):
     return results
 
 
+def claiming_in_rounds(parties: int, claim):
+    """`parties` targets for run_in_threads that call `claim` in lock-step rounds, all of them at the same
+    moment, until a round in which none got anything; each returns everything its calls returned. Every round
+    they really race for the same rows, whatever the threads' scheduling: looping on its own, one thread
+    sometimes drained the lot before another had started (1 CI run in a few)."""
+    start, end = threading.Barrier(parties, timeout=30), threading.Barrier(parties, timeout=30)
+    got_per_round: list[int] = []
+
+    def target() -> list:
+        mine, rounds = [], 0
+        while True:
+            start.wait()
+            got = claim()
+            mine.extend(got)
+            got_per_round.append(len(got))
+            end.wait()  # every thread's count is in, and none starts the next round before all have read it
+            rounds += 1
+            if not sum(got_per_round[(rounds - 1) * parties : rounds * parties]):
+                return mine
+
+    return [target] * parties
+
+
 class HeldOpen:
     result = None
 
