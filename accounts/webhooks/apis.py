@@ -1,6 +1,7 @@
-"""Partner API of webhook endpoints. Thin views: auth → org-scoped selector → input serializer → one
-service → output serializer. The partner guide to receiving webhooks is WEBHOOKS_GUIDE below (it is the
-OpenAPI description of the create operation; README.md carries a short version)."""
+"""Partner API of webhook endpoints (create, list, get, change, delete, rotate the secret). Thin views: auth →
+org-scoped selector → input serializer → one service → output serializer. The partner guide to receiving
+webhooks is WEBHOOKS_GUIDE below (it is the OpenAPI description of the create operation; README.md carries a
+short version)."""
 
 from datetime import datetime
 
@@ -107,9 +108,9 @@ starts a new 3-day window, on the same schedule from +1 min). A `Retry-After` he
 Missed events stay available from `GET /v1/events` for replay, for 30 days.
 
 **Limits.** An organization has at most 20 endpoints (disabled ones included): creating a 21st is refused
-with 422 `VALIDATION` (delete one you no longer use first). Creating an endpoint looks its URL's host up,
-one creation of your organization at a time: another sent meanwhile is refused with 429 `RATE_LIMITED`
-(`Retry-After: 5`). At most 2
+with 422 `VALIDATION` (delete one you no longer use first). Creating an endpoint (or changing its URL) looks the
+URL's host up, one lookup of your organization at a time: another sent meanwhile is refused with 429
+`RATE_LIMITED` (`Retry-After: 5`). At most 2
 requests are in flight to one endpoint at a time, and at most 2 to all of an organization's endpoints
 together; a delivery over either is sent as soon as one of them is answered (so a burst goes out at the
 pace your endpoint answers), or by the next relay tick (every 15 s) if none is. After 5 attempts in a
@@ -130,12 +131,13 @@ arrive. `createdAt` is when the change began (it can be slightly out of commit o
 lists events in the order they were committed.
 
 **410 Gone disables the endpoint**: it turns `disabled` (`disabledReason: "gone"`), its queued deliveries
-stop, and no further event is sent to it; create a new endpoint to subscribe again.
+stop, and no further event is sent to it; enable it again with `PATCH /v1/webhook-endpoints/{id}`
+`{"enabled": true}` once your URL accepts requests (it then receives the events recorded from that moment on).
 
 **No redirects are followed**: a 3xx is a failed attempt and its `Location` is never requested. The URL
 must be `https` and resolve to public addresses only (private, loopback, link-local and cloud-metadata
-addresses are refused when the endpoint is created and again before every attempt), with no credentials
-in it — authenticate requests with the signature.
+addresses are refused when the endpoint is created or its URL changed, and again before every attempt), with
+no credentials in it — authenticate requests with the signature.
 """
 )
 
@@ -148,7 +150,8 @@ class EndpointOutput(serializers.Serializer):
         choices=WebhookEndpoint.Status.choices, help_text="`disabled`: nothing is delivered (see disabledReason)."
     )
     disabledReason = serializers.SerializerMethodField(
-        help_text="`gone` (your URL answered 410) or `staff` (disabled by Layers); null when active."
+        help_text="`gone` (your URL answered 410), `staff` (disabled by Layers) or `partner` (you disabled it: "
+        "PATCH with `enabled: false`); null when active."
     )
     createdAt = TimestampField(source="created_at")
     previousSecretExpiresAt = serializers.SerializerMethodField(
@@ -186,6 +189,54 @@ class EndpointCreateInput(StrictSerializer):
         min_length=1,
         help_text=f"Non-empty list of event types: {', '.join(sorted(EVENT_TYPES))}. Unknown types → 422.",
     )
+
+
+class EndpointUpdateInput(StrictSerializer):
+    # Each field as the creation declares it, none required, at least one sent (min_fields).
+    min_fields = 1
+
+    url = serializers.CharField(
+        max_length=2048,
+        required=False,
+        help_text="A new destination, checked as at creation (absolute https, public addresses only, no "
+        "credentials, no fragment; 422 otherwise). Deliveries waiting for a retry go to the new URL.",
+    )
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=sorted(EVENT_TYPES)),
+        min_length=1,
+        required=False,
+        help_text="The new list of event types, replacing the old one (not added to it). Non-empty; unknown "
+        "types → 422.",
+    )
+    enabled = serializers.BooleanField(
+        required=False,
+        help_text="`false` disables the endpoint (`disabledReason: partner`) and cancels its unfinished "
+        "deliveries; `true` enables a disabled one again (whatever disabled it: a 410, Layers staff, you).",
+    )
+
+
+ENDPOINT_UPDATE = """
+Change an endpoint instead of deleting it and creating another (which would have a new id and a new secret to
+deploy). Send any of `events`, `url` and `enabled` (at least one; any other field, `{}`, `null` or a value of
+another JSON type → 422 `VALIDATION`). The answer is the endpoint as `GET` shows it (never its secret, which
+does not change: rotate it with `rotate-secret`). All or nothing: a request with one invalid field changes nothing.
+
+- `events` replaces the subscribed types (the same rules as at creation: non-empty, known types, duplicates
+  dropped). Events recorded from then on are sent by the new list.
+- `url` is checked as at creation: https, no credentials or fragment, and its host looked up, one lookup of your
+  organization at a time (another creation or change of URL meanwhile → 429 `RATE_LIMITED`, `Retry-After: 5`);
+  a host that does not resolve or resolves to a private, loopback, link-local or metadata address → 422. Sending
+  the URL the endpoint already has looks nothing up. Deliveries waiting for a retry are sent to the new URL,
+  signed with the same secret.
+- `enabled: false` disables the endpoint (`status: disabled`, `disabledReason: partner`) and cancels its
+  unfinished deliveries; nothing more is sent to it. `enabled: true` enables a disabled endpoint again, whatever
+  disabled it (your URL answered 410, Layers staff, you): it receives the events recorded from that moment on,
+  never those recorded while it was off, nor the deliveries canceled then (replay those from
+  `GET /v1/events`). Sending the state it is already in changes nothing.
+
+No `Idempotency-Key` (it applies to POST): a PATCH sets values, so sending the same one again leaves the
+endpoint as the first did, and answers it as it is then.
+"""
 
 
 def _with_secret(endpoint, secret: str) -> dict:
@@ -262,6 +313,23 @@ class EndpointDetailApi(ApiView):
     )
     def get(self, request, endpointId: str):
         endpoint = selectors.endpoint_get(organization=self.organization, endpoint_id=endpointId)
+        return Response(EndpointOutput(endpoint).data)
+
+    @extend_schema(
+        request=EndpointUpdateInput,
+        responses={200: EndpointOutput, **errors(400, 422)},
+        operation_id="webhook_endpoints_update",
+        tags=TAGS,
+        summary="Change a webhook endpoint's events or URL, or disable / enable it",
+        description=ENDPOINT_UPDATE,
+    )
+    def patch(self, request, endpointId: str):
+        endpoint = selectors.endpoint_get(organization=self.organization, endpoint_id=endpointId)
+        data = EndpointUpdateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        endpoint = services.endpoint_update(
+            endpoint_id=endpoint.pk, organization=self.organization, api_key=request.auth, **data.validated_data
+        )
         return Response(EndpointOutput(endpoint).data)
 
     @extend_schema(

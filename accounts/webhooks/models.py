@@ -24,6 +24,7 @@ class WebhookEndpoint(models.Model):
     class DisabledReason(models.TextChoices):
         GONE = "gone", "The receiver answered 410 Gone"
         STAFF = "staff", "Disabled by Layers staff"
+        PARTNER = "partner", "Disabled by the partner (PATCH enabled=false)"
 
     id = PrefixedIdField(prefix="we")
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="webhook_endpoints")
@@ -32,8 +33,9 @@ class WebhookEndpoint(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     disabled_reason = models.CharField(max_length=16, choices=DisabledReason.choices, blank=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
-    # When staff last enabled it again (endpoint_enable): it receives the events from then on, as it receives
-    # those from its creation on (event_fan_out's subscribers). Null: never disabled and enabled again.
+    # When staff or the partner (PATCH) last enabled it again (endpoint_enable): it receives the events from then
+    # on, as it receives those from its creation on (event_fan_out's subscribers). Null: never disabled and enabled
+    # again.
     enabled_at = models.DateTimeField(null=True, blank=True, editable=False)
     secret_enc = models.TextField(editable=False)
     previous_secret_enc = models.TextField(blank=True, editable=False)

@@ -30,7 +30,12 @@ from django.utils import timezone
 
 from accounts import callgate, crypto
 from accounts.models import Event, Organization
-from accounts.services import EVENT_TYPES, organization_offboarded_at, partner_write_refused_if_offboarded
+from accounts.services import (
+    EVENT_TYPES,
+    api_key_source,
+    organization_offboarded_at,
+    partner_write_refused_if_offboarded,
+)
 from accounts.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint, WebhookFanout
 from config import ratelimit
 from config.api.errors import Conflict, NotFound, RateLimited, Validation
@@ -162,30 +167,11 @@ def endpoint_create(*, organization: Organization, url: str, events) -> tuple[We
     """Subscribe `url` to `events` for `organization`. Returns (endpoint, secret): the secret exists in
     plaintext only in this return value. Raises Validation (422) for an unknown or empty event list and for
     a URL that is not https or points at a private, loopback, link-local or metadata address, and
-    RateLimited (429) while another creation of the organization looks its host up."""
+    RateLimited (429) while another lookup of the organization (a creation, a change of URL) runs."""
     events = _clean_events(events)
-    url = (url or "").strip()
-    try:
-        host = _check_form(url)
-    except UnsafeURL as exc:
-        raise Validation({"url": [_sentence(str(exc))]})
+    url, host = _url_in_form(url)
     _refuse_over_the_cap(organization)  # before the lookup too: an organization at its cap makes none
-    # The host is resolved here, in the web request, and a name whose nameserver never answers holds the
-    # request's thread for the resolver's whole timeout (not ours to bound): creations of one organization side
-    # by side took every web thread, and the API stopped answering every partner. One lookup per organization
-    # at a time; another meanwhile is refused for now.
-    with ratelimit.one_at_a_time("webhook-endpoint-lookup", organization.pk, ttl=LOOKUP_HOLD_SECONDS) as alone:
-        if not alone:
-            raise RateLimited(
-                "Another webhook endpoint of your organization is being created (its URL's host is being looked "
-                f"up); retry in {LOOKUP_RETRY_SECONDS} s.",
-                retry_after=LOOKUP_RETRY_SECONDS,
-            )
-        try:
-            assert_public_url(url, allow_private=allow_private())
-        except UnsafeURL as exc:  # did not resolve, resolves to a non-public address, or not a valid host name
-            log.info("webhook endpoint of organization %s refused: %s", organization.pk, exc)
-            raise Validation({"url": [_refusal_for_partner(host)]})
+    _refuse_unless_public(organization, url, host)
     secret = _new_secret()
     with transaction.atomic():
         # Creations of one organization serialize on its row, so concurrent ones cannot pass the cap together;
@@ -198,6 +184,37 @@ def endpoint_create(*, organization: Organization, url: str, events) -> tuple[We
             organization=organization, url=url, events=events, secret_enc=crypto.encrypt(secret)
         )
     return endpoint, secret
+
+
+def _url_in_form(url) -> tuple[str, str]:
+    """The URL as stored (trimmed) and its host; Validation (422) unless it has the form _check_form asks."""
+    url = (url or "").strip()
+    try:
+        return url, _check_form(url)
+    except UnsafeURL as exc:
+        raise Validation({"url": [_sentence(str(exc))]})
+
+
+def _refuse_unless_public(organization: Organization, url: str, host: str) -> None:
+    """Look the URL's host up: Validation (422) unless it resolves to public addresses only, RateLimited (429)
+    while another lookup of the organization (a creation, a change of URL) runs.
+
+    The host is resolved here, in the web request, and a name whose nameserver never answers holds the
+    request's thread for the resolver's whole timeout (not ours to bound): creations of one organization side
+    by side took every web thread, and the API stopped answering every partner. One lookup per organization
+    at a time; another meanwhile is refused for now."""
+    with ratelimit.one_at_a_time("webhook-endpoint-lookup", organization.pk, ttl=LOOKUP_HOLD_SECONDS) as alone:
+        if not alone:
+            raise RateLimited(
+                "Another webhook endpoint URL of your organization is being checked (its host is being looked "
+                f"up); retry in {LOOKUP_RETRY_SECONDS} s.",
+                retry_after=LOOKUP_RETRY_SECONDS,
+            )
+        try:
+            assert_public_url(url, allow_private=allow_private())
+        except UnsafeURL as exc:  # did not resolve, resolves to a non-public address, or not a valid host name
+            log.info("webhook endpoint URL of organization %s refused: %s", organization.pk, exc)
+            raise Validation({"url": [_refusal_for_partner(host)]})
 
 
 def _refuse_over_the_cap(organization: Organization) -> None:
@@ -271,8 +288,9 @@ def endpoint_enable(*, endpoint_id: str, actor=None) -> WebhookEndpoint:
     resend them one by one): `enabled_at`, which the fan-out compares with each event's time as it compares
     the endpoint's creation. Without it, an event whose fan-out was lost while the organization had no live
     endpoint (the relay tick looks only at organizations with one) was fanned out to the endpoint once
-    enabled, up to 3 days late. Returns early when it is already active. Raises Conflict for a deleted one, and
-    for one of an off-boarded organization: the off-boarding disabled it so that nothing more is sent to the
+    enabled, up to 3 days late. Staff's admin action and the partner's PATCH (endpoint_update) both enable here.
+    Returns early when it is already active. Raises Conflict for a deleted one, and for one of an off-boarded
+    organization: the off-boarding disabled it so that nothing more is sent to the
     partner (accounts.services.organization_offboard), and staff enabling it sent its events again."""
     with transaction.atomic():
         # The organization's row before the endpoint's, in the off-boarding's order (it marks the organization,
@@ -297,6 +315,67 @@ def endpoint_enable(*, endpoint_id: str, actor=None) -> WebhookEndpoint:
         endpoint.enabled_at = timezone.now()
         endpoint.save(update_fields=["status", "disabled_reason", "disabled_at", "enabled_at"])
     log.info("webhook endpoint %s enabled by %s", endpoint.pk, actor)
+    return endpoint
+
+
+def endpoint_update(
+    *,
+    endpoint_id: str,
+    organization: Organization,
+    url: str | None = None,
+    events=None,
+    enabled: bool | None = None,
+    api_key=None,
+) -> WebhookEndpoint:
+    """The partner's change of its endpoint (PATCH): new `events` and / or `url`, each checked as endpoint_create
+    checks it, and `enabled` False to disable it (reason "partner", its unfinished deliveries canceled, as
+    endpoint_disable does for staff) or True to enable it again (endpoint_enable, staff's rules: from then on it
+    receives the events recorded from that moment, never those recorded while it was off). None leaves that one
+    as it is. All or nothing. `api_key`: the partner's key, named in the log lines (the endpoint's history).
+
+    Raises Validation (422) for events or a URL the creation refuses, RateLimited (429) while another host
+    lookup of the organization runs, NotFound (404) for an endpoint deleted (also by a DELETE that committed after
+    the view's lookup), and the revoked key's 401 when the organization was off-boarded after the key check (as
+    endpoint_create does; the off-boarding disabled the endpoint, and it must stay so)."""
+    who = f"partner ({api_key_source(api_key)})"
+    if events is not None:
+        events = _clean_events(events)
+    if url is not None:
+        url, host = _url_in_form(url)
+        # The same URL again (a client sending the whole object back) is no change: no lookup, no 429. Read
+        # without a lock: a concurrent PATCH changing it meanwhile makes this one set a URL the endpoint had, and
+        # every attempt checks its destination again anyway (_check_destination).
+        current = WebhookEndpoint.objects.filter(pk=endpoint_id).values_list("url", flat=True).first()
+        if url != current:
+            # Outside the transaction, as at creation: no row lock held while a nameserver takes its time.
+            _refuse_unless_public(organization, url, host)
+    with transaction.atomic():
+        # The organization's row first, then the endpoint's: the off-boarding's order (and endpoint_enable's).
+        partner_write_refused_if_offboarded(organization_id=organization.pk)
+        endpoint = (
+            WebhookEndpoint.objects.select_for_update()
+            .filter(pk=endpoint_id, organization=organization, deleted_at__isnull=True)
+            .first()
+        )
+        if endpoint is None:
+            raise NotFound()
+        changed = [
+            name
+            for name, value in (("events", events), ("url", url))
+            if value is not None and value != getattr(endpoint, name)
+        ]
+        if changed:
+            for name in changed:
+                setattr(endpoint, name, events if name == "events" else url)
+            endpoint.save(update_fields=changed)
+            log.info("webhook endpoint %s: %s changed by %s", endpoint.pk, " and ".join(changed), who)
+        # The staff services themselves (savepoints of this transaction), so that both follow one set of rules.
+        if enabled is True:
+            endpoint = endpoint_enable(endpoint_id=endpoint.pk, actor=who)
+        elif enabled is False:
+            endpoint = endpoint_disable(
+                endpoint_id=endpoint.pk, reason=WebhookEndpoint.DisabledReason.PARTNER, actor=who
+            )
     return endpoint
 
 

@@ -10,6 +10,7 @@ from functools import cache
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 
 @extend_schema_field(OpenApiTypes.INT64)
@@ -227,11 +228,15 @@ def with_partner_messages(serializer_class: type) -> type:
 def _wrong_json_type(field, value) -> str | None:
     """Why `value` is not of the JSON type `field` takes, or None. DRF's fields convert: a text field turns
     the number 1e309 into the caption "inf", an integer field reads "12", "١٢" (other scripts' digits) or
-    true as a count. A partner's JSON says what it means: a number is not text, text is not a number."""
+    true as a count, a boolean field "false" as false and 1 as true. A partner's JSON says what it means: a number
+    is not text, text is not a number, and only true and false are booleans."""
     if value is None:
         return None  # the field's own allow_null decides
     if isinstance(field, serializers.CharField) and not isinstance(value, str):
         return f"Expected a JSON string, not {json_type(value)}."
+    if isinstance(field, serializers.BooleanField) and not isinstance(value, bool):
+        # DRF reads "true", "yes", 1 and "on" as true: a PATCH `"enabled": "false"` must not enable anything.
+        return f"Expected true or false, not {json_excerpt(value)}."
     if isinstance(field, serializers.IntegerField):
         if isinstance(value, bool | str | list | dict):
             return f"Expected an integer, not {json_type(value)}."
@@ -245,9 +250,16 @@ class StrictSerializer(PartnerMessages):
     type (see _wrong_json_type). `rejected_fields` maps fields with a specific reason to that reason."""
 
     rejected_fields: dict[str, str] = {}
+    # A PATCH body's fields are all optional, but `{}` would change nothing and answer 200 as if it had: it must
+    # carry at least this many (the schema says so as minProperties: config.api.schema.StrictSerializerScheme).
+    min_fields = 0
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
+            if len(data) < self.min_fields:
+                raise serializers.ValidationError(
+                    {api_settings.NON_FIELD_ERRORS_KEY: [f"Send at least one of: {', '.join(self.fields)}."]}
+                )
             errors = {}
             for key, value in data.items():
                 field = self.fields.get(key)

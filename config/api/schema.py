@@ -121,7 +121,10 @@ class StrictSerializerScheme(OpenApiSerializerExtension):
                     schema["properties"][name]["minItems"] = max(1, field.min_length or 1)
                 if field.max_length is not None:
                     schema["properties"][name]["maxItems"] = field.max_length
-        return {**schema, "additionalProperties": False}
+        schema = {**schema, "additionalProperties": False}
+        if getattr(serializer, "min_fields", 0):  # a PATCH: at least one field, none required
+            schema["minProperties"] = serializer.min_fields
+        return schema
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

@@ -77,7 +77,9 @@ class ApiView(APIView):
         if handler is None:
             raise drf.MethodNotAllowed(request.method)
         if request.method in BODY_METHODS:
-            check_body(request, required=request.method == "POST" and self.post_takes_body)
+            # A PATCH is its body: without one it changes nothing, and is refused as a POST's missing body is.
+            required = self.post_takes_body if request.method == "POST" else True
+            check_body(request, required=required)
         check_query_parameters(request, handler)
         key = request.headers.get("Idempotency-Key")
         if request.method == "POST" and key is not None:

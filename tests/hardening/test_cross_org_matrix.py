@@ -51,6 +51,7 @@ def bodies(caller, path_ids: dict) -> dict:
         },
         "lease-request-create": {"projectId": path_ids.get("projectId"), "count": 1, "niche": NICHE},
         "webhook-endpoint-rotate-secret": None,
+        "webhook-endpoint-detail": {"events": ["scheduled_post.failed"], "enabled": False},  # PATCH
     }
 
 

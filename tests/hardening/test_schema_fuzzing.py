@@ -125,6 +125,11 @@ def _valid_bodies(ids: dict) -> dict:
             "niche": {"vertical": "fitness", "language": "en-US", "geo": ["US"]},
         },
         "POST /v1/webhook-endpoints": {"url": HOOK_URL, "events": ["social_account.connected"]},
+        "PATCH /v1/webhook-endpoints/{endpointId}": {
+            "url": HOOK_URL,
+            "events": ["scheduled_post.failed"],
+            "enabled": True,
+        },
     }
 
 

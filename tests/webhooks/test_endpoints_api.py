@@ -319,7 +319,7 @@ def test_openapi_documents_the_operations_and_the_receiving_guide(db):
     paths = schema["paths"]
 
     assert set(paths["/v1/webhook-endpoints"]) == {"get", "post"}
-    assert set(paths["/v1/webhook-endpoints/{endpointId}"]) == {"get", "delete"}
+    assert set(paths["/v1/webhook-endpoints/{endpointId}"]) == {"get", "patch", "delete"}
     assert set(paths["/v1/webhook-endpoints/{endpointId}/rotate-secret"]) == {"post"}
     create_op = paths["/v1/webhook-endpoints"]["post"]
     assert {"201", "401", "404", "422", "429", "500"} <= set(create_op["responses"])
