@@ -211,7 +211,8 @@ class EndpointUpdateInput(StrictSerializer):
     enabled = serializers.BooleanField(
         required=False,
         help_text="`false` disables the endpoint (`disabledReason: partner`) and cancels its unfinished "
-        "deliveries; `true` enables a disabled one again (whatever disabled it: a 410, Layers staff, you).",
+        "deliveries; `true` enables a disabled one again (disabled by a 410 or by you; one Layers staff disabled "
+        "stays so: 422, ask Layers support).",
     )
 
 
@@ -229,10 +230,12 @@ does not change: rotate it with `rotate-secret`). All or nothing: a request with
   the URL the endpoint already has looks nothing up. Deliveries waiting for a retry are sent to the new URL,
   signed with the same secret.
 - `enabled: false` disables the endpoint (`status: disabled`, `disabledReason: partner`) and cancels its
-  unfinished deliveries; nothing more is sent to it. `enabled: true` enables a disabled endpoint again, whatever
-  disabled it (your URL answered 410, Layers staff, you): it receives the events recorded from that moment on,
-  never those recorded while it was off, nor the deliveries canceled then (replay those from
-  `GET /v1/events`). Sending the state it is already in changes nothing.
+  unfinished deliveries; nothing more is sent to it. `enabled: true` enables a disabled endpoint again (your
+  URL answered 410, or you disabled it): it receives the events recorded from that moment on, never those
+  recorded while it was off, nor the deliveries canceled then (replay those from
+  `GET /v1/events`). An endpoint Layers staff disabled (`disabledReason: staff`) stays disabled: 422
+  `VALIDATION` on `enabled`, and nothing else in the request is changed; ask Layers support. Sending the state
+  it is already in changes nothing.
 
 No `Idempotency-Key` (it applies to POST): a PATCH sets values, so sending the same one again leaves the
 endpoint as the first did, and answers it as it is then.

@@ -333,7 +333,8 @@ def endpoint_update(
     receives the events recorded from that moment, never those recorded while it was off). None leaves that one
     as it is. All or nothing. `api_key`: the partner's key, named in the log lines (the endpoint's history).
 
-    Raises Validation (422) for events or a URL the creation refuses, RateLimited (429) while another host
+    Raises Validation (422) for events or a URL the creation refuses and for `enabled` True on an endpoint staff
+    disabled (theirs to enable again), RateLimited (429) while another host
     lookup of the organization runs, NotFound (404) for an endpoint deleted (also by a DELETE that committed after
     the view's lookup), and the revoked key's 401 when the organization was off-boarded after the key check (as
     endpoint_create does; the off-boarding disabled the endpoint, and it must stay so)."""
@@ -369,6 +370,13 @@ def endpoint_update(
                 setattr(endpoint, name, events if name == "events" else url)
             endpoint.save(update_fields=changed)
             log.info("webhook endpoint %s: %s changed by %s", endpoint.pk, " and ".join(changed), who)
+        # Staff disable an endpoint for a reason of theirs (one aimed at someone else's server, say, or at the
+        # partner's request while an incident lasts): the partner's key does not overrule them. Refused before
+        # anything is written, so the request changes nothing (all or nothing).
+        if enabled is True and endpoint.disabled_reason == WebhookEndpoint.DisabledReason.STAFF:
+            raise Validation(
+                {"enabled": ["Layers staff disabled this endpoint; ask Layers support to enable it again."]}
+            )
         # The staff services themselves (savepoints of this transaction), so that both follow one set of rules.
         if enabled is True:
             endpoint = endpoint_enable(endpoint_id=endpoint.pk, actor=who)

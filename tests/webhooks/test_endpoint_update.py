@@ -1,7 +1,7 @@
 """PATCH /v1/webhook-endpoints/{id}: a partner changes an endpoint's events or URL, and disables or enables it
 again, instead of deleting it and creating another (with a new secret to deploy). Each field is checked as
-the creation checks it; `enabled` follows the rules staff enabling follows, and enabled again the endpoint
-receives the events recorded from then on, never those recorded while it was off."""
+the creation checks it; `enabled` follows the rules staff enabling follows (but cannot undo a staff disable),
+and enabled again the endpoint receives the events recorded from then on, never those recorded while it was off."""
 
 import json
 import logging
@@ -201,7 +201,7 @@ def test_enabled_false_disables_the_endpoint_and_cancels_its_unfinished_deliveri
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("reason", ["gone", "staff", "partner"])
+@pytest.mark.parametrize("reason", ["gone", "partner"])
 def test_enabled_true_enables_a_disabled_endpoint_again(owner, endpoint, reason):
     services.endpoint_disable(endpoint_id=endpoint["id"], reason=reason)
 
@@ -211,6 +211,21 @@ def test_enabled_true_enables_a_disabled_endpoint_again(owner, endpoint, reason)
     assert (response.json()["status"], response.json()["disabledReason"]) == ("active", None)
     assert response.json() == get(owner, endpoint["id"])
     assert WebhookEndpoint.objects.get(pk=endpoint["id"]).enabled_at is not None
+
+
+@pytest.mark.django_db
+def test_an_endpoint_staff_disabled_stays_disabled_and_nothing_else_in_the_request_changes(owner, endpoint):
+    services.endpoint_disable(endpoint_id=endpoint["id"], reason="staff")
+    before = get(owner, endpoint["id"])
+
+    response = patch(owner, endpoint["id"], {"enabled": True, "events": ["lease_request.rejected"]})
+
+    error = assert_error(response, 422, "VALIDATION")
+    assert "staff" in error["details"]["fields"]["enabled"][0]
+    assert get(owner, endpoint["id"]) == before  # still disabled by staff, its events as they were
+    # Staff enable it again through the admin's service; then the partner's PATCH works as for any endpoint.
+    services.endpoint_enable(endpoint_id=endpoint["id"], actor="staff")
+    assert patch(owner, endpoint["id"], {"enabled": False}).json()["disabledReason"] == "partner"
 
 
 @pytest.mark.django_db
