@@ -26,10 +26,9 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import time_machine
 from django.test import Client
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import invariant, rule
 
 from accounts import services as account_services
 from accounts.models import Event, SocialAccount
@@ -39,7 +38,7 @@ from accounts.tasks import social_accounts_health_tick
 from scheduling.models import ScheduledPost
 from tests.accounts.oauth_helpers import RETURN_URL, follow_callback
 from tests.conftest import make_tenant
-from tests.model_support import run_in_ci
+from tests.model_support import ModelMachine, run_in_ci
 from tests.platform_helpers import consent, inject_fault, invalidate_tokens
 from tests.scheduling.publish_helpers import MEDIA, iso
 from tests.staff import staff_member
@@ -54,26 +53,20 @@ PLACES = ((0, 0), (0, 1), (1, 0))
 BASE = datetime(2028, 1, 3, 9, tzinfo=UTC)
 EXAMPLE_SPAN = timedelta(days=400)
 MOST_SHIFT = timedelta(days=300)  # an example never moves its clock past its own span
-_examples = itertools.count()
 
 place = st.sampled_from(PLACES)
 platform = st.sampled_from(PLATFORMS)
 user = st.integers(0, 1)
 
 
-class AccountLife(RuleBasedStateMachine):
-    def __init__(self):
-        super().__init__()
-        self.n = next(_examples)
-        self.clock = time_machine.travel(BASE + self.n * EXAMPLE_SPAN, tick=False)
-        self.traveller = self.clock.start()
-        self.start = BASE + self.n * EXAMPLE_SPAN
-        try:
-            self.tenants = [make_tenant(f"Life {self.n} A", projects=2), make_tenant(f"Life {self.n} B")]
-            self.staff = staff_member(f"life-ops{self.n}")
-        except BaseException:
-            self.clock.stop()
-            raise
+class AccountLife(ModelMachine):
+    def starts_at(self):
+        return BASE + self.n * EXAMPLE_SPAN
+
+    def _begin(self):
+        self.start = self.starts_at()  # MOST_SHIFT is counted from here
+        self.tenants = [make_tenant(f"Life {self.n} A", projects=2), make_tenant(f"Life {self.n} B")]
+        self.staff = staff_member(f"life-ops{self.n}")
         self.accounts: dict[str, dict] = {}  # id → its place, platform, user, status and expected events
         self.posts: dict[str, str] = {}  # post id → account id
         self.links: list[dict] = []  # links made and not necessarily opened
@@ -82,12 +75,11 @@ class AccountLife(RuleBasedStateMachine):
         self.secrets: set[str] = set()  # every token Layers stored
         self.numbers = itertools.count()
 
-    def teardown(self):
+    def _end(self):
         for tenant in self.tenants:
             SocialAccount.objects.filter(organization_id=tenant.org.pk).exclude(status="disconnected").update(
                 status="disconnected", disconnected_at=datetime.now(UTC)
             )
-        self.clock.stop()
 
     # --- helpers ----------------------------------------------------------------------------------
 

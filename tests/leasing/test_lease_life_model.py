@@ -22,14 +22,12 @@ period; every answer is a 2xx or the error the model expects (never a 500).
 Deterministic (derandomized, no example database) and bounded for CI."""
 
 import calendar
-import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import time_machine
 from django.utils import timezone
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import initialize, invariant, rule
 
 from accounts import services as account_services
 from accounts.models import Event, SocialAccount
@@ -46,7 +44,7 @@ from leasing.periods import add_months, period_bounds, period_index_at
 from leasing.tasks import lease_assign_check, pool_account_check
 from tests.conftest import make_tenant
 from tests.leasing.helpers import add_pool, command
-from tests.model_support import holding, run_in_ci
+from tests.model_support import ModelMachine, run_held, run_in_ci
 from tests.platform_helpers import invalidate_tokens
 from tests.staff import staff_member
 
@@ -54,7 +52,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # The worker messages held, to be run later in any order (or lost with their worker).
 HELD_TASKS = {lease_assign_check.name, pool_account_check.name}
-_examples = itertools.count()
 
 # Where an example's clock starts: month ends whose next months are shorter (the clamping), leap year or not.
 STARTS = [(1, 31, 10), (1, 30, 23), (1, 29, 0), (1, 28, 12), (2, 28, 10), (2, 29, 10), (3, 31, 4), (12, 31, 23)]
@@ -76,16 +73,17 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-class LeaseLife(RuleBasedStateMachine):
-    def __init__(self):
-        super().__init__()
-        self.n = next(_examples)
-        self.year = 2028 + 4 * (self.n % 1500) + self.n % 2  # leap years and the years after them
-        self.clock = time_machine.travel(datetime(self.year, 1, 1, tzinfo=UTC), tick=False)
-        self.traveller = self.clock.start()
-        self.held: list[tuple] = []
-        self.routing = holding(HELD_TASKS, self.held)
-        self.routing.start()
+class LeaseLife(ModelMachine):
+    HELD = HELD_TASKS
+
+    @property
+    def year(self) -> int:
+        return 2028 + 4 * (self.n % 1500) + self.n % 2  # leap years and the years after them
+
+    def starts_at(self):
+        return datetime(self.year, 1, 1, tzinfo=UTC)  # `begin` moves it to the month end it draws
+
+    def _begin(self):
         self.started = False
 
     @initialize(start=st.sampled_from(STARTS), pool=st.integers(2, 6))
@@ -106,7 +104,7 @@ class LeaseLife(RuleBasedStateMachine):
         self.leases: dict[str, dict] = {}  # social account id → org, lease id, released answer
         self.renewed_through: datetime | None = None  # the latest `now` the renewal job ran at
 
-    def teardown(self):
+    def _end(self):
         # End what this example left, so that later examples' jobs and ticks (sharing the database) leave it.
         if self.started:
             now = timezone.now()
@@ -115,8 +113,6 @@ class LeaseLife(RuleBasedStateMachine):
             Lease.objects.filter(organization_id__in=orgs).update(charges_settled=True)
             LeaseRequest.objects.filter(organization_id__in=orgs, status="provisioning").update(status="failed")
             PoolAccount.objects.filter(vertical=self.vertical).update(status="retired")
-        self.routing.stop()
-        self.clock.stop()
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -352,11 +348,9 @@ class LeaseLife(RuleBasedStateMachine):
     def a_worker_takes_a_message(self, index, lost):
         """A worker runs one of the held messages (an assignment's token check and binding, a released pool
         account's check), in any order; now and then it dies first."""
-        if not self.held:
-            return
-        task, args, kwargs = self.held.pop(index % len(self.held))
-        if not lost:
-            task.apply(args=args, kwargs=kwargs).get(disable_sync_subtasks=False)
+        message = self._take_held(index)
+        if message is not None and not lost:
+            run_held(*message)
             self._note_new_leases()
 
     @rule(index=st.integers(0, 31))

@@ -22,9 +22,8 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import time_machine
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import invariant, rule
 
 from accounts import services as account_services
 from accounts.models import Event, SocialAccount
@@ -37,7 +36,7 @@ from scheduling.models import ScheduledPost
 from scheduling.tasks import dispatch_due_posts, global_platform_posts_sync, prepare_post, publish_posts, resolve_post
 from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.conftest import make_tenant
-from tests.model_support import holding, run_in_ci
+from tests.model_support import ModelMachine, every_row, run_held, run_in_ci
 from tests.platform_helpers import inject_fault, invalidate_tokens
 from tests.reliability.outcomes import FAILURE_CODES
 from tests.scheduling.publish_helpers import MEDIA, iso
@@ -55,36 +54,18 @@ SCHEDULED = dict(
 )
 
 
-def run_message(task, args, kwargs) -> None:
-    """Run a held message in this thread, as a worker would, raising what it raised. Not `.get()` alone: the
-    result is already there (apply runs it), and Celery refuses a plain get() once a worker has run in this
-    process (an earlier test's): "Never call result.get() within a task!", in the full suite only."""
-    task.apply(args=args, kwargs=kwargs).get(disable_sync_subtasks=False)
-
-
 # The worker messages a tick hands out: held, to be run later in any order (or lost with their worker).
 HELD_TASKS = {publish_posts.name, resolve_post.name, prepare_post.name}
 # Each example runs in its own stretch of time, after the previous example's (whose leftovers are ended).
 BASE = datetime(2027, 3, 1, 9, tzinfo=UTC)
 EXAMPLE_SPAN = timedelta(days=60)
-_examples = itertools.count()
 
 
-class PostLife(RuleBasedStateMachine):
-    def __init__(self):
-        super().__init__()
-        self.n = next(_examples)
-        self.clock = time_machine.travel(BASE + self.n * EXAMPLE_SPAN, tick=False)
-        self.traveller = self.clock.start()
-        self.held: list[tuple] = []
-        self.routing = holding(HELD_TASKS, self.held)
-        self.routing.start()
-        try:
-            self._begin()
-        except BaseException:
-            self.routing.stop()
-            self.clock.stop()
-            raise
+class PostLife(ModelMachine):
+    HELD = HELD_TASKS
+
+    def starts_at(self):
+        return BASE + self.n * EXAMPLE_SPAN
 
     def _begin(self):
         self.tenant = make_tenant(f"Model {self.n}")
@@ -97,7 +78,7 @@ class PostLife(RuleBasedStateMachine):
         self.posts: dict[str, dict] = {}  # id → media URL, account, last status seen, staff retries
         self.numbers = itertools.count()
 
-    def teardown(self):
+    def _end(self):
         # End what this example left, so that later examples' ticks (in later time) do not work on it.
         ScheduledPost.objects.filter(organization_id=self.tenant.org.pk, status__in=["queued", "publishing"]).update(
             status="canceled"
@@ -105,8 +86,6 @@ class PostLife(RuleBasedStateMachine):
         SocialAccount.objects.filter(organization_id=self.tenant.org.pk).exclude(status="disconnected").update(
             status="disconnected", disconnected_at=datetime.now(UTC)
         )
-        self.routing.stop()
-        self.clock.stop()
 
     # --- the partner ------------------------------------------------------------------------------
 
@@ -217,11 +196,9 @@ class PostLife(RuleBasedStateMachine):
     @rule(index=st.integers(0, 15), lost=st.sampled_from([False] * 5 + [True]))
     def a_worker_takes_a_message(self, index, lost):
         """A worker runs one of the messages handed out, in any order; now and then it dies first."""
-        if not self.held:
-            return
-        task, args, kwargs = self.held.pop(index % len(self.held))
-        if not lost:
-            run_message(task, args, kwargs)
+        message = self._take_held(index)
+        if message is not None and not lost:
+            run_held(*message)
 
     @rule()
     def beat_and_healthy_workers(self):
@@ -230,7 +207,7 @@ class PostLife(RuleBasedStateMachine):
         dispatch_due_posts()
         while self.held:
             task, args, kwargs = self.held.pop(0)
-            run_message(task, args, kwargs)
+            run_held(task, args, kwargs)
 
     @rule(tick=st.sampled_from(["metrics", "health", "relay"]))
     def other_ticks(self, tick):
@@ -323,16 +300,7 @@ class PostLife(RuleBasedStateMachine):
         assert set(self._partner_list(status="queued")) == queued
 
     def _partner_list(self, **filters) -> dict[str, dict]:
-        out, cursor = {}, None
-        while True:
-            params = {"limit": 200, **filters, **({"cursor": cursor} if cursor else {})}
-            response = self.tenant.client.get(f"/v1/projects/{self.tenant.project.id}/scheduled-posts", params)
-            assert response.status_code == 200, response.content
-            body = response.json()
-            out.update({post["id"]: post for post in body["data"]})
-            cursor = body["nextCursor"]
-            if not cursor:
-                return out
+        return every_row(self.tenant.client, f"/v1/projects/{self.tenant.project.id}/scheduled-posts", **filters)
 
     def _accepted_on_platform(self, model: dict) -> int:
         account = self.accounts[model["account"]]

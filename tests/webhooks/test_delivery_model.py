@@ -38,10 +38,9 @@ from datetime import UTC, datetime, timedelta
 from unittest import mock
 
 import pytest
-import time_machine
 from django.db.models import Q
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import invariant, rule
 
 from accounts import crypto
 from accounts.models import Event, SocialAccount
@@ -55,7 +54,7 @@ from tests.accounts.oauth_helpers import connected_account, reauthorize
 from tests.accounts.test_instagram_data_deletion_copies import delete_data_of
 from tests.concurrency import run_in_threads
 from tests.conftest import make_tenant
-from tests.model_support import holding, run_in_ci
+from tests.model_support import ModelMachine, every_row, run_held, run_in_ci
 from tests.platform_helpers import invalidate_tokens
 from tests.staff import staff_member
 from tests.webhooks.helpers import record
@@ -79,7 +78,6 @@ SLOW = 0.5
 HELD_TASKS = {webhook_fan_out.name, webhook_deliver.name, webhook_send.name}
 BASE = datetime(2028, 1, 3, 9, tzinfo=UTC)
 EXAMPLE_SPAN = timedelta(days=90)
-_examples = itertools.count()
 # HOOKMODEL_STATS=1: count what the histories did (printed at the end of the test).
 STATS = collections.Counter() if os.environ.get("HOOKMODEL_STATS") else None
 
@@ -157,17 +155,16 @@ class ModelReceiver:
         return status, headers
 
 
-class DeliveryModel(RuleBasedStateMachine):
-    def __init__(self):
-        super().__init__()
-        self.n = next(_examples)
-        self.clock = time_machine.travel(BASE + self.n * EXAMPLE_SPAN, tick=False)
-        self.traveller = self.clock.start()
-        self.held: list[tuple] = []
+class DeliveryModel(ModelMachine):
+    HELD = HELD_TASKS
+
+    def starts_at(self):
+        return BASE + self.n * EXAMPLE_SPAN
+
+    def _begin(self):
+        self.receivers: dict[int, ModelReceiver] = {}
         self.lock = threading.Lock()
         self.parallel = False
-        self.routing = holding(HELD_TASKS, self.held)
-        self.routing.start()
         self.in_flight: collections.Counter = collections.Counter()
         self.most_in_flight: collections.Counter = collections.Counter()
         posted = services._post
@@ -189,14 +186,6 @@ class DeliveryModel(RuleBasedStateMachine):
 
         self.posting = mock.patch.object(services, "_post", counted_post)
         self.posting.start()
-        self.receivers: dict[int, ModelReceiver] = {}
-        try:
-            self._begin()
-        except BaseException:
-            self.teardown()
-            raise
-
-    def _begin(self):
         self.tenants = [make_tenant(f"Hooks {self.n} A"), make_tenant(f"Hooks {self.n} B")]
         self.staff = staff_member(f"hookops{self.n}")
         self.endpoints: dict[int, dict] = {}  # model key → id, org, events, live, since, secrets, receiver
@@ -213,8 +202,8 @@ class DeliveryModel(RuleBasedStateMachine):
         for org in (0, 1):  # each partner starts with an endpoint taking every type
             self.create_endpoint(org, TYPES)
 
-    def teardown(self):
-        if STATS is not None and hasattr(self, "tenants"):
+    def _end(self):
+        if STATS is not None:
             log = [e for r in self.receivers.values() for e in r.log]
             STATS["examples"] += 1
             STATS["requests"] += len(log)
@@ -227,20 +216,21 @@ class DeliveryModel(RuleBasedStateMachine):
                 endpoint__organization__in=[t.org for t in self.tenants]
             ).count()
             STATS["held at the end"] += len(self.held)
+        # Leave nothing for later examples' ticks (in later time) to send.
+        WebhookEndpoint.objects.filter(organization__in=[t.org for t in self.tenants]).update(
+            status="disabled", disabled_at=datetime.now(UTC), disabled_reason="staff"
+        )
+        WebhookDelivery.objects.filter(
+            endpoint__organization__in=[t.org for t in self.tenants], status__in=["pending", "sending"]
+        ).update(status="canceled", next_attempt_at=None, lease_until=None)
+
+    def _release(self):
+        # Also when _begin failed part way: the receivers opened so far, and the send counter if it was patched.
         for receiver in self.receivers.values():
             receiver.stop()
-        if hasattr(self, "tenants"):
-            # Leave nothing for later examples' ticks (in later time) to send.
-            WebhookEndpoint.objects.filter(organization__in=[t.org for t in self.tenants]).update(
-                status="disabled", disabled_at=datetime.now(UTC), disabled_reason="staff"
-            )
-            WebhookDelivery.objects.filter(
-                endpoint__organization__in=[t.org for t in self.tenants], status__in=["pending", "sending"]
-            ).update(status="canceled", next_attempt_at=None, lease_until=None)
-        self.routing.stop()
         if hasattr(self, "posting"):
             self.posting.stop()
-        self.clock.stop()
+        super()._release()
 
     # --- the partner ------------------------------------------------------------------------------
 
@@ -376,16 +366,11 @@ class DeliveryModel(RuleBasedStateMachine):
 
     # --- the workers ------------------------------------------------------------------------------
 
-    def _run(self, task, args, kwargs):
-        task.apply(args=args, kwargs=kwargs).get(disable_sync_subtasks=False)
-
     @rule(index=st.integers(0, 15), lost=st.sampled_from([False] * 5 + [True]))
     def a_worker_takes_a_message(self, index, lost):
-        if not self.held:
-            return
-        task, args, kwargs = self.held.pop(index % len(self.held))
-        if not lost:
-            self._run(task, args, kwargs)
+        message = self._take_held(index)
+        if message is not None and not lost:
+            run_held(*message)
 
     @rule(index=st.integers(0, 15))
     def a_worker_dies_mid_send(self, index):
@@ -417,7 +402,7 @@ class DeliveryModel(RuleBasedStateMachine):
         if taken:
             self.parallel = True
             try:
-                run_in_threads(*[lambda message=message: self._run(*message) for message in taken])
+                run_in_threads(*[lambda message=message: run_held(*message) for message in taken])
             finally:
                 self.parallel = False
 
@@ -440,7 +425,7 @@ class DeliveryModel(RuleBasedStateMachine):
             if not self.held:
                 return
             task, args, kwargs = self.held.pop(0)
-            self._run(task, args, kwargs)
+            run_held(task, args, kwargs)
         raise AssertionError("the workers never ran out of messages")
 
     @rule()
@@ -641,16 +626,7 @@ class DeliveryModel(RuleBasedStateMachine):
         return f"{row.status} {row.attempts} {row.last_status_code} recorded={recorded} seen={seen} ports={ports}"
 
     def _events_listed(self, org: int) -> dict:
-        out, cursor = {}, None
-        while True:
-            params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
-            response = self.tenants[org].client.get("/v1/events", params)
-            assert response.status_code == 200, response.content
-            body = response.json()
-            out.update({event["id"]: event for event in body["data"]})
-            cursor = body["nextCursor"]
-            if not cursor:
-                return out
+        return every_row(self.tenants[org].client, "/v1/events")
 
     @invariant()
     def what_partners_see_holds(self):
