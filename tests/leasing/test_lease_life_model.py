@@ -281,15 +281,22 @@ class LeaseLife(ModelMachine):
 
     # --- ops: requests ---------------------------------------------------------------------------------
 
-    @rule(index=st.integers(0, 31))
-    def ops_take(self, index):
+    def _ops_decide(self, index, service, **details) -> str | None:
+        """Ops take or reject one of the requests, any of them: the service refuses one no longer open, and only
+        such a one. The request's id if it went through."""
         request_id = self._pick(self.requests, index)
         if request_id is None:
-            return
+            return None
         try:
-            leasing_services.lease_request_take(request_id=request_id, actor=self.staff)
+            service(request_id=request_id, actor=self.staff, **details)
         except ApiError:
             assert LeaseRequest.objects.get(pk=request_id).status not in ("requested", "in_review", "failed")
+            return None
+        return request_id
+
+    @rule(index=st.integers(0, 31))
+    def ops_take(self, index):
+        self._ops_decide(index, leasing_services.lease_request_take)
 
     @rule(
         index=st.integers(0, 31),
@@ -334,15 +341,9 @@ class LeaseLife(ModelMachine):
 
     @rule(index=st.integers(0, 31))
     def ops_reject(self, index):
-        request_id = self._pick(self.requests, index)
-        if request_id is None:
-            return
-        try:
-            leasing_services.lease_request_reject(request_id=request_id, reason="no match", actor=self.staff)
-        except ApiError:
-            assert LeaseRequest.objects.get(pk=request_id).status not in ("requested", "in_review", "failed")
-            return
-        self.requests[request_id]["rejections"] += 1
+        rejected = self._ops_decide(index, leasing_services.lease_request_reject, reason="no match")
+        if rejected is not None:
+            self.requests[rejected]["rejections"] += 1
 
     @rule(index=st.integers(0, 31), lost=st.sampled_from([False] * 4 + [True]))
     def a_worker_takes_a_message(self, index, lost):

@@ -261,22 +261,26 @@ class DeliveryModel(ModelMachine):
         ]
         return keys[index % len(keys)] if keys else None
 
+    def _partners_endpoint(self, index: int) -> dict | None:
+        """One of the endpoints its partner can still call the API on: not deleted, the organization not
+        off-boarded."""
+        key = self._endpoint(index)
+        return None if key is None or self.offboarded[self.endpoints[key]["org"]] else self.endpoints[key]
+
     @rule(index=st.integers(0, 15))
     def delete_endpoint(self, index):
-        key = self._endpoint(index)
-        if key is None or self.offboarded[self.endpoints[key]["org"]]:
+        model = self._partners_endpoint(index)
+        if model is None:
             return
-        model = self.endpoints[key]
         response = self.tenants[model["org"]].client.delete(f"/v1/webhook-endpoints/{model['id']}")
         assert response.status_code == 200, response.content
         model.update(deleted=True, live=False)
 
     @rule(index=st.integers(0, 15))
     def rotate_secret(self, index):
-        key = self._endpoint(index)
-        if key is None or self.offboarded[self.endpoints[key]["org"]]:
+        model = self._partners_endpoint(index)
+        if model is None:
             return
-        model = self.endpoints[key]
         response = self.tenants[model["org"]].client.post(f"/v1/webhook-endpoints/{model['id']}/rotate-secret")
         assert response.status_code == 200, response.content
         now = datetime.now(UTC)
