@@ -594,4 +594,8 @@ class AccountLife(ModelMachine):
 
 
 def test_random_lives_of_connected_accounts_keep_what_partners_see_consistent():
-    run_in_ci(AccountLife, steps=22)
+    run_in_ci(
+        AccountLife,
+        steps=22,
+        histories=0x2497CD7E0779EA2D0AA027C7D734FE40CBD1B50E4E47925422D84697B7AA5B54A2160B9ABB85314291E6818FD9B90D1B,
+    )

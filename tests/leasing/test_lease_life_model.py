@@ -626,4 +626,8 @@ class LeaseLife(ModelMachine):
 
 
 def test_random_lives_of_leased_accounts_keep_wallets_leases_and_requests_consistent():
-    run_in_ci(LeaseLife, steps=25)
+    run_in_ci(
+        LeaseLife,
+        steps=25,
+        histories=0xCA44AEC417B33C0A212B55663E1F8A848328B3F2E55C5CBCA30DDD50FC9419112E1FF1DCCAD1D4359615703A86AB03A3,
+    )
