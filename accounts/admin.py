@@ -460,7 +460,7 @@ def _skipped_subscribers(event: Event, *, delivered_to: set[str]) -> list[tuple[
     ).order_by("created_at", "pk")
     skipped = []
     for endpoint in endpoints:
-        if event.type not in endpoint.events or endpoint.pk in delivered_to:
+        if event.type not in endpoint.events_at(event.created_at) or endpoint.pk in delivered_to:
             continue
         if endpoint.deleted_at is not None:
             state = format_html("deleted since {}", _when(endpoint.deleted_at))

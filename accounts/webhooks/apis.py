@@ -223,7 +223,8 @@ another JSON type → 422 `VALIDATION`). The answer is the endpoint as `GET` sho
 does not change: rotate it with `rotate-secret`). All or nothing: a request with one invalid field changes nothing.
 
 - `events` replaces the subscribed types (the same rules as at creation: non-empty, known types, duplicates
-  dropped). Events recorded from then on are sent by the new list.
+  dropped). Events recorded from then on are sent by the new list; those recorded before go by the old one,
+  even if they are sent afterwards.
 - `url` is checked as at creation: https, no credentials or fragment, and its host looked up, one lookup of your
   organization at a time (another creation or change of URL meanwhile → 429 `RATE_LIMITED`, `Retry-After: 5`);
   a host that does not resolve or resolves to a private, loopback, link-local or metadata address → 422. Sending

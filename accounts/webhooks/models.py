@@ -1,4 +1,5 @@
 import logging
+from datetime import datetime
 
 from django.db import models
 from django.utils import timezone
@@ -30,6 +31,11 @@ class WebhookEndpoint(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="webhook_endpoints")
     url = models.CharField(max_length=2048)
     events = models.JSONField(default=list, help_text="Event types this endpoint receives.")
+    # The lists it had before the partner changed `events` (PATCH), oldest first, each with when it ended:
+    # [{"until": ISO time, "events": [...]}]. An event goes by the list of when it was recorded (events_at), as
+    # it goes by the endpoint's creation and enable times, however late its fan-out runs (a backlogged queue, the
+    # relay tick after a lost one). Null: never changed (or only by a release older than this field).
+    events_before = models.JSONField(null=True, blank=True, editable=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     disabled_reason = models.CharField(max_length=16, choices=DisabledReason.choices, blank=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
@@ -57,6 +63,14 @@ class WebhookEndpoint(models.Model):
 
     def __str__(self):
         return f"{self.url} ({self.id})"
+
+    def events_at(self, moment) -> list[str]:
+        """The event types it subscribed to at `moment` (an event's created_at). A change at the event's very
+        moment counts, as an enable does (enabled_at <= created_at)."""
+        for change in self.events_before or ():
+            if moment < datetime.fromisoformat(change["until"]):
+                return change["events"]
+        return self.events
 
     @property
     def is_live(self) -> bool:

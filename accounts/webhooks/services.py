@@ -366,9 +366,20 @@ def endpoint_update(
             if value is not None and value != getattr(endpoint, name)
         ]
         if changed:
+            if "events" in changed:
+                # The list it had until now still decides for the events recorded until now, whose fan-out may
+                # not have run yet (WebhookEndpoint.events_at). Those older than the retry window are kept no
+                # longer: the relay tick no longer fans out their events.
+                now = timezone.now()
+                kept = [
+                    before
+                    for before in endpoint.events_before or ()
+                    if datetime.fromisoformat(before["until"]) > now - RETRY_WINDOW
+                ]
+                endpoint.events_before = [*kept, {"until": now.isoformat(), "events": endpoint.events}]
             for name in changed:
                 setattr(endpoint, name, events if name == "events" else url)
-            endpoint.save(update_fields=changed)
+            endpoint.save(update_fields=[*changed, *(["events_before"] if "events" in changed else [])])
             log.info("webhook endpoint %s: %s changed by %s", endpoint.pk, " and ".join(changed), who)
         # Staff disable an endpoint for a reason of theirs (one aimed at someone else's server, say, or at the
         # partner's request while an incident lasts): the partner's key does not overrule them. Refused before
@@ -422,8 +433,9 @@ def deliveries_body_rewritten(*, event_ids: list[str]) -> int:
 
 
 def _subscribers(event: Event) -> list[WebhookEndpoint]:
-    """Live endpoints of the event's organization that subscribe to its type and existed (and, enabled again
-    after being disabled, were enabled: endpoint_enable) when it happened."""
+    """Live endpoints of the event's organization that subscribed to its type (a partner's change of `events`
+    counts for the events recorded after it: events_at), and existed (and, enabled again after being disabled,
+    were enabled: endpoint_enable) when it happened."""
     return [
         endpoint
         for endpoint in WebhookEndpoint.objects.filter(
@@ -434,7 +446,7 @@ def _subscribers(event: Event) -> list[WebhookEndpoint]:
             created_at__lte=event.created_at,
         )
         # Filtered here rather than with a JSON lookup: `contains` on JSON is not portable to SQLite.
-        if event.type in endpoint.events
+        if event.type in endpoint.events_at(event.created_at)
     ]
 
 

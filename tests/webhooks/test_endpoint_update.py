@@ -76,6 +76,19 @@ def test_the_new_events_decide_what_the_endpoint_receives(owner, endpoint):
 
 
 @pytest.mark.django_db
+def test_an_event_recorded_before_an_events_change_goes_by_the_list_it_was_recorded_under(owner, endpoint):
+    # Their fan-out runs after the change: a backlogged `webhooks` queue, or the relay tick after a lost one.
+    subscribed = event_record(organization_id=owner.org.id, type="social_account.connected", data={})
+    not_subscribed = event_record(organization_id=owner.org.id, type="scheduled_post.published", data={})
+    with time_machine.travel(timezone.now() + timedelta(minutes=1), tick=False):
+        assert patch(owner, endpoint["id"], {"events": ["scheduled_post.published"]}).status_code == 200
+
+        # The partner was subscribed to the first when it happened, and not to the second.
+        assert len(services.event_fan_out(event_id=subscribed.pk)) == 1
+        assert services.event_fan_out(event_id=not_subscribed.pk) == []
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("events", "field"),
     [
