@@ -22,7 +22,8 @@ def run_in_ci(machine, *, steps: int, histories: int, examples: int = 20) -> Non
     `histories` is the seed they come from. Derandomized, hypothesis would seed from a digest of the machine
     class's source, so any edit to the class (a comment, a helper moved to ModelMachine) would change which
     histories CI runs; pinned, only a change to what the rules draw or do changes them. Each model's value is the
-    digest its class had before ModelMachine, so CI still runs the histories it ran then.
+    digest its class had before ModelMachine, so CI still runs the histories it ran then (but the webhook
+    delivery model's: the partner's PATCH rules, added since, draw other histories from the same seed).
 
     To hunt locally, LAYERS_MODEL_HUNT=<examples> (and LAYERS_MODEL_STEPS=<steps>) runs that many randomized
     histories instead (the seed is not used): how each model found its defects."""
