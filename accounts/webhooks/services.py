@@ -360,12 +360,17 @@ def endpoint_update(
         )
         if endpoint is None:
             raise NotFound()
-        changed = [
-            name
-            for name, value in (("events", events), ("url", url))
-            if value is not None and value != getattr(endpoint, name)
-        ]
+        # Staff disable an endpoint for a reason of theirs (one aimed at someone else's server, say, or at the
+        # partner's request while an incident lasts): the partner's key does not overrule them. Refused before
+        # anything is written, so the request changes nothing (all or nothing).
+        if enabled is True and endpoint.disabled_reason == WebhookEndpoint.DisabledReason.STAFF:
+            raise Validation(
+                {"enabled": ["Layers staff disabled this endpoint; ask Layers support to enable it again."]}
+            )
+        wanted = {"events": events, "url": url}
+        changed = [name for name, value in wanted.items() if value is not None and value != getattr(endpoint, name)]
         if changed:
+            saved = list(changed)
             if "events" in changed:
                 # The list it had until now still decides for the events recorded until now, whose fan-out may
                 # not have run yet (WebhookEndpoint.events_at). Those older than the retry window are kept no
@@ -377,17 +382,11 @@ def endpoint_update(
                     if datetime.fromisoformat(before["until"]) > now - RETRY_WINDOW
                 ]
                 endpoint.events_before = [*kept, {"until": now.isoformat(), "events": endpoint.events}]
+                saved.append("events_before")
             for name in changed:
-                setattr(endpoint, name, events if name == "events" else url)
-            endpoint.save(update_fields=[*changed, *(["events_before"] if "events" in changed else [])])
+                setattr(endpoint, name, wanted[name])
+            endpoint.save(update_fields=saved)
             log.info("webhook endpoint %s: %s changed by %s", endpoint.pk, " and ".join(changed), who)
-        # Staff disable an endpoint for a reason of theirs (one aimed at someone else's server, say, or at the
-        # partner's request while an incident lasts): the partner's key does not overrule them. Refused before
-        # anything is written, so the request changes nothing (all or nothing).
-        if enabled is True and endpoint.disabled_reason == WebhookEndpoint.DisabledReason.STAFF:
-            raise Validation(
-                {"enabled": ["Layers staff disabled this endpoint; ask Layers support to enable it again."]}
-            )
         # The staff services themselves (savepoints of this transaction), so that both follow one set of rules.
         if enabled is True:
             endpoint = endpoint_enable(endpoint_id=endpoint.pk, actor=who)
