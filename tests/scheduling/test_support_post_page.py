@@ -214,8 +214,12 @@ def _confirm(staff: Client, url: str, action: str, pk: str):
     assert answer.status_code == 302, answer.content.decode()[:2000]
 
 
-def _cancel(how: str, owner, staff: Client) -> tuple[str, str]:
-    """Cancel a queued post the way `how` says; (post id, what the page should say canceled it)."""
+CANCEL_PATHS = ("partner cancel", "partner revoke", "partner release", "staff cancel", "staff revoke", "staff release")
+
+
+def cancel_queued_post(how: str, owner, staff: Client) -> tuple[str, str]:
+    """Cancel a queued post the way `how` (one of CANCEL_PATHS) says; (post id, what the page should say canceled
+    it, `staff` being signed in as "ops"). tests/scheduling/test_why_canceled.py reads the same posts in the API."""
     key = f"API key test ({owner.key.pk} / lyr_{owner.key.prefix}…)"
     leased = how.endswith("release")
     account_id = lease_assign(owner).social_account_id if leased else make_account(owner).pk
@@ -241,11 +245,9 @@ def _cancel(how: str, owner, staff: Client) -> tuple[str, str]:
     return post_id, "lease released by staff ops"
 
 
-@pytest.mark.parametrize(
-    "how", ["partner cancel", "partner revoke", "partner release", "staff cancel", "staff revoke", "staff release"]
-)
+@pytest.mark.parametrize("how", CANCEL_PATHS)
 def test_the_post_page_says_who_or_what_canceled_it(owner, staff, how):
-    post_id, expected = _cancel(how, owner, staff)
+    post_id, expected = cancel_queued_post(how, owner, staff)
 
     page = post_page(staff, post_id)
 
