@@ -1460,11 +1460,15 @@ def _disconnect_effects(*, account: SocialAccount, actor=None, api_key=None) -> 
     """What other apps do when an account leaves its project, inside the revoke's transaction:
     (queued posts canceled, lease released)."""
     from leasing.services import lease_release_for_account
+    from scheduling.models import CancelReason
     from scheduling.services import posts_cancel_for_account
 
     # Revoking a leased account is its release (below): its posts say so.
-    cause = "lease released" if account.kind == SocialAccount.Kind.LEASED else "account revoked"
-    canceled = posts_cancel_for_account(account=account, cause=cause, actor=actor, api_key=api_key)
+    if account.kind == SocialAccount.Kind.LEASED:
+        cause, reason = "lease released", CancelReason.LEASE_RELEASED
+    else:
+        cause, reason = "account revoked", CancelReason.ACCOUNT_REVOKED
+    canceled = posts_cancel_for_account(account=account, cause=cause, reason=reason, actor=actor, api_key=api_key)
     released = lease_release_for_account(account=account, actor=actor, api_key=api_key) is not None
     return canceled, released
 
@@ -2460,6 +2464,7 @@ def organization_offboard(
     from accounts.webhooks.services import endpoint_disable
     from billing.selectors import wallet_get
     from leasing.services import LeaseError, lease_request_reject
+    from scheduling.models import CancelReason
     from scheduling.services import posts_cancel_for_organization
 
     if dry_run:
@@ -2509,7 +2514,7 @@ def organization_offboard(
     with transaction.atomic():
         # Before the accounts: a post must not publish while its account waits for a worker's revoke.
         result.posts_canceled = posts_cancel_for_organization(
-            organization_id=organization_id, cause=OFFBOARDED_CAUSE, by=who
+            organization_id=organization_id, cause=OFFBOARDED_CAUSE, reason=CancelReason.OFFBOARDED, by=who
         )
     if revokes is None and platform_calls is not None:
         revokes = REVOKES_IN_REQUEST  # a web request's: its own bound on the revokes it makes

@@ -104,6 +104,15 @@ class ManagedProvider(models.Model):
         return decrypt(self.secret_enc)
 
 
+class CancelReason(models.TextChoices):
+    """Why a post was canceled by someone other than the partner (ScheduledPost.cancel_reason)."""
+
+    ACCOUNT_REVOKED = "account_revoked", "Its account was revoked"
+    LEASE_RELEASED = "lease_released", "Its leased account was released"
+    OFFBOARDED = "offboarded", "The organization was off-boarded"
+    STAFF = "staff", "Canceled by Layers staff"
+
+
 class ScheduledPost(models.Model):
     """One container to one account at one time: the unit the dispatcher claims and publishes.
 
@@ -166,6 +175,13 @@ class ScheduledPost(models.Model):
     # "lease released by …" (services.post_cancel, posts_cancel_for_account). db_default: the release still
     # serving while this column's migration runs inserts posts without it.
     canceled_by = models.CharField(max_length=300, blank=True, default="", db_default="")
+    # Why, as data: what the partner is told (serializers.post_error) — canceled_by is free text naming staff
+    # and API keys, for support only. Blank for the partner's own DELETE (it knows), and for posts canceled
+    # before this column existed or by the release still serving while its migration ran (nothing recorded:
+    # their error stays null rather than guessed from canceled_by). Written by services._canceled_fields.
+    cancel_reason = models.CharField(
+        max_length=32, choices=CancelReason.choices, blank=True, default="", db_default="", editable=False
+    )
     views = models.BigIntegerField(null=True, blank=True)
     likes = models.BigIntegerField(null=True, blank=True)
     comments = models.BigIntegerField(null=True, blank=True)

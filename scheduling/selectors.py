@@ -27,6 +27,7 @@ POST_FIELDS = (
     "external_url",
     "error_code",
     "error_message",
+    "cancel_reason",
     "created_at",
 )
 METRIC_FIELDS = ("views", "likes", "comments", "shares", "metrics_synced_at")

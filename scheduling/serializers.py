@@ -4,13 +4,37 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from config.api.fields import Int64Field, TimestampField, datetime_output
+from scheduling.models import CancelReason
+
+# What a canceled post tells the partner, by its cancel_reason (models.CancelReason). Plain sentences: the
+# post's canceled_by, which names the staff member or the API key, is support's and never shown.
+CANCELED_ERRORS = {
+    CancelReason.ACCOUNT_REVOKED: {
+        "code": "ACCOUNT_DISCONNECTED",
+        "message": "The post was canceled because its account was disconnected.",
+    },
+    CancelReason.LEASE_RELEASED: {
+        "code": "ACCOUNT_DISCONNECTED",
+        "message": "The post was canceled because its leased account was released.",
+    },
+    CancelReason.OFFBOARDED: {
+        "code": "ACCOUNT_DISCONNECTED",
+        "message": "The post was canceled because the organization was off-boarded and its accounts disconnected.",
+    },
+    CancelReason.STAFF: {"code": "CANCELED_BY_LAYERS", "message": "Canceled by Layers support."},
+}
 
 
 def post_error(post) -> dict | None:
-    """The failure of a `failed` post. A post waiting to retry a transient error keeps that error for ops
-    (admin) but shows none, nor does a `publishing` post keeping the platform's last refusal of its status
-    checks ("Checking: …"): API.md's codes (RATE_LIMITED, PLATFORM_UNAVAILABLE "after retries") are
-    outcomes, and a partner reading `queued` or `publishing` with an error would take the post for failed."""
+    """The failure of a `failed` post, or why a `canceled` post was canceled when the partner did not cancel it
+    (CANCELED_ERRORS, by its cancel_reason: null for the partner's own DELETE, and for posts canceled before the
+    reason was recorded). A post waiting to retry a transient error keeps that error for ops (admin) but shows
+    none, nor does a `publishing` post keeping the platform's last refusal of its status checks ("Checking: …"):
+    API.md's codes (RATE_LIMITED, PLATFORM_UNAVAILABLE "after retries") are outcomes, and a partner reading
+    `queued` or `publishing` with an error would take the post for failed."""
+    if post.status == "canceled":
+        error = CANCELED_ERRORS.get(post.cancel_reason)
+        return dict(error) if error else None
     if post.status != "failed" or not post.error_code:
         return None
     return {"code": post.error_code, "message": post.error_message}
@@ -78,11 +102,13 @@ class ScheduledPostOutput(serializers.Serializer):
     @extend_schema_field(
         PostErrorOutput(
             allow_null=True,
-            help_text="Why the post failed; null unless it failed. `code`: CREDENTIAL_INVALID (the token is dead "
+            help_text="Why the post failed, or why it was canceled when the partner did not cancel it itself; "
+            "null otherwise (queued, publishing, published, and canceled by the partner's own DELETE). "
+            "A `failed` post's `code`: CREDENTIAL_INVALID (the token is dead "
             "or lacks the publishing permission; the account is now reauth_required, and the post is not kept "
             "for after the reauth: schedule it again then. Except when the message says the platform had "
             "accepted the post before the token died: it may be live, so check the account first), "
-            "ACCOUNT_DISCONNECTED, "
+            "ACCOUNT_DISCONNECTED (revoked or released while a worker had the post), "
             "PLATFORM_REJECTED (the platform refused the content or the account; for a managed post, also the "
             "managed provider refusing it or not set up for the project, which the message says Layers staff must "
             "fix), MEDIA_INVALID (the platform "
@@ -99,7 +125,13 @@ class ScheduledPostOutput(serializers.Serializer):
             "before retrying; or Layers' database was restored from a backup and the post may have been published "
             "since, which the message says: the same). `message` says why, with the "
             "platform's own words and code where it gave them, the code in parentheses when the words do not name "
-            "it: `The platform could not publish the post: TikTok refused the caption. (spam_risk_text)`.",
+            "it: `The platform could not publish the post: TikTok refused the caption. (spam_risk_text)`. "
+            "A `canceled` post's `code`: ACCOUNT_DISCONNECTED when its account left the project while the post "
+            "was queued (revoked by DELETE /v1/social-accounts/{id} or by Layers, its lease released, the "
+            "organization off-boarded: the message says which), CANCELED_BY_LAYERS when Layers support canceled "
+            "it (`Canceled by Layers support.`); null when the partner canceled it, and for posts canceled "
+            "before these two codes were introduced, whose reason was not recorded. A canceled post is never "
+            "queued again: schedule it anew.",
         )
     )
     def get_error(self, post):

@@ -71,6 +71,7 @@ from config.marks import attempts_mark, recorded_since
 from config.text import shorten
 from scheduling.models import (
     ONBOARDING_TEMPLATE,
+    CancelReason,
     ContentContainer,
     Layer,
     LayerKind,
@@ -406,10 +407,12 @@ def _instagram_caption_problem(container: ContentContainer, mode: str) -> str | 
 
 
 def post_cancel(*, post_id: str, actor=None, api_key=None) -> ScheduledPost:
-    """queued → canceled, recording who canceled it: the staff `actor`, or the partner's `api_key`. Raises
-    Conflict POST_NOT_CANCELABLE in any other state."""
+    """queued → canceled, recording who canceled it: the staff `actor` (the partner is then told Layers did), or
+    the partner's `api_key` (its own DELETE: no reason, it knows). Raises Conflict POST_NOT_CANCELABLE in any
+    other state."""
+    reason = CancelReason.STAFF if actor is not None else ""
     updated = ScheduledPost.objects.filter(pk=post_id, status=ScheduledPost.Status.QUEUED).update(
-        **_canceled_fields(cause="", who=acting(actor=actor, api_key=api_key))
+        **_canceled_fields(cause="", who=acting(actor=actor, api_key=api_key), reason=reason)
     )
     post = ScheduledPost.objects.get(pk=post_id)
     if not updated:
@@ -437,7 +440,9 @@ def posts_cancel(*, post_ids: list[str], actor=None) -> BatchOutcome:
             .order_by("pk")
             .values_list("pk", flat=True)
         )
-        ScheduledPost.objects.filter(pk__in=canceled).update(**_canceled_fields(cause="", who=acting(actor=actor)))
+        ScheduledPost.objects.filter(pk__in=canceled).update(
+            **_canceled_fields(cause="", who=acting(actor=actor), reason=CancelReason.STAFF)
+        )
         statuses = dict(
             ScheduledPost.objects.filter(pk__in=[pk for pk in post_ids if pk not in canceled]).values_list(
                 "pk", "status"
@@ -453,22 +458,26 @@ def posts_cancel(*, post_ids: list[str], actor=None) -> BatchOutcome:
     return outcome
 
 
-def posts_cancel_for_account(*, account, cause: str, actor=None, api_key=None) -> int:
+def posts_cancel_for_account(*, account, cause: str, reason: str, actor=None, api_key=None) -> int:
     """Cancel every queued post of `account` (revoke, lease release). Runs in the caller's transaction.
     A post already claimed by a worker (publishing) is left to that run: it fails ACCOUNT_DISCONNECTED unless
     it already reached the platform or the managed provider (_unless_account_gone).
-    `cause` ("account revoked", "lease released") and who acted (`actor`, `api_key`) are recorded on each."""
+    `cause` ("account revoked", "lease released") and who acted (`actor`, `api_key`) are recorded on each, for
+    support; `reason` (a CancelReason) is what the partner is told, even when its own call revoked the account:
+    its DELETE was of the account, and a post it scheduled vanished with it."""
     posts = ScheduledPost.objects.filter(social_account=account)
-    return _queued_canceled(posts, cause=cause, who=acting(actor=actor, api_key=api_key))
+    return _queued_canceled(posts, cause=cause, who=acting(actor=actor, api_key=api_key), reason=reason)
 
 
-def posts_cancel_for_organization(*, organization_id: str, cause: str, by: str) -> int:
+def posts_cancel_for_organization(*, organization_id: str, cause: str, reason: str, by: str) -> int:
     """Cancel every queued post of the organization (its off-boarding), as posts_cancel_for_account does for
     one account: a post a worker already claimed (publishing) is left to that run. `by` names who acted."""
-    return _queued_canceled(ScheduledPost.objects.filter(organization_id=organization_id), cause=cause, who=by)
+    return _queued_canceled(
+        ScheduledPost.objects.filter(organization_id=organization_id), cause=cause, who=by, reason=reason
+    )
 
 
-def _queued_canceled(posts, *, cause: str, who: str) -> int:
+def _queued_canceled(posts, *, cause: str, who: str, reason: str) -> int:
     """Cancel the queued ones of `posts`, recording why and who acted on each; how many.
 
     Their rows are locked in key order first (the subquery's ORDER BY … FOR UPDATE), as posts_cancel locks
@@ -476,14 +485,18 @@ def _queued_canceled(posts, *, cause: str, who: str) -> int:
     many posts over the same rows in different orders (an off-boarding's and staff canceling a whole list) could
     each hold a row the other waits for, a deadlock that fails one of them."""
     locked = posts.filter(status=ScheduledPost.Status.QUEUED).select_for_update().order_by("pk").values("pk")
-    return ScheduledPost.objects.filter(pk__in=locked).update(**_canceled_fields(cause=cause, who=who))
+    return ScheduledPost.objects.filter(pk__in=locked).update(**_canceled_fields(cause=cause, who=who, reason=reason))
 
 
-def _canceled_fields(*, cause: str, who: str) -> dict:
+def _canceled_fields(*, cause: str, who: str, reason: str) -> dict:
+    """A cancel's columns: `cause` and `who` make canceled_by, support's free text (it names staff and API keys:
+    never shown to the partner); `reason`, a CancelReason or "" (the partner's own cancel), is the partner's
+    (serializers.post_error). Required of every caller, so that no cancel path forgets to say why."""
     return {
         "status": ScheduledPost.Status.CANCELED,
         "canceled_at": timezone.now(),
         "canceled_by": shorten(" by ".join(part for part in (cause, who) if part), CANCELED_BY_LENGTH),
+        "cancel_reason": reason,
     }
 
 
