@@ -444,3 +444,21 @@ def test_every_answer_to_a_known_key_documents_the_rate_limit_headers(schema):
                 if status == "401":
                     assert "RateLimit-Remaining" not in headers
     assert "`RateLimit-Remaining`" in schema["info"]["description"]
+
+
+def test_the_docs_say_when_a_canceled_post_carries_an_error_and_with_which_codes(schema):
+    # A partner whose post vanished from its calendar read `canceled` with `error: null` and could not tell why.
+    # The schema's `error` and the README say which cancels carry one, with the very messages the API writes.
+    from pathlib import Path
+
+    from scheduling.serializers import CANCELED_ERRORS
+
+    readme = " ".join((Path(django_settings.BASE_DIR) / "README.md").read_text().split())
+    error = schema["components"]["schemas"]["ScheduledPostOutput"]["properties"]["error"]
+    described = " ".join(error.get("description", "").split())
+    assert "canceled" in described and "null when the partner canceled it" in described
+    for where, text in (("schema", described), ("README", readme)):
+        for shown in CANCELED_ERRORS.values():
+            assert shown["code"] in text, (where, shown)
+    for shown in CANCELED_ERRORS.values():
+        assert shown["message"].split("because ", 1)[-1] in readme, shown
