@@ -33,6 +33,7 @@ from accounts.models import (
 )
 from accounts.platforms.http import WEB_REQUEST_PLATFORM_CALLS
 from accounts.platforms.scopes import stored_scopes
+from billing import services as billing_services
 from config.adminpaging import LargeTablePaginator
 from config.batches import row_batches
 
@@ -77,6 +78,13 @@ class OrganizationAdmin(NotDeletedInTheAdmin, admin.ModelAdmin):
     readonly_fields = ("id", "created_at", "offboarded_at", "offboarded_by")
     inlines = [ProjectInline, OnboardingStepInline]
     actions = ["offboard_organizations"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            # As organization_create does (the admin's form saves the row itself): finance finds the new
+            # organization in the wallet list, at $0.00, to record its first top-up. In the page's transaction.
+            billing_services.wallets_open([obj.pk])
 
     @runs_in_batches
     @asks_first

@@ -72,11 +72,16 @@ EVENT_TYPES = frozenset(
 
 
 def organization_create(*, name: str) -> Organization:
-    """Create a partner organization."""
+    """Create a partner organization, with its wallet at $0.00 (billing.services.wallets_open)."""
+    from billing.services import wallets_open
+
     name = name.strip()
     if not name:
         raise ValueError("An organization needs a name.")
-    return Organization.objects.create(name=name)
+    with transaction.atomic():
+        organization = Organization.objects.create(name=name)
+        wallets_open([organization.pk])
+    return organization
 
 
 def project_create(*, organization: Organization, name: str) -> Project:
@@ -2426,7 +2431,7 @@ def organization_offboard_plans(*, organizations: list[Organization]) -> list[Of
             posts_canceled=posts.get(organization.pk, 0),
             accounts_disconnected=live.get(organization.pk, []),
             leases_released=leases.get(organization.pk, 0),
-            wallet_balance_cents=balances.get(organization.pk, 0),  # no wallet before its first entry
+            wallet_balance_cents=balances.get(organization.pk, 0),  # a wallet not opened yet is at 0
         )
         for organization in organizations
     ]

@@ -120,7 +120,7 @@ class WalletAdmin(admin.ModelAdmin):
     readonly_fields = fields
 
     def has_add_permission(self, request):
-        return False  # created with the first entry; money is recorded with the form below
+        return False  # opened with the organization; money is recorded with the form below
 
     def has_change_permission(self, request, obj=None):
         return False  # the balance moves only with ledger entries

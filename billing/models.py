@@ -16,9 +16,10 @@ CURRENCY = "USD"
 
 
 class Wallet(models.Model):
-    """One per organization, created lazily by the first entry (an organization without one has a zero
-    balance). Every writer of an organization's ledger locks this row first (services._wallets_lock), so
-    ledger writes of one organization are serialized and the cached balance cannot drift."""
+    """One per organization, opened with it (services.wallets_open); an organization without one (made by a
+    path that does not open it) gets it with its first entry, and reads as a zero balance until then. Every
+    writer of an organization's ledger locks this row first (services._wallets_lock), so ledger writes of one
+    organization are serialized and the cached balance cannot drift."""
 
     class Status(models.TextChoices):
         OK = "ok", "OK"
