@@ -2,6 +2,7 @@ import re
 from urllib.parse import urlencode
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.template.response import TemplateResponse
@@ -253,7 +254,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
     def response_add(self, request, obj, post_url_continue=None):
-        # The raw key is rendered once, in this response, and stored nowhere (not even in a message).
+        # The raw key is rendered once, in this response, and stored nowhere (not even in a message). Beside it,
+        # what else the partner needs to make its first call (the API's address, the docs, its project ids), so
+        # that ops send it all at once rather than the partner asking back.
         return TemplateResponse(
             request,
             "admin/accounts/apikey/created.html",
@@ -261,6 +264,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 **self.admin_site.each_context(request),
                 "key": obj,
                 "raw_key": request._layers_new_key,
+                "projects": obj.organization.projects.order_by("created_at", "pk"),
+                "public_url": settings.LAYERS_PUBLIC_URL,
                 "title": "API key created",
                 "opts": self.model._meta,
             },

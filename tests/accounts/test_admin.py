@@ -274,6 +274,30 @@ def test_adding_a_key_shows_it_once_and_stores_only_prefix_and_hash(staff, staff
     assert raw not in staff_client.get("/admin/accounts/apikey/").content.decode()
 
 
+def test_the_key_created_page_gives_ops_everything_the_partner_needs_for_a_first_call(staff_client, owner, settings):
+    settings.LAYERS_PUBLIC_URL = "https://api.layers.test"
+
+    page = add_key(staff_client, owner.org).content.decode()
+
+    handover = page[page.index('id="partner-handover"') :]
+    assert "https://api.layers.test/v1/" in handover and "https://api.layers.test/docs/" in handover
+    assert owner.org.id in handover
+    for project in owner.projects:
+        assert project.id in handover and project.name in handover
+    # the ids are those the key reads
+    raw = RAW_KEY.search(page).group(0)
+    listed = Client().get("/v1/projects", HTTP_AUTHORIZATION=f"Bearer {raw}").json()["data"]
+    assert listed and all(p["id"] in handover for p in listed)
+
+
+def test_the_key_created_page_says_when_the_organization_has_no_project_yet(staff_client):
+    org = Organization.objects.create(name="Initech")
+
+    page = add_key(staff_client, org).content.decode()
+
+    assert "none yet: add one to the organization" in page[page.index('id="partner-handover"') :]
+
+
 def test_key_change_page_shows_neither_the_key_nor_its_hash(staff_client, owner):
     raw = RAW_KEY.search(add_key(staff_client, owner.org).content.decode()).group(0)
     row = ApiKey.objects.get(name="partner key")
