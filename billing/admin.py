@@ -256,6 +256,10 @@ def _resubmitted(org, data: dict, lease) -> str:
     return f"This form was already submitted with {what}; nothing was recorded again. Open it again."
 
 
+# The money form asks finance to confirm an amount this large (either sign) before recording it.
+LARGE_AMOUNT_CENTS = 1_000_000
+
+
 class MoneyForm(forms.Form):
     # Labelled with its id: money recorded for the wrong one of two partners with the same name is not undone.
     organization = label_choices(forms.ModelChoiceField(queryset=Organization.objects.all()))
@@ -271,6 +275,11 @@ class MoneyForm(forms.Form):
         max_digits=13,
         decimal_places=2,
         help_text="US dollars, e.g. 250.00. For an adjustment, a negative amount debits the wallet.",
+    )
+    confirm_large_amount = forms.BooleanField(
+        required=False,
+        label="Confirm a large amount",
+        help_text=f"Needed for {reports.usd_display(LARGE_AMOUNT_CENTS)} or more, credit or debit.",
     )
     reason = forms.CharField(max_length=500, help_text="Required. The partner sees it in their wallet entries.")
     reference = forms.CharField(
@@ -289,6 +298,13 @@ class MoneyForm(forms.Form):
     # Becomes the entry's reference (`form:<token>`, 100 characters at most): a forged longer one is a form error.
     token = forms.CharField(widget=forms.HiddenInput, initial=lambda: uuid.uuid4().hex, max_length=64)
 
+    def clean_amount(self):
+        # Python's Decimal reads "1e3" as 1000: a number pasted from a spreadsheet, or a typo, recorded as money
+        # the partner sees. Finance writes amounts in digits.
+        if "e" in str(self.data.get(self.add_prefix("amount"), "")).lower():
+            raise forms.ValidationError("Write the amount in digits, e.g. 1000.00 (no exponent).")
+        return self.cleaned_data["amount"]
+
     def clean(self):
         data = super().clean()
         amount = data.get("amount")
@@ -298,6 +314,13 @@ class MoneyForm(forms.Form):
                 self.add_error("amount", "A top-up must be positive.")
             if amount == Decimal(0):
                 self.add_error("amount", "The amount cannot be zero.")
+            elif abs(data["cents"]) >= LARGE_AMOUNT_CENTS and not data.get("confirm_large_amount"):
+                # An extra zero typed by mistake is an entry the partner sees, corrected only by another one.
+                self.add_error(
+                    "amount",
+                    f"That is {reports.usd_display(abs(data['cents']))}: tick “Confirm a large amount” below to "
+                    "record it, or correct it.",
+                )
         data["lease"] = None
         leased_account = (data.get("leased_account") or "").strip()
         if leased_account:

@@ -6,6 +6,7 @@ import csv
 import io
 import re
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from html.parser import HTMLParser
 
 import pytest
@@ -249,6 +250,41 @@ def test_staff_record_a_debit_adjustment_which_needs_a_reason(finance, owner):
     assert (entry.amount_cents, entry.reason, entry.actor) == (-2500, "Chargeback", finance.user)
     assert balance(owner) == -1500
     assert Wallet.objects.get(pk=owner.org.pk).status == "past_due"
+
+
+@pytest.mark.parametrize(("kind", "amount"), [("top_up", "25000.00"), ("adjustment", "-10000"), ("top_up", "10000.00")])
+def test_a_large_amount_is_recorded_only_once_finance_confirms_it(finance, owner, kind, amount):
+    # An extra zero typed by mistake ($25,000 for $2,500.00) would be money shown to the partner and
+    # corrected only by a second entry: the form asks first.
+    data = {"organization": owner.org.pk, "kind": kind, "amount": amount, "reason": "Wire 7781", "token": "t1"}
+
+    asked = finance.post("/admin/billing/wallet/record/", data)
+
+    assert asked.status_code == 200
+    (said,) = asked.context["form"].errors["amount"]
+    assert f"${Decimal(amount).copy_abs():,.2f}" in said and "confirm" in said.lower()
+    assert not LedgerEntry.objects.filter(organization=owner.org).exists()
+    confirmed = finance.post("/admin/billing/wallet/record/", {**data, "confirm_large_amount": "on"})
+    assert confirmed.status_code == 302
+    assert balance(owner) == int(Decimal(amount) * 100)
+
+
+def test_an_amount_below_the_confirmation_threshold_needs_no_confirmation(finance, owner):
+    data = {"organization": owner.org.pk, "kind": "top_up", "amount": "9999.99", "reason": "Wire", "token": "t1"}
+
+    assert finance.post("/admin/billing/wallet/record/", data).status_code == 302
+    assert balance(owner) == 999999
+
+
+@pytest.mark.parametrize("amount", ["1e3", "1E3", "2.5e2", "1e-2"])
+def test_an_amount_in_exponent_notation_is_refused_not_read_as_a_number(finance, owner, amount):
+    data = {"organization": owner.org.pk, "kind": "top_up", "amount": amount, "reason": "Wire", "token": "t1"}
+
+    refused = finance.post("/admin/billing/wallet/record/", {**data, "confirm_large_amount": "on"})
+
+    assert refused.status_code == 200
+    assert "digits" in " ".join(refused.context["form"].errors["amount"])
+    assert not LedgerEntry.objects.filter(organization=owner.org).exists()
 
 
 def test_staff_without_the_finance_permissions_cannot_record_money_or_see_the_report(owner):
