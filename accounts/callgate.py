@@ -9,7 +9,8 @@ gate of its receiver (and, for webhooks, of its organization) before calling:
 - after `failures_to_trip` consecutive calls that got no answer (timeout, connection failure) the receiver is
   down until a cool-off ends ("down"): callers defer their work until then. When it ends, calls go again
   (at most `in_flight` of them); one more without an answer starts another cool-off, one answer (any HTTP
-  status) ends the streak.
+  status) ends the streak. A receiver replaced (a webhook endpoint given a new URL) is forgiven its streak and
+  cool-off (`forgive`): they were about the one it replaced.
 
 The state is a row per key in the database (CallGate), the source of truth every worker process shares:
 `enter` runs inside the caller's transaction and locks the rows, so concurrent callers are counted exactly;
@@ -25,7 +26,7 @@ from django.utils import timezone
 
 from accounts.models import CallGate
 
-__all__ = ["BUSY_RETRY", "CallGate", "Limit", "Refused", "closed", "enter", "free", "leave"]
+__all__ = ["BUSY_RETRY", "CallGate", "Limit", "Refused", "closed", "enter", "forgive", "free", "leave"]
 
 # A refused ("busy") caller's work comes back after this (± jitter): slots free within one call's timeout.
 BUSY_RETRY = timedelta(seconds=5)
@@ -124,3 +125,13 @@ def leave(*, limits: list[Limit], holder: str, answered: bool | None) -> None:
                     if gate.failures >= limit.failures_to_trip:
                         gate.down_until = now + limit.cool_off
             gate.save(update_fields=["slots", "failures", "down_until"])
+
+
+def forgive(*, key: str) -> None:
+    """End the failure streak of `key`'s receiver, and its cool-off if one runs: the calls that went unanswered
+    no longer say anything about where the next ones go (a webhook endpoint given a new URL). Its slots stay:
+    the calls in flight still hold them, and each gives its own back (`leave`). Runs inside the caller's
+    transaction, after the caller's own rows (the lock order of `enter`); no row yet, nothing to forgive."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("callgate.forgive must run inside the caller's transaction")
+    CallGate.objects.filter(key=key).update(failures=0, down_until=None)

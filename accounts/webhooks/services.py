@@ -71,7 +71,7 @@ USER_AGENT = "Layers-Webhooks/1.0"
 # worker's threads); a send over either is deferred a few seconds (not attempted, no thread held). An
 # endpoint that left FAILURES_BEFORE_COOL_OFF attempts in a row without an answer (timeout, connection
 # failure, a host name that did not resolve) gets no attempt for COOL_OFF: its deliveries wait, not
-# attempted. accounts/callgate.py.
+# attempted (a change of its URL ends the cool-off: _waiting_sent_now). accounts/callgate.py.
 ENDPOINT_IN_FLIGHT = 2
 FAILURES_BEFORE_COOL_OFF = 5
 COOL_OFF = timedelta(minutes=1)
@@ -331,7 +331,8 @@ def endpoint_update(
     checks it, and `enabled` False to disable it (reason "partner", its unfinished deliveries canceled, as
     endpoint_disable does for staff) or True to enable it again (endpoint_enable, staff's rules: from then on it
     receives the events recorded from that moment, never those recorded while it was off). None leaves that one
-    as it is. All or nothing. `api_key`: the partner's key, named in the log lines (the endpoint's history).
+    as it is. All or nothing. `api_key`: the partner's key, named in the log lines (the endpoint's history). A new
+    `url` sends what waits for a retry there at once, and ends the endpoint's cool-off (_waiting_sent_now).
 
     Raises Validation (422) for events or a URL the creation refuses and for `enabled` True on an endpoint staff
     disabled (theirs to enable again), RateLimited (429) while another host
@@ -394,7 +395,43 @@ def endpoint_update(
             endpoint = endpoint_disable(
                 endpoint_id=endpoint.pk, reason=WebhookEndpoint.DisabledReason.PARTNER, actor=who
             )
+        if "url" in changed:
+            _waiting_sent_now(endpoint)
     return endpoint
+
+
+def _waiting_sent_now(endpoint: WebhookEndpoint) -> None:
+    """The endpoint's URL just changed (endpoint_update, in its transaction, the endpoint locked): its deliveries
+    waiting for a retry are made due now, and its failure streak and cool-off end (callgate.forgive). A partner
+    fixes a broken URL and expects its backlog to flow; the backoff (up to 12 h) and the cool-off were about the
+    old URL, and kept, they parked the deliveries that long. Each keeps its attempt numbers and its window
+    (give_up_at, window_first_attempt): a retry made earlier neither extends nor restarts it, and fails again on
+    the backoff it had reached. Sends queued and not started, in flight, and finished ones are left as they are.
+
+    A send of the oldest is queued once this commits, as many as the gates take now (_sends_to_start), as a
+    fan-out does; each answered send then queues the next (deliveries_queue_waiting), and the relay tick takes
+    the rest in any case."""
+    now = timezone.now()
+    waiting = WebhookDelivery.objects.filter(
+        Q(endpoint_id=endpoint.pk, status=WebhookDelivery.Status.PENDING, next_attempt_at__gt=now) & _not_queued(now)
+    )
+    # Locked in key order first, as a data deletion request and a whole-list resend lock theirs
+    # (deliveries_body_rewritten, deliveries_resend): one UPDATE locks them in the plan's order, and could hold one
+    # they wait for while waiting for one they hold. Before the gate: callgate's lock order (the caller's rows first).
+    rows = list(waiting.select_for_update(of=("self",)).order_by("pk").values_list("pk", "created_at"))
+    callgate.forgive(key=endpoint_gate_key(endpoint.pk))
+    if not rows or not endpoint.is_live:
+        return
+    oldest = [pk for pk, _ in sorted(rows, key=lambda row: (row[1], row[0]))[:ENDPOINT_IN_FLIGHT]]
+    starting = _sends_to_start(endpoint.organization_id, oldest)
+    # Each row written once (deliveries_resend says why: a second write's foreign keys are checked again at commit).
+    started = set(starting)
+    WebhookDelivery.objects.filter(pk__in=[pk for pk, _ in rows if pk not in started]).update(next_attempt_at=now)
+    if starting:
+        # Marked queued as the tick marks what it queues: the tick leaves them to these sends for a lease.
+        WebhookDelivery.objects.filter(pk__in=starting).update(next_attempt_at=now, queued_at=now)
+        transaction.on_commit(lambda: deliveries_send_queued(starting))
+    log.info("webhook endpoint %s: %d deliveries waiting for a retry made due at its new URL", endpoint.pk, len(rows))
 
 
 # --- Fan-out -----------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.conf import settings
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -18,8 +20,10 @@ from accounts.services import event_record
 from accounts.webhooks import selectors, services, tasks
 from accounts.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookFanout
 from config import ratelimit
+from tests.concurrency import held_open, on_its_own_connection, wait_until_waiting
 from tests.conftest import assert_error
 from tests.webhooks.helpers import create_endpoint, delivery_of, record
+from tests.webhooks.receiver import free_port
 
 URL = "https://93.184.216.34/layers/hooks"  # a public address literal: no DNS needed, nothing is sent
 OTHER_URL = "https://93.184.216.35/layers/v2"
@@ -442,3 +446,217 @@ def test_retries_waiting_when_the_url_changes_go_to_the_new_url(owner, receivers
     (request,) = fixed.requests
     assert request.headers["layers-event-id"] == event.pk
     assert delivery_of(event, endpoint).status == "delivered"
+
+
+# --- A change of URL sends what waits at once ----------------------------------------------------------------
+# The partner fixes a broken URL: the retries waiting their backoff (up to 12 h) and the endpoint's cool-off
+# after unanswered attempts were about the old URL. They go to the new one at the next relay tick (or at once),
+# each delivery keeping its attempt numbers and its 3-day window.
+
+TICK = timedelta(seconds=15)  # the beat's relay tick
+
+
+@pytest.fixture
+def queue(monkeypatch) -> list[str]:
+    """The `webhooks` queue: the sends queued (webhook_deliver), run when the test says, as a worker would."""
+    sent: list[str] = []
+    monkeypatch.setattr(tasks.webhook_deliver, "delay", sent.append)
+    return sent
+
+
+def work(queue: list[str]) -> None:
+    while queue:
+        tasks.webhook_deliver(queue.pop(0))
+
+
+def tick(queue: list[str]) -> None:
+    """A relay tick, then a worker runs what is queued."""
+    tasks.webhooks_tick()
+    work(queue)
+
+
+def dead_url() -> str:
+    """Nothing listens there: every attempt fails without an answer (no connection)."""
+    return f"http://127.0.0.1:{free_port()}/hooks"
+
+
+def waiting_a_backoff(owner, endpoint: dict, clock, queue: list[str], attempts: int):
+    """An event whose delivery to `endpoint` failed `attempts` times, each at its time: it waits its backoff."""
+    event = record(owner)
+    work(queue)
+    for _ in range(attempts - 1):
+        clock.move_to(delivery_of(event, endpoint).next_attempt_at)
+        tick(queue)
+    waiting = delivery_of(event, endpoint)
+    assert (waiting.status, waiting.attempts) == ("pending", attempts), waiting.last_error
+    return event, waiting
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_waiting_its_backoff_reaches_the_new_url_at_the_next_tick_in_its_window(owner, receivers, queue):
+    fixed = receivers()
+    endpoint = create_endpoint(owner, dead_url())
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        event, waiting = waiting_a_backoff(owner, endpoint, clock, queue, attempts=4)
+        assert waiting.next_attempt_at > timezone.now() + timedelta(minutes=20)  # ×3 from 1 min: about 27 min
+        clock.shift(timedelta(minutes=2))
+
+        assert patch(owner, endpoint["id"], {"url": fixed.url()}).status_code == 200
+        clock.shift(TICK)
+        tick(queue)
+
+    (request,) = fixed.posts
+    assert request.headers["layers-event-id"] == event.pk
+    assert request.headers["layers-delivery-attempt"] == "5"  # its numbering goes on
+    sent = delivery_of(event, endpoint)
+    assert sent.status == "delivered"
+    assert (sent.first_attempt_at, sent.give_up_at) == (waiting.first_attempt_at, waiting.give_up_at)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_sent_early_to_the_new_url_keeps_its_backoff_and_window_if_it_fails_again(owner, receivers, queue):
+    down_too = receivers(respond=lambda r: (503, {}))
+    endpoint = create_endpoint(owner, dead_url())
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        event, waiting = waiting_a_backoff(owner, endpoint, clock, queue, attempts=4)
+
+        assert patch(owner, endpoint["id"], {"url": down_too.url()}).status_code == 200
+        clock.shift(TICK)
+        tick(queue)
+        now = timezone.now()
+
+    assert [r.headers["layers-delivery-attempt"] for r in down_too.posts] == ["5"]
+    after = delivery_of(event, endpoint)
+    assert (after.status, after.attempts, after.give_up_at) == ("pending", 5, waiting.give_up_at)
+    # The fifth attempt of its window: the next one about 81 minutes on, not the first retry's minute again.
+    assert after.next_attempt_at >= now + services.retry_delay(5) * (1 - services.RETRY_JITTER)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_endpoint_cooling_off_after_unanswered_attempts_gets_its_deliveries_at_the_next_tick_after_a_url_change(
+    owner, receivers, queue
+):
+    fixed = receivers()
+    endpoint = create_endpoint(owner, dead_url())
+    trips = services.FAILURES_BEFORE_COOL_OFF
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        events = [record(owner) for _ in range(trips + 1)]
+        queue.clear()  # sent one after another here, as the relay would
+        outcomes = [services.delivery_deliver(delivery_id=delivery_of(e, endpoint).pk) for e in events]
+        assert outcomes == ["retry"] * trips + ["deferred"]  # the last one held back by the cool-off
+        held_back = delivery_of(events[-1], endpoint)
+        assert held_back.next_attempt_at >= timezone.now() + services.COOL_OFF - timedelta(seconds=1)
+
+        assert patch(owner, endpoint["id"], {"url": fixed.url()}).status_code == 200
+        clock.shift(TICK)
+        tick(queue)
+
+    assert sorted(r.headers["layers-event-id"] for r in fixed.posts) == sorted(e.pk for e in events)
+    rows = [delivery_of(e, endpoint) for e in events]
+    assert [(d.status, d.attempts) for d in rows] == [("delivered", 2)] * trips + [("delivered", 1)]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("change", ["same url", "events"])
+def test_a_patch_that_does_not_change_the_url_leaves_the_backoff_and_the_cool_off_as_they_were(
+    owner, receivers, queue, change
+):
+    receiver = receivers()
+    receiver.stop()  # down: nothing listens on its port
+    endpoint = create_endpoint(owner, receiver.url())
+    trips = services.FAILURES_BEFORE_COOL_OFF
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        events = [record(owner) for _ in range(trips + 1)]
+        queue.clear()
+        for event in events:
+            services.delivery_deliver(delivery_id=delivery_of(event, endpoint).pk)
+        before = {d.pk: d.next_attempt_at for d in WebhookDelivery.objects.all()}
+        body = {"url": receiver.url()} if change == "same url" else {"events": ["social_account.disconnected"]}
+
+        assert patch(owner, endpoint["id"], body).status_code == 200
+        back = receivers(port=receiver.port)  # the receiver is up again, at the same URL
+        clock.shift(TICK)
+        tick(queue)
+
+    assert back.posts == []  # each waits its backoff, or the cool-off's end
+    assert {d.pk: d.next_attempt_at for d in WebhookDelivery.objects.all()} == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_url_change_leaves_the_other_endpoints_and_organizations_retries_waiting(owner, sibling, receivers, queue):
+    fixed, failing = receivers(), receivers(respond=lambda r: (500, {}))
+    changed = create_endpoint(owner, dead_url())
+    other = create_endpoint(owner, failing.url("/other"))
+    theirs = create_endpoint(sibling, failing.url("/theirs"))
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        event = record(owner)  # to both of the owner's endpoints
+        their_event = record(sibling)
+        work(queue)
+        before = {d.pk: d.next_attempt_at for d in WebhookDelivery.objects.exclude(endpoint_id=changed["id"])}
+        assert len(before) == 2 and len(failing.posts) == 2
+
+        assert patch(owner, changed["id"], {"url": fixed.url()}).status_code == 200
+        clock.shift(TICK)
+        tick(queue)
+
+    assert [r.headers["layers-event-id"] for r in fixed.posts] == [event.pk]
+    assert len(failing.posts) == 2  # still waiting their backoff
+    assert {d.pk: d.next_attempt_at for d in WebhookDelivery.objects.exclude(endpoint_id=changed["id"])} == before
+    assert {(delivery_of(event, other).status, delivery_of(their_event, theirs).status)} == {("pending", "pending")}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_url_change_sends_a_backlog_at_once_at_the_pace_of_the_new_url_within_the_in_flight_limits(
+    owner, receivers, queue
+):
+    fixed, failing = receivers(), receivers(respond=lambda r: (500, {}))
+    endpoint = create_endpoint(owner, failing.url())
+    with time_machine.travel(timezone.now(), tick=False):
+        events = [record(owner) for _ in range(6)]
+        queue.clear()
+        for event in events:
+            services.delivery_deliver(delivery_id=delivery_of(event, endpoint).pk)
+        assert len(failing.posts) == 6
+        queue.clear()  # what each answer queued of the others, sent already
+
+        assert patch(owner, endpoint["id"], {"url": fixed.url()}).status_code == 200
+        # Queued at once: as many as the endpoint and its organization may have in flight, not the whole backlog;
+        # each answer queues the next ones, and no tick is needed.
+        assert len(queue) == min(services.ENDPOINT_IN_FLIGHT, settings.LAYERS_WEBHOOK_ORG_IN_FLIGHT)
+        work(queue)
+
+    assert sorted(r.headers["layers-event-id"] for r in fixed.posts) == sorted(e.pk for e in events)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_url_change_and_a_data_deletion_rewriting_bodies_never_deadlock(owner, receivers, queue):
+    """A data deletion request rewrites the stored body of the deliveries of the person's events, locking them in
+    key order (deliveries_body_rewritten), as the partner fixes its URL and its waiting retries are made due."""
+    endpoint = create_endpoint(owner, receivers(respond=lambda r: (500, {})).url())
+    created = [record(owner).pk for _ in range(3)]
+    queue.clear()  # never sent: held back (the endpoint cooling off), they wait
+    events = list(Event.objects.filter(pk__in=created).order_by("pk"))
+    # The highest key due first: an unordered read meets it first, then the one held, then the lowest, which the
+    # erasure takes first.
+    for i, (event, new) in enumerate(zip(events, ("whd_zzzz", "whd_mmmm", "whd_aaaa"), strict=True)):
+        WebhookDelivery.objects.filter(pk=delivery_of(event, endpoint).pk).update(
+            id=new, queued_at=None, next_attempt_at=timezone.now() + timedelta(minutes=1, seconds=i)
+        )
+    errors: list = []
+    answers: list = []
+
+    def erase():  # in the erasure's transaction, as accounts.services._events_scrubbed calls it
+        with transaction.atomic():
+            services.deliveries_body_rewritten(event_ids=[event.pk for event in events])
+
+    with held_open(lambda: list(WebhookDelivery.objects.select_for_update().filter(pk="whd_mmmm"))):
+        erasure = on_its_own_connection(erase, errors)
+        wait_until_waiting("webhooks_webhookdelivery")
+        change = on_its_own_connection(lambda: answers.append(patch(owner, endpoint["id"], {"url": OTHER_URL})), errors)
+        wait_until_waiting("webhooks_webhookdelivery", count=2)
+    erasure.join(30)
+    change.join(30)
+
+    assert errors == [], errors
+    assert [answer.status_code for answer in answers] == [200], answers[0].content
+    assert not WebhookDelivery.objects.filter(next_attempt_at__gt=timezone.now()).exists()
