@@ -105,6 +105,8 @@ status, a redirect, a timeout, a refused connection — is a failed attempt.
 after the first attempt, and a last one at +72 h; then the delivery is failed (a resend by Layers support
 starts a new 3-day window, on the same schedule from +1 min). A `Retry-After` header
 (seconds or an HTTP date, honoured up to 12 hours) postpones the next attempt to at least that time.
+Changing the endpoint's URL (`PATCH /v1/webhook-endpoints/{id}`) sends the deliveries waiting for a retry to the
+new URL at once, within the limits below: each keeps its attempt numbers and its 3-day window.
 Missed events stay available from `GET /v1/events` for replay, for 30 days.
 
 **Limits.** An organization has at most 20 endpoints (disabled ones included): creating a 21st is refused
@@ -115,9 +117,9 @@ requests are in flight to one endpoint at a time, and at most 2 to all of an org
 together; a delivery over either is sent as soon as one of them is answered (so a burst goes out at the
 pace your endpoint answers), or by the next relay tick (every 15 s) if none is. After 5 attempts in a
 row that got no answer (a timeout, no connection, or a host name that did not resolve) the endpoint gets
-no request for 1 minute; then it is tried again. A delivery held back by these limits is not an attempt: it
-keeps its number (`Layers-Delivery-Attempt`) and its 3-day window, which starts at its first attempt (a
-delivery held back when its window ends still gets its last attempt).
+no request for 1 minute, or until you change its URL; then it is tried again. A delivery held back by these
+limits is not an attempt: it keeps its number (`Layers-Delivery-Attempt`) and its 3-day window, which starts at
+its first attempt (a delivery held back when its window ends still gets its last attempt).
 
 **At least once.** The same event can arrive more than once (for example when we could not record your
 answer); every copy has the same `id` and the same body. Deduplicate on the `id` in the verified body: the
@@ -199,7 +201,9 @@ class EndpointUpdateInput(StrictSerializer):
         max_length=2048,
         required=False,
         help_text="A new destination, checked as at creation (absolute https, public addresses only, no "
-        "credentials, no fragment; 422 otherwise). Deliveries waiting for a retry go to the new URL.",
+        "credentials, no fragment; 422 otherwise). A new URL gets the deliveries waiting for a retry at once "
+        "(within the in-flight limits; each keeps its attempt numbers and 3-day window), and ends the pause after 5 "
+        "unanswered attempts.",
     )
     events = serializers.ListField(
         child=serializers.ChoiceField(choices=sorted(EVENT_TYPES)),
@@ -228,8 +232,12 @@ does not change: rotate it with `rotate-secret`). All or nothing: a request with
 - `url` is checked as at creation: https, no credentials or fragment, and its host looked up, one lookup of your
   organization at a time (another creation or change of URL meanwhile → 429 `RATE_LIMITED`, `Retry-After: 5`);
   a host that does not resolve or resolves to a private, loopback, link-local or metadata address → 422. Sending
-  the URL the endpoint already has looks nothing up. Deliveries waiting for a retry are sent to the new URL,
-  signed with the same secret.
+  the URL the endpoint already has looks nothing up (and changes nothing). A new URL gets the deliveries waiting
+  for a retry at once, signed with the same secret: as many as the in-flight limits allow (2 at a time), the
+  others as it answers or by the next relay tick (every 15 s). Each keeps its attempt numbers
+  (`Layers-Delivery-Attempt`) and its 3-day window, which sending it earlier neither extends nor restarts; one that
+  fails again waits the backoff its window had reached. A pause after 5 attempts without an answer ends too: it
+  was about the old URL. Changing only `events` or `enabled` leaves waiting retries as they were.
 - `enabled: false` disables the endpoint (`status: disabled`, `disabledReason: partner`) and cancels its
   unfinished deliveries; nothing more is sent to it. `enabled: true` enables a disabled endpoint again (your
   URL answered 410, or you disabled it): it receives the events recorded from that moment on, never those

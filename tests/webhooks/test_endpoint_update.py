@@ -386,6 +386,8 @@ def test_openapi_documents_the_patch(db):
     assert operation["operationId"] == "webhook_endpoints_update"
     for needle in ("events", "url", "enabled", "410", "recorded while", "Idempotency-Key"):
         assert needle in operation["description"], needle
+    # A new URL gets what waits for a retry at once (the partner fixing a broken URL expects its backlog now).
+    assert "waiting for a retry at once" in " ".join(operation["description"].split())
     assert {"200", "400", "401", "404", "413", "422", "429", "500"} <= set(operation["responses"])
     assert "409" not in operation["responses"]
     request = operation["requestBody"]["content"]["application/json"]["schema"]
@@ -395,6 +397,7 @@ def test_openapi_documents_the_patch(db):
     assert body["additionalProperties"] is False and body["minProperties"] == 1
     assert body["properties"]["enabled"]["type"] == "boolean"
     assert body["properties"]["events"]["minItems"] == 1
+    assert "waiting for a retry at once" in body["properties"]["url"]["description"]
     answer = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     endpoint_schema = schema["components"]["schemas"][answer.rpartition("/")[2]]
     assert "secret" not in endpoint_schema["properties"]
