@@ -19,7 +19,8 @@ and with no secret but those valid when it was signed (two during a rotation's 2
 a token, an API key or a signing secret; every body is the event as GET /v1/events shows it, and none carries the
 handle of a person whose data was deleted; a delivery is `delivered` exactly when its receiver answered 2xx in
 time (a worker killed before recording it aside: at least once); its requests are numbered 1, 2, … in order, a
-failed one retried no sooner than a minute (two after a `Retry-After: 120`) unless staff resent it; at most 2
+failed one retried no sooner than a minute (two after a `Retry-After: 120`) unless staff resent it or its partner
+changed the endpoint's URL meanwhile (what waits for a retry is then due at once, README); at most 2
 sends are in flight to an endpoint and to an organization; the endpoints the API lists (status,
 `disabledReason`, events, URL, `previousSecretExpiresAt`) are the model's. At a drain (every receiver answering
 2xx, the workers healthy, the clock moved on), every event made while an endpoint was live and subscribed (by the
@@ -42,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 from unittest import mock
 
 import pytest
+from django.conf import settings as django_settings
 from django.db.models import Q
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, rule
@@ -168,6 +170,8 @@ class ModelReceiver:
         self.log.append(
             {
                 "at": datetime.now(UTC),
+                # The order requests arrived in, across receivers (the clock stands still within a step).
+                "seq": next(self.machine.arrivals),
                 "live": model["live"] or raced,
                 # Sends are never concurrent with a PATCH in the model: a request reaches the URL of its moment.
                 "current": model["rid"] == self.rid,
@@ -176,6 +180,7 @@ class ModelReceiver:
                 "status": status,
                 "in_time": in_time,
                 "mode": mode,
+                "endpoint": self.key,
             }
         )
         if status == 410 and model["live"]:
@@ -196,6 +201,7 @@ class DeliveryModel(ModelMachine):
     def _begin(self):
         self.receivers: dict[int, ModelReceiver] = {}  # by receiver number (rid)
         self.rids = itertools.count()
+        self.arrivals = itertools.count()
         self.lock = threading.Lock()
         self.parallel = False
         self.in_flight: collections.Counter = collections.Counter()
@@ -235,6 +241,7 @@ class DeliveryModel(ModelMachine):
         self.erased: list[str] = []  # handles whose person asked Meta to delete their data
         self.offboarded = [False, False]
         self.resent: dict[str, list[datetime]] = {}  # delivery id → when staff clicked resend
+        self.url_changed: dict[int, list[datetime]] = {}  # endpoint key → when its partner changed its URL
         for org in (0, 1):  # each partner starts with an endpoint taking every type
             self.create_endpoint(org, TYPES)
 
@@ -370,18 +377,48 @@ class DeliveryModel(ModelMachine):
     def partner_changes_url(self, index, to):
         """The partner moves its endpoint between its two receivers (the one it has again: no change)."""
         model = self._partners_endpoint(index)
-        if model is None:
+        if model is not None:
+            self._move_url(model, to)
+
+    @rule(index=st.integers(0, 15), broken=st.sampled_from(["unavailable", "retry-after", "refused"]))
+    def partner_fixes_a_broken_url(self, index, broken):
+        """The partner's receiver fails (an outage, nothing listening), an event's delivery to it waits for a
+        retry, and the partner moves the endpoint to its other receiver. Left to the other rules, a change of URL
+        with a retry waiting hardly ever happened."""
+        key = self._endpoint(index, live_only=True)
+        if key is None or self.offboarded[self.endpoints[key]["org"]]:
             return
+        model = self.endpoints[key]
+        self.receivers[model["rid"]].set_mode(broken)
+        record(self.tenants[model["org"]], model["events"][0], fixed=f"{self.n}-{key}")
+        self.beat_and_healthy_workers()
+        if model["live"]:  # a 410 of a send meanwhile disabled it: nothing waits
+            self._move_url(model, 1 if model["rid"] == model["receivers"][0] else 0)
+
+    def _move_url(self, model: dict, to: int) -> None:
         key = [k for k, m in self.endpoints.items() if m is model][0]
         if to >= len(model["receivers"]):
             rid = next(self.rids)
             self.receivers[rid] = ModelReceiver(self, key, rid)
             model["receivers"].append(rid)
         rid = model["receivers"][to]
+        if STATS is not None and rid != model["rid"]:
+            waiting = WebhookDelivery.objects.filter(endpoint_id=model["id"], status="pending")
+            STATS["URL changed with a retry waiting"] += waiting.filter(next_attempt_at__gt=datetime.now(UTC)).exists()
         response = self._patch(model, {"url": self.receivers[rid].url()})
         assert response.status_code == 200, response.content
         assert response.json()["url"] == self.receivers[rid].url(), response.json()
-        model["rid"] = rid  # what waits for a retry goes there too (README)
+        if rid != model["rid"]:
+            # What waits for a retry goes there, at once (README): none of its deliveries is left waiting a backoff
+            # or a cool-off about the old URL (a send queued and not started yet aside: it goes there too).
+            now = datetime.now(UTC)
+            self.url_changed.setdefault(key, []).append(now)
+            not_queued = Q(queued_at__isnull=True) | Q(queued_at__lte=now - django_settings.LAYERS_WEBHOOK_LEASE)
+            parked = WebhookDelivery.objects.filter(
+                not_queued, endpoint_id=model["id"], status="pending", next_attempt_at__gt=now
+            )
+            assert not parked.exists(), list(parked.values("pk", "next_attempt_at", "attempts"))
+        model["rid"] = rid
 
     @rule(index=st.integers(0, 15))
     def partner_disables(self, index):
@@ -763,11 +800,13 @@ class DeliveryModel(ModelMachine):
                         assert body == listed, f"the body is not the event as GET /v1/events shows it: {where}"
 
     def _by_delivery(self) -> dict[str, list[dict]]:
+        """Each delivery's requests in the order they arrived, at whichever of its endpoint's receivers (a change of
+        URL sends the next attempt to the other one)."""
         out: dict[str, list[dict]] = {}
         for receiver in self.receivers.values():
             for entry in receiver.log:
                 out.setdefault(entry["headers"]["layers-delivery-id"], []).append(entry)
-        return out
+        return {delivery_id: sorted(entries, key=lambda e: e["seq"]) for delivery_id, entries in out.items()}
 
     def _story(self, row) -> str:
         """What the relay recorded of a delivery, and what its receivers saw of it."""
@@ -797,21 +836,23 @@ class DeliveryModel(ModelMachine):
                     delivery_id = entry["headers"]["layers-delivery-id"]
                     answered.setdefault(delivery_id, set()).add(int(entry["headers"]["layers-delivery-attempt"]))
         # Layers-Delivery-Attempt: every request of a delivery has its own number, counting up.
-        numbers: dict[str, list[int]] = {}
-        for receiver in self.receivers.values():
-            for entry in receiver.log:
-                delivery_id = entry["headers"]["layers-delivery-id"]
-                numbers.setdefault(delivery_id, []).append(int(entry["headers"]["layers-delivery-attempt"]))
+        numbers = {
+            delivery_id: [int(entry["headers"]["layers-delivery-attempt"]) for entry in entries]
+            for delivery_id, entries in self._by_delivery().items()
+        }
         for delivery_id, seen in numbers.items():
             assert seen == sorted(set(seen)), f"{delivery_id}'s attempts arrived numbered {seen}"
         # A failed attempt is retried no sooner than its backoff (about 1 minute at least) or its Retry-After,
-        # unless staff resent it meanwhile or the worker died before recording the answer.
+        # unless staff resent it meanwhile, its partner changed the endpoint's URL meanwhile (README: what waits for a
+        # retry is sent to the new URL at once), or the worker died before recording the answer.
         for delivery_id, entries in self._by_delivery().items():
             for before, after in itertools.pairwise(entries):
                 attempt = int(before["headers"]["layers-delivery-attempt"])
                 if (before["status"] // 100 == 2 and before["in_time"]) or (delivery_id, attempt) in self.killed:
                     continue
                 if any(before["at"] <= at <= after["at"] for at in self.resent.get(delivery_id, [])):
+                    continue
+                if any(before["at"] <= at <= after["at"] for at in self.url_changed.get(before["endpoint"], [])):
                     continue
                 least = timedelta(seconds=120 if before["mode"] == "retry-after" else 47)
                 assert after["at"] - before["at"] >= least, (
