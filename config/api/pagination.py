@@ -114,7 +114,12 @@ def paginate(
     qs = queryset.order_by(f"-{time_field}", f"-{id_field}")
     if after:
         created, pk = after
-        qs = qs.filter(Q(**{f"{time_field}__lt": created}) | Q(**{time_field: created, f"{id_field}__lt": pk}))
+        # `time <= created` says nothing the OR does not, but PostgreSQL can start an index scan there: the OR
+        # alone is a filter, and a page deep in a list went through every row newer than its cursor.
+        qs = qs.filter(
+            Q(**{f"{time_field}__lte": created}),
+            Q(**{f"{time_field}__lt": created}) | Q(**{time_field: created, f"{id_field}__lt": pk}),
+        )
     return page_response(
         list(qs[: limit + 1]),
         limit=limit,
