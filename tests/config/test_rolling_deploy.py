@@ -90,6 +90,8 @@ INDEXES_ADDED_LATER = [
     ("accounts", "0009", "0010", "accounts_event", "event_subject"),
     ("accounts", "0014", "0015", "accounts_event", "event_org_fanout_pending"),
     ("scheduling", "0013", "0014", "scheduling_scheduledpostattempt", "spa_published_by_platform"),
+    ("scheduling", "0018", "0019", "scheduling_scheduledpost", "sp_project_status_newest"),
+    ("scheduling", "0018", "0019", "scheduling_scheduledpost", "sp_account_newest"),
 ]
 
 
