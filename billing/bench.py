@@ -134,7 +134,13 @@ def seed(*, organizations: int, leases: int, batch: int = 5000) -> Seeded:
             )
             wallets.append(Wallet(organization=org, balance_cents=top_up - used, updated_at=now))
         LedgerEntry.objects.bulk_create(entries)
-        Wallet.objects.bulk_create(wallets)
+        # Each organization's wallet was opened at $0.00 with it (organization_create): set its balance.
+        Wallet.objects.bulk_create(
+            wallets,
+            update_conflicts=True,
+            unique_fields=["organization"],
+            update_fields=["balance_cents", "updated_at"],
+        )
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")  # like a database autovacuum has caught up with (and the same for all)
     return Seeded(organizations=organizations, leases=leases, now=now, seconds=time.monotonic() - started)
