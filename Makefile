@@ -62,7 +62,7 @@ run: install
 # After the suite, RELIABILITY.md's figures are rewritten from what this run wrote to var/reliability/
 # (whether it passed or not: the figures say what failed); the exit status is pytest's.
 test: install chromium redis pgready
-	@status=0; $(VENV)/bin/pytest -q || status=$$?; \
+	@status=0; LAYERS_TEST_TABLESPACE=$$(bash .ci/test-tablespace) $(VENV)/bin/pytest -q || status=$$?; \
 	$(PY) manage.py reliability_report; exit $$status
 
 lint: install

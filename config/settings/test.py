@@ -8,6 +8,12 @@ DATABASES["default"] = database(
 )
 # LAYERS_TEST_DB lets several checkouts on one machine run the suite at once without sharing a database.
 DATABASES["default"]["TEST"] = {"NAME": env.str("LAYERS_TEST_DB", default="test_layers")}
+# `make test` puts the test database's tables and indexes in a tablespace in RAM when it can make one
+# (.ci/test-tablespace says why: Django's flush after each transactional test took 1.4 s on disk, 0.2 s there).
+_TABLESPACE = env.str("LAYERS_TEST_TABLESPACE", default="")
+if _TABLESPACE:
+    _OPTIONS = DATABASES["default"]["OPTIONS"]
+    _OPTIONS["options"] = f"{_OPTIONS.get('options', '')} -c default_tablespace={_TABLESPACE}".strip()
 CELERY_BROKER_URL = "memory://"
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = False
