@@ -91,22 +91,28 @@ def _explained(client, url: str) -> tuple[dict, str | None]:
     return plans[0][0], response.json()["nextCursor"]
 
 
-def _summary(node: dict) -> tuple[int, list[str]]:
-    """(rows of the posts table the scans went through, the scan nodes)."""
-    read, scans = 0, []
+def posts_read(node: dict) -> int:
+    """Rows of the posts table the plan's scans went through: those they returned, and those their filters
+    and rechecks removed, on every loop. (tests/scheduling/test_post_list_reads.py bounds it.)"""
+    read = 0
     if node.get("Relation Name") == "scheduling_scheduledpost":
-        read = (
+        kept = (
             node["Actual Rows"] + node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
-        ) * node["Actual Loops"]
+        )
+        read = kept * node["Actual Loops"]
+    return read + sum(posts_read(child) for child in node.get("Plans", []))
+
+
+def _scans(node: dict) -> list[str]:
+    """The plan's scan nodes of the posts table, its bitmap index scans and sorts, in plan order."""
+    scans = []
+    if node.get("Relation Name") == "scheduling_scheduledpost":
         scans.append(f"{node['Node Type']}{' using ' + node['Index Name'] if 'Index Name' in node else ''}")
     elif node["Node Type"] == "Bitmap Index Scan":
         scans.append(f"(of {node['Index Name']})")
     elif node["Node Type"] == "Sort":
         scans.append("Sort")
-    for child in node.get("Plans", []):
-        r, s = _summary(child)
-        read, scans = read + r, scans + s
-    return read, scans
+    return scans + [scan for child in node.get("Plans", []) for scan in _scans(child)]
 
 
 def main() -> None:
@@ -169,7 +175,7 @@ def main() -> None:
 
 def _measured(client, name: str, page: str, url: str) -> tuple[dict, str | None]:
     plan, next_cursor = _explained(client, url)
-    read, scans = _summary(plan["Plan"])
+    read, scans = posts_read(plan["Plan"]), _scans(plan["Plan"])
     buffers = plan["Plan"].get("Shared Hit Blocks", 0) + plan["Plan"].get("Shared Read Blocks", 0)
     print(f"{name:26} {page:>6} {plan['Execution Time']:>8.2f} {read:>10} {buffers:>8}  {', '.join(scans)}")
     return plan, next_cursor

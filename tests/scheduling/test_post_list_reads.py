@@ -12,6 +12,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from scheduling.bench.post_list_plans import posts_read
 from scheduling.models import ScheduledPost
 from tests.factories import make_account
 from tests.scheduling.publish_helpers import schedule_now
@@ -62,18 +63,6 @@ def long_history(owner, outsider):
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {ScheduledPost._meta.db_table}")
     return posts, big.pk, small.pk
-
-
-def posts_read(node: dict) -> int:
-    """Rows of the posts table the plan's scans went through: those they returned, and those their filters
-    and rechecks removed, on every loop."""
-    read = 0
-    if node.get("Relation Name") == ScheduledPost._meta.db_table:
-        kept = (
-            node["Actual Rows"] + node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
-        )
-        read = kept * node["Actual Loops"]
-    return read + sum(posts_read(child) for child in node.get("Plans", []))
 
 
 def pages(client, project_id: str, filters: dict, *, limit: int) -> list[tuple[list[str], int]]:
